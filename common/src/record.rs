@@ -1,0 +1,270 @@
+//! The typed records agents send and the collector stores.
+//!
+//! Every field has a bound, so a decoded record's size is fixed by its type.
+//! Field names are stable: they are the JSON keys `glimpse-collector export`
+//! prints and README's field reference documents.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::bounded::{BoundedString, BoundedVec};
+use crate::clock::UnixMillis;
+use crate::identity::DeviceKind;
+
+/// Most interfaces one metadata record describes.
+pub const MAX_INTERFACES: usize = 256;
+/// Most addresses listed per interface.
+pub const MAX_ADDRESSES: usize = 32;
+/// Longest free-text field (hostname, OS name, model), in bytes.
+pub const MAX_TEXT: usize = 255;
+/// Longest interface name, in bytes (Linux allows 15).
+pub const MAX_IFNAME: usize = 32;
+
+/// Retention classes: each kind lives in its own segments with its own window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum DataKind {
+    /// Device, client and interface metadata (default retention 60 days).
+    Metadata,
+    /// Header-only packet captures (default retention 7 days).
+    Capture,
+}
+
+impl DataKind {
+    /// Every kind, for sweeps and listings.
+    pub const ALL: [DataKind; 2] = [DataKind::Metadata, DataKind::Capture];
+
+    /// The name used on disk and in the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataKind::Metadata => "metadata",
+            DataKind::Capture => "capture",
+        }
+    }
+
+    /// The product's default retention for this kind, in days.
+    pub fn default_retention_days(self) -> u32 {
+        match self {
+            DataKind::Metadata => 60,
+            DataKind::Capture => 7,
+        }
+    }
+}
+
+impl fmt::Display for DataKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A data kind name that is not one of ours.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown data kind {0:?}: expected metadata or capture")]
+pub struct UnknownDataKind(pub String);
+
+impl FromStr for DataKind {
+    type Err = UnknownDataKind;
+    fn from_str(s: &str) -> Result<Self, UnknownDataKind> {
+        match s {
+            "metadata" => Ok(DataKind::Metadata),
+            "capture" => Ok(DataKind::Capture),
+            other => Err(UnknownDataKind(other.chars().take(40).collect())),
+        }
+    }
+}
+
+/// One observation from a device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// When the device observed it (device clock, Unix milliseconds).
+    pub observed_at_ms: UnixMillis,
+    /// What was observed.
+    pub body: RecordBody,
+}
+
+impl Record {
+    /// The retention class this record belongs to.
+    pub fn kind(&self) -> DataKind {
+        match self.body {
+            RecordBody::Metadata(_) => DataKind::Metadata,
+        }
+    }
+}
+
+/// The content of a record. New variants are appended at the end only:
+/// postcard identifies variants by position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum RecordBody {
+    /// The device's own metadata and interface counters.
+    Metadata(DeviceMetadata),
+}
+
+/// What a device reports about itself.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DeviceMetadata {
+    /// The device's kind, as configured.
+    pub kind: Option<DeviceKind>,
+    /// Hostname (`/proc/sys/kernel/hostname`).
+    pub hostname: BoundedString<MAX_TEXT>,
+    /// OS name (`NAME` in `/etc/os-release`).
+    pub os_name: BoundedString<MAX_TEXT>,
+    /// OS version (`VERSION_ID` or `VERSION` in `/etc/os-release`).
+    pub os_version: BoundedString<MAX_TEXT>,
+    /// Hardware model (device tree `model`, or DMI product name), when known.
+    pub model: Option<BoundedString<MAX_TEXT>>,
+    /// Kernel release (`/proc/sys/kernel/osrelease`).
+    pub kernel: BoundedString<MAX_TEXT>,
+    /// Seconds since boot (`/proc/uptime`).
+    pub uptime_secs: u64,
+    /// Network interfaces, sorted by name.
+    pub interfaces: BoundedVec<InterfaceStats, MAX_INTERFACES>,
+}
+
+/// One network interface and its cumulative counters since boot.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct InterfaceStats {
+    /// Interface name, e.g. `eth0`, `wlan0`, `br-lan`.
+    pub name: BoundedString<MAX_IFNAME>,
+    /// Hardware address, if the interface has one.
+    pub mac: Option<MacAddr>,
+    /// Addresses assigned to the interface.
+    pub addresses: BoundedVec<IpAddr, MAX_ADDRESSES>,
+    /// Whether the link is operationally up (`operstate` is `up`).
+    pub oper_up: bool,
+    /// MTU in bytes.
+    pub mtu: u32,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Receive errors.
+    pub rx_errors: u64,
+    /// Received packets dropped.
+    pub rx_dropped: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Transmit errors.
+    pub tx_errors: u64,
+    /// Transmitted packets dropped.
+    pub tx_dropped: u64,
+}
+
+/// An IEEE 802 MAC address. Binary on the wire, `aa:bb:cc:dd:ee:ff` in JSON.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Text that is not a MAC address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a MAC address: {0:?} (expected six hex octets separated by ':' or '-')")]
+pub struct BadMac(pub String);
+
+impl FromStr for MacAddr {
+    type Err = BadMac;
+    fn from_str(s: &str) -> Result<Self, BadMac> {
+        let bad = || BadMac(s.chars().take(40).collect());
+        let mut out = [0u8; 6];
+        let mut parts = s.trim().split([':', '-']);
+        for byte in &mut out {
+            let part = parts.next().ok_or_else(bad)?;
+            if part.len() != 2 {
+                return Err(bad());
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.collect_str(self)
+        } else {
+            self.0.serialize(serializer)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = BoundedString::<32>::deserialize(deserializer)?;
+            text.parse().map_err(de::Error::custom)
+        } else {
+            <[u8; 6]>::deserialize(deserializer).map(MacAddr)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_text_and_binary_forms() {
+        let mac: MacAddr = "02:00:5E:10:00:01".parse().unwrap();
+        assert_eq!(mac.to_string(), "02:00:5e:10:00:01");
+        assert_eq!(
+            serde_json::to_string(&mac).unwrap(),
+            "\"02:00:5e:10:00:01\""
+        );
+        assert_eq!(
+            postcard::to_stdvec(&mac).unwrap(),
+            vec![2, 0, 0x5e, 0x10, 0, 1]
+        );
+        for bad in [
+            "",
+            "02:00:5e:10:00",
+            "02:00:5e:10:00:01:02",
+            "0g:00:5e:10:00:01",
+            "2:00:5e:10:00:011",
+        ] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn record_json_uses_stable_names() {
+        let record = Record {
+            observed_at_ms: 1,
+            body: RecordBody::Metadata(DeviceMetadata {
+                hostname: BoundedString::truncating("ap-lobby"),
+                ..Default::default()
+            }),
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(
+            json.contains("\"metadata\":{\"kind\":null,\"hostname\":\"ap-lobby\""),
+            "{json}"
+        );
+        assert_eq!(record.kind(), DataKind::Metadata);
+    }
+}

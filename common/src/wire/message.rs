@@ -1,0 +1,364 @@
+//! The messages, and the one way to turn them into bytes and back.
+//!
+//! Compatibility rules, because postcard identifies enum variants by
+//! position: new variants are appended at the end of an enum, never inserted;
+//! [`AgentMessage::Hello`] stays variant 0 and its first field stays the
+//! protocol version, so any future agent's first frame can be read far enough
+//! to refuse it by version rather than as garbage.
+
+use serde::{Deserialize, Serialize};
+
+use crate::bounded::{BoundedString, BoundedVec};
+use crate::identity::{DeviceIdentity, OrgId};
+use crate::record::Record;
+use crate::wire::frame::{encode_frame, FrameError};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Most records in one batch.
+pub const MAX_RECORDS_PER_BATCH: usize = 4096;
+
+/// Longest human-readable error text carried in a message.
+pub const MAX_ERROR_TEXT: usize = 256;
+
+/// What an agent sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum AgentMessage {
+    /// The first message on every connection.
+    Hello(Hello),
+    /// Proof of the per-device shared key, bound to this TLS session.
+    AuthProof(AuthProof),
+    /// Records to store.
+    Batch(Batch),
+    /// The agent is closing the connection cleanly.
+    Goodbye,
+}
+
+/// The first message on every connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Protocol version; must stay the first field.
+    pub version: u16,
+    /// Who the agent says it is; must match its certificate.
+    pub identity: DeviceIdentity,
+    /// The agent's software version, for operators.
+    pub agent_version: BoundedString<32>,
+    /// Identifies this agent's stream of batches; sequence numbers are per stream.
+    pub stream_id: u64,
+}
+
+/// Proof of the shared key (see [`crate::auth`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuthProof {
+    /// HMAC-SHA256 over the TLS exporter output and the identity.
+    pub proof: [u8; crate::auth::PROOF_LEN],
+}
+
+/// A batch of records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    /// The organisation the records belong to; must match the certificate's.
+    pub org: OrgId,
+    /// Position in the agent's stream, starting at 1 and increasing by one.
+    pub stream_seq: u64,
+    /// The records.
+    pub records: BoundedVec<Record, MAX_RECORDS_PER_BATCH>,
+}
+
+/// What the collector sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum CollectorMessage {
+    /// The agent is authenticated and may stream.
+    Welcome(Welcome),
+    /// Every batch up to and including `stream_seq` is durably stored.
+    Ack {
+        /// Highest stored sequence number.
+        stream_seq: u64,
+    },
+    /// The collector refuses something; the connection closes after this.
+    Error(ProtocolError),
+}
+
+/// Sent once authentication succeeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The collector's protocol version.
+    pub version: u16,
+    /// Largest frame payload the collector accepts.
+    pub max_frame_len: u32,
+    /// The highest sequence number of this stream already stored (0 for
+    /// none): a reconnecting agent resends only what comes after.
+    pub stored_seq: u64,
+}
+
+/// A refusal with a machine-readable code and a human-readable reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProtocolError {
+    /// What went wrong.
+    pub code: ErrorCode,
+    /// Why, for the agent's log.
+    pub message: BoundedString<MAX_ERROR_TEXT>,
+}
+
+impl ProtocolError {
+    /// Builds an error message, cutting an over-long reason.
+    pub fn new(code: ErrorCode, message: &str) -> Self {
+        Self {
+            code,
+            message: BoundedString::truncating(message),
+        }
+    }
+}
+
+/// Why the collector refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The agent speaks a protocol version the collector does not.
+    UnsupportedVersion,
+    /// A frame or message could not be decoded.
+    Malformed,
+    /// A message arrived out of order.
+    UnexpectedMessage,
+    /// Certificate, registration or shared key did not check out.
+    AuthenticationFailed,
+    /// A batch named another organisation than the certificate.
+    WrongOrganisation,
+    /// A batch sequence number went backwards or skipped.
+    BadSequence,
+    /// The collector could not store the batch; retry later.
+    StorageUnavailable,
+    /// The collector is shutting down; reconnect later.
+    ShuttingDown,
+}
+
+/// A message could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The frame layer refused.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The first message named a protocol version we do not speak.
+    #[error("unsupported protocol version {got} (this build speaks version {supported})")]
+    UnsupportedVersion {
+        /// The peer's version.
+        got: u16,
+        /// Ours.
+        supported: u16,
+    },
+    /// The payload was not a valid message (unknown message type, bad field,
+    /// over a bound, or truncated).
+    #[error("malformed message: {0}")]
+    Malformed(postcard::Error),
+    /// A valid message was followed by extra bytes in the same frame.
+    #[error("{0} trailing bytes after the message")]
+    TrailingBytes(usize),
+    /// A message could not be encoded (it is over a bound).
+    #[error("cannot encode message: {0}")]
+    Encode(postcard::Error),
+}
+
+/// The one way in and out for message bytes.
+pub trait Codec: Sized {
+    /// Appends this message to `out` as one frame.
+    fn encode_frame(&self, max_frame_len: usize, out: &mut Vec<u8>) -> Result<(), WireError>;
+    /// Decodes exactly one message from a frame payload.
+    fn decode(payload: &[u8]) -> Result<Self, WireError>;
+}
+
+fn encode_framed<T: Serialize>(
+    msg: &T,
+    max_frame_len: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), WireError> {
+    let payload = postcard::to_stdvec(msg).map_err(WireError::Encode)?;
+    encode_frame(&payload, max_frame_len, out)?;
+    Ok(())
+}
+
+fn decode_exact<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, WireError> {
+    let (msg, rest) = postcard::take_from_bytes(payload).map_err(WireError::Malformed)?;
+    if !rest.is_empty() {
+        return Err(WireError::TrailingBytes(rest.len()));
+    }
+    Ok(msg)
+}
+
+impl Codec for AgentMessage {
+    fn encode_frame(&self, max_frame_len: usize, out: &mut Vec<u8>) -> Result<(), WireError> {
+        encode_framed(self, max_frame_len, out)
+    }
+
+    fn decode(payload: &[u8]) -> Result<Self, WireError> {
+        // Read the variant and, for a Hello, the version before anything else:
+        // a future agent's Hello may not decode as ours, and it deserves
+        // "unsupported version", not "malformed".
+        if let Ok((0u32, (version, _))) =
+            postcard::take_from_bytes::<(u32, u16)>(payload).map(|(v, rest)| (v.0, (v.1, rest)))
+        {
+            if version != PROTOCOL_VERSION {
+                return Err(WireError::UnsupportedVersion {
+                    got: version,
+                    supported: PROTOCOL_VERSION,
+                });
+            }
+        }
+        decode_exact(payload)
+    }
+}
+
+impl Codec for CollectorMessage {
+    fn encode_frame(&self, max_frame_len: usize, out: &mut Vec<u8>) -> Result<(), WireError> {
+        encode_framed(self, max_frame_len, out)
+    }
+
+    fn decode(payload: &[u8]) -> Result<Self, WireError> {
+        decode_exact(payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{DeviceId, DeviceKind};
+    use crate::record::{DeviceMetadata, InterfaceStats, MacAddr, RecordBody};
+    use crate::wire::frame::parse_frame;
+    use proptest::prelude::*;
+
+    fn identity() -> DeviceIdentity {
+        DeviceIdentity {
+            org: OrgId::new("acme").unwrap(),
+            device: DeviceId::new("ap-1").unwrap(),
+            kind: DeviceKind::Ap,
+        }
+    }
+
+    fn hello(version: u16) -> AgentMessage {
+        AgentMessage::Hello(Hello {
+            version,
+            identity: identity(),
+            agent_version: BoundedString::truncating("0.1.0"),
+            stream_id: 42,
+        })
+    }
+
+    fn round_trip(msg: &AgentMessage) -> AgentMessage {
+        let mut wire = Vec::new();
+        msg.encode_frame(1 << 20, &mut wire).unwrap();
+        let (payload, used) = parse_frame(&wire, 1 << 20).unwrap().unwrap();
+        assert_eq!(used, wire.len());
+        AgentMessage::decode(payload).unwrap()
+    }
+
+    fn sample_batch(n: usize) -> AgentMessage {
+        let record = Record {
+            observed_at_ms: 1_700_000_000_000,
+            body: RecordBody::Metadata(DeviceMetadata {
+                hostname: BoundedString::truncating("ap-lobby"),
+                interfaces: BoundedVec::truncating(vec![InterfaceStats {
+                    name: BoundedString::truncating("wlan0"),
+                    mac: Some(MacAddr([2, 0, 0, 0, 0, 1])),
+                    addresses: BoundedVec::truncating(vec!["192.0.2.7".parse().unwrap()]),
+                    rx_bytes: 123_456,
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        };
+        AgentMessage::Batch(Batch {
+            org: OrgId::new("acme").unwrap(),
+            stream_seq: 7,
+            records: BoundedVec::truncating(vec![record; n]),
+        })
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        assert_eq!(
+            round_trip(&hello(PROTOCOL_VERSION)),
+            hello(PROTOCOL_VERSION)
+        );
+        assert_eq!(round_trip(&sample_batch(3)), sample_batch(3));
+        assert_eq!(round_trip(&AgentMessage::Goodbye), AgentMessage::Goodbye);
+    }
+
+    #[test]
+    fn unknown_version_is_refused_by_name() {
+        let payload = postcard::to_stdvec(&hello(9)).unwrap();
+        assert_eq!(
+            AgentMessage::decode(&payload),
+            Err(WireError::UnsupportedVersion {
+                got: 9,
+                supported: 1
+            })
+        );
+        // Even a future Hello whose remaining fields we cannot parse.
+        assert_eq!(
+            AgentMessage::decode(&[0, 2, 0xff]),
+            Err(WireError::UnsupportedVersion {
+                got: 2,
+                supported: 1
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_message_type_and_trailing_bytes_are_refused() {
+        assert!(matches!(
+            AgentMessage::decode(&[77]),
+            Err(WireError::Malformed(_))
+        ));
+        let mut payload = postcard::to_stdvec(&AgentMessage::Goodbye).unwrap();
+        payload.push(0);
+        assert_eq!(
+            AgentMessage::decode(&payload),
+            Err(WireError::TrailingBytes(1))
+        );
+    }
+
+    #[test]
+    fn batch_over_record_bound_is_refused() {
+        // A batch claiming 4097 records.
+        let mut payload = vec![2u8];
+        payload.extend(postcard::to_stdvec(&OrgId::new("acme").unwrap()).unwrap());
+        payload.push(1);
+        payload.extend(postcard::to_stdvec(&4097u32).unwrap());
+        assert!(matches!(
+            AgentMessage::decode(&payload),
+            Err(WireError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn every_truncation_of_a_valid_message_is_an_error() {
+        let payload = postcard::to_stdvec(&sample_batch(2)).unwrap();
+        for cut in 0..payload.len() {
+            assert!(
+                AgentMessage::decode(&payload[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(payload in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = AgentMessage::decode(&payload);
+            let _ = CollectorMessage::decode(&payload);
+        }
+
+        #[test]
+        fn mutated_valid_messages_never_panic(pos in 0usize..400, byte in any::<u8>()) {
+            let mut payload = postcard::to_stdvec(&sample_batch(2)).unwrap();
+            let at = pos % payload.len();
+            payload[at] = byte;
+            if let Ok(AgentMessage::Batch(batch)) = AgentMessage::decode(&payload) {
+                prop_assert!(batch.records.len() <= MAX_RECORDS_PER_BATCH);
+            }
+        }
+    }
+}

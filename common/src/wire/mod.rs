@@ -1,0 +1,28 @@
+//! The wire protocol between agents and the collector.
+//!
+//! A connection is a sequence of frames in each direction ([`frame`]); each
+//! frame's payload is one `postcard`-encoded message ([`message`]). The order
+//! of messages is enforced by the collector-side state machine in
+//! [`session`]. None of this touches a socket: the agent and the collector
+//! drive it over TLS (and later SSH) at their edges.
+//!
+//! ```text
+//! agent                                   collector
+//!   | -- Hello{version, identity} -------->  |  version and certificate identity checked
+//!   | -- AuthProof{hmac over exporter} --->  |  shared key checked (constant time)
+//!   | <------------- Welcome{next_seq} ----  |
+//!   | -- Batch{seq, records} ------------->  |  sealed and written
+//!   | <------------------- Ack{seq} -------  |
+//!   | -- Goodbye ------------------------->  |
+//! ```
+
+pub mod frame;
+pub mod message;
+pub mod session;
+
+pub use frame::{encode_frame, parse_frame, FrameError, DEFAULT_MAX_FRAME_LEN, FRAME_HEADER_LEN};
+pub use message::{
+    AgentMessage, AuthProof, Batch, CollectorMessage, ErrorCode, Hello, ProtocolError, Welcome,
+    WireError, MAX_RECORDS_PER_BATCH, PROTOCOL_VERSION,
+};
+pub use session::{CollectorSession, SessionAction, SessionError};

@@ -1,0 +1,325 @@
+//! The collector's view of one agent connection, as a state machine.
+//!
+//! The edge decodes a message, hands it to [`CollectorSession::handle`], and
+//! does what the returned [`SessionAction`] says: check a proof against the
+//! registry, store a batch, close. The order rules live here, once, for
+//! every transport.
+
+use crate::identity::DeviceIdentity;
+use crate::wire::message::{AgentMessage, AuthProof, Batch, ErrorCode, Hello, PROTOCOL_VERSION};
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitingHello,
+    AwaitingProof,
+    AwaitingVerification,
+    Streaming,
+    Closed,
+}
+
+impl State {
+    fn expecting(self) -> &'static str {
+        match self {
+            State::AwaitingHello => "Hello",
+            State::AwaitingProof => "AuthProof",
+            State::AwaitingVerification => "nothing until the proof is checked",
+            State::Streaming => "Batch or Goodbye",
+            State::Closed => "nothing (closed)",
+        }
+    }
+}
+
+/// What the edge must do next.
+#[derive(Debug, PartialEq)]
+#[non_exhaustive]
+pub enum SessionAction {
+    /// Nothing; read the next message.
+    Continue,
+    /// Check this proof against the device's registered shared key, then call
+    /// [`CollectorSession::proof_accepted`] (or close on failure).
+    VerifyProof(AuthProof),
+    /// Store this batch durably, then acknowledge it.
+    Store(Batch),
+    /// This batch was already stored (a replay after reconnect): acknowledge
+    /// it again without storing.
+    AckDuplicate(u64),
+    /// The agent said goodbye; close cleanly.
+    Close,
+}
+
+/// The agent broke the protocol; the edge sends the code and message, then closes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// Wrong protocol version in Hello.
+    #[error("unsupported protocol version {0}")]
+    UnsupportedVersion(u16),
+    /// Hello named a different identity than the certificate.
+    #[error("hello names {claimed} but the certificate names {certified}")]
+    IdentityMismatch {
+        /// What the Hello said.
+        claimed: String,
+        /// What the certificate said.
+        certified: String,
+    },
+    /// A message arrived in the wrong state.
+    #[error("unexpected {got}, expected {expected}")]
+    Unexpected {
+        /// The message that arrived.
+        got: &'static str,
+        /// What the state allowed.
+        expected: &'static str,
+    },
+    /// A batch for another organisation.
+    #[error("batch for organisation {got} on a connection authenticated for {certified}")]
+    WrongOrganisation {
+        /// The batch's organisation.
+        got: String,
+        /// The certificate's.
+        certified: String,
+    },
+    /// A sequence number that skipped ahead.
+    #[error("batch sequence {got} skips ahead of the expected {expected}")]
+    SequenceGap {
+        /// The batch's sequence number.
+        got: u64,
+        /// The next one expected.
+        expected: u64,
+    },
+}
+
+impl SessionError {
+    /// The protocol error code to send for this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SessionError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+            SessionError::IdentityMismatch { .. } => ErrorCode::AuthenticationFailed,
+            SessionError::Unexpected { .. } => ErrorCode::UnexpectedMessage,
+            SessionError::WrongOrganisation { .. } => ErrorCode::WrongOrganisation,
+            SessionError::SequenceGap { .. } => ErrorCode::BadSequence,
+        }
+    }
+}
+
+/// The collector side of one agent connection.
+#[derive(Debug)]
+pub struct CollectorSession {
+    certified: DeviceIdentity,
+    state: State,
+    stream_id: u64,
+    stored_seq: u64,
+}
+
+impl CollectorSession {
+    /// A session for a TLS peer whose certificate names `certified`.
+    pub fn new(certified: DeviceIdentity) -> Self {
+        Self {
+            certified,
+            state: State::AwaitingHello,
+            stream_id: 0,
+            stored_seq: 0,
+        }
+    }
+
+    /// The identity the certificate vouches for.
+    pub fn identity(&self) -> &DeviceIdentity {
+        &self.certified
+    }
+
+    /// The stream id from the agent's Hello (0 before it).
+    pub fn stream_id(&self) -> u64 {
+        self.stream_id
+    }
+
+    /// Whether the agent has proven its shared key.
+    pub fn is_authenticated(&self) -> bool {
+        self.state == State::Streaming
+    }
+
+    /// Feeds one decoded message.
+    pub fn handle(&mut self, msg: AgentMessage) -> Result<SessionAction, SessionError> {
+        let result = self.step(msg);
+        if result.is_err() {
+            self.state = State::Closed;
+        }
+        result
+    }
+
+    fn step(&mut self, msg: AgentMessage) -> Result<SessionAction, SessionError> {
+        match (self.state, msg) {
+            (State::AwaitingHello, AgentMessage::Hello(hello)) => self.on_hello(hello),
+            (State::AwaitingProof, AgentMessage::AuthProof(proof)) => {
+                self.state = State::AwaitingVerification;
+                Ok(SessionAction::VerifyProof(proof))
+            }
+            (State::Streaming, AgentMessage::Batch(batch)) => self.on_batch(batch),
+            (State::Streaming, AgentMessage::Goodbye) => {
+                self.state = State::Closed;
+                Ok(SessionAction::Close)
+            }
+            (state, msg) => Err(SessionError::Unexpected {
+                got: message_name(&msg),
+                expected: state.expecting(),
+            }),
+        }
+    }
+
+    fn on_hello(&mut self, hello: Hello) -> Result<SessionAction, SessionError> {
+        if hello.version != PROTOCOL_VERSION {
+            return Err(SessionError::UnsupportedVersion(hello.version));
+        }
+        if hello.identity != self.certified {
+            return Err(SessionError::IdentityMismatch {
+                claimed: hello.identity.to_string(),
+                certified: self.certified.to_string(),
+            });
+        }
+        self.stream_id = hello.stream_id;
+        self.state = State::AwaitingProof;
+        Ok(SessionAction::Continue)
+    }
+
+    /// The edge checked the proof; `stored_seq` is the highest sequence of
+    /// this stream already in the store (0 for none). Returns it for the
+    /// Welcome message.
+    pub fn proof_accepted(&mut self, stored_seq: u64) -> u64 {
+        debug_assert_eq!(self.state, State::AwaitingVerification);
+        self.stored_seq = stored_seq;
+        self.state = State::Streaming;
+        stored_seq
+    }
+
+    /// The edge stored the batch with this sequence number.
+    pub fn batch_stored(&mut self, stream_seq: u64) {
+        self.stored_seq = self.stored_seq.max(stream_seq);
+    }
+
+    fn on_batch(&mut self, batch: Batch) -> Result<SessionAction, SessionError> {
+        if batch.org != self.certified.org {
+            return Err(SessionError::WrongOrganisation {
+                got: batch.org.to_string(),
+                certified: self.certified.org.to_string(),
+            });
+        }
+        let expected = self.stored_seq.saturating_add(1);
+        if batch.stream_seq < expected {
+            return Ok(SessionAction::AckDuplicate(batch.stream_seq));
+        }
+        if batch.stream_seq > expected {
+            return Err(SessionError::SequenceGap {
+                got: batch.stream_seq,
+                expected,
+            });
+        }
+        Ok(SessionAction::Store(batch))
+    }
+}
+
+fn message_name(msg: &AgentMessage) -> &'static str {
+    match msg {
+        AgentMessage::Hello(_) => "Hello",
+        AgentMessage::AuthProof(_) => "AuthProof",
+        AgentMessage::Batch(_) => "Batch",
+        AgentMessage::Goodbye => "Goodbye",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bounded::{BoundedString, BoundedVec};
+    use crate::identity::{DeviceId, DeviceKind, OrgId};
+
+    fn id(org: &str) -> DeviceIdentity {
+        DeviceIdentity {
+            org: OrgId::new(org).unwrap(),
+            device: DeviceId::new("ap-1").unwrap(),
+            kind: DeviceKind::Ap,
+        }
+    }
+
+    fn hello(identity: DeviceIdentity) -> AgentMessage {
+        AgentMessage::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            identity,
+            agent_version: BoundedString::truncating("t"),
+            stream_id: 5,
+        })
+    }
+
+    fn batch(org: &str, seq: u64) -> AgentMessage {
+        AgentMessage::Batch(Batch {
+            org: OrgId::new(org).unwrap(),
+            stream_seq: seq,
+            records: BoundedVec::new(),
+        })
+    }
+
+    fn authenticated(stored: u64) -> CollectorSession {
+        let mut s = CollectorSession::new(id("acme"));
+        assert_eq!(s.handle(hello(id("acme"))), Ok(SessionAction::Continue));
+        assert!(matches!(
+            s.handle(AgentMessage::AuthProof(AuthProof { proof: [0; 32] })),
+            Ok(SessionAction::VerifyProof(_))
+        ));
+        s.proof_accepted(stored);
+        s
+    }
+
+    #[test]
+    fn happy_path_and_replay() {
+        let mut s = authenticated(3);
+        assert!(s.is_authenticated());
+        assert_eq!(
+            s.handle(batch("acme", 2)),
+            Ok(SessionAction::AckDuplicate(2))
+        );
+        assert!(matches!(
+            s.handle(batch("acme", 4)),
+            Ok(SessionAction::Store(_))
+        ));
+        s.batch_stored(4);
+        assert!(matches!(
+            s.handle(batch("acme", 5)),
+            Ok(SessionAction::Store(_))
+        ));
+        assert_eq!(s.handle(AgentMessage::Goodbye), Ok(SessionAction::Close));
+    }
+
+    #[test]
+    fn order_identity_org_and_gaps_are_enforced() {
+        let mut s = CollectorSession::new(id("acme"));
+        assert_eq!(
+            s.handle(batch("acme", 1)).unwrap_err().code(),
+            ErrorCode::UnexpectedMessage
+        );
+
+        let mut s = CollectorSession::new(id("acme"));
+        assert_eq!(
+            s.handle(hello(id("other"))).unwrap_err().code(),
+            ErrorCode::AuthenticationFailed
+        );
+
+        let mut s = CollectorSession::new(id("acme"));
+        s.handle(hello(id("acme"))).unwrap();
+        assert_eq!(
+            s.handle(batch("acme", 1)).unwrap_err().code(),
+            ErrorCode::UnexpectedMessage
+        );
+
+        let mut s = authenticated(0);
+        assert_eq!(
+            s.handle(batch("other", 1)).unwrap_err().code(),
+            ErrorCode::WrongOrganisation
+        );
+        // A failed session stays closed.
+        assert!(s.handle(batch("acme", 1)).is_err());
+
+        let mut s = authenticated(0);
+        assert_eq!(
+            s.handle(batch("acme", 3)).unwrap_err().code(),
+            ErrorCode::BadSequence
+        );
+    }
+}
