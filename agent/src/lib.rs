@@ -1,1 +1,19 @@
-//! x
+//! The Glimpse agent: a small daemon for access points, switches and
+//! gateways.
+//!
+//! It reads the device's own metadata from `/proc` and `/sys` ([`probe`]),
+//! queues records, and streams them to the collector over mutually
+//! authenticated TLS with a per-device shared-key proof ([`transport`]),
+//! reconnecting with jittered backoff ([`runtime`]).
+//!
+//! It deliberately does not forward user traffic, capture payloads, open
+//! listening sockets, or need anything but its config, certificate, key and
+//! shared key.
+
+pub mod config;
+pub mod probe;
+pub mod runtime;
+pub mod transport;
+
+pub use config::AgentConfig;
+pub use runtime::{AgentHandle, AgentStatus};

@@ -1,1 +1,119 @@
-fn main() {}
+//! `glimpse-agent`: the device daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing::{error, info, warn};
+
+use glimpse_agent::{AgentConfig, AgentHandle};
+
+/// Glimpse agent: collects this device's metadata (hostname, OS, model,
+/// interfaces, addresses and counters) and streams it to a Glimpse collector
+/// over mutually-authenticated TLS. No user traffic or payload ever leaves
+/// the device.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon. SIGTERM/SIGINT flush queued records and exit;
+    /// SIGHUP reloads the config file, certificate, key and shared key.
+    Run {
+        /// Path to agent.toml (device identity, collector address, TLS files).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Check a config file and its TLS files, print what it says, and exit.
+    Check {
+        /// Path to agent.toml.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Collect metadata once and print it as JSON (nothing is sent).
+    Probe {
+        /// Root of the filesystem to read (default `/`).
+        #[arg(long, default_value = "/")]
+        sysroot: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => run(config),
+        Command::Check { config } => check(config),
+        Command::Probe { sysroot } => probe(sysroot),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            // 64: EX_USAGE, bad configuration or arguments.
+            ExitCode::from(64)
+        }
+    }
+}
+
+fn check(path: PathBuf) -> anyhow::Result<()> {
+    let config = AgentConfig::load(&path)?;
+    glimpse_agent::transport::client_tls_config(&config)?;
+    glimpse_agent::transport::connection::load_shared_key(&config.shared_key_path)?;
+    println!(
+        "ok: {} -> {} (server name {}), every {:?}, cipher preference {:?}",
+        config.identity,
+        config.collector_address,
+        config.server_name,
+        config.interval,
+        config.cipher_preference
+    );
+    Ok(())
+}
+
+fn probe(sysroot: PathBuf) -> anyhow::Result<()> {
+    let metadata = glimpse_agent::probe::HostProbe::new(sysroot).collect();
+    println!("{}", serde_json::to_string_pretty(&metadata)?);
+    Ok(())
+}
+
+fn run(path: PathBuf) -> anyhow::Result<()> {
+    let config = AgentConfig::load(&path)?;
+    // One thread: an access point has one or two slow cores and other work to do.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting runtime")?;
+    runtime.block_on(async move {
+        let agent = AgentHandle::spawn(config)?;
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    match AgentConfig::load(&path).map_err(anyhow::Error::from).and_then(|c| agent.reload(c).map_err(Into::into)) {
+                        Ok(()) => info!(config = %path.display(), "reloaded"),
+                        Err(e) => warn!("reload failed, keeping the running configuration: {e:#}"),
+                    }
+                }
+                _ = terminate.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        }
+        info!("shutting down: flushing queued records");
+        let status = agent.shutdown().await;
+        info!(acked = status.acked_records, dropped = status.dropped_records, "stopped");
+        Ok(())
+    })
+}

@@ -1,1 +1,2 @@
+//! placeholder while the store lands
 fn main() {}

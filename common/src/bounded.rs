@@ -234,6 +234,10 @@ mod tests {
     fn vec_over_bound_is_refused_before_allocation() {
         // A length prefix of 2^32-1 elements with no elements behind it.
         let bytes = [0xff, 0xff, 0xff, 0xff, 0x0f];
+        assert!(postcard::from_bytes::<BoundedVec<u8, 16>>(&bytes).is_err());
+        // 17 real elements against a bound of 16: refused by the bound itself.
+        let mut bytes = vec![17u8];
+        bytes.extend([0u8; 17]);
         let err = postcard::from_bytes::<BoundedVec<u8, 16>>(&bytes).unwrap_err();
         assert!(matches!(err, postcard::Error::SerdeDeCustom), "{err:?}");
     }

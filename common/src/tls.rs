@@ -1,5 +1,5 @@
 //! The TLS policy both ends share, as rustls configurations built from
-//! already-loaded DER (no files here).
+//! DER, plus the PEM loaders both edges use to get that DER from files.
 //!
 //! - TLS 1.3, and TLS 1.2 with ECDHE key exchange and AEAD ciphers only
 //!   (rustls offers nothing weaker, and we remove nothing it offers).
@@ -10,12 +10,14 @@
 //! - Mutual authentication is not optional: the builders demand a CA, an
 //!   identity and (server side) a client verifier, in that order.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{ring, CryptoProvider};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedCipherSuite};
+use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 /// ALPN protocol id for the agent protocol.
@@ -37,6 +39,51 @@ pub enum TlsConfigError {
     /// The server verifier could not be built.
     #[error("cannot build server certificate verifier: {0}")]
     ServerVerifier(rustls::server::VerifierBuilderError),
+    /// A PEM file could not be read or held nothing usable.
+    #[error("cannot load {what} from {path}: {reason}")]
+    Pem {
+        /// What was being loaded ("certificate", "private key", "CRL").
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why it failed.
+        reason: String,
+    },
+}
+
+fn pem_error(what: &'static str, path: &Path, reason: impl ToString) -> TlsConfigError {
+    TlsConfigError::Pem {
+        what,
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Loads every certificate in a PEM file (at least one).
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_error("certificate", path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error("certificate", path, e))?;
+    if certs.is_empty() {
+        return Err(pem_error("certificate", path, "no CERTIFICATE block"));
+    }
+    Ok(certs)
+}
+
+/// Loads the first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| pem_error("private key", path, e))
+}
+
+/// Loads every CRL in a PEM file.
+pub fn load_crls(
+    path: &Path,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsConfigError> {
+    CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|e| pem_error("CRL", path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error("CRL", path, e))
 }
 
 /// Whether this CPU has AES instructions that make AES-GCM fast.

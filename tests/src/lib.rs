@@ -1,1 +1,338 @@
-//! Shared helpers for end-to-end tests.
+//! Shared helpers for Glimpse's end-to-end tests: a PKI made once per test
+//! binary, a real collector on 127.0.0.1:0, real agents, raw TLS clients for
+//! misbehaving on purpose, and waits with a deadline. Each is one line in a
+//! test.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use glimpse_agent::{AgentConfig, AgentHandle, AgentStatus};
+use glimpse_collector::config::CollectorConfig;
+use glimpse_collector::keys::MasterKey;
+use glimpse_collector::Collector;
+use glimpse_common::clock::{Clock, SystemClock};
+use glimpse_common::identity::{DeviceId, DeviceIdentity, DeviceKind, OrgId};
+use glimpse_common::tls::{client_config, load_certs, load_key};
+use tempfile::TempDir;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// How long any wait in a test may take before it fails. Generous: CI
+/// machines are slow and busy; no assertion depends on speed.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Two PKIs: ours, and a foreign one whose certificates our collector must refuse.
+#[derive(Debug)]
+pub struct SharedPki {
+    _dir: TempDir,
+    /// Our PKI directory (as `glimpse-certs init` makes it).
+    pub ours: PathBuf,
+    /// A second, unrelated CA.
+    pub foreign: PathBuf,
+    lock: Mutex<()>,
+}
+
+static PKI: OnceLock<SharedPki> = OnceLock::new();
+static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+
+/// The PKIs for this test binary, made on first use (RSA-4096 key
+/// generation takes a few seconds, so once is enough).
+pub fn pki() -> &'static SharedPki {
+    PKI.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ours = dir.path().join("pki");
+        let foreign = dir.path().join("foreign-pki");
+        let opts = glimpse_certs::InitOptions::default();
+        glimpse_certs::init(&ours, &opts).expect("init our PKI");
+        glimpse_certs::init(&foreign, &opts).expect("init foreign PKI");
+        SharedPki {
+            _dir: dir,
+            ours,
+            foreign,
+            lock: Mutex::new(()),
+        }
+    })
+}
+
+impl SharedPki {
+    /// Serialises changes to the shared PKI (revocations rewrite one file).
+    pub fn lock(&self) -> MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A unique device id for this process, so tests never collide in the shared PKI.
+pub fn unique_device(prefix: &str) -> DeviceId {
+    let n = NEXT_ID.fetch_add(1, Ordering::SeqCst);
+    DeviceId::new(format!("{prefix}-{}-{n}", std::process::id())).expect("valid id")
+}
+
+/// A device's files.
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// Who it is.
+    pub identity: DeviceIdentity,
+    /// The PKI directory it was issued from.
+    pub pki: PathBuf,
+    /// Its certificate.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// Its shared key file.
+    pub shared_key: PathBuf,
+}
+
+/// Issues a device in `pki_dir` with an optional validity override.
+pub fn issue_device_in(
+    pki_dir: &Path,
+    org: &str,
+    kind: DeviceKind,
+    validity: glimpse_certs::Validity,
+) -> Device {
+    let identity = DeviceIdentity {
+        org: OrgId::new(org).expect("org"),
+        device: unique_device(kind.as_str()),
+        kind,
+    };
+    let _guard = pki().lock();
+    let files =
+        glimpse_certs::issue_device(pki_dir, &identity, &validity, false).expect("issue device");
+    Device {
+        identity,
+        pki: pki_dir.to_owned(),
+        cert: files.cert,
+        key: files.key,
+        shared_key: files.shared_key,
+    }
+}
+
+/// Issues a fresh, valid access point in our PKI.
+pub fn issue_device(org: &str) -> Device {
+    issue_device_in(
+        &pki().ours,
+        org,
+        DeviceKind::Ap,
+        glimpse_certs::Validity::default(),
+    )
+}
+
+/// A collector on 127.0.0.1:0 with its own data directory.
+#[derive(Debug)]
+pub struct TestCollector {
+    /// The running collector.
+    pub collector: Collector,
+    /// Its config (data dir, key file...).
+    pub config: CollectorConfig,
+    _dir: TempDir,
+}
+
+/// The text of a collector config for a data dir and our PKI.
+pub fn collector_toml(data_dir: &Path, master_key: &Path) -> String {
+    let pki = &pki().ours;
+    format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = {data:?}\nmaster_key_file = {key:?}\npki_dir = {pki:?}\n\
+         [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {ckey:?}\ncrl = {crl:?}\n\
+         [limits]\nhandshake_timeout_secs = 10\n",
+        data = data_dir,
+        key = master_key,
+        pki = pki,
+        ca = glimpse_certs::ca_cert_path(pki),
+        cert = glimpse_certs::collector_cert_path(pki),
+        ckey = glimpse_certs::collector_key_path(pki),
+        crl = glimpse_certs::ca_crl_path(pki),
+    )
+}
+
+impl TestCollector {
+    /// Starts a collector with the system clock.
+    pub async fn start() -> Self {
+        Self::start_with_clock(Arc::new(SystemClock)).await
+    }
+
+    /// Starts a collector with an injected clock.
+    pub async fn start_with_clock(clock: Arc<dyn Clock>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let master = dir.path().join("master.key");
+        MasterKey::generate_file(&master).expect("master key");
+        let config_path = dir.path().join("collector.toml");
+        std::fs::write(
+            &config_path,
+            collector_toml(&dir.path().join("data"), &master),
+        )
+        .expect("write config");
+        let config = CollectorConfig::load(&config_path).expect("load config");
+        let collector = {
+            // Registrations are imported at start; keep issuers out meanwhile.
+            let _guard = pki().lock();
+            Collector::start_with_clock(config.clone(), clock)
+                .await
+                .expect("collector starts")
+        };
+        Self {
+            collector,
+            config,
+            _dir: dir,
+        }
+    }
+
+    /// Where agents connect.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.collector.local_addr()
+    }
+
+    /// Records stored for one device, across the metadata kind.
+    pub fn stored_records_of(&self, identity: &DeviceIdentity) -> usize {
+        let store = self.collector.store();
+        match store.read(
+            &identity.org,
+            glimpse_common::record::DataKind::Metadata,
+            None,
+            None,
+        ) {
+            Ok(outcome) => outcome
+                .records
+                .iter()
+                .filter(|r| r.device == identity.device)
+                .count(),
+            Err(_) => 0,
+        }
+    }
+
+    /// Every file under the data directory, as bytes (for plaintext checks).
+    pub fn data_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.config.data_dir.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if let Ok(bytes) = std::fs::read(&path) {
+                    out.push((path, bytes));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// An agent config for `device` pointed at `collector`, collecting every 50 ms.
+pub fn agent_config(collector: std::net::SocketAddr, device: &Device) -> AgentConfig {
+    let text = format!(
+        "[device]\norg = \"{org}\"\nid = \"{id}\"\nkind = \"{kind}\"\n\
+         [collector]\naddress = \"{collector}\"\nserver_name = \"localhost\"\n\
+         [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\nshared_key = {psk:?}\n\
+         [collect]\ninterval_secs = 0.05\nsysroot = \"/\"\n\
+         [transport]\nbackoff_initial_ms = 50\nbackoff_max_secs = 1\nconnect_timeout_secs = 10\n",
+        org = device.identity.org,
+        id = device.identity.device,
+        kind = device.identity.kind,
+        ca = glimpse_certs::ca_cert_path(&pki().ours),
+        cert = device.cert,
+        key = device.key,
+        psk = device.shared_key,
+    );
+    AgentConfig::parse(&text, Path::new("test-agent.toml"), Path::new("/")).expect("agent config")
+}
+
+/// Starts an agent for `device`.
+pub fn start_agent(collector: std::net::SocketAddr, device: &Device) -> AgentHandle {
+    AgentHandle::spawn(agent_config(collector, device)).expect("agent starts")
+}
+
+/// Waits until the agent's status satisfies `done`, or fails the test.
+pub async fn wait_for_status(
+    agent: &AgentHandle,
+    what: &str,
+    done: impl Fn(&AgentStatus) -> bool,
+) -> AgentStatus {
+    let mut rx = agent.status();
+    match tokio::time::timeout(DEADLINE, rx.wait_for(|s| done(s))).await {
+        Ok(Ok(status)) => status.clone(),
+        _ => panic!(
+            "timed out waiting for {what}; last status {:?}",
+            *rx.borrow()
+        ),
+    }
+}
+
+/// Waits until `check` is true, polling, or fails the test.
+pub async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A raw mutual-TLS client with `device`'s certificate (trusting our CA),
+/// for sending arbitrary bytes.
+pub async fn raw_tls(
+    collector: std::net::SocketAddr,
+    cert: &Path,
+    key: &Path,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let ca = load_certs(&glimpse_certs::ca_cert_path(&pki().ours))
+        .expect("ca")
+        .remove(0);
+    let config = client_config(
+        &ca,
+        load_certs(cert).expect("cert"),
+        load_key(key).expect("key"),
+        false,
+    )
+    .expect("tls");
+    raw_tls_with(collector, Arc::new(config)).await
+}
+
+/// A raw TLS client with an arbitrary rustls config.
+pub async fn raw_tls_with(
+    collector: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(collector).await?;
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+}
+
+/// Installs a test log subscriber once (RUST_LOG controls it).
+pub fn init_logging() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// One connection attempt with `device`'s credentials, through the agent's
+/// real transport (TLS, Hello, shared-key proof, Welcome).
+pub async fn try_connect(
+    collector: std::net::SocketAddr,
+    device: &Device,
+) -> Result<glimpse_agent::transport::Connection, glimpse_agent::transport::TransportError> {
+    try_connect_with(agent_config(collector, device)).await
+}
+
+/// One connection attempt with an explicit agent config.
+pub async fn try_connect_with(
+    config: AgentConfig,
+) -> Result<glimpse_agent::transport::Connection, glimpse_agent::transport::TransportError> {
+    let tls = glimpse_agent::transport::client_tls_config(&config)?;
+    let key = glimpse_agent::transport::connection::load_shared_key(&config.shared_key_path)?;
+    glimpse_agent::transport::Connection::open(&config, tls, &key, 1).await
+}

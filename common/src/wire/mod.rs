@@ -17,12 +17,14 @@
 //! ```
 
 pub mod frame;
+#[cfg(feature = "tokio")]
+pub mod io;
 pub mod message;
 pub mod session;
 
 pub use frame::{encode_frame, parse_frame, FrameError, DEFAULT_MAX_FRAME_LEN, FRAME_HEADER_LEN};
 pub use message::{
-    AgentMessage, AuthProof, Batch, CollectorMessage, ErrorCode, Hello, ProtocolError, Welcome,
-    WireError, MAX_RECORDS_PER_BATCH, PROTOCOL_VERSION,
+    AgentMessage, AuthProof, Batch, Codec, CollectorMessage, ErrorCode, Hello, ProtocolError,
+    Welcome, WireError, MAX_RECORDS_PER_BATCH, PROTOCOL_VERSION,
 };
 pub use session::{CollectorSession, SessionAction, SessionError};

@@ -1,0 +1,400 @@
+//! The agent's configuration file (`agent.toml`).
+//!
+//! Relative paths are resolved against the directory holding the config
+//! file, so a device directory can be moved or mounted anywhere. Every
+//! problem found is reported at once, not one per restart.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use glimpse_common::identity::{DeviceId, DeviceIdentity, DeviceKind, OrgId};
+use glimpse_common::wire::DEFAULT_MAX_FRAME_LEN;
+
+/// Largest configuration file read, in bytes.
+const MAX_CONFIG_BYTES: u64 = 256 * 1024;
+
+/// The configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file was larger than any sane config.
+    #[error("config {0} is larger than 256 KiB")]
+    TooLarge(PathBuf),
+    /// The TOML did not parse or did not match the schema.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's explanation (line, column, field).
+        message: String,
+    },
+    /// Values parsed but make no sense; every problem is listed.
+    #[error("invalid config {path}:\n  - {}", problems.join("\n  - "))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// One line per problem.
+        problems: Vec<String>,
+    },
+}
+
+/// Which AEAD the agent asks TLS for first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CipherPreference {
+    /// ChaCha20-Poly1305 first when the CPU lacks AES instructions (most MIPS).
+    #[default]
+    Auto,
+    /// Always ChaCha20-Poly1305 first.
+    Chacha20,
+    /// Always AES-GCM first.
+    AesGcm,
+}
+
+impl CipherPreference {
+    /// Whether to put ChaCha20-Poly1305 first on this CPU.
+    pub fn prefer_chacha(self) -> bool {
+        match self {
+            CipherPreference::Auto => !glimpse_common::tls::has_aes_hardware(),
+            CipherPreference::Chacha20 => true,
+            CipherPreference::AesGcm => false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    device: RawDevice,
+    collector: RawCollector,
+    tls: RawTls,
+    #[serde(default)]
+    collect: RawCollect,
+    #[serde(default)]
+    transport: RawTransport,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDevice {
+    org: String,
+    id: String,
+    kind: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCollector {
+    address: String,
+    server_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    shared_key: PathBuf,
+    #[serde(default)]
+    cipher_preference: CipherPreference,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCollect {
+    interval_secs: f64,
+    sysroot: PathBuf,
+}
+
+impl Default for RawCollect {
+    fn default() -> Self {
+        Self {
+            interval_secs: 30.0,
+            sysroot: PathBuf::from("/"),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTransport {
+    max_frame_bytes: usize,
+    max_batch_records: usize,
+    max_queued_records: usize,
+    connect_timeout_secs: f64,
+    backoff_initial_ms: u64,
+    backoff_max_secs: u64,
+    drain_timeout_secs: f64,
+}
+
+impl Default for RawTransport {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: DEFAULT_MAX_FRAME_LEN,
+            max_batch_records: 256,
+            max_queued_records: 10_000,
+            connect_timeout_secs: 10.0,
+            backoff_initial_ms: 500,
+            backoff_max_secs: 60,
+            drain_timeout_secs: 5.0,
+        }
+    }
+}
+
+/// A validated agent configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Who this device is; must match its certificate.
+    pub identity: DeviceIdentity,
+    /// Collector address, `host:port`.
+    pub collector_address: String,
+    /// Name the collector's certificate must carry.
+    pub server_name: String,
+    /// CA certificate (PEM) that signed the collector's certificate.
+    pub ca_path: PathBuf,
+    /// This device's certificate (PEM).
+    pub cert_path: PathBuf,
+    /// This device's private key (PEM).
+    pub key_path: PathBuf,
+    /// This device's 256-bit shared key (64 hex digits).
+    pub shared_key_path: PathBuf,
+    /// Which AEAD to offer first.
+    pub cipher_preference: CipherPreference,
+    /// How often metadata is collected.
+    pub interval: Duration,
+    /// Root of the filesystem the probes read (`/` on a device).
+    pub sysroot: PathBuf,
+    /// Largest frame sent or accepted.
+    pub max_frame_bytes: usize,
+    /// Most records per batch.
+    pub max_batch_records: usize,
+    /// Most records held while the collector is unreachable; oldest dropped first.
+    pub max_queued_records: usize,
+    /// TCP + TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// First reconnect delay.
+    pub backoff_initial: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+    /// How long SIGTERM waits to flush queued records.
+    pub drain_timeout: Duration,
+}
+
+impl AgentConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        use std::io::Read;
+        let file = std::fs::File::open(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut text = String::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge(path.to_owned()));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, path, base)
+    }
+
+    /// Parses config text; relative paths are resolved against `base`.
+    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let mut problems = Vec::new();
+        let org = OrgId::new(raw.device.org)
+            .map_err(|e| problems.push(format!("device.org: {e}")))
+            .ok();
+        let device = DeviceId::new(raw.device.id)
+            .map_err(|e| problems.push(format!("device.id: {e}")))
+            .ok();
+        let kind = raw
+            .device
+            .kind
+            .parse::<DeviceKind>()
+            .map_err(|e| problems.push(format!("device.kind: {e}")))
+            .ok();
+        let secs = |name: &str, value: f64, problems: &mut Vec<String>| {
+            if value.is_finite() && value > 0.0 && value <= 86_400.0 {
+                Duration::from_secs_f64(value)
+            } else {
+                problems.push(format!(
+                    "{name} must be between 0 and 86400 seconds, got {value}"
+                ));
+                Duration::from_secs(1)
+            }
+        };
+        let interval = secs(
+            "collect.interval_secs",
+            raw.collect.interval_secs,
+            &mut problems,
+        );
+        let connect_timeout = secs(
+            "transport.connect_timeout_secs",
+            raw.transport.connect_timeout_secs,
+            &mut problems,
+        );
+        let drain_timeout = secs(
+            "transport.drain_timeout_secs",
+            raw.transport.drain_timeout_secs,
+            &mut problems,
+        );
+        let t = &raw.transport;
+        if !(1024..=16 * 1024 * 1024).contains(&t.max_frame_bytes) {
+            problems.push(format!(
+                "transport.max_frame_bytes must be 1 KiB..16 MiB, got {}",
+                t.max_frame_bytes
+            ));
+        }
+        if !(1..=glimpse_common::wire::MAX_RECORDS_PER_BATCH).contains(&t.max_batch_records) {
+            problems.push(format!(
+                "transport.max_batch_records must be 1..={}, got {}",
+                glimpse_common::wire::MAX_RECORDS_PER_BATCH,
+                t.max_batch_records
+            ));
+        }
+        if !(1..=1_000_000).contains(&t.max_queued_records) {
+            problems.push(format!(
+                "transport.max_queued_records must be 1..=1000000, got {}",
+                t.max_queued_records
+            ));
+        }
+        if t.backoff_initial_ms == 0
+            || t.backoff_max_secs == 0
+            || t.backoff_initial_ms > t.backoff_max_secs * 1000
+        {
+            problems.push(
+                "transport.backoff_initial_ms must be positive and at most backoff_max_secs"
+                    .to_owned(),
+            );
+        }
+        let server_name = raw.collector.server_name.unwrap_or_else(|| {
+            raw.collector.address.rsplit_once(':').map_or(
+                raw.collector.address.clone(),
+                |(host, _)| {
+                    host.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_owned()
+                },
+            )
+        });
+        if rustls_pki_types::ServerName::try_from(server_name.clone()).is_err() {
+            problems.push(format!(
+                "collector.server_name {server_name:?} is not a DNS name or IP address"
+            ));
+        }
+        if !raw.collector.address.contains(':') {
+            problems.push(format!(
+                "collector.address {:?} needs a port, e.g. collector.example:7443",
+                raw.collector.address
+            ));
+        }
+        let (Some(org), Some(device), Some(kind)) = (org, device, kind) else {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            });
+        };
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            });
+        }
+        Ok(Self {
+            identity: DeviceIdentity { org, device, kind },
+            collector_address: raw.collector.address,
+            server_name,
+            ca_path: base.join(raw.tls.ca),
+            cert_path: base.join(raw.tls.cert),
+            key_path: base.join(raw.tls.key),
+            shared_key_path: base.join(raw.tls.shared_key),
+            cipher_preference: raw.tls.cipher_preference,
+            interval,
+            sysroot: base.join(raw.collect.sysroot),
+            max_frame_bytes: t.max_frame_bytes,
+            max_batch_records: t.max_batch_records,
+            max_queued_records: t.max_queued_records,
+            connect_timeout,
+            backoff_initial: Duration::from_millis(t.backoff_initial_ms),
+            backoff_max: Duration::from_secs(t.backoff_max_secs),
+            drain_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[device]
+org = "acme"
+id = "ap-1"
+kind = "ap"
+
+[collector]
+address = "127.0.0.1:7443"
+
+[tls]
+ca = "ca.pem"
+cert = "device.pem"
+key = "device.key"
+shared_key = "device.psk"
+"#;
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = AgentConfig::parse(
+            GOOD,
+            Path::new("/etc/glimpse/agent.toml"),
+            Path::new("/etc/glimpse"),
+        )
+        .unwrap();
+        assert_eq!(c.identity.to_uri(), "urn:glimpse:device:acme:ap:ap-1");
+        assert_eq!(c.server_name, "127.0.0.1");
+        assert_eq!(c.cert_path, Path::new("/etc/glimpse/device.pem"));
+        assert_eq!(c.interval, Duration::from_secs(30));
+        assert_eq!(c.max_frame_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = GOOD
+            .replace("\"acme\"", "\"Acme Corp\"")
+            .replace("\"ap\"", "\"router\"");
+        let err = AgentConfig::parse(&text, Path::new("a.toml"), Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("device.org") && err.contains("device.kind"),
+            "{err}"
+        );
+        let text = format!("{GOOD}\n[transport]\nmax_frame_bytes = 10\n");
+        let err = AgentConfig::parse(&text, Path::new("a.toml"), Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_frame_bytes"), "{err}");
+        let err = AgentConfig::parse("[device]\nbogus = 1", Path::new("a.toml"), Path::new("."))
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+    }
+}

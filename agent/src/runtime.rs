@@ -1,0 +1,411 @@
+//! The agent daemon: collect on a timer, queue, send in order, reconnect.
+//!
+//! Records wait in a bounded in-memory queue until the collector
+//! acknowledges them. When the collector is unreachable the queue fills and
+//! the oldest records are dropped and counted, so a device never runs out of
+//! memory because its collector is down. (A disk-backed spool that survives
+//! an agent restart is a later step.)
+//!
+//! Exactly one batch is in flight at a time. It keeps its sequence number
+//! across reconnects so that the collector, which remembers the highest
+//! sequence it stored per stream, stores a batch resent after a lost
+//! acknowledgement only once.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use glimpse_common::bounded::BoundedVec;
+use glimpse_common::clock::{Clock, SystemClock};
+use glimpse_common::record::{Record, RecordBody};
+use glimpse_common::secret::SecretKey;
+use glimpse_common::wire::Batch;
+
+use crate::config::AgentConfig;
+use crate::probe::HostProbe;
+use crate::transport::connection::load_shared_key;
+use crate::transport::{client_tls_config, Backoff, Connection, TransportError};
+
+/// What the agent is doing, for tests, the demo and status output.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentStatus {
+    /// Whether an authenticated connection is up.
+    pub connected: bool,
+    /// Highest sequence number the collector acknowledged.
+    pub acked_seq: u64,
+    /// Records the collector acknowledged.
+    pub acked_records: u64,
+    /// Records collected.
+    pub collected_records: u64,
+    /// Records waiting to be sent.
+    pub queued_records: usize,
+    /// Records dropped because the queue was full.
+    pub dropped_records: u64,
+    /// Successful connections so far.
+    pub connections: u64,
+    /// The last connection or protocol failure.
+    pub last_error: Option<String>,
+    /// The TLS cipher suite of the current or last connection.
+    pub cipher_suite: Option<String>,
+}
+
+/// The agent could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// TLS material or the shared key could not be loaded.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// Credentials and settings a reload replaces together.
+#[derive(Clone)]
+struct Settings {
+    config: AgentConfig,
+    tls: Arc<rustls::ClientConfig>,
+    shared_key: Arc<SecretKey>,
+}
+
+impl Settings {
+    fn load(config: AgentConfig) -> Result<Self, AgentError> {
+        let tls = client_tls_config(&config)?;
+        let shared_key = Arc::new(load_shared_key(&config.shared_key_path)?);
+        Ok(Self {
+            config,
+            tls,
+            shared_key,
+        })
+    }
+}
+
+struct Queue {
+    records: Mutex<VecDeque<Record>>,
+    ready: Notify,
+}
+
+/// A running agent.
+pub struct AgentHandle {
+    status: watch::Receiver<AgentStatus>,
+    shutdown: watch::Sender<bool>,
+    reload: watch::Sender<Option<Settings>>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for AgentHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentHandle")
+            .field("status", &*self.status.borrow())
+            .finish()
+    }
+}
+
+impl AgentHandle {
+    /// Loads credentials and starts collecting and sending on the current
+    /// tokio runtime. Bad certificates or keys fail here, not later.
+    pub fn spawn(config: AgentConfig) -> Result<Self, AgentError> {
+        let settings = Settings::load(config)?;
+        let (status_tx, status) = watch::channel(AgentStatus::default());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (reload, reload_rx) = watch::channel(None);
+        let task = tokio::spawn(run(settings, status_tx, shutdown_rx, reload_rx));
+        Ok(Self {
+            status,
+            shutdown,
+            reload,
+            task,
+        })
+    }
+
+    /// A receiver that sees every status change.
+    pub fn status(&self) -> watch::Receiver<AgentStatus> {
+        self.status.clone()
+    }
+
+    /// Replaces configuration and credentials (SIGHUP). The current
+    /// connection is closed and reopened with the new credentials.
+    pub fn reload(&self, config: AgentConfig) -> Result<(), AgentError> {
+        let settings = Settings::load(config)?;
+        let _ = self.reload.send(Some(settings));
+        Ok(())
+    }
+
+    /// Stops collecting, sends what is queued (bounded by the drain
+    /// timeout), says goodbye and waits for the agent to finish.
+    pub async fn shutdown(self) -> AgentStatus {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+        let status = self.status.borrow().clone();
+        status
+    }
+}
+
+async fn run(
+    mut settings: Settings,
+    status: watch::Sender<AgentStatus>,
+    mut shutdown: watch::Receiver<bool>,
+    mut reload: watch::Receiver<Option<Settings>>,
+) {
+    let queue = Arc::new(Queue {
+        records: Mutex::new(VecDeque::new()),
+        ready: Notify::new(),
+    });
+    let stream_id: u64 = rand::thread_rng().gen();
+    let mut probe = HostProbe::new(settings.config.sysroot.clone());
+    let mut collect_timer = tokio::time::interval(settings.config.interval);
+    collect_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut backoff = Backoff::new(settings.config.backoff_initial, settings.config.backoff_max);
+    let mut connection: Option<Connection> = None;
+    let mut in_flight: Option<Batch> = None;
+    let mut next_seq: u64 = 1;
+    let mut retry_at: Option<tokio::time::Instant> = None;
+
+    info!(identity = %settings.config.identity, collector = %settings.config.collector_address, "agent started");
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        // Connect when there is something to send and the backoff allows it.
+        let has_work = in_flight.is_some() || !lock(&queue).is_empty();
+        if connection.is_none()
+            && has_work
+            && retry_at.is_none_or(|at| at <= tokio::time::Instant::now())
+        {
+            match Connection::open(
+                &settings.config,
+                settings.tls.clone(),
+                &settings.shared_key,
+                stream_id,
+            )
+            .await
+            {
+                Ok(conn) => {
+                    backoff.reset();
+                    retry_at = None;
+                    // The collector tells us what it already has: anything at
+                    // or below it is stored; anything above must follow it
+                    // without a gap.
+                    let stored = conn.stored_seq();
+                    if let Some(batch) = &mut in_flight {
+                        if batch.stream_seq <= stored {
+                            let count = batch.records.len() as u64;
+                            in_flight = None;
+                            status.send_modify(|s| {
+                                s.acked_seq = stored;
+                                s.acked_records += count;
+                            });
+                        } else {
+                            batch.stream_seq = stored + 1;
+                        }
+                    }
+                    next_seq = in_flight.as_ref().map_or(stored + 1, |b| b.stream_seq + 1);
+                    info!(suite = ?conn.cipher_suite(), stored_seq = stored, "connected to collector");
+                    status.send_modify(|s| {
+                        s.connected = true;
+                        s.connections += 1;
+                        s.last_error = None;
+                        s.cipher_suite = conn.cipher_suite().map(|c| format!("{c:?}"));
+                    });
+                    connection = Some(conn);
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay(rand::thread_rng().gen());
+                    warn!(error = %e, retry_in = ?delay, "cannot reach collector");
+                    status.send_modify(|s| s.last_error = Some(e.to_string()));
+                    retry_at = Some(tokio::time::Instant::now() + delay);
+                }
+            }
+            continue;
+        }
+
+        // Send the in-flight batch, or form one from the queue.
+        if let Some(conn) = connection.as_mut() {
+            if in_flight.is_none() {
+                let records: Vec<Record> = {
+                    let mut q = lock(&queue);
+                    let n = q.len().min(settings.config.max_batch_records);
+                    q.drain(..n).collect()
+                };
+                if !records.is_empty() {
+                    in_flight = Some(Batch {
+                        org: settings.config.identity.org.clone(),
+                        stream_seq: next_seq,
+                        records: BoundedVec::truncating(records),
+                    });
+                    next_seq += 1;
+                }
+            }
+            if let Some(batch) = &in_flight {
+                match conn.send_batch(batch).await {
+                    Ok(acked) => {
+                        debug!(
+                            seq = acked,
+                            records = batch.records.len(),
+                            "batch acknowledged"
+                        );
+                        let count = batch.records.len() as u64;
+                        in_flight = None;
+                        let queued = lock(&queue).len();
+                        status.send_modify(|s| {
+                            s.acked_seq = acked;
+                            s.acked_records += count;
+                            s.queued_records = queued;
+                        });
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "connection to collector lost; will resend");
+                        status.send_modify(|s| {
+                            s.connected = false;
+                            s.last_error = Some(e.to_string());
+                        });
+                        connection = None;
+                        retry_at = Some(
+                            tokio::time::Instant::now()
+                                + backoff.next_delay(rand::thread_rng().gen()),
+                        );
+                    }
+                }
+                continue;
+            }
+        }
+
+        let sleep_until =
+            retry_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            _ = collect_timer.tick() => {
+                let record = collect(&mut probe, &settings.config);
+                let queued = push(&queue, record, settings.config.max_queued_records);
+                status.send_modify(|s| {
+                    s.collected_records += 1;
+                    s.queued_records = queued.0;
+                    s.dropped_records += queued.1;
+                });
+            }
+            _ = tokio::time::sleep_until(sleep_until), if retry_at.is_some() => {}
+            _ = queue.ready.notified() => {}
+            _ = shutdown.changed() => {}
+            changed = reload.changed() => {
+                // Clone out of the watch first: its guard must not live across an await.
+                let fresh = if changed.is_ok() { reload.borrow_and_update().clone() } else { None };
+                {
+                    if let Some(new) = fresh {
+                        info!("configuration and credentials reloaded; reconnecting");
+                        if new.config.interval != settings.config.interval {
+                            collect_timer = tokio::time::interval(new.config.interval);
+                        }
+                        probe = HostProbe::new(new.config.sysroot.clone());
+                        settings = new;
+                        if let Some(conn) = connection.take() {
+                            conn.close().await;
+                        }
+                        status.send_modify(|s| s.connected = false);
+                        retry_at = None;
+                    }
+                }
+            }
+        }
+    }
+
+    drain(&settings, &queue, connection, in_flight, next_seq, &status).await;
+    info!("agent stopped");
+}
+
+/// Sends what is left, within the drain timeout, then says goodbye.
+async fn drain(
+    settings: &Settings,
+    queue: &Queue,
+    connection: Option<Connection>,
+    mut in_flight: Option<Batch>,
+    mut next_seq: u64,
+    status: &watch::Sender<AgentStatus>,
+) {
+    let Some(mut conn) = connection else {
+        let left = lock(queue).len() + in_flight.map_or(0, |b| b.records.len());
+        if left > 0 {
+            warn!(
+                records = left,
+                "not connected at shutdown; unsent records discarded"
+            );
+        }
+        return;
+    };
+    let work = async {
+        loop {
+            if in_flight.is_none() {
+                let records: Vec<Record> = {
+                    let mut q = lock(queue);
+                    let n = q.len().min(settings.config.max_batch_records);
+                    q.drain(..n).collect()
+                };
+                if records.is_empty() {
+                    break;
+                }
+                in_flight = Some(Batch {
+                    org: settings.config.identity.org.clone(),
+                    stream_seq: next_seq,
+                    records: BoundedVec::truncating(records),
+                });
+                next_seq += 1;
+            }
+            if let Some(batch) = in_flight.take() {
+                let count = batch.records.len() as u64;
+                let acked = conn.send_batch(&batch).await?;
+                status.send_modify(|s| {
+                    s.acked_seq = acked;
+                    s.acked_records += count;
+                });
+            }
+        }
+        Ok::<_, TransportError>(conn)
+    };
+    match tokio::time::timeout(settings.config.drain_timeout, work).await {
+        Ok(Ok(conn)) => conn.close().await,
+        Ok(Err(e)) => warn!(error = %e, "drain failed; unsent records discarded"),
+        Err(_) => warn!("drain timed out; unsent records discarded"),
+    }
+    status.send_modify(|s| s.connected = false);
+}
+
+fn collect(probe: &mut HostProbe, config: &AgentConfig) -> Record {
+    // The probe reads a handful of small /proc and /sys files; that is
+    // quicker than handing it to a blocking thread on a single-core device.
+    let mut metadata = probe.collect();
+    metadata.kind = Some(config.identity.kind);
+    Record {
+        observed_at_ms: SystemClock.now_millis(),
+        body: RecordBody::Metadata(metadata),
+    }
+}
+
+/// Queues a record; returns (queued, dropped) after dropping the oldest
+/// records beyond the bound.
+fn push(queue: &Queue, record: Record, max: usize) -> (usize, u64) {
+    let mut dropped = 0;
+    let len = {
+        let mut q = lock(queue);
+        q.push_back(record);
+        while q.len() > max {
+            q.pop_front();
+            dropped += 1;
+        }
+        q.len()
+    };
+    if dropped > 0 {
+        warn!(
+            dropped,
+            "collector unreachable and queue full; dropped oldest records"
+        );
+    }
+    queue.ready.notify_one();
+    (len, dropped)
+}
+
+fn lock(queue: &Queue) -> std::sync::MutexGuard<'_, VecDeque<Record>> {
+    // A poisoned queue only means another task panicked mid-push; the
+    // records themselves are still whole.
+    queue.records.lock().unwrap_or_else(|p| p.into_inner())
+}

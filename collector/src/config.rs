@@ -1,0 +1,206 @@
+//! The collector's configuration file (`collector.toml`).
+//!
+//! Relative paths are resolved against the config file's directory. Every
+//! problem is reported at once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use glimpse_common::wire::DEFAULT_MAX_FRAME_LEN;
+
+use crate::retention::RetentionPolicy;
+
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file was larger than any sane config.
+    #[error("config {0} is larger than 1 MiB")]
+    TooLarge(PathBuf),
+    /// The TOML did not parse or did not match the schema.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's explanation.
+        message: String,
+    },
+    /// Values parsed but make no sense; every problem is listed.
+    #[error("invalid config {path}:\n  - {}", problems.join("\n  - "))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// One line per problem.
+        problems: Vec<String>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    master_key_file: PathBuf,
+    tls: RawTls,
+    pki_dir: Option<PathBuf>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    retention: Option<toml::Value>,
+    #[serde(default = "default_sweep")]
+    sweep_interval_secs: u64,
+}
+
+fn default_sweep() -> u64 {
+    3600
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    crl: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    max_frame_bytes: usize,
+    max_connections: usize,
+    handshake_timeout_secs: u64,
+    idle_timeout_secs: u64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: DEFAULT_MAX_FRAME_LEN,
+            max_connections: 20_000,
+            handshake_timeout_secs: 10,
+            idle_timeout_secs: 600,
+        }
+    }
+}
+
+/// A validated collector configuration.
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    /// Where agents connect (TLS).
+    pub listen: SocketAddr,
+    /// Segments, key store and registry live here.
+    pub data_dir: PathBuf,
+    /// The master key that wraps every organisation's key (0600, 64 hex digits).
+    pub master_key_file: PathBuf,
+    /// CA that signs device certificates.
+    pub ca: PathBuf,
+    /// The collector's certificate chain.
+    pub cert: PathBuf,
+    /// The collector's private key.
+    pub key: PathBuf,
+    /// Certificate revocation list (PEM), if any.
+    pub crl: Option<PathBuf>,
+    /// A `glimpse-certs` directory whose `registrations/` and `revoked.json`
+    /// are imported at start-up and on SIGHUP.
+    pub pki_dir: Option<PathBuf>,
+    /// Largest frame accepted from an agent.
+    pub max_frame_bytes: usize,
+    /// Most simultaneous agent connections.
+    pub max_connections: usize,
+    /// Time allowed from TCP accept to an authenticated session.
+    pub handshake_timeout: Duration,
+    /// A connection silent this long is closed.
+    pub idle_timeout: Duration,
+    /// Retention windows.
+    pub retention: RetentionPolicy,
+    /// How often expired segments are deleted.
+    pub sweep_interval: Duration,
+}
+
+impl CollectorConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        use std::io::Read;
+        let file = std::fs::File::open(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let mut text = String::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge(path.to_owned()));
+        }
+        Self::parse(&text, path, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Parses config text; relative paths are resolved against `base`.
+    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let mut problems = Vec::new();
+        let l = &raw.limits;
+        if !(1024..=16 * 1024 * 1024).contains(&l.max_frame_bytes) {
+            problems.push(format!("limits.max_frame_bytes must be 1 KiB..16 MiB, got {}", l.max_frame_bytes));
+        }
+        if !(1..=1_000_000).contains(&l.max_connections) {
+            problems.push(format!("limits.max_connections must be 1..=1000000, got {}", l.max_connections));
+        }
+        if !(1..=300).contains(&l.handshake_timeout_secs) {
+            problems.push(format!("limits.handshake_timeout_secs must be 1..=300, got {}", l.handshake_timeout_secs));
+        }
+        if l.idle_timeout_secs == 0 {
+            problems.push("limits.idle_timeout_secs must be positive".to_owned());
+        }
+        if raw.sweep_interval_secs == 0 {
+            problems.push("sweep_interval_secs must be positive".to_owned());
+        }
+        let retention = match raw.retention {
+            None => Some(RetentionPolicy::default()),
+            Some(value) => match value.try_into::<RetentionPolicy>() {
+                Ok(policy) => match policy.validate() {
+                    Ok(()) => Some(policy),
+                    Err(e) => {
+                        problems.push(format!("retention: {e}"));
+                        None
+                    }
+                },
+                Err(e) => {
+                    problems.push(format!("retention: {e}"));
+                    None
+                }
+            },
+        };
+        let Some(retention) = retention.filter(|_| problems.is_empty()) else {
+            return Err(ConfigError::Invalid { path: path.to_owned(), problems });
+        };
+        Ok(Self {
+            listen: raw.listen,
+            data_dir: base.join(raw.data_dir),
+            master_key_file: base.join(raw.master_key_file),
+            ca: base.join(raw.tls.ca),
+            cert: base.join(raw.tls.cert),
+            key: base.join(raw.tls.key),
+            crl: raw.tls.crl.map(|p| base.join(p)),
+            pki_dir: raw.pki_dir.map(|p| base.join(p)),
+            max_frame_bytes: l.max_frame_bytes,
+            max_connections: l.max_connections,
+            handshake_timeout: Duration::from_secs(l.handshake_timeout_secs),
+            idle_timeout: Duration::from_secs(l.idle_timeout_secs),
+            retention,
+            sweep_interval: Duration::from_secs(raw.sweep_interval_secs),
+        })
+    }
+}

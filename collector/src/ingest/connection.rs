@@ -1,0 +1,286 @@
+//! One agent connection, from TCP accept to goodbye.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+use glimpse_common::auth::{verify_device_proof, EXPORTER_LABEL, EXPORTER_LEN};
+use glimpse_common::identity::DeviceIdentity;
+use glimpse_common::wire::io::{read_message, write_message, FrameIoError};
+use glimpse_common::wire::{
+    AgentMessage, AuthProof, CollectorMessage, CollectorSession, ErrorCode, ProtocolError, SessionAction,
+    WireError, Welcome, PROTOCOL_VERSION,
+};
+
+use crate::ingest::reject::{IngestMetrics, RejectReason};
+use crate::store::Store;
+
+/// What every connection task shares.
+#[derive(Debug)]
+pub(crate) struct ConnectionContext {
+    pub(crate) store: Arc<Store>,
+    pub(crate) metrics: Arc<IngestMetrics>,
+    pub(crate) max_frame: usize,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+}
+
+/// Why a connection ended early.
+struct Refusal {
+    reason: RejectReason,
+    code: ErrorCode,
+    /// Detailed reason for the collector's log.
+    detail: String,
+    /// What the agent is told; authentication failures stay vague so a
+    /// prober learns nothing about which check failed.
+    public: String,
+}
+
+impl Refusal {
+    fn auth(reason: RejectReason, detail: String) -> Self {
+        Self { reason, code: ErrorCode::AuthenticationFailed, detail, public: "authentication failed".to_owned() }
+    }
+
+    fn protocol(code: ErrorCode, detail: String) -> Self {
+        Self { reason: RejectReason::Protocol, code, public: detail.clone(), detail }
+    }
+}
+
+pub(crate) async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: Arc<ServerConfig>,
+    context: Arc<ConnectionContext>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let handshake = tokio::time::timeout(context.handshake_timeout, authenticate(tcp, peer, tls, &context)).await;
+    let (mut stream, mut session) = match handshake {
+        Ok(Ok(pair)) => pair,
+        Ok(Err((refusal, stream))) => {
+            warn!(%peer, reason = refusal.reason.as_str(), "agent refused: {}", refusal.detail);
+            context.metrics.reject(refusal.reason);
+            if let Some(mut stream) = stream {
+                let _ = send_error(&mut stream, refusal.code, &refusal.public, context.max_frame).await;
+            }
+            return;
+        }
+        Err(_) => {
+            warn!(%peer, reason = RejectReason::Overload.as_str(), "agent refused: handshake not completed in {:?}", context.handshake_timeout);
+            context.metrics.reject(RejectReason::Overload);
+            return;
+        }
+    };
+    let identity = session.identity().clone();
+    info!(%peer, device = %identity, "agent authenticated");
+    match stream_batches(&mut stream, &mut session, &context, shutdown).await {
+        Ok(()) => debug!(%peer, device = %identity, "agent disconnected"),
+        Err(refusal) => {
+            warn!(%peer, device = %identity, reason = refusal.reason.as_str(), "agent connection closed: {}", refusal.detail);
+            if refusal.reason == RejectReason::Protocol {
+                context.metrics.reject(RejectReason::Protocol);
+            }
+            let _ = send_error(&mut stream, refusal.code, &refusal.public, context.max_frame).await;
+        }
+    }
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+}
+
+type Stream = TlsStream<TcpStream>;
+
+/// TLS handshake, Hello, proof, registry checks. On failure returns the
+/// refusal and, when TLS is up, the stream to send the error on.
+async fn authenticate(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: Arc<ServerConfig>,
+    context: &ConnectionContext,
+) -> Result<(Stream, CollectorSession), (Refusal, Option<Stream>)> {
+    let mut stream = match TlsAcceptor::from(tls).accept(tcp).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            let reason = RejectReason::from_tls(&e);
+            return Err((Refusal::auth(reason, format!("TLS handshake failed: {e}")), None));
+        }
+    };
+    let (identity, serial) = match peer_identity(&stream) {
+        Ok(pair) => pair,
+        Err(detail) => return Err((Refusal::auth(RejectReason::BadIdentity, detail), Some(stream))),
+    };
+    let mut session = CollectorSession::new(identity.clone());
+    let mut buf = Vec::new();
+    // Hello, then AuthProof.
+    let proof = loop {
+        let msg = match read_message::<AgentMessage, _>(&mut stream, &mut buf, context.max_frame).await {
+            Ok(msg) => msg,
+            Err(e) => return Err((frame_refusal(e), Some(stream))),
+        };
+        match session.handle(msg) {
+            Ok(SessionAction::Continue) => continue,
+            Ok(SessionAction::VerifyProof(proof)) => break proof,
+            // CollectorSession only asks to continue or verify before the proof.
+            Ok(_) => {
+                return Err((Refusal::protocol(ErrorCode::UnexpectedMessage, "unexpected message before authentication".into()), Some(stream)))
+            }
+            Err(e) => {
+                let refusal = if e.code() == ErrorCode::AuthenticationFailed {
+                    Refusal::auth(RejectReason::Protocol, e.to_string())
+                } else {
+                    Refusal::protocol(e.code(), e.to_string())
+                };
+                return Err((refusal, Some(stream)));
+            }
+        }
+    };
+    let stored_seq = match check_registration(&stream, &identity, &serial, &proof, session.stream_id(), context) {
+        Ok(seq) => seq,
+        Err(refusal) => return Err((refusal, Some(stream))),
+    };
+    session.proof_accepted(stored_seq);
+    let welcome = CollectorMessage::Welcome(Welcome {
+        version: PROTOCOL_VERSION,
+        max_frame_len: u32::try_from(context.max_frame).unwrap_or(u32::MAX),
+        stored_seq,
+    });
+    if let Err(e) = write_message(&mut stream, &welcome, context.max_frame).await {
+        return Err((Refusal::protocol(ErrorCode::Malformed, format!("cannot send welcome: {e}")), None));
+    }
+    let _ = peer;
+    Ok((stream, session))
+}
+
+/// The device identity and serial from the verified client certificate.
+fn peer_identity(stream: &Stream) -> Result<(DeviceIdentity, String), String> {
+    let certs = stream.get_ref().1.peer_certificates().ok_or("no client certificate")?;
+    let leaf = certs.first().ok_or("empty client certificate chain")?;
+    let identity = glimpse_certs::device_identity_of(leaf).map_err(|e| format!("certificate identity: {e}"))?;
+    let serial = glimpse_certs::serial_hex_of(leaf).map_err(|e| format!("certificate serial: {e}"))?;
+    Ok((identity, serial))
+}
+
+fn check_registration(
+    stream: &Stream,
+    identity: &DeviceIdentity,
+    serial: &str,
+    proof: &AuthProof,
+    stream_id: u64,
+    context: &ConnectionContext,
+) -> Result<u64, Refusal> {
+    let registry = context.store.registry();
+    let registration = registry
+        .get(&identity.org, &identity.device)
+        .map_err(|e| Refusal::auth(RejectReason::UnknownDevice, format!("registry lookup failed: {e}")))?
+        .ok_or_else(|| Refusal::auth(RejectReason::UnknownDevice, format!("{identity} is not registered")))?;
+    if registration.revoked {
+        return Err(Refusal::auth(RejectReason::Revoked, format!("{identity} is revoked")));
+    }
+    if registration.identity != *identity {
+        return Err(Refusal::auth(
+            RejectReason::RegistrationMismatch,
+            format!("certificate names {identity} but the registration is for {}", registration.identity),
+        ));
+    }
+    if !registration.cert_serial.eq_ignore_ascii_case(serial) {
+        return Err(Refusal::auth(
+            RejectReason::RegistrationMismatch,
+            format!("certificate serial {serial} is not the one registered for {identity}"),
+        ));
+    }
+    let mut exported = [0u8; EXPORTER_LEN];
+    stream
+        .get_ref()
+        .1
+        .export_keying_material(&mut exported, EXPORTER_LABEL, None)
+        .map_err(|e| Refusal::auth(RejectReason::TlsHandshake, format!("TLS exporter failed: {e}")))?;
+    if !verify_device_proof(&registration.shared_key, &exported, identity, &proof.proof) {
+        return Err(Refusal::auth(RejectReason::WrongSharedKey, format!("shared-key proof for {identity} is wrong")));
+    }
+    registry
+        .stored_seq(identity, stream_id)
+        .map_err(|e| Refusal::auth(RejectReason::UnknownDevice, format!("registry lookup failed: {e}")))
+}
+
+async fn stream_batches(
+    stream: &mut Stream,
+    session: &mut CollectorSession,
+    context: &Arc<ConnectionContext>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), Refusal> {
+    let mut buf = Vec::new();
+    loop {
+        let msg = tokio::select! {
+            read = tokio::time::timeout(context.idle_timeout, read_message::<AgentMessage, _>(stream, &mut buf, context.max_frame)) => {
+                match read {
+                    Ok(Ok(msg)) => msg,
+                    Ok(Err(FrameIoError::Closed)) => return Ok(()),
+                    Ok(Err(e)) => return Err(frame_refusal(e)),
+                    Err(_) => return Err(Refusal { reason: RejectReason::Overload, code: ErrorCode::UnexpectedMessage, detail: "idle timeout".into(), public: "idle timeout".into() }),
+                }
+            }
+            _ = shutdown.wait_for(|stop| *stop) => {
+                return Err(Refusal { reason: RejectReason::Overload, code: ErrorCode::ShuttingDown, detail: "collector shutting down".into(), public: "collector shutting down; reconnect later".into() });
+            }
+        };
+        match session.handle(msg).map_err(|e| Refusal::protocol(e.code(), e.to_string()))? {
+            SessionAction::Store(batch) => {
+                let seq = batch.stream_seq;
+                let count = batch.records.len();
+                let store = context.store.clone();
+                let identity = session.identity().clone();
+                let stream_id = session.stream_id();
+                // A batch being stored when SIGTERM arrives is finished and
+                // acknowledged: select! above only interrupts reads.
+                let stored = tokio::task::spawn_blocking(move || store.append(&identity, stream_id, seq, &batch.records))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()));
+                if let Err(e) = stored {
+                    warn!(device = %session.identity(), seq, "batch not stored: {e}");
+                    return Err(Refusal {
+                        reason: RejectReason::Overload,
+                        code: ErrorCode::StorageUnavailable,
+                        detail: format!("storage failed: {e}"),
+                        public: "storage unavailable; retry later".into(),
+                    });
+                }
+                session.batch_stored(seq);
+                context.metrics.stored(count);
+                send(stream, &CollectorMessage::Ack { stream_seq: seq }, context.max_frame).await?;
+            }
+            SessionAction::AckDuplicate(seq) => {
+                debug!(device = %session.identity(), seq, "duplicate batch acknowledged without storing");
+                send(stream, &CollectorMessage::Ack { stream_seq: seq }, context.max_frame).await?;
+            }
+            SessionAction::Close => return Ok(()),
+            SessionAction::Continue | SessionAction::VerifyProof(_) => {}
+            _ => {}
+        }
+    }
+}
+
+async fn send(stream: &mut Stream, msg: &CollectorMessage, max: usize) -> Result<(), Refusal> {
+    write_message(stream, msg, max).await.map_err(|e| Refusal {
+        reason: RejectReason::Protocol,
+        code: ErrorCode::Malformed,
+        detail: format!("write failed: {e}"),
+        public: String::new(),
+    })
+}
+
+async fn send_error(stream: &mut Stream, code: ErrorCode, message: &str, max: usize) -> Result<(), FrameIoError> {
+    write_message(stream, &CollectorMessage::Error(ProtocolError::new(code, message)), max).await
+}
+
+fn frame_refusal(e: FrameIoError) -> Refusal {
+    let code = match &e {
+        FrameIoError::Wire(WireError::UnsupportedVersion { .. }) => ErrorCode::UnsupportedVersion,
+        _ => ErrorCode::Malformed,
+    };
+    Refusal::protocol(code, e.to_string())
+}

@@ -1,0 +1,23 @@
+//! Ingest: the TLS listener that authenticates agents and stores their
+//! batches.
+//!
+//! Each connection is a task that drives the sans-IO
+//! [`glimpse_common::wire::CollectorSession`]; this module only moves bytes,
+//! checks credentials against the registry and calls the store on a blocking
+//! thread. Authentication has two gates, both required:
+//!
+//! 1. TLS: a client certificate chained to our CA, in its validity period,
+//!    not on the CRL (rustls' webpki verifier).
+//! 2. Registration: the certificate's identity is a registered, unrevoked
+//!    device whose registered serial is this certificate's, and the agent's
+//!    HMAC proves it holds that device's shared key for *this* session.
+//!
+//! Every refusal is logged once with the peer address and counted by reason
+//! in [`IngestMetrics`]; nothing from a refused connection is stored.
+
+mod connection;
+mod reject;
+mod server;
+
+pub use reject::{IngestMetrics, RejectReason};
+pub use server::{IngestServer, ServerTls};

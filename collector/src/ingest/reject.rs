@@ -1,0 +1,103 @@
+//! Why connections were refused, counted for operators and tests.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// Why the collector refused an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The TLS client presented no certificate.
+    NoCertificate,
+    /// The certificate does not chain to our CA.
+    UnknownIssuer,
+    /// The certificate is expired or not yet valid.
+    Expired,
+    /// The certificate is on the CRL, or the registry marks the device revoked.
+    Revoked,
+    /// Any other TLS handshake failure (protocol, cipher, garbage).
+    TlsHandshake,
+    /// The certificate carries no valid Glimpse device identity.
+    BadIdentity,
+    /// The certificate names a device that is not registered.
+    UnknownDevice,
+    /// The certificate is not the one registered for the device (serial or kind differ).
+    RegistrationMismatch,
+    /// The shared-key proof did not verify.
+    WrongSharedKey,
+    /// The agent broke the protocol (version, order, malformed frames, identity in Hello).
+    Protocol,
+    /// Too many connections, or the handshake took too long.
+    Overload,
+}
+
+impl RejectReason {
+    /// A short, stable name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::NoCertificate => "no-certificate",
+            RejectReason::UnknownIssuer => "unknown-issuer",
+            RejectReason::Expired => "expired",
+            RejectReason::Revoked => "revoked",
+            RejectReason::TlsHandshake => "tls-handshake",
+            RejectReason::BadIdentity => "bad-identity",
+            RejectReason::UnknownDevice => "unknown-device",
+            RejectReason::RegistrationMismatch => "registration-mismatch",
+            RejectReason::WrongSharedKey => "wrong-shared-key",
+            RejectReason::Protocol => "protocol",
+            RejectReason::Overload => "overload",
+        }
+    }
+
+    /// Classifies a failed TLS accept.
+    pub(crate) fn from_tls(error: &std::io::Error) -> Self {
+        use rustls::{CertificateError, Error};
+        match error.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+            Some(Error::NoCertificatesPresented) => RejectReason::NoCertificate,
+            Some(Error::InvalidCertificate(cert)) => match cert {
+                CertificateError::UnknownIssuer | CertificateError::BadSignature => RejectReason::UnknownIssuer,
+                CertificateError::Expired
+                | CertificateError::ExpiredContext { .. }
+                | CertificateError::NotValidYet
+                | CertificateError::NotValidYetContext { .. } => RejectReason::Expired,
+                CertificateError::Revoked => RejectReason::Revoked,
+                _ => RejectReason::TlsHandshake,
+            },
+            _ => RejectReason::TlsHandshake,
+        }
+    }
+}
+
+/// Counters the ingest path keeps.
+#[derive(Debug, Default)]
+pub struct IngestMetrics {
+    rejections: Mutex<BTreeMap<RejectReason, u64>>,
+    batches: Mutex<(u64, u64)>,
+}
+
+impl IngestMetrics {
+    pub(crate) fn reject(&self, reason: RejectReason) {
+        *self.rejections.lock().unwrap_or_else(|p| p.into_inner()).entry(reason).or_default() += 1;
+    }
+
+    pub(crate) fn stored(&self, records: usize) {
+        let mut b = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+        b.0 += 1;
+        b.1 += records as u64;
+    }
+
+    /// How many connections were refused for `reason`.
+    pub fn rejections(&self, reason: RejectReason) -> u64 {
+        self.rejections.lock().unwrap_or_else(|p| p.into_inner()).get(&reason).copied().unwrap_or(0)
+    }
+
+    /// Every refusal count, by reason.
+    pub fn all_rejections(&self) -> BTreeMap<RejectReason, u64> {
+        self.rejections.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Batches and records stored since start.
+    pub fn stored_totals(&self) -> (u64, u64) {
+        *self.batches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

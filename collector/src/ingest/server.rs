@@ -1,0 +1,129 @@
+//! The accept loop: connection limit, reloadable TLS, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use glimpse_common::tls::{load_certs, load_crls, load_key, server_config, TlsConfigError};
+
+use crate::config::CollectorConfig;
+use crate::ingest::connection::{serve_connection, ConnectionContext};
+use crate::ingest::reject::{IngestMetrics, RejectReason};
+use crate::store::Store;
+
+/// The current TLS configuration; replaced on SIGHUP without touching
+/// connections that are already up.
+#[derive(Debug, Clone)]
+pub struct ServerTls(Arc<RwLock<Arc<ServerConfig>>>);
+
+impl ServerTls {
+    /// Loads the CA, CRL, certificate and key the config names.
+    pub fn load(config: &CollectorConfig) -> Result<Self, TlsConfigError> {
+        Ok(Self(Arc::new(RwLock::new(Self::build(config)?))))
+    }
+
+    fn build(config: &CollectorConfig) -> Result<Arc<ServerConfig>, TlsConfigError> {
+        let ca = load_certs(&config.ca)?.remove(0);
+        let crls = match &config.crl {
+            Some(path) => load_crls(path)?,
+            None => Vec::new(),
+        };
+        let chain = load_certs(&config.cert)?;
+        let key = load_key(&config.key)?;
+        Ok(Arc::new(server_config(&ca, crls, chain, key)?))
+    }
+
+    /// Re-reads every TLS file; on error the running configuration stays.
+    pub fn reload(&self, config: &CollectorConfig) -> Result<(), TlsConfigError> {
+        let fresh = Self::build(config)?;
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<ServerConfig> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The agent-facing listener.
+#[derive(Debug)]
+pub struct IngestServer {
+    listener: TcpListener,
+    tls: ServerTls,
+    context: Arc<ConnectionContext>,
+    limit: Arc<Semaphore>,
+}
+
+impl IngestServer {
+    /// Binds the listener. Use port 0 for an ephemeral port (tests).
+    pub async fn bind(
+        config: &CollectorConfig,
+        tls: ServerTls,
+        store: Arc<Store>,
+        metrics: Arc<IngestMetrics>,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let context = Arc::new(ConnectionContext {
+            store,
+            metrics,
+            max_frame: config.max_frame_bytes,
+            handshake_timeout: config.handshake_timeout,
+            idle_timeout: config.idle_timeout,
+        });
+        Ok(Self { listener, tls, context, limit: Arc::new(Semaphore::new(config.max_connections)) })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts until `shutdown` turns true, then lets every connection
+    /// finish the batch it is storing, tells its agent we are shutting
+    /// down, and returns.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => {
+                    let (tcp, peer) = match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            // EMFILE and friends: back off briefly rather than spin.
+                            warn!(error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(permit) = self.limit.clone().try_acquire_owned() else {
+                        warn!(%peer, reason = RejectReason::Overload.as_str(), "connection limit reached; refusing agent");
+                        self.context.metrics.reject(RejectReason::Overload);
+                        continue;
+                    };
+                    let _ = tcp.set_nodelay(true);
+                    let context = self.context.clone();
+                    let tls = self.tls.current();
+                    let shutdown = shutdown.clone();
+                    connections.spawn(async move {
+                        serve_connection(tcp, peer, tls, context, shutdown).await;
+                        drop(permit);
+                    });
+                }
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        info!(open = connections.len(), "ingest stopping: draining connections");
+        while connections.join_next().await.is_some() {}
+        info!("ingest stopped");
+    }
+}

@@ -1,0 +1,363 @@
+//! Key management: the master key, per-organisation data keys and the device
+//! registry, all kept in one embedded database, `<data_dir>/glimpse.redb`.
+//!
+//! Hierarchy: the master key (a file the operator provides, see
+//! [`MasterKey`]) wraps every other key; nothing in the database is usable
+//! without it. Each organisation gets a random 256-bit data key on first use
+//! ([`OrgKeys`]) and each device's manufacturing shared key is kept in the
+//! [`Registry`]; both are stored only wrapped.
+//!
+//! Wrapped key format (61 bytes): `[u8 version = 1][96-bit random nonce]
+//! [AES-256-GCM(master, key) || 16-byte tag]`. The associated data names
+//! what the key is for, so a wrapped key copied to another row does not
+//! unwrap:
+//!
+//! - organisation data key: `b"glimpse-org-key-v1" || org`
+//! - device shared key: `b"glimpse-device-key-v1" || org || b":" || device`
+//!   (names cannot contain `:`, so the split is unambiguous)
+//! - master key check: `b"glimpse-master-check-v1"`, wrapping 32 zero bytes,
+//!   so a wrong master key is refused when the store opens rather than on
+//!   the first read.
+//!
+//! What is deliberately not here: key rotation of the master key and
+//! compaction of freed database pages (a destroyed organisation key may
+//! survive, still wrapped, in a free page until redb reuses it).
+
+mod master;
+mod org;
+mod registry;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use glimpse_common::identity::{DeviceId, OrgId};
+use glimpse_common::secret::{SecretKey, KEY_LEN};
+use redb::{Database, ReadableTable, TableDefinition};
+use zeroize::Zeroizing;
+
+pub use master::MasterKey;
+pub use org::{OrgKey, OrgKeys};
+pub use registry::{DeviceRegistration, Registry};
+
+/// File name of the key store and registry inside the data directory.
+pub const CATALOG_FILE: &str = "glimpse.redb";
+
+/// Length of an AES-GCM nonce, in bytes.
+pub(crate) const NONCE_LEN: usize = 12;
+/// Length of an AES-GCM authentication tag, in bytes.
+pub(crate) const TAG_LEN: usize = 16;
+const WRAP_VERSION: u8 = 1;
+const WRAPPED_LEN: usize = 1 + NONCE_LEN + KEY_LEN + TAG_LEN;
+
+const ORG_KEY_AAD: &[u8] = b"glimpse-org-key-v1";
+const DEVICE_KEY_AAD: &[u8] = b"glimpse-device-key-v1";
+const MASTER_CHECK_AAD: &[u8] = b"glimpse-master-check-v1";
+const MASTER_CHECK_ROW: &str = "master-check";
+
+/// Small facts about the database itself (the master key check).
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// A key store, registry or master key operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The master key file does not exist.
+    #[error("master key file {} does not exist", path.display())]
+    MasterKeyMissing {
+        /// The file that was looked for.
+        path: PathBuf,
+    },
+    /// The master key file is readable or writable by group or others.
+    #[error("master key file {} has mode {mode:04o}: it must be 0600 or 0400 (no group or other access)", path.display())]
+    MasterKeyPermissions {
+        /// The offending file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The master key file does not hold exactly 64 hex digits.
+    #[error("master key file {} must hold 64 hex digits and an optional newline: {problem}", path.display())]
+    MasterKeyFormat {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong, without any of the file's content.
+        problem: String,
+    },
+    /// `generate_file` refused to overwrite an existing file.
+    #[error("master key file {} already exists; refusing to overwrite it", path.display())]
+    MasterKeyExists {
+        /// The existing file.
+        path: PathBuf,
+    },
+    /// Reading or writing the master key file failed.
+    #[error("master key file {}: {source}", path.display())]
+    MasterKeyIo {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The master key does not match the one the key store was created with.
+    #[error("the master key does not open the key store {}: wrong master key file, or a corrupted key store", path.display())]
+    WrongMasterKey {
+        /// The key store database.
+        path: PathBuf,
+    },
+    /// An organisation's wrapped data key did not authenticate.
+    #[error("cannot unwrap key for organisation {org}: wrong master key or corrupted key store")]
+    Unwrap {
+        /// The organisation.
+        org: OrgId,
+    },
+    /// A device's wrapped shared key did not authenticate.
+    #[error("cannot unwrap shared key for device {org}/{device}: wrong master key or corrupted key store")]
+    DeviceUnwrap {
+        /// The device's organisation.
+        org: OrgId,
+        /// The device.
+        device: DeviceId,
+    },
+    /// A registry row could not be decoded.
+    #[error("corrupted key store entry {what}")]
+    Corrupt {
+        /// Which entry.
+        what: String,
+    },
+    /// The key store file could not be opened or created.
+    #[error("key store {}: {source}", path.display())]
+    Io {
+        /// The database file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The embedded database failed.
+    #[error("key store database: {0}")]
+    Database(#[source] Box<redb::Error>),
+    /// The operating system's random number generator failed.
+    #[error("the system random number generator failed")]
+    Random,
+}
+
+/// Converts any redb error into a [`KeyError`].
+trait DbResult<T> {
+    fn db(self) -> Result<T, KeyError>;
+}
+
+impl<T, E: Into<redb::Error>> DbResult<T> for Result<T, E> {
+    fn db(self) -> Result<T, KeyError> {
+        self.map_err(|e| KeyError::Database(Box::new(e.into())))
+    }
+}
+
+/// Fills `buf` from the operating system's CSPRNG.
+pub(crate) fn fill_random(buf: &mut [u8]) -> Result<(), KeyError> {
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), buf)
+        .map_err(|_| KeyError::Random)
+}
+
+/// A fresh random 256-bit key.
+fn random_key() -> Result<SecretKey, KeyError> {
+    SecretKey::generate().map_err(|_| KeyError::Random)
+}
+
+/// Encrypts `key` under the master key (see the module header for the format).
+fn wrap_key(master: &MasterKey, aad: &[u8], key: &SecretKey) -> Result<Vec<u8>, KeyError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    fill_random(&mut nonce)?;
+    let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(master.secret().expose()));
+    let sealed = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: key.expose(),
+                aad,
+            },
+        )
+        // Only fails for inputs longer than GCM's 64 GiB limit; 32 bytes is not.
+        .map_err(|_| KeyError::Random)?;
+    let mut out = Vec::with_capacity(WRAPPED_LEN);
+    out.push(WRAP_VERSION);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+/// Decrypts a wrapped key; `None` if it does not authenticate under this
+/// master key and associated data, or is malformed.
+fn unwrap_key(master: &MasterKey, aad: &[u8], wrapped: &[u8]) -> Option<SecretKey> {
+    if wrapped.len() != WRAPPED_LEN || wrapped[0] != WRAP_VERSION {
+        return None;
+    }
+    let (nonce, sealed) = wrapped[1..].split_at(NONCE_LEN);
+    let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(master.secret().expose()));
+    let plain = Zeroizing::new(
+        cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad })
+            .ok()?,
+    );
+    let bytes: [u8; KEY_LEN] = plain.as_slice().try_into().ok()?;
+    let key = SecretKey::from_bytes(bytes);
+    // `bytes` is a copy on the stack; wipe it now that the key owns one.
+    let mut bytes = bytes;
+    zeroize::Zeroize::zeroize(&mut bytes);
+    Some(key)
+}
+
+/// Associated data for an organisation's data key.
+fn org_key_aad(org: &OrgId) -> Vec<u8> {
+    [ORG_KEY_AAD, org.as_str().as_bytes()].concat()
+}
+
+/// Associated data for a device's shared key.
+fn device_key_aad(org: &OrgId, device: &DeviceId) -> Vec<u8> {
+    [
+        DEVICE_KEY_AAD,
+        org.as_str().as_bytes(),
+        b":",
+        device.as_str().as_bytes(),
+    ]
+    .concat()
+}
+
+/// The key store and device registry: one redb database shared by the
+/// organisation keys and the registry views it hands out.
+#[derive(Debug)]
+pub struct Catalog {
+    path: PathBuf,
+    org_keys: OrgKeys,
+    registry: Registry,
+}
+
+impl Catalog {
+    /// Opens (or creates) `<data_dir>/glimpse.redb` and checks that
+    /// `master` is the key it was created with.
+    ///
+    /// The data directory must exist. The database file is created with mode
+    /// 0600; it holds only wrapped keys, but device names and certificate
+    /// serials are nobody else's business either.
+    pub fn open(data_dir: &Path, master: MasterKey) -> Result<Catalog, KeyError> {
+        use std::os::unix::fs::OpenOptionsExt;
+
+        let path = data_dir.join(CATALOG_FILE);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| KeyError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        let db = redb::Builder::new().create_file(file).db()?;
+        let master = Arc::new(master);
+        check_master(&db, &master, &path)?;
+        let db = Arc::new(db);
+        let org_keys = OrgKeys::new(Arc::clone(&db), Arc::clone(&master))?;
+        let registry = Registry::new(Arc::clone(&db), Arc::clone(&master))?;
+        Ok(Catalog {
+            path,
+            org_keys,
+            registry,
+        })
+    }
+
+    /// Organisation data keys.
+    pub fn org_keys(&self) -> &OrgKeys {
+        &self.org_keys
+    }
+
+    /// Registered devices and per-stream progress.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Verifies (or, in a new database, records) the master key check value.
+fn check_master(db: &Database, master: &MasterKey, path: &Path) -> Result<(), KeyError> {
+    let txn = db.begin_write().db()?;
+    {
+        let mut meta = txn.open_table(META).db()?;
+        let existing = meta
+            .get(MASTER_CHECK_ROW)
+            .db()?
+            .map(|v| v.value().to_vec());
+        match existing {
+            Some(wrapped) => {
+                let ok = unwrap_key(master, MASTER_CHECK_AAD, &wrapped)
+                    .is_some_and(|k| k == SecretKey::from_bytes([0; KEY_LEN]));
+                if !ok {
+                    return Err(KeyError::WrongMasterKey {
+                        path: path.to_path_buf(),
+                    });
+                }
+            }
+            None => {
+                let wrapped = wrap_key(
+                    master,
+                    MASTER_CHECK_AAD,
+                    &SecretKey::from_bytes([0; KEY_LEN]),
+                )?;
+                meta.insert(MASTER_CHECK_ROW, wrapped.as_slice()).db()?;
+            }
+        }
+    }
+    txn.commit().db()
+}
+
+/// A fixed master key for tests.
+#[cfg(test)]
+pub(crate) fn test_master(byte: u8) -> MasterKey {
+    MasterKey::from_secret(SecretKey::from_bytes([byte; KEY_LEN]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use super::test_master as master;
+
+    #[test]
+    fn wrap_binds_master_and_purpose() {
+        let key = SecretKey::generate().unwrap();
+        let org = OrgId::new("acme").unwrap();
+        let wrapped = wrap_key(&master(1), &org_key_aad(&org), &key).unwrap();
+        assert_eq!(wrapped.len(), WRAPPED_LEN);
+        assert_eq!(
+            unwrap_key(&master(1), &org_key_aad(&org), &wrapped).unwrap(),
+            key
+        );
+        assert!(unwrap_key(&master(2), &org_key_aad(&org), &wrapped).is_none());
+        let other = OrgId::new("acme2").unwrap();
+        assert!(unwrap_key(&master(1), &org_key_aad(&other), &wrapped).is_none());
+        assert!(unwrap_key(&master(1), &org_key_aad(&org), &wrapped[..60]).is_none());
+    }
+
+    #[test]
+    fn wrong_master_key_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Catalog::open(dir.path(), master(1)).unwrap());
+        let err = Catalog::open(dir.path(), master(2)).unwrap_err();
+        assert!(matches!(err, KeyError::WrongMasterKey { .. }), "{err}");
+        assert!(err.to_string().contains("glimpse.redb"), "{err}");
+        Catalog::open(dir.path(), master(1)).unwrap();
+    }
+
+    #[test]
+    fn database_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path(), master(1)).unwrap();
+        let mode = std::fs::metadata(catalog.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+    }
+}

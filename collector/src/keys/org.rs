@@ -1,0 +1,263 @@
+//! Per-organisation data keys: created on first use, stored only wrapped,
+//! cached unwrapped in memory, destroyable for crypto-shredding.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use glimpse_common::identity::OrgId;
+use glimpse_common::secret::SecretKey;
+use redb::{Database, ReadableTable, TableDefinition};
+
+use super::{org_key_aad, random_key, unwrap_key, wrap_key, DbResult, KeyError, MasterKey};
+
+/// Organisation name → wrapped data key.
+const ORG_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("org_keys");
+
+/// One organisation's unwrapped data key. Wiped when the last handle drops.
+pub struct OrgKey {
+    org: OrgId,
+    key: SecretKey,
+}
+
+impl OrgKey {
+    /// The organisation this key belongs to.
+    pub fn org(&self) -> &OrgId {
+        &self.org
+    }
+
+    /// The raw key, for the segment cipher.
+    pub(crate) fn secret(&self) -> &SecretKey {
+        &self.key
+    }
+}
+
+impl fmt::Debug for OrgKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OrgKey({}, [redacted])", self.org)
+    }
+}
+
+/// The organisation data keys in the catalog, with an in-memory cache.
+pub struct OrgKeys {
+    db: Arc<Database>,
+    master: Arc<MasterKey>,
+    cache: Mutex<HashMap<OrgId, Arc<OrgKey>>>,
+    // Serialises every path that changes the database or fills the cache
+    // from it, so a concurrent destroy cannot leave a stale key cached.
+    slow: Mutex<()>,
+}
+
+impl fmt::Debug for OrgKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OrgKeys").finish_non_exhaustive()
+    }
+}
+
+impl OrgKeys {
+    pub(super) fn new(db: Arc<Database>, master: Arc<MasterKey>) -> Result<OrgKeys, KeyError> {
+        let txn = db.begin_write().db()?;
+        txn.open_table(ORG_KEYS).db()?;
+        txn.commit().db()?;
+        Ok(OrgKeys {
+            db,
+            master,
+            cache: Mutex::new(HashMap::new()),
+            slow: Mutex::new(()),
+        })
+    }
+
+    fn cached(&self, org: &OrgId) -> Option<Arc<OrgKey>> {
+        // The map is only ever changed by single inserts and removes, so it is
+        // consistent even if a panicking thread poisoned the lock.
+        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.get(org).cloned()
+    }
+
+    fn remember(&self, key: OrgKey) -> Arc<OrgKey> {
+        let key = Arc::new(key);
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.insert(key.org.clone(), Arc::clone(&key));
+        key
+    }
+
+    /// The organisation's key, creating and storing a fresh random one on
+    /// first use.
+    pub fn get_or_create(&self, org: &OrgId) -> Result<Arc<OrgKey>, KeyError> {
+        if let Some(key) = self.cached(org) {
+            return Ok(key);
+        }
+        let _slow = self.slow.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(key) = self.cached(org) {
+            return Ok(key);
+        }
+        let aad = org_key_aad(org);
+        let txn = self.db.begin_write().db()?;
+        let key = {
+            let mut table = txn.open_table(ORG_KEYS).db()?;
+            let existing = table.get(org.as_str()).db()?.map(|v| v.value().to_vec());
+            match existing {
+                Some(wrapped) => unwrap_key(&self.master, &aad, &wrapped)
+                    .ok_or_else(|| KeyError::Unwrap { org: org.clone() })?,
+                None => {
+                    let key = random_key()?;
+                    let wrapped = wrap_key(&self.master, &aad, &key)?;
+                    table.insert(org.as_str(), wrapped.as_slice()).db()?;
+                    tracing::info!(%org, "created data key for organisation");
+                    key
+                }
+            }
+        };
+        txn.commit().db()?;
+        Ok(self.remember(OrgKey {
+            org: org.clone(),
+            key,
+        }))
+    }
+
+    /// The organisation's key if it has one (it has stored data and the key
+    /// was not destroyed).
+    pub fn get(&self, org: &OrgId) -> Result<Option<Arc<OrgKey>>, KeyError> {
+        if let Some(key) = self.cached(org) {
+            return Ok(Some(key));
+        }
+        let _slow = self.slow.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(key) = self.cached(org) {
+            return Ok(Some(key));
+        }
+        let Some(wrapped) = self.wrapped(org)? else {
+            return Ok(None);
+        };
+        let key = unwrap_key(&self.master, &org_key_aad(org), &wrapped)
+            .ok_or_else(|| KeyError::Unwrap { org: org.clone() })?;
+        Ok(Some(self.remember(OrgKey {
+            org: org.clone(),
+            key,
+        })))
+    }
+
+    /// Destroys the organisation's key (crypto-shredding): everything stored
+    /// under it becomes unreadable. Returns whether there was a key.
+    ///
+    /// The next write for the organisation creates a new, unrelated key.
+    pub fn destroy_org_key(&self, org: &OrgId) -> Result<bool, KeyError> {
+        let _slow = self.slow.lock().unwrap_or_else(PoisonError::into_inner);
+        let txn = self.db.begin_write().db()?;
+        let existed = {
+            let mut table = txn.open_table(ORG_KEYS).db()?;
+            let removed = table.remove(org.as_str()).db()?;
+            removed.is_some()
+        };
+        txn.commit().db()?;
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(org);
+        if existed {
+            tracing::warn!(%org, "destroyed data key for organisation");
+        }
+        Ok(existed)
+    }
+
+    /// Every organisation that has a key.
+    pub fn orgs(&self) -> Result<Vec<OrgId>, KeyError> {
+        let txn = self.db.begin_read().db()?;
+        let table = txn.open_table(ORG_KEYS).db()?;
+        let mut orgs = Vec::new();
+        for row in table.iter().db()? {
+            let (name, _) = row.db()?;
+            let org = OrgId::new(name.value()).map_err(|_| KeyError::Corrupt {
+                what: format!("org_keys/{:?}", name.value().chars().take(80).collect::<String>()),
+            })?;
+            orgs.push(org);
+        }
+        Ok(orgs)
+    }
+
+    /// The stored wrapped key, for tests that inspect what is at rest.
+    pub(crate) fn wrapped(&self, org: &OrgId) -> Result<Option<Vec<u8>>, KeyError> {
+        let txn = self.db.begin_read().db()?;
+        let table = txn.open_table(ORG_KEYS).db()?;
+        let value = table.get(org.as_str()).db()?.map(|v| v.value().to_vec());
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::keys::{test_master, Catalog};
+
+    use super::*;
+
+    fn org(name: &str) -> OrgId {
+        OrgId::new(name).unwrap()
+    }
+
+    #[test]
+    fn keys_are_per_org_persistent_and_wrapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = {
+            let catalog = Catalog::open(dir.path(), test_master(1)).unwrap();
+            let keys = catalog.org_keys();
+            assert!(keys.get(&org("acme")).unwrap().is_none());
+            let a = keys.get_or_create(&org("acme")).unwrap();
+            let b = keys.get_or_create(&org("globex")).unwrap();
+            assert_ne!(a.secret(), b.secret());
+            assert!(Arc::ptr_eq(&a, &keys.get_or_create(&org("acme")).unwrap()));
+            let wrapped = keys.wrapped(&org("acme")).unwrap().unwrap();
+            assert!(!wrapped
+                .windows(32)
+                .any(|w| w == a.secret().expose().as_slice()));
+            (a.secret().clone(), b.secret().clone())
+        };
+        let catalog = Catalog::open(dir.path(), test_master(1)).unwrap();
+        let keys = catalog.org_keys();
+        assert_eq!(keys.get(&org("acme")).unwrap().unwrap().secret(), &a);
+        assert_eq!(keys.get_or_create(&org("globex")).unwrap().secret(), &b);
+        assert_eq!(keys.orgs().unwrap(), vec![org("acme"), org("globex")]);
+
+        // The raw key bytes appear nowhere in the database file.
+        let bytes = std::fs::read(catalog.path()).unwrap();
+        assert!(!bytes.windows(32).any(|w| w == a.expose().as_slice()));
+    }
+
+    #[test]
+    fn destroy_forgets_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path(), test_master(1)).unwrap();
+        let keys = catalog.org_keys();
+        let old = keys.get_or_create(&org("acme")).unwrap().secret().clone();
+        assert!(keys.destroy_org_key(&org("acme")).unwrap());
+        assert!(!keys.destroy_org_key(&org("acme")).unwrap());
+        assert!(keys.get(&org("acme")).unwrap().is_none());
+        let new = keys.get_or_create(&org("acme")).unwrap();
+        assert_ne!(new.secret(), &old);
+    }
+
+    #[test]
+    fn corrupted_wrapped_key_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path(), test_master(1)).unwrap();
+        catalog.org_keys().get_or_create(&org("acme")).unwrap();
+        drop(catalog);
+        // Simulate a database whose master check passes but whose org key
+        // row was damaged.
+        {
+            let db = Database::create(dir.path().join(crate::keys::CATALOG_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(ORG_KEYS).unwrap();
+                let mut v = t.get("acme").unwrap().unwrap().value().to_vec();
+                v[20] ^= 1;
+                t.insert("acme", v.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let catalog = Catalog::open(dir.path(), test_master(1)).unwrap();
+        let err = catalog.org_keys().get(&org("acme")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot unwrap key for organisation acme: wrong master key or corrupted key store"
+        );
+    }
+}

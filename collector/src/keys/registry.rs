@@ -1,0 +1,314 @@
+//! Registered devices (identity, wrapped shared key, certificate serial,
+//! revocation) and per-stream ingest progress.
+
+use std::fmt;
+use std::sync::Arc;
+
+use glimpse_common::identity::{DeviceId, DeviceIdentity, DeviceKind, OrgId};
+use glimpse_common::secret::SecretKey;
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::{device_key_aad, unwrap_key, wrap_key, DbResult, KeyError, MasterKey};
+
+/// (organisation, device) → postcard-encoded [`StoredDevice`].
+const DEVICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("devices");
+/// (organisation, device, stream id) → highest durably stored batch sequence.
+const STREAMS: TableDefinition<(&str, &str, u64), u64> = TableDefinition::new("stream_seq");
+
+/// A device the collector knows, as the enrolment tooling registers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRegistration {
+    /// Who the device is.
+    pub identity: DeviceIdentity,
+    /// The per-device shared key created at manufacturing.
+    pub shared_key: SecretKey,
+    /// Serial number of the device's current certificate.
+    pub cert_serial: String,
+    /// Whether the device's certificate has been revoked.
+    pub revoked: bool,
+}
+
+/// A registry row. Field order is the postcard format: append only.
+#[derive(Serialize, Deserialize)]
+struct StoredDevice {
+    kind: DeviceKind,
+    wrapped_key: Vec<u8>,
+    cert_serial: String,
+    revoked: bool,
+}
+
+/// The device registry view of the catalog.
+pub struct Registry {
+    db: Arc<Database>,
+    master: Arc<MasterKey>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+/// Serial numbers compare without case or `:` separators, since tools print
+/// them both ways.
+fn same_serial(a: &str, b: &str) -> bool {
+    let norm = |s: &str| {
+        s.chars()
+            .filter(|c| *c != ':')
+            .map(|c| c.to_ascii_lowercase())
+            .collect::<String>()
+    };
+    norm(a) == norm(b)
+}
+
+impl Registry {
+    pub(super) fn new(db: Arc<Database>, master: Arc<MasterKey>) -> Result<Registry, KeyError> {
+        let txn = db.begin_write().db()?;
+        txn.open_table(DEVICES).db()?;
+        txn.open_table(STREAMS).db()?;
+        txn.commit().db()?;
+        Ok(Registry { db, master })
+    }
+
+    /// Adds a device or replaces its registration (including the revoked
+    /// flag: re-enrolling is the caller's decision).
+    pub fn upsert(&self, reg: DeviceRegistration) -> Result<(), KeyError> {
+        let id = &reg.identity;
+        let row = StoredDevice {
+            kind: id.kind,
+            wrapped_key: wrap_key(
+                &self.master,
+                &device_key_aad(&id.org, &id.device),
+                &reg.shared_key,
+            )?,
+            cert_serial: reg.cert_serial.clone(),
+            revoked: reg.revoked,
+        };
+        let bytes = postcard::to_stdvec(&row).map_err(|e| KeyError::Corrupt {
+            what: format!("devices/{}/{}: {e}", id.org, id.device),
+        })?;
+        let txn = self.db.begin_write().db()?;
+        txn.open_table(DEVICES)
+            .db()?
+            .insert((id.org.as_str(), id.device.as_str()), bytes.as_slice())
+            .db()?;
+        txn.commit().db()
+    }
+
+    /// The device's registration, with its shared key unwrapped.
+    pub fn get(
+        &self,
+        org: &OrgId,
+        device: &DeviceId,
+    ) -> Result<Option<DeviceRegistration>, KeyError> {
+        let txn = self.db.begin_read().db()?;
+        let table = txn.open_table(DEVICES).db()?;
+        let Some(row) = table.get((org.as_str(), device.as_str())).db()? else {
+            return Ok(None);
+        };
+        self.decode(org.clone(), device.clone(), row.value()).map(Some)
+    }
+
+    fn decode(
+        &self,
+        org: OrgId,
+        device: DeviceId,
+        bytes: &[u8],
+    ) -> Result<DeviceRegistration, KeyError> {
+        let row: StoredDevice = postcard::from_bytes(bytes).map_err(|e| KeyError::Corrupt {
+            what: format!("devices/{org}/{device}: {e}"),
+        })?;
+        let shared_key = unwrap_key(&self.master, &device_key_aad(&org, &device), &row.wrapped_key)
+            .ok_or_else(|| KeyError::DeviceUnwrap {
+                org: org.clone(),
+                device: device.clone(),
+            })?;
+        Ok(DeviceRegistration {
+            identity: DeviceIdentity {
+                org,
+                device,
+                kind: row.kind,
+            },
+            shared_key,
+            cert_serial: row.cert_serial,
+            revoked: row.revoked,
+        })
+    }
+
+    /// Marks the device revoked if its current certificate has serial
+    /// `serial` (compared ignoring case and `:`). Returns whether a
+    /// registration was marked; a device re-enrolled with a newer
+    /// certificate is left alone.
+    pub fn set_revoked(
+        &self,
+        org: &OrgId,
+        device: &DeviceId,
+        serial: &str,
+    ) -> Result<bool, KeyError> {
+        let txn = self.db.begin_write().db()?;
+        let marked = {
+            let mut table = txn.open_table(DEVICES).db()?;
+            let key = (org.as_str(), device.as_str());
+            let existing = table.get(key).db()?.map(|v| v.value().to_vec());
+            let Some(bytes) = existing else {
+                return Ok(false);
+            };
+            let mut row: StoredDevice =
+                postcard::from_bytes(&bytes).map_err(|e| KeyError::Corrupt {
+                    what: format!("devices/{org}/{device}: {e}"),
+                })?;
+            if !same_serial(&row.cert_serial, serial) {
+                false
+            } else {
+                row.revoked = true;
+                let bytes = postcard::to_stdvec(&row).map_err(|e| KeyError::Corrupt {
+                    what: format!("devices/{org}/{device}: {e}"),
+                })?;
+                table.insert(key, bytes.as_slice()).db()?;
+                true
+            }
+        };
+        txn.commit().db()?;
+        if marked {
+            tracing::info!(%org, %device, serial, "device marked revoked");
+        }
+        Ok(marked)
+    }
+
+    /// Every registered device, ordered by organisation and device id.
+    pub fn list(&self) -> Result<Vec<DeviceRegistration>, KeyError> {
+        let txn = self.db.begin_read().db()?;
+        let table = txn.open_table(DEVICES).db()?;
+        let mut out = Vec::new();
+        for row in table.iter().db()? {
+            let (key, value) = row.db()?;
+            let (org, device) = key.value();
+            let corrupt = || KeyError::Corrupt {
+                what: format!(
+                    "devices/{:?}/{:?}",
+                    org.chars().take(80).collect::<String>(),
+                    device.chars().take(80).collect::<String>()
+                ),
+            };
+            let org = OrgId::new(org).map_err(|_| corrupt())?;
+            let device = DeviceId::new(device).map_err(|_| corrupt())?;
+            out.push(self.decode(org, device, value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The highest batch sequence of this stream that is durably stored; 0
+    /// if none is.
+    pub fn stored_seq(&self, identity: &DeviceIdentity, stream_id: u64) -> Result<u64, KeyError> {
+        let txn = self.db.begin_read().db()?;
+        let table = txn.open_table(STREAMS).db()?;
+        let seq = table
+            .get((identity.org.as_str(), identity.device.as_str(), stream_id))
+            .db()?
+            .map_or(0, |v| v.value());
+        Ok(seq)
+    }
+
+    /// Records that every batch of the stream up to `seq` is stored. Never
+    /// moves backwards, so a late or repeated call cannot cause re-storing.
+    pub fn set_stored_seq(
+        &self,
+        identity: &DeviceIdentity,
+        stream_id: u64,
+        seq: u64,
+    ) -> Result<(), KeyError> {
+        let key = (identity.org.as_str(), identity.device.as_str(), stream_id);
+        let txn = self.db.begin_write().db()?;
+        {
+            let mut table = txn.open_table(STREAMS).db()?;
+            let current = table.get(key).db()?.map_or(0, |v| v.value());
+            if seq <= current {
+                return Ok(());
+            }
+            table.insert(key, seq).db()?;
+        }
+        txn.commit().db()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::keys::{test_master, Catalog};
+
+    use super::*;
+
+    fn reg(org: &str, device: &str, serial: &str) -> DeviceRegistration {
+        DeviceRegistration {
+            identity: DeviceIdentity {
+                org: OrgId::new(org).unwrap(),
+                device: DeviceId::new(device).unwrap(),
+                kind: DeviceKind::Ap,
+            },
+            shared_key: SecretKey::generate().unwrap(),
+            cert_serial: serial.into(),
+            revoked: false,
+        }
+    }
+
+    #[test]
+    fn upsert_get_revoke_list_and_seq_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = reg("acme", "ap-1", "0A:1B");
+        let b = reg("acme", "ap-2", "ff");
+        let stream = a.identity.clone();
+        {
+            let catalog = Catalog::open(dir.path(), test_master(1)).unwrap();
+            let r = catalog.registry();
+            r.upsert(a.clone()).unwrap();
+            r.upsert(b.clone()).unwrap();
+            assert_eq!(r.get(&a.identity.org, &a.identity.device).unwrap(), Some(a.clone()));
+            assert!(!r.set_revoked(&a.identity.org, &a.identity.device, "0c").unwrap());
+            assert!(r.set_revoked(&a.identity.org, &a.identity.device, "0a1b").unwrap());
+            let missing = DeviceId::new("nope").unwrap();
+            assert!(!r.set_revoked(&a.identity.org, &missing, "0a1b").unwrap());
+            assert_eq!(r.get(&a.identity.org, &missing).unwrap(), None);
+
+            assert_eq!(r.stored_seq(&stream, 9).unwrap(), 0);
+            r.set_stored_seq(&stream, 9, 5).unwrap();
+            r.set_stored_seq(&stream, 9, 3).unwrap();
+            r.set_stored_seq(&stream, 10, 1).unwrap();
+        }
+        let catalog = Catalog::open(dir.path(), test_master(1)).unwrap();
+        let r = catalog.registry();
+        let got = r.get(&a.identity.org, &a.identity.device).unwrap().unwrap();
+        assert!(got.revoked);
+        assert_eq!(got.shared_key, a.shared_key);
+        assert_eq!(r.list().unwrap().len(), 2);
+        assert_eq!(r.list().unwrap()[1], b);
+        assert_eq!(r.stored_seq(&stream, 9).unwrap(), 5);
+        assert_eq!(r.stored_seq(&stream, 10).unwrap(), 1);
+
+        // Shared keys are stored only wrapped.
+        let bytes = std::fs::read(catalog.path()).unwrap();
+        for key in [&a.shared_key, &b.shared_key] {
+            assert!(!bytes.windows(32).any(|w| w == key.expose().as_slice()));
+        }
+    }
+
+    #[test]
+    fn shared_key_is_bound_to_its_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path(), test_master(1)).unwrap();
+        let r = catalog.registry();
+        let a = reg("acme", "ap-1", "01");
+        r.upsert(a.clone()).unwrap();
+        // Copy ap-1's row to ap-2: the wrapped key must not unwrap there.
+        let txn = r.db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(DEVICES).unwrap();
+            let v = t.get(("acme", "ap-1")).unwrap().unwrap().value().to_vec();
+            t.insert(("acme", "ap-2"), v.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+        let err = r
+            .get(&a.identity.org, &DeviceId::new("ap-2").unwrap())
+            .unwrap_err();
+        assert!(matches!(err, KeyError::DeviceUnwrap { .. }), "{err}");
+    }
+}

@@ -1,0 +1,306 @@
+//! How long each kind of data is kept, globally and per organisation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use glimpse_common::clock::{UnixMillis, MILLIS_PER_DAY};
+use glimpse_common::identity::OrgId;
+use glimpse_common::record::DataKind;
+use serde::{Deserialize, Serialize};
+
+use super::RetentionError;
+
+/// Shortest retention anything may have, in days.
+pub const MIN_RETENTION_DAYS: u32 = 1;
+/// Longest capture retention: the product keeps packet data 7 days.
+pub const MAX_CAPTURE_DAYS: u32 = 7;
+/// Longest default metadata retention: customer data is deleted on a
+/// rolling 60 days.
+pub const MAX_DEFAULT_METADATA_DAYS: u32 = 60;
+/// Longest per-organisation metadata retention (the premium analytics
+/// option).
+pub const MAX_ORG_METADATA_DAYS: u32 = 365;
+
+/// One retention setting outside its allowed range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutOfBounds {
+    /// The organisation, or `None` for the default.
+    pub org: Option<OrgId>,
+    /// The data kind.
+    pub kind: DataKind,
+    /// The value given.
+    pub days: u32,
+    /// Smallest allowed value.
+    pub min: u32,
+    /// Largest allowed value.
+    pub max: u32,
+}
+
+impl fmt::Display for OutOfBounds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scope = match &self.org {
+            Some(org) => format!("for organisation {org}"),
+            None => "by default".into(),
+        };
+        write!(
+            f,
+            "{} retention of {} days {scope} is outside {}..={} days",
+            self.kind, self.days, self.min, self.max
+        )?;
+        match (self.kind, &self.org) {
+            (DataKind::Capture, _) => f.write_str(" (packet data is kept at most 7 days)"),
+            (DataKind::Metadata, None) => f.write_str(
+                " (longer retention is only a per-organisation option: [retention.orgs.<org>])",
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The allowed range of days for `kind`, by default or for one organisation.
+pub fn bounds(kind: DataKind, per_org: bool) -> (u32, u32) {
+    let max = match kind {
+        DataKind::Capture => MAX_CAPTURE_DAYS,
+        DataKind::Metadata if per_org => MAX_ORG_METADATA_DAYS,
+        DataKind::Metadata => MAX_DEFAULT_METADATA_DAYS,
+        // A kind added later gets no more than its own default until
+        // someone decides otherwise here.
+        other => other.default_retention_days(),
+    };
+    (MIN_RETENTION_DAYS, max)
+}
+
+/// Retention per data kind, with per-organisation overrides. Built only
+/// through validation, so every value is within [`bounds`].
+///
+/// In the collector's TOML configuration:
+///
+/// ```toml
+/// [retention]
+/// capture_days = 7     # 1..=7
+/// metadata_days = 60   # 1..=60
+///
+/// [retention.orgs.acme]
+/// metadata_days = 90   # 1..=365: premium analytics
+/// capture_days = 3     # 1..=7
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RetentionConfig", into = "RetentionConfig")]
+pub struct RetentionPolicy {
+    defaults: BTreeMap<DataKind, u32>,
+    orgs: BTreeMap<OrgId, BTreeMap<DataKind, u32>>,
+}
+
+impl Default for RetentionPolicy {
+    /// The product's promise: capture 7 days, metadata 60 days.
+    fn default() -> Self {
+        RetentionPolicy {
+            defaults: DataKind::ALL
+                .iter()
+                .map(|k| (*k, k.default_retention_days()))
+                .collect(),
+            orgs: BTreeMap::new(),
+        }
+    }
+}
+
+impl RetentionPolicy {
+    /// Validates a policy. Kinds missing from `defaults` keep the product
+    /// default. Every out-of-bounds value is reported at once.
+    pub fn new(
+        defaults: HashMap<DataKind, u32>,
+        overrides: HashMap<OrgId, HashMap<DataKind, u32>>,
+    ) -> Result<RetentionPolicy, RetentionError> {
+        let mut policy = RetentionPolicy::default();
+        let mut problems = Vec::new();
+        let mut check = |org: Option<&OrgId>, kind: DataKind, days: u32| {
+            let (min, max) = bounds(kind, org.is_some());
+            if (min..=max).contains(&days) {
+                true
+            } else {
+                problems.push(OutOfBounds {
+                    org: org.cloned(),
+                    kind,
+                    days,
+                    min,
+                    max,
+                });
+                false
+            }
+        };
+        for (kind, days) in defaults {
+            if check(None, kind, days) {
+                policy.defaults.insert(kind, days);
+            }
+        }
+        for (org, kinds) in overrides {
+            for (kind, days) in kinds {
+                if check(Some(&org), kind, days) {
+                    policy.orgs.entry(org.clone()).or_default().insert(kind, days);
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(policy)
+        } else {
+            problems.sort_by(|a, b| (&a.org, a.kind).cmp(&(&b.org, b.kind)));
+            Err(RetentionError::OutOfBounds(problems))
+        }
+    }
+
+    /// How many days `org`'s data of `kind` is kept.
+    pub fn days(&self, org: &OrgId, kind: DataKind) -> u32 {
+        self.orgs
+            .get(org)
+            .and_then(|kinds| kinds.get(&kind))
+            .or_else(|| self.defaults.get(&kind))
+            .copied()
+            .unwrap_or_else(|| kind.default_retention_days())
+    }
+
+    /// The start of the retention window: records received before it are
+    /// expired.
+    pub fn window_start(&self, org: &OrgId, kind: DataKind, now: UnixMillis) -> UnixMillis {
+        now.saturating_sub(i64::from(self.days(org, kind)) * MILLIS_PER_DAY)
+    }
+}
+
+/// The configuration-file shape of [`RetentionPolicy`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Default capture retention in days (1..=7; default 7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_days: Option<u32>,
+    /// Default metadata retention in days (1..=60; default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_days: Option<u32>,
+    /// Per-organisation overrides.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub orgs: BTreeMap<OrgId, OrgRetentionConfig>,
+}
+
+/// One organisation's overrides in the configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgRetentionConfig {
+    /// Capture retention in days (1..=7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_days: Option<u32>,
+    /// Metadata retention in days (1..=365).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_days: Option<u32>,
+}
+
+fn kinds(capture: Option<u32>, metadata: Option<u32>) -> HashMap<DataKind, u32> {
+    [(DataKind::Capture, capture), (DataKind::Metadata, metadata)]
+        .into_iter()
+        .filter_map(|(kind, days)| days.map(|d| (kind, d)))
+        .collect()
+}
+
+impl TryFrom<RetentionConfig> for RetentionPolicy {
+    type Error = RetentionError;
+
+    fn try_from(config: RetentionConfig) -> Result<Self, RetentionError> {
+        let overrides = config
+            .orgs
+            .into_iter()
+            .map(|(org, c)| (org, kinds(c.capture_days, c.metadata_days)))
+            .collect();
+        RetentionPolicy::new(kinds(config.capture_days, config.metadata_days), overrides)
+    }
+}
+
+impl From<RetentionPolicy> for RetentionConfig {
+    fn from(policy: RetentionPolicy) -> Self {
+        let get = |map: &BTreeMap<DataKind, u32>, kind| map.get(&kind).copied();
+        RetentionConfig {
+            capture_days: get(&policy.defaults, DataKind::Capture),
+            metadata_days: get(&policy.defaults, DataKind::Metadata),
+            orgs: policy
+                .orgs
+                .iter()
+                .map(|(org, kinds)| {
+                    (
+                        org.clone(),
+                        OrgRetentionConfig {
+                            capture_days: get(kinds, DataKind::Capture),
+                            metadata_days: get(kinds, DataKind::Metadata),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn org(name: &str) -> OrgId {
+        OrgId::new(name).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_the_product_promise() {
+        let p = RetentionPolicy::default();
+        assert_eq!(p.days(&org("a"), DataKind::Capture), 7);
+        assert_eq!(p.days(&org("a"), DataKind::Metadata), 60);
+        assert_eq!(
+            p.window_start(&org("a"), DataKind::Capture, 10 * MILLIS_PER_DAY),
+            3 * MILLIS_PER_DAY
+        );
+        assert_eq!(p.window_start(&org("a"), DataKind::Capture, i64::MIN), i64::MIN);
+    }
+
+    #[test]
+    fn toml_with_overrides() {
+        #[derive(Deserialize)]
+        struct Config {
+            retention: RetentionPolicy,
+        }
+        let config: Config = toml::from_str(
+            "[retention]\ncapture_days = 5\n[retention.orgs.acme]\nmetadata_days = 90\n\
+             [retention.orgs.globex]\ncapture_days = 1\n",
+        )
+        .unwrap();
+        let p = config.retention;
+        assert_eq!(p.days(&org("acme"), DataKind::Metadata), 90);
+        assert_eq!(p.days(&org("acme"), DataKind::Capture), 5);
+        assert_eq!(p.days(&org("globex"), DataKind::Capture), 1);
+        assert_eq!(p.days(&org("globex"), DataKind::Metadata), 60);
+        assert_eq!(p.days(&org("other"), DataKind::Capture), 5);
+
+        let empty: RetentionPolicy = toml::from_str("").unwrap();
+        assert_eq!(empty, RetentionPolicy::default());
+        let round: RetentionPolicy = toml::from_str(&toml::to_string(&p).unwrap()).unwrap();
+        assert_eq!(round.days(&org("acme"), DataKind::Metadata), 90);
+    }
+
+    #[test]
+    fn bounds_are_enforced_all_at_once() {
+        let err = toml::from_str::<RetentionPolicy>(
+            "capture_days = 8\nmetadata_days = 61\n[orgs.acme]\nmetadata_days = 366\n\
+             capture_days = 0\n[orgs.ok]\nmetadata_days = 365\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "capture retention of 8 days by default is outside 1..=7 days",
+            "metadata retention of 61 days by default is outside 1..=60 days",
+            "metadata retention of 366 days for organisation acme is outside 1..=365 days",
+            "capture retention of 0 days for organisation acme is outside 1..=7 days",
+        ] {
+            assert!(err.contains(needle), "{err}");
+        }
+        assert!(!err.contains("organisation ok"), "{err}");
+
+        let e = RetentionPolicy::new(HashMap::from([(DataKind::Capture, 30)]), HashMap::new())
+            .unwrap_err();
+        assert!(matches!(e, RetentionError::OutOfBounds(ref v) if v.len() == 1));
+        assert!(toml::from_str::<RetentionPolicy>("captur_days = 3").is_err());
+        assert!(toml::from_str::<RetentionPolicy>("[orgs.\"../x\"]\ncapture_days = 3").is_err());
+    }
+}

@@ -1,0 +1,174 @@
+//! Wiring: the store, the registry import, the ingest listener and the
+//! retention sweeper, started together and stopped together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use glimpse_common::clock::{Clock, SystemClock};
+use glimpse_common::identity::DeviceIdentity;
+
+use crate::config::CollectorConfig;
+use crate::ingest::{IngestMetrics, IngestServer, ServerTls};
+use crate::keys::{DeviceRegistration, MasterKey};
+use crate::retention;
+use crate::store::Store;
+
+/// The collector could not start or reload.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The master key could not be loaded.
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// TLS files could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] glimpse_common::tls::TlsConfigError),
+    /// Registrations or revocations could not be imported.
+    #[error("cannot import device registrations: {0}")]
+    Import(String),
+    /// The listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running collector.
+#[derive(Debug)]
+pub struct Collector {
+    config: CollectorConfig,
+    store: Arc<Store>,
+    metrics: Arc<IngestMetrics>,
+    tls: ServerTls,
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Opens the store a config names, without serving (for export and tests).
+pub fn open_store(config: &CollectorConfig, clock: Arc<dyn Clock>) -> Result<Store, ServiceError> {
+    let master = MasterKey::load(&config.master_key_file)?;
+    Ok(Store::open(&config.data_dir, master, clock, config.retention.clone())?)
+}
+
+/// Imports `registrations/` and `revoked.json` from a `glimpse-certs`
+/// directory into the registry. Returns (registered, revoked) counts.
+pub fn import_registrations(store: &Store, pki_dir: &std::path::Path) -> Result<(usize, usize), ServiceError> {
+    let registrations = glimpse_certs::load_registrations(pki_dir).map_err(|e| ServiceError::Import(e.to_string()))?;
+    let revoked = glimpse_certs::load_revoked(pki_dir).map_err(|e| ServiceError::Import(e.to_string()))?;
+    let registry = store.registry();
+    for reg in &registrations {
+        let identity = DeviceIdentity { org: reg.org.clone(), device: reg.device.clone(), kind: reg.kind };
+        let shared_key = reg.shared_key().map_err(|e| ServiceError::Import(format!("{identity}: {e}")))?;
+        // Revocation is per certificate: a device re-issued after a revocation
+        // has a new serial and is not revoked.
+        let already_revoked = revoked
+            .iter()
+            .any(|r| r.org == reg.org && r.device == reg.device && r.serial.eq_ignore_ascii_case(&reg.cert_serial));
+        registry
+            .upsert(DeviceRegistration { identity, shared_key, cert_serial: reg.cert_serial.clone(), revoked: already_revoked })
+            .map_err(|e| ServiceError::Import(e.to_string()))?;
+    }
+    for entry in &revoked {
+        if let Err(e) = registry.set_revoked(&entry.org, &entry.device, &entry.serial) {
+            warn!(org = %entry.org, device = %entry.device, "cannot mark device revoked: {e}");
+        }
+    }
+    Ok((registrations.len(), revoked.len()))
+}
+
+impl Collector {
+    /// Opens the store, imports registrations, sweeps once and starts
+    /// serving, on the current tokio runtime.
+    pub async fn start(config: CollectorConfig) -> Result<Self, ServiceError> {
+        Self::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Collector::start`], with an injected clock (retention tests).
+    pub async fn start_with_clock(config: CollectorConfig, clock: Arc<dyn Clock>) -> Result<Self, ServiceError> {
+        let store = Arc::new(open_store(&config, clock)?);
+        if let Some(pki) = &config.pki_dir {
+            let (registered, revoked) = import_registrations(&store, pki)?;
+            info!(registered, revoked, pki = %pki.display(), "device registrations imported");
+        }
+        match retention::sweep(&store) {
+            Ok(report) => info!(?report, "start-up retention sweep done"),
+            Err(e) => warn!("start-up retention sweep failed: {e}"),
+        }
+        let tls = ServerTls::load(&config)?;
+        let metrics = Arc::new(IngestMetrics::default());
+        let server = IngestServer::bind(&config, tls.clone(), store.clone(), metrics.clone())
+            .await
+            .map_err(|source| ServiceError::Bind { addr: config.listen, source })?;
+        let local_addr = server.local_addr().map_err(|source| ServiceError::Bind { addr: config.listen, source })?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = vec![tokio::spawn(server.run(shutdown_rx.clone()))];
+        tasks.push(tokio::spawn(sweeper(store.clone(), config.sweep_interval, shutdown_rx)));
+        info!(%local_addr, data_dir = %config.data_dir.display(), "collector listening");
+        Ok(Self { config, store, metrics, tls, local_addr, shutdown, tasks })
+    }
+
+    /// Where agents connect.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The store (for the demo's summary and for tests).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Ingest counters.
+    pub fn metrics(&self) -> &Arc<IngestMetrics> {
+        &self.metrics
+    }
+
+    /// SIGHUP: re-read TLS files (certificate, key, CA, CRL) and re-import
+    /// registrations and revocations. Connections stay up; new ones see the
+    /// new material. On error nothing changes.
+    pub fn reload(&self) -> Result<(), ServiceError> {
+        self.tls.reload(&self.config)?;
+        if let Some(pki) = &self.config.pki_dir {
+            let (registered, revoked) = import_registrations(&self.store, pki)?;
+            info!(registered, revoked, "registrations re-imported");
+        }
+        Ok(())
+    }
+
+    /// SIGTERM: stop accepting, finish and acknowledge batches being
+    /// stored, tell agents we are going, and wait for every task.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn sweeper(store: Arc<Store>, every: std::time::Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut timer = tokio::time::interval(every);
+    timer.tick().await;
+    loop {
+        tokio::select! {
+            _ = timer.tick() => {
+                let store = store.clone();
+                match tokio::task::spawn_blocking(move || retention::sweep(&store)).await {
+                    Ok(Ok(report)) => info!(?report, "retention sweep done"),
+                    Ok(Err(e)) => warn!("retention sweep failed: {e}"),
+                    Err(e) => warn!("retention sweep task failed: {e}"),
+                }
+            }
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}

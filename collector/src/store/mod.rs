@@ -1,0 +1,739 @@
+//! The segment store: append-only, encrypted, partitioned by organisation,
+//! data kind and UTC day.
+//!
+//! # Layout
+//!
+//! ```text
+//! <data_dir>/glimpse.redb                                 keys and registry (see crate::keys)
+//! <data_dir>/orgs/<org>/<kind>/<YYYY-MM-DD>/<seq>-<id>.seg
+//! ```
+//!
+//! `<org>` is an [`OrgId`] (validated `[a-z0-9._-]`, so path-safe), `<kind>`
+//! is [`DataKind::as_str`], the day is the UTC day the collector *received*
+//! the records, `<seq>` is an 8-digit sequence that orders segments within a
+//! day and `<id>` the segment id in 16 hex digits. Directories are 0700 and
+//! files 0600. Retention deletes whole day directories, so deletion never
+//! rewrites a segment.
+//!
+//! # Segment format (all integers big-endian)
+//!
+//! ```text
+//! header:
+//!   magic       8 bytes   "GLSEG\0\0\x01"
+//!   version     u16       1
+//!   segment id  u64       random per segment file
+//!   day         i64       UTC day number (days since 1970-01-01)
+//!   org         u8 length + bytes
+//!   kind        u8 length + bytes
+//! blocks, repeated:
+//!   length      u32       ciphertext length including the 16-byte tag, 17..=8 MiB
+//!   index       u64       0, 1, 2, ... within the segment, always < 2^32
+//!   ciphertext  AES-256-GCM(org key, postcard(Vec<StoredRecord>)) || tag
+//! ```
+//!
+//! Every block is sealed with the organisation's own data key. The 96-bit
+//! nonce is `segment id (8 bytes) || index as u32 (4 bytes)`: the segment id
+//! is random per file and a writer starts a new segment long before the
+//! index could wrap (at [`SEGMENT_ROLL_BYTES`] or a new day), so nonces do not
+//! repeat under one key (a collision needs two of an organisation's
+//! segments to draw the same 64-bit id: about n²/2^65 for n segments).
+//!
+//! The associated data is `"glimpse-segment-block-v1" || version || org ||
+//! kind || day || segment id || index` where org, kind and day are taken
+//! from the *directory the file is found in*, not from its header. So a
+//! block or a whole segment copied to another organisation, kind or day
+//! fails authentication, a block moved within or between segments fails
+//! or is refused as out of order, and a segment copied within its own day
+//! is refused as a repeated segment id.
+//!
+//! # Invariants
+//!
+//! - Append-only: a segment is written by one process (the redb lock on
+//!   `glimpse.redb` keeps a second collector out), one block per data kind
+//!   per batch, and `sync_data` runs before `append` returns. A segment left
+//!   by a crash is never appended to again; its torn tail is reported.
+//! - The stream's stored sequence is recorded only after the blocks are
+//!   durable, so a replayed batch is at worst stored twice, never lost.
+//! - Reading never trusts a length beyond the bytes present or beyond
+//!   [`MAX_BLOCK_LEN`], never serves a block that does not authenticate, and
+//!   reports every anomaly as a [`SegmentProblem`] instead of failing. Only
+//!   key problems (wrong master key, destroyed organisation key) fail a read.
+//! - Reads never return records older than the retention window, whether
+//!   or not the sweeper has deleted them yet.
+//!
+//! What is deliberately not here: compaction, indexes (reads scan a day's
+//! segments), detecting a truncation at a block boundary (a tail cut
+//! exactly between blocks looks like a shorter segment), and record counts
+//! in [`Store::stats`] (counting needs decryption).
+
+mod segment;
+mod writer;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use glimpse_common::clock::{format_day, parse_day, utc_day, Clock, MILLIS_PER_DAY};
+use glimpse_common::identity::{DeviceId, DeviceIdentity, DeviceKind, OrgId};
+use glimpse_common::record::{DataKind, Record};
+use glimpse_common::secret::SecretKey;
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{Catalog, KeyError, MasterKey, OrgKey, OrgKeys, Registry};
+use crate::retention::RetentionPolicy;
+
+use segment::{FileSource, ReadAt, SegmentPlace, SegmentReader, MAX_PLAINTEXT_LEN};
+pub use segment::{MAX_BLOCK_LEN, SEGMENT_ROLL_BYTES};
+pub(crate) use writer::ActiveSegment;
+use writer::{create_dir_durable, SEGMENT_SUFFIX};
+
+/// Name of the directory under the data directory that holds segments.
+pub const ORGS_DIR: &str = "orgs";
+
+/// One stored record: what the device sent plus who sent it and when it
+/// arrived. This is also what `export` prints as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    /// The sending device.
+    pub device: DeviceId,
+    /// The sending device's kind.
+    pub device_kind: DeviceKind,
+    /// When the collector received it (collector clock, Unix milliseconds);
+    /// retention counts from here.
+    pub received_at_ms: i64,
+    /// The record itself.
+    pub record: Record,
+}
+
+/// Serialises exactly like [`StoredRecord`] without cloning the record.
+#[derive(Serialize)]
+struct StoredRecordRef<'a> {
+    device: &'a DeviceId,
+    device_kind: DeviceKind,
+    received_at_ms: i64,
+    record: &'a Record,
+}
+
+/// What an append stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendReceipt {
+    /// Records stored.
+    pub records: usize,
+    /// Blocks written (one per data kind in the batch, more for huge batches).
+    pub blocks: usize,
+    /// Bytes appended to segment files, framing included.
+    pub bytes: u64,
+}
+
+/// Something in a segment that could not be served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SegmentProblem {
+    /// The segment file (or directory entry).
+    pub path: PathBuf,
+    /// Byte offset of the problem within the file.
+    pub offset: u64,
+    /// What is wrong.
+    pub what: String,
+}
+
+impl std::fmt::Display for SegmentProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at offset {}: {}", self.path.display(), self.offset, self.what)
+    }
+}
+
+/// The result of a read: the records, in storage order, and anything that
+/// was skipped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReadOutcome {
+    /// Records inside the requested range and the retention window.
+    pub records: Vec<StoredRecord>,
+    /// Corrupted, torn or misplaced data that was skipped.
+    pub problems: Vec<SegmentProblem>,
+}
+
+/// Disk use of one organisation's data of one kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KindStats {
+    /// The organisation.
+    pub org: OrgId,
+    /// The data kind.
+    pub kind: DataKind,
+    /// Day directories.
+    pub days: u64,
+    /// Segment files.
+    pub segments: u64,
+    /// Bytes in segment files.
+    pub bytes: u64,
+    /// The oldest day stored, `YYYY-MM-DD`.
+    pub oldest_day: Option<String>,
+    /// The newest day stored, `YYYY-MM-DD`.
+    pub newest_day: Option<String>,
+}
+
+/// Disk use of the whole store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StoreStats {
+    /// Per organisation and kind, sorted.
+    pub kinds: Vec<KindStats>,
+    /// Segment files in total.
+    pub segments: u64,
+    /// Bytes in segment files in total.
+    pub bytes: u64,
+}
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A key could not be loaded, created or unwrapped.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A file system operation failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// To which path.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// Records could not be encoded.
+    #[error("cannot encode records: {0}")]
+    Encode(#[from] postcard::Error),
+    /// One record alone encodes to more than a block may hold.
+    #[error("a record encodes to {len} bytes, more than a block holds")]
+    RecordTooLarge {
+        /// Its encoded size.
+        len: usize,
+    },
+    /// A block's plaintext exceeded the limit (a bug in block splitting).
+    #[error("a block of {len} bytes exceeds the block size limit")]
+    BlockTooLarge {
+        /// The plaintext size.
+        len: usize,
+    },
+    /// An organisation has segments but no data key.
+    #[error(
+        "organisation {org} has stored data but no data key: it was destroyed, or the key store \
+         does not belong to this data directory"
+    )]
+    NoOrgKey {
+        /// The organisation.
+        org: OrgId,
+    },
+}
+
+/// The active segment of one (organisation, kind), if any.
+type Slot = Arc<Mutex<Option<ActiveSegment>>>;
+
+/// Locks a slot. A panic while holding it leaves at worst a segment with a
+/// torn tail, which readers handle, so poisoning is not fatal.
+pub(crate) fn lock_slot(slot: &Slot) -> MutexGuard<'_, Option<ActiveSegment>> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The encrypted, per-organisation record store. Cheap to share: wrap it in
+/// an `Arc`; every method takes `&self` and does blocking I/O (call it from
+/// `spawn_blocking`).
+#[derive(Debug)]
+pub struct Store {
+    data_dir: PathBuf,
+    orgs_dir: PathBuf,
+    catalog: Catalog,
+    clock: Arc<dyn Clock>,
+    retention: RetentionPolicy,
+    writers: Mutex<HashMap<(OrgId, DataKind), Slot>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `data_dir`. Fails if the master
+    /// key does not match the one the key store was created with, or if
+    /// another process has the store open.
+    pub fn open(
+        data_dir: &Path,
+        master_key: MasterKey,
+        clock: Arc<dyn Clock>,
+        retention: RetentionPolicy,
+    ) -> Result<Store, StoreError> {
+        create_dir_durable(data_dir)?;
+        let orgs_dir = data_dir.join(ORGS_DIR);
+        create_dir_durable(&orgs_dir)?;
+        let catalog = Catalog::open(data_dir, master_key)?;
+        Ok(Store {
+            data_dir: data_dir.to_path_buf(),
+            orgs_dir,
+            catalog,
+            clock,
+            retention,
+            writers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The device registry.
+    pub fn registry(&self) -> &Registry {
+        self.catalog.registry()
+    }
+
+    /// The organisation data keys.
+    pub fn org_keys(&self) -> &OrgKeys {
+        self.catalog.org_keys()
+    }
+
+    /// The retention policy reads and sweeps apply.
+    pub fn retention(&self) -> &RetentionPolicy {
+        &self.retention
+    }
+
+    /// The clock that stamps `received_at` and decides expiry.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub(crate) fn orgs_dir(&self) -> &Path {
+        &self.orgs_dir
+    }
+
+    pub(crate) fn kind_dir(&self, org: &OrgId, kind: DataKind) -> PathBuf {
+        self.orgs_dir.join(org.as_str()).join(kind.as_str())
+    }
+
+    fn day_dir(&self, org: &OrgId, kind: DataKind, day: i64) -> PathBuf {
+        self.kind_dir(org, kind).join(format_day(day))
+    }
+
+    /// The active-segment slot of (org, kind). Writers and the sweeper hold
+    /// it while they create or delete that kind's directories.
+    pub(crate) fn slot(&self, org: &OrgId, kind: DataKind) -> Slot {
+        // Only ever gains entries, so a poisoned map is still consistent.
+        let mut writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(writers.entry((org.clone(), kind)).or_default())
+    }
+
+    /// Stores a batch from `identity`, durably, then records `stream_seq` as
+    /// the stream's stored sequence. Records are stamped with the current
+    /// time and grouped by data kind; an empty batch only records the
+    /// sequence.
+    pub fn append(
+        &self,
+        identity: &DeviceIdentity,
+        stream_id: u64,
+        stream_seq: u64,
+        records: &[Record],
+    ) -> Result<AppendReceipt, StoreError> {
+        let mut receipt = AppendReceipt::default();
+        if !records.is_empty() {
+            let received_at_ms = self.clock.now_millis();
+            let day = utc_day(received_at_ms);
+            let key = self.org_keys().get_or_create(&identity.org)?;
+            let mut by_kind: BTreeMap<DataKind, Vec<StoredRecordRef<'_>>> = BTreeMap::new();
+            for record in records {
+                by_kind
+                    .entry(record.kind())
+                    .or_default()
+                    .push(StoredRecordRef {
+                        device: &identity.device,
+                        device_kind: identity.kind,
+                        received_at_ms,
+                        record,
+                    });
+            }
+            for (kind, group) in &by_kind {
+                let (blocks, bytes) =
+                    self.append_group(&identity.org, *kind, day, key.secret(), group)?;
+                receipt.records += group.len();
+                receipt.blocks += blocks;
+                receipt.bytes += bytes;
+            }
+        }
+        self.registry()
+            .set_stored_seq(identity, stream_id, stream_seq)?;
+        Ok(receipt)
+    }
+
+    /// Appends records of one kind for one day and syncs them.
+    fn append_group(
+        &self,
+        org: &OrgId,
+        kind: DataKind,
+        day: i64,
+        key: &SecretKey,
+        group: &[StoredRecordRef<'_>],
+    ) -> Result<(usize, u64), StoreError> {
+        let plaintexts = encode_blocks(group)?;
+        let slot = self.slot(org, kind);
+        let mut active = lock_slot(&slot);
+        let result = self.write_blocks(&mut active, org, kind, day, key, &plaintexts);
+        if result.is_err() {
+            // After a failed write or fsync the file's state is unknown;
+            // abandon it so later batches start a clean segment. Readers
+            // report whatever partial block it ends with.
+            *active = None;
+        }
+        result.map(|bytes| (plaintexts.len(), bytes))
+    }
+
+    fn write_blocks(
+        &self,
+        active: &mut Option<ActiveSegment>,
+        org: &OrgId,
+        kind: DataKind,
+        day: i64,
+        key: &SecretKey,
+        plaintexts: &[Vec<u8>],
+    ) -> Result<u64, StoreError> {
+        let mut bytes = 0;
+        for plaintext in plaintexts {
+            if !active.as_ref().is_some_and(|seg| seg.accepts(day)) {
+                if let Some(mut full) = active.take() {
+                    // Earlier blocks of this batch may sit in it unsynced.
+                    full.sync()?;
+                }
+                let place = SegmentPlace {
+                    org: org.clone(),
+                    kind,
+                    day,
+                };
+                *active = Some(ActiveSegment::create(
+                    &self.day_dir(org, kind, day),
+                    place,
+                )?);
+            }
+            if let Some(seg) = active.as_mut() {
+                bytes += seg.append_block(key, plaintext)?;
+            }
+        }
+        if let Some(seg) = active.as_mut() {
+            seg.sync()?;
+        }
+        Ok(bytes)
+    }
+
+    /// Reads an organisation's records of one kind received in
+    /// `since..until` (Unix milliseconds, inclusive start, exclusive end;
+    /// `None` for unbounded), clipped to the retention window.
+    pub fn read(
+        &self,
+        org: &OrgId,
+        kind: DataKind,
+        since: Option<i64>,
+        until: Option<i64>,
+    ) -> Result<ReadOutcome, StoreError> {
+        let now = self.clock.now_millis();
+        let from = self
+            .retention
+            .window_start(org, kind, now)
+            .max(since.unwrap_or(i64::MIN));
+        let until = until.unwrap_or(i64::MAX);
+        let mut out = ReadOutcome::default();
+        if from >= until {
+            return Ok(out);
+        }
+        let mut key: Option<Arc<OrgKey>> = None;
+        let mut seen_ids = HashSet::new();
+        for (day, dir) in list_days(&self.kind_dir(org, kind), &mut out.problems)? {
+            let day_start = day.saturating_mul(MILLIS_PER_DAY);
+            if day_start.saturating_add(MILLIS_PER_DAY) <= from || day_start >= until {
+                continue;
+            }
+            let place = SegmentPlace {
+                org: org.clone(),
+                kind,
+                day,
+            };
+            for path in list_segments(&dir, &mut out.problems)? {
+                let key = match &key {
+                    Some(key) => Arc::clone(key),
+                    None => {
+                        let found = self
+                            .org_keys()
+                            .get(org)?
+                            .ok_or_else(|| StoreError::NoOrgKey { org: org.clone() })?;
+                        key = Some(Arc::clone(&found));
+                        found
+                    }
+                };
+                let limit = self.committed_len(org, kind, &path);
+                read_segment(
+                    &path,
+                    limit,
+                    &place,
+                    key.secret(),
+                    (from, until),
+                    &mut seen_ids,
+                    &mut out,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// For the segment being written, how much of it is synced; readers
+    /// must not mistake an in-progress block for a torn tail.
+    fn committed_len(&self, org: &OrgId, kind: DataKind, path: &Path) -> Option<u64> {
+        let slot = self.slot(org, kind);
+        let active = lock_slot(&slot);
+        active
+            .as_ref()
+            .filter(|seg| seg.path == path)
+            .map(|seg| seg.committed_len)
+    }
+
+    /// Disk use per organisation and kind.
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let mut stats = StoreStats::default();
+        let mut ignored = Vec::new();
+        for org in self.orgs() {
+            for kind in DataKind::ALL {
+                let mut entry = KindStats {
+                    org: org.clone(),
+                    kind,
+                    days: 0,
+                    segments: 0,
+                    bytes: 0,
+                    oldest_day: None,
+                    newest_day: None,
+                };
+                for (day, dir) in list_days(&self.kind_dir(&org, kind), &mut ignored)? {
+                    entry.days += 1;
+                    entry.oldest_day.get_or_insert_with(|| format_day(day));
+                    entry.newest_day = Some(format_day(day));
+                    for path in list_segments(&dir, &mut ignored)? {
+                        // A segment swept meanwhile simply no longer counts.
+                        if let Ok(meta) = fs::metadata(&path) {
+                            entry.segments += 1;
+                            entry.bytes += meta.len();
+                        }
+                    }
+                }
+                if entry.days > 0 {
+                    stats.segments += entry.segments;
+                    stats.bytes += entry.bytes;
+                    stats.kinds.push(entry);
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Organisations with a directory in the store, sorted. Unreadable
+    /// directories are logged and skipped.
+    pub fn orgs(&self) -> Vec<OrgId> {
+        let entries = match fs::read_dir(&self.orgs_dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!(path = %self.orgs_dir.display(), error = %e, "cannot list organisations");
+                return Vec::new();
+            }
+        };
+        let mut orgs: Vec<OrgId> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().to_str().and_then(|n| OrgId::new(n).ok()))
+            .collect();
+        orgs.sort();
+        orgs
+    }
+}
+
+/// Splits records into block plaintexts of at most [`MAX_PLAINTEXT_LEN`]
+/// bytes, each the postcard encoding of a `Vec<StoredRecord>`.
+fn encode_blocks(records: &[StoredRecordRef<'_>]) -> Result<Vec<Vec<u8>>, StoreError> {
+    // Room for the varint element count in front of the records.
+    const COUNT_ROOM: usize = 10;
+    fn finish(count: usize, body: &[u8]) -> Result<Vec<u8>, StoreError> {
+        // postcard writes a sequence as a varint length then the elements,
+        // and a usize as the same varint.
+        let mut block = postcard::to_stdvec(&count)?;
+        block.extend_from_slice(body);
+        Ok(block)
+    }
+    let mut blocks = Vec::new();
+    let mut body = Vec::new();
+    let mut count = 0usize;
+    for record in records {
+        let encoded = postcard::to_stdvec(record)?;
+        if encoded.len() + COUNT_ROOM > MAX_PLAINTEXT_LEN {
+            return Err(StoreError::RecordTooLarge { len: encoded.len() });
+        }
+        if count > 0 && body.len() + encoded.len() + COUNT_ROOM > MAX_PLAINTEXT_LEN {
+            blocks.push(finish(count, &body)?);
+            body.clear();
+            count = 0;
+        }
+        body.extend_from_slice(&encoded);
+        count += 1;
+    }
+    if count > 0 {
+        blocks.push(finish(count, &body)?);
+    }
+    Ok(blocks)
+}
+
+/// Day directories under `kind_dir`, oldest first; anything else is
+/// reported and ignored. A missing directory means no data.
+fn list_days(
+    kind_dir: &Path,
+    problems: &mut Vec<SegmentProblem>,
+) -> Result<Vec<(i64, PathBuf)>, StoreError> {
+    let entries = match fs::read_dir(kind_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(StoreError::Io {
+                action: "list",
+                path: kind_dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut days = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let day = entry.file_name().to_str().and_then(parse_day);
+        match day {
+            Some(day) if entry.file_type().is_ok_and(|t| t.is_dir()) => days.push((day, path)),
+            _ => problem(problems, path, 0, "not a day directory; ignored".into()),
+        }
+    }
+    days.sort();
+    Ok(days)
+}
+
+/// Segment files in a day directory, in creation order.
+fn list_segments(
+    day_dir: &Path,
+    problems: &mut Vec<SegmentProblem>,
+) -> Result<Vec<PathBuf>, StoreError> {
+    let entries = match fs::read_dir(day_dir) {
+        Ok(entries) => entries,
+        // Swept between listing the days and now.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(StoreError::Io {
+                action: "list",
+                path: day_dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut segments = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_segment = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.ends_with(SEGMENT_SUFFIX))
+            && entry.file_type().is_ok_and(|t| t.is_file());
+        if is_segment {
+            segments.push(path);
+        } else {
+            problem(problems, path, 0, "not a segment file; ignored".into());
+        }
+    }
+    segments.sort();
+    Ok(segments)
+}
+
+fn problem(problems: &mut Vec<SegmentProblem>, path: PathBuf, offset: u64, what: String) {
+    tracing::warn!(path = %path.display(), offset, problem = %what, "segment store problem");
+    problems.push(SegmentProblem { path, offset, what });
+}
+
+/// Reads one segment file into `out`, keeping records received in
+/// `range.0..range.1`. Every failure becomes a problem; none is fatal.
+fn read_segment(
+    path: &Path,
+    limit: Option<u64>,
+    place: &SegmentPlace,
+    key: &SecretKey,
+    range: (i64, i64),
+    seen_ids: &mut HashSet<u64>,
+    out: &mut ReadOutcome,
+) {
+    let file = match fs::File::open(path) {
+        Ok(file) => file,
+        // Deleted by the sweeper since it was listed: expired anyway.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(e) => {
+            problem(&mut out.problems, path.to_path_buf(), 0, format!("cannot open: {e}"));
+            return;
+        }
+    };
+    let len = match file.metadata() {
+        Ok(meta) => meta.len(),
+        Err(e) => {
+            problem(&mut out.problems, path.to_path_buf(), 0, format!("cannot stat: {e}"));
+            return;
+        }
+    };
+    let src = FileSource {
+        len: limit.map_or(len, |limit| limit.min(len)),
+        file,
+    };
+    read_source(&src, path, place, key, range, seen_ids, out);
+}
+
+fn read_source<S: ReadAt + ?Sized>(
+    src: &S,
+    path: &Path,
+    place: &SegmentPlace,
+    key: &SecretKey,
+    (from, until): (i64, i64),
+    seen_ids: &mut HashSet<u64>,
+    out: &mut ReadOutcome,
+) {
+    let mut reader = match SegmentReader::open(src, place, key) {
+        Ok(reader) => reader,
+        Err(defect) => {
+            problem(&mut out.problems, path.to_path_buf(), defect.offset, defect.what);
+            return;
+        }
+    };
+    if !seen_ids.insert(reader.segment_id()) {
+        problem(
+            &mut out.problems,
+            path.to_path_buf(),
+            0,
+            "segment id repeats another segment of this day (a copied segment); not served".into(),
+        );
+        return;
+    }
+    reader.read_blocks(|item| match item {
+        Ok((offset, plaintext)) => match postcard::take_from_bytes::<Vec<StoredRecord>>(&plaintext)
+        {
+            Ok((records, [])) => out.records.extend(
+                records
+                    .into_iter()
+                    .filter(|r| r.received_at_ms >= from && r.received_at_ms < until),
+            ),
+            _ => problem(
+                &mut out.problems,
+                path.to_path_buf(),
+                offset,
+                "block authenticated but its records do not decode (written by a newer \
+                 version?); not served"
+                    .into(),
+            ),
+        },
+        Err(defect) => problem(
+            &mut out.problems,
+            path.to_path_buf(),
+            defect.offset,
+            defect.what,
+        ),
+    });
+}
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+pub(crate) mod testutil;

@@ -1,0 +1,184 @@
+//! The segment currently being appended to, per (organisation, kind), and
+//! the durable creation of files and directories.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use glimpse_common::secret::SecretKey;
+
+use super::segment::{
+    encode_header, seal_block, SegmentPlace, FRAME_HEADER_LEN, MAX_BLOCK_INDEX, SEGMENT_ROLL_BYTES,
+};
+use super::StoreError;
+use crate::keys::fill_random;
+
+/// Segment files are `<8-digit sequence>-<16 hex digit segment id>.seg`, so
+/// names sort in creation order within a day directory.
+pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
+
+/// An open segment being appended to.
+#[derive(Debug)]
+pub(crate) struct ActiveSegment {
+    pub(crate) place: SegmentPlace,
+    pub(crate) path: PathBuf,
+    file: File,
+    segment_id: u64,
+    /// Bytes written and synced: what a concurrent reader may trust.
+    pub(crate) committed_len: u64,
+    /// Bytes written, synced or not.
+    len: u64,
+    next_index: u64,
+}
+
+impl ActiveSegment {
+    /// Starts a new segment file in `dir` (created if needed).
+    pub(crate) fn create(dir: &Path, place: SegmentPlace) -> Result<ActiveSegment, StoreError> {
+        create_dir_durable(dir)?;
+        let seq = next_sequence(dir)?;
+        let mut id = [0u8; 8];
+        fill_random(&mut id)?;
+        let segment_id = u64::from_be_bytes(id);
+        let path = dir.join(format!("{seq:08}-{segment_id:016x}{SEGMENT_SUFFIX}"));
+        let io_err = |action: &'static str| {
+            let path = path.clone();
+            move |source| StoreError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err("create segment"))?;
+        let header = encode_header(&place, segment_id);
+        file.write_all(&header)
+            .and_then(|()| file.sync_data())
+            .map_err(io_err("write segment header"))?;
+        sync_dir(dir).map_err(io_err("sync directory of"))?;
+        tracing::debug!(path = %path.display(), "started segment");
+        Ok(ActiveSegment {
+            place,
+            path,
+            file,
+            segment_id,
+            committed_len: header.len() as u64,
+            len: header.len() as u64,
+            next_index: 0,
+        })
+    }
+
+    /// Whether this segment can take another block for `day`.
+    pub(crate) fn accepts(&self, day: i64) -> bool {
+        self.place.day == day
+            && self.len < SEGMENT_ROLL_BYTES
+            && self.next_index <= MAX_BLOCK_INDEX
+    }
+
+    /// Seals and writes one block (not yet synced). Returns the bytes
+    /// written.
+    pub(crate) fn append_block(
+        &mut self,
+        key: &SecretKey,
+        plaintext: &[u8],
+    ) -> Result<u64, StoreError> {
+        let frame = seal_block(key, &self.place, self.segment_id, self.next_index, plaintext)
+            .ok_or(StoreError::BlockTooLarge {
+                len: plaintext.len(),
+            })?;
+        debug_assert!(frame.len() as u64 > FRAME_HEADER_LEN);
+        self.file.write_all(&frame).map_err(|source| StoreError::Io {
+            action: "append to segment",
+            path: self.path.clone(),
+            source,
+        })?;
+        self.len += frame.len() as u64;
+        self.next_index += 1;
+        Ok(frame.len() as u64)
+    }
+
+    /// Makes every block written so far durable.
+    pub(crate) fn sync(&mut self) -> Result<(), StoreError> {
+        self.file.sync_data().map_err(|source| StoreError::Io {
+            action: "sync segment",
+            path: self.path.clone(),
+            source,
+        })?;
+        self.committed_len = self.len;
+        Ok(())
+    }
+}
+
+/// The sequence number for the next segment in `dir`.
+fn next_sequence(dir: &Path) -> Result<u64, StoreError> {
+    let entries = fs::read_dir(dir).map_err(|source| StoreError::Io {
+        action: "list",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut max = 0u64;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(seq) = name
+            .strip_suffix(SEGMENT_SUFFIX)
+            .and_then(|stem| stem.split_once('-'))
+            .and_then(|(seq, _)| seq.parse::<u64>().ok())
+        {
+            max = max.max(seq);
+        }
+    }
+    Ok(max + 1)
+}
+
+/// Creates `dir` and any missing parents with mode 0700, syncing each new
+/// entry's parent so the directories survive a crash with the data in them.
+pub(crate) fn create_dir_durable(dir: &Path) -> Result<(), StoreError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut cursor = Some(dir);
+    while let Some(d) = cursor {
+        if d.is_dir() {
+            break;
+        }
+        missing.push(d);
+        cursor = d.parent();
+    }
+    for d in missing.into_iter().rev() {
+        match DirBuilder::new().mode(0o700).create(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(source) => {
+                return Err(StoreError::Io {
+                    action: "create directory",
+                    path: d.to_path_buf(),
+                    source,
+                })
+            }
+        }
+        if let Some(parent) = d.parent() {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            sync_dir(parent).map_err(|source| StoreError::Io {
+                action: "sync directory",
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// fsyncs a directory, making entries created or removed in it durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
