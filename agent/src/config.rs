@@ -119,10 +119,7 @@ struct RawCollect {
 
 impl Default for RawCollect {
     fn default() -> Self {
-        Self {
-            interval_secs: 30.0,
-            sysroot: PathBuf::from("/"),
-        }
+        Self { interval_secs: 30.0, sysroot: PathBuf::from("/") }
     }
 }
 
@@ -195,17 +192,11 @@ impl AgentConfig {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         use std::io::Read;
-        let file = std::fs::File::open(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let file = std::fs::File::open(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         let mut text = String::new();
         file.take(MAX_CONFIG_BYTES + 1)
             .read_to_string(&mut text)
-            .map_err(|source| ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         if text.len() as u64 > MAX_CONFIG_BYTES {
             return Err(ConfigError::TooLarge(path.to_owned()));
         }
@@ -215,54 +206,26 @@ impl AgentConfig {
 
     /// Parses config text; relative paths are resolved against `base`.
     pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
         let mut problems = Vec::new();
-        let org = OrgId::new(raw.device.org)
-            .map_err(|e| problems.push(format!("device.org: {e}")))
-            .ok();
-        let device = DeviceId::new(raw.device.id)
-            .map_err(|e| problems.push(format!("device.id: {e}")))
-            .ok();
-        let kind = raw
-            .device
-            .kind
-            .parse::<DeviceKind>()
-            .map_err(|e| problems.push(format!("device.kind: {e}")))
-            .ok();
+        let org = OrgId::new(raw.device.org).map_err(|e| problems.push(format!("device.org: {e}"))).ok();
+        let device = DeviceId::new(raw.device.id).map_err(|e| problems.push(format!("device.id: {e}"))).ok();
+        let kind = raw.device.kind.parse::<DeviceKind>().map_err(|e| problems.push(format!("device.kind: {e}"))).ok();
         let secs = |name: &str, value: f64, problems: &mut Vec<String>| {
             if value.is_finite() && value > 0.0 && value <= 86_400.0 {
                 Duration::from_secs_f64(value)
             } else {
-                problems.push(format!(
-                    "{name} must be between 0 and 86400 seconds, got {value}"
-                ));
+                problems.push(format!("{name} must be between 0 and 86400 seconds, got {value}"));
                 Duration::from_secs(1)
             }
         };
-        let interval = secs(
-            "collect.interval_secs",
-            raw.collect.interval_secs,
-            &mut problems,
-        );
-        let connect_timeout = secs(
-            "transport.connect_timeout_secs",
-            raw.transport.connect_timeout_secs,
-            &mut problems,
-        );
-        let drain_timeout = secs(
-            "transport.drain_timeout_secs",
-            raw.transport.drain_timeout_secs,
-            &mut problems,
-        );
+        let interval = secs("collect.interval_secs", raw.collect.interval_secs, &mut problems);
+        let connect_timeout = secs("transport.connect_timeout_secs", raw.transport.connect_timeout_secs, &mut problems);
+        let drain_timeout = secs("transport.drain_timeout_secs", raw.transport.drain_timeout_secs, &mut problems);
         let t = &raw.transport;
         if !(1024..=16 * 1024 * 1024).contains(&t.max_frame_bytes) {
-            problems.push(format!(
-                "transport.max_frame_bytes must be 1 KiB..16 MiB, got {}",
-                t.max_frame_bytes
-            ));
+            problems.push(format!("transport.max_frame_bytes must be 1 KiB..16 MiB, got {}", t.max_frame_bytes));
         }
         if !(1..=glimpse_common::wire::MAX_RECORDS_PER_BATCH).contains(&t.max_batch_records) {
             problems.push(format!(
@@ -272,34 +235,18 @@ impl AgentConfig {
             ));
         }
         if !(1..=1_000_000).contains(&t.max_queued_records) {
-            problems.push(format!(
-                "transport.max_queued_records must be 1..=1000000, got {}",
-                t.max_queued_records
-            ));
+            problems.push(format!("transport.max_queued_records must be 1..=1000000, got {}", t.max_queued_records));
         }
-        if t.backoff_initial_ms == 0
-            || t.backoff_max_secs == 0
-            || t.backoff_initial_ms > t.backoff_max_secs * 1000
-        {
-            problems.push(
-                "transport.backoff_initial_ms must be positive and at most backoff_max_secs"
-                    .to_owned(),
-            );
+        if t.backoff_initial_ms == 0 || t.backoff_max_secs == 0 || t.backoff_initial_ms > t.backoff_max_secs * 1000 {
+            problems.push("transport.backoff_initial_ms must be positive and at most backoff_max_secs".to_owned());
         }
         let server_name = raw.collector.server_name.unwrap_or_else(|| {
-            raw.collector.address.rsplit_once(':').map_or(
-                raw.collector.address.clone(),
-                |(host, _)| {
-                    host.trim_start_matches('[')
-                        .trim_end_matches(']')
-                        .to_owned()
-                },
-            )
+            raw.collector.address.rsplit_once(':').map_or(raw.collector.address.clone(), |(host, _)| {
+                host.trim_start_matches('[').trim_end_matches(']').to_owned()
+            })
         });
         if rustls_pki_types::ServerName::try_from(server_name.clone()).is_err() {
-            problems.push(format!(
-                "collector.server_name {server_name:?} is not a DNS name or IP address"
-            ));
+            problems.push(format!("collector.server_name {server_name:?} is not a DNS name or IP address"));
         }
         if !raw.collector.address.contains(':') {
             problems.push(format!(
@@ -308,16 +255,10 @@ impl AgentConfig {
             ));
         }
         let (Some(org), Some(device), Some(kind)) = (org, device, kind) else {
-            return Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                problems,
-            });
+            return Err(ConfigError::Invalid { path: path.to_owned(), problems });
         };
         if !problems.is_empty() {
-            return Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                problems,
-            });
+            return Err(ConfigError::Invalid { path: path.to_owned(), problems });
         }
         Ok(Self {
             identity: DeviceIdentity { org, device, kind },
@@ -363,12 +304,7 @@ shared_key = "device.psk"
 
     #[test]
     fn defaults_and_relative_paths() {
-        let c = AgentConfig::parse(
-            GOOD,
-            Path::new("/etc/glimpse/agent.toml"),
-            Path::new("/etc/glimpse"),
-        )
-        .unwrap();
+        let c = AgentConfig::parse(GOOD, Path::new("/etc/glimpse/agent.toml"), Path::new("/etc/glimpse")).unwrap();
         assert_eq!(c.identity.to_uri(), "urn:glimpse:device:acme:ap:ap-1");
         assert_eq!(c.server_name, "127.0.0.1");
         assert_eq!(c.cert_path, Path::new("/etc/glimpse/device.pem"));
@@ -378,23 +314,13 @@ shared_key = "device.psk"
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let text = GOOD
-            .replace("\"acme\"", "\"Acme Corp\"")
-            .replace("\"ap\"", "\"router\"");
-        let err = AgentConfig::parse(&text, Path::new("a.toml"), Path::new("."))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("device.org") && err.contains("device.kind"),
-            "{err}"
-        );
+        let text = GOOD.replace("\"acme\"", "\"Acme Corp\"").replace("\"ap\"", "\"router\"");
+        let err = AgentConfig::parse(&text, Path::new("a.toml"), Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("device.org") && err.contains("device.kind"), "{err}");
         let text = format!("{GOOD}\n[transport]\nmax_frame_bytes = 10\n");
-        let err = AgentConfig::parse(&text, Path::new("a.toml"), Path::new("."))
-            .unwrap_err()
-            .to_string();
+        let err = AgentConfig::parse(&text, Path::new("a.toml"), Path::new(".")).unwrap_err().to_string();
         assert!(err.contains("max_frame_bytes"), "{err}");
-        let err = AgentConfig::parse("[device]\nbogus = 1", Path::new("a.toml"), Path::new("."))
-            .unwrap_err();
+        let err = AgentConfig::parse("[device]\nbogus = 1", Path::new("a.toml"), Path::new(".")).unwrap_err();
         assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
     }
 }

@@ -73,11 +73,7 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
     glimpse_agent::transport::connection::load_shared_key(&config.shared_key_path)?;
     println!(
         "ok: {} -> {} (server name {}), every {:?}, cipher preference {:?}",
-        config.identity,
-        config.collector_address,
-        config.server_name,
-        config.interval,
-        config.cipher_preference
+        config.identity, config.collector_address, config.server_name, config.interval, config.cipher_preference
     );
     Ok(())
 }
@@ -91,10 +87,7 @@ fn probe(sysroot: PathBuf) -> anyhow::Result<()> {
 fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = AgentConfig::load(&path)?;
     // One thread: an access point has one or two slow cores and other work to do.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting runtime")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting runtime")?;
     runtime.block_on(async move {
         let agent = AgentHandle::spawn(config)?;
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;

@@ -75,11 +75,7 @@ impl Settings {
     fn load(config: AgentConfig) -> Result<Self, AgentError> {
         let tls = client_tls_config(&config)?;
         let shared_key = Arc::new(load_shared_key(&config.shared_key_path)?);
-        Ok(Self {
-            config,
-            tls,
-            shared_key,
-        })
+        Ok(Self { config, tls, shared_key })
     }
 }
 
@@ -98,9 +94,7 @@ pub struct AgentHandle {
 
 impl std::fmt::Debug for AgentHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentHandle")
-            .field("status", &*self.status.borrow())
-            .finish()
+        f.debug_struct("AgentHandle").field("status", &*self.status.borrow()).finish()
     }
 }
 
@@ -113,12 +107,7 @@ impl AgentHandle {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (reload, reload_rx) = watch::channel(None);
         let task = tokio::spawn(run(settings, status_tx, shutdown_rx, reload_rx));
-        Ok(Self {
-            status,
-            shutdown,
-            reload,
-            task,
-        })
+        Ok(Self { status, shutdown, reload, task })
     }
 
     /// A receiver that sees every status change.
@@ -150,10 +139,7 @@ async fn run(
     mut shutdown: watch::Receiver<bool>,
     mut reload: watch::Receiver<Option<Settings>>,
 ) {
-    let queue = Arc::new(Queue {
-        records: Mutex::new(VecDeque::new()),
-        ready: Notify::new(),
-    });
+    let queue = Arc::new(Queue { records: Mutex::new(VecDeque::new()), ready: Notify::new() });
     let stream_id: u64 = rand::thread_rng().gen();
     let mut probe = HostProbe::new(settings.config.sysroot.clone());
     let mut collect_timer = tokio::time::interval(settings.config.interval);
@@ -171,18 +157,8 @@ async fn run(
         }
         // Connect when there is something to send and the backoff allows it.
         let has_work = in_flight.is_some() || !lock(&queue).is_empty();
-        if connection.is_none()
-            && has_work
-            && retry_at.is_none_or(|at| at <= tokio::time::Instant::now())
-        {
-            match Connection::open(
-                &settings.config,
-                settings.tls.clone(),
-                &settings.shared_key,
-                stream_id,
-            )
-            .await
-            {
+        if connection.is_none() && has_work && retry_at.is_none_or(|at| at <= tokio::time::Instant::now()) {
+            match Connection::open(&settings.config, settings.tls.clone(), &settings.shared_key, stream_id).await {
                 Ok(conn) => {
                     backoff.reset();
                     retry_at = None;
@@ -242,11 +218,7 @@ async fn run(
             if let Some(batch) = &in_flight {
                 match conn.send_batch(batch).await {
                     Ok(acked) => {
-                        debug!(
-                            seq = acked,
-                            records = batch.records.len(),
-                            "batch acknowledged"
-                        );
+                        debug!(seq = acked, records = batch.records.len(), "batch acknowledged");
                         let count = batch.records.len() as u64;
                         in_flight = None;
                         let queued = lock(&queue).len();
@@ -263,18 +235,14 @@ async fn run(
                             s.last_error = Some(e.to_string());
                         });
                         connection = None;
-                        retry_at = Some(
-                            tokio::time::Instant::now()
-                                + backoff.next_delay(rand::thread_rng().gen()),
-                        );
+                        retry_at = Some(tokio::time::Instant::now() + backoff.next_delay(rand::thread_rng().gen()));
                     }
                 }
                 continue;
             }
         }
 
-        let sleep_until =
-            retry_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        let sleep_until = retry_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = collect_timer.tick() => {
                 let record = collect(&mut probe, &settings.config);
@@ -326,10 +294,7 @@ async fn drain(
     let Some(mut conn) = connection else {
         let left = lock(queue).len() + in_flight.map_or(0, |b| b.records.len());
         if left > 0 {
-            warn!(
-                records = left,
-                "not connected at shutdown; unsent records discarded"
-            );
+            warn!(records = left, "not connected at shutdown; unsent records discarded");
         }
         return;
     };
@@ -375,10 +340,7 @@ fn collect(probe: &mut HostProbe, config: &AgentConfig) -> Record {
     // quicker than handing it to a blocking thread on a single-core device.
     let mut metadata = probe.collect();
     metadata.kind = Some(config.identity.kind);
-    Record {
-        observed_at_ms: SystemClock.now_millis(),
-        body: RecordBody::Metadata(metadata),
-    }
+    Record { observed_at_ms: SystemClock.now_millis(), body: RecordBody::Metadata(metadata) }
 }
 
 /// Queues a record; returns (queued, dropped) after dropping the oldest
@@ -395,10 +357,7 @@ fn push(queue: &Queue, record: Record, max: usize) -> (usize, u64) {
         q.len()
     };
     if dropped > 0 {
-        warn!(
-            dropped,
-            "collector unreachable and queue full; dropped oldest records"
-        );
+        warn!(dropped, "collector unreachable and queue full; dropped oldest records");
     }
     queue.ready.notify_one();
     (len, dropped)

@@ -1,5 +1,8 @@
 //! Frame and message encode/decode of a realistic metadata batch.
 
+// criterion's macros generate undocumented functions.
+#![allow(missing_docs)]
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use glimpse_benches::sample_batch;
 use glimpse_common::wire::{parse_frame, AgentMessage, Codec, DEFAULT_MAX_FRAME_LEN};
@@ -9,41 +12,28 @@ fn wire(c: &mut Criterion) {
     for records in [1usize, 64, 256] {
         let msg = AgentMessage::Batch(sample_batch(records));
         let mut framed = Vec::new();
-        msg.encode_frame(DEFAULT_MAX_FRAME_LEN, &mut framed)
-            .unwrap();
+        msg.encode_frame(DEFAULT_MAX_FRAME_LEN, &mut framed).unwrap();
         group.throughput(Throughput::Elements(records as u64));
-        group.bench_with_input(
-            BenchmarkId::new("encode_records", records),
-            &msg,
-            |b, msg| {
-                let mut out = Vec::with_capacity(framed.len());
-                b.iter(|| {
-                    out.clear();
-                    msg.encode_frame(DEFAULT_MAX_FRAME_LEN, &mut out).unwrap();
-                })
-            },
-        );
-        group.bench_with_input(
-            BenchmarkId::new("decode_records", records),
-            &framed,
-            |b, framed| {
-                b.iter(|| {
-                    let (payload, _) = parse_frame(framed, DEFAULT_MAX_FRAME_LEN).unwrap().unwrap();
-                    AgentMessage::decode(payload).unwrap()
-                })
-            },
-        );
+        group.bench_with_input(BenchmarkId::new("encode_records", records), &msg, |b, msg| {
+            let mut out = Vec::with_capacity(framed.len());
+            b.iter(|| {
+                out.clear();
+                msg.encode_frame(DEFAULT_MAX_FRAME_LEN, &mut out).unwrap();
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("decode_records", records), &framed, |b, framed| {
+            b.iter(|| {
+                let (payload, _) = parse_frame(framed, DEFAULT_MAX_FRAME_LEN).unwrap().unwrap();
+                AgentMessage::decode(payload).unwrap()
+            })
+        });
         group.throughput(Throughput::Bytes(framed.len() as u64));
-        group.bench_with_input(
-            BenchmarkId::new("decode_bytes", records),
-            &framed,
-            |b, framed| {
-                b.iter(|| {
-                    let (payload, _) = parse_frame(framed, DEFAULT_MAX_FRAME_LEN).unwrap().unwrap();
-                    AgentMessage::decode(payload).unwrap()
-                })
-            },
-        );
+        group.bench_with_input(BenchmarkId::new("decode_bytes", records), &framed, |b, framed| {
+            b.iter(|| {
+                let (payload, _) = parse_frame(framed, DEFAULT_MAX_FRAME_LEN).unwrap().unwrap();
+                AgentMessage::decode(payload).unwrap()
+            })
+        });
     }
     group.finish();
 }

@@ -10,9 +10,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, CertificateRevocationList,
-    CertificateRevocationListParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PublicKeyData, SerialNumber, PKCS_RSA_SHA256,
+    BasicConstraints, Certificate, CertificateParams, CertificateRevocationList, CertificateRevocationListParams,
+    DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SerialNumber, PKCS_RSA_SHA256,
 };
 use ring::rand::SecureRandom;
 use ring::signature::{UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
@@ -47,12 +46,10 @@ fn ca_params() -> CertificateParams {
 /// A random, positive 128-bit serial number.
 pub(crate) fn random_serial() -> Result<SerialNumber, CertsError> {
     let mut bytes = [0u8; 16];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| CertsError::KeyGeneration {
-            what: "serial number",
-            reason: "the system random number generator failed".into(),
-        })?;
+    ring::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| CertsError::KeyGeneration {
+        what: "serial number",
+        reason: "the system random number generator failed".into(),
+    })?;
     // DER integers are signed: a clear top bit keeps the serial positive.
     bytes[0] &= 0x7f;
     Ok(SerialNumber::from_slice(&bytes))
@@ -60,17 +57,11 @@ pub(crate) fn random_serial() -> Result<SerialNumber, CertsError> {
 
 /// Extracts the DER body of the single PEM block labelled `label` in `text`.
 pub(crate) fn pem_body(path: &Path, text: &str, label: &str) -> Result<Vec<u8>, CertsError> {
-    let bad = |problem: String| CertsError::BadPem {
-        path: path.to_path_buf(),
-        problem,
-    };
-    let (_, pem) = x509_parser::pem::parse_x509_pem(text.as_bytes())
-        .map_err(|e| bad(format!("not a PEM file: {e}")))?;
+    let bad = |problem: String| CertsError::BadPem { path: path.to_path_buf(), problem };
+    let (_, pem) =
+        x509_parser::pem::parse_x509_pem(text.as_bytes()).map_err(|e| bad(format!("not a PEM file: {e}")))?;
     if pem.label != label {
-        return Err(bad(format!(
-            "expected a {label} block, found {}",
-            pem.label
-        )));
+        return Err(bad(format!("expected a {label} block, found {}", pem.label)));
     }
     Ok(pem.contents)
 }
@@ -97,41 +88,25 @@ impl Ca {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> Result<NewCa, CertsError> {
-        let key_pem =
-            {
-                let rsa_key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, CA_KEY_BITS)
-                    .map_err(|e| CertsError::KeyGeneration {
-                        what: "RSA-4096 CA key",
-                        reason: e.to_string(),
-                    })?;
-                // `RsaPrivateKey` wipes itself on drop; the PEM is `Zeroizing`.
-                rsa_key
-                    .to_pkcs8_pem(LineEnding::LF)
-                    .map_err(|e| CertsError::KeyGeneration {
-                        what: "RSA-4096 CA key",
-                        reason: format!("cannot encode as PKCS#8: {e}"),
-                    })?
-            };
+        let key_pem = {
+            let rsa_key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, CA_KEY_BITS)
+                .map_err(|e| CertsError::KeyGeneration { what: "RSA-4096 CA key", reason: e.to_string() })?;
+            // `RsaPrivateKey` wipes itself on drop; the PEM is `Zeroizing`.
+            rsa_key.to_pkcs8_pem(LineEnding::LF).map_err(|e| CertsError::KeyGeneration {
+                what: "RSA-4096 CA key",
+                reason: format!("cannot encode as PKCS#8: {e}"),
+            })?
+        };
         let key = KeyPair::from_pkcs8_pem_and_sign_algo(&key_pem, &PKCS_RSA_SHA256)
             .map_err(CertsError::build("CA signing key"))?;
         let mut params = ca_params();
         params.not_before = not_before;
         params.not_after = not_after;
         params.serial_number = Some(random_serial()?);
-        let cert = params
-            .self_signed(&key)
-            .map_err(CertsError::build("CA certificate"))?;
-        let ca = Ca {
-            issuer: Issuer::new(params, key),
-            cert_der: cert.der().to_vec(),
-            cert_path: ca_cert_path(dir),
-        };
+        let cert = params.self_signed(&key).map_err(CertsError::build("CA certificate"))?;
+        let ca = Ca { issuer: Issuer::new(params, key), cert_der: cert.der().to_vec(), cert_path: ca_cert_path(dir) };
         ca.check_signed(cert.der())?;
-        Ok(NewCa {
-            cert_pem: cert.pem(),
-            key_pem,
-            ca,
-        })
+        Ok(NewCa { cert_pem: cert.pem(), key_pem, ca })
     }
 
     /// Loads `ca.pem` and `ca.key` from a PKI directory and checks that they
@@ -141,31 +116,19 @@ impl Ca {
         let key_path = ca_key_path(dir);
         for path in [&cert_path, &key_path] {
             if !path.exists() {
-                return Err(CertsError::NoCa {
-                    dir: dir.to_path_buf(),
-                    missing: path.clone(),
-                });
+                return Err(CertsError::NoCa { dir: dir.to_path_buf(), missing: path.clone() });
             }
         }
         let cert_der = pem_body(&cert_path, &fsio::read_text(&cert_path)?, "CERTIFICATE")?;
         let key_pem = fsio::read_secret(&key_path)?;
-        let key =
-            KeyPair::from_pkcs8_pem_and_sign_algo(&key_pem, &PKCS_RSA_SHA256).map_err(|e| {
-                CertsError::BadPem {
-                    path: key_path.clone(),
-                    problem: format!("not an RSA private key in PKCS#8 PEM: {e}"),
-                }
-            })?;
+        let key = KeyPair::from_pkcs8_pem_and_sign_algo(&key_pem, &PKCS_RSA_SHA256).map_err(|e| {
+            CertsError::BadPem { path: key_path.clone(), problem: format!("not an RSA private key in PKCS#8 PEM: {e}") }
+        })?;
         {
-            let cert = parse_cert(&cert_der).map_err(|e| CertsError::BadPem {
-                path: cert_path.clone(),
-                problem: e.to_string(),
-            })?;
+            let cert = parse_cert(&cert_der)
+                .map_err(|e| CertsError::BadPem { path: cert_path.clone(), problem: e.to_string() })?;
             if !cert.is_ca() {
-                return Err(CertsError::CaMismatch {
-                    path: cert_path,
-                    problem: "not a CA certificate",
-                });
+                return Err(CertsError::CaMismatch { path: cert_path, problem: "not a CA certificate" });
             }
             if cert.public_key().raw != key.subject_public_key_info().as_slice() {
                 return Err(CertsError::CaMismatch {
@@ -174,11 +137,7 @@ impl Ca {
                 });
             }
         }
-        Ok(Ca {
-            issuer: Issuer::new(ca_params(), key),
-            cert_der,
-            cert_path,
-        })
+        Ok(Ca { issuer: Issuer::new(ca_params(), key), cert_der, cert_path })
     }
 
     /// Signs a leaf certificate for `subject_key`, then checks the result
@@ -189,9 +148,7 @@ impl Ca {
         params: &CertificateParams,
         subject_key: &KeyPair,
     ) -> Result<Certificate, CertsError> {
-        let cert = params
-            .signed_by(subject_key, &self.issuer)
-            .map_err(CertsError::build(what))?;
+        let cert = params.signed_by(subject_key, &self.issuer).map_err(CertsError::build(what))?;
         self.check_signed(cert.der())?;
         Ok(cert)
     }
@@ -201,30 +158,19 @@ impl Ca {
         &self,
         params: &CertificateRevocationListParams,
     ) -> Result<CertificateRevocationList, CertsError> {
-        let crl = params
-            .signed_by(&self.issuer)
-            .map_err(CertsError::build("revocation list"))?;
-        let (_, parsed) =
-            x509_parser::parse_x509_crl(crl.der()).map_err(|e| CertsError::BadCrl {
-                path: self.cert_path.clone(),
-                problem: format!("freshly signed CRL does not parse: {e}"),
-            })?;
-        self.check(
-            parsed.tbs_cert_list.as_ref(),
-            parsed.issuer().as_raw(),
-            &parsed.signature_value.data,
-        )?;
+        let crl = params.signed_by(&self.issuer).map_err(CertsError::build("revocation list"))?;
+        let (_, parsed) = x509_parser::parse_x509_crl(crl.der()).map_err(|e| CertsError::BadCrl {
+            path: self.cert_path.clone(),
+            problem: format!("freshly signed CRL does not parse: {e}"),
+        })?;
+        self.check(parsed.tbs_cert_list.as_ref(), parsed.issuer().as_raw(), &parsed.signature_value.data)?;
         Ok(crl)
     }
 
     /// Checks that `der` names this CA as issuer and carries its signature.
     fn check_signed(&self, der: &[u8]) -> Result<(), CertsError> {
         let cert = parse_cert(der)?;
-        self.check(
-            cert.tbs_certificate.as_ref(),
-            cert.issuer().as_raw(),
-            &cert.signature_value.data,
-        )
+        self.check(cert.tbs_certificate.as_ref(), cert.issuer().as_raw(), &cert.signature_value.data)
     }
 
     fn check(&self, signed: &[u8], issuer: &[u8], signature: &[u8]) -> Result<(), CertsError> {
@@ -235,14 +181,11 @@ impl Ca {
                 problem: "signed object's issuer name differs from the CA certificate's subject",
             });
         }
-        UnparsedPublicKey::new(
-            &RSA_PKCS1_2048_8192_SHA256,
-            &ca.public_key().subject_public_key.data,
-        )
-        .verify(signed, signature)
-        .map_err(|_| CertsError::CaMismatch {
-            path: self.cert_path.clone(),
-            problem: "signature does not verify with the CA certificate's public key",
-        })
+        UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &ca.public_key().subject_public_key.data)
+            .verify(signed, signature)
+            .map_err(|_| CertsError::CaMismatch {
+                path: self.cert_path.clone(),
+                problem: "signature does not verify with the CA certificate's public key",
+            })
     }
 }

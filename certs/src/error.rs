@@ -154,11 +154,7 @@ pub enum CertsError {
 
 impl CertsError {
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        CertsError::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+        CertsError::Io { action, path: path.into(), source }
     }
 
     pub(crate) fn build(what: &'static str) -> impl FnOnce(rcgen::Error) -> Self {

@@ -34,28 +34,19 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<(), CertsError> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
-        .map_err(|e| CertsError::io("create directory", dir, e))
+    builder.create(dir).map_err(|e| CertsError::io("create directory", dir, e))
 }
 
 /// Fails with [`CertsError::AlreadyExists`] naming the first of `paths` that
 /// exists, unless `force`. Checked before any slow work so that a refusal is
 /// immediate and leaves nothing half-written.
-pub(crate) fn refuse_existing<'a>(
-    paths: impl IntoIterator<Item = &'a Path>,
-    force: bool,
-) -> Result<(), CertsError> {
+pub(crate) fn refuse_existing<'a>(paths: impl IntoIterator<Item = &'a Path>, force: bool) -> Result<(), CertsError> {
     if force {
         return Ok(());
     }
     for path in paths {
         match fs::symlink_metadata(path) {
-            Ok(_) => {
-                return Err(CertsError::AlreadyExists {
-                    path: path.to_path_buf(),
-                })
-            }
+            Ok(_) => return Err(CertsError::AlreadyExists { path: path.to_path_buf() }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(CertsError::io("inspect", path, e)),
         }
@@ -78,9 +69,7 @@ fn open_new(path: &Path, access: Access) -> io::Result<File> {
 fn create_with(path: &Path, contents: &[u8], access: Access) -> Result<(), CertsError> {
     let mut file = open_new(path, access).map_err(|e| {
         if e.kind() == io::ErrorKind::AlreadyExists {
-            CertsError::AlreadyExists {
-                path: path.to_path_buf(),
-            }
+            CertsError::AlreadyExists { path: path.to_path_buf() }
         } else {
             CertsError::io("create", path, e)
         }
@@ -94,26 +83,14 @@ fn create_with(path: &Path, contents: &[u8], access: Access) -> Result<(), Certs
 }
 
 fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(
-        ".{name}.tmp-{}-{:016x}",
-        std::process::id(),
-        rand::random::<u64>()
-    ))
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}-{:016x}", std::process::id(), rand::random::<u64>()))
 }
 
 /// Writes a new file. Without `force` an existing file is an error; with it,
 /// the new contents go to a fresh temporary file (with the right mode from
 /// the start) that is then renamed over the old one.
-pub(crate) fn write_file(
-    path: &Path,
-    contents: &[u8],
-    access: Access,
-    force: bool,
-) -> Result<(), CertsError> {
+pub(crate) fn write_file(path: &Path, contents: &[u8], access: Access, force: bool) -> Result<(), CertsError> {
     if force {
         let tmp = temp_path(path);
         create_with(&tmp, contents, access)?;
@@ -131,9 +108,7 @@ pub(crate) fn write_file(
 fn sync_parent(path: &Path) -> Result<(), CertsError> {
     #[cfg(unix)]
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| CertsError::io("sync directory", parent, e))?;
+        File::open(parent).and_then(|d| d.sync_all()).map_err(|e| CertsError::io("sync directory", parent, e))?;
     }
     #[cfg(not(unix))]
     let _ = path;
@@ -149,9 +124,7 @@ pub(crate) fn read_text(path: &Path) -> Result<String, CertsError> {
 /// warning if other users can read it.
 pub(crate) fn read_secret(path: &Path) -> Result<Zeroizing<String>, CertsError> {
     let mut file = File::open(path).map_err(|e| CertsError::io("read", path, e))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| CertsError::io("inspect", path, e))?;
+    let meta = file.metadata().map_err(|e| CertsError::io("inspect", path, e))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -164,8 +137,7 @@ pub(crate) fn read_secret(path: &Path) -> Result<Zeroizing<String>, CertsError> 
     // Reserve up front so that growing the buffer leaves no unwiped copies behind.
     let capacity = usize::try_from(meta.len()).unwrap_or(0).saturating_add(1);
     let mut text = Zeroizing::new(String::with_capacity(capacity));
-    file.read_to_string(&mut text)
-        .map_err(|e| CertsError::io("read", path, e))?;
+    file.read_to_string(&mut text).map_err(|e| CertsError::io("read", path, e))?;
     Ok(text)
 }
 

@@ -11,13 +11,10 @@ use crate::CertsError;
 
 /// Parses a DER certificate, refusing trailing bytes.
 pub(crate) fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, CertsError> {
-    let (rest, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| CertsError::BadCertificate(e.to_string()))?;
+    let (rest, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| CertsError::BadCertificate(e.to_string()))?;
     if !rest.is_empty() {
-        return Err(CertsError::BadCertificate(format!(
-            "{} bytes after the certificate",
-            rest.len()
-        )));
+        return Err(CertsError::BadCertificate(format!("{} bytes after the certificate", rest.len())));
     }
     Ok(cert)
 }
@@ -29,14 +26,10 @@ fn identity_uri(der: &[u8]) -> Result<String, CertsError> {
         .subject_alternative_name()
         .map_err(|e| CertsError::BadCertificate(format!("subject alternative names: {e}")))?
         .ok_or(CertsError::NoIdentity)?;
-    let mut uris = san
-        .value
-        .general_names
-        .iter()
-        .filter_map(|name| match name {
-            GeneralName::URI(uri) => Some(*uri),
-            _ => None,
-        });
+    let mut uris = san.value.general_names.iter().filter_map(|name| match name {
+        GeneralName::URI(uri) => Some(*uri),
+        _ => None,
+    });
     match (uris.next(), uris.count()) {
         (None, _) => Err(CertsError::NoIdentity),
         (Some(uri), 0) => Ok(uri.to_owned()),
@@ -68,10 +61,7 @@ pub fn serial_hex_of(cert_der: &[u8]) -> Result<String, CertsError> {
 
 /// Canonical hex of a DER INTEGER's content bytes.
 pub(crate) fn serial_hex(raw: &[u8]) -> String {
-    let start = raw
-        .iter()
-        .position(|&b| b != 0)
-        .unwrap_or(raw.len().saturating_sub(1));
+    let start = raw.iter().position(|&b| b != 0).unwrap_or(raw.len().saturating_sub(1));
     hex::encode(&raw[start..])
 }
 

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use rcgen::string::Ia5String;
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+    PKCS_ECDSA_P256_SHA256,
 };
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
@@ -19,8 +19,8 @@ use crate::ca::{random_serial, Ca, NewCa};
 use crate::fsio::{self, Access};
 use crate::inspect::{not_after_of, parse_cert, serial_hex_of, sha256_hex};
 use crate::paths::{
-    admin_dir, ca_cert_path, ca_crl_path, ca_key_path, collector_cert_path, collector_key_path,
-    device_dir, registration_path, revoked_path,
+    admin_dir, ca_cert_path, ca_crl_path, ca_key_path, collector_cert_path, collector_key_path, device_dir,
+    registration_path, revoked_path,
 };
 use crate::record::{Registration, SharedKey};
 use crate::revoke::{now_seconds, write_crl, write_revoked};
@@ -49,10 +49,7 @@ pub struct InitOptions {
 
 impl Default for InitOptions {
     fn default() -> Self {
-        Self {
-            collector_sans: vec!["localhost".into(), "127.0.0.1".into()],
-            force: false,
-        }
+        Self { collector_sans: vec!["localhost".into(), "127.0.0.1".into()], force: false }
     }
 }
 
@@ -78,9 +75,7 @@ impl Validity {
             (Some(before), None) => (before, before.checked_add(lifetime).ok_or_else(range)?),
             (None, Some(after)) => {
                 let backdated = now.checked_sub(BACKDATE).ok_or_else(range)?;
-                let before = after
-                    .checked_sub(lifetime)
-                    .map_or(backdated, |b| b.min(backdated));
+                let before = after.checked_sub(lifetime).map_or(backdated, |b| b.min(backdated));
                 (before, after)
             }
             (None, None) => {
@@ -95,14 +90,10 @@ impl Validity {
         let (not_before, not_after) = (utc_seconds(not_before), utc_seconds(not_after));
         // X.509 time encodings stop at year 9999.
         if !(0..=9999).contains(&not_before.year()) || !(0..=9999).contains(&not_after.year()) {
-            return Err(CertsError::InvalidValidity(
-                "dates must lie in the years 0 to 9999",
-            ));
+            return Err(CertsError::InvalidValidity("dates must lie in the years 0 to 9999"));
         }
         if not_after <= not_before {
-            return Err(CertsError::InvalidValidity(
-                "not_after must be later than not_before",
-            ));
+            return Err(CertsError::InvalidValidity("not_after must be later than not_before"));
         }
         Ok((not_before, not_after))
     }
@@ -151,9 +142,7 @@ fn collector_san(name: &str) -> Result<SanType, CertsError> {
 }
 
 fn uri_san(uri: String) -> Result<SanType, CertsError> {
-    Ok(SanType::URI(
-        Ia5String::try_from(uri).map_err(CertsError::build("identity URI"))?,
-    ))
+    Ok(SanType::URI(Ia5String::try_from(uri).map_err(CertsError::build("identity URI"))?))
 }
 
 /// Parameters shared by every leaf: ECDSA key, digital signature only, one EKU.
@@ -177,10 +166,8 @@ fn leaf_params(
 }
 
 fn leaf_key(what: &'static str) -> Result<KeyPair, CertsError> {
-    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| CertsError::KeyGeneration {
-        what,
-        reason: e.to_string(),
-    })
+    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| CertsError::KeyGeneration { what, reason: e.to_string() })
 }
 
 /// Creates a PKI directory: an RSA-4096 root CA (`ca.pem`, `ca.key`), the
@@ -192,63 +179,33 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<(), CertsError> {
     if opts.collector_sans.is_empty() {
         return Err(CertsError::NoCollectorSans);
     }
-    let sans = opts
-        .collector_sans
-        .iter()
-        .map(|s| collector_san(s))
-        .collect::<Result<Vec<_>, _>>()?;
+    let sans = opts.collector_sans.iter().map(|s| collector_san(s)).collect::<Result<Vec<_>, _>>()?;
     let (ca_cert, ca_key) = (ca_cert_path(dir), ca_key_path(dir));
     let (collector_cert, collector_key) = (collector_cert_path(dir), collector_key_path(dir));
     let (crl, revoked) = (ca_crl_path(dir), revoked_path(dir));
     fsio::refuse_existing(
-        [
-            &ca_cert,
-            &ca_key,
-            &crl,
-            &revoked,
-            &collector_cert,
-            &collector_key,
-        ]
-        .map(PathBuf::as_path),
+        [&ca_cert, &ca_key, &crl, &revoked, &collector_cert, &collector_key].map(PathBuf::as_path),
         opts.force,
     )?;
     fsio::ensure_dir(dir)?;
 
     tracing::info!(dir = %dir.display(), "generating the RSA-4096 root CA key");
     let (not_before, not_after) = Validity::default().resolve(CA_LIFETIME)?;
-    let NewCa {
-        ca,
-        cert_pem,
-        key_pem,
-    } = Ca::create(dir, not_before, not_after)?;
+    let NewCa { ca, cert_pem, key_pem } = Ca::create(dir, not_before, not_after)?;
 
     let key = leaf_key("collector key")?;
     let mut name = DistinguishedName::new();
     name.push(DnType::CommonName, "Glimpse Collector");
-    let params = leaf_params(
-        name,
-        sans,
-        ExtendedKeyUsagePurpose::ServerAuth,
-        Validity::default().resolve(COLLECTOR_LIFETIME)?,
-    )?;
+    let params =
+        leaf_params(name, sans, ExtendedKeyUsagePurpose::ServerAuth, Validity::default().resolve(COLLECTOR_LIFETIME)?)?;
     let cert = ca.sign("collector certificate", &params, &key)?;
     let collector_key_pem = Zeroizing::new(key.serialize_pem());
 
     let force = opts.force;
     fsio::write_file(&ca_key, key_pem.as_bytes(), Access::Private, force)?;
     fsio::write_file(&ca_cert, cert_pem.as_bytes(), Access::Public, force)?;
-    fsio::write_file(
-        &collector_key,
-        collector_key_pem.as_bytes(),
-        Access::Private,
-        force,
-    )?;
-    fsio::write_file(
-        &collector_cert,
-        cert.pem().as_bytes(),
-        Access::Public,
-        force,
-    )?;
+    fsio::write_file(&collector_key, collector_key_pem.as_bytes(), Access::Private, force)?;
+    fsio::write_file(&collector_cert, cert.pem().as_bytes(), Access::Public, force)?;
     write_revoked(dir, &[], force)?;
     write_crl(dir, &ca, &[], true)?;
     if force && dir.join("devices").exists() {
@@ -280,13 +237,7 @@ pub fn issue_device(
         registration: registration_path(dir, &identity.org, &identity.device),
     };
     fsio::refuse_existing(
-        [
-            &files.cert,
-            &files.key,
-            &files.shared_key,
-            &files.registration,
-        ]
-        .map(PathBuf::as_path),
+        [&files.cert, &files.key, &files.shared_key, &files.registration].map(PathBuf::as_path),
         force,
     )?;
     let ca = Ca::load(dir)?;
@@ -297,12 +248,7 @@ pub fn issue_device(
     name.push(DnType::CommonName, identity.device.as_str());
     name.push(DnType::OrganizationName, identity.org.as_str());
     name.push(DnType::OrganizationalUnitName, identity.kind.as_str());
-    let params = leaf_params(
-        name,
-        vec![uri_san(identity.to_uri())?],
-        ExtendedKeyUsagePurpose::ClientAuth,
-        period,
-    )?;
+    let params = leaf_params(name, vec![uri_san(identity.to_uri())?], ExtendedKeyUsagePurpose::ClientAuth, period)?;
     let cert = ca.sign("device certificate", &params, &key)?;
     let key_pem = Zeroizing::new(key.serialize_pem());
 
@@ -349,10 +295,7 @@ pub fn issue_admin(
     force: bool,
 ) -> Result<AdminFiles, CertsError> {
     let admin_dir = admin_dir(dir, &identity.name);
-    let files = AdminFiles {
-        cert: admin_dir.join("admin.pem"),
-        key: admin_dir.join("admin.key"),
-    };
+    let files = AdminFiles { cert: admin_dir.join("admin.pem"), key: admin_dir.join("admin.key") };
     fsio::refuse_existing([&files.cert, &files.key].map(PathBuf::as_path), force)?;
     let ca = Ca::load(dir)?;
     let period = validity.resolve(ADMIN_LIFETIME)?;
@@ -364,12 +307,7 @@ pub fn issue_admin(
         name.push(DnType::OrganizationName, org.as_str());
     }
     name.push(DnType::OrganizationalUnitName, identity.role.as_str());
-    let params = leaf_params(
-        name,
-        vec![uri_san(identity.to_uri())?],
-        ExtendedKeyUsagePurpose::ClientAuth,
-        period,
-    )?;
+    let params = leaf_params(name, vec![uri_san(identity.to_uri())?], ExtendedKeyUsagePurpose::ClientAuth, period)?;
     let cert = ca.sign("admin certificate", &params, &key)?;
     let key_pem = Zeroizing::new(key.serialize_pem());
 
@@ -392,32 +330,17 @@ mod tests {
         assert!(before < OffsetDateTime::now_utc());
 
         let past = datetime!(2020-01-01 0:00 UTC);
-        let only_after = Validity {
-            not_before: None,
-            not_after: Some(past),
-        };
+        let only_after = Validity { not_before: None, not_after: Some(past) };
         let (before, after) = only_after.resolve(DEVICE_LIFETIME).unwrap();
         assert_eq!((after, after - before), (past, DEVICE_LIFETIME));
 
-        let inverted = Validity {
-            not_before: Some(past),
-            not_after: Some(past),
-        };
-        assert!(matches!(
-            inverted.resolve(DEVICE_LIFETIME),
-            Err(CertsError::InvalidValidity(_))
-        ));
+        let inverted = Validity { not_before: Some(past), not_after: Some(past) };
+        assert!(matches!(inverted.resolve(DEVICE_LIFETIME), Err(CertsError::InvalidValidity(_))));
     }
 
     #[test]
     fn collector_names() {
-        for good in [
-            "localhost",
-            "127.0.0.1",
-            "::1",
-            "collector.example.net",
-            "a-1",
-        ] {
+        for good in ["localhost", "127.0.0.1", "::1", "collector.example.net", "a-1"] {
             assert!(collector_san(good).is_ok(), "{good}");
         }
         for bad in ["", "-x", "a..b", "a b", "a/b", "*.example", "é.example"] {

@@ -76,12 +76,12 @@ mod pki_tests;
 pub use error::CertsError;
 pub use inspect::{admin_identity_of, device_identity_of, serial_hex_of};
 pub use issue::{
-    init, issue_admin, issue_device, AdminFiles, DeviceFiles, InitOptions, Validity,
-    ADMIN_LIFETIME, CA_LIFETIME, COLLECTOR_LIFETIME, DEVICE_LIFETIME,
+    init, issue_admin, issue_device, AdminFiles, DeviceFiles, InitOptions, Validity, ADMIN_LIFETIME, CA_LIFETIME,
+    COLLECTOR_LIFETIME, DEVICE_LIFETIME,
 };
 pub use paths::{
-    admin_dir, ca_cert_path, ca_crl_path, ca_key_path, collector_cert_path, collector_key_path,
-    device_dir, registration_path, registrations_dir, revoked_path,
+    admin_dir, ca_cert_path, ca_crl_path, ca_key_path, collector_cert_path, collector_key_path, device_dir,
+    registration_path, registrations_dir, revoked_path,
 };
 pub use record::{load_registrations, load_revoked, Registration, RevokedEntry, SharedKey};
 pub use revoke::revoke;

@@ -13,9 +13,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use glimpse_certs::{CertsError, InitOptions, Validity};
-use glimpse_common::identity::{
-    AdminIdentity, AdminName, AdminRole, DeviceId, DeviceIdentity, DeviceKind, OrgId,
-};
+use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole, DeviceId, DeviceIdentity, DeviceKind, OrgId};
 
 /// Exit code for bad usage (sysexits.h `EX_USAGE`).
 const EXIT_USAGE: u8 = 64;
@@ -61,10 +59,7 @@ struct ValidityArgs {
 
 impl ValidityArgs {
     fn validity(&self) -> Validity {
-        Validity {
-            not_before: self.not_before,
-            not_after: self.not_after,
-        }
+        Validity { not_before: self.not_before, not_after: self.not_after }
     }
 }
 
@@ -157,11 +152,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(EXIT_USAGE)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
         }
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("GLIMPSE_LOG")
@@ -191,11 +182,7 @@ fn is_usage(e: &anyhow::Error) -> bool {
         cause.is::<Usage>()
             || matches!(
                 cause.downcast_ref::<CertsError>(),
-                Some(
-                    CertsError::InvalidSan(_)
-                        | CertsError::NoCollectorSans
-                        | CertsError::InvalidValidity(_)
-                )
+                Some(CertsError::InvalidSan(_) | CertsError::NoCollectorSans | CertsError::InvalidValidity(_))
             )
     })
 }
@@ -203,46 +190,26 @@ fn is_usage(e: &anyhow::Error) -> bool {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init { dir, sans, force } => {
-            let mut opts = InitOptions {
-                force,
-                ..InitOptions::default()
-            };
+            let mut opts = InitOptions { force, ..InitOptions::default() };
             if !sans.is_empty() {
                 opts.collector_sans = sans;
             }
             glimpse_certs::init(&dir.dir, &opts)?;
             let d = &dir.dir;
             println!("created a PKI in {}", d.display());
-            println!(
-                "  root CA        {}",
-                glimpse_certs::ca_cert_path(d).display()
-            );
-            println!(
-                "  CA key         {}  (keep offline or tightly guarded)",
-                glimpse_certs::ca_key_path(d).display()
-            );
+            println!("  root CA        {}", glimpse_certs::ca_cert_path(d).display());
+            println!("  CA key         {}  (keep offline or tightly guarded)", glimpse_certs::ca_key_path(d).display());
             println!(
                 "  collector      {} and {}",
                 glimpse_certs::collector_cert_path(d).display(),
                 glimpse_certs::collector_key_path(d).display()
             );
             println!("  collector for  {}", opts.collector_sans.join(", "));
-            println!(
-                "  revocations    {}",
-                glimpse_certs::ca_crl_path(d).display()
-            );
+            println!("  revocations    {}", glimpse_certs::ca_crl_path(d).display());
         }
-        Command::Device {
-            dir,
-            org,
-            device,
-            kind,
-            validity,
-            force,
-        } => {
+        Command::Device { dir, org, device, kind, validity, force } => {
             let identity = DeviceIdentity { org, device, kind };
-            let files =
-                glimpse_certs::issue_device(&dir.dir, &identity, &validity.validity(), force)?;
+            let files = glimpse_certs::issue_device(&dir.dir, &identity, &validity.validity(), force)?;
             println!("issued device {identity}");
             println!("  certificate   {}", files.cert.display());
             println!("  private key   {}", files.key.display());
@@ -254,38 +221,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             println!("import the registration on the collector.");
         }
-        Command::Admin {
-            dir,
-            name,
-            role,
-            org,
-            validity,
-            force,
-        } => {
-            let identity = AdminIdentity::new(name, role, org).map_err(|e| {
-                Usage(format!(
-                    "{e} (use --org ORG with org-admin and support, not with operator)"
-                ))
-            })?;
-            let files =
-                glimpse_certs::issue_admin(&dir.dir, &identity, &validity.validity(), force)?;
-            let scope = identity
-                .org
-                .as_ref()
-                .map_or("all organisations", OrgId::as_str);
-            println!(
-                "issued {} certificate for {} ({scope})",
-                identity.role, identity.name
-            );
+        Command::Admin { dir, name, role, org, validity, force } => {
+            let identity = AdminIdentity::new(name, role, org)
+                .map_err(|e| Usage(format!("{e} (use --org ORG with org-admin and support, not with operator)")))?;
+            let files = glimpse_certs::issue_admin(&dir.dir, &identity, &validity.validity(), force)?;
+            let scope = identity.org.as_ref().map_or("all organisations", OrgId::as_str);
+            println!("issued {} certificate for {} ({scope})", identity.role, identity.name);
             println!("  certificate   {}", files.cert.display());
             println!("  private key   {}", files.key.display());
         }
         Command::Revoke { dir, org, device } => {
             glimpse_certs::revoke(&dir.dir, &org, &device)?;
-            println!(
-                "revoked {org}/{device}; {} now lists it",
-                glimpse_certs::ca_crl_path(&dir.dir).display()
-            );
+            println!("revoked {org}/{device}; {} now lists it", glimpse_certs::ca_crl_path(&dir.dir).display());
             println!("restart or reload the collector so that it loads the new revocation list.");
         }
         Command::List { dir } => list(&dir.dir)?,
@@ -331,12 +278,8 @@ fn list(dir: &Path) -> anyhow::Result<()> {
         }
     }
     let print_row = |cells: [&str; 6]| {
-        let line = cells
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect::<Vec<_>>()
-            .join("  ");
+        let line =
+            cells.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect::<Vec<_>>().join("  ");
         println!("{}", line.trim_end());
     };
     print_row(header);
@@ -344,10 +287,6 @@ fn list(dir: &Path) -> anyhow::Result<()> {
         print_row(row.each_ref().map(String::as_str));
     }
     let active = rows.iter().filter(|r| r[4] == "active").count();
-    println!(
-        "{} devices: {active} active, {} revoked or expired",
-        rows.len(),
-        rows.len() - active
-    );
+    println!("{} devices: {active} active, {} revoked or expired", rows.len(), rows.len() - active);
     Ok(())
 }

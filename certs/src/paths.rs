@@ -49,9 +49,7 @@ pub fn registrations_dir(dir: &Path) -> PathBuf {
 
 /// A device's manufacturing record, `registrations/<org>/<device>.json`.
 pub fn registration_path(dir: &Path, org: &OrgId, device: &DeviceId) -> PathBuf {
-    registrations_dir(dir)
-        .join(org.as_str())
-        .join(format!("{device}.json"))
+    registrations_dir(dir).join(org.as_str()).join(format!("{device}.json"))
 }
 
 /// An admin's directory, `admins/<name>/`.

@@ -6,9 +6,7 @@ use std::fs;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use glimpse_common::identity::{
-    AdminIdentity, AdminName, AdminRole, DeviceId, DeviceIdentity, DeviceKind, OrgId,
-};
+use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole, DeviceId, DeviceIdentity, DeviceKind, OrgId};
 use glimpse_common::secret::SecretKey;
 use time::macros::datetime;
 use x509_parser::certificate::X509Certificate;
@@ -40,20 +38,12 @@ fn dir() -> &'static Path {
 }
 
 fn der_of(path: &Path) -> Vec<u8> {
-    let label = if path.to_string_lossy().ends_with(".crl.pem") {
-        "X509 CRL"
-    } else {
-        "CERTIFICATE"
-    };
+    let label = if path.to_string_lossy().ends_with(".crl.pem") { "X509 CRL" } else { "CERTIFICATE" };
     pem_body(path, &fs::read_to_string(path).unwrap(), label).unwrap()
 }
 
 fn device(org: &str, id: &str, kind: DeviceKind) -> DeviceIdentity {
-    DeviceIdentity {
-        org: OrgId::new(org).unwrap(),
-        device: DeviceId::new(id).unwrap(),
-        kind,
-    }
+    DeviceIdentity { org: OrgId::new(org).unwrap(), device: DeviceId::new(id).unwrap(), kind }
 }
 
 /// Whether `signed`/`signature` verify with the RSA key of the CA certificate `ca_der`.
@@ -71,11 +61,7 @@ fn chains_to(cert_der: &[u8], ca_der: &[u8]) -> bool {
     let cert = parse_cert(cert_der).unwrap();
     let ca = parse_cert(ca_der).unwrap();
     cert.issuer().as_raw() == ca.subject().as_raw()
-        && verifies(
-            ca_der,
-            cert.tbs_certificate.as_ref(),
-            &cert.signature_value.data,
-        )
+        && verifies(ca_der, cert.tbs_certificate.as_ref(), &cert.signature_value.data)
 }
 
 #[cfg(unix)]
@@ -105,9 +91,7 @@ fn ca_is_an_rsa_4096_root_with_pathlen_0() {
     let cn = ca.subject().iter_common_name().next().unwrap();
     assert_eq!(cn.as_str().unwrap(), "Glimpse Root CA");
     assert!(chains_to(&ca_der, &ca_der), "CA is self-signed");
-    let years = (ca.validity().not_after.to_datetime() - ca.validity().not_before.to_datetime())
-        .whole_days()
-        / 365;
+    let years = (ca.validity().not_after.to_datetime() - ca.validity().not_before.to_datetime()).whole_days() / 365;
     assert_eq!(years, 20);
     #[cfg(unix)]
     assert_eq!(mode(&ca_key_path(dir())), 0o600);
@@ -140,10 +124,7 @@ fn collector_certificate_is_a_server_certificate() {
     #[cfg(unix)]
     assert_eq!(mode(&collector_key_path(dir())), 0o600);
     // No identity URI: a collector certificate cannot pose as a device.
-    assert!(matches!(
-        device_identity_of(&der),
-        Err(CertsError::NoIdentity)
-    ));
+    assert!(matches!(device_identity_of(&der), Err(CertsError::NoIdentity)));
 }
 
 #[test]
@@ -153,21 +134,14 @@ fn init_writes_an_empty_crl_and_revocation_list() {
     assert_eq!(crl.iter_revoked_certificates().count(), 0);
     assert_eq!(crl.crl_number().unwrap().to_string(), "1");
     let ca_der = der_of(&ca_cert_path(dir()));
-    assert!(verifies(
-        &ca_der,
-        crl.tbs_cert_list.as_ref(),
-        &crl.signature_value.data
-    ));
+    assert!(verifies(&ca_der, crl.tbs_cert_list.as_ref(), &crl.signature_value.data));
 }
 
 #[test]
 fn device_certificate_carries_its_identity_and_chains_to_the_ca() {
     let id = device("acme", "ap-1", DeviceKind::Ap);
     let files = issue_device(dir(), &id, &Validity::default(), false).unwrap();
-    assert_eq!(
-        files.cert,
-        device_dir(dir(), &id.org, &id.device).join("device.pem")
-    );
+    assert_eq!(files.cert, device_dir(dir(), &id.org, &id.device).join("device.pem"));
 
     let der = der_of(&files.cert);
     assert!(chains_to(&der, &der_of(&ca_cert_path(dir()))));
@@ -177,34 +151,20 @@ fn device_certificate_carries_its_identity_and_chains_to_the_ca() {
     assert_eq!(eku(&cert), (false, true));
     assert!(!cert.is_ca());
     assert_eq!(cert.subject().to_string(), "CN=ap-1, O=acme, OU=ap");
-    let ext = cert.extensions().iter().find(|e| {
-        matches!(
-            e.parsed_extension(),
-            ParsedExtension::AuthorityKeyIdentifier(_)
-        )
-    });
+    let ext =
+        cert.extensions().iter().find(|e| matches!(e.parsed_extension(), ParsedExtension::AuthorityKeyIdentifier(_)));
     assert!(ext.is_some(), "leaf names its issuer's key");
     // Positive 128-bit serial.
     assert!(cert.raw_serial().len() <= 16 && cert.raw_serial()[0] & 0x80 == 0);
 
-    let registration = load_registrations(dir())
-        .unwrap()
-        .into_iter()
-        .find(|r| r.identity() == id)
-        .unwrap();
+    let registration = load_registrations(dir()).unwrap().into_iter().find(|r| r.identity() == id).unwrap();
     assert_eq!(registration.cert_serial, serial_hex_of(&der).unwrap());
     assert_eq!(registration.cert_sha256, crate::inspect::sha256_hex(&der));
-    assert_eq!(
-        registration.not_after,
-        cert.validity().not_after.to_datetime()
-    );
+    assert_eq!(registration.not_after, cert.validity().not_after.to_datetime());
     let psk = fs::read_to_string(&files.shared_key).unwrap();
     assert_eq!(psk.len(), 65);
     assert!(psk.ends_with('\n'));
-    assert_eq!(
-        SecretKey::from_hex(&psk).unwrap(),
-        registration.shared_key().unwrap()
-    );
+    assert_eq!(SecretKey::from_hex(&psk).unwrap(), registration.shared_key().unwrap());
     assert!(!format!("{registration:?}").contains(psk.trim()));
 
     #[cfg(unix)]
@@ -241,24 +201,17 @@ fn nothing_is_overwritten_without_force() {
 
 #[test]
 fn admin_certificate_round_trips() {
-    let id = AdminIdentity::new(
-        AdminName::new("alice").unwrap(),
-        AdminRole::OrgAdmin,
-        Some(OrgId::new("acme").unwrap()),
-    )
-    .unwrap();
+    let id =
+        AdminIdentity::new(AdminName::new("alice").unwrap(), AdminRole::OrgAdmin, Some(OrgId::new("acme").unwrap()))
+            .unwrap();
     let files = issue_admin(dir(), &id, &Validity::default(), false).unwrap();
     let der = der_of(&files.cert);
     assert!(chains_to(&der, &der_of(&ca_cert_path(dir()))));
     assert_eq!(admin_identity_of(&der).unwrap(), id);
-    assert!(
-        device_identity_of(&der).is_err(),
-        "an admin is not a device"
-    );
+    assert!(device_identity_of(&der).is_err(), "an admin is not a device");
     let cert = parse_cert(&der).unwrap();
     assert_eq!(eku(&cert), (false, true));
-    let days = (cert.validity().not_after.to_datetime() - cert.validity().not_before.to_datetime())
-        .whole_days();
+    let days = (cert.validity().not_after.to_datetime() - cert.validity().not_before.to_datetime()).whole_days();
     assert_eq!(days, 365);
     #[cfg(unix)]
     assert_eq!(mode(&files.key), 0o600);
@@ -267,38 +220,20 @@ fn admin_certificate_round_trips() {
 #[test]
 fn explicit_validity_makes_expired_certificates() {
     let id = device("acme", "gw-expired", DeviceKind::Gateway);
-    let validity = Validity {
-        not_before: Some(datetime!(2020-01-01 0:00 UTC)),
-        not_after: Some(datetime!(2021-01-01 0:00 UTC)),
-    };
+    let validity =
+        Validity { not_before: Some(datetime!(2020-01-01 0:00 UTC)), not_after: Some(datetime!(2021-01-01 0:00 UTC)) };
     let files = issue_device(dir(), &id, &validity, false).unwrap();
     let der = der_of(&files.cert);
     let cert = parse_cert(&der).unwrap();
-    assert_eq!(
-        cert.validity().not_before.to_datetime(),
-        datetime!(2020-01-01 0:00 UTC)
-    );
-    assert_eq!(
-        cert.validity().not_after.to_datetime(),
-        datetime!(2021-01-01 0:00 UTC)
-    );
+    assert_eq!(cert.validity().not_before.to_datetime(), datetime!(2020-01-01 0:00 UTC));
+    assert_eq!(cert.validity().not_after.to_datetime(), datetime!(2021-01-01 0:00 UTC));
     assert!(!cert.validity().is_valid());
-    let registration = load_registrations(dir())
-        .unwrap()
-        .into_iter()
-        .find(|r| r.identity() == id)
-        .unwrap();
+    let registration = load_registrations(dir()).unwrap().into_iter().find(|r| r.identity() == id).unwrap();
     assert_eq!(registration.not_after, datetime!(2021-01-01 0:00 UTC));
 
-    let inverted = Validity {
-        not_before: validity.not_after,
-        not_after: validity.not_before,
-    };
+    let inverted = Validity { not_before: validity.not_after, not_after: validity.not_before };
     let other = device("acme", "gw-inverted", DeviceKind::Gateway);
-    assert!(matches!(
-        issue_device(dir(), &other, &inverted, false),
-        Err(CertsError::InvalidValidity(_))
-    ));
+    assert!(matches!(issue_device(dir(), &other, &inverted, false), Err(CertsError::InvalidValidity(_))));
     assert!(!device_dir(dir(), &other.org, &other.device).exists());
 }
 
@@ -313,42 +248,24 @@ fn revoke_lists_the_serial_in_a_fresh_crl() {
     let crl_der = der_of(&ca_crl_path(dir()));
     let (rest, crl) = x509_parser::parse_x509_crl(&crl_der).unwrap();
     assert!(rest.is_empty());
-    let listed: Vec<String> = crl
-        .iter_revoked_certificates()
-        .map(|r| crate::inspect::serial_hex(r.raw_serial()))
-        .collect();
+    let listed: Vec<String> =
+        crl.iter_revoked_certificates().map(|r| crate::inspect::serial_hex(r.raw_serial())).collect();
     assert_eq!(listed, std::slice::from_ref(&serial));
     assert_eq!(crl.crl_number().unwrap().to_string(), "2");
     let err = handshake::connect(dir(), &files.cert, &files.key).unwrap_err();
     assert!(format!("{err:?}").contains("Revoked"), "{err:?}");
     let ca_der = der_of(&ca_cert_path(dir()));
-    assert!(verifies(
-        &ca_der,
-        crl.tbs_cert_list.as_ref(),
-        &crl.signature_value.data
-    ));
-    assert_eq!(
-        crl.issuer().as_raw(),
-        parse_cert(&ca_der).unwrap().subject().as_raw()
-    );
+    assert!(verifies(&ca_der, crl.tbs_cert_list.as_ref(), &crl.signature_value.data));
+    assert_eq!(crl.issuer().as_raw(), parse_cert(&ca_der).unwrap().subject().as_raw());
 
     let revoked = load_revoked(dir()).unwrap();
     assert_eq!(revoked.len(), 1);
-    assert_eq!(
-        (&revoked[0].org, &revoked[0].device, &revoked[0].serial),
-        (&id.org, &id.device, &serial)
-    );
+    assert_eq!((&revoked[0].org, &revoked[0].device, &revoked[0].serial), (&id.org, &id.device, &serial));
 
     let again = revoke(dir(), &id.org, &id.device).unwrap_err();
-    assert!(
-        matches!(again, CertsError::AlreadyRevoked { .. }),
-        "{again}"
-    );
+    assert!(matches!(again, CertsError::AlreadyRevoked { .. }), "{again}");
     let unknown = revoke(dir(), &id.org, &DeviceId::new("nope").unwrap()).unwrap_err();
-    assert!(
-        matches!(unknown, CertsError::UnknownDevice { .. }),
-        "{unknown}"
-    );
+    assert!(matches!(unknown, CertsError::UnknownDevice { .. }), "{unknown}");
 
     // A reissued device gets a new serial that is not revoked; a second
     // revoke lists both, in a CRL with a higher number.
@@ -357,10 +274,8 @@ fn revoke_lists_the_serial_in_a_fresh_crl() {
     revoke(dir(), &id.org, &id.device).unwrap();
     let crl_der = der_of(&ca_crl_path(dir()));
     let (_, crl) = x509_parser::parse_x509_crl(&crl_der).unwrap();
-    let listed: Vec<String> = crl
-        .iter_revoked_certificates()
-        .map(|r| crate::inspect::serial_hex(r.raw_serial()))
-        .collect();
+    let listed: Vec<String> =
+        crl.iter_revoked_certificates().map(|r| crate::inspect::serial_hex(r.raw_serial())).collect();
     assert_eq!(listed, [serial, new_serial]);
     assert_eq!(crl.crl_number().unwrap().to_string(), "3");
 }
@@ -368,14 +283,7 @@ fn revoke_lists_the_serial_in_a_fresh_crl() {
 #[test]
 fn a_second_pki_is_foreign_and_mixed_files_are_refused() {
     let other = tempfile::tempdir().unwrap();
-    init(
-        other.path(),
-        &InitOptions {
-            collector_sans: vec!["collector.example".into()],
-            force: false,
-        },
-    )
-    .unwrap();
+    init(other.path(), &InitOptions { collector_sans: vec!["collector.example".into()], force: false }).unwrap();
     let id = device("acme", "ap-foreign", DeviceKind::Ap);
     let files = issue_device(other.path(), &id, &Validity::default(), false).unwrap();
     let foreign = der_of(&files.cert);
@@ -427,11 +335,7 @@ mod handshake {
 
     /// Runs a handshake between the PKI's collector and a client presenting
     /// `client_cert`/`client_key`; `Err` carries the server's complaint.
-    pub(super) fn connect(
-        pki: &Path,
-        client_cert: &Path,
-        client_key: &Path,
-    ) -> Result<(), rustls::Error> {
+    pub(super) fn connect(pki: &Path, client_cert: &Path, client_key: &Path) -> Result<(), rustls::Error> {
         let ca = cert(&ca_cert_path(pki));
         let crl = CertificateRevocationListDer::from(der_of(&ca_crl_path(pki)));
         let server = glimpse_common::tls::server_config(
@@ -441,13 +345,7 @@ mod handshake {
             key(&collector_key_path(pki)),
         )
         .unwrap();
-        let client = glimpse_common::tls::client_config(
-            &ca,
-            vec![cert(client_cert)],
-            key(client_key),
-            false,
-        )
-        .unwrap();
+        let client = glimpse_common::tls::client_config(&ca, vec![cert(client_cert)], key(client_key), false).unwrap();
         let name = ServerName::try_from("localhost").unwrap();
         let mut client = ClientConnection::new(Arc::new(client), name).unwrap();
         let mut server = ServerConnection::new(Arc::new(server)).unwrap();
@@ -474,31 +372,15 @@ mod handshake {
 
 #[test]
 fn collector_accepts_devices_and_admins_and_rejects_expired_ones() {
-    let good = issue_device(
-        dir(),
-        &device("initech", "ap-1", DeviceKind::Ap),
-        &Validity::default(),
-        false,
-    )
-    .unwrap();
+    let good = issue_device(dir(), &device("initech", "ap-1", DeviceKind::Ap), &Validity::default(), false).unwrap();
     handshake::connect(dir(), &good.cert, &good.key).unwrap();
 
-    let admin =
-        AdminIdentity::new(AdminName::new("root").unwrap(), AdminRole::Operator, None).unwrap();
+    let admin = AdminIdentity::new(AdminName::new("root").unwrap(), AdminRole::Operator, None).unwrap();
     let admin = issue_admin(dir(), &admin, &Validity::default(), false).unwrap();
     handshake::connect(dir(), &admin.cert, &admin.key).unwrap();
 
-    let expired = Validity {
-        not_before: None,
-        not_after: Some(datetime!(2021-01-01 0:00 UTC)),
-    };
-    let old = issue_device(
-        dir(),
-        &device("initech", "ap-old", DeviceKind::Ap),
-        &expired,
-        false,
-    )
-    .unwrap();
+    let expired = Validity { not_before: None, not_after: Some(datetime!(2021-01-01 0:00 UTC)) };
+    let old = issue_device(dir(), &device("initech", "ap-old", DeviceKind::Ap), &expired, false).unwrap();
     let err = handshake::connect(dir(), &old.cert, &old.key).unwrap_err();
     assert!(format!("{err:?}").contains("Expired"), "{err:?}");
 }

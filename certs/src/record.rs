@@ -125,21 +125,15 @@ impl Registration {
 
     /// The device identity the record describes.
     pub fn identity(&self) -> DeviceIdentity {
-        DeviceIdentity {
-            org: self.org.clone(),
-            device: self.device.clone(),
-            kind: self.kind,
-        }
+        DeviceIdentity { org: self.org.clone(), device: self.device.clone(), kind: self.kind }
     }
 
     /// The record as pretty JSON with a trailing newline, in a buffer wiped on drop.
     pub(crate) fn to_json(&self, path: &Path) -> Result<Zeroizing<Vec<u8>>, CertsError> {
         // Pre-sized so that growing never leaves an unwiped copy of the key.
         let mut out = Zeroizing::new(Vec::with_capacity(1024));
-        serde_json::to_writer_pretty(&mut *out, self).map_err(|source| CertsError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        serde_json::to_writer_pretty(&mut *out, self)
+            .map_err(|source| CertsError::Json { path: path.to_path_buf(), source })?;
         out.push(b'\n');
         Ok(out)
     }
@@ -162,10 +156,7 @@ impl fmt::Debug for Registration {
 /// Reads one registration file.
 pub(crate) fn read_registration(path: &Path) -> Result<Registration, CertsError> {
     let text = fsio::read_secret(path)?;
-    serde_json::from_str(&text).map_err(|source| CertsError::Json {
-        path: path.to_path_buf(),
-        source,
-    })
+    serde_json::from_str(&text).map_err(|source| CertsError::Json { path: path.to_path_buf(), source })
 }
 
 /// Reads every `registrations/<org>/<device>.json`, sorted by organisation
@@ -194,28 +185,20 @@ pub fn load_registrations(dir: &Path) -> Result<Vec<Registration>, CertsError> {
             tracing::warn!(path = %org_path.display(), "ignoring a file among organisation directories");
             continue;
         }
-        let org = OrgId::new(name).map_err(|source| CertsError::BadRecordName {
-            path: org_path.clone(),
-            source,
-        })?;
+        let org = OrgId::new(name).map_err(|source| CertsError::BadRecordName { path: org_path.clone(), source })?;
         let files = fs::read_dir(&org_path).map_err(|e| CertsError::io("list", &org_path, e))?;
         for file in files {
             let file = file.map_err(|e| CertsError::io("list", &org_path, e))?;
             let path = file.path();
             let name = file.file_name().to_string_lossy().into_owned();
-            let Some(stem) = name
-                .strip_suffix(".json")
-                .filter(|_| !name.starts_with('.'))
-            else {
+            let Some(stem) = name.strip_suffix(".json").filter(|_| !name.starts_with('.')) else {
                 if !name.starts_with('.') {
                     tracing::warn!(path = %path.display(), "ignoring a file that is not a .json registration");
                 }
                 continue;
             };
-            let device = DeviceId::new(stem).map_err(|source| CertsError::BadRecordName {
-                path: path.clone(),
-                source,
-            })?;
+            let device =
+                DeviceId::new(stem).map_err(|source| CertsError::BadRecordName { path: path.clone(), source })?;
             let registration = read_registration(&path)?;
             if registration.org != org || registration.device != device {
                 return Err(CertsError::RegistrationMismatch {
@@ -279,10 +262,7 @@ mod tests {
         assert!(text.contains("\"not_after\": \"2035-01-01T00:00:00Z\""));
         let back: Registration = serde_json::from_str(text).unwrap();
         assert_eq!(back, reg);
-        assert_eq!(
-            back.shared_key().unwrap(),
-            SecretKey::from_bytes([0xab; 32])
-        );
+        assert_eq!(back.shared_key().unwrap(), SecretKey::from_bytes([0xab; 32]));
         let debug = format!("{reg:?}");
         assert!(!debug.contains("abab"), "{debug}");
         assert!(debug.contains("redacted"));
@@ -300,16 +280,11 @@ mod tests {
         // A record filed under another device's name.
         fs::write(org_dir.join("ap-2.json"), &*good).unwrap();
         let err = load_registrations(dir.path()).unwrap_err();
-        assert!(
-            matches!(err, CertsError::RegistrationMismatch { .. }),
-            "{err}"
-        );
+        assert!(matches!(err, CertsError::RegistrationMismatch { .. }), "{err}");
         assert!(err.to_string().contains("ap-2.json"), "{err}");
 
         // A short key.
-        let text = std::str::from_utf8(&good)
-            .unwrap()
-            .replace(&"ab".repeat(32), "abcd");
+        let text = std::str::from_utf8(&good).unwrap().replace(&"ab".repeat(32), "abcd");
         fs::write(org_dir.join("ap-2.json"), text).unwrap();
         let err = load_registrations(dir.path()).unwrap_err();
         assert!(err.to_string().contains("ap-2.json"), "{err}");

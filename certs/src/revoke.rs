@@ -29,10 +29,7 @@ pub fn revoke(dir: &Path, org: &OrgId, device: &DeviceId) -> Result<(), CertsErr
     let ca = Ca::load(dir)?;
     let reg_path = registration_path(dir, org, device);
     if !reg_path.exists() {
-        return Err(CertsError::UnknownDevice {
-            org: org.clone(),
-            device: device.clone(),
-        });
+        return Err(CertsError::UnknownDevice { org: org.clone(), device: device.clone() });
     }
     let registration = read_registration(&reg_path)?;
     let mut entries = load_revoked(dir)?;
@@ -62,16 +59,10 @@ pub(crate) fn now_seconds() -> OffsetDateTime {
 }
 
 /// Writes `revoked.json`.
-pub(crate) fn write_revoked(
-    dir: &Path,
-    entries: &[RevokedEntry],
-    force: bool,
-) -> Result<(), CertsError> {
+pub(crate) fn write_revoked(dir: &Path, entries: &[RevokedEntry], force: bool) -> Result<(), CertsError> {
     let path = revoked_path(dir);
-    let mut json = serde_json::to_vec_pretty(entries).map_err(|source| CertsError::Json {
-        path: path.clone(),
-        source,
-    })?;
+    let mut json =
+        serde_json::to_vec_pretty(entries).map_err(|source| CertsError::Json { path: path.clone(), source })?;
     json.push(b'\n');
     fsio::write_file(&path, &json, Access::Public, force)
 }
@@ -83,10 +74,7 @@ fn previous_crl_number(dir: &Path) -> Result<Option<u64>, CertsError> {
         return Ok(None);
     }
     let der = pem_body(&path, &fsio::read_text(&path)?, "X509 CRL")?;
-    let bad = |problem: String| CertsError::BadCrl {
-        path: path.clone(),
-        problem,
-    };
+    let bad = |problem: String| CertsError::BadCrl { path: path.clone(), problem };
     let (_, crl) = x509_parser::parse_x509_crl(&der).map_err(|e| bad(e.to_string()))?;
     let Some(number) = crl.crl_number() else {
         return Ok(None);
@@ -95,44 +83,31 @@ fn previous_crl_number(dir: &Path) -> Result<Option<u64>, CertsError> {
     if bytes.len() > 8 {
         return Err(bad("CRL number is larger than 64 bits".into()));
     }
-    Ok(Some(
-        bytes.iter().fold(0u64, |n, &b| (n << 8) | u64::from(b)),
-    ))
+    Ok(Some(bytes.iter().fold(0u64, |n, &b| (n << 8) | u64::from(b))))
 }
 
 /// Signs and writes `ca.crl.pem` listing every entry. A `fresh` CA's first
 /// CRL is number 1; later ones are numbered one above the CRL they replace
 /// (and never below the number of revocations plus one).
-pub(crate) fn write_crl(
-    dir: &Path,
-    ca: &Ca,
-    entries: &[RevokedEntry],
-    fresh: bool,
-) -> Result<(), CertsError> {
+pub(crate) fn write_crl(dir: &Path, ca: &Ca, entries: &[RevokedEntry], fresh: bool) -> Result<(), CertsError> {
     let path = ca_crl_path(dir);
-    let floor = u64::try_from(entries.len())
-        .unwrap_or(u64::MAX)
-        .saturating_add(1);
-    let previous = if fresh {
-        None
-    } else {
-        previous_crl_number(dir)?
-    };
+    let floor = u64::try_from(entries.len()).unwrap_or(u64::MAX).saturating_add(1);
+    let previous = if fresh { None } else { previous_crl_number(dir)? };
     let number = previous.map_or(floor, |n| n.saturating_add(1)).max(floor);
     let revoked_certs = entries
         .iter()
         .map(|entry| {
-            let serial = hex::decode(&entry.serial)
-                .ok()
-                .filter(|s| !s.is_empty() && s.len() <= 20)
-                .ok_or_else(|| CertsError::BadRecord {
-                    path: revoked_path(dir),
-                    problem: format!(
-                        "serial {:?} of {}/{} is not 1 to 20 bytes of hex",
-                        entry.serial.chars().take(48).collect::<String>(),
-                        entry.org,
-                        entry.device
-                    ),
+            let serial =
+                hex::decode(&entry.serial).ok().filter(|s| !s.is_empty() && s.len() <= 20).ok_or_else(|| {
+                    CertsError::BadRecord {
+                        path: revoked_path(dir),
+                        problem: format!(
+                            "serial {:?} of {}/{} is not 1 to 20 bytes of hex",
+                            entry.serial.chars().take(48).collect::<String>(),
+                            entry.org,
+                            entry.device
+                        ),
+                    }
                 })?;
             Ok(RevokedCertParams {
                 serial_number: SerialNumber::from_slice(&serial),
@@ -143,31 +118,25 @@ pub(crate) fn write_crl(
         })
         .collect::<Result<Vec<_>, CertsError>>()?;
     let this_update = now_seconds();
-    let params =
-        CertificateRevocationListParams {
-            this_update,
-            next_update: this_update.checked_add(CRL_LIFETIME).ok_or(
-                CertsError::InvalidValidity("CRL next update is out of range"),
-            )?,
-            crl_number: SerialNumber::from_slice(&minimal_be(number)),
-            issuing_distribution_point: None,
-            revoked_certs,
-            key_identifier_method: KeyIdMethod::Sha256,
-        };
+    let params = CertificateRevocationListParams {
+        this_update,
+        next_update: this_update
+            .checked_add(CRL_LIFETIME)
+            .ok_or(CertsError::InvalidValidity("CRL next update is out of range"))?,
+        crl_number: SerialNumber::from_slice(&minimal_be(number)),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
     let crl = ca.sign_crl(&params)?;
-    let pem = crl
-        .pem()
-        .map_err(CertsError::build("revocation list PEM"))?;
+    let pem = crl.pem().map_err(CertsError::build("revocation list PEM"))?;
     fsio::write_file(&path, pem.as_bytes(), Access::Public, true)
 }
 
 /// Big-endian bytes of `n` without leading zeros (at least one byte).
 fn minimal_be(n: u64) -> Vec<u8> {
     let bytes = n.to_be_bytes();
-    let start = bytes
-        .iter()
-        .position(|&b| b != 0)
-        .unwrap_or(bytes.len() - 1);
+    let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len() - 1);
     bytes[start..].to_vec()
 }
 

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use glimpse_common::wire::DEFAULT_MAX_FRAME_LEN;
 
-use crate::retention::RetentionPolicy;
+use crate::retention::{RetentionConfig, RetentionPolicy};
 
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
@@ -59,7 +59,7 @@ struct RawConfig {
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
-    retention: Option<toml::Value>,
+    retention: RetentionConfig,
     #[serde(default = "default_sweep")]
     sweep_interval_secs: u64,
 }
@@ -167,22 +167,8 @@ impl CollectorConfig {
         if raw.sweep_interval_secs == 0 {
             problems.push("sweep_interval_secs must be positive".to_owned());
         }
-        let retention = match raw.retention {
-            None => Some(RetentionPolicy::default()),
-            Some(value) => match value.try_into::<RetentionPolicy>() {
-                Ok(policy) => match policy.validate() {
-                    Ok(()) => Some(policy),
-                    Err(e) => {
-                        problems.push(format!("retention: {e}"));
-                        None
-                    }
-                },
-                Err(e) => {
-                    problems.push(format!("retention: {e}"));
-                    None
-                }
-            },
-        };
+        let retention =
+            RetentionPolicy::try_from(raw.retention).map_err(|e| problems.push(format!("retention: {e}"))).ok();
         let Some(retention) = retention.filter(|_| problems.is_empty()) else {
             return Err(ConfigError::Invalid { path: path.to_owned(), problems });
         };

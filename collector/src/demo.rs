@@ -148,17 +148,21 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let (batches, records) = metrics.stored_totals();
     println!("this run: {batches} batches, {records} records stored and acknowledged");
     let stats = store.stats()?;
-    for org in store.orgs()? {
+    for org in store.orgs() {
         let devices: Vec<_> = identities.iter().filter(|i| i.org == org).map(|i| i.device.to_string()).collect();
         println!("\norganisation {org}: devices {}", devices.join(", "));
         for kind in DataKind::ALL {
             let outcome = store.read(&org, kind, None, None)?;
-            let bytes: u64 = stats.iter().filter(|s| s.org == org && s.kind == kind).map(|s| s.bytes).sum();
+            let bytes: u64 = stats.kinds.iter().filter(|s| s.org == org && s.kind == kind).map(|s| s.bytes).sum();
             println!(
                 "  {kind:<9} {:>6} records, {:>9} bytes on disk (AES-256-GCM, {org}'s own key){}",
                 outcome.records.len(),
                 bytes,
-                if outcome.problems.is_empty() { String::new() } else { format!(", {} problems", outcome.problems.len()) }
+                if outcome.problems.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} problems", outcome.problems.len())
+                }
             );
             if let Some(last) = outcome.records.last() {
                 if let RecordBody::Metadata(m) = &last.record.body {
@@ -177,7 +181,13 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let data_dir = config.data_dir.display();
     println!("\ndata lives in {data_dir} (segments under orgs/<org>/<kind>/<day>/, keys wrapped in glimpse.redb)");
     println!("export it:   cargo run --release -p glimpse-collector -- export --config {}/collector.toml --org acme --kind metadata", dir.display());
-    println!("serve it:    cargo run --release -p glimpse-collector -- serve --config {}/collector.toml", dir.display());
-    println!("run an agent: cargo run --release -p glimpse-agent -- run --config {}", agent_config_path(dir, &identities[0]).display());
+    println!(
+        "serve it:    cargo run --release -p glimpse-collector -- serve --config {}/collector.toml",
+        dir.display()
+    );
+    println!(
+        "run an agent: cargo run --release -p glimpse-agent -- run --config {}",
+        agent_config_path(dir, &identities[0]).display()
+    );
     Ok(())
 }

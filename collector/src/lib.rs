@@ -11,12 +11,14 @@
 //! live in an embedded database in the data directory. It never stores
 //! packet payloads and never logs keys or record contents.
 
-// WIP pub mod config;
-// WIP pub mod demo;
-// WIP pub mod export;
-// WIP pub mod ingest;
+pub mod config;
+pub mod demo;
+pub mod export;
+pub mod ingest;
 pub mod keys;
 pub mod retention;
-// WIP pub mod service;
+pub mod service;
 pub mod store;
 
+pub use config::CollectorConfig;
+pub use service::Collector;

@@ -76,7 +76,12 @@ pub fn import_registrations(store: &Store, pki_dir: &std::path::Path) -> Result<
             .iter()
             .any(|r| r.org == reg.org && r.device == reg.device && r.serial.eq_ignore_ascii_case(&reg.cert_serial));
         registry
-            .upsert(DeviceRegistration { identity, shared_key, cert_serial: reg.cert_serial.clone(), revoked: already_revoked })
+            .upsert(DeviceRegistration {
+                identity,
+                shared_key,
+                cert_serial: reg.cert_serial.clone(),
+                revoked: already_revoked,
+            })
             .map_err(|e| ServiceError::Import(e.to_string()))?;
     }
     for entry in &revoked {
@@ -168,7 +173,13 @@ async fn sweeper(store: Arc<Store>, every: std::time::Duration, mut shutdown: wa
                     Err(e) => warn!("retention sweep task failed: {e}"),
                 }
             }
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = crate::service::stopped(&mut shutdown) => return,
         }
     }
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone). The watch
+/// guard is dropped inside, so callers stay `Send`.
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }

@@ -31,15 +31,8 @@ const DOMAIN: &[u8] = b"glimpse-device-auth-v1";
 
 /// Computes the proof a device sends for `identity` on a session whose
 /// exporter produced `exported`.
-pub fn device_proof(
-    key: &SecretKey,
-    exported: &[u8; EXPORTER_LEN],
-    identity: &DeviceIdentity,
-) -> [u8; PROOF_LEN] {
-    let tag = hmac::sign(
-        &hmac::Key::new(hmac::HMAC_SHA256, key.expose()),
-        &message(exported, identity),
-    );
+pub fn device_proof(key: &SecretKey, exported: &[u8; EXPORTER_LEN], identity: &DeviceIdentity) -> [u8; PROOF_LEN] {
+    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key.expose()), &message(exported, identity));
     let mut out = [0u8; PROOF_LEN];
     out.copy_from_slice(tag.as_ref());
     out
@@ -52,12 +45,7 @@ pub fn verify_device_proof(
     identity: &DeviceIdentity,
     proof: &[u8],
 ) -> bool {
-    hmac::verify(
-        &hmac::Key::new(hmac::HMAC_SHA256, key.expose()),
-        &message(exported, identity),
-        proof,
-    )
-    .is_ok()
+    hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, key.expose()), &message(exported, identity), proof).is_ok()
 }
 
 fn message(exported: &[u8; EXPORTER_LEN], identity: &DeviceIdentity) -> Vec<u8> {
@@ -87,35 +75,10 @@ mod tests {
         let key = SecretKey::generate().unwrap();
         let session = [7u8; EXPORTER_LEN];
         let proof = device_proof(&key, &session, &identity("ap-1"));
-        assert!(verify_device_proof(
-            &key,
-            &session,
-            &identity("ap-1"),
-            &proof
-        ));
-        assert!(!verify_device_proof(
-            &SecretKey::generate().unwrap(),
-            &session,
-            &identity("ap-1"),
-            &proof
-        ));
-        assert!(!verify_device_proof(
-            &key,
-            &[8u8; EXPORTER_LEN],
-            &identity("ap-1"),
-            &proof
-        ));
-        assert!(!verify_device_proof(
-            &key,
-            &session,
-            &identity("ap-2"),
-            &proof
-        ));
-        assert!(!verify_device_proof(
-            &key,
-            &session,
-            &identity("ap-1"),
-            &proof[..31]
-        ));
+        assert!(verify_device_proof(&key, &session, &identity("ap-1"), &proof));
+        assert!(!verify_device_proof(&SecretKey::generate().unwrap(), &session, &identity("ap-1"), &proof));
+        assert!(!verify_device_proof(&key, &[8u8; EXPORTER_LEN], &identity("ap-1"), &proof));
+        assert!(!verify_device_proof(&key, &session, &identity("ap-2"), &proof));
+        assert!(!verify_device_proof(&key, &session, &identity("ap-1"), &proof[..31]));
     }
 }

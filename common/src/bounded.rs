@@ -38,11 +38,7 @@ impl<T, const MAX: usize> BoundedVec<T, MAX> {
     /// Wraps `items`, refusing more than `MAX` of them.
     pub fn try_from_vec(items: Vec<T>) -> Result<Self, TooLong> {
         if items.len() > MAX {
-            return Err(TooLong {
-                what: "list",
-                len: items.len(),
-                max: MAX,
-            });
+            return Err(TooLong { what: "list", len: items.len(), max: MAX });
         }
         Ok(Self(items))
     }
@@ -153,11 +149,7 @@ impl<const MAX: usize> BoundedString<MAX> {
     pub fn try_new(text: impl Into<String>) -> Result<Self, TooLong> {
         let text = text.into();
         if text.len() > MAX {
-            return Err(TooLong {
-                what: "string",
-                len: text.len(),
-                max: MAX,
-            });
+            return Err(TooLong { what: "string", len: text.len(), max: MAX });
         }
         Ok(Self(text))
     }
@@ -246,10 +238,7 @@ mod tests {
     fn vec_round_trips_at_bound() {
         let list = BoundedVec::<u16, 4>::try_from_vec(vec![1, 2, 3, 4]).unwrap();
         let bytes = postcard::to_stdvec(&list).unwrap();
-        assert_eq!(
-            postcard::from_bytes::<BoundedVec<u16, 4>>(&bytes).unwrap(),
-            list
-        );
+        assert_eq!(postcard::from_bytes::<BoundedVec<u16, 4>>(&bytes).unwrap(), list);
         assert!(postcard::from_bytes::<BoundedVec<u16, 3>>(&bytes).is_err());
     }
 
@@ -259,11 +248,6 @@ mod tests {
         assert_eq!(BoundedString::<3>::truncating("aé€").as_str(), "aé");
         let bytes = postcard::to_stdvec(&"hello").unwrap();
         assert!(postcard::from_bytes::<BoundedString<4>>(&bytes).is_err());
-        assert_eq!(
-            postcard::from_bytes::<BoundedString<5>>(&bytes)
-                .unwrap()
-                .as_str(),
-            "hello"
-        );
+        assert_eq!(postcard::from_bytes::<BoundedString<5>>(&bytes).unwrap().as_str(), "hello");
     }
 }

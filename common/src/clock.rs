@@ -45,9 +45,7 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock frozen at `now`.
     pub fn new(now: UnixMillis) -> Self {
-        Self {
-            now: Arc::new(AtomicI64::new(now)),
-        }
+        Self { now: Arc::new(AtomicI64::new(now)) }
     }
 
     /// Moves the clock to `now` (may go backwards, as real clocks do).
@@ -137,10 +135,7 @@ mod tests {
         assert_eq!(format_day(0), "1970-01-01");
         assert_eq!(parse_day("2026-11-23"), Some(20_780));
         assert_eq!(format_day(20_780), "2026-11-23");
-        assert_eq!(
-            parse_day("2024-02-29").map(format_day).as_deref(),
-            Some("2024-02-29")
-        );
+        assert_eq!(parse_day("2024-02-29").map(format_day).as_deref(), Some("2024-02-29"));
         assert_eq!(parse_day("2023-02-29"), None);
         assert_eq!(parse_day("2023-13-01"), None);
         assert_eq!(parse_day("../etc/pa"), None);

@@ -53,17 +53,12 @@ fn check_name(what: &'static str, value: &str) -> Result<(), IdentityError> {
     let ok = !value.is_empty()
         && value.len() <= MAX_NAME_LEN
         && !value.starts_with('.')
-        && value.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
-        });
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
     if ok {
         Ok(())
     } else {
         // Keep hostile input from flooding logs: the error carries at most 80 chars.
-        Err(IdentityError::InvalidName {
-            what,
-            value: value.chars().take(80).collect(),
-        })
+        Err(IdentityError::InvalidName { what, value: value.chars().take(80).collect() })
     }
 }
 
@@ -195,10 +190,7 @@ const ADMIN_URI_PREFIX: &str = "urn:glimpse:admin:";
 impl DeviceIdentity {
     /// The subject-alternative-name URI that carries this identity in a certificate.
     pub fn to_uri(&self) -> String {
-        format!(
-            "{DEVICE_URI_PREFIX}{}:{}:{}",
-            self.org, self.kind, self.device
-        )
+        format!("{DEVICE_URI_PREFIX}{}:{}:{}", self.org, self.kind, self.device)
     }
 
     /// Parses a certificate's identity URI.
@@ -207,17 +199,10 @@ impl DeviceIdentity {
             .strip_prefix(DEVICE_URI_PREFIX)
             .ok_or_else(|| IdentityError::NotAnIdentityUri(uri.chars().take(120).collect()))?;
         let mut parts = rest.splitn(3, ':');
-        let (Some(org), Some(kind), Some(device)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(IdentityError::NotAnIdentityUri(
-                uri.chars().take(120).collect(),
-            ));
+        let (Some(org), Some(kind), Some(device)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(IdentityError::NotAnIdentityUri(uri.chars().take(120).collect()));
         };
-        Ok(Self {
-            org: OrgId::new(org)?,
-            kind: kind.parse()?,
-            device: DeviceId::new(device)?,
-        })
+        Ok(Self { org: OrgId::new(org)?, kind: kind.parse()?, device: DeviceId::new(device)? })
     }
 }
 
@@ -281,20 +266,14 @@ pub struct AdminIdentity {
 
 impl AdminIdentity {
     /// Builds an identity, checking that the role's scope fits.
-    pub fn new(
-        name: AdminName,
-        role: AdminRole,
-        org: Option<OrgId>,
-    ) -> Result<Self, IdentityError> {
+    pub fn new(name: AdminName, role: AdminRole, org: Option<OrgId>) -> Result<Self, IdentityError> {
         match (role, &org) {
-            (AdminRole::Operator, Some(_)) => Err(IdentityError::RoleScope {
-                role,
-                problem: "covers every organisation; do not name one",
-            }),
-            (AdminRole::OrgAdmin | AdminRole::Support, None) => Err(IdentityError::RoleScope {
-                role,
-                problem: "needs an organisation",
-            }),
+            (AdminRole::Operator, Some(_)) => {
+                Err(IdentityError::RoleScope { role, problem: "covers every organisation; do not name one" })
+            }
+            (AdminRole::OrgAdmin | AdminRole::Support, None) => {
+                Err(IdentityError::RoleScope { role, problem: "needs an organisation" })
+            }
             _ => Ok(Self { name, role, org }),
         }
     }
@@ -313,11 +292,7 @@ impl AdminIdentity {
         let (Some(role), Some(org), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(bad());
         };
-        let org = if org == "*" {
-            None
-        } else {
-            Some(OrgId::new(org)?)
-        };
+        let org = if org == "*" { None } else { Some(OrgId::new(org)?) };
         Self::new(AdminName::new(name)?, role.parse()?, org)
     }
 }
@@ -329,16 +304,7 @@ mod tests {
 
     #[test]
     fn names_refuse_path_tricks() {
-        for bad in [
-            "",
-            "..",
-            ".hidden",
-            "a/b",
-            "A",
-            "x".repeat(65).as_str(),
-            "a b",
-            "a:b",
-        ] {
+        for bad in ["", "..", ".hidden", "a/b", "A", "x".repeat(65).as_str(), "a b", "a:b"] {
             assert!(OrgId::new(bad).is_err(), "{bad:?} accepted");
         }
         assert!(OrgId::new("acme-corp.eu_1").is_ok());
@@ -360,8 +326,7 @@ mod tests {
 
     #[test]
     fn admin_uri_round_trips_and_scopes() {
-        let op =
-            AdminIdentity::new(AdminName::new("ops").unwrap(), AdminRole::Operator, None).unwrap();
+        let op = AdminIdentity::new(AdminName::new("ops").unwrap(), AdminRole::Operator, None).unwrap();
         assert_eq!(op.to_uri(), "urn:glimpse:admin:operator:*:ops");
         assert_eq!(AdminIdentity::from_uri(&op.to_uri()).unwrap(), op);
         assert!(AdminIdentity::from_uri("urn:glimpse:admin:support:*:bob").is_err());

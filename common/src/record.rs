@@ -164,11 +164,7 @@ pub struct MacAddr(pub [u8; 6]);
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
     }
 }
 
@@ -232,21 +228,9 @@ mod tests {
     fn mac_text_and_binary_forms() {
         let mac: MacAddr = "02:00:5E:10:00:01".parse().unwrap();
         assert_eq!(mac.to_string(), "02:00:5e:10:00:01");
-        assert_eq!(
-            serde_json::to_string(&mac).unwrap(),
-            "\"02:00:5e:10:00:01\""
-        );
-        assert_eq!(
-            postcard::to_stdvec(&mac).unwrap(),
-            vec![2, 0, 0x5e, 0x10, 0, 1]
-        );
-        for bad in [
-            "",
-            "02:00:5e:10:00",
-            "02:00:5e:10:00:01:02",
-            "0g:00:5e:10:00:01",
-            "2:00:5e:10:00:011",
-        ] {
+        assert_eq!(serde_json::to_string(&mac).unwrap(), "\"02:00:5e:10:00:01\"");
+        assert_eq!(postcard::to_stdvec(&mac).unwrap(), vec![2, 0, 0x5e, 0x10, 0, 1]);
+        for bad in ["", "02:00:5e:10:00", "02:00:5e:10:00:01:02", "0g:00:5e:10:00:01", "2:00:5e:10:00:011"] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad:?}");
         }
     }
@@ -261,10 +245,7 @@ mod tests {
             }),
         };
         let json = serde_json::to_string(&record).unwrap();
-        assert!(
-            json.contains("\"metadata\":{\"kind\":null,\"hostname\":\"ap-lobby\""),
-            "{json}"
-        );
+        assert!(json.contains("\"metadata\":{\"kind\":null,\"hostname\":\"ap-lobby\""), "{json}");
         assert_eq!(record.kind(), DataKind::Metadata);
     }
 }

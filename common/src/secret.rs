@@ -90,18 +90,9 @@ mod tests {
     #[test]
     fn hex_round_trip_and_errors() {
         let key = SecretKey::generate().unwrap();
-        assert_eq!(
-            SecretKey::from_hex(&format!("{}\n", key.to_hex().as_str())).unwrap(),
-            key
-        );
-        assert_eq!(
-            SecretKey::from_hex("abcd"),
-            Err(SecretKeyError::WrongLength(2))
-        );
-        assert_eq!(
-            SecretKey::from_hex(&"zz".repeat(32)),
-            Err(SecretKeyError::NotHex)
-        );
+        assert_eq!(SecretKey::from_hex(&format!("{}\n", key.to_hex().as_str())).unwrap(), key);
+        assert_eq!(SecretKey::from_hex("abcd"), Err(SecretKeyError::WrongLength(2)));
+        assert_eq!(SecretKey::from_hex(&"zz".repeat(32)), Err(SecretKeyError::NotHex));
         assert_eq!(format!("{key:?}"), "SecretKey([redacted])");
     }
 }

@@ -52,11 +52,7 @@ pub enum TlsConfigError {
 }
 
 fn pem_error(what: &'static str, path: &Path, reason: impl ToString) -> TlsConfigError {
-    TlsConfigError::Pem {
-        what,
-        path: path.to_owned(),
-        reason: reason.to_string(),
-    }
+    TlsConfigError::Pem { what, path: path.to_owned(), reason: reason.to_string() }
 }
 
 /// Loads every certificate in a PEM file (at least one).
@@ -77,9 +73,7 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
 }
 
 /// Loads every CRL in a PEM file.
-pub fn load_crls(
-    path: &Path,
-) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsConfigError> {
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsConfigError> {
     CertificateRevocationListDer::pem_file_iter(path)
         .map_err(|e| pem_error("CRL", path, e))?
         .collect::<Result<Vec<_>, _>>()
@@ -90,13 +84,11 @@ pub fn load_crls(
 pub fn has_aes_hardware() -> bool {
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     {
-        std::arch::is_x86_feature_detected!("aes")
-            && std::arch::is_x86_feature_detected!("pclmulqdq")
+        std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("pclmulqdq")
     }
     #[cfg(target_arch = "aarch64")]
     {
-        std::arch::is_aarch64_feature_detected!("aes")
-            && std::arch::is_aarch64_feature_detected!("pmull")
+        std::arch::is_aarch64_feature_detected!("aes") && std::arch::is_aarch64_feature_detected!("pmull")
     }
     #[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")))]
     {
@@ -125,8 +117,7 @@ pub fn provider(prefer_chacha: bool) -> CryptoProvider {
     provider
 }
 
-static VERSIONS: &[&rustls::SupportedProtocolVersion] =
-    &[&rustls::version::TLS13, &rustls::version::TLS12];
+static VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 fn versions() -> &'static [&'static rustls::SupportedProtocolVersion] {
     VERSIONS
@@ -191,23 +182,11 @@ mod tests {
     #[test]
     fn chacha_first_only_when_asked() {
         let first = |p: CryptoProvider| p.cipher_suites[0].suite();
-        assert_eq!(
-            first(provider(true)),
-            rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
-        );
-        assert_ne!(
-            first(provider(false)),
-            rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
-        );
+        assert_eq!(first(provider(true)), rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256);
+        assert_ne!(first(provider(false)), rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256);
         for p in [provider(true), provider(false)] {
-            let tls12_at = p
-                .cipher_suites
-                .iter()
-                .position(|s| matches!(s, SupportedCipherSuite::Tls12(_)));
-            let last13 = p
-                .cipher_suites
-                .iter()
-                .rposition(|s| matches!(s, SupportedCipherSuite::Tls13(_)));
+            let tls12_at = p.cipher_suites.iter().position(|s| matches!(s, SupportedCipherSuite::Tls12(_)));
+            let last13 = p.cipher_suites.iter().rposition(|s| matches!(s, SupportedCipherSuite::Tls13(_)));
             assert!(tls12_at > last13, "TLS 1.3 suites come first");
         }
     }

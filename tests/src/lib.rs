@@ -47,12 +47,7 @@ pub fn pki() -> &'static SharedPki {
         let opts = glimpse_certs::InitOptions::default();
         glimpse_certs::init(&ours, &opts).expect("init our PKI");
         glimpse_certs::init(&foreign, &opts).expect("init foreign PKI");
-        SharedPki {
-            _dir: dir,
-            ours,
-            foreign,
-            lock: Mutex::new(()),
-        }
+        SharedPki { _dir: dir, ours, foreign, lock: Mutex::new(()) }
     })
 }
 
@@ -85,37 +80,16 @@ pub struct Device {
 }
 
 /// Issues a device in `pki_dir` with an optional validity override.
-pub fn issue_device_in(
-    pki_dir: &Path,
-    org: &str,
-    kind: DeviceKind,
-    validity: glimpse_certs::Validity,
-) -> Device {
-    let identity = DeviceIdentity {
-        org: OrgId::new(org).expect("org"),
-        device: unique_device(kind.as_str()),
-        kind,
-    };
+pub fn issue_device_in(pki_dir: &Path, org: &str, kind: DeviceKind, validity: glimpse_certs::Validity) -> Device {
+    let identity = DeviceIdentity { org: OrgId::new(org).expect("org"), device: unique_device(kind.as_str()), kind };
     let _guard = pki().lock();
-    let files =
-        glimpse_certs::issue_device(pki_dir, &identity, &validity, false).expect("issue device");
-    Device {
-        identity,
-        pki: pki_dir.to_owned(),
-        cert: files.cert,
-        key: files.key,
-        shared_key: files.shared_key,
-    }
+    let files = glimpse_certs::issue_device(pki_dir, &identity, &validity, false).expect("issue device");
+    Device { identity, pki: pki_dir.to_owned(), cert: files.cert, key: files.key, shared_key: files.shared_key }
 }
 
 /// Issues a fresh, valid access point in our PKI.
 pub fn issue_device(org: &str) -> Device {
-    issue_device_in(
-        &pki().ours,
-        org,
-        DeviceKind::Ap,
-        glimpse_certs::Validity::default(),
-    )
+    issue_device_in(&pki().ours, org, DeviceKind::Ap, glimpse_certs::Validity::default())
 }
 
 /// A collector on 127.0.0.1:0 with its own data directory.
@@ -152,29 +126,22 @@ impl TestCollector {
     }
 
     /// Starts a collector with an injected clock.
+    // The PKI lock only serialises test threads (each with its own runtime)
+    // against PKI writers; no task of this runtime ever contends for it.
+    #[allow(clippy::await_holding_lock)]
     pub async fn start_with_clock(clock: Arc<dyn Clock>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let master = dir.path().join("master.key");
         MasterKey::generate_file(&master).expect("master key");
         let config_path = dir.path().join("collector.toml");
-        std::fs::write(
-            &config_path,
-            collector_toml(&dir.path().join("data"), &master),
-        )
-        .expect("write config");
+        std::fs::write(&config_path, collector_toml(&dir.path().join("data"), &master)).expect("write config");
         let config = CollectorConfig::load(&config_path).expect("load config");
         let collector = {
             // Registrations are imported at start; keep issuers out meanwhile.
             let _guard = pki().lock();
-            Collector::start_with_clock(config.clone(), clock)
-                .await
-                .expect("collector starts")
+            Collector::start_with_clock(config.clone(), clock).await.expect("collector starts")
         };
-        Self {
-            collector,
-            config,
-            _dir: dir,
-        }
+        Self { collector, config, _dir: dir }
     }
 
     /// Where agents connect.
@@ -185,17 +152,8 @@ impl TestCollector {
     /// Records stored for one device, across the metadata kind.
     pub fn stored_records_of(&self, identity: &DeviceIdentity) -> usize {
         let store = self.collector.store();
-        match store.read(
-            &identity.org,
-            glimpse_common::record::DataKind::Metadata,
-            None,
-            None,
-        ) {
-            Ok(outcome) => outcome
-                .records
-                .iter()
-                .filter(|r| r.device == identity.device)
-                .count(),
+        match store.read(&identity.org, glimpse_common::record::DataKind::Metadata, None, None) {
+            Ok(outcome) => outcome.records.iter().filter(|r| r.device == identity.device).count(),
             Err(_) => 0,
         }
     }
@@ -219,6 +177,40 @@ impl TestCollector {
         }
         out
     }
+}
+
+/// A copy of the agent's OpenWrt access-point fixture tree whose hostname
+/// is `hostname`, for checks that need a distinctive value to look for.
+pub fn ap_sysroot(hostname: &str) -> TempDir {
+    fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            let target = to.join(entry.file_name());
+            let kind = entry.file_type()?;
+            if kind.is_symlink() {
+                std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
+            } else if kind.is_dir() {
+                copy_tree(&entry.path(), &target)?;
+            } else {
+                std::fs::copy(entry.path(), &target)?;
+            }
+        }
+        Ok(())
+    }
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/tests/fixtures/probe/openwrt-ap");
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_tree(&fixture, dir.path()).expect("copy fixture tree");
+    std::fs::write(dir.path().join("proc/sys/kernel/hostname"), format!("{hostname}\n")).expect("hostname");
+    dir
+}
+
+/// An agent config for `device` pointed at `collector`, collecting every
+/// 50 ms from `sysroot`.
+pub fn agent_config_with_sysroot(collector: std::net::SocketAddr, device: &Device, sysroot: &Path) -> AgentConfig {
+    let mut config = agent_config(collector, device);
+    config.sysroot = sysroot.to_owned();
+    config
 }
 
 /// An agent config for `device` pointed at `collector`, collecting every 50 ms.
@@ -246,18 +238,12 @@ pub fn start_agent(collector: std::net::SocketAddr, device: &Device) -> AgentHan
 }
 
 /// Waits until the agent's status satisfies `done`, or fails the test.
-pub async fn wait_for_status(
-    agent: &AgentHandle,
-    what: &str,
-    done: impl Fn(&AgentStatus) -> bool,
-) -> AgentStatus {
+pub async fn wait_for_status(agent: &AgentHandle, what: &str, done: impl Fn(&AgentStatus) -> bool) -> AgentStatus {
     let mut rx = agent.status();
-    match tokio::time::timeout(DEADLINE, rx.wait_for(|s| done(s))).await {
-        Ok(Ok(status)) => status.clone(),
-        _ => panic!(
-            "timed out waiting for {what}; last status {:?}",
-            *rx.borrow()
-        ),
+    let result = tokio::time::timeout(DEADLINE, rx.wait_for(|s| done(s))).await.map(|r| r.map(|s| s.clone()));
+    match result {
+        Ok(Ok(status)) => status,
+        _ => panic!("timed out waiting for {what}; last status {:?}", *agent.status().borrow()),
     }
 }
 
@@ -265,10 +251,7 @@ pub async fn wait_for_status(
 pub async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -280,16 +263,8 @@ pub async fn raw_tls(
     cert: &Path,
     key: &Path,
 ) -> std::io::Result<TlsStream<TcpStream>> {
-    let ca = load_certs(&glimpse_certs::ca_cert_path(&pki().ours))
-        .expect("ca")
-        .remove(0);
-    let config = client_config(
-        &ca,
-        load_certs(cert).expect("cert"),
-        load_key(key).expect("key"),
-        false,
-    )
-    .expect("tls");
+    let ca = load_certs(&glimpse_certs::ca_cert_path(&pki().ours)).expect("ca").remove(0);
+    let config = client_config(&ca, load_certs(cert).expect("cert"), load_key(key).expect("key"), false).expect("tls");
     raw_tls_with(collector, Arc::new(config)).await
 }
 
@@ -300,9 +275,7 @@ pub async fn raw_tls_with(
 ) -> std::io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(collector).await?;
     let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-    tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
+    tokio_rustls::TlsConnector::from(config).connect(name, tcp).await
 }
 
 /// Installs a test log subscriber once (RUST_LOG controls it).

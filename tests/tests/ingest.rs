@@ -14,12 +14,7 @@ const ORG: &str = "ingestorg";
 /// Reads the collector's reply on a raw stream: its error code, if any.
 async fn error_reply(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<ErrorCode> {
     let mut buf = Vec::new();
-    match tokio::time::timeout(
-        DEADLINE,
-        read_message::<CollectorMessage, _>(stream, &mut buf, 1 << 20),
-    )
-    .await
-    {
+    match tokio::time::timeout(DEADLINE, read_message::<CollectorMessage, _>(stream, &mut buf, 1 << 20)).await {
         Ok(Ok(CollectorMessage::Error(e))) => Some(e.code),
         _ => None,
     }
@@ -34,9 +29,9 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_input_is_refused_clearly_and_others_keep_streaming() {
     init_logging();
-    let tc = TestCollector::start().await;
     let good = issue_device(ORG);
     let bad = issue_device(ORG);
+    let tc = TestCollector::start().await;
     let agent = start_agent(tc.addr(), &good);
     wait_for_status(&agent, "good agent streaming", |s| s.acked_seq >= 1).await;
 
@@ -54,27 +49,11 @@ async fn malformed_input_is_refused_clearly_and_others_keep_streaming() {
         p
     };
     let cases: Vec<(&str, Vec<u8>, Option<ErrorCode>)> = vec![
-        (
-            "garbage payload",
-            frame(&[0xde, 0xad, 0xbe, 0xef, 0x99]),
-            Some(ErrorCode::Malformed),
-        ),
-        (
-            "oversized frame header",
-            vec![0x7f, 0xff, 0xff, 0xff],
-            Some(ErrorCode::Malformed),
-        ),
+        ("garbage payload", frame(&[0xde, 0xad, 0xbe, 0xef, 0x99]), Some(ErrorCode::Malformed)),
+        ("oversized frame header", vec![0x7f, 0xff, 0xff, 0xff], Some(ErrorCode::Malformed)),
         ("empty frame", vec![0, 0, 0, 0], Some(ErrorCode::Malformed)),
-        (
-            "wrong protocol version",
-            frame(&hello_v9),
-            Some(ErrorCode::UnsupportedVersion),
-        ),
-        (
-            "unknown message type",
-            frame(&[200, 1]),
-            Some(ErrorCode::Malformed),
-        ),
+        ("wrong protocol version", frame(&hello_v9), Some(ErrorCode::UnsupportedVersion)),
+        ("unknown message type", frame(&[200, 1]), Some(ErrorCode::Malformed)),
         (
             "goodbye before hello",
             frame(&postcard::to_stdvec(&AgentMessage::Goodbye).unwrap()),
@@ -83,16 +62,11 @@ async fn malformed_input_is_refused_clearly_and_others_keep_streaming() {
     ];
     for (what, bytes, expected) in cases {
         let before = tc.collector.metrics().rejections(RejectReason::Protocol);
-        let mut stream = raw_tls(tc.addr(), &bad.cert, &bad.key)
-            .await
-            .expect("TLS up");
+        let mut stream = raw_tls(tc.addr(), &bad.cert, &bad.key).await.expect("TLS up");
         stream.write_all(&bytes).await.unwrap();
         stream.flush().await.unwrap();
         assert_eq!(error_reply(&mut stream).await, expected, "{what}");
-        wait_until(what, || {
-            tc.collector.metrics().rejections(RejectReason::Protocol) > before
-        })
-        .await;
+        wait_until(what, || tc.collector.metrics().rejections(RejectReason::Protocol) > before).await;
     }
 
     // A frame cut short: the collector sees the connection close mid-frame.
@@ -101,16 +75,11 @@ async fn malformed_input_is_refused_clearly_and_others_keep_streaming() {
     stream.write_all(&[0, 0, 0, 50, 1, 2, 3]).await.unwrap();
     stream.shutdown().await.unwrap();
     drop(stream);
-    wait_until("truncated frame", || {
-        tc.collector.metrics().rejections(RejectReason::Protocol) > before
-    })
-    .await;
+    wait_until("truncated frame", || tc.collector.metrics().rejections(RejectReason::Protocol) > before).await;
 
     // After authentication: a batch for another organisation is refused
     // and nothing of it is stored.
-    let mut conn = try_connect(tc.addr(), &bad)
-        .await
-        .expect("bad device authenticates");
+    let mut conn = try_connect(tc.addr(), &bad).await.expect("bad device authenticates");
     conn.send(&AgentMessage::Batch(Batch {
         org: OrgId::new("someone-else").unwrap(),
         stream_seq: conn.stored_seq() + 1,
@@ -130,23 +99,14 @@ async fn malformed_input_is_refused_clearly_and_others_keep_streaming() {
     assert!(tc
         .collector
         .store()
-        .read(
-            &OrgId::new("someone-else").unwrap(),
-            glimpse_common::record::DataKind::Metadata,
-            None,
-            None
-        )
+        .read(&OrgId::new("someone-else").unwrap(), glimpse_common::record::DataKind::Metadata, None, None)
         .map(|o| o.records.is_empty())
         .unwrap_or(true));
 
     // Garbage after authentication.
-    let mut conn = try_connect(tc.addr(), &bad)
-        .await
-        .expect("bad device authenticates");
+    let mut conn = try_connect(tc.addr(), &bad).await.expect("bad device authenticates");
     let mut wire = Vec::new();
-    AgentMessage::Goodbye
-        .encode_frame(1 << 20, &mut wire)
-        .unwrap();
+    AgentMessage::Goodbye.encode_frame(1 << 20, &mut wire).unwrap();
     wire[4] = 250;
     conn.dangerous_send_raw(&wire).await.unwrap();
     match conn.receive().await.unwrap() {
@@ -157,10 +117,7 @@ async fn malformed_input_is_refused_clearly_and_others_keep_streaming() {
 
     // The good agent never noticed.
     let seen = agent.status().borrow().acked_seq;
-    let status = wait_for_status(&agent, "good agent still streaming", |s| {
-        s.acked_seq >= seen + 2
-    })
-    .await;
+    let status = wait_for_status(&agent, "good agent still streaming", |s| s.acked_seq >= seen + 2).await;
     assert_eq!(status.connections, 1, "good agent was disconnected");
     agent.shutdown().await;
 }
@@ -168,17 +125,14 @@ async fn malformed_input_is_refused_clearly_and_others_keep_streaming() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_batches_are_stored_once() {
     init_logging();
-    let tc = TestCollector::start().await;
     let device = issue_device(ORG);
+    let tc = TestCollector::start().await;
     let record = glimpse_common::record::Record {
         observed_at_ms: 1,
         body: glimpse_common::record::RecordBody::Metadata(Default::default()),
     };
-    let batch = Batch {
-        org: device.identity.org.clone(),
-        stream_seq: 1,
-        records: BoundedVec::truncating(vec![record; 3]),
-    };
+    let batch =
+        Batch { org: device.identity.org.clone(), stream_seq: 1, records: BoundedVec::truncating(vec![record; 3]) };
     let mut conn = try_connect(tc.addr(), &device).await.unwrap();
     assert_eq!(conn.send_batch(&batch).await.unwrap(), 1);
     // The acknowledgement was "lost": the agent reconnects and resends.

@@ -11,39 +11,23 @@ use glimpse_tests::*;
 async fn metadata_expires_after_sixty_days() {
     init_logging();
     let clock = ManualClock::new(SystemClock.now_millis());
-    let tc = TestCollector::start_with_clock(Arc::new(clock.clone())).await;
     let device = issue_device("retentionorg");
+    let tc = TestCollector::start_with_clock(Arc::new(clock.clone())).await;
     let agent = start_agent(tc.addr(), &device);
     wait_for_status(&agent, "records stored", |s| s.acked_seq >= 3).await;
     agent.shutdown().await;
     let stored = tc.stored_records_of(&device.identity);
     assert!(stored >= 3);
-    let segments = || {
-        tc.data_files()
-            .into_iter()
-            .filter(|(p, _)| p.extension().is_some_and(|e| e == "seg"))
-            .count()
-    };
+    let segments = || tc.data_files().into_iter().filter(|(p, _)| p.extension().is_some_and(|e| e == "seg")).count();
     assert!(segments() > 0);
 
     clock.advance(59 * MILLIS_PER_DAY);
-    assert_eq!(
-        tc.stored_records_of(&device.identity),
-        stored,
-        "still inside the 60-day window"
-    );
+    assert_eq!(tc.stored_records_of(&device.identity), stored, "still inside the 60-day window");
     glimpse_collector::retention::sweep(tc.collector.store()).unwrap();
-    assert!(
-        segments() > 0,
-        "sweep must not delete data inside its window"
-    );
+    assert!(segments() > 0, "sweep must not delete data inside its window");
 
     clock.advance(2 * MILLIS_PER_DAY);
-    assert_eq!(
-        tc.stored_records_of(&device.identity),
-        0,
-        "expired records are never served, even before a sweep"
-    );
+    assert_eq!(tc.stored_records_of(&device.identity), 0, "expired records are never served, even before a sweep");
     glimpse_collector::retention::sweep(tc.collector.store()).unwrap();
     assert_eq!(segments(), 0, "sweep deletes expired segments");
 }

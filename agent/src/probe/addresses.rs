@@ -45,19 +45,10 @@ pub fn parse_if_inet6(text: &str) -> Parsed<Inet6Entry> {
 
 fn if_inet6_line(line: usize, text: &str) -> Result<Inet6Entry, ProbeError> {
     let mut fields = text.split_ascii_whitespace();
-    let mut next = || {
-        fields.next().ok_or(ProbeError::Malformed {
-            line,
-            reason: "expected 6 fields",
-        })
-    };
-    let (addr, ifindex, prefix, scope, flags, ifname) =
-        (next()?, next()?, next()?, next()?, next()?, next()?);
+    let mut next = || fields.next().ok_or(ProbeError::Malformed { line, reason: "expected 6 fields" });
+    let (addr, ifindex, prefix, scope, flags, ifname) = (next()?, next()?, next()?, next()?, next()?, next()?);
     if next().is_ok() {
-        return Err(ProbeError::Malformed {
-            line,
-            reason: "expected 6 fields",
-        });
+        return Err(ProbeError::Malformed { line, reason: "expected 6 fields" });
     }
     if addr.len() != 32 || !addr.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad(line, "IPv6 address", addr));
@@ -111,17 +102,11 @@ pub fn parse_fib_trie(text: &str) -> Parsed<Ipv4Addr> {
                 continue;
             };
             if scope.is_none() || kind.is_none() {
-                parsed.skip(ProbeError::Malformed {
-                    line: number,
-                    reason: "expected `/len scope type`",
-                });
+                parsed.skip(ProbeError::Malformed { line: number, reason: "expected `/len scope type`" });
                 continue;
             }
             let Some(addr) = leaf else {
-                parsed.skip(ProbeError::Malformed {
-                    line: number,
-                    reason: "route type without a leaf address",
-                });
+                parsed.skip(ProbeError::Malformed { line: number, reason: "route type without a leaf address" });
                 continue;
             };
             if len == 32 && scope == Some("host") && kind == Some("LOCAL") {
@@ -132,10 +117,7 @@ pub fn parse_fib_trie(text: &str) -> Parsed<Ipv4Addr> {
             leaf = None;
         } else {
             leaf = None;
-            parsed.skip(ProbeError::Malformed {
-                line: number,
-                reason: "not a fib_trie line",
-            });
+            parsed.skip(ProbeError::Malformed { line: number, reason: "not a fib_trie line" });
         }
     }
     parsed.items = found.into_iter().collect();
@@ -154,11 +136,7 @@ pub enum KernelByteOrder {
 
 impl KernelByteOrder {
     /// The byte order of the CPU this code runs on, and so of its kernel.
-    pub const NATIVE: Self = if cfg!(target_endian = "big") {
-        Self::Big
-    } else {
-        Self::Little
-    };
+    pub const NATIVE: Self = if cfg!(target_endian = "big") { Self::Big } else { Self::Little };
 
     fn addr(self, raw: u32) -> Ipv4Addr {
         Ipv4Addr::from(match self {
@@ -212,10 +190,7 @@ fn route_line(line: usize, text: &str, order: KernelByteOrder) -> Result<Ipv4Rou
         let mut out = [""; 8];
         let mut it = text.split_ascii_whitespace();
         for slot in &mut out {
-            *slot = it.next().ok_or(ProbeError::Malformed {
-                line,
-                reason: "expected at least 8 fields",
-            })?;
+            *slot = it.next().ok_or(ProbeError::Malformed { line, reason: "expected at least 8 fields" })?;
         }
         out
     };
@@ -233,9 +208,7 @@ fn route_line(line: usize, text: &str, order: KernelByteOrder) -> Result<Ipv4Rou
     // The kernel prints the metric with %d, so priorities above i32::MAX
     // appear negative; reinterpret them as the u32 they are.
     let metric = match metric.strip_prefix('-') {
-        Some(magnitude) => dec_u64(magnitude)
-            .filter(|&m| m <= 1 << 31)
-            .map(|m| (m as u32).wrapping_neg()),
+        Some(magnitude) => dec_u64(magnitude).filter(|&m| m <= 1 << 31).map(|m| (m as u32).wrapping_neg()),
         None => dec_u64(metric).and_then(|m| u32::try_from(m).ok()),
     }
     .ok_or_else(|| bad(line, "metric", metric))?;
@@ -243,9 +216,7 @@ fn route_line(line: usize, text: &str, order: KernelByteOrder) -> Result<Ipv4Rou
         iface: iface.to_owned(),
         destination: addr("destination", destination)?,
         gateway: addr("gateway", gateway)?,
-        flags: hex_u32(flags)
-            .and_then(|f| u16::try_from(f).ok())
-            .ok_or_else(|| bad(line, "flags", flags))?,
+        flags: hex_u32(flags).and_then(|f| u16::try_from(f).ok()).ok_or_else(|| bad(line, "flags", flags))?,
         metric,
         mask: addr("mask", mask)?,
     })
@@ -340,11 +311,7 @@ impl HostProbe {
                 parsed.items
             }
             Fetched::Missing => {
-                self.warn_missing(
-                    ROUTE,
-                    &[ROUTE],
-                    "IPv4 addresses other than loopback unattributed",
-                );
+                self.warn_missing(ROUTE, &[ROUTE], "IPv4 addresses other than loopback unattributed");
                 Vec::new()
             }
             Fetched::Failed => Vec::new(),
@@ -388,8 +355,7 @@ eth0\t006433C6\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
         assert_eq!(parsed.items[1].mask, ip("255.255.255.0"));
 
         // The same table as a big-endian MIPS kernel prints it.
-        let big =
-            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+        let big = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
                    br-lan\tC0A80100\t00000000\t0001\t0\t0\t-1\tFFFFFF00\t0\t0\t0\n";
         let parsed = parse_proc_net_route(big, KernelByteOrder::Big);
         assert_eq!(parsed.items[0].destination, ip("192.168.1.0"));
@@ -481,15 +447,7 @@ Id 100:
 ";
         let parsed = parse_fib_trie(text);
         assert_eq!(parsed.skipped, 0, "{:?}", parsed.first_error);
-        assert_eq!(
-            parsed.items,
-            [
-                ip("10.0.0.5"),
-                ip("127.0.0.1"),
-                ip("172.16.0.9"),
-                ip("192.168.1.1")
-            ]
-        );
+        assert_eq!(parsed.items, [ip("10.0.0.5"), ip("127.0.0.1"), ip("172.16.0.9"), ip("192.168.1.1")]);
     }
 
     #[test]
@@ -518,10 +476,7 @@ fd123456789a00000000000000000001 04 40 00 80   br-lan extra
         assert_eq!(parsed.skipped, 5);
         let e = &parsed.items[2];
         assert_eq!(e.addr, "fd12:3456:789a::1".parse::<Ipv6Addr>().unwrap());
-        assert_eq!(
-            (e.ifindex, e.prefix_len, e.scope, e.flags),
-            (0x1a4, 60, 0, 0x80)
-        );
+        assert_eq!((e.ifindex, e.prefix_len, e.scope, e.flags), (0x1a4, 60, 0, 0x80));
         assert_eq!(e.ifname, "br-lan");
         assert_eq!(parsed.items[1].addr, Ipv6Addr::LOCALHOST);
     }

@@ -8,19 +8,12 @@ use super::source::{Fetched, FILE_LIMIT, VALUE_LIMIT};
 use super::{HostProbe, Parsed, ProbeError};
 
 /// OS release files, in order of preference.
-const OS_RELEASE: [&str; 3] = [
-    "etc/os-release",
-    "usr/lib/os-release",
-    "etc/openwrt_release",
-];
+const OS_RELEASE: [&str; 3] = ["etc/os-release", "usr/lib/os-release", "etc/openwrt_release"];
 
 /// Hardware model sources, in order of preference. Device tree first: on
 /// ARM and MIPS boards it names the board; DMI is the x86 equivalent.
-const MODEL: [&str; 3] = [
-    "sys/firmware/devicetree/base/model",
-    "proc/device-tree/model",
-    "sys/class/dmi/id/product_name",
-];
+const MODEL: [&str; 3] =
+    ["sys/firmware/devicetree/base/model", "proc/device-tree/model", "sys/class/dmi/id/product_name"];
 
 /// Parses a hostname file: the first line that is neither empty nor a `#`
 /// comment (`etc/hostname` may have comments; the kernel's has none).
@@ -65,10 +58,7 @@ pub fn parse_kernel_release(text: &str) -> Result<String, ProbeError> {
 
 /// Parses `proc/uptime` (`12345.67 54321.00`): whole seconds since boot.
 pub fn parse_uptime(text: &str) -> Result<u64, ProbeError> {
-    let field = text
-        .split_ascii_whitespace()
-        .next()
-        .ok_or(ProbeError::Empty)?;
+    let field = text.split_ascii_whitespace().next().ok_or(ProbeError::Empty)?;
     let (whole, fraction) = field.split_once('.').unwrap_or((field, ""));
     if !fraction.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad(0, "uptime", field));
@@ -92,10 +82,7 @@ pub fn parse_os_release(text: &str) -> Parsed<(String, String)> {
             continue;
         }
         let Some((key, raw)) = line.split_once('=') else {
-            parsed.skip(ProbeError::Malformed {
-                line: index + 1,
-                reason: "expected KEY=value",
-            });
+            parsed.skip(ProbeError::Malformed { line: index + 1, reason: "expected KEY=value" });
             continue;
         };
         if !is_shell_name(key) {
@@ -104,10 +91,7 @@ pub fn parse_os_release(text: &str) -> Parsed<(String, String)> {
         }
         match shell_word(raw) {
             Ok(value) => parsed.items.push((key.to_owned(), value)),
-            Err(reason) => parsed.skip(ProbeError::Malformed {
-                line: index + 1,
-                reason,
-            }),
+            Err(reason) => parsed.skip(ProbeError::Malformed { line: index + 1, reason }),
         }
     }
     parsed
@@ -168,11 +152,7 @@ fn shell_word(raw: &str) -> Result<String, &'static str> {
 
 /// The last non-empty value of `key`: later assignments win, as in a shell.
 fn lookup<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .rev()
-        .find(|(k, v)| k == key && !v.is_empty())
-        .map(|(_, v)| v.as_str())
+    pairs.iter().rev().find(|(k, v)| k == key && !v.is_empty()).map(|(_, v)| v.as_str())
 }
 
 impl HostProbe {
@@ -206,14 +186,7 @@ impl HostProbe {
     }
 
     pub(super) fn uptime(&mut self) -> u64 {
-        self.first_value(
-            "uptime",
-            &["proc/uptime"],
-            VALUE_LIMIT,
-            "uptime unknown",
-            parse_uptime,
-        )
-        .unwrap_or(0)
+        self.first_value("uptime", &["proc/uptime"], VALUE_LIMIT, "uptime unknown", parse_uptime).unwrap_or(0)
     }
 
     /// OS name and version from the first release file that names the OS.
@@ -242,14 +215,8 @@ impl HostProbe {
                 self.warn_malformed(relative, &path, &error);
                 continue;
             };
-            let version = version_keys
-                .iter()
-                .find_map(|key| lookup(&parsed.items, key))
-                .unwrap_or_default();
-            return (
-                BoundedString::truncating(name),
-                BoundedString::truncating(version),
-            );
+            let version = version_keys.iter().find_map(|key| lookup(&parsed.items, key)).unwrap_or_default();
+            return (BoundedString::truncating(name), BoundedString::truncating(version));
         }
         if !any_present {
             self.warn_missing("os-release", &OS_RELEASE, "OS name and version unknown");
@@ -291,10 +258,7 @@ mod tests {
         assert_eq!(parsed.skipped, 4);
         assert!(matches!(
             parsed.first_error,
-            Some(ProbeError::Malformed {
-                line: 9,
-                reason: "unterminated double quote"
-            })
+            Some(ProbeError::Malformed { line: 9, reason: "unterminated double quote" })
         ));
     }
 
@@ -307,20 +271,11 @@ mod tests {
     #[test]
     fn single_values() {
         assert_eq!(parse_hostname("ap-lobby\n").unwrap(), "ap-lobby");
-        assert_eq!(
-            parse_hostname("# set by installer\n\nweb-03\n").unwrap(),
-            "web-03"
-        );
-        assert!(matches!(
-            parse_hostname("\n# only\n"),
-            Err(ProbeError::Empty)
-        ));
+        assert_eq!(parse_hostname("# set by installer\n\nweb-03\n").unwrap(), "web-03");
+        assert!(matches!(parse_hostname("\n# only\n"), Err(ProbeError::Empty)));
         assert!(parse_hostname("two words\n").is_err());
 
-        assert_eq!(
-            parse_model("Ubiquiti UniFi 6 Lite\0").unwrap(),
-            "Ubiquiti UniFi 6 Lite"
-        );
+        assert_eq!(parse_model("Ubiquiti UniFi 6 Lite\0").unwrap(), "Ubiquiti UniFi 6 Lite");
         assert_eq!(parse_model("PowerEdge R650\n").unwrap(), "PowerEdge R650");
         assert!(matches!(parse_model("\0junk"), Err(ProbeError::Empty)));
         assert!(parse_model("a\x07b").is_err());
@@ -330,14 +285,7 @@ mod tests {
 
         assert_eq!(parse_uptime("863204.17 3401276.88\n").unwrap(), 863_204);
         assert_eq!(parse_uptime("12").unwrap(), 12);
-        for bad in [
-            "",
-            "-1.0 2",
-            "1.5e3 0",
-            "nan",
-            "1.x",
-            "99999999999999999999.0",
-        ] {
+        for bad in ["", "-1.0 2", "1.5e3 0", "nan", "1.x", "99999999999999999999.0"] {
             assert!(parse_uptime(bad).is_err(), "{bad:?}");
         }
     }

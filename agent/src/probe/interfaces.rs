@@ -34,16 +34,8 @@ pub struct Counters {
 
 impl Counters {
     /// The files of `sys/class/net/<if>/statistics`, in [`Counters::from_array`] order.
-    const SYSFS_FILES: [&'static str; 8] = [
-        "rx_bytes",
-        "rx_packets",
-        "rx_errors",
-        "rx_dropped",
-        "tx_bytes",
-        "tx_packets",
-        "tx_errors",
-        "tx_dropped",
-    ];
+    const SYSFS_FILES: [&'static str; 8] =
+        ["rx_bytes", "rx_packets", "rx_errors", "rx_dropped", "tx_bytes", "tx_packets", "tx_errors", "tx_dropped"];
 
     fn from_array(v: [u64; 8]) -> Self {
         Self {
@@ -100,10 +92,7 @@ pub fn parse_proc_net_dev(text: &str) -> Parsed<NetDevLine> {
             continue;
         }
         let Some((name, rest)) = line.split_once(':') else {
-            parsed.skip(ProbeError::Malformed {
-                line: number,
-                reason: "expected `name: counters`",
-            });
+            parsed.skip(ProbeError::Malformed { line: number, reason: "expected `name: counters`" });
             continue;
         };
         let name = name.trim();
@@ -130,10 +119,7 @@ pub fn parse_proc_net_dev(text: &str) -> Parsed<NetDevLine> {
             continue;
         }
         if count < NET_DEV_COLUMNS {
-            parsed.skip(ProbeError::Malformed {
-                line: number,
-                reason: "fewer than 16 counters",
-            });
+            parsed.skip(ProbeError::Malformed { line: number, reason: "fewer than 16 counters" });
             continue;
         }
         let c = columns;
@@ -216,10 +202,7 @@ impl HostProbe {
                 let counters = self.proc_net_dev();
                 let total = counters.len();
                 for (name, counters) in counters {
-                    let mut stats = InterfaceStats {
-                        name: BoundedString::truncating(&name),
-                        ..Default::default()
-                    };
+                    let mut stats = InterfaceStats { name: BoundedString::truncating(&name), ..Default::default() };
                     counters.apply_to(&mut stats);
                     found.insert(name, stats);
                     if found.len() > MAX_INTERFACES {
@@ -241,11 +224,7 @@ impl HostProbe {
             Ok(entries) => entries,
             Err(e) => {
                 if e.kind() == io::ErrorKind::NotFound {
-                    self.warn_missing(
-                        KEY,
-                        &[KEY],
-                        "link state, MTU and MAC unknown; interfaces from proc/net/dev",
-                    );
+                    self.warn_missing(KEY, &[KEY], "link state, MTU and MAC unknown; interfaces from proc/net/dev");
                 } else if self.first_time(KEY, Issue::Unreadable) {
                     let error = ProbeError::Unreadable(e);
                     tracing::warn!(path = %dir.display(), "{error}; interfaces from proc/net/dev");
@@ -294,21 +273,10 @@ impl HostProbe {
         name: &str,
         proc_net_dev: &mut Option<HashMap<String, Counters>>,
     ) -> Option<InterfaceStats> {
-        let mut stats = InterfaceStats {
-            name: BoundedString::truncating(name),
-            ..Default::default()
-        };
-        stats.mac = self
-            .attribute(name, "address", "sys/class/net/*/address", parse_mac)?
-            .flatten();
-        stats.oper_up = self
-            .attribute(
-                name,
-                "operstate",
-                "sys/class/net/*/operstate",
-                parse_operstate,
-            )?
-            .unwrap_or(false);
+        let mut stats = InterfaceStats { name: BoundedString::truncating(name), ..Default::default() };
+        stats.mac = self.attribute(name, "address", "sys/class/net/*/address", parse_mac)?.flatten();
+        stats.oper_up =
+            self.attribute(name, "operstate", "sys/class/net/*/operstate", parse_operstate)?.unwrap_or(false);
         stats.mtu = self
             .attribute(name, "mtu", "sys/class/net/*/mtu", |text| {
                 let mtu = parse_sysfs_number(text)?;
@@ -317,10 +285,7 @@ impl HostProbe {
             .unwrap_or(0);
         let counters = match self.sysfs_counters(name) {
             Some(counters) => Some(counters),
-            None => proc_net_dev
-                .get_or_insert_with(|| self.proc_net_dev())
-                .get(name)
-                .copied(),
+            None => proc_net_dev.get_or_insert_with(|| self.proc_net_dev()).get(name).copied(),
         };
         counters.unwrap_or_default().apply_to(&mut stats);
         Some(stats)
@@ -395,11 +360,7 @@ impl HostProbe {
             Fetched::Text(text) => {
                 let parsed = parse_proc_net_dev(&text);
                 self.warn_skipped(KEY, &path, &parsed);
-                parsed
-                    .items
-                    .into_iter()
-                    .map(|line| (line.name, line.counters))
-                    .collect()
+                parsed.items.into_iter().map(|line| (line.name, line.counters)).collect()
             }
             Fetched::Missing => {
                 self.warn_missing(KEY, &[KEY], "interface counters unknown");
@@ -453,10 +414,7 @@ peer-wan:     426       5    0    0    0     0          0         0      516    
         assert_eq!(parsed.items.len(), 4);
         assert_eq!(parsed.items[3].name, "eth3");
         assert_eq!(parsed.skipped, 4);
-        assert!(matches!(
-            parsed.first_error,
-            Some(ProbeError::Malformed { line: 6, .. })
-        ));
+        assert!(matches!(parsed.first_error, Some(ProbeError::Malformed { line: 6, .. })));
         // Cut mid-line: the partial last line is dropped, the rest kept.
         let cut = &NET_DEV[..NET_DEV.len() - 40];
         let parsed = parse_proc_net_dev(cut);
@@ -466,19 +424,11 @@ peer-wan:     426       5    0    0    0     0          0         0      516    
 
     #[test]
     fn sysfs_values() {
-        assert_eq!(
-            parse_mac("94:83:c4:12:ab:01\n").unwrap(),
-            Some("94:83:c4:12:ab:01".parse().unwrap())
-        );
+        assert_eq!(parse_mac("94:83:c4:12:ab:01\n").unwrap(), Some("94:83:c4:12:ab:01".parse().unwrap()));
         assert_eq!(parse_mac("00:00:00:00:00:00\n").unwrap(), None);
         assert_eq!(parse_mac("\n").unwrap(), None);
         assert_eq!(parse_mac("c0:00:02:01\n").unwrap(), None);
-        for bad in [
-            "zz:00:00:00:00:01",
-            "0:1:2:3:4:5",
-            "01-02-03-04-05-06",
-            "::",
-        ] {
+        for bad in ["zz:00:00:00:00:01", "0:1:2:3:4:5", "01-02-03-04-05-06", "::"] {
             assert!(parse_mac(bad).is_err(), "{bad:?}");
         }
         assert!(parse_mac(&"ab:".repeat(40)).is_err());

@@ -31,11 +31,7 @@ pub(super) fn excerpt(text: &str) -> String {
 
 /// A [`ProbeError::BadValue`] quoting `value`.
 pub(super) fn bad(line: usize, field: &'static str, value: &str) -> ProbeError {
-    ProbeError::BadValue {
-        line,
-        field,
-        value: excerpt(value),
-    }
+    ProbeError::BadValue { line, field, value: excerpt(value) }
 }
 
 /// Whether `name` can be a Linux interface name: what `dev_valid_name`
@@ -46,9 +42,7 @@ pub(super) fn valid_ifname(name: &str) -> bool {
         && name.len() <= MAX_IFNAME
         && name != "."
         && name != ".."
-        && !name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
 }
 
 /// Whether `text` is a printable one-line value.
@@ -77,16 +71,7 @@ mod tests {
         for good in ["lo", "eth0", "br-lan", "wlan0-1", "veth9f3c@if4"] {
             assert!(valid_ifname(good), "{good:?}");
         }
-        for bad in [
-            "",
-            ".",
-            "..",
-            "a/b",
-            "eth0:1",
-            "a b",
-            "a\nb",
-            &"x".repeat(33),
-        ] {
+        for bad in ["", ".", "..", "a/b", "eth0:1", "a b", "a\nb", &"x".repeat(33)] {
             assert!(!valid_ifname(bad), "{bad:?}");
         }
     }

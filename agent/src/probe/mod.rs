@@ -82,13 +82,10 @@ mod source;
 mod tests;
 
 pub use addresses::{
-    interface_for, parse_fib_trie, parse_if_inet6, parse_proc_net_route, Inet6Entry, Ipv4Route,
-    KernelByteOrder,
+    interface_for, parse_fib_trie, parse_if_inet6, parse_proc_net_route, Inet6Entry, Ipv4Route, KernelByteOrder,
 };
 pub use host::{parse_hostname, parse_kernel_release, parse_model, parse_os_release, parse_uptime};
-pub use interfaces::{
-    parse_mac, parse_operstate, parse_proc_net_dev, parse_sysfs_number, Counters, NetDevLine,
-};
+pub use interfaces::{parse_mac, parse_operstate, parse_proc_net_dev, parse_sysfs_number, Counters, NetDevLine};
 
 use source::{Fetched, Issue};
 
@@ -148,11 +145,7 @@ pub struct Parsed<T> {
 
 impl<T> Parsed<T> {
     fn new() -> Self {
-        Self {
-            items: Vec::new(),
-            skipped: 0,
-            first_error: None,
-        }
+        Self { items: Vec::new(), skipped: 0, first_error: None }
     }
 
     fn skip(&mut self, error: ProbeError) {
@@ -177,11 +170,7 @@ pub struct HostProbe {
 impl HostProbe {
     /// A probe reading under `root`: `/` on a device, a fixture tree in tests.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self {
-            root: root.into(),
-            warned: HashSet::new(),
-            route_byte_order: KernelByteOrder::NATIVE,
-        }
+        Self { root: root.into(), warned: HashSet::new(), route_byte_order: KernelByteOrder::NATIVE }
     }
 
     /// Reads everything it can. A missing or broken source leaves its fields
@@ -304,9 +293,7 @@ impl HostProbe {
             self.warn_overflow(
                 "addresses",
                 &path,
-                format_args!(
-                    "over {MAX_ADDRESSES} addresses on an interface; {dropped} not reported"
-                ),
+                format_args!("over {MAX_ADDRESSES} addresses on an interface; {dropped} not reported"),
             );
         }
         BoundedVec::truncating(out)

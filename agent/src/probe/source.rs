@@ -39,22 +39,12 @@ pub(super) enum Fetched {
 /// Reads at most `limit` bytes of the regular file at `path`. `Ok(None)` when
 /// it does not exist; the flag says whether there was more.
 pub(super) fn read_capped(path: &Path, limit: usize) -> io::Result<Option<(Vec<u8>, bool)>> {
-    let absent = |e: &io::Error| {
-        matches!(
-            e.kind(),
-            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-        )
-    };
+    let absent = |e: &io::Error| matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory);
     // Only regular files: opening a FIFO planted at one of our paths would
     // block the daemon. procfs and sysfs attributes are regular files.
     match fs::metadata(path) {
         Ok(meta) if meta.is_file() => {}
-        Ok(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a regular file",
-            ))
-        }
+        Ok(_) => return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")),
         Err(e) if absent(&e) => return Ok(None),
         Err(e) => return Err(e),
     }
@@ -122,12 +112,8 @@ mod tests {
         let (bytes, over) = read_capped(&path, 100).unwrap().unwrap();
         assert!(!over);
         assert_eq!(decode(bytes, over), "one\ntwo\nthree");
-        assert!(read_capped(&dir.path().join("absent"), 10)
-            .unwrap()
-            .is_none());
-        assert!(read_capped(&path.join("below-a-file"), 10)
-            .unwrap()
-            .is_none());
+        assert!(read_capped(&dir.path().join("absent"), 10).unwrap().is_none());
+        assert!(read_capped(&path.join("below-a-file"), 10).unwrap().is_none());
         assert!(read_capped(dir.path(), 10).is_err());
     }
 

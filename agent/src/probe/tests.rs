@@ -13,9 +13,7 @@ use proptest::prelude::*;
 use super::*;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/probe")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/probe").join(name)
 }
 
 /// A writable copy of a fixture, symlinks included.
@@ -119,23 +117,9 @@ fn debian_x86_host() {
     assert_eq!(nic.mac, Some("52:54:00:6b:3e:91".parse().unwrap()));
     assert!(nic.oper_up);
     assert_eq!(nic.mtu, 1500);
-    assert_eq!(
-        addrs(nic),
-        [
-            "10.20.0.15",
-            "10.20.0.16",
-            "2001:db8:20::15",
-            "fe80::5054:ff:fe6b:3e91"
-        ]
-    );
-    assert_eq!(
-        (nic.rx_bytes, nic.rx_packets, nic.rx_errors, nic.rx_dropped),
-        (98_234_117_822, 71_203_344, 0, 1288)
-    );
-    assert_eq!(
-        (nic.tx_bytes, nic.tx_packets, nic.tx_errors, nic.tx_dropped),
-        (12_883_002_117, 40_127_733, 0, 0)
-    );
+    assert_eq!(addrs(nic), ["10.20.0.15", "10.20.0.16", "2001:db8:20::15", "fe80::5054:ff:fe6b:3e91"]);
+    assert_eq!((nic.rx_bytes, nic.rx_packets, nic.rx_errors, nic.rx_dropped), (98_234_117_822, 71_203_344, 0, 1288));
+    assert_eq!((nic.tx_bytes, nic.tx_packets, nic.tx_errors, nic.tx_dropped), (12_883_002_117, 40_127_733, 0, 0));
 
     let docker = iface(&meta, "docker0");
     assert!(!docker.oper_up);
@@ -158,37 +142,15 @@ fn openwrt_access_point() {
 
     let bridge = iface(&meta, "br-lan");
     assert_eq!(bridge.mac, Some("94:83:c4:12:ab:00".parse().unwrap()));
-    assert_eq!(
-        addrs(bridge),
-        [
-            "192.168.1.1",
-            "fd12:3456:789a::1",
-            "fe80::9683:c4ff:fe12:ab00"
-        ]
-    );
+    assert_eq!(addrs(bridge), ["192.168.1.1", "fd12:3456:789a::1", "fe80::9683:c4ff:fe12:ab00"]);
     let wan = iface(&meta, "eth0");
-    assert_eq!(
-        addrs(wan),
-        [
-            "198.51.100.23",
-            "2001:db8:4000:12:9683:c4ff:fe12:ab01",
-            "fe80::9683:c4ff:fe12:ab01"
-        ]
-    );
+    assert_eq!(addrs(wan), ["198.51.100.23", "2001:db8:4000:12:9683:c4ff:fe12:ab01", "fe80::9683:c4ff:fe12:ab01"]);
     assert_eq!(wan.rx_bytes, 4_823_915_023);
     let wifi = iface(&meta, "wlan0");
     assert!(wifi.oper_up);
     assert_eq!(wifi.mac, Some("94:83:c4:12:ab:02".parse().unwrap()));
     assert_eq!(addrs(wifi), ["fe80::9683:c4ff:fe12:ab02"]);
-    assert_eq!(
-        (
-            wifi.tx_bytes,
-            wifi.tx_packets,
-            wifi.tx_errors,
-            wifi.tx_dropped
-        ),
-        (4_620_118_223, 4_112_009, 3, 158)
-    );
+    assert_eq!((wifi.tx_bytes, wifi.tx_packets, wifi.tx_errors, wifi.tx_dropped), (4_620_118_223, 4_112_009, 3, 158));
 }
 
 #[test]
@@ -209,11 +171,7 @@ fn openwrt_fallback_sources() {
     assert_eq!(meta.os_name.as_str(), "OpenWrt");
     assert_eq!(meta.os_version.as_str(), "23.05.3");
     assert_eq!(meta.model.as_deref(), Some("Ubiquiti UniFi 6 Lite"));
-    assert_eq!(
-        iface(&meta, "wlan0"),
-        iface(&full, "wlan0"),
-        "proc/net/dev counters"
-    );
+    assert_eq!(iface(&meta, "wlan0"), iface(&full, "wlan0"), "proc/net/dev counters");
 
     // No sysfs at all (a minimal container): names and counters from
     // proc/net/dev, addresses still attached, link details unknown.
@@ -228,12 +186,7 @@ fn openwrt_fallback_sources() {
         assert_eq!(got.addresses, want.addresses);
         assert_eq!(
             (got.rx_bytes, got.rx_dropped, got.tx_bytes, got.tx_dropped),
-            (
-                want.rx_bytes,
-                want.rx_dropped,
-                want.tx_bytes,
-                want.tx_dropped
-            )
+            (want.rx_bytes, want.rx_dropped, want.tx_bytes, want.tx_dropped)
         );
     }
 }
@@ -250,9 +203,7 @@ fn big_endian_route_table() {
          br-lan\tC0A80100\t00000000\t0001\t0\t0\t0\tFFFFFF00\t0\t0\t0\n\
          eth0\tC6336400\t00000000\t0001\t0\t0\t0\tFFFFFF00\t0\t0\t0\n",
     );
-    let meta = HostProbe::new(tree.path())
-        .with_route_byte_order(KernelByteOrder::Big)
-        .collect();
+    let meta = HostProbe::new(tree.path()).with_route_byte_order(KernelByteOrder::Big).collect();
     assert_eq!(addrs(iface(&meta, "br-lan"))[0], "192.168.1.1");
     assert_eq!(addrs(iface(&meta, "eth0"))[0], "198.51.100.23");
 }
@@ -273,10 +224,7 @@ fn missing_sources_leave_fields_empty_and_warn_once() {
 
     let (again, logs) = logged(|| probe.collect());
     assert_eq!(again, meta);
-    assert_eq!(
-        logs, "",
-        "a daemon collecting every 30 s must not repeat itself"
-    );
+    assert_eq!(logs, "", "a daemon collecting every 30 s must not repeat itself");
 
     // A source that appears later is picked up; it was never cached.
     write(tree.path(), "proc/sys/kernel/hostname", "late\n");
@@ -290,11 +238,7 @@ fn malformed_sources_give_partial_data() {
     // Not UTF-8.
     write(root, "proc/sys/kernel/hostname", b"ap-\xff\xfe-1\n");
     // An unterminated quote and garbage around a good NAME.
-    write(
-        root,
-        "usr/lib/os-release",
-        "\x00\x01garbage\nNAME=\"OpenWrt\"\nVERSION_ID=\"23.05\nVERSION='23.05.3'\n",
-    );
+    write(root, "usr/lib/os-release", "\x00\x01garbage\nNAME=\"OpenWrt\"\nVERSION_ID=\"23.05\nVERSION='23.05.3'\n");
     // Cut mid-line: wlan0 and br-lan are lost from it, but they have sysfs
     // statistics; eth0's directory is removed so it needs this file.
     let dev = fs::read_to_string(root.join("proc/net/dev")).unwrap();
@@ -305,14 +249,9 @@ fn malformed_sources_give_partial_data() {
     write(
         root,
         "proc/net/fib_trie",
-        b"\xde\xad\xbe\xef\n|-- 192.168.1.1\n   /32 host LOCAL\n+-- \xff/99\n/32 nothing\n"
-            .as_slice(),
+        b"\xde\xad\xbe\xef\n|-- 192.168.1.1\n   /32 host LOCAL\n+-- \xff/99\n/32 nothing\n".as_slice(),
     );
-    write(
-        root,
-        "proc/net/if_inet6",
-        "fe80 zz\n00000000000000000000000000000001 01 80 10 80       lo\n",
-    );
+    write(root, "proc/net/if_inet6", "fe80 zz\n00000000000000000000000000000001 01 80 10 80       lo\n");
     write(root, "sys/class/net/wlan0/mtu", "lots\n");
     write(root, "sys/class/net/wlan0/address", "zz:zz:zz:zz:zz:zz\n");
     write(root, "sys/class/net/br-lan/operstate", "sideways\n");
@@ -326,11 +265,7 @@ fn malformed_sources_give_partial_data() {
     assert_eq!(meta.os_name.as_str(), "OpenWrt");
     assert_eq!(meta.os_version.as_str(), "23.05.3");
     assert_eq!(meta.uptime_secs, 0);
-    assert_eq!(
-        meta.kernel.as_str(),
-        "5.15.150",
-        "untouched sources still read"
-    );
+    assert_eq!(meta.kernel.as_str(), "5.15.150", "untouched sources still read");
     assert_eq!(names(&meta), ["br-lan", "eth0", "lo", "wlan0"]);
 
     let eth0 = iface(&meta, "eth0");
@@ -342,10 +277,7 @@ fn malformed_sources_give_partial_data() {
     assert_eq!(wlan0.tx_bytes, 4_620_118_223, "from sysfs");
     let bridge = iface(&meta, "br-lan");
     assert!(!bridge.oper_up);
-    assert_eq!(
-        bridge.rx_bytes, 0,
-        "bad sysfs counter, and cut from proc/net/dev"
-    );
+    assert_eq!(bridge.rx_bytes, 0, "bad sysfs counter, and cut from proc/net/dev");
     assert_eq!(addrs(bridge), ["192.168.1.1"]);
     assert_eq!(addrs(iface(&meta, "lo")), ["::1"]);
 
@@ -383,11 +315,7 @@ fn huge_interface_lists_are_bounded() {
     // Many addresses on one interface: bounded per interface.
     let mut trie = String::from("Local:\n");
     for i in 0..200u32 {
-        trie.push_str(&format!(
-            "  |-- 10.0.{}.{}\n     /32 host LOCAL\n",
-            i / 250,
-            i % 250 + 1
-        ));
+        trie.push_str(&format!("  |-- 10.0.{}.{}\n     /32 host LOCAL\n", i / 250, i % 250 + 1));
     }
     write(tree.path(), "proc/net/fib_trie", &trie);
     write(
@@ -397,19 +325,14 @@ fn huge_interface_lists_are_bounded() {
          v0000000\t0000000A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n",
     );
     let meta = probe(tree.path()).collect();
-    assert_eq!(
-        meta.interfaces[0].addresses.len(),
-        glimpse_common::record::MAX_ADDRESSES
-    );
+    assert_eq!(meta.interfaces[0].addresses.len(), glimpse_common::record::MAX_ADDRESSES);
 }
 
 #[test]
 fn fifo_is_not_opened() {
     let tree = tempfile::tempdir().unwrap();
     fs::create_dir_all(tree.path().join("proc")).unwrap();
-    let made = std::process::Command::new("mkfifo")
-        .arg(tree.path().join("proc/uptime"))
-        .status();
+    let made = std::process::Command::new("mkfifo").arg(tree.path().join("proc/uptime")).status();
     if !matches!(made, Ok(status) if status.success()) {
         return; // No mkfifo here; nothing to test.
     }
@@ -421,10 +344,7 @@ fn fifo_is_not_opened() {
 #[test]
 fn this_machine() {
     let meta = HostProbe::new("/").collect();
-    assert!(
-        meta.interfaces.iter().any(|i| i.name.as_str() == "lo"),
-        "{meta:?}"
-    );
+    assert!(meta.interfaces.iter().any(|i| i.name.as_str() == "lo"), "{meta:?}");
     assert!(!meta.kernel.is_empty());
 }
 

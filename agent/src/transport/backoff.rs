@@ -17,11 +17,7 @@ pub struct Backoff {
 impl Backoff {
     /// A backoff starting at `initial` and never exceeding `max`.
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Self {
-            initial,
-            max: max.max(initial),
-            attempt: 0,
-        }
+        Self { initial, max: max.max(initial), attempt: 0 }
     }
 
     /// The delay before the next attempt; `jitter` is a uniform sample in [0, 1).
@@ -46,9 +42,7 @@ mod tests {
     #[test]
     fn doubles_then_caps_then_resets() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let delays: Vec<_> = (0..6)
-            .map(|_| b.next_delay(0.999_999).as_millis())
-            .collect();
+        let delays: Vec<_> = (0..6).map(|_| b.next_delay(0.999_999).as_millis()).collect();
         assert_eq!(delays, vec![99, 199, 399, 799, 999, 999]);
         b.reset();
         assert_eq!(b.next_delay(0.0), Duration::from_millis(50));

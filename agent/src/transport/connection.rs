@@ -15,9 +15,7 @@ use glimpse_common::identity::DeviceIdentity;
 use glimpse_common::secret::SecretKey;
 use glimpse_common::tls::{client_config, load_certs, load_key, TlsConfigError};
 use glimpse_common::wire::io::{read_message, write_message, FrameIoError};
-use glimpse_common::wire::{
-    AgentMessage, AuthProof, Batch, CollectorMessage, ErrorCode, Hello, PROTOCOL_VERSION,
-};
+use glimpse_common::wire::{AgentMessage, AuthProof, Batch, CollectorMessage, ErrorCode, Hello, PROTOCOL_VERSION};
 
 use crate::config::AgentConfig;
 
@@ -74,25 +72,15 @@ pub fn client_tls_config(config: &AgentConfig) -> Result<Arc<ClientConfig>, Tran
     let ca = load_certs(&config.ca_path)?.remove(0);
     let chain = load_certs(&config.cert_path)?;
     let key = load_key(&config.key_path)?;
-    Ok(Arc::new(client_config(
-        &ca,
-        chain,
-        key,
-        config.cipher_preference.prefer_chacha(),
-    )?))
+    Ok(Arc::new(client_config(&ca, chain, key, config.cipher_preference.prefer_chacha())?))
 }
 
 /// Reads the per-device shared key file (64 hex digits).
 pub fn load_shared_key(path: &std::path::Path) -> Result<SecretKey, TransportError> {
     use std::io::Read;
-    let bad = |reason: String| TransportError::SharedKey {
-        path: path.to_owned(),
-        reason,
-    };
+    let bad = |reason: String| TransportError::SharedKey { path: path.to_owned(), reason };
     let mut text = zeroize::Zeroizing::new(String::new());
-    std::fs::File::open(path)
-        .and_then(|f| f.take(256).read_to_string(&mut text))
-        .map_err(|e| bad(e.to_string()))?;
+    std::fs::File::open(path).and_then(|f| f.take(256).read_to_string(&mut text)).map_err(|e| bad(e.to_string()))?;
     SecretKey::from_hex(&text).map_err(|e| bad(e.to_string()))
 }
 
@@ -116,12 +104,9 @@ impl Connection {
         stream_id: u64,
     ) -> Result<Self, TransportError> {
         let timeout = config.connect_timeout;
-        tokio::time::timeout(
-            timeout,
-            Self::open_inner(config, tls, shared_key, stream_id),
-        )
-        .await
-        .map_err(|_| TransportError::Timeout(timeout))?
+        tokio::time::timeout(timeout, Self::open_inner(config, tls, shared_key, stream_id))
+            .await
+            .map_err(|_| TransportError::Timeout(timeout))?
     }
 
     async fn open_inner(
@@ -133,23 +118,13 @@ impl Connection {
         let address = &config.collector_address;
         let tcp = TcpStream::connect(address)
             .await
-            .map_err(|source| TransportError::Connect {
-                address: address.clone(),
-                source,
-            })?;
+            .map_err(|source| TransportError::Connect { address: address.clone(), source })?;
         // Batches are small and latency matters more than packing.
         let _ = tcp.set_nodelay(true);
         let server_name = ServerName::try_from(config.server_name.clone())
             .map_err(|_| TransportError::UnexpectedReply("invalid server name"))?;
-        let stream = TlsConnector::from(tls)
-            .connect(server_name, tcp)
-            .await
-            .map_err(TransportError::Tls)?;
-        let cipher_suite = stream
-            .get_ref()
-            .1
-            .negotiated_cipher_suite()
-            .map(|s| s.suite());
+        let stream = TlsConnector::from(tls).connect(server_name, tcp).await.map_err(TransportError::Tls)?;
+        let cipher_suite = stream.get_ref().1.negotiated_cipher_suite().map(|s| s.suite());
 
         let mut exported = [0u8; EXPORTER_LEN];
         stream
@@ -159,16 +134,9 @@ impl Connection {
             .map_err(TransportError::Exporter)?;
         let proof = device_proof(shared_key, &exported, &config.identity);
 
-        let mut conn = Self {
-            stream,
-            max_frame: config.max_frame_bytes,
-            buf: Vec::new(),
-            stored_seq: 0,
-            cipher_suite,
-        };
+        let mut conn = Self { stream, max_frame: config.max_frame_bytes, buf: Vec::new(), stored_seq: 0, cipher_suite };
         conn.send(&hello(&config.identity, stream_id)).await?;
-        conn.send(&AgentMessage::AuthProof(AuthProof { proof }))
-            .await?;
+        conn.send(&AgentMessage::AuthProof(AuthProof { proof })).await?;
         match conn.receive().await? {
             CollectorMessage::Welcome(welcome) => {
                 conn.max_frame = conn.max_frame.min(welcome.max_frame_len as usize);
@@ -195,12 +163,8 @@ impl Connection {
     pub async fn send_batch(&mut self, batch: &Batch) -> Result<u64, TransportError> {
         self.send(&AgentMessage::Batch(batch.clone())).await?;
         match self.receive().await? {
-            CollectorMessage::Ack { stream_seq } if stream_seq >= batch.stream_seq => {
-                Ok(stream_seq)
-            }
-            CollectorMessage::Ack { .. } => Err(TransportError::UnexpectedReply(
-                "acknowledgement for an older batch",
-            )),
+            CollectorMessage::Ack { stream_seq } if stream_seq >= batch.stream_seq => Ok(stream_seq),
+            CollectorMessage::Ack { .. } => Err(TransportError::UnexpectedReply("acknowledgement for an older batch")),
             other => Err(refusal(other)),
         }
     }
@@ -221,10 +185,7 @@ impl Connection {
     /// that must misbehave on purpose; an agent never needs it.
     pub async fn dangerous_send_raw(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
         use tokio::io::AsyncWriteExt;
-        self.stream
-            .write_all(bytes)
-            .await
-            .map_err(FrameIoError::Io)?;
+        self.stream.write_all(bytes).await.map_err(FrameIoError::Io)?;
         self.stream.flush().await.map_err(FrameIoError::Io)?;
         Ok(())
     }
@@ -233,12 +194,7 @@ impl Connection {
     pub async fn receive(&mut self) -> Result<CollectorMessage, TransportError> {
         // Accept the collector's full bound: error messages may come before
         // we learn it.
-        Ok(read_message(
-            &mut self.stream,
-            &mut self.buf,
-            glimpse_common::wire::DEFAULT_MAX_FRAME_LEN,
-        )
-        .await?)
+        Ok(read_message(&mut self.stream, &mut self.buf, glimpse_common::wire::DEFAULT_MAX_FRAME_LEN).await?)
     }
 }
 
@@ -253,14 +209,9 @@ fn hello(identity: &DeviceIdentity, stream_id: u64) -> AgentMessage {
 
 fn refusal(msg: CollectorMessage) -> TransportError {
     match msg {
-        CollectorMessage::Error(e) => TransportError::Refused {
-            code: e.code,
-            message: e.message.to_string(),
-        },
+        CollectorMessage::Error(e) => TransportError::Refused { code: e.code, message: e.message.to_string() },
         CollectorMessage::Welcome(_) => TransportError::UnexpectedReply("a second welcome"),
-        CollectorMessage::Ack { .. } => {
-            TransportError::UnexpectedReply("an acknowledgement before any batch")
-        }
+        CollectorMessage::Ack { .. } => TransportError::UnexpectedReply("an acknowledgement before any batch"),
         _ => TransportError::UnexpectedReply("an unknown message"),
     }
 }

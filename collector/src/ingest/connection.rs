@@ -15,8 +15,8 @@ use glimpse_common::auth::{verify_device_proof, EXPORTER_LABEL, EXPORTER_LEN};
 use glimpse_common::identity::DeviceIdentity;
 use glimpse_common::wire::io::{read_message, write_message, FrameIoError};
 use glimpse_common::wire::{
-    AgentMessage, AuthProof, CollectorMessage, CollectorSession, ErrorCode, ProtocolError, SessionAction,
-    WireError, Welcome, PROTOCOL_VERSION,
+    AgentMessage, AuthProof, CollectorMessage, CollectorSession, ErrorCode, ProtocolError, SessionAction, Welcome,
+    WireError, PROTOCOL_VERSION,
 };
 
 use crate::ingest::reject::{IngestMetrics, RejectReason};
@@ -126,7 +126,10 @@ async fn authenticate(
             Ok(SessionAction::VerifyProof(proof)) => break proof,
             // CollectorSession only asks to continue or verify before the proof.
             Ok(_) => {
-                return Err((Refusal::protocol(ErrorCode::UnexpectedMessage, "unexpected message before authentication".into()), Some(stream)))
+                return Err((
+                    Refusal::protocol(ErrorCode::UnexpectedMessage, "unexpected message before authentication".into()),
+                    Some(stream),
+                ))
             }
             Err(e) => {
                 let refusal = if e.code() == ErrorCode::AuthenticationFailed {
@@ -223,7 +226,7 @@ async fn stream_batches(
                     Err(_) => return Err(Refusal { reason: RejectReason::Overload, code: ErrorCode::UnexpectedMessage, detail: "idle timeout".into(), public: "idle timeout".into() }),
                 }
             }
-            _ = shutdown.wait_for(|stop| *stop) => {
+            _ = crate::service::stopped(&mut shutdown) => {
                 return Err(Refusal { reason: RejectReason::Overload, code: ErrorCode::ShuttingDown, detail: "collector shutting down".into(), public: "collector shutting down; reconnect later".into() });
             }
         };
@@ -236,10 +239,11 @@ async fn stream_batches(
                 let stream_id = session.stream_id();
                 // A batch being stored when SIGTERM arrives is finished and
                 // acknowledged: select! above only interrupts reads.
-                let stored = tokio::task::spawn_blocking(move || store.append(&identity, stream_id, seq, &batch.records))
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r.map_err(|e| e.to_string()));
+                let stored =
+                    tokio::task::spawn_blocking(move || store.append(&identity, stream_id, seq, &batch.records))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string()));
                 if let Err(e) = stored {
                     warn!(device = %session.identity(), seq, "batch not stored: {e}");
                     return Err(Refusal {

@@ -30,20 +30,12 @@ impl MasterKey {
     /// Loads a master key file, refusing one that group or others can
     /// access, that is not a regular file, or that is not 64 hex digits.
     pub fn load(path: &Path) -> Result<MasterKey, KeyError> {
-        let io_err = |source: io::Error| KeyError::MasterKeyIo {
-            path: path.to_path_buf(),
-            source,
-        };
-        let format_err = |problem: String| KeyError::MasterKeyFormat {
-            path: path.to_path_buf(),
-            problem,
-        };
+        let io_err = |source: io::Error| KeyError::MasterKeyIo { path: path.to_path_buf(), source };
+        let format_err = |problem: String| KeyError::MasterKeyFormat { path: path.to_path_buf(), problem };
         let file = match File::open(path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(KeyError::MasterKeyMissing {
-                    path: path.to_path_buf(),
-                })
+                return Err(KeyError::MasterKeyMissing { path: path.to_path_buf() })
             }
             Err(e) => return Err(io_err(e)),
         };
@@ -55,10 +47,7 @@ impl MasterKey {
         }
         let mode = meta.permissions().mode() & 0o7777;
         if mode & 0o077 != 0 {
-            return Err(KeyError::MasterKeyPermissions {
-                path: path.to_path_buf(),
-                mode,
-            });
+            return Err(KeyError::MasterKeyPermissions { path: path.to_path_buf(), mode });
         }
         if meta.len() > MAX_FILE_LEN as u64 {
             return Err(format_err(format!("the file is {} bytes long", meta.len())));
@@ -80,41 +69,26 @@ impl MasterKey {
             text = rest.strip_suffix(b"\r").unwrap_or(rest);
         }
         if text.len() != KEY_LEN * 2 {
-            return Err(format_err(format!(
-                "found {} characters before the end of the file",
-                text.len()
-            )));
+            return Err(format_err(format!("found {} characters before the end of the file", text.len())));
         }
         let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
         hex::decode_to_slice(text, bytes.as_mut_slice())
             .map_err(|_| format_err("it contains a character that is not a hex digit".into()))?;
-        Ok(MasterKey {
-            key: SecretKey::from_bytes(*bytes),
-        })
+        Ok(MasterKey { key: SecretKey::from_bytes(*bytes) })
     }
 
     /// Creates a new master key file with mode 0600 and returns the key.
     /// Never overwrites an existing file.
     pub fn generate_file(path: &Path) -> Result<MasterKey, KeyError> {
-        let io_err = |source: io::Error| KeyError::MasterKeyIo {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io_err = |source: io::Error| KeyError::MasterKeyIo { path: path.to_path_buf(), source };
         let key = random_key()?;
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::AlreadyExists {
-                    KeyError::MasterKeyExists {
-                        path: path.to_path_buf(),
-                    }
-                } else {
-                    io_err(e)
-                }
-            })?;
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                KeyError::MasterKeyExists { path: path.to_path_buf() }
+            } else {
+                io_err(e)
+            }
+        })?;
         let written = (|| {
             // The umask may have cleared bits; make the mode exactly 0600.
             file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
@@ -224,16 +198,10 @@ mod tests {
             assert!(!msg.contains("abab"), "error leaks key material: {msg}");
         }
         write_mode(&path, &[7u8; 32], 0o600);
-        assert!(matches!(
-            MasterKey::load(&path),
-            Err(KeyError::MasterKeyFormat { .. })
-        ));
+        assert!(matches!(MasterKey::load(&path), Err(KeyError::MasterKeyFormat { .. })));
         for good in [hex.clone(), format!("{hex}\n"), format!("{hex}\r\n"), hex.to_uppercase()] {
             write_mode(&path, good.as_bytes(), 0o600);
-            assert_eq!(
-                MasterKey::load(&path).unwrap().secret(),
-                &SecretKey::from_bytes([0x0f; KEY_LEN])
-            );
+            assert_eq!(MasterKey::load(&path).unwrap().secret(), &SecretKey::from_bytes([0x0f; KEY_LEN]));
         }
     }
 

@@ -154,8 +154,7 @@ impl<T, E: Into<redb::Error>> DbResult<T> for Result<T, E> {
 
 /// Fills `buf` from the operating system's CSPRNG.
 pub(crate) fn fill_random(buf: &mut [u8]) -> Result<(), KeyError> {
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), buf)
-        .map_err(|_| KeyError::Random)
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), buf).map_err(|_| KeyError::Random)
 }
 
 /// A fresh random 256-bit key.
@@ -169,13 +168,7 @@ fn wrap_key(master: &MasterKey, aad: &[u8], key: &SecretKey) -> Result<Vec<u8>, 
     fill_random(&mut nonce)?;
     let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(master.secret().expose()));
     let sealed = cipher
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: key.expose(),
-                aad,
-            },
-        )
+        .encrypt(Nonce::from_slice(&nonce), Payload { msg: key.expose(), aad })
         // Only fails for inputs longer than GCM's 64 GiB limit; 32 bytes is not.
         .map_err(|_| KeyError::Random)?;
     let mut out = Vec::with_capacity(WRAPPED_LEN);
@@ -193,11 +186,7 @@ fn unwrap_key(master: &MasterKey, aad: &[u8], wrapped: &[u8]) -> Option<SecretKe
     }
     let (nonce, sealed) = wrapped[1..].split_at(NONCE_LEN);
     let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(master.secret().expose()));
-    let plain = Zeroizing::new(
-        cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad })
-            .ok()?,
-    );
+    let plain = Zeroizing::new(cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad }).ok()?);
     let bytes: [u8; KEY_LEN] = plain.as_slice().try_into().ok()?;
     let key = SecretKey::from_bytes(bytes);
     // `bytes` is a copy on the stack; wipe it now that the key owns one.
@@ -213,13 +202,7 @@ fn org_key_aad(org: &OrgId) -> Vec<u8> {
 
 /// Associated data for a device's shared key.
 fn device_key_aad(org: &OrgId, device: &DeviceId) -> Vec<u8> {
-    [
-        DEVICE_KEY_AAD,
-        org.as_str().as_bytes(),
-        b":",
-        device.as_str().as_bytes(),
-    ]
-    .concat()
+    [DEVICE_KEY_AAD, org.as_str().as_bytes(), b":", device.as_str().as_bytes()].concat()
 }
 
 /// The key store and device registry: one redb database shared by the
@@ -249,21 +232,14 @@ impl Catalog {
             .truncate(false)
             .mode(0o600)
             .open(&path)
-            .map_err(|source| KeyError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(|source| KeyError::Io { path: path.clone(), source })?;
         let db = redb::Builder::new().create_file(file).db()?;
         let master = Arc::new(master);
         check_master(&db, &master, &path)?;
         let db = Arc::new(db);
         let org_keys = OrgKeys::new(Arc::clone(&db), Arc::clone(&master))?;
         let registry = Registry::new(Arc::clone(&db), Arc::clone(&master))?;
-        Ok(Catalog {
-            path,
-            org_keys,
-            registry,
-        })
+        Ok(Catalog { path, org_keys, registry })
     }
 
     /// Organisation data keys.
@@ -287,26 +263,17 @@ fn check_master(db: &Database, master: &MasterKey, path: &Path) -> Result<(), Ke
     let txn = db.begin_write().db()?;
     {
         let mut meta = txn.open_table(META).db()?;
-        let existing = meta
-            .get(MASTER_CHECK_ROW)
-            .db()?
-            .map(|v| v.value().to_vec());
+        let existing = meta.get(MASTER_CHECK_ROW).db()?.map(|v| v.value().to_vec());
         match existing {
             Some(wrapped) => {
                 let ok = unwrap_key(master, MASTER_CHECK_AAD, &wrapped)
                     .is_some_and(|k| k == SecretKey::from_bytes([0; KEY_LEN]));
                 if !ok {
-                    return Err(KeyError::WrongMasterKey {
-                        path: path.to_path_buf(),
-                    });
+                    return Err(KeyError::WrongMasterKey { path: path.to_path_buf() });
                 }
             }
             None => {
-                let wrapped = wrap_key(
-                    master,
-                    MASTER_CHECK_AAD,
-                    &SecretKey::from_bytes([0; KEY_LEN]),
-                )?;
+                let wrapped = wrap_key(master, MASTER_CHECK_AAD, &SecretKey::from_bytes([0; KEY_LEN]))?;
                 meta.insert(MASTER_CHECK_ROW, wrapped.as_slice()).db()?;
             }
         }
@@ -332,10 +299,7 @@ mod tests {
         let org = OrgId::new("acme").unwrap();
         let wrapped = wrap_key(&master(1), &org_key_aad(&org), &key).unwrap();
         assert_eq!(wrapped.len(), WRAPPED_LEN);
-        assert_eq!(
-            unwrap_key(&master(1), &org_key_aad(&org), &wrapped).unwrap(),
-            key
-        );
+        assert_eq!(unwrap_key(&master(1), &org_key_aad(&org), &wrapped).unwrap(), key);
         assert!(unwrap_key(&master(2), &org_key_aad(&org), &wrapped).is_none());
         let other = OrgId::new("acme2").unwrap();
         assert!(unwrap_key(&master(1), &org_key_aad(&other), &wrapped).is_none());

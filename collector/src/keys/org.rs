@@ -59,12 +59,7 @@ impl OrgKeys {
         let txn = db.begin_write().db()?;
         txn.open_table(ORG_KEYS).db()?;
         txn.commit().db()?;
-        Ok(OrgKeys {
-            db,
-            master,
-            cache: Mutex::new(HashMap::new()),
-            slow: Mutex::new(()),
-        })
+        Ok(OrgKeys { db, master, cache: Mutex::new(HashMap::new()), slow: Mutex::new(()) })
     }
 
     fn cached(&self, org: &OrgId) -> Option<Arc<OrgKey>> {
@@ -97,8 +92,9 @@ impl OrgKeys {
             let mut table = txn.open_table(ORG_KEYS).db()?;
             let existing = table.get(org.as_str()).db()?.map(|v| v.value().to_vec());
             match existing {
-                Some(wrapped) => unwrap_key(&self.master, &aad, &wrapped)
-                    .ok_or_else(|| KeyError::Unwrap { org: org.clone() })?,
+                Some(wrapped) => {
+                    unwrap_key(&self.master, &aad, &wrapped).ok_or_else(|| KeyError::Unwrap { org: org.clone() })?
+                }
                 None => {
                     let key = random_key()?;
                     let wrapped = wrap_key(&self.master, &aad, &key)?;
@@ -109,10 +105,7 @@ impl OrgKeys {
             }
         };
         txn.commit().db()?;
-        Ok(self.remember(OrgKey {
-            org: org.clone(),
-            key,
-        }))
+        Ok(self.remember(OrgKey { org: org.clone(), key }))
     }
 
     /// The organisation's key if it has one (it has stored data and the key
@@ -130,10 +123,7 @@ impl OrgKeys {
         };
         let key = unwrap_key(&self.master, &org_key_aad(org), &wrapped)
             .ok_or_else(|| KeyError::Unwrap { org: org.clone() })?;
-        Ok(Some(self.remember(OrgKey {
-            org: org.clone(),
-            key,
-        })))
+        Ok(Some(self.remember(OrgKey { org: org.clone(), key })))
     }
 
     /// Destroys the organisation's key (crypto-shredding): everything stored
@@ -149,10 +139,7 @@ impl OrgKeys {
             removed.is_some()
         };
         txn.commit().db()?;
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(org);
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner).remove(org);
         if existed {
             tracing::warn!(%org, "destroyed data key for organisation");
         }
@@ -205,9 +192,7 @@ mod tests {
             assert_ne!(a.secret(), b.secret());
             assert!(Arc::ptr_eq(&a, &keys.get_or_create(&org("acme")).unwrap()));
             let wrapped = keys.wrapped(&org("acme")).unwrap().unwrap();
-            assert!(!wrapped
-                .windows(32)
-                .any(|w| w == a.secret().expose().as_slice()));
+            assert!(!wrapped.windows(32).any(|w| w == a.secret().expose().as_slice()));
             (a.secret().clone(), b.secret().clone())
         };
         let catalog = Catalog::open(dir.path(), test_master(1)).unwrap();
@@ -255,9 +240,6 @@ mod tests {
         }
         let catalog = Catalog::open(dir.path(), test_master(1)).unwrap();
         let err = catalog.org_keys().get(&org("acme")).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "cannot unwrap key for organisation acme: wrong master key or corrupted key store"
-        );
+        assert_eq!(err.to_string(), "cannot unwrap key for organisation acme: wrong master key or corrupted key store");
     }
 }

@@ -53,12 +53,7 @@ impl fmt::Debug for Registry {
 /// Serial numbers compare without case or `:` separators, since tools print
 /// them both ways.
 fn same_serial(a: &str, b: &str) -> bool {
-    let norm = |s: &str| {
-        s.chars()
-            .filter(|c| *c != ':')
-            .map(|c| c.to_ascii_lowercase())
-            .collect::<String>()
-    };
+    let norm = |s: &str| s.chars().filter(|c| *c != ':').map(|c| c.to_ascii_lowercase()).collect::<String>();
     norm(a) == norm(b)
 }
 
@@ -77,31 +72,19 @@ impl Registry {
         let id = &reg.identity;
         let row = StoredDevice {
             kind: id.kind,
-            wrapped_key: wrap_key(
-                &self.master,
-                &device_key_aad(&id.org, &id.device),
-                &reg.shared_key,
-            )?,
+            wrapped_key: wrap_key(&self.master, &device_key_aad(&id.org, &id.device), &reg.shared_key)?,
             cert_serial: reg.cert_serial.clone(),
             revoked: reg.revoked,
         };
-        let bytes = postcard::to_stdvec(&row).map_err(|e| KeyError::Corrupt {
-            what: format!("devices/{}/{}: {e}", id.org, id.device),
-        })?;
+        let bytes = postcard::to_stdvec(&row)
+            .map_err(|e| KeyError::Corrupt { what: format!("devices/{}/{}: {e}", id.org, id.device) })?;
         let txn = self.db.begin_write().db()?;
-        txn.open_table(DEVICES)
-            .db()?
-            .insert((id.org.as_str(), id.device.as_str()), bytes.as_slice())
-            .db()?;
+        txn.open_table(DEVICES).db()?.insert((id.org.as_str(), id.device.as_str()), bytes.as_slice()).db()?;
         txn.commit().db()
     }
 
     /// The device's registration, with its shared key unwrapped.
-    pub fn get(
-        &self,
-        org: &OrgId,
-        device: &DeviceId,
-    ) -> Result<Option<DeviceRegistration>, KeyError> {
+    pub fn get(&self, org: &OrgId, device: &DeviceId) -> Result<Option<DeviceRegistration>, KeyError> {
         let txn = self.db.begin_read().db()?;
         let table = txn.open_table(DEVICES).db()?;
         let Some(row) = table.get((org.as_str(), device.as_str())).db()? else {
@@ -110,26 +93,13 @@ impl Registry {
         self.decode(org.clone(), device.clone(), row.value()).map(Some)
     }
 
-    fn decode(
-        &self,
-        org: OrgId,
-        device: DeviceId,
-        bytes: &[u8],
-    ) -> Result<DeviceRegistration, KeyError> {
-        let row: StoredDevice = postcard::from_bytes(bytes).map_err(|e| KeyError::Corrupt {
-            what: format!("devices/{org}/{device}: {e}"),
-        })?;
+    fn decode(&self, org: OrgId, device: DeviceId, bytes: &[u8]) -> Result<DeviceRegistration, KeyError> {
+        let row: StoredDevice = postcard::from_bytes(bytes)
+            .map_err(|e| KeyError::Corrupt { what: format!("devices/{org}/{device}: {e}") })?;
         let shared_key = unwrap_key(&self.master, &device_key_aad(&org, &device), &row.wrapped_key)
-            .ok_or_else(|| KeyError::DeviceUnwrap {
-                org: org.clone(),
-                device: device.clone(),
-            })?;
+            .ok_or_else(|| KeyError::DeviceUnwrap { org: org.clone(), device: device.clone() })?;
         Ok(DeviceRegistration {
-            identity: DeviceIdentity {
-                org,
-                device,
-                kind: row.kind,
-            },
+            identity: DeviceIdentity { org, device, kind: row.kind },
             shared_key,
             cert_serial: row.cert_serial,
             revoked: row.revoked,
@@ -140,12 +110,7 @@ impl Registry {
     /// `serial` (compared ignoring case and `:`). Returns whether a
     /// registration was marked; a device re-enrolled with a newer
     /// certificate is left alone.
-    pub fn set_revoked(
-        &self,
-        org: &OrgId,
-        device: &DeviceId,
-        serial: &str,
-    ) -> Result<bool, KeyError> {
+    pub fn set_revoked(&self, org: &OrgId, device: &DeviceId, serial: &str) -> Result<bool, KeyError> {
         let txn = self.db.begin_write().db()?;
         let marked = {
             let mut table = txn.open_table(DEVICES).db()?;
@@ -154,17 +119,14 @@ impl Registry {
             let Some(bytes) = existing else {
                 return Ok(false);
             };
-            let mut row: StoredDevice =
-                postcard::from_bytes(&bytes).map_err(|e| KeyError::Corrupt {
-                    what: format!("devices/{org}/{device}: {e}"),
-                })?;
+            let mut row: StoredDevice = postcard::from_bytes(&bytes)
+                .map_err(|e| KeyError::Corrupt { what: format!("devices/{org}/{device}: {e}") })?;
             if !same_serial(&row.cert_serial, serial) {
                 false
             } else {
                 row.revoked = true;
-                let bytes = postcard::to_stdvec(&row).map_err(|e| KeyError::Corrupt {
-                    what: format!("devices/{org}/{device}: {e}"),
-                })?;
+                let bytes = postcard::to_stdvec(&row)
+                    .map_err(|e| KeyError::Corrupt { what: format!("devices/{org}/{device}: {e}") })?;
                 table.insert(key, bytes.as_slice()).db()?;
                 true
             }
@@ -203,21 +165,14 @@ impl Registry {
     pub fn stored_seq(&self, identity: &DeviceIdentity, stream_id: u64) -> Result<u64, KeyError> {
         let txn = self.db.begin_read().db()?;
         let table = txn.open_table(STREAMS).db()?;
-        let seq = table
-            .get((identity.org.as_str(), identity.device.as_str(), stream_id))
-            .db()?
-            .map_or(0, |v| v.value());
+        let seq =
+            table.get((identity.org.as_str(), identity.device.as_str(), stream_id)).db()?.map_or(0, |v| v.value());
         Ok(seq)
     }
 
     /// Records that every batch of the stream up to `seq` is stored. Never
     /// moves backwards, so a late or repeated call cannot cause re-storing.
-    pub fn set_stored_seq(
-        &self,
-        identity: &DeviceIdentity,
-        stream_id: u64,
-        seq: u64,
-    ) -> Result<(), KeyError> {
+    pub fn set_stored_seq(&self, identity: &DeviceIdentity, stream_id: u64, seq: u64) -> Result<(), KeyError> {
         let key = (identity.org.as_str(), identity.device.as_str(), stream_id);
         let txn = self.db.begin_write().db()?;
         {
@@ -306,9 +261,7 @@ mod tests {
             t.insert(("acme", "ap-2"), v.as_slice()).unwrap();
         }
         txn.commit().unwrap();
-        let err = r
-            .get(&a.identity.org, &DeviceId::new("ap-2").unwrap())
-            .unwrap_err();
+        let err = r.get(&a.identity.org, &DeviceId::new("ap-2").unwrap()).unwrap_err();
         assert!(matches!(err, KeyError::DeviceUnwrap { .. }), "{err}");
     }
 }

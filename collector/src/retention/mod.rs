@@ -25,8 +25,8 @@ use serde::Serialize;
 use crate::store::{lock_slot, Store};
 
 pub use policy::{
-    bounds, OrgRetentionConfig, OutOfBounds, RetentionConfig, RetentionPolicy,
-    MAX_CAPTURE_DAYS, MAX_DEFAULT_METADATA_DAYS, MAX_ORG_METADATA_DAYS, MIN_RETENTION_DAYS,
+    bounds, OrgRetentionConfig, OutOfBounds, RetentionConfig, RetentionPolicy, MAX_CAPTURE_DAYS,
+    MAX_DEFAULT_METADATA_DAYS, MAX_ORG_METADATA_DAYS, MIN_RETENTION_DAYS,
 };
 
 /// A retention policy is invalid or a sweep could not run.
@@ -49,11 +49,7 @@ pub enum RetentionError {
 }
 
 fn join(problems: &[OutOfBounds]) -> String {
-    problems
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// One day directory a sweep deleted.
@@ -178,13 +174,7 @@ fn delete_day(org: &OrgId, kind: DataKind, day: i64, dir: &Path, report: &mut Sw
             tracing::info!(%org, %kind, %day, segments, bytes, "deleted expired data");
             report.segments_deleted += segments;
             report.bytes_freed += bytes;
-            report.deleted.push(DeletedDay {
-                org: org.clone(),
-                kind,
-                day,
-                segments,
-                bytes,
-            });
+            report.deleted.push(DeletedDay { org: org.clone(), kind, day, segments, bytes });
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => failure(report, dir, &e),
@@ -220,8 +210,8 @@ fn remove_if_empty(dir: &Path, report: &mut SweepReport) {
 
 fn failure(report: &mut SweepReport, path: &Path, error: &io::Error) {
     tracing::warn!(path = %path.display(), %error, "retention sweep could not delete");
-    report.failures.push(SweepFailure {
-        path: path.to_path_buf(),
-        error: error.to_string(),
-    });
+    report.failures.push(SweepFailure { path: path.to_path_buf(), error: error.to_string() });
 }
+
+#[cfg(test)]
+mod tests;

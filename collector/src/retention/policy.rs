@@ -42,16 +42,12 @@ impl fmt::Display for OutOfBounds {
             Some(org) => format!("for organisation {org}"),
             None => "by default".into(),
         };
-        write!(
-            f,
-            "{} retention of {} days {scope} is outside {}..={} days",
-            self.kind, self.days, self.min, self.max
-        )?;
+        write!(f, "{} retention of {} days {scope} is outside {}..={} days", self.kind, self.days, self.min, self.max)?;
         match (self.kind, &self.org) {
             (DataKind::Capture, _) => f.write_str(" (packet data is kept at most 7 days)"),
-            (DataKind::Metadata, None) => f.write_str(
-                " (longer retention is only a per-organisation option: [retention.orgs.<org>])",
-            ),
+            (DataKind::Metadata, None) => {
+                f.write_str(" (longer retention is only a per-organisation option: [retention.orgs.<org>])")
+            }
             _ => Ok(()),
         }
     }
@@ -95,10 +91,7 @@ impl Default for RetentionPolicy {
     /// The product's promise: capture 7 days, metadata 60 days.
     fn default() -> Self {
         RetentionPolicy {
-            defaults: DataKind::ALL
-                .iter()
-                .map(|k| (*k, k.default_retention_days()))
-                .collect(),
+            defaults: DataKind::ALL.iter().map(|k| (*k, k.default_retention_days())).collect(),
             orgs: BTreeMap::new(),
         }
     }
@@ -118,13 +111,7 @@ impl RetentionPolicy {
             if (min..=max).contains(&days) {
                 true
             } else {
-                problems.push(OutOfBounds {
-                    org: org.cloned(),
-                    kind,
-                    days,
-                    min,
-                    max,
-                });
+                problems.push(OutOfBounds { org: org.cloned(), kind, days, min, max });
                 false
             }
         };
@@ -203,11 +190,7 @@ impl TryFrom<RetentionConfig> for RetentionPolicy {
     type Error = RetentionError;
 
     fn try_from(config: RetentionConfig) -> Result<Self, RetentionError> {
-        let overrides = config
-            .orgs
-            .into_iter()
-            .map(|(org, c)| (org, kinds(c.capture_days, c.metadata_days)))
-            .collect();
+        let overrides = config.orgs.into_iter().map(|(org, c)| (org, kinds(c.capture_days, c.metadata_days))).collect();
         RetentionPolicy::new(kinds(config.capture_days, config.metadata_days), overrides)
     }
 }
@@ -248,10 +231,7 @@ mod tests {
         let p = RetentionPolicy::default();
         assert_eq!(p.days(&org("a"), DataKind::Capture), 7);
         assert_eq!(p.days(&org("a"), DataKind::Metadata), 60);
-        assert_eq!(
-            p.window_start(&org("a"), DataKind::Capture, 10 * MILLIS_PER_DAY),
-            3 * MILLIS_PER_DAY
-        );
+        assert_eq!(p.window_start(&org("a"), DataKind::Capture, 10 * MILLIS_PER_DAY), 3 * MILLIS_PER_DAY);
         assert_eq!(p.window_start(&org("a"), DataKind::Capture, i64::MIN), i64::MIN);
     }
 
@@ -297,8 +277,7 @@ mod tests {
         }
         assert!(!err.contains("organisation ok"), "{err}");
 
-        let e = RetentionPolicy::new(HashMap::from([(DataKind::Capture, 30)]), HashMap::new())
-            .unwrap_err();
+        let e = RetentionPolicy::new(HashMap::from([(DataKind::Capture, 30)]), HashMap::new()).unwrap_err();
         assert!(matches!(e, RetentionError::OutOfBounds(ref v) if v.len() == 1));
         assert!(toml::from_str::<RetentionPolicy>("captur_days = 3").is_err());
         assert!(toml::from_str::<RetentionPolicy>("[orgs.\"../x\"]\ncapture_days = 3").is_err());

@@ -336,26 +336,21 @@ impl Store {
             let key = self.org_keys().get_or_create(&identity.org)?;
             let mut by_kind: BTreeMap<DataKind, Vec<StoredRecordRef<'_>>> = BTreeMap::new();
             for record in records {
-                by_kind
-                    .entry(record.kind())
-                    .or_default()
-                    .push(StoredRecordRef {
-                        device: &identity.device,
-                        device_kind: identity.kind,
-                        received_at_ms,
-                        record,
-                    });
+                by_kind.entry(record.kind()).or_default().push(StoredRecordRef {
+                    device: &identity.device,
+                    device_kind: identity.kind,
+                    received_at_ms,
+                    record,
+                });
             }
             for (kind, group) in &by_kind {
-                let (blocks, bytes) =
-                    self.append_group(&identity.org, *kind, day, key.secret(), group)?;
+                let (blocks, bytes) = self.append_group(&identity.org, *kind, day, key.secret(), group)?;
                 receipt.records += group.len();
                 receipt.blocks += blocks;
                 receipt.bytes += bytes;
             }
         }
-        self.registry()
-            .set_stored_seq(identity, stream_id, stream_seq)?;
+        self.registry().set_stored_seq(identity, stream_id, stream_seq)?;
         Ok(receipt)
     }
 
@@ -397,15 +392,8 @@ impl Store {
                     // Earlier blocks of this batch may sit in it unsynced.
                     full.sync()?;
                 }
-                let place = SegmentPlace {
-                    org: org.clone(),
-                    kind,
-                    day,
-                };
-                *active = Some(ActiveSegment::create(
-                    &self.day_dir(org, kind, day),
-                    place,
-                )?);
+                let place = SegmentPlace { org: org.clone(), kind, day };
+                *active = Some(ActiveSegment::create(&self.day_dir(org, kind, day), place)?);
             }
             if let Some(seg) = active.as_mut() {
                 bytes += seg.append_block(key, plaintext)?;
@@ -427,53 +415,52 @@ impl Store {
         since: Option<i64>,
         until: Option<i64>,
     ) -> Result<ReadOutcome, StoreError> {
+        let mut records = Vec::new();
+        let problems = self.read_with(org, kind, since, until, |record| records.push(record))?;
+        Ok(ReadOutcome { records, problems })
+    }
+
+    /// Like [`Store::read`], but hands each record to `each` as its block is
+    /// decrypted, so exporting a long range holds one block in memory rather
+    /// than the whole range. Returns the problems met.
+    pub fn read_with(
+        &self,
+        org: &OrgId,
+        kind: DataKind,
+        since: Option<i64>,
+        until: Option<i64>,
+        mut each: impl FnMut(StoredRecord),
+    ) -> Result<Vec<SegmentProblem>, StoreError> {
         let now = self.clock.now_millis();
-        let from = self
-            .retention
-            .window_start(org, kind, now)
-            .max(since.unwrap_or(i64::MIN));
+        let from = self.retention.window_start(org, kind, now).max(since.unwrap_or(i64::MIN));
         let until = until.unwrap_or(i64::MAX);
-        let mut out = ReadOutcome::default();
+        let mut sink = Sink { each: &mut each, problems: Vec::new(), range: (from, until) };
         if from >= until {
-            return Ok(out);
+            return Ok(sink.problems);
         }
         let mut key: Option<Arc<OrgKey>> = None;
         let mut seen_ids = HashSet::new();
-        for (day, dir) in list_days(&self.kind_dir(org, kind), &mut out.problems)? {
+        for (day, dir) in list_days(&self.kind_dir(org, kind), &mut sink.problems)? {
             let day_start = day.saturating_mul(MILLIS_PER_DAY);
             if day_start.saturating_add(MILLIS_PER_DAY) <= from || day_start >= until {
                 continue;
             }
-            let place = SegmentPlace {
-                org: org.clone(),
-                kind,
-                day,
-            };
-            for path in list_segments(&dir, &mut out.problems)? {
+            let place = SegmentPlace { org: org.clone(), kind, day };
+            for path in list_segments(&dir, &mut sink.problems)? {
                 let key = match &key {
                     Some(key) => Arc::clone(key),
                     None => {
-                        let found = self
-                            .org_keys()
-                            .get(org)?
-                            .ok_or_else(|| StoreError::NoOrgKey { org: org.clone() })?;
+                        let found =
+                            self.org_keys().get(org)?.ok_or_else(|| StoreError::NoOrgKey { org: org.clone() })?;
                         key = Some(Arc::clone(&found));
                         found
                     }
                 };
                 let limit = self.committed_len(org, kind, &path);
-                read_segment(
-                    &path,
-                    limit,
-                    &place,
-                    key.secret(),
-                    (from, until),
-                    &mut seen_ids,
-                    &mut out,
-                );
+                read_segment(&path, limit, &place, key.secret(), &mut seen_ids, &mut sink);
             }
         }
-        Ok(out)
+        Ok(sink.problems)
     }
 
     /// For the segment being written, how much of it is synced; readers
@@ -481,10 +468,7 @@ impl Store {
     fn committed_len(&self, org: &OrgId, kind: DataKind, path: &Path) -> Option<u64> {
         let slot = self.slot(org, kind);
         let active = lock_slot(&slot);
-        active
-            .as_ref()
-            .filter(|seg| seg.path == path)
-            .map(|seg| seg.committed_len)
+        active.as_ref().filter(|seg| seg.path == path).map(|seg| seg.committed_len)
     }
 
     /// Disk use per organisation and kind.
@@ -580,20 +564,11 @@ fn encode_blocks(records: &[StoredRecordRef<'_>]) -> Result<Vec<Vec<u8>>, StoreE
 
 /// Day directories under `kind_dir`, oldest first; anything else is
 /// reported and ignored. A missing directory means no data.
-fn list_days(
-    kind_dir: &Path,
-    problems: &mut Vec<SegmentProblem>,
-) -> Result<Vec<(i64, PathBuf)>, StoreError> {
+fn list_days(kind_dir: &Path, problems: &mut Vec<SegmentProblem>) -> Result<Vec<(i64, PathBuf)>, StoreError> {
     let entries = match fs::read_dir(kind_dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(StoreError::Io {
-                action: "list",
-                path: kind_dir.to_path_buf(),
-                source,
-            })
-        }
+        Err(source) => return Err(StoreError::Io { action: "list", path: kind_dir.to_path_buf(), source }),
     };
     let mut days = Vec::new();
     for entry in entries.flatten() {
@@ -609,29 +584,17 @@ fn list_days(
 }
 
 /// Segment files in a day directory, in creation order.
-fn list_segments(
-    day_dir: &Path,
-    problems: &mut Vec<SegmentProblem>,
-) -> Result<Vec<PathBuf>, StoreError> {
+fn list_segments(day_dir: &Path, problems: &mut Vec<SegmentProblem>) -> Result<Vec<PathBuf>, StoreError> {
     let entries = match fs::read_dir(day_dir) {
         Ok(entries) => entries,
         // Swept between listing the days and now.
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(StoreError::Io {
-                action: "list",
-                path: day_dir.to_path_buf(),
-                source,
-            })
-        }
+        Err(source) => return Err(StoreError::Io { action: "list", path: day_dir.to_path_buf(), source }),
     };
     let mut segments = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
-        let is_segment = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.ends_with(SEGMENT_SUFFIX))
+        let is_segment = entry.file_name().to_str().is_some_and(|n| n.ends_with(SEGMENT_SUFFIX))
             && entry.file_type().is_ok_and(|t| t.is_file());
         if is_segment {
             segments.push(path);
@@ -648,38 +611,42 @@ fn problem(problems: &mut Vec<SegmentProblem>, path: PathBuf, offset: u64, what:
     problems.push(SegmentProblem { path, offset, what });
 }
 
-/// Reads one segment file into `out`, keeping records received in
-/// `range.0..range.1`. Every failure becomes a problem; none is fatal.
+/// Where a read delivers what it finds.
+struct Sink<'a> {
+    each: &'a mut dyn FnMut(StoredRecord),
+    problems: Vec<SegmentProblem>,
+    /// Records received in `range.0..range.1` are delivered.
+    range: (i64, i64),
+}
+
+/// Reads one segment file into `sink`. Every failure becomes a problem;
+/// none is fatal.
 fn read_segment(
     path: &Path,
     limit: Option<u64>,
     place: &SegmentPlace,
     key: &SecretKey,
-    range: (i64, i64),
     seen_ids: &mut HashSet<u64>,
-    out: &mut ReadOutcome,
+    sink: &mut Sink<'_>,
 ) {
     let file = match fs::File::open(path) {
         Ok(file) => file,
         // Deleted by the sweeper since it was listed: expired anyway.
         Err(e) if e.kind() == io::ErrorKind::NotFound => return,
         Err(e) => {
-            problem(&mut out.problems, path.to_path_buf(), 0, format!("cannot open: {e}"));
+            problem(&mut sink.problems, path.to_path_buf(), 0, format!("cannot open: {e}"));
             return;
         }
     };
     let len = match file.metadata() {
         Ok(meta) => meta.len(),
         Err(e) => {
-            problem(&mut out.problems, path.to_path_buf(), 0, format!("cannot stat: {e}"));
+            problem(&mut sink.problems, path.to_path_buf(), 0, format!("cannot stat: {e}"));
             return;
         }
     };
-    let src = FileSource {
-        len: limit.map_or(len, |limit| limit.min(len)),
-        file,
-    };
-    read_source(&src, path, place, key, range, seen_ids, out);
+    let src = FileSource { len: limit.map_or(len, |limit| limit.min(len)), file };
+    read_source(&src, path, place, key, seen_ids, sink);
 }
 
 fn read_source<S: ReadAt + ?Sized>(
@@ -687,20 +654,20 @@ fn read_source<S: ReadAt + ?Sized>(
     path: &Path,
     place: &SegmentPlace,
     key: &SecretKey,
-    (from, until): (i64, i64),
     seen_ids: &mut HashSet<u64>,
-    out: &mut ReadOutcome,
+    sink: &mut Sink<'_>,
 ) {
+    let (from, until) = sink.range;
     let mut reader = match SegmentReader::open(src, place, key) {
         Ok(reader) => reader,
         Err(defect) => {
-            problem(&mut out.problems, path.to_path_buf(), defect.offset, defect.what);
+            problem(&mut sink.problems, path.to_path_buf(), defect.offset, defect.what);
             return;
         }
     };
     if !seen_ids.insert(reader.segment_id()) {
         problem(
-            &mut out.problems,
+            &mut sink.problems,
             path.to_path_buf(),
             0,
             "segment id repeats another segment of this day (a copied segment); not served".into(),
@@ -708,15 +675,14 @@ fn read_source<S: ReadAt + ?Sized>(
         return;
     }
     reader.read_blocks(|item| match item {
-        Ok((offset, plaintext)) => match postcard::take_from_bytes::<Vec<StoredRecord>>(&plaintext)
-        {
-            Ok((records, [])) => out.records.extend(
-                records
-                    .into_iter()
-                    .filter(|r| r.received_at_ms >= from && r.received_at_ms < until),
-            ),
+        Ok((offset, plaintext)) => match postcard::take_from_bytes::<Vec<StoredRecord>>(&plaintext) {
+            Ok((records, [])) => {
+                for record in records.into_iter().filter(|r| r.received_at_ms >= from && r.received_at_ms < until) {
+                    (sink.each)(record);
+                }
+            }
             _ => problem(
-                &mut out.problems,
+                &mut sink.problems,
                 path.to_path_buf(),
                 offset,
                 "block authenticated but its records do not decode (written by a newer \
@@ -724,12 +690,7 @@ fn read_source<S: ReadAt + ?Sized>(
                     .into(),
             ),
         },
-        Err(defect) => problem(
-            &mut out.problems,
-            path.to_path_buf(),
-            defect.offset,
-            defect.what,
-        ),
+        Err(defect) => problem(&mut sink.problems, path.to_path_buf(), defect.offset, defect.what),
     });
 }
 
@@ -737,3 +698,30 @@ fn read_source<S: ReadAt + ?Sized>(
 mod tests;
 #[cfg(test)]
 pub(crate) mod testutil;
+
+/// Encodes and seals one batch exactly as [`Store::append`] does (postcard
+/// blocks of at most [`MAX_BLOCK_LEN`], AES-256-GCM with the segment nonce
+/// and associated data), but in memory: for benchmarks and capacity
+/// planning. Returns the block frames as they would be appended.
+pub fn seal_batch_in_memory(
+    key: &SecretKey,
+    identity: &DeviceIdentity,
+    kind: DataKind,
+    received_at_ms: i64,
+    segment_id: u64,
+    records: &[Record],
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let refs: Vec<StoredRecordRef<'_>> = records
+        .iter()
+        .map(|record| StoredRecordRef { device: &identity.device, device_kind: identity.kind, received_at_ms, record })
+        .collect();
+    let place = SegmentPlace { org: identity.org.clone(), kind, day: utc_day(received_at_ms) };
+    encode_blocks(&refs)?
+        .iter()
+        .enumerate()
+        .map(|(index, plain)| {
+            segment::seal_block(key, &place, segment_id, index as u64, plain)
+                .ok_or(StoreError::BlockTooLarge { len: plain.len() })
+        })
+        .collect()
+}

@@ -112,10 +112,7 @@ pub(crate) fn seal_block(
     let sealed = cipher(key)
         .encrypt(
             Nonce::from_slice(&block_nonce(segment_id, index)),
-            Payload {
-                msg: plaintext,
-                aad: &block_aad(place, segment_id, index),
-            },
+            Payload { msg: plaintext, aad: &block_aad(place, segment_id, index) },
         )
         .ok()?;
     let len = u32::try_from(sealed.len()).ok()?;
@@ -142,9 +139,7 @@ impl ReadAt for [u8] {
 
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
         let start = usize::try_from(pos).map_err(|_| io::ErrorKind::UnexpectedEof)?;
-        let end = start
-            .checked_add(buf.len())
-            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        let end = start.checked_add(buf.len()).ok_or(io::ErrorKind::UnexpectedEof)?;
         let src = self.get(start..end).ok_or(io::ErrorKind::UnexpectedEof)?;
         buf.copy_from_slice(src);
         Ok(())
@@ -185,11 +180,7 @@ enum Frame {
     /// A length or index no writer produces.
     Invalid(String),
     /// A structurally valid frame (not yet authenticated).
-    Block {
-        index: u64,
-        ciphertext: Vec<u8>,
-        next: u64,
-    },
+    Block { index: u64, ciphertext: Vec<u8>, next: u64 },
 }
 
 /// Reads one segment: validates its header against where it was found,
@@ -215,15 +206,8 @@ impl<'a, S: ReadAt + ?Sized> SegmentReader<'a, S> {
     pub(crate) fn open(src: &'a S, place: &SegmentPlace, key: &SecretKey) -> Result<Self, Defect> {
         let bad = |offset: u64, what: String| Defect { offset, what };
         let mut fixed = [0u8; HEADER_FIXED_LEN];
-        src.read_exact_at(&mut fixed, 0).map_err(|_| {
-            bad(
-                0,
-                format!(
-                    "segment header is truncated ({} bytes long)",
-                    src.size()
-                ),
-            )
-        })?;
+        src.read_exact_at(&mut fixed, 0)
+            .map_err(|_| bad(0, format!("segment header is truncated ({} bytes long)", src.size())))?;
         if fixed[..8] != MAGIC {
             return Err(bad(0, "not a glimpse segment (bad magic)".into()));
         }
@@ -241,24 +225,19 @@ impl<'a, S: ReadAt + ?Sized> SegmentReader<'a, S> {
         let mut pos = HEADER_FIXED_LEN as u64;
         let mut read_name = |max: usize, what: &str| -> Result<Vec<u8>, Defect> {
             let mut len = [0u8; 1];
-            src.read_exact_at(&mut len, pos)
-                .map_err(|_| bad(pos, "segment header is truncated".into()))?;
+            src.read_exact_at(&mut len, pos).map_err(|_| bad(pos, "segment header is truncated".into()))?;
             let len = usize::from(len[0]);
             if len == 0 || len > max {
                 return Err(bad(pos, format!("segment header {what} length {len} is invalid")));
             }
             let mut name = vec![0u8; len];
-            src.read_exact_at(&mut name, pos + 1)
-                .map_err(|_| bad(pos, "segment header is truncated".into()))?;
+            src.read_exact_at(&mut name, pos + 1).map_err(|_| bad(pos, "segment header is truncated".into()))?;
             pos += 1 + len as u64;
             Ok(name)
         };
         let org = read_name(glimpse_common::identity::MAX_NAME_LEN, "organisation")?;
         let kind = read_name(MAX_KIND_LEN, "kind")?;
-        if org != place.org.as_str().as_bytes()
-            || kind != place.kind.as_str().as_bytes()
-            || day != place.day
-        {
+        if org != place.org.as_str().as_bytes() || kind != place.kind.as_str().as_bytes() || day != place.day {
             return Err(bad(
                 0,
                 format!(
@@ -303,10 +282,7 @@ impl<'a, S: ReadAt + ?Sized> SegmentReader<'a, S> {
         index.copy_from_slice(&head[4..]);
         let index = u64::from_be_bytes(index);
         if len <= TAG_LEN as u32 || len > MAX_BLOCK_LEN {
-            return Frame::Invalid(format!(
-                "block length {len} is outside {}..={MAX_BLOCK_LEN}",
-                TAG_LEN + 1
-            ));
+            return Frame::Invalid(format!("block length {len} is outside {}..={MAX_BLOCK_LEN}", TAG_LEN + 1));
         }
         if index > MAX_BLOCK_INDEX {
             return Frame::Invalid(format!("block index {index} is out of range"));
@@ -323,21 +299,14 @@ impl<'a, S: ReadAt + ?Sized> SegmentReader<'a, S> {
         if self.src.read_exact_at(&mut ciphertext, start).is_err() {
             return Frame::Torn;
         }
-        Frame::Block {
-            index,
-            ciphertext,
-            next,
-        }
+        Frame::Block { index, ciphertext, next }
     }
 
     fn open_block(&self, index: u64, ciphertext: &[u8]) -> Option<Vec<u8>> {
         self.cipher
             .decrypt(
                 Nonce::from_slice(&block_nonce(self.segment_id, index)),
-                Payload {
-                    msg: ciphertext,
-                    aad: &block_aad(&self.place, self.segment_id, index),
-                },
+                Payload { msg: ciphertext, aad: &block_aad(&self.place, self.segment_id, index) },
             )
             .ok()
     }
@@ -346,9 +315,9 @@ impl<'a, S: ReadAt + ?Sized> SegmentReader<'a, S> {
     /// `min_index..min_index + RESYNC_INDEX_WINDOW`).
     fn authentic_at(&mut self, pos: u64, min_index: u64) -> bool {
         match self.frame_at(pos) {
-            Frame::Block {
-                index, ciphertext, ..
-            } if (min_index..min_index.saturating_add(RESYNC_INDEX_WINDOW)).contains(&index) => {
+            Frame::Block { index, ciphertext, .. }
+                if (min_index..min_index.saturating_add(RESYNC_INDEX_WINDOW)).contains(&index) =>
+            {
                 self.open_block(index, &ciphertext).is_some()
             }
             _ => false,
@@ -419,10 +388,7 @@ impl<'a, S: ReadAt + ?Sized> SegmentReader<'a, S> {
                         Some(found) => {
                             emit(Err(Defect {
                                 offset: pos,
-                                what: format!(
-                                    "corrupted block header; skipped {} bytes",
-                                    found - pos
-                                ),
+                                what: format!("corrupted block header; skipped {} bytes", found - pos),
                             }));
                             pos = found;
                         }
@@ -441,28 +407,18 @@ impl<'a, S: ReadAt + ?Sized> SegmentReader<'a, S> {
                 }
                 Frame::Invalid(why) => match self.resync(pos + 1, expected) {
                     Some(found) => {
-                        emit(Err(Defect {
-                            offset: pos,
-                            what: format!("{why}; skipped {} bytes", found - pos),
-                        }));
+                        emit(Err(Defect { offset: pos, what: format!("{why}; skipped {} bytes", found - pos) }));
                         pos = found;
                     }
                     None => {
                         emit(Err(Defect {
                             offset: pos,
-                            what: format!(
-                                "{why}; no readable block in the remaining {} bytes",
-                                size - pos
-                            ),
+                            what: format!("{why}; no readable block in the remaining {} bytes", size - pos),
                         }));
                         return;
                     }
                 },
-                Frame::Block {
-                    index,
-                    ciphertext,
-                    next,
-                } => match self.open_block(index, &ciphertext) {
+                Frame::Block { index, ciphertext, next } => match self.open_block(index, &ciphertext) {
                     Some(plain) => {
                         if index < expected {
                             emit(Err(Defect {
@@ -476,9 +432,7 @@ impl<'a, S: ReadAt + ?Sized> SegmentReader<'a, S> {
                             if index > expected {
                                 emit(Err(Defect {
                                     offset: pos,
-                                    what: format!(
-                                        "blocks {expected}..{index} are missing before this one"
-                                    ),
+                                    what: format!("blocks {expected}..{index} are missing before this one"),
                                 }));
                             }
                             expected = index + 1;
@@ -524,11 +478,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn place() -> SegmentPlace {
-        SegmentPlace {
-            org: OrgId::new("acme").unwrap(),
-            kind: DataKind::Metadata,
-            day: 20_000,
-        }
+        SegmentPlace { org: OrgId::new("acme").unwrap(), kind: DataKind::Metadata, day: 20_000 }
     }
 
     fn key() -> SecretKey {
@@ -545,7 +495,10 @@ mod tests {
         out
     }
 
-    fn read(bytes: &[u8], place: &SegmentPlace) -> (Vec<(u64, Vec<u8>)>, Vec<Defect>, usize) {
+    /// Blocks served (offset, plaintext), defects, largest allocation.
+    type Read = (Vec<(u64, Vec<u8>)>, Vec<Defect>, usize);
+
+    fn read(bytes: &[u8], place: &SegmentPlace) -> Read {
         let mut blocks = Vec::new();
         let mut defects = Vec::new();
         match SegmentReader::open(bytes, place, &key()) {
@@ -614,18 +567,9 @@ mod tests {
     fn moved_segments_and_blocks_are_refused() {
         let bytes = segment(2);
         for other in [
-            SegmentPlace {
-                org: OrgId::new("globex").unwrap(),
-                ..place()
-            },
-            SegmentPlace {
-                kind: DataKind::Capture,
-                ..place()
-            },
-            SegmentPlace {
-                day: 20_001,
-                ..place()
-            },
+            SegmentPlace { org: OrgId::new("globex").unwrap(), ..place() },
+            SegmentPlace { kind: DataKind::Capture, ..place() },
+            SegmentPlace { day: 20_001, ..place() },
         ] {
             let (blocks, defects, _) = read(&bytes, &other);
             assert!(blocks.is_empty());
@@ -634,10 +578,7 @@ mod tests {
 
         // A header rewritten to match the new place still fails: the
         // blocks' associated data names the original place.
-        let day = SegmentPlace {
-            day: 20_001,
-            ..place()
-        };
+        let day = SegmentPlace { day: 20_001, ..place() };
         let old_header = encode_header(&place(), 0x1122_3344_5566_7788);
         let mut forged = encode_header(&day, 0x1122_3344_5566_7788);
         forged.extend_from_slice(&bytes[old_header.len()..]);

@@ -13,10 +13,11 @@ use super::{ReadOutcome, Store, StoreError, StoredRecordRef};
 use crate::keys::test_master;
 use crate::retention::RetentionPolicy;
 
-/// 2026-11-23 12:00 UTC.
+/// Noon UTC on 2025-11-23.
 pub(crate) const T0: i64 = 20_415 * MILLIS_PER_DAY + 12 * 3_600_000;
 
 /// A store in a temporary directory with a hand-driven clock.
+#[derive(Debug)]
 pub(crate) struct Fixture {
     pub(crate) dir: TempDir,
     pub(crate) clock: ManualClock,
@@ -58,41 +59,23 @@ impl Fixture {
         let records: Vec<Record> = hostnames.iter().map(|h| record(h)).collect();
         let refs: Vec<StoredRecordRef<'_>> = records
             .iter()
-            .map(|record| StoredRecordRef {
-                device: &id.device,
-                device_kind: id.kind,
-                received_at_ms: now,
-                record,
-            })
+            .map(|record| StoredRecordRef { device: &id.device, device_kind: id.kind, received_at_ms: now, record })
             .collect();
         let key = self.store.org_keys().get_or_create(&id.org).unwrap();
-        self.store
-            .append_group(&id.org, kind, utc_day(now), key.secret(), &refs)
-            .unwrap();
+        self.store.append_group(&id.org, kind, utc_day(now), key.secret(), &refs).unwrap();
     }
 
     pub(crate) fn read(&self, org: &str, kind: DataKind) -> ReadOutcome {
-        self.store
-            .read(&OrgId::new(org).unwrap(), kind, None, None)
-            .unwrap()
+        self.store.read(&OrgId::new(org).unwrap(), kind, None, None).unwrap()
     }
 }
 
-fn open(
-    dir: &Path,
-    clock: &ManualClock,
-    master: u8,
-    policy: RetentionPolicy,
-) -> Result<Store, StoreError> {
+fn open(dir: &Path, clock: &ManualClock, master: u8, policy: RetentionPolicy) -> Result<Store, StoreError> {
     Store::open(dir, test_master(master), Arc::new(clock.clone()), policy)
 }
 
 pub(crate) fn identity(org: &str, device: &str) -> DeviceIdentity {
-    DeviceIdentity {
-        org: OrgId::new(org).unwrap(),
-        device: DeviceId::new(device).unwrap(),
-        kind: DeviceKind::Ap,
-    }
+    DeviceIdentity { org: OrgId::new(org).unwrap(), device: DeviceId::new(device).unwrap(), kind: DeviceKind::Ap }
 }
 
 pub(crate) fn record(hostname: &str) -> Record {
@@ -138,8 +121,5 @@ pub(crate) fn files(dir: &Path) -> Vec<PathBuf> {
 
 /// Every segment file under `dir`, sorted.
 pub(crate) fn segments(dir: &Path) -> Vec<PathBuf> {
-    files(dir)
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect()
+    files(dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == "seg")).collect()
 }

@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 
 use glimpse_common::secret::SecretKey;
 
-use super::segment::{
-    encode_header, seal_block, SegmentPlace, FRAME_HEADER_LEN, MAX_BLOCK_INDEX, SEGMENT_ROLL_BYTES,
-};
+use super::segment::{encode_header, seal_block, SegmentPlace, FRAME_HEADER_LEN, MAX_BLOCK_INDEX, SEGMENT_ROLL_BYTES};
 use super::StoreError;
 use crate::keys::fill_random;
 
@@ -43,11 +41,7 @@ impl ActiveSegment {
         let path = dir.join(format!("{seq:08}-{segment_id:016x}{SEGMENT_SUFFIX}"));
         let io_err = |action: &'static str| {
             let path = path.clone();
-            move |source| StoreError::Io {
-                action,
-                path,
-                source,
-            }
+            move |source| StoreError::Io { action, path, source }
         };
         let mut file = OpenOptions::new()
             .write(true)
@@ -56,9 +50,13 @@ impl ActiveSegment {
             .open(&path)
             .map_err(io_err("create segment"))?;
         let header = encode_header(&place, segment_id);
-        file.write_all(&header)
-            .and_then(|()| file.sync_data())
-            .map_err(io_err("write segment header"))?;
+        if let Err(e) = file.write_all(&header).and_then(|()| file.sync_data()) {
+            // A headerless file holds nothing; leaving it would only make
+            // every later read report it.
+            drop(file);
+            let _ = fs::remove_file(&path);
+            return Err(io_err("write segment header")(e));
+        }
         sync_dir(dir).map_err(io_err("sync directory of"))?;
         tracing::debug!(path = %path.display(), "started segment");
         Ok(ActiveSegment {
@@ -74,22 +72,14 @@ impl ActiveSegment {
 
     /// Whether this segment can take another block for `day`.
     pub(crate) fn accepts(&self, day: i64) -> bool {
-        self.place.day == day
-            && self.len < SEGMENT_ROLL_BYTES
-            && self.next_index <= MAX_BLOCK_INDEX
+        self.place.day == day && self.len < SEGMENT_ROLL_BYTES && self.next_index <= MAX_BLOCK_INDEX
     }
 
     /// Seals and writes one block (not yet synced). Returns the bytes
     /// written.
-    pub(crate) fn append_block(
-        &mut self,
-        key: &SecretKey,
-        plaintext: &[u8],
-    ) -> Result<u64, StoreError> {
+    pub(crate) fn append_block(&mut self, key: &SecretKey, plaintext: &[u8]) -> Result<u64, StoreError> {
         let frame = seal_block(key, &self.place, self.segment_id, self.next_index, plaintext)
-            .ok_or(StoreError::BlockTooLarge {
-                len: plaintext.len(),
-            })?;
+            .ok_or(StoreError::BlockTooLarge { len: plaintext.len() })?;
         debug_assert!(frame.len() as u64 > FRAME_HEADER_LEN);
         self.file.write_all(&frame).map_err(|source| StoreError::Io {
             action: "append to segment",
@@ -115,11 +105,8 @@ impl ActiveSegment {
 
 /// The sequence number for the next segment in `dir`.
 fn next_sequence(dir: &Path) -> Result<u64, StoreError> {
-    let entries = fs::read_dir(dir).map_err(|source| StoreError::Io {
-        action: "list",
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let entries =
+        fs::read_dir(dir).map_err(|source| StoreError::Io { action: "list", path: dir.to_path_buf(), source })?;
     let mut max = 0u64;
     for entry in entries.flatten() {
         let name = entry.file_name();
@@ -154,20 +141,10 @@ pub(crate) fn create_dir_durable(dir: &Path) -> Result<(), StoreError> {
         match DirBuilder::new().mode(0o700).create(d) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(source) => {
-                return Err(StoreError::Io {
-                    action: "create directory",
-                    path: d.to_path_buf(),
-                    source,
-                })
-            }
+            Err(source) => return Err(StoreError::Io { action: "create directory", path: d.to_path_buf(), source }),
         }
         if let Some(parent) = d.parent() {
-            let parent = if parent.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                parent
-            };
+            let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
             sync_dir(parent).map_err(|source| StoreError::Io {
                 action: "sync directory",
                 path: parent.to_path_buf(),

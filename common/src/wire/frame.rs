@@ -70,10 +70,7 @@ pub fn encode_frame(payload: &[u8], max_len: usize, out: &mut Vec<u8>) -> Result
         return Err(FrameError::Empty);
     }
     if payload.len() > max_len || u32::try_from(payload.len()).is_err() {
-        return Err(FrameError::TooLarge {
-            len: payload.len(),
-            max: max_len,
-        });
+        return Err(FrameError::TooLarge { len: payload.len(), max: max_len });
     }
     out.reserve(FRAME_HEADER_LEN + payload.len());
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
@@ -101,16 +98,10 @@ mod tests {
     fn oversized_and_empty_frames_are_refused_from_the_header() {
         assert_eq!(
             parse_frame(&[0xff, 0xff, 0xff, 0xff], 1 << 20),
-            Err(FrameError::TooLarge {
-                len: u32::MAX as usize,
-                max: 1 << 20
-            })
+            Err(FrameError::TooLarge { len: u32::MAX as usize, max: 1 << 20 })
         );
         assert_eq!(parse_frame(&[0, 0, 0, 0], 16), Err(FrameError::Empty));
-        assert_eq!(
-            encode_frame(&[0; 17], 16, &mut Vec::new()),
-            Err(FrameError::TooLarge { len: 17, max: 16 })
-        );
+        assert_eq!(encode_frame(&[0; 17], 16, &mut Vec::new()), Err(FrameError::TooLarge { len: 17, max: 16 }));
     }
 
     proptest! {

@@ -38,9 +38,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     let mut header = [0u8; FRAME_HEADER_LEN];
     match reader.read_exact(&mut header[..1]).await {
         Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            return Err(FrameIoError::Closed)
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameIoError::Closed),
         Err(e) => return Err(e.into()),
     }
     read_exact_or_truncated(reader, &mut header[1..]).await?;
@@ -50,10 +48,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     read_exact_or_truncated(reader, buf).await
 }
 
-async fn read_exact_or_truncated<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    out: &mut [u8],
-) -> Result<(), FrameIoError> {
+async fn read_exact_or_truncated<R: AsyncRead + Unpin>(reader: &mut R, out: &mut [u8]) -> Result<(), FrameIoError> {
     match reader.read_exact(out).await {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(FrameIoError::Truncated),

@@ -106,10 +106,7 @@ pub struct ProtocolError {
 impl ProtocolError {
     /// Builds an error message, cutting an over-long reason.
     pub fn new(code: ErrorCode, message: &str) -> Self {
-        Self {
-            code,
-            message: BoundedString::truncating(message),
-        }
+        Self { code, message: BoundedString::truncating(message) }
     }
 }
 
@@ -170,11 +167,7 @@ pub trait Codec: Sized {
     fn decode(payload: &[u8]) -> Result<Self, WireError>;
 }
 
-fn encode_framed<T: Serialize>(
-    msg: &T,
-    max_frame_len: usize,
-    out: &mut Vec<u8>,
-) -> Result<(), WireError> {
+fn encode_framed<T: Serialize>(msg: &T, max_frame_len: usize, out: &mut Vec<u8>) -> Result<(), WireError> {
     let payload = postcard::to_stdvec(msg).map_err(WireError::Encode)?;
     encode_frame(&payload, max_frame_len, out)?;
     Ok(())
@@ -201,10 +194,7 @@ impl Codec for AgentMessage {
             postcard::take_from_bytes::<(u32, u16)>(payload).map(|(v, rest)| (v.0, (v.1, rest)))
         {
             if version != PROTOCOL_VERSION {
-                return Err(WireError::UnsupportedVersion {
-                    got: version,
-                    supported: PROTOCOL_VERSION,
-                });
+                return Err(WireError::UnsupportedVersion { got: version, supported: PROTOCOL_VERSION });
             }
         }
         decode_exact(payload)
@@ -278,10 +268,7 @@ mod tests {
 
     #[test]
     fn messages_round_trip() {
-        assert_eq!(
-            round_trip(&hello(PROTOCOL_VERSION)),
-            hello(PROTOCOL_VERSION)
-        );
+        assert_eq!(round_trip(&hello(PROTOCOL_VERSION)), hello(PROTOCOL_VERSION));
         assert_eq!(round_trip(&sample_batch(3)), sample_batch(3));
         assert_eq!(round_trip(&AgentMessage::Goodbye), AgentMessage::Goodbye);
     }
@@ -289,35 +276,17 @@ mod tests {
     #[test]
     fn unknown_version_is_refused_by_name() {
         let payload = postcard::to_stdvec(&hello(9)).unwrap();
-        assert_eq!(
-            AgentMessage::decode(&payload),
-            Err(WireError::UnsupportedVersion {
-                got: 9,
-                supported: 1
-            })
-        );
+        assert_eq!(AgentMessage::decode(&payload), Err(WireError::UnsupportedVersion { got: 9, supported: 1 }));
         // Even a future Hello whose remaining fields we cannot parse.
-        assert_eq!(
-            AgentMessage::decode(&[0, 2, 0xff]),
-            Err(WireError::UnsupportedVersion {
-                got: 2,
-                supported: 1
-            })
-        );
+        assert_eq!(AgentMessage::decode(&[0, 2, 0xff]), Err(WireError::UnsupportedVersion { got: 2, supported: 1 }));
     }
 
     #[test]
     fn unknown_message_type_and_trailing_bytes_are_refused() {
-        assert!(matches!(
-            AgentMessage::decode(&[77]),
-            Err(WireError::Malformed(_))
-        ));
+        assert!(matches!(AgentMessage::decode(&[77]), Err(WireError::Malformed(_))));
         let mut payload = postcard::to_stdvec(&AgentMessage::Goodbye).unwrap();
         payload.push(0);
-        assert_eq!(
-            AgentMessage::decode(&payload),
-            Err(WireError::TrailingBytes(1))
-        );
+        assert_eq!(AgentMessage::decode(&payload), Err(WireError::TrailingBytes(1)));
     }
 
     #[test]
@@ -327,20 +296,14 @@ mod tests {
         payload.extend(postcard::to_stdvec(&OrgId::new("acme").unwrap()).unwrap());
         payload.push(1);
         payload.extend(postcard::to_stdvec(&4097u32).unwrap());
-        assert!(matches!(
-            AgentMessage::decode(&payload),
-            Err(WireError::Malformed(_))
-        ));
+        assert!(matches!(AgentMessage::decode(&payload), Err(WireError::Malformed(_))));
     }
 
     #[test]
     fn every_truncation_of_a_valid_message_is_an_error() {
         let payload = postcard::to_stdvec(&sample_batch(2)).unwrap();
         for cut in 0..payload.len() {
-            assert!(
-                AgentMessage::decode(&payload[..cut]).is_err(),
-                "cut at {cut}"
-            );
+            assert!(AgentMessage::decode(&payload[..cut]).is_err(), "cut at {cut}");
         }
     }
 

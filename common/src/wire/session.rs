@@ -114,12 +114,7 @@ pub struct CollectorSession {
 impl CollectorSession {
     /// A session for a TLS peer whose certificate names `certified`.
     pub fn new(certified: DeviceIdentity) -> Self {
-        Self {
-            certified,
-            state: State::AwaitingHello,
-            stream_id: 0,
-            stored_seq: 0,
-        }
+        Self { certified, state: State::AwaitingHello, stream_id: 0, stored_seq: 0 }
     }
 
     /// The identity the certificate vouches for.
@@ -158,10 +153,7 @@ impl CollectorSession {
                 self.state = State::Closed;
                 Ok(SessionAction::Close)
             }
-            (state, msg) => Err(SessionError::Unexpected {
-                got: message_name(&msg),
-                expected: state.expecting(),
-            }),
+            (state, msg) => Err(SessionError::Unexpected { got: message_name(&msg), expected: state.expecting() }),
         }
     }
 
@@ -207,10 +199,7 @@ impl CollectorSession {
             return Ok(SessionAction::AckDuplicate(batch.stream_seq));
         }
         if batch.stream_seq > expected {
-            return Err(SessionError::SequenceGap {
-                got: batch.stream_seq,
-                expected,
-            });
+            return Err(SessionError::SequenceGap { got: batch.stream_seq, expected });
         }
         Ok(SessionAction::Store(batch))
     }
@@ -232,11 +221,7 @@ mod tests {
     use crate::identity::{DeviceId, DeviceKind, OrgId};
 
     fn id(org: &str) -> DeviceIdentity {
-        DeviceIdentity {
-            org: OrgId::new(org).unwrap(),
-            device: DeviceId::new("ap-1").unwrap(),
-            kind: DeviceKind::Ap,
-        }
+        DeviceIdentity { org: OrgId::new(org).unwrap(), device: DeviceId::new("ap-1").unwrap(), kind: DeviceKind::Ap }
     }
 
     fn hello(identity: DeviceIdentity) -> AgentMessage {
@@ -249,11 +234,7 @@ mod tests {
     }
 
     fn batch(org: &str, seq: u64) -> AgentMessage {
-        AgentMessage::Batch(Batch {
-            org: OrgId::new(org).unwrap(),
-            stream_seq: seq,
-            records: BoundedVec::new(),
-        })
+        AgentMessage::Batch(Batch { org: OrgId::new(org).unwrap(), stream_seq: seq, records: BoundedVec::new() })
     }
 
     fn authenticated(stored: u64) -> CollectorSession {
@@ -271,55 +252,31 @@ mod tests {
     fn happy_path_and_replay() {
         let mut s = authenticated(3);
         assert!(s.is_authenticated());
-        assert_eq!(
-            s.handle(batch("acme", 2)),
-            Ok(SessionAction::AckDuplicate(2))
-        );
-        assert!(matches!(
-            s.handle(batch("acme", 4)),
-            Ok(SessionAction::Store(_))
-        ));
+        assert_eq!(s.handle(batch("acme", 2)), Ok(SessionAction::AckDuplicate(2)));
+        assert!(matches!(s.handle(batch("acme", 4)), Ok(SessionAction::Store(_))));
         s.batch_stored(4);
-        assert!(matches!(
-            s.handle(batch("acme", 5)),
-            Ok(SessionAction::Store(_))
-        ));
+        assert!(matches!(s.handle(batch("acme", 5)), Ok(SessionAction::Store(_))));
         assert_eq!(s.handle(AgentMessage::Goodbye), Ok(SessionAction::Close));
     }
 
     #[test]
     fn order_identity_org_and_gaps_are_enforced() {
         let mut s = CollectorSession::new(id("acme"));
-        assert_eq!(
-            s.handle(batch("acme", 1)).unwrap_err().code(),
-            ErrorCode::UnexpectedMessage
-        );
+        assert_eq!(s.handle(batch("acme", 1)).unwrap_err().code(), ErrorCode::UnexpectedMessage);
 
         let mut s = CollectorSession::new(id("acme"));
-        assert_eq!(
-            s.handle(hello(id("other"))).unwrap_err().code(),
-            ErrorCode::AuthenticationFailed
-        );
+        assert_eq!(s.handle(hello(id("other"))).unwrap_err().code(), ErrorCode::AuthenticationFailed);
 
         let mut s = CollectorSession::new(id("acme"));
         s.handle(hello(id("acme"))).unwrap();
-        assert_eq!(
-            s.handle(batch("acme", 1)).unwrap_err().code(),
-            ErrorCode::UnexpectedMessage
-        );
+        assert_eq!(s.handle(batch("acme", 1)).unwrap_err().code(), ErrorCode::UnexpectedMessage);
 
         let mut s = authenticated(0);
-        assert_eq!(
-            s.handle(batch("other", 1)).unwrap_err().code(),
-            ErrorCode::WrongOrganisation
-        );
+        assert_eq!(s.handle(batch("other", 1)).unwrap_err().code(), ErrorCode::WrongOrganisation);
         // A failed session stays closed.
         assert!(s.handle(batch("acme", 1)).is_err());
 
         let mut s = authenticated(0);
-        assert_eq!(
-            s.handle(batch("acme", 3)).unwrap_err().code(),
-            ErrorCode::BadSequence
-        );
+        assert_eq!(s.handle(batch("acme", 3)).unwrap_err().code(), ErrorCode::BadSequence);
     }
 }

@@ -1,0 +1,329 @@
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
+
+use glimpse_common::bounded::{BoundedString, BoundedVec};
+use glimpse_common::clock::{format_day, utc_day, MILLIS_PER_DAY};
+use glimpse_common::identity::OrgId;
+use glimpse_common::record::{DataKind, DeviceMetadata, InterfaceStats, Record, RecordBody};
+
+use super::segment::SegmentPlace;
+use super::testutil::{files, hostnames, identity, record, segments, Fixture, T0};
+use super::*;
+
+fn org(name: &str) -> OrgId {
+    OrgId::new(name).unwrap()
+}
+
+#[test]
+fn store_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Store>();
+}
+
+#[test]
+fn append_then_read_round_trips_in_order() {
+    let f = Fixture::new();
+    let ap = identity("acme", "ap-1");
+    f.append(&ap, 1, &["a", "b"]);
+    f.clock.advance(1_000);
+    f.append(&ap, 2, &["c"]);
+
+    let out = f.read("acme", DataKind::Metadata);
+    assert!(out.problems.is_empty(), "{:?}", out.problems);
+    assert_eq!(hostnames(&out), ["a", "b", "c"]);
+    let first = &out.records[0];
+    assert_eq!(first.device, ap.device);
+    assert_eq!(first.device_kind, ap.kind);
+    assert_eq!(first.received_at_ms, T0);
+    assert_eq!(first.record, record("a"));
+    assert_eq!(out.records[2].received_at_ms, T0 + 1_000);
+    assert_eq!(f.store.registry().stored_seq(&ap, 1).unwrap(), 2);
+
+    // since is inclusive, until exclusive.
+    let o = org("acme");
+    let only_c = f.store.read(&o, DataKind::Metadata, Some(T0 + 1), None).unwrap();
+    assert_eq!(hostnames(&only_c), ["c"]);
+    let only_ab = f.store.read(&o, DataKind::Metadata, Some(T0), Some(T0 + 1_000)).unwrap();
+    assert_eq!(hostnames(&only_ab), ["a", "b"]);
+
+    assert!(f.read("acme", DataKind::Capture).records.is_empty());
+    assert!(f.read("nobody", DataKind::Metadata).records.is_empty());
+    let path = &segments(f.dir.path())[0];
+    let expected = f.dir.path().join("orgs/acme/metadata").join(format_day(utc_day(T0)));
+    assert_eq!(path.parent().unwrap(), expected);
+}
+
+#[test]
+fn empty_batch_only_records_the_sequence() {
+    let f = Fixture::new();
+    let ap = identity("acme", "ap-1");
+    let receipt = f.store.append(&ap, 7, 3, &[]).unwrap();
+    assert_eq!(receipt, AppendReceipt::default());
+    assert_eq!(f.store.registry().stored_seq(&ap, 7).unwrap(), 3);
+    assert!(segments(f.dir.path()).is_empty());
+    assert!(f.store.org_keys().get(&ap.org).unwrap().is_none());
+}
+
+#[test]
+fn nothing_is_stored_in_the_clear() {
+    let f = Fixture::new();
+    let ap = identity("acme", "ap-1");
+    f.append(&ap, 1, &["PLAINTEXT-MARKER-123"]);
+    let key = f.store.org_keys().get(&ap.org).unwrap().unwrap();
+    let all = files(f.dir.path());
+    assert!(all.len() >= 2, "{all:?}");
+    for path in all {
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            !bytes.windows(b"PLAINTEXT-MARKER-123".len()).any(|w| w == b"PLAINTEXT-MARKER-123"),
+            "marker found in {}",
+            path.display()
+        );
+        assert!(!bytes.windows(32).any(|w| w == key.secret().expose()), "raw org key found in {}", path.display());
+    }
+    assert_eq!(hostnames(&f.read("acme", DataKind::Metadata)), ["PLAINTEXT-MARKER-123"]);
+}
+
+#[test]
+fn orgs_have_separate_keys_and_cannot_read_each_other() {
+    let f = Fixture::new();
+    f.append(&identity("acme", "ap-1"), 1, &["acme-host"]);
+    f.append(&identity("globex", "ap-1"), 1, &["globex-host"]);
+    let keys = f.store.org_keys();
+    let acme = keys.get(&org("acme")).unwrap().unwrap();
+    let globex = keys.get(&org("globex")).unwrap().unwrap();
+    assert_ne!(acme.secret(), globex.secret());
+    assert_eq!(f.store.orgs(), vec![org("acme"), org("globex")]);
+
+    // Globex's key against acme's segment, read in acme's place: GCM fails.
+    let acme_seg = segments(&f.dir.path().join("orgs/acme"))[0].clone();
+    let bytes = std::fs::read(&acme_seg).unwrap();
+    let place = SegmentPlace { org: org("acme"), kind: DataKind::Metadata, day: utc_day(T0) };
+    let mut served = 0;
+    let mut count = |_| served += 1;
+    let mut sink = Sink { each: &mut count, problems: Vec::new(), range: (i64::MIN, i64::MAX) };
+    read_source(bytes.as_slice(), &acme_seg, &place, globex.secret(), &mut HashSet::new(), &mut sink);
+    let problems = sink.problems;
+    assert_eq!(served, 0);
+    assert!(problems[0].what.contains("failed authentication"), "{problems:?}");
+
+    // Acme's segment copied into globex's directory is refused.
+    let globex_day = f.dir.path().join("orgs/globex/metadata").join(format_day(utc_day(T0)));
+    std::fs::copy(&acme_seg, globex_day.join("99999999-0000000000000001.seg")).unwrap();
+    let out = f.read("globex", DataKind::Metadata);
+    assert_eq!(hostnames(&out), ["globex-host"]);
+    assert_eq!(out.problems.len(), 1, "{:?}", out.problems);
+    assert!(out.problems[0].what.contains("moved segment"));
+}
+
+#[test]
+fn moving_a_segment_to_another_day_or_kind_is_refused() {
+    let f = Fixture::new();
+    f.append(&identity("acme", "ap-1"), 1, &["x"]);
+    let seg = segments(f.dir.path())[0].clone();
+    let kind_dir = f.dir.path().join("orgs/acme/metadata");
+    let other_day = kind_dir.join(format_day(utc_day(T0) - 1));
+    std::fs::create_dir_all(&other_day).unwrap();
+    std::fs::rename(&seg, other_day.join(seg.file_name().unwrap())).unwrap();
+    let out = f.read("acme", DataKind::Metadata);
+    assert!(out.records.is_empty());
+    assert!(out.problems[0].what.contains("moved segment"), "{out:?}");
+
+    let capture_day = f.dir.path().join("orgs/acme/capture").join(format_day(utc_day(T0)));
+    std::fs::create_dir_all(&capture_day).unwrap();
+    std::fs::rename(other_day.join(seg.file_name().unwrap()), capture_day.join("00000001-0000000000000001.seg"))
+        .unwrap();
+    let out = f.read("acme", DataKind::Capture);
+    assert!(out.records.is_empty());
+    assert_eq!(out.problems.len(), 1);
+}
+
+#[test]
+fn a_copied_segment_is_not_served_twice() {
+    let f = Fixture::new();
+    f.append(&identity("acme", "ap-1"), 1, &["x"]);
+    let seg = segments(f.dir.path())[0].clone();
+    std::fs::copy(&seg, seg.with_file_name("99999999-ffffffffffffffff.seg")).unwrap();
+    let out = f.read("acme", DataKind::Metadata);
+    assert_eq!(hostnames(&out), ["x"]);
+    assert!(out.problems[0].what.contains("repeats another segment"));
+}
+
+#[test]
+fn corrupted_block_is_reported_and_others_still_read() {
+    let f = Fixture::new();
+    let ap = identity("acme", "ap-1");
+    f.append(&ap, 1, &["one"]);
+    f.append(&ap, 2, &["two"]);
+    f.append(&ap, 3, &["three"]);
+    let seg = segments(f.dir.path())[0].clone();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    // Flip a byte in the middle of the file: inside the second block.
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&seg, &bytes).unwrap();
+    let out = f.read("acme", DataKind::Metadata);
+    assert_eq!(hostnames(&out), ["one", "three"]);
+    assert_eq!(out.problems.len(), 1, "{:?}", out.problems);
+    assert_eq!(out.problems[0].path, seg);
+}
+
+#[test]
+fn torn_tail_and_garbage_are_reported() {
+    let f = Fixture::new();
+    let ap = identity("acme", "ap-1");
+    f.append(&ap, 1, &["one"]);
+    f.append(&ap, 2, &["two"]);
+    let seg = segments(f.dir.path())[0].clone();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let day_dir = seg.parent().unwrap().to_path_buf();
+    // A fresh store: the old one would bound its read by the committed length.
+    let f = f.reopen(1).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 5).unwrap();
+    std::fs::write(day_dir.join("00000000-0000000000000000.seg"), b"garbage").unwrap();
+    std::fs::write(day_dir.join("notes.txt"), b"hello").unwrap();
+    let out = f.read("acme", DataKind::Metadata);
+    assert_eq!(hostnames(&out), ["one"]);
+    let whats: Vec<_> = out.problems.iter().map(|p| p.what.as_str()).collect();
+    assert_eq!(whats.len(), 3, "{whats:?}");
+    assert!(whats.iter().any(|w| w.contains("torn tail")), "{whats:?}");
+    assert!(whats.iter().any(|w| w.contains("segment header")), "{whats:?}");
+    assert!(whats.iter().any(|w| w.contains("not a segment file")), "{whats:?}");
+}
+
+#[test]
+fn each_store_run_starts_a_new_segment_and_days_roll() {
+    let f = Fixture::new();
+    let ap = identity("acme", "ap-1");
+    f.append(&ap, 1, &["a"]);
+    let f = f.reopen(1).unwrap();
+    f.append(&ap, 2, &["b"]);
+    f.clock.advance(MILLIS_PER_DAY);
+    f.append(&ap, 3, &["c"]);
+    let segs = segments(f.dir.path());
+    assert_eq!(segs.len(), 3);
+    assert!(segs[0].file_name().unwrap().to_str().unwrap().starts_with("00000001-"));
+    assert!(segs[1].file_name().unwrap().to_str().unwrap().starts_with("00000002-"));
+    let out = f.read("acme", DataKind::Metadata);
+    assert!(out.problems.is_empty(), "{:?}", out.problems);
+    assert_eq!(hostnames(&out), ["a", "b", "c"]);
+    assert_eq!(f.store.registry().stored_seq(&ap, 1).unwrap(), 3);
+
+    let stats = f.store.stats().unwrap();
+    assert_eq!(stats.segments, 3);
+    assert_eq!(stats.kinds.len(), 1);
+    assert_eq!(stats.kinds[0].days, 2);
+    assert_eq!(stats.kinds[0].oldest_day, Some(format_day(utc_day(T0))));
+    assert_eq!(stats.kinds[0].newest_day, Some(format_day(utc_day(T0) + 1)));
+    let on_disk: u64 = segs.iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    assert_eq!(stats.bytes, on_disk);
+}
+
+#[test]
+fn wrong_master_key_on_reopen_is_a_clear_error() {
+    let f = Fixture::new();
+    f.append(&identity("acme", "ap-1"), 1, &["a"]);
+    let err = f.reopen(2).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("master key does not open the key store") && msg.contains("glimpse.redb"), "{msg}");
+}
+
+#[test]
+fn destroyed_org_key_is_a_hard_error_on_read() {
+    let f = Fixture::new();
+    f.append(&identity("acme", "ap-1"), 1, &["a"]);
+    assert!(f.store.org_keys().destroy_org_key(&org("acme")).unwrap());
+    let err = f.store.read(&org("acme"), DataKind::Metadata, None, None).unwrap_err();
+    assert!(matches!(err, StoreError::NoOrgKey { .. }), "{err}");
+}
+
+#[test]
+fn large_batches_split_into_bounded_blocks() {
+    let iface = InterfaceStats {
+        name: BoundedString::truncating("eth0"),
+        addresses: BoundedVec::truncating(vec![IpAddr::V6(Ipv6Addr::LOCALHOST); 32]),
+        ..Default::default()
+    };
+    let big = Record {
+        observed_at_ms: 1,
+        body: RecordBody::Metadata(DeviceMetadata {
+            hostname: BoundedString::truncating(&"h".repeat(255)),
+            interfaces: BoundedVec::truncating(vec![iface; 256]),
+            ..Default::default()
+        }),
+    };
+    let one = postcard::to_stdvec(&big).unwrap().len();
+    let n = MAX_PLAINTEXT_LEN / one + 10;
+    let records = vec![big; n];
+    let f = Fixture::new();
+    let receipt = f.store.append(&identity("acme", "ap-1"), 1, 1, &records).unwrap();
+    assert_eq!(receipt.blocks, 2);
+    assert_eq!(receipt.records, n);
+    let out = f.read("acme", DataKind::Metadata);
+    assert!(out.problems.is_empty());
+    assert_eq!(out.records.len(), n);
+    assert_eq!(out.records[n - 1].record, records[0]);
+}
+
+#[test]
+fn borrowed_encoding_matches_stored_record() {
+    let ap = identity("acme", "ap-1");
+    let records = [record("a"), record("b")];
+    let refs: Vec<_> = records
+        .iter()
+        .map(|r| StoredRecordRef { device: &ap.device, device_kind: ap.kind, received_at_ms: 5, record: r })
+        .collect();
+    let owned: Vec<StoredRecord> = records
+        .iter()
+        .map(|r| StoredRecord { device: ap.device.clone(), device_kind: ap.kind, received_at_ms: 5, record: r.clone() })
+        .collect();
+    let blocks = encode_blocks(&refs).unwrap();
+    assert_eq!(blocks, vec![postcard::to_stdvec(&owned).unwrap()]);
+}
+
+#[test]
+fn concurrent_appends_and_reads() {
+    let f = Fixture::new();
+    let store = Arc::new(f.store);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                let ap = identity(if t % 2 == 0 { "acme" } else { "globex" }, &format!("ap-{t}"));
+                for seq in 1..=20u64 {
+                    store.append(&ap, 1, seq, &[record(&format!("{t}-{seq}"))]).unwrap();
+                    let out = store.read(&ap.org, DataKind::Metadata, None, None).unwrap();
+                    assert!(out.problems.is_empty(), "{:?}", out.problems);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for name in ["acme", "globex"] {
+        let out = store.read(&org(name), DataKind::Metadata, None, None).unwrap();
+        assert_eq!(out.records.len(), 80);
+        assert!(out.problems.is_empty());
+    }
+}
+
+#[test]
+fn read_with_streams_the_same_records() {
+    let f = Fixture::new();
+    let ap = identity("acme", "ap-1");
+    f.append(&ap, 1, &["a", "b"]);
+    let mut seen = Vec::new();
+    let problems = f.store.read_with(&org("acme"), DataKind::Metadata, None, None, |r| seen.push(r)).unwrap();
+    assert!(problems.is_empty());
+    assert_eq!(seen, f.read("acme", DataKind::Metadata).records);
+}
+
+#[test]
+fn a_second_store_on_the_same_directory_is_refused() {
+    let f = Fixture::new();
+    let clock: Arc<dyn glimpse_common::clock::Clock> = Arc::new(f.clock.clone());
+    let err = Store::open(f.dir.path(), crate::keys::test_master(1), clock, Default::default()).unwrap_err();
+    assert!(err.to_string().contains("already open"), "{err}");
+}
