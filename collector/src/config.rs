@@ -190,3 +190,62 @@ impl CollectorConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glimpse_common::identity::OrgId;
+    use glimpse_common::record::DataKind;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:7443"
+data_dir = "data"
+master_key_file = "master.key"
+pki_dir = "pki"
+
+[tls]
+ca = "pki/ca.pem"
+cert = "pki/collector.pem"
+key = "pki/collector.key"
+"#;
+
+    fn parse(text: &str) -> Result<CollectorConfig, ConfigError> {
+        CollectorConfig::parse(text, Path::new("/srv/glimpse/collector.toml"), Path::new("/srv/glimpse"))
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.data_dir, Path::new("/srv/glimpse/data"));
+        assert_eq!(c.pki_dir.as_deref(), Some(Path::new("/srv/glimpse/pki")));
+        assert_eq!(c.max_frame_bytes, 1 << 20);
+        let acme = OrgId::new("acme").unwrap();
+        assert_eq!(c.retention.days(&acme, DataKind::Capture), 7);
+        assert_eq!(c.retention.days(&acme, DataKind::Metadata), 60);
+    }
+
+    #[test]
+    fn retention_overrides_within_bounds() {
+        let c = parse(&format!("{GOOD}\n[retention]\ncapture_days = 3\n[retention.orgs.acme]\nmetadata_days = 90\n"))
+            .unwrap();
+        let acme = OrgId::new("acme").unwrap();
+        let other = OrgId::new("other").unwrap();
+        assert_eq!(c.retention.days(&acme, DataKind::Metadata), 90);
+        assert_eq!(c.retention.days(&other, DataKind::Metadata), 60);
+        assert_eq!(c.retention.days(&other, DataKind::Capture), 3);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text =
+            format!("{GOOD}\n[limits]\nmax_frame_bytes = 1\nmax_connections = 0\n[retention]\ncapture_days = 30\n");
+        let err = parse(&text).unwrap_err().to_string();
+        for needle in ["max_frame_bytes", "max_connections", "retention"] {
+            assert!(err.contains(needle), "{needle} missing from: {err}");
+        }
+        assert!(matches!(parse("listen = 5"), Err(ConfigError::Parse { .. })));
+        assert!(matches!(parse(&format!("{GOOD}\nbogus = 1\n")), Err(ConfigError::Parse { .. })));
+        // A path-escaping organisation name in retention overrides is refused.
+        assert!(parse(&format!("{GOOD}\n[retention.orgs.\"../etc\"]\nmetadata_days = 9\n")).is_err());
+    }
+}

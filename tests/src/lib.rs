@@ -103,10 +103,10 @@ pub struct TestCollector {
 }
 
 /// The text of a collector config for a data dir and our PKI.
-pub fn collector_toml(data_dir: &Path, master_key: &Path) -> String {
+pub fn collector_toml(data_dir: &Path, master_key: &Path, port: u16) -> String {
     let pki = &pki().ours;
     format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = {data:?}\nmaster_key_file = {key:?}\npki_dir = {pki:?}\n\
+        "listen = \"127.0.0.1:{port}\"\ndata_dir = {data:?}\nmaster_key_file = {key:?}\npki_dir = {pki:?}\n\
          [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {ckey:?}\ncrl = {crl:?}\n\
          [limits]\nhandshake_timeout_secs = 10\n",
         data = data_dir,
@@ -126,15 +126,20 @@ impl TestCollector {
     }
 
     /// Starts a collector with an injected clock.
+    pub async fn start_with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self::start_on(0, clock).await
+    }
+
+    /// Starts a collector on a given port of 127.0.0.1 (0: any).
     // The PKI lock only serialises test threads (each with its own runtime)
     // against PKI writers; no task of this runtime ever contends for it.
     #[allow(clippy::await_holding_lock)]
-    pub async fn start_with_clock(clock: Arc<dyn Clock>) -> Self {
+    pub async fn start_on(port: u16, clock: Arc<dyn Clock>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let master = dir.path().join("master.key");
         MasterKey::generate_file(&master).expect("master key");
         let config_path = dir.path().join("collector.toml");
-        std::fs::write(&config_path, collector_toml(&dir.path().join("data"), &master)).expect("write config");
+        std::fs::write(&config_path, collector_toml(&dir.path().join("data"), &master, port)).expect("write config");
         let config = CollectorConfig::load(&config_path).expect("load config");
         let collector = {
             // Registrations are imported at start; keep issuers out meanwhile.
@@ -308,4 +313,10 @@ pub async fn try_connect_with(
     let tls = glimpse_agent::transport::client_tls_config(&config)?;
     let key = glimpse_agent::transport::connection::load_shared_key(&config.shared_key_path)?;
     glimpse_agent::transport::Connection::open(&config, tls, &key, 1).await
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (for starting a collector
+/// after its agents).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
