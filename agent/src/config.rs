@@ -9,44 +9,15 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use glimpse_common::config::{config_base, read_config_text};
+
 use glimpse_common::identity::{DeviceId, DeviceIdentity, DeviceKind, OrgId};
 use glimpse_common::wire::DEFAULT_MAX_FRAME_LEN;
 
 /// Largest configuration file read, in bytes.
 const MAX_CONFIG_BYTES: u64 = 256 * 1024;
 
-/// The configuration could not be used.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file was larger than any sane config.
-    #[error("config {0} is larger than 256 KiB")]
-    TooLarge(PathBuf),
-    /// The TOML did not parse or did not match the schema.
-    #[error("invalid config {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's explanation (line, column, field).
-        message: String,
-    },
-    /// Values parsed but make no sense; every problem is listed.
-    #[error("invalid config {path}:\n  - {}", problems.join("\n  - "))]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// One line per problem.
-        problems: Vec<String>,
-    },
-}
+pub use glimpse_common::config::ConfigError;
 
 /// Which AEAD the agent asks TLS for first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -191,17 +162,8 @@ pub struct AgentConfig {
 impl AgentConfig {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        use std::io::Read;
-        let file = std::fs::File::open(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let mut text = String::new();
-        file.take(MAX_CONFIG_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        if text.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(ConfigError::TooLarge(path.to_owned()));
-        }
-        let base = path.parent().unwrap_or(Path::new("."));
-        Self::parse(&text, path, base)
+        let text = read_config_text(path, MAX_CONFIG_BYTES)?;
+        Self::parse(&text, path, config_base(path))
     }
 
     /// Parses config text; relative paths are resolved against `base`.

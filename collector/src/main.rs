@@ -102,8 +102,9 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
+        // `export ... | head` closing the pipe early is not an error.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            error!("{e:#}");
             eprintln!("error: {e:#}");
             ExitCode::from(64)
         }
@@ -165,4 +166,14 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
     info!("shutting down: finishing in-flight batches");
     collector.shutdown().await;
     Ok(())
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || matches!(
+                cause.downcast_ref::<export::ExportError>(),
+                Some(export::ExportError::Io(io)) if io.kind() == std::io::ErrorKind::BrokenPipe
+            )
+    })
 }

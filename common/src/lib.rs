@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod bounded;
 pub mod clock;
+pub mod config;
 pub mod identity;
 pub mod record;
 pub mod secret;

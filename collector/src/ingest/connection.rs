@@ -22,6 +22,9 @@ use glimpse_common::wire::{
 use crate::ingest::reject::{IngestMetrics, RejectReason};
 use crate::store::Store;
 
+/// Largest read buffer a connection keeps between frames.
+const IDLE_BUFFER_BYTES: usize = 64 * 1024;
+
 /// What every connection task shares.
 #[derive(Debug)]
 pub(crate) struct ConnectionContext {
@@ -230,6 +233,11 @@ async fn stream_batches(
                 return Err(Refusal { reason: RejectReason::Overload, code: ErrorCode::ShuttingDown, detail: "collector shutting down".into(), public: "collector shutting down; reconnect later".into() });
             }
         };
+        // Thousands of mostly idle connections must not each keep a buffer
+        // sized for the largest frame they ever sent.
+        if buf.capacity() > IDLE_BUFFER_BYTES {
+            buf = Vec::new();
+        }
         match session.handle(msg).map_err(|e| Refusal::protocol(e.code(), e.to_string()))? {
             SessionAction::Store(batch) => {
                 let seq = batch.stream_seq;
