@@ -150,7 +150,12 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let stats = store.stats()?;
     for org in store.orgs() {
         let devices: Vec<_> = identities.iter().filter(|i| i.org == org).map(|i| i.device.to_string()).collect();
-        println!("\norganisation {org}: devices {}", devices.join(", "));
+        let listed = match devices.as_slice() {
+            [] => "none in this run".to_owned(),
+            few @ [_] | few @ [_, _] | few @ [_, _, _] => few.join(", "),
+            [first, .., last] => format!("{} ({first} .. {last})", devices.len()),
+        };
+        println!("\norganisation {org}: devices {listed}");
         for kind in DataKind::ALL {
             let outcome = store.read(&org, kind, None, None)?;
             let bytes: u64 = stats.kinds.iter().filter(|s| s.org == org && s.kind == kind).map(|s| s.bytes).sum();
