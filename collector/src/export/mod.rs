@@ -4,6 +4,8 @@
 //! `org`, `device`, `device_kind`, `kind`, `received_at`, `observed_at`
 //! (RFC 3339, UTC) and `record` (the record body, tagged by kind).
 
+pub mod pcapng;
+
 use std::io::Write;
 
 use serde::Serialize;
