@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::capture::CaptureSettings;
+
 use glimpse_common::config::{config_base, read_config_text};
 
 use glimpse_common::identity::{DeviceId, DeviceIdentity, DeviceKind, OrgId};
@@ -53,6 +55,8 @@ struct RawConfig {
     collect: RawCollect,
     #[serde(default)]
     transport: RawTransport,
+    #[serde(default)]
+    capture: CaptureSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +161,8 @@ pub struct AgentConfig {
     pub backoff_max: Duration,
     /// How long SIGTERM waits to flush queued records.
     pub drain_timeout: Duration,
+    /// Whether and within which bounds packets may be captured.
+    pub capture: CaptureSettings,
 }
 
 impl AgentConfig {
@@ -216,6 +222,7 @@ impl AgentConfig {
                 raw.collector.address
             ));
         }
+        problems.extend(raw.capture.problems());
         let (Some(org), Some(device), Some(kind)) = (org, device, kind) else {
             return Err(ConfigError::Invalid { path: path.to_owned(), problems });
         };
@@ -240,6 +247,7 @@ impl AgentConfig {
             backoff_initial: Duration::from_millis(t.backoff_initial_ms),
             backoff_max: Duration::from_secs(t.backoff_max_secs),
             drain_timeout,
+            capture: raw.capture,
         })
     }
 }

@@ -10,6 +10,7 @@
 //! listening sockets, or need anything but its config, certificate, key and
 //! shared key.
 
+pub mod capture;
 pub mod config;
 pub mod probe;
 pub mod runtime;

@@ -29,6 +29,20 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Send a pcap or pcapng file's packets to the collector through the
+    /// same header-only truncation and transport as a live capture (for lab
+    /// replays). Refused unless `[capture] allowed = true`.
+    Replay {
+        /// Path to agent.toml.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// The capture file to replay.
+        #[arg(long, value_name = "FILE")]
+        pcap: PathBuf,
+        /// Interface name to record the packets under.
+        #[arg(long, default_value = "replay")]
+        interface: String,
+    },
     /// Check a config file and its TLS files, print what it says, and exit.
     Check {
         /// Path to agent.toml.
@@ -55,6 +69,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(config),
         Command::Check { config } => check(config),
+        Command::Replay { config, pcap, interface } => replay(config, pcap, interface),
         Command::Probe { sysroot } => probe(sysroot),
     };
     match result {
@@ -74,6 +89,22 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
     println!(
         "ok: {} -> {} (server name {}), every {:?}, cipher preference {:?}",
         config.identity, config.collector_address, config.server_name, config.interval, config.cipher_preference
+    );
+    Ok(())
+}
+
+fn replay(path: PathBuf, pcap: PathBuf, interface: String) -> anyhow::Result<()> {
+    let config = AgentConfig::load(&path)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting runtime")?;
+    let report = runtime.block_on(glimpse_agent::capture::replay::replay(&config, &pcap, &interface))?;
+    println!(
+        "replayed {} of {} packets: {} header bytes kept, {} payload bytes cut on the device; {} records in {} batches acknowledged",
+        report.tally.packets_kept,
+        report.tally.packets_seen,
+        report.tally.header_bytes,
+        report.tally.bytes_cut,
+        report.records,
+        report.batches
     );
     Ok(())
 }

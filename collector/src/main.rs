@@ -51,6 +51,10 @@ enum Command {
         /// Only records received before this time (RFC 3339 or YYYY-MM-DD, UTC).
         #[arg(long)]
         until: Option<String>,
+        /// Output format: json (JSON lines, any kind) or pcap (pcapng, captures
+        /// only: open it in Wireshark or tshark).
+        #[arg(long, default_value = "json", value_parser = ["json", "pcap"])]
+        format: String,
     },
     /// Create a new master key file (mode 0600). Refuses to overwrite.
     MasterKey {
@@ -120,13 +124,20 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config } => serve(config).await,
-        Command::Export { config, org, kind, since, until } => {
+        Command::Export { config, org, kind, since, until, format } => {
             let config = CollectorConfig::load(&config)?;
             let since = since.as_deref().map(export::parse_time).transpose()?;
             let until = until.as_deref().map(export::parse_time).transpose()?;
             let store = service::open_store(&config, Arc::new(SystemClock))?;
             let stdout = std::io::stdout();
-            let (records, problems) = export::export(&store, &org, kind, since, until, &mut stdout.lock())?;
+            let (records, problems) = if format == "pcap" {
+                if kind != DataKind::Capture {
+                    anyhow::bail!("--format pcap exports captures: add --kind capture");
+                }
+                export::export_pcapng(&store, &org, since, until, &mut stdout.lock())?
+            } else {
+                export::export(&store, &org, kind, since, until, &mut stdout.lock())?
+            };
             eprintln!("exported {records} {kind} records for {org}");
             if problems > 0 {
                 eprintln!("warning: {problems} damaged segment regions were skipped (see log)");

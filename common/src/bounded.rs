@@ -67,6 +67,11 @@ impl<T, const MAX: usize> BoundedVec<T, MAX> {
     pub fn into_vec(self) -> Vec<T> {
         self.0
     }
+
+    /// The items, mutably (the length, and so the bound, cannot change).
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.0
+    }
 }
 
 impl<T, const MAX: usize> Default for BoundedVec<T, MAX> {

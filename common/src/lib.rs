@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod bounded;
+pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod identity;

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::bounded::{BoundedString, BoundedVec};
+use crate::capture::CapturedPacket;
 use crate::clock::UnixMillis;
 use crate::identity::DeviceKind;
 
@@ -91,6 +92,7 @@ impl Record {
     pub fn kind(&self) -> DataKind {
         match self.body {
             RecordBody::Metadata(_) => DataKind::Metadata,
+            RecordBody::Capture(_) => DataKind::Capture,
         }
     }
 }
@@ -103,6 +105,8 @@ impl Record {
 pub enum RecordBody {
     /// The device's own metadata and interface counters.
     Metadata(DeviceMetadata),
+    /// One captured packet, headers only.
+    Capture(CapturedPacket),
 }
 
 /// What a device reports about itself.

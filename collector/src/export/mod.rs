@@ -66,6 +66,59 @@ pub struct ExportLine<'a> {
     pub observed_at: String,
     /// The record itself.
     pub record: &'a RecordBody,
+    /// For captures: what the kept headers say, decoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<CaptureSummary>,
+}
+
+/// The decoded headers of a captured packet, for the JSON-lines export.
+#[derive(Debug, Serialize)]
+pub struct CaptureSummary {
+    /// Source MAC address.
+    pub src_mac: Option<String>,
+    /// Destination MAC address.
+    pub dst_mac: Option<String>,
+    /// Outer VLAN id.
+    pub vlan: Option<u16>,
+    /// Innermost EtherType, e.g. 2048 for IPv4.
+    pub ethertype: Option<u16>,
+    /// Source address.
+    pub src_ip: Option<std::net::IpAddr>,
+    /// Destination address.
+    pub dst_ip: Option<std::net::IpAddr>,
+    /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6).
+    pub ip_protocol: Option<u8>,
+    /// Source port.
+    pub src_port: Option<u16>,
+    /// Destination port.
+    pub dst_port: Option<u16>,
+    /// TCP flag bits.
+    pub tcp_flags: Option<u16>,
+    /// Bytes kept (headers).
+    pub captured_len: usize,
+    /// Bytes on the wire.
+    pub wire_len: u32,
+}
+
+impl CaptureSummary {
+    fn of(packet: &glimpse_common::capture::CapturedPacket) -> Option<Self> {
+        let s = packet.summary()?;
+        let mac = |m: Option<[u8; 6]>| m.map(|m| glimpse_common::record::MacAddr(m).to_string());
+        Some(Self {
+            src_mac: mac(s.src_mac),
+            dst_mac: mac(s.dst_mac),
+            vlan: s.vlan_outer,
+            ethertype: s.ethertype,
+            src_ip: s.src_ip,
+            dst_ip: s.dst_ip,
+            ip_protocol: s.ip_protocol,
+            src_port: s.src_port,
+            dst_port: s.dst_port,
+            tcp_flags: s.tcp_flags,
+            captured_len: packet.headers.len(),
+            wire_len: packet.wire_len,
+        })
+    }
 }
 
 impl<'a> ExportLine<'a> {
@@ -79,6 +132,10 @@ impl<'a> ExportLine<'a> {
             received_at: format_time(stored.received_at_ms),
             observed_at: format_time(stored.record.observed_at_ms),
             record: &stored.record.body,
+            summary: match &stored.record.body {
+                RecordBody::Capture(packet) => CaptureSummary::of(packet),
+                _ => None,
+            },
         }
     }
 }
@@ -100,6 +157,55 @@ pub fn export(
     }
     out.flush()?;
     Ok((outcome.records.len(), outcome.problems.len()))
+}
+
+/// Writes `org`'s captures in the window as one pcapng stream: captured
+/// length = the header bytes kept, original length = the wire length, so
+/// Wireshark shows where payload was cut. Returns (packets written,
+/// segment problems reported).
+pub fn export_pcapng(
+    store: &Store,
+    org: &OrgId,
+    since: Option<UnixMillis>,
+    until: Option<UnixMillis>,
+    out: &mut dyn Write,
+) -> Result<(usize, usize), ExportError> {
+    use glimpse_common::capture::MAX_HEADER_BYTES;
+    let mut buf = Vec::new();
+    let mut writer = pcapng::PcapngWriter::new(
+        MAX_HEADER_BYTES as u32,
+        &format!("Glimpse header-only capture export, {org}"),
+        &mut buf,
+    );
+    let mut packets = 0;
+    let mut io_error = None;
+    let problems = store.read_with(org, DataKind::Capture, since, until, |stored| {
+        let RecordBody::Capture(packet) = &stored.record.body else { return };
+        // An interface is labelled with its device, so packets from many
+        // devices stay apart in Wireshark's interface list.
+        let interface = format!("{}/{}", stored.device, packet.interface);
+        writer.packet(
+            &pcapng::PcapPacket {
+                timestamp_us: packet.timestamp_us,
+                interface: &interface,
+                link_type: u16::try_from(packet.link_type).unwrap_or(u16::MAX),
+                wire_len: packet.wire_len,
+                bytes: &packet.headers,
+            },
+            &mut buf,
+        );
+        packets += 1;
+        if buf.len() > 1 << 20 && io_error.is_none() {
+            io_error = out.write_all(&buf).err();
+            buf.clear();
+        }
+    })?;
+    if let Some(e) = io_error {
+        return Err(e.into());
+    }
+    out.write_all(&buf)?;
+    out.flush()?;
+    Ok((packets, problems.len()))
 }
 
 #[cfg(test)]

@@ -131,7 +131,13 @@ mod tests {
     fn blocks_are_well_formed_and_interfaces_are_reused() {
         let mut out = Vec::new();
         let mut w = PcapngWriter::new(256, "test", &mut out);
-        let pkt = |iface, link, bytes| PcapPacket { timestamp_us: 1_000_001, interface: iface, link_type: link, wire_len: 1500, bytes };
+        let pkt = |iface, link, bytes| PcapPacket {
+            timestamp_us: 1_000_001,
+            interface: iface,
+            link_type: link,
+            wire_len: 1500,
+            bytes,
+        };
         w.packet(&pkt("eth0", 1, &[1, 2, 3, 4, 5]), &mut out);
         w.packet(&pkt("eth0", 1, &[1, 2, 3]), &mut out);
         w.packet(&pkt("wlan0", 127, &[9; 8]), &mut out);

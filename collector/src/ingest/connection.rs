@@ -239,8 +239,22 @@ async fn stream_batches(
             buf = Vec::new();
         }
         match session.handle(msg).map_err(|e| Refusal::protocol(e.code(), e.to_string()))? {
-            SessionAction::Store(batch) => {
+            SessionAction::Store(mut batch) => {
                 let seq = batch.stream_seq;
+                // The second line of defence for the headers-only promise:
+                // whatever an agent sent past a header boundary is cut here,
+                // before anything is stored.
+                let (cut_bytes, cut_records) = enforce_headers_only(batch.records.as_mut_slice());
+                if cut_bytes > 0 {
+                    warn!(
+                        device = %session.identity(),
+                        seq,
+                        cut_bytes,
+                        cut_records,
+                        "capture records carried bytes past their headers; cut before storage"
+                    );
+                    context.metrics.payload_cut(cut_bytes);
+                }
                 let count = batch.records.len();
                 let store = context.store.clone();
                 let identity = session.identity().clone();
@@ -295,4 +309,20 @@ fn frame_refusal(e: FrameIoError) -> Refusal {
         _ => ErrorCode::Malformed,
     };
     Refusal::protocol(code, e.to_string())
+}
+
+/// Re-parses every capture record and cuts what lies past its header
+/// boundary. Returns (bytes cut, records affected).
+pub(crate) fn enforce_headers_only(records: &mut [glimpse_common::record::Record]) -> (usize, usize) {
+    let mut cut = (0, 0);
+    for record in records {
+        if let glimpse_common::record::RecordBody::Capture(packet) = &mut record.body {
+            let bytes = packet.enforce();
+            if bytes > 0 {
+                cut.0 += bytes;
+                cut.1 += 1;
+            }
+        }
+    }
+    cut
 }

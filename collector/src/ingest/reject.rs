@@ -73,6 +73,7 @@ impl RejectReason {
 pub struct IngestMetrics {
     rejections: Mutex<BTreeMap<RejectReason, u64>>,
     batches: Mutex<(u64, u64)>,
+    payload_bytes_cut: Mutex<u64>,
 }
 
 impl IngestMetrics {
@@ -84,6 +85,15 @@ impl IngestMetrics {
         let mut b = self.batches.lock().unwrap_or_else(|p| p.into_inner());
         b.0 += 1;
         b.1 += records as u64;
+    }
+
+    pub(crate) fn payload_cut(&self, bytes: usize) {
+        *self.payload_bytes_cut.lock().unwrap_or_else(|p| p.into_inner()) += bytes as u64;
+    }
+
+    /// Bytes past header boundaries that agents sent and the collector cut.
+    pub fn payload_bytes_cut(&self) -> u64 {
+        *self.payload_bytes_cut.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// How many connections were refused for `reason`.

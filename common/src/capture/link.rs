@@ -237,7 +237,7 @@ fn data_frame(p: &mut Parser<'_>, fc1: u8, subtype: u8, datapad: bool) -> Step {
     // Null and CF-Poll/Ack-only subtypes carry no frame body.
     let has_body = subtype & 0x04 == 0;
     let four_addr = to_ds && from_ds;
-    let qos_at = if four_addr { 30 } else { 24 };
+    let qos_at: usize = if four_addr { 30 } else { 24 };
     let mut len = qos_at;
     if qos {
         len += 2;

@@ -4,8 +4,8 @@
 use std::fmt;
 use std::ops::Deref;
 
-use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
-use serde::{Serialize, Serializer};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::parse::{header_boundary, LinkType, PacketSummary};
 use crate::bounded::{BoundedString, TooLong};
@@ -236,5 +236,150 @@ impl CapturedPacket {
     /// type).
     pub fn summary(&self) -> Option<PacketSummary> {
         self.link().map(|link| header_boundary(link, &self.headers).summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde::de::value::{Error as ValueError, SeqDeserializer};
+
+    use super::*;
+    use crate::capture::tests::build::*;
+
+    const SECRET: &[u8] = b"SECRET-PAYLOAD";
+
+    fn tcp_packet() -> Vec<u8> {
+        [eth(0x0800), ipv4(6, &[], 20 + SECRET.len()), tcp(&[], 0x18), SECRET.to_vec()].concat()
+    }
+
+    fn captured(packet: &[u8]) -> CapturedPacket {
+        CapturedPacket::from_packet(
+            LinkType::Ethernet,
+            1_700_000_000_000_000,
+            BoundedString::truncating("eth0"),
+            packet,
+            1514,
+        )
+    }
+
+    #[test]
+    fn bytes_bound_is_checked_before_allocation() {
+        // A length prefix of 2^32-1 bytes with nothing behind it.
+        assert!(postcard::from_bytes::<BoundedBytes<16>>(&[0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+        // 17 real bytes against a bound of 16.
+        let mut bytes = vec![17u8];
+        bytes.extend([7u8; 17]);
+        assert!(postcard::from_bytes::<BoundedBytes<16>>(&bytes).is_err());
+        assert_eq!(postcard::from_bytes::<BoundedBytes<17>>(&bytes).unwrap().as_slice(), &[7; 17]);
+        // Serialized as a byte string: one length byte, then the bytes.
+        let value = BoundedBytes::<4>::try_from_vec(vec![1, 2, 3]).unwrap();
+        assert_eq!(postcard::to_stdvec(&value).unwrap(), vec![3, 1, 2, 3]);
+        assert!(BoundedBytes::<2>::try_from_vec(vec![1, 2, 3]).is_err());
+        assert_eq!(BoundedBytes::<2>::truncating(&[1, 2, 3]).as_slice(), &[1, 2]);
+    }
+
+    #[test]
+    fn bytes_are_lowercase_hex_in_json() {
+        let value = BoundedBytes::<4>::try_from_vec(vec![0xde, 0xad, 0xbe, 0xef]).unwrap();
+        assert_eq!(serde_json::to_string(&value).unwrap(), "\"deadbeef\"");
+        assert_eq!(serde_json::from_str::<BoundedBytes<4>>("\"DEADbeef\"").unwrap(), value);
+        assert!(serde_json::from_str::<BoundedBytes<3>>("\"deadbeef\"").is_err());
+        assert!(serde_json::from_str::<BoundedBytes<4>>("\"dea\"").is_err());
+        assert!(serde_json::from_str::<BoundedBytes<4>>("\"zz\"").is_err());
+        assert!(serde_json::from_str::<BoundedBytes<4>>("[1, 2]").is_err());
+    }
+
+    #[test]
+    fn bytes_from_a_sequence_are_bounded() {
+        let seq = |n: u8| SeqDeserializer::<_, ValueError>::new(0..n);
+        assert_eq!(BoundedBytes::<4>::deserialize(seq(4)).unwrap().as_slice(), &[0, 1, 2, 3]);
+        assert!(BoundedBytes::<4>::deserialize(seq(5)).is_err());
+    }
+
+    #[test]
+    fn from_packet_keeps_headers_only() {
+        let packet = tcp_packet();
+        let record = captured(&packet);
+        assert_eq!(record.headers.as_slice(), &packet[..54]);
+        assert_eq!((record.link_type, record.wire_len), (1, 1514));
+        assert_eq!(record.summary().unwrap().dst_port, Some(443));
+
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(json.contains(&format!("\"headers\":\"{}\"", hex::encode(&packet[..54]))), "{json}");
+        assert_eq!(serde_json::from_str::<CapturedPacket>(&json).unwrap(), record);
+        let bytes = postcard::to_stdvec(&record).unwrap();
+        assert_eq!(postcard::from_bytes::<CapturedPacket>(&bytes).unwrap(), record);
+    }
+
+    #[test]
+    fn enforce_cuts_what_an_agent_should_not_have_sent() {
+        let packet = tcp_packet();
+        let mut record = captured(&packet);
+        assert_eq!(record.enforce(), 0);
+        // A hostile agent appends the payload.
+        record.headers = BoundedBytes::try_from_vec(packet.clone()).unwrap();
+        assert_eq!(record.enforce(), SECRET.len());
+        assert_eq!(record.headers.as_slice(), &packet[..54]);
+        assert_eq!(record.enforce(), 0);
+        // A link type we cannot parse keeps nothing.
+        record.link_type = 147;
+        assert_eq!(record.enforce(), 54);
+        assert!(record.headers.is_empty() && record.summary().is_none());
+    }
+
+    #[test]
+    fn headers_over_the_bound_are_cut_to_a_whole_layer() {
+        // Radiotap of 450 bytes, QoS data, SNAP, IPv6, TCP: layers end at
+        // 450, 476, 484, 524, 584. 512 falls inside IPv6, so SNAP's end stays.
+        let packet = [
+            radiotap_empty(450),
+            wlan_data(8, 0x01),
+            snap(0x86dd),
+            ipv6(6, 60 + SECRET.len()),
+            tcp(&[1; 40], 0x10),
+            SECRET.to_vec(),
+        ]
+        .concat();
+        assert_eq!(header_boundary(LinkType::Ieee80211Radiotap, &packet).header_len, 584);
+        let mut record = CapturedPacket::from_packet(
+            LinkType::Ieee80211Radiotap,
+            0,
+            BoundedString::truncating("wlan0mon"),
+            &packet,
+            packet.len() as u32,
+        );
+        assert_eq!(record.headers.len(), 484);
+        assert_eq!(record.enforce(), 0);
+        // The collector cuts the same way if an agent sent the first 512.
+        record.headers = BoundedBytes::truncating(&packet);
+        assert_eq!(record.headers.len(), MAX_HEADER_BYTES);
+        assert_eq!(record.enforce(), 512 - 484);
+    }
+
+    proptest! {
+        #[test]
+        fn enforce_is_idempotent_and_never_grows(
+            headers in prop::collection::vec(any::<u8>(), 0..=MAX_HEADER_BYTES),
+            link_type in prop::sample::select(vec![0u32, 1, 101, 105, 113, 127, 228, 229, 276, 147]),
+        ) {
+            let mut record = CapturedPacket {
+                timestamp_us: 0,
+                interface: BoundedString::truncating("eth0"),
+                link_type,
+                wire_len: 0,
+                headers: BoundedBytes::try_from_vec(headers.clone()).unwrap(),
+            };
+            let cut = record.enforce();
+            prop_assert_eq!(record.headers.len() + cut, headers.len());
+            prop_assert_eq!(record.headers.as_slice(), &headers[..record.headers.len()]);
+            prop_assert_eq!(record.enforce(), 0);
+
+            if let Some(link) = LinkType::from_dlt(link_type) {
+                let mut fresh = CapturedPacket::from_packet(link, 0, BoundedString::truncating("x"), &headers, 0);
+                prop_assert_eq!(fresh.enforce(), 0);
+                prop_assert_eq!(fresh.headers, record.headers);
+            }
+        }
     }
 }

@@ -1,0 +1,127 @@
+//! Header-only packet capture on the device.
+//!
+//! Every packet, live or from a file, goes through one function,
+//! [`glimpse_common::capture::CapturedPacket::from_packet`], which keeps the
+//! bytes up to the header boundary and nothing else. Live captures also ask
+//! the kernel for at most [`MAX_HEADER_BYTES`] per packet (the snap length),
+//! so payload beyond that is never even copied out of the kernel.
+//!
+//! Captures run only when the organisation allows them
+//! ([`CaptureSettings::allowed`], off by default) and always within hard
+//! bounds on duration, packets and bytes ([`CaptureLimits`]).
+
+#[cfg(feature = "pcap")]
+pub mod pcap_source;
+pub mod replay;
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use glimpse_common::capture::MAX_HEADER_BYTES;
+
+/// Hard bounds every capture runs within.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaptureLimits {
+    /// Most packets kept.
+    pub max_packets: u64,
+    /// Most header bytes kept.
+    pub max_bytes: u64,
+    /// Longest a live capture runs.
+    pub max_duration: Duration,
+}
+
+/// Why a capture stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CaptureError {
+    /// The organisation has not allowed packet capture.
+    #[error("packet capture is not allowed for this organisation (capture.allowed = false in the agent config)")]
+    NotAllowed,
+    /// This agent was built without libpcap.
+    #[error("this agent was built without packet capture support (cargo feature `pcap`)")]
+    Unsupported,
+    /// libpcap refused (no such interface, no permission, bad filter, bad file).
+    #[error("capture failed on {source_name}: {message}")]
+    Pcap {
+        /// The interface or file.
+        source_name: String,
+        /// libpcap's explanation.
+        message: String,
+    },
+    /// The capture's link type is one the header parser does not know, so
+    /// nothing from it could be vouched for as header-only.
+    #[error("unsupported link type {0} (LINKTYPE number); nothing captured")]
+    UnsupportedLinkType(i32),
+    /// Sending to the collector failed.
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+}
+
+/// The `[capture]` section of `agent.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureSettings {
+    /// Whether the organisation allows packet capture. Off unless set;
+    /// the admin control plane will set it live.
+    pub allowed: bool,
+    /// Most packets per capture.
+    pub max_packets: u64,
+    /// Most header bytes per capture.
+    pub max_bytes: u64,
+    /// Longest live capture, in seconds.
+    pub max_duration_secs: u64,
+}
+
+impl Default for CaptureSettings {
+    fn default() -> Self {
+        Self { allowed: false, max_packets: 100_000, max_bytes: 16 * 1024 * 1024, max_duration_secs: 300 }
+    }
+}
+
+impl CaptureSettings {
+    /// The hard bounds these settings give.
+    pub fn limits(&self) -> CaptureLimits {
+        CaptureLimits {
+            max_packets: self.max_packets,
+            max_bytes: self.max_bytes,
+            max_duration: Duration::from_secs(self.max_duration_secs),
+        }
+    }
+
+    /// Problems with the values, one line each.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(1..=10_000_000).contains(&self.max_packets) {
+            problems.push(format!("capture.max_packets must be 1..=10000000, got {}", self.max_packets));
+        }
+        if !(1..=1 << 30).contains(&self.max_bytes) {
+            problems.push(format!("capture.max_bytes must be 1..=1073741824, got {}", self.max_bytes));
+        }
+        if !(1..=86_400).contains(&self.max_duration_secs) {
+            problems.push(format!("capture.max_duration_secs must be 1..=86400, got {}", self.max_duration_secs));
+        }
+        problems
+    }
+}
+
+/// Counts a capture keeps while it runs, and the bounds that stop it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaptureTally {
+    /// Packets seen.
+    pub packets_seen: u64,
+    /// Packets kept (as header-only records).
+    pub packets_kept: u64,
+    /// Header bytes kept.
+    pub header_bytes: u64,
+    /// Bytes of the packets on the wire that were not kept (payload and
+    /// anything the parser could not vouch for).
+    pub bytes_cut: u64,
+}
+
+impl CaptureTally {
+    /// Whether keeping `next_len` more bytes would break a bound.
+    pub fn full(&self, limits: &CaptureLimits, next_len: usize) -> bool {
+        self.packets_kept >= limits.max_packets || self.header_bytes + next_len as u64 > limits.max_bytes
+    }
+}
