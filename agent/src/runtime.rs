@@ -24,8 +24,9 @@ use glimpse_common::bounded::BoundedVec;
 use glimpse_common::clock::{Clock, SystemClock};
 use glimpse_common::record::{Record, RecordBody};
 use glimpse_common::secret::SecretKey;
-use glimpse_common::wire::Batch;
+use glimpse_common::wire::{AgentMessage, Batch, CollectorMessage};
 
+use crate::capture::session::Captures;
 use crate::config::AgentConfig;
 use crate::probe::HostProbe;
 use crate::transport::connection::load_shared_key;
@@ -79,7 +80,8 @@ impl Settings {
     }
 }
 
-struct Queue {
+/// Records waiting for the collector, shared with capture threads.
+pub(crate) struct Queue {
     records: Mutex<VecDeque<Record>>,
     ready: Notify,
 }
@@ -148,7 +150,10 @@ async fn run(
     let mut connection: Option<Connection> = None;
     let mut in_flight: Option<Batch> = None;
     let mut next_seq: u64 = 1;
+    // Whether the in-flight batch was written on the current connection.
+    let mut in_flight_written = false;
     let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut captures = Captures::new(queue.clone());
 
     info!(identity = %settings.config.identity, collector = %settings.config.collector_address, "agent started");
     loop {
@@ -179,6 +184,7 @@ async fn run(
                         }
                     }
                     next_seq = in_flight.as_ref().map_or(stored + 1, |b| b.stream_seq + 1);
+                    in_flight_written = false;
                     info!(suite = ?conn.cipher_suite(), stored_seq = stored, "connected to collector");
                     status.send_modify(|s| {
                         s.connected = true;
@@ -198,7 +204,8 @@ async fn run(
             continue;
         }
 
-        // Send the in-flight batch, or form one from the queue.
+        // Write the in-flight batch (formed from the queue if need be) once
+        // per connection; its acknowledgement arrives in the select below.
         if let Some(conn) = connection.as_mut() {
             if in_flight.is_none() {
                 let records: Vec<Record> = {
@@ -212,29 +219,15 @@ async fn run(
                         stream_seq: next_seq,
                         records: BoundedVec::truncating(records),
                     });
+                    in_flight_written = false;
                     next_seq += 1;
                 }
             }
-            if let Some(batch) = &in_flight {
-                match conn.send_batch(batch).await {
-                    Ok(acked) => {
-                        debug!(seq = acked, records = batch.records.len(), "batch acknowledged");
-                        let count = batch.records.len() as u64;
-                        in_flight = None;
-                        let queued = lock(&queue).len();
-                        status.send_modify(|s| {
-                            s.acked_seq = acked;
-                            s.acked_records += count;
-                            s.queued_records = queued;
-                        });
-                    }
+            if let (Some(batch), false) = (&in_flight, in_flight_written) {
+                match conn.send_batch_only(batch).await {
+                    Ok(()) => in_flight_written = true,
                     Err(e) => {
-                        warn!(error = %e, "connection to collector lost; will resend");
-                        status.send_modify(|s| {
-                            s.connected = false;
-                            s.last_error = Some(e.to_string());
-                        });
-                        connection = None;
+                        lose_connection(&mut connection, &e, &status);
                         retry_at = Some(tokio::time::Instant::now() + backoff.next_delay(rand::thread_rng().gen()));
                     }
                 }
@@ -253,31 +246,84 @@ async fn run(
                     s.dropped_records += queued.1;
                 });
             }
+            // Cancel-safe: a half-read frame waits in the connection's buffer.
+            received = async {
+                match connection.as_mut() {
+                    Some(conn) => conn.receive().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                match received {
+                    Ok(CollectorMessage::Ack { stream_seq }) => {
+                        match in_flight.take() {
+                            Some(batch) if in_flight_written && stream_seq >= batch.stream_seq => {
+                                debug!(seq = stream_seq, records = batch.records.len(), "batch acknowledged");
+                                let count = batch.records.len() as u64;
+                                let queued = lock(&queue).len();
+                                status.send_modify(|s| {
+                                    s.acked_seq = stream_seq;
+                                    s.acked_records += count;
+                                    s.queued_records = queued;
+                                });
+                            }
+                            other => {
+                                in_flight = other;
+                                let e = TransportError::UnexpectedReply("acknowledgement for no batch in flight");
+                                lose_connection(&mut connection, &e, &status);
+                            }
+                        }
+                    }
+                    Ok(CollectorMessage::Control(control)) => {
+                        captures.handle(control, &settings.config, &queue);
+                    }
+                    Ok(other) => {
+                        let e = match other {
+                            CollectorMessage::Error(e) => TransportError::Refused { code: e.code, message: e.message.to_string() },
+                            _ => TransportError::UnexpectedReply("a message out of place"),
+                        };
+                        lose_connection(&mut connection, &e, &status);
+                        retry_at = Some(tokio::time::Instant::now() + backoff.next_delay(rand::thread_rng().gen()));
+                    }
+                    Err(e) => {
+                        lose_connection(&mut connection, &e, &status);
+                        retry_at = Some(tokio::time::Instant::now() + backoff.next_delay(rand::thread_rng().gen()));
+                    }
+                }
+            }
+            Some(report) = captures.reports.recv() => {
+                if let Some(conn) = connection.as_mut() {
+                    if let Err(e) = conn.send(&AgentMessage::CaptureStatus(report)).await {
+                        lose_connection(&mut connection, &e, &status);
+                    }
+                }
+            }
             _ = tokio::time::sleep_until(sleep_until), if retry_at.is_some() => {}
             _ = queue.ready.notified() => {}
             _ = shutdown.changed() => {}
             changed = reload.changed() => {
                 // Clone out of the watch first: its guard must not live across an await.
                 let fresh = if changed.is_ok() { reload.borrow_and_update().clone() } else { None };
-                {
-                    if let Some(new) = fresh {
-                        info!("configuration and credentials reloaded; reconnecting");
-                        if new.config.interval != settings.config.interval {
-                            collect_timer = tokio::time::interval(new.config.interval);
-                        }
-                        probe = HostProbe::new(new.config.sysroot.clone());
-                        settings = new;
-                        if let Some(conn) = connection.take() {
-                            conn.close().await;
-                        }
-                        status.send_modify(|s| s.connected = false);
-                        retry_at = None;
+                if let Some(new) = fresh {
+                    info!("configuration and credentials reloaded; reconnecting");
+                    if new.config.interval != settings.config.interval {
+                        collect_timer = tokio::time::interval(new.config.interval);
                     }
+                    if !new.config.capture.allowed {
+                        captures.stop_all();
+                    }
+                    probe = HostProbe::new(new.config.sysroot.clone());
+                    settings = new;
+                    if let Some(conn) = connection.take() {
+                        conn.close().await;
+                    }
+                    status.send_modify(|s| s.connected = false);
+                    retry_at = None;
                 }
             }
         }
     }
 
+    captures.stop_all();
     drain(&settings, &queue, connection, in_flight, next_seq, &status).await;
     info!("agent stopped");
 }
@@ -345,7 +391,7 @@ fn collect(probe: &mut HostProbe, config: &AgentConfig) -> Record {
 
 /// Queues a record; returns (queued, dropped) after dropping the oldest
 /// records beyond the bound.
-fn push(queue: &Queue, record: Record, max: usize) -> (usize, u64) {
+pub(crate) fn push(queue: &Queue, record: Record, max: usize) -> (usize, u64) {
     let mut dropped = 0;
     let len = {
         let mut q = lock(queue);
@@ -367,4 +413,13 @@ fn lock(queue: &Queue) -> std::sync::MutexGuard<'_, VecDeque<Record>> {
     // A poisoned queue only means another task panicked mid-push; the
     // records themselves are still whole.
     queue.records.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lose_connection(connection: &mut Option<Connection>, error: &TransportError, status: &watch::Sender<AgentStatus>) {
+    warn!(error = %error, "connection to collector lost; will resend");
+    *connection = None;
+    status.send_modify(|s| {
+        s.connected = false;
+        s.last_error = Some(error.to_string());
+    });
 }

@@ -13,6 +13,7 @@
 #[cfg(feature = "pcap")]
 pub mod pcap_source;
 pub mod replay;
+pub(crate) mod session;
 
 use std::time::Duration;
 

@@ -14,8 +14,10 @@ use glimpse_common::bounded::BoundedString;
 use glimpse_common::identity::DeviceIdentity;
 use glimpse_common::secret::SecretKey;
 use glimpse_common::tls::{client_config, load_certs, load_key, TlsConfigError};
-use glimpse_common::wire::io::{read_message, write_message, FrameIoError};
-use glimpse_common::wire::{AgentMessage, AuthProof, Batch, CollectorMessage, ErrorCode, Hello, PROTOCOL_VERSION};
+use glimpse_common::wire::io::{write_message, FrameIoError, FrameReader};
+use glimpse_common::wire::{
+    AgentMessage, AuthProof, Batch, CollectorMessage, ControlMessage, ErrorCode, Hello, PROTOCOL_VERSION,
+};
 
 use crate::config::AgentConfig;
 
@@ -89,8 +91,10 @@ pub fn load_shared_key(path: &std::path::Path) -> Result<SecretKey, TransportErr
 pub struct Connection {
     stream: TlsStream<TcpStream>,
     max_frame: usize,
-    buf: Vec<u8>,
+    reader: FrameReader,
     stored_seq: u64,
+    /// Control messages that arrived while we waited for an acknowledgement.
+    pending_controls: Vec<ControlMessage>,
     cipher_suite: Option<rustls::CipherSuite>,
 }
 
@@ -134,7 +138,16 @@ impl Connection {
             .map_err(TransportError::Exporter)?;
         let proof = device_proof(shared_key, &exported, &config.identity);
 
-        let mut conn = Self { stream, max_frame: config.max_frame_bytes, buf: Vec::new(), stored_seq: 0, cipher_suite };
+        // Accept the collector's full default bound: an error may come
+        // before we learn its own.
+        let mut conn = Self {
+            stream,
+            max_frame: config.max_frame_bytes,
+            reader: FrameReader::new(glimpse_common::wire::DEFAULT_MAX_FRAME_LEN),
+            stored_seq: 0,
+            pending_controls: Vec::new(),
+            cipher_suite,
+        };
         conn.send(&hello(&config.identity, stream_id)).await?;
         conn.send(&AgentMessage::AuthProof(AuthProof { proof })).await?;
         match conn.receive().await? {
@@ -161,12 +174,36 @@ impl Connection {
     /// Sends a batch and waits until the collector acknowledges it as
     /// durably stored. Returns the acknowledged sequence number.
     pub async fn send_batch(&mut self, batch: &Batch) -> Result<u64, TransportError> {
-        self.send(&AgentMessage::Batch(batch.clone())).await?;
-        match self.receive().await? {
-            CollectorMessage::Ack { stream_seq } if stream_seq >= batch.stream_seq => Ok(stream_seq),
-            CollectorMessage::Ack { .. } => Err(TransportError::UnexpectedReply("acknowledgement for an older batch")),
-            other => Err(refusal(other)),
+        self.send_batch_only(batch).await?;
+        loop {
+            match self.receive().await? {
+                CollectorMessage::Ack { stream_seq } if stream_seq >= batch.stream_seq => return Ok(stream_seq),
+                CollectorMessage::Ack { .. } => {
+                    return Err(TransportError::UnexpectedReply("acknowledgement for an older batch"))
+                }
+                CollectorMessage::Control(control) => self.pending_controls.push(control),
+                other => return Err(refusal(other)),
+            }
         }
+    }
+
+    /// Writes a batch without waiting for its acknowledgement (which then
+    /// arrives through [`Connection::receive`]).
+    pub async fn send_batch_only(&mut self, batch: &Batch) -> Result<(), TransportError> {
+        // Serialise from a borrowed view: cloning a 4096-record batch per send
+        // would double the agent's memory for nothing.
+        let mut out = Vec::new();
+        glimpse_common::wire::message::encode_batch_frame(batch, self.max_frame, &mut out)
+            .map_err(FrameIoError::Wire)?;
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(&out).await.map_err(FrameIoError::Io)?;
+        self.stream.flush().await.map_err(FrameIoError::Io)?;
+        Ok(())
+    }
+
+    /// Control messages that arrived during [`Connection::send_batch`].
+    pub fn take_pending_controls(&mut self) -> Vec<ControlMessage> {
+        std::mem::take(&mut self.pending_controls)
     }
 
     /// Says goodbye and closes the TLS session cleanly.
@@ -190,11 +227,10 @@ impl Connection {
         Ok(())
     }
 
-    /// Receives one message from the collector.
+    /// Receives one message from the collector. Cancel-safe, so it can
+    /// wait in a `select!` beside other work.
     pub async fn receive(&mut self) -> Result<CollectorMessage, TransportError> {
-        // Accept the collector's full bound: error messages may come before
-        // we learn it.
-        Ok(read_message(&mut self.stream, &mut self.buf, glimpse_common::wire::DEFAULT_MAX_FRAME_LEN).await?)
+        Ok(self.reader.next(&mut self.stream).await?)
     }
 }
 

@@ -34,6 +34,8 @@ pub enum AgentMessage {
     Batch(Batch),
     /// The agent is closing the connection cleanly.
     Goodbye,
+    /// How a capture the collector asked for went.
+    CaptureStatus(CaptureStatus),
 }
 
 /// The first message on every connection.
@@ -80,6 +82,70 @@ pub enum CollectorMessage {
     },
     /// The collector refuses something; the connection closes after this.
     Error(ProtocolError),
+    /// An instruction for the agent, sent whenever it arises.
+    Control(ControlMessage),
+}
+
+/// Instructions the collector sends to a connected agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ControlMessage {
+    /// Capture headers on an interface, within the given bounds.
+    StartCapture(CaptureRequest),
+    /// Stop the capture with this id now.
+    StopCapture {
+        /// The request's id.
+        id: u64,
+    },
+}
+
+/// An on-demand capture request. The agent applies its own, lower bounds
+/// on top and refuses outright when its organisation has not allowed
+/// capture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaptureRequest {
+    /// Identifies the capture in status reports and logs.
+    pub id: u64,
+    /// Interface to capture on.
+    pub interface: BoundedString<32>,
+    /// A libpcap (BPF) filter; empty for everything.
+    pub filter: BoundedString<MAX_FILTER_TEXT>,
+    /// Longest the capture may run, in seconds.
+    pub duration_secs: u32,
+    /// Most packets it may keep.
+    pub max_packets: u32,
+}
+
+/// Longest BPF filter text accepted in a capture request.
+pub const MAX_FILTER_TEXT: usize = 512;
+
+/// What happened to a capture request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaptureStatus {
+    /// The request's id.
+    pub id: u64,
+    /// What happened.
+    pub outcome: CaptureOutcome,
+}
+
+/// The outcome of a capture request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum CaptureOutcome {
+    /// The capture is running.
+    Started,
+    /// The capture ended (bound reached, stopped, or finished).
+    Finished {
+        /// Packets kept as header-only records.
+        packets: u64,
+        /// Header bytes kept.
+        header_bytes: u64,
+    },
+    /// The agent refused or failed (not allowed, no such interface, bad filter).
+    Refused {
+        /// Why.
+        reason: BoundedString<MAX_ERROR_TEXT>,
+    },
 }
 
 /// Sent once authentication succeeds.
@@ -181,6 +247,19 @@ fn decode_exact<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, WireErro
     Ok(msg)
 }
 
+/// Encodes `batch` as an [`AgentMessage::Batch`] frame without cloning it.
+pub fn encode_batch_frame(batch: &Batch, max_frame_len: usize, out: &mut Vec<u8>) -> Result<(), WireError> {
+    // Same bytes as AgentMessage::Batch(batch): the variant index, then the
+    // struct. The unit test `borrowed_batch_encoding_matches` pins this.
+    #[derive(Serialize)]
+    enum BorrowedAgentMessage<'a> {
+        _Hello,
+        _AuthProof,
+        Batch(&'a Batch),
+    }
+    encode_framed(&BorrowedAgentMessage::Batch(batch), max_frame_len, out)
+}
+
 impl Codec for AgentMessage {
     fn encode_frame(&self, max_frame_len: usize, out: &mut Vec<u8>) -> Result<(), WireError> {
         encode_framed(self, max_frame_len, out)
@@ -271,6 +350,16 @@ mod tests {
         assert_eq!(round_trip(&hello(PROTOCOL_VERSION)), hello(PROTOCOL_VERSION));
         assert_eq!(round_trip(&sample_batch(3)), sample_batch(3));
         assert_eq!(round_trip(&AgentMessage::Goodbye), AgentMessage::Goodbye);
+    }
+
+    #[test]
+    fn borrowed_batch_encoding_matches() {
+        let AgentMessage::Batch(batch) = sample_batch(2) else { unreachable!() };
+        let mut borrowed = Vec::new();
+        encode_batch_frame(&batch, 1 << 20, &mut borrowed).unwrap();
+        let mut owned = Vec::new();
+        AgentMessage::Batch(batch).encode_frame(1 << 20, &mut owned).unwrap();
+        assert_eq!(borrowed, owned);
     }
 
     #[test]

@@ -24,7 +24,7 @@ impl State {
             State::AwaitingHello => "Hello",
             State::AwaitingProof => "AuthProof",
             State::AwaitingVerification => "nothing until the proof is checked",
-            State::Streaming => "Batch or Goodbye",
+            State::Streaming => "Batch, CaptureStatus or Goodbye",
             State::Closed => "nothing (closed)",
         }
     }
@@ -46,6 +46,8 @@ pub enum SessionAction {
     AckDuplicate(u64),
     /// The agent said goodbye; close cleanly.
     Close,
+    /// The agent reports on a capture the collector requested.
+    CaptureStatus(crate::wire::message::CaptureStatus),
 }
 
 /// The agent broke the protocol; the edge sends the code and message, then closes.
@@ -149,6 +151,7 @@ impl CollectorSession {
                 Ok(SessionAction::VerifyProof(proof))
             }
             (State::Streaming, AgentMessage::Batch(batch)) => self.on_batch(batch),
+            (State::Streaming, AgentMessage::CaptureStatus(status)) => Ok(SessionAction::CaptureStatus(status)),
             (State::Streaming, AgentMessage::Goodbye) => {
                 self.state = State::Closed;
                 Ok(SessionAction::Close)
@@ -211,6 +214,7 @@ fn message_name(msg: &AgentMessage) -> &'static str {
         AgentMessage::AuthProof(_) => "AuthProof",
         AgentMessage::Batch(_) => "Batch",
         AgentMessage::Goodbye => "Goodbye",
+        AgentMessage::CaptureStatus(_) => "CaptureStatus",
     }
 }
 
