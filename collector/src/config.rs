@@ -33,6 +33,14 @@ struct RawConfig {
     retention: RetentionConfig,
     #[serde(default = "default_sweep")]
     sweep_interval_secs: u64,
+    #[serde(default)]
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: SocketAddr,
 }
 
 fn default_sweep() -> u64 {
@@ -100,6 +108,8 @@ pub struct CollectorConfig {
     pub retention: RetentionPolicy,
     /// How often expired segments are deleted.
     pub sweep_interval: Duration,
+    /// Where the admin API listens (mutual TLS, admin certificates); off when `None`.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl CollectorConfig {
@@ -150,6 +160,7 @@ impl CollectorConfig {
             idle_timeout: Duration::from_secs(l.idle_timeout_secs),
             retention,
             sweep_interval: Duration::from_secs(raw.sweep_interval_secs),
+            admin_listen: raw.admin.map(|a| a.listen),
         })
     }
 }

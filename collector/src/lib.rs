@@ -11,6 +11,7 @@
 //! live in an embedded database in the data directory. It never stores
 //! packet payloads and never logs keys or record contents.
 
+pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod export;

@@ -10,9 +10,11 @@ use tracing::{error, info, warn};
 
 use glimpse_collector::config::CollectorConfig;
 use glimpse_collector::{demo, export, service, Collector};
+use glimpse_common::bounded::BoundedString;
 use glimpse_common::clock::SystemClock;
-use glimpse_common::identity::OrgId;
+use glimpse_common::identity::{DeviceId, OrgId};
 use glimpse_common::record::DataKind;
+use glimpse_common::wire::admin::{AdminAction, AdminReply};
 
 /// Glimpse collector: receives device telemetry from Glimpse agents over
 /// mutually-authenticated TLS, stores each organisation's data encrypted
@@ -56,6 +58,20 @@ enum Command {
         #[arg(long, default_value = "json", value_parser = ["json", "pcap"])]
         format: String,
     },
+    /// Ask a connected device for a header-only packet capture, or stop one
+    /// (through the collector's admin API, with an admin certificate).
+    Capture {
+        #[command(subcommand)]
+        action: CaptureCommand,
+    },
+    /// List an organisation's devices connected now (admin API).
+    Devices {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Organisation.
+        #[arg(long)]
+        org: OrgId,
+    },
     /// Create a new master key file (mode 0600). Refuses to overwrite.
     MasterKey {
         /// Where to write it.
@@ -86,6 +102,112 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum CaptureCommand {
+    /// Start a capture: the device captures headers only, within the given
+    /// bounds and its own, and only if its organisation allows capture.
+    Start {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The device's organisation.
+        #[arg(long)]
+        org: OrgId,
+        /// The device.
+        #[arg(long)]
+        device: DeviceId,
+        /// Interface on the device, e.g. br-lan or wlan0.
+        #[arg(long)]
+        interface: String,
+        /// libpcap filter, e.g. "udp port 67 or udp port 68" (default: all traffic).
+        #[arg(long, default_value = "")]
+        filter: String,
+        /// Longest the capture may run, in seconds.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3600))]
+        seconds: u32,
+        /// Most packets to keep.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        packets: u32,
+    },
+    /// Stop a running capture.
+    Stop {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The device's organisation.
+        #[arg(long)]
+        org: OrgId,
+        /// The device.
+        #[arg(long)]
+        device: DeviceId,
+        /// The capture id `capture start` printed.
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+/// How to reach the admin API and who is asking.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// collector.toml, to find the admin address and CA (or give them below).
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Admin API address, host:port (default: `[admin] listen` in the config).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<String>,
+    /// CA certificate (default: `[tls] ca` in the config).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Your admin certificate (from `glimpse-certs admin`).
+    #[arg(long, value_name = "FILE")]
+    cert: PathBuf,
+    /// Your admin private key.
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// Name in the collector's certificate.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+}
+
+impl AdminArgs {
+    fn credentials(self) -> anyhow::Result<glimpse_collector::admin::AdminCredentials> {
+        let config = self.config.as_deref().map(CollectorConfig::load).transpose()?;
+        let address = match (self.admin, config.as_ref().and_then(|c| c.admin_listen)) {
+            (Some(address), _) => address,
+            (None, Some(listen)) => listen.to_string(),
+            (None, None) => anyhow::bail!("give --admin ADDR, or --config with an [admin] listen address"),
+        };
+        let ca = match (self.ca, config.as_ref()) {
+            (Some(ca), _) => ca,
+            (None, Some(c)) => c.ca.clone(),
+            (None, None) => anyhow::bail!("give --ca FILE, or --config"),
+        };
+        Ok(glimpse_collector::admin::AdminCredentials {
+            address,
+            server_name: self.server_name,
+            ca,
+            cert: self.cert,
+            key: self.key,
+        })
+    }
+}
+
+/// Prints an admin reply; a refusal is an error.
+fn print_reply(reply: AdminReply) -> anyhow::Result<()> {
+    match reply {
+        AdminReply::CaptureRequested { id } => {
+            println!("capture {id} requested; the device reports progress in the collector log")
+        }
+        AdminReply::CaptureStopRequested => println!("stop requested"),
+        AdminReply::Devices(devices) => {
+            for device in devices.iter() {
+                println!("{device}");
+            }
+        }
+        AdminReply::Refused(reason) => anyhow::bail!("refused: {reason}"),
+        other => println!("{other:?}"),
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo and export print their own output; keep the log to problems.
@@ -93,7 +215,7 @@ fn main() -> ExitCode {
     // device, noise here.
     let default_level = match cli.command {
         Command::Demo { .. } => "warn,glimpse_agent::probe=error",
-        Command::Export { .. } => "warn",
+        Command::Export { .. } | Command::Capture { .. } | Command::Devices { .. } => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -144,6 +266,33 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Capture { action } => {
+            let (admin, action) = match action {
+                CaptureCommand::Start { admin, org, device, interface, filter, seconds, packets } => {
+                    let interface = BoundedString::try_new(interface).context("--interface")?;
+                    let filter = BoundedString::try_new(filter).context("--filter")?;
+                    (
+                        admin,
+                        AdminAction::StartCapture {
+                            org,
+                            device,
+                            interface,
+                            filter,
+                            duration_secs: seconds,
+                            max_packets: packets,
+                        },
+                    )
+                }
+                CaptureCommand::Stop { admin, org, device, id } => {
+                    (admin, AdminAction::StopCapture { org, device, id })
+                }
+            };
+            print_reply(glimpse_collector::admin::admin_request(&admin.credentials()?, action).await?)
+        }
+        Command::Devices { admin, org } => print_reply(
+            glimpse_collector::admin::admin_request(&admin.credentials()?, AdminAction::ConnectedDevices { org })
+                .await?,
+        ),
         Command::MasterKey { out } => {
             glimpse_collector::keys::MasterKey::generate_file(&out)?;
             println!(

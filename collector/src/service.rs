@@ -11,8 +11,9 @@ use tracing::{info, warn};
 use glimpse_common::clock::{Clock, SystemClock};
 use glimpse_common::identity::DeviceIdentity;
 
+use crate::admin::AdminServer;
 use crate::config::CollectorConfig;
-use crate::ingest::{IngestMetrics, IngestServer, ServerTls};
+use crate::ingest::{AgentDirectory, IngestMetrics, IngestServer, ServerTls};
 use crate::keys::{DeviceRegistration, MasterKey};
 use crate::retention;
 use crate::store::Store;
@@ -50,7 +51,10 @@ pub struct Collector {
     store: Arc<Store>,
     metrics: Arc<IngestMetrics>,
     tls: ServerTls,
+    admin_tls: Option<ServerTls>,
     local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    directory: Arc<AgentDirectory>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -112,20 +116,43 @@ impl Collector {
         }
         let tls = ServerTls::load(&config)?;
         let metrics = Arc::new(IngestMetrics::default());
-        let server = IngestServer::bind(&config, tls.clone(), store.clone(), metrics.clone())
+        let directory = Arc::new(AgentDirectory::default());
+        let server = IngestServer::bind(&config, tls.clone(), store.clone(), metrics.clone(), directory.clone())
             .await
             .map_err(|source| ServiceError::Bind { addr: config.listen, source })?;
         let local_addr = server.local_addr().map_err(|source| ServiceError::Bind { addr: config.listen, source })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(server.run(shutdown_rx.clone()))];
-        tasks.push(tokio::spawn(sweeper(store.clone(), config.sweep_interval, shutdown_rx)));
+        tasks.push(tokio::spawn(sweeper(store.clone(), config.sweep_interval, shutdown_rx.clone())));
+        let mut admin_tls = None;
+        let mut admin_addr = None;
+        if let Some(addr) = config.admin_listen {
+            let tls = ServerTls::load_for(&config, glimpse_common::tls::ALPN_ADMIN)?;
+            let admin = AdminServer::bind(addr, tls.clone(), directory.clone())
+                .await
+                .map_err(|source| ServiceError::Bind { addr, source })?;
+            admin_addr = Some(admin.local_addr().map_err(|source| ServiceError::Bind { addr, source })?);
+            info!(admin = ?admin_addr, "admin API listening");
+            tasks.push(tokio::spawn(admin.run(shutdown_rx)));
+            admin_tls = Some(tls);
+        }
         info!(%local_addr, data_dir = %config.data_dir.display(), "collector listening");
-        Ok(Self { config, store, metrics, tls, local_addr, shutdown, tasks })
+        Ok(Self { config, store, metrics, tls, admin_tls, local_addr, admin_addr, directory, shutdown, tasks })
     }
 
     /// Where agents connect.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the admin API listens, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The connected devices and their control channels.
+    pub fn directory(&self) -> &Arc<AgentDirectory> {
+        &self.directory
     }
 
     /// The store (for the demo's summary and for tests).
@@ -143,6 +170,9 @@ impl Collector {
     /// new material. On error nothing changes.
     pub fn reload(&self) -> Result<(), ServiceError> {
         self.tls.reload(&self.config)?;
+        if let Some(admin) = &self.admin_tls {
+            admin.reload(&self.config)?;
+        }
         if let Some(pki) = &self.config.pki_dir {
             let (registered, revoked) = import_registrations(&self.store, pki)?;
             info!(registered, revoked, "registrations re-imported");

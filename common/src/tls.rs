@@ -23,6 +23,9 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyD
 /// ALPN protocol id for the agent protocol.
 pub const ALPN_AGENT: &[u8] = b"glimpse/1";
 
+/// ALPN protocol id for the admin protocol.
+pub const ALPN_ADMIN: &[u8] = b"glimpse-admin/1";
+
 /// A TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -108,7 +108,7 @@ pub fn collector_toml(data_dir: &Path, master_key: &Path, port: u16) -> String {
     format!(
         "listen = \"127.0.0.1:{port}\"\ndata_dir = {data:?}\nmaster_key_file = {key:?}\npki_dir = {pki:?}\n\
          [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {ckey:?}\ncrl = {crl:?}\n\
-         [limits]\nhandshake_timeout_secs = 10\n",
+         [limits]\nhandshake_timeout_secs = 10\n[admin]\nlisten = \"127.0.0.1:0\"\n",
         data = data_dir,
         key = master_key,
         pki = pki,
@@ -321,3 +321,26 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 pub mod traffic;
+
+/// Issues an admin certificate in our PKI and returns credentials for the
+/// collector's admin API.
+pub fn issue_admin(
+    collector: &TestCollector,
+    role: glimpse_common::identity::AdminRole,
+    org: Option<&str>,
+) -> glimpse_collector::admin::AdminCredentials {
+    use glimpse_common::identity::{AdminIdentity, AdminName};
+    let name = AdminName::new(format!("admin-{}", unique_device("x"))).expect("name");
+    let identity = AdminIdentity::new(name, role, org.map(|o| OrgId::new(o).expect("org"))).expect("identity");
+    let files = {
+        let _guard = pki().lock();
+        glimpse_certs::issue_admin(&pki().ours, &identity, &glimpse_certs::Validity::default(), false).expect("admin")
+    };
+    glimpse_collector::admin::AdminCredentials {
+        address: collector.collector.admin_addr().expect("admin API enabled").to_string(),
+        server_name: "localhost".into(),
+        ca: glimpse_certs::ca_cert_path(&pki().ours),
+        cert: files.cert,
+        key: files.key,
+    }
+}

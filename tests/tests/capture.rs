@@ -156,3 +156,93 @@ async fn collector_cuts_payload_a_misbehaving_agent_sends() {
     assert_eq!(stored[0].headers.len(), header_len);
     assert!(!contains(&stored[0].headers, MARKER));
 }
+
+/// Sends the marker to 127.0.0.1:`port` every 50 ms until `done` holds.
+async fn send_marked_udp_until(port: u16, what: &str, mut done: impl FnMut() -> bool) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        socket.send_to(MARKER, ("127.0.0.1", port)).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_live_capture_through_the_admin_api() {
+    use glimpse_collector::admin::admin_request;
+    use glimpse_common::bounded::BoundedString;
+    use glimpse_common::identity::AdminRole;
+    use glimpse_common::wire::admin::{AdminAction, AdminReply};
+    use glimpse_common::wire::CaptureOutcome;
+
+    init_logging();
+    let allowed = issue_device("liveorg");
+    let forbidden = issue_device("liveorg");
+    let tc = TestCollector::start().await;
+    let mut config = agent_config(tc.addr(), &allowed);
+    config.capture.allowed = true;
+    let agent = glimpse_agent::AgentHandle::spawn(config).unwrap();
+    let other_agent = start_agent(tc.addr(), &forbidden);
+    wait_for_status(&agent, "connected", |s| s.connected).await;
+    wait_for_status(&other_agent, "connected", |s| s.connected).await;
+
+    let operator = issue_admin(&tc, AdminRole::Operator, None);
+    let outsider = issue_admin(&tc, AdminRole::OrgAdmin, Some("someone-else"));
+    let support = issue_admin(&tc, AdminRole::Support, Some("liveorg"));
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let start = |device: &Device| AdminAction::StartCapture {
+        org: device.identity.org.clone(),
+        device: device.identity.device.clone(),
+        interface: BoundedString::truncating("lo"),
+        filter: BoundedString::truncating(&format!("udp dst port {port}")),
+        duration_secs: 60,
+        max_packets: 3,
+    };
+
+    // Admins of another organisation, and support staff without a grant, are refused.
+    for who in [&outsider, &support] {
+        match admin_request(who, start(&allowed)).await.unwrap() {
+            AdminReply::Refused(reason) => assert!(!reason.is_empty()),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    let listed =
+        admin_request(&operator, AdminAction::ConnectedDevices { org: allowed.identity.org.clone() }).await.unwrap();
+    let AdminReply::Devices(devices) = listed else { panic!("{listed:?}") };
+    assert!(devices.contains(&allowed.identity.device) && devices.contains(&forbidden.identity.device));
+
+    // A device whose organisation has not allowed capture refuses.
+    let AdminReply::CaptureRequested { id } = admin_request(&operator, start(&forbidden)).await.unwrap() else {
+        panic!("request not delivered")
+    };
+    wait_until("refusal reported", || {
+        matches!(tc.collector.directory().capture_outcome(id), Some(CaptureOutcome::Refused { .. }))
+    })
+    .await;
+
+    // The allowed device captures headers of exactly 3 packets, then stops on its bound.
+    let AdminReply::CaptureRequested { id } = admin_request(&operator, start(&allowed)).await.unwrap() else {
+        panic!("request not delivered")
+    };
+    send_marked_udp_until(port, "3 captured packets stored", || stored_captures(&tc, &allowed.identity.org).len() >= 3)
+        .await;
+    wait_until("capture finished", || {
+        matches!(tc.collector.directory().capture_outcome(id), Some(CaptureOutcome::Finished { packets: 3, .. }))
+    })
+    .await;
+    let stored = stored_captures(&tc, &allowed.identity.org);
+    assert_eq!(stored.len(), 3, "the packet bound holds");
+    for packet in &stored {
+        assert_eq!(packet.interface.as_str(), "lo");
+        assert!(!contains(&packet.headers, MARKER), "payload captured: {packet:?}");
+        assert!(packet.wire_len as usize > packet.headers.len());
+        let summary = packet.summary().expect("parsable");
+        assert_eq!(summary.dst_port, Some(port));
+    }
+    assert_eq!(tc.collector.metrics().payload_bytes_cut(), 0);
+    agent.shutdown().await;
+    other_agent.shutdown().await;
+    assert!(stored_captures(&tc, &forbidden.identity.org).iter().all(|p| p.interface.as_str() == "lo"));
+}

@@ -14,6 +14,7 @@
 pub mod pcap_source;
 pub mod replay;
 pub(crate) mod session;
+pub mod trigger;
 
 use std::time::Duration;
 

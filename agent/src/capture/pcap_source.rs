@@ -66,7 +66,11 @@ fn drain<T: Activated + ?Sized>(
     mut emit: impl FnMut(CapturedPacket),
 ) -> Result<CaptureTally, CaptureError> {
     let dlt = cap.get_datalink().0;
-    let link = u32::try_from(dlt).ok().and_then(LinkType::from_dlt).ok_or(CaptureError::UnsupportedLinkType(dlt))?;
+    // libpcap reports raw IP with its own DLT numbers (12 on Linux, 14 on
+    // OpenBSD) where pcap files say LINKTYPE_RAW (101).
+    let linktype = if dlt == 12 || dlt == 14 { 101 } else { dlt };
+    let link =
+        u32::try_from(linktype).ok().and_then(LinkType::from_dlt).ok_or(CaptureError::UnsupportedLinkType(dlt))?;
     let label = BoundedString::truncating(interface);
     let mut tally = CaptureTally::default();
     loop {
@@ -92,6 +96,11 @@ fn drain<T: Activated + ?Sized>(
         tally.header_bytes += record.headers.len() as u64;
         tally.bytes_cut += u64::from(packet.header.len).saturating_sub(record.headers.len() as u64);
         emit(record);
+        // Stop as soon as a bound is reached, not when the next packet
+        // happens to arrive.
+        if tally.packets_kept >= limits.max_packets || tally.header_bytes >= limits.max_bytes {
+            break;
+        }
     }
     Ok(tally)
 }

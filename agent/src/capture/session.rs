@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+#[cfg(feature = "pcap")]
+use tracing::info;
+use tracing::warn;
 
 use glimpse_common::bounded::BoundedString;
 use glimpse_common::wire::{CaptureOutcome, CaptureRequest, CaptureStatus, ControlMessage};
@@ -26,6 +28,7 @@ pub(crate) struct Captures {
     pub(crate) reports: mpsc::Receiver<CaptureStatus>,
     reports_tx: mpsc::Sender<CaptureStatus>,
     running: HashMap<u64, Arc<AtomicBool>>,
+    #[cfg_attr(not(feature = "pcap"), allow(dead_code))]
     queue: Arc<Queue>,
 }
 

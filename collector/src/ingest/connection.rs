@@ -13,23 +13,22 @@ use tracing::{debug, info, warn};
 
 use glimpse_common::auth::{verify_device_proof, EXPORTER_LABEL, EXPORTER_LEN};
 use glimpse_common::identity::DeviceIdentity;
-use glimpse_common::wire::io::{read_message, write_message, FrameIoError};
+use glimpse_common::wire::io::{read_message, write_message, FrameIoError, FrameReader};
 use glimpse_common::wire::{
     AgentMessage, AuthProof, CollectorMessage, CollectorSession, ErrorCode, ProtocolError, SessionAction, Welcome,
     WireError, PROTOCOL_VERSION,
 };
 
+use crate::ingest::directory::AgentDirectory;
 use crate::ingest::reject::{IngestMetrics, RejectReason};
 use crate::store::Store;
-
-/// Largest read buffer a connection keeps between frames.
-const IDLE_BUFFER_BYTES: usize = 64 * 1024;
 
 /// What every connection task shares.
 #[derive(Debug)]
 pub(crate) struct ConnectionContext {
     pub(crate) store: Arc<Store>,
     pub(crate) metrics: Arc<IngestMetrics>,
+    pub(crate) directory: Arc<AgentDirectory>,
     pub(crate) max_frame: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) idle_timeout: Duration,
@@ -82,7 +81,10 @@ pub(crate) async fn serve_connection(
     };
     let identity = session.identity().clone();
     info!(%peer, device = %identity, "agent authenticated");
-    match stream_batches(&mut stream, &mut session, &context, shutdown).await {
+    let (control_tx, control_rx) = context.directory.register(&identity);
+    let outcome = stream_batches(&mut stream, &mut session, &context, shutdown, control_rx).await;
+    context.directory.unregister(&identity, &control_tx);
+    match outcome {
         Ok(()) => debug!(%peer, device = %identity, "agent disconnected"),
         Err(refusal) => {
             warn!(%peer, device = %identity, reason = refusal.reason.as_str(), "agent connection closed: {}", refusal.detail);
@@ -217,11 +219,16 @@ async fn stream_batches(
     session: &mut CollectorSession,
     context: &Arc<ConnectionContext>,
     mut shutdown: watch::Receiver<bool>,
+    mut control: tokio::sync::mpsc::Receiver<glimpse_common::wire::ControlMessage>,
 ) -> Result<(), Refusal> {
-    let mut buf = Vec::new();
+    let mut reader = FrameReader::new(context.max_frame);
+    let mut idle_deadline = tokio::time::Instant::now() + context.idle_timeout;
     loop {
         let msg = tokio::select! {
-            read = tokio::time::timeout(context.idle_timeout, read_message::<AgentMessage, _>(stream, &mut buf, context.max_frame)) => {
+            // Cancel-safe: a frame half read when a control message goes out
+            // stays buffered in the reader.
+            read = tokio::time::timeout_at(idle_deadline, reader.next::<AgentMessage, _>(stream)) => {
+                idle_deadline = tokio::time::Instant::now() + context.idle_timeout;
                 match read {
                     Ok(Ok(msg)) => msg,
                     Ok(Err(FrameIoError::Closed)) => return Ok(()),
@@ -229,15 +236,15 @@ async fn stream_batches(
                     Err(_) => return Err(Refusal { reason: RejectReason::Overload, code: ErrorCode::UnexpectedMessage, detail: "idle timeout".into(), public: "idle timeout".into() }),
                 }
             }
+            Some(message) = control.recv() => {
+                debug!(device = %session.identity(), ?message, "control message sent");
+                send(stream, &CollectorMessage::Control(message), context.max_frame).await?;
+                continue;
+            }
             _ = crate::service::stopped(&mut shutdown) => {
                 return Err(Refusal { reason: RejectReason::Overload, code: ErrorCode::ShuttingDown, detail: "collector shutting down".into(), public: "collector shutting down; reconnect later".into() });
             }
         };
-        // Thousands of mostly idle connections must not each keep a buffer
-        // sized for the largest frame they ever sent.
-        if buf.capacity() > IDLE_BUFFER_BYTES {
-            buf = Vec::new();
-        }
         match session.handle(msg).map_err(|e| Refusal::protocol(e.code(), e.to_string()))? {
             SessionAction::Store(mut batch) => {
                 let seq = batch.stream_seq;
@@ -282,6 +289,10 @@ async fn stream_batches(
             SessionAction::AckDuplicate(seq) => {
                 debug!(device = %session.identity(), seq, "duplicate batch acknowledged without storing");
                 send(stream, &CollectorMessage::Ack { stream_seq: seq }, context.max_frame).await?;
+            }
+            SessionAction::CaptureStatus(status) => {
+                info!(device = %session.identity(), id = status.id, outcome = ?status.outcome, "capture status");
+                context.directory.capture_reported(status.id, status.outcome);
             }
             SessionAction::Close => return Ok(()),
             SessionAction::Continue | SessionAction::VerifyProof(_) => {}

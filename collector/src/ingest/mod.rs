@@ -16,8 +16,10 @@
 //! in [`IngestMetrics`]; nothing from a refused connection is stored.
 
 mod connection;
+mod directory;
 mod reject;
 mod server;
 
+pub use directory::{AgentDirectory, DeliveryError};
 pub use reject::{IngestMetrics, RejectReason};
 pub use server::{IngestServer, ServerTls};

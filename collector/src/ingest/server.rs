@@ -13,21 +13,31 @@ use glimpse_common::tls::{load_certs, load_crls, load_key, server_config, TlsCon
 
 use crate::config::CollectorConfig;
 use crate::ingest::connection::{serve_connection, ConnectionContext};
+use crate::ingest::directory::AgentDirectory;
 use crate::ingest::reject::{IngestMetrics, RejectReason};
 use crate::store::Store;
 
 /// The current TLS configuration; replaced on SIGHUP without touching
 /// connections that are already up.
 #[derive(Debug, Clone)]
-pub struct ServerTls(Arc<RwLock<Arc<ServerConfig>>>);
+pub struct ServerTls {
+    current: Arc<RwLock<Arc<ServerConfig>>>,
+    alpn: &'static [u8],
+}
 
 impl ServerTls {
-    /// Loads the CA, CRL, certificate and key the config names.
+    /// Loads the CA, CRL, certificate and key the config names, for the
+    /// agent port.
     pub fn load(config: &CollectorConfig) -> Result<Self, TlsConfigError> {
-        Ok(Self(Arc::new(RwLock::new(Self::build(config)?))))
+        Self::load_for(config, glimpse_common::tls::ALPN_AGENT)
     }
 
-    fn build(config: &CollectorConfig) -> Result<Arc<ServerConfig>, TlsConfigError> {
+    /// As [`ServerTls::load`], for a port speaking `alpn`.
+    pub fn load_for(config: &CollectorConfig, alpn: &'static [u8]) -> Result<Self, TlsConfigError> {
+        Ok(Self { current: Arc::new(RwLock::new(Self::build(config, alpn)?)), alpn })
+    }
+
+    fn build(config: &CollectorConfig, alpn: &'static [u8]) -> Result<Arc<ServerConfig>, TlsConfigError> {
         let ca = load_certs(&config.ca)?.remove(0);
         let crls = match &config.crl {
             Some(path) => load_crls(path)?,
@@ -35,18 +45,20 @@ impl ServerTls {
         };
         let chain = load_certs(&config.cert)?;
         let key = load_key(&config.key)?;
-        Ok(Arc::new(server_config(&ca, crls, chain, key)?))
+        let mut server = server_config(&ca, crls, chain, key)?;
+        server.alpn_protocols = vec![alpn.to_vec()];
+        Ok(Arc::new(server))
     }
 
     /// Re-reads every TLS file; on error the running configuration stays.
     pub fn reload(&self, config: &CollectorConfig) -> Result<(), TlsConfigError> {
-        let fresh = Self::build(config)?;
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        let fresh = Self::build(config, self.alpn)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(())
     }
 
-    fn current(&self) -> Arc<ServerConfig> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    pub(crate) fn current(&self) -> Arc<ServerConfig> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -66,11 +78,13 @@ impl IngestServer {
         tls: ServerTls,
         store: Arc<Store>,
         metrics: Arc<IngestMetrics>,
+        directory: Arc<AgentDirectory>,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.listen).await?;
         let context = Arc::new(ConnectionContext {
             store,
             metrics,
+            directory,
             max_frame: config.max_frame_bytes,
             handshake_timeout: config.handshake_timeout,
             idle_timeout: config.idle_timeout,

@@ -233,13 +233,13 @@ pub trait Codec: Sized {
     fn decode(payload: &[u8]) -> Result<Self, WireError>;
 }
 
-fn encode_framed<T: Serialize>(msg: &T, max_frame_len: usize, out: &mut Vec<u8>) -> Result<(), WireError> {
+pub(crate) fn encode_framed<T: Serialize>(msg: &T, max_frame_len: usize, out: &mut Vec<u8>) -> Result<(), WireError> {
     let payload = postcard::to_stdvec(msg).map_err(WireError::Encode)?;
     encode_frame(&payload, max_frame_len, out)?;
     Ok(())
 }
 
-fn decode_exact<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, WireError> {
+pub(crate) fn decode_exact<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, WireError> {
     let (msg, rest) = postcard::take_from_bytes(payload).map_err(WireError::Malformed)?;
     if !rest.is_empty() {
         return Err(WireError::TrailingBytes(rest.len()));

@@ -16,6 +16,7 @@
 //!   | -- Goodbye ------------------------->  |
 //! ```
 
+pub mod admin;
 pub mod frame;
 #[cfg(feature = "tokio")]
 pub mod io;

@@ -1,0 +1,106 @@
+//! Which devices are connected right now, and a way to reach each one.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+
+use glimpse_common::identity::{DeviceId, DeviceIdentity, OrgId};
+use glimpse_common::wire::{CaptureOutcome, ControlMessage};
+
+/// Control messages queued per connection before the sender is told the
+/// device is too busy.
+const CONTROL_QUEUE: usize = 16;
+
+/// A control message could not be delivered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeliveryError {
+    /// The device has no connection to this collector.
+    #[error("device {org}/{device} is not connected")]
+    NotConnected {
+        /// The organisation.
+        org: OrgId,
+        /// The device.
+        device: DeviceId,
+    },
+    /// The device's control queue is full.
+    #[error("device {org}/{device} is not taking control messages; try again")]
+    Busy {
+        /// The organisation.
+        org: OrgId,
+        /// The device.
+        device: DeviceId,
+    },
+}
+
+/// Connected devices and the channels to their connection tasks.
+#[derive(Debug, Default)]
+pub struct AgentDirectory {
+    agents: Mutex<HashMap<(OrgId, DeviceId), mpsc::Sender<ControlMessage>>>,
+    captures: Mutex<std::collections::VecDeque<(u64, CaptureOutcome)>>,
+}
+
+/// Capture outcomes remembered for `capture status` and tests.
+const REMEMBERED_CAPTURES: usize = 1024;
+
+impl AgentDirectory {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(OrgId, DeviceId), mpsc::Sender<ControlMessage>>> {
+        self.agents.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a newly authenticated connection; a device that reconnects
+    /// replaces its old entry.
+    pub(crate) fn register(
+        &self,
+        identity: &DeviceIdentity,
+    ) -> (mpsc::Sender<ControlMessage>, mpsc::Receiver<ControlMessage>) {
+        let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
+        self.lock().insert((identity.org.clone(), identity.device.clone()), tx.clone());
+        (tx, rx)
+    }
+
+    /// Forgets a connection, unless the device has already reconnected.
+    pub(crate) fn unregister(&self, identity: &DeviceIdentity, ours: &mpsc::Sender<ControlMessage>) {
+        let mut agents = self.lock();
+        let key = (identity.org.clone(), identity.device.clone());
+        if agents.get(&key).is_some_and(|current| current.same_channel(ours)) {
+            agents.remove(&key);
+        }
+    }
+
+    /// Queues a control message for a connected device.
+    pub fn send(&self, org: &OrgId, device: &DeviceId, message: ControlMessage) -> Result<(), DeliveryError> {
+        let sender = self.lock().get(&(org.clone(), device.clone())).cloned();
+        let sender = sender.ok_or_else(|| DeliveryError::NotConnected { org: org.clone(), device: device.clone() })?;
+        sender.try_send(message).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => DeliveryError::Busy { org: org.clone(), device: device.clone() },
+            mpsc::error::TrySendError::Closed(_) => {
+                DeliveryError::NotConnected { org: org.clone(), device: device.clone() }
+            }
+        })
+    }
+
+    /// Records what a device reported about a capture.
+    pub(crate) fn capture_reported(&self, id: u64, outcome: CaptureOutcome) {
+        let mut captures = self.captures.lock().unwrap_or_else(|p| p.into_inner());
+        captures.retain(|(known, _)| *known != id);
+        if captures.len() >= REMEMBERED_CAPTURES {
+            captures.pop_front();
+        }
+        captures.push_back((id, outcome));
+    }
+
+    /// The latest outcome a device reported for capture `id`.
+    pub fn capture_outcome(&self, id: u64) -> Option<CaptureOutcome> {
+        let captures = self.captures.lock().unwrap_or_else(|p| p.into_inner());
+        captures.iter().find(|(known, _)| *known == id).map(|(_, outcome)| outcome.clone())
+    }
+
+    /// The organisation's connected devices, sorted.
+    pub fn connected(&self, org: &OrgId) -> Vec<DeviceId> {
+        let mut devices: Vec<_> = self.lock().keys().filter(|(o, _)| o == org).map(|(_, d)| d.clone()).collect();
+        devices.sort();
+        devices
+    }
+}
