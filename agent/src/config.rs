@@ -293,4 +293,23 @@ shared_key = "device.psk"
         let err = AgentConfig::parse("[device]\nbogus = 1", Path::new("a.toml"), Path::new(".")).unwrap_err();
         assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
     }
+
+    #[test]
+    fn capture_rules_parse_and_need_an_interface() {
+        let with_rules = format!(
+            "{GOOD}\n[capture]\nallowed = true\nmonitor_interface = \"br-lan\"\n\n[[capture.rules]]\nevent = \"dns-failure\"\nwindow_secs = 10\n"
+        );
+        let c = AgentConfig::parse(&with_rules, Path::new("a.toml"), Path::new(".")).unwrap();
+        assert!(c.capture.allowed);
+        assert_eq!(c.capture.monitor_interface.as_deref(), Some("br-lan"));
+        assert_eq!(c.capture.rules.len(), 1);
+        assert_eq!(c.capture.rules[0].window_secs, 10);
+
+        let without_interface = with_rules.replace("monitor_interface = \"br-lan\"\n", "");
+        let err = AgentConfig::parse(&without_interface, Path::new("a.toml"), Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("capture.monitor_interface"), "{err}");
+        let bad_window = with_rules.replace("window_secs = 10", "window_secs = 0");
+        let err = AgentConfig::parse(&bad_window, Path::new("a.toml"), Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("capture.rules[0] (dns-failure): window_secs"), "{err}");
+    }
 }

@@ -154,6 +154,7 @@ async fn run(
     let mut in_flight_written = false;
     let mut retry_at: Option<tokio::time::Instant> = None;
     let mut captures = Captures::new(queue.clone());
+    captures.configure_monitor(&settings.config);
 
     info!(identity = %settings.config.identity, collector = %settings.config.collector_address, "agent started");
     loop {
@@ -311,6 +312,7 @@ async fn run(
                     if !new.config.capture.allowed {
                         captures.stop_all();
                     }
+                    captures.configure_monitor(&new.config);
                     probe = HostProbe::new(new.config.sysroot.clone());
                     settings = new;
                     if let Some(conn) = connection.take() {

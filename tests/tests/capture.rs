@@ -246,3 +246,106 @@ async fn on_demand_live_capture_through_the_admin_api() {
     other_agent.shutdown().await;
     assert!(stored_captures(&tc, &forbidden.identity.org).iter().all(|p| p.interface.as_str() == "lo"));
 }
+
+/// A DNS response (NXDOMAIN) for a query name carrying the marker.
+fn nxdomain_response() -> Vec<u8> {
+    // id, flags: QR=1, RD, RA, RCODE=3; one question.
+    let mut dns = vec![0xbe, 0xef, 0x81, 0x83, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in [MARKER, b"example".as_slice()] {
+        dns.push(label.len() as u8);
+        dns.extend_from_slice(label);
+    }
+    dns.extend_from_slice(&[0, 0, 1, 0, 1]);
+    dns
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_failure_triggers_a_header_only_capture_window() {
+    use glimpse_agent::capture::trigger::{EventKind, TriggerRule};
+
+    init_logging();
+    let device = issue_device("triggerorg");
+    let tc = TestCollector::start().await;
+    let mut config = agent_config(tc.addr(), &device);
+    config.capture.allowed = true;
+    config.capture.monitor_interface = Some("lo".into());
+    let mut rule = TriggerRule::new(EventKind::DnsFailure);
+    rule.window_secs = 2;
+    rule.pre_trigger_packets = 8;
+    config.capture.rules = vec![rule];
+    let agent = glimpse_agent::AgentHandle::spawn(config).unwrap();
+    wait_for_status(&agent, "connected", |s| s.connected).await;
+
+    // A "resolver" on an unusual loopback address answers NXDOMAIN until the
+    // watch is live and a capture arrives.
+    let resolver = std::net::UdpSocket::bind("127.0.0.19:53").expect("bind 127.0.0.19:53 (needs root)");
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let response = nxdomain_response();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while stored_captures(&tc, &device.identity.org).is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no capture was triggered");
+        resolver.send_to(&response, client.local_addr().unwrap()).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    agent.shutdown().await;
+    let stored = stored_captures(&tc, &device.identity.org);
+    for packet in &stored {
+        assert!(!contains(&packet.headers, MARKER), "query name captured: {packet:?}");
+        let summary = packet.summary().expect("parsable");
+        assert_eq!(summary.src_port, Some(53));
+        assert!(packet.headers.len() < packet.wire_len as usize, "payload cut");
+    }
+}
+
+/// A live capture whose filter matches nothing still ends at its time bound,
+/// and one stopped by an admin ends at once: neither waits for a packet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_captures_end_on_their_deadline_and_on_stop() {
+    use glimpse_collector::admin::admin_request;
+    use glimpse_common::bounded::BoundedString;
+    use glimpse_common::identity::AdminRole;
+    use glimpse_common::wire::admin::{AdminAction, AdminReply};
+    use glimpse_common::wire::CaptureOutcome;
+
+    init_logging();
+    let device = issue_device("quietorg");
+    let tc = TestCollector::start().await;
+    let mut config = agent_config(tc.addr(), &device);
+    config.capture.allowed = true;
+    let agent = glimpse_agent::AgentHandle::spawn(config).unwrap();
+    wait_for_status(&agent, "connected", |s| s.connected).await;
+    let operator = issue_admin(&tc, AdminRole::Operator, None);
+    // Port 9 (discard) on loopback: nothing in this test sends there.
+    let start = |duration_secs| AdminAction::StartCapture {
+        org: device.identity.org.clone(),
+        device: device.identity.device.clone(),
+        interface: BoundedString::truncating("lo"),
+        filter: BoundedString::truncating("udp dst port 9 and udp src port 9"),
+        duration_secs,
+        max_packets: 10,
+    };
+    let finished =
+        |id| matches!(tc.collector.directory().capture_outcome(id), Some(CaptureOutcome::Finished { packets: 0, .. }));
+
+    let AdminReply::CaptureRequested { id: timed } = admin_request(&operator, start(1)).await.unwrap() else {
+        panic!("request not delivered")
+    };
+    wait_until("the 1-second capture to finish", || finished(timed)).await;
+
+    // An hour-long capture, stopped by the operator.
+    let AdminReply::CaptureRequested { id: stopped } = admin_request(&operator, start(3600)).await.unwrap() else {
+        panic!("request not delivered")
+    };
+    wait_until("capture started", || {
+        matches!(tc.collector.directory().capture_outcome(stopped), Some(CaptureOutcome::Started))
+    })
+    .await;
+    let stop = AdminAction::StopCapture {
+        org: device.identity.org.clone(),
+        device: device.identity.device.clone(),
+        id: stopped,
+    };
+    admin_request(&operator, stop).await.unwrap();
+    wait_until("the stopped capture to finish", || finished(stopped)).await;
+    agent.shutdown().await;
+}

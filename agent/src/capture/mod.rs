@@ -11,6 +11,8 @@
 //! bounds on duration, packets and bytes ([`CaptureLimits`]).
 
 #[cfg(feature = "pcap")]
+pub mod monitor;
+#[cfg(feature = "pcap")]
 pub mod pcap_source;
 pub mod replay;
 pub(crate) mod session;
@@ -61,7 +63,7 @@ pub enum CaptureError {
 }
 
 /// The `[capture]` section of `agent.toml`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CaptureSettings {
     /// Whether the organisation allows packet capture. Off unless set;
@@ -73,11 +75,23 @@ pub struct CaptureSettings {
     pub max_bytes: u64,
     /// Longest live capture, in seconds.
     pub max_duration_secs: u64,
+    /// Interface watched for trigger events (e.g. `br-lan`); event
+    /// capture is off without it.
+    pub monitor_interface: Option<String>,
+    /// Events that start a capture window (`[[capture.rules]]`).
+    pub rules: Vec<trigger::TriggerRule>,
 }
 
 impl Default for CaptureSettings {
     fn default() -> Self {
-        Self { allowed: false, max_packets: 100_000, max_bytes: 16 * 1024 * 1024, max_duration_secs: 300 }
+        Self {
+            allowed: false,
+            max_packets: 100_000,
+            max_bytes: 16 * 1024 * 1024,
+            max_duration_secs: 300,
+            monitor_interface: None,
+            rules: Vec::new(),
+        }
     }
 }
 
@@ -102,6 +116,10 @@ impl CaptureSettings {
         }
         if !(1..=86_400).contains(&self.max_duration_secs) {
             problems.push(format!("capture.max_duration_secs must be 1..=86400, got {}", self.max_duration_secs));
+        }
+        problems.extend(trigger::validate_rules(&self.rules));
+        if !self.rules.is_empty() && self.monitor_interface.is_none() {
+            problems.push("capture.rules need capture.monitor_interface, the interface to watch".to_owned());
         }
         problems
     }

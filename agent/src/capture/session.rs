@@ -28,6 +28,8 @@ pub(crate) struct Captures {
     pub(crate) reports: mpsc::Receiver<CaptureStatus>,
     reports_tx: mpsc::Sender<CaptureStatus>,
     running: HashMap<u64, Arc<AtomicBool>>,
+    /// The event monitor's stop flag, while one runs.
+    monitor: Option<Arc<AtomicBool>>,
     #[cfg_attr(not(feature = "pcap"), allow(dead_code))]
     queue: Arc<Queue>,
 }
@@ -35,7 +37,7 @@ pub(crate) struct Captures {
 impl Captures {
     pub(crate) fn new(queue: Arc<Queue>) -> Self {
         let (reports_tx, reports) = mpsc::channel(64);
-        Self { reports, reports_tx, running: HashMap::new(), queue }
+        Self { reports, reports_tx, running: HashMap::new(), monitor: None, queue }
     }
 
     fn report(&self, id: u64, outcome: CaptureOutcome) {
@@ -126,10 +128,56 @@ impl Captures {
         self.refuse(request.id, "this agent was built without packet capture support");
     }
 
-    /// Stops every running capture (consent withdrawn, shutdown).
+    /// Stops every running capture and the event monitor (consent
+    /// withdrawn, shutdown).
     pub(crate) fn stop_all(&mut self) {
         for stop in self.running.values() {
             stop.store(true, Ordering::Relaxed);
         }
+        self.stop_monitor();
+    }
+
+    fn stop_monitor(&mut self) {
+        if let Some(stop) = self.monitor.take() {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// (Re)starts the event monitor the config asks for: only with consent,
+    /// rules and an interface to watch.
+    pub(crate) fn configure_monitor(&mut self, config: &AgentConfig) {
+        self.stop_monitor();
+        let settings = &config.capture;
+        let Some(interface) = settings.monitor_interface.clone() else { return };
+        if !settings.allowed || settings.rules.is_empty() {
+            return;
+        }
+        self.spawn_monitor(interface, config);
+    }
+
+    #[cfg(feature = "pcap")]
+    fn spawn_monitor(&mut self, interface: String, config: &AgentConfig) {
+        use glimpse_common::record::{Record, RecordBody};
+
+        let stop = Arc::new(AtomicBool::new(false));
+        self.monitor = Some(stop.clone());
+        let queue = self.queue.clone();
+        let rules = config.capture.rules.clone();
+        let limits = config.capture.limits();
+        let max_queued = config.max_queued_records;
+        tokio::task::spawn_blocking(move || {
+            let result = super::monitor::run_monitor(&interface, rules, &limits, &stop, |packet| {
+                let record = Record { observed_at_ms: packet.timestamp_us / 1000, body: RecordBody::Capture(packet) };
+                crate::runtime::push(&queue, record, max_queued);
+            });
+            if let Err(e) = result {
+                warn!(%interface, "event capture stopped: {e}");
+            }
+        });
+    }
+
+    #[cfg(not(feature = "pcap"))]
+    fn spawn_monitor(&mut self, interface: String, _config: &AgentConfig) {
+        warn!(%interface, "event capture rules ignored: this agent was built without packet capture support");
     }
 }
