@@ -142,6 +142,25 @@ enum CaptureCommand {
         #[arg(long)]
         id: u64,
     },
+    /// Show what the device last reported about a capture: running,
+    /// finished (with packets and header bytes kept) or refused (and why).
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The device's organisation.
+        #[arg(long)]
+        org: OrgId,
+        /// The device.
+        #[arg(long)]
+        device: DeviceId,
+        /// The capture id `capture start` printed.
+        #[arg(long)]
+        id: u64,
+        /// Wait up to this many seconds for the capture to finish or be
+        /// refused, then print the latest status.
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        wait: u32,
+    },
 }
 
 /// How to reach the admin API and who is asking.
@@ -190,6 +209,33 @@ impl AdminArgs {
     }
 }
 
+/// Asks for a capture's status, every half second for up to `wait_secs`
+/// until it has ended, and prints the last answer.
+async fn capture_status(
+    credentials: &glimpse_collector::admin::AdminCredentials,
+    org: OrgId,
+    device: DeviceId,
+    id: u64,
+    wait_secs: u32,
+) -> anyhow::Result<()> {
+    use glimpse_common::wire::CaptureOutcome;
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(u64::from(wait_secs));
+    loop {
+        let action = AdminAction::CaptureStatus { org: org.clone(), device: device.clone(), id };
+        let reply = glimpse_collector::admin::admin_request(credentials, action).await?;
+        let ended = matches!(
+            reply,
+            AdminReply::CaptureStatus(Some(CaptureOutcome::Finished { .. } | CaptureOutcome::Refused { .. }))
+                | AdminReply::Refused(_)
+        );
+        if ended || tokio::time::Instant::now() >= deadline {
+            return print_reply(reply);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
 /// Prints an admin reply; a refusal is an error.
 fn print_reply(reply: AdminReply) -> anyhow::Result<()> {
     match reply {
@@ -203,6 +249,15 @@ fn print_reply(reply: AdminReply) -> anyhow::Result<()> {
             }
         }
         AdminReply::Refused(reason) => anyhow::bail!("refused: {reason}"),
+        AdminReply::CaptureStatus(None) => println!("no report from the device yet"),
+        AdminReply::CaptureStatus(Some(outcome)) => match outcome {
+            glimpse_common::wire::CaptureOutcome::Started => println!("running"),
+            glimpse_common::wire::CaptureOutcome::Finished { packets, header_bytes } => {
+                println!("finished: {packets} packets, {header_bytes} header bytes kept")
+            }
+            glimpse_common::wire::CaptureOutcome::Refused { reason } => println!("refused by the device: {reason}"),
+            other => println!("{other:?}"),
+        },
         other => println!("{other:?}"),
     }
     Ok(())
@@ -285,6 +340,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
                 CaptureCommand::Stop { admin, org, device, id } => {
                     (admin, AdminAction::StopCapture { org, device, id })
+                }
+                CaptureCommand::Status { admin, org, device, id, wait } => {
+                    return capture_status(&admin.credentials()?, org, device, id, wait).await;
                 }
             };
             print_reply(glimpse_collector::admin::admin_request(&admin.credentials()?, action).await?)

@@ -218,7 +218,10 @@ async fn on_demand_live_capture_through_the_admin_api() {
         panic!("request not delivered")
     };
     wait_until("refusal reported", || {
-        matches!(tc.collector.directory().capture_outcome(id), Some(CaptureOutcome::Refused { .. }))
+        matches!(
+            tc.collector.directory().capture_outcome(&forbidden.identity.org, &forbidden.identity.device, id),
+            Some(CaptureOutcome::Refused { .. })
+        )
     })
     .await;
 
@@ -229,9 +232,25 @@ async fn on_demand_live_capture_through_the_admin_api() {
     send_marked_udp_until(port, "3 captured packets stored", || stored_captures(&tc, &allowed.identity.org).len() >= 3)
         .await;
     wait_until("capture finished", || {
-        matches!(tc.collector.directory().capture_outcome(id), Some(CaptureOutcome::Finished { packets: 3, .. }))
+        matches!(
+            tc.collector.directory().capture_outcome(&allowed.identity.org, &allowed.identity.device, id),
+            Some(CaptureOutcome::Finished { packets: 3, .. })
+        )
     })
     .await;
+    // The status is there for admins of the organisation through the API,
+    // and only for the device that ran the capture.
+    let status = |device: &Device, who| {
+        let action =
+            AdminAction::CaptureStatus { org: device.identity.org.clone(), device: device.identity.device.clone(), id };
+        admin_request(who, action)
+    };
+    assert_eq!(
+        status(&allowed, &operator).await.unwrap(),
+        AdminReply::CaptureStatus(Some(CaptureOutcome::Finished { packets: 3, header_bytes: 3 * 42 }))
+    );
+    assert_eq!(status(&forbidden, &operator).await.unwrap(), AdminReply::CaptureStatus(None));
+    assert!(matches!(status(&allowed, &outsider).await.unwrap(), AdminReply::Refused(_)));
     let stored = stored_captures(&tc, &allowed.identity.org);
     assert_eq!(stored.len(), 3, "the packet bound holds");
     for packet in &stored {
@@ -324,8 +343,8 @@ async fn quiet_captures_end_on_their_deadline_and_on_stop() {
         duration_secs,
         max_packets: 10,
     };
-    let finished =
-        |id| matches!(tc.collector.directory().capture_outcome(id), Some(CaptureOutcome::Finished { packets: 0, .. }));
+    let outcome = |id| tc.collector.directory().capture_outcome(&device.identity.org, &device.identity.device, id);
+    let finished = |id| matches!(outcome(id), Some(CaptureOutcome::Finished { packets: 0, .. }));
 
     let AdminReply::CaptureRequested { id: timed } = admin_request(&operator, start(1)).await.unwrap() else {
         panic!("request not delivered")
@@ -336,10 +355,7 @@ async fn quiet_captures_end_on_their_deadline_and_on_stop() {
     let AdminReply::CaptureRequested { id: stopped } = admin_request(&operator, start(3600)).await.unwrap() else {
         panic!("request not delivered")
     };
-    wait_until("capture started", || {
-        matches!(tc.collector.directory().capture_outcome(stopped), Some(CaptureOutcome::Started))
-    })
-    .await;
+    wait_until("capture started", || matches!(outcome(stopped), Some(CaptureOutcome::Started))).await;
     let stop = AdminAction::StopCapture {
         org: device.identity.org.clone(),
         device: device.identity.device.clone(),

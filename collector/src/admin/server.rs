@@ -160,6 +160,12 @@ fn act(admin: &AdminIdentity, action: AdminAction, directory: &AgentDirectory) -
             }
             AdminReply::Devices(BoundedVec::truncating(directory.connected(&org)))
         }
+        AdminAction::CaptureStatus { org, device, id } => {
+            if let Err(reason) = authorize(admin, &org) {
+                return refused(reason);
+            }
+            AdminReply::CaptureStatus(directory.capture_outcome(&org, &device, id))
+        }
         _ => refused("unknown admin action"),
     }
 }

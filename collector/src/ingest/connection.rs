@@ -292,7 +292,7 @@ async fn stream_batches(
             }
             SessionAction::CaptureStatus(status) => {
                 info!(device = %session.identity(), id = status.id, outcome = ?status.outcome, "capture status");
-                context.directory.capture_reported(status.id, status.outcome);
+                context.directory.capture_reported(session.identity(), status.id, status.outcome);
             }
             SessionAction::Close => return Ok(()),
             SessionAction::Continue | SessionAction::VerifyProof(_) => {}

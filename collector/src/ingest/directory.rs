@@ -38,10 +38,19 @@ pub enum DeliveryError {
 #[derive(Debug, Default)]
 pub struct AgentDirectory {
     agents: Mutex<HashMap<(OrgId, DeviceId), mpsc::Sender<ControlMessage>>>,
-    captures: Mutex<std::collections::VecDeque<(u64, CaptureOutcome)>>,
+    captures: Mutex<std::collections::VecDeque<ReportedCapture>>,
 }
 
-/// Capture outcomes remembered for `capture status` and tests.
+/// A device's latest report on one capture.
+#[derive(Debug)]
+struct ReportedCapture {
+    org: OrgId,
+    device: DeviceId,
+    id: u64,
+    outcome: CaptureOutcome,
+}
+
+/// Capture outcomes remembered for `capture status`, oldest forgotten first.
 const REMEMBERED_CAPTURES: usize = 1024;
 
 impl AgentDirectory {
@@ -81,20 +90,21 @@ impl AgentDirectory {
         })
     }
 
-    /// Records what a device reported about a capture.
-    pub(crate) fn capture_reported(&self, id: u64, outcome: CaptureOutcome) {
+    /// Records what a device reported about a capture. Reports are kept
+    /// per device, so a device cannot answer for another one's capture.
+    pub(crate) fn capture_reported(&self, identity: &DeviceIdentity, id: u64, outcome: CaptureOutcome) {
         let mut captures = self.captures.lock().unwrap_or_else(|p| p.into_inner());
-        captures.retain(|(known, _)| *known != id);
+        captures.retain(|c| !(c.id == id && c.org == identity.org && c.device == identity.device));
         if captures.len() >= REMEMBERED_CAPTURES {
             captures.pop_front();
         }
-        captures.push_back((id, outcome));
+        captures.push_back(ReportedCapture { org: identity.org.clone(), device: identity.device.clone(), id, outcome });
     }
 
-    /// The latest outcome a device reported for capture `id`.
-    pub fn capture_outcome(&self, id: u64) -> Option<CaptureOutcome> {
+    /// The latest outcome `device` of `org` reported for capture `id`.
+    pub fn capture_outcome(&self, org: &OrgId, device: &DeviceId, id: u64) -> Option<CaptureOutcome> {
         let captures = self.captures.lock().unwrap_or_else(|p| p.into_inner());
-        captures.iter().find(|(known, _)| *known == id).map(|(_, outcome)| outcome.clone())
+        captures.iter().find(|c| c.id == id && &c.org == org && &c.device == device).map(|c| c.outcome.clone())
     }
 
     /// The organisation's connected devices, sorted.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bounded::{BoundedString, BoundedVec};
 use crate::identity::{DeviceId, OrgId};
-use crate::wire::message::{Codec, WireError, MAX_ERROR_TEXT, MAX_FILTER_TEXT};
+use crate::wire::message::{CaptureOutcome, Codec, WireError, MAX_ERROR_TEXT, MAX_FILTER_TEXT};
 
 /// Version of the admin protocol; the first field of every request.
 pub const ADMIN_PROTOCOL_VERSION: u16 = 1;
@@ -59,6 +59,15 @@ pub enum AdminAction {
         /// The organisation.
         org: OrgId,
     },
+    /// What a device last reported about a capture.
+    CaptureStatus {
+        /// The device's organisation.
+        org: OrgId,
+        /// The device.
+        device: DeviceId,
+        /// The capture's id.
+        id: u64,
+    },
 }
 
 /// The collector's answer.
@@ -76,6 +85,9 @@ pub enum AdminReply {
     Devices(BoundedVec<DeviceId, MAX_LISTED_DEVICES>),
     /// The request was refused; the reason says why.
     Refused(BoundedString<MAX_ERROR_TEXT>),
+    /// The device's latest report on a capture; `None` while it has sent
+    /// none (not yet delivered, or the collector restarted since).
+    CaptureStatus(Option<CaptureOutcome>),
 }
 
 impl Codec for AdminRequest {
