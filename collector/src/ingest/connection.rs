@@ -87,7 +87,12 @@ pub(crate) async fn serve_connection(
     match outcome {
         Ok(()) => debug!(%peer, device = %identity, "agent disconnected"),
         Err(refusal) => {
-            warn!(%peer, device = %identity, reason = refusal.reason.as_str(), "agent connection closed: {}", refusal.detail);
+            if refusal.reason == RejectReason::ShuttingDown {
+                // An orderly part of shutdown, not a problem with the agent.
+                info!(%peer, device = %identity, "agent connection closed: {}", refusal.detail);
+            } else {
+                warn!(%peer, device = %identity, reason = refusal.reason.as_str(), "agent connection closed: {}", refusal.detail);
+            }
             if refusal.reason == RejectReason::Protocol {
                 context.metrics.reject(RejectReason::Protocol);
             }
@@ -233,7 +238,7 @@ async fn stream_batches(
                     Ok(Ok(msg)) => msg,
                     Ok(Err(FrameIoError::Closed)) => return Ok(()),
                     Ok(Err(e)) => return Err(frame_refusal(e)),
-                    Err(_) => return Err(Refusal { reason: RejectReason::Overload, code: ErrorCode::UnexpectedMessage, detail: "idle timeout".into(), public: "idle timeout".into() }),
+                    Err(_) => return Err(Refusal { reason: RejectReason::IdleTimeout, code: ErrorCode::UnexpectedMessage, detail: "idle timeout".into(), public: "idle timeout".into() }),
                 }
             }
             Some(message) = control.recv() => {
@@ -242,7 +247,7 @@ async fn stream_batches(
                 continue;
             }
             _ = crate::service::stopped(&mut shutdown) => {
-                return Err(Refusal { reason: RejectReason::Overload, code: ErrorCode::ShuttingDown, detail: "collector shutting down".into(), public: "collector shutting down; reconnect later".into() });
+                return Err(Refusal { reason: RejectReason::ShuttingDown, code: ErrorCode::ShuttingDown, detail: "collector shutting down".into(), public: "collector shutting down; reconnect later".into() });
             }
         };
         match session.handle(msg).map_err(|e| Refusal::protocol(e.code(), e.to_string()))? {
@@ -276,7 +281,7 @@ async fn stream_batches(
                 if let Err(e) = stored {
                     warn!(device = %session.identity(), seq, "batch not stored: {e}");
                     return Err(Refusal {
-                        reason: RejectReason::Overload,
+                        reason: RejectReason::StorageUnavailable,
                         code: ErrorCode::StorageUnavailable,
                         detail: format!("storage failed: {e}"),
                         public: "storage unavailable; retry later".into(),

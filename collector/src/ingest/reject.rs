@@ -29,6 +29,12 @@ pub enum RejectReason {
     Protocol,
     /// Too many connections, or the handshake took too long.
     Overload,
+    /// An authenticated connection sent nothing for the idle timeout.
+    IdleTimeout,
+    /// The collector is shutting down and closed the connection.
+    ShuttingDown,
+    /// A batch could not be stored; the agent keeps it and retries.
+    StorageUnavailable,
 }
 
 impl RejectReason {
@@ -46,6 +52,9 @@ impl RejectReason {
             RejectReason::WrongSharedKey => "wrong-shared-key",
             RejectReason::Protocol => "protocol",
             RejectReason::Overload => "overload",
+            RejectReason::IdleTimeout => "idle-timeout",
+            RejectReason::ShuttingDown => "shutting-down",
+            RejectReason::StorageUnavailable => "storage-unavailable",
         }
     }
 

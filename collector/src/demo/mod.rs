@@ -2,8 +2,10 @@
 //!
 //! Creates (or reuses) a directory holding a PKI, a master key, a collector
 //! config and one agent config per device; starts a collector and the agents
-//! on 127.0.0.1 over real mutual TLS; streams for a while; then prints what
-//! was stored and how to look at it. Everything it leaves behind works with
+//! on 127.0.0.1 over real mutual TLS; streams for a while; has one access
+//! point send a header-only packet capture (a replayed file whose payloads
+//! carry a marker, see [`traffic`]); then prints what was stored and how to
+//! look at it. Everything it leaves behind works with
 //! `glimpse-collector serve`, `glimpse-agent run` and `glimpse-collector export`.
 
 use std::path::{Path, PathBuf};
@@ -13,9 +15,11 @@ use std::time::Duration;
 use anyhow::Context;
 
 use glimpse_agent::{AgentConfig, AgentHandle};
-use glimpse_common::clock::SystemClock;
+use glimpse_common::clock::{Clock, SystemClock};
 use glimpse_common::identity::{DeviceId, DeviceIdentity, DeviceKind, OrgId};
 use glimpse_common::record::{DataKind, RecordBody};
+
+pub mod traffic;
 
 use crate::config::CollectorConfig;
 use crate::keys::MasterKey;
@@ -102,6 +106,32 @@ fn prepare(options: &DemoOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Has `identity`'s agent replay the demo traffic file: the same
+/// header-only truncation, batching and mutually authenticated transport as
+/// a live capture, without needing capture privileges.
+async fn demo_capture(dir: &Path, identity: &DeviceIdentity, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let pcap = dir.join("demo-traffic.pcap");
+    let written = traffic::write_demo_pcap(&pcap, SystemClock.now_millis().saturating_mul(1000))
+        .with_context(|| format!("writing {}", pcap.display()))?;
+    let mut config = AgentConfig::load(&agent_config_path(dir, identity))?;
+    config.collector_address = addr.to_string();
+    // The demo stands in for the organisation granting capture consent;
+    // agents refuse to capture without it.
+    config.capture.allowed = true;
+    let report = glimpse_agent::capture::replay::replay(&config, &pcap, "wlan0").await?;
+    println!(
+        "packet capture: {identity} sent {} of {written} packets from {} (HTTP, DNS, ICMP, IPv6; payloads carry {:?}): \
+         {} header bytes kept, {} payload bytes cut on the device, {} capture records acknowledged",
+        report.tally.packets_kept,
+        pcap.display(),
+        String::from_utf8_lossy(traffic::DEMO_PAYLOAD_MARKER),
+        report.tally.header_bytes,
+        report.tally.bytes_cut,
+        report.records,
+    );
+    Ok(())
+}
+
 /// Runs the demo and prints its summary.
 pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     prepare(&options)?;
@@ -131,6 +161,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let acked: u64 = agents.iter().map(|(_, a)| a.status().borrow().acked_records).sum();
         println!("  {second:>3} s: {acked} records acknowledged");
+    }
+    if let Some(identity) = identities.first() {
+        if let Err(e) = demo_capture(dir, identity, addr).await {
+            println!("packet capture skipped: {e:#}");
+        }
     }
     let mut suites = std::collections::BTreeSet::new();
     for (_, agent) in agents {
@@ -169,6 +204,26 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
                     format!(", {} problems", outcome.problems.len())
                 }
             );
+            let captures: Vec<_> = outcome
+                .records
+                .iter()
+                .filter_map(|r| match &r.record.body {
+                    RecordBody::Capture(packet) => Some(packet),
+                    _ => None,
+                })
+                .collect();
+            if !captures.is_empty() {
+                let kept: usize = captures.iter().map(|p| p.headers.len()).sum();
+                let wire: u64 = captures.iter().map(|p| u64::from(p.wire_len)).sum();
+                let marker_stored = captures.iter().any(|p| {
+                    p.headers.windows(traffic::DEMO_PAYLOAD_MARKER.len()).any(|w| w == traffic::DEMO_PAYLOAD_MARKER)
+                });
+                println!(
+                    "            headers only: {kept} header bytes kept of {wire} bytes on the wire; payload marker {:?} stored: {}",
+                    String::from_utf8_lossy(traffic::DEMO_PAYLOAD_MARKER),
+                    if marker_stored { "YES (bug!)" } else { "no" }
+                );
+            }
             if let Some(last) = outcome.records.last() {
                 if let RecordBody::Metadata(m) = &last.record.body {
                     println!(
@@ -186,6 +241,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let data_dir = config.data_dir.display();
     println!("\ndata lives in {data_dir} (segments under orgs/<org>/<kind>/<day>/, keys wrapped in glimpse.redb)");
     println!("export it:   cargo run --release -p glimpse-collector -- export --config {}/collector.toml --org acme --kind metadata", dir.display());
+    println!(
+        "captures for Wireshark: cargo run --release -p glimpse-collector -- export --config {}/collector.toml --org acme --kind capture --format pcap > acme.pcapng",
+        dir.display()
+    );
     println!(
         "serve it:    cargo run --release -p glimpse-collector -- serve --config {}/collector.toml",
         dir.display()
