@@ -247,7 +247,12 @@ impl AgentConfig {
             backoff_initial: Duration::from_millis(t.backoff_initial_ms),
             backoff_max: Duration::from_secs(t.backoff_max_secs),
             drain_timeout,
-            capture: raw.capture,
+            capture: CaptureSettings {
+                consent_file: Some(
+                    base.join(raw.capture.consent_file.clone().unwrap_or_else(|| PathBuf::from("capture-consent"))),
+                ),
+                ..raw.capture
+            },
         })
     }
 }
@@ -297,10 +302,10 @@ shared_key = "device.psk"
     #[test]
     fn capture_rules_parse_and_need_an_interface() {
         let with_rules = format!(
-            "{GOOD}\n[capture]\nallowed = true\nmonitor_interface = \"br-lan\"\n\n[[capture.rules]]\nevent = \"dns-failure\"\nwindow_secs = 10\n"
+            "{GOOD}\n[capture]\nconsent_file = \"state/consent\"\nmonitor_interface = \"br-lan\"\n\n[[capture.rules]]\nevent = \"dns-failure\"\nwindow_secs = 10\n"
         );
         let c = AgentConfig::parse(&with_rules, Path::new("a.toml"), Path::new(".")).unwrap();
-        assert!(c.capture.allowed);
+        assert_eq!(c.capture.consent_file.as_deref(), Some(Path::new("./state/consent")));
         assert_eq!(c.capture.monitor_interface.as_deref(), Some("br-lan"));
         assert_eq!(c.capture.rules.len(), 1);
         assert_eq!(c.capture.rules[0].window_secs, 10);

@@ -31,7 +31,8 @@ enum Command {
     },
     /// Send a pcap or pcapng file's packets to the collector through the
     /// same header-only truncation and transport as a live capture (for lab
-    /// replays). Refused unless `[capture] allowed = true`.
+    /// replays). Refused unless the organisation has given capture consent
+    /// (the collector says so on connecting).
     Replay {
         /// Path to agent.toml.
         #[arg(long, short, value_name = "FILE")]

@@ -12,6 +12,7 @@
 //! acknowledgement only once.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,6 +54,8 @@ pub struct AgentStatus {
     pub last_error: Option<String>,
     /// The TLS cipher suite of the current or last connection.
     pub cipher_suite: Option<String>,
+    /// The organisation's capture consent, as the agent last heard it.
+    pub capture_consent: bool,
 }
 
 /// The agent could not start.
@@ -153,7 +156,9 @@ async fn run(
     // Whether the in-flight batch was written on the current connection.
     let mut in_flight_written = false;
     let mut retry_at: Option<tokio::time::Instant> = None;
-    let mut captures = Captures::new(queue.clone());
+    let consent = crate::capture::consent::Consent::load(settings.config.capture.consent_file.as_deref());
+    let mut captures = Captures::new(queue.clone(), consent);
+    status.send_modify(|s| s.capture_consent = captures.consent());
     captures.configure_monitor(&settings.config);
 
     info!(identity = %settings.config.identity, collector = %settings.config.collector_address, "agent started");
@@ -275,7 +280,14 @@ async fn run(
                         }
                     }
                     Ok(CollectorMessage::Control(control)) => {
-                        captures.handle(control, &settings.config, &queue);
+                        captures.handle(control, &settings.config);
+                        status.send_modify(|s| s.capture_consent = captures.consent());
+                        if !captures.consent() && !in_flight_written {
+                            // Not sent yet: withdrawn consent covers it too.
+                            if let Some(batch) = in_flight.as_mut() {
+                                batch.records.retain(|r| !matches!(r.body, RecordBody::Capture(_)));
+                            }
+                        }
                     }
                     Ok(other) => {
                         let e = match other {
@@ -308,9 +320,6 @@ async fn run(
                     info!("configuration and credentials reloaded; reconnecting");
                     if new.config.interval != settings.config.interval {
                         collect_timer = tokio::time::interval(new.config.interval);
-                    }
-                    if !new.config.capture.allowed {
-                        captures.stop_all();
                     }
                     captures.configure_monitor(&new.config);
                     probe = HostProbe::new(new.config.sysroot.clone());
@@ -409,6 +418,40 @@ pub(crate) fn push(queue: &Queue, record: Record, max: usize) -> (usize, u64) {
     }
     queue.ready.notify_one();
     (len, dropped)
+}
+
+/// Queues a capture record, unless capture consent has been withdrawn.
+#[cfg_attr(not(feature = "pcap"), allow(dead_code))]
+///
+/// The consent flag is read under the queue lock, and
+/// [`discard_captures`] runs under it after the flag is cleared, so no
+/// capture record can slip into the queue after a withdrawal's discard.
+pub(crate) fn push_capture(queue: &Queue, record: Record, max: usize, consent: &AtomicBool) -> bool {
+    let mut dropped = 0;
+    {
+        let mut q = lock(queue);
+        if !consent.load(Ordering::SeqCst) {
+            return false;
+        }
+        q.push_back(record);
+        while q.len() > max {
+            q.pop_front();
+            dropped += 1;
+        }
+    }
+    if dropped > 0 {
+        warn!(dropped, "collector unreachable and queue full; dropped oldest records");
+    }
+    queue.ready.notify_one();
+    true
+}
+
+/// Drops every queued capture record (consent withdrawn); returns how many.
+pub(crate) fn discard_captures(queue: &Queue) -> usize {
+    let mut q = lock(queue);
+    let before = q.len();
+    q.retain(|record| !matches!(record.body, RecordBody::Capture(_)));
+    before - q.len()
 }
 
 fn lock(queue: &Queue) -> std::sync::MutexGuard<'_, VecDeque<Record>> {

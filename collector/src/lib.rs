@@ -12,7 +12,9 @@
 //! packet payloads and never logs keys or record contents.
 
 pub mod admin;
+pub mod audit;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod export;
 pub mod ingest;

@@ -64,6 +64,12 @@ enum Command {
         #[command(subcommand)]
         action: CaptureCommand,
     },
+    /// Organisation decisions and the audit log, through the admin API:
+    /// capture consent, support access, status, audit verification.
+    Admin {
+        #[command(subcommand)]
+        action: AdminCommand,
+    },
     /// List an organisation's devices connected now (admin API).
     Devices {
         #[command(flatten)]
@@ -99,6 +105,88 @@ enum Command {
         /// Port to listen on (an ephemeral one is used if it is busy).
         #[arg(long, default_value_t = 7443)]
         port: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Give or withdraw an organisation's packet-capture consent (off until
+    /// given). Connected devices are told within a second; on `off` they
+    /// stop capturing at once and discard capture data not yet sent, and
+    /// the collector drops any that still arrives.
+    Consent {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The organisation.
+        #[arg(long)]
+        org: OrgId,
+        /// on or off.
+        #[arg(long, value_parser = ["on", "off"])]
+        capture: String,
+    },
+    /// Let support staff read an organisation's data for a limited time, or
+    /// end that access.
+    Support {
+        #[command(subcommand)]
+        action: SupportCommand,
+    },
+    /// An organisation's capture consent, support grant and connected devices.
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The organisation.
+        #[arg(long)]
+        org: OrgId,
+    },
+    /// The audit log of admin actions and refusals.
+    Audit {
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SupportCommand {
+    /// Grant support read access for a number of hours (1 to 720).
+    Grant {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The organisation.
+        #[arg(long)]
+        org: OrgId,
+        /// How long, in hours.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=720))]
+        hours: u32,
+    },
+    /// End support access now.
+    Revoke {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The organisation.
+        #[arg(long)]
+        org: OrgId,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check every entry's hash chain link and MAC, and that none is missing
+    /// at the end (operators only). Exits non-zero if the log was tampered with.
+    Verify {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Print audit entries, oldest first (all of them across organisations
+    /// for operators; an organisation's own for its admins).
+    Show {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Only this organisation's entries.
+        #[arg(long)]
+        org: Option<OrgId>,
+        /// Start after this entry number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
     },
 }
 
@@ -209,6 +297,58 @@ impl AdminArgs {
     }
 }
 
+async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
+    use glimpse_collector::admin::admin_request;
+
+    let (admin, action) = match command {
+        AdminCommand::Consent { admin, org, capture } => {
+            (admin, AdminAction::SetConsent { org, capture: capture == "on" })
+        }
+        AdminCommand::Support { action: SupportCommand::Grant { admin, org, hours } } => {
+            (admin, AdminAction::GrantSupport { org, hours })
+        }
+        AdminCommand::Support { action: SupportCommand::Revoke { admin, org } } => {
+            (admin, AdminAction::RevokeSupport { org })
+        }
+        AdminCommand::Status { admin, org } => (admin, AdminAction::OrgStatus { org }),
+        AdminCommand::Audit { action: AuditCommand::Verify { admin } } => (admin, AdminAction::VerifyAudit),
+        AdminCommand::Audit { action: AuditCommand::Show { admin, org, after } } => {
+            // Page through the whole log.
+            let credentials = admin.credentials()?;
+            let mut after_seq = after;
+            loop {
+                let action = AdminAction::ShowAudit { org: org.clone(), after_seq };
+                match admin_request(&credentials, action).await? {
+                    AdminReply::AuditEntries(entries) => {
+                        let Some(last) = entries.last() else { return Ok(()) };
+                        after_seq = last.seq;
+                        // A short page ends the log as it was when read;
+                        // each read is itself audited, so it keeps growing.
+                        let end = entries.len() < glimpse_common::wire::admin::MAX_AUDIT_PAGE;
+                        for e in entries.iter() {
+                            println!(
+                                "{:>6}  {}  {:<8} {:<16} {:<12} {:<40} {}",
+                                e.seq,
+                                export::format_time(e.at_ms),
+                                if e.refused { "REFUSED" } else { "done" },
+                                e.action.as_str(),
+                                e.org.as_ref().map_or("-", OrgId::as_str),
+                                e.actor.as_str(),
+                                e.detail.as_str()
+                            );
+                        }
+                        if end {
+                            return Ok(());
+                        }
+                    }
+                    other => return print_reply(other),
+                }
+            }
+        }
+    };
+    print_reply(admin_request(&admin.credentials()?, action).await?)
+}
+
 /// Asks for a capture's status, every half second for up to `wait_secs`
 /// until it has ended, and prints the last answer.
 async fn capture_status(
@@ -250,6 +390,26 @@ fn print_reply(reply: AdminReply) -> anyhow::Result<()> {
         }
         AdminReply::Refused(reason) => anyhow::bail!("refused: {reason}"),
         AdminReply::CaptureStatus(None) => println!("no report from the device yet"),
+        AdminReply::ConsentSet { capture, changed, devices_told } => println!(
+            "capture consent {}{}; {devices_told} connected devices told",
+            if capture { "on" } else { "off" },
+            if changed { "" } else { " (already so)" }
+        ),
+        AdminReply::SupportGranted { until_ms } => {
+            println!("support may read until {}", export::format_time(until_ms))
+        }
+        AdminReply::SupportRevoked { was_active } => {
+            println!("{}", if was_active { "support access ended" } else { "no support grant was active" })
+        }
+        AdminReply::OrgStatus { capture_consent, support_until_ms, connected_devices } => {
+            println!("capture consent: {}", if capture_consent { "on" } else { "off" });
+            match support_until_ms {
+                Some(until) => println!("support access: granted until {}", export::format_time(until)),
+                None => println!("support access: none"),
+            }
+            println!("connected devices: {connected_devices}");
+        }
+        AdminReply::AuditVerified { entries } => println!("audit log intact: {entries} entries verified"),
         AdminReply::CaptureStatus(Some(outcome)) => match outcome {
             glimpse_common::wire::CaptureOutcome::Started => println!("running"),
             glimpse_common::wire::CaptureOutcome::Finished { packets, header_bytes } => {
@@ -347,6 +507,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             print_reply(glimpse_collector::admin::admin_request(&admin.credentials()?, action).await?)
         }
+        Command::Admin { action } => run_admin(action).await,
         Command::Devices { admin, org } => print_reply(
             glimpse_collector::admin::admin_request(&admin.credentials()?, AdminAction::ConnectedDevices { org })
                 .await?,

@@ -128,7 +128,8 @@ impl Collector {
         let mut admin_addr = None;
         if let Some(addr) = config.admin_listen {
             let tls = ServerTls::load_for(&config, glimpse_common::tls::ALPN_ADMIN)?;
-            let admin = AdminServer::bind(addr, tls.clone(), directory.clone())
+            let context = crate::admin::AdminContext { store: store.clone(), directory: directory.clone() };
+            let admin = AdminServer::bind(addr, tls.clone(), context)
                 .await
                 .map_err(|source| ServiceError::Bind { addr, source })?;
             admin_addr = Some(admin.local_addr().map_err(|source| ServiceError::Bind { addr, source })?);
@@ -148,6 +149,12 @@ impl Collector {
     /// Where the admin API listens, if enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// What admin actions act on; the demo and tests use it to act as an
+    /// admin would, through the same checks and audit.
+    pub fn admin_context(&self) -> crate::admin::AdminContext {
+        crate::admin::AdminContext { store: self.store.clone(), directory: self.directory.clone() }
     }
 
     /// The connected devices and their control channels.

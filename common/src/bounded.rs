@@ -68,6 +68,11 @@ impl<T, const MAX: usize> BoundedVec<T, MAX> {
         self.0
     }
 
+    /// Keeps only the items `keep` accepts (a list can only shrink).
+    pub fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
+        self.0.retain(keep);
+    }
+
     /// The items, mutably (the length, and so the bound, cannot change).
     pub fn as_mut_slice(&mut self) -> &mut [T] {
         &mut self.0

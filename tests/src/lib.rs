@@ -225,7 +225,8 @@ pub fn agent_config(collector: std::net::SocketAddr, device: &Device) -> AgentCo
          [collector]\naddress = \"{collector}\"\nserver_name = \"localhost\"\n\
          [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\nshared_key = {psk:?}\n\
          [collect]\ninterval_secs = 0.05\nsysroot = \"/\"\n\
-         [transport]\nbackoff_initial_ms = 50\nbackoff_max_secs = 1\nconnect_timeout_secs = 10\n",
+         [transport]\nbackoff_initial_ms = 50\nbackoff_max_secs = 1\nconnect_timeout_secs = 10\n\
+         [capture]\nconsent_file = {consent:?}\n",
         org = device.identity.org,
         id = device.identity.device,
         kind = device.identity.kind,
@@ -233,6 +234,7 @@ pub fn agent_config(collector: std::net::SocketAddr, device: &Device) -> AgentCo
         cert = device.cert,
         key = device.key,
         psk = device.shared_key,
+        consent = device.cert.with_file_name("capture-consent"),
     );
     AgentConfig::parse(&text, Path::new("test-agent.toml"), Path::new("/")).expect("agent config")
 }
@@ -329,12 +331,23 @@ pub fn issue_admin(
     role: glimpse_common::identity::AdminRole,
     org: Option<&str>,
 ) -> glimpse_collector::admin::AdminCredentials {
+    issue_admin_in(&pki().ours, collector, role, org)
+}
+
+/// Issues an admin certificate from the PKI in `pki_dir` (ours, or the
+/// foreign one the collector must refuse) for talking to `collector`.
+pub fn issue_admin_in(
+    pki_dir: &Path,
+    collector: &TestCollector,
+    role: glimpse_common::identity::AdminRole,
+    org: Option<&str>,
+) -> glimpse_collector::admin::AdminCredentials {
     use glimpse_common::identity::{AdminIdentity, AdminName};
     let name = AdminName::new(format!("admin-{}", unique_device("x"))).expect("name");
     let identity = AdminIdentity::new(name, role, org.map(|o| OrgId::new(o).expect("org"))).expect("identity");
     let files = {
         let _guard = pki().lock();
-        glimpse_certs::issue_admin(&pki().ours, &identity, &glimpse_certs::Validity::default(), false).expect("admin")
+        glimpse_certs::issue_admin(pki_dir, &identity, &glimpse_certs::Validity::default(), false).expect("admin")
     };
     glimpse_collector::admin::AdminCredentials {
         address: collector.collector.admin_addr().expect("admin API enabled").to_string(),
@@ -343,4 +356,17 @@ pub fn issue_admin(
         cert: files.cert,
         key: files.key,
     }
+}
+
+/// Sets `org`'s capture consent as an operator would, through the
+/// collector's admin checks and audit log (tests of the admin API itself
+/// go through the network instead).
+pub fn set_consent(collector: &TestCollector, org: &OrgId, capture: bool) {
+    use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole};
+    use glimpse_common::wire::admin::{AdminAction, AdminReply};
+    let operator = AdminIdentity::new(AdminName::new("test-operator").expect("name"), AdminRole::Operator, None)
+        .expect("identity");
+    let reply =
+        collector.collector.admin_context().act(&operator, AdminAction::SetConsent { org: org.clone(), capture });
+    assert!(matches!(reply, AdminReply::ConsentSet { .. }), "{reply:?}");
 }

@@ -59,13 +59,13 @@ async fn real_capture_keeps_headers_and_never_the_payload() {
 
     let device = issue_device("captureorg");
     let tc = TestCollector::start().await;
-    let mut config = agent_config(tc.addr(), &device);
+    let config = agent_config(tc.addr(), &device);
 
     // Without the organisation's consent nothing is captured or sent.
     assert!(matches!(replay(&config, &original, "lo").await, Err(CaptureError::NotAllowed)));
     assert!(stored_captures(&tc, &device.identity.org).is_empty());
 
-    config.capture.allowed = true;
+    set_consent(&tc, &device.identity.org, true);
     let report = replay(&config, &original, "lo").await.expect("replay");
     assert_eq!(report.tally.packets_kept as usize, original_lines.len());
     assert_eq!(report.records, report.tally.packets_kept);
@@ -123,6 +123,7 @@ async fn collector_cuts_payload_a_misbehaving_agent_sends() {
     init_logging();
     let device = issue_device("captureorg");
     let tc = TestCollector::start().await;
+    set_consent(&tc, &device.identity.org, true);
     // Ethernet + IPv4 + UDP + the marker as payload, all sent as "headers".
     let mut packet = vec![0u8; 12];
     packet.extend_from_slice(&[0x08, 0x00]);
@@ -178,13 +179,12 @@ async fn on_demand_live_capture_through_the_admin_api() {
 
     init_logging();
     let allowed = issue_device("liveorg");
-    let forbidden = issue_device("liveorg");
+    let forbidden = issue_device("closedorg");
     let tc = TestCollector::start().await;
-    let mut config = agent_config(tc.addr(), &allowed);
-    config.capture.allowed = true;
-    let agent = glimpse_agent::AgentHandle::spawn(config).unwrap();
+    set_consent(&tc, &allowed.identity.org, true);
+    let agent = start_agent(tc.addr(), &allowed);
     let other_agent = start_agent(tc.addr(), &forbidden);
-    wait_for_status(&agent, "connected", |s| s.connected).await;
+    wait_for_status(&agent, "connected with consent", |s| s.connected && s.capture_consent).await;
     wait_for_status(&other_agent, "connected", |s| s.connected).await;
 
     let operator = issue_admin(&tc, AdminRole::Operator, None);
@@ -211,12 +211,27 @@ async fn on_demand_live_capture_through_the_admin_api() {
     let listed =
         admin_request(&operator, AdminAction::ConnectedDevices { org: allowed.identity.org.clone() }).await.unwrap();
     let AdminReply::Devices(devices) = listed else { panic!("{listed:?}") };
-    assert!(devices.contains(&allowed.identity.device) && devices.contains(&forbidden.identity.device));
+    assert_eq!(devices.to_vec(), vec![allowed.identity.device.clone()]);
 
-    // A device whose organisation has not allowed capture refuses.
-    let AdminReply::CaptureRequested { id } = admin_request(&operator, start(&forbidden)).await.unwrap() else {
-        panic!("request not delivered")
+    // The collector refuses a capture for an organisation without consent...
+    match admin_request(&operator, start(&forbidden)).await.unwrap() {
+        AdminReply::Refused(reason) => assert!(reason.contains("consent"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // ... and so does the device itself, should a request reach it anyway.
+    let id = 77;
+    let AdminAction::StartCapture { interface, filter, duration_secs, max_packets, .. } = start(&forbidden) else {
+        unreachable!()
     };
+    let request = glimpse_common::wire::CaptureRequest { id, interface, filter, duration_secs, max_packets };
+    tc.collector
+        .directory()
+        .send(
+            &forbidden.identity.org,
+            &forbidden.identity.device,
+            glimpse_common::wire::ControlMessage::StartCapture(request),
+        )
+        .unwrap();
     wait_until("refusal reported", || {
         matches!(
             tc.collector.directory().capture_outcome(&forbidden.identity.org, &forbidden.identity.device, id),
@@ -263,7 +278,7 @@ async fn on_demand_live_capture_through_the_admin_api() {
     assert_eq!(tc.collector.metrics().payload_bytes_cut(), 0);
     agent.shutdown().await;
     other_agent.shutdown().await;
-    assert!(stored_captures(&tc, &forbidden.identity.org).iter().all(|p| p.interface.as_str() == "lo"));
+    assert!(stored_captures(&tc, &forbidden.identity.org).is_empty());
 }
 
 /// A DNS response (NXDOMAIN) for a query name carrying the marker.
@@ -285,8 +300,8 @@ async fn a_dns_failure_triggers_a_header_only_capture_window() {
     init_logging();
     let device = issue_device("triggerorg");
     let tc = TestCollector::start().await;
+    set_consent(&tc, &device.identity.org, true);
     let mut config = agent_config(tc.addr(), &device);
-    config.capture.allowed = true;
     config.capture.monitor_interface = Some("lo".into());
     let mut rule = TriggerRule::new(EventKind::DnsFailure);
     rule.window_secs = 2;
@@ -329,10 +344,9 @@ async fn quiet_captures_end_on_their_deadline_and_on_stop() {
     init_logging();
     let device = issue_device("quietorg");
     let tc = TestCollector::start().await;
-    let mut config = agent_config(tc.addr(), &device);
-    config.capture.allowed = true;
-    let agent = glimpse_agent::AgentHandle::spawn(config).unwrap();
-    wait_for_status(&agent, "connected", |s| s.connected).await;
+    set_consent(&tc, &device.identity.org, true);
+    let agent = start_agent(tc.addr(), &device);
+    wait_for_status(&agent, "connected with consent", |s| s.connected && s.capture_consent).await;
     let operator = issue_admin(&tc, AdminRole::Operator, None);
     // Port 9 (discard) on loopback: nothing in this test sends there.
     let start = |duration_secs| AdminAction::StartCapture {

@@ -90,7 +90,7 @@ async fn malformed_input_is_refused_clearly_and_others_keep_streaming() {
     }))
     .await
     .unwrap();
-    match conn.receive().await.unwrap() {
+    match receive_skipping_control(&mut conn).await {
         CollectorMessage::Error(e) => {
             assert_eq!(e.code, ErrorCode::WrongOrganisation, "{}", e.message)
         }
@@ -109,7 +109,7 @@ async fn malformed_input_is_refused_clearly_and_others_keep_streaming() {
     AgentMessage::Goodbye.encode_frame(1 << 20, &mut wire).unwrap();
     wire[4] = 250;
     conn.dangerous_send_raw(&wire).await.unwrap();
-    match conn.receive().await.unwrap() {
+    match receive_skipping_control(&mut conn).await {
         CollectorMessage::Error(e) => assert_eq!(e.code, ErrorCode::Malformed),
         other => panic!("expected an error, got {other:?}"),
     }
@@ -142,4 +142,15 @@ async fn replayed_batches_are_stored_once() {
     assert_eq!(conn.send_batch(&batch).await.unwrap(), 1);
     conn.close().await;
     assert_eq!(tc.stored_records_of(&device.identity), 3);
+}
+
+/// The collector's next message that is not a control message (it states
+/// capture consent right after the handshake).
+async fn receive_skipping_control(conn: &mut glimpse_agent::transport::Connection) -> CollectorMessage {
+    loop {
+        match conn.receive().await.unwrap() {
+            CollectorMessage::Control(_) => continue,
+            other => return other,
+        }
+    }
 }

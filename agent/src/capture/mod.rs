@@ -6,10 +6,12 @@
 //! the kernel for at most [`MAX_HEADER_BYTES`] per packet (the snap length),
 //! so payload beyond that is never even copied out of the kernel.
 //!
-//! Captures run only when the organisation allows them
-//! ([`CaptureSettings::allowed`], off by default) and always within hard
-//! bounds on duration, packets and bytes ([`CaptureLimits`]).
+//! Captures run only when the organisation allows them (its admins decide on
+//! the collector, which tells the agent; see [`consent`]: off until told
+//! otherwise) and always within hard bounds on duration, packets and bytes
+//! ([`CaptureLimits`]).
 
+pub mod consent;
 #[cfg(feature = "pcap")]
 pub mod monitor;
 #[cfg(feature = "pcap")]
@@ -40,7 +42,7 @@ pub struct CaptureLimits {
 #[non_exhaustive]
 pub enum CaptureError {
     /// The organisation has not allowed packet capture.
-    #[error("packet capture is not allowed for this organisation (capture.allowed = false in the agent config)")]
+    #[error("packet capture is not allowed for this organisation (its admins have not given capture consent)")]
     NotAllowed,
     /// This agent was built without libpcap.
     #[error("this agent was built without packet capture support (cargo feature `pcap`)")]
@@ -66,9 +68,9 @@ pub enum CaptureError {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CaptureSettings {
-    /// Whether the organisation allows packet capture. Off unless set;
-    /// the admin control plane will set it live.
-    pub allowed: bool,
+    /// Where the agent remembers the organisation's capture consent
+    /// (relative to the config file; default `capture-consent` beside it).
+    pub consent_file: Option<std::path::PathBuf>,
     /// Most packets per capture.
     pub max_packets: u64,
     /// Most header bytes per capture.
@@ -85,7 +87,7 @@ pub struct CaptureSettings {
 impl Default for CaptureSettings {
     fn default() -> Self {
         Self {
-            allowed: false,
+            consent_file: None,
             max_packets: 100_000,
             max_bytes: 16 * 1024 * 1024,
             max_duration_secs: 300,

@@ -18,12 +18,14 @@ pub struct ReplayReport {
     pub records: u64,
 }
 
+/// How long a replay waits for the collector to state the organisation's
+/// capture consent after the handshake.
+pub const CONSENT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Replays `pcap` to the collector `config` names, labelling packets with
-/// `interface`. Refused unless the organisation allows capture.
+/// `interface`. Refused unless the collector says the organisation allows
+/// capture; stops if it withdraws consent midway.
 pub async fn replay(config: &AgentConfig, pcap: &Path, interface: &str) -> Result<ReplayReport, CaptureError> {
-    if !config.capture.allowed {
-        return Err(CaptureError::NotAllowed);
-    }
     replay_file(config, pcap, interface).await
 }
 
@@ -34,7 +36,7 @@ async fn replay_file(config: &AgentConfig, pcap: &Path, interface: &str) -> Resu
 
     use glimpse_common::bounded::BoundedVec;
     use glimpse_common::record::{Record, RecordBody};
-    use glimpse_common::wire::Batch;
+    use glimpse_common::wire::{Batch, CollectorMessage, ControlMessage};
 
     use crate::transport::connection::load_shared_key;
     use crate::transport::{client_tls_config, Connection};
@@ -43,6 +45,22 @@ async fn replay_file(config: &AgentConfig, pcap: &Path, interface: &str) -> Resu
     let key = load_shared_key(&config.shared_key_path)?;
     let stream_id: u64 = rand::thread_rng().gen();
     let mut conn = Connection::open(config, tls, &key, stream_id).await?;
+    // The collector states consent right after the handshake.
+    let consent = tokio::time::timeout(CONSENT_WAIT, conn.receive()).await;
+    match consent {
+        Ok(Ok(CollectorMessage::Control(ControlMessage::Consent { capture: true }))) => {}
+        Ok(Ok(CollectorMessage::Control(ControlMessage::Consent { capture: false }))) => {
+            conn.close().await;
+            return Err(CaptureError::NotAllowed);
+        }
+        Ok(Ok(_)) | Err(_) => {
+            conn.close().await;
+            return Err(CaptureError::Transport(crate::transport::TransportError::UnexpectedReply(
+                "no capture consent statement from the collector",
+            )));
+        }
+        Ok(Err(e)) => return Err(e.into()),
+    }
 
     // The file is read on a blocking thread; a small channel of batches
     // keeps memory bounded whatever the file's size.
@@ -75,6 +93,12 @@ async fn replay_file(config: &AgentConfig, pcap: &Path, interface: &str) -> Resu
         conn.send_batch(&batch).await?;
         report.batches += 1;
         report.records += count;
+        let withdrawn =
+            conn.take_pending_controls().into_iter().any(|c| matches!(c, ControlMessage::Consent { capture: false }));
+        if withdrawn {
+            conn.close().await;
+            return Err(CaptureError::NotAllowed);
+        }
     }
     report.tally = reader.await.map_err(|e| CaptureError::Pcap {
         source_name: pcap.display().to_string(),

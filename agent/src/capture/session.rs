@@ -15,6 +15,7 @@ use tracing::warn;
 use glimpse_common::bounded::BoundedString;
 use glimpse_common::wire::{CaptureOutcome, CaptureRequest, CaptureStatus, ControlMessage};
 
+use super::consent::Consent;
 use super::CaptureLimits;
 use crate::config::AgentConfig;
 use crate::runtime::Queue;
@@ -30,14 +31,21 @@ pub(crate) struct Captures {
     running: HashMap<u64, Arc<AtomicBool>>,
     /// The event monitor's stop flag, while one runs.
     monitor: Option<Arc<AtomicBool>>,
+    /// The organisation's capture consent as last heard.
+    consent: Consent,
     #[cfg_attr(not(feature = "pcap"), allow(dead_code))]
     queue: Arc<Queue>,
 }
 
 impl Captures {
-    pub(crate) fn new(queue: Arc<Queue>) -> Self {
+    pub(crate) fn new(queue: Arc<Queue>, consent: Consent) -> Self {
         let (reports_tx, reports) = mpsc::channel(64);
-        Self { reports, reports_tx, running: HashMap::new(), monitor: None, queue }
+        Self { reports, reports_tx, running: HashMap::new(), monitor: None, consent, queue }
+    }
+
+    /// Whether the organisation allows capture, as last heard.
+    pub(crate) fn consent(&self) -> bool {
+        self.consent.allowed()
     }
 
     fn report(&self, id: u64, outcome: CaptureOutcome) {
@@ -52,7 +60,7 @@ impl Captures {
     }
 
     /// Acts on a control message from the collector.
-    pub(crate) fn handle(&mut self, control: ControlMessage, config: &AgentConfig, _queue: &Arc<Queue>) {
+    pub(crate) fn handle(&mut self, control: ControlMessage, config: &AgentConfig) {
         // Captures whose thread has ended hold the only remaining reference.
         self.running.retain(|_, stop| Arc::strong_count(stop) > 1);
         match control {
@@ -62,12 +70,24 @@ impl Captures {
                     stop.store(true, Ordering::Relaxed);
                 }
             }
+            ControlMessage::Consent { capture } => {
+                self.consent.set(capture);
+                if capture {
+                    self.configure_monitor(config);
+                } else {
+                    self.stop_all();
+                    let discarded = crate::runtime::discard_captures(&self.queue);
+                    if discarded > 0 {
+                        warn!(discarded, "capture consent withdrawn; capture records not yet sent were discarded");
+                    }
+                }
+            }
             _ => warn!("unknown control message ignored"),
         }
     }
 
     fn start(&mut self, request: CaptureRequest, config: &AgentConfig) {
-        if !config.capture.allowed {
+        if !self.consent.allowed() {
             return self.refuse(request.id, "packet capture is not allowed for this organisation");
         }
         if self.running.len() >= MAX_RUNNING {
@@ -96,12 +116,13 @@ impl Captures {
         info!(id = request.id, interface = %request.interface, filter = %request.filter, ?limits, "capture started");
         let queue = self.queue.clone();
         let reports = self.reports_tx.clone();
+        let consent = self.consent.flag();
         tokio::task::spawn_blocking(move || {
             let result =
                 super::pcap_source::capture_live(&request.interface, &request.filter, &limits, &stop, |packet| {
                     let record =
                         Record { observed_at_ms: packet.timestamp_us / 1000, body: RecordBody::Capture(packet) };
-                    crate::runtime::push(&queue, record, max_queued);
+                    crate::runtime::push_capture(&queue, record, max_queued, &consent);
                 });
             let outcome = match result {
                 Ok(tally) => {
@@ -149,7 +170,7 @@ impl Captures {
         self.stop_monitor();
         let settings = &config.capture;
         let Some(interface) = settings.monitor_interface.clone() else { return };
-        if !settings.allowed || settings.rules.is_empty() {
+        if !self.consent.allowed() || settings.rules.is_empty() {
             return;
         }
         self.spawn_monitor(interface, config);
@@ -165,10 +186,11 @@ impl Captures {
         let rules = config.capture.rules.clone();
         let limits = config.capture.limits();
         let max_queued = config.max_queued_records;
+        let consent = self.consent.flag();
         tokio::task::spawn_blocking(move || {
             let result = super::monitor::run_monitor(&interface, rules, &limits, &stop, |packet| {
                 let record = Record { observed_at_ms: packet.timestamp_us / 1000, body: RecordBody::Capture(packet) };
-                crate::runtime::push(&queue, record, max_queued);
+                crate::runtime::push_capture(&queue, record, max_queued, &consent);
             });
             if let Err(e) = result {
                 warn!(%interface, "event capture stopped: {e}");

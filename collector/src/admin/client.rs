@@ -62,5 +62,5 @@ pub async fn admin_request(
     let mut stream =
         tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(connect_error)?;
     write_message(&mut stream, &AdminRequest { version: ADMIN_PROTOCOL_VERSION, action }, 64 * 1024).await?;
-    Ok(FrameReader::new(64 * 1024).next(&mut stream).await?)
+    Ok(FrameReader::new(glimpse_common::wire::admin::MAX_ADMIN_REPLY_FRAME).next(&mut stream).await?)
 }

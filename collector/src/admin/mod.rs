@@ -4,16 +4,19 @@
 //! [`AdminReply`].
 //!
 //! Roles: an operator may act on every organisation; an org-admin only on
-//! the organisation their certificate names; support staff only under an
-//! organisation's time-limited grant, which this collector does not offer
-//! yet, so their requests are refused. Every request and every refusal is
-//! logged with the admin's identity and peer address.
+//! the organisation their certificate names; support staff only read, only
+//! their organisation, and only while its time-limited grant is active.
+//! Every request and every refusal (including connections that fail the
+//! TLS handshake or carry no admin certificate) is logged and appended to
+//! the audit log ([`crate::audit`]).
 //!
 //! [`AdminRequest`]: glimpse_common::wire::admin::AdminRequest
 //! [`AdminReply`]: glimpse_common::wire::admin::AdminReply
 
+mod actions;
 mod client;
 mod server;
 
+pub use actions::{actor_name, authorize, Access, AdminContext};
 pub use client::{admin_request, AdminClientError, AdminCredentials};
-pub use server::{authorize, AdminServer};
+pub use server::AdminServer;

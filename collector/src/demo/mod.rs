@@ -109,15 +109,24 @@ fn prepare(options: &DemoOptions) -> anyhow::Result<()> {
 /// Has `identity`'s agent replay the demo traffic file: the same
 /// header-only truncation, batching and mutually authenticated transport as
 /// a live capture, without needing capture privileges.
-async fn demo_capture(dir: &Path, identity: &DeviceIdentity, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+async fn demo_capture(dir: &Path, identity: &DeviceIdentity, collector: &Collector) -> anyhow::Result<()> {
+    use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole};
+    use glimpse_common::wire::admin::{AdminAction, AdminReply};
+
+    // The demo acts as the organisation's admin giving capture consent,
+    // through the same checks and audit log as `glimpse-collector admin consent`.
+    let admin = AdminIdentity::new(AdminName::new("demo")?, AdminRole::OrgAdmin, Some(identity.org.clone()))?;
+    let context = collector.admin_context();
+    let action = AdminAction::SetConsent { org: identity.org.clone(), capture: true };
+    match tokio::task::spawn_blocking(move || context.act(&admin, action)).await? {
+        AdminReply::ConsentSet { .. } => println!("{}: capture consent given (audited)", identity.org),
+        other => anyhow::bail!("consent not given: {other:?}"),
+    }
     let pcap = dir.join("demo-traffic.pcap");
     let written = traffic::write_demo_pcap(&pcap, SystemClock.now_millis().saturating_mul(1000))
         .with_context(|| format!("writing {}", pcap.display()))?;
     let mut config = AgentConfig::load(&agent_config_path(dir, identity))?;
-    config.collector_address = addr.to_string();
-    // The demo stands in for the organisation granting capture consent;
-    // agents refuse to capture without it.
-    config.capture.allowed = true;
+    config.collector_address = collector.local_addr().to_string();
     let report = glimpse_agent::capture::replay::replay(&config, &pcap, "wlan0").await?;
     println!(
         "packet capture: {identity} sent {} of {written} packets from {} (HTTP, DNS, ICMP, IPv6; payloads carry {:?}): \
@@ -163,7 +172,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         println!("  {second:>3} s: {acked} records acknowledged");
     }
     if let Some(identity) = identities.first() {
-        if let Err(e) = demo_capture(dir, identity, addr).await {
+        if let Err(e) = demo_capture(dir, identity, &collector).await {
             println!("packet capture skipped: {e:#}");
         }
     }

@@ -13,10 +13,11 @@ use tracing::{debug, info, warn};
 
 use glimpse_common::auth::{verify_device_proof, EXPORTER_LABEL, EXPORTER_LEN};
 use glimpse_common::identity::DeviceIdentity;
+use glimpse_common::record::RecordBody;
 use glimpse_common::wire::io::{read_message, write_message, FrameIoError, FrameReader};
 use glimpse_common::wire::{
-    AgentMessage, AuthProof, CollectorMessage, CollectorSession, ErrorCode, ProtocolError, SessionAction, Welcome,
-    WireError, PROTOCOL_VERSION,
+    AgentMessage, AuthProof, CollectorMessage, CollectorSession, ControlMessage, ErrorCode, ProtocolError,
+    SessionAction, Welcome, WireError, PROTOCOL_VERSION,
 };
 
 use crate::ingest::directory::AgentDirectory;
@@ -43,6 +44,27 @@ struct Refusal {
     /// What the agent is told; authentication failures stay vague so a
     /// prober learns nothing about which check failed.
     public: String,
+}
+
+impl ConnectionContext {
+    /// Audits capture records dropped for want of consent. Blocking file
+    /// I/O, but rare: an agent sends captures only with consent, so this
+    /// covers the moments around a withdrawal and misbehaving agents.
+    fn audit_captures_dropped(&self, identity: &DeviceIdentity, dropped: usize) {
+        let now = self.store.clock().now_millis();
+        let actor = format!("device:{}/{}", identity.org, identity.device);
+        let detail = format!("{dropped} capture records dropped: no capture consent when they arrived");
+        if let Err(e) = self.store.audit().append(
+            now,
+            &actor,
+            "capture.receive",
+            Some(identity.org.as_str()),
+            crate::audit::AuditOutcome::Refused,
+            &detail,
+        ) {
+            tracing::error!(device = %identity, "audit log append failed: {e}");
+        }
+    }
 }
 
 impl Refusal {
@@ -228,6 +250,11 @@ async fn stream_batches(
 ) -> Result<(), Refusal> {
     let mut reader = FrameReader::new(context.max_frame);
     let mut idle_deadline = tokio::time::Instant::now() + context.idle_timeout;
+    // The organisation's capture consent: now, and on every change.
+    let org = session.identity().org.clone();
+    let mut consent = context.directory.consent_receiver(&org, context.store.policies().capture_consent(&org));
+    let capture = *consent.borrow_and_update();
+    send(stream, &CollectorMessage::Control(ControlMessage::Consent { capture }), context.max_frame).await?;
     loop {
         let msg = tokio::select! {
             // Cancel-safe: a frame half read when a control message goes out
@@ -240,6 +267,12 @@ async fn stream_batches(
                     Ok(Err(e)) => return Err(frame_refusal(e)),
                     Err(_) => return Err(Refusal { reason: RejectReason::IdleTimeout, code: ErrorCode::UnexpectedMessage, detail: "idle timeout".into(), public: "idle timeout".into() }),
                 }
+            }
+            Ok(()) = consent.changed() => {
+                let capture = *consent.borrow_and_update();
+                debug!(device = %session.identity(), capture, "capture consent sent");
+                send(stream, &CollectorMessage::Control(ControlMessage::Consent { capture }), context.max_frame).await?;
+                continue;
             }
             Some(message) = control.recv() => {
                 debug!(device = %session.identity(), ?message, "control message sent");
@@ -256,6 +289,24 @@ async fn stream_batches(
                 // The second line of defence for the headers-only promise:
                 // whatever an agent sent past a header boundary is cut here,
                 // before anything is stored.
+                // Consent is checked on arrival, not on capture: records
+                // captured before a withdrawal that arrive after it are
+                // dropped too.
+                if !context.store.policies().capture_consent(&org) {
+                    let before = batch.records.len();
+                    batch.records.retain(|r| !matches!(r.body, RecordBody::Capture(_)));
+                    let dropped = before - batch.records.len();
+                    if dropped > 0 {
+                        warn!(
+                            device = %session.identity(),
+                            seq,
+                            dropped,
+                            "capture records from an organisation without capture consent; dropped"
+                        );
+                        context.metrics.captures_without_consent(dropped);
+                        context.audit_captures_dropped(session.identity(), dropped);
+                    }
+                }
                 let (cut_bytes, cut_records) = enforce_headers_only(batch.records.as_mut_slice());
                 if cut_bytes > 0 {
                     warn!(

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use glimpse_common::identity::{DeviceId, DeviceIdentity, OrgId};
 use glimpse_common::wire::{CaptureOutcome, ControlMessage};
@@ -39,6 +39,7 @@ pub enum DeliveryError {
 pub struct AgentDirectory {
     agents: Mutex<HashMap<(OrgId, DeviceId), mpsc::Sender<ControlMessage>>>,
     captures: Mutex<std::collections::VecDeque<ReportedCapture>>,
+    consents: Mutex<HashMap<OrgId, watch::Sender<bool>>>,
 }
 
 /// A device's latest report on one capture.
@@ -88,6 +89,28 @@ impl AgentDirectory {
                 DeliveryError::NotConnected { org: org.clone(), device: device.clone() }
             }
         })
+    }
+
+    /// A receiver of `org`'s capture consent for a new connection, which
+    /// sends the current value at once and every change after. `stored`
+    /// seeds the channel when this is the organisation's first connection.
+    ///
+    /// A watch channel, not the control queue: a busy device can miss
+    /// intermediate values but never the latest one.
+    pub(crate) fn consent_receiver(&self, org: &OrgId, stored: bool) -> watch::Receiver<bool> {
+        let mut consents = self.consents.lock().unwrap_or_else(|p| p.into_inner());
+        consents.entry(org.clone()).or_insert_with(|| watch::channel(stored).0).subscribe()
+    }
+
+    /// Tells every connected device of `org` its new capture consent;
+    /// returns how many are connected.
+    pub fn publish_consent(&self, org: &OrgId, capture: bool) -> usize {
+        {
+            let mut consents = self.consents.lock().unwrap_or_else(|p| p.into_inner());
+            let sender = consents.entry(org.clone()).or_insert_with(|| watch::channel(capture).0);
+            sender.send_replace(capture);
+        }
+        self.connected(org).len()
     }
 
     /// Records what a device reported about a capture. Reports are kept

@@ -83,6 +83,7 @@ pub struct IngestMetrics {
     rejections: Mutex<BTreeMap<RejectReason, u64>>,
     batches: Mutex<(u64, u64)>,
     payload_bytes_cut: Mutex<u64>,
+    captures_without_consent: Mutex<u64>,
 }
 
 impl IngestMetrics {
@@ -98,6 +99,16 @@ impl IngestMetrics {
 
     pub(crate) fn payload_cut(&self, bytes: usize) {
         *self.payload_bytes_cut.lock().unwrap_or_else(|p| p.into_inner()) += bytes as u64;
+    }
+
+    pub(crate) fn captures_without_consent(&self, records: usize) {
+        *self.captures_without_consent.lock().unwrap_or_else(|p| p.into_inner()) += records as u64;
+    }
+
+    /// Capture records dropped because their organisation had not given
+    /// (or had withdrawn) capture consent when they arrived.
+    pub fn captures_dropped_without_consent(&self) -> u64 {
+        *self.captures_without_consent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Bytes past header boundaries that agents sent and the collector cut.

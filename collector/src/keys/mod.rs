@@ -210,6 +210,8 @@ fn device_key_aad(org: &OrgId, device: &DeviceId) -> Vec<u8> {
 #[derive(Debug)]
 pub struct Catalog {
     path: PathBuf,
+    db: Arc<Database>,
+    master: Arc<MasterKey>,
     org_keys: OrgKeys,
     registry: Registry,
 }
@@ -239,7 +241,7 @@ impl Catalog {
         let db = Arc::new(db);
         let org_keys = OrgKeys::new(Arc::clone(&db), Arc::clone(&master))?;
         let registry = Registry::new(Arc::clone(&db), Arc::clone(&master))?;
-        Ok(Catalog { path, org_keys, registry })
+        Ok(Catalog { path, db, master, org_keys, registry })
     }
 
     /// Organisation data keys.
@@ -255,6 +257,17 @@ impl Catalog {
     /// Where the database lives.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The database, for the other tables that live in it (organisation
+    /// decisions, the audit log's head).
+    pub(crate) fn database(&self) -> Arc<Database> {
+        Arc::clone(&self.db)
+    }
+
+    /// The master key, for keys derived from it (the audit log's).
+    pub(crate) fn master(&self) -> &MasterKey {
+        &self.master
     }
 }
 

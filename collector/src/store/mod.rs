@@ -191,6 +191,12 @@ pub enum StoreError {
     /// A key could not be loaded, created or unwrapped.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// The organisations' decisions could not be read or written.
+    #[error(transparent)]
+    Policy(#[from] crate::control::PolicyError),
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     /// A file system operation failed.
     #[error("cannot {action} {}: {source}", path.display())]
     Io {
@@ -244,6 +250,8 @@ pub struct Store {
     data_dir: PathBuf,
     orgs_dir: PathBuf,
     catalog: Catalog,
+    policies: crate::control::Policies,
+    audit: crate::audit::AuditLog,
     clock: Arc<dyn Clock>,
     retention: RetentionPolicy,
     writers: Mutex<HashMap<(OrgId, DataKind), Slot>>,
@@ -263,10 +271,15 @@ impl Store {
         let orgs_dir = data_dir.join(ORGS_DIR);
         create_dir_durable(&orgs_dir)?;
         let catalog = Catalog::open(data_dir, master_key)?;
+        let policies = crate::control::Policies::open(catalog.database())?;
+        let audit_key = crate::audit::derive_audit_key(catalog.master().secret());
+        let audit = crate::audit::AuditLog::open(data_dir, audit_key, catalog.database())?;
         Ok(Store {
             data_dir: data_dir.to_path_buf(),
             orgs_dir,
             catalog,
+            policies,
+            audit,
             clock,
             retention,
             writers: Mutex::new(HashMap::new()),
@@ -281,6 +294,16 @@ impl Store {
     /// The organisation data keys.
     pub fn org_keys(&self) -> &OrgKeys {
         self.catalog.org_keys()
+    }
+
+    /// The tamper-evident log of admin actions and refusals.
+    pub fn audit(&self) -> &crate::audit::AuditLog {
+        &self.audit
+    }
+
+    /// The organisations' decisions: capture consent, support grants.
+    pub fn policies(&self) -> &crate::control::Policies {
+        &self.policies
     }
 
     /// The retention policy reads and sweeps apply.

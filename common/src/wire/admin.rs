@@ -17,6 +17,31 @@ pub const ADMIN_PROTOCOL_VERSION: u16 = 1;
 /// Most devices listed in one reply.
 pub const MAX_LISTED_DEVICES: usize = 10_000;
 
+/// Most audit entries in one reply; ask again with `after_seq` for more.
+pub const MAX_AUDIT_PAGE: usize = 200;
+
+/// Largest reply frame an admin client accepts (a full audit page).
+pub const MAX_ADMIN_REPLY_FRAME: usize = 1 << 20;
+
+/// One audit log entry, as the admin API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Position in the log, from 1.
+    pub seq: u64,
+    /// When it happened (collector clock, Unix milliseconds).
+    pub at_ms: i64,
+    /// Who acted: an admin, a device, or the collector itself.
+    pub actor: BoundedString<256>,
+    /// What was done or attempted, e.g. `consent.set`.
+    pub action: BoundedString<64>,
+    /// The organisation concerned, if any.
+    pub org: Option<OrgId>,
+    /// Whether it was refused (and so not done).
+    pub refused: bool,
+    /// Details: the values set, or why it was refused.
+    pub detail: BoundedString<1024>,
+}
+
 /// A request from an admin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdminRequest {
@@ -68,6 +93,40 @@ pub enum AdminAction {
         /// The capture's id.
         id: u64,
     },
+    /// Give or withdraw the organisation's packet-capture consent.
+    SetConsent {
+        /// The organisation.
+        org: OrgId,
+        /// Whether its devices may capture (headers only).
+        capture: bool,
+    },
+    /// Let support staff read the organisation's data for a while.
+    GrantSupport {
+        /// The organisation.
+        org: OrgId,
+        /// How long, in hours.
+        hours: u32,
+    },
+    /// End the organisation's support grant now.
+    RevokeSupport {
+        /// The organisation.
+        org: OrgId,
+    },
+    /// The organisation's decisions and connected devices.
+    OrgStatus {
+        /// The organisation.
+        org: OrgId,
+    },
+    /// Check the whole audit log's hash chain (operators only).
+    VerifyAudit,
+    /// Audit entries, oldest first, after `after_seq`.
+    ShowAudit {
+        /// Only this organisation's entries; every entry when `None`
+        /// (operators only).
+        org: Option<OrgId>,
+        /// Entries with a higher sequence number than this.
+        after_seq: u64,
+    },
 }
 
 /// The collector's answer.
@@ -88,6 +147,41 @@ pub enum AdminReply {
     /// The device's latest report on a capture; `None` while it has sent
     /// none (not yet delivered, or the collector restarted since).
     CaptureStatus(Option<CaptureOutcome>),
+    /// Consent is now `capture`.
+    ConsentSet {
+        /// The consent now in force.
+        capture: bool,
+        /// Whether this request changed it.
+        changed: bool,
+        /// Connected devices told at once.
+        devices_told: u32,
+    },
+    /// Support may read until then.
+    SupportGranted {
+        /// End of the grant (Unix milliseconds).
+        until_ms: i64,
+    },
+    /// The grant is over.
+    SupportRevoked {
+        /// Whether a grant was active.
+        was_active: bool,
+    },
+    /// An organisation's decisions.
+    OrgStatus {
+        /// Whether capture is allowed.
+        capture_consent: bool,
+        /// When an active support grant ends, if one is active.
+        support_until_ms: Option<i64>,
+        /// Devices connected now.
+        connected_devices: u32,
+    },
+    /// The audit log verified: every entry is intact and in order.
+    AuditVerified {
+        /// Entries checked.
+        entries: u64,
+    },
+    /// A page of audit entries; more may follow after the last `seq`.
+    AuditEntries(BoundedVec<AuditRecord, MAX_AUDIT_PAGE>),
 }
 
 impl Codec for AdminRequest {

@@ -97,6 +97,13 @@ pub enum ControlMessage {
         /// The request's id.
         id: u64,
     },
+    /// The organisation's packet-capture consent. Sent right after
+    /// [`Welcome`] and whenever an admin changes it. On `false` the agent
+    /// stops every capture and discards capture records not yet sent.
+    Consent {
+        /// Whether the organisation allows packet capture.
+        capture: bool,
+    },
 }
 
 /// An on-demand capture request. The agent applies its own, lower bounds

@@ -1,0 +1,286 @@
+//! What admins may do, and doing it: authorisation by role and
+//! organisation, the actions themselves, and an audit entry for every
+//! request, allowed or refused. No sockets here; the server feeds it
+//! authenticated requests.
+
+use std::sync::Arc;
+
+use tracing::error;
+
+use glimpse_common::bounded::{BoundedString, BoundedVec};
+use glimpse_common::identity::{AdminIdentity, AdminRole, OrgId};
+use glimpse_common::wire::admin::{AdminAction, AdminReply, AuditRecord, MAX_AUDIT_PAGE};
+use glimpse_common::wire::{CaptureRequest, ControlMessage};
+
+use crate::audit::{AuditError, AuditOutcome};
+use crate::ingest::AgentDirectory;
+use crate::store::Store;
+
+/// How much an action needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Reading: operators, the organisation's admins, and support staff
+    /// during an active grant.
+    Read,
+    /// Changing something: operators and the organisation's admins.
+    Write,
+    /// Across organisations: operators only.
+    Operator,
+}
+
+/// Whether `admin` may act with `access` on `org` at `now_ms`, given
+/// whether the organisation's support grant is active; the error says why
+/// not.
+pub fn authorize(
+    admin: &AdminIdentity,
+    access: Access,
+    org: Option<&OrgId>,
+    support_active: bool,
+) -> Result<(), String> {
+    let own = |org: Option<&OrgId>| org.is_some() && admin.org.as_ref() == org;
+    match admin.role {
+        AdminRole::Operator => Ok(()),
+        _ if access == Access::Operator => Err(format!("only operators may do this; {} is {}", admin.name, admin.role)),
+        AdminRole::OrgAdmin if own(org) => Ok(()),
+        AdminRole::OrgAdmin => Err(format!(
+            "org-admin {} of {} may not act on organisation {}",
+            admin.name,
+            admin.org.as_ref().map_or("?", OrgId::as_str),
+            org.map_or("(all)", OrgId::as_str),
+        )),
+        AdminRole::Support if !own(org) => Err(format!(
+            "support {} works for {} only, not {}",
+            admin.name,
+            admin.org.as_ref().map_or("?", OrgId::as_str),
+            org.map_or("(all)", OrgId::as_str),
+        )),
+        AdminRole::Support if access != Access::Read => Err("support staff have read-only access".to_owned()),
+        AdminRole::Support if support_active => Ok(()),
+        AdminRole::Support => Err(format!(
+            "support staff may read {} only under a grant from the organisation, and none is active",
+            org.map_or("?", OrgId::as_str)
+        )),
+    }
+}
+
+/// How an admin is named in the audit log.
+pub fn actor_name(admin: &AdminIdentity) -> String {
+    match &admin.org {
+        Some(org) => format!("admin:{} ({} of {org})", admin.name, admin.role),
+        None => format!("admin:{} ({})", admin.name, admin.role),
+    }
+}
+
+/// The audit name, organisation and access an action needs.
+fn describe(action: &AdminAction) -> (&'static str, Option<&OrgId>, Access) {
+    match action {
+        AdminAction::StartCapture { org, .. } => ("capture.start", Some(org), Access::Write),
+        AdminAction::StopCapture { org, .. } => ("capture.stop", Some(org), Access::Write),
+        AdminAction::ConnectedDevices { org } => ("devices.list", Some(org), Access::Read),
+        AdminAction::CaptureStatus { org, .. } => ("capture.status", Some(org), Access::Read),
+        AdminAction::SetConsent { org, .. } => ("consent.set", Some(org), Access::Write),
+        AdminAction::GrantSupport { org, .. } => ("support.grant", Some(org), Access::Write),
+        AdminAction::RevokeSupport { org } => ("support.revoke", Some(org), Access::Write),
+        AdminAction::OrgStatus { org } => ("org.status", Some(org), Access::Read),
+        AdminAction::VerifyAudit => ("audit.verify", None, Access::Operator),
+        AdminAction::ShowAudit { org: Some(org), .. } => ("audit.show", Some(org), Access::Read),
+        AdminAction::ShowAudit { org: None, .. } => ("audit.show", None, Access::Operator),
+        _ => ("unknown", None, Access::Operator),
+    }
+}
+
+/// Everything admin actions touch.
+#[derive(Debug, Clone)]
+pub struct AdminContext {
+    /// The store, with the organisations' decisions and the audit log.
+    pub store: Arc<Store>,
+    /// Connected devices.
+    pub directory: Arc<AgentDirectory>,
+}
+
+fn refused(reason: impl AsRef<str>) -> AdminReply {
+    AdminReply::Refused(BoundedString::truncating(reason.as_ref()))
+}
+
+impl AdminContext {
+    fn now(&self) -> i64 {
+        self.store.clock().now_millis()
+    }
+
+    /// Appends to the audit log; a failure is logged loudly, since the
+    /// action itself has already happened.
+    pub fn audit(&self, actor: &str, action: &str, org: Option<&OrgId>, outcome: AuditOutcome, detail: &str) {
+        if let Err(e) = self.store.audit().append(self.now(), actor, action, org.map(OrgId::as_str), outcome, detail) {
+            error!(actor, action, "audit log append failed: {e}");
+        }
+    }
+
+    /// Authorises, acts, and audits one request.
+    pub fn act(&self, admin: &AdminIdentity, action: AdminAction) -> AdminReply {
+        let (name, org, access) = describe(&action);
+        let org = org.cloned();
+        let actor = actor_name(admin);
+        let support_active = org.as_ref().is_some_and(|o| self.store.policies().support_active(o, self.now()));
+        if let Err(reason) = authorize(admin, access, org.as_ref(), support_active) {
+            self.audit(&actor, name, org.as_ref(), AuditOutcome::Refused, &reason);
+            return refused(reason);
+        }
+        let (reply, detail) = self.perform(action);
+        match &reply {
+            AdminReply::Refused(reason) => {
+                self.audit(&actor, name, org.as_ref(), AuditOutcome::Refused, reason.as_str())
+            }
+            _ => self.audit(&actor, name, org.as_ref(), AuditOutcome::Done, &detail),
+        }
+        reply
+    }
+
+    /// Does an authorised action; returns the reply and the audit detail.
+    fn perform(&self, action: AdminAction) -> (AdminReply, String) {
+        match action {
+            AdminAction::StartCapture { org, device, interface, filter, duration_secs, max_packets } => {
+                if duration_secs == 0 || max_packets == 0 {
+                    return (refused("a capture needs a positive duration and packet limit"), String::new());
+                }
+                if !self.store.policies().capture_consent(&org) {
+                    return (refused(format!("organisation {org} has not given capture consent")), String::new());
+                }
+                let id = rand::random::<u64>() >> 1;
+                let detail = format!(
+                    "device {device} interface {interface} filter {:?} {duration_secs}s {max_packets} packets, id {id}",
+                    filter.as_str()
+                );
+                let request = CaptureRequest { id, interface, filter, duration_secs, max_packets };
+                match self.directory.send(&org, &device, ControlMessage::StartCapture(request)) {
+                    Ok(()) => (AdminReply::CaptureRequested { id }, detail),
+                    Err(e) => (refused(e.to_string()), detail),
+                }
+            }
+            AdminAction::StopCapture { org, device, id } => {
+                match self.directory.send(&org, &device, ControlMessage::StopCapture { id }) {
+                    Ok(()) => (AdminReply::CaptureStopRequested, format!("device {device} id {id}")),
+                    Err(e) => (refused(e.to_string()), String::new()),
+                }
+            }
+            AdminAction::ConnectedDevices { org } => {
+                let devices = self.directory.connected(&org);
+                let detail = format!("{} devices", devices.len());
+                (AdminReply::Devices(BoundedVec::truncating(devices)), detail)
+            }
+            AdminAction::CaptureStatus { org, device, id } => (
+                AdminReply::CaptureStatus(self.directory.capture_outcome(&org, &device, id)),
+                format!("device {device} id {id}"),
+            ),
+            AdminAction::SetConsent { org, capture } => {
+                let changed = match self.store.policies().set_consent(&org, capture, self.now()) {
+                    Ok(changed) => changed,
+                    Err(e) => return (refused(format!("consent not changed: {e}")), String::new()),
+                };
+                let told = self.directory.publish_consent(&org, capture);
+                let detail = format!(
+                    "capture {}{}, {told} connected devices told",
+                    if capture { "on" } else { "off" },
+                    if changed { "" } else { " (unchanged)" }
+                );
+                (
+                    AdminReply::ConsentSet { capture, changed, devices_told: u32::try_from(told).unwrap_or(u32::MAX) },
+                    detail,
+                )
+            }
+            AdminAction::GrantSupport { org, hours } => {
+                match self.store.policies().grant_support(&org, hours, self.now()) {
+                    Ok(until_ms) => (
+                        AdminReply::SupportGranted { until_ms },
+                        format!("{hours} hours, until {}", crate::export::format_time(until_ms)),
+                    ),
+                    Err(e) => (refused(e.to_string()), String::new()),
+                }
+            }
+            AdminAction::RevokeSupport { org } => match self.store.policies().revoke_support(&org, self.now()) {
+                Ok(was_active) => (
+                    AdminReply::SupportRevoked { was_active },
+                    if was_active { "active grant ended" } else { "no active grant" }.to_owned(),
+                ),
+                Err(e) => (refused(e.to_string()), String::new()),
+            },
+            AdminAction::OrgStatus { org } => {
+                let policy = self.store.policies().get(&org);
+                let now = self.now();
+                let connected = self.directory.connected(&org).len();
+                (
+                    AdminReply::OrgStatus {
+                        capture_consent: policy.capture_consent,
+                        support_until_ms: policy.support_until_ms.filter(|_| policy.support_active(now)),
+                        connected_devices: u32::try_from(connected).unwrap_or(u32::MAX),
+                    },
+                    String::new(),
+                )
+            }
+            AdminAction::VerifyAudit => match self.store.audit().verify() {
+                Ok(report) => (
+                    AdminReply::AuditVerified { entries: report.entries },
+                    format!("{} entries intact", report.entries),
+                ),
+                Err(AuditError::Tampered { seq, line, reason }) => {
+                    let reason = format!("audit log TAMPERED at entry {seq} (line {line}): {reason}");
+                    error!("{reason}");
+                    (refused(reason), String::new())
+                }
+                Err(e) => (refused(format!("audit log unreadable: {e}")), String::new()),
+            },
+            AdminAction::ShowAudit { org, after_seq } => {
+                let entries =
+                    match self.store.audit().entries(org.as_ref().map(OrgId::as_str), after_seq, MAX_AUDIT_PAGE) {
+                        Ok(entries) => entries,
+                        Err(e) => return (refused(format!("audit log unreadable: {e}")), String::new()),
+                    };
+                let records: Vec<AuditRecord> = entries
+                    .into_iter()
+                    .map(|e| AuditRecord {
+                        seq: e.seq,
+                        at_ms: e.at_ms,
+                        actor: BoundedString::truncating(&e.actor),
+                        action: BoundedString::truncating(&e.action),
+                        org: e.org.as_deref().and_then(|o| OrgId::new(o).ok()),
+                        refused: e.outcome == AuditOutcome::Refused,
+                        detail: BoundedString::truncating(&e.detail),
+                    })
+                    .collect();
+                let detail = format!("{} entries after {after_seq}", records.len());
+                (AdminReply::AuditEntries(BoundedVec::truncating(records)), detail)
+            }
+            _ => (refused("unknown admin action"), String::new()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glimpse_common::identity::AdminName;
+
+    #[test]
+    fn roles_are_scoped() {
+        let acme = OrgId::new("acme").unwrap();
+        let other = OrgId::new("other").unwrap();
+        let name = AdminName::new("a").unwrap();
+        let operator = AdminIdentity::new(name.clone(), AdminRole::Operator, None).unwrap();
+        let org_admin = AdminIdentity::new(name.clone(), AdminRole::OrgAdmin, Some(acme.clone())).unwrap();
+        let support = AdminIdentity::new(name, AdminRole::Support, Some(acme.clone())).unwrap();
+        for access in [Access::Read, Access::Write, Access::Operator] {
+            assert!(authorize(&operator, access, Some(&other), false).is_ok());
+        }
+        assert!(authorize(&operator, Access::Operator, None, false).is_ok());
+        assert!(authorize(&org_admin, Access::Write, Some(&acme), false).is_ok());
+        assert!(authorize(&org_admin, Access::Read, Some(&other), true)
+            .unwrap_err()
+            .contains("may not act on organisation other"));
+        assert!(authorize(&org_admin, Access::Operator, None, false).unwrap_err().contains("only operators"));
+        // Support: reads of its own organisation, only under a grant.
+        assert!(authorize(&support, Access::Read, Some(&acme), false).unwrap_err().contains("grant"));
+        assert!(authorize(&support, Access::Read, Some(&acme), true).is_ok());
+        assert!(authorize(&support, Access::Write, Some(&acme), true).unwrap_err().contains("read-only"));
+        assert!(authorize(&support, Access::Read, Some(&other), true).unwrap_err().contains("only"));
+        assert!(authorize(&support, Access::Operator, None, true).is_err());
+    }
+}

@@ -1,0 +1,229 @@
+//! What each organisation has decided: whether packets may be captured, and
+//! whether (and until when) support staff may read its data.
+//!
+//! Decisions live in the catalog database (`glimpse.redb`, table
+//! `org_policy`) so they survive restarts, with an in-memory copy for the
+//! ingest path, which checks consent on every batch that carries captures.
+//! Both defaults are the private ones: no capture consent, no support access.
+//! Every change is made through the admin API, which audits it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use glimpse_common::clock::UnixMillis;
+use glimpse_common::identity::OrgId;
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+/// organisation → postcard-encoded [`StoredPolicy`].
+const ORG_POLICY: TableDefinition<&str, &[u8]> = TableDefinition::new("org_policy");
+
+/// Longest support grant, in hours (30 days): access is meant to be
+/// temporary, and a renewal is one more audited decision.
+pub const MAX_GRANT_HOURS: u32 = 720;
+
+/// Reading or writing a decision failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The catalog database failed.
+    #[error("policy database: {0}")]
+    Database(String),
+    /// A stored row did not decode (corrupted database).
+    #[error("stored policy for organisation {org} is unreadable: {problem}")]
+    Corrupt {
+        /// The organisation.
+        org: String,
+        /// What was wrong.
+        problem: String,
+    },
+    /// A support grant outside 1..=[`MAX_GRANT_HOURS`] hours.
+    #[error("a support grant must last 1 to {MAX_GRANT_HOURS} hours, not {0}")]
+    GrantLength(u32),
+}
+
+fn db_error(e: impl std::fmt::Display) -> PolicyError {
+    PolicyError::Database(e.to_string())
+}
+
+/// One organisation's decisions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrgPolicy {
+    /// Whether its devices may capture packets (headers only).
+    pub capture_consent: bool,
+    /// When consent last changed, if ever.
+    pub consent_changed_at_ms: Option<UnixMillis>,
+    /// Until when support staff may read its data, if a grant was given.
+    pub support_until_ms: Option<UnixMillis>,
+}
+
+impl OrgPolicy {
+    /// Whether a support grant is active at `now_ms`.
+    pub fn support_active(&self, now_ms: UnixMillis) -> bool {
+        self.support_until_ms.is_some_and(|until| now_ms < until)
+    }
+}
+
+/// A stored row. Field order is the postcard format: append only.
+#[derive(Serialize, Deserialize)]
+struct StoredPolicy {
+    capture_consent: bool,
+    consent_changed_at_ms: Option<i64>,
+    support_until_ms: Option<i64>,
+}
+
+/// The organisations' decisions.
+#[derive(Debug)]
+pub struct Policies {
+    db: Arc<Database>,
+    cache: RwLock<HashMap<OrgId, OrgPolicy>>,
+}
+
+impl Policies {
+    /// Opens the table in `db` and loads every decision.
+    pub fn open(db: Arc<Database>) -> Result<Policies, PolicyError> {
+        let txn = db.begin_write().map_err(db_error)?;
+        txn.open_table(ORG_POLICY).map_err(db_error)?;
+        txn.commit().map_err(db_error)?;
+
+        let mut cache = HashMap::new();
+        let txn = db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(ORG_POLICY).map_err(db_error)?;
+        for row in table.iter().map_err(db_error)? {
+            let (key, value) = row.map_err(db_error)?;
+            let name = key.value().to_owned();
+            let org = OrgId::new(name.clone())
+                .map_err(|e| PolicyError::Corrupt { org: name.clone(), problem: e.to_string() })?;
+            let stored: StoredPolicy = postcard::from_bytes(value.value())
+                .map_err(|e| PolicyError::Corrupt { org: name, problem: e.to_string() })?;
+            cache.insert(
+                org,
+                OrgPolicy {
+                    capture_consent: stored.capture_consent,
+                    consent_changed_at_ms: stored.consent_changed_at_ms,
+                    support_until_ms: stored.support_until_ms,
+                },
+            );
+        }
+        drop(table);
+        Ok(Policies { db, cache: RwLock::new(cache) })
+    }
+
+    /// The organisation's decisions (the private defaults if it made none).
+    pub fn get(&self, org: &OrgId) -> OrgPolicy {
+        self.cache.read().unwrap_or_else(PoisonError::into_inner).get(org).cloned().unwrap_or_default()
+    }
+
+    /// Whether the organisation allows packet capture.
+    pub fn capture_consent(&self, org: &OrgId) -> bool {
+        self.get(org).capture_consent
+    }
+
+    /// Every organisation that made a decision, sorted.
+    pub fn all(&self) -> Vec<(OrgId, OrgPolicy)> {
+        let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
+        let mut all: Vec<_> = cache.iter().map(|(o, p)| (o.clone(), p.clone())).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Writes `org`'s row and then the cache, under the cache's write lock so
+    /// that concurrent changes cannot interleave.
+    fn update(&self, org: &OrgId, change: impl FnOnce(&mut OrgPolicy)) -> Result<OrgPolicy, PolicyError> {
+        let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
+        let mut policy = cache.get(org).cloned().unwrap_or_default();
+        change(&mut policy);
+        let stored = StoredPolicy {
+            capture_consent: policy.capture_consent,
+            consent_changed_at_ms: policy.consent_changed_at_ms,
+            support_until_ms: policy.support_until_ms,
+        };
+        let bytes = postcard::to_stdvec(&stored).map_err(db_error)?;
+        let txn = self.db.begin_write().map_err(db_error)?;
+        {
+            let mut table = txn.open_table(ORG_POLICY).map_err(db_error)?;
+            table.insert(org.as_str(), bytes.as_slice()).map_err(db_error)?;
+        }
+        txn.commit().map_err(db_error)?;
+        cache.insert(org.clone(), policy.clone());
+        Ok(policy)
+    }
+
+    /// Sets capture consent; returns whether it changed.
+    pub fn set_consent(&self, org: &OrgId, capture: bool, now_ms: UnixMillis) -> Result<bool, PolicyError> {
+        if self.get(org).capture_consent == capture {
+            return Ok(false);
+        }
+        self.update(org, |p| {
+            p.capture_consent = capture;
+            p.consent_changed_at_ms = Some(now_ms);
+        })?;
+        Ok(true)
+    }
+
+    /// Grants support staff read access for `hours` from `now_ms`, replacing
+    /// any earlier grant. Returns when it ends.
+    pub fn grant_support(&self, org: &OrgId, hours: u32, now_ms: UnixMillis) -> Result<UnixMillis, PolicyError> {
+        if !(1..=MAX_GRANT_HOURS).contains(&hours) {
+            return Err(PolicyError::GrantLength(hours));
+        }
+        let until = now_ms.saturating_add(i64::from(hours) * 3_600_000);
+        self.update(org, |p| p.support_until_ms = Some(until))?;
+        Ok(until)
+    }
+
+    /// Ends the support grant now; returns whether one was active.
+    pub fn revoke_support(&self, org: &OrgId, now_ms: UnixMillis) -> Result<bool, PolicyError> {
+        let was_active = self.get(org).support_active(now_ms);
+        if self.get(org).support_until_ms.is_some() {
+            self.update(org, |p| p.support_until_ms = None)?;
+        }
+        Ok(was_active)
+    }
+
+    /// Whether support staff may read `org`'s data at `now_ms`.
+    pub fn support_active(&self, org: &OrgId, now_ms: UnixMillis) -> bool {
+        self.get(org).support_active(now_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &std::path::Path) -> Policies {
+        let db = redb::Database::create(dir.join("p.redb")).unwrap();
+        Policies::open(Arc::new(db)).unwrap()
+    }
+
+    #[test]
+    fn private_defaults_changes_and_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let acme = OrgId::new("acme").unwrap();
+        let other = OrgId::new("other").unwrap();
+        {
+            let p = open(dir.path());
+            assert_eq!(p.get(&acme), OrgPolicy::default());
+            assert!(!p.capture_consent(&acme) && !p.support_active(&acme, 0));
+            assert!(p.set_consent(&acme, true, 1_000).unwrap());
+            assert!(!p.set_consent(&acme, true, 2_000).unwrap(), "no change");
+            assert_eq!(p.grant_support(&acme, 2, 10_000).unwrap(), 10_000 + 2 * 3_600_000);
+        }
+        let p = open(dir.path());
+        let acme_policy = p.get(&acme);
+        assert!(acme_policy.capture_consent);
+        assert_eq!(acme_policy.consent_changed_at_ms, Some(1_000));
+        assert!(!p.capture_consent(&other), "another organisation is untouched");
+        // The grant is active strictly before its end, and only for acme.
+        assert!(p.support_active(&acme, 10_000));
+        assert!(p.support_active(&acme, 10_000 + 2 * 3_600_000 - 1));
+        assert!(!p.support_active(&acme, 10_000 + 2 * 3_600_000));
+        assert!(!p.support_active(&other, 10_000));
+        assert!(p.revoke_support(&acme, 20_000).unwrap());
+        assert!(!p.support_active(&acme, 20_000));
+        assert!(!p.revoke_support(&acme, 20_000).unwrap());
+        assert!(matches!(p.grant_support(&acme, 0, 0), Err(PolicyError::GrantLength(0))));
+        assert!(matches!(p.grant_support(&acme, MAX_GRANT_HOURS + 1, 0), Err(PolicyError::GrantLength(_))));
+        assert_eq!(p.all().len(), 1);
+    }
+}

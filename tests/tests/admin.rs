@@ -1,0 +1,355 @@
+//! The admin control plane end to end, through the real admin API over
+//! mutual TLS: capture consent reaching live agents, support access under
+//! time-limited grants (injected clock), role scoping, foreign admin
+//! certificates, and the tamper-evident audit log.
+
+use std::sync::Arc;
+
+use glimpse_collector::admin::{admin_request, AdminCredentials};
+use glimpse_common::bounded::BoundedString;
+use glimpse_common::capture::CapturedPacket;
+use glimpse_common::clock::{Clock, ManualClock, SystemClock};
+use glimpse_common::identity::{AdminRole, OrgId};
+use glimpse_common::record::{DataKind, RecordBody};
+use glimpse_common::wire::admin::{AdminAction, AdminReply, AuditRecord, MAX_AUDIT_PAGE};
+use glimpse_common::wire::CaptureOutcome;
+use glimpse_tests::traffic::{contains, MARKER};
+use glimpse_tests::*;
+
+fn stored_captures(tc: &TestCollector, org: &OrgId) -> Vec<CapturedPacket> {
+    let outcome = tc.collector.store().read(org, DataKind::Capture, None, None).unwrap();
+    outcome
+        .records
+        .into_iter()
+        .filter_map(|r| match r.record.body {
+            RecordBody::Capture(p) => Some(p),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn ask(who: &AdminCredentials, action: AdminAction) -> AdminReply {
+    admin_request(who, action).await.expect("admin API answers")
+}
+
+fn refused(reply: &AdminReply) -> &str {
+    match reply {
+        AdminReply::Refused(reason) => reason.as_str(),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// Every audit entry for `org`, through the API as an operator.
+async fn audit_of(operator: &AdminCredentials, org: &OrgId) -> Vec<AuditRecord> {
+    let mut all = Vec::new();
+    loop {
+        let after_seq = all.last().map_or(0, |e: &AuditRecord| e.seq);
+        match ask(operator, AdminAction::ShowAudit { org: Some(org.clone()), after_seq }).await {
+            AdminReply::AuditEntries(page) => {
+                all.extend(page.iter().cloned());
+                // A short page is the end of the log as it was when read
+                // (every read is audited too, so the log keeps growing).
+                if page.len() < MAX_AUDIT_PAGE {
+                    return all;
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_consent_is_off_by_default_reaches_agents_and_stops_a_running_capture() {
+    init_logging();
+    let device = issue_device("consentorg");
+    let org = device.identity.org.clone();
+    let tc = TestCollector::start().await;
+    let admin = issue_admin(&tc, AdminRole::OrgAdmin, Some(org.as_str()));
+    let operator = issue_admin(&tc, AdminRole::Operator, None);
+    let agent = start_agent(tc.addr(), &device);
+    wait_for_status(&agent, "connected", |s| s.connected).await;
+    let consent_file = device.cert.with_file_name("capture-consent");
+
+    // Off by default: the organisation says so, the agent knows it, and a
+    // capture request is refused.
+    match ask(&admin, AdminAction::OrgStatus { org: org.clone() }).await {
+        AdminReply::OrgStatus { capture_consent, support_until_ms, connected_devices } => {
+            assert!(!capture_consent);
+            assert_eq!(support_until_ms, None);
+            assert_eq!(connected_devices, 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!agent.status().borrow().capture_consent);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let start = AdminAction::StartCapture {
+        org: org.clone(),
+        device: device.identity.device.clone(),
+        interface: BoundedString::truncating("lo"),
+        filter: BoundedString::truncating(&format!("udp dst port {port}")),
+        duration_secs: 120,
+        max_packets: 100_000,
+    };
+    assert!(refused(&ask(&admin, start.clone()).await).contains("consent"));
+
+    // On: the connected agent hears it over its existing connection and
+    // remembers it on disk.
+    match ask(&admin, AdminAction::SetConsent { org: org.clone(), capture: true }).await {
+        AdminReply::ConsentSet { capture: true, changed: true, devices_told: 1 } => {}
+        other => panic!("{other:?}"),
+    }
+    wait_for_status(&agent, "consent on", |s| s.capture_consent).await;
+    assert_eq!(std::fs::read_to_string(&consent_file).unwrap().trim(), "capture=on");
+
+    // A live capture runs and stores headers...
+    let AdminReply::CaptureRequested { id } = ask(&admin, start.clone()).await else { panic!("not started") };
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while stored_captures(&tc, &org).len() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "no capture stored");
+        sender.send_to(MARKER, ("127.0.0.1", port)).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // ... until consent is withdrawn mid-capture, with traffic still flowing.
+    let withdrawn_at_us = SystemClock.now_millis() * 1000;
+    match ask(&admin, AdminAction::SetConsent { org: org.clone(), capture: false }).await {
+        AdminReply::ConsentSet { capture: false, changed: true, devices_told: 1 } => {}
+        other => panic!("{other:?}"),
+    }
+    for _ in 0..20 {
+        sender.send_to(MARKER, ("127.0.0.1", port)).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    wait_for_status(&agent, "consent off", |s| !s.capture_consent).await;
+    wait_until("the capture to stop", || {
+        matches!(
+            tc.collector.directory().capture_outcome(&org, &device.identity.device, id),
+            Some(CaptureOutcome::Finished { .. })
+        )
+    })
+    .await;
+    for _ in 0..20 {
+        sender.send_to(MARKER, ("127.0.0.1", port)).unwrap();
+    }
+    // Let the agent send whatever it still would (it sends metadata every 50 ms).
+    let acked = agent.status().borrow().acked_records;
+    wait_for_status(&agent, "more batches acknowledged", |s| s.acked_records > acked + 2 && s.queued_records == 0)
+        .await;
+    assert_eq!(std::fs::read_to_string(&consent_file).unwrap().trim(), "capture=off");
+
+    let stored = stored_captures(&tc, &org);
+    assert!(stored.len() >= 3);
+    for packet in &stored {
+        assert!(packet.timestamp_us <= withdrawn_at_us, "captured after consent was withdrawn: {packet:?}");
+        assert!(!contains(&packet.headers, MARKER));
+    }
+
+    // Records captured before the withdrawal but arriving after it are
+    // dropped by the collector too: here from a hand-built agent.
+    let frozen = stored.len();
+    let late = Record { observed_at_ms: withdrawn_at_us / 1000 - 1, body: RecordBody::Capture(stored[0].clone()) };
+    let mut conn = try_connect(tc.addr(), &device).await.unwrap();
+    let batch =
+        Batch { org: org.clone(), stream_seq: conn.stored_seq() + 1, records: BoundedVec::truncating(vec![late]) };
+    conn.send_batch(&batch).await.expect("acknowledged, without its capture");
+    conn.close().await;
+    assert_eq!(stored_captures(&tc, &org).len(), frozen);
+    assert!(tc.collector.metrics().captures_dropped_without_consent() >= 1);
+
+    // A restarted agent remembers "off" before it reaches any collector.
+    agent.shutdown().await;
+    let status = AgentConsentProbe::of(&device);
+    assert!(!status);
+
+    // Everything is in the audit log.
+    let audit = audit_of(&operator, &org).await;
+    let actions: Vec<(&str, bool)> = audit.iter().map(|e| (e.action.as_str(), e.refused)).collect();
+    for expected in [
+        ("org.status", false),
+        ("capture.start", true),
+        ("consent.set", false),
+        ("capture.start", false),
+        ("capture.receive", true),
+    ] {
+        assert!(actions.contains(&expected), "{expected:?} missing from {actions:?}");
+    }
+    assert_eq!(audit.iter().filter(|e| e.action.as_str() == "consent.set").count(), 2);
+    assert!(matches!(ask(&operator, AdminAction::VerifyAudit).await, AdminReply::AuditVerified { .. }));
+}
+
+use glimpse_common::bounded::BoundedVec;
+use glimpse_common::record::Record;
+use glimpse_common::wire::Batch;
+
+/// What an agent would believe about consent at start-up.
+struct AgentConsentProbe;
+
+impl AgentConsentProbe {
+    fn of(device: &Device) -> bool {
+        let file = device.cert.with_file_name("capture-consent");
+        glimpse_agent::capture::consent::Consent::load(Some(&file)).allowed()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn support_reads_only_inside_an_active_grant() {
+    init_logging();
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let tc = TestCollector::start_with_clock(clock.clone()).await;
+    let org = OrgId::new("supportorg").unwrap();
+    let admin = issue_admin(&tc, AdminRole::OrgAdmin, Some(org.as_str()));
+    let support = issue_admin(&tc, AdminRole::Support, Some(org.as_str()));
+    let operator = issue_admin(&tc, AdminRole::Operator, None);
+    let read = || AdminAction::OrgStatus { org: org.clone() };
+
+    // Before any grant.
+    assert!(refused(&ask(&support, read()).await).contains("grant"));
+    // Support cannot grant itself access.
+    assert!(
+        refused(&ask(&support, AdminAction::GrantSupport { org: org.clone(), hours: 2 }).await).contains("read-only")
+    );
+
+    // During a 2-hour grant: reads succeed, writes never do.
+    let AdminReply::SupportGranted { until_ms } =
+        ask(&admin, AdminAction::GrantSupport { org: org.clone(), hours: 2 }).await
+    else {
+        panic!("grant refused")
+    };
+    assert_eq!(until_ms, clock.now_millis() + 2 * 3_600_000);
+    match ask(&support, read()).await {
+        AdminReply::OrgStatus { support_until_ms, .. } => assert_eq!(support_until_ms, Some(until_ms)),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        ask(&support, AdminAction::ShowAudit { org: Some(org.clone()), after_seq: 0 }).await,
+        AdminReply::AuditEntries(_)
+    ));
+    assert!(refused(&ask(&support, AdminAction::SetConsent { org: org.clone(), capture: true }).await)
+        .contains("read-only"));
+    assert!(refused(&ask(&support, AdminAction::ShowAudit { org: None, after_seq: 0 }).await).contains("operators"));
+    clock.advance(2 * 3_600_000 - 1);
+    assert!(matches!(ask(&support, read()).await, AdminReply::OrgStatus { .. }), "still inside the grant");
+
+    // After it expires by itself.
+    clock.advance(1);
+    assert!(refused(&ask(&support, read()).await).contains("grant"));
+
+    // A new grant, revoked early.
+    assert!(matches!(
+        ask(&admin, AdminAction::GrantSupport { org: org.clone(), hours: 1 }).await,
+        AdminReply::SupportGranted { .. }
+    ));
+    assert!(matches!(ask(&support, read()).await, AdminReply::OrgStatus { .. }));
+    assert_eq!(
+        ask(&admin, AdminAction::RevokeSupport { org: org.clone() }).await,
+        AdminReply::SupportRevoked { was_active: true }
+    );
+    assert!(refused(&ask(&support, read()).await).contains("grant"));
+
+    // Grants are bounded.
+    assert!(refused(&ask(&admin, AdminAction::GrantSupport { org: org.clone(), hours: 721 }).await).contains("720"));
+
+    // The audit log tells the story, refusals included.
+    let audit = audit_of(&operator, &org).await;
+    let support_reads: Vec<bool> = audit
+        .iter()
+        .filter(|e| e.action.as_str() == "org.status" && e.actor.as_str().contains("support"))
+        .map(|e| e.refused)
+        .collect();
+    assert_eq!(support_reads, [true, false, false, true, false, true]);
+    assert_eq!(audit.iter().filter(|e| e.action.as_str() == "support.grant" && !e.refused).count(), 2);
+    assert!(audit.iter().any(|e| e.action.as_str() == "support.revoke" && !e.refused));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn org_admins_stay_in_their_organisation_and_foreign_admins_are_refused() {
+    init_logging();
+    let tc = TestCollector::start().await;
+    let acme = OrgId::new("acme-admin-test").unwrap();
+    let globex = OrgId::new("globex-admin-test").unwrap();
+    let acme_admin = issue_admin(&tc, AdminRole::OrgAdmin, Some(acme.as_str()));
+    let operator = issue_admin(&tc, AdminRole::Operator, None);
+
+    for action in [
+        AdminAction::SetConsent { org: globex.clone(), capture: true },
+        AdminAction::GrantSupport { org: globex.clone(), hours: 1 },
+        AdminAction::OrgStatus { org: globex.clone() },
+        AdminAction::ShowAudit { org: Some(globex.clone()), after_seq: 0 },
+        AdminAction::ShowAudit { org: None, after_seq: 0 },
+        AdminAction::VerifyAudit,
+    ] {
+        let reply = ask(&acme_admin, action.clone()).await;
+        assert!(!refused(&reply).is_empty(), "{action:?}");
+    }
+    assert!(!tc.collector.store().policies().capture_consent(&globex), "nothing changed");
+    assert!(matches!(
+        ask(&acme_admin, AdminAction::SetConsent { org: acme.clone(), capture: true }).await,
+        AdminReply::ConsentSet { capture: true, .. }
+    ));
+
+    // An admin certificate from another CA does not get past TLS; the
+    // attempt is audited.
+    let foreign = issue_admin_in(&pki().foreign, &tc, AdminRole::Operator, None);
+    assert!(admin_request(&foreign, AdminAction::VerifyAudit).await.is_err());
+    wait_until("the foreign attempt is audited", || {
+        let entries = tc.collector.store().audit().entries(None, 0, 10_000).unwrap();
+        entries.iter().any(|e| e.action == "admin.connect" && e.actor.starts_with("peer:"))
+    })
+    .await;
+
+    let audit = audit_of(&operator, &globex).await;
+    assert_eq!(audit.len(), 4, "{audit:#?}");
+    assert!(audit.iter().all(|e| e.refused && e.actor.as_str().contains("acme-admin-test")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_audit_log_is_detected() {
+    init_logging();
+    let tc = TestCollector::start().await;
+    let org = OrgId::new("auditorg").unwrap();
+    let admin = issue_admin(&tc, AdminRole::OrgAdmin, Some(org.as_str()));
+    let operator = issue_admin(&tc, AdminRole::Operator, None);
+    let support = issue_admin(&tc, AdminRole::Support, Some(org.as_str()));
+    assert!(matches!(ask(&support, AdminAction::OrgStatus { org: org.clone() }).await, AdminReply::Refused(_)));
+    ask(&admin, AdminAction::SetConsent { org: org.clone(), capture: true }).await;
+    ask(&admin, AdminAction::GrantSupport { org: org.clone(), hours: 4 }).await;
+    ask(&admin, AdminAction::SetConsent { org: org.clone(), capture: false }).await;
+    let AdminReply::AuditVerified { entries } = ask(&operator, AdminAction::VerifyAudit).await else {
+        panic!("an untouched log verifies")
+    };
+    assert!(entries >= 4);
+
+    let log = tc.config.data_dir.join("audit.log");
+    let original = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    let refusal = lines.iter().position(|l| l.contains("\"refused\"")).expect("the support refusal is logged");
+
+    // Rewriting history: the refusal made to look like a success.
+    let edited = original.replacen("\"refused\"", "\"done\"", 1);
+    std::fs::write(&log, &edited).unwrap();
+    let reason = refused(&ask(&operator, AdminAction::VerifyAudit).await).to_owned();
+    assert!(reason.contains("TAMPERED") && reason.contains(&format!("line {}", refusal + 1)), "{reason}");
+
+    // Removing an entry.
+    let mut without: Vec<&str> = lines.clone();
+    without.remove(refusal);
+    std::fs::write(&log, without.join("\n") + "\n").unwrap();
+    assert!(refused(&ask(&operator, AdminAction::VerifyAudit).await).contains("TAMPERED"));
+
+    // Reordering two entries.
+    let mut swapped: Vec<&str> = lines.clone();
+    swapped.swap(0, 1);
+    std::fs::write(&log, swapped.join("\n") + "\n").unwrap();
+    assert!(refused(&ask(&operator, AdminAction::VerifyAudit).await).contains("TAMPERED"));
+
+    // Cutting off the latest entries.
+    std::fs::write(&log, lines[..lines.len() - 2].join("\n") + "\n").unwrap();
+    assert!(refused(&ask(&operator, AdminAction::VerifyAudit).await).contains("TAMPERED"));
+
+    // Putting the old file back is a rollback: the verifications since were
+    // audited too, and their entries are now missing.
+    std::fs::write(&log, &original).unwrap();
+    assert!(refused(&ask(&operator, AdminAction::VerifyAudit).await).contains("TAMPERED"));
+}
