@@ -22,6 +22,7 @@ pub mod keys;
 pub mod retention;
 pub mod service;
 pub mod store;
+pub mod subject;
 
 pub use config::CollectorConfig;
 pub use service::Collector;

@@ -143,6 +143,75 @@ enum AdminCommand {
         #[command(subcommand)]
         action: AuditCommand,
     },
+    /// Data-subject requests: everything stored about one MAC address, IP
+    /// address or username.
+    Subject {
+        #[command(subcommand)]
+        action: SubjectCommand,
+    },
+    /// Delete all of an organisation's stored data and destroy its key.
+    DeleteOrg {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The organisation.
+        #[arg(long)]
+        org: OrgId,
+        /// The organisation's name again, to confirm.
+        #[arg(long)]
+        confirm: OrgId,
+    },
+}
+
+#[derive(Subcommand)]
+enum SubjectCommand {
+    /// Print every stored record about the subject as JSON lines (metadata
+    /// and captures), e.g. to answer an access request.
+    Export {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(flatten)]
+        who: SubjectArgs,
+    },
+    /// Erase every stored record about the subject, from metadata and
+    /// captures; a following export finds nothing.
+    Erase {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(flatten)]
+        who: SubjectArgs,
+    },
+}
+
+/// Who a subject request is about: exactly one of --mac, --ip, --username.
+#[derive(clap::Args)]
+#[group(skip)]
+#[command(group(clap::ArgGroup::new("who").required(true).multiple(false).args(["mac", "ip", "username"])))]
+struct SubjectArgs {
+    /// The organisation.
+    #[arg(long)]
+    org: OrgId,
+    /// A MAC address, e.g. 02:00:5e:10:00:01.
+    #[arg(long)]
+    mac: Option<glimpse_common::record::MacAddr>,
+    /// An IPv4 or IPv6 address.
+    #[arg(long)]
+    ip: Option<std::net::IpAddr>,
+    /// A username.
+    #[arg(long)]
+    username: Option<String>,
+}
+
+impl SubjectArgs {
+    fn subject(self) -> anyhow::Result<(OrgId, glimpse_common::wire::admin::Subject)> {
+        use glimpse_common::wire::admin::Subject;
+        let subject = match (self.mac, self.ip, self.username) {
+            (Some(mac), _, _) => Subject::Mac(mac),
+            (_, Some(ip), _) => Subject::Ip(ip),
+            (_, _, Some(name)) => Subject::Username(BoundedString::try_new(name).context("--username")?),
+            _ => anyhow::bail!("give one of --mac, --ip or --username"),
+        };
+        Ok((self.org, subject))
+    }
 }
 
 #[derive(Subcommand)]
@@ -311,6 +380,32 @@ async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
             (admin, AdminAction::RevokeSupport { org })
         }
         AdminCommand::Status { admin, org } => (admin, AdminAction::OrgStatus { org }),
+        AdminCommand::DeleteOrg { admin, org, confirm } => (admin, AdminAction::DeleteOrg { org, confirm }),
+        AdminCommand::Subject { action: SubjectCommand::Erase { admin, who } } => {
+            let (org, subject) = who.subject()?;
+            (admin, AdminAction::EraseSubject { org, subject })
+        }
+        AdminCommand::Subject { action: SubjectCommand::Export { admin, who } } => {
+            let (org, subject) = who.subject()?;
+            let credentials = admin.credentials()?;
+            let mut skip = 0u64;
+            loop {
+                let action = AdminAction::ExportSubject { org: org.clone(), subject: subject.clone(), skip };
+                match admin_request(&credentials, action).await? {
+                    AdminReply::SubjectRecords { total, lines } => {
+                        for line in lines.iter() {
+                            println!("{}", line.as_str());
+                        }
+                        skip += lines.len() as u64;
+                        if lines.is_empty() || skip >= total {
+                            eprintln!("exported {skip} records about the subject");
+                            return Ok(());
+                        }
+                    }
+                    other => return print_reply(other),
+                }
+            }
+        }
         AdminCommand::Audit { action: AuditCommand::Verify { admin } } => (admin, AdminAction::VerifyAudit),
         AdminCommand::Audit { action: AuditCommand::Show { admin, org, after } } => {
             // Page through the whole log.
@@ -410,6 +505,13 @@ fn print_reply(reply: AdminReply) -> anyhow::Result<()> {
             println!("connected devices: {connected_devices}");
         }
         AdminReply::AuditVerified { entries } => println!("audit log intact: {entries} entries verified"),
+        AdminReply::SubjectErased { metadata, captures, segments_rewritten } => println!(
+            "erased {metadata} metadata and {captures} capture records ({segments_rewritten} segments rewritten)"
+        ),
+        AdminReply::OrgDeleted { key_destroyed, segments_deleted } => println!(
+            "deleted {segments_deleted} segments; organisation key {}",
+            if key_destroyed { "destroyed" } else { "did not exist" }
+        ),
         AdminReply::CaptureStatus(Some(outcome)) => match outcome {
             glimpse_common::wire::CaptureOutcome::Started => println!("running"),
             glimpse_common::wire::CaptureOutcome::Finished { packets, header_bytes } => {

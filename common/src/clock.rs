@@ -3,7 +3,8 @@
 //! Retention, grants and backoff decide things from the current time. They
 //! take a [`Clock`] so tests move time by hand instead of sleeping.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+// 32-bit MIPS has no native 64-bit atomics; portable-atomic falls back to a lock there.
+use portable_atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 

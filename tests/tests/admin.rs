@@ -353,3 +353,138 @@ async fn a_tampered_audit_log_is_detected() {
     std::fs::write(&log, &original).unwrap();
     assert!(refused(&ask(&operator, AdminAction::VerifyAudit).await).contains("TAMPERED"));
 }
+
+fn interface_with(mac: glimpse_common::record::MacAddr, ip: &str) -> glimpse_common::record::InterfaceStats {
+    glimpse_common::record::InterfaceStats {
+        name: BoundedString::truncating("wlan0"),
+        mac: Some(mac),
+        addresses: BoundedVec::truncating(vec![ip.parse().unwrap()]),
+        ..Default::default()
+    }
+}
+
+fn metadata_about(hostname: &str, mac: glimpse_common::record::MacAddr, ip: &str) -> Record {
+    Record {
+        observed_at_ms: 1,
+        body: RecordBody::Metadata(glimpse_common::record::DeviceMetadata {
+            hostname: BoundedString::truncating(hostname),
+            interfaces: BoundedVec::truncating(vec![interface_with(mac, ip)]),
+            ..Default::default()
+        }),
+    }
+}
+
+/// An Ethernet/IPv4/UDP packet from `src_mac`/`src` with a payload the
+/// agent's truncation removes.
+fn packet_from(src_mac: glimpse_common::record::MacAddr, src: [u8; 4]) -> Record {
+    let mut frame = vec![0x02, 0, 0, 0, 0, 0xfe];
+    frame.extend(src_mac.0);
+    frame.extend([0x08, 0x00, 0x45, 0, 0, 36, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+    frame.extend(src);
+    frame.extend([198, 51, 100, 1, 0x30, 0x39, 0, 53, 0, 16, 0, 0]);
+    frame.extend(b"payload!");
+    Record {
+        observed_at_ms: 2,
+        body: RecordBody::Capture(CapturedPacket::from_packet(
+            glimpse_common::capture::LinkType::Ethernet,
+            2_000,
+            BoundedString::truncating("wlan0"),
+            &frame,
+            frame.len() as u32,
+        )),
+    }
+}
+
+async fn export_subject(who: &AdminCredentials, org: &OrgId, subject: &Subject) -> Vec<serde_json::Value> {
+    let mut lines = Vec::new();
+    loop {
+        let action =
+            AdminAction::ExportSubject { org: org.clone(), subject: subject.clone(), skip: lines.len() as u64 };
+        match ask(who, action).await {
+            AdminReply::SubjectRecords { total, lines: page } => {
+                lines.extend(page.iter().map(|l| serde_json::from_str::<serde_json::Value>(l.as_str()).unwrap()));
+                if page.is_empty() || lines.len() as u64 >= total {
+                    return lines;
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+use glimpse_common::record::MacAddr;
+use glimpse_common::wire::admin::Subject;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subject_export_and_erase_cover_metadata_and_captures() {
+    init_logging();
+    let device = issue_device("subjectorg");
+    let org = device.identity.org.clone();
+    let tc = TestCollector::start().await;
+    set_consent(&tc, &org, true);
+    let admin = issue_admin(&tc, AdminRole::OrgAdmin, Some(org.as_str()));
+    let operator = issue_admin(&tc, AdminRole::Operator, None);
+    let alice = MacAddr([0x02, 0xa1, 0x1c, 0xe0, 0, 1]);
+    let bob = MacAddr([0x02, 0xb0, 0xb0, 0, 0, 2]);
+
+    // Two batches (two segments per kind): alice's records mixed with bob's.
+    let mut conn = try_connect(tc.addr(), &device).await.unwrap();
+    let first = vec![
+        metadata_about("alice-laptop", alice, "192.0.2.10"),
+        metadata_about("bob-phone", bob, "192.0.2.20"),
+        packet_from(alice, [192, 0, 2, 10]),
+        packet_from(bob, [192, 0, 2, 20]),
+    ];
+    let second = vec![packet_from(alice, [192, 0, 2, 10]), metadata_about("bob-phone", bob, "192.0.2.20")];
+    for records in [first, second] {
+        let batch =
+            Batch { org: org.clone(), stream_seq: conn.stored_seq() + 1, records: BoundedVec::truncating(records) };
+        conn.send_batch(&batch).await.unwrap();
+        conn.close().await;
+        conn = try_connect(tc.addr(), &device).await.unwrap();
+    }
+    conn.close().await;
+
+    // Export finds alice's three records, across both kinds, by MAC or by IP.
+    let by_mac = export_subject(&admin, &org, &Subject::Mac(alice)).await;
+    assert_eq!(by_mac.len(), 3, "{by_mac:#?}");
+    assert_eq!(by_mac.iter().filter(|l| l["kind"] == "metadata").count(), 1);
+    assert_eq!(by_mac.iter().filter(|l| l["kind"] == "capture").count(), 2);
+    assert_eq!(by_mac[0]["record"]["metadata"]["hostname"], "alice-laptop");
+    assert!(by_mac[1..].iter().all(|l| l["summary"]["src_mac"] == alice.to_string()));
+    let by_ip = export_subject(&admin, &org, &Subject::Ip("192.0.2.10".parse().unwrap())).await;
+    assert_eq!(by_ip, by_mac);
+    assert!(export_subject(&admin, &org, &Subject::Username(BoundedString::truncating("alice"))).await.is_empty());
+
+    // Erase removes exactly them.
+    match ask(&admin, AdminAction::EraseSubject { org: org.clone(), subject: Subject::Mac(alice) }).await {
+        AdminReply::SubjectErased { metadata: 1, captures: 2, segments_rewritten } => assert!(segments_rewritten >= 2),
+        other => panic!("{other:?}"),
+    }
+    assert!(export_subject(&admin, &org, &Subject::Mac(alice)).await.is_empty());
+    assert!(export_subject(&admin, &org, &Subject::Ip("192.0.2.10".parse().unwrap())).await.is_empty());
+    let bob_left = export_subject(&admin, &org, &Subject::Mac(bob)).await;
+    assert_eq!(bob_left.len(), 3, "bob's records stay");
+    let metadata = tc.collector.store().read(&org, DataKind::Metadata, None, None).unwrap();
+    assert!(metadata.problems.is_empty(), "{:?}", metadata.problems);
+    assert_eq!(metadata.records.len(), 2);
+    assert_eq!(stored_captures(&tc, &org).len(), 1);
+
+    // The audit log records the requests without keeping who they were about.
+    let audit = audit_of(&operator, &org).await;
+    let erase = audit.iter().find(|e| e.action.as_str() == "subject.erase").expect("erase audited");
+    assert!(erase.detail.as_str().contains("subject#") && erase.detail.as_str().contains("1 metadata and 2 capture"));
+    let log = std::fs::read_to_string(tc.config.data_dir.join("audit.log")).unwrap();
+    assert!(!log.contains(&alice.to_string()) && !log.contains("192.0.2.10"), "the erased subject is in the audit log");
+
+    // Deleting the organisation: a slip is refused, the real thing shreds it.
+    let slip = AdminAction::DeleteOrg { org: org.clone(), confirm: OrgId::new("subjectorg-typo").unwrap() };
+    assert!(refused(&ask(&admin, slip).await).contains("confirmation"));
+    match ask(&admin, AdminAction::DeleteOrg { org: org.clone(), confirm: org.clone() }).await {
+        AdminReply::OrgDeleted { key_destroyed: true, segments_deleted } => assert!(segments_deleted >= 2),
+        other => panic!("{other:?}"),
+    }
+    assert!(tc.collector.store().org_keys().get(&org).unwrap().is_none());
+    assert!(tc.data_files().iter().all(|(path, _)| !path.to_string_lossy().contains("/orgs/subjectorg/")));
+    assert!(export_subject(&admin, &org, &Subject::Mac(bob)).await.is_empty());
+}

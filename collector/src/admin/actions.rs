@@ -9,7 +9,9 @@ use tracing::error;
 
 use glimpse_common::bounded::{BoundedString, BoundedVec};
 use glimpse_common::identity::{AdminIdentity, AdminRole, OrgId};
-use glimpse_common::wire::admin::{AdminAction, AdminReply, AuditRecord, MAX_AUDIT_PAGE};
+use glimpse_common::wire::admin::{
+    AdminAction, AdminReply, AuditRecord, MAX_AUDIT_PAGE, MAX_SUBJECT_PAGE, MAX_SUBJECT_PAGE_BYTES,
+};
 use glimpse_common::wire::{CaptureRequest, ControlMessage};
 
 use crate::audit::{AuditError, AuditOutcome};
@@ -85,6 +87,9 @@ fn describe(action: &AdminAction) -> (&'static str, Option<&OrgId>, Access) {
         AdminAction::VerifyAudit => ("audit.verify", None, Access::Operator),
         AdminAction::ShowAudit { org: Some(org), .. } => ("audit.show", Some(org), Access::Read),
         AdminAction::ShowAudit { org: None, .. } => ("audit.show", None, Access::Operator),
+        AdminAction::ExportSubject { org, .. } => ("subject.export", Some(org), Access::Read),
+        AdminAction::EraseSubject { org, .. } => ("subject.erase", Some(org), Access::Write),
+        AdminAction::DeleteOrg { org, .. } => ("org.delete", Some(org), Access::Write),
         _ => ("unknown", None, Access::Operator),
     }
 }
@@ -248,6 +253,68 @@ impl AdminContext {
                     .collect();
                 let detail = format!("{} entries after {after_seq}", records.len());
                 (AdminReply::AuditEntries(BoundedVec::truncating(records)), detail)
+            }
+            AdminAction::ExportSubject { org, subject, skip } => {
+                let tag = self.store.audit().subject_tag(&subject.to_string());
+                let lines = match crate::subject::export_subject(&self.store, &org, &subject) {
+                    Ok(lines) => lines,
+                    Err(e) => return (refused(format!("export failed: {e}")), String::new()),
+                };
+                let total = lines.len() as u64;
+                let mut page = Vec::new();
+                let mut bytes = 0;
+                for line in lines.into_iter().skip(usize::try_from(skip).unwrap_or(usize::MAX)) {
+                    if page.len() == MAX_SUBJECT_PAGE || bytes + line.len() > MAX_SUBJECT_PAGE_BYTES {
+                        break;
+                    }
+                    bytes += line.len();
+                    match BoundedString::try_new(line) {
+                        Ok(line) => page.push(line),
+                        // Never cut a record short: half a JSON object is no export.
+                        Err(_) => {
+                            return (
+                                refused("a record is too large for the admin API; export on the collector host"),
+                                tag,
+                            )
+                        }
+                    }
+                }
+                let detail = format!("{tag}: {total} records, {} sent from {skip}", page.len());
+                (AdminReply::SubjectRecords { total, lines: BoundedVec::truncating(page) }, detail)
+            }
+            AdminAction::EraseSubject { org, subject } => {
+                // The audit log names the subject only by a keyed tag: it
+                // must not keep what was just erased.
+                let tag = self.store.audit().subject_tag(&subject.to_string());
+                match crate::subject::erase_subject(&self.store, &org, &subject) {
+                    Ok(done) => {
+                        let segments = done.metadata.segments_rewritten + done.captures.segments_rewritten;
+                        (
+                            AdminReply::SubjectErased {
+                                metadata: done.metadata.records,
+                                captures: done.captures.records,
+                                segments_rewritten: segments,
+                            },
+                            format!(
+                                "{tag}: {} metadata and {} capture records erased, {segments} segments rewritten",
+                                done.metadata.records, done.captures.records
+                            ),
+                        )
+                    }
+                    Err(e) => (refused(format!("erase failed: {e}")), tag),
+                }
+            }
+            AdminAction::DeleteOrg { org, confirm } => {
+                if org != confirm {
+                    return (refused("the confirmation does not repeat the organisation's name"), String::new());
+                }
+                match self.store.delete_org(&org) {
+                    Ok((key_destroyed, segments_deleted)) => (
+                        AdminReply::OrgDeleted { key_destroyed, segments_deleted },
+                        format!("key destroyed: {key_destroyed}, {segments_deleted} segments deleted"),
+                    ),
+                    Err(e) => (refused(format!("delete failed: {e}")), String::new()),
+                }
             }
             _ => (refused("unknown admin action"), String::new()),
         }

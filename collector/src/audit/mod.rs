@@ -226,6 +226,15 @@ impl fmt::Debug for AuditLog {
 }
 
 impl AuditLog {
+    /// A short keyed tag for a data subject (a MAC, an address, a
+    /// username), so the audit log can show that two requests concerned the
+    /// same person without itself keeping what was erased. Only this
+    /// collector's key can compute it.
+    pub fn subject_tag(&self, subject: &str) -> String {
+        let tag = hmac::sign(&self.key, &[b"glimpse-audit-subject-v1:".as_slice(), subject.as_bytes()].concat());
+        format!("subject#{}", hex::encode(&tag.as_ref()[..8]))
+    }
+
     /// Opens (or creates, mode 0600) `<data_dir>/audit.log`, with its head
     /// recorded in `head`, and finds where the chain continues. `data_dir`
     /// must exist; `key` should come from [`derive_audit_key`].

@@ -66,8 +66,11 @@
 //! exactly between blocks looks like a shorter segment), and record counts
 //! in [`Store::stats`] (counting needs decryption).
 
+mod erase;
 mod segment;
 mod writer;
+
+pub use erase::EraseReport;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -271,6 +274,7 @@ impl Store {
         let orgs_dir = data_dir.join(ORGS_DIR);
         create_dir_durable(&orgs_dir)?;
         let catalog = Catalog::open(data_dir, master_key)?;
+        erase::recover_staged(&orgs_dir)?;
         let policies = crate::control::Policies::open(catalog.database())?;
         let audit_key = crate::audit::derive_audit_key(catalog.master().secret());
         let audit = crate::audit::AuditLog::open(data_dir, audit_key, catalog.database())?;
@@ -621,6 +625,8 @@ fn list_segments(day_dir: &Path, problems: &mut Vec<SegmentProblem>) -> Result<V
             && entry.file_type().is_ok_and(|t| t.is_file());
         if is_segment {
             segments.push(path);
+        } else if entry.file_name().to_str().is_some_and(|n| n.ends_with(erase::STAGED_SUFFIX)) {
+            // A segment being rewritten by an erase: not served until done.
         } else {
             problem(problems, path, 0, "not a segment file; ignored".into());
         }

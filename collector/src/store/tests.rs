@@ -327,3 +327,89 @@ fn a_second_store_on_the_same_directory_is_refused() {
     let err = Store::open(f.dir.path(), crate::keys::test_master(1), clock, Default::default()).unwrap_err();
     assert!(err.to_string().contains("already open"), "{err}");
 }
+
+#[test]
+fn erase_rewrites_only_affected_segments_under_fresh_ids() {
+    let f = Fixture::new();
+    let ap = identity("acme", "ap-1");
+    f.append(&ap, 1, &["keep-1", "alice", "keep-2"]);
+    f.clock.advance(MILLIS_PER_DAY);
+    f.append(&ap, 2, &["keep-3"]);
+    f.clock.advance(MILLIS_PER_DAY);
+    f.append(&ap, 3, &["alice"]);
+    let kind_dir = f.store.kind_dir(&org("acme"), DataKind::Metadata);
+    let before = segments(&kind_dir);
+    assert_eq!(before.len(), 3);
+
+    let is_alice =
+        |r: &StoredRecord| matches!(&r.record.body, RecordBody::Metadata(m) if m.hostname.as_str() == "alice");
+    let report = f.store.erase_where(&org("acme"), DataKind::Metadata, &is_alice).unwrap();
+    assert_eq!((report.records, report.segments_rewritten, report.damaged_segments), (2, 2, 0));
+    let out = f.read("acme", DataKind::Metadata);
+    assert!(out.problems.is_empty(), "{:?}", out.problems);
+    assert_eq!(hostnames(&out), ["keep-1", "keep-2", "keep-3"]);
+    let after = segments(&kind_dir);
+    // Day 1 rewritten under a new id, day 2 untouched, day 3 emptied and gone.
+    assert_eq!(after.len(), 2);
+    assert!(!after.contains(&before[0]) && after.contains(&before[1]) && !after.contains(&before[2]));
+    assert!(files(&kind_dir).iter().all(|p| !p.to_string_lossy().ends_with(".new")));
+    // A second erase finds nothing left to remove.
+    assert!(f.store.erase_where(&org("acme"), DataKind::Metadata, &is_alice).unwrap() == EraseReport::default());
+
+    // Appends carry on after an erase, in a fresh segment.
+    f.append(&ap, 4, &["keep-4"]);
+    assert_eq!(hostnames(&f.read("acme", DataKind::Metadata)), ["keep-1", "keep-2", "keep-3", "keep-4"]);
+    let f = f.reopen(1).unwrap();
+    assert_eq!(hostnames(&f.read("acme", DataKind::Metadata)), ["keep-1", "keep-2", "keep-3", "keep-4"]);
+}
+
+#[test]
+fn an_interrupted_erase_is_finished_or_rolled_back_on_open() {
+    let f = Fixture::new();
+    let ap = identity("acme", "ap-1");
+    f.append(&ap, 1, &["a", "b"]);
+    let kind_dir = f.store.kind_dir(&org("acme"), DataKind::Metadata);
+    let original = segments(&kind_dir).remove(0);
+    let f = f.reopen(1).unwrap();
+
+    // Rolled back: the old segment is still there beside a staged copy.
+    let staged =
+        original.with_file_name(format!("{}.{:016x}.new", original.file_name().unwrap().to_str().unwrap(), 0x1234u64));
+    std::fs::write(&staged, b"half-written").unwrap();
+    let f = f.reopen(1).unwrap();
+    assert!(!staged.exists());
+    assert_eq!(hostnames(&f.read("acme", DataKind::Metadata)), ["a", "b"]);
+
+    // Finished: the old segment was unlinked, the staged one is complete.
+    let is_b = |r: &StoredRecord| matches!(&r.record.body, RecordBody::Metadata(m) if m.hostname.as_str() == "b");
+    f.store.erase_where(&org("acme"), DataKind::Metadata, &is_b).unwrap();
+    let rewritten = segments(&kind_dir).remove(0);
+    let name = rewritten.file_name().unwrap().to_str().unwrap().to_owned();
+    let (seq, id) = name.strip_suffix(".seg").unwrap().split_once('-').unwrap();
+    let fake_old = format!("{seq}-{:016x}.seg", 0xdeadu64);
+    let staged = rewritten.with_file_name(format!("{fake_old}.{id}.new"));
+    std::fs::rename(&rewritten, &staged).unwrap();
+    assert!(hostnames(&f.read("acme", DataKind::Metadata)).is_empty(), "staged files are not served");
+    let f = f.reopen(1).unwrap();
+    assert_eq!(segments(&kind_dir), [rewritten]);
+    assert_eq!(hostnames(&f.read("acme", DataKind::Metadata)), ["a"]);
+}
+
+#[test]
+fn deleting_an_organisation_shreds_its_key_and_data_only() {
+    let f = Fixture::new();
+    f.append(&identity("acme", "ap-1"), 1, &["a"]);
+    f.append_as(&identity("acme", "ap-1"), DataKind::Capture, &["c"]);
+    f.append(&identity("globex", "ap-1"), 1, &["g"]);
+    let (key_destroyed, segments_deleted) = f.store.delete_org(&org("acme")).unwrap();
+    assert!(key_destroyed);
+    assert_eq!(segments_deleted, 2);
+    assert!(!f.store.orgs_dir().join("acme").exists());
+    assert!(f.store.org_keys().get(&org("acme")).unwrap().is_none());
+    assert!(f.read("acme", DataKind::Metadata).records.is_empty());
+    assert_eq!(hostnames(&f.read("globex", DataKind::Metadata)), ["g"]);
+    // The organisation can start over, under a new key.
+    f.append(&identity("acme", "ap-1"), 2, &["fresh"]);
+    assert_eq!(hostnames(&f.read("acme", DataKind::Metadata)), ["fresh"]);
+    assert_eq!(f.store.delete_org(&org("nobody")).unwrap(), (false, 0));
+}

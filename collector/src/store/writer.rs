@@ -35,10 +35,15 @@ impl ActiveSegment {
     pub(crate) fn create(dir: &Path, place: SegmentPlace) -> Result<ActiveSegment, StoreError> {
         create_dir_durable(dir)?;
         let seq = next_sequence(dir)?;
-        let mut id = [0u8; 8];
-        fill_random(&mut id)?;
-        let segment_id = u64::from_be_bytes(id);
-        let path = dir.join(format!("{seq:08}-{segment_id:016x}{SEGMENT_SUFFIX}"));
+        let segment_id = random_segment_id()?;
+        let path = dir.join(segment_file_name(seq, segment_id));
+        Self::create_at(path, place, segment_id)
+    }
+
+    /// Starts a new segment file at exactly `path` (its directory must
+    /// exist), with `segment_id`, which must be fresh: see
+    /// [`random_segment_id`].
+    pub(crate) fn create_at(path: PathBuf, place: SegmentPlace, segment_id: u64) -> Result<ActiveSegment, StoreError> {
         let io_err = |action: &'static str| {
             let path = path.clone();
             move |source| StoreError::Io { action, path, source }
@@ -57,7 +62,9 @@ impl ActiveSegment {
             let _ = fs::remove_file(&path);
             return Err(io_err("write segment header")(e));
         }
-        sync_dir(dir).map_err(io_err("sync directory of"))?;
+        if let Some(dir) = path.parent() {
+            sync_dir(dir).map_err(io_err("sync directory of"))?;
+        }
         tracing::debug!(path = %path.display(), "started segment");
         Ok(ActiveSegment {
             place,
@@ -101,6 +108,19 @@ impl ActiveSegment {
         self.committed_len = self.len;
         Ok(())
     }
+}
+
+/// A fresh random segment id. Ids must never repeat under one key: they
+/// are half of every block's nonce.
+pub(crate) fn random_segment_id() -> Result<u64, StoreError> {
+    let mut id = [0u8; 8];
+    fill_random(&mut id)?;
+    Ok(u64::from_be_bytes(id))
+}
+
+/// `<8-digit sequence>-<16 hex digit id>.seg`.
+pub(crate) fn segment_file_name(seq: u64, segment_id: u64) -> String {
+    format!("{seq:08}-{segment_id:016x}{SEGMENT_SUFFIX}")
 }
 
 /// The sequence number for the next segment in `dir`.

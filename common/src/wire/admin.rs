@@ -23,6 +23,41 @@ pub const MAX_AUDIT_PAGE: usize = 200;
 /// Largest reply frame an admin client accepts (a full audit page).
 pub const MAX_ADMIN_REPLY_FRAME: usize = 1 << 20;
 
+/// Most records in one subject export reply; ask again with `skip`.
+pub const MAX_SUBJECT_PAGE: usize = 100;
+
+/// Longest JSON line of one exported record.
+pub const MAX_EXPORT_LINE: usize = 64 * 1024;
+
+/// Most JSON bytes in one subject export page, so a page always fits in
+/// [`MAX_ADMIN_REPLY_FRAME`].
+pub const MAX_SUBJECT_PAGE_BYTES: usize = 768 * 1024;
+
+/// A data subject: the person or device a request about stored data
+/// concerns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Subject {
+    /// A MAC address: interfaces in metadata, link-layer addresses in
+    /// captured headers (Ethernet, 802.11, ARP).
+    Mac(crate::record::MacAddr),
+    /// An IPv4 or IPv6 address: interface addresses in metadata, source and
+    /// destination in captured headers (and ARP).
+    Ip(std::net::IpAddr),
+    /// A username, wherever a record carries one.
+    Username(BoundedString<128>),
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Mac(mac) => write!(f, "mac {mac}"),
+            Subject::Ip(ip) => write!(f, "ip {ip}"),
+            Subject::Username(name) => write!(f, "username {}", name.as_str()),
+        }
+    }
+}
+
 /// One audit log entry, as the admin API returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
@@ -127,6 +162,31 @@ pub enum AdminAction {
         /// Entries with a higher sequence number than this.
         after_seq: u64,
     },
+    /// Every stored record about a data subject, as JSON lines (the same
+    /// lines as `glimpse-collector export`), metadata then captures.
+    ExportSubject {
+        /// The organisation.
+        org: OrgId,
+        /// Who.
+        subject: Subject,
+        /// Records already received, to page through a long answer.
+        skip: u64,
+    },
+    /// Erase every stored record about a data subject: the affected
+    /// segments are rewritten without them, re-encrypted under fresh nonces.
+    EraseSubject {
+        /// The organisation.
+        org: OrgId,
+        /// Who.
+        subject: Subject,
+    },
+    /// Delete all of an organisation's data and destroy its key.
+    DeleteOrg {
+        /// The organisation; must be repeated in `confirm`.
+        org: OrgId,
+        /// The organisation's name again, as a guard against slips.
+        confirm: OrgId,
+    },
 }
 
 /// The collector's answer.
@@ -182,6 +242,29 @@ pub enum AdminReply {
     },
     /// A page of audit entries; more may follow after the last `seq`.
     AuditEntries(BoundedVec<AuditRecord, MAX_AUDIT_PAGE>),
+    /// A page of a subject export.
+    SubjectRecords {
+        /// Records about the subject in all.
+        total: u64,
+        /// This page's records, one JSON object each.
+        lines: BoundedVec<BoundedString<MAX_EXPORT_LINE>, MAX_SUBJECT_PAGE>,
+    },
+    /// What an erase removed.
+    SubjectErased {
+        /// Metadata records removed.
+        metadata: u64,
+        /// Capture records removed.
+        captures: u64,
+        /// Segment files rewritten (or deleted when nothing else was left).
+        segments_rewritten: u64,
+    },
+    /// The organisation's data and key are gone.
+    OrgDeleted {
+        /// Whether it had a key to destroy.
+        key_destroyed: bool,
+        /// Segment files deleted.
+        segments_deleted: u64,
+    },
 }
 
 impl Codec for AdminRequest {
