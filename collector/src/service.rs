@@ -79,21 +79,76 @@ pub fn import_registrations(store: &Store, pki_dir: &std::path::Path) -> Result<
         let already_revoked = revoked
             .iter()
             .any(|r| r.org == reg.org && r.device == reg.device && r.serial.eq_ignore_ascii_case(&reg.cert_serial));
+        let known = registry.get(&reg.org, &reg.device).map_err(|e| ServiceError::Import(e.to_string()))?;
+        let new_certificate = known.as_ref().is_none_or(|k| k.cert_serial != reg.cert_serial);
         registry
             .upsert(DeviceRegistration {
-                identity,
+                identity: identity.clone(),
                 shared_key,
                 cert_serial: reg.cert_serial.clone(),
                 revoked: already_revoked,
             })
             .map_err(|e| ServiceError::Import(e.to_string()))?;
+        if already_revoked && known.as_ref().is_some_and(|k| !k.revoked && !new_certificate) {
+            audit_collector(
+                store,
+                "device.revoke",
+                &reg.org,
+                &format!("{identity} certificate serial {}", reg.cert_serial),
+            );
+        }
+        if new_certificate {
+            audit_collector(
+                store,
+                "device.register",
+                &reg.org,
+                &format!("{identity} certificate serial {}", reg.cert_serial),
+            );
+        }
     }
     for entry in &revoked {
-        if let Err(e) = registry.set_revoked(&entry.org, &entry.device, &entry.serial) {
-            warn!(org = %entry.org, device = %entry.device, "cannot mark device revoked: {e}");
+        let was_revoked = registry.get(&entry.org, &entry.device).ok().flatten().is_some_and(|k| k.revoked);
+        match registry.set_revoked(&entry.org, &entry.device, &entry.serial) {
+            Ok(true) if !was_revoked => audit_collector(
+                store,
+                "device.revoke",
+                &entry.org,
+                &format!("{}/{} certificate serial {}", entry.org, entry.device, entry.serial),
+            ),
+            Ok(_) => {}
+            Err(e) => warn!(org = %entry.org, device = %entry.device, "cannot mark device revoked: {e}"),
         }
     }
     Ok((registrations.len(), revoked.len()))
+}
+
+/// Appends an entry the collector itself makes (imports, start-up) to the
+/// audit log; a failure is logged, not fatal.
+fn audit_collector(store: &Store, action: &str, org: &glimpse_common::identity::OrgId, detail: &str) {
+    let now = store.clock().now_millis();
+    let outcome = crate::audit::AuditOutcome::Done;
+    if let Err(e) = store.audit().append(now, "collector", action, Some(org.as_str()), outcome, detail) {
+        tracing::error!(action, %org, "audit log append failed: {e}");
+    }
+}
+
+/// Audits the retention policy in force when it differs from the last one
+/// audited (a retention change takes effect by editing the config and
+/// restarting or reloading).
+fn audit_retention(store: &Store) {
+    let policy = format!("{:?}", store.retention());
+    let last = store
+        .audit()
+        .entries(None, 0, usize::MAX)
+        .ok()
+        .and_then(|entries| entries.into_iter().rev().find(|e| e.action == "retention.policy").map(|e| e.detail));
+    if last.as_deref() != Some(policy.as_str()) {
+        let now = store.clock().now_millis();
+        let outcome = crate::audit::AuditOutcome::Done;
+        if let Err(e) = store.audit().append(now, "collector", "retention.policy", None, outcome, &policy) {
+            tracing::error!("audit log append failed: {e}");
+        }
+    }
 }
 
 impl Collector {
@@ -106,6 +161,7 @@ impl Collector {
     /// As [`Collector::start`], with an injected clock (retention tests).
     pub async fn start_with_clock(config: CollectorConfig, clock: Arc<dyn Clock>) -> Result<Self, ServiceError> {
         let store = Arc::new(open_store(&config, clock)?);
+        audit_retention(&store);
         if let Some(pki) = &config.pki_dir {
             let (registered, revoked) = import_registrations(&store, pki)?;
             info!(registered, revoked, pki = %pki.display(), "device registrations imported");

@@ -488,3 +488,30 @@ async fn subject_export_and_erase_cover_metadata_and_captures() {
     assert!(tc.data_files().iter().all(|(path, _)| !path.to_string_lossy().contains("/orgs/subjectorg/")));
     assert!(export_subject(&admin, &org, &Subject::Mac(bob)).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_revocations_and_retention_are_audited() {
+    init_logging();
+    let device = issue_device("registryorg");
+    let org = device.identity.org.clone();
+    let tc = TestCollector::start().await;
+    let operator = issue_admin(&tc, AdminRole::Operator, None);
+    let audit = audit_of(&operator, &org).await;
+    let registered: Vec<_> = audit.iter().filter(|e| e.action.as_str() == "device.register").collect();
+    assert_eq!(registered.len(), 1, "{audit:#?}");
+    assert!(registered[0].detail.as_str().contains(device.identity.device.as_str()));
+    assert_eq!(registered[0].actor.as_str(), "collector");
+
+    {
+        let _guard = pki().lock();
+        glimpse_certs::revoke(&pki().ours, &org, &device.identity.device).unwrap();
+    }
+    tc.collector.reload().unwrap();
+    tc.collector.reload().unwrap();
+    let audit = audit_of(&operator, &org).await;
+    assert_eq!(audit.iter().filter(|e| e.action.as_str() == "device.revoke").count(), 1, "once, not per reload");
+
+    let everything = tc.collector.store().audit().entries(None, 0, usize::MAX).unwrap();
+    assert_eq!(everything.iter().filter(|e| e.action == "retention.policy").count(), 1);
+    assert!(matches!(ask(&operator, AdminAction::VerifyAudit).await, AdminReply::AuditVerified { .. }));
+}
