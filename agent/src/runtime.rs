@@ -23,9 +23,10 @@ use tracing::{debug, info, warn};
 
 use glimpse_common::bounded::BoundedVec;
 use glimpse_common::clock::{Clock, SystemClock};
+use glimpse_common::minimise::{omit_fields, MetadataField};
 use glimpse_common::record::{Record, RecordBody};
 use glimpse_common::secret::SecretKey;
-use glimpse_common::wire::{AgentMessage, Batch, CollectorMessage};
+use glimpse_common::wire::{AgentMessage, Batch, CollectorMessage, ControlMessage};
 
 use crate::capture::session::Captures;
 use crate::config::AgentConfig;
@@ -56,6 +57,8 @@ pub struct AgentStatus {
     pub cipher_suite: Option<String>,
     /// The organisation's capture consent, as the agent last heard it.
     pub capture_consent: bool,
+    /// Metadata fields the organisation does not want collected.
+    pub omitted_fields: Vec<MetadataField>,
 }
 
 /// The agent could not start.
@@ -156,6 +159,9 @@ async fn run(
     // Whether the in-flight batch was written on the current connection.
     let mut in_flight_written = false;
     let mut retry_at: Option<tokio::time::Instant> = None;
+    // Metadata fields the organisation does not want collected; the
+    // collector says which right after the handshake.
+    let mut omitted_fields: Vec<MetadataField> = Vec::new();
     let consent = crate::capture::consent::Consent::load(settings.config.capture.consent_file.as_deref());
     let mut captures = Captures::new(queue.clone(), consent);
     status.send_modify(|s| s.capture_consent = captures.consent());
@@ -244,7 +250,10 @@ async fn run(
         let sleep_until = retry_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = collect_timer.tick() => {
-                let record = collect(&mut probe, &settings.config);
+                let mut record = collect(&mut probe, &settings.config);
+                if let RecordBody::Metadata(metadata) = &mut record.body {
+                    omit_fields(metadata, &omitted_fields);
+                }
                 let queued = push(&queue, record, settings.config.max_queued_records);
                 status.send_modify(|s| {
                     s.collected_records += 1;
@@ -278,6 +287,18 @@ async fn run(
                                 lose_connection(&mut connection, &e, &status);
                             }
                         }
+                    }
+                    Ok(CollectorMessage::Control(ControlMessage::DataPolicy { omit })) => {
+                        omitted_fields = omit.to_vec();
+                        info!(omit = ?omitted_fields, "organisation's data policy received");
+                        // Records collected before the policy arrived are
+                        // trimmed too (the collector would trim them anyway).
+                        for record in lock(&queue).iter_mut() {
+                            if let RecordBody::Metadata(metadata) = &mut record.body {
+                                omit_fields(metadata, &omitted_fields);
+                            }
+                        }
+                        status.send_modify(|s| s.omitted_fields = omitted_fields.clone());
                     }
                     Ok(CollectorMessage::Control(control)) => {
                         captures.handle(control, &settings.config);

@@ -149,6 +149,26 @@ enum AdminCommand {
         #[command(subcommand)]
         action: SubjectCommand,
     },
+    /// Data minimisation: which metadata fields the organisation's devices
+    /// collect, and whether MAC addresses are stored pseudonymised (a keyed
+    /// hash per organisation). Replaces the previous settings; devices are
+    /// told at once and the collector enforces it on everything it receives.
+    Minimise {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The organisation.
+        #[arg(long)]
+        org: OrgId,
+        /// Fields not to collect, comma-separated: hostname, os, model,
+        /// kernel, uptime, interface-macs, interface-addresses,
+        /// interface-counters. Empty collects everything.
+        #[arg(long, value_delimiter = ',', default_value = "")]
+        omit: Vec<String>,
+        /// Store MAC addresses (metadata and captured headers) as keyed
+        /// pseudonyms: on or off.
+        #[arg(long, value_parser = ["on", "off"], default_value = "off")]
+        pseudonymise_macs: String,
+    },
     /// Delete all of an organisation's stored data and destroy its key.
     DeleteOrg {
         #[command(flatten)]
@@ -381,6 +401,15 @@ async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
         }
         AdminCommand::Status { admin, org } => (admin, AdminAction::OrgStatus { org }),
         AdminCommand::DeleteOrg { admin, org, confirm } => (admin, AdminAction::DeleteOrg { org, confirm }),
+        AdminCommand::Minimise { admin, org, omit, pseudonymise_macs } => {
+            let omit = omit
+                .iter()
+                .filter(|f| !f.is_empty())
+                .map(|f| f.parse::<glimpse_common::minimise::MetadataField>())
+                .collect::<Result<Vec<_>, _>>()?;
+            let omit = glimpse_common::bounded::BoundedVec::try_from_vec(omit).context("--omit")?;
+            (admin, AdminAction::SetDataPolicy { org, omit, pseudonymise_macs: pseudonymise_macs == "on" })
+        }
         AdminCommand::Subject { action: SubjectCommand::Erase { admin, who } } => {
             let (org, subject) = who.subject()?;
             (admin, AdminAction::EraseSubject { org, subject })
@@ -496,8 +525,23 @@ fn print_reply(reply: AdminReply) -> anyhow::Result<()> {
         AdminReply::SupportRevoked { was_active } => {
             println!("{}", if was_active { "support access ended" } else { "no support grant was active" })
         }
-        AdminReply::OrgStatus { capture_consent, support_until_ms, connected_devices } => {
+        AdminReply::OrgStatus {
+            omitted_fields,
+            pseudonymise_macs,
+            capture_consent,
+            support_until_ms,
+            connected_devices,
+        } => {
             println!("capture consent: {}", if capture_consent { "on" } else { "off" });
+            let omitted: Vec<&str> = omitted_fields.iter().map(|f| f.as_str()).collect();
+            println!(
+                "metadata fields not collected: {}",
+                if omitted.is_empty() { "none".to_owned() } else { omitted.join(", ") }
+            );
+            println!(
+                "MAC addresses: {}",
+                if pseudonymise_macs { "stored pseudonymised" } else { "stored as collected" }
+            );
             match support_until_ms {
                 Some(until) => println!("support access: granted until {}", export::format_time(until)),
                 None => println!("support access: none"),
@@ -505,6 +549,9 @@ fn print_reply(reply: AdminReply) -> anyhow::Result<()> {
             println!("connected devices: {connected_devices}");
         }
         AdminReply::AuditVerified { entries } => println!("audit log intact: {entries} entries verified"),
+        AdminReply::DataPolicySet { devices_told } => {
+            println!("data policy set; {devices_told} connected devices told")
+        }
         AdminReply::SubjectErased { metadata, captures, segments_rewritten } => println!(
             "erased {metadata} metadata and {captures} capture records ({segments_rewritten} segments rewritten)"
         ),

@@ -18,6 +18,7 @@ pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod identity;
+pub mod minimise;
 pub mod record;
 pub mod secret;
 pub mod tls;

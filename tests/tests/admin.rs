@@ -73,7 +73,7 @@ async fn capture_consent_is_off_by_default_reaches_agents_and_stops_a_running_ca
     // Off by default: the organisation says so, the agent knows it, and a
     // capture request is refused.
     match ask(&admin, AdminAction::OrgStatus { org: org.clone() }).await {
-        AdminReply::OrgStatus { capture_consent, support_until_ms, connected_devices } => {
+        AdminReply::OrgStatus { capture_consent, support_until_ms, connected_devices, .. } => {
             assert!(!capture_consent);
             assert_eq!(support_until_ms, None);
             assert_eq!(connected_devices, 1);
@@ -514,4 +514,93 @@ async fn registrations_revocations_and_retention_are_audited() {
     let everything = tc.collector.store().audit().entries(None, 0, usize::MAX).unwrap();
     assert_eq!(everything.iter().filter(|e| e.action == "retention.policy").count(), 1);
     assert!(matches!(ask(&operator, AdminAction::VerifyAudit).await, AdminReply::AuditVerified { .. }));
+}
+
+fn stored_metadata(tc: &TestCollector, org: &OrgId) -> Vec<(i64, glimpse_common::record::DeviceMetadata)> {
+    let outcome = tc.collector.store().read(org, DataKind::Metadata, None, None).unwrap();
+    outcome
+        .records
+        .into_iter()
+        .filter_map(|r| match r.record.body {
+            RecordBody::Metadata(m) => Some((r.received_at_ms, m)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_minimisation_reaches_agents_and_is_enforced_on_arrival() {
+    use glimpse_common::minimise::MetadataField;
+
+    init_logging();
+    let device = issue_device("minimalorg");
+    let org = device.identity.org.clone();
+    let tc = TestCollector::start().await;
+    let admin = issue_admin(&tc, AdminRole::OrgAdmin, Some(org.as_str()));
+    let sysroot = ap_sysroot("alice-ap");
+    let agent =
+        glimpse_agent::AgentHandle::spawn(agent_config_with_sysroot(tc.addr(), &device, sysroot.path())).unwrap();
+    wait_until("full records stored", || stored_metadata(&tc, &org).len() >= 2).await;
+    let (_, before) = stored_metadata(&tc, &org).pop().unwrap();
+    assert_eq!(before.hostname.as_str(), "alice-ap");
+    let real_macs: Vec<MacAddr> = before.interfaces.iter().filter_map(|i| i.mac).collect();
+    assert!(!real_macs.is_empty(), "the fixture has MACs, or this test proves nothing");
+
+    let omit = vec![MetadataField::Hostname, MetadataField::InterfaceAddresses];
+    let policy = AdminAction::SetDataPolicy {
+        org: org.clone(),
+        omit: BoundedVec::truncating(omit.clone()),
+        pseudonymise_macs: true,
+    };
+    assert_eq!(ask(&admin, policy).await, AdminReply::DataPolicySet { devices_told: 1 });
+    wait_for_status(&agent, "policy heard", |s| s.omitted_fields == omit).await;
+    let changed_at = SystemClock.now_millis();
+    wait_until("records after the change", || {
+        stored_metadata(&tc, &org).iter().filter(|(at, _)| *at > changed_at).count() >= 2
+    })
+    .await;
+    agent.shutdown().await;
+    let after: Vec<_> = stored_metadata(&tc, &org).into_iter().filter(|(at, _)| *at > changed_at).collect();
+    let mut pseudonyms = std::collections::BTreeSet::new();
+    for (_, m) in &after {
+        assert_eq!(m.hostname.as_str(), "");
+        assert!(m.interfaces.iter().all(|i| i.addresses.is_empty()));
+        assert!(!m.os_name.as_str().is_empty(), "fields not omitted are still collected");
+        for mac in m.interfaces.iter().filter_map(|i| i.mac) {
+            assert!(!real_macs.contains(&mac), "real MAC stored");
+            assert_eq!(mac.0[0] & 0x03, 0x02, "pseudonyms are locally administered");
+            pseudonyms.insert(mac);
+        }
+    }
+    assert_eq!(pseudonyms.len(), real_macs.len(), "one stable pseudonym per device MAC");
+
+    // An agent that ignores the policy gets nothing extra stored, and MACs
+    // in captured headers are pseudonymised too.
+    set_consent(&tc, &org, true);
+    let alice = MacAddr([0x02, 0xa1, 0x1c, 0xe0, 0, 1]);
+    let mut conn = try_connect(tc.addr(), &device).await.unwrap();
+    let records = vec![metadata_about("leaky-hostname", alice, "192.0.2.10"), packet_from(alice, [192, 0, 2, 10])];
+    let batch = Batch { org: org.clone(), stream_seq: conn.stored_seq() + 1, records: BoundedVec::truncating(records) };
+    conn.send_batch(&batch).await.unwrap();
+    conn.close().await;
+    let (_, leaked) = stored_metadata(&tc, &org)
+        .into_iter()
+        .find(|(_, m)| m.interfaces.len() == 1 && m.interfaces[0].name.as_str() == "wlan0")
+        .unwrap();
+    assert_eq!(leaked.hostname.as_str(), "");
+    assert!(leaked.interfaces[0].addresses.is_empty());
+    let stored_mac = leaked.interfaces[0].mac.unwrap();
+    assert_ne!(stored_mac, alice);
+    let captured = stored_captures(&tc, &org);
+    assert_eq!(captured.len(), 1);
+    assert!(!captured[0].headers.windows(6).any(|w| w == alice.0), "real MAC in captured headers");
+    assert_eq!(captured[0].summary().unwrap().src_mac, Some(stored_mac.0), "the same pseudonym in both kinds");
+
+    match ask(&admin, AdminAction::OrgStatus { org: org.clone() }).await {
+        AdminReply::OrgStatus { omitted_fields, pseudonymise_macs, .. } => {
+            assert_eq!(omitted_fields.to_vec(), omit);
+            assert!(pseudonymise_macs);
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -15,7 +15,7 @@ use glimpse_common::wire::admin::{
 use glimpse_common::wire::{CaptureRequest, ControlMessage};
 
 use crate::audit::{AuditError, AuditOutcome};
-use crate::ingest::AgentDirectory;
+use crate::ingest::{AgentDirectory, OrgDirectives};
 use crate::store::Store;
 
 /// How much an action needs.
@@ -90,6 +90,7 @@ fn describe(action: &AdminAction) -> (&'static str, Option<&OrgId>, Access) {
         AdminAction::ExportSubject { org, .. } => ("subject.export", Some(org), Access::Read),
         AdminAction::EraseSubject { org, .. } => ("subject.erase", Some(org), Access::Write),
         AdminAction::DeleteOrg { org, .. } => ("org.delete", Some(org), Access::Write),
+        AdminAction::SetDataPolicy { org, .. } => ("data-policy.set", Some(org), Access::Write),
         _ => ("unknown", None, Access::Operator),
     }
 }
@@ -181,7 +182,8 @@ impl AdminContext {
                     Ok(changed) => changed,
                     Err(e) => return (refused(format!("consent not changed: {e}")), String::new()),
                 };
-                let told = self.directory.publish_consent(&org, capture);
+                let directives = OrgDirectives::of(&self.store.policies().get(&org));
+                let told = self.directory.publish(&org, directives);
                 let detail = format!(
                     "capture {}{}, {told} connected devices told",
                     if capture { "on" } else { "off" },
@@ -214,6 +216,8 @@ impl AdminContext {
                 let connected = self.directory.connected(&org).len();
                 (
                     AdminReply::OrgStatus {
+                        omitted_fields: BoundedVec::truncating(policy.omit.clone()),
+                        pseudonymise_macs: policy.pseudonymise_macs,
                         capture_consent: policy.capture_consent,
                         support_until_ms: policy.support_until_ms.filter(|_| policy.support_active(now)),
                         connected_devices: u32::try_from(connected).unwrap_or(u32::MAX),
@@ -303,6 +307,20 @@ impl AdminContext {
                     }
                     Err(e) => (refused(format!("erase failed: {e}")), tag),
                 }
+            }
+            AdminAction::SetDataPolicy { org, omit, pseudonymise_macs } => {
+                let policy = match self.store.policies().set_data_policy(&org, &omit, pseudonymise_macs) {
+                    Ok(policy) => policy,
+                    Err(e) => return (refused(format!("data policy not changed: {e}")), String::new()),
+                };
+                let told = self.directory.publish(&org, OrgDirectives::of(&policy));
+                let omitted: Vec<&str> = policy.omit.iter().map(|f| f.as_str()).collect();
+                let detail = format!(
+                    "omit [{}], MACs {}, {told} connected devices told",
+                    omitted.join(", "),
+                    if policy.pseudonymise_macs { "pseudonymised" } else { "as collected" }
+                );
+                (AdminReply::DataPolicySet { devices_told: u32::try_from(told).unwrap_or(u32::MAX) }, detail)
             }
             AdminAction::DeleteOrg { org, confirm } => {
                 if org != confirm {

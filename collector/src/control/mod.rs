@@ -1,5 +1,6 @@
-//! What each organisation has decided: whether packets may be captured, and
-//! whether (and until when) support staff may read its data.
+//! What each organisation has decided: whether packets may be captured,
+//! whether (and until when) support staff may read its data, and which
+//! metadata it lets devices collect (see [`glimpse_common::minimise`]).
 //!
 //! Decisions live in the catalog database (`glimpse.redb`, table
 //! `org_policy`) so they survive restarts, with an in-memory copy for the
@@ -12,6 +13,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use glimpse_common::clock::UnixMillis;
 use glimpse_common::identity::OrgId;
+use glimpse_common::minimise::MetadataField;
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +57,10 @@ pub struct OrgPolicy {
     pub consent_changed_at_ms: Option<UnixMillis>,
     /// Until when support staff may read its data, if a grant was given.
     pub support_until_ms: Option<UnixMillis>,
+    /// Metadata fields its devices must not collect.
+    pub omit: Vec<MetadataField>,
+    /// Whether MAC addresses are stored as keyed pseudonyms.
+    pub pseudonymise_macs: bool,
 }
 
 impl OrgPolicy {
@@ -70,6 +76,8 @@ struct StoredPolicy {
     capture_consent: bool,
     consent_changed_at_ms: Option<i64>,
     support_until_ms: Option<i64>,
+    omit: Vec<MetadataField>,
+    pseudonymise_macs: bool,
 }
 
 /// The organisations' decisions.
@@ -102,6 +110,8 @@ impl Policies {
                     capture_consent: stored.capture_consent,
                     consent_changed_at_ms: stored.consent_changed_at_ms,
                     support_until_ms: stored.support_until_ms,
+                    omit: stored.omit,
+                    pseudonymise_macs: stored.pseudonymise_macs,
                 },
             );
         }
@@ -137,6 +147,8 @@ impl Policies {
             capture_consent: policy.capture_consent,
             consent_changed_at_ms: policy.consent_changed_at_ms,
             support_until_ms: policy.support_until_ms,
+            omit: policy.omit.clone(),
+            pseudonymise_macs: policy.pseudonymise_macs,
         };
         let bytes = postcard::to_stdvec(&stored).map_err(db_error)?;
         let txn = self.db.begin_write().map_err(db_error)?;
@@ -179,6 +191,23 @@ impl Policies {
             self.update(org, |p| p.support_until_ms = None)?;
         }
         Ok(was_active)
+    }
+
+    /// Sets which metadata fields `org`'s devices leave out, and whether
+    /// MACs are stored pseudonymised. Returns the policy now in force.
+    pub fn set_data_policy(
+        &self,
+        org: &OrgId,
+        omit: &[MetadataField],
+        pseudonymise_macs: bool,
+    ) -> Result<OrgPolicy, PolicyError> {
+        let mut omit = omit.to_vec();
+        omit.sort();
+        omit.dedup();
+        self.update(org, |p| {
+            p.omit = omit;
+            p.pseudonymise_macs = pseudonymise_macs;
+        })
     }
 
     /// Whether support staff may read `org`'s data at `now_ms`.
@@ -225,5 +254,9 @@ mod tests {
         assert!(matches!(p.grant_support(&acme, 0, 0), Err(PolicyError::GrantLength(0))));
         assert!(matches!(p.grant_support(&acme, MAX_GRANT_HOURS + 1, 0), Err(PolicyError::GrantLength(_))));
         assert_eq!(p.all().len(), 1);
+        let set =
+            p.set_data_policy(&acme, &[MetadataField::Hostname, MetadataField::Os, MetadataField::Hostname], true);
+        assert_eq!(set.unwrap().omit, [MetadataField::Hostname, MetadataField::Os]);
+        assert!(p.get(&acme).capture_consent, "other decisions stay");
     }
 }

@@ -12,6 +12,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use glimpse_common::auth::{verify_device_proof, EXPORTER_LABEL, EXPORTER_LEN};
+use glimpse_common::bounded::BoundedVec;
 use glimpse_common::identity::DeviceIdentity;
 use glimpse_common::record::RecordBody;
 use glimpse_common::wire::io::{read_message, write_message, FrameIoError, FrameReader};
@@ -20,7 +21,7 @@ use glimpse_common::wire::{
     SessionAction, Welcome, WireError, PROTOCOL_VERSION,
 };
 
-use crate::ingest::directory::AgentDirectory;
+use crate::ingest::directory::{AgentDirectory, OrgDirectives};
 use crate::ingest::reject::{IngestMetrics, RejectReason};
 use crate::store::Store;
 
@@ -44,6 +45,46 @@ struct Refusal {
     /// What the agent is told; authentication failures stay vague so a
     /// prober learns nothing about which check failed.
     public: String,
+}
+
+/// Applies an organisation's data policy to records before storage.
+fn minimise(
+    records: &mut [glimpse_common::record::Record],
+    omit: &[glimpse_common::minimise::MetadataField],
+    pseudonym_key: Option<&ring::hmac::Key>,
+) {
+    use glimpse_common::minimise::{omit_fields, pseudonymous_mac};
+    for record in records {
+        match &mut record.body {
+            RecordBody::Metadata(metadata) => {
+                omit_fields(metadata, omit);
+                if let Some(key) = pseudonym_key {
+                    for interface in metadata.interfaces.as_mut_slice() {
+                        interface.mac = interface.mac.map(|mac| pseudonymous_mac(key, mac));
+                    }
+                }
+            }
+            RecordBody::Capture(packet) => {
+                if let Some(key) = pseudonym_key {
+                    glimpse_common::capture::rewrite_macs(packet, |mac| pseudonymous_mac(key, mac));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The control messages that bring a device from `before` (nothing told
+/// yet when `None`) to `now`.
+fn directive_messages(before: Option<&OrgDirectives>, now: &OrgDirectives) -> Vec<ControlMessage> {
+    let mut messages = Vec::new();
+    if before.is_none_or(|b| b.capture_consent != now.capture_consent) {
+        messages.push(ControlMessage::Consent { capture: now.capture_consent });
+    }
+    if before.is_none_or(|b| b.omit != now.omit) {
+        messages.push(ControlMessage::DataPolicy { omit: BoundedVec::truncating(now.omit.clone()) });
+    }
+    messages
 }
 
 impl ConnectionContext {
@@ -250,11 +291,15 @@ async fn stream_batches(
 ) -> Result<(), Refusal> {
     let mut reader = FrameReader::new(context.max_frame);
     let mut idle_deadline = tokio::time::Instant::now() + context.idle_timeout;
-    // The organisation's capture consent: now, and on every change.
+    // The organisation's capture consent and data policy: now, and on
+    // every change.
     let org = session.identity().org.clone();
-    let mut consent = context.directory.consent_receiver(&org, context.store.policies().capture_consent(&org));
-    let capture = *consent.borrow_and_update();
-    send(stream, &CollectorMessage::Control(ControlMessage::Consent { capture }), context.max_frame).await?;
+    let stored = OrgDirectives::of(&context.store.policies().get(&org));
+    let mut directives = context.directory.directives_receiver(&org, stored);
+    let mut told = directives.borrow_and_update().clone();
+    for message in directive_messages(None, &told) {
+        send(stream, &CollectorMessage::Control(message), context.max_frame).await?;
+    }
     loop {
         let msg = tokio::select! {
             // Cancel-safe: a frame half read when a control message goes out
@@ -268,10 +313,13 @@ async fn stream_batches(
                     Err(_) => return Err(Refusal { reason: RejectReason::IdleTimeout, code: ErrorCode::UnexpectedMessage, detail: "idle timeout".into(), public: "idle timeout".into() }),
                 }
             }
-            Ok(()) = consent.changed() => {
-                let capture = *consent.borrow_and_update();
-                debug!(device = %session.identity(), capture, "capture consent sent");
-                send(stream, &CollectorMessage::Control(ControlMessage::Consent { capture }), context.max_frame).await?;
+            Ok(()) = directives.changed() => {
+                let now = directives.borrow_and_update().clone();
+                for message in directive_messages(Some(&told), &now) {
+                    debug!(device = %session.identity(), ?message, "directive sent");
+                    send(stream, &CollectorMessage::Control(message), context.max_frame).await?;
+                }
+                told = now;
                 continue;
             }
             Some(message) = control.recv() => {
@@ -306,6 +354,22 @@ async fn stream_batches(
                         context.metrics.captures_without_consent(dropped);
                         context.audit_captures_dropped(session.identity(), dropped);
                     }
+                }
+                // Data minimisation is enforced here too: an agent that has
+                // not heard the policy yet cannot get omitted fields stored.
+                let policy = context.store.policies().get(&org);
+                if !policy.omit.is_empty() || policy.pseudonymise_macs {
+                    let key = if policy.pseudonymise_macs {
+                        Some(context.store.pseudonym_key(&org).map_err(|e| Refusal {
+                            reason: RejectReason::StorageUnavailable,
+                            code: ErrorCode::StorageUnavailable,
+                            detail: format!("pseudonym key unavailable: {e}"),
+                            public: "storage unavailable; retry later".into(),
+                        })?)
+                    } else {
+                        None
+                    };
+                    minimise(batch.records.as_mut_slice(), &policy.omit, key.as_ref());
                 }
                 let (cut_bytes, cut_records) = enforce_headers_only(batch.records.as_mut_slice());
                 if cut_bytes > 0 {

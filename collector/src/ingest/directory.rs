@@ -39,7 +39,24 @@ pub enum DeliveryError {
 pub struct AgentDirectory {
     agents: Mutex<HashMap<(OrgId, DeviceId), mpsc::Sender<ControlMessage>>>,
     captures: Mutex<std::collections::VecDeque<ReportedCapture>>,
-    consents: Mutex<HashMap<OrgId, watch::Sender<bool>>>,
+    directives: Mutex<HashMap<OrgId, watch::Sender<OrgDirectives>>>,
+}
+
+/// What an organisation's devices are told to do, besides captures on
+/// request: its capture consent and the metadata fields to leave out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrgDirectives {
+    /// Whether the organisation allows packet capture.
+    pub capture_consent: bool,
+    /// Metadata fields not to collect.
+    pub omit: Vec<glimpse_common::minimise::MetadataField>,
+}
+
+impl OrgDirectives {
+    /// The directives an organisation's decisions give.
+    pub fn of(policy: &crate::control::OrgPolicy) -> Self {
+        Self { capture_consent: policy.capture_consent, omit: policy.omit.clone() }
+    }
 }
 
 /// A device's latest report on one capture.
@@ -91,24 +108,24 @@ impl AgentDirectory {
         })
     }
 
-    /// A receiver of `org`'s capture consent for a new connection, which
-    /// sends the current value at once and every change after. `stored`
-    /// seeds the channel when this is the organisation's first connection.
+    /// A receiver of `org`'s directives for a new connection, which sends
+    /// the current ones at once and every change after. `stored` seeds the
+    /// channel when this is the organisation's first connection.
     ///
     /// A watch channel, not the control queue: a busy device can miss
     /// intermediate values but never the latest one.
-    pub(crate) fn consent_receiver(&self, org: &OrgId, stored: bool) -> watch::Receiver<bool> {
-        let mut consents = self.consents.lock().unwrap_or_else(|p| p.into_inner());
-        consents.entry(org.clone()).or_insert_with(|| watch::channel(stored).0).subscribe()
+    pub(crate) fn directives_receiver(&self, org: &OrgId, stored: OrgDirectives) -> watch::Receiver<OrgDirectives> {
+        let mut directives = self.directives.lock().unwrap_or_else(|p| p.into_inner());
+        directives.entry(org.clone()).or_insert_with(|| watch::channel(stored).0).subscribe()
     }
 
-    /// Tells every connected device of `org` its new capture consent;
-    /// returns how many are connected.
-    pub fn publish_consent(&self, org: &OrgId, capture: bool) -> usize {
+    /// Tells every connected device of `org` its new directives; returns
+    /// how many are connected.
+    pub fn publish(&self, org: &OrgId, now: OrgDirectives) -> usize {
         {
-            let mut consents = self.consents.lock().unwrap_or_else(|p| p.into_inner());
-            let sender = consents.entry(org.clone()).or_insert_with(|| watch::channel(capture).0);
-            sender.send_replace(capture);
+            let mut directives = self.directives.lock().unwrap_or_else(|p| p.into_inner());
+            let sender = directives.entry(org.clone()).or_insert_with(|| watch::channel(now.clone()).0);
+            sender.send_replace(now);
         }
         self.connected(org).len()
     }

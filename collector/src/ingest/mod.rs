@@ -20,6 +20,6 @@ mod directory;
 mod reject;
 mod server;
 
-pub use directory::{AgentDirectory, DeliveryError};
+pub use directory::{AgentDirectory, DeliveryError, OrgDirectives};
 pub use reject::{IngestMetrics, RejectReason};
 pub use server::{IngestServer, ServerTls};

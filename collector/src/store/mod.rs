@@ -300,6 +300,16 @@ impl Store {
         self.catalog.org_keys()
     }
 
+    /// The organisation's key for pseudonymising identifiers (see
+    /// [`glimpse_common::minimise`]): derived from its data key, so it is
+    /// destroyed with it.
+    pub fn pseudonym_key(&self, org: &OrgId) -> Result<ring::hmac::Key, StoreError> {
+        let data_key = self.org_keys().get_or_create(org)?;
+        let outer = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, data_key.secret().expose());
+        let derived = zeroize::Zeroizing::new(ring::hmac::sign(&outer, b"glimpse-pseudonym-key-v1").as_ref().to_vec());
+        Ok(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derived))
+    }
+
     /// The tamper-evident log of admin actions and refusals.
     pub fn audit(&self) -> &crate::audit::AuditLog {
         &self.audit

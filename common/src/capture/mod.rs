@@ -46,6 +46,7 @@
 
 mod ip;
 mod link;
+pub mod macs;
 pub mod parse;
 pub mod record;
 mod transport;
@@ -53,5 +54,6 @@ mod transport;
 #[cfg(test)]
 mod tests;
 
+pub use macs::rewrite_macs;
 pub use parse::{header_boundary, Boundary, CutReason, Layer, LinkType, PacketSummary};
 pub use record::{BoundedBytes, CapturedPacket, MAX_HEADER_BYTES};

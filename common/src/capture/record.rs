@@ -56,6 +56,12 @@ impl<const MAX: usize> BoundedBytes<MAX> {
         self.0.truncate(len);
     }
 
+    /// The bytes, to change in place (the length, and so the bound,
+    /// cannot change).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+
     /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
         &self.0

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::bounded::{BoundedString, BoundedVec};
 use crate::identity::{DeviceId, OrgId};
-use crate::wire::message::{CaptureOutcome, Codec, WireError, MAX_ERROR_TEXT, MAX_FILTER_TEXT};
+use crate::minimise::MetadataField;
+use crate::wire::message::{CaptureOutcome, Codec, WireError, MAX_ERROR_TEXT, MAX_FILTER_TEXT, MAX_POLICY_FIELDS};
 
 /// Version of the admin protocol; the first field of every request.
 pub const ADMIN_PROTOCOL_VERSION: u16 = 1;
@@ -180,6 +181,16 @@ pub enum AdminAction {
         /// Who.
         subject: Subject,
     },
+    /// Choose which metadata fields the organisation's devices collect and
+    /// whether MAC addresses are stored pseudonymised.
+    SetDataPolicy {
+        /// The organisation.
+        org: OrgId,
+        /// Fields not to collect (replaces the previous list).
+        omit: BoundedVec<MetadataField, MAX_POLICY_FIELDS>,
+        /// Store MAC addresses as keyed pseudonyms.
+        pseudonymise_macs: bool,
+    },
     /// Delete all of an organisation's data and destroy its key.
     DeleteOrg {
         /// The organisation; must be repeated in `confirm`.
@@ -228,6 +239,10 @@ pub enum AdminReply {
     },
     /// An organisation's decisions.
     OrgStatus {
+        /// Metadata fields not collected.
+        omitted_fields: BoundedVec<MetadataField, MAX_POLICY_FIELDS>,
+        /// Whether MAC addresses are stored pseudonymised.
+        pseudonymise_macs: bool,
         /// Whether capture is allowed.
         capture_consent: bool,
         /// When an active support grant ends, if one is active.
@@ -257,6 +272,11 @@ pub enum AdminReply {
         captures: u64,
         /// Segment files rewritten (or deleted when nothing else was left).
         segments_rewritten: u64,
+    },
+    /// The data policy now in force.
+    DataPolicySet {
+        /// Devices connected now, told at once.
+        devices_told: u32,
     },
     /// The organisation's data and key are gone.
     OrgDeleted {

@@ -104,7 +104,16 @@ pub enum ControlMessage {
         /// Whether the organisation allows packet capture.
         capture: bool,
     },
+    /// The metadata fields the organisation does not want collected. Sent
+    /// right after [`Welcome`] and whenever an admin changes it.
+    DataPolicy {
+        /// Fields to leave out of every metadata record.
+        omit: BoundedVec<crate::minimise::MetadataField, MAX_POLICY_FIELDS>,
+    },
 }
+
+/// Most fields a data policy can name.
+pub const MAX_POLICY_FIELDS: usize = 16;
 
 /// An on-demand capture request. The agent applies its own, lower bounds
 /// on top and refuses outright when its organisation has not allowed
