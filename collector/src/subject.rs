@@ -72,14 +72,29 @@ fn capture_concerns(packet: &CapturedPacket, subject: &Subject) -> bool {
     }
 }
 
+/// The forms `subject` may be stored under in `org`: as given and, for a
+/// MAC address, as the organisation's pseudonym of it (stored when the
+/// organisation pseudonymises MACs, or did at some point).
+fn stored_forms(store: &Store, org: &OrgId, subject: &Subject) -> Result<Vec<Subject>, StoreError> {
+    let mut forms = vec![subject.clone()];
+    if let Subject::Mac(mac) = subject {
+        if store.org_keys().get(org)?.is_some() {
+            let key = store.pseudonym_key(org)?;
+            forms.push(Subject::Mac(glimpse_common::minimise::pseudonymous_mac(&key, *mac)));
+        }
+    }
+    Ok(forms)
+}
+
 /// Every stored record about `subject` in `org`, as export JSON lines:
 /// metadata first, then captures, each oldest first. Records past their
 /// retention window are not returned (they are as good as deleted).
 pub fn export_subject(store: &Store, org: &OrgId, subject: &Subject) -> Result<Vec<String>, StoreError> {
+    let forms = stored_forms(store, org, subject)?;
     let mut lines = Vec::new();
     for kind in DataKind::ALL {
         store.read_with(org, kind, None, None, |stored| {
-            if concerns(&stored.record, subject) {
+            if forms.iter().any(|form| concerns(&stored.record, form)) {
                 // Serialising our own types cannot fail.
                 if let Ok(line) = serde_json::to_string(&ExportLine::new(org, &stored)) {
                     lines.push(line);
@@ -101,7 +116,8 @@ pub struct SubjectErasure {
 
 /// Erases every stored record about `subject` in `org`, whatever its age.
 pub fn erase_subject(store: &Store, org: &OrgId, subject: &Subject) -> Result<SubjectErasure, StoreError> {
-    let matches = |stored: &crate::store::StoredRecord| concerns(&stored.record, subject);
+    let forms = stored_forms(store, org, subject)?;
+    let matches = |stored: &crate::store::StoredRecord| forms.iter().any(|form| concerns(&stored.record, form));
     Ok(SubjectErasure {
         metadata: store.erase_where(org, DataKind::Metadata, &matches)?,
         captures: store.erase_where(org, DataKind::Capture, &matches)?,

@@ -596,6 +596,11 @@ async fn data_minimisation_reaches_agents_and_is_enforced_on_arrival() {
     assert!(!captured[0].headers.windows(6).any(|w| w == alice.0), "real MAC in captured headers");
     assert_eq!(captured[0].summary().unwrap().src_mac, Some(stored_mac.0), "the same pseudonym in both kinds");
 
+    // A subject request by the real MAC finds what is stored under its
+    // pseudonym, in both kinds.
+    let found = export_subject(&admin, &org, &Subject::Mac(alice)).await;
+    assert_eq!(found.len(), 2, "{found:#?}");
+
     match ask(&admin, AdminAction::OrgStatus { org: org.clone() }).await {
         AdminReply::OrgStatus { omitted_fields, pseudonymise_macs, .. } => {
             assert_eq!(omitted_fields.to_vec(), omit);
