@@ -40,6 +40,9 @@ pub struct DemoOptions {
 
 const ORGS: [&str; 2] = ["acme", "globex"];
 
+/// The operator the demo issues an admin certificate for.
+const DEMO_OPERATOR: &str = "demo-operator";
+
 fn device_identities(agents: usize) -> Vec<DeviceIdentity> {
     (0..agents)
         .map(|i| {
@@ -70,6 +73,17 @@ fn prepare(options: &DemoOptions) -> anyhow::Result<()> {
     if !master.exists() {
         MasterKey::generate_file(&master)?;
     }
+    // An operator certificate, so the admin commands work on what the demo
+    // leaves behind.
+    let operator = glimpse_common::identity::AdminName::new(DEMO_OPERATOR)?;
+    if !glimpse_certs::admin_dir(&pki, &operator).join("admin.pem").exists() {
+        let identity = glimpse_common::identity::AdminIdentity::new(
+            operator,
+            glimpse_common::identity::AdminRole::Operator,
+            None,
+        )?;
+        glimpse_certs::issue_admin(&pki, &identity, &glimpse_certs::Validity::default(), false)?;
+    }
     for identity in device_identities(options.agents) {
         let device_dir = glimpse_certs::device_dir(&pki, &identity.org, &identity.device);
         if !device_dir.join("device.pem").exists() {
@@ -98,8 +112,10 @@ fn prepare(options: &DemoOptions) -> anyhow::Result<()> {
             "# Collector config written by `glimpse-collector demo`.\n\
              listen = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nmaster_key_file = \"master.key\"\npki_dir = \"pki\"\n\n\
              [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/collector.pem\"\nkey = \"pki/collector.key\"\ncrl = \"pki/ca.crl.pem\"\n\n\
-             [retention]\ncapture_days = 7\nmetadata_days = 60\n",
-            port = options.port
+             [retention]\ncapture_days = 7\nmetadata_days = 60\n\n\
+             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n",
+            port = options.port,
+            admin_port = options.port.saturating_add(1),
         );
         std::fs::write(&collector_toml, text).with_context(|| format!("writing {}", collector_toml.display()))?;
     }
@@ -149,8 +165,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let collector = match Collector::start_with_clock(config.clone(), Arc::new(SystemClock)).await {
         Ok(c) => c,
         Err(crate::service::ServiceError::Bind { addr, .. }) => {
-            println!("{addr} is busy; using an ephemeral port for this run");
+            println!("{addr} is busy; using ephemeral ports for this run");
             config.listen.set_port(0);
+            if let Some(admin) = config.admin_listen.as_mut() {
+                admin.set_port(0);
+            }
             Collector::start_with_clock(config.clone(), Arc::new(SystemClock)).await?
         }
         Err(e) => return Err(e.into()),
@@ -261,6 +280,15 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     println!(
         "run an agent: cargo run --release -p glimpse-agent -- run --config {}",
         agent_config_path(dir, &identities[0]).display()
+    );
+    let admin_dir =
+        glimpse_certs::admin_dir(&dir.join("pki"), &glimpse_common::identity::AdminName::new(DEMO_OPERATOR)?);
+    println!(
+        "administer it (with `serve` running): cargo run --release -p glimpse-collector -- admin status --org acme \
+         --config {}/collector.toml --cert {} --key {}",
+        dir.display(),
+        admin_dir.join("admin.pem").display(),
+        admin_dir.join("admin.key").display()
     );
     Ok(())
 }
