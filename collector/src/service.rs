@@ -125,11 +125,7 @@ pub fn import_registrations(store: &Store, pki_dir: &std::path::Path) -> Result<
 /// Appends an entry the collector itself makes (imports, start-up) to the
 /// audit log; a failure is logged, not fatal.
 fn audit_collector(store: &Store, action: &str, org: &glimpse_common::identity::OrgId, detail: &str) {
-    let now = store.clock().now_millis();
-    let outcome = crate::audit::AuditOutcome::Done;
-    if let Err(e) = store.audit().append(now, "collector", action, Some(org.as_str()), outcome, detail) {
-        tracing::error!(action, %org, "audit log append failed: {e}");
-    }
+    store.audit_event("collector", action, Some(org), crate::audit::AuditOutcome::Done, detail);
 }
 
 /// Audits the retention policy in force when it differs from the last one
@@ -143,11 +139,7 @@ fn audit_retention(store: &Store) {
         .ok()
         .and_then(|entries| entries.into_iter().rev().find(|e| e.action == "retention.policy").map(|e| e.detail));
     if last.as_deref() != Some(policy.as_str()) {
-        let now = store.clock().now_millis();
-        let outcome = crate::audit::AuditOutcome::Done;
-        if let Err(e) = store.audit().append(now, "collector", "retention.policy", None, outcome, &policy) {
-            tracing::error!("audit log append failed: {e}");
-        }
+        store.audit_event("collector", "retention.policy", None, crate::audit::AuditOutcome::Done, &policy);
     }
 }
 

@@ -370,3 +370,19 @@ pub fn set_consent(collector: &TestCollector, org: &OrgId, capture: bool) {
         collector.collector.admin_context().act(&operator, AdminAction::SetConsent { org: org.clone(), capture });
     assert!(matches!(reply, AdminReply::ConsentSet { .. }), "{reply:?}");
 }
+
+/// Every capture record stored for `org` (within retention); a damaged
+/// segment fails the test.
+pub fn stored_captures(collector: &TestCollector, org: &OrgId) -> Vec<glimpse_common::capture::CapturedPacket> {
+    let outcome =
+        collector.collector.store().read(org, glimpse_common::record::DataKind::Capture, None, None).expect("read");
+    assert!(outcome.problems.is_empty(), "{:?}", outcome.problems);
+    outcome
+        .records
+        .into_iter()
+        .filter_map(|r| match r.record.body {
+            glimpse_common::record::RecordBody::Capture(p) => Some(p),
+            _ => None,
+        })
+        .collect()
+}

@@ -16,18 +16,6 @@ use glimpse_common::wire::CaptureOutcome;
 use glimpse_tests::traffic::{contains, MARKER};
 use glimpse_tests::*;
 
-fn stored_captures(tc: &TestCollector, org: &OrgId) -> Vec<CapturedPacket> {
-    let outcome = tc.collector.store().read(org, DataKind::Capture, None, None).unwrap();
-    outcome
-        .records
-        .into_iter()
-        .filter_map(|r| match r.record.body {
-            RecordBody::Capture(p) => Some(p),
-            _ => None,
-        })
-        .collect()
-}
-
 async fn ask(who: &AdminCredentials, action: AdminAction) -> AdminReply {
     admin_request(who, action).await.expect("admin API answers")
 }

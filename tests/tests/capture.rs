@@ -15,19 +15,6 @@ use glimpse_common::wire::Batch;
 use glimpse_tests::traffic::{contains, record_marked_traffic, tshark_lines, MARKER};
 use glimpse_tests::*;
 
-fn stored_captures(tc: &TestCollector, org: &glimpse_common::identity::OrgId) -> Vec<CapturedPacket> {
-    let outcome = tc.collector.store().read(org, DataKind::Capture, None, None).unwrap();
-    assert!(outcome.problems.is_empty(), "{:?}", outcome.problems);
-    outcome
-        .records
-        .into_iter()
-        .filter_map(|r| match r.record.body {
-            RecordBody::Capture(p) => Some(p),
-            _ => None,
-        })
-        .collect()
-}
-
 /// Header fields tshark decodes, one line per packet.
 fn header_fields(file: &std::path::Path) -> Vec<String> {
     let output = Command::new("tshark")

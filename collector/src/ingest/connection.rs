@@ -92,19 +92,10 @@ impl ConnectionContext {
     /// I/O, but rare: an agent sends captures only with consent, so this
     /// covers the moments around a withdrawal and misbehaving agents.
     fn audit_captures_dropped(&self, identity: &DeviceIdentity, dropped: usize) {
-        let now = self.store.clock().now_millis();
         let actor = format!("device:{}/{}", identity.org, identity.device);
         let detail = format!("{dropped} capture records dropped: no capture consent when they arrived");
-        if let Err(e) = self.store.audit().append(
-            now,
-            &actor,
-            "capture.receive",
-            Some(identity.org.as_str()),
-            crate::audit::AuditOutcome::Refused,
-            &detail,
-        ) {
-            tracing::error!(device = %identity, "audit log append failed: {e}");
-        }
+        let outcome = crate::audit::AuditOutcome::Refused;
+        self.store.audit_event(&actor, "capture.receive", Some(&identity.org), outcome, &detail);
     }
 }
 

@@ -310,6 +310,23 @@ impl Store {
         Ok(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derived))
     }
 
+    /// Appends an audit entry stamped with the store's clock. A failure is
+    /// logged loudly rather than returned: the event it records has already
+    /// happened.
+    pub fn audit_event(
+        &self,
+        actor: &str,
+        action: &str,
+        org: Option<&OrgId>,
+        outcome: crate::audit::AuditOutcome,
+        detail: &str,
+    ) {
+        let now = self.clock.now_millis();
+        if let Err(e) = self.audit.append(now, actor, action, org.map(OrgId::as_str), outcome, detail) {
+            tracing::error!(actor, action, "audit log append failed: {e}");
+        }
+    }
+
     /// The tamper-evident log of admin actions and refusals.
     pub fn audit(&self) -> &crate::audit::AuditLog {
         &self.audit
