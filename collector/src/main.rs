@@ -625,6 +625,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 export::export(&store, &org, kind, since, until, &mut stdout.lock())?
             };
             eprintln!("exported {records} {kind} records for {org}");
+            // Exports on the collector host, with the master key, are
+            // audited like those through the admin API.
+            let actor = format!("local:{}", std::env::var("USER").unwrap_or_else(|_| "unknown user".into()));
+            let detail = format!(
+                "{records} {kind} records as {format}, since {} until {}",
+                since.map_or("-".into(), export::format_time),
+                until.map_or("-".into(), export::format_time)
+            );
+            store.audit_event(&actor, "data.export", Some(&org), glimpse_collector::audit::AuditOutcome::Done, &detail);
             if problems > 0 {
                 eprintln!("warning: {problems} damaged segment regions were skipped (see log)");
             }
