@@ -330,11 +330,97 @@ mod tests {
         assert_eq!(AdminRequest::decode(&future), Err(WireError::UnsupportedVersion { got: 2, supported: 1 }));
     }
 
+    fn org() -> OrgId {
+        OrgId::new("acme").unwrap()
+    }
+
+    /// One of every action, so each variant's encoding is exercised.
+    fn every_action() -> Vec<AdminAction> {
+        use crate::minimise::MetadataField;
+        vec![
+            AdminAction::SetConsent { org: org(), capture: true },
+            AdminAction::GrantSupport { org: org(), hours: 4 },
+            AdminAction::RevokeSupport { org: org() },
+            AdminAction::OrgStatus { org: org() },
+            AdminAction::VerifyAudit,
+            AdminAction::ShowAudit { org: Some(org()), after_seq: 7 },
+            AdminAction::ExportSubject {
+                org: org(),
+                subject: Subject::Mac(crate::record::MacAddr([2, 0, 0, 0, 0, 1])),
+                skip: 3,
+            },
+            AdminAction::EraseSubject { org: org(), subject: Subject::Ip("2001:db8::1".parse().unwrap()) },
+            AdminAction::EraseSubject { org: org(), subject: Subject::Username(BoundedString::truncating("alice")) },
+            AdminAction::SetDataPolicy {
+                org: org(),
+                omit: BoundedVec::truncating(vec![MetadataField::Hostname, MetadataField::InterfaceMacs]),
+                pseudonymise_macs: true,
+            },
+            AdminAction::DeleteOrg { org: org(), confirm: org() },
+        ]
+    }
+
+    fn every_reply() -> Vec<AdminReply> {
+        vec![
+            AdminReply::ConsentSet { capture: false, changed: true, devices_told: 2 },
+            AdminReply::SupportGranted { until_ms: 1_800_000_000_000 },
+            AdminReply::OrgStatus {
+                omitted_fields: BoundedVec::default(),
+                pseudonymise_macs: false,
+                capture_consent: true,
+                support_until_ms: None,
+                connected_devices: 1,
+            },
+            AdminReply::AuditEntries(BoundedVec::truncating(vec![AuditRecord {
+                seq: 1,
+                at_ms: 5,
+                actor: BoundedString::truncating("admin:alice (org-admin of acme)"),
+                action: BoundedString::truncating("consent.set"),
+                org: Some(org()),
+                refused: false,
+                detail: BoundedString::truncating("capture on"),
+            }])),
+            AdminReply::SubjectRecords {
+                total: 1,
+                lines: BoundedVec::truncating(vec![BoundedString::truncating("{}")]),
+            },
+            AdminReply::SubjectErased { metadata: 1, captures: 2, segments_rewritten: 3 },
+            AdminReply::OrgDeleted { key_destroyed: true, segments_deleted: 4 },
+            AdminReply::Refused(BoundedString::truncating("no")),
+        ]
+    }
+
+    #[test]
+    fn every_action_and_reply_round_trips() {
+        for action in every_action() {
+            let request = AdminRequest { version: ADMIN_PROTOCOL_VERSION, action };
+            let payload = postcard::to_stdvec(&request).unwrap();
+            assert_eq!(AdminRequest::decode(&payload).unwrap(), request);
+            for cut in 0..payload.len() {
+                assert!(AdminRequest::decode(&payload[..cut]).is_err(), "{request:?} cut at {cut}");
+            }
+        }
+        for reply in every_reply() {
+            let payload = postcard::to_stdvec(&reply).unwrap();
+            assert_eq!(AdminReply::decode(&payload).unwrap(), reply);
+        }
+    }
+
     proptest! {
         #[test]
         fn decoding_arbitrary_bytes_never_panics(payload in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = AdminRequest::decode(&payload);
             let _ = AdminReply::decode(&payload);
+        }
+
+        #[test]
+        fn mutated_valid_requests_never_panic(which in 0usize..11, pos in 0usize..128, byte in any::<u8>()) {
+            let actions = every_action();
+            let request = AdminRequest { version: ADMIN_PROTOCOL_VERSION, action: actions[which % actions.len()].clone() };
+            let mut payload = postcard::to_stdvec(&request).unwrap();
+            let at = pos % payload.len();
+            payload[at] = byte;
+            let _ = AdminRequest::decode(&payload);
         }
     }
 }

@@ -369,6 +369,34 @@ mod tests {
     }
 
     #[test]
+    fn directives_round_trip_and_their_truncations_are_errors() {
+        use crate::minimise::MetadataField;
+        for control in [
+            ControlMessage::Consent { capture: true },
+            ControlMessage::Consent { capture: false },
+            ControlMessage::DataPolicy { omit: BoundedVec::truncating(MetadataField::ALL.to_vec()) },
+            ControlMessage::StopCapture { id: 9 },
+        ] {
+            let msg = CollectorMessage::Control(control);
+            let mut out = Vec::new();
+            msg.encode_frame(1 << 20, &mut out).unwrap();
+            let payload = &out[4..];
+            assert_eq!(CollectorMessage::decode(payload).unwrap(), msg);
+            for cut in 0..payload.len() {
+                assert!(CollectorMessage::decode(&payload[..cut]).is_err(), "{msg:?} cut at {cut}");
+            }
+        }
+        // A data policy naming more fields than the bound is refused.
+        let mut too_many =
+            postcard::to_stdvec(&CollectorMessage::Control(ControlMessage::DataPolicy { omit: BoundedVec::default() }))
+                .unwrap();
+        too_many.pop();
+        too_many.push(u8::try_from(MAX_POLICY_FIELDS + 1).unwrap());
+        too_many.extend(std::iter::repeat_n(0u8, MAX_POLICY_FIELDS + 1));
+        assert!(CollectorMessage::decode(&too_many).is_err());
+    }
+
+    #[test]
     fn borrowed_batch_encoding_matches() {
         let AgentMessage::Batch(batch) = sample_batch(2) else { unreachable!() };
         let mut borrowed = Vec::new();

@@ -26,6 +26,7 @@ pub mod session;
 pub use frame::{encode_frame, parse_frame, FrameError, DEFAULT_MAX_FRAME_LEN, FRAME_HEADER_LEN};
 pub use message::{
     AgentMessage, AuthProof, Batch, CaptureOutcome, CaptureRequest, CaptureStatus, Codec, CollectorMessage,
-    ControlMessage, ErrorCode, Hello, ProtocolError, Welcome, WireError, MAX_RECORDS_PER_BATCH, PROTOCOL_VERSION,
+    ControlMessage, ErrorCode, Hello, ProtocolError, Welcome, WireError, MAX_POLICY_FIELDS, MAX_RECORDS_PER_BATCH,
+    PROTOCOL_VERSION,
 };
 pub use session::{CollectorSession, SessionAction, SessionError};
