@@ -259,4 +259,18 @@ mod tests {
         assert_eq!(set.unwrap().omit, [MetadataField::Hostname, MetadataField::Os]);
         assert!(p.get(&acme).capture_consent, "other decisions stay");
     }
+
+    #[test]
+    fn a_corrupt_row_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(redb::Database::create(dir.path().join("p.redb")).unwrap());
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(ORG_POLICY).unwrap();
+            table.insert("acme", [0xff_u8, 0xff, 0xff].as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+        let err = Policies::open(db).unwrap_err().to_string();
+        assert!(err.contains("organisation acme is unreadable"), "{err}");
+    }
 }
