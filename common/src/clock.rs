@@ -36,8 +36,9 @@ impl Clock for SystemClock {
 
 /// A clock that only moves when told to; for tests of time-dependent logic.
 ///
-/// Uses a 64-bit atomic from `std`, which is fine here: this type runs on the
-/// collector and in tests, never on 32-bit MIPS agents.
+/// Its 64-bit atomic comes from `portable-atomic`, so the crate still builds
+/// for 32-bit MIPS and ARM agents, which have no native 64-bit atomics
+/// (there it falls back to a lock; it only ever runs in tests).
 #[derive(Debug, Clone, Default)]
 pub struct ManualClock {
     now: Arc<AtomicI64>,
