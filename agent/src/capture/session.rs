@@ -71,9 +71,13 @@ impl Captures {
                 }
             }
             ControlMessage::Consent { capture } => {
-                self.consent.set(capture);
+                // Repeated on every connection: restart the monitor only on
+                // a change, so its pre-trigger ring survives reconnects.
+                let changed = self.consent.set(capture);
                 if capture {
-                    self.configure_monitor(config);
+                    if changed || self.monitor.is_none() {
+                        self.configure_monitor(config);
+                    }
                 } else {
                     self.stop_all();
                     let discarded = crate::runtime::discard_captures(&self.queue);
