@@ -130,16 +130,13 @@ fn audit_collector(store: &Store, action: &str, org: &glimpse_common::identity::
 
 /// Audits the retention policy in force when it differs from the last one
 /// audited (a retention change takes effect by editing the config and
-/// restarting or reloading).
+/// restarting).
 fn audit_retention(store: &Store) {
     let policy = format!("{:?}", store.retention());
-    let last = store
-        .audit()
-        .entries(None, 0, usize::MAX)
-        .ok()
-        .and_then(|entries| entries.into_iter().rev().find(|e| e.action == "retention.policy").map(|e| e.detail));
-    if last.as_deref() != Some(policy.as_str()) {
-        store.audit_event("collector", "retention.policy", None, crate::audit::AuditOutcome::Done, &policy);
+    match store.policies().retention_changed(&policy) {
+        Ok(true) => store.audit_event("collector", "retention.policy", None, crate::audit::AuditOutcome::Done, &policy),
+        Ok(false) => {}
+        Err(e) => tracing::error!("cannot record the audited retention policy: {e}"),
     }
 }
 

@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 
 /// organisation → postcard-encoded [`StoredPolicy`].
 const ORG_POLICY: TableDefinition<&str, &[u8]> = TableDefinition::new("org_policy");
+/// Collector-wide facts: the retention policy last audited.
+const COLLECTOR_STATE: TableDefinition<&str, &str> = TableDefinition::new("collector_state");
+const RETENTION_AUDITED: &str = "retention-policy-audited";
 
 /// Longest support grant, in hours (30 days): access is meant to be
 /// temporary, and a renewal is one more audited decision.
@@ -92,6 +95,7 @@ impl Policies {
     pub fn open(db: Arc<Database>) -> Result<Policies, PolicyError> {
         let txn = db.begin_write().map_err(db_error)?;
         txn.open_table(ORG_POLICY).map_err(db_error)?;
+        txn.open_table(COLLECTOR_STATE).map_err(db_error)?;
         txn.commit().map_err(db_error)?;
 
         let mut cache = HashMap::new();
@@ -210,6 +214,25 @@ impl Policies {
         })
     }
 
+    /// Records `policy` (a description of the retention policy in force) as
+    /// audited; returns whether it differs from the one recorded before, so
+    /// the caller audits a change exactly once.
+    pub fn retention_changed(&self, policy: &str) -> Result<bool, PolicyError> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        let changed = {
+            let mut table = txn.open_table(COLLECTOR_STATE).map_err(db_error)?;
+            let before = table.get(RETENTION_AUDITED).map_err(db_error)?.map(|v| v.value().to_owned());
+            if before.as_deref() == Some(policy) {
+                false
+            } else {
+                table.insert(RETENTION_AUDITED, policy).map_err(db_error)?;
+                true
+            }
+        };
+        txn.commit().map_err(db_error)?;
+        Ok(changed)
+    }
+
     /// Whether support staff may read `org`'s data at `now_ms`.
     pub fn support_active(&self, org: &OrgId, now_ms: UnixMillis) -> bool {
         self.get(org).support_active(now_ms)
@@ -258,6 +281,16 @@ mod tests {
             p.set_data_policy(&acme, &[MetadataField::Hostname, MetadataField::Os, MetadataField::Hostname], true);
         assert_eq!(set.unwrap().omit, [MetadataField::Hostname, MetadataField::Os]);
         assert!(p.get(&acme).capture_consent, "other decisions stay");
+    }
+
+    #[test]
+    fn a_retention_change_is_reported_once_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(open(dir.path()).retention_changed("capture 7, metadata 60").unwrap());
+        let p = open(dir.path());
+        assert!(!p.retention_changed("capture 7, metadata 60").unwrap(), "same policy after a restart");
+        assert!(p.retention_changed("capture 3, metadata 60").unwrap());
+        assert!(!p.retention_changed("capture 3, metadata 60").unwrap());
     }
 
     #[test]
