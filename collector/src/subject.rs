@@ -86,23 +86,52 @@ fn stored_forms(store: &Store, org: &OrgId, subject: &Subject) -> Result<Vec<Sub
     Ok(forms)
 }
 
-/// Every stored record about `subject` in `org`, as export JSON lines:
-/// metadata first, then captures, each oldest first. Records past their
+/// One page of a subject export.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubjectPage {
+    /// Records about the subject in all.
+    pub total: u64,
+    /// The page: export JSON lines of the records after the first `skip`.
+    pub lines: Vec<String>,
+}
+
+/// Stored records about `subject` in `org`, as export JSON lines: metadata
+/// first, then captures, each oldest first; the `skip` first are left out,
+/// and the page ends before `max_lines` lines or `max_bytes` bytes. Only the
+/// page is held in memory, whatever the subject's total. Records past their
 /// retention window are not returned (they are as good as deleted).
-pub fn export_subject(store: &Store, org: &OrgId, subject: &Subject) -> Result<Vec<String>, StoreError> {
+pub fn export_subject(
+    store: &Store,
+    org: &OrgId,
+    subject: &Subject,
+    skip: u64,
+    max_lines: usize,
+    max_bytes: usize,
+) -> Result<SubjectPage, StoreError> {
     let forms = stored_forms(store, org, subject)?;
-    let mut lines = Vec::new();
+    let mut page = SubjectPage::default();
+    let mut bytes = 0usize;
+    let mut full = false;
     for kind in DataKind::ALL {
         store.read_with(org, kind, None, None, |stored| {
-            if forms.iter().any(|form| concerns(&stored.record, form)) {
-                // Serialising our own types cannot fail.
-                if let Ok(line) = serde_json::to_string(&ExportLine::new(org, &stored)) {
-                    lines.push(line);
-                }
+            if !forms.iter().any(|form| concerns(&stored.record, form)) {
+                return;
             }
+            page.total += 1;
+            if page.total <= skip || full {
+                return;
+            }
+            // Serialising our own types cannot fail.
+            let Ok(line) = serde_json::to_string(&ExportLine::new(org, &stored)) else { return };
+            if page.lines.len() >= max_lines || (!page.lines.is_empty() && bytes + line.len() > max_bytes) {
+                full = true;
+                return;
+            }
+            bytes += line.len();
+            page.lines.push(line);
         })?;
     }
-    Ok(lines)
+    Ok(page)
 }
 
 /// What [`erase_subject`] removed, per kind.
@@ -204,5 +233,25 @@ mod tests {
         let mut lookalike = udp4(MacAddr([7; 6]), [10, 0, 0, 1], [10, 0, 0, 2]);
         lookalike[34..38].copy_from_slice(&[192, 0, 2, 7]);
         assert!(!concerns(&capture(&lookalike), &ip));
+    }
+
+    #[test]
+    fn exports_page_within_their_bounds() {
+        let f = crate::store::testutil::Fixture::new();
+        let ap = crate::store::testutil::identity("acme", "ap-1");
+        let records: Vec<Record> =
+            (0..5).map(|i| metadata(if i == 2 { MacAddr([9; 6]) } else { MAC }, &format!("192.0.2.{i}"))).collect();
+        f.store.append(&ap, 1, 1, &records).unwrap();
+        let org = OrgId::new("acme").unwrap();
+        let subject = Subject::Mac(MAC);
+        let first = export_subject(&f.store, &org, &subject, 0, 3, usize::MAX).unwrap();
+        assert_eq!((first.total, first.lines.len()), (4, 3));
+        let rest = export_subject(&f.store, &org, &subject, 3, 3, usize::MAX).unwrap();
+        assert_eq!((rest.total, rest.lines.len()), (4, 1));
+        let by_bytes = export_subject(&f.store, &org, &subject, 0, 100, first.lines[0].len() + 1).unwrap();
+        assert_eq!(by_bytes.lines.len(), 1, "the byte bound ends the page");
+        let tiny = export_subject(&f.store, &org, &subject, 0, 100, 1).unwrap();
+        assert_eq!(tiny.lines.len(), 1, "a page always carries at least one record");
+        assert!(export_subject(&f.store, &org, &subject, 4, 3, usize::MAX).unwrap().lines.is_empty());
     }
 }

@@ -260,18 +260,21 @@ impl AdminContext {
             }
             AdminAction::ExportSubject { org, subject, skip } => {
                 let tag = self.store.audit().subject_tag(&subject.to_string());
-                let lines = match crate::subject::export_subject(&self.store, &org, &subject) {
-                    Ok(lines) => lines,
+                let found = crate::subject::export_subject(
+                    &self.store,
+                    &org,
+                    &subject,
+                    skip,
+                    MAX_SUBJECT_PAGE,
+                    MAX_SUBJECT_PAGE_BYTES,
+                );
+                let found = match found {
+                    Ok(found) => found,
                     Err(e) => return (refused(format!("export failed: {e}")), String::new()),
                 };
-                let total = lines.len() as u64;
-                let mut page = Vec::new();
-                let mut bytes = 0;
-                for line in lines.into_iter().skip(usize::try_from(skip).unwrap_or(usize::MAX)) {
-                    if page.len() == MAX_SUBJECT_PAGE || bytes + line.len() > MAX_SUBJECT_PAGE_BYTES {
-                        break;
-                    }
-                    bytes += line.len();
+                let total = found.total;
+                let mut page = Vec::with_capacity(found.lines.len());
+                for line in found.lines {
                     match BoundedString::try_new(line) {
                         Ok(line) => page.push(line),
                         // Never cut a record short: half a JSON object is no export.
