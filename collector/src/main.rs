@@ -279,6 +279,20 @@ enum AuditCommand {
     },
 }
 
+/// Which capture a stop or status request is about.
+#[derive(clap::Args)]
+struct CaptureRef {
+    /// The device's organisation.
+    #[arg(long)]
+    org: OrgId,
+    /// The device.
+    #[arg(long)]
+    device: DeviceId,
+    /// The capture id `capture start` printed.
+    #[arg(long)]
+    id: u64,
+}
+
 #[derive(Subcommand)]
 enum CaptureCommand {
     /// Start a capture: the device captures headers only, within the given
@@ -309,30 +323,16 @@ enum CaptureCommand {
     Stop {
         #[command(flatten)]
         admin: AdminArgs,
-        /// The device's organisation.
-        #[arg(long)]
-        org: OrgId,
-        /// The device.
-        #[arg(long)]
-        device: DeviceId,
-        /// The capture id `capture start` printed.
-        #[arg(long)]
-        id: u64,
+        #[command(flatten)]
+        capture: CaptureRef,
     },
     /// Show what the device last reported about a capture: running,
     /// finished (with packets and header bytes kept) or refused (and why).
     Status {
         #[command(flatten)]
         admin: AdminArgs,
-        /// The device's organisation.
-        #[arg(long)]
-        org: OrgId,
-        /// The device.
-        #[arg(long)]
-        device: DeviceId,
-        /// The capture id `capture start` printed.
-        #[arg(long)]
-        id: u64,
+        #[command(flatten)]
+        capture: CaptureRef,
         /// Wait up to this many seconds for the capture to finish or be
         /// refused, then print the latest status.
         #[arg(long, value_name = "SECONDS", default_value_t = 0)]
@@ -656,10 +656,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                         },
                     )
                 }
-                CaptureCommand::Stop { admin, org, device, id } => {
+                CaptureCommand::Stop { admin, capture: CaptureRef { org, device, id } } => {
                     (admin, AdminAction::StopCapture { org, device, id })
                 }
-                CaptureCommand::Status { admin, org, device, id, wait } => {
+                CaptureCommand::Status { admin, capture: CaptureRef { org, device, id }, wait } => {
                     return capture_status(&admin.credentials()?, org, device, id, wait).await;
                 }
             };

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 
 use glimpse_collector::admin::{admin_request, AdminCredentials};
-use glimpse_common::bounded::BoundedString;
+use glimpse_common::bounded::{BoundedString, BoundedVec};
 use glimpse_common::capture::CapturedPacket;
 use glimpse_common::clock::{Clock, ManualClock, SystemClock};
 use glimpse_common::identity::{AdminRole, OrgId};
-use glimpse_common::record::{DataKind, RecordBody};
-use glimpse_common::wire::admin::{AdminAction, AdminReply, AuditRecord, MAX_AUDIT_PAGE};
-use glimpse_common::wire::CaptureOutcome;
+use glimpse_common::record::{DataKind, MacAddr, Record, RecordBody};
+use glimpse_common::wire::admin::{AdminAction, AdminReply, AuditRecord, Subject, MAX_AUDIT_PAGE};
+use glimpse_common::wire::{Batch, CaptureOutcome};
 use glimpse_tests::traffic::{contains, MARKER};
 use glimpse_tests::*;
 
@@ -148,8 +148,7 @@ async fn capture_consent_is_off_by_default_reaches_agents_and_stops_a_running_ca
 
     // A restarted agent remembers "off" before it reaches any collector.
     agent.shutdown().await;
-    let status = AgentConsentProbe::of(&device);
-    assert!(!status);
+    assert!(!glimpse_agent::capture::consent::Consent::load(Some(&consent_file)).allowed());
 
     // Everything is in the audit log.
     let audit = audit_of(&operator, &org).await;
@@ -165,20 +164,6 @@ async fn capture_consent_is_off_by_default_reaches_agents_and_stops_a_running_ca
     }
     assert_eq!(audit.iter().filter(|e| e.action.as_str() == "consent.set").count(), 2);
     assert!(matches!(ask(&operator, AdminAction::VerifyAudit).await, AdminReply::AuditVerified { .. }));
-}
-
-use glimpse_common::bounded::BoundedVec;
-use glimpse_common::record::Record;
-use glimpse_common::wire::Batch;
-
-/// What an agent would believe about consent at start-up.
-struct AgentConsentProbe;
-
-impl AgentConsentProbe {
-    fn of(device: &Device) -> bool {
-        let file = device.cert.with_file_name("capture-consent");
-        glimpse_agent::capture::consent::Consent::load(Some(&file)).allowed()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,9 +384,6 @@ async fn export_subject(who: &AdminCredentials, org: &OrgId, subject: &Subject) 
         }
     }
 }
-
-use glimpse_common::record::MacAddr;
-use glimpse_common::wire::admin::Subject;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subject_export_and_erase_cover_metadata_and_captures() {
