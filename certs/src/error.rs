@@ -58,6 +58,15 @@ pub enum CertsError {
         /// The library's reason.
         reason: String,
     },
+    /// An SSH public key was unreadable or of an algorithm devices may not use.
+    #[error("SSH public key: {reason}")]
+    SshKey {
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// `--ssh-key` was given for an access point, which uses TLS only.
+    #[error("device kind {0} connects over TLS; SSH keys are for switches and gateways")]
+    SshKeyForTls(glimpse_common::identity::DeviceKind),
     /// rcgen refused to build or sign a certificate or CRL.
     #[error("cannot build {what}: {source}")]
     Build {

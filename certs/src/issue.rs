@@ -110,6 +110,23 @@ pub struct DeviceFiles {
     pub shared_key: PathBuf,
     /// `registrations/<org>/<device>.json` (0600).
     pub registration: PathBuf,
+    /// `devices/<org>/<device>/ssh_ed25519_key` (0600), when the tool made
+    /// the device's SSH key.
+    pub ssh_key: Option<PathBuf>,
+    /// `devices/<org>/<device>/ssh_ed25519_key.pub` or `ssh_key.pub`: the
+    /// registered SSH public key of a switch or gateway.
+    pub ssh_public_key: Option<PathBuf>,
+}
+
+/// Choices for [`issue_device_with`] beyond the identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceOptions {
+    /// A public key line the device made itself (its private key never
+    /// leaves it). `None` for a switch or gateway means: generate an Ed25519
+    /// key pair here. Refused for access points, which use TLS.
+    pub ssh_public_key: Option<String>,
+    /// Replace the device's existing files.
+    pub force: bool,
 }
 
 /// Where `issue_admin` put an admin's files.
@@ -219,7 +236,8 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<(), CertsError> {
 
 /// Issues a device certificate (ECDSA P-256, clientAuth, identity URI
 /// SAN), a fresh 256-bit shared key, and the registration record the
-/// collector imports.
+/// collector imports. A switch or gateway also gets an Ed25519 SSH key pair
+/// for the collector's SSH port.
 ///
 /// Refuses, before doing anything, if any of the device's files exist and
 /// `force` is false.
@@ -229,17 +247,40 @@ pub fn issue_device(
     validity: &Validity,
     force: bool,
 ) -> Result<DeviceFiles, CertsError> {
+    issue_device_with(dir, identity, validity, &DeviceOptions { ssh_public_key: None, force })
+}
+
+/// As [`issue_device`], registering an SSH public key the device made
+/// itself when `options` gives one.
+pub fn issue_device_with(
+    dir: &Path,
+    identity: &DeviceIdentity,
+    validity: &Validity,
+    options: &DeviceOptions,
+) -> Result<DeviceFiles, CertsError> {
+    let force = options.force;
+    let uses_ssh = !matches!(identity.kind, glimpse_common::identity::DeviceKind::Ap);
+    if options.ssh_public_key.is_some() && !uses_ssh {
+        return Err(CertsError::SshKeyForTls(identity.kind));
+    }
+    // Checked before anything is generated or written.
+    let brought_key = options.ssh_public_key.as_deref().map(crate::ssh::parse_device_public_key).transpose()?;
     let device_dir = device_dir(dir, &identity.org, &identity.device);
     let files = DeviceFiles {
         cert: device_dir.join("device.pem"),
         key: device_dir.join("device.key"),
         shared_key: device_dir.join("device.psk"),
         registration: registration_path(dir, &identity.org, &identity.device),
+        ssh_key: (uses_ssh && brought_key.is_none()).then(|| device_dir.join("ssh_ed25519_key")),
+        ssh_public_key: match (uses_ssh, &brought_key) {
+            (false, _) => None,
+            (true, None) => Some(device_dir.join("ssh_ed25519_key.pub")),
+            (true, Some(_)) => Some(device_dir.join("ssh_key.pub")),
+        },
     };
-    fsio::refuse_existing(
-        [&files.cert, &files.key, &files.shared_key, &files.registration].map(PathBuf::as_path),
-        force,
-    )?;
+    let mut paths = vec![&files.cert, &files.key, &files.shared_key, &files.registration];
+    paths.extend(files.ssh_key.iter().chain(files.ssh_public_key.iter()));
+    fsio::refuse_existing(paths.into_iter().map(PathBuf::as_path), force)?;
     let ca = Ca::load(dir)?;
     let period = validity.resolve(DEVICE_LIFETIME)?;
 
@@ -260,6 +301,19 @@ pub fn issue_device(
     psk.push_str(&shared_key.to_hex());
     psk.push('\n');
 
+    let comment = format!("{}/{}", identity.org, identity.device);
+    let (ssh_private, ssh_public) = match brought_key {
+        Some(key) => {
+            let line = key.to_openssh().map_err(|e| CertsError::SshKey { reason: e.to_string() })?;
+            (None, Some(line))
+        }
+        None if uses_ssh => {
+            let generated = crate::ssh::generate_ed25519(&comment)?;
+            (Some(generated.private_openssh), Some(generated.public_openssh))
+        }
+        None => (None, None),
+    };
+
     let der = cert.der();
     let registration = Registration {
         org: identity.org.clone(),
@@ -269,6 +323,7 @@ pub fn issue_device(
         cert_serial: serial_hex_of(der)?,
         cert_sha256: sha256_hex(der),
         not_after: not_after_of(&parse_cert(der)?),
+        ssh_public_key: ssh_public.clone(),
     };
     let record = registration.to_json(&files.registration)?;
 
@@ -279,6 +334,12 @@ pub fn issue_device(
     fsio::write_file(&files.key, key_pem.as_bytes(), Access::Private, force)?;
     fsio::write_file(&files.shared_key, psk.as_bytes(), Access::Private, force)?;
     fsio::write_file(&files.cert, cert.pem().as_bytes(), Access::Public, force)?;
+    if let (Some(path), Some(private)) = (&files.ssh_key, &ssh_private) {
+        fsio::write_file(path, private.as_bytes(), Access::Private, force)?;
+    }
+    if let (Some(path), Some(public)) = (&files.ssh_public_key, &ssh_public) {
+        fsio::write_file(path, format!("{public}\n").as_bytes(), Access::Public, force)?;
+    }
     fsio::write_file(&files.registration, &record, Access::Private, force)?;
     tracing::info!(device = %identity, serial = %registration.cert_serial, "device certificate issued");
     Ok(files)

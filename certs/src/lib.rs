@@ -69,6 +69,7 @@ mod issue;
 mod paths;
 mod record;
 mod revoke;
+pub mod ssh;
 
 #[cfg(test)]
 mod pki_tests;
@@ -76,8 +77,8 @@ mod pki_tests;
 pub use error::CertsError;
 pub use inspect::{admin_identity_of, device_identity_of, serial_hex_of};
 pub use issue::{
-    init, issue_admin, issue_device, AdminFiles, DeviceFiles, InitOptions, Validity, ADMIN_LIFETIME, CA_LIFETIME,
-    COLLECTOR_LIFETIME, DEVICE_LIFETIME,
+    init, issue_admin, issue_device, issue_device_with, AdminFiles, DeviceFiles, DeviceOptions, InitOptions, Validity,
+    ADMIN_LIFETIME, CA_LIFETIME, COLLECTOR_LIFETIME, DEVICE_LIFETIME,
 };
 pub use paths::{
     admin_dir, ca_cert_path, ca_crl_path, ca_key_path, collector_cert_path, collector_key_path, device_dir,

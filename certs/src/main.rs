@@ -24,12 +24,15 @@ const EXIT_USAGE: u8 = 64;
     version,
     about = "Certificates for Glimpse: the root CA, the collector, devices and admins.",
     long_about = "Certificates for Glimpse: the root CA, the collector, devices and admins.\n\n\
-        Every Glimpse connection is mutually authenticated TLS: the collector and each \
-        access point, switch or gateway prove who they are with a certificate signed by \
-        one private root CA, and each device also holds a per-device shared key.\n\n\
+        Access points reach the collector over mutually authenticated TLS: the collector \
+        and each device prove who they are with a certificate signed by one private root \
+        CA, and each device also holds a per-device shared key. Switches and gateways \
+        reach it over SSH with a registered public key (made here, or brought with \
+        --ssh-key).\n\n\
         Typical use:\n  \
         glimpse-certs init   --dir /etc/glimpse/pki --san collector.example.net --san 10.0.0.5\n  \
         glimpse-certs device --dir /etc/glimpse/pki --org acme --device ap-1 --kind ap\n  \
+        glimpse-certs device --dir /etc/glimpse/pki --org acme --device sw-1 --kind switch --ssh-key sw-1.pub\n  \
         glimpse-certs revoke --dir /etc/glimpse/pki --org acme --device ap-1\n\n\
         Keep the PKI directory (above all ca.key) on a trusted machine; private files are \
         created readable by their owner only. Nothing is overwritten unless you pass --force.\n\n\
@@ -84,7 +87,8 @@ enum Command {
         force: bool,
     },
     /// Issue a device's certificate, private key and shared key, and the
-    /// registration record to import on the collector.
+    /// registration record to import on the collector. Switches and gateways
+    /// also get an SSH key pair for the collector's SSH port.
     Device {
         #[command(flatten)]
         dir: DirArg,
@@ -99,6 +103,12 @@ enum Command {
         kind: DeviceKind,
         #[command(flatten)]
         validity: ValidityArgs,
+        /// For a switch or gateway: register this OpenSSH public key
+        /// (e.g. the device's own `/etc/glimpse/ssh_ed25519_key.pub`, made by
+        /// `ssh-keygen -t ed25519`) instead of generating a key pair here.
+        /// Ed25519 or ECDSA P-256/P-384 only.
+        #[arg(long, value_name = "FILE")]
+        ssh_key: Option<PathBuf>,
         /// Replace the device's existing certificate, keys and registration.
         #[arg(long)]
         force: bool,
@@ -182,7 +192,12 @@ fn is_usage(e: &anyhow::Error) -> bool {
         cause.is::<Usage>()
             || matches!(
                 cause.downcast_ref::<CertsError>(),
-                Some(CertsError::InvalidSan(_) | CertsError::NoCollectorSans | CertsError::InvalidValidity(_))
+                Some(
+                    CertsError::InvalidSan(_)
+                        | CertsError::NoCollectorSans
+                        | CertsError::InvalidValidity(_)
+                        | CertsError::SshKeyForTls(_)
+                )
             )
     })
 }
@@ -207,13 +222,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("  collector for  {}", opts.collector_sans.join(", "));
             println!("  revocations    {}", glimpse_certs::ca_crl_path(d).display());
         }
-        Command::Device { dir, org, device, kind, validity, force } => {
+        Command::Device { dir, org, device, kind, validity, ssh_key, force } => {
             let identity = DeviceIdentity { org, device, kind };
-            let files = glimpse_certs::issue_device(&dir.dir, &identity, &validity.validity(), force)?;
+            let ssh_public_key = match &ssh_key {
+                Some(path) => Some(read_public_key(path)?),
+                None => None,
+            };
+            let options = glimpse_certs::DeviceOptions { ssh_public_key, force };
+            let files =
+                glimpse_certs::issue_device_with(&dir.dir, &identity, &validity.validity(), &options).map_err(|e| {
+                    match e {
+                        CertsError::SshKeyForTls(_) => anyhow::Error::new(Usage(e.to_string())),
+                        other => other.into(),
+                    }
+                })?;
             println!("issued device {identity}");
             println!("  certificate   {}", files.cert.display());
             println!("  private key   {}", files.key.display());
             println!("  shared key    {}", files.shared_key.display());
+            if let Some(path) = &files.ssh_key {
+                println!("  SSH key       {}", path.display());
+            }
+            if let Some(path) = &files.ssh_public_key {
+                println!("  SSH public    {}", path.display());
+                println!("  SSH user      {}/{}", identity.org, identity.device);
+            }
             println!("  registration  {}", files.registration.display());
             println!(
                 "install the certificate, private key, shared key and {} on the device;",
@@ -238,6 +271,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::List { dir } => list(&dir.dir)?,
     }
     Ok(())
+}
+
+/// Reads a public key file given on the command line, bounded like every
+/// other input.
+fn read_public_key(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(glimpse_certs::ssh::MAX_PUBLIC_KEY_LEN as u64 + 1).read_to_string(&mut text))
+        .with_context(|| format!("cannot read the SSH public key {}", path.display()))?;
+    Ok(text)
 }
 
 fn list(dir: &Path) -> anyhow::Result<()> {

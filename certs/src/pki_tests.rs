@@ -384,3 +384,43 @@ fn collector_accepts_devices_and_admins_and_rejects_expired_ones() {
     let err = handshake::connect(dir(), &old.cert, &old.key).unwrap_err();
     assert!(format!("{err:?}").contains("Expired"), "{err:?}");
 }
+
+#[test]
+fn switches_and_gateways_get_ssh_keys_and_access_points_do_not() {
+    // A switch: a key pair generated here, private file owner-only, public
+    // key in the registration.
+    let switch = device("ssh-org", "sw-1", DeviceKind::Switch);
+    let files = issue_device(dir(), &switch, &Validity::default(), false).unwrap();
+    let private_path = files.ssh_key.as_ref().expect("a generated private key");
+    assert_eq!(mode(private_path), 0o600);
+    let private = russh::keys::PrivateKey::from_openssh(fs::read(private_path).unwrap()).unwrap();
+    let registrations = load_registrations(dir()).unwrap();
+    let reg = registrations.iter().find(|r| r.device.as_str() == "sw-1" && r.org.as_str() == "ssh-org").unwrap();
+    let registered = reg.ssh_key().unwrap().expect("registered SSH key");
+    assert_eq!(registered.key_data(), private.public_key().key_data());
+    let public_file = fs::read_to_string(files.ssh_public_key.as_ref().unwrap()).unwrap();
+    assert_eq!(public_file.trim(), reg.ssh_public_key.as_deref().unwrap());
+
+    // A gateway that made its own key: only the public half is registered.
+    let own = ssh::generate_ed25519("gw-own").unwrap();
+    let gateway = device("ssh-org", "gw-1", DeviceKind::Gateway);
+    let options = DeviceOptions { ssh_public_key: Some(own.public_openssh.clone()), force: false };
+    let files = issue_device_with(dir(), &gateway, &Validity::default(), &options).unwrap();
+    assert!(files.ssh_key.is_none());
+    let reg = load_registrations(dir()).unwrap().into_iter().find(|r| r.device.as_str() == "gw-1").unwrap();
+    assert_eq!(reg.ssh_public_key.as_deref(), Some(own.public_openssh.as_str()));
+
+    // An access point has no SSH key and may not be given one.
+    let ap = device("ssh-org", "ap-1", DeviceKind::Ap);
+    let refused = issue_device_with(dir(), &ap, &Validity::default(), &options).unwrap_err();
+    assert!(matches!(refused, CertsError::SshKeyForTls(DeviceKind::Ap)), "{refused}");
+    assert!(!registration_path(dir(), &ap.org, &ap.device).exists(), "nothing written for a refused request");
+    let files = issue_device(dir(), &ap, &Validity::default(), false).unwrap();
+    assert!(files.ssh_key.is_none() && files.ssh_public_key.is_none());
+
+    // A bad key is refused before anything is written.
+    let bad = DeviceOptions { ssh_public_key: Some("ssh-rsa AAAA".into()), force: false };
+    let sw2 = device("ssh-org", "sw-2", DeviceKind::Switch);
+    assert!(matches!(issue_device_with(dir(), &sw2, &Validity::default(), &bad), Err(CertsError::SshKey { .. })));
+    assert!(!registration_path(dir(), &sw2.org, &sw2.device).exists());
+}

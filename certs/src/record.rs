@@ -112,6 +112,10 @@ pub struct Registration {
     /// When the device certificate expires.
     #[serde(with = "rfc3339")]
     pub not_after: OffsetDateTime,
+    /// The OpenSSH public key a switch or gateway authenticates with on the
+    /// collector's SSH port (`ssh-ed25519 AAAA…`); absent for access points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_public_key: Option<String>,
 }
 
 impl Registration {
@@ -121,6 +125,11 @@ impl Registration {
     /// fail today; the `Result` leaves room for encrypted records.
     pub fn shared_key(&self) -> Result<SecretKey, CertsError> {
         Ok(self.shared_key.expose().clone())
+    }
+
+    /// The device's SSH public key, parsed and checked, if it has one.
+    pub fn ssh_key(&self) -> Result<Option<russh::keys::PublicKey>, CertsError> {
+        self.ssh_public_key.as_deref().map(crate::ssh::parse_device_public_key).transpose()
     }
 
     /// The device identity the record describes.
@@ -149,6 +158,7 @@ impl fmt::Debug for Registration {
             .field("cert_serial", &self.cert_serial)
             .field("cert_sha256", &self.cert_sha256)
             .field("not_after", &self.not_after)
+            .field("ssh_public_key", &self.ssh_public_key)
             .finish()
     }
 }
@@ -156,7 +166,14 @@ impl fmt::Debug for Registration {
 /// Reads one registration file.
 pub(crate) fn read_registration(path: &Path) -> Result<Registration, CertsError> {
     let text = fsio::read_secret(path)?;
-    serde_json::from_str(&text).map_err(|source| CertsError::Json { path: path.to_path_buf(), source })
+    let registration: Registration =
+        serde_json::from_str(&text).map_err(|source| CertsError::Json { path: path.to_path_buf(), source })?;
+    // A key the collector could not use is reported here, naming the file,
+    // not at the first connection attempt.
+    if let Err(CertsError::SshKey { reason }) = registration.ssh_key() {
+        return Err(CertsError::SshKey { reason: format!("{}: {reason}", path.display()) });
+    }
+    Ok(registration)
 }
 
 /// Reads every `registrations/<org>/<device>.json`, sorted by organisation
@@ -250,6 +267,7 @@ mod tests {
             cert_serial: "01".into(),
             cert_sha256: "00".repeat(32),
             not_after: time::macros::datetime!(2035-01-01 0:00 UTC),
+            ssh_public_key: None,
         }
     }
 

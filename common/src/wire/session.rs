@@ -4,6 +4,13 @@
 //! does what the returned [`SessionAction`] says: check a proof against the
 //! registry, store a batch, close. The order rules live here, once, for
 //! every transport.
+//!
+//! The two transports differ in one step only. Over TLS the certificate
+//! names the device and the agent then proves its shared key
+//! (`Hello`, `AuthProof`). Over SSH the transport has already checked the
+//! device's registered public key, whose signature covers the SSH session,
+//! so the agent sends `Hello` alone and the edge admits it after a
+//! registry check ([`SessionAction::Admit`]).
 
 use crate::identity::DeviceIdentity;
 use crate::wire::message::{AgentMessage, AuthProof, Batch, ErrorCode, Hello, PROTOCOL_VERSION};
@@ -39,6 +46,10 @@ pub enum SessionAction {
     /// Check this proof against the device's registered shared key, then call
     /// [`CollectorSession::proof_accepted`] (or close on failure).
     VerifyProof(AuthProof),
+    /// The transport authenticated the device (SSH public key): check that
+    /// it is still registered and not revoked, then call
+    /// [`CollectorSession::proof_accepted`] (or close on failure).
+    Admit,
     /// Store this batch durably, then acknowledge it.
     Store(Batch),
     /// This batch was already stored (a replay after reconnect): acknowledge
@@ -104,10 +115,23 @@ impl SessionError {
     }
 }
 
+/// How the device proves who it is once its `Hello` has arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Authentication {
+    /// TLS: the agent sends an [`AuthProof`] of its shared key, bound to the
+    /// TLS session.
+    SharedKeyProof,
+    /// SSH: the transport verified the device's registered public key; no
+    /// proof message follows `Hello`.
+    Transport,
+}
+
 /// The collector side of one agent connection.
 #[derive(Debug)]
 pub struct CollectorSession {
     certified: DeviceIdentity,
+    authentication: Authentication,
     state: State,
     stream_id: u64,
     stored_seq: u64,
@@ -116,10 +140,16 @@ pub struct CollectorSession {
 impl CollectorSession {
     /// A session for a TLS peer whose certificate names `certified`.
     pub fn new(certified: DeviceIdentity) -> Self {
-        Self { certified, state: State::AwaitingHello, stream_id: 0, stored_seq: 0 }
+        Self::with_authentication(certified, Authentication::SharedKeyProof)
     }
 
-    /// The identity the certificate vouches for.
+    /// A session for a peer the transport identified as `certified`
+    /// (a certificate for TLS, a registered public key for SSH).
+    pub fn with_authentication(certified: DeviceIdentity, authentication: Authentication) -> Self {
+        Self { certified, authentication, state: State::AwaitingHello, stream_id: 0, stored_seq: 0 }
+    }
+
+    /// The identity the transport vouches for.
     pub fn identity(&self) -> &DeviceIdentity {
         &self.certified
     }
@@ -171,13 +201,22 @@ impl CollectorSession {
             });
         }
         self.stream_id = hello.stream_id;
-        self.state = State::AwaitingProof;
-        Ok(SessionAction::Continue)
+        match self.authentication {
+            Authentication::SharedKeyProof => {
+                self.state = State::AwaitingProof;
+                Ok(SessionAction::Continue)
+            }
+            Authentication::Transport => {
+                self.state = State::AwaitingVerification;
+                Ok(SessionAction::Admit)
+            }
+        }
     }
 
-    /// The edge checked the proof; `stored_seq` is the highest sequence of
-    /// this stream already in the store (0 for none). Returns it for the
-    /// Welcome message.
+    /// The edge checked the proof (or, for [`Authentication::Transport`],
+    /// the registration); `stored_seq` is the highest sequence of this
+    /// stream already in the store (0 for none). Returns it for the Welcome
+    /// message.
     pub fn proof_accepted(&mut self, stored_seq: u64) -> u64 {
         debug_assert_eq!(self.state, State::AwaitingVerification);
         self.stored_seq = stored_seq;
@@ -282,5 +321,29 @@ mod tests {
 
         let mut s = authenticated(0);
         assert_eq!(s.handle(batch("acme", 3)).unwrap_err().code(), ErrorCode::BadSequence);
+    }
+
+    #[test]
+    fn transport_authenticated_sessions_are_admitted_after_hello_and_refuse_proofs() {
+        let mut s = CollectorSession::with_authentication(id("acme"), Authentication::Transport);
+        assert_eq!(s.handle(hello(id("acme"))), Ok(SessionAction::Admit));
+        // Nothing is streamed before the edge has checked the registration.
+        assert_eq!(s.handle(batch("acme", 1)).unwrap_err().code(), ErrorCode::UnexpectedMessage);
+
+        let mut s = CollectorSession::with_authentication(id("acme"), Authentication::Transport);
+        s.handle(hello(id("acme"))).unwrap();
+        s.proof_accepted(0);
+        assert!(s.is_authenticated());
+        assert!(matches!(s.handle(batch("acme", 1)), Ok(SessionAction::Store(_))));
+
+        // An SSH peer has no proof to give; sending one is a protocol error.
+        let mut s = CollectorSession::with_authentication(id("acme"), Authentication::Transport);
+        assert_eq!(s.handle(hello(id("acme"))), Ok(SessionAction::Admit));
+        let proof = AgentMessage::AuthProof(AuthProof { proof: [0; 32] });
+        assert_eq!(s.handle(proof).unwrap_err().code(), ErrorCode::UnexpectedMessage);
+
+        // The key names the device: a Hello for another is refused as before.
+        let mut s = CollectorSession::with_authentication(id("acme"), Authentication::Transport);
+        assert_eq!(s.handle(hello(id("other"))).unwrap_err().code(), ErrorCode::AuthenticationFailed);
     }
 }
