@@ -35,6 +35,49 @@ struct RawConfig {
     sweep_interval_secs: u64,
     #[serde(default)]
     admin: Option<RawAdmin>,
+    #[serde(default)]
+    ssh: Option<RawSsh>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSsh {
+    listen: SocketAddr,
+    host_key: Option<PathBuf>,
+    #[serde(default = "default_ssh_unauthenticated")]
+    max_unauthenticated: usize,
+    #[serde(default = "default_ssh_auth_timeout")]
+    auth_timeout_secs: u64,
+    #[serde(default = "default_ssh_auth_attempts")]
+    max_auth_attempts: usize,
+}
+
+fn default_ssh_unauthenticated() -> usize {
+    64
+}
+
+fn default_ssh_auth_timeout() -> u64 {
+    20
+}
+
+fn default_ssh_auth_attempts() -> usize {
+    3
+}
+
+/// The SSH listener for switches and gateways.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshConfig {
+    /// Where switches and gateways connect.
+    pub listen: SocketAddr,
+    /// The Ed25519 host key (OpenSSH format, 0600); created on first start.
+    pub host_key: PathBuf,
+    /// Most connections that have not authenticated yet; more are refused
+    /// at accept, so a flood of half-open logins cannot starve devices.
+    pub max_unauthenticated: usize,
+    /// Time allowed from accept to successful authentication.
+    pub auth_timeout: Duration,
+    /// Authentication attempts allowed per connection.
+    pub max_auth_attempts: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,6 +153,8 @@ pub struct CollectorConfig {
     pub sweep_interval: Duration,
     /// Where the admin API listens (mutual TLS, admin certificates); off when `None`.
     pub admin_listen: Option<SocketAddr>,
+    /// The SSH port for switches and gateways; off when `None`.
+    pub ssh: Option<SshConfig>,
 }
 
 impl CollectorConfig {
@@ -140,6 +185,25 @@ impl CollectorConfig {
         if raw.sweep_interval_secs == 0 {
             problems.push("sweep_interval_secs must be positive".to_owned());
         }
+        if let Some(ssh) = &raw.ssh {
+            if !(1..=100_000).contains(&ssh.max_unauthenticated) {
+                problems.push(format!("ssh.max_unauthenticated must be 1..=100000, got {}", ssh.max_unauthenticated));
+            }
+            if !(1..=600).contains(&ssh.auth_timeout_secs) {
+                problems.push(format!("ssh.auth_timeout_secs must be 1..=600, got {}", ssh.auth_timeout_secs));
+            }
+            if !(1..=10).contains(&ssh.max_auth_attempts) {
+                problems.push(format!("ssh.max_auth_attempts must be 1..=10, got {}", ssh.max_auth_attempts));
+            }
+        }
+        let data_dir = base.join(&raw.data_dir);
+        let ssh = raw.ssh.map(|ssh| SshConfig {
+            listen: ssh.listen,
+            host_key: ssh.host_key.map_or_else(|| data_dir.join("ssh_host_ed25519_key"), |p| base.join(p)),
+            max_unauthenticated: ssh.max_unauthenticated,
+            auth_timeout: Duration::from_secs(ssh.auth_timeout_secs),
+            max_auth_attempts: ssh.max_auth_attempts,
+        });
         let retention =
             RetentionPolicy::try_from(raw.retention).map_err(|e| problems.push(format!("retention: {e}"))).ok();
         let Some(retention) = retention.filter(|_| problems.is_empty()) else {
@@ -147,7 +211,7 @@ impl CollectorConfig {
         };
         Ok(Self {
             listen: raw.listen,
-            data_dir: base.join(raw.data_dir),
+            data_dir,
             master_key_file: base.join(raw.master_key_file),
             ca: base.join(raw.tls.ca),
             cert: base.join(raw.tls.cert),
@@ -161,6 +225,7 @@ impl CollectorConfig {
             retention,
             sweep_interval: Duration::from_secs(raw.sweep_interval_secs),
             admin_listen: raw.admin.map(|a| a.listen),
+            ssh,
         })
     }
 }
@@ -196,6 +261,15 @@ key = "pki/collector.key"
         let acme = OrgId::new("acme").unwrap();
         assert_eq!(c.retention.days(&acme, DataKind::Capture), 7);
         assert_eq!(c.retention.days(&acme, DataKind::Metadata), 60);
+        assert_eq!(c.ssh, None);
+        let c = parse(&format!("{GOOD}\n[ssh]\nlisten = \"0.0.0.0:2222\"\n")).unwrap();
+        let ssh = c.ssh.unwrap();
+        assert_eq!(ssh.host_key, Path::new("/srv/glimpse/data/ssh_host_ed25519_key"));
+        assert_eq!((ssh.max_unauthenticated, ssh.auth_timeout, ssh.max_auth_attempts), (64, Duration::from_secs(20), 3));
+        let err = parse(&format!("{GOOD}\n[ssh]\nlisten = \"0.0.0.0:2222\"\nmax_auth_attempts = 0\nauth_timeout_secs = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ssh.max_auth_attempts") && err.contains("ssh.auth_timeout_secs"), "{err}");
     }
 
     #[test]

@@ -78,6 +78,14 @@ enum Command {
         #[arg(long)]
         org: OrgId,
     },
+    /// Print the SSH host key's fingerprint for device configs
+    /// (`[ssh] host_key_fingerprint`), creating the key if the collector has
+    /// not started with SSH yet.
+    SshHostKey {
+        /// Path to collector.toml (with an `[ssh]` section).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Create a new master key file (mode 0600). Refuses to overwrite.
     MasterKey {
         /// Where to write it.
@@ -670,6 +678,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
             glimpse_collector::admin::admin_request(&admin.credentials()?, AdminAction::ConnectedDevices { org })
                 .await?,
         ),
+        Command::SshHostKey { config } => {
+            let config = CollectorConfig::load(&config)?;
+            let Some(ssh) = &config.ssh else {
+                anyhow::bail!("the config has no [ssh] section; add one with `listen = \"0.0.0.0:2222\"` to enable SSH");
+            };
+            let key = glimpse_collector::ingest::ssh::host_key::load_or_create(&ssh.host_key)?;
+            println!("{}", glimpse_collector::ingest::ssh::host_key_fingerprint(&key));
+            Ok(())
+        }
         Command::MasterKey { out } => {
             glimpse_collector::keys::MasterKey::generate_file(&out)?;
             println!(

@@ -13,7 +13,7 @@ use glimpse_common::identity::DeviceIdentity;
 
 use crate::admin::AdminServer;
 use crate::config::CollectorConfig;
-use crate::ingest::{AgentDirectory, IngestMetrics, IngestServer, ServerTls};
+use crate::ingest::{AgentDirectory, IngestMetrics, IngestServer, ServerTls, SshServer};
 use crate::keys::{DeviceRegistration, MasterKey};
 use crate::retention;
 use crate::store::Store;
@@ -31,6 +31,9 @@ pub enum ServiceError {
     /// TLS files could not be loaded.
     #[error(transparent)]
     Tls(#[from] glimpse_common::tls::TlsConfigError),
+    /// The SSH listener could not start.
+    #[error(transparent)]
+    Ssh(#[from] crate::ingest::SshError),
     /// Registrations or revocations could not be imported.
     #[error("cannot import device registrations: {0}")]
     Import(String),
@@ -54,6 +57,8 @@ pub struct Collector {
     admin_tls: Option<ServerTls>,
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    ssh_addr: Option<SocketAddr>,
+    ssh_fingerprint: Option<String>,
     directory: Arc<AgentDirectory>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -89,6 +94,25 @@ pub fn import_registrations(store: &Store, pki_dir: &std::path::Path) -> Result<
                 revoked: already_revoked,
             })
             .map_err(|e| ServiceError::Import(e.to_string()))?;
+        let ssh_key = reg.ssh_key().map_err(|e| ServiceError::Import(format!("{identity}: {e}")))?;
+        let ssh_line = match &ssh_key {
+            Some(key) => Some(key.to_openssh().map_err(|e| ServiceError::Import(format!("{identity}: {e}")))?),
+            None => None,
+        };
+        let known_ssh = registry.ssh_key(&reg.org, &reg.device).map_err(|e| ServiceError::Import(e.to_string()))?;
+        if known_ssh != ssh_line {
+            registry
+                .set_ssh_key(&reg.org, &reg.device, ssh_line.as_deref())
+                .map_err(|e| ServiceError::Import(e.to_string()))?;
+            if let Some(key) = &ssh_key {
+                audit_collector(
+                    store,
+                    "device.register",
+                    &reg.org,
+                    &format!("{identity} SSH key {}", glimpse_certs::ssh::fingerprint(key)),
+                );
+            }
+        }
         if already_revoked && known.as_ref().is_some_and(|k| !k.revoked && !new_certificate) {
             audit_collector(
                 store,
@@ -167,7 +191,22 @@ impl Collector {
             .map_err(|source| ServiceError::Bind { addr: config.listen, source })?;
         let local_addr = server.local_addr().map_err(|source| ServiceError::Bind { addr: config.listen, source })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut ssh_addr = None;
+        let mut ssh_fingerprint = None;
+        let ssh_server = match &config.ssh {
+            Some(settings) => {
+                let ssh = SshServer::bind(settings, config.max_connections, server.context()).await?;
+                ssh_addr = Some(ssh.local_addr().map_err(|source| ServiceError::Bind { addr: settings.listen, source })?);
+                ssh_fingerprint = Some(ssh.fingerprint().to_owned());
+                info!(ssh = ?ssh_addr, host_key = %ssh.fingerprint(), "SSH ingest listening");
+                Some(ssh)
+            }
+            None => None,
+        };
         let mut tasks = vec![tokio::spawn(server.run(shutdown_rx.clone()))];
+        if let Some(ssh) = ssh_server {
+            tasks.push(tokio::spawn(ssh.run(shutdown_rx.clone())));
+        }
         tasks.push(tokio::spawn(sweeper(store.clone(), config.sweep_interval, shutdown_rx.clone())));
         let mut admin_tls = None;
         let mut admin_addr = None;
@@ -183,12 +222,35 @@ impl Collector {
             admin_tls = Some(tls);
         }
         info!(%local_addr, data_dir = %config.data_dir.display(), "collector listening");
-        Ok(Self { config, store, metrics, tls, admin_tls, local_addr, admin_addr, directory, shutdown, tasks })
+        Ok(Self {
+            config,
+            store,
+            metrics,
+            tls,
+            admin_tls,
+            local_addr,
+            admin_addr,
+            ssh_addr,
+            ssh_fingerprint,
+            directory,
+            shutdown,
+            tasks,
+        })
     }
 
     /// Where agents connect.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where switches and gateways connect over SSH, if enabled.
+    pub fn ssh_addr(&self) -> Option<SocketAddr> {
+        self.ssh_addr
+    }
+
+    /// The SSH host key's SHA-256 fingerprint (`SHA256:…`), if SSH is enabled.
+    pub fn ssh_host_key_fingerprint(&self) -> Option<&str> {
+        self.ssh_fingerprint.as_deref()
     }
 
     /// Where the admin API listens, if enabled.

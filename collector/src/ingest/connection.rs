@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
@@ -17,7 +18,7 @@ use glimpse_common::identity::DeviceIdentity;
 use glimpse_common::record::RecordBody;
 use glimpse_common::wire::io::{read_message, write_message, FrameIoError, FrameReader};
 use glimpse_common::wire::{
-    AgentMessage, AuthProof, CollectorMessage, CollectorSession, ControlMessage, ErrorCode, ProtocolError,
+    AgentMessage, AuthProof, Authentication, CollectorMessage, CollectorSession, ControlMessage, ErrorCode, ProtocolError,
     SessionAction, Welcome, WireError, PROTOCOL_VERSION,
 };
 
@@ -109,6 +110,11 @@ impl Refusal {
     }
 }
 
+/// Anything the framed protocol runs over once the transport has
+/// authenticated the peer: a TLS stream or an SSH channel.
+pub(crate) trait AgentStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> AgentStream for T {}
+
 pub(crate) async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -117,7 +123,7 @@ pub(crate) async fn serve_connection(
     shutdown: watch::Receiver<bool>,
 ) {
     let handshake = tokio::time::timeout(context.handshake_timeout, authenticate(tcp, peer, tls, &context)).await;
-    let (mut stream, mut session) = match handshake {
+    let (stream, session) = match handshake {
         Ok(Ok(pair)) => pair,
         Ok(Err((refusal, stream))) => {
             warn!(%peer, reason = refusal.reason.as_str(), "agent refused: {}", refusal.detail);
@@ -133,10 +139,52 @@ pub(crate) async fn serve_connection(
             return;
         }
     };
+    serve_authenticated(stream, session, peer, "tls", &context, shutdown).await;
+}
+
+/// Runs the framed protocol on an SSH channel whose peer authenticated
+/// with the registered public key of `identity`: Hello, a registry check
+/// (the device may have been revoked since the key was checked), Welcome,
+/// then batches exactly as over TLS.
+pub(crate) async fn serve_ssh_channel<S: AgentStream>(
+    mut stream: S,
+    peer: SocketAddr,
+    identity: DeviceIdentity,
+    context: Arc<ConnectionContext>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let admitted = tokio::time::timeout(context.handshake_timeout, admit_ssh(&mut stream, &identity, &context)).await;
+    let session = match admitted {
+        Ok(Ok(session)) => session,
+        Ok(Err(refusal)) => {
+            warn!(%peer, device = %identity, reason = refusal.reason.as_str(), "SSH agent refused: {}", refusal.detail);
+            context.metrics.reject(refusal.reason);
+            let _ = send_error(&mut stream, refusal.code, &refusal.public, context.max_frame).await;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+            return;
+        }
+        Err(_) => {
+            warn!(%peer, device = %identity, reason = RejectReason::Overload.as_str(), "SSH agent refused: no Hello in {:?}", context.handshake_timeout);
+            context.metrics.reject(RejectReason::Overload);
+            return;
+        }
+    };
+    serve_authenticated(stream, session, peer, "ssh", &context, shutdown).await;
+}
+
+/// Everything after authentication, the same on every transport.
+async fn serve_authenticated<S: AgentStream>(
+    mut stream: S,
+    mut session: CollectorSession,
+    peer: SocketAddr,
+    transport: &'static str,
+    context: &Arc<ConnectionContext>,
+    shutdown: watch::Receiver<bool>,
+) {
     let identity = session.identity().clone();
-    info!(%peer, device = %identity, "agent authenticated");
+    info!(%peer, device = %identity, transport, "agent authenticated");
     let (control_tx, control_rx) = context.directory.register(&identity);
-    let outcome = stream_batches(&mut stream, &mut session, &context, shutdown, control_rx).await;
+    let outcome = stream_batches(&mut stream, &mut session, context, shutdown, control_rx).await;
     context.directory.unregister(&identity, &control_tx);
     match outcome {
         Ok(()) => debug!(%peer, device = %identity, "agent disconnected"),
@@ -154,6 +202,47 @@ pub(crate) async fn serve_connection(
         }
     }
     let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+}
+
+/// Hello and the registry check for an SSH-authenticated device.
+async fn admit_ssh<S: AgentStream>(
+    stream: &mut S,
+    identity: &DeviceIdentity,
+    context: &ConnectionContext,
+) -> Result<CollectorSession, Refusal> {
+    let mut session = CollectorSession::with_authentication(identity.clone(), Authentication::Transport);
+    let mut buf = Vec::new();
+    let hello = read_message::<AgentMessage, _>(stream, &mut buf, context.max_frame).await.map_err(frame_refusal)?;
+    match session.handle(hello) {
+        Ok(SessionAction::Admit) => {}
+        Ok(_) => {
+            return Err(Refusal::protocol(ErrorCode::UnexpectedMessage, "expected Hello".into()));
+        }
+        Err(e) if e.code() == ErrorCode::AuthenticationFailed => {
+            return Err(Refusal::auth(RejectReason::Protocol, e.to_string()))
+        }
+        Err(e) => return Err(Refusal::protocol(e.code(), e.to_string())),
+    }
+    let lookup_failed = |e: crate::keys::KeyError| Refusal::auth(RejectReason::UnknownDevice, format!("registry lookup failed: {e}"));
+    let registry = context.store.registry();
+    let registration = registry
+        .get(&identity.org, &identity.device)
+        .map_err(lookup_failed)?
+        .ok_or_else(|| Refusal::auth(RejectReason::UnknownDevice, format!("{identity} is no longer registered")))?;
+    if registration.revoked {
+        return Err(Refusal::auth(RejectReason::Revoked, format!("{identity} is revoked")));
+    }
+    let stored_seq = registry.stored_seq(identity, session.stream_id()).map_err(lookup_failed)?;
+    session.proof_accepted(stored_seq);
+    let welcome = CollectorMessage::Welcome(Welcome {
+        version: PROTOCOL_VERSION,
+        max_frame_len: u32::try_from(context.max_frame).unwrap_or(u32::MAX),
+        stored_seq,
+    });
+    write_message(stream, &welcome, context.max_frame)
+        .await
+        .map_err(|e| Refusal::protocol(ErrorCode::Malformed, format!("cannot send welcome: {e}")))?;
+    Ok(session)
 }
 
 type Stream = TlsStream<TcpStream>;
@@ -273,8 +362,8 @@ fn check_registration(
         .map_err(|e| Refusal::auth(RejectReason::UnknownDevice, format!("registry lookup failed: {e}")))
 }
 
-async fn stream_batches(
-    stream: &mut Stream,
+async fn stream_batches<S: AgentStream>(
+    stream: &mut S,
     session: &mut CollectorSession,
     context: &Arc<ConnectionContext>,
     mut shutdown: watch::Receiver<bool>,
@@ -412,7 +501,7 @@ async fn stream_batches(
     }
 }
 
-async fn send(stream: &mut Stream, msg: &CollectorMessage, max: usize) -> Result<(), Refusal> {
+async fn send<S: AgentStream>(stream: &mut S, msg: &CollectorMessage, max: usize) -> Result<(), Refusal> {
     write_message(stream, msg, max).await.map_err(|e| Refusal {
         reason: RejectReason::Protocol,
         code: ErrorCode::Malformed,
@@ -421,7 +510,7 @@ async fn send(stream: &mut Stream, msg: &CollectorMessage, max: usize) -> Result
     })
 }
 
-async fn send_error(stream: &mut Stream, code: ErrorCode, message: &str, max: usize) -> Result<(), FrameIoError> {
+async fn send_error<S: AgentStream>(stream: &mut S, code: ErrorCode, message: &str, max: usize) -> Result<(), FrameIoError> {
     write_message(stream, &CollectorMessage::Error(ProtocolError::new(code, message)), max).await
 }
 

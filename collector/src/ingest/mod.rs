@@ -1,5 +1,5 @@
-//! Ingest: the TLS listener that authenticates agents and stores their
-//! batches.
+//! Ingest: the TLS listener (access points) and the SSH listener (switches
+//! and gateways) that authenticate agents and store their batches.
 //!
 //! Each connection is a task that drives the sans-IO
 //! [`glimpse_common::wire::CollectorSession`]; this module only moves bytes,
@@ -12,6 +12,10 @@
 //!    device whose registered serial is this certificate's, and the agent's
 //!    HMAC proves it holds that device's shared key for *this* session.
 //!
+//! Over SSH (see [`ssh`]) the first gate is the device's registered public
+//! key, checked during SSH authentication, and the registry is checked
+//! again when the agent's Hello arrives.
+//!
 //! Every refusal is logged once with the peer address and counted by reason
 //! in [`IngestMetrics`]; nothing from a refused connection is stored.
 
@@ -19,7 +23,9 @@ mod connection;
 mod directory;
 mod reject;
 mod server;
+pub mod ssh;
 
 pub use directory::{AgentDirectory, DeliveryError, OrgDirectives};
 pub use reject::{IngestMetrics, RejectReason};
 pub use server::{IngestServer, ServerTls};
+pub use ssh::{SshError, SshServer};

@@ -97,6 +97,11 @@ impl IngestServer {
         self.listener.local_addr()
     }
 
+    /// What connections share; the SSH listener serves with the same.
+    pub(crate) fn context(&self) -> Arc<ConnectionContext> {
+        self.context.clone()
+    }
+
     /// Accepts until `shutdown` turns true, then lets every connection
     /// finish the batch it is storing, tells its agent we are shutting
     /// down, and returns.

@@ -13,6 +13,9 @@ use super::{device_key_aad, unwrap_key, wrap_key, DbResult, KeyError, MasterKey}
 
 /// (organisation, device) → postcard-encoded [`StoredDevice`].
 const DEVICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("devices");
+/// (organisation, device) → the OpenSSH public key line a switch or gateway
+/// authenticates with on the SSH port. Public, so stored as is.
+const SSH_KEYS: TableDefinition<(&str, &str), &str> = TableDefinition::new("device_ssh_keys");
 /// (organisation, device, stream id) → highest durably stored batch sequence.
 const STREAMS: TableDefinition<(&str, &str, u64), u64> = TableDefinition::new("stream_seq");
 
@@ -62,6 +65,7 @@ impl Registry {
         let txn = db.begin_write().db()?;
         txn.open_table(DEVICES).db()?;
         txn.open_table(STREAMS).db()?;
+        txn.open_table(SSH_KEYS).db()?;
         txn.commit().db()?;
         Ok(Registry { db, master })
     }
@@ -160,6 +164,31 @@ impl Registry {
         Ok(out)
     }
 
+    /// Registers (or, with `None`, removes) the SSH public key of a device.
+    pub fn set_ssh_key(&self, org: &OrgId, device: &DeviceId, public_key: Option<&str>) -> Result<(), KeyError> {
+        let txn = self.db.begin_write().db()?;
+        {
+            let mut table = txn.open_table(SSH_KEYS).db()?;
+            let key = (org.as_str(), device.as_str());
+            match public_key {
+                Some(line) => {
+                    table.insert(key, line).db()?;
+                }
+                None => {
+                    table.remove(key).db()?;
+                }
+            }
+        }
+        txn.commit().db()
+    }
+
+    /// The device's registered SSH public key line, if it has one.
+    pub fn ssh_key(&self, org: &OrgId, device: &DeviceId) -> Result<Option<String>, KeyError> {
+        let txn = self.db.begin_read().db()?;
+        let table = txn.open_table(SSH_KEYS).db()?;
+        Ok(table.get((org.as_str(), device.as_str())).db()?.map(|v| v.value().to_owned()))
+    }
+
     /// The highest batch sequence of this stream that is durably stored; 0
     /// if none is.
     pub fn stored_seq(&self, identity: &DeviceIdentity, stream_id: u64) -> Result<u64, KeyError> {
@@ -238,6 +267,15 @@ mod tests {
         assert_eq!(r.list().unwrap()[1], b);
         assert_eq!(r.stored_seq(&stream, 9).unwrap(), 5);
         assert_eq!(r.stored_seq(&stream, 10).unwrap(), 1);
+
+        // SSH keys: set, replace, remove.
+        let (org, device) = (&a.identity.org, &a.identity.device);
+        assert_eq!(r.ssh_key(org, device).unwrap(), None);
+        r.set_ssh_key(org, device, Some("ssh-ed25519 AAAA one")).unwrap();
+        r.set_ssh_key(org, device, Some("ssh-ed25519 AAAA two")).unwrap();
+        assert_eq!(r.ssh_key(org, device).unwrap().as_deref(), Some("ssh-ed25519 AAAA two"));
+        r.set_ssh_key(org, device, None).unwrap();
+        assert_eq!(r.ssh_key(org, device).unwrap(), None);
 
         // Shared keys are stored only wrapped.
         let bytes = std::fs::read(catalog.path()).unwrap();

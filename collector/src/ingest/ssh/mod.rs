@@ -1,0 +1,280 @@
+//! The SSH listener for switches and gateways.
+//!
+//! A device logs in as `<org>/<device>` with the public key registered for
+//! it (nothing else: no passwords, no keyboard-interactive), opens one
+//! session channel and starts the `glimpse` subsystem, which carries the
+//! same framed protocol as TLS. Shells, exec, terminals, port, agent, X11
+//! and socket forwarding are all refused.
+//!
+//! Algorithms are limited to what an audit calls strong: hybrid
+//! post-quantum ML-KEM-768 + X25519 or curve25519 key exchange with
+//! OpenSSH's strict-kex (Terrapin) countermeasure, an Ed25519 host key,
+//! ChaCha20-Poly1305 or AES-GCM, and encrypt-then-MAC SHA-2 MACs should a
+//! client insist on a MAC. No compression.
+//!
+//! Unauthenticated connections are bounded in number and in time
+//! (`[ssh] max_unauthenticated`, `auth_timeout_secs`), and a connection may
+//! try `max_auth_attempts` keys; each refusal takes russh's constant
+//! rejection time so that timing does not reveal which check failed.
+
+mod handler;
+pub mod host_key;
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::keys::{Algorithm, HashAlg, PrivateKey};
+use russh::server::Config;
+use russh::{cipher, compression, kex, mac, Preferred};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::config::SshConfig;
+use crate::ingest::connection::{serve_ssh_channel, ConnectionContext};
+use crate::ingest::reject::RejectReason;
+
+pub use handler::SUBSYSTEM;
+
+/// The SSH listener could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SshError {
+    /// The host key could not be loaded or created.
+    #[error("SSH host key {path}: {reason}")]
+    HostKey {
+        /// The key file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// Key exchanges offered, best first, with the server's extension markers.
+const KEX: &[kex::Name] = &[
+    kex::MLKEM768X25519_SHA256,
+    kex::CURVE25519,
+    kex::CURVE25519_PRE_RFC_8731,
+    kex::EXTENSION_SUPPORT_AS_SERVER,
+    kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+];
+/// AEAD ciphers only; the client's order decides (a MIPS device without
+/// AES instructions asks for ChaCha20-Poly1305 first).
+const CIPHERS: &[cipher::Name] = &[cipher::CHACHA20_POLY1305, cipher::AES_256_GCM, cipher::AES_128_GCM];
+/// Never used with the AEAD ciphers above, but negotiated anyway: only
+/// encrypt-then-MAC with SHA-2.
+const MACS: &[mac::Name] = &[mac::HMAC_SHA512_ETM, mac::HMAC_SHA256_ETM];
+
+/// The algorithm lists the collector offers.
+pub fn preferred_algorithms() -> Preferred {
+    Preferred {
+        kex: Cow::Borrowed(KEX),
+        key: Cow::Borrowed(&[Algorithm::Ed25519]),
+        cipher: Cow::Borrowed(CIPHERS),
+        mac: Cow::Borrowed(MACS),
+        compression: Cow::Borrowed(&[compression::NONE]),
+        ..Preferred::DEFAULT
+    }
+}
+
+/// The SHA-256 fingerprint devices pin, as `ssh-keygen -l` prints it.
+pub fn host_key_fingerprint(key: &PrivateKey) -> String {
+    key.public_key().fingerprint(HashAlg::Sha256).to_string()
+}
+
+/// The SSH listener.
+pub struct SshServer {
+    listener: TcpListener,
+    config: Arc<Config>,
+    settings: SshConfig,
+    context: Arc<ConnectionContext>,
+    connections: Arc<Semaphore>,
+    unauthenticated: Arc<Semaphore>,
+    fingerprint: String,
+}
+
+impl std::fmt::Debug for SshServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshServer").field("fingerprint", &self.fingerprint).finish_non_exhaustive()
+    }
+}
+
+impl SshServer {
+    /// Loads (or creates) the host key and binds the listener.
+    pub(crate) async fn bind(
+        settings: &SshConfig,
+        max_connections: usize,
+        context: Arc<ConnectionContext>,
+    ) -> Result<Self, crate::service::ServiceError> {
+        let key = host_key::load_or_create(&settings.host_key)?;
+        let fingerprint = host_key_fingerprint(&key);
+        let config = Config {
+            // No version: nothing for a scanner to match against advisories.
+            server_id: russh::SshId::Standard(Cow::Borrowed("SSH-2.0-glimpse")),
+            methods: handler::methods(),
+            auth_rejection_time: Duration::from_millis(500),
+            // OpenSSH probes with "none" first; answering that at once is no leak.
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            keys: vec![key],
+            preferred: preferred_algorithms(),
+            max_auth_attempts: settings.max_auth_attempts,
+            inactivity_timeout: Some(context.idle_timeout),
+            keepalive_interval: Some(Duration::from_secs(30)),
+            keepalive_max: 3,
+            nodelay: true,
+            ..Config::default()
+        };
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| crate::service::ServiceError::Bind { addr: settings.listen, source })?;
+        Ok(Self {
+            listener,
+            config: Arc::new(config),
+            settings: settings.clone(),
+            context,
+            connections: Arc::new(Semaphore::new(max_connections)),
+            unauthenticated: Arc::new(Semaphore::new(settings.max_unauthenticated)),
+            fingerprint,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The host key's SHA-256 fingerprint.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Accepts until `shutdown`, then drains as the TLS listener does.
+    pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => {
+                    let (tcp, peer) = match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            warn!(error = %e, "SSH accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let (Ok(connection), Ok(unauthenticated)) = (
+                        self.connections.clone().try_acquire_owned(),
+                        self.unauthenticated.clone().try_acquire_owned(),
+                    ) else {
+                        warn!(%peer, reason = RejectReason::Overload.as_str(), "SSH connection limit reached; refusing device");
+                        self.context.metrics.reject(RejectReason::Overload);
+                        continue;
+                    };
+                    let handler = handler::DeviceHandler {
+                        peer,
+                        store: self.context.store.clone(),
+                        metrics: self.context.metrics.clone(),
+                        unauthenticated: Some(unauthenticated),
+                        on_authenticated: None,
+                        on_admitted: None,
+                        identity: None,
+                        channel: None,
+                        opened_session: false,
+                    };
+                    let config = self.config.clone();
+                    let context = self.context.clone();
+                    let auth_timeout = self.settings.auth_timeout;
+                    let shutdown = shutdown.clone();
+                    connections.spawn(async move {
+                        serve(tcp, peer, handler, config, context, auth_timeout, shutdown).await;
+                        drop(connection);
+                    });
+                }
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        info!(open = connections.len(), "SSH ingest stopping: draining connections");
+        while connections.join_next().await.is_some() {}
+        info!("SSH ingest stopped");
+    }
+}
+
+/// One SSH connection: authentication within the deadline, the `glimpse`
+/// subsystem within the handshake timeout, then the framed protocol.
+async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    mut handler: handler::DeviceHandler,
+    config: Arc<Config>,
+    context: Arc<ConnectionContext>,
+    auth_timeout: Duration,
+    shutdown: watch::Receiver<bool>,
+) {
+    let (authenticated_tx, authenticated) = oneshot::channel();
+    let (admitted_tx, admitted) = oneshot::channel();
+    handler.on_authenticated = Some(authenticated_tx);
+    handler.on_admitted = Some(admitted_tx);
+    let deadline = tokio::time::Instant::now() + auth_timeout;
+    let mut running = match tokio::time::timeout_at(deadline, russh::server::run_stream(config, tcp, handler)).await {
+        Ok(Ok(running)) => running,
+        Ok(Err(e)) => {
+            debug!(%peer, "SSH session did not start: {e}");
+            return;
+        }
+        Err(_) => {
+            warn!(%peer, reason = RejectReason::Overload.as_str(), "SSH client sent no version line in {auth_timeout:?}");
+            context.metrics.reject(RejectReason::Overload);
+            return;
+        }
+    };
+    let handle = running.handle();
+    let refuse = |why: String| {
+        let handle = handle.clone();
+        async move {
+            let _ = handle.disconnect(russh::Disconnect::ByApplication, why, String::new()).await;
+        }
+    };
+    tokio::select! {
+        ended = &mut running => {
+            debug!(%peer, "SSH session ended before authentication: {:?}", ended.err());
+            return;
+        }
+        result = tokio::time::timeout_at(deadline, authenticated) => {
+            if !matches!(result, Ok(Ok(()))) {
+                warn!(%peer, reason = RejectReason::Overload.as_str(), "SSH authentication not completed in {auth_timeout:?}");
+                context.metrics.reject(RejectReason::Overload);
+                refuse("authentication timeout".into()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), running).await;
+                return;
+            }
+        }
+    }
+    let admitted = tokio::select! {
+        ended = &mut running => {
+            debug!(%peer, "SSH session ended before the glimpse subsystem started: {:?}", ended.err());
+            return;
+        }
+        result = tokio::time::timeout(context.handshake_timeout, admitted) => match result {
+            Ok(Ok(admitted)) => admitted,
+            _ => {
+                warn!(%peer, "SSH device did not start the {SUBSYSTEM} subsystem in {:?}", context.handshake_timeout);
+                context.metrics.reject(RejectReason::Protocol);
+                refuse(format!("expected the {SUBSYSTEM} subsystem")).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), running).await;
+                return;
+            }
+        }
+    };
+    serve_ssh_channel(admitted.stream, peer, admitted.identity, context, shutdown).await;
+    refuse("goodbye".into()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), running).await;
+}
