@@ -50,7 +50,10 @@ impl CipherPreference {
 struct RawConfig {
     device: RawDevice,
     collector: RawCollector,
-    tls: RawTls,
+    #[serde(default)]
+    tls: Option<RawTls>,
+    #[serde(default)]
+    ssh: Option<RawSsh>,
     #[serde(default)]
     collect: RawCollect,
     #[serde(default)]
@@ -72,6 +75,29 @@ struct RawDevice {
 struct RawCollector {
     address: String,
     server_name: Option<String>,
+    #[serde(default)]
+    transport: TransportKind,
+}
+
+/// How the agent reaches the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// Mutual TLS with a device certificate and the shared-key proof (access points).
+    #[default]
+    Tls,
+    /// SSH with the device's registered key and a pinned host key (switches, gateways).
+    Ssh,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSsh {
+    key: PathBuf,
+    host_key_fingerprint: String,
+    user: Option<String>,
+    #[serde(default)]
+    cipher_preference: CipherPreference,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,13 +150,9 @@ impl Default for RawTransport {
     }
 }
 
-/// A validated agent configuration.
-#[derive(Debug, Clone)]
-pub struct AgentConfig {
-    /// Who this device is; must match its certificate.
-    pub identity: DeviceIdentity,
-    /// Collector address, `host:port`.
-    pub collector_address: String,
+/// The files and names mutual TLS needs (`[tls]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
     /// Name the collector's certificate must carry.
     pub server_name: String,
     /// CA certificate (PEM) that signed the collector's certificate.
@@ -141,6 +163,38 @@ pub struct AgentConfig {
     pub key_path: PathBuf,
     /// This device's 256-bit shared key (64 hex digits).
     pub shared_key_path: PathBuf,
+}
+
+/// What SSH needs (`[ssh]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshSettings {
+    /// This device's OpenSSH private key (Ed25519 or ECDSA), registered on the collector.
+    pub key_path: PathBuf,
+    /// The collector's host key fingerprint, `SHA256:…`, as
+    /// `glimpse-collector ssh-host-key` prints it. Any other host key is refused.
+    pub host_key_fingerprint: String,
+    /// The SSH user name, `<org>/<device>` unless configured.
+    pub user: String,
+}
+
+/// How the agent authenticates to the collector, and with what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportSecurity {
+    /// Mutual TLS plus the shared-key proof.
+    Tls(TlsSettings),
+    /// SSH public-key authentication with a pinned host key.
+    Ssh(SshSettings),
+}
+
+/// A validated agent configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Who this device is; must match its certificate or registered SSH key.
+    pub identity: DeviceIdentity,
+    /// Collector address, `host:port` (the TLS or the SSH port).
+    pub collector_address: String,
+    /// TLS or SSH, and the credentials for it.
+    pub security: TransportSecurity,
     /// Which AEAD to offer first.
     pub cipher_preference: CipherPreference,
     /// How often metadata is collected.
@@ -177,6 +231,7 @@ impl AgentConfig {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
         let mut problems = Vec::new();
+        let default_ssh_user = format!("{}/{}", raw.device.org, raw.device.id);
         let org = OrgId::new(raw.device.org).map_err(|e| problems.push(format!("device.org: {e}"))).ok();
         let device = DeviceId::new(raw.device.id).map_err(|e| problems.push(format!("device.id: {e}"))).ok();
         let kind = raw.device.kind.parse::<DeviceKind>().map_err(|e| problems.push(format!("device.kind: {e}"))).ok();
@@ -208,14 +263,61 @@ impl AgentConfig {
         if t.backoff_initial_ms == 0 || t.backoff_max_secs == 0 || t.backoff_initial_ms > t.backoff_max_secs * 1000 {
             problems.push("transport.backoff_initial_ms must be positive and at most backoff_max_secs".to_owned());
         }
-        let server_name = raw.collector.server_name.unwrap_or_else(|| {
+        let server_name = raw.collector.server_name.clone().unwrap_or_else(|| {
             raw.collector.address.rsplit_once(':').map_or(raw.collector.address.clone(), |(host, _)| {
                 host.trim_start_matches('[').trim_end_matches(']').to_owned()
             })
         });
-        if rustls_pki_types::ServerName::try_from(server_name.clone()).is_err() {
-            problems.push(format!("collector.server_name {server_name:?} is not a DNS name or IP address"));
+        let security = match raw.collector.transport {
+            TransportKind::Tls => {
+                if rustls_pki_types::ServerName::try_from(server_name.clone()).is_err() {
+                    problems.push(format!("collector.server_name {server_name:?} is not a DNS name or IP address"));
+                }
+                if raw.ssh.is_some() {
+                    problems.push("[ssh] is set but collector.transport is \"tls\"".to_owned());
+                }
+                raw.tls.as_ref().map(|tls| {
+                    TransportSecurity::Tls(TlsSettings {
+                        server_name: server_name.clone(),
+                        ca_path: base.join(&tls.ca),
+                        cert_path: base.join(&tls.cert),
+                        key_path: base.join(&tls.key),
+                        shared_key_path: base.join(&tls.shared_key),
+                    })
+                })
+            }
+            TransportKind::Ssh => {
+                if raw.tls.is_some() {
+                    problems.push("[tls] is set but collector.transport is \"ssh\"".to_owned());
+                }
+                raw.ssh.as_ref().map(|ssh| {
+                    let fingerprint = ssh.host_key_fingerprint.trim();
+                    if !valid_fingerprint(fingerprint) {
+                        problems.push(format!(
+                            "ssh.host_key_fingerprint must look like SHA256:<43 base64 characters> (from `glimpse-collector ssh-host-key`), got {:?}",
+                            fingerprint.chars().take(80).collect::<String>()
+                        ));
+                    }
+                    TransportSecurity::Ssh(SshSettings {
+                        key_path: base.join(&ssh.key),
+                        host_key_fingerprint: fingerprint.to_owned(),
+                        user: ssh.user.clone().unwrap_or_else(|| default_ssh_user.clone()),
+                    })
+                })
+            }
+        };
+        if security.is_none() {
+            let section = match raw.collector.transport {
+                TransportKind::Tls => "[tls] (ca, cert, key, shared_key)",
+                TransportKind::Ssh => "[ssh] (key, host_key_fingerprint)",
+            };
+            problems.push(format!("collector.transport needs {section}"));
         }
+        let cipher_preference = match (&raw.tls, &raw.ssh) {
+            (_, Some(ssh)) => ssh.cipher_preference,
+            (Some(tls), None) => tls.cipher_preference,
+            (None, None) => CipherPreference::Auto,
+        };
         if !raw.collector.address.contains(':') {
             problems.push(format!(
                 "collector.address {:?} needs a port, e.g. collector.example:7443",
@@ -223,7 +325,7 @@ impl AgentConfig {
             ));
         }
         problems.extend(raw.capture.problems());
-        let (Some(org), Some(device), Some(kind)) = (org, device, kind) else {
+        let (Some(org), Some(device), Some(kind), Some(security)) = (org, device, kind, security) else {
             return Err(ConfigError::Invalid { path: path.to_owned(), problems });
         };
         if !problems.is_empty() {
@@ -232,12 +334,8 @@ impl AgentConfig {
         Ok(Self {
             identity: DeviceIdentity { org, device, kind },
             collector_address: raw.collector.address,
-            server_name,
-            ca_path: base.join(raw.tls.ca),
-            cert_path: base.join(raw.tls.cert),
-            key_path: base.join(raw.tls.key),
-            shared_key_path: base.join(raw.tls.shared_key),
-            cipher_preference: raw.tls.cipher_preference,
+            security,
+            cipher_preference,
             interval,
             sysroot: base.join(raw.collect.sysroot),
             max_frame_bytes: t.max_frame_bytes,
@@ -255,6 +353,13 @@ impl AgentConfig {
             },
         })
     }
+}
+
+/// Whether `text` looks like an OpenSSH SHA-256 fingerprint: `SHA256:`
+/// and 43 characters of unpadded base64.
+fn valid_fingerprint(text: &str) -> bool {
+    text.strip_prefix("SHA256:")
+        .is_some_and(|b64| b64.len() == 43 && b64.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/'))
 }
 
 #[cfg(test)]
@@ -281,8 +386,9 @@ shared_key = "device.psk"
     fn defaults_and_relative_paths() {
         let c = AgentConfig::parse(GOOD, Path::new("/etc/glimpse/agent.toml"), Path::new("/etc/glimpse")).unwrap();
         assert_eq!(c.identity.to_uri(), "urn:glimpse:device:acme:ap:ap-1");
-        assert_eq!(c.server_name, "127.0.0.1");
-        assert_eq!(c.cert_path, Path::new("/etc/glimpse/device.pem"));
+        let TransportSecurity::Tls(tls) = &c.security else { panic!("TLS by default") };
+        assert_eq!(tls.server_name, "127.0.0.1");
+        assert_eq!(tls.cert_path, Path::new("/etc/glimpse/device.pem"));
         assert_eq!(c.interval, Duration::from_secs(30));
         assert_eq!(c.max_frame_bytes, 1 << 20);
     }
@@ -297,6 +403,39 @@ shared_key = "device.psk"
         assert!(err.contains("max_frame_bytes"), "{err}");
         let err = AgentConfig::parse("[device]\nbogus = 1", Path::new("a.toml"), Path::new(".")).unwrap_err();
         assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+    }
+
+    const SSH: &str = r#"
+[device]
+org = "acme"
+id = "sw-1"
+kind = "switch"
+
+[collector]
+address = "collector.example:2222"
+transport = "ssh"
+
+[ssh]
+key = "ssh_ed25519_key"
+host_key_fingerprint = "SHA256:0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"
+"#;
+
+    #[test]
+    fn ssh_transport_needs_its_section_and_a_well_formed_fingerprint() {
+        let c = AgentConfig::parse(SSH, Path::new("/etc/glimpse/agent.toml"), Path::new("/etc/glimpse")).unwrap();
+        let TransportSecurity::Ssh(ssh) = &c.security else { panic!("SSH") };
+        assert_eq!(ssh.key_path, Path::new("/etc/glimpse/ssh_ed25519_key"));
+        assert_eq!(ssh.user, "acme/sw-1");
+
+        let short = SSH.replace("ABCDEFG\"", "ABC\"");
+        let err = AgentConfig::parse(&short, Path::new("a.toml"), Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("ssh.host_key_fingerprint"), "{err}");
+        let without = SSH.split("[ssh]").next().unwrap().to_owned();
+        let err = AgentConfig::parse(&without, Path::new("a.toml"), Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("collector.transport needs [ssh]"), "{err}");
+        let both = format!("{SSH}\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\nshared_key = \"d\"\n");
+        let err = AgentConfig::parse(&both, Path::new("a.toml"), Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("[tls] is set"), "{err}");
     }
 
     #[test]

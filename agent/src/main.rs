@@ -85,11 +85,16 @@ fn main() -> ExitCode {
 
 fn check(path: PathBuf) -> anyhow::Result<()> {
     let config = AgentConfig::load(&path)?;
-    glimpse_agent::transport::client_tls_config(&config)?;
-    glimpse_agent::transport::connection::load_shared_key(&config.shared_key_path)?;
+    glimpse_agent::transport::Credentials::load(&config)?;
+    let how = match &config.security {
+        glimpse_agent::config::TransportSecurity::Tls(tls) => format!("TLS, server name {}", tls.server_name),
+        glimpse_agent::config::TransportSecurity::Ssh(ssh) => {
+            format!("SSH as {}, host key {}", ssh.user, ssh.host_key_fingerprint)
+        }
+    };
     println!(
-        "ok: {} -> {} (server name {}), every {:?}, cipher preference {:?}",
-        config.identity, config.collector_address, config.server_name, config.interval, config.cipher_preference
+        "ok: {} -> {} ({how}), every {:?}, cipher preference {:?}",
+        config.identity, config.collector_address, config.interval, config.cipher_preference
     );
     Ok(())
 }

@@ -25,14 +25,12 @@ use glimpse_common::bounded::BoundedVec;
 use glimpse_common::clock::{Clock, SystemClock};
 use glimpse_common::minimise::{omit_fields, MetadataField};
 use glimpse_common::record::{Record, RecordBody};
-use glimpse_common::secret::SecretKey;
 use glimpse_common::wire::{AgentMessage, Batch, CollectorMessage, ControlMessage};
 
 use crate::capture::session::Captures;
 use crate::config::AgentConfig;
 use crate::probe::HostProbe;
-use crate::transport::connection::load_shared_key;
-use crate::transport::{client_tls_config, Backoff, Connection, TransportError};
+use crate::transport::{Backoff, Connection, Credentials, TransportError};
 
 /// What the agent is doing, for tests, the demo and status output.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,7 +51,7 @@ pub struct AgentStatus {
     pub connections: u64,
     /// The last connection or protocol failure.
     pub last_error: Option<String>,
-    /// The TLS cipher suite of the current or last connection.
+    /// The TLS cipher suite of the current or last connection, or `SSH`.
     pub cipher_suite: Option<String>,
     /// The organisation's capture consent, as the agent last heard it.
     pub capture_consent: bool,
@@ -74,15 +72,13 @@ pub enum AgentError {
 #[derive(Clone)]
 struct Settings {
     config: AgentConfig,
-    tls: Arc<rustls::ClientConfig>,
-    shared_key: Arc<SecretKey>,
+    credentials: Credentials,
 }
 
 impl Settings {
     fn load(config: AgentConfig) -> Result<Self, AgentError> {
-        let tls = client_tls_config(&config)?;
-        let shared_key = Arc::new(load_shared_key(&config.shared_key_path)?);
-        Ok(Self { config, tls, shared_key })
+        let credentials = Credentials::load(&config)?;
+        Ok(Self { config, credentials })
     }
 }
 
@@ -175,7 +171,7 @@ async fn run(
         // Connect when there is something to send and the backoff allows it.
         let has_work = in_flight.is_some() || !lock(&queue).is_empty();
         if connection.is_none() && has_work && retry_at.is_none_or(|at| at <= tokio::time::Instant::now()) {
-            match Connection::open(&settings.config, settings.tls.clone(), &settings.shared_key, stream_id).await {
+            match Connection::open(&settings.config, &settings.credentials, stream_id).await {
                 Ok(conn) => {
                     backoff.reset();
                     retry_at = None;
@@ -197,12 +193,12 @@ async fn run(
                     }
                     next_seq = in_flight.as_ref().map_or(stored + 1, |b| b.stream_seq + 1);
                     in_flight_written = false;
-                    info!(suite = ?conn.cipher_suite(), stored_seq = stored, "connected to collector");
+                    info!(security = conn.security(), stored_seq = stored, "connected to collector");
                     status.send_modify(|s| {
                         s.connected = true;
                         s.connections += 1;
                         s.last_error = None;
-                        s.cipher_suite = conn.cipher_suite().map(|c| format!("{c:?}"));
+                        s.cipher_suite = Some(conn.security().to_owned());
                     });
                     connection = Some(conn);
                 }

@@ -265,10 +265,14 @@ key = "pki/collector.key"
         let c = parse(&format!("{GOOD}\n[ssh]\nlisten = \"0.0.0.0:2222\"\n")).unwrap();
         let ssh = c.ssh.unwrap();
         assert_eq!(ssh.host_key, Path::new("/srv/glimpse/data/ssh_host_ed25519_key"));
-        assert_eq!((ssh.max_unauthenticated, ssh.auth_timeout, ssh.max_auth_attempts), (64, Duration::from_secs(20), 3));
-        let err = parse(&format!("{GOOD}\n[ssh]\nlisten = \"0.0.0.0:2222\"\nmax_auth_attempts = 0\nauth_timeout_secs = 0\n"))
-            .unwrap_err()
-            .to_string();
+        assert_eq!(
+            (ssh.max_unauthenticated, ssh.auth_timeout, ssh.max_auth_attempts),
+            (64, Duration::from_secs(20), 3)
+        );
+        let err =
+            parse(&format!("{GOOD}\n[ssh]\nlisten = \"0.0.0.0:2222\"\nmax_auth_attempts = 0\nauth_timeout_secs = 0\n"))
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("ssh.max_auth_attempts") && err.contains("ssh.auth_timeout_secs"), "{err}");
     }
 

@@ -681,7 +681,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::SshHostKey { config } => {
             let config = CollectorConfig::load(&config)?;
             let Some(ssh) = &config.ssh else {
-                anyhow::bail!("the config has no [ssh] section; add one with `listen = \"0.0.0.0:2222\"` to enable SSH");
+                anyhow::bail!(
+                    "the config has no [ssh] section; add one with `listen = \"0.0.0.0:2222\"` to enable SSH"
+                );
             };
             let key = glimpse_collector::ingest::ssh::host_key::load_or_create(&ssh.host_key)?;
             println!("{}", glimpse_collector::ingest::ssh::host_key_fingerprint(&key));

@@ -196,7 +196,8 @@ impl Collector {
         let ssh_server = match &config.ssh {
             Some(settings) => {
                 let ssh = SshServer::bind(settings, config.max_connections, server.context()).await?;
-                ssh_addr = Some(ssh.local_addr().map_err(|source| ServiceError::Bind { addr: settings.listen, source })?);
+                ssh_addr =
+                    Some(ssh.local_addr().map_err(|source| ServiceError::Bind { addr: settings.listen, source })?);
                 ssh_fingerprint = Some(ssh.fingerprint().to_owned());
                 info!(ssh = ?ssh_addr, host_key = %ssh.fingerprint(), "SSH ingest listening");
                 Some(ssh)

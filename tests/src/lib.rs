@@ -77,6 +77,8 @@ pub struct Device {
     pub key: PathBuf,
     /// Its shared key file.
     pub shared_key: PathBuf,
+    /// Its SSH private key (switches and gateways).
+    pub ssh_key: Option<PathBuf>,
 }
 
 /// Issues a device in `pki_dir` with an optional validity override.
@@ -84,7 +86,19 @@ pub fn issue_device_in(pki_dir: &Path, org: &str, kind: DeviceKind, validity: gl
     let identity = DeviceIdentity { org: OrgId::new(org).expect("org"), device: unique_device(kind.as_str()), kind };
     let _guard = pki().lock();
     let files = glimpse_certs::issue_device(pki_dir, &identity, &validity, false).expect("issue device");
-    Device { identity, pki: pki_dir.to_owned(), cert: files.cert, key: files.key, shared_key: files.shared_key }
+    Device {
+        identity,
+        pki: pki_dir.to_owned(),
+        cert: files.cert,
+        key: files.key,
+        shared_key: files.shared_key,
+        ssh_key: files.ssh_key,
+    }
+}
+
+/// Issues a fresh switch or gateway (with a generated SSH key) in our PKI.
+pub fn issue_ssh_device(org: &str, kind: DeviceKind) -> Device {
+    issue_device_in(&pki().ours, org, kind, glimpse_certs::Validity::default())
 }
 
 /// Issues a fresh, valid access point in our PKI.
@@ -108,7 +122,8 @@ pub fn collector_toml(data_dir: &Path, master_key: &Path, port: u16) -> String {
     format!(
         "listen = \"127.0.0.1:{port}\"\ndata_dir = {data:?}\nmaster_key_file = {key:?}\npki_dir = {pki:?}\n\
          [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {ckey:?}\ncrl = {crl:?}\n\
-         [limits]\nhandshake_timeout_secs = 10\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+         [limits]\nhandshake_timeout_secs = 10\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [ssh]\nlisten = \"127.0.0.1:0\"\nauth_timeout_secs = 20\n",
         data = data_dir,
         key = master_key,
         pki = pki,
@@ -152,6 +167,16 @@ impl TestCollector {
     /// Where agents connect.
     pub fn addr(&self) -> std::net::SocketAddr {
         self.collector.local_addr()
+    }
+
+    /// Where switches and gateways connect over SSH.
+    pub fn ssh_addr(&self) -> std::net::SocketAddr {
+        self.collector.ssh_addr().expect("SSH enabled in test collectors")
+    }
+
+    /// The SSH host key fingerprint agents pin.
+    pub fn ssh_fingerprint(&self) -> String {
+        self.collector.ssh_host_key_fingerprint().expect("SSH enabled").to_owned()
     }
 
     /// Records stored for one device, across the metadata kind.
@@ -239,6 +264,25 @@ pub fn agent_config(collector: std::net::SocketAddr, device: &Device) -> AgentCo
     AgentConfig::parse(&text, Path::new("test-agent.toml"), Path::new("/")).expect("agent config")
 }
 
+/// An SSH agent config for switch or gateway `device`, pinning
+/// `fingerprint` as the collector's host key.
+pub fn ssh_agent_config(ssh: std::net::SocketAddr, fingerprint: &str, device: &Device) -> AgentConfig {
+    let text = format!(
+        "[device]\norg = \"{org}\"\nid = \"{id}\"\nkind = \"{kind}\"\n\
+         [collector]\naddress = \"{ssh}\"\ntransport = \"ssh\"\n\
+         [ssh]\nkey = {key:?}\nhost_key_fingerprint = \"{fingerprint}\"\n\
+         [collect]\ninterval_secs = 0.05\nsysroot = \"/\"\n\
+         [transport]\nbackoff_initial_ms = 50\nbackoff_max_secs = 1\nconnect_timeout_secs = 10\n\
+         [capture]\nconsent_file = {consent:?}\n",
+        org = device.identity.org,
+        id = device.identity.device,
+        kind = device.identity.kind,
+        key = device.ssh_key.as_ref().expect("an SSH device"),
+        consent = device.cert.with_file_name("capture-consent"),
+    );
+    AgentConfig::parse(&text, Path::new("test-agent.toml"), Path::new("/")).expect("SSH agent config")
+}
+
 /// Starts an agent for `device`.
 pub fn start_agent(collector: std::net::SocketAddr, device: &Device) -> AgentHandle {
     AgentHandle::spawn(agent_config(collector, device)).expect("agent starts")
@@ -312,9 +356,8 @@ pub async fn try_connect(
 pub async fn try_connect_with(
     config: AgentConfig,
 ) -> Result<glimpse_agent::transport::Connection, glimpse_agent::transport::TransportError> {
-    let tls = glimpse_agent::transport::client_tls_config(&config)?;
-    let key = glimpse_agent::transport::connection::load_shared_key(&config.shared_key_path)?;
-    glimpse_agent::transport::Connection::open(&config, tls, &key, 1).await
+    let credentials = glimpse_agent::transport::Credentials::load(&config)?;
+    glimpse_agent::transport::Connection::open(&config, &credentials, 1).await
 }
 
 /// A port on 127.0.0.1 that was free a moment ago (for starting a collector

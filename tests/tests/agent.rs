@@ -42,7 +42,9 @@ async fn reload_reconnects_with_new_credentials() {
 
     // A broken reload is refused and the agent keeps running as it was.
     let mut broken = agent_config(tc.addr(), &device);
-    broken.cert_path = "/nonexistent/device.pem".into();
+    if let glimpse_agent::config::TransportSecurity::Tls(tls) = &mut broken.security {
+        tls.cert_path = "/nonexistent/device.pem".into();
+    }
     assert!(agent.reload(broken).is_err());
 
     agent.reload(agent_config(tc.addr(), &device)).unwrap();

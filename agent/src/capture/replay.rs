@@ -38,13 +38,11 @@ async fn replay_file(config: &AgentConfig, pcap: &Path, interface: &str) -> Resu
     use glimpse_common::record::{Record, RecordBody};
     use glimpse_common::wire::{Batch, CollectorMessage, ControlMessage};
 
-    use crate::transport::connection::load_shared_key;
-    use crate::transport::{client_tls_config, Connection};
+    use crate::transport::{Connection, Credentials};
 
-    let tls = client_tls_config(config)?;
-    let key = load_shared_key(&config.shared_key_path)?;
+    let credentials = Credentials::load(config)?;
     let stream_id: u64 = rand::thread_rng().gen();
-    let mut conn = Connection::open(config, tls, &key, stream_id).await?;
+    let mut conn = Connection::open(config, &credentials, stream_id).await?;
     // The collector states consent right after the handshake.
     let consent = tokio::time::timeout(CONSENT_WAIT, conn.receive()).await;
     match consent {

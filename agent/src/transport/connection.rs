@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -19,7 +20,7 @@ use glimpse_common::wire::{
     AgentMessage, AuthProof, Batch, CollectorMessage, ControlMessage, ErrorCode, Hello, PROTOCOL_VERSION,
 };
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, TlsSettings, TransportSecurity};
 
 /// A connection attempt or an exchange on it failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,15 +68,104 @@ pub enum TransportError {
         /// Why.
         reason: String,
     },
+    /// The device's SSH private key could not be used.
+    #[error("SSH key {path}: {reason}")]
+    SshKey {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The collector presented a host key other than the pinned one: a
+    /// reinstalled collector, or someone in the middle. Nothing was sent.
+    #[error(
+        "the collector's SSH host key {presented} is not the pinned {expected}; refusing to connect \
+         (if the collector was reinstalled, update [ssh] host_key_fingerprint from `glimpse-collector ssh-host-key`)"
+    )]
+    HostKeyMismatch {
+        /// The fingerprint in the config.
+        expected: String,
+        /// The fingerprint the collector presented.
+        presented: String,
+    },
+    /// The collector did not accept the device's SSH key.
+    #[error(
+        "the collector refused SSH login as {user} with key {fingerprint}: not registered for this device, or revoked"
+    )]
+    SshLoginRefused {
+        /// The user name tried.
+        user: String,
+        /// The key's fingerprint.
+        fingerprint: String,
+    },
+    /// Any other SSH failure (negotiation, channel, subsystem).
+    #[error("SSH with the collector failed: {0}")]
+    Ssh(String),
+    /// The config asks for SSH but this build has no SSH support.
+    #[error("collector.transport = \"ssh\" but this agent was built without the `ssh` feature")]
+    SshUnavailable,
 }
 
-/// Builds the client TLS configuration from the files a config names.
-pub fn client_tls_config(config: &AgentConfig) -> Result<Arc<ClientConfig>, TransportError> {
-    let ca = load_certs(&config.ca_path)?.remove(0);
-    let chain = load_certs(&config.cert_path)?;
-    let key = load_key(&config.key_path)?;
-    Ok(Arc::new(client_config(&ca, chain, key, config.cipher_preference.prefer_chacha())?))
+/// What connections authenticate with, loaded once at start and on reload
+/// so that a bad file fails early.
+#[derive(Clone)]
+pub enum Credentials {
+    /// Mutual TLS and the shared-key proof.
+    Tls {
+        /// The client TLS configuration (certificate, key, CA).
+        config: Arc<ClientConfig>,
+        /// The per-device shared key.
+        shared_key: Arc<SecretKey>,
+        /// The name the collector's certificate must carry.
+        server_name: String,
+    },
+    /// SSH public-key login with a pinned host key.
+    #[cfg(feature = "ssh")]
+    Ssh(super::ssh::SshCredentials),
 }
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Tls { server_name, .. } => {
+                f.debug_struct("Tls").field("server_name", server_name).finish_non_exhaustive()
+            }
+            #[cfg(feature = "ssh")]
+            Credentials::Ssh(ssh) => ssh.fmt(f),
+        }
+    }
+}
+
+impl Credentials {
+    /// Loads every file the config names for its transport.
+    pub fn load(config: &AgentConfig) -> Result<Self, TransportError> {
+        match &config.security {
+            TransportSecurity::Tls(tls) => Ok(Credentials::Tls {
+                config: client_tls_config(tls, config.cipher_preference.prefer_chacha())?,
+                shared_key: Arc::new(load_shared_key(&tls.shared_key_path)?),
+                server_name: tls.server_name.clone(),
+            }),
+            #[cfg(feature = "ssh")]
+            TransportSecurity::Ssh(ssh) => {
+                Ok(Credentials::Ssh(super::ssh::SshCredentials::load(ssh, config.cipher_preference.prefer_chacha())?))
+            }
+            #[cfg(not(feature = "ssh"))]
+            TransportSecurity::Ssh(_) => Err(TransportError::SshUnavailable),
+        }
+    }
+}
+
+/// Builds the client TLS configuration from the files `[tls]` names.
+pub fn client_tls_config(tls: &TlsSettings, prefer_chacha: bool) -> Result<Arc<ClientConfig>, TransportError> {
+    let ca = load_certs(&tls.ca_path)?.remove(0);
+    let chain = load_certs(&tls.cert_path)?;
+    let key = load_key(&tls.key_path)?;
+    Ok(Arc::new(client_config(&ca, chain, key, prefer_chacha)?))
+}
+
+/// A byte stream the framed protocol runs over: TLS, or an SSH channel.
+trait AgentStream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> AgentStream for T {}
 
 /// Reads the per-device shared key file (64 hex digits).
 pub fn load_shared_key(path: &std::path::Path) -> Result<SecretKey, TransportError> {
@@ -87,57 +177,53 @@ pub fn load_shared_key(path: &std::path::Path) -> Result<SecretKey, TransportErr
 }
 
 /// An authenticated connection to the collector.
-#[derive(Debug)]
 pub struct Connection {
-    stream: TlsStream<TcpStream>,
+    stream: Box<dyn AgentStream>,
     max_frame: usize,
     reader: FrameReader,
     stored_seq: u64,
     /// Control messages that arrived while we waited for an acknowledgement.
     pending_controls: Vec<ControlMessage>,
-    cipher_suite: Option<rustls::CipherSuite>,
+    security: String,
+    /// What must outlive the stream (the SSH session under the channel).
+    _session: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("security", &self.security)
+            .field("stored_seq", &self.stored_seq)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Connection {
-    /// Connects, completes mutual TLS, proves the shared key and waits for
-    /// the collector's welcome.
-    pub async fn open(
-        config: &AgentConfig,
-        tls: Arc<ClientConfig>,
-        shared_key: &SecretKey,
-        stream_id: u64,
-    ) -> Result<Self, TransportError> {
+    /// Connects, authenticates (mutual TLS and the shared-key proof, or SSH
+    /// public-key login) and waits for the collector's welcome.
+    pub async fn open(config: &AgentConfig, credentials: &Credentials, stream_id: u64) -> Result<Self, TransportError> {
         let timeout = config.connect_timeout;
-        tokio::time::timeout(timeout, Self::open_inner(config, tls, shared_key, stream_id))
+        tokio::time::timeout(timeout, Self::open_inner(config, credentials, stream_id))
             .await
             .map_err(|_| TransportError::Timeout(timeout))?
     }
 
     async fn open_inner(
         config: &AgentConfig,
-        tls: Arc<ClientConfig>,
-        shared_key: &SecretKey,
+        credentials: &Credentials,
         stream_id: u64,
     ) -> Result<Self, TransportError> {
-        let address = &config.collector_address;
-        let tcp = TcpStream::connect(address)
-            .await
-            .map_err(|source| TransportError::Connect { address: address.clone(), source })?;
-        // Batches are small and latency matters more than packing.
-        let _ = tcp.set_nodelay(true);
-        let server_name = ServerName::try_from(config.server_name.clone())
-            .map_err(|_| TransportError::UnexpectedReply("invalid server name"))?;
-        let stream = TlsConnector::from(tls).connect(server_name, tcp).await.map_err(TransportError::Tls)?;
-        let cipher_suite = stream.get_ref().1.negotiated_cipher_suite().map(|s| s.suite());
-
-        let mut exported = [0u8; EXPORTER_LEN];
-        stream
-            .get_ref()
-            .1
-            .export_keying_material(&mut exported, EXPORTER_LABEL, None)
-            .map_err(TransportError::Exporter)?;
-        let proof = device_proof(shared_key, &exported, &config.identity);
-
+        let (stream, proof, security, session): (Box<dyn AgentStream>, _, _, _) = match credentials {
+            Credentials::Tls { config: tls, shared_key, server_name } => {
+                let (stream, proof, suite) = open_tls(config, tls, shared_key, server_name).await?;
+                (Box::new(stream), Some(proof), suite, None)
+            }
+            #[cfg(feature = "ssh")]
+            Credentials::Ssh(ssh) => {
+                let (stream, session) = super::ssh::connect(config, ssh).await?;
+                (Box::new(stream), None, "SSH".to_owned(), Some(session))
+            }
+        };
         // Accept the collector's full default bound: an error may come
         // before we learn its own.
         let mut conn = Self {
@@ -146,10 +232,15 @@ impl Connection {
             reader: FrameReader::new(glimpse_common::wire::DEFAULT_MAX_FRAME_LEN),
             stored_seq: 0,
             pending_controls: Vec::new(),
-            cipher_suite,
+            security,
+            _session: session,
         };
         conn.send(&hello(&config.identity, stream_id)).await?;
-        conn.send(&AgentMessage::AuthProof(AuthProof { proof })).await?;
+        // Over SSH the login already proved who we are; over TLS the shared
+        // key is proven now.
+        if let Some(proof) = proof {
+            conn.send(&AgentMessage::AuthProof(AuthProof { proof })).await?;
+        }
         match conn.receive().await? {
             CollectorMessage::Welcome(welcome) => {
                 conn.max_frame = conn.max_frame.min(welcome.max_frame_len as usize);
@@ -166,9 +257,9 @@ impl Connection {
         self.stored_seq
     }
 
-    /// The negotiated TLS cipher suite.
-    pub fn cipher_suite(&self) -> Option<rustls::CipherSuite> {
-        self.cipher_suite
+    /// How the connection is secured: the negotiated TLS cipher suite, or `SSH`.
+    pub fn security(&self) -> &str {
+        &self.security
     }
 
     /// Sends a batch and waits until the collector acknowledges it as
@@ -232,6 +323,30 @@ impl Connection {
     pub async fn receive(&mut self) -> Result<CollectorMessage, TransportError> {
         Ok(self.reader.next(&mut self.stream).await?)
     }
+}
+
+/// TCP, mutual TLS and the shared-key proof for this session.
+async fn open_tls(
+    config: &AgentConfig,
+    tls: &Arc<ClientConfig>,
+    shared_key: &SecretKey,
+    server_name: &str,
+) -> Result<(TlsStream<TcpStream>, [u8; glimpse_common::auth::PROOF_LEN], String), TransportError> {
+    let address = &config.collector_address;
+    let tcp = TcpStream::connect(address)
+        .await
+        .map_err(|source| TransportError::Connect { address: address.clone(), source })?;
+    // Batches are small and latency matters more than packing.
+    let _ = tcp.set_nodelay(true);
+    let server_name = ServerName::try_from(server_name.to_owned())
+        .map_err(|_| TransportError::UnexpectedReply("invalid server name"))?;
+    let stream = TlsConnector::from(Arc::clone(tls)).connect(server_name, tcp).await.map_err(TransportError::Tls)?;
+    let suite =
+        stream.get_ref().1.negotiated_cipher_suite().map_or_else(|| "TLS".to_owned(), |s| format!("{:?}", s.suite()));
+    let mut exported = [0u8; EXPORTER_LEN];
+    stream.get_ref().1.export_keying_material(&mut exported, EXPORTER_LABEL, None).map_err(TransportError::Exporter)?;
+    let proof = device_proof(shared_key, &exported, &config.identity);
+    Ok((stream, proof, suite))
 }
 
 fn hello(identity: &DeviceIdentity, stream_id: u64) -> AgentMessage {

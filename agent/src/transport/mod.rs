@@ -1,8 +1,12 @@
-//! Getting records to the collector: mutually-authenticated TLS, the
-//! shared-key proof, batches and acknowledgements, and reconnect pacing.
+//! Getting records to the collector: mutually-authenticated TLS and the
+//! shared-key proof (access points) or SSH with a pinned host key
+//! (switches and gateways), batches and acknowledgements, and reconnect
+//! pacing.
 
 pub mod backoff;
 pub mod connection;
+#[cfg(feature = "ssh")]
+pub mod ssh;
 
 pub use backoff::Backoff;
-pub use connection::{client_tls_config, Connection, TransportError};
+pub use connection::{client_tls_config, Connection, Credentials, TransportError};

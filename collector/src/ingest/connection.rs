@@ -18,8 +18,8 @@ use glimpse_common::identity::DeviceIdentity;
 use glimpse_common::record::RecordBody;
 use glimpse_common::wire::io::{read_message, write_message, FrameIoError, FrameReader};
 use glimpse_common::wire::{
-    AgentMessage, AuthProof, Authentication, CollectorMessage, CollectorSession, ControlMessage, ErrorCode, ProtocolError,
-    SessionAction, Welcome, WireError, PROTOCOL_VERSION,
+    AgentMessage, AuthProof, Authentication, CollectorMessage, CollectorSession, ControlMessage, ErrorCode,
+    ProtocolError, SessionAction, Welcome, WireError, PROTOCOL_VERSION,
 };
 
 use crate::ingest::directory::{AgentDirectory, OrgDirectives};
@@ -223,7 +223,8 @@ async fn admit_ssh<S: AgentStream>(
         }
         Err(e) => return Err(Refusal::protocol(e.code(), e.to_string())),
     }
-    let lookup_failed = |e: crate::keys::KeyError| Refusal::auth(RejectReason::UnknownDevice, format!("registry lookup failed: {e}"));
+    let lookup_failed =
+        |e: crate::keys::KeyError| Refusal::auth(RejectReason::UnknownDevice, format!("registry lookup failed: {e}"));
     let registry = context.store.registry();
     let registration = registry
         .get(&identity.org, &identity.device)
@@ -510,7 +511,12 @@ async fn send<S: AgentStream>(stream: &mut S, msg: &CollectorMessage, max: usize
     })
 }
 
-async fn send_error<S: AgentStream>(stream: &mut S, code: ErrorCode, message: &str, max: usize) -> Result<(), FrameIoError> {
+async fn send_error<S: AgentStream>(
+    stream: &mut S,
+    code: ErrorCode,
+    message: &str,
+    max: usize,
+) -> Result<(), FrameIoError> {
     write_message(stream, &CollectorMessage::Error(ProtocolError::new(code, message)), max).await
 }
 

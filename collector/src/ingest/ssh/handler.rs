@@ -86,16 +86,18 @@ impl DeviceHandler {
         if registered.key_data() != key.key_data() {
             return Err((
                 RejectReason::RegistrationMismatch,
-                format!(
-                    "key {} is not the one registered for {identity}",
-                    glimpse_certs::ssh::fingerprint(key)
-                ),
+                format!("key {} is not the one registered for {identity}", glimpse_certs::ssh::fingerprint(key)),
             ));
         }
         Ok(identity)
     }
 
-    fn refuse_channel_request(&self, what: &str, channel: ChannelId, session: &mut Session) -> Result<(), russh::Error> {
+    fn refuse_channel_request(
+        &self,
+        what: &str,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
         warn!(peer = %self.peer, device = ?self.identity.as_ref().map(ToString::to_string), "SSH {what} request refused: devices may only start the glimpse subsystem");
         session.channel_failure(channel)
     }
@@ -243,7 +245,12 @@ impl russh::server::Handler for DeviceHandler {
         self.refuse_channel_request("shell", channel, session)
     }
 
-    async fn exec_request(&mut self, channel: ChannelId, _data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         self.refuse_channel_request("exec", channel, session)
     }
 
@@ -252,7 +259,12 @@ impl russh::server::Handler for DeviceHandler {
         Ok(false)
     }
 
-    async fn tcpip_forward(&mut self, address: &str, port: &mut u32, _session: &mut Session) -> Result<bool, Self::Error> {
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
         let address: String = address.chars().take(80).collect();
         warn!(peer = %self.peer, %address, port = *port, "SSH remote port forward refused");
         Ok(false)
@@ -263,7 +275,12 @@ impl russh::server::Handler for DeviceHandler {
         Ok(false)
     }
 
-    async fn subsystem_request(&mut self, channel: ChannelId, name: &str, session: &mut Session) -> Result<(), Self::Error> {
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         let ready = name == SUBSYSTEM && self.channel.as_ref().is_some_and(|c| c.id() == channel);
         let (Some(identity), true) = (self.identity.clone(), ready) else {
             let name: String = name.chars().take(40).collect();

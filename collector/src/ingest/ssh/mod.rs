@@ -275,6 +275,11 @@ async fn serve(
         }
     };
     serve_ssh_channel(admitted.stream, peer, admitted.identity, context, shutdown).await;
-    refuse("goodbye".into()).await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), running).await;
+    // The channel is closed (EOF and close went out behind the last frame).
+    // Let the client read them and hang up itself; disconnecting at once
+    // could overtake the last frame, an error the device should see.
+    if tokio::time::timeout(Duration::from_secs(2), &mut running).await.is_err() {
+        refuse("goodbye".into()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), running).await;
+    }
 }
