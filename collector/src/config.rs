@@ -50,6 +50,14 @@ struct RawSsh {
     auth_timeout_secs: u64,
     #[serde(default = "default_ssh_auth_attempts")]
     max_auth_attempts: usize,
+    #[serde(default = "default_ssh_per_source")]
+    max_unauthenticated_per_source: usize,
+    #[serde(default)]
+    post_quantum_kex_only: bool,
+}
+
+fn default_ssh_per_source() -> usize {
+    8
 }
 
 fn default_ssh_unauthenticated() -> usize {
@@ -78,6 +86,13 @@ pub struct SshConfig {
     pub auth_timeout: Duration,
     /// Authentication attempts allowed per connection.
     pub max_auth_attempts: usize,
+    /// Most unauthenticated connections from one IP address, so that one
+    /// host cannot take every slot of `max_unauthenticated`.
+    pub max_unauthenticated_per_source: usize,
+    /// Offer only the hybrid post-quantum key exchange
+    /// (mlkem768x25519-sha256). Every Glimpse agent speaks it; OpenSSH
+    /// clients need 9.9 or later.
+    pub post_quantum_kex_only: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,6 +207,12 @@ impl CollectorConfig {
             if !(1..=600).contains(&ssh.auth_timeout_secs) {
                 problems.push(format!("ssh.auth_timeout_secs must be 1..=600, got {}", ssh.auth_timeout_secs));
             }
+            if !(1..=ssh.max_unauthenticated.max(1)).contains(&ssh.max_unauthenticated_per_source) {
+                problems.push(format!(
+                    "ssh.max_unauthenticated_per_source must be 1..=max_unauthenticated, got {}",
+                    ssh.max_unauthenticated_per_source
+                ));
+            }
             if !(1..=10).contains(&ssh.max_auth_attempts) {
                 problems.push(format!("ssh.max_auth_attempts must be 1..=10, got {}", ssh.max_auth_attempts));
             }
@@ -203,6 +224,8 @@ impl CollectorConfig {
             max_unauthenticated: ssh.max_unauthenticated,
             auth_timeout: Duration::from_secs(ssh.auth_timeout_secs),
             max_auth_attempts: ssh.max_auth_attempts,
+            max_unauthenticated_per_source: ssh.max_unauthenticated_per_source,
+            post_quantum_kex_only: ssh.post_quantum_kex_only,
         });
         let retention =
             RetentionPolicy::try_from(raw.retention).map_err(|e| problems.push(format!("retention: {e}"))).ok();

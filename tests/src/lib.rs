@@ -150,11 +150,20 @@ impl TestCollector {
     // against PKI writers; no task of this runtime ever contends for it.
     #[allow(clippy::await_holding_lock)]
     pub async fn start_on(port: u16, clock: Arc<dyn Clock>) -> Self {
+        Self::start_with_ssh_settings(port, clock, "").await
+    }
+
+    /// Starts a collector whose `[ssh]` section also has `ssh_lines`
+    /// (TOML key = value lines).
+    #[allow(clippy::await_holding_lock)]
+    pub async fn start_with_ssh_settings(port: u16, clock: Arc<dyn Clock>, ssh_lines: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let master = dir.path().join("master.key");
         MasterKey::generate_file(&master).expect("master key");
         let config_path = dir.path().join("collector.toml");
-        std::fs::write(&config_path, collector_toml(&dir.path().join("data"), &master, port)).expect("write config");
+        // [ssh] is the last table, so these lines land in it.
+        let text = format!("{}{ssh_lines}\n", collector_toml(&dir.path().join("data"), &master, port));
+        std::fs::write(&config_path, text).expect("write config");
         let config = CollectorConfig::load(&config_path).expect("load config");
         let collector = {
             // Registrations are imported at start; keep issuers out meanwhile.

@@ -277,3 +277,61 @@ async fn openssh_client_gets_only_the_glimpse_subsystem() {
     wait_for_status(&agent, "streaming after the abuse", |s| s.acked_seq >= 2).await;
     agent.shutdown().await;
 }
+
+/// Runs `ssh-audit` (from PyPI) against the collector's SSH port and returns
+/// its exit code and JSON report.
+fn ssh_audit(tc: &TestCollector, extra: &[&str]) -> (i32, serde_json::Value) {
+    let addr = tc.ssh_addr();
+    let output = Command::new("ssh-audit")
+        .args(["-j", "-p", &addr.port().to_string()])
+        .args(extra)
+        .arg(addr.ip().to_string())
+        .output()
+        .expect("ssh-audit (pip install ssh-audit) is installed");
+    let report = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("ssh-audit printed no JSON ({e}): {}", String::from_utf8_lossy(&output.stdout)));
+    (output.status.code().unwrap_or(-1), report)
+}
+
+/// Every (section, algorithm, level, note) ssh-audit flagged at `level`.
+fn audit_notes(report: &serde_json::Value, level: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for section in ["kex", "key", "enc", "mac"] {
+        for entry in report[section].as_array().into_iter().flatten() {
+            for note in entry["notes"][level].as_array().into_iter().flatten() {
+                found.push(format!("{section} {}: {note}", entry["algorithm"]));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_audit_finds_nothing_weak() {
+    init_logging();
+    // The default: hybrid post-quantum key exchange first, curve25519 kept
+    // for OpenSSH clients older than 9.9. Nothing fails; the only warnings
+    // are that curve25519 is not post-quantum.
+    let tc = TestCollector::start().await;
+    let (code, report) = tokio::task::block_in_place(|| ssh_audit(&tc, &["--skip-rate-test"]));
+    assert!(audit_notes(&report, "fail").is_empty(), "{:#}", report);
+    let warnings = audit_notes(&report, "warn");
+    assert!(warnings.iter().all(|w| w.starts_with("kex \"curve25519") && w.contains("post-quantum")), "{warnings:#?}");
+    assert!(report["cves"].as_array().is_some_and(Vec::is_empty), "{:#}", report["cves"]);
+    assert!(code <= 2, "ssh-audit exit {code}: {report:#}");
+    let kex: Vec<_> = report["kex"].as_array().unwrap().iter().map(|k| k["algorithm"].as_str().unwrap()).collect();
+    assert_eq!(kex[0], "mlkem768x25519-sha256");
+    assert!(kex.contains(&"kex-strict-s-v00@openssh.com"), "Terrapin countermeasure offered: {kex:?}");
+
+    // Post-quantum only: a clean bill, exit code 0, connection throttling
+    // test included.
+    let tc = TestCollector::start_with_ssh_settings(
+        0,
+        std::sync::Arc::new(glimpse_common::clock::SystemClock),
+        "post_quantum_kex_only = true",
+    )
+    .await;
+    let (code, report) = tokio::task::block_in_place(|| ssh_audit(&tc, &[]));
+    assert!(audit_notes(&report, "fail").is_empty() && audit_notes(&report, "warn").is_empty(), "{report:#}");
+    assert_eq!(code, 0, "{report:#}");
+}

@@ -91,7 +91,11 @@ fn read_file(file: &Path) -> bool {
 }
 
 fn write_file(file: &Path, capture: bool) -> std::io::Result<()> {
-    let tmp = file.with_extension("tmp");
+    // Unique per process and call: two agents sharing a consent file by
+    // mistake must not rename each other's half-written file.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = file.with_extension(format!("tmp-{}-{n}", std::process::id()));
     {
         let mut out = std::fs::File::create(&tmp)?;
         out.write_all(if capture { b"capture=on\n" } else { b"capture=off\n" })?;

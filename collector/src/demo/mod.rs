@@ -2,7 +2,8 @@
 //!
 //! Creates (or reuses) a directory holding a PKI, a master key, a collector
 //! config and one agent config per device; starts a collector and the agents
-//! on 127.0.0.1 over real mutual TLS; streams for a while; has one access
+//! on 127.0.0.1 (access points over real mutual TLS, one switch and one
+//! gateway per organisation over SSH); streams for a while; has one access
 //! point send a header-only packet capture (a replayed file whose payloads
 //! carry a marker, see [`traffic`]); then prints what was stored and how to
 //! look at it. Everything it leaves behind works with
@@ -56,6 +57,20 @@ fn device_identities(agents: usize) -> Vec<DeviceIdentity> {
         .collect()
 }
 
+/// One switch and one gateway per organisation, which connect over SSH.
+fn ssh_identities() -> Vec<DeviceIdentity> {
+    ORGS.iter()
+        .flat_map(|org| {
+            let org = OrgId::new(*org).expect("constant organisation names are valid");
+            [(DeviceKind::Switch, "sw-1"), (DeviceKind::Gateway, "gw-1")].map(|(kind, id)| DeviceIdentity {
+                org: org.clone(),
+                device: DeviceId::new(id).expect("constant device ids are valid"),
+                kind,
+            })
+        })
+        .collect()
+}
+
 fn agent_config_path(dir: &Path, identity: &DeviceIdentity) -> PathBuf {
     dir.join("agents").join(format!("{}-{}.toml", identity.org, identity.device))
 }
@@ -64,7 +79,7 @@ fn agent_config_path(dir: &Path, identity: &DeviceIdentity) -> PathBuf {
 fn prepare(options: &DemoOptions) -> anyhow::Result<()> {
     let dir = &options.dir;
     let pki = dir.join("pki");
-    std::fs::create_dir_all(dir.join("agents")).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("agents/state")).with_context(|| format!("creating {}", dir.display()))?;
     if !glimpse_certs::ca_cert_path(&pki).exists() {
         println!("creating PKI in {} (RSA-4096 root CA; takes a few seconds)", pki.display());
         glimpse_certs::init(&pki, &glimpse_certs::InitOptions::default())?;
@@ -97,7 +112,8 @@ fn prepare(options: &DemoOptions) -> anyhow::Result<()> {
                  [device]\norg = \"{org}\"\nid = \"{dev}\"\nkind = \"{kind}\"\n\n\
                  [collector]\naddress = \"127.0.0.1:{port}\"\nserver_name = \"localhost\"\n\n\
                  [tls]\nca = \"../pki/ca.pem\"\ncert = \"{rel}/device.pem\"\nkey = \"{rel}/device.key\"\nshared_key = \"{rel}/device.psk\"\n\n\
-                 [collect]\ninterval_secs = 1\nsysroot = \"/\"\n",
+                 [collect]\ninterval_secs = 1\nsysroot = \"/\"\n\n\
+                 [capture]\nconsent_file = \"state/{org}-{dev}.capture-consent\"\n",
                 org = identity.org,
                 dev = identity.device,
                 kind = identity.kind,
@@ -113,11 +129,43 @@ fn prepare(options: &DemoOptions) -> anyhow::Result<()> {
              listen = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nmaster_key_file = \"master.key\"\npki_dir = \"pki\"\n\n\
              [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/collector.pem\"\nkey = \"pki/collector.key\"\ncrl = \"pki/ca.crl.pem\"\n\n\
              [retention]\ncapture_days = 7\nmetadata_days = 60\n\n\
-             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n",
+             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n\
+             [ssh]\nlisten = \"127.0.0.1:{ssh_port}\"\n",
             port = options.port,
             admin_port = options.port.saturating_add(1),
+            ssh_port = options.port.saturating_add(2),
         );
         std::fs::write(&collector_toml, text).with_context(|| format!("writing {}", collector_toml.display()))?;
+    }
+    // Switches and gateways pin the collector's SSH host key, so it is made
+    // now, before their configs are written.
+    let Some(ssh) = CollectorConfig::load(&collector_toml)?.ssh else {
+        return Ok(());
+    };
+    let fingerprint =
+        crate::ingest::ssh::host_key_fingerprint(&crate::ingest::ssh::host_key::load_or_create(&ssh.host_key)?);
+    for identity in ssh_identities() {
+        let device_dir = glimpse_certs::device_dir(&pki, &identity.org, &identity.device);
+        if !device_dir.join("device.pem").exists() {
+            glimpse_certs::issue_device(&pki, &identity, &glimpse_certs::Validity::default(), false)?;
+        }
+        let config_path = agent_config_path(dir, &identity);
+        if !config_path.exists() {
+            let rel = format!("../pki/devices/{}/{}", identity.org, identity.device);
+            let text = format!(
+                "# Agent config for {identity}, written by `glimpse-collector demo`.\n\
+                 [device]\norg = \"{org}\"\nid = \"{dev}\"\nkind = \"{kind}\"\n\n\
+                 [collector]\naddress = \"{ssh_addr}\"\ntransport = \"ssh\"\n\n\
+                 [ssh]\nkey = \"{rel}/ssh_ed25519_key\"\nhost_key_fingerprint = \"{fingerprint}\"\n\n\
+                 [collect]\ninterval_secs = 1\nsysroot = \"/\"\n\n\
+                 [capture]\nconsent_file = \"state/{org}-{dev}.capture-consent\"\n",
+                org = identity.org,
+                dev = identity.device,
+                kind = identity.kind,
+                ssh_addr = ssh.listen,
+            );
+            std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;
+        }
     }
     Ok(())
 }
@@ -170,6 +218,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             if let Some(admin) = config.admin_listen.as_mut() {
                 admin.set_port(0);
             }
+            if let Some(ssh) = config.ssh.as_mut() {
+                ssh.listen.set_port(0);
+            }
             Collector::start_with_clock(config.clone(), Arc::new(SystemClock)).await?
         }
         Err(e) => return Err(e.into()),
@@ -177,12 +228,27 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let addr = collector.local_addr();
     println!("collector listening on {addr} (mutual TLS, data in {})", config.data_dir.display());
 
-    let identities = device_identities(options.agents);
+    let mut identities = device_identities(options.agents);
     let mut agents = Vec::new();
     for identity in &identities {
         let mut agent_config = AgentConfig::load(&agent_config_path(dir, identity))?;
         agent_config.collector_address = addr.to_string();
         agents.push((identity.clone(), AgentHandle::spawn(agent_config)?));
+    }
+    match (collector.ssh_addr(), collector.ssh_host_key_fingerprint()) {
+        (Some(ssh_addr), Some(fingerprint)) => {
+            println!("SSH for switches and gateways on {ssh_addr} (host key {fingerprint})");
+            for identity in ssh_identities() {
+                let mut agent_config = AgentConfig::load(&agent_config_path(dir, &identity))?;
+                agent_config.collector_address = ssh_addr.to_string();
+                agents.push((identity.clone(), AgentHandle::spawn(agent_config)?));
+                identities.push(identity);
+            }
+        }
+        _ => println!(
+            "no [ssh] in {}/collector.toml (an older demo directory): switches and gateways skipped",
+            dir.display()
+        ),
     }
     println!("{} agents streaming for {} s ...", agents.len(), options.seconds);
     for second in 1..=options.seconds {
@@ -207,7 +273,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     collector.shutdown().await;
 
     println!("\n=== Glimpse demo summary ===");
-    println!("TLS cipher suites negotiated: {}", suites.into_iter().collect::<Vec<_>>().join(", "));
+    println!("transports negotiated: {}", suites.into_iter().collect::<Vec<_>>().join(", "));
     let (batches, records) = metrics.stored_totals();
     println!("this run: {batches} batches, {records} records stored and acknowledged");
     let stats = store.stats()?;

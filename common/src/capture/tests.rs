@@ -55,7 +55,7 @@ pub(super) mod build {
     /// Hop-by-hop, routing or destination options of `len` bytes (a
     /// multiple of 8), filled with PadN.
     pub(crate) fn ext(next: u8, len: usize) -> Vec<u8> {
-        assert!(len >= 8 && len % 8 == 0);
+        assert!(len >= 8 && len.is_multiple_of(8));
         let mut h = vec![next, (len / 8 - 1) as u8, 1, (len - 4) as u8];
         h.resize(len, 0);
         h

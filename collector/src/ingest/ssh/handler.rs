@@ -32,7 +32,7 @@ pub(crate) struct DeviceHandler {
     pub(crate) metrics: Arc<IngestMetrics>,
     /// Held until authentication succeeds: counts this connection against
     /// the limit on unauthenticated connections.
-    pub(crate) unauthenticated: Option<OwnedSemaphorePermit>,
+    pub(crate) unauthenticated: Option<(OwnedSemaphorePermit, super::SourceSlot)>,
     pub(crate) on_authenticated: Option<oneshot::Sender<()>>,
     pub(crate) on_admitted: Option<oneshot::Sender<Admitted>>,
     pub(crate) identity: Option<DeviceIdentity>,

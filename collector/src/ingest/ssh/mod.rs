@@ -12,8 +12,9 @@
 //! ChaCha20-Poly1305 or AES-GCM, and encrypt-then-MAC SHA-2 MACs should a
 //! client insist on a MAC. No compression.
 //!
-//! Unauthenticated connections are bounded in number and in time
-//! (`[ssh] max_unauthenticated`, `auth_timeout_secs`), and a connection may
+//! Unauthenticated connections are bounded in number, per source address
+//! and in time (`[ssh] max_unauthenticated`,
+//! `max_unauthenticated_per_source`, `auth_timeout_secs`), and a connection may
 //! try `max_auth_attempts` keys; each refusal takes russh's constant
 //! rejection time so that timing does not reveal which check failed.
 
@@ -21,9 +22,10 @@ mod handler;
 pub mod host_key;
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use russh::keys::{Algorithm, HashAlg, PrivateKey};
@@ -54,7 +56,11 @@ pub enum SshError {
     },
 }
 
+/// Key exchanges offered with `post_quantum_kex_only`.
+const KEX_POST_QUANTUM: &[kex::Name] =
+    &[kex::MLKEM768X25519_SHA256, kex::EXTENSION_SUPPORT_AS_SERVER, kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER];
 /// Key exchanges offered, best first, with the server's extension markers.
+/// curve25519 stays for OpenSSH clients older than 9.9.
 const KEX: &[kex::Name] = &[
     kex::MLKEM768X25519_SHA256,
     kex::CURVE25519,
@@ -70,9 +76,9 @@ const CIPHERS: &[cipher::Name] = &[cipher::CHACHA20_POLY1305, cipher::AES_256_GC
 const MACS: &[mac::Name] = &[mac::HMAC_SHA512_ETM, mac::HMAC_SHA256_ETM];
 
 /// The algorithm lists the collector offers.
-pub fn preferred_algorithms() -> Preferred {
+pub fn preferred_algorithms(post_quantum_kex_only: bool) -> Preferred {
     Preferred {
-        kex: Cow::Borrowed(KEX),
+        kex: Cow::Borrowed(if post_quantum_kex_only { KEX_POST_QUANTUM } else { KEX }),
         key: Cow::Borrowed(&[Algorithm::Ed25519]),
         cipher: Cow::Borrowed(CIPHERS),
         mac: Cow::Borrowed(MACS),
@@ -94,7 +100,46 @@ pub struct SshServer {
     context: Arc<ConnectionContext>,
     connections: Arc<Semaphore>,
     unauthenticated: Arc<Semaphore>,
+    per_source: Arc<SourceLimit>,
     fingerprint: String,
+}
+
+/// Unauthenticated connections per source address.
+#[derive(Debug)]
+struct SourceLimit {
+    limit: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One unauthenticated connection's place in its source's count; given
+/// back on drop.
+pub(crate) struct SourceSlot {
+    limits: Arc<SourceLimit>,
+    source: IpAddr,
+}
+
+impl SourceLimit {
+    fn try_take(self: &Arc<Self>, source: IpAddr) -> Option<SourceSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(source).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot { limits: Arc::clone(self), source })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self.limits.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.source);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for SshServer {
@@ -120,7 +165,7 @@ impl SshServer {
             // OpenSSH probes with "none" first; answering that at once is no leak.
             auth_rejection_time_initial: Some(Duration::ZERO),
             keys: vec![key],
-            preferred: preferred_algorithms(),
+            preferred: preferred_algorithms(settings.post_quantum_kex_only),
             max_auth_attempts: settings.max_auth_attempts,
             inactivity_timeout: Some(context.idle_timeout),
             keepalive_interval: Some(Duration::from_secs(30)),
@@ -138,6 +183,10 @@ impl SshServer {
             context,
             connections: Arc::new(Semaphore::new(max_connections)),
             unauthenticated: Arc::new(Semaphore::new(settings.max_unauthenticated)),
+            per_source: Arc::new(SourceLimit {
+                limit: settings.max_unauthenticated_per_source,
+                open: Mutex::new(HashMap::new()),
+            }),
             fingerprint,
         })
     }
@@ -166,6 +215,11 @@ impl SshServer {
                             continue;
                         }
                     };
+                    let Some(source_slot) = self.per_source.try_take(peer.ip()) else {
+                        warn!(%peer, reason = RejectReason::Overload.as_str(), "too many unauthenticated SSH connections from this address; refusing");
+                        self.context.metrics.reject(RejectReason::Overload);
+                        continue;
+                    };
                     let (Ok(connection), Ok(unauthenticated)) = (
                         self.connections.clone().try_acquire_owned(),
                         self.unauthenticated.clone().try_acquire_owned(),
@@ -178,7 +232,7 @@ impl SshServer {
                         peer,
                         store: self.context.store.clone(),
                         metrics: self.context.metrics.clone(),
-                        unauthenticated: Some(unauthenticated),
+                        unauthenticated: Some((unauthenticated, source_slot)),
                         on_authenticated: None,
                         on_admitted: None,
                         identity: None,
