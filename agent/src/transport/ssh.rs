@@ -118,6 +118,9 @@ pub async fn connect(
     let tcp = tokio::net::TcpStream::connect(address)
         .await
         .map_err(|source| TransportError::Connect { address: address.clone(), source })?;
+    // Each batch waits for its acknowledgement: Nagle's algorithm would add
+    // a delayed-ACK round trip to every one.
+    let _ = tcp.set_nodelay(true);
     let mut session = match client::connect_stream(ssh_config, tcp, handler).await {
         Ok(session) => session,
         Err(e) => {

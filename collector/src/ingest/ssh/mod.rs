@@ -277,6 +277,9 @@ async fn serve(
     let (admitted_tx, admitted) = oneshot::channel();
     handler.on_authenticated = Some(authenticated_tx);
     handler.on_admitted = Some(admitted_tx);
+    // Acknowledgements are small and latency-bound (russh's `nodelay`
+    // setting applies only to sockets it accepts itself).
+    let _ = tcp.set_nodelay(true);
     let deadline = tokio::time::Instant::now() + auth_timeout;
     let mut running = match tokio::time::timeout_at(deadline, russh::server::run_stream(config, tcp, handler)).await {
         Ok(Ok(running)) => running,
