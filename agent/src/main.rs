@@ -11,8 +11,9 @@ use glimpse_agent::{AgentConfig, AgentHandle};
 
 /// Glimpse agent: collects this device's metadata (hostname, OS, model,
 /// interfaces, addresses and counters) and streams it to a Glimpse collector
-/// over mutually-authenticated TLS. No user traffic or payload ever leaves
-/// the device.
+/// over mutually-authenticated TLS (access points) or SSH with a pinned
+/// host key (switches and gateways; `transport = "ssh"` in [collector]).
+/// No user traffic or payload ever leaves the device.
 #[derive(Parser)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -23,9 +24,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon. SIGTERM/SIGINT flush queued records and exit;
-    /// SIGHUP reloads the config file, certificate, key and shared key.
+    /// SIGHUP reloads the config file and credentials (certificate, key and
+    /// shared key, or SSH key).
     Run {
-        /// Path to agent.toml (device identity, collector address, TLS files).
+        /// Path to agent.toml (device identity, collector address, TLS or SSH files).
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },

@@ -117,4 +117,28 @@ mod tests {
         assert!(parse_device_public_key(&long).unwrap_err().to_string().contains("longer than"));
         assert!(check_algorithm(&Algorithm::Rsa { hash: None }).unwrap_err().contains("ssh-rsa keys are not accepted"));
     }
+
+    proptest::proptest! {
+        /// Registration files and `--ssh-key` are untrusted: any text gives
+        /// a key or a reasoned error, never a panic; and any mutation of a
+        /// valid key line is either refused or still a well-formed,
+        /// allowed key.
+        #[test]
+        fn arbitrary_key_text_never_panics(text in ".{0,600}") {
+            let _ = parse_device_public_key(&text);
+        }
+
+        #[test]
+        fn mutated_key_lines_are_refused_or_still_allowed(position in 0usize..200, byte in proptest::prelude::any::<u8>()) {
+            let line = generate_ed25519("fuzz").unwrap().public_openssh.into_bytes();
+            let mut mutated = line.clone();
+            let at = position % mutated.len();
+            mutated[at] = byte;
+            if let Ok(text) = std::str::from_utf8(&mutated) {
+                if let Ok(key) = parse_device_public_key(text) {
+                    proptest::prop_assert!(check_algorithm(&key.algorithm()).is_ok());
+                }
+            }
+        }
+    }
 }

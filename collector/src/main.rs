@@ -17,7 +17,8 @@ use glimpse_common::record::DataKind;
 use glimpse_common::wire::admin::{AdminAction, AdminReply};
 
 /// Glimpse collector: receives device telemetry from Glimpse agents over
-/// mutually-authenticated TLS, stores each organisation's data encrypted
+/// mutually-authenticated TLS (access points) and SSH with registered
+/// public keys (switches and gateways, `[ssh]` in collector.toml), stores each organisation's data encrypted
 /// with that organisation's own AES-256 key, and deletes it when its
 /// retention window ends (packet captures 7 days, everything else 60).
 #[derive(Parser)]
