@@ -366,3 +366,55 @@ async fn quiet_captures_end_on_their_deadline_and_on_stop() {
     wait_until("the stopped capture to finish", || finished(stopped)).await;
     agent.shutdown().await;
 }
+
+/// The same on-demand capture through a switch connected over SSH: consent,
+/// the request, the status and the headers-only record travel the `glimpse`
+/// subsystem exactly as they travel TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_capture_reaches_a_switch_over_ssh() {
+    use glimpse_collector::admin::admin_request;
+    use glimpse_common::bounded::BoundedString;
+    use glimpse_common::identity::{AdminRole, DeviceKind};
+    use glimpse_common::wire::admin::{AdminAction, AdminReply};
+    use glimpse_common::wire::CaptureOutcome;
+
+    init_logging();
+    let switch = issue_ssh_device("sshcaptureorg", DeviceKind::Switch);
+    let tc = TestCollector::start().await;
+    set_consent(&tc, &switch.identity.org, true);
+    let agent =
+        glimpse_agent::AgentHandle::spawn(ssh_agent_config(tc.ssh_addr(), &tc.ssh_fingerprint(), &switch)).unwrap();
+    let status = wait_for_status(&agent, "connected over SSH with consent", |s| s.connected && s.capture_consent).await;
+    assert_eq!(status.cipher_suite.as_deref(), Some("SSH"));
+
+    let operator = issue_admin(&tc, AdminRole::Operator, None);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let request = AdminAction::StartCapture {
+        org: switch.identity.org.clone(),
+        device: switch.identity.device.clone(),
+        interface: BoundedString::truncating("lo"),
+        filter: BoundedString::truncating(&format!("udp dst port {port}")),
+        duration_secs: 60,
+        max_packets: 2,
+    };
+    let AdminReply::CaptureRequested { id } = admin_request(&operator, request).await.unwrap() else {
+        panic!("request not delivered over SSH")
+    };
+    send_marked_udp_until(port, "2 captured packets stored", || stored_captures(&tc, &switch.identity.org).len() >= 2)
+        .await;
+    wait_until("capture finished", || {
+        matches!(
+            tc.collector.directory().capture_outcome(&switch.identity.org, &switch.identity.device, id),
+            Some(CaptureOutcome::Finished { packets: 2, .. })
+        )
+    })
+    .await;
+    let stored = stored_captures(&tc, &switch.identity.org);
+    assert_eq!(stored.len(), 2, "the packet bound holds");
+    for packet in &stored {
+        assert!(!contains(&packet.headers, MARKER), "payload captured: {packet:?}");
+        assert_eq!(packet.summary().expect("parsable").dst_port, Some(port));
+    }
+    agent.shutdown().await;
+}
