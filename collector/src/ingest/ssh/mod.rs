@@ -340,3 +340,40 @@ async fn serve(
         let _ = tokio::time::timeout(Duration::from_secs(1), running).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unauthenticated_slots_are_bounded_per_source_and_given_back() {
+        let limits = Arc::new(SourceLimit { limit: 2, open: Mutex::new(HashMap::new()) });
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let first = limits.try_take(a).unwrap();
+        let _second = limits.try_take(a).unwrap();
+        assert!(limits.try_take(a).is_none(), "a third from the same address is refused");
+        let other = limits.try_take(b).expect("another address is not affected");
+        drop(first);
+        assert!(limits.try_take(a).is_some(), "a slot comes back when its connection authenticates or ends");
+        drop(other);
+        assert!(!limits.open.lock().unwrap().contains_key(&b), "no entry is kept for an idle address");
+    }
+
+    #[test]
+    fn offered_algorithms_are_the_strong_ones_only() {
+        let default = preferred_algorithms(false);
+        assert_eq!(default.kex[0], kex::MLKEM768X25519_SHA256);
+        assert!(default.kex.contains(&kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER));
+        assert!(default
+            .kex
+            .iter()
+            .all(|k| !k.as_ref().starts_with("diffie-hellman") && !k.as_ref().starts_with("ecdh")));
+        let post_quantum = preferred_algorithms(true);
+        assert!(!post_quantum.kex.contains(&kex::CURVE25519));
+        assert_eq!(default.key.as_ref(), &[Algorithm::Ed25519]);
+        assert!(default.cipher.iter().all(|c| c.as_ref().contains("gcm") || c.as_ref().contains("poly1305")));
+        assert!(default.mac.iter().all(|m| m.as_ref().ends_with("-etm@openssh.com")));
+        assert_eq!(default.compression.as_ref(), &[compression::NONE]);
+    }
+}
