@@ -14,6 +14,7 @@ pub mod capture;
 pub mod config;
 pub mod probe;
 pub mod runtime;
+pub mod spool;
 pub mod transport;
 
 pub use config::AgentConfig;
