@@ -60,6 +60,37 @@ struct RawConfig {
     transport: RawTransport,
     #[serde(default)]
     capture: CaptureSettings,
+    #[serde(default)]
+    spool: RawSpool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSpool {
+    enabled: bool,
+    path: PathBuf,
+    max_bytes: u64,
+    sync_interval_ms: u64,
+}
+
+impl Default for RawSpool {
+    fn default() -> Self {
+        Self { enabled: true, path: PathBuf::from("spool"), max_bytes: 4 * 1024 * 1024, sync_interval_ms: 1000 }
+    }
+}
+
+/// Where unacknowledged records are kept across outages and restarts (`[spool]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolSettings {
+    /// The spool file; `None` when the spool is disabled (records then live
+    /// in memory only and a restart loses them).
+    pub path: Option<PathBuf>,
+    /// The file is compacted past this size, dropping the oldest records
+    /// if the live ones alone would not fit.
+    pub max_bytes: u64,
+    /// How often new records are written and synced; a batch's membership
+    /// is synced before the batch is sent regardless.
+    pub sync_interval: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,6 +248,8 @@ pub struct AgentConfig {
     pub drain_timeout: Duration,
     /// Whether and within which bounds packets may be captured.
     pub capture: CaptureSettings,
+    /// The on-disk spool.
+    pub spool: SpoolSettings,
 }
 
 impl AgentConfig {
@@ -325,6 +358,12 @@ impl AgentConfig {
             ));
         }
         problems.extend(raw.capture.problems());
+        if !(64 * 1024..=1024 * 1024 * 1024).contains(&raw.spool.max_bytes) {
+            problems.push(format!("spool.max_bytes must be 64 KiB..1 GiB, got {}", raw.spool.max_bytes));
+        }
+        if !(10..=60_000).contains(&raw.spool.sync_interval_ms) {
+            problems.push(format!("spool.sync_interval_ms must be 10..=60000, got {}", raw.spool.sync_interval_ms));
+        }
         let (Some(org), Some(device), Some(kind), Some(security)) = (org, device, kind, security) else {
             return Err(ConfigError::Invalid { path: path.to_owned(), problems });
         };
@@ -350,6 +389,11 @@ impl AgentConfig {
                     base.join(raw.capture.consent_file.clone().unwrap_or_else(|| PathBuf::from("capture-consent"))),
                 ),
                 ..raw.capture
+            },
+            spool: SpoolSettings {
+                path: raw.spool.enabled.then(|| base.join(&raw.spool.path)),
+                max_bytes: raw.spool.max_bytes,
+                sync_interval: Duration::from_millis(raw.spool.sync_interval_ms),
             },
         })
     }

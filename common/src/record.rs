@@ -93,6 +93,7 @@ impl Record {
         match self.body {
             RecordBody::Metadata(_) => DataKind::Metadata,
             RecordBody::Capture(_) => DataKind::Capture,
+            RecordBody::AgentHealth(_) => DataKind::Metadata,
         }
     }
 }
@@ -107,6 +108,21 @@ pub enum RecordBody {
     Metadata(DeviceMetadata),
     /// One captured packet, headers only.
     Capture(CapturedPacket),
+    /// The agent's account of records it could not deliver, sent when the
+    /// counts change so operators see gaps in a device's data.
+    AgentHealth(AgentHealth),
+}
+
+/// What an agent lost, counted since it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AgentHealth {
+    /// Metadata records dropped, oldest first, because the spool was full.
+    pub dropped_metadata: u64,
+    /// Capture records dropped because the spool was full.
+    pub dropped_captures: u64,
+    /// Whether the spool was found corrupt at start and discarded (what it
+    /// held is lost and not counted above).
+    pub discarded_corrupt_spool: bool,
 }
 
 /// What a device reports about itself.

@@ -260,10 +260,12 @@ pub fn agent_config(collector: std::net::SocketAddr, device: &Device) -> AgentCo
          [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\nshared_key = {psk:?}\n\
          [collect]\ninterval_secs = 0.05\nsysroot = \"/\"\n\
          [transport]\nbackoff_initial_ms = 50\nbackoff_max_secs = 1\nconnect_timeout_secs = 10\n\
-         [capture]\nconsent_file = {consent:?}\n",
+         [capture]\nconsent_file = {consent:?}\n\
+         [spool]\npath = {spool:?}\nsync_interval_ms = 50\n",
         org = device.identity.org,
         id = device.identity.device,
         kind = device.identity.kind,
+        spool = device.cert.with_file_name("spool"),
         ca = glimpse_certs::ca_cert_path(&pki().ours),
         cert = device.cert,
         key = device.key,
@@ -282,10 +284,12 @@ pub fn ssh_agent_config(ssh: std::net::SocketAddr, fingerprint: &str, device: &D
          [ssh]\nkey = {key:?}\nhost_key_fingerprint = \"{fingerprint}\"\n\
          [collect]\ninterval_secs = 0.05\nsysroot = \"/\"\n\
          [transport]\nbackoff_initial_ms = 50\nbackoff_max_secs = 1\nconnect_timeout_secs = 10\n\
-         [capture]\nconsent_file = {consent:?}\n",
+         [capture]\nconsent_file = {consent:?}\n\
+         [spool]\npath = {spool:?}\nsync_interval_ms = 50\n",
         org = device.identity.org,
         id = device.identity.device,
         kind = device.identity.kind,
+        spool = device.cert.with_file_name("spool"),
         key = device.ssh_key.as_ref().expect("an SSH device"),
         consent = device.cert.with_file_name("capture-consent"),
     );

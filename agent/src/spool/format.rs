@@ -96,6 +96,25 @@ pub enum SpoolFormatError {
     },
 }
 
+/// The `Record` entry, serialised from a borrowed record. Same variant
+/// index and fields as [`SpoolEntry::Record`], so the bytes are the same.
+#[derive(Serialize)]
+enum RecordEntryRef<'a> {
+    Record { id: u64, record: &'a Record },
+}
+
+/// Appends one framed `Record` entry without cloning the record.
+pub fn encode_record(id: u64, record: &Record, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
+    frame(&postcard::to_stdvec(&RecordEntryRef::Record { id, record })?, out);
+    Ok(())
+}
+
+fn frame(body: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
+    out.extend_from_slice(body);
+}
+
 /// Encodes the file header.
 pub fn encode_header(stream_id: u64) -> [u8; HEADER_LEN] {
     let mut out = [0u8; HEADER_LEN];
@@ -106,10 +125,7 @@ pub fn encode_header(stream_id: u64) -> [u8; HEADER_LEN] {
 
 /// Appends one framed entry to `out`.
 pub fn encode_entry(entry: &SpoolEntry, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
-    let body = postcard::to_stdvec(entry)?;
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
-    out.extend_from_slice(&body);
+    frame(&postcard::to_stdvec(entry)?, out);
     Ok(())
 }
 
@@ -253,6 +269,15 @@ mod tests {
         assert_eq!(state.queued.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![5]);
         assert_eq!(state.next_id, 6);
         assert_eq!(state.valid_len, bytes.len());
+    }
+
+    #[test]
+    fn borrowed_record_entries_encode_like_owned_ones() {
+        let mut borrowed = Vec::new();
+        encode_record(9, &record(9), &mut borrowed).unwrap();
+        let mut owned = Vec::new();
+        encode_entry(&rec(9), &mut owned).unwrap();
+        assert_eq!(borrowed, owned);
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub enum SpoolError {
         /// The I/O error.
         source: io::Error,
     },
+    /// Another process (a second agent with the same config) holds the spool.
+    #[error("spool {0} is in use by another process; give each agent its own [spool] path")]
+    InUse(PathBuf),
     /// An entry could not be encoded (a record beyond the format's bounds).
     #[error("spool entry not encodable: {0}")]
     Encode(String),
@@ -98,7 +101,8 @@ impl Spool {
         }
         match existing {
             Some((state, file_len)) => {
-                let file = OpenOptions::new().write(true).mode(0o600).open(path).map_err(io_err)?;
+                let file = OpenOptions::new().append(true).open(path).map_err(io_err)?;
+                lock(&file, path)?;
                 if state.valid_len < file_len {
                     // A write cut short by a crash: drop the torn entry.
                     tracing::info!(path = %path.display(), torn_bytes = file_len - state.valid_len, "spool tail from an interrupted write dropped");
@@ -143,6 +147,7 @@ impl Spool {
             }
         }
         let file = OpenOptions::new().append(true).open(path).map_err(io_err)?;
+        lock(&file, path)?;
         Ok(Spool {
             path: path.to_owned(),
             file: Arc::new(file),
@@ -167,6 +172,14 @@ impl Spool {
     pub fn append(&mut self, entry: &SpoolEntry) -> Result<(), SpoolError> {
         let before = self.pending.len();
         format::encode_entry(entry, &mut self.pending).map_err(|e| SpoolError::Encode(e.to_string()))?;
+        self.len += (self.pending.len() - before) as u64;
+        Ok(())
+    }
+
+    /// Buffers a `Record` entry without cloning the record.
+    pub fn append_record(&mut self, id: u64, record: &Record) -> Result<(), SpoolError> {
+        let before = self.pending.len();
+        format::encode_record(id, record, &mut self.pending).map_err(|e| SpoolError::Encode(e.to_string()))?;
         self.len += (self.pending.len() - before) as u64;
         Ok(())
     }
@@ -210,9 +223,12 @@ impl Spool {
         let encode = |entry: &SpoolEntry, out: &mut Vec<u8>| {
             format::encode_entry(entry, out).map_err(|e| SpoolError::Encode(e.to_string()))
         };
+        let encode_record = |id: u64, record: &Record, out: &mut Vec<u8>| {
+            format::encode_record(id, record, out).map_err(|e| SpoolError::Encode(e.to_string()))
+        };
         if let Some((seq, records)) = in_flight {
             for (id, record) in records {
-                encode(&SpoolEntry::Record { id: *id, record: record.clone() }, &mut entries)?;
+                encode_record(*id, record, &mut entries)?;
             }
             let ids = records.iter().map(|(id, _)| *id).collect();
             encode(
@@ -221,11 +237,20 @@ impl Spool {
             )?;
         }
         for (id, record) in queued {
-            encode(&SpoolEntry::Record { id: *id, record: record.clone() }, &mut entries)?;
+            encode_record(*id, record, &mut entries)?;
         }
         *self = Self::create(&self.path, self.max_bytes, self.stream_id, &entries)?;
         tracing::debug!(path = %self.path.display(), bytes = self.len, "spool compacted");
         Ok(())
+    }
+}
+
+/// Takes the advisory lock that keeps two agents off one spool.
+fn lock(file: &File, path: &Path) -> Result<(), SpoolError> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(SpoolError::InUse(path.to_owned())),
+        Err(std::fs::TryLockError::Error(source)) => Err(SpoolError::Io { path: path.to_owned(), source }),
     }
 }
 
@@ -255,6 +280,7 @@ mod tests {
         drop(spool);
 
         let Opened { mut spool, state, .. } = Spool::open(&path, 4096, 1).unwrap();
+        assert!(matches!(Spool::open(&path, 4096, 1), Err(SpoolError::InUse(_))), "one agent per spool");
         assert_eq!(spool.stream_id(), 99, "the stream id survives, so sequence numbers stay meaningful");
         assert_eq!(state.in_flight.as_ref().map(|(seq, b)| (*seq, b.len())), Some((5, 2)));
         assert_eq!(state.queued.len(), 1);

@@ -75,6 +75,17 @@ fn agent_config_path(dir: &Path, identity: &DeviceIdentity) -> PathBuf {
     dir.join("agents").join(format!("{}-{}.toml", identity.org, identity.device))
 }
 
+/// Gives an agent config from an older demo run its own spool file (they
+/// would otherwise share the default one, which the spool refuses).
+fn add_spool_section(config_path: &Path, identity: &DeviceIdentity) -> anyhow::Result<()> {
+    let Ok(text) = std::fs::read_to_string(config_path) else { return Ok(()) };
+    if text.contains("[spool]") {
+        return Ok(());
+    }
+    let text = format!("{text}\n[spool]\npath = \"state/{}-{}.spool\"\n", identity.org, identity.device);
+    std::fs::write(config_path, text).with_context(|| format!("updating {}", config_path.display()))
+}
+
 /// Creates what is missing: PKI, master key, devices, configs.
 fn prepare(options: &DemoOptions) -> anyhow::Result<()> {
     let dir = &options.dir;
@@ -105,6 +116,7 @@ fn prepare(options: &DemoOptions) -> anyhow::Result<()> {
             glimpse_certs::issue_device(&pki, &identity, &glimpse_certs::Validity::default(), false)?;
         }
         let config_path = agent_config_path(dir, &identity);
+        add_spool_section(&config_path, &identity)?;
         if !config_path.exists() {
             let rel = format!("../pki/devices/{}/{}", identity.org, identity.device);
             let text = format!(
@@ -113,7 +125,8 @@ fn prepare(options: &DemoOptions) -> anyhow::Result<()> {
                  [collector]\naddress = \"127.0.0.1:{port}\"\nserver_name = \"localhost\"\n\n\
                  [tls]\nca = \"../pki/ca.pem\"\ncert = \"{rel}/device.pem\"\nkey = \"{rel}/device.key\"\nshared_key = \"{rel}/device.psk\"\n\n\
                  [collect]\ninterval_secs = 1\nsysroot = \"/\"\n\n\
-                 [capture]\nconsent_file = \"state/{org}-{dev}.capture-consent\"\n",
+                 [capture]\nconsent_file = \"state/{org}-{dev}.capture-consent\"\n\n\
+                 [spool]\npath = \"state/{org}-{dev}.spool\"\n",
                 org = identity.org,
                 dev = identity.device,
                 kind = identity.kind,
@@ -158,7 +171,8 @@ fn prepare(options: &DemoOptions) -> anyhow::Result<()> {
                  [collector]\naddress = \"{ssh_addr}\"\ntransport = \"ssh\"\n\n\
                  [ssh]\nkey = \"{rel}/ssh_ed25519_key\"\nhost_key_fingerprint = \"{fingerprint}\"\n\n\
                  [collect]\ninterval_secs = 1\nsysroot = \"/\"\n\n\
-                 [capture]\nconsent_file = \"state/{org}-{dev}.capture-consent\"\n",
+                 [capture]\nconsent_file = \"state/{org}-{dev}.capture-consent\"\n\n\
+                 [spool]\npath = \"state/{org}-{dev}.spool\"\n",
                 org = identity.org,
                 dev = identity.device,
                 kind = identity.kind,

@@ -1,35 +1,38 @@
 //! The agent daemon: collect on a timer, queue, send in order, reconnect.
 //!
-//! Records wait in a bounded in-memory queue until the collector
-//! acknowledges them. When the collector is unreachable the queue fills and
-//! the oldest records are dropped and counted, so a device never runs out of
-//! memory because its collector is down. (A disk-backed spool that survives
-//! an agent restart is a later step.)
+//! Records wait in a bounded in-memory queue, journalled to an on-disk
+//! spool ([`crate::spool`]), until the collector acknowledges them. When the
+//! collector is unreachable the queue fills and the oldest records are
+//! dropped and counted (and reported to the collector as an
+//! [`AgentHealth`] record), so a device never runs out of memory or flash
+//! because its collector is down; what the spool holds survives a restart.
 //!
 //! Exactly one batch is in flight at a time. It keeps its sequence number
 //! across reconnects so that the collector, which remembers the highest
 //! sequence it stored per stream, stores a batch resent after a lost
 //! acknowledgement only once.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+mod queue;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use glimpse_common::bounded::BoundedVec;
 use glimpse_common::clock::{Clock, SystemClock};
 use glimpse_common::minimise::{omit_fields, MetadataField};
-use glimpse_common::record::{Record, RecordBody};
+use glimpse_common::record::{AgentHealth, Record, RecordBody};
 use glimpse_common::wire::{AgentMessage, Batch, CollectorMessage, ControlMessage};
 
 use crate::capture::session::Captures;
 use crate::config::AgentConfig;
 use crate::probe::HostProbe;
+use crate::spool::{Spool, SpoolEntry};
 use crate::transport::{Backoff, Connection, Credentials, TransportError};
 
 /// What the agent is doing, for tests, the demo and status output.
@@ -82,11 +85,7 @@ impl Settings {
     }
 }
 
-/// Records waiting for the collector, shared with capture threads.
-pub(crate) struct Queue {
-    records: Mutex<VecDeque<Record>>,
-    ready: Notify,
-}
+pub(crate) use queue::Queue;
 
 /// A running agent.
 pub struct AgentHandle {
@@ -137,30 +136,123 @@ impl AgentHandle {
     }
 }
 
+/// The batch being sent, with the queue ids of its records (for the spool).
+struct InFlight {
+    batch: Batch,
+    ids: Vec<u64>,
+    /// Whether it was written on the current connection.
+    written: bool,
+}
+
+/// The spool, if one is configured and healthy. A write failure (full or
+/// failing flash) is logged once and the agent carries on in memory: a
+/// device keeps working without its spool.
+struct SpoolSlot {
+    spool: Option<Spool>,
+    max_bytes: u64,
+}
+
+impl SpoolSlot {
+    fn open(config: &AgentConfig, fresh_stream_id: u64) -> (Self, Option<crate::spool::SpoolState>, bool) {
+        let Some(path) = &config.spool.path else {
+            return (Self { spool: None, max_bytes: config.spool.max_bytes }, None, false);
+        };
+        match Spool::open(path, config.spool.max_bytes, fresh_stream_id) {
+            Ok(opened) => {
+                let restored = opened.state.queued.len() + opened.state.in_flight.as_ref().map_or(0, |(_, b)| b.len());
+                if restored > 0 {
+                    info!(path = %path.display(), records = restored, "unacknowledged records restored from the spool");
+                }
+                let discarded = opened.discarded.is_some();
+                (Self { spool: Some(opened.spool), max_bytes: config.spool.max_bytes }, Some(opened.state), discarded)
+            }
+            Err(e) => {
+                error!("cannot open the spool; records will be kept in memory only: {e}");
+                (Self { spool: None, max_bytes: config.spool.max_bytes }, None, false)
+            }
+        }
+    }
+
+    fn append(&mut self, entry: &SpoolEntry) {
+        if let Some(spool) = self.spool.as_mut() {
+            if let Err(e) = spool.append(entry) {
+                self.fail(e);
+            }
+        }
+    }
+
+    /// Journals the queue's changes and syncs them; compacts when due.
+    async fn sync(&mut self, queue: &Queue, in_flight: Option<&InFlight>) {
+        let Some(spool) = self.spool.as_mut() else { return };
+        if let Err(e) = queue.journal(spool) {
+            return self.fail(e);
+        }
+        if !spool.has_pending() {
+            return;
+        }
+        if let Err(e) = spool.flush().await {
+            return self.fail(e);
+        }
+        if spool.needs_compaction() {
+            let pairs: Option<(u64, Vec<(u64, Record)>)> = in_flight
+                .map(|f| (f.batch.stream_seq, f.ids.iter().copied().zip(f.batch.records.iter().cloned()).collect()));
+            let view = pairs.as_ref().map(|(seq, records)| (*seq, records.as_slice()));
+            if let Err(e) = queue.compact(spool, view, self.max_bytes) {
+                self.fail(e);
+            }
+        }
+    }
+
+    fn fail(&mut self, e: crate::spool::SpoolError) {
+        error!("spool write failed; continuing with records in memory only (a restart will lose them): {e}");
+        self.spool = None;
+    }
+}
+
 async fn run(
     mut settings: Settings,
     status: watch::Sender<AgentStatus>,
     mut shutdown: watch::Receiver<bool>,
     mut reload: watch::Receiver<Option<Settings>>,
 ) {
-    let queue = Arc::new(Queue { records: Mutex::new(VecDeque::new()), ready: Notify::new() });
-    let stream_id: u64 = rand::thread_rng().gen();
+    let (mut spool, restored, discarded_spool) = SpoolSlot::open(&settings.config, rand::thread_rng().gen());
+    let restored = restored.unwrap_or_default();
+    // Sequence numbers belong to a stream; a restored spool continues its
+    // stream so the collector recognises batches it already stored.
+    let stream_id: u64 = spool.spool.as_ref().map_or_else(|| rand::thread_rng().gen(), Spool::stream_id);
+    let queue = Arc::new(Queue::new(restored.queued, restored.next_id));
+    let mut in_flight: Option<InFlight> = restored.in_flight.map(|(seq, records)| {
+        let (ids, records): (Vec<u64>, Vec<Record>) = records.into_iter().unzip();
+        InFlight {
+            batch: Batch {
+                org: settings.config.identity.org.clone(),
+                stream_seq: seq,
+                records: BoundedVec::truncating(records),
+            },
+            ids,
+            written: false,
+        }
+    });
+    let mut next_seq: u64 = in_flight.as_ref().map_or(1, |f| f.batch.stream_seq + 1);
+    let mut health = AgentHealth { discarded_corrupt_spool: discarded_spool, ..AgentHealth::default() };
+    let mut reported_health = AgentHealth::default();
     let mut probe = HostProbe::new(settings.config.sysroot.clone());
     let mut collect_timer = tokio::time::interval(settings.config.interval);
     collect_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut spool_timer = tokio::time::interval(settings.config.spool.sync_interval);
+    spool_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut backoff = Backoff::new(settings.config.backoff_initial, settings.config.backoff_max);
     let mut connection: Option<Connection> = None;
-    let mut in_flight: Option<Batch> = None;
-    let mut next_seq: u64 = 1;
-    // Whether the in-flight batch was written on the current connection.
-    let mut in_flight_written = false;
     let mut retry_at: Option<tokio::time::Instant> = None;
     // Metadata fields the organisation does not want collected; the
     // collector says which right after the handshake.
     let mut omitted_fields: Vec<MetadataField> = Vec::new();
     let consent = crate::capture::consent::Consent::load(settings.config.capture.consent_file.as_deref());
     let mut captures = Captures::new(queue.clone(), consent);
-    status.send_modify(|s| s.capture_consent = captures.consent());
+    status.send_modify(|s| {
+        s.capture_consent = captures.consent();
+        s.queued_records = queue.len();
+    });
     captures.configure_monitor(&settings.config);
 
     info!(identity = %settings.config.identity, collector = %settings.config.collector_address, "agent started");
@@ -169,7 +261,7 @@ async fn run(
             break;
         }
         // Connect when there is something to send and the backoff allows it.
-        let has_work = in_flight.is_some() || !lock(&queue).is_empty();
+        let has_work = in_flight.is_some() || !queue.is_empty();
         if connection.is_none() && has_work && retry_at.is_none_or(|at| at <= tokio::time::Instant::now()) {
             match Connection::open(&settings.config, &settings.credentials, stream_id).await {
                 Ok(conn) => {
@@ -179,20 +271,27 @@ async fn run(
                     // or below it is stored; anything above must follow it
                     // without a gap.
                     let stored = conn.stored_seq();
-                    if let Some(batch) = &mut in_flight {
-                        if batch.stream_seq <= stored {
-                            let count = batch.records.len() as u64;
+                    if let Some(flight) = &mut in_flight {
+                        if flight.batch.stream_seq <= stored {
+                            let count = flight.batch.records.len() as u64;
                             in_flight = None;
+                            spool.append(&SpoolEntry::Acked { seq: stored });
                             status.send_modify(|s| {
                                 s.acked_seq = stored;
                                 s.acked_records += count;
                             });
-                        } else {
-                            batch.stream_seq = stored + 1;
+                        } else if flight.batch.stream_seq != stored + 1 {
+                            flight.batch.stream_seq = stored + 1;
+                            spool.append(&SpoolEntry::Batched {
+                                seq: flight.batch.stream_seq,
+                                ids: BoundedVec::truncating(flight.ids.clone()),
+                            });
                         }
                     }
-                    next_seq = in_flight.as_ref().map_or(stored + 1, |b| b.stream_seq + 1);
-                    in_flight_written = false;
+                    next_seq = in_flight.as_ref().map_or(stored + 1, |f| f.batch.stream_seq + 1);
+                    if let Some(flight) = in_flight.as_mut() {
+                        flight.written = false;
+                    }
                     info!(security = conn.security(), stored_seq = stored, "connected to collector");
                     status.send_modify(|s| {
                         s.connected = true;
@@ -216,24 +315,18 @@ async fn run(
         // per connection; its acknowledgement arrives in the select below.
         if let Some(conn) = connection.as_mut() {
             if in_flight.is_none() {
-                let records: Vec<Record> = {
-                    let mut q = lock(&queue);
-                    let n = q.len().min(settings.config.max_batch_records);
-                    q.drain(..n).collect()
-                };
-                if !records.is_empty() {
-                    in_flight = Some(Batch {
-                        org: settings.config.identity.org.clone(),
-                        stream_seq: next_seq,
-                        records: BoundedVec::truncating(records),
-                    });
-                    in_flight_written = false;
-                    next_seq += 1;
+                // The records must be in the spool before the batch that
+                // names them.
+                if let Some(flight) = form_batch(&queue, &mut spool, &settings.config, &mut next_seq) {
+                    in_flight = Some(flight);
+                    // Durable before sent: after a crash the same records go
+                    // out under the same sequence number.
+                    spool.sync(&queue, in_flight.as_ref()).await;
                 }
             }
-            if let (Some(batch), false) = (&in_flight, in_flight_written) {
-                match conn.send_batch_only(batch).await {
-                    Ok(()) => in_flight_written = true,
+            if let Some(flight) = in_flight.as_mut().filter(|f| !f.written) {
+                match conn.send_batch_only(&flight.batch).await {
+                    Ok(()) => flight.written = true,
                     Err(e) => {
                         lose_connection(&mut connection, &e, &status);
                         retry_at = Some(tokio::time::Instant::now() + backoff.next_delay(rand::thread_rng().gen()));
@@ -250,12 +343,24 @@ async fn run(
                 if let RecordBody::Metadata(metadata) = &mut record.body {
                     omit_fields(metadata, &omitted_fields);
                 }
-                let queued = push(&queue, record, settings.config.max_queued_records);
+                let queued = queue.push(record, settings.config.max_queued_records);
+                let (dropped_metadata, dropped_captures) = queue.dropped();
+                health.dropped_metadata = dropped_metadata;
+                health.dropped_captures = dropped_captures;
+                if health != reported_health {
+                    // Operators see the gap as a record in the device's data.
+                    let record = Record { observed_at_ms: SystemClock.now_millis(), body: RecordBody::AgentHealth(health) };
+                    queue.push(record, settings.config.max_queued_records);
+                    reported_health = health;
+                }
                 status.send_modify(|s| {
                     s.collected_records += 1;
                     s.queued_records = queued.0;
-                    s.dropped_records += queued.1;
+                    s.dropped_records = dropped_metadata + dropped_captures;
                 });
+            }
+            _ = spool_timer.tick() => {
+                spool.sync(&queue, in_flight.as_ref()).await;
             }
             // Cancel-safe: a half-read frame waits in the connection's buffer.
             received = async {
@@ -267,10 +372,11 @@ async fn run(
                 match received {
                     Ok(CollectorMessage::Ack { stream_seq }) => {
                         match in_flight.take() {
-                            Some(batch) if in_flight_written && stream_seq >= batch.stream_seq => {
-                                debug!(seq = stream_seq, records = batch.records.len(), "batch acknowledged");
-                                let count = batch.records.len() as u64;
-                                let queued = lock(&queue).len();
+                            Some(flight) if flight.written && stream_seq >= flight.batch.stream_seq => {
+                                debug!(seq = stream_seq, records = flight.batch.records.len(), "batch acknowledged");
+                                spool.append(&SpoolEntry::Acked { seq: stream_seq });
+                                let count = flight.batch.records.len() as u64;
+                                let queued = queue.len();
                                 status.send_modify(|s| {
                                     s.acked_seq = stream_seq;
                                     s.acked_records += count;
@@ -289,20 +395,19 @@ async fn run(
                         info!(omit = ?omitted_fields, "organisation's data policy received");
                         // Records collected before the policy arrived are
                         // trimmed too (the collector would trim them anyway).
-                        for record in lock(&queue).iter_mut() {
-                            if let RecordBody::Metadata(metadata) = &mut record.body {
-                                omit_fields(metadata, &omitted_fields);
-                            }
-                        }
+                        queue.trim_metadata(&omitted_fields);
                         status.send_modify(|s| s.omitted_fields = omitted_fields.clone());
                     }
                     Ok(CollectorMessage::Control(control)) => {
                         captures.handle(control, &settings.config);
                         status.send_modify(|s| s.capture_consent = captures.consent());
-                        if !captures.consent() && !in_flight_written {
+                        if !captures.consent() {
                             // Not sent yet: withdrawn consent covers it too.
-                            if let Some(batch) = in_flight.as_mut() {
-                                batch.records.retain(|r| !matches!(r.body, RecordBody::Capture(_)));
+                            if let Some(flight) = in_flight.as_mut().filter(|f| !f.written) {
+                                let removed = drop_captures(flight);
+                                if !removed.is_empty() {
+                                    spool.append(&SpoolEntry::Removed { ids: BoundedVec::truncating(removed) });
+                                }
                             }
                         }
                     }
@@ -352,61 +457,114 @@ async fn run(
     }
 
     captures.stop_all();
-    drain(&settings, &queue, connection, in_flight, next_seq, &status).await;
+    drain(&settings, &queue, &mut spool, connection, in_flight, next_seq, &status).await;
+    // Whatever is left is kept for the next start.
+    let left = queue.len();
+    spool.sync(&queue, None).await;
+    if left > 0 && spool.spool.is_some() {
+        info!(records = left, "unsent records kept in the spool for the next start");
+    }
     info!("agent stopped");
+}
+
+/// Takes the next batch from the queue, journalling its records and
+/// membership to the spool first.
+fn form_batch(queue: &Queue, spool: &mut SpoolSlot, config: &AgentConfig, next_seq: &mut u64) -> Option<InFlight> {
+    if let Some(s) = spool.spool.as_mut() {
+        if let Err(e) = queue.journal(s) {
+            spool.fail(e);
+        }
+    }
+    let taken = queue.take_batch(config.max_batch_records);
+    if taken.is_empty() {
+        return None;
+    }
+    let (ids, records): (Vec<u64>, Vec<Record>) = taken.into_iter().unzip();
+    let seq = *next_seq;
+    *next_seq += 1;
+    spool.append(&SpoolEntry::Batched { seq, ids: BoundedVec::truncating(ids.clone()) });
+    Some(InFlight {
+        batch: Batch { org: config.identity.org.clone(), stream_seq: seq, records: BoundedVec::truncating(records) },
+        ids,
+        written: false,
+    })
+}
+
+/// Removes capture records from an unsent batch; returns their ids.
+fn drop_captures(flight: &mut InFlight) -> Vec<u64> {
+    let mut removed = Vec::new();
+    let mut kept_ids = Vec::new();
+    let records = std::mem::take(&mut flight.batch.records).to_vec();
+    let mut kept = Vec::new();
+    for (id, record) in flight.ids.iter().copied().zip(records) {
+        if matches!(record.body, RecordBody::Capture(_)) {
+            removed.push(id);
+        } else {
+            kept_ids.push(id);
+            kept.push(record);
+        }
+    }
+    flight.ids = kept_ids;
+    flight.batch.records = BoundedVec::truncating(kept);
+    removed
 }
 
 /// Sends what is left, within the drain timeout, then says goodbye.
 async fn drain(
     settings: &Settings,
     queue: &Queue,
+    spool: &mut SpoolSlot,
     connection: Option<Connection>,
-    mut in_flight: Option<Batch>,
+    mut in_flight: Option<InFlight>,
     mut next_seq: u64,
     status: &watch::Sender<AgentStatus>,
 ) {
     let Some(mut conn) = connection else {
-        let left = lock(queue).len() + in_flight.map_or(0, |b| b.records.len());
-        if left > 0 {
-            warn!(records = left, "not connected at shutdown; unsent records discarded");
+        if let Some(flight) = in_flight {
+            requeue_unsent(spool, &flight);
         }
         return;
     };
     let work = async {
         loop {
             if in_flight.is_none() {
-                let records: Vec<Record> = {
-                    let mut q = lock(queue);
-                    let n = q.len().min(settings.config.max_batch_records);
-                    q.drain(..n).collect()
-                };
-                if records.is_empty() {
+                in_flight = form_batch(queue, spool, &settings.config, &mut next_seq);
+                if in_flight.is_none() {
                     break;
                 }
-                in_flight = Some(Batch {
-                    org: settings.config.identity.org.clone(),
-                    stream_seq: next_seq,
-                    records: BoundedVec::truncating(records),
-                });
-                next_seq += 1;
+                spool.sync(queue, in_flight.as_ref()).await;
             }
-            if let Some(batch) = in_flight.take() {
-                let count = batch.records.len() as u64;
-                let acked = conn.send_batch(&batch).await?;
+            if let Some(flight) = in_flight.as_ref() {
+                let count = flight.batch.records.len() as u64;
+                let acked = conn.send_batch(&flight.batch).await?;
+                spool.append(&SpoolEntry::Acked { seq: acked });
+                in_flight = None;
                 status.send_modify(|s| {
                     s.acked_seq = acked;
                     s.acked_records += count;
                 });
             }
         }
-        Ok::<_, TransportError>(conn)
+        Ok::<_, TransportError>(())
     };
-    match tokio::time::timeout(settings.config.drain_timeout, work).await {
-        Ok(Ok(conn)) => conn.close().await,
-        Ok(Err(e)) => warn!(error = %e, "drain failed; unsent records discarded"),
-        Err(_) => warn!("drain timed out; unsent records discarded"),
+    let outcome = tokio::time::timeout(settings.config.drain_timeout, work).await;
+    match outcome {
+        Ok(Ok(())) => conn.close().await,
+        Ok(Err(e)) => warn!(error = %e, "drain failed; unsent records stay in the spool"),
+        Err(_) => warn!("drain timed out; unsent records stay in the spool"),
+    }
+    if let Some(flight) = in_flight {
+        requeue_unsent(spool, &flight);
     }
     status.send_modify(|s| s.connected = false);
+}
+
+/// The batch in flight at exit is already in the spool with its sequence
+/// number; without a spool it is lost, and said so.
+fn requeue_unsent(spool: &SpoolSlot, flight: &InFlight) {
+    if spool.spool.is_none() {
+        warn!(records = flight.batch.records.len(), "no spool; unacknowledged records discarded at exit");
+    }
 }
 
 fn collect(probe: &mut HostProbe, config: &AgentConfig) -> Record {
@@ -417,64 +575,15 @@ fn collect(probe: &mut HostProbe, config: &AgentConfig) -> Record {
     Record { observed_at_ms: SystemClock.now_millis(), body: RecordBody::Metadata(metadata) }
 }
 
-/// Queues a record; returns (queued, dropped) after dropping the oldest
-/// records beyond the bound.
-pub(crate) fn push(queue: &Queue, record: Record, max: usize) -> (usize, u64) {
-    let mut dropped = 0;
-    let len = {
-        let mut q = lock(queue);
-        q.push_back(record);
-        while q.len() > max {
-            q.pop_front();
-            dropped += 1;
-        }
-        q.len()
-    };
-    if dropped > 0 {
-        warn!(dropped, "collector unreachable and queue full; dropped oldest records");
-    }
-    queue.ready.notify_one();
-    (len, dropped)
-}
-
 /// Queues a capture record, unless capture consent has been withdrawn.
 #[cfg_attr(not(feature = "pcap"), allow(dead_code))]
-///
-/// The consent flag is read under the queue lock, and
-/// [`discard_captures`] runs under it after the flag is cleared, so no
-/// capture record can slip into the queue after a withdrawal's discard.
 pub(crate) fn push_capture(queue: &Queue, record: Record, max: usize, consent: &AtomicBool) -> bool {
-    let mut dropped = 0;
-    {
-        let mut q = lock(queue);
-        if !consent.load(Ordering::SeqCst) {
-            return false;
-        }
-        q.push_back(record);
-        while q.len() > max {
-            q.pop_front();
-            dropped += 1;
-        }
-    }
-    if dropped > 0 {
-        warn!(dropped, "collector unreachable and queue full; dropped oldest records");
-    }
-    queue.ready.notify_one();
-    true
+    queue.push_capture(record, max, consent)
 }
 
 /// Drops every queued capture record (consent withdrawn); returns how many.
 pub(crate) fn discard_captures(queue: &Queue) -> usize {
-    let mut q = lock(queue);
-    let before = q.len();
-    q.retain(|record| !matches!(record.body, RecordBody::Capture(_)));
-    before - q.len()
-}
-
-fn lock(queue: &Queue) -> std::sync::MutexGuard<'_, VecDeque<Record>> {
-    // A poisoned queue only means another task panicked mid-push; the
-    // records themselves are still whole.
-    queue.records.lock().unwrap_or_else(|p| p.into_inner())
+    queue.discard_captures()
 }
 
 fn lose_connection(connection: &mut Option<Connection>, error: &TransportError, status: &watch::Sender<AgentStatus>) {

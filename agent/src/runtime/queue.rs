@@ -1,0 +1,221 @@
+//! Records waiting for the collector: the in-memory queue, shared with
+//! capture threads, and its journal into the spool.
+//!
+//! Every record gets an id when queued. Ids only grow, so "not yet in the
+//! spool" is "id at or above `spooled_below`", and the spool learns about
+//! removals (drops when full, captures discarded when consent goes) by id.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+use tracing::warn;
+
+use glimpse_common::bounded::BoundedVec;
+use glimpse_common::minimise::{omit_fields, MetadataField};
+use glimpse_common::record::{Record, RecordBody};
+
+use crate::spool::{format::MAX_REMOVED_PER_ENTRY, Spool, SpoolEntry, SpoolError};
+
+/// Records waiting for the collector.
+pub(crate) struct Queue {
+    inner: Mutex<Inner>,
+    pub(crate) ready: Notify,
+}
+
+struct Inner {
+    records: VecDeque<(u64, Record)>,
+    next_id: u64,
+    /// Ids below this are in the spool (or were removed before reaching it).
+    spooled_below: u64,
+    /// Spooled ids removed since the last journal.
+    removed: Vec<u64>,
+    dropped_metadata: u64,
+    dropped_captures: u64,
+}
+
+impl Inner {
+    fn remove_front(&mut self) {
+        if let Some((id, record)) = self.records.pop_front() {
+            if id < self.spooled_below {
+                self.removed.push(id);
+            }
+            match record.body {
+                RecordBody::Capture(_) => self.dropped_captures += 1,
+                _ => self.dropped_metadata += 1,
+            }
+        }
+    }
+}
+
+impl Queue {
+    /// A queue holding `restored` (from the spool), handing out ids from `next_id`.
+    pub(crate) fn new(restored: Vec<(u64, Record)>, next_id: u64) -> Self {
+        let next_id = restored.iter().map(|(id, _)| id + 1).max().unwrap_or(0).max(next_id);
+        Self {
+            inner: Mutex::new(Inner {
+                records: restored.into(),
+                next_id,
+                spooled_below: next_id,
+                removed: Vec::new(),
+                dropped_metadata: 0,
+                dropped_captures: 0,
+            }),
+            ready: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A poisoned queue only means another task panicked mid-push; the
+        // records themselves are still whole.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a record; returns (queued, dropped) after dropping the
+    /// oldest records beyond `max`.
+    pub(crate) fn push(&self, record: Record, max: usize) -> (usize, u64) {
+        let (len, dropped) = {
+            let mut q = self.lock();
+            let id = q.next_id;
+            q.next_id += 1;
+            q.records.push_back((id, record));
+            let mut dropped = 0;
+            while q.records.len() > max {
+                q.remove_front();
+                dropped += 1;
+            }
+            (q.records.len(), dropped)
+        };
+        if dropped > 0 {
+            warn!(dropped, "collector unreachable and queue full; dropped oldest records");
+        }
+        self.ready.notify_one();
+        (len, dropped)
+    }
+
+    /// Queues a capture record, unless capture consent has been withdrawn.
+    ///
+    /// The consent flag is read under the queue lock, and
+    /// [`Queue::discard_captures`] runs under it after the flag is cleared,
+    /// so no capture record can slip in after a withdrawal's discard.
+    pub(crate) fn push_capture(&self, record: Record, max: usize, consent: &AtomicBool) -> bool {
+        let dropped = {
+            let mut q = self.lock();
+            if !consent.load(Ordering::SeqCst) {
+                return false;
+            }
+            let id = q.next_id;
+            q.next_id += 1;
+            q.records.push_back((id, record));
+            let mut dropped = 0;
+            while q.records.len() > max {
+                q.remove_front();
+                dropped += 1;
+            }
+            dropped
+        };
+        if dropped > 0 {
+            warn!(dropped, "collector unreachable and queue full; dropped oldest records");
+        }
+        self.ready.notify_one();
+        true
+    }
+
+    /// Drops every queued capture record (consent withdrawn); returns how many.
+    pub(crate) fn discard_captures(&self) -> usize {
+        let mut q = self.lock();
+        let before = q.records.len();
+        let spooled_below = q.spooled_below;
+        let mut removed = Vec::new();
+        q.records.retain(|(id, record)| {
+            let keep = !matches!(record.body, RecordBody::Capture(_));
+            if !keep && *id < spooled_below {
+                removed.push(*id);
+            }
+            keep
+        });
+        q.removed.extend(removed);
+        before - q.records.len()
+    }
+
+    /// Takes up to `max` records from the front for a batch.
+    pub(crate) fn take_batch(&self, max: usize) -> Vec<(u64, Record)> {
+        let mut q = self.lock();
+        let n = q.records.len().min(max);
+        q.records.drain(..n).collect()
+    }
+
+    /// Records waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().records.len()
+    }
+
+    /// Whether nothing waits.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().records.is_empty()
+    }
+
+    /// Records dropped because the queue was full: (metadata, captures).
+    pub(crate) fn dropped(&self) -> (u64, u64) {
+        let q = self.lock();
+        (q.dropped_metadata, q.dropped_captures)
+    }
+
+    /// Removes omitted fields from queued metadata (a new data policy).
+    pub(crate) fn trim_metadata(&self, omit: &[MetadataField]) {
+        for (_, record) in self.lock().records.iter_mut() {
+            if let RecordBody::Metadata(metadata) = &mut record.body {
+                omit_fields(metadata, omit);
+            }
+        }
+    }
+
+    /// Appends what changed since the last call to the spool's buffer: new
+    /// records, then removals. The caller flushes.
+    pub(crate) fn journal(&self, spool: &mut Spool) -> Result<(), SpoolError> {
+        let mut q = self.lock();
+        let from = q.spooled_below;
+        for (id, record) in q.records.iter().filter(|(id, _)| *id >= from) {
+            spool.append_record(*id, record)?;
+        }
+        q.spooled_below = q.next_id;
+        let removed = std::mem::take(&mut q.removed);
+        for chunk in removed.chunks(MAX_REMOVED_PER_ENTRY) {
+            spool.append(&SpoolEntry::Removed { ids: BoundedVec::truncating(chunk.to_vec()) })?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the spool with the live records (`in_flight` first), after
+    /// dropping the oldest queued records while they would not fit in
+    /// `max_bytes`. Runs under the queue lock: it is rare, and capture
+    /// threads wait for it rather than race it.
+    pub(crate) fn compact(
+        &self,
+        spool: &mut Spool,
+        in_flight: Option<(u64, &[(u64, Record)])>,
+        max_bytes: u64,
+    ) -> Result<(), SpoolError> {
+        let mut q = self.lock();
+        let size = |record: &Record| postcard::to_stdvec(record).map_or(0, |v| v.len()) as u64 + 24;
+        let in_flight_bytes: u64 = in_flight.map_or(0, |(_, records)| records.iter().map(|(_, r)| size(r)).sum());
+        let mut total = in_flight_bytes + q.records.iter().map(|(_, r)| size(r)).sum::<u64>();
+        // Leave a quarter of the bound for what arrives before the next compaction.
+        let target = max_bytes / 4 * 3;
+        let mut dropped = 0u64;
+        while total > target && !q.records.is_empty() {
+            if let Some((_, front)) = q.records.front() {
+                total -= size(front);
+            }
+            q.remove_front();
+            dropped += 1;
+        }
+        if dropped > 0 {
+            warn!(dropped, max_bytes, "spool full; dropped oldest records");
+        }
+        q.removed.clear();
+        q.spooled_below = q.next_id;
+        spool.compact(in_flight, q.records.iter())
+    }
+}
