@@ -11,6 +11,7 @@
 //! shared key.
 
 pub mod capture;
+pub mod cli;
 pub mod config;
 pub mod probe;
 pub mod runtime;

@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod demo;

@@ -252,9 +252,10 @@ pub fn agent_config_with_sysroot(collector: std::net::SocketAddr, device: &Devic
     config
 }
 
-/// An agent config for `device` pointed at `collector`, collecting every 50 ms.
-pub fn agent_config(collector: std::net::SocketAddr, device: &Device) -> AgentConfig {
-    let text = format!(
+/// The `agent.toml` text for `device` pointed at `collector`, collecting
+/// every 50 ms, with its spool and consent file beside its certificate.
+pub fn agent_toml(collector: std::net::SocketAddr, device: &Device) -> String {
+    format!(
         "[device]\norg = \"{org}\"\nid = \"{id}\"\nkind = \"{kind}\"\n\
          [collector]\naddress = \"{collector}\"\nserver_name = \"localhost\"\n\
          [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\nshared_key = {psk:?}\n\
@@ -271,8 +272,13 @@ pub fn agent_config(collector: std::net::SocketAddr, device: &Device) -> AgentCo
         key = device.key,
         psk = device.shared_key,
         consent = device.cert.with_file_name("capture-consent"),
-    );
-    AgentConfig::parse(&text, Path::new("test-agent.toml"), Path::new("/")).expect("agent config")
+    )
+}
+
+/// An agent config for `device` pointed at `collector`, collecting every 50 ms.
+pub fn agent_config(collector: std::net::SocketAddr, device: &Device) -> AgentConfig {
+    AgentConfig::parse(&agent_toml(collector, device), Path::new("test-agent.toml"), Path::new("/"))
+        .expect("agent config")
 }
 
 /// An SSH agent config for switch or gateway `device`, pinning

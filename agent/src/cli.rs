@@ -1,0 +1,154 @@
+//! The `glimpse-agent` command line: the device daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing::{error, info, warn};
+
+use crate::{AgentConfig, AgentHandle};
+
+/// Glimpse agent: collects this device's metadata (hostname, OS, model,
+/// interfaces, addresses and counters) and streams it to a Glimpse collector
+/// over mutually-authenticated TLS (access points) or SSH with a pinned
+/// host key (switches and gateways; `transport = "ssh"` in [collector]).
+/// No user traffic or payload ever leaves the device.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon. SIGTERM/SIGINT flush queued records and exit;
+    /// SIGHUP reloads the config file and credentials (certificate, key and
+    /// shared key, or SSH key).
+    Run {
+        /// Path to agent.toml (device identity, collector address, TLS or SSH files).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Send a pcap or pcapng file's packets to the collector through the
+    /// same header-only truncation and transport as a live capture (for lab
+    /// replays). Refused unless the organisation has given capture consent
+    /// (the collector says so on connecting).
+    Replay {
+        /// Path to agent.toml.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// The capture file to replay.
+        #[arg(long, value_name = "FILE")]
+        pcap: PathBuf,
+        /// Interface name to record the packets under.
+        #[arg(long, default_value = "replay")]
+        interface: String,
+    },
+    /// Check a config file and its TLS files, print what it says, and exit.
+    Check {
+        /// Path to agent.toml.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Collect metadata once and print it as JSON (nothing is sent).
+    Probe {
+        /// Root of the filesystem to read (default `/`).
+        #[arg(long, default_value = "/")]
+        sysroot: PathBuf,
+    },
+}
+
+/// The command line: parses arguments, runs the command, and returns the
+/// process exit code. `main.rs` is only this call, so that test harnesses
+/// can build the same program under another name.
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => run(config),
+        Command::Check { config } => check(config),
+        Command::Replay { config, pcap, interface } => replay(config, pcap, interface),
+        Command::Probe { sysroot } => probe(sysroot),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            // 64: EX_USAGE, bad configuration or arguments.
+            ExitCode::from(64)
+        }
+    }
+}
+
+fn check(path: PathBuf) -> anyhow::Result<()> {
+    let config = AgentConfig::load(&path)?;
+    crate::transport::Credentials::load(&config)?;
+    let how = match &config.security {
+        crate::config::TransportSecurity::Tls(tls) => format!("TLS, server name {}", tls.server_name),
+        crate::config::TransportSecurity::Ssh(ssh) => {
+            format!("SSH as {}, host key {}", ssh.user, ssh.host_key_fingerprint)
+        }
+    };
+    println!(
+        "ok: {} -> {} ({how}), every {:?}, cipher preference {:?}",
+        config.identity, config.collector_address, config.interval, config.cipher_preference
+    );
+    Ok(())
+}
+
+fn replay(path: PathBuf, pcap: PathBuf, interface: String) -> anyhow::Result<()> {
+    let config = AgentConfig::load(&path)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting runtime")?;
+    let report = runtime.block_on(crate::capture::replay::replay(&config, &pcap, &interface))?;
+    println!(
+        "replayed {} of {} packets: {} header bytes kept, {} payload bytes cut on the device; {} records in {} batches acknowledged",
+        report.tally.packets_kept,
+        report.tally.packets_seen,
+        report.tally.header_bytes,
+        report.tally.bytes_cut,
+        report.records,
+        report.batches
+    );
+    Ok(())
+}
+
+fn probe(sysroot: PathBuf) -> anyhow::Result<()> {
+    let metadata = crate::probe::HostProbe::new(sysroot).collect();
+    println!("{}", serde_json::to_string_pretty(&metadata)?);
+    Ok(())
+}
+
+fn run(path: PathBuf) -> anyhow::Result<()> {
+    let config = AgentConfig::load(&path)?;
+    // One thread: an access point has one or two slow cores and other work to do.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting runtime")?;
+    runtime.block_on(async move {
+        let agent = AgentHandle::spawn(config)?;
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    match AgentConfig::load(&path).map_err(anyhow::Error::from).and_then(|c| agent.reload(c).map_err(Into::into)) {
+                        Ok(()) => info!(config = %path.display(), "reloaded"),
+                        Err(e) => warn!("reload failed, keeping the running configuration: {e:#}"),
+                    }
+                }
+                _ = terminate.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        }
+        info!("shutting down: flushing queued records");
+        let status = agent.shutdown().await;
+        info!(acked = status.acked_records, dropped = status.dropped_records, "stopped");
+        Ok(())
+    })
+}

@@ -1,0 +1,744 @@
+//! The `glimpse-collector` command line: the service, its export tool and the demo.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing::{error, info, warn};
+
+use crate::config::CollectorConfig;
+use crate::{demo, export, service, Collector};
+use glimpse_common::bounded::BoundedString;
+use glimpse_common::clock::SystemClock;
+use glimpse_common::identity::{DeviceId, OrgId};
+use glimpse_common::record::DataKind;
+use glimpse_common::wire::admin::{AdminAction, AdminReply};
+
+/// Glimpse collector: receives device telemetry from Glimpse agents over
+/// mutually-authenticated TLS (access points) and SSH with registered
+/// public keys (switches and gateways, `[ssh]` in collector.toml), stores each organisation's data encrypted
+/// with that organisation's own AES-256 key, and deletes it when its
+/// retention window ends (packet captures 7 days, everything else 60).
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the collector service. SIGTERM/SIGINT finish in-flight batches
+    /// and exit; SIGHUP reloads certificates, CRL and device registrations.
+    Serve {
+        /// Path to collector.toml.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Print an organisation's stored records, decrypted, as JSON lines.
+    Export {
+        /// Path to collector.toml.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Organisation to export.
+        #[arg(long)]
+        org: OrgId,
+        /// Kind of data: metadata or capture.
+        #[arg(long, default_value = "metadata")]
+        kind: DataKind,
+        /// Only records received at or after this time (RFC 3339 or YYYY-MM-DD, UTC).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only records received before this time (RFC 3339 or YYYY-MM-DD, UTC).
+        #[arg(long)]
+        until: Option<String>,
+        /// Output format: json (JSON lines, any kind) or pcap (pcapng, captures
+        /// only: open it in Wireshark or tshark).
+        #[arg(long, default_value = "json", value_parser = ["json", "pcap"])]
+        format: String,
+    },
+    /// Ask a connected device for a header-only packet capture, or stop one
+    /// (through the collector's admin API, with an admin certificate).
+    Capture {
+        #[command(subcommand)]
+        action: CaptureCommand,
+    },
+    /// Organisation decisions and the audit log, through the admin API:
+    /// capture consent, support access, status, audit verification.
+    Admin {
+        #[command(subcommand)]
+        action: AdminCommand,
+    },
+    /// List an organisation's devices connected now (admin API).
+    Devices {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Organisation.
+        #[arg(long)]
+        org: OrgId,
+    },
+    /// Print the SSH host key's fingerprint for device configs
+    /// (`[ssh] host_key_fingerprint`), creating the key if the collector has
+    /// not started with SSH yet.
+    SshHostKey {
+        /// Path to collector.toml (with an `[ssh]` section).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Create a new master key file (mode 0600). Refuses to overwrite.
+    MasterKey {
+        /// Where to write it.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Delete expired segments now, then exit.
+    Sweep {
+        /// Path to collector.toml.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run everything on this machine: create certificates and configs,
+    /// start a collector and agents on 127.0.0.1, stream, and print what was stored.
+    Demo {
+        /// Directory for the PKI, configs and data (reused if it exists).
+        #[arg(long, default_value = "glimpse-demo")]
+        dir: PathBuf,
+        /// Number of agents (devices), spread over two organisations.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        agents: u16,
+        /// How long to stream, in seconds.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        seconds: u64,
+        /// Port to listen on (an ephemeral one is used if it is busy).
+        #[arg(long, default_value_t = 7443)]
+        port: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Give or withdraw an organisation's packet-capture consent (off until
+    /// given). Connected devices are told within a second; on `off` they
+    /// stop capturing at once and discard capture data not yet sent, and
+    /// the collector drops any that still arrives.
+    Consent {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The organisation.
+        #[arg(long)]
+        org: OrgId,
+        /// on or off.
+        #[arg(long, value_parser = ["on", "off"])]
+        capture: String,
+    },
+    /// Let support staff read an organisation's data for a limited time, or
+    /// end that access.
+    Support {
+        #[command(subcommand)]
+        action: SupportCommand,
+    },
+    /// An organisation's capture consent, support grant and connected devices.
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The organisation.
+        #[arg(long)]
+        org: OrgId,
+    },
+    /// The audit log of admin actions and refusals.
+    Audit {
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
+    /// Data-subject requests: everything stored about one MAC address, IP
+    /// address or username.
+    Subject {
+        #[command(subcommand)]
+        action: SubjectCommand,
+    },
+    /// Data minimisation: which metadata fields the organisation's devices
+    /// collect, and whether MAC addresses are stored pseudonymised (a keyed
+    /// hash per organisation). Replaces the previous settings; devices are
+    /// told at once and the collector enforces it on everything it receives.
+    Minimise {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The organisation.
+        #[arg(long)]
+        org: OrgId,
+        /// Fields not to collect, comma-separated: hostname, os, model,
+        /// kernel, uptime, interface-macs, interface-addresses,
+        /// interface-counters. Empty collects everything.
+        #[arg(long, value_delimiter = ',', default_value = "")]
+        omit: Vec<String>,
+        /// Store MAC addresses (metadata and captured headers) as keyed
+        /// pseudonyms: on or off.
+        #[arg(long, value_parser = ["on", "off"], default_value = "off")]
+        pseudonymise_macs: String,
+    },
+    /// Delete all of an organisation's stored data and destroy its key.
+    DeleteOrg {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The organisation.
+        #[arg(long)]
+        org: OrgId,
+        /// The organisation's name again, to confirm.
+        #[arg(long)]
+        confirm: OrgId,
+    },
+}
+
+#[derive(Subcommand)]
+enum SubjectCommand {
+    /// Print every stored record about the subject as JSON lines (metadata
+    /// and captures), e.g. to answer an access request.
+    Export {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(flatten)]
+        who: SubjectArgs,
+    },
+    /// Erase every stored record about the subject, from metadata and
+    /// captures; a following export finds nothing.
+    Erase {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(flatten)]
+        who: SubjectArgs,
+    },
+}
+
+/// Who a subject request is about: exactly one of --mac, --ip, --username.
+#[derive(clap::Args)]
+#[group(skip)]
+#[command(group(clap::ArgGroup::new("who").required(true).multiple(false).args(["mac", "ip", "username"])))]
+struct SubjectArgs {
+    /// The organisation.
+    #[arg(long)]
+    org: OrgId,
+    /// A MAC address, e.g. 02:00:5e:10:00:01.
+    #[arg(long)]
+    mac: Option<glimpse_common::record::MacAddr>,
+    /// An IPv4 or IPv6 address.
+    #[arg(long)]
+    ip: Option<std::net::IpAddr>,
+    /// A username.
+    #[arg(long)]
+    username: Option<String>,
+}
+
+impl SubjectArgs {
+    fn subject(self) -> anyhow::Result<(OrgId, glimpse_common::wire::admin::Subject)> {
+        use glimpse_common::wire::admin::Subject;
+        let subject = match (self.mac, self.ip, self.username) {
+            (Some(mac), _, _) => Subject::Mac(mac),
+            (_, Some(ip), _) => Subject::Ip(ip),
+            (_, _, Some(name)) => Subject::Username(BoundedString::try_new(name).context("--username")?),
+            _ => anyhow::bail!("give one of --mac, --ip or --username"),
+        };
+        Ok((self.org, subject))
+    }
+}
+
+#[derive(Subcommand)]
+enum SupportCommand {
+    /// Grant support read access for a number of hours (1 to 720).
+    Grant {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The organisation.
+        #[arg(long)]
+        org: OrgId,
+        /// How long, in hours.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=720))]
+        hours: u32,
+    },
+    /// End support access now.
+    Revoke {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The organisation.
+        #[arg(long)]
+        org: OrgId,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check every entry's hash chain link and MAC, and that none is missing
+    /// at the end (operators only). Exits non-zero if the log was tampered with.
+    Verify {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Print audit entries, oldest first (all of them across organisations
+    /// for operators; an organisation's own for its admins).
+    Show {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Only this organisation's entries.
+        #[arg(long)]
+        org: Option<OrgId>,
+        /// Start after this entry number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+}
+
+/// Which capture a stop or status request is about.
+#[derive(clap::Args)]
+struct CaptureRef {
+    /// The device's organisation.
+    #[arg(long)]
+    org: OrgId,
+    /// The device.
+    #[arg(long)]
+    device: DeviceId,
+    /// The capture id `capture start` printed.
+    #[arg(long)]
+    id: u64,
+}
+
+#[derive(Subcommand)]
+enum CaptureCommand {
+    /// Start a capture: the device captures headers only, within the given
+    /// bounds and its own, and only if its organisation allows capture.
+    Start {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The device's organisation.
+        #[arg(long)]
+        org: OrgId,
+        /// The device.
+        #[arg(long)]
+        device: DeviceId,
+        /// Interface on the device, e.g. br-lan or wlan0.
+        #[arg(long)]
+        interface: String,
+        /// libpcap filter, e.g. "udp port 67 or udp port 68" (default: all traffic).
+        #[arg(long, default_value = "")]
+        filter: String,
+        /// Longest the capture may run, in seconds.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3600))]
+        seconds: u32,
+        /// Most packets to keep.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        packets: u32,
+    },
+    /// Stop a running capture.
+    Stop {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(flatten)]
+        capture: CaptureRef,
+    },
+    /// Show what the device last reported about a capture: running,
+    /// finished (with packets and header bytes kept) or refused (and why).
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(flatten)]
+        capture: CaptureRef,
+        /// Wait up to this many seconds for the capture to finish or be
+        /// refused, then print the latest status.
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        wait: u32,
+    },
+}
+
+/// How to reach the admin API and who is asking.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// collector.toml, to find the admin address and CA (or give them below).
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Admin API address, host:port (default: `[admin] listen` in the config).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<String>,
+    /// CA certificate (default: `[tls] ca` in the config).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Your admin certificate (from `glimpse-certs admin`).
+    #[arg(long, value_name = "FILE")]
+    cert: PathBuf,
+    /// Your admin private key.
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// Name in the collector's certificate.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+}
+
+impl AdminArgs {
+    fn credentials(self) -> anyhow::Result<crate::admin::AdminCredentials> {
+        let config = self.config.as_deref().map(CollectorConfig::load).transpose()?;
+        let address = match (self.admin, config.as_ref().and_then(|c| c.admin_listen)) {
+            (Some(address), _) => address,
+            (None, Some(listen)) => listen.to_string(),
+            (None, None) => anyhow::bail!("give --admin ADDR, or --config with an [admin] listen address"),
+        };
+        let ca = match (self.ca, config.as_ref()) {
+            (Some(ca), _) => ca,
+            (None, Some(c)) => c.ca.clone(),
+            (None, None) => anyhow::bail!("give --ca FILE, or --config"),
+        };
+        Ok(crate::admin::AdminCredentials {
+            address,
+            server_name: self.server_name,
+            ca,
+            cert: self.cert,
+            key: self.key,
+        })
+    }
+}
+
+async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
+    use crate::admin::admin_request;
+
+    let (admin, action) = match command {
+        AdminCommand::Consent { admin, org, capture } => {
+            (admin, AdminAction::SetConsent { org, capture: capture == "on" })
+        }
+        AdminCommand::Support { action: SupportCommand::Grant { admin, org, hours } } => {
+            (admin, AdminAction::GrantSupport { org, hours })
+        }
+        AdminCommand::Support { action: SupportCommand::Revoke { admin, org } } => {
+            (admin, AdminAction::RevokeSupport { org })
+        }
+        AdminCommand::Status { admin, org } => (admin, AdminAction::OrgStatus { org }),
+        AdminCommand::DeleteOrg { admin, org, confirm } => (admin, AdminAction::DeleteOrg { org, confirm }),
+        AdminCommand::Minimise { admin, org, omit, pseudonymise_macs } => {
+            let omit = omit
+                .iter()
+                .filter(|f| !f.is_empty())
+                .map(|f| f.parse::<glimpse_common::minimise::MetadataField>())
+                .collect::<Result<Vec<_>, _>>()?;
+            let omit = glimpse_common::bounded::BoundedVec::try_from_vec(omit).context("--omit")?;
+            (admin, AdminAction::SetDataPolicy { org, omit, pseudonymise_macs: pseudonymise_macs == "on" })
+        }
+        AdminCommand::Subject { action: SubjectCommand::Erase { admin, who } } => {
+            let (org, subject) = who.subject()?;
+            (admin, AdminAction::EraseSubject { org, subject })
+        }
+        AdminCommand::Subject { action: SubjectCommand::Export { admin, who } } => {
+            let (org, subject) = who.subject()?;
+            let credentials = admin.credentials()?;
+            let mut skip = 0u64;
+            loop {
+                let action = AdminAction::ExportSubject { org: org.clone(), subject: subject.clone(), skip };
+                match admin_request(&credentials, action).await? {
+                    AdminReply::SubjectRecords { total, lines } => {
+                        for line in lines.iter() {
+                            println!("{}", line.as_str());
+                        }
+                        skip += lines.len() as u64;
+                        if lines.is_empty() || skip >= total {
+                            eprintln!("exported {skip} records about the subject");
+                            return Ok(());
+                        }
+                    }
+                    other => return print_reply(other),
+                }
+            }
+        }
+        AdminCommand::Audit { action: AuditCommand::Verify { admin } } => (admin, AdminAction::VerifyAudit),
+        AdminCommand::Audit { action: AuditCommand::Show { admin, org, after } } => {
+            // Page through the whole log.
+            let credentials = admin.credentials()?;
+            let mut after_seq = after;
+            loop {
+                let action = AdminAction::ShowAudit { org: org.clone(), after_seq };
+                match admin_request(&credentials, action).await? {
+                    AdminReply::AuditEntries(entries) => {
+                        let Some(last) = entries.last() else { return Ok(()) };
+                        after_seq = last.seq;
+                        // A short page ends the log as it was when read;
+                        // each read is itself audited, so it keeps growing.
+                        let end = entries.len() < glimpse_common::wire::admin::MAX_AUDIT_PAGE;
+                        for e in entries.iter() {
+                            println!(
+                                "{:>6}  {}  {:<8} {:<16} {:<12} {:<40} {}",
+                                e.seq,
+                                export::format_time(e.at_ms),
+                                if e.refused { "REFUSED" } else { "done" },
+                                e.action.as_str(),
+                                e.org.as_ref().map_or("-", OrgId::as_str),
+                                e.actor.as_str(),
+                                e.detail.as_str()
+                            );
+                        }
+                        if end {
+                            return Ok(());
+                        }
+                    }
+                    other => return print_reply(other),
+                }
+            }
+        }
+    };
+    print_reply(admin_request(&admin.credentials()?, action).await?)
+}
+
+/// Asks for a capture's status, every half second for up to `wait_secs`
+/// until it has ended, and prints the last answer.
+async fn capture_status(
+    credentials: &crate::admin::AdminCredentials,
+    org: OrgId,
+    device: DeviceId,
+    id: u64,
+    wait_secs: u32,
+) -> anyhow::Result<()> {
+    use glimpse_common::wire::CaptureOutcome;
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(u64::from(wait_secs));
+    loop {
+        let action = AdminAction::CaptureStatus { org: org.clone(), device: device.clone(), id };
+        let reply = crate::admin::admin_request(credentials, action).await?;
+        let ended = matches!(
+            reply,
+            AdminReply::CaptureStatus(Some(CaptureOutcome::Finished { .. } | CaptureOutcome::Refused { .. }))
+                | AdminReply::Refused(_)
+        );
+        if ended || tokio::time::Instant::now() >= deadline {
+            return print_reply(reply);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// Prints an admin reply; a refusal is an error.
+fn print_reply(reply: AdminReply) -> anyhow::Result<()> {
+    match reply {
+        AdminReply::CaptureRequested { id } => {
+            println!("capture {id} requested; the device reports progress in the collector log")
+        }
+        AdminReply::CaptureStopRequested => println!("stop requested"),
+        AdminReply::Devices(devices) => {
+            for device in devices.iter() {
+                println!("{device}");
+            }
+        }
+        AdminReply::Refused(reason) => anyhow::bail!("refused: {reason}"),
+        AdminReply::CaptureStatus(None) => println!("no report from the device yet"),
+        AdminReply::ConsentSet { capture, changed, devices_told } => println!(
+            "capture consent {}{}; {devices_told} connected devices told",
+            if capture { "on" } else { "off" },
+            if changed { "" } else { " (already so)" }
+        ),
+        AdminReply::SupportGranted { until_ms } => {
+            println!("support may read until {}", export::format_time(until_ms))
+        }
+        AdminReply::SupportRevoked { was_active } => {
+            println!("{}", if was_active { "support access ended" } else { "no support grant was active" })
+        }
+        AdminReply::OrgStatus {
+            omitted_fields,
+            pseudonymise_macs,
+            capture_consent,
+            support_until_ms,
+            connected_devices,
+        } => {
+            println!("capture consent: {}", if capture_consent { "on" } else { "off" });
+            let omitted: Vec<&str> = omitted_fields.iter().map(|f| f.as_str()).collect();
+            println!(
+                "metadata fields not collected: {}",
+                if omitted.is_empty() { "none".to_owned() } else { omitted.join(", ") }
+            );
+            println!(
+                "MAC addresses: {}",
+                if pseudonymise_macs { "stored pseudonymised" } else { "stored as collected" }
+            );
+            match support_until_ms {
+                Some(until) => println!("support access: granted until {}", export::format_time(until)),
+                None => println!("support access: none"),
+            }
+            println!("connected devices: {connected_devices}");
+        }
+        AdminReply::AuditVerified { entries } => println!("audit log intact: {entries} entries verified"),
+        AdminReply::DataPolicySet { devices_told } => {
+            println!("data policy set; {devices_told} connected devices told")
+        }
+        AdminReply::SubjectErased { metadata, captures, segments_rewritten } => println!(
+            "erased {metadata} metadata and {captures} capture records ({segments_rewritten} segments rewritten)"
+        ),
+        AdminReply::OrgDeleted { key_destroyed, segments_deleted } => println!(
+            "deleted {segments_deleted} segments; organisation key {}",
+            if key_destroyed { "destroyed" } else { "did not exist" }
+        ),
+        AdminReply::CaptureStatus(Some(outcome)) => match outcome {
+            glimpse_common::wire::CaptureOutcome::Started => println!("running"),
+            glimpse_common::wire::CaptureOutcome::Finished { packets, header_bytes } => {
+                println!("finished: {packets} packets, {header_bytes} header bytes kept")
+            }
+            glimpse_common::wire::CaptureOutcome::Refused { reason } => println!("refused by the device: {reason}"),
+            other => println!("{other:?}"),
+        },
+        other => println!("{other:?}"),
+    }
+    Ok(())
+}
+
+/// The command line: parses arguments, runs the command, and returns the
+/// process exit code. `main.rs` is only this call, so that test harnesses
+/// can build the same program under another name.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo and export print their own output; keep the log to problems.
+    // A demo host has no device tree or DMI model: worth one line on a
+    // device, noise here.
+    let default_level = match cli.command {
+        Command::Demo { .. } => "warn,glimpse_agent::probe=error",
+        Command::Export { .. } | Command::Capture { .. } | Command::Devices { .. } => "warn",
+        _ => "info",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        // `export ... | head` closing the pipe early is not an error.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(64)
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { config } => serve(config).await,
+        Command::Export { config, org, kind, since, until, format } => {
+            let config = CollectorConfig::load(&config)?;
+            let since = since.as_deref().map(export::parse_time).transpose()?;
+            let until = until.as_deref().map(export::parse_time).transpose()?;
+            let store = service::open_store(&config, Arc::new(SystemClock))?;
+            let stdout = std::io::stdout();
+            let (records, problems) = if format == "pcap" {
+                if kind != DataKind::Capture {
+                    anyhow::bail!("--format pcap exports captures: add --kind capture");
+                }
+                export::export_pcapng(&store, &org, since, until, &mut stdout.lock())?
+            } else {
+                export::export(&store, &org, kind, since, until, &mut stdout.lock())?
+            };
+            eprintln!("exported {records} {kind} records for {org}");
+            // Exports on the collector host, with the master key, are
+            // audited like those through the admin API.
+            let actor = format!("local:{}", std::env::var("USER").unwrap_or_else(|_| "unknown user".into()));
+            let detail = format!(
+                "{records} {kind} records as {format}, since {} until {}",
+                since.map_or("-".into(), export::format_time),
+                until.map_or("-".into(), export::format_time)
+            );
+            store.audit_event(&actor, "data.export", Some(&org), crate::audit::AuditOutcome::Done, &detail);
+            if problems > 0 {
+                eprintln!("warning: {problems} damaged segment regions were skipped (see log)");
+            }
+            Ok(())
+        }
+        Command::Capture { action } => {
+            let (admin, action) = match action {
+                CaptureCommand::Start { admin, org, device, interface, filter, seconds, packets } => {
+                    let interface = BoundedString::try_new(interface).context("--interface")?;
+                    let filter = BoundedString::try_new(filter).context("--filter")?;
+                    (
+                        admin,
+                        AdminAction::StartCapture {
+                            org,
+                            device,
+                            interface,
+                            filter,
+                            duration_secs: seconds,
+                            max_packets: packets,
+                        },
+                    )
+                }
+                CaptureCommand::Stop { admin, capture: CaptureRef { org, device, id } } => {
+                    (admin, AdminAction::StopCapture { org, device, id })
+                }
+                CaptureCommand::Status { admin, capture: CaptureRef { org, device, id }, wait } => {
+                    return capture_status(&admin.credentials()?, org, device, id, wait).await;
+                }
+            };
+            print_reply(crate::admin::admin_request(&admin.credentials()?, action).await?)
+        }
+        Command::Admin { action } => run_admin(action).await,
+        Command::Devices { admin, org } => print_reply(
+            crate::admin::admin_request(&admin.credentials()?, AdminAction::ConnectedDevices { org }).await?,
+        ),
+        Command::SshHostKey { config } => {
+            let config = CollectorConfig::load(&config)?;
+            let Some(ssh) = &config.ssh else {
+                anyhow::bail!(
+                    "the config has no [ssh] section; add one with `listen = \"0.0.0.0:2222\"` to enable SSH"
+                );
+            };
+            let key = crate::ingest::ssh::host_key::load_or_create(&ssh.host_key)?;
+            println!("{}", crate::ingest::ssh::host_key_fingerprint(&key));
+            Ok(())
+        }
+        Command::MasterKey { out } => {
+            crate::keys::MasterKey::generate_file(&out)?;
+            println!(
+                "wrote a new master key to {} (mode 0600); back it up: without it no data can be read",
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Sweep { config } => {
+            let config = CollectorConfig::load(&config)?;
+            let store = service::open_store(&config, Arc::new(SystemClock))?;
+            let report = crate::retention::sweep(&store)?;
+            println!("{report:?}");
+            Ok(())
+        }
+        Command::Demo { dir, agents, seconds, port } => {
+            demo::run(demo::DemoOptions { dir, agents: usize::from(agents), seconds, port }).await
+        }
+    }
+}
+
+async fn serve(path: PathBuf) -> anyhow::Result<()> {
+    let config = CollectorConfig::load(&path)?;
+    let collector = Collector::start(config).await.context("starting collector")?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => match collector.reload() {
+                Ok(()) => info!("reloaded certificates, CRL and registrations"),
+                Err(e) => warn!("reload failed, keeping the running configuration: {e}"),
+            },
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    info!("shutting down: finishing in-flight batches");
+    collector.shutdown().await;
+    Ok(())
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || matches!(
+                cause.downcast_ref::<export::ExportError>(),
+                Some(export::ExportError::Io(io)) if io.kind() == std::io::ErrorKind::BrokenPipe
+            )
+    })
+}

@@ -1,0 +1,189 @@
+//! Faults with real processes on loopback: the collector and the agent
+//! are the real programs (built under test names), killed with SIGKILL in
+//! the middle of their work and started again. Acknowledged means stored,
+//! stored means once.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use glimpse_common::clock::SystemClock;
+use glimpse_common::identity::DeviceIdentity;
+use glimpse_common::record::DataKind;
+use glimpse_tests::*;
+
+const AGENT: &str = env!("CARGO_BIN_EXE_agent-under-test");
+const COLLECTOR: &str = env!("CARGO_BIN_EXE_collector-under-test");
+
+/// A child process killed (SIGKILL) if the test ends without stopping it.
+struct Process(Child);
+
+impl Process {
+    fn start(program: &str, args: &[&str], config: &Path) -> Process {
+        let log = if std::env::var_os("GLIMPSE_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
+        let child = Command::new(program)
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start process");
+        Process(child)
+    }
+
+    /// `kill -9`: no drain, no goodbye, nothing flushed.
+    fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// SIGTERM, then wait for the orderly exit.
+    async fn terminate(mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                assert!(status.success(), "process exited with {status}");
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "process did not exit after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A collector config and data directory on disk, for the real program.
+struct CollectorFiles {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl CollectorFiles {
+    fn new() -> CollectorFiles {
+        let dir = tempfile::tempdir().unwrap();
+        let master = dir.path().join("master.key");
+        glimpse_collector::keys::MasterKey::generate_file(&master).unwrap();
+        let port = free_port();
+        let text = collector_toml(&dir.path().join("data"), &master, port);
+        std::fs::write(dir.path().join("collector.toml"), text).unwrap();
+        CollectorFiles { dir, port }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("collector.toml")
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    async fn start(&self) -> Process {
+        let process = Process::start(COLLECTOR, &["serve"], &self.config());
+        wait_until("collector listening", || std::net::TcpStream::connect(self.addr()).is_ok()).await;
+        process
+    }
+
+    /// Every stored metadata record of `device`, as observation times, and
+    /// how many there are (a duplicate shows as count > set size).
+    fn stored(&self, device: &DeviceIdentity) -> (usize, BTreeSet<i64>) {
+        let config = glimpse_collector::config::CollectorConfig::load(&self.config()).unwrap();
+        let store = glimpse_collector::service::open_store(&config, Arc::new(SystemClock)).unwrap();
+        let outcome = store.read(&device.org, DataKind::Metadata, None, None).unwrap();
+        assert!(outcome.problems.is_empty(), "damaged store: {:?}", outcome.problems);
+        let mine: Vec<i64> =
+            outcome.records.iter().filter(|r| r.device == device.device).map(|r| r.record.observed_at_ms).collect();
+        (mine.len(), mine.into_iter().collect())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_killed_mid_stream_loses_no_acknowledged_record_and_stores_none_twice() {
+    init_logging();
+    let device = issue_device("faultorg");
+    let files = CollectorFiles::new();
+    let collector = files.start().await;
+    let agent = start_agent(files.addr(), &device);
+    wait_for_status(&agent, "streaming", |s| s.acked_seq >= 5).await;
+
+    // Three times: kill -9 while the agent streams, start again, wait for
+    // the agent to resume.
+    let mut collector = Some(collector);
+    for round in 0..3 {
+        collector.take().unwrap().kill();
+        let before = agent.status().borrow().acked_records;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        collector = Some(files.start().await);
+        wait_for_status(&agent, &format!("resumed after kill {round}"), |s| {
+            s.connected && s.acked_records > before + 3
+        })
+        .await;
+    }
+    let final_status = agent.shutdown().await;
+    collector.take().unwrap().terminate().await;
+
+    let (count, distinct) = files.stored(&device.identity);
+    assert_eq!(count, distinct.len(), "a record was stored twice");
+    assert_eq!(count as u64, final_status.acked_records, "stored = acknowledged");
+    assert!(final_status.connections >= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_killed_with_a_full_spool_delivers_it_after_restart() {
+    init_logging();
+    let device = issue_device("faultorg");
+    let files = CollectorFiles::new();
+    // The collector is down: the agent spools.
+    let agent_dir = tempfile::tempdir().unwrap();
+    let agent_config = agent_dir.path().join("agent.toml");
+    std::fs::write(&agent_config, agent_toml(files.addr(), &device)).unwrap();
+    let spool = device.cert.with_file_name("spool");
+    let agent = Process::start(AGENT, &["run"], &agent_config);
+    let spooled = |min: usize| {
+        let bytes = std::fs::read(&spool).unwrap_or_default();
+        glimpse_agent::spool::format::replay(&bytes).map(|s| s.queued.len()).unwrap_or(0) >= min
+    };
+    wait_until("records spooled while the collector is down", || spooled(10)).await;
+    agent.kill();
+    let bytes = std::fs::read(&spool).unwrap();
+    let in_spool: BTreeSet<i64> = glimpse_agent::spool::format::replay(&bytes)
+        .expect("a spool left by kill -9 replays")
+        .queued
+        .iter()
+        .map(|(_, r)| r.observed_at_ms)
+        .collect();
+    assert!(in_spool.len() >= 10);
+
+    // Collector up, agent restarted: the spooled records arrive, once.
+    let collector = files.start().await;
+    let agent = Process::start(AGENT, &["run"], &agent_config);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Read through a second store handle only once the collector has
+        // stopped; meanwhile watch the spool drain.
+        let left = glimpse_agent::spool::format::replay(&std::fs::read(&spool).unwrap_or_default())
+            .map(|s| s.queued.iter().filter(|(_, r)| in_spool.contains(&r.observed_at_ms)).count())
+            .unwrap_or(usize::MAX);
+        if left == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "spooled records not delivered; {left} left");
+    }
+    agent.terminate().await;
+    collector.terminate().await;
+    let (count, stored) = files.stored(&device.identity);
+    assert_eq!(count, stored.len(), "a record was stored twice");
+    let missing: Vec<_> = in_spool.difference(&stored).collect();
+    assert!(missing.is_empty(), "spooled records lost: {missing:?}");
+}
