@@ -187,3 +187,70 @@ async fn agent_killed_with_a_full_spool_delivers_it_after_restart() {
     let missing: Vec<_> = in_spool.difference(&stored).collect();
     assert!(missing.is_empty(), "spooled records lost: {missing:?}");
 }
+
+/// A TCP relay on 127.0.0.1 whose link can be cut (every connection
+/// dropped, new ones refused) and restored, like a WAN outage.
+struct CutProxy {
+    addr: SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl CutProxy {
+    async fn start(upstream: SocketAddr) -> CutProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, _) = tokio::sync::watch::channel(false);
+        let watch = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if *watch.borrow() {
+                    continue; // dropped: the link is down
+                }
+                let mut down = watch.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = down.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        CutProxy { addr, cut }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_cut_is_buffered_and_replayed_once_restored() {
+    init_logging();
+    let device = issue_device("faultorg");
+    let tc = TestCollector::start().await;
+    let proxy = CutProxy::start(tc.addr()).await;
+    let agent = start_agent(proxy.addr, &device);
+    wait_for_status(&agent, "streaming through the link", |s| s.acked_seq >= 3).await;
+
+    proxy.set_cut(true);
+    wait_for_status(&agent, "the cut noticed", |s| !s.connected).await;
+    let during = agent.status().borrow().collected_records;
+    wait_for_status(&agent, "records collected during the cut", |s| s.collected_records >= during + 10).await;
+    let collected_during_cut = agent.status().borrow().collected_records;
+
+    proxy.set_cut(false);
+    wait_for_status(&agent, "replayed after the link is back", |s| {
+        s.connected && s.acked_records >= collected_during_cut && s.queued_records == 0
+    })
+    .await;
+    let final_status = agent.shutdown().await;
+    let stored = tc.collector.store().read(&device.identity.org, DataKind::Metadata, None, None).unwrap();
+    let mine: Vec<i64> =
+        stored.records.iter().filter(|r| r.device == device.identity.device).map(|r| r.record.observed_at_ms).collect();
+    let distinct: BTreeSet<i64> = mine.iter().copied().collect();
+    assert_eq!(mine.len(), distinct.len(), "a record was stored twice");
+    assert_eq!(mine.len() as u64, final_status.acked_records, "stored = acknowledged");
+    assert_eq!(final_status.dropped_records, 0, "nothing dropped: the outage fit in the queue");
+    assert!(final_status.connections >= 2);
+}
