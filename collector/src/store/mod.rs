@@ -275,6 +275,7 @@ impl Store {
         create_dir_durable(&orgs_dir)?;
         let catalog = Catalog::open(data_dir, master_key)?;
         erase::recover_staged(&orgs_dir)?;
+        recover_torn_tails(&orgs_dir, catalog.org_keys());
         let policies = crate::control::Policies::open(catalog.database())?;
         let audit_key = crate::audit::derive_audit_key(catalog.master().secret());
         let audit = crate::audit::AuditLog::open(data_dir, audit_key, catalog.database())?;
@@ -422,9 +423,14 @@ impl Store {
         let mut active = lock_slot(&slot);
         let result = self.write_blocks(&mut active, org, kind, day, key, &plaintexts);
         if result.is_err() {
-            // After a failed write or fsync the file's state is unknown;
-            // abandon it so later batches start a clean segment. Readers
-            // report whatever partial block it ends with.
+            // After a failed write or fsync, cut the segment back to what
+            // was synced, then abandon it so later batches start a clean
+            // segment.
+            if let Some(segment) = active.as_mut() {
+                if let Err(e) = segment.roll_back() {
+                    tracing::error!("{e}; readers will report the partial block it ends with");
+                }
+            }
             *active = None;
         }
         result.map(|bytes| (plaintexts.len(), bytes))
@@ -614,6 +620,47 @@ fn encode_blocks(records: &[StoredRecordRef<'_>]) -> Result<Vec<Vec<u8>>, StoreE
         blocks.push(finish(count, &body)?);
     }
     Ok(blocks)
+}
+
+/// Truncates the torn tail a crash can leave on the segment each
+/// (organisation, kind) was appending to: the newest segment of its newest
+/// day. Older segments were synced before the next was started. Only a
+/// tail that is less than a whole frame after blocks that all authenticate
+/// is cut; other damage is left for readers to report.
+fn recover_torn_tails(orgs_dir: &Path, keys: &crate::keys::OrgKeys) {
+    let Ok(orgs) = fs::read_dir(orgs_dir) else { return };
+    for org_entry in orgs.flatten() {
+        let Some(org) = org_entry.file_name().to_str().and_then(|n| OrgId::new(n).ok()) else { continue };
+        let Ok(Some(key)) = keys.get(&org) else { continue };
+        for kind in DataKind::ALL {
+            let mut ignored = Vec::new();
+            let kind_dir = org_entry.path().join(kind.as_str());
+            let Ok(days) = list_days(&kind_dir, &mut ignored) else { continue };
+            let Some((day, day_dir)) = days.last() else { continue };
+            let Ok(segments) = list_segments(day_dir, &mut ignored) else { continue };
+            let Some(path) = segments.last() else { continue };
+            let place = SegmentPlace { org: org.clone(), kind, day: *day };
+            if let Err(e) = truncate_torn_tail(path, &place, key.secret()) {
+                tracing::warn!(path = %path.display(), "cannot check the segment for a torn tail: {e}");
+            }
+        }
+    }
+}
+
+fn truncate_torn_tail(path: &Path, place: &SegmentPlace, key: &SecretKey) -> io::Result<()> {
+    let file = fs::OpenOptions::new().read(true).write(true).open(path)?;
+    let len = file.metadata()?.len();
+    let source = FileSource { file, len };
+    let torn = match SegmentReader::open(&source, place, key) {
+        Ok(mut reader) => reader.torn_tail(),
+        Err(_) => None,
+    };
+    if let Some(offset) = torn {
+        source.file.set_len(offset)?;
+        source.file.sync_data()?;
+        tracing::warn!(path = %path.display(), offset, bytes = len - offset, "torn segment tail from an interrupted write truncated");
+    }
+    Ok(())
 }
 
 /// Day directories under `kind_dir`, oldest first; anything else is

@@ -373,6 +373,30 @@ impl<'a, S: ReadAt + ?Sized> SegmentReader<'a, S> {
         None
     }
 
+    /// Where a tail cut short by an interrupted write begins, if the
+    /// segment ends in one: every block before it authenticates in order,
+    /// and what follows is less than a whole frame. `None` for a segment
+    /// that ends cleanly, and for any other damage, which is left for
+    /// readers to report rather than cut away.
+    pub(crate) fn torn_tail(&mut self) -> Option<u64> {
+        let mut pos = self.body_start;
+        let mut expected = 0u64;
+        while pos < self.src.size() {
+            match self.frame_at(pos) {
+                Frame::Torn => return Some(pos),
+                Frame::Invalid(_) => return None,
+                Frame::Block { index, ciphertext, next } => {
+                    if index != expected || self.open_block(index, &ciphertext).is_none() {
+                        return None;
+                    }
+                    expected += 1;
+                    pos = next;
+                }
+            }
+        }
+        None
+    }
+
     /// Reads every block, emitting `Ok((offset, plaintext))` for each that
     /// authenticates, in order, and `Err(defect)` for everything else.
     pub(crate) fn read_blocks(&mut self, mut emit: impl FnMut(Result<(u64, Vec<u8>), Defect>)) {

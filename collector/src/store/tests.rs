@@ -193,6 +193,37 @@ fn torn_tail_and_garbage_are_reported() {
 }
 
 #[test]
+fn a_torn_tail_left_by_a_crash_is_truncated_at_open_and_other_damage_is_left() {
+    use std::io::Write;
+    let f = Fixture::new();
+    let ap = identity("acme", "ap-1");
+    f.append(&ap, 1, &["one"]);
+    f.append(&ap, 2, &["two"]);
+    let seg = segments(f.dir.path())[0].clone();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    // A third block cut short: its header says 100 bytes, 3 made it to disk.
+    let torn = [0, 0, 0, 100, 0, 0, 0, 0, 0, 0, 0, 2, 1, 2, 3];
+    std::fs::OpenOptions::new().append(true).open(&seg).unwrap().write_all(&torn).unwrap();
+    let f = f.reopen(1).unwrap();
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len, "torn tail cut");
+    let out = f.read("acme", DataKind::Metadata);
+    assert_eq!(hostnames(&out), ["one", "two"]);
+    assert!(out.problems.is_empty(), "{:?}", out.problems);
+
+    // Damage before the tail is not a torn write: nothing is cut, and
+    // readers report it.
+    let seg = segments(f.dir.path()).last().unwrap().clone();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    bytes.extend_from_slice(&torn);
+    std::fs::write(&seg, &bytes).unwrap();
+    let f = f.reopen(1).unwrap();
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), bytes.len() as u64, "damaged segment left as it is");
+    assert!(!f.read("acme", DataKind::Metadata).problems.is_empty());
+}
+
+#[test]
 fn each_store_run_starts_a_new_segment_and_days_roll() {
     let f = Fixture::new();
     let ap = identity("acme", "ap-1");

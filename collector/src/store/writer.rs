@@ -98,6 +98,17 @@ impl ActiveSegment {
         Ok(frame.len() as u64)
     }
 
+    /// Cuts the file back to what was last synced, after a failed write
+    /// or sync, so that no partial block stays behind (a full disk must not
+    /// leave damage for readers to report).
+    pub(crate) fn roll_back(&mut self) -> Result<(), StoreError> {
+        let io_err = |source| StoreError::Io { action: "roll back segment", path: self.path.clone(), source };
+        self.file.set_len(self.committed_len).map_err(io_err)?;
+        self.file.sync_data().map_err(io_err)?;
+        self.len = self.committed_len;
+        Ok(())
+    }
+
     /// Makes every block written so far durable.
     pub(crate) fn sync(&mut self) -> Result<(), StoreError> {
         self.file.sync_data().map_err(|source| StoreError::Io {
