@@ -254,3 +254,108 @@ async fn a_network_cut_is_buffered_and_replayed_once_restored() {
     assert_eq!(final_status.dropped_records, 0, "nothing dropped: the outage fit in the queue");
     assert!(final_status.connections >= 2);
 }
+
+/// Unmounts the test's small filesystem however the test ends.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A batch of `n` metadata records of a few hundred bytes each.
+fn bulky_batch(org: &glimpse_common::identity::OrgId, seq: u64, n: usize) -> glimpse_common::wire::Batch {
+    use glimpse_common::bounded::{BoundedString, BoundedVec};
+    use glimpse_common::record::{DeviceMetadata, Record, RecordBody};
+    let records = (0..n)
+        .map(|i| Record {
+            observed_at_ms: (seq * 100_000 + i as u64) as i64,
+            body: RecordBody::Metadata(DeviceMetadata {
+                hostname: BoundedString::truncating(&format!("{seq}-{i}-{}", "h".repeat(200))),
+                os_name: BoundedString::truncating(&"o".repeat(200)),
+                ..DeviceMetadata::default()
+            }),
+        })
+        .collect();
+    glimpse_common::wire::Batch { org: org.clone(), stream_seq: seq, records: BoundedVec::truncating(records) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_refused_clearly_and_corrupts_nothing() {
+    init_logging();
+    let device = issue_device("faultorg");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // A real full disk: the collector's data directory on an 8 MiB tmpfs
+    // (root, like the capture tests).
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "glimpse-full-disk-test"])
+        .arg(&data)
+        .status()
+        .expect("mount");
+    assert!(mounted.success(), "mounting a small tmpfs for the full-disk test needs root");
+    let _unmount = Mounted(data.clone());
+    let master = dir.path().join("master.key");
+    glimpse_collector::keys::MasterKey::generate_file(&master).unwrap();
+    std::fs::write(dir.path().join("collector.toml"), collector_toml(&data, &master, 0)).unwrap();
+    let config = glimpse_collector::config::CollectorConfig::load(&dir.path().join("collector.toml")).unwrap();
+    let collector = {
+        let _guard = pki().lock();
+        glimpse_collector::Collector::start(config).await.expect("collector starts")
+    };
+
+    // Batches of about 500 KB until the disk is full.
+    let org = device.identity.org.clone();
+    let mut conn = try_connect(collector.local_addr(), &device).await.unwrap();
+    let mut seq = conn.stored_seq() + 1;
+    let mut acked = 0usize;
+    let refusal = loop {
+        assert!(seq < 100, "8 MiB never filled up");
+        let batch = bulky_batch(&org, seq, 1000);
+        match conn.send_batch(&batch).await {
+            Ok(_) => {
+                acked += batch.records.len();
+                seq += 1;
+            }
+            Err(e) => break e,
+        }
+    };
+    match &refusal {
+        glimpse_agent::transport::TransportError::Refused { code, message } => {
+            assert_eq!(*code, glimpse_common::wire::ErrorCode::StorageUnavailable);
+            assert!(message.contains("storage unavailable"), "{message}");
+        }
+        other => panic!("expected a storage refusal, got {other}"),
+    }
+    assert!(acked > 0, "some batches fitted");
+    assert!(
+        collector.metrics().rejections(glimpse_collector::ingest::RejectReason::StorageUnavailable) >= 1,
+        "the refusal is counted"
+    );
+
+    // Space is freed; the same stream resumes where the store left off and
+    // the refused batch goes in once.
+    let grown = Command::new("mount").args(["-o", "remount,size=64m"]).arg(&data).status().unwrap();
+    assert!(grown.success());
+    let mut conn = try_connect(collector.local_addr(), &device).await.unwrap();
+    assert_eq!(conn.stored_seq(), seq - 1, "the refused batch was not stored");
+    let batch = bulky_batch(&org, seq, 1000);
+    conn.send_batch(&batch).await.expect("stored once there is room");
+    acked += batch.records.len();
+    conn.close().await;
+
+    let outcome = collector.store().read(&org, DataKind::Metadata, None, None).unwrap();
+    assert!(outcome.problems.is_empty(), "the full disk left damage: {:?}", outcome.problems);
+    let mine: Vec<i64> = outcome
+        .records
+        .iter()
+        .filter(|r| r.device == device.identity.device)
+        .map(|r| r.record.observed_at_ms)
+        .collect();
+    let distinct: BTreeSet<i64> = mine.iter().copied().collect();
+    assert_eq!(mine.len(), distinct.len(), "a record was stored twice");
+    assert_eq!(mine.len(), acked, "stored = acknowledged");
+    collector.shutdown().await;
+}

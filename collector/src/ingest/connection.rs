@@ -195,8 +195,8 @@ async fn serve_authenticated<S: AgentStream>(
             } else {
                 warn!(%peer, device = %identity, reason = refusal.reason.as_str(), "agent connection closed: {}", refusal.detail);
             }
-            if refusal.reason == RejectReason::Protocol {
-                context.metrics.reject(RejectReason::Protocol);
+            if matches!(refusal.reason, RejectReason::Protocol | RejectReason::StorageUnavailable) {
+                context.metrics.reject(refusal.reason);
             }
             let _ = send_error(&mut stream, refusal.code, &refusal.public, context.max_frame).await;
         }
