@@ -282,6 +282,9 @@ fn bulky_batch(org: &glimpse_common::identity::OrgId, seq: u64, n: usize) -> gli
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The PKI lock only keeps other test threads' issuers out while
+// registrations are imported; no task of this runtime contends for it.
+#[allow(clippy::await_holding_lock)]
 async fn a_full_disk_is_refused_clearly_and_corrupts_nothing() {
     init_logging();
     let device = issue_device("faultorg");
