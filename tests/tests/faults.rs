@@ -411,12 +411,18 @@ async fn soak_many_agents_stored_equals_sent() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
     }
-    let mut acked = 0u64;
-    let mut connected = 0;
+    // Every agent is told to stop at once, as a fleet's daemons would be.
+    let connected = handles.iter().filter(|h| h.status().borrow().connections > 0).count();
+    let stopping = std::time::Instant::now();
+    let mut shutdowns = tokio::task::JoinSet::new();
     for handle in handles {
-        connected += usize::from(handle.status().borrow().connections > 0);
-        acked += handle.shutdown().await.acked_records;
+        shutdowns.spawn(handle.shutdown());
     }
+    let mut acked = 0u64;
+    while let Some(status) = shutdowns.join_next().await {
+        acked += status.expect("agent task").acked_records;
+    }
+    println!("soak: {agents} agents drained and stopped in {:?}", stopping.elapsed());
     peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
     collector.terminate().await;
     let by_device = files.stored_by_device(&devices[0].identity.org);
@@ -433,4 +439,49 @@ async fn soak_many_agents_stored_equals_sent() {
     );
     assert_eq!(connected, agents);
     assert_eq!(stored as u64, acked, "stored = acknowledged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_agent_is_held_back_and_others_are_still_served() {
+    init_logging();
+    let flooder = issue_device("floodorg");
+    let neighbour = issue_device("floodorg");
+    let tc = TestCollector::start().await;
+    let agent = start_agent(tc.addr(), &neighbour);
+    wait_for_status(&agent, "neighbour streaming", |s| s.acked_seq >= 2).await;
+
+    // The flooder writes 200 batches of about 500 KB (100 MB) without ever
+    // reading an acknowledgement. The collector reads one batch at a time
+    // and stores it before reading the next, so once the socket buffers
+    // are full the flooder's writes wait: flow control, not memory.
+    let mut conn = try_connect(tc.addr(), &flooder).await.unwrap();
+    let first = conn.stored_seq() + 1;
+    let org = flooder.identity.org.clone();
+    let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = written.clone();
+    let flood = tokio::spawn(async move {
+        for seq in first..first + 200 {
+            if conn.send_batch_only(&bulky_batch(&org, seq, 1000)).await.is_err() {
+                break;
+            }
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        conn
+    });
+
+    // Meanwhile the neighbour's batches keep being acknowledged.
+    let before = agent.status().borrow().acked_seq;
+    wait_for_status(&agent, "neighbour served during the flood", |s| s.acked_seq >= before + 5).await;
+    let so_far = written.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        !flood.is_finished() && so_far < 200,
+        "100 MB went out without acknowledgements being read ({so_far} batches)"
+    );
+    flood.abort();
+    agent.shutdown().await;
+    // Whatever the collector took in from the flooder, it stored whole.
+    let outcome = tc.collector.store().read(&flooder.identity.org, DataKind::Metadata, None, None).unwrap();
+    assert!(outcome.problems.is_empty(), "{:?}", outcome.problems);
+    let flooded = outcome.records.iter().filter(|r| r.device == flooder.identity.device).count();
+    assert_eq!(flooded % 1000, 0, "batches are stored whole");
 }

@@ -536,7 +536,13 @@ async fn drain(
             }
             if let Some(flight) = in_flight.as_ref() {
                 let count = flight.batch.records.len() as u64;
-                let acked = conn.send_batch(&flight.batch).await?;
+                // A batch written before shutdown began is not written
+                // again: its acknowledgement is on its way, and a second
+                // copy would only earn a duplicate acknowledgement later.
+                if !flight.written {
+                    conn.send_batch_only(&flight.batch).await?;
+                }
+                let acked = await_ack(&mut conn, flight.batch.stream_seq).await?;
                 spool.append(&SpoolEntry::Acked { seq: acked });
                 in_flight = None;
                 status.send_modify(|s| {
@@ -557,6 +563,21 @@ async fn drain(
         requeue_unsent(spool, &flight);
     }
     status.send_modify(|s| s.connected = false);
+}
+
+/// Waits for the acknowledgement of batch `seq`, passing over control
+/// messages and acknowledgements of older batches (duplicates).
+async fn await_ack(conn: &mut Connection, seq: u64) -> Result<u64, TransportError> {
+    loop {
+        match conn.receive().await? {
+            CollectorMessage::Ack { stream_seq } if stream_seq >= seq => return Ok(stream_seq),
+            CollectorMessage::Ack { .. } | CollectorMessage::Control(_) => {}
+            CollectorMessage::Error(e) => {
+                return Err(TransportError::Refused { code: e.code, message: e.message.to_string() })
+            }
+            _ => return Err(TransportError::UnexpectedReply("a message out of place while draining")),
+        }
+    }
 }
 
 /// The batch in flight at exit is already in the spool with its sequence
