@@ -420,20 +420,25 @@ impl Store {
     ) -> Result<(usize, u64), StoreError> {
         let plaintexts = encode_blocks(group)?;
         let slot = self.slot(org, kind);
-        let mut active = lock_slot(&slot);
-        let result = self.write_blocks(&mut active, org, kind, day, key, &plaintexts);
-        if result.is_err() {
-            // After a failed write or fsync, cut the segment back to what
-            // was synced, then abandon it so later batches start a clean
-            // segment.
-            if let Some(segment) = active.as_mut() {
-                if let Err(e) = segment.roll_back() {
-                    tracing::error!("{e}; readers will report the partial block it ends with");
-                }
+        // Write under the slot lock; wait for durability outside it, so that
+        // appenders arriving meanwhile share the next fsync (group commit).
+        let written = {
+            let mut active = lock_slot(&slot);
+            let result = self.write_blocks(&mut active, org, kind, day, key, &plaintexts);
+            if result.is_err() {
+                abandon(&mut active);
             }
-            *active = None;
+            result?
+        };
+        let (bytes, sync_point, end) = written;
+        if let Err(e) = sync_point.sync_through(end) {
+            let mut active = lock_slot(&slot);
+            if active.as_ref().is_some_and(|seg| Arc::ptr_eq(&seg.sync_point(), &sync_point)) {
+                abandon(&mut active);
+            }
+            return Err(e);
         }
-        result.map(|bytes| (plaintexts.len(), bytes))
+        Ok((plaintexts.len(), bytes))
     }
 
     fn write_blocks(
@@ -444,7 +449,7 @@ impl Store {
         day: i64,
         key: &SecretKey,
         plaintexts: &[Vec<u8>],
-    ) -> Result<u64, StoreError> {
+    ) -> Result<(u64, Arc<writer::SyncPoint>, u64), StoreError> {
         let mut bytes = 0;
         for plaintext in plaintexts {
             if !active.as_ref().is_some_and(|seg| seg.accepts(day)) {
@@ -459,10 +464,15 @@ impl Store {
                 bytes += seg.append_block(key, plaintext)?;
             }
         }
-        if let Some(seg) = active.as_mut() {
-            seg.sync()?;
-        }
-        Ok(bytes)
+        let Some(seg) = active.as_ref() else {
+            // Only reachable with no blocks, which callers never pass.
+            return Err(StoreError::Io {
+                action: "append to",
+                path: self.day_dir(org, kind, day),
+                source: io::Error::other("no segment was opened"),
+            });
+        };
+        Ok((bytes, seg.sync_point(), seg.len()))
     }
 
     /// Reads an organisation's records of one kind received in
@@ -528,7 +538,7 @@ impl Store {
     fn committed_len(&self, org: &OrgId, kind: DataKind, path: &Path) -> Option<u64> {
         let slot = self.slot(org, kind);
         let active = lock_slot(&slot);
-        active.as_ref().filter(|seg| seg.path == path).map(|seg| seg.committed_len)
+        active.as_ref().filter(|seg| seg.path == path).map(ActiveSegment::committed_len)
     }
 
     /// Disk use per organisation and kind.
@@ -620,6 +630,17 @@ fn encode_blocks(records: &[StoredRecordRef<'_>]) -> Result<Vec<Vec<u8>>, StoreE
         blocks.push(finish(count, &body)?);
     }
     Ok(blocks)
+}
+
+/// After a failed write or fsync: cuts the segment back to what was
+/// synced and abandons it, so later batches start a clean segment.
+fn abandon(active: &mut Option<ActiveSegment>) {
+    if let Some(segment) = active.as_mut() {
+        if let Err(e) = segment.roll_back() {
+            tracing::error!("{e}; readers will report the partial block it ends with");
+        }
+    }
+    *active = None;
 }
 
 /// Truncates the torn tail a crash can leave on the segment each

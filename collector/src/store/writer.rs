@@ -5,6 +5,7 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use glimpse_common::secret::SecretKey;
 
@@ -16,15 +17,89 @@ use crate::keys::fill_random;
 /// names sort in creation order within a day directory.
 pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
 
+/// Group commit for one segment file: appenders write under the slot lock,
+/// then wait here, outside it, until an fsync covers their bytes. One
+/// fsync at a time runs; it covers everything written before it started,
+/// so the appenders that arrive meanwhile share the next one instead of
+/// queueing an fsync each.
+#[derive(Debug)]
+pub(crate) struct SyncPoint {
+    file: Arc<File>,
+    path: PathBuf,
+    state: Mutex<SyncState>,
+    done: Condvar,
+}
+
+#[derive(Debug)]
+struct SyncState {
+    /// Bytes whose write has returned.
+    written: u64,
+    /// Bytes an fsync has made durable: what a concurrent reader may trust.
+    synced: u64,
+    /// An fsync is running.
+    syncing: bool,
+    /// An fsync failed; nothing written after the last good one is durable.
+    failed: bool,
+}
+
+impl SyncPoint {
+    fn lock(&self) -> MutexGuard<'_, SyncState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bytes durable so far.
+    pub(crate) fn synced(&self) -> u64 {
+        self.lock().synced
+    }
+
+    /// Returns once the file is durable through byte `end`, running an
+    /// fsync if none is running, or waiting for the one that is.
+    pub(crate) fn sync_through(&self, end: u64) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        loop {
+            // Bytes a good fsync covered stay durable even if a later one
+            // failed (a roll-back cuts only what was never synced).
+            if state.synced >= end {
+                return Ok(());
+            }
+            if state.failed {
+                return Err(StoreError::Io {
+                    action: "sync segment",
+                    path: self.path.clone(),
+                    source: io::Error::other("an earlier sync of this segment failed"),
+                });
+            }
+            if state.syncing {
+                state = self.done.wait(state).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            state.syncing = true;
+            let target = state.written;
+            drop(state);
+            let result = self.file.sync_data();
+            state = self.lock();
+            state.syncing = false;
+            match result {
+                Ok(()) => state.synced = state.synced.max(target),
+                Err(source) => {
+                    state.failed = true;
+                    self.done.notify_all();
+                    return Err(StoreError::Io { action: "sync segment", path: self.path.clone(), source });
+                }
+            }
+            self.done.notify_all();
+        }
+    }
+}
+
 /// An open segment being appended to.
 #[derive(Debug)]
 pub(crate) struct ActiveSegment {
     pub(crate) place: SegmentPlace,
     pub(crate) path: PathBuf,
-    file: File,
+    file: Arc<File>,
     segment_id: u64,
-    /// Bytes written and synced: what a concurrent reader may trust.
-    pub(crate) committed_len: u64,
+    sync: Arc<SyncPoint>,
     /// Bytes written, synced or not.
     len: u64,
     next_index: u64,
@@ -66,15 +141,15 @@ impl ActiveSegment {
             sync_dir(dir).map_err(io_err("sync directory of"))?;
         }
         tracing::debug!(path = %path.display(), "started segment");
-        Ok(ActiveSegment {
-            place,
-            path,
-            file,
-            segment_id,
-            committed_len: header.len() as u64,
-            len: header.len() as u64,
-            next_index: 0,
-        })
+        let file = Arc::new(file);
+        let header_len = header.len() as u64;
+        let sync = Arc::new(SyncPoint {
+            file: Arc::clone(&file),
+            path: path.clone(),
+            state: Mutex::new(SyncState { written: header_len, synced: header_len, syncing: false, failed: false }),
+            done: Condvar::new(),
+        });
+        Ok(ActiveSegment { place, path, file, segment_id, sync, len: header_len, next_index: 0 })
     }
 
     /// Whether this segment can take another block for `day`.
@@ -88,14 +163,30 @@ impl ActiveSegment {
         let frame = seal_block(key, &self.place, self.segment_id, self.next_index, plaintext)
             .ok_or(StoreError::BlockTooLarge { len: plaintext.len() })?;
         debug_assert!(frame.len() as u64 > FRAME_HEADER_LEN);
-        self.file.write_all(&frame).map_err(|source| StoreError::Io {
+        (&*self.file).write_all(&frame).map_err(|source| StoreError::Io {
             action: "append to segment",
             path: self.path.clone(),
             source,
         })?;
         self.len += frame.len() as u64;
         self.next_index += 1;
+        self.sync.lock().written = self.len;
         Ok(frame.len() as u64)
+    }
+
+    /// Bytes written so far (the end of the last block).
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Where appenders wait for their bytes to be durable.
+    pub(crate) fn sync_point(&self) -> Arc<SyncPoint> {
+        Arc::clone(&self.sync)
+    }
+
+    /// Bytes durable so far: what a concurrent reader may trust.
+    pub(crate) fn committed_len(&self) -> u64 {
+        self.sync.synced()
     }
 
     /// Cuts the file back to what was last synced, after a failed write
@@ -103,21 +194,23 @@ impl ActiveSegment {
     /// leave damage for readers to report).
     pub(crate) fn roll_back(&mut self) -> Result<(), StoreError> {
         let io_err = |source| StoreError::Io { action: "roll back segment", path: self.path.clone(), source };
-        self.file.set_len(self.committed_len).map_err(io_err)?;
+        let synced = {
+            let mut state = self.sync.lock();
+            // Appenders still waiting on this segment must not be told
+            // their bytes are durable: they are being cut away.
+            state.failed = true;
+            self.sync.done.notify_all();
+            state.synced
+        };
+        self.file.set_len(synced).map_err(io_err)?;
         self.file.sync_data().map_err(io_err)?;
-        self.len = self.committed_len;
+        self.len = synced;
         Ok(())
     }
 
     /// Makes every block written so far durable.
     pub(crate) fn sync(&mut self) -> Result<(), StoreError> {
-        self.file.sync_data().map_err(|source| StoreError::Io {
-            action: "sync segment",
-            path: self.path.clone(),
-            source,
-        })?;
-        self.committed_len = self.len;
-        Ok(())
+        self.sync.sync_through(self.len)
     }
 }
 
