@@ -136,6 +136,10 @@ pub enum KeyError {
     /// The embedded database failed.
     #[error("key store database: {0}")]
     Database(#[source] Box<redb::Error>),
+    /// A group commit of stream sequence numbers failed; every batch in
+    /// the group is refused.
+    #[error("cannot record stored batch sequences: {0}")]
+    SequenceCommit(String),
     /// The operating system's random number generator failed.
     #[error("the system random number generator failed")]
     Random,

@@ -45,6 +45,34 @@ struct StoredDevice {
 pub struct Registry {
     db: Arc<Database>,
     master: Arc<MasterKey>,
+    seq_commits: SeqCommits,
+}
+
+/// Group commit for stream sequence numbers: every acknowledged batch
+/// needs its sequence durable first, and one redb commit (an fsync) per
+/// batch would cap ingest at the disk's sync rate. Callers join the open
+/// group; whoever finds no commit running commits the whole group in one
+/// transaction, and everyone in it learns the outcome.
+#[derive(Default)]
+struct SeqCommits {
+    state: std::sync::Mutex<CommitState>,
+    done: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct CommitState {
+    /// The group new updates join.
+    open: u64,
+    groups: std::collections::HashMap<u64, SeqGroup>,
+    committing: bool,
+}
+
+#[derive(Default)]
+struct SeqGroup {
+    /// (organisation, device, stream) → highest sequence to record.
+    updates: std::collections::BTreeMap<(String, String, u64), u64>,
+    outcome: Option<Result<(), String>>,
+    waiting: usize,
 }
 
 impl fmt::Debug for Registry {
@@ -67,7 +95,7 @@ impl Registry {
         txn.open_table(STREAMS).db()?;
         txn.open_table(SSH_KEYS).db()?;
         txn.commit().db()?;
-        Ok(Registry { db, master })
+        Ok(Registry { db, master, seq_commits: SeqCommits::default() })
     }
 
     /// Adds a device or replaces its registration (including the revoked
@@ -199,18 +227,66 @@ impl Registry {
         Ok(seq)
     }
 
-    /// Records that every batch of the stream up to `seq` is stored. Never
-    /// moves backwards, so a late or repeated call cannot cause re-storing.
+    /// Records, durably, that every batch of the stream up to `seq` is
+    /// stored. Never moves backwards, so a late or repeated call cannot
+    /// cause re-storing. Concurrent callers share one commit.
     pub fn set_stored_seq(&self, identity: &DeviceIdentity, stream_id: u64, seq: u64) -> Result<(), KeyError> {
-        let key = (identity.org.as_str(), identity.device.as_str(), stream_id);
+        let key = (identity.org.as_str().to_owned(), identity.device.as_str().to_owned(), stream_id);
+        let commits = &self.seq_commits;
+        let lock = || commits.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = lock();
+        let mine = state.open;
+        {
+            let group = state.groups.entry(mine).or_default();
+            let entry = group.updates.entry(key).or_insert(seq);
+            *entry = (*entry).max(seq);
+            group.waiting += 1;
+        }
+        loop {
+            let outcome = state.groups.get(&mine).and_then(|g| g.outcome.clone());
+            if let Some(outcome) = outcome {
+                if let Some(group) = state.groups.get_mut(&mine) {
+                    group.waiting -= 1;
+                    if group.waiting == 0 {
+                        state.groups.remove(&mine);
+                    }
+                }
+                return outcome.map_err(KeyError::SequenceCommit);
+            }
+            if state.committing {
+                state = commits.done.wait(state).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            // Lead: commit the open group (ours is it, or was committed).
+            let leading = state.open;
+            state.open += 1;
+            state.committing = true;
+            let updates = state.groups.get_mut(&leading).map(|g| std::mem::take(&mut g.updates)).unwrap_or_default();
+            drop(state);
+            let result = self.commit_stored_seqs(&updates).map_err(|e| e.to_string());
+            state = lock();
+            state.committing = false;
+            if let Some(group) = state.groups.get_mut(&leading) {
+                group.outcome = Some(result);
+            }
+            commits.done.notify_all();
+        }
+    }
+
+    fn commit_stored_seqs(
+        &self,
+        updates: &std::collections::BTreeMap<(String, String, u64), u64>,
+    ) -> Result<(), KeyError> {
         let txn = self.db.begin_write().db()?;
         {
             let mut table = txn.open_table(STREAMS).db()?;
-            let current = table.get(key).db()?.map_or(0, |v| v.value());
-            if seq <= current {
-                return Ok(());
+            for ((org, device, stream), seq) in updates {
+                let key = (org.as_str(), device.as_str(), *stream);
+                let current = table.get(key).db()?.map_or(0, |v| v.value());
+                if *seq > current {
+                    table.insert(key, *seq).db()?;
+                }
             }
-            table.insert(key, seq).db()?;
         }
         txn.commit().db()
     }
@@ -282,6 +358,29 @@ mod tests {
         for key in [&a.shared_key, &b.shared_key] {
             assert!(!bytes.windows(32).any(|w| w == key.expose().as_slice()));
         }
+    }
+
+    #[test]
+    fn concurrent_sequence_updates_are_committed_together_and_never_go_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path(), test_master(1)).unwrap();
+        let r = catalog.registry();
+        let ids: Vec<DeviceIdentity> = (0..8).map(|d| reg("acme", &format!("ap-{d}"), "01").identity).collect();
+        std::thread::scope(|scope| {
+            for id in &ids {
+                scope.spawn(move || {
+                    for seq in 1..=50u64 {
+                        r.set_stored_seq(id, 7, seq).unwrap();
+                        // A stale update (a late duplicate) changes nothing.
+                        r.set_stored_seq(id, 7, seq / 2).unwrap();
+                    }
+                });
+            }
+        });
+        for id in &ids {
+            assert_eq!(r.stored_seq(id, 7).unwrap(), 50);
+        }
+        assert!(r.seq_commits.state.lock().unwrap().groups.is_empty(), "finished groups are cleaned up");
     }
 
     #[test]
