@@ -485,3 +485,50 @@ async fn a_flooding_agent_is_held_back_and_others_are_still_served() {
     let flooded = outcome.records.iter().filter(|r| r.device == flooder.identity.device).count();
     assert_eq!(flooded % 1000, 0, "batches are stored whole");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_keeps_connections_and_sigterm_drains_and_says_so() {
+    init_logging();
+    let device = issue_device("faultorg");
+    let observer = issue_device("faultorg");
+    let files = CollectorFiles::new();
+    let collector = files.start().await;
+    let agent = start_agent(files.addr(), &device);
+    let status = wait_for_status(&agent, "streaming", |s| s.acked_seq >= 3).await;
+
+    // SIGHUP: certificates and registrations are re-read; the agent's
+    // connection stays up and batches keep being acknowledged on it.
+    let hup = Command::new("kill").arg("-HUP").arg(collector.0.id().to_string()).status().unwrap();
+    assert!(hup.success());
+    let acked = status.acked_seq;
+    let after = wait_for_status(&agent, "acknowledged after SIGHUP", |s| s.acked_seq >= acked + 5).await;
+    assert_eq!(after.connections, status.connections, "SIGHUP dropped the connection");
+
+    // SIGTERM: the collector finishes what it is storing, tells every
+    // connected device it is shutting down, and exits cleanly. A second,
+    // hand-driven connection shows exactly what a device is told.
+    let mut watching = try_connect(files.addr(), &observer).await.unwrap();
+    collector.terminate().await;
+    loop {
+        match watching.receive().await {
+            // The organisation's directives come first, on every connection.
+            Ok(glimpse_common::wire::CollectorMessage::Control(_)) => continue,
+            Ok(glimpse_common::wire::CollectorMessage::Error(e)) => {
+                assert_eq!(e.code, glimpse_common::wire::ErrorCode::ShuttingDown);
+                assert!(e.message.as_str().contains("shutting down"), "{}", e.message.as_str());
+                break;
+            }
+            other => panic!("expected an explicit shutdown notice, got {other:?}"),
+        }
+    }
+    wait_for_status(&agent, "agent noticed the shutdown", |s| !s.connected).await;
+
+    // Back up: what the agent kept arrives, once.
+    let collector = files.start().await;
+    wait_for_status(&agent, "reconnected", |s| s.connected && s.connections > status.connections).await;
+    let final_status = agent.shutdown().await;
+    collector.terminate().await;
+    let (count, distinct) = files.stored(&device.identity);
+    assert_eq!(count, distinct.len(), "a record was stored twice");
+    assert_eq!(count as u64, final_status.acked_records, "stored = acknowledged");
+}
