@@ -30,6 +30,24 @@ async fn agent_rides_out_a_collector_outage_and_catches_up() {
     assert!(status.connections >= 1);
     agent.shutdown().await;
     assert!(tc.stored_records_of(&device.identity) >= 5);
+
+    // The gap is on record: the agent said what it dropped, per kind.
+    let stored = tc
+        .collector
+        .store()
+        .read(&device.identity.org, glimpse_common::record::DataKind::Metadata, None, None)
+        .unwrap();
+    let health: Vec<_> = stored
+        .records
+        .iter()
+        .filter_map(|r| match &r.record.body {
+            glimpse_common::record::RecordBody::AgentHealth(h) if r.device == device.identity.device => Some(*h),
+            _ => None,
+        })
+        .collect();
+    let last = health.last().expect("an agent-health record reached the collector");
+    assert!(last.dropped_metadata > 0 && last.dropped_captures == 0, "{last:?}");
+    assert!(!last.discarded_corrupt_spool);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,4 +71,32 @@ async fn reload_reconnects_with_new_credentials() {
     wait_for_status(&agent, "streaming after reload", |s| s.acked_seq > acked).await;
     let final_status = agent.shutdown().await;
     assert_eq!(tc.stored_records_of(&device.identity) as u64, final_status.acked_records, "acknowledged = stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_spool_is_discarded_and_reported_not_fatal() {
+    init_logging();
+    let device = issue_device("spoolorg");
+    let tc = TestCollector::start().await;
+    let config = agent_config(tc.addr(), &device);
+    let spool = config.spool.path.clone().expect("spool configured");
+    // A spool whose only entry fails its checksum.
+    let mut bytes = b"GLSPOOL\x01".to_vec();
+    bytes.extend_from_slice(&7u64.to_be_bytes());
+    bytes.extend_from_slice(&[0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4]);
+    std::fs::write(&spool, &bytes).unwrap();
+
+    let agent = glimpse_agent::AgentHandle::spawn(config).unwrap();
+    wait_for_status(&agent, "streaming with a fresh spool", |s| s.acked_seq >= 2).await;
+    agent.shutdown().await;
+    let stored = tc
+        .collector
+        .store()
+        .read(&device.identity.org, glimpse_common::record::DataKind::Metadata, None, None)
+        .unwrap();
+    let reported = stored.records.iter().any(
+        |r| matches!(&r.record.body, glimpse_common::record::RecordBody::AgentHealth(h) if h.discarded_corrupt_spool),
+    );
+    assert!(reported, "the discarded spool is reported to the collector");
+    assert!(glimpse_agent::spool::format::replay(&std::fs::read(&spool).unwrap()).is_ok(), "a sound spool replaced it");
 }
