@@ -75,8 +75,27 @@ impl Queue {
     /// Queues a record; returns (queued, dropped) after dropping the
     /// oldest records beyond `max`.
     pub(crate) fn push(&self, record: Record, max: usize) -> (usize, u64) {
+        let pushed = self.push_if(record, max, || true);
+        pushed.unwrap_or((0, 0))
+    }
+
+    /// Queues a capture record, unless capture consent has been withdrawn.
+    ///
+    /// The consent flag is read under the queue lock, and
+    /// [`Queue::discard_captures`] runs under it after the flag is cleared,
+    /// so no capture record can slip in after a withdrawal's discard.
+    pub(crate) fn push_capture(&self, record: Record, max: usize, consent: &AtomicBool) -> bool {
+        self.push_if(record, max, || consent.load(Ordering::SeqCst)).is_some()
+    }
+
+    /// Queues `record` if `allowed()` holds under the queue lock, dropping
+    /// the oldest records beyond `max`; returns (queued, dropped).
+    fn push_if(&self, record: Record, max: usize, allowed: impl FnOnce() -> bool) -> Option<(usize, u64)> {
         let (len, dropped) = {
             let mut q = self.lock();
+            if !allowed() {
+                return None;
+            }
             let id = q.next_id;
             q.next_id += 1;
             q.records.push_back((id, record));
@@ -91,35 +110,7 @@ impl Queue {
             warn!(dropped, "collector unreachable and queue full; dropped oldest records");
         }
         self.ready.notify_one();
-        (len, dropped)
-    }
-
-    /// Queues a capture record, unless capture consent has been withdrawn.
-    ///
-    /// The consent flag is read under the queue lock, and
-    /// [`Queue::discard_captures`] runs under it after the flag is cleared,
-    /// so no capture record can slip in after a withdrawal's discard.
-    pub(crate) fn push_capture(&self, record: Record, max: usize, consent: &AtomicBool) -> bool {
-        let dropped = {
-            let mut q = self.lock();
-            if !consent.load(Ordering::SeqCst) {
-                return false;
-            }
-            let id = q.next_id;
-            q.next_id += 1;
-            q.records.push_back((id, record));
-            let mut dropped = 0;
-            while q.records.len() > max {
-                q.remove_front();
-                dropped += 1;
-            }
-            dropped
-        };
-        if dropped > 0 {
-            warn!(dropped, "collector unreachable and queue full; dropped oldest records");
-        }
-        self.ready.notify_one();
-        true
+        Some((len, dropped))
     }
 
     /// Drops every queued capture record (consent withdrawn); returns how many.
