@@ -252,13 +252,13 @@ pub fn agent_config_with_sysroot(collector: std::net::SocketAddr, device: &Devic
     config
 }
 
-/// The `agent.toml` text for `device` pointed at `collector`, collecting
-/// every 50 ms, with its spool and consent file beside its certificate.
-pub fn agent_toml(collector: std::net::SocketAddr, device: &Device) -> String {
+/// The `agent.toml` text for `device` with `link` (its `[collector]` and
+/// `[tls]` or `[ssh]` sections), collecting every 50 ms, with its spool and
+/// consent file beside its certificate.
+fn agent_toml_with(device: &Device, link: &str) -> String {
     format!(
         "[device]\norg = \"{org}\"\nid = \"{id}\"\nkind = \"{kind}\"\n\
-         [collector]\naddress = \"{collector}\"\nserver_name = \"localhost\"\n\
-         [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\nshared_key = {psk:?}\n\
+         {link}\
          [collect]\ninterval_secs = 0.05\nsysroot = \"/\"\n\
          [transport]\nbackoff_initial_ms = 50\nbackoff_max_secs = 1\nconnect_timeout_secs = 10\n\
          [capture]\nconsent_file = {consent:?}\n\
@@ -267,12 +267,21 @@ pub fn agent_toml(collector: std::net::SocketAddr, device: &Device) -> String {
         id = device.identity.device,
         kind = device.identity.kind,
         spool = device.cert.with_file_name("spool"),
+        consent = device.cert.with_file_name("capture-consent"),
+    )
+}
+
+/// The `agent.toml` text for `device` pointed at `collector` over TLS.
+pub fn agent_toml(collector: std::net::SocketAddr, device: &Device) -> String {
+    let link = format!(
+        "[collector]\naddress = \"{collector}\"\nserver_name = \"localhost\"\n\
+         [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\nshared_key = {psk:?}\n",
         ca = glimpse_certs::ca_cert_path(&pki().ours),
         cert = device.cert,
         key = device.key,
         psk = device.shared_key,
-        consent = device.cert.with_file_name("capture-consent"),
-    )
+    );
+    agent_toml_with(device, &link)
 }
 
 /// An agent config for `device` pointed at `collector`, collecting every 50 ms.
@@ -284,22 +293,13 @@ pub fn agent_config(collector: std::net::SocketAddr, device: &Device) -> AgentCo
 /// An SSH agent config for switch or gateway `device`, pinning
 /// `fingerprint` as the collector's host key.
 pub fn ssh_agent_config(ssh: std::net::SocketAddr, fingerprint: &str, device: &Device) -> AgentConfig {
-    let text = format!(
-        "[device]\norg = \"{org}\"\nid = \"{id}\"\nkind = \"{kind}\"\n\
-         [collector]\naddress = \"{ssh}\"\ntransport = \"ssh\"\n\
-         [ssh]\nkey = {key:?}\nhost_key_fingerprint = \"{fingerprint}\"\n\
-         [collect]\ninterval_secs = 0.05\nsysroot = \"/\"\n\
-         [transport]\nbackoff_initial_ms = 50\nbackoff_max_secs = 1\nconnect_timeout_secs = 10\n\
-         [capture]\nconsent_file = {consent:?}\n\
-         [spool]\npath = {spool:?}\nsync_interval_ms = 50\n",
-        org = device.identity.org,
-        id = device.identity.device,
-        kind = device.identity.kind,
-        spool = device.cert.with_file_name("spool"),
+    let link = format!(
+        "[collector]\naddress = \"{ssh}\"\ntransport = \"ssh\"\n\
+         [ssh]\nkey = {key:?}\nhost_key_fingerprint = \"{fingerprint}\"\n",
         key = device.ssh_key.as_ref().expect("an SSH device"),
-        consent = device.cert.with_file_name("capture-consent"),
     );
-    AgentConfig::parse(&text, Path::new("test-agent.toml"), Path::new("/")).expect("SSH agent config")
+    AgentConfig::parse(&agent_toml_with(device, &link), Path::new("test-agent.toml"), Path::new("/"))
+        .expect("SSH agent config")
 }
 
 /// Starts an agent for `device`.
