@@ -75,6 +75,31 @@ fn agent_config_path(dir: &Path, identity: &DeviceIdentity) -> PathBuf {
     dir.join("agents").join(format!("{}-{}.toml", identity.org, identity.device))
 }
 
+/// A device's PKI directory as the agent configs name it (relative to `agents/`).
+fn device_rel(identity: &DeviceIdentity) -> String {
+    format!("../pki/devices/{}/{}", identity.org, identity.device)
+}
+
+/// Writes an agent config unless one exists: `link` is its `[collector]`
+/// and `[tls]` or `[ssh]` sections; the rest is the same for every device.
+fn write_agent_config(config_path: &Path, identity: &DeviceIdentity, link: &str) -> anyhow::Result<()> {
+    if config_path.exists() {
+        return Ok(());
+    }
+    let text = format!(
+        "# Agent config for {identity}, written by `glimpse-collector demo`.\n\
+         [device]\norg = \"{org}\"\nid = \"{dev}\"\nkind = \"{kind}\"\n\n\
+         {link}\
+         [collect]\ninterval_secs = 1\nsysroot = \"/\"\n\n\
+         [capture]\nconsent_file = \"state/{org}-{dev}.capture-consent\"\n\n\
+         [spool]\npath = \"state/{org}-{dev}.spool\"\n",
+        org = identity.org,
+        dev = identity.device,
+        kind = identity.kind,
+    );
+    std::fs::write(config_path, text).with_context(|| format!("writing {}", config_path.display()))
+}
+
 /// Gives an agent config from an older demo run its own spool file (they
 /// would otherwise share the default one, which the spool refuses).
 fn add_spool_section(config_path: &Path, identity: &DeviceIdentity) -> anyhow::Result<()> {
@@ -117,23 +142,13 @@ fn prepare(options: &DemoOptions) -> anyhow::Result<()> {
         }
         let config_path = agent_config_path(dir, &identity);
         add_spool_section(&config_path, &identity)?;
-        if !config_path.exists() {
-            let rel = format!("../pki/devices/{}/{}", identity.org, identity.device);
-            let text = format!(
-                "# Agent config for {identity}, written by `glimpse-collector demo`.\n\
-                 [device]\norg = \"{org}\"\nid = \"{dev}\"\nkind = \"{kind}\"\n\n\
-                 [collector]\naddress = \"127.0.0.1:{port}\"\nserver_name = \"localhost\"\n\n\
-                 [tls]\nca = \"../pki/ca.pem\"\ncert = \"{rel}/device.pem\"\nkey = \"{rel}/device.key\"\nshared_key = \"{rel}/device.psk\"\n\n\
-                 [collect]\ninterval_secs = 1\nsysroot = \"/\"\n\n\
-                 [capture]\nconsent_file = \"state/{org}-{dev}.capture-consent\"\n\n\
-                 [spool]\npath = \"state/{org}-{dev}.spool\"\n",
-                org = identity.org,
-                dev = identity.device,
-                kind = identity.kind,
-                port = options.port,
-            );
-            std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;
-        }
+        let rel = device_rel(&identity);
+        let link = format!(
+            "[collector]\naddress = \"127.0.0.1:{port}\"\nserver_name = \"localhost\"\n\n\
+             [tls]\nca = \"../pki/ca.pem\"\ncert = \"{rel}/device.pem\"\nkey = \"{rel}/device.key\"\nshared_key = \"{rel}/device.psk\"\n\n",
+            port = options.port,
+        );
+        write_agent_config(&config_path, &identity, &link)?;
     }
     let collector_toml = dir.join("collector.toml");
     if !collector_toml.exists() {
@@ -162,24 +177,13 @@ fn prepare(options: &DemoOptions) -> anyhow::Result<()> {
         if !device_dir.join("device.pem").exists() {
             glimpse_certs::issue_device(&pki, &identity, &glimpse_certs::Validity::default(), false)?;
         }
-        let config_path = agent_config_path(dir, &identity);
-        if !config_path.exists() {
-            let rel = format!("../pki/devices/{}/{}", identity.org, identity.device);
-            let text = format!(
-                "# Agent config for {identity}, written by `glimpse-collector demo`.\n\
-                 [device]\norg = \"{org}\"\nid = \"{dev}\"\nkind = \"{kind}\"\n\n\
-                 [collector]\naddress = \"{ssh_addr}\"\ntransport = \"ssh\"\n\n\
-                 [ssh]\nkey = \"{rel}/ssh_ed25519_key\"\nhost_key_fingerprint = \"{fingerprint}\"\n\n\
-                 [collect]\ninterval_secs = 1\nsysroot = \"/\"\n\n\
-                 [capture]\nconsent_file = \"state/{org}-{dev}.capture-consent\"\n\n\
-                 [spool]\npath = \"state/{org}-{dev}.spool\"\n",
-                org = identity.org,
-                dev = identity.device,
-                kind = identity.kind,
-                ssh_addr = ssh.listen,
-            );
-            std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;
-        }
+        let rel = device_rel(&identity);
+        let link = format!(
+            "[collector]\naddress = \"{ssh_addr}\"\ntransport = \"ssh\"\n\n\
+             [ssh]\nkey = \"{rel}/ssh_ed25519_key\"\nhost_key_fingerprint = \"{fingerprint}\"\n\n",
+            ssh_addr = ssh.listen,
+        );
+        write_agent_config(&agent_config_path(dir, &identity), &identity, &link)?;
     }
     Ok(())
 }
