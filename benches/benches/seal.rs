@@ -7,6 +7,10 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use glimpse_benches::sample_batch;
+
+/// A batch's (stream id, sequence number): a random-looking stream id
+/// encodes as long as real ones do.
+const STREAM: (u64, u64) = (0x9e37_79b9_7f4a_7c15, 1);
 use glimpse_collector::store::seal_batch_in_memory;
 use glimpse_common::identity::{DeviceId, DeviceIdentity, DeviceKind, OrgId};
 use glimpse_common::record::DataKind;
@@ -23,19 +27,22 @@ fn seal(c: &mut Criterion) {
     for records in [64usize, 256, 4096] {
         let batch = sample_batch(records);
         let sealed =
-            seal_batch_in_memory(&key, &identity, DataKind::Metadata, 1_790_000_000_000, 1, &batch.records).unwrap();
+            seal_batch_in_memory(&key, &identity, DataKind::Metadata, 1_790_000_000_000, 1, STREAM, &batch.records)
+                .unwrap();
         let bytes: usize = sealed.iter().map(Vec::len).sum();
 
         group.throughput(Throughput::Elements(records as u64));
         group.bench_with_input(BenchmarkId::new("store_records", records), &batch, |b, batch| {
             b.iter(|| {
-                seal_batch_in_memory(&key, &identity, DataKind::Metadata, 1_790_000_000_000, 1, &batch.records).unwrap()
+                seal_batch_in_memory(&key, &identity, DataKind::Metadata, 1_790_000_000_000, 1, STREAM, &batch.records)
+                    .unwrap()
             })
         });
         group.throughput(Throughput::Bytes(bytes as u64));
         group.bench_with_input(BenchmarkId::new("store_bytes", records), &batch, |b, batch| {
             b.iter(|| {
-                seal_batch_in_memory(&key, &identity, DataKind::Metadata, 1_790_000_000_000, 1, &batch.records).unwrap()
+                seal_batch_in_memory(&key, &identity, DataKind::Metadata, 1_790_000_000_000, 1, STREAM, &batch.records)
+                    .unwrap()
             })
         });
 

@@ -46,6 +46,9 @@ pub struct Registry {
     db: Arc<Database>,
     master: Arc<MasterKey>,
     seq_commits: SeqCommits,
+    /// Tests make this many sequence commits fail, as a full disk would.
+    #[cfg(test)]
+    pub(crate) failing_seq_commits: std::sync::atomic::AtomicU32,
 }
 
 /// Group commit for stream sequence numbers: every acknowledged batch
@@ -95,7 +98,13 @@ impl Registry {
         txn.open_table(STREAMS).db()?;
         txn.open_table(SSH_KEYS).db()?;
         txn.commit().db()?;
-        Ok(Registry { db, master, seq_commits: SeqCommits::default() })
+        Ok(Registry {
+            db,
+            master,
+            seq_commits: SeqCommits::default(),
+            #[cfg(test)]
+            failing_seq_commits: std::sync::atomic::AtomicU32::new(0),
+        })
     }
 
     /// Adds a device or replaces its registration (including the revoked
@@ -277,6 +286,14 @@ impl Registry {
         &self,
         updates: &std::collections::BTreeMap<(String, String, u64), u64>,
     ) -> Result<(), KeyError> {
+        #[cfg(test)]
+        {
+            use std::sync::atomic::Ordering::SeqCst;
+            let failing = &self.failing_seq_commits;
+            if failing.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
+                return Err(KeyError::SequenceCommit("injected failure: no space left on device".into()));
+            }
+        }
         let txn = self.db.begin_write().db()?;
         {
             let mut table = txn.open_table(STREAMS).db()?;

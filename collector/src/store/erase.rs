@@ -29,11 +29,11 @@ use std::path::{Path, PathBuf};
 use glimpse_common::identity::OrgId;
 use glimpse_common::record::DataKind;
 
+use super::block::{encode_blocks, RecordOrigin};
 use super::segment::SegmentPlace;
 use super::writer::{random_segment_id, segment_file_name, sync_dir, ActiveSegment, SEGMENT_SUFFIX};
 use super::{
-    encode_blocks, list_days, list_segments, lock_slot, read_segment, Sink, Store, StoreError, StoredRecord,
-    StoredRecordRef,
+    list_days, list_segments, lock_slot, read_segment, Sink, Store, StoreError, StoredRecord, StoredRecordRef,
 };
 
 /// Suffix of a segment being rewritten (see the module header).
@@ -81,12 +81,12 @@ impl Store {
             let place = SegmentPlace { org: org.clone(), kind, day };
             for path in list_segments(&dir, &mut ignored)? {
                 let mut records = Vec::new();
-                let mut each = |record: StoredRecord| records.push(record);
+                let mut each = |record: StoredRecord, origin: Option<RecordOrigin>| records.push((record, origin));
                 let mut sink = Sink { each: &mut each, problems: Vec::new(), range: (i64::MIN, i64::MAX) };
                 read_segment(&path, None, &place, key.secret(), &mut std::collections::HashSet::new(), &mut sink);
                 let damaged = !sink.problems.is_empty();
                 let before = records.len();
-                records.retain(|record| !erase(record));
+                records.retain(|(record, _)| !erase(record));
                 let removed = before - records.len();
                 if removed == 0 {
                     continue;
@@ -137,7 +137,7 @@ fn rewrite_segment(
     old: &Path,
     place: &SegmentPlace,
     key: &glimpse_common::secret::SecretKey,
-    keep: &[StoredRecord],
+    keep: &[(StoredRecord, Option<RecordOrigin>)],
 ) -> Result<(), StoreError> {
     let dir = old.parent().unwrap_or(Path::new("."));
     if keep.is_empty() {
@@ -148,13 +148,18 @@ fn rewrite_segment(
     let old_name = old.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
     let staged = dir.join(format!("{old_name}.{segment_id:016x}{STAGED_SUFFIX}"));
     let mut segment = ActiveSegment::create_at(staged.clone(), place.clone(), segment_id)?;
-    let refs: Vec<StoredRecordRef<'_>> = keep
+    // Origins go along, so a record's other copy, if any, still reads as a
+    // repeat.
+    let refs: Vec<_> = keep
         .iter()
-        .map(|r| StoredRecordRef {
-            device: &r.device,
-            device_kind: r.device_kind,
-            received_at_ms: r.received_at_ms,
-            record: &r.record,
+        .map(|(r, origin)| {
+            let stored = StoredRecordRef {
+                device: &r.device,
+                device_kind: r.device_kind,
+                received_at_ms: r.received_at_ms,
+                record: &r.record,
+            };
+            (stored, *origin)
         })
         .collect();
     for block in encode_blocks(&refs)? {

@@ -20,7 +20,7 @@
 //! ```text
 //! header:
 //!   magic       8 bytes   "GLSEG\0\0\x01"
-//!   version     u16       1
+//!   version     u16       2 (1 is still read)
 //!   segment id  u64       random per segment file
 //!   day         i64       UTC day number (days since 1970-01-01)
 //!   org         u8 length + bytes
@@ -28,7 +28,10 @@
 //! blocks, repeated:
 //!   length      u32       ciphertext length including the 16-byte tag, 17..=8 MiB
 //!   index       u64       0, 1, 2, ... within the segment, always < 2^32
-//!   ciphertext  AES-256-GCM(org key, postcard(Vec<StoredRecord>)) || tag
+//!   ciphertext  AES-256-GCM(org key, plaintext) || tag
+//! plaintext (see block.rs):
+//!   version 2   postcard(Option<(stream id, sequence, first position)>) || postcard(Vec<StoredRecord>)
+//!   version 1   postcard(Vec<StoredRecord>)
 //! ```
 //!
 //! Every block is sealed with the organisation's own data key. The 96-bit
@@ -53,7 +56,10 @@
 //!   per batch, and `sync_data` runs before `append` returns. A segment left
 //!   by a crash is never appended to again; its torn tail is reported.
 //! - The stream's stored sequence is recorded only after the blocks are
-//!   durable, so a replayed batch is at worst stored twice, never lost.
+//!   durable, so a batch whose acknowledgement was lost (a failed sequence
+//!   commit, a crash between the two) is at worst stored twice, never lost.
+//!   Both copies carry the batch's origin, and reads serve it once (see
+//!   `repeats.rs`).
 //! - Reading never trusts a length beyond the bytes present or beyond
 //!   [`MAX_BLOCK_LEN`], never serves a block that does not authenticate, and
 //!   reports every anomaly as a [`SegmentProblem`] instead of failing. Only
@@ -66,7 +72,9 @@
 //! exactly between blocks looks like a shorter segment), and record counts
 //! in [`Store::stats`] (counting needs decryption).
 
+mod block;
 mod erase;
+mod repeats;
 mod segment;
 mod writer;
 
@@ -87,7 +95,9 @@ use serde::{Deserialize, Serialize};
 use crate::keys::{Catalog, KeyError, MasterKey, OrgKey, OrgKeys, Registry};
 use crate::retention::RetentionPolicy;
 
-use segment::{FileSource, ReadAt, SegmentPlace, SegmentReader, MAX_PLAINTEXT_LEN};
+use block::{decode_block, encode_blocks, RecordOrigin, Stamped};
+use repeats::RepeatFilter;
+use segment::{FileSource, ReadAt, SegmentPlace, SegmentReader};
 pub use segment::{MAX_BLOCK_LEN, SEGMENT_ROLL_BYTES};
 pub(crate) use writer::ActiveSegment;
 use writer::{create_dir_durable, SEGMENT_SUFFIX};
@@ -213,6 +223,12 @@ pub enum StoreError {
     /// Records could not be encoded.
     #[error("cannot encode records: {0}")]
     Encode(#[from] postcard::Error),
+    /// A batch has more records than positions in a batch can number.
+    #[error("a batch of {records} records is too large to store")]
+    BatchTooLarge {
+        /// Its record count.
+        records: usize,
+    },
     /// One record alone encodes to more than a block may hold.
     #[error("a record encodes to {len} bytes, more than a block holds")]
     RecordTooLarge {
@@ -389,14 +405,15 @@ impl Store {
             let received_at_ms = self.clock.now_millis();
             let day = utc_day(received_at_ms);
             let key = self.org_keys().get_or_create(&identity.org)?;
-            let mut by_kind: BTreeMap<DataKind, Vec<StoredRecordRef<'_>>> = BTreeMap::new();
+            let mut by_kind: BTreeMap<DataKind, Vec<Stamped<'_>>> = BTreeMap::new();
             for record in records {
-                by_kind.entry(record.kind()).or_default().push(StoredRecordRef {
-                    device: &identity.device,
-                    device_kind: identity.kind,
-                    received_at_ms,
-                    record,
-                });
+                let group = by_kind.entry(record.kind()).or_default();
+                let index =
+                    u32::try_from(group.len()).map_err(|_| StoreError::BatchTooLarge { records: records.len() })?;
+                group.push((
+                    StoredRecordRef { device: &identity.device, device_kind: identity.kind, received_at_ms, record },
+                    Some(RecordOrigin { stream_id, stream_seq, index }),
+                ));
             }
             for (kind, group) in &by_kind {
                 let (blocks, bytes) = self.append_group(&identity.org, *kind, day, key.secret(), group)?;
@@ -416,7 +433,7 @@ impl Store {
         kind: DataKind,
         day: i64,
         key: &SecretKey,
-        group: &[StoredRecordRef<'_>],
+        group: &[Stamped<'_>],
     ) -> Result<(usize, u64), StoreError> {
         let plaintexts = encode_blocks(group)?;
         let slot = self.slot(org, kind);
@@ -504,7 +521,13 @@ impl Store {
         let now = self.clock.now_millis();
         let from = self.retention.window_start(org, kind, now).max(since.unwrap_or(i64::MIN));
         let until = until.unwrap_or(i64::MAX);
-        let mut sink = Sink { each: &mut each, problems: Vec::new(), range: (from, until) };
+        let mut repeats = RepeatFilter::default();
+        let mut deliver = |record: StoredRecord, origin: Option<RecordOrigin>| {
+            if repeats.admit(&record.device, origin) {
+                each(record);
+            }
+        };
+        let mut sink = Sink { each: &mut deliver, problems: Vec::new(), range: (from, until) };
         if from >= until {
             return Ok(sink.problems);
         }
@@ -530,7 +553,11 @@ impl Store {
                 read_segment(&path, limit, &place, key.secret(), &mut seen_ids, &mut sink);
             }
         }
-        Ok(sink.problems)
+        let problems = sink.problems;
+        if repeats.repeats > 0 {
+            tracing::debug!(%org, %kind, repeats = repeats.repeats, "records stored twice served once");
+        }
+        Ok(problems)
     }
 
     /// For the segment being written, how much of it is synced; readers
@@ -596,40 +623,6 @@ impl Store {
         orgs.sort();
         orgs
     }
-}
-
-/// Splits records into block plaintexts of at most [`MAX_PLAINTEXT_LEN`]
-/// bytes, each the postcard encoding of a `Vec<StoredRecord>`.
-fn encode_blocks(records: &[StoredRecordRef<'_>]) -> Result<Vec<Vec<u8>>, StoreError> {
-    // Room for the varint element count in front of the records.
-    const COUNT_ROOM: usize = 10;
-    fn finish(count: usize, body: &[u8]) -> Result<Vec<u8>, StoreError> {
-        // postcard writes a sequence as a varint length then the elements,
-        // and a usize as the same varint.
-        let mut block = postcard::to_stdvec(&count)?;
-        block.extend_from_slice(body);
-        Ok(block)
-    }
-    let mut blocks = Vec::new();
-    let mut body = Vec::new();
-    let mut count = 0usize;
-    for record in records {
-        let encoded = postcard::to_stdvec(record)?;
-        if encoded.len() + COUNT_ROOM > MAX_PLAINTEXT_LEN {
-            return Err(StoreError::RecordTooLarge { len: encoded.len() });
-        }
-        if count > 0 && body.len() + encoded.len() + COUNT_ROOM > MAX_PLAINTEXT_LEN {
-            blocks.push(finish(count, &body)?);
-            body.clear();
-            count = 0;
-        }
-        body.extend_from_slice(&encoded);
-        count += 1;
-    }
-    if count > 0 {
-        blocks.push(finish(count, &body)?);
-    }
-    Ok(blocks)
 }
 
 /// After a failed write or fsync: cuts the segment back to what was
@@ -737,7 +730,7 @@ fn problem(problems: &mut Vec<SegmentProblem>, path: PathBuf, offset: u64, what:
 
 /// Where a read delivers what it finds.
 struct Sink<'a> {
-    each: &'a mut dyn FnMut(StoredRecord),
+    each: &'a mut dyn FnMut(StoredRecord, Option<RecordOrigin>),
     problems: Vec<SegmentProblem>,
     /// Records received in `range.0..range.1` are delivered.
     range: (i64, i64),
@@ -789,6 +782,7 @@ fn read_source<S: ReadAt + ?Sized>(
             return;
         }
     };
+    let version = reader.version();
     if !seen_ids.insert(reader.segment_id()) {
         problem(
             &mut sink.problems,
@@ -799,13 +793,15 @@ fn read_source<S: ReadAt + ?Sized>(
         return;
     }
     reader.read_blocks(|item| match item {
-        Ok((offset, plaintext)) => match postcard::take_from_bytes::<Vec<StoredRecord>>(&plaintext) {
-            Ok((records, [])) => {
-                for record in records.into_iter().filter(|r| r.received_at_ms >= from && r.received_at_ms < until) {
-                    (sink.each)(record);
+        Ok((offset, plaintext)) => match decode_block(version, &plaintext) {
+            Some(records) => {
+                for (record, origin) in records {
+                    if record.received_at_ms >= from && record.received_at_ms < until {
+                        (sink.each)(record, origin);
+                    }
                 }
             }
-            _ => problem(
+            None => problem(
                 &mut sink.problems,
                 path.to_path_buf(),
                 offset,
@@ -826,19 +822,30 @@ pub(crate) mod testutil;
 /// Encodes and seals one batch exactly as [`Store::append`] does (postcard
 /// blocks of at most [`MAX_BLOCK_LEN`], AES-256-GCM with the segment nonce
 /// and associated data), but in memory: for benchmarks and capacity
-/// planning. Returns the block frames as they would be appended.
+/// planning. `stream` is the batch's (stream id, sequence number), which
+/// the blocks carry as their origin. Returns the block frames as they would
+/// be appended.
 pub fn seal_batch_in_memory(
     key: &SecretKey,
     identity: &DeviceIdentity,
     kind: DataKind,
     received_at_ms: i64,
     segment_id: u64,
+    stream: (u64, u64),
     records: &[Record],
 ) -> Result<Vec<Vec<u8>>, StoreError> {
-    let refs: Vec<StoredRecordRef<'_>> = records
+    let (stream_id, stream_seq) = stream;
+    let refs = records
         .iter()
-        .map(|record| StoredRecordRef { device: &identity.device, device_kind: identity.kind, received_at_ms, record })
-        .collect();
+        .enumerate()
+        .map(|(index, record)| {
+            let index = u32::try_from(index).map_err(|_| StoreError::BatchTooLarge { records: records.len() })?;
+            Ok((
+                StoredRecordRef { device: &identity.device, device_kind: identity.kind, received_at_ms, record },
+                Some(RecordOrigin { stream_id, stream_seq, index }),
+            ))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
     let place = SegmentPlace { org: identity.org.clone(), kind, day: utc_day(received_at_ms) };
     encode_blocks(&refs)?
         .iter()

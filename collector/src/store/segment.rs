@@ -15,8 +15,11 @@ use crate::keys::TAG_LEN;
 
 /// First eight bytes of every segment file.
 pub(crate) const MAGIC: [u8; 8] = *b"GLSEG\0\0\x01";
-/// The segment format version this code writes and reads.
-pub(crate) const FORMAT_VERSION: u16 = 1;
+/// The segment format version this code writes. Version 2 added the batch
+/// origin in front of each block's records (see `store::block`).
+pub(crate) const FORMAT_VERSION: u16 = 2;
+/// Oldest segment format version this code still reads.
+pub(crate) const OLDEST_READABLE_VERSION: u16 = 1;
 /// Largest ciphertext (plaintext + tag) one block may have. Bounds what a
 /// reader allocates whatever a length field says.
 pub const MAX_BLOCK_LEN: u32 = 8 * 1024 * 1024;
@@ -66,12 +69,12 @@ pub(crate) fn encode_header(place: &SegmentPlace, segment_id: u64) -> Vec<u8> {
 
 /// Associated data of a block: binds it to its organisation, kind, day,
 /// segment and position.
-fn block_aad(place: &SegmentPlace, segment_id: u64, index: u64) -> Vec<u8> {
+fn block_aad(version: u16, place: &SegmentPlace, segment_id: u64, index: u64) -> Vec<u8> {
     let org = place.org.as_str().as_bytes();
     let kind = place.kind.as_str().as_bytes();
     let mut aad = Vec::with_capacity(BLOCK_AAD_LABEL.len() + 30 + org.len() + kind.len());
     aad.extend_from_slice(BLOCK_AAD_LABEL);
-    aad.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+    aad.extend_from_slice(&version.to_be_bytes());
     aad.push(org.len() as u8);
     aad.extend_from_slice(org);
     aad.push(kind.len() as u8);
@@ -106,13 +109,26 @@ pub(crate) fn seal_block(
     index: u64,
     plaintext: &[u8],
 ) -> Option<Vec<u8>> {
+    seal_block_in_format(FORMAT_VERSION, key, place, segment_id, index, plaintext)
+}
+
+/// [`seal_block`] for a segment of format `version`: tests use it to make
+/// segments as older versions wrote them.
+pub(crate) fn seal_block_in_format(
+    version: u16,
+    key: &SecretKey,
+    place: &SegmentPlace,
+    segment_id: u64,
+    index: u64,
+    plaintext: &[u8],
+) -> Option<Vec<u8>> {
     if index > MAX_BLOCK_INDEX || plaintext.len() > MAX_PLAINTEXT_LEN {
         return None;
     }
     let sealed = cipher(key)
         .encrypt(
             Nonce::from_slice(&block_nonce(segment_id, index)),
-            Payload { msg: plaintext, aad: &block_aad(place, segment_id, index) },
+            Payload { msg: plaintext, aad: &block_aad(version, place, segment_id, index) },
         )
         .ok()?;
     let len = u32::try_from(sealed.len()).ok()?;
@@ -191,6 +207,7 @@ pub(crate) struct SegmentReader<'a, S: ReadAt + ?Sized> {
     src: &'a S,
     place: SegmentPlace,
     cipher: Aes256Gcm,
+    version: u16,
     segment_id: u64,
     body_start: u64,
     /// A scan from here found nothing; later scans from further on would
@@ -212,7 +229,7 @@ impl<'a, S: ReadAt + ?Sized> SegmentReader<'a, S> {
             return Err(bad(0, "not a glimpse segment (bad magic)".into()));
         }
         let version = u16::from_be_bytes([fixed[8], fixed[9]]);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(bad(8, format!("unsupported segment format version {version}")));
         }
         let mut id = [0u8; 8];
@@ -256,11 +273,18 @@ impl<'a, S: ReadAt + ?Sized> SegmentReader<'a, S> {
             src,
             place: place.clone(),
             cipher: cipher(key),
+            version,
             segment_id,
             body_start: pos,
             barren_from: None,
             largest_alloc: HEADER_FIXED_LEN,
         })
+    }
+
+    /// The format version the segment's header declares; it decides how
+    /// block plaintexts decode.
+    pub(crate) fn version(&self) -> u16 {
+        self.version
     }
 
     /// The segment's random id.
@@ -306,7 +330,7 @@ impl<'a, S: ReadAt + ?Sized> SegmentReader<'a, S> {
         self.cipher
             .decrypt(
                 Nonce::from_slice(&block_nonce(self.segment_id, index)),
-                Payload { msg: ciphertext, aad: &block_aad(&self.place, self.segment_id, index) },
+                Payload { msg: ciphertext, aad: &block_aad(self.version, &self.place, self.segment_id, index) },
             )
             .ok()
     }
@@ -633,9 +657,21 @@ mod tests {
             assert_eq!(defects.len(), 1);
         }
         let mut wrong_version = segment(1);
-        wrong_version[9] = 2;
+        wrong_version[9] = 3;
         let (_, defects, _) = read(&wrong_version, &place());
-        assert!(defects[0].what.contains("version 2"));
+        assert!(defects[0].what.contains("version 3"));
+    }
+
+    #[test]
+    fn version_is_bound_to_every_block() {
+        // Relabelling a v2 segment as v1 would make its blocks decode under
+        // the old plaintext layout; the associated data refuses that.
+        let mut relabelled = segment(2);
+        assert_eq!(relabelled[9], 2);
+        relabelled[9] = 1;
+        let (blocks, defects, _) = read(&relabelled, &place());
+        assert!(blocks.is_empty());
+        assert!(!defects.is_empty());
     }
 
     #[test]

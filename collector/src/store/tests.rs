@@ -7,7 +7,7 @@ use glimpse_common::clock::{format_day, utc_day, MILLIS_PER_DAY};
 use glimpse_common::identity::OrgId;
 use glimpse_common::record::{DataKind, DeviceMetadata, InterfaceStats, Record, RecordBody};
 
-use super::segment::SegmentPlace;
+use super::segment::{SegmentPlace, MAX_PLAINTEXT_LEN};
 use super::testutil::{files, hostnames, identity, record, segments, Fixture, T0};
 use super::*;
 
@@ -101,7 +101,7 @@ fn orgs_have_separate_keys_and_cannot_read_each_other() {
     let bytes = std::fs::read(&acme_seg).unwrap();
     let place = SegmentPlace { org: org("acme"), kind: DataKind::Metadata, day: utc_day(T0) };
     let mut served = 0;
-    let mut count = |_| served += 1;
+    let mut count = |_, _| served += 1;
     let mut sink = Sink { each: &mut count, problems: Vec::new(), range: (i64::MIN, i64::MAX) };
     read_source(bytes.as_slice(), &acme_seg, &place, globex.secret(), &mut HashSet::new(), &mut sink);
     let problems = sink.problems;
@@ -298,19 +298,113 @@ fn large_batches_split_into_bounded_blocks() {
 }
 
 #[test]
-fn borrowed_encoding_matches_stored_record() {
+fn blocks_carry_their_batch_origin() {
     let ap = identity("acme", "ap-1");
-    let records = [record("a"), record("b")];
-    let refs: Vec<_> = records
+    let records = [record("a"), record("b"), record("c")];
+    let origin = |index| Some(RecordOrigin { stream_id: 9, stream_seq: 4, index });
+    // Positions 0, 1 then 5: the gap (an erased record) starts a new block.
+    let stamped: Vec<_> = records
         .iter()
-        .map(|r| StoredRecordRef { device: &ap.device, device_kind: ap.kind, received_at_ms: 5, record: r })
+        .zip([origin(0), origin(1), origin(5)])
+        .map(|(r, o)| (StoredRecordRef { device: &ap.device, device_kind: ap.kind, received_at_ms: 5, record: r }, o))
         .collect();
-    let owned: Vec<StoredRecord> = records
+    let blocks = block::encode_blocks(&stamped).unwrap();
+    assert_eq!(blocks.len(), 2);
+    let decoded: Vec<_> =
+        blocks.iter().flat_map(|b| block::decode_block(segment::FORMAT_VERSION, b).unwrap()).collect();
+    let expected: Vec<_> = stamped
         .iter()
-        .map(|r| StoredRecord { device: ap.device.clone(), device_kind: ap.kind, received_at_ms: 5, record: r.clone() })
+        .map(|(r, o)| {
+            let owned = StoredRecord {
+                device: r.device.clone(),
+                device_kind: r.device_kind,
+                received_at_ms: r.received_at_ms,
+                record: r.record.clone(),
+            };
+            (owned, *o)
+        })
         .collect();
-    let blocks = encode_blocks(&refs).unwrap();
-    assert_eq!(blocks, vec![postcard::to_stdvec(&owned).unwrap()]);
+    assert_eq!(decoded, expected);
+    // Trailing bytes, a truncation or an unknown version do not decode.
+    let mut longer = blocks[0].clone();
+    longer.push(0);
+    assert!(block::decode_block(segment::FORMAT_VERSION, &longer).is_none());
+    assert!(block::decode_block(segment::FORMAT_VERSION, &blocks[0][..blocks[0].len() - 1]).is_none());
+    assert!(block::decode_block(segment::FORMAT_VERSION + 1, &blocks[0]).is_none());
+}
+
+#[test]
+fn version_1_segments_are_still_served() {
+    // A segment as the previous release wrote it: version 1 header and
+    // associated data, plaintext postcard(Vec<StoredRecord>).
+    let f = Fixture::new();
+    let ap = identity("acme", "ap-1");
+    f.append(&ap, 1, &["new"]);
+    let old: Vec<StoredRecord> = ["old-1", "old-2"]
+        .iter()
+        .map(|h| StoredRecord {
+            device: ap.device.clone(),
+            device_kind: ap.kind,
+            received_at_ms: T0,
+            record: record(h),
+        })
+        .collect();
+    let place = SegmentPlace { org: org("acme"), kind: DataKind::Metadata, day: utc_day(T0) };
+    let key = f.store.org_keys().get(&org("acme")).unwrap().unwrap();
+    let mut bytes = segment::encode_header(&place, 0x0123_4567_89ab_cdef);
+    bytes[8..10].copy_from_slice(&1u16.to_be_bytes());
+    let plain = postcard::to_stdvec(&old).unwrap();
+    bytes.extend(segment::seal_block_in_format(1, key.secret(), &place, 0x0123_4567_89ab_cdef, 0, &plain).unwrap());
+    let day_dir = f.dir.path().join("orgs/acme/metadata").join(format_day(utc_day(T0)));
+    std::fs::write(day_dir.join("00000000-0123456789abcdef.seg"), bytes).unwrap();
+
+    let out = f.read("acme", DataKind::Metadata);
+    assert!(out.problems.is_empty(), "{:?}", out.problems);
+    assert_eq!(hostnames(&out), ["old-1", "old-2", "new"]);
+}
+
+#[test]
+fn a_batch_stored_twice_is_served_once() {
+    let f = Fixture::new();
+    let ap = identity("acme", "ap-1");
+    let batch = [record("a"), record("b")];
+    // The first copy is durable, then the sequence commit fails (a full
+    // disk): the batch is refused, and the agent sends it again.
+    f.store.registry().failing_seq_commits.store(1, std::sync::atomic::Ordering::SeqCst);
+    let refused = f.store.append(&ap, 7, 1, &batch).unwrap_err();
+    assert!(refused.to_string().contains("no space left"), "{refused}");
+    assert_eq!(f.store.registry().stored_seq(&ap, 7).unwrap(), 0);
+    f.store.append(&ap, 7, 1, &batch).unwrap();
+    assert_eq!(f.store.registry().stored_seq(&ap, 7).unwrap(), 1);
+    f.append(&ap, 2, &["c"]);
+
+    let out = f.read("acme", DataKind::Metadata);
+    assert!(out.problems.is_empty(), "{:?}", out.problems);
+    assert_eq!(hostnames(&out), ["a", "b", "c"]);
+    // Another stream of the same device is not a repeat, nor is another
+    // device's batch with the same stream and sequence.
+    f.store.append(&ap, 8, 1, &batch).unwrap();
+    f.store.append(&identity("acme", "ap-2"), 7, 1, &batch).unwrap();
+    assert_eq!(hostnames(&f.read("acme", DataKind::Metadata)), ["a", "b", "c", "a", "b", "a", "b"]);
+}
+
+#[test]
+fn repeats_stay_hidden_after_an_erase_rewrites_their_segment() {
+    let f = Fixture::new();
+    let ap = identity("acme", "ap-1");
+    let batch = [record("keep"), record("erase-me"), record("keep-too")];
+    f.store.append(&ap, 7, 1, &batch).unwrap();
+    f.store.append(&ap, 7, 1, &batch).unwrap();
+    let erased = f
+        .store
+        .erase_where(
+            &org("acme"),
+            DataKind::Metadata,
+            &|r| matches!(&r.record.body, RecordBody::Metadata(m) if m.hostname.as_str() == "erase-me"),
+        )
+        .unwrap();
+    assert_eq!(erased.records, 2);
+    assert_eq!(hostnames(&f.read("acme", DataKind::Metadata)), ["keep", "keep-too"]);
 }
 
 #[test]

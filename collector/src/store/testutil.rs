@@ -57,9 +57,11 @@ impl Fixture {
     pub(crate) fn append_as(&self, id: &DeviceIdentity, kind: DataKind, hostnames: &[&str]) {
         let now = self.clock.now_millis();
         let records: Vec<Record> = hostnames.iter().map(|h| record(h)).collect();
-        let refs: Vec<StoredRecordRef<'_>> = records
+        let refs: Vec<_> = records
             .iter()
-            .map(|record| StoredRecordRef { device: &id.device, device_kind: id.kind, received_at_ms: now, record })
+            .map(|record| {
+                (StoredRecordRef { device: &id.device, device_kind: id.kind, received_at_ms: now, record }, None)
+            })
             .collect();
         let key = self.store.org_keys().get_or_create(&id.org).unwrap();
         self.store.append_group(&id.org, kind, utc_day(now), key.secret(), &refs).unwrap();
