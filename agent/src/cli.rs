@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::{AgentConfig, AgentHandle};
 
@@ -64,13 +66,23 @@ enum Command {
 /// process exit code. `main.rs` is only this call, so that test harnesses
 /// can build the same program under another name.
 pub fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
+    // `Targets` rather than `EnvFilter`: the same `target=level` directives
+    // without a regular-expression engine, which would cost the agent
+    // hundreds of KiB of flash. No colour: device logs go to syslog or the
+    // journal.
+    let filter = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
+    let parsed = filter.as_deref().map(str::parse::<tracing_subscriber::filter::Targets>);
+    let targets = match &parsed {
+        Some(Ok(targets)) => targets.clone(),
+        _ => tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO),
+    };
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false))
+        .with(targets)
         .init();
+    if let Some(Err(e)) = parsed {
+        warn!("RUST_LOG is not a list of target=level directives ({e}); logging at info");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => run(config),

@@ -500,4 +500,33 @@ host_key_fingerprint = "SHA256:0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"
         let err = AgentConfig::parse(&bad_window, Path::new("a.toml"), Path::new(".")).unwrap_err().to_string();
         assert!(err.contains("capture.rules[0] (dns-failure): window_secs"), "{err}");
     }
+
+    /// The number after `key` on the first line that starts with it (`30s` reads as 30).
+    fn seconds_after(text: &str, key: &str) -> u64 {
+        let line = text.lines().map(str::trim_start).find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key}"));
+        line[key.len()..].trim().trim_end_matches('s').parse().unwrap_or_else(|e| panic!("{line}: {e}"))
+    }
+
+    #[test]
+    fn packaged_example_config_loads_and_fits_the_service_files() {
+        let text = include_str!("../packaging/agent.example.toml");
+        let c = AgentConfig::parse(text, Path::new("/etc/glimpse/agent.toml"), Path::new("/etc/glimpse")).unwrap();
+        let TransportSecurity::Tls(tls) = &c.security else { panic!("the example is an access point over TLS") };
+        assert_eq!(tls.key_path, Path::new("/etc/glimpse/device.key"));
+        // The service files leave /etc read-only: what the agent writes lives in its state directory.
+        assert_eq!(c.spool.path.as_deref(), Some(Path::new("/var/lib/glimpse-agent/spool")));
+        assert_eq!(c.capture.consent_file.as_deref(), Some(Path::new("/var/lib/glimpse-agent/capture-consent")));
+
+        // SIGTERM may wait for a connection attempt, then drains: both stop
+        // timeouts must outlast that, or the drain is cut short by SIGKILL.
+        let unit = include_str!("../packaging/systemd/glimpse-agent.service");
+        let init = include_str!("../packaging/openwrt/glimpse-agent.init");
+        let needed = c.connect_timeout + c.drain_timeout;
+        for (file, secs) in [
+            ("glimpse-agent.service", seconds_after(unit, "TimeoutStopSec=")),
+            ("glimpse-agent.init", seconds_after(init, "procd_set_param term_timeout")),
+        ] {
+            assert!(Duration::from_secs(secs) > needed, "{file}: {secs} s to stop, the example needs {needed:?}");
+        }
+    }
 }
