@@ -139,11 +139,16 @@ cargo_env() {
     export RUSTC_BOOTSTRAP=1
     STD_FLAGS=("-Zbuild-std=std,panic_abort")
   fi
-  LIBDIRS=""
+  # The cross C library first: the emulated loader also reads the host's
+  # ld.so.cache, which lists the multiarch C library of the same
+  # architecture if one is installed (libstd-rust-web-dev:arm64 brings one),
+  # and a loader of one glibc build with the C library of another hangs at
+  # the first thread.
+  LIBDIRS="/usr/$GNU/lib"
   if [ "$PCAP" = deb ]; then
     local sysroot
     sysroot=$(pcap_sysroot "$DEB_ARCH" | tail -1)
-    LIBDIRS="$sysroot/usr/lib/$GNU:$sysroot/lib/$GNU"
+    LIBDIRS="$LIBDIRS:$sysroot/usr/lib/$GNU:$sysroot/lib/$GNU"
     export LIBPCAP_LIBDIR="$sysroot/usr/lib/$GNU" LIBPCAP_VER=$PCAP_VERSION
     export "CARGO_TARGET_${upper}_RUSTFLAGS=-C link-arg=-Wl,-rpath-link,$sysroot/usr/lib/$GNU:$sysroot/lib/$GNU"
     FEATURES=()
@@ -152,8 +157,7 @@ cargo_env() {
   fi
   # The emulated program finds its C library under /usr/<triple> and the
   # unpacked libraries through LD_LIBRARY_PATH, set for it alone.
-  RUN=("$QEMU" -L "/usr/$GNU")
-  [ -z "$LIBDIRS" ] || RUN+=(-E "LD_LIBRARY_PATH=$LIBDIRS")
+  RUN=("$QEMU" -L "/usr/$GNU" -E "LD_LIBRARY_PATH=$LIBDIRS")
   export "CARGO_TARGET_${upper}_RUNNER=${RUN[*]}"
 }
 
