@@ -151,18 +151,7 @@ mod tests {
         #[test]
         fn any_plaintext_decodes_or_is_refused(version in 0u16..4, bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             if let Some(records) = decode_block(version, &bytes) {
-                let stamped: Vec<Stamped<'_>> = records
-                    .iter()
-                    .map(|(r, o)| {
-                        let borrowed = StoredRecordRef {
-                            device: &r.device,
-                            device_kind: r.device_kind,
-                            received_at_ms: r.received_at_ms,
-                            record: &r.record,
-                        };
-                        (borrowed, *o)
-                    })
-                    .collect();
+                let stamped: Vec<Stamped<'_>> = records.iter().map(|(r, o)| (r.borrowed(), *o)).collect();
                 let again: Vec<_> = encode_blocks(&stamped)
                     .unwrap()
                     .iter()

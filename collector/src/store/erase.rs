@@ -32,9 +32,7 @@ use glimpse_common::record::DataKind;
 use super::block::{encode_blocks, RecordOrigin};
 use super::segment::SegmentPlace;
 use super::writer::{random_segment_id, segment_file_name, sync_dir, ActiveSegment, SEGMENT_SUFFIX};
-use super::{
-    list_days, list_segments, lock_slot, read_segment, Sink, Store, StoreError, StoredRecord, StoredRecordRef,
-};
+use super::{list_days, list_segments, lock_slot, read_segment, Sink, Store, StoreError, StoredRecord};
 
 /// Suffix of a segment being rewritten (see the module header).
 pub(crate) const STAGED_SUFFIX: &str = ".new";
@@ -150,18 +148,7 @@ fn rewrite_segment(
     let mut segment = ActiveSegment::create_at(staged.clone(), place.clone(), segment_id)?;
     // Origins go along, so a record's other copy, if any, still reads as a
     // repeat.
-    let refs: Vec<_> = keep
-        .iter()
-        .map(|(r, origin)| {
-            let stored = StoredRecordRef {
-                device: &r.device,
-                device_kind: r.device_kind,
-                received_at_ms: r.received_at_ms,
-                record: &r.record,
-            };
-            (stored, *origin)
-        })
-        .collect();
+    let refs: Vec<_> = keep.iter().map(|(record, origin)| (record.borrowed(), *origin)).collect();
     for block in encode_blocks(&refs)? {
         segment.append_block(key, &block)?;
     }

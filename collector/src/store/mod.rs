@@ -120,6 +120,18 @@ pub struct StoredRecord {
     pub record: Record,
 }
 
+impl StoredRecord {
+    /// The same record, borrowed for encoding.
+    fn borrowed(&self) -> StoredRecordRef<'_> {
+        StoredRecordRef {
+            device: &self.device,
+            device_kind: self.device_kind,
+            received_at_ms: self.received_at_ms,
+            record: &self.record,
+        }
+    }
+}
+
 /// Serialises exactly like [`StoredRecord`] without cloning the record.
 #[derive(Serialize)]
 struct StoredRecordRef<'a> {
