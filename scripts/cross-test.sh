@@ -55,14 +55,15 @@ done
 log() { printf '\n==> %s\n' "$*"; }
 die() { printf 'cross-test: %s\n' "$*" >&2; exit 1; }
 
-# Sets GNU (gcc and Debian multiarch triple), DEB_ARCH, QEMU and PCAP
-# (deb: Debian's libpcap; off: no pcap feature) for a Rust target.
+# Sets GNU (gcc and Debian multiarch triple), DEB_ARCH, QEMU, PCAP (deb:
+# Debian's libpcap; off: no pcap feature) and BIG_ENDIAN for a Rust target.
 target_info() {
+  BIG_ENDIAN=0
   case "$1" in
     aarch64-unknown-linux-gnu) GNU=aarch64-linux-gnu DEB_ARCH=arm64 QEMU=qemu-aarch64 PCAP=deb ;;
     armv7-unknown-linux-gnueabihf) GNU=arm-linux-gnueabihf DEB_ARCH=armhf QEMU=qemu-arm PCAP=deb ;;
     mipsel-unknown-linux-gnu) GNU=mipsel-linux-gnu DEB_ARCH=mipsel QEMU=qemu-mipsel PCAP=deb ;;
-    mips-unknown-linux-gnu) GNU=mips-linux-gnu DEB_ARCH=mips QEMU=qemu-mips PCAP=off ;;
+    mips-unknown-linux-gnu) GNU=mips-linux-gnu DEB_ARCH=mips QEMU=qemu-mips PCAP=off BIG_ENDIAN=1 ;;
     *) die "unsupported target $1 (supported: ${ALL_TARGETS[*]})" ;;
   esac
 }
@@ -220,8 +221,26 @@ stream_check() {
   hostname="cross-${target%%-*}-$(date +%s)"
   cp -r "$ROOT/agent/tests/fixtures/probe/openwrt-ap" "$run/sysroot"
   echo "$hostname" > "$run/sysroot/proc/sys/kernel/hostname"
+  # The device's own view of the same machine: a big-endian kernel prints
+  # /proc/net/route's addresses in its byte order (the fixture comes from a
+  # little-endian one), everything else the same.
+  cp -r "$run/sysroot" "$run/device-sysroot"
+  if [ "${BIG_ENDIAN:-0}" = 1 ]; then
+    python3 - "$run/device-sysroot/proc/net/route" <<'EOF'
+import sys
+path = sys.argv[1]
+lines = open(path).read().splitlines()
+out = [lines[0]]
+for line in lines[1:]:
+    f = line.split("\t")
+    for i in (1, 2, 7):  # Destination, Gateway, Mask
+        f[i] = bytes.fromhex(f[i])[::-1].hex().upper()
+    out.append("\t".join(f))
+open(path, "w").write("\n".join(out) + "\n")
+EOF
+  fi
   "$NATIVE_AGENT" probe --sysroot "$run/sysroot" > "$run/native-probe.json"
-  "${RUN[@]}" "$agent" probe --sysroot "$run/sysroot" > "$run/emulated-probe.json"
+  "${RUN[@]}" "$agent" probe --sysroot "$run/device-sysroot" > "$run/emulated-probe.json"
   if ! python3 - "$run/native-probe.json" "$run/emulated-probe.json" <<'EOF'
 import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1:3])
@@ -234,7 +253,7 @@ EOF
   # The demo's ap-1 config, with this run's files and sysroot; it stays in
   # agents/ so its relative certificate paths still resolve.
   local config=$DEMO/agents/cross-$target.toml
-  sed -e "s|^sysroot = .*|sysroot = \"$run/sysroot\"|" \
+  sed -e "s|^sysroot = .*|sysroot = \"$run/device-sysroot\"|" \
       -e "s|^consent_file = .*|consent_file = \"$run/consent\"|" \
       -e "s|^path = \"state/.*spool\"|path = \"$run/agent.spool\"|" \
       "$DEMO/agents/acme-ap-1.toml" > "$config"
@@ -377,6 +396,7 @@ if [ $quick = 0 ]; then
   # The same daemon natively, for its own memory use without an emulator.
   log "native x86-64 agent (profile agent), for memory without qemu"
   RUN=()
+  BIG_ENDIAN=0
   if stream_check native "$NATIVE_AGENT"; then verdict=ok; else verdict=FAILED; failed=1; fi
   if [ "${RSS_KIB:-0}" -gt $RSS_BUDGET_KIB ]; then verdict="FAILED (over the RSS budget)"; failed=1; fi
   rows+=("x86_64 native	$(stat -c %s "$NATIVE_AGENT")	-	(host test suite)	$STREAM_RESULT	${RSS_KIB:-0} KiB (native)	$verdict")
