@@ -20,7 +20,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::{DeviceMetadata, MacAddr};
+use crate::record::{
+    CounterReport, DeviceMetadata, DeviceProfile, Location, MacAddr, RecordBody, Station, WanReport, WiredReport,
+    WirelessReport,
+};
 
 /// A metadata field an organisation can choose not to collect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -40,13 +43,35 @@ pub enum MetadataField {
     InterfaceMacs,
     /// Interfaces' IP addresses.
     InterfaceAddresses,
-    /// Interfaces' traffic and error counters.
+    /// Interfaces' traffic and error counters (cumulative and per interval).
     InterfaceCounters,
+    /// Clients' IP addresses (Wi-Fi stations, wired hosts).
+    ClientAddresses,
+    /// Clients' hostnames.
+    ClientHostnames,
+    /// Clients' usernames (802.1X identities).
+    Usernames,
+    /// Clients' user agents (DHCP vendor class).
+    UserAgents,
+    /// Stations' signal strength and bit rates.
+    ClientSignal,
+    /// Stations' traffic counters.
+    ClientCounters,
+    /// Stations joining, leaving and moving between radios.
+    Roaming,
+    /// The device's configured location (site, building, floor, coordinates).
+    Location,
+    /// Ports' VLAN membership and hosts' VLANs.
+    Vlans,
+    /// LLDP neighbours.
+    Lldp,
+    /// Per-application session summaries (totals stay).
+    Applications,
 }
 
 impl MetadataField {
     /// Every field.
-    pub const ALL: [MetadataField; 8] = [
+    pub const ALL: [MetadataField; 19] = [
         MetadataField::Hostname,
         MetadataField::Os,
         MetadataField::Model,
@@ -55,6 +80,17 @@ impl MetadataField {
         MetadataField::InterfaceMacs,
         MetadataField::InterfaceAddresses,
         MetadataField::InterfaceCounters,
+        MetadataField::ClientAddresses,
+        MetadataField::ClientHostnames,
+        MetadataField::Usernames,
+        MetadataField::UserAgents,
+        MetadataField::ClientSignal,
+        MetadataField::ClientCounters,
+        MetadataField::Roaming,
+        MetadataField::Location,
+        MetadataField::Vlans,
+        MetadataField::Lldp,
+        MetadataField::Applications,
     ];
 
     /// The name admins type.
@@ -68,6 +104,17 @@ impl MetadataField {
             MetadataField::InterfaceMacs => "interface-macs",
             MetadataField::InterfaceAddresses => "interface-addresses",
             MetadataField::InterfaceCounters => "interface-counters",
+            MetadataField::ClientAddresses => "client-addresses",
+            MetadataField::ClientHostnames => "client-hostnames",
+            MetadataField::Usernames => "usernames",
+            MetadataField::UserAgents => "user-agents",
+            MetadataField::ClientSignal => "client-signal",
+            MetadataField::ClientCounters => "client-counters",
+            MetadataField::Roaming => "roaming",
+            MetadataField::Location => "location",
+            MetadataField::Vlans => "vlans",
+            MetadataField::Lldp => "lldp",
+            MetadataField::Applications => "applications",
         }
     }
 }
@@ -80,8 +127,23 @@ impl fmt::Display for MetadataField {
 
 /// A field name that is not one of [`MetadataField::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown metadata field {0:?}; known: hostname, os, model, kernel, uptime, interface-macs, interface-addresses, interface-counters")]
+#[error("unknown metadata field {name:?}; known: {known}", name = .0, known = KnownFields)]
 pub struct UnknownField(pub String);
+
+/// Every field name, comma-separated, for error messages and help.
+struct KnownFields;
+
+impl fmt::Display for KnownFields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, field) in MetadataField::ALL.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(field.as_str())?;
+        }
+        Ok(())
+    }
+}
 
 impl FromStr for MetadataField {
     type Err = UnknownField;
@@ -119,7 +181,131 @@ pub fn omit_fields(metadata: &mut DeviceMetadata, omit: &[MetadataField]) {
                 i.tx_errors = 0;
                 i.tx_dropped = 0;
             }),
+            // Fields of the device-kind reports; see `omit_from_record`.
+            _ => {}
         }
+    }
+}
+
+/// Clears the `omit`ted fields of any record body. Records that carry none
+/// of them (captures, agent health) are left as they are.
+pub fn omit_from_record(body: &mut RecordBody, omit: &[MetadataField]) {
+    if omit.is_empty() {
+        return;
+    }
+    match body {
+        RecordBody::Metadata(metadata) => omit_fields(metadata, omit),
+        RecordBody::Counters(report) => omit_from_counters(report, omit),
+        RecordBody::Wireless(report) => omit_from_wireless(report, omit),
+        RecordBody::Wired(report) => omit_from_wired(report, omit),
+        RecordBody::Wan(report) => omit_from_wan(report, omit),
+        _ => {}
+    }
+}
+
+fn omit_from_counters(report: &mut CounterReport, omit: &[MetadataField]) {
+    if omit.contains(&MetadataField::InterfaceCounters) {
+        report.interfaces = Default::default();
+    }
+}
+
+fn omit_from_profile(profile: &mut DeviceProfile, omit: &[MetadataField]) {
+    if omit.contains(&MetadataField::Location) {
+        profile.location = Location::default();
+    }
+}
+
+fn omit_from_station(station: &mut Station, omit: &[MetadataField]) {
+    for field in omit {
+        match field {
+            MetadataField::ClientAddresses => station.addresses = Default::default(),
+            MetadataField::ClientHostnames => station.hostname = Default::default(),
+            MetadataField::Usernames => station.username = Default::default(),
+            MetadataField::UserAgents => station.user_agent = Default::default(),
+            MetadataField::Vlans => station.vlan = None,
+            MetadataField::ClientSignal => {
+                station.signal_dbm = None;
+                station.signal_avg_dbm = None;
+                station.tx_bitrate_kbps = None;
+                station.rx_bitrate_kbps = None;
+            }
+            MetadataField::ClientCounters => {
+                station.rx_bytes = None;
+                station.tx_bytes = None;
+                station.rx_packets = None;
+                station.tx_packets = None;
+                station.tx_retries = None;
+                station.tx_failed = None;
+            }
+            _ => {}
+        }
+    }
+}
+
+fn omit_from_wireless(report: &mut WirelessReport, omit: &[MetadataField]) {
+    omit_from_profile(&mut report.device, omit);
+    report.stations.as_mut_slice().iter_mut().for_each(|station| omit_from_station(station, omit));
+    if omit.contains(&MetadataField::Roaming) {
+        report.roaming = Default::default();
+    }
+}
+
+fn omit_from_wired(report: &mut WiredReport, omit: &[MetadataField]) {
+    omit_from_profile(&mut report.device, omit);
+    for host in report.hosts.as_mut_slice() {
+        for field in omit {
+            match field {
+                MetadataField::ClientAddresses => host.addresses = Default::default(),
+                MetadataField::ClientHostnames => host.hostname = Default::default(),
+                MetadataField::Usernames => host.username = Default::default(),
+                MetadataField::Vlans => host.vlan = None,
+                _ => {}
+            }
+        }
+    }
+    if omit.contains(&MetadataField::Vlans) {
+        report.ports = Default::default();
+    }
+    if omit.contains(&MetadataField::Lldp) {
+        report.neighbours = Default::default();
+    }
+}
+
+fn omit_from_wan(report: &mut WanReport, omit: &[MetadataField]) {
+    omit_from_profile(&mut report.device, omit);
+    if omit.contains(&MetadataField::Applications) {
+        report.applications = Default::default();
+    }
+}
+
+/// Calls `rewrite` on every MAC address a metadata-kind record holds about
+/// a device or a client: interfaces, radios' BSSIDs, stations, roaming
+/// events, learned hosts. (LLDP chassis identifiers name network equipment,
+/// not people, and stay.)
+pub fn rewrite_record_macs(body: &mut RecordBody, mut rewrite: impl FnMut(MacAddr) -> MacAddr) {
+    match body {
+        RecordBody::Metadata(metadata) => {
+            for interface in metadata.interfaces.as_mut_slice() {
+                interface.mac = interface.mac.map(&mut rewrite);
+            }
+        }
+        RecordBody::Wireless(report) => {
+            for radio in report.radios.as_mut_slice() {
+                radio.bssid = radio.bssid.map(&mut rewrite);
+            }
+            for station in report.stations.as_mut_slice() {
+                station.mac = rewrite(station.mac);
+            }
+            for event in report.roaming.as_mut_slice() {
+                event.mac = rewrite(event.mac);
+            }
+        }
+        RecordBody::Wired(report) => {
+            for host in report.hosts.as_mut_slice() {
+                host.mac = rewrite(host.mac);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -189,5 +375,68 @@ mod tests {
         assert_ne!(p, pseudonymous_mac(&other, mac));
         assert_ne!(p, pseudonymous_mac(&key, MacAddr([0x00, 0x1b, 0x63, 0x84, 0x45, 0xe7])));
         assert_eq!(p.0[0] & 0x03, 0x02, "locally administered unicast");
+    }
+
+    #[test]
+    fn omitted_fields_hold_nothing_in_the_device_kind_reports() {
+        use crate::record::{RoamEvent, RoamKind, WiredHost};
+        let station = Station {
+            mac: MacAddr([2, 0, 0, 0, 0, 7]),
+            addresses: BoundedVec::truncating(vec!["192.0.2.7".parse().unwrap()]),
+            hostname: BoundedString::truncating("alice-phone"),
+            username: BoundedString::truncating("alice"),
+            user_agent: BoundedString::truncating("android-dhcp-14"),
+            vlan: Some(20),
+            signal_dbm: Some(-50),
+            rx_bytes: Some(5),
+            ..Default::default()
+        };
+        let mut wireless = RecordBody::Wireless(WirelessReport {
+            device: DeviceProfile {
+                name: BoundedString::truncating("AP-1"),
+                location: Location { site: BoundedString::truncating("HQ"), latitude: Some(1.0), ..Default::default() },
+                ..Default::default()
+            },
+            stations: BoundedVec::truncating(vec![station]),
+            roaming: BoundedVec::truncating(vec![RoamEvent {
+                mac: MacAddr([2, 0, 0, 0, 0, 7]),
+                event: RoamKind::Joined,
+                interface: BoundedString::truncating("wlan0"),
+                previous_interface: None,
+            }]),
+            ..Default::default()
+        });
+        let full = wireless.clone();
+        omit_from_record(&mut wireless, &[]);
+        assert_eq!(wireless, full);
+        omit_from_record(&mut wireless, &MetadataField::ALL);
+        let RecordBody::Wireless(w) = &wireless else { panic!() };
+        let s = &w.stations[0];
+        assert_eq!(s.mac, MacAddr([2, 0, 0, 0, 0, 7]), "the MAC is pseudonymised, never omitted");
+        assert!(s.addresses.is_empty() && s.hostname.is_empty() && s.username.is_empty() && s.user_agent.is_empty());
+        assert_eq!((s.vlan, s.signal_dbm, s.rx_bytes), (None, None, None));
+        assert!(w.roaming.is_empty());
+        assert_eq!(w.device.location, Location::default());
+        assert_eq!(w.device.name.as_str(), "AP-1", "the device's name is not a listed field");
+
+        let mut wired = RecordBody::Wired(WiredReport {
+            hosts: BoundedVec::truncating(vec![WiredHost {
+                username: BoundedString::truncating("bob"),
+                vlan: Some(10),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        omit_from_record(&mut wired, &[MetadataField::Usernames]);
+        let RecordBody::Wired(w) = &wired else { panic!() };
+        assert_eq!((w.hosts[0].username.as_str(), w.hosts[0].vlan), ("", Some(10)));
+
+        let mut seen = Vec::new();
+        rewrite_record_macs(&mut RecordBody::Wireless(WirelessReport::default()), |m| m);
+        rewrite_record_macs(&mut full.clone(), |m| {
+            seen.push(m);
+            m
+        });
+        assert_eq!(seen.len(), 2, "the station and its roaming event");
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tracing::warn;
 
 use glimpse_common::bounded::BoundedVec;
-use glimpse_common::minimise::{omit_fields, MetadataField};
+use glimpse_common::minimise::{omit_from_record, MetadataField};
 use glimpse_common::record::{Record, RecordBody};
 
 use crate::spool::{format::MAX_REMOVED_PER_ENTRY, Spool, SpoolEntry, SpoolError};
@@ -156,9 +156,7 @@ impl Queue {
     /// Removes omitted fields from queued metadata (a new data policy).
     pub(crate) fn trim_metadata(&self, omit: &[MetadataField]) {
         for (_, record) in self.lock().records.iter_mut() {
-            if let RecordBody::Metadata(metadata) = &mut record.body {
-                omit_fields(metadata, omit);
-            }
+            omit_from_record(&mut record.body, omit);
         }
     }
 

@@ -296,15 +296,19 @@ impl AdminContext {
                 match crate::subject::erase_subject(&self.store, &org, &subject) {
                     Ok(done) => {
                         let segments = done.metadata.segments_rewritten + done.captures.segments_rewritten;
+                        // A report about many clients that lost the
+                        // subject's entries counts as a metadata record
+                        // erased from: the subject is gone from it.
+                        let metadata = done.metadata.records + done.metadata.redacted;
                         (
                             AdminReply::SubjectErased {
-                                metadata: done.metadata.records,
+                                metadata,
                                 captures: done.captures.records,
                                 segments_rewritten: segments,
                             },
                             format!(
-                                "{tag}: {} metadata and {} capture records erased, {segments} segments rewritten",
-                                done.metadata.records, done.captures.records
+                                "{tag}: {} metadata records erased, {} cut down to the other clients, {} capture records erased, {segments} segments rewritten",
+                                done.metadata.records, done.metadata.redacted, done.captures.records
                             ),
                         )
                     }

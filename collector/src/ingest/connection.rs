@@ -54,23 +54,16 @@ fn minimise(
     omit: &[glimpse_common::minimise::MetadataField],
     pseudonym_key: Option<&ring::hmac::Key>,
 ) {
-    use glimpse_common::minimise::{omit_fields, pseudonymous_mac};
+    use glimpse_common::minimise::{omit_from_record, pseudonymous_mac, rewrite_record_macs};
     for record in records {
-        match &mut record.body {
-            RecordBody::Metadata(metadata) => {
-                omit_fields(metadata, omit);
-                if let Some(key) = pseudonym_key {
-                    for interface in metadata.interfaces.as_mut_slice() {
-                        interface.mac = interface.mac.map(|mac| pseudonymous_mac(key, mac));
-                    }
-                }
-            }
-            RecordBody::Capture(packet) => {
-                if let Some(key) = pseudonym_key {
+        omit_from_record(&mut record.body, omit);
+        if let Some(key) = pseudonym_key {
+            match &mut record.body {
+                RecordBody::Capture(packet) => {
                     glimpse_common::capture::rewrite_macs(packet, |mac| pseudonymous_mac(key, mac));
                 }
+                body => rewrite_record_macs(body, |mac| pseudonymous_mac(key, mac)),
             }
-            _ => {}
         }
     }
 }

@@ -37,11 +37,25 @@ use super::{list_days, list_segments, lock_slot, read_segment, Sink, Store, Stor
 /// Suffix of a segment being rewritten (see the module header).
 pub(crate) const STAGED_SUFFIX: &str = ".new";
 
+/// What an erase does with one stored record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redaction {
+    /// Nothing in it is to go: it stays as it was.
+    Keep,
+    /// Part of it was removed in place; the rest stays.
+    Changed,
+    /// All of it goes.
+    Remove,
+}
+
 /// What an erase did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EraseReport {
     /// Records removed.
     pub records: u64,
+    /// Records kept with part of them removed (a report about many clients
+    /// that lost one of them).
+    pub redacted: u64,
     /// Segment files rewritten or, when nothing stayed, deleted.
     pub segments_rewritten: u64,
     /// Segments that could not be read completely (damaged blocks): their
@@ -63,6 +77,18 @@ impl Store {
         kind: DataKind,
         erase: &dyn Fn(&StoredRecord) -> bool,
     ) -> Result<EraseReport, StoreError> {
+        self.redact_where(org, kind, &|record| if erase(record) { Redaction::Remove } else { Redaction::Keep })
+    }
+
+    /// Removes every record of `org`'s `kind` that `redact` says goes, and
+    /// keeps the rest as `redact` left them, whatever their age, rewriting
+    /// the segments that held any removed or changed record.
+    pub fn redact_where(
+        &self,
+        org: &OrgId,
+        kind: DataKind,
+        redact: &dyn Fn(&mut StoredRecord) -> Redaction,
+    ) -> Result<EraseReport, StoreError> {
         let mut report = EraseReport::default();
         let Some(key) = self.org_keys().get(org)? else {
             return Ok(report);
@@ -83,14 +109,24 @@ impl Store {
                 let mut sink = Sink { each: &mut each, problems: Vec::new(), range: (i64::MIN, i64::MAX) };
                 read_segment(&path, None, &place, key.secret(), &mut std::collections::HashSet::new(), &mut sink);
                 let damaged = !sink.problems.is_empty();
-                let before = records.len();
-                records.retain(|(record, _)| !erase(record));
-                let removed = before - records.len();
-                if removed == 0 {
+                let (mut removed, mut changed) = (0u64, 0u64);
+                records.retain_mut(|(record, _)| match redact(record) {
+                    Redaction::Keep => true,
+                    Redaction::Changed => {
+                        changed += 1;
+                        true
+                    }
+                    Redaction::Remove => {
+                        removed += 1;
+                        false
+                    }
+                });
+                if removed == 0 && changed == 0 {
                     continue;
                 }
                 rewrite_segment(&path, &place, key.secret(), &records)?;
-                report.records += removed as u64;
+                report.records += removed;
+                report.redacted += changed;
                 report.segments_rewritten += 1;
                 report.damaged_segments += u64::from(damaged);
             }

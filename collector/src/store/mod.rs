@@ -78,7 +78,7 @@ mod repeats;
 mod segment;
 mod writer;
 
-pub use erase::EraseReport;
+pub use erase::{EraseReport, Redaction};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;

@@ -266,7 +266,8 @@ pub enum AdminReply {
     },
     /// What an erase removed.
     SubjectErased {
-        /// Metadata records removed.
+        /// Metadata records removed, or (reports about many clients) with
+        /// the subject's entries removed.
         metadata: u64,
         /// Capture records removed.
         captures: u64,

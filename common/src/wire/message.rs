@@ -113,7 +113,7 @@ pub enum ControlMessage {
 }
 
 /// Most fields a data policy can name.
-pub const MAX_POLICY_FIELDS: usize = 16;
+pub const MAX_POLICY_FIELDS: usize = 32;
 
 /// An on-demand capture request. The agent applies its own, lower bounds
 /// on top and refuses outright when its organisation has not allowed

@@ -15,6 +15,24 @@ use crate::capture::CapturedPacket;
 use crate::clock::UnixMillis;
 use crate::identity::DeviceKind;
 
+mod counters;
+mod profile;
+mod wan;
+mod wired;
+mod wireless;
+
+pub use counters::{counter_change, per_second, CounterChange, CounterReport, InterfaceDelta};
+pub use profile::{DeviceProfile, Location};
+pub use wan::{ApplicationSessions, WanReport, MAX_APPLICATIONS, MAX_APPLICATION_NAME, MAX_WAN_INTERFACES};
+pub use wired::{
+    LldpNeighbour, PortVlans, VlanRange, WiredHost, WiredReport, MAX_HOSTS, MAX_LLDP_ID, MAX_NEIGHBOURS,
+    MAX_VLAN_RANGES,
+};
+pub use wireless::{
+    Radio, RoamEvent, RoamKind, Station, WirelessReport, MAX_CLIENT_ADDRESSES, MAX_RADIOS, MAX_ROAMS, MAX_SSID,
+    MAX_STATIONS,
+};
+
 /// Most interfaces one metadata record describes.
 pub const MAX_INTERFACES: usize = 256;
 /// Most addresses listed per interface.
@@ -93,7 +111,11 @@ impl Record {
         match self.body {
             RecordBody::Metadata(_) => DataKind::Metadata,
             RecordBody::Capture(_) => DataKind::Capture,
-            RecordBody::AgentHealth(_) => DataKind::Metadata,
+            RecordBody::AgentHealth(_)
+            | RecordBody::Counters(_)
+            | RecordBody::Wireless(_)
+            | RecordBody::Wired(_)
+            | RecordBody::Wan(_) => DataKind::Metadata,
         }
     }
 }
@@ -111,6 +133,14 @@ pub enum RecordBody {
     /// The agent's account of records it could not deliver, sent when the
     /// counts change so operators see gaps in a device's data.
     AgentHealth(AgentHealth),
+    /// Interface counter changes since the previous collection, and rates.
+    Counters(CounterReport),
+    /// An access point's radios, client stations and roaming events.
+    Wireless(WirelessReport),
+    /// A switch's VLANs, learned hosts and LLDP neighbours.
+    Wired(WiredReport),
+    /// A gateway's application and session summaries.
+    Wan(WanReport),
 }
 
 /// What an agent lost, counted since it started.
