@@ -389,11 +389,11 @@ mod tests {
             .collect();
         Record {
             observed_at_ms: 0,
-            body: RecordBody::Wireless(WirelessReport {
+            body: RecordBody::Wireless(Box::new(WirelessReport {
                 stations: BoundedVec::truncating(stations),
                 roaming: BoundedVec::truncating(roaming),
                 ..Default::default()
-            }),
+            })),
         }
     }
 

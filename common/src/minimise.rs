@@ -391,7 +391,7 @@ mod tests {
             rx_bytes: Some(5),
             ..Default::default()
         };
-        let mut wireless = RecordBody::Wireless(WirelessReport {
+        let mut wireless = RecordBody::Wireless(Box::new(WirelessReport {
             device: DeviceProfile {
                 name: BoundedString::truncating("AP-1"),
                 location: Location { site: BoundedString::truncating("HQ"), latitude: Some(1.0), ..Default::default() },
@@ -405,7 +405,7 @@ mod tests {
                 previous_interface: None,
             }]),
             ..Default::default()
-        });
+        }));
         let full = wireless.clone();
         omit_from_record(&mut wireless, &[]);
         assert_eq!(wireless, full);
@@ -419,20 +419,20 @@ mod tests {
         assert_eq!(w.device.location, Location::default());
         assert_eq!(w.device.name.as_str(), "AP-1", "the device's name is not a listed field");
 
-        let mut wired = RecordBody::Wired(WiredReport {
+        let mut wired = RecordBody::Wired(Box::new(WiredReport {
             hosts: BoundedVec::truncating(vec![WiredHost {
                 username: BoundedString::truncating("bob"),
                 vlan: Some(10),
                 ..Default::default()
             }]),
             ..Default::default()
-        });
+        }));
         omit_from_record(&mut wired, &[MetadataField::Usernames]);
         let RecordBody::Wired(w) = &wired else { panic!() };
         assert_eq!((w.hosts[0].username.as_str(), w.hosts[0].vlan), ("", Some(10)));
 
         let mut seen = Vec::new();
-        rewrite_record_macs(&mut RecordBody::Wireless(WirelessReport::default()), |m| m);
+        rewrite_record_macs(&mut RecordBody::Wireless(Box::default()), |m| m);
         rewrite_record_macs(&mut full.clone(), |m| {
             seen.push(m);
             m

@@ -136,11 +136,11 @@ pub enum RecordBody {
     /// Interface counter changes since the previous collection, and rates.
     Counters(CounterReport),
     /// An access point's radios, client stations and roaming events.
-    Wireless(WirelessReport),
+    Wireless(Box<WirelessReport>),
     /// A switch's VLANs, learned hosts and LLDP neighbours.
-    Wired(WiredReport),
+    Wired(Box<WiredReport>),
     /// A gateway's application and session summaries.
-    Wan(WanReport),
+    Wan(Box<WanReport>),
 }
 
 /// What an agent lost, counted since it started.
