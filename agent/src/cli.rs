@@ -60,6 +60,17 @@ enum Command {
         #[arg(long, default_value = "/")]
         sysroot: PathBuf,
     },
+    /// Run two collections as the daemon would (its device kind, probes and
+    /// tools) and print every record of the second as a JSON line: what the
+    /// device reports, including interval counters. Nothing is sent.
+    Collect {
+        /// Path to agent.toml.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Seconds between the two collections.
+        #[arg(long, default_value_t = 1.0)]
+        interval_secs: f64,
+    },
 }
 
 /// The command line: parses arguments, runs the command, and returns the
@@ -89,6 +100,7 @@ pub fn main() -> ExitCode {
         Command::Check { config } => check(config),
         Command::Replay { config, pcap, interface } => replay(config, pcap, interface),
         Command::Probe { sysroot } => probe(sysroot),
+        Command::Collect { config, interval_secs } => collect(config, interval_secs),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -135,6 +147,24 @@ fn replay(path: PathBuf, pcap: PathBuf, interface: String) -> anyhow::Result<()>
 fn probe(sysroot: PathBuf) -> anyhow::Result<()> {
     let metadata = crate::probe::HostProbe::new(sysroot).collect();
     println!("{}", serde_json::to_string_pretty(&metadata)?);
+    Ok(())
+}
+
+fn collect(path: PathBuf, interval_secs: f64) -> anyhow::Result<()> {
+    use glimpse_common::clock::{Clock, SystemClock};
+    let config = AgentConfig::load(&path)?;
+    anyhow::ensure!(
+        interval_secs.is_finite() && (0.0..=3600.0).contains(&interval_secs),
+        "--interval-secs must be 0..=3600"
+    );
+    let mut reporter = crate::reports::Reporter::new(&config);
+    let started = std::time::Instant::now();
+    let elapsed_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    reporter.collect(elapsed_ms(), SystemClock.now_millis());
+    std::thread::sleep(std::time::Duration::from_secs_f64(interval_secs));
+    for record in reporter.collect(elapsed_ms(), SystemClock.now_millis()) {
+        println!("{}", serde_json::to_string(&record)?);
+    }
     Ok(())
 }
 

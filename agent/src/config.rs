@@ -13,7 +13,9 @@ use crate::capture::CaptureSettings;
 
 use glimpse_common::config::{config_base, read_config_text};
 
+use glimpse_common::bounded::BoundedString;
 use glimpse_common::identity::{DeviceId, DeviceIdentity, DeviceKind, OrgId};
+use glimpse_common::record::{DeviceProfile, Location};
 use glimpse_common::wire::DEFAULT_MAX_FRAME_LEN;
 
 /// Largest configuration file read, in bytes.
@@ -62,6 +64,77 @@ struct RawConfig {
     capture: CaptureSettings,
     #[serde(default)]
     spool: RawSpool,
+    #[serde(default)]
+    probes: RawProbes,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawProbes {
+    wireless: Option<bool>,
+    wired: Option<bool>,
+    wan: Option<bool>,
+    command_timeout_secs: f64,
+    dhcp_leases: Vec<PathBuf>,
+    wan_interfaces: Vec<String>,
+    dot1x_interfaces: Vec<String>,
+    max_sessions: usize,
+    commands: RawCommands,
+    applications: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for RawProbes {
+    fn default() -> Self {
+        Self {
+            wireless: None,
+            wired: None,
+            wan: None,
+            command_timeout_secs: 5.0,
+            dhcp_leases: ["tmp/dhcp.leases", "var/lib/misc/dnsmasq.leases", "var/lib/dhcp/dhcpd.leases"]
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
+            wan_interfaces: Vec::new(),
+            dot1x_interfaces: Vec::new(),
+            max_sessions: 8192,
+            commands: RawCommands::default(),
+            applications: Default::default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCommands {
+    iw: Vec<String>,
+    hostapd_cli: Vec<String>,
+    bridge: Vec<String>,
+    lldpcli: Vec<String>,
+    conntrack: Vec<String>,
+}
+
+impl Default for RawCommands {
+    fn default() -> Self {
+        let one = |program: &str| vec![program.to_owned()];
+        Self {
+            iw: one("iw"),
+            hostapd_cli: one("hostapd_cli"),
+            bridge: one("bridge"),
+            lldpcli: one("lldpcli"),
+            conntrack: one("conntrack"),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLocation {
+    site: String,
+    building: String,
+    floor: String,
+    description: String,
+    latitude: Option<f64>,
+    longitude: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +172,12 @@ struct RawDevice {
     org: String,
     id: String,
     kind: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    series: String,
+    #[serde(default)]
+    location: RawLocation,
 }
 
 #[derive(Debug, Deserialize)]
@@ -250,6 +329,54 @@ pub struct AgentConfig {
     pub capture: CaptureSettings,
     /// The on-disk spool.
     pub spool: SpoolSettings,
+    /// The device's name, series and location, sent with every device-kind
+    /// report.
+    pub profile: DeviceProfile,
+    /// Which device-kind probes run, and where they read.
+    pub probes: ProbeSettings,
+}
+
+/// The device-kind probes (`[probes]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeSettings {
+    /// Radios, stations and roaming (default: on for access points).
+    pub wireless: bool,
+    /// VLANs, learned hosts and LLDP neighbours (default: on for switches).
+    pub wired: bool,
+    /// Application and session summaries (default: on for gateways).
+    pub wan: bool,
+    /// How long a tool may take before it is killed.
+    pub command_timeout: Duration,
+    /// DHCP lease files to read (dnsmasq or ISC format, told apart by
+    /// content), relative to the collection root.
+    pub dhcp_leases: Vec<PathBuf>,
+    /// Interfaces that face the WAN.
+    pub wan_interfaces: Vec<String>,
+    /// Wired ports with 802.1X (hostapd's wired driver), for usernames.
+    pub dot1x_interfaces: Vec<String>,
+    /// Most sessions the WAN probe follows.
+    pub max_sessions: usize,
+    /// The tools run, each as program and leading arguments.
+    pub commands: ProbeCommands,
+    /// Application names for server ports beyond the built-in ones:
+    /// (protocol number, port, name).
+    pub applications: Vec<(u8, u16, String)>,
+}
+
+/// The tools the probes run (program and leading arguments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeCommands {
+    /// `iw`: radios and stations.
+    pub iw: Vec<String>,
+    /// `hostapd_cli`: 802.1X usernames and dynamic VLANs.
+    pub hostapd_cli: Vec<String>,
+    /// `bridge` (iproute2): forwarding table and VLANs.
+    pub bridge: Vec<String>,
+    /// `lldpcli` (lldpd): LLDP neighbours.
+    pub lldpcli: Vec<String>,
+    /// `conntrack` (conntrack-tools): sessions, when the kernel has no
+    /// `/proc/net/nf_conntrack`.
+    pub conntrack: Vec<String>,
 }
 
 impl AgentConfig {
@@ -265,6 +392,7 @@ impl AgentConfig {
             toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
         let mut problems = Vec::new();
         let default_ssh_user = format!("{}/{}", raw.device.org, raw.device.id);
+        let profile = device_profile(&raw.device, &mut problems);
         let org = OrgId::new(raw.device.org).map_err(|e| problems.push(format!("device.org: {e}"))).ok();
         let device = DeviceId::new(raw.device.id).map_err(|e| problems.push(format!("device.id: {e}"))).ok();
         let kind = raw.device.kind.parse::<DeviceKind>().map_err(|e| problems.push(format!("device.kind: {e}"))).ok();
@@ -364,6 +492,7 @@ impl AgentConfig {
         if !(10..=60_000).contains(&raw.spool.sync_interval_ms) {
             problems.push(format!("spool.sync_interval_ms must be 10..=60000, got {}", raw.spool.sync_interval_ms));
         }
+        let probes = probe_settings(&raw.probes, kind, &mut problems);
         let (Some(org), Some(device), Some(kind), Some(security)) = (org, device, kind, security) else {
             return Err(ConfigError::Invalid { path: path.to_owned(), problems });
         };
@@ -395,7 +524,111 @@ impl AgentConfig {
                 max_bytes: raw.spool.max_bytes,
                 sync_interval: Duration::from_millis(raw.spool.sync_interval_ms),
             },
+            profile,
+            probes,
         })
+    }
+}
+
+/// The `[device]` name, series and location, checked.
+fn device_profile(raw: &RawDevice, problems: &mut Vec<String>) -> DeviceProfile {
+    let mut text = |name: &str, value: &str| {
+        if value.len() > glimpse_common::record::MAX_TEXT || value.chars().any(char::is_control) {
+            problems.push(format!("device.{name} must be one line of at most 255 bytes"));
+        }
+        BoundedString::truncating(value)
+    };
+    let l = &raw.location;
+    let profile = DeviceProfile {
+        name: text("name", &raw.name),
+        series: text("series", &raw.series),
+        location: Location {
+            site: text("location.site", &l.site),
+            building: text("location.building", &l.building),
+            floor: text("location.floor", &l.floor),
+            description: text("location.description", &l.description),
+            latitude: l.latitude,
+            longitude: l.longitude,
+        },
+    };
+    if l.latitude.is_some_and(|v| !(-90.0..=90.0).contains(&v)) {
+        problems.push("device.location.latitude must be between -90 and 90 degrees".to_owned());
+    }
+    if l.longitude.is_some_and(|v| !(-180.0..=180.0).contains(&v)) {
+        problems.push("device.location.longitude must be between -180 and 180 degrees".to_owned());
+    }
+    if l.latitude.is_some() != l.longitude.is_some() {
+        problems.push("device.location needs both latitude and longitude, or neither".to_owned());
+    }
+    profile
+}
+
+/// The `[probes]` section, checked; which probes run defaults from the
+/// device's kind.
+fn probe_settings(raw: &RawProbes, kind: Option<DeviceKind>, problems: &mut Vec<String>) -> ProbeSettings {
+    let timeout = raw.command_timeout_secs;
+    if !(timeout.is_finite() && (0.1..=60.0).contains(&timeout)) {
+        problems.push(format!("probes.command_timeout_secs must be 0.1..=60, got {timeout}"));
+    }
+    if !(16..=1_000_000).contains(&raw.max_sessions) {
+        problems.push(format!("probes.max_sessions must be 16..=1000000, got {}", raw.max_sessions));
+    }
+    let c = &raw.commands;
+    for (name, argv) in [
+        ("iw", &c.iw),
+        ("hostapd_cli", &c.hostapd_cli),
+        ("bridge", &c.bridge),
+        ("lldpcli", &c.lldpcli),
+        ("conntrack", &c.conntrack),
+    ] {
+        if argv.first().is_none_or(|program| program.is_empty()) {
+            problems.push(format!("probes.commands.{name} needs a program"));
+        }
+    }
+    for name in raw.wan_interfaces.iter().chain(&raw.dot1x_interfaces) {
+        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', ':']) {
+            problems.push(format!("probes: {name:?} is not an interface name"));
+        }
+    }
+    let mut applications = Vec::new();
+    for (key, name) in &raw.applications {
+        let parsed = key.split_once('/').and_then(|(proto, port)| {
+            let proto = match proto {
+                "tcp" => 6u8,
+                "udp" => 17,
+                "sctp" => 132,
+                _ => return None,
+            };
+            Some((proto, port.parse::<u16>().ok().filter(|p| *p > 0)?))
+        });
+        let good_name = (1..=32).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        match parsed {
+            Some((proto, port)) if good_name => applications.push((proto, port, name.clone())),
+            Some(_) => problems.push(format!(
+                "probes.applications.{key:?}: name {name:?} must be 1-32 characters of a-z, 0-9, '.', '_', '-'"
+            )),
+            None => problems.push(format!("probes.applications: {key:?} must look like \"tcp/8443\" or \"udp/5000\"")),
+        }
+    }
+    let is = |k: DeviceKind| kind == Some(k);
+    ProbeSettings {
+        wireless: raw.wireless.unwrap_or(is(DeviceKind::Ap)),
+        wired: raw.wired.unwrap_or(is(DeviceKind::Switch)),
+        wan: raw.wan.unwrap_or(is(DeviceKind::Gateway)),
+        command_timeout: Duration::from_secs_f64(if timeout.is_finite() { timeout.clamp(0.1, 60.0) } else { 5.0 }),
+        dhcp_leases: raw.dhcp_leases.clone(),
+        wan_interfaces: raw.wan_interfaces.clone(),
+        dot1x_interfaces: raw.dot1x_interfaces.clone(),
+        max_sessions: raw.max_sessions,
+        commands: ProbeCommands {
+            iw: c.iw.clone(),
+            hostapd_cli: c.hostapd_cli.clone(),
+            bridge: c.bridge.clone(),
+            lldpcli: c.lldpcli.clone(),
+            conntrack: c.conntrack.clone(),
+        },
+        applications,
     }
 }
 

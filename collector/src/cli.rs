@@ -168,9 +168,12 @@ enum AdminCommand {
         /// The organisation.
         #[arg(long)]
         org: OrgId,
-        /// Fields not to collect, comma-separated: hostname, os, model,
-        /// kernel, uptime, interface-macs, interface-addresses,
-        /// interface-counters. Empty collects everything.
+        /// Fields not to collect, comma-separated. The device: hostname, os,
+        /// model, kernel, uptime, interface-macs, interface-addresses,
+        /// interface-counters, location. Its clients: client-addresses,
+        /// client-hostnames, usernames, user-agents, client-signal,
+        /// client-counters, roaming. Switches: vlans, lldp. Gateways:
+        /// applications. Empty collects everything.
         #[arg(long, value_delimiter = ',', default_value = "")]
         omit: Vec<String>,
         /// Store MAC addresses (metadata and captured headers) as keyed

@@ -50,6 +50,34 @@ impl Counters {
         }
     }
 
+    /// The counters an interface record carries.
+    pub fn of(stats: &InterfaceStats) -> Self {
+        Self::from_array([
+            stats.rx_bytes,
+            stats.rx_packets,
+            stats.rx_errors,
+            stats.rx_dropped,
+            stats.tx_bytes,
+            stats.tx_packets,
+            stats.tx_errors,
+            stats.tx_dropped,
+        ])
+    }
+
+    /// rx bytes, packets, errors, dropped, then the same for tx.
+    pub fn to_array(self) -> [u64; 8] {
+        [
+            self.rx_bytes,
+            self.rx_packets,
+            self.rx_errors,
+            self.rx_dropped,
+            self.tx_bytes,
+            self.tx_packets,
+            self.tx_errors,
+            self.tx_dropped,
+        ]
+    }
+
     fn apply_to(self, stats: &mut InterfaceStats) {
         stats.rx_bytes = self.rx_bytes;
         stats.rx_packets = self.rx_packets;

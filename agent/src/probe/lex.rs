@@ -23,6 +23,47 @@ pub(super) fn hex_u32(text: &str) -> Option<u32> {
     u32::from_str_radix(text, 16).ok()
 }
 
+/// A decimal `u32`, digits only.
+pub(super) fn dec_u32(text: &str) -> Option<u32> {
+    dec_u64(text).and_then(|v| u32::try_from(v).ok())
+}
+
+/// A decimal `i64` with an optional leading `-`.
+pub(super) fn dec_i64(text: &str) -> Option<i64> {
+    match text.strip_prefix('-') {
+        Some(digits) => dec_u64(digits).and_then(|v| i64::try_from(v).ok()).map(|v| -v),
+        None => dec_u64(text).and_then(|v| i64::try_from(v).ok()),
+    }
+}
+
+/// A decimal number with an optional fraction (`866.7`), scaled by
+/// 10^`scale` and rounded down: `fixed("866.7", 3) == Some(866_700)`.
+pub(super) fn fixed(text: &str, scale: u32) -> Option<u64> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let whole = dec_u64(whole)?;
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut value = whole.checked_mul(10u64.checked_pow(scale)?)?;
+    for (i, digit) in fraction.bytes().take(scale as usize).enumerate() {
+        let place = 10u64.pow(scale - 1 - i as u32);
+        value = value.checked_add(u64::from(digit - b'0') * place)?;
+    }
+    Some(value)
+}
+
+/// `text` cut to at most `max` bytes on a character boundary.
+pub(super) fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
 /// A value for an error message: the first few characters, never the whole
 /// (possibly huge) untrusted text.
 pub(super) fn excerpt(text: &str) -> String {
@@ -64,6 +105,19 @@ mod tests {
         for bad in ["", "+1", "0x1", "123456789", "g"] {
             assert_eq!(hex_u32(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn fixed_point_and_signed() {
+        assert_eq!(fixed("866.7", 3), Some(866_700));
+        assert_eq!(fixed("54", 3), Some(54_000));
+        assert_eq!(fixed("23.00", 2), Some(2300));
+        assert_eq!(fixed("1.23456", 2), Some(123));
+        for bad in ["", ".5", "1.x", "-1", "99999999999999999999"] {
+            assert_eq!(fixed(bad, 3), None, "{bad:?}");
+        }
+        assert_eq!((dec_i64("-48"), dec_i64("7"), dec_i64("--1"), dec_i64("-")), (Some(-48), Some(7), None, None));
+        assert_eq!(cut("héllo", 2), "h");
     }
 
     #[test]

@@ -74,19 +74,31 @@ use glimpse_common::record::{DeviceMetadata, InterfaceStats, MAX_ADDRESSES, MAX_
 use tracing::warn;
 
 mod addresses;
+pub mod clients;
 mod host;
 mod interfaces;
 mod lex;
+pub mod sessions;
 mod source;
 #[cfg(test)]
 mod tests;
+pub mod wifi;
+pub mod wired;
 
 pub use addresses::{
     interface_for, parse_fib_trie, parse_if_inet6, parse_proc_net_route, Inet6Entry, Ipv4Route, KernelByteOrder,
 };
+pub use clients::{parse_dnsmasq_leases, parse_isc_dhcpd_leases, parse_proc_net_arp, ArpEntry, Lease};
 pub use host::{parse_hostname, parse_kernel_release, parse_model, parse_os_release, parse_uptime};
 pub use interfaces::{parse_mac, parse_operstate, parse_proc_net_dev, parse_sysfs_number, Counters, NetDevLine};
+pub use sessions::{
+    parse_conntrack_line, parse_conntrack_table, ApplicationKey, ApplicationTable, ConntrackEntry, FlowTuple,
+    SessionSummary, SessionTracker,
+};
+pub use wifi::{parse_hostapd_all_sta, parse_iw_dev, parse_station_dump, HostapdStation, StationDump, WifiInterface};
+pub use wired::{parse_bridge_fdb_json, parse_bridge_vlan_json, parse_lldpcli_json, FdbEntry};
 
+pub(crate) use source::{decode, read_capped};
 use source::{Fetched, Issue};
 
 /// Why a source could not be read or parsed, in whole or in part.
@@ -144,13 +156,23 @@ pub struct Parsed<T> {
 }
 
 impl<T> Parsed<T> {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self { items: Vec::new(), skipped: 0, first_error: None }
     }
 
-    fn skip(&mut self, error: ProbeError) {
+    pub(super) fn skip(&mut self, error: ProbeError) {
         self.skipped += 1;
         self.first_error.get_or_insert(error);
+    }
+
+    /// Keeps `item` unless `max` are already kept; past that, counts it as
+    /// skipped (line `line`), so a hostile source cannot grow the list.
+    pub(super) fn push_bounded(&mut self, item: T, max: usize, line: usize) {
+        if self.items.len() < max {
+            self.items.push(item);
+        } else {
+            self.skip(ProbeError::Malformed { line, reason: "over the entry limit; dropped" });
+        }
     }
 }
 

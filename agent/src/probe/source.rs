@@ -38,7 +38,7 @@ pub(super) enum Fetched {
 
 /// Reads at most `limit` bytes of the regular file at `path`. `Ok(None)` when
 /// it does not exist; the flag says whether there was more.
-pub(super) fn read_capped(path: &Path, limit: usize) -> io::Result<Option<(Vec<u8>, bool)>> {
+pub(crate) fn read_capped(path: &Path, limit: usize) -> io::Result<Option<(Vec<u8>, bool)>> {
     let absent = |e: &io::Error| matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory);
     // Only regular files: opening a FIFO planted at one of our paths would
     // block the daemon. procfs and sysfs attributes are regular files.
@@ -62,7 +62,7 @@ pub(super) fn read_capped(path: &Path, limit: usize) -> io::Result<Option<(Vec<u
 
 /// Text from file bytes: a cut file loses its partial last line, and invalid
 /// UTF-8 is replaced rather than rejected.
-pub(super) fn decode(mut bytes: Vec<u8>, over: bool) -> String {
+pub(crate) fn decode(mut bytes: Vec<u8>, over: bool) -> String {
     if over {
         let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         bytes.truncate(keep);

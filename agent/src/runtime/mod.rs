@@ -25,13 +25,13 @@ use tracing::{debug, error, info, warn};
 
 use glimpse_common::bounded::BoundedVec;
 use glimpse_common::clock::{Clock, SystemClock};
-use glimpse_common::minimise::{omit_fields, MetadataField};
+use glimpse_common::minimise::{omit_from_record, MetadataField};
 use glimpse_common::record::{AgentHealth, Record, RecordBody};
 use glimpse_common::wire::{AgentMessage, Batch, CollectorMessage, ControlMessage};
 
 use crate::capture::session::Captures;
 use crate::config::AgentConfig;
-use crate::probe::HostProbe;
+use crate::reports::Reporter;
 use crate::spool::{Spool, SpoolEntry};
 use crate::transport::{Backoff, Connection, Credentials, TransportError};
 
@@ -236,7 +236,8 @@ async fn run(
     let mut next_seq: u64 = in_flight.as_ref().map_or(1, |f| f.batch.stream_seq + 1);
     let mut health = AgentHealth { discarded_corrupt_spool: discarded_spool, ..AgentHealth::default() };
     let mut reported_health = AgentHealth::default();
-    let mut probe = HostProbe::new(settings.config.sysroot.clone());
+    let mut reporter = Some(Reporter::new(&settings.config));
+    let started = tokio::time::Instant::now();
     let mut collect_timer = tokio::time::interval(settings.config.interval);
     collect_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut spool_timer = tokio::time::interval(settings.config.spool.sync_interval);
@@ -339,11 +340,13 @@ async fn run(
         let sleep_until = retry_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = collect_timer.tick() => {
-                let mut record = collect(&mut probe, &settings.config);
-                if let RecordBody::Metadata(metadata) = &mut record.body {
-                    omit_fields(metadata, &omitted_fields);
+                let records = collect(&mut reporter, &settings.config, started, &omitted_fields).await;
+                let count = records.len() as u64;
+                let mut queued = (queue.len(), 0);
+                for mut record in records {
+                    omit_from_record(&mut record.body, &omitted_fields);
+                    queued = queue.push(record, settings.config.max_queued_records);
                 }
-                let queued = queue.push(record, settings.config.max_queued_records);
                 let (dropped_metadata, dropped_captures) = queue.dropped();
                 health.dropped_metadata = dropped_metadata;
                 health.dropped_captures = dropped_captures;
@@ -354,7 +357,7 @@ async fn run(
                     reported_health = health;
                 }
                 status.send_modify(|s| {
-                    s.collected_records += 1;
+                    s.collected_records += count;
                     s.queued_records = queued.0;
                     s.dropped_records = dropped_metadata + dropped_captures;
                 });
@@ -444,7 +447,7 @@ async fn run(
                         collect_timer = tokio::time::interval(new.config.interval);
                     }
                     captures.configure_monitor(&new.config);
-                    probe = HostProbe::new(new.config.sysroot.clone());
+                    reporter = Some(Reporter::new(&new.config));
                     settings = new;
                     if let Some(conn) = connection.take() {
                         conn.close().await;
@@ -588,12 +591,37 @@ fn requeue_unsent(spool: &SpoolSlot, flight: &InFlight) {
     }
 }
 
-fn collect(probe: &mut HostProbe, config: &AgentConfig) -> Record {
-    // The probe reads a handful of small /proc and /sys files; that is
-    // quicker than handing it to a blocking thread on a single-core device.
-    let mut metadata = probe.collect();
-    metadata.kind = Some(config.identity.kind);
-    Record { observed_at_ms: SystemClock.now_millis(), body: RecordBody::Metadata(metadata) }
+/// One collection, on a blocking thread: the probes run tools (`iw`,
+/// `bridge`, `conntrack`, ...) that may take up to their timeout, and the
+/// connection's reads and acknowledgements must not wait for them.
+async fn collect(
+    reporter: &mut Option<Reporter>,
+    config: &AgentConfig,
+    started: tokio::time::Instant,
+    omit: &[MetadataField],
+) -> Vec<Record> {
+    let mut current = reporter.take().unwrap_or_else(|| Reporter::new(config));
+    let omit = omit.to_vec();
+    let now_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let wall_ms = SystemClock.now_millis();
+    let job = tokio::task::spawn_blocking(move || {
+        current.omit(&omit);
+        let records = current.collect(now_ms, wall_ms);
+        (current, records)
+    });
+    match job.await {
+        Ok((current, records)) => {
+            *reporter = Some(current);
+            records
+        }
+        Err(e) => {
+            // A panic in a probe is a bug (device builds abort on panic);
+            // elsewhere the agent goes on with a fresh reporter next time.
+            warn!(error = %e, "collection failed");
+            *reporter = Some(Reporter::new(config));
+            Vec::new()
+        }
+    }
 }
 
 /// Queues a capture record, unless capture consent has been withdrawn.

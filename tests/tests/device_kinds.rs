@@ -1,0 +1,380 @@
+//! What each device kind collects, end to end: an access point over TLS, a
+//! switch and a gateway over SSH, each a real agent reading a fixture tree
+//! and running stand-ins for its tools (`iw`, `hostapd_cli`, `bridge`,
+//! `lldpcli`) that print what the real ones printed, streaming to a real
+//! collector; the stored records are read back as `export` prints them.
+//! Also: the organisation's minimisation reaches the stations, and README's
+//! field reference lists exactly the fields export prints.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use glimpse_collector::export::ExportLine;
+use glimpse_common::identity::{DeviceIdentity, DeviceKind, OrgId};
+use glimpse_common::record::DataKind;
+use glimpse_tests::*;
+use serde_json::Value;
+
+const ORG: &str = "kinds";
+
+/// A device's filesystem and its tools, in temporary directories.
+struct FakeDevice {
+    sysroot: tempfile::TempDir,
+    tools: tempfile::TempDir,
+}
+
+impl FakeDevice {
+    /// The OpenWrt fixture tree with `tests/fixtures/devices/<kind>/root`
+    /// laid over it, and the tool stand-ins with `<kind>/out`.
+    fn new(kind: &str, hostname: &str) -> Self {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let sysroot = ap_sysroot(hostname);
+        let root = fixtures.join("devices").join(kind).join("root");
+        if root.exists() {
+            copy_tree(&root, sysroot.path());
+        }
+        let tools = tempfile::tempdir().expect("tempdir");
+        for tool in ["iw", "hostapd_cli", "bridge", "lldpcli", "conntrack"] {
+            std::fs::copy(fixtures.join("tools/fake-tool"), tools.path().join(tool)).expect("copy tool");
+        }
+        copy_tree(&fixtures.join("devices").join(kind).join("out"), &tools.path().join("out"));
+        Self { sysroot, tools }
+    }
+
+    fn tool(&self, name: &str) -> Vec<String> {
+        vec![self.tools.path().join(name).display().to_string()]
+    }
+
+    fn output(&self, name: &str) -> PathBuf {
+        self.tools.path().join("out").join(name)
+    }
+
+    /// Points `config` at this device, with a name, series and location.
+    fn configure(&self, config: &mut glimpse_agent::AgentConfig) {
+        config.sysroot = self.sysroot.path().to_owned();
+        let commands = &mut config.probes.commands;
+        commands.iw = self.tool("iw");
+        commands.hostapd_cli = self.tool("hostapd_cli");
+        commands.bridge = self.tool("bridge");
+        commands.lldpcli = self.tool("lldpcli");
+        commands.conntrack = self.tool("conntrack");
+        config.profile.name = glimpse_common::bounded::BoundedString::truncating("Lobby-2");
+        config.profile.series = glimpse_common::bounded::BoundedString::truncating("X500");
+        config.profile.location.site = glimpse_common::bounded::BoundedString::truncating("HQ Berlin");
+        config.profile.location.floor = glimpse_common::bounded::BoundedString::truncating("2");
+        config.profile.location.latitude = Some(52.52);
+        config.profile.location.longitude = Some(13.405);
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read fixture dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy fixture");
+        }
+    }
+}
+
+/// Every metadata-kind record `identity` has stored, as export prints them.
+fn exported(tc: &TestCollector, identity: &DeviceIdentity) -> Vec<Value> {
+    let outcome = tc.collector.store().read(&identity.org, DataKind::Metadata, None, None).expect("read");
+    assert!(outcome.problems.is_empty(), "{:?}", outcome.problems);
+    outcome
+        .records
+        .iter()
+        .filter(|r| r.device == identity.device)
+        .map(|r| serde_json::to_value(ExportLine::new(&identity.org, r)).expect("json"))
+        .collect()
+}
+
+/// The `record.<kind>` objects among `lines`.
+fn bodies<'a>(lines: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    lines.iter().filter_map(|line| line["record"].get(kind)).collect()
+}
+
+fn find<'a>(items: &'a Value, key: &str, value: &str) -> &'a Value {
+    items
+        .as_array()
+        .and_then(|items| items.iter().find(|item| item[key] == value))
+        .unwrap_or_else(|| panic!("no {key} = {value} in {items:#}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_point_reports_radios_stations_roaming_and_honours_minimisation() {
+    init_logging();
+    let tc = TestCollector::start().await;
+    let org = OrgId::new(ORG).unwrap();
+    let device = issue_device(ORG);
+    let fake = FakeDevice::new("ap", "ap-kinds");
+    let mut config = agent_config(tc.addr(), &device);
+    fake.configure(&mut config);
+    assert!(config.probes.wireless && !config.probes.wired && !config.probes.wan, "access point defaults");
+    let agent = glimpse_agent::AgentHandle::spawn(config).unwrap();
+    wait_for_status(&agent, "3 batches acknowledged", |s| s.acked_seq >= 3).await;
+
+    // Bob leaves: the next collection reports it.
+    let dump = std::fs::read_to_string(fake.output("iw-dev-phy1-ap0-station-dump")).unwrap();
+    let alice_only = &dump[..dump.find("Station d2:6e:41:0a:bb:02").expect("bob in the fixture")];
+    std::fs::write(fake.output("iw-dev-phy1-ap0-station-dump"), alice_only).unwrap();
+    let left = |lines: &[Value]| {
+        bodies(lines, "wireless").iter().any(|w| {
+            w["roaming"]
+                .as_array()
+                .is_some_and(|events| events.iter().any(|e| e["mac"] == "d2:6e:41:0a:bb:02" && e["event"] == "left"))
+        })
+    };
+    wait_until("bob's departure stored", || left(&exported(&tc, &device.identity))).await;
+
+    let lines = exported(&tc, &device.identity);
+    let wireless = bodies(&lines, "wireless");
+    let first = wireless.iter().find(|w| w["stations"].as_array().is_some_and(|s| s.len() == 3)).expect("3 stations");
+    assert_eq!(first["device"]["name"], "Lobby-2");
+    assert_eq!(first["device"]["series"], "X500");
+    assert_eq!(first["device"]["location"]["site"], "HQ Berlin");
+    assert_eq!(first["device"]["location"]["latitude"], 52.52);
+
+    let radio = find(&first["radios"], "interface", "phy1-ap0");
+    assert_eq!(radio["ssid"], "Acme-Corp");
+    assert_eq!(radio["bssid"], "94:83:c4:12:34:57");
+    assert_eq!((radio["channel"].as_u64(), radio["frequency_mhz"].as_u64()), (Some(36), Some(5180)));
+    assert_eq!((radio["width_mhz"].as_u64(), radio["tx_power_mbm"].as_i64()), (Some(80), Some(2300)));
+    assert_eq!(radio["stations"], 2);
+    assert_eq!(find(&first["radios"], "interface", "phy0-ap0")["stations"], 1);
+
+    let alice = find(&first["stations"], "mac", "3c:22:fb:aa:bb:01");
+    assert_eq!(alice["interface"], "phy1-ap0");
+    assert_eq!(alice["ssid"], "Acme-Corp");
+    assert_eq!(alice["addresses"], serde_json::json!(["192.168.1.23"]));
+    assert_eq!(alice["hostname"], "alice-laptop");
+    assert_eq!(alice["username"], "alice@acme.example");
+    assert_eq!(alice["vlan"], 20);
+    assert_eq!((alice["signal_dbm"].as_i64(), alice["signal_avg_dbm"].as_i64()), (Some(-48), Some(-47)));
+    assert_eq!((alice["tx_bitrate_kbps"].as_u64(), alice["rx_bitrate_kbps"].as_u64()), (Some(866_700), Some(780_000)));
+    assert_eq!((alice["connected_secs"].as_u64(), alice["rx_bytes"].as_u64()), (Some(3600), Some(4_860_123)));
+
+    let bob = find(&first["stations"], "mac", "d2:6e:41:0a:bb:02");
+    assert_eq!(bob["hostname"], "Pixel-8", "from the ISC lease; dnsmasq's says *");
+    assert_eq!(bob["user_agent"], "android-dhcp-14");
+    assert_eq!(bob["username"], "bob");
+    let thermostat = find(&first["stations"], "mac", "18:fe:34:cc:dd:03");
+    assert_eq!(thermostat["interface"], "phy0-ap0");
+    assert_eq!(
+        (thermostat["hostname"].as_str(), thermostat["user_agent"].as_str()),
+        (Some("esp-thermostat"), Some("udhcp 1.36.1"))
+    );
+    assert_eq!(thermostat["addresses"], serde_json::json!(["192.168.1.60"]));
+    assert_eq!(thermostat["username"], "", "no 802.1X on this network");
+
+    let counters = bodies(&lines, "counters");
+    assert!(!counters.is_empty(), "interval counters from the second collection on");
+    assert!(counters.iter().all(|c| c["interval_ms"].as_u64().is_some_and(|ms| ms > 0)));
+    assert!(find(&counters[0]["interfaces"], "name", "br-lan")["rx_bytes_per_sec"].is_u64());
+
+    // The organisation stops collecting usernames and location, and
+    // pseudonymises MACs: new records carry neither, and no real MAC.
+    use glimpse_common::minimise::MetadataField;
+    use glimpse_common::wire::admin::{AdminAction, AdminReply};
+    let operator = glimpse_common::identity::AdminIdentity::new(
+        glimpse_common::identity::AdminName::new("kinds-operator").unwrap(),
+        glimpse_common::identity::AdminRole::Operator,
+        None,
+    )
+    .unwrap();
+    let policy = AdminAction::SetDataPolicy {
+        org: org.clone(),
+        omit: glimpse_common::bounded::BoundedVec::truncating(vec![MetadataField::Usernames, MetadataField::Location]),
+        pseudonymise_macs: true,
+    };
+    let reply = tc.collector.admin_context().act(&operator, policy);
+    assert!(matches!(reply, AdminReply::DataPolicySet { .. }), "{reply:?}");
+    let before = bodies(&lines, "wireless").len();
+    wait_until("records under the new policy", || {
+        bodies(&exported(&tc, &device.identity), "wireless").len() > before + 2
+    })
+    .await;
+    agent.shutdown().await;
+    let lines = exported(&tc, &device.identity);
+    let last = *bodies(&lines, "wireless").last().unwrap();
+    let station = find(&last["stations"], "hostname", "alice-laptop");
+    assert_eq!(station["username"], "");
+    assert_ne!(station["mac"], "3c:22:fb:aa:bb:01");
+    assert!(last["stations"].as_array().unwrap().iter().all(|s| s["username"] == ""));
+    assert_eq!(last["device"]["location"]["site"], "");
+    assert_eq!(last["device"]["name"], "Lobby-2");
+
+    assert_readme_lists_exactly(&lines, &["counters", "wireless"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_reports_vlans_hosts_usernames_and_lldp_neighbours_over_ssh() {
+    init_logging();
+    let tc = TestCollector::start().await;
+    let device = issue_ssh_device(ORG, DeviceKind::Switch);
+    tc.collector.reload().expect("import the new registration");
+    let fake = FakeDevice::new("switch", "sw-kinds");
+    let mut config = ssh_agent_config(tc.ssh_addr(), &tc.ssh_fingerprint(), &device);
+    fake.configure(&mut config);
+    config.probes.dot1x_interfaces = vec!["lan3".to_owned()];
+    assert!(config.probes.wired && !config.probes.wireless && !config.probes.wan, "switch defaults");
+    let agent = glimpse_agent::AgentHandle::spawn(config).unwrap();
+    wait_for_status(&agent, "3 batches acknowledged over SSH", |s| s.acked_seq >= 3).await;
+    agent.shutdown().await;
+
+    let lines = exported(&tc, &device.identity);
+    let wired = bodies(&lines, "wired");
+    let report = wired.first().expect("a wired report");
+    assert_eq!(report["device"]["location"]["floor"], "2");
+
+    let lan1 = find(&report["ports"], "port", "lan1");
+    assert_eq!(lan1["pvid"], 1);
+    assert_eq!(lan1["untagged"], serde_json::json!([{"first": 1, "last": 1}]));
+    assert_eq!(
+        lan1["tagged"],
+        serde_json::json!([{"first": 10, "last": 10}, {"first": 20, "last": 20}, {"first": 30, "last": 33}])
+    );
+
+    let hosts = report["hosts"].as_array().unwrap();
+    let macs: BTreeSet<&str> = hosts.iter().filter_map(|h| h["mac"].as_str()).collect();
+    assert_eq!(
+        macs,
+        BTreeSet::from(["00:1b:21:aa:bb:cc", "f4:39:09:11:22:33", "8c:16:45:44:55:66"]),
+        "the bridge's own, static and group addresses are not hosts"
+    );
+    assert_eq!(hosts.iter().filter(|h| h["mac"] == "f4:39:09:11:22:33").count(), 1, "a port's own table adds nothing");
+    let printer = find(&report["hosts"], "mac", "f4:39:09:11:22:33");
+    assert_eq!((printer["port"].as_str(), printer["vlan"].as_u64()), (Some("lan2"), Some(10)));
+    assert_eq!(printer["addresses"], serde_json::json!(["10.20.0.15"]));
+    assert_eq!(printer["hostname"], "printer-2f");
+    let carol = find(&report["hosts"], "mac", "8c:16:45:44:55:66");
+    assert_eq!(carol["username"], "carol@acme.example");
+    assert_eq!(carol["hostname"], "carol-desktop");
+
+    let core = find(&report["neighbours"], "system_name", "core-sw-1");
+    assert_eq!(core["local_port"], "lan1");
+    assert_eq!(
+        (core["chassis_id"].as_str(), core["chassis_id_type"].as_str()),
+        (Some("00:1b:21:aa:bb:cc"), Some("mac"))
+    );
+    assert_eq!(core["management_addresses"], serde_json::json!(["10.0.0.2", "fd00::2"]));
+    assert_eq!(core["capabilities"], serde_json::json!(["Bridge"]));
+    assert_eq!((core["port_id"].as_str(), core["port_id_type"].as_str()), (Some("Gi1/0/24"), Some("ifname")));
+    assert_eq!(core["port_description"], "GigabitEthernet1/0/24");
+    assert!(core["system_description"].as_str().unwrap().starts_with("Cisco IOS"));
+    assert_eq!(core["vlans"], serde_json::json!([1]));
+
+    assert_readme_lists_exactly(&lines, &["counters", "wired"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_reports_sessions_per_application_over_ssh() {
+    init_logging();
+    let tc = TestCollector::start().await;
+    let device = issue_ssh_device(ORG, DeviceKind::Gateway);
+    tc.collector.reload().expect("import the new registration");
+    let fake = FakeDevice::new("gateway", "gw-kinds");
+    let mut config = ssh_agent_config(tc.ssh_addr(), &tc.ssh_fingerprint(), &device);
+    fake.configure(&mut config);
+    config.probes.wan_interfaces = vec!["wan".to_owned()];
+    assert!(config.probes.wan && !config.probes.wireless && !config.probes.wired, "gateway defaults");
+    let agent = glimpse_agent::AgentHandle::spawn(config).unwrap();
+    wait_for_status(&agent, "2 batches acknowledged over SSH", |s| s.acked_seq >= 2).await;
+
+    // The table moves on: a DNS query ends, HTTPS and QUIC carry more, an
+    // SSH session opens.
+    let next = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/devices/gateway/nf_conntrack.next");
+    let table = fake.sysroot.path().join("proc/net/nf_conntrack");
+    std::fs::write(table.with_extension("tmp"), std::fs::read(next).unwrap()).unwrap();
+    std::fs::rename(table.with_extension("tmp"), &table).unwrap();
+    let ssh_started = |lines: &[Value]| {
+        bodies(lines, "wan").iter().any(|w| {
+            w["applications"]
+                .as_array()
+                .is_some_and(|apps| apps.iter().any(|a| a["application"] == "ssh" && a["sessions_started"] == 1))
+        })
+    };
+    wait_until("the SSH session's start stored", || ssh_started(&exported(&tc, &device.identity))).await;
+    agent.shutdown().await;
+
+    let lines = exported(&tc, &device.identity);
+    let wan = bodies(&lines, "wan");
+    let first = wan[0];
+    assert_eq!(first["wan_interfaces"], serde_json::json!(["wan"]));
+    assert_eq!(first["active_sessions"], 5, "the baseline counts what is open");
+    let change =
+        wan.iter().find(|w| w["applications"].as_array().unwrap().iter().any(|a| a["sessions_started"] == 1)).unwrap();
+    assert_eq!(change["active_sessions"], 5);
+    assert!(change["interval_ms"].as_u64().unwrap() > 0);
+    let https = find(&change["applications"], "application", "https");
+    assert_eq!((https["protocol"].as_u64(), https["active_sessions"].as_u64()), (Some(6), Some(2)));
+    assert_eq!((https["bytes_out"].as_u64(), https["bytes_in"].as_u64()), (Some(2_000), Some(40_000)));
+    assert_eq!((https["packets_out"].as_u64(), https["packets_in"].as_u64()), (Some(10), Some(20)));
+    let quic = find(&change["applications"], "application", "quic");
+    assert_eq!((quic["protocol"].as_u64(), quic["bytes_in"].as_u64()), (Some(17), Some(1_000_000)));
+    let dns = find(&change["applications"], "application", "dns");
+    assert_eq!((dns["sessions_ended"].as_u64(), dns["active_sessions"].as_u64()), (Some(1), Some(0)));
+    let ssh = find(&change["applications"], "application", "ssh");
+    assert_eq!(
+        (ssh["bytes_out"].as_u64(), ssh["bytes_in"].as_u64()),
+        (Some(5_000), Some(8_000)),
+        "a new session's bytes so far"
+    );
+    let mqtt = find(&change["applications"], "application", "mqtt");
+    assert_eq!((mqtt["active_sessions"].as_u64(), mqtt["bytes_in"].as_u64()), (Some(1), Some(0)), "idle");
+
+    assert_readme_lists_exactly(&lines, &["counters", "wan"]);
+}
+
+/// Every field path (`record.wireless.stations[].mac`) that README's field
+/// reference lists for `kinds` equals the set export printed in `lines`.
+fn assert_readme_lists_exactly(lines: &[Value], kinds: &[&str]) {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+    for kind in kinds {
+        let prefix = format!("record.{kind}");
+        let documented: BTreeSet<String> = readme
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `"))
+            .filter_map(|rest| rest.split_once('`').map(|(path, _)| path.to_owned()))
+            .filter(|path| path == &prefix || path.starts_with(&format!("{prefix}.")))
+            .collect();
+        let mut printed = BTreeSet::new();
+        for line in lines {
+            if let Some(body) = line["record"].get(*kind) {
+                leaf_paths(body, &prefix, &mut printed);
+            }
+        }
+        assert!(!printed.is_empty(), "no {kind} record exported");
+        let undocumented: Vec<_> = printed.difference(&documented).collect();
+        let unprinted: Vec<_> = documented.difference(&printed).collect();
+        assert!(
+            undocumented.is_empty() && unprinted.is_empty(),
+            "README's field reference and export differ for {kind}: not in README {undocumented:?}; in README but never printed {unprinted:?}"
+        );
+    }
+}
+
+/// Paths to every scalar in `value` (arrays as `[]`; an array of scalars is
+/// itself a leaf; null counts as a leaf; an empty array says nothing about
+/// what its items hold, so it adds no path).
+fn leaf_paths(value: &Value, path: &str, out: &mut BTreeSet<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                leaf_paths(child, &format!("{path}.{key}"), out);
+            }
+        }
+        Value::Array(items) if items.is_empty() => {}
+        Value::Array(items) if items.iter().any(|i| i.is_object()) => {
+            for item in items {
+                leaf_paths(item, &format!("{path}[]"), out);
+            }
+        }
+        _ => {
+            out.insert(path.to_owned());
+        }
+    }
+}
