@@ -110,6 +110,7 @@ async fn an_access_point_reports_radios_stations_roaming_and_honours_minimisatio
     let tc = TestCollector::start().await;
     let org = OrgId::new(ORG).unwrap();
     let device = issue_device(ORG);
+    tc.collector.reload().expect("import the new registration");
     let fake = FakeDevice::new("ap", "ap-kinds");
     let mut config = agent_config(tc.addr(), &device);
     fake.configure(&mut config);
