@@ -96,24 +96,34 @@ impl CollectorFiles {
 
     /// Every stored metadata record of `device`, as observation times, and
     /// how many there are (a duplicate shows as count > set size).
-    fn stored(&self, device: &DeviceIdentity) -> (usize, BTreeSet<i64>) {
+    fn stored(&self, device: &DeviceIdentity) -> (usize, BTreeSet<String>) {
         let mut all = self.stored_by_device(&device.org);
         let mine = all.remove(device.device.as_str()).unwrap_or_default();
         (mine.len(), mine.into_iter().collect())
     }
 
     /// Observation times of every stored metadata record of `org`, by device.
-    fn stored_by_device(&self, org: &glimpse_common::identity::OrgId) -> std::collections::HashMap<String, Vec<i64>> {
+    fn stored_by_device(
+        &self,
+        org: &glimpse_common::identity::OrgId,
+    ) -> std::collections::HashMap<String, Vec<String>> {
         let config = glimpse_collector::config::CollectorConfig::load(&self.config()).unwrap();
         let store = glimpse_collector::service::open_store(&config, Arc::new(SystemClock)).unwrap();
         let outcome = store.read(org, DataKind::Metadata, None, None).unwrap();
         assert!(outcome.problems.is_empty(), "damaged store: {:?}", outcome.problems);
-        let mut by_device: std::collections::HashMap<String, Vec<i64>> = std::collections::HashMap::new();
+        let mut by_device: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
         for record in &outcome.records {
-            by_device.entry(record.device.to_string()).or_default().push(record.record.observed_at_ms);
+            by_device.entry(record.device.to_string()).or_default().push(identify(&record.record));
         }
         by_device
     }
+}
+
+/// What tells one record from another: one collection sends several
+/// records with the same observation time (metadata, counters, the
+/// device-kind report), so the whole record is the identity.
+fn identify(record: &glimpse_common::record::Record) -> String {
+    serde_json::to_string(record).expect("records serialise")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,11 +175,11 @@ async fn agent_killed_with_a_full_spool_delivers_it_after_restart() {
     wait_until("records spooled while the collector is down", || spooled(10)).await;
     agent.kill();
     let bytes = std::fs::read(&spool).unwrap();
-    let in_spool: BTreeSet<i64> = glimpse_agent::spool::format::replay(&bytes)
+    let in_spool: BTreeSet<String> = glimpse_agent::spool::format::replay(&bytes)
         .expect("a spool left by kill -9 replays")
         .queued
         .iter()
-        .map(|(_, r)| r.observed_at_ms)
+        .map(|(_, r)| identify(r))
         .collect();
     assert!(in_spool.len() >= 10);
 
@@ -182,7 +192,7 @@ async fn agent_killed_with_a_full_spool_delivers_it_after_restart() {
         // Read through a second store handle only once the collector has
         // stopped; meanwhile watch the spool drain.
         let left = glimpse_agent::spool::format::replay(&std::fs::read(&spool).unwrap_or_default())
-            .map(|s| s.queued.iter().filter(|(_, r)| in_spool.contains(&r.observed_at_ms)).count())
+            .map(|s| s.queued.iter().filter(|(_, r)| in_spool.contains(&identify(r))).count())
             .unwrap_or(usize::MAX);
         if left == 0 {
             break;
@@ -255,9 +265,9 @@ async fn a_network_cut_is_buffered_and_replayed_once_restored() {
     .await;
     let final_status = agent.shutdown().await;
     let stored = tc.collector.store().read(&device.identity.org, DataKind::Metadata, None, None).unwrap();
-    let mine: Vec<i64> =
-        stored.records.iter().filter(|r| r.device == device.identity.device).map(|r| r.record.observed_at_ms).collect();
-    let distinct: BTreeSet<i64> = mine.iter().copied().collect();
+    let mine: Vec<String> =
+        stored.records.iter().filter(|r| r.device == device.identity.device).map(|r| identify(&r.record)).collect();
+    let distinct: BTreeSet<&String> = mine.iter().collect();
     assert_eq!(mine.len(), distinct.len(), "a record was stored twice");
     assert_eq!(mine.len() as u64, final_status.acked_records, "stored = acknowledged");
     assert_eq!(final_status.dropped_records, 0, "nothing dropped: the outage fit in the queue");
@@ -360,13 +370,9 @@ async fn a_full_disk_is_refused_clearly_and_corrupts_nothing() {
 
     let outcome = collector.store().read(&org, DataKind::Metadata, None, None).unwrap();
     assert!(outcome.problems.is_empty(), "the full disk left damage: {:?}", outcome.problems);
-    let mine: Vec<i64> = outcome
-        .records
-        .iter()
-        .filter(|r| r.device == device.identity.device)
-        .map(|r| r.record.observed_at_ms)
-        .collect();
-    let distinct: BTreeSet<i64> = mine.iter().copied().collect();
+    let mine: Vec<String> =
+        outcome.records.iter().filter(|r| r.device == device.identity.device).map(|r| identify(&r.record)).collect();
+    let distinct: BTreeSet<&String> = mine.iter().collect();
     assert_eq!(mine.len(), distinct.len(), "a record was stored twice");
     assert_eq!(mine.len(), acked, "stored = acknowledged");
     collector.shutdown().await;
@@ -428,7 +434,7 @@ async fn soak_many_agents_stored_equals_sent() {
     let by_device = files.stored_by_device(&devices[0].identity.org);
     let mut stored = 0usize;
     for (device, times) in &by_device {
-        let distinct: BTreeSet<i64> = times.iter().copied().collect();
+        let distinct: BTreeSet<&String> = times.iter().collect();
         assert_eq!(times.len(), distinct.len(), "{device} has a record stored twice");
         stored += times.len();
     }

@@ -307,8 +307,8 @@ impl AdminContext {
                                 segments_rewritten: segments,
                             },
                             format!(
-                                "{tag}: {} metadata records erased, {} cut down to the other clients, {} capture records erased, {segments} segments rewritten",
-                                done.metadata.records, done.metadata.redacted, done.captures.records
+                                "{tag}: {} metadata and {} capture records erased, {} metadata records cut down to the other clients, {segments} segments rewritten",
+                                done.metadata.records, done.captures.records, done.metadata.redacted
                             ),
                         )
                     }
