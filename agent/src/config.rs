@@ -79,6 +79,7 @@ struct RawProbes {
     wan_interfaces: Vec<String>,
     dot1x_interfaces: Vec<String>,
     max_sessions: usize,
+    conntrack_table: PathBuf,
     commands: RawCommands,
     applications: std::collections::BTreeMap<String, String>,
 }
@@ -97,6 +98,7 @@ impl Default for RawProbes {
             wan_interfaces: Vec::new(),
             dot1x_interfaces: Vec::new(),
             max_sessions: 8192,
+            conntrack_table: PathBuf::from("proc/net/nf_conntrack"),
             commands: RawCommands::default(),
             applications: Default::default(),
         }
@@ -356,6 +358,9 @@ pub struct ProbeSettings {
     pub dot1x_interfaces: Vec<String>,
     /// Most sessions the WAN probe follows.
     pub max_sessions: usize,
+    /// The connection tracking table, relative to the collection root;
+    /// when it is absent the `conntrack` tool is asked instead.
+    pub conntrack_table: PathBuf,
     /// The tools run, each as program and leading arguments.
     pub commands: ProbeCommands,
     /// Application names for server ports beyond the built-in ones:
@@ -621,6 +626,7 @@ fn probe_settings(raw: &RawProbes, kind: Option<DeviceKind>, problems: &mut Vec<
         wan_interfaces: raw.wan_interfaces.clone(),
         dot1x_interfaces: raw.dot1x_interfaces.clone(),
         max_sessions: raw.max_sessions,
+        conntrack_table: raw.conntrack_table.clone(),
         commands: ProbeCommands {
             iw: c.iw.clone(),
             hostapd_cli: c.hostapd_cli.clone(),

@@ -504,7 +504,8 @@ impl Reporter {
         // A conntrack line is about 250 bytes; read a little more than the
         // sessions we follow.
         let limit = (self.settings.max_sessions.saturating_mul(400)).clamp(OUTPUT_LIMIT, 64 * 1024 * 1024);
-        let text = match self.read(std::path::Path::new("proc/net/nf_conntrack"), limit) {
+        let table = self.settings.conntrack_table.clone();
+        let text = match self.read(&table, limit) {
             Some(text) => text,
             None => {
                 let mut argv = self.settings.commands.conntrack.clone();

@@ -20,6 +20,7 @@ use glimpse_common::clock::{Clock, SystemClock};
 use glimpse_common::identity::{DeviceId, DeviceIdentity, DeviceKind, OrgId};
 use glimpse_common::record::{DataKind, RecordBody};
 
+mod devices;
 pub mod traffic;
 
 use crate::config::CollectorConfig;
@@ -86,11 +87,15 @@ fn write_agent_config(config_path: &Path, identity: &DeviceIdentity, link: &str)
     if config_path.exists() {
         return Ok(());
     }
+    let dir = config_path.parent().and_then(Path::parent).unwrap_or(Path::new("."));
+    let probes = devices::probe_sections(dir, identity.kind)?;
     let text = format!(
         "# Agent config for {identity}, written by `glimpse-collector demo`.\n\
-         [device]\norg = \"{org}\"\nid = \"{dev}\"\nkind = \"{kind}\"\n\n\
+         [device]\norg = \"{org}\"\nid = \"{dev}\"\nkind = \"{kind}\"\nname = \"{org} {dev}\"\n\n\
+         [device.location]\nsite = \"{org} HQ\"\nfloor = \"2\"\n\n\
          {link}\
          [collect]\ninterval_secs = 1\nsysroot = \"/\"\n\n\
+         {probes}\
          [capture]\nconsent_file = \"state/{org}-{dev}.capture-consent\"\n\n\
          [spool]\npath = \"state/{org}-{dev}.spool\"\n",
         org = identity.org,
@@ -109,6 +114,51 @@ fn add_spool_section(config_path: &Path, identity: &DeviceIdentity) -> anyhow::R
     }
     let text = format!("{text}\n[spool]\npath = \"state/{}-{}.spool\"\n", identity.org, identity.device);
     std::fs::write(config_path, text).with_context(|| format!("updating {}", config_path.display()))
+}
+
+/// One line per device kind about the latest report of that kind.
+fn print_device_kind_reports(records: &[crate::store::StoredRecord]) {
+    let counters = records.iter().filter(|r| matches!(r.record.body, RecordBody::Counters(_))).count();
+    if counters > 0 {
+        println!("            {counters} interval counter records (deltas and rates per interface)");
+    }
+    let latest = |pick: fn(&RecordBody) -> bool| records.iter().rev().find(|r| pick(&r.record.body));
+    if let Some(r) = latest(|b| matches!(b, RecordBody::Wireless(_))) {
+        if let RecordBody::Wireless(w) = &r.record.body {
+            let users: Vec<&str> = w.stations.iter().map(|s| s.username.as_str()).filter(|u| !u.is_empty()).collect();
+            println!(
+                "            latest Wi-Fi report from {} at {:?}: {} radios, {} stations (users: {})",
+                r.device,
+                w.device.location.site.as_str(),
+                w.radios.len(),
+                w.stations.len(),
+                users.join(", ")
+            );
+        }
+    }
+    if let Some(r) = latest(|b| matches!(b, RecordBody::Wired(_))) {
+        if let RecordBody::Wired(w) = &r.record.body {
+            let neighbours: Vec<&str> = w.neighbours.iter().map(|n| n.system_name.as_str()).collect();
+            println!(
+                "            latest wired report from {}: {} ports with VLANs, {} learned hosts, LLDP neighbours: {}",
+                r.device,
+                w.ports.len(),
+                w.hosts.len(),
+                neighbours.join(", ")
+            );
+        }
+    }
+    if let Some(r) = latest(|b| matches!(b, RecordBody::Wan(_))) {
+        if let RecordBody::Wan(w) = &r.record.body {
+            let apps: Vec<&str> = w.applications.iter().map(|a| a.application.as_str()).collect();
+            println!(
+                "            latest WAN report from {}: {} sessions open, applications: {}",
+                r.device,
+                w.active_sessions,
+                apps.join(", ")
+            );
+        }
+    }
 }
 
 /// Creates what is missing: PKI, master key, devices, configs.
@@ -336,6 +386,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
                     if marker_stored { "YES (bug!)" } else { "no" }
                 );
             }
+            print_device_kind_reports(&outcome.records);
             if let Some(last) = outcome.records.last() {
                 if let RecordBody::Metadata(m) = &last.record.body {
                     println!(
