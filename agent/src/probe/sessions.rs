@@ -8,6 +8,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
+use glimpse_common::bounded::BoundedString;
+use glimpse_common::record::ApplicationSessions;
+
 use super::lex::{bad, dec_u32, dec_u64};
 use super::{Parsed, ProbeError};
 
@@ -282,34 +285,6 @@ impl ApplicationTable {
     }
 }
 
-/// One application's sessions over an interval (see
-/// `glimpse_common::record::ApplicationSessions` for the meanings).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ApplicationSessions {
-    /// Application name.
-    pub application: String,
-    /// IP protocol number.
-    pub protocol: u8,
-    /// Open at the end of the interval.
-    pub active_sessions: u32,
-    /// Opened during it.
-    pub sessions_started: u32,
-    /// Closed during it.
-    pub sessions_ended: u32,
-    /// Client to server bytes during it.
-    pub bytes_out: u64,
-    /// Server to client bytes.
-    pub bytes_in: u64,
-    /// Client to server packets.
-    pub packets_out: u64,
-    /// Server to client packets.
-    pub packets_in: u64,
-    /// Total duration of the sessions that ended, ms.
-    pub ended_duration_ms_total: u64,
-    /// Longest of them, ms.
-    pub ended_duration_ms_max: u64,
-}
-
 /// What [`SessionTracker::observe`] found.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SessionSummary {
@@ -464,7 +439,7 @@ fn bump<'a>(
     key: &ApplicationKey,
 ) -> &'a mut ApplicationSessions {
     per_app.entry(key.clone()).or_insert_with(|| ApplicationSessions {
-        application: key.name.clone(),
+        application: BoundedString::truncating(&key.name),
         protocol: key.protocol,
         ..ApplicationSessions::default()
     })
@@ -480,8 +455,11 @@ fn fold_overflow(per_app: BTreeMap<ApplicationKey, ApplicationSessions>) -> Vec<
     }
     all.sort_by_key(|a| std::cmp::Reverse(a.bytes_in.saturating_add(a.bytes_out)));
     let rest = all.split_off(MAX_SUMMARY_APPLICATIONS - 1);
-    let mut other =
-        ApplicationSessions { application: "other".to_owned(), protocol: 0, ..ApplicationSessions::default() };
+    let mut other = ApplicationSessions {
+        application: BoundedString::truncating("other"),
+        protocol: 0,
+        ..ApplicationSessions::default()
+    };
     for a in rest {
         other.active_sessions = other.active_sessions.saturating_add(a.active_sessions);
         other.sessions_started = other.sessions_started.saturating_add(a.sessions_started);
@@ -581,7 +559,7 @@ mod tests {
     }
 
     fn app<'a>(summary: &'a SessionSummary, name: &str) -> &'a ApplicationSessions {
-        summary.applications.iter().find(|a| a.application == name).unwrap()
+        summary.applications.iter().find(|a| a.application.as_str() == name).unwrap()
     }
 
     #[test]

@@ -26,9 +26,9 @@ use std::time::Duration;
 use glimpse_common::bounded::{BoundedString, BoundedVec};
 use glimpse_common::identity::DeviceKind;
 use glimpse_common::record::{
-    counter_change, per_second, ApplicationSessions, CounterReport, DeviceMetadata, DeviceProfile, InterfaceDelta,
-    LldpNeighbour, MacAddr, PortVlans, Radio, Record, RecordBody, RoamEvent, RoamKind, Station, VlanRange, WanReport,
-    WiredHost, WiredReport, WirelessReport, MAX_CLIENT_ADDRESSES, MAX_HOSTS, MAX_ROAMS, MAX_STATIONS,
+    counter_change, per_second, CounterReport, DeviceMetadata, DeviceProfile, InterfaceDelta, LldpNeighbour, MacAddr,
+    PortVlans, Radio, Record, RecordBody, RoamEvent, RoamKind, Station, VlanRange, WanReport, WiredHost, WiredReport,
+    WirelessReport, MAX_CLIENT_ADDRESSES, MAX_HOSTS, MAX_ROAMS, MAX_STATIONS,
 };
 use tracing::warn;
 
@@ -518,23 +518,6 @@ impl Reporter {
         self.note_skipped("conntrack", &parsed);
         let tracker = self.sessions.as_mut()?;
         let summary = tracker.observe(&parsed.items, now_ms);
-        let applications = summary
-            .applications
-            .into_iter()
-            .map(|a| ApplicationSessions {
-                application: BoundedString::truncating(&a.application),
-                protocol: a.protocol,
-                active_sessions: a.active_sessions,
-                sessions_started: a.sessions_started,
-                sessions_ended: a.sessions_ended,
-                bytes_out: a.bytes_out,
-                bytes_in: a.bytes_in,
-                packets_out: a.packets_out,
-                packets_in: a.packets_in,
-                ended_duration_ms_total: a.ended_duration_ms_total,
-                ended_duration_ms_max: a.ended_duration_ms_max,
-            })
-            .collect();
         Some(WanReport {
             device: self.profile.clone(),
             wan_interfaces: BoundedVec::truncating(
@@ -543,7 +526,7 @@ impl Reporter {
             interval_ms: summary.interval_ms,
             active_sessions: summary.active_sessions,
             untracked_sessions: summary.untracked_sessions,
-            applications: BoundedVec::truncating(applications),
+            applications: BoundedVec::truncating(summary.applications),
         })
     }
 }
