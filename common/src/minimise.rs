@@ -8,12 +8,28 @@
 //! stored. An omitted field keeps its type but holds nothing: empty text,
 //! `None`, zero counters, no addresses.
 //!
-//! Pseudonymised MAC addresses are `HMAC-SHA256(organisation key, MAC)`
-//! cut to 6 bytes with the locally-administered bit set and the multicast
-//! bit clear: the same device keeps the same pseudonym within an
-//! organisation (so counting and correlating still work), other
+//! Pseudonymised MAC addresses are `HMAC-SHA256(key, MAC)` cut to 6 bytes
+//! with the locally-administered bit set and the multicast bit clear
+//! ([`pseudonymous_mac`]): the same device keeps the same pseudonym within
+//! an organisation (so counting and correlating still work), other
 //! organisations see unrelated values, and nobody without the key can go
 //! back to the real address.
+//!
+//! Pseudonymisation happens in two layers so that a real MAC never leaves
+//! a device and yet holding a device is not enough to reverse what is
+//! stored. The collector gives an organisation's devices a *device key*
+//! ([`DevicePseudonymKey`], derived from the organisation's pseudonym key);
+//! agents replace every MAC with its pseudonym under that key before a
+//! batch is written ([`pseudonymise_at_source`]) and say so
+//! ([`MacForm::DevicePseudonyms`]). The collector then applies its own
+//! layer under the organisation's pseudonym key, which never leaves it:
+//! stored = `pseudonymous_mac(org key, pseudonymous_mac(device key, MAC))`.
+//! A batch that arrives with real MACs (sent before the device heard of
+//! the policy, or by an agent too old to know) gets both layers at the
+//! collector, so every record ends up in the same stored form
+//! ([`Pseudonymiser`]). A MAC space is small (2^24 addresses per vendor
+//! prefix), so a single keyed layer known to devices could be reversed by
+//! anyone who took one device apart; the outer layer is what stops that.
 
 use std::fmt;
 use std::str::FromStr;
@@ -309,6 +325,122 @@ pub fn rewrite_record_macs(body: &mut RecordBody, mut rewrite: impl FnMut(MacAdd
     }
 }
 
+/// Calls `rewrite` on every MAC address any record holds: those of
+/// [`rewrite_record_macs`] and, for a capture, the addresses in its link
+/// and 802.11 headers.
+pub fn rewrite_all_macs(body: &mut RecordBody, mut rewrite: impl FnMut(MacAddr) -> MacAddr) {
+    match body {
+        RecordBody::Capture(packet) => {
+            crate::capture::rewrite_macs(packet, rewrite);
+        }
+        body => rewrite_record_macs(body, &mut rewrite),
+    }
+}
+
+/// Whether a batch's MAC addresses are real or already replaced on the
+/// device by their pseudonyms under the [`DevicePseudonymKey`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacForm {
+    /// The addresses as the device saw them.
+    Real,
+    /// Each address replaced by `pseudonymous_mac(device key, address)`.
+    DevicePseudonyms,
+}
+
+/// The key an organisation's devices pseudonymise MAC addresses with
+/// before anything leaves them (see the module header). Wiped on drop,
+/// never printed, compared in constant time.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DevicePseudonymKey(crate::secret::SecretKey);
+
+/// What the device key is derived with; a new version gives new pseudonyms.
+const DEVICE_KEY_LABEL: &[u8] = b"glimpse-device-pseudonym-key-v1";
+
+impl DevicePseudonymKey {
+    /// The device key of the organisation whose pseudonym key is
+    /// `org_pseudonym_key`. Deterministic, so every device of the
+    /// organisation gives a client the same pseudonym (roaming between
+    /// access points stays visible), and it changes when the
+    /// organisation's data key is destroyed.
+    pub fn derive(org_pseudonym_key: &ring::hmac::Key) -> Self {
+        let tag = ring::hmac::sign(org_pseudonym_key, DEVICE_KEY_LABEL);
+        let mut bytes = zeroize::Zeroizing::new([0u8; crate::secret::KEY_LEN]);
+        bytes.copy_from_slice(&tag.as_ref()[..crate::secret::KEY_LEN]);
+        Self(crate::secret::SecretKey::from_bytes(*bytes))
+    }
+
+    /// The pseudonym of `mac` under this key.
+    pub fn pseudonym(&self, mac: MacAddr) -> MacAddr {
+        pseudonymous_mac(&self.hmac_key(), mac)
+    }
+
+    /// The key as an HMAC key, to pseudonymise many addresses with.
+    pub fn hmac_key(&self) -> ring::hmac::Key {
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.0.expose())
+    }
+}
+
+impl fmt::Debug for DevicePseudonymKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DevicePseudonymKey([redacted])")
+    }
+}
+
+impl Serialize for DevicePseudonymKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.expose().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for DevicePseudonymKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bytes = zeroize::Zeroizing::new(<[u8; crate::secret::KEY_LEN]>::deserialize(deserializer)?);
+        Ok(Self(crate::secret::SecretKey::from_bytes(*bytes)))
+    }
+}
+
+/// Replaces every MAC address in `body` by its pseudonym under the device
+/// key: what an agent does to each record before it leaves the device.
+pub fn pseudonymise_at_source(body: &mut RecordBody, key: &ring::hmac::Key) {
+    rewrite_all_macs(body, |mac| pseudonymous_mac(key, mac));
+}
+
+/// The collector's side: brings MAC addresses of either [`MacForm`] to the
+/// one stored form, `pseudonymous_mac(org key, pseudonymous_mac(device key, MAC))`.
+pub struct Pseudonymiser {
+    org: ring::hmac::Key,
+    device: ring::hmac::Key,
+}
+
+impl Pseudonymiser {
+    /// For the organisation whose pseudonym key is `org_pseudonym_key`.
+    pub fn new(org_pseudonym_key: ring::hmac::Key) -> Self {
+        let device = DevicePseudonymKey::derive(&org_pseudonym_key).hmac_key();
+        Self { org: org_pseudonym_key, device }
+    }
+
+    /// The stored form of an address that arrived as `form`.
+    pub fn stored_form(&self, mac: MacAddr, form: MacForm) -> MacAddr {
+        let inner = match form {
+            MacForm::Real => pseudonymous_mac(&self.device, mac),
+            MacForm::DevicePseudonyms => mac,
+        };
+        pseudonymous_mac(&self.org, inner)
+    }
+
+    /// Rewrites every MAC address in `body`, which arrived as `form`, to
+    /// its stored form.
+    pub fn apply(&self, body: &mut RecordBody, form: MacForm) {
+        rewrite_all_macs(body, |mac| self.stored_form(mac, form));
+    }
+}
+
+impl fmt::Debug for Pseudonymiser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pseudonymiser([redacted])")
+    }
+}
+
 /// The pseudonym of `mac` under `key` (see the module header).
 pub fn pseudonymous_mac(key: &ring::hmac::Key, mac: MacAddr) -> MacAddr {
     let tag = ring::hmac::sign(key, &[b"glimpse-pseudonym-mac-v1:".as_slice(), &mac.0].concat());
@@ -375,6 +507,96 @@ mod tests {
         assert_ne!(p, pseudonymous_mac(&other, mac));
         assert_ne!(p, pseudonymous_mac(&key, MacAddr([0x00, 0x1b, 0x63, 0x84, 0x45, 0xe7])));
         assert_eq!(p.0[0] & 0x03, 0x02, "locally administered unicast");
+    }
+
+    fn wireless_with(macs: [MacAddr; 3]) -> RecordBody {
+        use crate::record::{Radio, RoamEvent, RoamKind};
+        RecordBody::Wireless(Box::new(WirelessReport {
+            radios: BoundedVec::truncating(vec![Radio { bssid: Some(macs[0]), ..Default::default() }]),
+            stations: BoundedVec::truncating(vec![Station { mac: macs[1], ..Default::default() }]),
+            roaming: BoundedVec::truncating(vec![RoamEvent {
+                mac: macs[2],
+                event: RoamKind::Joined,
+                interface: BoundedString::truncating("wlan0"),
+                previous_interface: None,
+            }]),
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn pseudonymised_on_the_device_or_on_arrival_gives_the_same_stored_form() {
+        let org = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[9; 32]);
+        let device = DevicePseudonymKey::derive(&org);
+        let macs =
+            [MacAddr([0x94, 0x83, 0xc4, 1, 2, 3]), MacAddr([0x3c, 0x22, 0xfb, 4, 5, 6]), MacAddr([2, 0, 0, 7, 8, 9])];
+        let real = wireless_with(macs);
+
+        let mut on_arrival = real.clone();
+        let pseudonymiser = Pseudonymiser::new(org);
+        pseudonymiser.apply(&mut on_arrival, MacForm::Real);
+
+        let mut at_source = real.clone();
+        pseudonymise_at_source(&mut at_source, &device.hmac_key());
+        assert_eq!(at_source, wireless_with(macs.map(|m| device.pseudonym(m))));
+        pseudonymiser.apply(&mut at_source, MacForm::DevicePseudonyms);
+
+        assert_eq!(at_source, on_arrival);
+        let stored = macs.map(|m| pseudonymiser.stored_form(m, MacForm::Real));
+        assert_eq!(on_arrival, wireless_with(stored));
+        for (real, stored) in macs.iter().zip(stored) {
+            assert_ne!(*real, stored);
+            assert_ne!(device.pseudonym(*real), stored, "the device's layer alone is not the stored form");
+        }
+    }
+
+    #[test]
+    fn a_capture_is_pseudonymised_in_its_headers() {
+        use crate::capture::{CapturedPacket, LinkType};
+        let mut frame = vec![0u8; 14];
+        frame[..6].copy_from_slice(&[0x3c, 0x22, 0xfb, 4, 5, 6]);
+        frame[6..12].copy_from_slice(&[0x94, 0x83, 0xc4, 1, 2, 3]);
+        frame[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+        let packet = CapturedPacket {
+            timestamp_us: 1,
+            interface: BoundedString::truncating("eth0"),
+            link_type: LinkType::Ethernet.dlt(),
+            wire_len: 1500,
+            headers: crate::capture::BoundedBytes::try_from_vec(frame).unwrap(),
+        };
+        let mut body = RecordBody::Capture(packet);
+        let key = DevicePseudonymKey::derive(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[3; 32]));
+        pseudonymise_at_source(&mut body, &key.hmac_key());
+        let RecordBody::Capture(packet) = &body else { unreachable!() };
+        assert_eq!(&packet.headers[..6], &key.pseudonym(MacAddr([0x3c, 0x22, 0xfb, 4, 5, 6])).0);
+        assert_eq!(&packet.headers[6..12], &key.pseudonym(MacAddr([0x94, 0x83, 0xc4, 1, 2, 3])).0);
+    }
+
+    #[test]
+    fn the_device_key_is_derived_stable_secret_and_round_trips() {
+        let org = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[5; 32]);
+        let key = DevicePseudonymKey::derive(&org);
+        assert_eq!(key, DevicePseudonymKey::derive(&org));
+        assert_ne!(key, DevicePseudonymKey::derive(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[6; 32])));
+        assert_eq!(format!("{key:?}"), "DevicePseudonymKey([redacted])");
+        let bytes = postcard::to_stdvec(&key).unwrap();
+        assert_eq!(bytes.len(), 32);
+        assert_eq!(postcard::from_bytes::<DevicePseudonymKey>(&bytes).unwrap(), key);
+        assert!(postcard::from_bytes::<DevicePseudonymKey>(&bytes[..31]).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn both_routes_agree_for_any_address(mac: [u8; 6], org_key: [u8; 32]) {
+            let org = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &org_key);
+            let device = DevicePseudonymKey::derive(&org);
+            let pseudonymiser = Pseudonymiser::new(org);
+            let mac = MacAddr(mac);
+            proptest::prop_assert_eq!(
+                pseudonymiser.stored_form(device.pseudonym(mac), MacForm::DevicePseudonyms),
+                pseudonymiser.stored_form(mac, MacForm::Real)
+            );
+        }
     }
 
     #[test]

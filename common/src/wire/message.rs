@@ -36,6 +36,21 @@ pub enum AgentMessage {
     Goodbye,
     /// How a capture the collector asked for went.
     CaptureStatus(CaptureStatus),
+    /// Records to store, whose MAC addresses the agent already replaced by
+    /// their pseudonyms under the organisation's device key (see
+    /// [`crate::minimise`]); otherwise as [`AgentMessage::Batch`].
+    PseudonymisedBatch(Batch),
+}
+
+impl AgentMessage {
+    /// The batch this message carries and the form of its MAC addresses.
+    pub fn into_batch(self) -> Option<(Batch, crate::minimise::MacForm)> {
+        match self {
+            AgentMessage::Batch(batch) => Some((batch, crate::minimise::MacForm::Real)),
+            AgentMessage::PseudonymisedBatch(batch) => Some((batch, crate::minimise::MacForm::DevicePseudonyms)),
+            _ => None,
+        }
+    }
 }
 
 /// The first message on every connection.
@@ -109,6 +124,15 @@ pub enum ControlMessage {
     DataPolicy {
         /// Fields to leave out of every metadata record.
         omit: BoundedVec<crate::minimise::MetadataField, MAX_POLICY_FIELDS>,
+    },
+    /// Whether to pseudonymise MAC addresses on the device. Sent right
+    /// after [`Welcome`] when the organisation pseudonymises, and whenever
+    /// an admin turns it on or off.
+    MacPseudonyms {
+        /// The organisation's device key to pseudonymise with, or `None` to
+        /// send addresses as they are (the collector may still pseudonymise
+        /// them on arrival).
+        key: Option<crate::minimise::DevicePseudonymKey>,
     },
 }
 
@@ -263,17 +287,32 @@ pub(crate) fn decode_exact<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<
     Ok(msg)
 }
 
-/// Encodes `batch` as an [`AgentMessage::Batch`] frame without cloning it.
-pub fn encode_batch_frame(batch: &Batch, max_frame_len: usize, out: &mut Vec<u8>) -> Result<(), WireError> {
-    // Same bytes as AgentMessage::Batch(batch): the variant index, then the
-    // struct. The unit test `borrowed_batch_encoding_matches` pins this.
+/// Encodes `batch` as an [`AgentMessage::Batch`] frame, or an
+/// [`AgentMessage::PseudonymisedBatch`] one for [`MacForm::DevicePseudonyms`](crate::minimise::MacForm),
+/// without cloning it.
+pub fn encode_batch_frame(
+    batch: &Batch,
+    macs: crate::minimise::MacForm,
+    max_frame_len: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), WireError> {
+    // Same bytes as AgentMessage::Batch(batch) (or PseudonymisedBatch): the
+    // variant index, then the struct. The unit test
+    // `borrowed_batch_encoding_matches` pins this.
     #[derive(Serialize)]
     enum BorrowedAgentMessage<'a> {
         _Hello,
         _AuthProof,
         Batch(&'a Batch),
+        _Goodbye,
+        _CaptureStatus,
+        PseudonymisedBatch(&'a Batch),
     }
-    encode_framed(&BorrowedAgentMessage::Batch(batch), max_frame_len, out)
+    let message = match macs {
+        crate::minimise::MacForm::Real => BorrowedAgentMessage::Batch(batch),
+        crate::minimise::MacForm::DevicePseudonyms => BorrowedAgentMessage::PseudonymisedBatch(batch),
+    };
+    encode_framed(&message, max_frame_len, out)
 }
 
 impl Codec for AgentMessage {
@@ -376,6 +415,13 @@ mod tests {
             ControlMessage::Consent { capture: false },
             ControlMessage::DataPolicy { omit: BoundedVec::truncating(MetadataField::ALL.to_vec()) },
             ControlMessage::StopCapture { id: 9 },
+            ControlMessage::MacPseudonyms { key: None },
+            ControlMessage::MacPseudonyms {
+                key: Some(crate::minimise::DevicePseudonymKey::derive(&ring::hmac::Key::new(
+                    ring::hmac::HMAC_SHA256,
+                    &[7; 32],
+                ))),
+            },
         ] {
             let msg = CollectorMessage::Control(control);
             let mut out = Vec::new();
@@ -398,12 +444,20 @@ mod tests {
 
     #[test]
     fn borrowed_batch_encoding_matches() {
+        use crate::minimise::MacForm;
         let AgentMessage::Batch(batch) = sample_batch(2) else { unreachable!() };
-        let mut borrowed = Vec::new();
-        encode_batch_frame(&batch, 1 << 20, &mut borrowed).unwrap();
-        let mut owned = Vec::new();
-        AgentMessage::Batch(batch).encode_frame(1 << 20, &mut owned).unwrap();
-        assert_eq!(borrowed, owned);
+        for (form, owned_message) in [
+            (MacForm::Real, AgentMessage::Batch(batch.clone())),
+            (MacForm::DevicePseudonyms, AgentMessage::PseudonymisedBatch(batch.clone())),
+        ] {
+            let mut borrowed = Vec::new();
+            encode_batch_frame(&batch, form, 1 << 20, &mut borrowed).unwrap();
+            let mut owned = Vec::new();
+            owned_message.encode_frame(1 << 20, &mut owned).unwrap();
+            assert_eq!(borrowed, owned, "{form:?}");
+            let decoded = AgentMessage::decode(&borrowed[4..]).unwrap();
+            assert_eq!(decoded.into_batch(), Some((batch.clone(), form)));
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! registry check ([`SessionAction::Admit`]).
 
 use crate::identity::DeviceIdentity;
+use crate::minimise::MacForm;
 use crate::wire::message::{AgentMessage, AuthProof, Batch, ErrorCode, Hello, PROTOCOL_VERSION};
 
 /// Where a connection is in its life.
@@ -31,7 +32,7 @@ impl State {
             State::AwaitingHello => "Hello",
             State::AwaitingProof => "AuthProof",
             State::AwaitingVerification => "nothing until the proof is checked",
-            State::Streaming => "Batch, CaptureStatus or Goodbye",
+            State::Streaming => "Batch, PseudonymisedBatch, CaptureStatus or Goodbye",
             State::Closed => "nothing (closed)",
         }
     }
@@ -50,8 +51,9 @@ pub enum SessionAction {
     /// it is still registered and not revoked, then call
     /// [`CollectorSession::proof_accepted`] (or close on failure).
     Admit,
-    /// Store this batch durably, then acknowledge it.
-    Store(Batch),
+    /// Store this batch durably, then acknowledge it. Its MAC addresses are
+    /// in the given form (see [`crate::minimise`]).
+    Store(Batch, crate::minimise::MacForm),
     /// This batch was already stored (a replay after reconnect): acknowledge
     /// it again without storing.
     AckDuplicate(u64),
@@ -180,7 +182,10 @@ impl CollectorSession {
                 self.state = State::AwaitingVerification;
                 Ok(SessionAction::VerifyProof(proof))
             }
-            (State::Streaming, AgentMessage::Batch(batch)) => self.on_batch(batch),
+            (State::Streaming, AgentMessage::Batch(batch)) => self.on_batch(batch, MacForm::Real),
+            (State::Streaming, AgentMessage::PseudonymisedBatch(batch)) => {
+                self.on_batch(batch, MacForm::DevicePseudonyms)
+            }
             (State::Streaming, AgentMessage::CaptureStatus(status)) => Ok(SessionAction::CaptureStatus(status)),
             (State::Streaming, AgentMessage::Goodbye) => {
                 self.state = State::Closed;
@@ -229,7 +234,7 @@ impl CollectorSession {
         self.stored_seq = self.stored_seq.max(stream_seq);
     }
 
-    fn on_batch(&mut self, batch: Batch) -> Result<SessionAction, SessionError> {
+    fn on_batch(&mut self, batch: Batch, macs: MacForm) -> Result<SessionAction, SessionError> {
         if batch.org != self.certified.org {
             return Err(SessionError::WrongOrganisation {
                 got: batch.org.to_string(),
@@ -243,7 +248,7 @@ impl CollectorSession {
         if batch.stream_seq > expected {
             return Err(SessionError::SequenceGap { got: batch.stream_seq, expected });
         }
-        Ok(SessionAction::Store(batch))
+        Ok(SessionAction::Store(batch, macs))
     }
 }
 
@@ -254,6 +259,7 @@ fn message_name(msg: &AgentMessage) -> &'static str {
         AgentMessage::Batch(_) => "Batch",
         AgentMessage::Goodbye => "Goodbye",
         AgentMessage::CaptureStatus(_) => "CaptureStatus",
+        AgentMessage::PseudonymisedBatch(_) => "PseudonymisedBatch",
     }
 }
 
@@ -296,9 +302,17 @@ mod tests {
         let mut s = authenticated(3);
         assert!(s.is_authenticated());
         assert_eq!(s.handle(batch("acme", 2)), Ok(SessionAction::AckDuplicate(2)));
-        assert!(matches!(s.handle(batch("acme", 4)), Ok(SessionAction::Store(_))));
+        assert!(matches!(s.handle(batch("acme", 4)), Ok(SessionAction::Store(..))));
         s.batch_stored(4);
-        assert!(matches!(s.handle(batch("acme", 5)), Ok(SessionAction::Store(_))));
+        assert!(matches!(s.handle(batch("acme", 5)), Ok(SessionAction::Store(_, MacForm::Real))));
+        s.batch_stored(5);
+        // A batch pseudonymised on the device follows the same sequence
+        // rules and is passed on with its form.
+        let Some((pseudonymised, _)) = batch("acme", 6).into_batch() else { unreachable!() };
+        let replay = AgentMessage::PseudonymisedBatch(pseudonymised.clone());
+        assert!(matches!(s.handle(replay), Ok(SessionAction::Store(_, MacForm::DevicePseudonyms))));
+        s.batch_stored(6);
+        assert_eq!(s.handle(AgentMessage::PseudonymisedBatch(pseudonymised)), Ok(SessionAction::AckDuplicate(6)));
         assert_eq!(s.handle(AgentMessage::Goodbye), Ok(SessionAction::Close));
     }
 
@@ -334,7 +348,7 @@ mod tests {
         s.handle(hello(id("acme"))).unwrap();
         s.proof_accepted(0);
         assert!(s.is_authenticated());
-        assert!(matches!(s.handle(batch("acme", 1)), Ok(SessionAction::Store(_))));
+        assert!(matches!(s.handle(batch("acme", 1)), Ok(SessionAction::Store(..))));
 
         // An SSH peer has no proof to give; sending one is a protocol error.
         let mut s = CollectorSession::with_authentication(id("acme"), Authentication::Transport);
