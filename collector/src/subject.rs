@@ -186,13 +186,17 @@ fn capture_concerns(packet: &CapturedPacket, subject: &Subject) -> bool {
 
 /// The forms `subject` may be stored under in `org`: as given and, for a
 /// MAC address, as the organisation's pseudonym of it (stored when the
-/// organisation pseudonymises MACs, or did at some point).
+/// organisation pseudonymises MACs, or did at some point): the two-layer
+/// form of [`glimpse_common::minimise`], and the one-layer form that
+/// collectors stored before devices pseudonymised themselves.
 fn stored_forms(store: &Store, org: &OrgId, subject: &Subject) -> Result<Vec<Subject>, StoreError> {
     let mut forms = vec![subject.clone()];
     if let Subject::Mac(mac) = subject {
         if store.org_keys().get(org)?.is_some() {
             let key = store.pseudonym_key(org)?;
             forms.push(Subject::Mac(glimpse_common::minimise::pseudonymous_mac(&key, *mac)));
+            let pseudonymiser = glimpse_common::minimise::Pseudonymiser::new(key);
+            forms.push(Subject::Mac(pseudonymiser.stored_form(*mac, glimpse_common::minimise::MacForm::Real)));
         }
     }
     Ok(forms)

@@ -523,7 +523,7 @@ async fn data_minimisation_reaches_agents_and_is_enforced_on_arrival() {
         pseudonymise_macs: true,
     };
     assert_eq!(ask(&admin, policy).await, AdminReply::DataPolicySet { devices_told: 1 });
-    wait_for_status(&agent, "policy heard", |s| s.omitted_fields == omit).await;
+    wait_for_status(&agent, "policy and device key heard", |s| s.omitted_fields == omit && s.pseudonymising_macs).await;
     let changed_at = SystemClock.now_millis();
     wait_until("records after the change", || {
         stored_metadata(&tc, &org).iter().filter(|(at, _)| *at > changed_at).count() >= 2
@@ -543,6 +543,14 @@ async fn data_minimisation_reaches_agents_and_is_enforced_on_arrival() {
         }
     }
     assert_eq!(pseudonyms.len(), real_macs.len(), "one stable pseudonym per device MAC");
+    // The agent pseudonymised them itself (no real MAC left the device);
+    // the collector added its layer, giving the one stored form.
+    let (by_device, on_arrival) = tc.collector.metrics().pseudonymised_batches();
+    assert!(by_device >= 1, "batches pseudonymised on the device: {by_device}");
+    let pseudonymiser = glimpse_common::minimise::Pseudonymiser::new(tc.collector.store().pseudonym_key(&org).unwrap());
+    let expected: std::collections::BTreeSet<MacAddr> =
+        real_macs.iter().map(|mac| pseudonymiser.stored_form(*mac, glimpse_common::minimise::MacForm::Real)).collect();
+    assert_eq!(pseudonyms, expected);
 
     // An agent that ignores the policy gets nothing extra stored, and MACs
     // in captured headers are pseudonymised too.
@@ -553,6 +561,11 @@ async fn data_minimisation_reaches_agents_and_is_enforced_on_arrival() {
     let batch = Batch { org: org.clone(), stream_seq: conn.stored_seq() + 1, records: BoundedVec::truncating(records) };
     conn.send_batch(&batch).await.unwrap();
     conn.close().await;
+    assert_eq!(
+        tc.collector.metrics().pseudonymised_batches(),
+        (by_device, on_arrival + 1),
+        "real MACs get both layers on arrival"
+    );
     let (_, leaked) = stored_metadata(&tc, &org)
         .into_iter()
         .find(|(_, m)| m.interfaces.len() == 1 && m.interfaces[0].name.as_str() == "wlan0")

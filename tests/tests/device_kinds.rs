@@ -199,6 +199,7 @@ async fn an_access_point_reports_radios_stations_roaming_and_honours_minimisatio
     };
     let reply = tc.collector.admin_context().act(&operator, policy);
     assert!(matches!(reply, AdminReply::DataPolicySet { .. }), "{reply:?}");
+    wait_for_status(&agent, "the device key heard", |s| s.pseudonymising_macs).await;
     let before = bodies(&lines, "wireless").len();
     wait_until("records under the new policy", || {
         bodies(&exported(&tc, &device.identity), "wireless").len() > before + 2
@@ -209,7 +210,17 @@ async fn an_access_point_reports_radios_stations_roaming_and_honours_minimisatio
     let last = *bodies(&lines, "wireless").last().unwrap();
     let station = find(&last["stations"], "hostname", "alice-laptop");
     assert_eq!(station["username"], "");
-    assert_ne!(station["mac"], "3c:22:fb:aa:bb:01");
+    // One stored form, whichever side pseudonymised: the agent with the
+    // organisation's device key, then the collector with its own key.
+    let pseudonymiser = glimpse_common::minimise::Pseudonymiser::new(tc.collector.store().pseudonym_key(&org).unwrap());
+    let stored = |mac: &str| {
+        let form = glimpse_common::minimise::MacForm::Real;
+        pseudonymiser.stored_form(mac.parse().unwrap(), form).to_string()
+    };
+    assert_eq!(station["mac"], stored("3c:22:fb:aa:bb:01"));
+    assert_eq!(find(&last["radios"], "interface", "phy1-ap0")["bssid"], stored("94:83:c4:12:34:57"));
+    let (by_device, _) = tc.collector.metrics().pseudonymised_batches();
+    assert!(by_device >= 1, "the access point pseudonymised MACs itself");
     assert!(last["stations"].as_array().unwrap().iter().all(|s| s["username"] == ""));
     assert_eq!(last["device"]["location"]["site"], "");
     assert_eq!(last["device"]["name"], "Lobby-2");

@@ -25,7 +25,7 @@ use tracing::{debug, error, info, warn};
 
 use glimpse_common::bounded::BoundedVec;
 use glimpse_common::clock::{Clock, SystemClock};
-use glimpse_common::minimise::{omit_from_record, MetadataField};
+use glimpse_common::minimise::{omit_from_record, pseudonymise_at_source, DevicePseudonymKey, MacForm, MetadataField};
 use glimpse_common::record::{AgentHealth, Record, RecordBody};
 use glimpse_common::wire::{AgentMessage, Batch, CollectorMessage, ControlMessage};
 
@@ -60,6 +60,9 @@ pub struct AgentStatus {
     pub capture_consent: bool,
     /// Metadata fields the organisation does not want collected.
     pub omitted_fields: Vec<MetadataField>,
+    /// Whether the agent pseudonymises MAC addresses before sending them
+    /// (it holds the organisation's device key).
+    pub pseudonymising_macs: bool,
 }
 
 /// The agent could not start.
@@ -248,6 +251,10 @@ async fn run(
     // Metadata fields the organisation does not want collected; the
     // collector says which right after the handshake.
     let mut omitted_fields: Vec<MetadataField> = Vec::new();
+    // The organisation's device key when it pseudonymises MACs. Held in
+    // memory only: after a restart the collector sends it again, and what
+    // goes out before that is pseudonymised on arrival instead.
+    let mut mac_key: Option<DevicePseudonymKey> = None;
     let consent = crate::capture::consent::Consent::load(settings.config.capture.consent_file.as_deref());
     let mut captures = Captures::new(queue.clone(), consent);
     status.send_modify(|s| {
@@ -326,7 +333,7 @@ async fn run(
                 }
             }
             if let Some(flight) = in_flight.as_mut().filter(|f| !f.written) {
-                match conn.send_batch_only(&flight.batch).await {
+                match write_batch(conn, &flight.batch, mac_key.as_ref()).await {
                     Ok(()) => flight.written = true,
                     Err(e) => {
                         lose_connection(&mut connection, &e, &status);
@@ -401,6 +408,15 @@ async fn run(
                         queue.trim_metadata(&omitted_fields);
                         status.send_modify(|s| s.omitted_fields = omitted_fields.clone());
                     }
+                    Ok(CollectorMessage::Control(ControlMessage::MacPseudonyms { key })) => {
+                        info!(
+                            pseudonymise = key.is_some(),
+                            "organisation's MAC pseudonymisation received; applies from the next batch written"
+                        );
+                        mac_key = key;
+                        let on = mac_key.is_some();
+                        status.send_modify(|s| s.pseudonymising_macs = on);
+                    }
                     Ok(CollectorMessage::Control(control)) => {
                         captures.handle(control, &settings.config);
                         status.send_modify(|s| s.capture_consent = captures.consent());
@@ -460,7 +476,8 @@ async fn run(
     }
 
     captures.stop_all();
-    drain(&settings, &queue, &mut spool, connection, in_flight, next_seq, &status).await;
+    let outgoing = Outgoing { connection, in_flight, next_seq, mac_key };
+    drain(&settings, &queue, &mut spool, outgoing, &status).await;
     // Whatever is left is kept for the next start.
     let left = queue.len();
     spool.sync(&queue, None).await;
@@ -517,11 +534,10 @@ async fn drain(
     settings: &Settings,
     queue: &Queue,
     spool: &mut SpoolSlot,
-    connection: Option<Connection>,
-    mut in_flight: Option<InFlight>,
-    mut next_seq: u64,
+    outgoing: Outgoing,
     status: &watch::Sender<AgentStatus>,
 ) {
+    let Outgoing { connection, mut in_flight, mut next_seq, mac_key } = outgoing;
     let Some(mut conn) = connection else {
         if let Some(flight) = in_flight {
             requeue_unsent(spool, &flight);
@@ -543,7 +559,7 @@ async fn drain(
                 // again: its acknowledgement is on its way, and a second
                 // copy would only earn a duplicate acknowledgement later.
                 if !flight.written {
-                    conn.send_batch_only(&flight.batch).await?;
+                    write_batch(&mut conn, &flight.batch, mac_key.as_ref()).await?;
                 }
                 let acked = await_ack(&mut conn, flight.batch.stream_seq).await?;
                 spool.append(&SpoolEntry::Acked { seq: acked });
@@ -566,6 +582,41 @@ async fn drain(
         requeue_unsent(spool, &flight);
     }
     status.send_modify(|s| s.connected = false);
+}
+
+/// What is left to send at shutdown.
+struct Outgoing {
+    connection: Option<Connection>,
+    in_flight: Option<InFlight>,
+    next_seq: u64,
+    mac_key: Option<DevicePseudonymKey>,
+}
+
+/// Writes `batch`; with the organisation's device key, a copy whose MAC
+/// addresses are replaced by their pseudonyms, so no real address leaves
+/// the device. The queue and the spool keep the real addresses (the device
+/// saw them anyway): a batch restored after a restart may go out before the
+/// key is heard again, and the collector must then be able to tell it
+/// needs both layers, which it can only if the batch says how it was sent.
+async fn write_batch(
+    conn: &mut Connection,
+    batch: &Batch,
+    mac_key: Option<&DevicePseudonymKey>,
+) -> Result<(), TransportError> {
+    match mac_key {
+        None => conn.write_batch(batch, MacForm::Real).await,
+        Some(key) => conn.write_batch(&pseudonymised(batch, key), MacForm::DevicePseudonyms).await,
+    }
+}
+
+/// A copy of `batch` with every MAC address pseudonymised under `key`.
+fn pseudonymised(batch: &Batch, key: &DevicePseudonymKey) -> Batch {
+    let key = key.hmac_key();
+    let mut copy = batch.clone();
+    for record in copy.records.as_mut_slice() {
+        pseudonymise_at_source(&mut record.body, &key);
+    }
+    copy
 }
 
 /// Waits for the acknowledgement of batch `seq`, passing over control
@@ -642,4 +693,34 @@ fn lose_connection(connection: &mut Option<Connection>, error: &TransportError, 
         s.connected = false;
         s.last_error = Some(error.to_string());
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glimpse_common::record::{MacAddr, WiredHost, WiredReport};
+
+    #[test]
+    fn a_pseudonymised_copy_leaves_the_spooled_batch_real() {
+        let real = MacAddr([0x8c, 0x16, 0x45, 0x44, 0x55, 0x66]);
+        let report = WiredReport {
+            hosts: BoundedVec::truncating(vec![WiredHost { mac: real, ..Default::default() }]),
+            ..Default::default()
+        };
+        let batch = Batch {
+            org: glimpse_common::identity::OrgId::new("acme").unwrap(),
+            stream_seq: 3,
+            records: BoundedVec::truncating(vec![Record {
+                observed_at_ms: 1,
+                body: RecordBody::Wired(Box::new(report)),
+            }]),
+        };
+        let key: DevicePseudonymKey = postcard::from_bytes(&[4; 32]).unwrap();
+        let sent = pseudonymised(&batch, &key);
+        let RecordBody::Wired(sent_report) = &sent.records[0].body else { unreachable!() };
+        assert_eq!(sent_report.hosts[0].mac, key.pseudonym(real));
+        assert_eq!((sent.stream_seq, &sent.org), (3, &batch.org));
+        let RecordBody::Wired(kept) = &batch.records[0].body else { unreachable!() };
+        assert_eq!(kept.hosts[0].mac, real, "the batch the spool holds is untouched");
+    }
 }

@@ -281,10 +281,20 @@ impl Connection {
     /// Writes a batch without waiting for its acknowledgement (which then
     /// arrives through [`Connection::receive`]).
     pub async fn send_batch_only(&mut self, batch: &Batch) -> Result<(), TransportError> {
+        self.write_batch(batch, glimpse_common::minimise::MacForm::Real).await
+    }
+
+    /// Writes a batch whose MAC addresses are in the form `macs`, without
+    /// waiting for its acknowledgement.
+    pub async fn write_batch(
+        &mut self,
+        batch: &Batch,
+        macs: glimpse_common::minimise::MacForm,
+    ) -> Result<(), TransportError> {
         // Serialise from a borrowed view: cloning a 4096-record batch per send
         // would double the agent's memory for nothing.
         let mut out = Vec::new();
-        glimpse_common::wire::message::encode_batch_frame(batch, self.max_frame, &mut out)
+        glimpse_common::wire::message::encode_batch_frame(batch, macs, self.max_frame, &mut out)
             .map_err(FrameIoError::Wire)?;
         use tokio::io::AsyncWriteExt;
         self.stream.write_all(&out).await.map_err(FrameIoError::Io)?;

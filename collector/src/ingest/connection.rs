@@ -14,7 +14,8 @@ use tracing::{debug, info, warn};
 
 use glimpse_common::auth::{verify_device_proof, EXPORTER_LABEL, EXPORTER_LEN};
 use glimpse_common::bounded::BoundedVec;
-use glimpse_common::identity::DeviceIdentity;
+use glimpse_common::identity::{DeviceIdentity, OrgId};
+use glimpse_common::minimise::{DevicePseudonymKey, MacForm, Pseudonymiser};
 use glimpse_common::record::RecordBody;
 use glimpse_common::wire::io::{read_message, write_message, FrameIoError, FrameReader};
 use glimpse_common::wire::{
@@ -48,29 +49,31 @@ struct Refusal {
     public: String,
 }
 
-/// Applies an organisation's data policy to records before storage.
+/// Applies an organisation's data policy to records before storage; with a
+/// pseudonymiser, every MAC address (which arrived in `form`) is brought to
+/// its stored pseudonym.
 fn minimise(
     records: &mut [glimpse_common::record::Record],
     omit: &[glimpse_common::minimise::MetadataField],
-    pseudonym_key: Option<&ring::hmac::Key>,
+    pseudonyms: Option<(&Pseudonymiser, MacForm)>,
 ) {
-    use glimpse_common::minimise::{omit_from_record, pseudonymous_mac, rewrite_record_macs};
+    use glimpse_common::minimise::omit_from_record;
     for record in records {
         omit_from_record(&mut record.body, omit);
-        if let Some(key) = pseudonym_key {
-            match &mut record.body {
-                RecordBody::Capture(packet) => {
-                    glimpse_common::capture::rewrite_macs(packet, |mac| pseudonymous_mac(key, mac));
-                }
-                body => rewrite_record_macs(body, |mac| pseudonymous_mac(key, mac)),
-            }
+        if let Some((pseudonymiser, form)) = pseudonyms {
+            pseudonymiser.apply(&mut record.body, form);
         }
     }
 }
 
 /// The control messages that bring a device from `before` (nothing told
-/// yet when `None`) to `now`.
-fn directive_messages(before: Option<&OrgDirectives>, now: &OrgDirectives) -> Vec<ControlMessage> {
+/// yet when `None`) to `now`. `device_key` gives the organisation's device
+/// pseudonym key, asked for only when devices are to start pseudonymising.
+fn directive_messages(
+    before: Option<&OrgDirectives>,
+    now: &OrgDirectives,
+    device_key: impl FnOnce() -> Option<DevicePseudonymKey>,
+) -> Vec<ControlMessage> {
     let mut messages = Vec::new();
     if before.is_none_or(|b| b.capture_consent != now.capture_consent) {
         messages.push(ControlMessage::Consent { capture: now.capture_consent });
@@ -78,7 +81,29 @@ fn directive_messages(before: Option<&OrgDirectives>, now: &OrgDirectives) -> Ve
     if before.is_none_or(|b| b.omit != now.omit) {
         messages.push(ControlMessage::DataPolicy { omit: BoundedVec::truncating(now.omit.clone()) });
     }
+    // A device that was never told anything sends real MACs already, so
+    // "keep sending them" is not worth a message.
+    let was_pseudonymising = before.is_some_and(|b| b.pseudonymise_macs);
+    if was_pseudonymising != now.pseudonymise_macs {
+        let key = if now.pseudonymise_macs { device_key() } else { None };
+        if now.pseudonymise_macs == key.is_some() {
+            messages.push(ControlMessage::MacPseudonyms { key });
+        }
+    }
     messages
+}
+
+/// The organisation's device pseudonym key, for [`directive_messages`]. On
+/// failure the device goes on sending real MACs, which are then pseudonymised
+/// on arrival.
+fn device_pseudonym_key(context: &ConnectionContext, org: &OrgId) -> Option<DevicePseudonymKey> {
+    match context.store.pseudonym_key(org) {
+        Ok(key) => Some(DevicePseudonymKey::derive(&key)),
+        Err(e) => {
+            warn!(%org, "devices cannot pseudonymise MACs themselves: the pseudonym key is unavailable: {e}");
+            None
+        }
+    }
 }
 
 impl ConnectionContext {
@@ -371,7 +396,7 @@ async fn stream_batches<S: AgentStream>(
     let stored = OrgDirectives::of(&context.store.policies().get(&org));
     let mut directives = context.directory.directives_receiver(&org, stored);
     let mut told = directives.borrow_and_update().clone();
-    for message in directive_messages(None, &told) {
+    for message in directive_messages(None, &told, || device_pseudonym_key(context, &org)) {
         send(stream, &CollectorMessage::Control(message), context.max_frame).await?;
     }
     loop {
@@ -389,7 +414,7 @@ async fn stream_batches<S: AgentStream>(
             }
             Ok(()) = directives.changed() => {
                 let now = directives.borrow_and_update().clone();
-                for message in directive_messages(Some(&told), &now) {
+                for message in directive_messages(Some(&told), &now, || device_pseudonym_key(context, &org)) {
                     debug!(device = %session.identity(), ?message, "directive sent");
                     send(stream, &CollectorMessage::Control(message), context.max_frame).await?;
                 }
@@ -406,7 +431,7 @@ async fn stream_batches<S: AgentStream>(
             }
         };
         match session.handle(msg).map_err(|e| Refusal::protocol(e.code(), e.to_string()))? {
-            SessionAction::Store(mut batch) => {
+            SessionAction::Store(mut batch, macs) => {
                 let seq = batch.stream_seq;
                 // The second line of defence for the headers-only promise:
                 // whatever an agent sent past a header boundary is cut here,
@@ -432,18 +457,24 @@ async fn stream_batches<S: AgentStream>(
                 // Data minimisation is enforced here too: an agent that has
                 // not heard the policy yet cannot get omitted fields stored.
                 let policy = context.store.policies().get(&org);
-                if !policy.omit.is_empty() || policy.pseudonymise_macs {
-                    let key = if policy.pseudonymise_macs {
-                        Some(context.store.pseudonym_key(&org).map_err(|e| Refusal {
+                // Pseudonyms made on the device get the collector's layer
+                // even if the organisation has just stopped pseudonymising:
+                // they must stay comparable with what is already stored.
+                let pseudonymise = policy.pseudonymise_macs || macs == MacForm::DevicePseudonyms;
+                if !policy.omit.is_empty() || pseudonymise {
+                    let pseudonymiser = if pseudonymise {
+                        let key = context.store.pseudonym_key(&org).map_err(|e| Refusal {
                             reason: RejectReason::StorageUnavailable,
                             code: ErrorCode::StorageUnavailable,
                             detail: format!("pseudonym key unavailable: {e}"),
                             public: "storage unavailable; retry later".into(),
-                        })?)
+                        })?;
+                        context.metrics.pseudonymised(macs);
+                        Some(Pseudonymiser::new(key))
                     } else {
                         None
                     };
-                    minimise(batch.records.as_mut_slice(), &policy.omit, key.as_ref());
+                    minimise(batch.records.as_mut_slice(), &policy.omit, pseudonymiser.as_ref().map(|p| (p, macs)));
                 }
                 let (cut_bytes, cut_records) = enforce_headers_only(batch.records.as_mut_slice());
                 if cut_bytes > 0 {
@@ -535,4 +566,48 @@ pub(crate) fn enforce_headers_only(records: &mut [glimpse_common::record::Record
         }
     }
     cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glimpse_common::minimise::MetadataField;
+
+    fn directives(pseudonymise_macs: bool) -> OrgDirectives {
+        OrgDirectives { capture_consent: false, omit: vec![MetadataField::Usernames], pseudonymise_macs }
+    }
+
+    fn key() -> Option<DevicePseudonymKey> {
+        Some(DevicePseudonymKey::derive(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[1; 32])))
+    }
+
+    #[test]
+    fn a_new_connection_hears_everything_in_force() {
+        let quiet = directive_messages(None, &directives(false), || panic!("no key needed"));
+        assert_eq!(
+            quiet,
+            vec![
+                ControlMessage::Consent { capture: false },
+                ControlMessage::DataPolicy { omit: BoundedVec::truncating(vec![MetadataField::Usernames]) },
+            ],
+            "real MACs are what a device sends anyway"
+        );
+        let pseudonymising = directive_messages(None, &directives(true), key);
+        assert_eq!(pseudonymising.last(), Some(&ControlMessage::MacPseudonyms { key: key() }));
+    }
+
+    #[test]
+    fn changes_are_told_and_nothing_else() {
+        let (off, on) = (directives(false), directives(true));
+        assert_eq!(directive_messages(Some(&on), &on, || panic!("no key needed")), vec![]);
+        assert_eq!(directive_messages(Some(&off), &on, key), vec![ControlMessage::MacPseudonyms { key: key() }]);
+        assert_eq!(
+            directive_messages(Some(&on), &off, || panic!("no key needed")),
+            vec![ControlMessage::MacPseudonyms { key: None }]
+        );
+        // Without a key the device keeps sending real MACs, which are then
+        // pseudonymised on arrival; telling it "pseudonymise" without one
+        // would mean nothing.
+        assert_eq!(directive_messages(Some(&off), &on, || None), vec![]);
+    }
 }

@@ -50,12 +50,18 @@ pub struct OrgDirectives {
     pub capture_consent: bool,
     /// Metadata fields not to collect.
     pub omit: Vec<glimpse_common::minimise::MetadataField>,
+    /// Whether devices pseudonymise MAC addresses before sending them.
+    pub pseudonymise_macs: bool,
 }
 
 impl OrgDirectives {
     /// The directives an organisation's decisions give.
     pub fn of(policy: &crate::control::OrgPolicy) -> Self {
-        Self { capture_consent: policy.capture_consent, omit: policy.omit.clone() }
+        Self {
+            capture_consent: policy.capture_consent,
+            omit: policy.omit.clone(),
+            pseudonymise_macs: policy.pseudonymise_macs,
+        }
     }
 }
 

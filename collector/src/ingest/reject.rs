@@ -84,6 +84,9 @@ pub struct IngestMetrics {
     batches: Mutex<(u64, u64)>,
     payload_bytes_cut: Mutex<u64>,
     captures_without_consent: Mutex<u64>,
+    /// Batches stored under MAC pseudonymisation: (pseudonymised on the
+    /// device, arrived with real MACs).
+    pseudonymised_batches: Mutex<(u64, u64)>,
 }
 
 impl IngestMetrics {
@@ -99,6 +102,22 @@ impl IngestMetrics {
 
     pub(crate) fn payload_cut(&self, bytes: usize) {
         *self.payload_bytes_cut.lock().unwrap_or_else(|p| p.into_inner()) += bytes as u64;
+    }
+
+    pub(crate) fn pseudonymised(&self, form: glimpse_common::minimise::MacForm) {
+        let mut counts = self.pseudonymised_batches.lock().unwrap_or_else(|p| p.into_inner());
+        match form {
+            glimpse_common::minimise::MacForm::DevicePseudonyms => counts.0 += 1,
+            glimpse_common::minimise::MacForm::Real => counts.1 += 1,
+        }
+    }
+
+    /// Batches whose MAC addresses were pseudonymised: first those the
+    /// device had already pseudonymised, then those that arrived with real
+    /// addresses (sent before the device heard of the policy, or by an
+    /// agent that does not pseudonymise) and got both layers here.
+    pub fn pseudonymised_batches(&self) -> (u64, u64) {
+        *self.pseudonymised_batches.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn captures_without_consent(&self, records: usize) {
