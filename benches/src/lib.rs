@@ -1,7 +1,12 @@
-//! Shared fixtures for Glimpse's criterion benchmarks (the benchmarks
-//! themselves live in `benches/`).
+//! Glimpse's benchmarks: shared fixtures for the criterion benchmarks (which
+//! live in `benches/`), and [`load`], the engine of `glimpse-bench`, the load
+//! tool an operator runs to size a collector.
+
+pub mod load;
+pub mod packets;
 
 use glimpse_common::bounded::{BoundedString, BoundedVec};
+use glimpse_common::capture::CapturedPacket;
 use glimpse_common::identity::{DeviceKind, OrgId};
 use glimpse_common::record::{DeviceMetadata, InterfaceStats, MacAddr, Record, RecordBody};
 use glimpse_common::wire::Batch;
@@ -49,5 +54,33 @@ pub fn sample_batch(records: usize) -> Batch {
         org: OrgId::new("acme").unwrap(),
         stream_seq: 1,
         records: BoundedVec::truncating((0..records).map(sample_record).collect()),
+    }
+}
+
+/// A capture-header record: packet `i` of the realistic mix
+/// ([`packets::mix`]) cut to its headers as the agent does, so about 100
+/// bytes encoded.
+pub fn sample_capture(packets: &[(glimpse_common::capture::LinkType, Vec<u8>)], i: usize, now_ms: i64) -> Record {
+    let (link, packet) = &packets[i % packets.len()];
+    let wire_len = u32::try_from(packet.len()).unwrap_or(u32::MAX);
+    Record {
+        observed_at_ms: now_ms,
+        body: RecordBody::Capture(CapturedPacket::from_packet(
+            *link,
+            now_ms.saturating_mul(1000).saturating_add(i as i64),
+            BoundedString::truncating("wlan0"),
+            packet,
+            wire_len,
+        )),
+    }
+}
+
+/// A batch of `records` capture-header records from the realistic mix.
+pub fn capture_batch(records: usize) -> Batch {
+    let packets = packets::mix();
+    Batch {
+        org: OrgId::new("acme").unwrap(),
+        stream_seq: 1,
+        records: BoundedVec::truncating((0..records).map(|i| sample_capture(&packets, i, 1_790_000_000_000)).collect()),
     }
 }

@@ -1,0 +1,244 @@
+//! `glimpse-bench`: how many devices and records per second one collector
+//! machine holds. See README.md, "Performance".
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use glimpse_benches::load::{self, RecordMix, RemoteCollector, Transport};
+use glimpse_common::identity::OrgId;
+
+/// Load tool for sizing a Glimpse collector: simulates devices, each with
+/// its own certificate and mutually-authenticated connection, streams
+/// records into a collector and reports records/s, MiB/s, acknowledgement
+/// latency, collector CPU and memory, and whether everything sent was stored.
+#[derive(Debug, Parser)]
+#[command(name = "glimpse-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Stream into a collector: one it starts on this machine (default), or
+    /// a running one (--collector).
+    ///
+    /// Examples:
+    ///   glimpse-bench run --devices 100 --seconds 10
+    ///   glimpse-bench run --devices 10000 --rate 10000 --batch 1 --seconds 30   (a big fleet, 1 record/s each)
+    ///   glimpse-bench run --devices 2000 --seconds 0                          (handshake rate: the fleet reconnecting)
+    #[command(verbatim_doc_comment)]
+    Run(RunArgs),
+    /// Feed the same load to a syslog receiver over mutual TLS (RFC 5425),
+    /// counting what it writes to its output file; for the comparison with
+    /// rsyslog in scripts/bench-compare.sh.
+    Syslog(SyslogArgs),
+    /// Measure rustls bulk throughput over one loopback connection with the
+    /// collector's TLS settings: the ceiling for ingest over TLS.
+    TlsBulk(BulkArgs),
+    /// (Internal) the collector process `run` starts.
+    #[command(hide = true)]
+    Collector {
+        /// The collector config `run` wrote.
+        #[arg(long)]
+        config: PathBuf,
+        /// Organisations given capture consent at start.
+        #[arg(long)]
+        consent: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Load {
+    /// Simulated devices, each with its own certificate and connection.
+    #[arg(long, default_value_t = 100)]
+    devices: usize,
+    /// Seconds of streaming after every device has connected (0: just
+    /// connect, to measure handshakes).
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Which records: capture headers (~100 bytes), metadata (~320 bytes) or mixed.
+    #[arg(long, value_enum, default_value_t = RecordMix::Capture)]
+    records: RecordMix,
+    /// Records per batch (one frame, one acknowledgement).
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    load: Load,
+    /// Batches a device may have unacknowledged.
+    #[arg(long, default_value_t = 4)]
+    window: usize,
+    /// Records per second for the whole fleet (default: as fast as the
+    /// collector acknowledges).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// tls: access points (mutual TLS and shared key); ssh: switches.
+    #[arg(long, value_enum, default_value_t = Transport::Tls)]
+    transport: Transport,
+    /// Organisations to spread the devices over (each has its own key and segments).
+    #[arg(long, default_value_t = 1)]
+    orgs: usize,
+    /// Handshakes in progress at once while the fleet connects.
+    #[arg(long, default_value_t = 64)]
+    connect_concurrency: usize,
+    /// Where the PKI (kept between runs: issuing 10,000 devices takes a
+    /// while), the collector's config and its data go.
+    #[arg(long, env = "GLIMPSE_BENCH_DIR")]
+    dir: Option<PathBuf>,
+    /// A running collector's address, instead of starting one. Needs --pki;
+    /// stored = sent is then not checked (the store is the collector's).
+    #[arg(long, requires = "pki")]
+    collector: Option<String>,
+    /// The running collector's pki_dir (with the CA key): bench devices are
+    /// issued there, and the collector imports them on SIGHUP.
+    #[arg(long)]
+    pki: Option<PathBuf>,
+    /// The running collector's process id: its CPU and memory are measured,
+    /// and it is sent SIGHUP to import the bench devices.
+    #[arg(long)]
+    collector_pid: Option<u32>,
+    /// The name in the running collector's certificate.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// The running collector's SSH host key fingerprint (--transport ssh).
+    #[arg(long)]
+    ssh_fingerprint: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct SyslogArgs {
+    #[command(flatten)]
+    load: Load,
+    /// The receiver's address.
+    #[arg(long)]
+    target: String,
+    /// The name in the receiver's certificate.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// CA certificate (PEM) that signed the receiver's certificate.
+    #[arg(long)]
+    ca: PathBuf,
+    /// Client certificate (PEM) the receiver checks.
+    #[arg(long)]
+    cert: PathBuf,
+    /// Its private key (PEM).
+    #[arg(long)]
+    key: PathBuf,
+    /// The file the receiver writes, one line per message.
+    #[arg(long)]
+    output_file: PathBuf,
+    /// The receiver's process id, for its CPU and memory figures.
+    #[arg(long)]
+    collector_pid: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+struct BulkArgs {
+    /// Seconds to stream.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Where the bench PKI is kept.
+    #[arg(long, env = "GLIMPSE_BENCH_DIR")]
+    dir: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn default_dir() -> PathBuf {
+    std::env::temp_dir().join("glimpse-bench")
+}
+
+fn print<T: serde::Serialize>(json: bool, value: &T, table: impl FnOnce() -> String) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", table());
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => {
+                let options = load::LoadOptions {
+                    devices: args.load.devices,
+                    seconds: args.load.seconds,
+                    records: args.load.records,
+                    batch: args.load.batch,
+                    window: args.window,
+                    rate: args.rate,
+                    transport: args.transport,
+                    orgs: args.orgs,
+                    connect_concurrency: args.connect_concurrency,
+                    dir: args.dir.unwrap_or_else(default_dir),
+                    remote: match (args.collector, args.pki) {
+                        (Some(address), Some(pki)) => Some(RemoteCollector {
+                            address,
+                            pki,
+                            pid: args.collector_pid,
+                            server_name: args.server_name,
+                            ssh_fingerprint: args.ssh_fingerprint,
+                        }),
+                        _ => None,
+                    },
+                    progress: !args.load.json,
+                };
+                let report = load::run(&options).await?;
+                print(args.load.json, &report, || report.table())?;
+                if report.stored_equals_sent == Some(false) {
+                    anyhow::bail!("stored != sent");
+                }
+                Ok(())
+            }
+            Command::Syslog(args) => {
+                let options = load::syslog::SyslogOptions {
+                    target: args.target,
+                    server_name: args.server_name,
+                    ca: args.ca,
+                    cert: args.cert,
+                    key: args.key,
+                    devices: args.load.devices,
+                    seconds: args.load.seconds,
+                    records: args.load.records,
+                    batch: args.load.batch,
+                    output_file: args.output_file,
+                    receiver_pid: args.collector_pid,
+                };
+                let report = load::syslog::run(&options).await?;
+                print(args.load.json, &report, || report.table())
+            }
+            Command::TlsBulk(args) => {
+                let report = load::bulk::run(&args.dir.unwrap_or_else(default_dir), args.seconds).await?;
+                print(args.json, &report, || {
+                    format!(
+                        "rustls over loopback: {:.0} MiB/s ({} bytes in {:.1} s, {})\n",
+                        report.mib_per_sec, report.bytes, report.seconds, report.cipher_suite
+                    )
+                })
+            }
+            Command::Collector { config, consent } => {
+                let orgs = consent.into_iter().map(OrgId::new).collect::<Result<Vec<_>, _>>()?;
+                load::collector_process::serve(&config, &orgs).await.context("glimpse-bench collector")
+            }
+        }
+    })
+}

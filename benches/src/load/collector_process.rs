@@ -1,0 +1,235 @@
+//! The collector under test as a process of its own, so that its CPU time
+//! and peak memory are its own and not the load generator's: the load tool
+//! starts itself again as `glimpse-bench collector`, which runs the real
+//! collector library on the bench directory's config, and reads its figures
+//! from `/proc`.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use glimpse_collector::config::CollectorConfig;
+use glimpse_collector::Collector;
+use glimpse_common::identity::OrgId;
+use serde::Serialize;
+
+use super::BenchError;
+
+/// The line the collector process prints once it listens.
+const READY: &str = "glimpse-bench collector ready";
+
+/// Writes the collector config for a bench directory: listeners on
+/// ephemeral loopback ports, data under `data/`, registrations imported from
+/// `pki`, limits that admit a large fleet at once.
+pub fn write_config(dir: &Path, pki: &Path, max_connections: usize) -> Result<PathBuf, BenchError> {
+    let master = dir.join("master.key");
+    if !master.exists() {
+        glimpse_collector::keys::MasterKey::generate_file(&master)
+            .map_err(|e| BenchError::setup("the master key", e.to_string()))?;
+    }
+    let text = format!(
+        "# Written by glimpse-bench for its own collector process.\n\
+         listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nmaster_key_file = \"master.key\"\npki_dir = {pki:?}\n\n\
+         [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\ncrl = {crl:?}\n\n\
+         # A fleet connecting at once queues its handshakes on a few cores.\n\
+         [limits]\nmax_connections = {max_connections}\nhandshake_timeout_secs = 120\n\n\
+         [ssh]\nlisten = \"127.0.0.1:0\"\nauth_timeout_secs = 120\n",
+        ca = glimpse_certs::ca_cert_path(pki),
+        cert = glimpse_certs::collector_cert_path(pki),
+        key = glimpse_certs::collector_key_path(pki),
+        crl = glimpse_certs::ca_crl_path(pki),
+    );
+    let path = dir.join("collector.toml");
+    std::fs::write(&path, text).map_err(|e| BenchError::io(format!("writing {}", path.display()), e))?;
+    Ok(path)
+}
+
+/// What `glimpse-bench collector` runs: the collector on `config`, capture
+/// consent given for `consent` (through the audited admin path, as the
+/// operator `glimpse-bench`), until SIGTERM or SIGINT, then a drain.
+pub async fn serve(config: &Path, consent: &[OrgId]) -> Result<(), BenchError> {
+    use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole};
+    use glimpse_common::wire::admin::{AdminAction, AdminReply};
+
+    let config = CollectorConfig::load(config).map_err(|e| BenchError::Collector(e.to_string()))?;
+    let collector = Collector::start(config).await.map_err(|e| BenchError::Collector(e.to_string()))?;
+    let operator = AdminName::new("glimpse-bench")
+        .and_then(|name| AdminIdentity::new(name, AdminRole::Operator, None))
+        .map_err(|e| BenchError::Collector(e.to_string()))?;
+    for org in consent {
+        let context = collector.admin_context();
+        let (operator, org) = (operator.clone(), org.clone());
+        let action = AdminAction::SetConsent { org: org.clone(), capture: true };
+        let reply = tokio::task::spawn_blocking(move || context.act(&operator, action))
+            .await
+            .map_err(|e| BenchError::Collector(e.to_string()))?;
+        if !matches!(reply, AdminReply::ConsentSet { .. }) {
+            return Err(BenchError::Collector(format!("capture consent for {org} not given: {reply:?}")));
+        }
+    }
+    let ssh = collector.ssh_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
+    let fingerprint = collector.ssh_host_key_fingerprint().unwrap_or("-").to_owned();
+    println!("{READY} tls={} ssh={ssh} fingerprint={fingerprint}", collector.local_addr());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| BenchError::io("installing the SIGTERM handler", e))?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    let (batches, records) = collector.metrics().stored_totals();
+    collector.shutdown().await;
+    println!("glimpse-bench collector stopped: {batches} batches, {records} records stored");
+    Ok(())
+}
+
+/// The collector process the load tool started.
+#[derive(Debug)]
+pub struct CollectorProcess {
+    child: Child,
+    /// Where access points connect.
+    pub tls: SocketAddr,
+    /// Where switches connect.
+    pub ssh: Option<SocketAddr>,
+    /// The SSH host key devices pin.
+    pub fingerprint: Option<String>,
+}
+
+impl CollectorProcess {
+    /// Starts `glimpse-bench collector --config CONFIG` from this very
+    /// executable and waits until it listens.
+    pub fn spawn(config: &Path, consent: &[OrgId]) -> Result<Self, BenchError> {
+        let exe = std::env::current_exe().map_err(|e| BenchError::io("finding glimpse-bench's own path", e))?;
+        let mut command = Command::new(exe);
+        command.arg("collector").arg("--config").arg(config);
+        for org in consent {
+            command.arg("--consent").arg(org.as_str());
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| BenchError::io("starting the collector process", e))?;
+        let stdout = child.stdout.take().ok_or_else(|| BenchError::Collector("no stdout".into()))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = loop {
+            match lines.next() {
+                Some(Ok(line)) if line.starts_with(READY) => break line,
+                Some(Ok(_)) => continue,
+                _ => {
+                    let status = child.wait().map_err(|e| BenchError::io("waiting for the collector process", e))?;
+                    return Err(BenchError::Collector(format!("exited before listening ({status})")));
+                }
+            }
+        };
+        // The rest of its output (the drain summary) is not needed, but the
+        // pipe must not fill up.
+        std::thread::spawn(move || lines.for_each(drop));
+        let field = |name: &str| {
+            ready.split_whitespace().find_map(|w| w.strip_prefix(name)).filter(|v| *v != "-").map(str::to_owned)
+        };
+        let tls = field("tls=")
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| BenchError::Collector(format!("unreadable ready line {ready:?}")))?;
+        Ok(Self { tls, ssh: field("ssh=").and_then(|a| a.parse().ok()), fingerprint: field("fingerprint="), child })
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM (the collector drains and exits), then waits for it.
+    pub fn stop(mut self) -> Result<(), BenchError> {
+        signal(self.child.id(), rustix::process::Signal::TERM)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => return Err(BenchError::Collector(format!("exited with {status}"))),
+                Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                Ok(None) => {
+                    let _ = self.child.kill();
+                    return Err(BenchError::Collector("did not drain within 120 s; killed".into()));
+                }
+                Err(e) => return Err(BenchError::io("waiting for the collector process", e)),
+            }
+        }
+    }
+}
+
+impl Drop for CollectorProcess {
+    fn drop(&mut self) {
+        // A run that fails half-way must not leave a collector behind.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends `signal` to process `pid`.
+pub fn signal(pid: u32, signal: rustix::process::Signal) -> Result<(), BenchError> {
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| BenchError::Collector(format!("no such process id {pid}")))?;
+    rustix::process::kill_process(pid, signal)
+        .map_err(|e| BenchError::io(format!("signalling process {}", pid.as_raw_nonzero()), e.into()))
+}
+
+/// A process's CPU time and peak memory, from `/proc`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ProcessSample {
+    /// User plus system CPU time so far, seconds.
+    pub cpu_seconds: f64,
+    /// Peak resident set size so far (`VmHWM`), KiB.
+    pub peak_rss_kib: u64,
+}
+
+/// Reads process `pid`'s CPU time and peak RSS; `None` if it is gone or
+/// `/proc` is not there.
+pub fn sample(pid: u32) -> Option<ProcessSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_proc(&stat, &status, rustix::param::clock_ticks_per_second())
+}
+
+/// Parses `/proc/PID/stat` (utime and stime, fields 14 and 15, counted
+/// after the parenthesised command name, which may hold spaces) and
+/// `/proc/PID/status` (`VmHWM`).
+fn parse_proc(stat: &str, status: &str, ticks_per_second: u64) -> Option<ProcessSample> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // After the name: state is field 3 overall, so utime (14) is index 11.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let peak_rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    Some(ProcessSample { cpu_seconds: (utime + stime) as f64 / ticks_per_second.max(1) as f64, peak_rss_kib })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_figures_are_read_past_a_command_name_with_spaces() {
+        let stat = "4242 (glimpse (bench) x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 9 0 100 1000 200";
+        let status = "Name:\tglimpse-bench\nVmPeak:\t  900 kB\nVmHWM:\t   65536 kB\nVmRSS:\t  1000 kB\n";
+        let sample = parse_proc(stat, status, 100).unwrap();
+        assert_eq!(sample, ProcessSample { cpu_seconds: 3.0, peak_rss_kib: 65536 });
+        assert_eq!(parse_proc("garbage", status, 100), None);
+        assert_eq!(parse_proc("1 (x) S 1", status, 100), None);
+    }
+
+    #[test]
+    fn this_process_can_be_sampled() {
+        let me = sample(std::process::id()).expect("/proc is mounted");
+        assert!(me.peak_rss_kib > 0);
+    }
+}
