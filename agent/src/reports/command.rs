@@ -143,6 +143,12 @@ pub fn run(argv: &[String], timeout: Duration, limit: usize) -> Result<Output, C
         bytes.truncate(keep);
     }
     let status = child.wait().map_err(|source| CommandError::Spawn { program: program.clone(), source })?;
+    // 127 is how a shell says "command not found", and how a spawn whose
+    // exec failed after the fork reports it (qemu-user runs posix_spawn
+    // that way): either way the tool is not on this device.
+    if status.code() == Some(127) && bytes.is_empty() {
+        return Err(CommandError::NotFound { program: program.clone() });
+    }
     if !status.success() && !truncated {
         let stderr = String::from_utf8_lossy(&err).lines().next().unwrap_or("").chars().take(200).collect();
         return Err(CommandError::Failed { program: program.clone(), status, stderr });
@@ -174,6 +180,8 @@ mod tests {
 
         let missing = run(&["glimpse-no-such-tool".into()], Duration::from_secs(10), 1024).unwrap_err();
         assert!(missing.is_missing(), "{missing}");
+        let wrapped = run(&sh("exec glimpse-no-such-tool"), Duration::from_secs(10), 1024).unwrap_err();
+        assert!(wrapped.is_missing(), "a wrapper script that cannot find its tool: {wrapped}");
 
         let failed =
             run(&sh("echo 'command failed: No such device (-19)' >&2; exit 237"), Duration::from_secs(10), 1024)

@@ -29,6 +29,8 @@ pub struct BulkReport {
 /// Streams for `seconds` over mutual TLS on 127.0.0.1 with the bench PKI in
 /// `dir` (made if missing).
 pub async fn run(dir: &Path, seconds: f64) -> Result<BulkReport, BenchError> {
+    std::fs::create_dir_all(dir).map_err(|e| BenchError::io(format!("creating {}", dir.display()), e))?;
+    let _lock = super::lock_dir(dir)?;
     let pki = dir.join("pki");
     let fleet = {
         let pki = pki.clone();

@@ -232,6 +232,7 @@ pub async fn run(options: &LoadOptions) -> Result<Report, BenchError> {
     std::fs::create_dir_all(&options.dir)
         .map_err(|e| BenchError::io(format!("creating {}", options.dir.display()), e))?;
     let dir = std::fs::canonicalize(&options.dir).map_err(|e| BenchError::io("resolving the bench directory", e))?;
+    let _lock = lock_dir(&dir)?;
     let pki = options.remote.as_ref().map_or_else(|| dir.join("pki"), |r| r.pki.clone());
     let prepared = {
         let (pki, devices, orgs, transport) = (pki.clone(), options.devices, options.orgs, options.transport);
@@ -437,6 +438,25 @@ fn start_target(
             Ok((Target::Remote(remote.clone()), link))
         }
     }
+}
+
+/// Holds the bench directory for this run: a second run on the same
+/// directory would clear the first one's data under its collector.
+pub(crate) fn lock_dir(dir: &Path) -> Result<std::fs::File, BenchError> {
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| BenchError::io(format!("opening {}", path.display()), e))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+        BenchError::Options(format!(
+            "another glimpse-bench is using {}; wait for it or give this one its own --dir",
+            dir.display()
+        ))
+    })?;
+    Ok(file)
 }
 
 /// Counts every record in the stopped collector's store for `orgs`, reading

@@ -153,7 +153,12 @@ pub async fn run(options: &SyslogOptions) -> Result<Report, BenchError> {
                 }
                 tally.sent.fetch_add(batch, Ordering::Relaxed);
             }
+            // Read to the end before dropping the socket: closing it with
+            // unread bytes (the receiver's session tickets) sends a reset,
+            // and a reset makes the receiver's kernel discard what its
+            // process had not read yet.
             let _ = stream.shutdown().await;
+            let _ = tokio::time::timeout(WRITE_OUT_TIMEOUT, tokio::io::copy(&mut stream, &mut tokio::io::sink())).await;
         });
     }
     while tally.connected.load(Ordering::Relaxed) + tally.errors.load(Ordering::Relaxed) < options.devices as u64 {
