@@ -166,8 +166,21 @@ fn print<T: serde::Serialize>(json: bool, value: &T, table: impl FnOnce() -> Str
     Ok(())
 }
 
+/// Lifts this process's open-file limit to its hard limit (the collector
+/// process inherits it): a fleet of 10,000 devices is 10,000 sockets on each
+/// side, and many systems start programs with a soft limit of 1024.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    raise_open_file_limit();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
