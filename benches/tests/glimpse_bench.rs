@@ -60,3 +60,48 @@ fn rustls_bulk_moves_bytes() {
     assert!(report["bytes"].as_u64().unwrap() > 0, "{report:#}");
     assert!(report["cipher_suite"].as_str().unwrap().starts_with("TLS13_"), "{report:#}");
 }
+
+#[test]
+fn a_running_collector_is_loaded_through_its_pki_and_sighup() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    // A first run leaves a PKI and a collector config behind; the collector
+    // started from them stands in for one an operator runs.
+    let first = bench(dir.path(), &["run", "--devices", "1", "--seconds", "0"]);
+    assert_eq!(first["connections"], 1, "{first:#}");
+    let mut collector = Command::new(env!("CARGO_BIN_EXE_glimpse-bench"))
+        .args(["collector", "--consent", "bench", "--config"])
+        .arg(dir.path().join("collector.toml"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = BufReader::new(collector.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    let address = ready.split_whitespace().find_map(|w| w.strip_prefix("tls=")).unwrap().to_owned();
+    let pid = collector.id().to_string();
+    let pki = dir.path().join("pki");
+    let other = tempfile::tempdir().unwrap();
+    // Two devices: one already registered, one issued now and imported on SIGHUP.
+    let report = bench(
+        other.path(),
+        &[
+            "run",
+            "--devices",
+            "2",
+            "--seconds",
+            "1",
+            "--collector",
+            &address,
+            "--pki",
+            pki.to_str().unwrap(),
+            "--collector-pid",
+            &pid,
+        ],
+    );
+    let _ = collector.kill();
+    let _ = collector.wait();
+    assert_eq!(report["connections"], 2, "{report:#}");
+    let sent = report["records_sent"].as_u64().unwrap();
+    assert!(sent > 0 && report["records_acked"].as_u64() == Some(sent), "{report:#}");
+    assert!(report["records_stored"].is_null(), "the store is the running collector's: {report:#}");
+    assert!(report["collector"]["peak_rss_kib"].as_u64().unwrap() > 0, "measured through --collector-pid: {report:#}");
+}

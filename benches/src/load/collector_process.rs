@@ -48,7 +48,8 @@ pub fn write_config(dir: &Path, pki: &Path, max_connections: usize) -> Result<Pa
 
 /// What `glimpse-bench collector` runs: the collector on `config`, capture
 /// consent given for `consent` (through the audited admin path, as the
-/// operator `glimpse-bench`), until SIGTERM or SIGINT, then a drain.
+/// operator `glimpse-bench`), reloading on SIGHUP, until SIGTERM or SIGINT,
+/// then a drain.
 pub async fn serve(config: &Path, consent: &[OrgId]) -> Result<(), BenchError> {
     use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole};
     use glimpse_common::wire::admin::{AdminAction, AdminReply};
@@ -72,11 +73,21 @@ pub async fn serve(config: &Path, consent: &[OrgId]) -> Result<(), BenchError> {
     let ssh = collector.ssh_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
     let fingerprint = collector.ssh_host_key_fingerprint().unwrap_or("-").to_owned();
     println!("{READY} tls={} ssh={ssh} fingerprint={fingerprint}", collector.local_addr());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| BenchError::io("installing the SIGTERM handler", e))?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| BenchError::io("installing the SIGTERM handler", e))?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| BenchError::io("installing the SIGHUP handler", e))?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            // As `glimpse-collector serve` does: re-import registrations,
+            // so a load run can add devices to this collector.
+            _ = hup.recv() => {
+                if let Err(e) = collector.reload() {
+                    eprintln!("glimpse-bench collector: reload failed: {e}");
+                }
+            }
+        }
     }
     let (batches, records) = collector.metrics().stored_totals();
     collector.shutdown().await;
