@@ -145,7 +145,7 @@ pub async fn stream(
                 CollectorMessage::Error(e) => {
                     return Err(TransportError::Refused { code: e.code, message: e.message.to_string() })
                 }
-                _ => return Err(TransportError::UnexpectedReply("a second welcome")),
+                _ => return Err(TransportError::UnexpectedReply("a message other than an acknowledgement")),
             },
             _ = tick(&mut ticker), if may_send => {
                 batch.stream_seq = next_seq;

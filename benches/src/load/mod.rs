@@ -265,8 +265,13 @@ pub async fn run(options: &LoadOptions) -> Result<Report, BenchError> {
     let collector_start = sample_opt(target.pid());
     let connect_start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
+    // One batch per organisation, built and measured once, copied to its devices.
+    let mut templates: std::collections::HashMap<OrgId, (Batch, f64)> = std::collections::HashMap::new();
     for (n, (identity, config)) in configs.into_iter().enumerate() {
-        let (batch, bytes) = options.records.batch(&identity.org, options.batch, now_ms);
+        let (batch, bytes) = templates
+            .entry(identity.org.clone())
+            .or_insert_with(|| options.records.batch(&identity.org, options.batch, now_ms))
+            .clone();
         record_bytes = bytes;
         let (tally, handshakes, mut go, stop) =
             (Arc::clone(&tally), Arc::clone(&handshakes), go_rx.clone(), stop_rx.clone());
