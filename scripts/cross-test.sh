@@ -172,7 +172,7 @@ peak_rss_kib() {
 # DEMO and NATIVE_AGENT.
 prepare_host() {
   log "building the native collector and agent"
-  (cd "$ROOT" && env -u RUSTC -u CARGO_TARGET_DIR cargo build --locked --release -p glimpse-collector &&
+  (cd "$ROOT" && env -u RUSTC -u CARGO_TARGET_DIR cargo build --locked --release -p glimpse-collector -p glimpse-demo &&
     env -u RUSTC -u CARGO_TARGET_DIR cargo build --locked --profile agent -p glimpse-agent) ||
     die "the native build failed"
   COLLECTOR=$ROOT/target/release/glimpse-collector
@@ -180,7 +180,7 @@ prepare_host() {
   DEMO=$OUT/run/demo
   mkdir -p "$OUT/run"
   log "creating a PKI and collector with the demo (a few seconds of streaming)"
-  "$COLLECTOR" demo --dir "$DEMO" --agents 2 --seconds 2 > "$OUT/run/demo.log" 2>&1 ||
+  "$ROOT/target/release/glimpse-demo" --dir "$DEMO" --agents 2 --seconds 2 > "$OUT/run/demo.log" 2>&1 ||
     { cat "$OUT/run/demo.log"; die "the demo failed"; }
   trap 'collector_stop' EXIT
 }

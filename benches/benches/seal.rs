@@ -11,10 +11,10 @@ use glimpse_benches::sample_batch;
 /// A batch's (stream id, sequence number): a random-looking stream id
 /// encodes as long as real ones do.
 const STREAM: (u64, u64) = (0x9e37_79b9_7f4a_7c15, 1);
-use glimpse_collector::store::seal_batch_in_memory;
 use glimpse_common::identity::{DeviceId, DeviceIdentity, DeviceKind, OrgId};
 use glimpse_common::record::DataKind;
 use glimpse_common::secret::SecretKey;
+use glimpse_store::store::seal_batch_in_memory;
 
 fn seal(c: &mut Criterion) {
     let key = SecretKey::from_bytes([7; 32]);

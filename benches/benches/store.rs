@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use glimpse_benches::capture_batch;
-use glimpse_collector::keys::MasterKey;
-use glimpse_collector::retention::RetentionPolicy;
-use glimpse_collector::store::Store;
 use glimpse_common::clock::SystemClock;
 use glimpse_common::identity::{DeviceId, DeviceIdentity, DeviceKind, OrgId};
 use glimpse_common::secret::SecretKey;
+use glimpse_store::keys::MasterKey;
+use glimpse_store::retention::RetentionPolicy;
+use glimpse_store::store::Store;
 
 const RECORDS: usize = 256;
 

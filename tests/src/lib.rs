@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use glimpse_agent::{AgentConfig, AgentHandle, AgentStatus};
 use glimpse_collector::config::CollectorConfig;
-use glimpse_collector::keys::MasterKey;
 use glimpse_collector::Collector;
 use glimpse_common::clock::{Clock, SystemClock};
 use glimpse_common::identity::{DeviceId, DeviceIdentity, DeviceKind, OrgId};
 use glimpse_common::tls::{client_config, load_certs, load_key};
+use glimpse_store::keys::MasterKey;
 use tempfile::TempDir;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -392,7 +392,7 @@ pub fn issue_admin(
     collector: &TestCollector,
     role: glimpse_common::identity::AdminRole,
     org: Option<&str>,
-) -> glimpse_collector::admin::AdminCredentials {
+) -> glimpse_admin_client::AdminCredentials {
     issue_admin_in(&pki().ours, collector, role, org)
 }
 
@@ -403,7 +403,7 @@ pub fn issue_admin_in(
     collector: &TestCollector,
     role: glimpse_common::identity::AdminRole,
     org: Option<&str>,
-) -> glimpse_collector::admin::AdminCredentials {
+) -> glimpse_admin_client::AdminCredentials {
     use glimpse_common::identity::{AdminIdentity, AdminName};
     let name = AdminName::new(format!("admin-{}", unique_device("x"))).expect("name");
     let identity = AdminIdentity::new(name, role, org.map(|o| OrgId::new(o).expect("org"))).expect("identity");
@@ -411,7 +411,7 @@ pub fn issue_admin_in(
         let _guard = pki().lock();
         glimpse_certs::issue_admin(pki_dir, &identity, &glimpse_certs::Validity::default(), false).expect("admin")
     };
-    glimpse_collector::admin::AdminCredentials {
+    glimpse_admin_client::AdminCredentials {
         address: collector.collector.admin_addr().expect("admin API enabled").to_string(),
         server_name: "localhost".into(),
         ca: glimpse_certs::ca_cert_path(&pki().ours),

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use glimpse_collector::admin::{admin_request, AdminCredentials};
+use glimpse_admin_client::{admin_request, AdminCredentials};
 use glimpse_common::bounded::{BoundedString, BoundedVec};
 use glimpse_common::capture::CapturedPacket;
 use glimpse_common::clock::{Clock, ManualClock, SystemClock};

@@ -75,8 +75,7 @@ async fn real_capture_keeps_headers_and_never_the_payload() {
     let exported = scratch.path().join("export.pcapng");
     let mut out = Vec::new();
     let (written, problems) =
-        glimpse_collector::export::export_pcapng(tc.collector.store(), &device.identity.org, None, None, &mut out)
-            .unwrap();
+        glimpse_store::export::export_pcapng(tc.collector.store(), &device.identity.org, None, None, &mut out).unwrap();
     assert_eq!((written, problems), (stored.len(), 0));
     assert!(!contains(&out, MARKER));
     std::fs::write(&exported, &out).unwrap();
@@ -89,15 +88,8 @@ async fn real_capture_keeps_headers_and_never_the_payload() {
 
     // The JSON-lines form carries the decoded summary.
     let mut json = Vec::new();
-    glimpse_collector::export::export(
-        tc.collector.store(),
-        &device.identity.org,
-        DataKind::Capture,
-        None,
-        None,
-        &mut json,
-    )
-    .unwrap();
+    glimpse_store::export::export(tc.collector.store(), &device.identity.org, DataKind::Capture, None, None, &mut json)
+        .unwrap();
     assert!(!contains(&json, MARKER));
     let first: serde_json::Value =
         serde_json::from_str(std::str::from_utf8(&json).unwrap().lines().next().unwrap()).unwrap();
@@ -158,7 +150,7 @@ async fn send_marked_udp_until(port: u16, what: &str, mut done: impl FnMut() -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_demand_live_capture_through_the_admin_api() {
-    use glimpse_collector::admin::admin_request;
+    use glimpse_admin_client::admin_request;
     use glimpse_common::bounded::BoundedString;
     use glimpse_common::identity::AdminRole;
     use glimpse_common::wire::admin::{AdminAction, AdminReply};
@@ -322,7 +314,7 @@ async fn a_dns_failure_triggers_a_header_only_capture_window() {
 /// and one stopped by an admin ends at once: neither waits for a packet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiet_captures_end_on_their_deadline_and_on_stop() {
-    use glimpse_collector::admin::admin_request;
+    use glimpse_admin_client::admin_request;
     use glimpse_common::bounded::BoundedString;
     use glimpse_common::identity::AdminRole;
     use glimpse_common::wire::admin::{AdminAction, AdminReply};
@@ -372,7 +364,7 @@ async fn quiet_captures_end_on_their_deadline_and_on_stop() {
 /// subsystem exactly as they travel TLS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_demand_capture_reaches_a_switch_over_ssh() {
-    use glimpse_collector::admin::admin_request;
+    use glimpse_admin_client::admin_request;
     use glimpse_common::bounded::BoundedString;
     use glimpse_common::identity::{AdminRole, DeviceKind};
     use glimpse_common::wire::admin::{AdminAction, AdminReply};

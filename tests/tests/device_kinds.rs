@@ -9,9 +9,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use glimpse_collector::export::ExportLine;
 use glimpse_common::identity::{DeviceIdentity, DeviceKind, OrgId};
 use glimpse_common::record::DataKind;
+use glimpse_store::export::ExportLine;
 use glimpse_tests::*;
 use serde_json::Value;
 

@@ -73,7 +73,7 @@ impl CollectorFiles {
     fn new() -> CollectorFiles {
         let dir = tempfile::tempdir().unwrap();
         let master = dir.path().join("master.key");
-        glimpse_collector::keys::MasterKey::generate_file(&master).unwrap();
+        glimpse_store::keys::MasterKey::generate_file(&master).unwrap();
         let port = free_port();
         let text = collector_toml(&dir.path().join("data"), &master, port);
         std::fs::write(dir.path().join("collector.toml"), text).unwrap();
@@ -320,7 +320,7 @@ async fn a_full_disk_is_refused_clearly_and_corrupts_nothing() {
     assert!(mounted.success(), "mounting a small tmpfs for the full-disk test needs root");
     let _unmount = Mounted(data.clone());
     let master = dir.path().join("master.key");
-    glimpse_collector::keys::MasterKey::generate_file(&master).unwrap();
+    glimpse_store::keys::MasterKey::generate_file(&master).unwrap();
     std::fs::write(dir.path().join("collector.toml"), collector_toml(&data, &master, 0)).unwrap();
     let config = glimpse_collector::config::CollectorConfig::load(&dir.path().join("collector.toml")).unwrap();
     let collector = {

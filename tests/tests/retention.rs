@@ -23,11 +23,11 @@ async fn metadata_expires_after_sixty_days() {
 
     clock.advance(59 * MILLIS_PER_DAY);
     assert_eq!(tc.stored_records_of(&device.identity), stored, "still inside the 60-day window");
-    glimpse_collector::retention::sweep(tc.collector.store()).unwrap();
+    glimpse_store::retention::sweep(tc.collector.store()).unwrap();
     assert!(segments() > 0, "sweep must not delete data inside its window");
 
     clock.advance(2 * MILLIS_PER_DAY);
     assert_eq!(tc.stored_records_of(&device.identity), 0, "expired records are never served, even before a sweep");
-    glimpse_collector::retention::sweep(tc.collector.store()).unwrap();
+    glimpse_store::retention::sweep(tc.collector.store()).unwrap();
     assert_eq!(segments(), 0, "sweep deletes expired segments");
 }

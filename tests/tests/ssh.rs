@@ -39,7 +39,7 @@ async fn switch_and_gateway_stream_over_ssh_and_export_like_tls_agents() {
         assert!(!mine.is_empty());
         let RecordBody::Metadata(meta) = &mine[0].record.body else { panic!("metadata expected") };
         assert_eq!(meta.hostname.as_str(), marker);
-        let line = glimpse_collector::export::ExportLine::new(&device.identity.org, mine[0]);
+        let line = glimpse_store::export::ExportLine::new(&device.identity.org, mine[0]);
         let json = serde_json::to_string(&line).unwrap();
         assert!(json.contains(&marker) && json.contains(device.identity.device.as_str()), "{json}");
     }

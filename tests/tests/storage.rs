@@ -68,8 +68,7 @@ async fn damaged_segments_are_reported_and_skipped() {
     // Export goes on and says how much it skipped.
     let mut out = Vec::new();
     let (written, problems) =
-        glimpse_collector::export::export(store, &device.identity.org, DataKind::Metadata, None, None, &mut out)
-            .unwrap();
+        glimpse_store::export::export(store, &device.identity.org, DataKind::Metadata, None, None, &mut out).unwrap();
     assert_eq!(written, garbage.records.len());
     assert!(problems > 0);
 }
@@ -137,7 +136,7 @@ async fn export_prints_stable_json_lines() {
     init_logging();
     let (tc, device) = collector_with_data("exportorg").await;
     let mut out = Vec::new();
-    let (written, problems) = glimpse_collector::export::export(
+    let (written, problems) = glimpse_store::export::export(
         tc.collector.store(),
         &device.identity.org,
         DataKind::Metadata,
@@ -182,12 +181,12 @@ async fn export_prints_stable_json_lines() {
 
     // A window that excludes everything exports nothing.
     let mut out = Vec::new();
-    let (none, _) = glimpse_collector::export::export(
+    let (none, _) = glimpse_store::export::export(
         tc.collector.store(),
         &device.identity.org,
         DataKind::Metadata,
-        Some(glimpse_collector::export::parse_time("2001-01-01").unwrap()),
-        Some(glimpse_collector::export::parse_time("2001-01-02").unwrap()),
+        Some(glimpse_store::export::parse_time("2001-01-01").unwrap()),
+        Some(glimpse_store::export::parse_time("2001-01-02").unwrap()),
         &mut out,
     )
     .unwrap();

@@ -26,7 +26,7 @@ const READY: &str = "glimpse-bench collector ready";
 pub fn write_config(dir: &Path, pki: &Path, max_connections: usize) -> Result<PathBuf, BenchError> {
     let master = dir.join("master.key");
     if !master.exists() {
-        glimpse_collector::keys::MasterKey::generate_file(&master)
+        glimpse_store::keys::MasterKey::generate_file(&master)
             .map_err(|e| BenchError::setup("the master key", e.to_string()))?;
     }
     let text = format!(

@@ -15,7 +15,7 @@ use crate::config::CollectorConfig;
 use crate::ingest::connection::{serve_connection, ConnectionContext};
 use crate::ingest::directory::AgentDirectory;
 use crate::ingest::reject::{IngestMetrics, RejectReason};
-use crate::store::Store;
+use glimpse_store::store::Store;
 
 /// The current TLS configuration; replaced on SIGHUP without touching
 /// connections that are already up.

@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 use glimpse_common::identity::{DeviceId, DeviceIdentity, DeviceKind, OrgId};
 
 use crate::ingest::reject::{IngestMetrics, RejectReason};
-use crate::store::Store;
+use glimpse_store::store::Store;
 
 /// The only subsystem a device may start.
 pub const SUBSYSTEM: &str = "glimpse";
@@ -64,7 +64,8 @@ impl DeviceHandler {
         let org = OrgId::new(org).map_err(|e| (RejectReason::BadIdentity, e.to_string()))?;
         let device = DeviceId::new(device).map_err(|e| (RejectReason::BadIdentity, e.to_string()))?;
         let registry = self.store.registry();
-        let lookup = |e: crate::keys::KeyError| (RejectReason::UnknownDevice, format!("registry lookup failed: {e}"));
+        let lookup =
+            |e: glimpse_store::keys::KeyError| (RejectReason::UnknownDevice, format!("registry lookup failed: {e}"));
         let registration = registry
             .get(&org, &device)
             .map_err(lookup)?

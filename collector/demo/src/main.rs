@@ -1,4 +1,4 @@
-//! `glimpse-collector demo`: the whole system on one machine in one command.
+//! `glimpse-demo`: the whole Glimpse system on one machine in one command.
 //!
 //! Creates (or reuses) a directory holding a PKI, a master key, a collector
 //! config and one agent config per device; starts a collector and the agents
@@ -21,23 +21,63 @@ use glimpse_common::identity::{DeviceId, DeviceIdentity, DeviceKind, OrgId};
 use glimpse_common::record::{DataKind, RecordBody};
 
 mod devices;
-pub mod traffic;
+mod traffic;
 
-use crate::config::CollectorConfig;
-use crate::keys::MasterKey;
-use crate::service::Collector;
+use glimpse_collector::config::CollectorConfig;
+use glimpse_collector::service::Collector;
+use glimpse_store::keys::MasterKey;
 
-/// What the demo should do.
-#[derive(Debug, Clone)]
-pub struct DemoOptions {
-    /// Where everything goes.
-    pub dir: PathBuf,
-    /// How many agents to run.
-    pub agents: usize,
-    /// How long to stream.
-    pub seconds: u64,
-    /// Preferred port (falls back to an ephemeral one if busy).
-    pub port: u16,
+/// Glimpse demo: runs the whole system on this machine. Creates (or reuses)
+/// a PKI, a master key and configs in --dir, starts a collector and agents
+/// on 127.0.0.1 (access points over mutual TLS, a switch and a gateway per
+/// organisation over SSH), streams, has one access point send a header-only
+/// capture, and prints what was stored and how to look at it.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(version, about, long_about)]
+struct DemoOptions {
+    /// Directory for the PKI, configs and data (reused if it exists).
+    #[arg(long, default_value = "glimpse-demo")]
+    dir: PathBuf,
+    /// Number of access-point agents, spread over two organisations.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    agents: u16,
+    /// How long to stream, in seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    seconds: u64,
+    /// Port to listen on (an ephemeral one is used if it is busy).
+    #[arg(long, default_value_t = 7443)]
+    port: u16,
+}
+
+fn main() -> std::process::ExitCode {
+    use clap::Parser;
+
+    let options = DemoOptions::parse();
+    // The demo prints its own summary; keep the log to problems. A demo host
+    // has no device tree or DMI model: worth one line on a device, noise here.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,glimpse_agent::probe=error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            // EX_OSERR
+            return std::process::ExitCode::from(71);
+        }
+    };
+    match runtime.block_on(run(options)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            // EX_SOFTWARE: the demo takes no input that could be wrong.
+            std::process::ExitCode::from(70)
+        }
+    }
 }
 
 const ORGS: [&str; 2] = ["acme", "globex"];
@@ -90,7 +130,7 @@ fn write_agent_config(config_path: &Path, identity: &DeviceIdentity, link: &str)
     let dir = config_path.parent().and_then(Path::parent).unwrap_or(Path::new("."));
     let probes = devices::probe_sections(dir, identity.kind)?;
     let text = format!(
-        "# Agent config for {identity}, written by `glimpse-collector demo`.\n\
+        "# Agent config for {identity}, written by `glimpse-demo`.\n\
          [device]\norg = \"{org}\"\nid = \"{dev}\"\nkind = \"{kind}\"\nname = \"{org} {dev}\"\n\n\
          [device.location]\nsite = \"{org} HQ\"\nfloor = \"2\"\n\n\
          {link}\
@@ -117,7 +157,7 @@ fn add_spool_section(config_path: &Path, identity: &DeviceIdentity) -> anyhow::R
 }
 
 /// One line per device kind about the latest report of that kind.
-fn print_device_kind_reports(records: &[crate::store::StoredRecord]) {
+fn print_device_kind_reports(records: &[glimpse_store::store::StoredRecord]) {
     let counters = records.iter().filter(|r| matches!(r.record.body, RecordBody::Counters(_))).count();
     if counters > 0 {
         println!("            {counters} interval counter records (deltas and rates per interface)");
@@ -185,7 +225,7 @@ fn prepare(options: &DemoOptions) -> anyhow::Result<()> {
         )?;
         glimpse_certs::issue_admin(&pki, &identity, &glimpse_certs::Validity::default(), false)?;
     }
-    for identity in device_identities(options.agents) {
+    for identity in device_identities(usize::from(options.agents)) {
         let device_dir = glimpse_certs::device_dir(&pki, &identity.org, &identity.device);
         if !device_dir.join("device.pem").exists() {
             glimpse_certs::issue_device(&pki, &identity, &glimpse_certs::Validity::default(), false)?;
@@ -203,7 +243,7 @@ fn prepare(options: &DemoOptions) -> anyhow::Result<()> {
     let collector_toml = dir.join("collector.toml");
     if !collector_toml.exists() {
         let text = format!(
-            "# Collector config written by `glimpse-collector demo`.\n\
+            "# Collector config written by `glimpse-demo`.\n\
              listen = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nmaster_key_file = \"master.key\"\npki_dir = \"pki\"\n\n\
              [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/collector.pem\"\nkey = \"pki/collector.key\"\ncrl = \"pki/ca.crl.pem\"\n\n\
              [retention]\ncapture_days = 7\nmetadata_days = 60\n\n\
@@ -220,8 +260,9 @@ fn prepare(options: &DemoOptions) -> anyhow::Result<()> {
     let Some(ssh) = CollectorConfig::load(&collector_toml)?.ssh else {
         return Ok(());
     };
-    let fingerprint =
-        crate::ingest::ssh::host_key_fingerprint(&crate::ingest::ssh::host_key::load_or_create(&ssh.host_key)?);
+    let fingerprint = glimpse_collector::ingest::ssh::host_key_fingerprint(
+        &glimpse_collector::ingest::ssh::host_key::load_or_create(&ssh.host_key)?,
+    );
     for identity in ssh_identities() {
         let device_dir = glimpse_certs::device_dir(&pki, &identity.org, &identity.device);
         if !device_dir.join("device.pem").exists() {
@@ -274,13 +315,13 @@ async fn demo_capture(dir: &Path, identity: &DeviceIdentity, collector: &Collect
 }
 
 /// Runs the demo and prints its summary.
-pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
+async fn run(options: DemoOptions) -> anyhow::Result<()> {
     prepare(&options)?;
     let dir = &options.dir;
     let mut config = CollectorConfig::load(&dir.join("collector.toml"))?;
     let collector = match Collector::start_with_clock(config.clone(), Arc::new(SystemClock)).await {
         Ok(c) => c,
-        Err(crate::service::ServiceError::Bind { addr, .. }) => {
+        Err(glimpse_collector::service::ServiceError::Bind { addr, .. }) => {
             println!("{addr} is busy; using ephemeral ports for this run");
             config.listen.set_port(0);
             if let Some(admin) = config.admin_listen.as_mut() {
@@ -296,7 +337,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let addr = collector.local_addr();
     println!("collector listening on {addr} (mutual TLS, data in {})", config.data_dir.display());
 
-    let mut identities = device_identities(options.agents);
+    let mut identities = device_identities(usize::from(options.agents));
     let mut agents = Vec::new();
     for identity in &identities {
         let mut agent_config = AgentConfig::load(&agent_config_path(dir, identity))?;

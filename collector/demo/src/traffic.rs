@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::Path;
 
 /// Text in every packet's payload, never in any stored capture.
-pub const DEMO_PAYLOAD_MARKER: &[u8] = b"DEMO-SECRET-PAYLOAD";
+pub(crate) const DEMO_PAYLOAD_MARKER: &[u8] = b"DEMO-SECRET-PAYLOAD";
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x10, 0x00, 0x01];
 const GATEWAY_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x10, 0x00, 0xfe];
@@ -95,7 +95,7 @@ fn demo_packets() -> Vec<Vec<u8>> {
 
 /// Writes the demo traffic as a classic little-endian pcap file
 /// (Ethernet link type, microsecond timestamps from `start_us`).
-pub fn write_demo_pcap(path: &Path, start_us: i64) -> std::io::Result<usize> {
+pub(crate) fn write_demo_pcap(path: &Path, start_us: i64) -> std::io::Result<usize> {
     let mut out = Vec::new();
     out.extend(0xa1b2_c3d4u32.to_le_bytes());
     out.extend(2u16.to_le_bytes());

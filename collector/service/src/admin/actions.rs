@@ -14,9 +14,9 @@ use glimpse_common::wire::admin::{
 };
 use glimpse_common::wire::{CaptureRequest, ControlMessage};
 
-use crate::audit::{AuditError, AuditOutcome};
 use crate::ingest::{AgentDirectory, OrgDirectives};
-use crate::store::Store;
+use glimpse_store::audit::{AuditError, AuditOutcome};
+use glimpse_store::store::Store;
 
 /// How much an action needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,7 +198,7 @@ impl AdminContext {
                 match self.store.policies().grant_support(&org, hours, self.now()) {
                     Ok(until_ms) => (
                         AdminReply::SupportGranted { until_ms },
-                        format!("{hours} hours, until {}", crate::export::format_time(until_ms)),
+                        format!("{hours} hours, until {}", glimpse_store::export::format_time(until_ms)),
                     ),
                     Err(e) => (refused(e.to_string()), String::new()),
                 }
@@ -260,7 +260,7 @@ impl AdminContext {
             }
             AdminAction::ExportSubject { org, subject, skip } => {
                 let tag = self.store.audit().subject_tag(&subject.to_string());
-                let found = crate::subject::export_subject(
+                let found = glimpse_store::subject::export_subject(
                     &self.store,
                     &org,
                     &subject,
@@ -293,7 +293,7 @@ impl AdminContext {
                 // The audit log names the subject only by a keyed tag: it
                 // must not keep what was just erased.
                 let tag = self.store.audit().subject_tag(&subject.to_string());
-                match crate::subject::erase_subject(&self.store, &org, &subject) {
+                match glimpse_store::subject::erase_subject(&self.store, &org, &subject) {
                     Ok(done) => {
                         let segments = done.metadata.segments_rewritten + done.captures.segments_rewritten;
                         // A report about many clients that lost the

@@ -14,8 +14,8 @@ use glimpse_common::wire::admin::{AdminReply, AdminRequest, MAX_ADMIN_REPLY_FRAM
 use glimpse_common::wire::io::{write_message, FrameReader};
 
 use super::actions::AdminContext;
-use crate::audit::AuditOutcome;
 use crate::ingest::ServerTls;
+use glimpse_store::audit::AuditOutcome;
 
 /// Largest admin request accepted.
 const MAX_ADMIN_FRAME: usize = 64 * 1024;

@@ -1,6 +1,6 @@
 //! Export: decrypted records as JSON lines, one object per record.
 //!
-//! The field names are stable and documented in README's field reference:
+//! The field names are stable and documented in docs/FIELDS.md:
 //! `org`, `device`, `device_kind`, `kind`, `received_at`, `observed_at`
 //! (RFC 3339, UTC) and `record` (the record body, tagged by kind).
 
@@ -26,6 +26,9 @@ pub enum ExportError {
     /// The store refused (missing or wrong key, unreadable directory).
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// A pcapng export was asked of something other than captures.
+    #[error("pcapng exports captures: ask for the capture kind")]
+    PcapOfMetadata,
     /// Writing the output failed.
     #[error("cannot write export: {0}")]
     Io(#[from] std::io::Error),
@@ -206,6 +209,77 @@ pub fn export_pcapng(
     out.write_all(&buf)?;
     out.flush()?;
     Ok((packets, problems.len()))
+}
+
+/// What an export writes: JSON lines (any kind) or pcapng (captures only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExportFormat {
+    /// One JSON object per record, as [`ExportLine`].
+    JsonLines,
+    /// One pcapng stream of the stored headers, for Wireshark or tshark.
+    Pcapng,
+}
+
+impl ExportFormat {
+    /// The name the command line and the audit log use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::JsonLines => "json",
+            Self::Pcapng => "pcap",
+        }
+    }
+}
+
+/// One export: whose data, which kind, which window, in which format.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    /// The organisation whose data is exported.
+    pub org: OrgId,
+    /// Metadata or captures.
+    pub kind: DataKind,
+    /// Only records received at or after this time.
+    pub since: Option<UnixMillis>,
+    /// Only records received before this time.
+    pub until: Option<UnixMillis>,
+    /// JSON lines or pcapng.
+    pub format: ExportFormat,
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportSummary {
+    /// Records (or packets) written.
+    pub records: usize,
+    /// Damaged segment regions skipped (each is logged with its file).
+    pub problems: usize,
+}
+
+/// Exports as [`export`] or [`export_pcapng`] and appends a `data.export`
+/// entry for `actor` to the audit log, so that every way data leaves the
+/// collector (admin API or the local tool with the master key) is audited
+/// alike. A pcapng export of anything but captures is refused before any
+/// byte is written.
+pub fn export_audited(
+    store: &Store,
+    actor: &str,
+    request: &ExportRequest,
+    out: &mut dyn Write,
+) -> Result<ExportSummary, ExportError> {
+    let ExportRequest { org, kind, since, until, format } = request;
+    let (records, problems) = match format {
+        ExportFormat::Pcapng if *kind != DataKind::Capture => return Err(ExportError::PcapOfMetadata),
+        ExportFormat::Pcapng => export_pcapng(store, org, *since, *until, out)?,
+        ExportFormat::JsonLines => export(store, org, *kind, *since, *until, out)?,
+    };
+    let detail = format!(
+        "{records} {kind} records as {}, since {} until {}",
+        format.name(),
+        since.map_or("-".into(), format_time),
+        until.map_or("-".into(), format_time)
+    );
+    store.audit_event(actor, "data.export", Some(org), crate::audit::AuditOutcome::Done, &detail);
+    Ok(ExportSummary { records, problems })
 }
 
 #[cfg(test)]

@@ -1,4 +1,10 @@
-//! The admin side: one request to a collector's admin port.
+//! The client side of the admin protocol: one request to a running
+//! collector's admin port, over mutual TLS with an admin certificate from
+//! `glimpse-certs admin`, and the collector's one reply.
+//!
+//! The `glimpse-collector admin …` commands, the demo and the end-to-end
+//! tests all go through [`admin_request`]. It holds no policy: the collector
+//! decides what the admin's role allows and audits it.
 
 use std::path::PathBuf;
 use std::sync::Arc;

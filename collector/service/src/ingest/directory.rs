@@ -56,7 +56,7 @@ pub struct OrgDirectives {
 
 impl OrgDirectives {
     /// The directives an organisation's decisions give.
-    pub fn of(policy: &crate::control::OrgPolicy) -> Self {
+    pub fn of(policy: &glimpse_store::control::OrgPolicy) -> Self {
         Self {
             capture_consent: policy.capture_consent,
             omit: policy.omit.clone(),

@@ -14,9 +14,9 @@ use glimpse_common::identity::DeviceIdentity;
 use crate::admin::AdminServer;
 use crate::config::CollectorConfig;
 use crate::ingest::{AgentDirectory, IngestMetrics, IngestServer, ServerTls, SshServer};
-use crate::keys::{DeviceRegistration, MasterKey};
-use crate::retention;
-use crate::store::Store;
+use glimpse_store::keys::{DeviceRegistration, MasterKey};
+use glimpse_store::retention;
+use glimpse_store::store::Store;
 
 /// The collector could not start or reload.
 #[derive(Debug, thiserror::Error)]
@@ -24,10 +24,10 @@ use crate::store::Store;
 pub enum ServiceError {
     /// The master key could not be loaded.
     #[error(transparent)]
-    Key(#[from] crate::keys::KeyError),
+    Key(#[from] glimpse_store::keys::KeyError),
     /// The store could not be opened.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] glimpse_store::store::StoreError),
     /// TLS files could not be loaded.
     #[error(transparent)]
     Tls(#[from] glimpse_common::tls::TlsConfigError),
@@ -149,7 +149,7 @@ pub fn import_registrations(store: &Store, pki_dir: &std::path::Path) -> Result<
 /// Appends an entry the collector itself makes (imports, start-up) to the
 /// audit log; a failure is logged, not fatal.
 fn audit_collector(store: &Store, action: &str, org: &glimpse_common::identity::OrgId, detail: &str) {
-    store.audit_event("collector", action, Some(org), crate::audit::AuditOutcome::Done, detail);
+    store.audit_event("collector", action, Some(org), glimpse_store::audit::AuditOutcome::Done, detail);
 }
 
 /// Audits the retention policy in force when it differs from the last one
@@ -158,7 +158,9 @@ fn audit_collector(store: &Store, action: &str, org: &glimpse_common::identity::
 fn audit_retention(store: &Store) {
     let policy = format!("{:?}", store.retention());
     match store.policies().retention_changed(&policy) {
-        Ok(true) => store.audit_event("collector", "retention.policy", None, crate::audit::AuditOutcome::Done, &policy),
+        Ok(true) => {
+            store.audit_event("collector", "retention.policy", None, glimpse_store::audit::AuditOutcome::Done, &policy)
+        }
         Ok(false) => {}
         Err(e) => tracing::error!("cannot record the audited retention policy: {e}"),
     }

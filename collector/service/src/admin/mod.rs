@@ -8,15 +8,13 @@
 //! their organisation, and only while its time-limited grant is active.
 //! Every request and every refusal (including connections that fail the
 //! TLS handshake or carry no admin certificate) is logged and appended to
-//! the audit log ([`crate::audit`]).
+//! the audit log ([`glimpse_store::audit`]).
 //!
 //! [`AdminRequest`]: glimpse_common::wire::admin::AdminRequest
 //! [`AdminReply`]: glimpse_common::wire::admin::AdminReply
 
 mod actions;
-mod client;
 mod server;
 
 pub use actions::{actor_name, authorize, Access, AdminContext};
-pub use client::{admin_request, AdminClientError, AdminCredentials};
 pub use server::AdminServer;

@@ -25,7 +25,7 @@ use glimpse_common::wire::{
 
 use crate::ingest::directory::{AgentDirectory, OrgDirectives};
 use crate::ingest::reject::{IngestMetrics, RejectReason};
-use crate::store::Store;
+use glimpse_store::store::Store;
 
 /// What every connection task shares.
 #[derive(Debug)]
@@ -113,7 +113,7 @@ impl ConnectionContext {
     fn audit_captures_dropped(&self, identity: &DeviceIdentity, dropped: usize) {
         let actor = format!("device:{}/{}", identity.org, identity.device);
         let detail = format!("{dropped} capture records dropped: no capture consent when they arrived");
-        let outcome = crate::audit::AuditOutcome::Refused;
+        let outcome = glimpse_store::audit::AuditOutcome::Refused;
         self.store.audit_event(&actor, "capture.receive", Some(&identity.org), outcome, &detail);
     }
 }
@@ -241,8 +241,9 @@ async fn admit_ssh<S: AgentStream>(
         }
         Err(e) => return Err(Refusal::protocol(e.code(), e.to_string())),
     }
-    let lookup_failed =
-        |e: crate::keys::KeyError| Refusal::auth(RejectReason::UnknownDevice, format!("registry lookup failed: {e}"));
+    let lookup_failed = |e: glimpse_store::keys::KeyError| {
+        Refusal::auth(RejectReason::UnknownDevice, format!("registry lookup failed: {e}"))
+    };
     let registry = context.store.registry();
     let registration = registry
         .get(&identity.org, &identity.device)

@@ -13,7 +13,7 @@ use glimpse_common::config::{config_base, read_config_text};
 
 use glimpse_common::wire::DEFAULT_MAX_FRAME_LEN;
 
-use crate::retention::{RetentionConfig, RetentionPolicy};
+use glimpse_store::retention::{RetentionConfig, RetentionPolicy};
 
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 

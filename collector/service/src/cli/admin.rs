@@ -1,124 +1,20 @@
-//! The `glimpse-collector` command line: the service, its export tool and the demo.
+//! The admin client commands: one request to a running collector's admin
+//! port each, printed for a terminal.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use tracing::{error, info, warn};
+use clap::Subcommand;
 
-use crate::config::CollectorConfig;
-use crate::{demo, export, service, Collector};
+use glimpse_admin_client::{admin_request, AdminCredentials};
 use glimpse_common::bounded::BoundedString;
-use glimpse_common::clock::SystemClock;
 use glimpse_common::identity::{DeviceId, OrgId};
-use glimpse_common::record::DataKind;
 use glimpse_common::wire::admin::{AdminAction, AdminReply};
 
-/// Glimpse collector: receives device telemetry from Glimpse agents over
-/// mutually-authenticated TLS (access points) and SSH with registered
-/// public keys (switches and gateways, `[ssh]` in collector.toml), stores each organisation's data encrypted
-/// with that organisation's own AES-256 key, and deletes it when its
-/// retention window ends (packet captures 7 days, everything else 60).
-#[derive(Parser)]
-#[command(version, about, long_about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+use crate::config::CollectorConfig;
 
 #[derive(Subcommand)]
-enum Command {
-    /// Run the collector service. SIGTERM/SIGINT finish in-flight batches
-    /// and exit; SIGHUP reloads certificates, CRL and device registrations.
-    Serve {
-        /// Path to collector.toml.
-        #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
-    },
-    /// Print an organisation's stored records, decrypted, as JSON lines.
-    Export {
-        /// Path to collector.toml.
-        #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
-        /// Organisation to export.
-        #[arg(long)]
-        org: OrgId,
-        /// Kind of data: metadata or capture.
-        #[arg(long, default_value = "metadata")]
-        kind: DataKind,
-        /// Only records received at or after this time (RFC 3339 or YYYY-MM-DD, UTC).
-        #[arg(long)]
-        since: Option<String>,
-        /// Only records received before this time (RFC 3339 or YYYY-MM-DD, UTC).
-        #[arg(long)]
-        until: Option<String>,
-        /// Output format: json (JSON lines, any kind) or pcap (pcapng, captures
-        /// only: open it in Wireshark or tshark).
-        #[arg(long, default_value = "json", value_parser = ["json", "pcap"])]
-        format: String,
-    },
-    /// Ask a connected device for a header-only packet capture, or stop one
-    /// (through the collector's admin API, with an admin certificate).
-    Capture {
-        #[command(subcommand)]
-        action: CaptureCommand,
-    },
-    /// Organisation decisions and the audit log, through the admin API:
-    /// capture consent, support access, status, audit verification.
-    Admin {
-        #[command(subcommand)]
-        action: AdminCommand,
-    },
-    /// List an organisation's devices connected now (admin API).
-    Devices {
-        #[command(flatten)]
-        admin: AdminArgs,
-        /// Organisation.
-        #[arg(long)]
-        org: OrgId,
-    },
-    /// Print the SSH host key's fingerprint for device configs
-    /// (`[ssh] host_key_fingerprint`), creating the key if the collector has
-    /// not started with SSH yet.
-    SshHostKey {
-        /// Path to collector.toml (with an `[ssh]` section).
-        #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
-    },
-    /// Create a new master key file (mode 0600). Refuses to overwrite.
-    MasterKey {
-        /// Where to write it.
-        #[arg(long, value_name = "FILE")]
-        out: PathBuf,
-    },
-    /// Delete expired segments now, then exit.
-    Sweep {
-        /// Path to collector.toml.
-        #[arg(long, short, value_name = "FILE")]
-        config: PathBuf,
-    },
-    /// Run everything on this machine: create certificates and configs,
-    /// start a collector and agents on 127.0.0.1, stream, and print what was stored.
-    Demo {
-        /// Directory for the PKI, configs and data (reused if it exists).
-        #[arg(long, default_value = "glimpse-demo")]
-        dir: PathBuf,
-        /// Number of agents (devices), spread over two organisations.
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1000))]
-        agents: u16,
-        /// How long to stream, in seconds.
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
-        seconds: u64,
-        /// Port to listen on (an ephemeral one is used if it is busy).
-        #[arg(long, default_value_t = 7443)]
-        port: u16,
-    },
-}
-
-#[derive(Subcommand)]
-enum AdminCommand {
+pub(super) enum AdminCommand {
     /// Give or withdraw an organisation's packet-capture consent (off until
     /// given). Connected devices are told within a second; on `off` they
     /// stop capturing at once and discard capture data not yet sent, and
@@ -195,7 +91,7 @@ enum AdminCommand {
 }
 
 #[derive(Subcommand)]
-enum SubjectCommand {
+pub(super) enum SubjectCommand {
     /// Print every stored record about the subject as JSON lines (metadata
     /// and captures), e.g. to answer an access request.
     Export {
@@ -218,7 +114,7 @@ enum SubjectCommand {
 #[derive(clap::Args)]
 #[group(skip)]
 #[command(group(clap::ArgGroup::new("who").required(true).multiple(false).args(["mac", "ip", "username"])))]
-struct SubjectArgs {
+pub(super) struct SubjectArgs {
     /// The organisation.
     #[arg(long)]
     org: OrgId,
@@ -247,7 +143,7 @@ impl SubjectArgs {
 }
 
 #[derive(Subcommand)]
-enum SupportCommand {
+pub(super) enum SupportCommand {
     /// Grant support read access for a number of hours (1 to 720).
     Grant {
         #[command(flatten)]
@@ -270,7 +166,7 @@ enum SupportCommand {
 }
 
 #[derive(Subcommand)]
-enum AuditCommand {
+pub(super) enum AuditCommand {
     /// Check every entry's hash chain link and MAC, and that none is missing
     /// at the end (operators only). Exits non-zero if the log was tampered with.
     Verify {
@@ -293,7 +189,7 @@ enum AuditCommand {
 
 /// Which capture a stop or status request is about.
 #[derive(clap::Args)]
-struct CaptureRef {
+pub(super) struct CaptureRef {
     /// The device's organisation.
     #[arg(long)]
     org: OrgId,
@@ -306,7 +202,7 @@ struct CaptureRef {
 }
 
 #[derive(Subcommand)]
-enum CaptureCommand {
+pub(super) enum CaptureCommand {
     /// Start a capture: the device captures headers only, within the given
     /// bounds and its own, and only if its organisation allows capture.
     Start {
@@ -354,7 +250,7 @@ enum CaptureCommand {
 
 /// How to reach the admin API and who is asking.
 #[derive(clap::Args)]
-struct AdminArgs {
+pub(super) struct AdminArgs {
     /// collector.toml, to find the admin address and CA (or give them below).
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -376,7 +272,7 @@ struct AdminArgs {
 }
 
 impl AdminArgs {
-    fn credentials(self) -> anyhow::Result<crate::admin::AdminCredentials> {
+    fn credentials(self) -> anyhow::Result<AdminCredentials> {
         let config = self.config.as_deref().map(CollectorConfig::load).transpose()?;
         let address = match (self.admin, config.as_ref().and_then(|c| c.admin_listen)) {
             (Some(address), _) => address,
@@ -388,19 +284,11 @@ impl AdminArgs {
             (None, Some(c)) => c.ca.clone(),
             (None, None) => anyhow::bail!("give --ca FILE, or --config"),
         };
-        Ok(crate::admin::AdminCredentials {
-            address,
-            server_name: self.server_name,
-            ca,
-            cert: self.cert,
-            key: self.key,
-        })
+        Ok(AdminCredentials { address, server_name: self.server_name, ca, cert: self.cert, key: self.key })
     }
 }
 
-async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
-    use crate::admin::admin_request;
-
+pub(super) async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
     let (admin, action) = match command {
         AdminCommand::Consent { admin, org, capture } => {
             (admin, AdminAction::SetConsent { org, capture: capture == "on" })
@@ -465,7 +353,7 @@ async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
                             println!(
                                 "{:>6}  {}  {:<8} {:<16} {:<12} {:<40} {}",
                                 e.seq,
-                                export::format_time(e.at_ms),
+                                glimpse_store::export::format_time(e.at_ms),
                                 if e.refused { "REFUSED" } else { "done" },
                                 e.action.as_str(),
                                 e.org.as_ref().map_or("-", OrgId::as_str),
@@ -488,7 +376,7 @@ async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
 /// Asks for a capture's status, every half second for up to `wait_secs`
 /// until it has ended, and prints the last answer.
 async fn capture_status(
-    credentials: &crate::admin::AdminCredentials,
+    credentials: &AdminCredentials,
     org: OrgId,
     device: DeviceId,
     id: u64,
@@ -499,7 +387,7 @@ async fn capture_status(
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(u64::from(wait_secs));
     loop {
         let action = AdminAction::CaptureStatus { org: org.clone(), device: device.clone(), id };
-        let reply = crate::admin::admin_request(credentials, action).await?;
+        let reply = admin_request(credentials, action).await?;
         let ended = matches!(
             reply,
             AdminReply::CaptureStatus(Some(CaptureOutcome::Finished { .. } | CaptureOutcome::Refused { .. }))
@@ -532,7 +420,7 @@ fn print_reply(reply: AdminReply) -> anyhow::Result<()> {
             if changed { "" } else { " (already so)" }
         ),
         AdminReply::SupportGranted { until_ms } => {
-            println!("support may read until {}", export::format_time(until_ms))
+            println!("support may read until {}", glimpse_store::export::format_time(until_ms))
         }
         AdminReply::SupportRevoked { was_active } => {
             println!("{}", if was_active { "support access ended" } else { "no support grant was active" })
@@ -555,7 +443,7 @@ fn print_reply(reply: AdminReply) -> anyhow::Result<()> {
                 if pseudonymise_macs { "stored pseudonymised" } else { "stored as collected" }
             );
             match support_until_ms {
-                Some(until) => println!("support access: granted until {}", export::format_time(until)),
+                Some(until) => println!("support access: granted until {}", glimpse_store::export::format_time(until)),
                 None => println!("support access: none"),
             }
             println!("connected devices: {connected_devices}");
@@ -584,164 +472,33 @@ fn print_reply(reply: AdminReply) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The command line: parses arguments, runs the command, and returns the
-/// process exit code. `main.rs` is only this call, so that test harnesses
-/// can build the same program under another name.
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // The demo and export print their own output; keep the log to problems.
-    // A demo host has no device tree or DMI model: worth one line on a
-    // device, noise here.
-    let default_level = match cli.command {
-        Command::Demo { .. } => "warn,glimpse_agent::probe=error",
-        Command::Export { .. } | Command::Capture { .. } | Command::Devices { .. } => "warn",
-        _ => "info",
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!("cannot start runtime: {e}");
-            return ExitCode::FAILURE;
+/// `capture start|stop|status`.
+pub(super) async fn run_capture(command: CaptureCommand) -> anyhow::Result<()> {
+    let (admin, action) = match command {
+        CaptureCommand::Start { admin, org, device, interface, filter, seconds, packets } => {
+            let interface = BoundedString::try_new(interface).context("--interface")?;
+            let filter = BoundedString::try_new(filter).context("--filter")?;
+            let action = AdminAction::StartCapture {
+                org,
+                device,
+                interface,
+                filter,
+                duration_secs: seconds,
+                max_packets: packets,
+            };
+            (admin, action)
+        }
+        CaptureCommand::Stop { admin, capture: CaptureRef { org, device, id } } => {
+            (admin, AdminAction::StopCapture { org, device, id })
+        }
+        CaptureCommand::Status { admin, capture: CaptureRef { org, device, id }, wait } => {
+            return capture_status(&admin.credentials()?, org, device, id, wait).await;
         }
     };
-    match runtime.block_on(run(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
-        // `export ... | head` closing the pipe early is not an error.
-        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(64)
-        }
-    }
+    print_reply(admin_request(&admin.credentials()?, action).await?)
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
-    match command {
-        Command::Serve { config } => serve(config).await,
-        Command::Export { config, org, kind, since, until, format } => {
-            let config = CollectorConfig::load(&config)?;
-            let since = since.as_deref().map(export::parse_time).transpose()?;
-            let until = until.as_deref().map(export::parse_time).transpose()?;
-            let store = service::open_store(&config, Arc::new(SystemClock))?;
-            let stdout = std::io::stdout();
-            let (records, problems) = if format == "pcap" {
-                if kind != DataKind::Capture {
-                    anyhow::bail!("--format pcap exports captures: add --kind capture");
-                }
-                export::export_pcapng(&store, &org, since, until, &mut stdout.lock())?
-            } else {
-                export::export(&store, &org, kind, since, until, &mut stdout.lock())?
-            };
-            eprintln!("exported {records} {kind} records for {org}");
-            // Exports on the collector host, with the master key, are
-            // audited like those through the admin API.
-            let actor = format!("local:{}", std::env::var("USER").unwrap_or_else(|_| "unknown user".into()));
-            let detail = format!(
-                "{records} {kind} records as {format}, since {} until {}",
-                since.map_or("-".into(), export::format_time),
-                until.map_or("-".into(), export::format_time)
-            );
-            store.audit_event(&actor, "data.export", Some(&org), crate::audit::AuditOutcome::Done, &detail);
-            if problems > 0 {
-                eprintln!("warning: {problems} damaged segment regions were skipped (see log)");
-            }
-            Ok(())
-        }
-        Command::Capture { action } => {
-            let (admin, action) = match action {
-                CaptureCommand::Start { admin, org, device, interface, filter, seconds, packets } => {
-                    let interface = BoundedString::try_new(interface).context("--interface")?;
-                    let filter = BoundedString::try_new(filter).context("--filter")?;
-                    (
-                        admin,
-                        AdminAction::StartCapture {
-                            org,
-                            device,
-                            interface,
-                            filter,
-                            duration_secs: seconds,
-                            max_packets: packets,
-                        },
-                    )
-                }
-                CaptureCommand::Stop { admin, capture: CaptureRef { org, device, id } } => {
-                    (admin, AdminAction::StopCapture { org, device, id })
-                }
-                CaptureCommand::Status { admin, capture: CaptureRef { org, device, id }, wait } => {
-                    return capture_status(&admin.credentials()?, org, device, id, wait).await;
-                }
-            };
-            print_reply(crate::admin::admin_request(&admin.credentials()?, action).await?)
-        }
-        Command::Admin { action } => run_admin(action).await,
-        Command::Devices { admin, org } => print_reply(
-            crate::admin::admin_request(&admin.credentials()?, AdminAction::ConnectedDevices { org }).await?,
-        ),
-        Command::SshHostKey { config } => {
-            let config = CollectorConfig::load(&config)?;
-            let Some(ssh) = &config.ssh else {
-                anyhow::bail!(
-                    "the config has no [ssh] section; add one with `listen = \"0.0.0.0:2222\"` to enable SSH"
-                );
-            };
-            let key = crate::ingest::ssh::host_key::load_or_create(&ssh.host_key)?;
-            println!("{}", crate::ingest::ssh::host_key_fingerprint(&key));
-            Ok(())
-        }
-        Command::MasterKey { out } => {
-            crate::keys::MasterKey::generate_file(&out)?;
-            println!(
-                "wrote a new master key to {} (mode 0600); back it up: without it no data can be read",
-                out.display()
-            );
-            Ok(())
-        }
-        Command::Sweep { config } => {
-            let config = CollectorConfig::load(&config)?;
-            let store = service::open_store(&config, Arc::new(SystemClock))?;
-            let report = crate::retention::sweep(&store)?;
-            println!("{report:?}");
-            Ok(())
-        }
-        Command::Demo { dir, agents, seconds, port } => {
-            demo::run(demo::DemoOptions { dir, agents: usize::from(agents), seconds, port }).await
-        }
-    }
-}
-
-async fn serve(path: PathBuf) -> anyhow::Result<()> {
-    let config = CollectorConfig::load(&path)?;
-    let collector = Collector::start(config).await.context("starting collector")?;
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    loop {
-        tokio::select! {
-            _ = hangup.recv() => match collector.reload() {
-                Ok(()) => info!("reloaded certificates, CRL and registrations"),
-                Err(e) => warn!("reload failed, keeping the running configuration: {e}"),
-            },
-            _ = terminate.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-        }
-    }
-    info!("shutting down: finishing in-flight batches");
-    collector.shutdown().await;
-    Ok(())
-}
-
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            || matches!(
-                cause.downcast_ref::<export::ExportError>(),
-                Some(export::ExportError::Io(io)) if io.kind() == std::io::ErrorKind::BrokenPipe
-            )
-    })
+/// `devices`: the organisation's devices connected now.
+pub(super) async fn devices(admin: AdminArgs, org: OrgId) -> anyhow::Result<()> {
+    print_reply(admin_request(&admin.credentials()?, AdminAction::ConnectedDevices { org }).await?)
 }
