@@ -3,8 +3,11 @@
 use std::io;
 use std::path::PathBuf;
 
+use glimpse_common::certificate::CertificateError;
 use glimpse_common::identity::{DeviceId, IdentityError, OrgId};
+use glimpse_common::registration::RecordError;
 use glimpse_common::secret::SecretKeyError;
+use glimpse_common::ssh_key::SshKeyError;
 
 /// Something a PKI operation could not do.
 #[derive(Debug, thiserror::Error)]
@@ -144,21 +147,32 @@ pub enum CertsError {
         /// What was wrong.
         problem: String,
     },
-    /// Bytes that should be a DER certificate are not one.
-    #[error("invalid certificate: {0}")]
-    BadCertificate(String),
-    /// The certificate carries no Glimpse identity URI.
-    #[error("certificate carries no identity URI")]
-    NoIdentity,
-    /// The certificate carries more than one URI, so its identity is ambiguous.
-    #[error("certificate carries {0} URIs; expected exactly one identity")]
-    AmbiguousIdentity(usize),
+    /// A certificate is malformed or carries no single Glimpse identity.
+    #[error(transparent)]
+    Certificate(#[from] CertificateError),
+    /// A registration or revocation record is not one the collector would accept.
+    #[error("{}: {source}", path.display())]
+    Record {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: RecordError,
+    },
     /// The certificate's identity URI, or a name given by the caller, is invalid.
     #[error("invalid identity: {0}")]
     Identity(#[from] IdentityError),
     /// A registration's shared key is not 64 hex digits.
     #[error("invalid shared key: {0}")]
     SharedKey(#[from] SecretKeyError),
+}
+
+impl From<SshKeyError> for CertsError {
+    fn from(e: SshKeyError) -> Self {
+        match e {
+            SshKeyError::Refused(reason) => CertsError::SshKey { reason },
+            other => CertsError::KeyGeneration { what: "SSH key", reason: other.to_string() },
+        }
+    }
 }
 
 impl CertsError {

@@ -325,7 +325,8 @@ pub fn issue_device_with(
         not_after: not_after_of(&parse_cert(der)?),
         ssh_public_key: ssh_public.clone(),
     };
-    let record = registration.to_json(&files.registration)?;
+    let record =
+        registration.to_json().map_err(|source| CertsError::Record { path: files.registration.clone(), source })?;
 
     fsio::ensure_dir(&device_dir)?;
     if let Some(parent) = files.registration.parent() {

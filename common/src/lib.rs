@@ -3,7 +3,8 @@
 //! What is here: the wire protocol (length-prefixed frames carrying
 //! `postcard`-encoded messages, see [`wire`]), the typed records an agent
 //! sends ([`record`]), device and organisation identities as they appear in
-//! certificates ([`identity`]), the per-device shared-key proof bound to a TLS
+//! certificates ([`identity`]; read out of certificates, SSH keys and PKI
+//! records with the `pki` feature), the per-device shared-key proof bound to a TLS
 //! session ([`auth`]), size-bounded containers for untrusted input
 //! ([`bounded`]), an injectable clock ([`clock`]) and the TLS policy both ends
 //! agree on ([`tls`]).
@@ -15,11 +16,17 @@
 pub mod auth;
 pub mod bounded;
 pub mod capture;
+#[cfg(feature = "pki")]
+pub mod certificate;
 pub mod clock;
 pub mod config;
 pub mod identity;
 pub mod minimise;
 pub mod record;
+#[cfg(feature = "pki")]
+pub mod registration;
 pub mod secret;
+#[cfg(feature = "pki")]
+pub mod ssh_key;
 pub mod tls;
 pub mod wire;

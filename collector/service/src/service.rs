@@ -9,12 +9,11 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use glimpse_common::clock::{Clock, SystemClock};
-use glimpse_common::identity::DeviceIdentity;
 
 use crate::admin::AdminServer;
 use crate::config::CollectorConfig;
 use crate::ingest::{AgentDirectory, IngestMetrics, IngestServer, ServerTls, SshServer};
-use glimpse_store::keys::{DeviceRegistration, MasterKey};
+use glimpse_store::keys::MasterKey;
 use glimpse_store::retention;
 use glimpse_store::store::Store;
 
@@ -73,83 +72,7 @@ pub fn open_store(config: &CollectorConfig, clock: Arc<dyn Clock>) -> Result<Sto
 /// Imports `registrations/` and `revoked.json` from a `glimpse-certs`
 /// directory into the registry. Returns (registered, revoked) counts.
 pub fn import_registrations(store: &Store, pki_dir: &std::path::Path) -> Result<(usize, usize), ServiceError> {
-    let registrations = glimpse_certs::load_registrations(pki_dir).map_err(|e| ServiceError::Import(e.to_string()))?;
-    let revoked = glimpse_certs::load_revoked(pki_dir).map_err(|e| ServiceError::Import(e.to_string()))?;
-    let registry = store.registry();
-    for reg in &registrations {
-        let identity = DeviceIdentity { org: reg.org.clone(), device: reg.device.clone(), kind: reg.kind };
-        let shared_key = reg.shared_key().map_err(|e| ServiceError::Import(format!("{identity}: {e}")))?;
-        // Revocation is per certificate: a device re-issued after a revocation
-        // has a new serial and is not revoked.
-        let already_revoked = revoked
-            .iter()
-            .any(|r| r.org == reg.org && r.device == reg.device && r.serial.eq_ignore_ascii_case(&reg.cert_serial));
-        let known = registry.get(&reg.org, &reg.device).map_err(|e| ServiceError::Import(e.to_string()))?;
-        let new_certificate = known.as_ref().is_none_or(|k| k.cert_serial != reg.cert_serial);
-        registry
-            .upsert(DeviceRegistration {
-                identity: identity.clone(),
-                shared_key,
-                cert_serial: reg.cert_serial.clone(),
-                revoked: already_revoked,
-            })
-            .map_err(|e| ServiceError::Import(e.to_string()))?;
-        let ssh_key = reg.ssh_key().map_err(|e| ServiceError::Import(format!("{identity}: {e}")))?;
-        let ssh_line = match &ssh_key {
-            Some(key) => Some(key.to_openssh().map_err(|e| ServiceError::Import(format!("{identity}: {e}")))?),
-            None => None,
-        };
-        let known_ssh = registry.ssh_key(&reg.org, &reg.device).map_err(|e| ServiceError::Import(e.to_string()))?;
-        if known_ssh != ssh_line {
-            registry
-                .set_ssh_key(&reg.org, &reg.device, ssh_line.as_deref())
-                .map_err(|e| ServiceError::Import(e.to_string()))?;
-            if let Some(key) = &ssh_key {
-                audit_collector(
-                    store,
-                    "device.register",
-                    &reg.org,
-                    &format!("{identity} SSH key {}", glimpse_certs::ssh::fingerprint(key)),
-                );
-            }
-        }
-        if already_revoked && known.as_ref().is_some_and(|k| !k.revoked && !new_certificate) {
-            audit_collector(
-                store,
-                "device.revoke",
-                &reg.org,
-                &format!("{identity} certificate serial {}", reg.cert_serial),
-            );
-        }
-        if new_certificate {
-            audit_collector(
-                store,
-                "device.register",
-                &reg.org,
-                &format!("{identity} certificate serial {}", reg.cert_serial),
-            );
-        }
-    }
-    for entry in &revoked {
-        let was_revoked = registry.get(&entry.org, &entry.device).ok().flatten().is_some_and(|k| k.revoked);
-        match registry.set_revoked(&entry.org, &entry.device, &entry.serial) {
-            Ok(true) if !was_revoked => audit_collector(
-                store,
-                "device.revoke",
-                &entry.org,
-                &format!("{}/{} certificate serial {}", entry.org, entry.device, entry.serial),
-            ),
-            Ok(_) => {}
-            Err(e) => warn!(org = %entry.org, device = %entry.device, "cannot mark device revoked: {e}"),
-        }
-    }
-    Ok((registrations.len(), revoked.len()))
-}
-
-/// Appends an entry the collector itself makes (imports, start-up) to the
-/// audit log; a failure is logged, not fatal.
-fn audit_collector(store: &Store, action: &str, org: &glimpse_common::identity::OrgId, detail: &str) {
-    store.audit_event("collector", action, Some(org), glimpse_store::audit::AuditOutcome::Done, detail);
+    glimpse_store::keys::import::import_registrations(store, pki_dir).map_err(|e| ServiceError::Import(e.to_string()))
 }
 
 /// Audits the retention policy in force when it differs from the last one

@@ -81,7 +81,7 @@ async fn serve(tcp: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, context:
         }
     };
     let admin = match stream.get_ref().1.peer_certificates().and_then(|c| c.first()) {
-        Some(leaf) => match glimpse_certs::admin_identity_of(leaf) {
+        Some(leaf) => match glimpse_common::certificate::admin_identity_of(leaf) {
             Ok(admin) => admin,
             Err(e) => {
                 warn!(%peer, "admin refused: not an admin certificate: {e}");

@@ -335,8 +335,9 @@ async fn authenticate(
 fn peer_identity(stream: &Stream) -> Result<(DeviceIdentity, String), String> {
     let certs = stream.get_ref().1.peer_certificates().ok_or("no client certificate")?;
     let leaf = certs.first().ok_or("empty client certificate chain")?;
-    let identity = glimpse_certs::device_identity_of(leaf).map_err(|e| format!("certificate identity: {e}"))?;
-    let serial = glimpse_certs::serial_hex_of(leaf).map_err(|e| format!("certificate serial: {e}"))?;
+    let identity =
+        glimpse_common::certificate::device_identity_of(leaf).map_err(|e| format!("certificate identity: {e}"))?;
+    let serial = glimpse_common::certificate::serial_hex_of(leaf).map_err(|e| format!("certificate serial: {e}"))?;
     Ok((identity, serial))
 }
 
