@@ -11,7 +11,8 @@ use serde::Deserialize;
 
 use crate::capture::CaptureSettings;
 
-use glimpse_common::config::{config_base, read_config_text};
+use glimpse_common::config::config_base;
+use glimpse_files::read_config_text;
 
 use glimpse_common::bounded::BoundedString;
 use glimpse_common::identity::{DeviceId, DeviceIdentity, DeviceKind, OrgId};

@@ -21,9 +21,10 @@ use glimpse_common::capture::LinkType;
 use glimpse_common::identity::OrgId;
 use glimpse_common::minimise::MacForm;
 use glimpse_common::record::{Record, RecordBody};
-use glimpse_common::tls::{client_config, load_certs, load_key, server_config};
+use glimpse_common::tls::{client_config, server_config};
 use glimpse_common::wire::message::encode_batch_frame;
 use glimpse_common::wire::{Batch, DEFAULT_MAX_FRAME_LEN};
+use glimpse_files::{load_certs, load_key};
 use rustls::{ClientConnection, ServerConnection};
 
 /// Packets in the file: the Ethernet part of the mix, repeated.

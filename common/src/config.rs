@@ -1,7 +1,7 @@
 //! What the agent's and the collector's configuration files share: one
-//! error type and a bounded read. A config file is untrusted input too.
+//! error type and where relative paths point. A config file is untrusted
+//! input too; `glimpse-files` reads it, bounded.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// A configuration file could not be used.
@@ -42,18 +42,6 @@ pub enum ConfigError {
     },
 }
 
-/// Reads a UTF-8 config file of at most `max` bytes, never more.
-pub fn read_config_text(path: &Path, max: u64) -> Result<String, ConfigError> {
-    let read_error = |source| ConfigError::Read { path: path.to_owned(), source };
-    let file = std::fs::File::open(path).map_err(read_error)?;
-    let mut text = String::new();
-    file.take(max + 1).read_to_string(&mut text).map_err(read_error)?;
-    if text.len() as u64 > max {
-        return Err(ConfigError::TooLarge { path: path.to_owned(), max });
-    }
-    Ok(text)
-}
-
 /// The directory relative paths in the config at `path` are resolved against.
 pub fn config_base(path: &Path) -> &Path {
     path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
@@ -64,17 +52,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn oversized_and_missing_files_are_named() {
-        let dir = std::env::temp_dir().join(format!("glimpse-config-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let big = dir.join("big.toml");
-        std::fs::write(&big, vec![b'#'; 2048]).unwrap();
-        let err = read_config_text(&big, 1024).unwrap_err().to_string();
-        assert!(err.contains("big.toml") && err.contains("1024"), "{err}");
-        assert_eq!(read_config_text(&big, 4096).unwrap().len(), 2048);
-        let err = read_config_text(&dir.join("missing.toml"), 1024).unwrap_err().to_string();
-        assert!(err.contains("missing.toml"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
+    fn relative_paths_resolve_beside_the_config() {
         assert_eq!(config_base(Path::new("agent.toml")), Path::new("."));
+        assert_eq!(config_base(Path::new("/etc/glimpse/agent.toml")), Path::new("/etc/glimpse"));
     }
 }

@@ -1,5 +1,6 @@
 //! The TLS policy both ends share, as rustls configurations built from
-//! DER, plus the PEM loaders both edges use to get that DER from files.
+//! DER, plus PEM parsing to get that DER from text (the edges read the
+//! files, through `glimpse-files`).
 //!
 //! - TLS 1.3, and TLS 1.2 with ECDHE key exchange and AEAD ciphers only
 //!   (rustls offers nothing weaker, and we remove nothing it offers).
@@ -58,29 +59,28 @@ fn pem_error(what: &'static str, path: &Path, reason: impl ToString) -> TlsConfi
     TlsConfigError::Pem { what, path: path.to_owned(), reason: reason.to_string() }
 }
 
-/// Loads every certificate in a PEM file (at least one).
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| pem_error("certificate", path, e))?
+/// Every certificate in PEM text (at least one). `origin` names the file
+/// in errors; nothing is read here.
+pub fn certs_from_pem(pem: &[u8], origin: &Path) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_error("certificate", path, e))?;
+        .map_err(|e| pem_error("certificate", origin, e))?;
     if certs.is_empty() {
-        return Err(pem_error("certificate", path, "no CERTIFICATE block"));
+        return Err(pem_error("certificate", origin, "no CERTIFICATE block"));
     }
     Ok(certs)
 }
 
-/// Loads the first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| pem_error("private key", path, e))
+/// The first private key (PKCS#8, PKCS#1 or SEC1) in PEM text.
+pub fn key_from_pem(pem: &[u8], origin: &Path) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| pem_error("private key", origin, e))
 }
 
-/// Loads every CRL in a PEM file.
-pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsConfigError> {
-    CertificateRevocationListDer::pem_file_iter(path)
-        .map_err(|e| pem_error("CRL", path, e))?
+/// Every CRL in PEM text.
+pub fn crls_from_pem(pem: &[u8], origin: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsConfigError> {
+    CertificateRevocationListDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_error("CRL", path, e))
+        .map_err(|e| pem_error("CRL", origin, e))
 }
 
 /// Whether this CPU has AES instructions that make AES-GCM fast.

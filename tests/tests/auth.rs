@@ -117,7 +117,7 @@ async fn every_bad_credential_is_refused_and_stores_nothing() {
         .await;
 
     // No client certificate at all.
-    let ca = glimpse_common::tls::load_certs(&glimpse_certs::ca_cert_path(&ours)).unwrap().remove(0);
+    let ca = glimpse_files::load_certs(&glimpse_certs::ca_cert_path(&ours)).unwrap().remove(0);
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca).unwrap();
     let anonymous = rustls::ClientConfig::builder_with_provider(Arc::new(glimpse_common::tls::provider(false)))

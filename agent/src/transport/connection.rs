@@ -14,11 +14,12 @@ use glimpse_common::auth::{device_proof, EXPORTER_LABEL, EXPORTER_LEN};
 use glimpse_common::bounded::BoundedString;
 use glimpse_common::identity::DeviceIdentity;
 use glimpse_common::secret::SecretKey;
-use glimpse_common::tls::{client_config, load_certs, load_key, TlsConfigError};
+use glimpse_common::tls::{client_config, TlsConfigError};
 use glimpse_common::wire::io::{write_message, FrameIoError, FrameReader};
 use glimpse_common::wire::{
     AgentMessage, AuthProof, Batch, CollectorMessage, ControlMessage, ErrorCode, Hello, PROTOCOL_VERSION,
 };
+use glimpse_files::{load_certs, load_key};
 
 use crate::config::{AgentConfig, TlsSettings, TransportSecurity};
 

@@ -7,7 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glimpse_common::tls::{client_config, load_certs, load_key, server_config};
+use glimpse_common::tls::{client_config, server_config};
+use glimpse_files::{load_certs, load_key};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

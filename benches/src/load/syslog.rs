@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glimpse_common::tls::{client_config, load_certs, load_key};
+use glimpse_common::tls::client_config;
+use glimpse_files::{load_certs, load_key};
 use portable_atomic::Ordering;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;

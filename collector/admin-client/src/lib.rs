@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use tokio::net::TcpStream;
 
-use glimpse_common::tls::{client_config, load_certs, load_key, TlsConfigError, ALPN_ADMIN};
+use glimpse_common::tls::{client_config, TlsConfigError, ALPN_ADMIN};
 use glimpse_common::wire::admin::{AdminAction, AdminReply, AdminRequest, ADMIN_PROTOCOL_VERSION};
 use glimpse_common::wire::io::{write_message, FrameIoError, FrameReader};
+use glimpse_files::{load_certs, load_key};
 
 /// An admin request could not be made.
 #[derive(Debug, thiserror::Error)]

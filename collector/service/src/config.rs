@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use glimpse_common::config::{config_base, read_config_text};
+use glimpse_common::config::config_base;
+use glimpse_files::read_config_text;
 
 use glimpse_common::wire::DEFAULT_MAX_FRAME_LEN;
 

@@ -9,7 +9,8 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use glimpse_common::tls::{load_certs, load_crls, load_key, server_config, TlsConfigError};
+use glimpse_common::tls::{server_config, TlsConfigError};
+use glimpse_files::{load_certs, load_crls, load_key};
 
 use crate::config::CollectorConfig;
 use crate::ingest::connection::{serve_connection, ConnectionContext};
