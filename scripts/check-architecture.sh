@@ -7,6 +7,7 @@
 # the workspace breaks its rules too, so a rename cannot pass silently.
 #
 # Usage: scripts/check-architecture.sh   (from anywhere in the repository;
+# Cargo.lock must be up to date, as for the rest of CI;
 # CARGO names another cargo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,7 @@ broken=()
 # resolve CRATE.
 deps() {
   local crate=$1 tree
-  tree=$("$cargo" tree --quiet -e normal -p "$crate" --prefix none -f '{p}' 2>&1) || {
+  tree=$("$cargo" tree --quiet --locked -e normal -p "$crate" --prefix none -f '{p}' 2>&1) || {
     echo "$tree"
     return 1
   }
@@ -64,6 +65,21 @@ rule() {
     echo "ok    $text"
   fi
 }
+
+# Every crate of the layout, so that a crate the rules only name (as a
+# forbidden dependency) cannot pass them by being missing or renamed.
+layout=(glimpse-common glimpse-agent glimpse-libpcap glimpse-store glimpse-collector
+  glimpse-admin-client glimpse-demo glimpse-certs glimpse-tests glimpse-benches)
+missing=()
+for crate in "${layout[@]}"; do
+  "$cargo" tree --quiet --locked -e normal -p "$crate" --depth 0 >/dev/null 2>&1 || missing+=("$crate")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  broken+=("0. every crate of the layout is in the workspace (missing or unresolvable: ${missing[*]})")
+  echo "FAIL  0. every crate of the layout is in the workspace: missing or unresolvable: ${missing[*]}"
+else
+  echo "ok    0. every crate of the layout is in the workspace"
+fi
 
 rule "1. glimpse-common depends on no other glimpse crate" \
   glimpse-common only-glimpse
