@@ -3,8 +3,8 @@
 //! and running stand-ins for its tools (`iw`, `hostapd_cli`, `bridge`,
 //! `lldpcli`) that print what the real ones printed, streaming to a real
 //! collector; the stored records are read back as `export` prints them.
-//! Also: the organisation's minimisation reaches the stations, and README's
-//! field reference lists exactly the fields export prints.
+//! Also: the organisation's minimisation reaches the stations, and the field
+//! reference (`docs/FIELDS.md`) lists exactly the fields export prints.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -225,7 +225,7 @@ async fn an_access_point_reports_radios_stations_roaming_and_honours_minimisatio
     assert_eq!(last["device"]["location"]["site"], "");
     assert_eq!(last["device"]["name"], "Lobby-2");
 
-    assert_readme_lists_exactly(&lines, &["counters", "wireless"]);
+    assert_field_reference_lists_exactly(&lines, &["counters", "wireless"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,7 +285,7 @@ async fn a_switch_reports_vlans_hosts_usernames_and_lldp_neighbours_over_ssh() {
     assert!(core["system_description"].as_str().unwrap().starts_with("Cisco IOS"));
     assert_eq!(core["vlans"], serde_json::json!([1]));
 
-    assert_readme_lists_exactly(&lines, &["counters", "wired"]);
+    assert_field_reference_lists_exactly(&lines, &["counters", "wired"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,16 +344,19 @@ async fn a_gateway_reports_sessions_per_application_over_ssh() {
     let mqtt = find(&change["applications"], "application", "mqtt");
     assert_eq!((mqtt["active_sessions"].as_u64(), mqtt["bytes_in"].as_u64()), (Some(1), Some(0)), "idle");
 
-    assert_readme_lists_exactly(&lines, &["counters", "wan"]);
+    assert_field_reference_lists_exactly(&lines, &["counters", "wan"]);
 }
 
-/// Every field path (`record.wireless.stations[].mac`) that README's field
-/// reference lists for `kinds` equals the set export printed in `lines`.
-fn assert_readme_lists_exactly(lines: &[Value], kinds: &[&str]) {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+/// Every field path (`record.wireless.stations[].mac`) that the field
+/// reference, `docs/FIELDS.md`, lists for `kinds` equals the set export
+/// printed in `lines`.
+fn assert_field_reference_lists_exactly(lines: &[Value], kinds: &[&str]) {
+    let reference_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/FIELDS.md");
+    let reference = std::fs::read_to_string(&reference_path)
+        .unwrap_or_else(|e| panic!("the field reference {}: {e}", reference_path.display()));
     for kind in kinds {
         let prefix = format!("record.{kind}");
-        let documented: BTreeSet<String> = readme
+        let documented: BTreeSet<String> = reference
             .lines()
             .filter_map(|line| line.strip_prefix("| `"))
             .filter_map(|rest| rest.split_once('`').map(|(path, _)| path.to_owned()))
@@ -370,7 +373,7 @@ fn assert_readme_lists_exactly(lines: &[Value], kinds: &[&str]) {
         let unprinted: Vec<_> = documented.difference(&printed).collect();
         assert!(
             undocumented.is_empty() && unprinted.is_empty(),
-            "README's field reference and export differ for {kind}: not in README {undocumented:?}; in README but never printed {unprinted:?}"
+            "docs/FIELDS.md and export differ for {kind}: not in docs/FIELDS.md {undocumented:?}; in docs/FIELDS.md but never printed {unprinted:?}"
         );
     }
 }

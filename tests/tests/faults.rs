@@ -393,7 +393,7 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 /// be stored exactly once. Prints the collector's peak RSS. Run it with
 /// `cargo test --release -p glimpse-tests --test faults -- --ignored soak --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a minute-long soak; run by hand (see README, Outages and restarts)"]
+#[ignore = "a minute-long soak; run by hand (see docs/OPERATIONS.md, Outages and restarts)"]
 async fn soak_many_agents_stored_equals_sent() {
     init_logging();
     let agents: usize = std::env::var("GLIMPSE_SOAK_AGENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Checks the crate-level dependency rules of docs/ARCHITECTURE.md
+# ("Dependency rules", "Crates") with `cargo tree`: each crate's normal
+# dependencies, transitively, with its default features (dev and build
+# dependencies do not count). Prints one line per rule and exits non-zero
+# if any rule is broken, naming it; a crate the rules name that is not in
+# the workspace breaks its rules too, so a rename cannot pass silently.
+#
+# Usage: scripts/check-architecture.sh   (from anywhere in the repository;
+# Cargo.lock must be up to date, as for the rest of CI;
+# CARGO names another cargo)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo=${CARGO:-cargo}
+broken=()
+
+# deps CRATE: the names of every package CRATE depends on (not CRATE
+# itself), one per line; fails, printing cargo's error, if cargo cannot
+# resolve CRATE.
+deps() {
+  local crate=$1 tree
+  tree=$("$cargo" tree --quiet --locked -e normal -p "$crate" --prefix none -f '{p}' 2>&1) || {
+    echo "$tree"
+    return 1
+  }
+  # "name vX.Y.Z (path) (*)" -> "name"; the first line is the crate itself.
+  tail -n +2 <<<"$tree" | cut -d' ' -f1 | sort -u
+}
+
+# rule TEXT CRATE CHECK...: CHECK is "no NAME" (CRATE must not depend on
+# NAME) or "only-glimpse NAME..." (every glimpse-* dependency of CRATE must
+# be one of the NAMEs; none given: no glimpse crate at all).
+rule() {
+  local text=$1 crate=$2 found offending=()
+  shift 2
+  if ! found=$(deps "$crate" 2>&1); then
+    local why="cargo tree could not resolve it: ${found##*$'\n'}"
+    [[ $found == *"did not match any packages"* ]] && why="crate $crate is not in this workspace"
+    broken+=("$text ($why)")
+    echo "FAIL  $text: $why"
+    return
+  fi
+  case $1 in
+    no)
+      shift
+      for name in "$@"; do
+        grep -qxF "$name" <<<"$found" && offending+=("$name")
+      done
+      ;;
+    only-glimpse)
+      shift
+      while read -r name; do
+        [[ $name == glimpse-* ]] || continue
+        local allowed=false
+        for ok in "$@"; do [[ $name == "$ok" ]] && allowed=true; done
+        $allowed || offending+=("$name")
+      done <<<"$found"
+      ;;
+  esac
+  if [ ${#offending[@]} -gt 0 ]; then
+    broken+=("$text (depends on ${offending[*]})")
+    echo "FAIL  $text: depends on ${offending[*]}"
+  else
+    echo "ok    $text"
+  fi
+}
+
+# Every crate of the layout, so that a crate the rules only name (as a
+# forbidden dependency) cannot pass them by being missing or renamed.
+layout=(glimpse-common glimpse-agent glimpse-libpcap glimpse-store glimpse-collector
+  glimpse-admin-client glimpse-demo glimpse-certs glimpse-tests glimpse-benches)
+missing=()
+for crate in "${layout[@]}"; do
+  "$cargo" tree --quiet --locked -e normal -p "$crate" --depth 0 >/dev/null 2>&1 || missing+=("$crate")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  broken+=("0. every crate of the layout is in the workspace (missing or unresolvable: ${missing[*]})")
+  echo "FAIL  0. every crate of the layout is in the workspace: missing or unresolvable: ${missing[*]}"
+else
+  echo "ok    0. every crate of the layout is in the workspace"
+fi
+
+rule "1. glimpse-common depends on no other glimpse crate" \
+  glimpse-common only-glimpse
+rule "2. glimpse-common (default features) depends on no tokio" \
+  glimpse-common no tokio
+rule "3. glimpse-agent depends on no glimpse crate but glimpse-common and glimpse-libpcap" \
+  glimpse-agent only-glimpse glimpse-common glimpse-libpcap
+rule "4a. glimpse-libpcap depends on no other glimpse crate" \
+  glimpse-libpcap only-glimpse
+rule "4b. glimpse-libpcap depends on no tokio" \
+  glimpse-libpcap no tokio
+rule "5a. glimpse-store depends on no glimpse crate but glimpse-common" \
+  glimpse-store only-glimpse glimpse-common
+rule "5b. glimpse-store depends on no tokio" \
+  glimpse-store no tokio
+rule "6. glimpse-admin-client depends on no glimpse crate but glimpse-common" \
+  glimpse-admin-client only-glimpse glimpse-common
+rule "7. glimpse-collector depends on neither glimpse-agent, glimpse-certs, glimpse-libpcap nor glimpse-demo" \
+  glimpse-collector no glimpse-agent glimpse-certs glimpse-libpcap glimpse-demo
+rule "8a. glimpse-certs depends on no glimpse crate but glimpse-common" \
+  glimpse-certs only-glimpse glimpse-common
+rule "8b. glimpse-certs depends on no tokio" \
+  glimpse-certs no tokio
+
+if [ ${#broken[@]} -gt 0 ]; then
+  echo >&2
+  echo "architecture rules broken (docs/ARCHITECTURE.md, \"Dependency rules\"):" >&2
+  printf '  %s\n' "${broken[@]}" >&2
+  exit 1
+fi
+echo "all architecture rules hold"
