@@ -68,7 +68,7 @@ rule() {
 
 # Every crate of the layout, so that a crate the rules only name (as a
 # forbidden dependency) cannot pass them by being missing or renamed.
-layout=(glimpse-common glimpse-agent glimpse-libpcap glimpse-store glimpse-collector
+layout=(glimpse-common glimpse-files glimpse-agent glimpse-libpcap glimpse-store glimpse-collector
   glimpse-admin-client glimpse-demo glimpse-certs glimpse-tests glimpse-benches)
 missing=()
 for crate in "${layout[@]}"; do
@@ -85,8 +85,12 @@ rule "1. glimpse-common depends on no other glimpse crate" \
   glimpse-common only-glimpse
 rule "2. glimpse-common (default features) depends on no tokio" \
   glimpse-common no tokio
-rule "3. glimpse-agent depends on no glimpse crate but glimpse-common and glimpse-libpcap" \
-  glimpse-agent only-glimpse glimpse-common glimpse-libpcap
+rule "1b. glimpse-files depends on no glimpse crate but glimpse-common, and on no tokio" \
+  glimpse-files only-glimpse glimpse-common
+rule "1c. glimpse-files depends on no tokio" \
+  glimpse-files no tokio
+rule "3. glimpse-agent depends on no glimpse crate but glimpse-common, glimpse-files and glimpse-libpcap" \
+  glimpse-agent only-glimpse glimpse-common glimpse-files glimpse-libpcap
 rule "4a. glimpse-libpcap depends on no other glimpse crate" \
   glimpse-libpcap only-glimpse
 rule "4b. glimpse-libpcap depends on no tokio" \
@@ -95,10 +99,12 @@ rule "5a. glimpse-store depends on no glimpse crate but glimpse-common" \
   glimpse-store only-glimpse glimpse-common
 rule "5b. glimpse-store depends on no tokio" \
   glimpse-store no tokio
-rule "6. glimpse-admin-client depends on no glimpse crate but glimpse-common" \
-  glimpse-admin-client only-glimpse glimpse-common
-rule "7. glimpse-collector depends on neither glimpse-agent, glimpse-certs, glimpse-libpcap nor glimpse-demo" \
-  glimpse-collector no glimpse-agent glimpse-certs glimpse-libpcap glimpse-demo
+rule "6. glimpse-admin-client depends on no glimpse crate but glimpse-common and glimpse-files" \
+  glimpse-admin-client only-glimpse glimpse-common glimpse-files
+rule "7. glimpse-collector depends on neither glimpse-agent, glimpse-certs, glimpse-libpcap, glimpse-demo nor the pcap crate" \
+  glimpse-collector no glimpse-agent glimpse-certs glimpse-libpcap glimpse-demo pcap
+rule "9. glimpse-demo links no libpcap (depends on no pcap crate)" \
+  glimpse-demo no pcap
 rule "8a. glimpse-certs depends on no glimpse crate but glimpse-common" \
   glimpse-certs only-glimpse glimpse-common
 rule "8b. glimpse-certs depends on no tokio" \

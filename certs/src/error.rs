@@ -7,7 +7,7 @@ use glimpse_common::certificate::CertificateError;
 use glimpse_common::identity::{DeviceId, IdentityError, OrgId};
 use glimpse_common::registration::RecordError;
 use glimpse_common::secret::SecretKeyError;
-use glimpse_common::ssh_key::SshKeyError;
+use glimpse_common::ssh_keys::SshKeyError;
 
 /// Something a PKI operation could not do.
 #[derive(Debug, thiserror::Error)]

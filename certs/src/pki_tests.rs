@@ -393,7 +393,7 @@ fn switches_and_gateways_get_ssh_keys_and_access_points_do_not() {
     let files = issue_device(dir(), &switch, &Validity::default(), false).unwrap();
     let private_path = files.ssh_key.as_ref().expect("a generated private key");
     assert_eq!(mode(private_path), 0o600);
-    let private = russh::keys::PrivateKey::from_openssh(fs::read(private_path).unwrap()).unwrap();
+    let private = ssh_key::PrivateKey::from_openssh(fs::read(private_path).unwrap()).unwrap();
     let registrations = load_registrations(dir()).unwrap();
     let reg = registrations.iter().find(|r| r.device.as_str() == "sw-1" && r.org.as_str() == "ssh-org").unwrap();
     let registered = reg.ssh_key().unwrap().expect("registered SSH key");

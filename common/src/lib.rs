@@ -27,6 +27,6 @@ pub mod record;
 pub mod registration;
 pub mod secret;
 #[cfg(feature = "pki")]
-pub mod ssh_key;
+pub mod ssh_keys;
 pub mod tls;
 pub mod wire;

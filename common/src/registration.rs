@@ -16,7 +16,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::identity::{DeviceId, DeviceIdentity, DeviceKind, IdentityError, OrgId};
 use crate::secret::SecretKey;
-use crate::ssh_key::SshKeyError;
+use crate::ssh_keys::SshKeyError;
 
 /// A record in a PKI directory could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -154,8 +154,8 @@ impl Registration {
     }
 
     /// The device's SSH public key, parsed and checked, if it has one.
-    pub fn ssh_key(&self) -> Result<Option<russh::keys::PublicKey>, SshKeyError> {
-        self.ssh_public_key.as_deref().map(crate::ssh_key::parse_device_public_key).transpose()
+    pub fn ssh_key(&self) -> Result<Option<ssh_key::PublicKey>, SshKeyError> {
+        self.ssh_public_key.as_deref().map(crate::ssh_keys::parse_device_public_key).transpose()
     }
 
     /// The device identity the record describes.

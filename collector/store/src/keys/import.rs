@@ -167,7 +167,7 @@ pub fn import_registrations(store: &Store, pki_dir: &Path) -> Result<(usize, usi
                     store,
                     "device.register",
                     &reg.org,
-                    &format!("{identity} SSH key {}", glimpse_common::ssh_key::fingerprint(key)),
+                    &format!("{identity} SSH key {}", glimpse_common::ssh_keys::fingerprint(key)),
                 );
             }
         }

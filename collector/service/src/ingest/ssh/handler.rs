@@ -87,7 +87,7 @@ impl DeviceHandler {
         if registered.key_data() != key.key_data() {
             return Err((
                 RejectReason::RegistrationMismatch,
-                format!("key {} is not the one registered for {identity}", glimpse_common::ssh_key::fingerprint(key)),
+                format!("key {} is not the one registered for {identity}", glimpse_common::ssh_keys::fingerprint(key)),
             ));
         }
         Ok(identity)
@@ -121,7 +121,7 @@ impl russh::server::Handler for DeviceHandler {
     }
 
     async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
-        if let Err(reason) = glimpse_common::ssh_key::check_algorithm(key.algorithm) {
+        if let Err(reason) = glimpse_common::ssh_keys::check_algorithm(key.algorithm) {
             warn!(peer = %self.peer, "SSH key refused: {reason}");
             return Ok(reject());
         }

@@ -50,7 +50,7 @@ fn create(path: &Path) -> Result<(), SshError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| bad(format!("cannot create {}: {e}", parent.display())))?;
     }
-    let generated = glimpse_common::ssh_key::generate_ed25519("glimpse-collector").map_err(|e| bad(e.to_string()))?;
+    let generated = glimpse_common::ssh_keys::generate_ed25519("glimpse-collector").map_err(|e| bad(e.to_string()))?;
     // Written under a temporary name and renamed, so a crash never leaves a
     // half-written key that the next start would refuse.
     let tmp: PathBuf = path.with_extension(format!("tmp-{}", std::process::id()));

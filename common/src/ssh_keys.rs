@@ -3,16 +3,16 @@
 //! their fingerprints, and a fresh Ed25519 pair. The PKI tool issues with
 //! these, the collector checks with the same rules.
 //!
-//! Keys are parsed and written with `russh::keys` (the `ssh-key` crate that
-//! russh itself verifies signatures with), so a key the PKI tool accepts is a
+//! Keys are parsed and written with the `ssh-key` crate that russh itself
+//! verifies signatures with (`russh::keys` re-exports it), so a key the PKI tool accepts is a
 //! key the collector can check. Text in, keys out: no files. Only Ed25519 and ECDSA (P-256, P-384) keys
 //! are accepted: RSA would need a 3072-bit minimum check and SHA-2
 //! signature negotiation for no gain on a device we provision ourselves,
 //! and DSA is broken.
 
-use russh::keys::ssh_key::private::Ed25519Keypair;
-use russh::keys::ssh_key::LineEnding;
-use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey, PublicKey};
+use ssh_key::private::Ed25519Keypair;
+use ssh_key::LineEnding;
+use ssh_key::{Algorithm, EcdsaCurve, HashAlg, PrivateKey, PublicKey};
 use zeroize::Zeroizing;
 
 /// An SSH key was refused or could not be made.
