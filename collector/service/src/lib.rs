@@ -21,6 +21,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod ingest;
+mod listener;
 pub mod service;
 
 pub use config::CollectorConfig;

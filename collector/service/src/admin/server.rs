@@ -1,11 +1,12 @@
 //! Serving admin requests.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
@@ -15,10 +16,13 @@ use glimpse_common::wire::io::{write_message, FrameReader};
 
 use super::actions::AdminContext;
 use crate::ingest::ServerTls;
+use crate::listener::{accept_until_shutdown, Drain};
 use glimpse_store::audit::AuditOutcome;
 
 /// Largest admin request accepted.
 const MAX_ADMIN_FRAME: usize = 64 * 1024;
+/// Admin connections open at once; each lasts at most [`ADMIN_TIMEOUT`].
+const MAX_ADMIN_CONNECTIONS: usize = 64;
 /// Time allowed for one admin exchange.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -28,12 +32,18 @@ pub struct AdminServer {
     listener: TcpListener,
     tls: ServerTls,
     context: AdminContext,
+    slots: Arc<Semaphore>,
 }
 
 impl AdminServer {
     /// Binds the admin port.
     pub async fn bind(addr: SocketAddr, tls: ServerTls, context: AdminContext) -> std::io::Result<Self> {
-        Ok(Self { listener: TcpListener::bind(addr).await?, tls, context })
+        Ok(Self {
+            listener: TcpListener::bind(addr).await?,
+            tls,
+            context,
+            slots: Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS)),
+        })
     }
 
     /// The address actually bound.
@@ -41,26 +51,25 @@ impl AdminServer {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` turns true.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut tasks = JoinSet::new();
-        loop {
-            tokio::select! {
-                accepted = self.listener.accept() => {
-                    let Ok((tcp, peer)) = accepted else { continue };
-                    let acceptor = TlsAcceptor::from(self.tls.current());
-                    let context = self.context.clone();
-                    tasks.spawn(async move {
-                        if tokio::time::timeout(ADMIN_TIMEOUT, serve(tcp, peer, acceptor, context)).await.is_err() {
-                            warn!(%peer, "admin request timed out");
-                        }
-                    });
+    /// Serves until `shutdown` turns true, then aborts open exchanges.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let Self { listener, tls, context, slots } = self;
+        accept_until_shutdown("admin", &listener, shutdown, Drain::Abort, |tcp, peer| {
+            // Admin connections are unauthenticated until the TLS handshake
+            // completes: bounded, so a flood cannot exhaust the collector.
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                warn!(%peer, "admin connection limit reached; refusing");
+                return None;
+            };
+            let (acceptor, context) = (TlsAcceptor::from(tls.current()), context.clone());
+            Some(async move {
+                if tokio::time::timeout(ADMIN_TIMEOUT, serve(tcp, peer, acceptor, context)).await.is_err() {
+                    warn!(%peer, "admin request timed out");
                 }
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                _ = crate::service::stopped(&mut shutdown) => break,
-            }
-        }
-        tasks.shutdown().await;
+                drop(slot);
+            })
+        })
+        .await;
     }
 }
 

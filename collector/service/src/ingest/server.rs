@@ -6,8 +6,7 @@ use std::sync::{Arc, RwLock};
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::warn;
 
 use glimpse_common::tls::{server_config, TlsConfigError};
 use glimpse_files::{load_certs, load_crls, load_key};
@@ -16,6 +15,7 @@ use crate::config::CollectorConfig;
 use crate::ingest::connection::{serve_connection, ConnectionContext};
 use crate::ingest::directory::AgentDirectory;
 use crate::ingest::reject::{IngestMetrics, RejectReason};
+use crate::listener::{accept_until_shutdown, Drain};
 use glimpse_store::store::Store;
 
 /// The current TLS configuration; replaced on SIGHUP without touching
@@ -106,44 +106,22 @@ impl IngestServer {
     /// Accepts until `shutdown` turns true, then lets every connection
     /// finish the batch it is storing, tells its agent we are shutting
     /// down, and returns.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut connections = JoinSet::new();
-        loop {
-            tokio::select! {
-                accepted = self.listener.accept() => {
-                    let (tcp, peer) = match accepted {
-                        Ok(pair) => pair,
-                        Err(e) => {
-                            // EMFILE and friends: back off briefly rather than spin.
-                            warn!(error = %e, "accept failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let Ok(permit) = self.limit.clone().try_acquire_owned() else {
-                        warn!(%peer, reason = RejectReason::Overload.as_str(), "connection limit reached; refusing agent");
-                        self.context.metrics.reject(RejectReason::Overload);
-                        continue;
-                    };
-                    let _ = tcp.set_nodelay(true);
-                    let context = self.context.clone();
-                    let tls = self.tls.current();
-                    let shutdown = shutdown.clone();
-                    connections.spawn(async move {
-                        serve_connection(tcp, peer, tls, context, shutdown).await;
-                        drop(permit);
-                    });
-                }
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() {
-                        break;
-                    }
-                }
-            }
-        }
-        info!(open = connections.len(), "ingest stopping: draining connections");
-        while connections.join_next().await.is_some() {}
-        info!("ingest stopped");
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let Self { listener, tls, context, limit } = self;
+        let stop = shutdown.clone();
+        accept_until_shutdown("ingest", &listener, stop, Drain::Finish, |tcp, peer| {
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                warn!(%peer, reason = RejectReason::Overload.as_str(), "connection limit reached; refusing agent");
+                context.metrics.reject(RejectReason::Overload);
+                return None;
+            };
+            let _ = tcp.set_nodelay(true);
+            let (context, tls, shutdown) = (context.clone(), tls.current(), shutdown.clone());
+            Some(async move {
+                serve_connection(tcp, peer, tls, context, shutdown).await;
+                drop(permit);
+            })
+        })
+        .await;
     }
 }

@@ -33,12 +33,12 @@ use russh::server::Config;
 use russh::{cipher, compression, kex, mac, Preferred};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, Semaphore};
-use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::config::SshConfig;
 use crate::ingest::connection::{serve_ssh_channel, ConnectionContext};
 use crate::ingest::reject::RejectReason;
+use crate::listener::{accept_until_shutdown, Drain};
 
 pub use handler::SUBSYSTEM;
 
@@ -202,63 +202,40 @@ impl SshServer {
     }
 
     /// Accepts until `shutdown`, then drains as the TLS listener does.
-    pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut connections = JoinSet::new();
-        loop {
-            tokio::select! {
-                accepted = self.listener.accept() => {
-                    let (tcp, peer) = match accepted {
-                        Ok(pair) => pair,
-                        Err(e) => {
-                            warn!(error = %e, "SSH accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let Some(source_slot) = self.per_source.try_take(peer.ip()) else {
-                        warn!(%peer, reason = RejectReason::Overload.as_str(), "too many unauthenticated SSH connections from this address; refusing");
-                        self.context.metrics.reject(RejectReason::Overload);
-                        continue;
-                    };
-                    let (Ok(connection), Ok(unauthenticated)) = (
-                        self.connections.clone().try_acquire_owned(),
-                        self.unauthenticated.clone().try_acquire_owned(),
-                    ) else {
-                        warn!(%peer, reason = RejectReason::Overload.as_str(), "SSH connection limit reached; refusing device");
-                        self.context.metrics.reject(RejectReason::Overload);
-                        continue;
-                    };
-                    let handler = handler::DeviceHandler {
-                        peer,
-                        store: self.context.store.clone(),
-                        metrics: self.context.metrics.clone(),
-                        unauthenticated: Some((unauthenticated, source_slot)),
-                        on_authenticated: None,
-                        on_admitted: None,
-                        identity: None,
-                        channel: None,
-                        opened_session: false,
-                    };
-                    let config = self.config.clone();
-                    let context = self.context.clone();
-                    let auth_timeout = self.settings.auth_timeout;
-                    let shutdown = shutdown.clone();
-                    connections.spawn(async move {
-                        serve(tcp, peer, handler, config, context, auth_timeout, shutdown).await;
-                        drop(connection);
-                    });
-                }
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() {
-                        break;
-                    }
-                }
-            }
-        }
-        info!(open = connections.len(), "SSH ingest stopping: draining connections");
-        while connections.join_next().await.is_some() {}
-        info!("SSH ingest stopped");
+    pub(crate) async fn run(self, shutdown: watch::Receiver<bool>) {
+        let stop = shutdown.clone();
+        accept_until_shutdown("SSH ingest", &self.listener, stop, Drain::Finish, |tcp, peer| {
+            let Some(source_slot) = self.per_source.try_take(peer.ip()) else {
+                warn!(%peer, reason = RejectReason::Overload.as_str(), "too many unauthenticated SSH connections from this address; refusing");
+                self.context.metrics.reject(RejectReason::Overload);
+                return None;
+            };
+            let (Ok(connection), Ok(unauthenticated)) =
+                (self.connections.clone().try_acquire_owned(), self.unauthenticated.clone().try_acquire_owned())
+            else {
+                warn!(%peer, reason = RejectReason::Overload.as_str(), "SSH connection limit reached; refusing device");
+                self.context.metrics.reject(RejectReason::Overload);
+                return None;
+            };
+            let handler = handler::DeviceHandler {
+                peer,
+                store: self.context.store.clone(),
+                metrics: self.context.metrics.clone(),
+                unauthenticated: Some((unauthenticated, source_slot)),
+                on_authenticated: None,
+                on_admitted: None,
+                identity: None,
+                channel: None,
+                opened_session: false,
+            };
+            let (config, context, auth_timeout) = (self.config.clone(), self.context.clone(), self.settings.auth_timeout);
+            let shutdown = shutdown.clone();
+            Some(async move {
+                serve(tcp, peer, handler, config, context, auth_timeout, shutdown).await;
+                drop(connection);
+            })
+        })
+        .await;
     }
 }
 
