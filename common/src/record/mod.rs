@@ -16,6 +16,7 @@ use crate::clock::UnixMillis;
 use crate::identity::DeviceKind;
 
 mod counters;
+pub mod personal;
 mod profile;
 mod wan;
 mod wired;
