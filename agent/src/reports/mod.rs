@@ -26,9 +26,9 @@ use std::time::Duration;
 use glimpse_common::bounded::{BoundedString, BoundedVec};
 use glimpse_common::identity::DeviceKind;
 use glimpse_common::record::{
-    counter_change, per_second, CounterReport, DeviceMetadata, DeviceProfile, InterfaceDelta, LldpNeighbour, MacAddr,
-    PortVlans, Radio, Record, RecordBody, RoamEvent, RoamKind, Station, VlanRange, WanReport, WiredHost, WiredReport,
-    WirelessReport, MAX_CLIENT_ADDRESSES, MAX_HOSTS, MAX_ROAMS, MAX_STATIONS,
+    counter_change, per_second, CounterReport, DeviceMetadata, DeviceProfile, InterfaceDelta, MacAddr, Radio, Record,
+    RecordBody, RoamEvent, RoamKind, WanReport, WiredHost, WiredReport, WirelessReport, MAX_CLIENT_ADDRESSES,
+    MAX_HOSTS, MAX_ROAMS, MAX_STATIONS,
 };
 use tracing::warn;
 
@@ -319,30 +319,19 @@ impl Reporter {
             let mut count = 0u32;
             for dump in parsed.items {
                 count += 1;
-                let client = clients.get(&dump.mac);
-                let auth = hostapd.get(&dump.mac);
-                stations.push(Station {
-                    mac: dump.mac,
-                    interface: BoundedString::truncating(&interface.name),
-                    ssid: ssid.clone(),
-                    addresses: client.map(Client::addresses).unwrap_or_default(),
-                    hostname: text_of(client.and_then(|c| c.hostname.as_deref())),
-                    username: text_of(auth.and_then(|a| a.username.as_deref())),
-                    user_agent: text_of(client.and_then(|c| c.vendor_class.as_deref())),
-                    vlan: auth.and_then(|a| a.vlan_id),
-                    signal_dbm: dump.signal_dbm,
-                    signal_avg_dbm: dump.signal_avg_dbm,
-                    tx_bitrate_kbps: dump.tx_bitrate_kbps,
-                    rx_bitrate_kbps: dump.rx_bitrate_kbps,
-                    connected_secs: dump.connected_secs,
-                    inactive_ms: dump.inactive_ms,
-                    rx_bytes: dump.rx_bytes,
-                    tx_bytes: dump.tx_bytes,
-                    rx_packets: dump.rx_packets,
-                    tx_packets: dump.tx_packets,
-                    tx_retries: dump.tx_retries,
-                    tx_failed: dump.tx_failed,
-                });
+                // The dump fills in what `iw` knows; the rest comes from
+                // leases, the ARP table and hostapd.
+                let probe::StationDump { mut station, authorized: _, associated: _ } = dump;
+                let client = clients.get(&station.mac);
+                let auth = hostapd.get(&station.mac);
+                station.interface = BoundedString::truncating(&interface.name);
+                station.ssid = ssid.clone();
+                station.addresses = client.map(Client::addresses).unwrap_or_default();
+                station.hostname = text_of(client.and_then(|c| c.hostname.as_deref()));
+                station.username = text_of(auth.and_then(|a| a.username.as_deref()));
+                station.user_agent = text_of(client.and_then(|c| c.vendor_class.as_deref()));
+                station.vlan = auth.and_then(|a| a.vlan_id);
+                stations.push(station);
             }
             radios.push(Radio {
                 interface: BoundedString::truncating(&interface.name),
@@ -448,37 +437,14 @@ impl Reporter {
         if let Some(text) = vlan_text {
             let parsed = probe::parse_bridge_vlan_json(&text);
             self.note_skipped("bridge vlan", &parsed);
-            for port in parsed.items {
-                ports.push(PortVlans {
-                    port: BoundedString::truncating(&port.port),
-                    pvid: port.pvid,
-                    untagged: BoundedVec::truncating(VlanRange::runs(&port.untagged)),
-                    tagged: BoundedVec::truncating(VlanRange::runs(&port.tagged)),
-                });
-            }
+            ports = parsed.items;
             ports.sort_by(|a, b| a.port.as_str().cmp(b.port.as_str()));
         }
         let mut neighbours = Vec::new();
         if let Some(text) = lldp_text {
             let parsed = probe::parse_lldpcli_json(&text);
             self.note_skipped("lldpcli", &parsed);
-            for n in parsed.items {
-                neighbours.push(LldpNeighbour {
-                    local_port: BoundedString::truncating(&n.local_port),
-                    chassis_id: text_of(n.chassis_id.as_deref()),
-                    chassis_id_type: text_of(n.chassis_id_type.as_deref()),
-                    system_name: text_of(n.system_name.as_deref()),
-                    system_description: text_of(n.system_description.as_deref()),
-                    management_addresses: BoundedVec::truncating(n.management_addresses),
-                    capabilities: BoundedVec::truncating(
-                        n.capabilities_enabled.iter().map(|c| BoundedString::truncating(c)).collect(),
-                    ),
-                    port_id: text_of(n.port_id.as_deref()),
-                    port_id_type: text_of(n.port_id_type.as_deref()),
-                    port_description: text_of(n.port_description.as_deref()),
-                    vlans: BoundedVec::truncating(n.vlans),
-                });
-            }
+            neighbours = parsed.items;
         }
         let hosts: Vec<WiredHost> = hosts.into_values().collect();
         let mut reports = Vec::new();
