@@ -26,9 +26,9 @@ use std::time::Duration;
 use glimpse_common::bounded::{BoundedString, BoundedVec};
 use glimpse_common::identity::DeviceKind;
 use glimpse_common::record::{
-    counter_change, per_second, CounterReport, DeviceMetadata, DeviceProfile, InterfaceDelta, MacAddr, Radio, Record,
-    RecordBody, RoamEvent, RoamKind, WanReport, WiredHost, WiredReport, WirelessReport, MAX_CLIENT_ADDRESSES,
-    MAX_HOSTS, MAX_ROAMS, MAX_STATIONS,
+    CounterReport, DeviceMetadata, DeviceProfile, InterfaceDelta, InterfaceStats, MacAddr, Radio, Record, RecordBody,
+    RoamEvent, RoamKind, WanReport, WiredHost, WiredReport, WirelessReport, MAX_CLIENT_ADDRESSES, MAX_HOSTS, MAX_ROAMS,
+    MAX_STATIONS,
 };
 use tracing::warn;
 
@@ -57,7 +57,7 @@ pub struct Reporter {
     root: PathBuf,
     host: HostProbe,
     /// Counters and (monotonic) time of the previous collection.
-    previous_counters: Option<(u64, BTreeMap<String, probe::Counters>)>,
+    previous_counters: Option<(u64, BTreeMap<String, InterfaceStats>)>,
     /// Station MAC to the radio it was on at the previous collection;
     /// `None` before the first.
     previous_stations: Option<BTreeMap<MacAddr, String>>,
@@ -205,38 +205,15 @@ impl Reporter {
 
     /// Interface counter changes since the previous collection.
     fn counters(&mut self, metadata: &DeviceMetadata, now_ms: u64) -> Option<CounterReport> {
-        let current: BTreeMap<String, probe::Counters> =
-            metadata.interfaces.iter().map(|i| (i.name.as_str().to_owned(), probe::Counters::of(i))).collect();
+        let current: BTreeMap<String, InterfaceStats> =
+            metadata.interfaces.iter().map(|i| (i.name.as_str().to_owned(), i.clone())).collect();
         let previous = self.previous_counters.replace((now_ms, current.clone()));
         let (then_ms, before) = previous?;
         let interval_ms = now_ms.saturating_sub(then_ms);
-        let mut interfaces = Vec::new();
-        for (name, now) in &current {
-            let Some(was) = before.get(name) else { continue };
-            let pairs = was.to_array().into_iter().zip(now.to_array()).map(|(a, b)| counter_change(a, b));
-            let changes: Vec<_> = pairs.collect();
-            let wrapped =
-                changes.iter().filter(|c| matches!(c, glimpse_common::record::CounterChange::Wrapped(_))).count();
-            let reset = changes.iter().any(|c| matches!(c, glimpse_common::record::CounterChange::Reset(_)));
-            let v: Vec<u64> = changes.iter().map(|c| c.amount()).collect();
-            interfaces.push(InterfaceDelta {
-                name: BoundedString::truncating(name),
-                rx_bytes: v[0],
-                rx_packets: v[1],
-                rx_errors: v[2],
-                rx_dropped: v[3],
-                tx_bytes: v[4],
-                tx_packets: v[5],
-                tx_errors: v[6],
-                tx_dropped: v[7],
-                rx_bytes_per_sec: per_second(v[0], interval_ms),
-                tx_bytes_per_sec: per_second(v[4], interval_ms),
-                rx_packets_per_sec: per_second(v[1], interval_ms),
-                tx_packets_per_sec: per_second(v[5], interval_ms),
-                wrapped: wrapped as u8,
-                reset,
-            });
-        }
+        let interfaces = current
+            .iter()
+            .filter_map(|(name, now)| Some(InterfaceDelta::between(before.get(name)?, now, interval_ms)))
+            .collect();
         Some(CounterReport { interval_ms, interfaces: BoundedVec::truncating(interfaces) })
     }
 
