@@ -6,9 +6,9 @@
 //! newer `iw` that adds fields still parses.
 
 use glimpse_common::bounded::BoundedString;
-use glimpse_common::record::{MacAddr, Station, MAX_SSID, MAX_TEXT};
+use glimpse_common::record::{MacAddr, Radio, Station, MAX_TEXT};
 
-use super::lex::{bad, cut, dec_i64, dec_u32, dec_u64, fixed, printable, valid_ifname};
+use super::lex::{bad, dec_i64, dec_u32, dec_u64, fixed, printable, valid_ifname};
 use super::Parsed;
 #[cfg(test)]
 use super::ProbeError;
@@ -18,27 +18,18 @@ pub const MAX_WIFI_INTERFACES: usize = 64;
 /// Most stations kept from one dump.
 pub const MAX_DUMP_STATIONS: usize = 1024;
 
-/// One interface from `iw dev`.
+/// One interface from `iw dev`: the record's radio with what `iw dev`
+/// says filled in (not yet its station count), and its `phy#N`, which the
+/// record does not carry.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct WifiInterface {
-    /// Interface name.
-    pub name: String,
+    /// The radio: `interface`, `ssid` (as printed, non-printable bytes as
+    /// `\xNN`; empty when none), `bssid` (its `addr`), `mode` (its
+    /// `type`: `AP`, `AP/VLAN`, `managed`, `monitor`, ...), channel,
+    /// frequency, width and transmit power.
+    pub radio: Radio,
     /// Its `phy#N`.
     pub phy: Option<u32>,
-    /// `addr`: its MAC (the BSSID in AP mode).
-    pub mac: Option<MacAddr>,
-    /// `type`: `AP`, `AP/VLAN`, `managed`, `monitor`, `mesh point`, ...
-    pub iftype: String,
-    /// `ssid`, as printed (non-printable bytes as `\xNN`).
-    pub ssid: Option<String>,
-    /// Operating frequency, MHz.
-    pub frequency_mhz: Option<u32>,
-    /// Channel number.
-    pub channel: Option<u16>,
-    /// Channel width, MHz.
-    pub width_mhz: Option<u16>,
-    /// Transmit power in hundredths of a dBm.
-    pub tx_power_mbm: Option<i32>,
 }
 
 /// Parses `iw dev`.
@@ -58,22 +49,23 @@ pub fn parse_iw_dev(text: &str) -> Parsed<WifiInterface> {
             finish_interface(&mut parsed, current.take());
             let name = name.trim();
             if valid_ifname(name) {
-                current = Some((number, WifiInterface { name: name.to_owned(), phy, ..Default::default() }));
+                let radio = Radio { interface: BoundedString::truncating(name), ..Radio::default() };
+                current = Some((number, WifiInterface { radio, phy }));
             } else {
                 parsed.skip(bad(number, "interface name", name));
             }
             continue;
         }
-        let Some((_, interface)) = current.as_mut() else { continue };
+        let Some((_, WifiInterface { radio: interface, phy: _ })) = current.as_mut() else { continue };
         let (key, value) = line.split_once(' ').unwrap_or((line, ""));
         let value = value.trim();
         match key {
             "addr" => match value.parse::<MacAddr>() {
-                Ok(mac) => interface.mac = Some(mac),
+                Ok(mac) => interface.bssid = Some(mac),
                 Err(_) => parsed.skip(bad(number, "addr", value)),
             },
-            "type" if printable(value) => interface.iftype = cut(value, 32),
-            "ssid" if printable(value) => interface.ssid = Some(cut(value, MAX_SSID)),
+            "type" if printable(value) => interface.mode = BoundedString::truncating(value),
+            "ssid" if printable(value) => interface.ssid = BoundedString::truncating(value),
             "channel" => match parse_channel(value) {
                 Some((channel, frequency, width)) => {
                     interface.channel = Some(channel);
@@ -324,19 +316,19 @@ mod tests {
     fn iw_dev_of_a_dual_band_openwrt_ap() {
         let parsed = parse_iw_dev(IW_DEV);
         assert_eq!(parsed.skipped, 0, "{:?}", parsed.first_error);
-        let names: Vec<_> = parsed.items.iter().map(|i| i.name.as_str()).collect();
+        let names: Vec<_> = parsed.items.iter().map(|i| i.radio.interface.as_str()).collect();
         assert_eq!(names, ["phy1-ap0", "phy1-ap1", "phy0-ap0", "phy0-mon0"]);
-        let ap = &parsed.items[0];
-        assert_eq!(ap.phy, Some(1));
-        assert_eq!(ap.mac, Some("94:83:c4:12:34:57".parse().unwrap()));
-        assert_eq!((ap.iftype.as_str(), ap.ssid.as_deref()), ("AP", Some("Acme-Corp")));
+        assert_eq!(parsed.items[0].phy, Some(1));
+        let ap = &parsed.items[0].radio;
+        assert_eq!(ap.bssid, Some("94:83:c4:12:34:57".parse().unwrap()));
+        assert_eq!((ap.mode.as_str(), ap.ssid.as_str()), ("AP", "Acme-Corp"));
         assert_eq!(
             (ap.channel, ap.frequency_mhz, ap.width_mhz, ap.tx_power_mbm),
             (Some(36), Some(5180), Some(80), Some(2300))
         );
-        assert_eq!(parsed.items[1].ssid.as_deref(), Some("Acme Guest \\xe2\\x98\\x95"));
-        let monitor = &parsed.items[3];
-        assert_eq!((monitor.iftype.as_str(), monitor.ssid.as_ref(), monitor.channel), ("monitor", None, None));
+        assert_eq!(parsed.items[1].radio.ssid.as_str(), "Acme Guest \\xe2\\x98\\x95");
+        let monitor = &parsed.items[3].radio;
+        assert_eq!((monitor.mode.as_str(), monitor.ssid.as_str(), monitor.channel), ("monitor", "", None));
     }
 
     #[test]

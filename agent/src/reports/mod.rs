@@ -26,7 +26,7 @@ use std::time::Duration;
 use glimpse_common::bounded::{BoundedString, BoundedVec};
 use glimpse_common::identity::DeviceKind;
 use glimpse_common::record::{
-    CounterReport, DeviceMetadata, DeviceProfile, InterfaceDelta, InterfaceStats, MacAddr, Radio, Record, RecordBody,
+    CounterReport, DeviceMetadata, DeviceProfile, InterfaceDelta, InterfaceStats, MacAddr, Record, RecordBody,
     RoamEvent, RoamKind, WanReport, WiredHost, WiredReport, WirelessReport, MAX_CLIENT_ADDRESSES, MAX_HOSTS, MAX_ROAMS,
     MAX_STATIONS,
 };
@@ -285,14 +285,16 @@ impl Reporter {
         self.note_skipped("iw dev", &parsed);
         let mut radios = Vec::new();
         let mut stations = Vec::new();
-        for interface in parsed.items.into_iter().filter(|i| i.iftype.starts_with("AP")) {
+        for probe::WifiInterface { mut radio, phy: _ } in
+            parsed.items.into_iter().filter(|i| i.radio.mode.starts_with("AP"))
+        {
+            let name = radio.interface.as_str().to_owned();
             let mut argv = self.settings.commands.iw.clone();
-            argv.extend(["dev", interface.name.as_str(), "station", "dump"].map(str::to_owned));
+            argv.extend(["dev", name.as_str(), "station", "dump"].map(str::to_owned));
             let dump = self.run("iw station dump", argv, "no stations").unwrap_or_default();
             let parsed = probe::parse_station_dump(&dump);
             self.note_skipped("iw station dump", &parsed);
-            let hostapd = if parsed.items.is_empty() { HashMap::new() } else { self.hostapd(&interface.name) };
-            let ssid = BoundedString::truncating(interface.ssid.as_deref().unwrap_or(""));
+            let hostapd = if parsed.items.is_empty() { HashMap::new() } else { self.hostapd(&name) };
             let mut count = 0u32;
             for dump in parsed.items {
                 count += 1;
@@ -301,8 +303,8 @@ impl Reporter {
                 let probe::StationDump { mut station, authorized: _, associated: _ } = dump;
                 let client = clients.get(&station.mac);
                 let auth = hostapd.get(&station.mac);
-                station.interface = BoundedString::truncating(&interface.name);
-                station.ssid = ssid.clone();
+                station.interface = radio.interface.clone();
+                station.ssid = radio.ssid.clone();
                 station.addresses = client.map(Client::addresses).unwrap_or_default();
                 station.hostname = text_of(client.and_then(|c| c.hostname.as_deref()));
                 station.username = text_of(auth.and_then(|a| a.username.as_deref()));
@@ -310,17 +312,8 @@ impl Reporter {
                 station.vlan = auth.and_then(|a| a.vlan_id);
                 stations.push(station);
             }
-            radios.push(Radio {
-                interface: BoundedString::truncating(&interface.name),
-                ssid,
-                bssid: interface.mac,
-                mode: BoundedString::truncating(&interface.iftype),
-                frequency_mhz: interface.frequency_mhz,
-                channel: interface.channel,
-                width_mhz: interface.width_mhz,
-                tx_power_mbm: interface.tx_power_mbm,
-                stations: count,
-            });
+            radio.stations = count;
+            radios.push(radio);
         }
         stations.sort_by(|a, b| (a.interface.as_str(), a.mac).cmp(&(b.interface.as_str(), b.mac)));
         let now: BTreeMap<MacAddr, String> =
