@@ -6,7 +6,10 @@
 //! collecting them, and clears them again from every record that arrives,
 //! so an agent that has not heard yet (or ignores it) cannot get them
 //! stored. An omitted field keeps its type but holds nothing: empty text,
-//! `None`, zero counters, no addresses.
+//! `None`, zero counters, no addresses. Which record fields each setting
+//! clears is said once, by [`Field::omitted_by`], and the fields are found
+//! by the one walk over records, [`crate::record::personal`]; so are the
+//! MAC addresses pseudonymised here.
 //!
 //! Pseudonymised MAC addresses are `HMAC-SHA256(key, MAC)` cut to 6 bytes
 //! with the locally-administered bit set and the multicast bit clear
