@@ -56,7 +56,8 @@ pub struct Reporter {
     settings: ProbeSettings,
     root: PathBuf,
     host: HostProbe,
-    /// Counters and (monotonic) time of the previous collection.
+    /// Interfaces (for their counters) and monotonic time of the previous
+    /// collection.
     previous_counters: Option<(u64, BTreeMap<String, InterfaceStats>)>,
     /// Station MAC to the radio it was on at the previous collection;
     /// `None` before the first.
