@@ -6,7 +6,10 @@
 //! collecting them, and clears them again from every record that arrives,
 //! so an agent that has not heard yet (or ignores it) cannot get them
 //! stored. An omitted field keeps its type but holds nothing: empty text,
-//! `None`, zero counters, no addresses.
+//! `None`, zero counters, no addresses. Which record fields each setting
+//! clears is said once, by [`Field::omitted_by`], and the fields are found
+//! by the one walk over records, [`crate::record::personal`]; so are the
+//! MAC addresses pseudonymised here.
 //!
 //! Pseudonymised MAC addresses are `HMAC-SHA256(key, MAC)` cut to 6 bytes
 //! with the locally-administered bit set and the multicast bit clear
@@ -36,10 +39,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::{
-    CounterReport, DeviceMetadata, DeviceProfile, Location, MacAddr, RecordBody, Station, WanReport, WiredReport,
-    WirelessReport,
-};
+use crate::record::personal::{self, Category, Field, FieldMut, VisitMut};
+use crate::record::{DeviceMetadata, MacAddr, RecordBody};
 
 /// A metadata field an organisation can choose not to collect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -173,34 +174,10 @@ impl FromStr for MetadataField {
 
 /// Clears the `omit`ted fields of `metadata`.
 pub fn omit_fields(metadata: &mut DeviceMetadata, omit: &[MetadataField]) {
-    for field in omit {
-        match field {
-            MetadataField::Hostname => metadata.hostname = Default::default(),
-            MetadataField::Os => {
-                metadata.os_name = Default::default();
-                metadata.os_version = Default::default();
-            }
-            MetadataField::Model => metadata.model = None,
-            MetadataField::Kernel => metadata.kernel = Default::default(),
-            MetadataField::Uptime => metadata.uptime_secs = 0,
-            MetadataField::InterfaceMacs => metadata.interfaces.as_mut_slice().iter_mut().for_each(|i| i.mac = None),
-            MetadataField::InterfaceAddresses => {
-                metadata.interfaces.as_mut_slice().iter_mut().for_each(|i| i.addresses = Default::default())
-            }
-            MetadataField::InterfaceCounters => metadata.interfaces.as_mut_slice().iter_mut().for_each(|i| {
-                i.rx_bytes = 0;
-                i.rx_packets = 0;
-                i.rx_errors = 0;
-                i.rx_dropped = 0;
-                i.tx_bytes = 0;
-                i.tx_packets = 0;
-                i.tx_errors = 0;
-                i.tx_dropped = 0;
-            }),
-            // Fields of the device-kind reports; see `omit_from_record`.
-            _ => {}
-        }
+    if omit.is_empty() {
+        return;
     }
+    personal::visit_metadata_mut(metadata, &mut Omit(omit));
 }
 
 /// Clears the `omit`ted fields of any record body. Records that carry none
@@ -209,88 +186,17 @@ pub fn omit_from_record(body: &mut RecordBody, omit: &[MetadataField]) {
     if omit.is_empty() {
         return;
     }
-    match body {
-        RecordBody::Metadata(metadata) => omit_fields(metadata, omit),
-        RecordBody::Counters(report) => omit_from_counters(report, omit),
-        RecordBody::Wireless(report) => omit_from_wireless(report, omit),
-        RecordBody::Wired(report) => omit_from_wired(report, omit),
-        RecordBody::Wan(report) => omit_from_wan(report, omit),
-        _ => {}
-    }
+    personal::visit_mut(body, &mut Omit(omit));
 }
 
-fn omit_from_counters(report: &mut CounterReport, omit: &[MetadataField]) {
-    if omit.contains(&MetadataField::InterfaceCounters) {
-        report.interfaces = Default::default();
-    }
-}
+/// Clears every visited field whose setting is in the list.
+struct Omit<'a>(&'a [MetadataField]);
 
-fn omit_from_profile(profile: &mut DeviceProfile, omit: &[MetadataField]) {
-    if omit.contains(&MetadataField::Location) {
-        profile.location = Location::default();
-    }
-}
-
-fn omit_from_station(station: &mut Station, omit: &[MetadataField]) {
-    for field in omit {
-        match field {
-            MetadataField::ClientAddresses => station.addresses = Default::default(),
-            MetadataField::ClientHostnames => station.hostname = Default::default(),
-            MetadataField::Usernames => station.username = Default::default(),
-            MetadataField::UserAgents => station.user_agent = Default::default(),
-            MetadataField::Vlans => station.vlan = None,
-            MetadataField::ClientSignal => {
-                station.signal_dbm = None;
-                station.signal_avg_dbm = None;
-                station.tx_bitrate_kbps = None;
-                station.rx_bitrate_kbps = None;
-            }
-            MetadataField::ClientCounters => {
-                station.rx_bytes = None;
-                station.tx_bytes = None;
-                station.rx_packets = None;
-                station.tx_packets = None;
-                station.tx_retries = None;
-                station.tx_failed = None;
-            }
-            _ => {}
+impl VisitMut for Omit<'_> {
+    fn field(&mut self, field: Field, mut value: FieldMut<'_>) {
+        if field.omitted_by().is_some_and(|setting| self.0.contains(&setting)) {
+            value.clear();
         }
-    }
-}
-
-fn omit_from_wireless(report: &mut WirelessReport, omit: &[MetadataField]) {
-    omit_from_profile(&mut report.device, omit);
-    report.stations.as_mut_slice().iter_mut().for_each(|station| omit_from_station(station, omit));
-    if omit.contains(&MetadataField::Roaming) {
-        report.roaming = Default::default();
-    }
-}
-
-fn omit_from_wired(report: &mut WiredReport, omit: &[MetadataField]) {
-    omit_from_profile(&mut report.device, omit);
-    for host in report.hosts.as_mut_slice() {
-        for field in omit {
-            match field {
-                MetadataField::ClientAddresses => host.addresses = Default::default(),
-                MetadataField::ClientHostnames => host.hostname = Default::default(),
-                MetadataField::Usernames => host.username = Default::default(),
-                MetadataField::Vlans => host.vlan = None,
-                _ => {}
-            }
-        }
-    }
-    if omit.contains(&MetadataField::Vlans) {
-        report.ports = Default::default();
-    }
-    if omit.contains(&MetadataField::Lldp) {
-        report.neighbours = Default::default();
-    }
-}
-
-fn omit_from_wan(report: &mut WanReport, omit: &[MetadataField]) {
-    omit_from_profile(&mut report.device, omit);
-    if omit.contains(&MetadataField::Applications) {
-        report.applications = Default::default();
     }
 }
 
@@ -299,42 +205,22 @@ fn omit_from_wan(report: &mut WanReport, omit: &[MetadataField]) {
 /// events, learned hosts. (LLDP chassis identifiers name network equipment,
 /// not people, and stay.)
 pub fn rewrite_record_macs(body: &mut RecordBody, mut rewrite: impl FnMut(MacAddr) -> MacAddr) {
-    match body {
-        RecordBody::Metadata(metadata) => {
-            for interface in metadata.interfaces.as_mut_slice() {
-                interface.mac = interface.mac.map(&mut rewrite);
-            }
+    personal::visit_fields_mut(body, |field, mut value| {
+        if field.category() == Category::Mac && field != Field::CaptureMac {
+            value.rewrite_mac(&mut rewrite);
         }
-        RecordBody::Wireless(report) => {
-            for radio in report.radios.as_mut_slice() {
-                radio.bssid = radio.bssid.map(&mut rewrite);
-            }
-            for station in report.stations.as_mut_slice() {
-                station.mac = rewrite(station.mac);
-            }
-            for event in report.roaming.as_mut_slice() {
-                event.mac = rewrite(event.mac);
-            }
-        }
-        RecordBody::Wired(report) => {
-            for host in report.hosts.as_mut_slice() {
-                host.mac = rewrite(host.mac);
-            }
-        }
-        _ => {}
-    }
+    });
 }
 
 /// Calls `rewrite` on every MAC address any record holds: those of
 /// [`rewrite_record_macs`] and, for a capture, the addresses in its link
 /// and 802.11 headers.
 pub fn rewrite_all_macs(body: &mut RecordBody, mut rewrite: impl FnMut(MacAddr) -> MacAddr) {
-    match body {
-        RecordBody::Capture(packet) => {
-            crate::capture::rewrite_macs(packet, rewrite);
+    personal::visit_fields_mut(body, |field, mut value| {
+        if field.category() == Category::Mac {
+            value.rewrite_mac(&mut rewrite);
         }
-        body => rewrite_record_macs(body, &mut rewrite),
-    }
+    });
 }
 
 /// Whether a batch's MAC addresses are real or already replaced on the
@@ -455,7 +341,7 @@ pub fn pseudonymous_mac(key: &ring::hmac::Key, mac: MacAddr) -> MacAddr {
 mod tests {
     use super::*;
     use crate::bounded::{BoundedString, BoundedVec};
-    use crate::record::InterfaceStats;
+    use crate::record::{DeviceProfile, InterfaceStats, Location, Station, WiredReport, WirelessReport};
 
     #[test]
     fn names_round_trip_and_unknown_names_are_errors() {

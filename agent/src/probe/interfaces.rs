@@ -11,100 +11,18 @@ use super::lex::{bad, dec_u64, valid_ifname};
 use super::source::{Fetched, Issue, FILE_LIMIT, VALUE_LIMIT};
 use super::{HostProbe, InterfaceMap, Parsed, ProbeError};
 
-/// Cumulative counters of one interface since it was created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Counters {
-    /// Bytes received.
-    pub rx_bytes: u64,
-    /// Packets received.
-    pub rx_packets: u64,
-    /// Receive errors.
-    pub rx_errors: u64,
-    /// Received packets dropped.
-    pub rx_dropped: u64,
-    /// Bytes sent.
-    pub tx_bytes: u64,
-    /// Packets sent.
-    pub tx_packets: u64,
-    /// Transmit errors.
-    pub tx_errors: u64,
-    /// Transmitted packets dropped.
-    pub tx_dropped: u64,
-}
-
-impl Counters {
-    /// The files of `sys/class/net/<if>/statistics`, in [`Counters::from_array`] order.
-    const SYSFS_FILES: [&'static str; 8] =
-        ["rx_bytes", "rx_packets", "rx_errors", "rx_dropped", "tx_bytes", "tx_packets", "tx_errors", "tx_dropped"];
-
-    fn from_array(v: [u64; 8]) -> Self {
-        Self {
-            rx_bytes: v[0],
-            rx_packets: v[1],
-            rx_errors: v[2],
-            rx_dropped: v[3],
-            tx_bytes: v[4],
-            tx_packets: v[5],
-            tx_errors: v[6],
-            tx_dropped: v[7],
-        }
-    }
-
-    /// The counters an interface record carries.
-    pub fn of(stats: &InterfaceStats) -> Self {
-        Self::from_array([
-            stats.rx_bytes,
-            stats.rx_packets,
-            stats.rx_errors,
-            stats.rx_dropped,
-            stats.tx_bytes,
-            stats.tx_packets,
-            stats.tx_errors,
-            stats.tx_dropped,
-        ])
-    }
-
-    /// rx bytes, packets, errors, dropped, then the same for tx.
-    pub fn to_array(self) -> [u64; 8] {
-        [
-            self.rx_bytes,
-            self.rx_packets,
-            self.rx_errors,
-            self.rx_dropped,
-            self.tx_bytes,
-            self.tx_packets,
-            self.tx_errors,
-            self.tx_dropped,
-        ]
-    }
-
-    fn apply_to(self, stats: &mut InterfaceStats) {
-        stats.rx_bytes = self.rx_bytes;
-        stats.rx_packets = self.rx_packets;
-        stats.rx_errors = self.rx_errors;
-        stats.rx_dropped = self.rx_dropped;
-        stats.tx_bytes = self.tx_bytes;
-        stats.tx_packets = self.tx_packets;
-        stats.tx_errors = self.tx_errors;
-        stats.tx_dropped = self.tx_dropped;
-    }
-}
-
-/// One interface line of `proc/net/dev`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetDevLine {
-    /// Interface name.
-    pub name: String,
-    /// Its counters.
-    pub counters: Counters,
-}
+/// The files of `sys/class/net/<if>/statistics`, in
+/// [`InterfaceStats::counters`] order.
+const SYSFS_COUNTER_FILES: [&str; 8] =
+    ["rx_bytes", "rx_packets", "rx_errors", "rx_dropped", "tx_bytes", "tx_packets", "tx_errors", "tx_dropped"];
 
 /// Columns of a `proc/net/dev` line after the name: eight receive counters
 /// (bytes packets errs drop fifo frame compressed multicast), then eight
 /// transmit counters (bytes packets errs drop fifo colls carrier compressed).
 const NET_DEV_COLUMNS: usize = 16;
 
-/// Parses `proc/net/dev`.
+/// Parses `proc/net/dev` into interfaces with their names and counters set
+/// (and nothing else: the rest comes from sysfs).
 ///
 /// The two header lines (recognised by their `|`) are skipped. Each other
 /// line is `name:` and 16 decimal counters; the kernel right-aligns names to
@@ -112,7 +30,7 @@ const NET_DEV_COLUMNS: usize = 16;
 /// counter is wide (`  eth0:4823915023 ...`), so the line is split at the
 /// colon, which interface names cannot contain. Lines with fewer than 16
 /// counters (a file cut mid-line) or non-numeric ones are skipped.
-pub fn parse_proc_net_dev(text: &str) -> Parsed<NetDevLine> {
+pub fn parse_proc_net_dev(text: &str) -> Parsed<InterfaceStats> {
     let mut parsed = Parsed::new();
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;
@@ -151,10 +69,9 @@ pub fn parse_proc_net_dev(text: &str) -> Parsed<NetDevLine> {
             continue;
         }
         let c = columns;
-        parsed.items.push(NetDevLine {
-            name: name.to_owned(),
-            counters: Counters::from_array([c[0], c[1], c[2], c[3], c[8], c[9], c[10], c[11]]),
-        });
+        let mut stats = InterfaceStats { name: BoundedString::truncating(name), ..InterfaceStats::default() };
+        stats.set_counters([c[0], c[1], c[2], c[3], c[8], c[9], c[10], c[11]]);
+        parsed.items.push(stats);
     }
     parsed
 }
@@ -227,11 +144,9 @@ impl HostProbe {
                 }
             }
             None => {
-                let counters = self.proc_net_dev();
-                let total = counters.len();
-                for (name, counters) in counters {
-                    let mut stats = InterfaceStats { name: BoundedString::truncating(&name), ..Default::default() };
-                    counters.apply_to(&mut stats);
+                let interfaces = self.proc_net_dev();
+                let total = interfaces.len();
+                for (name, stats) in interfaces {
                     found.insert(name, stats);
                     if found.len() > MAX_INTERFACES {
                         found.pop_last();
@@ -299,7 +214,7 @@ impl HostProbe {
     fn sysfs_interface(
         &mut self,
         name: &str,
-        proc_net_dev: &mut Option<HashMap<String, Counters>>,
+        proc_net_dev: &mut Option<HashMap<String, InterfaceStats>>,
     ) -> Option<InterfaceStats> {
         let mut stats = InterfaceStats { name: BoundedString::truncating(name), ..Default::default() };
         stats.mac = self.attribute(name, "address", "sys/class/net/*/address", parse_mac)?.flatten();
@@ -313,9 +228,9 @@ impl HostProbe {
             .unwrap_or(0);
         let counters = match self.sysfs_counters(name) {
             Some(counters) => Some(counters),
-            None => proc_net_dev.get_or_insert_with(|| self.proc_net_dev()).get(name).copied(),
+            None => proc_net_dev.get_or_insert_with(|| self.proc_net_dev()).get(name).map(InterfaceStats::counters),
         };
-        counters.unwrap_or_default().apply_to(&mut stats);
+        stats.set_counters(counters.unwrap_or_default());
         Some(stats)
     }
 
@@ -352,14 +267,14 @@ impl HostProbe {
 
     /// Counters from `sys/class/net/<name>/statistics`, or `None` to fall
     /// back to `proc/net/dev`.
-    fn sysfs_counters(&mut self, name: &str) -> Option<Counters> {
+    fn sysfs_counters(&mut self, name: &str) -> Option<[u64; 8]> {
         const KEY: &str = "sys/class/net/*/statistics";
         let dir = self.path(format!("sys/class/net/{name}/statistics"));
         if !dir.is_dir() {
             return None;
         }
         let mut values = [0u64; 8];
-        for (slot, file) in values.iter_mut().zip(Counters::SYSFS_FILES) {
+        for (slot, file) in values.iter_mut().zip(SYSFS_COUNTER_FILES) {
             let path = dir.join(file);
             match self.fetch(KEY, &path, VALUE_LIMIT) {
                 Fetched::Text(text) => match parse_sysfs_number(&text) {
@@ -377,18 +292,18 @@ impl HostProbe {
                 Fetched::Failed => return None,
             }
         }
-        Some(Counters::from_array(values))
+        Some(values)
     }
 
     /// Counters by interface from `proc/net/dev`.
-    fn proc_net_dev(&mut self) -> HashMap<String, Counters> {
+    fn proc_net_dev(&mut self) -> HashMap<String, InterfaceStats> {
         const KEY: &str = "proc/net/dev";
         let path = self.path(KEY);
         match self.fetch(KEY, &path, FILE_LIMIT) {
             Fetched::Text(text) => {
                 let parsed = parse_proc_net_dev(&text);
                 self.warn_skipped(KEY, &path, &parsed);
-                parsed.items.into_iter().map(|line| (line.name, line.counters)).collect()
+                parsed.items.into_iter().map(|stats| (stats.name.as_str().to_owned(), stats)).collect()
             }
             Fetched::Missing => {
                 self.warn_missing(KEY, &[KEY], "interface counters unknown");
@@ -418,8 +333,9 @@ peer-wan:     426       5    0    0    0     0          0         0      516    
         let names: Vec<_> = parsed.items.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, ["lo", "eth0", "peer-wan"]);
         assert_eq!(
-            parsed.items[1].counters,
-            Counters {
+            parsed.items[1],
+            InterfaceStats {
+                name: BoundedString::truncating("eth0"),
                 rx_bytes: 4_823_915_023,
                 rx_packets: 5_120_334,
                 rx_errors: 0,
@@ -428,6 +344,7 @@ peer-wan:     426       5    0    0    0     0          0         0      516    
                 tx_packets: 3_011_876,
                 tx_errors: 1,
                 tx_dropped: 2,
+                ..InterfaceStats::default()
             }
         );
     }
@@ -440,7 +357,7 @@ peer-wan:     426       5    0    0    0     0          0         0      516    
         );
         let parsed = parse_proc_net_dev(&text);
         assert_eq!(parsed.items.len(), 4);
-        assert_eq!(parsed.items[3].name, "eth3");
+        assert_eq!(parsed.items[3].name.as_str(), "eth3");
         assert_eq!(parsed.skipped, 4);
         assert!(matches!(parsed.first_error, Some(ProbeError::Malformed { line: 6, .. })));
         // Cut mid-line: the partial last line is dropped, the rest kept.

@@ -90,7 +90,7 @@ pub use addresses::{
 };
 pub use clients::{parse_dnsmasq_leases, parse_isc_dhcpd_leases, parse_proc_net_arp, ArpEntry, Lease};
 pub use host::{parse_hostname, parse_kernel_release, parse_model, parse_os_release, parse_uptime};
-pub use interfaces::{parse_mac, parse_operstate, parse_proc_net_dev, parse_sysfs_number, Counters, NetDevLine};
+pub use interfaces::{parse_mac, parse_operstate, parse_proc_net_dev, parse_sysfs_number};
 pub use sessions::{
     parse_conntrack_line, parse_conntrack_table, ApplicationKey, ApplicationTable, ConntrackEntry, FlowTuple,
     SessionSummary, SessionTracker,

@@ -5,9 +5,10 @@
 //! they have been stable for a decade, and unknown lines are ignored so a
 //! newer `iw` that adds fields still parses.
 
-use glimpse_common::record::{MacAddr, MAX_SSID, MAX_TEXT};
+use glimpse_common::bounded::BoundedString;
+use glimpse_common::record::{MacAddr, Radio, Station, MAX_TEXT};
 
-use super::lex::{bad, cut, dec_i64, dec_u32, dec_u64, fixed, printable, valid_ifname};
+use super::lex::{bad, dec_i64, dec_u32, dec_u64, fixed, printable, valid_ifname};
 use super::Parsed;
 #[cfg(test)]
 use super::ProbeError;
@@ -17,27 +18,18 @@ pub const MAX_WIFI_INTERFACES: usize = 64;
 /// Most stations kept from one dump.
 pub const MAX_DUMP_STATIONS: usize = 1024;
 
-/// One interface from `iw dev`.
+/// One interface from `iw dev`: the record's radio with what `iw dev`
+/// says filled in (not yet its station count), and its `phy#N`, which the
+/// record does not carry.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct WifiInterface {
-    /// Interface name.
-    pub name: String,
+    /// The radio: `interface`, `ssid` (as printed, non-printable bytes as
+    /// `\xNN`; empty when none), `bssid` (its `addr`), `mode` (its
+    /// `type`: `AP`, `AP/VLAN`, `managed`, `monitor`, ...), channel,
+    /// frequency, width and transmit power.
+    pub radio: Radio,
     /// Its `phy#N`.
     pub phy: Option<u32>,
-    /// `addr`: its MAC (the BSSID in AP mode).
-    pub mac: Option<MacAddr>,
-    /// `type`: `AP`, `AP/VLAN`, `managed`, `monitor`, `mesh point`, ...
-    pub iftype: String,
-    /// `ssid`, as printed (non-printable bytes as `\xNN`).
-    pub ssid: Option<String>,
-    /// Operating frequency, MHz.
-    pub frequency_mhz: Option<u32>,
-    /// Channel number.
-    pub channel: Option<u16>,
-    /// Channel width, MHz.
-    pub width_mhz: Option<u16>,
-    /// Transmit power in hundredths of a dBm.
-    pub tx_power_mbm: Option<i32>,
 }
 
 /// Parses `iw dev`.
@@ -57,22 +49,23 @@ pub fn parse_iw_dev(text: &str) -> Parsed<WifiInterface> {
             finish_interface(&mut parsed, current.take());
             let name = name.trim();
             if valid_ifname(name) {
-                current = Some((number, WifiInterface { name: name.to_owned(), phy, ..Default::default() }));
+                let radio = Radio { interface: BoundedString::truncating(name), ..Radio::default() };
+                current = Some((number, WifiInterface { radio, phy }));
             } else {
                 parsed.skip(bad(number, "interface name", name));
             }
             continue;
         }
-        let Some((_, interface)) = current.as_mut() else { continue };
+        let Some((_, WifiInterface { radio: interface, phy: _ })) = current.as_mut() else { continue };
         let (key, value) = line.split_once(' ').unwrap_or((line, ""));
         let value = value.trim();
         match key {
             "addr" => match value.parse::<MacAddr>() {
-                Ok(mac) => interface.mac = Some(mac),
+                Ok(mac) => interface.bssid = Some(mac),
                 Err(_) => parsed.skip(bad(number, "addr", value)),
             },
-            "type" if printable(value) => interface.iftype = cut(value, 32),
-            "ssid" if printable(value) => interface.ssid = Some(cut(value, MAX_SSID)),
+            "type" if printable(value) => interface.mode = BoundedString::truncating(value),
+            "ssid" if printable(value) => interface.ssid = BoundedString::truncating(value),
             "channel" => match parse_channel(value) {
                 Some((channel, frequency, width)) => {
                     interface.channel = Some(channel);
@@ -115,37 +108,14 @@ fn parse_channel(value: &str) -> Option<(u16, u32, Option<u16>)> {
     Some((u16::try_from(dec_u32(channel.trim())?).ok()?, dec_u32(frequency)?, width))
 }
 
-/// One station from `iw dev IF station dump`.
+/// One station from `iw dev IF station dump`: the record's station with
+/// what the dump says filled in (the rest comes from leases, the ARP table
+/// and hostapd), and the two flags the record does not carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StationDump {
-    /// The station.
-    pub mac: MacAddr,
-    /// The interface it is on (`(on wlan0)`).
-    pub interface: String,
-    /// `inactive time`, ms.
-    pub inactive_ms: Option<u32>,
-    /// `rx bytes`.
-    pub rx_bytes: Option<u64>,
-    /// `tx bytes`.
-    pub tx_bytes: Option<u64>,
-    /// `rx packets`.
-    pub rx_packets: Option<u64>,
-    /// `tx packets`.
-    pub tx_packets: Option<u64>,
-    /// `tx retries`.
-    pub tx_retries: Option<u64>,
-    /// `tx failed`.
-    pub tx_failed: Option<u64>,
-    /// `signal`, dBm.
-    pub signal_dbm: Option<i8>,
-    /// `signal avg`, dBm.
-    pub signal_avg_dbm: Option<i8>,
-    /// `tx bitrate`, kbit/s.
-    pub tx_bitrate_kbps: Option<u32>,
-    /// `rx bitrate`, kbit/s.
-    pub rx_bitrate_kbps: Option<u32>,
-    /// `connected time`, seconds.
-    pub connected_secs: Option<u32>,
+    /// The station: MAC, interface (`(on wlan0)`), signal, rates, counters
+    /// and times.
+    pub station: Station,
     /// `authorized`.
     pub authorized: Option<bool>,
     /// `associated`.
@@ -167,7 +137,7 @@ pub fn parse_station_dump(text: &str) -> Parsed<StationDump> {
             match parse_station_header(header) {
                 Some((mac, interface)) => {
                     in_bad_block = false;
-                    current = Some((number, station_dump(mac, interface)));
+                    current = Some((number, station_dump(mac, &interface)));
                 }
                 None => {
                     in_bad_block = true;
@@ -179,7 +149,7 @@ pub fn parse_station_dump(text: &str) -> Parsed<StationDump> {
         if in_bad_block {
             continue;
         }
-        let Some((_, station)) = current.as_mut() else { continue };
+        let Some((_, StationDump { station, authorized, associated })) = current.as_mut() else { continue };
         let Some((key, value)) = raw.trim().split_once(':') else { continue };
         let value = value.trim();
         let first = value.split_whitespace().next().unwrap_or("");
@@ -196,8 +166,8 @@ pub fn parse_station_dump(text: &str) -> Parsed<StationDump> {
             "tx bitrate" => set(&mut station.tx_bitrate_kbps, bitrate(value)),
             "rx bitrate" => set(&mut station.rx_bitrate_kbps, bitrate(value)),
             "connected time" => set(&mut station.connected_secs, dec_u32(first)),
-            "authorized" => set(&mut station.authorized, yes_no(first)),
-            "associated" => set(&mut station.associated, yes_no(first)),
+            "authorized" => set(authorized, yes_no(first)),
+            "associated" => set(associated, yes_no(first)),
             _ => true,
         };
         if !ok {
@@ -210,22 +180,9 @@ pub fn parse_station_dump(text: &str) -> Parsed<StationDump> {
     parsed
 }
 
-fn station_dump(mac: MacAddr, interface: String) -> StationDump {
+fn station_dump(mac: MacAddr, interface: &str) -> StationDump {
     StationDump {
-        mac,
-        interface,
-        inactive_ms: None,
-        rx_bytes: None,
-        tx_bytes: None,
-        rx_packets: None,
-        tx_packets: None,
-        tx_retries: None,
-        tx_failed: None,
-        signal_dbm: None,
-        signal_avg_dbm: None,
-        tx_bitrate_kbps: None,
-        rx_bitrate_kbps: None,
-        connected_secs: None,
+        station: Station { mac, interface: BoundedString::truncating(interface), ..Station::default() },
         authorized: None,
         associated: None,
     }
@@ -359,19 +316,19 @@ mod tests {
     fn iw_dev_of_a_dual_band_openwrt_ap() {
         let parsed = parse_iw_dev(IW_DEV);
         assert_eq!(parsed.skipped, 0, "{:?}", parsed.first_error);
-        let names: Vec<_> = parsed.items.iter().map(|i| i.name.as_str()).collect();
+        let names: Vec<_> = parsed.items.iter().map(|i| i.radio.interface.as_str()).collect();
         assert_eq!(names, ["phy1-ap0", "phy1-ap1", "phy0-ap0", "phy0-mon0"]);
-        let ap = &parsed.items[0];
-        assert_eq!(ap.phy, Some(1));
-        assert_eq!(ap.mac, Some("94:83:c4:12:34:57".parse().unwrap()));
-        assert_eq!((ap.iftype.as_str(), ap.ssid.as_deref()), ("AP", Some("Acme-Corp")));
+        assert_eq!(parsed.items[0].phy, Some(1));
+        let ap = &parsed.items[0].radio;
+        assert_eq!(ap.bssid, Some("94:83:c4:12:34:57".parse().unwrap()));
+        assert_eq!((ap.mode.as_str(), ap.ssid.as_str()), ("AP", "Acme-Corp"));
         assert_eq!(
             (ap.channel, ap.frequency_mhz, ap.width_mhz, ap.tx_power_mbm),
             (Some(36), Some(5180), Some(80), Some(2300))
         );
-        assert_eq!(parsed.items[1].ssid.as_deref(), Some("Acme Guest \\xe2\\x98\\x95"));
-        let monitor = &parsed.items[3];
-        assert_eq!((monitor.iftype.as_str(), monitor.ssid.as_ref(), monitor.channel), ("monitor", None, None));
+        assert_eq!(parsed.items[1].radio.ssid.as_str(), "Acme Guest \\xe2\\x98\\x95");
+        let monitor = &parsed.items[3].radio;
+        assert_eq!((monitor.mode.as_str(), monitor.ssid.as_str(), monitor.channel), ("monitor", "", None));
     }
 
     #[test]
@@ -379,7 +336,7 @@ mod tests {
         let parsed = parse_station_dump(DUMP);
         assert_eq!(parsed.skipped, 0, "{:?}", parsed.first_error);
         assert_eq!(parsed.items.len(), 2);
-        let s = &parsed.items[0];
+        let (dump, s) = (&parsed.items[0], &parsed.items[0].station);
         assert_eq!((s.mac.to_string().as_str(), s.interface.as_str()), ("3c:22:fb:aa:bb:01", "phy1-ap0"));
         assert_eq!((s.inactive_ms, s.rx_bytes, s.tx_bytes), (Some(120), Some(4_860_123), Some(91_234_567)));
         assert_eq!(
@@ -388,8 +345,8 @@ mod tests {
         );
         assert_eq!((s.signal_dbm, s.signal_avg_dbm), (Some(-48), Some(-47)));
         assert_eq!((s.tx_bitrate_kbps, s.rx_bitrate_kbps), (Some(866_700), Some(780_000)));
-        assert_eq!((s.connected_secs, s.authorized, s.associated), (Some(3600), Some(true), Some(true)));
-        let legacy = &parsed.items[1];
+        assert_eq!((s.connected_secs, dump.authorized, dump.associated), (Some(3600), Some(true), Some(true)));
+        let legacy = &parsed.items[1].station;
         assert_eq!((legacy.rx_bitrate_kbps, legacy.tx_bitrate_kbps), (Some(54_000), Some(1_200_900)), "HE rates too");
     }
 
@@ -414,14 +371,14 @@ mod tests {
         let broken = DUMP.replacen("signal:  \t-48", "signal:  \tloud", 1).replacen("Station d2", "Station zz", 1);
         let parsed = parse_station_dump(&broken);
         assert_eq!(parsed.items.len(), 1, "the block with a bad header is skipped, not merged");
-        assert_eq!(parsed.items[0].signal_dbm, None);
+        assert_eq!(parsed.items[0].station.signal_dbm, None);
         assert_eq!(parsed.skipped, 2);
         assert!(parsed.first_error.unwrap().to_string().contains("signal"));
 
         let cut_at = DUMP.find("tx bitrate").unwrap();
         let parsed = parse_station_dump(&DUMP[..cut_at]);
         assert_eq!(parsed.items.len(), 1);
-        assert_eq!(parsed.items[0].tx_bitrate_kbps, None);
+        assert_eq!(parsed.items[0].station.tx_bitrate_kbps, None);
 
         let failed = parse_hostapd_all_sta("Failed to connect to hostapd - wpa_ctrl_open: No such file or directory\n");
         assert!(failed.items.is_empty() && failed.skipped == 1);
@@ -474,7 +431,7 @@ mod tests {
                 let text = format!("{}{junk}", &fixture[..end]);
                 let _ = parse_iw_dev(&text);
                 for s in parse_station_dump(&text).items {
-                    prop_assert!(s.interface.len() <= 32);
+                    prop_assert!(s.station.interface.len() <= 32);
                 }
                 for s in parse_hostapd_all_sta(&text).items {
                     prop_assert!(s.username.map_or(0, |u| u.len()) <= MAX_TEXT);

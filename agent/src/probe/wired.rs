@@ -8,7 +8,8 @@
 
 use std::net::IpAddr;
 
-use glimpse_common::record::{MacAddr, MAX_LLDP_ID, MAX_TEXT};
+use glimpse_common::bounded::{BoundedString, BoundedVec};
+use glimpse_common::record::{LldpNeighbour, MacAddr, PortVlans, VlanRange, MAX_LLDP_ID, MAX_TEXT};
 use serde_json::Value;
 
 use super::lex::{bad, cut, excerpt, printable, valid_ifname};
@@ -38,46 +39,6 @@ pub struct FdbEntry {
     pub permanent: bool,
     /// `flags` has `self`: the port's own (hardware) table, not the bridge's.
     pub self_entry: bool,
-}
-
-/// VLAN membership of one port, from `bridge -j vlan show`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PortVlans {
-    /// The port.
-    pub port: String,
-    /// Its PVID.
-    pub pvid: Option<u16>,
-    /// VLANs sent untagged, sorted.
-    pub untagged: Vec<u16>,
-    /// VLANs sent tagged, sorted.
-    pub tagged: Vec<u16>,
-}
-
-/// One LLDP neighbour, from `lldpcli -f json show neighbors details`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct LldpNeighbour {
-    /// Our port.
-    pub local_port: String,
-    /// Its chassis id.
-    pub chassis_id: Option<String>,
-    /// The chassis id's subtype (`mac`, `ip`, `local`, ...).
-    pub chassis_id_type: Option<String>,
-    /// Its system name.
-    pub system_name: Option<String>,
-    /// Its system description.
-    pub system_description: Option<String>,
-    /// Its management addresses (at most 8).
-    pub management_addresses: Vec<IpAddr>,
-    /// Its enabled capabilities (at most 8).
-    pub capabilities_enabled: Vec<String>,
-    /// Its port id.
-    pub port_id: Option<String>,
-    /// The port id's subtype.
-    pub port_id_type: Option<String>,
-    /// Its port description.
-    pub port_description: Option<String>,
-    /// VLANs it announces (at most 32).
-    pub vlans: Vec<u16>,
 }
 
 fn parse_json(text: &str) -> Result<Value, ProbeError> {
@@ -175,7 +136,8 @@ pub fn parse_bridge_vlan_json(text: &str) -> Parsed<PortVlans> {
             parsed.skip(bad(number, "port", port));
             continue;
         };
-        let mut entry = PortVlans { port: port.to_owned(), ..PortVlans::default() };
+        let mut pvid = None;
+        let (mut untagged, mut tagged) = (Vec::new(), Vec::new());
         for vlan in vlans {
             let Some(first) = vlan.get("vlan").and_then(vlan_id) else {
                 parsed.skip(bad(number, "vlan", &excerpt(&vlan.to_string())));
@@ -185,16 +147,22 @@ pub fn parse_bridge_vlan_json(text: &str) -> Parsed<PortVlans> {
             let flags = vlan.get("flags").and_then(Value::as_array);
             let has = |flag: &str| flags.is_some_and(|f| f.iter().any(|f| f == flag));
             if has("PVID") {
-                entry.pvid = Some(first);
+                pvid = Some(first);
             }
-            let list = if has("Egress Untagged") { &mut entry.untagged } else { &mut entry.tagged };
+            let list = if has("Egress Untagged") { &mut untagged } else { &mut tagged };
             // Ids are 1..=4094, so a port's lists stay within 4094 each.
             list.extend(first..=last);
         }
-        for list in [&mut entry.untagged, &mut entry.tagged] {
+        for list in [&mut untagged, &mut tagged] {
             list.sort_unstable();
             list.dedup();
         }
+        let entry = PortVlans {
+            port: BoundedString::truncating(port),
+            pvid,
+            untagged: BoundedVec::truncating(VlanRange::runs(&untagged)),
+            tagged: BoundedVec::truncating(VlanRange::runs(&tagged)),
+        };
         parsed.push_bounded(entry, MAX_VLAN_PORTS, number);
     }
     parsed
@@ -245,6 +213,11 @@ fn identifier(value: Option<&Value>) -> (Option<String>, Option<String>) {
     (text_field(scalar(id), MAX_LLDP_ID), text_field(id.and_then(|i| i.get("type")), 16))
 }
 
+/// What lldpd said, or empty text for what it did not, as in every record.
+fn said<const MAX: usize>(value: Option<String>) -> BoundedString<MAX> {
+    BoundedString::truncating(value.as_deref().unwrap_or(""))
+}
+
 /// Parses `lldpcli -f json show neighbors details` (and `-f json0`).
 ///
 /// Shapes accepted: `{"lldp":{"interface":{"eth0":{..}}}}` for one
@@ -286,42 +259,58 @@ pub fn parse_lldpcli_json(text: &str) -> Parsed<LldpNeighbour> {
             parsed.skip(bad(number, "local port", "?"));
             continue;
         };
-        let mut neighbour = LldpNeighbour { local_port: port, ..LldpNeighbour::default() };
+        let (mut system_name, mut system_description) = (None, None);
+        let ((mut chassis_id, mut chassis_id_type), (mut port_id, mut port_id_type)) = ((None, None), (None, None));
+        let mut port_description = None;
+        let (mut management_addresses, mut capabilities, mut vlans) = (Vec::new(), Vec::new(), Vec::new());
         if let Some(chassis) = items(interface.get("chassis")).first() {
             let (name, chassis) = named(chassis);
-            neighbour.system_name = name
+            system_name = name
                 .filter(|n| printable(n))
                 .map(|n| cut(n, MAX_TEXT))
                 .or_else(|| text_field(scalar(chassis.get("name")), MAX_TEXT));
-            (neighbour.chassis_id, neighbour.chassis_id_type) = identifier(chassis.get("id"));
-            neighbour.system_description = text_field(scalar(chassis.get("descr")), MAX_TEXT);
+            (chassis_id, chassis_id_type) = identifier(chassis.get("id"));
+            system_description = text_field(scalar(chassis.get("descr")), MAX_TEXT);
             for address in items(chassis.get("mgmt-ip")) {
                 if let Some(ip) = scalar(Some(address)).and_then(Value::as_str).and_then(|a| a.parse::<IpAddr>().ok()) {
-                    if neighbour.management_addresses.len() < 8 && !neighbour.management_addresses.contains(&ip) {
-                        neighbour.management_addresses.push(ip);
+                    if management_addresses.len() < 8 && !management_addresses.contains(&ip) {
+                        management_addresses.push(ip);
                     }
                 }
             }
             for capability in items(chassis.get("capability")) {
                 let enabled = capability.get("enabled").and_then(Value::as_bool).unwrap_or(false);
                 if let Some(kind) = text_field(capability.get("type"), 16).filter(|_| enabled) {
-                    if neighbour.capabilities_enabled.len() < 8 {
-                        neighbour.capabilities_enabled.push(kind);
+                    if capabilities.len() < 8 {
+                        capabilities.push(BoundedString::truncating(&kind));
                     }
                 }
             }
         }
         if let Some(port) = items(interface.get("port")).first() {
-            (neighbour.port_id, neighbour.port_id_type) = identifier(port.get("id"));
-            neighbour.port_description = text_field(scalar(port.get("descr")), MAX_TEXT);
+            (port_id, port_id_type) = identifier(port.get("id"));
+            port_description = text_field(scalar(port.get("descr")), MAX_TEXT);
         }
         for vlan in items(interface.get("vlan")) {
             if let Some(id) = vlan.get("vlan-id").and_then(|v| vlan_id(scalar(Some(v)).unwrap_or(v))) {
-                if neighbour.vlans.len() < 32 && !neighbour.vlans.contains(&id) {
-                    neighbour.vlans.push(id);
+                if vlans.len() < 32 && !vlans.contains(&id) {
+                    vlans.push(id);
                 }
             }
         }
+        let neighbour = LldpNeighbour {
+            local_port: BoundedString::truncating(&port),
+            chassis_id: said(chassis_id),
+            chassis_id_type: said(chassis_id_type),
+            system_name: said(system_name),
+            system_description: said(system_description),
+            management_addresses: BoundedVec::truncating(management_addresses),
+            capabilities: BoundedVec::truncating(capabilities),
+            port_id: said(port_id),
+            port_id_type: said(port_id_type),
+            port_description: said(port_description),
+            vlans: BoundedVec::truncating(vlans),
+        };
         parsed.push_bounded(neighbour, MAX_LLDP_NEIGHBOURS, number);
     }
     parsed
@@ -338,6 +327,14 @@ mod tests {
     const LLDP_ONE: &str = include_str!("../../tests/fixtures/probe/commands/lldpcli-one.json");
     const LLDP_MANY: &str = include_str!("../../tests/fixtures/probe/commands/lldpcli-two.json");
     const LLDP_JSON0: &str = include_str!("../../tests/fixtures/probe/commands/lldpcli-json0.json");
+
+    fn range(first: u16, last: u16) -> VlanRange {
+        VlanRange { first, last }
+    }
+
+    fn names<const N: usize>(list: &[BoundedString<N>]) -> Vec<&str> {
+        list.iter().map(|name| name.as_str()).collect()
+    }
 
     #[test]
     fn fdb_entries_and_their_kinds() {
@@ -358,13 +355,13 @@ mod tests {
         for text in [VLAN_NEW, VLAN_OLD] {
             let parsed = parse_bridge_vlan_json(text);
             assert_eq!(parsed.skipped, 0, "{:?}", parsed.first_error);
-            let lan1 = parsed.items.iter().find(|p| p.port == "lan1").unwrap();
-            assert_eq!((lan1.pvid, lan1.untagged.as_slice()), (Some(1), &[1][..]));
-            assert_eq!(lan1.tagged, [10, 20, 30, 31, 32, 33]);
-            assert_eq!(parsed.items.iter().find(|p| p.port == "lan2").unwrap().pvid, Some(10));
+            let lan1 = parsed.items.iter().find(|p| p.port.as_str() == "lan1").unwrap();
+            assert_eq!((lan1.pvid, &lan1.untagged[..]), (Some(1), &[range(1, 1)][..]));
+            assert_eq!(lan1.tagged[..], [range(10, 10), range(20, 20), range(30, 33)]);
+            assert_eq!(parsed.items.iter().find(|p| p.port.as_str() == "lan2").unwrap().pvid, Some(10));
         }
         let all = parse_bridge_vlan_json(r#"[{"ifname":"trunk","vlans":[{"vlan":1,"vlanEnd":4094}]}]"#);
-        assert_eq!(all.items[0].tagged.len(), 4094);
+        assert_eq!(all.items[0].tagged[..], [range(1, 4094)]);
     }
 
     #[test]
@@ -373,30 +370,27 @@ mod tests {
         assert_eq!(one.skipped, 0, "{:?}", one.first_error);
         assert_eq!(one.items.len(), 1);
         let n = &one.items[0];
-        assert_eq!((n.local_port.as_str(), n.system_name.as_deref()), ("lan1", Some("core-sw-1")));
-        assert_eq!((n.chassis_id.as_deref(), n.chassis_id_type.as_deref()), (Some("00:1b:21:aa:bb:cc"), Some("mac")));
-        assert_eq!(n.management_addresses, ["10.0.0.2".parse::<IpAddr>().unwrap(), "fd00::2".parse().unwrap()]);
-        assert_eq!(n.capabilities_enabled, ["Bridge"]);
-        assert_eq!((n.port_id.as_deref(), n.port_id_type.as_deref()), (Some("Gi1/0/24"), Some("ifname")));
-        assert_eq!(n.port_description.as_deref(), Some("GigabitEthernet1/0/24"));
-        assert_eq!(n.vlans, [1]);
-        assert!(n.system_description.as_deref().unwrap().starts_with("Cisco IOS"));
+        assert_eq!((n.local_port.as_str(), n.system_name.as_str()), ("lan1", "core-sw-1"));
+        assert_eq!((n.chassis_id.as_str(), n.chassis_id_type.as_str()), ("00:1b:21:aa:bb:cc", "mac"));
+        assert_eq!(n.management_addresses[..], ["10.0.0.2".parse::<IpAddr>().unwrap(), "fd00::2".parse().unwrap()]);
+        assert_eq!(names(&n.capabilities), ["Bridge"]);
+        assert_eq!((n.port_id.as_str(), n.port_id_type.as_str()), ("Gi1/0/24", "ifname"));
+        assert_eq!(n.port_description.as_str(), "GigabitEthernet1/0/24");
+        assert_eq!(n.vlans[..], [1]);
+        assert!(n.system_description.as_str().starts_with("Cisco IOS"));
 
         let many = parse_lldpcli_json(LLDP_MANY);
         assert_eq!(many.skipped, 0, "{:?}", many.first_error);
         let ports: Vec<_> = many.items.iter().map(|n| n.local_port.as_str()).collect();
         assert_eq!(ports, ["lan1", "lan4"]);
         let phone = &many.items[1];
-        assert_eq!(
-            (phone.system_name.as_deref(), phone.capabilities_enabled.as_slice()),
-            (None, &["Telephone".to_owned()][..])
-        );
-        assert_eq!(phone.chassis_id.as_deref(), Some("10.1.2.3"));
+        assert_eq!((phone.system_name.as_str(), names(&phone.capabilities)), ("", vec!["Telephone"]));
+        assert_eq!(phone.chassis_id.as_str(), "10.1.2.3");
 
         let json0 = parse_lldpcli_json(LLDP_JSON0);
         assert_eq!(json0.skipped, 0, "{:?}", json0.first_error);
-        assert_eq!(json0.items[0].system_name.as_deref(), Some("core-sw-1"));
-        assert_eq!(json0.items[0].port_id.as_deref(), Some("Gi1/0/24"));
+        assert_eq!(json0.items[0].system_name.as_str(), "core-sw-1");
+        assert_eq!(json0.items[0].port_id.as_str(), "Gi1/0/24");
         assert_eq!(json0.items[0].management_addresses.len(), 1);
 
         for none in [r#"{"lldp":{}}"#, r#"{"lldp":[]}"#, "", "{}"] {

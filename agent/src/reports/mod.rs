@@ -26,9 +26,9 @@ use std::time::Duration;
 use glimpse_common::bounded::{BoundedString, BoundedVec};
 use glimpse_common::identity::DeviceKind;
 use glimpse_common::record::{
-    counter_change, per_second, CounterReport, DeviceMetadata, DeviceProfile, InterfaceDelta, LldpNeighbour, MacAddr,
-    PortVlans, Radio, Record, RecordBody, RoamEvent, RoamKind, Station, VlanRange, WanReport, WiredHost, WiredReport,
-    WirelessReport, MAX_CLIENT_ADDRESSES, MAX_HOSTS, MAX_ROAMS, MAX_STATIONS,
+    CounterReport, DeviceMetadata, DeviceProfile, InterfaceDelta, InterfaceStats, MacAddr, Record, RecordBody,
+    RoamEvent, RoamKind, WanReport, WiredHost, WiredReport, WirelessReport, MAX_CLIENT_ADDRESSES, MAX_HOSTS, MAX_ROAMS,
+    MAX_STATIONS,
 };
 use tracing::warn;
 
@@ -56,8 +56,9 @@ pub struct Reporter {
     settings: ProbeSettings,
     root: PathBuf,
     host: HostProbe,
-    /// Counters and (monotonic) time of the previous collection.
-    previous_counters: Option<(u64, BTreeMap<String, probe::Counters>)>,
+    /// Interfaces (for their counters) and monotonic time of the previous
+    /// collection.
+    previous_counters: Option<(u64, BTreeMap<String, InterfaceStats>)>,
     /// Station MAC to the radio it was on at the previous collection;
     /// `None` before the first.
     previous_stations: Option<BTreeMap<MacAddr, String>>,
@@ -205,38 +206,15 @@ impl Reporter {
 
     /// Interface counter changes since the previous collection.
     fn counters(&mut self, metadata: &DeviceMetadata, now_ms: u64) -> Option<CounterReport> {
-        let current: BTreeMap<String, probe::Counters> =
-            metadata.interfaces.iter().map(|i| (i.name.as_str().to_owned(), probe::Counters::of(i))).collect();
+        let current: BTreeMap<String, InterfaceStats> =
+            metadata.interfaces.iter().map(|i| (i.name.as_str().to_owned(), i.clone())).collect();
         let previous = self.previous_counters.replace((now_ms, current.clone()));
         let (then_ms, before) = previous?;
         let interval_ms = now_ms.saturating_sub(then_ms);
-        let mut interfaces = Vec::new();
-        for (name, now) in &current {
-            let Some(was) = before.get(name) else { continue };
-            let pairs = was.to_array().into_iter().zip(now.to_array()).map(|(a, b)| counter_change(a, b));
-            let changes: Vec<_> = pairs.collect();
-            let wrapped =
-                changes.iter().filter(|c| matches!(c, glimpse_common::record::CounterChange::Wrapped(_))).count();
-            let reset = changes.iter().any(|c| matches!(c, glimpse_common::record::CounterChange::Reset(_)));
-            let v: Vec<u64> = changes.iter().map(|c| c.amount()).collect();
-            interfaces.push(InterfaceDelta {
-                name: BoundedString::truncating(name),
-                rx_bytes: v[0],
-                rx_packets: v[1],
-                rx_errors: v[2],
-                rx_dropped: v[3],
-                tx_bytes: v[4],
-                tx_packets: v[5],
-                tx_errors: v[6],
-                tx_dropped: v[7],
-                rx_bytes_per_sec: per_second(v[0], interval_ms),
-                tx_bytes_per_sec: per_second(v[4], interval_ms),
-                rx_packets_per_sec: per_second(v[1], interval_ms),
-                tx_packets_per_sec: per_second(v[5], interval_ms),
-                wrapped: wrapped as u8,
-                reset,
-            });
-        }
+        let interfaces = current
+            .iter()
+            .filter_map(|(name, now)| Some(InterfaceDelta::between(before.get(name)?, now, interval_ms)))
+            .collect();
         Some(CounterReport { interval_ms, interfaces: BoundedVec::truncating(interfaces) })
     }
 
@@ -308,53 +286,35 @@ impl Reporter {
         self.note_skipped("iw dev", &parsed);
         let mut radios = Vec::new();
         let mut stations = Vec::new();
-        for interface in parsed.items.into_iter().filter(|i| i.iftype.starts_with("AP")) {
+        for probe::WifiInterface { mut radio, phy: _ } in
+            parsed.items.into_iter().filter(|i| i.radio.mode.starts_with("AP"))
+        {
+            let name = radio.interface.as_str().to_owned();
             let mut argv = self.settings.commands.iw.clone();
-            argv.extend(["dev", interface.name.as_str(), "station", "dump"].map(str::to_owned));
+            argv.extend(["dev", name.as_str(), "station", "dump"].map(str::to_owned));
             let dump = self.run("iw station dump", argv, "no stations").unwrap_or_default();
             let parsed = probe::parse_station_dump(&dump);
             self.note_skipped("iw station dump", &parsed);
-            let hostapd = if parsed.items.is_empty() { HashMap::new() } else { self.hostapd(&interface.name) };
-            let ssid = BoundedString::truncating(interface.ssid.as_deref().unwrap_or(""));
+            let hostapd = if parsed.items.is_empty() { HashMap::new() } else { self.hostapd(&name) };
             let mut count = 0u32;
             for dump in parsed.items {
                 count += 1;
-                let client = clients.get(&dump.mac);
-                let auth = hostapd.get(&dump.mac);
-                stations.push(Station {
-                    mac: dump.mac,
-                    interface: BoundedString::truncating(&interface.name),
-                    ssid: ssid.clone(),
-                    addresses: client.map(Client::addresses).unwrap_or_default(),
-                    hostname: text_of(client.and_then(|c| c.hostname.as_deref())),
-                    username: text_of(auth.and_then(|a| a.username.as_deref())),
-                    user_agent: text_of(client.and_then(|c| c.vendor_class.as_deref())),
-                    vlan: auth.and_then(|a| a.vlan_id),
-                    signal_dbm: dump.signal_dbm,
-                    signal_avg_dbm: dump.signal_avg_dbm,
-                    tx_bitrate_kbps: dump.tx_bitrate_kbps,
-                    rx_bitrate_kbps: dump.rx_bitrate_kbps,
-                    connected_secs: dump.connected_secs,
-                    inactive_ms: dump.inactive_ms,
-                    rx_bytes: dump.rx_bytes,
-                    tx_bytes: dump.tx_bytes,
-                    rx_packets: dump.rx_packets,
-                    tx_packets: dump.tx_packets,
-                    tx_retries: dump.tx_retries,
-                    tx_failed: dump.tx_failed,
-                });
+                // The dump fills in what `iw` knows; the rest comes from
+                // leases, the ARP table and hostapd.
+                let probe::StationDump { mut station, authorized: _, associated: _ } = dump;
+                let client = clients.get(&station.mac);
+                let auth = hostapd.get(&station.mac);
+                station.interface = radio.interface.clone();
+                station.ssid = radio.ssid.clone();
+                station.addresses = client.map(Client::addresses).unwrap_or_default();
+                station.hostname = text_of(client.and_then(|c| c.hostname.as_deref()));
+                station.username = text_of(auth.and_then(|a| a.username.as_deref()));
+                station.user_agent = text_of(client.and_then(|c| c.vendor_class.as_deref()));
+                station.vlan = auth.and_then(|a| a.vlan_id);
+                stations.push(station);
             }
-            radios.push(Radio {
-                interface: BoundedString::truncating(&interface.name),
-                ssid,
-                bssid: interface.mac,
-                mode: BoundedString::truncating(&interface.iftype),
-                frequency_mhz: interface.frequency_mhz,
-                channel: interface.channel,
-                width_mhz: interface.width_mhz,
-                tx_power_mbm: interface.tx_power_mbm,
-                stations: count,
-            });
+            radio.stations = count;
+            radios.push(radio);
         }
         stations.sort_by(|a, b| (a.interface.as_str(), a.mac).cmp(&(b.interface.as_str(), b.mac)));
         let now: BTreeMap<MacAddr, String> =
@@ -448,37 +408,14 @@ impl Reporter {
         if let Some(text) = vlan_text {
             let parsed = probe::parse_bridge_vlan_json(&text);
             self.note_skipped("bridge vlan", &parsed);
-            for port in parsed.items {
-                ports.push(PortVlans {
-                    port: BoundedString::truncating(&port.port),
-                    pvid: port.pvid,
-                    untagged: BoundedVec::truncating(VlanRange::runs(&port.untagged)),
-                    tagged: BoundedVec::truncating(VlanRange::runs(&port.tagged)),
-                });
-            }
+            ports = parsed.items;
             ports.sort_by(|a, b| a.port.as_str().cmp(b.port.as_str()));
         }
         let mut neighbours = Vec::new();
         if let Some(text) = lldp_text {
             let parsed = probe::parse_lldpcli_json(&text);
             self.note_skipped("lldpcli", &parsed);
-            for n in parsed.items {
-                neighbours.push(LldpNeighbour {
-                    local_port: BoundedString::truncating(&n.local_port),
-                    chassis_id: text_of(n.chassis_id.as_deref()),
-                    chassis_id_type: text_of(n.chassis_id_type.as_deref()),
-                    system_name: text_of(n.system_name.as_deref()),
-                    system_description: text_of(n.system_description.as_deref()),
-                    management_addresses: BoundedVec::truncating(n.management_addresses),
-                    capabilities: BoundedVec::truncating(
-                        n.capabilities_enabled.iter().map(|c| BoundedString::truncating(c)).collect(),
-                    ),
-                    port_id: text_of(n.port_id.as_deref()),
-                    port_id_type: text_of(n.port_id_type.as_deref()),
-                    port_description: text_of(n.port_description.as_deref()),
-                    vlans: BoundedVec::truncating(n.vlans),
-                });
-            }
+            neighbours = parsed.items;
         }
         let hosts: Vec<WiredHost> = hosts.into_values().collect();
         let mut reports = Vec::new();

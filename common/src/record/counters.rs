@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bounded::{BoundedString, BoundedVec};
 
-use super::{MAX_IFNAME, MAX_INTERFACES};
+use super::{InterfaceStats, MAX_IFNAME, MAX_INTERFACES};
 
 /// Per-interface counter changes over one collection interval.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -58,6 +58,37 @@ pub struct InterfaceDelta {
     /// interface was recreated or its driver reset): the changes then count
     /// from zero, so they may miss traffic from before the reset.
     pub reset: bool,
+}
+
+impl InterfaceDelta {
+    /// How `now`'s counters changed since `before` (the same interface at
+    /// the previous collection), over `interval_ms`.
+    pub fn between(before: &InterfaceStats, now: &InterfaceStats, interval_ms: u64) -> InterfaceDelta {
+        let (was, is) = (before.counters(), now.counters());
+        let changes: [CounterChange; 8] = std::array::from_fn(|i| counter_change(was[i], is[i]));
+        let wrapped = changes.iter().filter(|c| matches!(c, CounterChange::Wrapped(_))).count();
+        let reset = changes.iter().any(|c| matches!(c, CounterChange::Reset(_)));
+        let [rx_bytes, rx_packets, rx_errors, rx_dropped, tx_bytes, tx_packets, tx_errors, tx_dropped] =
+            changes.map(CounterChange::amount);
+        InterfaceDelta {
+            name: now.name.clone(),
+            rx_bytes,
+            rx_packets,
+            rx_errors,
+            rx_dropped,
+            tx_bytes,
+            tx_packets,
+            tx_errors,
+            tx_dropped,
+            rx_bytes_per_sec: per_second(rx_bytes, interval_ms),
+            tx_bytes_per_sec: per_second(tx_bytes, interval_ms),
+            rx_packets_per_sec: per_second(rx_packets, interval_ms),
+            tx_packets_per_sec: per_second(tx_packets, interval_ms),
+            // At most eight.
+            wrapped: wrapped as u8,
+            reset,
+        }
+    }
 }
 
 /// What happened to one counter between two readings.
@@ -138,6 +169,40 @@ mod tests {
         assert_eq!(per_second(1, 30_000), 0);
         assert_eq!(per_second(5, 0), 0);
         assert_eq!(per_second(u64::MAX, 1), u64::MAX, "saturates rather than overflows");
+    }
+
+    #[test]
+    fn a_delta_between_two_readings_of_an_interface() {
+        let reading = |counters: [u64; 8]| {
+            let mut stats =
+                InterfaceStats { name: BoundedString::truncating("br-lan"), mtu: 1500, ..InterfaceStats::default() };
+            stats.set_counters(counters);
+            stats
+        };
+        let before = reading([u64::from(u32::MAX) - 999, 10, 0, 0, 1_000, 20, 5, 0]);
+        let now = reading([1_000, 40, 0, 0, 3_001_000, 80, 1, 0]);
+        assert_eq!(now.counters(), [1_000, 40, 0, 0, 3_001_000, 80, 1, 0]);
+        let delta = InterfaceDelta::between(&before, &now, 30_000);
+        assert_eq!(
+            delta,
+            InterfaceDelta {
+                name: BoundedString::truncating("br-lan"),
+                rx_bytes: 2_000,
+                rx_packets: 30,
+                rx_errors: 0,
+                rx_dropped: 0,
+                tx_bytes: 3_000_000,
+                tx_packets: 60,
+                tx_errors: 1,
+                tx_dropped: 0,
+                rx_bytes_per_sec: 66,
+                tx_bytes_per_sec: 100_000,
+                rx_packets_per_sec: 1,
+                tx_packets_per_sec: 2,
+                wrapped: 1,
+                reset: true,
+            }
+        );
     }
 
     proptest! {

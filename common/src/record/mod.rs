@@ -16,6 +16,7 @@ use crate::clock::UnixMillis;
 use crate::identity::DeviceKind;
 
 mod counters;
+pub mod personal;
 mod profile;
 mod wan;
 mod wired;
@@ -205,6 +206,38 @@ pub struct InterfaceStats {
     pub tx_errors: u64,
     /// Transmitted packets dropped.
     pub tx_dropped: u64,
+}
+
+impl InterfaceStats {
+    /// The eight cumulative counters: rx bytes, packets, errors, dropped,
+    /// then the same for tx (the order of [`InterfaceStats::set_counters`]
+    /// and of the fields).
+    pub fn counters(&self) -> [u64; 8] {
+        [
+            self.rx_bytes,
+            self.rx_packets,
+            self.rx_errors,
+            self.rx_dropped,
+            self.tx_bytes,
+            self.tx_packets,
+            self.tx_errors,
+            self.tx_dropped,
+        ]
+    }
+
+    /// Sets the eight cumulative counters, in [`InterfaceStats::counters`]
+    /// order.
+    pub fn set_counters(&mut self, counters: [u64; 8]) {
+        let [rx_bytes, rx_packets, rx_errors, rx_dropped, tx_bytes, tx_packets, tx_errors, tx_dropped] = counters;
+        self.rx_bytes = rx_bytes;
+        self.rx_packets = rx_packets;
+        self.rx_errors = rx_errors;
+        self.rx_dropped = rx_dropped;
+        self.tx_bytes = tx_bytes;
+        self.tx_packets = tx_packets;
+        self.tx_errors = tx_errors;
+        self.tx_dropped = tx_dropped;
+    }
 }
 
 /// An IEEE 802 MAC address. Binary on the wire, `aa:bb:cc:dd:ee:ff` in JSON.
