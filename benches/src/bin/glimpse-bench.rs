@@ -1,5 +1,5 @@
 //! `glimpse-bench`: how many devices and records per second one collector
-//! machine holds. See README.md, "Performance".
+//! machine holds. See docs/PERFORMANCE.md.
 
 use std::path::PathBuf;
 

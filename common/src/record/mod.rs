@@ -2,7 +2,7 @@
 //!
 //! Every field has a bound, so a decoded record's size is fixed by its type.
 //! Field names are stable: they are the JSON keys `glimpse-collector export`
-//! prints and README's field reference documents.
+//! prints and docs/FIELDS.md documents.
 
 use std::fmt;
 use std::net::IpAddr;
