@@ -22,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod identity;
 pub mod minimise;
+pub mod net;
 pub mod record;
 #[cfg(feature = "pki")]
 pub mod registration;

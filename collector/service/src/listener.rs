@@ -60,7 +60,7 @@ pub(crate) async fn accept_until_shutdown<F, Fut>(
                 }
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = crate::service::stopped(&mut shutdown) => break,
+            _ = stopped(&mut shutdown) => break,
         }
     }
     info!(listener = name, open = connections.len(), ?drain, "stopping: draining connections");
@@ -69,6 +69,12 @@ pub(crate) async fn accept_until_shutdown<F, Fut>(
         Drain::Abort => connections.shutdown().await,
     }
     info!(listener = name, "stopped");
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone). The watch
+/// guard is dropped inside, so callers stay `Send`.
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 #[cfg(test)]

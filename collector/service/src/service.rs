@@ -13,6 +13,7 @@ use glimpse_common::clock::{Clock, SystemClock};
 use crate::admin::AdminServer;
 use crate::config::CollectorConfig;
 use crate::ingest::{AgentDirectory, IngestMetrics, IngestServer, ServerTls, SshServer};
+use crate::listener::stopped;
 use glimpse_store::keys::MasterKey;
 use glimpse_store::retention;
 use glimpse_store::store::Store;
@@ -72,7 +73,7 @@ pub fn open_store(config: &CollectorConfig, clock: Arc<dyn Clock>) -> Result<Sto
 /// Imports `registrations/` and `revoked.json` from a `glimpse-certs`
 /// directory into the registry. Returns (registered, revoked) counts.
 pub fn import_registrations(store: &Store, pki_dir: &std::path::Path) -> Result<(usize, usize), ServiceError> {
-    glimpse_store::keys::import::import_registrations(store, pki_dir).map_err(|e| ServiceError::Import(e.to_string()))
+    glimpse_store::import::import_registrations(store, pki_dir).map_err(|e| ServiceError::Import(e.to_string()))
 }
 
 /// Audits the retention policy in force when it differs from the last one
@@ -120,7 +121,13 @@ impl Collector {
         let mut ssh_fingerprint = None;
         let ssh_server = match &config.ssh {
             Some(settings) => {
-                let ssh = SshServer::bind(settings, config.max_connections, server.context()).await?;
+                // A busy SSH port is a bind failure like a busy TLS port (the
+                // demo falls back to other ports on either).
+                let ssh =
+                    SshServer::bind(settings, config.max_connections, server.context()).await.map_err(|e| match e {
+                        crate::ingest::SshError::Bind { addr, source } => ServiceError::Bind { addr, source },
+                        other => ServiceError::Ssh(other),
+                    })?;
                 ssh_addr =
                     Some(ssh.local_addr().map_err(|source| ServiceError::Bind { addr: settings.listen, source })?);
                 ssh_fingerprint = Some(ssh.fingerprint().to_owned());
@@ -243,13 +250,7 @@ async fn sweeper(store: Arc<Store>, every: std::time::Duration, mut shutdown: wa
                     Err(e) => warn!("retention sweep task failed: {e}"),
                 }
             }
-            _ = crate::service::stopped(&mut shutdown) => return,
+            _ = stopped(&mut shutdown) => return,
         }
     }
-}
-
-/// Resolves once `shutdown` turns true (or its sender is gone). The watch
-/// guard is dropped inside, so callers stay `Send`.
-pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }

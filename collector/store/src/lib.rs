@@ -18,6 +18,7 @@
 pub mod audit;
 pub mod control;
 pub mod export;
+pub mod import;
 pub mod keys;
 pub mod retention;
 pub mod store;

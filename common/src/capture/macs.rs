@@ -10,7 +10,7 @@
 
 use super::record::CapturedPacket;
 use super::LinkType;
-use crate::record::MacAddr;
+use crate::net::MacAddr;
 
 const ETHERTYPE_ARP: u16 = 0x0806;
 const VLAN_TAGS: [u16; 3] = [0x8100, 0x88a8, 0x9100];

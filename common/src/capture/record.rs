@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::parse::{header_boundary, LinkType, PacketSummary};
 use crate::bounded::{BoundedString, TooLong};
-use crate::record::MAX_IFNAME;
+use crate::net::MAX_IFNAME;
 
 /// Most header bytes one captured packet keeps.
 ///

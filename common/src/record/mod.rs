@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::bounded::{BoundedString, BoundedVec};
 use crate::capture::CapturedPacket;
@@ -21,6 +21,7 @@ mod profile;
 mod wan;
 mod wired;
 mod wireless;
+pub mod withheld;
 
 pub use counters::{counter_change, per_second, CounterChange, CounterReport, InterfaceDelta};
 pub use profile::{DeviceProfile, Location};
@@ -40,8 +41,7 @@ pub const MAX_INTERFACES: usize = 256;
 pub const MAX_ADDRESSES: usize = 32;
 /// Longest free-text field (hostname, OS name, model), in bytes.
 pub const MAX_TEXT: usize = 255;
-/// Longest interface name, in bytes (Linux allows 15).
-pub const MAX_IFNAME: usize = 32;
+pub use crate::net::{BadMac, MacAddr, MAX_IFNAME};
 
 /// Retention classes: each kind lives in its own segments with its own window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -237,69 +237,6 @@ impl InterfaceStats {
         self.tx_packets = tx_packets;
         self.tx_errors = tx_errors;
         self.tx_dropped = tx_dropped;
-    }
-}
-
-/// An IEEE 802 MAC address. Binary on the wire, `aa:bb:cc:dd:ee:ff` in JSON.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
-    }
-}
-
-impl fmt::Debug for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-/// Text that is not a MAC address.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not a MAC address: {0:?} (expected six hex octets separated by ':' or '-')")]
-pub struct BadMac(pub String);
-
-impl FromStr for MacAddr {
-    type Err = BadMac;
-    fn from_str(s: &str) -> Result<Self, BadMac> {
-        let bad = || BadMac(s.chars().take(40).collect());
-        let mut out = [0u8; 6];
-        let mut parts = s.trim().split([':', '-']);
-        for byte in &mut out {
-            let part = parts.next().ok_or_else(bad)?;
-            if part.len() != 2 {
-                return Err(bad());
-            }
-            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
-        }
-        if parts.next().is_some() {
-            return Err(bad());
-        }
-        Ok(MacAddr(out))
-    }
-}
-
-impl Serialize for MacAddr {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if serializer.is_human_readable() {
-            serializer.collect_str(self)
-        } else {
-            self.0.serialize(serializer)
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for MacAddr {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        if deserializer.is_human_readable() {
-            let text = BoundedString::<32>::deserialize(deserializer)?;
-            text.parse().map_err(de::Error::custom)
-        } else {
-            <[u8; 6]>::deserialize(deserializer).map(MacAddr)
-        }
     }
 }
 

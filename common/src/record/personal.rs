@@ -28,10 +28,10 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use super::withheld::MetadataField;
 use crate::bounded::{BoundedString, BoundedVec};
 use crate::capture::macs::mac_positions;
 use crate::capture::CapturedPacket;
-use crate::minimise::MetadataField;
 
 use super::{
     AgentHealth, ApplicationSessions, CounterReport, DeviceMetadata, DeviceProfile, InterfaceDelta, InterfaceStats,

@@ -428,7 +428,7 @@ async fn stream_batches<S: AgentStream>(
                 send(stream, &CollectorMessage::Control(message), context.max_frame).await?;
                 continue;
             }
-            _ = crate::service::stopped(&mut shutdown) => {
+            _ = crate::listener::stopped(&mut shutdown) => {
                 return Err(Refusal { reason: RejectReason::ShuttingDown, code: ErrorCode::ShuttingDown, detail: "collector shutting down".into(), public: "collector shutting down; reconnect later".into() });
             }
         };

@@ -23,7 +23,6 @@
 //! compaction of freed database pages (a destroyed organisation key may
 //! survive, still wrapped, in a free page until redb reuses it).
 
-pub mod import;
 mod master;
 mod org;
 mod registry;

@@ -54,6 +54,14 @@ pub enum SshError {
         /// What was wrong.
         reason: String,
     },
+    /// The SSH port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Key exchanges offered with `post_quantum_kex_only`.
@@ -154,7 +162,7 @@ impl SshServer {
         settings: &SshConfig,
         max_connections: usize,
         context: Arc<ConnectionContext>,
-    ) -> Result<Self, crate::service::ServiceError> {
+    ) -> Result<Self, SshError> {
         let key = host_key::load_or_create(&settings.host_key)?;
         let fingerprint = host_key_fingerprint(&key);
         let config = Config {
@@ -175,7 +183,7 @@ impl SshServer {
         };
         let listener = TcpListener::bind(settings.listen)
             .await
-            .map_err(|source| crate::service::ServiceError::Bind { addr: settings.listen, source })?;
+            .map_err(|source| SshError::Bind { addr: settings.listen, source })?;
         Ok(Self {
             listener,
             config: Arc::new(config),

@@ -18,7 +18,7 @@ use glimpse_common::registration::{
     registration_file_stem, revoked_from_json, RecordError, Registration, RevokedEntry, MAX_RECORD_FILE_LEN,
 };
 
-use super::{DeviceRegistration, KeyError};
+use crate::keys::{DeviceRegistration, KeyError};
 use crate::store::Store;
 
 /// A PKI directory could not be imported.
