@@ -9,4 +9,4 @@ pub mod connection;
 pub mod ssh;
 
 pub use backoff::Backoff;
-pub use connection::{client_tls_config, Connection, Credentials, TransportError};
+pub use connection::{client_tls_config, session_config, Connection, Credentials, Link, TransportError};

@@ -252,6 +252,8 @@ pub struct AgentSession {
     mac_key: Option<DevicePseudonymKey>,
     events: VecDeque<AgentEvent>,
     drain_deadline: Option<Instant>,
+    /// [`AgentSession::close`] was called: the goodbye is the last word.
+    closing: bool,
     stats: SessionStats,
 }
 
@@ -273,6 +275,7 @@ impl AgentSession {
             mac_key: None,
             events: VecDeque::new(),
             drain_deadline: None,
+            closing: false,
             stats: SessionStats::default(),
         }
     }
@@ -439,20 +442,33 @@ impl AgentSession {
         self.unacked.is_empty()
     }
 
-    /// Says goodbye: queues `Goodbye` on an established connection; after it
-    /// is written (or at once without a connection) the session is closed.
-    /// Batches not yet sent stay unsent.
+    /// Says goodbye for good: queues `Goodbye` on an established
+    /// connection; after it is written (or at once without a connection)
+    /// the session is closed. Batches not yet sent stay unsent.
     pub fn close(&mut self) {
+        self.closing = true;
         match self.phase {
-            Phase::Established => {
-                if !matches!(self.outgoing.back(), Some(AgentMessage::Goodbye)) {
-                    self.outgoing.push_back(AgentMessage::Goodbye);
-                }
-            }
+            Phase::Established => self.queue_goodbye(),
             _ => {
                 self.phase = Phase::Closed;
                 self.outgoing.clear();
             }
+        }
+    }
+
+    /// Says goodbye on this connection only (the device is reconnecting,
+    /// e.g. with reloaded credentials): once `Goodbye` is written the
+    /// session is disconnected and may [`AgentSession::connect`] again.
+    pub fn goodbye(&mut self) {
+        match self.phase {
+            Phase::Established => self.queue_goodbye(),
+            _ => self.connection_lost(),
+        }
+    }
+
+    fn queue_goodbye(&mut self) {
+        if !matches!(self.outgoing.back(), Some(AgentMessage::Goodbye)) {
+            self.outgoing.push_back(AgentMessage::Goodbye);
         }
     }
 
@@ -496,8 +512,12 @@ impl AgentSession {
         if let Some(message) = self.outgoing.pop_front() {
             let result = message.encode_frame(self.max_frame_len, out);
             if matches!(message, AgentMessage::Goodbye) {
-                self.phase = Phase::Closed;
-                self.outgoing.clear();
+                if self.closing {
+                    self.phase = Phase::Closed;
+                    self.outgoing.clear();
+                } else {
+                    self.connection_lost();
+                }
             }
             return self.encoded(result);
         }

@@ -34,4 +34,4 @@ pub use message::{
     ControlMessage, ErrorCode, Hello, ProtocolError, Welcome, WireError, MAX_POLICY_FIELDS, MAX_RECORDS_PER_BATCH,
     PROTOCOL_VERSION,
 };
-pub use session::{Authentication, CollectorSession, SessionAction, SessionError};
+pub use session::{Authentication, CollectorSession, SessionAction, SessionError, SessionTimeouts};

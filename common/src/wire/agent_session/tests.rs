@@ -295,6 +295,7 @@ fn a_drain_ends_in_goodbye_or_gives_up_at_its_deadline_still_hearing_controls() 
     assert!(matches!(&sent(&mut s, now)[..], [AgentMessage::Goodbye]));
     assert!(s.is_closed());
     assert_eq!(s.poll_timeout(), None);
+    assert!(matches!(s.push_batch(records(vec![]), vec![]), Err(AgentSessionError::Closed)));
 
     let mut s = established(1, 0, now);
     s.push_batch(records(vec![metadata(1)]), vec![]).unwrap();
@@ -303,6 +304,21 @@ fn a_drain_ends_in_goodbye_or_gives_up_at_its_deadline_still_hearing_controls() 
     assert_eq!(s.handle_timeout(deadline), Err(AgentSessionError::DrainTimedOut { unacked: 1 }));
     assert!(s.is_closed());
     assert!(sent(&mut s, now).is_empty(), "no goodbye after giving up");
+}
+
+#[test]
+fn a_goodbye_for_this_connection_only_keeps_the_stream_going() {
+    let now = Instant::now();
+    let mut s = established(1, 0, now);
+    s.push_batch(records(vec![metadata(1)]), vec![]).unwrap();
+    s.goodbye();
+    // The goodbye goes first; the batch waits for the next connection.
+    assert!(matches!(&sent(&mut s, now)[..], [AgentMessage::Goodbye]));
+    assert!(!s.is_established() && !s.is_closed());
+    s.connect(None);
+    sent(&mut s, now);
+    s.handle_message(now, welcome(0)).unwrap();
+    assert_eq!(batch_seqs(&sent(&mut s, now)), vec![1]);
 }
 
 #[test]
@@ -376,9 +392,9 @@ impl Collector {
     }
 
     fn receive(&mut self, message: AgentMessage, replies: &mut VecDeque<CollectorMessage>) {
-        match self.session.handle(message).expect("the agent keeps to the protocol") {
+        match self.session.handle(Instant::now(), message).expect("the agent keeps to the protocol") {
             SessionAction::Admit => {
-                let stored_seq = self.session.proof_accepted(self.stored_seq());
+                let stored_seq = self.session.proof_accepted(Instant::now(), self.stored_seq());
                 replies.push_back(welcome(stored_seq));
             }
             SessionAction::Store(batch, _) => {
