@@ -300,13 +300,15 @@ impl Device<'_> {
             return false;
         }
         let (ids, records): (Vec<u64>, Vec<Record>) = taken.into_iter().unzip();
-        let seq = session.next_seq();
-        self.spool.append(&SpoolEntry::Batched { seq, ids: BoundedVec::truncating(ids.clone()) });
-        if let Err(e) = session.push_batch_at(seq, Arc::new(BoundedVec::truncating(records)), ids) {
-            // Cannot happen with room checked and the session's own number;
-            // the records stay in the spool for the next start.
-            warn!(error = %e, "batch not accepted by the session");
-            return false;
+        let spooled_ids = BoundedVec::truncating(ids.clone());
+        match session.push_batch(Arc::new(BoundedVec::truncating(records)), ids) {
+            Ok(seq) => self.spool.append(&SpoolEntry::Batched { seq, ids: spooled_ids }),
+            Err(e) => {
+                // Cannot happen with room checked on an open session; the
+                // records stay in the spool for the next start.
+                warn!(error = %e, "batch not accepted by the session");
+                return false;
+            }
         }
         self.spool.sync(self.queue, session.unacked().next()).await;
         true
@@ -443,7 +445,7 @@ async fn run(
                 }
             } => {
                 let handled = received
-                    .and_then(|message| Ok(session.handle_message(std::time::Instant::now(), message)?));
+                    .and_then(|message| Ok(session.handle_message(message)?));
                 match handled {
                     Ok(()) => {
                         let mut device = Device {
@@ -540,7 +542,7 @@ async fn drain(mut link: Link, session: &mut AgentSession, device: &mut Device<'
             }
             tokio::select! {
                 received = link.receive() => {
-                    session.handle_message(std::time::Instant::now(), received?)?;
+                    session.handle_message(received?)?;
                     device.apply_events(session, true);
                 }
                 _ = tokio::time::sleep_until(wake) => {}

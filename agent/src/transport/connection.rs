@@ -269,7 +269,7 @@ impl Link {
         link.flush(session).await?;
         while !session.is_established() {
             let message = link.receive().await?;
-            session.handle_message(Instant::now(), message)?;
+            session.handle_message(message)?;
         }
         Ok(link)
     }
@@ -388,7 +388,7 @@ impl Connection {
                 return Ok(event);
             }
             let message = self.link.receive().await?;
-            self.session.handle_message(Instant::now(), message)?;
+            self.session.handle_message(message)?;
         }
     }
 

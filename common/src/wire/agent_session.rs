@@ -557,7 +557,7 @@ impl AgentSession {
     /// Feeds one message from the collector. An error means the connection
     /// must be dropped (the session is then disconnected; unacknowledged
     /// batches are kept for the next one).
-    pub fn handle_message(&mut self, _now: Instant, message: CollectorMessage) -> Result<(), AgentSessionError> {
+    pub fn handle_message(&mut self, message: CollectorMessage) -> Result<(), AgentSessionError> {
         let result = self.step(message);
         if result.is_err() {
             self.connection_lost();

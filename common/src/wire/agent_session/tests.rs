@@ -82,7 +82,7 @@ fn established(window: usize, stored: u64, now: Instant) -> AgentSession {
     let mut s = session(window);
     s.connect(None);
     sent(&mut s, now);
-    s.handle_message(now, welcome(stored)).unwrap();
+    s.handle_message(welcome(stored)).unwrap();
     events(&mut s);
     s
 }
@@ -98,7 +98,7 @@ fn the_handshake_is_hello_then_the_proof_over_tls_and_hello_alone_over_ssh() {
         if h.stream_id == 9 && h.identity == identity() && p.proof == [7; 32]));
     // Nothing else goes out before the welcome.
     assert!(sent(&mut s, now).is_empty());
-    s.handle_message(now, welcome(0)).unwrap();
+    s.handle_message(welcome(0)).unwrap();
     assert_eq!(events(&mut s), vec![AgentEvent::Connected { stored_seq: 0 }]);
     assert_eq!(batch_seqs(&sent(&mut s, now)), vec![1]);
 
@@ -113,14 +113,14 @@ fn an_ack_older_than_the_oldest_in_flight_is_a_counted_duplicate() {
     let mut s = established(1, 4, now);
     s.push_batch(records(vec![metadata(1)]), vec![]).unwrap();
     assert_eq!(batch_seqs(&sent(&mut s, now)), vec![5]);
-    s.handle_message(now, CollectorMessage::Ack { stream_seq: 3 }).unwrap();
-    s.handle_message(now, CollectorMessage::Ack { stream_seq: 4 }).unwrap();
+    s.handle_message(CollectorMessage::Ack { stream_seq: 3 }).unwrap();
+    s.handle_message(CollectorMessage::Ack { stream_seq: 4 }).unwrap();
     assert_eq!(s.stats().duplicate_acks, 2);
     assert!(events(&mut s).is_empty(), "a duplicate acknowledges nothing");
     assert_eq!(s.unacked().count(), 1);
     // With nothing in flight, anything already acknowledged is a duplicate too.
-    s.handle_message(now, CollectorMessage::Ack { stream_seq: 5 }).unwrap();
-    s.handle_message(now, CollectorMessage::Ack { stream_seq: 5 }).unwrap();
+    s.handle_message(CollectorMessage::Ack { stream_seq: 5 }).unwrap();
+    s.handle_message(CollectorMessage::Ack { stream_seq: 5 }).unwrap();
     assert_eq!(s.stats().duplicate_acks, 3);
     assert!(s.is_established());
 }
@@ -131,7 +131,7 @@ fn an_ack_of_a_sequence_never_sent_closes_the_connection_and_keeps_the_batch() {
     let mut s = established(1, 0, now);
     // Nothing sent at all.
     assert_eq!(
-        s.handle_message(now, CollectorMessage::Ack { stream_seq: 1 }),
+        s.handle_message(CollectorMessage::Ack { stream_seq: 1 }),
         Err(AgentSessionError::AckNeverSent { seq: 1, highest_sent: 0 })
     );
     assert!(!s.is_established());
@@ -140,7 +140,7 @@ fn an_ack_of_a_sequence_never_sent_closes_the_connection_and_keeps_the_batch() {
     s.push_batch(records(vec![metadata(1)]), vec![]).unwrap();
     sent(&mut s, now);
     assert_eq!(
-        s.handle_message(now, CollectorMessage::Ack { stream_seq: 2 }),
+        s.handle_message(CollectorMessage::Ack { stream_seq: 2 }),
         Err(AgentSessionError::AckNeverSent { seq: 2, highest_sent: 1 })
     );
     assert_eq!(s.unacked().map(OutgoingBatch::seq).collect::<Vec<_>>(), vec![1]);
@@ -157,7 +157,7 @@ fn an_ack_acknowledges_every_batch_in_flight_up_to_it_within_the_window() {
     }
     assert_eq!(s.push_batch(records(vec![]), vec![]), Err(AgentSessionError::WindowFull { window: 3 }));
     assert_eq!(batch_seqs(&sent(&mut s, now)), vec![1, 2, 3]);
-    s.handle_message(later, CollectorMessage::Ack { stream_seq: 2 }).unwrap();
+    s.handle_message(CollectorMessage::Ack { stream_seq: 2 }).unwrap();
     assert_eq!(
         events(&mut s),
         vec![
@@ -167,6 +167,16 @@ fn an_ack_acknowledges_every_batch_in_flight_up_to_it_within_the_window() {
     );
     assert!(s.has_room());
     assert_eq!(s.push_batch(records(vec![metadata(4)]), vec![]), Ok(4));
+    // Each batch carries the time it was written, for latency.
+    assert_eq!(batch_seqs(&sent(&mut s, later)), vec![4]);
+    s.handle_message(CollectorMessage::Ack { stream_seq: 4 }).unwrap();
+    assert_eq!(
+        events(&mut s),
+        vec![
+            AgentEvent::Acked { seq: 3, through: 4, records: 1, sent_at: Some(now) },
+            AgentEvent::Acked { seq: 4, through: 4, records: 1, sent_at: Some(later) },
+        ]
+    );
 }
 
 #[test]
@@ -181,7 +191,7 @@ fn resume_acknowledges_what_was_stored_without_resending_and_closes_gaps() {
     // The collector had stored batches 1 and 2 when the connection failed.
     s.connect(None);
     sent(&mut s, now);
-    s.handle_message(now, welcome(2)).unwrap();
+    s.handle_message(welcome(2)).unwrap();
     assert_eq!(
         events(&mut s),
         vec![
@@ -198,7 +208,7 @@ fn resume_acknowledges_what_was_stored_without_resending_and_closes_gaps() {
     s.push_batch_at(7, records(vec![metadata(1)]), vec![70]).unwrap();
     s.connect(None);
     sent(&mut s, now);
-    s.handle_message(now, welcome(4)).unwrap();
+    s.handle_message(welcome(4)).unwrap();
     assert_eq!(
         events(&mut s),
         vec![AgentEvent::Connected { stored_seq: 4 }, AgentEvent::Renumbered { from: 7, to: 5 }]
@@ -241,7 +251,7 @@ fn control_messages_become_events_and_withdrawn_consent_removes_unsent_captures(
         ControlMessage::DataPolicy { omit: BoundedVec::new() },
         ControlMessage::Consent { capture: false },
     ] {
-        s.handle_message(now, CollectorMessage::Control(control)).unwrap();
+        s.handle_message(CollectorMessage::Control(control)).unwrap();
     }
     assert_eq!(
         events(&mut s),
@@ -263,16 +273,13 @@ fn a_refusal_or_a_message_out_of_place_ends_the_connection() {
     s.connect(None);
     let refusal = CollectorMessage::Error(ProtocolError::new(ErrorCode::AuthenticationFailed, "no"));
     assert_eq!(
-        s.handle_message(now, refusal),
+        s.handle_message(refusal),
         Err(AgentSessionError::Refused { code: ErrorCode::AuthenticationFailed, message: "no".into() })
     );
     s.connect(None);
-    assert!(matches!(
-        s.handle_message(now, CollectorMessage::Ack { stream_seq: 0 }),
-        Err(AgentSessionError::Unexpected(_))
-    ));
+    assert!(matches!(s.handle_message(CollectorMessage::Ack { stream_seq: 0 }), Err(AgentSessionError::Unexpected(_))));
     let mut s = established(1, 0, now);
-    assert_eq!(s.handle_message(now, welcome(0)), Err(AgentSessionError::Unexpected("a second welcome")));
+    assert_eq!(s.handle_message(welcome(0)), Err(AgentSessionError::Unexpected("a second welcome")));
     assert!(!s.is_established());
 }
 
@@ -285,9 +292,9 @@ fn a_drain_ends_in_goodbye_or_gives_up_at_its_deadline_still_hearing_controls() 
     let deadline = now + Duration::from_secs(5);
     s.begin_drain(deadline);
     assert_eq!(s.poll_timeout(), Some(deadline));
-    s.handle_message(now, CollectorMessage::Control(ControlMessage::Consent { capture: true })).unwrap();
+    s.handle_message(CollectorMessage::Control(ControlMessage::Consent { capture: true })).unwrap();
     s.handle_timeout(now + Duration::from_secs(1)).unwrap();
-    s.handle_message(now, CollectorMessage::Ack { stream_seq: 1 }).unwrap();
+    s.handle_message(CollectorMessage::Ack { stream_seq: 1 }).unwrap();
     let heard = events(&mut s);
     assert!(heard.contains(&AgentEvent::ConsentChanged { capture: true, discarded: vec![] }), "{heard:?}");
     assert!(s.is_drained());
@@ -317,7 +324,7 @@ fn a_goodbye_for_this_connection_only_keeps_the_stream_going() {
     assert!(!s.is_established() && !s.is_closed());
     s.connect(None);
     sent(&mut s, now);
-    s.handle_message(now, welcome(0)).unwrap();
+    s.handle_message(welcome(0)).unwrap();
     assert_eq!(batch_seqs(&sent(&mut s, now)), vec![1]);
 }
 
@@ -503,7 +510,7 @@ impl World {
             }
             Step::ToAgent => {
                 if let Some(message) = self.to_agent.pop_front() {
-                    if let Err(e) = self.agent.handle_message(self.now, message) {
+                    if let Err(e) = self.agent.handle_message(message) {
                         return Err(TestCaseError::fail(format!("agent refused a correct collector: {e}")));
                     }
                 }
@@ -594,7 +601,7 @@ proptest! {
                     continue;
                 }
             };
-            let _ = s.handle_message(now, message);
+            let _ = s.handle_message(message);
             let mut out = Vec::new();
             while let Ok(true) = s.poll_transmit(now, &mut out) {}
             while s.poll_event().is_some() {}
