@@ -1,4 +1,13 @@
-//! One authenticated connection to the collector.
+//! One authenticated connection to the collector: credentials, TCP and
+//! TLS (or SSH, in [`super::ssh`]), and moving frames between the socket
+//! and an [`AgentSession`].
+//!
+//! What it deliberately does not do: decide anything about the protocol.
+//! Handshake order, sequence numbers and acknowledgements are the
+//! session's; [`Link`] only writes what the session hands it and hands it
+//! what arrives. [`Connection`] bundles a link with a session of its own for
+//! one-connection senders; it has a few raw methods that bypass the session
+//! so that tests can misbehave on purpose.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -250,17 +250,20 @@ async fn admit_ssh<S: AgentStream>(
     let read = before_deadline(&mut session, read_message::<AgentMessage, _>(stream, &mut buf, context.max_frame));
     let hello = read.await.map_err(|e| (Refusal::handshake_timeout(&e), false))?;
     let hello = hello.map_err(|e| (frame_refusal(e), true))?;
-    admit_ssh_hello(stream, &mut session, hello, identity, context).await.map_err(|refusal| (refusal, true))?;
+    let stored_seq = admit_ssh_hello(&mut session, hello, identity, context).map_err(|refusal| (refusal, true))?;
+    let written = before_deadline(&mut session, write_welcome(stream, stored_seq, context)).await;
+    written.map_err(|e| (Refusal::handshake_timeout(&e), false))?.map_err(|refusal| (refusal, true))?;
+    session.proof_accepted(Instant::now(), stored_seq);
     Ok(session)
 }
 
-async fn admit_ssh_hello<S: AgentStream>(
-    stream: &mut S,
+/// Checks the Hello and the registration; returns the stream's stored sequence.
+fn admit_ssh_hello(
     session: &mut CollectorSession,
     hello: AgentMessage,
     identity: &DeviceIdentity,
     context: &ConnectionContext,
-) -> Result<(), Refusal> {
+) -> Result<u64, Refusal> {
     match session.handle(Instant::now(), hello) {
         Ok(SessionAction::Admit) => {}
         Ok(_) => {
@@ -281,8 +284,15 @@ async fn admit_ssh_hello<S: AgentStream>(
     if registration.revoked {
         return Err(Refusal::auth(RejectReason::Revoked, format!("{identity} is revoked")));
     }
-    let stored_seq = registry.stored_seq(identity, session.stream_id()).map_err(lookup_failed)?;
-    session.proof_accepted(Instant::now(), stored_seq);
+    registry.stored_seq(identity, session.stream_id()).map_err(lookup_failed)
+}
+
+/// Tells the agent it is in, and from which sequence to continue.
+async fn write_welcome<S: AgentStream>(
+    stream: &mut S,
+    stored_seq: u64,
+    context: &ConnectionContext,
+) -> Result<(), Refusal> {
     let welcome = CollectorMessage::Welcome(Welcome {
         version: PROTOCOL_VERSION,
         max_frame_len: u32::try_from(context.max_frame).unwrap_or(u32::MAX),
@@ -290,8 +300,7 @@ async fn admit_ssh_hello<S: AgentStream>(
     });
     write_message(stream, &welcome, context.max_frame)
         .await
-        .map_err(|e| Refusal::protocol(ErrorCode::Malformed, format!("cannot send welcome: {e}")))?;
-    Ok(())
+        .map_err(|e| Refusal::protocol(ErrorCode::Malformed, format!("cannot send welcome: {e}")))
 }
 
 type Stream = TlsStream<TcpStream>;
@@ -357,15 +366,14 @@ async fn authenticate(
         Ok(seq) => seq,
         Err(refusal) => return Err((refusal, Some(stream))),
     };
-    session.proof_accepted(Instant::now(), stored_seq);
-    let welcome = CollectorMessage::Welcome(Welcome {
-        version: PROTOCOL_VERSION,
-        max_frame_len: u32::try_from(context.max_frame).unwrap_or(u32::MAX),
-        stored_seq,
-    });
-    if let Err(e) = write_message(&mut stream, &welcome, context.max_frame).await {
-        return Err((Refusal::protocol(ErrorCode::Malformed, format!("cannot send welcome: {e}")), None));
+    // The welcome goes out within the handshake's deadline; the idle
+    // clock starts once it is out.
+    match before_deadline(&mut session, write_welcome(&mut stream, stored_seq, context)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(refusal)) => return Err((refusal, None)),
+        Err(e) => return Err((Refusal::handshake_timeout(&e), None)),
     }
+    session.proof_accepted(Instant::now(), stored_seq);
     let _ = peer;
     Ok((stream, session))
 }
