@@ -362,8 +362,9 @@ enum Step {
     Disconnect,
     /// The collector sends an extra copy of its last acknowledgement.
     DuplicateAck,
-    /// The collector sends a directive.
-    Control,
+    /// The collector sends a directive: a data policy, or (with `true`)
+    /// consent withdrawn, which discards capture records not yet sent.
+    Control(bool),
     /// The device starts draining.
     Drain,
 }
@@ -375,7 +376,7 @@ fn step() -> impl Strategy<Value = Step> {
         6 => Just(Step::ToAgent),
         1 => Just(Step::Disconnect),
         1 => Just(Step::DuplicateAck),
-        1 => Just(Step::Control),
+        1 => any::<bool>().prop_map(Step::Control),
         1 => Just(Step::Drain),
     ]
 }
@@ -427,6 +428,8 @@ struct World {
     pushed: Vec<u64>,
     /// Record ids the agent was told are stored.
     acked: Vec<u64>,
+    /// Capture record ids the agent discarded when consent was withdrawn.
+    discarded: Vec<u64>,
     now: Instant,
 }
 
@@ -444,6 +447,7 @@ impl World {
             next_record: 0,
             pushed: Vec::new(),
             acked: Vec::new(),
+            discarded: Vec::new(),
             now: Instant::now(),
         };
         world.reconnect();
@@ -481,10 +485,14 @@ impl World {
 
     fn collect_events(&mut self) {
         while let Some(event) = self.agent.poll_event() {
-            if let AgentEvent::Acked { seq, .. } = event {
-                // Every record of the batch the agent let go of must be stored.
-                let ids = self.collector.stored.get(&seq).cloned().unwrap_or_default();
-                self.acked.extend(ids);
+            match event {
+                AgentEvent::Acked { seq, .. } => {
+                    // Every record of the batch the agent let go of must be stored.
+                    let ids = self.collector.stored.get(&seq).cloned().unwrap_or_default();
+                    self.acked.extend(ids);
+                }
+                AgentEvent::ConsentChanged { discarded, .. } => self.discarded.extend(discarded),
+                _ => {}
             }
         }
     }
@@ -496,7 +504,8 @@ impl World {
                 if self.agent.has_room() && !self.agent.is_closed() {
                     let ids: Vec<u64> = (0..n as u64).map(|i| self.next_record + i).collect();
                     self.next_record += n as u64;
-                    let list = ids.iter().copied().map(metadata).collect();
+                    // Every third record is a capture, which withdrawn consent may discard.
+                    let list = ids.iter().map(|&id| if id % 3 == 0 { capture(id) } else { metadata(id) }).collect();
                     self.agent.push_batch(records(list), ids.clone()).unwrap();
                     self.pushed.extend(ids);
                 }
@@ -521,9 +530,13 @@ impl World {
                     self.to_agent.push_back(CollectorMessage::Ack { stream_seq: seq });
                 }
             }
-            Step::Control => {
+            Step::Control(withdraw_consent) => {
                 if self.collector.session.is_authenticated() {
-                    let control = ControlMessage::DataPolicy { omit: BoundedVec::new() };
+                    let control = if withdraw_consent {
+                        ControlMessage::Consent { capture: false }
+                    } else {
+                        ControlMessage::DataPolicy { omit: BoundedVec::new() }
+                    };
                     self.to_agent.push_back(CollectorMessage::Control(control));
                 }
             }
@@ -567,10 +580,13 @@ proptest! {
         stored.sort_unstable();
         stored.dedup();
         prop_assert_eq!(stored.len(), total, "a record was stored twice");
-        prop_assert_eq!(&stored, &world.pushed, "stored is what was pushed");
+        prop_assert!(world.discarded.iter().all(|id| id % 3 == 0), "only captures are discarded");
+        let mut accounted: Vec<u64> = stored.iter().chain(&world.discarded).copied().collect();
+        accounted.sort_unstable();
+        prop_assert_eq!(&accounted, &world.pushed, "every record pushed is stored or discarded, not both");
         let mut acked = world.acked.clone();
         acked.sort_unstable();
-        prop_assert_eq!(&acked, &world.pushed, "acknowledged is what was pushed, once each");
+        prop_assert_eq!(&acked, &stored, "acknowledged is what was stored, once each");
         // The stream has no gaps.
         let seqs: Vec<u64> = world.collector.stored.keys().copied().collect();
         prop_assert_eq!(seqs, (1..=world.collector.stored_seq()).collect::<Vec<_>>());
