@@ -612,3 +612,6 @@ fn lose_connection(
         s.last_error = Some(error.to_string());
     });
 }
+
+#[cfg(test)]
+mod tests;

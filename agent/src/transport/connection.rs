@@ -283,6 +283,18 @@ impl Link {
         Ok(link)
     }
 
+    /// A link over an already authenticated byte stream, for tests of what
+    /// runs on top of one.
+    #[cfg(test)]
+    pub(crate) fn over<S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static>(stream: S, security: &str) -> Self {
+        Self {
+            stream: Box::new(stream),
+            reader: FrameReader::new(glimpse_common::wire::DEFAULT_MAX_FRAME_LEN),
+            security: security.to_owned(),
+            _session: None,
+        }
+    }
+
     /// How the connection is secured: the negotiated TLS cipher suite, or `SSH`.
     pub fn security(&self) -> &str {
         &self.security
