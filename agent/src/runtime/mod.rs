@@ -51,6 +51,9 @@ pub struct AgentStatus {
     pub queued_records: usize,
     /// Records dropped because the queue was full.
     pub dropped_records: u64,
+    /// Acknowledgements older than the batch in flight, ignored (a
+    /// collector acknowledging a batch it already had).
+    pub duplicate_acks: u64,
     /// Successful connections so far.
     pub connections: u64,
     /// The last connection or protocol failure.
@@ -279,6 +282,8 @@ impl Device<'_> {
                 _ => {}
             }
         }
+        let duplicates = session.stats().duplicate_acks;
+        self.status.send_if_modified(|s| std::mem::replace(&mut s.duplicate_acks, duplicates) != duplicates);
     }
 
     /// Moves the next batch from the queue into the session when it has
