@@ -14,6 +14,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod probe;
+mod queue;
 pub mod reports;
 pub mod runtime;
 pub mod spool;

@@ -36,24 +36,24 @@ async fn replay_file(config: &AgentConfig, pcap: &Path, interface: &str) -> Resu
 
     use glimpse_common::bounded::BoundedVec;
     use glimpse_common::record::{Record, RecordBody};
-    use glimpse_common::wire::{Batch, CollectorMessage, ControlMessage};
+    use glimpse_common::wire::AgentEvent;
 
-    use crate::transport::{Connection, Credentials};
+    use crate::transport::{Connection, Credentials, TransportError};
 
     let credentials = Credentials::load(config)?;
     let stream_id: u64 = rand::thread_rng().gen();
     let mut conn = Connection::open(config, &credentials, stream_id).await?;
     // The collector states consent right after the handshake.
-    let consent = tokio::time::timeout(CONSENT_WAIT, conn.receive()).await;
+    let consent = tokio::time::timeout(CONSENT_WAIT, conn.next_event()).await;
     match consent {
-        Ok(Ok(CollectorMessage::Control(ControlMessage::Consent { capture: true }))) => {}
-        Ok(Ok(CollectorMessage::Control(ControlMessage::Consent { capture: false }))) => {
+        Ok(Ok(AgentEvent::ConsentChanged { capture: true, .. })) => {}
+        Ok(Ok(AgentEvent::ConsentChanged { capture: false, .. })) => {
             conn.close().await;
             return Err(CaptureError::NotAllowed);
         }
         Ok(Ok(_)) | Err(_) => {
             conn.close().await;
-            return Err(CaptureError::Transport(crate::transport::TransportError::UnexpectedReply(
+            return Err(CaptureError::Transport(TransportError::UnexpectedReply(
                 "no capture consent statement from the collector",
             )));
         }
@@ -81,18 +81,24 @@ async fn replay_file(config: &AgentConfig, pcap: &Path, interface: &str) -> Resu
         Ok::<_, CaptureError>(tally)
     });
 
+    // One batch at a time through the connection's session: it numbers
+    // them after what the collector stored and matches acknowledgements.
     let mut report = ReplayReport::default();
-    let mut seq = conn.stored_seq();
+    let mut withdrawn = false;
     while let Some(records) = batches_rx.recv().await {
-        seq += 1;
         let count = records.len() as u64;
-        let batch =
-            Batch { org: config.identity.org.clone(), stream_seq: seq, records: BoundedVec::truncating(records) };
-        conn.send_batch(&batch).await?;
+        let sent = conn.session_mut().push_batch(std::sync::Arc::new(BoundedVec::truncating(records)), Vec::new());
+        sent.map_err(TransportError::from)?;
+        conn.flush().await?;
+        loop {
+            match conn.next_event().await? {
+                AgentEvent::Acked { .. } => break,
+                AgentEvent::ConsentChanged { capture, .. } => withdrawn |= !capture,
+                _ => {}
+            }
+        }
         report.batches += 1;
         report.records += count;
-        let withdrawn =
-            conn.take_pending_controls().into_iter().any(|c| matches!(c, ControlMessage::Consent { capture: false }));
         if withdrawn {
             conn.close().await;
             return Err(CaptureError::NotAllowed);

@@ -18,7 +18,7 @@ use glimpse_common::wire::{CaptureOutcome, CaptureRequest, CaptureStatus, Contro
 use super::consent::Consent;
 use super::CaptureLimits;
 use crate::config::AgentConfig;
-use crate::runtime::Queue;
+use crate::queue::Queue;
 
 /// Most captures running at once on one device.
 const MAX_RUNNING: usize = 4;
@@ -80,7 +80,7 @@ impl Captures {
                     }
                 } else {
                     self.stop_all();
-                    let discarded = crate::runtime::discard_captures(&self.queue);
+                    let discarded = self.queue.discard_captures();
                     if discarded > 0 {
                         warn!(discarded, "capture consent withdrawn; capture records not yet sent were discarded");
                     }
@@ -126,7 +126,7 @@ impl Captures {
                 super::pcap_source::capture_live(&request.interface, &request.filter, &limits, &stop, |packet| {
                     let record =
                         Record { observed_at_ms: packet.timestamp_us / 1000, body: RecordBody::Capture(packet) };
-                    crate::runtime::push_capture(&queue, record, max_queued, &consent);
+                    queue.push_capture(record, max_queued, &consent);
                 });
             let outcome = match result {
                 Ok(tally) => {
@@ -194,7 +194,7 @@ impl Captures {
         tokio::task::spawn_blocking(move || {
             let result = super::monitor::run_monitor(&interface, rules, &limits, &stop, |packet| {
                 let record = Record { observed_at_ms: packet.timestamp_us / 1000, body: RecordBody::Capture(packet) };
-                crate::runtime::push_capture(&queue, record, max_queued, &consent);
+                queue.push_capture(record, max_queued, &consent);
             });
             if let Err(e) = result {
                 warn!(%interface, "event capture stopped: {e}");

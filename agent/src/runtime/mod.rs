@@ -7,14 +7,14 @@
 //! [`AgentHealth`] record), so a device never runs out of memory or flash
 //! because its collector is down; what the spool holds survives a restart.
 //!
+//! The protocol itself (handshake, sequence numbers, acknowledgements,
+//! resume, drain) is [`AgentSession`]'s; this loop moves its frames over a
+//! [`Link`], feeds it the time and what arrives, and acts on its events.
 //! Exactly one batch is in flight at a time. It keeps its sequence number
 //! across reconnects so that the collector, which remembers the highest
 //! sequence it stored per stream, stores a batch resent after a lost
 //! acknowledgement only once.
 
-mod queue;
-
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,15 +25,16 @@ use tracing::{debug, error, info, warn};
 
 use glimpse_common::bounded::BoundedVec;
 use glimpse_common::clock::{Clock, SystemClock};
-use glimpse_common::minimise::{omit_from_record, pseudonymise_at_source, DevicePseudonymKey, MacForm, MetadataField};
+use glimpse_common::minimise::{omit_from_record, MetadataField};
 use glimpse_common::record::{AgentHealth, Record, RecordBody};
-use glimpse_common::wire::{AgentMessage, Batch, CollectorMessage, ControlMessage};
+use glimpse_common::wire::{AgentEvent, AgentSession, AgentSessionError, ControlMessage, OutgoingBatch};
 
 use crate::capture::session::Captures;
 use crate::config::AgentConfig;
+use crate::queue::Queue;
 use crate::reports::Reporter;
 use crate::spool::{Spool, SpoolEntry};
-use crate::transport::{Backoff, Connection, Credentials, TransportError};
+use crate::transport::{session_config, Backoff, Credentials, Link, TransportError};
 
 /// What the agent is doing, for tests, the demo and status output.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,6 +51,9 @@ pub struct AgentStatus {
     pub queued_records: usize,
     /// Records dropped because the queue was full.
     pub dropped_records: u64,
+    /// Acknowledgements older than the batch in flight, ignored (a
+    /// collector acknowledging a batch it already had).
+    pub duplicate_acks: u64,
     /// Successful connections so far.
     pub connections: u64,
     /// The last connection or protocol failure.
@@ -87,8 +91,6 @@ impl Settings {
         Ok(Self { config, credentials })
     }
 }
-
-pub(crate) use queue::Queue;
 
 /// A running agent.
 pub struct AgentHandle {
@@ -139,14 +141,6 @@ impl AgentHandle {
     }
 }
 
-/// The batch being sent, with the queue ids of its records (for the spool).
-struct InFlight {
-    batch: Batch,
-    ids: Vec<u64>,
-    /// Whether it was written on the current connection.
-    written: bool,
-}
-
 /// The spool, if one is configured and healthy. A write failure (full or
 /// failing flash) is logged once and the agent carries on in memory: a
 /// device keeps working without its spool.
@@ -184,8 +178,9 @@ impl SpoolSlot {
         }
     }
 
-    /// Journals the queue's changes and syncs them; compacts when due.
-    async fn sync(&mut self, queue: &Queue, in_flight: Option<&InFlight>) {
+    /// Journals the queue's changes and syncs them; compacts when due,
+    /// keeping the batch the session has in flight.
+    async fn sync(&mut self, queue: &Queue, in_flight: Option<&OutgoingBatch>) {
         let Some(spool) = self.spool.as_mut() else { return };
         if let Err(e) = queue.journal(spool) {
             return self.fail(e);
@@ -197,8 +192,8 @@ impl SpoolSlot {
             return self.fail(e);
         }
         if spool.needs_compaction() {
-            let pairs: Option<(u64, Vec<(u64, Record)>)> = in_flight
-                .map(|f| (f.batch.stream_seq, f.ids.iter().copied().zip(f.batch.records.iter().cloned()).collect()));
+            let pairs: Option<(u64, Vec<(u64, Record)>)> =
+                in_flight.map(|f| (f.seq(), f.keys().iter().copied().zip(f.records().iter().cloned()).collect()));
             let view = pairs.as_ref().map(|(seq, records)| (*seq, records.as_slice()));
             if let Err(e) = queue.compact(spool, view, self.max_bytes) {
                 self.fail(e);
@@ -209,6 +204,119 @@ impl SpoolSlot {
     fn fail(&mut self, e: crate::spool::SpoolError) {
         error!("spool write failed; continuing with records in memory only (a restart will lose them): {e}");
         self.spool = None;
+    }
+}
+
+/// What the daemon keeps besides the session and the link: the things the
+/// collector's directives change, and where acknowledgements are recorded.
+struct Device<'a> {
+    queue: &'a Queue,
+    spool: &'a mut SpoolSlot,
+    status: &'a watch::Sender<AgentStatus>,
+    captures: &'a mut Captures,
+    config: &'a AgentConfig,
+    /// Metadata fields the organisation does not want collected; the
+    /// collector says which right after the handshake.
+    omitted_fields: &'a mut Vec<MetadataField>,
+}
+
+impl Device<'_> {
+    /// Acts on everything the session has to tell. While `draining`, no
+    /// capture is started (captures were stopped for the shutdown), but a
+    /// withdrawal of consent or a new data policy still takes effect.
+    fn apply_events(&mut self, session: &mut AgentSession, draining: bool) {
+        while let Some(event) = session.poll_event() {
+            match event {
+                AgentEvent::Acked { seq, through, records, .. } => {
+                    debug!(seq, records, "batch acknowledged");
+                    self.spool.append(&SpoolEntry::Acked { seq: through });
+                    let queued = self.queue.len();
+                    self.status.send_modify(|s| {
+                        s.acked_seq = through;
+                        s.acked_records += records as u64;
+                        s.queued_records = queued;
+                    });
+                }
+                AgentEvent::Renumbered { from, to } => {
+                    debug!(from, to, "unsent batch renumbered to follow what the collector stored");
+                    let ids = session.unacked().find(|b| b.seq() == to).map_or_else(Vec::new, |b| b.keys().to_vec());
+                    self.spool.append(&SpoolEntry::Batched { seq: to, ids: BoundedVec::truncating(ids) });
+                }
+                AgentEvent::ConsentChanged { capture, discarded } => {
+                    if !(draining && capture) {
+                        self.captures.handle(ControlMessage::Consent { capture }, self.config);
+                    }
+                    let consent = self.captures.consent();
+                    self.status.send_modify(|s| s.capture_consent = consent);
+                    if !discarded.is_empty() {
+                        // Not sent yet: withdrawn consent covers them too.
+                        self.spool.append(&SpoolEntry::Removed { ids: BoundedVec::truncating(discarded) });
+                    }
+                }
+                AgentEvent::Directive(ControlMessage::DataPolicy { omit }) => {
+                    *self.omitted_fields = omit.to_vec();
+                    info!(omit = ?self.omitted_fields, "organisation's data policy received");
+                    // Records collected before the policy arrived are
+                    // trimmed too (the collector would trim them anyway).
+                    self.queue.trim_metadata(self.omitted_fields);
+                    let omitted = self.omitted_fields.clone();
+                    self.status.send_modify(|s| s.omitted_fields = omitted);
+                }
+                AgentEvent::Directive(ControlMessage::MacPseudonyms { key }) => {
+                    info!(
+                        pseudonymise = key.is_some(),
+                        "organisation's MAC pseudonymisation received; applies from the next batch written"
+                    );
+                    // Held in memory only: after a restart the collector
+                    // sends it again, and what goes out before that is
+                    // pseudonymised on arrival instead.
+                    let on = key.is_some();
+                    session.set_mac_pseudonym_key(key);
+                    self.status.send_modify(|s| s.pseudonymising_macs = on);
+                }
+                AgentEvent::Directive(other) => self.captures.handle(other, self.config),
+                AgentEvent::CaptureRequest(request) if !draining => {
+                    self.captures.handle(ControlMessage::StartCapture(request), self.config);
+                }
+                AgentEvent::StopCapture { id } => self.captures.handle(ControlMessage::StopCapture { id }, self.config),
+                _ => {}
+            }
+        }
+        let duplicates = session.stats().duplicate_acks;
+        self.status.send_if_modified(|s| std::mem::replace(&mut s.duplicate_acks, duplicates) != duplicates);
+    }
+
+    /// Moves the next batch from the queue into the session when it has
+    /// room, journalling its records and membership to the spool first and
+    /// syncing them: after a crash the same records go out under the same
+    /// sequence number. Returns whether it did.
+    async fn form_batch(&mut self, session: &mut AgentSession) -> bool {
+        if !session.has_room() || session.is_closed() {
+            return false;
+        }
+        // The records must be in the spool before the batch that names them.
+        if let Some(s) = self.spool.spool.as_mut() {
+            if let Err(e) = self.queue.journal(s) {
+                self.spool.fail(e);
+            }
+        }
+        let taken = self.queue.take_batch(self.config.max_batch_records);
+        if taken.is_empty() {
+            return false;
+        }
+        let (ids, records): (Vec<u64>, Vec<Record>) = taken.into_iter().unzip();
+        let spooled_ids = BoundedVec::truncating(ids.clone());
+        match session.push_batch(Arc::new(BoundedVec::truncating(records)), ids) {
+            Ok(seq) => self.spool.append(&SpoolEntry::Batched { seq, ids: spooled_ids }),
+            Err(e) => {
+                // Cannot happen with room checked on an open session; the
+                // records stay in the spool for the next start.
+                warn!(error = %e, "batch not accepted by the session");
+                return false;
+            }
+        }
+        self.spool.sync(self.queue, session.unacked().next()).await;
+        true
     }
 }
 
@@ -224,19 +332,14 @@ async fn run(
     // stream so the collector recognises batches it already stored.
     let stream_id: u64 = spool.spool.as_ref().map_or_else(|| rand::thread_rng().gen(), Spool::stream_id);
     let queue = Arc::new(Queue::new(restored.queued, restored.next_id));
-    let mut in_flight: Option<InFlight> = restored.in_flight.map(|(seq, records)| {
+    // Exactly one batch in flight: the spool journals one.
+    let mut session = AgentSession::new(session_config(&settings.config, stream_id, 1));
+    if let Some((seq, records)) = restored.in_flight {
         let (ids, records): (Vec<u64>, Vec<Record>) = records.into_iter().unzip();
-        InFlight {
-            batch: Batch {
-                org: settings.config.identity.org.clone(),
-                stream_seq: seq,
-                records: BoundedVec::truncating(records),
-            },
-            ids,
-            written: false,
+        if let Err(e) = session.push_batch_at(seq, Arc::new(BoundedVec::truncating(records)), ids) {
+            warn!(error = %e, seq, "the spool's batch in flight cannot be resumed");
         }
-    });
-    let mut next_seq: u64 = in_flight.as_ref().map_or(1, |f| f.batch.stream_seq + 1);
+    }
     let mut health = AgentHealth { discarded_corrupt_spool: discarded_spool, ..AgentHealth::default() };
     let mut reported_health = AgentHealth::default();
     let mut reporter = Some(Reporter::new(&settings.config));
@@ -246,15 +349,9 @@ async fn run(
     let mut spool_timer = tokio::time::interval(settings.config.spool.sync_interval);
     spool_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut backoff = Backoff::new(settings.config.backoff_initial, settings.config.backoff_max);
-    let mut connection: Option<Connection> = None;
+    let mut link: Option<Link> = None;
     let mut retry_at: Option<tokio::time::Instant> = None;
-    // Metadata fields the organisation does not want collected; the
-    // collector says which right after the handshake.
     let mut omitted_fields: Vec<MetadataField> = Vec::new();
-    // The organisation's device key when it pseudonymises MACs. Held in
-    // memory only: after a restart the collector sends it again, and what
-    // goes out before that is pseudonymised on arrival instead.
-    let mut mac_key: Option<DevicePseudonymKey> = None;
     let consent = crate::capture::consent::Consent::load(settings.config.capture.consent_file.as_deref());
     let mut captures = Captures::new(queue.clone(), consent);
     status.send_modify(|s| {
@@ -268,46 +365,32 @@ async fn run(
         if *shutdown.borrow() {
             break;
         }
+        let mut device = Device {
+            queue: &queue,
+            spool: &mut spool,
+            status: &status,
+            captures: &mut captures,
+            config: &settings.config,
+            omitted_fields: &mut omitted_fields,
+        };
         // Connect when there is something to send and the backoff allows it.
-        let has_work = in_flight.is_some() || !queue.is_empty();
-        if connection.is_none() && has_work && retry_at.is_none_or(|at| at <= tokio::time::Instant::now()) {
-            match Connection::open(&settings.config, &settings.credentials, stream_id).await {
-                Ok(conn) => {
+        let has_work = !session.is_drained() || !queue.is_empty();
+        if link.is_none() && has_work && retry_at.is_none_or(|at| at <= tokio::time::Instant::now()) {
+            match Link::open(&settings.config, &settings.credentials, &mut session).await {
+                Ok(opened) => {
                     backoff.reset();
                     retry_at = None;
-                    // The collector tells us what it already has: anything at
-                    // or below it is stored; anything above must follow it
-                    // without a gap.
-                    let stored = conn.stored_seq();
-                    if let Some(flight) = &mut in_flight {
-                        if flight.batch.stream_seq <= stored {
-                            let count = flight.batch.records.len() as u64;
-                            in_flight = None;
-                            spool.append(&SpoolEntry::Acked { seq: stored });
-                            status.send_modify(|s| {
-                                s.acked_seq = stored;
-                                s.acked_records += count;
-                            });
-                        } else if flight.batch.stream_seq != stored + 1 {
-                            flight.batch.stream_seq = stored + 1;
-                            spool.append(&SpoolEntry::Batched {
-                                seq: flight.batch.stream_seq,
-                                ids: BoundedVec::truncating(flight.ids.clone()),
-                            });
-                        }
-                    }
-                    next_seq = in_flight.as_ref().map_or(stored + 1, |f| f.batch.stream_seq + 1);
-                    if let Some(flight) = in_flight.as_mut() {
-                        flight.written = false;
-                    }
-                    info!(security = conn.security(), stored_seq = stored, "connected to collector");
+                    info!(security = opened.security(), stored_seq = session.welcomed_seq(), "connected to collector");
                     status.send_modify(|s| {
                         s.connected = true;
                         s.connections += 1;
                         s.last_error = None;
-                        s.cipher_suite = Some(conn.security().to_owned());
+                        s.cipher_suite = Some(opened.security().to_owned());
                     });
-                    connection = Some(conn);
+                    // The welcome may have acknowledged or renumbered the
+                    // batch in flight.
+                    device.apply_events(&mut session, false);
+                    link = Some(opened);
                 }
                 Err(e) => {
                     let delay = backoff.next_delay(rand::thread_rng().gen());
@@ -319,27 +402,14 @@ async fn run(
             continue;
         }
 
-        // Write the in-flight batch (formed from the queue if need be) once
-        // per connection; its acknowledgement arrives in the select below.
-        if let Some(conn) = connection.as_mut() {
-            if in_flight.is_none() {
-                // The records must be in the spool before the batch that
-                // names them.
-                if let Some(flight) = form_batch(&queue, &mut spool, &settings.config, &mut next_seq) {
-                    in_flight = Some(flight);
-                    // Durable before sent: after a crash the same records go
-                    // out under the same sequence number.
-                    spool.sync(&queue, in_flight.as_ref()).await;
-                }
-            }
-            if let Some(flight) = in_flight.as_mut().filter(|f| !f.written) {
-                match write_batch(conn, &flight.batch, mac_key.as_ref()).await {
-                    Ok(()) => flight.written = true,
-                    Err(e) => {
-                        lose_connection(&mut connection, &e, &status);
-                        retry_at = Some(tokio::time::Instant::now() + backoff.next_delay(rand::thread_rng().gen()));
-                    }
-                }
+        // Form the next batch when the last is acknowledged, and write
+        // whatever the session has to send; acknowledgements arrive in the
+        // select below.
+        if let Some(open) = link.as_mut() {
+            device.form_batch(&mut session).await;
+            if let Err(e) = open.flush(&mut session).await {
+                lose_connection(&mut link, &mut session, &e, &status);
+                retry_at = Some(tokio::time::Instant::now() + backoff.next_delay(rand::thread_rng().gen()));
                 continue;
             }
         }
@@ -370,86 +440,38 @@ async fn run(
                 });
             }
             _ = spool_timer.tick() => {
-                spool.sync(&queue, in_flight.as_ref()).await;
+                spool.sync(&queue, session.unacked().next()).await;
             }
-            // Cancel-safe: a half-read frame waits in the connection's buffer.
+            // Cancel-safe: a half-read frame waits in the link's buffer.
             received = async {
-                match connection.as_mut() {
-                    Some(conn) => conn.receive().await,
+                match link.as_mut() {
+                    Some(open) => open.receive().await,
                     None => std::future::pending().await,
                 }
             } => {
-                match received {
-                    Ok(CollectorMessage::Ack { stream_seq }) => {
-                        match in_flight.take() {
-                            Some(flight) if flight.written && stream_seq >= flight.batch.stream_seq => {
-                                debug!(seq = stream_seq, records = flight.batch.records.len(), "batch acknowledged");
-                                spool.append(&SpoolEntry::Acked { seq: stream_seq });
-                                let count = flight.batch.records.len() as u64;
-                                let queued = queue.len();
-                                status.send_modify(|s| {
-                                    s.acked_seq = stream_seq;
-                                    s.acked_records += count;
-                                    s.queued_records = queued;
-                                });
-                            }
-                            other => {
-                                in_flight = other;
-                                let e = TransportError::UnexpectedReply("acknowledgement for no batch in flight");
-                                lose_connection(&mut connection, &e, &status);
-                            }
-                        }
-                    }
-                    Ok(CollectorMessage::Control(ControlMessage::DataPolicy { omit })) => {
-                        omitted_fields = omit.to_vec();
-                        info!(omit = ?omitted_fields, "organisation's data policy received");
-                        // Records collected before the policy arrived are
-                        // trimmed too (the collector would trim them anyway).
-                        queue.trim_metadata(&omitted_fields);
-                        status.send_modify(|s| s.omitted_fields = omitted_fields.clone());
-                    }
-                    Ok(CollectorMessage::Control(ControlMessage::MacPseudonyms { key })) => {
-                        info!(
-                            pseudonymise = key.is_some(),
-                            "organisation's MAC pseudonymisation received; applies from the next batch written"
-                        );
-                        mac_key = key;
-                        let on = mac_key.is_some();
-                        status.send_modify(|s| s.pseudonymising_macs = on);
-                    }
-                    Ok(CollectorMessage::Control(control)) => {
-                        captures.handle(control, &settings.config);
-                        status.send_modify(|s| s.capture_consent = captures.consent());
-                        if !captures.consent() {
-                            // Not sent yet: withdrawn consent covers it too.
-                            if let Some(flight) = in_flight.as_mut().filter(|f| !f.written) {
-                                let removed = drop_captures(flight);
-                                if !removed.is_empty() {
-                                    spool.append(&SpoolEntry::Removed { ids: BoundedVec::truncating(removed) });
-                                }
-                            }
-                        }
-                    }
-                    Ok(other) => {
-                        let e = match other {
-                            CollectorMessage::Error(e) => TransportError::Refused { code: e.code, message: e.message.to_string() },
-                            _ => TransportError::UnexpectedReply("a message out of place"),
+                let handled = received
+                    .and_then(|message| Ok(session.handle_message(message)?));
+                match handled {
+                    Ok(()) => {
+                        let mut device = Device {
+                            queue: &queue,
+                            spool: &mut spool,
+                            status: &status,
+                            captures: &mut captures,
+                            config: &settings.config,
+                            omitted_fields: &mut omitted_fields,
                         };
-                        lose_connection(&mut connection, &e, &status);
-                        retry_at = Some(tokio::time::Instant::now() + backoff.next_delay(rand::thread_rng().gen()));
+                        device.apply_events(&mut session, false);
                     }
                     Err(e) => {
-                        lose_connection(&mut connection, &e, &status);
+                        lose_connection(&mut link, &mut session, &e, &status);
                         retry_at = Some(tokio::time::Instant::now() + backoff.next_delay(rand::thread_rng().gen()));
                     }
                 }
             }
             Some(report) = captures.reports.recv() => {
-                if let Some(conn) = connection.as_mut() {
-                    if let Err(e) = conn.send(&AgentMessage::CaptureStatus(report)).await {
-                        lose_connection(&mut connection, &e, &status);
-                    }
-                }
+                // Written with the next flush, at the top of the loop.
+                session.queue_capture_status(report);
             }
             _ = tokio::time::sleep_until(sleep_until), if retry_at.is_some() => {}
             _ = queue.ready.notified() => {}
@@ -465,9 +487,12 @@ async fn run(
                     captures.configure_monitor(&new.config);
                     reporter = Some(Reporter::new(&new.config));
                     settings = new;
-                    if let Some(conn) = connection.take() {
-                        conn.close().await;
+                    if let Some(mut open) = link.take() {
+                        session.goodbye();
+                        let _ = open.flush(&mut session).await;
+                        open.shutdown().await;
                     }
+                    session.connection_lost();
                     status.send_modify(|s| s.connected = false);
                     retry_at = None;
                 }
@@ -476,8 +501,21 @@ async fn run(
     }
 
     captures.stop_all();
-    let outgoing = Outgoing { connection, in_flight, next_seq, mac_key };
-    drain(&settings, &queue, &mut spool, outgoing, &status).await;
+    if let Some(open) = link {
+        let mut device = Device {
+            queue: &queue,
+            spool: &mut spool,
+            status: &status,
+            captures: &mut captures,
+            config: &settings.config,
+            omitted_fields: &mut omitted_fields,
+        };
+        drain(open, &mut session, &mut device).await;
+    }
+    if !session.is_drained() && spool.spool.is_none() {
+        let records: usize = session.unacked().map(|b| b.records().len()).sum();
+        warn!(records, "no spool; unacknowledged records discarded at exit");
+    }
     // Whatever is left is kept for the next start.
     let left = queue.len();
     spool.sync(&queue, None).await;
@@ -487,159 +525,49 @@ async fn run(
     info!("agent stopped");
 }
 
-/// Takes the next batch from the queue, journalling its records and
-/// membership to the spool first.
-fn form_batch(queue: &Queue, spool: &mut SpoolSlot, config: &AgentConfig, next_seq: &mut u64) -> Option<InFlight> {
-    if let Some(s) = spool.spool.as_mut() {
-        if let Err(e) = queue.journal(s) {
-            spool.fail(e);
-        }
-    }
-    let taken = queue.take_batch(config.max_batch_records);
-    if taken.is_empty() {
-        return None;
-    }
-    let (ids, records): (Vec<u64>, Vec<Record>) = taken.into_iter().unzip();
-    let seq = *next_seq;
-    *next_seq += 1;
-    spool.append(&SpoolEntry::Batched { seq, ids: BoundedVec::truncating(ids.clone()) });
-    Some(InFlight {
-        batch: Batch { org: config.identity.org.clone(), stream_seq: seq, records: BoundedVec::truncating(records) },
-        ids,
-        written: false,
-    })
-}
-
-/// Removes capture records from an unsent batch; returns their ids.
-fn drop_captures(flight: &mut InFlight) -> Vec<u64> {
-    let mut removed = Vec::new();
-    let mut kept_ids = Vec::new();
-    let records = std::mem::take(&mut flight.batch.records).to_vec();
-    let mut kept = Vec::new();
-    for (id, record) in flight.ids.iter().copied().zip(records) {
-        if matches!(record.body, RecordBody::Capture(_)) {
-            removed.push(id);
-        } else {
-            kept_ids.push(id);
-            kept.push(record);
-        }
-    }
-    flight.ids = kept_ids;
-    flight.batch.records = BoundedVec::truncating(kept);
-    removed
-}
-
-/// Sends what is left, within the drain timeout, then says goodbye.
-async fn drain(
-    settings: &Settings,
-    queue: &Queue,
-    spool: &mut SpoolSlot,
-    outgoing: Outgoing,
-    status: &watch::Sender<AgentStatus>,
-) {
-    let Outgoing { connection, mut in_flight, mut next_seq, mac_key } = outgoing;
-    let Some(mut conn) = connection else {
-        if let Some(flight) = in_flight {
-            requeue_unsent(spool, &flight);
-        }
-        return;
-    };
-    let work = async {
+/// Sends what is left, within the drain timeout, then says goodbye. What
+/// the collector says meanwhile is still acted on. A batch written before
+/// shutdown began is not written again: its acknowledgement is on its way.
+async fn drain(mut link: Link, session: &mut AgentSession, device: &mut Device<'_>) {
+    let deadline = tokio::time::Instant::now() + device.config.drain_timeout;
+    session.begin_drain(deadline.into_std());
+    let outcome: Result<(), TransportError> = async {
         loop {
-            if in_flight.is_none() {
-                in_flight = form_batch(queue, spool, &settings.config, &mut next_seq);
-                if in_flight.is_none() {
-                    break;
-                }
-                spool.sync(queue, in_flight.as_ref()).await;
+            let formed = device.form_batch(session).await;
+            if !formed && session.is_drained() {
+                return Ok(());
             }
-            if let Some(flight) = in_flight.as_ref() {
-                let count = flight.batch.records.len() as u64;
-                // A batch written before shutdown began is not written
-                // again: its acknowledgement is on its way, and a second
-                // copy would only earn a duplicate acknowledgement later.
-                if !flight.written {
-                    write_batch(&mut conn, &flight.batch, mac_key.as_ref()).await?;
-                }
-                let acked = await_ack(&mut conn, flight.batch.stream_seq).await?;
-                spool.append(&SpoolEntry::Acked { seq: acked });
-                in_flight = None;
-                status.send_modify(|s| {
-                    s.acked_seq = acked;
-                    s.acked_records += count;
-                });
+            // Writes are raced against the deadline too: a collector that
+            // stops reading must not hold the shutdown. The connection is
+            // abandoned then, so a frame cut short does not matter.
+            let wake = session.poll_timeout().map_or(deadline, tokio::time::Instant::from_std);
+            tokio::select! {
+                flushed = link.flush(session) => flushed?,
+                _ = tokio::time::sleep_until(wake) => {}
             }
+            tokio::select! {
+                received = link.receive() => {
+                    session.handle_message(received?)?;
+                    device.apply_events(session, true);
+                }
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            session.handle_timeout(std::time::Instant::now())?;
         }
-        Ok::<_, TransportError>(())
-    };
-    let outcome = tokio::time::timeout(settings.config.drain_timeout, work).await;
+    }
+    .await;
     match outcome {
-        Ok(Ok(())) => conn.close().await,
-        Ok(Err(e)) => warn!(error = %e, "drain failed; unsent records stay in the spool"),
-        Err(_) => warn!("drain timed out; unsent records stay in the spool"),
-    }
-    if let Some(flight) = in_flight {
-        requeue_unsent(spool, &flight);
-    }
-    status.send_modify(|s| s.connected = false);
-}
-
-/// What is left to send at shutdown.
-struct Outgoing {
-    connection: Option<Connection>,
-    in_flight: Option<InFlight>,
-    next_seq: u64,
-    mac_key: Option<DevicePseudonymKey>,
-}
-
-/// Writes `batch`; with the organisation's device key, a copy whose MAC
-/// addresses are replaced by their pseudonyms, so no real address leaves
-/// the device. The queue and the spool keep the real addresses (the device
-/// saw them anyway): a batch restored after a restart may go out before the
-/// key is heard again, and the collector must then be able to tell it
-/// needs both layers, which it can only if the batch says how it was sent.
-async fn write_batch(
-    conn: &mut Connection,
-    batch: &Batch,
-    mac_key: Option<&DevicePseudonymKey>,
-) -> Result<(), TransportError> {
-    match mac_key {
-        None => conn.write_batch(batch, MacForm::Real).await,
-        Some(key) => conn.write_batch(&pseudonymised(batch, key), MacForm::DevicePseudonyms).await,
-    }
-}
-
-/// A copy of `batch` with every MAC address pseudonymised under `key`.
-fn pseudonymised(batch: &Batch, key: &DevicePseudonymKey) -> Batch {
-    let key = key.hmac_key();
-    let mut copy = batch.clone();
-    for record in copy.records.as_mut_slice() {
-        pseudonymise_at_source(&mut record.body, &key);
-    }
-    copy
-}
-
-/// Waits for the acknowledgement of batch `seq`, passing over control
-/// messages and acknowledgements of older batches (duplicates).
-async fn await_ack(conn: &mut Connection, seq: u64) -> Result<u64, TransportError> {
-    loop {
-        match conn.receive().await? {
-            CollectorMessage::Ack { stream_seq } if stream_seq >= seq => return Ok(stream_seq),
-            CollectorMessage::Ack { .. } | CollectorMessage::Control(_) => {}
-            CollectorMessage::Error(e) => {
-                return Err(TransportError::Refused { code: e.code, message: e.message.to_string() })
-            }
-            _ => return Err(TransportError::UnexpectedReply("a message out of place while draining")),
+        Ok(()) => {
+            session.close();
+            let _ = link.flush(session).await;
+            link.shutdown().await;
         }
+        Err(TransportError::Session(AgentSessionError::DrainTimedOut { .. })) => {
+            warn!("drain timed out; unsent records stay in the spool")
+        }
+        Err(e) => warn!(error = %e, "drain failed; unsent records stay in the spool"),
     }
-}
-
-/// The batch in flight at exit is already in the spool with its sequence
-/// number; without a spool it is lost, and said so.
-fn requeue_unsent(spool: &SpoolSlot, flight: &InFlight) {
-    if spool.spool.is_none() {
-        warn!(records = flight.batch.records.len(), "no spool; unacknowledged records discarded at exit");
-    }
+    device.status.send_modify(|s| s.connected = false);
 }
 
 /// One collection, on a blocking thread: the probes run tools (`iw`,
@@ -675,20 +603,15 @@ async fn collect(
     }
 }
 
-/// Queues a capture record, unless capture consent has been withdrawn.
-#[cfg_attr(not(feature = "pcap"), allow(dead_code))]
-pub(crate) fn push_capture(queue: &Queue, record: Record, max: usize, consent: &AtomicBool) -> bool {
-    queue.push_capture(record, max, consent)
-}
-
-/// Drops every queued capture record (consent withdrawn); returns how many.
-pub(crate) fn discard_captures(queue: &Queue) -> usize {
-    queue.discard_captures()
-}
-
-fn lose_connection(connection: &mut Option<Connection>, error: &TransportError, status: &watch::Sender<AgentStatus>) {
+fn lose_connection(
+    link: &mut Option<Link>,
+    session: &mut AgentSession,
+    error: &TransportError,
+    status: &watch::Sender<AgentStatus>,
+) {
     warn!(error = %error, "connection to collector lost; will resend");
-    *connection = None;
+    *link = None;
+    session.connection_lost();
     status.send_modify(|s| {
         s.connected = false;
         s.last_error = Some(error.to_string());
@@ -696,31 +619,4 @@ fn lose_connection(connection: &mut Option<Connection>, error: &TransportError, 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use glimpse_common::record::{MacAddr, WiredHost, WiredReport};
-
-    #[test]
-    fn a_pseudonymised_copy_leaves_the_spooled_batch_real() {
-        let real = MacAddr([0x8c, 0x16, 0x45, 0x44, 0x55, 0x66]);
-        let report = WiredReport {
-            hosts: BoundedVec::truncating(vec![WiredHost { mac: real, ..Default::default() }]),
-            ..Default::default()
-        };
-        let batch = Batch {
-            org: glimpse_common::identity::OrgId::new("acme").unwrap(),
-            stream_seq: 3,
-            records: BoundedVec::truncating(vec![Record {
-                observed_at_ms: 1,
-                body: RecordBody::Wired(Box::new(report)),
-            }]),
-        };
-        let key: DevicePseudonymKey = postcard::from_bytes(&[4; 32]).unwrap();
-        let sent = pseudonymised(&batch, &key);
-        let RecordBody::Wired(sent_report) = &sent.records[0].body else { unreachable!() };
-        assert_eq!(sent_report.hosts[0].mac, key.pseudonym(real));
-        assert_eq!((sent.stream_seq, &sent.org), (3, &batch.org));
-        let RecordBody::Wired(kept) = &batch.records[0].body else { unreachable!() };
-        assert_eq!(kept.hosts[0].mac, real, "the batch the spool holds is untouched");
-    }
-}
+mod tests;

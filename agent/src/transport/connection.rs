@@ -1,7 +1,17 @@
-//! One authenticated connection to the collector.
+//! One authenticated connection to the collector: credentials, TCP and
+//! TLS (or SSH, in [`super::ssh`]), and moving frames between the socket
+//! and an [`AgentSession`].
+//!
+//! What it deliberately does not do: decide anything about the protocol.
+//! Handshake order, sequence numbers and acknowledgements are the
+//! session's; [`Link`] only writes what the session hands it and hands it
+//! what arrives. [`Connection`] bundles a link with a session of its own for
+//! one-connection senders; it has a few raw methods that bypass the session
+//! so that tests can misbehave on purpose.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
@@ -12,12 +22,12 @@ use tokio_rustls::TlsConnector;
 
 use glimpse_common::auth::{device_proof, EXPORTER_LABEL, EXPORTER_LEN};
 use glimpse_common::bounded::BoundedString;
-use glimpse_common::identity::DeviceIdentity;
 use glimpse_common::secret::SecretKey;
 use glimpse_common::tls::{client_config, TlsConfigError};
 use glimpse_common::wire::io::{write_message, FrameIoError, FrameReader};
 use glimpse_common::wire::{
-    AgentMessage, AuthProof, Batch, CollectorMessage, ControlMessage, ErrorCode, Hello, PROTOCOL_VERSION,
+    AgentEvent, AgentMessage, AgentSession, AgentSessionConfig, AgentSessionError, AuthProof, Batch, CollectorMessage,
+    ErrorCode,
 };
 use glimpse_files::{load_certs, load_key};
 
@@ -105,6 +115,21 @@ pub enum TransportError {
     /// The config asks for SSH but this build has no SSH support.
     #[error("collector.transport = \"ssh\" but this agent was built without the `ssh` feature")]
     SshUnavailable,
+    /// The session gave up or was misused (an acknowledgement of a batch
+    /// never sent, a drain past its deadline, a batch out of order).
+    #[error(transparent)]
+    Session(AgentSessionError),
+}
+
+impl From<AgentSessionError> for TransportError {
+    fn from(e: AgentSessionError) -> Self {
+        // The two the edge always reported by name stay as they were.
+        match e {
+            AgentSessionError::Refused { code, message } => TransportError::Refused { code, message },
+            AgentSessionError::Unexpected(what) => TransportError::UnexpectedReply(what),
+            other => TransportError::Session(other),
+        }
+    }
 }
 
 /// What connections authenticate with, loaded once at start and on reload
@@ -177,47 +202,62 @@ pub fn load_shared_key(path: &std::path::Path) -> Result<SecretKey, TransportErr
     SecretKey::from_hex(&text).map_err(|e| bad(e.to_string()))
 }
 
-/// An authenticated connection to the collector.
-pub struct Connection {
+/// One authenticated connection: moves frames between the socket and an
+/// [`AgentSession`], which decides what they are. It keeps no protocol
+/// state of its own.
+pub struct Link {
     stream: Box<dyn AgentStream>,
-    max_frame: usize,
     reader: FrameReader,
-    stored_seq: u64,
-    /// Control messages that arrived while we waited for an acknowledgement.
-    pending_controls: Vec<ControlMessage>,
     security: String,
     /// What must outlive the stream (the SSH session under the channel).
     _session: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
-impl std::fmt::Debug for Connection {
+impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection")
-            .field("security", &self.security)
-            .field("stored_seq", &self.stored_seq)
-            .finish_non_exhaustive()
+        f.debug_struct("Link").field("security", &self.security).finish_non_exhaustive()
     }
 }
 
-impl Connection {
+/// The session settings an agent with `config` uses for stream `stream_id`.
+pub fn session_config(config: &AgentConfig, stream_id: u64, window: usize) -> AgentSessionConfig {
+    AgentSessionConfig {
+        identity: config.identity.clone(),
+        stream_id,
+        agent_version: BoundedString::truncating(env!("CARGO_PKG_VERSION")),
+        max_frame_len: config.max_frame_bytes,
+        window,
+    }
+}
+
+impl Link {
     /// Connects, authenticates (mutual TLS and the shared-key proof, or SSH
-    /// public-key login) and waits for the collector's welcome.
-    pub async fn open(config: &AgentConfig, credentials: &Credentials, stream_id: u64) -> Result<Self, TransportError> {
+    /// public-key login) and runs `session`'s handshake until the
+    /// collector's welcome, all within the configured connect timeout. On
+    /// failure the session is told the connection is lost.
+    pub async fn open(
+        config: &AgentConfig,
+        credentials: &Credentials,
+        session: &mut AgentSession,
+    ) -> Result<Self, TransportError> {
         let timeout = config.connect_timeout;
-        tokio::time::timeout(timeout, Self::open_inner(config, credentials, stream_id))
-            .await
-            .map_err(|_| TransportError::Timeout(timeout))?
+        let opened = tokio::time::timeout(timeout, Self::open_inner(config, credentials, session)).await;
+        let result = opened.map_err(|_| TransportError::Timeout(timeout)).and_then(|r| r);
+        if result.is_err() {
+            session.connection_lost();
+        }
+        result
     }
 
     async fn open_inner(
         config: &AgentConfig,
         credentials: &Credentials,
-        stream_id: u64,
+        session: &mut AgentSession,
     ) -> Result<Self, TransportError> {
-        let (stream, proof, security, session): (Box<dyn AgentStream>, _, _, _) = match credentials {
+        let (stream, proof, security, ssh): (Box<dyn AgentStream>, _, _, _) = match credentials {
             Credentials::Tls { config: tls, shared_key, server_name } => {
                 let (stream, proof, suite) = open_tls(config, tls, shared_key, server_name).await?;
-                (Box::new(stream), Some(proof), suite, None)
+                (Box::new(stream), Some(AuthProof { proof }), suite, None)
             }
             #[cfg(feature = "ssh")]
             Credentials::Ssh(ssh) => {
@@ -227,35 +267,33 @@ impl Connection {
         };
         // Accept the collector's full default bound: an error may come
         // before we learn its own.
-        let mut conn = Self {
+        let mut link = Self {
             stream,
-            max_frame: config.max_frame_bytes,
             reader: FrameReader::new(glimpse_common::wire::DEFAULT_MAX_FRAME_LEN),
-            stored_seq: 0,
-            pending_controls: Vec::new(),
             security,
-            _session: session,
+            _session: ssh,
         };
-        conn.send(&hello(&config.identity, stream_id)).await?;
-        // Over SSH the login already proved who we are; over TLS the shared
-        // key is proven now.
-        if let Some(proof) = proof {
-            conn.send(&AgentMessage::AuthProof(AuthProof { proof })).await?;
+        // Over SSH the login already proved who we are; over TLS the
+        // session sends the shared-key proof after its Hello.
+        session.connect(proof);
+        link.flush(session).await?;
+        while !session.is_established() {
+            let message = link.receive().await?;
+            session.handle_message(message)?;
         }
-        match conn.receive().await? {
-            CollectorMessage::Welcome(welcome) => {
-                conn.max_frame = conn.max_frame.min(welcome.max_frame_len as usize);
-                conn.stored_seq = welcome.stored_seq;
-                Ok(conn)
-            }
-            other => Err(refusal(other)),
-        }
+        Ok(link)
     }
 
-    /// The highest sequence number of this stream the collector had already
-    /// stored when it welcomed us.
-    pub fn stored_seq(&self) -> u64 {
-        self.stored_seq
+    /// A link over an already authenticated byte stream, for tests of what
+    /// runs on top of one.
+    #[cfg(test)]
+    pub(crate) fn over<S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static>(stream: S, security: &str) -> Self {
+        Self {
+            stream: Box::new(stream),
+            reader: FrameReader::new(glimpse_common::wire::DEFAULT_MAX_FRAME_LEN),
+            security: security.to_owned(),
+            _session: None,
+        }
     }
 
     /// How the connection is secured: the negotiated TLS cipher suite, or `SSH`.
@@ -263,76 +301,180 @@ impl Connection {
         &self.security
     }
 
-    /// Sends a batch and waits until the collector acknowledges it as
-    /// durably stored. Returns the acknowledged sequence number.
-    pub async fn send_batch(&mut self, batch: &Batch) -> Result<u64, TransportError> {
-        self.send_batch_only(batch).await?;
-        loop {
-            match self.receive().await? {
-                CollectorMessage::Ack { stream_seq } if stream_seq >= batch.stream_seq => return Ok(stream_seq),
-                CollectorMessage::Ack { .. } => {
-                    return Err(TransportError::UnexpectedReply("acknowledgement for an older batch"))
-                }
-                CollectorMessage::Control(control) => self.pending_controls.push(control),
-                other => return Err(refusal(other)),
-            }
-        }
-    }
-
-    /// Writes a batch without waiting for its acknowledgement (which then
-    /// arrives through [`Connection::receive`]).
-    pub async fn send_batch_only(&mut self, batch: &Batch) -> Result<(), TransportError> {
-        self.write_batch(batch, glimpse_common::minimise::MacForm::Real).await
-    }
-
-    /// Writes a batch whose MAC addresses are in the form `macs`, without
-    /// waiting for its acknowledgement.
-    pub async fn write_batch(
-        &mut self,
-        batch: &Batch,
-        macs: glimpse_common::minimise::MacForm,
-    ) -> Result<(), TransportError> {
-        // Serialise from a borrowed view: cloning a 4096-record batch per send
-        // would double the agent's memory for nothing.
+    /// Writes everything `session` has to send. Not cancel-safe: a frame
+    /// cut short would break the stream, so it is not raced against other
+    /// work (except when the connection is being given up anyway).
+    pub async fn flush(&mut self, session: &mut AgentSession) -> Result<(), TransportError> {
         let mut out = Vec::new();
-        glimpse_common::wire::message::encode_batch_frame(batch, macs, self.max_frame, &mut out)
-            .map_err(FrameIoError::Wire)?;
-        use tokio::io::AsyncWriteExt;
-        self.stream.write_all(&out).await.map_err(FrameIoError::Io)?;
-        self.stream.flush().await.map_err(FrameIoError::Io)?;
+        while session.poll_transmit(Instant::now(), &mut out)? {}
+        if !out.is_empty() {
+            self.write_raw(&out).await?;
+        }
         Ok(())
     }
 
-    /// Control messages that arrived during [`Connection::send_batch`].
-    pub fn take_pending_controls(&mut self) -> Vec<ControlMessage> {
-        std::mem::take(&mut self.pending_controls)
+    /// Receives one message from the collector, for the caller to hand to
+    /// its session. Cancel-safe, so it can wait in a `select!` beside other
+    /// work.
+    pub async fn receive(&mut self) -> Result<CollectorMessage, TransportError> {
+        Ok(self.reader.next(&mut self.stream).await?)
     }
 
-    /// Says goodbye and closes the TLS session cleanly.
-    pub async fn close(mut self) {
-        let _ = self.send(&AgentMessage::Goodbye).await;
-        let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.stream).await;
-    }
-
-    /// Sends any message; for tests that need to misbehave on purpose.
-    pub async fn send(&mut self, msg: &AgentMessage) -> Result<(), TransportError> {
-        write_message(&mut self.stream, msg, self.max_frame).await?;
-        Ok(())
-    }
-
-    /// Writes arbitrary bytes on the authenticated stream. Only for tests
-    /// that must misbehave on purpose; an agent never needs it.
-    pub async fn dangerous_send_raw(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
+    async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
         use tokio::io::AsyncWriteExt;
         self.stream.write_all(bytes).await.map_err(FrameIoError::Io)?;
         self.stream.flush().await.map_err(FrameIoError::Io)?;
         Ok(())
     }
 
-    /// Receives one message from the collector. Cancel-safe, so it can
-    /// wait in a `select!` beside other work.
+    /// Closes the stream (TLS close_notify, or the SSH channel).
+    pub async fn shutdown(mut self) {
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.stream).await;
+    }
+}
+
+/// A connection with a session of its own, for senders that live for one
+/// connection: `replay`, the load tool, tests.
+pub struct Connection {
+    link: Link,
+    session: AgentSession,
+    /// Events passed over while [`Connection::send_batch`] waited for its
+    /// acknowledgement, returned first by [`Connection::next_event`].
+    held: VecDeque<AgentEvent>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("security", &self.link.security)
+            .field("stored_seq", &self.session.welcomed_seq())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Connects with a new session that keeps one batch in flight.
+    pub async fn open(config: &AgentConfig, credentials: &Credentials, stream_id: u64) -> Result<Self, TransportError> {
+        Self::open_with_window(config, credentials, stream_id, 1).await
+    }
+
+    /// Connects with a new session that keeps up to `window` batches in flight.
+    pub async fn open_with_window(
+        config: &AgentConfig,
+        credentials: &Credentials,
+        stream_id: u64,
+        window: usize,
+    ) -> Result<Self, TransportError> {
+        let mut session = AgentSession::new(session_config(config, stream_id, window));
+        let link = Link::open(config, credentials, &mut session).await?;
+        // The welcome is what opening waited for; what else it brought is
+        // for the caller.
+        let held = std::iter::from_fn(|| session.poll_event())
+            .filter(|e| !matches!(e, AgentEvent::Connected { .. }))
+            .collect();
+        Ok(Self { link, session, held })
+    }
+
+    /// The highest sequence number of this stream the collector had already
+    /// stored when it welcomed us.
+    pub fn stored_seq(&self) -> u64 {
+        self.session.welcomed_seq()
+    }
+
+    /// How the connection is secured: the negotiated TLS cipher suite, or `SSH`.
+    pub fn security(&self) -> &str {
+        self.link.security()
+    }
+
+    /// The session, to push batches into (then [`Connection::flush`]).
+    pub fn session_mut(&mut self) -> &mut AgentSession {
+        &mut self.session
+    }
+
+    /// The session.
+    pub fn session(&self) -> &AgentSession {
+        &self.session
+    }
+
+    /// Writes what the session has to send.
+    pub async fn flush(&mut self) -> Result<(), TransportError> {
+        self.link.flush(&mut self.session).await
+    }
+
+    /// The session's next event, reading from the collector as needed.
+    /// Cancel-safe (it only reads); it does not write, so call
+    /// [`Connection::flush`] after pushing.
+    pub async fn next_event(&mut self) -> Result<AgentEvent, TransportError> {
+        loop {
+            if let Some(event) = self.held.pop_front().or_else(|| self.session.poll_event()) {
+                return Ok(event);
+            }
+            let message = self.link.receive().await?;
+            self.session.handle_message(message)?;
+        }
+    }
+
+    /// Sends `batch` under its own sequence number and waits until the
+    /// collector acknowledges it as durably stored; returns the
+    /// acknowledged sequence number. A batch at or below what the
+    /// collector said it stored is acknowledged without being sent. The
+    /// batch goes out under this connection's organisation.
+    pub async fn send_batch(&mut self, batch: &Batch) -> Result<u64, TransportError> {
+        let records = std::sync::Arc::new(batch.records.clone());
+        self.session.push_batch_at(batch.stream_seq, records, Vec::new())?;
+        self.flush().await?;
+        let mut passed = VecDeque::new();
+        let outcome = loop {
+            match self.next_event().await {
+                Ok(AgentEvent::Acked { seq, through, .. }) if seq == batch.stream_seq => break Ok(through),
+                Ok(other) => passed.push_back(other),
+                Err(e) => break Err(e),
+            }
+        };
+        passed.append(&mut self.held);
+        self.held = passed;
+        outcome
+    }
+
+    /// Writes a batch frame outside the session: no sequence checks, no
+    /// acknowledgement awaited. For tests that flood or misbehave on
+    /// purpose; an agent never needs it.
+    pub async fn send_batch_only(&mut self, batch: &Batch) -> Result<(), TransportError> {
+        let mut out = Vec::new();
+        glimpse_common::wire::message::encode_batch_frame(
+            batch,
+            glimpse_common::minimise::MacForm::Real,
+            self.session.max_frame_len(),
+            &mut out,
+        )
+        .map_err(FrameIoError::Wire)?;
+        self.link.write_raw(&out).await
+    }
+
+    /// Says goodbye and closes the connection cleanly.
+    pub async fn close(mut self) {
+        self.session.close();
+        let _ = self.link.flush(&mut self.session).await;
+        self.link.shutdown().await;
+    }
+
+    /// Sends any message outside the session; for tests that need to
+    /// misbehave on purpose.
+    pub async fn send(&mut self, msg: &AgentMessage) -> Result<(), TransportError> {
+        write_message(&mut self.link.stream, msg, self.session.max_frame_len()).await?;
+        Ok(())
+    }
+
+    /// Writes arbitrary bytes on the authenticated stream. Only for tests
+    /// that must misbehave on purpose; an agent never needs it.
+    pub async fn dangerous_send_raw(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
+        self.link.write_raw(bytes).await
+    }
+
+    /// Receives one message from the collector, bypassing the session; for
+    /// tests that look at exactly what the collector says.
     pub async fn receive(&mut self) -> Result<CollectorMessage, TransportError> {
-        Ok(self.reader.next(&mut self.stream).await?)
+        self.link.receive().await
     }
 }
 
@@ -358,22 +500,4 @@ async fn open_tls(
     stream.get_ref().1.export_keying_material(&mut exported, EXPORTER_LABEL, None).map_err(TransportError::Exporter)?;
     let proof = device_proof(shared_key, &exported, &config.identity);
     Ok((stream, proof, suite))
-}
-
-fn hello(identity: &DeviceIdentity, stream_id: u64) -> AgentMessage {
-    AgentMessage::Hello(Hello {
-        version: PROTOCOL_VERSION,
-        identity: identity.clone(),
-        agent_version: BoundedString::truncating(env!("CARGO_PKG_VERSION")),
-        stream_id,
-    })
-}
-
-fn refusal(msg: CollectorMessage) -> TransportError {
-    match msg {
-        CollectorMessage::Error(e) => TransportError::Refused { code: e.code, message: e.message.to_string() },
-        CollectorMessage::Welcome(_) => TransportError::UnexpectedReply("a second welcome"),
-        CollectorMessage::Ack { .. } => TransportError::UnexpectedReply("an acknowledgement before any batch"),
-        _ => TransportError::UnexpectedReply("an unknown message"),
-    }
 }

@@ -1,7 +1,8 @@
 //! Getting records to the collector: mutually-authenticated TLS and the
 //! shared-key proof (access points) or SSH with a pinned host key
-//! (switches and gateways), batches and acknowledgements, and reconnect
-//! pacing.
+//! (switches and gateways), the [`Link`] that carries a
+//! [`glimpse_common::wire::AgentSession`]'s frames (the session owns
+//! batches and acknowledgements), and reconnect pacing.
 
 pub mod backoff;
 pub mod connection;
@@ -9,4 +10,4 @@ pub mod connection;
 pub mod ssh;
 
 pub use backoff::Backoff;
-pub use connection::{client_tls_config, Connection, Credentials, TransportError};
+pub use connection::{client_tls_config, session_config, Connection, Credentials, Link, TransportError};

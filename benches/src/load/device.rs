@@ -1,17 +1,15 @@
 //! One simulated device: the agent's real transport (mutual TLS and the
-//! shared-key proof, or SSH), streaming batches with up to `window` of them
-//! unacknowledged, at full speed or at a set pace, and timing each batch
+//! shared-key proof, or SSH) and its real session, streaming batches with
+//! up to `window` of them unacknowledged, at full speed or at a set pace, and timing each batch
 //! from the moment it is written to the moment the collector acknowledges
 //! it as durably stored.
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use glimpse_agent::transport::{Connection, Credentials, TransportError};
 use glimpse_agent::AgentConfig;
-use glimpse_common::minimise::MacForm;
-use glimpse_common::wire::{Batch, CollectorMessage};
+use glimpse_common::wire::{AgentEvent, Batch, BatchRecords};
 use hdrhistogram::Histogram;
 use portable_atomic::{AtomicU64, Ordering};
 use tokio::sync::watch;
@@ -83,10 +81,11 @@ impl Tally {
     }
 }
 
-/// Opens a device's connection: TCP, TLS or SSH, Hello, proof, Welcome.
-pub async fn connect(config: &AgentConfig, stream_id: u64) -> Result<Connection, TransportError> {
+/// Opens a device's connection: TCP, TLS or SSH, Hello, proof, Welcome,
+/// with a session that keeps up to `window` batches unacknowledged.
+pub async fn connect(config: &AgentConfig, stream_id: u64, window: usize) -> Result<Connection, TransportError> {
     let credentials = Credentials::load(config)?;
-    Connection::open(config, &credentials, stream_id).await
+    Connection::open_with_window(config, &credentials, stream_id, window).await
 }
 
 /// How a device streams.
@@ -98,19 +97,21 @@ pub struct Pace {
     pub interval: Option<Duration>,
 }
 
-/// Streams `batch` (its sequence number advanced each time) on `conn`
-/// until `stop` turns true, then waits for every outstanding
-/// acknowledgement and says goodbye. Returns the records acknowledged.
+/// Streams `batch`'s records (under the next sequence number each time) on
+/// `conn`, whose session was opened with `pace.window`, until `stop` turns
+/// true, then waits for every outstanding acknowledgement and says goodbye.
+/// Returns the records acknowledged.
 pub async fn stream(
     mut conn: Connection,
-    mut batch: Batch,
+    batch: Batch,
     pace: Pace,
     shard: usize,
     tally: &Tally,
     mut stop: watch::Receiver<bool>,
 ) -> Result<u64, TransportError> {
-    let records = batch.records.len() as u64;
-    let mut in_flight: VecDeque<(u64, Instant)> = VecDeque::with_capacity(pace.window);
+    // Shared, not copied: every batch of this device is the same records.
+    let records: BatchRecords = Arc::new(batch.records);
+    let count = records.len() as u64;
     let mut acked = 0u64;
     let mut ticker = pace.interval.map(|every| {
         let mut t = tokio::time::interval(every);
@@ -118,41 +119,33 @@ pub async fn stream(
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });
-    let mut next_seq = conn.stored_seq() + 1;
     let mut stopping = *stop.borrow();
     loop {
-        if stopping && in_flight.is_empty() {
+        let waiting = !conn.session().is_drained();
+        if stopping && !waiting {
             break;
         }
-        let may_send = !stopping && in_flight.len() < pace.window;
+        let may_send = !stopping && conn.session().has_room();
         tokio::select! {
             biased;
             changed = stop.changed(), if !stopping => {
                 // A dropped sender means the run is over too.
                 stopping = changed.is_err() || *stop.borrow();
             }
-            reply = conn.receive(), if !in_flight.is_empty() => match reply? {
-                CollectorMessage::Ack { stream_seq } => {
-                    while in_flight.front().is_some_and(|(seq, _)| *seq <= stream_seq) {
-                        if let Some((_, written)) = in_flight.pop_front() {
-                            tally.latency(shard, written.elapsed());
-                            tally.acked.fetch_add(records, Ordering::Relaxed);
-                            acked += records;
-                        }
+            // Cancel-safe: it only reads.
+            event = conn.next_event(), if waiting => {
+                if let AgentEvent::Acked { records, sent_at, .. } = event? {
+                    if let Some(written) = sent_at {
+                        tally.latency(shard, written.elapsed());
                     }
+                    tally.acked.fetch_add(records as u64, Ordering::Relaxed);
+                    acked += records as u64;
                 }
-                CollectorMessage::Control(_) => {}
-                CollectorMessage::Error(e) => {
-                    return Err(TransportError::Refused { code: e.code, message: e.message.to_string() })
-                }
-                _ => return Err(TransportError::UnexpectedReply("a message other than an acknowledgement")),
-            },
+            }
             _ = tick(&mut ticker), if may_send => {
-                batch.stream_seq = next_seq;
-                next_seq += 1;
-                conn.write_batch(&batch, MacForm::Real).await?;
-                in_flight.push_back((batch.stream_seq, Instant::now()));
-                tally.sent.fetch_add(records, Ordering::Relaxed);
+                conn.session_mut().push_batch(Arc::clone(&records), Vec::new())?;
+                conn.flush().await?;
+                tally.sent.fetch_add(count, Ordering::Relaxed);
             }
         }
     }

@@ -278,7 +278,7 @@ pub async fn run(options: &LoadOptions) -> Result<Report, BenchError> {
         tasks.spawn(async move {
             let conn = {
                 let _permit = handshakes.acquire_owned().await;
-                device::connect(&config, stream_id).await
+                device::connect(&config, stream_id, pace.window).await
             };
             let conn = match conn {
                 Ok(conn) => conn,

@@ -296,18 +296,40 @@ pub fn encode_batch_frame(
     max_frame_len: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), WireError> {
+    encode_batch_parts(&batch.org, batch.stream_seq, &batch.records, macs, max_frame_len, out)
+}
+
+/// As [`encode_batch_frame`], from a batch's parts, so that a sender
+/// holding its records elsewhere (shared, or in a session's window) need
+/// not assemble a [`Batch`] to send one.
+pub fn encode_batch_parts(
+    org: &OrgId,
+    stream_seq: u64,
+    records: &[Record],
+    macs: crate::minimise::MacForm,
+    max_frame_len: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), WireError> {
     // Same bytes as AgentMessage::Batch(batch) (or PseudonymisedBatch): the
-    // variant index, then the struct. The unit test
+    // variant index, then the struct's fields in order (a slice encodes
+    // like the BoundedVec it came from). The unit test
     // `borrowed_batch_encoding_matches` pins this.
+    #[derive(Serialize)]
+    struct BorrowedBatch<'a> {
+        org: &'a OrgId,
+        stream_seq: u64,
+        records: &'a [Record],
+    }
     #[derive(Serialize)]
     enum BorrowedAgentMessage<'a> {
         _Hello,
         _AuthProof,
-        Batch(&'a Batch),
+        Batch(BorrowedBatch<'a>),
         _Goodbye,
         _CaptureStatus,
-        PseudonymisedBatch(&'a Batch),
+        PseudonymisedBatch(BorrowedBatch<'a>),
     }
+    let batch = BorrowedBatch { org, stream_seq, records };
     let message = match macs {
         crate::minimise::MacForm::Real => BorrowedAgentMessage::Batch(batch),
         crate::minimise::MacForm::DevicePseudonyms => BorrowedAgentMessage::PseudonymisedBatch(batch),

@@ -2,9 +2,10 @@
 //!
 //! A connection is a sequence of frames in each direction ([`frame`]); each
 //! frame's payload is one `postcard`-encoded message ([`message`]). The order
-//! of messages is enforced by the collector-side state machine in
-//! [`session`]. None of this touches a socket: the agent and the collector
-//! drive it over TLS (and later SSH) at their edges.
+//! of messages is enforced by one state machine per side:
+//! [`agent_session`] for the agent, [`session`] for the collector. None of
+//! this touches a socket: the agent and the collector drive them over TLS
+//! or SSH at their edges.
 //!
 //! ```text
 //! agent                                   collector
@@ -17,16 +18,20 @@
 //! ```
 
 pub mod admin;
+pub mod agent_session;
 pub mod frame;
 #[cfg(feature = "tokio")]
 pub mod io;
 pub mod message;
 pub mod session;
 
+pub use agent_session::{
+    AgentEvent, AgentSession, AgentSessionConfig, AgentSessionError, BatchRecords, OutgoingBatch, SessionStats,
+};
 pub use frame::{encode_frame, parse_frame, FrameError, DEFAULT_MAX_FRAME_LEN, FRAME_HEADER_LEN};
 pub use message::{
     AgentMessage, AuthProof, Batch, CaptureOutcome, CaptureRequest, CaptureStatus, Codec, CollectorMessage,
     ControlMessage, ErrorCode, Hello, ProtocolError, Welcome, WireError, MAX_POLICY_FIELDS, MAX_RECORDS_PER_BATCH,
     PROTOCOL_VERSION,
 };
-pub use session::{Authentication, CollectorSession, SessionAction, SessionError};
+pub use session::{Authentication, CollectorSession, SessionAction, SessionError, SessionTimeouts};

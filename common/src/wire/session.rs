@@ -11,6 +11,14 @@
 //! device's registered public key, whose signature covers the SSH session,
 //! so the agent sends `Hello` alone and the edge admits it after a
 //! registry check ([`SessionAction::Admit`]).
+//!
+//! The session also owns the connection's clock rules: how long the agent
+//! may take to authenticate, and how long it may stay silent once
+//! streaming ([`SessionTimeouts`]). The edge sleeps until
+//! [`CollectorSession::poll_timeout`] and calls
+//! [`CollectorSession::handle_timeout`]; it decides nothing itself.
+
+use std::time::{Duration, Instant};
 
 use crate::identity::DeviceIdentity;
 use crate::minimise::MacForm;
@@ -102,6 +110,12 @@ pub enum SessionError {
         /// The next one expected.
         expected: u64,
     },
+    /// The agent did not authenticate in time.
+    #[error("handshake not completed in {0:?}")]
+    HandshakeTimeout(Duration),
+    /// The authenticated agent sent nothing for too long.
+    #[error("idle timeout")]
+    IdleTimeout(Duration),
 }
 
 impl SessionError {
@@ -113,6 +127,9 @@ impl SessionError {
             SessionError::Unexpected { .. } => ErrorCode::UnexpectedMessage,
             SessionError::WrongOrganisation { .. } => ErrorCode::WrongOrganisation,
             SessionError::SequenceGap { .. } => ErrorCode::BadSequence,
+            // Only the idle timeout is told to the agent; a handshake that
+            // timed out is closed without a word.
+            SessionError::HandshakeTimeout(_) | SessionError::IdleTimeout(_) => ErrorCode::UnexpectedMessage,
         }
     }
 }
@@ -129,6 +146,25 @@ pub enum Authentication {
     Transport,
 }
 
+/// How long a connection may take, from accept to `Welcome`, and how long
+/// an authenticated agent may go without sending anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTimeouts {
+    /// From accept to the agent's authentication being checked.
+    pub handshake: Duration,
+    /// Between two messages from an authenticated agent.
+    pub idle: Duration,
+}
+
+impl SessionTimeouts {
+    /// When a connection accepted at `accepted_at` must have authenticated:
+    /// the edge needs it before a session exists (during the TLS handshake,
+    /// which tells it whom the session is for).
+    pub fn handshake_deadline(&self, accepted_at: Instant) -> Instant {
+        accepted_at + self.handshake
+    }
+}
+
 /// The collector side of one agent connection.
 #[derive(Debug)]
 pub struct CollectorSession {
@@ -137,6 +173,9 @@ pub struct CollectorSession {
     state: State,
     stream_id: u64,
     stored_seq: u64,
+    timeouts: Option<SessionTimeouts>,
+    /// When the session gives up unless something happens first.
+    deadline: Option<Instant>,
 }
 
 impl CollectorSession {
@@ -148,7 +187,53 @@ impl CollectorSession {
     /// A session for a peer the transport identified as `certified`
     /// (a certificate for TLS, a registered public key for SSH).
     pub fn with_authentication(certified: DeviceIdentity, authentication: Authentication) -> Self {
-        Self { certified, authentication, state: State::AwaitingHello, stream_id: 0, stored_seq: 0 }
+        Self {
+            certified,
+            authentication,
+            state: State::AwaitingHello,
+            stream_id: 0,
+            stored_seq: 0,
+            timeouts: None,
+            deadline: None,
+        }
+    }
+
+    /// Applies `timeouts` to a connection accepted at `accepted_at`.
+    /// Without this a session never times out.
+    pub fn with_timeouts(mut self, timeouts: SessionTimeouts, accepted_at: Instant) -> Self {
+        self.timeouts = Some(timeouts);
+        self.deadline = Some(timeouts.handshake_deadline(accepted_at));
+        self
+    }
+
+    /// When the edge must call [`CollectorSession::handle_timeout`] unless a
+    /// message arrives first.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Closed => None,
+            _ => self.deadline,
+        }
+    }
+
+    /// The time is `now`: past the deadline the session closes and says
+    /// why (the handshake took too long, or the agent went quiet).
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), SessionError> {
+        let (Some(deadline), Some(timeouts)) = (self.poll_timeout(), self.timeouts) else { return Ok(()) };
+        if now < deadline {
+            return Ok(());
+        }
+        let error = match self.state {
+            State::Streaming => SessionError::IdleTimeout(timeouts.idle),
+            _ => SessionError::HandshakeTimeout(timeouts.handshake),
+        };
+        self.state = State::Closed;
+        Err(error)
+    }
+
+    fn heard_at(&mut self, now: Instant) {
+        if let (State::Streaming, Some(timeouts)) = (self.state, self.timeouts) {
+            self.deadline = Some(now + timeouts.idle);
+        }
     }
 
     /// The identity the transport vouches for.
@@ -166,12 +251,13 @@ impl CollectorSession {
         self.state == State::Streaming
     }
 
-    /// Feeds one decoded message.
-    pub fn handle(&mut self, msg: AgentMessage) -> Result<SessionAction, SessionError> {
+    /// Feeds one decoded message, read at `now`.
+    pub fn handle(&mut self, now: Instant, msg: AgentMessage) -> Result<SessionAction, SessionError> {
         let result = self.step(msg);
         if result.is_err() {
             self.state = State::Closed;
         }
+        self.heard_at(now);
         result
     }
 
@@ -221,11 +307,12 @@ impl CollectorSession {
     /// The edge checked the proof (or, for [`Authentication::Transport`],
     /// the registration); `stored_seq` is the highest sequence of this
     /// stream already in the store (0 for none). Returns it for the Welcome
-    /// message.
-    pub fn proof_accepted(&mut self, stored_seq: u64) -> u64 {
+    /// message. From `now` the agent may stay silent for the idle timeout.
+    pub fn proof_accepted(&mut self, now: Instant, stored_seq: u64) -> u64 {
         debug_assert_eq!(self.state, State::AwaitingVerification);
         self.stored_seq = stored_seq;
         self.state = State::Streaming;
+        self.heard_at(now);
         stored_seq
     }
 
@@ -269,6 +356,10 @@ mod tests {
     use crate::bounded::{BoundedString, BoundedVec};
     use crate::identity::{DeviceId, DeviceKind, OrgId};
 
+    fn now() -> Instant {
+        Instant::now()
+    }
+
     fn id(org: &str) -> DeviceIdentity {
         DeviceIdentity { org: OrgId::new(org).unwrap(), device: DeviceId::new("ap-1").unwrap(), kind: DeviceKind::Ap }
     }
@@ -288,12 +379,12 @@ mod tests {
 
     fn authenticated(stored: u64) -> CollectorSession {
         let mut s = CollectorSession::new(id("acme"));
-        assert_eq!(s.handle(hello(id("acme"))), Ok(SessionAction::Continue));
+        assert_eq!(s.handle(now(), hello(id("acme"))), Ok(SessionAction::Continue));
         assert!(matches!(
-            s.handle(AgentMessage::AuthProof(AuthProof { proof: [0; 32] })),
+            s.handle(now(), AgentMessage::AuthProof(AuthProof { proof: [0; 32] })),
             Ok(SessionAction::VerifyProof(_))
         ));
-        s.proof_accepted(stored);
+        s.proof_accepted(now(), stored);
         s
     }
 
@@ -301,63 +392,114 @@ mod tests {
     fn happy_path_and_replay() {
         let mut s = authenticated(3);
         assert!(s.is_authenticated());
-        assert_eq!(s.handle(batch("acme", 2)), Ok(SessionAction::AckDuplicate(2)));
-        assert!(matches!(s.handle(batch("acme", 4)), Ok(SessionAction::Store(..))));
+        assert_eq!(s.handle(now(), batch("acme", 2)), Ok(SessionAction::AckDuplicate(2)));
+        assert!(matches!(s.handle(now(), batch("acme", 4)), Ok(SessionAction::Store(..))));
         s.batch_stored(4);
-        assert!(matches!(s.handle(batch("acme", 5)), Ok(SessionAction::Store(_, MacForm::Real))));
+        assert!(matches!(s.handle(now(), batch("acme", 5)), Ok(SessionAction::Store(_, MacForm::Real))));
         s.batch_stored(5);
         // A batch pseudonymised on the device follows the same sequence
         // rules and is passed on with its form.
         let Some((pseudonymised, _)) = batch("acme", 6).into_batch() else { unreachable!() };
         let replay = AgentMessage::PseudonymisedBatch(pseudonymised.clone());
-        assert!(matches!(s.handle(replay), Ok(SessionAction::Store(_, MacForm::DevicePseudonyms))));
+        assert!(matches!(s.handle(now(), replay), Ok(SessionAction::Store(_, MacForm::DevicePseudonyms))));
         s.batch_stored(6);
-        assert_eq!(s.handle(AgentMessage::PseudonymisedBatch(pseudonymised)), Ok(SessionAction::AckDuplicate(6)));
-        assert_eq!(s.handle(AgentMessage::Goodbye), Ok(SessionAction::Close));
+        assert_eq!(
+            s.handle(now(), AgentMessage::PseudonymisedBatch(pseudonymised)),
+            Ok(SessionAction::AckDuplicate(6))
+        );
+        assert_eq!(s.handle(now(), AgentMessage::Goodbye), Ok(SessionAction::Close));
     }
 
     #[test]
     fn order_identity_org_and_gaps_are_enforced() {
         let mut s = CollectorSession::new(id("acme"));
-        assert_eq!(s.handle(batch("acme", 1)).unwrap_err().code(), ErrorCode::UnexpectedMessage);
+        assert_eq!(s.handle(now(), batch("acme", 1)).unwrap_err().code(), ErrorCode::UnexpectedMessage);
 
         let mut s = CollectorSession::new(id("acme"));
-        assert_eq!(s.handle(hello(id("other"))).unwrap_err().code(), ErrorCode::AuthenticationFailed);
+        assert_eq!(s.handle(now(), hello(id("other"))).unwrap_err().code(), ErrorCode::AuthenticationFailed);
 
         let mut s = CollectorSession::new(id("acme"));
-        s.handle(hello(id("acme"))).unwrap();
-        assert_eq!(s.handle(batch("acme", 1)).unwrap_err().code(), ErrorCode::UnexpectedMessage);
+        s.handle(now(), hello(id("acme"))).unwrap();
+        assert_eq!(s.handle(now(), batch("acme", 1)).unwrap_err().code(), ErrorCode::UnexpectedMessage);
 
         let mut s = authenticated(0);
-        assert_eq!(s.handle(batch("other", 1)).unwrap_err().code(), ErrorCode::WrongOrganisation);
+        assert_eq!(s.handle(now(), batch("other", 1)).unwrap_err().code(), ErrorCode::WrongOrganisation);
         // A failed session stays closed.
-        assert!(s.handle(batch("acme", 1)).is_err());
+        assert!(s.handle(now(), batch("acme", 1)).is_err());
 
         let mut s = authenticated(0);
-        assert_eq!(s.handle(batch("acme", 3)).unwrap_err().code(), ErrorCode::BadSequence);
+        assert_eq!(s.handle(now(), batch("acme", 3)).unwrap_err().code(), ErrorCode::BadSequence);
     }
 
     #[test]
     fn transport_authenticated_sessions_are_admitted_after_hello_and_refuse_proofs() {
         let mut s = CollectorSession::with_authentication(id("acme"), Authentication::Transport);
-        assert_eq!(s.handle(hello(id("acme"))), Ok(SessionAction::Admit));
+        assert_eq!(s.handle(now(), hello(id("acme"))), Ok(SessionAction::Admit));
         // Nothing is streamed before the edge has checked the registration.
-        assert_eq!(s.handle(batch("acme", 1)).unwrap_err().code(), ErrorCode::UnexpectedMessage);
+        assert_eq!(s.handle(now(), batch("acme", 1)).unwrap_err().code(), ErrorCode::UnexpectedMessage);
 
         let mut s = CollectorSession::with_authentication(id("acme"), Authentication::Transport);
-        s.handle(hello(id("acme"))).unwrap();
-        s.proof_accepted(0);
+        s.handle(now(), hello(id("acme"))).unwrap();
+        s.proof_accepted(now(), 0);
         assert!(s.is_authenticated());
-        assert!(matches!(s.handle(batch("acme", 1)), Ok(SessionAction::Store(..))));
+        assert!(matches!(s.handle(now(), batch("acme", 1)), Ok(SessionAction::Store(..))));
 
         // An SSH peer has no proof to give; sending one is a protocol error.
         let mut s = CollectorSession::with_authentication(id("acme"), Authentication::Transport);
-        assert_eq!(s.handle(hello(id("acme"))), Ok(SessionAction::Admit));
+        assert_eq!(s.handle(now(), hello(id("acme"))), Ok(SessionAction::Admit));
         let proof = AgentMessage::AuthProof(AuthProof { proof: [0; 32] });
-        assert_eq!(s.handle(proof).unwrap_err().code(), ErrorCode::UnexpectedMessage);
+        assert_eq!(s.handle(now(), proof).unwrap_err().code(), ErrorCode::UnexpectedMessage);
 
         // The key names the device: a Hello for another is refused as before.
         let mut s = CollectorSession::with_authentication(id("acme"), Authentication::Transport);
-        assert_eq!(s.handle(hello(id("other"))).unwrap_err().code(), ErrorCode::AuthenticationFailed);
+        assert_eq!(s.handle(now(), hello(id("other"))).unwrap_err().code(), ErrorCode::AuthenticationFailed);
+    }
+
+    fn timeouts() -> SessionTimeouts {
+        SessionTimeouts { handshake: Duration::from_secs(10), idle: Duration::from_secs(600) }
+    }
+
+    #[test]
+    fn a_handshake_not_completed_in_time_closes_the_session() {
+        let accepted = Instant::now();
+        let mut s = CollectorSession::new(id("acme")).with_timeouts(timeouts(), accepted);
+        assert_eq!(s.poll_timeout(), Some(accepted + Duration::from_secs(10)));
+        s.handle(accepted + Duration::from_secs(3), hello(id("acme"))).unwrap();
+        // A Hello does not extend the handshake's deadline.
+        assert_eq!(s.poll_timeout(), Some(accepted + Duration::from_secs(10)));
+        assert_eq!(s.handle_timeout(accepted + Duration::from_secs(9)), Ok(()));
+        assert_eq!(
+            s.handle_timeout(accepted + Duration::from_secs(10)),
+            Err(SessionError::HandshakeTimeout(Duration::from_secs(10)))
+        );
+        assert_eq!(s.poll_timeout(), None);
+        assert!(s.handle(accepted, AgentMessage::AuthProof(AuthProof { proof: [0; 32] })).is_err());
+    }
+
+    #[test]
+    fn an_authenticated_agent_may_stay_silent_for_the_idle_timeout_from_its_last_message() {
+        let accepted = Instant::now();
+        let welcomed = accepted + Duration::from_secs(2);
+        let mut s = CollectorSession::with_authentication(id("acme"), Authentication::Transport)
+            .with_timeouts(timeouts(), accepted);
+        s.handle(accepted, hello(id("acme"))).unwrap();
+        s.proof_accepted(welcomed, 0);
+        let idle = Duration::from_secs(600);
+        assert_eq!(s.poll_timeout(), Some(welcomed + idle));
+        let heard = welcomed + Duration::from_secs(500);
+        assert!(matches!(s.handle(heard, batch("acme", 1)), Ok(SessionAction::Store(..))));
+        assert_eq!(s.poll_timeout(), Some(heard + idle));
+        assert_eq!(s.handle_timeout(welcomed + idle), Ok(()), "the batch reset the clock");
+        let err = s.handle_timeout(heard + idle).unwrap_err();
+        assert_eq!(err, SessionError::IdleTimeout(idle));
+        assert_eq!(err.code(), ErrorCode::UnexpectedMessage);
+        assert!(!s.is_authenticated());
+    }
+
+    #[test]
+    fn without_timeouts_a_session_never_times_out() {
+        let mut s = authenticated(0);
+        assert_eq!(s.poll_timeout(), None);
+        assert_eq!(s.handle_timeout(Instant::now() + Duration::from_secs(1 << 30)), Ok(()));
     }
 }

@@ -1,8 +1,9 @@
 //! One agent connection, from TCP accept to goodbye.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -20,7 +21,7 @@ use glimpse_common::record::RecordBody;
 use glimpse_common::wire::io::{read_message, write_message, FrameIoError, FrameReader};
 use glimpse_common::wire::{
     AgentMessage, AuthProof, Authentication, CollectorMessage, CollectorSession, ControlMessage, ErrorCode,
-    ProtocolError, SessionAction, Welcome, WireError, PROTOCOL_VERSION,
+    ProtocolError, SessionAction, SessionError, SessionTimeouts, Welcome, WireError, PROTOCOL_VERSION,
 };
 
 use crate::ingest::directory::{AgentDirectory, OrgDirectives};
@@ -107,6 +108,10 @@ fn device_pseudonym_key(context: &ConnectionContext, org: &OrgId) -> Option<Devi
 }
 
 impl ConnectionContext {
+    fn session_timeouts(&self) -> SessionTimeouts {
+        SessionTimeouts { handshake: self.handshake_timeout, idle: self.idle_timeout }
+    }
+
     /// Audits capture records dropped for want of consent. Blocking file
     /// I/O, but rare: an agent sends captures only with consent, so this
     /// covers the moments around a withdrawal and misbehaving agents.
@@ -126,6 +131,24 @@ impl Refusal {
     fn protocol(code: ErrorCode, detail: String) -> Self {
         Self { reason: RejectReason::Protocol, code, public: detail.clone(), detail }
     }
+
+    /// The session's deadline passed before the agent authenticated.
+    fn handshake_timeout(e: &SessionError) -> Self {
+        Self { reason: RejectReason::Overload, code: e.code(), detail: e.to_string(), public: String::new() }
+    }
+}
+
+/// Runs `work` unless the session's deadline passes first; the session
+/// decides what a deadline means.
+async fn before_deadline<T>(session: &mut CollectorSession, work: impl Future<Output = T>) -> Result<T, SessionError> {
+    tokio::pin!(work);
+    loop {
+        let Some(deadline) = session.poll_timeout() else { return Ok(work.await) };
+        tokio::select! {
+            out = &mut work => return Ok(out),
+            _ = tokio::time::sleep_until(deadline.into()) => session.handle_timeout(Instant::now())?,
+        }
+    }
 }
 
 /// Anything the framed protocol runs over once the transport has
@@ -140,20 +163,15 @@ pub(crate) async fn serve_connection(
     context: Arc<ConnectionContext>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let handshake = tokio::time::timeout(context.handshake_timeout, authenticate(tcp, peer, tls, &context)).await;
-    let (stream, session) = match handshake {
-        Ok(Ok(pair)) => pair,
-        Ok(Err((refusal, stream))) => {
+    let accepted_at = Instant::now();
+    let (stream, session) = match authenticate(tcp, peer, tls, &context, accepted_at).await {
+        Ok(pair) => pair,
+        Err((refusal, stream)) => {
             warn!(%peer, reason = refusal.reason.as_str(), "agent refused: {}", refusal.detail);
             context.metrics.reject(refusal.reason);
             if let Some(mut stream) = stream {
                 let _ = send_error(&mut stream, refusal.code, &refusal.public, context.max_frame).await;
             }
-            return;
-        }
-        Err(_) => {
-            warn!(%peer, reason = RejectReason::Overload.as_str(), "agent refused: handshake not completed in {:?}", context.handshake_timeout);
-            context.metrics.reject(RejectReason::Overload);
             return;
         }
     };
@@ -171,19 +189,15 @@ pub(crate) async fn serve_ssh_channel<S: AgentStream>(
     context: Arc<ConnectionContext>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let admitted = tokio::time::timeout(context.handshake_timeout, admit_ssh(&mut stream, &identity, &context)).await;
-    let session = match admitted {
-        Ok(Ok(session)) => session,
-        Ok(Err(refusal)) => {
+    let session = match admit_ssh(&mut stream, &identity, &context).await {
+        Ok(session) => session,
+        Err((refusal, tell_agent)) => {
             warn!(%peer, device = %identity, reason = refusal.reason.as_str(), "SSH agent refused: {}", refusal.detail);
             context.metrics.reject(refusal.reason);
-            let _ = send_error(&mut stream, refusal.code, &refusal.public, context.max_frame).await;
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
-            return;
-        }
-        Err(_) => {
-            warn!(%peer, device = %identity, reason = RejectReason::Overload.as_str(), "SSH agent refused: no Hello in {:?}", context.handshake_timeout);
-            context.metrics.reject(RejectReason::Overload);
+            if tell_agent {
+                let _ = send_error(&mut stream, refusal.code, &refusal.public, context.max_frame).await;
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+            }
             return;
         }
     };
@@ -222,16 +236,35 @@ async fn serve_authenticated<S: AgentStream>(
     let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
 }
 
-/// Hello and the registry check for an SSH-authenticated device.
+/// Hello and the registry check for an SSH-authenticated device, within
+/// the handshake timeout from the channel's start. On failure, the refusal
+/// and whether to tell the agent (not when it ran out of time).
 async fn admit_ssh<S: AgentStream>(
     stream: &mut S,
     identity: &DeviceIdentity,
     context: &ConnectionContext,
-) -> Result<CollectorSession, Refusal> {
-    let mut session = CollectorSession::with_authentication(identity.clone(), Authentication::Transport);
+) -> Result<CollectorSession, (Refusal, bool)> {
+    let mut session = CollectorSession::with_authentication(identity.clone(), Authentication::Transport)
+        .with_timeouts(context.session_timeouts(), Instant::now());
     let mut buf = Vec::new();
-    let hello = read_message::<AgentMessage, _>(stream, &mut buf, context.max_frame).await.map_err(frame_refusal)?;
-    match session.handle(hello) {
+    let read = before_deadline(&mut session, read_message::<AgentMessage, _>(stream, &mut buf, context.max_frame));
+    let hello = read.await.map_err(|e| (Refusal::handshake_timeout(&e), false))?;
+    let hello = hello.map_err(|e| (frame_refusal(e), true))?;
+    let stored_seq = admit_ssh_hello(&mut session, hello, identity, context).map_err(|refusal| (refusal, true))?;
+    let written = before_deadline(&mut session, write_welcome(stream, stored_seq, context)).await;
+    written.map_err(|e| (Refusal::handshake_timeout(&e), false))?.map_err(|refusal| (refusal, true))?;
+    session.proof_accepted(Instant::now(), stored_seq);
+    Ok(session)
+}
+
+/// Checks the Hello and the registration; returns the stream's stored sequence.
+fn admit_ssh_hello(
+    session: &mut CollectorSession,
+    hello: AgentMessage,
+    identity: &DeviceIdentity,
+    context: &ConnectionContext,
+) -> Result<u64, Refusal> {
+    match session.handle(Instant::now(), hello) {
         Ok(SessionAction::Admit) => {}
         Ok(_) => {
             return Err(Refusal::protocol(ErrorCode::UnexpectedMessage, "expected Hello".into()));
@@ -252,8 +285,15 @@ async fn admit_ssh<S: AgentStream>(
     if registration.revoked {
         return Err(Refusal::auth(RejectReason::Revoked, format!("{identity} is revoked")));
     }
-    let stored_seq = registry.stored_seq(identity, session.stream_id()).map_err(lookup_failed)?;
-    session.proof_accepted(stored_seq);
+    registry.stored_seq(identity, session.stream_id()).map_err(lookup_failed)
+}
+
+/// Tells the agent it is in, and from which sequence to continue.
+async fn write_welcome<S: AgentStream>(
+    stream: &mut S,
+    stored_seq: u64,
+    context: &ConnectionContext,
+) -> Result<(), Refusal> {
     let welcome = CollectorMessage::Welcome(Welcome {
         version: PROTOCOL_VERSION,
         max_frame_len: u32::try_from(context.max_frame).unwrap_or(u32::MAX),
@@ -261,8 +301,7 @@ async fn admit_ssh<S: AgentStream>(
     });
     write_message(stream, &welcome, context.max_frame)
         .await
-        .map_err(|e| Refusal::protocol(ErrorCode::Malformed, format!("cannot send welcome: {e}")))?;
-    Ok(session)
+        .map_err(|e| Refusal::protocol(ErrorCode::Malformed, format!("cannot send welcome: {e}")))
 }
 
 type Stream = TlsStream<TcpStream>;
@@ -274,27 +313,37 @@ async fn authenticate(
     peer: SocketAddr,
     tls: Arc<ServerConfig>,
     context: &ConnectionContext,
+    accepted_at: Instant,
 ) -> Result<(Stream, CollectorSession), (Refusal, Option<Stream>)> {
-    let mut stream = match TlsAcceptor::from(tls).accept(tcp).await {
-        Ok(stream) => stream,
-        Err(e) => {
+    let timeouts = context.session_timeouts();
+    // Before the TLS handshake there is no session yet (its certificate
+    // says whom for); the deadline is the one the session will keep.
+    let deadline = timeouts.handshake_deadline(accepted_at);
+    let accepted = tokio::time::timeout_at(deadline.into(), TlsAcceptor::from(tls).accept(tcp)).await;
+    let mut stream = match accepted {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
             let reason = RejectReason::from_tls(&e);
             return Err((Refusal::auth(reason, format!("TLS handshake failed: {e}")), None));
         }
+        Err(_) => return Err((Refusal::handshake_timeout(&SessionError::HandshakeTimeout(timeouts.handshake)), None)),
     };
     let (identity, serial) = match peer_identity(&stream) {
         Ok(pair) => pair,
         Err(detail) => return Err((Refusal::auth(RejectReason::BadIdentity, detail), Some(stream))),
     };
-    let mut session = CollectorSession::new(identity.clone());
+    let mut session = CollectorSession::new(identity.clone()).with_timeouts(timeouts, accepted_at);
     let mut buf = Vec::new();
     // Hello, then AuthProof.
     let proof = loop {
-        let msg = match read_message::<AgentMessage, _>(&mut stream, &mut buf, context.max_frame).await {
-            Ok(msg) => msg,
-            Err(e) => return Err((frame_refusal(e), Some(stream))),
+        let read =
+            before_deadline(&mut session, read_message::<AgentMessage, _>(&mut stream, &mut buf, context.max_frame));
+        let msg = match read.await {
+            Ok(Ok(msg)) => msg,
+            Ok(Err(e)) => return Err((frame_refusal(e), Some(stream))),
+            Err(e) => return Err((Refusal::handshake_timeout(&e), None)),
         };
-        match session.handle(msg) {
+        match session.handle(Instant::now(), msg) {
             Ok(SessionAction::Continue) => continue,
             Ok(SessionAction::VerifyProof(proof)) => break proof,
             // CollectorSession only asks to continue or verify before the proof.
@@ -318,15 +367,14 @@ async fn authenticate(
         Ok(seq) => seq,
         Err(refusal) => return Err((refusal, Some(stream))),
     };
-    session.proof_accepted(stored_seq);
-    let welcome = CollectorMessage::Welcome(Welcome {
-        version: PROTOCOL_VERSION,
-        max_frame_len: u32::try_from(context.max_frame).unwrap_or(u32::MAX),
-        stored_seq,
-    });
-    if let Err(e) = write_message(&mut stream, &welcome, context.max_frame).await {
-        return Err((Refusal::protocol(ErrorCode::Malformed, format!("cannot send welcome: {e}")), None));
+    // The welcome goes out within the handshake's deadline; the idle
+    // clock starts once it is out.
+    match before_deadline(&mut session, write_welcome(&mut stream, stored_seq, context)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(refusal)) => return Err((refusal, None)),
+        Err(e) => return Err((Refusal::handshake_timeout(&e), None)),
     }
+    session.proof_accepted(Instant::now(), stored_seq);
     let _ = peer;
     Ok((stream, session))
 }
@@ -391,7 +439,6 @@ async fn stream_batches<S: AgentStream>(
     mut control: tokio::sync::mpsc::Receiver<glimpse_common::wire::ControlMessage>,
 ) -> Result<(), Refusal> {
     let mut reader = FrameReader::new(context.max_frame);
-    let mut idle_deadline = tokio::time::Instant::now() + context.idle_timeout;
     // The organisation's capture consent and data policy: now, and on
     // every change.
     let org = session.identity().org.clone();
@@ -402,16 +449,22 @@ async fn stream_batches<S: AgentStream>(
         send(stream, &CollectorMessage::Control(message), context.max_frame).await?;
     }
     loop {
+        // The session says how long the agent may stay quiet.
+        let wake = session.poll_timeout();
         let msg = tokio::select! {
             // Cancel-safe: a frame half read when a control message goes out
             // stays buffered in the reader.
-            read = tokio::time::timeout_at(idle_deadline, reader.next::<AgentMessage, _>(stream)) => {
-                idle_deadline = tokio::time::Instant::now() + context.idle_timeout;
+            read = reader.next::<AgentMessage, _>(stream) => {
                 match read {
-                    Ok(Ok(msg)) => msg,
-                    Ok(Err(FrameIoError::Closed)) => return Ok(()),
-                    Ok(Err(e)) => return Err(frame_refusal(e)),
-                    Err(_) => return Err(Refusal { reason: RejectReason::IdleTimeout, code: ErrorCode::UnexpectedMessage, detail: "idle timeout".into(), public: "idle timeout".into() }),
+                    Ok(msg) => msg,
+                    Err(FrameIoError::Closed) => return Ok(()),
+                    Err(e) => return Err(frame_refusal(e)),
+                }
+            }
+            _ = sleep_until(wake) => {
+                match session.handle_timeout(Instant::now()) {
+                    Ok(()) => continue,
+                    Err(e) => return Err(Refusal { reason: RejectReason::IdleTimeout, code: e.code(), detail: e.to_string(), public: e.to_string() }),
                 }
             }
             Ok(()) = directives.changed() => {
@@ -432,7 +485,7 @@ async fn stream_batches<S: AgentStream>(
                 return Err(Refusal { reason: RejectReason::ShuttingDown, code: ErrorCode::ShuttingDown, detail: "collector shutting down".into(), public: "collector shutting down; reconnect later".into() });
             }
         };
-        match session.handle(msg).map_err(|e| Refusal::protocol(e.code(), e.to_string()))? {
+        match session.handle(Instant::now(), msg).map_err(|e| Refusal::protocol(e.code(), e.to_string()))? {
             SessionAction::Store(mut batch, macs) => {
                 let seq = batch.stream_seq;
                 // The second line of defence for the headers-only promise:
@@ -525,6 +578,14 @@ async fn stream_batches<S: AgentStream>(
             SessionAction::Continue | SessionAction::VerifyProof(_) => {}
             _ => {}
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

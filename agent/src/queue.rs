@@ -1,6 +1,11 @@
 //! Records waiting for the collector: the in-memory queue, shared with
 //! capture threads, and its journal into the spool.
 //!
+//! Its own module, below both [`crate::runtime`] (which takes batches from
+//! it) and [`crate::capture`] (whose threads push into it), so neither
+//! depends on the other. It does not send anything or know about
+//! connections.
+//!
 //! Every record gets an id when queued. Ids only grow, so "not yet in the
 //! spool" is "id at or above `spooled_below`", and the spool learns about
 //! removals (drops when full, captures discarded when consent goes) by id.
@@ -84,6 +89,7 @@ impl Queue {
     /// The consent flag is read under the queue lock, and
     /// [`Queue::discard_captures`] runs under it after the flag is cleared,
     /// so no capture record can slip in after a withdrawal's discard.
+    #[cfg_attr(not(feature = "pcap"), allow(dead_code))]
     pub(crate) fn push_capture(&self, record: Record, max: usize, consent: &AtomicBool) -> bool {
         self.push_if(record, max, || consent.load(Ordering::SeqCst)).is_some()
     }
