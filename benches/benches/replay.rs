@@ -1,4 +1,4 @@
-//! The agent's capture path on one core: a pcap file read with libpcap,
+//! The agent's capture path on one core: a pcap file read in pure Rust,
 //! each packet cut to its headers, batched, encoded as frames, and sealed
 //! by the agent's real TLS client configuration (rustls, sans-IO, after a
 //! real in-memory handshake with the collector's configuration); the TLS

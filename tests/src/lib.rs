@@ -24,6 +24,52 @@ use tokio_rustls::client::TlsStream;
 /// machines are slow and busy; no assertion depends on speed.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
+/// Whether a test that runs the outside program `tool` can run here. When
+/// `tool` is not on `PATH`, prints one line naming it and `install` (how
+/// to get it) and returns false: the test returns early, skipped. Under CI
+/// (`CI` set), which must have every tool, it panics instead.
+///
+/// ```no_run
+/// if !glimpse_tests::require_tool("tshark", "apt-get install tshark") {
+///     return;
+/// }
+/// ```
+pub fn require_tool(tool: &str, install: &str) -> bool {
+    if on_path(tool) {
+        return true;
+    }
+    skip_or_fail(&format!("`{tool}` is not installed ({install})"))
+}
+
+/// [`require_tool`] for libpcap, which live captures load at run time.
+pub fn require_libpcap() -> bool {
+    match glimpse_agent::capture::pcap_source::live_capture_available() {
+        Ok(()) => true,
+        Err(e) => skip_or_fail(&e.to_string()),
+    }
+}
+
+fn skip_or_fail(why: &str) -> bool {
+    use std::io::Write;
+
+    if std::env::var_os("CI").is_some() {
+        panic!("{why}; CI must provide it (see .ci/run)");
+    }
+    // Straight to stderr, not `eprintln!`, which the test harness
+    // swallows for a passing test: a skip must be seen.
+    let _ = writeln!(std::io::stderr(), "skipped: {why}");
+    false
+}
+
+/// Whether an executable file named `tool` is in a directory of `PATH`.
+fn on_path(tool: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+
+    let Some(path) = std::env::var_os("PATH") else { return false };
+    std::env::split_paths(&path)
+        .any(|dir| std::fs::metadata(dir.join(tool)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
 /// Two PKIs: ours, and a foreign one whose certificates our collector must refuse.
 #[derive(Debug)]
 pub struct SharedPki {

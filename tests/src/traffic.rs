@@ -2,6 +2,10 @@
 //! packages) records loopback traffic that carries a known marker in HTTP,
 //! DNS, UDP, ICMP and IPv6 payloads, so tests can prove the marker never
 //! leaves the agent, reaches the store or comes out of an export.
+//!
+//! These helpers assume the tools are there: a test calling them first
+//! checks with [`crate::require_tool`] (`dumpcap`, `tshark`, `ping`), which
+//! skips it, or fails it under CI, when one is missing.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -18,7 +22,7 @@ fn run(cmd: &mut Command) {
     let status = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status();
     assert!(
         status.as_ref().is_ok_and(|s| s.success()),
-        "{cmd:?} failed ({status:?}); .ci/run installs iputils-ping and tshark"
+        "{cmd:?} failed ({status:?}); .ci/run installs iputils-ping and tshark, and `require_tool` checks for them"
     );
 }
 

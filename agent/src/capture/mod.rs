@@ -1,6 +1,7 @@
 //! Header-only packet capture on the device.
 //!
-//! Every packet, live or from a file, goes through one function,
+//! Every packet, live or from a file, goes through one loop
+//! ([`pcap_source`]) and one function,
 //! [`glimpse_common::capture::CapturedPacket::from_packet`], which keeps the
 //! bytes up to the header boundary and nothing else. Live captures also ask
 //! the kernel for at most [`MAX_HEADER_BYTES`] per packet (the snap length),
@@ -14,6 +15,8 @@
 pub mod consent;
 #[cfg(feature = "pcap")]
 pub mod monitor;
+#[cfg(feature = "pcap")]
+mod pcap_file;
 #[cfg(feature = "pcap")]
 pub mod pcap_source;
 pub mod replay;
@@ -44,15 +47,20 @@ pub enum CaptureError {
     /// The organisation has not allowed packet capture.
     #[error("packet capture is not allowed for this organisation (its admins have not given capture consent)")]
     NotAllowed,
-    /// This agent was built without libpcap.
+    /// This agent was built without packet capture.
     #[error("this agent was built without packet capture support (cargo feature `pcap`)")]
     Unsupported,
-    /// libpcap refused (no such interface, no permission, bad filter, bad file).
+    /// Live capture was asked for on a device without libpcap (the agent
+    /// loads it at run time); the message says how to install it.
+    #[error("{0}")]
+    NoLibpcap(String),
+    /// libpcap refused (no such interface, no permission, bad filter), or a
+    /// capture file is unreadable or malformed.
     #[error("capture failed on {source_name}: {message}")]
     Pcap {
         /// The interface or file.
         source_name: String,
-        /// libpcap's explanation.
+        /// libpcap's or the file reader's explanation.
         message: String,
     },
     /// The capture's link type is one the header parser does not know, so

@@ -8,14 +8,14 @@
 //! [`super::trigger`], on the device; what is queued for the collector is
 //! always [`CapturedPacket::from_packet`] output, headers only.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::ops::ControlFlow;
+use std::sync::atomic::AtomicBool;
 use tracing::{info, warn};
 
-use glimpse_common::bounded::BoundedString;
 use glimpse_common::capture::CapturedPacket;
 use glimpse_common::clock::{Clock, SystemClock};
 
-use super::pcap_source::{open_live, pcap_error, wait_for_packets};
+use super::pcap_source::{open_live, read_loop, Event, Until};
 use super::trigger::{monitor_filter, EventDetector, Trigger, TriggerRule};
 use super::{CaptureError, CaptureLimits, CaptureTally};
 
@@ -30,15 +30,14 @@ pub fn run_monitor(
     mut emit: impl FnMut(CapturedPacket),
 ) -> Result<(), CaptureError> {
     // Learn the link type first: which events can be seen depends on it.
-    let (_, link) = open_live(interface, "")?;
+    let link = open_live(interface, "")?.link();
     let Some(filter) = monitor_filter(&rules, link) else {
         warn!(%interface, ?link, "no trigger rule can watch this kind of interface; event capture off");
         return Ok(());
     };
-    let (mut cap, _) = open_live(interface, &filter)?;
+    let mut live = open_live(interface, &filter)?;
     info!(%interface, %filter, "watching for capture trigger events");
 
-    let label = BoundedString::truncating(interface);
     let mut detector = EventDetector::new(rules);
     // While a window is open: when it ends and what it has kept so far.
     let mut window: Option<(i64, CaptureTally)> = None;
@@ -58,47 +57,39 @@ pub fn run_monitor(
         *window = Some((trigger.at_ms + trigger.window_ms, tally));
     };
 
-    while !stop.load(Ordering::Relaxed) {
-        let now = SystemClock.now_millis();
-        if window.is_some_and(|(end, _)| now >= end) {
-            window = None;
-        }
-        while let Some(trigger) = detector.poll(now) {
-            if window.is_none() {
-                start_window(trigger, &mut window, &mut emit);
-            }
-        }
-        let packet = match cap.next_packet() {
-            Ok(packet) => packet,
-            Err(pcap::Error::TimeoutExpired) => {
-                wait_for_packets(&cap, interface)?;
-                continue;
-            }
-            Err(pcap::Error::NoMorePackets) => break,
-            Err(e) => return Err(pcap_error(interface, e)),
-        };
-        let ts = packet.header.ts;
-        // timeval fields are 32-bit on 32-bit MIPS and ARM, 64-bit elsewhere.
-        #[allow(clippy::useless_conversion)]
-        let timestamp_us = i64::from(ts.tv_sec).saturating_mul(1_000_000).saturating_add(i64::from(ts.tv_usec));
-        let kept = CapturedPacket::from_packet(link, timestamp_us, label.clone(), packet.data, packet.header.len);
-        match &mut window {
-            Some((_, tally)) => {
-                if !tally.full(limits, kept.headers.len()) {
-                    tally.packets_kept += 1;
-                    tally.header_bytes += kept.headers.len() as u64;
-                    emit(kept.clone());
+    // The time of the current turn of the loop, taken before its read.
+    let mut now = SystemClock.now_millis();
+    read_loop(&mut live, interface, Until { stop: Some(stop), deadline: None }, |event| {
+        match event {
+            Event::Tick => {
+                now = SystemClock.now_millis();
+                if window.is_some_and(|(end, _)| now >= end) {
+                    window = None;
                 }
-                // Keep the detector's state current, but a window already
-                // open absorbs new triggers.
-                let _ = detector.observe(now, link, packet.data, kept);
-            }
-            None => {
-                if let Some(trigger) = detector.observe(now, link, packet.data, kept) {
-                    start_window(trigger, &mut window, &mut emit);
+                while let Some(trigger) = detector.poll(now) {
+                    if window.is_none() {
+                        start_window(trigger, &mut window, &mut emit);
+                    }
                 }
             }
+            Event::Packet { link, raw, kept } => match &mut window {
+                Some((_, tally)) => {
+                    if !tally.full(limits, kept.headers.len()) {
+                        tally.packets_kept += 1;
+                        tally.header_bytes += kept.headers.len() as u64;
+                        emit(kept.clone());
+                    }
+                    // Keep the detector's state current, but a window already
+                    // open absorbs new triggers.
+                    let _ = detector.observe(now, link, raw, kept);
+                }
+                None => {
+                    if let Some(trigger) = detector.observe(now, link, raw, kept) {
+                        start_window(trigger, &mut window, &mut emit);
+                    }
+                }
+            },
         }
-    }
-    Ok(())
+        ControlFlow::Continue(())
+    })
 }
