@@ -85,7 +85,7 @@ rule "1. glimpse-common depends on no other glimpse crate" \
   glimpse-common only-glimpse
 rule "2. glimpse-common (default features) depends on no tokio" \
   glimpse-common no tokio
-rule "1b. glimpse-files depends on no glimpse crate but glimpse-common, and on no tokio" \
+rule "1b. glimpse-files depends on no glimpse crate but glimpse-common" \
   glimpse-files only-glimpse glimpse-common
 rule "1c. glimpse-files depends on no tokio" \
   glimpse-files no tokio
