@@ -20,6 +20,7 @@ pub mod control;
 pub mod export;
 pub mod keys;
 pub mod retention;
+mod retention_policy;
 pub mod store;
 pub mod subject;
 
