@@ -519,7 +519,12 @@ impl SegmentStore for LocalSegments {
         let dir = self.day_dir(org, kind, day);
         let freed = self.dir_usage(&dir);
         match self.fs.remove_dir_all(&dir) {
-            Ok(()) => Ok(freed),
+            // Synced, so a crash cannot bring the day back.
+            Ok(()) => {
+                let kind_dir = self.kind_dir(org, kind);
+                self.fs.sync_dir(&kind_dir).map_err(|e| SegmentError::io("sync directory of", &dir, e))?;
+                Ok(freed)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Freed::default()),
             Err(e) => Err(SegmentError::io("delete", &dir, e)),
         }

@@ -319,11 +319,8 @@ impl Store {
         retention: RetentionPolicy,
     ) -> Result<Store, StoreError> {
         writer::create_dir_durable(&fs::StdFs, data_dir)?;
-        let orgs_dir = data_dir.join(ORGS_DIR);
-        let segments = LocalSegments::open(segment_fs, &orgs_dir)?;
         let catalog = Catalog::open(data_dir, master_key)?;
-        let keys = catalog.org_keys();
-        segments.recover(&|org| keys.get(org).ok().flatten())?;
+        let segments = open_local_segments(segment_fs, data_dir, catalog.org_keys())?;
         let policies = crate::control::Policies::open(catalog.database())?;
         let audit_key = crate::audit::derive_audit_key(catalog.master().secret());
         let audit = crate::audit::AuditLog::open(data_dir, audit_key, catalog.database())?;
@@ -342,6 +339,13 @@ impl Store {
     pub fn from_parts(parts: StoreParts) -> Store {
         let StoreParts { data_dir, segments, catalog, policies, audit, clock, retention } = parts;
         Store { data_dir, segments, catalog, policies, audit, clock, retention }
+    }
+
+    /// The parts the store is composed of, to recompose it (with another
+    /// segment store, say).
+    pub fn into_parts(self) -> StoreParts {
+        let Store { data_dir, segments, catalog, policies, audit, clock, retention } = self;
+        StoreParts { data_dir, segments, catalog, policies, audit, clock, retention }
     }
 
     /// Where sealed blocks go.
@@ -599,6 +603,18 @@ impl Store {
     }
 }
 
+/// The local segments of `data_dir`, over `fs`, recovered from whatever a
+/// crash left.
+pub(crate) fn open_local_segments(
+    fs: Arc<dyn fs::FileSystem>,
+    data_dir: &Path,
+    keys: &OrgKeys,
+) -> Result<LocalSegments, StoreError> {
+    let segments = LocalSegments::open(fs, &data_dir.join(ORGS_DIR))?;
+    segments.recover(&|org| keys.get(org).ok().flatten())?;
+    Ok(segments)
+}
+
 /// Stamps one kind's records of a batch for storage: who sent them, when
 /// they arrived, and their origin (stream, sequence, position among the
 /// batch's records of that kind). The one place records are stamped, for
@@ -688,6 +704,10 @@ fn read_source(
     });
 }
 
+#[cfg(test)]
+mod faulty_fs;
+#[cfg(test)]
+mod model_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
