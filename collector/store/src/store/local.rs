@@ -254,7 +254,8 @@ impl LocalSegments {
 
     /// Truncates the torn tail a crash can leave on the segment each
     /// (organisation, kind) was appending to: the newest segment of its
-    /// newest day. Older segments were synced before the next was started.
+    /// newest day with one. Older segments were synced before the next was
+    /// started, and a failed append syncs or cuts what it wrote.
     /// Only a tail that is less than a whole frame after blocks that all
     /// authenticate is cut; other damage is left for readers to report.
     fn recover_torn_tails(&self, key_of: &dyn Fn(&OrgId) -> Option<Arc<crate::keys::OrgKey>>) {
@@ -264,10 +265,14 @@ impl LocalSegments {
             for kind in DataKind::ALL {
                 let mut ignored = Vec::new();
                 let Ok(days) = self.list_days(&self.kind_dir(&org, kind), &mut ignored) else { continue };
-                let Some(day) = days.last() else { continue };
-                let Ok(segments) = self.list_segments(&org, kind, *day, &mut ignored) else { continue };
-                let Some(segment) = segments.last() else { continue };
-                let place = SegmentPlace { org: org.clone(), kind, day: *day };
+                // The newest day that has a segment: a day directory can be
+                // left empty by a segment whose creation failed (a full disk).
+                let newest = days.iter().rev().find_map(|day| {
+                    let segments = self.list_segments(&org, kind, *day, &mut ignored).ok()?;
+                    Some((*day, segments.last()?.clone()))
+                });
+                let Some((day, segment)) = newest else { continue };
+                let place = SegmentPlace { org: org.clone(), kind, day };
                 if let Err(e) = self.truncate_torn_tail(&segment.location, &place, key.secret()) {
                     tracing::warn!(path = %segment.location.display(), "cannot check the segment for a torn tail: {e}");
                 }
@@ -420,7 +425,16 @@ impl SegmentStore for LocalSegments {
     fn append(&self, runs: &[BlockRun<'_>]) -> Result<SyncTicket, SegmentError> {
         let mut ticket = SyncTicket::default();
         for run in runs.iter().filter(|run| !run.plaintexts.is_empty()) {
-            self.write_run(run, &mut ticket)?;
+            if let Err(e) = self.write_run(run, &mut ticket) {
+                // The runs written before this one must not stay unsynced in
+                // their segments: a clean restart would leave them there,
+                // unsynced and no longer the newest segment, for a later
+                // crash to tear where recovery does not look. Syncing them
+                // (or, failing that, cutting them off) keeps every torn tail
+                // at the end of the newest segment.
+                let _ = self.sync(&ticket);
+                return Err(e);
+            }
         }
         Ok(ticket)
     }
