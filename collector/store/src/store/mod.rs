@@ -321,9 +321,9 @@ impl Store {
         writer::create_dir_durable(&fs::StdFs, data_dir)?;
         let catalog = Catalog::open(data_dir, master_key)?;
         let segments = open_local_segments(segment_fs, data_dir, catalog.org_keys())?;
-        let policies = crate::control::Policies::open(catalog.database())?;
+        let policies = crate::control::Policies::open(catalog.control())?;
         let audit_key = crate::audit::derive_audit_key(catalog.master().secret());
-        let audit = crate::audit::AuditLog::open(data_dir, audit_key, catalog.database())?;
+        let audit = crate::audit::AuditLog::open(data_dir, audit_key, catalog.control())?;
         Ok(Store::from_parts(StoreParts {
             data_dir: data_dir.to_path_buf(),
             segments: Arc::new(segments),
