@@ -119,6 +119,16 @@ impl OrgKeys {
         Ok(Some(self.remember(OrgKey { org: org.clone(), key })))
     }
 
+    /// The organisation's key for pseudonymising identifiers (see
+    /// [`glimpse_common::minimise`]): derived from its data key (created if
+    /// needed), so it is destroyed with it.
+    pub fn pseudonym_key(&self, org: &OrgId) -> Result<ring::hmac::Key, KeyError> {
+        let data_key = self.get_or_create(org)?;
+        let outer = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, data_key.secret().expose());
+        let derived = zeroize::Zeroizing::new(ring::hmac::sign(&outer, b"glimpse-pseudonym-key-v1").as_ref().to_vec());
+        Ok(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derived))
+    }
+
     /// Destroys the organisation's key (crypto-shredding): everything stored
     /// under it becomes unreadable. Returns whether there was a key.
     ///

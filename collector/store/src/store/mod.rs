@@ -1,6 +1,25 @@
 //! The segment store: append-only, encrypted, partitioned by organisation,
 //! data kind and UTC day.
 //!
+//! # Parts
+//!
+//! [`Store`] decides what is stored and served: it stamps and groups
+//! records, encodes block plaintexts, picks the organisation's key, clips
+//! reads to the retention window and drops repeated batches. It is
+//! composed of parts handed in ([`StoreParts`]) and owns none of their
+//! storage:
+//!
+//! - a [`SegmentStore`] ([`seam`]): where sealed blocks go, with the
+//!   durability contract an acknowledgement relies on. [`LocalSegments`]
+//!   (`local.rs`) keeps them as files through the [`fs::FileSystem`] write
+//!   seam;
+//! - the key catalog and its [`crate::control::ControlStore`]: registry,
+//!   wrapped keys, decisions, stream sequences, the audit head;
+//! - the audit log, the clock and the retention policy.
+//!
+//! Retention's sweep ([`crate::retention`]) works on the `SegmentStore`
+//! alone; nothing here calls into it.
+//!
 //! # Layout
 //!
 //! ```text
@@ -53,8 +72,9 @@
 //!
 //! - Append-only: a segment is written by one process (the redb lock on
 //!   `glimpse.redb` keeps a second collector out), one block per data kind
-//!   per batch, and `sync_data` runs before `append` returns. A segment left
-//!   by a crash is never appended to again; its torn tail is reported.
+//!   per batch, and the segment store's sync runs before `append` returns.
+//!   A segment left by a crash is never appended to again; its torn tail is
+//!   cut when the store opens, or reported.
 //! - The stream's stored sequence is recorded only after the blocks are
 //!   durable, so a batch whose acknowledgement was lost (a failed sequence
 //!   commit, a crash between the two) is at worst stored twice, never lost.
@@ -367,10 +387,13 @@ impl Store {
     /// [`glimpse_common::minimise`]): derived from its data key, so it is
     /// destroyed with it.
     pub fn pseudonym_key(&self, org: &OrgId) -> Result<ring::hmac::Key, StoreError> {
-        let data_key = self.org_keys().get_or_create(org)?;
-        let outer = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, data_key.secret().expose());
-        let derived = zeroize::Zeroizing::new(ring::hmac::sign(&outer, b"glimpse-pseudonym-key-v1").as_ref().to_vec());
-        Ok(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derived))
+        Ok(self.org_keys().pseudonym_key(org)?)
+    }
+
+    /// Where the control plane's rows live (registry, keys, decisions,
+    /// stream sequences, the audit head).
+    pub fn control(&self) -> Arc<dyn crate::control::ControlStore> {
+        self.catalog.control()
     }
 
     /// Appends an audit entry stamped with the store's clock. A failure is
