@@ -332,3 +332,25 @@ proptest! {
         check(&h, &model, ops.len())?;
     }
 }
+
+/// The case the model found (kept as a plain test too): a batch of both
+/// kinds whose capture segment cannot be created on a full disk, a clean
+/// restart, a resend into a new day that fails too, then a crash that
+/// tears what the first attempt left unsynced.
+#[test]
+fn a_failed_two_kind_append_leaves_nothing_for_a_crash_to_tear() {
+    let ops = [
+        Op::Space { bytes: Some(99) },
+        Op::Append { org: 0, device: 0, kinds: vec![false, true], resend: false },
+        Op::Reopen,
+        Op::Advance { minutes: 720 },
+        Op::Append { org: 0, device: 0, kinds: vec![], resend: false },
+        Op::Crash { tear: 1_319_127_301 },
+    ];
+    let mut h = Harness::new();
+    let mut model = Model::default();
+    for (step, op) in ops.iter().enumerate() {
+        apply(&mut h, &mut model, op);
+        check(&h, &model, step).unwrap();
+    }
+}

@@ -283,3 +283,18 @@ fn is_transient_io(e: &io::Error) -> bool {
         K::Interrupted | K::WouldBlock | K::TimedOut | K::StorageFull | K::QuotaExceeded | K::ConnectionReset
     ) || matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT_LINUX))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_transient_a_refusal_is_not() {
+        let at = Path::new("/data/orgs/acme");
+        assert!(SegmentError::io("append to", at, io::Error::from_raw_os_error(ENOSPC)).is_transient());
+        assert!(SegmentError::io("append to", at, io::ErrorKind::StorageFull.into()).is_transient());
+        assert!(SegmentError::io("sync", at, io::ErrorKind::TimedOut.into()).is_transient());
+        assert!(!SegmentError::io("create", at, io::ErrorKind::PermissionDenied.into()).is_transient());
+        assert!(!SegmentError::BlockTooLarge { len: 1 << 24 }.is_transient());
+    }
+}
