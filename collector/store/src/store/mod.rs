@@ -279,6 +279,19 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the same operation may succeed if retried later (a full
+    /// disk, a backend briefly unavailable), so a caller can tell an agent
+    /// to come back rather than give up on the batch.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Segment(e) => e.is_transient(),
+            StoreError::Key(KeyError::Control(e)) => e.is_transient(),
+            _ => false,
+        }
+    }
+}
+
 /// The encrypted, per-organisation record store. Cheap to share: wrap it in
 /// an `Arc`; every method takes `&self` and does blocking I/O (call it from
 /// `spawn_blocking`).

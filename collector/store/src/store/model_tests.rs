@@ -368,3 +368,24 @@ fn a_failed_two_kind_append_leaves_nothing_for_a_crash_to_tear() {
         check(&h, &model, step).unwrap();
     }
 }
+
+/// A full disk refuses the batch as a transient error, leaves nothing
+/// behind, and the same batch is stored once there is room again.
+#[test]
+fn a_full_disk_is_a_transient_refusal_and_the_retry_is_stored_once() {
+    let mut h = Harness::new();
+    let who = identity(0, 0);
+    let batch = [record(1, false), record(2, true)];
+    h.fs.set_space(Some(50));
+    let err = h.store().append(&who, STREAM_ID, 1, &batch).unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert_eq!(h.store().registry().stored_seq(&who, STREAM_ID).unwrap(), 0, "not acknowledged");
+    h.fs.set_space(None);
+    h.store().append(&who, STREAM_ID, 1, &batch).unwrap();
+    h.crash(0);
+    for kind in DataKind::ALL {
+        let out = h.store().read(&who.org, kind, None, None).unwrap();
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        assert_eq!(out.records.len(), 1, "{kind}: served once");
+    }
+}
