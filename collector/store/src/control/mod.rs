@@ -2,9 +2,10 @@
 //! whether (and until when) support staff may read its data, and which
 //! metadata it lets devices collect (see [`glimpse_common::minimise`]).
 //!
-//! Decisions live in the catalog database (`glimpse.redb`, table
-//! `org_policy`) so they survive restarts, with an in-memory copy for the
-//! ingest path, which checks consent on every batch that carries captures.
+//! Decisions live in the [`ControlStore`] ([`seam`]; today the catalog
+//! database `glimpse.redb`, table `org_policy`, see [`redb_store`]) so they
+//! survive restarts, with an in-memory copy for the ingest path, which
+//! checks consent on every batch that carries captures.
 //! Both defaults are the private ones: no capture consent, no support access.
 //! Every change is made through the admin API, which audits it.
 
