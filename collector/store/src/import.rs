@@ -132,24 +132,19 @@ pub fn import_registrations(store: &Store, pki_dir: &Path) -> Result<(usize, usi
     let registrations = read_registrations(pki_dir)?;
     let revoked = read_revoked(pki_dir)?;
     let registry = store.registry();
+    // First what each registration changes, against the registry as it was;
+    // then every row in one transaction (one commit, not one per device);
+    // then the SSH keys and the audit entries, in registration order.
+    let mut rows = Vec::with_capacity(registrations.len());
+    let mut changes = Vec::with_capacity(registrations.len());
     for reg in &registrations {
         let identity = DeviceIdentity { org: reg.org.clone(), device: reg.device.clone(), kind: reg.kind };
-        let shared_key = reg.shared_key();
         // Revocation is per certificate: a device re-issued after a revocation
         // has a new serial and is not revoked.
         let already_revoked = revoked
             .iter()
             .any(|r| r.org == reg.org && r.device == reg.device && r.serial.eq_ignore_ascii_case(&reg.cert_serial));
         let known = registry.get(&reg.org, &reg.device).map_err(ImportError::Registry)?;
-        let new_certificate = known.as_ref().is_none_or(|k| k.cert_serial != reg.cert_serial);
-        registry
-            .upsert(DeviceRegistration {
-                identity: identity.clone(),
-                shared_key,
-                cert_serial: reg.cert_serial.clone(),
-                revoked: already_revoked,
-            })
-            .map_err(ImportError::Registry)?;
         let ssh_key =
             reg.ssh_key().map_err(|e| ImportError::SshKey { device: identity.to_string(), reason: e.to_string() })?;
         let ssh_line = match &ssh_key {
@@ -159,6 +154,17 @@ pub fn import_registrations(store: &Store, pki_dir: &Path) -> Result<(usize, usi
             ),
             None => None,
         };
+        rows.push(DeviceRegistration {
+            identity: identity.clone(),
+            shared_key: reg.shared_key(),
+            cert_serial: reg.cert_serial.clone(),
+            revoked: already_revoked,
+        });
+        changes.push((identity, known, already_revoked, ssh_key, ssh_line));
+    }
+    registry.upsert_all(&rows).map_err(ImportError::Registry)?;
+    for (reg, (identity, known, already_revoked, ssh_key, ssh_line)) in registrations.iter().zip(changes) {
+        let new_certificate = known.as_ref().is_none_or(|k| k.cert_serial != reg.cert_serial);
         let known_ssh = registry.ssh_key(&reg.org, &reg.device).map_err(ImportError::Registry)?;
         if known_ssh != ssh_line {
             registry.set_ssh_key(&reg.org, &reg.device, ssh_line.as_deref()).map_err(ImportError::Registry)?;

@@ -21,6 +21,7 @@ pub mod export;
 pub mod import;
 pub mod keys;
 pub mod retention;
+mod retention_policy;
 pub mod store;
 pub mod subject;
 

@@ -65,8 +65,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::control::seam::ControlStore;
 use glimpse_common::secret::{SecretKey, KEY_LEN};
-use redb::{Database, TableDefinition};
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 
@@ -90,9 +90,6 @@ const ENTRY_MAC_DOMAIN: &[u8] = b"glimpse-audit-v1";
 /// Domain separation for deriving the audit key from the master key.
 const KEY_DERIVATION_LABEL: &[u8] = b"glimpse-audit-key-v1";
 
-/// The recorded head of the log: `seq` (u64 big-endian) then the 32-byte MAC.
-const AUDIT_HEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_head");
-const HEAD_ROW: &str = "head";
 const MAC_LEN: usize = 32;
 const HEAD_LEN: usize = 8 + MAC_LEN;
 
@@ -176,8 +173,8 @@ pub enum AuditError {
 }
 
 /// Converts any redb error into [`AuditError::Database`].
-fn db_err<E: Into<redb::Error>>(e: E) -> AuditError {
-    AuditError::Database(e.into().to_string())
+fn db_err(e: crate::control::ControlError) -> AuditError {
+    AuditError::Database(e.to_string())
 }
 
 /// Derives the audit log's MAC key from the collector's master key:
@@ -203,7 +200,7 @@ pub struct AuditLog {
     // ring does not wipe its expanded key state on drop; the `SecretKey` the
     // caller handed in is wiped when `open` returns.
     key: hmac::Key,
-    head: Arc<Database>,
+    head: Arc<dyn ControlStore>,
     state: Mutex<State>,
 }
 
@@ -241,7 +238,7 @@ impl AuditLog {
     ///
     /// Succeeds on a tampered log (see the module header for how appends then
     /// continue); only [`verify`](Self::verify) judges the log.
-    pub fn open(data_dir: &Path, key: SecretKey, head: Arc<Database>) -> Result<AuditLog, AuditError> {
+    pub fn open(data_dir: &Path, key: SecretKey, head: Arc<dyn ControlStore>) -> Result<AuditLog, AuditError> {
         let path = data_dir.join(AUDIT_FILE);
         let io_err = |source: io::Error| AuditError::Io { path: path.clone(), source };
         let mut options = OpenOptions::new();
@@ -255,10 +252,6 @@ impl AuditLog {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => options.open(&path).map_err(io_err)?,
             Err(e) => return Err(io_err(e)),
         };
-
-        let txn = head.begin_write().map_err(db_err)?;
-        txn.open_table(AUDIT_HEAD).map_err(db_err)?;
-        txn.commit().map_err(db_err)?;
 
         let log = AuditLog {
             key: hmac::Key::new(hmac::HMAC_SHA256, key.expose()),
@@ -483,12 +476,10 @@ impl AuditLog {
 
     /// The recorded head, if any entry was ever appended.
     fn read_head(&self) -> Result<Option<(u64, [u8; MAC_LEN])>, AuditError> {
-        let txn = self.head.begin_read().map_err(db_err)?;
-        let table = txn.open_table(AUDIT_HEAD).map_err(db_err)?;
-        let Some(value) = table.get(HEAD_ROW).map_err(db_err)? else {
+        let Some(value) = self.head.audit_head().map_err(db_err)? else {
             return Ok(None);
         };
-        let bytes = value.value();
+        let bytes = value.as_slice();
         if bytes.len() != HEAD_LEN {
             return Err(AuditError::Tampered {
                 seq: 0,
@@ -509,12 +500,7 @@ impl AuditLog {
         let mut row = [0u8; HEAD_LEN];
         row[..8].copy_from_slice(&seq.to_be_bytes());
         row[8..].copy_from_slice(mac);
-        let txn = self.head.begin_write().map_err(db_err)?;
-        {
-            let mut table = txn.open_table(AUDIT_HEAD).map_err(db_err)?;
-            table.insert(HEAD_ROW, row.as_slice()).map_err(db_err)?;
-        }
-        txn.commit().map_err(db_err)
+        self.head.set_audit_head(&row).map_err(db_err)
     }
 
     /// A fresh bounded line reader over the whole file.

@@ -7,13 +7,14 @@ const T0: i64 = 1_700_000_000_000;
 /// A data directory with an audit log and its head database.
 struct Fixture {
     dir: tempfile::TempDir,
-    db: Arc<Database>,
+    db: Arc<dyn crate::control::ControlStore>,
 }
 
 impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Database::create(dir.path().join("glimpse.redb")).unwrap());
+        let db = Arc::new(redb::Database::create(dir.path().join("glimpse.redb")).unwrap());
+        let db = Arc::new(crate::control::RedbControl::open(db).unwrap());
         Fixture { dir, db }
     }
 
@@ -54,16 +55,11 @@ impl Fixture {
     }
 
     fn set_head(&self, head: &[u8]) {
-        let txn = self.db.begin_write().unwrap();
-        txn.open_table(AUDIT_HEAD).unwrap().insert(HEAD_ROW, head).unwrap();
-        txn.commit().unwrap();
+        self.db.set_audit_head(head).unwrap();
     }
 
     fn head(&self) -> Vec<u8> {
-        let txn = self.db.begin_read().unwrap();
-        let table = txn.open_table(AUDIT_HEAD).unwrap();
-        let value = table.get(HEAD_ROW).unwrap().unwrap().value().to_vec();
-        value
+        self.db.audit_head().unwrap().unwrap()
     }
 }
 

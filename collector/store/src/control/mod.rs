@@ -2,9 +2,10 @@
 //! whether (and until when) support staff may read its data, and which
 //! metadata it lets devices collect (see [`glimpse_common::minimise`]).
 //!
-//! Decisions live in the catalog database (`glimpse.redb`, table
-//! `org_policy`) so they survive restarts, with an in-memory copy for the
-//! ingest path, which checks consent on every batch that carries captures.
+//! Decisions live in the [`ControlStore`] ([`seam`]; today the catalog
+//! database `glimpse.redb`, table `org_policy`, see [`redb_store`]) so they
+//! survive restarts, with an in-memory copy for the ingest path, which
+//! checks consent on every batch that carries captures.
 //! Both defaults are the private ones: no capture consent, no support access.
 //! Every change is made through the admin API, which audits it.
 
@@ -14,13 +15,15 @@ use std::sync::{Arc, PoisonError, RwLock};
 use glimpse_common::clock::UnixMillis;
 use glimpse_common::identity::OrgId;
 use glimpse_common::minimise::MetadataField;
-use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-/// organisation → postcard-encoded [`StoredPolicy`].
-const ORG_POLICY: TableDefinition<&str, &[u8]> = TableDefinition::new("org_policy");
-/// Collector-wide facts: the retention policy last audited.
-const COLLECTOR_STATE: TableDefinition<&str, &str> = TableDefinition::new("collector_state");
+pub mod redb_store;
+pub mod seam;
+
+pub use redb_store::RedbControl;
+pub use seam::{ControlError, ControlStore};
+
+/// The collector-wide fact naming the retention policy last audited.
 const RETENTION_AUDITED: &str = "retention-policy-audited";
 
 /// Longest support grant, in hours (30 days): access is meant to be
@@ -86,28 +89,19 @@ struct StoredPolicy {
 /// The organisations' decisions.
 #[derive(Debug)]
 pub struct Policies {
-    db: Arc<Database>,
+    control: Arc<dyn ControlStore>,
     cache: RwLock<HashMap<OrgId, OrgPolicy>>,
 }
 
 impl Policies {
     /// Opens the table in `db` and loads every decision.
-    pub fn open(db: Arc<Database>) -> Result<Policies, PolicyError> {
-        let txn = db.begin_write().map_err(db_error)?;
-        txn.open_table(ORG_POLICY).map_err(db_error)?;
-        txn.open_table(COLLECTOR_STATE).map_err(db_error)?;
-        txn.commit().map_err(db_error)?;
-
+    pub fn open(control: Arc<dyn ControlStore>) -> Result<Policies, PolicyError> {
         let mut cache = HashMap::new();
-        let txn = db.begin_read().map_err(db_error)?;
-        let table = txn.open_table(ORG_POLICY).map_err(db_error)?;
-        for row in table.iter().map_err(db_error)? {
-            let (key, value) = row.map_err(db_error)?;
-            let name = key.value().to_owned();
+        for (name, row) in control.policies().map_err(db_error)? {
             let org = OrgId::new(name.clone())
                 .map_err(|e| PolicyError::Corrupt { org: name.clone(), problem: e.to_string() })?;
-            let stored: StoredPolicy = postcard::from_bytes(value.value())
-                .map_err(|e| PolicyError::Corrupt { org: name, problem: e.to_string() })?;
+            let stored: StoredPolicy =
+                postcard::from_bytes(&row).map_err(|e| PolicyError::Corrupt { org: name, problem: e.to_string() })?;
             cache.insert(
                 org,
                 OrgPolicy {
@@ -119,8 +113,7 @@ impl Policies {
                 },
             );
         }
-        drop(table);
-        Ok(Policies { db, cache: RwLock::new(cache) })
+        Ok(Policies { control, cache: RwLock::new(cache) })
     }
 
     /// The organisation's decisions (the private defaults if it made none).
@@ -155,12 +148,7 @@ impl Policies {
             pseudonymise_macs: policy.pseudonymise_macs,
         };
         let bytes = postcard::to_stdvec(&stored).map_err(db_error)?;
-        let txn = self.db.begin_write().map_err(db_error)?;
-        {
-            let mut table = txn.open_table(ORG_POLICY).map_err(db_error)?;
-            table.insert(org.as_str(), bytes.as_slice()).map_err(db_error)?;
-        }
-        txn.commit().map_err(db_error)?;
+        self.control.put_policy(org.as_str(), &bytes).map_err(db_error)?;
         cache.insert(org.clone(), policy.clone());
         Ok(policy)
     }
@@ -218,18 +206,8 @@ impl Policies {
     /// audited; returns whether it differs from the one recorded before, so
     /// the caller audits a change exactly once.
     pub fn retention_changed(&self, policy: &str) -> Result<bool, PolicyError> {
-        let txn = self.db.begin_write().map_err(db_error)?;
-        let changed = {
-            let mut table = txn.open_table(COLLECTOR_STATE).map_err(db_error)?;
-            let before = table.get(RETENTION_AUDITED).map_err(db_error)?.map(|v| v.value().to_owned());
-            if before.as_deref() == Some(policy) {
-                false
-            } else {
-                table.insert(RETENTION_AUDITED, policy).map_err(db_error)?;
-                true
-            }
-        };
-        txn.commit().map_err(db_error)?;
+        let before = self.control.replace_state(RETENTION_AUDITED, policy).map_err(db_error)?;
+        let changed = before.as_deref() != Some(policy);
         Ok(changed)
     }
 
@@ -245,7 +223,7 @@ mod tests {
 
     fn open(dir: &std::path::Path) -> Policies {
         let db = redb::Database::create(dir.join("p.redb")).unwrap();
-        Policies::open(Arc::new(db)).unwrap()
+        Policies::open(Arc::new(RedbControl::open(Arc::new(db)).unwrap())).unwrap()
     }
 
     #[test]
@@ -297,13 +275,9 @@ mod tests {
     fn a_corrupt_row_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(redb::Database::create(dir.path().join("p.redb")).unwrap());
-        let txn = db.begin_write().unwrap();
-        {
-            let mut table = txn.open_table(ORG_POLICY).unwrap();
-            table.insert("acme", [0xff_u8, 0xff, 0xff].as_slice()).unwrap();
-        }
-        txn.commit().unwrap();
-        let err = Policies::open(db).unwrap_err().to_string();
+        let control = Arc::new(RedbControl::open(db).unwrap());
+        control.put_policy("acme", &[0xff_u8, 0xff, 0xff]).unwrap();
+        let err = Policies::open(control).unwrap_err().to_string();
         assert!(err.contains("organisation acme is unreadable"), "{err}");
     }
 }

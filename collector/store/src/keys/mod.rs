@@ -34,8 +34,10 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use glimpse_common::identity::{DeviceId, OrgId};
 use glimpse_common::secret::{SecretKey, KEY_LEN};
-use redb::{Database, ReadableTable, TableDefinition};
 use zeroize::Zeroizing;
+
+use crate::control::redb_store::RedbControl;
+use crate::control::seam::{ControlError, ControlStore};
 
 pub use master::MasterKey;
 pub use org::{OrgKey, OrgKeys};
@@ -55,9 +57,6 @@ const ORG_KEY_AAD: &[u8] = b"glimpse-org-key-v1";
 const DEVICE_KEY_AAD: &[u8] = b"glimpse-device-key-v1";
 const MASTER_CHECK_AAD: &[u8] = b"glimpse-master-check-v1";
 const MASTER_CHECK_ROW: &str = "master-check";
-
-/// Small facts about the database itself (the master key check).
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// A key store, registry or master key operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +142,9 @@ pub enum KeyError {
     /// The operating system's random number generator failed.
     #[error("the system random number generator failed")]
     Random,
+    /// The control store failed (see [`ControlError::is_transient`]).
+    #[error(transparent)]
+    Control(#[from] ControlError),
 }
 
 /// Converts any redb error into a [`KeyError`].
@@ -214,7 +216,7 @@ fn device_key_aad(org: &OrgId, device: &DeviceId) -> Vec<u8> {
 #[derive(Debug)]
 pub struct Catalog {
     path: PathBuf,
-    db: Arc<Database>,
+    control: Arc<dyn ControlStore>,
     master: Arc<MasterKey>,
     org_keys: OrgKeys,
     registry: Registry,
@@ -240,12 +242,21 @@ impl Catalog {
             .open(&path)
             .map_err(|source| KeyError::Io { path: path.clone(), source })?;
         let db = redb::Builder::new().create_file(file).db()?;
+        let control: Arc<dyn ControlStore> = Arc::new(RedbControl::open(Arc::new(db))?);
+        Catalog::with_control(path, control, master)
+    }
+
+    /// The catalog over any control store; `location` names it in errors.
+    pub fn with_control(
+        location: PathBuf,
+        control: Arc<dyn ControlStore>,
+        master: MasterKey,
+    ) -> Result<Catalog, KeyError> {
         let master = Arc::new(master);
-        check_master(&db, &master, &path)?;
-        let db = Arc::new(db);
-        let org_keys = OrgKeys::new(Arc::clone(&db), Arc::clone(&master))?;
-        let registry = Registry::new(Arc::clone(&db), Arc::clone(&master))?;
-        Ok(Catalog { path, db, master, org_keys, registry })
+        check_master(&*control, &master, &location)?;
+        let org_keys = OrgKeys::new(Arc::clone(&control), Arc::clone(&master));
+        let registry = Registry::new(Arc::clone(&control), Arc::clone(&master));
+        Ok(Catalog { path: location, control, master, org_keys, registry })
     }
 
     /// Organisation data keys.
@@ -263,10 +274,10 @@ impl Catalog {
         &self.path
     }
 
-    /// The database, for the other tables that live in it (organisation
-    /// decisions, the audit log's head).
-    pub(crate) fn database(&self) -> Arc<Database> {
-        Arc::clone(&self.db)
+    /// The control store, for the others whose rows live in it
+    /// (organisation decisions, the audit log's head).
+    pub fn control(&self) -> Arc<dyn ControlStore> {
+        Arc::clone(&self.control)
     }
 
     /// The master key, for keys derived from it (the audit log's).
@@ -276,26 +287,14 @@ impl Catalog {
 }
 
 /// Verifies (or, in a new database, records) the master key check value.
-fn check_master(db: &Database, master: &MasterKey, path: &Path) -> Result<(), KeyError> {
-    let txn = db.begin_write().db()?;
-    {
-        let mut meta = txn.open_table(META).db()?;
-        let existing = meta.get(MASTER_CHECK_ROW).db()?.map(|v| v.value().to_vec());
-        match existing {
-            Some(wrapped) => {
-                let ok = unwrap_key(master, MASTER_CHECK_AAD, &wrapped)
-                    .is_some_and(|k| k == SecretKey::from_bytes([0; KEY_LEN]));
-                if !ok {
-                    return Err(KeyError::WrongMasterKey { path: path.to_path_buf() });
-                }
-            }
-            None => {
-                let wrapped = wrap_key(master, MASTER_CHECK_AAD, &SecretKey::from_bytes([0; KEY_LEN]))?;
-                meta.insert(MASTER_CHECK_ROW, wrapped.as_slice()).db()?;
-            }
-        }
+fn check_master(control: &dyn ControlStore, master: &MasterKey, path: &Path) -> Result<(), KeyError> {
+    let fresh = wrap_key(master, MASTER_CHECK_AAD, &SecretKey::from_bytes([0; KEY_LEN]))?;
+    let stored = control.meta_or_insert(MASTER_CHECK_ROW, &fresh)?;
+    let ok = unwrap_key(master, MASTER_CHECK_AAD, &stored).is_some_and(|k| k == SecretKey::from_bytes([0; KEY_LEN]));
+    if !ok {
+        return Err(KeyError::WrongMasterKey { path: path.to_path_buf() });
     }
-    txn.commit().db()
+    Ok(())
 }
 
 /// A fixed master key for tests.

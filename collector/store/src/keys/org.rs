@@ -7,12 +7,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use glimpse_common::identity::OrgId;
 use glimpse_common::secret::SecretKey;
-use redb::{Database, ReadableTable, TableDefinition};
 
-use super::{org_key_aad, random_key, unwrap_key, wrap_key, DbResult, KeyError, MasterKey};
-
-/// Organisation name → wrapped data key.
-const ORG_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("org_keys");
+use super::{org_key_aad, random_key, unwrap_key, wrap_key, KeyError, MasterKey};
+use crate::control::seam::ControlStore;
 
 /// One organisation's unwrapped data key. Wiped when the last handle drops.
 pub struct OrgKey {
@@ -40,7 +37,7 @@ impl fmt::Debug for OrgKey {
 
 /// The organisation data keys in the catalog, with an in-memory cache.
 pub struct OrgKeys {
-    db: Arc<Database>,
+    control: Arc<dyn ControlStore>,
     master: Arc<MasterKey>,
     cache: Mutex<HashMap<OrgId, Arc<OrgKey>>>,
     // Serialises every path that changes the database or fills the cache
@@ -55,11 +52,8 @@ impl fmt::Debug for OrgKeys {
 }
 
 impl OrgKeys {
-    pub(super) fn new(db: Arc<Database>, master: Arc<MasterKey>) -> Result<OrgKeys, KeyError> {
-        let txn = db.begin_write().db()?;
-        txn.open_table(ORG_KEYS).db()?;
-        txn.commit().db()?;
-        Ok(OrgKeys { db, master, cache: Mutex::new(HashMap::new()), slow: Mutex::new(()) })
+    pub(super) fn new(control: Arc<dyn ControlStore>, master: Arc<MasterKey>) -> OrgKeys {
+        OrgKeys { control, master, cache: Mutex::new(HashMap::new()), slow: Mutex::new(()) }
     }
 
     fn cached(&self, org: &OrgId) -> Option<Arc<OrgKey>> {
@@ -87,24 +81,23 @@ impl OrgKeys {
             return Ok(key);
         }
         let aad = org_key_aad(org);
-        let txn = self.db.begin_write().db()?;
-        let key = {
-            let mut table = txn.open_table(ORG_KEYS).db()?;
-            let existing = table.get(org.as_str()).db()?.map(|v| v.value().to_vec());
-            match existing {
-                Some(wrapped) => {
-                    unwrap_key(&self.master, &aad, &wrapped).ok_or_else(|| KeyError::Unwrap { org: org.clone() })?
-                }
-                None => {
-                    let key = random_key()?;
-                    let wrapped = wrap_key(&self.master, &aad, &key)?;
-                    table.insert(org.as_str(), wrapped.as_slice()).db()?;
+        let key = match self.control.org_key(org.as_str())? {
+            Some(wrapped) => {
+                unwrap_key(&self.master, &aad, &wrapped).ok_or_else(|| KeyError::Unwrap { org: org.clone() })?
+            }
+            None => {
+                let key = random_key()?;
+                let wrapped = wrap_key(&self.master, &aad, &key)?;
+                // Another collector sharing the store may have won the race.
+                let (stored, created) = self.control.insert_org_key_if_absent(org.as_str(), &wrapped)?;
+                if created {
                     tracing::info!(%org, "created data key for organisation");
                     key
+                } else {
+                    unwrap_key(&self.master, &aad, &stored).ok_or_else(|| KeyError::Unwrap { org: org.clone() })?
                 }
             }
         };
-        txn.commit().db()?;
         Ok(self.remember(OrgKey { org: org.clone(), key }))
     }
 
@@ -126,19 +119,23 @@ impl OrgKeys {
         Ok(Some(self.remember(OrgKey { org: org.clone(), key })))
     }
 
+    /// The organisation's key for pseudonymising identifiers (see
+    /// [`glimpse_common::minimise`]): derived from its data key (created if
+    /// needed), so it is destroyed with it.
+    pub fn pseudonym_key(&self, org: &OrgId) -> Result<ring::hmac::Key, KeyError> {
+        let data_key = self.get_or_create(org)?;
+        let outer = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, data_key.secret().expose());
+        let derived = zeroize::Zeroizing::new(ring::hmac::sign(&outer, b"glimpse-pseudonym-key-v1").as_ref().to_vec());
+        Ok(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derived))
+    }
+
     /// Destroys the organisation's key (crypto-shredding): everything stored
     /// under it becomes unreadable. Returns whether there was a key.
     ///
     /// The next write for the organisation creates a new, unrelated key.
     pub fn destroy_org_key(&self, org: &OrgId) -> Result<bool, KeyError> {
         let _slow = self.slow.lock().unwrap_or_else(PoisonError::into_inner);
-        let txn = self.db.begin_write().db()?;
-        let existed = {
-            let mut table = txn.open_table(ORG_KEYS).db()?;
-            let removed = table.remove(org.as_str()).db()?;
-            removed.is_some()
-        };
-        txn.commit().db()?;
+        let existed = self.control.remove_org_key(org.as_str())?;
         self.cache.lock().unwrap_or_else(PoisonError::into_inner).remove(org);
         if existed {
             tracing::warn!(%org, "destroyed data key for organisation");
@@ -148,13 +145,10 @@ impl OrgKeys {
 
     /// Every organisation that has a key.
     pub fn orgs(&self) -> Result<Vec<OrgId>, KeyError> {
-        let txn = self.db.begin_read().db()?;
-        let table = txn.open_table(ORG_KEYS).db()?;
         let mut orgs = Vec::new();
-        for row in table.iter().db()? {
-            let (name, _) = row.db()?;
-            let org = OrgId::new(name.value()).map_err(|_| KeyError::Corrupt {
-                what: format!("org_keys/{:?}", name.value().chars().take(80).collect::<String>()),
+        for name in self.control.org_key_names()? {
+            let org = OrgId::new(name.as_str()).map_err(|_| KeyError::Corrupt {
+                what: format!("org_keys/{:?}", name.chars().take(80).collect::<String>()),
             })?;
             orgs.push(org);
         }
@@ -163,15 +157,14 @@ impl OrgKeys {
 
     /// The stored wrapped key, for tests that inspect what is at rest.
     pub(crate) fn wrapped(&self, org: &OrgId) -> Result<Option<Vec<u8>>, KeyError> {
-        let txn = self.db.begin_read().db()?;
-        let table = txn.open_table(ORG_KEYS).db()?;
-        let value = table.get(org.as_str()).db()?.map(|v| v.value().to_vec());
-        Ok(value)
+        Ok(self.control.org_key(org.as_str())?)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use redb::ReadableTable;
+
     use crate::keys::{test_master, Catalog};
 
     use super::*;
@@ -228,10 +221,10 @@ mod tests {
         // Simulate a database whose master check passes but whose org key
         // row was damaged.
         {
-            let db = Database::create(dir.path().join(crate::keys::CATALOG_FILE)).unwrap();
+            let db = redb::Database::create(dir.path().join(crate::keys::CATALOG_FILE)).unwrap();
             let txn = db.begin_write().unwrap();
             {
-                let mut t = txn.open_table(ORG_KEYS).unwrap();
+                let mut t = txn.open_table(crate::control::redb_store::ORG_KEYS).unwrap();
                 let mut v = t.get("acme").unwrap().unwrap().value().to_vec();
                 v[20] ^= 1;
                 t.insert("acme", v.as_slice()).unwrap();

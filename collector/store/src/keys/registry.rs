@@ -6,18 +6,10 @@ use std::sync::Arc;
 
 use glimpse_common::identity::{DeviceId, DeviceIdentity, DeviceKind, OrgId};
 use glimpse_common::secret::SecretKey;
-use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::{device_key_aad, unwrap_key, wrap_key, DbResult, KeyError, MasterKey};
-
-/// (organisation, device) → postcard-encoded [`StoredDevice`].
-const DEVICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("devices");
-/// (organisation, device) → the OpenSSH public key line a switch or gateway
-/// authenticates with on the SSH port. Public, so stored as is.
-const SSH_KEYS: TableDefinition<(&str, &str), &str> = TableDefinition::new("device_ssh_keys");
-/// (organisation, device, stream id) → highest durably stored batch sequence.
-const STREAMS: TableDefinition<(&str, &str, u64), u64> = TableDefinition::new("stream_seq");
+use super::{device_key_aad, unwrap_key, wrap_key, KeyError, MasterKey};
+use crate::control::seam::{ControlStore, DeviceRow};
 
 /// A device the collector knows, as the enrolment tooling registers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +35,7 @@ struct StoredDevice {
 
 /// The device registry view of the catalog.
 pub struct Registry {
-    db: Arc<Database>,
+    control: Arc<dyn ControlStore>,
     master: Arc<MasterKey>,
     seq_commits: SeqCommits,
     /// Tests make this many sequence commits fail, as a full disk would.
@@ -92,24 +84,30 @@ fn same_serial(a: &str, b: &str) -> bool {
 }
 
 impl Registry {
-    pub(super) fn new(db: Arc<Database>, master: Arc<MasterKey>) -> Result<Registry, KeyError> {
-        let txn = db.begin_write().db()?;
-        txn.open_table(DEVICES).db()?;
-        txn.open_table(STREAMS).db()?;
-        txn.open_table(SSH_KEYS).db()?;
-        txn.commit().db()?;
-        Ok(Registry {
-            db,
+    pub(super) fn new(control: Arc<dyn ControlStore>, master: Arc<MasterKey>) -> Registry {
+        Registry {
+            control,
             master,
             seq_commits: SeqCommits::default(),
             #[cfg(test)]
             failing_seq_commits: std::sync::atomic::AtomicU32::new(0),
-        })
+        }
     }
 
     /// Adds a device or replaces its registration (including the revoked
     /// flag: re-enrolling is the caller's decision).
     pub fn upsert(&self, reg: DeviceRegistration) -> Result<(), KeyError> {
+        self.upsert_all(std::slice::from_ref(&reg))
+    }
+
+    /// Adds or replaces many registrations in one transaction: all of them
+    /// or, on error, none.
+    pub fn upsert_all(&self, regs: &[DeviceRegistration]) -> Result<(), KeyError> {
+        let rows = regs.iter().map(|reg| self.encode(reg)).collect::<Result<Vec<_>, KeyError>>()?;
+        Ok(self.control.put_devices(&rows)?)
+    }
+
+    fn encode(&self, reg: &DeviceRegistration) -> Result<DeviceRow, KeyError> {
         let id = &reg.identity;
         let row = StoredDevice {
             kind: id.kind,
@@ -119,19 +117,15 @@ impl Registry {
         };
         let bytes = postcard::to_stdvec(&row)
             .map_err(|e| KeyError::Corrupt { what: format!("devices/{}/{}: {e}", id.org, id.device) })?;
-        let txn = self.db.begin_write().db()?;
-        txn.open_table(DEVICES).db()?.insert((id.org.as_str(), id.device.as_str()), bytes.as_slice()).db()?;
-        txn.commit().db()
+        Ok(DeviceRow { org: id.org.as_str().to_owned(), device: id.device.as_str().to_owned(), row: bytes })
     }
 
     /// The device's registration, with its shared key unwrapped.
     pub fn get(&self, org: &OrgId, device: &DeviceId) -> Result<Option<DeviceRegistration>, KeyError> {
-        let txn = self.db.begin_read().db()?;
-        let table = txn.open_table(DEVICES).db()?;
-        let Some(row) = table.get((org.as_str(), device.as_str())).db()? else {
+        let Some(row) = self.control.device(org.as_str(), device.as_str())? else {
             return Ok(None);
         };
-        self.decode(org.clone(), device.clone(), row.value()).map(Some)
+        self.decode(org.clone(), device.clone(), &row).map(Some)
     }
 
     fn decode(&self, org: OrgId, device: DeviceId, bytes: &[u8]) -> Result<DeviceRegistration, KeyError> {
@@ -152,27 +146,30 @@ impl Registry {
     /// registration was marked; a device re-enrolled with a newer
     /// certificate is left alone.
     pub fn set_revoked(&self, org: &OrgId, device: &DeviceId, serial: &str) -> Result<bool, KeyError> {
-        let txn = self.db.begin_write().db()?;
-        let marked = {
-            let mut table = txn.open_table(DEVICES).db()?;
-            let key = (org.as_str(), device.as_str());
-            let existing = table.get(key).db()?.map(|v| v.value().to_vec());
-            let Some(bytes) = existing else {
-                return Ok(false);
+        let mut corrupt = None;
+        let marked = self.control.update_device(org.as_str(), device.as_str(), &mut |bytes| {
+            let mut row: StoredDevice = match postcard::from_bytes(bytes) {
+                Ok(row) => row,
+                Err(e) => {
+                    corrupt = Some(KeyError::Corrupt { what: format!("devices/{org}/{device}: {e}") });
+                    return None;
+                }
             };
-            let mut row: StoredDevice = postcard::from_bytes(&bytes)
-                .map_err(|e| KeyError::Corrupt { what: format!("devices/{org}/{device}: {e}") })?;
             if !same_serial(&row.cert_serial, serial) {
-                false
-            } else {
-                row.revoked = true;
-                let bytes = postcard::to_stdvec(&row)
-                    .map_err(|e| KeyError::Corrupt { what: format!("devices/{org}/{device}: {e}") })?;
-                table.insert(key, bytes.as_slice()).db()?;
-                true
+                return None;
             }
-        };
-        txn.commit().db()?;
+            row.revoked = true;
+            match postcard::to_stdvec(&row) {
+                Ok(bytes) => Some(bytes),
+                Err(e) => {
+                    corrupt = Some(KeyError::Corrupt { what: format!("devices/{org}/{device}: {e}") });
+                    None
+                }
+            }
+        })?;
+        if let Some(e) = corrupt {
+            return Err(e);
+        }
         if marked {
             tracing::info!(%org, %device, serial, "device marked revoked");
         }
@@ -181,12 +178,8 @@ impl Registry {
 
     /// Every registered device, ordered by organisation and device id.
     pub fn list(&self) -> Result<Vec<DeviceRegistration>, KeyError> {
-        let txn = self.db.begin_read().db()?;
-        let table = txn.open_table(DEVICES).db()?;
         let mut out = Vec::new();
-        for row in table.iter().db()? {
-            let (key, value) = row.db()?;
-            let (org, device) = key.value();
+        for DeviceRow { org, device, row } in self.control.devices()? {
             let corrupt = || KeyError::Corrupt {
                 what: format!(
                     "devices/{:?}/{:?}",
@@ -194,46 +187,27 @@ impl Registry {
                     device.chars().take(80).collect::<String>()
                 ),
             };
-            let org = OrgId::new(org).map_err(|_| corrupt())?;
-            let device = DeviceId::new(device).map_err(|_| corrupt())?;
-            out.push(self.decode(org, device, value.value())?);
+            let org = OrgId::new(org.as_str()).map_err(|_| corrupt())?;
+            let device = DeviceId::new(device.as_str()).map_err(|_| corrupt())?;
+            out.push(self.decode(org, device, &row)?);
         }
         Ok(out)
     }
 
     /// Registers (or, with `None`, removes) the SSH public key of a device.
     pub fn set_ssh_key(&self, org: &OrgId, device: &DeviceId, public_key: Option<&str>) -> Result<(), KeyError> {
-        let txn = self.db.begin_write().db()?;
-        {
-            let mut table = txn.open_table(SSH_KEYS).db()?;
-            let key = (org.as_str(), device.as_str());
-            match public_key {
-                Some(line) => {
-                    table.insert(key, line).db()?;
-                }
-                None => {
-                    table.remove(key).db()?;
-                }
-            }
-        }
-        txn.commit().db()
+        Ok(self.control.set_ssh_key(org.as_str(), device.as_str(), public_key)?)
     }
 
     /// The device's registered SSH public key line, if it has one.
     pub fn ssh_key(&self, org: &OrgId, device: &DeviceId) -> Result<Option<String>, KeyError> {
-        let txn = self.db.begin_read().db()?;
-        let table = txn.open_table(SSH_KEYS).db()?;
-        Ok(table.get((org.as_str(), device.as_str())).db()?.map(|v| v.value().to_owned()))
+        Ok(self.control.ssh_key(org.as_str(), device.as_str())?)
     }
 
     /// The highest batch sequence of this stream that is durably stored; 0
     /// if none is.
     pub fn stored_seq(&self, identity: &DeviceIdentity, stream_id: u64) -> Result<u64, KeyError> {
-        let txn = self.db.begin_read().db()?;
-        let table = txn.open_table(STREAMS).db()?;
-        let seq =
-            table.get((identity.org.as_str(), identity.device.as_str(), stream_id)).db()?.map_or(0, |v| v.value());
-        Ok(seq)
+        Ok(self.control.stored_seq(identity.org.as_str(), identity.device.as_str(), stream_id)?)
     }
 
     /// Records, durably, that every batch of the stream up to `seq` is
@@ -294,18 +268,8 @@ impl Registry {
                 return Err(KeyError::SequenceCommit("injected failure: no space left on device".into()));
             }
         }
-        let txn = self.db.begin_write().db()?;
-        {
-            let mut table = txn.open_table(STREAMS).db()?;
-            for ((org, device, stream), seq) in updates {
-                let key = (org.as_str(), device.as_str(), *stream);
-                let current = table.get(key).db()?.map_or(0, |v| v.value());
-                if *seq > current {
-                    table.insert(key, *seq).db()?;
-                }
-            }
-        }
-        txn.commit().db()
+        let updates: Vec<_> = updates.iter().map(|(key, seq)| (key.clone(), *seq)).collect();
+        Ok(self.control.raise_stored_seqs(&updates)?)
     }
 }
 
@@ -408,13 +372,8 @@ mod tests {
         let a = reg("acme", "ap-1", "01");
         r.upsert(a.clone()).unwrap();
         // Copy ap-1's row to ap-2: the wrapped key must not unwrap there.
-        let txn = r.db.begin_write().unwrap();
-        {
-            let mut t = txn.open_table(DEVICES).unwrap();
-            let v = t.get(("acme", "ap-1")).unwrap().unwrap().value().to_vec();
-            t.insert(("acme", "ap-2"), v.as_slice()).unwrap();
-        }
-        txn.commit().unwrap();
+        let v = r.control.device("acme", "ap-1").unwrap().unwrap();
+        r.control.put_devices(&[DeviceRow { org: "acme".into(), device: "ap-2".into(), row: v }]).unwrap();
         let err = r.get(&a.identity.org, &DeviceId::new("ap-2").unwrap()).unwrap_err();
         assert!(matches!(err, KeyError::DeviceUnwrap { .. }), "{err}");
     }

@@ -6,51 +6,27 @@
 //! even if the sweeper is late; [`sweep`] frees the disk by deleting whole
 //! day directories once every moment of the day is before the window.
 //! Time comes from the store's injected clock, so tests move it by hand.
+//! The sweep works on the [`SegmentStore`] seam (list and delete by day),
+//! not on any store internals; the store itself calls nothing here.
 //!
 //! What is deliberately not here: the timer that calls [`sweep`]
 //! periodically (the collector's main loop owns it) and deletion on
 //! request (crypto-shredding, see [`crate::keys::OrgKeys::destroy_org_key`]).
 
-mod policy;
+use std::path::PathBuf;
 
-use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
-
-use glimpse_common::clock::{format_day, parse_day, MILLIS_PER_DAY};
+use glimpse_common::clock::{format_day, UnixMillis, MILLIS_PER_DAY};
 use glimpse_common::identity::OrgId;
 use glimpse_common::record::DataKind;
 use serde::Serialize;
 
-use crate::store::{lock_slot, Store};
+use crate::store::seam::SegmentError;
+use crate::store::{SegmentStore, Store};
 
-pub use policy::{
-    bounds, OrgRetentionConfig, OutOfBounds, RetentionConfig, RetentionPolicy, MAX_CAPTURE_DAYS,
+pub use crate::retention_policy::{
+    bounds, OrgRetentionConfig, OutOfBounds, RetentionConfig, RetentionError, RetentionPolicy, MAX_CAPTURE_DAYS,
     MAX_DEFAULT_METADATA_DAYS, MAX_ORG_METADATA_DAYS, MIN_RETENTION_DAYS,
 };
-
-/// A retention policy is invalid or a sweep could not run.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RetentionError {
-    /// One or more retention settings are outside their bounds.
-    #[error("invalid retention settings: {}", join(.0))]
-    OutOfBounds(Vec<OutOfBounds>),
-    /// The store's organisation directory could not be listed.
-    #[error("cannot {action} {}: {source}", path.display())]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// To which path.
-        path: PathBuf,
-        /// The I/O error.
-        source: io::Error,
-    },
-}
-
-fn join(problems: &[OutOfBounds]) -> String {
-    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-}
 
 /// One day directory a sweep deleted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -92,42 +68,59 @@ pub struct SweepReport {
 }
 
 /// Deletes every day directory whose whole day lies before its retention
-/// window, then removes kind and organisation directories left empty.
+/// window, then removes kind and organisation directories left empty, using
+/// the store's segments, policy and clock.
 ///
 /// Failures on individual paths are logged, reported and retried next time;
 /// only an unreadable store root fails the sweep.
 pub fn sweep(store: &Store) -> Result<SweepReport, RetentionError> {
-    let now = store.clock().now_millis();
+    sweep_segments(store.segments(), store.retention(), store.clock().now_millis())
+}
+
+/// [`sweep`] over any [`SegmentStore`]: deletes, by day, what `policy` says
+/// has expired at `now`.
+pub fn sweep_segments(
+    segments: &dyn SegmentStore,
+    policy: &RetentionPolicy,
+    now: UnixMillis,
+) -> Result<SweepReport, RetentionError> {
     let mut report = SweepReport::default();
-    let orgs_dir = store.orgs_dir();
     // Listing first catches an unreadable root as an error, not an empty store.
-    fs::read_dir(orgs_dir).map_err(|source| RetentionError::Io {
-        action: "list",
-        path: orgs_dir.to_path_buf(),
-        source,
+    let orgs = segments.orgs().map_err(|e| match e {
+        SegmentError::Io { action, location, source } => RetentionError::Io { action, path: location, source },
+        other => RetentionError::Io { action: "list", path: PathBuf::new(), source: std::io::Error::other(other) },
     })?;
-    for org in store.orgs() {
+    for org in orgs {
         for kind in DataKind::ALL {
-            let window = store.retention().window_start(&org, kind, now);
-            // Holding the slot keeps the writer from creating a day
-            // directory in a kind directory being removed, and lets us drop
-            // an active segment whose day is being deleted.
-            let slot = store.slot(&org, kind);
-            let mut active = lock_slot(&slot);
-            let kind_dir = store.kind_dir(&org, kind);
-            for (day, dir) in expired_days(&kind_dir, window, &mut report) {
-                if active.as_ref().is_some_and(|seg| seg.place.day == day) {
-                    *active = None;
+            let window = policy.window_start(&org, kind, now);
+            let mut ignored = Vec::new();
+            let days = match segments.days(&org, kind, &mut ignored) {
+                Ok(days) => days,
+                Err(e) => {
+                    failure(&mut report, &e);
+                    continue;
                 }
-                delete_day(&org, kind, day, &dir, &mut report);
+            };
+            // Not-day entries are not ours to delete; the reader reports them.
+            for day in days.into_iter().filter(|day| day.saturating_add(1).saturating_mul(MILLIS_PER_DAY) <= window) {
+                match segments.delete_day(&org, kind, day) {
+                    Ok(freed) => {
+                        let day = format_day(day);
+                        let (segments, bytes) = (freed.segments, freed.bytes);
+                        tracing::info!(%org, %kind, %day, segments, bytes, "deleted expired data");
+                        report.segments_deleted += segments;
+                        report.bytes_freed += bytes;
+                        report.deleted.push(DeletedDay { org: org.clone(), kind, day, segments, bytes });
+                    }
+                    Err(e) => failure(&mut report, &e),
+                }
             }
-            remove_if_empty(&kind_dir, &mut report);
         }
-        // Every kind's slot, in a fixed order, so no writer is creating a
-        // directory inside the organisation while we remove it.
-        let slots: Vec<_> = DataKind::ALL.iter().map(|k| store.slot(&org, *k)).collect();
-        let _guards: Vec<_> = slots.iter().map(lock_slot).collect();
-        remove_if_empty(&orgs_dir.join(org.as_str()), &mut report);
+        let (removed, failures) = segments.tidy(&org);
+        report.dirs_removed += removed;
+        for e in &failures {
+            failure(&mut report, e);
+        }
     }
     if !report.deleted.is_empty() || !report.failures.is_empty() {
         tracing::info!(
@@ -141,76 +134,17 @@ pub fn sweep(store: &Store) -> Result<SweepReport, RetentionError> {
     Ok(report)
 }
 
-/// Day directories under `kind_dir` that ended at or before `window`.
-fn expired_days(kind_dir: &Path, window: i64, report: &mut SweepReport) -> Vec<(i64, PathBuf)> {
-    let entries = match fs::read_dir(kind_dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Vec::new(),
-        Err(e) => {
-            failure(report, kind_dir, &e);
-            return Vec::new();
-        }
+fn failure(report: &mut SweepReport, error: &SegmentError) {
+    let path = match error {
+        SegmentError::Io { location, .. } => location.clone(),
+        _ => PathBuf::new(),
     };
-    let mut days = Vec::new();
-    for entry in entries.flatten() {
-        let Some(day) = entry.file_name().to_str().and_then(parse_day) else {
-            // Not ours to delete; the reader reports it.
-            continue;
-        };
-        let day_end = day.saturating_add(1).saturating_mul(MILLIS_PER_DAY);
-        if day_end <= window {
-            days.push((day, entry.path()));
-        }
-    }
-    days.sort();
-    days
-}
-
-fn delete_day(org: &OrgId, kind: DataKind, day: i64, dir: &Path, report: &mut SweepReport) {
-    let (segments, bytes) = dir_usage(dir);
-    match fs::remove_dir_all(dir) {
-        Ok(()) => {
-            let day = format_day(day);
-            tracing::info!(%org, %kind, %day, segments, bytes, "deleted expired data");
-            report.segments_deleted += segments;
-            report.bytes_freed += bytes;
-            report.deleted.push(DeletedDay { org: org.clone(), kind, day, segments, bytes });
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => failure(report, dir, &e),
-    }
-}
-
-/// Files and bytes directly in `dir`.
-fn dir_usage(dir: &Path) -> (u64, u64) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return (0, 0);
+    let error = match error {
+        SegmentError::Io { source, .. } => source.to_string(),
+        other => other.to_string(),
     };
-    entries
-        .flatten()
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .fold((0, 0), |(n, bytes), m| (n + 1, bytes + m.len()))
-}
-
-fn remove_if_empty(dir: &Path, report: &mut SweepReport) {
-    let empty = fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none());
-    if !empty {
-        return;
-    }
-    match fs::remove_dir(dir) {
-        Ok(()) => {
-            tracing::debug!(path = %dir.display(), "removed empty directory");
-            report.dirs_removed += 1;
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => failure(report, dir, &e),
-    }
-}
-
-fn failure(report: &mut SweepReport, path: &Path, error: &io::Error) {
     tracing::warn!(path = %path.display(), %error, "retention sweep could not delete");
-    report.failures.push(SweepFailure { path: path.to_path_buf(), error: error.to_string() });
+    report.failures.push(SweepFailure { path, error });
 }
 
 #[cfg(test)]

@@ -1,6 +1,25 @@
 //! The segment store: append-only, encrypted, partitioned by organisation,
 //! data kind and UTC day.
 //!
+//! # Parts
+//!
+//! [`Store`] decides what is stored and served: it stamps and groups
+//! records, encodes block plaintexts, picks the organisation's key, clips
+//! reads to the retention window and drops repeated batches. It is
+//! composed of parts handed in ([`StoreParts`]) and owns none of their
+//! storage:
+//!
+//! - a [`SegmentStore`] ([`seam`]): where sealed blocks go, with the
+//!   durability contract an acknowledgement relies on. [`LocalSegments`]
+//!   (`local.rs`) keeps them as files through the [`fs::FileSystem`] write
+//!   seam;
+//! - the key catalog and its [`crate::control::ControlStore`]: registry,
+//!   wrapped keys, decisions, stream sequences, the audit head;
+//! - the audit log, the clock and the retention policy.
+//!
+//! Retention's sweep ([`crate::retention`]) works on the `SegmentStore`
+//! alone; nothing here calls into it.
+//!
 //! # Layout
 //!
 //! ```text
@@ -53,8 +72,9 @@
 //!
 //! - Append-only: a segment is written by one process (the redb lock on
 //!   `glimpse.redb` keeps a second collector out), one block per data kind
-//!   per batch, and `sync_data` runs before `append` returns. A segment left
-//!   by a crash is never appended to again; its torn tail is reported.
+//!   per batch, and the segment store's sync runs before `append` returns.
+//!   A segment left by a crash is never appended to again; its torn tail is
+//!   cut when the store opens, or reported.
 //! - The stream's stored sequence is recorded only after the blocks are
 //!   durable, so a batch whose acknowledgement was lost (a failed sequence
 //!   commit, a crash between the two) is at worst stored twice, never lost.
@@ -74,33 +94,35 @@
 
 mod block;
 mod erase;
+pub mod fs;
+pub mod local;
 mod repeats;
+pub mod seam;
 mod segment;
 mod writer;
 
 pub use erase::{EraseReport, Redaction};
+pub use local::LocalSegments;
+pub use seam::{SegmentError, SegmentStore};
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs;
-use std::io;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
-use glimpse_common::clock::{format_day, parse_day, utc_day, Clock, MILLIS_PER_DAY};
+use glimpse_common::clock::{format_day, utc_day, Clock, MILLIS_PER_DAY};
 use glimpse_common::identity::{DeviceId, DeviceIdentity, DeviceKind, OrgId};
 use glimpse_common::record::{DataKind, Record};
 use glimpse_common::secret::SecretKey;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{Catalog, KeyError, MasterKey, OrgKey, OrgKeys, Registry};
-use crate::retention::RetentionPolicy;
+use crate::retention_policy::RetentionPolicy;
 
 use block::{decode_block, encode_blocks, RecordOrigin, Stamped};
 use repeats::RepeatFilter;
-use segment::{FileSource, ReadAt, SegmentPlace, SegmentReader};
+use seam::{BlockRun, SegmentBytes, SegmentInfo};
+use segment::{SegmentPlace, SegmentReader};
 pub use segment::{MAX_BLOCK_LEN, SEGMENT_ROLL_BYTES};
-pub(crate) use writer::ActiveSegment;
-use writer::{create_dir_durable, SEGMENT_SUFFIX};
 
 /// Name of the directory under the data directory that holds segments.
 pub const ORGS_DIR: &str = "orgs";
@@ -222,16 +244,9 @@ pub enum StoreError {
     /// The audit log could not be opened.
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
-    /// A file system operation failed.
-    #[error("cannot {action} {}: {source}", path.display())]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// To which path.
-        path: PathBuf,
-        /// The I/O error.
-        source: io::Error,
-    },
+    /// The segment store failed (see [`SegmentError::is_transient`]).
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
     /// Records could not be encoded.
     #[error("cannot encode records: {0}")]
     Encode(#[from] postcard::Error),
@@ -264,28 +279,54 @@ pub enum StoreError {
     },
 }
 
-/// The active segment of one (organisation, kind), if any.
-type Slot = Arc<Mutex<Option<ActiveSegment>>>;
-
-/// Locks a slot. A panic while holding it leaves at worst a segment with a
-/// torn tail, which readers handle, so poisoning is not fatal.
-pub(crate) fn lock_slot(slot: &Slot) -> MutexGuard<'_, Option<ActiveSegment>> {
-    slot.lock().unwrap_or_else(PoisonError::into_inner)
+impl StoreError {
+    /// Whether the same operation may succeed if retried later (a full
+    /// disk, a backend briefly unavailable), so a caller can tell an agent
+    /// to come back rather than give up on the batch.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Segment(e) => e.is_transient(),
+            StoreError::Key(KeyError::Control(e)) => e.is_transient(),
+            _ => false,
+        }
+    }
 }
 
 /// The encrypted, per-organisation record store. Cheap to share: wrap it in
 /// an `Arc`; every method takes `&self` and does blocking I/O (call it from
 /// `spawn_blocking`).
+///
+/// It is composed of parts handed in (see [`StoreParts`]): where segments
+/// go, the keys and registry, the organisations' decisions, the audit log,
+/// the clock and the retention policy. It owns none of their storage.
 #[derive(Debug)]
 pub struct Store {
     data_dir: PathBuf,
-    orgs_dir: PathBuf,
+    segments: Arc<dyn SegmentStore>,
     catalog: Catalog,
     policies: crate::control::Policies,
     audit: crate::audit::AuditLog,
     clock: Arc<dyn Clock>,
     retention: RetentionPolicy,
-    writers: Mutex<HashMap<(OrgId, DataKind), Slot>>,
+}
+
+/// The parts a [`Store`] is composed of.
+#[derive(Debug)]
+pub struct StoreParts {
+    /// The data directory (for messages and the offline tools).
+    pub data_dir: PathBuf,
+    /// Where sealed blocks go; [`SegmentStore::recover`] must have run.
+    pub segments: Arc<dyn SegmentStore>,
+    /// Keys and registry.
+    pub catalog: Catalog,
+    /// The organisations' decisions.
+    pub policies: crate::control::Policies,
+    /// The audit log.
+    pub audit: crate::audit::AuditLog,
+    /// Stamps `received_at` and decides expiry.
+    pub clock: Arc<dyn Clock>,
+    /// What reads clip to.
+    pub retention: RetentionPolicy,
 }
 
 impl Store {
@@ -298,25 +339,51 @@ impl Store {
         clock: Arc<dyn Clock>,
         retention: RetentionPolicy,
     ) -> Result<Store, StoreError> {
-        create_dir_durable(data_dir)?;
-        let orgs_dir = data_dir.join(ORGS_DIR);
-        create_dir_durable(&orgs_dir)?;
+        Store::open_on(Arc::new(fs::StdFs), data_dir, master_key, clock, retention)
+    }
+
+    /// Like [`Store::open`], with segments read and written through `fs`
+    /// (keys, registry and audit log stay on the real file system).
+    pub fn open_on(
+        segment_fs: Arc<dyn fs::FileSystem>,
+        data_dir: &Path,
+        master_key: MasterKey,
+        clock: Arc<dyn Clock>,
+        retention: RetentionPolicy,
+    ) -> Result<Store, StoreError> {
+        writer::create_dir_durable(&fs::StdFs, data_dir)?;
         let catalog = Catalog::open(data_dir, master_key)?;
-        erase::recover_staged(&orgs_dir)?;
-        recover_torn_tails(&orgs_dir, catalog.org_keys());
-        let policies = crate::control::Policies::open(catalog.database())?;
+        let segments = open_local_segments(segment_fs, data_dir, catalog.org_keys())?;
+        let policies = crate::control::Policies::open(catalog.control())?;
         let audit_key = crate::audit::derive_audit_key(catalog.master().secret());
-        let audit = crate::audit::AuditLog::open(data_dir, audit_key, catalog.database())?;
-        Ok(Store {
+        let audit = crate::audit::AuditLog::open(data_dir, audit_key, catalog.control())?;
+        Ok(Store::from_parts(StoreParts {
             data_dir: data_dir.to_path_buf(),
-            orgs_dir,
+            segments: Arc::new(segments),
             catalog,
             policies,
             audit,
             clock,
             retention,
-            writers: Mutex::new(HashMap::new()),
-        })
+        }))
+    }
+
+    /// A store composed of `parts`.
+    pub fn from_parts(parts: StoreParts) -> Store {
+        let StoreParts { data_dir, segments, catalog, policies, audit, clock, retention } = parts;
+        Store { data_dir, segments, catalog, policies, audit, clock, retention }
+    }
+
+    /// The parts the store is composed of, to recompose it (with another
+    /// segment store, say).
+    pub fn into_parts(self) -> StoreParts {
+        let Store { data_dir, segments, catalog, policies, audit, clock, retention } = self;
+        StoreParts { data_dir, segments, catalog, policies, audit, clock, retention }
+    }
+
+    /// Where sealed blocks go.
+    pub fn segments(&self) -> &dyn SegmentStore {
+        &*self.segments
     }
 
     /// The device registry.
@@ -333,10 +400,13 @@ impl Store {
     /// [`glimpse_common::minimise`]): derived from its data key, so it is
     /// destroyed with it.
     pub fn pseudonym_key(&self, org: &OrgId) -> Result<ring::hmac::Key, StoreError> {
-        let data_key = self.org_keys().get_or_create(org)?;
-        let outer = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, data_key.secret().expose());
-        let derived = zeroize::Zeroizing::new(ring::hmac::sign(&outer, b"glimpse-pseudonym-key-v1").as_ref().to_vec());
-        Ok(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derived))
+        Ok(self.org_keys().pseudonym_key(org)?)
+    }
+
+    /// Where the control plane's rows live (registry, keys, decisions,
+    /// stream sequences, the audit head).
+    pub fn control(&self) -> Arc<dyn crate::control::ControlStore> {
+        self.catalog.control()
     }
 
     /// Appends an audit entry stamped with the store's clock. A failure is
@@ -381,24 +451,14 @@ impl Store {
         &self.data_dir
     }
 
-    pub(crate) fn orgs_dir(&self) -> &Path {
-        &self.orgs_dir
+    #[cfg(test)]
+    pub(crate) fn orgs_dir(&self) -> PathBuf {
+        self.data_dir.join(ORGS_DIR)
     }
 
+    #[cfg(test)]
     pub(crate) fn kind_dir(&self, org: &OrgId, kind: DataKind) -> PathBuf {
-        self.orgs_dir.join(org.as_str()).join(kind.as_str())
-    }
-
-    fn day_dir(&self, org: &OrgId, kind: DataKind, day: i64) -> PathBuf {
-        self.kind_dir(org, kind).join(format_day(day))
-    }
-
-    /// The active-segment slot of (org, kind). Writers and the sweeper hold
-    /// it while they create or delete that kind's directories.
-    pub(crate) fn slot(&self, org: &OrgId, kind: DataKind) -> Slot {
-        // Only ever gains entries, so a poisoned map is still consistent.
-        let mut writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(writers.entry((org.clone(), kind)).or_default())
+        self.orgs_dir().join(org.as_str()).join(kind.as_str())
     }
 
     /// Stores a batch from `identity`, durably, then records `stream_seq` as
@@ -417,28 +477,37 @@ impl Store {
             let received_at_ms = self.clock.now_millis();
             let day = utc_day(received_at_ms);
             let key = self.org_keys().get_or_create(&identity.org)?;
-            let mut by_kind: BTreeMap<DataKind, Vec<Stamped<'_>>> = BTreeMap::new();
+            let mut by_kind: BTreeMap<DataKind, Vec<&Record>> = BTreeMap::new();
             for record in records {
-                let group = by_kind.entry(record.kind()).or_default();
-                let index =
-                    u32::try_from(group.len()).map_err(|_| StoreError::BatchTooLarge { records: records.len() })?;
-                group.push((
-                    StoredRecordRef { device: &identity.device, device_kind: identity.kind, received_at_ms, record },
-                    Some(RecordOrigin { stream_id, stream_seq, index }),
-                ));
+                by_kind.entry(record.kind()).or_default().push(record);
             }
-            for (kind, group) in &by_kind {
-                let (blocks, bytes) = self.append_group(&identity.org, *kind, day, key.secret(), group)?;
-                receipt.records += group.len();
-                receipt.blocks += blocks;
-                receipt.bytes += bytes;
+            let mut groups = Vec::with_capacity(by_kind.len());
+            for (kind, group) in by_kind {
+                let stamped = stamp(identity, received_at_ms, (stream_id, stream_seq), group, records.len())?;
+                receipt.records += stamped.len();
+                groups.push((kind, encode_blocks(&stamped)?));
             }
+            let runs: Vec<BlockRun<'_>> = groups
+                .iter()
+                .map(|(kind, plaintexts)| BlockRun {
+                    org: &identity.org,
+                    kind: *kind,
+                    day,
+                    key: key.secret(),
+                    plaintexts,
+                })
+                .collect();
+            let ticket = self.segments.append(&runs)?;
+            self.segments.sync(&ticket)?;
+            receipt.blocks = ticket.blocks;
+            receipt.bytes = ticket.bytes;
         }
         self.registry().set_stored_seq(identity, stream_id, stream_seq)?;
         Ok(receipt)
     }
 
     /// Appends records of one kind for one day and syncs them.
+    #[cfg(test)]
     fn append_group(
         &self,
         org: &OrgId,
@@ -448,60 +517,9 @@ impl Store {
         group: &[Stamped<'_>],
     ) -> Result<(usize, u64), StoreError> {
         let plaintexts = encode_blocks(group)?;
-        let slot = self.slot(org, kind);
-        // Write under the slot lock; wait for durability outside it, so that
-        // appenders arriving meanwhile share the next fsync (group commit).
-        let written = {
-            let mut active = lock_slot(&slot);
-            let result = self.write_blocks(&mut active, org, kind, day, key, &plaintexts);
-            if result.is_err() {
-                abandon(&mut active);
-            }
-            result?
-        };
-        let (bytes, sync_point, end) = written;
-        if let Err(e) = sync_point.sync_through(end) {
-            let mut active = lock_slot(&slot);
-            if active.as_ref().is_some_and(|seg| Arc::ptr_eq(&seg.sync_point(), &sync_point)) {
-                abandon(&mut active);
-            }
-            return Err(e);
-        }
-        Ok((plaintexts.len(), bytes))
-    }
-
-    fn write_blocks(
-        &self,
-        active: &mut Option<ActiveSegment>,
-        org: &OrgId,
-        kind: DataKind,
-        day: i64,
-        key: &SecretKey,
-        plaintexts: &[Vec<u8>],
-    ) -> Result<(u64, Arc<writer::SyncPoint>, u64), StoreError> {
-        let mut bytes = 0;
-        for plaintext in plaintexts {
-            if !active.as_ref().is_some_and(|seg| seg.accepts(day)) {
-                if let Some(mut full) = active.take() {
-                    // Earlier blocks of this batch may sit in it unsynced.
-                    full.sync()?;
-                }
-                let place = SegmentPlace { org: org.clone(), kind, day };
-                *active = Some(ActiveSegment::create(&self.day_dir(org, kind, day), place)?);
-            }
-            if let Some(seg) = active.as_mut() {
-                bytes += seg.append_block(key, plaintext)?;
-            }
-        }
-        let Some(seg) = active.as_ref() else {
-            // Only reachable with no blocks, which callers never pass.
-            return Err(StoreError::Io {
-                action: "append to",
-                path: self.day_dir(org, kind, day),
-                source: io::Error::other("no segment was opened"),
-            });
-        };
-        Ok((bytes, seg.sync_point(), seg.len()))
+        let ticket = self.segments.append(&[BlockRun { org, kind, day, key, plaintexts: &plaintexts }])?;
+        self.segments.sync(&ticket)?;
+        Ok((ticket.blocks, ticket.bytes))
     }
 
     /// Reads an organisation's records of one kind received in
@@ -545,13 +563,13 @@ impl Store {
         }
         let mut key: Option<Arc<OrgKey>> = None;
         let mut seen_ids = HashSet::new();
-        for (day, dir) in list_days(&self.kind_dir(org, kind), &mut sink.problems)? {
+        for day in self.segments.days(org, kind, &mut sink.problems)? {
             let day_start = day.saturating_mul(MILLIS_PER_DAY);
             if day_start.saturating_add(MILLIS_PER_DAY) <= from || day_start >= until {
                 continue;
             }
             let place = SegmentPlace { org: org.clone(), kind, day };
-            for path in list_segments(&dir, &mut sink.problems)? {
+            for segment in self.segments.segments(org, kind, day, &mut sink.problems)? {
                 let key = match &key {
                     Some(key) => Arc::clone(key),
                     None => {
@@ -561,8 +579,12 @@ impl Store {
                         found
                     }
                 };
-                let limit = self.committed_len(org, kind, &path);
-                read_segment(&path, limit, &place, key.secret(), &mut seen_ids, &mut sink);
+                match self.segments.open(&segment) {
+                    Ok(Some(bytes)) => read_source(&*bytes, &segment, &place, key.secret(), &mut seen_ids, &mut sink),
+                    // Deleted by the sweeper since it was listed: expired anyway.
+                    Ok(None) => {}
+                    Err(e) => problem(&mut sink.problems, segment.location.clone(), 0, e.to_string()),
+                }
             }
         }
         let problems = sink.problems;
@@ -570,14 +592,6 @@ impl Store {
             tracing::debug!(%org, %kind, repeats = repeats.repeats, "records stored twice served once");
         }
         Ok(problems)
-    }
-
-    /// For the segment being written, how much of it is synced; readers
-    /// must not mistake an in-progress block for a torn tail.
-    fn committed_len(&self, org: &OrgId, kind: DataKind, path: &Path) -> Option<u64> {
-        let slot = self.slot(org, kind);
-        let active = lock_slot(&slot);
-        active.as_ref().filter(|seg| seg.path == path).map(ActiveSegment::committed_len)
     }
 
     /// Disk use per organisation and kind.
@@ -595,16 +609,14 @@ impl Store {
                     oldest_day: None,
                     newest_day: None,
                 };
-                for (day, dir) in list_days(&self.kind_dir(&org, kind), &mut ignored)? {
+                for day in self.segments.days(&org, kind, &mut ignored)? {
                     entry.days += 1;
                     entry.oldest_day.get_or_insert_with(|| format_day(day));
                     entry.newest_day = Some(format_day(day));
-                    for path in list_segments(&dir, &mut ignored)? {
-                        // A segment swept meanwhile simply no longer counts.
-                        if let Ok(meta) = fs::metadata(&path) {
-                            entry.segments += 1;
-                            entry.bytes += meta.len();
-                        }
+                    // A segment swept meanwhile simply no longer counts.
+                    for segment in self.segments.segments(&org, kind, day, &mut ignored)? {
+                        entry.segments += 1;
+                        entry.bytes += segment.bytes;
                     }
                 }
                 if entry.days > 0 {
@@ -620,122 +632,51 @@ impl Store {
     /// Organisations with a directory in the store, sorted. Unreadable
     /// directories are logged and skipped.
     pub fn orgs(&self) -> Vec<OrgId> {
-        let entries = match fs::read_dir(&self.orgs_dir) {
-            Ok(entries) => entries,
-            Err(e) => {
-                tracing::warn!(path = %self.orgs_dir.display(), error = %e, "cannot list organisations");
-                return Vec::new();
-            }
-        };
-        let mut orgs: Vec<OrgId> = entries
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .filter_map(|e| e.file_name().to_str().and_then(|n| OrgId::new(n).ok()))
-            .collect();
-        orgs.sort();
-        orgs
+        self.segments.orgs().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot list organisations");
+            Vec::new()
+        })
     }
 }
 
-/// After a failed write or fsync: cuts the segment back to what was
-/// synced and abandons it, so later batches start a clean segment.
-fn abandon(active: &mut Option<ActiveSegment>) {
-    if let Some(segment) = active.as_mut() {
-        if let Err(e) = segment.roll_back() {
-            tracing::error!("{e}; readers will report the partial block it ends with");
-        }
-    }
-    *active = None;
-}
-
-/// Truncates the torn tail a crash can leave on the segment each
-/// (organisation, kind) was appending to: the newest segment of its newest
-/// day. Older segments were synced before the next was started. Only a
-/// tail that is less than a whole frame after blocks that all authenticate
-/// is cut; other damage is left for readers to report.
-fn recover_torn_tails(orgs_dir: &Path, keys: &crate::keys::OrgKeys) {
-    let Ok(orgs) = fs::read_dir(orgs_dir) else { return };
-    for org_entry in orgs.flatten() {
-        let Some(org) = org_entry.file_name().to_str().and_then(|n| OrgId::new(n).ok()) else { continue };
-        let Ok(Some(key)) = keys.get(&org) else { continue };
-        for kind in DataKind::ALL {
-            let mut ignored = Vec::new();
-            let kind_dir = org_entry.path().join(kind.as_str());
-            let Ok(days) = list_days(&kind_dir, &mut ignored) else { continue };
-            let Some((day, day_dir)) = days.last() else { continue };
-            let Ok(segments) = list_segments(day_dir, &mut ignored) else { continue };
-            let Some(path) = segments.last() else { continue };
-            let place = SegmentPlace { org: org.clone(), kind, day: *day };
-            if let Err(e) = truncate_torn_tail(path, &place, key.secret()) {
-                tracing::warn!(path = %path.display(), "cannot check the segment for a torn tail: {e}");
-            }
-        }
-    }
-}
-
-fn truncate_torn_tail(path: &Path, place: &SegmentPlace, key: &SecretKey) -> io::Result<()> {
-    let file = fs::OpenOptions::new().read(true).write(true).open(path)?;
-    let len = file.metadata()?.len();
-    let source = FileSource { file, len };
-    let torn = match SegmentReader::open(&source, place, key) {
-        Ok(mut reader) => reader.torn_tail(),
-        Err(_) => None,
-    };
-    if let Some(offset) = torn {
-        source.file.set_len(offset)?;
-        source.file.sync_data()?;
-        tracing::warn!(path = %path.display(), offset, bytes = len - offset, "torn segment tail from an interrupted write truncated");
-    }
-    Ok(())
-}
-
-/// Day directories under `kind_dir`, oldest first; anything else is
-/// reported and ignored. A missing directory means no data.
-fn list_days(kind_dir: &Path, problems: &mut Vec<SegmentProblem>) -> Result<Vec<(i64, PathBuf)>, StoreError> {
-    let entries = match fs::read_dir(kind_dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(StoreError::Io { action: "list", path: kind_dir.to_path_buf(), source }),
-    };
-    let mut days = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let day = entry.file_name().to_str().and_then(parse_day);
-        match day {
-            Some(day) if entry.file_type().is_ok_and(|t| t.is_dir()) => days.push((day, path)),
-            _ => problem(problems, path, 0, "not a day directory; ignored".into()),
-        }
-    }
-    days.sort();
-    Ok(days)
-}
-
-/// Segment files in a day directory, in creation order.
-fn list_segments(day_dir: &Path, problems: &mut Vec<SegmentProblem>) -> Result<Vec<PathBuf>, StoreError> {
-    let entries = match fs::read_dir(day_dir) {
-        Ok(entries) => entries,
-        // Swept between listing the days and now.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(StoreError::Io { action: "list", path: day_dir.to_path_buf(), source }),
-    };
-    let mut segments = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let is_segment = entry.file_name().to_str().is_some_and(|n| n.ends_with(SEGMENT_SUFFIX))
-            && entry.file_type().is_ok_and(|t| t.is_file());
-        if is_segment {
-            segments.push(path);
-        } else if entry.file_name().to_str().is_some_and(|n| n.ends_with(erase::STAGED_SUFFIX)) {
-            // A segment being rewritten by an erase: not served until done.
-        } else {
-            problem(problems, path, 0, "not a segment file; ignored".into());
-        }
-    }
-    segments.sort();
+/// The local segments of `data_dir`, over `fs`, recovered from whatever a
+/// crash left.
+pub(crate) fn open_local_segments(
+    fs: Arc<dyn fs::FileSystem>,
+    data_dir: &Path,
+    keys: &OrgKeys,
+) -> Result<LocalSegments, StoreError> {
+    let segments = LocalSegments::open(fs, &data_dir.join(ORGS_DIR))?;
+    segments.recover(&|org| keys.get(org).ok().flatten())?;
     Ok(segments)
 }
 
-fn problem(problems: &mut Vec<SegmentProblem>, path: PathBuf, offset: u64, what: String) {
+/// Stamps one kind's records of a batch for storage: who sent them, when
+/// they arrived, and their origin (stream, sequence, position among the
+/// batch's records of that kind). The one place records are stamped, for
+/// [`Store::append`] and [`seal_batch_in_memory`] alike. `batch_len` only
+/// names the batch in the error.
+fn stamp<'a>(
+    identity: &'a DeviceIdentity,
+    received_at_ms: i64,
+    (stream_id, stream_seq): (u64, u64),
+    records: impl IntoIterator<Item = &'a Record>,
+    batch_len: usize,
+) -> Result<Vec<Stamped<'a>>, StoreError> {
+    records
+        .into_iter()
+        .enumerate()
+        .map(|(index, record)| {
+            let index = u32::try_from(index).map_err(|_| StoreError::BatchTooLarge { records: batch_len })?;
+            Ok((
+                StoredRecordRef { device: &identity.device, device_kind: identity.kind, received_at_ms, record },
+                Some(RecordOrigin { stream_id, stream_seq, index }),
+            ))
+        })
+        .collect()
+}
+
+pub(crate) fn problem(problems: &mut Vec<SegmentProblem>, path: PathBuf, offset: u64, what: String) {
     tracing::warn!(path = %path.display(), offset, problem = %what, "segment store problem");
     problems.push(SegmentProblem { path, offset, what });
 }
@@ -748,45 +689,18 @@ struct Sink<'a> {
     range: (i64, i64),
 }
 
-/// Reads one segment file into `sink`. Every failure becomes a problem;
-/// none is fatal.
-fn read_segment(
-    path: &Path,
-    limit: Option<u64>,
-    place: &SegmentPlace,
-    key: &SecretKey,
-    seen_ids: &mut HashSet<u64>,
-    sink: &mut Sink<'_>,
-) {
-    let file = match fs::File::open(path) {
-        Ok(file) => file,
-        // Deleted by the sweeper since it was listed: expired anyway.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-        Err(e) => {
-            problem(&mut sink.problems, path.to_path_buf(), 0, format!("cannot open: {e}"));
-            return;
-        }
-    };
-    let len = match file.metadata() {
-        Ok(meta) => meta.len(),
-        Err(e) => {
-            problem(&mut sink.problems, path.to_path_buf(), 0, format!("cannot stat: {e}"));
-            return;
-        }
-    };
-    let src = FileSource { len: limit.map_or(len, |limit| limit.min(len)), file };
-    read_source(&src, path, place, key, seen_ids, sink);
-}
-
-fn read_source<S: ReadAt + ?Sized>(
-    src: &S,
-    path: &Path,
+/// Reads one segment into `sink`. Every failure becomes a problem; none
+/// is fatal.
+fn read_source(
+    src: &dyn SegmentBytes,
+    segment: &SegmentInfo,
     place: &SegmentPlace,
     key: &SecretKey,
     seen_ids: &mut HashSet<u64>,
     sink: &mut Sink<'_>,
 ) {
     let (from, until) = sink.range;
+    let path = &segment.location;
     let mut reader = match SegmentReader::open(src, place, key) {
         Ok(reader) => reader,
         Err(defect) => {
@@ -827,6 +741,10 @@ fn read_source<S: ReadAt + ?Sized>(
 }
 
 #[cfg(test)]
+mod faulty_fs;
+#[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 pub(crate) mod testutil;
@@ -846,18 +764,7 @@ pub fn seal_batch_in_memory(
     stream: (u64, u64),
     records: &[Record],
 ) -> Result<Vec<Vec<u8>>, StoreError> {
-    let (stream_id, stream_seq) = stream;
-    let refs = records
-        .iter()
-        .enumerate()
-        .map(|(index, record)| {
-            let index = u32::try_from(index).map_err(|_| StoreError::BatchTooLarge { records: records.len() })?;
-            Ok((
-                StoredRecordRef { device: &identity.device, device_kind: identity.kind, received_at_ms, record },
-                Some(RecordOrigin { stream_id, stream_seq, index }),
-            ))
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+    let refs = stamp(identity, received_at_ms, stream, records, records.len())?;
     let place = SegmentPlace { org: identity.org.clone(), kind, day: utc_day(received_at_ms) };
     encode_blocks(&refs)?
         .iter()

@@ -1,9 +1,7 @@
 //! The segment file format: header, block framing, sealing and a reader
 //! that survives any bytes. See the module header of [`crate::store`].
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
@@ -159,26 +157,6 @@ impl ReadAt for [u8] {
         let src = self.get(start..end).ok_or(io::ErrorKind::UnexpectedEof)?;
         buf.copy_from_slice(src);
         Ok(())
-    }
-}
-
-/// A file read up to a fixed length (the committed length of a segment
-/// that is still being written, or the length when it was opened).
-pub(crate) struct FileSource {
-    pub(crate) file: File,
-    pub(crate) len: u64,
-}
-
-impl ReadAt for FileSource {
-    fn size(&self) -> u64 {
-        self.len
-    }
-
-    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
-        if pos.saturating_add(buf.len() as u64) > self.len {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        FileExt::read_exact_at(&self.file, buf, pos)
     }
 }
 

@@ -103,7 +103,9 @@ fn orgs_have_separate_keys_and_cannot_read_each_other() {
     let mut served = 0;
     let mut count = |_, _| served += 1;
     let mut sink = Sink { each: &mut count, problems: Vec::new(), range: (i64::MIN, i64::MAX) };
-    read_source(bytes.as_slice(), &acme_seg, &place, globex.secret(), &mut HashSet::new(), &mut sink);
+    let key = seam::SegmentKey { org: org("acme"), kind: DataKind::Metadata, day: utc_day(T0), name: String::new() };
+    let info = seam::SegmentInfo { key, location: acme_seg.clone(), bytes: bytes.len() as u64 };
+    read_source(&bytes, &info, &place, globex.secret(), &mut HashSet::new(), &mut sink);
     let problems = sink.problems;
     assert_eq!(served, 0);
     assert!(problems[0].what.contains("failed authentication"), "{problems:?}");

@@ -1,17 +1,16 @@
 //! The segment currently being appended to, per (organisation, kind), and
-//! the durable creation of files and directories.
+//! the durable creation of files and directories, all through the
+//! [`FileSystem`] seam.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use glimpse_common::secret::SecretKey;
 
+use super::fs::{FileSystem, FsFile};
+use super::seam::SegmentError;
 use super::segment::{encode_header, seal_block, SegmentPlace, FRAME_HEADER_LEN, MAX_BLOCK_INDEX, SEGMENT_ROLL_BYTES};
-use super::StoreError;
-use crate::keys::fill_random;
 
 /// Segment files are `<8-digit sequence>-<16 hex digit segment id>.seg`, so
 /// names sort in creation order within a day directory.
@@ -24,7 +23,7 @@ pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
 /// queueing an fsync each.
 #[derive(Debug)]
 pub(crate) struct SyncPoint {
-    file: Arc<File>,
+    file: Arc<dyn FsFile>,
     path: PathBuf,
     state: Mutex<SyncState>,
     done: Condvar,
@@ -54,7 +53,7 @@ impl SyncPoint {
 
     /// Returns once the file is durable through byte `end`, running an
     /// fsync if none is running, or waiting for the one that is.
-    pub(crate) fn sync_through(&self, end: u64) -> Result<(), StoreError> {
+    pub(crate) fn sync_through(&self, end: u64) -> Result<(), SegmentError> {
         let mut state = self.lock();
         loop {
             // Bytes a good fsync covered stay durable even if a later one
@@ -63,11 +62,11 @@ impl SyncPoint {
                 return Ok(());
             }
             if state.failed {
-                return Err(StoreError::Io {
-                    action: "sync segment",
-                    path: self.path.clone(),
-                    source: io::Error::other("an earlier sync of this segment failed"),
-                });
+                return Err(SegmentError::io(
+                    "sync segment",
+                    &self.path,
+                    io::Error::other("an earlier sync of this segment failed"),
+                ));
             }
             if state.syncing {
                 state = self.done.wait(state).unwrap_or_else(|p| p.into_inner());
@@ -76,7 +75,7 @@ impl SyncPoint {
             state.syncing = true;
             let target = state.written;
             drop(state);
-            let result = self.file.sync_data();
+            let result = self.file.sync();
             state = self.lock();
             state.syncing = false;
             match result {
@@ -84,7 +83,7 @@ impl SyncPoint {
                 Err(source) => {
                     state.failed = true;
                     self.done.notify_all();
-                    return Err(StoreError::Io { action: "sync segment", path: self.path.clone(), source });
+                    return Err(SegmentError::io("sync segment", &self.path, source));
                 }
             }
             self.done.notify_all();
@@ -97,7 +96,7 @@ impl SyncPoint {
 pub(crate) struct ActiveSegment {
     pub(crate) place: SegmentPlace,
     pub(crate) path: PathBuf,
-    file: Arc<File>,
+    file: Arc<dyn FsFile>,
     segment_id: u64,
     sync: Arc<SyncPoint>,
     /// Bytes written, synced or not.
@@ -107,41 +106,36 @@ pub(crate) struct ActiveSegment {
 
 impl ActiveSegment {
     /// Starts a new segment file in `dir` (created if needed).
-    pub(crate) fn create(dir: &Path, place: SegmentPlace) -> Result<ActiveSegment, StoreError> {
-        create_dir_durable(dir)?;
-        let seq = next_sequence(dir)?;
+    pub(crate) fn create(fs: &dyn FileSystem, dir: &Path, place: SegmentPlace) -> Result<ActiveSegment, SegmentError> {
+        create_dir_durable(fs, dir)?;
+        let seq = next_sequence(fs, dir)?;
         let segment_id = random_segment_id()?;
         let path = dir.join(segment_file_name(seq, segment_id));
-        Self::create_at(path, place, segment_id)
+        Self::create_at(fs, path, place, segment_id)
     }
 
     /// Starts a new segment file at exactly `path` (its directory must
     /// exist), with `segment_id`, which must be fresh: see
     /// [`random_segment_id`].
-    pub(crate) fn create_at(path: PathBuf, place: SegmentPlace, segment_id: u64) -> Result<ActiveSegment, StoreError> {
-        let io_err = |action: &'static str| {
-            let path = path.clone();
-            move |source| StoreError::Io { action, path, source }
-        };
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_err("create segment"))?;
+    pub(crate) fn create_at(
+        fs: &dyn FileSystem,
+        path: PathBuf,
+        place: SegmentPlace,
+        segment_id: u64,
+    ) -> Result<ActiveSegment, SegmentError> {
+        let file = fs.create_new(&path).map_err(|e| SegmentError::io("create segment", &path, e))?;
         let header = encode_header(&place, segment_id);
-        if let Err(e) = file.write_all(&header).and_then(|()| file.sync_data()) {
+        if let Err(e) = file.append(&header).and_then(|()| file.sync()) {
             // A headerless file holds nothing; leaving it would only make
             // every later read report it.
             drop(file);
-            let _ = fs::remove_file(&path);
-            return Err(io_err("write segment header")(e));
+            let _ = fs.remove_file(&path);
+            return Err(SegmentError::io("write segment header", &path, e));
         }
         if let Some(dir) = path.parent() {
-            sync_dir(dir).map_err(io_err("sync directory of"))?;
+            fs.sync_dir(dir).map_err(|e| SegmentError::io("sync directory of", &path, e))?;
         }
         tracing::debug!(path = %path.display(), "started segment");
-        let file = Arc::new(file);
         let header_len = header.len() as u64;
         let sync = Arc::new(SyncPoint {
             file: Arc::clone(&file),
@@ -159,15 +153,11 @@ impl ActiveSegment {
 
     /// Seals and writes one block (not yet synced). Returns the bytes
     /// written.
-    pub(crate) fn append_block(&mut self, key: &SecretKey, plaintext: &[u8]) -> Result<u64, StoreError> {
+    pub(crate) fn append_block(&mut self, key: &SecretKey, plaintext: &[u8]) -> Result<u64, SegmentError> {
         let frame = seal_block(key, &self.place, self.segment_id, self.next_index, plaintext)
-            .ok_or(StoreError::BlockTooLarge { len: plaintext.len() })?;
+            .ok_or(SegmentError::BlockTooLarge { len: plaintext.len() })?;
         debug_assert!(frame.len() as u64 > FRAME_HEADER_LEN);
-        (&*self.file).write_all(&frame).map_err(|source| StoreError::Io {
-            action: "append to segment",
-            path: self.path.clone(),
-            source,
-        })?;
+        self.file.append(&frame).map_err(|e| SegmentError::io("append to segment", &self.path, e))?;
         self.len += frame.len() as u64;
         self.next_index += 1;
         self.sync.lock().written = self.len;
@@ -192,8 +182,8 @@ impl ActiveSegment {
     /// Cuts the file back to what was last synced, after a failed write
     /// or sync, so that no partial block stays behind (a full disk must not
     /// leave damage for readers to report).
-    pub(crate) fn roll_back(&mut self) -> Result<(), StoreError> {
-        let io_err = |source| StoreError::Io { action: "roll back segment", path: self.path.clone(), source };
+    pub(crate) fn roll_back(&mut self) -> Result<(), SegmentError> {
+        let io_err = |source| SegmentError::io("roll back segment", &self.path, source);
         let synced = {
             let mut state = self.sync.lock();
             // Appenders still waiting on this segment must not be told
@@ -202,23 +192,23 @@ impl ActiveSegment {
             self.sync.done.notify_all();
             state.synced
         };
-        self.file.set_len(synced).map_err(io_err)?;
-        self.file.sync_data().map_err(io_err)?;
+        self.file.truncate(synced).map_err(io_err)?;
+        self.file.sync().map_err(io_err)?;
         self.len = synced;
         Ok(())
     }
 
     /// Makes every block written so far durable.
-    pub(crate) fn sync(&mut self) -> Result<(), StoreError> {
+    pub(crate) fn sync(&mut self) -> Result<(), SegmentError> {
         self.sync.sync_through(self.len)
     }
 }
 
 /// A fresh random segment id. Ids must never repeat under one key: they
 /// are half of every block's nonce.
-pub(crate) fn random_segment_id() -> Result<u64, StoreError> {
+pub(crate) fn random_segment_id() -> Result<u64, SegmentError> {
     let mut id = [0u8; 8];
-    fill_random(&mut id)?;
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id).map_err(|_| SegmentError::Random)?;
     Ok(u64::from_be_bytes(id))
 }
 
@@ -228,14 +218,12 @@ pub(crate) fn segment_file_name(seq: u64, segment_id: u64) -> String {
 }
 
 /// The sequence number for the next segment in `dir`.
-fn next_sequence(dir: &Path) -> Result<u64, StoreError> {
-    let entries =
-        fs::read_dir(dir).map_err(|source| StoreError::Io { action: "list", path: dir.to_path_buf(), source })?;
+fn next_sequence(fs: &dyn FileSystem, dir: &Path) -> Result<u64, SegmentError> {
+    let entries = fs.list(dir).map_err(|e| SegmentError::io("list", dir, e))?;
     let mut max = 0u64;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(seq) = name
+    for entry in entries {
+        if let Some(seq) = entry
+            .name
             .strip_suffix(SEGMENT_SUFFIX)
             .and_then(|stem| stem.split_once('-'))
             .and_then(|(seq, _)| seq.parse::<u64>().ok())
@@ -248,38 +236,29 @@ fn next_sequence(dir: &Path) -> Result<u64, StoreError> {
 
 /// Creates `dir` and any missing parents with mode 0700, syncing each new
 /// entry's parent so the directories survive a crash with the data in them.
-pub(crate) fn create_dir_durable(dir: &Path) -> Result<(), StoreError> {
-    if dir.is_dir() {
+pub(crate) fn create_dir_durable(fs: &dyn FileSystem, dir: &Path) -> Result<(), SegmentError> {
+    if fs.is_dir(dir) {
         return Ok(());
     }
     let mut missing = Vec::new();
     let mut cursor = Some(dir);
     while let Some(d) = cursor {
-        if d.is_dir() {
+        if fs.is_dir(d) {
             break;
         }
         missing.push(d);
         cursor = d.parent();
     }
     for d in missing.into_iter().rev() {
-        match DirBuilder::new().mode(0o700).create(d) {
+        match fs.create_dir(d) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(source) => return Err(StoreError::Io { action: "create directory", path: d.to_path_buf(), source }),
+            Err(source) => return Err(SegmentError::io("create directory", d, source)),
         }
         if let Some(parent) = d.parent() {
             let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
-            sync_dir(parent).map_err(|source| StoreError::Io {
-                action: "sync directory",
-                path: parent.to_path_buf(),
-                source,
-            })?;
+            fs.sync_dir(parent).map_err(|source| SegmentError::io("sync directory", parent, source))?;
         }
     }
     Ok(())
-}
-
-/// fsyncs a directory, making entries created or removed in it durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }

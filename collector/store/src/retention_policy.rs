@@ -1,4 +1,9 @@
 //! How long each kind of data is kept, globally and per organisation.
+//!
+//! A module of its own, below both [`crate::store`] (reads clip to the
+//! window) and [`crate::retention`] (the sweep deletes what is past it), so
+//! neither depends on the other for it. Re-exported from
+//! [`crate::retention`]. It decides windows only; it deletes nothing.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -8,7 +13,28 @@ use glimpse_common::identity::OrgId;
 use glimpse_common::record::DataKind;
 use serde::{Deserialize, Serialize};
 
-use super::RetentionError;
+/// A retention policy is invalid or a sweep could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RetentionError {
+    /// One or more retention settings are outside their bounds.
+    #[error("invalid retention settings: {}", join(.0))]
+    OutOfBounds(Vec<OutOfBounds>),
+    /// The store's organisations could not be listed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// To which path.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+fn join(problems: &[OutOfBounds]) -> String {
+    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
 
 /// Shortest retention anything may have, in days.
 pub const MIN_RETENTION_DAYS: u32 = 1;

@@ -1,0 +1,300 @@
+//! The segment storage seam: where sealed blocks go, partitioned by
+//! (organisation, data kind, UTC day), behind the [`SegmentStore`] trait.
+//!
+//! [`super::Store`] decides *what* is stored (stamping, grouping, block
+//! plaintexts, which keys, retention windows, repeats); a `SegmentStore`
+//! decides *where*: which segment a block lands in, at which index, and
+//! how it is made durable. The block's nonce and associated data bind that
+//! segment id and index, so the segment store seals each block as it
+//! places it, with the key and plaintext the caller hands in (see
+//! `segment.rs` for the format).
+//!
+//! # The contract every implementation keeps
+//!
+//! - **Durability and acknowledgement.** [`SegmentStore::append`] writes
+//!   (possibly many runs of blocks at once) and returns a [`SyncTicket`];
+//!   nothing it wrote is durable yet. Only when [`SegmentStore::sync`] of
+//!   that ticket returns `Ok` are *all* its blocks durable: they survive a
+//!   crash and every later read serves them. The caller acknowledges
+//!   (records the stream sequence, answers the agent) only after that.
+//!   Concurrent appenders may share one sync (group commit).
+//! - **After a failed append or sync** nothing of that ticket counts as
+//!   stored: the implementation cuts or abandons what it wrote, and a read
+//!   may serve such blocks at most once (a crash can leave them behind
+//!   whole; a torn one is never served). The caller's retry may then store
+//!   the batch twice, which readers drop by origin.
+//! - **Reads serve only durable bytes**: [`SegmentStore::open`] bounds a
+//!   segment that is still being written to what has been synced.
+//! - **Deletion is by day**: [`SegmentStore::delete_day`] removes a whole
+//!   (organisation, kind, day) and never rewrites a segment; only
+//!   [`SegmentStore::rewrite`] (erasure) replaces segments, each replacement
+//!   atomic (the old segment or the new one, never neither, never both
+//!   after [`SegmentStore::recover`]).
+//! - **Errors say whether to retry**: [`SegmentError::is_transient`] is
+//!   true for failures that may pass (a full disk, a timeout, a backend
+//!   that is briefly unavailable), false for those that will not.
+//!
+//! Nothing in this trait names a local path: segments are named by
+//! [`SegmentKey`], and [`SegmentInfo::location`] is only for messages. The
+//! local-files implementation is [`super::local::LocalSegments`]; a remote
+//! object store (a later issue) implements the same trait, syncing by
+//! uploading.
+//!
+//! What is deliberately not here: keys, records, retention windows, stream
+//! sequence numbers (all the caller's), and compaction.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use glimpse_common::identity::OrgId;
+use glimpse_common::record::DataKind;
+use glimpse_common::secret::SecretKey;
+
+use super::segment::ReadAt;
+use super::writer::SyncPoint;
+use super::SegmentProblem;
+
+/// Where a segment belongs and its name within its day, which orders it
+/// among the day's segments.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SegmentKey {
+    /// The organisation.
+    pub org: OrgId,
+    /// The data kind.
+    pub kind: DataKind,
+    /// The UTC day number the records were received on.
+    pub day: i64,
+    /// The segment's name within its day; names sort in creation order.
+    pub name: String,
+}
+
+/// One stored segment, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// What it is.
+    pub key: SegmentKey,
+    /// Where it is, for messages and problem reports only.
+    pub location: PathBuf,
+    /// Its size in bytes when listed.
+    pub bytes: u64,
+}
+
+/// A run of block plaintexts of one (organisation, kind, day), to be sealed
+/// and appended in order.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockRun<'a> {
+    /// The organisation whose key seals them.
+    pub org: &'a OrgId,
+    /// Their data kind.
+    pub kind: DataKind,
+    /// The UTC day they were received on.
+    pub day: i64,
+    /// The organisation's data key.
+    pub key: &'a SecretKey,
+    /// The block plaintexts (see `block.rs`).
+    pub plaintexts: &'a [Vec<u8>],
+}
+
+/// What [`SegmentStore::append`] wrote, to be made durable by
+/// [`SegmentStore::sync`]. Opaque: each implementation in this crate keeps
+/// what it needs to wait for its own writes.
+#[derive(Debug, Default)]
+pub struct SyncTicket {
+    /// Blocks written.
+    pub blocks: usize,
+    /// Bytes written, framing included.
+    pub bytes: u64,
+    pub(crate) pending: Vec<PendingSync>,
+}
+
+/// One segment's part of a ticket: durable once `point` has synced `end`.
+#[derive(Debug)]
+pub(crate) struct PendingSync {
+    pub(crate) org: OrgId,
+    pub(crate) kind: DataKind,
+    pub(crate) point: Arc<SyncPoint>,
+    pub(crate) end: u64,
+}
+
+/// How much a deletion freed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Freed {
+    /// Segments deleted.
+    pub segments: u64,
+    /// Bytes freed.
+    pub bytes: u64,
+}
+
+/// What [`SegmentStore::rewrite`]'s callback decides for one segment.
+#[derive(Debug)]
+pub enum Rewrite {
+    /// Leave it as it is.
+    Keep,
+    /// Replace it with these block plaintexts, sealed afresh; none deletes it.
+    Replace(Vec<Vec<u8>>),
+    /// Stop: leave this and every later segment as they are.
+    Stop,
+}
+
+/// Positional reads of one segment's durable bytes.
+pub trait SegmentBytes: Send + fmt::Debug {
+    /// Bytes available.
+    fn size(&self) -> u64;
+    /// Fills `buf` from `pos`; fails if that runs past [`SegmentBytes::size`].
+    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()>;
+}
+
+/// A segment held in memory.
+impl SegmentBytes for Vec<u8> {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+        ReadAt::read_exact_at(self.as_slice(), buf, pos)
+    }
+}
+
+impl ReadAt for dyn SegmentBytes + '_ {
+    fn size(&self) -> u64 {
+        SegmentBytes::size(self)
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+        SegmentBytes::read_exact_at(self, buf, pos)
+    }
+}
+
+/// Where sealed blocks are kept. See the module header for the contract.
+pub trait SegmentStore: Send + Sync + fmt::Debug {
+    /// Seals and writes `runs` (each into the segment its organisation,
+    /// kind and day is appending to), not yet durably. On error nothing of
+    /// this call counts as stored.
+    fn append(&self, runs: &[BlockRun<'_>]) -> Result<SyncTicket, SegmentError>;
+
+    /// Makes everything `ticket` wrote durable. Only after `Ok` may the
+    /// caller acknowledge it.
+    fn sync(&self, ticket: &SyncTicket) -> Result<(), SegmentError>;
+
+    /// Organisations with stored segments (or containers left from them),
+    /// sorted.
+    fn orgs(&self) -> Result<Vec<OrgId>, SegmentError>;
+
+    /// Days with segments of `org`'s `kind`, oldest first. Entries that are
+    /// not days are reported in `problems` and skipped.
+    fn days(&self, org: &OrgId, kind: DataKind, problems: &mut Vec<SegmentProblem>) -> Result<Vec<i64>, SegmentError>;
+
+    /// The segments of one day in creation order. Entries that are not
+    /// segments are reported in `problems` and skipped.
+    fn segments(
+        &self,
+        org: &OrgId,
+        kind: DataKind,
+        day: i64,
+        problems: &mut Vec<SegmentProblem>,
+    ) -> Result<Vec<SegmentInfo>, SegmentError>;
+
+    /// The durable bytes of a segment; `None` if it no longer exists
+    /// (deleted since it was listed).
+    fn open(&self, segment: &SegmentInfo) -> Result<Option<Box<dyn SegmentBytes>>, SegmentError>;
+
+    /// Offers every segment of `org`'s `kind` to `edit`, oldest first, and
+    /// applies its decisions, each replacement atomic and durable before
+    /// the next segment is offered. Appends of that kind wait meanwhile and
+    /// then go to a fresh segment. `key` seals replacements.
+    fn rewrite(
+        &self,
+        org: &OrgId,
+        kind: DataKind,
+        key: &SecretKey,
+        edit: &mut dyn FnMut(&SegmentInfo, &dyn SegmentBytes) -> Rewrite,
+    ) -> Result<u64, SegmentError>;
+
+    /// Deletes every segment of one day, durably.
+    fn delete_day(&self, org: &OrgId, kind: DataKind, day: i64) -> Result<Freed, SegmentError>;
+
+    /// Deletes every segment of an organisation, durably.
+    fn delete_org(&self, org: &OrgId) -> Result<Freed, SegmentError>;
+
+    /// Removes containers deletions left empty for `org` (directories, for
+    /// local files). Returns how many went and what could not be removed.
+    fn tidy(&self, org: &OrgId) -> (u64, Vec<SegmentError>);
+
+    /// Finishes what a crash interrupted: rewrites half done, and torn
+    /// tails on the segments that were being appended to (`key_of` gives an
+    /// organisation's data key, to tell a torn tail from damage). Run once,
+    /// before the first append.
+    fn recover(&self, key_of: &dyn Fn(&OrgId) -> Option<Arc<crate::keys::OrgKey>>) -> Result<(), SegmentError>;
+}
+
+/// A segment store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SegmentError {
+    /// An I/O operation failed.
+    #[error("cannot {action} {}: {source}", location.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// To which segment, day or directory.
+        location: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// A block's plaintext exceeded the limit (a bug in block splitting).
+    #[error("a block of {len} bytes exceeds the block size limit")]
+    BlockTooLarge {
+        /// The plaintext size.
+        len: usize,
+    },
+    /// The system random number generator failed (segment ids).
+    #[error("the system random number generator failed")]
+    Random,
+}
+
+impl SegmentError {
+    pub(crate) fn io(action: &'static str, location: &Path, source: io::Error) -> SegmentError {
+        SegmentError::Io { action, location: location.to_path_buf(), source }
+    }
+
+    /// Whether the same operation may succeed if retried later: a full
+    /// disk (retention or an operator frees space), an interrupted or timed
+    /// out call, a backend that is briefly unavailable. Permanent failures
+    /// (permissions, corruption, bugs) are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SegmentError::Io { source, .. } => is_transient_io(source),
+            SegmentError::BlockTooLarge { .. } => false,
+            SegmentError::Random => true,
+        }
+    }
+}
+
+/// ENOSPC and EDQUOT on Linux and the BSDs.
+const ENOSPC: i32 = 28;
+const EDQUOT_LINUX: i32 = 122;
+
+fn is_transient_io(e: &io::Error) -> bool {
+    use io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::Interrupted | K::WouldBlock | K::TimedOut | K::StorageFull | K::QuotaExceeded | K::ConnectionReset
+    ) || matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT_LINUX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_transient_a_refusal_is_not() {
+        let at = Path::new("/data/orgs/acme");
+        assert!(SegmentError::io("append to", at, io::Error::from_raw_os_error(ENOSPC)).is_transient());
+        assert!(SegmentError::io("append to", at, io::ErrorKind::StorageFull.into()).is_transient());
+        assert!(SegmentError::io("sync", at, io::ErrorKind::TimedOut.into()).is_transient());
+        assert!(!SegmentError::io("create", at, io::ErrorKind::PermissionDenied.into()).is_transient());
+        assert!(!SegmentError::BlockTooLarge { len: 1 << 24 }.is_transient());
+    }
+}
