@@ -131,7 +131,7 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
 fn replay(path: PathBuf, pcap: PathBuf, interface: String) -> anyhow::Result<()> {
     let config = AgentConfig::load(&path)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting runtime")?;
-    let report = runtime.block_on(crate::capture::replay::replay(&config, &pcap, &interface))?;
+    let report = runtime.block_on(crate::replay::replay(&config, &pcap, &interface))?;
     println!(
         "replayed {} of {} packets: {} header bytes kept, {} payload bytes cut on the device; {} records in {} batches acknowledged",
         report.tally.packets_kept,

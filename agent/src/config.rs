@@ -386,6 +386,11 @@ pub struct ProbeCommands {
 }
 
 impl AgentConfig {
+    /// What captures need of this config.
+    pub(crate) fn capture_config(&self) -> crate::capture::session::CaptureConfig<'_> {
+        crate::capture::session::CaptureConfig { settings: &self.capture, max_queued_records: self.max_queued_records }
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = read_config_text(path, MAX_CONFIG_BYTES)?;

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod probe;
 mod queue;
+pub mod replay;
 pub mod reports;
 pub mod runtime;
 pub mod spool;

@@ -6,8 +6,8 @@
 
 use std::process::Command;
 
-use glimpse_agent::capture::replay::replay;
 use glimpse_agent::capture::CaptureError;
+use glimpse_agent::replay::replay;
 use glimpse_common::bounded::{BoundedString, BoundedVec};
 use glimpse_common::capture::{BoundedBytes, CapturedPacket, LinkType};
 use glimpse_common::record::{DataKind, Record, RecordBody};
@@ -56,7 +56,10 @@ async fn real_capture_keeps_headers_and_never_the_payload() {
     let config = agent_config(tc.addr(), &device);
 
     // Without the organisation's consent nothing is captured or sent.
-    assert!(matches!(replay(&config, &original, "lo").await, Err(CaptureError::NotAllowed)));
+    assert!(matches!(
+        replay(&config, &original, "lo").await,
+        Err(glimpse_agent::replay::ReplayError::Capture(CaptureError::NotAllowed))
+    ));
     assert!(stored_captures(&tc, &device.identity.org).is_empty());
 
     set_consent(&tc, &device.identity.org, true);

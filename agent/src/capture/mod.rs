@@ -19,7 +19,6 @@ pub mod monitor;
 mod pcap_file;
 #[cfg(feature = "pcap")]
 pub mod pcap_source;
-pub mod replay;
 pub(crate) mod session;
 pub mod trigger;
 
@@ -67,9 +66,6 @@ pub enum CaptureError {
     /// nothing from it could be vouched for as header-only.
     #[error("unsupported link type {0} (LINKTYPE number); nothing captured")]
     UnsupportedLinkType(i32),
-    /// Sending to the collector failed.
-    #[error(transparent)]
-    Transport(#[from] crate::transport::TransportError),
 }
 
 /// The `[capture]` section of `agent.toml`.

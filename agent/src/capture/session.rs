@@ -17,8 +17,18 @@ use glimpse_common::wire::{CaptureOutcome, CaptureRequest, CaptureStatus, Contro
 
 use super::consent::Consent;
 use super::CaptureLimits;
-use crate::config::AgentConfig;
 use crate::queue::Queue;
+
+/// What captures need of the agent's configuration: its `[capture]`
+/// section and the queue bound (the config hands it over, so capture needs
+/// no config module of its own).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CaptureConfig<'a> {
+    /// The `[capture]` section.
+    pub(crate) settings: &'a super::CaptureSettings,
+    /// Most records queued, captures included.
+    pub(crate) max_queued_records: usize,
+}
 
 /// Most captures running at once on one device.
 const MAX_RUNNING: usize = 4;
@@ -60,7 +70,7 @@ impl Captures {
     }
 
     /// Acts on a control message from the collector.
-    pub(crate) fn handle(&mut self, control: ControlMessage, config: &AgentConfig) {
+    pub(crate) fn handle(&mut self, control: ControlMessage, config: CaptureConfig<'_>) {
         // Captures whose thread has ended hold the only remaining reference.
         self.running.retain(|_, stop| Arc::strong_count(stop) > 1);
         match control {
@@ -90,7 +100,7 @@ impl Captures {
         }
     }
 
-    fn start(&mut self, request: CaptureRequest, config: &AgentConfig) {
+    fn start(&mut self, request: CaptureRequest, config: CaptureConfig<'_>) {
         if !self.consent.allowed() {
             return self.refuse(request.id, "packet capture is not allowed for this organisation");
         }
@@ -101,7 +111,7 @@ impl Captures {
             return self.refuse(request.id, "a capture with this id is already running");
         }
         // The request's bounds, never beyond the device's own.
-        let own = config.capture.limits();
+        let own = config.settings.limits();
         let limits = CaptureLimits {
             max_packets: u64::from(request.max_packets.max(1)).min(own.max_packets),
             max_bytes: own.max_bytes,
@@ -170,9 +180,9 @@ impl Captures {
 
     /// (Re)starts the event monitor the config asks for: only with consent,
     /// rules and an interface to watch.
-    pub(crate) fn configure_monitor(&mut self, config: &AgentConfig) {
+    pub(crate) fn configure_monitor(&mut self, config: CaptureConfig<'_>) {
         self.stop_monitor();
-        let settings = &config.capture;
+        let settings = config.settings;
         let Some(interface) = settings.monitor_interface.clone() else { return };
         if !self.consent.allowed() || settings.rules.is_empty() {
             return;
@@ -181,14 +191,14 @@ impl Captures {
     }
 
     #[cfg(feature = "pcap")]
-    fn spawn_monitor(&mut self, interface: String, config: &AgentConfig) {
+    fn spawn_monitor(&mut self, interface: String, config: CaptureConfig<'_>) {
         use glimpse_common::record::{Record, RecordBody};
 
         let stop = Arc::new(AtomicBool::new(false));
         self.monitor = Some(stop.clone());
         let queue = self.queue.clone();
-        let rules = config.capture.rules.clone();
-        let limits = config.capture.limits();
+        let rules = config.settings.rules.clone();
+        let limits = config.settings.limits();
         let max_queued = config.max_queued_records;
         let consent = self.consent.flag();
         tokio::task::spawn_blocking(move || {
@@ -203,7 +213,7 @@ impl Captures {
     }
 
     #[cfg(not(feature = "pcap"))]
-    fn spawn_monitor(&mut self, interface: String, _config: &AgentConfig) {
+    fn spawn_monitor(&mut self, interface: String, _config: CaptureConfig<'_>) {
         warn!(%interface, "event capture rules ignored: this agent was built without packet capture support");
     }
 }

@@ -244,7 +244,7 @@ impl Device<'_> {
                 }
                 AgentEvent::ConsentChanged { capture, discarded } => {
                     if !(draining && capture) {
-                        self.captures.handle(ControlMessage::Consent { capture }, self.config);
+                        self.captures.handle(ControlMessage::Consent { capture }, self.config.capture_config());
                     }
                     let consent = self.captures.consent();
                     self.status.send_modify(|s| s.capture_consent = consent);
@@ -274,11 +274,13 @@ impl Device<'_> {
                     session.set_mac_pseudonym_key(key);
                     self.status.send_modify(|s| s.pseudonymising_macs = on);
                 }
-                AgentEvent::Directive(other) => self.captures.handle(other, self.config),
+                AgentEvent::Directive(other) => self.captures.handle(other, self.config.capture_config()),
                 AgentEvent::CaptureRequest(request) if !draining => {
-                    self.captures.handle(ControlMessage::StartCapture(request), self.config);
+                    self.captures.handle(ControlMessage::StartCapture(request), self.config.capture_config());
                 }
-                AgentEvent::StopCapture { id } => self.captures.handle(ControlMessage::StopCapture { id }, self.config),
+                AgentEvent::StopCapture { id } => {
+                    self.captures.handle(ControlMessage::StopCapture { id }, self.config.capture_config())
+                }
                 _ => {}
             }
         }
@@ -358,7 +360,7 @@ async fn run(
         s.capture_consent = captures.consent();
         s.queued_records = queue.len();
     });
-    captures.configure_monitor(&settings.config);
+    captures.configure_monitor(settings.config.capture_config());
 
     info!(identity = %settings.config.identity, collector = %settings.config.collector_address, "agent started");
     loop {
@@ -484,7 +486,7 @@ async fn run(
                     if new.config.interval != settings.config.interval {
                         collect_timer = tokio::time::interval(new.config.interval);
                     }
-                    captures.configure_monitor(&new.config);
+                    captures.configure_monitor(new.config.capture_config());
                     reporter = Some(Reporter::new(&new.config));
                     settings = new;
                     if let Some(mut open) = link.take() {

@@ -300,7 +300,7 @@ async fn demo_capture(dir: &Path, identity: &DeviceIdentity, collector: &Collect
         .with_context(|| format!("writing {}", pcap.display()))?;
     let mut config = AgentConfig::load(&agent_config_path(dir, identity))?;
     config.collector_address = collector.local_addr().to_string();
-    let report = glimpse_agent::capture::replay::replay(&config, &pcap, "wlan0").await?;
+    let report = glimpse_agent::replay::replay(&config, &pcap, "wlan0").await?;
     println!(
         "packet capture: {identity} sent {} of {written} packets from {} (HTTP, DNS, ICMP, IPv6; payloads carry {:?}): \
          {} header bytes kept, {} payload bytes cut on the device, {} capture records acknowledged",

@@ -26,3 +26,8 @@ pub mod store;
 pub mod subject;
 
 pub use store::Store;
+
+/// The model test of the store with retention and erasure (a module of
+/// its own because it drives both).
+#[cfg(test)]
+mod model_tests;

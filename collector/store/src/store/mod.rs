@@ -741,9 +741,7 @@ fn read_source(
 }
 
 #[cfg(test)]
-mod faulty_fs;
-#[cfg(test)]
-mod model_tests;
+pub(crate) mod faulty_fs;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

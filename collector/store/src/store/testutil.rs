@@ -11,7 +11,7 @@ use tempfile::TempDir;
 
 use super::{ReadOutcome, Store, StoreError, StoredRecordRef};
 use crate::keys::test_master;
-use crate::retention::RetentionPolicy;
+use crate::retention_policy::RetentionPolicy;
 
 /// Noon UTC on 2025-11-23.
 pub(crate) const T0: i64 = 20_415 * MILLIS_PER_DAY + 12 * 3_600_000;

@@ -27,13 +27,13 @@ use glimpse_common::record::{DataKind, DeviceMetadata, Record, RecordBody};
 use proptest::prelude::*;
 use tempfile::TempDir;
 
-use super::faulty_fs::FaultyFs;
-use super::testutil::T0;
-use super::{Store, StoreParts};
 use crate::audit::AuditLog;
 use crate::control::{ControlStore, Policies, RedbControl};
 use crate::keys::{test_master, Catalog};
 use crate::retention::{sweep, RetentionPolicy};
+use crate::store::faulty_fs::FaultyFs;
+use crate::store::testutil::T0;
+use crate::store::{Store, StoreParts};
 
 const ORGS: [&str; 2] = ["acme", "globex"];
 const DEVICES: [&str; 2] = ["ap-1", "ap-2"];
@@ -170,8 +170,9 @@ impl Harness {
         let control: Arc<dyn ControlStore> = Arc::new(RedbControl::open(Arc::new(db)).unwrap());
         let catalog = Catalog::with_control(self.dir.path().join("memory"), Arc::clone(&control), test_master(1))
             .expect("a fresh catalog");
-        let segments = super::open_local_segments(Arc::new(self.fs.clone()), self.dir.path(), catalog.org_keys())
-            .expect("the segments open");
+        let segments =
+            crate::store::open_local_segments(Arc::new(self.fs.clone()), self.dir.path(), catalog.org_keys())
+                .expect("the segments open");
         let policies = Policies::open(Arc::clone(&control)).unwrap();
         let audit_key = crate::audit::derive_audit_key(catalog.master().secret());
         let audit = AuditLog::open(self.dir.path(), audit_key, control).unwrap();
@@ -197,8 +198,9 @@ impl Harness {
         let parts = self.store.take().expect("open").into_parts();
         drop(parts.segments);
         self.fs.crash(tear);
-        let segments = super::open_local_segments(Arc::new(self.fs.clone()), self.dir.path(), parts.catalog.org_keys())
-            .expect("the store reopens after any crash");
+        let segments =
+            crate::store::open_local_segments(Arc::new(self.fs.clone()), self.dir.path(), parts.catalog.org_keys())
+                .expect("the store reopens after any crash");
         self.store = Some(Store::from_parts(StoreParts { segments: Arc::new(segments), ..parts }));
     }
 
@@ -206,8 +208,9 @@ impl Harness {
     fn reopen(&mut self) {
         let parts = self.store.take().expect("open").into_parts();
         drop(parts.segments);
-        let segments = super::open_local_segments(Arc::new(self.fs.clone()), self.dir.path(), parts.catalog.org_keys())
-            .expect("the store reopens");
+        let segments =
+            crate::store::open_local_segments(Arc::new(self.fs.clone()), self.dir.path(), parts.catalog.org_keys())
+                .expect("the store reopens");
         self.store = Some(Store::from_parts(StoreParts { segments: Arc::new(segments), ..parts }));
     }
 }

@@ -4,8 +4,20 @@
 
 use std::path::Path;
 
-use super::{CaptureError, CaptureTally};
+use crate::capture::{CaptureError, CaptureTally};
 use crate::config::AgentConfig;
+
+/// Why a replay stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    /// Reading or cutting the file failed, or capture is not allowed.
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    /// Sending to the collector failed.
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+}
 
 /// What a replay did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -25,12 +37,12 @@ pub const CONSENT_WAIT: std::time::Duration = std::time::Duration::from_secs(10)
 /// Replays `pcap` to the collector `config` names, labelling packets with
 /// `interface`. Refused unless the collector says the organisation allows
 /// capture; stops if it withdraws consent midway.
-pub async fn replay(config: &AgentConfig, pcap: &Path, interface: &str) -> Result<ReplayReport, CaptureError> {
+pub async fn replay(config: &AgentConfig, pcap: &Path, interface: &str) -> Result<ReplayReport, ReplayError> {
     replay_file(config, pcap, interface).await
 }
 
 #[cfg(feature = "pcap")]
-async fn replay_file(config: &AgentConfig, pcap: &Path, interface: &str) -> Result<ReplayReport, CaptureError> {
+async fn replay_file(config: &AgentConfig, pcap: &Path, interface: &str) -> Result<ReplayReport, ReplayError> {
     use rand::Rng;
     use tracing::info;
 
@@ -49,11 +61,11 @@ async fn replay_file(config: &AgentConfig, pcap: &Path, interface: &str) -> Resu
         Ok(Ok(AgentEvent::ConsentChanged { capture: true, .. })) => {}
         Ok(Ok(AgentEvent::ConsentChanged { capture: false, .. })) => {
             conn.close().await;
-            return Err(CaptureError::NotAllowed);
+            return Err(CaptureError::NotAllowed.into());
         }
         Ok(Ok(_)) | Err(_) => {
             conn.close().await;
-            return Err(CaptureError::Transport(TransportError::UnexpectedReply(
+            return Err(ReplayError::Transport(TransportError::UnexpectedReply(
                 "no capture consent statement from the collector",
             )));
         }
@@ -69,7 +81,7 @@ async fn replay_file(config: &AgentConfig, pcap: &Path, interface: &str) -> Resu
     let per_batch = config.max_batch_records;
     let reader = tokio::task::spawn_blocking(move || {
         let mut pending = Vec::with_capacity(per_batch);
-        let tally = super::pcap_source::capture_file(&path, &label, &limits, |packet| {
+        let tally = crate::capture::pcap_source::capture_file(&path, &label, &limits, |packet| {
             pending.push(Record { observed_at_ms: packet.timestamp_us / 1000, body: RecordBody::Capture(packet) });
             if pending.len() == per_batch {
                 let _ = batches_tx.blocking_send(std::mem::take(&mut pending));
@@ -101,7 +113,7 @@ async fn replay_file(config: &AgentConfig, pcap: &Path, interface: &str) -> Resu
         report.records += count;
         if withdrawn {
             conn.close().await;
-            return Err(CaptureError::NotAllowed);
+            return Err(CaptureError::NotAllowed.into());
         }
     }
     report.tally = reader.await.map_err(|e| CaptureError::Pcap {
@@ -120,6 +132,6 @@ async fn replay_file(config: &AgentConfig, pcap: &Path, interface: &str) -> Resu
 }
 
 #[cfg(not(feature = "pcap"))]
-async fn replay_file(_config: &AgentConfig, _pcap: &Path, _interface: &str) -> Result<ReplayReport, CaptureError> {
-    Err(CaptureError::Unsupported)
+async fn replay_file(_config: &AgentConfig, _pcap: &Path, _interface: &str) -> Result<ReplayReport, ReplayError> {
+    Err(CaptureError::Unsupported.into())
 }
