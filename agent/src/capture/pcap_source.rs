@@ -80,8 +80,9 @@ pub fn capture_live(
 /// flag and deadline again.
 pub(crate) const IDLE_WAKE: Duration = Duration::from_millis(100);
 
-/// A packet as its source delivered it, before truncation.
-#[derive(Debug, Clone, Copy)]
+/// A packet as its source delivered it, before truncation. Not `Debug`:
+/// its bytes hold payload, which must never reach a log line.
+#[derive(Clone, Copy)]
 pub(crate) struct RawPacket<'a> {
     /// The link type of `data`.
     pub(crate) link: LinkType,
@@ -126,8 +127,7 @@ impl Until<'_> {
     }
 }
 
-/// What [`read_loop`] hands its handler.
-#[derive(Debug)]
+/// What [`read_loop`] hands its handler. Not `Debug`, for the payload in `raw`.
 pub(crate) enum Event<'a> {
     /// Once before every read, packet or not: for work that must happen
     /// while the interface is quiet (trigger timeouts).
