@@ -1,11 +1,11 @@
 //! The one capture loop, and the packet sources it reads: a live interface
 //! through libpcap (loaded at run time, see [`glimpse_libpcap`]) or a pcap /
-//! pcapng file read in pure Rust ([`super::pcap_file`]).
+//! pcapng file read in pure Rust (the private `pcap_file` module).
 //!
 //! On-demand captures ([`capture_live`], [`capture_file`]) and the event
-//! monitor ([`super::monitor`]) all run [`read_loop`]: it owns the stop flag,
-//! the deadline, the idle wake and the truncation of every packet to its
-//! headers, so those cannot drift apart between them. What is done with
+//! monitor ([`super::monitor`]) all run one crate-private loop, `read_loop`:
+//! it owns the stop flag, the deadline, the idle wake and the truncation of
+//! every packet to its headers, so those cannot drift apart between them. What is done with
 //! each packet (counting against bounds, trigger detection) is the caller's.
 
 use std::ops::ControlFlow;
