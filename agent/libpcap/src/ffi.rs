@@ -198,7 +198,7 @@ pub enum Next<'a> {
 }
 
 /// One packet as libpcap delivered it: at most the snap length of bytes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Packet<'a> {
     /// Seconds since the Unix epoch.
     pub timestamp_secs: i64,
@@ -208,6 +208,18 @@ pub struct Packet<'a> {
     pub wire_len: u32,
     /// The captured bytes.
     pub data: &'a [u8],
+}
+
+// By hand: packet bytes (payload included) must never reach a log line.
+impl std::fmt::Debug for Packet<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Packet")
+            .field("timestamp_secs", &self.timestamp_secs)
+            .field("timestamp_micros", &self.timestamp_micros)
+            .field("wire_len", &self.wire_len)
+            .field("captured_len", &self.data.len())
+            .finish()
+    }
 }
 
 impl Capture {
