@@ -430,7 +430,7 @@ impl Entry<'_> {
     }
 
     /// Visits the entry's fields (not the entry itself).
-    pub fn visit(&self, visitor: &mut impl Visit) {
+    pub fn visit(&self, visitor: &mut dyn Visit) {
         match self {
             Entry::Station(station) => visit_station(station, visitor),
             Entry::Roam(event) => visit_roam(event, visitor),
@@ -488,7 +488,7 @@ pub fn visit_fields_mut(body: &mut RecordBody, each: impl FnMut(Field, FieldMut<
 
 /// Visits every field of `body` that this module covers (see the module
 /// header).
-pub fn visit(body: &RecordBody, visitor: &mut impl Visit) {
+pub fn visit(body: &RecordBody, visitor: &mut dyn Visit) {
     match body {
         RecordBody::Metadata(metadata) => visit_metadata(metadata, visitor),
         RecordBody::Capture(packet) => {
@@ -572,7 +572,7 @@ pub fn visit(body: &RecordBody, visitor: &mut impl Visit) {
 
 /// Visits every field of `body` that this module covers, to change it; an
 /// entry the visitor does not keep is removed from its report.
-pub fn visit_mut(body: &mut RecordBody, visitor: &mut impl VisitMut) {
+pub fn visit_mut(body: &mut RecordBody, visitor: &mut dyn VisitMut) {
     match body {
         RecordBody::Metadata(metadata) => visit_metadata_mut(metadata, visitor),
         RecordBody::Capture(packet) => {
@@ -655,9 +655,9 @@ pub fn visit_mut(body: &mut RecordBody, visitor: &mut impl VisitMut) {
 
 /// Removes from `list` the entries `visitor` does not keep, and returns the
 /// rest to visit.
-fn retained<'a, T, const MAX: usize, V: VisitMut>(
+fn retained<'a, T, const MAX: usize>(
     list: &'a mut BoundedVec<T, MAX>,
-    visitor: &mut V,
+    visitor: &mut dyn VisitMut,
     entry: impl for<'e> Fn(&'e T) -> Entry<'e>,
 ) -> &'a mut [T] {
     list.retain(|item| visitor.keep_entry(entry(item)));
@@ -665,7 +665,7 @@ fn retained<'a, T, const MAX: usize, V: VisitMut>(
 }
 
 /// Visits the fields of a device's own metadata.
-pub fn visit_metadata(metadata: &DeviceMetadata, visitor: &mut impl Visit) {
+pub fn visit_metadata(metadata: &DeviceMetadata, visitor: &mut dyn Visit) {
     let DeviceMetadata { kind: _, hostname, os_name, os_version, model, kernel, uptime_secs, interfaces } = metadata;
     visitor.field(Field::DeviceHostname, FieldRef::Text(hostname));
     visitor.field(Field::OsName, FieldRef::Text(os_name));
@@ -698,7 +698,7 @@ pub fn visit_metadata(metadata: &DeviceMetadata, visitor: &mut impl Visit) {
 }
 
 /// Visits the fields of a device's own metadata, to change them.
-pub fn visit_metadata_mut(metadata: &mut DeviceMetadata, visitor: &mut impl VisitMut) {
+pub fn visit_metadata_mut(metadata: &mut DeviceMetadata, visitor: &mut dyn VisitMut) {
     let DeviceMetadata { kind: _, hostname, os_name, os_version, model, kernel, uptime_secs, interfaces } = metadata;
     visitor.field(Field::DeviceHostname, FieldMut::Text(hostname));
     visitor.field(Field::OsName, FieldMut::Text(os_name));
@@ -730,18 +730,18 @@ pub fn visit_metadata_mut(metadata: &mut DeviceMetadata, visitor: &mut impl Visi
     }
 }
 
-fn visit_profile(profile: &DeviceProfile, visitor: &mut impl Visit) {
+fn visit_profile(profile: &DeviceProfile, visitor: &mut dyn Visit) {
     // The device's name and series are the organisation's, not a person's.
     let DeviceProfile { name: _, series: _, location } = profile;
     visitor.field(Field::DeviceLocation, FieldRef::Location(location));
 }
 
-fn visit_profile_mut(profile: &mut DeviceProfile, visitor: &mut impl VisitMut) {
+fn visit_profile_mut(profile: &mut DeviceProfile, visitor: &mut dyn VisitMut) {
     let DeviceProfile { name: _, series: _, location } = profile;
     visitor.field(Field::DeviceLocation, FieldMut::Location(location));
 }
 
-fn visit_station(station: &Station, visitor: &mut impl Visit) {
+fn visit_station(station: &Station, visitor: &mut dyn Visit) {
     let Station {
         mac,
         interface: _,
@@ -780,7 +780,7 @@ fn visit_station(station: &Station, visitor: &mut impl Visit) {
     }
 }
 
-fn visit_station_mut(station: &mut Station, visitor: &mut impl VisitMut) {
+fn visit_station_mut(station: &mut Station, visitor: &mut dyn VisitMut) {
     let Station {
         mac,
         interface: _,
@@ -818,13 +818,13 @@ fn visit_station_mut(station: &mut Station, visitor: &mut impl VisitMut) {
     }
 }
 
-fn visit_roam(event: &RoamEvent, visitor: &mut impl Visit) {
+fn visit_roam(event: &RoamEvent, visitor: &mut dyn Visit) {
     // Which radios it used is the access point's, not the station's.
     let RoamEvent { mac, event: _, interface: _, previous_interface: _ } = event;
     visitor.field(Field::RoamMac, FieldRef::Mac(Some(*mac)));
 }
 
-fn visit_host(host: &WiredHost, visitor: &mut impl Visit) {
+fn visit_host(host: &WiredHost, visitor: &mut dyn Visit) {
     let WiredHost { mac, port: _, vlan, addresses, hostname, username } = host;
     visitor.field(Field::HostMac, FieldRef::Mac(Some(*mac)));
     visitor.field(Field::HostAddresses, FieldRef::Addresses(addresses));
