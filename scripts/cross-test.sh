@@ -142,7 +142,11 @@ cargo_env() {
   STD_FLAGS=()
   if [ ! -d "/usr/lib/rustlib/$target/lib" ]; then
     export RUSTC_BOOTSTRAP=1
-    STD_FLAGS=("-Zbuild-std=std,panic_abort")
+    # std built for size too, and panics without file and line: about
+    # 390 KiB less on mipsel (4,207,492 to 3,812,832 bytes), which keeps
+    # the agent inside 4 MiB of flash. A panic still prints its message.
+    STD_FLAGS=("-Zbuild-std=std,panic_abort" "-Zbuild-std-features=optimize_for_size")
+    export "CARGO_TARGET_${upper}_RUSTFLAGS=-Zlocation-detail=none"
   fi
   # The cross C library first: the emulated loader also reads the host's
   # ld.so.cache, which lists the multiarch C library of the same
