@@ -26,7 +26,7 @@ use tracing::{debug, error, info, warn};
 use glimpse_common::bounded::BoundedVec;
 use glimpse_common::clock::{Clock, SystemClock};
 use glimpse_common::minimise::{omit_from_record, MetadataField};
-use glimpse_common::record::{AgentHealth, Record, RecordBody};
+use glimpse_common::record::{AgentHealth, Record, RecordBody, SpoolRecovery};
 use glimpse_common::wire::{AgentEvent, AgentSession, AgentSessionError, ControlMessage, OutgoingBatch};
 
 use crate::capture::session::Captures;
@@ -56,6 +56,9 @@ pub struct AgentStatus {
     pub duplicate_acks: u64,
     /// Successful connections so far.
     pub connections: u64,
+    /// Times the collector could not store a batch and asked for it again
+    /// later on the same connection (its storage is full or failing).
+    pub storage_retries: u64,
     /// The last connection or protocol failure.
     pub last_error: Option<String>,
     /// The TLS cipher suite of the current or last connection, or `SSH`.
@@ -150,9 +153,14 @@ struct SpoolSlot {
 }
 
 impl SpoolSlot {
-    fn open(config: &AgentConfig, fresh_stream_id: u64) -> (Self, Option<crate::spool::SpoolState>, bool) {
+    /// Opens the configured spool; also returns what it held and, when it
+    /// was found damaged or unusable, the account of it for the collector.
+    fn open(
+        config: &AgentConfig,
+        fresh_stream_id: u64,
+    ) -> (Self, Option<crate::spool::SpoolState>, Option<SpoolRecovery>) {
         let Some(path) = &config.spool.path else {
-            return (Self { spool: None, max_bytes: config.spool.max_bytes }, None, false);
+            return (Self { spool: None, max_bytes: config.spool.max_bytes }, None, None);
         };
         match Spool::open(path, config.spool.max_bytes, fresh_stream_id) {
             Ok(opened) => {
@@ -161,11 +169,17 @@ impl SpoolSlot {
                     info!(path = %path.display(), records = restored, "unacknowledged records restored from the spool");
                 }
                 let discarded = opened.discarded.is_some();
-                (Self { spool: Some(opened.spool), max_bytes: config.spool.max_bytes }, Some(opened.state), discarded)
+                let recovery = (discarded || !opened.damage.is_empty()).then_some(SpoolRecovery {
+                    damaged_entries: opened.damage.entries,
+                    records_lost: opened.damage.records,
+                    records_kept: restored as u64,
+                    discarded,
+                });
+                (Self { spool: Some(opened.spool), max_bytes: config.spool.max_bytes }, Some(opened.state), recovery)
             }
             Err(e) => {
                 error!("cannot open the spool; records will be kept in memory only: {e}");
-                (Self { spool: None, max_bytes: config.spool.max_bytes }, None, false)
+                (Self { spool: None, max_bytes: config.spool.max_bytes }, None, None)
             }
         }
     }
@@ -224,10 +238,22 @@ impl Device<'_> {
     /// Acts on everything the session has to tell. While `draining`, no
     /// capture is started (captures were stopped for the shutdown), but a
     /// withdrawal of consent or a new data policy still takes effect.
-    fn apply_events(&mut self, session: &mut AgentSession, draining: bool) {
+    /// Returns whether the collector acknowledged a batch sent on this
+    /// connection: only that proves it is storing again.
+    fn apply_events(&mut self, session: &mut AgentSession, draining: bool) -> bool {
+        let mut stored_one = false;
         while let Some(event) = session.poll_event() {
             match event {
-                AgentEvent::Acked { seq, through, records, .. } => {
+                AgentEvent::RetryLater { seq, until, code, message } => {
+                    let retry_in = until.saturating_duration_since(std::time::Instant::now());
+                    warn!(seq, ?code, ?retry_in, "collector cannot store the batch now; keeping the connection and sending it again then: {message}");
+                    self.status.send_modify(|s| {
+                        s.storage_retries += 1;
+                        s.last_error = Some(format!("collector refused ({code:?}): {message}; retrying in {retry_in:?}"));
+                    });
+                }
+                AgentEvent::Acked { seq, through, records, sent_at } => {
+                    stored_one |= sent_at.is_some();
                     debug!(seq, records, "batch acknowledged");
                     self.spool.append(&SpoolEntry::Acked { seq: through });
                     let queued = self.queue.len();
@@ -286,6 +312,7 @@ impl Device<'_> {
         }
         let duplicates = session.stats().duplicate_acks;
         self.status.send_if_modified(|s| std::mem::replace(&mut s.duplicate_acks, duplicates) != duplicates);
+        stored_one
     }
 
     /// Moves the next batch from the queue into the session when it has
@@ -328,7 +355,7 @@ async fn run(
     mut shutdown: watch::Receiver<bool>,
     mut reload: watch::Receiver<Option<Settings>>,
 ) {
-    let (mut spool, restored, discarded_spool) = SpoolSlot::open(&settings.config, rand::thread_rng().gen());
+    let (mut spool, restored, recovery) = SpoolSlot::open(&settings.config, rand::thread_rng().gen());
     let restored = restored.unwrap_or_default();
     // Sequence numbers belong to a stream; a restored spool continues its
     // stream so the collector recognises batches it already stored.
@@ -342,7 +369,13 @@ async fn run(
             warn!(error = %e, seq, "the spool's batch in flight cannot be resumed");
         }
     }
+    let discarded_spool = recovery.is_some_and(|r| r.discarded);
     let mut health = AgentHealth { discarded_corrupt_spool: discarded_spool, ..AgentHealth::default() };
+    if let Some(recovery) = recovery {
+        // Operators see what the damage cost in the device's own data.
+        let record = Record { observed_at_ms: SystemClock.now_millis(), body: RecordBody::SpoolRecovery(recovery) };
+        queue.push(record, settings.config.max_queued_records);
+    }
     let mut reported_health = AgentHealth::default();
     let mut reporter = Some(Reporter::new(&settings.config));
     let started = tokio::time::Instant::now();
@@ -380,7 +413,10 @@ async fn run(
         if link.is_none() && has_work && retry_at.is_none_or(|at| at <= tokio::time::Instant::now()) {
             match Link::open(&settings.config, &settings.credentials, &mut session).await {
                 Ok(opened) => {
-                    backoff.reset();
+                    // The backoff is not reset here: a collector that welcomes
+                    // and then cannot store (a full disk) must not be
+                    // reconnected to at full speed. Only an acknowledgement
+                    // resets it.
                     retry_at = None;
                     info!(security = opened.security(), stored_seq = session.welcomed_seq(), "connected to collector");
                     status.send_modify(|s| {
@@ -391,7 +427,9 @@ async fn run(
                     });
                     // The welcome may have acknowledged or renumbered the
                     // batch in flight.
-                    device.apply_events(&mut session, false);
+                    if device.apply_events(&mut session, false) {
+                        backoff.reset();
+                    }
                     link = Some(opened);
                 }
                 Err(e) => {
@@ -417,6 +455,8 @@ async fn run(
         }
 
         let sleep_until = retry_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        // The end of a collector's RetryLater delay, while connected.
+        let session_wake = session.poll_timeout().filter(|_| link.is_some()).map(tokio::time::Instant::from_std);
         tokio::select! {
             _ = collect_timer.tick() => {
                 let records = collect(&mut reporter, &settings.config, started, &omitted_fields).await;
@@ -452,7 +492,7 @@ async fn run(
                 }
             } => {
                 let handled = received
-                    .and_then(|message| Ok(session.handle_message(message)?));
+                    .and_then(|message| Ok(session.handle_message(std::time::Instant::now(), message)?));
                 match handled {
                     Ok(()) => {
                         let mut device = Device {
@@ -463,7 +503,9 @@ async fn run(
                             config: &settings.config,
                             omitted_fields: &mut omitted_fields,
                         };
-                        device.apply_events(&mut session, false);
+                        if device.apply_events(&mut session, false) {
+                            backoff.reset();
+                        }
                     }
                     Err(e) => {
                         lose_connection(&mut link, &mut session, &e, &status);
@@ -476,6 +518,17 @@ async fn run(
                 session.queue_capture_status(report);
             }
             _ = tokio::time::sleep_until(sleep_until), if retry_at.is_some() => {}
+            _ = async {
+                match session_wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // Releases the held batch; the top of the loop writes it.
+                if let Err(e) = session.handle_timeout(std::time::Instant::now()) {
+                    warn!(error = %e, "session timeout");
+                }
+            }
             _ = queue.ready.notified() => {}
             _ = shutdown.changed() => {}
             changed = reload.changed() => {
@@ -549,7 +602,7 @@ async fn drain(mut link: Link, session: &mut AgentSession, device: &mut Device<'
             }
             tokio::select! {
                 received = link.receive() => {
-                    session.handle_message(received?)?;
+                    session.handle_message(std::time::Instant::now(), received?)?;
                     device.apply_events(session, true);
                 }
                 _ = tokio::time::sleep_until(wake) => {}

@@ -79,7 +79,7 @@ async fn a_drain_sends_the_queue_in_batches_hears_controls_meanwhile_and_says_go
     session.connect(None);
     link.flush(&mut session).await.unwrap();
     while !session.is_established() {
-        session.handle_message(link.receive().await.unwrap()).unwrap();
+        session.handle_message(std::time::Instant::now(), link.receive().await.unwrap()).unwrap();
     }
     while session.poll_event().is_some() {}
 

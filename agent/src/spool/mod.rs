@@ -11,8 +11,12 @@
 //! `[spool] max_bytes` it is compacted: rewritten with only the live
 //! records, atomically (temporary file, fsync, rename).
 //!
-//! The file is created 0600. A spool that fails its checksums is reported
-//! in one log line and replaced by an empty one; the agent keeps running.
+//! The file is created 0600. Damaged entries (each has its own checksum)
+//! are skipped and counted, the rest kept, and the spool is rewritten
+//! without them so that the damage is reported once; one log line names
+//! the file and what was lost. Only a file that is not a spool at all (bad
+//! header, over its size bound) is replaced by an empty one. Either way the
+//! agent keeps running.
 
 pub mod format;
 
@@ -24,7 +28,7 @@ use std::sync::Arc;
 
 use glimpse_common::record::Record;
 
-pub use format::{SpoolEntry, SpoolFormatError, SpoolState};
+pub use format::{SpoolDamage, SpoolEntry, SpoolFormatError, SpoolState};
 
 /// A spool file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +72,8 @@ pub struct Opened {
     pub state: SpoolState,
     /// Why an existing spool was discarded, if it was.
     pub discarded: Option<String>,
+    /// Damaged entries skipped in an existing spool (also in `state.damage`).
+    pub damage: format::SpoolDamage,
 }
 
 impl Spool {
@@ -100,7 +106,38 @@ impl Spool {
             tracing::error!(path = %path.display(), "spool is corrupt ({reason}); discarding it and starting empty");
         }
         match existing {
+            Some((state, _)) if !state.damage.is_empty() => {
+                let damage = state.damage;
+                let kept = state.queued.len() + state.in_flight.as_ref().map_or(0, |(_, b)| b.len());
+                tracing::error!(
+                    path = %path.display(),
+                    damaged_entries = damage.entries,
+                    records_lost = damage.records,
+                    damaged_bytes = damage.bytes,
+                    records_kept = kept,
+                    "spool has damaged entries; they were skipped and the rest kept"
+                );
+                // Locked first, as below: another agent's spool is not ours to rewrite.
+                let held = OpenOptions::new().append(true).open(path).map_err(io_err)?;
+                lock(&held, path)?;
+                let mut spool = Spool {
+                    path: path.to_owned(),
+                    file: Arc::new(held),
+                    len: 0,
+                    max_bytes,
+                    stream_id: state.stream_id,
+                    pending: Vec::new(),
+                };
+                // Rewritten without the damage, so that it is neither read
+                // nor counted again at the next start.
+                let in_flight = state.in_flight.as_ref().map(|(seq, batch)| (*seq, batch.as_slice()));
+                spool.compact(in_flight, state.queued.iter())?;
+                Ok(Opened { spool, state, discarded, damage })
+            }
             Some((state, file_len)) => {
+                if state.damage.repaired > 0 {
+                    tracing::warn!(path = %path.display(), entries = state.damage.repaired, "spool entries with a damaged length were repaired from their checksums");
+                }
                 let file = OpenOptions::new().append(true).open(path).map_err(io_err)?;
                 lock(&file, path)?;
                 if state.valid_len < file_len {
@@ -117,12 +154,12 @@ impl Spool {
                     stream_id: state.stream_id,
                     pending: Vec::new(),
                 };
-                Ok(Opened { spool, state, discarded })
+                Ok(Opened { spool, state, discarded, damage: format::SpoolDamage::default() })
             }
             None => {
                 let spool = Self::create(path, max_bytes, new_stream_id, &[])?;
                 let state = SpoolState { stream_id: new_stream_id, ..SpoolState::default() };
-                Ok(Opened { spool, state, discarded })
+                Ok(Opened { spool, state, discarded, damage: format::SpoolDamage::default() })
             }
         }
     }
@@ -292,7 +329,7 @@ mod tests {
         let reopened = Spool::open(&path, 4096, 1).unwrap().state;
         assert_eq!((reopened.in_flight, reopened.queued), (state.in_flight.clone(), state.queued.clone()));
 
-        // A torn tail is trimmed; a flipped byte discards the spool.
+        // A torn tail is trimmed; a flipped byte costs only its entry.
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.extend_from_slice(&[0, 0, 0, 50, 1, 2]);
         std::fs::write(&path, &bytes).unwrap();
@@ -305,8 +342,20 @@ mod tests {
         bytes[last] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         let opened = Spool::open(&path, 4096, 7).unwrap();
-        assert!(opened.discarded.unwrap().contains("checksum"));
-        assert!(opened.state.queued.is_empty() && opened.state.in_flight.is_none());
+        assert!(opened.discarded.is_none());
+        assert_eq!((opened.damage.entries, opened.damage.records), (1, 1), "the last record is lost and counted");
+        assert_eq!(opened.state.in_flight.as_ref().map(|(seq, b)| (*seq, b.len())), Some((5, 2)), "the rest is kept");
+        assert_eq!(opened.spool.stream_id(), 99, "the stream goes on");
+        drop(opened);
+        // The damage was rewritten away: the next start finds none.
+        let opened = Spool::open(&path, 4096, 7).unwrap();
+        assert!(opened.damage.is_empty() && opened.state.damage.is_empty());
+        assert_eq!(opened.state.in_flight.as_ref().map(|(_, b)| b.len()), Some(2));
+        drop(opened);
+        // Only a file that is not a spool is discarded.
+        std::fs::write(&path, b"not a spool at all").unwrap();
+        let opened = Spool::open(&path, 4096, 7).unwrap();
+        assert!(opened.discarded.is_some());
         assert_eq!(opened.spool.stream_id(), 7, "a discarded spool starts a new stream");
     }
 }

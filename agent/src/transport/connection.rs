@@ -279,7 +279,7 @@ impl Link {
         link.flush(session).await?;
         while !session.is_established() {
             let message = link.receive().await?;
-            session.handle_message(message)?;
+            session.handle_message(Instant::now(), message)?;
         }
         Ok(link)
     }
@@ -402,15 +402,22 @@ impl Connection {
     }
 
     /// The session's next event, reading from the collector as needed.
-    /// Cancel-safe (it only reads); it does not write, so call
-    /// [`Connection::flush`] after pushing.
+    /// Cancel-safe while it reads; call [`Connection::flush`] after
+    /// pushing. When the collector said `RetryLater`, it waits out the
+    /// delay and writes the held batches again itself.
     pub async fn next_event(&mut self) -> Result<AgentEvent, TransportError> {
         loop {
             if let Some(event) = self.held.pop_front().or_else(|| self.session.poll_event()) {
                 return Ok(event);
             }
-            let message = self.link.receive().await?;
-            self.session.handle_message(message)?;
+            let wake = self.session.poll_timeout();
+            tokio::select! {
+                message = self.link.receive() => self.session.handle_message(Instant::now(), message?)?,
+                () = sleep_until(wake) => {
+                    self.session.handle_timeout(Instant::now())?;
+                    self.link.flush(&mut self.session).await?;
+                }
+            }
         }
     }
 
@@ -475,6 +482,14 @@ impl Connection {
     /// tests that look at exactly what the collector says.
     pub async fn receive(&mut self) -> Result<CollectorMessage, TransportError> {
         self.link.receive().await
+    }
+}
+
+/// Sleeps until `deadline`, or for ever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

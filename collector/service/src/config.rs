@@ -122,6 +122,7 @@ struct RawLimits {
     max_connections: usize,
     handshake_timeout_secs: u64,
     idle_timeout_secs: u64,
+    storage_retry_secs: u64,
 }
 
 impl Default for RawLimits {
@@ -131,6 +132,7 @@ impl Default for RawLimits {
             max_connections: 20_000,
             handshake_timeout_secs: 10,
             idle_timeout_secs: 600,
+            storage_retry_secs: 5,
         }
     }
 }
@@ -163,6 +165,10 @@ pub struct CollectorConfig {
     pub handshake_timeout: Duration,
     /// A connection silent this long is closed.
     pub idle_timeout: Duration,
+    /// When a batch cannot be stored, how long the agent is told to wait
+    /// before sending it again on the same connection (doubling on each
+    /// further failure on that connection, below the idle timeout).
+    pub storage_retry: Duration,
     /// Retention windows.
     pub retention: RetentionPolicy,
     /// How often expired segments are deleted.
@@ -197,6 +203,12 @@ impl CollectorConfig {
         }
         if l.idle_timeout_secs == 0 {
             problems.push("limits.idle_timeout_secs must be positive".to_owned());
+        }
+        if !(1..=600).contains(&l.storage_retry_secs) || l.storage_retry_secs >= l.idle_timeout_secs {
+            problems.push(format!(
+                "limits.storage_retry_secs must be 1..=600 and below limits.idle_timeout_secs ({}), got {}",
+                l.idle_timeout_secs, l.storage_retry_secs
+            ));
         }
         if raw.sweep_interval_secs == 0 {
             problems.push("sweep_interval_secs must be positive".to_owned());
@@ -246,6 +258,7 @@ impl CollectorConfig {
             max_connections: l.max_connections,
             handshake_timeout: Duration::from_secs(l.handshake_timeout_secs),
             idle_timeout: Duration::from_secs(l.idle_timeout_secs),
+            storage_retry: Duration::from_secs(l.storage_retry_secs),
             retention,
             sweep_interval: Duration::from_secs(raw.sweep_interval_secs),
             admin_listen: raw.admin.map(|a| a.listen),

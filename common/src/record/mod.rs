@@ -113,6 +113,7 @@ impl Record {
             RecordBody::Metadata(_) => DataKind::Metadata,
             RecordBody::Capture(_) => DataKind::Capture,
             RecordBody::AgentHealth(_)
+            | RecordBody::SpoolRecovery(_)
             | RecordBody::Counters(_)
             | RecordBody::Wireless(_)
             | RecordBody::Wired(_)
@@ -142,6 +143,12 @@ pub enum RecordBody {
     Wired(Box<WiredReport>),
     /// A gateway's application and session summaries.
     Wan(Box<WanReport>),
+    /// The agent's account of its spool found damaged at start: what was
+    /// skipped and what was kept. Sent once after such a start; the other
+    /// half of the agent's health beside [`RecordBody::AgentHealth`] (a new
+    /// kind rather than new fields there, which would change how every
+    /// stored agent-health record decodes).
+    SpoolRecovery(SpoolRecovery),
 }
 
 /// What an agent lost, counted since it started.
@@ -154,6 +161,22 @@ pub struct AgentHealth {
     /// Whether the spool was found corrupt at start and discarded (what it
     /// held is lost and not counted above).
     pub discarded_corrupt_spool: bool,
+}
+
+/// What an agent found when it read its spool back at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SpoolRecovery {
+    /// Damaged entries (or damaged regions) skipped; each has its own
+    /// checksum, so the entries around them were kept.
+    pub damaged_entries: u64,
+    /// Records lost with the damaged entries.
+    pub records_lost: u64,
+    /// Unacknowledged records read back and kept.
+    pub records_kept: u64,
+    /// Whether the file was not a spool at all (bad header, over its size
+    /// bound) and was replaced by an empty one: what it held is lost and
+    /// not counted in `records_lost`.
+    pub discarded: bool,
 }
 
 /// What a device reports about itself.

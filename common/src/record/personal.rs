@@ -35,8 +35,8 @@ use crate::capture::CapturedPacket;
 
 use super::{
     AgentHealth, ApplicationSessions, CounterReport, DeviceMetadata, DeviceProfile, InterfaceDelta, InterfaceStats,
-    LldpNeighbour, Location, MacAddr, PortVlans, Radio, RecordBody, RoamEvent, Station, WanReport, WiredHost,
-    WiredReport, WirelessReport, MAX_TEXT,
+    LldpNeighbour, Location, MacAddr, PortVlans, Radio, RecordBody, RoamEvent, SpoolRecovery, Station, WanReport,
+    WiredHost, WiredReport, WirelessReport, MAX_TEXT,
 };
 
 /// What kind of information a visited field holds.
@@ -506,6 +506,10 @@ pub fn visit(body: &RecordBody, visitor: &mut dyn Visit) {
             // Counts of lost records: nothing about anyone.
             let AgentHealth { dropped_metadata: _, dropped_captures: _, discarded_corrupt_spool: _ } = health;
         }
+        RecordBody::SpoolRecovery(recovery) => {
+            // Counts again.
+            let SpoolRecovery { damaged_entries: _, records_lost: _, records_kept: _, discarded: _ } = recovery;
+        }
         RecordBody::Counters(report) => {
             let CounterReport { interval_ms: _, interfaces } = report;
             interfaces.iter().for_each(delta_holds_no_one);
@@ -585,6 +589,9 @@ pub fn visit_mut(body: &mut RecordBody, visitor: &mut dyn VisitMut) {
         }
         RecordBody::AgentHealth(health) => {
             let AgentHealth { dropped_metadata: _, dropped_captures: _, discarded_corrupt_spool: _ } = health;
+        }
+        RecordBody::SpoolRecovery(recovery) => {
+            let SpoolRecovery { damaged_entries: _, records_lost: _, records_kept: _, discarded: _ } = recovery;
         }
         RecordBody::Counters(report) => {
             let CounterReport { interval_ms: _, interfaces } = report;
@@ -916,6 +923,7 @@ mod tests {
             RecordBody::Wireless(_) => 4,
             RecordBody::Wired(_) => 5,
             RecordBody::Wan(_) => 6,
+            RecordBody::SpoolRecovery(_) => 7,
         }
     }
     const KINDS: usize = 7;
@@ -1136,6 +1144,15 @@ mod tests {
             (RecordBody::Wireless(Box::new(wireless)), wireless_fields),
             (RecordBody::Wired(Box::new(wired)), wired_fields),
             (RecordBody::Wan(Box::new(wan)), wan_fields),
+            (
+                RecordBody::SpoolRecovery(SpoolRecovery {
+                    damaged_entries: 1,
+                    records_lost: 1,
+                    records_kept: 32,
+                    discarded: false,
+                }),
+                vec![],
+            ),
         ]
     }
 
@@ -1218,6 +1235,7 @@ mod tests {
                 RecordBody::Metadata(_)
                 | RecordBody::Capture(_)
                 | RecordBody::AgentHealth(_)
+                | RecordBody::SpoolRecovery(_)
                 | RecordBody::Counters(_)
                 | RecordBody::Wan(_) => {}
             }

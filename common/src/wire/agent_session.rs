@@ -34,6 +34,13 @@
 //! - an `Ack` of `n` acknowledges every batch in flight up to and including
 //!   `n`.
 //!
+//! When the collector cannot store a batch (its disk is full) it says
+//! `RetryLater{seq, delay}` and keeps the connection: the batch `seq` and
+//! every later one in flight become unsent again, and no batch is written
+//! until the delay has passed ([`AgentSession::poll_timeout`] says when).
+//! The connection, and so the handshake, is kept: an outage costs one small
+//! frame per delay rather than a reconnect.
+//!
 //! What it deliberately does not do: sockets, timers, spool files, the
 //! record queue, or deciding when to reconnect (backoff is the edge's).
 //! Decoding bytes into messages stays in the frame codec and
@@ -41,7 +48,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::bounded::{BoundedString, BoundedVec};
 use crate::identity::DeviceIdentity;
@@ -49,7 +56,8 @@ use crate::minimise::{pseudonymise_at_source, DevicePseudonymKey, MacForm};
 use crate::record::{Record, RecordBody};
 use crate::wire::message::{
     encode_batch_parts, AgentMessage, AuthProof, CaptureRequest, CaptureStatus, Codec, CollectorMessage,
-    ControlMessage, ErrorCode, Hello, WireError, MAX_RECORDS_PER_BATCH, PROTOCOL_VERSION,
+    ControlMessage, ErrorCode, Hello, RetryLater, WireError, MAX_RECORDS_PER_BATCH, MAX_RETRY_AFTER_MS,
+    PROTOCOL_VERSION,
 };
 
 /// The records of one batch, shareable so that a sender that sends the
@@ -159,6 +167,18 @@ pub enum AgentEvent {
         /// The capture's id.
         id: u64,
     },
+    /// The collector could not store batch `seq` (and what followed it) and
+    /// keeps the connection; the session sends them again at `until`.
+    RetryLater {
+        /// The first batch to send again.
+        seq: u64,
+        /// When the session writes batches again.
+        until: Instant,
+        /// The collector's code.
+        code: ErrorCode,
+        /// The collector's explanation.
+        message: String,
+    },
 }
 
 /// Counts an operator or test may want.
@@ -168,6 +188,8 @@ pub struct SessionStats {
     pub duplicate_acks: u64,
     /// Welcomes received (connections that got through the handshake).
     pub connections: u64,
+    /// `RetryLater`s received: batches the collector could not store yet.
+    pub retries: u64,
 }
 
 /// The session cannot go on (on the current connection, or at all).
@@ -254,6 +276,8 @@ pub struct AgentSession {
     drain_deadline: Option<Instant>,
     /// [`AgentSession::close`] was called: the goodbye is the last word.
     closing: bool,
+    /// No batch is written before this (the collector said `RetryLater`).
+    hold_until: Option<Instant>,
     stats: SessionStats,
 }
 
@@ -276,6 +300,7 @@ impl AgentSession {
             events: VecDeque::new(),
             drain_deadline: None,
             closing: false,
+            hold_until: None,
             stats: SessionStats::default(),
         }
     }
@@ -422,6 +447,9 @@ impl AgentSession {
 
     fn reset_connection(&mut self) {
         self.outgoing.clear();
+        // A new connection starts with the collector's word in its welcome;
+        // the edge's backoff paced the reconnect.
+        self.hold_until = None;
         self.max_frame_len = self.config.max_frame_len;
         for batch in &mut self.unacked {
             batch.sent_at = None;
@@ -472,18 +500,31 @@ impl AgentSession {
         }
     }
 
-    /// When the session next needs [`AgentSession::handle_timeout`].
+    /// When the session next needs [`AgentSession::handle_timeout`]: the
+    /// drain deadline, or the end of a `RetryLater` delay.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.phase == Phase::Closed {
             return None;
         }
-        self.drain_deadline
+        match (self.drain_deadline, self.hold_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Until when batches are held back because the collector said
+    /// `RetryLater` (`None`: they are not).
+    pub fn held_until(&self) -> Option<Instant> {
+        self.hold_until
     }
 
     /// The time is `now`. Returns an error (once) when the drain deadline
     /// has passed with batches unacknowledged: the session is then closed
     /// and the edge drops the connection without a goodbye.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), AgentSessionError> {
+        if self.hold_until.is_some_and(|until| now >= until) {
+            self.hold_until = None;
+        }
         match self.drain_deadline {
             Some(deadline) if now >= deadline && self.phase != Phase::Closed => {
                 self.phase = Phase::Closed;
@@ -524,6 +565,11 @@ impl AgentSession {
         if self.phase != Phase::Established {
             return Ok(false);
         }
+        match self.hold_until {
+            Some(until) if now < until => return Ok(false),
+            Some(_) => self.hold_until = None,
+            None => {}
+        }
         let Some(batch) = self.unacked.iter_mut().find(|b| b.sent_at.is_none()) else {
             return Ok(false);
         };
@@ -554,18 +600,18 @@ impl AgentSession {
         }
     }
 
-    /// Feeds one message from the collector. An error means the connection
-    /// must be dropped (the session is then disconnected; unacknowledged
-    /// batches are kept for the next one).
-    pub fn handle_message(&mut self, message: CollectorMessage) -> Result<(), AgentSessionError> {
-        let result = self.step(message);
+    /// Feeds one message from the collector, received at `now`. An error
+    /// means the connection must be dropped (the session is then
+    /// disconnected; unacknowledged batches are kept for the next one).
+    pub fn handle_message(&mut self, now: Instant, message: CollectorMessage) -> Result<(), AgentSessionError> {
+        let result = self.step(now, message);
         if result.is_err() {
             self.connection_lost();
         }
         result
     }
 
-    fn step(&mut self, message: CollectorMessage) -> Result<(), AgentSessionError> {
+    fn step(&mut self, now: Instant, message: CollectorMessage) -> Result<(), AgentSessionError> {
         match (self.phase, message) {
             // After a goodbye (or giving up), whatever still arrives is moot.
             (Phase::Closed, _) => Ok(()),
@@ -583,6 +629,10 @@ impl AgentSession {
             (Phase::AwaitingWelcome, CollectorMessage::Control(_)) => {
                 Err(AgentSessionError::Unexpected("a control message before the welcome"))
             }
+            (Phase::AwaitingWelcome, CollectorMessage::RetryLater(_)) => {
+                Err(AgentSessionError::Unexpected("a retry request before the welcome"))
+            }
+            (Phase::Established, CollectorMessage::RetryLater(retry)) => self.on_retry_later(now, retry),
             (Phase::Established, CollectorMessage::Welcome(_)) => {
                 Err(AgentSessionError::Unexpected("a second welcome"))
             }
@@ -592,6 +642,32 @@ impl AgentSession {
                 Ok(())
             }
         }
+    }
+
+    fn on_retry_later(&mut self, now: Instant, retry: RetryLater) -> Result<(), AgentSessionError> {
+        let seq = retry.stream_seq;
+        // Only a batch sent on this connection and not acknowledged can be
+        // refused; anything else is a confused collector.
+        let Some(first) = self.unacked.iter().position(|b| b.seq == seq && b.is_sent()) else {
+            let highest_sent = self.unacked.iter().take_while(|b| b.is_sent()).last().map_or(0, |b| b.seq);
+            return Err(AgentSessionError::AckNeverSent { seq, highest_sent });
+        };
+        for batch in self.unacked.iter_mut().skip(first) {
+            batch.sent_at = None;
+        }
+        // A bounded wait, whatever the collector says: the device must not be
+        // parked for ever by one message.
+        let delay = Duration::from_millis(u64::from(retry.retry_after_ms.min(MAX_RETRY_AFTER_MS)));
+        let until = now + delay;
+        self.hold_until = Some(until);
+        self.stats.retries += 1;
+        self.events.push_back(AgentEvent::RetryLater {
+            seq,
+            until,
+            code: retry.code,
+            message: retry.message.to_string(),
+        });
+        Ok(())
     }
 
     fn on_welcome(&mut self, stored: u64, max_frame_len: u32) {

@@ -99,7 +99,30 @@ pub enum CollectorMessage {
     Error(ProtocolError),
     /// An instruction for the agent, sent whenever it arises.
     Control(ControlMessage),
+    /// The collector could not store a batch now (its storage is full or
+    /// failing) and keeps the connection open: the agent sends that batch
+    /// and every later one again after the stated delay. An agent older
+    /// than this message cannot decode it, drops the connection and
+    /// reconnects, as it did after the `Error` that came before it.
+    RetryLater(RetryLater),
 }
+
+/// A batch was not stored; send it again after a delay, on this connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryLater {
+    /// The first batch not stored: it and everything sent after it are
+    /// dropped by the collector until it arrives again.
+    pub stream_seq: u64,
+    /// How long to wait before sending it again, in milliseconds.
+    pub retry_after_ms: u32,
+    /// Why, as a code ([`ErrorCode::StorageUnavailable`]).
+    pub code: ErrorCode,
+    /// Why, for the agent's log.
+    pub message: BoundedString<MAX_ERROR_TEXT>,
+}
+
+/// Longest delay a [`RetryLater`] may name; an agent never waits longer.
+pub const MAX_RETRY_AFTER_MS: u32 = 10 * 60 * 1000;
 
 /// Instructions the collector sends to a connected agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -462,6 +485,25 @@ mod tests {
         too_many.push(u8::try_from(MAX_POLICY_FIELDS + 1).unwrap());
         too_many.extend(std::iter::repeat_n(0u8, MAX_POLICY_FIELDS + 1));
         assert!(CollectorMessage::decode(&too_many).is_err());
+    }
+
+    #[test]
+    fn retry_later_round_trips_and_older_messages_keep_their_bytes() {
+        let msg = CollectorMessage::RetryLater(RetryLater {
+            stream_seq: 12,
+            retry_after_ms: 5000,
+            code: ErrorCode::StorageUnavailable,
+            message: BoundedString::truncating("storage unavailable"),
+        });
+        let mut out = Vec::new();
+        msg.encode_frame(1 << 20, &mut out).unwrap();
+        assert_eq!(out[4], 4, "appended after Control: the variants before it keep their numbers");
+        assert_eq!(CollectorMessage::decode(&out[4..]).unwrap(), msg);
+        for cut in 0..out.len() - 4 {
+            assert!(CollectorMessage::decode(&out[4..4 + cut]).is_err());
+        }
+        let ack = postcard::to_stdvec(&CollectorMessage::Ack { stream_seq: 3 }).unwrap();
+        assert_eq!(ack, vec![1, 3]);
     }
 
     #[test]

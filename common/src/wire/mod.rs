@@ -31,7 +31,7 @@ pub use agent_session::{
 pub use frame::{encode_frame, parse_frame, FrameError, DEFAULT_MAX_FRAME_LEN, FRAME_HEADER_LEN};
 pub use message::{
     AgentMessage, AuthProof, Batch, CaptureOutcome, CaptureRequest, CaptureStatus, Codec, CollectorMessage,
-    ControlMessage, ErrorCode, Hello, ProtocolError, Welcome, WireError, MAX_POLICY_FIELDS, MAX_RECORDS_PER_BATCH,
-    PROTOCOL_VERSION,
+    ControlMessage, ErrorCode, Hello, ProtocolError, RetryLater, Welcome, WireError, MAX_POLICY_FIELDS,
+    MAX_RECORDS_PER_BATCH, MAX_RETRY_AFTER_MS, PROTOCOL_VERSION,
 };
 pub use session::{Authentication, CollectorSession, SessionAction, SessionError, SessionTimeouts};

@@ -176,6 +176,10 @@ pub struct CollectorSession {
     timeouts: Option<SessionTimeouts>,
     /// When the session gives up unless something happens first.
     deadline: Option<Instant>,
+    /// A batch could not be stored and the agent was told to send it again:
+    /// batches after it that were already on their way are dropped until it
+    /// comes back.
+    deferred: bool,
 }
 
 impl CollectorSession {
@@ -195,6 +199,7 @@ impl CollectorSession {
             stored_seq: 0,
             timeouts: None,
             deadline: None,
+            deferred: false,
         }
     }
 
@@ -321,6 +326,15 @@ impl CollectorSession {
         self.stored_seq = self.stored_seq.max(stream_seq);
     }
 
+    /// The edge could not store the batch it was handed and told the agent
+    /// to send it again later (a `RetryLater`). Until that batch arrives
+    /// again, later batches the agent had already sent are dropped
+    /// ([`SessionAction::Continue`]) rather than taken as a sequence gap:
+    /// the agent sends them again after it.
+    pub fn batch_deferred(&mut self) {
+        self.deferred = true;
+    }
+
     fn on_batch(&mut self, batch: Batch, macs: MacForm) -> Result<SessionAction, SessionError> {
         if batch.org != self.certified.org {
             return Err(SessionError::WrongOrganisation {
@@ -333,8 +347,12 @@ impl CollectorSession {
             return Ok(SessionAction::AckDuplicate(batch.stream_seq));
         }
         if batch.stream_seq > expected {
+            if self.deferred {
+                return Ok(SessionAction::Continue);
+            }
             return Err(SessionError::SequenceGap { got: batch.stream_seq, expected });
         }
+        self.deferred = false;
         Ok(SessionAction::Store(batch, macs))
     }
 }
@@ -429,6 +447,22 @@ mod tests {
 
         let mut s = authenticated(0);
         assert_eq!(s.handle(now(), batch("acme", 3)).unwrap_err().code(), ErrorCode::BadSequence);
+    }
+
+    #[test]
+    fn after_a_deferral_later_batches_are_dropped_until_the_deferred_one_returns() {
+        let mut s = authenticated(4);
+        assert!(matches!(s.handle(now(), batch("acme", 5)), Ok(SessionAction::Store(..))));
+        s.batch_deferred();
+        // 6 and 7 were already on the wire: dropped, not a gap.
+        assert_eq!(s.handle(now(), batch("acme", 6)), Ok(SessionAction::Continue));
+        assert_eq!(s.handle(now(), batch("acme", 7)), Ok(SessionAction::Continue));
+        assert!(matches!(s.handle(now(), batch("acme", 5)), Ok(SessionAction::Store(..))));
+        s.batch_stored(5);
+        assert!(matches!(s.handle(now(), batch("acme", 6)), Ok(SessionAction::Store(..))));
+        s.batch_stored(6);
+        // Once the deferred batch is back, a gap is a gap again.
+        assert_eq!(s.handle(now(), batch("acme", 9)).unwrap_err().code(), ErrorCode::BadSequence);
     }
 
     #[test]

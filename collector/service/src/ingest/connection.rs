@@ -14,14 +14,14 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use glimpse_common::auth::{verify_device_proof, EXPORTER_LABEL, EXPORTER_LEN};
-use glimpse_common::bounded::BoundedVec;
+use glimpse_common::bounded::{BoundedString, BoundedVec};
 use glimpse_common::identity::{DeviceIdentity, OrgId};
 use glimpse_common::minimise::{DevicePseudonymKey, MacForm, Pseudonymiser};
 use glimpse_common::record::RecordBody;
 use glimpse_common::wire::io::{read_message, write_message, FrameIoError, FrameReader};
 use glimpse_common::wire::{
     AgentMessage, AuthProof, Authentication, CollectorMessage, CollectorSession, ControlMessage, ErrorCode,
-    ProtocolError, SessionAction, SessionError, SessionTimeouts, Welcome, WireError, PROTOCOL_VERSION,
+    ProtocolError, RetryLater, SessionAction, SessionError, SessionTimeouts, Welcome, WireError, PROTOCOL_VERSION,
 };
 
 use crate::ingest::directory::{AgentDirectory, OrgDirectives};
@@ -37,6 +37,8 @@ pub(crate) struct ConnectionContext {
     pub(crate) max_frame: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) idle_timeout: Duration,
+    /// The first `RetryLater` delay when a batch cannot be stored.
+    pub(crate) storage_retry: Duration,
 }
 
 /// Why a connection ended early.
@@ -110,6 +112,14 @@ fn device_pseudonym_key(context: &ConnectionContext, org: &OrgId) -> Option<Devi
 impl ConnectionContext {
     fn session_timeouts(&self) -> SessionTimeouts {
         SessionTimeouts { handshake: self.handshake_timeout, idle: self.idle_timeout }
+    }
+
+    /// The delay to name in the `failures`-th consecutive `RetryLater` of a
+    /// connection: doubling from `storage_retry`, at most a minute, and
+    /// well inside the idle timeout so that the waiting agent is not cut off.
+    fn retry_delay(&self, failures: u32) -> Duration {
+        let doubled = self.storage_retry.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+        doubled.min(Duration::from_secs(60).max(self.storage_retry)).min(self.idle_timeout / 2).max(Duration::from_millis(100))
     }
 
     /// Audits capture records dropped for want of consent. Blocking file
@@ -215,6 +225,7 @@ async fn serve_authenticated<S: AgentStream>(
 ) {
     let identity = session.identity().clone();
     info!(%peer, device = %identity, transport, "agent authenticated");
+    context.metrics.authenticated();
     let (control_tx, control_rx) = context.directory.register(&identity);
     let outcome = stream_batches(&mut stream, &mut session, context, shutdown, control_rx).await;
     context.directory.unregister(&identity, &control_tx);
@@ -448,6 +459,8 @@ async fn stream_batches<S: AgentStream>(
     for message in directive_messages(None, &told, || device_pseudonym_key(context, &org)) {
         send(stream, &CollectorMessage::Control(message), context.max_frame).await?;
     }
+    // Storage failures in a row on this connection, for the retry delay.
+    let mut failures: u32 = 0;
     loop {
         // The session says how long the agent may stay quiet.
         let wake = session.poll_timeout();
@@ -518,12 +531,15 @@ async fn stream_batches<S: AgentStream>(
                 let pseudonymise = policy.pseudonymise_macs || macs == MacForm::DevicePseudonyms;
                 if !policy.omit.is_empty() || pseudonymise {
                     let pseudonymiser = if pseudonymise {
-                        let key = context.store.pseudonym_key(&org).map_err(|e| Refusal {
-                            reason: RejectReason::StorageUnavailable,
-                            code: ErrorCode::StorageUnavailable,
-                            detail: format!("pseudonym key unavailable: {e}"),
-                            public: "storage unavailable; retry later".into(),
-                        })?;
+                        let key = match context.store.pseudonym_key(&org) {
+                            Ok(key) => key,
+                            Err(e) => {
+                                failures = failures.saturating_add(1);
+                                let detail = format!("pseudonym key unavailable: {e}");
+                                retry_later(stream, session, context, seq, failures, &detail).await?;
+                                continue;
+                            }
+                        };
                         context.metrics.pseudonymised(macs);
                         Some(Pseudonymiser::new(key))
                     } else {
@@ -554,14 +570,11 @@ async fn stream_batches<S: AgentStream>(
                         .map_err(|e| e.to_string())
                         .and_then(|r| r.map_err(|e| e.to_string()));
                 if let Err(e) = stored {
-                    warn!(device = %session.identity(), seq, "batch not stored: {e}");
-                    return Err(Refusal {
-                        reason: RejectReason::StorageUnavailable,
-                        code: ErrorCode::StorageUnavailable,
-                        detail: format!("storage failed: {e}"),
-                        public: "storage unavailable; retry later".into(),
-                    });
+                    failures = failures.saturating_add(1);
+                    retry_later(stream, session, context, seq, failures, &format!("storage failed: {e}")).await?;
+                    continue;
                 }
+                failures = 0;
                 session.batch_stored(seq);
                 context.metrics.stored(count);
                 send(stream, &CollectorMessage::Ack { stream_seq: seq }, context.max_frame).await?;
@@ -579,6 +592,30 @@ async fn stream_batches<S: AgentStream>(
             _ => {}
         }
     }
+}
+
+/// A batch could not be stored: the connection stays open and the agent is
+/// told to send it (and what followed it) again after a delay, so that an
+/// outage of the disk costs no handshakes.
+async fn retry_later<S: AgentStream>(
+    stream: &mut S,
+    session: &mut CollectorSession,
+    context: &ConnectionContext,
+    seq: u64,
+    failures: u32,
+    detail: &str,
+) -> Result<(), Refusal> {
+    let delay = context.retry_delay(failures);
+    warn!(device = %session.identity(), seq, retry_in = ?delay, "batch not stored; the agent will send it again: {detail}");
+    context.metrics.reject(RejectReason::StorageUnavailable);
+    session.batch_deferred();
+    let retry = RetryLater {
+        stream_seq: seq,
+        retry_after_ms: u32::try_from(delay.as_millis()).unwrap_or(u32::MAX),
+        code: ErrorCode::StorageUnavailable,
+        message: BoundedString::truncating("storage unavailable; retry later"),
+    };
+    send(stream, &CollectorMessage::RetryLater(retry), context.max_frame).await
 }
 
 /// Sleeps until `deadline`, or forever without one.

@@ -87,11 +87,24 @@ pub struct IngestMetrics {
     /// Batches stored under MAC pseudonymisation: (pseudonymised on the
     /// device, arrived with real MACs).
     pseudonymised_batches: Mutex<(u64, u64)>,
+    /// Connections that completed authentication (TLS and SSH).
+    authenticated: Mutex<u64>,
 }
 
 impl IngestMetrics {
     pub(crate) fn reject(&self, reason: RejectReason) {
         *self.rejections.lock().unwrap_or_else(|p| p.into_inner()).entry(reason).or_default() += 1;
+    }
+
+    pub(crate) fn authenticated(&self) {
+        *self.authenticated.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+    }
+
+    /// Connections that completed authentication since start: each is one
+    /// full handshake, so a rise without new devices means agents are
+    /// reconnecting.
+    pub fn handshakes(&self) -> u64 {
+        *self.authenticated.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn stored(&self, records: usize) {

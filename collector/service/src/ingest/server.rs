@@ -89,6 +89,7 @@ impl IngestServer {
             max_frame: config.max_frame_bytes,
             handshake_timeout: config.handshake_timeout,
             idle_timeout: config.idle_timeout,
+            storage_retry: config.storage_retry,
         });
         Ok(Self { listener, tls, context, limit: Arc::new(Semaphore::new(config.max_connections)) })
     }

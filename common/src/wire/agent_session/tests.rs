@@ -82,7 +82,7 @@ fn established(window: usize, stored: u64, now: Instant) -> AgentSession {
     let mut s = session(window);
     s.connect(None);
     sent(&mut s, now);
-    s.handle_message(welcome(stored)).unwrap();
+    s.handle_message(Instant::now(), welcome(stored)).unwrap();
     events(&mut s);
     s
 }
@@ -98,7 +98,7 @@ fn the_handshake_is_hello_then_the_proof_over_tls_and_hello_alone_over_ssh() {
         if h.stream_id == 9 && h.identity == identity() && p.proof == [7; 32]));
     // Nothing else goes out before the welcome.
     assert!(sent(&mut s, now).is_empty());
-    s.handle_message(welcome(0)).unwrap();
+    s.handle_message(Instant::now(), welcome(0)).unwrap();
     assert_eq!(events(&mut s), vec![AgentEvent::Connected { stored_seq: 0 }]);
     assert_eq!(batch_seqs(&sent(&mut s, now)), vec![1]);
 
@@ -113,14 +113,14 @@ fn an_ack_older_than_the_oldest_in_flight_is_a_counted_duplicate() {
     let mut s = established(1, 4, now);
     s.push_batch(records(vec![metadata(1)]), vec![]).unwrap();
     assert_eq!(batch_seqs(&sent(&mut s, now)), vec![5]);
-    s.handle_message(CollectorMessage::Ack { stream_seq: 3 }).unwrap();
-    s.handle_message(CollectorMessage::Ack { stream_seq: 4 }).unwrap();
+    s.handle_message(Instant::now(), CollectorMessage::Ack { stream_seq: 3 }).unwrap();
+    s.handle_message(Instant::now(), CollectorMessage::Ack { stream_seq: 4 }).unwrap();
     assert_eq!(s.stats().duplicate_acks, 2);
     assert!(events(&mut s).is_empty(), "a duplicate acknowledges nothing");
     assert_eq!(s.unacked().count(), 1);
     // With nothing in flight, anything already acknowledged is a duplicate too.
-    s.handle_message(CollectorMessage::Ack { stream_seq: 5 }).unwrap();
-    s.handle_message(CollectorMessage::Ack { stream_seq: 5 }).unwrap();
+    s.handle_message(Instant::now(), CollectorMessage::Ack { stream_seq: 5 }).unwrap();
+    s.handle_message(Instant::now(), CollectorMessage::Ack { stream_seq: 5 }).unwrap();
     assert_eq!(s.stats().duplicate_acks, 3);
     assert!(s.is_established());
 }
@@ -131,7 +131,7 @@ fn an_ack_of_a_sequence_never_sent_closes_the_connection_and_keeps_the_batch() {
     let mut s = established(1, 0, now);
     // Nothing sent at all.
     assert_eq!(
-        s.handle_message(CollectorMessage::Ack { stream_seq: 1 }),
+        s.handle_message(Instant::now(), CollectorMessage::Ack { stream_seq: 1 }),
         Err(AgentSessionError::AckNeverSent { seq: 1, highest_sent: 0 })
     );
     assert!(!s.is_established());
@@ -140,7 +140,7 @@ fn an_ack_of_a_sequence_never_sent_closes_the_connection_and_keeps_the_batch() {
     s.push_batch(records(vec![metadata(1)]), vec![]).unwrap();
     sent(&mut s, now);
     assert_eq!(
-        s.handle_message(CollectorMessage::Ack { stream_seq: 2 }),
+        s.handle_message(Instant::now(), CollectorMessage::Ack { stream_seq: 2 }),
         Err(AgentSessionError::AckNeverSent { seq: 2, highest_sent: 1 })
     );
     assert_eq!(s.unacked().map(OutgoingBatch::seq).collect::<Vec<_>>(), vec![1]);
@@ -157,7 +157,7 @@ fn an_ack_acknowledges_every_batch_in_flight_up_to_it_within_the_window() {
     }
     assert_eq!(s.push_batch(records(vec![]), vec![]), Err(AgentSessionError::WindowFull { window: 3 }));
     assert_eq!(batch_seqs(&sent(&mut s, now)), vec![1, 2, 3]);
-    s.handle_message(CollectorMessage::Ack { stream_seq: 2 }).unwrap();
+    s.handle_message(Instant::now(), CollectorMessage::Ack { stream_seq: 2 }).unwrap();
     assert_eq!(
         events(&mut s),
         vec![
@@ -169,7 +169,7 @@ fn an_ack_acknowledges_every_batch_in_flight_up_to_it_within_the_window() {
     assert_eq!(s.push_batch(records(vec![metadata(4)]), vec![]), Ok(4));
     // Each batch carries the time it was written, for latency.
     assert_eq!(batch_seqs(&sent(&mut s, later)), vec![4]);
-    s.handle_message(CollectorMessage::Ack { stream_seq: 4 }).unwrap();
+    s.handle_message(Instant::now(), CollectorMessage::Ack { stream_seq: 4 }).unwrap();
     assert_eq!(
         events(&mut s),
         vec![
@@ -191,7 +191,7 @@ fn resume_acknowledges_what_was_stored_without_resending_and_closes_gaps() {
     // The collector had stored batches 1 and 2 when the connection failed.
     s.connect(None);
     sent(&mut s, now);
-    s.handle_message(welcome(2)).unwrap();
+    s.handle_message(Instant::now(), welcome(2)).unwrap();
     assert_eq!(
         events(&mut s),
         vec![
@@ -208,7 +208,7 @@ fn resume_acknowledges_what_was_stored_without_resending_and_closes_gaps() {
     s.push_batch_at(7, records(vec![metadata(1)]), vec![70]).unwrap();
     s.connect(None);
     sent(&mut s, now);
-    s.handle_message(welcome(4)).unwrap();
+    s.handle_message(Instant::now(), welcome(4)).unwrap();
     assert_eq!(
         events(&mut s),
         vec![AgentEvent::Connected { stored_seq: 4 }, AgentEvent::Renumbered { from: 7, to: 5 }]
@@ -251,7 +251,7 @@ fn control_messages_become_events_and_withdrawn_consent_removes_unsent_captures(
         ControlMessage::DataPolicy { omit: BoundedVec::new() },
         ControlMessage::Consent { capture: false },
     ] {
-        s.handle_message(CollectorMessage::Control(control)).unwrap();
+        s.handle_message(Instant::now(), CollectorMessage::Control(control)).unwrap();
     }
     assert_eq!(
         events(&mut s),
@@ -273,13 +273,13 @@ fn a_refusal_or_a_message_out_of_place_ends_the_connection() {
     s.connect(None);
     let refusal = CollectorMessage::Error(ProtocolError::new(ErrorCode::AuthenticationFailed, "no"));
     assert_eq!(
-        s.handle_message(refusal),
+        s.handle_message(Instant::now(), refusal),
         Err(AgentSessionError::Refused { code: ErrorCode::AuthenticationFailed, message: "no".into() })
     );
     s.connect(None);
-    assert!(matches!(s.handle_message(CollectorMessage::Ack { stream_seq: 0 }), Err(AgentSessionError::Unexpected(_))));
+    assert!(matches!(s.handle_message(Instant::now(), CollectorMessage::Ack { stream_seq: 0 }), Err(AgentSessionError::Unexpected(_))));
     let mut s = established(1, 0, now);
-    assert_eq!(s.handle_message(welcome(0)), Err(AgentSessionError::Unexpected("a second welcome")));
+    assert_eq!(s.handle_message(Instant::now(), welcome(0)), Err(AgentSessionError::Unexpected("a second welcome")));
     assert!(!s.is_established());
 }
 
@@ -292,9 +292,9 @@ fn a_drain_ends_in_goodbye_or_gives_up_at_its_deadline_still_hearing_controls() 
     let deadline = now + Duration::from_secs(5);
     s.begin_drain(deadline);
     assert_eq!(s.poll_timeout(), Some(deadline));
-    s.handle_message(CollectorMessage::Control(ControlMessage::Consent { capture: true })).unwrap();
+    s.handle_message(Instant::now(), CollectorMessage::Control(ControlMessage::Consent { capture: true })).unwrap();
     s.handle_timeout(now + Duration::from_secs(1)).unwrap();
-    s.handle_message(CollectorMessage::Ack { stream_seq: 1 }).unwrap();
+    s.handle_message(Instant::now(), CollectorMessage::Ack { stream_seq: 1 }).unwrap();
     let heard = events(&mut s);
     assert!(heard.contains(&AgentEvent::ConsentChanged { capture: true, discarded: vec![] }), "{heard:?}");
     assert!(s.is_drained());
@@ -324,7 +324,7 @@ fn a_goodbye_for_this_connection_only_keeps_the_stream_going() {
     assert!(!s.is_established() && !s.is_closed());
     s.connect(None);
     sent(&mut s, now);
-    s.handle_message(welcome(0)).unwrap();
+    s.handle_message(Instant::now(), welcome(0)).unwrap();
     assert_eq!(batch_seqs(&sent(&mut s, now)), vec![1]);
 }
 
@@ -349,6 +349,58 @@ fn mac_pseudonyms_apply_to_what_is_written_not_to_what_is_kept() {
     assert_eq!(s.unacked().next().unwrap().records(), &[record]);
 }
 
+#[test]
+fn retry_later_holds_the_batches_on_the_connection_until_the_delay_has_passed() {
+    let now = Instant::now();
+    let mut s = established(2, 0, now);
+    s.push_batch(records(vec![metadata(1)]), vec![1]).unwrap();
+    s.push_batch(records(vec![metadata(2)]), vec![2]).unwrap();
+    assert_eq!(batch_seqs(&sent(&mut s, now)), vec![1, 2]);
+    let retry = |seq| {
+        CollectorMessage::RetryLater(RetryLater {
+            stream_seq: seq,
+            retry_after_ms: 5000,
+            code: ErrorCode::StorageUnavailable,
+            message: BoundedString::truncating("storage unavailable; retry later"),
+        })
+    };
+    s.handle_message(now, retry(1)).unwrap();
+    let until = now + Duration::from_secs(5);
+    assert!(matches!(events(&mut s)[..], [AgentEvent::RetryLater { seq: 1, until: u, .. }] if u == until));
+    assert!(s.is_established(), "the connection is kept");
+    assert_eq!(s.poll_timeout(), Some(until));
+    assert_eq!(s.stats().retries, 1);
+    // Nothing goes out before the delay, not even the batch behind it...
+    assert!(sent(&mut s, now + Duration::from_millis(4999)).is_empty());
+    s.handle_timeout(now + Duration::from_millis(4999)).unwrap();
+    assert_eq!(s.poll_timeout(), Some(until));
+    // ...and both go again, in order, after it.
+    s.handle_timeout(until).unwrap();
+    assert_eq!(s.poll_timeout(), None);
+    assert_eq!(batch_seqs(&sent(&mut s, until)), vec![1, 2]);
+    s.handle_message(until, CollectorMessage::Ack { stream_seq: 2 }).unwrap();
+    assert!(s.is_drained());
+
+    // A retry for a batch not in flight is a confused collector.
+    let mut s = established(1, 0, now);
+    assert!(matches!(s.handle_message(now, retry(3)), Err(AgentSessionError::AckNeverSent { seq: 3, .. })));
+    // The collector cannot park a device for longer than the bound.
+    let mut s = established(1, 0, now);
+    s.push_batch(records(vec![metadata(1)]), vec![1]).unwrap();
+    sent(&mut s, now);
+    let forever = CollectorMessage::RetryLater(RetryLater {
+        stream_seq: 1,
+        retry_after_ms: u32::MAX,
+        code: ErrorCode::StorageUnavailable,
+        message: BoundedString::default(),
+    });
+    s.handle_message(now, forever).unwrap();
+    assert_eq!(s.held_until(), Some(now + Duration::from_millis(u64::from(MAX_RETRY_AFTER_MS))));
+    // A new connection starts afresh: the edge's backoff paced it.
+    s.connection_lost();
+    assert_eq!(s.held_until(), None);
+}
+
 /// What the simulated network does next.
 #[derive(Debug, Clone)]
 enum Step {
@@ -367,6 +419,8 @@ enum Step {
     Control(bool),
     /// The device starts draining.
     Drain,
+    /// The collector's storage fails (`true`) or comes back (`false`).
+    Storage(bool),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -378,6 +432,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::DuplicateAck),
         1 => any::<bool>().prop_map(Step::Control),
         1 => Just(Step::Drain),
+        1 => any::<bool>().prop_map(Step::Storage),
     ]
 }
 
@@ -388,6 +443,8 @@ struct Collector {
     /// Record ids stored, per batch sequence.
     stored: BTreeMap<u64, Vec<u64>>,
     last_ack: Option<u64>,
+    /// Storage is failing: batches are answered with `RetryLater`.
+    storage_down: bool,
 }
 
 impl Collector {
@@ -404,6 +461,15 @@ impl Collector {
             SessionAction::Admit => {
                 let stored_seq = self.session.proof_accepted(Instant::now(), self.stored_seq());
                 replies.push_back(welcome(stored_seq));
+            }
+            SessionAction::Store(batch, _) if self.storage_down => {
+                self.session.batch_deferred();
+                replies.push_back(CollectorMessage::RetryLater(RetryLater {
+                    stream_seq: batch.stream_seq,
+                    retry_after_ms: 20,
+                    code: ErrorCode::StorageUnavailable,
+                    message: BoundedString::truncating("storage unavailable"),
+                }));
             }
             SessionAction::Store(batch, _) => {
                 let ids = batch.records.iter().map(|r| r.observed_at_ms as u64).collect();
@@ -441,6 +507,7 @@ impl World {
                 session: CollectorSession::with_authentication(identity(), Authentication::Transport),
                 stored: BTreeMap::new(),
                 last_ack: None,
+                storage_down: false,
             },
             to_collector: VecDeque::new(),
             to_agent: VecDeque::new(),
@@ -466,6 +533,8 @@ impl World {
     /// nothing acknowledged is ever sent again.
     fn transmit(&mut self) -> Result<(), TestCaseError> {
         let mut out = Vec::new();
+        // The drain deadline is an hour away: only a retry delay ends here.
+        self.agent.handle_timeout(self.now).unwrap();
         while self.agent.poll_transmit(self.now, &mut out).unwrap() {}
         for message in decode_all(&out) {
             if let Some((batch, _)) = message.clone().into_batch() {
@@ -519,7 +588,7 @@ impl World {
             }
             Step::ToAgent => {
                 if let Some(message) = self.to_agent.pop_front() {
-                    if let Err(e) = self.agent.handle_message(message) {
+                    if let Err(e) = self.agent.handle_message(self.now, message) {
                         return Err(TestCaseError::fail(format!("agent refused a correct collector: {e}")));
                     }
                 }
@@ -541,6 +610,7 @@ impl World {
                 }
             }
             Step::Drain => self.agent.begin_drain(self.now + Duration::from_secs(3600)),
+            Step::Storage(down) => self.collector.storage_down = down,
         }
         self.collect_events();
         self.transmit()
@@ -569,7 +639,8 @@ proptest! {
         for step in steps {
             world.run(step)?;
         }
-        // The link heals: one clean connection, everything delivered.
+        // The link and the storage heal: one clean connection, everything delivered.
+        world.collector.storage_down = false;
         world.reconnect();
         world.transmit()?;
         world.settle()?;
@@ -603,11 +674,17 @@ proptest! {
         let now = Instant::now();
         let mut s = session(window);
         for (kind, n) in inputs {
-            let message = match kind % 7 {
+            let message = match kind % 8 {
                 0 => welcome(n),
                 1 | 2 => CollectorMessage::Ack { stream_seq: n },
                 3 => CollectorMessage::Control(ControlMessage::Consent { capture: n % 2 == 0 }),
                 4 => CollectorMessage::Error(ProtocolError::new(ErrorCode::BadSequence, "x")),
+                6 => CollectorMessage::RetryLater(RetryLater {
+                    stream_seq: n,
+                    retry_after_ms: u32::MAX,
+                    code: ErrorCode::StorageUnavailable,
+                    message: BoundedString::truncating("full"),
+                }),
                 5 => {
                     let _ = s.push_batch(records(vec![metadata(n), capture(n)]), vec![n, n + 100]);
                     continue;
@@ -617,7 +694,7 @@ proptest! {
                     continue;
                 }
             };
-            let _ = s.handle_message(message);
+            let _ = s.handle_message(Instant::now(), message);
             let mut out = Vec::new();
             while let Ok(true) = s.poll_transmit(now, &mut out) {}
             while s.poll_event().is_some() {}
