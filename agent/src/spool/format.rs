@@ -203,7 +203,9 @@ fn entry_header(bytes: &[u8], at: usize) -> Option<(usize, u32)> {
 /// The body at `at` with length `len`, if it is all there, within bounds
 /// and matches `crc`; `work` counts the bytes hashed.
 fn sound_body<'a>(bytes: &'a [u8], at: usize, len: usize, crc: u32, work: &mut usize) -> Option<&'a [u8]> {
-    if len > MAX_ENTRY_LEN {
+    // No entry is empty, and an empty body's CRC-32 is 0: zeroed bytes
+    // must not read as entries.
+    if len == 0 || len > MAX_ENTRY_LEN {
         return None;
     }
     let start = at.checked_add(ENTRY_HEADER_LEN)?;
@@ -217,9 +219,24 @@ fn sound_entry_at(bytes: &[u8], at: usize, work: &mut usize) -> bool {
     entry_header(bytes, at).is_some_and(|(len, crc)| sound_body(bytes, at, len, crc, work).is_some())
 }
 
-/// Whether a damaged body looks like a `Record` entry (variant 0).
+/// Whether a damaged body was a `Record` entry: it starts with variant 0,
+/// or it is one whose variant byte was hit (it decodes whole as a record
+/// with variant 0, and not as what it says).
 fn looks_like_record(body: &[u8]) -> bool {
-    body.first().is_none_or(|tag| *tag == 0)
+    fn decodes_whole(body: &[u8]) -> Option<SpoolEntry> {
+        match postcard::take_from_bytes::<SpoolEntry>(body) {
+            Ok((entry, rest)) if rest.is_empty() => Some(entry),
+            _ => None,
+        }
+    }
+    match body.first() {
+        None | Some(0) => true,
+        Some(_) => {
+            let mut fixed = body.to_vec();
+            fixed[0] = 0;
+            decodes_whole(body).is_none() && matches!(decodes_whole(&fixed), Some(SpoolEntry::Record { .. }))
+        }
+    }
 }
 
 /// Replays a whole spool file. A tail cut short mid-entry is ignored

@@ -306,7 +306,7 @@ mod tests {
     async fn survives_reopen_compacts_and_discards_damage() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/spool");
-        let Opened { mut spool, state, discarded } = Spool::open(&path, 4096, 99).unwrap();
+        let Opened { mut spool, state, discarded, .. } = Spool::open(&path, 4096, 99).unwrap();
         assert!(state.queued.is_empty() && discarded.is_none());
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         for id in 0..3 {
