@@ -300,33 +300,60 @@ fn bulky_batch(org: &glimpse_common::identity::OrgId, seq: u64, n: usize) -> gli
     glimpse_common::wire::Batch { org: org.clone(), stream_seq: seq, records: BoundedVec::truncating(records) }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// A collector whose data directory is a small tmpfs (root, like the
+/// capture tests), with `limits` lines added to its `[limits]` table.
 // The PKI lock only keeps other test threads' issuers out while
 // registrations are imported; no task of this runtime contends for it.
 #[allow(clippy::await_holding_lock)]
-async fn a_full_disk_is_refused_clearly_and_corrupts_nothing() {
-    init_logging();
-    let device = issue_device("faultorg");
+async fn collector_on_small_disk(
+    size: &str,
+    limits: &str,
+) -> (tempfile::TempDir, Mounted, glimpse_collector::config::CollectorConfig, glimpse_collector::Collector) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    // A real full disk: the collector's data directory on an 8 MiB tmpfs
-    // (root, like the capture tests).
+    // mode=0700: a tmpfs root is 1777 by default, which the collector
+    // refuses as a data directory.
     let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m", "glimpse-full-disk-test"])
+        .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "glimpse-full-disk-test"])
         .arg(&data)
         .status()
         .expect("mount");
     assert!(mounted.success(), "mounting a small tmpfs for the full-disk test needs root");
-    let _unmount = Mounted(data.clone());
+    let unmount = Mounted(data.clone());
     let master = dir.path().join("master.key");
     glimpse_store::keys::MasterKey::generate_file(&master).unwrap();
-    std::fs::write(dir.path().join("collector.toml"), collector_toml(&data, &master, 0)).unwrap();
+    let text = collector_toml(&data, &master, free_port()).replace("[limits]\n", &format!("[limits]\n{limits}\n"));
+    std::fs::write(dir.path().join("collector.toml"), text).unwrap();
     let config = glimpse_collector::config::CollectorConfig::load(&dir.path().join("collector.toml")).unwrap();
-    let collector = {
-        let _guard = pki().lock();
-        glimpse_collector::Collector::start(config).await.expect("collector starts")
-    };
+    let collector = start_locked(&config).await;
+    (dir, unmount, config, collector)
+}
+
+#[allow(clippy::await_holding_lock)]
+async fn start_locked(config: &glimpse_collector::config::CollectorConfig) -> glimpse_collector::Collector {
+    let _guard = pki().lock();
+    glimpse_collector::Collector::start(config.clone()).await.expect("collector starts")
+}
+
+/// Fills the filesystem holding `dir` with one file, to the last byte.
+fn fill_disk(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    for chunk in [1 << 20, 4096, 1] {
+        let bytes = vec![0xa5u8; chunk];
+        while file.write_all(&bytes).is_ok() {}
+    }
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_refused_clearly_and_corrupts_nothing() {
+    init_logging();
+    let device = issue_device("faultorg");
+    let (dir, _unmount, _, collector) = collector_on_small_disk("8m", "storage_retry_secs = 1").await;
+    let data = dir.path().join("data");
 
     // Batches of about 500 KB until the disk is full.
     let org = device.identity.org.clone();
@@ -336,36 +363,46 @@ async fn a_full_disk_is_refused_clearly_and_corrupts_nothing() {
     let refusal = loop {
         assert!(seq < 100, "8 MiB never filled up");
         let batch = bulky_batch(&org, seq, 1000);
-        match conn.send_batch(&batch).await {
-            Ok(_) => {
+        conn.session_mut().push_batch_at(seq, Arc::new(batch.records.clone()), Vec::new()).unwrap();
+        conn.flush().await.unwrap();
+        let refused = loop {
+            match conn.next_event().await.unwrap() {
+                glimpse_common::wire::AgentEvent::Acked { .. } => break None,
+                glimpse_common::wire::AgentEvent::RetryLater { code, message, .. } => break Some((code, message)),
+                // Consent and data policy, after the welcome.
+                _ => {}
+            }
+        };
+        match refused {
+            None => {
                 acked += batch.records.len();
                 seq += 1;
             }
-            Err(e) => break e,
+            Some(refusal) => break refusal,
         }
     };
-    match &refusal {
-        glimpse_agent::transport::TransportError::Refused { code, message } => {
-            assert_eq!(*code, glimpse_common::wire::ErrorCode::StorageUnavailable);
-            assert!(message.contains("storage unavailable"), "{message}");
-        }
-        other => panic!("expected a storage refusal, got {other}"),
-    }
+    assert_eq!(refusal.0, glimpse_common::wire::ErrorCode::StorageUnavailable);
+    assert!(refusal.1.contains("storage unavailable"), "{}", refusal.1);
     assert!(acked > 0, "some batches fitted");
     assert!(
         collector.metrics().rejections(glimpse_collector::ingest::RejectReason::StorageUnavailable) >= 1,
         "the refusal is counted"
     );
 
-    // Space is freed; the same stream resumes where the store left off and
-    // the refused batch goes in once.
+    // Space is freed; the same connection sends the refused batch again
+    // after the stated delay, and it goes in once.
     let grown = Command::new("mount").args(["-o", "remount,size=64m"]).arg(&data).status().unwrap();
     assert!(grown.success());
-    let mut conn = try_connect(collector.local_addr(), &device).await.unwrap();
-    assert_eq!(conn.stored_seq(), seq - 1, "the refused batch was not stored");
-    let batch = bulky_batch(&org, seq, 1000);
-    conn.send_batch(&batch).await.expect("stored once there is room");
-    acked += batch.records.len();
+    loop {
+        match conn.next_event().await.unwrap() {
+            glimpse_common::wire::AgentEvent::Acked { seq: got, .. } if got == seq => break,
+            _ => {}
+        }
+    }
+    acked += 1000;
+    conn.close().await;
+    let conn = try_connect(collector.local_addr(), &device).await.unwrap();
+    assert_eq!(conn.stored_seq(), seq, "the stream resumes after the batch stored late");
     conn.close().await;
 
     let outcome = collector.store().read(&org, DataKind::Metadata, None, None).unwrap();
@@ -375,6 +412,53 @@ async fn a_full_disk_is_refused_clearly_and_corrupts_nothing() {
     let distinct: BTreeSet<&String> = mine.iter().collect();
     assert_eq!(mine.len(), distinct.len(), "a record was stored twice");
     assert_eq!(mine.len(), acked, "stored = acknowledged");
+    collector.shutdown().await;
+}
+
+/// Issue 17, item 11: while the collector's disk is full, an agent keeps
+/// its connection and waits as told, rather than reconnecting (a full TLS
+/// handshake) every few hundred milliseconds; once the disk has room again
+/// nothing acknowledged is lost and nothing is stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_outage_costs_no_handshakes_and_loses_nothing() {
+    use glimpse_collector::ingest::RejectReason;
+    init_logging();
+    let device = issue_device("faultorg");
+    let (dir, _unmount, config, collector) = collector_on_small_disk("16m", "storage_retry_secs = 1").await;
+    let agent = start_agent(collector.local_addr(), &device);
+    wait_for_status(&agent, "streaming", |s| s.acked_seq >= 3).await;
+
+    let filler = fill_disk(&dir.path().join("data"));
+    let handshakes = collector.metrics().handshakes();
+    let connections = agent.status().borrow().connections;
+    // Three refused attempts: 1 s, then 2 s apart, on the same connection.
+    wait_until("the collector refuses batches while the disk is full", || {
+        collector.metrics().rejections(RejectReason::StorageUnavailable) >= 3
+    })
+    .await;
+    let during = collector.metrics().handshakes() - handshakes;
+    assert!(during <= 1, "{during} handshakes during the outage: the agent reconnected instead of waiting");
+    let status = agent.status().borrow().clone();
+    assert!(status.storage_retries >= 3, "{status:?}");
+    assert!(status.connections <= connections + 1, "{status:?}");
+
+    // Room again: what waited is stored, once. A write that failed inside
+    // the control database (redb) leaves it refusing every later write
+    // until it is reopened, so the collector is restarted here; the agent
+    // reconnects on its own, paced by its backoff.
+    std::fs::remove_file(&filler).unwrap();
+    collector.shutdown().await;
+    let collector = start_locked(&config).await;
+    let acked = agent.status().borrow().acked_seq;
+    wait_for_status(&agent, "streaming again once the disk has room", |s| s.acked_seq >= acked + 3).await;
+    let final_status = agent.shutdown().await;
+    let outcome = collector.store().read(&device.identity.org, DataKind::Metadata, None, None).unwrap();
+    assert!(outcome.problems.is_empty(), "the outage left damage: {:?}", outcome.problems);
+    let mine: Vec<String> =
+        outcome.records.iter().filter(|r| r.device == device.identity.device).map(|r| identify(&r.record)).collect();
+    let distinct: BTreeSet<&String> = mine.iter().collect();
+    assert_eq!(mine.len(), distinct.len(), "a record was stored twice");
+    assert_eq!(mine.len() as u64, final_status.acked_records, "stored = acknowledged");
     collector.shutdown().await;
 }
 
