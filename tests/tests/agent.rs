@@ -74,7 +74,7 @@ async fn reload_reconnects_with_new_credentials() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupt_spool_is_discarded_and_reported_not_fatal() {
+async fn a_corrupt_spool_entry_is_skipped_and_reported_not_fatal() {
     init_logging();
     let device = issue_device("spoolorg");
     let tc = TestCollector::start().await;
@@ -94,9 +94,11 @@ async fn a_corrupt_spool_is_discarded_and_reported_not_fatal() {
         .store()
         .read(&device.identity.org, glimpse_common::record::DataKind::Metadata, None, None)
         .unwrap();
-    let reported = stored.records.iter().any(
-        |r| matches!(&r.record.body, glimpse_common::record::RecordBody::AgentHealth(h) if h.discarded_corrupt_spool),
-    );
-    assert!(reported, "the discarded spool is reported to the collector");
+    // The one entry failed its checksum: skipped and counted, not the
+    // whole spool thrown away.
+    let reported = stored.records.iter().any(|r| {
+        matches!(&r.record.body, glimpse_common::record::RecordBody::SpoolRecovery(s) if s.damaged_entries == 1 && !s.discarded)
+    });
+    assert!(reported, "the damaged spool is reported to the collector");
     assert!(glimpse_agent::spool::format::replay(&std::fs::read(&spool).unwrap()).is_ok(), "a sound spool replaced it");
 }

@@ -207,6 +207,87 @@ async fn agent_killed_with_a_full_spool_delivers_it_after_restart() {
     assert!(missing.is_empty(), "spooled records lost: {missing:?}");
 }
 
+/// Issue 17, item 13: one flipped bit in the spool of a stopped agent
+/// costs the one record it hit, not every unacknowledged record; the agent
+/// says so in its log and in a record the collector stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_spool_bit_costs_one_record_and_is_reported() {
+    use glimpse_agent::spool::format::{self, SpoolEntry, ENTRY_HEADER_LEN, HEADER_LEN};
+    init_logging();
+    let device = issue_device("faultorg");
+    let files = CollectorFiles::new();
+    // The collector is down: the agent spools.
+    let agent_dir = tempfile::tempdir().unwrap();
+    let agent_config = agent_dir.path().join("agent.toml");
+    std::fs::write(&agent_config, agent_toml(files.addr(), &device)).unwrap();
+    let spool = device.cert.with_file_name("spool");
+    let agent = Process::start(AGENT, &["run"], &agent_config);
+    let spooled = |min: usize| {
+        let bytes = std::fs::read(&spool).unwrap_or_default();
+        format::replay(&bytes).map(|s| s.queued.len()).unwrap_or(0) >= min
+    };
+    wait_until("records spooled while the collector is down", || spooled(20)).await;
+    agent.kill();
+
+    // Flip one bit in the middle of the body of the tenth record entry.
+    let mut bytes = std::fs::read(&spool).unwrap();
+    let before = format::replay(&bytes).unwrap();
+    assert!(before.damage.is_empty());
+    let mut offset = HEADER_LEN;
+    let mut records_seen = 0;
+    let damaged = loop {
+        let len = u32::from_be_bytes(bytes[offset..offset + 4].try_into().unwrap()) as usize;
+        let body = &bytes[offset + ENTRY_HEADER_LEN..offset + ENTRY_HEADER_LEN + len];
+        if let Ok(SpoolEntry::Record { id, record }) = postcard::from_bytes::<SpoolEntry>(body) {
+            records_seen += 1;
+            if records_seen == 10 {
+                bytes[offset + ENTRY_HEADER_LEN + len / 2] ^= 0x10;
+                break (id, identify(&record));
+            }
+        }
+        offset += ENTRY_HEADER_LEN + len;
+    };
+    std::fs::write(&spool, &bytes).unwrap();
+    let expected: BTreeSet<String> =
+        before.queued.iter().filter(|(id, _)| *id != damaged.0).map(|(_, r)| identify(r)).collect();
+    assert_eq!(expected.len() + 1, before.queued.len());
+
+    // Collector up, agent restarted: everything but the damaged record arrives, once.
+    let collector = files.start().await;
+    let agent = Process::start(AGENT, &["run"], &agent_config);
+    wait_until("the spooled records delivered", || {
+        format::replay(&std::fs::read(&spool).unwrap_or_default())
+            .map(|s| s.damage.is_empty() && !s.queued.iter().any(|(_, r)| expected.contains(&identify(r))))
+            .unwrap_or(false)
+    })
+    .await;
+    agent.terminate().await;
+    collector.terminate().await;
+
+    let config = glimpse_collector::config::CollectorConfig::load(&files.config()).unwrap();
+    let store = glimpse_collector::service::open_store(&config, Arc::new(SystemClock)).unwrap();
+    let outcome = store.read(&device.identity.org, DataKind::Metadata, None, None).unwrap();
+    let mine: Vec<_> = outcome.records.iter().filter(|r| r.device == device.identity.device).collect();
+    let stored: Vec<String> = mine.iter().map(|r| identify(&r.record)).collect();
+    let distinct: BTreeSet<&String> = stored.iter().collect();
+    assert_eq!(stored.len(), distinct.len(), "a record was stored twice");
+    let missing: Vec<_> = expected.iter().filter(|r| !distinct.contains(r)).collect();
+    assert!(missing.is_empty(), "{} undamaged spooled records lost", missing.len());
+    assert!(!distinct.contains(&damaged.1), "the damaged record is not delivered");
+    let recovery: Vec<_> = mine
+        .iter()
+        .filter_map(|r| match &r.record.body {
+            glimpse_common::record::RecordBody::SpoolRecovery(recovery) => Some(*recovery),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(recovery.len(), 1, "one account of the damage: {recovery:?}");
+    assert_eq!(recovery[0].records_lost, 1, "{recovery:?}");
+    assert_eq!(recovery[0].damaged_entries, 1, "{recovery:?}");
+    assert!(recovery[0].records_kept as usize >= expected.len(), "{recovery:?}");
+    assert!(!recovery[0].discarded);
+}
+
 /// A TCP relay on 127.0.0.1 whose link can be cut (every connection
 /// dropped, new ones refused) and restored, like a WAN outage.
 struct CutProxy {
