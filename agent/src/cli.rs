@@ -106,9 +106,23 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
-            // 64: EX_USAGE, bad configuration or arguments.
-            ExitCode::from(64)
+            exit_code(&e)
         }
+    }
+}
+
+/// The exit code for a failed command: 77 (`EX_NOPERM`) when a key file
+/// or directory is open to other users, else 64 (`EX_USAGE`, bad
+/// configuration or arguments).
+fn exit_code(e: &anyhow::Error) -> ExitCode {
+    let refused = e.downcast_ref::<crate::runtime::AgentError>().and_then(crate::runtime::AgentError::permission_error).is_some()
+        || e.downcast_ref::<crate::transport::TransportError>()
+            .and_then(crate::transport::TransportError::permission_error)
+            .is_some();
+    if refused {
+        ExitCode::from(77)
+    } else {
+        ExitCode::from(64)
     }
 }
 

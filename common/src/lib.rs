@@ -23,6 +23,7 @@ pub mod config;
 pub mod identity;
 pub mod minimise;
 pub mod net;
+pub mod permissions;
 pub mod record;
 #[cfg(feature = "pki")]
 pub mod registration;

@@ -43,6 +43,10 @@ pub enum TlsConfigError {
     /// The server verifier could not be built.
     #[error("cannot build server certificate verifier: {0}")]
     ServerVerifier(rustls::server::VerifierBuilderError),
+    /// A private key file is open to other users (see
+    /// [`crate::permissions`]).
+    #[error(transparent)]
+    Permissions(#[from] crate::permissions::PermissionError),
     /// A PEM file could not be read or held nothing usable.
     #[error("cannot load {what} from {path}: {reason}")]
     Pem {

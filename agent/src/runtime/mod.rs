@@ -81,6 +81,15 @@ pub enum AgentError {
     Transport(#[from] TransportError),
 }
 
+impl AgentError {
+    /// The permission refusal behind this error, if it is one.
+    pub fn permission_error(&self) -> Option<&glimpse_files::PermissionError> {
+        match self {
+            AgentError::Transport(e) => e.permission_error(),
+        }
+    }
+}
+
 /// Credentials and settings a reload replaces together.
 #[derive(Clone)]
 struct Settings {

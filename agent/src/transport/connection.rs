@@ -112,6 +112,11 @@ pub enum TransportError {
     /// Any other SSH failure (negotiation, channel, subsystem).
     #[error("SSH with the collector failed: {0}")]
     Ssh(String),
+    /// A key file (shared key, SSH key) is open to other users; refused.
+    /// (The TLS private key's refusal is [`TlsConfigError::Permissions`]
+    /// inside [`TransportError::TlsConfig`].)
+    #[error(transparent)]
+    Permissions(#[from] glimpse_files::PermissionError),
     /// The config asks for SSH but this build has no SSH support.
     #[error("collector.transport = \"ssh\" but this agent was built without the `ssh` feature")]
     SshUnavailable,
@@ -119,6 +124,17 @@ pub enum TransportError {
     /// never sent, a drain past its deadline, a batch out of order).
     #[error(transparent)]
     Session(AgentSessionError),
+}
+
+impl TransportError {
+    /// The permission refusal behind this error, if it is one: the agent
+    /// exits with 77 (`EX_NOPERM`) for it.
+    pub fn permission_error(&self) -> Option<&glimpse_files::PermissionError> {
+        match self {
+            TransportError::Permissions(e) | TransportError::TlsConfig(TlsConfigError::Permissions(e)) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 impl From<AgentSessionError> for TransportError {
@@ -198,7 +214,9 @@ pub fn load_shared_key(path: &std::path::Path) -> Result<SecretKey, TransportErr
     use std::io::Read;
     let bad = |reason: String| TransportError::SharedKey { path: path.to_owned(), reason };
     let mut text = zeroize::Zeroizing::new(String::new());
-    std::fs::File::open(path).and_then(|f| f.take(256).read_to_string(&mut text)).map_err(|e| bad(e.to_string()))?;
+    let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    glimpse_files::check_secret(path, &file.metadata().map_err(|e| bad(e.to_string()))?, "shared key")?;
+    file.take(256).read_to_string(&mut text).map_err(|e| bad(e.to_string()))?;
     SecretKey::from_hex(&text).map_err(|e| bad(e.to_string()))
 }
 

@@ -45,9 +45,9 @@ impl SshCredentials {
         let path = &settings.key_path;
         let bad = |reason: String| TransportError::SshKey { path: path.clone(), reason };
         let mut text = Zeroizing::new(Vec::new());
-        std::fs::File::open(path)
-            .and_then(|f| f.take(MAX_KEY_BYTES + 1).read_to_end(&mut text))
-            .map_err(|e| bad(e.to_string()))?;
+        let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+        glimpse_files::check_secret(path, &file.metadata().map_err(|e| bad(e.to_string()))?, "SSH private key")?;
+        file.take(MAX_KEY_BYTES + 1).read_to_end(&mut text).map_err(|e| bad(e.to_string()))?;
         if text.len() as u64 > MAX_KEY_BYTES {
             return Err(bad(format!("larger than {MAX_KEY_BYTES} bytes; not an SSH key")));
         }

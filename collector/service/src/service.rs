@@ -37,6 +37,9 @@ pub enum ServiceError {
     /// Registrations or revocations could not be imported.
     #[error("cannot import device registrations: {0}")]
     Import(String),
+    /// A data directory is writable by group or others; refused.
+    #[error(transparent)]
+    Permissions(#[from] glimpse_files::PermissionError),
     /// The listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -45,6 +48,21 @@ pub enum ServiceError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+impl ServiceError {
+    /// Whether this is a permission refusal: a key file open to other
+    /// users, or a data directory they can write in. The collector exits
+    /// with 77 (`EX_NOPERM`) for it.
+    pub fn is_permission_refusal(&self) -> bool {
+        matches!(
+            self,
+            ServiceError::Permissions(_)
+                | ServiceError::Tls(glimpse_common::tls::TlsConfigError::Permissions(_))
+                | ServiceError::Key(glimpse_store::keys::KeyError::MasterKeyPermissions { .. })
+                | ServiceError::Ssh(crate::ingest::SshError::HostKeyPermissions(_))
+        )
+    }
 }
 
 /// A running collector.
@@ -66,6 +84,7 @@ pub struct Collector {
 
 /// Opens the store a config names, without serving (for export and tests).
 pub fn open_store(config: &CollectorConfig, clock: Arc<dyn Clock>) -> Result<Store, ServiceError> {
+    glimpse_files::check_data_dir(&config.data_dir, "data directory")?;
     let master = MasterKey::load(&config.master_key_file)?;
     Ok(Store::open(&config.data_dir, master, clock, config.retention.clone())?)
 }

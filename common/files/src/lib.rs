@@ -9,12 +9,14 @@
 #![forbid(unsafe_code)]
 
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use zeroize::Zeroizing;
 
 pub use glimpse_common::config::ConfigError;
+pub use glimpse_common::permissions::{PermissionError, Protection};
 pub use glimpse_common::tls::TlsConfigError;
 use glimpse_common::tls::{certs_from_pem, crls_from_pem, key_from_pem};
 
@@ -22,48 +24,86 @@ use glimpse_common::tls::{certs_from_pem, crls_from_pem, key_from_pem};
 /// revoked devices is well under this.
 pub const MAX_PEM_FILE_LEN: u64 = 64 * 1024 * 1024;
 
-/// Reads at most `max` bytes of `path`; `Ok(None)` if it is longer.
-fn read_bounded(path: &Path, max: u64, out: &mut Vec<u8>) -> std::io::Result<bool> {
+/// Reads at most `max` bytes of `path`; `Ok(false)` if it is longer.
+/// With `secret`, the open file must pass [`check_secret`] first (an
+/// `Ok(Err)`): the file checked is the file read.
+fn read_bounded(
+    path: &Path,
+    max: u64,
+    out: &mut Vec<u8>,
+    secret: Option<&'static str>,
+) -> std::io::Result<Result<bool, PermissionError>> {
     let file = std::fs::File::open(path)?;
+    if let Some(what) = secret {
+        if let Err(e) = check_secret(path, &file.metadata()?, what) {
+            return Ok(Err(e));
+        }
+    }
     file.take(max + 1).read_to_end(out)?;
-    Ok(out.len() as u64 <= max)
+    Ok(Ok(out.len() as u64 <= max))
+}
+
+/// The rule for a file holding a secret (a private or shared key), given
+/// its metadata (of the open file, so that the file checked is the one
+/// read): no access for group or others.
+pub fn check_secret(path: &Path, metadata: &std::fs::Metadata, what: &'static str) -> Result<(), PermissionError> {
+    glimpse_common::permissions::check_mode(Protection::Secret, what, path, metadata.permissions().mode())
+}
+
+/// The rule for a directory holding data: group and others may not write
+/// in it. A directory that does not exist yet passes (whoever creates it
+/// creates it 0700); one that cannot be inspected is left to the code that
+/// opens it to report.
+pub fn check_data_dir(path: &Path, what: &'static str) -> Result<(), PermissionError> {
+    match std::fs::metadata(path) {
+        Ok(meta) => glimpse_common::permissions::check_mode(
+            Protection::DataDirectory,
+            what,
+            path,
+            meta.permissions().mode(),
+        ),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Reads a UTF-8 config file of at most `max` bytes, never more.
 pub fn read_config_text(path: &Path, max: u64) -> Result<String, ConfigError> {
     let read_error = |source| ConfigError::Read { path: path.to_owned(), source };
     let mut bytes = Vec::new();
-    if !read_bounded(path, max, &mut bytes).map_err(read_error)? {
+    if !read_bounded(path, max, &mut bytes, None).map_err(read_error)?.unwrap_or(true) {
         return Err(ConfigError::TooLarge { path: path.to_owned(), max });
     }
     String::from_utf8(bytes)
         .map_err(|_| read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")))
 }
 
-/// Reads a PEM file, bounded; the buffer is wiped on drop (it may hold a key).
-fn read_pem(path: &Path, what: &'static str) -> Result<Zeroizing<Vec<u8>>, TlsConfigError> {
+/// Reads a PEM file, bounded; the buffer is wiped on drop (it may hold a
+/// key). A `secret` one must pass [`check_secret`].
+fn read_pem(path: &Path, what: &'static str, secret: bool) -> Result<Zeroizing<Vec<u8>>, TlsConfigError> {
     let failed = |reason: String| TlsConfigError::Pem { what, path: path.to_owned(), reason };
     let mut bytes = Zeroizing::new(Vec::new());
-    match read_bounded(path, MAX_PEM_FILE_LEN, &mut bytes) {
-        Ok(true) => Ok(bytes),
-        Ok(false) => Err(failed(format!("larger than {MAX_PEM_FILE_LEN} bytes"))),
+    match read_bounded(path, MAX_PEM_FILE_LEN, &mut bytes, secret.then_some(what)) {
+        Ok(Ok(true)) => Ok(bytes),
+        Ok(Ok(false)) => Err(failed(format!("larger than {MAX_PEM_FILE_LEN} bytes"))),
+        Ok(Err(e)) => Err(e.into()),
         Err(e) => Err(failed(e.to_string())),
     }
 }
 
 /// Loads every certificate in a PEM file (at least one).
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
-    certs_from_pem(&read_pem(path, "certificate")?, path)
+    certs_from_pem(&read_pem(path, "certificate", false)?, path)
 }
 
-/// Loads the first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
+/// Loads the first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file,
+/// refusing one that group or others can access ([`check_secret`]).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
-    key_from_pem(&read_pem(path, "private key")?, path)
+    key_from_pem(&read_pem(path, "private key", true)?, path)
 }
 
 /// Loads every CRL in a PEM file.
 pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsConfigError> {
-    crls_from_pem(&read_pem(path, "CRL")?, path)
+    crls_from_pem(&read_pem(path, "CRL", false)?, path)
 }
 
 #[cfg(test)]
@@ -83,6 +123,30 @@ mod tests {
         let binary = dir.path().join("binary.toml");
         std::fs::write(&binary, [0xff, 0xfe, 0x00]).unwrap();
         assert!(read_config_text(&binary, 1024).unwrap_err().to_string().contains("UTF-8"));
+    }
+
+    #[test]
+    fn keys_open_to_others_and_writable_data_dirs_are_refused_by_name() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("device.key");
+        std::fs::write(&key, "no pem here\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load_key(&key).unwrap_err();
+        assert!(matches!(err, TlsConfigError::Permissions(PermissionError { mode: 0o644, .. })), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("device.key") && text.contains("0644") && text.contains("chmod 600"), "{text}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(load_key(&key), Err(TlsConfigError::Pem { .. })), "checked, then read");
+
+        let data = dir.path().join("data");
+        assert_eq!(check_data_dir(&data, "data directory"), Ok(()), "not there yet");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = check_data_dir(&data, "data directory").unwrap_err();
+        assert!(err.to_string().contains("chmod go-w"), "{err}");
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(check_data_dir(&data, "data directory"), Ok(()));
     }
 
     #[test]

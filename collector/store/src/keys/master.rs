@@ -46,7 +46,8 @@ impl MasterKey {
             return Err(format_err("it is not a regular file".into()));
         }
         let mode = meta.permissions().mode() & 0o7777;
-        if mode & 0o077 != 0 {
+        let rule = glimpse_common::permissions::Protection::Secret;
+        if glimpse_common::permissions::check_mode(rule, "master key file", path, mode).is_err() {
             return Err(KeyError::MasterKeyPermissions { path: path.to_path_buf(), mode });
         }
         if meta.len() > MAX_FILE_LEN as u64 {

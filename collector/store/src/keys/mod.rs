@@ -68,8 +68,13 @@ pub enum KeyError {
         /// The file that was looked for.
         path: PathBuf,
     },
-    /// The master key file is readable or writable by group or others.
-    #[error("master key file {} has mode {mode:04o}: it must be 0600 or 0400 (no group or other access)", path.display())]
+    /// The master key file is readable or writable by group or others
+    /// (the rule of `glimpse_common::permissions`, worded as everywhere).
+    #[error(
+        "master key file {} has mode {mode:04o}: group or others can access it; refused (run `chmod 600 {}`)",
+        path.display(),
+        path.display()
+    )]
     MasterKeyPermissions {
         /// The offending file.
         path: PathBuf,

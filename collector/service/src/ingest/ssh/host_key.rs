@@ -6,7 +6,7 @@
 //! (as sshd refuses an unprotected host key).
 
 use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use russh::keys::{Algorithm, PrivateKey};
@@ -26,10 +26,8 @@ pub fn load_or_create(path: &Path) -> Result<PrivateKey, SshError> {
         Err(e) => return Err(bad(e.to_string())),
     }
     let mut file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
-    let mode = file.metadata().map_err(|e| bad(e.to_string()))?.permissions().mode();
-    if mode & 0o077 != 0 {
-        return Err(bad(format!("permissions {:o} let others read it; chmod 600 it", mode & 0o777)));
-    }
+    // As sshd refuses an unprotected host key; the same rule as every key.
+    glimpse_files::check_secret(path, &file.metadata().map_err(|e| bad(e.to_string()))?, "SSH host key")?;
     let mut text = Zeroizing::new(Vec::new());
     (&mut file).take(MAX_HOST_KEY_BYTES + 1).read_to_end(&mut text).map_err(|e| bad(e.to_string()))?;
     if text.len() as u64 > MAX_HOST_KEY_BYTES {
@@ -71,6 +69,7 @@ fn create(path: &Path) -> Result<(), SshError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn created_once_then_reused() {

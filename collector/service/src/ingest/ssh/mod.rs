@@ -54,6 +54,9 @@ pub enum SshError {
         /// What was wrong.
         reason: String,
     },
+    /// The host key file is open to other users; refused.
+    #[error(transparent)]
+    HostKeyPermissions(#[from] glimpse_files::PermissionError),
     /// The SSH port could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
