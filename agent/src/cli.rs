@@ -115,10 +115,11 @@ pub fn main() -> ExitCode {
 /// or directory is open to other users, else 64 (`EX_USAGE`, bad
 /// configuration or arguments).
 fn exit_code(e: &anyhow::Error) -> ExitCode {
-    let refused = e.downcast_ref::<crate::runtime::AgentError>().and_then(crate::runtime::AgentError::permission_error).is_some()
-        || e.downcast_ref::<crate::transport::TransportError>()
-            .and_then(crate::transport::TransportError::permission_error)
-            .is_some();
+    let refused =
+        e.downcast_ref::<crate::runtime::AgentError>().and_then(crate::runtime::AgentError::permission_error).is_some()
+            || e.downcast_ref::<crate::transport::TransportError>()
+                .and_then(crate::transport::TransportError::permission_error)
+                .is_some();
     if refused {
         ExitCode::from(77)
     } else {

@@ -92,7 +92,9 @@ fn a_switch_ssh_key_others_can_read_is_refused() {
     let tls_end = text[tls_start..].find("[collect]").unwrap() + tls_start;
     text.replace_range(
         tls_start..tls_end,
-        &format!("[ssh]\nkey = {key:?}\nhost_key_fingerprint = \"SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"\n"),
+        &format!(
+            "[ssh]\nkey = {key:?}\nhost_key_fingerprint = \"SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"\n"
+        ),
     );
     let text = text.replace("server_name = \"localhost\"\n", "transport = \"ssh\"\n");
     let config = dir.path().join("agent.toml");

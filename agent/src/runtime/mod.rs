@@ -258,7 +258,8 @@ impl Device<'_> {
                     warn!(seq, ?code, ?retry_in, "collector cannot store the batch now; keeping the connection and sending it again then: {message}");
                     self.status.send_modify(|s| {
                         s.storage_retries += 1;
-                        s.last_error = Some(format!("collector refused ({code:?}): {message}; retrying in {retry_in:?}"));
+                        s.last_error =
+                            Some(format!("collector refused ({code:?}): {message}; retrying in {retry_in:?}"));
                     });
                 }
                 AgentEvent::Acked { seq, through, records, sent_at } => {

@@ -368,29 +368,29 @@ fn apply(
             return;
         }
     };
-        match entry {
-            SpoolEntry::Record { id, record } => {
-                state.next_id = state.next_id.max(id.saturating_add(1));
-                records.insert(id, record);
+    match entry {
+        SpoolEntry::Record { id, record } => {
+            state.next_id = state.next_id.max(id.saturating_add(1));
+            records.insert(id, record);
+        }
+        SpoolEntry::Removed { ids } => {
+            for id in ids.iter() {
+                records.remove(id);
             }
-            SpoolEntry::Removed { ids } => {
-                for id in ids.iter() {
-                    records.remove(id);
-                }
-            }
-            SpoolEntry::Batched { seq, ids } => {
-                batches.insert(seq, ids.to_vec());
-            }
-            SpoolEntry::Acked { seq } => {
-                state.acked_seq = state.acked_seq.max(seq);
-                let done: Vec<u64> = batches.range(..=seq).map(|(s, _)| *s).collect();
-                for s in done {
-                    for id in batches.remove(&s).unwrap_or_default() {
-                        records.remove(&id);
-                    }
+        }
+        SpoolEntry::Batched { seq, ids } => {
+            batches.insert(seq, ids.to_vec());
+        }
+        SpoolEntry::Acked { seq } => {
+            state.acked_seq = state.acked_seq.max(seq);
+            let done: Vec<u64> = batches.range(..=seq).map(|(s, _)| *s).collect();
+            for s in done {
+                for id in batches.remove(&s).unwrap_or_default() {
+                    records.remove(&id);
                 }
             }
         }
+    }
 }
 
 #[cfg(test)]

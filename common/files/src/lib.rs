@@ -56,12 +56,9 @@ pub fn check_secret(path: &Path, metadata: &std::fs::Metadata, what: &'static st
 /// opens it to report.
 pub fn check_data_dir(path: &Path, what: &'static str) -> Result<(), PermissionError> {
     match std::fs::metadata(path) {
-        Ok(meta) => glimpse_common::permissions::check_mode(
-            Protection::DataDirectory,
-            what,
-            path,
-            meta.permissions().mode(),
-        ),
+        Ok(meta) => {
+            glimpse_common::permissions::check_mode(Protection::DataDirectory, what, path, meta.permissions().mode())
+        }
         Err(_) => Ok(()),
     }
 }

@@ -138,7 +138,9 @@ pub fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             // 77 (EX_NOPERM): a key file or data directory open to other users.
-            if e.downcast_ref::<crate::service::ServiceError>().is_some_and(crate::service::ServiceError::is_permission_refusal) {
+            if e.downcast_ref::<crate::service::ServiceError>()
+                .is_some_and(crate::service::ServiceError::is_permission_refusal)
+            {
                 ExitCode::from(77)
             } else {
                 ExitCode::from(64)

@@ -119,7 +119,10 @@ impl ConnectionContext {
     /// well inside the idle timeout so that the waiting agent is not cut off.
     fn retry_delay(&self, failures: u32) -> Duration {
         let doubled = self.storage_retry.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
-        doubled.min(Duration::from_secs(60).max(self.storage_retry)).min(self.idle_timeout / 2).max(Duration::from_millis(100))
+        doubled
+            .min(Duration::from_secs(60).max(self.storage_retry))
+            .min(self.idle_timeout / 2)
+            .max(Duration::from_millis(100))
     }
 
     /// Audits capture records dropped for want of consent. Blocking file

@@ -277,7 +277,10 @@ fn a_refusal_or_a_message_out_of_place_ends_the_connection() {
         Err(AgentSessionError::Refused { code: ErrorCode::AuthenticationFailed, message: "no".into() })
     );
     s.connect(None);
-    assert!(matches!(s.handle_message(Instant::now(), CollectorMessage::Ack { stream_seq: 0 }), Err(AgentSessionError::Unexpected(_))));
+    assert!(matches!(
+        s.handle_message(Instant::now(), CollectorMessage::Ack { stream_seq: 0 }),
+        Err(AgentSessionError::Unexpected(_))
+    ));
     let mut s = established(1, 0, now);
     assert_eq!(s.handle_message(Instant::now(), welcome(0)), Err(AgentSessionError::Unexpected("a second welcome")));
     assert!(!s.is_established());
