@@ -225,7 +225,7 @@ fn sound_entry_at(bytes: &[u8], at: usize, work: &mut usize) -> bool {
 fn looks_like_record(body: &[u8]) -> bool {
     fn decodes_whole(body: &[u8]) -> Option<SpoolEntry> {
         match postcard::take_from_bytes::<SpoolEntry>(body) {
-            Ok((entry, rest)) if rest.is_empty() => Some(entry),
+            Ok((entry, [])) => Some(entry),
             _ => None,
         }
     }
@@ -254,10 +254,8 @@ pub fn replay(bytes: &[u8]) -> Result<SpoolState, SpoolFormatError> {
     let mut batches: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     let mut offset = HEADER_LEN;
     let mut work = 0usize;
-    loop {
-        let Some((len, crc)) = entry_header(bytes, offset) else {
-            break; // torn tail (or the end)
-        };
+    // Ends at the end of the file or at a torn tail.
+    while let Some((len, crc)) = entry_header(bytes, offset) {
         let body = match sound_body(bytes, offset, len, crc, &mut work) {
             Some(body) => body,
             None => match recover(bytes, offset, len, crc, &mut work, &mut state.damage) {
