@@ -419,10 +419,13 @@ impl Connection {
         self.link.flush(&mut self.session).await
     }
 
-    /// The session's next event, reading from the collector as needed.
-    /// Cancel-safe while it reads; call [`Connection::flush`] after
-    /// pushing. When the collector said `RetryLater`, it waits out the
-    /// delay and writes the held batches again itself.
+    /// The session's next event, reading from the collector as needed;
+    /// call [`Connection::flush`] after pushing. When the collector said
+    /// `RetryLater`, it waits out the delay and writes the held batches
+    /// again itself. Cancel-safe except during that write: a caller that
+    /// races it against other work (the load tool) may break the stream
+    /// if it drops the future just as a retry delay ends, so such a caller
+    /// should flush held batches itself ([`AgentSession::held_until`]).
     pub async fn next_event(&mut self) -> Result<AgentEvent, TransportError> {
         loop {
             if let Some(event) = self.held.pop_front().or_else(|| self.session.poll_event()) {
