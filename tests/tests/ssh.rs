@@ -58,6 +58,8 @@ async fn unknown_revoked_wrong_device_and_access_point_keys_are_refused() {
     let stranger = glimpse_certs::ssh::generate_ed25519("stranger").unwrap();
     let stranger_key = stranger_dir.path().join("key");
     std::fs::write(&stranger_key, stranger.private_openssh.as_bytes()).unwrap();
+    // Private, as the agent requires of every key it reads.
+    std::fs::set_permissions(&stranger_key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let mut unknown = ssh_agent_config(tc.ssh_addr(), &fingerprint, &switch);
     set_ssh_key(&mut unknown, &stranger_key);
     expect_ssh_refused(&tc, unknown, RejectReason::RegistrationMismatch).await;

@@ -111,3 +111,61 @@ async fn a_drain_sends_the_queue_in_batches_hears_controls_meanwhile_and_says_go
     assert!(!seen.capture_consent, "the consent withdrawn during the drain was acted on");
     assert!(!seen.connected);
 }
+
+/// The backoff is reset only when `apply_events` says a batch sent on this
+/// connection was acknowledged: not by a welcome (even one that says older
+/// batches are stored), not by a `RetryLater`.
+#[test]
+fn only_an_acknowledgement_of_a_sent_batch_counts_as_storing_again() {
+    use glimpse_common::bounded::BoundedString;
+    use glimpse_common::wire::{ErrorCode, RetryLater};
+    let config = AgentConfig::parse(CONFIG, Path::new("agent.toml"), Path::new("/nonexistent")).unwrap();
+    let queue = Arc::new(Queue::new(Vec::new(), 0));
+    let (status, watched) = watch::channel(AgentStatus::default());
+    let mut captures = Captures::new(queue.clone(), crate::capture::consent::Consent::load(None));
+    let mut spool = SpoolSlot { spool: None, max_bytes: 0 };
+    let mut omitted_fields = Vec::new();
+    let mut device = Device {
+        queue: &queue,
+        spool: &mut spool,
+        status: &status,
+        captures: &mut captures,
+        config: &config,
+        omitted_fields: &mut omitted_fields,
+    };
+    let now = Instant::now();
+    let record = || {
+        Arc::new(BoundedVec::truncating(vec![Record {
+            observed_at_ms: 1,
+            body: RecordBody::Metadata(Default::default()),
+        }]))
+    };
+    let mut session = AgentSession::new(session_config(&config, 7, 1));
+    session.push_batch_at(3, record(), vec![]).unwrap();
+    session.connect(None);
+    let mut out = Vec::new();
+    while session.poll_transmit(now, &mut out).unwrap() {}
+    let welcome = |stored_seq| {
+        CollectorMessage::Welcome(Welcome { version: PROTOCOL_VERSION, max_frame_len: 1 << 20, stored_seq })
+    };
+    // The welcome says batch 3 is stored: acknowledged, but nothing was sent.
+    session.handle_message(now, welcome(3)).unwrap();
+    assert!(!device.apply_events(&mut session, false));
+    session.push_batch(record(), vec![]).unwrap();
+    while session.poll_transmit(now, &mut out).unwrap() {}
+    let retry = RetryLater {
+        stream_seq: 4,
+        retry_after_ms: 1000,
+        code: ErrorCode::StorageUnavailable,
+        message: BoundedString::truncating("storage unavailable; retry later"),
+    };
+    session.handle_message(now, CollectorMessage::RetryLater(retry)).unwrap();
+    assert!(!device.apply_events(&mut session, false));
+    assert_eq!(watched.borrow().storage_retries, 1);
+    assert!(watched.borrow().last_error.as_deref().unwrap_or_default().contains("StorageUnavailable"));
+    let later = now + std::time::Duration::from_secs(1);
+    session.handle_timeout(later).unwrap();
+    while session.poll_transmit(later, &mut out).unwrap() {}
+    session.handle_message(later, CollectorMessage::Ack { stream_seq: 4 }).unwrap();
+    assert!(device.apply_events(&mut session, false), "stored again: the backoff may reset");
+}
