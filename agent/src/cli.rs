@@ -17,7 +17,13 @@ use crate::{AgentConfig, AgentHandle};
 /// host key (switches and gateways; `transport = "ssh"` in [collector]).
 /// No user traffic or payload ever leaves the device.
 #[derive(Parser)]
-#[command(version, about, long_about)]
+#[command(
+    version,
+    about,
+    long_about,
+    after_help = "Exit codes: 0 done; 64 bad configuration or arguments; 77 a key file (TLS key, shared key, \
+                  SSH key) that group or others can access (the message names the chmod to run)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
