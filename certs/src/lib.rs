@@ -62,6 +62,7 @@
 #![forbid(unsafe_code)]
 
 mod ca;
+pub mod cli;
 mod error;
 mod fsio;
 mod inspect;
@@ -78,7 +79,7 @@ pub use error::CertsError;
 pub use inspect::{admin_identity_of, device_identity_of, serial_hex_of};
 pub use issue::{
     init, issue_admin, issue_device, issue_device_with, AdminFiles, DeviceFiles, DeviceOptions, InitOptions, Validity,
-    ADMIN_LIFETIME, CA_LIFETIME, COLLECTOR_LIFETIME, DEVICE_LIFETIME,
+    ADMIN_LIFETIME, BACKDATE, CA_LIFETIME, COLLECTOR_LIFETIME, DEVICE_LIFETIME,
 };
 pub use paths::{
     admin_dir, ca_cert_path, ca_crl_path, ca_key_path, collector_cert_path, collector_key_path, device_dir,

@@ -283,7 +283,7 @@ fn revoke_lists_the_serial_in_a_fresh_crl() {
 #[test]
 fn a_second_pki_is_foreign_and_mixed_files_are_refused() {
     let other = tempfile::tempdir().unwrap();
-    init(other.path(), &InitOptions { collector_sans: vec!["collector.example".into()], force: false }).unwrap();
+    init(other.path(), &InitOptions { collector_sans: vec!["collector.example".into()], ..InitOptions::default() }).unwrap();
     let id = device("acme", "ap-foreign", DeviceKind::Ap);
     let files = issue_device(other.path(), &id, &Validity::default(), false).unwrap();
     let foreign = der_of(&files.cert);
