@@ -95,7 +95,17 @@ impl AdminServer {
             // Admin connections are unauthenticated until the TLS handshake
             // completes: bounded, so a flood cannot exhaust the collector.
             let Ok(slot) = slots.clone().try_acquire_owned() else {
-                warn!(%peer, "admin connection limit reached; refusing");
+                // Counted with the other refusals before a certificate is
+                // verified, so that every one is accounted for.
+                if refusals.observe(&peer.ip(), 1) == Seen::Audit {
+                    warn!(%peer, "admin connection limit reached; refusing");
+                    let context = context.clone();
+                    // The audit append does blocking file I/O.
+                    drop(tokio::task::spawn_blocking(move || {
+                        let reason = format!("admin connection limit ({MAX_ADMIN_CONNECTIONS}) reached");
+                        context.audit(&format!("peer:{peer}"), "admin.connect", None, AuditOutcome::Refused, &reason)
+                    }));
+                }
                 return None;
             };
             let (acceptor, context, refusals) = (TlsAcceptor::from(tls.current()), context.clone(), refusals.clone());
