@@ -278,13 +278,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let options = crate::DeviceOptions { ssh_public_key, force };
             let validity = validity.validity(crate::DEVICE_LIFETIME)?;
-            let files =
-                crate::issue_device_with(&dir.dir, &identity, &validity, &options).map_err(|e| {
-                    match e {
-                        CertsError::SshKeyForTls(_) => anyhow::Error::new(Usage(e.to_string())),
-                        other => other.into(),
-                    }
-                })?;
+            let files = crate::issue_device_with(&dir.dir, &identity, &validity, &options).map_err(|e| match e {
+                CertsError::SshKeyForTls(_) => anyhow::Error::new(Usage(e.to_string())),
+                other => other.into(),
+            })?;
             println!("issued device {identity}");
             println!("  certificate   {}", files.cert.display());
             println!("  private key   {}", files.key.display());

@@ -229,8 +229,12 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<(), CertsError> {
     let key = leaf_key("collector key")?;
     let mut name = DistinguishedName::new();
     name.push(DnType::CommonName, "Glimpse Collector");
-    let params =
-        leaf_params(name, sans, ExtendedKeyUsagePurpose::ServerAuth, Validity::default().resolve(opts.collector_lifetime)?)?;
+    let params = leaf_params(
+        name,
+        sans,
+        ExtendedKeyUsagePurpose::ServerAuth,
+        Validity::default().resolve(opts.collector_lifetime)?,
+    )?;
     let cert = ca.sign("collector certificate", &params, &key)?;
     let collector_key_pem = Zeroizing::new(key.serialize_pem());
 

@@ -21,7 +21,7 @@
 //!   ca.key                    RSA-4096 private key, PKCS#8 PEM                        0600
 //!   ca.crl.pem                CRL signed by the CA listing every revoked serial       0644
 //!   revoked.json              [{"org","device","serial","revoked_at"}], oldest first  0644
-//!   collector.pem / .key      ECDSA P-256, serverAuth, DNS/IP SANs, 2 years      0644/0600
+//!   collector.pem / .key      ECDSA P-256, serverAuth, DNS/IP SANs, 1 year       0644/0600
 //!   devices/<org>/<device>/
 //!     device.pem / .key       ECDSA P-256, clientAuth, 10 years                  0644/0600
 //!     device.psk              the 256-bit shared key: 64 hex digits and a newline     0600

@@ -11,7 +11,9 @@ use glimpse_common::bounded::BoundedVec;
 use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole, DeviceKind, OrgId};
 use glimpse_common::record::{Record, RecordBody};
 use glimpse_common::wire::admin::{AdminAction, AdminReply};
-use glimpse_common::wire::{AgentMessage, Batch, CaptureOutcome, CaptureStatus, CollectorMessage, ControlMessage, ErrorCode};
+use glimpse_common::wire::{
+    AgentMessage, Batch, CaptureOutcome, CaptureStatus, CollectorMessage, ControlMessage, ErrorCode,
+};
 use glimpse_tests::*;
 
 const ORG: &str = "sessionorg";
@@ -206,10 +208,8 @@ async fn bare_admin_connects_cost_a_handful_of_audit_entries() {
     let entries = store.audit().entries(None, 0, 100_000).unwrap();
     let refused: Vec<_> = entries.iter().skip(before).filter(|e| e.action == "admin.connect").collect();
     let individual = refused.iter().filter(|e| e.actor.matches(':').count() >= 2).count();
-    let summarised: u64 = refused
-        .iter()
-        .filter_map(|e| e.detail.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
-        .sum();
+    let summarised: u64 =
+        refused.iter().filter_map(|e| e.detail.split_whitespace().next().and_then(|n| n.parse::<u64>().ok())).sum();
     assert!(
         individual as u64 + summarised >= 2000,
         "every refusal counted: {individual} individually, {summarised} in summaries: {refused:#?}"
@@ -251,7 +251,8 @@ async fn unsolicited_capture_statuses_cannot_erase_another_organisations_outcome
     assert_eq!(asked, id);
     let finished = CaptureOutcome::Finished { packets: 3, header_bytes: 126 };
     globex_conn.send(&AgentMessage::CaptureStatus(CaptureStatus { id, outcome: finished.clone() })).await.unwrap();
-    let status = AdminAction::CaptureStatus { org: globex.identity.org.clone(), device: globex.identity.device.clone(), id };
+    let status =
+        AdminAction::CaptureStatus { org: globex.identity.org.clone(), device: globex.identity.device.clone(), id };
     wait_until("globex's outcome recorded", || {
         tc.collector.admin_context().act(&operator, status.clone()) == AdminReply::CaptureStatus(Some(finished.clone()))
     })
@@ -274,7 +275,8 @@ async fn unsolicited_capture_statuses_cannot_erase_another_organisations_outcome
         "globex's finished capture still reads its real outcome"
     );
     // acme's device did not get an outcome recorded for a capture it was never asked for.
-    let forged = AdminAction::CaptureStatus { org: acme.identity.org.clone(), device: acme.identity.device.clone(), id: 5 };
+    let forged =
+        AdminAction::CaptureStatus { org: acme.identity.org.clone(), device: acme.identity.device.clone(), id: 5 };
     assert_eq!(tc.collector.admin_context().act(&operator, forged), AdminReply::CaptureStatus(None));
     acme_conn.close().await;
     globex_conn.close().await;
@@ -321,7 +323,11 @@ async fn consent_drops_are_audited_per_device_and_interval() {
     let drops: Vec<_> = entries.iter().skip(before).filter(|e| e.action == "capture.receive").collect();
     assert_eq!(drops.len(), 2, "the first drop and one summary: {drops:#?}");
     assert!(
-        drops[1].detail.starts_with(&format!("{} more capture records dropped in {} more batches", 3 * (batches - 1), batches - 1)),
+        drops[1].detail.starts_with(&format!(
+            "{} more capture records dropped in {} more batches",
+            3 * (batches - 1),
+            batches - 1
+        )),
         "{}",
         drops[1].detail
     );

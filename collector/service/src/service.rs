@@ -247,7 +247,11 @@ impl Collector {
         for (device, reason) in &ended {
             warn!(%device, reason = reason.as_str(), "live session closed: its credential was withdrawn");
         }
-        info!(closed = ended.len(), live = self.directory.live_sessions(), "live sessions checked against the reloaded credentials");
+        info!(
+            closed = ended.len(),
+            live = self.directory.live_sessions(),
+            "live sessions checked against the reloaded credentials"
+        );
         Ok(())
     }
 

@@ -120,7 +120,13 @@ impl AdminServer {
     }
 }
 
-async fn serve(tcp: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, context: AdminContext, refusals: Arc<Refusals>) {
+async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    context: AdminContext,
+    refusals: Arc<Refusals>,
+) {
     let unauthenticated = format!("peer:{peer}");
     let mut stream = match acceptor.accept(tcp).await {
         Ok(stream) => stream,

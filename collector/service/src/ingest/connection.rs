@@ -25,8 +25,8 @@ use glimpse_common::wire::{
 };
 
 use crate::ingest::directory::{AgentDirectory, Credential, OrgDirectives, StatusTaken, Withdrawn};
-use crate::ingest::withdraw::withdrawn;
 use crate::ingest::reject::{IngestMetrics, RejectReason};
+use crate::ingest::withdraw::withdrawn;
 use crate::repeats::{span, RepeatAudit};
 use glimpse_store::audit::aggregate::{Seen, Summary};
 use glimpse_store::store::Store;

@@ -186,7 +186,14 @@ mod tests {
         let due = agg.due(1_000 + MINUTE);
         assert_eq!(
             due,
-            vec![Summary { key: Some("a"), events: 1999, amount: 1999, first_ms: 1_001, last_ms: 2_999, other_keys: 0 }]
+            vec![Summary {
+                key: Some("a"),
+                events: 1999,
+                amount: 1999,
+                first_ms: 1_001,
+                last_ms: 2_999,
+                other_keys: 0
+            }]
         );
         assert!(agg.due(10 * MINUTE).is_empty(), "summarised once");
         assert_eq!(agg.observe(&"a", 1, 10 * MINUTE), Seen::Audit, "a new interval starts with an audited event");
@@ -226,7 +233,10 @@ mod tests {
         }
         assert_eq!(agg.tracked(), 2);
         let due = agg.due(MINUTE + 5);
-        assert_eq!(due, vec![Summary { key: None, events: 1000, amount: 1000, first_ms: 5, last_ms: 5, other_keys: 1000 }]);
+        assert_eq!(
+            due,
+            vec![Summary { key: None, events: 1000, amount: 1000, first_ms: 5, last_ms: 5, other_keys: 1000 }]
+        );
         assert_eq!(agg.observe(&7u32, 1, MINUTE + 5), Seen::Audit, "room again once the interval closes");
     }
 
