@@ -649,7 +649,7 @@ async fn stream_batches<S: AgentStream>(
                         context.metrics.unsolicited_capture_status();
                         // One line for the first, then one per thousand: the
                         // frames cost nothing else, and the log stays readable.
-                        if unsolicited == 1 || unsolicited % 1000 == 0 {
+                        if unsolicited == 1 || unsolicited.is_multiple_of(1000) {
                             warn!(device = %session.identity(), id, unsolicited, "capture status for a capture never requested from this device; ignored");
                         }
                     }
