@@ -157,15 +157,9 @@ impl AdminContext {
                     filter.as_str()
                 );
                 let request = CaptureRequest { id, interface, filter, duration_secs, max_packets };
-                // Remembered before it is sent, so that even the quickest
-                // report is accepted as the answer to this request.
-                self.directory.capture_requested(&org, &device, id);
-                match self.directory.send(&org, &device, ControlMessage::StartCapture(request)) {
+                match self.directory.request_capture(&org, &device, request) {
                     Ok(()) => (AdminReply::CaptureRequested { id }, detail),
-                    Err(e) => {
-                        self.directory.capture_forgotten(&org, &device, id);
-                        (refused(e.to_string()), detail)
-                    }
+                    Err(e) => (refused(e.to_string()), detail),
                 }
             }
             AdminAction::StopCapture { org, device, id } => {

@@ -238,6 +238,26 @@ impl AgentDirectory {
         }
     }
 
+    /// Sends `request` to a connected device as a `StartCapture`, having
+    /// remembered it first so that even the quickest report is accepted as
+    /// its answer; a request that cannot be delivered is forgotten again.
+    /// The one way a capture is asked for: reports of captures not asked
+    /// for this way are ignored.
+    pub fn request_capture(
+        &self,
+        org: &OrgId,
+        device: &DeviceId,
+        request: glimpse_common::wire::CaptureRequest,
+    ) -> Result<(), DeliveryError> {
+        let id = request.id;
+        self.capture_requested(org, device, id);
+        let sent = self.send(org, device, ControlMessage::StartCapture(request));
+        if sent.is_err() {
+            self.capture_forgotten(org, device, id);
+        }
+        sent
+    }
+
     /// Forgets a request that could not be delivered.
     pub(crate) fn capture_forgotten(&self, org: &OrgId, device: &DeviceId, id: u64) {
         let mut captures = self.captures();
