@@ -28,15 +28,18 @@ use crate::CertsError;
 
 /// The root CA's default lifetime: 20 years.
 pub const CA_LIFETIME: Duration = Duration::days(20 * 365 + 5);
-/// The collector certificate's default lifetime: 2 years.
-pub const COLLECTOR_LIFETIME: Duration = Duration::days(2 * 365);
+/// The collector certificate's default lifetime: 1 year. TLS scanners flag
+/// server certificates valid for more than 366 days (the CA/Browser Forum
+/// limit clients enforce for public certificates); `init --collector-days`
+/// changes it.
+pub const COLLECTOR_LIFETIME: Duration = Duration::days(365);
 /// A device certificate's default lifetime: 10 years, the life of the hardware.
 pub const DEVICE_LIFETIME: Duration = Duration::days(10 * 365 + 2);
 /// An admin certificate's default lifetime: 1 year.
 pub const ADMIN_LIFETIME: Duration = Duration::days(365);
 /// Default certificates start this long before "now", so that a peer whose
 /// clock is a little behind does not reject a certificate issued moments ago.
-const BACKDATE: Duration = Duration::hours(1);
+pub const BACKDATE: Duration = Duration::hours(1);
 
 /// What `init` creates besides the CA.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,11 +48,17 @@ pub struct InitOptions {
     pub collector_sans: Vec<String>,
     /// Replace an existing CA (invalidating every certificate it signed).
     pub force: bool,
+    /// How long the collector certificate is valid from issue.
+    pub collector_lifetime: Duration,
 }
 
 impl Default for InitOptions {
     fn default() -> Self {
-        Self { collector_sans: vec!["localhost".into(), "127.0.0.1".into()], force: false }
+        Self {
+            collector_sans: vec!["localhost".into(), "127.0.0.1".into()],
+            force: false,
+            collector_lifetime: COLLECTOR_LIFETIME,
+        }
     }
 }
 
@@ -66,6 +75,13 @@ pub struct Validity {
 }
 
 impl Validity {
+    /// The period a certificate with this validity and a default lifetime
+    /// of `lifetime` gets, in whole seconds (what `glimpse-certs` checks
+    /// before issuing: an end already past, a start still ahead).
+    pub fn period(&self, lifetime: Duration) -> Result<(OffsetDateTime, OffsetDateTime), CertsError> {
+        self.resolve(lifetime)
+    }
+
     /// The concrete period, in whole seconds.
     fn resolve(&self, lifetime: Duration) -> Result<(OffsetDateTime, OffsetDateTime), CertsError> {
         let range = || CertsError::InvalidValidity("date out of range");
@@ -213,8 +229,12 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<(), CertsError> {
     let key = leaf_key("collector key")?;
     let mut name = DistinguishedName::new();
     name.push(DnType::CommonName, "Glimpse Collector");
-    let params =
-        leaf_params(name, sans, ExtendedKeyUsagePurpose::ServerAuth, Validity::default().resolve(COLLECTOR_LIFETIME)?)?;
+    let params = leaf_params(
+        name,
+        sans,
+        ExtendedKeyUsagePurpose::ServerAuth,
+        Validity::default().resolve(opts.collector_lifetime)?,
+    )?;
     let cert = ca.sign("collector certificate", &params, &key)?;
     let collector_key_pem = Zeroizing::new(key.serialize_pem());
 

@@ -21,7 +21,7 @@
 //!   ca.key                    RSA-4096 private key, PKCS#8 PEM                        0600
 //!   ca.crl.pem                CRL signed by the CA listing every revoked serial       0644
 //!   revoked.json              [{"org","device","serial","revoked_at"}], oldest first  0644
-//!   collector.pem / .key      ECDSA P-256, serverAuth, DNS/IP SANs, 2 years      0644/0600
+//!   collector.pem / .key      ECDSA P-256, serverAuth, DNS/IP SANs, 1 year       0644/0600
 //!   devices/<org>/<device>/
 //!     device.pem / .key       ECDSA P-256, clientAuth, 10 years                  0644/0600
 //!     device.psk              the 256-bit shared key: 64 hex digits and a newline     0600
@@ -62,6 +62,7 @@
 #![forbid(unsafe_code)]
 
 mod ca;
+pub mod cli;
 mod error;
 mod fsio;
 mod inspect;
@@ -78,7 +79,7 @@ pub use error::CertsError;
 pub use inspect::{admin_identity_of, device_identity_of, serial_hex_of};
 pub use issue::{
     init, issue_admin, issue_device, issue_device_with, AdminFiles, DeviceFiles, DeviceOptions, InitOptions, Validity,
-    ADMIN_LIFETIME, CA_LIFETIME, COLLECTOR_LIFETIME, DEVICE_LIFETIME,
+    ADMIN_LIFETIME, BACKDATE, CA_LIFETIME, COLLECTOR_LIFETIME, DEVICE_LIFETIME,
 };
 pub use paths::{
     admin_dir, ca_cert_path, ca_crl_path, ca_key_path, collector_cert_path, collector_key_path, device_dir,

@@ -251,6 +251,8 @@ fn revoke_lists_the_serial_in_a_fresh_crl() {
     let listed: Vec<String> =
         crl.iter_revoked_certificates().map(|r| crate::inspect::serial_hex(r.raw_serial())).collect();
     assert_eq!(listed, std::slice::from_ref(&serial));
+    // The collector's reload reads the same serials to end live sessions.
+    assert_eq!(glimpse_common::certificate::crl_revoked_serials(&crl_der).unwrap(), listed);
     assert_eq!(crl.crl_number().unwrap().to_string(), "2");
     let err = handshake::connect(dir(), &files.cert, &files.key).unwrap_err();
     assert!(format!("{err:?}").contains("Revoked"), "{err:?}");
@@ -283,7 +285,8 @@ fn revoke_lists_the_serial_in_a_fresh_crl() {
 #[test]
 fn a_second_pki_is_foreign_and_mixed_files_are_refused() {
     let other = tempfile::tempdir().unwrap();
-    init(other.path(), &InitOptions { collector_sans: vec!["collector.example".into()], force: false }).unwrap();
+    init(other.path(), &InitOptions { collector_sans: vec!["collector.example".into()], ..InitOptions::default() })
+        .unwrap();
     let id = device("acme", "ap-foreign", DeviceKind::Ap);
     let files = issue_device(other.path(), &id, &Validity::default(), false).unwrap();
     let foreign = der_of(&files.cert);

@@ -82,6 +82,18 @@ pub fn serial_hex_of(cert_der: &[u8]) -> Result<String, CertificateError> {
     Ok(serial_hex(parse_certificate(cert_der)?.raw_serial()))
 }
 
+/// The serial numbers a DER certificate revocation list names, in the form
+/// of [`serial_hex_of`]. The signature is not checked here: the caller
+/// trusts the file it loaded (the collector's own configured CRL, which
+/// rustls' verifier checks on every handshake).
+pub fn crl_revoked_serials(crl_der: &[u8]) -> Result<Vec<String>, CertificateError> {
+    let (rest, crl) = x509_parser::parse_x509_crl(crl_der).map_err(|e| CertificateError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(CertificateError::Malformed(format!("{} bytes after the revocation list", rest.len())));
+    }
+    Ok(crl.iter_revoked_certificates().map(|r| serial_hex(r.raw_serial())).collect())
+}
+
 /// Canonical hex of a DER INTEGER's content bytes (a serial number).
 pub fn serial_hex(raw: &[u8]) -> String {
     let start = raw.iter().position(|&b| b != 0).unwrap_or(raw.len().saturating_sub(1));
@@ -98,6 +110,7 @@ mod tests {
             assert!(device_identity_of(bad).is_err());
             assert!(admin_identity_of(bad).is_err());
             assert!(serial_hex_of(bad).is_err());
+            assert!(crl_revoked_serials(bad).is_err());
         }
     }
 

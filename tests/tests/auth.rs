@@ -77,6 +77,15 @@ async fn every_bad_credential_is_refused_and_stores_nothing() {
             not_after: Some(time::OffsetDateTime::now_utc() - days(1)),
         },
     );
+    let not_yet_valid = issue_device_in(
+        &ours,
+        ORG,
+        DeviceKind::Ap,
+        glimpse_certs::Validity {
+            not_before: Some(time::OffsetDateTime::now_utc() + days(2)),
+            not_after: Some(time::OffsetDateTime::now_utc() + days(30)),
+        },
+    );
     let foreign = issue_device_in(&pki().foreign, ORG, DeviceKind::Ap, glimpse_certs::Validity::default());
     let revoked = issue_device(ORG);
     let unknown = issue_device(ORG);
@@ -96,6 +105,11 @@ async fn every_bad_credential_is_refused_and_stores_nothing() {
     let tc = TestCollector::start().await;
 
     expect_refused(&tc, &expired, RejectReason::Expired).await;
+    // A certificate whose validity has not begun is a clock or issuing
+    // mistake, not an old device: it is told apart.
+    let expired_before = tc.collector.metrics().rejections(RejectReason::Expired);
+    expect_refused(&tc, &not_yet_valid, RejectReason::NotYetValid).await;
+    assert_eq!(tc.collector.metrics().rejections(RejectReason::Expired), expired_before, "not counted as expired");
     expect_refused(&tc, &foreign, RejectReason::UnknownIssuer).await;
     expect_refused(&tc, &revoked, RejectReason::Revoked).await;
     expect_refused(&tc, &unknown, RejectReason::UnknownDevice).await;
@@ -139,7 +153,7 @@ async fn every_bad_credential_is_refused_and_stores_nothing() {
     wait_for_status(&agent, "good device acknowledged", |s| s.acked_seq >= 2).await;
     agent.shutdown().await;
     assert!(tc.stored_records_of(&good.identity) >= 2);
-    for bad in [&expired, &foreign, &revoked, &unknown, &mismatched] {
+    for bad in [&expired, &not_yet_valid, &foreign, &revoked, &unknown, &mismatched] {
         assert_eq!(tc.stored_records_of(&bad.identity), 0);
     }
 }

@@ -216,14 +216,7 @@ async fn on_demand_live_capture_through_the_admin_api() {
         unreachable!()
     };
     let request = glimpse_common::wire::CaptureRequest { id, interface, filter, duration_secs, max_packets };
-    tc.collector
-        .directory()
-        .send(
-            &forbidden.identity.org,
-            &forbidden.identity.device,
-            glimpse_common::wire::ControlMessage::StartCapture(request),
-        )
-        .unwrap();
+    tc.collector.directory().request_capture(&forbidden.identity.org, &forbidden.identity.device, request).unwrap();
     wait_until("refusal reported", || {
         matches!(
             tc.collector.directory().capture_outcome(&forbidden.identity.org, &forbidden.identity.device, id),

@@ -22,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod ingest;
 mod listener;
+mod repeats;
 pub mod service;
 
 pub use config::CollectorConfig;

@@ -34,6 +34,9 @@ pub enum ServiceError {
     /// The SSH listener could not start.
     #[error(transparent)]
     Ssh(#[from] crate::ingest::SshError),
+    /// The certificate revocation list could not be read.
+    #[error("cannot read the certificate revocation list: {0}")]
+    Crl(String),
     /// Registrations or revocations could not be imported.
     #[error("cannot import device registrations: {0}")]
     Import(String),
@@ -80,6 +83,9 @@ pub struct Collector {
     directory: Arc<AgentDirectory>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Aggregated audit entries of repeatable events, flushed periodically
+    /// and at shutdown.
+    repeats: Vec<Arc<dyn crate::repeats::Flush>>,
 }
 
 /// Opens the store a config names, without serving (for export and tests).
@@ -131,6 +137,7 @@ impl Collector {
         let tls = ServerTls::load(&config)?;
         let metrics = Arc::new(IngestMetrics::default());
         let directory = Arc::new(AgentDirectory::default());
+        directory.set_crl(crate::ingest::crl_serials(config.crl.as_deref()).map_err(ServiceError::Crl)?);
         let server = IngestServer::bind(&config, tls.clone(), store.clone(), metrics.clone(), directory.clone())
             .await
             .map_err(|source| ServiceError::Bind { addr: config.listen, source })?;
@@ -155,6 +162,7 @@ impl Collector {
             }
             None => None,
         };
+        let mut repeats = vec![server.repeated_audits()];
         let mut tasks = vec![tokio::spawn(server.run(shutdown_rx.clone()))];
         if let Some(ssh) = ssh_server {
             tasks.push(tokio::spawn(ssh.run(shutdown_rx.clone())));
@@ -169,10 +177,12 @@ impl Collector {
                 .await
                 .map_err(|source| ServiceError::Bind { addr, source })?;
             admin_addr = Some(admin.local_addr().map_err(|source| ServiceError::Bind { addr, source })?);
+            repeats.push(admin.refusals());
             info!(admin = ?admin_addr, "admin API listening");
             tasks.push(tokio::spawn(admin.run(shutdown_rx)));
             admin_tls = Some(tls);
         }
+        tasks.push(tokio::spawn(flush_repeats(repeats.clone(), shutdown.subscribe())));
         info!(%local_addr, data_dir = %config.data_dir.display(), "collector listening");
         Ok(Self {
             config,
@@ -187,6 +197,7 @@ impl Collector {
             directory,
             shutdown,
             tasks,
+            repeats,
         })
     }
 
@@ -232,9 +243,13 @@ impl Collector {
     }
 
     /// SIGHUP: re-read TLS files (certificate, key, CA, CRL) and re-import
-    /// registrations and revocations. Connections stay up; new ones see the
-    /// new material. On error nothing changes.
+    /// registrations and revocations; new connections see the new material.
+    /// Then every live session is checked against it: one whose device is
+    /// now revoked (CRL or registry), unregistered or re-keyed is told why
+    /// with an `Error` and closed, and nothing it sends from now on is
+    /// stored; the others stay up. On error nothing changes.
     pub fn reload(&self) -> Result<(), ServiceError> {
+        let crl = crate::ingest::crl_serials(self.config.crl.as_deref()).map_err(ServiceError::Crl)?;
         self.tls.reload(&self.config)?;
         if let Some(admin) = &self.admin_tls {
             admin.reload(&self.config)?;
@@ -243,6 +258,19 @@ impl Collector {
             let (registered, revoked) = import_registrations(&self.store, pki)?;
             info!(registered, revoked, "registrations re-imported");
         }
+        self.directory.set_crl(crl);
+        let store = &self.store;
+        let ended = self.directory.end_withdrawn(|identity, credential, crl| {
+            crate::ingest::withdrawn(store, identity, credential, &|serial| crl.contains(serial))
+        });
+        for (device, reason) in &ended {
+            warn!(%device, reason = reason.as_str(), "live session closed: its credential was withdrawn");
+        }
+        info!(
+            closed = ended.len(),
+            live = self.directory.live_sessions(),
+            "live sessions checked against the reloaded credentials"
+        );
         Ok(())
     }
 
@@ -252,6 +280,26 @@ impl Collector {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        // Every listener has stopped: what is still being counted is written
+        // now rather than lost.
+        let repeats = self.repeats;
+        let _ = tokio::task::spawn_blocking(move || repeats.iter().for_each(|r| r.flush_all())).await;
+    }
+}
+
+/// Writes the summaries of repeated events whose interval has closed, a few
+/// times per interval so that none waits long past its end.
+async fn flush_repeats(repeats: Vec<Arc<dyn crate::repeats::Flush>>, mut shutdown: watch::Receiver<bool>) {
+    let mut timer = tokio::time::interval(crate::repeats::REPEAT_INTERVAL / 4);
+    timer.tick().await;
+    loop {
+        tokio::select! {
+            _ = timer.tick() => {
+                let repeats = repeats.clone();
+                let _ = tokio::task::spawn_blocking(move || repeats.iter().for_each(|r| r.flush_due())).await;
+            }
+            _ = stopped(&mut shutdown) => return,
         }
     }
 }

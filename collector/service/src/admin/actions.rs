@@ -157,7 +157,7 @@ impl AdminContext {
                     filter.as_str()
                 );
                 let request = CaptureRequest { id, interface, filter, duration_secs, max_packets };
-                match self.directory.send(&org, &device, ControlMessage::StartCapture(request)) {
+                match self.directory.request_capture(&org, &device, request) {
                     Ok(()) => (AdminReply::CaptureRequested { id }, detail),
                     Err(e) => (refused(e.to_string()), detail),
                 }

@@ -1,6 +1,6 @@
 //! Serving admin requests.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use glimpse_common::bounded::BoundedString;
 use glimpse_common::wire::admin::{AdminReply, AdminRequest, MAX_ADMIN_REPLY_FRAME};
@@ -17,6 +17,8 @@ use glimpse_common::wire::io::{write_message, FrameReader};
 use super::actions::AdminContext;
 use crate::ingest::ServerTls;
 use crate::listener::{accept_until_shutdown, Drain};
+use crate::repeats::{span, RepeatAudit};
+use glimpse_store::audit::aggregate::{Seen, Summary};
 use glimpse_store::audit::AuditOutcome;
 
 /// Largest admin request accepted.
@@ -33,6 +35,35 @@ pub struct AdminServer {
     tls: ServerTls,
     context: AdminContext,
     slots: Arc<Semaphore>,
+    refusals: Arc<RepeatAudit<IpAddr>>,
+}
+
+/// Connections refused before a client certificate was verified (bare
+/// connects, scanners, failed handshakes), counted per source address.
+type Refusals = RepeatAudit<IpAddr>;
+
+fn describe_refusals(summary: &Summary<IpAddr>) -> (String, Option<glimpse_common::identity::OrgId>, String) {
+    let when = span(summary);
+    match summary.key {
+        Some(ip) => (
+            format!("peer:{ip}"),
+            None,
+            format!(
+                "{} more admin connections from {ip} refused before a client certificate was verified, {when} \
+                 (the first of the interval is audited on its own)",
+                summary.events
+            ),
+        ),
+        None => (
+            "peer:other".to_owned(),
+            None,
+            format!(
+                "{} admin connections from up to {} further addresses refused before a client certificate was \
+                 verified, {when} (more sources than the table tracks one by one)",
+                summary.events, summary.other_keys
+            ),
+        ),
+    }
 }
 
 impl AdminServer {
@@ -41,9 +72,15 @@ impl AdminServer {
         Ok(Self {
             listener: TcpListener::bind(addr).await?,
             tls,
+            refusals: Arc::new(RepeatAudit::new(context.store.clone(), "admin.connect", describe_refusals)),
             context,
             slots: Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS)),
         })
+    }
+
+    /// The aggregated refusals, for the service's periodic flush.
+    pub(crate) fn refusals(&self) -> Arc<dyn crate::repeats::Flush> {
+        self.refusals.clone()
     }
 
     /// The address actually bound.
@@ -53,17 +90,27 @@ impl AdminServer {
 
     /// Serves until `shutdown` turns true, then aborts open exchanges.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
-        let Self { listener, tls, context, slots } = self;
+        let Self { listener, tls, context, slots, refusals } = self;
         accept_until_shutdown("admin", &listener, shutdown, Drain::Abort, |tcp, peer| {
             // Admin connections are unauthenticated until the TLS handshake
             // completes: bounded, so a flood cannot exhaust the collector.
             let Ok(slot) = slots.clone().try_acquire_owned() else {
-                warn!(%peer, "admin connection limit reached; refusing");
+                // Counted with the other refusals before a certificate is
+                // verified, so that every one is accounted for.
+                if refusals.observe(&peer.ip(), 1) == Seen::Audit {
+                    warn!(%peer, "admin connection limit reached; refusing");
+                    let context = context.clone();
+                    // The audit append does blocking file I/O.
+                    drop(tokio::task::spawn_blocking(move || {
+                        let reason = format!("admin connection limit ({MAX_ADMIN_CONNECTIONS}) reached");
+                        context.audit(&format!("peer:{peer}"), "admin.connect", None, AuditOutcome::Refused, &reason)
+                    }));
+                }
                 return None;
             };
-            let (acceptor, context) = (TlsAcceptor::from(tls.current()), context.clone());
+            let (acceptor, context, refusals) = (TlsAcceptor::from(tls.current()), context.clone(), refusals.clone());
             Some(async move {
-                if tokio::time::timeout(ADMIN_TIMEOUT, serve(tcp, peer, acceptor, context)).await.is_err() {
+                if tokio::time::timeout(ADMIN_TIMEOUT, serve(tcp, peer, acceptor, context, refusals)).await.is_err() {
                     warn!(%peer, "admin request timed out");
                 }
                 drop(slot);
@@ -73,12 +120,25 @@ impl AdminServer {
     }
 }
 
-async fn serve(tcp: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, context: AdminContext) {
+async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    context: AdminContext,
+    refusals: Arc<Refusals>,
+) {
     let unauthenticated = format!("peer:{peer}");
     let mut stream = match acceptor.accept(tcp).await {
         Ok(stream) => stream,
         Err(e) => {
-            warn!(%peer, "admin refused: TLS handshake failed: {e}");
+            // Anyone who can reach the port can fail a handshake: only the
+            // first per source and interval is logged and audited on its
+            // own, the rest are counted into one summary entry.
+            if refusals.observe(&peer.ip(), 1) == Seen::Counted {
+                debug!(%peer, "admin refused: TLS handshake failed: {e} (counted)");
+                return;
+            }
+            warn!(%peer, "admin refused: TLS handshake failed: {e} (further refusals from this address are counted for {:?})", crate::repeats::REPEAT_INTERVAL);
             let reason = format!("TLS handshake failed: {e}");
             let context = context.clone();
             // The audit append does blocking file I/O.

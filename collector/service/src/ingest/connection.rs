@@ -24,8 +24,11 @@ use glimpse_common::wire::{
     ProtocolError, RetryLater, SessionAction, SessionError, SessionTimeouts, Welcome, WireError, PROTOCOL_VERSION,
 };
 
-use crate::ingest::directory::{AgentDirectory, OrgDirectives};
+use crate::ingest::directory::{AgentDirectory, Credential, OrgDirectives, StatusTaken, Withdrawn};
 use crate::ingest::reject::{IngestMetrics, RejectReason};
+use crate::ingest::withdraw::withdrawn;
+use crate::repeats::{span, RepeatAudit};
+use glimpse_store::audit::aggregate::{Seen, Summary};
 use glimpse_store::store::Store;
 
 /// What every connection task shares.
@@ -39,6 +42,33 @@ pub(crate) struct ConnectionContext {
     pub(crate) idle_timeout: Duration,
     /// The first `RetryLater` delay when a batch cannot be stored.
     pub(crate) storage_retry: Duration,
+    /// Capture records dropped for want of consent, audited per device and
+    /// interval rather than per batch.
+    pub(crate) consent_drops: Arc<RepeatAudit<DeviceIdentity>>,
+}
+
+/// The summary entry of a device's consent drops over one interval.
+pub(crate) fn describe_consent_drops(summary: &Summary<DeviceIdentity>) -> (String, Option<OrgId>, String) {
+    let when = span(summary);
+    match &summary.key {
+        Some(identity) => (
+            format!("device:{}/{}", identity.org, identity.device),
+            Some(identity.org.clone()),
+            format!(
+                "{} more capture records dropped in {} more batches, {when}: no capture consent when they arrived",
+                summary.amount, summary.events
+            ),
+        ),
+        None => (
+            "devices:other".to_owned(),
+            None,
+            format!(
+                "{} capture records dropped in {} batches from up to {} further devices, {when}: no capture consent \
+                 when they arrived",
+                summary.amount, summary.events, summary.other_keys
+            ),
+        ),
+    }
 }
 
 /// Why a connection ended early.
@@ -128,11 +158,19 @@ impl ConnectionContext {
     /// Audits capture records dropped for want of consent. Blocking file
     /// I/O, but rare: an agent sends captures only with consent, so this
     /// covers the moments around a withdrawal and misbehaving agents.
-    fn audit_captures_dropped(&self, identity: &DeviceIdentity, dropped: usize) {
+    ///
+    /// Only the first drop of a device per interval is audited on its own
+    /// (and logged at WARN); the rest are summed into one entry when the
+    /// interval closes. Returns whether this one was audited on its own.
+    fn audit_captures_dropped(&self, identity: &DeviceIdentity, dropped: usize) -> bool {
+        if self.consent_drops.observe(identity, dropped as u64) == Seen::Counted {
+            return false;
+        }
         let actor = format!("device:{}/{}", identity.org, identity.device);
         let detail = format!("{dropped} capture records dropped: no capture consent when they arrived");
         let outcome = glimpse_store::audit::AuditOutcome::Refused;
         self.store.audit_event(&actor, "capture.receive", Some(&identity.org), outcome, &detail);
+        true
     }
 }
 
@@ -177,8 +215,8 @@ pub(crate) async fn serve_connection(
     shutdown: watch::Receiver<bool>,
 ) {
     let accepted_at = Instant::now();
-    let (stream, session) = match authenticate(tcp, peer, tls, &context, accepted_at).await {
-        Ok(pair) => pair,
+    let (stream, session, serial) = match authenticate(tcp, peer, tls, &context, accepted_at).await {
+        Ok(authenticated) => authenticated,
         Err((refusal, stream)) => {
             warn!(%peer, reason = refusal.reason.as_str(), "agent refused: {}", refusal.detail);
             context.metrics.reject(refusal.reason);
@@ -188,17 +226,19 @@ pub(crate) async fn serve_connection(
             return;
         }
     };
-    serve_authenticated(stream, session, peer, "tls", &context, shutdown).await;
+    serve_authenticated(stream, session, peer, "tls", Credential::Certificate { serial }, &context, shutdown).await;
 }
 
 /// Runs the framed protocol on an SSH channel whose peer authenticated
 /// with the registered public key of `identity`: Hello, a registry check
 /// (the device may have been revoked since the key was checked), Welcome,
-/// then batches exactly as over TLS.
+/// then batches exactly as over TLS. `key_fingerprint` is the key it
+/// logged in with, checked again on every reload.
 pub(crate) async fn serve_ssh_channel<S: AgentStream>(
     mut stream: S,
     peer: SocketAddr,
     identity: DeviceIdentity,
+    key_fingerprint: String,
     context: Arc<ConnectionContext>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -214,7 +254,8 @@ pub(crate) async fn serve_ssh_channel<S: AgentStream>(
             return;
         }
     };
-    serve_authenticated(stream, session, peer, "ssh", &context, shutdown).await;
+    let credential = Credential::SshKey { fingerprint: key_fingerprint };
+    serve_authenticated(stream, session, peer, "ssh", credential, &context, shutdown).await;
 }
 
 /// Everything after authentication, the same on every transport.
@@ -223,6 +264,7 @@ async fn serve_authenticated<S: AgentStream>(
     mut session: CollectorSession,
     peer: SocketAddr,
     transport: &'static str,
+    credential: Credential,
     context: &Arc<ConnectionContext>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -230,7 +272,15 @@ async fn serve_authenticated<S: AgentStream>(
     info!(%peer, device = %identity, transport, "agent authenticated");
     context.metrics.authenticated();
     let (control_tx, control_rx) = context.directory.register(&identity);
-    let outcome = stream_batches(&mut stream, &mut session, context, shutdown, control_rx).await;
+    // Live first, then checked: a reload that ran after this connection's
+    // registry check but before it went live is caught here, one that runs
+    // later catches it itself.
+    let (live, mut ended) = context.directory.enter_live(&identity, credential.clone());
+    if let Some(reason) = withdrawn(&context.store, &identity, &credential, &|s| context.directory.on_crl(s)) {
+        ended = watch::channel(Some(reason)).1;
+    }
+    let outcome = stream_batches(&mut stream, &mut session, context, shutdown, control_rx, ended).await;
+    drop(live);
     context.directory.unregister(&identity, &control_tx);
     match outcome {
         Ok(()) => debug!(%peer, device = %identity, "agent disconnected"),
@@ -328,7 +378,7 @@ async fn authenticate(
     tls: Arc<ServerConfig>,
     context: &ConnectionContext,
     accepted_at: Instant,
-) -> Result<(Stream, CollectorSession), (Refusal, Option<Stream>)> {
+) -> Result<(Stream, CollectorSession, String), (Refusal, Option<Stream>)> {
     let timeouts = context.session_timeouts();
     // Before the TLS handshake there is no session yet (its certificate
     // says whom for); the deadline is the one the session will keep.
@@ -390,7 +440,7 @@ async fn authenticate(
     }
     session.proof_accepted(Instant::now(), stored_seq);
     let _ = peer;
-    Ok((stream, session))
+    Ok((stream, session, serial))
 }
 
 /// The device identity and serial from the verified client certificate.
@@ -451,8 +501,10 @@ async fn stream_batches<S: AgentStream>(
     context: &Arc<ConnectionContext>,
     mut shutdown: watch::Receiver<bool>,
     mut control: tokio::sync::mpsc::Receiver<glimpse_common::wire::ControlMessage>,
+    mut ended: watch::Receiver<Option<Withdrawn>>,
 ) -> Result<(), Refusal> {
     let mut reader = FrameReader::new(context.max_frame);
+    let mut unsolicited: u64 = 0;
     // The organisation's capture consent and data policy: now, and on
     // every change.
     let org = session.identity().org.clone();
@@ -465,9 +517,16 @@ async fn stream_batches<S: AgentStream>(
     // Storage failures in a row on this connection, for the retry delay.
     let mut failures: u32 = 0;
     loop {
+        if let Some(reason) = *ended.borrow() {
+            return Err(withdrawn_refusal(context, session.identity(), reason));
+        }
         // The session says how long the agent may stay quiet.
         let wake = session.poll_timeout();
         let msg = tokio::select! {
+            // A withdrawal wins over a frame that arrived at the same time:
+            // nothing read after the reload is stored.
+            biased;
+            Ok(()) = ended.changed() => continue,
             // Cancel-safe: a frame half read when a control message goes out
             // stays buffered in the reader.
             read = reader.next::<AgentMessage, _>(stream) => {
@@ -515,14 +574,18 @@ async fn stream_batches<S: AgentStream>(
                     batch.records.retain(|r| !matches!(r.body, RecordBody::Capture(_)));
                     let dropped = before - batch.records.len();
                     if dropped > 0 {
-                        warn!(
-                            device = %session.identity(),
-                            seq,
-                            dropped,
-                            "capture records from an organisation without capture consent; dropped"
-                        );
                         context.metrics.captures_without_consent(dropped);
-                        context.audit_captures_dropped(session.identity(), dropped);
+                        if context.audit_captures_dropped(session.identity(), dropped) {
+                            warn!(
+                                device = %session.identity(),
+                                seq,
+                                dropped,
+                                "capture records from an organisation without capture consent; dropped (more from this device are counted into one audit entry per {:?})",
+                                crate::repeats::REPEAT_INTERVAL
+                            );
+                        } else {
+                            debug!(device = %session.identity(), seq, dropped, "capture records without consent dropped (counted)");
+                        }
                     }
                 }
                 // Data minimisation is enforced here too: an agent that has
@@ -561,6 +624,11 @@ async fn stream_batches<S: AgentStream>(
                     );
                     context.metrics.payload_cut(cut_bytes);
                 }
+                // A reload may have withdrawn the credential while the batch
+                // was being read and checked.
+                if let Some(reason) = *ended.borrow() {
+                    return Err(withdrawn_refusal(context, session.identity(), reason));
+                }
                 let count = batch.records.len();
                 let store = context.store.clone();
                 let identity = session.identity().clone();
@@ -587,8 +655,21 @@ async fn stream_batches<S: AgentStream>(
                 send(stream, &CollectorMessage::Ack { stream_seq: seq }, context.max_frame).await?;
             }
             SessionAction::CaptureStatus(status) => {
-                info!(device = %session.identity(), id = status.id, outcome = ?status.outcome, "capture status");
-                context.directory.capture_reported(session.identity(), status.id, status.outcome);
+                let id = status.id;
+                match context.directory.capture_reported(session.identity(), id, status.outcome.clone()) {
+                    StatusTaken::Recorded => {
+                        info!(device = %session.identity(), id, outcome = ?status.outcome, "capture status");
+                    }
+                    StatusTaken::Unsolicited => {
+                        unsolicited += 1;
+                        context.metrics.unsolicited_capture_status();
+                        // One line for the first, then one per thousand: the
+                        // frames cost nothing else, and the log stays readable.
+                        if unsolicited == 1 || unsolicited.is_multiple_of(1000) {
+                            warn!(device = %session.identity(), id, unsolicited, "capture status for a capture never requested from this device; ignored");
+                        }
+                    }
+                }
             }
             SessionAction::Close => return Ok(()),
             SessionAction::Continue | SessionAction::VerifyProof(_) => {}
@@ -619,6 +700,25 @@ async fn retry_later<S: AgentStream>(
         message: BoundedString::truncating("storage unavailable; retry later"),
     };
     send(stream, &CollectorMessage::RetryLater(retry), context.max_frame).await
+}
+
+/// The refusal that ends a live session whose credential a reload withdrew;
+/// counted as it is made.
+fn withdrawn_refusal(context: &ConnectionContext, identity: &DeviceIdentity, reason: Withdrawn) -> Refusal {
+    context.metrics.session_withdrawn();
+    let reject = match reason {
+        Withdrawn::Revoked => RejectReason::Revoked,
+        Withdrawn::Unregistered => RejectReason::UnknownDevice,
+        Withdrawn::Rekeyed => RejectReason::RegistrationMismatch,
+    };
+    // The device authenticated earlier, so naming the reason tells a
+    // prober nothing; it tells the device's operator what happened.
+    Refusal {
+        reason: reject,
+        code: ErrorCode::AuthenticationFailed,
+        detail: format!("credentials withdrawn on reload: {identity}: {}", reason.as_str()),
+        public: format!("{}; connection closed", reason.as_str()),
+    }
 }
 
 /// Sleeps until `deadline`, or forever without one.

@@ -38,8 +38,96 @@ pub enum DeliveryError {
 #[derive(Debug, Default)]
 pub struct AgentDirectory {
     agents: Mutex<HashMap<(OrgId, DeviceId), mpsc::Sender<ControlMessage>>>,
-    captures: Mutex<std::collections::VecDeque<ReportedCapture>>,
+    captures: Mutex<HashMap<OrgId, OrgCaptures>>,
     directives: Mutex<HashMap<OrgId, watch::Sender<OrgDirectives>>>,
+    live: Mutex<LiveSessions>,
+}
+
+/// What a live session authenticated with, to tell on reload whether the
+/// registry still admits it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A TLS client certificate with this serial (lowercase hex).
+    Certificate {
+        /// The certificate's serial.
+        serial: String,
+    },
+    /// An SSH public key with this SHA-256 fingerprint.
+    SshKey {
+        /// `SHA256:…`, as `ssh-keygen -l` prints it.
+        fingerprint: String,
+    },
+}
+
+/// Why a live session was closed: its device's credential was withdrawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Withdrawn {
+    /// The certificate is on the CRL, or the registry marks the device revoked.
+    Revoked,
+    /// The device is no longer in the registry.
+    Unregistered,
+    /// The registry names another certificate or SSH key than the session used.
+    Rekeyed,
+}
+
+impl Withdrawn {
+    /// What the device and the log are told.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Withdrawn::Revoked => "device revoked",
+            Withdrawn::Unregistered => "device no longer registered",
+            Withdrawn::Rekeyed => "device re-keyed: another certificate or SSH key is registered",
+        }
+    }
+}
+
+/// One authenticated connection, as the reload check sees it.
+#[derive(Debug)]
+struct LiveSession {
+    identity: DeviceIdentity,
+    credential: Credential,
+    end: watch::Sender<Option<Withdrawn>>,
+}
+
+/// Every authenticated connection (a device that reconnects has two for a
+/// moment, and both are checked), and the serials of the CRL last loaded.
+#[derive(Debug, Default)]
+struct LiveSessions {
+    next: u64,
+    sessions: HashMap<u64, LiveSession>,
+    crl: std::collections::HashSet<String>,
+}
+
+/// A live session's place in the directory; removed on drop.
+#[derive(Debug)]
+pub(crate) struct LiveGuard<'a> {
+    directory: &'a AgentDirectory,
+    id: u64,
+}
+
+impl Drop for LiveGuard<'_> {
+    fn drop(&mut self) {
+        self.directory.live().sessions.remove(&self.id);
+    }
+}
+
+/// An organisation's capture requests and what their devices reported.
+#[derive(Debug, Default)]
+struct OrgCaptures {
+    /// (device, capture id) → latest outcome, `None` until the device reports.
+    requested: HashMap<(DeviceId, u64), Option<CaptureOutcome>>,
+    /// Request order, oldest first, for forgetting.
+    order: std::collections::VecDeque<(DeviceId, u64)>,
+}
+
+/// What became of a capture status a device sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StatusTaken {
+    /// It answers a capture requested from that device.
+    Recorded,
+    /// No such capture was requested from that device (or it was long
+    /// forgotten): ignored.
+    Unsolicited,
 }
 
 /// What an organisation's devices are told to do, besides captures on
@@ -65,17 +153,10 @@ impl OrgDirectives {
     }
 }
 
-/// A device's latest report on one capture.
-#[derive(Debug)]
-struct ReportedCapture {
-    org: OrgId,
-    device: DeviceId,
-    id: u64,
-    outcome: CaptureOutcome,
-}
-
-/// Capture outcomes remembered for `capture status`, oldest forgotten first.
-const REMEMBERED_CAPTURES: usize = 1024;
+/// Capture requests (and their outcomes) remembered per organisation for
+/// `capture status`, oldest forgotten first. Only an admin's request makes
+/// an entry, so one organisation's devices cannot push out another's.
+pub const REMEMBERED_CAPTURES: usize = 1024;
 
 impl AgentDirectory {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(OrgId, DeviceId), mpsc::Sender<ControlMessage>>> {
@@ -136,21 +217,132 @@ impl AgentDirectory {
         self.connected(org).len()
     }
 
-    /// Records what a device reported about a capture. Reports are kept
-    /// per device, so a device cannot answer for another one's capture.
-    pub(crate) fn capture_reported(&self, identity: &DeviceIdentity, id: u64, outcome: CaptureOutcome) {
-        let mut captures = self.captures.lock().unwrap_or_else(|p| p.into_inner());
-        captures.retain(|c| !(c.id == id && c.org == identity.org && c.device == identity.device));
-        if captures.len() >= REMEMBERED_CAPTURES {
-            captures.pop_front();
+    fn captures(&self) -> std::sync::MutexGuard<'_, HashMap<OrgId, OrgCaptures>> {
+        self.captures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers that capture `id` was requested from `device` of `org`, so
+    /// that its reports are accepted; the organisation's oldest request is
+    /// forgotten past [`REMEMBERED_CAPTURES`].
+    pub(crate) fn capture_requested(&self, org: &OrgId, device: &DeviceId, id: u64) {
+        let mut captures = self.captures();
+        let org = captures.entry(org.clone()).or_default();
+        let key = (device.clone(), id);
+        if org.requested.insert(key.clone(), None).is_none() {
+            org.order.push_back(key);
         }
-        captures.push_back(ReportedCapture { org: identity.org.clone(), device: identity.device.clone(), id, outcome });
+        while org.order.len() > REMEMBERED_CAPTURES {
+            if let Some(old) = org.order.pop_front() {
+                org.requested.remove(&old);
+            }
+        }
+    }
+
+    /// Sends `request` to a connected device as a `StartCapture`, having
+    /// remembered it first so that even the quickest report is accepted as
+    /// its answer; a request that cannot be delivered is forgotten again.
+    /// The one way a capture is asked for: reports of captures not asked
+    /// for this way are ignored.
+    pub fn request_capture(
+        &self,
+        org: &OrgId,
+        device: &DeviceId,
+        request: glimpse_common::wire::CaptureRequest,
+    ) -> Result<(), DeliveryError> {
+        let id = request.id;
+        self.capture_requested(org, device, id);
+        let sent = self.send(org, device, ControlMessage::StartCapture(request));
+        if sent.is_err() {
+            self.capture_forgotten(org, device, id);
+        }
+        sent
+    }
+
+    /// Forgets a request that could not be delivered.
+    pub(crate) fn capture_forgotten(&self, org: &OrgId, device: &DeviceId, id: u64) {
+        let mut captures = self.captures();
+        if let Some(org) = captures.get_mut(org) {
+            let key = (device.clone(), id);
+            org.requested.remove(&key);
+            org.order.retain(|k| k != &key);
+        }
+    }
+
+    /// Records what a device reported about a capture, if that capture was
+    /// requested from that very device: a device can neither answer for
+    /// another's capture nor fill the table with statuses nobody asked for.
+    pub(crate) fn capture_reported(&self, identity: &DeviceIdentity, id: u64, outcome: CaptureOutcome) -> StatusTaken {
+        let mut captures = self.captures();
+        let slot = captures.get_mut(&identity.org).and_then(|o| o.requested.get_mut(&(identity.device.clone(), id)));
+        match slot {
+            Some(slot) => {
+                *slot = Some(outcome);
+                StatusTaken::Recorded
+            }
+            None => StatusTaken::Unsolicited,
+        }
     }
 
     /// The latest outcome `device` of `org` reported for capture `id`.
     pub fn capture_outcome(&self, org: &OrgId, device: &DeviceId, id: u64) -> Option<CaptureOutcome> {
-        let captures = self.captures.lock().unwrap_or_else(|p| p.into_inner());
-        captures.iter().find(|c| c.id == id && &c.org == org && &c.device == device).map(|c| c.outcome.clone())
+        let captures = self.captures();
+        captures.get(org)?.requested.get(&(device.clone(), id))?.clone()
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, LiveSessions> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Enters an authenticated connection; the receiver turns to
+    /// `Some(reason)` when a reload withdraws its credential. The session
+    /// leaves when the guard drops.
+    pub(crate) fn enter_live(
+        &self,
+        identity: &DeviceIdentity,
+        credential: Credential,
+    ) -> (LiveGuard<'_>, watch::Receiver<Option<Withdrawn>>) {
+        let (end, ended) = watch::channel(None);
+        let mut live = self.live();
+        live.next += 1;
+        let id = live.next;
+        live.sessions.insert(id, LiveSession { identity: identity.clone(), credential, end });
+        (LiveGuard { directory: self, id }, ended)
+    }
+
+    /// The serials the CRL now lists; kept for checks of sessions that
+    /// authenticate while a reload runs.
+    pub(crate) fn set_crl(&self, serials: std::collections::HashSet<String>) {
+        self.live().crl = serials;
+    }
+
+    /// Whether `serial` is on the CRL last loaded.
+    pub(crate) fn on_crl(&self, serial: &str) -> bool {
+        self.live().crl.contains(serial)
+    }
+
+    /// Ends every live session for which `check` names a reason; returns
+    /// how many were told, by reason, with their devices.
+    pub(crate) fn end_withdrawn(
+        &self,
+        check: impl Fn(&DeviceIdentity, &Credential, &std::collections::HashSet<String>) -> Option<Withdrawn>,
+    ) -> Vec<(DeviceIdentity, Withdrawn)> {
+        let live = self.live();
+        let mut ended = Vec::new();
+        for session in live.sessions.values() {
+            if session.end.borrow().is_some() {
+                continue;
+            }
+            if let Some(reason) = check(&session.identity, &session.credential, &live.crl) {
+                session.end.send_replace(Some(reason));
+                ended.push((session.identity.clone(), reason));
+            }
+        }
+        ended
+    }
+
+    /// Authenticated connections right now (tests, metrics).
+    pub fn live_sessions(&self) -> usize {
+        self.live().sessions.len()
     }
 
     /// The organisation's connected devices, sorted.
@@ -158,5 +350,77 @@ impl AgentDirectory {
         let mut devices: Vec<_> = self.lock().keys().filter(|(o, _)| o == org).map(|(_, d)| d.clone()).collect();
         devices.sort();
         devices
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glimpse_common::identity::DeviceKind;
+
+    fn device(org: &str, id: &str) -> DeviceIdentity {
+        DeviceIdentity { org: OrgId::new(org).unwrap(), device: DeviceId::new(id).unwrap(), kind: DeviceKind::Ap }
+    }
+
+    fn finished() -> CaptureOutcome {
+        CaptureOutcome::Finished { packets: 3, header_bytes: 126 }
+    }
+
+    #[test]
+    fn only_requested_captures_take_reports_and_orgs_keep_their_own() {
+        let directory = AgentDirectory::default();
+        let (acme, globex) = (device("acme", "ap-1"), device("globex", "ap-1"));
+        directory.capture_requested(&globex.org, &globex.device, 7);
+        assert_eq!(directory.capture_outcome(&globex.org, &globex.device, 7), None, "no report yet");
+        assert_eq!(directory.capture_reported(&globex, 7, finished()), StatusTaken::Recorded);
+        // Another organisation's device floods statuses, even for globex's id.
+        for id in 0..(2 * REMEMBERED_CAPTURES as u64) {
+            assert_eq!(directory.capture_reported(&acme, id, CaptureOutcome::Started), StatusTaken::Unsolicited);
+        }
+        assert_eq!(directory.capture_outcome(&globex.org, &globex.device, 7), Some(finished()));
+        // Another device of the same organisation cannot answer for it either.
+        let other = device("globex", "ap-2");
+        assert_eq!(directory.capture_reported(&other, 7, CaptureOutcome::Started), StatusTaken::Unsolicited);
+        assert_eq!(directory.capture_outcome(&globex.org, &globex.device, 7), Some(finished()));
+    }
+
+    #[test]
+    fn each_org_forgets_only_its_own_oldest_requests() {
+        let directory = AgentDirectory::default();
+        let (acme, globex) = (device("acme", "ap-1"), device("globex", "ap-1"));
+        directory.capture_requested(&globex.org, &globex.device, 1);
+        directory.capture_reported(&globex, 1, finished());
+        for id in 0..=(REMEMBERED_CAPTURES as u64) {
+            directory.capture_requested(&acme.org, &acme.device, 1000 + id);
+        }
+        assert_eq!(directory.capture_outcome(&globex.org, &globex.device, 1), Some(finished()));
+        assert_eq!(directory.capture_reported(&acme, 1000, finished()), StatusTaken::Unsolicited, "forgotten");
+        assert_eq!(directory.capture_reported(&acme, 1001, finished()), StatusTaken::Recorded);
+        directory.capture_forgotten(&acme.org, &acme.device, 1001);
+        assert_eq!(directory.capture_outcome(&acme.org, &acme.device, 1001), None);
+    }
+
+    #[test]
+    fn withdrawn_sessions_are_told_once_and_leave_on_drop() {
+        let directory = AgentDirectory::default();
+        let a = device("acme", "ap-1");
+        let b = device("acme", "ap-2");
+        let (guard_a, mut ended_a) = directory.enter_live(&a, Credential::Certificate { serial: "0a".into() });
+        let (guard_b, ended_b) = directory.enter_live(&b, Credential::Certificate { serial: "0b".into() });
+        directory.set_crl(["0a".to_owned()].into_iter().collect());
+        assert!(directory.on_crl("0a") && !directory.on_crl("0b"));
+        let check = |_: &DeviceIdentity, c: &Credential, crl: &std::collections::HashSet<String>| match c {
+            Credential::Certificate { serial } if crl.contains(serial) => Some(Withdrawn::Revoked),
+            _ => None,
+        };
+        assert_eq!(directory.end_withdrawn(check), vec![(a.clone(), Withdrawn::Revoked)]);
+        assert!(ended_a.has_changed().unwrap());
+        assert_eq!(*ended_a.borrow_and_update(), Some(Withdrawn::Revoked));
+        assert_eq!(*ended_b.borrow(), None);
+        assert!(directory.end_withdrawn(check).is_empty(), "told once");
+        assert_eq!(directory.live_sessions(), 2);
+        drop(guard_a);
+        drop(guard_b);
+        assert_eq!(directory.live_sessions(), 0);
     }
 }

@@ -16,6 +16,11 @@
 //! key, checked during SSH authentication, and the registry is checked
 //! again when the agent's Hello arrives.
 //!
+//! On every reload each live session is checked again (see `withdraw`):
+//! one whose device is now revoked, unregistered or re-keyed is sent an
+//! `Error` naming the reason and closed, and nothing it sent after the
+//! reload is stored.
+//!
 //! Every refusal is logged once with the peer address and counted by reason
 //! in [`IngestMetrics`]; nothing from a refused connection is stored.
 
@@ -24,8 +29,10 @@ mod directory;
 mod reject;
 mod server;
 pub mod ssh;
+mod withdraw;
 
-pub use directory::{AgentDirectory, DeliveryError, OrgDirectives};
+pub use directory::{AgentDirectory, Credential, DeliveryError, OrgDirectives, Withdrawn, REMEMBERED_CAPTURES};
 pub use reject::{IngestMetrics, RejectReason};
 pub use server::{IngestServer, ServerTls};
 pub use ssh::{SshError, SshServer};
+pub(crate) use withdraw::{crl_serials, withdrawn};

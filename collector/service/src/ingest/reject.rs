@@ -11,8 +11,11 @@ pub enum RejectReason {
     NoCertificate,
     /// The certificate does not chain to our CA.
     UnknownIssuer,
-    /// The certificate is expired or not yet valid.
+    /// The certificate is expired.
     Expired,
+    /// The certificate is not valid yet (its start lies ahead of the
+    /// collector's clock: a clock or issuing mistake, not an old device).
+    NotYetValid,
     /// The certificate is on the CRL, or the registry marks the device revoked.
     Revoked,
     /// Any other TLS handshake failure (protocol, cipher, garbage).
@@ -44,6 +47,7 @@ impl RejectReason {
             RejectReason::NoCertificate => "no-certificate",
             RejectReason::UnknownIssuer => "unknown-issuer",
             RejectReason::Expired => "expired",
+            RejectReason::NotYetValid => "not-yet-valid",
             RejectReason::Revoked => "revoked",
             RejectReason::TlsHandshake => "tls-handshake",
             RejectReason::BadIdentity => "bad-identity",
@@ -65,10 +69,10 @@ impl RejectReason {
             Some(Error::NoCertificatesPresented) => RejectReason::NoCertificate,
             Some(Error::InvalidCertificate(cert)) => match cert {
                 CertificateError::UnknownIssuer | CertificateError::BadSignature => RejectReason::UnknownIssuer,
-                CertificateError::Expired
-                | CertificateError::ExpiredContext { .. }
-                | CertificateError::NotValidYet
-                | CertificateError::NotValidYetContext { .. } => RejectReason::Expired,
+                CertificateError::Expired | CertificateError::ExpiredContext { .. } => RejectReason::Expired,
+                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                    RejectReason::NotYetValid
+                }
                 CertificateError::Revoked => RejectReason::Revoked,
                 _ => RejectReason::TlsHandshake,
             },
@@ -89,6 +93,8 @@ pub struct IngestMetrics {
     pseudonymised_batches: Mutex<(u64, u64)>,
     /// Connections that completed authentication (TLS and SSH).
     authenticated: Mutex<u64>,
+    sessions_withdrawn: Mutex<u64>,
+    unsolicited_capture_statuses: Mutex<u64>,
 }
 
 impl IngestMetrics {
@@ -146,6 +152,26 @@ impl IngestMetrics {
     /// Bytes past header boundaries that agents sent and the collector cut.
     pub fn payload_bytes_cut(&self) -> u64 {
         *self.payload_bytes_cut.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn session_withdrawn(&self) {
+        *self.sessions_withdrawn.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+    }
+
+    /// Live sessions closed because a reload withdrew their device's
+    /// credential (revoked, unregistered or re-keyed).
+    pub fn sessions_withdrawn(&self) -> u64 {
+        *self.sessions_withdrawn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn unsolicited_capture_status(&self) {
+        *self.unsolicited_capture_statuses.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+    }
+
+    /// Capture statuses ignored because no such capture was requested from
+    /// the device that sent them.
+    pub fn unsolicited_capture_statuses(&self) -> u64 {
+        *self.unsolicited_capture_statuses.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// How many connections were refused for `reason`.

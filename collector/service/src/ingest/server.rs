@@ -83,13 +83,18 @@ impl IngestServer {
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.listen).await?;
         let context = Arc::new(ConnectionContext {
-            store,
+            store: store.clone(),
             metrics,
             directory,
             max_frame: config.max_frame_bytes,
             handshake_timeout: config.handshake_timeout,
             idle_timeout: config.idle_timeout,
             storage_retry: config.storage_retry,
+            consent_drops: Arc::new(crate::repeats::RepeatAudit::new(
+                store,
+                "capture.receive",
+                crate::ingest::connection::describe_consent_drops,
+            )),
         });
         Ok(Self { listener, tls, context, limit: Arc::new(Semaphore::new(config.max_connections)) })
     }
@@ -97,6 +102,11 @@ impl IngestServer {
     /// The address actually bound.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The aggregated consent-drop audit, for the service's periodic flush.
+    pub(crate) fn repeated_audits(&self) -> Arc<dyn crate::repeats::Flush> {
+        self.context.consent_drops.clone()
     }
 
     /// What connections share; the SSH listener serves with the same.

@@ -70,6 +70,7 @@ use glimpse_common::secret::{SecretKey, KEY_LEN};
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 
+pub mod aggregate;
 #[cfg(test)]
 mod tests;
 

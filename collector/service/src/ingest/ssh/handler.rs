@@ -22,6 +22,8 @@ pub const SUBSYSTEM: &str = "glimpse";
 /// A device that authenticated and started the `glimpse` subsystem.
 pub(crate) struct Admitted {
     pub(crate) identity: DeviceIdentity,
+    /// The SHA-256 fingerprint of the key it logged in with.
+    pub(crate) key_fingerprint: String,
     pub(crate) stream: ChannelStream<Msg>,
 }
 
@@ -36,6 +38,8 @@ pub(crate) struct DeviceHandler {
     pub(crate) on_authenticated: Option<oneshot::Sender<()>>,
     pub(crate) on_admitted: Option<oneshot::Sender<Admitted>>,
     pub(crate) identity: Option<DeviceIdentity>,
+    /// The fingerprint of the key `identity` logged in with.
+    pub(crate) key_fingerprint: Option<String>,
     /// The one session channel a device may open, until it asks for the subsystem.
     pub(crate) channel: Option<Channel<Msg>>,
     /// Whether a session channel was ever opened (only one is allowed).
@@ -128,6 +132,7 @@ impl russh::server::Handler for DeviceHandler {
         match self.device_for(user, key.public_key) {
             Ok(identity) => {
                 self.identity = Some(identity);
+                self.key_fingerprint = Some(glimpse_common::ssh_keys::fingerprint(key.public_key));
                 Ok(Auth::Accept)
             }
             Err((reason, detail)) => {
@@ -291,7 +296,8 @@ impl russh::server::Handler for DeviceHandler {
             return self.refuse_channel_request("second glimpse subsystem", channel, session);
         };
         session.channel_success(channel)?;
-        let _ = admit.send(Admitted { identity, stream: open.into_stream() });
+        let key_fingerprint = self.key_fingerprint.clone().unwrap_or_default();
+        let _ = admit.send(Admitted { identity, key_fingerprint, stream: open.into_stream() });
         Ok(())
     }
 }

@@ -236,6 +236,7 @@ impl SshServer {
                 on_authenticated: None,
                 on_admitted: None,
                 identity: None,
+                key_fingerprint: None,
                 channel: None,
                 opened_session: false,
             };
@@ -319,7 +320,7 @@ async fn serve(
             }
         }
     };
-    serve_ssh_channel(admitted.stream, peer, admitted.identity, context, shutdown).await;
+    serve_ssh_channel(admitted.stream, peer, admitted.identity, admitted.key_fingerprint, context, shutdown).await;
     // The channel is closed (EOF and close went out behind the last frame).
     // Let the client read them and hang up itself; disconnecting at once
     // could overtake the last frame, an error the device should see.
