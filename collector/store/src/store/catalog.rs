@@ -132,18 +132,19 @@ impl Store {
     /// catalog for the days it read, adding a problem for every loss, and
     /// drops from `problems` the torn tails that lie after every
     /// catalogued block.
+    ///
+    /// `rows` must be read before the segments are: every block a row
+    /// counts was durable before the row was committed, so a read that
+    /// starts later finds it, and appends meanwhile only add.
     pub(crate) fn check_catalog(
         &self,
         org: &OrgId,
         kind: DataKind,
+        rows: Vec<(SegmentRowKey, SegmentRow)>,
         read_day: &dyn Fn(i64) -> bool,
         tallies: &HashMap<(i64, String), Tally>,
         problems: &mut Vec<SegmentProblem>,
-    ) -> Result<(), StoreError> {
-        let rows = self
-            .control()
-            .segment_rows(org.as_str(), kind.as_str())
-            .map_err(|e| StoreError::Key(crate::keys::KeyError::Control(e)))?;
+    ) {
         let mut catalogued = HashMap::new();
         for ((_, _, day, name), row) in rows {
             if !read_day(day) {
@@ -158,7 +159,8 @@ impl Store {
                     0,
                     format!("missing segment: the catalog holds {} acknowledged records here{}", row.records, ranges(&row, None)),
                 ),
-                Some(found) if found.blocks < row.blocks => problem(
+                // Damage already reported for this file accounts for it.
+                Some(found) if found.blocks < row.blocks && !problems.iter().any(|p| p.path == path) => problem(
                     problems,
                     path.clone(),
                     row.bytes,
@@ -190,7 +192,13 @@ impl Store {
             }
             !ignorable
         });
-        Ok(())
+    }
+
+    /// The catalog rows of an organisation's kind.
+    pub(crate) fn catalog_rows(&self, org: &OrgId, kind: DataKind) -> Result<Vec<(SegmentRowKey, SegmentRow)>, StoreError> {
+        self.control()
+            .segment_rows(org.as_str(), kind.as_str())
+            .map_err(|e| StoreError::Key(crate::keys::KeyError::Control(e)))
     }
 
     /// Reads every segment of every organisation (or of `only`) and kind

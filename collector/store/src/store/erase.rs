@@ -118,6 +118,13 @@ impl Store {
             let refs: Vec<_> = records.iter().map(|(record, origin)| (record.borrowed(), *origin)).collect();
             match encode_blocks(&refs) {
                 Ok(blocks) => {
+                    // Out of the catalog before it changes: an erase cut short
+                    // must not leave a row for a segment that is gone.
+                    if let Err(e) = self.control().replace_segment_rows(&[super::catalog::row_key(&segment.key)], &[]) {
+                        tracing::error!(path = %segment.location.display(), "cannot update the segment catalog: {e}");
+                        failed = Some(StoreError::Key(crate::keys::KeyError::Control(e)));
+                        return Rewrite::Stop;
+                    }
                     let row = super::catalog::Tally::row_of(records.iter().map(|(r, o)| (r, *o)), blocks.len());
                     rows.insert(segment.key.clone(), row);
                     report.records += removed;
@@ -133,13 +140,12 @@ impl Store {
             }
         };
         let replaced = self.segments.rewrite(org, kind, key.secret(), &mut edit)?;
-        // Erased records are no loss: the catalog follows the rewrite.
-        let remove: Vec<_> = replaced.iter().map(|(old, _)| super::catalog::row_key(old)).collect();
+        // The replacements join the catalog (their old rows went before).
         let put: Vec<_> = replaced
             .iter()
             .filter_map(|(old, new)| Some((super::catalog::row_key(new.as_ref()?), rows.get(old)?.clone())))
             .collect();
-        if let Err(e) = self.control().replace_segment_rows(&remove, &put) {
+        if let Err(e) = self.control().replace_segment_rows(&[], &put) {
             tracing::error!(%org, %kind, "cannot update the segment catalog after an erase: {e}");
         }
         if let Some(e) = failed {

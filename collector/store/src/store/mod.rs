@@ -642,6 +642,7 @@ impl Store {
         if from >= until {
             return Ok((sink.problems, 0));
         }
+        let rows = self.catalog_rows(org, kind)?;
         let read_day = |day: i64| {
             let day_start = day.saturating_mul(MILLIS_PER_DAY);
             !(day_start.saturating_add(MILLIS_PER_DAY) <= from || day_start >= until)
@@ -693,7 +694,7 @@ impl Store {
                 ),
             );
         }
-        self.check_catalog(org, kind, &read_day, &tallies, &mut problems)?;
+        self.check_catalog(org, kind, rows, &read_day, &tallies, &mut problems);
         if repeats.repeats > 0 {
             tracing::debug!(%org, %kind, repeats = repeats.repeats, "records stored twice served once");
         }

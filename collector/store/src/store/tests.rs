@@ -102,7 +102,7 @@ fn orgs_have_separate_keys_and_cannot_read_each_other() {
     let place = SegmentPlace { org: org("acme"), kind: DataKind::Metadata, day: utc_day(T0) };
     let mut served = 0;
     let mut count = |_, _| served += 1;
-    let mut sink = Sink { each: &mut count, problems: Vec::new(), range: (i64::MIN, i64::MAX) };
+    let mut sink = Sink { each: &mut count, problems: Vec::new(), range: (i64::MIN, i64::MAX), tally: None, future: (0, 0) };
     let key = seam::SegmentKey { org: org("acme"), kind: DataKind::Metadata, day: utc_day(T0), name: String::new() };
     let info = seam::SegmentInfo { key, location: acme_seg.clone(), bytes: bytes.len() as u64 };
     read_source(&bytes, &info, &place, globex.secret(), &mut HashSet::new(), &mut sink);
@@ -452,7 +452,7 @@ fn a_second_store_on_the_same_directory_is_refused() {
     let f = Fixture::new();
     let clock: Arc<dyn glimpse_common::clock::Clock> = Arc::new(f.clock.clone());
     let err = Store::open(f.dir.path(), crate::keys::test_master(1), clock, Default::default()).unwrap_err();
-    assert!(err.to_string().contains("already open"), "{err}");
+    assert!(err.to_string().contains("in use by another process"), "{err}");
 }
 
 #[test]
