@@ -99,6 +99,28 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
     if cause.is::<PermissionError>() {
         return Some(PERMISSION);
     }
+    // `#[error(transparent)]` variants hand `source()` on to the inner
+    // error's source, skipping the inner error itself: look inside.
+    if let Some(e) = cause.downcast_ref::<crate::service::ServiceError>() {
+        use crate::service::ServiceError as S;
+        match e {
+            S::Key(inner) => return classify(inner),
+            S::Store(inner) => return classify(inner),
+            S::Tls(_) => return Some(CONFIG),
+            S::Bind { source, .. } => return Some(io_code(source)),
+            _ => {}
+        }
+    }
+    if let Some(e) = cause.downcast_ref::<glimpse_store::store::StoreError>() {
+        use glimpse_store::store::StoreError as S;
+        match e {
+            S::Key(inner) => return classify(inner),
+            S::Audit(inner) => return classify(inner),
+            S::Segment(inner) => return classify(inner),
+            S::Policy(_) => return Some(DATA),
+            _ => {}
+        }
+    }
     if let Some(e) = cause.downcast_ref::<KeyError>() {
         return Some(match e {
             KeyError::MasterKeyPermissions { .. } => PERMISSION,
@@ -174,6 +196,8 @@ mod tests {
         assert_eq!(code(anyhow::Error::new(IncompleteError("partial".into())).context("export")), DATA);
         let damaged = KeyError::Damaged { path: "/d/glimpse.redb".into(), detail: "bad".into() };
         assert_eq!(code(anyhow::Error::new(damaged).context("starting collector")), DATA);
+        let wrapped = crate::service::ServiceError::Key(KeyError::Locked { path: "/d/glimpse.redb".into() });
+        assert_eq!(code(anyhow::Error::new(wrapped).context("starting collector")), TEMPORARY);
         assert_eq!(code(KeyError::Locked { path: "/d/glimpse.redb".into() }.into()), TEMPORARY);
         assert_eq!(code(KeyError::MasterKeyPermissions { path: "/k".into(), mode: 0o644 }.into()), PERMISSION);
         assert_eq!(code(KeyError::MasterKeyMissing { path: "/k".into() }.into()), CONFIG);
