@@ -277,7 +277,12 @@ impl AdminArgs {
         let address = match (self.admin, config.as_ref().and_then(|c| c.admin_listen)) {
             (Some(address), _) => address,
             (None, Some(listen)) => listen.to_string(),
-            (None, None) => return Err(super::exit::UsageError("give --admin ADDR, or --config with an [admin] listen address".into()).into()),
+            (None, None) => {
+                return Err(super::exit::UsageError(
+                    "give --admin ADDR, or --config with an [admin] listen address".into(),
+                )
+                .into())
+            }
         };
         let ca = match (self.ca, config.as_ref()) {
             (Some(ca), _) => ca,

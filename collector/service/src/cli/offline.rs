@@ -80,7 +80,12 @@ pub(super) fn verify(config: &Path, clock: Arc<dyn Clock>, org: Option<&OrgId>) 
     let reports = store.verify(org)?;
     let mut problems = 0;
     for (org, kind, report) in &reports {
-        println!("{org} {kind}: {} segments, {} records, {} problems", report.segments, report.records, report.problems.len());
+        println!(
+            "{org} {kind}: {} segments, {} records, {} problems",
+            report.segments,
+            report.records,
+            report.problems.len()
+        );
         for p in &report.problems {
             println!("  {p}");
         }

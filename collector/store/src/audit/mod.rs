@@ -284,7 +284,13 @@ impl AuditLog {
             key: hmac::Key::new(hmac::HMAC_SHA256, key.expose()),
             path: data_dir.join(AUDIT_FILE),
             head,
-            state: Mutex::new(State { file: None, next_seq: 1, last_mac: [0; MAC_LEN], needs_newline: false, rescan: false }),
+            state: Mutex::new(State {
+                file: None,
+                next_seq: 1,
+                last_mac: [0; MAC_LEN],
+                needs_newline: false,
+                rescan: false,
+            }),
         }
     }
 

@@ -56,9 +56,9 @@ struct Backup {
 impl Backup {
     fn write(&self) {
         let mut hot = self.hot.lock().unwrap_or_else(PoisonError::into_inner);
-        match dump_db(&self.db).and_then(|dump| {
-            backup::write(&self.path, &dump).map_err(|e| ControlError::Permanent(e.to_string()))
-        }) {
+        match dump_db(&self.db)
+            .and_then(|dump| backup::write(&self.path, &dump).map_err(|e| ControlError::Permanent(e.to_string())))
+        {
             Ok(()) => {
                 *hot = 0;
                 self.dirty.store(false, Ordering::SeqCst);
@@ -249,8 +249,12 @@ impl RedbControl {
     /// (see [`super::backup`]), written now and after changes.
     pub fn with_backup(db: Arc<Database>, backup_path: PathBuf) -> Result<RedbControl, ControlError> {
         create_tables(&db)?;
-        let backup =
-            Arc::new(Backup { db: Arc::clone(&db), path: backup_path, hot: Mutex::new(0), dirty: AtomicBool::new(true) });
+        let backup = Arc::new(Backup {
+            db: Arc::clone(&db),
+            path: backup_path,
+            hot: Mutex::new(0),
+            dirty: AtomicBool::new(true),
+        });
         backup.write();
         Ok(RedbControl { db, backup: Some(backup) })
     }
@@ -549,7 +553,8 @@ impl ControlStore for RedbControl {
                 table.remove((org.as_str(), kind.as_str(), *day, name.as_str())).map_err(err)?;
             }
             for ((org, kind, day, name), row) in put {
-                table.insert((org.as_str(), kind.as_str(), *day, name.as_str()), encode_row(row)?.as_slice())
+                table
+                    .insert((org.as_str(), kind.as_str(), *day, name.as_str()), encode_row(row)?.as_slice())
                     .map_err(err)?;
             }
         }

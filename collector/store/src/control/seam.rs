@@ -143,8 +143,11 @@ pub trait ControlStore: Send + Sync + fmt::Debug {
     /// catalog what the same batches stored ([`SegmentRow::merge`]), all
     /// in one transaction, so an acknowledged batch's segment is always
     /// catalogued.
-    fn raise_stored_seqs(&self, updates: &[StreamSeq], segments: &[(SegmentRowKey, SegmentRow)])
-        -> Result<(), ControlError>;
+    fn raise_stored_seqs(
+        &self,
+        updates: &[StreamSeq],
+        segments: &[(SegmentRowKey, SegmentRow)],
+    ) -> Result<(), ControlError>;
 
     /// The catalog rows of one organisation's kind, in key order.
     fn segment_rows(&self, org: &str, kind: &str) -> Result<Vec<(SegmentRowKey, SegmentRow)>, ControlError>;

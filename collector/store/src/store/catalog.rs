@@ -157,7 +157,11 @@ impl Store {
                     problems,
                     path.clone(),
                     0,
-                    format!("missing segment: the catalog holds {} acknowledged records here{}", row.records, ranges(&row, None)),
+                    format!(
+                        "missing segment: the catalog holds {} acknowledged records here{}",
+                        row.records,
+                        ranges(&row, None)
+                    ),
                 ),
                 // Damage already reported for this file accounts for it.
                 Some(found) if found.blocks < row.blocks && !problems.iter().any(|p| p.path == path) => problem(
@@ -195,7 +199,11 @@ impl Store {
     }
 
     /// The catalog rows of an organisation's kind.
-    pub(crate) fn catalog_rows(&self, org: &OrgId, kind: DataKind) -> Result<Vec<(SegmentRowKey, SegmentRow)>, StoreError> {
+    pub(crate) fn catalog_rows(
+        &self,
+        org: &OrgId,
+        kind: DataKind,
+    ) -> Result<Vec<(SegmentRowKey, SegmentRow)>, StoreError> {
         self.control()
             .segment_rows(org.as_str(), kind.as_str())
             .map_err(|e| StoreError::Key(crate::keys::KeyError::Control(e)))
@@ -220,11 +228,10 @@ impl Store {
             for kind in DataKind::ALL {
                 let mut report = VerifyReport::default();
                 let mut records = 0;
-                let (problems, segments) =
-                    self.read_all(&org, kind, &mut |_| records += 1).map_err(|e| match e {
-                        StoreError::NoOrgKey { .. } => e,
-                        other => other,
-                    })?;
+                let (problems, segments) = self.read_all(&org, kind, &mut |_| records += 1).map_err(|e| match e {
+                    StoreError::NoOrgKey { .. } => e,
+                    other => other,
+                })?;
                 report.records = records;
                 report.segments = segments;
                 report.problems = problems;

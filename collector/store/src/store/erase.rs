@@ -94,8 +94,13 @@ impl Store {
             let place = SegmentPlace { org: org.clone(), kind, day: segment.key.day };
             let mut records = Vec::new();
             let mut each = |record: StoredRecord, origin: Option<RecordOrigin>| records.push((record, origin));
-            let mut sink =
-                Sink { each: &mut each, problems: Vec::new(), range: (i64::MIN, i64::MAX), tally: None, future: (0, 0) };
+            let mut sink = Sink {
+                each: &mut each,
+                problems: Vec::new(),
+                range: (i64::MIN, i64::MAX),
+                tally: None,
+                future: (0, 0),
+            };
             read_source(bytes, segment, &place, key.secret(), &mut std::collections::HashSet::new(), &mut sink);
             let damaged = !sink.problems.is_empty();
             let (mut removed, mut changed) = (0u64, 0u64);

@@ -151,7 +151,12 @@ impl LocalSegments {
                     _ => placed.push(super::seam::Placed {
                         run: index,
                         blocks: i..i + 1,
-                        segment: SegmentKey { org: run.org.clone(), kind: run.kind, day: run.day, name: name.to_owned() },
+                        segment: SegmentKey {
+                            org: run.org.clone(),
+                            kind: run.kind,
+                            day: run.day,
+                            name: name.to_owned(),
+                        },
                         end: seg.len(),
                     }),
                 }
