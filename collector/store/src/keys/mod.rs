@@ -19,6 +19,10 @@
 //!   so a wrong master key is refused when the store opens rather than on
 //!   the first read.
 //!
+//! The database is checked whole before use and has a verified copy
+//! (`glimpse.redb.backup`, see [`crate::control::backup`]); a damaged file is
+//! refused ([`KeyError::Damaged`]) and restored by [`recover_catalog`].
+//!
 //! What is deliberately not here: key rotation of the master key and
 //! compaction of freed database pages (a destroyed organisation key may
 //! survive, still wrapped, in a free page until redb reuses it).

@@ -87,10 +87,13 @@
 //! - Reads never return records older than the retention window, whether
 //!   or not the sweeper has deleted them yet.
 //!
+//! - Every acknowledged batch's segment is in the segment catalog
+//!   (`catalog.rs`), so a read reports a catalogued segment that is gone or
+//!   cut short, even exactly between blocks.
+//!
 //! What is deliberately not here: compaction, indexes (reads scan a day's
-//! segments), detecting a truncation at a block boundary (a tail cut
-//! exactly between blocks looks like a shorter segment), and record counts
-//! in [`Store::stats`] (counting needs decryption).
+//! segments), and record counts in [`Store::stats`] (counting needs
+//! decryption).
 
 mod block;
 pub mod catalog;
