@@ -16,8 +16,19 @@ use crate::{AgentConfig, AgentHandle};
 /// over mutually-authenticated TLS (access points) or SSH with a pinned
 /// host key (switches and gateways; `transport = "ssh"` in [collector]).
 /// No user traffic or payload ever leaves the device.
+/// The exit codes, for `--help`.
+const EXIT_HELP: &str = "\
+Exit status:
+  0   success
+  64  bad usage (arguments, options)
+  69  the collector cannot be reached (replay)
+  70  internal error
+  74  input/output error
+  77  permission denied: a refusal by the collector, a file that cannot be read
+  78  configuration error: agent.toml, certificates, keys";
+
 #[derive(Parser)]
-#[command(version, about, long_about)]
+#[command(version, about, long_about, after_help = EXIT_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -94,7 +105,13 @@ pub fn main() -> ExitCode {
     if let Some(Err(e)) = parsed {
         warn!("RUST_LOG is not a list of target=level directives ({e}); logging at info");
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(64) } else { ExitCode::SUCCESS };
+        }
+    };
     let result = match cli.command {
         Command::Run { config } => run(config),
         Command::Check { config } => check(config),
@@ -106,10 +123,31 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
-            // 64: EX_USAGE, bad configuration or arguments.
-            ExitCode::from(64)
+            ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// The sysexits code of a failure (see [`EXIT_HELP`]). The commands fail
+/// at start, on their config and credentials, unless a cause says otherwise.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    use crate::transport::TransportError;
+    for cause in e.chain() {
+        if let Some(t) = cause.downcast_ref::<TransportError>() {
+            match t {
+                TransportError::Connect { .. } | TransportError::Timeout(_) => return 69,
+                TransportError::Refused { .. } | TransportError::Tls(_) => return 77,
+                _ => {}
+            }
+        }
+        if cause.is::<glimpse_common::config::ConfigError>() {
+            return 78;
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return if io.kind() == std::io::ErrorKind::PermissionDenied { 77 } else { 74 };
+        }
+    }
+    78
 }
 
 fn check(path: PathBuf) -> anyhow::Result<()> {
@@ -193,4 +231,21 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         info!(acked = status.acked_records, dropped = status.dropped_records, "stopped");
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_map_to_sysexits_codes() {
+        let unreachable = crate::transport::TransportError::Connect {
+            address: "127.0.0.1:1".into(),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        assert_eq!(exit_code(&anyhow::Error::new(unreachable).context("replay")), 69);
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert_eq!(exit_code(&anyhow::Error::new(denied)), 77);
+        assert_eq!(exit_code(&anyhow::anyhow!("no [collector] address")), 78);
+    }
 }
