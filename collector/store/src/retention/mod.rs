@@ -124,15 +124,15 @@ pub fn sweep_checked(store: &Store, check: ClockCheck) -> Result<SweepReport, Re
         if let Some(seen) = seen {
             if now < seen - CLOCK_BEHIND_TOLERANCE_MS {
                 return Err(RetentionError::ClockBehind {
-                    now: crate::export::format_time(now),
+                    now: format_time(now),
                     what: "the last sweep",
-                    seen: crate::export::format_time(seen),
+                    seen: format_time(seen),
                 });
             }
             if now > seen.saturating_add(MAX_CLOCK_JUMP_DAYS * MILLIS_PER_DAY) {
                 return Err(RetentionError::ClockJump {
-                    now: crate::export::format_time(now),
-                    last: crate::export::format_time(seen),
+                    now: format_time(now),
+                    last: format_time(seen),
                     max_days: MAX_CLOCK_JUMP_DAYS,
                 });
             }
@@ -140,7 +140,7 @@ pub fn sweep_checked(store: &Store, check: ClockCheck) -> Result<SweepReport, Re
         if let Some(newest) = newest_day(store.segments()) {
             if newest > utc_day(now + CLOCK_BEHIND_TOLERANCE_MS) {
                 return Err(RetentionError::ClockBehind {
-                    now: crate::export::format_time(now),
+                    now: format_time(now),
                     what: "the newest stored data's day",
                     seen: format_day(newest),
                 });
@@ -157,6 +157,14 @@ pub fn sweep_checked(store: &Store, check: ClockCheck) -> Result<SweepReport, Re
         }
     }
     Ok(report)
+}
+
+/// RFC 3339 UTC, for the clock messages.
+fn format_time(at: UnixMillis) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| format!("@{at}ms"))
 }
 
 /// The newest day any segment holds, by folder or header.

@@ -2,7 +2,7 @@ use std::collections::HashMap;
 
 use glimpse_common::clock::{format_day, utc_day, MILLIS_PER_DAY};
 use glimpse_common::identity::OrgId;
-use glimpse_common::record::DataKind;
+use glimpse_common::record::{DataKind, RecordBody};
 
 use super::*;
 use crate::store::testutil::{hostnames, identity, segments, Fixture, T0};
@@ -197,4 +197,25 @@ fn a_renamed_day_folder_is_swept_by_its_header() {
     assert_eq!(report.mismatched[0].folder_day, "2020-01-01");
     assert_eq!(report.mismatched[0].header_day, format_day(utc_day(T0)));
     assert!(old.exists());
+}
+
+#[test]
+fn erased_records_and_swept_days_are_no_loss() {
+    let f = Fixture::new();
+    let ap = identity("acme", "ap-1");
+    f.append(&ap, 1, &["keep", "erase-me"]);
+    f.store
+        .erase_where(
+            &org("acme"),
+            DataKind::Metadata,
+            &|r| matches!(&r.record.body, RecordBody::Metadata(m) if m.hostname.as_str() == "erase-me"),
+        )
+        .unwrap();
+    let out = f.read("acme", DataKind::Metadata);
+    assert_eq!(hostnames(&out), ["keep"]);
+    assert!(out.problems.is_empty(), "{:?}", out.problems);
+    f.clock.advance(90 * MILLIS_PER_DAY);
+    sweep(&f.store).unwrap();
+    assert!(f.store.verify(None).unwrap().iter().all(|(_, _, r)| r.problems.is_empty()));
+    assert!(f.store.control().segment_rows("acme", "metadata").unwrap().is_empty());
 }

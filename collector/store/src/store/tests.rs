@@ -619,27 +619,6 @@ fn the_catalog_reports_a_tail_cut_between_blocks_and_a_vanished_segment() {
 }
 
 #[test]
-fn erased_records_and_swept_days_are_no_loss() {
-    let f = Fixture::new();
-    let ap = identity("acme", "ap-1");
-    f.append(&ap, 1, &["keep", "erase-me"]);
-    f.store
-        .erase_where(
-            &org("acme"),
-            DataKind::Metadata,
-            &|r| matches!(&r.record.body, RecordBody::Metadata(m) if m.hostname.as_str() == "erase-me"),
-        )
-        .unwrap();
-    let out = f.read("acme", DataKind::Metadata);
-    assert_eq!(hostnames(&out), ["keep"]);
-    assert!(out.problems.is_empty(), "{:?}", out.problems);
-    f.clock.advance(90 * MILLIS_PER_DAY);
-    crate::retention::sweep_checked(&f.store, crate::retention::ClockCheck::Accept).unwrap();
-    assert!(f.store.verify(None).unwrap().iter().all(|(_, _, r)| r.problems.is_empty()));
-    assert!(f.store.control().segment_rows("acme", "metadata").unwrap().is_empty());
-}
-
-#[test]
 fn a_read_only_store_changes_nothing_and_cuts_no_torn_tail() {
     let f = Fixture::new();
     let ap = identity("acme", "ap-1");
