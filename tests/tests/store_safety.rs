@@ -244,6 +244,43 @@ async fn retention_trusts_neither_a_clock_ahead_nor_a_renamed_folder() {
     assert!(text(&ahead).contains("jumped forward") && text(&ahead).contains("--accept-clock"), "{}", text(&ahead));
     assert_eq!(count(), stored);
 
+    // The same clock at `serve`'s start-up sweep: the collector starts,
+    // says why it did not sweep, and deletes nothing.
+    {
+        use std::io::BufRead;
+        let mut child = Command::new(COLLECTOR)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("GLIMPSE_TEST_CLOCK_OFFSET_DAYS", "61")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        let found = loop {
+            match rx.recv_timeout(DEADLINE) {
+                Ok(line) if line.contains("start-up retention sweep skipped") => break true,
+                Ok(line) => seen.push(line),
+                Err(_) => break false,
+            }
+        };
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let status = child.wait().unwrap();
+        assert!(found, "serve says why it did not sweep: {seen:?}");
+        assert!(status.success(), "{status}");
+        assert_eq!(count(), stored, "serve's start-up sweep deleted nothing");
+    }
+
     // Behind the stored data: refused too, and such records are not served.
     let behind = run(&["sweep"], &config, -2);
     assert_eq!(code(&behind), 75, "{}", text(&behind));
