@@ -16,14 +16,19 @@ use crate::{AgentConfig, AgentHandle};
 /// over mutually-authenticated TLS (access points) or SSH with a pinned
 /// host key (switches and gateways; `transport = "ssh"` in [collector]).
 /// No user traffic or payload ever leaves the device.
+/// The exit codes, for `--help`.
+const EXIT_HELP: &str = "\
+Exit status:
+  0   success
+  64  bad usage (arguments, options)
+  69  the collector cannot be reached (replay)
+  70  internal error
+  74  input/output error
+  77  permission denied: a refusal by the collector, a file that cannot be read
+  78  configuration error: agent.toml, certificates, keys";
+
 #[derive(Parser)]
-#[command(
-    version,
-    about,
-    long_about,
-    after_help = "Exit codes: 0 done; 64 bad configuration or arguments; 77 a key file (TLS key, shared key, \
-                  SSH key) that group or others can access (the message names the chmod to run)."
-)]
+#[command(version, about, long_about, after_help = EXIT_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -100,7 +105,13 @@ pub fn main() -> ExitCode {
     if let Some(Err(e)) = parsed {
         warn!("RUST_LOG is not a list of target=level directives ({e}); logging at info");
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(64) } else { ExitCode::SUCCESS };
+        }
+    };
     let result = match cli.command {
         Command::Run { config } => run(config),
         Command::Check { config } => check(config),
@@ -112,25 +123,38 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
-            exit_code(&e)
+            ExitCode::from(exit_code(&e))
         }
     }
 }
 
-/// The exit code for a failed command: 77 (`EX_NOPERM`) when a key file
-/// or directory is open to other users, else 64 (`EX_USAGE`, bad
-/// configuration or arguments).
-fn exit_code(e: &anyhow::Error) -> ExitCode {
-    let refused =
+/// The sysexits code of a failure (see [`EXIT_HELP`]). The commands fail
+/// at start, on their config and credentials, unless a cause says otherwise.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    use crate::transport::TransportError;
+    // A key file open to other users: refused before anything else is read.
+    let loose_key =
         e.downcast_ref::<crate::runtime::AgentError>().and_then(crate::runtime::AgentError::permission_error).is_some()
-            || e.downcast_ref::<crate::transport::TransportError>()
-                .and_then(crate::transport::TransportError::permission_error)
-                .is_some();
-    if refused {
-        ExitCode::from(77)
-    } else {
-        ExitCode::from(64)
+            || e.downcast_ref::<TransportError>().and_then(TransportError::permission_error).is_some();
+    if loose_key {
+        return 77;
     }
+    for cause in e.chain() {
+        if let Some(t) = cause.downcast_ref::<TransportError>() {
+            match t {
+                TransportError::Connect { .. } | TransportError::Timeout(_) => return 69,
+                TransportError::Refused { .. } | TransportError::Tls(_) => return 77,
+                _ => {}
+            }
+        }
+        if cause.is::<glimpse_common::config::ConfigError>() {
+            return 78;
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return if io.kind() == std::io::ErrorKind::PermissionDenied { 77 } else { 74 };
+        }
+    }
+    78
 }
 
 fn check(path: PathBuf) -> anyhow::Result<()> {
@@ -214,4 +238,21 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         info!(acked = status.acked_records, dropped = status.dropped_records, "stopped");
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_map_to_sysexits_codes() {
+        let unreachable = crate::transport::TransportError::Connect {
+            address: "127.0.0.1:1".into(),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        assert_eq!(exit_code(&anyhow::Error::new(unreachable).context("replay")), 69);
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert_eq!(exit_code(&anyhow::Error::new(denied)), 77);
+        assert_eq!(exit_code(&anyhow::anyhow!("no [collector] address")), 78);
+    }
 }

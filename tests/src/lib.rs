@@ -244,6 +244,20 @@ impl TestCollector {
         }
     }
 
+    /// Stops the collector (draining) and keeps its directory, for the
+    /// offline tools: returns the directory and the config file's path.
+    pub async fn stop_keeping_files(self) -> (TempDir, PathBuf) {
+        let TestCollector { collector, config: _, _dir } = self;
+        collector.shutdown().await;
+        let config = _dir.path().join("collector.toml");
+        (_dir, config)
+    }
+
+    /// The config file this collector was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("collector.toml")
+    }
+
     /// Every file under the data directory, as bytes (for plaintext checks).
     pub fn data_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
         let mut out = Vec::new();

@@ -21,13 +21,19 @@ async fn metadata_expires_after_sixty_days() {
     let segments = || tc.data_files().into_iter().filter(|(p, _)| p.extension().is_some_and(|e| e == "seg")).count();
     assert!(segments() > 0);
 
+    // The clock jumps by weeks here: confirm it, as an operator would.
+    let sweep = |store| glimpse_store::retention::sweep_checked(store, glimpse_store::retention::ClockCheck::Accept);
     clock.advance(59 * MILLIS_PER_DAY);
     assert_eq!(tc.stored_records_of(&device.identity), stored, "still inside the 60-day window");
-    glimpse_store::retention::sweep(tc.collector.store()).unwrap();
+    assert!(matches!(
+        glimpse_store::retention::sweep(tc.collector.store()),
+        Err(glimpse_store::retention::RetentionError::ClockJump { .. })
+    ));
+    sweep(tc.collector.store()).unwrap();
     assert!(segments() > 0, "sweep must not delete data inside its window");
 
     clock.advance(2 * MILLIS_PER_DAY);
     assert_eq!(tc.stored_records_of(&device.identity), 0, "expired records are never served, even before a sweep");
-    glimpse_store::retention::sweep(tc.collector.store()).unwrap();
+    sweep(tc.collector.store()).unwrap();
     assert_eq!(segments(), 0, "sweep deletes expired segments");
 }

@@ -177,6 +177,9 @@ pub struct CollectorConfig {
     pub admin_listen: Option<SocketAddr>,
     /// The SSH port for switches and gateways; off when `None`.
     pub ssh: Option<SshConfig>,
+    /// Trust the clock at the start-up sweep even if it jumped (set by
+    /// `serve --accept-clock`, never by the file).
+    pub accept_clock: bool,
 }
 
 impl CollectorConfig {
@@ -263,6 +266,7 @@ impl CollectorConfig {
             sweep_interval: Duration::from_secs(raw.sweep_interval_secs),
             admin_listen: raw.admin.map(|a| a.listen),
             ssh,
+            accept_clock: false,
         })
     }
 }

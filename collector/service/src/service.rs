@@ -88,11 +88,19 @@ pub struct Collector {
     repeats: Vec<Arc<dyn crate::repeats::Flush>>,
 }
 
-/// Opens the store a config names, without serving (for export and tests).
+/// Opens the store a config names, without serving (sweep, repair, tests).
 pub fn open_store(config: &CollectorConfig, clock: Arc<dyn Clock>) -> Result<Store, ServiceError> {
     glimpse_files::check_data_dir(&config.data_dir, "data directory")?;
     let master = MasterKey::load(&config.master_key_file)?;
     Ok(Store::open(&config.data_dir, master, clock, config.retention.clone())?)
+}
+
+/// Opens the store a config names for reading only (export, verify): no
+/// byte of the data directory changes, and it works while a collector
+/// runs (see [`Store::open_read_only`]).
+pub fn open_store_read_only(config: &CollectorConfig, clock: Arc<dyn Clock>) -> Result<Store, ServiceError> {
+    let master = MasterKey::load(&config.master_key_file)?;
+    Ok(Store::open_read_only(&config.data_dir, master, clock, config.retention.clone())?)
 }
 
 /// Imports `registrations/` and `revoked.json` from a `glimpse-certs`
@@ -130,8 +138,12 @@ impl Collector {
             let (registered, revoked) = import_registrations(&store, pki)?;
             info!(registered, revoked, pki = %pki.display(), "device registrations imported");
         }
-        match retention::sweep(&store) {
+        let check = if config.accept_clock { retention::ClockCheck::Accept } else { retention::ClockCheck::Enforce };
+        match retention::sweep_checked(&store, check) {
             Ok(report) => info!(?report, "start-up retention sweep done"),
+            Err(e @ (retention::RetentionError::ClockBehind { .. } | retention::RetentionError::ClockJump { .. })) => {
+                tracing::error!("start-up retention sweep skipped, nothing deleted: {e}")
+            }
             Err(e) => warn!("start-up retention sweep failed: {e}"),
         }
         let tls = ServerTls::load(&config)?;
@@ -285,6 +297,8 @@ impl Collector {
         // now rather than lost.
         let repeats = self.repeats;
         let _ = tokio::task::spawn_blocking(move || repeats.iter().for_each(|r| r.flush_all())).await;
+        // The sequences committed since the last copy.
+        self.store.control().flush();
     }
 }
 
@@ -313,6 +327,9 @@ async fn sweeper(store: Arc<Store>, every: std::time::Duration, mut shutdown: wa
                 let store = store.clone();
                 match tokio::task::spawn_blocking(move || retention::sweep(&store)).await {
                     Ok(Ok(report)) => info!(?report, "retention sweep done"),
+                    Ok(Err(e @ (retention::RetentionError::ClockBehind { .. } | retention::RetentionError::ClockJump { .. }))) => {
+                        tracing::error!("retention sweep skipped, nothing deleted: {e}")
+                    }
                     Ok(Err(e)) => warn!("retention sweep failed: {e}"),
                     Err(e) => warn!("retention sweep task failed: {e}"),
                 }

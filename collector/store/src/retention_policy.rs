@@ -30,6 +30,38 @@ pub enum RetentionError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The clock is before data already stored or before a time the
+    /// collector has already seen: sweeping by it is refused.
+    #[error(
+        "refusing to sweep: the clock says {now} but {what} is {seen}; the clock is wrong, or data is dated \
+         in the future. Fix the clock, or confirm it with `glimpse-collector sweep --accept-clock`"
+    )]
+    ClockBehind {
+        /// The clock's time (RFC 3339).
+        now: String,
+        /// What it is behind.
+        what: &'static str,
+        /// That time.
+        seen: String,
+    },
+    /// The clock moved forward implausibly far since the collector last
+    /// looked: sweeping by it could delete data that is not expired.
+    #[error(
+        "refusing to sweep: the clock jumped forward from {last} to {now}, more than {max_days} days; if the \
+         collector was really stopped that long, confirm with `glimpse-collector sweep --accept-clock` \
+         (or `serve --accept-clock`), otherwise fix the clock"
+    )]
+    ClockJump {
+        /// The clock's time.
+        now: String,
+        /// The latest time the collector had seen.
+        last: String,
+        /// The largest accepted jump, in days.
+        max_days: i64,
+    },
+    /// The clock check could not read or record its state.
+    #[error("cannot check the clock against the store: {0}")]
+    State(String),
 }
 
 fn join(problems: &[OutOfBounds]) -> String {

@@ -136,7 +136,7 @@ impl SubjectArgs {
             (Some(mac), _, _) => Subject::Mac(mac),
             (_, Some(ip), _) => Subject::Ip(ip),
             (_, _, Some(name)) => Subject::Username(BoundedString::try_new(name).context("--username")?),
-            _ => anyhow::bail!("give one of --mac, --ip or --username"),
+            _ => return Err(super::exit::UsageError("give one of --mac, --ip or --username".into()).into()),
         };
         Ok((self.org, subject))
     }
@@ -277,12 +277,17 @@ impl AdminArgs {
         let address = match (self.admin, config.as_ref().and_then(|c| c.admin_listen)) {
             (Some(address), _) => address,
             (None, Some(listen)) => listen.to_string(),
-            (None, None) => anyhow::bail!("give --admin ADDR, or --config with an [admin] listen address"),
+            (None, None) => {
+                return Err(super::exit::UsageError(
+                    "give --admin ADDR, or --config with an [admin] listen address".into(),
+                )
+                .into())
+            }
         };
         let ca = match (self.ca, config.as_ref()) {
             (Some(ca), _) => ca,
             (None, Some(c)) => c.ca.clone(),
-            (None, None) => anyhow::bail!("give --ca FILE, or --config"),
+            (None, None) => return Err(super::exit::UsageError("give --ca FILE, or --config".into()).into()),
         };
         Ok(AdminCredentials { address, server_name: self.server_name, ca, cert: self.cert, key: self.key })
     }
@@ -412,7 +417,7 @@ fn print_reply(reply: AdminReply) -> anyhow::Result<()> {
                 println!("{device}");
             }
         }
-        AdminReply::Refused(reason) => anyhow::bail!("refused: {reason}"),
+        AdminReply::Refused(reason) => return Err(super::exit::PermissionError(format!("refused: {reason}")).into()),
         AdminReply::CaptureStatus(None) => println!("no report from the device yet"),
         AdminReply::ConsentSet { capture, changed, devices_told } => println!(
             "capture consent {}{}; {devices_told} connected devices told",

@@ -7,11 +7,15 @@
 //! prints.
 
 mod admin;
+pub mod exit;
 mod offline;
 mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use glimpse_common::clock::{Clock, SystemClock};
 
 use clap::{Parser, Subcommand};
 use tracing::error;
@@ -27,7 +31,7 @@ use admin::{AdminArgs, AdminCommand, CaptureCommand};
 /// with that organisation's own AES-256 key, and deletes it when its
 /// retention window ends (packet captures 7 days, everything else 60).
 #[derive(Parser)]
-#[command(version, about, long_about)]
+#[command(version, about, long_about, after_help = exit::HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,8 +45,17 @@ enum Command {
         /// Path to collector.toml.
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        /// Trust the clock for retention although it jumped forward or is
+        /// behind stored data (see `sweep --accept-clock`).
+        #[arg(long)]
+        accept_clock: bool,
     },
     /// Print an organisation's stored records, decrypted, as JSON lines.
+    ///
+    /// Reads the store without changing it (works on a read-only copy and
+    /// while the collector runs: then from the key store's verified copy).
+    /// Exits 65 when damaged regions or missing data were skipped.
+    #[command(after_help = exit::HELP)]
     Export {
         /// Path to collector.toml.
         #[arg(long, short, value_name = "FILE")]
@@ -98,8 +111,43 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
-    /// Delete expired segments now, then exit.
+    /// Delete expired segments now, then exit. Refuses (exit 75) when the
+    /// clock is behind stored data or jumped forward more than 3 days
+    /// since the last sweep.
+    #[command(after_help = exit::HELP)]
     Sweep {
+        /// Path to collector.toml.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// The clock is right: sweep by it and remember it.
+        #[arg(long)]
+        accept_clock: bool,
+    },
+    /// Check every segment against the segment catalog and the key store,
+    /// changing nothing: reports damaged regions, missing segments and
+    /// segments cut short, with their paths and what is missing (exit 65).
+    #[command(after_help = exit::HELP)]
+    Verify {
+        /// Path to collector.toml.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Only this organisation.
+        #[arg(long)]
+        org: Option<OrgId>,
+    },
+    /// Restore a damaged key store (glimpse.redb) from its verified copy
+    /// (glimpse.redb.backup), with the collector stopped. The damaged file
+    /// is kept as glimpse.redb.damaged.N; segments are not touched.
+    #[command(after_help = exit::HELP)]
+    Recover {
+        /// Path to collector.toml.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Repair what a crash left, as `serve` does at start (torn segment
+    /// tails cut, interrupted erasures finished), then exit.
+    #[command(after_help = exit::HELP)]
+    Repair {
         /// Path to collector.toml.
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
@@ -110,7 +158,22 @@ enum Command {
 /// process exit code. `main.rs` is only this call, so that test harnesses
 /// can build the same program under another name.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    main_with_clock(Arc::new(SystemClock))
+}
+
+/// [`main`] with an injected clock (the test harness's program sets one
+/// to reproduce a collector whose clock is wrong).
+pub fn main_with_clock(clock: Arc<dyn Clock>) -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                _ => ExitCode::from(exit::USAGE),
+            };
+        }
+    };
     // Export and the admin commands print their own output; keep the log
     // to problems.
     let default_level = match cli.command {
@@ -124,43 +187,69 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    install_panic_hook();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             error!("cannot start runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::SOFTWARE);
         }
     };
-    match runtime.block_on(run(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(run(cli.command, clock))));
+    match outcome {
+        Ok(Ok(())) => ExitCode::SUCCESS,
         // `export ... | head` closing the pipe early is not an error.
-        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            // 77 (EX_NOPERM): a key file or data directory open to other users.
-            if e.downcast_ref::<crate::service::ServiceError>()
-                .is_some_and(crate::service::ServiceError::is_permission_refusal)
-            {
-                ExitCode::from(77)
+        Ok(Err(e)) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            let code = exit::exit_code(&e);
+            if code == exit::OK {
+                eprintln!("{e:#}");
             } else {
-                ExitCode::from(64)
+                eprintln!("error: {e:#}");
             }
+            ExitCode::from(code)
+        }
+        Err(_) => {
+            eprintln!("error: internal error (see the panic above); please report it");
+            ExitCode::from(exit::SOFTWARE)
         }
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+/// Panics print one line through the log; those the store catches on a
+/// damaged file (reported as such) are only logged at debug.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        if glimpse_store::control::redb_store::in_guarded_section() {
+            tracing::debug!(%location, %message, "panic on damaged data caught");
+        } else {
+            eprintln!("internal error: panicked at {location}: {message}");
+        }
+    }));
+}
+
+async fn run(command: Command, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     match command {
-        Command::Serve { config } => serve::serve(&config).await,
+        Command::Serve { config, accept_clock } => serve::serve(&config, clock, accept_clock).await,
         Command::Export { config, org, kind, since, until, format } => {
-            offline::export(&config, org, kind, since.as_deref(), until.as_deref(), &format)
+            offline::export(&config, clock, org, kind, since.as_deref(), until.as_deref(), &format)
         }
         Command::Capture { action } => admin::run_capture(action).await,
         Command::Admin { action } => admin::run_admin(action).await,
         Command::Devices { admin, org } => admin::devices(admin, org).await,
         Command::SshHostKey { config } => offline::ssh_host_key(&config),
         Command::MasterKey { out } => offline::master_key(&out),
-        Command::Sweep { config } => offline::sweep(&config),
+        Command::Sweep { config, accept_clock } => offline::sweep(&config, clock, accept_clock),
+        Command::Verify { config, org } => offline::verify(&config, clock, org.as_ref()),
+        Command::Recover { config } => offline::recover(&config, clock),
+        Command::Repair { config } => offline::repair(&config, clock),
     }
 }
 

@@ -7,13 +7,18 @@ use std::path::Path;
 use anyhow::Context;
 use tracing::{info, warn};
 
+use std::sync::Arc;
+
+use glimpse_common::clock::Clock;
+
 use crate::config::CollectorConfig;
 use crate::Collector;
 
 /// Runs the collector until SIGTERM or SIGINT, then drains.
-pub(super) async fn serve(path: &Path) -> anyhow::Result<()> {
-    let config = CollectorConfig::load(path)?;
-    let collector = Collector::start(config).await.context("starting collector")?;
+pub(super) async fn serve(path: &Path, clock: Arc<dyn Clock>, accept_clock: bool) -> anyhow::Result<()> {
+    let mut config = CollectorConfig::load(path)?;
+    config.accept_clock = accept_clock;
+    let collector = Collector::start_with_clock(config, clock).await.context("starting collector")?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {

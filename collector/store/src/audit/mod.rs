@@ -165,6 +165,12 @@ pub enum AuditError {
         /// What is wrong, in words.
         reason: String,
     },
+    /// The log was opened read-only (an offline tool) and cannot be appended to.
+    #[error("audit log {} is open read-only; nothing was appended", path.display())]
+    ReadOnly {
+        /// The log file.
+        path: PathBuf,
+    },
     /// The sequence number cannot grow any further.
     #[error("audit log sequence number exhausted")]
     SeqExhausted,
@@ -207,7 +213,8 @@ pub struct AuditLog {
 
 /// What the appender needs to know about the end of the file.
 struct State {
-    file: File,
+    /// `None` when opened read-only: appends are refused.
+    file: Option<File>,
     next_seq: u64,
     last_mac: [u8; MAC_LEN],
     /// The last line is a valid entry without its `\n`.
@@ -258,10 +265,34 @@ impl AuditLog {
             key: hmac::Key::new(hmac::HMAC_SHA256, key.expose()),
             path,
             head,
-            state: Mutex::new(State { file, next_seq: 1, last_mac: [0; MAC_LEN], needs_newline: false, rescan: true }),
+            state: Mutex::new(State {
+                file: Some(file),
+                next_seq: 1,
+                last_mac: [0; MAC_LEN],
+                needs_newline: false,
+                rescan: true,
+            }),
         };
         log.rescan(&mut log.lock())?;
         Ok(log)
+    }
+
+    /// The log of `data_dir` for reading only (the offline tools): nothing
+    /// is created, cut or appended, and [`append`](Self::append) returns
+    /// [`AuditError::ReadOnly`].
+    pub fn open_read_only(data_dir: &Path, key: SecretKey, head: Arc<dyn ControlStore>) -> AuditLog {
+        AuditLog {
+            key: hmac::Key::new(hmac::HMAC_SHA256, key.expose()),
+            path: data_dir.join(AUDIT_FILE),
+            head,
+            state: Mutex::new(State {
+                file: None,
+                next_seq: 1,
+                last_mac: [0; MAC_LEN],
+                needs_newline: false,
+                rescan: false,
+            }),
+        }
     }
 
     /// Where the log file lives.
@@ -314,7 +345,10 @@ impl AuditLog {
         line.push(b'\n');
 
         // fdatasync covers the file size, which is all an append changes.
-        if let Err(source) = state.file.write_all(&line).and_then(|()| state.file.sync_data()) {
+        let Some(file) = state.file.as_mut() else {
+            return Err(AuditError::ReadOnly { path: self.path.clone() });
+        };
+        if let Err(source) = file.write_all(&line).and_then(|()| file.sync_data()) {
             state.rescan = true;
             return Err(AuditError::Io { path: self.path.clone(), source });
         }
@@ -446,7 +480,9 @@ impl AuditLog {
         if let Some(start) = torn_at {
             let cut = lines.offset - start;
             tracing::warn!(path = %self.path.display(), offset = start, bytes = cut, "audit log: removing a torn last line");
-            state.file.set_len(start).and_then(|()| state.file.sync_data()).map_err(|e| self.io_err(e))?;
+            if let Some(file) = &state.file {
+                file.set_len(start).and_then(|()| file.sync_data()).map_err(|e| self.io_err(e))?;
+            }
         }
 
         let (mut next_seq, mut last_mac) = match last {

@@ -17,11 +17,12 @@ use glimpse_common::identity::OrgId;
 use glimpse_common::minimise::MetadataField;
 use serde::{Deserialize, Serialize};
 
+pub mod backup;
 pub mod redb_store;
 pub mod seam;
 
 pub use redb_store::RedbControl;
-pub use seam::{ControlError, ControlStore};
+pub use seam::{ControlError, ControlStore, SegmentRow, SegmentRowKey, StreamRange};
 
 /// The collector-wide fact naming the retention policy last audited.
 const RETENTION_AUDITED: &str = "retention-policy-audited";

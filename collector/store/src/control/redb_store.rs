@@ -4,11 +4,15 @@
 //! before it returns.
 
 use std::io;
-use std::sync::Arc;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use redb::{Database, ReadableTable, TableDefinition};
 
-use super::seam::{ControlError, ControlStore, DeviceRow, StreamSeq};
+use super::backup::{self, Dump, HOT_WRITES_PER_BACKUP};
+use super::seam::{ControlError, ControlStore, DeviceRow, SegmentRow, SegmentRowKey, StreamSeq};
 
 /// Collector-wide metadata (the master key check).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -28,11 +32,190 @@ const COLLECTOR_STATE: TableDefinition<&str, &str> = TableDefinition::new("colle
 /// The audit chain head.
 const AUDIT_HEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_head");
 const HEAD_ROW: &str = "head";
+/// (organisation, kind, day, segment name) → postcard([`SegmentRow`]).
+const SEGMENTS: TableDefinition<(&str, &str, i64, &str), &[u8]> = TableDefinition::new("segment_catalog");
 
 /// The control store in a redb database.
 #[derive(Debug, Clone)]
 pub struct RedbControl {
     db: Arc<Database>,
+    backup: Option<Arc<Backup>>,
+}
+
+/// Keeps the verified copy (see [`super::backup`]) of one database.
+#[derive(Debug)]
+struct Backup {
+    db: Arc<Database>,
+    path: PathBuf,
+    /// Serialises copies; holds hot commits since the last one.
+    hot: Mutex<u64>,
+    /// A change since the last copy was written.
+    dirty: AtomicBool,
+}
+
+impl Backup {
+    fn write(&self) {
+        let mut hot = self.hot.lock().unwrap_or_else(PoisonError::into_inner);
+        match dump_db(&self.db)
+            .and_then(|dump| backup::write(&self.path, &dump).map_err(|e| ControlError::Permanent(e.to_string())))
+        {
+            Ok(()) => {
+                *hot = 0;
+                self.dirty.store(false, Ordering::SeqCst);
+            }
+            // The change itself is committed; the copy catches up on the next one.
+            Err(e) => {
+                self.dirty.store(true, Ordering::SeqCst);
+                tracing::error!(path = %self.path.display(), "cannot write the key store's verified copy: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for Backup {
+    fn drop(&mut self) {
+        if self.dirty.load(Ordering::SeqCst) {
+            self.write();
+        }
+    }
+}
+
+thread_local! {
+    static GUARDED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+static GUARDED_ANYWHERE: AtomicU32 = AtomicU32::new(0);
+
+/// Whether the current thread is inside [`guarded`]: a panic hook can keep
+/// quiet about a panic that will be reported as a damaged file.
+pub fn in_guarded_section() -> bool {
+    GUARDED_ANYWHERE.load(Ordering::Relaxed) > 0 && GUARDED.with(|g| g.get() > 0)
+}
+
+/// Runs `f`, turning a panic inside the database library (it panics on
+/// some damaged files instead of returning an error) into a permanent
+/// error that says what panicked.
+pub fn guarded<T>(f: impl FnOnce() -> Result<T, ControlError>) -> Result<T, ControlError> {
+    GUARDED.with(|g| g.set(g.get() + 1));
+    GUARDED_ANYWHERE.fetch_add(1, Ordering::Relaxed);
+    let result = catch_unwind(AssertUnwindSafe(f));
+    GUARDED_ANYWHERE.fetch_sub(1, Ordering::Relaxed);
+    GUARDED.with(|g| g.set(g.get() - 1));
+    result.unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(ControlError::Permanent(format!("the database library failed on damaged data ({message})")))
+    })
+}
+
+/// A database held in memory: the offline tools read a copy of the file
+/// this way, so that nothing they do (redb's crash repair included) can
+/// change a byte of it, and so that a damaged file cannot be made worse.
+#[derive(Debug, Default)]
+pub struct MemoryBackend(Mutex<Vec<u8>>);
+
+impl MemoryBackend {
+    /// A backend holding `bytes`.
+    pub fn new(bytes: Vec<u8>) -> MemoryBackend {
+        MemoryBackend(Mutex::new(bytes))
+    }
+
+    fn bytes(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl redb::StorageBackend for MemoryBackend {
+    fn len(&self) -> Result<u64, io::Error> {
+        Ok(self.bytes().len() as u64)
+    }
+
+    fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, io::Error> {
+        let bytes = self.bytes();
+        let start = usize::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        match start.checked_add(len).and_then(|end| bytes.get(start..end)) {
+            Some(slice) => Ok(slice.to_vec()),
+            None => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the database")),
+        }
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        let len = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        self.bytes().resize(len, 0);
+        Ok(())
+    }
+
+    fn sync_data(&self, _eventual: bool) -> Result<(), io::Error> {
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        let mut bytes = self.bytes();
+        let start = usize::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let end = start.checked_add(data.len()).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        if bytes.len() < end {
+            bytes.resize(end, 0);
+        }
+        bytes[start..end].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+/// Every row of `db`, in one read transaction.
+fn dump_db(db: &Database) -> Result<Dump, ControlError> {
+    let txn = db.begin_read().map_err(err)?;
+    let mut dump = Dump::default();
+    for row in txn.open_table(META).map_err(err)?.iter().map_err(err)? {
+        let (k, v) = row.map_err(err)?;
+        dump.meta.push((k.value().to_owned(), v.value().to_vec()));
+    }
+    for row in txn.open_table(DEVICES).map_err(err)?.iter().map_err(err)? {
+        let (k, v) = row.map_err(err)?;
+        let (org, device) = k.value();
+        dump.devices.push(((org.to_owned(), device.to_owned()), v.value().to_vec()));
+    }
+    for row in txn.open_table(SSH_KEYS).map_err(err)?.iter().map_err(err)? {
+        let (k, v) = row.map_err(err)?;
+        let (org, device) = k.value();
+        dump.ssh_keys.push(((org.to_owned(), device.to_owned()), v.value().to_owned()));
+    }
+    for row in txn.open_table(STREAMS).map_err(err)?.iter().map_err(err)? {
+        let (k, v) = row.map_err(err)?;
+        let (org, device, stream) = k.value();
+        dump.streams.push(((org.to_owned(), device.to_owned(), stream), v.value()));
+    }
+    for row in txn.open_table(ORG_KEYS).map_err(err)?.iter().map_err(err)? {
+        let (k, v) = row.map_err(err)?;
+        dump.org_keys.push((k.value().to_owned(), v.value().to_vec()));
+    }
+    for row in txn.open_table(ORG_POLICY).map_err(err)?.iter().map_err(err)? {
+        let (k, v) = row.map_err(err)?;
+        dump.org_policy.push((k.value().to_owned(), v.value().to_vec()));
+    }
+    for row in txn.open_table(COLLECTOR_STATE).map_err(err)?.iter().map_err(err)? {
+        let (k, v) = row.map_err(err)?;
+        dump.collector_state.push((k.value().to_owned(), v.value().to_owned()));
+    }
+    for row in txn.open_table(AUDIT_HEAD).map_err(err)?.iter().map_err(err)? {
+        let (k, v) = row.map_err(err)?;
+        dump.audit_head.push((k.value().to_owned(), v.value().to_vec()));
+    }
+    for row in txn.open_table(SEGMENTS).map_err(err)?.iter().map_err(err)? {
+        let (k, v) = row.map_err(err)?;
+        let (org, kind, day, name) = k.value();
+        dump.segments.push(((org.to_owned(), kind.to_owned(), day, name.to_owned()), decode_row(v.value())?));
+    }
+    Ok(dump)
+}
+
+fn decode_row(bytes: &[u8]) -> Result<SegmentRow, ControlError> {
+    postcard::from_bytes(bytes).map_err(|e| ControlError::Permanent(format!("unreadable segment catalog row: {e}")))
+}
+
+fn encode_row(row: &SegmentRow) -> Result<Vec<u8>, ControlError> {
+    postcard::to_stdvec(row).map_err(|e| ControlError::Permanent(format!("cannot encode a segment catalog row: {e}")))
 }
 
 /// Classifies a redb failure: only I/O that may pass is transient.
@@ -58,6 +241,137 @@ fn err<E: Into<redb::Error>>(e: E) -> ControlError {
 impl RedbControl {
     /// The control store in `db`, creating its tables if missing.
     pub fn open(db: Arc<Database>) -> Result<RedbControl, ControlError> {
+        create_tables(&db)?;
+        Ok(RedbControl { db, backup: None })
+    }
+
+    /// As [`RedbControl::open`], keeping a verified copy at `backup_path`
+    /// (see [`super::backup`]), written now and after changes.
+    pub fn with_backup(db: Arc<Database>, backup_path: PathBuf) -> Result<RedbControl, ControlError> {
+        create_tables(&db)?;
+        let backup = Arc::new(Backup {
+            db: Arc::clone(&db),
+            path: backup_path,
+            hot: Mutex::new(0),
+            dirty: AtomicBool::new(true),
+        });
+        backup.write();
+        Ok(RedbControl { db, backup: Some(backup) })
+    }
+
+    /// A control store in memory over a copy of a database file's bytes,
+    /// checked from end to end (page checksums, then every row read): the
+    /// file itself is never touched. Panics of the database library on
+    /// damaged bytes come back as errors.
+    pub fn verified_image(bytes: Vec<u8>) -> Result<(RedbControl, Dump), ControlError> {
+        guarded(|| {
+            let mut db = redb::Builder::new().create_with_backend(MemoryBackend::new(bytes)).map_err(err)?;
+            db.check_integrity().map_err(err)?;
+            let control = RedbControl::open(Arc::new(db))?;
+            let dump = control.dump()?;
+            Ok((control, dump))
+        })
+    }
+
+    /// A control store in memory holding `dump`'s rows.
+    pub fn from_dump(dump: &Dump) -> Result<RedbControl, ControlError> {
+        guarded(|| {
+            let db = redb::Builder::new().create_with_backend(MemoryBackend::default()).map_err(err)?;
+            let control = RedbControl::open(Arc::new(db))?;
+            control.load(dump)?;
+            Ok(control)
+        })
+    }
+
+    /// Every row.
+    pub fn dump(&self) -> Result<Dump, ControlError> {
+        dump_db(&self.db)
+    }
+
+    /// Writes every row of `dump` in one transaction (a recovery into an
+    /// empty database).
+    pub fn load(&self, dump: &Dump) -> Result<(), ControlError> {
+        let txn = self.db.begin_write().map_err(err)?;
+        {
+            let mut t = txn.open_table(META).map_err(err)?;
+            for (k, v) in &dump.meta {
+                t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+            }
+            let mut t = txn.open_table(DEVICES).map_err(err)?;
+            for ((org, device), v) in &dump.devices {
+                t.insert((org.as_str(), device.as_str()), v.as_slice()).map_err(err)?;
+            }
+            let mut t = txn.open_table(SSH_KEYS).map_err(err)?;
+            for ((org, device), v) in &dump.ssh_keys {
+                t.insert((org.as_str(), device.as_str()), v.as_str()).map_err(err)?;
+            }
+            let mut t = txn.open_table(STREAMS).map_err(err)?;
+            for ((org, device, stream), v) in &dump.streams {
+                t.insert((org.as_str(), device.as_str(), *stream), *v).map_err(err)?;
+            }
+            let mut t = txn.open_table(ORG_KEYS).map_err(err)?;
+            for (k, v) in &dump.org_keys {
+                t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+            }
+            let mut t = txn.open_table(ORG_POLICY).map_err(err)?;
+            for (k, v) in &dump.org_policy {
+                t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+            }
+            let mut t = txn.open_table(COLLECTOR_STATE).map_err(err)?;
+            for (k, v) in &dump.collector_state {
+                t.insert(k.as_str(), v.as_str()).map_err(err)?;
+            }
+            let mut t = txn.open_table(AUDIT_HEAD).map_err(err)?;
+            for (k, v) in &dump.audit_head {
+                t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+            }
+            let mut t = txn.open_table(SEGMENTS).map_err(err)?;
+            for ((org, kind, day, name), row) in &dump.segments {
+                t.insert((org.as_str(), kind.as_str(), *day, name.as_str()), encode_row(row)?.as_slice())
+                    .map_err(err)?;
+            }
+        }
+        txn.commit().map_err(err)?;
+        self.changed(false);
+        Ok(())
+    }
+
+    /// Writes the verified copy now if anything changed since the last.
+    pub fn flush_backup(&self) {
+        if let Some(backup) = &self.backup {
+            if backup.dirty.load(Ordering::SeqCst) {
+                backup.write();
+            }
+        }
+    }
+
+    /// After a commit: a cold change (keys, registry, decisions) is copied
+    /// at once; a hot one (sequences, the audit head) every
+    /// [`HOT_WRITES_PER_BACKUP`] commits.
+    fn changed(&self, hot: bool) {
+        let Some(backup) = &self.backup else { return };
+        backup.dirty.store(true, Ordering::SeqCst);
+        if hot {
+            let due = {
+                let mut count = backup.hot.lock().unwrap_or_else(PoisonError::into_inner);
+                *count += 1;
+                *count >= HOT_WRITES_PER_BACKUP
+            };
+            if !due {
+                return;
+            }
+        }
+        backup.write();
+    }
+}
+
+/// The database file's verified copy's path.
+pub fn backup_path_of(db_path: &Path) -> PathBuf {
+    backup::backup_path(db_path)
+}
+
+fn create_tables(db: &Database) -> Result<(), ControlError> {
+    {
         let txn = db.begin_write().map_err(err)?;
         txn.open_table(META).map_err(err)?;
         txn.open_table(DEVICES).map_err(err)?;
@@ -67,9 +381,10 @@ impl RedbControl {
         txn.open_table(ORG_POLICY).map_err(err)?;
         txn.open_table(COLLECTOR_STATE).map_err(err)?;
         txn.open_table(AUDIT_HEAD).map_err(err)?;
+        txn.open_table(SEGMENTS).map_err(err)?;
         txn.commit().map_err(err)?;
-        Ok(RedbControl { db })
     }
+    Ok(())
 }
 
 impl ControlStore for RedbControl {
@@ -87,6 +402,7 @@ impl ControlStore for RedbControl {
             }
         };
         txn.commit().map_err(err)?;
+        self.changed(false);
         Ok(stored)
     }
 
@@ -117,7 +433,9 @@ impl ControlStore for RedbControl {
                 table.insert((row.org.as_str(), row.device.as_str()), row.row.as_slice()).map_err(err)?;
             }
         }
-        txn.commit().map_err(err)
+        txn.commit().map_err(err)?;
+        self.changed(false);
+        Ok(())
     }
 
     fn update_device(
@@ -140,6 +458,7 @@ impl ControlStore for RedbControl {
         };
         if changed {
             txn.commit().map_err(err)?;
+            self.changed(false);
         } else {
             txn.abort().map_err(err)?;
         }
@@ -166,7 +485,9 @@ impl ControlStore for RedbControl {
                 }
             }
         }
-        txn.commit().map_err(err)
+        txn.commit().map_err(err)?;
+        self.changed(false);
+        Ok(())
     }
 
     fn stored_seq(&self, org: &str, device: &str, stream: u64) -> Result<u64, ControlError> {
@@ -176,7 +497,11 @@ impl ControlStore for RedbControl {
         Ok(seq)
     }
 
-    fn raise_stored_seqs(&self, updates: &[StreamSeq]) -> Result<(), ControlError> {
+    fn raise_stored_seqs(
+        &self,
+        updates: &[StreamSeq],
+        segments: &[(SegmentRowKey, SegmentRow)],
+    ) -> Result<(), ControlError> {
         let txn = self.db.begin_write().map_err(err)?;
         {
             let mut table = txn.open_table(STREAMS).map_err(err)?;
@@ -187,8 +512,55 @@ impl ControlStore for RedbControl {
                     table.insert(key, *seq).map_err(err)?;
                 }
             }
+            let mut catalog = txn.open_table(SEGMENTS).map_err(err)?;
+            for ((org, kind, day, name), more) in segments {
+                let key = (org.as_str(), kind.as_str(), *day, name.as_str());
+                let existing = catalog.get(key).map_err(err)?.map(|v| decode_row(v.value())).transpose()?;
+                let mut row = existing.unwrap_or_default();
+                row.merge(more);
+                catalog.insert(key, encode_row(&row)?.as_slice()).map_err(err)?;
+            }
         }
-        txn.commit().map_err(err)
+        txn.commit().map_err(err)?;
+        self.changed(true);
+        Ok(())
+    }
+
+    fn segment_rows(&self, org: &str, kind: &str) -> Result<Vec<(SegmentRowKey, SegmentRow)>, ControlError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(SEGMENTS).map_err(err)?;
+        let mut out = Vec::new();
+        for row in table.range((org, kind, i64::MIN, "")..).map_err(err)? {
+            let (key, value) = row.map_err(err)?;
+            let (o, k, day, name) = key.value();
+            if o != org || k != kind {
+                break;
+            }
+            out.push(((o.to_owned(), k.to_owned(), day, name.to_owned()), decode_row(value.value())?));
+        }
+        Ok(out)
+    }
+
+    fn replace_segment_rows(
+        &self,
+        remove: &[SegmentRowKey],
+        put: &[(SegmentRowKey, SegmentRow)],
+    ) -> Result<(), ControlError> {
+        let txn = self.db.begin_write().map_err(err)?;
+        {
+            let mut table = txn.open_table(SEGMENTS).map_err(err)?;
+            for (org, kind, day, name) in remove {
+                table.remove((org.as_str(), kind.as_str(), *day, name.as_str())).map_err(err)?;
+            }
+            for ((org, kind, day, name), row) in put {
+                table
+                    .insert((org.as_str(), kind.as_str(), *day, name.as_str()), encode_row(row)?.as_slice())
+                    .map_err(err)?;
+            }
+        }
+        txn.commit().map_err(err)?;
+        self.changed(false);
+        Ok(())
     }
 
     fn org_key(&self, org: &str) -> Result<Option<Vec<u8>>, ControlError> {
@@ -212,6 +584,7 @@ impl ControlStore for RedbControl {
             }
         };
         txn.commit().map_err(err)?;
+        self.changed(false);
         Ok(stored)
     }
 
@@ -219,6 +592,7 @@ impl ControlStore for RedbControl {
         let txn = self.db.begin_write().map_err(err)?;
         let existed = txn.open_table(ORG_KEYS).map_err(err)?.remove(org).map_err(err)?.is_some();
         txn.commit().map_err(err)?;
+        self.changed(false);
         Ok(existed)
     }
 
@@ -246,7 +620,9 @@ impl ControlStore for RedbControl {
     fn put_policy(&self, org: &str, row: &[u8]) -> Result<(), ControlError> {
         let txn = self.db.begin_write().map_err(err)?;
         txn.open_table(ORG_POLICY).map_err(err)?.insert(org, row).map_err(err)?;
-        txn.commit().map_err(err)
+        txn.commit().map_err(err)?;
+        self.changed(false);
+        Ok(())
     }
 
     fn replace_state(&self, name: &str, value: &str) -> Result<Option<String>, ControlError> {
@@ -260,7 +636,19 @@ impl ControlStore for RedbControl {
             before
         };
         txn.commit().map_err(err)?;
+        self.changed(false);
         Ok(before)
+    }
+
+    fn state(&self, name: &str) -> Result<Option<String>, ControlError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(COLLECTOR_STATE).map_err(err)?;
+        let value = table.get(name).map_err(err)?.map(|v| v.value().to_owned());
+        Ok(value)
+    }
+
+    fn flush(&self) {
+        self.flush_backup();
     }
 
     fn audit_head(&self) -> Result<Option<Vec<u8>>, ControlError> {
@@ -273,7 +661,9 @@ impl ControlStore for RedbControl {
     fn set_audit_head(&self, head: &[u8]) -> Result<(), ControlError> {
         let txn = self.db.begin_write().map_err(err)?;
         txn.open_table(AUDIT_HEAD).map_err(err)?.insert(HEAD_ROW, head).map_err(err)?;
-        txn.commit().map_err(err)
+        txn.commit().map_err(err)?;
+        self.changed(true);
+        Ok(())
     }
 }
 
@@ -296,8 +686,8 @@ mod tests {
         c.put_devices(&rows).unwrap();
         assert_eq!(c.devices().unwrap(), rows);
         let key = ("acme".to_owned(), "ap-001".to_owned(), 9);
-        c.raise_stored_seqs(&[(key.clone(), 5)]).unwrap();
-        c.raise_stored_seqs(&[(key.clone(), 3)]).unwrap();
+        c.raise_stored_seqs(&[(key.clone(), 5)], &[]).unwrap();
+        c.raise_stored_seqs(&[(key.clone(), 3)], &[]).unwrap();
         assert_eq!(c.stored_seq("acme", "ap-001", 9).unwrap(), 5);
         assert_eq!(c.stored_seq("acme", "ap-001", 8).unwrap(), 0);
     }
@@ -315,6 +705,55 @@ mod tests {
         assert!(!c.update_device("acme", "nobody", &mut |_| Some(vec![1])).unwrap(), "a missing device is not offered");
         assert_eq!(c.meta_or_insert("check", b"x").unwrap(), b"x");
         assert_eq!(c.meta_or_insert("check", b"y").unwrap(), b"x");
+    }
+
+    #[test]
+    fn the_verified_copy_follows_changes_and_restores_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.redb");
+        let copy = backup_path_of(&path);
+        let db = Arc::new(Database::create(&path).unwrap());
+        let c = RedbControl::with_backup(db, copy.clone()).unwrap();
+        c.insert_org_key_if_absent("acme", b"wrapped").unwrap();
+        let row = SegmentRow { records: 3, blocks: 1, bytes: 99, ..SegmentRow::default() };
+        let seg = ("acme".to_owned(), "metadata".to_owned(), 20_000, "00000001-ab.seg".to_owned());
+        c.raise_stored_seqs(&[(("acme".into(), "ap".into(), 1), 4)], &[(seg.clone(), row.clone())]).unwrap();
+        c.raise_stored_seqs(&[], &[(seg.clone(), row.clone())]).unwrap();
+        assert_eq!(c.segment_rows("acme", "metadata").unwrap()[0].1.records, 6);
+        assert!(c.segment_rows("acme", "capture").unwrap().is_empty());
+        // Keys are copied at once; the hot sequence commits at the latest on close.
+        assert_eq!(backup::read(&copy).unwrap().org_keys.len(), 1);
+        c.flush_backup();
+        let dump = backup::read(&copy).unwrap();
+        assert_eq!(dump, c.dump().unwrap());
+        let restored = RedbControl::from_dump(&dump).unwrap();
+        assert_eq!(restored.dump().unwrap(), dump);
+        assert_eq!(restored.stored_seq("acme", "ap", 1).unwrap(), 4);
+    }
+
+    #[test]
+    fn a_damaged_image_is_an_error_never_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.redb");
+        {
+            let c = RedbControl::open(Arc::new(Database::create(&path).unwrap())).unwrap();
+            for i in 0..50 {
+                c.insert_org_key_if_absent(&format!("org-{i}"), &[7; 61]).unwrap();
+            }
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        RedbControl::verified_image(bytes.clone()).unwrap();
+        assert!(RedbControl::verified_image(bytes[..bytes.len() / 2].to_vec()).is_err());
+        let mut errors = 0;
+        for at in (0..bytes.len()).step_by(509) {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x41;
+            // Either it is still a valid database or it is refused; never a panic.
+            if RedbControl::verified_image(bad).is_err() {
+                errors += 1;
+            }
+        }
+        assert!(errors > 0);
     }
 
     #[test]

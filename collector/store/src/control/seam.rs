@@ -49,6 +49,67 @@ pub struct DeviceRow {
 /// the highest sequence durably stored.
 pub type StreamSeq = ((String, String, u64), u64);
 
+/// Which segment a catalog row describes: (organisation, kind, UTC day
+/// number, segment name).
+pub type SegmentRowKey = (String, String, i64, String);
+
+/// One stream's batches in a segment, as catalogued.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StreamRange {
+    /// The sending device.
+    pub device: String,
+    /// Its stream id.
+    pub stream: u64,
+    /// The lowest batch sequence stored in the segment.
+    pub first: u64,
+    /// The highest batch sequence stored in the segment.
+    pub last: u64,
+    /// Records of this stream in the segment.
+    pub records: u64,
+}
+
+/// Most streams a segment's catalog row names; a busier segment keeps its
+/// counts but stops naming streams (`more_streams`), so a row stays small.
+pub const MAX_STREAMS_PER_ROW: usize = 256;
+
+/// The catalog's knowledge of one segment: what acknowledged batches put
+/// in it. A reader that finds less than this has lost data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SegmentRow {
+    /// Records stored.
+    pub records: u64,
+    /// Blocks stored.
+    pub blocks: u64,
+    /// Where the last catalogued block ends (bytes from the file's start).
+    pub bytes: u64,
+    /// Batch sequence ranges per stream, at most [`MAX_STREAMS_PER_ROW`].
+    pub streams: Vec<StreamRange>,
+    /// Streams beyond [`MAX_STREAMS_PER_ROW`] stored here but not named.
+    pub more_streams: bool,
+}
+
+impl SegmentRow {
+    /// Adds what a later append put in the same segment.
+    pub fn merge(&mut self, more: &SegmentRow) {
+        self.records = self.records.saturating_add(more.records);
+        self.blocks = self.blocks.saturating_add(more.blocks);
+        self.bytes = self.bytes.max(more.bytes);
+        self.more_streams |= more.more_streams;
+        for range in &more.streams {
+            let full = self.streams.len() >= MAX_STREAMS_PER_ROW;
+            match self.streams.iter_mut().find(|r| r.device == range.device && r.stream == range.stream) {
+                Some(r) => {
+                    r.first = r.first.min(range.first);
+                    r.last = r.last.max(range.last);
+                    r.records = r.records.saturating_add(range.records);
+                }
+                None if !full => self.streams.push(range.clone()),
+                None => self.more_streams = true,
+            }
+        }
+    }
+}
+
 /// Where the control plane's rows live. See the module header for the
 /// contract.
 pub trait ControlStore: Send + Sync + fmt::Debug {
@@ -78,8 +139,25 @@ pub trait ControlStore: Send + Sync + fmt::Debug {
 
     /// The highest stored sequence of a stream; 0 if none.
     fn stored_seq(&self, org: &str, device: &str, stream: u64) -> Result<u64, ControlError>;
-    /// Raises stored sequences (never lowers one), all in one transaction.
-    fn raise_stored_seqs(&self, updates: &[StreamSeq]) -> Result<(), ControlError>;
+    /// Raises stored sequences (never lowers one) and adds to the segment
+    /// catalog what the same batches stored ([`SegmentRow::merge`]), all
+    /// in one transaction, so an acknowledged batch's segment is always
+    /// catalogued.
+    fn raise_stored_seqs(
+        &self,
+        updates: &[StreamSeq],
+        segments: &[(SegmentRowKey, SegmentRow)],
+    ) -> Result<(), ControlError>;
+
+    /// The catalog rows of one organisation's kind, in key order.
+    fn segment_rows(&self, org: &str, kind: &str) -> Result<Vec<(SegmentRowKey, SegmentRow)>, ControlError>;
+    /// Removes catalog rows and puts others in their place, in one
+    /// transaction (an erase replaced segments, retention deleted days).
+    fn replace_segment_rows(
+        &self,
+        remove: &[SegmentRowKey],
+        put: &[(SegmentRowKey, SegmentRow)],
+    ) -> Result<(), ControlError>;
 
     /// An organisation's wrapped data key.
     fn org_key(&self, org: &str) -> Result<Option<Vec<u8>>, ControlError>;
@@ -98,6 +176,11 @@ pub trait ControlStore: Send + Sync + fmt::Debug {
     /// Sets a collector-wide fact (the retention policy audited) and
     /// returns the value it had.
     fn replace_state(&self, name: &str, value: &str) -> Result<Option<String>, ControlError>;
+    /// A collector-wide fact.
+    fn state(&self, name: &str) -> Result<Option<String>, ControlError>;
+    /// Writes a copy of the rows somewhere safe now, if the implementation
+    /// keeps one and anything changed (the embedded store's verified copy).
+    fn flush(&self) {}
 
     /// The audit chain head (sequence and MAC, encoded by the audit log).
     fn audit_head(&self) -> Result<Option<Vec<u8>>, ControlError>;

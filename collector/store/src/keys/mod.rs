@@ -19,6 +19,10 @@
 //!   so a wrong master key is refused when the store opens rather than on
 //!   the first read.
 //!
+//! The database is checked whole before use and has a verified copy
+//! (`glimpse.redb.backup`, see [`crate::control::backup`]); a damaged file is
+//! refused ([`KeyError::Damaged`]) and restored by [`recover_catalog`].
+//!
 //! What is deliberately not here: key rotation of the master key and
 //! compaction of freed database pages (a destroyed organisation key may
 //! survive, still wrapped, in a free page until redb reuses it).
@@ -137,6 +141,44 @@ pub enum KeyError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The key store file is damaged: it does not open, its checksums do
+    /// not match or its rows do not read (redb panics on some damage;
+    /// that is caught and reported here).
+    #[error(
+        "key store {} is damaged ({detail}); {advice}",
+        path.display(),
+        advice = recovery_advice(path)
+    )]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// What failed.
+        detail: String,
+    },
+    /// The verified copy cannot be used either.
+    #[error("the key store's verified copy {} cannot be used: {detail}", path.display())]
+    BackupUnusable {
+        /// The copy.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// Another process (a running collector) has the key store open.
+    #[error(
+        "key store {} is in use by another process (a running `glimpse-collector serve`?): stop it first, \
+         or use the running collector's admin API",
+        path.display()
+    )]
+    Locked {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// `recover` found nothing to recover.
+    #[error("key store {} is intact; nothing to recover", path.display())]
+    Intact {
+        /// The database file.
+        path: PathBuf,
+    },
     /// The embedded database failed.
     #[error("key store database: {0}")]
     Database(#[source] Box<redb::Error>),
@@ -150,6 +192,126 @@ pub enum KeyError {
     /// The control store failed (see [`ControlError::is_transient`]).
     #[error(transparent)]
     Control(#[from] ControlError),
+}
+
+/// What to do about a damaged key store, given whether a copy exists.
+fn recovery_advice(path: &Path) -> String {
+    let copy = crate::control::redb_store::backup_path_of(path);
+    if copy.exists() {
+        format!(
+            "stop the collector and run `glimpse-collector recover --config <collector.toml>` to restore it \
+             from its verified copy {} (segments are untouched)",
+            copy.display()
+        )
+    } else {
+        format!(
+            "there is no verified copy {}; restore glimpse.redb and glimpse.redb.backup from your backups \
+             (segments are untouched)",
+            copy.display()
+        )
+    }
+}
+
+/// Largest key store read into memory for checking (a registry of a
+/// million devices is far smaller).
+pub const MAX_CATALOG_BYTES: u64 = 1 << 30;
+
+/// Reads a key store file whole, bounded.
+fn read_bounded(path: &Path, file: &std::fs::File) -> Result<Vec<u8>, KeyError> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    file.take(MAX_CATALOG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| KeyError::Io { path: path.to_path_buf(), source })?;
+    if bytes.len() as u64 > MAX_CATALOG_BYTES {
+        return Err(KeyError::Damaged {
+            path: path.to_path_buf(),
+            detail: format!("larger than {MAX_CATALOG_BYTES} bytes"),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Where an opened catalog's rows came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogSource {
+    /// The database file itself.
+    Primary,
+    /// Its verified copy, because a running collector holds the file: as of
+    /// the copy's last write.
+    Copy(PathBuf),
+}
+
+/// What `recover` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoverReport {
+    /// The restored database.
+    pub path: PathBuf,
+    /// Where the damaged file was moved.
+    pub damaged_moved_to: Option<PathBuf>,
+    /// Rows restored.
+    pub rows: usize,
+    /// Organisation keys restored.
+    pub org_keys: usize,
+}
+
+/// Restores `<data_dir>/glimpse.redb` from its verified copy: checks the
+/// copy and that `master` opens it, moves the damaged file aside
+/// (`glimpse.redb.damaged.N`) and writes a fresh database with the copy's
+/// rows. Refuses while a collector has the store open, and when the file
+/// is intact. Segments are not touched.
+pub fn recover_catalog(data_dir: &Path, master: &MasterKey) -> Result<RecoverReport, KeyError> {
+    let path = data_dir.join(CATALOG_FILE);
+    let copy = crate::control::redb_store::backup_path_of(&path);
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| KeyError::Io { path: p, source }
+    };
+    if let Ok(file) = std::fs::File::open(&path) {
+        if let Err(std::fs::TryLockError::WouldBlock) = file.try_lock() {
+            return Err(KeyError::Locked { path });
+        }
+        let bytes = read_bounded(&path, &file)?;
+        if !bytes.is_empty() && RedbControl::verified_image(bytes).is_ok() {
+            return Err(KeyError::Intact { path });
+        }
+    }
+    let dump = crate::control::backup::read(&copy)
+        .map_err(|e| KeyError::BackupUnusable { path: copy.clone(), detail: e.to_string() })?;
+    let image = RedbControl::from_dump(&dump)
+        .map_err(|e| KeyError::BackupUnusable { path: copy.clone(), detail: e.to_string() })?;
+    check_master(&image, master, &copy)?;
+    let mut moved = None;
+    if path.exists() {
+        let mut n = 1;
+        let aside = loop {
+            let candidate = path.with_file_name(format!("{CATALOG_FILE}.damaged.{n}"));
+            if !candidate.exists() {
+                break candidate;
+            }
+            n += 1;
+        };
+        std::fs::rename(&path, &aside).map_err(io(&path))?;
+        moved = Some(aside);
+    }
+    let fresh = path.with_file_name(format!("{CATALOG_FILE}.restoring"));
+    let _ = std::fs::remove_file(&fresh);
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&fresh)
+            .map_err(io(&fresh))?;
+        let db = redb::Builder::new().create_file(file).db()?;
+        let control = RedbControl::open(Arc::new(db))?;
+        control.load(&dump)?;
+    }
+    std::fs::rename(&fresh, &path).map_err(io(&path))?;
+    std::fs::File::open(data_dir).and_then(|d| d.sync_all()).map_err(io(data_dir))?;
+    Ok(RecoverReport { path, damaged_moved_to: moved, rows: dump.rows(), org_keys: dump.org_keys.len() })
 }
 
 /// Converts any redb error into a [`KeyError`].
@@ -225,6 +387,7 @@ pub struct Catalog {
     master: Arc<MasterKey>,
     org_keys: OrgKeys,
     registry: Registry,
+    source: CatalogSource,
 }
 
 impl Catalog {
@@ -234,10 +397,17 @@ impl Catalog {
     /// The data directory must exist. The database file is created with mode
     /// 0600; it holds only wrapped keys, but device names and certificate
     /// serials are nobody else's business either.
+    ///
+    /// The file is first checked whole in a copy in memory (page checksums
+    /// and every row), so a damaged file is refused with
+    /// [`KeyError::Damaged`] naming it, never opened for writing, and
+    /// never copied over the verified copy `glimpse.redb.backup`, which is
+    /// rewritten from the file once it has passed.
     pub fn open(data_dir: &Path, master: MasterKey) -> Result<Catalog, KeyError> {
         use std::os::unix::fs::OpenOptionsExt;
 
         let path = data_dir.join(CATALOG_FILE);
+        let damaged = |e: ControlError| KeyError::Damaged { path: path.clone(), detail: e.to_string() };
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -246,9 +416,58 @@ impl Catalog {
             .mode(0o600)
             .open(&path)
             .map_err(|source| KeyError::Io { path: path.clone(), source })?;
-        let db = redb::Builder::new().create_file(file).db()?;
-        let control: Arc<dyn ControlStore> = Arc::new(RedbControl::open(Arc::new(db))?);
+        if let Err(std::fs::TryLockError::WouldBlock) = file.try_lock_shared() {
+            return Err(KeyError::Locked { path });
+        }
+        let bytes = read_bounded(&path, &file)?;
+        let _ = file.unlock();
+        if !bytes.is_empty() {
+            RedbControl::verified_image(bytes).map_err(damaged)?;
+        }
+        let db = crate::control::redb_store::guarded(|| {
+            redb::Builder::new().create_file(file).map_err(|e| ControlError::Permanent(e.to_string()))
+        })
+        .map_err(|e| match e {
+            ControlError::Permanent(m) if m.contains("already open") => KeyError::Locked { path: path.clone() },
+            other => damaged(other),
+        })?;
+        let copy = crate::control::redb_store::backup_path_of(&path);
+        let control: Arc<dyn ControlStore> = Arc::new(RedbControl::with_backup(Arc::new(db), copy)?);
         Catalog::with_control(path, control, master)
+    }
+
+    /// Opens `<data_dir>/glimpse.redb` for reading only: a checked copy in
+    /// memory of the file (nothing is written, not even redb's crash
+    /// repair), or, while a running collector holds the file, of its
+    /// verified copy (see [`Catalog::source`]).
+    pub fn open_read_only(data_dir: &Path, master: MasterKey) -> Result<Catalog, KeyError> {
+        let path = data_dir.join(CATALOG_FILE);
+        let file = std::fs::File::open(&path).map_err(|source| KeyError::Io { path: path.clone(), source })?;
+        let (control, source) = match file.try_lock_shared() {
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let copy = crate::control::redb_store::backup_path_of(&path);
+                let dump = crate::control::backup::read(&copy)
+                    .map_err(|e| KeyError::BackupUnusable { path: copy.clone(), detail: e.to_string() })?;
+                let control = RedbControl::from_dump(&dump)
+                    .map_err(|e| KeyError::BackupUnusable { path: copy.clone(), detail: e.to_string() })?;
+                (control, CatalogSource::Copy(copy))
+            }
+            _ => {
+                let bytes = read_bounded(&path, &file)?;
+                let _ = file.unlock();
+                let (control, _) = RedbControl::verified_image(bytes)
+                    .map_err(|e| KeyError::Damaged { path: path.clone(), detail: e.to_string() })?;
+                (control, CatalogSource::Primary)
+            }
+        };
+        let mut catalog = Catalog::with_control(path, Arc::new(control), master)?;
+        catalog.source = source;
+        Ok(catalog)
+    }
+
+    /// Where the rows came from (the file, or its copy while a collector runs).
+    pub fn source(&self) -> &CatalogSource {
+        &self.source
     }
 
     /// The catalog over any control store; `location` names it in errors.
@@ -261,7 +480,7 @@ impl Catalog {
         check_master(&*control, &master, &location)?;
         let org_keys = OrgKeys::new(Arc::clone(&control), Arc::clone(&master));
         let registry = Registry::new(Arc::clone(&control), Arc::clone(&master));
-        Ok(Catalog { path: location, control, master, org_keys, registry })
+        Ok(Catalog { path: location, control, master, org_keys, registry, source: CatalogSource::Primary })
     }
 
     /// Organisation data keys.

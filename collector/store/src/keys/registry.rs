@@ -9,7 +9,7 @@ use glimpse_common::secret::SecretKey;
 use serde::{Deserialize, Serialize};
 
 use super::{device_key_aad, unwrap_key, wrap_key, KeyError, MasterKey};
-use crate::control::seam::{ControlStore, DeviceRow};
+use crate::control::seam::{ControlStore, DeviceRow, SegmentRow, SegmentRowKey};
 
 /// A device the collector knows, as the enrolment tooling registers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +66,8 @@ struct CommitState {
 struct SeqGroup {
     /// (organisation, device, stream) → highest sequence to record.
     updates: std::collections::BTreeMap<(String, String, u64), u64>,
+    /// What the same batches added to the segment catalog.
+    segments: std::collections::BTreeMap<SegmentRowKey, SegmentRow>,
     outcome: Option<Result<(), String>>,
     waiting: usize,
 }
@@ -214,6 +216,18 @@ impl Registry {
     /// stored. Never moves backwards, so a late or repeated call cannot
     /// cause re-storing. Concurrent callers share one commit.
     pub fn set_stored_seq(&self, identity: &DeviceIdentity, stream_id: u64, seq: u64) -> Result<(), KeyError> {
+        self.set_stored_seq_with(identity, stream_id, seq, Vec::new())
+    }
+
+    /// As [`Registry::set_stored_seq`], adding to the segment catalog what
+    /// the batch stored, in the same commit.
+    pub fn set_stored_seq_with(
+        &self,
+        identity: &DeviceIdentity,
+        stream_id: u64,
+        seq: u64,
+        segments: Vec<(SegmentRowKey, SegmentRow)>,
+    ) -> Result<(), KeyError> {
         let key = (identity.org.as_str().to_owned(), identity.device.as_str().to_owned(), stream_id);
         let commits = &self.seq_commits;
         let lock = || commits.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -223,6 +237,9 @@ impl Registry {
             let group = state.groups.entry(mine).or_default();
             let entry = group.updates.entry(key).or_insert(seq);
             *entry = (*entry).max(seq);
+            for (segment, row) in segments {
+                group.segments.entry(segment).or_default().merge(&row);
+            }
             group.waiting += 1;
         }
         loop {
@@ -244,9 +261,13 @@ impl Registry {
             let leading = state.open;
             state.open += 1;
             state.committing = true;
-            let updates = state.groups.get_mut(&leading).map(|g| std::mem::take(&mut g.updates)).unwrap_or_default();
+            let (updates, segments) = state
+                .groups
+                .get_mut(&leading)
+                .map(|g| (std::mem::take(&mut g.updates), std::mem::take(&mut g.segments)))
+                .unwrap_or_default();
             drop(state);
-            let result = self.commit_stored_seqs(&updates).map_err(|e| e.to_string());
+            let result = self.commit_stored_seqs(&updates, &segments).map_err(|e| e.to_string());
             state = lock();
             state.committing = false;
             if let Some(group) = state.groups.get_mut(&leading) {
@@ -259,6 +280,7 @@ impl Registry {
     fn commit_stored_seqs(
         &self,
         updates: &std::collections::BTreeMap<(String, String, u64), u64>,
+        segments: &std::collections::BTreeMap<SegmentRowKey, SegmentRow>,
     ) -> Result<(), KeyError> {
         #[cfg(test)]
         {
@@ -269,7 +291,8 @@ impl Registry {
             }
         }
         let updates: Vec<_> = updates.iter().map(|(key, seq)| (key.clone(), *seq)).collect();
-        Ok(self.control.raise_stored_seqs(&updates)?)
+        let segments: Vec<_> = segments.iter().map(|(key, row)| (key.clone(), row.clone())).collect();
+        Ok(self.control.raise_stored_seqs(&updates, &segments)?)
     }
 }
 

@@ -15,7 +15,7 @@
 
 use std::path::PathBuf;
 
-use glimpse_common::clock::{format_day, UnixMillis, MILLIS_PER_DAY};
+use glimpse_common::clock::{format_day, utc_day, UnixMillis, MILLIS_PER_DAY};
 use glimpse_common::identity::OrgId;
 use glimpse_common::record::DataKind;
 use serde::Serialize;
@@ -65,6 +65,39 @@ pub struct SweepReport {
     pub dirs_removed: u64,
     /// Paths that could not be deleted.
     pub failures: Vec<SweepFailure>,
+    /// Segments whose header names another day than their folder: they
+    /// are kept until both days have expired.
+    pub mismatched: Vec<DayMismatch>,
+}
+
+/// A segment in a folder of another day than its header's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DayMismatch {
+    /// The segment file.
+    pub path: PathBuf,
+    /// The folder's day, `YYYY-MM-DD`.
+    pub folder_day: String,
+    /// The header's day, `YYYY-MM-DD`.
+    pub header_day: String,
+}
+
+/// The largest forward step of the clock a sweep accepts without
+/// confirmation, since the last sweep: beyond it the clock is more likely
+/// wrong than the collector stopped that long.
+pub const MAX_CLOCK_JUMP_DAYS: i64 = 3;
+/// How far behind the newest stored record or the last sweep the clock may
+/// be (small corrections, NTP steps).
+pub const CLOCK_BEHIND_TOLERANCE_MS: i64 = 60 * 60 * 1000;
+/// The collector-wide fact holding the latest time a sweep accepted.
+const CLOCK_SEEN: &str = "retention-clock-seen";
+
+/// Whether a sweep trusts the clock without checking it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockCheck {
+    /// Refuse when the clock is behind stored data or jumped forward.
+    Enforce,
+    /// The operator confirmed the clock (`--accept-clock`).
+    Accept,
 }
 
 /// Deletes every day directory whose whole day lies before its retention
@@ -74,7 +107,92 @@ pub struct SweepReport {
 /// Failures on individual paths are logged, reported and retried next time;
 /// only an unreadable store root fails the sweep.
 pub fn sweep(store: &Store) -> Result<SweepReport, RetentionError> {
-    sweep_segments(store.segments(), store.retention(), store.clock().now_millis())
+    sweep_checked(store, ClockCheck::Enforce)
+}
+
+/// [`sweep`], checking the clock first unless told to trust it: refuses
+/// ([`RetentionError::ClockBehind`], [`RetentionError::ClockJump`]) when
+/// the clock is before the newest stored record's day or the last sweep,
+/// or more than [`MAX_CLOCK_JUMP_DAYS`] after the last sweep. Records the
+/// clock for the next check, and drops deleted days from the catalog.
+pub fn sweep_checked(store: &Store, check: ClockCheck) -> Result<SweepReport, RetentionError> {
+    let now = store.clock().now_millis();
+    let control = store.control();
+    let state = |e: crate::control::ControlError| RetentionError::State(e.to_string());
+    let seen: Option<i64> = control.state(CLOCK_SEEN).map_err(state)?.and_then(|v| v.parse().ok());
+    if check == ClockCheck::Enforce {
+        if let Some(seen) = seen {
+            if now < seen - CLOCK_BEHIND_TOLERANCE_MS {
+                return Err(RetentionError::ClockBehind {
+                    now: format_time(now),
+                    what: "the last sweep",
+                    seen: format_time(seen),
+                });
+            }
+            if now > seen.saturating_add(MAX_CLOCK_JUMP_DAYS * MILLIS_PER_DAY) {
+                return Err(RetentionError::ClockJump {
+                    now: format_time(now),
+                    last: format_time(seen),
+                    max_days: MAX_CLOCK_JUMP_DAYS,
+                });
+            }
+        }
+        if let Some(newest) = newest_day(store.segments()) {
+            if newest > utc_day(now + CLOCK_BEHIND_TOLERANCE_MS) {
+                return Err(RetentionError::ClockBehind {
+                    now: format_time(now),
+                    what: "the newest stored data's day",
+                    seen: format_day(newest),
+                });
+            }
+        }
+    }
+    if seen.is_none_or(|seen| now > seen) || check == ClockCheck::Accept {
+        control.replace_state(CLOCK_SEEN, &now.to_string()).map_err(state)?;
+    }
+    let report = sweep_segments(store.segments(), store.retention(), now)?;
+    for deleted in &report.deleted {
+        if let Some(day) = glimpse_common::clock::parse_day(&deleted.day) {
+            store.forget_segments(&deleted.org, Some((deleted.kind, day)));
+        }
+    }
+    Ok(report)
+}
+
+/// RFC 3339 UTC, for the clock messages.
+fn format_time(at: UnixMillis) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| format!("@{at}ms"))
+}
+
+/// The newest day any segment holds, by folder or header.
+fn newest_day(segments: &dyn SegmentStore) -> Option<i64> {
+    let mut newest = None;
+    for org in segments.orgs().ok()? {
+        for kind in DataKind::ALL {
+            let mut ignored = Vec::new();
+            let Some(&day) = segments.days(&org, kind, &mut ignored).ok()?.last() else { continue };
+            let header = header_days(segments, &org, kind, day).into_iter().map(|(_, d)| d).max();
+            let day = header.map_or(day, |h| h.max(day));
+            newest = newest.max(Some(day));
+        }
+    }
+    newest
+}
+
+/// The header day of each segment of a folder (segments whose header
+/// cannot be read are left out: they are the reader's to report).
+fn header_days(segments: &dyn SegmentStore, org: &OrgId, kind: DataKind, day: i64) -> Vec<(PathBuf, i64)> {
+    let mut ignored = Vec::new();
+    let Ok(list) = segments.segments(org, kind, day, &mut ignored) else { return Vec::new() };
+    list.iter()
+        .filter_map(|segment| {
+            let bytes = segments.open(segment).ok()??;
+            Some((segment.location.clone(), crate::store::segment_header_day(&*bytes)?))
+        })
+        .collect()
 }
 
 /// [`sweep`] over any [`SegmentStore`]: deletes, by day, what `policy` says
@@ -101,8 +219,25 @@ pub fn sweep_segments(
                     continue;
                 }
             };
+            let expired = |day: i64| day.saturating_add(1).saturating_mul(MILLIS_PER_DAY) <= window;
             // Not-day entries are not ours to delete; the reader reports them.
-            for day in days.into_iter().filter(|day| day.saturating_add(1).saturating_mul(MILLIS_PER_DAY) <= window) {
+            for day in days.into_iter().filter(|day| expired(*day)) {
+                // The header's day counts as much as the folder's: a renamed
+                // folder must not make today's data look old.
+                let headers = header_days(segments, &org, kind, day);
+                let mut keep = false;
+                for (path, header_day) in headers {
+                    if header_day != day {
+                        let (folder_day, header_day_text) = (format_day(day), format_day(header_day));
+                        tracing::warn!(path = %path.display(), %folder_day, header_day = %header_day_text,
+                            "segment header and folder name different days; kept until both have expired");
+                        report.mismatched.push(DayMismatch { path, folder_day, header_day: header_day_text });
+                    }
+                    keep |= !expired(header_day);
+                }
+                if keep {
+                    continue;
+                }
                 match segments.delete_day(&org, kind, day) {
                     Ok(freed) => {
                         let day = format_day(day);

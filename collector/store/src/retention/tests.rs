@@ -2,12 +2,18 @@ use std::collections::HashMap;
 
 use glimpse_common::clock::{format_day, utc_day, MILLIS_PER_DAY};
 use glimpse_common::identity::OrgId;
-use glimpse_common::record::DataKind;
+use glimpse_common::record::{DataKind, RecordBody};
 
 use super::*;
 use crate::store::testutil::{hostnames, identity, segments, Fixture, T0};
 
 const DAY: i64 = MILLIS_PER_DAY;
+
+/// These tests move the clock by weeks at a time: the sweep is told to
+/// trust it (the clock checks have their own tests).
+fn sweep(store: &Store) -> Result<SweepReport, RetentionError> {
+    sweep_checked(store, ClockCheck::Accept)
+}
 
 fn org(name: &str) -> OrgId {
     OrgId::new(name).unwrap()
@@ -142,4 +148,74 @@ fn sweep_leaves_foreign_entries_alone() {
     let report = sweep(&f.store).unwrap();
     assert_eq!(report.deleted.len(), 1);
     assert!(kind_dir.join("lost+found").exists());
+}
+
+#[test]
+fn a_clock_that_jumps_or_runs_behind_is_refused_until_confirmed() {
+    let f = Fixture::new();
+    let ap = identity("acme", "ap-1");
+    f.append_as(&ap, DataKind::Capture, &["today"]);
+    super::sweep(&f.store).unwrap();
+
+    // Thirty days ahead: today's captures would all look expired.
+    f.clock.advance(30 * DAY);
+    let err = super::sweep(&f.store).unwrap_err();
+    assert!(matches!(err, RetentionError::ClockJump { .. }), "{err}");
+    assert!(err.to_string().contains("--accept-clock"), "{err}");
+    assert_eq!(hostnames(&f.read("acme", DataKind::Capture)), Vec::<String>::new(), "never served, though kept");
+    assert_eq!(segments(f.dir.path()).len(), 1, "nothing deleted");
+
+    // Back to the right time: the sweep goes on, and the data is served.
+    f.clock.set(T0 + DAY);
+    super::sweep(&f.store).unwrap();
+    assert_eq!(hostnames(&f.read("acme", DataKind::Capture)), ["today"]);
+
+    // Behind the last sweep by more than the tolerance.
+    f.clock.set(T0 - DAY);
+    assert!(matches!(super::sweep(&f.store), Err(RetentionError::ClockBehind { .. })));
+
+    // A jump the operator confirms is accepted and remembered.
+    f.clock.set(T0 + 30 * DAY);
+    sweep_checked(&f.store, ClockCheck::Accept).unwrap();
+    assert!(segments(f.dir.path()).is_empty());
+    f.clock.advance(DAY);
+    super::sweep(&f.store).unwrap();
+}
+
+#[test]
+fn a_renamed_day_folder_is_swept_by_its_header() {
+    let f = Fixture::new();
+    let ap = identity("acme", "ap-1");
+    f.append(&ap, 1, &["today"]);
+    let seg = segments(f.dir.path())[0].clone();
+    let day_dir = seg.parent().unwrap().to_path_buf();
+    let old = day_dir.with_file_name("2020-01-01");
+    std::fs::rename(&day_dir, &old).unwrap();
+    let report = super::sweep(&f.store).unwrap();
+    assert!(report.deleted.is_empty(), "{report:?}");
+    assert_eq!(report.mismatched.len(), 1);
+    assert_eq!(report.mismatched[0].folder_day, "2020-01-01");
+    assert_eq!(report.mismatched[0].header_day, format_day(utc_day(T0)));
+    assert!(old.exists());
+}
+
+#[test]
+fn erased_records_and_swept_days_are_no_loss() {
+    let f = Fixture::new();
+    let ap = identity("acme", "ap-1");
+    f.append(&ap, 1, &["keep", "erase-me"]);
+    f.store
+        .erase_where(
+            &org("acme"),
+            DataKind::Metadata,
+            &|r| matches!(&r.record.body, RecordBody::Metadata(m) if m.hostname.as_str() == "erase-me"),
+        )
+        .unwrap();
+    let out = f.read("acme", DataKind::Metadata);
+    assert_eq!(hostnames(&out), ["keep"]);
+    assert!(out.problems.is_empty(), "{:?}", out.problems);
+    f.clock.advance(90 * MILLIS_PER_DAY);
+    sweep(&f.store).unwrap();
+    assert!(f.store.verify(None).unwrap().iter().all(|(_, _, r)| r.problems.is_empty()));
+    assert!(f.store.control().segment_rows("acme", "metadata").unwrap().is_empty());
 }

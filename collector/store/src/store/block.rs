@@ -112,6 +112,15 @@ pub(crate) fn encode_blocks(records: &[Stamped<'_>]) -> Result<Vec<Vec<u8>>, Sto
 
 /// Decodes a block plaintext of a segment of format `version`: its records
 /// with their origins, or `None` if it does not decode completely.
+/// How many records an [`encode_blocks`] plaintext holds, read from its
+/// front without decoding them (for the segment catalog).
+pub(crate) fn block_record_count(plaintext: &[u8]) -> u64 {
+    postcard::take_from_bytes::<Option<BlockOrigin>>(plaintext)
+        .ok()
+        .and_then(|(_, rest)| postcard::take_from_bytes::<usize>(rest).ok())
+        .map_or(0, |(count, _)| count as u64)
+}
+
 pub(crate) fn decode_block(version: u16, plaintext: &[u8]) -> Option<Vec<(StoredRecord, Option<RecordOrigin>)>> {
     match version {
         1 => match postcard::take_from_bytes::<Vec<StoredRecord>>(plaintext) {

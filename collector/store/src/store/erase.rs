@@ -43,6 +43,27 @@ pub struct EraseReport {
 }
 
 impl Store {
+    /// Drops the catalog rows of deleted data: an organisation's, or one
+    /// of its kinds' days.
+    pub fn forget_segments(&self, org: &OrgId, only: Option<(DataKind, i64)>) {
+        let control = self.control();
+        let mut remove = Vec::new();
+        for kind in DataKind::ALL {
+            if only.is_some_and(|(k, _)| k != kind) {
+                continue;
+            }
+            match control.segment_rows(org.as_str(), kind.as_str()) {
+                Ok(rows) => remove.extend(
+                    rows.into_iter().map(|(key, _)| key).filter(|key| only.is_none_or(|(_, day)| key.2 == day)),
+                ),
+                Err(e) => tracing::error!(%org, %kind, "cannot read the segment catalog: {e}"),
+            }
+        }
+        if let Err(e) = control.replace_segment_rows(&remove, &[]) {
+            tracing::error!(%org, "cannot drop deleted segments from the catalog: {e}");
+        }
+    }
+
     /// Removes every record of `org`'s `kind` that `erase` selects,
     /// whatever its age, rewriting the segments that held any.
     pub fn erase_where(
@@ -68,11 +89,18 @@ impl Store {
             return Ok(report);
         };
         let mut failed = None;
+        let mut rows = std::collections::HashMap::new();
         let mut edit = |segment: &super::SegmentInfo, bytes: &dyn super::SegmentBytes| {
             let place = SegmentPlace { org: org.clone(), kind, day: segment.key.day };
             let mut records = Vec::new();
             let mut each = |record: StoredRecord, origin: Option<RecordOrigin>| records.push((record, origin));
-            let mut sink = Sink { each: &mut each, problems: Vec::new(), range: (i64::MIN, i64::MAX) };
+            let mut sink = Sink {
+                each: &mut each,
+                problems: Vec::new(),
+                range: (i64::MIN, i64::MAX),
+                tally: None,
+                future: (0, 0),
+            };
             read_source(bytes, segment, &place, key.secret(), &mut std::collections::HashSet::new(), &mut sink);
             let damaged = !sink.problems.is_empty();
             let (mut removed, mut changed) = (0u64, 0u64);
@@ -95,6 +123,15 @@ impl Store {
             let refs: Vec<_> = records.iter().map(|(record, origin)| (record.borrowed(), *origin)).collect();
             match encode_blocks(&refs) {
                 Ok(blocks) => {
+                    // Out of the catalog before it changes: an erase cut short
+                    // must not leave a row for a segment that is gone.
+                    if let Err(e) = self.control().replace_segment_rows(&[super::catalog::row_key(&segment.key)], &[]) {
+                        tracing::error!(path = %segment.location.display(), "cannot update the segment catalog: {e}");
+                        failed = Some(StoreError::Key(crate::keys::KeyError::Control(e)));
+                        return Rewrite::Stop;
+                    }
+                    let row = super::catalog::Tally::row_of(records.iter().map(|(r, o)| (r, *o)), blocks.len());
+                    rows.insert(segment.key.clone(), row);
                     report.records += removed;
                     report.redacted += changed;
                     report.segments_rewritten += 1;
@@ -107,7 +144,15 @@ impl Store {
                 }
             }
         };
-        self.segments.rewrite(org, kind, key.secret(), &mut edit)?;
+        let replaced = self.segments.rewrite(org, kind, key.secret(), &mut edit)?;
+        // The replacements join the catalog (their old rows went before).
+        let put: Vec<_> = replaced
+            .iter()
+            .filter_map(|(old, new)| Some((super::catalog::row_key(new.as_ref()?), rows.get(old)?.clone())))
+            .collect();
+        if let Err(e) = self.control().replace_segment_rows(&[], &put) {
+            tracing::error!(%org, %kind, "cannot update the segment catalog after an erase: {e}");
+        }
         if let Some(e) = failed {
             return Err(e);
         }
@@ -123,6 +168,7 @@ impl Store {
         // read, even if deleting files fails halfway.
         let key_destroyed = self.org_keys().destroy_org_key(org)?;
         let freed = self.segments.delete_org(org)?;
+        self.forget_segments(org, None);
         Ok((key_destroyed, freed.segments))
     }
 }

@@ -78,6 +78,12 @@ impl LocalSegments {
         Ok(LocalSegments { fs, orgs_dir: orgs_dir.to_path_buf(), writers: Mutex::new(HashMap::new()) })
     }
 
+    /// Segments under `orgs_dir` for reading only (the offline tools):
+    /// nothing is created, and [`SegmentStore::recover`] must not be run.
+    pub fn open_read_only(fs: Arc<dyn FileSystem>, orgs_dir: &Path) -> LocalSegments {
+        LocalSegments { fs, orgs_dir: orgs_dir.to_path_buf(), writers: Mutex::new(HashMap::new()) }
+    }
+
     /// The directory segments live under.
     pub fn orgs_dir(&self) -> &Path {
         &self.orgs_dir
@@ -99,10 +105,10 @@ impl LocalSegments {
     }
 
     /// Writes one run under its slot lock; returns what to wait for.
-    fn write_run(&self, run: &BlockRun<'_>, ticket: &mut SyncTicket) -> Result<(), SegmentError> {
+    fn write_run(&self, index: usize, run: &BlockRun<'_>, ticket: &mut SyncTicket) -> Result<(), SegmentError> {
         let slot = self.slot(run.org, run.kind);
         let mut active = lock_slot(&slot);
-        let result = self.write_blocks(&mut active, run);
+        let result = self.write_blocks(&mut active, index, run, &mut ticket.placed);
         match result {
             Ok((bytes, point, end)) => {
                 ticket.blocks += run.plaintexts.len();
@@ -120,10 +126,12 @@ impl LocalSegments {
     fn write_blocks(
         &self,
         active: &mut Option<ActiveSegment>,
+        index: usize,
         run: &BlockRun<'_>,
+        placed: &mut Vec<super::seam::Placed>,
     ) -> Result<(u64, Arc<super::writer::SyncPoint>, u64), SegmentError> {
         let mut bytes = 0;
-        for plaintext in run.plaintexts {
+        for (i, plaintext) in run.plaintexts.iter().enumerate() {
             if !active.as_ref().is_some_and(|seg| seg.accepts(run.day)) {
                 if let Some(mut full) = active.take() {
                     // Earlier blocks of this batch may sit in it unsynced.
@@ -134,6 +142,24 @@ impl LocalSegments {
             }
             if let Some(seg) = active.as_mut() {
                 bytes += seg.append_block(run.key, plaintext)?;
+                let name = seg.path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                match placed.last_mut() {
+                    Some(last) if last.run == index && last.segment.name == name => {
+                        last.blocks.end = i + 1;
+                        last.end = seg.len();
+                    }
+                    _ => placed.push(super::seam::Placed {
+                        run: index,
+                        blocks: i..i + 1,
+                        segment: SegmentKey {
+                            org: run.org.clone(),
+                            kind: run.kind,
+                            day: run.day,
+                            name: name.to_owned(),
+                        },
+                        end: seg.len(),
+                    }),
+                }
             }
         }
         let Some(seg) = active.as_ref() else {
@@ -304,7 +330,7 @@ impl LocalSegments {
         place: &SegmentPlace,
         key: &SecretKey,
         blocks: &[Vec<u8>],
-    ) -> Result<(), SegmentError> {
+    ) -> Result<Option<String>, SegmentError> {
         let fs = &*self.fs;
         let io = |action: &'static str, path: &Path| {
             let path = path.to_path_buf();
@@ -313,7 +339,8 @@ impl LocalSegments {
         let dir = old.parent().unwrap_or(Path::new("."));
         if blocks.is_empty() {
             fs.remove_file(old).map_err(io("delete segment", old))?;
-            return fs.sync_dir(dir).map_err(io("sync directory of", old));
+            fs.sync_dir(dir).map_err(io("sync directory of", old))?;
+            return Ok(None);
         }
         let segment_id = random_segment_id()?;
         let old_name = old.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
@@ -327,9 +354,11 @@ impl LocalSegments {
         fs.remove_file(old).map_err(io("delete segment", old))?;
         fs.sync_dir(dir).map_err(io("sync directory of", old))?;
         let seq = sequence_of(&old_name).unwrap_or(0);
-        let final_path = dir.join(segment_file_name(seq, segment_id));
+        let final_name = segment_file_name(seq, segment_id);
+        let final_path = dir.join(&final_name);
         fs.rename(&staged, &final_path).map_err(io("rename staged segment", &staged))?;
-        fs.sync_dir(dir).map_err(io("sync directory of", &final_path))
+        fs.sync_dir(dir).map_err(io("sync directory of", &final_path))?;
+        Ok(Some(final_name))
     }
 
     /// All of a segment's bytes (no append is running: the caller holds the
@@ -424,8 +453,8 @@ impl SegmentBytes for FileBytes {
 impl SegmentStore for LocalSegments {
     fn append(&self, runs: &[BlockRun<'_>]) -> Result<SyncTicket, SegmentError> {
         let mut ticket = SyncTicket::default();
-        for run in runs.iter().filter(|run| !run.plaintexts.is_empty()) {
-            if let Err(e) = self.write_run(run, &mut ticket) {
+        for (index, run) in runs.iter().enumerate().filter(|(_, run)| !run.plaintexts.is_empty()) {
+            if let Err(e) = self.write_run(index, run, &mut ticket) {
                 // The runs written before this one must not stay unsynced in
                 // their segments: a clean restart would leave them there,
                 // unsynced and no longer the newest segment, for a later
@@ -494,7 +523,7 @@ impl SegmentStore for LocalSegments {
         kind: DataKind,
         key: &SecretKey,
         edit: &mut dyn FnMut(&SegmentInfo, &dyn SegmentBytes) -> Rewrite,
-    ) -> Result<u64, SegmentError> {
+    ) -> Result<Vec<(SegmentKey, Option<SegmentKey>)>, SegmentError> {
         let slot = self.slot(org, kind);
         let mut active = lock_slot(&slot);
         if let Some(mut open) = active.take() {
@@ -502,7 +531,7 @@ impl SegmentStore for LocalSegments {
             // one can be rewritten like any other.
             open.sync()?;
         }
-        let mut rewritten = 0;
+        let mut rewritten = Vec::new();
         let mut ignored = Vec::new();
         for day in self.list_days(&self.kind_dir(org, kind), &mut ignored)? {
             let place = SegmentPlace { org: org.clone(), kind, day };
@@ -513,8 +542,9 @@ impl SegmentStore for LocalSegments {
                     Rewrite::Stop => return Ok(rewritten),
                     Rewrite::Replace(blocks) => {
                         drop(bytes);
-                        self.replace_segment(&segment.location, &place, key, &blocks)?;
-                        rewritten += 1;
+                        let new = self.replace_segment(&segment.location, &place, key, &blocks)?;
+                        let new = new.map(|name| SegmentKey { name, ..segment.key.clone() });
+                        rewritten.push((segment.key.clone(), new));
                     }
                 }
             }

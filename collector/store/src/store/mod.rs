@@ -87,12 +87,16 @@
 //! - Reads never return records older than the retention window, whether
 //!   or not the sweeper has deleted them yet.
 //!
+//! - Every acknowledged batch's segment is in the segment catalog
+//!   (`catalog.rs`), so a read reports a catalogued segment that is gone or
+//!   cut short, even exactly between blocks.
+//!
 //! What is deliberately not here: compaction, indexes (reads scan a day's
-//! segments), detecting a truncation at a block boundary (a tail cut
-//! exactly between blocks looks like a shorter segment), and record counts
-//! in [`Store::stats`] (counting needs decryption).
+//! segments), and record counts in [`Store::stats`] (counting needs
+//! decryption).
 
 mod block;
+pub mod catalog;
 mod erase;
 pub mod fs;
 pub mod local;
@@ -101,11 +105,12 @@ pub mod seam;
 mod segment;
 mod writer;
 
+pub use catalog::VerifyReport;
 pub use erase::{EraseReport, Redaction};
 pub use local::LocalSegments;
 pub use seam::{SegmentError, SegmentStore};
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -126,6 +131,11 @@ pub use segment::{MAX_BLOCK_LEN, SEGMENT_ROLL_BYTES};
 
 /// Name of the directory under the data directory that holds segments.
 pub const ORGS_DIR: &str = "orgs";
+
+/// How far after the store's clock a record's receive time may lie and
+/// still be served: beyond it the clock was ahead when it was stored (or
+/// is behind now), and the read reports it instead.
+pub const FUTURE_SKEW_MS: i64 = 10 * 60 * 1000;
 
 /// One stored record: what the device sent plus who sent it and when it
 /// arrived. This is also what `export` prints as JSON.
@@ -368,6 +378,39 @@ impl Store {
         }))
     }
 
+    /// Opens the store in `data_dir` for reading only (export, verify):
+    /// the key store is read from a checked copy in memory (see
+    /// [`Catalog::open_read_only`]), segments are read as they are (no
+    /// torn tail is cut, no interrupted erase finished), the audit log is
+    /// not appended to, and nothing is created. Works on a read-only copy
+    /// and while a collector runs.
+    pub fn open_read_only(
+        data_dir: &Path,
+        master_key: MasterKey,
+        clock: Arc<dyn Clock>,
+        retention: RetentionPolicy,
+    ) -> Result<Store, StoreError> {
+        let catalog = Catalog::open_read_only(data_dir, master_key)?;
+        let segments = LocalSegments::open_read_only(Arc::new(fs::StdFs), &data_dir.join(ORGS_DIR));
+        let policies = crate::control::Policies::open(catalog.control())?;
+        let audit_key = crate::audit::derive_audit_key(catalog.master().secret());
+        let audit = crate::audit::AuditLog::open_read_only(data_dir, audit_key, catalog.control());
+        Ok(Store::from_parts(StoreParts {
+            data_dir: data_dir.to_path_buf(),
+            segments: Arc::new(segments),
+            catalog,
+            policies,
+            audit,
+            clock,
+            retention,
+        }))
+    }
+
+    /// Where the key store's rows came from (see [`crate::keys::CatalogSource`]).
+    pub fn catalog_source(&self) -> &crate::keys::CatalogSource {
+        self.catalog.source()
+    }
+
     /// A store composed of `parts`.
     pub fn from_parts(parts: StoreParts) -> Store {
         let StoreParts { data_dir, segments, catalog, policies, audit, clock, retention } = parts;
@@ -421,8 +464,13 @@ impl Store {
         detail: &str,
     ) {
         let now = self.clock.now_millis();
-        if let Err(e) = self.audit.append(now, actor, action, org.map(OrgId::as_str), outcome, detail) {
-            tracing::error!(actor, action, "audit log append failed: {e}");
+        match self.audit.append(now, actor, action, org.map(OrgId::as_str), outcome, detail) {
+            Ok(_) => {}
+            // An offline tool on a store opened read-only: nothing may change.
+            Err(crate::audit::AuditError::ReadOnly { .. }) => {
+                tracing::info!(actor, action, detail, "not in the audit log: the store is open read-only")
+            }
+            Err(e) => tracing::error!(actor, action, "audit log append failed: {e}"),
         }
     }
 
@@ -501,6 +549,9 @@ impl Store {
             self.segments.sync(&ticket)?;
             receipt.blocks = ticket.blocks;
             receipt.bytes = ticket.bytes;
+            let notes = catalog::notes(&ticket, &groups, identity, (stream_id, stream_seq));
+            self.registry().set_stored_seq_with(identity, stream_id, stream_seq, notes)?;
+            return Ok(receipt);
         }
         self.registry().set_stored_seq(identity, stream_id, stream_seq)?;
         Ok(receipt)
@@ -551,25 +602,65 @@ impl Store {
         let now = self.clock.now_millis();
         let from = self.retention.window_start(org, kind, now).max(since.unwrap_or(i64::MIN));
         let until = until.unwrap_or(i64::MAX);
+        let latest = now.saturating_add(FUTURE_SKEW_MS);
+        Ok(self.read_range(org, kind, (from, until), Some(latest), &mut each)?.0)
+    }
+
+    /// Every record of an organisation's kind, whatever its age, and the
+    /// problems met (for `verify`). Returns the problems and the number of
+    /// segments read.
+    pub(crate) fn read_all(
+        &self,
+        org: &OrgId,
+        kind: DataKind,
+        each: &mut dyn FnMut(StoredRecord),
+    ) -> Result<(Vec<SegmentProblem>, u64), StoreError> {
+        self.read_range(org, kind, (i64::MIN, i64::MAX), None, each)
+    }
+
+    /// Reads records received in `from..until`, not later than `latest`
+    /// (those are reported), checked against the segment catalog.
+    fn read_range(
+        &self,
+        org: &OrgId,
+        kind: DataKind,
+        (from, until): (i64, i64),
+        latest: Option<i64>,
+        each: &mut dyn FnMut(StoredRecord),
+    ) -> Result<(Vec<SegmentProblem>, u64), StoreError> {
+        let until_served = latest.map_or(until, |latest| until.min(latest.saturating_add(1)));
         let mut repeats = RepeatFilter::default();
         let mut deliver = |record: StoredRecord, origin: Option<RecordOrigin>| {
             if repeats.admit(&record.device, origin) {
                 each(record);
             }
         };
-        let mut sink = Sink { each: &mut deliver, problems: Vec::new(), range: (from, until) };
+        let mut sink = Sink {
+            each: &mut deliver,
+            problems: Vec::new(),
+            range: (from, until_served),
+            tally: None,
+            future: (until, 0),
+        };
         if from >= until {
-            return Ok(sink.problems);
+            return Ok((sink.problems, 0));
         }
+        let rows = self.catalog_rows(org, kind)?;
+        let read_day = |day: i64| {
+            let day_start = day.saturating_mul(MILLIS_PER_DAY);
+            !(day_start.saturating_add(MILLIS_PER_DAY) <= from || day_start >= until)
+        };
         let mut key: Option<Arc<OrgKey>> = None;
         let mut seen_ids = HashSet::new();
+        let mut tallies: HashMap<(i64, String), catalog::Tally> = HashMap::new();
+        let mut segments_read = 0;
         for day in self.segments.days(org, kind, &mut sink.problems)? {
-            let day_start = day.saturating_mul(MILLIS_PER_DAY);
-            if day_start.saturating_add(MILLIS_PER_DAY) <= from || day_start >= until {
+            if !read_day(day) {
                 continue;
             }
             let place = SegmentPlace { org: org.clone(), kind, day };
             for segment in self.segments.segments(org, kind, day, &mut sink.problems)? {
+                segments_read += 1;
                 let key = match &key {
                     Some(key) => Arc::clone(key),
                     None => {
@@ -579,19 +670,38 @@ impl Store {
                         found
                     }
                 };
+                let mut tally = catalog::Tally { listed: true, ..catalog::Tally::default() };
                 match self.segments.open(&segment) {
-                    Ok(Some(bytes)) => read_source(&*bytes, &segment, &place, key.secret(), &mut seen_ids, &mut sink),
+                    Ok(Some(bytes)) => {
+                        sink.tally = Some(tally);
+                        read_source(&*bytes, &segment, &place, key.secret(), &mut seen_ids, &mut sink);
+                        tally = sink.tally.take().unwrap_or_default();
+                    }
                     // Deleted by the sweeper since it was listed: expired anyway.
-                    Ok(None) => {}
+                    Ok(None) => tally.listed = false,
                     Err(e) => problem(&mut sink.problems, segment.location.clone(), 0, e.to_string()),
                 }
+                tallies.insert((day, segment.key.name.clone()), tally);
             }
         }
-        let problems = sink.problems;
+        let (_, future) = sink.future;
+        let mut problems = sink.problems;
+        if future > 0 {
+            problem(
+                &mut problems,
+                self.data_dir.join(ORGS_DIR).join(org.as_str()).join(kind.as_str()),
+                0,
+                format!(
+                    "{future} records are dated after the collector's clock (it was ahead when they were stored, \
+                     or is behind now); not served"
+                ),
+            );
+        }
+        self.check_catalog(org, kind, rows, &read_day, &tallies, &mut problems);
         if repeats.repeats > 0 {
             tracing::debug!(%org, %kind, repeats = repeats.repeats, "records stored twice served once");
         }
-        Ok(problems)
+        Ok((problems, segments_read))
     }
 
     /// Disk use per organisation and kind.
@@ -676,6 +786,11 @@ fn stamp<'a>(
         .collect()
 }
 
+/// The day a segment's header names (see [`retention`](crate::retention)).
+pub(crate) fn segment_header_day(bytes: &dyn SegmentBytes) -> Option<i64> {
+    segment::header_day(bytes)
+}
+
 pub(crate) fn problem(problems: &mut Vec<SegmentProblem>, path: PathBuf, offset: u64, what: String) {
     tracing::warn!(path = %path.display(), offset, problem = %what, "segment store problem");
     problems.push(SegmentProblem { path, offset, what });
@@ -687,6 +802,11 @@ struct Sink<'a> {
     problems: Vec<SegmentProblem>,
     /// Records received in `range.0..range.1` are delivered.
     range: (i64, i64),
+    /// Counts what the current segment holds, for the catalog check.
+    tally: Option<catalog::Tally>,
+    /// Records asked for (before `future.0`) but dated after the clock's
+    /// limit, so not delivered: counted in `future.1`.
+    future: (i64, u64),
 }
 
 /// Reads one segment into `sink`. Every failure becomes a problem; none
@@ -721,9 +841,17 @@ fn read_source(
     reader.read_blocks(|item| match item {
         Ok((offset, plaintext)) => match decode_block(version, &plaintext) {
             Some(records) => {
+                if let Some(tally) = sink.tally.as_mut() {
+                    tally.blocks += 1;
+                }
                 for (record, origin) in records {
+                    if let Some(tally) = sink.tally.as_mut() {
+                        tally.count(&record, origin);
+                    }
                     if record.received_at_ms >= from && record.received_at_ms < until {
                         (sink.each)(record, origin);
+                    } else if record.received_at_ms >= until && record.received_at_ms < sink.future.0 {
+                        sink.future.1 += 1;
                     }
                 }
             }

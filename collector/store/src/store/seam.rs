@@ -106,7 +106,22 @@ pub struct SyncTicket {
     pub blocks: usize,
     /// Bytes written, framing included.
     pub bytes: u64,
+    /// Where each run's blocks went, for the segment catalog.
+    pub placed: Vec<Placed>,
     pub(crate) pending: Vec<PendingSync>,
+}
+
+/// Some of a run's blocks, placed in one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    /// Which run of the `append` call (its index in `runs`).
+    pub run: usize,
+    /// Which of the run's plaintexts.
+    pub blocks: std::ops::Range<usize>,
+    /// The segment they went to.
+    pub segment: SegmentKey,
+    /// Where the last of them ends in it.
+    pub end: u64,
 }
 
 /// One segment's part of a ticket: durable once `point` has synced `end`.
@@ -203,14 +218,15 @@ pub trait SegmentStore: Send + Sync + fmt::Debug {
     /// Offers every segment of `org`'s `kind` to `edit`, oldest first, and
     /// applies its decisions, each replacement atomic and durable before
     /// the next segment is offered. Appends of that kind wait meanwhile and
-    /// then go to a fresh segment. `key` seals replacements.
+    /// then go to a fresh segment. `key` seals replacements. Returns each
+    /// replaced segment with its replacement (`None`: deleted).
     fn rewrite(
         &self,
         org: &OrgId,
         kind: DataKind,
         key: &SecretKey,
         edit: &mut dyn FnMut(&SegmentInfo, &dyn SegmentBytes) -> Rewrite,
-    ) -> Result<u64, SegmentError>;
+    ) -> Result<Vec<(SegmentKey, Option<SegmentKey>)>, SegmentError>;
 
     /// Deletes every segment of one day, durably.
     fn delete_day(&self, org: &OrgId, kind: DataKind, day: i64) -> Result<Freed, SegmentError>;

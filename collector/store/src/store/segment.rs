@@ -139,6 +139,19 @@ pub(crate) fn seal_block_in_format(
 
 /// Positional reads: the small I/O seam that lets the reader run over a
 /// file or, in tests, over arbitrary bytes.
+/// The UTC day a segment's header says it holds, read without a key;
+/// `None` if the header is not a segment header.
+pub(crate) fn header_day<R: ReadAt + ?Sized>(src: &R) -> Option<i64> {
+    let mut fixed = [0u8; HEADER_FIXED_LEN];
+    src.read_exact_at(&mut fixed, 0).ok()?;
+    if fixed[..8] != MAGIC {
+        return None;
+    }
+    let mut day = [0u8; 8];
+    day.copy_from_slice(&fixed[18..26]);
+    Some(i64::from_be_bytes(day))
+}
+
 pub(crate) trait ReadAt {
     /// Bytes available.
     fn size(&self) -> u64;

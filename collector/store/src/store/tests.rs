@@ -102,7 +102,8 @@ fn orgs_have_separate_keys_and_cannot_read_each_other() {
     let place = SegmentPlace { org: org("acme"), kind: DataKind::Metadata, day: utc_day(T0) };
     let mut served = 0;
     let mut count = |_, _| served += 1;
-    let mut sink = Sink { each: &mut count, problems: Vec::new(), range: (i64::MIN, i64::MAX) };
+    let mut sink =
+        Sink { each: &mut count, problems: Vec::new(), range: (i64::MIN, i64::MAX), tally: None, future: (0, 0) };
     let key = seam::SegmentKey { org: org("acme"), kind: DataKind::Metadata, day: utc_day(T0), name: String::new() };
     let info = seam::SegmentInfo { key, location: acme_seg.clone(), bytes: bytes.len() as u64 };
     read_source(&bytes, &info, &place, globex.secret(), &mut HashSet::new(), &mut sink);
@@ -452,7 +453,7 @@ fn a_second_store_on_the_same_directory_is_refused() {
     let f = Fixture::new();
     let clock: Arc<dyn glimpse_common::clock::Clock> = Arc::new(f.clock.clone());
     let err = Store::open(f.dir.path(), crate::keys::test_master(1), clock, Default::default()).unwrap_err();
-    assert!(err.to_string().contains("already open"), "{err}");
+    assert!(err.to_string().contains("in use by another process"), "{err}");
 }
 
 #[test]
@@ -577,4 +578,68 @@ fn concurrent_appenders_share_fsyncs_and_lose_nothing() {
     // Everything written is durable: a fresh store reads the same.
     let f = f.reopen(1).unwrap();
     assert_eq!(f.read("acme", DataKind::Metadata).records.len(), 600);
+}
+
+#[test]
+fn the_catalog_reports_a_tail_cut_between_blocks_and_a_vanished_segment() {
+    let f = Fixture::new();
+    let ap = identity("acme", "ap-1");
+    for seq in 1..=3 {
+        f.append(&ap, seq, &[&format!("r{seq}")]);
+    }
+    assert!(f.read("acme", DataKind::Metadata).problems.is_empty());
+    let seg = segments(f.dir.path())[0].clone();
+    let bytes = std::fs::read(&seg).unwrap();
+    let f = f.reopen(1).unwrap();
+    // Cut after the first block: a valid, shorter segment.
+    let ends = {
+        let mut pos = 26 + 2 + "acme".len() + "metadata".len();
+        let mut ends = Vec::new();
+        while pos + 12 <= bytes.len() {
+            pos += 12 + u32::from_be_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+            ends.push(pos);
+        }
+        ends
+    };
+    std::fs::write(&seg, &bytes[..ends[0]]).unwrap();
+    let out = f.read("acme", DataKind::Metadata);
+    assert_eq!(hostnames(&out), ["r1"]);
+    assert_eq!(out.problems.len(), 1, "{:?}", out.problems);
+    let what = &out.problems[0].what;
+    assert!(what.contains("missing tail") && what.contains("2 acknowledged records"), "{what}");
+    assert!(what.contains("batches 2..=3"), "{what}");
+
+    std::fs::remove_file(&seg).unwrap();
+    let out = f.read("acme", DataKind::Metadata);
+    assert!(out.problems[0].what.contains("missing segment"), "{:?}", out.problems);
+    assert_eq!(out.problems[0].path, seg);
+    let report = f.store.verify(None).unwrap();
+    assert_eq!(report.len(), 1);
+    assert_eq!(report[0].2.problems.len(), 1);
+}
+
+#[test]
+fn a_read_only_store_changes_nothing_and_cuts_no_torn_tail() {
+    let f = Fixture::new();
+    let ap = identity("acme", "ap-1");
+    f.append(&ap, 1, &["one"]);
+    f.append(&ap, 2, &["two"]);
+    let dir = f.dir.path().to_path_buf();
+    let clock: Arc<dyn glimpse_common::clock::Clock> = Arc::new(f.clock.clone());
+    let Fixture { dir: keep, store, .. } = f;
+    drop(store);
+    let seg = segments(&dir)[0].clone();
+    let mut torn = std::fs::read(&seg).unwrap();
+    torn.extend_from_slice(&[0, 0, 0, 9, 1]);
+    std::fs::write(&seg, &torn).unwrap();
+    let before: Vec<_> = files(&dir).into_iter().map(|p| (std::fs::read(&p).unwrap(), p)).collect();
+    let store = Store::open_read_only(&dir, crate::keys::test_master(1), clock, Default::default()).unwrap();
+    let out = store.read(&org("acme"), DataKind::Metadata, None, None).unwrap();
+    assert_eq!(hostnames(&out), ["one", "two"]);
+    assert!(out.problems.is_empty(), "a torn tail after the catalogued blocks is no loss: {:?}", out.problems);
+    store.audit_event("test", "data.export", None, crate::audit::AuditOutcome::Done, "");
+    drop(store);
+    let after: Vec<_> = files(&dir).into_iter().map(|p| (std::fs::read(&p).unwrap(), p)).collect();
+    assert!(before == after, "nothing changed");
+    drop(keep);
 }
