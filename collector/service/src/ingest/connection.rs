@@ -25,7 +25,7 @@ use glimpse_common::wire::{
 };
 
 use crate::ingest::directory::{AgentDirectory, OrgDirectives};
-use crate::ingest::reject::{IngestMetrics, RejectReason};
+use crate::ingest::reject::{refusal_warn, IngestMetrics, RejectReason};
 use glimpse_store::store::Store;
 
 /// What every connection task shares.
@@ -167,7 +167,7 @@ pub(crate) async fn serve_connection(
     let (stream, session) = match authenticate(tcp, peer, tls, &context, accepted_at).await {
         Ok(pair) => pair,
         Err((refusal, stream)) => {
-            warn!(%peer, reason = refusal.reason.as_str(), "agent refused: {}", refusal.detail);
+            refusal_warn!(context.metrics, peer.ip(), refusal.reason, %peer, reason = refusal.reason.as_str(), "agent refused: {}", refusal.detail);
             context.metrics.reject(refusal.reason);
             if let Some(mut stream) = stream {
                 let _ = send_error(&mut stream, refusal.code, &refusal.public, context.max_frame).await;
@@ -192,7 +192,7 @@ pub(crate) async fn serve_ssh_channel<S: AgentStream>(
     let session = match admit_ssh(&mut stream, &identity, &context).await {
         Ok(session) => session,
         Err((refusal, tell_agent)) => {
-            warn!(%peer, device = %identity, reason = refusal.reason.as_str(), "SSH agent refused: {}", refusal.detail);
+            refusal_warn!(context.metrics, peer.ip(), refusal.reason, %peer, device = %identity, reason = refusal.reason.as_str(), "SSH agent refused: {}", refusal.detail);
             context.metrics.reject(refusal.reason);
             if tell_agent {
                 let _ = send_error(&mut stream, refusal.code, &refusal.public, context.max_frame).await;
