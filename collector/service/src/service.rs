@@ -264,9 +264,9 @@ async fn refusal_summaries(metrics: Arc<IngestMetrics>, mut shutdown: watch::Rec
     let mut timer = tokio::time::interval(std::time::Duration::from_secs(5));
     loop {
         tokio::select! {
-            _ = timer.tick() => metrics.log_refusal_summaries(),
+            _ = timer.tick() => metrics.log_refusal_summaries(false),
             _ = stopped(&mut shutdown) => {
-                metrics.log_refusal_summaries();
+                metrics.log_refusal_summaries(true);
                 return;
             }
         }

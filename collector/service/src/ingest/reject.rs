@@ -133,11 +133,13 @@ impl IngestMetrics {
     }
 
     /// Logs one summary line per source and reason whose interval ended
-    /// with lines held back; the service calls this periodically.
-    pub(crate) fn log_refusal_summaries(&self) {
+    /// with lines held back; the service calls this periodically, and with
+    /// `all` at shutdown (every interval ends there).
+    pub(crate) fn log_refusal_summaries(&self, all: bool) {
         let (summaries, interval, burst) = {
             let mut log = self.refusal_log.lock().unwrap_or_else(|p| p.into_inner());
-            (log.flush(Instant::now()), log.interval(), log.burst())
+            let now = if all { Instant::now() + log.interval() } else { Instant::now() };
+            (log.flush(now), log.interval(), log.burst())
         };
         for s in summaries {
             let source = s.source.map_or_else(|| "other addresses".to_owned(), |ip| ip.to_string());

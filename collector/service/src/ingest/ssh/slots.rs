@@ -226,7 +226,7 @@ mod tests {
         let mut table = SlotTable::new(4, 8, STALL);
         let (a, _) = table.open(ip(1), "a", at(t0, 0));
         let (b, _) = table.open(ip(1), "b", at(t0, 10));
-        let (c, _) = table.open(ip(1), "c", at(t0, 20));
+        table.open(ip(1), "c", at(t0, 20));
         let (d, _) = table.open(ip(1), "d", at(t0, 30));
         table.heard(a, Phase::KeyExchange, at(t0, 40));
         table.heard(b, Phase::Authentication, at(t0, 40));
