@@ -96,7 +96,12 @@ async fn a_hundred_switches_behind_one_address_all_connect_at_once() {
             Err(e) => failures.push(e.to_string()),
         }
     }
-    assert!(failures.is_empty(), "{} of 100 failed on their first attempt, first: {:?}", failures.len(), failures.first());
+    assert!(
+        failures.is_empty(),
+        "{} of 100 failed on their first attempt, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
     assert_eq!(connections.len(), 100, "all held at once");
     for connection in connections {
         connection.close().await;

@@ -119,7 +119,10 @@ pub fn is_refusal(error: &TransportError) -> bool {
     let dropped = |e: &std::io::Error| {
         matches!(
             e.kind(),
-            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::UnexpectedEof | ErrorKind::BrokenPipe
+            ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::UnexpectedEof
+                | ErrorKind::BrokenPipe
         )
     };
     match error {
@@ -253,7 +256,10 @@ mod tests {
         assert!(is_refusal(&TransportError::Ssh("Disconnected".into())));
         assert!(is_refusal(&TransportError::Tls(io(std::io::ErrorKind::ConnectionReset))));
         assert!(is_refusal(&TransportError::Refused { code: ErrorCode::ShuttingDown, message: String::new() }));
-        assert!(!is_refusal(&TransportError::Refused { code: ErrorCode::AuthenticationFailed, message: String::new() }));
+        assert!(!is_refusal(&TransportError::Refused {
+            code: ErrorCode::AuthenticationFailed,
+            message: String::new()
+        }));
         assert!(!is_refusal(&TransportError::SshLoginRefused { user: "a/b".into(), fingerprint: "f".into() }));
         assert!(!is_refusal(&TransportError::Tls(io(std::io::ErrorKind::InvalidData))));
         let j = jitter();

@@ -75,7 +75,10 @@ mod tests {
 
     #[test]
     fn the_soft_limit_goes_to_the_hard_one_and_connections_fit_below_it() {
-        assert_eq!(plan(Some(1024), Some(524_288), 20_000), FilePlan { raise_to: Some(524_288), max_connections: 20_000 });
+        assert_eq!(
+            plan(Some(1024), Some(524_288), 20_000),
+            FilePlan { raise_to: Some(524_288), max_connections: 20_000 }
+        );
         assert_eq!(plan(Some(1024), Some(1024), 20_000), FilePlan { raise_to: None, max_connections: 768 });
         assert_eq!(plan(Some(1024), Some(4096), 20_000).max_connections, 4096 - 256);
         assert_eq!(plan(None, None, 20_000), FilePlan { raise_to: None, max_connections: 20_000 });

@@ -126,11 +126,12 @@ impl Collector {
             Some(settings) => {
                 // A busy SSH port is a bind failure like a busy TLS port (the
                 // demo falls back to other ports on either).
-                let ssh =
-                    SshServer::bind(settings, server.connection_limit(), server.context()).await.map_err(|e| match e {
+                let ssh = SshServer::bind(settings, server.connection_limit(), server.context()).await.map_err(
+                    |e| match e {
                         crate::ingest::SshError::Bind { addr, source } => ServiceError::Bind { addr, source },
                         other => ServiceError::Ssh(other),
-                    })?;
+                    },
+                )?;
                 ssh_addr =
                     Some(ssh.local_addr().map_err(|source| ServiceError::Bind { addr: settings.listen, source })?);
                 ssh_fingerprint = Some(ssh.fingerprint().to_owned());

@@ -140,9 +140,8 @@ impl<T> SlotTable<T> {
         if evicted.is_none() && self.entries.len() >= self.capacity {
             let (per_source, by_source) = (self.per_source, &self.by_source);
             let any_over = by_source.values().any(|&held| held > per_source);
-            let victim = self.victim(now, |entry| {
-                !any_over || by_source.get(&entry.source).copied().unwrap_or(0) > per_source
-            });
+            let victim =
+                self.victim(now, |entry| !any_over || by_source.get(&entry.source).copied().unwrap_or(0) > per_source);
             evicted = victim.map(|id| self.evict(id, EvictionCause::Full, now));
         }
         let id = SlotId(self.next);
