@@ -209,7 +209,12 @@ impl TestCollector {
         MasterKey::generate_file(&master).expect("master key");
         let config_path = dir.path().join("collector.toml");
         // [ssh] is the last table, so these lines land in it.
-        let text = format!("{}{ssh_lines}\n", collector_toml(&dir.path().join("data"), &master, port));
+        let mut base = collector_toml(&dir.path().join("data"), &master, port);
+        if ssh_lines.contains("auth_timeout_secs") {
+            // The caller's own deadline replaces the default one.
+            base = base.replace("auth_timeout_secs = 20\n", "");
+        }
+        let text = format!("{base}{ssh_lines}\n");
         std::fs::write(&config_path, text).expect("write config");
         let config = CollectorConfig::load(&config_path).expect("load config");
         let collector = {

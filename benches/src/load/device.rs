@@ -33,6 +33,13 @@ pub struct Tally {
     pub connected: AtomicU64,
     /// Connections that failed to open, or failed while streaming.
     pub errors: AtomicU64,
+    /// Connection attempts the collector refused or dropped before the
+    /// device was authenticated (overload, eviction, deadline), each
+    /// retried after a backoff as an agent would.
+    pub refusals: AtomicU64,
+    /// Devices the collector told that their organisation has no capture
+    /// consent (their capture records are dropped, not stored).
+    pub without_consent: AtomicU64,
     latencies: Vec<Mutex<Histogram<u64>>>,
     first_error: Mutex<Option<String>>,
 }
@@ -46,6 +53,8 @@ impl Default for Tally {
             acked: AtomicU64::new(0),
             connected: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            refusals: AtomicU64::new(0),
+            without_consent: AtomicU64::new(0),
             latencies: (0..LATENCY_SHARDS).map(|_| histogram()).collect(),
             first_error: Mutex::new(None),
         }
@@ -88,6 +97,71 @@ pub async fn connect(config: &AgentConfig, stream_id: u64, window: usize) -> Res
     Connection::open_with_window(config, &credentials, stream_id, window).await
 }
 
+/// A uniform sample in [0, 1) for the backoff's jitter, from the standard
+/// library's randomly keyed hasher (no random-number crate needed here).
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let bits = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Attempts before a device gives up connecting.
+pub const CONNECT_ATTEMPTS: u32 = 10;
+
+/// Whether `error` is the collector turning a connection away before the
+/// device authenticated (too many connections, an evicted or timed-out
+/// unauthenticated SSH connection, shutting down): what an agent retries
+/// after a backoff. Anything else (a refused key or certificate, a wrong
+/// host key, a bad configuration) is a failure.
+pub fn is_refusal(error: &TransportError) -> bool {
+    use glimpse_common::wire::ErrorCode;
+    use std::io::ErrorKind;
+    let dropped = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::UnexpectedEof
+                | ErrorKind::BrokenPipe
+        )
+    };
+    match error {
+        TransportError::Ssh(_) | TransportError::Timeout(_) => true,
+        TransportError::Tls(e) => dropped(e),
+        TransportError::Connect { source, .. } => dropped(source),
+        TransportError::Refused { code, .. } => matches!(code, ErrorCode::ShuttingDown | ErrorCode::StorageUnavailable),
+        _ => false,
+    }
+}
+
+/// [`connect`], retrying refusals ([`is_refusal`]) with the agent's
+/// jittered exponential backoff, counting each in `tally.refusals`.
+pub async fn connect_retrying(
+    config: &AgentConfig,
+    stream_id: u64,
+    window: usize,
+    tally: &Tally,
+) -> Result<Connection, TransportError> {
+    let mut backoff = glimpse_agent::transport::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut attempt = 1;
+    loop {
+        match connect(config, stream_id, window).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) if is_refusal(&e) && attempt < CONNECT_ATTEMPTS => {
+                tally.refusals.fetch_add(1, Ordering::Relaxed);
+                attempt += 1;
+                tokio::time::sleep(backoff.next_delay(jitter())).await;
+            }
+            Err(e) => {
+                if is_refusal(&e) {
+                    tally.refusals.fetch_add(1, Ordering::Relaxed);
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
 /// How a device streams.
 #[derive(Debug, Clone, Copy)]
 pub struct Pace {
@@ -120,6 +194,7 @@ pub async fn stream(
         t
     });
     let mut stopping = *stop.borrow();
+    let mut told_no_consent = false;
     loop {
         let waiting = !conn.session().is_drained();
         if stopping && !waiting {
@@ -134,12 +209,19 @@ pub async fn stream(
             }
             // Cancel-safe: it only reads.
             event = conn.next_event(), if waiting => {
-                if let AgentEvent::Acked { records, sent_at, .. } = event? {
-                    if let Some(written) = sent_at {
-                        tally.latency(shard, written.elapsed());
+                match event? {
+                    AgentEvent::Acked { records, sent_at, .. } => {
+                        if let Some(written) = sent_at {
+                            tally.latency(shard, written.elapsed());
+                        }
+                        tally.acked.fetch_add(records as u64, Ordering::Relaxed);
+                        acked += records as u64;
                     }
-                    tally.acked.fetch_add(records as u64, Ordering::Relaxed);
-                    acked += records as u64;
+                    AgentEvent::ConsentChanged { capture: false, .. } if !told_no_consent => {
+                        told_no_consent = true;
+                        tally.without_consent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
                 }
             }
             _ = tick(&mut ticker), if may_send => {
@@ -160,5 +242,27 @@ async fn tick(ticker: &mut Option<tokio::time::Interval>) {
             t.tick().await;
         }
         None => tokio::task::yield_now().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glimpse_common::wire::ErrorCode;
+
+    #[test]
+    fn turned_away_before_authentication_is_a_refusal_anything_else_a_failure() {
+        let io = |kind| std::io::Error::new(kind, "x");
+        assert!(is_refusal(&TransportError::Ssh("Disconnected".into())));
+        assert!(is_refusal(&TransportError::Tls(io(std::io::ErrorKind::ConnectionReset))));
+        assert!(is_refusal(&TransportError::Refused { code: ErrorCode::ShuttingDown, message: String::new() }));
+        assert!(!is_refusal(&TransportError::Refused {
+            code: ErrorCode::AuthenticationFailed,
+            message: String::new()
+        }));
+        assert!(!is_refusal(&TransportError::SshLoginRefused { user: "a/b".into(), fingerprint: "f".into() }));
+        assert!(!is_refusal(&TransportError::Tls(io(std::io::ErrorKind::InvalidData))));
+        let j = jitter();
+        assert!((0.0..1.0).contains(&j));
     }
 }

@@ -278,7 +278,7 @@ pub async fn run(options: &LoadOptions) -> Result<Report, BenchError> {
         tasks.spawn(async move {
             let conn = {
                 let _permit = handshakes.acquire_owned().await;
-                device::connect(&config, stream_id, pace.window).await
+                device::connect_retrying(&config, stream_id, pace.window, &tally).await
             };
             let conn = match conn {
                 Ok(conn) => conn,
@@ -381,6 +381,8 @@ pub async fn run(options: &LoadOptions) -> Result<Report, BenchError> {
         },
         generator: ProcessFigures::between(generator_start, generator_end, connect_seconds + seconds),
         errors: tally.errors.load(Ordering::Relaxed),
+        refusals: tally.refusals.load(Ordering::Relaxed),
+        devices_without_capture_consent: tally.without_consent.load(Ordering::Relaxed),
         first_error: tally.first_error(),
         machine: Machine::this(),
     })

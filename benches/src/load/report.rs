@@ -118,6 +118,13 @@ pub struct Report {
     pub generator: ProcessFigures,
     /// Connections that failed.
     pub errors: u64,
+    /// Connection attempts the collector turned away before authentication
+    /// (overload, eviction, deadline) and that were retried after a backoff;
+    /// not failures unless the device gave up (then also in `errors`).
+    pub refusals: u64,
+    /// Devices whose organisation has no capture consent: the collector
+    /// acknowledges their capture records but drops them instead of storing.
+    pub devices_without_capture_consent: u64,
     /// The first failure, if any.
     pub first_error: Option<String>,
     /// Where the figures came from.
@@ -179,6 +186,17 @@ impl Report {
         };
         rows.push(("collector", self.collector.as_ref().map_or_else(|| "not measured".to_owned(), figures)));
         rows.push(("load generator", figures(&self.generator)));
+        rows.push(("refusals (retried)", self.refusals.to_string()));
+        if self.devices_without_capture_consent > 0 {
+            rows.push((
+                "CAPTURE CONSENT",
+                format!(
+                    "{} devices' organisations have no capture consent: their capture records are acknowledged \
+                     but dropped, not stored (grant consent, or run with --records metadata)",
+                    self.devices_without_capture_consent
+                ),
+            ));
+        }
         rows.push((
             "errors",
             match &self.first_error {

@@ -212,6 +212,8 @@ pub async fn run(options: &SyslogOptions) -> Result<Report, BenchError> {
         collector: figures(receiver_start, receiver_end),
         generator: ProcessFigures::between(generator_start, generator_end, connect_seconds + seconds),
         errors: tally.errors.load(Ordering::Relaxed),
+        refusals: 0,
+        devices_without_capture_consent: 0,
         first_error: tally.first_error(),
         machine: Machine::this(),
     })

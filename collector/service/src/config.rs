@@ -62,7 +62,7 @@ fn default_ssh_per_source() -> usize {
 }
 
 fn default_ssh_unauthenticated() -> usize {
-    64
+    256
 }
 
 fn default_ssh_auth_timeout() -> u64 {
@@ -80,15 +80,21 @@ pub struct SshConfig {
     pub listen: SocketAddr,
     /// The Ed25519 host key (OpenSSH format, 0600); created on first start.
     pub host_key: PathBuf,
-    /// Most connections that have not authenticated yet; more are refused
-    /// at accept, so a flood of half-open logins cannot starve devices.
+    /// Most connections that have not authenticated yet. A new connection
+    /// is never refused for want of a slot: when all are taken it evicts
+    /// the least advanced connection of an address holding more than
+    /// `max_unauthenticated_per_source`, so a flood of half-open logins
+    /// cannot starve devices.
     pub max_unauthenticated: usize,
     /// Time allowed from accept to successful authentication.
     pub auth_timeout: Duration,
     /// Authentication attempts allowed per connection.
     pub max_auth_attempts: usize,
-    /// Most unauthenticated connections from one IP address, so that one
-    /// host cannot take every slot of `max_unauthenticated`.
+    /// One IP address's fair share of `max_unauthenticated`: when the slots
+    /// are all taken, only addresses above it lose connections, and an
+    /// address at its share that opens another loses its connections that
+    /// stalled (silent for 5 s). Connections that progress are never
+    /// refused on its account, so devices behind one NAT all get in.
     pub max_unauthenticated_per_source: usize,
     /// Offer only the hybrid post-quantum key exchange
     /// (mlkem768x25519-sha256). Every Glimpse agent speaks it; OpenSSH
@@ -308,7 +314,7 @@ key = "pki/collector.key"
         assert_eq!(ssh.host_key, Path::new("/srv/glimpse/data/ssh_host_ed25519_key"));
         assert_eq!(
             (ssh.max_unauthenticated, ssh.auth_timeout, ssh.max_auth_attempts),
-            (64, Duration::from_secs(20), 3)
+            (256, Duration::from_secs(20), 3)
         );
         let err =
             parse(&format!("{GOOD}\n[ssh]\nlisten = \"0.0.0.0:2222\"\nmax_auth_attempts = 0\nauth_timeout_secs = 0\n"))

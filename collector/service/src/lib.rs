@@ -21,6 +21,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod ingest;
+pub mod limits;
 mod listener;
 mod repeats;
 pub mod service;

@@ -131,7 +131,10 @@ impl Collector {
     }
 
     /// As [`Collector::start`], with an injected clock (retention tests).
-    pub async fn start_with_clock(config: CollectorConfig, clock: Arc<dyn Clock>) -> Result<Self, ServiceError> {
+    pub async fn start_with_clock(mut config: CollectorConfig, clock: Arc<dyn Clock>) -> Result<Self, ServiceError> {
+        // TLS and SSH ingest share one connection limit, which must fit the
+        // open-file limit.
+        config.max_connections = crate::limits::apply(config.max_connections);
         let store = Arc::new(open_store(&config, clock)?);
         audit_retention(&store);
         if let Some(pki) = &config.pki_dir {
@@ -161,11 +164,12 @@ impl Collector {
             Some(settings) => {
                 // A busy SSH port is a bind failure like a busy TLS port (the
                 // demo falls back to other ports on either).
-                let ssh =
-                    SshServer::bind(settings, config.max_connections, server.context()).await.map_err(|e| match e {
+                let ssh = SshServer::bind(settings, server.connection_limit(), server.context()).await.map_err(
+                    |e| match e {
                         crate::ingest::SshError::Bind { addr, source } => ServiceError::Bind { addr, source },
                         other => ServiceError::Ssh(other),
-                    })?;
+                    },
+                )?;
                 ssh_addr =
                     Some(ssh.local_addr().map_err(|source| ServiceError::Bind { addr: settings.listen, source })?);
                 ssh_fingerprint = Some(ssh.fingerprint().to_owned());
@@ -180,6 +184,7 @@ impl Collector {
             tasks.push(tokio::spawn(ssh.run(shutdown_rx.clone())));
         }
         tasks.push(tokio::spawn(sweeper(store.clone(), config.sweep_interval, shutdown_rx.clone())));
+        tasks.push(tokio::spawn(refusal_summaries(metrics.clone(), shutdown_rx.clone())));
         let mut admin_tls = None;
         let mut admin_addr = None;
         if let Some(addr) = config.admin_listen {
@@ -335,6 +340,20 @@ async fn sweeper(store: Arc<Store>, every: std::time::Duration, mut shutdown: wa
                 }
             }
             _ = stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+/// Logs the summaries of refusal lines held back, as their intervals end.
+async fn refusal_summaries(metrics: Arc<IngestMetrics>, mut shutdown: watch::Receiver<bool>) {
+    let mut timer = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = timer.tick() => metrics.log_refusal_summaries(false),
+            _ = stopped(&mut shutdown) => {
+                metrics.log_refusal_summaries(true);
+                return;
+            }
         }
     }
 }

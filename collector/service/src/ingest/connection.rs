@@ -25,7 +25,7 @@ use glimpse_common::wire::{
 };
 
 use crate::ingest::directory::{AgentDirectory, Credential, OrgDirectives, StatusTaken, Withdrawn};
-use crate::ingest::reject::{IngestMetrics, RejectReason};
+use crate::ingest::reject::{refusal_warn, IngestMetrics, RejectReason};
 use crate::ingest::withdraw::withdrawn;
 use crate::repeats::{span, RepeatAudit};
 use glimpse_store::audit::aggregate::{Seen, Summary};
@@ -218,7 +218,7 @@ pub(crate) async fn serve_connection(
     let (stream, session, serial) = match authenticate(tcp, peer, tls, &context, accepted_at).await {
         Ok(authenticated) => authenticated,
         Err((refusal, stream)) => {
-            warn!(%peer, reason = refusal.reason.as_str(), "agent refused: {}", refusal.detail);
+            refusal_warn!(context.metrics, peer.ip(), refusal.reason, %peer, reason = refusal.reason.as_str(), "agent refused: {}", refusal.detail);
             context.metrics.reject(refusal.reason);
             if let Some(mut stream) = stream {
                 let _ = send_error(&mut stream, refusal.code, &refusal.public, context.max_frame).await;
@@ -245,7 +245,7 @@ pub(crate) async fn serve_ssh_channel<S: AgentStream>(
     let session = match admit_ssh(&mut stream, &identity, &context).await {
         Ok(session) => session,
         Err((refusal, tell_agent)) => {
-            warn!(%peer, device = %identity, reason = refusal.reason.as_str(), "SSH agent refused: {}", refusal.detail);
+            refusal_warn!(context.metrics, peer.ip(), refusal.reason, %peer, device = %identity, reason = refusal.reason.as_str(), "SSH agent refused: {}", refusal.detail);
             context.metrics.reject(refusal.reason);
             if tell_agent {
                 let _ = send_error(&mut stream, refusal.code, &refusal.public, context.max_frame).await;

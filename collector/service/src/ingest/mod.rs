@@ -21,11 +21,14 @@
 //! `Error` naming the reason and closed, and nothing it sent after the
 //! reload is stored.
 //!
-//! Every refusal is logged once with the peer address and counted by reason
-//! in [`IngestMetrics`]; nothing from a refused connection is stored.
+//! Every refusal is counted by reason in [`IngestMetrics`] and logged with
+//! the peer address, at most a few lines per address and reason a minute
+//! followed by a summary with the count (`refusal_log`); nothing from a
+//! refused connection is stored.
 
 mod connection;
 mod directory;
+mod refusal_log;
 mod reject;
 mod server;
 pub mod ssh;

@@ -1,7 +1,18 @@
 //! Why connections were refused, counted for operators and tests.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::ingest::refusal_log::{RefusalLog, Verdict};
+
+/// Refusal lines logged per source and reason in each interval.
+const REFUSAL_LOG_BURST: u32 = 5;
+/// How long each interval is; its summary comes at the end.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// Sources tracked one by one; the rest share one entry per reason.
+const REFUSAL_LOG_SOURCES: usize = 4096;
 
 /// Why the collector refused an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -82,8 +93,9 @@ impl RejectReason {
 }
 
 /// Counters the ingest path keeps.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct IngestMetrics {
+    refusal_log: Mutex<RefusalLog>,
     rejections: Mutex<BTreeMap<RejectReason, u64>>,
     batches: Mutex<(u64, u64)>,
     payload_bytes_cut: Mutex<u64>,
@@ -97,7 +109,67 @@ pub struct IngestMetrics {
     unsolicited_capture_statuses: Mutex<u64>,
 }
 
+impl Default for IngestMetrics {
+    fn default() -> Self {
+        Self {
+            refusal_log: Mutex::new(RefusalLog::new(REFUSAL_LOG_INTERVAL, REFUSAL_LOG_BURST, REFUSAL_LOG_SOURCES)),
+            rejections: Mutex::default(),
+            batches: Mutex::default(),
+            payload_bytes_cut: Mutex::default(),
+            captures_without_consent: Mutex::default(),
+            pseudonymised_batches: Mutex::default(),
+            authenticated: Mutex::default(),
+            sessions_withdrawn: Mutex::default(),
+            unsolicited_capture_statuses: Mutex::default(),
+        }
+    }
+}
+
+/// Logs a refusal line at WARN unless the refusal log limit for its source
+/// and reason is used up (then it is counted for the interval's summary).
+macro_rules! refusal_warn {
+    ($metrics:expr, $source:expr, $reason:expr, $($arg:tt)+) => {
+        if $metrics.should_log_refusal($source, $reason) {
+            tracing::warn!($($arg)+);
+        }
+    };
+}
+pub(crate) use refusal_warn;
+
 impl IngestMetrics {
+    /// Whether a refusal of `source` for `reason` gets its own log line now.
+    pub(crate) fn should_log_refusal(&self, source: IpAddr, reason: RejectReason) -> bool {
+        let mut log = self.refusal_log.lock().unwrap_or_else(|p| p.into_inner());
+        log.check(source, reason.as_str(), Instant::now()) == Verdict::Log
+    }
+
+    /// Logs one summary line per source and reason whose interval ended
+    /// with lines held back; the service calls this periodically, and with
+    /// `all` at shutdown (every interval ends there).
+    pub(crate) fn log_refusal_summaries(&self, all: bool) {
+        let (summaries, interval, burst) = {
+            let mut log = self.refusal_log.lock().unwrap_or_else(|p| p.into_inner());
+            let now = if all { Instant::now() + log.interval() } else { Instant::now() };
+            (log.flush(now), log.interval(), log.burst())
+        };
+        for s in summaries {
+            let source = s.source.map_or_else(|| "other addresses".to_owned(), |ip| ip.to_string());
+            tracing::warn!(
+                %source,
+                reason = s.reason,
+                suppressed = s.suppressed,
+                "{} more refusals ({}) from {source} in the last {interval:?} not logged one by one (at most {burst} a source and reason per interval)",
+                s.suppressed,
+                s.reason,
+            );
+        }
+    }
+
+    /// Refusal log lines held back (and counted in summaries) since start.
+    pub fn refusal_lines_suppressed(&self) -> u64 {
+        self.refusal_log.lock().unwrap_or_else(|p| p.into_inner()).suppressed_total()
+    }
+
     pub(crate) fn reject(&self, reason: RejectReason) {
         *self.rejections.lock().unwrap_or_else(|p| p.into_inner()).entry(reason).or_default() += 1;
     }

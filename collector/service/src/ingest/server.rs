@@ -6,7 +6,6 @@ use std::sync::{Arc, RwLock};
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use tracing::warn;
 
 use glimpse_common::tls::{server_config, TlsConfigError};
 use glimpse_files::{load_certs, load_crls, load_key};
@@ -14,7 +13,7 @@ use glimpse_files::{load_certs, load_crls, load_key};
 use crate::config::CollectorConfig;
 use crate::ingest::connection::{serve_connection, ConnectionContext};
 use crate::ingest::directory::AgentDirectory;
-use crate::ingest::reject::{IngestMetrics, RejectReason};
+use crate::ingest::reject::{refusal_warn, IngestMetrics, RejectReason};
 use crate::listener::{accept_until_shutdown, Drain};
 use glimpse_store::store::Store;
 
@@ -109,6 +108,11 @@ impl IngestServer {
         self.context.consent_drops.clone()
     }
 
+    /// The connection limit; the SSH listener shares it.
+    pub(crate) fn connection_limit(&self) -> Arc<Semaphore> {
+        self.limit.clone()
+    }
+
     /// What connections share; the SSH listener serves with the same.
     pub(crate) fn context(&self) -> Arc<ConnectionContext> {
         self.context.clone()
@@ -122,7 +126,7 @@ impl IngestServer {
         let stop = shutdown.clone();
         accept_until_shutdown("ingest", &listener, stop, Drain::Finish, |tcp, peer| {
             let Ok(permit) = limit.clone().try_acquire_owned() else {
-                warn!(%peer, reason = RejectReason::Overload.as_str(), "connection limit reached; refusing agent");
+                refusal_warn!(context.metrics, peer.ip(), RejectReason::Overload, %peer, reason = RejectReason::Overload.as_str(), "connection limit reached; refusing agent");
                 context.metrics.reject(RejectReason::Overload);
                 return None;
             };

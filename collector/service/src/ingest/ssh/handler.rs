@@ -8,12 +8,14 @@ use std::sync::Arc;
 use russh::keys::PublicKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure, ChannelStream, MethodKind, MethodSet};
-use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use glimpse_common::identity::{DeviceId, DeviceIdentity, DeviceKind, OrgId};
 
-use crate::ingest::reject::{IngestMetrics, RejectReason};
+use super::slots::Phase;
+use super::PendingSlot;
+use crate::ingest::reject::{refusal_warn, IngestMetrics, RejectReason};
 use glimpse_store::store::Store;
 
 /// The only subsystem a device may start.
@@ -32,9 +34,9 @@ pub(crate) struct DeviceHandler {
     pub(crate) peer: SocketAddr,
     pub(crate) store: Arc<Store>,
     pub(crate) metrics: Arc<IngestMetrics>,
-    /// Held until authentication succeeds: counts this connection against
-    /// the limit on unauthenticated connections.
-    pub(crate) unauthenticated: Option<(OwnedSemaphorePermit, super::SourceSlot)>,
+    /// This connection's unauthenticated slot (held by the listener, given
+    /// back here as soon as authentication succeeds).
+    pub(crate) pending: Arc<PendingSlot>,
     pub(crate) on_authenticated: Option<oneshot::Sender<()>>,
     pub(crate) on_admitted: Option<oneshot::Sender<Admitted>>,
     pub(crate) identity: Option<DeviceIdentity>,
@@ -44,6 +46,8 @@ pub(crate) struct DeviceHandler {
     pub(crate) channel: Option<Channel<Msg>>,
     /// Whether a session channel was ever opened (only one is allowed).
     pub(crate) opened_session: bool,
+    /// Whether a refused `env` request was logged (once per connection).
+    pub(crate) env_logged: bool,
 }
 
 /// Public key authentication only; what the server tells clients to try.
@@ -112,21 +116,29 @@ impl russh::server::Handler for DeviceHandler {
     type Error = russh::Error;
 
     async fn auth_publickey_offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
-        // Spares a signature for keys that would be refused anyway. An
-        // OpenSSH client offers every key it has, so this is not a warning.
+        self.pending.heard(Phase::Authentication);
+        // Spares a signature for keys that would be refused anyway. A key
+        // that is not the registered one is worth a warning (a stranger, or
+        // a device with a replaced key); flooding it is rate-limited.
         match self.device_for(user, offer.public_key) {
             Ok(_) => Ok(Auth::Accept),
             Err((reason, detail)) => {
-                info!(peer = %self.peer, reason = reason.as_str(), "SSH key refused: {detail}");
+                refusal_warn!(self.metrics, self.peer.ip(), reason, peer = %self.peer, reason = reason.as_str(), "SSH key refused: {detail}");
                 self.metrics.reject(reason);
                 Ok(reject())
             }
         }
     }
 
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        self.pending.heard(Phase::Authentication);
+        Ok(reject())
+    }
+
     async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+        self.pending.heard(Phase::Authentication);
         if let Err(reason) = glimpse_common::ssh_keys::check_algorithm(key.algorithm) {
-            warn!(peer = %self.peer, "SSH key refused: {reason}");
+            refusal_warn!(self.metrics, self.peer.ip(), RejectReason::BadIdentity, peer = %self.peer, "SSH key refused: {reason}");
             return Ok(reject());
         }
         match self.device_for(user, key.public_key) {
@@ -136,7 +148,7 @@ impl russh::server::Handler for DeviceHandler {
                 Ok(Auth::Accept)
             }
             Err((reason, detail)) => {
-                warn!(peer = %self.peer, reason = reason.as_str(), "SSH device refused: {detail}");
+                refusal_warn!(self.metrics, self.peer.ip(), reason, peer = %self.peer, reason = reason.as_str(), "SSH device refused: {detail}");
                 self.metrics.reject(reason);
                 Ok(reject())
             }
@@ -144,7 +156,7 @@ impl russh::server::Handler for DeviceHandler {
     }
 
     async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
-        self.unauthenticated = None;
+        self.pending.release();
         if let Some(tx) = self.on_authenticated.take() {
             let _ = tx.send(());
         }
@@ -239,11 +251,17 @@ impl russh::server::Handler for DeviceHandler {
     async fn env_request(
         &mut self,
         channel: ChannelId,
-        _variable_name: &str,
+        variable_name: &str,
         _variable_value: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // OpenSSH sends LANG without wanting a reply; refusing is harmless.
+        // OpenSSH sends LANG without wanting a reply; refusing is harmless,
+        // so one line a connection (the name only: values may be secrets).
+        if !self.env_logged {
+            self.env_logged = true;
+            let name: String = variable_name.chars().take(40).collect();
+            info!(peer = %self.peer, device = ?self.identity.as_ref().map(ToString::to_string), variable = %name, "SSH env request refused (further env requests on this connection are refused silently)");
+        }
         session.channel_failure(channel)
     }
 

@@ -12,21 +12,26 @@
 //! ChaCha20-Poly1305 or AES-GCM, and encrypt-then-MAC SHA-2 MACs should a
 //! client insist on a MAC. No compression.
 //!
-//! Unauthenticated connections are bounded in number, per source address
-//! and in time (`[ssh] max_unauthenticated`,
-//! `max_unauthenticated_per_source`, `auth_timeout_secs`), and a connection may
-//! try `max_auth_attempts` keys; each refusal takes russh's constant
-//! rejection time so that timing does not reveal which check failed.
+//! Connections that have not authenticated yet hold a slot of
+//! `[ssh] max_unauthenticated` (see [`slots`] for who is evicted when they
+//! are all taken: nothing is refused for want of one) and must authenticate
+//! within `auth_timeout_secs`, whatever phase they are in (version line, key
+//! exchange, authentication): at the deadline the socket is closed and the
+//! slot freed (see [`kill`]). A connection may try `max_auth_attempts`
+//! keys; each refusal takes russh's constant rejection time so that timing
+//! does not reveal which check failed.
 
 mod handler;
 pub mod host_key;
+mod kill;
+mod slots;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use russh::keys::{Algorithm, HashAlg, PrivateKey};
 use russh::server::Config;
@@ -37,8 +42,10 @@ use tracing::{debug, warn};
 
 use crate::config::SshConfig;
 use crate::ingest::connection::{serve_ssh_channel, ConnectionContext};
-use crate::ingest::reject::RejectReason;
-use crate::listener::{accept_until_shutdown, Drain};
+use crate::ingest::reject::{refusal_warn, IngestMetrics, RejectReason};
+use crate::listener::{accept_until_shutdown, stopped, Drain};
+use kill::{KillSwitch, Killable};
+use slots::{Phase, SlotId, SlotTable};
 
 pub use handler::SUBSYSTEM;
 
@@ -110,46 +117,96 @@ pub struct SshServer {
     settings: SshConfig,
     context: Arc<ConnectionContext>,
     connections: Arc<Semaphore>,
-    unauthenticated: Arc<Semaphore>,
-    per_source: Arc<SourceLimit>,
+    slots: Arc<UnauthenticatedSlots>,
     fingerprint: String,
 }
 
-/// Unauthenticated connections per source address.
+/// A connection silent this long while its address holds its share of
+/// unauthenticated slots may be evicted by that address's next connection.
+const STALLED_AFTER: Duration = Duration::from_secs(5);
+
+/// The slot table behind a lock, each slot with the switch that closes it.
 #[derive(Debug)]
-struct SourceLimit {
-    limit: usize,
-    open: Mutex<HashMap<IpAddr, usize>>,
+pub(crate) struct UnauthenticatedSlots {
+    table: Mutex<SlotTable<Arc<KillSwitch>>>,
+    evictions: std::sync::atomic::AtomicUsize,
 }
 
-/// One unauthenticated connection's place in its source's count; given
-/// back on drop.
-pub(crate) struct SourceSlot {
-    limits: Arc<SourceLimit>,
-    source: IpAddr,
+/// One connection's slot, until it authenticates or ends; given back on
+/// drop.
+#[derive(Debug)]
+pub(crate) struct PendingSlot {
+    slots: Arc<UnauthenticatedSlots>,
+    id: SlotId,
+    released: AtomicBool,
 }
 
-impl SourceLimit {
-    fn try_take(self: &Arc<Self>, source: IpAddr) -> Option<SourceSlot> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let count = open.entry(source).or_insert(0);
-        if *count >= self.limit {
-            return None;
+impl UnauthenticatedSlots {
+    fn new(capacity: usize, per_source: usize) -> Self {
+        Self {
+            table: Mutex::new(SlotTable::new(capacity, per_source, STALLED_AFTER)),
+            evictions: std::sync::atomic::AtomicUsize::new(0),
         }
-        *count += 1;
-        Some(SourceSlot { limits: Arc::clone(self), source })
+    }
+
+    /// Takes a slot for a connection from `peer` that `switch` closes,
+    /// closing the connection the table evicts to make room, if any.
+    fn open(self: &Arc<Self>, peer: SocketAddr, switch: Arc<KillSwitch>, metrics: &IngestMetrics) -> PendingSlot {
+        let (id, evicted) = {
+            let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+            table.open(peer.ip(), switch, Instant::now())
+        };
+        if let Some(evicted) = evicted {
+            evicted.value.kill();
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+            metrics.reject(RejectReason::Overload);
+            refusal_warn!(
+                metrics,
+                evicted.source,
+                RejectReason::Overload,
+                source = %evicted.source,
+                phase = evicted.phase.as_str(),
+                reason = RejectReason::Overload.as_str(),
+                "unauthenticated SSH connection closed to admit {peer} ({}); it was in {} and silent for {:?}",
+                evicted.cause.as_str(),
+                evicted.phase.as_str(),
+                evicted.silent,
+            );
+        }
+        PendingSlot { slots: Arc::clone(self), id, released: AtomicBool::new(false) }
     }
 }
 
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        let mut open = self.limits.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = open.get_mut(&self.source) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.source);
-            }
+impl PendingSlot {
+    /// The client sent something and got as far as `phase`.
+    pub(crate) fn heard(&self, phase: Phase) {
+        if !self.is_released() {
+            let mut table = self.slots.table.lock().unwrap_or_else(|p| p.into_inner());
+            table.heard(self.id, phase, Instant::now());
         }
+    }
+
+    /// How far the client got, while it holds its slot.
+    fn phase(&self) -> Option<Phase> {
+        self.slots.table.lock().unwrap_or_else(|p| p.into_inner()).phase(self.id)
+    }
+
+    /// Whether the slot was given back.
+    pub(crate) fn is_released(&self) -> bool {
+        self.released.load(Ordering::Relaxed)
+    }
+
+    /// Gives the slot back (authenticated, ended or closed); idempotent.
+    pub(crate) fn release(&self) {
+        if !self.released.swap(true, Ordering::Relaxed) {
+            self.slots.table.lock().unwrap_or_else(|p| p.into_inner()).close(self.id);
+        }
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -163,7 +220,7 @@ impl SshServer {
     /// Loads (or creates) the host key and binds the listener.
     pub(crate) async fn bind(
         settings: &SshConfig,
-        max_connections: usize,
+        connections: Arc<Semaphore>,
         context: Arc<ConnectionContext>,
     ) -> Result<Self, SshError> {
         let key = host_key::load_or_create(&settings.host_key)?;
@@ -192,12 +249,11 @@ impl SshServer {
             config: Arc::new(config),
             settings: settings.clone(),
             context,
-            connections: Arc::new(Semaphore::new(max_connections)),
-            unauthenticated: Arc::new(Semaphore::new(settings.max_unauthenticated)),
-            per_source: Arc::new(SourceLimit {
-                limit: settings.max_unauthenticated_per_source,
-                open: Mutex::new(HashMap::new()),
-            }),
+            connections,
+            slots: Arc::new(UnauthenticatedSlots::new(
+                settings.max_unauthenticated,
+                settings.max_unauthenticated_per_source,
+            )),
             fingerprint,
         })
     }
@@ -212,38 +268,40 @@ impl SshServer {
         &self.fingerprint
     }
 
+    /// Unauthenticated connections evicted to make room since start.
+    pub fn evictions(&self) -> usize {
+        self.slots.evictions.load(Ordering::Relaxed)
+    }
+
     /// Accepts until `shutdown`, then drains as the TLS listener does.
     pub(crate) async fn run(self, shutdown: watch::Receiver<bool>) {
         let stop = shutdown.clone();
         accept_until_shutdown("SSH ingest", &self.listener, stop, Drain::Finish, |tcp, peer| {
-            let Some(source_slot) = self.per_source.try_take(peer.ip()) else {
-                warn!(%peer, reason = RejectReason::Overload.as_str(), "too many unauthenticated SSH connections from this address; refusing");
+            let Ok(connection) = self.connections.clone().try_acquire_owned() else {
+                refusal_warn!(self.context.metrics, peer.ip(), RejectReason::Overload, %peer, reason = RejectReason::Overload.as_str(), "SSH connection limit reached; refusing device");
                 self.context.metrics.reject(RejectReason::Overload);
                 return None;
             };
-            let (Ok(connection), Ok(unauthenticated)) =
-                (self.connections.clone().try_acquire_owned(), self.unauthenticated.clone().try_acquire_owned())
-            else {
-                warn!(%peer, reason = RejectReason::Overload.as_str(), "SSH connection limit reached; refusing device");
-                self.context.metrics.reject(RejectReason::Overload);
-                return None;
-            };
+            let switch = Arc::new(KillSwitch::default());
+            let pending = Arc::new(self.slots.open(peer, switch.clone(), &self.context.metrics));
             let handler = handler::DeviceHandler {
                 peer,
                 store: self.context.store.clone(),
                 metrics: self.context.metrics.clone(),
-                unauthenticated: Some((unauthenticated, source_slot)),
+                pending: pending.clone(),
                 on_authenticated: None,
                 on_admitted: None,
                 identity: None,
                 key_fingerprint: None,
                 channel: None,
                 opened_session: false,
+                env_logged: false,
             };
             let (config, context, auth_timeout) = (self.config.clone(), self.context.clone(), self.settings.auth_timeout);
             let shutdown = shutdown.clone();
             Some(async move {
-                serve(tcp, peer, handler, config, context, auth_timeout, shutdown).await;
+                let link = Link { peer, switch, pending };
+                serve(tcp, link, handler, config, context, auth_timeout, shutdown).await;
                 drop(connection);
             })
         })
@@ -251,17 +309,49 @@ impl SshServer {
     }
 }
 
-/// One SSH connection: authentication within the deadline, the `glimpse`
-/// subsystem within the handshake timeout, then the framed protocol.
+/// What the listener keeps of a connection it handed to russh.
+struct Link {
+    peer: SocketAddr,
+    switch: Arc<KillSwitch>,
+    pending: Arc<PendingSlot>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // Whatever way serve() ends, the socket russh holds is closed and
+        // the slot is free; nothing waits for russh's own timeouts.
+        self.pending.release();
+        self.switch.kill();
+    }
+}
+
+/// Why a connection that had not authenticated stopped waiting.
+enum Interrupted {
+    Killed,
+    Shutdown,
+}
+
+/// Resolves when the connection is evicted or the collector shuts down.
+async fn interrupted(switch: &KillSwitch, shutdown: &mut watch::Receiver<bool>) -> Interrupted {
+    tokio::select! {
+        () = switch.killed() => Interrupted::Killed,
+        () = stopped(shutdown) => Interrupted::Shutdown,
+    }
+}
+
+/// One SSH connection: authentication within the deadline (whatever the
+/// phase), the `glimpse` subsystem within the handshake timeout, then the
+/// framed protocol.
 async fn serve(
     tcp: TcpStream,
-    peer: SocketAddr,
+    link: Link,
     mut handler: handler::DeviceHandler,
     config: Arc<Config>,
     context: Arc<ConnectionContext>,
     auth_timeout: Duration,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
+    let peer = link.peer;
     let (authenticated_tx, authenticated) = oneshot::channel();
     let (admitted_tx, admitted) = oneshot::channel();
     handler.on_authenticated = Some(authenticated_tx);
@@ -269,16 +359,30 @@ async fn serve(
     // Acknowledgements are small and latency-bound (russh's `nodelay`
     // setting applies only to sockets it accepts itself).
     let _ = tcp.set_nodelay(true);
+    let stream = Killable::new(tcp, link.switch.clone(), link.pending.clone());
     let deadline = tokio::time::Instant::now() + auth_timeout;
-    let mut running = match tokio::time::timeout_at(deadline, russh::server::run_stream(config, tcp, handler)).await {
+    let timed_out = |phase: Option<Phase>| {
+        let phase = phase.unwrap_or(Phase::Version).as_str();
+        refusal_warn!(context.metrics, peer.ip(), RejectReason::Overload, %peer, phase, reason = RejectReason::Overload.as_str(), "SSH authentication not completed in {auth_timeout:?} (still in {phase}); connection closed");
+        context.metrics.reject(RejectReason::Overload);
+    };
+    let started = tokio::select! {
+        started = tokio::time::timeout_at(deadline, russh::server::run_stream(config, stream, handler)) => started,
+        why = interrupted(&link.switch, &mut shutdown) => {
+            if matches!(why, Interrupted::Shutdown) {
+                debug!(%peer, "SSH connection closed before authentication: shutting down");
+            }
+            return;
+        }
+    };
+    let mut running = match started {
         Ok(Ok(running)) => running,
         Ok(Err(e)) => {
             debug!(%peer, "SSH session did not start: {e}");
             return;
         }
         Err(_) => {
-            warn!(%peer, reason = RejectReason::Overload.as_str(), "SSH client sent no version line in {auth_timeout:?}");
-            context.metrics.reject(RejectReason::Overload);
+            timed_out(link.pending.phase());
             return;
         }
     };
@@ -294,16 +398,23 @@ async fn serve(
             debug!(%peer, "SSH session ended before authentication: {:?}", ended.err());
             return;
         }
+        _ = interrupted(&link.switch, &mut shutdown) => return,
         result = tokio::time::timeout_at(deadline, authenticated) => {
             if !matches!(result, Ok(Ok(()))) {
-                warn!(%peer, reason = RejectReason::Overload.as_str(), "SSH authentication not completed in {auth_timeout:?}");
-                context.metrics.reject(RejectReason::Overload);
-                refuse("authentication timeout".into()).await;
-                let _ = tokio::time::timeout(Duration::from_secs(1), running).await;
+                let phase = link.pending.phase();
+                link.pending.release();
+                timed_out(phase);
+                if phase == Some(Phase::Authentication) {
+                    // Key exchange is done, so russh can still send a
+                    // disconnect message; the slot is already free.
+                    let _ = tokio::time::timeout(Duration::from_millis(500), refuse("authentication timeout".into())).await;
+                    let _ = tokio::time::timeout(Duration::from_millis(500), &mut running).await;
+                }
                 return;
             }
         }
     }
+    link.pending.release();
     let admitted = tokio::select! {
         ended = &mut running => {
             debug!(%peer, "SSH session ended before the glimpse subsystem started: {:?}", ended.err());
@@ -333,21 +444,6 @@ async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unauthenticated_slots_are_bounded_per_source_and_given_back() {
-        let limits = Arc::new(SourceLimit { limit: 2, open: Mutex::new(HashMap::new()) });
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
-        let first = limits.try_take(a).unwrap();
-        let _second = limits.try_take(a).unwrap();
-        assert!(limits.try_take(a).is_none(), "a third from the same address is refused");
-        let other = limits.try_take(b).expect("another address is not affected");
-        drop(first);
-        assert!(limits.try_take(a).is_some(), "a slot comes back when its connection authenticates or ends");
-        drop(other);
-        assert!(!limits.open.lock().unwrap().contains_key(&b), "no entry is kept for an idle address");
-    }
 
     #[test]
     fn offered_algorithms_are_the_strong_ones_only() {
