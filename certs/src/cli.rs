@@ -19,6 +19,19 @@ use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole, DeviceId, De
 /// Exit code for bad usage (sysexits.h `EX_USAGE`).
 const EXIT_USAGE: u8 = 64;
 
+/// The exit codes (sysexits), for `--help`.
+const EXIT_HELP: &str = "\
+Exit status:
+  0   success
+  64  bad usage: arguments, names, lifetimes, a certificate that would already be expired
+  65  bad data: a damaged or mismatched PEM, record or CRL in the PKI directory, an unknown
+      or already revoked device
+  70  internal error: a key or certificate could not be generated
+  73  refusing to overwrite an existing file (pass --force)
+  74  input/output error
+  77  permission denied reading or writing a file
+  78  the PKI directory has no CA (run `glimpse-certs init`)";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "glimpse-certs",
@@ -37,7 +50,8 @@ const EXIT_USAGE: u8 = 64;
         glimpse-certs revoke --dir /etc/glimpse/pki --org acme --device ap-1\n\n\
         Keep the PKI directory (above all ca.key) on a trusted machine; private files are \
         created readable by their owner only. Nothing is overwritten unless you pass --force.\n\n\
-        Set GLIMPSE_LOG (e.g. GLIMPSE_LOG=debug) for more detailed logs."
+        Set GLIMPSE_LOG (e.g. GLIMPSE_LOG=debug) for more detailed logs.",
+    after_help = EXIT_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -224,13 +238,33 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("glimpse-certs: error: {e:#}");
-            if is_usage(&e) {
-                ExitCode::from(EXIT_USAGE)
-            } else {
-                ExitCode::FAILURE
-            }
+            ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// The sysexits code of a failure (see [`EXIT_HELP`]).
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if is_usage(e) {
+        return EXIT_USAGE;
+    }
+    for cause in e.chain() {
+        if let Some(err) = cause.downcast_ref::<CertsError>() {
+            return match err {
+                CertsError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => 77,
+                CertsError::Io { .. } => 74,
+                CertsError::AlreadyExists { .. } => 73,
+                CertsError::NoCa { .. } => 78,
+                CertsError::KeyGeneration { .. } | CertsError::Build { .. } => 70,
+                CertsError::Identity(_) => EXIT_USAGE,
+                _ => 65,
+            };
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return if io.kind() == std::io::ErrorKind::PermissionDenied { 77 } else { 74 };
+        }
+    }
+    70
 }
 
 fn is_usage(e: &anyhow::Error) -> bool {

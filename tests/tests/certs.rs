@@ -90,3 +90,26 @@ fn lifetimes_are_given_in_days_and_a_future_start_is_warned_about() {
     let output = run(&device_args(&dir, both.as_str(), &["--days", "10", "--not-after", "2040-01-01T00:00:00Z"]));
     assert_eq!(output.status.code(), Some(64), "{}", stderr(&output));
 }
+
+#[test]
+fn each_kind_of_failure_has_its_exit_code() {
+    let empty = tempfile::tempdir().unwrap();
+    let empty = empty.path().to_str().unwrap().to_owned();
+    let output = run(&device_args(&empty, "no-ca", &[]));
+    assert_eq!(output.status.code(), Some(78), "no CA is a configuration error: {}", stderr(&output));
+    assert!(stderr(&output).contains("glimpse-certs init"), "{}", stderr(&output));
+
+    let dir = pki().ours.to_str().unwrap().to_owned();
+    let output = run(&["revoke", "--dir", &dir, "--org", ORG, "--device", "never-issued"]);
+    assert_eq!(output.status.code(), Some(65), "an unknown device is bad input data: {}", stderr(&output));
+
+    let twice = unique_device("twice");
+    let first = run(&device_args(&dir, twice.as_str(), &[]));
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let second = run(&device_args(&dir, twice.as_str(), &[]));
+    assert_eq!(second.status.code(), Some(73), "an existing file is not overwritten: {}", stderr(&second));
+    assert!(stderr(&second).contains("--force"), "{}", stderr(&second));
+
+    let output = run(&["device", "--dir", &dir, "--org", ORG, "--device", "ap-1", "--kind", "toaster"]);
+    assert_eq!(output.status.code(), Some(64), "{}", stderr(&output));
+}

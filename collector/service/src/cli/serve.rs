@@ -18,9 +18,12 @@ use crate::Collector;
 pub(super) async fn serve(path: &Path, clock: Arc<dyn Clock>, accept_clock: bool) -> anyhow::Result<()> {
     let mut config = CollectorConfig::load(path)?;
     config.accept_clock = accept_clock;
-    let collector = Collector::start_with_clock(config, clock).await.context("starting collector")?;
+    // Before starting: a SIGTERM or SIGHUP that arrives during a slow start
+    // (registrations imported, the start-up sweep) waits for the loop below
+    // instead of killing the process half started.
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let collector = Collector::start_with_clock(config, clock).await.context("starting collector")?;
     loop {
         tokio::select! {
             _ = hangup.recv() => match collector.reload() {
