@@ -522,6 +522,22 @@ async fn a_storage_outage_costs_no_handshakes_and_loses_nothing() {
     let status = agent.status().borrow().clone();
     assert!(status.storage_retries >= 3, "{status:?}");
     assert!(status.connections <= connections + 1, "{status:?}");
+    // Registrations imported now are a write into the control database
+    // (redb) on the full disk; once there are enough rows that the commit
+    // needs pages the file never had, it fails, and redb refuses every
+    // later transaction until the file is re-opened.
+    let mut during_outage = None;
+    for _ in 0..10 {
+        for _ in 0..40 {
+            issue_device("faultorg");
+        }
+        if let Err(e) = collector.reload() {
+            during_outage = Some(e);
+            break;
+        }
+    }
+    let during_outage = during_outage.expect("a registration written to a full disk fails");
+    assert!(during_outage.to_string().contains("No space left"), "{during_outage}");
 
     // Room again: what waited is stored, once, by the same collector. A
     // write that failed inside the control database (redb) poisons it;
@@ -530,6 +546,7 @@ async fn a_storage_outage_costs_no_handshakes_and_loses_nothing() {
     std::fs::remove_file(&filler).unwrap();
     let acked = agent.status().borrow().acked_seq;
     wait_for_status(&agent, "streaming again once the disk has room", |s| s.acked_seq >= acked + 3).await;
+    collector.reload().expect("the control database takes writes again without a restart");
     let final_status = agent.shutdown().await;
     let outcome = collector.store().read(&device.identity.org, DataKind::Metadata, None, None).unwrap();
     assert!(outcome.problems.is_empty(), "the outage left damage: {:?}", outcome.problems);

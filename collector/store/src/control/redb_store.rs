@@ -428,9 +428,9 @@ impl RedbControl {
         drop(db);
         let poisoning = POISONING.with(|p| p.replace(false));
         match result {
-            Err(e) if poisoning && self.db.reopen.is_some() => {
-                self.db.poisoned(&e.to_string());
-                Err(ControlError::Transient(format!("{e} (the control database is re-opened; retry)")))
+            Err(ControlError::Transient(e) | ControlError::Permanent(e)) if poisoning && self.db.reopen.is_some() => {
+                self.db.poisoned(&e);
+                Err(ControlError::Transient(format!("{e} (the database is re-opened; retry)")))
             }
             other => other,
         }
