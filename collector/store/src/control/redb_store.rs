@@ -176,7 +176,10 @@ struct Backup {
 impl Backup {
     fn write(&self) {
         let mut hot = self.hot.lock().unwrap_or_else(PoisonError::into_inner);
-        match self.db.get().and_then(|db| dump_db(&db))
+        match self
+            .db
+            .get()
+            .and_then(|db| dump_db(&db))
             .and_then(|dump| backup::write(&self.path, &dump).map_err(|e| ControlError::Permanent(e.to_string())))
         {
             Ok(()) => {
@@ -440,48 +443,48 @@ impl RedbControl {
     /// empty database).
     pub fn load(&self, dump: &Dump) -> Result<(), ControlError> {
         self.run(|db| {
-        let txn = db.begin_write().map_err(err)?;
-        {
-            let mut t = txn.open_table(META).map_err(err)?;
-            for (k, v) in &dump.meta {
-                t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut t = txn.open_table(META).map_err(err)?;
+                for (k, v) in &dump.meta {
+                    t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+                }
+                let mut t = txn.open_table(DEVICES).map_err(err)?;
+                for ((org, device), v) in &dump.devices {
+                    t.insert((org.as_str(), device.as_str()), v.as_slice()).map_err(err)?;
+                }
+                let mut t = txn.open_table(SSH_KEYS).map_err(err)?;
+                for ((org, device), v) in &dump.ssh_keys {
+                    t.insert((org.as_str(), device.as_str()), v.as_str()).map_err(err)?;
+                }
+                let mut t = txn.open_table(STREAMS).map_err(err)?;
+                for ((org, device, stream), v) in &dump.streams {
+                    t.insert((org.as_str(), device.as_str(), *stream), *v).map_err(err)?;
+                }
+                let mut t = txn.open_table(ORG_KEYS).map_err(err)?;
+                for (k, v) in &dump.org_keys {
+                    t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+                }
+                let mut t = txn.open_table(ORG_POLICY).map_err(err)?;
+                for (k, v) in &dump.org_policy {
+                    t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+                }
+                let mut t = txn.open_table(COLLECTOR_STATE).map_err(err)?;
+                for (k, v) in &dump.collector_state {
+                    t.insert(k.as_str(), v.as_str()).map_err(err)?;
+                }
+                let mut t = txn.open_table(AUDIT_HEAD).map_err(err)?;
+                for (k, v) in &dump.audit_head {
+                    t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+                }
+                let mut t = txn.open_table(SEGMENTS).map_err(err)?;
+                for ((org, kind, day, name), row) in &dump.segments {
+                    t.insert((org.as_str(), kind.as_str(), *day, name.as_str()), encode_row(row)?.as_slice())
+                        .map_err(err)?;
+                }
             }
-            let mut t = txn.open_table(DEVICES).map_err(err)?;
-            for ((org, device), v) in &dump.devices {
-                t.insert((org.as_str(), device.as_str()), v.as_slice()).map_err(err)?;
-            }
-            let mut t = txn.open_table(SSH_KEYS).map_err(err)?;
-            for ((org, device), v) in &dump.ssh_keys {
-                t.insert((org.as_str(), device.as_str()), v.as_str()).map_err(err)?;
-            }
-            let mut t = txn.open_table(STREAMS).map_err(err)?;
-            for ((org, device, stream), v) in &dump.streams {
-                t.insert((org.as_str(), device.as_str(), *stream), *v).map_err(err)?;
-            }
-            let mut t = txn.open_table(ORG_KEYS).map_err(err)?;
-            for (k, v) in &dump.org_keys {
-                t.insert(k.as_str(), v.as_slice()).map_err(err)?;
-            }
-            let mut t = txn.open_table(ORG_POLICY).map_err(err)?;
-            for (k, v) in &dump.org_policy {
-                t.insert(k.as_str(), v.as_slice()).map_err(err)?;
-            }
-            let mut t = txn.open_table(COLLECTOR_STATE).map_err(err)?;
-            for (k, v) in &dump.collector_state {
-                t.insert(k.as_str(), v.as_str()).map_err(err)?;
-            }
-            let mut t = txn.open_table(AUDIT_HEAD).map_err(err)?;
-            for (k, v) in &dump.audit_head {
-                t.insert(k.as_str(), v.as_slice()).map_err(err)?;
-            }
-            let mut t = txn.open_table(SEGMENTS).map_err(err)?;
-            for ((org, kind, day, name), row) in &dump.segments {
-                t.insert((org.as_str(), kind.as_str(), *day, name.as_str()), encode_row(row)?.as_slice())
-                    .map_err(err)?;
-            }
-        }
-        txn.commit().map_err(err)?;
-        Ok(())
+            txn.commit().map_err(err)?;
+            Ok(())
         })?;
         self.changed(false);
         Ok(())
