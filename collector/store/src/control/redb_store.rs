@@ -587,7 +587,7 @@ impl ControlStore for RedbControl {
     }
 
     fn put_devices(&self, rows: &[DeviceRow]) -> Result<(), ControlError> {
-        let out = self.run(|db| {
+        self.run(|db| {
             let txn = db.begin_write().map_err(err)?;
             {
                 let mut table = txn.open_table(DEVICES).map_err(err)?;
@@ -599,7 +599,7 @@ impl ControlStore for RedbControl {
             Ok(())
         })?;
         self.changed(false);
-        Ok(out)
+        Ok(())
     }
 
     fn update_device(
@@ -644,7 +644,7 @@ impl ControlStore for RedbControl {
     }
 
     fn set_ssh_key(&self, org: &str, device: &str, line: Option<&str>) -> Result<(), ControlError> {
-        let out = self.run(|db| {
+        self.run(|db| {
             let txn = db.begin_write().map_err(err)?;
             {
                 let mut table = txn.open_table(SSH_KEYS).map_err(err)?;
@@ -661,7 +661,7 @@ impl ControlStore for RedbControl {
             Ok(())
         })?;
         self.changed(false);
-        Ok(out)
+        Ok(())
     }
 
     fn stored_seq(&self, org: &str, device: &str, stream: u64) -> Result<u64, ControlError> {
@@ -678,7 +678,7 @@ impl ControlStore for RedbControl {
         updates: &[StreamSeq],
         segments: &[(SegmentRowKey, SegmentRow)],
     ) -> Result<(), ControlError> {
-        let out = self.run(|db| {
+        self.run(|db| {
             let txn = db.begin_write().map_err(err)?;
             {
                 let mut table = txn.open_table(STREAMS).map_err(err)?;
@@ -702,7 +702,7 @@ impl ControlStore for RedbControl {
             Ok(())
         })?;
         self.changed(true);
-        Ok(out)
+        Ok(())
     }
 
     fn segment_rows(&self, org: &str, kind: &str) -> Result<Vec<(SegmentRowKey, SegmentRow)>, ControlError> {
@@ -727,7 +727,7 @@ impl ControlStore for RedbControl {
         remove: &[SegmentRowKey],
         put: &[(SegmentRowKey, SegmentRow)],
     ) -> Result<(), ControlError> {
-        let out = self.run(|db| {
+        self.run(|db| {
             let txn = db.begin_write().map_err(err)?;
             {
                 let mut table = txn.open_table(SEGMENTS).map_err(err)?;
@@ -744,7 +744,7 @@ impl ControlStore for RedbControl {
             Ok(())
         })?;
         self.changed(false);
-        Ok(out)
+        Ok(())
     }
 
     fn org_key(&self, org: &str) -> Result<Option<Vec<u8>>, ControlError> {
@@ -814,14 +814,14 @@ impl ControlStore for RedbControl {
     }
 
     fn put_policy(&self, org: &str, row: &[u8]) -> Result<(), ControlError> {
-        let out = self.run(|db| {
+        self.run(|db| {
             let txn = db.begin_write().map_err(err)?;
             txn.open_table(ORG_POLICY).map_err(err)?.insert(org, row).map_err(err)?;
             txn.commit().map_err(err)?;
             Ok(())
         })?;
         self.changed(false);
-        Ok(out)
+        Ok(())
     }
 
     fn replace_state(&self, name: &str, value: &str) -> Result<Option<String>, ControlError> {
@@ -865,14 +865,14 @@ impl ControlStore for RedbControl {
     }
 
     fn set_audit_head(&self, head: &[u8]) -> Result<(), ControlError> {
-        let out = self.run(|db| {
+        self.run(|db| {
             let txn = db.begin_write().map_err(err)?;
             txn.open_table(AUDIT_HEAD).map_err(err)?.insert(HEAD_ROW, head).map_err(err)?;
             txn.commit().map_err(err)?;
             Ok(())
         })?;
         self.changed(true);
-        Ok(out)
+        Ok(())
     }
 }
 
