@@ -505,7 +505,7 @@ async fn a_storage_outage_costs_no_handshakes_and_loses_nothing() {
     use glimpse_collector::ingest::RejectReason;
     init_logging();
     let device = issue_device("faultorg");
-    let (dir, _unmount, config, collector) = collector_on_small_disk("16m", "storage_retry_secs = 1").await;
+    let (dir, _unmount, _config, collector) = collector_on_small_disk("16m", "storage_retry_secs = 1").await;
     let agent = start_agent(collector.local_addr(), &device);
     wait_for_status(&agent, "streaming", |s| s.acked_seq >= 3).await;
 
@@ -522,16 +522,31 @@ async fn a_storage_outage_costs_no_handshakes_and_loses_nothing() {
     let status = agent.status().borrow().clone();
     assert!(status.storage_retries >= 3, "{status:?}");
     assert!(status.connections <= connections + 1, "{status:?}");
+    // Registrations imported now are a write into the control database
+    // (redb) on the full disk; once there are enough rows that the commit
+    // needs pages the file never had, it fails, and redb refuses every
+    // later transaction until the file is re-opened.
+    let mut during_outage = None;
+    for _ in 0..10 {
+        for _ in 0..40 {
+            issue_device("faultorg");
+        }
+        if let Err(e) = collector.reload() {
+            during_outage = Some(e);
+            break;
+        }
+    }
+    let during_outage = during_outage.expect("a registration written to a full disk fails");
+    assert!(during_outage.to_string().contains("No space left"), "{during_outage}");
 
-    // Room again: what waited is stored, once. A write that failed inside
-    // the control database (redb) leaves it refusing every later write
-    // until it is reopened, so the collector is restarted here; the agent
-    // reconnects on its own, paced by its backoff.
+    // Room again: what waited is stored, once, by the same collector. A
+    // write that failed inside the control database (redb) poisons it;
+    // the collector re-opens the file by itself rather than refusing
+    // every batch until a restart.
     std::fs::remove_file(&filler).unwrap();
-    collector.shutdown().await;
-    let collector = start_locked(&config).await;
     let acked = agent.status().borrow().acked_seq;
     wait_for_status(&agent, "streaming again once the disk has room", |s| s.acked_seq >= acked + 3).await;
+    collector.reload().expect("the control database takes writes again without a restart");
     let final_status = agent.shutdown().await;
     let outcome = collector.store().read(&device.identity.org, DataKind::Metadata, None, None).unwrap();
     assert!(outcome.problems.is_empty(), "the outage left damage: {:?}", outcome.problems);

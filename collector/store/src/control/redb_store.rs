@@ -7,7 +7,8 @@ use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableTable, TableDefinition};
 
@@ -35,17 +36,136 @@ const HEAD_ROW: &str = "head";
 /// (organisation, kind, day, segment name) → postcard([`SegmentRow`]).
 const SEGMENTS: TableDefinition<(&str, &str, i64, &str), &[u8]> = TableDefinition::new("segment_catalog");
 
+/// How long a reopen waits for operations still using the poisoned
+/// database to finish before it gives up until the next failure.
+const REOPEN_WAIT: Duration = Duration::from_secs(2);
+
 /// The control store in a redb database.
 #[derive(Debug, Clone)]
 pub struct RedbControl {
-    db: Arc<Database>,
+    db: Arc<Handle>,
     backup: Option<Arc<Backup>>,
+}
+
+/// Opens a database file again, with the settings it was first opened
+/// with: after a failed write (a full disk) redb refuses every later
+/// transaction until the file is closed and re-opened.
+pub struct Reopen {
+    /// The file, named in log lines.
+    pub path: PathBuf,
+    /// Opens it.
+    pub open: Box<dyn Fn() -> Result<Database, ControlError> + Send + Sync>,
+}
+
+/// The single owning handle of the database: operations take a clone for
+/// their duration, so a reopen can wait for them and then drop the last
+/// one (redb locks the file, so the old `Database` must be gone first).
+struct Handle {
+    current: RwLock<Option<Arc<Database>>>,
+    reopen: Option<Reopen>,
+    /// Serialises reopen attempts; others fail fast meanwhile.
+    reopening: Mutex<()>,
+    /// A failed reopen was logged (once until one succeeds).
+    reopen_failed: AtomicBool,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").field("path", &self.reopen.as_ref().map(|r| &r.path)).finish_non_exhaustive()
+    }
+}
+
+thread_local! {
+    /// Set by [`err`] when a failure may have poisoned the database.
+    static POISONING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl Handle {
+    fn new(db: Arc<Database>, reopen: Option<Reopen>) -> Handle {
+        Handle {
+            current: RwLock::new(Some(db)),
+            reopen,
+            reopening: Mutex::new(()),
+            reopen_failed: AtomicBool::new(false),
+        }
+    }
+
+    fn current(&self) -> Option<Arc<Database>> {
+        self.current.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn set(&self, db: Option<Arc<Database>>) -> Option<Arc<Database>> {
+        std::mem::replace(&mut *self.current.write().unwrap_or_else(PoisonError::into_inner), db)
+    }
+
+    /// The open database, or after a failed reopen another attempt.
+    fn get(&self) -> Result<Arc<Database>, ControlError> {
+        if let Some(db) = self.current() {
+            return Ok(db);
+        }
+        if let (Some(reopen), Ok(_only)) = (&self.reopen, self.reopening.try_lock()) {
+            if self.current().is_none() {
+                self.open_again(reopen);
+            }
+        }
+        self.current().ok_or_else(|| ControlError::Transient("the control database is being reopened".into()))
+    }
+
+    /// After an operation failed in a way that may have poisoned the
+    /// database (and dropped its clone): closes and re-opens the file.
+    fn poisoned(&self, detail: &str) {
+        let Some(reopen) = &self.reopen else { return };
+        let Ok(_only) = self.reopening.try_lock() else { return };
+        let Some(mut old) = self.set(None) else { return };
+        tracing::error!(path = %reopen.path.display(), "the control database failed ({detail}); closing and re-opening it");
+        let deadline = Instant::now() + REOPEN_WAIT;
+        loop {
+            match Arc::try_unwrap(old) {
+                Ok(db) => {
+                    drop(db);
+                    break;
+                }
+                Err(still) if Instant::now() >= deadline => {
+                    // Still in use: the next failure tries again.
+                    tracing::warn!(path = %reopen.path.display(), "the control database is still in use; not re-opened yet");
+                    self.set(Some(still));
+                    return;
+                }
+                Err(still) => {
+                    old = still;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        self.open_again(reopen);
+    }
+
+    fn open_again(&self, reopen: &Reopen) {
+        let opened = guarded(|| {
+            let db = (reopen.open)()?;
+            create_tables(&db)?;
+            Ok(db)
+        });
+        match opened {
+            Ok(db) => {
+                self.set(Some(Arc::new(db)));
+                self.reopen_failed.store(false, Ordering::SeqCst);
+                tracing::info!(path = %reopen.path.display(), "re-opened the control database");
+            }
+            // Retried by the next operation; the first failure says why.
+            Err(e) => {
+                if !self.reopen_failed.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(path = %reopen.path.display(), "cannot re-open the control database yet: {e}");
+                }
+            }
+        }
+    }
 }
 
 /// Keeps the verified copy (see [`super::backup`]) of one database.
 #[derive(Debug)]
 struct Backup {
-    db: Arc<Database>,
+    db: Arc<Handle>,
     path: PathBuf,
     /// Serialises copies; holds hot commits since the last one.
     hot: Mutex<u64>,
@@ -56,7 +176,10 @@ struct Backup {
 impl Backup {
     fn write(&self) {
         let mut hot = self.hot.lock().unwrap_or_else(PoisonError::into_inner);
-        match dump_db(&self.db)
+        match self
+            .db
+            .get()
+            .and_then(|db| dump_db(&db))
             .and_then(|dump| backup::write(&self.path, &dump).map_err(|e| ControlError::Permanent(e.to_string())))
         {
             Ok(()) => {
@@ -231,6 +354,9 @@ fn err<E: Into<redb::Error>>(e: E) -> ControlError {
         ),
         _ => false,
     };
+    if matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo) {
+        POISONING.with(|p| p.set(true));
+    }
     if transient {
         ControlError::Transient(e.to_string())
     } else {
@@ -242,13 +368,21 @@ impl RedbControl {
     /// The control store in `db`, creating its tables if missing.
     pub fn open(db: Arc<Database>) -> Result<RedbControl, ControlError> {
         create_tables(&db)?;
-        Ok(RedbControl { db, backup: None })
+        Ok(RedbControl { db: Arc::new(Handle::new(db, None)), backup: None })
     }
 
     /// As [`RedbControl::open`], keeping a verified copy at `backup_path`
-    /// (see [`super::backup`]), written now and after changes.
-    pub fn with_backup(db: Arc<Database>, backup_path: PathBuf) -> Result<RedbControl, ControlError> {
+    /// (see [`super::backup`]), written now and after changes. With
+    /// `reopen`, an operation that fails on I/O (which leaves redb
+    /// refusing every later transaction) closes and re-opens the file: it
+    /// returns a transient error itself, and the next one works again.
+    pub fn with_backup(
+        db: Arc<Database>,
+        backup_path: PathBuf,
+        reopen: Option<Reopen>,
+    ) -> Result<RedbControl, ControlError> {
         create_tables(&db)?;
+        let db = Arc::new(Handle::new(db, reopen));
         let backup = Arc::new(Backup {
             db: Arc::clone(&db),
             path: backup_path,
@@ -285,53 +419,73 @@ impl RedbControl {
 
     /// Every row.
     pub fn dump(&self) -> Result<Dump, ControlError> {
-        dump_db(&self.db)
+        self.run(dump_db)
+    }
+
+    /// Runs one operation on the database; a failure that may have
+    /// poisoned it re-opens the file (when it can be) and is transient.
+    fn run<T>(&self, op: impl FnOnce(&Database) -> Result<T, ControlError>) -> Result<T, ControlError> {
+        let db = self.db.get()?;
+        POISONING.with(|p| p.set(false));
+        let result = op(&db);
+        drop(db);
+        let poisoning = POISONING.with(|p| p.replace(false));
+        match result {
+            Err(ControlError::Transient(e) | ControlError::Permanent(e)) if poisoning && self.db.reopen.is_some() => {
+                self.db.poisoned(&e);
+                Err(ControlError::Transient(format!("{e} (the database is re-opened; retry)")))
+            }
+            other => other,
+        }
     }
 
     /// Writes every row of `dump` in one transaction (a recovery into an
     /// empty database).
     pub fn load(&self, dump: &Dump) -> Result<(), ControlError> {
-        let txn = self.db.begin_write().map_err(err)?;
-        {
-            let mut t = txn.open_table(META).map_err(err)?;
-            for (k, v) in &dump.meta {
-                t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+        self.run(|db| {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut t = txn.open_table(META).map_err(err)?;
+                for (k, v) in &dump.meta {
+                    t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+                }
+                let mut t = txn.open_table(DEVICES).map_err(err)?;
+                for ((org, device), v) in &dump.devices {
+                    t.insert((org.as_str(), device.as_str()), v.as_slice()).map_err(err)?;
+                }
+                let mut t = txn.open_table(SSH_KEYS).map_err(err)?;
+                for ((org, device), v) in &dump.ssh_keys {
+                    t.insert((org.as_str(), device.as_str()), v.as_str()).map_err(err)?;
+                }
+                let mut t = txn.open_table(STREAMS).map_err(err)?;
+                for ((org, device, stream), v) in &dump.streams {
+                    t.insert((org.as_str(), device.as_str(), *stream), *v).map_err(err)?;
+                }
+                let mut t = txn.open_table(ORG_KEYS).map_err(err)?;
+                for (k, v) in &dump.org_keys {
+                    t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+                }
+                let mut t = txn.open_table(ORG_POLICY).map_err(err)?;
+                for (k, v) in &dump.org_policy {
+                    t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+                }
+                let mut t = txn.open_table(COLLECTOR_STATE).map_err(err)?;
+                for (k, v) in &dump.collector_state {
+                    t.insert(k.as_str(), v.as_str()).map_err(err)?;
+                }
+                let mut t = txn.open_table(AUDIT_HEAD).map_err(err)?;
+                for (k, v) in &dump.audit_head {
+                    t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+                }
+                let mut t = txn.open_table(SEGMENTS).map_err(err)?;
+                for ((org, kind, day, name), row) in &dump.segments {
+                    t.insert((org.as_str(), kind.as_str(), *day, name.as_str()), encode_row(row)?.as_slice())
+                        .map_err(err)?;
+                }
             }
-            let mut t = txn.open_table(DEVICES).map_err(err)?;
-            for ((org, device), v) in &dump.devices {
-                t.insert((org.as_str(), device.as_str()), v.as_slice()).map_err(err)?;
-            }
-            let mut t = txn.open_table(SSH_KEYS).map_err(err)?;
-            for ((org, device), v) in &dump.ssh_keys {
-                t.insert((org.as_str(), device.as_str()), v.as_str()).map_err(err)?;
-            }
-            let mut t = txn.open_table(STREAMS).map_err(err)?;
-            for ((org, device, stream), v) in &dump.streams {
-                t.insert((org.as_str(), device.as_str(), *stream), *v).map_err(err)?;
-            }
-            let mut t = txn.open_table(ORG_KEYS).map_err(err)?;
-            for (k, v) in &dump.org_keys {
-                t.insert(k.as_str(), v.as_slice()).map_err(err)?;
-            }
-            let mut t = txn.open_table(ORG_POLICY).map_err(err)?;
-            for (k, v) in &dump.org_policy {
-                t.insert(k.as_str(), v.as_slice()).map_err(err)?;
-            }
-            let mut t = txn.open_table(COLLECTOR_STATE).map_err(err)?;
-            for (k, v) in &dump.collector_state {
-                t.insert(k.as_str(), v.as_str()).map_err(err)?;
-            }
-            let mut t = txn.open_table(AUDIT_HEAD).map_err(err)?;
-            for (k, v) in &dump.audit_head {
-                t.insert(k.as_str(), v.as_slice()).map_err(err)?;
-            }
-            let mut t = txn.open_table(SEGMENTS).map_err(err)?;
-            for ((org, kind, day, name), row) in &dump.segments {
-                t.insert((org.as_str(), kind.as_str(), *day, name.as_str()), encode_row(row)?.as_slice())
-                    .map_err(err)?;
-            }
-        }
-        txn.commit().map_err(err)?;
+            txn.commit().map_err(err)?;
+            Ok(())
+        })?;
         self.changed(false);
         Ok(())
     }
@@ -389,51 +543,61 @@ fn create_tables(db: &Database) -> Result<(), ControlError> {
 
 impl ControlStore for RedbControl {
     fn meta_or_insert(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, ControlError> {
-        let txn = self.db.begin_write().map_err(err)?;
-        let stored = {
-            let mut table = txn.open_table(META).map_err(err)?;
-            let existing = table.get(name).map_err(err)?.map(|v| v.value().to_vec());
-            match existing {
-                Some(existing) => existing,
-                None => {
-                    table.insert(name, value).map_err(err)?;
-                    value.to_vec()
+        let out = self.run(|db| {
+            let txn = db.begin_write().map_err(err)?;
+            let stored = {
+                let mut table = txn.open_table(META).map_err(err)?;
+                let existing = table.get(name).map_err(err)?.map(|v| v.value().to_vec());
+                match existing {
+                    Some(existing) => existing,
+                    None => {
+                        table.insert(name, value).map_err(err)?;
+                        value.to_vec()
+                    }
                 }
-            }
-        };
-        txn.commit().map_err(err)?;
+            };
+            txn.commit().map_err(err)?;
+            Ok(stored)
+        })?;
         self.changed(false);
-        Ok(stored)
-    }
-
-    fn device(&self, org: &str, device: &str) -> Result<Option<Vec<u8>>, ControlError> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let table = txn.open_table(DEVICES).map_err(err)?;
-        let row = table.get((org, device)).map_err(err)?.map(|v| v.value().to_vec());
-        Ok(row)
-    }
-
-    fn devices(&self) -> Result<Vec<DeviceRow>, ControlError> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let table = txn.open_table(DEVICES).map_err(err)?;
-        let mut out = Vec::new();
-        for row in table.iter().map_err(err)? {
-            let (key, value) = row.map_err(err)?;
-            let (org, device) = key.value();
-            out.push(DeviceRow { org: org.to_owned(), device: device.to_owned(), row: value.value().to_vec() });
-        }
         Ok(out)
     }
 
-    fn put_devices(&self, rows: &[DeviceRow]) -> Result<(), ControlError> {
-        let txn = self.db.begin_write().map_err(err)?;
-        {
-            let mut table = txn.open_table(DEVICES).map_err(err)?;
-            for row in rows {
-                table.insert((row.org.as_str(), row.device.as_str()), row.row.as_slice()).map_err(err)?;
+    fn device(&self, org: &str, device: &str) -> Result<Option<Vec<u8>>, ControlError> {
+        self.run(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(DEVICES).map_err(err)?;
+            let row = table.get((org, device)).map_err(err)?.map(|v| v.value().to_vec());
+            Ok(row)
+        })
+    }
+
+    fn devices(&self) -> Result<Vec<DeviceRow>, ControlError> {
+        self.run(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(DEVICES).map_err(err)?;
+            let mut out = Vec::new();
+            for row in table.iter().map_err(err)? {
+                let (key, value) = row.map_err(err)?;
+                let (org, device) = key.value();
+                out.push(DeviceRow { org: org.to_owned(), device: device.to_owned(), row: value.value().to_vec() });
             }
-        }
-        txn.commit().map_err(err)?;
+            Ok(out)
+        })
+    }
+
+    fn put_devices(&self, rows: &[DeviceRow]) -> Result<(), ControlError> {
+        self.run(|db| {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut table = txn.open_table(DEVICES).map_err(err)?;
+                for row in rows {
+                    table.insert((row.org.as_str(), row.device.as_str()), row.row.as_slice()).map_err(err)?;
+                }
+            }
+            txn.commit().map_err(err)?;
+            Ok(())
+        })?;
         self.changed(false);
         Ok(())
     }
@@ -444,57 +608,69 @@ impl ControlStore for RedbControl {
         device: &str,
         edit: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>,
     ) -> Result<bool, ControlError> {
-        let txn = self.db.begin_write().map_err(err)?;
-        let changed = {
-            let mut table = txn.open_table(DEVICES).map_err(err)?;
-            let existing = table.get((org, device)).map_err(err)?.map(|v| v.value().to_vec());
-            match existing.as_deref().and_then(&mut *edit) {
-                Some(row) => {
-                    table.insert((org, device), row.as_slice()).map_err(err)?;
-                    true
+        let out = self.run(|db| {
+            let txn = db.begin_write().map_err(err)?;
+            let changed = {
+                let mut table = txn.open_table(DEVICES).map_err(err)?;
+                let existing = table.get((org, device)).map_err(err)?.map(|v| v.value().to_vec());
+                match existing.as_deref().and_then(&mut *edit) {
+                    Some(row) => {
+                        table.insert((org, device), row.as_slice()).map_err(err)?;
+                        true
+                    }
+                    None => false,
                 }
-                None => false,
+            };
+            if changed {
+                txn.commit().map_err(err)?;
+            } else {
+                txn.abort().map_err(err)?;
             }
-        };
-        if changed {
-            txn.commit().map_err(err)?;
+            Ok(changed)
+        })?;
+        if out {
             self.changed(false);
-        } else {
-            txn.abort().map_err(err)?;
         }
-        Ok(changed)
+        Ok(out)
     }
 
     fn ssh_key(&self, org: &str, device: &str) -> Result<Option<String>, ControlError> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let table = txn.open_table(SSH_KEYS).map_err(err)?;
-        let line = table.get((org, device)).map_err(err)?.map(|v| v.value().to_owned());
-        Ok(line)
+        self.run(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(SSH_KEYS).map_err(err)?;
+            let line = table.get((org, device)).map_err(err)?.map(|v| v.value().to_owned());
+            Ok(line)
+        })
     }
 
     fn set_ssh_key(&self, org: &str, device: &str, line: Option<&str>) -> Result<(), ControlError> {
-        let txn = self.db.begin_write().map_err(err)?;
-        {
-            let mut table = txn.open_table(SSH_KEYS).map_err(err)?;
-            match line {
-                Some(line) => {
-                    table.insert((org, device), line).map_err(err)?;
-                }
-                None => {
-                    table.remove((org, device)).map_err(err)?;
+        self.run(|db| {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut table = txn.open_table(SSH_KEYS).map_err(err)?;
+                match line {
+                    Some(line) => {
+                        table.insert((org, device), line).map_err(err)?;
+                    }
+                    None => {
+                        table.remove((org, device)).map_err(err)?;
+                    }
                 }
             }
-        }
-        txn.commit().map_err(err)?;
+            txn.commit().map_err(err)?;
+            Ok(())
+        })?;
         self.changed(false);
         Ok(())
     }
 
     fn stored_seq(&self, org: &str, device: &str, stream: u64) -> Result<u64, ControlError> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let table = txn.open_table(STREAMS).map_err(err)?;
-        let seq = table.get((org, device, stream)).map_err(err)?.map_or(0, |v| v.value());
-        Ok(seq)
+        self.run(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(STREAMS).map_err(err)?;
+            let seq = table.get((org, device, stream)).map_err(err)?.map_or(0, |v| v.value());
+            Ok(seq)
+        })
     }
 
     fn raise_stored_seqs(
@@ -502,43 +678,48 @@ impl ControlStore for RedbControl {
         updates: &[StreamSeq],
         segments: &[(SegmentRowKey, SegmentRow)],
     ) -> Result<(), ControlError> {
-        let txn = self.db.begin_write().map_err(err)?;
-        {
-            let mut table = txn.open_table(STREAMS).map_err(err)?;
-            for ((org, device, stream), seq) in updates {
-                let key = (org.as_str(), device.as_str(), *stream);
-                let current = table.get(key).map_err(err)?.map_or(0, |v| v.value());
-                if *seq > current {
-                    table.insert(key, *seq).map_err(err)?;
+        self.run(|db| {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut table = txn.open_table(STREAMS).map_err(err)?;
+                for ((org, device, stream), seq) in updates {
+                    let key = (org.as_str(), device.as_str(), *stream);
+                    let current = table.get(key).map_err(err)?.map_or(0, |v| v.value());
+                    if *seq > current {
+                        table.insert(key, *seq).map_err(err)?;
+                    }
+                }
+                let mut catalog = txn.open_table(SEGMENTS).map_err(err)?;
+                for ((org, kind, day, name), more) in segments {
+                    let key = (org.as_str(), kind.as_str(), *day, name.as_str());
+                    let existing = catalog.get(key).map_err(err)?.map(|v| decode_row(v.value())).transpose()?;
+                    let mut row = existing.unwrap_or_default();
+                    row.merge(more);
+                    catalog.insert(key, encode_row(&row)?.as_slice()).map_err(err)?;
                 }
             }
-            let mut catalog = txn.open_table(SEGMENTS).map_err(err)?;
-            for ((org, kind, day, name), more) in segments {
-                let key = (org.as_str(), kind.as_str(), *day, name.as_str());
-                let existing = catalog.get(key).map_err(err)?.map(|v| decode_row(v.value())).transpose()?;
-                let mut row = existing.unwrap_or_default();
-                row.merge(more);
-                catalog.insert(key, encode_row(&row)?.as_slice()).map_err(err)?;
-            }
-        }
-        txn.commit().map_err(err)?;
+            txn.commit().map_err(err)?;
+            Ok(())
+        })?;
         self.changed(true);
         Ok(())
     }
 
     fn segment_rows(&self, org: &str, kind: &str) -> Result<Vec<(SegmentRowKey, SegmentRow)>, ControlError> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let table = txn.open_table(SEGMENTS).map_err(err)?;
-        let mut out = Vec::new();
-        for row in table.range((org, kind, i64::MIN, "")..).map_err(err)? {
-            let (key, value) = row.map_err(err)?;
-            let (o, k, day, name) = key.value();
-            if o != org || k != kind {
-                break;
+        self.run(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(SEGMENTS).map_err(err)?;
+            let mut out = Vec::new();
+            for row in table.range((org, kind, i64::MIN, "")..).map_err(err)? {
+                let (key, value) = row.map_err(err)?;
+                let (o, k, day, name) = key.value();
+                if o != org || k != kind {
+                    break;
+                }
+                out.push(((o.to_owned(), k.to_owned(), day, name.to_owned()), decode_row(value.value())?));
             }
-            out.push(((o.to_owned(), k.to_owned(), day, name.to_owned()), decode_row(value.value())?));
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     fn replace_segment_rows(
@@ -546,105 +727,128 @@ impl ControlStore for RedbControl {
         remove: &[SegmentRowKey],
         put: &[(SegmentRowKey, SegmentRow)],
     ) -> Result<(), ControlError> {
-        let txn = self.db.begin_write().map_err(err)?;
-        {
-            let mut table = txn.open_table(SEGMENTS).map_err(err)?;
-            for (org, kind, day, name) in remove {
-                table.remove((org.as_str(), kind.as_str(), *day, name.as_str())).map_err(err)?;
+        self.run(|db| {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut table = txn.open_table(SEGMENTS).map_err(err)?;
+                for (org, kind, day, name) in remove {
+                    table.remove((org.as_str(), kind.as_str(), *day, name.as_str())).map_err(err)?;
+                }
+                for ((org, kind, day, name), row) in put {
+                    table
+                        .insert((org.as_str(), kind.as_str(), *day, name.as_str()), encode_row(row)?.as_slice())
+                        .map_err(err)?;
+                }
             }
-            for ((org, kind, day, name), row) in put {
-                table
-                    .insert((org.as_str(), kind.as_str(), *day, name.as_str()), encode_row(row)?.as_slice())
-                    .map_err(err)?;
-            }
-        }
-        txn.commit().map_err(err)?;
+            txn.commit().map_err(err)?;
+            Ok(())
+        })?;
         self.changed(false);
         Ok(())
     }
 
     fn org_key(&self, org: &str) -> Result<Option<Vec<u8>>, ControlError> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let table = txn.open_table(ORG_KEYS).map_err(err)?;
-        let wrapped = table.get(org).map_err(err)?.map(|v| v.value().to_vec());
-        Ok(wrapped)
+        self.run(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(ORG_KEYS).map_err(err)?;
+            let wrapped = table.get(org).map_err(err)?.map(|v| v.value().to_vec());
+            Ok(wrapped)
+        })
     }
 
     fn insert_org_key_if_absent(&self, org: &str, wrapped: &[u8]) -> Result<(Vec<u8>, bool), ControlError> {
-        let txn = self.db.begin_write().map_err(err)?;
-        let stored = {
-            let mut table = txn.open_table(ORG_KEYS).map_err(err)?;
-            let existing = table.get(org).map_err(err)?.map(|v| v.value().to_vec());
-            match existing {
-                Some(existing) => (existing, false),
-                None => {
-                    table.insert(org, wrapped).map_err(err)?;
-                    (wrapped.to_vec(), true)
+        let out = self.run(|db| {
+            let txn = db.begin_write().map_err(err)?;
+            let stored = {
+                let mut table = txn.open_table(ORG_KEYS).map_err(err)?;
+                let existing = table.get(org).map_err(err)?.map(|v| v.value().to_vec());
+                match existing {
+                    Some(existing) => (existing, false),
+                    None => {
+                        table.insert(org, wrapped).map_err(err)?;
+                        (wrapped.to_vec(), true)
+                    }
                 }
-            }
-        };
-        txn.commit().map_err(err)?;
+            };
+            txn.commit().map_err(err)?;
+            Ok(stored)
+        })?;
         self.changed(false);
-        Ok(stored)
-    }
-
-    fn remove_org_key(&self, org: &str) -> Result<bool, ControlError> {
-        let txn = self.db.begin_write().map_err(err)?;
-        let existed = txn.open_table(ORG_KEYS).map_err(err)?.remove(org).map_err(err)?.is_some();
-        txn.commit().map_err(err)?;
-        self.changed(false);
-        Ok(existed)
-    }
-
-    fn org_key_names(&self) -> Result<Vec<String>, ControlError> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let table = txn.open_table(ORG_KEYS).map_err(err)?;
-        let mut names = Vec::new();
-        for row in table.iter().map_err(err)? {
-            names.push(row.map_err(err)?.0.value().to_owned());
-        }
-        Ok(names)
-    }
-
-    fn policies(&self) -> Result<Vec<(String, Vec<u8>)>, ControlError> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let table = txn.open_table(ORG_POLICY).map_err(err)?;
-        let mut out = Vec::new();
-        for row in table.iter().map_err(err)? {
-            let (key, value) = row.map_err(err)?;
-            out.push((key.value().to_owned(), value.value().to_vec()));
-        }
         Ok(out)
     }
 
+    fn remove_org_key(&self, org: &str) -> Result<bool, ControlError> {
+        let out = self.run(|db| {
+            let txn = db.begin_write().map_err(err)?;
+            let existed = txn.open_table(ORG_KEYS).map_err(err)?.remove(org).map_err(err)?.is_some();
+            txn.commit().map_err(err)?;
+            Ok(existed)
+        })?;
+        self.changed(false);
+        Ok(out)
+    }
+
+    fn org_key_names(&self) -> Result<Vec<String>, ControlError> {
+        self.run(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(ORG_KEYS).map_err(err)?;
+            let mut names = Vec::new();
+            for row in table.iter().map_err(err)? {
+                names.push(row.map_err(err)?.0.value().to_owned());
+            }
+            Ok(names)
+        })
+    }
+
+    fn policies(&self) -> Result<Vec<(String, Vec<u8>)>, ControlError> {
+        self.run(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(ORG_POLICY).map_err(err)?;
+            let mut out = Vec::new();
+            for row in table.iter().map_err(err)? {
+                let (key, value) = row.map_err(err)?;
+                out.push((key.value().to_owned(), value.value().to_vec()));
+            }
+            Ok(out)
+        })
+    }
+
     fn put_policy(&self, org: &str, row: &[u8]) -> Result<(), ControlError> {
-        let txn = self.db.begin_write().map_err(err)?;
-        txn.open_table(ORG_POLICY).map_err(err)?.insert(org, row).map_err(err)?;
-        txn.commit().map_err(err)?;
+        self.run(|db| {
+            let txn = db.begin_write().map_err(err)?;
+            txn.open_table(ORG_POLICY).map_err(err)?.insert(org, row).map_err(err)?;
+            txn.commit().map_err(err)?;
+            Ok(())
+        })?;
         self.changed(false);
         Ok(())
     }
 
     fn replace_state(&self, name: &str, value: &str) -> Result<Option<String>, ControlError> {
-        let txn = self.db.begin_write().map_err(err)?;
-        let before = {
-            let mut table = txn.open_table(COLLECTOR_STATE).map_err(err)?;
-            let before = table.get(name).map_err(err)?.map(|v| v.value().to_owned());
-            if before.as_deref() != Some(value) {
-                table.insert(name, value).map_err(err)?;
-            }
-            before
-        };
-        txn.commit().map_err(err)?;
+        let out = self.run(|db| {
+            let txn = db.begin_write().map_err(err)?;
+            let before = {
+                let mut table = txn.open_table(COLLECTOR_STATE).map_err(err)?;
+                let before = table.get(name).map_err(err)?.map(|v| v.value().to_owned());
+                if before.as_deref() != Some(value) {
+                    table.insert(name, value).map_err(err)?;
+                }
+                before
+            };
+            txn.commit().map_err(err)?;
+            Ok(before)
+        })?;
         self.changed(false);
-        Ok(before)
+        Ok(out)
     }
 
     fn state(&self, name: &str) -> Result<Option<String>, ControlError> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let table = txn.open_table(COLLECTOR_STATE).map_err(err)?;
-        let value = table.get(name).map_err(err)?.map(|v| v.value().to_owned());
-        Ok(value)
+        self.run(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(COLLECTOR_STATE).map_err(err)?;
+            let value = table.get(name).map_err(err)?.map(|v| v.value().to_owned());
+            Ok(value)
+        })
     }
 
     fn flush(&self) {
@@ -652,16 +856,21 @@ impl ControlStore for RedbControl {
     }
 
     fn audit_head(&self) -> Result<Option<Vec<u8>>, ControlError> {
-        let txn = self.db.begin_read().map_err(err)?;
-        let table = txn.open_table(AUDIT_HEAD).map_err(err)?;
-        let head = table.get(HEAD_ROW).map_err(err)?.map(|v| v.value().to_vec());
-        Ok(head)
+        self.run(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(AUDIT_HEAD).map_err(err)?;
+            let head = table.get(HEAD_ROW).map_err(err)?.map(|v| v.value().to_vec());
+            Ok(head)
+        })
     }
 
     fn set_audit_head(&self, head: &[u8]) -> Result<(), ControlError> {
-        let txn = self.db.begin_write().map_err(err)?;
-        txn.open_table(AUDIT_HEAD).map_err(err)?.insert(HEAD_ROW, head).map_err(err)?;
-        txn.commit().map_err(err)?;
+        self.run(|db| {
+            let txn = db.begin_write().map_err(err)?;
+            txn.open_table(AUDIT_HEAD).map_err(err)?.insert(HEAD_ROW, head).map_err(err)?;
+            txn.commit().map_err(err)?;
+            Ok(())
+        })?;
         self.changed(true);
         Ok(())
     }
@@ -713,7 +922,7 @@ mod tests {
         let path = dir.path().join("c.redb");
         let copy = backup_path_of(&path);
         let db = Arc::new(Database::create(&path).unwrap());
-        let c = RedbControl::with_backup(db, copy.clone()).unwrap();
+        let c = RedbControl::with_backup(db, copy.clone(), None).unwrap();
         c.insert_org_key_if_absent("acme", b"wrapped").unwrap();
         let row = SegmentRow { records: 3, blocks: 1, bytes: 99, ..SegmentRow::default() };
         let seg = ("acme".to_owned(), "metadata".to_owned(), 20_000, "00000001-ab.seg".to_owned());
@@ -754,6 +963,89 @@ mod tests {
             }
         }
         assert!(errors > 0);
+    }
+
+    /// A file whose writes fail while `full` is set, as on a full disk.
+    #[derive(Debug)]
+    struct FullDisk {
+        file: redb::backends::FileBackend,
+        full: Arc<AtomicBool>,
+    }
+
+    impl FullDisk {
+        fn check(&self) -> Result<(), io::Error> {
+            if self.full.load(Ordering::SeqCst) {
+                Err(io::ErrorKind::StorageFull.into())
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl redb::StorageBackend for FullDisk {
+        fn len(&self) -> Result<u64, io::Error> {
+            self.file.len()
+        }
+        fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, io::Error> {
+            self.file.read(offset, len)
+        }
+        fn set_len(&self, len: u64) -> Result<(), io::Error> {
+            self.check()?;
+            self.file.set_len(len)
+        }
+        fn sync_data(&self, eventual: bool) -> Result<(), io::Error> {
+            self.check()?;
+            self.file.sync_data(eventual)
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+            self.check()?;
+            self.file.write(offset, data)
+        }
+    }
+
+    #[test]
+    fn a_write_failed_on_a_full_disk_reopens_the_database_and_loses_nothing_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.redb");
+        let full = Arc::new(AtomicBool::new(false));
+        let open = {
+            let (path, full) = (path.clone(), Arc::clone(&full));
+            move || -> Result<Database, ControlError> {
+                let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path);
+                let file = file.map_err(|e| ControlError::Transient(e.to_string()))?;
+                let file = redb::backends::FileBackend::new(file).map_err(err)?;
+                redb::Builder::new().create_with_backend(FullDisk { file, full: Arc::clone(&full) }).map_err(err)
+            }
+        };
+        let db = Arc::new(open().unwrap());
+        let reopen = Reopen { path: path.clone(), open: Box::new(open) };
+        let c = RedbControl::with_backup(db, backup_path_of(&path), Some(reopen)).unwrap();
+        let seq = |n| [(("acme".to_owned(), "ap".to_owned(), 1), n)];
+        c.raise_stored_seqs(&seq(4), &[]).unwrap();
+
+        full.store(true, Ordering::SeqCst);
+        let failed = c.raise_stored_seqs(&seq(5), &[]).unwrap_err();
+        assert!(failed.is_transient(), "{failed}");
+        // Still full: refused, transient, and never a panic.
+        for n in 6..9 {
+            let refused = c.raise_stored_seqs(&seq(n), &[]).unwrap_err();
+            assert!(refused.is_transient(), "{refused}");
+        }
+
+        full.store(false, Ordering::SeqCst);
+        let mut retries = 0;
+        while let Err(e) = c.raise_stored_seqs(&seq(9), &[]) {
+            assert!(e.is_transient(), "{e}");
+            retries += 1;
+            assert!(retries < 3, "the database did not recover: {e}");
+        }
+        assert_eq!(c.stored_seq("acme", "ap", 1).unwrap(), 9);
+        assert!(c.insert_org_key_if_absent("acme", b"wrapped").unwrap().1);
+        drop(c);
+        // What was committed is in the file, which opens cleanly.
+        let again = RedbControl::open(Arc::new(Database::create(&path).unwrap())).unwrap();
+        assert_eq!(again.stored_seq("acme", "ap", 1).unwrap(), 9);
+        assert_eq!(again.org_key("acme").unwrap().as_deref(), Some(&b"wrapped"[..]));
     }
 
     #[test]

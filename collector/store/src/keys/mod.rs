@@ -432,7 +432,21 @@ impl Catalog {
             other => damaged(other),
         })?;
         let copy = crate::control::redb_store::backup_path_of(&path);
-        let control: Arc<dyn ControlStore> = Arc::new(RedbControl::with_backup(Arc::new(db), copy)?);
+        let reopen = {
+            let path = path.clone();
+            crate::control::redb_store::Reopen {
+                path: path.clone(),
+                open: Box::new(move || {
+                    let file = std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open(&path)
+                        .map_err(|e| ControlError::Transient(format!("{}: {e}", path.display())))?;
+                    redb::Builder::new().create_file(file).map_err(|e| ControlError::Transient(e.to_string()))
+                }),
+            }
+        };
+        let control: Arc<dyn ControlStore> = Arc::new(RedbControl::with_backup(Arc::new(db), copy, Some(reopen))?);
         Catalog::with_control(path, control, master)
     }
 
