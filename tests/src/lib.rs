@@ -514,3 +514,59 @@ pub fn stored_captures(collector: &TestCollector, org: &OrgId) -> Vec<glimpse_co
         })
         .collect()
 }
+
+/// A copy of `key` in `dir` readable by its owner only, as OpenSSH insists.
+pub fn private_copy(dir: &Path, key: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let copy = dir.join(key.file_name().map_or_else(|| "id".into(), |n| format!("{}.private", n.to_string_lossy())));
+    std::fs::copy(key, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)).unwrap();
+    copy
+}
+
+/// Runs the OpenSSH client (`ssh`, Debian's openssh-client) against the
+/// collector's SSH port at `addr` with `key` as `user`: no config file, no
+/// agent, no known-hosts check, `options` and then `command_line`, `stdin`
+/// written in. Blocking: call it off the runtime (`block_in_place`).
+pub fn openssh(
+    addr: std::net::SocketAddr,
+    key: &Path,
+    user: &str,
+    options: &[&str],
+    command_line: &[&str],
+    stdin: &[u8],
+) -> std::process::Output {
+    let mut command = std::process::Command::new("ssh");
+    command
+        .args(["-F", "/dev/null", "-i"])
+        .arg(key)
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=20",
+            "-p",
+            &addr.port().to_string(),
+            "-l",
+            user,
+        ])
+        .args(options)
+        .arg(addr.ip().to_string())
+        .args(command_line)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("OpenSSH client `ssh` (Debian package openssh-client) is installed");
+    {
+        use std::io::Write;
+        let mut input = child.stdin.take().unwrap();
+        let _ = input.write_all(stdin);
+    }
+    child.wait_with_output().unwrap()
+}

@@ -4,7 +4,7 @@
 //! attacker would use it, gets nothing but the `glimpse` subsystem.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use glimpse_collector::ingest::RejectReason;
 use glimpse_common::identity::DeviceKind;
@@ -133,61 +133,8 @@ async fn expect_ssh_refused(tc: &TestCollector, config: glimpse_agent::AgentConf
 
 /// Runs the system's OpenSSH client against the collector with `key`,
 /// never touching the user's own SSH configuration or known hosts.
-fn openssh(
-    tc: &TestCollector,
-    key: &Path,
-    user: &str,
-    options: &[&str],
-    command_line: &[&str],
-    stdin: &[u8],
-) -> Output {
-    let addr = tc.ssh_addr();
-    let mut command = Command::new("ssh");
-    command
-        .args(["-F", "/dev/null", "-i"])
-        .arg(key)
-        .args([
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "ConnectTimeout=20",
-            "-p",
-            &addr.port().to_string(),
-            "-l",
-            user,
-        ])
-        .args(options)
-        .arg(addr.ip().to_string())
-        .args(command_line)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("OpenSSH client `ssh` (Debian package openssh-client) is installed");
-    {
-        use std::io::Write;
-        let mut input = child.stdin.take().unwrap();
-        let _ = input.write_all(stdin);
-    }
-    child.wait_with_output().unwrap()
-}
-
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// OpenSSH insists on a private key file readable by its owner only.
-fn private_copy(dir: &Path, key: &Path) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let copy = dir.join("id");
-    std::fs::copy(key, &copy).unwrap();
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)).unwrap();
-    copy
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,7 +156,7 @@ async fn openssh_client_gets_only_the_glimpse_subsystem() {
                command: Vec<&'static str>,
                stdin: Vec<u8>| {
         let tc = &tc;
-        tokio::task::block_in_place(move || openssh(tc, &key, &user, &options, &command, &stdin))
+        tokio::task::block_in_place(move || openssh(tc.ssh_addr(), &key, &user, &options, &command, &stdin))
     };
 
     // An unregistered key: denied at authentication.

@@ -7,8 +7,6 @@
 //! (a global subscriber), so no other test may write into it.
 
 use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use glimpse_collector::ingest::RejectReason;
@@ -51,31 +49,6 @@ fn lines() -> Vec<String> {
     String::from_utf8_lossy(&log().lock().unwrap()).lines().map(str::to_owned).collect()
 }
 
-fn openssh(port: u16, key: &Path, user: &str, options: &[&str], command: &[&str]) -> Output {
-    Command::new("ssh")
-        .args(["-F", "/dev/null", "-i"])
-        .arg(key)
-        .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
-        .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=20", "-p", &port.to_string(), "-l", user])
-        .args(options)
-        .arg("127.0.0.1")
-        .args(command)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("ssh runs")
-}
-
-/// A copy of `key` readable by its owner only, as OpenSSH insists.
-fn private_copy(dir: &Path, name: &str, key_text: &[u8]) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join(name);
-    std::fs::write(&path, key_text).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_misuse_is_logged_once_by_name_and_floods_are_summarised() {
     if !require_tool("ssh", "apt-get install openssh-client") {
@@ -84,14 +57,15 @@ async fn ssh_misuse_is_logged_once_by_name_and_floods_are_summarised() {
     log();
     let switch = issue_ssh_device(ORG, DeviceKind::Switch);
     let tc = TestCollector::start_with_ssh_settings(0, Arc::new(SystemClock), "auth_timeout_secs = 1").await;
-    let port = tc.ssh_addr().port();
+    let addr = tc.ssh_addr();
     let dir = tempfile::tempdir().unwrap();
-    let registered = private_copy(dir.path(), "id", &std::fs::read(switch.ssh_key.as_ref().unwrap()).unwrap());
+    let registered = private_copy(dir.path(), switch.ssh_key.as_ref().unwrap());
     let user = format!("{}/{}", switch.identity.org, switch.identity.device);
 
     // Two env requests with secret-looking values, then a command (refused).
     let out = tokio::task::block_in_place(|| {
-        openssh(port, &registered, &user, &["-o", "SetEnv=GLIMPSE_TOKEN=hunter2 GLIMPSE_OTHER=hunter3"], &["true"])
+        let env = ["-o", "SetEnv=GLIMPSE_TOKEN=hunter2 GLIMPSE_OTHER=hunter3"];
+        openssh(addr, &registered, &user, &env, &["true"], b"")
     });
     assert_ne!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     wait_until("the env request is logged", || lines().iter().any(|l| l.contains("SSH env request refused"))).await;
@@ -102,8 +76,9 @@ async fn ssh_misuse_is_logged_once_by_name_and_floods_are_summarised() {
 
     // An unregistered key for a registered device: a warning.
     let stranger = glimpse_certs::ssh::generate_ed25519("stranger").unwrap();
-    let stranger = private_copy(dir.path(), "stranger", stranger.private_openssh.as_bytes());
-    let out = tokio::task::block_in_place(|| openssh(port, &stranger, &user, &[], &["true"]));
+    std::fs::write(dir.path().join("stranger"), stranger.private_openssh.as_bytes()).unwrap();
+    let stranger = private_copy(dir.path(), &dir.path().join("stranger"));
+    let out = tokio::task::block_in_place(|| openssh(addr, &stranger, &user, &[], &["true"], b""));
     assert_eq!(out.status.code(), Some(255), "{}", String::from_utf8_lossy(&out.stderr));
     wait_until("the unregistered key is logged", || {
         lines().iter().any(|l| l.contains(" WARN ") && l.contains("SSH key refused"))

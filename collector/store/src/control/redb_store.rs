@@ -337,6 +337,11 @@ fn decode_row(bytes: &[u8]) -> Result<SegmentRow, ControlError> {
     postcard::from_bytes(bytes).map_err(|e| ControlError::Permanent(format!("unreadable segment catalog row: {e}")))
 }
 
+/// A catalog row's key as the table stores it.
+fn catalog_key((org, kind, day, name): &SegmentRowKey) -> (&str, &str, i64, &str) {
+    (org.as_str(), kind.as_str(), *day, name.as_str())
+}
+
 fn encode_row(row: &SegmentRow) -> Result<Vec<u8>, ControlError> {
     postcard::to_stdvec(row).map_err(|e| ControlError::Permanent(format!("cannot encode a segment catalog row: {e}")))
 }
@@ -690,8 +695,8 @@ impl ControlStore for RedbControl {
                     }
                 }
                 let mut catalog = txn.open_table(SEGMENTS).map_err(err)?;
-                for ((org, kind, day, name), more) in segments {
-                    let key = (org.as_str(), kind.as_str(), *day, name.as_str());
+                for (row_key, more) in segments {
+                    let key = catalog_key(row_key);
                     let existing = catalog.get(key).map_err(err)?.map(|v| decode_row(v.value())).transpose()?;
                     let mut row = existing.unwrap_or_default();
                     row.merge(more);
@@ -731,13 +736,11 @@ impl ControlStore for RedbControl {
             let txn = db.begin_write().map_err(err)?;
             {
                 let mut table = txn.open_table(SEGMENTS).map_err(err)?;
-                for (org, kind, day, name) in remove {
-                    table.remove((org.as_str(), kind.as_str(), *day, name.as_str())).map_err(err)?;
+                for row_key in remove {
+                    table.remove(catalog_key(row_key)).map_err(err)?;
                 }
-                for ((org, kind, day, name), row) in put {
-                    table
-                        .insert((org.as_str(), kind.as_str(), *day, name.as_str()), encode_row(row)?.as_slice())
-                        .map_err(err)?;
+                for (row_key, row) in put {
+                    table.insert(catalog_key(row_key), encode_row(row)?.as_slice()).map_err(err)?;
                 }
             }
             txn.commit().map_err(err)?;
