@@ -25,6 +25,7 @@ pub mod limits;
 mod listener;
 mod repeats;
 pub mod service;
+pub mod telemetry;
 
 pub use config::CollectorConfig;
 pub use service::Collector;

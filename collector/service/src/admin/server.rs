@@ -36,6 +36,8 @@ pub struct AdminServer {
     context: AdminContext,
     slots: Arc<Semaphore>,
     refusals: Arc<RepeatAudit<IpAddr>>,
+    /// Where open connections are counted, if anywhere.
+    metrics: Option<Arc<crate::ingest::IngestMetrics>>,
 }
 
 /// Connections refused before a client certificate was verified (bare
@@ -75,7 +77,14 @@ impl AdminServer {
             refusals: Arc::new(RepeatAudit::new(context.store.clone(), "admin.connect", describe_refusals)),
             context,
             slots: Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS)),
+            metrics: None,
         })
+    }
+
+    /// Counts open admin connections in `metrics`.
+    pub(crate) fn counting_in(mut self, metrics: Arc<crate::ingest::IngestMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The aggregated refusals, for the service's periodic flush.
@@ -90,7 +99,7 @@ impl AdminServer {
 
     /// Serves until `shutdown` turns true, then aborts open exchanges.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
-        let Self { listener, tls, context, slots, refusals } = self;
+        let Self { listener, tls, context, slots, refusals, metrics } = self;
         accept_until_shutdown("admin", &listener, shutdown, Drain::Abort, |tcp, peer| {
             // Admin connections are unauthenticated until the TLS handshake
             // completes: bounded, so a flood cannot exhaust the collector.
@@ -109,7 +118,9 @@ impl AdminServer {
                 return None;
             };
             let (acceptor, context, refusals) = (TlsAcceptor::from(tls.current()), context.clone(), refusals.clone());
+            let open = metrics.as_ref().map(|m| m.open_connection(crate::ingest::Transport::Admin));
             Some(async move {
+                let _open = open;
                 if tokio::time::timeout(ADMIN_TIMEOUT, serve(tcp, peer, acceptor, context, refusals)).await.is_err() {
                     warn!(%peer, "admin request timed out");
                 }
