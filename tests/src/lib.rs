@@ -41,6 +41,16 @@ pub fn require_tool(tool: &str, install: &str) -> bool {
     skip_or_fail(&format!("`{tool}` is not installed ({install})"))
 }
 
+/// [`require_tool`] for a Python module (`python3 -c "import <module>"`).
+pub fn require_python_module(module: &str, install: &str) -> bool {
+    let imported = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    imported || skip_or_fail(&format!("the Python module `{module}` is not installed ({install})"))
+}
+
 /// [`require_tool`] for libpcap, which live captures load at run time.
 pub fn require_libpcap() -> bool {
     match glimpse_agent::capture::pcap_source::live_capture_available() {

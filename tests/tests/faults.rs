@@ -390,6 +390,16 @@ async fn collector_on_small_disk(
     size: &str,
     limits: &str,
 ) -> (tempfile::TempDir, Mounted, glimpse_collector::config::CollectorConfig, glimpse_collector::Collector) {
+    collector_on_small_disk_with(size, limits, "").await
+}
+
+/// [`collector_on_small_disk`] with `admin` lines added to its `[admin]` table.
+#[allow(clippy::await_holding_lock)]
+async fn collector_on_small_disk_with(
+    size: &str,
+    limits: &str,
+    admin: &str,
+) -> (tempfile::TempDir, Mounted, glimpse_collector::config::CollectorConfig, glimpse_collector::Collector) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -404,7 +414,9 @@ async fn collector_on_small_disk(
     let unmount = Mounted(data.clone());
     let master = dir.path().join("master.key");
     glimpse_store::keys::MasterKey::generate_file(&master).unwrap();
-    let text = collector_toml(&data, &master, free_port()).replace("[limits]\n", &format!("[limits]\n{limits}\n"));
+    let text = collector_toml(&data, &master, free_port())
+        .replace("[limits]\n", &format!("[limits]\n{limits}\n"))
+        .replace("[admin]\n", &format!("[admin]\n{admin}\n"));
     std::fs::write(dir.path().join("collector.toml"), text).unwrap();
     let config = glimpse_collector::config::CollectorConfig::load(&dir.path().join("collector.toml")).unwrap();
     let collector = start_locked(&config).await;
@@ -427,6 +439,32 @@ fn fill_disk(dir: &Path) -> PathBuf {
         while file.write_all(&bytes).is_ok() {}
     }
     path
+}
+
+/// Readiness follows the free space of the data directory's file system:
+/// unready (naming the floor) when the disk fills, ready again once space
+/// is freed, and alive throughout (a restart would not free the disk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_goes_unready_on_a_full_disk_and_back() {
+    init_logging();
+    let (dir, _unmount, _, collector) = collector_on_small_disk_with("8m", "", "min_free_bytes = 1048576").await;
+    let data = dir.path().join("data");
+    let telemetry = collector.telemetry().clone();
+    let readiness = || {
+        let telemetry = telemetry.clone();
+        async move { tokio::task::spawn_blocking(move || telemetry.readiness()).await.unwrap() }
+    };
+    let ready = readiness().await;
+    assert!(ready.ready, "{ready:?}");
+    let filler = fill_disk(&data);
+    let full = readiness().await;
+    assert!(!full.ready, "{full:?}");
+    assert!(full.problems.iter().any(|p| p.contains("min_free_bytes")), "{full:?}");
+    assert!(collector.telemetry().liveness().ready, "a full disk is not a reason to restart");
+    std::fs::remove_file(filler).unwrap();
+    let again = readiness().await;
+    assert!(again.ready, "{again:?}");
+    collector.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
