@@ -458,6 +458,25 @@ key = "pki/collector.key"
         assert!(parse(&format!("{GOOD}\n{admin}health_form = []\n")).is_err(), "unknown keys are refused");
     }
 
+    proptest::proptest! {
+        /// Any list of texts is either parsed or named as a problem, never
+        /// a panic, and nothing past the bounds is kept.
+        #[test]
+        fn range_lists_parse_or_are_named(texts in proptest::collection::vec("[0-9a-f:./]{0,70}", 0..70)) {
+            let mut problems = Vec::new();
+            let ranges = parse_ranges("health_from", &texts, &mut problems);
+            proptest::prop_assert!(ranges.len() <= MAX_RANGES);
+            if texts.len() > MAX_RANGES {
+                proptest::prop_assert!(ranges.is_empty() && problems.len() == 1);
+            } else {
+                proptest::prop_assert_eq!(ranges.len() + problems.len(), texts.len());
+            }
+            for range in &ranges {
+                proptest::prop_assert!(range.contains(&range.network()));
+            }
+        }
+    }
+
     #[test]
     fn retention_overrides_within_bounds() {
         let c = parse(&format!("{GOOD}\n[retention]\ncapture_days = 3\n[retention.orgs.acme]\nmetadata_days = 90\n"))
