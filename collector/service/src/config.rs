@@ -111,6 +111,10 @@ struct RawAdmin {
     min_free_bytes: Option<u64>,
 }
 
+/// Free space below which the collector reports itself not ready, unless
+/// the config says otherwise (`[admin] min_free_bytes`).
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Most address ranges in `health_from` or `metrics_from`.
 const MAX_RANGES: usize = 64;
 /// Longest address range text (an IPv6 address with a prefix is 43 chars).
@@ -147,11 +151,7 @@ impl HealthConfig {
 impl Default for HealthConfig {
     fn default() -> Self {
         let local = default_health_from();
-        Self {
-            metrics_from: local.clone(),
-            health_from: local,
-            min_free_bytes: crate::telemetry::DEFAULT_MIN_FREE_BYTES,
-        }
+        Self { metrics_from: local.clone(), health_from: local, min_free_bytes: DEFAULT_MIN_FREE_BYTES }
     }
 }
 

@@ -44,10 +44,6 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// How often the store size per organisation and kind is recomputed.
 pub const STORE_SIZE_EVERY: Duration = Duration::from_secs(60);
 
-/// Free space below which the collector reports itself not ready, unless
-/// the config says otherwise (`[admin] min_free_bytes`).
-pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
-
 /// What the collector's parts report, and what operators read.
 #[derive(Debug)]
 pub struct Telemetry {
