@@ -214,17 +214,35 @@ impl TestCollector {
     /// (TOML key = value lines).
     #[allow(clippy::await_holding_lock)]
     pub async fn start_with_ssh_settings(port: u16, clock: Arc<dyn Clock>, ssh_lines: &str) -> Self {
+        Self::start_edited(port, clock, |mut base| {
+            if ssh_lines.contains("auth_timeout_secs") {
+                // The caller's own deadline replaces the default one.
+                base = base.replace("auth_timeout_secs = 20\n", "");
+            }
+            // [ssh] is the last table, so these lines land in it.
+            format!("{base}{ssh_lines}\n")
+        })
+        .await
+    }
+
+    /// Starts a collector whose `[admin]` table also has `admin_lines`
+    /// (TOML key = value lines).
+    pub async fn start_with_admin_settings(admin_lines: &str) -> Self {
+        Self::start_edited(0, Arc::new(SystemClock), |base| {
+            base.replace("[admin]\n", &format!("[admin]\n{admin_lines}\n"))
+        })
+        .await
+    }
+
+    /// Starts a collector with the config text [`collector_toml`] makes,
+    /// changed by `edit`.
+    #[allow(clippy::await_holding_lock)]
+    async fn start_edited(port: u16, clock: Arc<dyn Clock>, edit: impl FnOnce(String) -> String) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let master = dir.path().join("master.key");
         MasterKey::generate_file(&master).expect("master key");
         let config_path = dir.path().join("collector.toml");
-        // [ssh] is the last table, so these lines land in it.
-        let mut base = collector_toml(&dir.path().join("data"), &master, port);
-        if ssh_lines.contains("auth_timeout_secs") {
-            // The caller's own deadline replaces the default one.
-            base = base.replace("auth_timeout_secs = 20\n", "");
-        }
-        let text = format!("{base}{ssh_lines}\n");
+        let text = edit(collector_toml(&dir.path().join("data"), &master, port));
         std::fs::write(&config_path, text).expect("write config");
         let config = CollectorConfig::load(&config_path).expect("load config");
         let collector = {
@@ -493,7 +511,33 @@ pub fn issue_admin_in(
         ca: glimpse_certs::ca_cert_path(&pki().ours),
         cert: files.cert,
         key: files.key,
+        token: None,
     }
+}
+
+/// Credentials that present `token` instead of a certificate.
+pub fn token_credentials(collector: &TestCollector, token: &str) -> glimpse_admin_client::AdminCredentials {
+    glimpse_admin_client::AdminCredentials {
+        address: collector.collector.admin_addr().expect("admin API enabled").to_string(),
+        server_name: "localhost".into(),
+        ca: glimpse_certs::ca_cert_path(&pki().ours),
+        cert: PathBuf::new(),
+        key: PathBuf::new(),
+        token: Some(token.to_owned()),
+    }
+}
+
+/// An HTTPS client of the collector's admin API for `credentials`.
+pub async fn api_client(credentials: &glimpse_admin_client::AdminCredentials) -> glimpse_admin_client::ApiClient {
+    glimpse_admin_client::ApiClient::new(credentials).await.expect("API client")
+}
+
+/// An HTTPS client of the collector's admin API with no credential.
+pub async fn anonymous_api(collector: &TestCollector) -> glimpse_admin_client::ApiClient {
+    let address = collector.collector.admin_addr().expect("admin API enabled").to_string();
+    glimpse_admin_client::ApiClient::anonymous(&address, "localhost", &glimpse_certs::ca_cert_path(&pki().ours))
+        .await
+        .expect("API client")
 }
 
 /// Sets `org`'s capture consent as an operator would, through the

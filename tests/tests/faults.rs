@@ -441,29 +441,36 @@ fn fill_disk(dir: &Path) -> PathBuf {
     path
 }
 
-/// Readiness follows the free space of the data directory's file system:
-/// unready (naming the floor) when the disk fills, ready again once space
-/// is freed, and alive throughout (a restart would not free the disk).
+/// `GET /readyz` follows the free space of the data directory's file
+/// system: 503 naming the floor when the disk fills, 200 again once space
+/// is freed; `/healthz` stays 200 throughout (a restart would not free the
+/// disk).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readiness_goes_unready_on_a_full_disk_and_back() {
+async fn readyz_goes_unready_on_a_full_disk_and_back() {
     init_logging();
     let (dir, _unmount, _, collector) = collector_on_small_disk_with("8m", "", "min_free_bytes = 1048576").await;
     let data = dir.path().join("data");
-    let telemetry = collector.telemetry().clone();
-    let readiness = || {
-        let telemetry = telemetry.clone();
-        async move { tokio::task::spawn_blocking(move || telemetry.readiness()).await.unwrap() }
+    let address = collector.admin_addr().expect("admin API").to_string();
+    let ca = glimpse_certs::ca_cert_path(&pki().ours);
+    let probe = glimpse_admin_client::ApiClient::anonymous(&address, "localhost", &ca).await.unwrap();
+    let get = |path: &'static str| {
+        let probe = probe.clone();
+        async move {
+            let response = probe.request(reqwest::Method::GET, path).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<glimpse_api::Health>().await.unwrap())
+        }
     };
-    let ready = readiness().await;
-    assert!(ready.ready, "{ready:?}");
+    let (status, ready) = get("/readyz").await;
+    assert_eq!(status, 200, "{ready:?}");
     let filler = fill_disk(&data);
-    let full = readiness().await;
-    assert!(!full.ready, "{full:?}");
-    assert!(full.problems.iter().any(|p| p.contains("min_free_bytes")), "{full:?}");
-    assert!(collector.telemetry().liveness().ready, "a full disk is not a reason to restart");
+    let (status, full) = get("/readyz").await;
+    assert_eq!(status, 503, "{full:?}");
+    assert!(!full.ready && full.problems.iter().any(|p| p.contains("min_free_bytes")), "{full:?}");
+    assert_eq!(get("/healthz").await.0, 200, "a full disk is not a reason to restart");
     std::fs::remove_file(filler).unwrap();
-    let again = readiness().await;
-    assert!(again.ready, "{again:?}");
+    let (status, again) = get("/readyz").await;
+    assert_eq!(status, 200, "{again:?}");
     collector.shutdown().await;
 }
 

@@ -1,6 +1,8 @@
-//! Telemetry with real agents and real processes: the metrics text parsed
-//! by Prometheus' own OpenMetrics parser (the Python `prometheus_client`)
-//! moves as records arrive and refusals happen; the collector speaks the
+//! Telemetry with real agents and real processes: `GET /metrics` over
+//! HTTPS, parsed by Prometheus' own OpenMetrics parser (the Python
+//! `prometheus_client`), moves as records arrive and refusals happen;
+//! `/healthz`, `/readyz` and `/metrics` need no credential from the
+//! configured ranges and one from anywhere else; the collector speaks the
 //! systemd notification protocol to a real datagram socket.
 
 use std::collections::BTreeMap;
@@ -8,8 +10,9 @@ use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 
+use glimpse_admin_client::ApiClient;
 use glimpse_collector::ingest::RejectReason;
-use glimpse_common::identity::DeviceKind;
+use glimpse_common::identity::{AdminRole, DeviceKind};
 use glimpse_tests::*;
 
 const COLLECTOR: &str = env!("CARGO_BIN_EXE_collector-under-test");
@@ -46,6 +49,22 @@ fn value(samples: &[(String, BTreeMap<String, String>, f64)], name: &str, labels
         .sum()
 }
 
+/// `GET /metrics` as a scraper does: status, content type, the text.
+async fn scrape(client: &ApiClient) -> String {
+    let response = client.request(reqwest::Method::GET, "/metrics").send().await.expect("scrape");
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert!(content_type.starts_with("application/openmetrics-text; version=1.0.0"), "{content_type}");
+    response.text().await.expect("metrics text")
+}
+
+/// A probe's answer: the status and the JSON body.
+async fn probe(client: &ApiClient, path: &str) -> (u16, serde_json::Value) {
+    let response = client.request(reqwest::Method::GET, path).send().await.expect("probe");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("a JSON body"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_and_move_as_records_arrive_and_refusals_happen() {
     if !require_python_module("prometheus_client", "pip install prometheus_client") {
@@ -56,7 +75,9 @@ async fn metrics_parse_and_move_as_records_arrive_and_refusals_happen() {
     let foreign = issue_device_in(&pki().foreign, ORG, DeviceKind::Ap, glimpse_certs::Validity::default());
     let tc = TestCollector::start().await;
     let telemetry = tc.collector.telemetry().clone();
-    let before = parse(&telemetry.render());
+    // From 127.0.0.1, in the default metrics_from: no credential.
+    let scraper = anonymous_api(&tc).await;
+    let before = parse(&scrape(&scraper).await);
     let stored = ("org", ORG);
     assert_eq!(value(&before, "glimpse_records_stored_total", &[stored]), 0.0);
     assert_eq!(value(&before, "glimpse_refusals_total", &[("reason", "unknown-issuer")]), 0.0);
@@ -66,7 +87,7 @@ async fn metrics_parse_and_move_as_records_arrive_and_refusals_happen() {
     // A real TLS client with a certificate from another CA.
     assert!(try_connect(tc.addr(), &foreign).await.is_err(), "a foreign certificate is refused");
     wait_until("the refusal counted", || tc.collector.metrics().rejections(RejectReason::UnknownIssuer) >= 1).await;
-    let during = parse(&telemetry.render());
+    let during = parse(&scrape(&scraper).await);
     let metadata = [stored, ("kind", "metadata")];
     assert!(value(&during, "glimpse_records_stored_total", &metadata) >= 2.0);
     assert!(value(&during, "glimpse_stored_bytes_total", &metadata) > 0.0);
@@ -78,6 +99,7 @@ async fn metrics_parse_and_move_as_records_arrive_and_refusals_happen() {
     assert!(value(&during, "glimpse_refusals_total", &[("reason", "unknown-issuer")]) >= 1.0);
     assert!(value(&during, "glimpse_handshakes_total", &[("transport", "tls")]) >= 1.0);
     assert_eq!(value(&during, "glimpse_connections", &[("transport", "tls")]), 1.0, "the agent, connected");
+    assert!(value(&during, "glimpse_connections", &[("transport", "admin")]) >= 1.0, "the scraper, connected");
     assert!(value(&during, "glimpse_ack_latency_seconds_count", &[]) >= 2.0);
     assert!(value(&during, "glimpse_fsync_latency_seconds_count", &[]) >= 2.0);
     // A histogram's +Inf bucket counts every observation.
@@ -91,7 +113,7 @@ async fn metrics_parse_and_move_as_records_arrive_and_refusals_happen() {
     // The store size is the minute's listing: recomputed on demand here.
     let refresh = telemetry.clone();
     tokio::task::spawn_blocking(move || refresh.refresh_store_size()).await.unwrap();
-    let sized = parse(&telemetry.render());
+    let sized = parse(&scrape(&scraper).await);
     assert!(value(&sized, "glimpse_store_bytes", &metadata) > 0.0);
     assert!(value(&sized, "glimpse_store_segments", &metadata) >= 1.0);
 
@@ -99,9 +121,43 @@ async fn metrics_parse_and_move_as_records_arrive_and_refusals_happen() {
     let so_far = value(&during, "glimpse_records_stored_total", &metadata);
     let seq = agent.status().borrow().acked_seq;
     wait_for_status(&agent, "more batches acknowledged", |s| s.acked_seq > seq).await;
-    let later = parse(&telemetry.render());
+    let later = parse(&scrape(&scraper).await);
     assert!(value(&later, "glimpse_records_stored_total", &metadata) > so_far);
     agent.shutdown().await;
+}
+
+/// From inside the ranges the probes answer without a credential; from
+/// outside (here 127.0.0.1 is outside) they need one, and metrics an
+/// operator's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_and_metrics_need_a_credential_outside_the_ranges() {
+    init_logging();
+    let tc = TestCollector::start().await;
+    let anonymous = anonymous_api(&tc).await;
+    for path in ["/healthz", "/readyz"] {
+        let (status, body) = probe(&anonymous, path).await;
+        assert_eq!(
+            (status, &body["ready"], &body["problems"]),
+            (200, &serde_json::json!(true), &serde_json::json!([]))
+        );
+    }
+    tc.collector.shutdown().await;
+
+    let tc = TestCollector::start_with_admin_settings("health_from = [\"192.0.2.0/24\"]").await;
+    let anonymous = anonymous_api(&tc).await;
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let response = anonymous.request(reqwest::Method::GET, path).send().await.unwrap();
+        assert_eq!(response.status(), 401, "{path} from outside the ranges without a credential");
+        let problem: glimpse_api::Problem = response.json().await.expect("a problem document");
+        assert_eq!(problem.code, "unauthenticated", "{path}");
+    }
+    let operator = api_client(&issue_admin(&tc, AdminRole::Operator, None)).await;
+    let org_admin = api_client(&issue_admin(&tc, AdminRole::OrgAdmin, Some(ORG))).await;
+    assert_eq!(probe(&org_admin, "/healthz").await.0, 200, "any admin may probe");
+    assert_eq!(probe(&operator, "/readyz").await.0, 200);
+    assert!(scrape(&operator).await.contains("glimpse_refusals_total"));
+    let response = org_admin.request(reqwest::Method::GET, "/metrics").send().await.unwrap();
+    assert_eq!(response.status(), 403, "metrics name every organisation: operators only");
 }
 
 /// `READY=1` once the listeners are up, `WATCHDOG=1` at half

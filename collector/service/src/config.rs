@@ -139,12 +139,12 @@ pub struct HealthConfig {
 impl HealthConfig {
     /// Whether `addr` may call the health endpoints without a certificate.
     pub fn health_allowed(&self, addr: std::net::IpAddr) -> bool {
-        allowed(&self.health_from, addr)
+        in_ranges(addr, &self.health_from)
     }
 
     /// Whether `addr` may scrape metrics without a certificate.
     pub fn metrics_allowed(&self, addr: std::net::IpAddr) -> bool {
-        allowed(&self.metrics_from, addr)
+        in_ranges(addr, &self.metrics_from)
     }
 }
 
@@ -155,7 +155,9 @@ impl Default for HealthConfig {
     }
 }
 
-fn allowed(ranges: &[ipnet::IpNet], addr: std::net::IpAddr) -> bool {
+/// Whether `addr` is in one of `ranges` (health probes and scrapers
+/// without a certificate).
+pub fn in_ranges(addr: std::net::IpAddr, ranges: &[ipnet::IpNet]) -> bool {
     // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d.
     let addr = match addr {
         std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, std::net::IpAddr::V4),
