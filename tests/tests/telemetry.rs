@@ -160,6 +160,49 @@ async fn probes_and_metrics_need_a_credential_outside_the_ranges() {
     assert_eq!(response.status(), 403, "metrics name every organisation: operators only");
 }
 
+/// The curl lines of docs/OPERATIONS.md's "Health and readiness" run as
+/// written, with the test collector's address, CA and an operator's files
+/// in place of the example ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_curl_examples_work() {
+    if !require_tool("curl", "apt-get install curl") {
+        return;
+    }
+    init_logging();
+    let tc = TestCollector::start().await;
+    let operator = issue_admin(&tc, AdminRole::Operator, None);
+    let port = tc.collector.admin_addr().unwrap().port();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/OPERATIONS.md")).unwrap();
+    let section = doc.split("### Health and readiness").nth(1).expect("the section").split("\n### ").next().unwrap();
+    let lines: Vec<&str> = section.lines().filter(|l| l.starts_with("curl ")).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let ca = glimpse_certs::ca_cert_path(&pki().ours);
+    for line in lines {
+        let args: Vec<String> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|arg| match arg {
+                "/etc/glimpse/pki/ca.pem" => ca.display().to_string(),
+                "operator.pem" => operator.cert.display().to_string(),
+                "operator.key" => operator.key.display().to_string(),
+                other => other.replace("collector.example.net:7444", &format!("localhost:{port}")),
+            })
+            .collect();
+        let output = Command::new("curl")
+            .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+            .args(&args)
+            .output()
+            .expect("curl runs");
+        assert!(output.status.success(), "{line}: {}", String::from_utf8_lossy(&output.stderr));
+        let body = String::from_utf8_lossy(&output.stdout);
+        if line.ends_with("/readyz") {
+            assert!(body.contains("\"ready\":true"), "{line}: {body}");
+        } else {
+            assert!(body.ends_with("# EOF\n") && body.contains("glimpse_refusals_total"), "{line}: {body}");
+        }
+    }
+}
+
 /// `READY=1` once the listeners are up, `WATCHDOG=1` at half
 /// `WATCHDOG_USEC`, `STOPPING=1` on SIGTERM: read from a real datagram
 /// socket named by `NOTIFY_SOCKET`, as systemd would.
