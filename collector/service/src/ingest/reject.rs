@@ -297,9 +297,14 @@ impl IngestMetrics {
             let _ = m.refusals.get_or_create(&ReasonLabel { reason: reason.as_str() });
         }
         for transport in [Transport::Tls, Transport::Ssh, Transport::Admin] {
-            let label = TransportLabel { transport: transport.as_str() };
-            let _ = m.connections.get_or_create(&label);
-            let _ = m.handshakes.get_or_create(&label);
+            let _ = m.connections.get_or_create(&TransportLabel { transport: transport.as_str() });
+        }
+        // Device handshakes only: the admin port's are not counted here.
+        for transport in [Transport::Tls, Transport::Ssh] {
+            let _ = m.handshakes.get_or_create(&TransportLabel { transport: transport.as_str() });
+        }
+        for form in ["device", "collector"] {
+            let _ = m.pseudonymised_batches.get_or_create(&FormLabel { form });
         }
         let r = registry;
         r.register("refusals", "Connections refused or closed early, by reason", m.refusals.clone());

@@ -79,6 +79,10 @@ fn render_shows_every_family_and_counters_move() {
     t.sweep_done(&glimpse_store::retention::sweep(&store));
 
     let text = t.render();
+    // GLIMPSE_PRINT_METRICS=1 cargo test -p glimpse-collector render_shows -- --nocapture shows the text.
+    if std::env::var_os("GLIMPSE_PRINT_METRICS").is_some() {
+        println!("{text}");
+    }
     let acme_meta = "org=\"acme\",kind=\"metadata\"";
     assert_eq!(sample(&text, "glimpse_refusals_total", "reason=\"unknown-issuer\""), Some(2.0));
     assert_eq!(sample(&text, "glimpse_handshakes_total", "transport=\"ssh\""), Some(1.0));
