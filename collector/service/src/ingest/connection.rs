@@ -24,6 +24,7 @@ use glimpse_common::wire::{
     ProtocolError, RetryLater, SessionAction, SessionError, SessionTimeouts, Welcome, WireError, PROTOCOL_VERSION,
 };
 
+use crate::ingest::details::{latest_health, SessionFacts, Transport};
 use crate::ingest::directory::{AgentDirectory, Credential, OrgDirectives, StatusTaken, Withdrawn};
 use crate::ingest::reject::{refusal_warn, IngestMetrics, RejectReason};
 use crate::ingest::withdraw::withdrawn;
@@ -226,7 +227,27 @@ pub(crate) async fn serve_connection(
             return;
         }
     };
-    serve_authenticated(stream, session, peer, "tls", Credential::Certificate { serial }, &context, shutdown).await;
+    let facts = tls_facts(&stream, peer);
+    serve_authenticated(stream, session, facts, Credential::Certificate { serial }, &context, shutdown).await;
+}
+
+/// What the TLS handshake negotiated and the device certificate's expiry.
+fn tls_facts(stream: &Stream, peer: SocketAddr) -> SessionFacts {
+    let tls = stream.get_ref().1;
+    let not_after = tls
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|leaf| glimpse_common::certificate::not_after_unix_of(leaf).ok())
+        .map(|secs| secs.saturating_mul(1000));
+    SessionFacts {
+        transport: Transport::Tls,
+        peer,
+        tls_version: tls.protocol_version().map(|v| format!("{v:?}")),
+        cipher: tls.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())),
+        kex: tls.negotiated_key_exchange_group().map(|g| format!("{:?}", g.name())),
+        agent_version: String::new(),
+        certificate_not_after_ms: not_after,
+    }
 }
 
 /// Runs the framed protocol on an SSH channel whose peer authenticated
@@ -255,22 +276,39 @@ pub(crate) async fn serve_ssh_channel<S: AgentStream>(
         }
     };
     let credential = Credential::SshKey { fingerprint: key_fingerprint };
-    serve_authenticated(stream, session, peer, "ssh", credential, &context, shutdown).await;
+    // russh does not tell which cipher and key exchange it negotiated, and
+    // a registered SSH key has no expiry.
+    let facts = SessionFacts {
+        transport: Transport::Ssh,
+        peer,
+        tls_version: None,
+        cipher: None,
+        kex: None,
+        agent_version: String::new(),
+        certificate_not_after_ms: None,
+    };
+    serve_authenticated(stream, session, facts, credential, &context, shutdown).await;
 }
 
 /// Everything after authentication, the same on every transport.
 async fn serve_authenticated<S: AgentStream>(
     mut stream: S,
     mut session: CollectorSession,
-    peer: SocketAddr,
-    transport: &'static str,
+    mut facts: SessionFacts,
     credential: Credential,
     context: &Arc<ConnectionContext>,
     shutdown: watch::Receiver<bool>,
 ) {
     let identity = session.identity().clone();
-    info!(%peer, device = %identity, transport, "agent authenticated");
+    let peer = facts.peer;
+    let transport = match facts.transport {
+        Transport::Tls => "tls",
+        Transport::Ssh => "ssh",
+    };
+    info!(%peer, device = %identity, transport, agent_version = session.agent_version(), "agent authenticated");
     context.metrics.authenticated();
+    facts.agent_version = session.agent_version().to_owned();
+    let ticket = context.directory.session_started(&identity, facts, context.store.clock().now_millis());
     let (control_tx, control_rx) = context.directory.register(&identity);
     // Live first, then checked: a reload that ran after this connection's
     // registry check but before it went live is caught here, one that runs
@@ -282,6 +320,7 @@ async fn serve_authenticated<S: AgentStream>(
     let outcome = stream_batches(&mut stream, &mut session, context, shutdown, control_rx, ended).await;
     drop(live);
     context.directory.unregister(&identity, &control_tx);
+    context.directory.session_ended(&identity, ticket, context.store.clock().now_millis());
     match outcome {
         Ok(()) => debug!(%peer, device = %identity, "agent disconnected"),
         Err(refusal) => {
@@ -630,6 +669,7 @@ async fn stream_batches<S: AgentStream>(
                     return Err(withdrawn_refusal(context, session.identity(), reason));
                 }
                 let count = batch.records.len();
+                let health = latest_health(&batch.records);
                 let store = context.store.clone();
                 let identity = session.identity().clone();
                 let stream_id = session.stream_id();
@@ -648,6 +688,7 @@ async fn stream_batches<S: AgentStream>(
                 failures = 0;
                 session.batch_stored(seq);
                 context.metrics.stored(count);
+                context.directory.records_stored(session.identity(), count, health, context.store.clock().now_millis());
                 send(stream, &CollectorMessage::Ack { stream_seq: seq }, context.max_frame).await?;
             }
             SessionAction::AckDuplicate(seq) => {

@@ -7,6 +7,9 @@ use tokio::sync::{mpsc, watch};
 
 use glimpse_common::identity::{DeviceId, DeviceIdentity, OrgId};
 use glimpse_common::wire::{CaptureOutcome, ControlMessage};
+use glimpse_store::keys::DeviceRegistration;
+
+use crate::ingest::details::{Details, DeviceDetail, SessionFacts, SessionTicket};
 
 /// Control messages queued per connection before the sender is told the
 /// device is too busy.
@@ -41,6 +44,7 @@ pub struct AgentDirectory {
     captures: Mutex<HashMap<OrgId, OrgCaptures>>,
     directives: Mutex<HashMap<OrgId, watch::Sender<OrgDirectives>>>,
     live: Mutex<LiveSessions>,
+    details: Mutex<Details>,
 }
 
 /// What a live session authenticated with, to tell on reload whether the
@@ -343,6 +347,65 @@ impl AgentDirectory {
     /// Authenticated connections right now (tests, metrics).
     pub fn live_sessions(&self) -> usize {
         self.live().sessions.len()
+    }
+
+    fn details(&self) -> std::sync::MutexGuard<'_, Details> {
+        self.details.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A session of `identity` authenticated at `now` with `facts`.
+    pub(crate) fn session_started(
+        &self,
+        identity: &DeviceIdentity,
+        facts: SessionFacts,
+        now: glimpse_common::clock::UnixMillis,
+    ) -> SessionTicket {
+        self.details().session_started(identity, facts, now)
+    }
+
+    /// A batch of `identity`'s records was stored at `now`.
+    pub(crate) fn records_stored(
+        &self,
+        identity: &DeviceIdentity,
+        records: usize,
+        health: Option<(glimpse_common::record::AgentHealth, glimpse_common::clock::UnixMillis)>,
+        now: glimpse_common::clock::UnixMillis,
+    ) {
+        self.details().records_stored(identity, records, health, now);
+    }
+
+    /// A session ended at `now`.
+    pub(crate) fn session_ended(
+        &self,
+        identity: &DeviceIdentity,
+        ticket: SessionTicket,
+        now: glimpse_common::clock::UnixMillis,
+    ) {
+        self.details().session_ended(identity, ticket, now);
+    }
+
+    /// Every device of `org` that the registry (`registered`: rows of any
+    /// organisation, e.g. `Registry::list`) or a session since the
+    /// collector started knows, sorted by id, as of `now`.
+    pub fn device_details(
+        &self,
+        org: &OrgId,
+        registered: &[DeviceRegistration],
+        now: glimpse_common::clock::UnixMillis,
+    ) -> Vec<DeviceDetail> {
+        self.details().details(org, registered, now)
+    }
+
+    /// One device of `org`, with its registration if it has one; `None`
+    /// when neither the registry nor a session knows it.
+    pub fn device_detail(
+        &self,
+        org: &OrgId,
+        device: &DeviceId,
+        registration: Option<&DeviceRegistration>,
+        now: glimpse_common::clock::UnixMillis,
+    ) -> Option<DeviceDetail> {
+        self.details().detail(org, device, registration, now)
     }
 
     /// The organisation's connected devices, sorted.

@@ -27,6 +27,7 @@
 //! refused connection is stored.
 
 mod connection;
+pub mod details;
 mod directory;
 mod refusal_log;
 mod reject;
@@ -34,6 +35,7 @@ mod server;
 pub mod ssh;
 mod withdraw;
 
+pub use details::{device_detail, device_details, AgentHealthView, DeviceDetail, SessionFacts, Transport};
 pub use directory::{AgentDirectory, Credential, DeliveryError, OrgDirectives, Withdrawn, REMEMBERED_CAPTURES};
 pub use reject::{IngestMetrics, RejectReason};
 pub use server::{IngestServer, ServerTls};
