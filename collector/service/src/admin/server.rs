@@ -176,7 +176,18 @@ async fn serve(
         }
     };
     let actor = admin.clone();
-    let answer = match tokio::task::spawn_blocking(move || context.act(&actor, request.action)).await {
+    let (serial, not_after_ms) = match stream.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+        Some(leaf) => (
+            glimpse_common::certificate::serial_hex_of(leaf).unwrap_or_default(),
+            glimpse_common::certificate::not_after_unix_of(leaf).ok().map(|s| s.saturating_mul(1000)),
+        ),
+        None => (String::new(), None),
+    };
+    let act = move || match context.admit_certificate(&actor, &serial, not_after_ms) {
+        Ok(()) => context.act(&actor, request.action),
+        Err(reason) => AdminReply::Refused(BoundedString::truncating(&reason)),
+    };
+    let answer = match tokio::task::spawn_blocking(act).await {
         Ok(answer) => answer,
         Err(e) => AdminReply::Refused(BoundedString::truncating(&format!("internal error: {e}"))),
     };
