@@ -1,0 +1,92 @@
+//! Per-device details as operators see them: real TLS and SSH sessions to a
+//! real collector, and what the directory then says about each device (how
+//! it is connected, which agent it runs, what its agent-health records
+//! said, when its certificate expires), including registered devices that
+//! are not connected.
+
+use glimpse_collector::ingest::{device_detail, device_details, DeviceDetail, Transport};
+use glimpse_common::bounded::BoundedVec;
+use glimpse_common::identity::{DeviceId, DeviceKind};
+use glimpse_common::record::{AgentHealth, Record, RecordBody};
+use glimpse_common::wire::Batch;
+use glimpse_tests::*;
+
+fn find(all: &[DeviceDetail], device: &Device) -> DeviceDetail {
+    all.iter().find(|d| d.device == device.identity.device.as_str()).cloned().expect("device listed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_show_how_they_connect_what_they_run_and_what_they_lost() {
+    init_logging();
+    let ap = issue_device("devicesorg");
+    let switch = issue_ssh_device("devicesorg", DeviceKind::Switch);
+    let idle = issue_device("devicesorg");
+    let elsewhere = issue_device("otherdevicesorg");
+    let tc = TestCollector::start().await;
+    let org = ap.identity.org.clone();
+    let (store, directory) = (tc.collector.store(), tc.collector.directory());
+    let details = || device_details(store, directory, &org).expect("registry readable");
+
+    // Before anything connects: every registered device of the organisation
+    // is listed, not connected, and nothing is known of its agent.
+    let before = details();
+    assert_eq!(before.len(), 3, "{before:#?}");
+    assert!(before.iter().all(|d| d.registered && !d.revoked && !d.connected && d.agent_version.is_none()));
+    assert_eq!(find(&before, &switch).kind, "switch");
+
+    // An access point over TLS sends its agent-health counters.
+    let mut conn = try_connect(tc.addr(), &ap).await.expect("AP connects");
+    let health = AgentHealth { dropped_metadata: 7, dropped_captures: 2, discarded_corrupt_spool: false };
+    let batch = Batch {
+        org: org.clone(),
+        stream_seq: conn.stored_seq() + 1,
+        records: BoundedVec::truncating(vec![Record { observed_at_ms: 1234, body: RecordBody::AgentHealth(health) }]),
+    };
+    conn.send_batch(&batch).await.expect("acknowledged");
+    let now = find(&details(), &ap);
+    assert!(now.connected && now.connected_since_ms.is_some(), "{now:#?}");
+    assert_eq!(now.transport, Some(Transport::Tls));
+    assert_eq!(now.tls_version.as_deref(), Some("TLSv1_3"));
+    assert!(now.cipher.as_deref().is_some_and(|c| c.starts_with("TLS13_")), "{now:#?}");
+    assert!(now.kex.is_some(), "{now:#?}");
+    assert!(now.peer.as_deref().is_some_and(|p| p.starts_with("127.0.0.1:")), "{now:#?}");
+    assert_eq!(now.agent_version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(now.agent_build.as_deref(), option_env!("GLIMPSE_BUILD").filter(|b| !b.is_empty()));
+    assert_eq!(now.records_received, 1);
+    assert!(now.last_record_ms.is_some());
+    let shown = now.health.expect("agent-health shown");
+    assert_eq!((shown.dropped_metadata, shown.dropped_captures, shown.observed_at_ms), (7, 2, 1234));
+    let registration = glimpse_certs::load_registrations(&pki().ours)
+        .unwrap()
+        .into_iter()
+        .find(|r| r.device == ap.identity.device)
+        .unwrap();
+    assert_eq!(now.certificate_not_after_ms, Some(registration.not_after.unix_timestamp() * 1000));
+
+    // Once it leaves, what was known stays and it is shown disconnected.
+    conn.close().await;
+    wait_until("the AP's session end is seen", || !find(&details(), &ap).connected).await;
+    let gone = find(&details(), &ap);
+    assert!(gone.connected_since_ms.is_none() && gone.last_seen_ms.is_some(), "{gone:#?}");
+    assert_eq!(gone.health.map(|h| h.dropped_metadata), Some(7));
+    assert_eq!(gone.agent_version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+
+    // A switch over SSH: no certificate to expire.
+    let ssh = ssh_agent_config(tc.ssh_addr(), &tc.ssh_fingerprint(), &switch);
+    let conn = try_connect_with(ssh).await.expect("switch connects");
+    wait_until("the switch's session is seen", || find(&details(), &switch).connected).await;
+    let sw = find(&details(), &switch);
+    assert_eq!((sw.transport, sw.tls_version.as_deref()), (Some(Transport::Ssh), None));
+    assert_eq!(sw.certificate_not_after_ms, None);
+    assert_eq!(sw.agent_version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    conn.close().await;
+
+    // The one that never connected, by itself; an unknown device is none.
+    let quiet = device_detail(store, directory, &org, &idle.identity.device).unwrap().expect("registered");
+    assert!(quiet.registered && !quiet.connected && quiet.last_seen_ms.is_none() && quiet.transport.is_none());
+    assert!(device_detail(store, directory, &org, &DeviceId::new("nobody").unwrap()).unwrap().is_none());
+    // Another organisation's device is not listed here, nor this one there.
+    assert!(details().iter().all(|d| d.device != elsewhere.identity.device.as_str()));
+    let theirs = device_details(store, directory, &elsewhere.identity.org).unwrap();
+    assert!(theirs.iter().all(|d| d.org == elsewhere.identity.org.as_str()));
+}
