@@ -281,7 +281,7 @@ pub fn admins_from_json(text: &str) -> Result<Vec<AdminCertEntry>, RecordError> 
 /// bytes of lowercase hex.
 pub fn is_serial_hex(serial: &str) -> bool {
     (2..=40).contains(&serial.len())
-        && serial.len() % 2 == 0
+        && serial.len().is_multiple_of(2)
         && serial.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 

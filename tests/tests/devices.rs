@@ -71,13 +71,19 @@ async fn devices_show_how_they_connect_what_they_run_and_what_they_lost() {
     assert_eq!(gone.health.map(|h| h.dropped_metadata), Some(7));
     assert_eq!(gone.agent_version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
 
-    // A switch over SSH: no certificate to expire.
+    // A switch over SSH: the algorithms its KEXINIT chose, no certificate
+    // to expire.
     let ssh = ssh_agent_config(tc.ssh_addr(), &tc.ssh_fingerprint(), &switch);
     let conn = try_connect_with(ssh).await.expect("switch connects");
     wait_until("the switch's session is seen", || find(&details(), &switch).connected).await;
     let sw = find(&details(), &switch);
     assert_eq!((sw.transport, sw.tls_version.as_deref()), (Some(Transport::Ssh), None));
     assert_eq!(sw.certificate_not_after_ms, None);
+    let offered = glimpse_collector::ingest::ssh::preferred_algorithms(false);
+    let kex = sw.kex.clone().expect("key exchange told");
+    assert!(offered.kex.iter().any(|k| k.as_ref() == kex) && !kex.starts_with("ext-info"), "{sw:#?}");
+    let cipher = sw.cipher.clone().expect("cipher told");
+    assert!(offered.cipher.iter().any(|c| c.as_ref() == cipher), "{sw:#?}");
     assert_eq!(sw.agent_version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
     conn.close().await;
 

@@ -250,6 +250,16 @@ fn tls_facts(stream: &Stream, peer: SocketAddr) -> SessionFacts {
     }
 }
 
+/// The SSH key exchange and cipher a session runs, as far as they can be
+/// told from the client's KEXINIT (see `ssh/kexinit.rs`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SshAlgorithms {
+    /// The key exchange.
+    pub(crate) kex: Option<String>,
+    /// The client-to-server cipher.
+    pub(crate) cipher: Option<String>,
+}
+
 /// Runs the framed protocol on an SSH channel whose peer authenticated
 /// with the registered public key of `identity`: Hello, a registry check
 /// (the device may have been revoked since the key was checked), Welcome,
@@ -260,6 +270,7 @@ pub(crate) async fn serve_ssh_channel<S: AgentStream>(
     peer: SocketAddr,
     identity: DeviceIdentity,
     key_fingerprint: String,
+    algorithms: SshAlgorithms,
     context: Arc<ConnectionContext>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -276,14 +287,13 @@ pub(crate) async fn serve_ssh_channel<S: AgentStream>(
         }
     };
     let credential = Credential::SshKey { fingerprint: key_fingerprint };
-    // russh does not tell which cipher and key exchange it negotiated, and
-    // a registered SSH key has no expiry.
+    // A registered SSH key has no expiry.
     let facts = SessionFacts {
         transport: Transport::Ssh,
         peer,
         tls_version: None,
-        cipher: None,
-        kex: None,
+        cipher: algorithms.cipher,
+        kex: algorithms.kex,
         agent_version: String::new(),
         certificate_not_after_ms: None,
     };
@@ -305,7 +315,15 @@ async fn serve_authenticated<S: AgentStream>(
         Transport::Tls => "tls",
         Transport::Ssh => "ssh",
     };
-    info!(%peer, device = %identity, transport, agent_version = session.agent_version(), "agent authenticated");
+    info!(
+        %peer,
+        device = %identity,
+        transport,
+        agent_version = session.agent_version(),
+        cipher = facts.cipher.as_deref().unwrap_or("unknown"),
+        kex = facts.kex.as_deref().unwrap_or("unknown"),
+        "agent authenticated"
+    );
     context.metrics.authenticated();
     facts.agent_version = session.agent_version().to_owned();
     let ticket = context.directory.session_started(&identity, facts, context.store.clock().now_millis());

@@ -85,10 +85,10 @@ pub struct DeviceDetail {
     pub transport: Option<Transport>,
     /// TLS protocol version of the current or last session.
     pub tls_version: Option<String>,
-    /// TLS cipher suite or SSH cipher; `null` where the transport does not
-    /// say (the SSH library does not expose what it negotiated).
+    /// TLS cipher suite, or the SSH client-to-server cipher (worked out
+    /// from the client's KEXINIT; `null` if that could not be read).
     pub cipher: Option<String>,
-    /// TLS key exchange group or SSH key exchange (same caveat).
+    /// TLS key exchange group, or the SSH key exchange (likewise).
     pub kex: Option<String>,
     /// The peer address of the current or last session.
     pub peer: Option<String>,
