@@ -483,6 +483,7 @@ pub fn issue_admin_in(
         ca: glimpse_certs::ca_cert_path(&pki().ours),
         cert: files.cert,
         key: files.key,
+        token: None,
     }
 }
 

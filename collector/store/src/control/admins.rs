@@ -161,7 +161,7 @@ impl Admins {
     /// Loads every row from `control`.
     pub fn open(control: Arc<dyn ControlStore>) -> Result<Admins, AdminError> {
         let mut rows = HashMap::new();
-        for (name, value) in control.states(ROW_PREFIX)? {
+        for (name, value) in control.states_with_prefix(ROW_PREFIX)? {
             let serial = name.strip_prefix(ROW_PREFIX).unwrap_or(&name).to_owned();
             let stored: StoredAdmin = serde_json::from_str(&value)
                 .map_err(|e| AdminError::Corrupt { serial: serial.clone(), problem: e.to_string() })?;

@@ -6,7 +6,7 @@
 //! keys, wrapped organisation data keys ([`crate::keys::OrgKeys`]), the
 //! master key check, the organisations' decisions (consent, support
 //! grants, minimisation; [`super::Policies`]), the retention policy last
-//! audited and the admin certificates ([`super::Admins`]), the highest stored sequence per device stream, and the audit
+//! audited, the highest stored sequence per device stream, and the audit
 //! chain head ([`crate::audit::AuditLog`]). Wrapping, caching, group
 //! commit and validation stay in those types, so every implementation
 //! stores the same bytes.
@@ -178,9 +178,9 @@ pub trait ControlStore: Send + Sync + fmt::Debug {
     fn replace_state(&self, name: &str, value: &str) -> Result<Option<String>, ControlError>;
     /// A collector-wide fact.
     fn state(&self, name: &str) -> Result<Option<String>, ControlError>;
-    /// Every collector-wide fact whose name starts with `prefix`, in name
-    /// order (the admin certificates, `admin-cert:<serial>`).
-    fn states(&self, prefix: &str) -> Result<Vec<(String, String)>, ControlError>;
+    /// Every state entry whose name starts with `prefix`, in name order
+    /// (the API tokens keep one entry each, named `api-token:<id>`).
+    fn states_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, ControlError>;
     /// Writes a copy of the rows somewhere safe now, if the implementation
     /// keeps one and anything changed (the embedded store's verified copy).
     fn flush(&self) {}
