@@ -96,3 +96,75 @@ async fn devices_show_how_they_connect_what_they_run_and_what_they_lost() {
     let theirs = device_details(store, directory, &elsewhere.identity.org).unwrap();
     assert!(theirs.iter().all(|d| d.org == elsewhere.identity.org.as_str()));
 }
+
+fn problem_code(result: Result<serde_json::Value, glimpse_admin_client::AdminClientError>) -> String {
+    match result {
+        Err(glimpse_admin_client::AdminClientError::Problem(problem)) => problem.code,
+        other => panic!("expected a problem document, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_devices_api_lists_and_shows_an_organisations_devices_to_those_allowed() {
+    use glimpse_admin_client::ApiClient;
+    use glimpse_common::identity::AdminRole;
+
+    init_logging();
+    let ap = issue_device("devicesapiorg");
+    let idle = issue_device("devicesapiorg");
+    let tc = TestCollector::start().await;
+    let org = ap.identity.org.as_str().to_owned();
+    let admin = ApiClient::new(&issue_admin(&tc, AdminRole::OrgAdmin, Some(&org))).await.unwrap();
+    let outsider = ApiClient::new(&issue_admin(&tc, AdminRole::OrgAdmin, Some("someoneelse"))).await.unwrap();
+    let support = ApiClient::new(&issue_admin(&tc, AdminRole::Support, Some(&org))).await.unwrap();
+
+    let mut conn = try_connect(tc.addr(), &ap).await.expect("AP connects");
+    let health = AgentHealth { dropped_metadata: 3, dropped_captures: 0, discarded_corrupt_spool: true };
+    let batch = Batch {
+        org: ap.identity.org.clone(),
+        stream_seq: conn.stored_seq() + 1,
+        records: BoundedVec::truncating(vec![Record { observed_at_ms: 99, body: RecordBody::AgentHealth(health) }]),
+    };
+    conn.send_batch(&batch).await.expect("acknowledged");
+
+    let list: serde_json::Value = admin.get(&format!("/api/v1/devices?org={org}")).await.unwrap();
+    let devices = list["devices"].as_array().unwrap_or_else(|| panic!("{list:#}"));
+    assert_eq!(devices.len(), 2, "{list:#}");
+    let live = devices.iter().find(|d| d["device"] == ap.identity.device.as_str()).expect("the AP");
+    assert_eq!(
+        (live["connected"].as_bool(), live["transport"].as_str(), live["kind"].as_str()),
+        (Some(true), Some("tls"), Some("ap"))
+    );
+    assert_eq!(live["health"]["dropped_metadata"], 3);
+    assert_eq!(live["health"]["discarded_corrupt_spool"], true);
+    assert_eq!(live["agent_version"], env!("CARGO_PKG_VERSION"));
+    assert!(live["certificate_not_after_ms"].is_i64() && live["tls_version"] == "TLSv1_3", "{live:#}");
+    let quiet = devices.iter().find(|d| d["device"] == idle.identity.device.as_str()).expect("the idle one");
+    assert_eq!((quiet["connected"].as_bool(), quiet["registered"].as_bool()), (Some(false), Some(true)));
+    assert!(quiet["transport"].is_null() && quiet["last_seen_ms"].is_null(), "{quiet:#}");
+
+    let one: serde_json::Value =
+        admin.get(&format!("/api/v1/orgs/{org}/devices/{}", ap.identity.device)).await.unwrap();
+    // The same, but for `last_seen_ms`, which is "now" while connected.
+    let without_now = |mut v: serde_json::Value| {
+        v.as_object_mut().unwrap().remove("last_seen_ms");
+        v
+    };
+    assert_eq!(without_now(one.clone()), without_now(live.clone()));
+    assert!(one["last_seen_ms"].as_i64() >= live["last_seen_ms"].as_i64());
+    conn.close().await;
+
+    // Refused: another organisation's admin, support without a grant, an
+    // unknown device, an unknown or missing query parameter.
+    assert_eq!(problem_code(outsider.get(&format!("/api/v1/devices?org={org}")).await), "forbidden");
+    let path = format!("/api/v1/orgs/{org}/devices/{}", ap.identity.device);
+    assert_eq!(problem_code(outsider.get(&path).await), "forbidden");
+    assert_eq!(problem_code(support.get(&format!("/api/v1/devices?org={org}")).await), "forbidden");
+    assert_eq!(problem_code(admin.get(&format!("/api/v1/orgs/{org}/devices/nobody")).await), "not-found");
+    assert_eq!(problem_code(admin.get(&format!("/api/v1/devices?org={org}&extra=1")).await), "bad-request");
+    assert_eq!(problem_code(admin.get("/api/v1/devices").await), "bad-request");
+    let audit = tc.collector.store().audit().entries(Some(&org), 0, usize::MAX).unwrap();
+    assert!(audit
+        .iter()
+        .any(|e| e.action == "devices.list" && e.outcome == glimpse_store::audit::AuditOutcome::Refused));
+}

@@ -1,12 +1,15 @@
 //! Admin and support certificates end to end: issued certificates are
 //! recorded by `glimpse-certs` and imported by the collector, listed with
-//! their expiry and last use, and revoked either at once in the collector
-//! (refused on the next request) or with `glimpse-certs revoke-admin` and a
-//! reload (refused in the TLS handshake, from the CRL).
+//! their expiry and last use through the HTTPS API, and revoked either at
+//! once through the API (refused on the next request) or with
+//! `glimpse-certs revoke-admin` and a reload (refused in the TLS
+//! handshake, from the CRL).
 
-use glimpse_admin_client::{admin_request, AdminCredentials};
+use glimpse_admin_client::{admin_request, AdminClientError, AdminCredentials, ApiClient};
+use glimpse_api::Problem;
 use glimpse_common::identity::{AdminRole, OrgId};
 use glimpse_common::wire::admin::{AdminAction, AdminReply};
+use glimpse_store::audit::AuditOutcome;
 use glimpse_tests::*;
 
 fn serial_of(who: &AdminCredentials) -> String {
@@ -18,42 +21,71 @@ async fn org_status(who: &AdminCredentials, org: &OrgId) -> Result<AdminReply, S
     admin_request(who, AdminAction::OrgStatus { org: org.clone() }).await.map_err(|e| e.to_string())
 }
 
+fn problem(result: Result<serde_json::Value, AdminClientError>) -> Problem {
+    match result {
+        Err(AdminClientError::Problem(problem)) => problem,
+        other => panic!("expected a problem document, got {other:?}"),
+    }
+}
+
+async fn revoke(client: &ApiClient, serial: &str) -> Result<serde_json::Value, AdminClientError> {
+    let path = format!("/api/v1/identities/admins/{serial}/revoke");
+    client.send(reqwest::Method::POST, &path, None::<&()>).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_admin_revoked_in_the_collector_is_refused_on_its_next_request() {
+async fn an_admin_revoked_through_the_api_is_refused_on_its_next_request() {
     init_logging();
     let org = OrgId::new("identitiesorg").unwrap();
     let tc = TestCollector::start().await;
-    let alice = issue_admin(&tc, AdminRole::OrgAdmin, Some(org.as_str()));
-    let serial = serial_of(&alice);
+    let operator = ApiClient::new(&issue_admin(&tc, AdminRole::Operator, None)).await.unwrap();
+    let alice_credentials = issue_admin(&tc, AdminRole::OrgAdmin, Some(org.as_str()));
+    let serial = serial_of(&alice_credentials);
+    let alice = ApiClient::new(&alice_credentials).await.unwrap();
+    let outsider = ApiClient::new(&issue_admin(&tc, AdminRole::OrgAdmin, Some("elsewhere"))).await.unwrap();
+
+    // Issued after the collector started, so not imported yet: its first
+    // request records it, with its last use.
+    let whoami: serde_json::Value = alice.get("/api/v1/whoami").await.unwrap();
+    assert_eq!(whoami["role"], "org-admin");
     let admins = tc.collector.store().admins();
+    wait_until("alice's certificate recorded on first use", || admins.get(&serial).is_some()).await;
+    let listed: serde_json::Value = operator.get("/api/v1/identities/admins").await.unwrap();
+    let entry = listed["admins"].as_array().unwrap().iter().find(|a| a["serial"] == serial.as_str()).cloned();
+    let entry = entry.unwrap_or_else(|| panic!("{listed:#}"));
+    assert_eq!((entry["role"].as_str(), entry["org"].as_str()), (Some("org-admin"), Some(org.as_str())));
+    assert_eq!(entry["revoked"], false);
+    assert!(entry["last_used_ms"].is_i64(), "{entry:#}");
+    // An org-admin sees its organisation's certificates only.
+    let own: serde_json::Value = alice.get("/api/v1/identities/admins").await.unwrap();
+    assert!(own["admins"].as_array().unwrap().iter().all(|a| a["org"] == org.as_str()), "{own:#}");
+    assert!(own["admins"].as_array().unwrap().iter().any(|a| a["serial"] == serial.as_str()));
 
-    // Issued after the collector started, so it is not imported yet: its
-    // first request records it, with its expiry and last use.
-    assert!(admins.get(&serial).is_none());
-    assert!(matches!(org_status(&alice, &org).await, Ok(AdminReply::OrgStatus { .. })));
-    let record = admins.get(&serial).expect("recorded on first use");
-    assert_eq!((record.role.as_str(), record.org.as_deref()), ("org-admin", Some(org.as_str())));
-    assert!(record.last_used_ms.is_some() && record.not_after_ms.is_some() && !record.revoked);
-    assert!(admins.list().iter().any(|r| r.serial == serial));
+    // Another organisation's admin may not revoke it; an unknown serial is 404.
+    assert_eq!(problem(revoke(&outsider, &serial).await).code, "forbidden");
+    assert_eq!(problem(revoke(&operator, "0abc").await).code, "not-found");
+    let _: serde_json::Value = alice.get("/api/v1/whoami").await.expect("still allowed");
 
-    // Revoked through the store (as the API does): the very next request
-    // is refused, and the refusal is audited.
-    let now = tc.collector.store().clock().now_millis();
-    let (revoked, changed) = admins.revoke(&serial, now).unwrap();
-    assert!(changed && revoked.revoked);
+    // The operator revokes it: the very next request is refused.
+    let revoked = revoke(&operator, &serial).await.unwrap();
+    assert_eq!((revoked["was_active"].as_bool(), revoked["admin"]["revoked"].as_bool()), (Some(true), Some(true)));
     assert!(admins.is_revoked(&serial));
-    match org_status(&alice, &org).await {
-        Ok(AdminReply::Refused(reason)) => assert!(reason.as_str().contains("revoked"), "{reason}"),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    assert!(revoked["connections_closed"].as_u64() >= Some(1), "alice's open connection is cut: {revoked:#}");
+    let refused = problem(alice.get("/api/v1/whoami").await);
+    assert_eq!(refused.status, 401, "{refused:?}");
+    assert!(refused.detail.contains("revoked"), "{refused:?}");
+    // A fresh client (a new connection) is refused too.
+    let again = ApiClient::new(&alice_credentials).await.unwrap();
+    assert_eq!(problem(again.get::<serde_json::Value>("/api/v1/whoami").await).status, 401);
+    assert_eq!(revoke(&operator, &serial).await.unwrap()["was_active"], false);
+
     let audit = tc.collector.store().audit().entries(Some(org.as_str()), 0, usize::MAX).unwrap();
-    assert!(
-        audit.iter().any(|e| e.action == "admin.connect" && e.detail.contains(&serial) && e.detail.contains("revoked")),
+    assert_eq!(
+        audit.iter().filter(|e| e.action == "identity.revoke" && e.detail.contains(&serial)).count(),
+        2,
         "{audit:#?}"
     );
-    // Another admin is not affected.
-    let bob = issue_admin(&tc, AdminRole::OrgAdmin, Some(org.as_str()));
-    assert!(matches!(org_status(&bob, &org).await, Ok(AdminReply::OrgStatus { .. })));
+    assert!(audit.iter().any(|e| e.action == "identity.revoke" && e.outcome == AuditOutcome::Refused));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

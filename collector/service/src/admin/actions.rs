@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use tracing::{error, warn};
+use tracing::error;
 
 use glimpse_common::bounded::{BoundedString, BoundedVec};
 use glimpse_common::identity::{AdminIdentity, AdminRole, OrgId};
@@ -215,32 +215,6 @@ impl AdminContext {
         if let Err(e) = self.store.audit().append(self.now(), actor, action, org.map(OrgId::as_str), outcome, detail) {
             error!(actor, action, "audit log append failed: {e}");
         }
-    }
-
-    /// Checks an admin certificate the TLS verifier accepted against the
-    /// admin certificates the collector knows: a revoked one (through the
-    /// API, or by `glimpse-certs revoke-admin` before the CRL was reloaded)
-    /// is refused and the refusal audited; any other is noted as used now
-    /// (and, if the collector had no record of it, recorded so that it is
-    /// listed and can be revoked). Blocking I/O for a certificate seen for
-    /// the first time; call on a blocking thread.
-    pub fn admit_certificate(
-        &self,
-        admin: &AdminIdentity,
-        serial: &str,
-        not_after_ms: Option<i64>,
-    ) -> Result<(), String> {
-        let admins = self.store.admins();
-        if admins.is_revoked(serial) {
-            let reason = format!("admin certificate serial {serial} is revoked");
-            self.audit(&actor_name(admin), "admin.connect", admin.org.as_ref(), AuditOutcome::Refused, &reason);
-            return Err("admin certificate revoked".to_owned());
-        }
-        if let Err(e) = admins.note_seen(admin, serial, not_after_ms, self.now()) {
-            // Not fatal: the certificate chained to the CA and is not revoked.
-            warn!(admin = %admin.to_uri(), "cannot record the admin certificate's use: {e}");
-        }
-        Ok(())
     }
 
     /// Authorises, acts, and audits one request of an admin certificate
