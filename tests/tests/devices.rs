@@ -168,3 +168,74 @@ async fn the_devices_api_lists_and_shows_an_organisations_devices_to_those_allow
         .iter()
         .any(|e| e.action == "devices.list" && e.outcome == glimpse_store::audit::AuditOutcome::Refused));
 }
+
+/// The `curl` lines of OPERATIONS.md's devices and admin-identities
+/// sections, in order.
+fn documented_curl_lines() -> Vec<String> {
+    let doc = include_str!("../../docs/OPERATIONS.md");
+    let start = doc.find("### Devices").expect("a devices section");
+    let end = doc[start..].find("### Capture consent").map_or(doc.len(), |e| start + e);
+    doc[start..end].lines().filter(|l| l.starts_with("curl ")).map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_curl_commands_work() {
+    use glimpse_common::identity::AdminRole;
+
+    if !require_tool("curl", "apt-get install curl") {
+        return;
+    }
+    init_logging();
+    let ap = issue_device("curlorg");
+    let tc = TestCollector::start().await;
+    let org = ap.identity.org.as_str().to_owned();
+    let alice = issue_admin(&tc, AdminRole::OrgAdmin, Some(&org));
+    let ops = issue_admin(&tc, AdminRole::Operator, None);
+    let victim = issue_admin(&tc, AdminRole::Support, Some(&org));
+    let victim_serial = {
+        let der = glimpse_files::load_certs(&victim.cert).unwrap().remove(0);
+        glimpse_certs::serial_hex_of(&der).unwrap()
+    };
+    tc.collector.reload().unwrap();
+    let port = tc.collector.admin_addr().unwrap().port();
+    let ca = glimpse_certs::ca_cert_path(&pki().ours);
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+
+    let lines = documented_curl_lines();
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    let mut outputs = Vec::new();
+    for line in &lines {
+        let line = line
+            .replace("collector.example:9443", &format!("localhost:{port}"))
+            .replace("orgs/acme/", &format!("orgs/{org}/"))
+            .replace("org=acme", &format!("org={org}"))
+            .replace("/ap-1", &format!("/{}", ap.identity.device))
+            .replace("SERIAL", &victim_serial);
+        let mut args: Vec<String> = line.split_whitespace().skip(1).map(|a| a.trim_matches('"').to_owned()).collect();
+        for arg in &mut args {
+            *arg = match arg.as_str() {
+                "pki/ca.pem" => path(&ca),
+                "alice.pem" => path(&alice.cert),
+                "alice.key" => path(&alice.key),
+                "ops.pem" => path(&ops.cert),
+                "ops.key" => path(&ops.key),
+                other => other.to_owned(),
+            };
+        }
+        args.extend(["--silent".into(), "--resolve".into(), format!("localhost:{port}:127.0.0.1")]);
+        let output = tokio::task::spawn_blocking(move || std::process::Command::new("curl").args(&args).output())
+            .await
+            .unwrap()
+            .expect("curl runs");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{line}: {stdout} {}", String::from_utf8_lossy(&output.stderr));
+        outputs.push(
+            serde_json::from_str::<serde_json::Value>(&stdout).unwrap_or_else(|e| panic!("{line}: {e}: {stdout}")),
+        );
+    }
+    assert!(outputs[0]["devices"].as_array().unwrap().iter().any(|d| d["device"] == ap.identity.device.as_str()));
+    assert_eq!(outputs[1]["device"], ap.identity.device.as_str());
+    assert!(outputs[2]["admins"].as_array().unwrap().iter().any(|a| a["serial"] == victim_serial.as_str()));
+    assert_eq!(outputs[3]["was_active"], true);
+    assert!(tc.collector.store().admins().is_revoked(&victim_serial));
+}
