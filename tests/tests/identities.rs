@@ -38,7 +38,8 @@ async fn an_admin_revoked_through_the_api_is_refused_on_its_next_request() {
     init_logging();
     let org = OrgId::new("identitiesorg").unwrap();
     let tc = TestCollector::start().await;
-    let operator = ApiClient::new(&issue_admin(&tc, AdminRole::Operator, None)).await.unwrap();
+    let operator_credentials = issue_admin(&tc, AdminRole::Operator, None);
+    let operator = ApiClient::new(&operator_credentials).await.unwrap();
     let alice_credentials = issue_admin(&tc, AdminRole::OrgAdmin, Some(org.as_str()));
     let serial = serial_of(&alice_credentials);
     let alice = ApiClient::new(&alice_credentials).await.unwrap();
@@ -86,6 +87,24 @@ async fn an_admin_revoked_through_the_api_is_refused_on_its_next_request() {
         "{audit:#?}"
     );
     assert!(audit.iter().any(|e| e.action == "identity.revoke" && e.outcome == AuditOutcome::Refused));
+
+    // A restart keeps the revocation and the last uses (written at shutdown).
+    let operator_serial = serial_of(&operator_credentials);
+    let used = admins.get(&operator_serial).and_then(|a| a.last_used_ms);
+    assert!(used.is_some());
+    let (dir, config) = tc.stop_keeping_files().await;
+    let config = glimpse_collector::config::CollectorConfig::load(&config).unwrap();
+    let collector = {
+        let _guard = pki().lock();
+        glimpse_collector::Collector::start(config).await.unwrap()
+    };
+    assert!(collector.store().admins().is_revoked(&serial));
+    assert_eq!(collector.store().admins().get(&operator_serial).and_then(|a| a.last_used_ms), used);
+    let moved = AdminCredentials { address: collector.admin_addr().unwrap().to_string(), ..alice_credentials };
+    let after = ApiClient::new(&moved).await.unwrap();
+    assert_eq!(problem(after.get::<serde_json::Value>("/api/v1/whoami").await).status, 401);
+    collector.shutdown().await;
+    drop(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
