@@ -112,6 +112,40 @@ impl ApiClient {
         })
     }
 
+    /// A client that presents no credential at all (health probes, and
+    /// tests of what the API refuses).
+    pub async fn anonymous(address: &str, server_name: &str, ca: &std::path::Path) -> Result<Self, AdminClientError> {
+        let ca = load_certs(ca)?.remove(0);
+        Self::with_tls(api_client_config(&ca, None)?, address, server_name, None).await
+    }
+
+    async fn with_tls(
+        tls: rustls::ClientConfig,
+        address: &str,
+        server_name: &str,
+        token: Option<String>,
+    ) -> Result<Self, AdminClientError> {
+        let unreachable = |reason: String| AdminClientError::Connect { address: address.to_owned(), reason };
+        let addr: SocketAddr = tokio::net::lookup_host(address)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .next()
+            .ok_or_else(|| unreachable("the name has no address".into()))?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .resolve(server_name, addr)
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| unreachable(e.to_string()))?;
+        Ok(ApiClient {
+            http,
+            base: format!("https://{server_name}:{}", addr.port()),
+            token,
+            address: address.to_owned(),
+        })
+    }
+
     /// A request builder for `path` (under the collector's origin, e.g.
     /// `/api/v1/whoami`), with the token if any.
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {

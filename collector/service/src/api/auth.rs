@@ -32,6 +32,14 @@ pub fn conn_info(parts: &Parts) -> Result<&ConnInfo, ApiError> {
 fn refuse(state: &ApiState, info: &ConnInfo, now_ms: i64, error: ApiError) -> ApiError {
     let peer = info.peer;
     state.limiter.failed(peer.ip(), now_ms);
+    audit_refusal(state, info, error)
+}
+
+/// Audits (per source and minute) a request refused before a credential
+/// was verified, without counting it towards the token-guessing limit (a
+/// request with no credential at all guesses nothing).
+fn audit_refusal(state: &ApiState, info: &ConnInfo, error: ApiError) -> ApiError {
+    let peer = info.peer;
     if state.refusals.observe(&peer.ip(), 1) == Seen::Audit {
         warn!(%peer, detail = %error.detail, "admin API request refused: not authenticated");
         let (state, detail) = (state.clone(), error.detail.clone());
@@ -48,14 +56,17 @@ impl FromRequestParts<ApiState> for Authenticated {
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
         let info = conn_info(parts)?.clone();
         let now_ms = state.now_ms();
-        if let Some(wait_ms) = state.limiter.blocked(info.peer.ip(), now_ms) {
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate-limited",
-                format!("too many failed authentications from this address; try again in {} s", wait_ms / 1000 + 1),
-            ));
-        }
         if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+            // Only tokens can be guessed, so only they are held off: an
+            // address that failed too often cannot lock out the admins
+            // with certificates behind the same NAT.
+            if let Some(wait_ms) = state.limiter.blocked(info.peer.ip(), now_ms) {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate-limited",
+                    format!("too many failed authentications from this address; try again in {} s", wait_ms / 1000 + 1),
+                ));
+            }
             let token = value
                 .to_str()
                 .ok()
@@ -92,10 +103,9 @@ impl FromRequestParts<ApiState> for Authenticated {
                 Ok(Authenticated(Actor::certificate(identity.clone(), serial.clone())))
             }
             Some(Err(reason)) => Err(ApiError::forbidden(reason.clone())),
-            None => Err(refuse(
+            None => Err(audit_refusal(
                 state,
                 &info,
-                now_ms,
                 ApiError::unauthenticated(
                     "present an admin client certificate or an API token (Authorization: Bearer)",
                 ),
