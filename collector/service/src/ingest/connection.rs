@@ -326,7 +326,8 @@ async fn serve_authenticated<S: AgentStream>(
     );
     context.metrics.authenticated();
     facts.agent_version = session.agent_version().to_owned();
-    let ticket = context.directory.session_started(&identity, facts, context.store.clock().now_millis());
+    // Ends the session in the device details however this task ends.
+    let _details = context.directory.session_details(&identity, facts, context.store.clock().clone());
     let (control_tx, control_rx) = context.directory.register(&identity);
     // Live first, then checked: a reload that ran after this connection's
     // registry check but before it went live is caught here, one that runs
@@ -338,7 +339,6 @@ async fn serve_authenticated<S: AgentStream>(
     let outcome = stream_batches(&mut stream, &mut session, context, shutdown, control_rx, ended).await;
     drop(live);
     context.directory.unregister(&identity, &control_tx);
-    context.directory.session_ended(&identity, ticket, context.store.clock().now_millis());
     match outcome {
         Ok(()) => debug!(%peer, device = %identity, "agent disconnected"),
         Err(refusal) => {

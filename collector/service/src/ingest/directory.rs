@@ -115,6 +115,21 @@ impl Drop for LiveGuard<'_> {
     }
 }
 
+/// A session's entry in the device details; ends it when dropped.
+pub(crate) struct DetailsGuard<'a> {
+    directory: &'a AgentDirectory,
+    identity: DeviceIdentity,
+    ticket: SessionTicket,
+    clock: std::sync::Arc<dyn glimpse_common::clock::Clock>,
+}
+
+impl Drop for DetailsGuard<'_> {
+    fn drop(&mut self) {
+        let now = self.clock.now_millis();
+        self.directory.details().session_ended(&self.identity, self.ticket, now);
+    }
+}
+
 /// An organisation's capture requests and what their devices reported.
 #[derive(Debug, Default)]
 struct OrgCaptures {
@@ -361,14 +376,16 @@ impl AgentDirectory {
         self.details.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A session of `identity` authenticated at `now` with `facts`.
-    pub(crate) fn session_started(
+    /// A session of `identity` authenticated now (by `clock`) with
+    /// `facts`; it ends in the details when the guard drops.
+    pub(crate) fn session_details(
         &self,
         identity: &DeviceIdentity,
         facts: SessionFacts,
-        now: glimpse_common::clock::UnixMillis,
-    ) -> SessionTicket {
-        self.details().session_started(identity, facts, now)
+        clock: std::sync::Arc<dyn glimpse_common::clock::Clock>,
+    ) -> DetailsGuard<'_> {
+        let ticket = self.details().session_started(identity, facts, clock.now_millis());
+        DetailsGuard { directory: self, identity: identity.clone(), ticket, clock }
     }
 
     /// A batch of `identity`'s records was stored at `now`.
@@ -380,16 +397,6 @@ impl AgentDirectory {
         now: glimpse_common::clock::UnixMillis,
     ) {
         self.details().records_stored(identity, records, health, now);
-    }
-
-    /// A session ended at `now`.
-    pub(crate) fn session_ended(
-        &self,
-        identity: &DeviceIdentity,
-        ticket: SessionTicket,
-        now: glimpse_common::clock::UnixMillis,
-    ) {
-        self.details().session_ended(identity, ticket, now);
     }
 
     /// Every device of `org` that the registry (`registered`: rows of any
@@ -469,6 +476,30 @@ mod tests {
         assert_eq!(directory.capture_reported(&acme, 1001, finished()), StatusTaken::Recorded);
         directory.capture_forgotten(&acme.org, &acme.device, 1001);
         assert_eq!(directory.capture_outcome(&acme.org, &acme.device, 1001), None);
+    }
+
+    #[test]
+    fn a_sessions_details_end_when_its_guard_drops() {
+        use crate::ingest::details::Transport;
+        use glimpse_common::clock::ManualClock;
+        let directory = AgentDirectory::default();
+        let ap = device("acme", "ap-1");
+        let clock = ManualClock::new(1_000);
+        let facts = SessionFacts {
+            transport: Transport::Tls,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            tls_version: None,
+            cipher: None,
+            kex: None,
+            agent_version: "0.1.0".into(),
+            certificate_not_after_ms: None,
+        };
+        let guard = directory.session_details(&ap, facts, std::sync::Arc::new(clock.clone()));
+        assert!(directory.device_detail(&ap.org, &ap.device, None, 1_500).unwrap().connected);
+        clock.set(2_000);
+        drop(guard);
+        let detail = directory.device_detail(&ap.org, &ap.device, None, 3_000).unwrap();
+        assert_eq!((detail.connected, detail.last_seen_ms), (false, Some(2_000)));
     }
 
     #[test]
