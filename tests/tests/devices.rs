@@ -239,3 +239,57 @@ async fn the_documented_curl_commands_work() {
     assert_eq!(outputs[3]["was_active"], true);
     assert!(tc.collector.store().admins().is_revoked(&victim_serial));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_long_prints_every_device_in_a_table() {
+    use glimpse_common::identity::AdminRole;
+
+    init_logging();
+    let ap = issue_device("clidevicesorg");
+    let idle = issue_device("clidevicesorg");
+    let tc = TestCollector::start().await;
+    let admin = issue_admin(&tc, AdminRole::OrgAdmin, Some(ap.identity.org.as_str()));
+    let mut conn = try_connect(tc.addr(), &ap).await.expect("AP connects");
+    let health = AgentHealth { dropped_metadata: 7, dropped_captures: 0, discarded_corrupt_spool: false };
+    let batch = Batch {
+        org: ap.identity.org.clone(),
+        stream_seq: conn.stored_seq() + 1,
+        records: BoundedVec::truncating(vec![Record { observed_at_ms: 5, body: RecordBody::AgentHealth(health) }]),
+    };
+    conn.send_batch(&batch).await.expect("acknowledged");
+
+    let args: Vec<String> = vec![
+        "devices".into(),
+        "--long".into(),
+        "--org".into(),
+        ap.identity.org.to_string(),
+        "--admin".into(),
+        admin.address.clone(),
+        "--ca".into(),
+        admin.ca.to_str().unwrap().into(),
+        "--cert".into(),
+        admin.cert.to_str().unwrap().into(),
+        "--key".into(),
+        admin.key.to_str().unwrap().into(),
+    ];
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_collector-under-test")).args(&args).output()
+    })
+    .await
+    .unwrap()
+    .expect("the CLI runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("DEVICE") && lines[0].contains("CERT EXPIRES"), "{stdout}");
+    let live = lines.iter().find(|l| l.starts_with(ap.identity.device.as_str())).unwrap_or_else(|| panic!("{stdout}"));
+    for expected in
+        ["ap", "connected", "tls", "TLS13_", "127.0.0.1:", env!("CARGO_PKG_VERSION"), "7 metadata, 0 captures"]
+    {
+        assert!(live.contains(expected), "{expected:?} missing in {live:?}");
+    }
+    let quiet =
+        lines.iter().find(|l| l.starts_with(idle.identity.device.as_str())).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(quiet.contains("offline"), "{quiet}");
+    conn.close().await;
+}
