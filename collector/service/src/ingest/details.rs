@@ -112,29 +112,6 @@ pub struct DeviceDetail {
     pub certificate_not_after_ms: Option<UnixMillis>,
 }
 
-/// Every device of `org` (registered, or seen since start) with what its
-/// sessions showed, reading the registry now: what the devices API returns.
-pub fn device_details(
-    store: &glimpse_store::store::Store,
-    directory: &crate::ingest::AgentDirectory,
-    org: &OrgId,
-) -> Result<Vec<DeviceDetail>, glimpse_store::keys::KeyError> {
-    let registered = store.registry().list()?;
-    Ok(directory.device_details(org, &registered, store.clock().now_millis()))
-}
-
-/// One device of `org`, or `None` if neither the registry nor a session
-/// since start knows it.
-pub fn device_detail(
-    store: &glimpse_store::store::Store,
-    directory: &crate::ingest::AgentDirectory,
-    org: &OrgId,
-    device: &DeviceId,
-) -> Result<Option<DeviceDetail>, glimpse_store::keys::KeyError> {
-    let registration = store.registry().get(org, device)?;
-    Ok(directory.device_detail(org, device, registration.as_ref(), store.clock().now_millis()))
-}
-
 /// The last agent-health record of a batch and when the device made it.
 pub(crate) fn latest_health(records: &[Record]) -> Option<(AgentHealth, UnixMillis)> {
     records.iter().rev().find_map(|r| match &r.body {

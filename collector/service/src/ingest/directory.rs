@@ -115,6 +115,29 @@ impl Drop for LiveGuard<'_> {
     }
 }
 
+/// Every device of `org` (registered, or seen since start) with what its
+/// sessions showed, reading the registry now: what the devices API returns.
+pub fn device_details(
+    store: &glimpse_store::store::Store,
+    directory: &AgentDirectory,
+    org: &OrgId,
+) -> Result<Vec<DeviceDetail>, glimpse_store::keys::KeyError> {
+    let registered = store.registry().list()?;
+    Ok(directory.device_details(org, &registered, store.clock().now_millis()))
+}
+
+/// One device of `org`, or `None` if neither the registry nor a session
+/// since start knows it.
+pub fn device_detail(
+    store: &glimpse_store::store::Store,
+    directory: &AgentDirectory,
+    org: &OrgId,
+    device: &DeviceId,
+) -> Result<Option<DeviceDetail>, glimpse_store::keys::KeyError> {
+    let registration = store.registry().get(org, device)?;
+    Ok(directory.device_detail(org, device, registration.as_ref(), store.clock().now_millis()))
+}
+
 /// A session's entry in the device details; ends it when dropped.
 pub(crate) struct DetailsGuard<'a> {
     directory: &'a AgentDirectory,

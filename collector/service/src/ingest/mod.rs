@@ -35,8 +35,11 @@ mod server;
 pub mod ssh;
 mod withdraw;
 
-pub use details::{device_detail, device_details, AgentHealthView, DeviceDetail, SessionFacts, Transport};
-pub use directory::{AgentDirectory, Credential, DeliveryError, OrgDirectives, Withdrawn, REMEMBERED_CAPTURES};
+pub use details::{AgentHealthView, DeviceDetail, SessionFacts, Transport};
+pub use directory::{
+    device_detail, device_details, AgentDirectory, Credential, DeliveryError, OrgDirectives, Withdrawn,
+    REMEMBERED_CAPTURES,
+};
 pub use reject::{IngestMetrics, RejectReason};
 pub use server::{IngestServer, ServerTls};
 pub use ssh::{SshError, SshServer};
