@@ -1,6 +1,6 @@
 //! `glimpse-certs`: the operator's PKI tool. It creates the root CA and the
 //! collector's certificate, issues device and admin certificates, and revokes
-//! devices. The directory layout is documented in the library's root.
+//! devices and admins. The directory layout is documented in the library's root.
 //!
 //! The command line lives in the library so that the end-to-end tests can
 //! run it as a real program under another name, as they do the collector.
@@ -47,7 +47,9 @@ Exit status:
         glimpse-certs init   --dir /etc/glimpse/pki --san collector.example.net --san 10.0.0.5\n  \
         glimpse-certs device --dir /etc/glimpse/pki --org acme --device ap-1 --kind ap\n  \
         glimpse-certs device --dir /etc/glimpse/pki --org acme --device sw-1 --kind switch --ssh-key sw-1.pub\n  \
-        glimpse-certs revoke --dir /etc/glimpse/pki --org acme --device ap-1\n\n\
+        glimpse-certs revoke --dir /etc/glimpse/pki --org acme --device ap-1\n  \
+        glimpse-certs admin  --dir /etc/glimpse/pki --name alice --role org-admin --org acme\n  \
+        glimpse-certs revoke-admin --dir /etc/glimpse/pki --name alice\n\n\
         Keep the PKI directory (above all ca.key) on a trusted machine; private files are \
         created readable by their owner only. Nothing is overwritten unless you pass --force.\n\n\
         Set GLIMPSE_LOG (e.g. GLIMPSE_LOG=debug) for more detailed logs.",
@@ -209,6 +211,25 @@ enum Command {
         #[command(flatten)]
         dir: DirArg,
     },
+    /// Revoke admin or support certificates (for someone who left or changed
+    /// role): marks them revoked in admins.json and rewrites the CA's
+    /// revocation list. Reload the collector (SIGHUP) to refuse them on the
+    /// admin port; the collector's API can also revoke one at once.
+    RevokeAdmin {
+        #[command(flatten)]
+        dir: DirArg,
+        /// The certificate's serial number, as `list-admins` prints it.
+        #[arg(long, value_name = "HEX", required_unless_present = "name", conflicts_with = "name")]
+        serial: Option<String>,
+        /// Every certificate issued to this admin name that is not revoked yet.
+        #[arg(long, value_name = "NAME")]
+        name: Option<AdminName>,
+    },
+    /// List every admin and support certificate issued, its expiry and whether it is revoked.
+    ListAdmins {
+        #[command(flatten)]
+        dir: DirArg,
+    },
 }
 
 /// A mistake in how the tool was invoked, found after argument parsing.
@@ -349,6 +370,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("restart or reload the collector so that it loads the new revocation list.");
         }
         Command::List { dir } => list(&dir.dir)?,
+        Command::RevokeAdmin { dir, serial, name } => {
+            let which = match (serial, name) {
+                (Some(serial), _) => crate::AdminSelector::Serial(serial),
+                (None, Some(name)) => crate::AdminSelector::Name(name),
+                (None, None) => return Err(Usage("give --serial or --name".into()).into()),
+            };
+            for entry in crate::revoke_admin(&dir.dir, &which)? {
+                println!("revoked {} certificate of {} (serial {})", entry.role, entry.name, entry.serial);
+            }
+            println!(
+                "{} now lists it; reload the collector (SIGHUP) to enforce it.",
+                crate::ca_crl_path(&dir.dir).display()
+            );
+        }
+        Command::ListAdmins { dir } => list_admins(&dir.dir)?,
     }
     Ok(())
 }
@@ -362,6 +398,60 @@ fn read_public_key(path: &Path) -> anyhow::Result<String> {
         .and_then(|f| f.take(crate::ssh::MAX_PUBLIC_KEY_LEN as u64 + 1).read_to_string(&mut text))
         .with_context(|| format!("cannot read the SSH public key {}", path.display()))?;
     Ok(text)
+}
+
+fn list_admins(dir: &Path) -> anyhow::Result<()> {
+    let admins = crate::load_admins(dir)?;
+    if admins.is_empty() {
+        println!("no admin certificates recorded in {}", crate::admins_path(dir).display());
+        return Ok(());
+    }
+    let now = OffsetDateTime::now_utc();
+    let date = |t: OffsetDateTime| -> anyhow::Result<String> {
+        let text = t.format(&Rfc3339).context("cannot format a date")?;
+        Ok(text.get(..10).unwrap_or(&text).to_owned())
+    };
+    let rows = admins
+        .iter()
+        .map(|a| {
+            let status = match a.revoked_at {
+                Some(at) => format!("revoked {}", date(at)?),
+                None if a.not_after <= now => "expired".to_owned(),
+                None => "active".to_owned(),
+            };
+            Ok([
+                a.name.to_string(),
+                a.role.to_string(),
+                a.org.as_ref().map_or("*".to_owned(), OrgId::to_string),
+                date(a.not_after)?,
+                status,
+                a.serial.clone(),
+            ])
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    print_table(["NAME", "ROLE", "ORG", "EXPIRES", "STATUS", "SERIAL"], &rows);
+    let active = rows.iter().filter(|r| r[4] == "active").count();
+    println!("{} admin certificates: {active} active, {} revoked or expired", rows.len(), rows.len() - active);
+    Ok(())
+}
+
+/// Prints rows under a header, in columns.
+fn print_table(header: [&str; 6], rows: &[[String; 6]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let print_row = |cells: [&str; 6]| {
+        let line =
+            cells.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect::<Vec<_>>().join("  ");
+        println!("{}", line.trim_end());
+    };
+    print_row(header);
+    for row in rows {
+        print_row(row.each_ref().map(String::as_str));
+    }
 }
 
 fn list(dir: &Path) -> anyhow::Result<()> {
@@ -394,22 +484,7 @@ fn list(dir: &Path) -> anyhow::Result<()> {
             ])
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let header = ["ORG", "DEVICE", "KIND", "EXPIRES", "STATUS", "SERIAL"];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
-        }
-    }
-    let print_row = |cells: [&str; 6]| {
-        let line =
-            cells.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect::<Vec<_>>().join("  ");
-        println!("{}", line.trim_end());
-    };
-    print_row(header);
-    for row in &rows {
-        print_row(row.each_ref().map(String::as_str));
-    }
+    print_table(["ORG", "DEVICE", "KIND", "EXPIRES", "STATUS", "SERIAL"], &rows);
     let active = rows.iter().filter(|r| r[4] == "active").count();
     println!("{} devices: {active} active, {} revoked or expired", rows.len(), rows.len() - active);
     Ok(())

@@ -129,6 +129,12 @@ pub enum CertsError {
         /// The device.
         device: DeviceId,
     },
+    /// No admin certificate in `admins.json` matches.
+    #[error("no admin certificate {0} in admins.json (see `glimpse-certs list-admins`)")]
+    UnknownAdmin(String),
+    /// Every admin certificate that matches is already revoked.
+    #[error("admin certificate {0} is already revoked")]
+    AdminAlreadyRevoked(String),
     /// The device's current certificate is already revoked.
     #[error("device {org}/{device} (serial {serial}) is already revoked")]
     AlreadyRevoked {

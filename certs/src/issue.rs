@@ -22,6 +22,7 @@ use crate::paths::{
     admin_dir, ca_cert_path, ca_crl_path, ca_key_path, collector_cert_path, collector_key_path, device_dir,
     registration_path, revoked_path,
 };
+use crate::record::{load_admins, write_admins, AdminCertEntry};
 use crate::record::{Registration, SharedKey};
 use crate::revoke::{now_seconds, write_crl, write_revoked};
 use crate::CertsError;
@@ -244,7 +245,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<(), CertsError> {
     fsio::write_file(&collector_key, collector_key_pem.as_bytes(), Access::Private, force)?;
     fsio::write_file(&collector_cert, cert.pem().as_bytes(), Access::Public, force)?;
     write_revoked(dir, &[], force)?;
-    write_crl(dir, &ca, &[], true)?;
+    write_crl(dir, &ca, &[], &[], true)?;
     if force && dir.join("devices").exists() {
         tracing::warn!(
             "replaced the CA: existing device and admin certificates no longer verify; reissue them with --force"
@@ -393,10 +394,25 @@ pub fn issue_admin(
     let cert = ca.sign("admin certificate", &params, &key)?;
     let key_pem = Zeroizing::new(key.serialize_pem());
 
+    let der = cert.der();
+    let entry = AdminCertEntry {
+        name: identity.name.clone(),
+        role: identity.role,
+        org: identity.org.clone(),
+        serial: serial_hex_of(der)?,
+        not_after: not_after_of(&parse_cert(der)?),
+        revoked_at: None,
+    };
+    // Read before anything is written, so that a damaged admins.json stops
+    // the issue rather than leaving an unrecorded certificate.
+    let mut admins = load_admins(dir)?;
+
     fsio::ensure_dir(&admin_dir)?;
     fsio::write_file(&files.key, key_pem.as_bytes(), Access::Private, force)?;
     fsio::write_file(&files.cert, cert.pem().as_bytes(), Access::Public, force)?;
-    tracing::info!(admin = %identity.name, role = %identity.role, "admin certificate issued");
+    tracing::info!(admin = %identity.name, role = %identity.role, serial = %entry.serial, "admin certificate issued");
+    admins.push(entry);
+    write_admins(dir, &admins)?;
     Ok(files)
 }
 

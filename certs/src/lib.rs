@@ -29,6 +29,8 @@
 //!                             the manufacturing record the collector imports          0600
 //!   admins/<name>/
 //!     admin.pem / .key        ECDSA P-256, clientAuth, 1 year                    0644/0600
+//!   admins.json               every admin certificate issued, oldest first:
+//!                             [{"name","role","org"?,"serial","not_after","revoked_at"?}] 0644
 //! ```
 //!
 //! Directories the tool creates are `0700`. Private files are created with
@@ -52,8 +54,11 @@
 //! `registrations/<org>/<device>.json` is a [`Registration`]:
 //! `{"org","device","kind","shared_key","cert_serial","cert_sha256","not_after"}`,
 //! hex for the key, serial and SHA-256 of the certificate's DER, RFC 3339 for
-//! the time. `revoked.json` is a list of [`RevokedEntry`]. Every revoke
-//! rewrites the CRL with a higher CRL number; `init` writes an empty one so
+//! the time. `revoked.json` is a list of [`RevokedEntry`]; `admins.json` a
+//! list of [`AdminCertEntry`], one per admin certificate issued, with
+//! `revoked_at` once `revoke-admin` revoked it. The CRL lists revoked device
+//! and admin serials alike. Every revoke rewrites the CRL with a higher CRL
+//! number; `init` writes an empty one so
 //! the collector can always load it.
 //!
 //! [`DeviceIdentity::to_uri`]: glimpse_common::identity::DeviceIdentity::to_uri
@@ -82,8 +87,10 @@ pub use issue::{
     ADMIN_LIFETIME, BACKDATE, CA_LIFETIME, COLLECTOR_LIFETIME, DEVICE_LIFETIME,
 };
 pub use paths::{
-    admin_dir, ca_cert_path, ca_crl_path, ca_key_path, collector_cert_path, collector_key_path, device_dir,
-    registration_path, registrations_dir, revoked_path,
+    admin_dir, admins_path, ca_cert_path, ca_crl_path, ca_key_path, collector_cert_path, collector_key_path,
+    device_dir, registration_path, registrations_dir, revoked_path,
 };
-pub use record::{load_registrations, load_revoked, Registration, RevokedEntry, SharedKey};
-pub use revoke::revoke;
+pub use record::{
+    load_admins, load_registrations, load_revoked, AdminCertEntry, Registration, RevokedEntry, SharedKey,
+};
+pub use revoke::{revoke, revoke_admin, AdminSelector};

@@ -52,6 +52,11 @@ pub fn registration_path(dir: &Path, org: &OrgId, device: &DeviceId) -> PathBuf 
     registrations_dir(dir).join(org.as_str()).join(format!("{device}.json"))
 }
 
+/// Every admin certificate issued, `admins.json`.
+pub fn admins_path(dir: &Path) -> PathBuf {
+    dir.join("admins.json")
+}
+
 /// An admin's directory, `admins/<name>/`.
 pub fn admin_dir(dir: &Path, name: &AdminName) -> PathBuf {
     dir.join("admins").join(name.as_str())

@@ -427,3 +427,63 @@ fn switches_and_gateways_get_ssh_keys_and_access_points_do_not() {
     assert!(matches!(issue_device_with(dir(), &sw2, &Validity::default(), &bad), Err(CertsError::SshKey { .. })));
     assert!(!registration_path(dir(), &sw2.org, &sw2.device).exists());
 }
+
+/// A PKI of its own with the shared CA (copied, not generated again), for a
+/// test whose revocations must not show in the shared CRL.
+fn copy_of_pki() -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    for name in ["ca.pem", "ca.key", "collector.pem", "collector.key", "revoked.json"] {
+        fs::copy(dir().join(name), copy.path().join(name)).unwrap();
+    }
+    fs::write(ca_crl_path(copy.path()), &pki().initial_crl).unwrap();
+    copy
+}
+
+#[test]
+fn admin_certificates_are_recorded_and_revoked_onto_the_crl() {
+    let pki = copy_of_pki();
+    let dir = pki.path();
+    let alice =
+        AdminIdentity::new(AdminName::new("alice").unwrap(), AdminRole::OrgAdmin, Some(OrgId::new("acme").unwrap()))
+            .unwrap();
+    let bob = AdminIdentity::new(AdminName::new("bob").unwrap(), AdminRole::Operator, None).unwrap();
+    let first = issue_admin(dir, &alice, &Validity::default(), false).unwrap();
+    let first_serial = serial_hex_of(&der_of(&first.cert)).unwrap();
+    let second = issue_admin(dir, &alice, &Validity::default(), true).unwrap();
+    let bob_files = issue_admin(dir, &bob, &Validity::default(), false).unwrap();
+    let bob_serial = serial_hex_of(&der_of(&bob_files.cert)).unwrap();
+
+    let admins = load_admins(dir).unwrap();
+    assert_eq!(admins.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["alice", "alice", "bob"]);
+    assert_eq!(admins[0].serial, first_serial);
+    assert_eq!((admins[0].role, admins[0].org.as_ref().map(OrgId::as_str)), (AdminRole::OrgAdmin, Some("acme")));
+    let not_after = parse_cert(&der_of(&bob_files.cert)).unwrap().validity().not_after.to_datetime();
+    assert_eq!(admins[2].not_after, not_after);
+    assert!(admins.iter().all(|a| a.revoked_at.is_none()));
+    #[cfg(unix)]
+    assert_eq!(mode(&admins_path(dir)), 0o644);
+
+    // Both of alice's certificates (the re-issue left the first valid).
+    let revoked = revoke_admin(dir, &AdminSelector::Name(alice.name.clone())).unwrap();
+    assert_eq!(revoked.len(), 2);
+    let listed = glimpse_common::certificate::crl_revoked_serials(&der_of(&ca_crl_path(dir))).unwrap();
+    assert_eq!(listed, [admins[0].serial.clone(), admins[1].serial.clone()]);
+    let err = handshake::connect(dir, &second.cert, &second.key).unwrap_err();
+    assert!(format!("{err:?}").contains("Revoked"), "{err:?}");
+    handshake::connect(dir, &bob_files.cert, &bob_files.key).unwrap();
+
+    let again = revoke_admin(dir, &AdminSelector::Name(alice.name.clone())).unwrap_err();
+    assert!(matches!(again, CertsError::AdminAlreadyRevoked(_)), "{again}");
+    let unknown = revoke_admin(dir, &AdminSelector::Serial("0abc".into())).unwrap_err();
+    assert!(matches!(unknown, CertsError::UnknownAdmin(_)), "{unknown}");
+
+    // By serial, in any case; a later device revocation keeps the admins listed.
+    revoke_admin(dir, &AdminSelector::Serial(bob_serial.to_uppercase())).unwrap();
+    let ap = device("acme", "ap-1", DeviceKind::Ap);
+    let ap_files = issue_device(dir, &ap, &Validity::default(), false).unwrap();
+    revoke(dir, &ap.org, &ap.device).unwrap();
+    let listed = glimpse_common::certificate::crl_revoked_serials(&der_of(&ca_crl_path(dir))).unwrap();
+    let ap_serial = serial_hex_of(&der_of(&ap_files.cert)).unwrap();
+    assert_eq!(listed, [ap_serial, admins[0].serial.clone(), admins[1].serial.clone(), bob_serial]);
+    assert!(load_admins(dir).unwrap().iter().all(|a| a.revoked_at.is_some()));
+}

@@ -7,11 +7,11 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use glimpse_common::registration::{registration_file_stem, revoked_from_json};
-pub use glimpse_common::registration::{Registration, RevokedEntry, SharedKey};
+use glimpse_common::registration::{admins_from_json, registration_file_stem, revoked_from_json};
+pub use glimpse_common::registration::{AdminCertEntry, Registration, RevokedEntry, SharedKey};
 
 use crate::fsio;
-use crate::paths::{registrations_dir, revoked_path};
+use crate::paths::{admins_path, registrations_dir, revoked_path};
 use crate::CertsError;
 
 /// Reads one registration file.
@@ -73,6 +73,26 @@ pub fn load_revoked(dir: &Path) -> Result<Vec<RevokedEntry>, CertsError> {
     let path = revoked_path(dir);
     let text = fsio::read_text(&path)?;
     revoked_from_json(&text).map_err(|source| CertsError::Record { path, source })
+}
+
+/// Reads `admins.json`, oldest first. A PKI directory made before admin
+/// certificates were recorded has none: no entries.
+pub fn load_admins(dir: &Path) -> Result<Vec<AdminCertEntry>, CertsError> {
+    let path = admins_path(dir);
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text = fsio::read_text(&path)?;
+    admins_from_json(&text).map_err(|source| CertsError::Record { path, source })
+}
+
+/// Writes `admins.json` (public: serials and names, no keys).
+pub(crate) fn write_admins(dir: &Path, entries: &[AdminCertEntry]) -> Result<(), CertsError> {
+    let path = admins_path(dir);
+    let mut json =
+        serde_json::to_vec_pretty(entries).map_err(|source| CertsError::Json { path: path.clone(), source })?;
+    json.push(b'\n');
+    fsio::write_file(&path, &json, fsio::Access::Public, true)
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use glimpse_common::identity::{DeviceId, OrgId};
 
 use crate::ca::{pem_body, Ca};
 use crate::fsio::{self, Access};
-use crate::paths::{ca_crl_path, registration_path, revoked_path};
-use crate::record::{load_revoked, read_registration, RevokedEntry};
+use crate::paths::{admins_path, ca_crl_path, registration_path, revoked_path};
+use crate::record::{load_admins, load_revoked, read_registration, write_admins, AdminCertEntry, RevokedEntry};
 use crate::CertsError;
 
 /// How long a CRL claims to be current. The collector reads the file rather
@@ -46,10 +46,62 @@ pub fn revoke(dir: &Path, org: &OrgId, device: &DeviceId) -> Result<(), CertsErr
         serial: registration.cert_serial.clone(),
         revoked_at: now_seconds(),
     });
-    write_crl(dir, &ca, &entries, false)?;
+    write_crl(dir, &ca, &entries, &load_admins(dir)?, false)?;
     write_revoked(dir, &entries, true)?;
     tracing::info!(%org, %device, serial = %registration.cert_serial, "device certificate revoked");
     Ok(())
+}
+
+/// Which admin certificates to revoke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminSelector {
+    /// The one certificate with this serial (hex, any case).
+    Serial(String),
+    /// Every certificate issued to this admin name that is not revoked yet.
+    Name(glimpse_common::identity::AdminName),
+}
+
+impl std::fmt::Display for AdminSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminSelector::Serial(serial) => write!(f, "with serial {serial}"),
+            AdminSelector::Name(name) => write!(f, "of {name}"),
+        }
+    }
+}
+
+/// Revokes admin or support certificates recorded in `admins.json`: marks
+/// them revoked there and writes a new CRL listing them beside the revoked
+/// devices, so that the collector's admin listener refuses them once it
+/// reloads. Returns the entries revoked now.
+///
+/// Fails with [`CertsError::UnknownAdmin`] if nothing matches and
+/// [`CertsError::AdminAlreadyRevoked`] if everything that matches already is.
+pub fn revoke_admin(dir: &Path, which: &AdminSelector) -> Result<Vec<AdminCertEntry>, CertsError> {
+    let ca = Ca::load(dir)?;
+    let mut admins = load_admins(dir)?;
+    let matches = |entry: &AdminCertEntry| match which {
+        AdminSelector::Serial(serial) => entry.serial.eq_ignore_ascii_case(serial.trim_start_matches("0x")),
+        AdminSelector::Name(name) => &entry.name == name,
+    };
+    if !admins.iter().any(matches) {
+        return Err(CertsError::UnknownAdmin(which.to_string()));
+    }
+    let now = now_seconds();
+    let mut revoked = Vec::new();
+    for entry in admins.iter_mut().filter(|e| matches(e) && e.revoked_at.is_none()) {
+        entry.revoked_at = Some(now);
+        revoked.push(entry.clone());
+    }
+    if revoked.is_empty() {
+        return Err(CertsError::AdminAlreadyRevoked(which.to_string()));
+    }
+    write_crl(dir, &ca, &load_revoked(dir)?, &admins, false)?;
+    write_admins(dir, &admins)?;
+    for entry in &revoked {
+        tracing::info!(admin = %entry.name, role = %entry.role, serial = %entry.serial, "admin certificate revoked");
+    }
+    Ok(revoked)
 }
 
 /// The current UTC time, truncated to the second that X.509 can express.
@@ -86,32 +138,42 @@ fn previous_crl_number(dir: &Path) -> Result<Option<u64>, CertsError> {
     Ok(Some(bytes.iter().fold(0u64, |n, &b| (n << 8) | u64::from(b))))
 }
 
-/// Signs and writes `ca.crl.pem` listing every entry. A `fresh` CA's first
+/// Signs and writes `ca.crl.pem` listing every device entry and every
+/// revoked admin certificate. A `fresh` CA's first
 /// CRL is number 1; later ones are numbered one above the CRL they replace
 /// (and never below the number of revocations plus one).
-pub(crate) fn write_crl(dir: &Path, ca: &Ca, entries: &[RevokedEntry], fresh: bool) -> Result<(), CertsError> {
+pub(crate) fn write_crl(
+    dir: &Path,
+    ca: &Ca,
+    entries: &[RevokedEntry],
+    admins: &[AdminCertEntry],
+    fresh: bool,
+) -> Result<(), CertsError> {
     let path = ca_crl_path(dir);
-    let floor = u64::try_from(entries.len()).unwrap_or(u64::MAX).saturating_add(1);
+    let devices =
+        entries.iter().map(|e| (e.serial.as_str(), e.revoked_at, format!("{}/{}", e.org, e.device), revoked_path(dir)));
+    let admins = admins
+        .iter()
+        .filter_map(|e| e.revoked_at.map(|at| (e.serial.as_str(), at, format!("admin {}", e.name), admins_path(dir))));
+    let listed: Vec<_> = devices.chain(admins).collect();
+    let floor = u64::try_from(listed.len()).unwrap_or(u64::MAX).saturating_add(1);
     let previous = if fresh { None } else { previous_crl_number(dir)? };
     let number = previous.map_or(floor, |n| n.saturating_add(1)).max(floor);
-    let revoked_certs = entries
-        .iter()
-        .map(|entry| {
-            let serial =
-                hex::decode(&entry.serial).ok().filter(|s| !s.is_empty() && s.len() <= 20).ok_or_else(|| {
-                    CertsError::BadRecord {
-                        path: revoked_path(dir),
-                        problem: format!(
-                            "serial {:?} of {}/{} is not 1 to 20 bytes of hex",
-                            entry.serial.chars().take(48).collect::<String>(),
-                            entry.org,
-                            entry.device
-                        ),
-                    }
-                })?;
+    let revoked_certs = listed
+        .into_iter()
+        .map(|(serial_hex, revoked_at, whose, file)| {
+            let serial = hex::decode(serial_hex).ok().filter(|s| !s.is_empty() && s.len() <= 20).ok_or_else(|| {
+                CertsError::BadRecord {
+                    path: file,
+                    problem: format!(
+                        "serial {:?} of {whose} is not 1 to 20 bytes of hex",
+                        serial_hex.chars().take(48).collect::<String>(),
+                    ),
+                }
+            })?;
             Ok(RevokedCertParams {
                 serial_number: SerialNumber::from_slice(&serial),
-                revocation_time: entry.revoked_at,
+                revocation_time: revoked_at,
                 reason_code: None,
                 invalidity_date: None,
             })

@@ -82,6 +82,11 @@ pub fn serial_hex_of(cert_der: &[u8]) -> Result<String, CertificateError> {
     Ok(serial_hex(parse_certificate(cert_der)?.raw_serial()))
 }
 
+/// The end of the certificate's validity (notAfter), in Unix seconds.
+pub fn not_after_unix_of(cert_der: &[u8]) -> Result<i64, CertificateError> {
+    Ok(parse_certificate(cert_der)?.validity().not_after.timestamp())
+}
+
 /// The serial numbers a DER certificate revocation list names, in the form
 /// of [`serial_hex_of`]. The signature is not checked here: the caller
 /// trusts the file it loaded (the collector's own configured CRL, which
@@ -110,6 +115,7 @@ mod tests {
             assert!(device_identity_of(bad).is_err());
             assert!(admin_identity_of(bad).is_err());
             assert!(serial_hex_of(bad).is_err());
+            assert!(not_after_unix_of(bad).is_err());
             assert!(crl_revoked_serials(bad).is_err());
         }
     }

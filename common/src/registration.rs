@@ -39,6 +39,9 @@ pub enum RecordError {
     /// A directory or file is not named after a valid organisation or device.
     #[error("not named after a valid organisation or device: {0}")]
     BadName(#[from] IdentityError),
+    /// Well-formed JSON whose values break a rule (a bad serial, too many entries).
+    #[error("invalid record: {0}")]
+    Invalid(String),
 }
 
 /// Longest registration or revocation file read, in bytes: a registration
@@ -227,6 +230,82 @@ pub fn revoked_from_json(text: &str) -> Result<Vec<RevokedEntry>, RecordError> {
     Ok(serde_json::from_str(text)?)
 }
 
+/// One admin or support certificate `glimpse-certs admin` issued: an entry
+/// of the PKI directory's `admins.json`, oldest first. Every certificate
+/// issued stays listed (a re-issue with `--force` adds one; the old one is
+/// valid until it expires or is revoked), so that each can be revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminCertEntry {
+    /// The admin's name (the certificate's CN and identity URI).
+    pub name: crate::identity::AdminName,
+    /// What the certificate allows.
+    pub role: crate::identity::AdminRole,
+    /// The organisation an org-admin or support certificate is scoped to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<OrgId>,
+    /// The certificate's serial number, lowercase hex.
+    pub serial: String,
+    /// When it expires.
+    #[serde(with = "rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// When `glimpse-certs revoke-admin` revoked it; it is then on the CRL.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339_option")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// Most entries `admins.json` may hold: a bound on what a damaged or
+/// hostile file makes a reader keep.
+pub const MAX_ADMIN_ENTRIES: usize = 100_000;
+
+/// Parses `admins.json`: a list of [`AdminCertEntry`], oldest first. Each
+/// serial is 1 to 20 bytes of lowercase hex, as certificates carry them.
+pub fn admins_from_json(text: &str) -> Result<Vec<AdminCertEntry>, RecordError> {
+    let entries: Vec<AdminCertEntry> = serde_json::from_str(text)?;
+    if entries.len() > MAX_ADMIN_ENTRIES {
+        return Err(RecordError::Invalid(format!("more than {MAX_ADMIN_ENTRIES} admin certificates")));
+    }
+    for entry in &entries {
+        if !is_serial_hex(&entry.serial) {
+            return Err(RecordError::Invalid(format!(
+                "admin {}: serial {:?} is not 1 to 20 bytes of lowercase hex",
+                entry.name,
+                entry.serial.chars().take(48).collect::<String>()
+            )));
+        }
+    }
+    Ok(entries)
+}
+
+/// Whether `serial` is a certificate serial as records write it: 1 to 20
+/// bytes of lowercase hex.
+pub fn is_serial_hex(serial: &str) -> bool {
+    (2..=40).contains(&serial.len())
+        && serial.len().is_multiple_of(2)
+        && serial.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// [`rfc3339`] for an optional time.
+pub mod rfc3339_option {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::OffsetDateTime;
+
+    /// Writes RFC 3339 (only called for `Some`, with `skip_serializing_if`).
+    pub fn serialize<S: Serializer>(t: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => super::rfc3339::serialize(t, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads RFC 3339 or `null`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTime>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "super::rfc3339")] OffsetDateTime);
+        Ok(Option::<Wrapped>::deserialize(d)?.map(|Wrapped(t)| t))
+    }
+}
+
 /// Whether a name in `registrations/` or `registrations/<org>/` is one the
 /// readers skip: hidden files (an interrupted `--force` write leaves
 /// `.name.tmp-*`) and files not ending in `.json`. Returns the device stem
@@ -295,6 +374,44 @@ mod tests {
         fn arbitrary_record_text_never_panics(text in ".{0,600}") {
             let _ = Registration::from_json(&text);
             let _ = revoked_from_json(&text);
+            let _ = admins_from_json(&text);
         }
+
+        /// Whatever an admin entry holds, it reads back as written.
+        #[test]
+        fn admin_entries_round_trip(
+            name in "[a-z0-9][a-z0-9._-]{0,20}",
+            serial in proptest::collection::vec(proptest::num::u8::ANY, 1..=20),
+            secs in 0i64..4_000_000_000,
+            revoked in proptest::option::of(0i64..4_000_000_000),
+            support in proptest::bool::ANY,
+        ) {
+            use crate::identity::{AdminName, AdminRole};
+            let time = |s: i64| OffsetDateTime::from_unix_timestamp(s).unwrap();
+            let entry = AdminCertEntry {
+                name: AdminName::new(&name).unwrap(),
+                role: if support { AdminRole::Support } else { AdminRole::Operator },
+                org: support.then(|| OrgId::new("acme").unwrap()),
+                serial: hex::encode(&serial),
+                not_after: time(secs),
+                revoked_at: revoked.map(time),
+            };
+            let text = serde_json::to_string(&vec![entry.clone()]).unwrap();
+            proptest::prop_assert_eq!(admins_from_json(&text).unwrap(), vec![entry]);
+        }
+    }
+
+    #[test]
+    fn admin_entries_refuse_bad_serials_and_unknown_fields() {
+        let good = r#"[{"name":"ops","role":"operator","serial":"0a1b","not_after":"2030-01-01T00:00:00Z"}]"#;
+        let entries = admins_from_json(good).unwrap();
+        assert_eq!((entries[0].serial.as_str(), entries[0].revoked_at), ("0a1b", None));
+        for bad in [good.replace("0a1b", "0A1B"), good.replace("0a1b", "abc"), good.replace("0a1b", "")] {
+            assert!(matches!(admins_from_json(&bad), Err(RecordError::Invalid(_))), "{bad}");
+        }
+        let unknown = good.replace("\"ops\"", "\"ops\",\"extra\":1");
+        assert!(matches!(admins_from_json(&unknown), Err(RecordError::Json(_))));
+        let revoked = good.replace("\"not_after\"", "\"revoked_at\":\"2026-01-01T00:00:00Z\",\"not_after\"");
+        assert!(admins_from_json(&revoked).unwrap()[0].revoked_at.is_some());
     }
 }

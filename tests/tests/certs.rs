@@ -113,3 +113,28 @@ fn each_kind_of_failure_has_its_exit_code() {
     let output = run(&["device", "--dir", &dir, "--org", ORG, "--device", "ap-1", "--kind", "toaster"]);
     assert_eq!(output.status.code(), Some(64), "{}", stderr(&output));
 }
+
+#[test]
+fn admins_are_listed_and_revoked_from_the_command_line() {
+    let dir = pki().ours.to_str().unwrap().to_owned();
+    let name = format!("leaver-{}", unique_device("x"));
+    let issued = run(&["admin", "--dir", &dir, "--name", &name, "--role", "support", "--org", ORG]);
+    assert!(issued.status.success(), "{}", stderr(&issued));
+
+    let listed = run(&["list-admins", "--dir", &dir]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let stdout = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let line = stdout.lines().find(|l| l.starts_with(&name)).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains("support") && line.contains(ORG) && line.contains("active"), "{line}");
+
+    let revoked = run(&["revoke-admin", "--dir", &dir, "--name", &name]);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    assert!(String::from_utf8_lossy(&revoked.stdout).contains("revoked support certificate"));
+    let listed = String::from_utf8_lossy(&run(&["list-admins", "--dir", &dir]).stdout).into_owned();
+    assert!(listed.lines().any(|l| l.starts_with(&name) && l.contains("revoked")), "{listed}");
+
+    // Again, or someone unknown: bad data (65); neither flag: bad usage (64).
+    assert_eq!(run(&["revoke-admin", "--dir", &dir, "--name", &name]).status.code(), Some(65));
+    assert_eq!(run(&["revoke-admin", "--dir", &dir, "--serial", "0abc"]).status.code(), Some(65));
+    assert_eq!(run(&["revoke-admin", "--dir", &dir]).status.code(), Some(64));
+}

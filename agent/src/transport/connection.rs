@@ -237,12 +237,24 @@ impl std::fmt::Debug for Link {
     }
 }
 
+/// What the agent's Hello names as its software: the crate version and, when
+/// the build set `GLIMPSE_BUILD` (a commit or package revision), `+build`
+/// after it, semver's build-metadata form. The field is 32 bytes at most, so
+/// a longer build is cut; the collector splits the two at the first `+`.
+pub fn hello_version() -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    match option_env!("GLIMPSE_BUILD").filter(|b| !b.is_empty()) {
+        Some(build) => format!("{version}+{build}"),
+        None => version.to_owned(),
+    }
+}
+
 /// The session settings an agent with `config` uses for stream `stream_id`.
 pub fn session_config(config: &AgentConfig, stream_id: u64, window: usize) -> AgentSessionConfig {
     AgentSessionConfig {
         identity: config.identity.clone(),
         stream_id,
-        agent_version: BoundedString::truncating(env!("CARGO_PKG_VERSION")),
+        agent_version: BoundedString::truncating(&hello_version()),
         max_frame_len: config.max_frame_bytes,
         window,
     }

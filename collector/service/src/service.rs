@@ -115,6 +115,12 @@ pub fn import_registrations(store: &Store, pki_dir: &std::path::Path) -> Result<
     glimpse_store::import::import_registrations(store, pki_dir).map_err(|e| ServiceError::Import(e.to_string()))
 }
 
+/// Imports `admins.json` from a `glimpse-certs` directory into the admin
+/// certificates. Returns (listed, revoked by this import) counts.
+pub fn import_admins(store: &Store, pki_dir: &std::path::Path) -> Result<(usize, usize), ServiceError> {
+    glimpse_store::import::import_admins(store, pki_dir).map_err(|e| ServiceError::Import(e.to_string()))
+}
+
 /// Audits the retention policy in force when it differs from the last one
 /// audited (a retention change takes effect by editing the config and
 /// restarting).
@@ -147,6 +153,8 @@ impl Collector {
         if let Some(pki) = &config.pki_dir {
             let (registered, revoked) = import_registrations(&store, pki)?;
             info!(registered, revoked, pki = %pki.display(), "device registrations imported");
+            let (admins, revoked) = import_admins(&store, pki)?;
+            info!(admins, revoked, "admin certificates imported");
         }
         let check = if config.accept_clock { retention::ClockCheck::Accept } else { retention::ClockCheck::Enforce };
         let swept = retention::sweep_checked(&store, check);
@@ -225,6 +233,7 @@ impl Collector {
             tasks.push(run("the admin listener", Box::pin(admin.run(shutdown_rx))));
             admin_tls = Some(tls);
         }
+        repeats.push(Arc::new(AdminUses(store.clone())));
         tasks.push(tokio::spawn(flush_repeats(repeats.clone(), shutdown.subscribe())));
         info!(%local_addr, data_dir = %config.data_dir.display(), "collector listening");
         Ok(Self {
@@ -313,6 +322,8 @@ impl Collector {
         if let Some(pki) = &self.config.pki_dir {
             let (registered, revoked) = import_registrations(&self.store, pki)?;
             info!(registered, revoked, "registrations re-imported");
+            let (admins, revoked) = import_admins(&self.store, pki)?;
+            info!(admins, revoked, "admin certificates re-imported");
         }
         self.directory.set_crl(crl);
         if let Some(api) = &self.api {
@@ -354,6 +365,23 @@ impl Collector {
         let _ = tokio::task::spawn_blocking(move || repeats.iter().for_each(|r| r.flush_all())).await;
         // The sequences committed since the last copy.
         self.store.control().flush();
+    }
+}
+
+/// Writes the admin certificates' last-use times on the same schedule as
+/// the repeated audits' summaries (and at shutdown).
+#[derive(Debug)]
+struct AdminUses(Arc<Store>);
+
+impl crate::repeats::Flush for AdminUses {
+    fn flush_due(&self) {
+        if let Err(e) = self.0.admins().flush_uses() {
+            warn!("cannot record when admin certificates were last used: {e}");
+        }
+    }
+
+    fn flush_all(&self) {
+        self.flush_due();
     }
 }
 

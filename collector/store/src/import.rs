@@ -1,7 +1,8 @@
 //! Importing a PKI directory: the manufacturing records `glimpse-certs`
 //! writes (`registrations/<org>/<device>.json`) and its revocation list
 //! (`revoked.json`), into the registry, auditing each new certificate, SSH
-//! key and revocation. Run at start-up and on every reload.
+//! key and revocation; and the admin certificates it issued and revoked
+//! (`admins.json`, [`import_admins`]). Run at start-up and on every reload.
 //!
 //! The record formats and their checks are `glimpse_common::registration`,
 //! shared with the PKI tool, so both refuse the same files. A damaged or
@@ -58,6 +59,9 @@ pub enum ImportError {
     /// The registry refused a write.
     #[error(transparent)]
     Registry(KeyError),
+    /// The admin certificates could not be stored.
+    #[error(transparent)]
+    Admins(crate::control::AdminError),
 }
 
 /// Reads a record file, bounded in size, into a buffer wiped on drop (a
@@ -208,6 +212,39 @@ pub fn import_registrations(store: &Store, pki_dir: &Path) -> Result<(usize, usi
         }
     }
     Ok((registrations.len(), revoked.len()))
+}
+
+/// Imports `admins.json` (every admin and support certificate
+/// `glimpse-certs admin` issued, and which `revoke-admin` revoked) into the
+/// control store's admin certificates, auditing each new certificate as
+/// `admin.register` and each new revocation as `admin.revoke`. A PKI
+/// directory without the file (made before certificates were recorded)
+/// imports nothing. Returns (certificates listed, revoked by this import).
+pub fn import_admins(store: &Store, pki_dir: &Path) -> Result<(usize, usize), ImportError> {
+    let path = pki_dir.join("admins.json");
+    if !path.exists() {
+        return Ok((0, 0));
+    }
+    let text = read_record(&path)?;
+    let entries = glimpse_common::registration::admins_from_json(&text)
+        .map_err(|source| ImportError::Record { path: path.clone(), source })?;
+    let import = store.admins().import(&entries).map_err(ImportError::Admins)?;
+    let describe = |r: &crate::control::AdminRecord| {
+        format!("{} {} of {} certificate serial {}", r.role, r.name, r.org.as_deref().unwrap_or("*"), r.serial)
+    };
+    for record in &import.added {
+        audit_admin(store, "admin.register", record, &describe(record));
+    }
+    for record in &import.revoked {
+        audit_admin(store, "admin.revoke", record, &describe(record));
+    }
+    Ok((entries.len(), import.revoked.len()))
+}
+
+/// Audits an admin certificate change, under its organisation if scoped.
+fn audit_admin(store: &Store, action: &str, record: &crate::control::AdminRecord, detail: &str) {
+    let org = record.org.as_deref().and_then(|o| OrgId::new(o).ok());
+    store.audit_event("collector", action, org.as_ref(), crate::audit::AuditOutcome::Done, detail);
 }
 
 /// Appends an entry the collector itself makes (imports) to the audit log;

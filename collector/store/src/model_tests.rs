@@ -179,6 +179,7 @@ impl Harness {
             crate::store::open_local_segments(Arc::new(self.fs.clone()), self.dir.path(), catalog.org_keys())
                 .expect("the segments open");
         let policies = Policies::open(Arc::clone(&control)).unwrap();
+        let admins = crate::control::Admins::open(Arc::clone(&control)).unwrap();
         let audit_key = crate::audit::derive_audit_key(catalog.master().secret());
         let audit = AuditLog::open(self.dir.path(), audit_key, control).unwrap();
         self.store = Some(Store::from_parts(StoreParts {
@@ -186,6 +187,7 @@ impl Harness {
             segments: Arc::new(segments),
             catalog,
             policies,
+            admins,
             audit,
             clock: Arc::new(self.clock.clone()),
             retention: self.policy.clone(),

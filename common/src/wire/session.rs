@@ -172,6 +172,8 @@ pub struct CollectorSession {
     authentication: Authentication,
     state: State,
     stream_id: u64,
+    /// The agent's `version+build` string from its Hello (empty before it).
+    agent_version: String,
     stored_seq: u64,
     timeouts: Option<SessionTimeouts>,
     /// When the session gives up unless something happens first.
@@ -196,6 +198,7 @@ impl CollectorSession {
             authentication,
             state: State::AwaitingHello,
             stream_id: 0,
+            agent_version: String::new(),
             stored_seq: 0,
             timeouts: None,
             deadline: None,
@@ -251,6 +254,12 @@ impl CollectorSession {
         self.stream_id
     }
 
+    /// The software version the agent's Hello named (empty before it), as
+    /// sent: `version` or `version+build`, at most 32 bytes.
+    pub fn agent_version(&self) -> &str {
+        &self.agent_version
+    }
+
     /// Whether the agent has proven its shared key.
     pub fn is_authenticated(&self) -> bool {
         self.state == State::Streaming
@@ -297,6 +306,7 @@ impl CollectorSession {
             });
         }
         self.stream_id = hello.stream_id;
+        self.agent_version = hello.agent_version.to_string();
         match self.authentication {
             Authentication::SharedKeyProof => {
                 self.state = State::AwaitingProof;
@@ -410,6 +420,7 @@ mod tests {
     fn happy_path_and_replay() {
         let mut s = authenticated(3);
         assert!(s.is_authenticated());
+        assert_eq!(s.agent_version(), "t", "the Hello's version is kept for operators");
         assert_eq!(s.handle(now(), batch("acme", 2)), Ok(SessionAction::AckDuplicate(2)));
         assert!(matches!(s.handle(now(), batch("acme", 4)), Ok(SessionAction::Store(..))));
         s.batch_stored(4);

@@ -99,6 +99,7 @@ impl FromRequestParts<ApiState> for Authenticated {
                 if let Some(reason) = state.certificate_revoked(serial) {
                     return Err(refuse(state, &info, now_ms, ApiError::unauthenticated(reason)));
                 }
+                state.note_certificate_use(identity, serial);
                 Ok(Authenticated(Actor::certificate(identity.clone(), serial.clone())))
             }
             Some(Err(reason)) => Err(ApiError::forbidden(reason.clone())),

@@ -22,6 +22,7 @@
 //! `GLIMPSE_WRITE_OPENAPI=1 cargo test -p glimpse-collector openapi`.
 
 pub mod auth;
+pub mod devices;
 pub mod health;
 pub mod limiter;
 pub mod live;
@@ -109,7 +110,8 @@ impl ApiState {
     /// it has been revoked since the connection was made (the TLS
     /// handshake already refuses those on the CRL when it was loaded).
     pub fn certificate_revoked(&self, serial: &str) -> Option<String> {
-        self.context.directory.on_crl(serial).then(|| format!("admin certificate {serial} is revoked"))
+        let revoked = self.context.directory.on_crl(serial) || self.context.store.admins().is_revoked(serial);
+        revoked.then(|| format!("admin certificate {serial} is revoked"))
     }
 
     /// The repeated-refusal audits, for the service's periodic flush.
@@ -163,6 +165,10 @@ pub fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(health::metrics))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(devices::list_devices))
+        .routes(routes!(devices::show_device))
+        .routes(routes!(devices::list_admins))
+        .routes(routes!(devices::revoke_admin))
 }
 
 /// The OpenAPI document, as served and as committed in docs/openapi.json.

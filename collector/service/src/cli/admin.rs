@@ -514,7 +514,79 @@ pub(super) async fn run_capture(command: CaptureCommand) -> anyhow::Result<()> {
     print_reply(admin_request(&admin.credentials()?, action).await?)
 }
 
-/// `devices`: the organisation's devices connected now.
-pub(super) async fn devices(admin: AdminArgs, org: OrgId) -> anyhow::Result<()> {
-    print_reply(admin_request(&admin.credentials()?, AdminAction::ConnectedDevices { org }).await?)
+/// `devices`: the organisation's devices connected now; with `long`, every
+/// registered device and its details.
+pub(super) async fn devices(admin: AdminArgs, org: OrgId, long: bool) -> anyhow::Result<()> {
+    if !long {
+        return print_reply(admin_request(&admin.credentials()?, AdminAction::ConnectedDevices { org }).await?);
+    }
+    let client = glimpse_admin_client::ApiClient::new(&admin.credentials()?).await?;
+    let list: serde_json::Value = client.get(&format!("/api/v1/devices?org={}", org.as_str())).await?;
+    let devices = list["devices"].as_array().context("the collector sent no device list")?;
+    let rows: Vec<[String; 10]> = devices.iter().map(device_row).collect();
+    print_columns(
+        ["DEVICE", "KIND", "STATE", "TRANSPORT", "CIPHER", "PEER", "AGENT", "LAST RECORD", "DROPPED", "CERT EXPIRES"],
+        &rows,
+    );
+    Ok(())
+}
+
+/// A Unix-milliseconds time as RFC 3339 UTC to the second, `-` for none.
+fn utc(ms: &serde_json::Value) -> String {
+    ms.as_i64()
+        .and_then(|ms| time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).ok())
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+/// One device of the API's list as a table row.
+fn device_row(d: &serde_json::Value) -> [String; 10] {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    let state = if d["revoked"] == true {
+        "revoked"
+    } else if d["connected"] == true {
+        "connected"
+    } else {
+        "offline"
+    };
+    let agent = match (d["agent_version"].as_str(), d["agent_build"].as_str()) {
+        (Some(version), Some(build)) => format!("{version}+{build}"),
+        (Some(version), None) => version.to_owned(),
+        _ => "-".to_owned(),
+    };
+    let health = &d["health"];
+    let dropped = match (health["dropped_metadata"].as_u64(), health["dropped_captures"].as_u64()) {
+        (Some(metadata), Some(captures)) => format!("{metadata} metadata, {captures} captures"),
+        _ => "-".to_owned(),
+    };
+    [
+        text(&d["device"]),
+        text(&d["kind"]),
+        state.to_owned(),
+        text(&d["transport"]),
+        text(&d["cipher"]),
+        text(&d["peer"]),
+        agent,
+        utc(&d["last_record_ms"]),
+        dropped,
+        utc(&d["certificate_not_after_ms"]),
+    ]
+}
+
+/// Prints rows under a header, in columns.
+fn print_columns<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let text = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ");
+        println!("{}", text.trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
 }

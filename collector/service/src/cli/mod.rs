@@ -96,6 +96,11 @@ enum Command {
         /// Organisation.
         #[arg(long)]
         org: OrgId,
+        /// Every registered device, connected or not, with its transport and
+        /// cipher, peer, agent version, last record, spool drops and
+        /// certificate expiry (times in UTC).
+        #[arg(long)]
+        long: bool,
     },
     /// Print the SSH host key's fingerprint for device configs
     /// (`[ssh] host_key_fingerprint`), creating the key if the collector has
@@ -243,7 +248,7 @@ async fn run(command: Command, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
         }
         Command::Capture { action } => admin::run_capture(action).await,
         Command::Admin { action } => admin::run_admin(action).await,
-        Command::Devices { admin, org } => admin::devices(admin, org).await,
+        Command::Devices { admin, org, long } => admin::devices(admin, org, long).await,
         Command::SshHostKey { config } => offline::ssh_host_key(&config),
         Command::MasterKey { out } => offline::master_key(&out),
         Command::Sweep { config, accept_clock } => offline::sweep(&config, clock, accept_clock),

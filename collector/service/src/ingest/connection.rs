@@ -24,8 +24,9 @@ use glimpse_common::wire::{
     ProtocolError, RetryLater, SessionAction, SessionError, SessionTimeouts, Welcome, WireError, PROTOCOL_VERSION,
 };
 
+use crate::ingest::details::{latest_health, DeviceTransport, SessionFacts};
 use crate::ingest::directory::{AgentDirectory, Credential, OrgDirectives, StatusTaken, Withdrawn};
-use crate::ingest::reject::{refusal_warn, DropReason, IngestMetrics, RejectReason, Transport};
+use crate::ingest::reject::{refusal_warn, DropReason, IngestMetrics, RejectReason};
 use crate::ingest::withdraw::withdrawn;
 use crate::repeats::{span, RepeatAudit};
 use glimpse_store::audit::aggregate::{Seen, Summary};
@@ -226,8 +227,37 @@ pub(crate) async fn serve_connection(
             return;
         }
     };
-    serve_authenticated(stream, session, peer, Transport::Tls, Credential::Certificate { serial }, &context, shutdown)
-        .await;
+    let facts = tls_facts(&stream, peer);
+    serve_authenticated(stream, session, facts, Credential::Certificate { serial }, &context, shutdown).await;
+}
+
+/// What the TLS handshake negotiated and the device certificate's expiry.
+fn tls_facts(stream: &Stream, peer: SocketAddr) -> SessionFacts {
+    let tls = stream.get_ref().1;
+    let not_after = tls
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|leaf| glimpse_common::certificate::not_after_unix_of(leaf).ok())
+        .map(|secs| secs.saturating_mul(1000));
+    SessionFacts {
+        transport: DeviceTransport::Tls,
+        peer,
+        tls_version: tls.protocol_version().map(|v| format!("{v:?}")),
+        cipher: tls.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())),
+        kex: tls.negotiated_key_exchange_group().map(|g| format!("{:?}", g.name())),
+        agent_version: String::new(),
+        certificate_not_after_ms: not_after,
+    }
+}
+
+/// The SSH key exchange and cipher a session runs, as far as they can be
+/// told from the client's KEXINIT (see `ssh/kexinit.rs`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SshAlgorithms {
+    /// The key exchange.
+    pub(crate) kex: Option<String>,
+    /// The client-to-server cipher.
+    pub(crate) cipher: Option<String>,
 }
 
 /// Runs the framed protocol on an SSH channel whose peer authenticated
@@ -240,6 +270,7 @@ pub(crate) async fn serve_ssh_channel<S: AgentStream>(
     peer: SocketAddr,
     identity: DeviceIdentity,
     key_fingerprint: String,
+    algorithms: SshAlgorithms,
     context: Arc<ConnectionContext>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -256,22 +287,44 @@ pub(crate) async fn serve_ssh_channel<S: AgentStream>(
         }
     };
     let credential = Credential::SshKey { fingerprint: key_fingerprint };
-    serve_authenticated(stream, session, peer, Transport::Ssh, credential, &context, shutdown).await;
+    // A registered SSH key has no expiry.
+    let facts = SessionFacts {
+        transport: DeviceTransport::Ssh,
+        peer,
+        tls_version: None,
+        cipher: algorithms.cipher,
+        kex: algorithms.kex,
+        agent_version: String::new(),
+        certificate_not_after_ms: None,
+    };
+    serve_authenticated(stream, session, facts, credential, &context, shutdown).await;
 }
 
 /// Everything after authentication, the same on every transport.
 async fn serve_authenticated<S: AgentStream>(
     mut stream: S,
     mut session: CollectorSession,
-    peer: SocketAddr,
-    transport: Transport,
+    mut facts: SessionFacts,
     credential: Credential,
     context: &Arc<ConnectionContext>,
     shutdown: watch::Receiver<bool>,
 ) {
     let identity = session.identity().clone();
-    info!(%peer, device = %identity, transport = transport.as_str(), "agent authenticated");
+    let peer = facts.peer;
+    let transport = facts.transport.listener();
+    info!(
+        %peer,
+        device = %identity,
+        transport = transport.as_str(),
+        agent_version = session.agent_version(),
+        cipher = facts.cipher.as_deref().unwrap_or("unknown"),
+        kex = facts.kex.as_deref().unwrap_or("unknown"),
+        "agent authenticated"
+    );
     context.metrics.authenticated(transport);
+    facts.agent_version = session.agent_version().to_owned();
+    // Ends the session in the device details however this task ends.
+    let _details = context.directory.session_details(&identity, facts, context.store.clock().clone());
     let (control_tx, control_rx) = context.directory.register(&identity);
     // Live first, then checked: a reload that ran after this connection's
     // registry check but before it went live is caught here, one that runs
@@ -633,6 +686,8 @@ async fn stream_batches<S: AgentStream>(
                 if let Some(reason) = *ended.borrow() {
                     return Err(withdrawn_refusal(context, session.identity(), reason));
                 }
+                let count = batch.records.len();
+                let health = latest_health(&batch.records);
                 let store = context.store.clone();
                 let identity = session.identity().clone();
                 let stream_id = session.stream_id();
@@ -656,6 +711,7 @@ async fn stream_batches<S: AgentStream>(
                 failures = 0;
                 session.batch_stored(seq);
                 context.metrics.stored(session.identity(), &batch.records, receipt.sync_time);
+                context.directory.records_stored(session.identity(), count, health, context.store.clock().now_millis());
                 send(stream, &CollectorMessage::Ack { stream_seq: seq }, context.max_frame).await?;
                 context.metrics.acknowledged(read_at.elapsed());
             }

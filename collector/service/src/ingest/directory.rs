@@ -7,6 +7,9 @@ use tokio::sync::{mpsc, watch};
 
 use glimpse_common::identity::{DeviceId, DeviceIdentity, OrgId};
 use glimpse_common::wire::{CaptureOutcome, ControlMessage};
+use glimpse_store::keys::DeviceRegistration;
+
+use crate::ingest::details::{Details, DeviceDetail, SessionFacts, SessionTicket};
 
 /// Control messages queued per connection before the sender is told the
 /// device is too busy.
@@ -41,6 +44,7 @@ pub struct AgentDirectory {
     captures: Mutex<HashMap<OrgId, OrgCaptures>>,
     directives: Mutex<HashMap<OrgId, watch::Sender<OrgDirectives>>>,
     live: Mutex<LiveSessions>,
+    details: Mutex<Details>,
 }
 
 /// What a live session authenticated with, to tell on reload whether the
@@ -108,6 +112,44 @@ pub(crate) struct LiveGuard<'a> {
 impl Drop for LiveGuard<'_> {
     fn drop(&mut self) {
         self.directory.live().sessions.remove(&self.id);
+    }
+}
+
+/// Every device of `org` (registered, or seen since start) with what its
+/// sessions showed, reading the registry now: what the devices API returns.
+pub fn device_details(
+    store: &glimpse_store::store::Store,
+    directory: &AgentDirectory,
+    org: &OrgId,
+) -> Result<Vec<DeviceDetail>, glimpse_store::keys::KeyError> {
+    let registered = store.registry().list()?;
+    Ok(directory.device_details(org, &registered, store.clock().now_millis()))
+}
+
+/// One device of `org`, or `None` if neither the registry nor a session
+/// since start knows it.
+pub fn device_detail(
+    store: &glimpse_store::store::Store,
+    directory: &AgentDirectory,
+    org: &OrgId,
+    device: &DeviceId,
+) -> Result<Option<DeviceDetail>, glimpse_store::keys::KeyError> {
+    let registration = store.registry().get(org, device)?;
+    Ok(directory.device_detail(org, device, registration.as_ref(), store.clock().now_millis()))
+}
+
+/// A session's entry in the device details; ends it when dropped.
+pub(crate) struct DetailsGuard<'a> {
+    directory: &'a AgentDirectory,
+    identity: DeviceIdentity,
+    ticket: SessionTicket,
+    clock: std::sync::Arc<dyn glimpse_common::clock::Clock>,
+}
+
+impl Drop for DetailsGuard<'_> {
+    fn drop(&mut self) {
+        let now = self.clock.now_millis();
+        self.directory.details().session_ended(&self.identity, self.ticket, now);
     }
 }
 
@@ -353,6 +395,57 @@ impl AgentDirectory {
         self.live().sessions.len()
     }
 
+    fn details(&self) -> std::sync::MutexGuard<'_, Details> {
+        self.details.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A session of `identity` authenticated now (by `clock`) with
+    /// `facts`; it ends in the details when the guard drops.
+    pub(crate) fn session_details(
+        &self,
+        identity: &DeviceIdentity,
+        facts: SessionFacts,
+        clock: std::sync::Arc<dyn glimpse_common::clock::Clock>,
+    ) -> DetailsGuard<'_> {
+        let ticket = self.details().session_started(identity, facts, clock.now_millis());
+        DetailsGuard { directory: self, identity: identity.clone(), ticket, clock }
+    }
+
+    /// A batch of `identity`'s records was stored at `now`.
+    pub(crate) fn records_stored(
+        &self,
+        identity: &DeviceIdentity,
+        records: usize,
+        health: Option<(glimpse_common::record::AgentHealth, glimpse_common::clock::UnixMillis)>,
+        now: glimpse_common::clock::UnixMillis,
+    ) {
+        self.details().records_stored(identity, records, health, now);
+    }
+
+    /// Every device of `org` that the registry (`registered`: rows of any
+    /// organisation, e.g. `Registry::list`) or a session since the
+    /// collector started knows, sorted by id, as of `now`.
+    pub fn device_details(
+        &self,
+        org: &OrgId,
+        registered: &[DeviceRegistration],
+        now: glimpse_common::clock::UnixMillis,
+    ) -> Vec<DeviceDetail> {
+        self.details().details(org, registered, now)
+    }
+
+    /// One device of `org`, with its registration if it has one; `None`
+    /// when neither the registry nor a session knows it.
+    pub fn device_detail(
+        &self,
+        org: &OrgId,
+        device: &DeviceId,
+        registration: Option<&DeviceRegistration>,
+        now: glimpse_common::clock::UnixMillis,
+    ) -> Option<DeviceDetail> {
+        self.details().detail(org, device, registration, now)
+    }
+
     /// The organisation's connected devices, sorted.
     pub fn connected(&self, org: &OrgId) -> Vec<DeviceId> {
         let mut devices: Vec<_> = self.lock().keys().filter(|(o, _)| o == org).map(|(_, d)| d.clone()).collect();
@@ -406,6 +499,30 @@ mod tests {
         assert_eq!(directory.capture_reported(&acme, 1001, finished()), StatusTaken::Recorded);
         directory.capture_forgotten(&acme.org, &acme.device, 1001);
         assert_eq!(directory.capture_outcome(&acme.org, &acme.device, 1001), None);
+    }
+
+    #[test]
+    fn a_sessions_details_end_when_its_guard_drops() {
+        use crate::ingest::details::DeviceTransport as Transport;
+        use glimpse_common::clock::ManualClock;
+        let directory = AgentDirectory::default();
+        let ap = device("acme", "ap-1");
+        let clock = ManualClock::new(1_000);
+        let facts = SessionFacts {
+            transport: Transport::Tls,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            tls_version: None,
+            cipher: None,
+            kex: None,
+            agent_version: "0.1.0".into(),
+            certificate_not_after_ms: None,
+        };
+        let guard = directory.session_details(&ap, facts, std::sync::Arc::new(clock.clone()));
+        assert!(directory.device_detail(&ap.org, &ap.device, None, 1_500).unwrap().connected);
+        clock.set(2_000);
+        drop(guard);
+        let detail = directory.device_detail(&ap.org, &ap.device, None, 3_000).unwrap();
+        assert_eq!((detail.connected, detail.last_seen_ms), (false, Some(2_000)));
     }
 
     #[test]

@@ -27,6 +27,7 @@
 //! refused connection is stored.
 
 mod connection;
+pub mod details;
 mod directory;
 mod refusal_log;
 mod reject;
@@ -34,7 +35,11 @@ mod server;
 pub mod ssh;
 mod withdraw;
 
-pub use directory::{AgentDirectory, Credential, DeliveryError, OrgDirectives, Withdrawn, REMEMBERED_CAPTURES};
+pub use details::{AgentHealthView, DeviceDetail, DeviceTransport, SessionFacts};
+pub use directory::{
+    device_detail, device_details, AgentDirectory, Credential, DeliveryError, OrgDirectives, Withdrawn,
+    REMEMBERED_CAPTURES,
+};
 pub use reject::{DropReason, IngestMetrics, RejectReason, Transport};
 pub use server::{IngestServer, ServerTls};
 pub use ssh::{SshError, SshServer};

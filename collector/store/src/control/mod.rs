@@ -17,10 +17,12 @@ use glimpse_common::identity::OrgId;
 use glimpse_common::minimise::MetadataField;
 use serde::{Deserialize, Serialize};
 
+pub mod admins;
 pub mod backup;
 pub mod redb_store;
 pub mod seam;
 
+pub use admins::{AdminError, AdminImport, AdminRecord, Admins};
 pub use redb_store::RedbControl;
 pub use seam::{ControlError, ControlStore, SegmentRow, SegmentRowKey, StreamRange};
 

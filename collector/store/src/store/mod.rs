@@ -254,6 +254,9 @@ pub enum StoreError {
     /// The organisations' decisions could not be read or written.
     #[error(transparent)]
     Policy(#[from] crate::control::PolicyError),
+    /// The admin certificates could not be read.
+    #[error(transparent)]
+    Admins(#[from] crate::control::AdminError),
     /// The audit log could not be opened.
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
@@ -318,6 +321,7 @@ pub struct Store {
     segments: Arc<dyn SegmentStore>,
     catalog: Catalog,
     policies: crate::control::Policies,
+    admins: crate::control::Admins,
     audit: crate::audit::AuditLog,
     clock: Arc<dyn Clock>,
     retention: RetentionPolicy,
@@ -334,6 +338,8 @@ pub struct StoreParts {
     pub catalog: Catalog,
     /// The organisations' decisions.
     pub policies: crate::control::Policies,
+    /// The admin certificates.
+    pub admins: crate::control::Admins,
     /// The audit log.
     pub audit: crate::audit::AuditLog,
     /// Stamps `received_at` and decides expiry.
@@ -368,6 +374,7 @@ impl Store {
         let catalog = Catalog::open(data_dir, master_key)?;
         let segments = open_local_segments(segment_fs, data_dir, catalog.org_keys())?;
         let policies = crate::control::Policies::open(catalog.control())?;
+        let admins = crate::control::Admins::open(catalog.control())?;
         let audit_key = crate::audit::derive_audit_key(catalog.master().secret());
         let audit = crate::audit::AuditLog::open(data_dir, audit_key, catalog.control())?;
         Ok(Store::from_parts(StoreParts {
@@ -375,6 +382,7 @@ impl Store {
             segments: Arc::new(segments),
             catalog,
             policies,
+            admins,
             audit,
             clock,
             retention,
@@ -396,6 +404,7 @@ impl Store {
         let catalog = Catalog::open_read_only(data_dir, master_key)?;
         let segments = LocalSegments::open_read_only(Arc::new(fs::StdFs), &data_dir.join(ORGS_DIR));
         let policies = crate::control::Policies::open(catalog.control())?;
+        let admins = crate::control::Admins::open(catalog.control())?;
         let audit_key = crate::audit::derive_audit_key(catalog.master().secret());
         let audit = crate::audit::AuditLog::open_read_only(data_dir, audit_key, catalog.control());
         Ok(Store::from_parts(StoreParts {
@@ -403,6 +412,7 @@ impl Store {
             segments: Arc::new(segments),
             catalog,
             policies,
+            admins,
             audit,
             clock,
             retention,
@@ -416,15 +426,15 @@ impl Store {
 
     /// A store composed of `parts`.
     pub fn from_parts(parts: StoreParts) -> Store {
-        let StoreParts { data_dir, segments, catalog, policies, audit, clock, retention } = parts;
-        Store { data_dir, segments, catalog, policies, audit, clock, retention }
+        let StoreParts { data_dir, segments, catalog, policies, admins, audit, clock, retention } = parts;
+        Store { data_dir, segments, catalog, policies, admins, audit, clock, retention }
     }
 
     /// The parts the store is composed of, to recompose it (with another
     /// segment store, say).
     pub fn into_parts(self) -> StoreParts {
-        let Store { data_dir, segments, catalog, policies, audit, clock, retention } = self;
-        StoreParts { data_dir, segments, catalog, policies, audit, clock, retention }
+        let Store { data_dir, segments, catalog, policies, admins, audit, clock, retention } = self;
+        StoreParts { data_dir, segments, catalog, policies, admins, audit, clock, retention }
     }
 
     /// Where sealed blocks go.
@@ -485,6 +495,11 @@ impl Store {
     /// The organisations' decisions: capture consent, support grants.
     pub fn policies(&self) -> &crate::control::Policies {
         &self.policies
+    }
+
+    /// The admin and support certificates: listed, revoked, last used.
+    pub fn admins(&self) -> &crate::control::Admins {
+        &self.admins
     }
 
     /// The retention policy reads and sweeps apply.

@@ -5,7 +5,8 @@
 //! `RunningSession` does not end that task. So the socket is wrapped: once
 //! the switch is thrown, every read and write fails, russh's task ends and
 //! drops the socket (closing it) and the handler. The wrapper also tells
-//! the slot table how far an unauthenticated client got.
+//! the slot table how far an unauthenticated client got, and keeps the
+//! client's KEXINIT (`kexinit.rs`) to tell which algorithms it runs.
 
 use std::io;
 use std::pin::Pin;
@@ -16,6 +17,7 @@ use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
+use super::kexinit::ClientStart;
 use super::slots::Phase;
 use super::PendingSlot;
 
@@ -82,11 +84,18 @@ pub(crate) struct Killable<S> {
     pending: Arc<PendingSlot>,
     /// Whether the client's version line has been read in full.
     version_done: bool,
+    /// The client's version line and KEXINIT, to tell what was negotiated.
+    start: Arc<Mutex<ClientStart>>,
 }
 
 impl<S> Killable<S> {
-    pub(crate) fn new(inner: S, switch: Arc<KillSwitch>, pending: Arc<PendingSlot>) -> Self {
-        Self { inner, switch, pending, version_done: false }
+    pub(crate) fn new(
+        inner: S,
+        switch: Arc<KillSwitch>,
+        pending: Arc<PendingSlot>,
+        start: Arc<Mutex<ClientStart>>,
+    ) -> Self {
+        Self { inner, switch, pending, version_done: false, start }
     }
 }
 
@@ -99,6 +108,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Killable<S> {
         let this = &mut *self;
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         let fresh = &buf.filled()[before..];
+        if matches!(result, Poll::Ready(Ok(()))) && !fresh.is_empty() {
+            this.start.lock().unwrap_or_else(|p| p.into_inner()).feed(fresh);
+        }
         if matches!(result, Poll::Ready(Ok(()))) && !fresh.is_empty() && !this.pending.is_released() {
             let phase = if this.version_done {
                 Phase::KeyExchange

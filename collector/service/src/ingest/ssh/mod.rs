@@ -23,6 +23,7 @@
 
 mod handler;
 pub mod host_key;
+mod kexinit;
 mod kill;
 mod slots;
 
@@ -360,7 +361,15 @@ async fn serve(
     // Acknowledgements are small and latency-bound (russh's `nodelay`
     // setting applies only to sockets it accepts itself).
     let _ = tcp.set_nodelay(true);
-    let stream = Killable::new(tcp, link.switch.clone(), link.pending.clone());
+    let client_start = Arc::new(std::sync::Mutex::new(kexinit::ClientStart::default()));
+    let negotiated = {
+        let (client_start, preferred) = (client_start.clone(), config.preferred.clone());
+        move || {
+            let start = client_start.lock().unwrap_or_else(|p| p.into_inner());
+            start.negotiated(&preferred.kex, &preferred.cipher)
+        }
+    };
+    let stream = Killable::new(tcp, link.switch.clone(), link.pending.clone(), client_start);
     let deadline = tokio::time::Instant::now() + auth_timeout;
     let timed_out = |phase: Option<Phase>| {
         let phase = phase.unwrap_or(Phase::Version).as_str();
@@ -432,7 +441,18 @@ async fn serve(
             }
         }
     };
-    serve_ssh_channel(admitted.stream, peer, admitted.identity, admitted.key_fingerprint, context, shutdown).await;
+    let (kex, cipher) = negotiated();
+    let algorithms = crate::ingest::connection::SshAlgorithms { kex, cipher };
+    serve_ssh_channel(
+        admitted.stream,
+        peer,
+        admitted.identity,
+        admitted.key_fingerprint,
+        algorithms,
+        context,
+        shutdown,
+    )
+    .await;
     // The channel is closed (EOF and close went out behind the last frame).
     // Let the client read them and hang up itself; disconnecting at once
     // could overtake the last frame, an error the device should see.
