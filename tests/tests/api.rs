@@ -387,3 +387,80 @@ async fn the_curl_examples_in_operations_md_work() {
     }
     drop(agent);
 }
+
+/// Runs the `glimpse-collector` command line with `args`, and `token` in
+/// the environment if given; returns (success, stdout, stderr).
+async fn cli(args: Vec<String>, token: Option<String>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_collector-under-test"));
+        command.args(&args).env_remove("GLIMPSE_API_TOKEN");
+        if let Some(token) = token {
+            command.env("GLIMPSE_API_TOKEN", token);
+        }
+        let out = command.output().expect("the CLI runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_lists_uses_and_revokes_tokens() {
+    init_logging();
+    let tc = TestCollector::start().await;
+    let admin = issue_admin(&tc, AdminRole::OrgAdmin, Some("cliorg"));
+    let with_cert = |more: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = more.iter().map(|s| s.to_string()).collect();
+        for (flag, value) in [
+            ("--admin", admin.address.clone()),
+            ("--ca", admin.ca.display().to_string()),
+            ("--cert", admin.cert.display().to_string()),
+            ("--key", admin.key.display().to_string()),
+        ] {
+            args.push(flag.into());
+            args.push(value);
+        }
+        args
+    };
+    let (ok, token, err) = cli(
+        with_cert(&[
+            "admin",
+            "token",
+            "create",
+            "--name",
+            "ci",
+            "--role",
+            "org-admin",
+            "--org",
+            "cliorg",
+            "--read-only",
+        ]),
+        None,
+    )
+    .await;
+    assert!(ok, "{err}");
+    let token = token.trim().to_owned();
+    assert!(token.starts_with("glimpse_") && err.contains("shown this once"), "{token} {err}");
+    // The token, from the environment, works for reads and not for changes.
+    let by_token = |more: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = more.iter().map(|s| s.to_string()).collect();
+        args.extend(["--admin".into(), admin.address.clone(), "--ca".into(), admin.ca.display().to_string()]);
+        args
+    };
+    let (ok, out, err) = cli(by_token(&["admin", "status", "--org", "cliorg"]), Some(token.clone())).await;
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) =
+        cli(by_token(&["admin", "consent", "--org", "cliorg", "--capture", "on"]), Some(token.clone())).await;
+    assert!(!ok && format!("{out}{err}").contains("read-only"), "{out}{err}");
+    let id = token.split('_').nth(1).unwrap().to_owned();
+    let (ok, list, err) = cli(with_cert(&["admin", "token", "list"]), None).await;
+    assert!(ok && list.contains(&id) && list.contains("active") && !list.contains(&token), "{list}{err}");
+    let (ok, out, err) = cli(with_cert(&["admin", "token", "revoke", "--id", &id]), None).await;
+    assert!(ok && out.contains("revoked"), "{out}{err}");
+    let (ok, out, err) = cli(by_token(&["admin", "status", "--org", "cliorg"]), Some(token)).await;
+    assert!(!ok && format!("{out}{err}").contains("revoked"), "{out}{err}");
+}

@@ -88,6 +88,111 @@ pub(super) enum AdminCommand {
         #[arg(long)]
         confirm: OrgId,
     },
+    /// API tokens for scripts, dashboards and the web console: create
+    /// (the token is printed once), list, revoke.
+    Token {
+        #[command(subcommand)]
+        action: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum TokenCommand {
+    /// Create a token and print it (once: only its hash is kept). It is
+    /// never more than you: your role at most, read-only if you are.
+    Create {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// What it is for, e.g. grafana.
+        #[arg(long)]
+        name: String,
+        /// operator, org-admin or support.
+        #[arg(long, value_parser = ["operator", "org-admin", "support"])]
+        role: String,
+        /// Its organisation (not for operator tokens).
+        #[arg(long)]
+        org: Option<OrgId>,
+        /// Only reads allowed.
+        #[arg(long)]
+        read_only: bool,
+        /// Days until it expires (1 to 366).
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+    },
+    /// List tokens (operators: all; org-admins: their organisation's).
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Revoke a token now; connections that used it are closed.
+    Revoke {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The token's id (the 16 hex digits after `glimpse_`).
+        #[arg(long)]
+        id: String,
+    },
+}
+
+/// Runs a token command.
+async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
+    use glimpse_admin_client::ApiClient;
+    use reqwest::Method;
+    let when = |ms: Option<i64>| ms.map_or_else(|| "-".to_owned(), glimpse_store::export::format_time);
+    match command {
+        TokenCommand::Create { admin, name, role, org, read_only, days } => {
+            let client = ApiClient::new(&admin.credentials()?).await?;
+            let body = glimpse_api::TokenCreateRequest {
+                name,
+                role,
+                org: org.map(|o| o.as_str().to_owned()),
+                read_only,
+                expires_in_days: Some(days),
+            };
+            let created: glimpse_api::TokenCreated = client.send(Method::POST, "/api/v1/tokens", Some(&body)).await?;
+            eprintln!(
+                "token {} (id {}) for {}{}, expires {}; it is shown this once:",
+                created.info.name,
+                created.info.id,
+                created.info.role,
+                if created.info.read_only { ", read-only" } else { "" },
+                when(Some(created.info.expires_ms))
+            );
+            println!("{}", created.token);
+        }
+        TokenCommand::List { admin } => {
+            let client = ApiClient::new(&admin.credentials()?).await?;
+            let list: glimpse_api::TokenList = client.get("/api/v1/tokens").await?;
+            println!(
+                "{:<16}  {:<20}  {:<10}  {:<16}  {:<9}  {:<20}  {:<20}  STATE",
+                "ID", "NAME", "ROLE", "ORG", "ACCESS", "EXPIRES", "LAST USED"
+            );
+            for t in list.tokens {
+                let state = if t.revoked_ms.is_some() { "revoked" } else { "active" };
+                println!(
+                    "{:<16}  {:<20}  {:<10}  {:<16}  {:<9}  {:<20}  {:<20}  {state}",
+                    t.id,
+                    t.name,
+                    t.role,
+                    t.org.as_deref().unwrap_or("-"),
+                    if t.read_only { "read" } else { "read-write" },
+                    when(Some(t.expires_ms)),
+                    when(t.last_used_ms),
+                );
+            }
+        }
+        TokenCommand::Revoke { admin, id } => {
+            let client = ApiClient::new(&admin.credentials()?).await?;
+            let revoked: glimpse_api::TokenRevoked =
+                client.send(Method::DELETE, &format!("/api/v1/tokens/{id}"), None::<&()>).await?;
+            println!(
+                "token {id} revoked{}; {} live connections closed",
+                if revoked.was_active { "" } else { " (it was not active)" },
+                revoked.connections_closed
+            );
+        }
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -306,6 +411,7 @@ impl AdminArgs {
 
 pub(super) async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
     let (admin, action) = match command {
+        AdminCommand::Token { action } => return run_token(action).await,
         AdminCommand::Consent { admin, org, capture } => {
             (admin, AdminAction::SetConsent { org, capture: capture == "on" })
         }
