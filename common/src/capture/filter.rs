@@ -31,9 +31,9 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use super::parse::PacketSummary;
 #[cfg(doc)]
 use super::parse::header_boundary;
+use super::parse::PacketSummary;
 use crate::net::MacAddr;
 
 /// Longest filter text accepted, in bytes.
@@ -414,7 +414,11 @@ impl<'a> Parser<'a> {
             let inner = self.expr(depth + 1)?;
             let close = self.take("\")\"")?;
             if close.text != ")" {
-                return Err(FilterError::Unexpected { column: close.column, found: cut(close.text), expected: "\")\"" });
+                return Err(FilterError::Unexpected {
+                    column: close.column,
+                    found: cut(close.text),
+                    expected: "\")\"",
+                });
             }
             return Ok(inner);
         }
@@ -480,7 +484,11 @@ impl<'a> Parser<'a> {
                 let dir = self.direction();
                 let word = self.take("\"host\"")?;
                 if word.text != "host" {
-                    return Err(FilterError::Unexpected { column: word.column, found: cut(word.text), expected: "\"host\"" });
+                    return Err(FilterError::Unexpected {
+                        column: word.column,
+                        found: cut(word.text),
+                        expected: "\"host\"",
+                    });
                 }
                 let value = self.take("a MAC address (02:00:5e:10:00:01)")?;
                 let mac: MacAddr = value.text.parse().map_err(|_| FilterError::BadValue {
@@ -741,21 +749,23 @@ mod tests {
             prop::option::of(prop_oneof![Just(0x0800u16), Just(0x86dd), Just(0x0806)]),
             prop::option::of(Just([2, 0, 0, 0, 0, 1])),
         )
-            .prop_map(|(src_ip, dst_ip, ip_protocol, (src_port, dst_port), (vlan_outer, vlan_inner), ethertype, mac)| {
-                PacketSummary {
-                    ip_version: src_ip.map(|a: IpAddr| if a.is_ipv4() { 4 } else { 6 }),
-                    src_ip,
-                    dst_ip,
-                    ip_protocol,
-                    src_port,
-                    dst_port,
-                    vlan_outer,
-                    vlan_inner,
-                    ethertype,
-                    src_mac: mac,
-                    ..PacketSummary::EMPTY
-                }
-            })
+            .prop_map(
+                |(src_ip, dst_ip, ip_protocol, (src_port, dst_port), (vlan_outer, vlan_inner), ethertype, mac)| {
+                    PacketSummary {
+                        ip_version: src_ip.map(|a: IpAddr| if a.is_ipv4() { 4 } else { 6 }),
+                        src_ip,
+                        dst_ip,
+                        ip_protocol,
+                        src_port,
+                        dst_port,
+                        vlan_outer,
+                        vlan_inner,
+                        ethertype,
+                        src_mac: mac,
+                        ..PacketSummary::EMPTY
+                    }
+                },
+            )
     }
 
     /// The reference meaning of a filter, written independently of the

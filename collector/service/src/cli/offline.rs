@@ -6,10 +6,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use glimpse_common::capture::CaptureFilter;
 use glimpse_common::clock::Clock;
 use glimpse_common::identity::OrgId;
 use glimpse_common::record::DataKind;
-use glimpse_store::export::{export_audited, parse_time, ExportFormat, ExportRequest};
+use glimpse_store::export::{export_audited, parse_time, ExportCursor, ExportFormat, ExportRequest};
 use glimpse_store::keys::{CatalogSource, KeyError};
 
 use super::exit::{ConfigProblem, IncompleteError, UsageError};
@@ -28,17 +29,13 @@ fn note_source(store: &glimpse_store::Store) {
     }
 }
 
-/// `export`: an organisation's records, decrypted, to standard output.
-pub(super) fn export(
-    config: &Path,
-    clock: Arc<dyn Clock>,
+/// The store's export request for these command-line choices.
+pub(super) fn export_request(
     org: OrgId,
     kind: DataKind,
-    since: Option<&str>,
-    until: Option<&str>,
+    select: &super::ExportSelection,
     format: &str,
-) -> anyhow::Result<()> {
-    let config = CollectorConfig::load(config)?;
+) -> anyhow::Result<ExportRequest> {
     let format = match format {
         "pcap" => ExportFormat::Pcapng,
         _ => ExportFormat::JsonLines,
@@ -46,13 +43,34 @@ pub(super) fn export(
     if format == ExportFormat::Pcapng && kind != DataKind::Capture {
         return Err(UsageError("--format pcap exports captures: add --kind capture".into()).into());
     }
+    if select.filter.is_some() && kind != DataKind::Capture {
+        return Err(UsageError("--filter selects packets: add --kind capture".into()).into());
+    }
+    let filter = select.filter.as_deref().map(CaptureFilter::parse).transpose()?;
+    let cursor = select.cursor.as_deref().map(|c| ExportCursor::decode(c, kind)).transpose()?;
     let request = ExportRequest {
-        org,
-        kind,
-        since: since.map(parse_time).transpose()?,
-        until: until.map(parse_time).transpose()?,
-        format,
+        since: select.since.as_deref().map(parse_time).transpose()?,
+        until: select.until.as_deref().map(parse_time).transpose()?,
+        devices: select.devices.clone(),
+        filter,
+        cursor,
+        ..ExportRequest::new(org, kind, format)
     };
+    request.check()?;
+    Ok(request)
+}
+
+/// `export`: an organisation's records, decrypted, to standard output.
+pub(super) fn export(
+    config: &Path,
+    clock: Arc<dyn Clock>,
+    org: OrgId,
+    kind: DataKind,
+    select: &super::ExportSelection,
+    format: &str,
+) -> anyhow::Result<()> {
+    let config = CollectorConfig::load(config)?;
+    let request = export_request(org, kind, select, format)?;
     let store = service::open_store_read_only(&config, clock)?;
     note_source(&store);
     // The store is read-only, so this export is not in the audit log (it is
@@ -61,6 +79,9 @@ pub(super) fn export(
     let actor = format!("local:{}", std::env::var("USER").unwrap_or_else(|_| "unknown user".into()));
     let summary = export_audited(&store, &actor, &request, &mut std::io::stdout().lock())?;
     eprintln!("exported {} {kind} records for {}", summary.records, request.org);
+    if let Some(last) = summary.last_cursor {
+        eprintln!("to continue after the last of them: --cursor {}", last.encode());
+    }
     if summary.problems > 0 {
         return Err(IncompleteError(format!(
             "partial export: {} damaged or missing segment regions were skipped (each is logged with its file); \
