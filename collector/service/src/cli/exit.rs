@@ -165,7 +165,7 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
             _ => {}
         }
     }
-    if cause.is::<glimpse_common::capture::FilterError>() {
+    if cause.is::<glimpse_common::capture::FilterError>() || cause.is::<glimpse_store::export::CursorError>() {
         return Some(USAGE);
     }
     if cause.is::<crate::config::ConfigError>() || cause.is::<glimpse_common::tls::TlsConfigError>() {

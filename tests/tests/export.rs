@@ -1,0 +1,215 @@
+//! Export end to end, with the real collector program: an export taken
+//! while agents stream and resumed by its cursor gives exactly the records
+//! stored after it (none repeated, none lost); a pcapng export of captures
+//! opens in tshark with the resume cursor in every packet's comment; a
+//! capture filter selects exactly the packets it names.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use glimpse_common::bounded::{BoundedString, BoundedVec};
+use glimpse_common::capture::{CapturedPacket, LinkType};
+use glimpse_common::identity::OrgId;
+use glimpse_common::record::{DeviceMetadata, Record, RecordBody};
+use glimpse_common::wire::Batch;
+use glimpse_tests::*;
+
+const COLLECTOR: &str = env!("CARGO_BIN_EXE_collector-under-test");
+
+/// Runs `glimpse-collector export` with these arguments.
+fn export(config: &Path, args: &[&str]) -> Output {
+    let out = Command::new(COLLECTOR)
+        .arg("export")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run collector program");
+    assert!(out.status.success(), "export {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// (line, cursor) of every JSON line exported.
+fn lines(out: &Output) -> Vec<(String, String)> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            (line.to_owned(), value["cursor"].as_str().expect("every line has its cursor").to_owned())
+        })
+        .collect()
+}
+
+fn metadata(hostname: &str) -> Record {
+    Record {
+        observed_at_ms: 1,
+        body: RecordBody::Metadata(DeviceMetadata {
+            hostname: BoundedString::truncating(hostname),
+            ..Default::default()
+        }),
+    }
+}
+
+fn batch(org: &OrgId, seq: u64, records: Vec<Record>) -> Batch {
+    Batch { org: org.clone(), stream_seq: seq, records: BoundedVec::truncating(records) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_during_ingest_resumes_by_cursor_with_nothing_repeated_or_lost() {
+    init_logging();
+    let streaming = issue_device("exportorg");
+    let counted = issue_device("exportorg");
+    let tc = TestCollector::start().await;
+    // One agent streams on its own schedule throughout.
+    let agent = start_agent(tc.addr(), &streaming);
+    wait_for_status(&agent, "first records stored", |s| s.acked_seq >= 2).await;
+    // Another device sends known batches, so counts are exact.
+    let mut conn = try_connect(tc.addr(), &counted).await.expect("connect");
+    let org = counted.identity.org.clone();
+    for seq in 1..=4 {
+        let records = (0..3).map(|i| metadata(&format!("first-{seq}-{i}"))).collect();
+        assert_eq!(conn.send_batch(&batch(&org, seq, records)).await.unwrap(), seq);
+    }
+    let config = tc.config_path();
+    let device = counted.identity.device.to_string();
+    let first = lines(&export(&config, &["--org", "exportorg"]));
+    let first_counted = lines(&export(&config, &["--org", "exportorg", "--device", &device]));
+    assert_eq!(first_counted.len(), 12, "the known batches, and only that device's");
+    assert!(first.len() > first_counted.len(), "the streaming agent's records too");
+
+    // More arrives from both devices after the first download.
+    for seq in 5..=7 {
+        let records = (0..3).map(|i| metadata(&format!("second-{seq}-{i}"))).collect();
+        assert_eq!(conn.send_batch(&batch(&org, seq, records)).await.unwrap(), seq);
+    }
+    let acked = agent.status().borrow().acked_seq;
+    wait_for_status(&agent, "more records stored", |s| s.acked_seq >= acked + 2).await;
+
+    // Resuming the device's export gives exactly its new records.
+    let last_counted = &first_counted.last().unwrap().1;
+    let rest_counted = lines(&export(&config, &["--org", "exportorg", "--device", &device, "--cursor", last_counted]));
+    assert_eq!(rest_counted.len(), 9);
+    assert!(rest_counted.iter().all(|(line, _)| line.contains("\"second-")), "{rest_counted:#?}");
+
+    // Resuming the whole export: the parts put together are the whole, in order.
+    let rest = lines(&export(&config, &["--org", "exportorg", "--cursor", &first.last().unwrap().1]));
+    assert!(rest.len() >= 9 + 2, "both devices' new records: {}", rest.len());
+    agent.shutdown().await;
+    conn.close().await;
+    let whole = lines(&export(&config, &["--org", "exportorg"]));
+    let joined: Vec<_> = first.iter().chain(&rest).cloned().collect();
+    assert_eq!(whole[..joined.len()], joined[..], "no record repeated or lost between the parts");
+    // A cursor is refused for another kind, and when mangled, with a usage error.
+    let refused = Command::new(COLLECTOR)
+        .args(["export", "--org", "exportorg", "--kind", "capture", "--cursor", &first[0].1, "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(64), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("continues an export of metadata"));
+    let mangled = Command::new(COLLECTOR)
+        .args(["export", "--org", "exportorg", "--cursor", "not-a-cursor", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(mangled.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&mangled.stderr).contains("not an export cursor"));
+}
+
+/// An Ethernet/IPv4 header stack: UDP or TCP from 10.0.0.`host` to
+/// 192.0.2.1:`port`, with a few payload bytes that the cut removes.
+fn packet(host: u8, tcp: bool, port: u16) -> Record {
+    let transport_len = if tcp { 20 } else { 8 };
+    let total = (20 + transport_len + 4) as u16;
+    let mut p = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, host, 0x08, 0x00];
+    p.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8, 0, 1, 0x40, 0, 64, if tcp { 6 } else { 17 }, 0, 0]);
+    p.extend_from_slice(&[10, 0, 0, host, 192, 0, 2, 1]);
+    p.extend_from_slice(&40000u16.to_be_bytes());
+    p.extend_from_slice(&port.to_be_bytes());
+    if tcp {
+        p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    } else {
+        p.extend_from_slice(&[0, 12, 0, 0]);
+    }
+    p.extend_from_slice(b"DATA");
+    let now_us =
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros()).unwrap();
+    let packet =
+        CapturedPacket::from_packet(LinkType::Ethernet, now_us, BoundedString::truncating("eth0"), &p, p.len() as u32);
+    Record { observed_at_ms: now_us / 1000, body: RecordBody::Capture(packet) }
+}
+
+/// tshark's fields for every packet of a pcapng file.
+fn tshark(file: &Path, fields: &[&str]) -> Vec<String> {
+    let mut command = Command::new("tshark");
+    command.arg("-r").arg(file).args(["-T", "fields", "-E", "separator=,"]);
+    for field in fields {
+        command.args(["-e", field]);
+    }
+    let out = command.output().expect("tshark runs");
+    assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pcapng_export_opens_in_tshark_resumes_from_a_packet_comment_and_filters_by_headers() {
+    if !require_tool("tshark", "apt-get install tshark") {
+        return;
+    }
+    init_logging();
+    let device = issue_device("pcaporg");
+    let tc = TestCollector::start().await;
+    set_consent(&tc, &device.identity.org, true);
+    let mut conn = try_connect(tc.addr(), &device).await.expect("connect");
+    // 10.0.0.1 asks DNS twice and opens HTTPS; 10.0.0.2 asks DNS and NTP.
+    let sent = [(1, false, 53), (1, true, 443), (2, false, 53), (2, false, 123), (1, false, 53)];
+    let records = sent.iter().map(|(host, tcp, port)| packet(*host, *tcp, *port)).collect();
+    assert_eq!(conn.send_batch(&batch(&device.identity.org, 1, records)).await.unwrap(), 1);
+    conn.close().await;
+
+    let scratch = tempfile::tempdir().unwrap();
+    let config = tc.config_path();
+    let write = |name: &str, args: &[&str]| {
+        let path = scratch.path().join(name);
+        let base = ["--org", "pcaporg", "--kind", "capture", "--format", "pcap"];
+        std::fs::write(&path, export(&config, &[&base[..], args].concat()).stdout).unwrap();
+        path
+    };
+    let all = write("all.pcapng", &[]);
+    let fields = tshark(&all, &["ip.src", "ip.dst", "ip.proto", "udp.dstport", "tcp.dstport", "frame.comment"]);
+    assert_eq!(fields.len(), sent.len(), "{fields:#?}");
+    let cursors: Vec<String> = fields
+        .iter()
+        .map(|line| {
+            let comment = line.rsplit(',').next().unwrap();
+            comment.strip_prefix("cursor=").unwrap_or_else(|| panic!("no cursor comment in {line}")).to_owned()
+        })
+        .collect();
+    for (line, (host, tcp, port)) in fields.iter().zip(sent) {
+        let (proto, udp_port, tcp_port) =
+            if tcp { ("6", String::new(), port.to_string()) } else { ("17", port.to_string(), String::new()) };
+        assert!(line.starts_with(&format!("10.0.0.{host},192.0.2.1,{proto},{udp_port},{tcp_port},")), "{line}");
+    }
+
+    // Resume after the second packet: the last three, as tshark reads them.
+    let rest = write("rest.pcapng", &["--cursor", &cursors[1]]);
+    let rest_fields = tshark(&rest, &["ip.src", "ip.dst", "ip.proto", "udp.dstport", "tcp.dstport", "frame.comment"]);
+    assert_eq!(rest_fields, fields[2..]);
+
+    // Filters pick packets by their headers.
+    let count = |filter: &str| tshark(&write("filtered.pcapng", &["--filter", filter]), &["frame.number"]).len();
+    assert_eq!(count("udp and dst port 53"), 3);
+    assert_eq!(count("src host 10.0.0.1 and udp port 53"), 2);
+    assert_eq!(count("tcp or port 123"), 2);
+    assert_eq!(count("not net 10.0.0.0/31"), 2, "10.0.0.0/31 holds .0 and .1");
+    assert_eq!(count("ether src host 02:00:00:00:00:02"), 2);
+    // A filter that does not parse says where, as a usage error.
+    let bad = Command::new(COLLECTOR)
+        .args(["export", "--org", "pcaporg", "--kind", "capture", "--filter", "udp and prot 53", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("column 9"), "{}", String::from_utf8_lossy(&bad.stderr));
+}
