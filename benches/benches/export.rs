@@ -155,8 +155,17 @@ fn main() {
     println!("export bench: {DEVICES} devices over mutual TLS, {RECORDS_PER_BATCH} capture records a batch");
     println!("  stored before the phases: {stored} records; after: {total}; phases of {} s", phase.as_secs());
     println!("  ingest alone:            {ingest_alone:>10.0} records/s");
-    println!("  ingest during export:    {ingest_during:>10.0} records/s  ({:+.1} %)", 100.0 * (ingest_during / ingest_alone - 1.0));
-    println!("  export during ingest:    {:>10.0} records/s  {:>7.1} MiB/s  ({} whole exports)", during.0, during.1, during.2);
-    println!("  export alone:            {:>10.0} records/s  {:>7.1} MiB/s  ({} whole exports)", alone.0, alone.1, alone.2);
+    println!(
+        "  ingest during export:    {ingest_during:>10.0} records/s  ({:+.1} %)",
+        100.0 * (ingest_during / ingest_alone - 1.0)
+    );
+    println!(
+        "  export during ingest:    {:>10.0} records/s  {:>7.1} MiB/s  ({} whole exports)",
+        during.0, during.1, during.2
+    );
+    println!(
+        "  export alone:            {:>10.0} records/s  {:>7.1} MiB/s  ({} whole exports)",
+        alone.0, alone.1, alone.2
+    );
     runtime.block_on(async move { tc.collector.shutdown().await });
 }

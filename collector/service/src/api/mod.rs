@@ -22,6 +22,7 @@
 //! `GLIMPSE_WRITE_OPENAPI=1 cargo test -p glimpse-collector openapi`.
 
 pub mod auth;
+pub mod export;
 pub mod limiter;
 pub mod live;
 pub mod problem;
@@ -131,6 +132,7 @@ pub fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(routes::stop_capture))
         .routes(routes!(routes::export_subject))
         .routes(routes!(routes::erase_subject))
+        .routes(routes!(export::export))
         .routes(routes!(routes::audit))
         .routes(routes!(routes::verify_audit))
         .routes(routes!(routes::create_token, routes::list_tokens))

@@ -74,8 +74,12 @@ enum Command {
     },
     /// Print an organisation's stored records, decrypted, as JSON lines.
     ///
-    /// Reads the store without changing it (works on a read-only copy and
-    /// while the collector runs: then from the key store's verified copy).
+    /// With an admin certificate (--admin-cert/--admin-key) or an API token
+    /// (GLIMPSE_API_TOKEN), through the running collector's admin API
+    /// (authorised and audited); when the collector does not answer, or
+    /// without a credential, reads the store directly, changing nothing
+    /// (works on a stopped collector, a read-only copy, and while the
+    /// collector runs: then from the key store's verified copy).
     /// Exits 65 when damaged regions or missing data were skipped.
     #[command(after_help = exit::HELP)]
     Export {
@@ -94,6 +98,8 @@ enum Command {
         /// only: open it in Wireshark or tshark).
         #[arg(long, default_value = "json", value_parser = ["json", "pcap"])]
         format: String,
+        #[command(flatten)]
+        through: offline::ExportThrough,
     },
     /// Ask a connected device for a header-only packet capture, or stop one
     /// (through the collector's admin API, with an admin certificate).
@@ -256,8 +262,8 @@ fn install_panic_hook() {
 async fn run(command: Command, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     match command {
         Command::Serve { config, accept_clock } => serve::serve(&config, clock, accept_clock).await,
-        Command::Export { config, org, kind, select, format } => {
-            offline::export(&config, clock, org, kind, &select, &format)
+        Command::Export { config, org, kind, select, format, through } => {
+            offline::export(&config, clock, org, kind, &select, &format, through).await
         }
         Command::Capture { action } => admin::run_capture(action).await,
         Command::Admin { action } => admin::run_admin(action).await,
