@@ -213,3 +213,136 @@ async fn pcapng_export_opens_in_tshark_resumes_from_a_packet_comment_and_filters
     assert_eq!(bad.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("column 9"), "{}", String::from_utf8_lossy(&bad.stderr));
 }
+
+/// `GET /api/v1/orgs/{org}/export...` as `client`: the status, the
+/// content type and the body.
+async fn api_get(client: &glimpse_admin_client::ApiClient, path: &str) -> (u16, String, Vec<u8>) {
+    let response = client.request(reqwest::Method::GET, path).send().await.expect("request");
+    let status = response.status().as_u16();
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    (status, content_type, response.bytes().await.expect("body").to_vec())
+}
+
+fn json_lines(body: &[u8]) -> Vec<(String, String)> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            (line.to_owned(), value["cursor"].as_str().expect("cursor").to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_streams_an_export_during_ingest_resumes_it_and_refuses_other_organisations() {
+    use glimpse_admin_client::ApiClient;
+    use glimpse_common::identity::AdminRole;
+    init_logging();
+    let streaming = issue_device("apiexportorg");
+    let counted = issue_device("apiexportorg");
+    let tc = TestCollector::start().await;
+    set_consent(&tc, &counted.identity.org, true);
+    let agent = start_agent(tc.addr(), &streaming);
+    wait_for_status(&agent, "first records stored", |s| s.acked_seq >= 2).await;
+    let mut conn = try_connect(tc.addr(), &counted).await.expect("connect");
+    let org = counted.identity.org.clone();
+    for seq in 1..=3 {
+        let records = (0..4).map(|i| metadata(&format!("api-first-{seq}-{i}"))).collect();
+        assert_eq!(conn.send_batch(&batch(&org, seq, records)).await.unwrap(), seq);
+    }
+    let admin_credentials = issue_admin(&tc, AdminRole::OrgAdmin, Some("apiexportorg"));
+    let admin = ApiClient::new(&admin_credentials).await.unwrap();
+    let device = counted.identity.device.to_string();
+    let base = "/api/v1/orgs/apiexportorg/export";
+
+    let (status, content_type, body) = api_get(&admin, &format!("{base}?device={device}")).await;
+    assert_eq!((status, content_type.as_str()), (200, "application/x-ndjson"), "{}", String::from_utf8_lossy(&body));
+    let first = json_lines(&body);
+    assert_eq!(first.len(), 12);
+    for seq in 4..=5 {
+        let records = (0..4).map(|i| metadata(&format!("api-second-{seq}-{i}"))).collect();
+        assert_eq!(conn.send_batch(&batch(&org, seq, records)).await.unwrap(), seq);
+    }
+    let cursor = &first.last().unwrap().1;
+    let (status, _, body) = api_get(&admin, &format!("{base}?device={device}&cursor={cursor}")).await;
+    assert_eq!(status, 200);
+    let rest = json_lines(&body);
+    assert_eq!(rest.len(), 8, "exactly the records stored since");
+    assert!(rest.iter().all(|(line, _)| line.contains("api-second-")));
+    // The whole organisation while the agent streams: every line has a cursor.
+    let (status, _, body) = api_get(&admin, base).await;
+    assert_eq!(status, 200);
+    assert!(json_lines(&body).len() > 20);
+
+    // Captures as pcapng, read by tshark.
+    let packets: Vec<Record> =
+        [(1, false, 53), (2, true, 80), (3, false, 53)].map(|(h, t, p)| packet(h, t, p)).to_vec();
+    assert_eq!(conn.send_batch(&batch(&org, 6, packets)).await.unwrap(), 6);
+    let (status, content_type, body) =
+        api_get(&admin, &format!("{base}?kind=capture&format=pcapng&filter=udp%20and%20port%2053")).await;
+    assert_eq!((status, content_type.as_str()), (200, "application/x-pcapng"));
+    if require_tool("tshark", "apt-get install tshark") {
+        let scratch = tempfile::tempdir().unwrap();
+        let file = scratch.path().join("api.pcapng");
+        std::fs::write(&file, &body).unwrap();
+        let fields = tshark(&file, &["ip.src", "udp.dstport", "frame.comment"]);
+        assert_eq!(fields.len(), 2, "{fields:#?}");
+        assert!(fields.iter().all(|f| f.contains(",53,cursor=")), "{fields:#?}");
+    }
+
+    // Bad input is a problem document naming the parameter.
+    for (query, says) in [
+        ("?kind=capture&filter=udp%20prot", "filter: column 5"),
+        ("?cursor=xyz", "cursor: not an export cursor"),
+        ("?format=pcapng", "pcapng exports captures"),
+        ("?colour=blue", "unknown field"),
+        ("?kind=metadata&filter=tcp", "capture filter selects packets"),
+    ] {
+        let (status, content_type, body) = api_get(&admin, &format!("{base}{query}")).await;
+        assert_eq!((status, content_type.as_str()), (400, "application/problem+json"), "{query}");
+        assert!(String::from_utf8_lossy(&body).contains(says), "{query}: {}", String::from_utf8_lossy(&body));
+    }
+    // Another organisation's admin, and support without a grant, are refused;
+    // support under a grant may export.
+    let other = ApiClient::new(&issue_admin(&tc, AdminRole::OrgAdmin, Some("someoneelse"))).await.unwrap();
+    assert_eq!(api_get(&other, base).await.0, 403);
+    let support = ApiClient::new(&issue_admin(&tc, AdminRole::Support, Some("apiexportorg"))).await.unwrap();
+    assert_eq!(api_get(&support, base).await.0, 403);
+    let operator = ApiClient::new(&issue_admin(&tc, AdminRole::Operator, None)).await.unwrap();
+    let granted = operator
+        .request(reqwest::Method::POST, "/api/v1/orgs/apiexportorg/support")
+        .json(&serde_json::json!({"hours": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert!(granted.status().is_success());
+    assert_eq!(api_get(&support, &format!("{base}?device={device}")).await.0, 200);
+    assert_eq!(api_get(&operator, &format!("{base}?device={device}")).await.0, 200);
+
+    // Downloads and refusals are audited.
+    let audit = tc.collector.store().audit().entries(Some("apiexportorg"), 0, 100_000).unwrap();
+    let exports: Vec<_> = audit.iter().filter(|e| e.action == "data.export").collect();
+    assert!(exports.iter().any(|e| e.detail.contains("resumed")), "{exports:#?}");
+    assert!(exports.iter().any(|e| e.detail.contains("filter \"udp and port 53\"")), "{exports:#?}");
+    assert!(exports.iter().any(|e| e.outcome == glimpse_store::audit::AuditOutcome::Refused));
+
+    // The local command goes through the API when given a credential ...
+    let config = tc.config_path();
+    let cert = admin_credentials.cert.to_str().unwrap().to_owned();
+    let key = admin_credentials.key.to_str().unwrap().to_owned();
+    let address = admin_credentials.address.clone();
+    let through =
+        ["--org", "apiexportorg", "--device", &device, "--admin-cert", &cert, "--admin-key", &key, "--admin", &address];
+    let out = export(&config, &through);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("through the admin API"), "{out:?}");
+    let via_api = lines(&out);
+    assert_eq!(via_api.len(), 20);
+    agent.shutdown().await;
+    conn.close().await;
+    // ... and reads the data directory when the collector is stopped.
+    let (_dir, config) = tc.stop_keeping_files().await;
+    let out = export(&config, &through);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not answer"), "{out:?}");
+    assert_eq!(lines(&out), via_api, "the same records, with the same cursors");
+}
