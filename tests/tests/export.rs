@@ -346,3 +346,63 @@ async fn the_api_streams_an_export_during_ingest_resumes_it_and_refuses_other_or
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not answer"), "{out:?}");
     assert_eq!(lines(&out), via_api, "the same records, with the same cursors");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operations_guide_export_examples_run_as_written() {
+    use glimpse_admin_client::ApiClient;
+    use glimpse_common::identity::AdminRole;
+    if !require_tool("curl", "apt-get install curl") {
+        return;
+    }
+    init_logging();
+    let device = issue_device("acme");
+    let tc = TestCollector::start().await;
+    set_consent(&tc, &device.identity.org, true);
+    let mut conn = try_connect(tc.addr(), &device).await.expect("connect");
+    let org = device.identity.org.clone();
+    let records = (0..5).map(|i| metadata(&format!("doc-{i}"))).collect();
+    assert_eq!(conn.send_batch(&batch(&org, 1, records)).await.unwrap(), 1);
+    let packets = [(1, false, 53), (1, true, 443), (2, false, 53)].map(|(h, t, p)| packet(h, t, p)).to_vec();
+    assert_eq!(conn.send_batch(&batch(&org, 2, packets)).await.unwrap(), 2);
+    conn.close().await;
+    let admin = issue_admin(&tc, AdminRole::OrgAdmin, Some("acme"));
+    let operator = ApiClient::new(&issue_admin(&tc, AdminRole::Operator, None)).await.unwrap();
+    let created: serde_json::Value = operator
+        .request(reqwest::Method::POST, "/api/v1/tokens")
+        .json(&serde_json::json!({"name": "doc-example", "role": "org-admin", "org": "acme"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = created["token"].as_str().expect("a token").to_owned();
+
+    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/OPERATIONS.md")).unwrap();
+    let block = guide.split("<!-- export-api-examples -->\n```sh\n").nth(1).expect("the examples' marker");
+    let script = block.split("\n```").next().unwrap();
+    let port = tc.collector.admin_addr().unwrap().port();
+    let script = script
+        .replace("API=https://collector.example.net:7444", &format!("API=https://localhost:{port}"))
+        .replace("curl ", &format!("curl --resolve localhost:{port}:127.0.0.1 "))
+        .replace("--cacert ca.pem", &format!("--cacert {}", admin.ca.display()))
+        .replace("--cert admin.pem", &format!("--cert {}", admin.cert.display()))
+        .replace("--key admin.key", &format!("--key {}", admin.key.display()));
+    let scratch = tempfile::tempdir().unwrap();
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(scratch.path())
+        .env("GLIMPSE_API_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script}\n{}", String::from_utf8_lossy(&out.stderr));
+    // Both parts together: every record once (nothing arrived in between).
+    let jsonl = std::fs::read(scratch.path().join("acme.jsonl")).unwrap();
+    let parts = json_lines(&jsonl);
+    assert_eq!(parts.len(), 5, "{}", String::from_utf8_lossy(&jsonl));
+    let pcap = scratch.path().join("dns.pcapng");
+    assert_eq!(std::fs::read(&pcap).unwrap()[..4], [0x0a, 0x0d, 0x0d, 0x0a], "a pcapng section header");
+    if require_tool("tshark", "apt-get install tshark") {
+        assert_eq!(tshark(&pcap, &["udp.dstport"]), ["53", "53"]);
+    }
+}
