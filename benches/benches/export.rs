@@ -3,8 +3,9 @@
 //!
 //! Devices stream capture batches over mutual TLS (each batch sealed,
 //! written durably and acknowledged before the next, the agent's real
-//! loop) while an exporter downloads the organisation's captures again and
-//! again, as pcapng and as JSON lines. Three phases of `PHASE` each: ingest
+//! loop) while an org-admin downloads the organisation's captures through
+//! the HTTPS admin API (`GET /api/v1/orgs/{org}/export`) again and again,
+//! as pcapng and as JSON lines. Three phases of `PHASE` each: ingest
 //! alone, export alone (on what is stored), both at once. It prints records/s
 //! and MiB/s of the export and records/s of ingest in each phase.
 //!
@@ -15,16 +16,14 @@
 
 #![allow(missing_docs)]
 
-use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use glimpse_admin_client::ApiClient;
 use glimpse_benches::capture_batch;
-use glimpse_common::identity::OrgId;
-use glimpse_common::record::DataKind;
-use glimpse_store::export::{export_chunks, ExportFormat, ExportRequest, DEFAULT_CHUNK_BYTES};
-use glimpse_tests::{issue_device, set_consent, try_connect, TestCollector};
+use glimpse_common::identity::{AdminRole, OrgId};
+use glimpse_tests::{issue_admin, issue_device, set_consent, try_connect, TestCollector};
 
 const ORG: &str = "exportbench";
 const DEVICES: usize = 4;
@@ -44,47 +43,90 @@ struct Moved {
     exports: AtomicU64,
 }
 
-/// Exports the organisation's captures in a loop until `stop`, alternating
-/// pcapng and JSON lines, on a blocking thread as the service does.
-fn exporter(tc: &TestCollector, stop: Arc<AtomicBool>, moved: Arc<Moved>) -> std::thread::JoinHandle<()> {
-    let store = Arc::clone(tc.collector.store());
-    std::thread::spawn(move || {
-        let org = OrgId::new(ORG).unwrap();
-        let mut n = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let format = if n % 2 == 0 { ExportFormat::Pcapng } else { ExportFormat::JsonLines };
-            let request = ExportRequest::new(org.clone(), DataKind::Capture, format);
-            let summary = export_chunks(&store, &request, DEFAULT_CHUNK_BYTES, &mut |chunk| {
-                moved.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                if stop.load(Ordering::Relaxed) {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            })
-            .expect("export");
-            moved.records.fetch_add(summary.records as u64, Ordering::Relaxed);
-            if summary.complete {
-                moved.exports.fetch_add(1, Ordering::Relaxed);
+/// Counts the Enhanced Packet Blocks of a pcapng stream as it arrives.
+#[derive(Default)]
+struct BlockCounter {
+    /// Bytes still to skip of the current block.
+    skip: usize,
+    /// A block header split between chunks.
+    header: Vec<u8>,
+}
+
+impl BlockCounter {
+    fn feed(&mut self, mut chunk: &[u8]) -> u64 {
+        let mut packets = 0;
+        loop {
+            let skipped = self.skip.min(chunk.len());
+            self.skip -= skipped;
+            chunk = &chunk[skipped..];
+            if chunk.is_empty() {
+                return packets;
             }
-            n += 1;
+            let need = 8 - self.header.len();
+            let take = need.min(chunk.len());
+            self.header.extend_from_slice(&chunk[..take]);
+            chunk = &chunk[take..];
+            if self.header.len() < 8 {
+                return packets;
+            }
+            let kind = u32::from_le_bytes(self.header[..4].try_into().unwrap());
+            let len = u32::from_le_bytes(self.header[4..8].try_into().unwrap()) as usize;
+            packets += u64::from(kind == 6);
+            self.skip = len.saturating_sub(8);
+            self.header.clear();
         }
-    })
+    }
+}
+
+/// Downloads the organisation's captures through the admin API in a loop
+/// until `stop`, alternating pcapng and JSON lines.
+async fn exporter(client: ApiClient, stop: Arc<AtomicBool>, moved: Arc<Moved>) {
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let format = if n.is_multiple_of(2) { "pcapng" } else { "jsonl" };
+        let path = format!("/api/v1/orgs/{ORG}/export?kind=capture&format={format}");
+        let mut response = client
+            .request(reqwest::Method::GET, &path)
+            .timeout(Duration::from_secs(3600))
+            .send()
+            .await
+            .expect("export request");
+        assert!(response.status().is_success(), "{}", response.status());
+        let mut blocks = BlockCounter::default();
+        let mut whole = true;
+        while let Some(chunk) = response.chunk().await.expect("export body") {
+            moved.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            let records = if format == "jsonl" {
+                chunk.iter().filter(|b| **b == b'\n').count() as u64
+            } else {
+                blocks.feed(&chunk)
+            };
+            moved.records.fetch_add(records, Ordering::Relaxed);
+            if stop.load(Ordering::Relaxed) {
+                whole = false;
+                break;
+            }
+        }
+        moved.exports.fetch_add(u64::from(whole), Ordering::Relaxed);
+        n += 1;
+    }
 }
 
 fn main() {
     // `cargo bench` passes `--bench`; anything else (a filter) is ignored.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // Devices are registered before the collector starts, as in the transport bench.
+    let devices: Vec<_> = (0..DEVICES).map(|_| issue_device(ORG)).collect();
     let tc = runtime.block_on(TestCollector::start());
     let org = OrgId::new(ORG).unwrap();
     set_consent(&tc, &org, true);
+    let client = runtime.block_on(ApiClient::new(&issue_admin(&tc, AdminRole::OrgAdmin, Some(ORG)))).unwrap();
     let ingested = Arc::new(AtomicU64::new(0));
     let streaming = Arc::new(AtomicBool::new(true));
     // Batches still to send before the phases: the preload.
     let preload = Arc::new(AtomicU64::new(PRELOAD_BATCHES * DEVICES as u64));
     let mut senders = Vec::new();
-    for _ in 0..DEVICES {
-        let device = issue_device(ORG);
+    for device in devices {
         let addr = tc.addr();
         let (ingested, streaming, preload) = (Arc::clone(&ingested), Arc::clone(&streaming), Arc::clone(&preload));
         senders.push(runtime.spawn(async move {
@@ -120,12 +162,12 @@ fn main() {
     let moved = Arc::new(Moved::default());
     let before = ingested.load(Ordering::Relaxed);
     let start = Instant::now();
-    let export = exporter(&tc, Arc::clone(&stop), Arc::clone(&moved));
+    let export = runtime.spawn(exporter(client.clone(), Arc::clone(&stop), Arc::clone(&moved)));
     std::thread::sleep(phase);
     stop.store(true, Ordering::Relaxed);
     let both_secs = start.elapsed().as_secs_f64();
     let ingest_during = (ingested.load(Ordering::Relaxed) - before) as f64 / both_secs;
-    export.join().unwrap();
+    runtime.block_on(export).unwrap();
     let during = (
         moved.records.load(Ordering::Relaxed) as f64 / both_secs,
         mib(moved.bytes.load(Ordering::Relaxed)) / both_secs,
@@ -141,11 +183,11 @@ fn main() {
     let stop = Arc::new(AtomicBool::new(false));
     let moved = Arc::new(Moved::default());
     let start = Instant::now();
-    let export = exporter(&tc, Arc::clone(&stop), Arc::clone(&moved));
+    let export = runtime.spawn(exporter(client, Arc::clone(&stop), Arc::clone(&moved)));
     std::thread::sleep(phase);
     stop.store(true, Ordering::Relaxed);
     let alone_secs = start.elapsed().as_secs_f64();
-    export.join().unwrap();
+    runtime.block_on(export).unwrap();
     let alone = (
         moved.records.load(Ordering::Relaxed) as f64 / alone_secs,
         mib(moved.bytes.load(Ordering::Relaxed)) / alone_secs,
