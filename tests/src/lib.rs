@@ -41,6 +41,16 @@ pub fn require_tool(tool: &str, install: &str) -> bool {
     skip_or_fail(&format!("`{tool}` is not installed ({install})"))
 }
 
+/// [`require_tool`] for a Python module (`python3 -c "import <module>"`).
+pub fn require_python_module(module: &str, install: &str) -> bool {
+    let imported = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    imported || skip_or_fail(&format!("the Python module `{module}` is not installed ({install})"))
+}
+
 /// [`require_tool`] for libpcap, which live captures load at run time.
 pub fn require_libpcap() -> bool {
     match glimpse_agent::capture::pcap_source::live_capture_available() {
@@ -204,17 +214,35 @@ impl TestCollector {
     /// (TOML key = value lines).
     #[allow(clippy::await_holding_lock)]
     pub async fn start_with_ssh_settings(port: u16, clock: Arc<dyn Clock>, ssh_lines: &str) -> Self {
+        Self::start_edited(port, clock, |mut base| {
+            if ssh_lines.contains("auth_timeout_secs") {
+                // The caller's own deadline replaces the default one.
+                base = base.replace("auth_timeout_secs = 20\n", "");
+            }
+            // [ssh] is the last table, so these lines land in it.
+            format!("{base}{ssh_lines}\n")
+        })
+        .await
+    }
+
+    /// Starts a collector whose `[admin]` table also has `admin_lines`
+    /// (TOML key = value lines).
+    pub async fn start_with_admin_settings(admin_lines: &str) -> Self {
+        Self::start_edited(0, Arc::new(SystemClock), |base| {
+            base.replace("[admin]\n", &format!("[admin]\n{admin_lines}\n"))
+        })
+        .await
+    }
+
+    /// Starts a collector with the config text [`collector_toml`] makes,
+    /// changed by `edit`.
+    #[allow(clippy::await_holding_lock)]
+    async fn start_edited(port: u16, clock: Arc<dyn Clock>, edit: impl FnOnce(String) -> String) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let master = dir.path().join("master.key");
         MasterKey::generate_file(&master).expect("master key");
         let config_path = dir.path().join("collector.toml");
-        // [ssh] is the last table, so these lines land in it.
-        let mut base = collector_toml(&dir.path().join("data"), &master, port);
-        if ssh_lines.contains("auth_timeout_secs") {
-            // The caller's own deadline replaces the default one.
-            base = base.replace("auth_timeout_secs = 20\n", "");
-        }
-        let text = format!("{base}{ssh_lines}\n");
+        let text = edit(collector_toml(&dir.path().join("data"), &master, port));
         std::fs::write(&config_path, text).expect("write config");
         let config = CollectorConfig::load(&config_path).expect("load config");
         let collector = {

@@ -390,6 +390,16 @@ async fn collector_on_small_disk(
     size: &str,
     limits: &str,
 ) -> (tempfile::TempDir, Mounted, glimpse_collector::config::CollectorConfig, glimpse_collector::Collector) {
+    collector_on_small_disk_with(size, limits, "").await
+}
+
+/// [`collector_on_small_disk`] with `admin` lines added to its `[admin]` table.
+#[allow(clippy::await_holding_lock)]
+async fn collector_on_small_disk_with(
+    size: &str,
+    limits: &str,
+    admin: &str,
+) -> (tempfile::TempDir, Mounted, glimpse_collector::config::CollectorConfig, glimpse_collector::Collector) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -404,7 +414,9 @@ async fn collector_on_small_disk(
     let unmount = Mounted(data.clone());
     let master = dir.path().join("master.key");
     glimpse_store::keys::MasterKey::generate_file(&master).unwrap();
-    let text = collector_toml(&data, &master, free_port()).replace("[limits]\n", &format!("[limits]\n{limits}\n"));
+    let text = collector_toml(&data, &master, free_port())
+        .replace("[limits]\n", &format!("[limits]\n{limits}\n"))
+        .replace("[admin]\n", &format!("[admin]\n{admin}\n"));
     std::fs::write(dir.path().join("collector.toml"), text).unwrap();
     let config = glimpse_collector::config::CollectorConfig::load(&dir.path().join("collector.toml")).unwrap();
     let collector = start_locked(&config).await;
@@ -427,6 +439,39 @@ fn fill_disk(dir: &Path) -> PathBuf {
         while file.write_all(&bytes).is_ok() {}
     }
     path
+}
+
+/// `GET /readyz` follows the free space of the data directory's file
+/// system: 503 naming the floor when the disk fills, 200 again once space
+/// is freed; `/healthz` stays 200 throughout (a restart would not free the
+/// disk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_goes_unready_on_a_full_disk_and_back() {
+    init_logging();
+    let (dir, _unmount, _, collector) = collector_on_small_disk_with("8m", "", "min_free_bytes = 1048576").await;
+    let data = dir.path().join("data");
+    let address = collector.admin_addr().expect("admin API").to_string();
+    let ca = glimpse_certs::ca_cert_path(&pki().ours);
+    let probe = glimpse_admin_client::ApiClient::anonymous(&address, "localhost", &ca).await.unwrap();
+    let get = |path: &'static str| {
+        let probe = probe.clone();
+        async move {
+            let response = probe.request(reqwest::Method::GET, path).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<glimpse_api::Health>().await.unwrap())
+        }
+    };
+    let (status, ready) = get("/readyz").await;
+    assert_eq!(status, 200, "{ready:?}");
+    let filler = fill_disk(&data);
+    let (status, full) = get("/readyz").await;
+    assert_eq!(status, 503, "{full:?}");
+    assert!(!full.ready && full.problems.iter().any(|p| p.contains("min_free_bytes")), "{full:?}");
+    assert_eq!(get("/healthz").await.0, 200, "a full disk is not a reason to restart");
+    std::fs::remove_file(filler).unwrap();
+    let (status, again) = get("/readyz").await;
+    assert_eq!(status, 200, "{again:?}");
+    collector.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

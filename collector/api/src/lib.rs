@@ -417,3 +417,14 @@ pub struct ExportParams {
     /// `cursor`, or `cursor=` in a packet's comment).
     pub cursor: Option<String>,
 }
+
+/// The answer of `GET /healthz` (alive) and `GET /readyz` (ready to take
+/// data), with status 200 when `ready`, 503 otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// Nothing is wrong.
+    pub ready: bool,
+    /// What is wrong, one sentence each; empty when ready.
+    pub problems: Vec<String>,
+}

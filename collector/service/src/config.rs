@@ -106,6 +106,95 @@ pub struct SshConfig {
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     listen: SocketAddr,
+    health_from: Option<Vec<String>>,
+    metrics_from: Option<Vec<String>>,
+    min_free_bytes: Option<u64>,
+}
+
+/// Free space below which the collector reports itself not ready, unless
+/// the config says otherwise (`[admin] min_free_bytes`).
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Most address ranges in `health_from` or `metrics_from`.
+const MAX_RANGES: usize = 64;
+/// Longest address range text (an IPv6 address with a prefix is 43 chars).
+const MAX_RANGE_CHARS: usize = 64;
+
+/// Who may read health and metrics without a client certificate, and the
+/// readiness floor of free disk space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Address ranges allowed to call `/healthz` and `/readyz` without a
+    /// client certificate.
+    pub health_from: Vec<ipnet::IpNet>,
+    /// Address ranges allowed to scrape `/metrics` without a client
+    /// certificate (Prometheus scrapers rarely have one); defaults to
+    /// `health_from`.
+    pub metrics_from: Vec<ipnet::IpNet>,
+    /// The collector reports itself not ready below this much free space
+    /// on the data directory's file system.
+    pub min_free_bytes: u64,
+}
+
+impl HealthConfig {
+    /// Whether `addr` may call the health endpoints without a certificate.
+    pub fn health_allowed(&self, addr: std::net::IpAddr) -> bool {
+        in_ranges(addr, &self.health_from)
+    }
+
+    /// Whether `addr` may scrape metrics without a certificate.
+    pub fn metrics_allowed(&self, addr: std::net::IpAddr) -> bool {
+        in_ranges(addr, &self.metrics_from)
+    }
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        let local = default_health_from();
+        Self { metrics_from: local.clone(), health_from: local, min_free_bytes: DEFAULT_MIN_FREE_BYTES }
+    }
+}
+
+/// Whether `addr` is in one of `ranges` (health probes and scrapers
+/// without a certificate).
+pub fn in_ranges(addr: std::net::IpAddr, ranges: &[ipnet::IpNet]) -> bool {
+    // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d.
+    let addr = match addr {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    ranges.iter().any(|range| range.contains(&addr))
+}
+
+fn default_health_from() -> Vec<ipnet::IpNet> {
+    ["127.0.0.1/32", "::1/128"].iter().filter_map(|r| r.parse().ok()).collect()
+}
+
+/// Parses address ranges (`10.0.0.0/8`, `::1/128`, or a bare address for
+/// itself), naming each bad one in `problems`.
+fn parse_ranges(key: &str, texts: &[String], problems: &mut Vec<String>) -> Vec<ipnet::IpNet> {
+    if texts.len() > MAX_RANGES {
+        problems.push(format!("admin.{key} has {} ranges, at most {MAX_RANGES} allowed", texts.len()));
+        return Vec::new();
+    }
+    let mut ranges = Vec::new();
+    for text in texts {
+        if text.len() > MAX_RANGE_CHARS {
+            problems.push(format!("admin.{key}: an entry is longer than {MAX_RANGE_CHARS} characters"));
+            continue;
+        }
+        let parsed = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map(|net| net.trunc());
+        match parsed {
+            Ok(net) => ranges.push(net),
+            Err(_) => {
+                problems.push(format!("admin.{key}: {text:?} is not an address range like 10.0.0.0/8 or ::1/128"))
+            }
+        }
+    }
+    ranges
 }
 
 fn default_sweep() -> u64 {
@@ -181,6 +270,8 @@ pub struct CollectorConfig {
     pub sweep_interval: Duration,
     /// Where the admin API listens (mutual TLS, admin certificates); off when `None`.
     pub admin_listen: Option<SocketAddr>,
+    /// Health, readiness and metrics access (`[admin]` keys).
+    pub health: HealthConfig,
     /// The SSH port for switches and gateways; off when `None`.
     pub ssh: Option<SshConfig>,
     /// Trust the clock at the start-up sweep even if it jumped (set by
@@ -239,6 +330,19 @@ impl CollectorConfig {
                 problems.push(format!("ssh.max_auth_attempts must be 1..=10, got {}", ssh.max_auth_attempts));
             }
         }
+        let mut health = HealthConfig::default();
+        if let Some(admin) = &raw.admin {
+            if let Some(texts) = &admin.health_from {
+                health.health_from = parse_ranges("health_from", texts, &mut problems);
+            }
+            health.metrics_from = match &admin.metrics_from {
+                Some(texts) => parse_ranges("metrics_from", texts, &mut problems),
+                None => health.health_from.clone(),
+            };
+            if let Some(min) = admin.min_free_bytes {
+                health.min_free_bytes = min;
+            }
+        }
         let data_dir = base.join(&raw.data_dir);
         let ssh = raw.ssh.map(|ssh| SshConfig {
             listen: ssh.listen,
@@ -271,6 +375,7 @@ impl CollectorConfig {
             retention,
             sweep_interval: Duration::from_secs(raw.sweep_interval_secs),
             admin_listen: raw.admin.map(|a| a.listen),
+            health,
             ssh,
             accept_clock: false,
         })
@@ -321,6 +426,57 @@ key = "pki/collector.key"
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("ssh.max_auth_attempts") && err.contains("ssh.auth_timeout_secs"), "{err}");
+    }
+
+    #[test]
+    fn health_ranges_default_parse_and_refuse() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.health, HealthConfig::default());
+        let local: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let outside: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(c.health.health_allowed(local) && c.health.metrics_allowed("::1".parse().unwrap()));
+        assert!(c.health.health_allowed("::ffff:127.0.0.1".parse().unwrap()), "IPv4-mapped");
+        assert!(!c.health.health_allowed(outside));
+
+        let admin = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+        let c =
+            parse(&format!("{GOOD}\n{admin}health_from = [\"10.1.2.3/8\", \"192.0.2.7\"]\nmin_free_bytes = 1024\n"))
+                .unwrap();
+        assert!(c.health.health_allowed("10.200.0.1".parse().unwrap()) && c.health.health_allowed(outside));
+        assert!(!c.health.health_allowed(local));
+        assert_eq!(c.health.metrics_from, c.health.health_from, "metrics_from defaults to health_from");
+        assert_eq!(c.health.min_free_bytes, 1024);
+        let c = parse(&format!("{GOOD}\n{admin}metrics_from = []\n")).unwrap();
+        assert!(c.health.health_allowed(local) && !c.health.metrics_allowed(local), "empty: certificate always");
+
+        let long = "1".repeat(100);
+        let err = parse(&format!("{GOOD}\n{admin}health_from = [\"10.0.0.0/33\", \"nonsense\", \"{long}\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("10.0.0.0/33") && err.contains("nonsense") && err.contains("longer than"), "{err}");
+        let many = vec!["\"10.0.0.1\""; MAX_RANGES + 1].join(",");
+        let err = parse(&format!("{GOOD}\n{admin}metrics_from = [{many}]\n")).unwrap_err().to_string();
+        assert!(err.contains("at most 64"), "{err}");
+        assert!(parse(&format!("{GOOD}\n{admin}health_form = []\n")).is_err(), "unknown keys are refused");
+    }
+
+    proptest::proptest! {
+        /// Any list of texts is either parsed or named as a problem, never
+        /// a panic, and nothing past the bounds is kept.
+        #[test]
+        fn range_lists_parse_or_are_named(texts in proptest::collection::vec("[0-9a-f:./]{0,70}", 0..70)) {
+            let mut problems = Vec::new();
+            let ranges = parse_ranges("health_from", &texts, &mut problems);
+            proptest::prop_assert!(ranges.len() <= MAX_RANGES);
+            if texts.len() > MAX_RANGES {
+                proptest::prop_assert!(ranges.is_empty() && problems.len() == 1);
+            } else {
+                proptest::prop_assert_eq!(ranges.len() + problems.len(), texts.len());
+            }
+            for range in &ranges {
+                proptest::prop_assert!(range.contains(&range.network()));
+            }
+        }
     }
 
     #[test]

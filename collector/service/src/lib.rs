@@ -26,6 +26,7 @@ pub mod limits;
 mod listener;
 mod repeats;
 pub mod service;
+pub mod telemetry;
 
 pub use config::CollectorConfig;
 pub use service::Collector;

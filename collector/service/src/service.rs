@@ -14,6 +14,7 @@ use crate::api::{ApiServer, ApiState};
 use crate::config::CollectorConfig;
 use crate::ingest::{AgentDirectory, IngestMetrics, IngestServer, ServerTls, SshServer};
 use crate::listener::stopped;
+use crate::telemetry::Telemetry;
 use glimpse_store::keys::MasterKey;
 use glimpse_store::retention;
 use glimpse_store::store::Store;
@@ -77,6 +78,7 @@ pub struct Collector {
     config: CollectorConfig,
     store: Arc<Store>,
     metrics: Arc<IngestMetrics>,
+    telemetry: Arc<Telemetry>,
     tls: ServerTls,
     admin_tls: Option<ServerTls>,
     local_addr: SocketAddr,
@@ -140,13 +142,16 @@ impl Collector {
         // open-file limit.
         config.max_connections = crate::limits::apply(config.max_connections);
         let store = Arc::new(open_store(&config, clock)?);
+        let telemetry = Arc::new(Telemetry::new(store.clone(), config.health.min_free_bytes));
         audit_retention(&store);
         if let Some(pki) = &config.pki_dir {
             let (registered, revoked) = import_registrations(&store, pki)?;
             info!(registered, revoked, pki = %pki.display(), "device registrations imported");
         }
         let check = if config.accept_clock { retention::ClockCheck::Accept } else { retention::ClockCheck::Enforce };
-        match retention::sweep_checked(&store, check) {
+        let swept = retention::sweep_checked(&store, check);
+        telemetry.sweep_done(&swept);
+        match swept {
             Ok(report) => info!(?report, "start-up retention sweep done"),
             Err(e @ (retention::RetentionError::ClockBehind { .. } | retention::RetentionError::ClockJump { .. })) => {
                 tracing::error!("start-up retention sweep skipped, nothing deleted: {e}")
@@ -154,7 +159,7 @@ impl Collector {
             Err(e) => warn!("start-up retention sweep failed: {e}"),
         }
         let tls = ServerTls::load(&config)?;
-        let metrics = Arc::new(IngestMetrics::default());
+        let metrics = telemetry.ingest().clone();
         let directory = Arc::new(AgentDirectory::default());
         directory.set_crl(crate::ingest::crl_serials(config.crl.as_deref()).map_err(ServiceError::Crl)?);
         let server = IngestServer::bind(&config, tls.clone(), store.clone(), metrics.clone(), directory.clone())
@@ -183,11 +188,23 @@ impl Collector {
             None => None,
         };
         let mut repeats = vec![server.repeated_audits()];
-        let mut tasks = vec![tokio::spawn(server.run(shutdown_rx.clone()))];
+        // Each part counts as running (for liveness, readiness and the
+        // systemd watchdog) from here until its task ends.
+        let run = |part: &'static str, task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
+            telemetry.expect(part);
+            let running = telemetry.running(part);
+            tokio::spawn(async move {
+                task.await;
+                drop(running);
+            })
+        };
+        let mut tasks = vec![run("the TLS ingest listener", Box::pin(server.run(shutdown_rx.clone())))];
         if let Some(ssh) = ssh_server {
-            tasks.push(tokio::spawn(ssh.run(shutdown_rx.clone())));
+            tasks.push(run("the SSH ingest listener", Box::pin(ssh.run(shutdown_rx.clone()))));
         }
-        tasks.push(tokio::spawn(sweeper(store.clone(), config.sweep_interval, shutdown_rx.clone())));
+        let sweeps = sweeper(store.clone(), telemetry.clone(), config.sweep_interval, shutdown_rx.clone());
+        tasks.push(run("the retention sweeper", Box::pin(sweeps)));
+        tasks.push(tokio::spawn(store_size(telemetry.clone(), shutdown_rx.clone())));
         tasks.push(tokio::spawn(refusal_summaries(metrics.clone(), shutdown_rx.clone())));
         let mut admin_tls = None;
         let mut admin_addr = None;
@@ -195,7 +212,9 @@ impl Collector {
         if let Some(addr) = config.admin_listen {
             let tls = ServerTls::load_api(&config)?;
             let context = crate::admin::AdminContext { store: store.clone(), directory: directory.clone() };
-            let state = ApiState::new(context).map_err(|e| ServiceError::Api(e.to_string()))?;
+            let state = ApiState::new(context)
+                .map_err(|e| ServiceError::Api(e.to_string()))?
+                .with_telemetry(telemetry.clone(), config.health.clone());
             repeats.push(state.refusals());
             let admin = ApiServer::bind(addr, tls.clone(), state.clone())
                 .await
@@ -203,7 +222,7 @@ impl Collector {
             admin_addr = Some(admin.local_addr().map_err(|source| ServiceError::Bind { addr, source })?);
             info!(admin = ?admin_addr, "admin HTTPS API listening");
             api_state = Some(state);
-            tasks.push(tokio::spawn(admin.run(shutdown_rx)));
+            tasks.push(run("the admin listener", Box::pin(admin.run(shutdown_rx))));
             admin_tls = Some(tls);
         }
         tasks.push(tokio::spawn(flush_repeats(repeats.clone(), shutdown.subscribe())));
@@ -212,6 +231,7 @@ impl Collector {
             config,
             store,
             metrics,
+            telemetry,
             tls,
             admin_tls,
             local_addr,
@@ -273,6 +293,11 @@ impl Collector {
         &self.metrics
     }
 
+    /// The metrics registry, liveness and readiness.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
     /// SIGHUP: re-read TLS files (certificate, key, CA, CRL) and re-import
     /// registrations and revocations; new connections see the new material.
     /// Then every live session is checked against it: one whose device is
@@ -318,6 +343,7 @@ impl Collector {
     /// SIGTERM: stop accepting, finish and acknowledge batches being
     /// stored, tell agents we are going, and wait for every task.
     pub async fn shutdown(self) {
+        self.telemetry.stopping();
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
@@ -347,14 +373,39 @@ async fn flush_repeats(repeats: Vec<Arc<dyn crate::repeats::Flush>>, mut shutdow
     }
 }
 
-async fn sweeper(store: Arc<Store>, every: std::time::Duration, mut shutdown: watch::Receiver<bool>) {
+/// Recomputes the store size for the metrics now and every
+/// [`crate::telemetry::STORE_SIZE_EVERY`].
+async fn store_size(telemetry: Arc<Telemetry>, mut shutdown: watch::Receiver<bool>) {
+    let mut timer = tokio::time::interval(crate::telemetry::STORE_SIZE_EVERY);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = timer.tick() => {
+                let telemetry = telemetry.clone();
+                let _ = tokio::task::spawn_blocking(move || telemetry.refresh_store_size()).await;
+            }
+            _ = stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+async fn sweeper(
+    store: Arc<Store>,
+    telemetry: Arc<Telemetry>,
+    every: std::time::Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut timer = tokio::time::interval(every);
     timer.tick().await;
     loop {
         tokio::select! {
             _ = timer.tick() => {
                 let store = store.clone();
-                match tokio::task::spawn_blocking(move || retention::sweep(&store)).await {
+                let swept = tokio::task::spawn_blocking(move || retention::sweep(&store)).await;
+                if let Ok(result) = &swept {
+                    telemetry.sweep_done(result);
+                }
+                match swept {
                     Ok(Ok(report)) => info!(?report, "retention sweep done"),
                     Ok(Err(e @ (retention::RetentionError::ClockBehind { .. } | retention::RetentionError::ClockJump { .. }))) => {
                         tracing::error!("retention sweep skipped, nothing deleted: {e}")

@@ -46,6 +46,17 @@ static RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_C
 /// The store's request for these query parameters; every refusal names the
 /// parameter.
 pub fn export_request(org: glimpse_common::identity::OrgId, q: &ExportParams) -> Result<ExportRequest, ApiError> {
+    // An empty parameter (`cursor=` from a script with nothing to resume) is no parameter.
+    let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+    let q = &ExportParams {
+        kind: given(&q.kind),
+        since: given(&q.since),
+        until: given(&q.until),
+        device: given(&q.device),
+        filter: given(&q.filter),
+        format: given(&q.format),
+        cursor: given(&q.cursor),
+    };
     let kind = match q.kind.as_deref() {
         None | Some("metadata") => DataKind::Metadata,
         Some("capture") => DataKind::Capture,

@@ -23,6 +23,7 @@
 
 pub mod auth;
 pub mod export;
+pub mod health;
 pub mod limiter;
 pub mod live;
 pub mod problem;
@@ -30,7 +31,6 @@ pub mod routes;
 pub mod server;
 pub mod tokens;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::Request;
@@ -63,6 +63,10 @@ pub struct ApiState {
     pub limiter: Arc<limiter::AuthLimiter>,
     /// Refusals before a credential was verified, audited per source.
     pub(crate) refusals: Arc<server::Refusals>,
+    /// Metrics, liveness and readiness (`/metrics`, `/healthz`, `/readyz`).
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    /// Who may reach those without a credential.
+    pub health: crate::config::HealthConfig,
 }
 
 impl ApiState {
@@ -74,7 +78,27 @@ impl ApiState {
             "admin.connect",
             server::describe_refusals,
         ));
-        Ok(ApiState { context, tokens, live: Arc::default(), limiter: Arc::default(), refusals })
+        Ok(ApiState {
+            context,
+            tokens,
+            live: Arc::default(),
+            limiter: Arc::default(),
+            refusals,
+            telemetry: None,
+            health: Default::default(),
+        })
+    }
+
+    /// Serves `telemetry` on `/metrics`, `/healthz` and `/readyz`, without
+    /// a credential from the ranges `health` names.
+    pub fn with_telemetry(
+        mut self,
+        telemetry: Arc<crate::telemetry::Telemetry>,
+        health: crate::config::HealthConfig,
+    ) -> Self {
+        self.telemetry = Some(telemetry);
+        self.health = health;
+        self
     }
 
     /// The collector's clock, Unix milliseconds.
@@ -114,6 +138,7 @@ impl ApiState {
         (name = "data rights", description = "Data-subject access and erasure"),
         (name = "audit", description = "The tamper-evident audit log"),
         (name = "identity", description = "Who is asking; API tokens"),
+        (name = "operations", description = "Metrics, liveness and readiness, outside /api/v1"),
     )
 )]
 struct ApiDoc;
@@ -137,6 +162,9 @@ pub fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(routes::verify_audit))
         .routes(routes!(routes::create_token, routes::list_tokens))
         .routes(routes!(routes::revoke_token))
+        .routes(routes!(health::metrics))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
 }
 
 /// The OpenAPI document, as served and as committed in docs/openapi.json.
@@ -190,15 +218,7 @@ async fn guard(request: Request, next: Next) -> Response {
     response
 }
 
-/// Whether `ip` is in one of `ranges` (health probes without a
-/// certificate).
-pub fn in_ranges(ip: IpAddr, ranges: &[ipnet::IpNet]) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
-    ranges.iter().any(|r| r.contains(&ip))
-}
+pub use crate::config::in_ranges;
 
 #[cfg(test)]
 mod tests {

@@ -139,9 +139,10 @@ impl ApiServer {
             };
             let (acceptor, state, router, stop) =
                 (TlsAcceptor::from(tls.current()), state.clone(), router.clone(), stop.clone());
+            let open = state.telemetry.as_ref().map(|t| t.ingest().open_connection(crate::ingest::Transport::Admin));
             Some(async move {
                 serve(tcp, peer, acceptor, state, router, stop).await;
-                drop(slot);
+                drop((slot, open));
             })
         })
         .await;

@@ -25,7 +25,7 @@ use glimpse_common::wire::{
 };
 
 use crate::ingest::directory::{AgentDirectory, Credential, OrgDirectives, StatusTaken, Withdrawn};
-use crate::ingest::reject::{refusal_warn, IngestMetrics, RejectReason};
+use crate::ingest::reject::{refusal_warn, DropReason, IngestMetrics, RejectReason, Transport};
 use crate::ingest::withdraw::withdrawn;
 use crate::repeats::{span, RepeatAudit};
 use glimpse_store::audit::aggregate::{Seen, Summary};
@@ -226,7 +226,8 @@ pub(crate) async fn serve_connection(
             return;
         }
     };
-    serve_authenticated(stream, session, peer, "tls", Credential::Certificate { serial }, &context, shutdown).await;
+    serve_authenticated(stream, session, peer, Transport::Tls, Credential::Certificate { serial }, &context, shutdown)
+        .await;
 }
 
 /// Runs the framed protocol on an SSH channel whose peer authenticated
@@ -255,7 +256,7 @@ pub(crate) async fn serve_ssh_channel<S: AgentStream>(
         }
     };
     let credential = Credential::SshKey { fingerprint: key_fingerprint };
-    serve_authenticated(stream, session, peer, "ssh", credential, &context, shutdown).await;
+    serve_authenticated(stream, session, peer, Transport::Ssh, credential, &context, shutdown).await;
 }
 
 /// Everything after authentication, the same on every transport.
@@ -263,14 +264,14 @@ async fn serve_authenticated<S: AgentStream>(
     mut stream: S,
     mut session: CollectorSession,
     peer: SocketAddr,
-    transport: &'static str,
+    transport: Transport,
     credential: Credential,
     context: &Arc<ConnectionContext>,
     shutdown: watch::Receiver<bool>,
 ) {
     let identity = session.identity().clone();
-    info!(%peer, device = %identity, transport, "agent authenticated");
-    context.metrics.authenticated();
+    info!(%peer, device = %identity, transport = transport.as_str(), "agent authenticated");
+    context.metrics.authenticated(transport);
     let (control_tx, control_rx) = context.directory.register(&identity);
     // Live first, then checked: a reload that ran after this connection's
     // registry check but before it went live is caught here, one that runs
@@ -531,7 +532,7 @@ async fn stream_batches<S: AgentStream>(
             // stays buffered in the reader.
             read = reader.next::<AgentMessage, _>(stream) => {
                 match read {
-                    Ok(msg) => msg,
+                    Ok(msg) => (msg, Instant::now()),
                     Err(FrameIoError::Closed) => return Ok(()),
                     Err(e) => return Err(frame_refusal(e)),
                 }
@@ -560,9 +561,11 @@ async fn stream_batches<S: AgentStream>(
                 return Err(Refusal { reason: RejectReason::ShuttingDown, code: ErrorCode::ShuttingDown, detail: "collector shutting down".into(), public: "collector shutting down; reconnect later".into() });
             }
         };
-        match session.handle(Instant::now(), msg).map_err(|e| Refusal::protocol(e.code(), e.to_string()))? {
+        let (msg, read_at) = msg;
+        match session.handle(read_at, msg).map_err(|e| Refusal::protocol(e.code(), e.to_string()))? {
             SessionAction::Store(mut batch, macs) => {
                 let seq = batch.stream_seq;
+                context.metrics.received(&org, &batch.records);
                 // The second line of defence for the headers-only promise:
                 // whatever an agent sent past a header boundary is cut here,
                 // before anything is stored.
@@ -570,11 +573,12 @@ async fn stream_batches<S: AgentStream>(
                 // captured before a withdrawal that arrive after it are
                 // dropped too.
                 if !context.store.policies().capture_consent(&org) {
+                    let captures = batch.records.iter().filter(|r| matches!(r.body, RecordBody::Capture(_)));
+                    context.metrics.dropped(&org, captures, DropReason::NoConsent);
                     let before = batch.records.len();
                     batch.records.retain(|r| !matches!(r.body, RecordBody::Capture(_)));
                     let dropped = before - batch.records.len();
                     if dropped > 0 {
-                        context.metrics.captures_without_consent(dropped);
                         if context.audit_captures_dropped(session.identity(), dropped) {
                             warn!(
                                 device = %session.identity(),
@@ -622,33 +626,38 @@ async fn stream_batches<S: AgentStream>(
                         cut_records,
                         "capture records carried bytes past their headers; cut before storage"
                     );
-                    context.metrics.payload_cut(cut_bytes);
+                    context.metrics.payload_cut(&org, cut_bytes);
                 }
                 // A reload may have withdrawn the credential while the batch
                 // was being read and checked.
                 if let Some(reason) = *ended.borrow() {
                     return Err(withdrawn_refusal(context, session.identity(), reason));
                 }
-                let count = batch.records.len();
                 let store = context.store.clone();
                 let identity = session.identity().clone();
                 let stream_id = session.stream_id();
                 // A batch being stored when SIGTERM arrives is finished and
                 // acknowledged: select! above only interrupts reads.
-                let stored =
-                    tokio::task::spawn_blocking(move || store.append(&identity, stream_id, seq, &batch.records))
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| r.map_err(|e| e.to_string()));
-                if let Err(e) = stored {
-                    failures = failures.saturating_add(1);
-                    retry_later(stream, session, context, seq, failures, &format!("storage failed: {e}")).await?;
-                    continue;
-                }
+                // The batch comes back with the receipt, for the metrics.
+                let stored = tokio::task::spawn_blocking(move || {
+                    store.append(&identity, stream_id, seq, &batch.records).map(|receipt| (receipt, batch))
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+                let (receipt, batch) = match stored {
+                    Ok(stored) => stored,
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        retry_later(stream, session, context, seq, failures, &format!("storage failed: {e}")).await?;
+                        continue;
+                    }
+                };
                 failures = 0;
                 session.batch_stored(seq);
-                context.metrics.stored(count);
+                context.metrics.stored(session.identity(), &batch.records, receipt.sync_time);
                 send(stream, &CollectorMessage::Ack { stream_seq: seq }, context.max_frame).await?;
+                context.metrics.acknowledged(read_at.elapsed());
             }
             SessionAction::AckDuplicate(seq) => {
                 debug!(device = %session.identity(), seq, "duplicate batch acknowledged without storing");

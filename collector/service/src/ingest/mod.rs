@@ -35,7 +35,7 @@ pub mod ssh;
 mod withdraw;
 
 pub use directory::{AgentDirectory, Credential, DeliveryError, OrgDirectives, Withdrawn, REMEMBERED_CAPTURES};
-pub use reject::{IngestMetrics, RejectReason};
+pub use reject::{DropReason, IngestMetrics, RejectReason, Transport};
 pub use server::{IngestServer, ServerTls};
 pub use ssh::{SshError, SshServer};
 pub(crate) use withdraw::{crl_serials, withdrawn};

@@ -13,7 +13,7 @@ use glimpse_files::{load_certs, load_crls, load_key};
 use crate::config::CollectorConfig;
 use crate::ingest::connection::{serve_connection, ConnectionContext};
 use crate::ingest::directory::AgentDirectory;
-use crate::ingest::reject::{refusal_warn, IngestMetrics, RejectReason};
+use crate::ingest::reject::{refusal_warn, IngestMetrics, RejectReason, Transport};
 use crate::listener::{accept_until_shutdown, Drain};
 use glimpse_store::store::Store;
 
@@ -144,10 +144,11 @@ impl IngestServer {
                 return None;
             };
             let _ = tcp.set_nodelay(true);
+            let open = context.metrics.open_connection(Transport::Tls);
             let (context, tls, shutdown) = (context.clone(), tls.current(), shutdown.clone());
             Some(async move {
                 serve_connection(tcp, peer, tls, context, shutdown).await;
-                drop(permit);
+                drop((permit, open));
             })
         })
         .await;

@@ -209,6 +209,9 @@ pub struct AuditLog {
     key: hmac::Key,
     head: Arc<dyn ControlStore>,
     state: Mutex<State>,
+    /// Entries appended since open, for the service's metrics (this crate
+    /// exports none itself).
+    appended: std::sync::atomic::AtomicU64,
 }
 
 /// What the appender needs to know about the end of the file.
@@ -272,6 +275,7 @@ impl AuditLog {
                 needs_newline: false,
                 rescan: true,
             }),
+            appended: Default::default(),
         };
         log.rescan(&mut log.lock())?;
         Ok(log)
@@ -292,6 +296,7 @@ impl AuditLog {
                 needs_newline: false,
                 rescan: false,
             }),
+            appended: Default::default(),
         }
     }
 
@@ -355,8 +360,16 @@ impl AuditLog {
         state.needs_newline = false;
         state.last_mac = mac;
         state.next_seq = next_seq;
+        // Counted once durable in the file, even if the head update below
+        // fails (see the error contract above).
+        self.appended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.write_head(seq, &mac)?;
         Ok(entry)
+    }
+
+    /// Entries this process appended since it opened the log.
+    pub fn appended(&self) -> u64 {
+        self.appended.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Checks the whole log against the chain and the recorded head.

@@ -183,6 +183,9 @@ pub struct AppendReceipt {
     pub blocks: usize,
     /// Bytes appended to segment files, framing included.
     pub bytes: u64,
+    /// Time spent making the batch durable (fsync of its segments), for
+    /// the service's latency metric; this crate measures, it exports nothing.
+    pub sync_time: std::time::Duration,
 }
 
 /// Something in a segment that could not be served.
@@ -659,7 +662,9 @@ impl Store {
                 })
                 .collect();
             let ticket = self.segments.append(&runs)?;
+            let sync_started = std::time::Instant::now();
             self.segments.sync(&ticket)?;
+            receipt.sync_time = sync_started.elapsed();
             receipt.blocks = ticket.blocks;
             receipt.bytes = ticket.bytes;
             let notes = catalog::notes(&ticket, &groups, identity, (stream_id, stream_seq));

@@ -299,10 +299,11 @@ impl SshServer {
             };
             let (config, context, auth_timeout) = (self.config.clone(), self.context.clone(), self.settings.auth_timeout);
             let shutdown = shutdown.clone();
+            let open = self.context.metrics.open_connection(crate::ingest::reject::Transport::Ssh);
             Some(async move {
                 let link = Link { peer, switch, pending };
                 serve(tcp, link, handler, config, context, auth_timeout, shutdown).await;
-                drop(connection);
+                drop((connection, open));
             })
         })
         .await;
