@@ -122,6 +122,8 @@ async fn every_endpoint_allows_and_refuses_each_role_and_scope_as_documented() {
         (Method::GET, format!("/api/v1/orgs/{org}/captures/ap-1/7"), None, Needs::Read),
         (Method::POST, format!("/api/v1/orgs/{org}/captures/ap-1/7/stop"), None, Needs::Write),
         (Method::POST, format!("/api/v1/orgs/{org}/subjects/export"), Some(subject.clone()), Needs::Read),
+        (Method::GET, format!("/api/v1/orgs/{org}/export"), None, Needs::Read),
+        (Method::GET, format!("/api/v1/orgs/{org}/export?kind=capture&format=pcapng"), None, Needs::Read),
         (Method::POST, format!("/api/v1/orgs/{org}/subjects/erase"), Some(subject), Needs::Write),
         (Method::GET, format!("/api/v1/audit?org={org}"), None, Needs::Read),
         (Method::GET, "/api/v1/audit".into(), None, Needs::Operator),

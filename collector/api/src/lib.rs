@@ -395,6 +395,29 @@ pub struct AuditQuery {
     pub after_seq: u64,
 }
 
+/// The query of `GET /api/v1/orgs/{org}/export`: which records, in which
+/// format, from where. Every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ExportParams {
+    /// `metadata` (default) or `capture`.
+    pub kind: Option<String>,
+    /// Only records received at or after this time (RFC 3339 or YYYY-MM-DD, UTC).
+    pub since: Option<String>,
+    /// Only records received before this time (RFC 3339 or YYYY-MM-DD, UTC).
+    pub until: Option<String>,
+    /// Only these devices, comma-separated (at most 256).
+    pub device: Option<String>,
+    /// Captures only: a filter over the stored headers, e.g. `udp and dst port 53`.
+    pub filter: Option<String>,
+    /// `jsonl` (default, any kind) or `pcapng` (captures only).
+    pub format: Option<String>,
+    /// Continue right after the record this cursor names (a JSON line's
+    /// `cursor`, or `cursor=` in a packet's comment).
+    pub cursor: Option<String>,
+}
+
 /// The answer of `GET /healthz` (alive) and `GET /readyz` (ready to take
 /// data), with status 200 when `ready`, 503 otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

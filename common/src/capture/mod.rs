@@ -44,6 +44,7 @@
 //!
 //! Everything here is sans-IO: bytes in, a length and a summary out.
 
+pub mod filter;
 mod ip;
 mod link;
 pub mod macs;
@@ -54,6 +55,7 @@ mod transport;
 #[cfg(test)]
 mod tests;
 
+pub use filter::{CaptureFilter, FilterError};
 pub use macs::rewrite_macs;
 pub use parse::{header_boundary, Boundary, CutReason, Layer, LinkType, PacketSummary};
 pub use record::{BoundedBytes, CapturedPacket, MAX_HEADER_BYTES};

@@ -249,7 +249,7 @@ pub struct PacketSummary {
 }
 
 impl PacketSummary {
-    const EMPTY: PacketSummary = PacketSummary {
+    pub(crate) const EMPTY: PacketSummary = PacketSummary {
         src_mac: None,
         dst_mac: None,
         vlan_outer: None,

@@ -23,6 +23,7 @@
 
 pub mod auth;
 pub mod devices;
+pub mod export;
 pub mod health;
 pub mod limiter;
 pub mod live;
@@ -158,6 +159,7 @@ pub fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(routes::stop_capture))
         .routes(routes!(routes::export_subject))
         .routes(routes!(routes::erase_subject))
+        .routes(routes!(export::export))
         .routes(routes!(routes::audit))
         .routes(routes!(routes::verify_audit))
         .routes(routes!(routes::create_token, routes::list_tokens))

@@ -158,10 +158,15 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
     if let Some(e) = cause.downcast_ref::<glimpse_store::export::ExportError>() {
         use glimpse_store::export::ExportError as E;
         match e {
-            E::BadTime(_) | E::PcapOfMetadata => return Some(USAGE),
+            E::BadTime(_) | E::PcapOfMetadata | E::FilterOfMetadata | E::TooManyDevices { .. } | E::Cursor(_) => {
+                return Some(USAGE)
+            }
             E::Io(io) => return Some(io_code(io)),
             _ => {}
         }
+    }
+    if cause.is::<glimpse_common::capture::FilterError>() || cause.is::<glimpse_store::export::CursorError>() {
+        return Some(USAGE);
     }
     if cause.is::<crate::config::ConfigError>() || cause.is::<glimpse_common::tls::TlsConfigError>() {
         return Some(CONFIG);

@@ -37,6 +37,28 @@ struct Cli {
     command: Command,
 }
 
+/// Which records an export takes, and where it resumes.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ExportSelection {
+    /// Only records received at or after this time (RFC 3339 or YYYY-MM-DD, UTC).
+    #[arg(long)]
+    pub(crate) since: Option<String>,
+    /// Only records received before this time (RFC 3339 or YYYY-MM-DD, UTC).
+    #[arg(long)]
+    pub(crate) until: Option<String>,
+    /// Only records of this device; repeat for several (at most 256).
+    #[arg(long = "device", value_name = "DEVICE")]
+    pub(crate) devices: Vec<glimpse_common::identity::DeviceId>,
+    /// Captures only: packets whose headers match this filter, e.g.
+    /// 'host 10.0.0.5 and udp port 53' (language in docs/CAPTURE.md).
+    #[arg(long, value_name = "EXPRESSION")]
+    pub(crate) filter: Option<String>,
+    /// Continue right after the record this cursor names (the `cursor` of
+    /// the last JSON line received, or `cursor=` in a packet's comment).
+    #[arg(long)]
+    pub(crate) cursor: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the collector service. SIGTERM/SIGINT finish in-flight batches
@@ -52,8 +74,12 @@ enum Command {
     },
     /// Print an organisation's stored records, decrypted, as JSON lines.
     ///
-    /// Reads the store without changing it (works on a read-only copy and
-    /// while the collector runs: then from the key store's verified copy).
+    /// With an admin certificate (--admin-cert/--admin-key) or an API token
+    /// (GLIMPSE_API_TOKEN), through the running collector's admin API
+    /// (authorised and audited); when the collector does not answer, or
+    /// without a credential, reads the store directly, changing nothing
+    /// (works on a stopped collector, a read-only copy, and while the
+    /// collector runs: then from the key store's verified copy).
     /// Exits 65 when damaged regions or missing data were skipped.
     #[command(after_help = exit::HELP)]
     Export {
@@ -66,16 +92,14 @@ enum Command {
         /// Kind of data: metadata or capture.
         #[arg(long, default_value = "metadata")]
         kind: DataKind,
-        /// Only records received at or after this time (RFC 3339 or YYYY-MM-DD, UTC).
-        #[arg(long)]
-        since: Option<String>,
-        /// Only records received before this time (RFC 3339 or YYYY-MM-DD, UTC).
-        #[arg(long)]
-        until: Option<String>,
+        #[command(flatten)]
+        select: ExportSelection,
         /// Output format: json (JSON lines, any kind) or pcap (pcapng, captures
         /// only: open it in Wireshark or tshark).
         #[arg(long, default_value = "json", value_parser = ["json", "pcap"])]
         format: String,
+        #[command(flatten)]
+        through: offline::ExportThrough,
     },
     /// Ask a connected device for a header-only packet capture, or stop one
     /// (through the collector's admin API, with an admin certificate).
@@ -243,8 +267,8 @@ fn install_panic_hook() {
 async fn run(command: Command, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     match command {
         Command::Serve { config, accept_clock } => serve::serve(&config, clock, accept_clock).await,
-        Command::Export { config, org, kind, since, until, format } => {
-            offline::export(&config, clock, org, kind, since.as_deref(), until.as_deref(), &format)
+        Command::Export { config, org, kind, select, format, through } => {
+            offline::export(&config, clock, org, kind, &select, &format, through).await
         }
         Command::Capture { action } => admin::run_capture(action).await,
         Command::Admin { action } => admin::run_admin(action).await,

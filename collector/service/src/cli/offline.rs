@@ -6,10 +6,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use glimpse_common::capture::CaptureFilter;
 use glimpse_common::clock::Clock;
 use glimpse_common::identity::OrgId;
 use glimpse_common::record::DataKind;
-use glimpse_store::export::{export_audited, parse_time, ExportFormat, ExportRequest};
+use glimpse_store::export::{export_audited, parse_time, ExportCursor, ExportFormat, ExportRequest};
 use glimpse_store::keys::{CatalogSource, KeyError};
 
 use super::exit::{ConfigProblem, IncompleteError, UsageError};
@@ -28,17 +29,13 @@ fn note_source(store: &glimpse_store::Store) {
     }
 }
 
-/// `export`: an organisation's records, decrypted, to standard output.
-pub(super) fn export(
-    config: &Path,
-    clock: Arc<dyn Clock>,
+/// The store's export request for these command-line choices.
+pub(super) fn export_request(
     org: OrgId,
     kind: DataKind,
-    since: Option<&str>,
-    until: Option<&str>,
+    select: &super::ExportSelection,
     format: &str,
-) -> anyhow::Result<()> {
-    let config = CollectorConfig::load(config)?;
+) -> anyhow::Result<ExportRequest> {
     let format = match format {
         "pcap" => ExportFormat::Pcapng,
         _ => ExportFormat::JsonLines,
@@ -46,13 +43,170 @@ pub(super) fn export(
     if format == ExportFormat::Pcapng && kind != DataKind::Capture {
         return Err(UsageError("--format pcap exports captures: add --kind capture".into()).into());
     }
+    if select.filter.is_some() && kind != DataKind::Capture {
+        return Err(UsageError("--filter selects packets: add --kind capture".into()).into());
+    }
+    let filter = select.filter.as_deref().map(CaptureFilter::parse).transpose()?;
+    let cursor = select.cursor.as_deref().map(|c| ExportCursor::decode(c, kind)).transpose()?;
     let request = ExportRequest {
-        org,
-        kind,
-        since: since.map(parse_time).transpose()?,
-        until: until.map(parse_time).transpose()?,
-        format,
+        since: select.since.as_deref().map(parse_time).transpose()?,
+        until: select.until.as_deref().map(parse_time).transpose()?,
+        devices: select.devices.clone(),
+        filter,
+        cursor,
+        ..ExportRequest::new(org, kind, format)
     };
+    request.check()?;
+    Ok(request)
+}
+
+/// How `export` may reach a running collector's admin API.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ExportThrough {
+    /// Your admin certificate: export through the running collector's admin
+    /// API, authorised and audited like any admin request.
+    #[arg(long, value_name = "FILE", requires = "admin_key")]
+    admin_cert: Option<std::path::PathBuf>,
+    /// Your admin private key.
+    #[arg(long, value_name = "FILE", requires = "admin_cert")]
+    admin_key: Option<std::path::PathBuf>,
+    /// An API token instead of a certificate (better in the environment).
+    #[arg(long, env = "GLIMPSE_API_TOKEN", hide_env_values = true, conflicts_with_all = ["admin_cert", "admin_key"])]
+    token: Option<String>,
+    /// Admin API address, host:port (default: `[admin] listen` in the config).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<String>,
+    /// Name in the collector's certificate.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+}
+
+/// The API's query for these command-line choices.
+fn export_params(kind: DataKind, select: &super::ExportSelection, format: &str) -> glimpse_api::ExportParams {
+    glimpse_api::ExportParams {
+        kind: Some(kind.to_string()),
+        since: select.since.clone(),
+        until: select.until.clone(),
+        device: (!select.devices.is_empty())
+            .then(|| select.devices.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(",")),
+        filter: select.filter.clone(),
+        format: Some(if format == "pcap" { "pcapng" } else { "jsonl" }.to_owned()),
+        cursor: select.cursor.clone(),
+    }
+}
+
+/// Streams the export from the admin API to standard output. `Ok(false)`:
+/// the API does not answer (the collector is not running).
+async fn export_through_api(
+    config: &CollectorConfig,
+    through: ExportThrough,
+    org: &OrgId,
+    params: &glimpse_api::ExportParams,
+) -> anyhow::Result<bool> {
+    use std::io::Write;
+    let address = match (through.admin, config.admin_listen) {
+        (Some(address), _) => address,
+        (None, Some(listen)) => listen.to_string(),
+        (None, None) => {
+            return Err(UsageError("give --admin ADDR, or an [admin] listen address in the config".into()).into())
+        }
+    };
+    let credentials = glimpse_admin_client::AdminCredentials {
+        address: address.clone(),
+        server_name: through.server_name,
+        ca: config.ca.clone(),
+        cert: through.admin_cert.unwrap_or_default(),
+        key: through.admin_key.unwrap_or_default(),
+        token: through.token,
+    };
+    let client = glimpse_admin_client::ApiClient::new(&credentials).await?;
+    let path = format!("{}/orgs/{org}/export", glimpse_api::PREFIX);
+    // A large export takes as long as it takes; the client's usual request
+    // timeout would cut it.
+    let sent = client.request(reqwest::Method::GET, &path).query(params).timeout(EXPORT_TIMEOUT).send().await;
+    let mut response = match sent {
+        Ok(response) => response,
+        Err(e) if e.is_connect() => {
+            eprintln!(
+                "note: the collector's admin API at {address} does not answer; reading the data directory instead"
+            );
+            return Ok(false);
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("export from the admin API at {address}"))),
+    };
+    if !response.status().is_success() {
+        glimpse_admin_client::decode::<serde_json::Value>(response).await?;
+        anyhow::bail!("the admin API refused the export");
+    }
+    let mut out = std::io::stdout().lock();
+    let (mut records, mut last_line) = (0u64, Vec::new());
+    let jsonl = params.format.as_deref() == Some("jsonl");
+    loop {
+        let chunk = match response.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) => {
+                out.flush()?;
+                let resume = last_cursor(&last_line).map_or(String::new(), |c| format!("; continue with --cursor {c}"));
+                return Err(IncompleteError(format!("the export was cut after {records} records ({e}){resume}")).into());
+            }
+        };
+        out.write_all(&chunk)?;
+        if jsonl {
+            // Only the last complete line is kept, for its cursor.
+            records += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+            last_line.extend_from_slice(&chunk);
+            if let Some(end) = last_line.iter().rposition(|b| *b == b'\n') {
+                let start = last_line[..end].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                last_line = last_line[start..].to_vec();
+            }
+        }
+    }
+    out.flush()?;
+    if jsonl {
+        eprintln!(
+            "exported {records} {} records for {org} through the admin API",
+            params.kind.as_deref().unwrap_or("")
+        );
+        if let Some(cursor) = last_cursor(&last_line) {
+            eprintln!("to continue after the last of them: --cursor {cursor}");
+        }
+    } else {
+        eprintln!("exported captures of {org} through the admin API (each packet's comment holds its cursor)");
+    }
+    Ok(true)
+}
+
+/// Longest an export through the API may take.
+const EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The cursor of the last complete JSON line in `tail`.
+fn last_cursor(tail: &[u8]) -> Option<String> {
+    let line = tail.split(|b| *b == b'\n').rfind(|l| !l.is_empty())?;
+    let value: serde_json::Value = serde_json::from_slice(line).ok()?;
+    value.get("cursor")?.as_str().map(str::to_owned)
+}
+
+/// `export`: an organisation's records, decrypted, to standard output,
+/// through the running collector's admin API when a credential is given,
+/// else (or when it does not answer) from the data directory.
+pub(super) async fn export(
+    config: &Path,
+    clock: Arc<dyn Clock>,
+    org: OrgId,
+    kind: DataKind,
+    select: &super::ExportSelection,
+    format: &str,
+    through: ExportThrough,
+) -> anyhow::Result<()> {
+    let config = CollectorConfig::load(config)?;
+    let request = export_request(org, kind, select, format)?;
+    if through.admin_cert.is_some() || through.token.is_some() {
+        let params = export_params(kind, select, format);
+        if export_through_api(&config, through, &request.org, &params).await? {
+            return Ok(());
+        }
+    }
     let store = service::open_store_read_only(&config, clock)?;
     note_source(&store);
     // The store is read-only, so this export is not in the audit log (it is
@@ -61,6 +215,9 @@ pub(super) fn export(
     let actor = format!("local:{}", std::env::var("USER").unwrap_or_else(|_| "unknown user".into()));
     let summary = export_audited(&store, &actor, &request, &mut std::io::stdout().lock())?;
     eprintln!("exported {} {kind} records for {}", summary.records, request.org);
+    if let Some(last) = summary.last_cursor {
+        eprintln!("to continue after the last of them: --cursor {}", last.encode());
+    }
     if summary.problems > 0 {
         return Err(IncompleteError(format!(
             "partial export: {} damaged or missing segment regions were skipped (each is logged with its file); \

@@ -1,12 +1,45 @@
-//! Export: decrypted records as JSON lines, one object per record.
+//! Export: decrypted records of one organisation and kind, streamed as JSON
+//! lines or (captures) pcapng, filtered, and resumable by cursor.
+//!
+//! # The engine
+//!
+//! [`export_chunks`] reads the store in its read order (days, segments in
+//! creation order, blocks, records: the order the collector stored them,
+//! which is received order) through [`Store::read_after`], keeps the
+//! records that pass the filters (time range, devices, and for captures a
+//! [`CaptureFilter`] over the decoded headers), encodes them into a buffer
+//! and hands the buffer on whenever it holds `chunk_bytes`. Memory is one
+//! decrypted block (at most [`crate::store::MAX_BLOCK_LEN`]) plus one chunk,
+//! whatever the export's size. The consumer can stop it at any chunk
+//! (`ControlFlow::Break`: a client went away).
+//!
+//! # Cursors
+//!
+//! Every record carries its [`ExportCursor`]: in JSON lines as the line's
+//! `cursor` field, in pcapng as the Enhanced Packet Block's comment
+//! (`cursor=<text>`). Passing the cursor of the last record received back
+//! continues right after it: records stored meanwhile are appended after
+//! every existing position, so none is repeated or lost (see
+//! [`crate::store::ReadMark`]). The same filters must be passed again; the
+//! cursor only says where to start.
+//!
+//! # JSON lines
 //!
 //! The field names are stable and documented in docs/FIELDS.md:
 //! `org`, `device`, `device_kind`, `kind`, `received_at`, `observed_at`
-//! (RFC 3339, UTC) and `record` (the record body, tagged by kind).
+//! (RFC 3339, UTC), `record` (the record body, tagged by kind), `summary`
+//! (captures: the decoded headers) and `cursor`.
 
+pub mod cursor;
 pub mod pcapng;
 
 use std::io::Write;
+use std::ops::ControlFlow;
+
+use glimpse_common::capture::CaptureFilter;
+use glimpse_common::identity::DeviceId;
+
+pub use cursor::{CursorError, ExportCursor};
 
 use serde::Serialize;
 
@@ -32,7 +65,24 @@ pub enum ExportError {
     /// Writing the output failed.
     #[error("cannot write export: {0}")]
     Io(#[from] std::io::Error),
+    /// The resume cursor was refused.
+    #[error(transparent)]
+    Cursor(#[from] CursorError),
+    /// A capture filter was given for something other than captures.
+    #[error("a capture filter selects packets: ask for the capture kind")]
+    FilterOfMetadata,
+    /// More devices named than one export takes.
+    #[error("{count} devices named; one export takes at most {MAX_DEVICES}")]
+    TooManyDevices {
+        /// How many were named.
+        count: usize,
+    },
 }
+
+/// Most devices one export may name.
+pub const MAX_DEVICES: usize = 256;
+/// The chunk size of [`export_chunks`] unless the caller picks another.
+pub const DEFAULT_CHUNK_BYTES: usize = 256 * 1024;
 
 /// Parses an RFC 3339 timestamp or a `YYYY-MM-DD` date (midnight UTC).
 pub fn parse_time(text: &str) -> Result<UnixMillis, ExportError> {
@@ -72,6 +122,9 @@ pub struct ExportLine<'a> {
     /// For captures: what the kept headers say, decoded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub summary: Option<CaptureSummary>,
+    /// Where to resume right after this record (see [`ExportCursor`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 /// The decoded headers of a captured packet, for the JSON-lines export.
@@ -139,76 +192,9 @@ impl<'a> ExportLine<'a> {
                 RecordBody::Capture(packet) => CaptureSummary::of(packet),
                 _ => None,
             },
+            cursor: None,
         }
     }
-}
-
-/// Writes every readable record of `org` and `kind` in the window as JSON
-/// lines. Returns (records written, segment problems reported).
-pub fn export(
-    store: &Store,
-    org: &OrgId,
-    kind: DataKind,
-    since: Option<UnixMillis>,
-    until: Option<UnixMillis>,
-    out: &mut dyn Write,
-) -> Result<(usize, usize), ExportError> {
-    let outcome = store.read(org, kind, since, until)?;
-    for stored in &outcome.records {
-        serde_json::to_writer(&mut *out, &ExportLine::new(org, stored)).map_err(std::io::Error::from)?;
-        out.write_all(b"\n")?;
-    }
-    out.flush()?;
-    Ok((outcome.records.len(), outcome.problems.len()))
-}
-
-/// Writes `org`'s captures in the window as one pcapng stream: captured
-/// length = the header bytes kept, original length = the wire length, so
-/// Wireshark shows where payload was cut. Returns (packets written,
-/// segment problems reported).
-pub fn export_pcapng(
-    store: &Store,
-    org: &OrgId,
-    since: Option<UnixMillis>,
-    until: Option<UnixMillis>,
-    out: &mut dyn Write,
-) -> Result<(usize, usize), ExportError> {
-    use glimpse_common::capture::MAX_HEADER_BYTES;
-    let mut buf = Vec::new();
-    let mut writer = pcapng::PcapngWriter::new(
-        MAX_HEADER_BYTES as u32,
-        &format!("Glimpse header-only capture export, {org}"),
-        &mut buf,
-    );
-    let mut packets = 0;
-    let mut io_error = None;
-    let problems = store.read_with(org, DataKind::Capture, since, until, |stored| {
-        let RecordBody::Capture(packet) = &stored.record.body else { return };
-        // An interface is labelled with its device, so packets from many
-        // devices stay apart in Wireshark's interface list.
-        let interface = format!("{}/{}", stored.device, packet.interface);
-        writer.packet(
-            &pcapng::PcapPacket {
-                timestamp_us: packet.timestamp_us,
-                interface: &interface,
-                link_type: u16::try_from(packet.link_type).unwrap_or(u16::MAX),
-                wire_len: packet.wire_len,
-                bytes: &packet.headers,
-            },
-            &mut buf,
-        );
-        packets += 1;
-        if buf.len() > 1 << 20 && io_error.is_none() {
-            io_error = out.write_all(&buf).err();
-            buf.clear();
-        }
-    })?;
-    if let Some(e) = io_error {
-        return Err(e.into());
-    }
-    out.write_all(&buf)?;
-    out.flush()?;
-    Ok((packets, problems.len()))
 }
 
 /// What an export writes: JSON lines (any kind) or pcapng (captures only).
@@ -231,7 +217,8 @@ impl ExportFormat {
     }
 }
 
-/// One export: whose data, which kind, which window, in which format.
+/// One export: whose data, which kind, which records, in which format,
+/// from where.
 #[derive(Debug, Clone)]
 pub struct ExportRequest {
     /// The organisation whose data is exported.
@@ -242,45 +229,277 @@ pub struct ExportRequest {
     pub since: Option<UnixMillis>,
     /// Only records received before this time.
     pub until: Option<UnixMillis>,
+    /// Only records of these devices (none: every device).
+    pub devices: Vec<DeviceId>,
+    /// Only packets whose headers match (captures only).
+    pub filter: Option<CaptureFilter>,
     /// JSON lines or pcapng.
     pub format: ExportFormat,
+    /// Start right after this record.
+    pub cursor: Option<ExportCursor>,
+}
+
+impl ExportRequest {
+    /// Every record of `kind` in the retention window, as `format`.
+    pub fn new(org: OrgId, kind: DataKind, format: ExportFormat) -> Self {
+        Self { org, kind, since: None, until: None, devices: Vec::new(), filter: None, format, cursor: None }
+    }
+
+    /// Refuses a request that cannot be served, before any byte is written.
+    pub fn check(&self) -> Result<(), ExportError> {
+        if self.format == ExportFormat::Pcapng && self.kind != DataKind::Capture {
+            return Err(ExportError::PcapOfMetadata);
+        }
+        if self.filter.is_some() && self.kind != DataKind::Capture {
+            return Err(ExportError::FilterOfMetadata);
+        }
+        if self.devices.len() > MAX_DEVICES {
+            return Err(ExportError::TooManyDevices { count: self.devices.len() });
+        }
+        if let Some(cursor) = &self.cursor {
+            if cursor.kind != self.kind {
+                return Err(CursorError::Kind { found: cursor.kind.to_string(), asked: self.kind }.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// What the audit log says about it.
+    fn describe(&self, summary: &ExportSummary) -> String {
+        let mut detail = format!(
+            "{} {} records as {}, since {} until {}",
+            summary.records,
+            self.kind,
+            self.format.name(),
+            self.since.map_or("-".into(), format_time),
+            self.until.map_or("-".into(), format_time)
+        );
+        if !self.devices.is_empty() {
+            detail.push_str(&format!(", {} devices", self.devices.len()));
+        }
+        if let Some(filter) = &self.filter {
+            detail.push_str(&format!(", filter {:?}", filter.to_string()));
+        }
+        if self.cursor.is_some() {
+            detail.push_str(", resumed");
+        }
+        if !summary.complete {
+            detail.push_str(", stopped by the receiver");
+        }
+        detail
+    }
 }
 
 /// What an export wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExportSummary {
-    /// Records (or packets) written.
+    /// Records (or packets) handed on.
     pub records: usize,
+    /// Bytes handed on.
+    pub bytes: u64,
     /// Damaged segment regions skipped (each is logged with its file).
     pub problems: usize,
+    /// The cursor of the last record handed on.
+    pub last_cursor: Option<ExportCursor>,
+    /// False when the consumer stopped it.
+    pub complete: bool,
 }
 
-/// Exports as [`export`] or [`export_pcapng`] and appends a `data.export`
-/// entry for `actor` to the audit log, so that every way data leaves the
-/// collector (admin API or the local tool with the master key) is audited
-/// alike. A pcapng export of anything but captures is refused before any
-/// byte is written.
+/// The streaming export engine (see the module documentation): hands
+/// `emit` chunks of about `chunk_bytes` (JSON lines, or pcapng starting
+/// with its section header), each ending on a record boundary. `emit`
+/// returning `Break` stops the export; the summary then counts only what
+/// was handed on.
+pub fn export_chunks(
+    store: &Store,
+    request: &ExportRequest,
+    chunk_bytes: usize,
+    emit: &mut dyn FnMut(Vec<u8>) -> ControlFlow<()>,
+) -> Result<ExportSummary, ExportError> {
+    use glimpse_common::capture::MAX_HEADER_BYTES;
+    request.check()?;
+    let ExportRequest { org, kind, since, until, devices, filter, format, cursor } = request;
+    let chunk_bytes = chunk_bytes.max(1);
+    let mut buf = Vec::with_capacity(chunk_bytes.min(4 << 20) + 1024);
+    let mut pcap = (*format == ExportFormat::Pcapng).then(|| {
+        pcapng::PcapngWriter::new(
+            MAX_HEADER_BYTES as u32,
+            &format!("Glimpse header-only capture export, {org}"),
+            &mut buf,
+        )
+    });
+    let mut summary = ExportSummary { records: 0, bytes: 0, problems: 0, last_cursor: None, complete: true };
+    let (mut pending, mut pending_last) = (0usize, None);
+    let mut json_error = None;
+    let mut flush = |buf: &mut Vec<u8>, pending: &mut usize, last: &mut Option<ExportCursor>, s: &mut ExportSummary| {
+        let chunk = std::mem::replace(buf, Vec::with_capacity(chunk_bytes.min(4 << 20) + 1024));
+        let len = chunk.len() as u64;
+        if emit(chunk).is_break() {
+            s.complete = false;
+            return ControlFlow::Break(());
+        }
+        s.bytes += len;
+        s.records += std::mem::take(pending);
+        if last.is_some() {
+            s.last_cursor = last.take();
+        }
+        ControlFlow::Continue(())
+    };
+    let problems =
+        store.read_after(org, *kind, (*since, *until), cursor.as_ref().map(|c| &c.mark), &mut |mark, stored| {
+            if !devices.is_empty() && !devices.contains(&stored.device) {
+                return ControlFlow::Continue(());
+            }
+            let packet = match &stored.record.body {
+                RecordBody::Capture(packet) => Some(packet),
+                _ => None,
+            };
+            if let Some(filter) = filter {
+                // A packet whose headers cannot be decoded matches no filter.
+                if !packet.and_then(|p| p.summary()).is_some_and(|s| filter.matches(&s)) {
+                    return ControlFlow::Continue(());
+                }
+            }
+            let here = ExportCursor { kind: *kind, mark };
+            match (&mut pcap, packet) {
+                (Some(writer), Some(packet)) => {
+                    // An interface is labelled with its device, so packets from many
+                    // devices stay apart in Wireshark's interface list.
+                    let interface = format!("{}/{}", stored.device, packet.interface);
+                    writer.packet_with_comment(
+                        &pcapng::PcapPacket {
+                            timestamp_us: packet.timestamp_us,
+                            interface: &interface,
+                            link_type: u16::try_from(packet.link_type).unwrap_or(u16::MAX),
+                            wire_len: packet.wire_len,
+                            bytes: &packet.headers,
+                        },
+                        Some(&format!("cursor={}", here.encode())),
+                        &mut buf,
+                    );
+                }
+                // Not a packet (a capture-kind record of another body): nothing to write.
+                (Some(_), None) => return ControlFlow::Continue(()),
+                (None, _) => {
+                    let mut line = ExportLine::new(org, &stored);
+                    line.cursor = Some(here.encode());
+                    if let Err(e) = serde_json::to_writer(&mut buf, &line) {
+                        json_error = Some(e);
+                        return ControlFlow::Break(());
+                    }
+                    buf.push(b'\n');
+                }
+            }
+            pending += 1;
+            pending_last = Some(here);
+            if buf.len() >= chunk_bytes {
+                return flush(&mut buf, &mut pending, &mut pending_last, &mut summary);
+            }
+            ControlFlow::Continue(())
+        })?;
+    if let Some(e) = json_error {
+        return Err(std::io::Error::from(e).into());
+    }
+    if summary.complete && !buf.is_empty() {
+        let _ = flush(&mut buf, &mut pending, &mut pending_last, &mut summary);
+    }
+    summary.problems = problems.len();
+    Ok(summary)
+}
+
+/// [`export_chunks`], then a `data.export` entry for `actor` in the audit
+/// log (also for an export the consumer stopped), so that every way data
+/// leaves the collector is audited alike.
+pub fn export_chunks_audited(
+    store: &Store,
+    actor: &str,
+    request: &ExportRequest,
+    chunk_bytes: usize,
+    emit: &mut dyn FnMut(Vec<u8>) -> ControlFlow<()>,
+) -> Result<ExportSummary, ExportError> {
+    let summary = export_chunks(store, request, chunk_bytes, emit)?;
+    store.audit_event(
+        actor,
+        "data.export",
+        Some(&request.org),
+        crate::audit::AuditOutcome::Done,
+        &request.describe(&summary),
+    );
+    Ok(summary)
+}
+
+/// Writes the export to `out`, stopping at the first write error.
+fn export_to(
+    store: &Store,
+    actor: Option<&str>,
+    request: &ExportRequest,
+    out: &mut dyn Write,
+) -> Result<ExportSummary, ExportError> {
+    let mut io_error = None;
+    let mut emit = |chunk: Vec<u8>| match out.write_all(&chunk) {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(e) => {
+            io_error = Some(e);
+            ControlFlow::Break(())
+        }
+    };
+    let summary = match actor {
+        Some(actor) => export_chunks_audited(store, actor, request, DEFAULT_CHUNK_BYTES, &mut emit)?,
+        None => export_chunks(store, request, DEFAULT_CHUNK_BYTES, &mut emit)?,
+    };
+    if let Some(e) = io_error {
+        return Err(e.into());
+    }
+    out.flush()?;
+    Ok(summary)
+}
+
+/// Writes every readable record of `org` and `kind` in the window as JSON
+/// lines. Returns (records written, segment problems reported).
+pub fn export(
+    store: &Store,
+    org: &OrgId,
+    kind: DataKind,
+    since: Option<UnixMillis>,
+    until: Option<UnixMillis>,
+    out: &mut dyn Write,
+) -> Result<(usize, usize), ExportError> {
+    let request = ExportRequest { since, until, ..ExportRequest::new(org.clone(), kind, ExportFormat::JsonLines) };
+    let summary = export_to(store, None, &request, out)?;
+    Ok((summary.records, summary.problems))
+}
+
+/// Writes `org`'s captures in the window as one pcapng stream: captured
+/// length = the header bytes kept, original length = the wire length, so
+/// Wireshark shows where payload was cut. Returns (packets written,
+/// segment problems reported).
+pub fn export_pcapng(
+    store: &Store,
+    org: &OrgId,
+    since: Option<UnixMillis>,
+    until: Option<UnixMillis>,
+    out: &mut dyn Write,
+) -> Result<(usize, usize), ExportError> {
+    let request =
+        ExportRequest { since, until, ..ExportRequest::new(org.clone(), DataKind::Capture, ExportFormat::Pcapng) };
+    let summary = export_to(store, None, &request, out)?;
+    Ok((summary.records, summary.problems))
+}
+
+/// Exports as [`export_chunks`] to `out` and appends a `data.export` entry
+/// for `actor` to the audit log. A request that cannot be served (pcapng of
+/// metadata, say) is refused before any byte is written.
 pub fn export_audited(
     store: &Store,
     actor: &str,
     request: &ExportRequest,
     out: &mut dyn Write,
 ) -> Result<ExportSummary, ExportError> {
-    let ExportRequest { org, kind, since, until, format } = request;
-    let (records, problems) = match format {
-        ExportFormat::Pcapng if *kind != DataKind::Capture => return Err(ExportError::PcapOfMetadata),
-        ExportFormat::Pcapng => export_pcapng(store, org, *since, *until, out)?,
-        ExportFormat::JsonLines => export(store, org, *kind, *since, *until, out)?,
-    };
-    let detail = format!(
-        "{records} {kind} records as {}, since {} until {}",
-        format.name(),
-        since.map_or("-".into(), format_time),
-        until.map_or("-".into(), format_time)
-    );
-    store.audit_event(actor, "data.export", Some(org), crate::audit::AuditOutcome::Done, &detail);
-    Ok(ExportSummary { records, problems })
+    export_to(store, Some(actor), request, out)
 }
+
+#[cfg(test)]
+mod stream_tests;
 
 #[cfg(test)]
 mod tests {

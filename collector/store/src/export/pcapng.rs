@@ -92,6 +92,12 @@ impl PcapngWriter {
     /// Appends one packet, preceded by an interface description the first
     /// time its (interface, link type) pair is seen.
     pub fn packet(&mut self, packet: &PcapPacket<'_>, out: &mut Vec<u8>) {
+        self.packet_with_comment(packet, None, out)
+    }
+
+    /// Like [`PcapngWriter::packet`], with a comment option (`opt_comment`)
+    /// on the packet's block: the export puts its resume cursor there.
+    pub fn packet_with_comment(&mut self, packet: &PcapPacket<'_>, comment: Option<&str>, out: &mut Vec<u8>) {
         let key = (packet.interface.to_owned(), packet.link_type);
         let next_id = self.interfaces.len() as u32;
         let id = *self.interfaces.entry(key).or_insert_with(|| {
@@ -115,6 +121,10 @@ impl PcapngWriter {
         put_u32(&mut body, packet.wire_len.max(captured as u32));
         body.extend_from_slice(&packet.bytes[..captured]);
         body.extend(std::iter::repeat_n(0u8, pad4(captured)));
+        if let Some(comment) = comment {
+            put_option(&mut body, OPT_COMMENT, comment.as_bytes());
+            put_option(&mut body, OPT_END, &[]);
+        }
         block(out, EPB, &body);
     }
 }

@@ -141,13 +141,13 @@ impl Store {
         org: &OrgId,
         kind: DataKind,
         rows: Vec<(SegmentRowKey, SegmentRow)>,
-        read_day: &dyn Fn(i64) -> bool,
+        read_segment: &dyn Fn(i64, &str) -> bool,
         tallies: &HashMap<(i64, String), Tally>,
         problems: &mut Vec<SegmentProblem>,
     ) {
         let mut catalogued = HashMap::new();
         for ((_, _, day, name), row) in rows {
-            if !read_day(day) {
+            if !read_segment(day, &name) {
                 continue;
             }
             let path = self.catalog_path(org, kind, day, &name);

@@ -93,13 +93,19 @@ impl Store {
         let mut edit = |segment: &super::SegmentInfo, bytes: &dyn super::SegmentBytes| {
             let place = SegmentPlace { org: org.clone(), kind, day: segment.key.day };
             let mut records = Vec::new();
-            let mut each = |record: StoredRecord, origin: Option<RecordOrigin>| records.push((record, origin));
+            let mut each = |record: StoredRecord, origin: Option<RecordOrigin>, _: super::ReadMark, _: bool| {
+                records.push((record, origin));
+                std::ops::ControlFlow::Continue(())
+            };
             let mut sink = Sink {
                 each: &mut each,
                 problems: Vec::new(),
                 range: (i64::MIN, i64::MAX),
                 tally: None,
                 future: (0, 0),
+                at: (segment.key.day, 0),
+                gate: super::Gate::Open,
+                stopped: false,
             };
             read_source(bytes, segment, &place, key.secret(), &mut std::collections::HashSet::new(), &mut sink);
             let damaged = !sink.problems.is_empty();

@@ -111,6 +111,7 @@ pub use local::LocalSegments;
 pub use seam::{SegmentError, SegmentStore};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -212,6 +213,118 @@ pub struct ReadOutcome {
     pub records: Vec<StoredRecord>,
     /// Corrupted, torn or misplaced data that was skipped.
     pub problems: Vec<SegmentProblem>,
+}
+
+/// Where a served record sits in the order reads serve records (days, then
+/// segments in creation order, then blocks, then records), so that a later
+/// read can resume right after it (see [`Store::read_after`]).
+///
+/// New records are only ever appended after every existing position (the
+/// newest segment of the newest day), so resuming after a mark neither
+/// repeats nor loses a record that arrived in between. An erasure rewrites
+/// a segment under the same sequence and a new id; the mark then finds its
+/// place by its batch (`batch`, `index`) instead of by `ordinal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReadMark {
+    /// The UTC day of the record's segment.
+    pub day: i64,
+    /// The segment's sequence within its day.
+    pub segment_seq: u64,
+    /// The segment's id (a rewrite by an erasure changes it).
+    pub segment_id: u64,
+    /// The record's position among all the segment's records.
+    pub ordinal: u32,
+    /// When the record was received.
+    pub received_at_ms: i64,
+    /// A digest of the record's batch: its device, stream and sequence.
+    pub batch: u64,
+    /// The record's position in its batch.
+    pub index: u32,
+}
+
+impl ReadMark {
+    fn segment(&self) -> (i64, u64) {
+        (self.day, self.segment_seq)
+    }
+}
+
+/// The digest in [`ReadMark::batch`]: of the device and the batch's stream
+/// and sequence, which with the position name one record. Records without
+/// an origin (version 1 blocks) are named by device and time.
+fn batch_tag(device: &DeviceId, origin: Option<RecordOrigin>, received_at_ms: i64) -> u64 {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"glimpse-read-mark-v1");
+    ctx.update(&[device.as_str().len() as u8]);
+    ctx.update(device.as_str().as_bytes());
+    match origin {
+        Some(o) => {
+            ctx.update(&[1]);
+            ctx.update(&o.stream_id.to_be_bytes());
+            ctx.update(&o.stream_seq.to_be_bytes());
+        }
+        None => {
+            ctx.update(&[0]);
+            ctx.update(&received_at_ms.to_be_bytes());
+        }
+    }
+    let digest = ctx.finish();
+    let mut tag = [0u8; 8];
+    tag.copy_from_slice(&digest.as_ref()[..8]);
+    u64::from_be_bytes(tag)
+}
+
+/// Which records of the segment being read are past the resume mark.
+#[derive(Debug, Clone, Copy)]
+enum Gate {
+    /// All of them.
+    Open,
+    /// Those after this ordinal (the mark's segment, unchanged).
+    After(u32),
+    /// The mark's segment, rewritten by an erasure since: ordinals moved,
+    /// but a batch's records are contiguous and keep their positions.
+    Rewritten { batch: u64, index: u32, received_at_ms: i64, state: Passing },
+}
+
+/// How far a rewritten segment's read is relative to the mark's batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Passing {
+    /// The mark's batch has not been met yet.
+    Before,
+    /// Inside the mark's batch.
+    Within,
+    /// Past the mark's batch.
+    After,
+}
+
+impl Gate {
+    fn passes(&mut self, ordinal: u32, mark: &ReadMark) -> bool {
+        match self {
+            Gate::Open => true,
+            Gate::After(last) => ordinal > *last,
+            Gate::Rewritten { batch, index, received_at_ms, state } => {
+                if *state == Passing::After {
+                    return true;
+                }
+                if mark.batch == *batch {
+                    *state = Passing::Within;
+                    return mark.index > *index;
+                }
+                if *state == Passing::Within {
+                    *state = Passing::After;
+                    return true;
+                }
+                // The mark's whole batch may have been erased: then only the
+                // time tells (records of one millisecond are ambiguous).
+                mark.received_at_ms > *received_at_ms
+            }
+        }
+    }
+}
+
+/// The sequence and id in a segment name `<seq>-<id>.seg`.
+fn segment_name_parts(name: &str) -> Option<(u64, u64)> {
+    let (seq, id) = name.strip_suffix(writer::SEGMENT_SUFFIX)?.split_once('-')?;
+    Some((seq.parse().ok()?, u64::from_str_radix(id, 16).ok()?))
 }
 
 /// Disk use of one organisation's data of one kind.
@@ -623,7 +736,32 @@ impl Store {
         let from = self.retention.window_start(org, kind, now).max(since.unwrap_or(i64::MIN));
         let until = until.unwrap_or(i64::MAX);
         let latest = now.saturating_add(FUTURE_SKEW_MS);
-        Ok(self.read_range(org, kind, (from, until), Some(latest), &mut each)?.0)
+        let mut each = |_: ReadMark, record: StoredRecord| {
+            each(record);
+            ControlFlow::Continue(())
+        };
+        Ok(self.read_range(org, kind, (from, until), Some(latest), None, &mut each)?.0)
+    }
+
+    /// Like [`Store::read_with`], in the same order, but starting right
+    /// after `after` (a mark an earlier read handed out) and handing each
+    /// record's own mark along, so that a consumer can stop (`Break`) and
+    /// resume later with no record repeated or lost. Returns the problems
+    /// met; when the consumer stopped early, the segments left unread are
+    /// not checked against the catalog.
+    pub fn read_after(
+        &self,
+        org: &OrgId,
+        kind: DataKind,
+        (since, until): (Option<i64>, Option<i64>),
+        after: Option<&ReadMark>,
+        each: &mut dyn FnMut(ReadMark, StoredRecord) -> ControlFlow<()>,
+    ) -> Result<Vec<SegmentProblem>, StoreError> {
+        let now = self.clock.now_millis();
+        let from = self.retention.window_start(org, kind, now).max(since.unwrap_or(i64::MIN));
+        let until = until.unwrap_or(i64::MAX);
+        let latest = now.saturating_add(FUTURE_SKEW_MS);
+        Ok(self.read_range(org, kind, (from, until), Some(latest), after, each)?.0)
     }
 
     /// Every record of an organisation's kind, whatever its age, and the
@@ -635,7 +773,11 @@ impl Store {
         kind: DataKind,
         each: &mut dyn FnMut(StoredRecord),
     ) -> Result<(Vec<SegmentProblem>, u64), StoreError> {
-        self.read_range(org, kind, (i64::MIN, i64::MAX), None, each)
+        let mut each = |_: ReadMark, record: StoredRecord| {
+            each(record);
+            ControlFlow::Continue(())
+        };
+        self.read_range(org, kind, (i64::MIN, i64::MAX), None, None, &mut each)
     }
 
     /// Reads records received in `from..until`, not later than `latest`
@@ -646,13 +788,18 @@ impl Store {
         kind: DataKind,
         (from, until): (i64, i64),
         latest: Option<i64>,
-        each: &mut dyn FnMut(StoredRecord),
+        after: Option<&ReadMark>,
+        each: &mut dyn FnMut(ReadMark, StoredRecord) -> ControlFlow<()>,
     ) -> Result<(Vec<SegmentProblem>, u64), StoreError> {
         let until_served = latest.map_or(until, |latest| until.min(latest.saturating_add(1)));
         let mut repeats = RepeatFilter::default();
-        let mut deliver = |record: StoredRecord, origin: Option<RecordOrigin>| {
-            if repeats.admit(&record.device, origin) {
-                each(record);
+        // Records before the mark still pass the repeat filter, so that a
+        // repeat of a batch served before the mark is dropped after it.
+        let mut deliver = |record: StoredRecord, origin: Option<RecordOrigin>, mark: ReadMark, past: bool| {
+            if repeats.admit(&record.device, origin) && past {
+                each(mark, record)
+            } else {
+                ControlFlow::Continue(())
             }
         };
         let mut sink = Sink {
@@ -661,6 +808,9 @@ impl Store {
             range: (from, until_served),
             tally: None,
             future: (until, 0),
+            at: (0, 0),
+            gate: Gate::Open,
+            stopped: false,
         };
         if from >= until {
             return Ok((sink.problems, 0));
@@ -674,12 +824,33 @@ impl Store {
         let mut seen_ids = HashSet::new();
         let mut tallies: HashMap<(i64, String), catalog::Tally> = HashMap::new();
         let mut segments_read = 0;
-        for day in self.segments.days(org, kind, &mut sink.problems)? {
-            if !read_day(day) {
+        // Segments wholly before the mark are neither read nor checked.
+        let mut passed: HashSet<(i64, String)> = HashSet::new();
+        'days: for day in self.segments.days(org, kind, &mut sink.problems)? {
+            if !read_day(day) || after.is_some_and(|mark| day < mark.day) {
                 continue;
             }
             let place = SegmentPlace { org: org.clone(), kind, day };
             for segment in self.segments.segments(org, kind, day, &mut sink.problems)? {
+                if sink.stopped {
+                    break 'days;
+                }
+                let (seq, id) = segment_name_parts(&segment.key.name).unwrap_or((0, 0));
+                sink.at = (day, seq);
+                sink.gate = match after {
+                    Some(mark) if (day, seq) < mark.segment() => {
+                        passed.insert((day, segment.key.name.clone()));
+                        continue;
+                    }
+                    Some(mark) if (day, seq) == mark.segment() && id == mark.segment_id => Gate::After(mark.ordinal),
+                    Some(mark) if (day, seq) == mark.segment() => Gate::Rewritten {
+                        batch: mark.batch,
+                        index: mark.index,
+                        received_at_ms: mark.received_at_ms,
+                        state: Passing::Before,
+                    },
+                    _ => Gate::Open,
+                };
                 segments_read += 1;
                 let key = match &key {
                     Some(key) => Arc::clone(key),
@@ -717,7 +888,12 @@ impl Store {
                 ),
             );
         }
-        self.check_catalog(org, kind, rows, &read_day, &tallies, &mut problems);
+        if !sink.stopped {
+            let read_segment = |day: i64, name: &str| {
+                read_day(day) && after.is_none_or(|mark| day >= mark.day) && !passed.contains(&(day, name.to_owned()))
+            };
+            self.check_catalog(org, kind, rows, &read_segment, &tallies, &mut problems);
+        }
         if repeats.repeats > 0 {
             tracing::debug!(%org, %kind, repeats = repeats.repeats, "records stored twice served once");
         }
@@ -818,7 +994,9 @@ pub(crate) fn problem(problems: &mut Vec<SegmentProblem>, path: PathBuf, offset:
 
 /// Where a read delivers what it finds.
 struct Sink<'a> {
-    each: &'a mut dyn FnMut(StoredRecord, Option<RecordOrigin>),
+    /// Takes a record in range, its origin, its mark and whether it is past
+    /// the resume mark.
+    each: &'a mut dyn FnMut(StoredRecord, Option<RecordOrigin>, ReadMark, bool) -> ControlFlow<()>,
     problems: Vec<SegmentProblem>,
     /// Records received in `range.0..range.1` are delivered.
     range: (i64, i64),
@@ -827,6 +1005,12 @@ struct Sink<'a> {
     /// Records asked for (before `future.0`) but dated after the clock's
     /// limit, so not delivered: counted in `future.1`.
     future: (i64, u64),
+    /// The segment being read: its day and sequence.
+    at: (i64, u64),
+    /// Which of its records are past the resume mark.
+    gate: Gate,
+    /// The consumer asked to stop.
+    stopped: bool,
 }
 
 /// Reads one segment into `sink`. Every failure becomes a problem; none
@@ -858,6 +1042,8 @@ fn read_source(
         );
         return;
     }
+    let segment_id = reader.segment_id();
+    let mut ordinal: u32 = 0;
     reader.read_blocks(|item| match item {
         Ok((offset, plaintext)) => match decode_block(version, &plaintext) {
             Some(records) => {
@@ -868,8 +1054,26 @@ fn read_source(
                     if let Some(tally) = sink.tally.as_mut() {
                         tally.count(&record, origin);
                     }
+                    let this = ordinal;
+                    ordinal = ordinal.saturating_add(1);
+                    if sink.stopped {
+                        continue;
+                    }
                     if record.received_at_ms >= from && record.received_at_ms < until {
-                        (sink.each)(record, origin);
+                        let (day, segment_seq) = sink.at;
+                        let mark = ReadMark {
+                            day,
+                            segment_seq,
+                            segment_id,
+                            ordinal: this,
+                            received_at_ms: record.received_at_ms,
+                            batch: batch_tag(&record.device, origin, record.received_at_ms),
+                            index: origin.map_or(this, |o| o.index),
+                        };
+                        let past = sink.gate.passes(this, &mark);
+                        if (sink.each)(record, origin, mark, past).is_break() {
+                            sink.stopped = true;
+                        }
                     } else if record.received_at_ms >= until && record.received_at_ms < sink.future.0 {
                         sink.future.1 += 1;
                     }

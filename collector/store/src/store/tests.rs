@@ -101,9 +101,20 @@ fn orgs_have_separate_keys_and_cannot_read_each_other() {
     let bytes = std::fs::read(&acme_seg).unwrap();
     let place = SegmentPlace { org: org("acme"), kind: DataKind::Metadata, day: utc_day(T0) };
     let mut served = 0;
-    let mut count = |_, _| served += 1;
-    let mut sink =
-        Sink { each: &mut count, problems: Vec::new(), range: (i64::MIN, i64::MAX), tally: None, future: (0, 0) };
+    let mut count = |_, _, _, _| {
+        served += 1;
+        std::ops::ControlFlow::Continue(())
+    };
+    let mut sink = Sink {
+        each: &mut count,
+        problems: Vec::new(),
+        range: (i64::MIN, i64::MAX),
+        tally: None,
+        future: (0, 0),
+        at: (0, 0),
+        gate: super::Gate::Open,
+        stopped: false,
+    };
     let key = seam::SegmentKey { org: org("acme"), kind: DataKind::Metadata, day: utc_day(T0), name: String::new() };
     let info = seam::SegmentInfo { key, location: acme_seg.clone(), bytes: bytes.len() as u64 };
     read_source(&bytes, &info, &place, globex.secret(), &mut HashSet::new(), &mut sink);
