@@ -105,8 +105,8 @@ rule "7. glimpse-collector depends on neither glimpse-agent, glimpse-certs, glim
   glimpse-collector no glimpse-agent glimpse-certs glimpse-libpcap glimpse-demo pcap
 rule "9. glimpse-demo links no libpcap (depends on no pcap crate)" \
   glimpse-demo no pcap
-rule "8a. glimpse-certs depends on no glimpse crate but glimpse-common" \
-  glimpse-certs only-glimpse glimpse-common
+rule "8a. glimpse-certs depends on no glimpse crate but glimpse-common and glimpse-files" \
+  glimpse-certs only-glimpse glimpse-common glimpse-files
 rule "8b. glimpse-certs depends on no tokio" \
   glimpse-certs no tokio
 

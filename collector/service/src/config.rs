@@ -38,6 +38,10 @@ struct RawConfig {
     admin: Option<RawAdmin>,
     #[serde(default)]
     ssh: Option<RawSsh>,
+    #[serde(default)]
+    log_level: Option<String>,
+    #[serde(default)]
+    log_format: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,6 +190,9 @@ pub struct CollectorConfig {
     /// Trust the clock at the start-up sweep even if it jumped (set by
     /// `serve --accept-clock`, never by the file).
     pub accept_clock: bool,
+    /// `log_level` and `log_format` (the command line and the environment
+    /// take precedence: `glimpse_files::logging`).
+    pub log: glimpse_files::logging::LogConfig,
 }
 
 impl CollectorConfig {
@@ -239,6 +246,17 @@ impl CollectorConfig {
                 problems.push(format!("ssh.max_auth_attempts must be 1..=10, got {}", ssh.max_auth_attempts));
             }
         }
+        if let Some(Err(e)) = raw.log_level.as_deref().map(glimpse_files::logging::check_level) {
+            problems.push(format!("log_level: {e}"));
+        }
+        let log_format = match raw.log_format.as_deref().map(str::parse) {
+            Some(Ok(format)) => Some(format),
+            Some(Err(e)) => {
+                problems.push(format!("log_format: {e}"));
+                None
+            }
+            None => None,
+        };
         let data_dir = base.join(&raw.data_dir);
         let ssh = raw.ssh.map(|ssh| SshConfig {
             listen: ssh.listen,
@@ -273,6 +291,7 @@ impl CollectorConfig {
             admin_listen: raw.admin.map(|a| a.listen),
             ssh,
             accept_clock: false,
+            log: glimpse_files::logging::LogConfig { level: raw.log_level, format: log_format },
         })
     }
 }
@@ -346,5 +365,9 @@ key = "pki/collector.key"
         assert!(matches!(parse(&format!("{GOOD}\nbogus = 1\n")), Err(ConfigError::Parse { .. })));
         // A path-escaping organisation name in retention overrides is refused.
         assert!(parse(&format!("{GOOD}\n[retention.orgs.\"../etc\"]\nmetadata_days = 9\n")).is_err());
+        let err = parse(&format!("log_level = \"inf\"\nlog_format = \"xml\"\n{GOOD}")).unwrap_err().to_string();
+        assert!(err.contains("log_level") && err.contains("log_format"), "{err}");
+        let c = parse(&format!("log_level = \"warn,glimpse_collector=debug\"\nlog_format = \"json\"\n{GOOD}")).unwrap();
+        assert_eq!(c.log.format, Some(glimpse_files::logging::LogFormat::Json));
     }
 }
