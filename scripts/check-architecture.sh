@@ -69,7 +69,7 @@ rule() {
 # Every crate of the layout, so that a crate the rules only name (as a
 # forbidden dependency) cannot pass them by being missing or renamed.
 layout=(glimpse-common glimpse-files glimpse-agent glimpse-libpcap glimpse-store glimpse-collector
-  glimpse-admin-client glimpse-demo glimpse-certs glimpse-tests glimpse-benches)
+  glimpse-admin-client glimpse-demo glimpse-certs glimpse-tests glimpse-benches glimpse-docgen)
 missing=()
 for crate in "${layout[@]}"; do
   "$cargo" tree --quiet --locked -e normal -p "$crate" --depth 0 >/dev/null 2>&1 || missing+=("$crate")

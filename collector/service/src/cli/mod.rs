@@ -86,8 +86,9 @@ enum Command {
         #[arg(long, default_value = "json", value_parser = ["json", "pcap"])]
         format: String,
     },
-    /// Check collector.toml and every file it names, changing nothing:
-    /// the TLS certificate, key (matching the certificate, mode 0600) and CA,
+    /// Check collector.toml and every file it names, changing nothing.
+    ///
+    /// The TLS certificate, key (matching the certificate, mode 0600) and CA,
     /// the CRL, the master key, the data and PKI directories, the SSH host
     /// key, the listen addresses. Prints every problem at once; exits 0 when
     /// there is none, 78 otherwise.
