@@ -343,6 +343,16 @@ key = "pki/collector.key"
     }
 
     #[test]
+    fn the_packaged_example_parses() {
+        let text = include_str!("../../packaging/collector.example.toml");
+        let c =
+            CollectorConfig::parse(text, Path::new("/etc/glimpse/collector.toml"), Path::new("/etc/glimpse")).unwrap();
+        assert_eq!(c.data_dir, Path::new("/var/lib/glimpse"));
+        assert_eq!(c.key, Path::new("/etc/glimpse/pki/collector.key"));
+        assert_eq!(c.admin_listen, Some("127.0.0.1:7444".parse().unwrap()));
+    }
+
+    #[test]
     fn retention_overrides_within_bounds() {
         let c = parse(&format!("{GOOD}\n[retention]\ncapture_days = 3\n[retention.orgs.acme]\nmetadata_days = 90\n"))
             .unwrap();
