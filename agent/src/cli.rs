@@ -71,6 +71,19 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Write agent.toml from OpenWrt's UCI configuration (/etc/config/glimpse),
+    /// as the init script does at every start and reload. The result is
+    /// checked by the agent's config loader first: on any problem (each one
+    /// named, with its line) nothing is written and the exit status is 78.
+    Config {
+        /// The UCI file to read.
+        #[arg(long, value_name = "FILE")]
+        from_uci: PathBuf,
+        /// Where to write agent.toml (replaced atomically); standard output
+        /// if not given.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Collect metadata once and print it as JSON (nothing is sent).
     Probe {
         /// Root of the filesystem to read (default `/`).
@@ -115,6 +128,7 @@ pub fn main() -> ExitCode {
         Command::Check { config } => check(config),
         Command::Replay { config, pcap, interface } => replay(config, pcap, interface),
         Command::Probe { sysroot } => probe(sysroot),
+        Command::Config { from_uci, out } => config_from_uci(&from_uci, out.as_deref()),
         Command::Collect { config, interval_secs } => collect(config, interval_secs),
     };
     match result {
@@ -174,6 +188,27 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
         config.cipher_preference
     )?;
     Ok(())
+}
+
+fn config_from_uci(uci: &std::path::Path, out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use glimpse_common::config::ConfigError;
+    let text = glimpse_files::read_config_text(uci, crate::uci::MAX_UCI_BYTES as u64)?;
+    let invalid = |problems: Vec<String>| ConfigError::Invalid { path: uci.to_owned(), problems };
+    let sections = crate::uci::parse(&text).map_err(|e| invalid(vec![e.to_string()]))?;
+    let toml = crate::uci::to_toml(&sections, &uci.display().to_string()).map_err(invalid)?;
+    // Relative paths resolve against agent.toml's directory, as `run` will.
+    let target = out.unwrap_or(uci);
+    AgentConfig::parse(&toml, target, glimpse_common::config::config_base(target))?;
+    let Some(out) = out else {
+        return Ok(glimpse_files::out!("{toml}")?);
+    };
+    // Beside the target and renamed over it: `run` never reads half a file.
+    let tmp = out.with_extension(format!("tmp-{}", std::process::id()));
+    let written = std::fs::write(&tmp, &toml).and_then(|()| std::fs::rename(&tmp, out));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(|| format!("writing {}", out.display()))
 }
 
 fn replay(path: PathBuf, pcap: PathBuf, interface: String) -> anyhow::Result<()> {
