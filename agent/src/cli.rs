@@ -173,6 +173,24 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 
 fn check(path: PathBuf) -> anyhow::Result<()> {
     let config = AgentConfig::load(&path)?;
+    // Each TLS file on its own first, so that one run names every file to
+    // fix; one problem keeps its own exit code (77 for a key open to others).
+    if let crate::config::TransportSecurity::Tls(tls) = &config.security {
+        let mut problems: Vec<anyhow::Error> = Vec::new();
+        for cert in [&tls.ca_path, &tls.cert_path] {
+            problems.extend(glimpse_files::load_certs(cert).err().map(anyhow::Error::from));
+        }
+        problems.extend(glimpse_files::load_key(&tls.key_path).err().map(anyhow::Error::from));
+        problems
+            .extend(crate::transport::connection::load_shared_key(&tls.shared_key_path).err().map(anyhow::Error::from));
+        if problems.len() > 1 {
+            let problems = problems.iter().map(|e| format!("{e:#}")).collect();
+            return Err(glimpse_common::config::ConfigError::Invalid { path, problems }.into());
+        }
+        if let Some(problem) = problems.pop() {
+            return Err(problem);
+        }
+    }
     crate::transport::Credentials::load(&config)?;
     let how = match &config.security {
         crate::config::TransportSecurity::Tls(tls) => format!("TLS, server name {}", tls.server_name),

@@ -236,9 +236,12 @@ pub enum Kind {
     InitOnly,
 }
 
-/// Each section type: the agent.toml table it becomes (`""` the top level,
-/// a leading `[[` an array of tables), and its options with their types.
-pub const SCHEMA: &[(&str, &str, &[(&str, Kind)])] = &[
+/// A section type, the agent.toml table it becomes (`""` the top level, a
+/// leading `[[` an array of tables), and its options with their types.
+pub type SectionSchema = (&'static str, &'static str, &'static [(&'static str, Kind)]);
+
+/// Every section type the conversion knows.
+pub const SCHEMA: &[SectionSchema] = &[
     ("agent", "", &[("enabled", Kind::InitOnly), ("log_level", Kind::Str), ("log_format", Kind::Str)]),
     (
         "device",
@@ -542,14 +545,13 @@ mod tests {
         )
     }
 
-    /// Sections without line numbers, for comparing.
-    fn shape(sections: &[UciSection]) -> Vec<(String, Option<String>, Vec<(String, UciValue)>)> {
+    /// Sections with line numbers zeroed, for comparing.
+    fn shape(sections: &[UciSection]) -> Vec<UciSection> {
+        let mut sections = sections.to_vec();
+        for (_, _, line) in sections.iter_mut().flat_map(|s| s.options.iter_mut()) {
+            *line = 0;
+        }
         sections
-            .iter()
-            .map(|s| {
-                (s.kind.clone(), s.name.clone(), s.options.iter().map(|(n, v, _)| (n.clone(), v.clone())).collect())
-            })
-            .collect()
     }
 
     proptest! {

@@ -111,6 +111,21 @@ fn check_finds_a_key_that_does_not_match_the_certificate() {
     assert!(stderr.contains("TLS key matches the certificate") && stderr.contains("1 problem(s)"), "{stderr}");
 }
 
+#[test]
+fn agent_check_names_every_missing_credential_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = issue_device("acme");
+    let toml = agent_toml("127.0.0.1:9".parse().unwrap(), &device)
+        .replace(&format!("{:?}", device.cert), &format!("{:?}", dir.path().join("no-cert.pem")))
+        .replace(&format!("{:?}", device.shared_key), &format!("{:?}", dir.path().join("no-key.psk")));
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, toml).unwrap();
+    let out = Command::new(AGENT).arg("check").arg("--config").arg(&config).output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("no-cert.pem") && stderr.contains("no-key.psk"), "{stderr}");
+}
+
 /// Every stderr line a JSON object with a level and a message.
 fn assert_json_lines(stderr: &str) -> Vec<serde_json::Value> {
     let lines: Vec<serde_json::Value> = stderr

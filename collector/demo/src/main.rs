@@ -72,8 +72,6 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(run(options)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        // `glimpse-demo | head`: the reader closed the pipe.
-        Err(e) if glimpse_files::is_broken_pipe(e.as_ref()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             // EX_SOFTWARE: the demo takes no input that could be wrong.
@@ -162,43 +160,43 @@ fn add_spool_section(config_path: &Path, identity: &DeviceIdentity) -> anyhow::R
 fn print_device_kind_reports(records: &[glimpse_store::store::StoredRecord]) {
     let counters = records.iter().filter(|r| matches!(r.record.body, RecordBody::Counters(_))).count();
     if counters > 0 {
-        glimpse_files::outln!("            {counters} interval counter records (deltas and rates per interface)")?;
+        println!("            {counters} interval counter records (deltas and rates per interface)");
     }
     let latest = |pick: fn(&RecordBody) -> bool| records.iter().rev().find(|r| pick(&r.record.body));
     if let Some(r) = latest(|b| matches!(b, RecordBody::Wireless(_))) {
         if let RecordBody::Wireless(w) = &r.record.body {
             let users: Vec<&str> = w.stations.iter().map(|s| s.username.as_str()).filter(|u| !u.is_empty()).collect();
-            glimpse_files::outln!(
+            println!(
                 "            latest Wi-Fi report from {} at {:?}: {} radios, {} stations (users: {})",
                 r.device,
                 w.device.location.site.as_str(),
                 w.radios.len(),
                 w.stations.len(),
                 users.join(", ")
-            )?;
+            );
         }
     }
     if let Some(r) = latest(|b| matches!(b, RecordBody::Wired(_))) {
         if let RecordBody::Wired(w) = &r.record.body {
             let neighbours: Vec<&str> = w.neighbours.iter().map(|n| n.system_name.as_str()).collect();
-            glimpse_files::outln!(
+            println!(
                 "            latest wired report from {}: {} ports with VLANs, {} learned hosts, LLDP neighbours: {}",
                 r.device,
                 w.ports.len(),
                 w.hosts.len(),
                 neighbours.join(", ")
-            )?;
+            );
         }
     }
     if let Some(r) = latest(|b| matches!(b, RecordBody::Wan(_))) {
         if let RecordBody::Wan(w) = &r.record.body {
             let apps: Vec<&str> = w.applications.iter().map(|a| a.application.as_str()).collect();
-            glimpse_files::outln!(
+            println!(
                 "            latest WAN report from {}: {} sessions open, applications: {}",
                 r.device,
                 w.active_sessions,
                 apps.join(", ")
-            )?;
+            );
         }
     }
 }
@@ -209,7 +207,7 @@ fn prepare(options: &DemoOptions) -> anyhow::Result<()> {
     let pki = dir.join("pki");
     std::fs::create_dir_all(dir.join("agents/state")).with_context(|| format!("creating {}", dir.display()))?;
     if !glimpse_certs::ca_cert_path(&pki).exists() {
-        glimpse_files::outln!("creating PKI in {} (RSA-4096 root CA; takes a few seconds)", pki.display())?;
+        println!("creating PKI in {} (RSA-4096 root CA; takes a few seconds)", pki.display());
         glimpse_certs::init(&pki, &glimpse_certs::InitOptions::default())?;
     }
     let master = dir.join("master.key");
@@ -294,7 +292,7 @@ async fn demo_capture(dir: &Path, identity: &DeviceIdentity, collector: &Collect
     let context = collector.admin_context();
     let action = AdminAction::SetConsent { org: identity.org.clone(), capture: true };
     match tokio::task::spawn_blocking(move || context.act(&admin, action)).await? {
-        AdminReply::ConsentSet { .. } => glimpse_files::outln!("{}: capture consent given (audited)", identity.org),
+        AdminReply::ConsentSet { .. } => println!("{}: capture consent given (audited)", identity.org),
         other => anyhow::bail!("consent not given: {other:?}"),
     }
     let pcap = dir.join("demo-traffic.pcap");
@@ -303,7 +301,7 @@ async fn demo_capture(dir: &Path, identity: &DeviceIdentity, collector: &Collect
     let mut config = AgentConfig::load(&agent_config_path(dir, identity))?;
     config.collector_address = collector.local_addr().to_string();
     let report = glimpse_agent::replay::replay(&config, &pcap, "wlan0").await?;
-    glimpse_files::outln!(
+    println!(
         "packet capture: {identity} sent {} of {written} packets from {} (HTTP, DNS, ICMP, IPv6; payloads carry {:?}): \
          {} header bytes kept, {} payload bytes cut on the device, {} capture records acknowledged",
         report.tally.packets_kept,
@@ -312,7 +310,7 @@ async fn demo_capture(dir: &Path, identity: &DeviceIdentity, collector: &Collect
         report.tally.header_bytes,
         report.tally.bytes_cut,
         report.records,
-    )?;
+    );
     Ok(())
 }
 
@@ -324,7 +322,7 @@ async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let collector = match Collector::start_with_clock(config.clone(), Arc::new(SystemClock)).await {
         Ok(c) => c,
         Err(glimpse_collector::service::ServiceError::Bind { addr, .. }) => {
-            glimpse_files::outln!("{addr} is busy; using ephemeral ports for this run")?;
+            println!("{addr} is busy; using ephemeral ports for this run");
             config.listen.set_port(0);
             if let Some(admin) = config.admin_listen.as_mut() {
                 admin.set_port(0);
@@ -337,7 +335,7 @@ async fn run(options: DemoOptions) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
     let addr = collector.local_addr();
-    glimpse_files::outln!("collector listening on {addr} (mutual TLS, data in {})", config.data_dir.display())?;
+    println!("collector listening on {addr} (mutual TLS, data in {})", config.data_dir.display());
 
     let mut identities = device_identities(usize::from(options.agents));
     let mut agents = Vec::new();
@@ -348,7 +346,7 @@ async fn run(options: DemoOptions) -> anyhow::Result<()> {
     }
     match (collector.ssh_addr(), collector.ssh_host_key_fingerprint()) {
         (Some(ssh_addr), Some(fingerprint)) => {
-            glimpse_files::outln!("SSH for switches and gateways on {ssh_addr} (host key {fingerprint})")?;
+            println!("SSH for switches and gateways on {ssh_addr} (host key {fingerprint})");
             for identity in ssh_identities() {
                 let mut agent_config = AgentConfig::load(&agent_config_path(dir, &identity))?;
                 agent_config.collector_address = ssh_addr.to_string();
@@ -356,20 +354,20 @@ async fn run(options: DemoOptions) -> anyhow::Result<()> {
                 identities.push(identity);
             }
         }
-        _ => glimpse_files::outln!(
+        _ => println!(
             "no [ssh] in {}/collector.toml (an older demo directory): switches and gateways skipped",
             dir.display()
         ),
     }
-    glimpse_files::outln!("{} agents streaming for {} s ...", agents.len(), options.seconds)?;
+    println!("{} agents streaming for {} s ...", agents.len(), options.seconds);
     for second in 1..=options.seconds {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let acked: u64 = agents.iter().map(|(_, a)| a.status().borrow().acked_records).sum();
-        glimpse_files::outln!("  {second:>3} s: {acked} records acknowledged")?;
+        println!("  {second:>3} s: {acked} records acknowledged");
     }
     if let Some(identity) = identities.first() {
         if let Err(e) = demo_capture(dir, identity, &collector).await {
-            glimpse_files::outln!("packet capture skipped: {e:#}")?;
+            println!("packet capture skipped: {e:#}");
         }
     }
     let mut suites = std::collections::BTreeSet::new();
@@ -383,10 +381,10 @@ async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let metrics = collector.metrics().clone();
     collector.shutdown().await;
 
-    glimpse_files::outln!("\n=== Glimpse demo summary ===")?;
-    glimpse_files::outln!("transports negotiated: {}", suites.into_iter().collect::<Vec<_>>().join(", "))?;
+    println!("\n=== Glimpse demo summary ===");
+    println!("transports negotiated: {}", suites.into_iter().collect::<Vec<_>>().join(", "));
     let (batches, records) = metrics.stored_totals();
-    glimpse_files::outln!("this run: {batches} batches, {records} records stored and acknowledged")?;
+    println!("this run: {batches} batches, {records} records stored and acknowledged");
     let stats = store.stats()?;
     for org in store.orgs() {
         let devices: Vec<_> = identities.iter().filter(|i| i.org == org).map(|i| i.device.to_string()).collect();
@@ -395,11 +393,11 @@ async fn run(options: DemoOptions) -> anyhow::Result<()> {
             few @ [_] | few @ [_, _] | few @ [_, _, _] => few.join(", "),
             [first, .., last] => format!("{} ({first} .. {last})", devices.len()),
         };
-        glimpse_files::outln!("\norganisation {org}: devices {listed}")?;
+        println!("\norganisation {org}: devices {listed}");
         for kind in DataKind::ALL {
             let outcome = store.read(&org, kind, None, None)?;
             let bytes: u64 = stats.kinds.iter().filter(|s| s.org == org && s.kind == kind).map(|s| s.bytes).sum();
-            glimpse_files::outln!(
+            println!(
                 "  {kind:<9} {:>6} records, {:>9} bytes on disk (AES-256-GCM, {org}'s own key){}",
                 outcome.records.len(),
                 bytes,
@@ -408,7 +406,7 @@ async fn run(options: DemoOptions) -> anyhow::Result<()> {
                 } else {
                     format!(", {} problems", outcome.problems.len())
                 }
-            )?;
+            );
             let captures: Vec<_> = outcome
                 .records
                 .iter()
@@ -423,52 +421,50 @@ async fn run(options: DemoOptions) -> anyhow::Result<()> {
                 let marker_stored = captures.iter().any(|p| {
                     p.headers.windows(traffic::DEMO_PAYLOAD_MARKER.len()).any(|w| w == traffic::DEMO_PAYLOAD_MARKER)
                 });
-                glimpse_files::outln!(
+                println!(
                     "            headers only: {kept} header bytes kept of {wire} bytes on the wire; payload marker {:?} stored: {}",
                     String::from_utf8_lossy(traffic::DEMO_PAYLOAD_MARKER),
                     if marker_stored { "YES (bug!)" } else { "no" }
-                )?;
+                );
             }
             print_device_kind_reports(&outcome.records);
             if let Some(last) = outcome.records.last() {
                 if let RecordBody::Metadata(m) = &last.record.body {
-                    glimpse_files::outln!(
+                    println!(
                         "            latest from {}: hostname {:?}, {} {}, {} interfaces",
                         last.device,
                         m.hostname.as_str(),
                         m.os_name.as_str(),
                         m.os_version.as_str(),
                         m.interfaces.len()
-                    )?;
+                    );
                 }
             }
         }
     }
     let data_dir = config.data_dir.display();
-    glimpse_files::outln!(
-        "\ndata lives in {data_dir} (segments under orgs/<org>/<kind>/<day>/, keys wrapped in glimpse.redb)"
-    )?;
-    glimpse_files::outln!("export it:   cargo run --release -p glimpse-collector -- export --config {}/collector.toml --org acme --kind metadata", dir.display())?;
-    glimpse_files::outln!(
+    println!("\ndata lives in {data_dir} (segments under orgs/<org>/<kind>/<day>/, keys wrapped in glimpse.redb)");
+    println!("export it:   cargo run --release -p glimpse-collector -- export --config {}/collector.toml --org acme --kind metadata", dir.display());
+    println!(
         "captures for Wireshark: cargo run --release -p glimpse-collector -- export --config {}/collector.toml --org acme --kind capture --format pcap > acme.pcapng",
         dir.display()
-    )?;
-    glimpse_files::outln!(
+    );
+    println!(
         "serve it:    cargo run --release -p glimpse-collector -- serve --config {}/collector.toml",
         dir.display()
-    )?;
-    glimpse_files::outln!(
+    );
+    println!(
         "run an agent: cargo run --release -p glimpse-agent -- run --config {}",
         agent_config_path(dir, &identities[0]).display()
-    )?;
+    );
     let admin_dir =
         glimpse_certs::admin_dir(&dir.join("pki"), &glimpse_common::identity::AdminName::new(DEMO_OPERATOR)?);
-    glimpse_files::outln!(
+    println!(
         "administer it (with `serve` running): cargo run --release -p glimpse-collector -- admin status --org acme \
          --config {}/collector.toml --cert {} --key {}",
         dir.display(),
         admin_dir.join("admin.pem").display(),
         admin_dir.join("admin.key").display()
-    )?;
+    );
     Ok(())
 }

@@ -85,7 +85,7 @@ fn check_files(config: &CollectorConfig) -> Report {
     }
     if let (Some(chain), Some(key)) = (&chain, &key) {
         let matching =
-            rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| format!("unusable key: {e}")).and_then(
+            rustls::crypto::ring::sign::any_supported_type(key).map_err(|e| format!("unusable key: {e}")).and_then(
                 |signer| rustls::sign::CertifiedKey::new(chain.clone(), signer).keys_match().map_err(|e| e.to_string()),
             );
         if report.check("TLS key matches the certificate", matching).is_some() {
