@@ -176,19 +176,19 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
     // Each TLS file on its own first, so that one run names every file to
     // fix; one problem keeps its own exit code (77 for a key open to others).
     if let crate::config::TransportSecurity::Tls(tls) = &config.security {
-        let mut problems: Vec<anyhow::Error> = Vec::new();
+        use crate::transport::TransportError;
+        let mut problems: Vec<TransportError> = Vec::new();
         for cert in [&tls.ca_path, &tls.cert_path] {
-            problems.extend(glimpse_files::load_certs(cert).err().map(anyhow::Error::from));
+            problems.extend(glimpse_files::load_certs(cert).err().map(TransportError::from));
         }
-        problems.extend(glimpse_files::load_key(&tls.key_path).err().map(anyhow::Error::from));
-        problems
-            .extend(crate::transport::connection::load_shared_key(&tls.shared_key_path).err().map(anyhow::Error::from));
+        problems.extend(glimpse_files::load_key(&tls.key_path).err().map(TransportError::from));
+        problems.extend(crate::transport::connection::load_shared_key(&tls.shared_key_path).err());
         if problems.len() > 1 {
             let problems = problems.iter().map(|e| format!("{e:#}")).collect();
             return Err(glimpse_common::config::ConfigError::Invalid { path, problems }.into());
         }
         if let Some(problem) = problems.pop() {
-            return Err(problem);
+            return Err(problem.into());
         }
     }
     crate::transport::Credentials::load(&config)?;
