@@ -69,7 +69,7 @@ rule() {
 # Every crate of the layout, so that a crate the rules only name (as a
 # forbidden dependency) cannot pass them by being missing or renamed.
 layout=(glimpse-common glimpse-files glimpse-agent glimpse-libpcap glimpse-store glimpse-collector
-  glimpse-admin-client glimpse-demo glimpse-certs glimpse-tests glimpse-benches glimpse-docgen)
+  glimpse-api glimpse-admin-client glimpse-demo glimpse-certs glimpse-tests glimpse-benches glimpse-docgen)
 missing=()
 for crate in "${layout[@]}"; do
   "$cargo" tree --quiet --locked -e normal -p "$crate" --depth 0 >/dev/null 2>&1 || missing+=("$crate")
@@ -99,8 +99,12 @@ rule "5a. glimpse-store depends on no glimpse crate but glimpse-common" \
   glimpse-store only-glimpse glimpse-common
 rule "5b. glimpse-store depends on no tokio" \
   glimpse-store no tokio
-rule "6. glimpse-admin-client depends on no glimpse crate but glimpse-common and glimpse-files" \
-  glimpse-admin-client only-glimpse glimpse-common glimpse-files
+rule "6. glimpse-admin-client depends on no glimpse crate but glimpse-common, glimpse-files and glimpse-api" \
+  glimpse-admin-client only-glimpse glimpse-common glimpse-files glimpse-api
+rule "6b. glimpse-api depends on no glimpse crate" \
+  glimpse-api only-glimpse
+rule "6c. glimpse-api depends on no tokio and no HTTP crate" \
+  glimpse-api no tokio hyper axum
 rule "7. glimpse-collector depends on neither glimpse-agent, glimpse-certs, glimpse-libpcap, glimpse-demo nor the pcap crate" \
   glimpse-collector no glimpse-agent glimpse-certs glimpse-libpcap glimpse-demo pcap
 rule "9. glimpse-demo links no libpcap (depends on no pcap crate)" \

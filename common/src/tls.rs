@@ -24,8 +24,8 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyD
 /// ALPN protocol id for the agent protocol.
 pub const ALPN_AGENT: &[u8] = b"glimpse/1";
 
-/// ALPN protocol id for the admin protocol.
-pub const ALPN_ADMIN: &[u8] = b"glimpse-admin/1";
+/// ALPN protocol ids of the HTTPS admin API, HTTP/2 preferred.
+pub const ALPN_HTTPS: &[&[u8]] = &[b"h2", b"http/1.1"];
 
 /// A TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +159,53 @@ pub fn server_config(
     config.alpn_protocols = vec![ALPN_AGENT.to_vec()];
     // No session resumption tickets: every connection re-proves the device.
     config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
+/// The admin API's server configuration: HTTP/2 and HTTP/1.1. A client
+/// certificate is optional here, because API tokens and health probes come
+/// without one; one that is presented must chain to `ca` and not be on any
+/// of `crls`, and the API decides per request what it may do.
+pub fn api_server_config(
+    ca: &CertificateDer<'static>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<ServerConfig, TlsConfigError> {
+    let provider = Arc::new(provider(false));
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider.clone())
+        .with_crls(crls)
+        .allow_unknown_revocation_status()
+        .allow_unauthenticated()
+        .build()?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = ALPN_HTTPS.iter().map(|p| p.to_vec()).collect();
+    config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
+/// An admin API client's configuration: trusts only `ca`, presents
+/// `identity` (certificate chain and key) when given, else no certificate
+/// (API tokens).
+pub fn api_client_config(
+    ca: &CertificateDer<'static>,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<ClientConfig, TlsConfigError> {
+    let provider = Arc::new(provider(false));
+    let verifier = WebPkiServerVerifier::builder_with_provider(roots(ca)?, provider.clone())
+        .build()
+        .map_err(TlsConfigError::ServerVerifier)?;
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions())?
+        .with_webpki_verifier(verifier);
+    let mut config = match identity {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = ALPN_HTTPS.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }
 

@@ -483,7 +483,33 @@ pub fn issue_admin_in(
         ca: glimpse_certs::ca_cert_path(&pki().ours),
         cert: files.cert,
         key: files.key,
+        token: None,
     }
+}
+
+/// Credentials that present `token` instead of a certificate.
+pub fn token_credentials(collector: &TestCollector, token: &str) -> glimpse_admin_client::AdminCredentials {
+    glimpse_admin_client::AdminCredentials {
+        address: collector.collector.admin_addr().expect("admin API enabled").to_string(),
+        server_name: "localhost".into(),
+        ca: glimpse_certs::ca_cert_path(&pki().ours),
+        cert: PathBuf::new(),
+        key: PathBuf::new(),
+        token: Some(token.to_owned()),
+    }
+}
+
+/// An HTTPS client of the collector's admin API for `credentials`.
+pub async fn api_client(credentials: &glimpse_admin_client::AdminCredentials) -> glimpse_admin_client::ApiClient {
+    glimpse_admin_client::ApiClient::new(credentials).await.expect("API client")
+}
+
+/// An HTTPS client of the collector's admin API with no credential.
+pub async fn anonymous_api(collector: &TestCollector) -> glimpse_admin_client::ApiClient {
+    let address = collector.collector.admin_addr().expect("admin API enabled").to_string();
+    glimpse_admin_client::ApiClient::anonymous(&address, "localhost", &glimpse_certs::ca_cert_path(&pki().ours))
+        .await
+        .expect("API client")
 }
 
 /// Sets `org`'s capture consent as an operator would, through the

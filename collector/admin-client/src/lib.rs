@@ -1,42 +1,53 @@
-//! The client side of the admin protocol: one request to a running
-//! collector's admin port, over mutual TLS with an admin certificate from
-//! `glimpse-certs admin`, and the collector's one reply.
+//! A client of a running collector's HTTPS admin API (`/api/v1`), over TLS
+//! with an admin client certificate from `glimpse-certs admin` or with an
+//! API token, trusting only the Glimpse CA.
 //!
-//! The `glimpse-collector admin …` commands, the demo and the end-to-end
-//! tests all go through [`admin_request`]. It holds no policy: the collector
-//! decides what the admin's role allows and audits it.
+//! [`ApiClient`] sends typed requests (`glimpse-api`'s types) and turns
+//! problem documents into [`AdminClientError::Problem`]. [`admin_request`]
+//! runs one [`AdminAction`] over the API and answers with the
+//! [`AdminReply`] the collector's admin layer gave (a refusal is
+//! [`AdminReply::Refused`] with the problem's detail), for the
+//! `glimpse-collector` admin commands, the demo and the tests. It holds no
+//! policy: the collector decides what the caller's role allows and audits
+//! it.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::net::TcpStream;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
-use glimpse_common::tls::{client_config, TlsConfigError, ALPN_ADMIN};
-use glimpse_common::wire::admin::{AdminAction, AdminReply, AdminRequest, ADMIN_PROTOCOL_VERSION};
-use glimpse_common::wire::io::{write_message, FrameIoError, FrameReader};
+use glimpse_api::*;
+use glimpse_common::bounded::{BoundedString, BoundedVec};
+use glimpse_common::identity::{DeviceId, OrgId};
+use glimpse_common::tls::{api_client_config, TlsConfigError};
+use glimpse_common::wire::admin::{AdminAction, AdminReply, AuditRecord, Subject};
+use glimpse_common::wire::CaptureOutcome;
 use glimpse_files::{load_certs, load_key};
 
-/// An admin request could not be made.
+/// An admin request could not be made or was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AdminClientError {
     /// Certificate, key or CA could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsConfigError),
-    /// The collector could not be reached or the TLS handshake failed.
-    #[error("cannot reach the collector's admin port {address}: {source}")]
+    /// The collector could not be reached, or the exchange failed.
+    #[error("cannot reach the collector's admin API at {address}: {reason}")]
     Connect {
         /// Where.
         address: String,
         /// Why.
-        source: std::io::Error,
+        reason: String,
     },
-    /// The exchange failed.
-    #[error(transparent)]
-    Frame(#[from] FrameIoError),
-    /// The server name is not valid.
-    #[error("invalid server name {0:?}")]
-    ServerName(String),
+    /// The collector answered with a problem document.
+    #[error("{} ({}): {}", .0.title, .0.code, .0.detail)]
+    Problem(Problem),
+    /// The collector's answer was not what the API documents.
+    #[error("unexpected answer from the admin API: {0}")]
+    Unexpected(String),
 }
 
 /// Who the admin is and how to reach the collector.
@@ -48,26 +59,319 @@ pub struct AdminCredentials {
     pub server_name: String,
     /// The CA certificate.
     pub ca: PathBuf,
-    /// The admin's certificate.
+    /// The admin's certificate (unused with a token).
     pub cert: PathBuf,
-    /// The admin's private key.
+    /// The admin's private key (unused with a token).
     pub key: PathBuf,
+    /// An API token instead of the certificate.
+    pub token: Option<String>,
 }
 
-/// Sends one request and returns the collector's reply.
+/// A connection pool to one collector's admin API.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+    address: String,
+}
+
+/// Longest an admin request may take (exports stream for longer; their
+/// reads are bounded by [`ApiClient::stream`]'s caller).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl ApiClient {
+    /// A client for `credentials`: HTTP/2 or HTTP/1.1 by ALPN, only the
+    /// Glimpse CA trusted, the certificate presented unless a token is
+    /// given.
+    pub async fn new(credentials: &AdminCredentials) -> Result<Self, AdminClientError> {
+        let ca = load_certs(&credentials.ca)?.remove(0);
+        let identity = match credentials.token {
+            Some(_) => None,
+            None => Some((load_certs(&credentials.cert)?, load_key(&credentials.key)?)),
+        };
+        let tls = api_client_config(&ca, identity)?;
+        let unreachable = |reason: String| AdminClientError::Connect { address: credentials.address.clone(), reason };
+        let addr: SocketAddr = tokio::net::lookup_host(&credentials.address)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .next()
+            .ok_or_else(|| unreachable("the name has no address".into()))?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .resolve(&credentials.server_name, addr)
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| unreachable(e.to_string()))?;
+        Ok(ApiClient {
+            http,
+            base: format!("https://{}:{}", credentials.server_name, addr.port()),
+            token: credentials.token.clone(),
+            address: credentials.address.clone(),
+        })
+    }
+
+    /// A client that presents no credential at all (health probes, and
+    /// tests of what the API refuses).
+    pub async fn anonymous(address: &str, server_name: &str, ca: &std::path::Path) -> Result<Self, AdminClientError> {
+        let ca = load_certs(ca)?.remove(0);
+        Self::with_tls(api_client_config(&ca, None)?, address, server_name, None).await
+    }
+
+    async fn with_tls(
+        tls: rustls::ClientConfig,
+        address: &str,
+        server_name: &str,
+        token: Option<String>,
+    ) -> Result<Self, AdminClientError> {
+        let unreachable = |reason: String| AdminClientError::Connect { address: address.to_owned(), reason };
+        let addr: SocketAddr = tokio::net::lookup_host(address)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .next()
+            .ok_or_else(|| unreachable("the name has no address".into()))?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .resolve(server_name, addr)
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| unreachable(e.to_string()))?;
+        Ok(ApiClient {
+            http,
+            base: format!("https://{server_name}:{}", addr.port()),
+            token,
+            address: address.to_owned(),
+        })
+    }
+
+    /// A request builder for `path` (under the collector's origin, e.g.
+    /// `/api/v1/whoami`), with the token if any.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let builder = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    /// Sends `body` (if any) and decodes the answer as `T`, or the problem.
+    pub async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T, AdminClientError> {
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| AdminClientError::Connect { address: self.address.clone(), reason: chain(&e) })?;
+        decode(response).await
+    }
+
+    /// GET `path` as `T`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, AdminClientError> {
+        self.send(Method::GET, path, None::<&()>).await
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The answer's body as `T`, or its problem document as the error.
+pub async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, AdminClientError> {
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|e| AdminClientError::Unexpected(chain(&e)))?;
+    if status.is_success() {
+        return serde_json::from_slice(&bytes).map_err(|e| AdminClientError::Unexpected(e.to_string()));
+    }
+    match serde_json::from_slice::<Problem>(&bytes) {
+        Ok(problem) => Err(AdminClientError::Problem(problem)),
+        Err(_) => Err(AdminClientError::Unexpected(format!("{status} without a problem document"))),
+    }
+}
+
+fn subject_ref(subject: &Subject) -> SubjectRef {
+    let (kind, value) = match subject {
+        Subject::Mac(mac) => ("mac", mac.to_string()),
+        Subject::Ip(ip) => ("ip", ip.to_string()),
+        Subject::Username(name) => ("username", name.as_str().to_owned()),
+        _ => ("unknown", String::new()),
+    };
+    SubjectRef { kind: kind.into(), value }
+}
+
+fn outcome(status: &CaptureStatus) -> Option<CaptureOutcome> {
+    match status.state.as_str() {
+        "running" => Some(CaptureOutcome::Started),
+        "finished" => Some(CaptureOutcome::Finished {
+            packets: status.packets.unwrap_or(0),
+            header_bytes: status.header_bytes.unwrap_or(0),
+        }),
+        "refused" => Some(CaptureOutcome::Refused {
+            reason: BoundedString::truncating(status.reason.as_deref().unwrap_or_default()),
+        }),
+        _ => None,
+    }
+}
+
+fn bad(what: impl std::fmt::Display) -> AdminClientError {
+    AdminClientError::Unexpected(what.to_string())
+}
+
+/// Runs one admin action over the API: the reply, [`AdminReply::Refused`]
+/// with the problem's detail when the collector refused, or an error when
+/// it could not be asked.
 pub async fn admin_request(
     credentials: &AdminCredentials,
     action: AdminAction,
 ) -> Result<AdminReply, AdminClientError> {
-    let ca = load_certs(&credentials.ca)?.remove(0);
-    let mut config = client_config(&ca, load_certs(&credentials.cert)?, load_key(&credentials.key)?, false)?;
-    config.alpn_protocols = vec![ALPN_ADMIN.to_vec()];
-    let name = rustls_pki_types::ServerName::try_from(credentials.server_name.clone())
-        .map_err(|_| AdminClientError::ServerName(credentials.server_name.clone()))?;
-    let connect_error = |source| AdminClientError::Connect { address: credentials.address.clone(), source };
-    let tcp = TcpStream::connect(&credentials.address).await.map_err(connect_error)?;
-    let mut stream =
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(connect_error)?;
-    write_message(&mut stream, &AdminRequest { version: ADMIN_PROTOCOL_VERSION, action }, 64 * 1024).await?;
-    Ok(FrameReader::new(glimpse_common::wire::admin::MAX_ADMIN_REPLY_FRAME).next(&mut stream).await?)
+    let client = ApiClient::new(credentials).await?;
+    match perform(&client, action).await {
+        Err(AdminClientError::Problem(problem)) if problem.status != StatusCode::TOO_MANY_REQUESTS.as_u16() => {
+            Ok(AdminReply::Refused(BoundedString::truncating(&problem.detail)))
+        }
+        other => other,
+    }
+}
+
+/// [`admin_request`] with an existing client.
+pub async fn perform(client: &ApiClient, action: AdminAction) -> Result<AdminReply, AdminClientError> {
+    let o = |org: &OrgId| org.as_str().to_owned();
+    Ok(match action {
+        AdminAction::StartCapture { org, device, interface, filter, duration_secs, max_packets } => {
+            let body = CaptureStartRequest {
+                device: device.as_str().to_owned(),
+                interface: interface.as_str().to_owned(),
+                filter: filter.as_str().to_owned(),
+                duration_secs,
+                max_packets,
+            };
+            let started: CaptureStarted =
+                client.send(Method::POST, &format!("{PREFIX}/orgs/{}/captures", o(&org)), Some(&body)).await?;
+            AdminReply::CaptureRequested { id: started.id }
+        }
+        AdminAction::StopCapture { org, device, id } => {
+            let path = format!("{PREFIX}/orgs/{}/captures/{}/{id}/stop", o(&org), device.as_str());
+            let _: CaptureStopped = client.send(Method::POST, &path, None::<&()>).await?;
+            AdminReply::CaptureStopRequested
+        }
+        AdminAction::ConnectedDevices { org } => {
+            let list: serde_json::Value = client.get(&format!("{PREFIX}/orgs/{}/devices", o(&org))).await?;
+            let mut ids = Vec::new();
+            for device in list["devices"].as_array().ok_or_else(|| bad("no device list"))? {
+                if device["connected"].as_bool() == Some(true) {
+                    let id = device["device"].as_str().ok_or_else(|| bad("a device without an id"))?;
+                    ids.push(DeviceId::new(id).map_err(bad)?);
+                }
+            }
+            AdminReply::Devices(BoundedVec::truncating(ids))
+        }
+        AdminAction::CaptureStatus { org, device, id } => {
+            let path = format!("{PREFIX}/orgs/{}/captures/{}/{id}", o(&org), device.as_str());
+            let status: CaptureStatus = client.get(&path).await?;
+            AdminReply::CaptureStatus(outcome(&status))
+        }
+        AdminAction::SetConsent { org, capture } => {
+            let path = format!("{PREFIX}/orgs/{}/consent", o(&org));
+            let set: ConsentSet = client.send(Method::PUT, &path, Some(&ConsentRequest { capture })).await?;
+            AdminReply::ConsentSet { capture: set.capture, changed: set.changed, devices_told: set.devices_told }
+        }
+        AdminAction::GrantSupport { org, hours } => {
+            let path = format!("{PREFIX}/orgs/{}/support", o(&org));
+            let granted: SupportGranted =
+                client.send(Method::POST, &path, Some(&SupportGrantRequest { hours })).await?;
+            AdminReply::SupportGranted { until_ms: granted.until_ms }
+        }
+        AdminAction::RevokeSupport { org } => {
+            let path = format!("{PREFIX}/orgs/{}/support", o(&org));
+            let revoked: SupportRevoked = client.send(Method::DELETE, &path, None::<&()>).await?;
+            AdminReply::SupportRevoked { was_active: revoked.was_active }
+        }
+        AdminAction::OrgStatus { org } => {
+            let status: OrgStatus = client.get(&format!("{PREFIX}/orgs/{}", o(&org))).await?;
+            let omitted =
+                status.omitted_fields.iter().map(|f| f.parse()).collect::<Result<Vec<_>, _>>().map_err(bad)?;
+            AdminReply::OrgStatus {
+                omitted_fields: BoundedVec::truncating(omitted),
+                pseudonymise_macs: status.pseudonymise_macs,
+                capture_consent: status.capture_consent,
+                support_until_ms: status.support_until_ms,
+                connected_devices: status.connected_devices,
+            }
+        }
+        AdminAction::VerifyAudit => {
+            let verified: AuditVerified = client.get(&format!("{PREFIX}/audit/verify")).await?;
+            AdminReply::AuditVerified { entries: verified.entries }
+        }
+        AdminAction::ShowAudit { org, after_seq } => {
+            let mut path = format!("{PREFIX}/audit?after_seq={after_seq}");
+            if let Some(org) = &org {
+                path.push_str(&format!("&org={}", o(org)));
+            }
+            let page: AuditPage = client.get(&path).await?;
+            let records = page
+                .entries
+                .into_iter()
+                .map(|e| AuditRecord {
+                    seq: e.seq,
+                    at_ms: e.at_ms,
+                    actor: BoundedString::truncating(&e.actor),
+                    action: BoundedString::truncating(&e.action),
+                    org: e.org.as_deref().and_then(|o| OrgId::new(o).ok()),
+                    refused: e.refused,
+                    detail: BoundedString::truncating(&e.detail),
+                })
+                .collect();
+            AdminReply::AuditEntries(BoundedVec::truncating(records))
+        }
+        AdminAction::ExportSubject { org, subject, skip } => {
+            let path = format!("{PREFIX}/orgs/{}/subjects/export", o(&org));
+            let body = SubjectExportRequest { subject: subject_ref(&subject), skip };
+            let page: SubjectRecords = client.send(Method::POST, &path, Some(&body)).await?;
+            let lines = page
+                .records
+                .iter()
+                .map(|r| BoundedString::try_new(r.to_string()).map_err(bad))
+                .collect::<Result<Vec<_>, _>>()?;
+            AdminReply::SubjectRecords { total: page.total, lines: BoundedVec::truncating(lines) }
+        }
+        AdminAction::EraseSubject { org, subject } => {
+            let path = format!("{PREFIX}/orgs/{}/subjects/erase", o(&org));
+            let body = SubjectEraseRequest { subject: subject_ref(&subject) };
+            let erased: SubjectErased = client.send(Method::POST, &path, Some(&body)).await?;
+            AdminReply::SubjectErased {
+                metadata: erased.metadata,
+                captures: erased.captures,
+                segments_rewritten: erased.segments_rewritten,
+            }
+        }
+        AdminAction::SetDataPolicy { org, omit, pseudonymise_macs } => {
+            let path = format!("{PREFIX}/orgs/{}/data-policy", o(&org));
+            let body =
+                DataPolicyRequest { omit: omit.iter().map(|f| f.as_str().to_owned()).collect(), pseudonymise_macs };
+            let set: DataPolicySet = client.send(Method::PUT, &path, Some(&body)).await?;
+            AdminReply::DataPolicySet { devices_told: set.devices_told }
+        }
+        AdminAction::DeleteOrg { org, confirm } => {
+            let path = format!("{PREFIX}/orgs/{}", o(&org));
+            let body = DeleteOrgRequest { confirm: confirm.as_str().to_owned() };
+            let deleted: OrgDeleted = client.send(Method::DELETE, &path, Some(&body)).await?;
+            AdminReply::OrgDeleted { key_destroyed: deleted.key_destroyed, segments_deleted: deleted.segments_deleted }
+        }
+        other => return Err(bad(format!("no API endpoint for {other:?}"))),
+    })
 }

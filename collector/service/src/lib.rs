@@ -5,7 +5,7 @@
 //! registered public key ([`ingest`]); each batch is handed to the
 //! synchronous store library (`glimpse-store`), which seals it with the
 //! organisation's own key, and acknowledged once it is durable. Admins act
-//! on the running service through the admin port ([`admin`]). [`cli`] is
+//! on the running service through the HTTPS admin API ([`api`], acting through [`admin`]). [`cli`] is
 //! the `glimpse-collector` command: the daemon, the offline tools and the
 //! admin client.
 //!
@@ -18,6 +18,7 @@
 //! contents.
 
 pub mod admin;
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod ingest;

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use glimpse_common::clock::{Clock, SystemClock};
 
-use crate::admin::AdminServer;
+use crate::api::{ApiServer, ApiState};
 use crate::config::CollectorConfig;
 use crate::ingest::{AgentDirectory, IngestMetrics, IngestServer, ServerTls, SshServer};
 use crate::listener::stopped;
@@ -43,6 +43,9 @@ pub enum ServiceError {
     /// A data directory is writable by group or others; refused.
     #[error(transparent)]
     Permissions(#[from] glimpse_files::PermissionError),
+    /// The admin API could not start (its tokens could not be read).
+    #[error("cannot start the admin API: {0}")]
+    Api(String),
     /// The listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -81,6 +84,7 @@ pub struct Collector {
     ssh_addr: Option<SocketAddr>,
     ssh_fingerprint: Option<String>,
     directory: Arc<AgentDirectory>,
+    api: Option<ApiState>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     /// Aggregated audit entries of repeatable events, flushed periodically
@@ -187,15 +191,18 @@ impl Collector {
         tasks.push(tokio::spawn(refusal_summaries(metrics.clone(), shutdown_rx.clone())));
         let mut admin_tls = None;
         let mut admin_addr = None;
+        let mut api_state = None;
         if let Some(addr) = config.admin_listen {
-            let tls = ServerTls::load_for(&config, glimpse_common::tls::ALPN_ADMIN)?;
+            let tls = ServerTls::load_api(&config)?;
             let context = crate::admin::AdminContext { store: store.clone(), directory: directory.clone() };
-            let admin = AdminServer::bind(addr, tls.clone(), context)
+            let state = ApiState::new(context).map_err(|e| ServiceError::Api(e.to_string()))?;
+            repeats.push(state.refusals());
+            let admin = ApiServer::bind(addr, tls.clone(), state.clone())
                 .await
                 .map_err(|source| ServiceError::Bind { addr, source })?;
             admin_addr = Some(admin.local_addr().map_err(|source| ServiceError::Bind { addr, source })?);
-            repeats.push(admin.refusals());
-            info!(admin = ?admin_addr, "admin API listening");
+            info!(admin = ?admin_addr, "admin HTTPS API listening");
+            api_state = Some(state);
             tasks.push(tokio::spawn(admin.run(shutdown_rx)));
             admin_tls = Some(tls);
         }
@@ -212,6 +219,7 @@ impl Collector {
             ssh_addr,
             ssh_fingerprint,
             directory,
+            api: api_state,
             shutdown,
             tasks,
             repeats,
@@ -242,6 +250,12 @@ impl Collector {
     /// admin would, through the same checks and audit.
     pub fn admin_context(&self) -> crate::admin::AdminContext {
         crate::admin::AdminContext { store: self.store.clone(), directory: self.directory.clone() }
+    }
+
+    /// The admin API's shared state (tokens, live connections), if the
+    /// admin port is enabled.
+    pub fn api(&self) -> Option<&ApiState> {
+        self.api.as_ref()
     }
 
     /// The connected devices and their control channels.
@@ -276,6 +290,16 @@ impl Collector {
             info!(registered, revoked, "registrations re-imported");
         }
         self.directory.set_crl(crl);
+        if let Some(api) = &self.api {
+            // Admin certificates revoked since their connection was made.
+            let cut = api.live.cut(|c| match c {
+                crate::api::live::Credential::Certificate(serial) => self.directory.on_crl(serial),
+                crate::api::live::Credential::Token(_) => false,
+            });
+            if cut > 0 {
+                warn!(closed = cut, "admin API connections closed: their certificate is now revoked");
+            }
+        }
         let store = &self.store;
         let ended = self.directory.end_withdrawn(|identity, credential, crl| {
             crate::ingest::withdrawn(store, identity, credential, &|serial| crl.contains(serial))

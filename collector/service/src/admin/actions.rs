@@ -65,6 +65,98 @@ pub fn authorize(
     }
 }
 
+/// Why an action was not done, by kind, so that the HTTPS API can answer
+/// with the right status and a stable problem code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// The caller may not do this (role, organisation, grant, read-only).
+    Forbidden,
+    /// The request itself is wrong (a zero duration, a mismatched
+    /// confirmation, an unknown field name).
+    Invalid,
+    /// The state does not allow it now (no consent, device not connected,
+    /// a tampered audit log).
+    Conflict,
+    /// The store could not do it now; trying again later may work.
+    Unavailable,
+}
+
+/// An action refused: its kind and the reason, for the caller and the
+/// audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// What kind of refusal.
+    pub kind: RefusalKind,
+    /// Why, in words.
+    pub reason: String,
+}
+
+fn refusal(kind: RefusalKind, reason: impl Into<String>) -> Refusal {
+    Refusal { kind, reason: reason.into() }
+}
+
+/// Who is acting: an admin identity (from a client certificate or an API
+/// token) and whether it may only read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// Role, name and organisation.
+    pub identity: AdminIdentity,
+    /// How it authenticated, as the audit log names it.
+    pub via: ActorVia,
+    /// Only reads allowed (read-only API tokens).
+    pub read_only: bool,
+}
+
+/// How an actor authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActorVia {
+    /// An admin client certificate with this serial (hex).
+    Certificate {
+        /// The certificate's serial number, hex.
+        serial: String,
+    },
+    /// An API token with this id.
+    Token {
+        /// The token's public id.
+        id: String,
+    },
+}
+
+impl Actor {
+    /// An admin authenticated by a client certificate.
+    pub fn certificate(identity: AdminIdentity, serial: String) -> Self {
+        Actor { identity, via: ActorVia::Certificate { serial }, read_only: false }
+    }
+
+    /// How the audit log names this actor.
+    pub fn audit_name(&self) -> String {
+        match &self.via {
+            ActorVia::Certificate { .. } => actor_name(&self.identity),
+            ActorVia::Token { id } => {
+                let admin = &self.identity;
+                let ro = if self.read_only { ", read-only" } else { "" };
+                match &admin.org {
+                    Some(org) => format!("token:{} ({} of {org}{ro}, id {id})", admin.name, admin.role),
+                    None => format!("token:{} ({}{ro}, id {id})", admin.name, admin.role),
+                }
+            }
+        }
+    }
+}
+
+/// Whether an action changes something (read-only tokens may not).
+fn changes(action: &AdminAction) -> bool {
+    !matches!(
+        action,
+        AdminAction::ConnectedDevices { .. }
+            | AdminAction::CaptureStatus { .. }
+            | AdminAction::OrgStatus { .. }
+            | AdminAction::VerifyAudit
+            | AdminAction::ShowAudit { .. }
+            | AdminAction::ExportSubject { .. }
+    )
+}
+
 /// How an admin is named in the audit log.
 pub fn actor_name(admin: &AdminIdentity) -> String {
     match &admin.org {
@@ -104,8 +196,12 @@ pub struct AdminContext {
     pub directory: Arc<AgentDirectory>,
 }
 
-fn refused(reason: impl AsRef<str>) -> AdminReply {
-    AdminReply::Refused(BoundedString::truncating(reason.as_ref()))
+/// What `perform` gives: the reply and the audit detail, or a refusal and
+/// the audit detail.
+type Performed = Result<(AdminReply, String), (Refusal, String)>;
+
+fn refused(kind: RefusalKind, reason: impl Into<String>) -> Performed {
+    Err((refusal(kind, reason), String::new()))
 }
 
 impl AdminContext {
@@ -121,35 +217,69 @@ impl AdminContext {
         }
     }
 
-    /// Authorises, acts, and audits one request.
+    /// Authorises, acts, and audits one request of an admin certificate
+    /// holder; a refusal is [`AdminReply::Refused`].
     pub fn act(&self, admin: &AdminIdentity, action: AdminAction) -> AdminReply {
+        let actor =
+            Actor { identity: admin.clone(), via: ActorVia::Certificate { serial: String::new() }, read_only: false };
+        match self.execute(&actor, action) {
+            Ok(reply) => reply,
+            Err(refusal) => AdminReply::Refused(BoundedString::truncating(&refusal.reason)),
+        }
+    }
+
+    /// Whether `actor` may do `action` (its audit name) on `org` with
+    /// `access`; a refusal is audited. For the API's own actions (tokens,
+    /// identities, export) that are not an [`AdminAction`]; `writes` says
+    /// whether it changes something (read-only tokens may not).
+    pub fn permit(
+        &self,
+        actor: &Actor,
+        action: &str,
+        org: Option<&OrgId>,
+        access: Access,
+        writes: bool,
+    ) -> Result<(), Refusal> {
+        let support_active = org.is_some_and(|o| self.store.policies().support_active(o, self.now()));
+        let allowed = if actor.read_only && writes {
+            Err("this API token is read-only".to_owned())
+        } else {
+            authorize(&actor.identity, access, org, support_active)
+        };
+        allowed.map_err(|reason| {
+            self.audit(&actor.audit_name(), action, org, AuditOutcome::Refused, &reason);
+            refusal(RefusalKind::Forbidden, reason)
+        })
+    }
+
+    /// Authorises, acts, and audits one request: the reply, or why not.
+    /// Every outcome, allowed or refused, is in the audit log.
+    pub fn execute(&self, actor: &Actor, action: AdminAction) -> Result<AdminReply, Refusal> {
         let (name, org, access) = describe(&action);
         let org = org.cloned();
-        let actor = actor_name(admin);
-        let support_active = org.as_ref().is_some_and(|o| self.store.policies().support_active(o, self.now()));
-        if let Err(reason) = authorize(admin, access, org.as_ref(), support_active) {
-            self.audit(&actor, name, org.as_ref(), AuditOutcome::Refused, &reason);
-            return refused(reason);
-        }
-        let (reply, detail) = self.perform(action);
-        match &reply {
-            AdminReply::Refused(reason) => {
-                self.audit(&actor, name, org.as_ref(), AuditOutcome::Refused, reason.as_str())
+        let actor_name = actor.audit_name();
+        self.permit(actor, name, org.as_ref(), access, changes(&action))?;
+        match self.perform(action) {
+            Ok((reply, detail)) => {
+                self.audit(&actor_name, name, org.as_ref(), AuditOutcome::Done, &detail);
+                Ok(reply)
             }
-            _ => self.audit(&actor, name, org.as_ref(), AuditOutcome::Done, &detail),
+            Err((refusal, _)) => {
+                self.audit(&actor_name, name, org.as_ref(), AuditOutcome::Refused, &refusal.reason);
+                Err(refusal)
+            }
         }
-        reply
     }
 
     /// Does an authorised action; returns the reply and the audit detail.
-    fn perform(&self, action: AdminAction) -> (AdminReply, String) {
+    fn perform(&self, action: AdminAction) -> Performed {
         match action {
             AdminAction::StartCapture { org, device, interface, filter, duration_secs, max_packets } => {
                 if duration_secs == 0 || max_packets == 0 {
-                    return (refused("a capture needs a positive duration and packet limit"), String::new());
+                    return refused(RefusalKind::Invalid, "a capture needs a positive duration and packet limit");
                 }
                 if !self.store.policies().capture_consent(&org) {
-                    return (refused(format!("organisation {org} has not given capture consent")), String::new());
+                    return refused(RefusalKind::Conflict, format!("organisation {org} has not given capture consent"));
                 }
                 let id = rand::random::<u64>() >> 1;
                 let detail = format!(
@@ -158,29 +288,29 @@ impl AdminContext {
                 );
                 let request = CaptureRequest { id, interface, filter, duration_secs, max_packets };
                 match self.directory.request_capture(&org, &device, request) {
-                    Ok(()) => (AdminReply::CaptureRequested { id }, detail),
-                    Err(e) => (refused(e.to_string()), detail),
+                    Ok(()) => Ok((AdminReply::CaptureRequested { id }, detail)),
+                    Err(e) => Err((refusal(RefusalKind::Conflict, e.to_string()), detail)),
                 }
             }
             AdminAction::StopCapture { org, device, id } => {
                 match self.directory.send(&org, &device, ControlMessage::StopCapture { id }) {
-                    Ok(()) => (AdminReply::CaptureStopRequested, format!("device {device} id {id}")),
-                    Err(e) => (refused(e.to_string()), String::new()),
+                    Ok(()) => Ok((AdminReply::CaptureStopRequested, format!("device {device} id {id}"))),
+                    Err(e) => refused(RefusalKind::Conflict, e.to_string()),
                 }
             }
             AdminAction::ConnectedDevices { org } => {
                 let devices = self.directory.connected(&org);
                 let detail = format!("{} devices", devices.len());
-                (AdminReply::Devices(BoundedVec::truncating(devices)), detail)
+                Ok((AdminReply::Devices(BoundedVec::truncating(devices)), detail))
             }
-            AdminAction::CaptureStatus { org, device, id } => (
+            AdminAction::CaptureStatus { org, device, id } => Ok((
                 AdminReply::CaptureStatus(self.directory.capture_outcome(&org, &device, id)),
                 format!("device {device} id {id}"),
-            ),
+            )),
             AdminAction::SetConsent { org, capture } => {
                 let changed = match self.store.policies().set_consent(&org, capture, self.now()) {
                     Ok(changed) => changed,
-                    Err(e) => return (refused(format!("consent not changed: {e}")), String::new()),
+                    Err(e) => return refused(RefusalKind::Unavailable, format!("consent not changed: {e}")),
                 };
                 let directives = OrgDirectives::of(&self.store.policies().get(&org));
                 let told = self.directory.publish(&org, directives);
@@ -189,32 +319,32 @@ impl AdminContext {
                     if capture { "on" } else { "off" },
                     if changed { "" } else { " (unchanged)" }
                 );
-                (
+                Ok((
                     AdminReply::ConsentSet { capture, changed, devices_told: u32::try_from(told).unwrap_or(u32::MAX) },
                     detail,
-                )
+                ))
             }
             AdminAction::GrantSupport { org, hours } => {
                 match self.store.policies().grant_support(&org, hours, self.now()) {
-                    Ok(until_ms) => (
+                    Ok(until_ms) => Ok((
                         AdminReply::SupportGranted { until_ms },
                         format!("{hours} hours, until {}", glimpse_store::export::format_time(until_ms)),
-                    ),
-                    Err(e) => (refused(e.to_string()), String::new()),
+                    )),
+                    Err(e) => refused(RefusalKind::Invalid, e.to_string()),
                 }
             }
             AdminAction::RevokeSupport { org } => match self.store.policies().revoke_support(&org, self.now()) {
-                Ok(was_active) => (
+                Ok(was_active) => Ok((
                     AdminReply::SupportRevoked { was_active },
                     if was_active { "active grant ended" } else { "no active grant" }.to_owned(),
-                ),
-                Err(e) => (refused(e.to_string()), String::new()),
+                )),
+                Err(e) => refused(RefusalKind::Unavailable, e.to_string()),
             },
             AdminAction::OrgStatus { org } => {
                 let policy = self.store.policies().get(&org);
                 let now = self.now();
                 let connected = self.directory.connected(&org).len();
-                (
+                Ok((
                     AdminReply::OrgStatus {
                         omitted_fields: BoundedVec::truncating(policy.omit.clone()),
                         pseudonymise_macs: policy.pseudonymise_macs,
@@ -223,25 +353,25 @@ impl AdminContext {
                         connected_devices: u32::try_from(connected).unwrap_or(u32::MAX),
                     },
                     String::new(),
-                )
+                ))
             }
             AdminAction::VerifyAudit => match self.store.audit().verify() {
-                Ok(report) => (
+                Ok(report) => Ok((
                     AdminReply::AuditVerified { entries: report.entries },
                     format!("{} entries intact", report.entries),
-                ),
+                )),
                 Err(AuditError::Tampered { seq, line, reason }) => {
                     let reason = format!("audit log TAMPERED at entry {seq} (line {line}): {reason}");
                     error!("{reason}");
-                    (refused(reason), String::new())
+                    refused(RefusalKind::Conflict, reason)
                 }
-                Err(e) => (refused(format!("audit log unreadable: {e}")), String::new()),
+                Err(e) => refused(RefusalKind::Unavailable, format!("audit log unreadable: {e}")),
             },
             AdminAction::ShowAudit { org, after_seq } => {
                 let entries =
                     match self.store.audit().entries(org.as_ref().map(OrgId::as_str), after_seq, MAX_AUDIT_PAGE) {
                         Ok(entries) => entries,
-                        Err(e) => return (refused(format!("audit log unreadable: {e}")), String::new()),
+                        Err(e) => return refused(RefusalKind::Unavailable, format!("audit log unreadable: {e}")),
                     };
                 let records: Vec<AuditRecord> = entries
                     .into_iter()
@@ -256,7 +386,7 @@ impl AdminContext {
                     })
                     .collect();
                 let detail = format!("{} entries after {after_seq}", records.len());
-                (AdminReply::AuditEntries(BoundedVec::truncating(records)), detail)
+                Ok((AdminReply::AuditEntries(BoundedVec::truncating(records)), detail))
             }
             AdminAction::ExportSubject { org, subject, skip } => {
                 let tag = self.store.audit().subject_tag(&subject.to_string());
@@ -270,7 +400,7 @@ impl AdminContext {
                 );
                 let found = match found {
                     Ok(found) => found,
-                    Err(e) => return (refused(format!("export failed: {e}")), String::new()),
+                    Err(e) => return refused(RefusalKind::Unavailable, format!("export failed: {e}")),
                 };
                 let total = found.total;
                 let mut page = Vec::with_capacity(found.lines.len());
@@ -279,15 +409,18 @@ impl AdminContext {
                         Ok(line) => page.push(line),
                         // Never cut a record short: half a JSON object is no export.
                         Err(_) => {
-                            return (
-                                refused("a record is too large for the admin API; export on the collector host"),
+                            return Err((
+                                refusal(
+                                    RefusalKind::Conflict,
+                                    "a record is too large for the admin API; export on the collector host",
+                                ),
                                 tag,
-                            )
+                            ))
                         }
                     }
                 }
                 let detail = format!("{tag}: {total} records, {} sent from {skip}", page.len());
-                (AdminReply::SubjectRecords { total, lines: BoundedVec::truncating(page) }, detail)
+                Ok((AdminReply::SubjectRecords { total, lines: BoundedVec::truncating(page) }, detail))
             }
             AdminAction::EraseSubject { org, subject } => {
                 // The audit log names the subject only by a keyed tag: it
@@ -300,7 +433,7 @@ impl AdminContext {
                         // subject's entries counts as a metadata record
                         // erased from: the subject is gone from it.
                         let metadata = done.metadata.records + done.metadata.redacted;
-                        (
+                        Ok((
                             AdminReply::SubjectErased {
                                 metadata,
                                 captures: done.captures.records,
@@ -310,15 +443,15 @@ impl AdminContext {
                                 "{tag}: {} metadata and {} capture records erased, {} metadata records cut down to the other clients, {segments} segments rewritten",
                                 done.metadata.records, done.captures.records, done.metadata.redacted
                             ),
-                        )
+                        ))
                     }
-                    Err(e) => (refused(format!("erase failed: {e}")), tag),
+                    Err(e) => Err((refusal(RefusalKind::Unavailable, format!("erase failed: {e}")), tag)),
                 }
             }
             AdminAction::SetDataPolicy { org, omit, pseudonymise_macs } => {
                 let policy = match self.store.policies().set_data_policy(&org, &omit, pseudonymise_macs) {
                     Ok(policy) => policy,
-                    Err(e) => return (refused(format!("data policy not changed: {e}")), String::new()),
+                    Err(e) => return refused(RefusalKind::Unavailable, format!("data policy not changed: {e}")),
                 };
                 let told = self.directory.publish(&org, OrgDirectives::of(&policy));
                 let omitted: Vec<&str> = policy.omit.iter().map(|f| f.as_str()).collect();
@@ -327,21 +460,21 @@ impl AdminContext {
                     omitted.join(", "),
                     if policy.pseudonymise_macs { "pseudonymised" } else { "as collected" }
                 );
-                (AdminReply::DataPolicySet { devices_told: u32::try_from(told).unwrap_or(u32::MAX) }, detail)
+                Ok((AdminReply::DataPolicySet { devices_told: u32::try_from(told).unwrap_or(u32::MAX) }, detail))
             }
             AdminAction::DeleteOrg { org, confirm } => {
                 if org != confirm {
-                    return (refused("the confirmation does not repeat the organisation's name"), String::new());
+                    return refused(RefusalKind::Invalid, "the confirmation does not repeat the organisation's name");
                 }
                 match self.store.delete_org(&org) {
-                    Ok((key_destroyed, segments_deleted)) => (
+                    Ok((key_destroyed, segments_deleted)) => Ok((
                         AdminReply::OrgDeleted { key_destroyed, segments_deleted },
                         format!("key destroyed: {key_destroyed}, {segments_deleted} segments deleted"),
-                    ),
-                    Err(e) => (refused(format!("delete failed: {e}")), String::new()),
+                    )),
+                    Err(e) => refused(RefusalKind::Unavailable, format!("delete failed: {e}")),
                 }
             }
-            _ => (refused("unknown admin action"), String::new()),
+            _ => refused(RefusalKind::Invalid, "unknown admin action"),
         }
     }
 }

@@ -1,7 +1,8 @@
-//! The admin API: a separate port where admins, authenticated by admin
-//! client certificates from `glimpse-certs admin`, act on a running
-//! collector. Each connection carries one [`AdminRequest`] and one
-//! [`AdminReply`].
+//! What admins may do on a running collector, and doing it. The HTTPS API
+//! ([`crate::api`]) turns each request into an [`AdminAction`] (or one of
+//! its own, such as tokens) and hands it here with the authenticated
+//! [`Actor`]: an admin client certificate from `glimpse-certs admin`, or an
+//! API token.
 //!
 //! Roles: an operator may act on every organisation; an org-admin only on
 //! the organisation their certificate names; support staff only read, only
@@ -13,11 +14,8 @@
 //! anyone who can reach the port can cause, are audited per source address
 //! and minute: the first on its own, the rest as one summary entry.
 //!
-//! [`AdminRequest`]: glimpse_common::wire::admin::AdminRequest
-//! [`AdminReply`]: glimpse_common::wire::admin::AdminReply
+//! [`AdminAction`]: glimpse_common::wire::admin::AdminAction
 
 mod actions;
-mod server;
 
-pub use actions::{actor_name, authorize, Access, AdminContext};
-pub use server::AdminServer;
+pub use actions::{actor_name, authorize, Access, Actor, ActorVia, AdminContext, Refusal, RefusalKind};

@@ -261,11 +261,15 @@ pub(super) struct AdminArgs {
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
     /// Your admin certificate (from `glimpse-certs admin`).
-    #[arg(long, value_name = "FILE")]
-    cert: PathBuf,
+    #[arg(long, value_name = "FILE", requires = "key", required_unless_present = "token")]
+    cert: Option<PathBuf>,
     /// Your admin private key.
-    #[arg(long, value_name = "FILE")]
-    key: PathBuf,
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// An API token instead of a certificate (from `admin token create`);
+    /// better given in the environment than on the command line.
+    #[arg(long, env = "GLIMPSE_API_TOKEN", hide_env_values = true, conflicts_with_all = ["cert", "key"])]
+    token: Option<String>,
     /// Name in the collector's certificate.
     #[arg(long, default_value = "localhost")]
     server_name: String,
@@ -289,7 +293,14 @@ impl AdminArgs {
             (None, Some(c)) => c.ca.clone(),
             (None, None) => return Err(super::exit::UsageError("give --ca FILE, or --config".into()).into()),
         };
-        Ok(AdminCredentials { address, server_name: self.server_name, ca, cert: self.cert, key: self.key })
+        Ok(AdminCredentials {
+            address,
+            server_name: self.server_name,
+            ca,
+            cert: self.cert.unwrap_or_default(),
+            key: self.key.unwrap_or_default(),
+            token: self.token,
+        })
     }
 }
 

@@ -166,8 +166,16 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
     if cause.is::<crate::config::ConfigError>() || cause.is::<glimpse_common::tls::TlsConfigError>() {
         return Some(CONFIG);
     }
-    if let Some(glimpse_admin_client::AdminClientError::Connect { .. }) = cause.downcast_ref() {
-        return Some(UNAVAILABLE);
+    match cause.downcast_ref::<glimpse_admin_client::AdminClientError>() {
+        Some(glimpse_admin_client::AdminClientError::Connect { .. }) => return Some(UNAVAILABLE),
+        Some(glimpse_admin_client::AdminClientError::Problem(p)) if p.status == 401 || p.status == 403 => {
+            return Some(PERMISSION)
+        }
+        Some(glimpse_admin_client::AdminClientError::Problem(p)) if p.status == 429 || p.status >= 500 => {
+            return Some(UNAVAILABLE)
+        }
+        Some(glimpse_admin_client::AdminClientError::Problem(_)) => return Some(DATA),
+        _ => {}
     }
     if let Some(e) = cause.downcast_ref::<glimpse_store::audit::AuditError>() {
         return Some(match e {
@@ -208,7 +216,7 @@ mod tests {
         assert_eq!(code(std::io::Error::from(ErrorKind::BrokenPipe).into()), IO);
         let unreachable = glimpse_admin_client::AdminClientError::Connect {
             address: "127.0.0.1:1".into(),
-            source: ErrorKind::ConnectionRefused.into(),
+            reason: "connection refused".into(),
         };
         assert_eq!(code(unreachable.into()), UNAVAILABLE);
         assert_eq!(code(anyhow::anyhow!("something unforeseen")), SOFTWARE);

@@ -283,6 +283,14 @@ impl AgentDirectory {
         }
     }
 
+    /// The organisation's remembered capture requests, newest first, with
+    /// each device's latest report.
+    pub fn captures_of(&self, org: &OrgId) -> Vec<(DeviceId, u64, Option<CaptureOutcome>)> {
+        let captures = self.captures();
+        let Some(org) = captures.get(org) else { return Vec::new() };
+        org.order.iter().rev().map(|key| (key.0.clone(), key.1, org.requested.get(key).cloned().flatten())).collect()
+    }
+
     /// The latest outcome `device` of `org` reported for capture `id`.
     pub fn capture_outcome(&self, org: &OrgId, device: &DeviceId, id: u64) -> Option<CaptureOutcome> {
         let captures = self.captures();

@@ -22,22 +22,33 @@ use glimpse_store::store::Store;
 #[derive(Debug, Clone)]
 pub struct ServerTls {
     current: Arc<RwLock<Arc<ServerConfig>>>,
-    alpn: &'static [u8],
+    port: Port,
+}
+
+/// Which port a TLS configuration is for.
+#[derive(Debug, Clone, Copy)]
+enum Port {
+    /// Agents: a device certificate is required.
+    Agent,
+    /// The HTTPS admin API: a client certificate is optional.
+    Api,
 }
 
 impl ServerTls {
     /// Loads the CA, CRL, certificate and key the config names, for the
     /// agent port.
     pub fn load(config: &CollectorConfig) -> Result<Self, TlsConfigError> {
-        Self::load_for(config, glimpse_common::tls::ALPN_AGENT)
+        Ok(Self { current: Arc::new(RwLock::new(Self::build(config, Port::Agent)?)), port: Port::Agent })
     }
 
-    /// As [`ServerTls::load`], for a port speaking `alpn`.
-    pub fn load_for(config: &CollectorConfig, alpn: &'static [u8]) -> Result<Self, TlsConfigError> {
-        Ok(Self { current: Arc::new(RwLock::new(Self::build(config, alpn)?)), alpn })
+    /// As [`ServerTls::load`], for the HTTPS admin API (HTTP/2 and
+    /// HTTP/1.1; client certificates optional, checked against the same CA
+    /// and CRL).
+    pub fn load_api(config: &CollectorConfig) -> Result<Self, TlsConfigError> {
+        Ok(Self { current: Arc::new(RwLock::new(Self::build(config, Port::Api)?)), port: Port::Api })
     }
 
-    fn build(config: &CollectorConfig, alpn: &'static [u8]) -> Result<Arc<ServerConfig>, TlsConfigError> {
+    fn build(config: &CollectorConfig, port: Port) -> Result<Arc<ServerConfig>, TlsConfigError> {
         let ca = load_certs(&config.ca)?.remove(0);
         let crls = match &config.crl {
             Some(path) => load_crls(path)?,
@@ -45,14 +56,16 @@ impl ServerTls {
         };
         let chain = load_certs(&config.cert)?;
         let key = load_key(&config.key)?;
-        let mut server = server_config(&ca, crls, chain, key)?;
-        server.alpn_protocols = vec![alpn.to_vec()];
+        let server = match port {
+            Port::Agent => server_config(&ca, crls, chain, key)?,
+            Port::Api => glimpse_common::tls::api_server_config(&ca, crls, chain, key)?,
+        };
         Ok(Arc::new(server))
     }
 
     /// Re-reads every TLS file; on error the running configuration stays.
     pub fn reload(&self, config: &CollectorConfig) -> Result<(), TlsConfigError> {
-        let fresh = Self::build(config, self.alpn)?;
+        let fresh = Self::build(config, self.port)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(())
     }

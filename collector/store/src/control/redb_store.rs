@@ -854,6 +854,22 @@ impl ControlStore for RedbControl {
         })
     }
 
+    fn states_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, ControlError> {
+        self.run(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(COLLECTOR_STATE).map_err(err)?;
+            let mut out = Vec::new();
+            for row in table.range(prefix..).map_err(err)? {
+                let (key, value) = row.map_err(err)?;
+                if !key.value().starts_with(prefix) {
+                    break;
+                }
+                out.push((key.value().to_owned(), value.value().to_owned()));
+            }
+            Ok(out)
+        })
+    }
+
     fn flush(&self) {
         self.flush_backup();
     }

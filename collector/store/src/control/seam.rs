@@ -178,6 +178,9 @@ pub trait ControlStore: Send + Sync + fmt::Debug {
     fn replace_state(&self, name: &str, value: &str) -> Result<Option<String>, ControlError>;
     /// A collector-wide fact.
     fn state(&self, name: &str) -> Result<Option<String>, ControlError>;
+    /// Every state entry whose name starts with `prefix`, in name order
+    /// (the API tokens keep one entry each, named `api-token:<id>`).
+    fn states_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, ControlError>;
     /// Writes a copy of the rows somewhere safe now, if the implementation
     /// keeps one and anything changed (the embedded store's verified copy).
     fn flush(&self) {}

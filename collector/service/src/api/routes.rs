@@ -1,0 +1,550 @@
+//! The `/api/v1` handlers for every admin action. Each turns its request
+//! into an [`AdminAction`] and runs it through [`crate::admin`] (the same
+//! authorisation and audit for certificates and tokens), off the async
+//! threads because the store and the audit log do blocking I/O.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::Json;
+
+use glimpse_api::*;
+use glimpse_common::bounded::{BoundedString, BoundedVec};
+use glimpse_common::identity::{AdminName, AdminRole, DeviceId, OrgId};
+use glimpse_common::record::DataKind;
+use glimpse_common::wire::admin::{AdminAction, AdminReply, Subject};
+use glimpse_common::wire::CaptureOutcome;
+
+use super::auth::{Authenticated, JsonBody, QueryArgs};
+use super::problem::ApiError;
+use super::tokens::{TokenScope, DEFAULT_TOKEN_DAYS};
+use super::ApiState;
+use crate::admin::{Access, Actor};
+
+/// Path parameters, a rejection a problem document.
+#[derive(Debug)]
+pub struct PathArgs<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for PathArgs<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| PathArgs(p.0))
+            .map_err(|e| ApiError::bad_request(format!("invalid path: {e}")))
+    }
+}
+
+/// An organisation named in a path or body.
+pub fn org(value: &str) -> Result<OrgId, ApiError> {
+    OrgId::new(value).map_err(|e| ApiError::bad_request(format!("organisation {value:?}: {e}")))
+}
+
+fn device(value: &str) -> Result<DeviceId, ApiError> {
+    DeviceId::new(value).map_err(|e| ApiError::bad_request(format!("device {value:?}: {e}")))
+}
+
+/// Runs an action as `actor` on a blocking thread.
+pub async fn act(state: &ApiState, actor: Actor, action: AdminAction) -> Result<AdminReply, ApiError> {
+    let context = state.context.clone();
+    tokio::task::spawn_blocking(move || context.execute(&actor, action))
+        .await
+        .map_err(|_| ApiError::internal("the action failed unexpectedly; see the collector's log"))?
+        .map_err(ApiError::from)
+}
+
+fn unexpected(reply: AdminReply) -> ApiError {
+    tracing::error!(?reply, "admin action gave an unexpected reply");
+    ApiError::internal("unexpected reply; see the collector's log")
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Who the caller is.
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "identity",
+    responses((status = 200, body = Whoami), (status = 401, body = Problem)))]
+pub async fn whoami(Authenticated(actor): Authenticated) -> Json<Whoami> {
+    Json(Whoami {
+        name: actor.identity.name.as_str().to_owned(),
+        role: actor.identity.role.as_str().to_owned(),
+        org: actor.identity.org.as_ref().map(|o| o.as_str().to_owned()),
+        via: match actor.via {
+            crate::admin::ActorVia::Certificate { .. } => "certificate",
+            crate::admin::ActorVia::Token { .. } => "token",
+        }
+        .to_owned(),
+        read_only: actor.read_only,
+    })
+}
+
+/// An organisation's consent, support grant, data policy, retention and
+/// connected devices.
+#[utoipa::path(get, path = "/api/v1/orgs/{org}", tag = "organisations",
+    params(("org" = String, Path, description = "The organisation")),
+    responses((status = 200, body = OrgStatus), (status = "4XX", body = Problem)))]
+pub async fn org_status(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+) -> Result<Json<OrgStatus>, ApiError> {
+    let id = org(&name)?;
+    match act(&state, actor, AdminAction::OrgStatus { org: id.clone() }).await? {
+        AdminReply::OrgStatus {
+            omitted_fields,
+            pseudonymise_macs,
+            capture_consent,
+            support_until_ms,
+            connected_devices,
+        } => {
+            let retention = state.context.store.retention();
+            let retention_days: BTreeMap<String, u32> =
+                DataKind::ALL.iter().map(|k| (k.to_string(), retention.days(&id, *k))).collect();
+            Ok(Json(OrgStatus {
+                org: name,
+                capture_consent,
+                support_until_ms,
+                omitted_fields: omitted_fields.iter().map(|f| f.as_str().to_owned()).collect(),
+                pseudonymise_macs,
+                connected_devices,
+                retention_days,
+            }))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Delete all of an organisation's data and destroy its key.
+#[utoipa::path(delete, path = "/api/v1/orgs/{org}", tag = "organisations",
+    params(("org" = String, Path, description = "The organisation")),
+    request_body = DeleteOrgRequest,
+    responses((status = 200, body = OrgDeleted), (status = "4XX", body = Problem)))]
+pub async fn delete_org(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+    JsonBody(body): JsonBody<DeleteOrgRequest>,
+) -> Result<Json<OrgDeleted>, ApiError> {
+    let action = AdminAction::DeleteOrg { org: org(&name)?, confirm: org(&body.confirm)? };
+    match act(&state, actor, action).await? {
+        AdminReply::OrgDeleted { key_destroyed, segments_deleted } => {
+            Ok(Json(OrgDeleted { key_destroyed, segments_deleted }))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Give or withdraw packet-capture consent; connected devices are told at
+/// once.
+#[utoipa::path(put, path = "/api/v1/orgs/{org}/consent", tag = "organisations",
+    params(("org" = String, Path, description = "The organisation")),
+    request_body = ConsentRequest,
+    responses((status = 200, body = ConsentSet), (status = "4XX", body = Problem)))]
+pub async fn set_consent(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+    JsonBody(body): JsonBody<ConsentRequest>,
+) -> Result<Json<ConsentSet>, ApiError> {
+    match act(&state, actor, AdminAction::SetConsent { org: org(&name)?, capture: body.capture }).await? {
+        AdminReply::ConsentSet { capture, changed, devices_told } => {
+            Ok(Json(ConsentSet { capture, changed, devices_told }))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Let support staff read the organisation's data for some hours.
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/support", tag = "organisations",
+    params(("org" = String, Path, description = "The organisation")),
+    request_body = SupportGrantRequest,
+    responses((status = 200, body = SupportGranted), (status = "4XX", body = Problem)))]
+pub async fn grant_support(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+    JsonBody(body): JsonBody<SupportGrantRequest>,
+) -> Result<Json<SupportGranted>, ApiError> {
+    match act(&state, actor, AdminAction::GrantSupport { org: org(&name)?, hours: body.hours }).await? {
+        AdminReply::SupportGranted { until_ms } => Ok(Json(SupportGranted { until_ms })),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// End the organisation's support grant now.
+#[utoipa::path(delete, path = "/api/v1/orgs/{org}/support", tag = "organisations",
+    params(("org" = String, Path, description = "The organisation")),
+    responses((status = 200, body = SupportRevoked), (status = "4XX", body = Problem)))]
+pub async fn revoke_support(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+) -> Result<Json<SupportRevoked>, ApiError> {
+    match act(&state, actor, AdminAction::RevokeSupport { org: org(&name)? }).await? {
+        AdminReply::SupportRevoked { was_active } => Ok(Json(SupportRevoked { was_active })),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Choose which metadata fields the devices collect and whether MACs are
+/// stored pseudonymised.
+#[utoipa::path(put, path = "/api/v1/orgs/{org}/data-policy", tag = "organisations",
+    params(("org" = String, Path, description = "The organisation")),
+    request_body = DataPolicyRequest,
+    responses((status = 200, body = DataPolicySet), (status = "4XX", body = Problem)))]
+pub async fn set_data_policy(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+    JsonBody(body): JsonBody<DataPolicyRequest>,
+) -> Result<Json<DataPolicySet>, ApiError> {
+    let omit = body
+        .omit
+        .iter()
+        .map(|f| f.parse::<glimpse_common::minimise::MetadataField>().map_err(|e| ApiError::bad_request(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let omit = BoundedVec::try_from_vec(omit).map_err(|e| ApiError::bad_request(format!("omit: {e}")))?;
+    let action = AdminAction::SetDataPolicy { org: org(&name)?, omit, pseudonymise_macs: body.pseudonymise_macs };
+    match act(&state, actor, action).await? {
+        AdminReply::DataPolicySet { devices_told } => Ok(Json(DataPolicySet { devices_told })),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// The organisation's devices connected now.
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/devices", tag = "devices",
+    params(("org" = String, Path, description = "The organisation")),
+    responses((status = 200, body = DeviceList), (status = "4XX", body = Problem)))]
+pub async fn devices(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+) -> Result<Json<DeviceList>, ApiError> {
+    match act(&state, actor, AdminAction::ConnectedDevices { org: org(&name)? }).await? {
+        AdminReply::Devices(ids) => Ok(Json(DeviceList {
+            devices: ids.iter().map(|d| DeviceSummary { device: d.as_str().to_owned(), connected: true }).collect(),
+        })),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Start a header-only capture on a connected device (needs consent).
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/captures", tag = "captures",
+    params(("org" = String, Path, description = "The organisation")),
+    request_body = CaptureStartRequest,
+    responses((status = 200, body = CaptureStarted), (status = "4XX", body = Problem)))]
+pub async fn start_capture(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+    JsonBody(body): JsonBody<CaptureStartRequest>,
+) -> Result<Json<CaptureStarted>, ApiError> {
+    let action = AdminAction::StartCapture {
+        org: org(&name)?,
+        device: device(&body.device)?,
+        interface: BoundedString::try_new(body.interface)
+            .map_err(|e| ApiError::bad_request(format!("interface: {e}")))?,
+        filter: BoundedString::try_new(body.filter).map_err(|e| ApiError::bad_request(format!("filter: {e}")))?,
+        duration_secs: body.duration_secs,
+        max_packets: body.max_packets,
+    };
+    match act(&state, actor, action).await? {
+        AdminReply::CaptureRequested { id } => Ok(Json(CaptureStarted { id, device: body.device })),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn capture_status(device: String, id: u64, outcome: Option<CaptureOutcome>) -> CaptureStatus {
+    let mut status =
+        CaptureStatus { id, device, state: "requested".into(), packets: None, header_bytes: None, reason: None };
+    match outcome {
+        None => {}
+        Some(CaptureOutcome::Started) => status.state = "running".into(),
+        Some(CaptureOutcome::Finished { packets, header_bytes }) => {
+            status.state = "finished".into();
+            status.packets = Some(packets);
+            status.header_bytes = Some(header_bytes);
+        }
+        Some(CaptureOutcome::Refused { reason }) => {
+            status.state = "refused".into();
+            status.reason = Some(reason.as_str().to_owned());
+        }
+        Some(_) => status.state = "unknown".into(),
+    }
+    status
+}
+
+/// The organisation's recent capture requests and their latest reports.
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/captures", tag = "captures",
+    params(("org" = String, Path, description = "The organisation")),
+    responses((status = 200, body = CaptureList), (status = "4XX", body = Problem)))]
+pub async fn list_captures(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+) -> Result<Json<CaptureList>, ApiError> {
+    let id = org(&name)?;
+    let context = state.context.clone();
+    let check = id.clone();
+    tokio::task::spawn_blocking(move || context.permit(&actor, "capture.list", Some(&check), Access::Read, false))
+        .await
+        .map_err(|_| ApiError::internal("authorisation failed unexpectedly"))??;
+    let captures = state
+        .context
+        .directory
+        .captures_of(&id)
+        .into_iter()
+        .map(|(device, capture, outcome)| capture_status(device.as_str().to_owned(), capture, outcome))
+        .collect();
+    Ok(Json(CaptureList { captures }))
+}
+
+/// What a device last reported about a capture.
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/captures/{device}/{id}", tag = "captures",
+    params(("org" = String, Path, description = "The organisation"), ("device" = String, Path, description = "The device"),
+        ("id" = u64, Path, description = "The capture's id")),
+    responses((status = 200, body = CaptureStatus), (status = "4XX", body = Problem)))]
+pub async fn capture(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs((name, device_name, id)): PathArgs<(String, String, u64)>,
+) -> Result<Json<CaptureStatus>, ApiError> {
+    let action = AdminAction::CaptureStatus { org: org(&name)?, device: device(&device_name)?, id };
+    match act(&state, actor, action).await? {
+        AdminReply::CaptureStatus(outcome) => Ok(Json(capture_status(device_name, id, outcome))),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Stop a running capture.
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/captures/{device}/{id}/stop", tag = "captures",
+    params(("org" = String, Path, description = "The organisation"), ("device" = String, Path, description = "The device"),
+        ("id" = u64, Path, description = "The capture's id")),
+    responses((status = 200, body = CaptureStopped), (status = "4XX", body = Problem)))]
+pub async fn stop_capture(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs((name, device_name, id)): PathArgs<(String, String, u64)>,
+) -> Result<Json<CaptureStopped>, ApiError> {
+    let action = AdminAction::StopCapture { org: org(&name)?, device: device(&device_name)?, id };
+    match act(&state, actor, action).await? {
+        AdminReply::CaptureStopRequested => Ok(Json(CaptureStopped { id })),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn subject(subject: &SubjectRef) -> Result<Subject, ApiError> {
+    match subject.kind.as_str() {
+        "mac" => subject.value.parse().map(Subject::Mac).map_err(|_| ApiError::bad_request("not a MAC address")),
+        "ip" => subject.value.parse().map(Subject::Ip).map_err(|_| ApiError::bad_request("not an IP address")),
+        "username" => BoundedString::try_new(subject.value.clone())
+            .map(Subject::Username)
+            .map_err(|e| ApiError::bad_request(format!("username: {e}"))),
+        other => Err(ApiError::bad_request(format!("subject kind {other:?}: use mac, ip or username"))),
+    }
+}
+
+/// Every stored record about a data subject, a page at a time.
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/subjects/export", tag = "data rights",
+    params(("org" = String, Path, description = "The organisation")),
+    request_body = SubjectExportRequest,
+    responses((status = 200, body = SubjectRecords), (status = "4XX", body = Problem)))]
+pub async fn export_subject(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+    JsonBody(body): JsonBody<SubjectExportRequest>,
+) -> Result<Json<SubjectRecords>, ApiError> {
+    let action = AdminAction::ExportSubject { org: org(&name)?, subject: subject(&body.subject)?, skip: body.skip };
+    match act(&state, actor, action).await? {
+        AdminReply::SubjectRecords { total, lines } => Ok(Json(SubjectRecords {
+            total,
+            records: lines.iter().filter_map(|l| serde_json::from_str(l.as_str()).ok()).collect(),
+        })),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Erase every stored record about a data subject.
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/subjects/erase", tag = "data rights",
+    params(("org" = String, Path, description = "The organisation")),
+    request_body = SubjectEraseRequest,
+    responses((status = 200, body = SubjectErased), (status = "4XX", body = Problem)))]
+pub async fn erase_subject(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+    JsonBody(body): JsonBody<SubjectEraseRequest>,
+) -> Result<Json<SubjectErased>, ApiError> {
+    let action = AdminAction::EraseSubject { org: org(&name)?, subject: subject(&body.subject)? };
+    match act(&state, actor, action).await? {
+        AdminReply::SubjectErased { metadata, captures, segments_rewritten } => {
+            Ok(Json(SubjectErased { metadata, captures, segments_rewritten }))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Audit entries, oldest first, a page at a time.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, body = AuditPage), (status = "4XX", body = Problem)))]
+pub async fn audit(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    QueryArgs(query): QueryArgs<AuditQuery>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let scope = query.org.as_deref().map(org).transpose()?;
+    match act(&state, actor, AdminAction::ShowAudit { org: scope, after_seq: query.after_seq }).await? {
+        AdminReply::AuditEntries(records) => {
+            let full = records.len() == glimpse_common::wire::admin::MAX_AUDIT_PAGE;
+            let entries: Vec<AuditEntry> = records
+                .iter()
+                .map(|r| AuditEntry {
+                    seq: r.seq,
+                    at_ms: r.at_ms,
+                    actor: r.actor.as_str().to_owned(),
+                    action: r.action.as_str().to_owned(),
+                    org: r.org.as_ref().map(|o| o.as_str().to_owned()),
+                    refused: r.refused,
+                    detail: r.detail.as_str().to_owned(),
+                })
+                .collect();
+            let next_after_seq = if full { entries.last().map(|e| e.seq) } else { None };
+            Ok(Json(AuditPage { entries, next_after_seq }))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Check the whole audit log's hash chain (operators).
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit",
+    responses((status = 200, body = AuditVerified), (status = "4XX", body = Problem)))]
+pub async fn verify_audit(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+) -> Result<Json<AuditVerified>, ApiError> {
+    match act(&state, actor, AdminAction::VerifyAudit).await? {
+        AdminReply::AuditVerified { entries } => Ok(Json(AuditVerified { entries })),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Create an API token (shown once).
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "identity", request_body = TokenCreateRequest,
+    responses((status = 200, body = TokenCreated), (status = "4XX", body = Problem)))]
+pub async fn create_token(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    JsonBody(body): JsonBody<TokenCreateRequest>,
+) -> Result<Json<TokenCreated>, ApiError> {
+    let role: AdminRole = body.role.parse().map_err(|e| ApiError::bad_request(format!("role: {e}")))?;
+    let scope_org = body.org.as_deref().map(org).transpose()?;
+    let name = AdminName::new(&body.name).map_err(|e| ApiError::bad_request(format!("name: {e}")))?;
+    let scope = TokenScope {
+        name,
+        role,
+        org: scope_org.clone(),
+        read_only: body.read_only,
+        days: body.expires_in_days.unwrap_or(DEFAULT_TOKEN_DAYS),
+    };
+    let access = if role == AdminRole::Operator { Access::Operator } else { Access::Write };
+    let state2 = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let context = &state2.context;
+        context.permit(&actor, "token.create", scope_org.as_ref(), access, true)?;
+        let now = state2.now_ms();
+        match state2.tokens.create(&actor, scope, now) {
+            Ok((token, info)) => {
+                let detail = format!(
+                    "token {} id {} role {}{}, expires {}",
+                    info.name,
+                    info.id,
+                    info.role,
+                    if info.read_only { " read-only" } else { "" },
+                    glimpse_store::export::format_time(info.expires_ms)
+                );
+                context.audit(
+                    &actor.audit_name(),
+                    "token.create",
+                    scope_org.as_ref(),
+                    glimpse_store::audit::AuditOutcome::Done,
+                    &detail,
+                );
+                Ok(Json(TokenCreated { token: token.to_string(), info }))
+            }
+            Err(e) => {
+                context.audit(
+                    &actor.audit_name(),
+                    "token.create",
+                    scope_org.as_ref(),
+                    glimpse_store::audit::AuditOutcome::Refused,
+                    &e.to_string(),
+                );
+                Err(ApiError::bad_request(e.to_string()))
+            }
+        }
+    })
+    .await
+    .map_err(|_| ApiError::internal("token creation failed unexpectedly"))?
+}
+
+/// API tokens: all of them for operators, the organisation's for its
+/// admins.
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "identity",
+    responses((status = 200, body = TokenList), (status = "4XX", body = Problem)))]
+pub async fn list_tokens(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+) -> Result<Json<TokenList>, ApiError> {
+    let scope = match actor.identity.role {
+        AdminRole::Operator => None,
+        _ => actor.identity.org.clone(),
+    };
+    let access = if scope.is_none() { Access::Operator } else { Access::Write };
+    let state2 = state.clone();
+    let check = scope.clone();
+    tokio::task::spawn_blocking(move || state2.context.permit(&actor, "token.list", check.as_ref(), access, false))
+        .await
+        .map_err(|_| ApiError::internal("authorisation failed unexpectedly"))??;
+    Ok(Json(TokenList { tokens: state.tokens.list(scope.as_ref()) }))
+}
+
+/// Revoke an API token: it stops working at once and connections that
+/// used it are closed.
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "identity",
+    params(("id" = String, Path, description = "The token's id")),
+    responses((status = 200, body = TokenRevoked), (status = "4XX", body = Problem)))]
+pub async fn revoke_token(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(id): PathArgs<String>,
+) -> Result<Json<TokenRevoked>, ApiError> {
+    let Some(scope) = state.tokens.org_of(&id) else {
+        return Err(ApiError::not_found(format!("no API token {id:?}")));
+    };
+    let access = if scope.is_none() { Access::Operator } else { Access::Write };
+    let state2 = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let context = &state2.context;
+        context.permit(&actor, "token.revoke", scope.as_ref(), access, true)?;
+        let was_active =
+            state2.tokens.revoke(&id, state2.now_ms()).map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let closed = state2.live.cut(|c| *c == super::live::Credential::Token(id.clone()));
+        context.audit(
+            &actor.audit_name(),
+            "token.revoke",
+            scope.as_ref(),
+            glimpse_store::audit::AuditOutcome::Done,
+            &format!(
+                "token id {id}{}, {closed} live connections closed",
+                if was_active { "" } else { " (was not active)" }
+            ),
+        );
+        Ok(Json(TokenRevoked { was_active, connections_closed: count(closed) }))
+    })
+    .await
+    .map_err(|_| ApiError::internal("token revocation failed unexpectedly"))?
+}

@@ -1,0 +1,315 @@
+//! The HTTPS admin API end to end, with a real HTTP client (reqwest over
+//! our rustls configuration) and curl against a real collector: every
+//! endpoint for every role and scope (allowed or refused, and refused ones
+//! audited), API tokens created, used and revoked (a revoked token's live
+//! connection is closed at once), bad input answered with problem
+//! documents, HTTP/1.1 and HTTP/2, and the curl examples of
+//! docs/OPERATIONS.md run as written.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use glimpse_admin_client::{AdminCredentials, ApiClient};
+use glimpse_common::identity::AdminRole;
+use glimpse_tests::*;
+
+/// Sends a request and returns the status and the body as JSON (`Null`
+/// when empty or not JSON), checking that every error is a problem
+/// document.
+async fn call(client: &ApiClient, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let mut request = client.request(method.clone(), path);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let status = response.status();
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let bytes = response.bytes().await.expect("body");
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if !status.is_success() {
+        assert_eq!(content_type, "application/problem+json", "{method} {path} -> {status}: {bytes:?}");
+        assert_eq!(json["status"].as_u64(), Some(u64::from(status.as_u16())), "{json}");
+        assert!(json["code"].as_str().is_some_and(|c| !c.is_empty()), "{json}");
+        assert!(json["type"].as_str().is_some_and(|t| t.starts_with("urn:glimpse:problem:")), "{json}");
+    }
+    (status, json)
+}
+
+/// Creates a token as `creator` and returns its secret and id.
+async fn create_token(creator: &ApiClient, body: Value) -> (String, String) {
+    let (status, created) = call(creator, Method::POST, "/api/v1/tokens", Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    (created["token"].as_str().unwrap().to_owned(), created["info"]["id"].as_str().unwrap().to_owned())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Operator,
+    OrgAdmin,
+    OtherOrgAdmin,
+    SupportNoGrant,
+    SupportGranted,
+    ReadOnlyToken,
+    OrgToken,
+    Nobody,
+}
+
+/// What an endpoint needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    /// Any authenticated caller (whoami).
+    Anyone,
+    /// Reading the organisation's data.
+    Read,
+    /// Changing the organisation's settings or data.
+    Write,
+    /// Operators only.
+    Operator,
+    /// Listing tokens: operators, and org-admins (certificate or token)
+    /// for their own organisation.
+    OwnTokens,
+}
+
+fn allowed(who: Who, needs: Needs) -> bool {
+    use Needs::{Anyone, OwnTokens, Read, Write};
+    use Who::*;
+    match (who, needs) {
+        (Nobody, _) => false,
+        (Operator, _) => true,
+        (_, Anyone) => true,
+        (_, Needs::Operator) => false,
+        (OrgAdmin | OrgToken, Read | Write | OwnTokens) => true,
+        (ReadOnlyToken, Read | OwnTokens) => true,
+        (ReadOnlyToken, Write) => false,
+        (OtherOrgAdmin, OwnTokens) => true,
+        (OtherOrgAdmin, _) => false,
+        (SupportGranted, Read) => true,
+        (SupportGranted | SupportNoGrant, _) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_allows_and_refuses_each_role_and_scope_as_documented() {
+    init_logging();
+    let tc = TestCollector::start().await;
+    let org = "matrixorg";
+    let operator = api_client(&issue_admin(&tc, AdminRole::Operator, None)).await;
+    let mut clients: Vec<(Who, ApiClient)> = vec![
+        (Who::Operator, operator.clone()),
+        (Who::OrgAdmin, api_client(&issue_admin(&tc, AdminRole::OrgAdmin, Some(org))).await),
+        (Who::OtherOrgAdmin, api_client(&issue_admin(&tc, AdminRole::OrgAdmin, Some("othermatrix"))).await),
+        (Who::SupportNoGrant, api_client(&issue_admin(&tc, AdminRole::Support, Some("othermatrix"))).await),
+        (Who::SupportGranted, api_client(&issue_admin(&tc, AdminRole::Support, Some(org))).await),
+        (Who::Nobody, anonymous_api(&tc).await),
+    ];
+    let (ro, _) =
+        create_token(&operator, json!({"name": "reader", "role": "org-admin", "org": org, "read_only": true})).await;
+    let (rw, _) = create_token(&operator, json!({"name": "writer", "role": "org-admin", "org": org})).await;
+    clients.push((Who::ReadOnlyToken, api_client(&token_credentials(&tc, &ro)).await));
+    clients.push((Who::OrgToken, api_client(&token_credentials(&tc, &rw)).await));
+
+    let capture = json!({"device": "ap-1", "interface": "eth0", "duration_secs": 5, "max_packets": 10});
+    let subject = json!({"subject": {"kind": "mac", "value": "02:00:5e:10:00:01"}});
+    let endpoints: Vec<(Method, String, Option<Value>, Needs)> = vec![
+        (Method::GET, "/api/v1/whoami".into(), None, Needs::Anyone),
+        (Method::GET, format!("/api/v1/orgs/{org}"), None, Needs::Read),
+        (Method::PUT, format!("/api/v1/orgs/{org}/consent"), Some(json!({"capture": false})), Needs::Write),
+        (Method::PUT, format!("/api/v1/orgs/{org}/data-policy"), Some(json!({"omit": []})), Needs::Write),
+        (Method::GET, format!("/api/v1/orgs/{org}/devices"), None, Needs::Read),
+        (Method::POST, format!("/api/v1/orgs/{org}/captures"), Some(capture), Needs::Write),
+        (Method::GET, format!("/api/v1/orgs/{org}/captures"), None, Needs::Read),
+        (Method::GET, format!("/api/v1/orgs/{org}/captures/ap-1/7"), None, Needs::Read),
+        (Method::POST, format!("/api/v1/orgs/{org}/captures/ap-1/7/stop"), None, Needs::Write),
+        (Method::POST, format!("/api/v1/orgs/{org}/subjects/export"), Some(subject.clone()), Needs::Read),
+        (Method::POST, format!("/api/v1/orgs/{org}/subjects/erase"), Some(subject), Needs::Write),
+        (Method::GET, format!("/api/v1/audit?org={org}"), None, Needs::Read),
+        (Method::GET, "/api/v1/audit".into(), None, Needs::Operator),
+        (Method::GET, "/api/v1/audit/verify".into(), None, Needs::Operator),
+        (
+            Method::POST,
+            "/api/v1/tokens".into(),
+            Some(json!({"name": "made", "role": "support", "org": org, "read_only": true})),
+            Needs::Write,
+        ),
+        (Method::GET, "/api/v1/tokens".into(), None, Needs::OwnTokens),
+        (Method::POST, format!("/api/v1/orgs/{org}/support"), Some(json!({"hours": 2})), Needs::Write),
+        (Method::DELETE, format!("/api/v1/orgs/{org}/support"), None, Needs::Write),
+        (Method::DELETE, format!("/api/v1/orgs/{org}"), Some(json!({"confirm": org})), Needs::Write),
+    ];
+    let mut checked = 0;
+    for (method, path, body, needs) in &endpoints {
+        for (who, client) in &clients {
+            if *who == Who::SupportGranted {
+                // An earlier row may have ended the grant.
+                let (status, _) =
+                    call(&operator, Method::POST, &format!("/api/v1/orgs/{org}/support"), Some(json!({"hours": 1})))
+                        .await;
+                assert_eq!(status, StatusCode::OK);
+            }
+            let (status, answer) = call(client, method.clone(), path, body.clone()).await;
+            let expect = allowed(*who, *needs);
+            if expect {
+                assert!(
+                    status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                    "{who:?} {method} {path}: refused ({status}) but should be allowed: {answer}"
+                );
+            } else if *who == Who::Nobody {
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{who:?} {method} {path}: {answer}");
+            } else {
+                assert_eq!(status, StatusCode::FORBIDDEN, "{who:?} {method} {path}: {answer}");
+                assert_eq!(answer["code"], "forbidden");
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, endpoints.len() * clients.len());
+
+    // Refusals are audited with who asked and why, like any admin action.
+    let (_, audit) = call(&operator, Method::GET, "/api/v1/audit?org=othermatrix", None).await;
+    let (_, mine) = call(&operator, Method::GET, &format!("/api/v1/audit?org={org}"), None).await;
+    let entries: Vec<&Value> =
+        audit["entries"].as_array().unwrap().iter().chain(mine["entries"].as_array().unwrap()).collect();
+    assert!(
+        entries.iter().any(|e| e["refused"] == true
+            && e["actor"].as_str().unwrap().contains("org-admin of othermatrix")
+            && e["detail"].as_str().unwrap().contains("may not act on organisation matrixorg")),
+        "a cross-organisation refusal is audited"
+    );
+    assert!(entries.iter().any(|e| e["refused"] == true
+        && e["actor"].as_str().unwrap().starts_with("token:reader")
+        && e["detail"].as_str().unwrap().contains("read-only")));
+    assert!(entries.iter().any(|e| e["action"] == "token.create" && e["refused"] == false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_work_until_revoked_and_revocation_closes_their_live_connections() {
+    init_logging();
+    let tc = TestCollector::start().await;
+    let org = "tokenorg";
+    let admin = api_client(&issue_admin(&tc, AdminRole::OrgAdmin, Some(org))).await;
+    let (token, id) = create_token(&admin, json!({"name": "nightly-export", "role": "org-admin", "org": org})).await;
+    assert!(token.starts_with("glimpse_"));
+    let script = api_client(&token_credentials(&tc, &token)).await;
+    let (status, me) = call(&script, Method::GET, "/api/v1/whoami", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (me["via"].as_str(), me["name"].as_str(), me["org"].as_str()),
+        (Some("token"), Some("nightly-export"), Some(org))
+    );
+    let (status, _) =
+        call(&script, Method::PUT, &format!("/api/v1/orgs/{org}/consent"), Some(json!({"capture": true}))).await;
+    assert_eq!(status, StatusCode::OK, "an org-admin token acts for its organisation");
+
+    // Listed, with its last use, never with its secret.
+    let (_, list) = call(&admin, Method::GET, "/api/v1/tokens", None).await;
+    let listed = list["tokens"].as_array().unwrap().iter().find(|t| t["id"] == id.as_str()).expect("listed");
+    assert!(listed["last_used_ms"].as_i64().is_some());
+    assert!(!list.to_string().contains(token.rsplit('_').next().unwrap()), "the secret is never shown again");
+
+    // The script's connection is open (kept alive); revoking closes it.
+    let api = tc.collector.api().expect("admin API");
+    let (status, revoked) = call(&admin, Method::DELETE, &format!("/api/v1/tokens/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(revoked["was_active"], true);
+    assert_eq!(revoked["connections_closed"], 1, "the live connection that used it was closed at once");
+    wait_until("the revoked token's connection is gone", || api.live.open() <= 1).await;
+    let (status, problem) = call(&script, Method::GET, "/api/v1/whoami", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(problem["detail"].as_str().unwrap().contains("revoked"), "{problem}");
+
+    // Another organisation's admin cannot revoke or see it.
+    let other = api_client(&issue_admin(&tc, AdminRole::OrgAdmin, Some("othertoken"))).await;
+    let (status, _) = call(&other, Method::DELETE, &format!("/api/v1/tokens/{id}"), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, theirs) = call(&other, Method::GET, "/api/v1/tokens", None).await;
+    assert!(theirs["tokens"].as_array().unwrap().is_empty());
+    // Creation, use and revocation are in the organisation's audit log.
+    let (_, audit) = call(&admin, Method::GET, &format!("/api/v1/audit?org={org}"), None).await;
+    let actions: Vec<&str> =
+        audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert!(actions.contains(&"token.create") && actions.contains(&"token.revoke") && actions.contains(&"consent.set"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_problem_documents_and_guessing_is_rate_limited() {
+    init_logging();
+    let tc = TestCollector::start().await;
+    let operator = api_client(&issue_admin(&tc, AdminRole::Operator, None)).await;
+    let consent = "/api/v1/orgs/badorg/consent";
+    // Unknown fields, wrong types, a body too large, the wrong media type.
+    let (status, p) = call(&operator, Method::PUT, consent, Some(json!({"capture": true, "extra": 1}))).await;
+    assert_eq!((status, p["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad-request")), "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("extra"));
+    let (status, _) = call(&operator, Method::PUT, consent, Some(json!({"capture": "yes"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let huge = json!({"capture": true, "pad": "x".repeat(100_000)});
+    let (status, p) = call(&operator, Method::PUT, consent, Some(huge)).await;
+    assert_eq!((status, p["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("payload-too-large")));
+    let response = operator.request(Method::PUT, consent).body("capture=true").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // Invalid names, unknown paths and methods, long URIs, bad queries.
+    let (status, _) = call(&operator, Method::GET, "/api/v1/orgs/Not%20An%20Org", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, p) = call(&operator, Method::GET, "/api/v1/nothing-here", None).await;
+    assert_eq!((status, p["code"].as_str()), (StatusCode::NOT_FOUND, Some("not-found")));
+    let (status, _) = call(&operator, Method::PATCH, "/api/v1/whoami", None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, _) = call(&operator, Method::GET, &format!("/api/v1/audit?org={}", "a".repeat(5000)), None).await;
+    assert_eq!(status, StatusCode::URI_TOO_LONG);
+    let (status, _) = call(&operator, Method::GET, "/api/v1/audit?bogus=1", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = call(&operator, Method::GET, "/api/v1/audit?after_seq=-4", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // The document itself is served and lists the endpoints.
+    let (status, doc) = call(&operator, Method::GET, "/api/v1/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["paths"]["/api/v1/orgs/{org}/consent"]["put"].is_object());
+
+    // Guessing tokens: after ten failures a minute, the address is held off.
+    let guesser = api_client(&token_credentials(&tc, &format!("glimpse_{}_{}", "0".repeat(16), "0".repeat(64)))).await;
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(call(&guesser, Method::GET, "/api/v1/whoami", None).await.0);
+    }
+    assert!(statuses[..10].iter().all(|s| *s == StatusCode::UNAUTHORIZED), "{statuses:?}");
+    assert_eq!(statuses[11], StatusCode::TOO_MANY_REQUESTS);
+    // Failed guesses cost the audit log a bounded number of entries.
+    let (_, audit) = call(&operator, Method::GET, "/api/v1/audit", None).await;
+    let refusals = audit["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "admin.authenticate").count();
+    assert!((1..=2).contains(&refusals), "{refusals} audit entries for 12 failed guesses");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_speaks_http2_and_http1() {
+    init_logging();
+    let tc = TestCollector::start().await;
+    let credentials = issue_admin(&tc, AdminRole::Operator, None);
+    let h2 = api_client(&credentials).await;
+    let response = h2.request(Method::GET, "/api/v1/whoami").send().await.unwrap();
+    assert_eq!((response.status(), response.version()), (StatusCode::OK, reqwest::Version::HTTP_2));
+    // curl over HTTP/1.1, as a script would.
+    if !require_tool("curl", "apt-get install curl") {
+        return;
+    }
+    let out = curl(&tc, &credentials, &["--http1.1", "-sS", "-w", "\n%{http_version}", "/api/v1/whoami"]);
+    assert!(out.ends_with("\n1.1"), "{out}");
+    assert!(out.contains("\"role\":\"operator\""), "{out}");
+}
+
+/// Runs curl against the collector's admin API with `credentials`; the
+/// last argument is the path. Returns its standard output.
+fn curl(tc: &TestCollector, credentials: &AdminCredentials, args: &[&str]) -> String {
+    let addr = tc.collector.admin_addr().unwrap();
+    let (path, flags) = args.split_last().unwrap();
+    let output = std::process::Command::new("curl")
+        .args(["--cacert", credentials.ca.to_str().unwrap()])
+        .args(["--cert", credentials.cert.to_str().unwrap(), "--key", credentials.key.to_str().unwrap()])
+        .args(["--resolve", &format!("localhost:{}:127.0.0.1", addr.port())])
+        .args(flags)
+        .arg(format!("https://localhost:{}{path}", addr.port()))
+        .output()
+        .expect("curl runs");
+    assert!(output.status.success(), "curl: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
