@@ -156,10 +156,12 @@ fn resolve(args: &LogArgs, config: &LogConfig, default_level: &str, env: &dyn Fn
 /// module's documentation). Call once, first thing in `main`; a second call
 /// does nothing.
 pub fn init(args: &LogArgs, config: &LogConfig, default_level: &str) {
-    let resolved = resolve(args, config, default_level, &|var| std::env::var(var).ok());
+    #[cfg_attr(feature = "json", allow(unused_mut))]
+    let mut resolved = resolve(args, config, default_level, &|var| std::env::var(var).ok());
     let ansi = cfg!(feature = "ansi") && std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let layer = match resolved.format {
         LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi).boxed(),
+        #[cfg(feature = "json")]
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
@@ -167,6 +169,14 @@ pub fn init(args: &LogArgs, config: &LogConfig, default_level: &str) {
             .with_span_list(false)
             .with_writer(std::io::stderr)
             .boxed(),
+        // A device build without the `json` feature (to save flash).
+        #[cfg(not(feature = "json"))]
+        LogFormat::Json => {
+            let mut ignored = resolved.ignored;
+            ignored.push("--log-format json: this build has no JSON logs; writing text".to_owned());
+            resolved = Resolved { ignored, ..resolved };
+            tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false).boxed()
+        }
     };
     if tracing_subscriber::registry().with(layer.with_filter(resolved.level)).try_init().is_ok() {
         for message in resolved.ignored {
