@@ -313,3 +313,77 @@ fn curl(tc: &TestCollector, credentials: &AdminCredentials, args: &[&str]) -> St
     assert!(output.status.success(), "curl: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap()
 }
+
+/// docs/OPERATIONS.md's curl examples, run as written (a `set -e` shell
+/// script) with the variables they name pointing at a real collector and
+/// a real connected agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_curl_examples_in_operations_md_work() {
+    init_logging();
+    if !require_tool("curl", "apt-get install curl") || !require_tool("jq", "apt-get install jq") {
+        return;
+    }
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/OPERATIONS.md")).unwrap();
+    let start = doc.find("<!-- curl-examples:start -->").expect("start marker");
+    let end = doc.find("<!-- curl-examples:end -->").expect("end marker");
+    let block = &doc[start..end];
+    let script: String = block
+        .lines()
+        .skip_while(|l| !l.starts_with("```sh"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("```"))
+        // The test gives these itself.
+        .filter(|l| !["API=", "ADMIN=", "OPERATOR=", "CA=", "DEVICE="].iter().any(|v| l.starts_with(v)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(script.matches("curl ").count() >= 15, "the examples are there:\n{script}");
+
+    let device = issue_device("acme");
+    let tc = TestCollector::start().await;
+    let agent = start_agent(tc.addr(), &device);
+    wait_for_status(&agent, "connected", |s| s.connected).await;
+    let admin = issue_admin(&tc, AdminRole::OrgAdmin, Some("acme"));
+    let operator = issue_admin(&tc, AdminRole::Operator, None);
+    let flags = |c: &AdminCredentials| {
+        format!("--cacert {} --cert {} --key {}", c.ca.display(), c.cert.display(), c.key.display())
+    };
+    let port = tc.collector.admin_addr().unwrap().port();
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-euc")
+        .arg(&script)
+        .env("API", format!("https://localhost:{port}/api/v1"))
+        .env("ADMIN", flags(&admin))
+        .env("OPERATOR", flags(&operator))
+        .env("CA", &admin.ca)
+        .env("DEVICE", device.identity.device.as_str());
+    // The collector runs on this runtime: wait for the script elsewhere.
+    let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("sh runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the examples failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // What they did happened: the organisation is gone, the token revoked,
+    // and each step is in the audit log.
+    assert!(stdout.contains("\"key_destroyed\""), "{stdout}");
+    let operator_api = api_client(&operator).await;
+    let (_, audit) = call(&operator_api, Method::GET, "/api/v1/audit?org=acme", None).await;
+    let actions: Vec<&str> =
+        audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for action in [
+        "consent.set",
+        "support.grant",
+        "support.revoke",
+        "capture.start",
+        "capture.stop",
+        "subject.erase",
+        "token.revoke",
+        "org.delete",
+    ] {
+        assert!(actions.contains(&action), "{action} not audited: {actions:?}");
+    }
+    drop(agent);
+}

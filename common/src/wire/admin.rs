@@ -1,19 +1,17 @@
-//! The admin protocol: what `glimpse-collector` admin commands send to a
-//! running collector's admin port, over the same frames as the agent
-//! protocol and mutual TLS with an admin certificate.
-//!
-//! Each connection carries one request and one reply. Compatibility rules
-//! are those of [`crate::wire::message`]: variants are only ever appended.
+//! The admin actions: what an admin can ask of a running collector, and
+//! its answers. The collector's HTTPS API (`/api/v1`, JSON) turns each
+//! request into an [`AdminAction`], runs it through the same authorisation
+//! and audit whatever the credential, and maps the [`AdminReply`] back to
+//! JSON; the admin client maps the other way. These types are no longer on
+//! any wire: the framed postcard admin protocol (`glimpse-admin/1`) was
+//! removed with the HTTPS API (see docs/PROTOCOL.md).
 
 use serde::{Deserialize, Serialize};
 
 use crate::bounded::{BoundedString, BoundedVec};
 use crate::identity::{DeviceId, OrgId};
 use crate::minimise::MetadataField;
-use crate::wire::message::{CaptureOutcome, Codec, WireError, MAX_ERROR_TEXT, MAX_FILTER_TEXT, MAX_POLICY_FIELDS};
-
-/// Version of the admin protocol; the first field of every request.
-pub const ADMIN_PROTOCOL_VERSION: u16 = 1;
+use crate::wire::message::{CaptureOutcome, MAX_ERROR_TEXT, MAX_FILTER_TEXT, MAX_POLICY_FIELDS};
 
 /// Most devices listed in one reply.
 pub const MAX_LISTED_DEVICES: usize = 10_000;
@@ -21,17 +19,14 @@ pub const MAX_LISTED_DEVICES: usize = 10_000;
 /// Most audit entries in one reply; ask again with `after_seq` for more.
 pub const MAX_AUDIT_PAGE: usize = 200;
 
-/// Largest reply frame an admin client accepts (a full audit page).
-pub const MAX_ADMIN_REPLY_FRAME: usize = 1 << 20;
-
 /// Most records in one subject export reply; ask again with `skip`.
 pub const MAX_SUBJECT_PAGE: usize = 100;
 
 /// Longest JSON line of one exported record.
 pub const MAX_EXPORT_LINE: usize = 64 * 1024;
 
-/// Most JSON bytes in one subject export page, so a page always fits in
-/// [`MAX_ADMIN_REPLY_FRAME`].
+/// Most JSON bytes in one subject export page (a page is one API
+/// response, held in memory).
 pub const MAX_SUBJECT_PAGE_BYTES: usize = 768 * 1024;
 
 /// A data subject: the person or device a request about stored data
@@ -76,15 +71,6 @@ pub struct AuditRecord {
     pub refused: bool,
     /// Details: the values set, or why it was refused.
     pub detail: BoundedString<1024>,
-}
-
-/// A request from an admin.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AdminRequest {
-    /// Must be [`ADMIN_PROTOCOL_VERSION`].
-    pub version: u16,
-    /// What is asked.
-    pub action: AdminAction,
 }
 
 /// What an admin can ask for.
@@ -286,142 +272,4 @@ pub enum AdminReply {
         /// Segment files deleted.
         segments_deleted: u64,
     },
-}
-
-impl Codec for AdminRequest {
-    fn encode_frame(&self, max_frame_len: usize, out: &mut Vec<u8>) -> Result<(), WireError> {
-        crate::wire::message::encode_framed(self, max_frame_len, out)
-    }
-
-    fn decode(payload: &[u8]) -> Result<Self, WireError> {
-        if let Ok((version, _)) = postcard::take_from_bytes::<u16>(payload) {
-            if version != ADMIN_PROTOCOL_VERSION {
-                return Err(WireError::UnsupportedVersion { got: version, supported: ADMIN_PROTOCOL_VERSION });
-            }
-        }
-        crate::wire::message::decode_exact(payload)
-    }
-}
-
-impl Codec for AdminReply {
-    fn encode_frame(&self, max_frame_len: usize, out: &mut Vec<u8>) -> Result<(), WireError> {
-        crate::wire::message::encode_framed(self, max_frame_len, out)
-    }
-
-    fn decode(payload: &[u8]) -> Result<Self, WireError> {
-        crate::wire::message::decode_exact(payload)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    #[test]
-    fn requests_round_trip_and_versions_are_checked() {
-        let request = AdminRequest {
-            version: ADMIN_PROTOCOL_VERSION,
-            action: AdminAction::ConnectedDevices { org: OrgId::new("acme").unwrap() },
-        };
-        let payload = postcard::to_stdvec(&request).unwrap();
-        assert_eq!(AdminRequest::decode(&payload).unwrap(), request);
-        let mut future = payload.clone();
-        future[0] = 2;
-        assert_eq!(AdminRequest::decode(&future), Err(WireError::UnsupportedVersion { got: 2, supported: 1 }));
-    }
-
-    fn org() -> OrgId {
-        OrgId::new("acme").unwrap()
-    }
-
-    /// One of every action, so each variant's encoding is exercised.
-    fn every_action() -> Vec<AdminAction> {
-        use crate::minimise::MetadataField;
-        vec![
-            AdminAction::SetConsent { org: org(), capture: true },
-            AdminAction::GrantSupport { org: org(), hours: 4 },
-            AdminAction::RevokeSupport { org: org() },
-            AdminAction::OrgStatus { org: org() },
-            AdminAction::VerifyAudit,
-            AdminAction::ShowAudit { org: Some(org()), after_seq: 7 },
-            AdminAction::ExportSubject {
-                org: org(),
-                subject: Subject::Mac(crate::record::MacAddr([2, 0, 0, 0, 0, 1])),
-                skip: 3,
-            },
-            AdminAction::EraseSubject { org: org(), subject: Subject::Ip("2001:db8::1".parse().unwrap()) },
-            AdminAction::EraseSubject { org: org(), subject: Subject::Username(BoundedString::truncating("alice")) },
-            AdminAction::SetDataPolicy {
-                org: org(),
-                omit: BoundedVec::truncating(vec![MetadataField::Hostname, MetadataField::InterfaceMacs]),
-                pseudonymise_macs: true,
-            },
-            AdminAction::DeleteOrg { org: org(), confirm: org() },
-        ]
-    }
-
-    fn every_reply() -> Vec<AdminReply> {
-        vec![
-            AdminReply::ConsentSet { capture: false, changed: true, devices_told: 2 },
-            AdminReply::SupportGranted { until_ms: 1_800_000_000_000 },
-            AdminReply::OrgStatus {
-                omitted_fields: BoundedVec::default(),
-                pseudonymise_macs: false,
-                capture_consent: true,
-                support_until_ms: None,
-                connected_devices: 1,
-            },
-            AdminReply::AuditEntries(BoundedVec::truncating(vec![AuditRecord {
-                seq: 1,
-                at_ms: 5,
-                actor: BoundedString::truncating("admin:alice (org-admin of acme)"),
-                action: BoundedString::truncating("consent.set"),
-                org: Some(org()),
-                refused: false,
-                detail: BoundedString::truncating("capture on"),
-            }])),
-            AdminReply::SubjectRecords {
-                total: 1,
-                lines: BoundedVec::truncating(vec![BoundedString::truncating("{}")]),
-            },
-            AdminReply::SubjectErased { metadata: 1, captures: 2, segments_rewritten: 3 },
-            AdminReply::OrgDeleted { key_destroyed: true, segments_deleted: 4 },
-            AdminReply::Refused(BoundedString::truncating("no")),
-        ]
-    }
-
-    #[test]
-    fn every_action_and_reply_round_trips() {
-        for action in every_action() {
-            let request = AdminRequest { version: ADMIN_PROTOCOL_VERSION, action };
-            let payload = postcard::to_stdvec(&request).unwrap();
-            assert_eq!(AdminRequest::decode(&payload).unwrap(), request);
-            for cut in 0..payload.len() {
-                assert!(AdminRequest::decode(&payload[..cut]).is_err(), "{request:?} cut at {cut}");
-            }
-        }
-        for reply in every_reply() {
-            let payload = postcard::to_stdvec(&reply).unwrap();
-            assert_eq!(AdminReply::decode(&payload).unwrap(), reply);
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn decoding_arbitrary_bytes_never_panics(payload in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let _ = AdminRequest::decode(&payload);
-            let _ = AdminReply::decode(&payload);
-        }
-
-        #[test]
-        fn mutated_valid_requests_never_panic(which in 0usize..11, pos in 0usize..128, byte in any::<u8>()) {
-            let actions = every_action();
-            let request = AdminRequest { version: ADMIN_PROTOCOL_VERSION, action: actions[which % actions.len()].clone() };
-            let mut payload = postcard::to_stdvec(&request).unwrap();
-            let at = pos % payload.len();
-            payload[at] = byte;
-            let _ = AdminRequest::decode(&payload);
-        }
-    }
 }
