@@ -69,7 +69,7 @@ rule() {
 # Every crate of the layout, so that a crate the rules only name (as a
 # forbidden dependency) cannot pass them by being missing or renamed.
 layout=(glimpse-common glimpse-files glimpse-agent glimpse-libpcap glimpse-store glimpse-collector
-  glimpse-api glimpse-admin-client glimpse-demo glimpse-certs glimpse-tests glimpse-benches)
+  glimpse-api glimpse-admin-client glimpse-demo glimpse-certs glimpse-tests glimpse-benches glimpse-docgen)
 missing=()
 for crate in "${layout[@]}"; do
   "$cargo" tree --quiet --locked -e normal -p "$crate" --depth 0 >/dev/null 2>&1 || missing+=("$crate")
@@ -109,8 +109,8 @@ rule "7. glimpse-collector depends on neither glimpse-agent, glimpse-certs, glim
   glimpse-collector no glimpse-agent glimpse-certs glimpse-libpcap glimpse-demo pcap
 rule "9. glimpse-demo links no libpcap (depends on no pcap crate)" \
   glimpse-demo no pcap
-rule "8a. glimpse-certs depends on no glimpse crate but glimpse-common" \
-  glimpse-certs only-glimpse glimpse-common
+rule "8a. glimpse-certs depends on no glimpse crate but glimpse-common and glimpse-files" \
+  glimpse-certs only-glimpse glimpse-common glimpse-files
 rule "8b. glimpse-certs depends on no tokio" \
   glimpse-certs no tokio
 

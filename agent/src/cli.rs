@@ -6,8 +6,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
-use tracing_subscriber::layer::SubscriberExt as _;
-use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::{AgentConfig, AgentHandle};
 
@@ -28,10 +26,18 @@ Exit status:
   78  configuration error: agent.toml, certificates, keys";
 
 #[derive(Parser)]
-#[command(version, about, long_about, after_help = EXIT_HELP)]
+#[command(name = "glimpse-agent", version, long_version = glimpse_files::long_version!(), about, long_about, after_help = EXIT_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: glimpse_files::logging::LogArgs,
+}
+
+/// The command line's definition, for the man page and shell completions
+/// (`glimpse-docgen`).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 #[derive(Subcommand)]
@@ -65,6 +71,19 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Write agent.toml from OpenWrt's UCI configuration (/etc/config/glimpse),
+    /// as the init script does at every start and reload. The result is
+    /// checked by the agent's config loader first: on any problem (each one
+    /// named, with its line) nothing is written and the exit status is 78.
+    Config {
+        /// The UCI file to read.
+        #[arg(long, value_name = "FILE")]
+        from_uci: PathBuf,
+        /// Where to write agent.toml (replaced atomically); standard output
+        /// if not given.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Collect metadata once and print it as JSON (nothing is sent).
     Probe {
         /// Root of the filesystem to read (default `/`).
@@ -88,23 +107,6 @@ enum Command {
 /// process exit code. `main.rs` is only this call, so that test harnesses
 /// can build the same program under another name.
 pub fn main() -> ExitCode {
-    // `Targets` rather than `EnvFilter`: the same `target=level` directives
-    // without a regular-expression engine, which would cost the agent
-    // hundreds of KiB of flash. No colour: device logs go to syslog or the
-    // journal.
-    let filter = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
-    let parsed = filter.as_deref().map(str::parse::<tracing_subscriber::filter::Targets>);
-    let targets = match &parsed {
-        Some(Ok(targets)) => targets.clone(),
-        _ => tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO),
-    };
-    tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false))
-        .with(targets)
-        .init();
-    if let Some(Err(e)) = parsed {
-        warn!("RUST_LOG is not a list of target=level directives ({e}); logging at info");
-    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -112,15 +114,27 @@ pub fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(64) } else { ExitCode::SUCCESS };
         }
     };
+    // The daemon's agent.toml may set log_level and log_format; one that
+    // does not load is reported by `run` itself, once the logger runs.
+    let log_config = match &cli.command {
+        Command::Run { config } => AgentConfig::load(config).map(|c| c.log).unwrap_or_default(),
+        _ => glimpse_files::logging::LogConfig::default(),
+    };
+    // No colour (the agent is built without it): device logs go to syslog
+    // or the journal.
+    glimpse_files::logging::init(&cli.log, &log_config, "info");
     let result = match cli.command {
         Command::Run { config } => run(config),
         Command::Check { config } => check(config),
         Command::Replay { config, pcap, interface } => replay(config, pcap, interface),
         Command::Probe { sysroot } => probe(sysroot),
+        Command::Config { from_uci, out } => config_from_uci(&from_uci, out.as_deref()),
         Command::Collect { config, interval_secs } => collect(config, interval_secs),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `probe | head -1`: the reader closed the pipe, having what it wanted.
+        Err(e) if glimpse_files::is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
             ExitCode::from(exit_code(&e))
@@ -159,6 +173,24 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 
 fn check(path: PathBuf) -> anyhow::Result<()> {
     let config = AgentConfig::load(&path)?;
+    // Each TLS file on its own first, so that one run names every file to
+    // fix; one problem keeps its own exit code (77 for a key open to others).
+    if let crate::config::TransportSecurity::Tls(tls) = &config.security {
+        use crate::transport::TransportError;
+        let mut problems: Vec<TransportError> = Vec::new();
+        for cert in [&tls.ca_path, &tls.cert_path] {
+            problems.extend(glimpse_files::load_certs(cert).err().map(TransportError::from));
+        }
+        problems.extend(glimpse_files::load_key(&tls.key_path).err().map(TransportError::from));
+        problems.extend(crate::transport::connection::load_shared_key(&tls.shared_key_path).err());
+        if problems.len() > 1 {
+            let problems = problems.iter().map(|e| format!("{e:#}")).collect();
+            return Err(glimpse_common::config::ConfigError::Invalid { path, problems }.into());
+        }
+        if let Some(problem) = problems.pop() {
+            return Err(problem.into());
+        }
+    }
     crate::transport::Credentials::load(&config)?;
     let how = match &config.security {
         crate::config::TransportSecurity::Tls(tls) => format!("TLS, server name {}", tls.server_name),
@@ -166,18 +198,42 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
             format!("SSH as {}, host key {}", ssh.user, ssh.host_key_fingerprint)
         }
     };
-    println!(
+    glimpse_files::outln!(
         "ok: {} -> {} ({how}), every {:?}, cipher preference {:?}",
-        config.identity, config.collector_address, config.interval, config.cipher_preference
-    );
+        config.identity,
+        config.collector_address,
+        config.interval,
+        config.cipher_preference
+    )?;
     Ok(())
+}
+
+fn config_from_uci(uci: &std::path::Path, out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use glimpse_common::config::ConfigError;
+    let text = glimpse_files::read_config_text(uci, crate::uci::MAX_UCI_BYTES as u64)?;
+    let invalid = |problems: Vec<String>| ConfigError::Invalid { path: uci.to_owned(), problems };
+    let sections = crate::uci::parse(&text).map_err(|e| invalid(vec![e.to_string()]))?;
+    let toml = crate::uci::to_toml(&sections, &uci.display().to_string()).map_err(invalid)?;
+    // Relative paths resolve against agent.toml's directory, as `run` will.
+    let target = out.unwrap_or(uci);
+    AgentConfig::parse(&toml, target, glimpse_common::config::config_base(target))?;
+    let Some(out) = out else {
+        return Ok(glimpse_files::out!("{toml}")?);
+    };
+    // Beside the target and renamed over it: `run` never reads half a file.
+    let tmp = out.with_extension(format!("tmp-{}", std::process::id()));
+    let written = std::fs::write(&tmp, &toml).and_then(|()| std::fs::rename(&tmp, out));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(|| format!("writing {}", out.display()))
 }
 
 fn replay(path: PathBuf, pcap: PathBuf, interface: String) -> anyhow::Result<()> {
     let config = AgentConfig::load(&path)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting runtime")?;
     let report = runtime.block_on(crate::replay::replay(&config, &pcap, &interface))?;
-    println!(
+    glimpse_files::outln!(
         "replayed {} of {} packets: {} header bytes kept, {} payload bytes cut on the device; {} records in {} batches acknowledged",
         report.tally.packets_kept,
         report.tally.packets_seen,
@@ -185,13 +241,13 @@ fn replay(path: PathBuf, pcap: PathBuf, interface: String) -> anyhow::Result<()>
         report.tally.bytes_cut,
         report.records,
         report.batches
-    );
+    )?;
     Ok(())
 }
 
 fn probe(sysroot: PathBuf) -> anyhow::Result<()> {
     let metadata = crate::probe::HostProbe::new(sysroot).collect();
-    println!("{}", serde_json::to_string_pretty(&metadata)?);
+    glimpse_files::outln!("{}", serde_json::to_string_pretty(&metadata)?)?;
     Ok(())
 }
 
@@ -208,7 +264,7 @@ fn collect(path: PathBuf, interval_secs: f64) -> anyhow::Result<()> {
     reporter.collect(elapsed_ms(), SystemClock.now_millis());
     std::thread::sleep(std::time::Duration::from_secs_f64(interval_secs));
     for record in reporter.collect(elapsed_ms(), SystemClock.now_millis()) {
-        println!("{}", serde_json::to_string(&record)?);
+        glimpse_files::outln!("{}", serde_json::to_string(&record)?)?;
     }
     Ok(())
 }

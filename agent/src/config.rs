@@ -67,6 +67,10 @@ struct RawConfig {
     spool: RawSpool,
     #[serde(default)]
     probes: RawProbes,
+    #[serde(default)]
+    log_level: Option<String>,
+    #[serde(default)]
+    log_format: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -337,6 +341,9 @@ pub struct AgentConfig {
     pub profile: DeviceProfile,
     /// Which device-kind probes run, and where they read.
     pub probes: ProbeSettings,
+    /// `log_level` and `log_format` (the command line and the environment
+    /// take precedence: `glimpse_files::logging`).
+    pub log: glimpse_files::logging::LogConfig,
 }
 
 /// The device-kind probes (`[probes]`).
@@ -504,6 +511,17 @@ impl AgentConfig {
             problems.push(format!("spool.sync_interval_ms must be 10..=60000, got {}", raw.spool.sync_interval_ms));
         }
         let probes = probe_settings(&raw.probes, kind, &mut problems);
+        if let Some(Err(e)) = raw.log_level.as_deref().map(glimpse_files::logging::check_level) {
+            problems.push(format!("log_level: {e}"));
+        }
+        let log_format = match raw.log_format.as_deref().map(str::parse) {
+            Some(Ok(format)) => Some(format),
+            Some(Err(e)) => {
+                problems.push(format!("log_format: {e}"));
+                None
+            }
+            None => None,
+        };
         let (Some(org), Some(device), Some(kind), Some(security)) = (org, device, kind, security) else {
             return Err(ConfigError::Invalid { path: path.to_owned(), problems });
         };
@@ -537,6 +555,7 @@ impl AgentConfig {
             },
             profile,
             probes,
+            log: glimpse_files::logging::LogConfig { level: raw.log_level, format: log_format },
         })
     }
 }

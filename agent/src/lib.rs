@@ -20,6 +20,7 @@ pub mod reports;
 pub mod runtime;
 pub mod spool;
 pub mod transport;
+pub mod uci;
 
 pub use config::AgentConfig;
 pub use runtime::{AgentHandle, AgentStatus};

@@ -36,6 +36,7 @@ Exit status:
 #[command(
     name = "glimpse-certs",
     version,
+    long_version = glimpse_files::long_version!(),
     about = "Certificates for Glimpse: the root CA, the collector, devices and admins.",
     long_about = "Certificates for Glimpse: the root CA, the collector, devices and admins.\n\n\
         Access points reach the collector over mutually authenticated TLS: the collector \
@@ -52,12 +53,20 @@ Exit status:
         glimpse-certs revoke-admin --dir /etc/glimpse/pki --name alice\n\n\
         Keep the PKI directory (above all ca.key) on a trusted machine; private files are \
         created readable by their owner only. Nothing is overwritten unless you pass --force.\n\n\
-        Set GLIMPSE_LOG (e.g. GLIMPSE_LOG=debug) for more detailed logs.",
+        Set GLIMPSE_LOG (e.g. GLIMPSE_LOG=debug) or --log-level for more detailed logs.",
     after_help = EXIT_HELP
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: glimpse_files::logging::LogArgs,
+}
+
+/// The command line's definition, for the man page and shell completions
+/// (`glimpse-docgen`).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 #[derive(Debug, Args)]
@@ -246,17 +255,12 @@ pub fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GLIMPSE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+    glimpse_files::logging::init(&cli.log, &glimpse_files::logging::LogConfig::default(), "info");
 
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // `list | head`: the reader closed the pipe, having what it wanted.
+        Err(e) if glimpse_files::is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("glimpse-certs: error: {e:#}");
             ExitCode::from(exit_code(&e))
@@ -313,17 +317,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             crate::init(&dir.dir, &opts)?;
             let d = &dir.dir;
-            println!("created a PKI in {}", d.display());
-            println!("  root CA        {}", crate::ca_cert_path(d).display());
-            println!("  CA key         {}  (keep offline or tightly guarded)", crate::ca_key_path(d).display());
-            println!(
+            glimpse_files::outln!("created a PKI in {}", d.display())?;
+            glimpse_files::outln!("  root CA        {}", crate::ca_cert_path(d).display())?;
+            glimpse_files::outln!(
+                "  CA key         {}  (keep offline or tightly guarded)",
+                crate::ca_key_path(d).display()
+            )?;
+            glimpse_files::outln!(
                 "  collector      {} and {}",
                 crate::collector_cert_path(d).display(),
                 crate::collector_key_path(d).display()
-            );
-            println!("  collector for  {}", opts.collector_sans.join(", "));
-            println!("  valid for      {collector_days} days");
-            println!("  revocations    {}", crate::ca_crl_path(d).display());
+            )?;
+            glimpse_files::outln!("  collector for  {}", opts.collector_sans.join(", "))?;
+            glimpse_files::outln!("  valid for      {collector_days} days")?;
+            glimpse_files::outln!("  revocations    {}", crate::ca_crl_path(d).display())?;
         }
         Command::Device { dir, org, device, kind, validity, ssh_key, force } => {
             let identity = DeviceIdentity { org, device, kind };
@@ -337,37 +344,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 CertsError::SshKeyForTls(_) => anyhow::Error::new(Usage(e.to_string())),
                 other => other.into(),
             })?;
-            println!("issued device {identity}");
-            println!("  certificate   {}", files.cert.display());
-            println!("  private key   {}", files.key.display());
-            println!("  shared key    {}", files.shared_key.display());
+            glimpse_files::outln!("issued device {identity}")?;
+            glimpse_files::outln!("  certificate   {}", files.cert.display())?;
+            glimpse_files::outln!("  private key   {}", files.key.display())?;
+            glimpse_files::outln!("  shared key    {}", files.shared_key.display())?;
             if let Some(path) = &files.ssh_key {
-                println!("  SSH key       {}", path.display());
+                glimpse_files::outln!("  SSH key       {}", path.display())?;
             }
             if let Some(path) = &files.ssh_public_key {
-                println!("  SSH public    {}", path.display());
-                println!("  SSH user      {}/{}", identity.org, identity.device);
+                glimpse_files::outln!("  SSH public    {}", path.display())?;
+                glimpse_files::outln!("  SSH user      {}/{}", identity.org, identity.device)?;
             }
-            println!("  registration  {}", files.registration.display());
-            println!(
+            glimpse_files::outln!("  registration  {}", files.registration.display())?;
+            glimpse_files::outln!(
                 "install the certificate, private key, shared key and {} on the device;",
                 crate::ca_cert_path(&dir.dir).display()
-            );
-            println!("import the registration on the collector.");
+            )?;
+            glimpse_files::outln!("import the registration on the collector.")?;
         }
         Command::Admin { dir, name, role, org, validity, force } => {
             let identity = AdminIdentity::new(name, role, org)
                 .map_err(|e| Usage(format!("{e} (use --org ORG with org-admin and support, not with operator)")))?;
             let files = crate::issue_admin(&dir.dir, &identity, &validity.validity(crate::ADMIN_LIFETIME)?, force)?;
             let scope = identity.org.as_ref().map_or("all organisations", OrgId::as_str);
-            println!("issued {} certificate for {} ({scope})", identity.role, identity.name);
-            println!("  certificate   {}", files.cert.display());
-            println!("  private key   {}", files.key.display());
+            glimpse_files::outln!("issued {} certificate for {} ({scope})", identity.role, identity.name)?;
+            glimpse_files::outln!("  certificate   {}", files.cert.display())?;
+            glimpse_files::outln!("  private key   {}", files.key.display())?;
         }
         Command::Revoke { dir, org, device } => {
             crate::revoke(&dir.dir, &org, &device)?;
-            println!("revoked {org}/{device}; {} now lists it", crate::ca_crl_path(&dir.dir).display());
-            println!("restart or reload the collector so that it loads the new revocation list.");
+            glimpse_files::outln!("revoked {org}/{device}; {} now lists it", crate::ca_crl_path(&dir.dir).display())?;
+            glimpse_files::outln!("restart or reload the collector so that it loads the new revocation list.")?;
         }
         Command::List { dir } => list(&dir.dir)?,
         Command::RevokeAdmin { dir, serial, name } => {
@@ -429,14 +436,16 @@ fn list_admins(dir: &Path) -> anyhow::Result<()> {
             ])
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    print_table(["NAME", "ROLE", "ORG", "EXPIRES", "STATUS", "SERIAL"], &rows);
+    print_table(["NAME", "ROLE", "ORG", "EXPIRES", "STATUS", "SERIAL"], &rows)?;
     let active = rows.iter().filter(|r| r[4] == "active").count();
     println!("{} admin certificates: {active} active, {} revoked or expired", rows.len(), rows.len() - active);
     Ok(())
 }
 
 /// Prints rows under a header, in columns.
-fn print_table(header: [&str; 6], rows: &[[String; 6]]) {
+/// Prints a table; a closed pipe is an error the caller passes up, not a
+/// panic.
+fn print_table(header: [&str; 6], rows: &[[String; 6]]) -> std::io::Result<()> {
     let mut widths = header.map(str::len);
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -446,19 +455,20 @@ fn print_table(header: [&str; 6], rows: &[[String; 6]]) {
     let print_row = |cells: [&str; 6]| {
         let line =
             cells.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect::<Vec<_>>().join("  ");
-        println!("{}", line.trim_end());
+        glimpse_files::outln!("{}", line.trim_end())
     };
-    print_row(header);
+    print_row(header)?;
     for row in rows {
-        print_row(row.each_ref().map(String::as_str));
+        print_row(row.each_ref().map(String::as_str))?;
     }
+    Ok(())
 }
 
 fn list(dir: &Path) -> anyhow::Result<()> {
     let registrations = crate::load_registrations(dir)?;
     let revoked = crate::load_revoked(dir)?;
     if registrations.is_empty() {
-        println!("no devices registered in {}", dir.display());
+        glimpse_files::outln!("no devices registered in {}", dir.display())?;
         return Ok(());
     }
     let now = OffsetDateTime::now_utc();
@@ -484,8 +494,8 @@ fn list(dir: &Path) -> anyhow::Result<()> {
             ])
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    print_table(["ORG", "DEVICE", "KIND", "EXPIRES", "STATUS", "SERIAL"], &rows);
+    print_table(["ORG", "DEVICE", "KIND", "EXPIRES", "STATUS", "SERIAL"], &rows)?;
     let active = rows.iter().filter(|r| r[4] == "active").count();
-    println!("{} devices: {active} active, {} revoked or expired", rows.len(), rows.len() - active);
+    glimpse_files::outln!("{} devices: {active} active, {} revoked or expired", rows.len(), rows.len() - active)?;
     Ok(())
 }

@@ -13,10 +13,12 @@ use glimpse_common::identity::OrgId;
 /// records into a collector and reports records/s, MiB/s, acknowledgement
 /// latency, collector CPU and memory, and whether everything sent was stored.
 #[derive(Debug, Parser)]
-#[command(name = "glimpse-bench", version)]
+#[command(name = "glimpse-bench", version, long_version = glimpse_files::long_version!())]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: glimpse_files::logging::LogArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,9 +161,9 @@ fn default_dir() -> PathBuf {
 
 fn print<T: serde::Serialize>(json: bool, value: &T, table: impl FnOnce() -> String) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(value)?);
+        glimpse_files::outln!("{}", serde_json::to_string_pretty(value)?)?;
     } else {
-        print!("{}", table());
+        glimpse_files::out!("{}", table())?;
     }
     Ok(())
 }
@@ -178,16 +180,22 @@ fn raise_open_file_limit() {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // `run --json | head`: the reader closed the pipe, having what it wanted.
+        Err(e) if glimpse_files::is_broken_pipe(e.as_ref()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     raise_open_file_limit();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    glimpse_files::logging::init(&cli.log, &glimpse_files::logging::LogConfig::default(), "error");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         match cli.command {

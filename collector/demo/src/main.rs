@@ -33,8 +33,10 @@ use glimpse_store::keys::MasterKey;
 /// organisation over SSH), streams, has one access point send a header-only
 /// capture, and prints what was stored and how to look at it.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(version, about, long_about)]
+#[command(name = "glimpse-demo", version, long_version = glimpse_files::long_version!(), about, long_about)]
 struct DemoOptions {
+    #[command(flatten)]
+    log: glimpse_files::logging::LogArgs,
     /// Directory for the PKI, configs and data (reused if it exists).
     #[arg(long, default_value = "glimpse-demo")]
     dir: PathBuf,
@@ -55,13 +57,11 @@ fn main() -> std::process::ExitCode {
     let options = DemoOptions::parse();
     // The demo prints its own summary; keep the log to problems. A demo host
     // has no device tree or DMI model: worth one line on a device, noise here.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,glimpse_agent::probe=error")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    glimpse_files::logging::init(
+        &options.log,
+        &glimpse_files::logging::LogConfig::default(),
+        "warn,glimpse_agent::probe=error",
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -38,6 +38,10 @@ struct RawConfig {
     admin: Option<RawAdmin>,
     #[serde(default)]
     ssh: Option<RawSsh>,
+    #[serde(default)]
+    log_level: Option<String>,
+    #[serde(default)]
+    log_format: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -277,6 +281,9 @@ pub struct CollectorConfig {
     /// Trust the clock at the start-up sweep even if it jumped (set by
     /// `serve --accept-clock`, never by the file).
     pub accept_clock: bool,
+    /// `log_level` and `log_format` (the command line and the environment
+    /// take precedence: `glimpse_files::logging`).
+    pub log: glimpse_files::logging::LogConfig,
 }
 
 impl CollectorConfig {
@@ -343,6 +350,17 @@ impl CollectorConfig {
                 health.min_free_bytes = min;
             }
         }
+        if let Some(Err(e)) = raw.log_level.as_deref().map(glimpse_files::logging::check_level) {
+            problems.push(format!("log_level: {e}"));
+        }
+        let log_format = match raw.log_format.as_deref().map(str::parse) {
+            Some(Ok(format)) => Some(format),
+            Some(Err(e)) => {
+                problems.push(format!("log_format: {e}"));
+                None
+            }
+            None => None,
+        };
         let data_dir = base.join(&raw.data_dir);
         let ssh = raw.ssh.map(|ssh| SshConfig {
             listen: ssh.listen,
@@ -378,6 +396,7 @@ impl CollectorConfig {
             health,
             ssh,
             accept_clock: false,
+            log: glimpse_files::logging::LogConfig { level: raw.log_level, format: log_format },
         })
     }
 }
@@ -480,6 +499,16 @@ key = "pki/collector.key"
     }
 
     #[test]
+    fn the_packaged_example_parses() {
+        let text = include_str!("../../packaging/collector.example.toml");
+        let c =
+            CollectorConfig::parse(text, Path::new("/etc/glimpse/collector.toml"), Path::new("/etc/glimpse")).unwrap();
+        assert_eq!(c.data_dir, Path::new("/var/lib/glimpse"));
+        assert_eq!(c.key, Path::new("/etc/glimpse/pki/collector.key"));
+        assert_eq!(c.admin_listen, Some("127.0.0.1:7444".parse().unwrap()));
+    }
+
+    #[test]
     fn retention_overrides_within_bounds() {
         let c = parse(&format!("{GOOD}\n[retention]\ncapture_days = 3\n[retention.orgs.acme]\nmetadata_days = 90\n"))
             .unwrap();
@@ -502,5 +531,9 @@ key = "pki/collector.key"
         assert!(matches!(parse(&format!("{GOOD}\nbogus = 1\n")), Err(ConfigError::Parse { .. })));
         // A path-escaping organisation name in retention overrides is refused.
         assert!(parse(&format!("{GOOD}\n[retention.orgs.\"../etc\"]\nmetadata_days = 9\n")).is_err());
+        let err = parse(&format!("log_level = \"inf\"\nlog_format = \"xml\"\n{GOOD}")).unwrap_err().to_string();
+        assert!(err.contains("log_level") && err.contains("log_format"), "{err}");
+        let c = parse(&format!("log_level = \"warn,glimpse_collector=debug\"\nlog_format = \"json\"\n{GOOD}")).unwrap();
+        assert_eq!(c.log.format, Some(glimpse_files::logging::LogFormat::Json));
     }
 }

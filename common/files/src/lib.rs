@@ -8,6 +8,66 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "logging")]
+pub mod logging;
+
+/// `println!` that returns the write's `io::Result` instead of panicking:
+/// `glimpse-agent probe | head -1` closes the pipe early, and `println!`
+/// panics on the broken pipe (Rust ignores SIGPIPE). Callers pass the
+/// error up with `?` and exit quietly on `BrokenPipe` ([`is_broken_pipe`]).
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        ::std::writeln!(::std::io::stdout(), $($arg)*)
+    }};
+}
+
+/// `print!` that returns the write's `io::Result` (see [`outln!`]).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let mut stdout = ::std::io::stdout();
+        ::std::write!(stdout, $($arg)*).and_then(|()| stdout.flush())
+    }};
+}
+
+/// Whether an error, or anything in its chain of sources, is a write to a
+/// closed pipe: the reader (`head`, `less`) has all it wanted, which is
+/// not a failure of the program.
+pub fn is_broken_pipe(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// The `--version` text of a Glimpse program: its version, then the git
+/// commit, target triple, cargo profile and compiler it was built with, one
+/// per line. Expands in the program's own crate, which must use
+/// `scripts/build-info.rs` as its build script.
+#[macro_export]
+macro_rules! long_version {
+    () => {
+        concat!(
+            env!("CARGO_PKG_VERSION"),
+            "\ncommit:  ",
+            env!("GLIMPSE_BUILD_COMMIT"),
+            "\ntarget:  ",
+            env!("GLIMPSE_BUILD_TARGET"),
+            "\nprofile: ",
+            env!("GLIMPSE_BUILD_PROFILE"),
+            "\nrustc:   ",
+            env!("GLIMPSE_BUILD_RUSTC"),
+        )
+    };
+}
+
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -7,6 +7,7 @@
 //! prints.
 
 mod admin;
+mod check;
 pub mod exit;
 mod offline;
 mod serve;
@@ -31,10 +32,18 @@ use admin::{AdminArgs, AdminCommand, CaptureCommand};
 /// with that organisation's own AES-256 key, and deletes it when its
 /// retention window ends (packet captures 7 days, everything else 60).
 #[derive(Parser)]
-#[command(version, about, long_about, after_help = exit::HELP)]
+#[command(name = "glimpse-collector", version, long_version = glimpse_files::long_version!(), about, long_about, after_help = exit::HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: glimpse_files::logging::LogArgs,
+}
+
+/// The command line's definition, for the man page and shell completions
+/// (`glimpse-docgen`).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 /// Which records an export takes, and where it resumes.
@@ -100,6 +109,18 @@ enum Command {
         format: String,
         #[command(flatten)]
         through: offline::ExportThrough,
+    },
+    /// Check collector.toml and every file it names, changing nothing.
+    ///
+    /// The TLS certificate, key (matching the certificate, mode 0600) and CA,
+    /// the CRL, the master key, the data and PKI directories, the SSH host
+    /// key, the listen addresses. Prints every problem at once; exits 0 when
+    /// there is none, 78 otherwise.
+    #[command(after_help = exit::HELP)]
+    Check {
+        /// Path to collector.toml.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
     },
     /// Ask a connected device for a header-only packet capture, or stop one
     /// (through the collector's admin API, with an admin certificate).
@@ -206,16 +227,18 @@ pub fn main_with_clock(clock: Arc<dyn Clock>) -> ExitCode {
     // Export and the admin commands print their own output; keep the log
     // to problems.
     let default_level = match cli.command {
-        Command::Export { .. } | Command::Capture { .. } | Command::Devices { .. } => "warn",
+        Command::Export { .. } | Command::Capture { .. } | Command::Devices { .. } | Command::Check { .. } => "warn",
         _ => "info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // The daemon's config may set log_level and log_format; a config that
+    // does not load is reported by `serve` itself, after the logger starts.
+    let log_config = match &cli.command {
+        Command::Serve { config, .. } => {
+            crate::config::CollectorConfig::load(config).map(|c| c.log).unwrap_or_default()
+        }
+        _ => glimpse_files::logging::LogConfig::default(),
+    };
+    glimpse_files::logging::init(&cli.log, &log_config, default_level);
     install_panic_hook();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -256,6 +279,12 @@ fn install_panic_hook() {
             .map(|s| (*s).to_owned())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
+        // `println!` panics when stdout is a closed pipe (`... | head -1`):
+        // the reader has what it wanted, which is no failure. The commands
+        // that print pass write errors up instead; this catches any other.
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(i32::from(exit::OK));
+        }
         if glimpse_store::control::redb_store::in_guarded_section() {
             tracing::debug!(%location, %message, "panic on damaged data caught");
         } else {
@@ -270,6 +299,7 @@ async fn run(command: Command, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
         Command::Export { config, org, kind, select, format, through } => {
             offline::export(&config, clock, org, kind, &select, &format, through).await
         }
+        Command::Check { config } => check::check(&config),
         Command::Capture { action } => admin::run_capture(action).await,
         Command::Admin { action } => admin::run_admin(action).await,
         Command::Devices { admin, org, long } => admin::devices(admin, org, long).await,

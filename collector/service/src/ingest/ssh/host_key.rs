@@ -25,6 +25,13 @@ pub fn load_or_create(path: &Path) -> Result<PrivateKey, SshError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(path)?,
         Err(e) => return Err(bad(e.to_string())),
     }
+    load(path)
+}
+
+/// Loads the host key at `path`, which must exist (`glimpse-collector
+/// check` reads it without creating it).
+pub fn load(path: &Path) -> Result<PrivateKey, SshError> {
+    let bad = |reason: String| SshError::HostKey { path: path.to_owned(), reason };
     let mut file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
     // As sshd refuses an unprotected host key; the same rule as every key.
     glimpse_files::check_secret(path, &file.metadata().map_err(|e| bad(e.to_string()))?, "SSH host key")?;
