@@ -109,6 +109,14 @@ async fn every_endpoint_allows_and_refuses_each_role_and_scope_as_documented() {
     clients.push((Who::ReadOnlyToken, api_client(&token_credentials(&tc, &ro)).await));
     clients.push((Who::OrgToken, api_client(&token_credentials(&tc, &rw)).await));
 
+    // An admin certificate every allowed caller revokes in turn (the
+    // collector records it on its first use).
+    let victim = issue_admin(&tc, AdminRole::OrgAdmin, Some(org));
+    let (status, _) = call(&api_client(&victim).await, Method::GET, "/api/v1/whoami", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let victim_serial =
+        glimpse_certs::serial_hex_of(&glimpse_files::load_certs(&victim.cert).expect("certificate").remove(0))
+            .expect("serial");
     let capture = json!({"device": "ap-1", "interface": "eth0", "duration_secs": 5, "max_packets": 10});
     let subject = json!({"subject": {"kind": "mac", "value": "02:00:5e:10:00:01"}});
     let endpoints: Vec<(Method, String, Option<Value>, Needs)> = vec![
@@ -117,6 +125,10 @@ async fn every_endpoint_allows_and_refuses_each_role_and_scope_as_documented() {
         (Method::PUT, format!("/api/v1/orgs/{org}/consent"), Some(json!({"capture": false})), Needs::Write),
         (Method::PUT, format!("/api/v1/orgs/{org}/data-policy"), Some(json!({"omit": []})), Needs::Write),
         (Method::GET, format!("/api/v1/orgs/{org}/devices"), None, Needs::Read),
+        (Method::GET, format!("/api/v1/devices?org={org}"), None, Needs::Read),
+        (Method::GET, format!("/api/v1/orgs/{org}/devices/ap-1"), None, Needs::Read),
+        (Method::GET, "/api/v1/identities/admins".into(), None, Needs::OwnTokens),
+        (Method::POST, format!("/api/v1/identities/admins/{victim_serial}/revoke"), None, Needs::Write),
         (Method::POST, format!("/api/v1/orgs/{org}/captures"), Some(capture), Needs::Write),
         (Method::GET, format!("/api/v1/orgs/{org}/captures"), None, Needs::Read),
         (Method::GET, format!("/api/v1/orgs/{org}/captures/ap-1/7"), None, Needs::Read),
@@ -465,4 +477,36 @@ async fn the_cli_creates_lists_uses_and_revokes_tokens() {
     assert!(ok && out.contains("revoked"), "{out}{err}");
     let (ok, out, err) = cli(by_token(&["admin", "status", "--org", "cliorg"]), Some(token)).await;
     assert!(!ok && format!("{out}{err}").contains("revoked"), "{out}{err}");
+}
+
+/// One address cannot take every connection slot with handshakes it never
+/// finishes: past its share its connections are closed at once, and the
+/// slots come back when it lets go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_at_most_its_share_of_connections() {
+    use tokio::io::AsyncReadExt;
+    init_logging();
+    let tc = TestCollector::start().await;
+    let operator = issue_admin(&tc, AdminRole::Operator, None);
+    let addr = tc.collector.admin_addr().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..glimpse_collector::api::limiter::MAX_CONNECTIONS_PER_SOURCE {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut one_more = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(DEADLINE, one_more.read(&mut buf)).await.expect("closed at once");
+    assert!(matches!(read, Ok(0) | Err(_)), "the connection past the share is closed: {read:?}");
+    drop(idle);
+    // Once they are gone, the address gets in again (each idle connection is
+    // let go as soon as the collector sees it closed).
+    let client = api_client(&operator).await;
+    let started = std::time::Instant::now();
+    loop {
+        match client.request(Method::GET, "/api/v1/whoami").send().await {
+            Ok(response) if response.status() == StatusCode::OK => break,
+            other => assert!(started.elapsed() < DEADLINE, "still refused: {other:?}"),
+        }
+        tokio::task::yield_now().await;
+    }
 }

@@ -90,3 +90,73 @@ mod tests {
         assert!(limiter.tracked() <= MAX_SOURCES);
     }
 }
+
+/// Connections one address may hold open on the admin port at once, so
+/// that one source cannot take every connection slot with handshakes it
+/// never finishes (each lasts at most the handshake timeout).
+pub const MAX_CONNECTIONS_PER_SOURCE: usize = 32;
+
+/// Open connections per source address; a slot is given back when its
+/// [`SourceSlot`] drops.
+#[derive(Debug, Default)]
+pub struct SourceSlots {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's share of its address's slots.
+#[derive(Debug)]
+pub struct SourceSlot {
+    slots: std::sync::Arc<SourceSlots>,
+    ip: IpAddr,
+}
+
+impl SourceSlots {
+    /// A slot for a new connection from `ip`, or `None` when it already
+    /// holds [`MAX_CONNECTIONS_PER_SOURCE`]. The table holds only
+    /// addresses with open connections, so it is bounded by the
+    /// connection limit.
+    pub fn take(self: &std::sync::Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(ip).or_insert(0);
+        if *count >= MAX_CONNECTIONS_PER_SOURCE {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot { slots: self.clone(), ip })
+    }
+
+    /// Addresses with connections open now.
+    pub fn sources(&self) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::*;
+
+    #[test]
+    fn one_address_holds_at_most_its_share_and_gets_slots_back() {
+        let slots = std::sync::Arc::new(SourceSlots::default());
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let held: Vec<_> = (0..MAX_CONNECTIONS_PER_SOURCE).map(|_| slots.take(a).expect("slot")).collect();
+        assert!(slots.take(a).is_none(), "full for a");
+        let other = slots.take(b).expect("b is not affected");
+        drop(held);
+        assert!(slots.take(a).is_some(), "slots come back");
+        drop(other);
+        assert_eq!(slots.sources(), 0, "the table forgets closed addresses");
+    }
+}

@@ -360,10 +360,16 @@ pub async fn export_subject(
 ) -> Result<Json<SubjectRecords>, ApiError> {
     let action = AdminAction::ExportSubject { org: org(&name)?, subject: subject(&body.subject)?, skip: body.skip };
     match act(&state, actor, action).await? {
-        AdminReply::SubjectRecords { total, lines } => Ok(Json(SubjectRecords {
-            total,
-            records: lines.iter().filter_map(|l| serde_json::from_str(l.as_str()).ok()).collect(),
-        })),
+        AdminReply::SubjectRecords { total, lines } => {
+            // Every line is one exported record; one that is not JSON is
+            // a fault of ours, and a page without it would hide a record.
+            let records = lines
+                .iter()
+                .map(|l| serde_json::from_str(l.as_str()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| ApiError::internal("an exported record is not valid JSON; see the collector's log"))?;
+            Ok(Json(SubjectRecords { total, records }))
+        }
         other => Err(unexpected(other)),
     }
 }

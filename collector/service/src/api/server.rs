@@ -3,7 +3,9 @@
 //! every request carrying the connection's [`ConnInfo`].
 //!
 //! Pre-authentication resources are bounded: at most
-//! [`MAX_API_CONNECTIONS`] connections, a TLS handshake within
+//! [`MAX_API_CONNECTIONS`] connections, at most
+//! [`super::limiter::MAX_CONNECTIONS_PER_SOURCE`] of them from one address,
+//! a TLS handshake within
 //! [`HANDSHAKE_TIMEOUT`], request headers within [`HEADER_TIMEOUT`] and at
 //! most 16 KiB of them. Refusals before a certificate or token is checked
 //! are audited per source address and minute (first on its own, the rest
@@ -94,6 +96,7 @@ pub struct ApiServer {
     state: ApiState,
     router: Router,
     slots: Arc<Semaphore>,
+    per_source: Arc<super::limiter::SourceSlots>,
 }
 
 impl ApiServer {
@@ -106,6 +109,7 @@ impl ApiServer {
             state,
             router,
             slots: Arc::new(Semaphore::new(MAX_API_CONNECTIONS)),
+            per_source: Arc::default(),
         })
     }
 
@@ -117,9 +121,29 @@ impl ApiServer {
     /// Serves until `shutdown` turns true, then closes open connections (a
     /// cut export resumes from its cursor).
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
-        let Self { listener, tls, state, router, slots } = self;
+        let Self { listener, tls, state, router, slots, per_source } = self;
         let stop = shutdown.clone();
         accept_until_shutdown("admin API", &listener, shutdown, Drain::Abort, |tcp, peer| {
+            let Some(source_slot) = per_source.take(peer.ip()) else {
+                if state.refusals.observe(&peer.ip(), 1) == Seen::Audit {
+                    warn!(%peer, "admin API: this address holds its share of connections; refusing");
+                    let state = state.clone();
+                    drop(tokio::task::spawn_blocking(move || {
+                        let reason = format!(
+                            "this address already holds {} admin API connections",
+                            super::limiter::MAX_CONNECTIONS_PER_SOURCE
+                        );
+                        state.context.audit(
+                            &format!("peer:{peer}"),
+                            "admin.connect",
+                            None,
+                            AuditOutcome::Refused,
+                            &reason,
+                        )
+                    }));
+                }
+                return None;
+            };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 if state.refusals.observe(&peer.ip(), 1) == Seen::Audit {
                     warn!(%peer, "admin API connection limit reached; refusing");
@@ -142,7 +166,7 @@ impl ApiServer {
             let open = state.telemetry.as_ref().map(|t| t.ingest().open_connection(crate::ingest::Transport::Admin));
             Some(async move {
                 serve(tcp, peer, acceptor, state, router, stop).await;
-                drop((slot, open));
+                drop((slot, open, source_slot));
             })
         })
         .await;
