@@ -511,17 +511,8 @@ impl AgentConfig {
             problems.push(format!("spool.sync_interval_ms must be 10..=60000, got {}", raw.spool.sync_interval_ms));
         }
         let probes = probe_settings(&raw.probes, kind, &mut problems);
-        if let Some(Err(e)) = raw.log_level.as_deref().map(glimpse_files::logging::check_level) {
-            problems.push(format!("log_level: {e}"));
-        }
-        let log_format = match raw.log_format.as_deref().map(str::parse) {
-            Some(Ok(format)) => Some(format),
-            Some(Err(e)) => {
-                problems.push(format!("log_format: {e}"));
-                None
-            }
-            None => None,
-        };
+        let log =
+            glimpse_files::logging::LogConfig::from_config(raw.log_level, raw.log_format.as_deref(), &mut problems);
         let (Some(org), Some(device), Some(kind), Some(security)) = (org, device, kind, security) else {
             return Err(ConfigError::Invalid { path: path.to_owned(), problems });
         };
@@ -555,7 +546,7 @@ impl AgentConfig {
             },
             profile,
             probes,
-            log: glimpse_files::logging::LogConfig { level: raw.log_level, format: log_format },
+            log,
         })
     }
 }

@@ -136,6 +136,46 @@ fn roots(ca: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, TlsConfigEr
     Ok(Arc::new(store))
 }
 
+/// Whether a port requires a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientCertificate {
+    /// Agents: no connection without a device certificate.
+    Required,
+    /// The admin API: tokens and health probes come without one.
+    Optional,
+}
+
+/// A server configuration whose client certificates (required or optional)
+/// must chain to `ca` and not be on any of `crls`, speaking `alpn`.
+fn server_config_for(
+    ca: &CertificateDer<'static>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client: ClientCertificate,
+    alpn: &[&[u8]],
+) -> Result<ServerConfig, TlsConfigError> {
+    // The server's own preference decides nothing: `ignore_client_order`
+    // stays false, so a MIPS agent that asks for ChaCha20 gets it.
+    let provider = Arc::new(provider(false));
+    let builder = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider.clone())
+        .with_crls(crls)
+        .allow_unknown_revocation_status();
+    let verifier = match client {
+        ClientCertificate::Required => builder.build()?,
+        ClientCertificate::Optional => builder.allow_unauthenticated().build()?,
+    };
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    config.ignore_client_order = false;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // No session resumption tickets: every connection re-proves who it is.
+    config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
 /// The collector's server configuration: client certificates are required
 /// and must chain to `ca` and not be on any of `crls`.
 pub fn server_config(
@@ -144,22 +184,7 @@ pub fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<ServerConfig, TlsConfigError> {
-    // The server's own preference decides nothing: `ignore_client_order`
-    // stays false, so a MIPS agent that asks for ChaCha20 gets it.
-    let provider = Arc::new(provider(false));
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider.clone())
-        .with_crls(crls)
-        .allow_unknown_revocation_status()
-        .build()?;
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions())?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
-    config.ignore_client_order = false;
-    config.alpn_protocols = vec![ALPN_AGENT.to_vec()];
-    // No session resumption tickets: every connection re-proves the device.
-    config.send_tls13_tickets = 0;
-    Ok(config)
+    server_config_for(ca, crls, chain, key, ClientCertificate::Required, &[ALPN_AGENT])
 }
 
 /// The admin API's server configuration: HTTP/2 and HTTP/1.1. A client
@@ -172,19 +197,7 @@ pub fn api_server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<ServerConfig, TlsConfigError> {
-    let provider = Arc::new(provider(false));
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider.clone())
-        .with_crls(crls)
-        .allow_unknown_revocation_status()
-        .allow_unauthenticated()
-        .build()?;
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions())?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
-    config.alpn_protocols = ALPN_HTTPS.iter().map(|p| p.to_vec()).collect();
-    config.send_tls13_tickets = 0;
-    Ok(config)
+    server_config_for(ca, crls, chain, key, ClientCertificate::Optional, ALPN_HTTPS)
 }
 
 /// An admin API client's configuration: trusts only `ca`, presents

@@ -91,25 +91,7 @@ impl ApiClient {
             None => Some((load_certs(&credentials.cert)?, load_key(&credentials.key)?)),
         };
         let tls = api_client_config(&ca, identity)?;
-        let unreachable = |reason: String| AdminClientError::Connect { address: credentials.address.clone(), reason };
-        let addr: SocketAddr = tokio::net::lookup_host(&credentials.address)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?
-            .next()
-            .ok_or_else(|| unreachable("the name has no address".into()))?;
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .resolve(&credentials.server_name, addr)
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| unreachable(e.to_string()))?;
-        Ok(ApiClient {
-            http,
-            base: format!("https://{}:{}", credentials.server_name, addr.port()),
-            token: credentials.token.clone(),
-            address: credentials.address.clone(),
-        })
+        Self::with_tls(tls, &credentials.address, &credentials.server_name, credentials.token.clone()).await
     }
 
     /// A client that presents no credential at all (health probes, and

@@ -350,17 +350,8 @@ impl CollectorConfig {
                 health.min_free_bytes = min;
             }
         }
-        if let Some(Err(e)) = raw.log_level.as_deref().map(glimpse_files::logging::check_level) {
-            problems.push(format!("log_level: {e}"));
-        }
-        let log_format = match raw.log_format.as_deref().map(str::parse) {
-            Some(Ok(format)) => Some(format),
-            Some(Err(e)) => {
-                problems.push(format!("log_format: {e}"));
-                None
-            }
-            None => None,
-        };
+        let log =
+            glimpse_files::logging::LogConfig::from_config(raw.log_level, raw.log_format.as_deref(), &mut problems);
         let data_dir = base.join(&raw.data_dir);
         let ssh = raw.ssh.map(|ssh| SshConfig {
             listen: ssh.listen,
@@ -396,7 +387,7 @@ impl CollectorConfig {
             health,
             ssh,
             accept_clock: false,
-            log: glimpse_files::logging::LogConfig { level: raw.log_level, format: log_format },
+            log,
         })
     }
 }

@@ -107,6 +107,26 @@ pub struct LogConfig {
     pub format: Option<LogFormat>,
 }
 
+impl LogConfig {
+    /// The `log_level` and `log_format` keys of a config file, checked;
+    /// each problem is added to `problems` (the config's list, reported all
+    /// at once) and the bad value left out.
+    pub fn from_config(level: Option<String>, format: Option<&str>, problems: &mut Vec<String>) -> Self {
+        if let Some(Err(e)) = level.as_deref().map(check_level) {
+            problems.push(format!("log_level: {e}"));
+        }
+        let format = match format.map(str::parse) {
+            Some(Ok(format)) => Some(format),
+            Some(Err(e)) => {
+                problems.push(format!("log_format: {e}"));
+                None
+            }
+            None => None,
+        };
+        LogConfig { level, format }
+    }
+}
+
 /// Where the level and format come from, resolved; separate from [`init`]
 /// so that the order is tested without a global subscriber.
 #[derive(Debug, Clone, PartialEq)]

@@ -125,40 +125,12 @@ impl ApiServer {
         let stop = shutdown.clone();
         accept_until_shutdown("admin API", &listener, shutdown, Drain::Abort, |tcp, peer| {
             let Some(source_slot) = per_source.take(peer.ip()) else {
-                if state.refusals.observe(&peer.ip(), 1) == Seen::Audit {
-                    warn!(%peer, "admin API: this address holds its share of connections; refusing");
-                    let state = state.clone();
-                    drop(tokio::task::spawn_blocking(move || {
-                        let reason = format!(
-                            "this address already holds {} admin API connections",
-                            super::limiter::MAX_CONNECTIONS_PER_SOURCE
-                        );
-                        state.context.audit(
-                            &format!("peer:{peer}"),
-                            "admin.connect",
-                            None,
-                            AuditOutcome::Refused,
-                            &reason,
-                        )
-                    }));
-                }
+                let share = super::limiter::MAX_CONNECTIONS_PER_SOURCE;
+                refuse_connection(&state, peer, format!("this address already holds {share} admin API connections"));
                 return None;
             };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
-                if state.refusals.observe(&peer.ip(), 1) == Seen::Audit {
-                    warn!(%peer, "admin API connection limit reached; refusing");
-                    let state = state.clone();
-                    drop(tokio::task::spawn_blocking(move || {
-                        let reason = format!("admin API connection limit ({MAX_API_CONNECTIONS}) reached");
-                        state.context.audit(
-                            &format!("peer:{peer}"),
-                            "admin.connect",
-                            None,
-                            AuditOutcome::Refused,
-                            &reason,
-                        )
-                    }));
-                }
+                refuse_connection(&state, peer, format!("admin API connection limit ({MAX_API_CONNECTIONS}) reached"));
                 return None;
             };
             let (acceptor, state, router, stop) =
@@ -240,6 +212,18 @@ async fn serve(
         _ = stopped(&mut shutdown) => {}
     }
     drop(guard);
+}
+
+/// Logs and audits a connection refused at accept, the first per address
+/// and minute on its own (the rest are summed).
+fn refuse_connection(state: &ApiState, peer: SocketAddr, reason: String) {
+    if state.refusals.observe(&peer.ip(), 1) == Seen::Audit {
+        warn!(%peer, "admin API connection refused: {reason}");
+        let state = state.clone();
+        drop(tokio::task::spawn_blocking(move || {
+            state.context.audit(&format!("peer:{peer}"), "admin.connect", None, AuditOutcome::Refused, &reason)
+        }));
+    }
 }
 
 async fn handshake_refused(state: &ApiState, peer: SocketAddr, reason: String) {
