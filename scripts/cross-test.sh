@@ -354,8 +354,12 @@ target_run() {
   # them through the emulator on a stable toolchain).
   log "$target: glimpse-agent and glimpse-common tests under $QEMU"
   local tests_log=$OUT/tests-$target.log tests
+  # One test at a time: qemu-user can leave a child forked while another
+  # emulated thread holds one of its locks waiting on that lock for ever
+  # (seen here: the tool-runner test's `sh` child stuck in a futex), and
+  # several agent tests fork.
   if ! "${TEST_ENV[@]}" "$CARGO" test --locked -p glimpse-agent -p glimpse-common --target "$target" --lib --bins --tests \
-      "${STD_FLAGS[@]}" > "$tests_log" 2>&1; then
+      "${STD_FLAGS[@]}" -- --test-threads=1 > "$tests_log" 2>&1; then
     tail -40 "$tests_log"
   fi
   grep -E '^test result:|FAILED|panicked' "$tests_log" || true
