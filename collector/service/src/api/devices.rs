@@ -8,16 +8,16 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use glimpse_api::Problem;
-use glimpse_common::identity::{AdminIdentity, OrgId};
+use glimpse_common::identity::AdminIdentity;
 use glimpse_store::audit::AuditOutcome;
 use glimpse_store::control::AdminRecord;
 
 use super::auth::{Authenticated, QueryArgs};
 use super::live::Credential;
 use super::problem::ApiError;
-use super::routes::{org, PathArgs};
+use super::routes::{blocking, identity_scope, org, PathArgs};
 use super::ApiState;
-use crate::admin::{Access, Actor};
+use crate::admin::Access;
 use crate::ingest::DeviceDetail;
 
 /// Which organisation's devices.
@@ -55,12 +55,6 @@ pub struct AdminRevoked {
 }
 
 /// Runs `work` on a blocking thread (authorisation audits, store reads).
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work).await.map_err(|_| ApiError::internal("the request failed unexpectedly"))?
-}
-
 fn registry_error(e: glimpse_store::keys::KeyError) -> ApiError {
     ApiError::unavailable(format!("the registry cannot be read: {e}"))
 }
@@ -109,15 +103,6 @@ pub async fn show_device(
             .ok_or_else(|| ApiError::not_found(format!("no device {device} in organisation {org}")))
     })
     .await
-}
-
-/// The organisation a caller's identity listing covers (`None`: all,
-/// operators), and the access that needs.
-fn identity_scope(actor: &Actor) -> (Option<OrgId>, Access) {
-    match &actor.identity.org {
-        Some(org) => (Some(org.clone()), Access::Write),
-        None => (None, Access::Operator),
-    }
 }
 
 /// Admin and support certificates: operators see all, an org-admin those

@@ -46,6 +46,23 @@ fn device(value: &str) -> Result<DeviceId, ApiError> {
     DeviceId::new(value).map_err(|e| ApiError::bad_request(format!("device {value:?}: {e}")))
 }
 
+/// Runs `work` (store and audit I/O) on a blocking thread.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|_| ApiError::internal("the request failed unexpectedly"))?
+}
+
+/// What listing or revoking identities and tokens is scoped to: everything
+/// for operators (who have no organisation), the caller's organisation
+/// for the others, with the access that needs.
+pub(crate) fn identity_scope(actor: &Actor) -> (Option<OrgId>, Access) {
+    match &actor.identity.org {
+        Some(org) => (Some(org.clone()), Access::Write),
+        None => (None, Access::Operator),
+    }
+}
+
 /// Runs an action as `actor` on a blocking thread.
 pub async fn act(state: &ApiState, actor: Actor, action: AdminAction) -> Result<AdminReply, ApiError> {
     let context = state.context.clone();
@@ -505,16 +522,13 @@ pub async fn list_tokens(
     State(state): State<ApiState>,
     Authenticated(actor): Authenticated,
 ) -> Result<Json<TokenList>, ApiError> {
-    let scope = match actor.identity.role {
-        AdminRole::Operator => None,
-        _ => actor.identity.org.clone(),
-    };
-    let access = if scope.is_none() { Access::Operator } else { Access::Write };
+    let (scope, access) = identity_scope(&actor);
     let state2 = state.clone();
     let check = scope.clone();
-    tokio::task::spawn_blocking(move || state2.context.permit(&actor, "token.list", check.as_ref(), access, false))
-        .await
-        .map_err(|_| ApiError::internal("authorisation failed unexpectedly"))??;
+    blocking(move || {
+        state2.context.permit(&actor, "token.list", check.as_ref(), access, false).map_err(ApiError::from)
+    })
+    .await?;
     Ok(Json(TokenList { tokens: state.tokens.list(scope.as_ref()) }))
 }
 
