@@ -39,6 +39,8 @@ struct RawConfig {
     #[serde(default)]
     ssh: Option<RawSsh>,
     #[serde(default)]
+    console: crate::console::ConsoleConfig,
+    #[serde(default)]
     log_level: Option<String>,
     #[serde(default)]
     log_format: Option<String>,
@@ -278,6 +280,8 @@ pub struct CollectorConfig {
     pub health: HealthConfig,
     /// The SSH port for switches and gateways; off when `None`.
     pub ssh: Option<SshConfig>,
+    /// The web console on the admin port (`[console]`).
+    pub console: crate::console::ConsoleConfig,
     /// Trust the clock at the start-up sweep even if it jumped (set by
     /// `serve --accept-clock`, never by the file).
     pub accept_clock: bool,
@@ -362,6 +366,7 @@ impl CollectorConfig {
             max_unauthenticated_per_source: ssh.max_unauthenticated_per_source,
             post_quantum_kex_only: ssh.post_quantum_kex_only,
         });
+        raw.console.check(&mut problems);
         let retention =
             RetentionPolicy::try_from(raw.retention).map_err(|e| problems.push(format!("retention: {e}"))).ok();
         let Some(retention) = retention.filter(|_| problems.is_empty()) else {
@@ -386,6 +391,7 @@ impl CollectorConfig {
             admin_listen: raw.admin.map(|a| a.listen),
             health,
             ssh,
+            console: raw.console,
             accept_clock: false,
             log,
         })

@@ -222,7 +222,8 @@ impl Collector {
             let context = crate::admin::AdminContext { store: store.clone(), directory: directory.clone() };
             let state = ApiState::new(context)
                 .map_err(|e| ServiceError::Api(e.to_string()))?
-                .with_telemetry(telemetry.clone(), config.health.clone());
+                .with_telemetry(telemetry.clone(), config.health.clone())
+                .with_console(config.console.clone());
             repeats.push(state.refusals());
             let admin = ApiServer::bind(addr, tls.clone(), state.clone())
                 .await

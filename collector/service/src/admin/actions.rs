@@ -120,6 +120,14 @@ pub enum ActorVia {
         /// The token's public id.
         id: String,
     },
+    /// A web console session (signed in with an account's password or a
+    /// browser certificate).
+    Session {
+        /// The session's public id.
+        id: String,
+        /// The console account, or `certificate:<serial>`.
+        account: String,
+    },
 }
 
 impl Actor {
@@ -132,6 +140,13 @@ impl Actor {
     pub fn audit_name(&self) -> String {
         match &self.via {
             ActorVia::Certificate { .. } => actor_name(&self.identity),
+            ActorVia::Session { id, .. } => {
+                let admin = &self.identity;
+                match &admin.org {
+                    Some(org) => format!("console:{} ({} of {org}, session {id})", admin.name, admin.role),
+                    None => format!("console:{} ({}, session {id})", admin.name, admin.role),
+                }
+            }
             ActorVia::Token { id } => {
                 let admin = &self.identity;
                 let ro = if self.read_only { ", read-only" } else { "" };

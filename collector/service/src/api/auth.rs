@@ -1,7 +1,7 @@
-//! Who is asking: an admin client certificate verified in the TLS
-//! handshake, or an API token in `Authorization: Bearer`. A token wins
-//! when both are present (a browser may hold a certificate the user does
-//! not mean to use). Failed attempts are counted per source address
+//! Who is asking: an API token in `Authorization: Bearer`, a web console
+//! session cookie (with its CSRF token on changes), or an admin client
+//! certificate verified in the TLS handshake, in that order of precedence
+//! (a browser may hold a certificate the user does not mean to use). Failed attempts are counted per source address
 //! ([`super::limiter`]) and refusals audited per source and minute.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -17,7 +17,7 @@ use super::live::Credential;
 use super::problem::ApiError;
 use super::server::ConnInfo;
 use super::ApiState;
-use crate::admin::Actor;
+use crate::admin::{Actor, ActorVia};
 
 /// An authenticated caller; handlers take it as an argument.
 #[derive(Debug, Clone)]
@@ -82,7 +82,7 @@ impl FromRequestParts<ApiState> for Authenticated {
             };
             return match state.tokens.authenticate(token, now_ms) {
                 Ok((actor, persist)) => {
-                    if let crate::admin::ActorVia::Token { id } = &actor.via {
+                    if let ActorVia::Token { id } = &actor.via {
                         info.live.used(Credential::Token(id.clone()));
                         if persist {
                             let (tokens, id) = (state.tokens.clone(), id.clone());
@@ -93,6 +93,11 @@ impl FromRequestParts<ApiState> for Authenticated {
                 }
                 Err(e) => Err(refuse(state, &info, now_ms, ApiError::unauthenticated(e.to_string()))),
             };
+        }
+        if let Some(token) = crate::console::sessions::cookie_token(&parts.headers) {
+            if let Some(console) = &state.console {
+                return session_actor(console, parts, &token, now_ms).map(Authenticated);
+            }
         }
         match &info.certificate {
             Some(Ok((identity, serial))) => {
@@ -113,6 +118,50 @@ impl FromRequestParts<ApiState> for Authenticated {
         }
     }
 }
+
+/// The actor a console session cookie stands for. A request that may
+/// change something (any method but GET, HEAD, OPTIONS) must carry the
+/// session's CSRF token in `X-CSRF-Token` and must not come from another
+/// site (`Sec-Fetch-Site`, sent by every current browser).
+pub fn session_actor(
+    console: &crate::console::Console,
+    parts: &Parts,
+    token: &str,
+    now_ms: i64,
+) -> Result<Actor, ApiError> {
+    let session = console.sessions.lookup(token, now_ms).map_err(|end| ApiError::unauthenticated(end.describe()))?;
+    if !parts.method.is_safe() {
+        check_csrf(parts, &session)?;
+    }
+    Ok(Actor {
+        identity: session.identity.clone(),
+        via: ActorVia::Session { id: session.id.clone(), account: session.with.key() },
+        read_only: false,
+    })
+}
+
+/// Refuses a changing request without the session's CSRF token, or sent
+/// from another site.
+pub fn check_csrf(parts: &Parts, session: &crate::console::Session) -> Result<(), ApiError> {
+    let cross_site = parts
+        .headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|site| !matches!(site, "same-origin" | "none"));
+    let token_ok =
+        parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).is_some_and(|token| session.csrf_matches(token));
+    if cross_site || !token_ok {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf-refused",
+            "a change from the console must carry the session's X-CSRF-Token and come from the console itself",
+        ));
+    }
+    Ok(())
+}
+
+/// The header a console page sends its session's CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// Most bytes of a JSON request body.
 pub const MAX_JSON_BODY: usize = 64 * 1024;

@@ -68,6 +68,8 @@ pub struct ApiState {
     pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     /// Who may reach those without a credential.
     pub health: crate::config::HealthConfig,
+    /// The web console (accounts and sessions), when enabled.
+    pub console: Option<crate::console::Console>,
 }
 
 impl ApiState {
@@ -87,6 +89,7 @@ impl ApiState {
             refusals,
             telemetry: None,
             health: Default::default(),
+            console: None,
         })
     }
 
@@ -99,6 +102,14 @@ impl ApiState {
     ) -> Self {
         self.telemetry = Some(telemetry);
         self.health = health;
+        self
+    }
+
+    /// Serves the web console under `/console/` with `config`.
+    pub fn with_console(mut self, config: crate::console::ConsoleConfig) -> Self {
+        if config.enabled {
+            self.console = Some(crate::console::Console::load(config, self.context.store.control()));
+        }
         self
     }
 
@@ -186,6 +197,7 @@ pub fn router(state: ApiState) -> Router {
     let (routes, doc) = api_routes().split_for_parts();
     let doc = Arc::new(doc.to_pretty_json().unwrap_or_default());
     routes
+        .merge(crate::console::routes::routes())
         .route(
             "/api/v1/openapi.json",
             axum::routing::get(move || {

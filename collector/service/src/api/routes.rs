@@ -92,6 +92,7 @@ pub async fn whoami(Authenticated(actor): Authenticated) -> Json<Whoami> {
         via: match actor.via {
             crate::admin::ActorVia::Certificate { .. } => "certificate",
             crate::admin::ActorVia::Token { .. } => "token",
+            crate::admin::ActorVia::Session { .. } => "console",
         }
         .to_owned(),
         read_only: actor.read_only,
