@@ -226,3 +226,55 @@ async fn accounts_lock_after_repeated_failures_and_sessions_expire_on_the_collec
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(body["detail"].as_str().unwrap().contains("maximum lifetime"), "{body}");
 }
+
+/// The first account is made with the collector stopped, by
+/// `glimpse-collector account add`, and signs in once it runs.
+#[tokio::test]
+async fn the_account_command_makes_an_account_that_signs_in() {
+    init_logging();
+    const COLLECTOR: &str = env!("CARGO_BIN_EXE_collector-under-test");
+    let dir = tempfile::tempdir().unwrap();
+    let master = dir.path().join("master.key");
+    glimpse_store::keys::MasterKey::generate_file(&master).unwrap();
+    let config_path = dir.path().join("collector.toml");
+    std::fs::write(&config_path, collector_toml(&dir.path().join("data"), &master, 0)).unwrap();
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(COLLECTOR).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let config = config_path.to_str().unwrap();
+    let pw = password_file.to_str().unwrap();
+    let (code, stdout, stderr) =
+        run(&["account", "add", "root-op", "--role", "operator", "--password-file", pw, "--config", config]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let (code, _, stderr) =
+        run(&["account", "add", "x", "--role", "org-admin", "--password-file", pw, "--config", config]);
+    assert_eq!(code, Some(64), "an org-admin needs an organisation: {stderr}");
+    std::fs::write(&password_file, "short\n").unwrap();
+    let (code, _, stderr) =
+        run(&["account", "add", "y", "--role", "support", "--org", "acme", "--password-file", pw, "--config", config]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("at least 12"), "{stderr}");
+    let (code, stdout, _) = run(&["account", "list", "--config", config]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("root-op\toperator\t-"), "{stdout}");
+
+    let loaded = glimpse_collector::config::CollectorConfig::load(&config_path).unwrap();
+    let collector = {
+        let _guard = pki().lock();
+        glimpse_collector::service::Collector::start_with_clock(loaded, Arc::new(SystemClock)).await.unwrap()
+    };
+    let address = collector.admin_addr().unwrap().to_string();
+    let client = ApiClient::anonymous(&address, "localhost", &glimpse_certs::ca_cert_path(&pki().ours)).await.unwrap();
+    let (status, browser, body) = sign_in(&client, "root-op", PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, whoami) = send(&client, &browser, Method::GET, "/api/v1/whoami", None, &[]).await;
+    assert_eq!((status, whoami["role"].as_str()), (StatusCode::OK, Some("operator")));
+    collector.shutdown().await;
+}

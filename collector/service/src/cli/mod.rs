@@ -202,6 +202,16 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Web console accounts (local sign-in with a password), with the
+    /// collector stopped: the first operator's account is made here.
+    #[command(after_help = exit::HELP)]
+    Account {
+        /// Path to collector.toml.
+        #[arg(long, short, value_name = "FILE", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: offline::AccountAction,
+    },
 }
 
 /// The command line: parses arguments, runs the command, and returns the
@@ -309,6 +319,7 @@ async fn run(command: Command, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
         Command::Verify { config, org } => offline::verify(&config, clock, org.as_ref()),
         Command::Recover { config } => offline::recover(&config, clock),
         Command::Repair { config } => offline::repair(&config, clock),
+        Command::Account { config, action } => offline::account(config.as_deref(), clock, action),
     }
 }
 

@@ -340,3 +340,78 @@ pub(super) fn sweep(config: &Path, clock: Arc<dyn Clock>, accept_clock: bool) ->
     }
     Ok(())
 }
+
+/// What `account` does.
+#[derive(Debug, clap::Subcommand)]
+pub(super) enum AccountAction {
+    /// Create an account. The password is read from the first line of
+    /// --password-file (`-`: standard input); at least 12 characters.
+    Add {
+        /// Sign-in name (letters, digits, `.`, `-`, `_`, `@`).
+        name: String,
+        /// operator, org-admin or support.
+        #[arg(long)]
+        role: glimpse_common::identity::AdminRole,
+        /// The organisation of an org-admin or support account.
+        #[arg(long)]
+        org: Option<OrgId>,
+        /// File holding the password on its first line; `-` reads stdin.
+        #[arg(long, value_name = "FILE")]
+        password_file: std::path::PathBuf,
+    },
+    /// List accounts (no password hashes).
+    List,
+}
+
+/// `account`: console accounts in the key store, collector stopped.
+pub(super) fn account(config: Option<&Path>, clock: Arc<dyn Clock>, action: AccountAction) -> anyhow::Result<()> {
+    let Some(config) = config else {
+        return Err(UsageError("name the collector's config with --config FILE".into()).into());
+    };
+    let config = CollectorConfig::load(config)?;
+    let store = service::open_store(&config, clock.clone())?;
+    let accounts = crate::console::AccountBook::new(store.control());
+    match action {
+        AccountAction::Add { name, role, org, password_file } => {
+            let text =
+                if password_file.as_os_str() == "-" {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    zeroize::Zeroizing::new(line)
+                } else {
+                    zeroize::Zeroizing::new(std::fs::read_to_string(&password_file).map_err(|e| {
+                        anyhow::anyhow!("cannot read the password from {}: {e}", password_file.display())
+                    })?)
+                };
+            let password = text.lines().next().unwrap_or_default();
+            let admin_name = glimpse_common::identity::AdminName::new(&name)
+                .map_err(|e| UsageError(format!("account name {name:?}: {e}")))?;
+            let identity = glimpse_common::identity::AdminIdentity::new(admin_name, role, org)
+                .map_err(|e| UsageError(e.to_string()))?;
+            let account = accounts
+                .create(&identity, password, "local", clock.now_millis())
+                .map_err(|e| UsageError(e.to_string()))?;
+            store.audit_event(
+                "local",
+                "console.account.create",
+                identity.org.as_ref(),
+                glimpse_store::audit::AuditOutcome::Done,
+                &format!("account {} ({})", account.name, account.role.as_str()),
+            );
+            println!(
+                "created console account {} ({}{})",
+                account.name,
+                account.role.as_str(),
+                account.org.as_deref().map(|o| format!(" of {o}")).unwrap_or_default()
+            );
+        }
+        AccountAction::List => {
+            for a in accounts.list()? {
+                let org = a.org.as_deref().unwrap_or("-");
+                let locked = if a.locked_until_ms.is_some_and(|t| t > clock.now_millis()) { " locked" } else { "" };
+                println!("{}\t{}\t{}{}", a.name, a.role.as_str(), org, locked);
+            }
+        }
+    }
+    Ok(())
+}
