@@ -39,7 +39,7 @@ struct RawConfig {
     #[serde(default)]
     ssh: Option<RawSsh>,
     #[serde(default)]
-    console: crate::console::ConsoleConfig,
+    console: ConsoleConfig,
     #[serde(default)]
     log_level: Option<String>,
     #[serde(default)]
@@ -238,6 +238,57 @@ impl Default for RawLimits {
     }
 }
 
+/// `[console]` in collector.toml.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Serve the console on the admin port (on by default; the API stays
+    /// either way).
+    pub enabled: bool,
+    /// A session unused this long ends, in minutes.
+    pub idle_timeout_minutes: u64,
+    /// A session ends this long after sign-in whatever its use, in hours.
+    pub session_hours: u64,
+    /// Failed sign-ins in a row that lock an account.
+    pub max_failed_sign_ins: u32,
+    /// How long a locked account stays locked, in minutes.
+    pub lockout_minutes: u64,
+    /// A browser that presents an admin client certificate may sign in
+    /// with it (no password).
+    pub certificate_sign_in: bool,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            idle_timeout_minutes: 30,
+            session_hours: 12,
+            max_failed_sign_ins: 5,
+            lockout_minutes: 15,
+            certificate_sign_in: false,
+        }
+    }
+}
+
+impl ConsoleConfig {
+    /// Names every out-of-range value in `problems`.
+    pub fn check(&self, problems: &mut Vec<String>) {
+        if !(1..=24 * 60).contains(&self.idle_timeout_minutes) {
+            problems.push(format!("console.idle_timeout_minutes must be 1..=1440, got {}", self.idle_timeout_minutes));
+        }
+        if !(1..=24 * 7).contains(&self.session_hours) {
+            problems.push(format!("console.session_hours must be 1..=168, got {}", self.session_hours));
+        }
+        if !(1..=100).contains(&self.max_failed_sign_ins) {
+            problems.push(format!("console.max_failed_sign_ins must be 1..=100, got {}", self.max_failed_sign_ins));
+        }
+        if !(1..=24 * 60).contains(&self.lockout_minutes) {
+            problems.push(format!("console.lockout_minutes must be 1..=1440, got {}", self.lockout_minutes));
+        }
+    }
+}
+
 /// A validated collector configuration.
 #[derive(Debug, Clone)]
 pub struct CollectorConfig {
@@ -281,7 +332,7 @@ pub struct CollectorConfig {
     /// The SSH port for switches and gateways; off when `None`.
     pub ssh: Option<SshConfig>,
     /// The web console on the admin port (`[console]`).
-    pub console: crate::console::ConsoleConfig,
+    pub console: ConsoleConfig,
     /// Trust the clock at the start-up sweep even if it jumped (set by
     /// `serve --accept-clock`, never by the file).
     pub accept_clock: bool,

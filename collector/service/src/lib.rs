@@ -21,7 +21,6 @@ pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod config;
-pub mod console;
 pub mod ingest;
 pub mod limits;
 mod listener;

@@ -94,7 +94,7 @@ impl FromRequestParts<ApiState> for Authenticated {
                 Err(e) => Err(refuse(state, &info, now_ms, ApiError::unauthenticated(e.to_string()))),
             };
         }
-        if let Some(token) = crate::console::sessions::cookie_token(&parts.headers) {
+        if let Some(token) = crate::api::console::sessions::cookie_token(&parts.headers) {
             if let Some(console) = &state.console {
                 return session_actor(console, parts, &token, now_ms).map(Authenticated);
             }
@@ -124,7 +124,7 @@ impl FromRequestParts<ApiState> for Authenticated {
 /// session's CSRF token in `X-CSRF-Token` and must not come from another
 /// site (`Sec-Fetch-Site`, sent by every current browser).
 pub fn session_actor(
-    console: &crate::console::Console,
+    console: &crate::api::console::Console,
     parts: &Parts,
     token: &str,
     now_ms: i64,
@@ -142,7 +142,7 @@ pub fn session_actor(
 
 /// Refuses a changing request without the session's CSRF token, or sent
 /// from another site.
-pub fn check_csrf(parts: &Parts, session: &crate::console::Session) -> Result<(), ApiError> {
+pub fn check_csrf(parts: &Parts, session: &crate::api::console::Session) -> Result<(), ApiError> {
     let cross_site = parts
         .headers
         .get("sec-fetch-site")

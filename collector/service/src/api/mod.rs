@@ -22,6 +22,7 @@
 //! `GLIMPSE_WRITE_OPENAPI=1 cargo test -p glimpse-collector openapi`.
 
 pub mod auth;
+pub mod console;
 pub mod devices;
 pub mod export;
 pub mod health;
@@ -69,7 +70,7 @@ pub struct ApiState {
     /// Who may reach those without a credential.
     pub health: crate::config::HealthConfig,
     /// The web console (accounts and sessions), when enabled.
-    pub console: Option<crate::console::Console>,
+    pub console: Option<crate::api::console::Console>,
 }
 
 impl ApiState {
@@ -106,9 +107,9 @@ impl ApiState {
     }
 
     /// Serves the web console under `/console/` with `config`.
-    pub fn with_console(mut self, config: crate::console::ConsoleConfig) -> Self {
+    pub fn with_console(mut self, config: crate::api::console::ConsoleConfig) -> Self {
         if config.enabled {
-            self.console = Some(crate::console::Console::load(config, self.context.store.control()));
+            self.console = Some(crate::api::console::Console::load(config, self.context.store.control()));
         }
         self
     }
@@ -197,7 +198,7 @@ pub fn router(state: ApiState) -> Router {
     let (routes, doc) = api_routes().split_for_parts();
     let doc = Arc::new(doc.to_pretty_json().unwrap_or_default());
     routes
-        .merge(crate::console::routes::routes())
+        .merge(crate::api::console::routes::routes())
         .route(
             "/api/v1/openapi.json",
             axum::routing::get(move || {

@@ -370,7 +370,7 @@ pub(super) fn account(config: Option<&Path>, clock: Arc<dyn Clock>, action: Acco
     };
     let config = CollectorConfig::load(config)?;
     let store = service::open_store(&config, clock.clone())?;
-    let accounts = crate::console::AccountBook::new(store.control());
+    let accounts = crate::api::console::AccountBook::new(store.control());
     match action {
         AccountAction::Add { name, role, org, password_file } => {
             let text =

@@ -23,7 +23,7 @@ pub struct Asset {
 
 macro_rules! asset {
     ($path:literal, $type:literal) => {
-        Asset { path: $path, content_type: $type, bytes: include_bytes!(concat!("../../console/", $path)) }
+        Asset { path: $path, content_type: $type, bytes: include_bytes!(concat!("../../../console/", $path)) }
     };
 }
 

@@ -1,0 +1,54 @@
+//! The web console: a browser front end to the admin API, served by the
+//! collector on its admin HTTPS port with every asset embedded in the
+//! binary (collectors run on premises, often air-gapped: no CDN, no
+//! external font or script).
+//!
+//! - [`assets`]: the embedded files under `/console/`, with a strict
+//!   Content-Security-Policy (`default-src 'self'`).
+//! - [`accounts`]: local console accounts (Argon2id password hashes) kept
+//!   in the control store, each with the same role and organisation scope
+//!   as an admin certificate.
+//! - [`sessions`]: signed-in browsers, in memory, bounded, with idle and
+//!   absolute expiry on the collector's (injectable) clock, each with its
+//!   CSRF token.
+//! - [`routes`]: sign-in, sign-out and the session's facts, under
+//!   `/console/api/`.
+//!
+//! The pages call the same `/api/v1` endpoints as every other client:
+//! [`crate::api::auth::Authenticated`] accepts the session cookie beside
+//! tokens and certificates, and requires the session's CSRF token in the
+//! `X-CSRF-Token` header on every request that changes something.
+
+pub mod accounts;
+pub mod assets;
+pub mod routes;
+pub mod sessions;
+
+use std::sync::Arc;
+
+use glimpse_store::control::ControlStore;
+
+pub use accounts::{Account, AccountBook, AccountError};
+pub use sessions::{Session, SessionBook, SESSION_COOKIE};
+
+pub use crate::config::ConsoleConfig;
+
+/// The console's shared parts, held by the API state.
+#[derive(Debug, Clone)]
+pub struct Console {
+    /// Settings.
+    pub config: ConsoleConfig,
+    /// Local accounts.
+    pub accounts: Arc<AccountBook>,
+    /// Signed-in browsers.
+    pub sessions: Arc<SessionBook>,
+}
+
+impl Console {
+    /// The console over `control`'s accounts.
+    pub fn load(config: ConsoleConfig, control: Arc<dyn ControlStore>) -> Self {
+        let accounts = Arc::new(AccountBook::new(control));
+        let sessions = Arc::new(SessionBook::new(&config));
+        Self { config, accounts, sessions }
+    }
+}
