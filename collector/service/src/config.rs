@@ -253,21 +253,11 @@ pub struct ConsoleConfig {
     pub max_failed_sign_ins: u32,
     /// How long a locked account stays locked, in minutes.
     pub lockout_minutes: u64,
-    /// A browser that presents an admin client certificate may sign in
-    /// with it (no password).
-    pub certificate_sign_in: bool,
 }
 
 impl Default for ConsoleConfig {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            idle_timeout_minutes: 30,
-            session_hours: 12,
-            max_failed_sign_ins: 5,
-            lockout_minutes: 15,
-            certificate_sign_in: false,
-        }
+        Self { enabled: true, idle_timeout_minutes: 30, session_hours: 12, max_failed_sign_ins: 5, lockout_minutes: 15 }
     }
 }
 
@@ -525,6 +515,13 @@ key = "pki/collector.key"
         let err = parse(&format!("{GOOD}\n{admin}metrics_from = [{many}]\n")).unwrap_err().to_string();
         assert!(err.contains("at most 64"), "{err}");
         assert!(parse(&format!("{GOOD}\n{admin}health_form = []\n")).is_err(), "unknown keys are refused");
+        let c = parse(&format!("{GOOD}\n[console]\nidle_timeout_minutes = 5\n")).unwrap();
+        assert_eq!((c.console.idle_timeout_minutes, c.console.session_hours), (5, 12));
+        let err = parse(&format!("{GOOD}\n[console]\nsession_hours = 0\nmax_failed_sign_ins = 1000\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("console.session_hours") && err.contains("console.max_failed_sign_ins"), "{err}");
+        assert!(parse(&format!("{GOOD}\n[console]\nenable = true\n")).is_err(), "unknown keys are refused");
     }
 
     proptest::proptest! {
