@@ -143,11 +143,7 @@ pub fn session_actor(
 /// Refuses a changing request without the session's CSRF token, or sent
 /// from another site.
 pub fn check_csrf(parts: &Parts, session: &crate::api::console::Session) -> Result<(), ApiError> {
-    let cross_site = parts
-        .headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|site| !matches!(site, "same-origin" | "none"));
+    let cross_site = from_other_site(parts);
     let token_ok =
         parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).is_some_and(|token| session.csrf_matches(token));
     if cross_site || !token_ok {
@@ -158,6 +154,17 @@ pub fn check_csrf(parts: &Parts, session: &crate::api::console::Session) -> Resu
         ));
     }
     Ok(())
+}
+
+/// Whether the browser says the request comes from another site
+/// (`Sec-Fetch-Site` other than `same-origin` or `none`; absent from
+/// non-browser clients, which carry no ambient cookie to abuse).
+pub fn from_other_site(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|site| !matches!(site, "same-origin" | "none"))
 }
 
 /// The header a console page sends its session's CSRF token in.

@@ -19,7 +19,7 @@ use super::accounts::AccountError;
 use super::assets;
 use super::sessions::{self, Session, SignedInWith};
 use super::Console;
-use crate::api::auth::{check_csrf, conn_info, JsonBody};
+use crate::api::auth::{check_csrf, conn_info, from_other_site, JsonBody};
 use crate::api::problem::ApiError;
 use crate::api::routes::blocking;
 use crate::api::ApiState;
@@ -98,12 +98,21 @@ fn info_of(console: &Console, session: &Session, now_ms: i64) -> SessionInfo {
     }
 }
 
-fn from_other_site(parts: &Parts) -> bool {
-    parts
-        .headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|site| !matches!(site, "same-origin" | "none"))
+/// Writes an audit entry on a blocking thread (the log does file I/O).
+async fn audit(
+    state: &ApiState,
+    actor: String,
+    action: &'static str,
+    org: Option<glimpse_common::identity::OrgId>,
+    outcome: AuditOutcome,
+    detail: String,
+) -> Result<(), ApiError> {
+    let context = state.context.clone();
+    blocking(move || {
+        context.audit(&actor, action, org.as_ref(), outcome, &detail);
+        Ok(())
+    })
+    .await
 }
 
 /// `GET /console/api/session`: the session the cookie opens, with its
@@ -156,12 +165,8 @@ async fn sign_in(
             let detail = format!("signed in from {peer} with a password; session {}", new.session.id);
             info!(account = %account.name, %peer, "console sign-in");
             let org = new.session.identity.org.clone();
-            let (context, actor) = (state.context.clone(), format!("console:{}", account.name));
-            blocking(move || {
-                context.audit(&actor, "console.sign-in", org.as_ref(), AuditOutcome::Done, &detail);
-                Ok(())
-            })
-            .await?;
+            audit(&state, format!("console:{}", account.name), "console.sign-in", org, AuditOutcome::Done, detail)
+                .await?;
             let mut response = Json(info_of(&console, &new.session, now_ms)).into_response();
             let cookie = HeaderValue::from_str(&sessions::set_cookie(&new.token))
                 .map_err(|_| ApiError::internal("cannot set the session cookie"))?;
@@ -175,13 +180,9 @@ async fn sign_in(
             // audited per source and minute.
             if known || state.refusals.observe(&ip, 1) == Seen::Audit {
                 warn!(%peer, "console sign-in refused: {error}");
-                let (context, detail) = (state.context.clone(), format!("from {peer}: {error}"));
                 let actor = if known { format!("console:{}", request.name) } else { format!("peer:{peer}") };
-                blocking(move || {
-                    context.audit(&actor, "console.sign-in", None, AuditOutcome::Refused, &detail);
-                    Ok(())
-                })
-                .await?;
+                let detail = format!("from {peer}: {error}");
+                audit(&state, actor, "console.sign-in", None, AuditOutcome::Refused, detail).await?;
             }
             Err(match error {
                 AccountError::Locked { .. } => {
@@ -202,14 +203,9 @@ async fn sign_out(State(state): State<ApiState>, parts: Parts) -> Result<Respons
     let session = console.sessions.lookup(&token, now_ms).map_err(|end| ApiError::unauthenticated(end.describe()))?;
     check_csrf(&parts, &session)?;
     console.sessions.end(&token);
-    let (context, org) = (state.context.clone(), session.identity.org.clone());
     let actor = format!("console:{}", session.identity.name);
     let detail = format!("signed out; session {}", session.id);
-    blocking(move || {
-        context.audit(&actor, "console.sign-out", org.as_ref(), AuditOutcome::Done, &detail);
-        Ok(())
-    })
-    .await?;
+    audit(&state, actor, "console.sign-out", session.identity.org.clone(), AuditOutcome::Done, detail).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
