@@ -1,8 +1,9 @@
 //! Who is asking: an API token in `Authorization: Bearer`, a web console
 //! session cookie (with its CSRF token on changes), or an admin client
 //! certificate verified in the TLS handshake, in that order of precedence
-//! (a browser may hold a certificate the user does not mean to use). Failed attempts are counted per source address
-//! ([`super::limiter`]) and refusals audited per source and minute.
+//! (a browser may hold a certificate the user does not mean to use).
+//! Failed attempts are counted per source address ([`super::limiter`]) and
+//! refusals audited per source and minute.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -129,7 +130,7 @@ pub fn session_actor(
     token: &str,
     now_ms: i64,
 ) -> Result<Actor, ApiError> {
-    let session = console.sessions.lookup(token, now_ms).map_err(|end| ApiError::unauthenticated(end.describe()))?;
+    let session = console.session(token, now_ms)?;
     if !parts.method.is_safe() {
         check_csrf(parts, &session)?;
     }

@@ -51,4 +51,23 @@ impl Console {
         let sessions = Arc::new(SessionBook::new(&config));
         Self { config, accounts, sessions }
     }
+
+    /// The live session a cookie value opens, or the 401 saying why not.
+    pub fn session(&self, token: &str, now_ms: i64) -> Result<Session, crate::api::problem::ApiError> {
+        self.sessions
+            .lookup(token, now_ms)
+            .map_err(|end| crate::api::problem::ApiError::unauthenticated(end.describe()))
+    }
+
+    /// The session the request's cookie opens, with its cookie value.
+    pub fn request_session(
+        &self,
+        headers: &axum::http::HeaderMap,
+        now_ms: i64,
+    ) -> Result<(String, Session), crate::api::problem::ApiError> {
+        let token = sessions::cookie_token(headers)
+            .ok_or_else(|| crate::api::problem::ApiError::unauthenticated("not signed in"))?;
+        let session = self.session(&token, now_ms)?;
+        Ok((token, session))
+    }
 }

@@ -120,8 +120,7 @@ async fn audit(
 async fn session(State(state): State<ApiState>, parts: Parts) -> Result<Json<SessionInfo>, ApiError> {
     let console = console(&state)?;
     let now_ms = state.now_ms();
-    let token = sessions::cookie_token(&parts.headers).ok_or_else(|| ApiError::unauthenticated("not signed in"))?;
-    let session = console.sessions.lookup(&token, now_ms).map_err(|end| ApiError::unauthenticated(end.describe()))?;
+    let (_, session) = console.request_session(&parts.headers, now_ms)?;
     Ok(Json(info_of(console, &session, now_ms)))
 }
 
@@ -199,8 +198,7 @@ async fn sign_in(
 async fn sign_out(State(state): State<ApiState>, parts: Parts) -> Result<Response, ApiError> {
     let console = console(&state)?;
     let now_ms = state.now_ms();
-    let token = sessions::cookie_token(&parts.headers).ok_or_else(|| ApiError::unauthenticated("not signed in"))?;
-    let session = console.sessions.lookup(&token, now_ms).map_err(|end| ApiError::unauthenticated(end.describe()))?;
+    let (token, session) = console.request_session(&parts.headers, now_ms)?;
     check_csrf(&parts, &session)?;
     console.sessions.end(&token);
     let actor = format!("console:{}", session.identity.name);
