@@ -32,6 +32,13 @@ pub static ASSETS: &[Asset] = &[
     asset!("index.html", "text/html; charset=utf-8"),
     asset!("app.css", "text/css; charset=utf-8"),
     asset!("app.js", "text/javascript; charset=utf-8"),
+    asset!("core.js", "text/javascript; charset=utf-8"),
+    asset!("overview.js", "text/javascript; charset=utf-8"),
+    asset!("devices.js", "text/javascript; charset=utf-8"),
+    asset!("capture.js", "text/javascript; charset=utf-8"),
+    asset!("support.js", "text/javascript; charset=utf-8"),
+    asset!("audit.js", "text/javascript; charset=utf-8"),
+    asset!("tokens.js", "text/javascript; charset=utf-8"),
 ];
 
 /// The policy every console answer carries: only this origin, no inline
