@@ -268,8 +268,12 @@ pub struct AuditPage {
     /// Oldest first.
     pub entries: Vec<AuditEntry>,
     /// Pass as `after_seq` for the next page; absent when this one was
-    /// the last.
+    /// the last (oldest-first pages).
     pub next_after_seq: Option<u64>,
+    /// Pass as `before_seq` for the next, older page; absent when this one
+    /// was the last (`newest_first` pages).
+    #[serde(default)]
+    pub next_before_seq: Option<u64>,
 }
 
 /// The audit log's hash chain checked.
@@ -393,6 +397,26 @@ pub struct AuditQuery {
     /// Entries after this sequence number.
     #[serde(default)]
     pub after_seq: u64,
+    /// Entries before this sequence number (to page back with
+    /// `newest_first`).
+    pub before_seq: Option<u64>,
+    /// Entries whose actor contains this text, case-insensitive (a name,
+    /// `support of`, `console:`, a session or token id).
+    pub actor: Option<String>,
+    /// Entries of this action or its sub-actions: `support` finds
+    /// `support.grant` and `support.revoke`.
+    pub action: Option<String>,
+    /// Entries at or after this time (Unix ms).
+    pub from_ms: Option<i64>,
+    /// Entries before this time (Unix ms).
+    pub to_ms: Option<i64>,
+    /// `done` or `refused`.
+    pub outcome: Option<String>,
+    /// The newest matching entries, newest first (default: oldest first).
+    #[serde(default)]
+    pub newest_first: bool,
+    /// At most this many entries (1 to 200, the default).
+    pub limit: Option<u32>,
 }
 
 /// The query of `GET /api/v1/orgs/{org}/export`: which records, in which
@@ -427,4 +451,45 @@ pub struct Health {
     pub ready: bool,
     /// What is wrong, one sentence each; empty when ready.
     pub problems: Vec<String>,
+}
+
+/// What support staff did under each of an organisation's support grants,
+/// read from the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SupportActivity {
+    /// The organisation.
+    pub org: String,
+    /// Its grants, newest first (at most 50).
+    pub grants: Vec<SupportGrantActivity>,
+    /// Requests by support staff that were refused while no grant was
+    /// active, newest first (at most 50).
+    pub refused_outside_grants: Vec<AuditEntry>,
+    /// The collector's time of this answer (Unix ms), so a countdown
+    /// runs on the collector's clock rather than the browser's.
+    pub now_ms: i64,
+}
+
+/// One support grant and what was done under it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SupportGrantActivity {
+    /// The audit entry that granted it.
+    pub granted_seq: u64,
+    /// When it was granted (Unix ms).
+    pub granted_at_ms: i64,
+    /// Who granted it.
+    pub granted_by: String,
+    /// How many hours it was granted for.
+    pub hours: u32,
+    /// When it runs out, or ran out (Unix ms).
+    pub until_ms: i64,
+    /// When it was ended early: revoked, or replaced by a newer grant.
+    pub ended_at_ms: Option<i64>,
+    /// Who ended it early.
+    pub ended_by: Option<String>,
+    /// Whether it is in force now.
+    pub active: bool,
+    /// What support staff did under it, oldest first (at most 200).
+    pub actions: Vec<AuditEntry>,
+    /// Actions under it beyond the 200 listed.
+    pub more_actions: u64,
 }

@@ -10,6 +10,7 @@ import { capturePage } from "./capture.js";
 import { supportPage } from "./support.js";
 import { auditPage } from "./audit.js";
 import { tokensPage } from "./tokens.js";
+import { rightsPage } from "./rights.js";
 
 function signInPage(main, message) {
   const error = el("p", { class: "error", role: "alert", id: "signin-error" }, message || "");
@@ -38,11 +39,16 @@ const pages = [
   ["#/devices", "Devices", devicesPage],
   ["#/capture", "Packet capture", capturePage],
   ["#/support", "Support access", supportPage],
+  ["#/rights", "Data rights", rightsPage],
   ["#/audit", "Audit", auditPage],
   ["#/tokens", "API tokens", tokensPage],
 ];
 
+// Each render draws into its own view; one that a newer render overtook
+// (a quick second click, sign-in changing the hash) is dropped, never shown
+// beside the new one.
 async function render(message) {
+  const mine = ++state.generation;
   for (const timer of state.timers) clearInterval(timer);
   state.timers = [];
   const main = document.getElementById("main");
@@ -51,6 +57,7 @@ async function render(message) {
   if (!state.session && !message) {
     try { state.session = await call("GET", "/console/api/session"); state.org = state.org || state.session.org; } catch (e) { state.session = null; }
   }
+  if (mine !== state.generation) return;
   if (!state.session) { who.replaceChildren(); nav.replaceChildren(); signInPage(main, message); return; }
   const out = el("button", { id: "signout", onclick: async () => {
     try { await call("DELETE", "/console/api/session"); } finally { state.session = null; render(); }
@@ -59,8 +66,10 @@ async function render(message) {
   who.replaceChildren(el("span", { id: "whoami" }, `${s.name} (${s.role}${s.org ? " of " + s.org : ""}) `), out);
   const current = pages.find(([hash]) => hash === (location.hash || "#/")) || pages[0];
   nav.replaceChildren(...pages.map(([hash, title]) => el("a", { href: hash, "aria-current": hash === current[0] ? "page" : false }, title)));
-  try { await current[2](main); } catch (e) { main.append(el("p", { class: "error", role: "alert" }, e.message)); }
-  main.append(el("p", { class: "muted" }, `Times are in ${zone}.`));
+  const view = el("div", { class: "view" });
+  main.replaceChildren(view);
+  try { await current[2](view); } catch (e) { view.append(el("p", { class: "error", role: "alert" }, e.message)); }
+  view.append(el("p", { class: "muted" }, `Times are in ${zone}.`));
 }
 
 hooks.render = render;

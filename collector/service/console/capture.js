@@ -1,6 +1,6 @@
 // Packet capture: the consent switch, starting a capture, its progress, the
 // stored headers as pcapng.
-import { state, el, call, alertBox, fail, table, orgPicker } from "./core.js";
+import { state, every, el, call, alertBox, fail, table, orgPicker } from "./core.js";
 
 export async function capturePage(main) {
   const box = alertBox();
@@ -46,5 +46,5 @@ export async function capturePage(main) {
         c.header_bytes === null ? "–" : String(c.header_bytes), c.reason || ""])));
   }
   await refresh();
-  state.timers.push(setInterval(refresh, 2000));
+  every(2000, refresh);
 }

@@ -5,7 +5,18 @@
 // The router sets hooks.render, so a 401 anywhere returns to sign-in.
 export const hooks = { render: () => {} };
 
-export const state = { session: null, org: null, timers: [] };
+export const state = { session: null, org: null, timers: [], generation: 0 };
+
+// Runs `work` every `ms` while the page that asked is still shown: a page
+// that a newer render replaced stops its own timers.
+export function every(ms, work) {
+  const shown = state.generation;
+  const id = setInterval(() => {
+    if (state.generation !== shown) { clearInterval(id); return; }
+    work();
+  }, ms);
+  state.timers.push(id);
+}
 
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);

@@ -247,7 +247,28 @@ impl AdminContext {
     /// `access`; a refusal is audited. For the API's own actions (tokens,
     /// identities, export) that are not an [`AdminAction`]; `writes` says
     /// whether it changes something (read-only tokens may not).
+    ///
+    /// What support staff are allowed is audited too, reads included: an
+    /// organisation sees everything support did under its grant (the
+    /// support-activity endpoint files these entries per grant).
     pub fn permit(
+        &self,
+        actor: &Actor,
+        action: &str,
+        org: Option<&OrgId>,
+        access: Access,
+        writes: bool,
+    ) -> Result<(), Refusal> {
+        self.authorise(actor, action, org, access, writes)?;
+        if actor.identity.role == AdminRole::Support {
+            self.audit(&actor.audit_name(), action, org, AuditOutcome::Done, "allowed under the support grant");
+        }
+        Ok(())
+    }
+
+    /// [`permit`](Self::permit) without the support entry, for
+    /// [`execute`](Self::execute), which audits every outcome itself.
+    fn authorise(
         &self,
         actor: &Actor,
         action: &str,
@@ -273,7 +294,7 @@ impl AdminContext {
         let (name, org, access) = describe(&action);
         let org = org.cloned();
         let actor_name = actor.audit_name();
-        self.permit(actor, name, org.as_ref(), access, changes(&action))?;
+        self.authorise(actor, name, org.as_ref(), access, changes(&action))?;
         match self.perform(action) {
             Ok((reply, detail)) => {
                 self.audit(&actor_name, name, org.as_ref(), AuditOutcome::Done, &detail);

@@ -16,7 +16,7 @@ use glimpse_common::record::DataKind;
 use glimpse_common::wire::admin::{AdminAction, AdminReply, Subject};
 use glimpse_common::wire::CaptureOutcome;
 
-use super::auth::{Authenticated, JsonBody, QueryArgs};
+use super::auth::{Authenticated, JsonBody};
 use super::problem::ApiError;
 use super::tokens::{TokenScope, DEFAULT_TOKEN_DAYS};
 use super::ApiState;
@@ -407,37 +407,6 @@ pub async fn erase_subject(
     match act(&state, actor, action).await? {
         AdminReply::SubjectErased { metadata, captures, segments_rewritten } => {
             Ok(Json(SubjectErased { metadata, captures, segments_rewritten }))
-        }
-        other => Err(unexpected(other)),
-    }
-}
-
-/// Audit entries, oldest first, a page at a time.
-#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
-    responses((status = 200, body = AuditPage), (status = "4XX", body = Problem)))]
-pub async fn audit(
-    State(state): State<ApiState>,
-    Authenticated(actor): Authenticated,
-    QueryArgs(query): QueryArgs<AuditQuery>,
-) -> Result<Json<AuditPage>, ApiError> {
-    let scope = query.org.as_deref().map(org).transpose()?;
-    match act(&state, actor, AdminAction::ShowAudit { org: scope, after_seq: query.after_seq }).await? {
-        AdminReply::AuditEntries(records) => {
-            let full = records.len() == glimpse_common::wire::admin::MAX_AUDIT_PAGE;
-            let entries: Vec<AuditEntry> = records
-                .iter()
-                .map(|r| AuditEntry {
-                    seq: r.seq,
-                    at_ms: r.at_ms,
-                    actor: r.actor.as_str().to_owned(),
-                    action: r.action.as_str().to_owned(),
-                    org: r.org.as_ref().map(|o| o.as_str().to_owned()),
-                    refused: r.refused,
-                    detail: r.detail.as_str().to_owned(),
-                })
-                .collect();
-            let next_after_seq = if full { entries.last().map(|e| e.seq) } else { None };
-            Ok(Json(AuditPage { entries, next_after_seq }))
         }
         other => Err(unexpected(other)),
     }

@@ -129,6 +129,52 @@ pub struct AuditEntry {
     pub mac: String,
 }
 
+/// Which audit entries [`AuditLog::search`] returns. Every condition given
+/// must hold; the default matches every entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditSearch {
+    /// Only entries concerning this organisation.
+    pub org: Option<String>,
+    /// Only entries with a higher sequence number.
+    pub after_seq: u64,
+    /// Only entries with a lower sequence number.
+    pub before_seq: Option<u64>,
+    /// Only entries whose actor contains this text (case-insensitive).
+    pub actor_contains: Option<String>,
+    /// Only entries whose action is this one or starts with it followed by
+    /// a dot: `support` finds `support.grant` and `support.revoke`.
+    pub action: Option<String>,
+    /// Only entries at or after this time (Unix ms).
+    pub from_ms: Option<i64>,
+    /// Only entries before this time (Unix ms).
+    pub to_ms: Option<i64>,
+    /// Only entries with this outcome.
+    pub outcome: Option<AuditOutcome>,
+    /// The newest matches, newest first, instead of the oldest.
+    pub newest_first: bool,
+}
+
+impl AuditSearch {
+    /// Whether `entry` meets every condition.
+    pub fn matches(&self, entry: &AuditEntry) -> bool {
+        let action_ok = self.action.as_deref().is_none_or(|a| {
+            entry.action == a || (entry.action.starts_with(a) && entry.action.as_bytes().get(a.len()) == Some(&b'.'))
+        });
+        let actor_ok = self
+            .actor_contains
+            .as_deref()
+            .is_none_or(|needle| entry.actor.to_lowercase().contains(&needle.to_lowercase()));
+        entry.seq > self.after_seq
+            && self.before_seq.is_none_or(|b| entry.seq < b)
+            && self.org.as_deref().is_none_or(|o| entry.org.as_deref() == Some(o))
+            && self.from_ms.is_none_or(|t| entry.at_ms >= t)
+            && self.to_ms.is_none_or(|t| entry.at_ms < t)
+            && self.outcome.is_none_or(|o| entry.outcome == o)
+            && action_ok
+            && actor_ok
+    }
+}
+
 /// The result of a successful [`AuditLog::verify`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -439,26 +485,57 @@ impl AuditLog {
     /// but a line that is not a canonical entry is an error rather than
     /// silently skipped.
     pub fn entries(&self, org: Option<&str>, after_seq: u64, limit: usize) -> Result<Vec<AuditEntry>, AuditError> {
-        let _state = self.lock();
-        let mut found = Vec::new();
+        let search = AuditSearch { org: org.map(str::to_owned), after_seq, ..AuditSearch::default() };
+        self.search(&search, limit)
+    }
+
+    /// The entries `search` matches, at most `limit` of them: the oldest
+    /// ones in log order, or with [`AuditSearch::newest_first`] the newest
+    /// ones, newest first. Memory stays within `limit` entries however long
+    /// the log is.
+    pub fn search(&self, search: &AuditSearch, limit: usize) -> Result<Vec<AuditEntry>, AuditError> {
+        let mut found = std::collections::VecDeque::new();
         if limit == 0 {
-            return Ok(found);
+            return Ok(Vec::new());
         }
+        self.scan(|entry| {
+            if !search.matches(&entry) {
+                return true;
+            }
+            if search.newest_first {
+                if found.len() == limit {
+                    found.pop_front();
+                }
+                found.push_back(entry);
+                true
+            } else {
+                found.push_back(entry);
+                found.len() < limit
+            }
+        })?;
+        let mut found: Vec<AuditEntry> = found.into();
+        if search.newest_first {
+            found.reverse();
+        }
+        Ok(found)
+    }
+
+    /// Calls `visit` with every entry in log order until it returns false.
+    /// A line that is not a canonical entry is an error, named by its line
+    /// number.
+    pub fn scan(&self, mut visit: impl FnMut(AuditEntry) -> bool) -> Result<(), AuditError> {
+        let _state = self.lock();
         let mut lines = self.reader()?;
         while lines.advance().map_err(|e| self.io_err(e))? {
             let number = lines.number;
             let tampered = |reason: String| AuditError::Tampered { seq: 0, line: number, reason };
             let bytes = lines.line().ok_or_else(|| tampered(format!("line is longer than {MAX_LINE} bytes")))?;
             let entry = parse_line(bytes).map_err(tampered)?;
-            if entry.seq <= after_seq || org.is_some_and(|o| entry.org.as_deref() != Some(o)) {
-                continue;
-            }
-            found.push(entry);
-            if found.len() == limit {
+            if !visit(entry) {
                 break;
             }
         }
-        Ok(found)
+        Ok(())
     }
 
     /// Takes the lock; after a panic while it was held, the end of the file

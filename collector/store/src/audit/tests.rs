@@ -445,3 +445,41 @@ mod arbitrary_files {
         }
     }
 }
+
+#[test]
+fn search_filters_and_returns_the_newest_first_within_its_limit() {
+    let fx = Fixture::new();
+    let log = fx.with_entries(9);
+    log.append(
+        T0 + 20,
+        "console:bob (support of acme, session 1)",
+        "support.grant",
+        Some("acme"),
+        AuditOutcome::Done,
+        "",
+    )
+    .unwrap();
+    log.append(T0 + 21, "admin:alice (org-admin of acme)", "supportive.thing", Some("acme"), AuditOutcome::Done, "")
+        .unwrap();
+    let seqs = |search: &AuditSearch, limit| -> Vec<u64> {
+        log.search(search, limit).unwrap().iter().map(|e| e.seq).collect()
+    };
+    let acme = |more: AuditSearch| AuditSearch { org: Some("acme".into()), ..more };
+    assert_eq!(seqs(&acme(AuditSearch::default()), 100), vec![1, 3, 5, 7, 9, 10, 11]);
+    // Newest first, and only as many as asked, from anywhere in the log.
+    assert_eq!(seqs(&acme(AuditSearch { newest_first: true, ..Default::default() }), 2), vec![11, 10]);
+    assert_eq!(
+        seqs(&acme(AuditSearch { newest_first: true, before_seq: Some(10), ..Default::default() }), 2),
+        vec![9, 7]
+    );
+    // An action matches itself and its dotted children, not a longer word.
+    assert_eq!(seqs(&AuditSearch { action: Some("support".into()), ..Default::default() }, 100), vec![10]);
+    assert_eq!(seqs(&AuditSearch { action: Some("consent.set".into()), ..Default::default() }, 3), vec![1, 2, 3]);
+    assert_eq!(seqs(&AuditSearch { actor_contains: Some("SUPPORT OF".into()), ..Default::default() }, 100), vec![10]);
+    assert_eq!(
+        seqs(&AuditSearch { outcome: Some(AuditOutcome::Done), to_ms: Some(T0 + 6), ..Default::default() }, 100),
+        vec![2, 4]
+    );
+    assert_eq!(seqs(&AuditSearch { from_ms: Some(T0 + 9), after_seq: 9, ..Default::default() }, 100), vec![10, 11]);
+    assert!(seqs(&AuditSearch::default(), 0).is_empty());
+}

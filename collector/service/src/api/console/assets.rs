@@ -39,6 +39,7 @@ pub static ASSETS: &[Asset] = &[
     asset!("support.js", "text/javascript; charset=utf-8"),
     asset!("audit.js", "text/javascript; charset=utf-8"),
     asset!("tokens.js", "text/javascript; charset=utf-8"),
+    asset!("rights.js", "text/javascript; charset=utf-8"),
 ];
 
 /// The policy every console answer carries: only this origin, no inline
@@ -93,6 +94,16 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "add these to console::assets::ASSETS: {missing:?}");
+    }
+
+    /// The data-rights page offers every field a device can leave out.
+    #[test]
+    fn the_data_rights_page_lists_every_metadata_field() {
+        let page = ASSETS.iter().find(|a| a.path == "rights.js").expect("rights.js embedded");
+        let text = String::from_utf8_lossy(page.bytes);
+        for field in glimpse_common::minimise::MetadataField::ALL {
+            assert!(text.contains(&format!("[\"{}\",", field.as_str())), "rights.js lacks {}", field.as_str());
+        }
     }
 
     #[test]
