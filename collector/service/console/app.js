@@ -41,7 +41,7 @@ const pages = [
   ["#/support", "Support access", supportPage],
   ["#/rights", "Data rights", rightsPage],
   ["#/audit", "Audit", auditPage],
-  ["#/tokens", "API tokens", tokensPage],
+  ["#/tokens", "API access", tokensPage],
 ];
 
 // Each render draws into its own view; one that a newer render overtook
