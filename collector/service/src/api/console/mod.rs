@@ -21,6 +21,7 @@
 
 pub mod accounts;
 pub mod assets;
+pub mod gate;
 pub mod routes;
 pub mod sessions;
 
