@@ -301,9 +301,17 @@ impl AdminContext {
                     "device {device} interface {interface} filter {:?} {duration_secs}s {max_packets} packets, id {id}",
                     filter.as_str()
                 );
+                let window = crate::ingest::CaptureWindow {
+                    requested_at_ms: self.now(),
+                    interface: interface.as_str().to_owned(),
+                    duration_secs,
+                };
                 let request = CaptureRequest { id, interface, filter, duration_secs, max_packets };
                 match self.directory.request_capture(&org, &device, request) {
-                    Ok(()) => Ok((AdminReply::CaptureRequested { id }, detail)),
+                    Ok(()) => {
+                        self.directory.capture_window_noted(&org, &device, id, window);
+                        Ok((AdminReply::CaptureRequested { id }, detail))
+                    }
                     Err(e) => Err((refusal(RefusalKind::Conflict, e.to_string()), detail)),
                 }
             }
