@@ -5,7 +5,9 @@
 // own module; this one signs in and routes.
 import { state, hooks, el, call, zone } from "./core.js";
 import { overviewPage } from "./overview.js";
-import { devicesPage } from "./devices.js";
+import { devicesPage, devicePage } from "./devices.js";
+import { orgsPage } from "./orgs.js";
+import { operatorPage } from "./operator.js";
 import { capturePage } from "./capture.js";
 import { supportPage } from "./support.js";
 import { auditPage } from "./audit.js";
@@ -40,7 +42,14 @@ const pages = [
   ["#/support", "Support access", supportPage],
   ["#/audit", "Audit", auditPage],
   ["#/tokens", "API tokens", tokensPage],
+  ["#/orgs", "Organisations", orgsPage, { operator: true }],
+  ["#/operator", "Operator", operatorPage, { operator: true }],
+  // Not in the nav: reached from a device in the list; the id follows the slash.
+  ["#/device/", "Device", devicePage, { hidden: true, prefix: true }],
 ];
+
+// Whether a page is listed in the nav for this session: operator pages for operators only.
+const listed = (page, s) => !(page[3] && (page[3].hidden || (page[3].operator && s.role !== "operator")));
 
 async function render(message) {
   for (const timer of state.timers) clearInterval(timer);
@@ -57,8 +66,9 @@ async function render(message) {
   } }, "Sign out");
   const s = state.session;
   who.replaceChildren(el("span", { id: "whoami" }, `${s.name} (${s.role}${s.org ? " of " + s.org : ""}) `), out);
-  const current = pages.find(([hash]) => hash === (location.hash || "#/")) || pages[0];
-  nav.replaceChildren(...pages.map(([hash, title]) => el("a", { href: hash, "aria-current": hash === current[0] ? "page" : false }, title)));
+  const here = location.hash || "#/";
+  const current = pages.find((p) => p[0] === here || (p[3] && p[3].prefix && here.startsWith(p[0]))) || pages[0];
+  nav.replaceChildren(...pages.filter((p) => listed(p, s)).map(([hash, title]) => el("a", { href: hash, "aria-current": hash === current[0] ? "page" : false }, title)));
   try { await current[2](main); } catch (e) { main.append(el("p", { class: "error", role: "alert" }, e.message)); }
   main.append(el("p", { class: "muted" }, `Times are in ${zone}.`));
 }

@@ -39,6 +39,9 @@ pub static ASSETS: &[Asset] = &[
     asset!("support.js", "text/javascript; charset=utf-8"),
     asset!("audit.js", "text/javascript; charset=utf-8"),
     asset!("tokens.js", "text/javascript; charset=utf-8"),
+    asset!("chart.js", "text/javascript; charset=utf-8"),
+    asset!("orgs.js", "text/javascript; charset=utf-8"),
+    asset!("operator.js", "text/javascript; charset=utf-8"),
 ];
 
 /// The policy every console answer carries: only this origin, no inline
