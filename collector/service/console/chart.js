@@ -73,8 +73,8 @@ function timeLabel(ms, step) {
 // times: bucket starts (ms UTC); each value is the bucket's mean or null.
 // Points sit in the middle of their bucket.
 export function lineChart({ id, title, times, bucketMs, series, unit }) {
-  const width = 760, height = 260;
-  const pad = { left: 78, right: 16, top: 14, bottom: 52 };
+  const width = 600, height = 250;
+  const pad = { left: 84, right: 14, top: 14, bottom: 50 };
   const plotW = width - pad.left - pad.right, plotH = height - pad.top - pad.bottom;
   const from = times.length ? times[0] : Date.now() - 3600e3;
   const to = times.length ? times[times.length - 1] + bucketMs : Date.now();
@@ -101,7 +101,7 @@ export function lineChart({ id, title, times, bucketMs, series, unit }) {
   for (const t of ticks) {
     const ty = y(t * scale.factor);
     axis.append(svg("line", { x1: pad.left, x2: pad.left + plotW, y1: ty, y2: ty, stroke: "#d0d7de", "stroke-width": 1 }));
-    axis.append(svg("text", { x: pad.left - 6, y: ty + 4, "text-anchor": "end", "font-size": 12, fill: "#57606a" },
+    axis.append(svg("text", { x: pad.left - 6, y: ty + 4, "text-anchor": "end", "font-size": 13, fill: "#57606a" },
       `${Number(t.toPrecision(6))} ${scale.name}`));
   }
   // Time axis: ticks at round local times.
@@ -111,9 +111,9 @@ export function lineChart({ id, title, times, bucketMs, series, unit }) {
   for (const t of time.ticks) {
     const tx = x(t);
     axis.append(svg("line", { x1: tx, x2: tx, y1: pad.top + plotH, y2: pad.top + plotH + 5, stroke: "#57606a" }));
-    axis.append(svg("text", { x: tx, y: pad.top + plotH + 18, "text-anchor": "middle", "font-size": 12, fill: "#57606a" }, timeLabel(t, time.step)));
+    axis.append(svg("text", { x: tx, y: pad.top + plotH + 18, "text-anchor": "middle", "font-size": 13, fill: "#57606a" }, timeLabel(t, time.step)));
   }
-  axis.append(svg("text", { x: pad.left + plotW / 2, y: height - 8, "text-anchor": "middle", "font-size": 12, fill: "#1b1f24" }, `Time (${zone})`));
+  axis.append(svg("text", { x: pad.left + plotW / 2, y: height - 8, "text-anchor": "middle", "font-size": 13, fill: "#1b1f24" }, `Time (${zone})`));
   root.append(axis);
 
   // Lines, broken where a bucket has no data; a lone point gets a dot.
@@ -130,7 +130,9 @@ export function lineChart({ id, title, times, bucketMs, series, unit }) {
     });
     if (run === 1) dots.push(last);
     const g = svg("g", { class: "series", "data-series": s.name });
-    if (d) g.append(svg("path", { d: d.trim(), fill: "none", stroke: colour, "stroke-width": 2, "stroke-linejoin": "round" }));
+    // Every other series dashed, so one drawn over an equal one stays visible.
+    const dash = i % 2 ? { "stroke-dasharray": "6 4" } : {};
+    if (d) g.append(svg("path", { d: d.trim(), fill: "none", stroke: colour, "stroke-width": 2, "stroke-linejoin": "round", ...dash }));
     for (const [px, py] of dots) g.append(svg("circle", { cx: px, cy: py, r: 2.5, fill: colour }));
     root.append(g);
   });
@@ -144,7 +146,8 @@ export function lineChart({ id, title, times, bucketMs, series, unit }) {
   legend.className = "legend";
   series.forEach((s, i) => {
     const item = document.createElement("li");
-    const swatch = svg("svg", { width: 14, height: 14, "aria-hidden": "true" }, svg("rect", { width: 14, height: 4, y: 5, fill: COLOURS[i % COLOURS.length] }));
+    const swatch = svg("svg", { width: 22, height: 14, "aria-hidden": "true" },
+      svg("line", { x1: 0, x2: 22, y1: 7, y2: 7, stroke: COLOURS[i % COLOURS.length], "stroke-width": 3, ...(i % 2 ? { "stroke-dasharray": "6 4" } : {}) }));
     item.append(swatch, ` ${s.name}`);
     legend.append(item);
   });

@@ -296,7 +296,9 @@ impl AdminContext {
                 if !self.store.policies().capture_consent(&org) {
                     return refused(RefusalKind::Conflict, format!("organisation {org} has not given capture consent"));
                 }
-                let id = rand::random::<u64>() >> 1;
+                // At most 2^53 - 1: the id travels as a JSON number, and browsers
+                // (the console) read numbers as doubles, exact only that far (I-JSON).
+                let id = rand::random::<u64>() >> 11;
                 let detail = format!(
                     "device {device} interface {interface} filter {:?} {duration_secs}s {max_packets} packets, id {id}",
                     filter.as_str()
