@@ -21,7 +21,7 @@ const RANGES = [["1h", "1 h", 3600e3, 60], ["6h", "6 h", 6 * 3600e3, 72], ["24h"
 
 const list = (xs) => (xs && xs.length ? xs.join(", ") : "–");
 const vlans = (ranges) => list((ranges || []).map((r) => (r.first === r.last ? String(r.first) : `${r.first}–${r.last}`)));
-const bytes = (n) => (n === null || n === undefined ? "–" : n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(2)} MB` : n >= 1e3 ? `${(n / 1e3).toFixed(1)} kB` : `${n} B`);
+const bytes = (n) => (n === null || n === undefined ? "–" : n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(2)} MB` : n >= 1e3 ? `${(n / 1e3).toFixed(1)} kB` : `${Math.round(n)} B`);
 const kbps = (n) => (n === null || n === undefined ? "–" : formatValue(n * 1000, "bps"));
 const text = (s) => (s === null || s === undefined || s === "" ? "–" : String(s));
 
