@@ -71,6 +71,12 @@ pub struct OrgStatus {
     pub connected_devices: u32,
     /// Retention in force, in days, per kind of data (`metadata`, `capture`).
     pub retention_days: BTreeMap<String, u32>,
+    /// When consent last changed, Unix ms, if ever.
+    #[serde(default)]
+    pub consent_changed_at_ms: Option<i64>,
+    /// Who changed it then (the audit log's actor), if the log says.
+    #[serde(default)]
+    pub consent_changed_by: Option<String>,
 }
 
 /// Give or withdraw capture consent.
@@ -492,4 +498,262 @@ pub struct SupportGrantActivity {
     pub actions: Vec<AuditEntry>,
     /// Actions under it beyond the 200 listed.
     pub more_actions: u64,
+}
+
+/// The time range and resolution of a device's interface rates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RatesQuery {
+    /// Start, Unix ms UTC (default: an hour before `to_ms`).
+    pub from_ms: Option<i64>,
+    /// End, Unix ms UTC (default: now).
+    pub to_ms: Option<i64>,
+    /// How many equal buckets to divide the range into (1..=500, default 60).
+    pub buckets: Option<u32>,
+}
+
+/// A device's interface rates over time, bucketed by the collector from
+/// the interval counter records it stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceRates {
+    /// The organisation.
+    pub org: String,
+    /// The device.
+    pub device: String,
+    /// Start of the range, Unix ms UTC.
+    pub from_ms: i64,
+    /// End of the range (exclusive), Unix ms UTC.
+    pub to_ms: i64,
+    /// Length of each bucket, ms.
+    pub bucket_ms: i64,
+    /// Start of each bucket, Unix ms UTC; every series has one value per
+    /// bucket.
+    pub bucket_starts_ms: Vec<i64>,
+    /// Counter records that fell in the range.
+    pub reports: u64,
+    /// Whether the scan stopped at its bound before the end of the range.
+    pub truncated: bool,
+    /// One entry per interface, sorted by name (at most 256).
+    pub interfaces: Vec<InterfaceRates>,
+}
+
+/// One interface's rates, one value per bucket; `null` where no counter
+/// record covered the bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InterfaceRates {
+    /// Interface name.
+    pub name: String,
+    /// Transmit rate, bits per second.
+    pub tx_bps: Vec<Option<f64>>,
+    /// Receive rate, bits per second.
+    pub rx_bps: Vec<Option<f64>>,
+    /// Transmit errors per second.
+    pub tx_errors_per_sec: Vec<Option<f64>>,
+    /// Receive errors per second.
+    pub rx_errors_per_sec: Vec<Option<f64>>,
+    /// Transmitted packets dropped per second.
+    pub tx_drops_per_sec: Vec<Option<f64>>,
+    /// Received packets dropped per second.
+    pub rx_drops_per_sec: Vec<Option<f64>>,
+}
+
+/// The newest stored report of each kind a device sends about its
+/// network: Wi-Fi (radios, stations, roams), wired (VLANs, hosts, LLDP
+/// neighbours) and WAN (sessions per application). A kind the device never
+/// sent (or not within the metadata retention) is `null`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceLatest {
+    /// The organisation.
+    pub org: String,
+    /// The device.
+    pub device: String,
+    /// The newest Wi-Fi report.
+    pub wireless: Option<LatestReport>,
+    /// The newest wired report.
+    pub wired: Option<LatestReport>,
+    /// The newest WAN report.
+    pub wan: Option<LatestReport>,
+}
+
+/// One stored report with its times.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LatestReport {
+    /// When the device observed it, Unix ms (device clock).
+    pub observed_at_ms: i64,
+    /// When the collector stored it, Unix ms.
+    pub received_at_ms: i64,
+    /// The report, with the field names of the JSON-lines export
+    /// (docs/FIELDS.md).
+    #[schema(value_type = Object)]
+    pub report: serde_json::Value,
+}
+
+/// Which page of a capture's packets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PacketsQuery {
+    /// Packets to skip (default 0).
+    pub offset: Option<u64>,
+    /// Packets to return (1..=1000, default 200).
+    pub limit: Option<u32>,
+}
+
+/// A page of a stored capture's packets, decoded from the kept headers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PacketList {
+    /// The capture's id.
+    pub id: u64,
+    /// The device.
+    pub device: String,
+    /// The interface it captured on.
+    pub interface: String,
+    /// Received-time window the packets were taken from, Unix ms.
+    pub from_ms: i64,
+    /// End of that window (exclusive), Unix ms.
+    pub to_ms: i64,
+    /// Packets skipped.
+    pub offset: u64,
+    /// Matching packets in total (up to the scan bound).
+    pub total: u64,
+    /// This page.
+    pub packets: Vec<PacketSummaryView>,
+}
+
+/// One stored packet, headers only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PacketSummaryView {
+    /// When it was captured, Unix microseconds (device clock).
+    pub timestamp_us: i64,
+    /// Source MAC address.
+    pub src_mac: Option<String>,
+    /// Destination MAC address.
+    pub dst_mac: Option<String>,
+    /// Outer VLAN id.
+    pub vlan: Option<u16>,
+    /// Innermost EtherType, e.g. 2048 for IPv4.
+    pub ethertype: Option<u16>,
+    /// Source address.
+    pub src_ip: Option<String>,
+    /// Destination address.
+    pub dst_ip: Option<String>,
+    /// IP protocol number.
+    pub ip_protocol: Option<u8>,
+    /// Its name: `tcp`, `udp`, `icmp`, `icmpv6`, `arp` or the number.
+    pub protocol: String,
+    /// Source port.
+    pub src_port: Option<u16>,
+    /// Destination port.
+    pub dst_port: Option<u16>,
+    /// TCP flag bits.
+    pub tcp_flags: Option<u16>,
+    /// TCP flags as letters (`SYN,ACK`).
+    pub tcp_flag_names: Option<String>,
+    /// Bytes kept (the headers).
+    pub captured_len: u32,
+    /// Bytes on the wire.
+    pub original_len: u32,
+    /// Always `true`: the collector stores headers only.
+    pub headers_only: bool,
+}
+
+/// Every organisation the collector knows, for operators.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OrgList {
+    /// Sorted by name.
+    pub orgs: Vec<OrgSummary>,
+}
+
+/// One organisation at a glance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OrgSummary {
+    /// The organisation.
+    pub org: String,
+    /// Registered devices.
+    pub registered_devices: u32,
+    /// Connected devices per kind (`access-point`, `switch`, `gateway`, ...).
+    pub connected_by_kind: BTreeMap<String, u32>,
+    /// Records received since the collector started, all devices.
+    pub records_received: u64,
+    /// Bytes in its segment files, per kind of data.
+    pub stored_bytes: BTreeMap<String, u64>,
+    /// Segment files, per kind of data.
+    pub stored_segments: BTreeMap<String, u64>,
+    /// Whether its devices may capture packet headers.
+    pub capture_consent: bool,
+    /// Who last changed the consent (the audit log's actor), if known.
+    pub consent_changed_by: Option<String>,
+    /// When consent last changed, Unix ms.
+    pub consent_changed_at_ms: Option<i64>,
+    /// When the active support grant ends, Unix ms.
+    pub support_until_ms: Option<i64>,
+    /// Retention in force, days, per kind of data.
+    pub retention_days: BTreeMap<String, u32>,
+}
+
+/// The collector at a glance, for operators.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Overview {
+    /// When this was computed, Unix ms.
+    pub at_ms: i64,
+    /// Bytes in segment files per organisation, largest first.
+    pub store: Vec<StoreSize>,
+    /// Bytes in segment files in total.
+    pub store_bytes: u64,
+    /// What was stored over the last minute.
+    pub ingest: IngestRate,
+    /// Certificates that end within `warning_days` (or have ended).
+    pub certificate_warnings: Vec<CertificateWarning>,
+    /// The warning horizon, days.
+    pub warning_days: u32,
+}
+
+/// One organisation's share of the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StoreSize {
+    /// The organisation.
+    pub org: String,
+    /// Bytes of metadata segments.
+    pub metadata_bytes: u64,
+    /// Bytes of capture segments.
+    pub capture_bytes: u64,
+    /// Both.
+    pub bytes: u64,
+    /// Segment files.
+    pub segments: u64,
+}
+
+/// Records and bytes the collector stored over a recent window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct IngestRate {
+    /// The window, ms (60,000).
+    pub window_ms: i64,
+    /// Records stored in the window.
+    pub records: u64,
+    /// Their encoded size, bytes.
+    pub bytes: u64,
+    /// Records per second over the window.
+    pub records_per_sec: f64,
+    /// Bytes per second over the window.
+    pub bytes_per_sec: f64,
+    /// Records stored since the collector started (the `/metrics` counter).
+    pub records_since_start: Option<u64>,
+}
+
+/// A certificate that ends soon or has ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CertificateWarning {
+    /// `admin` or `device`.
+    pub kind: String,
+    /// Who it names (`alice (operator)`, `acme/ap-1`).
+    pub subject: String,
+    /// Its organisation, if any.
+    pub org: Option<String>,
+    /// Its serial, hex, when known.
+    pub serial: Option<String>,
+    /// When it ends, Unix ms.
+    pub not_after_ms: i64,
+    /// Whole days left (negative: ended).
+    pub days_left: i64,
 }

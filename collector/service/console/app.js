@@ -5,7 +5,9 @@
 // own module; this one signs in and routes.
 import { state, hooks, el, call, zone } from "./core.js";
 import { overviewPage } from "./overview.js";
-import { devicesPage } from "./devices.js";
+import { devicesPage, devicePage } from "./devices.js";
+import { orgsPage } from "./orgs.js";
+import { operatorPage } from "./operator.js";
 import { capturePage } from "./capture.js";
 import { supportPage } from "./support.js";
 import { auditPage } from "./audit.js";
@@ -42,7 +44,14 @@ const pages = [
   ["#/rights", "Data rights", rightsPage],
   ["#/audit", "Audit", auditPage],
   ["#/tokens", "API access", tokensPage],
+  ["#/orgs", "Organisations", orgsPage, { operator: true }],
+  ["#/operator", "Operator", operatorPage, { operator: true }],
+  // Not in the nav: reached from a device in the list; the id follows the slash.
+  ["#/device/", "Device", devicePage, { hidden: true, prefix: true }],
 ];
+
+// Whether a page is listed in the nav for this session: operator pages for operators only.
+const listed = (page, s) => !(page[3] && (page[3].hidden || (page[3].operator && s.role !== "operator")));
 
 // Each render draws into its own view; one that a newer render overtook
 // (a quick second click, sign-in changing the hash) is dropped, never shown
@@ -64,8 +73,9 @@ async function render(message) {
   } }, "Sign out");
   const s = state.session;
   who.replaceChildren(el("span", { id: "whoami" }, `${s.name} (${s.role}${s.org ? " of " + s.org : ""}) `), out);
-  const current = pages.find(([hash]) => hash === (location.hash || "#/")) || pages[0];
-  nav.replaceChildren(...pages.map(([hash, title]) => el("a", { href: hash, "aria-current": hash === current[0] ? "page" : false }, title)));
+  const here = location.hash || "#/";
+  const current = pages.find((p) => p[0] === here || (p[3] && p[3].prefix && here.startsWith(p[0]))) || pages[0];
+  nav.replaceChildren(...pages.filter((p) => listed(p, s)).map(([hash, title]) => el("a", { href: hash, "aria-current": hash === current[0] ? "page" : false }, title)));
   const view = el("div", { class: "view" });
   main.replaceChildren(view);
   try { await current[2](view); } catch (e) { view.append(el("p", { class: "error", role: "alert" }, e.message)); }

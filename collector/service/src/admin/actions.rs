@@ -317,14 +317,24 @@ impl AdminContext {
                 if !self.store.policies().capture_consent(&org) {
                     return refused(RefusalKind::Conflict, format!("organisation {org} has not given capture consent"));
                 }
-                let id = rand::random::<u64>() >> 1;
+                // At most 2^53 - 1: the id travels as a JSON number, and browsers
+                // (the console) read numbers as doubles, exact only that far (I-JSON).
+                let id = rand::random::<u64>() >> 11;
                 let detail = format!(
                     "device {device} interface {interface} filter {:?} {duration_secs}s {max_packets} packets, id {id}",
                     filter.as_str()
                 );
+                let window = crate::ingest::CaptureWindow {
+                    requested_at_ms: self.now(),
+                    interface: interface.as_str().to_owned(),
+                    duration_secs,
+                };
                 let request = CaptureRequest { id, interface, filter, duration_secs, max_packets };
                 match self.directory.request_capture(&org, &device, request) {
-                    Ok(()) => Ok((AdminReply::CaptureRequested { id }, detail)),
+                    Ok(()) => {
+                        self.directory.capture_window_noted(&org, &device, id, window);
+                        Ok((AdminReply::CaptureRequested { id }, detail))
+                    }
                     Err(e) => Err((refusal(RefusalKind::Conflict, e.to_string()), detail)),
                 }
             }

@@ -33,6 +33,7 @@ pub mod problem;
 pub mod routes;
 pub mod server;
 pub mod tokens;
+pub mod views;
 
 use std::sync::Arc;
 
@@ -185,6 +186,11 @@ pub fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(devices::show_device))
         .routes(routes!(devices::list_admins))
         .routes(routes!(devices::revoke_admin))
+        .routes(routes!(views::device_rates))
+        .routes(routes!(views::device_latest))
+        .routes(routes!(views::capture_packets))
+        .routes(routes!(views::list_orgs))
+        .routes(routes!(views::overview))
 }
 
 /// The OpenAPI document, as served and as committed in docs/openapi.json.

@@ -121,6 +121,8 @@ pub async fn org_status(
             let retention = state.context.store.retention();
             let retention_days: BTreeMap<String, u32> =
                 DataKind::ALL.iter().map(|k| (k.to_string(), retention.days(&id, *k))).collect();
+            let (store, org_id) = (state.context.store.clone(), id.clone());
+            let consent = blocking(move || Ok(super::views::consent_change(&store, &org_id))).await?;
             Ok(Json(OrgStatus {
                 org: name,
                 capture_consent,
@@ -129,6 +131,8 @@ pub async fn org_status(
                 pseudonymise_macs,
                 connected_devices,
                 retention_days,
+                consent_changed_at_ms: consent.at_ms,
+                consent_changed_by: consent.by,
             }))
         }
         other => Err(unexpected(other)),

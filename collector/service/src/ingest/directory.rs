@@ -160,6 +160,20 @@ struct OrgCaptures {
     requested: HashMap<(DeviceId, u64), Option<CaptureOutcome>>,
     /// Request order, oldest first, for forgetting.
     order: std::collections::VecDeque<(DeviceId, u64)>,
+    /// When and where each was asked for, so that its stored packets can
+    /// be found again (packets carry no capture id).
+    windows: HashMap<(DeviceId, u64), CaptureWindow>,
+}
+
+/// When and on which interface a capture was asked for, and for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureWindow {
+    /// When the collector sent the request, Unix ms (collector clock).
+    pub requested_at_ms: i64,
+    /// The interface asked for.
+    pub interface: String,
+    /// The duration asked for, seconds.
+    pub duration_secs: u32,
 }
 
 /// What became of a capture status a device sent.
@@ -276,6 +290,7 @@ impl AgentDirectory {
         while org.order.len() > REMEMBERED_CAPTURES {
             if let Some(old) = org.order.pop_front() {
                 org.requested.remove(&old);
+                org.windows.remove(&old);
             }
         }
     }
@@ -306,8 +321,26 @@ impl AgentDirectory {
         if let Some(org) = captures.get_mut(org) {
             let key = (device.clone(), id);
             org.requested.remove(&key);
+            org.windows.remove(&key);
             org.order.retain(|k| k != &key);
         }
+    }
+
+    /// Notes when and where a remembered capture was asked for.
+    pub(crate) fn capture_window_noted(&self, org: &OrgId, device: &DeviceId, id: u64, window: CaptureWindow) {
+        let mut captures = self.captures();
+        if let Some(org) = captures.get_mut(org) {
+            let key = (device.clone(), id);
+            if org.requested.contains_key(&key) {
+                org.windows.insert(key, window);
+            }
+        }
+    }
+
+    /// When and where capture `id` of `device` was asked for, while it is
+    /// remembered.
+    pub fn capture_window(&self, org: &OrgId, device: &DeviceId, id: u64) -> Option<CaptureWindow> {
+        self.captures().get(org)?.windows.get(&(device.clone(), id)).cloned()
     }
 
     /// Records what a device reported about a capture, if that capture was

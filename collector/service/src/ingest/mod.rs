@@ -37,7 +37,7 @@ mod withdraw;
 
 pub use details::{AgentHealthView, DeviceDetail, DeviceTransport, SessionFacts};
 pub use directory::{
-    device_detail, device_details, AgentDirectory, Credential, DeliveryError, OrgDirectives, Withdrawn,
+    device_detail, device_details, AgentDirectory, CaptureWindow, Credential, DeliveryError, OrgDirectives, Withdrawn,
     REMEMBERED_CAPTURES,
 };
 pub use reject::{DropReason, IngestMetrics, RejectReason, Transport};

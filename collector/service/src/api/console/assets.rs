@@ -40,6 +40,9 @@ pub static ASSETS: &[Asset] = &[
     asset!("audit.js", "text/javascript; charset=utf-8"),
     asset!("tokens.js", "text/javascript; charset=utf-8"),
     asset!("rights.js", "text/javascript; charset=utf-8"),
+    asset!("chart.js", "text/javascript; charset=utf-8"),
+    asset!("orgs.js", "text/javascript; charset=utf-8"),
+    asset!("operator.js", "text/javascript; charset=utf-8"),
 ];
 
 /// The policy every console answer carries: only this origin, no inline
