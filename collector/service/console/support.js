@@ -1,5 +1,5 @@
 // Support access: grant, revoke, countdown.
-import { state, el, call, when, alertBox, orgPicker } from "./core.js";
+import { state, el, call, when, alertBox, fail, orgPicker } from "./core.js";
 
 export async function supportPage(main) {
   const box = alertBox();
