@@ -21,6 +21,13 @@ use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole, OrgId};
 use glimpse_tests::browser::{browser_available, Browser, ChromeDriver};
 use glimpse_tests::*;
 
+/// Browser tests run side by side (each with its own collector, agents,
+/// chromedriver and Chromium), except the one that times a path end to
+/// end: it runs alone, so what it measures is the console and the
+/// collector, not seven other browsers on a 2-core machine. Tokio's lock is
+/// fair, so it is neither starved nor overtaken.
+static TIMED_ALONE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 const PASSWORD: &str = "a long enough passphrase";
 const SESSION_COOKIE: &str = "__Host-glimpse_session";
 
@@ -84,6 +91,7 @@ async fn signing_in_shows_the_account_and_signing_out_ends_the_session() {
     if !browser_available() {
         return;
     }
+    let _side_by_side = TIMED_ALONE.read().await;
     init_logging();
     let org = org("status");
     let device = issue_device(&org);
@@ -161,6 +169,7 @@ async fn a_wrong_password_is_refused_and_five_lock_the_account() {
     if !browser_available() {
         return;
     }
+    let _side_by_side = TIMED_ALONE.read().await;
     init_logging();
     let tc = TestCollector::start().await;
     add_account(&tc, "ada", AdminRole::OrgAdmin, Some("lockorg"));
@@ -197,6 +206,7 @@ async fn an_org_admin_sees_only_their_own_organisation() {
     if !browser_available() {
         return;
     }
+    let _side_by_side = TIMED_ALONE.read().await;
     init_logging();
     let (ours, theirs) = (org("ours"), org("theirs"));
     let (our_device, their_device) = (issue_device(&ours), issue_device(&theirs));
@@ -235,6 +245,7 @@ async fn support_is_refused_without_a_grant_and_allowed_with_one() {
     if !browser_available() {
         return;
     }
+    let _side_by_side = TIMED_ALONE.read().await;
     init_logging();
     let org = org("support");
     let device = issue_device(&org);
@@ -288,6 +299,7 @@ async fn a_support_grant_ends_on_the_collectors_clock() {
     if !browser_available() {
         return;
     }
+    let _side_by_side = TIMED_ALONE.read().await;
     init_logging();
     let clock = Arc::new(ManualClock::new(SystemClock.now_millis()));
     let org = org("expiry");
@@ -332,6 +344,7 @@ async fn consent_toggled_in_the_browser_reaches_the_agent_within_a_second() {
     if !browser_available() {
         return;
     }
+    let _alone = TIMED_ALONE.write().await;
     init_logging();
     let org = org("consent");
     let device = issue_device(&org);
@@ -384,6 +397,7 @@ async fn a_capture_started_in_the_browser_finishes_and_downloads_as_pcapng() {
     if !(browser_available() && require_libpcap() && require_tool("tshark", "apt-get install tshark")) {
         return;
     }
+    let _side_by_side = TIMED_ALONE.read().await;
     init_logging();
     let org = org("capture");
     let device = issue_device(&org);
@@ -437,6 +451,7 @@ async fn a_change_without_the_csrf_token_is_refused() {
     if !browser_available() {
         return;
     }
+    let _side_by_side = TIMED_ALONE.read().await;
     init_logging();
     let org = org("csrf");
     let tc = TestCollector::start().await;
