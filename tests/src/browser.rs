@@ -54,6 +54,12 @@ impl std::fmt::Debug for ChromeDriver {
 impl ChromeDriver {
     /// Starts `chromedriver` and waits until its `/status` says ready.
     pub async fn start() -> Self {
+        // Before the child exists, so no panic here can leave it running.
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(plain_http_only())
+            .timeout(Duration::from_secs(120))
+            .build()
+            .expect("HTTP client");
         let mut child = Command::new("chromedriver")
             .arg("--port=0")
             .stdin(Stdio::null())
@@ -85,21 +91,11 @@ impl ChromeDriver {
                 panic!("chromedriver did not say which port it listens on");
             }
         };
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(plain_http_only())
-            .timeout(Duration::from_secs(120))
-            .build()
-            .expect("HTTP client");
         let driver = ChromeDriver { child, port, http, sessions: Arc::default() };
         let deadline = Instant::now() + PAGE_DEADLINE;
         loop {
-            let ready = driver
-                .http
-                .get(format!("http://127.0.0.1:{port}/status"))
-                .send()
-                .await
-                .ok()
-                .map(|r| r.json::<Value>());
+            let ready =
+                driver.http.get(format!("http://127.0.0.1:{port}/status")).send().await.ok().map(|r| r.json::<Value>());
             if let Some(body) = ready {
                 if body.await.is_ok_and(|v| v["value"]["ready"] == json!(true)) {
                     break;
@@ -264,7 +260,9 @@ impl Browser {
 
     /// The first element matching `css`, if any.
     async fn try_find(&self, css: &str) -> Option<String> {
-        match self.command(reqwest::Method::POST, "/element", Some(json!({"using": "css selector", "value": css}))).await
+        match self
+            .command(reqwest::Method::POST, "/element", Some(json!({"using": "css selector", "value": css})))
+            .await
         {
             Ok(found) => found[ELEMENT_KEY].as_str().map(str::to_owned),
             Err(e) if e.contains("no such element") => None,
@@ -356,7 +354,11 @@ impl Browser {
             if !matches!(&value, Value::Null | Value::Bool(false)) && value != json!("") && value != json!(0) {
                 return value;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; the page says: {}", self.body_text().await);
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; the page says: {}",
+                self.body_text().await
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -451,20 +453,46 @@ impl Browser {
     pub async fn finish(self, origin: &str) {
         let urls = self.requested_urls().await;
         assert!(!urls.is_empty(), "the performance log recorded no request; the origin check would prove nothing");
-        let prefix = format!("{origin}/");
-        let foreign: Vec<&String> = urls
-            .iter()
-            .filter(|u| !(u.starts_with(&prefix) || u.starts_with("data:") || u.starts_with("blob:")))
-            .collect();
+        let foreign = foreign_requests(&urls, origin);
         assert!(foreign.is_empty(), "requests to another origin than {origin}: {foreign:?}");
         let _ = self.command(reqwest::Method::DELETE, "", None).await;
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).retain(|s| s != &self.id);
     }
 }
 
+/// The URLs of `urls` that are neither on `origin` (scheme, host and port,
+/// e.g. `https://127.0.0.1:4443`) nor `data:` or `blob:` URLs.
+pub fn foreign_requests<'a>(urls: &'a [String], origin: &str) -> Vec<&'a String> {
+    let prefix = format!("{origin}/");
+    urls.iter()
+        .filter(|u| {
+            !(u.as_str() == origin || u.starts_with(&prefix) || u.starts_with("data:") || u.starts_with("blob:"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::banner_port;
+    use super::{banner_port, foreign_requests};
+
+    #[test]
+    fn only_the_collectors_origin_and_inline_urls_pass_the_origin_check() {
+        let origin = "https://127.0.0.1:4443";
+        let urls: Vec<String> = [
+            "https://127.0.0.1:4443/console/",
+            "https://127.0.0.1:4443/console/app.js",
+            "data:,",
+            "blob:https://127.0.0.1:4443/0b5e",
+            "https://127.0.0.1:44430/console/",
+            "http://127.0.0.1:4443/console/",
+            "https://127.0.0.1:4443.example/x",
+            "https://fonts.example/x.woff2",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let foreign: Vec<&str> = foreign_requests(&urls, origin).into_iter().map(String::as_str).collect();
+        assert_eq!(foreign, &urls[4..].iter().map(String::as_str).collect::<Vec<_>>()[..]);
+    }
 
     #[test]
     fn the_port_is_read_from_chromedrivers_banner() {

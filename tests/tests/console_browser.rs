@@ -28,6 +28,9 @@ use glimpse_tests::*;
 /// fair, so it is neither starved nor overtaken.
 static TIMED_ALONE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
+// Each test names its own organisations: every collector of this binary
+// imports the registrations of every device issued in its shared PKI, so
+// one name per test keeps one test's devices off another's pages.
 const PASSWORD: &str = "a long enough passphrase";
 const SESSION_COOKIE: &str = "__Host-glimpse_session";
 
@@ -42,11 +45,6 @@ fn add_account(tc: &TestCollector, name: &str, role: AdminRole, org: Option<&str
 /// The console's origin: the collector's admin HTTPS port.
 fn origin(tc: &TestCollector) -> String {
     format!("https://{}", tc.collector.admin_addr().expect("admin API enabled"))
-}
-
-/// A unique organisation name per test, so devices never mix.
-fn org(prefix: &str) -> String {
-    format!("{prefix}{}", unique_device("o").as_str().replace('-', ""))
 }
 
 /// Opens the console and fills in the sign-in form (does not wait for the answer).
@@ -93,11 +91,12 @@ async fn signing_in_shows_the_account_and_signing_out_ends_the_session() {
     }
     let _side_by_side = TIMED_ALONE.read().await;
     init_logging();
-    let org = org("status");
-    let device = issue_device(&org);
+    let org = "acme".to_owned();
+    let (device, other) = (issue_device(&org), issue_device(&org));
     let tc = TestCollector::start().await;
     add_account(&tc, "olga", AdminRole::Operator, None);
     let agent = streaming_agent(&tc, &device).await;
+    let other_agent = streaming_agent(&tc, &other).await;
     let origin = origin(&tc);
     let driver = ChromeDriver::start().await;
     let browser = driver.browser().await;
@@ -113,12 +112,12 @@ async fn signing_in_shows_the_account_and_signing_out_ends_the_session() {
     browser.type_into("#org", &org).await;
     browser.click("#org-form button[type=submit]").await;
     let status = browser.wait_for_text("table#org-status", "Devices connected").await;
-    assert!(status.contains("Devices connected 1"), "{status}");
+    assert!(status.contains("Devices connected 2"), "{status}");
     browser.screenshot_for_docs("organisation").await;
 
     open(&browser, "#/devices").await;
     let devices = browser.wait_for_text("table#devices", device.identity.device.as_str()).await;
-    assert!(devices.contains("ap") && devices.contains("tls"), "{devices}");
+    assert!(devices.contains(other.identity.device.as_str()) && devices.contains("ap tls"), "{devices}");
     browser.screenshot_for_docs("devices").await;
 
     // A token, made from the page, for the tokens page to list.
@@ -162,6 +161,7 @@ async fn signing_in_shows_the_account_and_signing_out_ends_the_session() {
 
     browser.finish(&origin).await;
     agent.shutdown().await;
+    other_agent.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,7 +208,7 @@ async fn an_org_admin_sees_only_their_own_organisation() {
     }
     let _side_by_side = TIMED_ALONE.read().await;
     init_logging();
-    let (ours, theirs) = (org("ours"), org("theirs"));
+    let (ours, theirs) = ("initech".to_owned(), "globex".to_owned());
     let (our_device, their_device) = (issue_device(&ours), issue_device(&theirs));
     let tc = TestCollector::start().await;
     add_account(&tc, "ada", AdminRole::OrgAdmin, Some(&ours));
@@ -247,7 +247,7 @@ async fn support_is_refused_without_a_grant_and_allowed_with_one() {
     }
     let _side_by_side = TIMED_ALONE.read().await;
     init_logging();
-    let org = org("support");
+    let org = "umbrella".to_owned();
     let device = issue_device(&org);
     let tc = TestCollector::start().await;
     add_account(&tc, "ada", AdminRole::OrgAdmin, Some(&org));
@@ -279,7 +279,12 @@ async fn support_is_refused_without_a_grant_and_allowed_with_one() {
     // Read-only even under a grant.
     let csrf = csrf_token(&support).await;
     let change = support
-        .fetch("PUT", &format!("/api/v1/orgs/{org}/consent"), json!({"X-CSRF-Token": csrf}), Some(json!({"capture": true})))
+        .fetch(
+            "PUT",
+            &format!("/api/v1/orgs/{org}/consent"),
+            json!({"X-CSRF-Token": csrf}),
+            Some(json!({"capture": true})),
+        )
         .await;
     assert_eq!(change.status, 403, "{}", change.text);
 
@@ -302,7 +307,7 @@ async fn a_support_grant_ends_on_the_collectors_clock() {
     let _side_by_side = TIMED_ALONE.read().await;
     init_logging();
     let clock = Arc::new(ManualClock::new(SystemClock.now_millis()));
-    let org = org("expiry");
+    let org = "wayne".to_owned();
     let device = issue_device(&org);
     let tc = TestCollector::start_with_clock(clock.clone()).await;
     add_account(&tc, "ada", AdminRole::OrgAdmin, Some(&org));
@@ -346,7 +351,7 @@ async fn consent_toggled_in_the_browser_reaches_the_agent_within_a_second() {
     }
     let _alone = TIMED_ALONE.write().await;
     init_logging();
-    let org = org("consent");
+    let org = "contoso".to_owned();
     let device = issue_device(&org);
     let tc = TestCollector::start().await;
     add_account(&tc, "ada", AdminRole::OrgAdmin, Some(&org));
@@ -399,7 +404,7 @@ async fn a_capture_started_in_the_browser_finishes_and_downloads_as_pcapng() {
     }
     let _side_by_side = TIMED_ALONE.read().await;
     init_logging();
-    let org = org("capture");
+    let org = "northwind".to_owned();
     let device = issue_device(&org);
     let tc = TestCollector::start().await;
     add_account(&tc, "ada", AdminRole::OrgAdmin, Some(&org));
@@ -453,7 +458,7 @@ async fn a_change_without_the_csrf_token_is_refused() {
     }
     let _side_by_side = TIMED_ALONE.read().await;
     init_logging();
-    let org = org("csrf");
+    let org = "stark".to_owned();
     let tc = TestCollector::start().await;
     add_account(&tc, "ada", AdminRole::OrgAdmin, Some(&org));
     let origin = origin(&tc);
@@ -479,4 +484,31 @@ async fn a_change_without_the_csrf_token_is_refused() {
     assert_eq!(done.status, 200, "{}", done.text);
 
     browser.finish(&origin).await;
+}
+
+/// The origin check at the end of every test is not vacuous: a page that
+/// loads an image from another origin (a closed port on loopback, so
+/// nothing leaves the machine) shows up in the network log it reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_network_log_sees_a_request_to_another_origin() {
+    if !browser_available() {
+        return;
+    }
+    let _side_by_side = TIMED_ALONE.read().await;
+    let closed = free_port();
+    let driver = ChromeDriver::start().await;
+    let browser = driver.browser().await;
+    let elsewhere = format!("http://127.0.0.1:{closed}/font.png");
+    browser.goto(&format!("data:text/html,<p id=done>page</p><img src=\"{elsewhere}\">")).await;
+    browser.wait_for_text("#done", "page").await;
+    let deadline = Instant::now() + glimpse_tests::browser::PAGE_DEADLINE;
+    loop {
+        let urls = browser.requested_urls().await;
+        let foreign = glimpse_tests::browser::foreign_requests(&urls, "https://127.0.0.1:4443");
+        if foreign.iter().any(|u| **u == elsewhere) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the image request never reached the log: {urls:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
