@@ -511,4 +511,5 @@ async fn the_network_log_sees_a_request_to_another_origin() {
         assert!(Instant::now() < deadline, "the image request never reached the log: {urls:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    browser.close().await;
 }
