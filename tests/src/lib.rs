@@ -478,6 +478,7 @@ pub async fn try_connect_with(
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
+pub mod browser;
 pub mod traffic;
 
 /// Issues an admin certificate in our PKI and returns credentials for the
