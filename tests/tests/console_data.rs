@@ -207,6 +207,14 @@ async fn data_endpoints_show_what_agents_stream() {
         .clone();
     assert_eq!(warning["kind"], "device");
     assert!((9..=10).contains(&warning["days_left"].as_i64().unwrap()), "{warning}");
+    // The collector's own certificate and CA, read from its config files.
+    let own = overview["collector_certificates"].as_array().unwrap();
+    let kinds: Vec<&str> = own.iter().map(|c| c["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["collector", "ca"], "{overview}");
+    let served = glimpse_files::load_certs(&glimpse_certs::collector_cert_path(&pki().ours)).unwrap();
+    let serial = glimpse_common::certificate::serial_hex_of(&served[0]).unwrap();
+    assert_eq!(own[0]["serial"].as_str(), Some(serial.as_str()), "{overview}");
+    assert!(own.iter().all(|c| c["days_left"].as_i64().unwrap() > 30), "the test PKI's certificates are long-lived");
     for path in ["/api/v1/orgs", "/api/v1/overview"] {
         assert_eq!(refused(&admin, path).await, 403, "{path} is for operators");
         assert_eq!(refused(&support, path).await, 403, "{path} is for operators");

@@ -707,6 +707,9 @@ pub struct Overview {
     pub certificate_warnings: Vec<CertificateWarning>,
     /// The warning horizon, days.
     pub warning_days: u32,
+    /// The collector's own certificate (served to devices and admins) and
+    /// the CA it trusts, with their expiry, whether or not they end soon.
+    pub collector_certificates: Vec<CertificateWarning>,
 }
 
 /// One organisation's share of the store.
@@ -744,7 +747,7 @@ pub struct IngestRate {
 /// A certificate that ends soon or has ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CertificateWarning {
-    /// `admin` or `device`.
+    /// `collector` (the collector's own), `ca`, `admin` or `device`.
     pub kind: String,
     /// Who it names (`alice (operator)`, `acme/ap-1`).
     pub subject: String,

@@ -29,6 +29,10 @@ export async function operatorPage(main) {
           o.certificate_warnings.map((w) => [w.kind, w.subject, w.org || "–", w.serial || "–", when(w.not_after_ms),
             el("span", { class: w.days_left < 0 ? "error" : "" }, w.days_left < 0 ? "ended" : String(w.days_left))]))
         : el("div", {}, table("cert-warnings", ["Kind", "Subject", "Organisation", "Serial", "Ends", "Days left"], []), el("p", { class: "muted" }, "None.")),
+      el("h2", {}, "The collector's own certificates"),
+      table("collector-certs", ["Kind", "File", "Serial", "Ends", "Days left"],
+        o.collector_certificates.map((c) => [c.kind === "ca" ? "CA" : "collector", c.subject, c.serial || "–", when(c.not_after_ms),
+          el("span", { class: c.days_left < o.warning_days ? "error" : "" }, c.days_left < 0 ? "ended" : String(c.days_left))])),
       el("p", { class: "muted" }, `As of ${when(o.at_ms)}.`));
   }
   await refresh();

@@ -224,6 +224,7 @@ impl Collector {
                 .map_err(|e| ServiceError::Api(e.to_string()))?
                 .with_telemetry(telemetry.clone(), config.health.clone())
                 .with_console(config.console.clone());
+            state.set_own_certificates(&config);
             repeats.push(state.refusals());
             let admin = ApiServer::bind(addr, tls.clone(), state.clone())
                 .await
@@ -328,6 +329,7 @@ impl Collector {
         }
         self.directory.set_crl(crl);
         if let Some(api) = &self.api {
+            api.set_own_certificates(&self.config);
             // Admin certificates revoked since their connection was made.
             let cut = api.live.cut(|c| match c {
                 crate::api::live::Credential::Certificate(serial) => self.directory.on_crl(serial),

@@ -73,6 +73,8 @@ pub struct ApiState {
     pub health: crate::config::HealthConfig,
     /// The web console (accounts and sessions), when enabled.
     pub console: Option<crate::api::console::Console>,
+    /// The collector's own certificate and CA, for expiry warnings.
+    pub own_certificates: Arc<std::sync::RwLock<Vec<views::OwnCertificate>>>,
 }
 
 impl ApiState {
@@ -93,6 +95,7 @@ impl ApiState {
             telemetry: None,
             health: Default::default(),
             console: None,
+            own_certificates: Arc::default(),
         })
     }
 
@@ -114,6 +117,15 @@ impl ApiState {
             self.console = Some(crate::api::console::Console::load(config, self.context.store.control()));
         }
         self
+    }
+
+    /// Reads the collector's own certificate and CA from `config` again
+    /// (at start and at every reload).
+    pub fn set_own_certificates(&self, config: &crate::config::CollectorConfig) {
+        let certs = views::own_certificates(config);
+        if let Ok(mut own) = self.own_certificates.write() {
+            *own = certs;
+        }
     }
 
     /// The collector's clock, Unix milliseconds.

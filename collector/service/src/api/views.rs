@@ -604,6 +604,78 @@ pub async fn list_orgs(
     .await
 }
 
+/// One of the collector's own certificates: the one it serves on both
+/// ports, or the CA it trusts. Read at start and at every reload, so the
+/// operator page warns before the collector's own certificate ends and
+/// every device and admin is refused at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnCertificate {
+    /// `collector` (the served certificate) or `ca`.
+    pub kind: &'static str,
+    /// Its file.
+    pub path: String,
+    /// Its serial, hex.
+    pub serial: String,
+    /// When it ends, Unix ms.
+    pub not_after_ms: i64,
+}
+
+/// The collector's served certificate and CA from `config`; one that cannot
+/// be read is left out with a warning (start-up has already refused an
+/// unusable one).
+pub fn own_certificates(config: &crate::config::CollectorConfig) -> Vec<OwnCertificate> {
+    [("collector", &config.cert), ("ca", &config.ca)]
+        .into_iter()
+        .filter_map(|(kind, path)| {
+            let read = glimpse_files::load_certs(path).map_err(|e| e.to_string()).and_then(|certs| {
+                let der = certs.first().ok_or_else(|| "no certificate in the file".to_owned())?;
+                let not_after = glimpse_common::certificate::not_after_unix_of(der).map_err(|e| e.to_string())?;
+                let serial = glimpse_common::certificate::serial_hex_of(der).map_err(|e| e.to_string())?;
+                Ok((serial, not_after.saturating_mul(1000)))
+            });
+            match read {
+                Ok((serial, not_after_ms)) => {
+                    Some(OwnCertificate { kind, path: path.display().to_string(), serial, not_after_ms })
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "cannot read the certificate's expiry: {e}");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// The collector's own certificates as the overview lists them.
+pub fn own_expiry(own: &[OwnCertificate], now_ms: i64) -> Vec<CertificateWarning> {
+    own.iter()
+        .map(|c| CertificateWarning {
+            kind: c.kind.into(),
+            subject: c.path.clone(),
+            org: None,
+            serial: Some(c.serial.clone()),
+            not_after_ms: c.not_after_ms,
+            days_left: (c.not_after_ms - now_ms).div_euclid(DAY_MS),
+        })
+        .collect()
+}
+
+/// Certificates among `own`, `admins` and `devices` that end before `now +
+/// WARNING_DAYS` (revoked ones are left out: they no longer matter).
+pub fn certificate_warnings_with_own(
+    own: &[OwnCertificate],
+    admins: &[glimpse_store::control::AdminRecord],
+    devices: &[crate::ingest::DeviceDetail],
+    now_ms: i64,
+) -> Vec<CertificateWarning> {
+    let horizon = now_ms.saturating_add(i64::from(WARNING_DAYS) * DAY_MS);
+    let mut warnings: Vec<CertificateWarning> =
+        own_expiry(own, now_ms).into_iter().filter(|c| c.not_after_ms < horizon).collect();
+    warnings.extend(certificate_warnings(admins, devices, now_ms));
+    warnings.sort_by_key(|w| w.not_after_ms);
+    warnings
+}
+
 /// Certificates among `admins` and `devices` that end before `now +
 /// WARNING_DAYS` (revoked ones are left out: they no longer matter).
 pub fn certificate_warnings(
@@ -715,7 +787,8 @@ pub async fn overview(
         for org in &orgs {
             devices.extend(context.directory.device_details(org, &registered, now));
         }
-        let certificate_warnings = certificate_warnings(&store.admins().list(), &devices, now);
+        let own = state.own_certificates.read().map(|c| c.clone()).unwrap_or_default();
+        let certificate_warnings = certificate_warnings_with_own(&own, &store.admins().list(), &devices, now);
         Ok(Json(Overview {
             at_ms: now,
             store_bytes: stats.bytes,
@@ -723,6 +796,7 @@ pub async fn overview(
             ingest,
             certificate_warnings,
             warning_days: WARNING_DAYS,
+            collector_certificates: own_expiry(&own, now),
         }))
     })
     .await
@@ -839,5 +913,17 @@ mod tests {
             w.iter().map(|w| (w.subject.as_str(), w.days_left)).collect::<Vec<_>>(),
             [("ended (operator)", -1), ("soon (operator)", 3)]
         );
+        let own = |kind, days| OwnCertificate {
+            kind,
+            path: format!("/etc/{kind}.pem"),
+            serial: "0a".into(),
+            not_after_ms: now + days * DAY_MS,
+        };
+        let w = certificate_warnings_with_own(&[own("collector", 10), own("ca", 3650)], &admins, &[], now);
+        assert_eq!(
+            w.iter().map(|w| (w.kind.as_str(), w.days_left)).collect::<Vec<_>>(),
+            [("admin", -1), ("admin", 3), ("collector", 10)]
+        );
+        assert_eq!(w[2].serial.as_deref(), Some("0a"));
     }
 }
