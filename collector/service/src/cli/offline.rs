@@ -369,8 +369,8 @@ pub(super) fn account(config: Option<&Path>, clock: Arc<dyn Clock>, action: Acco
         return Err(UsageError("name the collector's config with --config FILE".into()).into());
     };
     let config = CollectorConfig::load(config)?;
-    let store = service::open_store(&config, clock.clone())?;
-    let accounts = crate::api::console::AccountBook::new(store.control());
+    let store = Arc::new(service::open_store(&config, clock.clone())?);
+    let accounts = crate::api::console::AccountBook::new(store.clone());
     match action {
         AccountAction::Add { name, role, org, password_file } => {
             let text =
