@@ -360,6 +360,16 @@ async fn certificate_sign_in(
         audit(&state, actor, "console.sign-in", identity.org.clone(), AuditOutcome::Refused, detail).await?;
         return Err(ApiError::unauthenticated(reason));
     }
+    // Recorded now (not later, as a request's use is), so that the
+    // certificate can be listed and revoked at once.
+    let (store, seen, seen_serial) = (state.context.store.clone(), identity.clone(), serial.clone());
+    blocking(move || {
+        if let Err(e) = store.admins().note_seen(&seen, &seen_serial, None, now_ms) {
+            warn!("cannot record the admin certificate: {e}");
+        }
+        Ok(())
+    })
+    .await?;
     let org = identity.org.clone();
     let new = console.sessions.create_until(
         identity,
