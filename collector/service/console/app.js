@@ -10,27 +10,38 @@ import { capturePage } from "./capture.js";
 import { supportPage } from "./support.js";
 import { auditPage } from "./audit.js";
 import { tokensPage } from "./tokens.js";
+import { accountsPage } from "./accounts.js";
+import { accountPage } from "./account.js";
 
 function signInPage(main, message) {
   const error = el("p", { class: "error", role: "alert", id: "signin-error" }, message || "");
+  const signedIn = (session) => { state.session = session; state.org = session.org; location.hash = "#/"; render(); };
+  // The code field is always there (empty when the account has no
+  // one-time codes), so the form does not tell which accounts have them.
   const form = el("form", { class: "signin", id: "signin" },
     el("h1", {}, "Sign in"),
     el("label", {}, "Account", el("input", { name: "name", id: "name", autocomplete: "username", required: true })),
     el("label", {}, "Password", el("input", { name: "password", id: "password", type: "password", autocomplete: "current-password", required: true })),
+    el("label", {}, "One-time code (if set up)", el("input", { name: "code", id: "code", inputmode: "numeric", autocomplete: "one-time-code", pattern: "[0-9 ]*", maxlength: "7" })),
     el("button", { type: "submit", id: "signin-submit" }, "Sign in"), error);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    try {
-      state.session = await call("POST", "/console/api/session", { name: form.name.value, password: form.password.value });
-      state.org = state.session.org;
-      location.hash = "#/";
-      render();
-    } catch (e) {
-      error.textContent = e.message;
-    }
+    const body = { name: form.name.value, password: form.password.value };
+    if (form.code.value.trim()) body.code = form.code.value.trim();
+    try { signedIn(await call("POST", "/console/api/session", body)); } catch (e) { error.textContent = e.message; form.code.value = ""; }
   });
   main.replaceChildren(form);
   form.name.focus();
+  // Certificate sign-in, where the collector has it on.
+  call("GET", "/console/api/config").then((config) => {
+    if (!config || !config.certificate_sign_in) return;
+    const who = config.certificate_name ? ` (${config.certificate_name})` : "";
+    const button = el("button", { type: "button", id: "signin-certificate", disabled: config.certificate_name ? false : true, onclick: async () => {
+      try { signedIn(await call("POST", "/console/api/session/certificate", {})); } catch (e) { error.textContent = e.message; }
+    } }, `Sign in with my certificate${who}`);
+    const note = config.certificate_name ? [] : [el("p", { class: "muted" }, "This browser did not present an admin certificate.")];
+    form.after(el("div", { class: "signin", id: "signin-certificate-box" }, el("p", {}, "or"), button, ...note));
+  }).catch(() => {});
 }
 
 const pages = [
@@ -40,6 +51,8 @@ const pages = [
   ["#/support", "Support access", supportPage],
   ["#/audit", "Audit", auditPage],
   ["#/tokens", "API tokens", tokensPage],
+  ["#/accounts", "Accounts", accountsPage],
+  ["#/account", "My account", accountPage],
 ];
 
 async function render(message) {

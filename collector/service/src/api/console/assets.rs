@@ -39,6 +39,8 @@ pub static ASSETS: &[Asset] = &[
     asset!("support.js", "text/javascript; charset=utf-8"),
     asset!("audit.js", "text/javascript; charset=utf-8"),
     asset!("tokens.js", "text/javascript; charset=utf-8"),
+    asset!("accounts.js", "text/javascript; charset=utf-8"),
+    asset!("account.js", "text/javascript; charset=utf-8"),
 ];
 
 /// The policy every console answer carries: only this origin, no inline

@@ -153,9 +153,12 @@ pub struct SessionInfo {
     pub idle_expires_ms: i64,
     /// When the session ends whatever its use, Unix ms.
     pub expires_ms: i64,
+    /// Whether the account signs in with a one-time code too (none for a
+    /// certificate session).
+    pub totp: Option<bool>,
 }
 
-fn info_of(console: &Console, session: &Session, now_ms: i64) -> SessionInfo {
+fn info_of(console: &Console, session: &Session, now_ms: i64, totp: Option<bool>) -> SessionInfo {
     let idle_ms = (console.config.idle_timeout_minutes as i64) * 60_000;
     let absolute_ms = (console.config.session_hours as i64) * 3_600_000;
     SessionInfo {
@@ -170,7 +173,10 @@ fn info_of(console: &Console, session: &Session, now_ms: i64) -> SessionInfo {
         csrf: session.csrf.clone(),
         created_ms: session.created_ms,
         idle_expires_ms: now_ms + idle_ms,
-        expires_ms: session.created_ms + absolute_ms,
+        expires_ms: session.not_after_ms.map_or(session.created_ms + absolute_ms, |end| {
+            end.min(session.created_ms + absolute_ms)
+        }),
+        totp,
     }
 }
 
@@ -197,7 +203,14 @@ async fn session(State(state): State<ApiState>, parts: Parts) -> Result<Json<Ses
     let console = console(&state)?;
     let now_ms = state.now_ms();
     let (_, session) = console.request_session(&parts.headers, now_ms)?;
-    Ok(Json(info_of(console, &session, now_ms)))
+    let totp = match &session.with {
+        SignedInWith::Password { account } => {
+            let (accounts, account) = (console.accounts.clone(), account.clone());
+            blocking(move || Ok(accounts.get(&account).ok().flatten().map(|a| a.totp_sealed.is_some()))).await?
+        }
+        SignedInWith::Certificate { .. } => None,
+    };
+    Ok(Json(info_of(console, &session, now_ms, totp)))
 }
 
 /// `POST /console/api/session`: signs in with a name and password; the
@@ -244,10 +257,9 @@ async fn sign_in(
             let org = new.session.identity.org.clone();
             audit(&state, format!("console:{}", account.name), "console.sign-in", org, AuditOutcome::Done, detail)
                 .await?;
-            let mut response = Json(info_of(&console, &new.session, now_ms)).into_response();
-            let cookie = HeaderValue::from_str(&sessions::set_cookie(&new.token))
-                .map_err(|_| ApiError::internal("cannot set the session cookie"))?;
-            response.headers_mut().insert(header::SET_COOKIE, cookie);
+            let totp = Some(account.totp_sealed.is_some());
+            let mut response = Json(info_of(&console, &new.session, now_ms, totp)).into_response();
+            set_session_cookie(&mut response, &new.token)?;
             Ok(response)
         }
         Err(error) => {
@@ -380,7 +392,7 @@ async fn certificate_sign_in(
     info!(%peer, %serial, "console sign-in with a certificate");
     let detail = format!("signed in from {peer} with admin certificate {serial}; session {}", new.session.id);
     audit(&state, actor, "console.sign-in", org, AuditOutcome::Done, detail).await?;
-    let mut response = Json(info_of(&console, &new.session, now_ms)).into_response();
+    let mut response = Json(info_of(&console, &new.session, now_ms, None)).into_response();
     set_session_cookie(&mut response, &new.token)?;
     Ok(response)
 }
