@@ -405,8 +405,8 @@ async fn totp_enrolment_then_sign_in_needs_a_fresh_code_and_wrong_codes_lock_the
     assert_eq!(status, StatusCode::UNAUTHORIZED, "the same code twice");
     // A code with the wrong password does not sign in either.
     clock.advance(30_000);
-    let (status, _, _) = sign_in_with_code(&client, "ada", "not the passphrase", &code_for(&key, clock.now_millis()))
-        .await;
+    let (status, _, _) =
+        sign_in_with_code(&client, "ada", "not the passphrase", &code_for(&key, clock.now_millis())).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // Wrong codes with the right password count towards the lockout (5
@@ -422,18 +422,12 @@ async fn totp_enrolment_then_sign_in_needs_a_fresh_code_and_wrong_codes_lock_the
     assert_eq!((status, body["code"].as_str()), (StatusCode::FORBIDDEN, Some("account-locked")), "{body}");
 
     // Turning codes off needs a current code; an operator can reset them.
-    let (status, _) =
-        change(&client, &ada, Method::DELETE, "/console/api/totp", Some(json!({"code": bad}))).await;
+    let (status, _) = change(&client, &ada, Method::DELETE, "/console/api/totp", Some(json!({"code": bad}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (_, op, _) = sign_in(&client, "olga", PASSWORD).await;
-    let (status, body) = change(
-        &client,
-        &op,
-        Method::PATCH,
-        "/api/v1/accounts/ada",
-        Some(json!({"reset_totp": true, "unlock": true})),
-    )
-    .await;
+    let (status, body) =
+        change(&client, &op, Method::PATCH, "/api/v1/accounts/ada", Some(json!({"reset_totp": true, "unlock": true})))
+            .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // Both of ada's sessions: the one that set codes up, the one signed in with a code.
     assert_eq!((body["account"]["totp"].as_bool(), body["sessions_ended"].as_u64()), (Some(false), Some(2)));
@@ -500,7 +494,8 @@ async fn accounts_are_managed_within_their_scope_and_every_change_ends_the_accou
 
     // An org-admin cannot make an operator, nor an account of another org.
     let new = |name: &str, role: &str, org: Option<&str>| json!({"name": name, "role": role, "org": org, "password": PASSWORD});
-    let (status, _) = change(&client, &ada, Method::POST, "/api/v1/accounts", Some(new("root2", "operator", None))).await;
+    let (status, _) =
+        change(&client, &ada, Method::POST, "/api/v1/accounts", Some(new("root2", "operator", None))).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) =
         change(&client, &ada, Method::POST, "/api/v1/accounts", Some(new("g2", "support", Some("globex")))).await;
@@ -540,7 +535,8 @@ async fn accounts_are_managed_within_their_scope_and_every_change_ends_the_accou
     let (status, _) =
         change(&client, &ada, Method::PATCH, "/api/v1/accounts/sue", Some(json!({"role": "operator"}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = change(&client, &ada, Method::PATCH, "/api/v1/accounts/sue", Some(json!({"org": "globex"}))).await;
+    let (status, _) =
+        change(&client, &ada, Method::PATCH, "/api/v1/accounts/sue", Some(json!({"org": "globex"}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     // Support staff manage nothing.
@@ -554,14 +550,9 @@ async fn accounts_are_managed_within_their_scope_and_every_change_ends_the_accou
     // A change ends the account's sessions at once.
     let (status, sue, _) = sign_in(&client, "sue", PASSWORD).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = change(
-        &client,
-        &ada,
-        Method::PATCH,
-        "/api/v1/accounts/sue",
-        Some(json!({"role": "org-admin", "org": "acme"})),
-    )
-    .await;
+    let (status, body) =
+        change(&client, &ada, Method::PATCH, "/api/v1/accounts/sue", Some(json!({"role": "org-admin", "org": "acme"})))
+            .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!((body["account"]["role"].as_str(), body["sessions_ended"].as_u64()), (Some("org-admin"), Some(1)));
     let (status, _, _) = send(&client, &sue, Method::GET, "/api/v1/whoami", None, &[]).await;
@@ -680,19 +671,34 @@ async fn a_browser_certificate_signs_in_only_where_configured_and_not_once_revok
     let (_, _, config) = send(&with_cert, &Browser::default(), Method::GET, "/console/api/config", None, &[]).await;
     assert_eq!(config["certificate_sign_in"], true);
     assert!(config["certificate_name"].as_str().unwrap().starts_with("admin-"), "{config}");
-    let (status, _, _) = send(&anonymous, &Browser::default(), Method::POST, "/console/api/session/certificate",
-        Some(json!({})), &[]).await;
+    let (status, _, _) =
+        send(&anonymous, &Browser::default(), Method::POST, "/console/api/session/certificate", Some(json!({})), &[])
+            .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "no certificate, no session");
     let cross = [("sec-fetch-site", "cross-site")];
-    let (status, _, _) = send(&with_cert, &Browser::default(), Method::POST, "/console/api/session/certificate",
-        Some(json!({})), &cross).await;
+    let (status, _, _) = send(
+        &with_cert,
+        &Browser::default(),
+        Method::POST,
+        "/console/api/session/certificate",
+        Some(json!({})),
+        &cross,
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "not from another site");
     let (status, _, _) =
         send(&with_cert, &Browser::default(), Method::POST, "/console/api/session/certificate", None, &[]).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "JSON only, which a cross-site form cannot send");
 
-    let (status, headers, body) = send(&with_cert, &Browser::default(), Method::POST,
-        "/console/api/session/certificate", Some(json!({})), &[("sec-fetch-site", "same-origin")]).await;
+    let (status, headers, body) = send(
+        &with_cert,
+        &Browser::default(),
+        Method::POST,
+        "/console/api/session/certificate",
+        Some(json!({})),
+        &[("sec-fetch-site", "same-origin")],
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!((body["signed_in_with"].as_str(), body["role"].as_str()), (Some("certificate"), Some("org-admin")));
     let cookie = headers.get(header::SET_COOKIE).unwrap().to_str().unwrap();
@@ -703,7 +709,10 @@ async fn a_browser_certificate_signs_in_only_where_configured_and_not_once_revok
     };
     // The cookie alone now acts as the certificate's identity.
     let (status, _, whoami) = send(&anonymous, &browser, Method::GET, "/api/v1/whoami", None, &[]).await;
-    assert_eq!((status, whoami["via"].as_str(), whoami["org"].as_str()), (StatusCode::OK, Some("console"), Some("acme")));
+    assert_eq!(
+        (status, whoami["via"].as_str(), whoami["org"].as_str()),
+        (StatusCode::OK, Some("console"), Some("acme"))
+    );
     let (status, _, _) = send(&anonymous, &browser, Method::GET, "/api/v1/orgs/globex", None, &[]).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     // Certificate sessions have no account for TOTP or passwords.
@@ -712,20 +721,17 @@ async fn a_browser_certificate_signs_in_only_where_configured_and_not_once_revok
 
     // Revoked: the session ends and a new sign-in is refused.
     let operator = api_client(&issue_admin(&tc, AdminRole::Operator, None)).await;
-    let serial =
-        glimpse_certs::serial_hex_of(&glimpse_files::load_certs(&admin.cert).expect("certificate").remove(0))
-            .expect("serial");
-    let response = operator
-        .request(Method::POST, &format!("/api/v1/identities/admins/{serial}/revoke"))
-        .send()
-        .await
-        .unwrap();
+    let serial = glimpse_certs::serial_hex_of(&glimpse_files::load_certs(&admin.cert).expect("certificate").remove(0))
+        .expect("serial");
+    let response =
+        operator.request(Method::POST, &format!("/api/v1/identities/admins/{serial}/revoke")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK, "{}", response.text().await.unwrap_or_default());
     let (status, _, _) = send(&anonymous, &browser, Method::GET, "/api/v1/whoami", None, &[]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "a revoked certificate's session ends");
     let with_cert = api_client(&admin).await;
-    let (status, _, _) = send(&with_cert, &Browser::default(), Method::POST, "/console/api/session/certificate",
-        Some(json!({})), &[]).await;
+    let (status, _, _) =
+        send(&with_cert, &Browser::default(), Method::POST, "/console/api/session/certificate", Some(json!({})), &[])
+            .await;
     assert!(matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN), "revoked: {status}");
 
     // Expired on the collector's clock: refused; the session of a
@@ -739,18 +745,35 @@ async fn a_browser_certificate_signs_in_only_where_configured_and_not_once_revok
         token: None,
     };
     let expiring_client = api_client(&creds).await;
-    let (status, headers, body) = send(&expiring_client, &Browser::default(), Method::POST,
-        "/console/api/session/certificate", Some(json!({})), &[]).await;
+    let (status, headers, body) = send(
+        &expiring_client,
+        &Browser::default(),
+        Method::POST,
+        "/console/api/session/certificate",
+        Some(json!({})),
+        &[],
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let short = Browser {
-        cookie: headers.get(header::SET_COOKIE).and_then(|v| v.to_str().ok()).map(|v| v.split(';').next().unwrap().to_owned()),
+        cookie: headers
+            .get(header::SET_COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap().to_owned()),
         csrf: None,
     };
     clock.advance(3 * 86_400_000);
     let (status, _, _) = send(&anonymous, &short, Method::GET, "/api/v1/whoami", None, &[]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "the session ended with its certificate");
-    let (status, _, body) = send(&expiring_client, &Browser::default(), Method::POST,
-        "/console/api/session/certificate", Some(json!({})), &[]).await;
+    let (status, _, body) = send(
+        &expiring_client,
+        &Browser::default(),
+        Method::POST,
+        "/console/api/session/certificate",
+        Some(json!({})),
+        &[],
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("expired"), "{body}");
 

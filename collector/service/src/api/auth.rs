@@ -103,9 +103,8 @@ impl FromRequestParts<ApiState> for Authenticated {
                 if let ActorVia::Session { account, .. } = &actor.via {
                     if let Some(serial) = account.strip_prefix("certificate:") {
                         if let Some(reason) = state.certificate_revoked(serial) {
-                            let with = crate::api::console::sessions::SignedInWith::Certificate {
-                                serial: serial.to_owned(),
-                            };
+                            let with =
+                                crate::api::console::sessions::SignedInWith::Certificate { serial: serial.to_owned() };
                             console.sessions.end_all(&with);
                             return Err(ApiError::unauthenticated(reason));
                         }

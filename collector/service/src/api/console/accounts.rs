@@ -233,7 +233,8 @@ impl AccountBook {
     }
 
     fn seal(&self, name: &str, key: &SecretKey) -> Result<String, AccountError> {
-        let sealed = self.store.seal_secret(&totp_purpose(name), key).map_err(|e| AccountError::Store(e.to_string()))?;
+        let sealed =
+            self.store.seal_secret(&totp_purpose(name), key).map_err(|e| AccountError::Store(e.to_string()))?;
         Ok(hex::encode(sealed))
     }
 
@@ -288,7 +289,11 @@ impl AccountBook {
     /// Every account, by name.
     pub fn list(&self) -> Result<Vec<Account>, AccountError> {
         let rows = self.control.states_with_prefix(STATE_PREFIX).map_err(|e| AccountError::Store(e.to_string()))?;
-        Ok(rows.into_iter().filter(|(_, text)| !text.is_empty()).filter_map(|(_, text)| serde_json::from_str(&text).ok()).collect())
+        Ok(rows
+            .into_iter()
+            .filter(|(_, text)| !text.is_empty())
+            .filter_map(|(_, text)| serde_json::from_str(&text).ok())
+            .collect())
     }
 
     /// Creates an account; `password` is hashed here (slow: call from a
@@ -455,11 +460,8 @@ impl AccountBook {
         }
         // The code is checked only after the password, so that a code
         // cannot be burnt (its step marked used) without the password.
-        let checked = if password_ok {
-            self.check_code(&mut account, code, now_ms)
-        } else {
-            Err(AccountError::BadCredentials)
-        };
+        let checked =
+            if password_ok { self.check_code(&mut account, code, now_ms) } else { Err(AccountError::BadCredentials) };
         if checked.is_ok() {
             account.failed_sign_ins = 0;
             account.locked_until_ms = None;

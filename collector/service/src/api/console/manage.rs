@@ -200,7 +200,8 @@ pub async fn update_account(
             let role = new_role.unwrap_or(current.role);
             // A new role brings its organisation (none for an operator);
             // a new organisation alone keeps the role.
-            let org = if new_role.is_some() { new_org.clone() } else { new_org.clone().or(org_of(current.org.as_deref())) };
+            let org =
+                if new_role.is_some() { new_org.clone() } else { new_org.clone().or(org_of(current.org.as_deref())) };
             let admin = AdminName::new(&current.name).map_err(|e| ApiError::bad_request(e.to_string()))?;
             Some(AdminIdentity::new(admin, role, org).map_err(|e| ApiError::bad_request(e.to_string()))?)
         } else {

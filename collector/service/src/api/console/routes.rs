@@ -173,9 +173,9 @@ fn info_of(console: &Console, session: &Session, now_ms: i64, totp: Option<bool>
         csrf: session.csrf.clone(),
         created_ms: session.created_ms,
         idle_expires_ms: now_ms + idle_ms,
-        expires_ms: session.not_after_ms.map_or(session.created_ms + absolute_ms, |end| {
-            end.min(session.created_ms + absolute_ms)
-        }),
+        expires_ms: session
+            .not_after_ms
+            .map_or(session.created_ms + absolute_ms, |end| end.min(session.created_ms + absolute_ms)),
         totp,
     }
 }
@@ -455,7 +455,12 @@ async fn totp_disable(
     totp_change(state, parts, request, false).await
 }
 
-async fn totp_change(state: ApiState, parts: Parts, request: CodeRequest, on: bool) -> Result<Json<TotpState>, ApiError> {
+async fn totp_change(
+    state: ApiState,
+    parts: Parts,
+    request: CodeRequest,
+    on: bool,
+) -> Result<Json<TotpState>, ApiError> {
     let console = console(&state)?.clone();
     let now_ms = state.now_ms();
     let (session, name) = account_session(&console, &parts, now_ms)?;
@@ -463,7 +468,11 @@ async fn totp_change(state: ApiState, parts: Parts, request: CodeRequest, on: bo
     let code = Zeroizing::new(request.code);
     let account = name.clone();
     let result = blocking(move || {
-        Ok(if on { accounts.confirm_totp(&account, &code, now_ms) } else { accounts.disable_totp(&account, &code, now_ms) })
+        Ok(if on {
+            accounts.confirm_totp(&account, &code, now_ms)
+        } else {
+            accounts.disable_totp(&account, &code, now_ms)
+        })
     })
     .await?;
     let action = if on { "console.totp.enable" } else { "console.totp.disable" };
@@ -471,7 +480,8 @@ async fn totp_change(state: ApiState, parts: Parts, request: CodeRequest, on: bo
     match result {
         Ok(_) => {
             let ended = console.sessions.end_others(&session.with, &session.id);
-            let detail = format!("one-time codes turned {}; {ended} other sessions ended", if on { "on" } else { "off" });
+            let detail =
+                format!("one-time codes turned {}; {ended} other sessions ended", if on { "on" } else { "off" });
             audit(&state, actor_of(&session), action, org, AuditOutcome::Done, detail).await?;
             Ok(Json(TotpState { enabled: on, sessions_ended: ended }))
         }

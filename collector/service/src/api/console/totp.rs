@@ -138,8 +138,7 @@ mod tests {
     #[test]
     fn rfc_4226_test_vectors() {
         let key = b"12345678901234567890";
-        let expected =
-            [755224, 287082, 359152, 969429, 338314, 254676, 287922, 162583, 399871, 520489];
+        let expected = [755224, 287082, 359152, 969429, 338314, 254676, 287922, 162583, 399871, 520489];
         for (counter, code) in expected.iter().enumerate() {
             assert_eq!(code_at(key, counter as u64), *code);
         }
@@ -170,10 +169,15 @@ mod tests {
     #[test]
     fn base32_and_the_uri() {
         // RFC 4648 section 10, padding removed.
-        for (plain, coded) in
-            [("", ""), ("f", "MY"), ("fo", "MZXQ"), ("foo", "MZXW6"), ("foob", "MZXW6YQ"), ("fooba", "MZXW6YTB"),
-             ("foobar", "MZXW6YTBOI")]
-        {
+        for (plain, coded) in [
+            ("", ""),
+            ("f", "MY"),
+            ("fo", "MZXQ"),
+            ("foo", "MZXW6"),
+            ("foob", "MZXW6YQ"),
+            ("fooba", "MZXW6YTB"),
+            ("foobar", "MZXW6YTBOI"),
+        ] {
             assert_eq!(base32(plain.as_bytes()), coded);
         }
         assert_eq!(base32(&[0u8; 32]).len(), 52);
