@@ -8,7 +8,10 @@ function totpSection(box) {
   const status = el("p", { id: "totp-status" }, s.totp ? "One-time codes are on: signing in needs a code from your app." : "One-time codes are off.");
   const shown = el("div", { id: "totp-setup", hidden: true });
   const code = el("input", { id: "totp-code", inputmode: "numeric", autocomplete: "one-time-code", pattern: "[0-9 ]*", maxlength: "7", size: "8" });
-  const done = (text) => { status.textContent = text; shown.hidden = true; shown.replaceChildren(); code.value = ""; box.textContent = ""; };
+  // Only what fits the state is shown: set up while off, confirm during
+  // set-up, turn off while on.
+  const sync = () => { enrol.hidden = s.totp; disable.hidden = !s.totp; confirm.hidden = shown.hidden; row.hidden = !s.totp && shown.hidden; };
+  const done = (text) => { status.textContent = text; shown.hidden = true; shown.replaceChildren(); code.value = ""; box.textContent = ""; sync(); };
   const enrol = el("button", { type: "button", id: "totp-enrol", onclick: async () => {
     try {
       const setup = await call("POST", "/console/api/totp");
@@ -18,6 +21,7 @@ function totpSection(box) {
         el("p", {}, "Or this URI: ", el("code", { id: "totp-uri", class: "wrap" }, setup.uri)));
       shown.hidden = false;
       box.textContent = "";
+      sync();
       code.focus();
     } catch (e) { box.textContent = e.message; }
   } }, "Set up one-time codes");
@@ -27,8 +31,9 @@ function totpSection(box) {
   const disable = el("button", { type: "button", id: "totp-disable", onclick: async () => {
     try { await call("DELETE", "/console/api/totp", { code: code.value }); s.totp = false; done("One-time codes are off."); } catch (e) { box.textContent = e.message; }
   } }, "Turn off (needs a current code)");
-  return [el("h2", {}, "One-time codes"), status, el("p", {}, enrol), shown,
-    el("div", { class: "inline" }, el("label", {}, "Code ", code), confirm, disable)];
+  const row = el("div", { class: "inline" }, el("label", {}, "Code ", code), confirm, disable);
+  sync();
+  return [el("h2", {}, "One-time codes"), status, el("p", {}, enrol), shown, row];
 }
 
 function passwordSection(box) {

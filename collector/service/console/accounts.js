@@ -65,11 +65,11 @@ export async function accountsPage(main) {
   const rows = list.accounts.map((a) => el("tr", { "data-account": a.name },
     el("td", {}, a.name), el("td", {}, a.role), el("td", {}, a.org || "all"), el("td", {}, status(a)),
     el("td", {}, when(a.last_sign_in_ms)), el("td", {}, a.created_by),
-    el("td", { class: "actions" },
+    el("td", {}, el("div", { class: "actions" },
       action(box, `account-reset-totp-${a.name}`, "Reset one-time codes", () => call("PATCH", path(a.name), { reset_totp: true })),
       action(box, `account-unlock-${a.name}`, "Unlock", () => call("PATCH", path(a.name), { unlock: true })),
       action(box, `account-disable-${a.name}`, a.disabled ? "Enable" : "Disable", () => call("PATCH", path(a.name), { disabled: !a.disabled })),
-      deleteButton(box, a))));
+      deleteButton(box, a)))));
   main.append(
     el("table", { id: "accounts" },
       el("thead", {}, el("tr", {}, ...["Name", "Role", "Organisation", "State", "Last sign-in", "Created by", ""].map((h) => el("th", { scope: "col" }, h)))),
