@@ -267,6 +267,10 @@ async fn the_account_command_makes_an_account_that_signs_in() {
     let (code, stdout, _) = run(&["account", "list", "--config", config]);
     assert_eq!(code, Some(0));
     assert!(stdout.contains("root-op\toperator\t-"), "{stdout}");
+    let (code, stdout, stderr) = run(&["account", "reset", "root-op", "--config", config]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let (code, _, _) = run(&["account", "reset", "nobody", "--config", config]);
+    assert_eq!(code, Some(64), "no such account");
 
     let loaded = glimpse_collector::config::CollectorConfig::load(&config_path).unwrap();
     let collector = {
