@@ -358,7 +358,12 @@ async fn certificate_sign_in(
     };
     let actor = format!("console:{} (certificate {serial})", identity.name);
     let record = state.context.store.admins().get(&serial);
-    let not_after_ms = record.as_ref().and_then(|r| r.not_after_ms);
+    // The certificate's own notAfter, or the one its record imported from
+    // the PKI directory, whichever comes first.
+    let not_after_ms = match (info.certificate_not_after_ms, record.as_ref().and_then(|r| r.not_after_ms)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let refusal = if let Some(reason) = state.certificate_revoked(&serial) {
         Some(reason)
     } else if not_after_ms.is_some_and(|end| end <= now_ms) {
@@ -376,7 +381,7 @@ async fn certificate_sign_in(
     // certificate can be listed and revoked at once.
     let (store, seen, seen_serial) = (state.context.store.clone(), identity.clone(), serial.clone());
     blocking(move || {
-        if let Err(e) = store.admins().note_seen(&seen, &seen_serial, None, now_ms) {
+        if let Err(e) = store.admins().note_seen(&seen, &seen_serial, not_after_ms, now_ms) {
             warn!("cannot record the admin certificate: {e}");
         }
         Ok(())
