@@ -760,3 +760,96 @@ pub struct CertificateWarning {
     /// Whole days left (negative: ended).
     pub days_left: i64,
 }
+
+/// A web console account, without its password hash or TOTP key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AccountInfo {
+    /// Sign-in name.
+    pub name: String,
+    /// `operator`, `org-admin` or `support`.
+    pub role: String,
+    /// Its organisation (none for operators).
+    pub org: Option<String>,
+    /// Who created it.
+    pub created_by: String,
+    /// When (Unix ms).
+    pub created_ms: i64,
+    /// Last successful sign-in (Unix ms).
+    pub last_sign_in_ms: Option<i64>,
+    /// Locked after failed sign-ins until then (Unix ms).
+    pub locked_until_ms: Option<i64>,
+    /// Failed sign-ins since the last success.
+    pub failed_sign_ins: u32,
+    /// Whether sign-in needs a one-time code (TOTP).
+    pub totp: bool,
+    /// Whether sign-in is refused.
+    pub disabled: bool,
+}
+
+/// Console accounts: all of them for operators, the organisation's for
+/// its admins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AccountList {
+    /// By name.
+    pub accounts: Vec<AccountInfo>,
+}
+
+/// A new console account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountCreateRequest {
+    /// Sign-in name (letters, digits, `.`, `-`, `_`, `@`).
+    pub name: String,
+    /// `operator`, `org-admin` or `support`; an org-admin creates only
+    /// org-admin and support accounts of their own organisation.
+    pub role: String,
+    /// The organisation (required unless the role is `operator`).
+    #[serde(default)]
+    pub org: Option<String>,
+    /// Its first password (12 characters to 1,024 bytes).
+    pub password: String,
+}
+
+/// Changes to a console account; absent fields stay as they are. Every
+/// change ends the account's sessions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountUpdateRequest {
+    /// A new role; `org` then gives its organisation (absent: none, as
+    /// for an operator).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// A new organisation (with or without `role`).
+    #[serde(default)]
+    pub org: Option<String>,
+    /// A new password.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Refuse (`true`) or allow (`false`) sign-in.
+    #[serde(default)]
+    pub disabled: Option<bool>,
+    /// Turn the account's one-time codes off (the user sets them up again).
+    #[serde(default)]
+    pub reset_totp: bool,
+    /// Clear its failed sign-ins and lockout.
+    #[serde(default)]
+    pub unlock: bool,
+}
+
+/// A console account changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AccountChanged {
+    /// The account now.
+    pub account: AccountInfo,
+    /// Its sessions that were ended.
+    pub sessions_ended: u32,
+}
+
+/// A console account deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AccountDeleted {
+    /// Its name.
+    pub name: String,
+    /// Its sessions that were ended.
+    pub sessions_ended: u32,
+}

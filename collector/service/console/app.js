@@ -13,27 +13,38 @@ import { supportPage } from "./support.js";
 import { auditPage } from "./audit.js";
 import { tokensPage } from "./tokens.js";
 import { rightsPage } from "./rights.js";
+import { accountsPage } from "./accounts.js";
+import { accountPage } from "./account.js";
 
 function signInPage(main, message) {
   const error = el("p", { class: "error", role: "alert", id: "signin-error" }, message || "");
+  const signedIn = (session) => { state.session = session; state.org = session.org; location.hash = "#/"; render(); };
+  // The code field is always there (empty when the account has no
+  // one-time codes), so the form does not tell which accounts have them.
   const form = el("form", { class: "signin", id: "signin" },
     el("h1", {}, "Sign in"),
     el("label", {}, "Account", el("input", { name: "name", id: "name", autocomplete: "username", required: true })),
     el("label", {}, "Password", el("input", { name: "password", id: "password", type: "password", autocomplete: "current-password", required: true })),
+    el("label", {}, "One-time code (if set up)", el("input", { name: "code", id: "code", inputmode: "numeric", autocomplete: "one-time-code", pattern: "[0-9 ]*", maxlength: "7" })),
     el("button", { type: "submit", id: "signin-submit" }, "Sign in"), error);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    try {
-      state.session = await call("POST", "/console/api/session", { name: form.name.value, password: form.password.value });
-      state.org = state.session.org;
-      location.hash = "#/";
-      render();
-    } catch (e) {
-      error.textContent = e.message;
-    }
+    const body = { name: form.name.value, password: form.password.value };
+    if (form.code.value.trim()) body.code = form.code.value.trim();
+    try { signedIn(await call("POST", "/console/api/session", body)); } catch (e) { error.textContent = e.message; form.code.value = ""; }
   });
   main.replaceChildren(form);
   form.name.focus();
+  // Certificate sign-in, where the collector has it on.
+  call("GET", "/console/api/config").then((config) => {
+    if (!config || !config.certificate_sign_in) return;
+    const who = config.certificate_name ? ` (${config.certificate_name})` : "";
+    const button = el("button", { type: "button", id: "signin-certificate", disabled: config.certificate_name ? false : true, onclick: async () => {
+      try { signedIn(await call("POST", "/console/api/session/certificate", {})); } catch (e) { error.textContent = e.message; }
+    } }, `Sign in with my certificate${who}`);
+    const note = config.certificate_name ? [] : [el("p", { class: "muted" }, "This browser did not present an admin certificate.")];
+    form.after(el("div", { class: "signin", id: "signin-certificate-box" }, el("p", {}, "or"), button, ...note));
+  }).catch(() => {});
 }
 
 const pages = [
@@ -44,14 +55,17 @@ const pages = [
   ["#/rights", "Data rights", rightsPage],
   ["#/audit", "Audit", auditPage],
   ["#/tokens", "API access", tokensPage],
+  ["#/accounts", "Accounts", accountsPage, { manages: true }],
+  ["#/account", "My account", accountPage],
   ["#/orgs", "Organisations", orgsPage, { operator: true }],
   ["#/operator", "Operator", operatorPage, { operator: true }],
   // Not in the nav: reached from a device in the list; the id follows the slash.
   ["#/device/", "Device", devicePage, { hidden: true, prefix: true }],
 ];
 
-// Whether a page is listed in the nav for this session: operator pages for operators only.
-const listed = (page, s) => !(page[3] && (page[3].hidden || (page[3].operator && s.role !== "operator")));
+// Whether a page is listed in the nav for this session: operator pages for
+// operators only, account management not for support (which manages none).
+const listed = (page, s) => !(page[3] && (page[3].hidden || (page[3].operator && s.role !== "operator") || (page[3].manages && s.role === "support")));
 
 // Each render draws into its own view; one that a newer render overtook
 // (a quick second click, sign-in changing the hash) is dropped, never shown

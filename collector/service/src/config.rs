@@ -253,11 +253,23 @@ pub struct ConsoleConfig {
     pub max_failed_sign_ins: u32,
     /// How long a locked account stays locked, in minutes.
     pub lockout_minutes: u64,
+    /// Let a browser that presented an admin client certificate in the TLS
+    /// handshake sign in with it (`POST /console/api/session/certificate`).
+    /// Off by default: a certificate installed in a shared browser would
+    /// otherwise open the console to whoever sits there.
+    pub certificate_sign_in: bool,
 }
 
 impl Default for ConsoleConfig {
     fn default() -> Self {
-        Self { enabled: true, idle_timeout_minutes: 30, session_hours: 12, max_failed_sign_ins: 5, lockout_minutes: 15 }
+        Self {
+            enabled: true,
+            idle_timeout_minutes: 30,
+            session_hours: 12,
+            max_failed_sign_ins: 5,
+            lockout_minutes: 15,
+            certificate_sign_in: false,
+        }
     }
 }
 

@@ -97,7 +97,20 @@ impl FromRequestParts<ApiState> for Authenticated {
         }
         if let Some(token) = crate::api::console::sessions::cookie_token(&parts.headers) {
             if let Some(console) = &state.console {
-                return session_actor(console, parts, &token, now_ms).map(Authenticated);
+                let actor = session_actor(console, parts, &token, now_ms)?;
+                // A certificate session stops with its certificate's
+                // revocation, at the next request.
+                if let ActorVia::Session { account, .. } = &actor.via {
+                    if let Some(serial) = account.strip_prefix("certificate:") {
+                        if let Some(reason) = state.certificate_revoked(serial) {
+                            let with =
+                                crate::api::console::sessions::SignedInWith::Certificate { serial: serial.to_owned() };
+                            console.sessions.end_all(&with);
+                            return Err(ApiError::unauthenticated(reason));
+                        }
+                    }
+                }
+                return Ok(Authenticated(actor));
             }
         }
         match &info.certificate {

@@ -114,7 +114,7 @@ impl ApiState {
     /// Serves the web console under `/console/` with `config`.
     pub fn with_console(mut self, config: crate::api::console::ConsoleConfig) -> Self {
         if config.enabled {
-            self.console = Some(crate::api::console::Console::load(config, self.context.store.control()));
+            self.console = Some(crate::api::console::Console::load(config, self.context.store.clone()));
         }
         self
     }
@@ -203,6 +203,8 @@ pub fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(views::capture_packets))
         .routes(routes!(views::list_orgs))
         .routes(routes!(views::overview))
+        .routes(routes!(console::manage::list_accounts, console::manage::create_account))
+        .routes(routes!(console::manage::update_account, console::manage::delete_account))
 }
 
 /// The OpenAPI document, as served and as committed in docs/openapi.json.
@@ -281,6 +283,10 @@ mod tests {
             ("post", "/api/v1/orgs/{org}/captures"),
             ("get", "/api/v1/audit/verify"),
             ("delete", "/api/v1/tokens/{id}"),
+            ("get", "/api/v1/accounts"),
+            ("post", "/api/v1/accounts"),
+            ("patch", "/api/v1/accounts/{name}"),
+            ("delete", "/api/v1/accounts/{name}"),
         ] {
             assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing");
         }

@@ -55,6 +55,10 @@ pub struct ConnInfo {
     /// presented; `Err` with the reason when it was not an admin
     /// certificate (a device's, say).
     pub certificate: Option<Result<(AdminIdentity, String), String>>,
+    /// When the client certificate stops being valid (notAfter), Unix
+    /// ms, so that what outlives the handshake (a console session) can
+    /// end with it.
+    pub certificate_not_after_ms: Option<i64>,
     /// The live connection, for revocation.
     pub live: Arc<LiveConnection>,
 }
@@ -180,7 +184,14 @@ async fn serve(
     };
     let guard = state.live.enter(credential);
     let mut cut = guard.connection.cut_signal();
-    let info = ConnInfo { peer, certificate, live: guard.connection.clone() };
+    let certificate_not_after_ms = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|leaf| glimpse_common::certificate::not_after_unix_of(leaf).ok())
+        .map(|secs| secs.saturating_mul(1000));
+    let info = ConnInfo { peer, certificate, certificate_not_after_ms, live: guard.connection.clone() };
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(info.clone());
         let router = router.clone();

@@ -361,6 +361,12 @@ pub(super) enum AccountAction {
     },
     /// List accounts (no password hashes).
     List,
+    /// Turn an account's one-time codes off and clear its lockout (a lost
+    /// phone, when no other operator can do it in the console).
+    Reset {
+        /// The account's name.
+        name: String,
+    },
 }
 
 /// `account`: console accounts in the key store, collector stopped.
@@ -369,8 +375,8 @@ pub(super) fn account(config: Option<&Path>, clock: Arc<dyn Clock>, action: Acco
         return Err(UsageError("name the collector's config with --config FILE".into()).into());
     };
     let config = CollectorConfig::load(config)?;
-    let store = service::open_store(&config, clock.clone())?;
-    let accounts = crate::api::console::AccountBook::new(store.control());
+    let store = Arc::new(service::open_store(&config, clock.clone())?);
+    let accounts = crate::api::console::AccountBook::new(store.clone());
     match action {
         AccountAction::Add { name, role, org, password_file } => {
             let text =
@@ -409,8 +415,24 @@ pub(super) fn account(config: Option<&Path>, clock: Arc<dyn Clock>, action: Acco
             for a in accounts.list()? {
                 let org = a.org.as_deref().unwrap_or("-");
                 let locked = if a.locked_until_ms.is_some_and(|t| t > clock.now_millis()) { " locked" } else { "" };
-                println!("{}\t{}\t{}{}", a.name, a.role.as_str(), org, locked);
+                let totp = if a.totp_sealed.is_some() { " totp" } else { "" };
+                let disabled = if a.disabled { " disabled" } else { "" };
+                println!("{}\t{}\t{}{}{}{}", a.name, a.role.as_str(), org, locked, totp, disabled);
             }
+        }
+        AccountAction::Reset { name } => {
+            let change =
+                crate::api::console::accounts::AccountChange { reset_totp: true, unlock: true, ..Default::default() };
+            let account = accounts.update(&name, change).map_err(|e| UsageError(e.to_string()))?;
+            let org = account.org.as_deref().and_then(|o| OrgId::new(o).ok());
+            store.audit_event(
+                "local",
+                "console.account.update",
+                org.as_ref(),
+                glimpse_store::audit::AuditOutcome::Done,
+                &format!("account {name}: one-time codes reset, unlocked"),
+            );
+            println!("console account {name}: one-time codes off, unlocked");
         }
     }
     Ok(())

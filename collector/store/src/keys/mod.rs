@@ -60,6 +60,9 @@ const WRAPPED_LEN: usize = 1 + NONCE_LEN + KEY_LEN + TAG_LEN;
 const ORG_KEY_AAD: &[u8] = b"glimpse-org-key-v1";
 const DEVICE_KEY_AAD: &[u8] = b"glimpse-device-key-v1";
 const MASTER_CHECK_AAD: &[u8] = b"glimpse-master-check-v1";
+/// Associated data prefix of other secrets sealed under the master key
+/// (see [`Catalog::seal_secret`]); the purpose label follows it.
+const SEALED_SECRET_AAD: &[u8] = b"glimpse-sealed-secret-v1:";
 const MASTER_CHECK_ROW: &str = "master-check";
 
 /// A key store, registry or master key operation failed.
@@ -518,6 +521,21 @@ impl Catalog {
         Arc::clone(&self.control)
     }
 
+    /// Seals a 256-bit secret (a console account's TOTP key, say) under
+    /// the master key, the same AES-256-GCM wrapping as organisation keys,
+    /// bound to `purpose` (associated data), so a sealed value moved to
+    /// another row or purpose does not open.
+    pub fn seal_secret(&self, purpose: &str, secret: &SecretKey) -> Result<Vec<u8>, KeyError> {
+        wrap_key(&self.master, &[SEALED_SECRET_AAD, purpose.as_bytes()].concat(), secret)
+    }
+
+    /// Opens what [`Catalog::seal_secret`] sealed for `purpose`; `None`
+    /// if it was sealed for another purpose, under another master key, or
+    /// is damaged.
+    pub fn open_secret(&self, purpose: &str, sealed: &[u8]) -> Option<SecretKey> {
+        unwrap_key(&self.master, &[SEALED_SECRET_AAD, purpose.as_bytes()].concat(), sealed)
+    }
+
     /// The master key, for keys derived from it (the audit log's).
     pub(crate) fn master(&self) -> &MasterKey {
         &self.master
@@ -558,6 +576,8 @@ mod tests {
         let other = OrgId::new("acme2").unwrap();
         assert!(unwrap_key(&master(1), &org_key_aad(&other), &wrapped).is_none());
         assert!(unwrap_key(&master(1), &org_key_aad(&org), &wrapped[..60]).is_none());
+        let aad = [SEALED_SECRET_AAD, b"console-totp:ada"].concat();
+        assert!(unwrap_key(&master(1), &aad, &wrapped).is_none(), "a sealed secret is bound to its purpose");
     }
 
     #[test]

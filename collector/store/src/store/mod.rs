@@ -572,6 +572,21 @@ impl Store {
         Ok(self.org_keys().pseudonym_key(org)?)
     }
 
+    /// Seals a 256-bit secret under the master key for `purpose` (see
+    /// [`crate::keys::Catalog::seal_secret`]).
+    pub fn seal_secret(
+        &self,
+        purpose: &str,
+        secret: &glimpse_common::secret::SecretKey,
+    ) -> Result<Vec<u8>, StoreError> {
+        Ok(self.catalog.seal_secret(purpose, secret)?)
+    }
+
+    /// Opens a secret [`Store::seal_secret`] sealed for `purpose`.
+    pub fn open_secret(&self, purpose: &str, sealed: &[u8]) -> Option<glimpse_common::secret::SecretKey> {
+        self.catalog.open_secret(purpose, sealed)
+    }
+
     /// Where the control plane's rows live (registry, keys, decisions,
     /// stream sequences, the audit head).
     pub fn control(&self) -> Arc<dyn crate::control::ControlStore> {

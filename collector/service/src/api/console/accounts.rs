@@ -16,7 +16,11 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole, OrgId};
+use glimpse_common::secret::SecretKey;
 use glimpse_store::control::ControlStore;
+use glimpse_store::Store;
+
+use super::totp;
 
 /// Name prefix of account rows in the control store.
 const STATE_PREFIX: &str = "console-account:";
@@ -53,9 +57,34 @@ pub enum AccountError {
     /// Too many accounts.
     #[error("at most {MAX_ACCOUNTS} console accounts may exist")]
     Full,
+    /// The account is disabled (sign-in refused; the caller answers with
+    /// the generic [`AccountError::BadCredentials`] text).
+    #[error("the account is disabled")]
+    Disabled,
+    /// A one-time code was needed and missing, wrong or used before
+    /// (answered like [`AccountError::BadCredentials`]).
+    #[error("missing, wrong or reused one-time code")]
+    BadCode,
+    /// The change does not fit the account's state (TOTP already on, or
+    /// not enrolled).
+    #[error("{0}")]
+    Conflict(String),
     /// The store could not keep or read it.
     #[error("the control store could not keep the account: {0}")]
     Store(String),
+}
+
+impl AccountError {
+    /// What the sign-in answer says: one text for every way the
+    /// credentials were wrong, so it tells nothing about the account.
+    pub fn public_text(&self) -> String {
+        match self {
+            AccountError::Disabled | AccountError::BadCode | AccountError::NotFound(_) => {
+                AccountError::BadCredentials.to_string()
+            }
+            other => other.to_string(),
+        }
+    }
 }
 
 /// One account as stored.
@@ -83,6 +112,20 @@ pub struct Account {
     /// Last successful sign-in, Unix ms.
     #[serde(default)]
     pub last_sign_in_ms: Option<i64>,
+    /// The TOTP key, sealed under the master key (hex), once enrolment
+    /// was confirmed with a code: sign-in then needs a code.
+    #[serde(default)]
+    pub totp_sealed: Option<String>,
+    /// A TOTP key sealed (hex) and shown to the user, not yet confirmed.
+    #[serde(default)]
+    pub totp_pending: Option<String>,
+    /// The last TOTP step accepted: no code of it or before is accepted
+    /// again (replay protection).
+    #[serde(default)]
+    pub totp_last_step: Option<i64>,
+    /// Sign-in refused (kept for the audit trail's names).
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 impl Account {
@@ -138,18 +181,81 @@ fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| hash_password("not-a-password-of-anyone").unwrap_or_default())
 }
 
+/// A new TOTP key, as the user types or scans it.
+#[derive(Debug)]
+pub struct TotpEnrolment {
+    /// The key in base32 (secret: shown once).
+    pub secret: Zeroizing<String>,
+    /// The `otpauth://totp/...` URI with the key inside (secret).
+    pub uri: Zeroizing<String>,
+}
+
+/// A change to an account (fields left `None` stay as they are).
+#[derive(Debug, Default)]
+pub struct AccountChange {
+    /// A new role and organisation, together (an operator has none).
+    pub identity: Option<AdminIdentity>,
+    /// A new password (hashed here).
+    pub password: Option<Zeroizing<String>>,
+    /// Disable or enable sign-in.
+    pub disabled: Option<bool>,
+    /// Turn TOTP off (the user enrols again).
+    pub reset_totp: bool,
+    /// Clear the failure count and lockout.
+    pub unlock: bool,
+}
+
+/// The sealing purpose of an account's TOTP key: bound to the account, so
+/// a sealed key copied to another row does not open.
+fn totp_purpose(name: &str) -> String {
+    format!("console-totp:{name}")
+}
+
 /// Every console account, over the control store.
 #[derive(Debug)]
 pub struct AccountBook {
+    store: Arc<Store>,
     control: Arc<dyn ControlStore>,
     /// Serialises read-modify-write of rows (failure counts).
     write: Mutex<()>,
 }
 
 impl AccountBook {
-    /// The accounts kept in `control`.
-    pub fn new(control: Arc<dyn ControlStore>) -> Self {
-        Self { control, write: Mutex::new(()) }
+    /// The accounts kept in `store`'s control store (TOTP keys sealed
+    /// under its master key).
+    pub fn new(store: Arc<Store>) -> Self {
+        let control = store.control();
+        Self { store, control, write: Mutex::new(()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn seal(&self, name: &str, key: &SecretKey) -> Result<String, AccountError> {
+        let sealed =
+            self.store.seal_secret(&totp_purpose(name), key).map_err(|e| AccountError::Store(e.to_string()))?;
+        Ok(hex::encode(sealed))
+    }
+
+    fn open(&self, name: &str, sealed_hex: &str) -> Result<SecretKey, AccountError> {
+        let sealed = hex::decode(sealed_hex).map_err(|_| AccountError::Store(format!("{name}: damaged TOTP key")))?;
+        self.store
+            .open_secret(&totp_purpose(name), &sealed)
+            .ok_or_else(|| AccountError::Store(format!("{name}: the TOTP key does not open under this master key")))
+    }
+
+    /// Whether `code` is a fresh code of the account's enrolled key; on
+    /// success the step is recorded in `account` (the caller stores it).
+    fn check_code(&self, account: &mut Account, code: Option<&str>, now_ms: i64) -> Result<(), AccountError> {
+        let Some(sealed) = account.totp_sealed.clone() else {
+            return Ok(());
+        };
+        let code = code.filter(|c| !c.trim().is_empty()).ok_or(AccountError::BadCode)?;
+        let key = self.open(&account.name, &sealed)?;
+        let step = totp::verify(key.expose(), code, now_ms, account.totp_last_step).ok_or(AccountError::BadCode)?;
+        account.totp_last_step = Some(step);
+        Ok(())
     }
 
     fn key(name: &str) -> String {
@@ -170,6 +276,11 @@ impl AccountBook {
         let Some(text) = self.control.state(&Self::key(name)).map_err(|e| AccountError::Store(e.to_string()))? else {
             return Ok(None);
         };
+        // A deleted account leaves an empty row (the control store has no
+        // row removal).
+        if text.is_empty() {
+            return Ok(None);
+        }
         serde_json::from_str(&text).map(Some).map_err(|e| {
             AccountError::Store(format!("account row {name} is damaged ({e}); delete and re-create the account"))
         })
@@ -178,7 +289,11 @@ impl AccountBook {
     /// Every account, by name.
     pub fn list(&self) -> Result<Vec<Account>, AccountError> {
         let rows = self.control.states_with_prefix(STATE_PREFIX).map_err(|e| AccountError::Store(e.to_string()))?;
-        Ok(rows.into_iter().filter_map(|(_, text)| serde_json::from_str(&text).ok()).collect())
+        Ok(rows
+            .into_iter()
+            .filter(|(_, text)| !text.is_empty())
+            .filter_map(|(_, text)| serde_json::from_str(&text).ok())
+            .collect())
     }
 
     /// Creates an account; `password` is hashed here (slow: call from a
@@ -191,7 +306,7 @@ impl AccountBook {
         now_ms: i64,
     ) -> Result<Account, AccountError> {
         let password_hash = hash_password(password)?;
-        let _write = self.write.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _write = self.lock();
         let name = identity.name.as_str().to_owned();
         if self.get(&name)?.is_some() {
             return Err(AccountError::Exists(name));
@@ -209,7 +324,108 @@ impl AccountBook {
             failed_sign_ins: 0,
             locked_until_ms: None,
             last_sign_in_ms: None,
+            totp_sealed: None,
+            totp_pending: None,
+            totp_last_step: None,
+            disabled: false,
         };
+        self.put(&account)?;
+        Ok(account)
+    }
+
+    /// Changes an account (a password is hashed here: call from a blocking
+    /// thread); the account as it is now.
+    pub fn update(&self, name: &str, change: AccountChange) -> Result<Account, AccountError> {
+        let password_hash = change.password.as_deref().map(|p| hash_password(p)).transpose()?;
+        let _write = self.lock();
+        let mut account = self.get(name)?.ok_or_else(|| AccountError::NotFound(name.to_owned()))?;
+        if let Some(identity) = &change.identity {
+            account.role = identity.role;
+            account.org = identity.org.as_ref().map(|o| o.as_str().to_owned());
+        }
+        if let Some(hash) = password_hash {
+            account.password_hash = hash;
+        }
+        if let Some(disabled) = change.disabled {
+            account.disabled = disabled;
+        }
+        if change.reset_totp {
+            account.totp_sealed = None;
+            account.totp_pending = None;
+        }
+        if change.unlock {
+            account.failed_sign_ins = 0;
+            account.locked_until_ms = None;
+        }
+        self.put(&account)?;
+        Ok(account)
+    }
+
+    /// Deletes an account; whether there was one.
+    pub fn delete(&self, name: &str) -> Result<bool, AccountError> {
+        let _write = self.lock();
+        if self.get(name)?.is_none() {
+            return Ok(false);
+        }
+        // Overwritten whole: the hash and the sealed key go with it.
+        self.control.replace_state(&Self::key(name), "").map_err(|e| AccountError::Store(e.to_string()))?;
+        Ok(true)
+    }
+
+    /// The user's own password change: the current password must match
+    /// (slow: blocking thread).
+    pub fn change_password(&self, name: &str, current: &str, new: &str) -> Result<Account, AccountError> {
+        let account = self.get(name)?.ok_or(AccountError::BadCredentials)?;
+        if !password_matches(current, &account.password_hash) {
+            return Err(AccountError::BadCredentials);
+        }
+        self.update(name, AccountChange { password: Some(Zeroizing::new(new.to_owned())), ..Default::default() })
+    }
+
+    /// Starts TOTP enrolment: a fresh key, sealed and kept as pending
+    /// until [`AccountBook::confirm_totp`]. Refused while TOTP is on.
+    pub fn begin_totp(&self, name: &str) -> Result<TotpEnrolment, AccountError> {
+        let _write = self.lock();
+        let mut account = self.get(name)?.ok_or_else(|| AccountError::NotFound(name.to_owned()))?;
+        if account.totp_sealed.is_some() {
+            return Err(AccountError::Conflict("a one-time code is already set up; turn it off first".into()));
+        }
+        let key = SecretKey::generate().map_err(|_| AccountError::Store("no randomness".into()))?;
+        account.totp_pending = Some(self.seal(name, &key)?);
+        self.put(&account)?;
+        let secret = Zeroizing::new(totp::base32(key.expose()));
+        let uri = Zeroizing::new(totp::otpauth_uri(name, &secret));
+        Ok(TotpEnrolment { secret, uri })
+    }
+
+    /// Confirms enrolment with a current code of the pending key: from
+    /// now on sign-in needs a code.
+    pub fn confirm_totp(&self, name: &str, code: &str, now_ms: i64) -> Result<Account, AccountError> {
+        let _write = self.lock();
+        let mut account = self.get(name)?.ok_or_else(|| AccountError::NotFound(name.to_owned()))?;
+        let pending = account
+            .totp_pending
+            .clone()
+            .ok_or_else(|| AccountError::Conflict("no one-time code set-up was started".into()))?;
+        let key = self.open(name, &pending)?;
+        let step = totp::verify(key.expose(), code, now_ms, account.totp_last_step).ok_or(AccountError::BadCode)?;
+        account.totp_sealed = Some(pending);
+        account.totp_pending = None;
+        account.totp_last_step = Some(step);
+        self.put(&account)?;
+        Ok(account)
+    }
+
+    /// Turns TOTP off, with a current code as proof.
+    pub fn disable_totp(&self, name: &str, code: &str, now_ms: i64) -> Result<Account, AccountError> {
+        let _write = self.lock();
+        let mut account = self.get(name)?.ok_or_else(|| AccountError::NotFound(name.to_owned()))?;
+        if account.totp_sealed.is_none() {
+            return Err(AccountError::Conflict("no one-time code is set up".into()));
+        }
+        self.check_code(&mut account, Some(code), now_ms)?;
+        account.totp_sealed = None;
+        account.totp_pending = None;
         self.put(&account)?;
         Ok(account)
     }
@@ -221,6 +437,7 @@ impl AccountBook {
         &self,
         name: &str,
         password: &str,
+        code: Option<&str>,
         now_ms: i64,
         max_failures: u32,
         lockout_ms: i64,
@@ -233,11 +450,19 @@ impl AccountBook {
         if let Some(until) = account.locked_until_ms.filter(|until| *until > now_ms) {
             return Err(AccountError::Locked { minutes: (until - now_ms + 59_999) / 60_000 });
         }
-        let ok = password_matches(&password, &account.password_hash);
-        let _write = self.write.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Re-read: another sign-in may have counted meanwhile.
+        let password_ok = password_matches(&password, &account.password_hash);
+        let _write = self.lock();
+        // Re-read: another sign-in may have counted (or used a code)
+        // meanwhile.
         let mut account = self.get(name)?.ok_or(AccountError::BadCredentials)?;
-        if ok {
+        if account.disabled {
+            return Err(AccountError::Disabled);
+        }
+        // The code is checked only after the password, so that a code
+        // cannot be burnt (its step marked used) without the password.
+        let checked =
+            if password_ok { self.check_code(&mut account, code, now_ms) } else { Err(AccountError::BadCredentials) };
+        if checked.is_ok() {
             account.failed_sign_ins = 0;
             account.locked_until_ms = None;
             account.last_sign_in_ms = Some(now_ms);
@@ -251,7 +476,7 @@ impl AccountBook {
                 account.failed_sign_ins = 0;
             }
             self.put(&account)?;
-            Err(AccountError::BadCredentials)
+            Err(checked.err().unwrap_or(AccountError::BadCredentials))
         }
     }
 }

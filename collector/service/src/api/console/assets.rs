@@ -43,6 +43,8 @@ pub static ASSETS: &[Asset] = &[
     asset!("chart.js", "text/javascript; charset=utf-8"),
     asset!("orgs.js", "text/javascript; charset=utf-8"),
     asset!("operator.js", "text/javascript; charset=utf-8"),
+    asset!("accounts.js", "text/javascript; charset=utf-8"),
+    asset!("account.js", "text/javascript; charset=utf-8"),
 ];
 
 /// The policy every console answer carries: only this origin, no inline

@@ -11,8 +11,12 @@
 //! - [`sessions`]: signed-in browsers, in memory, bounded, with idle and
 //!   absolute expiry on the collector's (injectable) clock, each with its
 //!   CSRF token.
-//! - [`routes`]: sign-in, sign-out and the session's facts, under
-//!   `/console/api/`.
+//! - [`totp`]: RFC 6238 one-time codes, the optional second factor.
+//! - [`routes`]: sign-in (password and code, or a browser's admin client
+//!   certificate where configured), sign-out, the session's facts, TOTP
+//!   enrolment and the user's own password change, under `/console/api/`.
+//! - [`manage`]: account management for operators and org-admins under
+//!   `/api/v1/accounts`, in the OpenAPI document.
 //!
 //! The pages call the same `/api/v1` endpoints as every other client:
 //! [`crate::api::auth::Authenticated`] accepts the session cookie beside
@@ -22,12 +26,14 @@
 pub mod accounts;
 pub mod assets;
 pub mod gate;
+pub mod manage;
 pub mod routes;
 pub mod sessions;
+pub mod totp;
 
 use std::sync::Arc;
 
-use glimpse_store::control::ControlStore;
+use glimpse_store::Store;
 
 pub use accounts::{Account, AccountBook, AccountError};
 pub use sessions::{Session, SessionBook, SESSION_COOKIE};
@@ -46,9 +52,9 @@ pub struct Console {
 }
 
 impl Console {
-    /// The console over `control`'s accounts.
-    pub fn load(config: ConsoleConfig, control: Arc<dyn ControlStore>) -> Self {
-        let accounts = Arc::new(AccountBook::new(control));
+    /// The console over `store`'s accounts.
+    pub fn load(config: ConsoleConfig, store: Arc<Store>) -> Self {
+        let accounts = Arc::new(AccountBook::new(store));
         let sessions = Arc::new(SessionBook::new(&config));
         Self { config, accounts, sessions }
     }

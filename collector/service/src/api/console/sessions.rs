@@ -72,6 +72,9 @@ pub struct Session {
     pub created_ms: i64,
     /// Last use, Unix ms.
     pub last_used_ms: i64,
+    /// A hard end besides the configured ones (a certificate's expiry),
+    /// Unix ms.
+    pub not_after_ms: Option<i64>,
 }
 
 impl Session {
@@ -142,11 +145,30 @@ impl SessionBook {
     /// Opens a session for `identity`, evicting the oldest of the same
     /// account (or of all) when at the bounds.
     pub fn create(&self, identity: AdminIdentity, with: SignedInWith, now_ms: i64) -> NewSession {
+        self.create_until(identity, with, now_ms, None)
+    }
+
+    /// Like [`SessionBook::create`], ending at `not_after_ms` at the latest
+    /// (a certificate session ends when its certificate does).
+    pub fn create_until(
+        &self,
+        identity: AdminIdentity,
+        with: SignedInWith,
+        now_ms: i64,
+        not_after_ms: Option<i64>,
+    ) -> NewSession {
         let token = Zeroizing::new(hex::encode(rand::random::<[u8; 32]>()));
         let csrf = hex::encode(rand::random::<[u8; 32]>());
         let key = hash(&token);
-        let session =
-            Session { id: key[..16].to_owned(), identity, with, csrf, created_ms: now_ms, last_used_ms: now_ms };
+        let session = Session {
+            id: key[..16].to_owned(),
+            identity,
+            with,
+            csrf,
+            created_ms: now_ms,
+            last_used_ms: now_ms,
+            not_after_ms,
+        };
         let mut table = self.table();
         self.expire(&mut table, now_ms);
         let group = session.with.key();
@@ -168,7 +190,11 @@ impl SessionBook {
     }
 
     fn expire(&self, table: &mut HashMap<String, Session>, now_ms: i64) {
-        table.retain(|_, s| now_ms - s.last_used_ms <= self.idle_ms && now_ms - s.created_ms <= self.absolute_ms);
+        table.retain(|_, s| {
+            now_ms - s.last_used_ms <= self.idle_ms
+                && now_ms - s.created_ms <= self.absolute_ms
+                && s.not_after_ms.is_none_or(|end| now_ms < end)
+        });
     }
 
     /// The session a cookie value opens, marked used now; or why not.
@@ -181,7 +207,7 @@ impl SessionBook {
         let Some(session) = table.get_mut(&key) else {
             return Err(SessionEnd::Unknown);
         };
-        if now_ms - session.created_ms > self.absolute_ms {
+        if now_ms - session.created_ms > self.absolute_ms || session.not_after_ms.is_some_and(|end| now_ms >= end) {
             table.remove(&key);
             return Err(SessionEnd::Expired);
         }
@@ -207,6 +233,15 @@ impl SessionBook {
         let mut table = self.table();
         let before = table.len();
         table.retain(|_, s| &s.with != with);
+        before - table.len()
+    }
+
+    /// Ends every session signed in with `with` except the one with id
+    /// `keep` (the user's own, after changing their password); how many.
+    pub fn end_others(&self, with: &SignedInWith, keep: &str) -> usize {
+        let mut table = self.table();
+        let before = table.len();
+        table.retain(|_, s| &s.with != with || s.id == keep);
         before - table.len()
     }
 
@@ -293,6 +328,62 @@ mod tests {
         assert!(book.end(&new.token).is_some());
         assert!(book.lookup(&new.token, 201).is_err());
         assert_eq!(book.end_all(&with), MAX_SESSIONS_PER_ACCOUNT - 1);
+    }
+
+    #[test]
+    fn a_session_ends_at_its_hard_end_and_others_can_be_ended() {
+        let book = book();
+        let with = SignedInWith::Certificate { serial: "0a".into() };
+        let new = book.create_until(identity(), with.clone(), 0, Some(60_000));
+        assert!(book.lookup(&new.token, 59_999).is_ok());
+        assert_eq!(book.lookup(&new.token, 60_000).unwrap_err(), SessionEnd::Expired);
+        let mine = book.create(identity(), with.clone(), 0);
+        let other = book.create(identity(), with.clone(), 0);
+        assert_eq!(book.end_others(&with, &mine.session.id), 1);
+        assert!(book.lookup(&mine.token, 1).is_ok());
+        assert!(book.lookup(&other.token, 1).is_err());
+    }
+
+    fn headers_with(values: &[String]) -> axum::http::HeaderMap {
+        let mut headers = axum::http::HeaderMap::new();
+        for value in values {
+            if let Ok(value) = axum::http::HeaderValue::from_str(value) {
+                headers.append(axum::http::header::COOKIE, value);
+            }
+        }
+        headers
+    }
+
+    proptest::proptest! {
+        /// Whatever a browser (or anyone) sends as `Cookie`, the parser
+        /// does not panic, and a token it returns is never longer than
+        /// the header.
+        #[test]
+        fn any_cookie_header_parses_without_panicking(values in proptest::collection::vec(".{0,200}", 0..4)) {
+            let headers = headers_with(&values);
+            if let Some(token) = cookie_token(&headers) {
+                proptest::prop_assert!(values.iter().any(|v| v.len() >= token.len()));
+            }
+        }
+
+        /// The session cookie is found among any other cookies, in any
+        /// position, with or without spaces around `;`.
+        #[test]
+        fn the_session_cookie_is_found_among_arbitrary_others(
+            before in proptest::collection::vec(("[a-zA-Z0-9_-]{1,12}", "[a-zA-Z0-9%._-]{0,24}"), 0..5),
+            after in proptest::collection::vec(("[a-zA-Z0-9_-]{1,12}", "[a-zA-Z0-9%._-]{0,24}"), 0..5),
+            token in "[0-9a-f]{64}",
+            spaced in proptest::bool::ANY,
+        ) {
+            let others = |list: &[(String, String)]| {
+                list.iter().filter(|(n, _)| n != SESSION_COOKIE).map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>()
+            };
+            let mut parts = others(&before);
+            parts.push(format!("{SESSION_COOKIE}={token}"));
+            parts.extend(others(&after));
+            let header = parts.join(if spaced { "; " } else { ";" });
+            proptest::prop_assert_eq!(cookie_token(&headers_with(&[header])), Some(token));
+        }
     }
 
     #[test]
