@@ -140,7 +140,8 @@ pub async fn create_account(
     let target_org = body.org.as_deref().map(org).transpose()?;
     let identity = AdminIdentity::new(name, role, target_org).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let target = scope(role, identity.org.as_ref().map(OrgId::as_str))?;
-    blocking(move || {
+    let gate = console.clone();
+    gate.hashing(move || {
         permit_all(&state, &actor, "console.account.create", std::slice::from_ref(&target))?;
         let now = state.now_ms();
         let org = identity.org.clone();
@@ -186,7 +187,8 @@ pub async fn update_account(
     if let Some(p) = &password {
         super::accounts::check_password(p).map_err(problem)?;
     }
-    blocking(move || {
+    let gate = console.clone();
+    gate.hashing(move || {
         let Some(current) = console.accounts.get(&name).map_err(problem)? else {
             // Only operators may learn which names exist across
             // organisations; everyone else is told the same as for an

@@ -49,6 +49,8 @@ pub struct Console {
     pub accounts: Arc<AccountBook>,
     /// Signed-in browsers.
     pub sessions: Arc<SessionBook>,
+    /// The bound on password checks running at once.
+    pub gate: gate::PasswordGate,
 }
 
 impl Console {
@@ -56,7 +58,24 @@ impl Console {
     pub fn load(config: ConsoleConfig, store: Arc<Store>) -> Self {
         let accounts = Arc::new(AccountBook::new(store));
         let sessions = Arc::new(SessionBook::new(&config));
-        Self { config, accounts, sessions }
+        Self { config, accounts, sessions, gate: gate::PasswordGate::default() }
+    }
+
+    /// Runs `work`, which checks or hashes a password, on a blocking
+    /// thread once the gate gives it a turn; `503 busy` (retry shortly)
+    /// when too many are already running or waiting.
+    pub async fn hashing<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, crate::api::problem::ApiError> + Send + 'static,
+    ) -> Result<T, crate::api::problem::ApiError> {
+        use crate::api::problem::ApiError;
+        match self.gate.run(work).await {
+            Ok(result) => result,
+            Err(e @ gate::GateError::Busy) => {
+                Err(ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()))
+            }
+            Err(e @ gate::GateError::Failed) => Err(ApiError::internal(e.to_string())),
+        }
     }
 
     /// The live session a cookie value opens, or the 401 saying why not.

@@ -239,13 +239,15 @@ async fn sign_in(
     let name = request.name.clone();
     let password = Zeroizing::new(request.password);
     let code = request.code.map(Zeroizing::new);
-    let (result, known) = blocking(move || {
-        let result = accounts.sign_in(&name, &password, code.as_deref().map(String::as_str), now_ms, max, lockout_ms);
-        let known =
-            !matches!(result, Err(AccountError::BadCredentials)) || accounts.get(&name).ok().flatten().is_some();
-        Ok((result, known))
-    })
-    .await?;
+    let (result, known) = console
+        .hashing(move || {
+            let result =
+                accounts.sign_in(&name, &password, code.as_deref().map(String::as_str), now_ms, max, lockout_ms);
+            let known =
+                !matches!(result, Err(AccountError::BadCredentials)) || accounts.get(&name).ok().flatten().is_some();
+            Ok((result, known))
+        })
+        .await?;
     let peer = info.peer;
     match result {
         Ok((account, identity)) => {
@@ -524,7 +526,7 @@ async fn change_password(
     }
     let accounts = console.accounts.clone();
     let (current, new) = (Zeroizing::new(request.current), Zeroizing::new(request.new));
-    let result = blocking(move || Ok(accounts.change_password(&name, &current, &new))).await?;
+    let result = console.hashing(move || Ok(accounts.change_password(&name, &current, &new))).await?;
     let org = session.identity.org.clone();
     match result {
         Ok(_) => {
