@@ -526,15 +526,26 @@ async fn accounts_are_managed_within_their_scope_and_every_change_ends_the_accou
     let names: Vec<&str> = list["accounts"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["ada", "sam", "sue"]);
     assert!(list.to_string().find("argon2").is_none(), "no hashes in the list");
-    // Nor can ada touch globex's or the operator's accounts.
-    for target in ["gil", "olga"] {
-        let (status, _) =
+    // Nor can ada touch globex's or the operator's accounts; they are
+    // answered like a name nobody has, so she cannot probe which names
+    // other organisations use (the refusals are audited all the same).
+    let refusals_before =
+        audit_actions(&tc).iter().filter(|(_, a, d)| a == "console.account.update" && d == "Refused").count();
+    for target in ["gil", "olga", "nobody"] {
+        let (status, body) =
             change(&client, &ada, Method::PATCH, &format!("/api/v1/accounts/{target}"), Some(json!({"unlock": true})))
                 .await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{target}");
+        assert_eq!(
+            (status, body["detail"].as_str()),
+            (StatusCode::NOT_FOUND, Some(format!("no account named {target}").as_str())),
+            "{target}"
+        );
         let (status, _) = change(&client, &ada, Method::DELETE, &format!("/api/v1/accounts/{target}"), None).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{target}");
+        assert_eq!(status, StatusCode::NOT_FOUND, "{target}");
     }
+    let refusals_after =
+        audit_actions(&tc).iter().filter(|(_, a, d)| a == "console.account.update" && d == "Refused").count();
+    assert_eq!(refusals_after - refusals_before, 2, "gil and olga were refused and audited");
     // Nor promote her own org's account to operator, nor move it away.
     let (status, _) =
         change(&client, &ada, Method::PATCH, "/api/v1/accounts/sue", Some(json!({"role": "operator"}))).await;

@@ -90,6 +90,26 @@ fn permit_all(
     Ok(())
 }
 
+/// Checks `actor` may touch the existing account `name` (its scope
+/// `target`). For callers other than operators, an account outside their
+/// reach is answered like one that does not exist: otherwise the 403 and
+/// 404 would tell an org-admin which names other organisations use. The
+/// refusal is audited all the same.
+fn permit_existing(
+    state: &ApiState,
+    actor: &Actor,
+    action: &str,
+    name: &str,
+    target: &(Option<OrgId>, Access),
+) -> Result<(), ApiError> {
+    match permit_all(state, actor, action, std::slice::from_ref(target)) {
+        Err(_) if actor.identity.role != AdminRole::Operator => {
+            Err(ApiError::not_found(format!("no account named {name}")))
+        }
+        other => other,
+    }
+}
+
 fn audit(state: &ApiState, actor: &Actor, action: &str, org: Option<&OrgId>, outcome: AuditOutcome, detail: &str) {
     state.context.audit(&actor.audit_name(), action, org, outcome, detail);
 }
@@ -209,11 +229,11 @@ pub async fn update_account(
         } else {
             None
         };
-        let mut scopes = vec![old_scope];
+        permit_existing(&state, &actor, "console.account.update", &name, &old_scope)?;
         if let Some(identity) = &identity {
-            scopes.push(scope(identity.role, identity.org.as_ref().map(OrgId::as_str))?);
+            let new_scope = scope(identity.role, identity.org.as_ref().map(OrgId::as_str))?;
+            permit_all(&state, &actor, "console.account.update", std::slice::from_ref(&new_scope))?;
         }
-        permit_all(&state, &actor, "console.account.update", &scopes)?;
         let mut what = Vec::new();
         if let Some(identity) = &identity {
             what.push(match &identity.org {
@@ -280,7 +300,7 @@ pub async fn delete_account(
             return Err(ApiError::not_found(format!("no account named {name}")));
         };
         let target = scope(current.role, current.org.as_deref())?;
-        permit_all(&state, &actor, "console.account.delete", std::slice::from_ref(&target))?;
+        permit_existing(&state, &actor, "console.account.delete", &name, &target)?;
         console.accounts.delete(&name).map_err(problem)?;
         let ended = console.sessions.end_all(&SignedInWith::Password { account: name.clone() });
         let org = org_of(current.org.as_deref());
