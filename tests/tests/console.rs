@@ -740,7 +740,16 @@ async fn a_browser_certificate_signs_in_only_where_configured_and_not_once_revok
         .expect("serial");
     let response =
         operator.request(Method::POST, &format!("/api/v1/identities/admins/{serial}/revoke")).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK, "{}", response.text().await.unwrap_or_default());
+    assert_eq!(response.status(), StatusCode::OK);
+    let revoked: Value = response.json().await.unwrap();
+    assert!(revoked["connections_closed"].as_u64().unwrap() >= 1, "{revoked}");
+    // The session ended with the revocation itself, before any request.
+    let console = tc.collector.api().and_then(|api| api.console.clone()).unwrap();
+    let live = console.sessions.list(clock.now_millis());
+    assert!(
+        !live.iter().any(|s| matches!(&s.with, glimpse_collector::api::console::sessions::SignedInWith::Certificate { serial: s } if *s == serial)),
+        "no session of the revoked certificate is left"
+    );
     let (status, _, _) = send(&anonymous, &browser, Method::GET, "/api/v1/whoami", None, &[]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "a revoked certificate's session ends");
     let with_cert = api_client(&admin).await;

@@ -50,7 +50,7 @@ pub struct AdminRevoked {
     pub admin: AdminRecord,
     /// Whether it was active until now (`false`: it was already revoked).
     pub was_active: bool,
-    /// Live connections that used it, closed at once.
+    /// Live connections and console sessions that used it, closed at once.
     pub connections_closed: u32,
 }
 
@@ -151,7 +151,13 @@ pub async fn revoke_admin(
         let (admin, was_active) = admins
             .revoke(&target.serial, state.now_ms())
             .map_err(|e| ApiError::unavailable(format!("the revocation could not be stored: {e}")))?;
-        let closed = state.live.cut(|c| *c == Credential::Certificate(admin.serial.clone()));
+        let mut closed = state.live.cut(|c| *c == Credential::Certificate(admin.serial.clone()));
+        // Console sessions opened with the certificate end now too, not at
+        // their next request.
+        if let Some(console) = &state.console {
+            let with = crate::api::console::sessions::SignedInWith::Certificate { serial: admin.serial.clone() };
+            closed += console.sessions.end_all(&with);
+        }
         context.audit(
             &actor.audit_name(),
             "identity.revoke",
