@@ -314,6 +314,41 @@ async fn demo_capture(dir: &Path, identity: &DeviceIdentity, collector: &Collect
     Ok(())
 }
 
+/// The console account the demo makes, an operator.
+const DEMO_CONSOLE_ACCOUNT: &str = "demo";
+
+/// Makes the demo's console account with a fresh random password, written
+/// to `<dir>/console-password` (mode 0600), unless a run before made it;
+/// returns the password file.
+fn console_account(dir: &Path, collector: &Collector) -> anyhow::Result<Option<PathBuf>> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    let Some(console) = collector.api().and_then(|api| api.console.clone()) else { return Ok(None) };
+    let path = dir.join("console-password");
+    if console.accounts.get(DEMO_CONSOLE_ACCOUNT)?.is_some() {
+        return Ok(path.exists().then_some(path));
+    }
+    let secret = glimpse_common::secret::SecretKey::generate().map_err(|_| anyhow::anyhow!("no randomness"))?;
+    let password = zeroize::Zeroizing::new(secret.to_hex()[..24].to_owned());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(file, "{}", password.as_str())?;
+    let identity = glimpse_common::identity::AdminIdentity::new(
+        glimpse_common::identity::AdminName::new(DEMO_CONSOLE_ACCOUNT)?,
+        glimpse_common::identity::AdminRole::Operator,
+        None,
+    )?;
+    let now = collector.store().clock().now_millis();
+    console.accounts.create(&identity, &password, "glimpse-demo", now)?;
+    Ok(Some(path))
+}
+
 /// Runs the demo and prints its summary.
 async fn run(options: DemoOptions) -> anyhow::Result<()> {
     prepare(&options)?;
@@ -336,6 +371,13 @@ async fn run(options: DemoOptions) -> anyhow::Result<()> {
     };
     let addr = collector.local_addr();
     println!("collector listening on {addr} (mutual TLS, data in {})", config.data_dir.display());
+    let console_password = match console_account(dir, &collector) {
+        Ok(path) => path,
+        Err(e) => {
+            println!("web console account skipped: {e:#}");
+            None
+        }
+    };
 
     let mut identities = device_identities(usize::from(options.agents));
     let mut agents = Vec::new();
@@ -466,5 +508,12 @@ async fn run(options: DemoOptions) -> anyhow::Result<()> {
         admin_dir.join("admin.pem").display(),
         admin_dir.join("admin.key").display()
     );
+    if let (Some(admin), Some(password)) = (config.admin_listen, console_password) {
+        println!(
+            "web console (with `serve` running): https://{admin}/console/ as `{DEMO_CONSOLE_ACCOUNT}` (operator), \
+             password in {} (the browser warns: the demo's own CA signed the certificate)",
+            password.display()
+        );
+    }
     Ok(())
 }
