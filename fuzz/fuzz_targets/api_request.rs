@@ -25,6 +25,11 @@ fuzz_target!(|data: &[u8]| {
     round_trip::<SubjectEraseRequest>(data);
     round_trip::<DeleteOrgRequest>(data);
     round_trip::<TokenCreateRequest>(data);
+    round_trip::<AccountCreateRequest>(data);
+    round_trip::<AccountUpdateRequest>(data);
+    round_trip::<AuditQuery>(data);
+    round_trip::<RatesQuery>(data);
+    round_trip::<PacketsQuery>(data);
     round_trip::<Problem>(data);
     let mut rest = data;
     while let Ok(Some((payload, used))) = parse_frame(rest, 64 * 1024) {
