@@ -625,3 +625,31 @@ pub fn openssh(
     }
     child.wait_with_output().unwrap()
 }
+
+/// Sends a request and returns the status and the body as JSON (`Null`
+/// when empty or not JSON), checking that every error is a problem
+/// document.
+pub async fn api_call(
+    client: &glimpse_admin_client::ApiClient,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let mut request = client.request(method.clone(), path);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let status = response.status();
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let bytes = response.bytes().await.expect("body");
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    if !status.is_success() {
+        assert_eq!(content_type, "application/problem+json", "{method} {path} -> {status}: {bytes:?}");
+        assert_eq!(json["status"].as_u64(), Some(u64::from(status.as_u16())), "{json}");
+        assert!(json["code"].as_str().is_some_and(|c| !c.is_empty()), "{json}");
+        assert!(json["type"].as_str().is_some_and(|t| t.starts_with("urn:glimpse:problem:")), "{json}");
+    }
+    (status, json)
+}

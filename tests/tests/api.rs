@@ -13,28 +13,7 @@ use glimpse_admin_client::{AdminCredentials, ApiClient};
 use glimpse_common::identity::AdminRole;
 use glimpse_tests::*;
 
-/// Sends a request and returns the status and the body as JSON (`Null`
-/// when empty or not JSON), checking that every error is a problem
-/// document.
-async fn call(client: &ApiClient, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut request = client.request(method.clone(), path);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let status = response.status();
-    let content_type =
-        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let bytes = response.bytes().await.expect("body");
-    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    if !status.is_success() {
-        assert_eq!(content_type, "application/problem+json", "{method} {path} -> {status}: {bytes:?}");
-        assert_eq!(json["status"].as_u64(), Some(u64::from(status.as_u16())), "{json}");
-        assert!(json["code"].as_str().is_some_and(|c| !c.is_empty()), "{json}");
-        assert!(json["type"].as_str().is_some_and(|t| t.starts_with("urn:glimpse:problem:")), "{json}");
-    }
-    (status, json)
-}
+use glimpse_tests::api_call as call;
 
 /// Creates a token as `creator` and returns its secret and id.
 async fn create_token(creator: &ApiClient, body: Value) -> (String, String) {

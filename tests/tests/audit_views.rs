@@ -13,18 +13,9 @@ use glimpse_common::clock::{Clock, ManualClock, SystemClock};
 use glimpse_common::identity::AdminRole;
 use glimpse_tests::*;
 
-const HOUR: i64 = 3_600_000;
+use glimpse_tests::api_call as call;
 
-async fn call(client: &ApiClient, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut request = client.request(method.clone(), path);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let status = response.status();
-    let json = response.json().await.unwrap_or(Value::Null);
-    (status, json)
-}
+const HOUR: i64 = 3_600_000;
 
 async fn get(client: &ApiClient, path: &str) -> (StatusCode, Value) {
     call(client, Method::GET, path, None).await
