@@ -653,3 +653,30 @@ pub async fn api_call(
     }
     (status, json)
 }
+
+/// RFC 4648 base32 (no padding) back to bytes, as an authenticator app
+/// reads the secret.
+pub fn base32_decode(text: &str) -> Vec<u8> {
+    let (mut out, mut buffer, mut bits) = (Vec::new(), 0u32, 0u32);
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'2'..=b'7' => c - b'2' + 26,
+            _ => panic!("not base32: {c}"),
+        };
+        buffer = (buffer << 5) | u32::from(v);
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+            buffer &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+/// The code an authenticator app shows for `key` at `now_ms`.
+pub fn totp_code_for(key: &[u8], now_ms: i64) -> String {
+    use glimpse_collector::api::console::totp;
+    totp::format_code(totp::code_at(key, totp::step_of(now_ms) as u64))
+}

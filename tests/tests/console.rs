@@ -322,33 +322,6 @@ async fn sign_in_with_code(client: &ApiClient, name: &str, password: &str, code:
     (status, Browser { cookie, csrf }, body)
 }
 
-/// RFC 4648 base32 (no padding) back to bytes, as an authenticator app
-/// reads the secret.
-fn base32_decode(text: &str) -> Vec<u8> {
-    let (mut out, mut buffer, mut bits) = (Vec::new(), 0u32, 0u32);
-    for c in text.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'2'..=b'7' => c - b'2' + 26,
-            _ => panic!("not base32: {c}"),
-        };
-        buffer = (buffer << 5) | u32::from(v);
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buffer >> bits) as u8);
-            buffer &= (1 << bits) - 1;
-        }
-    }
-    out
-}
-
-/// The code an authenticator app shows for `key` at `now_ms`.
-fn code_for(key: &[u8], now_ms: i64) -> String {
-    use glimpse_collector::api::console::totp;
-    totp::format_code(totp::code_at(key, totp::step_of(now_ms) as u64))
-}
-
 fn has_entry(tc: &TestCollector, actor: &str, action: &str, outcome: &str) -> bool {
     audit_actions(tc).iter().any(|(a, b, c)| a.starts_with(actor) && b == action && c == outcome)
 }
@@ -384,11 +357,13 @@ async fn totp_enrolment_then_sign_in_needs_a_fresh_code_and_wrong_codes_lock_the
     assert_eq!(status, StatusCode::OK);
     let (status, body) =
         change(&client, &browser, Method::PUT, "/console/api/totp", Some(json!({"code": "000000"}))).await;
-    let wrong = if code_for(&key, clock.now_millis()) == "000000" { StatusCode::OK } else { StatusCode::FORBIDDEN };
+    let wrong =
+        if totp_code_for(&key, clock.now_millis()) == "000000" { StatusCode::OK } else { StatusCode::FORBIDDEN };
     assert_eq!(status, wrong, "{body}");
     let now = clock.now_millis();
     let (status, body) =
-        change(&client, &browser, Method::PUT, "/console/api/totp", Some(json!({"code": code_for(&key, now)}))).await;
+        change(&client, &browser, Method::PUT, "/console/api/totp", Some(json!({"code": totp_code_for(&key, now)})))
+            .await;
     assert_eq!((status, body["enabled"].as_bool()), (StatusCode::OK, Some(true)), "{body}");
     let (_, _, info) = send(&client, &browser, Method::GET, "/api/v1/accounts", None, &[]).await;
     assert_eq!(info["accounts"][0]["totp"], true, "{info}");
@@ -398,11 +373,11 @@ async fn totp_enrolment_then_sign_in_needs_a_fresh_code_and_wrong_codes_lock_the
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["detail"], "wrong account name or password");
     // The code that confirmed set-up was used: it is refused (replay).
-    let (status, _, body) = sign_in_with_code(&client, "ada", PASSWORD, &code_for(&key, now)).await;
+    let (status, _, body) = sign_in_with_code(&client, "ada", PASSWORD, &totp_code_for(&key, now)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "a used code is never accepted again: {body}");
     // The next step's code signs in, once.
     clock.advance(30_000);
-    let code = code_for(&key, clock.now_millis());
+    let code = totp_code_for(&key, clock.now_millis());
     let (status, ada, body) = sign_in_with_code(&client, "ada", PASSWORD, &code).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, _, _) = sign_in_with_code(&client, "ada", PASSWORD, &code).await;
@@ -410,13 +385,13 @@ async fn totp_enrolment_then_sign_in_needs_a_fresh_code_and_wrong_codes_lock_the
     // A code with the wrong password does not sign in either.
     clock.advance(30_000);
     let (status, _, _) =
-        sign_in_with_code(&client, "ada", "not the passphrase", &code_for(&key, clock.now_millis())).await;
+        sign_in_with_code(&client, "ada", "not the passphrase", &totp_code_for(&key, clock.now_millis())).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // Wrong codes with the right password count towards the lockout (5
     // in a row, the wrong password above being the first).
     clock.advance(30_000);
-    let good = code_for(&key, clock.now_millis());
+    let good = totp_code_for(&key, clock.now_millis());
     let bad = if good == "123456" { "654321" } else { "123456" };
     for _ in 0..3 {
         let (status, _, _) = sign_in_with_code(&client, "ada", PASSWORD, bad).await;
@@ -449,7 +424,7 @@ async fn totp_enrolment_then_sign_in_needs_a_fresh_code_and_wrong_codes_lock_the
         &ada,
         Method::PUT,
         "/console/api/totp",
-        Some(json!({"code": code_for(&key, clock.now_millis())})),
+        Some(json!({"code": totp_code_for(&key, clock.now_millis())})),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -459,7 +434,7 @@ async fn totp_enrolment_then_sign_in_needs_a_fresh_code_and_wrong_codes_lock_the
         &ada,
         Method::DELETE,
         "/console/api/totp",
-        Some(json!({"code": code_for(&key, clock.now_millis())})),
+        Some(json!({"code": totp_code_for(&key, clock.now_millis())})),
     )
     .await;
     assert_eq!((status, body["enabled"].as_bool()), (StatusCode::OK, Some(false)), "{body}");

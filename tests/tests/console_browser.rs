@@ -294,6 +294,18 @@ async fn support_is_refused_without_a_grant_and_allowed_with_one() {
     open(&support, "#/").await;
     support.wait_for_text("#error", "only under a grant").await;
 
+    // The admin sees what support did under the grant, and what was
+    // refused outside it.
+    admin.refresh().await;
+    let history = admin.wait_for_text("#grant-history", "ended early").await;
+    assert!(history.contains("4 h granted"), "{history}");
+    let actions = admin.text("#grant-history table").await;
+    assert!(actions.contains("console:sam (support of umbrella") && actions.contains("org.status"), "{actions}");
+    assert!(actions.contains("devices.list"), "support's reads are audited too: {actions}");
+    let refused = admin.text("table#support-refused").await;
+    assert!(refused.contains("console:sam") && refused.contains("only under a grant"), "{refused}");
+    admin.screenshot_for_docs("support-history").await;
+
     support.finish(&origin).await;
     admin.finish(&origin).await;
     agent.shutdown().await;
@@ -447,6 +459,19 @@ async fn a_capture_started_in_the_browser_finishes_and_downloads_as_pcapng() {
     assert_eq!(lines.len(), 3, "tshark reads the 3 packets: {lines:#?}");
     assert!(lines.iter().all(|l| l.contains("UDP") && l.contains(&port.to_string())), "{lines:#?}");
 
+    // The capture's packets, decoded from the stored headers, each marked
+    // as headers only.
+    browser.click("table#captures button[data-capture]").await;
+    browser.wait_for_text("#packets-count", "of 3").await;
+    let packets = browser.text("table#packets").await;
+    let rows: Vec<&str> = packets.lines().filter(|l| l.contains("headers only")).collect();
+    assert_eq!(rows.len(), 3, "three packets, each headers only: {packets}");
+    assert!(
+        rows.iter().all(|r| r.to_lowercase().contains("udp") && r.contains(&format!("127.0.0.1:{port}"))),
+        "{packets}"
+    );
+    browser.screenshot_for_docs("packets").await;
+
     browser.finish(&origin).await;
     agent.shutdown().await;
 }
@@ -512,4 +537,170 @@ async fn the_network_log_sees_a_request_to_another_origin() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     browser.close().await;
+}
+
+/// Counter records stored for `device`.
+fn stored_counter_records(tc: &TestCollector, device: &Device) -> usize {
+    use glimpse_common::record::{DataKind, RecordBody};
+    let mut count = 0;
+    tc.collector
+        .store()
+        .read_after(&device.identity.org, DataKind::Metadata, (None, None), None, &mut |_, stored| {
+            if stored.device == device.identity.device && matches!(stored.record.body, RecordBody::Counters(_)) {
+                count += 1;
+            }
+            std::ops::ControlFlow::Continue(())
+        })
+        .expect("the store reads");
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_every_organisation_the_device_charts_and_the_data_rights_page() {
+    if !browser_available() {
+        return;
+    }
+    let _side_by_side = TIMED_ALONE.read().await;
+    init_logging();
+    let org = "contoso".to_owned();
+    let device = issue_device(&org);
+    let tc = TestCollector::start().await;
+    add_account(&tc, "olga", AdminRole::Operator, None);
+    add_account(&tc, "ada", AdminRole::OrgAdmin, Some(&org));
+    // This host's real interfaces: their counters change between reports.
+    let agent = streaming_agent(&tc, &device).await;
+    wait_until("three counter reports stored", || stored_counter_records(&tc, &device) >= 3).await;
+    let origin = origin(&tc);
+    let driver = ChromeDriver::start().await;
+    let (browser, admin) = (driver.browser().await, driver.browser().await);
+
+    // An org-admin is not offered the operators' pages.
+    sign_in(&admin, &origin, "ada").await;
+    assert!(!admin.exists("nav a[href=\"#/orgs\"]").await && !admin.exists("nav a[href=\"#/operator\"]").await);
+    admin.finish(&origin).await;
+
+    sign_in(&browser, &origin, "olga").await;
+    open(&browser, "#/orgs").await;
+    let orgs = browser.wait_for_text("table#orgs", &org).await;
+    assert!(
+        orgs.contains("ap: 1") || orgs.contains("1 ap") || orgs.contains("ap 1"),
+        "one access point connected: {orgs}"
+    );
+    browser.screenshot_for_docs("orgs").await;
+    open(&browser, "#/operator").await;
+    browser.wait_for_text("table#store-sizes", &org).await;
+    let certs = browser.wait_for_text("table#collector-certs", "CA").await;
+    assert!(certs.contains("collector"), "{certs}");
+    assert!(!browser.text("#ingest-rate").await.is_empty());
+    browser.screenshot_for_docs("operator").await;
+
+    // The device page: rate charts drawn from the interval counters.
+    open(&browser, "#/devices").await;
+    browser.type_into("#org", &org).await;
+    browser.click("#org-form button[type=submit]").await;
+    browser.wait_for_text("table#devices", device.identity.device.as_str()).await;
+    browser.click("table#devices a.device-link").await;
+    browser.wait_for_text("#main", &format!("Device {}", device.identity.device)).await;
+    browser.wait_for_text("table#device-detail", "tls").await;
+    browser
+        .wait_for_js("a drawn Tx/Rx series", "document.querySelector('svg#chart-bits-0 path[stroke-width]') !== null")
+        .await;
+    let chart = browser.text("#rate-charts").await;
+    assert!(["b/s", "kb/s", "Mb/s", "Gb/s"].iter().any(|u| chart.contains(u)), "a unit on the axis: {chart}");
+    assert!(chart.contains("Time ("), "the time axis names its zone: {chart}");
+    let label = browser
+        .execute("return document.querySelector('svg#chart-bits-0').getAttribute('aria-labelledby')", json!([]))
+        .await;
+    assert!(label.as_str().is_some_and(|l| !l.is_empty()), "the chart has an accessible name");
+    browser.click("#range-6h").await;
+    browser
+        .wait_for_js(
+            "the 6 h range chosen",
+            "document.querySelector('#range-6h').getAttribute('aria-pressed') === 'true'",
+        )
+        .await;
+    browser
+        .wait_for_js("the chart redrawn", "document.querySelector('svg#chart-bits-0 path[stroke-width]') !== null")
+        .await;
+    // The last five minutes, in 5 s buckets: the seconds this test streamed.
+    browser.click("#range-5m").await;
+    browser.wait_for_text("#rates-summary", "over the last 5 min, in 5 s buckets").await;
+    browser
+        .wait_for_js("the chart redrawn", "document.querySelector('svg#chart-bits-0 path[stroke-width]') !== null")
+        .await;
+    browser.screenshot_for_docs("device").await;
+
+    // Data rights: nothing stored about an address nobody used; the
+    // policy saved reaches the organisation's status.
+    open(&browser, "#/rights").await;
+    browser.type_into("#subject-value", "02:00:5e:99:99:99").await;
+    browser.click("#subject-find").await;
+    browser.wait_for_text("#subject-found", "0 stored records").await;
+    browser.click("#omit-hostname").await;
+    browser.click("#pseudonymise-macs").await;
+    browser.click("#policy-save").await;
+    browser.wait_for_text("#policy-saved", "Saved").await;
+    let status = browser.fetch("GET", &format!("/api/v1/orgs/{org}"), json!({}), None).await;
+    let status = status.json();
+    assert_eq!(status["omitted_fields"], json!(["hostname"]), "{status}");
+    assert_eq!(status["pseudonymise_macs"], json!(true), "{status}");
+    browser.screenshot_for_docs("rights").await;
+
+    browser.finish(&origin).await;
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_made_in_the_browser_sets_up_one_time_codes_and_then_needs_one() {
+    if !browser_available() {
+        return;
+    }
+    let _side_by_side = TIMED_ALONE.read().await;
+    init_logging();
+    let clock = Arc::new(ManualClock::new(SystemClock.now_millis()));
+    let org = "fabrikam".to_owned();
+    let tc = TestCollector::start_with_clock(clock.clone()).await;
+    add_account(&tc, "olga", AdminRole::Operator, None);
+    let origin = origin(&tc);
+    let driver = ChromeDriver::start().await;
+    let (operator, user) = (driver.browser().await, driver.browser().await);
+
+    // The operator makes an org-admin account on the Accounts page.
+    sign_in(&operator, &origin, "olga").await;
+    open(&operator, "#/accounts").await;
+    operator.type_into("#account-name", "bea").await;
+    operator.select("#account-role", "org-admin").await;
+    operator.type_into("#account-org", &org).await;
+    operator.type_into("#account-password", PASSWORD).await;
+    operator.click("#account-create").await;
+    let accounts = operator.wait_for_text("table#accounts", "bea").await;
+    assert!(accounts.contains(&org), "{accounts}");
+    operator.screenshot_for_docs("accounts").await;
+
+    // Bea sets up one-time codes with the key shown, confirmed by a code.
+    sign_in(&user, &origin, "bea").await;
+    open(&user, "#/account").await;
+    user.click("#totp-enrol").await;
+    user.wait_for_js("the key shown", "(document.querySelector('#totp-secret')?.textContent || '').length > 0").await;
+    let secret = user.text("#totp-secret").await;
+    let key = base32_decode(secret.trim());
+    assert!(key.len() >= 20, "an RFC 6238 key of 160 bits or more: {secret}");
+    user.type_into("#totp-code", &totp_code_for(&key, clock.now_millis())).await;
+    user.click("#totp-confirm").await;
+    user.wait_for_text("#totp-status", "codes are on").await;
+    user.screenshot_for_docs("account").await;
+    user.click("#signout").await;
+    user.wait_for_text("#signin-submit", "Sign in").await;
+
+    // Now the password alone is refused, and the same code twice too: a
+    // fresh code (the next step) signs in.
+    submit_sign_in(&user, &origin, "bea", PASSWORD).await;
+    user.wait_for_text("#signin-error", "wrong account name or password").await;
+    clock.advance(30_000);
+    user.type_into("#code", &totp_code_for(&key, clock.now_millis())).await;
+    submit_sign_in(&user, &origin, "bea", PASSWORD).await;
+    user.wait_for_text("#whoami", "bea").await;
+
+    user.finish(&origin).await;
+    operator.finish(&origin).await;
 }

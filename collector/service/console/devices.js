@@ -17,7 +17,8 @@ export async function devicesPage(main) {
 }
 
 // Each range with a bucket count that gives round bucket lengths.
-const RANGES = [["1h", "1 h", 3600e3, 60], ["6h", "6 h", 6 * 3600e3, 72], ["24h", "24 h", 86400e3, 96], ["7d", "7 d", 7 * 86400e3, 168]];
+// The short ones are for watching a problem as it happens.
+const RANGES = [["5m", "5 min", 300e3, 60], ["15m", "15 min", 900e3, 90], ["1h", "1 h", 3600e3, 60], ["6h", "6 h", 6 * 3600e3, 72], ["24h", "24 h", 86400e3, 96], ["7d", "7 d", 7 * 86400e3, 168]];
 
 const list = (xs) => (xs && xs.length ? xs.join(", ") : "–");
 const vlans = (ranges) => list((ranges || []).map((r) => (r.first === r.last ? String(r.first) : `${r.first}–${r.last}`)));
@@ -79,13 +80,17 @@ export async function devicePage(main) {
   const buttons = RANGES.map(([key, label]) => el("button", { type: "button", id: `range-${key}`, "aria-pressed": key === chosen ? "true" : "false" }, label));
   const picker = el("div", { class: "ranges", role: "group", "aria-label": "Time range" }, el("span", {}, "Range: "), ...buttons);
   main.append(el("h2", {}, "Interface rates"), picker, charts);
+  // Only the newest request draws: an answer for a range clicked away
+  // from must not replace the one chosen since.
+  let asked = 0;
   async function draw(key) {
+    const mine = ++asked;
     state.range = key;
     buttons.forEach((b) => b.setAttribute("aria-pressed", b.id === `range-${key}` ? "true" : "false"));
     const [, label, span, buckets] = RANGES.find((r) => r[0] === key);
     const to = Date.now();
     const rates = await call("GET", `${base}/rates?from_ms=${to - span}&to_ms=${to}&buckets=${buckets}`).catch(fail(box));
-    if (!rates) return;
+    if (!rates || mine !== asked) return;
     const bucketMs = rates.bucket_ms;
     const times = rates.bucket_starts_ms;
     const out = [el("p", { class: "muted", id: "rates-summary" },
