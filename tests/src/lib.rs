@@ -680,3 +680,37 @@ pub fn totp_code_for(key: &[u8], now_ms: i64) -> String {
     use glimpse_collector::api::console::totp;
     totp::format_code(totp::code_at(key, totp::step_of(now_ms) as u64))
 }
+
+/// The password of the console accounts tests make.
+pub const CONSOLE_PASSWORD: &str = "a long enough passphrase";
+
+/// Makes a console account on `tc` with [`CONSOLE_PASSWORD`], as
+/// `glimpse-collector account add` would.
+pub fn add_console_account(
+    tc: &TestCollector,
+    name: &str,
+    role: glimpse_common::identity::AdminRole,
+    org: Option<&str>,
+) {
+    use glimpse_common::identity::{AdminIdentity, AdminName};
+    let console = tc.collector.api().and_then(|api| api.console.clone()).expect("console enabled");
+    let identity =
+        AdminIdentity::new(AdminName::new(name).expect("name"), role, org.map(|o| OrgId::new(o).expect("org")))
+            .expect("identity");
+    let now = tc.collector.store().clock().now_millis();
+    console.accounts.create(&identity, CONSOLE_PASSWORD, "test", now).expect("account created");
+}
+
+/// Copies the directory tree `from` to `to` (test fixtures).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read fixture dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy fixture");
+        }
+    }
+}

@@ -13,18 +13,10 @@ use serde_json::{json, Value};
 
 use glimpse_admin_client::ApiClient;
 use glimpse_common::clock::{Clock, ManualClock, SystemClock};
-use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole, OrgId};
+use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole};
 use glimpse_tests::*;
 
-const PASSWORD: &str = "a long enough passphrase";
-
-fn add_account(tc: &TestCollector, name: &str, role: AdminRole, org: Option<&str>) {
-    let console = tc.collector.api().and_then(|api| api.console.clone()).expect("console enabled");
-    let identity =
-        AdminIdentity::new(AdminName::new(name).unwrap(), role, org.map(|o| OrgId::new(o).unwrap())).unwrap();
-    let now = tc.collector.store().clock().now_millis();
-    console.accounts.create(&identity, PASSWORD, "test", now).expect("account created");
-}
+const PASSWORD: &str = CONSOLE_PASSWORD;
 
 /// A browser's view: the session cookie (if any) and its CSRF token.
 #[derive(Default)]
@@ -112,7 +104,7 @@ async fn the_console_is_served_from_the_binary_with_a_strict_policy() {
 async fn a_session_acts_with_its_accounts_scope_and_every_change_needs_its_csrf_token() {
     init_logging();
     let tc = TestCollector::start().await;
-    add_account(&tc, "ada", AdminRole::OrgAdmin, Some("acme"));
+    add_console_account(&tc, "ada", AdminRole::OrgAdmin, Some("acme"));
     let client = anonymous_api(&tc).await;
 
     let (status, browser, _) = sign_in(&client, "ada", "not the passphrase").await;
@@ -192,7 +184,7 @@ async fn accounts_lock_after_repeated_failures_and_sessions_expire_on_the_collec
     init_logging();
     let clock = Arc::new(ManualClock::new(SystemClock.now_millis()));
     let tc = TestCollector::start_with_clock(clock.clone()).await;
-    add_account(&tc, "olga", AdminRole::Operator, None);
+    add_console_account(&tc, "olga", AdminRole::Operator, None);
     let client = anonymous_api(&tc).await;
 
     for _ in 0..5 {
@@ -331,8 +323,8 @@ async fn totp_enrolment_then_sign_in_needs_a_fresh_code_and_wrong_codes_lock_the
     init_logging();
     let clock = Arc::new(ManualClock::new(SystemClock.now_millis()));
     let tc = TestCollector::start_with_clock(clock.clone()).await;
-    add_account(&tc, "ada", AdminRole::OrgAdmin, Some("acme"));
-    add_account(&tc, "olga", AdminRole::Operator, None);
+    add_console_account(&tc, "ada", AdminRole::OrgAdmin, Some("acme"));
+    add_console_account(&tc, "olga", AdminRole::Operator, None);
     let client = anonymous_api(&tc).await;
 
     let (status, browser, _) = sign_in(&client, "ada", PASSWORD).await;
@@ -464,10 +456,10 @@ fn hex_of(bytes: &[u8]) -> String {
 async fn accounts_are_managed_within_their_scope_and_every_change_ends_the_accounts_sessions() {
     init_logging();
     let tc = TestCollector::start().await;
-    add_account(&tc, "olga", AdminRole::Operator, None);
-    add_account(&tc, "ada", AdminRole::OrgAdmin, Some("acme"));
-    add_account(&tc, "sam", AdminRole::Support, Some("acme"));
-    add_account(&tc, "gil", AdminRole::OrgAdmin, Some("globex"));
+    add_console_account(&tc, "olga", AdminRole::Operator, None);
+    add_console_account(&tc, "ada", AdminRole::OrgAdmin, Some("acme"));
+    add_console_account(&tc, "sam", AdminRole::Support, Some("acme"));
+    add_console_account(&tc, "gil", AdminRole::OrgAdmin, Some("globex"));
     let client = anonymous_api(&tc).await;
     let (_, ada, _) = sign_in(&client, "ada", PASSWORD).await;
 

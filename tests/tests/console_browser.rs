@@ -17,7 +17,7 @@ use reqwest::{header, Method, StatusCode};
 use serde_json::{json, Value};
 
 use glimpse_common::clock::{Clock, ManualClock, SystemClock};
-use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole, OrgId};
+use glimpse_common::identity::AdminRole;
 use glimpse_tests::browser::{browser_available, Browser, ChromeDriver};
 use glimpse_tests::*;
 
@@ -31,16 +31,8 @@ static TIMED_ALONE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(())
 // Each test names its own organisations: every collector of this binary
 // imports the registrations of every device issued in its shared PKI, so
 // one name per test keeps one test's devices off another's pages.
-const PASSWORD: &str = "a long enough passphrase";
+const PASSWORD: &str = CONSOLE_PASSWORD;
 const SESSION_COOKIE: &str = "__Host-glimpse_session";
-
-fn add_account(tc: &TestCollector, name: &str, role: AdminRole, org: Option<&str>) {
-    let console = tc.collector.api().and_then(|api| api.console.clone()).expect("console enabled");
-    let identity =
-        AdminIdentity::new(AdminName::new(name).unwrap(), role, org.map(|o| OrgId::new(o).unwrap())).unwrap();
-    let now = tc.collector.store().clock().now_millis();
-    console.accounts.create(&identity, PASSWORD, "test", now).expect("account created");
-}
 
 /// The console's origin: the collector's admin HTTPS port.
 fn origin(tc: &TestCollector) -> String {
@@ -94,7 +86,7 @@ async fn signing_in_shows_the_account_and_signing_out_ends_the_session() {
     let org = "acme".to_owned();
     let (device, other) = (issue_device(&org), issue_device(&org));
     let tc = TestCollector::start().await;
-    add_account(&tc, "olga", AdminRole::Operator, None);
+    add_console_account(&tc, "olga", AdminRole::Operator, None);
     let agent = streaming_agent(&tc, &device).await;
     let other_agent = streaming_agent(&tc, &other).await;
     let origin = origin(&tc);
@@ -172,7 +164,7 @@ async fn a_wrong_password_is_refused_and_five_lock_the_account() {
     let _side_by_side = TIMED_ALONE.read().await;
     init_logging();
     let tc = TestCollector::start().await;
-    add_account(&tc, "ada", AdminRole::OrgAdmin, Some("lockorg"));
+    add_console_account(&tc, "ada", AdminRole::OrgAdmin, Some("lockorg"));
     let origin = origin(&tc);
     let driver = ChromeDriver::start().await;
     let browser = driver.browser().await;
@@ -211,7 +203,7 @@ async fn an_org_admin_sees_only_their_own_organisation() {
     let (ours, theirs) = ("initech".to_owned(), "globex".to_owned());
     let (our_device, their_device) = (issue_device(&ours), issue_device(&theirs));
     let tc = TestCollector::start().await;
-    add_account(&tc, "ada", AdminRole::OrgAdmin, Some(&ours));
+    add_console_account(&tc, "ada", AdminRole::OrgAdmin, Some(&ours));
     let our_agent = streaming_agent(&tc, &our_device).await;
     let their_agent = streaming_agent(&tc, &their_device).await;
     let origin = origin(&tc);
@@ -250,8 +242,8 @@ async fn support_is_refused_without_a_grant_and_allowed_with_one() {
     let org = "umbrella".to_owned();
     let device = issue_device(&org);
     let tc = TestCollector::start().await;
-    add_account(&tc, "ada", AdminRole::OrgAdmin, Some(&org));
-    add_account(&tc, "sam", AdminRole::Support, Some(&org));
+    add_console_account(&tc, "ada", AdminRole::OrgAdmin, Some(&org));
+    add_console_account(&tc, "sam", AdminRole::Support, Some(&org));
     let agent = streaming_agent(&tc, &device).await;
     let origin = origin(&tc);
     let driver = ChromeDriver::start().await;
@@ -322,8 +314,8 @@ async fn a_support_grant_ends_on_the_collectors_clock() {
     let org = "wayne".to_owned();
     let device = issue_device(&org);
     let tc = TestCollector::start_with_clock(clock.clone()).await;
-    add_account(&tc, "ada", AdminRole::OrgAdmin, Some(&org));
-    add_account(&tc, "sam", AdminRole::Support, Some(&org));
+    add_console_account(&tc, "ada", AdminRole::OrgAdmin, Some(&org));
+    add_console_account(&tc, "sam", AdminRole::Support, Some(&org));
     let agent = streaming_agent(&tc, &device).await;
     let origin = origin(&tc);
     let driver = ChromeDriver::start().await;
@@ -366,7 +358,7 @@ async fn consent_toggled_in_the_browser_reaches_the_agent_within_a_second() {
     let org = "contoso".to_owned();
     let device = issue_device(&org);
     let tc = TestCollector::start().await;
-    add_account(&tc, "ada", AdminRole::OrgAdmin, Some(&org));
+    add_console_account(&tc, "ada", AdminRole::OrgAdmin, Some(&org));
     let agent = streaming_agent(&tc, &device).await;
     assert!(!agent.status().borrow().capture_consent);
     let origin = origin(&tc);
@@ -419,7 +411,7 @@ async fn a_capture_started_in_the_browser_finishes_and_downloads_as_pcapng() {
     let org = "northwind".to_owned();
     let device = issue_device(&org);
     let tc = TestCollector::start().await;
-    add_account(&tc, "ada", AdminRole::OrgAdmin, Some(&org));
+    add_console_account(&tc, "ada", AdminRole::OrgAdmin, Some(&org));
     set_consent(&tc, &device.identity.org, true);
     let agent = start_agent(tc.addr(), &device);
     wait_for_status(&agent, "connected with consent", |s| s.connected && s.capture_consent).await;
@@ -485,7 +477,7 @@ async fn a_change_without_the_csrf_token_is_refused() {
     init_logging();
     let org = "stark".to_owned();
     let tc = TestCollector::start().await;
-    add_account(&tc, "ada", AdminRole::OrgAdmin, Some(&org));
+    add_console_account(&tc, "ada", AdminRole::OrgAdmin, Some(&org));
     let origin = origin(&tc);
     let driver = ChromeDriver::start().await;
     let browser = driver.browser().await;
@@ -562,11 +554,11 @@ async fn operators_see_every_organisation_the_device_charts_and_the_data_rights_
     }
     let _side_by_side = TIMED_ALONE.read().await;
     init_logging();
-    let org = "contoso".to_owned();
+    let org = "tailspin".to_owned();
     let device = issue_device(&org);
     let tc = TestCollector::start().await;
-    add_account(&tc, "olga", AdminRole::Operator, None);
-    add_account(&tc, "ada", AdminRole::OrgAdmin, Some(&org));
+    add_console_account(&tc, "olga", AdminRole::Operator, None);
+    add_console_account(&tc, "ada", AdminRole::OrgAdmin, Some(&org));
     // This host's real interfaces: their counters change between reports.
     let agent = streaming_agent(&tc, &device).await;
     wait_until("three counter reports stored", || stored_counter_records(&tc, &device) >= 3).await;
@@ -599,7 +591,9 @@ async fn operators_see_every_organisation_the_device_charts_and_the_data_rights_
     browser.type_into("#org", &org).await;
     browser.click("#org-form button[type=submit]").await;
     browser.wait_for_text("table#devices", device.identity.device.as_str()).await;
-    browser.click("table#devices a.device-link").await;
+    // The PKI is shared by every run: devices of earlier runs are listed
+    // too, not connected.
+    browser.click(&format!("table#devices a.device-link[href=\"#/device/{}\"]", device.identity.device)).await;
     browser.wait_for_text("#main", &format!("Device {}", device.identity.device)).await;
     browser.wait_for_text("table#device-detail", "tls").await;
     browser
@@ -660,7 +654,7 @@ async fn an_account_made_in_the_browser_sets_up_one_time_codes_and_then_needs_on
     let clock = Arc::new(ManualClock::new(SystemClock.now_millis()));
     let org = "fabrikam".to_owned();
     let tc = TestCollector::start_with_clock(clock.clone()).await;
-    add_account(&tc, "olga", AdminRole::Operator, None);
+    add_console_account(&tc, "olga", AdminRole::Operator, None);
     let origin = origin(&tc);
     let driver = ChromeDriver::start().await;
     let (operator, user) = (driver.browser().await, driver.browser().await);

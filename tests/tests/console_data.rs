@@ -47,19 +47,6 @@ fn stored_counters(tc: &TestCollector, device: &Device) -> Vec<(i64, glimpse_com
     out
 }
 
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read fixture dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy fixture");
-        }
-    }
-}
-
 /// An access point's fixture tree and stand-ins for its tools (`iw`,
 /// `hostapd_cli`) printing what the real ones printed, as in
 /// device_kinds.rs; the directories live as long as the returned pair.

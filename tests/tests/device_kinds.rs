@@ -73,19 +73,6 @@ impl FakeDevice {
     }
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read fixture dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy fixture");
-        }
-    }
-}
-
 /// Every metadata-kind record `identity` has stored, as export prints them.
 fn exported(tc: &TestCollector, identity: &DeviceIdentity) -> Vec<Value> {
     let outcome = tc.collector.store().read(&identity.org, DataKind::Metadata, None, None).expect("read");
