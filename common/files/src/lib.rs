@@ -103,6 +103,59 @@ fn read_bounded(
     Ok(Ok(out.len() as u64 <= max))
 }
 
+/// A secret file (a database password, an object store's secret key)
+/// could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretFileError {
+    /// Group or others may read it.
+    #[error(transparent)]
+    Permissions(#[from] PermissionError),
+    /// It could not be read.
+    #[error("cannot read {what} {}: {source}", path.display())]
+    Read {
+        /// What it holds.
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It is empty, longer than any such secret, or not UTF-8 text.
+    #[error("{what} {} must be one line of UTF-8 text of 1 to {max} bytes", path.display())]
+    Invalid {
+        /// What it holds.
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The limit.
+        max: u64,
+    },
+}
+
+/// Reads a one-line secret from a file that must pass [`check_secret`], at
+/// most `max` bytes; a trailing newline is dropped and the buffer wiped on
+/// drop.
+pub fn read_secret_text(path: &Path, max: u64, what: &'static str) -> Result<Zeroizing<String>, SecretFileError> {
+    let mut bytes = Zeroizing::new(Vec::new());
+    let fits = read_bounded(path, max, &mut bytes, Some(what)).map_err(|source| SecretFileError::Read {
+        what,
+        path: path.to_owned(),
+        source,
+    })??;
+    let invalid = || SecretFileError::Invalid { what, path: path.to_owned(), max };
+    if !fits {
+        return Err(invalid());
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|_| invalid())?;
+    let line = text.strip_suffix('\n').unwrap_or(text);
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.is_empty() || line.contains('\n') {
+        return Err(invalid());
+    }
+    Ok(Zeroizing::new(line.to_owned()))
+}
+
 /// The rule for a file holding a secret (a private or shared key), given
 /// its metadata (of the open file, so that the file checked is the one
 /// read): no access for group or others.
@@ -204,6 +257,28 @@ mod tests {
         assert!(err.to_string().contains("chmod go-w"), "{err}");
         std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(check_data_dir(&data, "data directory"), Ok(()));
+    }
+
+    #[test]
+    fn secret_files_are_one_private_line() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = read_secret_text(&file, 64, "database password").unwrap_err();
+        assert!(matches!(err, SecretFileError::Permissions(_)), "{err}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_secret_text(&file, 64, "database password").unwrap().as_str(), "s3cret");
+        for bad in ["", "\n", "two\nlines\n"] {
+            std::fs::write(&file, bad).unwrap();
+            let err = read_secret_text(&file, 64, "database password").unwrap_err().to_string();
+            assert!(err.contains("password") && err.contains("one line"), "{bad:?}: {err}");
+        }
+        std::fs::write(&file, vec![b'x'; 65]).unwrap();
+        assert!(matches!(read_secret_text(&file, 64, "key"), Err(SecretFileError::Invalid { .. })));
+        let missing = read_secret_text(&dir.path().join("gone"), 64, "key").unwrap_err().to_string();
+        assert!(missing.contains("gone"), "{missing}");
     }
 
     #[test]

@@ -254,6 +254,9 @@ pub struct AuditLog {
     // caller handed in is wiped when `open` returns.
     key: hmac::Key,
     head: Arc<dyn ControlStore>,
+    /// The lines live in the control store (shared by several collectors),
+    /// not in the file.
+    shared: bool,
     state: Mutex<State>,
     /// Entries appended since open, for the service's metrics (this crate
     /// exports none itself).
@@ -262,8 +265,11 @@ pub struct AuditLog {
 
 /// What the appender needs to know about the end of the file.
 struct State {
-    /// `None` when opened read-only: appends are refused.
+    /// `None` when opened read-only or when the lines are shared: appends
+    /// to the file are refused.
     file: Option<File>,
+    /// Opened read-only: every append is refused.
+    read_only: bool,
     next_seq: u64,
     last_mac: [u8; MAC_LEN],
     /// The last line is a valid entry without its `\n`.
@@ -297,6 +303,10 @@ impl AuditLog {
     /// continue); only [`verify`](Self::verify) judges the log.
     pub fn open(data_dir: &Path, key: SecretKey, head: Arc<dyn ControlStore>) -> Result<AuditLog, AuditError> {
         let path = data_dir.join(AUDIT_FILE);
+        if head.keeps_audit_lines() {
+            let described = PathBuf::from(format!("the audit lines in {}", head.describe()));
+            return AuditLog::open_shared(described, key, head);
+        }
         let io_err = |source: io::Error| AuditError::Io { path: path.clone(), source };
         let mut options = OpenOptions::new();
         options.read(true).append(true).mode(0o600);
@@ -314,8 +324,32 @@ impl AuditLog {
             key: hmac::Key::new(hmac::HMAC_SHA256, key.expose()),
             path,
             head,
+            shared: false,
             state: Mutex::new(State {
                 file: Some(file),
+                read_only: false,
+                next_seq: 1,
+                last_mac: [0; MAC_LEN],
+                needs_newline: false,
+                rescan: true,
+            }),
+            appended: Default::default(),
+        };
+        log.rescan(&mut log.lock())?;
+        Ok(log)
+    }
+
+    /// The log whose lines the control store keeps (several collectors on
+    /// one chain); `path` only names it in messages.
+    fn open_shared(path: PathBuf, key: SecretKey, head: Arc<dyn ControlStore>) -> Result<AuditLog, AuditError> {
+        let log = AuditLog {
+            key: hmac::Key::new(hmac::HMAC_SHA256, key.expose()),
+            path,
+            head,
+            shared: true,
+            state: Mutex::new(State {
+                file: None,
+                read_only: false,
                 next_seq: 1,
                 last_mac: [0; MAC_LEN],
                 needs_newline: false,
@@ -334,9 +368,11 @@ impl AuditLog {
         AuditLog {
             key: hmac::Key::new(hmac::HMAC_SHA256, key.expose()),
             path: data_dir.join(AUDIT_FILE),
+            shared: head.keeps_audit_lines(),
             head,
             state: Mutex::new(State {
                 file: None,
+                read_only: true,
                 next_seq: 1,
                 last_mac: [0; MAC_LEN],
                 needs_newline: false,
@@ -385,6 +421,12 @@ impl AuditLog {
             prev: hex::encode(state.last_mac),
             mac: String::new(),
         };
+        if state.read_only {
+            return Err(AuditError::ReadOnly { path: self.path.clone() });
+        }
+        if self.shared {
+            return self.append_shared(&mut state, entry);
+        }
         let mac = self.sign(&entry)?;
         entry.mac = hex::encode(mac);
 
@@ -413,6 +455,43 @@ impl AuditLog {
         Ok(entry)
     }
 
+    /// Appends `entry` (its `seq` and `prev` from `state`) to the lines the
+    /// control store keeps: if another collector took that sequence
+    /// number first, reads the end of the chain again and signs afresh.
+    fn append_shared(&self, state: &mut State, mut entry: AuditEntry) -> Result<AuditEntry, AuditError> {
+        // Each retry means another collector appended meanwhile, so this
+        // bound is only reached under a storm of audit entries elsewhere.
+        const ATTEMPTS: usize = 64;
+        for _ in 0..ATTEMPTS {
+            if state.rescan {
+                self.rescan(state)?;
+            }
+            entry.seq = state.next_seq;
+            let next_seq = entry.seq.checked_add(1).ok_or(AuditError::SeqExhausted)?;
+            entry.prev = hex::encode(state.last_mac);
+            entry.mac.clear();
+            let mac = self.sign(&entry)?;
+            entry.mac = hex::encode(mac);
+            let line = serde_json::to_vec(&entry).map_err(AuditError::Encode)?;
+            match self.head.append_audit_line(entry.seq, &line, &head_row(entry.seq, &mac)) {
+                Ok(crate::control::seam::AuditAppend::Appended) => {
+                    state.last_mac = mac;
+                    state.next_seq = next_seq;
+                    self.appended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(entry);
+                }
+                Ok(crate::control::seam::AuditAppend::Taken) => state.rescan = true,
+                Err(e) => {
+                    state.rescan = true;
+                    return Err(db_err(e));
+                }
+            }
+        }
+        Err(AuditError::Database(format!(
+            "another collector kept taking the next audit sequence number ({ATTEMPTS} attempts)"
+        )))
+    }
+
     /// Entries this process appended since it opened the log.
     pub fn appended(&self) -> u64 {
         self.appended.load(std::sync::atomic::Ordering::Relaxed)
@@ -432,7 +511,7 @@ impl AuditLog {
         let mut prev = [0u8; MAC_LEN];
         let mut last_line = 0;
         while lines.advance().map_err(|e| self.io_err(e))? {
-            let number = lines.number;
+            let number = lines.number();
             last_line = number;
             let tampered = |reason: String| AuditError::Tampered { seq: expected_seq, line: number, reason };
             let bytes = lines.line().ok_or_else(|| tampered(format!("line is longer than {MAX_LINE} bytes")))?;
@@ -527,7 +606,7 @@ impl AuditLog {
         let _state = self.lock();
         let mut lines = self.reader()?;
         while lines.advance().map_err(|e| self.io_err(e))? {
-            let number = lines.number;
+            let number = lines.number();
             let tampered = |reason: String| AuditError::Tampered { seq: 0, line: number, reason };
             let bytes = lines.line().ok_or_else(|| tampered(format!("line is longer than {MAX_LINE} bytes")))?;
             let entry = parse_line(bytes).map_err(tampered)?;
@@ -555,23 +634,31 @@ impl AuditLog {
     /// Re-reads the file and the head to find the next `seq` and `prev`,
     /// cutting off a torn last line.
     fn rescan(&self, state: &mut State) -> Result<(), AuditError> {
-        let mut lines = self.reader()?;
         let mut last: Option<(u64, [u8; MAC_LEN])> = None;
-        let mut torn_at = None;
         let mut needs_newline = false;
-        while lines.advance().map_err(|e| self.io_err(e))? {
-            if let Some(point) = lines.line().and_then(chain_point) {
-                last = Some(point);
-                needs_newline = !lines.terminated;
-            } else if !lines.terminated {
-                torn_at = Some(lines.start);
+        if self.shared {
+            // The end of the chain, not all of it: a collector whose append
+            // lost a race reads this again at once.
+            if let Some((_, line)) = self.head.last_audit_line().map_err(db_err)? {
+                last = chain_point(&line);
             }
-        }
-        if let Some(start) = torn_at {
-            let cut = lines.offset - start;
-            tracing::warn!(path = %self.path.display(), offset = start, bytes = cut, "audit log: removing a torn last line");
-            if let Some(file) = &state.file {
-                file.set_len(start).and_then(|()| file.sync_data()).map_err(|e| self.io_err(e))?;
+        } else {
+            let mut lines = self.file_reader()?;
+            let mut torn_at = None;
+            while lines.advance().map_err(|e| self.io_err(e))? {
+                if let Some(point) = lines.line().and_then(chain_point) {
+                    last = Some(point);
+                    needs_newline = !lines.terminated;
+                } else if !lines.terminated {
+                    torn_at = Some(lines.start);
+                }
+            }
+            if let Some(start) = torn_at {
+                let cut = lines.offset - start;
+                tracing::warn!(path = %self.path.display(), offset = start, bytes = cut, "audit log: removing a torn last line");
+                if let Some(file) = &state.file {
+                    file.set_len(start).and_then(|()| file.sync_data()).map_err(|e| self.io_err(e))?;
+                }
             }
         }
 
@@ -624,21 +711,42 @@ impl AuditLog {
 
     /// Records `seq` and `mac` as the head.
     fn write_head(&self, seq: u64, mac: &[u8; MAC_LEN]) -> Result<(), AuditError> {
-        let mut row = [0u8; HEAD_LEN];
-        row[..8].copy_from_slice(&seq.to_be_bytes());
-        row[8..].copy_from_slice(mac);
-        self.head.set_audit_head(&row).map_err(db_err)
+        self.head.set_audit_head(&head_row(seq, mac)).map_err(db_err)
     }
 
     /// A fresh bounded line reader over the whole file.
-    fn reader(&self) -> Result<Lines<BufReader<File>>, AuditError> {
+    fn file_reader(&self) -> Result<Lines<BufReader<File>>, AuditError> {
         let file = File::open(&self.path).map_err(|e| self.io_err(e))?;
         Ok(Lines::new(BufReader::new(file)))
+    }
+
+    /// A fresh reader over every line, wherever they are kept.
+    fn reader(&self) -> Result<Reader, AuditError> {
+        if self.shared {
+            return Ok(Reader::Shared(SharedLines {
+                control: Arc::clone(&self.head),
+                page: std::collections::VecDeque::new(),
+                after: 0,
+                number: 0,
+                current: Vec::new(),
+                too_long: false,
+                done: false,
+            }));
+        }
+        Ok(Reader::File(self.file_reader()?))
     }
 
     fn io_err(&self, source: io::Error) -> AuditError {
         AuditError::Io { path: self.path.clone(), source }
     }
+}
+
+/// The head row: `seq` big-endian, then the MAC.
+fn head_row(seq: u64, mac: &[u8; MAC_LEN]) -> [u8; HEAD_LEN] {
+    let mut row = [0u8; HEAD_LEN];
+    row[..8].copy_from_slice(&seq.to_be_bytes());
+    row[8..].copy_from_slice(mac);
+    row
 }
 
 /// The bytes an entry's MAC covers.
@@ -692,6 +800,70 @@ fn format_rfc3339(at_ms: i64) -> String {
         .ok()
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_else(|| format!("@{at_ms}ms"))
+}
+
+/// Lines from the file or from the control store.
+enum Reader {
+    File(Lines<BufReader<File>>),
+    Shared(SharedLines),
+}
+
+impl Reader {
+    fn advance(&mut self) -> io::Result<bool> {
+        match self {
+            Reader::File(lines) => lines.advance(),
+            Reader::Shared(lines) => lines.advance(),
+        }
+    }
+
+    fn line(&self) -> Option<&[u8]> {
+        match self {
+            Reader::File(lines) => lines.line(),
+            Reader::Shared(lines) => (!lines.too_long).then_some(lines.current.as_slice()),
+        }
+    }
+
+    /// The line number in the file, or the sequence number a shared line
+    /// is stored under.
+    fn number(&self) -> u64 {
+        match self {
+            Reader::File(lines) => lines.number,
+            Reader::Shared(lines) => lines.number,
+        }
+    }
+}
+
+/// The control store's audit lines, read a page at a time so memory stays
+/// bounded however long the chain is.
+struct SharedLines {
+    control: Arc<dyn ControlStore>,
+    page: std::collections::VecDeque<(u64, Vec<u8>)>,
+    after: u64,
+    number: u64,
+    current: Vec<u8>,
+    too_long: bool,
+    done: bool,
+}
+
+/// Lines fetched from the control store at once.
+const SHARED_PAGE: usize = 512;
+
+impl SharedLines {
+    fn advance(&mut self) -> io::Result<bool> {
+        if self.page.is_empty() && !self.done {
+            let page = self.control.audit_lines(self.after, SHARED_PAGE).map_err(io::Error::other)?;
+            self.done = page.len() < SHARED_PAGE;
+            self.page.extend(page);
+        }
+        let Some((seq, line)) = self.page.pop_front() else {
+            return Ok(false);
+        };
+        self.after = seq;
+        self.number = seq;
+        self.too_long = line.len() > MAX_LINE;
+        self.current = if self.too_long { Vec::new() } else { line };
+        Ok(true)
+    }
 }
 
 /// Splits a file into lines without ever holding more than [`MAX_LINE`]

@@ -89,6 +89,39 @@ struct StoredPolicy {
     pseudonymise_macs: bool,
 }
 
+fn decode(org: &str, row: &[u8]) -> Result<OrgPolicy, PolicyError> {
+    let stored: StoredPolicy =
+        postcard::from_bytes(row).map_err(|e| PolicyError::Corrupt { org: org.to_owned(), problem: e.to_string() })?;
+    Ok(OrgPolicy {
+        capture_consent: stored.capture_consent,
+        consent_changed_at_ms: stored.consent_changed_at_ms,
+        support_until_ms: stored.support_until_ms,
+        omit: stored.omit,
+        pseudonymise_macs: stored.pseudonymise_macs,
+    })
+}
+
+fn encode(policy: &OrgPolicy) -> Result<Vec<u8>, PolicyError> {
+    let stored = StoredPolicy {
+        capture_consent: policy.capture_consent,
+        consent_changed_at_ms: policy.consent_changed_at_ms,
+        support_until_ms: policy.support_until_ms,
+        omit: policy.omit.clone(),
+        pseudonymise_macs: policy.pseudonymise_macs,
+    };
+    postcard::to_stdvec(&stored).map_err(db_error)
+}
+
+fn load_all(control: &dyn ControlStore) -> Result<HashMap<OrgId, OrgPolicy>, PolicyError> {
+    let mut cache = HashMap::new();
+    for (name, row) in control.policies().map_err(db_error)? {
+        let org =
+            OrgId::new(name.clone()).map_err(|e| PolicyError::Corrupt { org: name.clone(), problem: e.to_string() })?;
+        cache.insert(org, decode(&name, &row)?);
+    }
+    Ok(cache)
+}
+
 /// The organisations' decisions.
 #[derive(Debug)]
 pub struct Policies {
@@ -99,24 +132,25 @@ pub struct Policies {
 impl Policies {
     /// Opens the table in `db` and loads every decision.
     pub fn open(control: Arc<dyn ControlStore>) -> Result<Policies, PolicyError> {
-        let mut cache = HashMap::new();
-        for (name, row) in control.policies().map_err(db_error)? {
-            let org = OrgId::new(name.clone())
-                .map_err(|e| PolicyError::Corrupt { org: name.clone(), problem: e.to_string() })?;
-            let stored: StoredPolicy =
-                postcard::from_bytes(&row).map_err(|e| PolicyError::Corrupt { org: name, problem: e.to_string() })?;
-            cache.insert(
-                org,
-                OrgPolicy {
-                    capture_consent: stored.capture_consent,
-                    consent_changed_at_ms: stored.consent_changed_at_ms,
-                    support_until_ms: stored.support_until_ms,
-                    omit: stored.omit,
-                    pseudonymise_macs: stored.pseudonymise_macs,
-                },
-            );
-        }
+        let cache = load_all(&*control)?;
         Ok(Policies { control, cache: RwLock::new(cache) })
+    }
+
+    /// Reads `org`'s decisions again (another collector sharing the control
+    /// plane changed them) and returns them.
+    pub fn reload(&self, org: &OrgId) -> Result<OrgPolicy, PolicyError> {
+        let row = self.control.policy(org.as_str()).map_err(db_error)?;
+        let policy = row.map(|row| decode(org.as_str(), &row)).transpose()?.unwrap_or_default();
+        let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
+        cache.insert(org.clone(), policy.clone());
+        Ok(policy)
+    }
+
+    /// Reads every decision again (changes may have been missed).
+    pub fn reload_all(&self) -> Result<(), PolicyError> {
+        let fresh = load_all(&*self.control)?;
+        *self.cache.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        Ok(())
     }
 
     /// The organisation's decisions (the private defaults if it made none).
@@ -137,35 +171,59 @@ impl Policies {
         all
     }
 
-    /// Writes `org`'s row and then the cache, under the cache's write lock so
-    /// that concurrent changes cannot interleave.
-    fn update(&self, org: &OrgId, change: impl FnOnce(&mut OrgPolicy)) -> Result<OrgPolicy, PolicyError> {
+    /// Changes `org`'s row in one read-modify-write of the control store
+    /// (another collector may have changed another decision since this
+    /// one cached it) and then the cache, under the cache's write lock so
+    /// that concurrent changes here cannot interleave.
+    ///
+    /// `change` returns whether it changed anything; the row is written
+    /// only then. Returns the policy now in force and whether it changed.
+    fn update(&self, org: &OrgId, change: impl Fn(&mut OrgPolicy) -> bool) -> Result<(OrgPolicy, bool), PolicyError> {
         let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
-        let mut policy = cache.get(org).cloned().unwrap_or_default();
-        change(&mut policy);
-        let stored = StoredPolicy {
-            capture_consent: policy.capture_consent,
-            consent_changed_at_ms: policy.consent_changed_at_ms,
-            support_until_ms: policy.support_until_ms,
-            omit: policy.omit.clone(),
-            pseudonymise_macs: policy.pseudonymise_macs,
-        };
-        let bytes = postcard::to_stdvec(&stored).map_err(db_error)?;
-        self.control.put_policy(org.as_str(), &bytes).map_err(db_error)?;
+        let mut problem = None;
+        let mut changed = false;
+        let stored = self
+            .control
+            .update_policy(org.as_str(), &mut |row| {
+                let mut policy = match row.map(|row| decode(org.as_str(), row)).transpose() {
+                    Ok(policy) => policy.unwrap_or_default(),
+                    Err(e) => {
+                        problem = Some(e);
+                        return None;
+                    }
+                };
+                changed = change(&mut policy);
+                if !changed {
+                    return None;
+                }
+                match encode(&policy) {
+                    Ok(bytes) => Some(bytes),
+                    Err(e) => {
+                        problem = Some(e);
+                        None
+                    }
+                }
+            })
+            .map_err(db_error)?;
+        if let Some(e) = problem {
+            return Err(e);
+        }
+        let policy = stored.map(|row| decode(org.as_str(), &row)).transpose()?.unwrap_or_default();
         cache.insert(org.clone(), policy.clone());
-        Ok(policy)
+        Ok((policy, changed))
     }
 
     /// Sets capture consent; returns whether it changed.
     pub fn set_consent(&self, org: &OrgId, capture: bool, now_ms: UnixMillis) -> Result<bool, PolicyError> {
-        if self.get(org).capture_consent == capture {
-            return Ok(false);
-        }
-        self.update(org, |p| {
+        let (_, changed) = self.update(org, |p| {
+            if p.capture_consent == capture {
+                return false;
+            }
             p.capture_consent = capture;
             p.consent_changed_at_ms = Some(now_ms);
+            true
         })?;
-        Ok(true)
+        Ok(changed)
     }
 
     /// Grants support staff read access for `hours` from `now_ms`, replacing
@@ -175,17 +233,21 @@ impl Policies {
             return Err(PolicyError::GrantLength(hours));
         }
         let until = now_ms.saturating_add(i64::from(hours) * 3_600_000);
-        self.update(org, |p| p.support_until_ms = Some(until))?;
+        self.update(org, |p| {
+            p.support_until_ms = Some(until);
+            true
+        })?;
         Ok(until)
     }
 
     /// Ends the support grant now; returns whether one was active.
     pub fn revoke_support(&self, org: &OrgId, now_ms: UnixMillis) -> Result<bool, PolicyError> {
-        let was_active = self.get(org).support_active(now_ms);
-        if self.get(org).support_until_ms.is_some() {
-            self.update(org, |p| p.support_until_ms = None)?;
-        }
-        Ok(was_active)
+        let was_active = std::cell::Cell::new(false);
+        self.update(org, |p| {
+            was_active.set(p.support_active(now_ms));
+            p.support_until_ms.take().is_some()
+        })?;
+        Ok(was_active.get())
     }
 
     /// Sets which metadata fields `org`'s devices leave out, and whether
@@ -199,10 +261,13 @@ impl Policies {
         let mut omit = omit.to_vec();
         omit.sort();
         omit.dedup();
-        self.update(org, |p| {
-            p.omit = omit;
+        let (policy, _) = self.update(org, |p| {
+            let changed = p.omit != omit || p.pseudonymise_macs != pseudonymise_macs;
+            p.omit.clone_from(&omit);
             p.pseudonymise_macs = pseudonymise_macs;
-        })
+            changed
+        })?;
+        Ok(policy)
     }
 
     /// Records `policy` (a description of the retention policy in force) as

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, ReadableTable, TableDefinition};
 
 use super::backup::{self, Dump, HOT_WRITES_PER_BACKUP};
-use super::seam::{ControlError, ControlStore, DeviceRow, SegmentRow, SegmentRowKey, StreamSeq};
+use super::seam::{ControlError, ControlStore, DeviceRow, PolicyEdit, SegmentRow, SegmentRowKey, StreamSeq};
 
 /// Collector-wide metadata (the master key check).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -816,6 +816,42 @@ impl ControlStore for RedbControl {
         })
     }
 
+    fn policy(&self, org: &str) -> Result<Option<Vec<u8>>, ControlError> {
+        self.run(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let table = txn.open_table(ORG_POLICY).map_err(err)?;
+            let row = table.get(org).map_err(err)?.map(|v| v.value().to_vec());
+            Ok(row)
+        })
+    }
+
+    fn update_policy(&self, org: &str, edit: &mut PolicyEdit<'_>) -> Result<Option<Vec<u8>>, ControlError> {
+        let (stored, changed) = self.run(|db| {
+            let txn = db.begin_write().map_err(err)?;
+            let (stored, changed) = {
+                let mut table = txn.open_table(ORG_POLICY).map_err(err)?;
+                let existing = table.get(org).map_err(err)?.map(|v| v.value().to_vec());
+                match edit(existing.as_deref()) {
+                    Some(row) => {
+                        table.insert(org, row.as_slice()).map_err(err)?;
+                        (Some(row), true)
+                    }
+                    None => (existing, false),
+                }
+            };
+            if changed {
+                txn.commit().map_err(err)?;
+            } else {
+                txn.abort().map_err(err)?;
+            }
+            Ok((stored, changed))
+        })?;
+        if changed {
+            self.changed(false);
+        }
+        Ok(stored)
+    }
+
     fn put_policy(&self, org: &str, row: &[u8]) -> Result<(), ControlError> {
         self.run(|db| {
             let txn = db.begin_write().map_err(err)?;
@@ -872,6 +908,13 @@ impl ControlStore for RedbControl {
 
     fn flush(&self) {
         self.flush_backup();
+    }
+
+    fn describe(&self) -> String {
+        match &self.db.reopen {
+            Some(reopen) => reopen.path.display().to_string(),
+            None => "the control database (in memory)".into(),
+        }
     }
 
     fn audit_head(&self) -> Result<Option<Vec<u8>>, ControlError> {

@@ -110,6 +110,48 @@ impl SegmentRow {
     }
 }
 
+/// What another collector sharing the control plane changed, as its
+/// backend reports it, so that caches and connected devices follow
+/// ([`ControlStore::watch`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Change {
+    /// An organisation's decisions (consent, grants, data policy).
+    Policy(String),
+    /// A device's registry row (a registration, a revocation) or SSH key.
+    Device {
+        /// The organisation.
+        org: String,
+        /// The device.
+        device: String,
+    },
+    /// An organisation's data key was created or destroyed.
+    OrgKey(String),
+    /// A collector-wide state entry (API tokens, console accounts, admin
+    /// certificates), by name.
+    State(String),
+    /// Changes may have been missed (the backend's notification channel was
+    /// re-established): everything cached must be read again.
+    Everything,
+}
+
+/// Receives [`Change`]s, on a thread of the backend's: it must not block
+/// for long (hand slow work to another thread).
+pub type ChangeSink = std::sync::Arc<dyn Fn(&Change) + Send + Sync>;
+
+/// What [`ControlStore::update_policy`] does to a row: given the row as
+/// stored (`None`: none yet), the row to write, or `None` to leave it.
+pub type PolicyEdit<'a> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'a;
+
+/// Whether an audit line was appended ([`ControlStore::append_audit_line`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditAppend {
+    /// Appended, with the head, in one transaction.
+    Appended,
+    /// Another writer appended that sequence number first: read the tail
+    /// again, sign afresh and retry.
+    Taken,
+}
+
 /// Where the control plane's rows live. See the module header for the
 /// contract.
 pub trait ControlStore: Send + Sync + fmt::Debug {
@@ -124,8 +166,10 @@ pub trait ControlStore: Send + Sync + fmt::Debug {
     /// Adds or replaces registry rows, all in one transaction.
     fn put_devices(&self, rows: &[DeviceRow]) -> Result<(), ControlError>;
     /// Rewrites one device's row with what `edit` returns for it (`None`:
-    /// leave it), in one transaction. Returns whether it was rewritten; a
-    /// missing device is never offered.
+    /// leave it), atomically: in one transaction, or by compare and swap
+    /// that offers the row again if another collector changed it meanwhile
+    /// (so `edit` may run more than once and must be pure). Returns whether
+    /// it was rewritten; a missing device is never offered.
     fn update_device(
         &self,
         org: &str,
@@ -171,8 +215,17 @@ pub trait ControlStore: Send + Sync + fmt::Debug {
 
     /// Every organisation's encoded decisions.
     fn policies(&self) -> Result<Vec<(String, Vec<u8>)>, ControlError>;
+    /// One organisation's encoded decisions.
+    fn policy(&self, org: &str) -> Result<Option<Vec<u8>>, ControlError>;
     /// Stores an organisation's encoded decisions.
     fn put_policy(&self, org: &str, row: &[u8]) -> Result<(), ControlError>;
+    /// Rewrites an organisation's decisions with what `edit` returns for
+    /// the row as stored (`None`: none yet), in one transaction, so that
+    /// two collectors changing different decisions of one organisation at
+    /// once both keep theirs. `edit` returning `None` leaves the row. Returns
+    /// the row as stored afterwards. `edit` may be called more than once (a
+    /// backend retrying after a conflicting change) and must be pure.
+    fn update_policy(&self, org: &str, edit: &mut PolicyEdit<'_>) -> Result<Option<Vec<u8>>, ControlError>;
     /// Sets a collector-wide fact (the retention policy audited) and
     /// returns the value it had.
     fn replace_state(&self, name: &str, value: &str) -> Result<Option<String>, ControlError>;
@@ -189,6 +242,50 @@ pub trait ControlStore: Send + Sync + fmt::Debug {
     fn audit_head(&self) -> Result<Option<Vec<u8>>, ControlError>;
     /// Records the audit chain head.
     fn set_audit_head(&self, head: &[u8]) -> Result<(), ControlError>;
+
+    /// Whether the audit log's lines live here rather than in the data
+    /// directory's `audit.log`: a control plane shared by several
+    /// collectors keeps one chain for all of them. The embedded store does
+    /// not.
+    fn keeps_audit_lines(&self) -> bool {
+        false
+    }
+    /// Appends the audit line numbered `seq` and records `head` with it,
+    /// in one transaction, unless a line `seq` exists already
+    /// ([`AuditAppend::Taken`]). Appends are thereby serialised across every
+    /// collector: the chain stays linear. Only for stores that
+    /// [`keep_audit_lines`](Self::keeps_audit_lines).
+    fn append_audit_line(&self, seq: u64, line: &[u8], head: &[u8]) -> Result<AuditAppend, ControlError> {
+        let _ = (seq, line, head);
+        Err(ControlError::Permanent("this control store keeps no audit lines".into()))
+    }
+    /// Audit lines with a sequence above `after_seq`, in order, at most
+    /// `limit` of them (bounded by the caller).
+    fn audit_lines(&self, after_seq: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, ControlError> {
+        let _ = (after_seq, limit);
+        Ok(Vec::new())
+    }
+    /// The last audit line, if any.
+    fn last_audit_line(&self) -> Result<Option<(u64, Vec<u8>)>, ControlError> {
+        Ok(None)
+    }
+
+    /// Registers `sink` to hear of changes other processes make to these
+    /// rows (see [`Change`]). The embedded store is locked to one process,
+    /// so there are none and it keeps no sinks.
+    fn watch(&self, sink: ChangeSink) {
+        let _ = sink;
+    }
+    /// A cheap round trip to the backend, for readiness: `Ok` if it
+    /// answers now.
+    fn ping(&self) -> Result<(), ControlError> {
+        Ok(())
+    }
+    /// Where the rows live, for messages (a file, or a database without
+    /// its password).
+    fn describe(&self) -> String {
+        "the control database".into()
+    }
 }
 
 /// A control store operation failed.
