@@ -234,13 +234,36 @@ impl TestCollector {
         .await
     }
 
+    /// Starts a collector whose config ends with `tables` (whole TOML
+    /// tables, such as a `[control]` section), with the master key file
+    /// `master` when given (collectors sharing a control plane share one
+    /// master key) or a new one.
+    pub async fn start_with_tables(master: Option<&Path>, tables: &str) -> Self {
+        Self::start_with_master(0, Arc::new(SystemClock), master, |base| format!("{base}{tables}\n")).await
+    }
+
     /// Starts a collector with the config text [`collector_toml`] makes,
     /// changed by `edit`.
-    #[allow(clippy::await_holding_lock)]
     async fn start_edited(port: u16, clock: Arc<dyn Clock>, edit: impl FnOnce(String) -> String) -> Self {
+        Self::start_with_master(port, clock, None, edit).await
+    }
+
+    #[allow(clippy::await_holding_lock)]
+    async fn start_with_master(
+        port: u16,
+        clock: Arc<dyn Clock>,
+        shared_master: Option<&Path>,
+        edit: impl FnOnce(String) -> String,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let master = dir.path().join("master.key");
-        MasterKey::generate_file(&master).expect("master key");
+        let master = match shared_master {
+            Some(path) => path.to_path_buf(),
+            None => {
+                let path = dir.path().join("master.key");
+                MasterKey::generate_file(&path).expect("master key");
+                path
+            }
+        };
         let config_path = dir.path().join("collector.toml");
         let text = edit(collector_toml(&dir.path().join("data"), &master, port));
         std::fs::write(&config_path, text).expect("write config");

@@ -41,9 +41,40 @@ struct RawConfig {
     #[serde(default)]
     console: ConsoleConfig,
     #[serde(default)]
+    control: RawControl,
+    #[serde(default)]
     log_level: Option<String>,
     #[serde(default)]
     log_format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    #[serde(default)]
+    backend: ControlBackend,
+    #[serde(default)]
+    postgres: Option<glimpse_postgres::PostgresConfig>,
+}
+
+/// `[control] backend`: where the control plane lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ControlBackend {
+    #[default]
+    Redb,
+    Postgres,
+}
+
+/// Where the control plane (registry, keys, decisions, stream sequences,
+/// audit chain, segment catalog) lives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ControlPlane {
+    /// `glimpse.redb` in the data directory: one collector.
+    #[default]
+    Embedded,
+    /// A PostgreSQL database, shared by every collector of the service.
+    Postgres(glimpse_postgres::PostgresConfig),
 }
 
 #[derive(Debug, Deserialize)]
@@ -338,6 +369,8 @@ pub struct CollectorConfig {
     /// Trust the clock at the start-up sweep even if it jumped (set by
     /// `serve --accept-clock`, never by the file).
     pub accept_clock: bool,
+    /// `[control]`: where the control plane lives.
+    pub control: ControlPlane,
     /// `log_level` and `log_format` (the command line and the environment
     /// take precedence: `glimpse_files::logging`).
     pub log: glimpse_files::logging::LogConfig,
@@ -420,6 +453,23 @@ impl CollectorConfig {
             post_quantum_kex_only: ssh.post_quantum_kex_only,
         });
         raw.console.check(&mut problems);
+        let control = match (raw.control.backend, raw.control.postgres) {
+            (ControlBackend::Redb, None) => ControlPlane::Embedded,
+            (ControlBackend::Redb, Some(_)) => {
+                problems.push("[control.postgres] is set but control.backend is \"redb\"".into());
+                ControlPlane::Embedded
+            }
+            (ControlBackend::Postgres, None) => {
+                problems.push("control.backend = \"postgres\" needs [control.postgres] with its url".into());
+                ControlPlane::Embedded
+            }
+            (ControlBackend::Postgres, Some(mut pg)) => {
+                problems.extend(pg.problems());
+                pg.password_file = pg.password_file.map(|p| base.join(p));
+                pg.ca = pg.ca.map(|p| base.join(p));
+                ControlPlane::Postgres(pg)
+            }
+        };
         let retention =
             RetentionPolicy::try_from(raw.retention).map_err(|e| problems.push(format!("retention: {e}"))).ok();
         let Some(retention) = retention.filter(|_| problems.is_empty()) else {
@@ -446,6 +496,7 @@ impl CollectorConfig {
             ssh,
             console: raw.console,
             accept_clock: false,
+            control,
             log,
         })
     }

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use glimpse_common::clock::{Clock, SystemClock};
 
 use crate::api::{ApiServer, ApiState};
-use crate::config::CollectorConfig;
+use crate::config::{CollectorConfig, ControlPlane};
 use crate::ingest::{AgentDirectory, IngestMetrics, IngestServer, ServerTls, SshServer};
 use crate::listener::stopped;
 use crate::telemetry::Telemetry;
@@ -47,6 +47,9 @@ pub enum ServiceError {
     /// The admin API could not start (its tokens could not be read).
     #[error("cannot start the admin API: {0}")]
     Api(String),
+    /// The PostgreSQL control plane could not be reached or used.
+    #[error(transparent)]
+    Postgres(#[from] glimpse_postgres::PgError),
     /// The listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -98,15 +101,57 @@ pub struct Collector {
 pub fn open_store(config: &CollectorConfig, clock: Arc<dyn Clock>) -> Result<Store, ServiceError> {
     glimpse_files::check_data_dir(&config.data_dir, "data directory")?;
     let master = MasterKey::load(&config.master_key_file)?;
-    Ok(Store::open(&config.data_dir, master, clock, config.retention.clone())?)
+    match &config.control {
+        ControlPlane::Embedded => Ok(Store::open(&config.data_dir, master, clock, config.retention.clone())?),
+        ControlPlane::Postgres(pg) => {
+            let control = Arc::new(glimpse_postgres::PgControl::connect(pg)?);
+            let location = std::path::PathBuf::from(control.location());
+            Ok(Store::open_with_control(
+                &config.data_dir,
+                control,
+                location,
+                None,
+                false,
+                master,
+                clock,
+                config.retention.clone(),
+            )?)
+        }
+    }
 }
 
 /// Opens the store a config names for reading only (export, verify): no
 /// byte of the data directory changes, and it works while a collector
-/// runs (see [`Store::open_read_only`]).
+/// runs (see [`Store::open_read_only`]). With the control plane in
+/// PostgreSQL, its rows are read there (nothing is written to it).
 pub fn open_store_read_only(config: &CollectorConfig, clock: Arc<dyn Clock>) -> Result<Store, ServiceError> {
     let master = MasterKey::load(&config.master_key_file)?;
-    Ok(Store::open_read_only(&config.data_dir, master, clock, config.retention.clone())?)
+    match &config.control {
+        ControlPlane::Embedded => Ok(Store::open_read_only(&config.data_dir, master, clock, config.retention.clone())?),
+        ControlPlane::Postgres(pg) => {
+            let control = Arc::new(glimpse_postgres::PgControl::connect(pg)?);
+            let location = std::path::PathBuf::from(control.location());
+            Ok(Store::open_with_control(
+                &config.data_dir,
+                control,
+                location,
+                None,
+                true,
+                master,
+                clock,
+                config.retention.clone(),
+            )?)
+        }
+    }
+}
+
+/// Applies the PostgreSQL migrations the control plane lacks
+/// (`glimpse-collector migrate`). Nothing to do for the embedded store.
+pub fn migrate(config: &CollectorConfig) -> Result<Option<glimpse_postgres::MigrationReport>, ServiceError> {
+    match &config.control {
+        ControlPlane::Embedded => Ok(None),
+        ControlPlane::Postgres(pg) => Ok(Some(glimpse_postgres::PgControl::migrate(pg)?)),
+    }
 }
 
 /// Imports `registrations/` and `revoked.json` from a `glimpse-certs`
@@ -119,6 +164,65 @@ pub fn import_registrations(store: &Store, pki_dir: &std::path::Path) -> Result<
 /// certificates. Returns (listed, revoked by this import) counts.
 pub fn import_admins(store: &Store, pki_dir: &std::path::Path) -> Result<(usize, usize), ServiceError> {
     glimpse_store::import::import_admins(store, pki_dir).map_err(|e| ServiceError::Import(e.to_string()))
+}
+
+/// Acts on what other collectors sharing the control plane change (see
+/// [`glimpse_store::control::seam::Change`]), as a change made here is
+/// acted on: connected devices of an organisation whose decisions changed
+/// are told the new directives (consent stops captures), a device whose
+/// registration was revoked is disconnected, tokens created or revoked
+/// elsewhere work or stop working here. The embedded store reports
+/// nothing, so this costs nothing there.
+fn follow_other_collectors(
+    store: &Arc<Store>,
+    directory: &Arc<AgentDirectory>,
+    tokens: Option<Arc<crate::api::tokens::TokenBook>>,
+) {
+    use glimpse_store::control::seam::Change;
+    let weak_store = Arc::downgrade(store);
+    let weak_directory = Arc::downgrade(directory);
+    store.control().watch(Arc::new(move |change: &Change| {
+        let (Some(store), Some(directory)) = (weak_store.upgrade(), weak_directory.upgrade()) else { return };
+        let publish = |org: &glimpse_common::identity::OrgId| {
+            let directives = crate::ingest::OrgDirectives::of(&store.policies().get(org));
+            directory.publish(org, directives)
+        };
+        let withdraw = |only: Option<(&str, &str)>| {
+            let ended = directory.end_withdrawn(|identity, credential, crl| {
+                if only.is_some_and(|(org, device)| identity.org.as_str() != org || identity.device.as_str() != device) {
+                    return None;
+                }
+                crate::ingest::withdrawn(&store, identity, credential, &|serial| crl.contains(serial))
+            });
+            for (device, reason) in &ended {
+                warn!(%device, reason = reason.as_str(), "live session closed: its credential was withdrawn on another collector");
+            }
+        };
+        match change {
+            Change::Policy(org) => {
+                if let Ok(org) = glimpse_common::identity::OrgId::new(org.clone()) {
+                    let told = publish(&org);
+                    tracing::debug!(%org, told, "decisions changed on another collector");
+                }
+            }
+            Change::Device { org, device } => withdraw(Some((org, device))),
+            Change::State(name) if crate::api::tokens::TokenBook::is_token_entry(name) => {
+                if let Some(Err(e)) = tokens.as_ref().map(|t| t.reload()) {
+                    warn!("cannot read the API tokens another collector changed: {e}");
+                }
+            }
+            Change::State(_) | Change::OrgKey(_) => {}
+            Change::Everything => {
+                for (org, _) in store.policies().all() {
+                    publish(&org);
+                }
+                withdraw(None);
+                if let Some(Err(e)) = tokens.as_ref().map(|t| t.reload()) {
+                    warn!("cannot read the API tokens again: {e}");
+                }
+            }
+        }
+    }));
 }
 
 /// Audits the retention policy in force when it differs from the last one
@@ -148,6 +252,8 @@ impl Collector {
         // open-file limit.
         config.max_connections = crate::limits::apply(config.max_connections);
         let store = Arc::new(open_store(&config, clock)?);
+        // First, so that what the others below hear is read fresh.
+        Store::follow_changes(&store);
         let telemetry = Arc::new(Telemetry::new(store.clone(), config.health.min_free_bytes));
         audit_retention(&store);
         if let Some(pki) = &config.pki_dir {
@@ -237,6 +343,7 @@ impl Collector {
         }
         repeats.push(Arc::new(AdminUses(store.clone())));
         tasks.push(tokio::spawn(flush_repeats(repeats.clone(), shutdown.subscribe())));
+        follow_other_collectors(&store, &directory, api_state.as_ref().map(|api| api.tokens.clone()));
         info!(%local_addr, data_dir = %config.data_dir.display(), "collector listening");
         Ok(Self {
             config,

@@ -148,6 +148,19 @@ impl TokenBook {
     /// is skipped with an error in the log (that token stops working; the
     /// others go on).
     pub fn load(control: Arc<dyn ControlStore>) -> Result<Self, TokenError> {
+        let rows = Self::rows_of(&*control)?;
+        Ok(TokenBook { control, rows: RwLock::new(rows) })
+    }
+
+    /// Reads every token again: another collector sharing the control
+    /// plane created or revoked one.
+    pub fn reload(&self) -> Result<(), TokenError> {
+        let rows = Self::rows_of(&*self.control)?;
+        *self.write() = rows;
+        Ok(())
+    }
+
+    fn rows_of(control: &dyn ControlStore) -> Result<HashMap<String, TokenRow>, TokenError> {
         let stored = control.states_with_prefix(STATE_PREFIX).map_err(|e| TokenError::Store(e.to_string()))?;
         let mut rows = HashMap::new();
         for (name, value) in stored {
@@ -158,7 +171,12 @@ impl TokenBook {
                 Err(e) => tracing::error!(entry = %name, "API token entry unreadable, that token is refused: {e}"),
             }
         }
-        Ok(TokenBook { control, rows: RwLock::new(rows) })
+        Ok(rows)
+    }
+
+    /// Whether a control-store entry name is a token's.
+    pub fn is_token_entry(name: &str) -> bool {
+        name.starts_with(STATE_PREFIX)
     }
 
     fn persist(&self, row: &TokenRow) -> Result<(), TokenError> {

@@ -111,8 +111,19 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
             S::Store(inner) => return classify(inner),
             S::Tls(_) => return Some(CONFIG),
             S::Bind { source, .. } => return Some(io_code(source)),
+            S::Postgres(inner) => return classify(inner),
             _ => {}
         }
+    }
+    if let Some(e) = cause.downcast_ref::<glimpse_postgres::PgError>() {
+        use glimpse_postgres::PgError as P;
+        return Some(match e {
+            P::Password(glimpse_files::SecretFileError::Permissions(_)) => PERMISSION,
+            P::Config(_) | P::Password(_) | P::Tls(_) | P::Schema { .. } => CONFIG,
+            P::Connect { .. } => UNAVAILABLE,
+            P::Control(c) if c.is_transient() => TEMPORARY,
+            _ => SOFTWARE,
+        });
     }
     if let Some(e) = cause.downcast_ref::<glimpse_store::store::StoreError>() {
         use glimpse_store::store::StoreError as S;

@@ -147,6 +147,19 @@ enum Command {
         #[arg(long)]
         long: bool,
     },
+    /// Create or upgrade the PostgreSQL control plane's schema
+    /// (`[control] backend = "postgres"`): applies, in order and each in
+    /// one transaction, the schema versions the database lacks. Safe to run
+    /// again, and from several hosts at once (one applies, the others wait
+    /// and find nothing to do). Run it before starting collectors of a new
+    /// version; collectors refuse a database whose schema is older or newer
+    /// than theirs. Nothing to do for the embedded control store.
+    #[command(after_help = exit::HELP)]
+    Migrate {
+        /// Path to collector.toml.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Print the SSH host key's fingerprint for device configs
     /// (`[ssh] host_key_fingerprint`), creating the key if the collector has
     /// not started with SSH yet.
@@ -314,6 +327,7 @@ async fn run(command: Command, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
         Command::Admin { action } => admin::run_admin(action).await,
         Command::Devices { admin, org, long } => admin::devices(admin, org, long).await,
         Command::SshHostKey { config } => offline::ssh_host_key(&config),
+        Command::Migrate { config } => offline::migrate(&config),
         Command::MasterKey { out } => offline::master_key(&out),
         Command::Sweep { config, accept_clock } => offline::sweep(&config, clock, accept_clock),
         Command::Verify { config, org } => offline::verify(&config, clock, org.as_ref()),

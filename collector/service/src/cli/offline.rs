@@ -312,6 +312,27 @@ pub(super) fn ssh_host_key(config: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `migrate`: the PostgreSQL control plane's schema brought up to this
+/// version.
+pub(super) fn migrate(config: &Path) -> anyhow::Result<()> {
+    let config = CollectorConfig::load(config)?;
+    let Some(report) = service::migrate(&config)? else {
+        glimpse_files::outln!(
+            "nothing to migrate: the control plane is the embedded store (control.backend = \"redb\")"
+        )?;
+        return Ok(());
+    };
+    for (version, name) in &report.applied {
+        glimpse_files::outln!("applied schema version {version} ({name})")?;
+    }
+    if report.applied.is_empty() {
+        glimpse_files::outln!("the schema is at version {}, this collector's; nothing to do", report.version)?;
+    } else {
+        glimpse_files::outln!("the schema is now at version {} (was {})", report.version, report.from)?;
+    }
+    Ok(())
+}
+
 /// `master-key`: a new master key file, mode 0600, never over an old one.
 pub(super) fn master_key(out: &Path) -> anyhow::Result<()> {
     glimpse_store::keys::MasterKey::generate_file(out)?;

@@ -168,8 +168,9 @@ impl Telemetry {
         if self.stopping.load(Ordering::Relaxed) {
             problems.push("the collector is shutting down".to_owned());
         }
-        if let Err(e) = self.store.control().audit_head() {
-            problems.push(format!("the control database does not answer: {e}"));
+        let control = self.store.control();
+        if let Err(e) = control.ping().and_then(|()| control.audit_head()) {
+            problems.push(format!("the control database ({}) does not answer: {e}", control.describe()));
         }
         let segments: PathBuf = self.store.data_dir().join(glimpse_store::store::ORGS_DIR);
         problems.extend(readiness::disk_problems(&segments, self.min_free_bytes));

@@ -121,6 +121,17 @@ struct Rows {
     used: std::collections::HashSet<String>,
 }
 
+fn load_rows(control: &dyn ControlStore) -> Result<HashMap<String, StoredAdmin>, AdminError> {
+    let mut rows = HashMap::new();
+    for (name, value) in control.states_with_prefix(ROW_PREFIX)? {
+        let serial = name.strip_prefix(ROW_PREFIX).unwrap_or(&name).to_owned();
+        let stored: StoredAdmin = serde_json::from_str(&value)
+            .map_err(|e| AdminError::Corrupt { serial: serial.clone(), problem: e.to_string() })?;
+        rows.insert(serial, stored);
+    }
+    Ok(rows)
+}
+
 /// The admin certificates (see the module header).
 #[derive(Debug)]
 pub struct Admins {
@@ -160,14 +171,23 @@ impl StoredAdmin {
 impl Admins {
     /// Loads every row from `control`.
     pub fn open(control: Arc<dyn ControlStore>) -> Result<Admins, AdminError> {
-        let mut rows = HashMap::new();
-        for (name, value) in control.states_with_prefix(ROW_PREFIX)? {
-            let serial = name.strip_prefix(ROW_PREFIX).unwrap_or(&name).to_owned();
-            let stored: StoredAdmin = serde_json::from_str(&value)
-                .map_err(|e| AdminError::Corrupt { serial: serial.clone(), problem: e.to_string() })?;
-            rows.insert(serial, stored);
-        }
+        let rows = load_rows(&*control)?;
         Ok(Admins { control, rows: RwLock::new(Rows { rows, used: Default::default() }) })
+    }
+
+    /// Reads every row again (another collector sharing the control plane
+    /// imported or revoked a certificate), keeping the uses seen here and
+    /// not flushed yet.
+    pub fn reload(&self) -> Result<(), AdminError> {
+        let mut fresh = load_rows(&*self.control)?;
+        let mut rows = self.rows.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for serial in &rows.used {
+            if let (Some(new), Some(old)) = (fresh.get_mut(serial), rows.rows.get(serial)) {
+                new.last_used_ms = new.last_used_ms.max(old.last_used_ms);
+            }
+        }
+        rows.rows = fresh;
+        Ok(())
     }
 
     fn write(&self, serial: &str, row: &StoredAdmin) -> Result<(), AdminError> {

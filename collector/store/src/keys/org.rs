@@ -129,6 +129,20 @@ impl OrgKeys {
         Ok(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derived))
     }
 
+    /// Drops the organisation's key from memory, so the next use reads it
+    /// again (another collector sharing the control plane destroyed or
+    /// created it); `None` drops every organisation's.
+    pub fn forget(&self, org: Option<&OrgId>) {
+        let _slow = self.slow.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        match org {
+            Some(org) => {
+                cache.remove(org);
+            }
+            None => cache.clear(),
+        }
+    }
+
     /// Destroys the organisation's key (crypto-shredding): everything stored
     /// under it becomes unreadable. Returns whether there was a key.
     ///

@@ -502,6 +502,101 @@ impl Store {
         }))
     }
 
+    /// Opens the store with its control plane in `control` (a database
+    /// several collectors share, say), named `location` in messages, and
+    /// its segments in `segments`, or as local files under `data_dir` when
+    /// `None`. The audit log keeps its lines in `control` if it
+    /// [keeps them](crate::control::ControlStore::keeps_audit_lines).
+    /// Fails if the master key does not match the control plane's.
+    ///
+    /// With `read_only` (the offline tools' export and verify), nothing is
+    /// created, recovered or appended (as [`Store::open_read_only`]).
+    #[allow(clippy::too_many_arguments)] // Each is a part the caller chose.
+    pub fn open_with_control(
+        data_dir: &Path,
+        control: Arc<dyn crate::control::ControlStore>,
+        location: PathBuf,
+        segments: Option<Arc<dyn SegmentStore>>,
+        read_only: bool,
+        master_key: MasterKey,
+        clock: Arc<dyn Clock>,
+        retention: RetentionPolicy,
+    ) -> Result<Store, StoreError> {
+        if !read_only {
+            writer::create_dir_durable(&fs::StdFs, data_dir)?;
+        }
+        let catalog = Catalog::with_control(location, control, master_key)?;
+        let segments: Arc<dyn SegmentStore> = match segments {
+            Some(segments) if read_only => segments,
+            Some(segments) => {
+                let keys = catalog.org_keys();
+                segments.recover(&|org| keys.get(org).ok().flatten())?;
+                segments
+            }
+            None if read_only => Arc::new(LocalSegments::open_read_only(Arc::new(fs::StdFs), &data_dir.join(ORGS_DIR))),
+            None => Arc::new(open_local_segments(Arc::new(fs::StdFs), data_dir, catalog.org_keys())?),
+        };
+        let policies = crate::control::Policies::open(catalog.control())?;
+        let admins = crate::control::Admins::open(catalog.control())?;
+        let audit_key = crate::audit::derive_audit_key(catalog.master().secret());
+        let audit = if read_only {
+            crate::audit::AuditLog::open_read_only(data_dir, audit_key, catalog.control())
+        } else {
+            crate::audit::AuditLog::open(data_dir, audit_key, catalog.control())?
+        };
+        Ok(Store::from_parts(StoreParts {
+            data_dir: data_dir.to_path_buf(),
+            segments,
+            catalog,
+            policies,
+            admins,
+            audit,
+            clock,
+            retention,
+        }))
+    }
+
+    /// Keeps what this store caches (decisions, organisation keys, admin
+    /// certificates) in step with changes other collectors sharing its
+    /// control plane make, as the control store reports them (see
+    /// [`crate::control::seam::Change`]). Register before anything else
+    /// watches, so that later sinks see the fresh values.
+    pub fn follow_changes(store: &Arc<Store>) {
+        use crate::control::seam::Change;
+        let weak = Arc::downgrade(store);
+        store.control().watch(Arc::new(move |change: &Change| {
+            let Some(store) = weak.upgrade() else { return };
+            let result = match change {
+                Change::Policy(org) => match OrgId::new(org.clone()) {
+                    Ok(org) => store.policies.reload(&org).map(|_| ()).map_err(|e| e.to_string()),
+                    Err(_) => Ok(()),
+                },
+                Change::OrgKey(org) => {
+                    if let Ok(org) = OrgId::new(org.clone()) {
+                        store.catalog.org_keys().forget(Some(&org));
+                    }
+                    Ok(())
+                }
+                Change::State(name) if name.starts_with(crate::control::admins::ROW_PREFIX) => {
+                    store.admins.reload().map_err(|e| e.to_string())
+                }
+                Change::State(_) | Change::Device { .. } => Ok(()),
+                Change::Everything => {
+                    store.catalog.org_keys().forget(None);
+                    store
+                        .policies
+                        .reload_all()
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| store.admins.reload().map_err(|e| e.to_string()))
+                }
+            };
+            if let Err(e) = result {
+                // The next change or the periodic refresh tries again.
+                tracing::warn!("cannot follow a change another collector made: {e}");
+            }
+        }));
+    }
+
     /// Opens the store in `data_dir` for reading only (export, verify):
     /// the key store is read from a checked copy in memory (see
     /// [`Catalog::open_read_only`]), segments are read as they are (no
