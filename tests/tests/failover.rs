@@ -113,7 +113,7 @@ async fn every_address_a_name_resolves_to_is_a_candidate() {
     // The agent reaches the collector through the name whichever address
     // it tries first (the collector listens on 127.0.0.1 only), and TLS
     // checks the certificate against the name, not the address.
-    let agent = AgentHandle::spawn(agent_config_for_collectors(&[name.clone()], None, &device)).unwrap();
+    let agent = AgentHandle::spawn(agent_config_for_collectors(std::slice::from_ref(&name), None, &device)).unwrap();
     let status = wait_for_status(&agent, "streaming through the name", |s| s.connected && s.acked_seq >= 2).await;
     assert_eq!(status.collector, Some(name));
     assert_eq!(status.collector_addr, Some(tc.addr()));
