@@ -504,6 +504,7 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 pub mod browser;
+pub mod disk;
 pub mod processes;
 pub mod traffic;
 

@@ -13,6 +13,13 @@ use glimpse_tests::*;
 
 const COLLECTOR: &str = env!("CARGO_BIN_EXE_collector-under-test");
 
+/// Records the stopped agent of `device` left unacknowledged in its spool.
+fn left_in_spool(device: &Device) -> usize {
+    let bytes = std::fs::read(device.cert.with_file_name("spool")).unwrap_or_default();
+    let spool = glimpse_agent::spool::format::replay(&bytes).expect("the spool replays");
+    spool.queued.len() + spool.in_flight.as_ref().map_or(0, |(_, batch)| batch.len())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_whose_first_collector_is_closed_connects_to_the_second() {
     init_logging();
@@ -58,9 +65,7 @@ async fn an_agent_fails_over_when_its_collector_is_killed_and_every_record_is_st
 
     // What the agent kept: after the drain nothing should be left, and
     // whatever is left is still in its spool, never dropped.
-    let spool = glimpse_agent::spool::format::replay(&std::fs::read(device.cert.with_file_name("spool")).unwrap())
-        .expect("the spool replays");
-    let left = spool.queued.len() + spool.in_flight.as_ref().map_or(0, |(_, batch)| batch.len());
+    let left = left_in_spool(&device);
 
     // Both stores, read as the offline export reads them (the killed one
     // as it was left).
@@ -118,4 +123,56 @@ async fn every_address_a_name_resolves_to_is_a_candidate() {
     assert_eq!(status.collector, Some(name));
     assert_eq!(status.collector_addr, Some(tc.addr()));
     agent.shutdown().await;
+}
+
+/// A collector whose disk fills: the first refusal is waited out on the
+/// same connection, the second sends the agent to the other collector of
+/// the service, and the two stores together hold every acknowledged record,
+/// none twice. Needs root (a small tmpfs), like the full-disk tests in
+/// `faults.rs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_keeps_refusing_storage_is_left_for_another() {
+    use glimpse_common::record::DataKind;
+    use glimpse_tests::disk::{collector_on_small_disk_with, fill_disk};
+    init_logging();
+    let device = issue_device("failoverorg");
+    let retry = "storage_retry_secs = 1";
+    let small =
+        [collector_on_small_disk_with("16m", retry, "").await, collector_on_small_disk_with("16m", retry, "").await];
+    let addresses: Vec<String> = small.iter().map(|(_, _, _, c)| c.local_addr().to_string()).collect();
+    let agent = AgentHandle::spawn(agent_config_for_collectors(&addresses, None, &device)).unwrap();
+    let status = wait_for_status(&agent, "streaming", |s| s.connected && s.acked_seq >= 3).await;
+    let first = small.iter().position(|(_, _, _, c)| Some(c.local_addr()) == status.collector_addr).unwrap();
+    let other = 1 - first;
+
+    let filler = fill_disk(&small[first].0.path().join("data"));
+    let moved = wait_for_status(&agent, "moved to the other collector", |s| {
+        s.storage_failovers >= 1 && s.connected && s.collector_addr == Some(small[other].3.local_addr())
+    })
+    .await;
+    assert!(moved.storage_retries >= 2, "the first refusal was waited out: {moved:?}");
+    let acked = moved.acked_records;
+    wait_for_status(&agent, "streaming to the other collector", |s| s.acked_records >= acked + 5).await;
+    let final_status = agent.shutdown().await;
+    std::fs::remove_file(filler).unwrap();
+
+    let stored = |index: usize| -> Vec<String> {
+        let store = small[index].3.store();
+        let outcome = store.read(&device.identity.org, DataKind::Metadata, None, None).unwrap();
+        assert!(outcome.problems.is_empty(), "the full disk left damage: {:?}", outcome.problems);
+        outcome.records.iter().filter(|r| r.device == device.identity.device).map(|r| identify(&r.record)).collect()
+    };
+    let (in_first, in_other) = (stored(first), stored(other));
+    for records in [&in_first, &in_other] {
+        let distinct: BTreeSet<&String> = records.iter().collect();
+        assert_eq!(records.len(), distinct.len(), "a record was stored twice by one collector");
+    }
+    let union: BTreeSet<&String> = in_first.iter().chain(&in_other).collect();
+    assert!(union.len() as u64 >= final_status.acked_records, "an acknowledged record is in neither store");
+    if left_in_spool(&device) == 0 {
+        assert_eq!(union.len() as u64, final_status.acked_records, "acknowledged = stored in one of the two");
+    }
+    for (_, _, _, collector) in small {
+        collector.shutdown().await;
+    }
 }

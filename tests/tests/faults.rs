@@ -5,13 +5,13 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use glimpse_common::clock::SystemClock;
 use glimpse_common::record::DataKind;
+use glimpse_tests::disk::{collector_on_small_disk_with, fill_disk, Mounted};
 use glimpse_tests::*;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_agent-under-test");
@@ -246,15 +246,6 @@ async fn a_network_cut_is_buffered_and_replayed_once_restored() {
     assert!(final_status.connections >= 2);
 }
 
-/// Unmounts the test's small filesystem however the test ends.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// A batch of `n` metadata records of a few hundred bytes each.
 fn bulky_batch(org: &glimpse_common::identity::OrgId, seq: u64, n: usize) -> glimpse_common::wire::Batch {
     use glimpse_common::bounded::{BoundedString, BoundedVec};
@@ -274,62 +265,11 @@ fn bulky_batch(org: &glimpse_common::identity::OrgId, seq: u64, n: usize) -> gli
 
 /// A collector whose data directory is a small tmpfs (root, like the
 /// capture tests), with `limits` lines added to its `[limits]` table.
-// The PKI lock only keeps other test threads' issuers out while
-// registrations are imported; no task of this runtime contends for it.
-#[allow(clippy::await_holding_lock)]
 async fn collector_on_small_disk(
     size: &str,
     limits: &str,
 ) -> (tempfile::TempDir, Mounted, glimpse_collector::config::CollectorConfig, glimpse_collector::Collector) {
     collector_on_small_disk_with(size, limits, "").await
-}
-
-/// [`collector_on_small_disk`] with `admin` lines added to its `[admin]` table.
-#[allow(clippy::await_holding_lock)]
-async fn collector_on_small_disk_with(
-    size: &str,
-    limits: &str,
-    admin: &str,
-) -> (tempfile::TempDir, Mounted, glimpse_collector::config::CollectorConfig, glimpse_collector::Collector) {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    // mode=0700: a tmpfs root is 1777 by default, which the collector
-    // refuses as a data directory.
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "glimpse-full-disk-test"])
-        .arg(&data)
-        .status()
-        .expect("mount");
-    assert!(mounted.success(), "mounting a small tmpfs for the full-disk test needs root");
-    let unmount = Mounted(data.clone());
-    let master = dir.path().join("master.key");
-    glimpse_store::keys::MasterKey::generate_file(&master).unwrap();
-    let text = collector_toml(&data, &master, free_port())
-        .replace("[limits]\n", &format!("[limits]\n{limits}\n"))
-        .replace("[admin]\n", &format!("[admin]\n{admin}\n"));
-    std::fs::write(dir.path().join("collector.toml"), text).unwrap();
-    let config = glimpse_collector::config::CollectorConfig::load(&dir.path().join("collector.toml")).unwrap();
-    let collector = start_locked(&config).await;
-    (dir, unmount, config, collector)
-}
-
-#[allow(clippy::await_holding_lock)]
-async fn start_locked(config: &glimpse_collector::config::CollectorConfig) -> glimpse_collector::Collector {
-    let _guard = pki().lock();
-    glimpse_collector::Collector::start(config.clone()).await.expect("collector starts")
-}
-
-/// Fills the filesystem holding `dir` with one file, to the last byte.
-fn fill_disk(dir: &Path) -> PathBuf {
-    use std::io::Write;
-    let path = dir.join("filler");
-    let mut file = std::fs::File::create(&path).unwrap();
-    for chunk in [1 << 20, 4096, 1] {
-        let bytes = vec![0xa5u8; chunk];
-        while file.write_all(&bytes).is_ok() {}
-    }
-    path
 }
 
 /// `GET /readyz` follows the free space of the data directory's file
