@@ -210,7 +210,7 @@ const MAX_HOST_BYTES: usize = 253;
 /// One collector address as configured: a DNS name, an IPv4 address or an
 /// IPv6 address, and a port. A name stands for every address it resolves
 /// to, looked up afresh at each connection attempt
-/// ([`crate::transport::resolve`]).
+/// ([`crate::transport::resolve()`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CollectorAddress {
     host: String,

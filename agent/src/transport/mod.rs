@@ -3,7 +3,7 @@
 //! (switches and gateways), the [`Link`] that carries a
 //! [`glimpse_common::wire::AgentSession`]'s frames (the session owns
 //! batches and acknowledgements), and which collector to connect to and
-//! when: resolving the configured addresses afresh ([`resolve`]), failing
+//! when: resolving the configured addresses afresh ([`mod@resolve`]), failing
 //! over between them and pacing reconnects ([`failover`], [`backoff`]).
 
 pub mod backoff;
