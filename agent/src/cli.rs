@@ -46,7 +46,7 @@ enum Command {
     /// SIGHUP reloads the config file and credentials (certificate, key and
     /// shared key, or SSH key).
     Run {
-        /// Path to agent.toml (device identity, collector address, TLS or SSH files).
+        /// Path to agent.toml (device identity, collector addresses, TLS or SSH files).
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
@@ -156,7 +156,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
         if let Some(t) = cause.downcast_ref::<TransportError>() {
             match t {
-                TransportError::Connect { .. } | TransportError::Timeout(_) => return 69,
+                TransportError::Connect { .. } | TransportError::Timeout(_) | TransportError::Unresolved(_) => {
+                    return 69
+                }
                 TransportError::Refused { .. } | TransportError::Tls(_) => return 77,
                 _ => {}
             }
@@ -193,7 +195,11 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
     }
     crate::transport::Credentials::load(&config)?;
     let how = match &config.security {
-        crate::config::TransportSecurity::Tls(tls) => format!("TLS, server name {}", tls.server_name),
+        crate::config::TransportSecurity::Tls(tls) => match &tls.server_name {
+            Some(name) => format!("TLS, server name {name}"),
+            None if config.collectors.len() == 1 => format!("TLS, server name {}", config.collectors[0].host()),
+            None => "TLS, each collector's server name its host".to_owned(),
+        },
         crate::config::TransportSecurity::Ssh(ssh) => {
             format!("SSH as {}, host key {}", ssh.user, ssh.host_key_fingerprint)
         }
@@ -201,7 +207,7 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
     glimpse_files::outln!(
         "ok: {} -> {} ({how}), every {:?}, cipher preference {:?}",
         config.identity,
-        config.collector_address,
+        config.collectors.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
         config.interval,
         config.cipher_preference
     )?;

@@ -190,10 +190,95 @@ struct RawDevice {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCollector {
-    address: String,
+    /// One collector (every address its name resolves to).
+    #[serde(default)]
+    address: Option<String>,
+    /// Several collectors of one service; exactly one of the two is set.
+    #[serde(default)]
+    addresses: Option<Vec<String>>,
     server_name: Option<String>,
     #[serde(default)]
     transport: TransportKind,
+}
+
+/// Most collector addresses one config may list (`collector.addresses`).
+pub const MAX_COLLECTOR_ADDRESSES: usize = 16;
+
+/// Longest host part of a collector address, in bytes (a DNS name's limit).
+const MAX_HOST_BYTES: usize = 253;
+
+/// One collector address as configured: a DNS name, an IPv4 address or an
+/// IPv6 address, and a port. A name stands for every address it resolves
+/// to, looked up afresh at each connection attempt
+/// ([`crate::transport::resolve()`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectorAddress {
+    host: String,
+    port: u16,
+}
+
+impl CollectorAddress {
+    /// Parses `host:port`, an IPv6 address in brackets (`[2001:db8::1]:7443`).
+    /// The error says what is wrong, for the config loader to prefix with
+    /// the key.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        const EXAMPLE: &str = "e.g. collector.example:7443 or [2001:db8::1]:7443";
+        let Some((host, port)) = text.rsplit_once(':') else {
+            return Err(format!("needs a port, {EXAMPLE}"));
+        };
+        let host = match host.strip_prefix('[') {
+            Some(inner) => {
+                let inner = inner.strip_suffix(']').ok_or_else(|| format!("has an unclosed '[', {EXAMPLE}"))?;
+                inner
+                    .parse::<std::net::Ipv6Addr>()
+                    .map_err(|_| format!("has {inner:?} in brackets, which is not an IPv6 address"))?;
+                inner
+            }
+            None if host.contains(':') => return Err(format!("needs brackets around an IPv6 address, {EXAMPLE}")),
+            None => host,
+        };
+        if host.is_empty() {
+            return Err(format!("needs a host before the port, {EXAMPLE}"));
+        }
+        if host.len() > MAX_HOST_BYTES || host.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
+            return Err(format!("does not name a host (at most {MAX_HOST_BYTES} bytes, no spaces or '/')"));
+        }
+        match port.parse::<u16>() {
+            Ok(port) if port > 0 => Ok(Self { host: host.to_owned(), port }),
+            _ => Err(format!("needs a port of 1..=65535 after the last ':', {EXAMPLE}")),
+        }
+    }
+
+    /// The host: a DNS name or an IP address (IPv6 without brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether both name the same collector (host names compare without case).
+    fn same_as(&self, other: &Self) -> bool {
+        self.port == other.port && self.host.eq_ignore_ascii_case(&other.host)
+    }
+}
+
+impl std::fmt::Display for CollectorAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl From<std::net::SocketAddr> for CollectorAddress {
+    fn from(addr: std::net::SocketAddr) -> Self {
+        Self { host: addr.ip().to_string(), port: addr.port() }
+    }
 }
 
 /// How the agent reaches the collector.
@@ -270,8 +355,11 @@ impl Default for RawTransport {
 /// The files and names mutual TLS needs (`[tls]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSettings {
-    /// Name the collector's certificate must carry.
-    pub server_name: String,
+    /// The name every collector's certificate must carry
+    /// (`collector.server_name`); `None`: each collector's certificate must
+    /// carry the host of the address it was reached by
+    /// ([`TlsSettings::server_name_for`]).
+    pub server_name: Option<String>,
     /// CA certificate (PEM) that signed the collector's certificate.
     pub ca_path: PathBuf,
     /// This device's certificate (PEM).
@@ -282,13 +370,25 @@ pub struct TlsSettings {
     pub shared_key_path: PathBuf,
 }
 
+impl TlsSettings {
+    /// The name the certificate of the collector reached at `address` must
+    /// carry: `collector.server_name` if set, else the address's own host.
+    /// Either way the certificate is verified in full against the CA; a
+    /// second address never widens what one connection accepts.
+    pub fn server_name_for<'a>(&'a self, address: &'a CollectorAddress) -> &'a str {
+        self.server_name.as_deref().unwrap_or(address.host())
+    }
+}
+
 /// What SSH needs (`[ssh]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshSettings {
     /// This device's OpenSSH private key (Ed25519 or ECDSA), registered on the collector.
     pub key_path: PathBuf,
     /// The collector's host key fingerprint, `SHA256:…`, as
-    /// `glimpse-collector ssh-host-key` prints it. Any other host key is refused.
+    /// `glimpse-collector ssh-host-key` prints it. Any other host key is
+    /// refused. With several collector addresses every collector must
+    /// present this one key (they share the host key file).
     pub host_key_fingerprint: String,
     /// The SSH user name, `<org>/<device>` unless configured.
     pub user: String,
@@ -308,8 +408,11 @@ pub enum TransportSecurity {
 pub struct AgentConfig {
     /// Who this device is; must match its certificate or registered SSH key.
     pub identity: DeviceIdentity,
-    /// Collector address, `host:port` (the TLS or the SSH port).
-    pub collector_address: String,
+    /// The collectors of the service, `host:port` each (the TLS or the SSH
+    /// port), in the configured order; at least one, at most
+    /// [`MAX_COLLECTOR_ADDRESSES`]. Every address a name resolves to is a
+    /// candidate (`crate::transport::failover` picks which to try).
+    pub collectors: Vec<CollectorAddress>,
     /// TLS or SSH, and the credentials for it.
     pub security: TransportSecurity,
     /// Which AEAD to offer first.
@@ -442,15 +545,27 @@ impl AgentConfig {
         if t.backoff_initial_ms == 0 || t.backoff_max_secs == 0 || t.backoff_initial_ms > t.backoff_max_secs * 1000 {
             problems.push("transport.backoff_initial_ms must be positive and at most backoff_max_secs".to_owned());
         }
-        let server_name = raw.collector.server_name.clone().unwrap_or_else(|| {
-            raw.collector.address.rsplit_once(':').map_or(raw.collector.address.clone(), |(host, _)| {
-                host.trim_start_matches('[').trim_end_matches(']').to_owned()
-            })
-        });
+        let collectors = collector_addresses(&raw.collector, &mut problems);
+        let server_name = raw.collector.server_name.clone();
         let security = match raw.collector.transport {
             TransportKind::Tls => {
-                if rustls_pki_types::ServerName::try_from(server_name.clone()).is_err() {
-                    problems.push(format!("collector.server_name {server_name:?} is not a DNS name or IP address"));
+                match &server_name {
+                    Some(name) => {
+                        if rustls_pki_types::ServerName::try_from(name.clone()).is_err() {
+                            problems.push(format!("collector.server_name {name:?} is not a DNS name or IP address"));
+                        }
+                    }
+                    // Each collector is then checked against its own host.
+                    None => {
+                        for (key, address) in &collectors {
+                            if rustls_pki_types::ServerName::try_from(address.host()).is_err() {
+                                problems.push(format!(
+                                    "{key}: {:?} is not a DNS name or IP address a certificate can carry; set collector.server_name",
+                                    address.host()
+                                ));
+                            }
+                        }
+                    }
                 }
                 if raw.ssh.is_some() {
                     problems.push("[ssh] is set but collector.transport is \"tls\"".to_owned());
@@ -497,12 +612,6 @@ impl AgentConfig {
             (Some(tls), None) => tls.cipher_preference,
             (None, None) => CipherPreference::Auto,
         };
-        if !raw.collector.address.contains(':') {
-            problems.push(format!(
-                "collector.address {:?} needs a port, e.g. collector.example:7443",
-                raw.collector.address
-            ));
-        }
         problems.extend(raw.capture.problems());
         if !(64 * 1024..=1024 * 1024 * 1024).contains(&raw.spool.max_bytes) {
             problems.push(format!("spool.max_bytes must be 64 KiB..1 GiB, got {}", raw.spool.max_bytes));
@@ -521,7 +630,7 @@ impl AgentConfig {
         }
         Ok(Self {
             identity: DeviceIdentity { org, device, kind },
-            collector_address: raw.collector.address,
+            collectors: collectors.into_iter().map(|(_, address)| address).collect(),
             security,
             cipher_preference,
             interval,
@@ -549,6 +658,48 @@ impl AgentConfig {
             log,
         })
     }
+}
+
+/// `collector.address` or `collector.addresses` (exactly one), each
+/// parsed and named by its key for [`AgentConfig::parse`]'s problems.
+fn collector_addresses(raw: &RawCollector, problems: &mut Vec<String>) -> Vec<(String, CollectorAddress)> {
+    let listed: Vec<(String, &str)> = match (&raw.address, &raw.addresses) {
+        (Some(_), Some(_)) => {
+            problems.push("collector: set address or addresses, not both".to_owned());
+            return Vec::new();
+        }
+        (None, None) => {
+            problems.push("collector needs address = \"host:port\" or addresses = [\"host:port\", ...]".to_owned());
+            return Vec::new();
+        }
+        (Some(address), None) => vec![("collector.address".to_owned(), address.as_str())],
+        (None, Some(list)) if list.is_empty() => {
+            problems.push("collector.addresses is empty; list at least one \"host:port\"".to_owned());
+            return Vec::new();
+        }
+        (None, Some(list)) if list.len() > MAX_COLLECTOR_ADDRESSES => {
+            problems
+                .push(format!("collector.addresses lists {} addresses; at most {MAX_COLLECTOR_ADDRESSES}", list.len()));
+            return Vec::new();
+        }
+        (None, Some(list)) => list
+            .iter()
+            .enumerate()
+            .map(|(i, address)| (format!("collector.addresses[{i}]"), address.as_str()))
+            .collect(),
+    };
+    let mut parsed: Vec<(String, CollectorAddress)> = Vec::new();
+    for (key, text) in listed {
+        let shown = text.chars().take(80).collect::<String>();
+        match CollectorAddress::parse(text) {
+            Ok(address) => match parsed.iter().find(|(_, seen)| seen.same_as(&address)) {
+                Some((first, _)) => problems.push(format!("{key} {shown:?} repeats {first}")),
+                None => parsed.push((key, address)),
+            },
+            Err(why) => problems.push(format!("{key} {shown:?} {why}")),
+        }
+    }
+    parsed
 }
 
 /// The `[device]` name, series and location, checked.
@@ -686,10 +837,71 @@ shared_key = "device.psk"
         let c = AgentConfig::parse(GOOD, Path::new("/etc/glimpse/agent.toml"), Path::new("/etc/glimpse")).unwrap();
         assert_eq!(c.identity.to_uri(), "urn:glimpse:device:acme:ap:ap-1");
         let TransportSecurity::Tls(tls) = &c.security else { panic!("TLS by default") };
-        assert_eq!(tls.server_name, "127.0.0.1");
+        assert_eq!(c.collectors, vec![CollectorAddress::parse("127.0.0.1:7443").unwrap()]);
+        assert_eq!(tls.server_name, None);
+        assert_eq!(tls.server_name_for(&c.collectors[0]), "127.0.0.1");
         assert_eq!(tls.cert_path, Path::new("/etc/glimpse/device.pem"));
         assert_eq!(c.interval, Duration::from_secs(30));
         assert_eq!(c.max_frame_bytes, 1 << 20);
+    }
+
+    /// `GOOD` with its `[collector]` lines replaced by `lines`.
+    fn with_collector(lines: &str) -> Result<AgentConfig, String> {
+        let text = GOOD.replace("address = \"127.0.0.1:7443\"\n", lines);
+        AgentConfig::parse(&text, Path::new("a.toml"), Path::new(".")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn several_collector_addresses_each_checked_against_its_own_name() {
+        let c = with_collector(
+            "addresses = [\"c1.example:7443\", \"192.0.2.7:7443\", \"[2001:db8::7]:7443\", \"C2.example:7443\"]\n",
+        )
+        .unwrap();
+        let shown: Vec<String> = c.collectors.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["c1.example:7443", "192.0.2.7:7443", "[2001:db8::7]:7443", "C2.example:7443"]);
+        assert_eq!(c.collectors[2].host(), "2001:db8::7");
+        let TransportSecurity::Tls(tls) = &c.security else { panic!("TLS") };
+        let names: Vec<&str> = c.collectors.iter().map(|a| tls.server_name_for(a)).collect();
+        assert_eq!(names, ["c1.example", "192.0.2.7", "2001:db8::7", "C2.example"]);
+        // One name for all of them when the collectors share a certificate.
+        let c = with_collector(
+            "addresses = [\"c1.example:7443\", \"c2.example:7443\"]\nserver_name = \"ingest.example\"\n",
+        )
+        .unwrap();
+        let TransportSecurity::Tls(tls) = &c.security else { panic!("TLS") };
+        assert!(c.collectors.iter().all(|a| tls.server_name_for(a) == "ingest.example"));
+        // `address` alone still loads, as before.
+        assert_eq!(with_collector("address = \"c1.example:7443\"\n").unwrap().collectors.len(), 1);
+    }
+
+    #[test]
+    fn collector_address_problems_name_their_key() {
+        for (lines, expected) in [
+            ("", "collector needs address"),
+            ("address = \"a.example:1\"\naddresses = [\"b.example:1\"]\n", "address or addresses, not both"),
+            ("addresses = []\n", "collector.addresses is empty"),
+            ("addresses = [\"a.example:7443\", \"b.example\"]\n", "collector.addresses[1] \"b.example\" needs a port"),
+            ("address = \"c.example:0\"\n", "collector.address \"c.example:0\" needs a port of 1..=65535"),
+            ("address = \"c.example:http\"\n", "needs a port of 1..=65535"),
+            ("address = \"::1:7443\"\n", "needs brackets around an IPv6 address"),
+            ("address = \"[::1:7443\"\n", "unclosed '['"),
+            ("address = \"[c.example]:7443\"\n", "not an IPv6 address"),
+            ("address = \":7443\"\n", "needs a host"),
+            ("address = \"a b:7443\"\n", "does not name a host"),
+            (
+                "addresses = [\"a.example:7443\", \"A.example:7443\"]\n",
+                "collector.addresses[1] \"A.example:7443\" repeats collector.addresses[0]",
+            ),
+            ("address = \"a..example:7443\"\n", "collector.address: \"a..example\" is not a DNS name or IP address"),
+        ] {
+            let err = with_collector(lines).unwrap_err();
+            assert!(err.contains(expected), "{lines:?}: {err}");
+        }
+        let too_many: Vec<String> = (0..=MAX_COLLECTOR_ADDRESSES).map(|i| format!("\"c{i}.example:7443\"")).collect();
+        let err = with_collector(&format!("addresses = [{}]\n", too_many.join(", "))).unwrap_err();
+        assert!(err.contains("collector.addresses lists 17 addresses; at most 16"), "{err}");
+        // A host that is no certificate name is fine once server_name says which name to check.
+        assert!(with_collector("address = \"a..example:7443\"\nserver_name = \"c.example\"\n").is_ok());
     }
 
     #[test]

@@ -232,6 +232,9 @@ pub enum Kind {
     Bool,
     /// A UCI `list` of strings.
     List,
+    /// A string as `option`; as a `list`, the array under the key named
+    /// here (`list address` is `addresses = [...]`).
+    OneOrMany(&'static str),
     /// Read by the init script only (`agent.enabled`); not written.
     InitOnly,
 }
@@ -260,7 +263,16 @@ pub const SCHEMA: &[SectionSchema] = &[
             ("longitude", Kind::Float),
         ],
     ),
-    ("collector", "collector", &[("address", Kind::Str), ("server_name", Kind::Str), ("transport", Kind::Str)]),
+    (
+        "collector",
+        "collector",
+        &[
+            ("address", Kind::OneOrMany("addresses")),
+            ("addresses", Kind::List),
+            ("server_name", Kind::Str),
+            ("transport", Kind::Str),
+        ],
+    ),
     (
         "tls",
         "tls",
@@ -383,7 +395,8 @@ fn toml_value(kind: Kind, value: &UciValue) -> Result<Option<String>, String> {
             format!("{n:?}")
         }
         Kind::Bool => parse_bool(&single(value)?)?.to_string(),
-        Kind::List => {
+        Kind::OneOrMany(_) if matches!(value, UciValue::Single(_)) => toml_string(&single(value)?),
+        Kind::List | Kind::OneOrMany(_) => {
             let values = match value {
                 UciValue::List(values) => values.clone(),
                 UciValue::Single(v) => vec![v.clone()],
@@ -434,9 +447,14 @@ pub fn to_toml(sections: &[UciSection], source: &str) -> Result<String, Vec<Stri
                 problems.push(format!("line {line}: {label}: unknown option {name} (known: {})", known.join(", ")));
                 continue;
             };
+            // `list address` is agent.toml's `addresses`.
+            let key = match (kind, value) {
+                (Kind::OneOrMany(many), UciValue::List(_)) => *many,
+                _ => name.as_str(),
+            };
             match toml_value(*kind, value) {
                 Ok(Some(v)) => {
-                    let _ = writeln!(body, "{name} = {v}");
+                    let _ = writeln!(body, "{key} = {v}");
                 }
                 Ok(None) => {}
                 Err(e) => problems.push(format!("line {line}: {}.{name} {e}", section.kind)),
@@ -478,6 +496,33 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}\n{toml}"));
         assert_eq!(config.identity.to_string(), "acme/ap-1 (ap)");
         assert_eq!(config.spool.path.as_deref(), Some(std::path::Path::new("/var/lib/glimpse-agent/spool")));
+    }
+
+    #[test]
+    fn a_list_of_collector_addresses_becomes_addresses() {
+        let several = EXAMPLE.replace(
+            "\toption address 'collector.example:7443'\n",
+            "\tlist address 'collector-1.example:7443'\n\tlist address '[2001:db8::7]:7443'\n",
+        );
+        assert_ne!(several, EXAMPLE, "the packaged file sets option address");
+        let toml = to_toml(&parse(&several).unwrap(), "x").unwrap();
+        assert!(toml.contains("addresses = [\"collector-1.example:7443\", \"[2001:db8::7]:7443\"]"), "{toml}");
+        let config = crate::AgentConfig::parse(&toml, std::path::Path::new("a.toml"), std::path::Path::new("/"))
+            .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        let addresses: Vec<String> = config.collectors.iter().map(ToString::to_string).collect();
+        assert_eq!(addresses, ["collector-1.example:7443", "[2001:db8::7]:7443"]);
+        // One option stays `address`; both at once is the loader's error.
+        let toml = to_toml(&parse(EXAMPLE).unwrap(), "x").unwrap();
+        assert!(toml.contains("address = \"collector.example:7443\""), "{toml}");
+        let both = EXAMPLE.replace(
+            "\toption address 'collector.example:7443'\n",
+            "\toption address 'a.example:7443'\n\tlist addresses 'b.example:7443'\n",
+        );
+        let toml = to_toml(&parse(&both).unwrap(), "x").unwrap();
+        let err = crate::AgentConfig::parse(&toml, std::path::Path::new("a.toml"), std::path::Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("address or addresses, not both"), "{err}");
     }
 
     #[test]

@@ -401,6 +401,31 @@ pub fn agent_toml(collector: std::net::SocketAddr, device: &Device) -> String {
     agent_toml_with(device, &link)
 }
 
+/// The `agent.toml` text for `device` pointed at several collectors over
+/// TLS (`collector.addresses`), with `server_name` if given (without it,
+/// each collector is checked against its own host).
+pub fn agent_toml_for_collectors(addresses: &[String], server_name: Option<&str>, device: &Device) -> String {
+    let listed: Vec<String> = addresses.iter().map(|a| format!("{a:?}")).collect();
+    let server_name = server_name.map(|name| format!("server_name = {name:?}\n")).unwrap_or_default();
+    let link = format!(
+        "[collector]\naddresses = [{listed}]\n{server_name}\
+         [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\nshared_key = {psk:?}\n",
+        listed = listed.join(", "),
+        ca = glimpse_certs::ca_cert_path(&pki().ours),
+        cert = device.cert,
+        key = device.key,
+        psk = device.shared_key,
+    );
+    agent_toml_with(device, &link)
+}
+
+/// An agent config for `device` pointed at several collectors
+/// ([`agent_toml_for_collectors`]), collecting every 50 ms.
+pub fn agent_config_for_collectors(addresses: &[String], server_name: Option<&str>, device: &Device) -> AgentConfig {
+    let text = agent_toml_for_collectors(addresses, server_name, device);
+    AgentConfig::parse(&text, Path::new("test-agent.toml"), Path::new("/")).expect("agent config")
+}
+
 /// An agent config for `device` pointed at `collector`, collecting every 50 ms.
 pub fn agent_config(collector: std::net::SocketAddr, device: &Device) -> AgentConfig {
     AgentConfig::parse(&agent_toml(collector, device), Path::new("test-agent.toml"), Path::new("/"))
@@ -502,8 +527,12 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 pub mod browser;
+pub mod disk;
 pub mod postgres;
+pub mod processes;
 pub mod traffic;
+
+pub use processes::{identify, CollectorFiles, Process};
 
 /// Issues an admin certificate in our PKI and returns credentials for the
 /// collector's admin API.

@@ -5,132 +5,23 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use glimpse_common::clock::SystemClock;
-use glimpse_common::identity::DeviceIdentity;
 use glimpse_common::record::DataKind;
+use glimpse_tests::disk::{collector_on_small_disk_with, fill_disk, Mounted};
 use glimpse_tests::*;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_agent-under-test");
 const COLLECTOR: &str = env!("CARGO_BIN_EXE_collector-under-test");
 
-/// A child process killed (SIGKILL) if the test ends without stopping it.
-struct Process(Child);
-
-impl Process {
-    fn start(program: &str, args: &[&str], config: &Path) -> Process {
-        let log = if std::env::var_os("GLIMPSE_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
-        let child = Command::new(program)
-            .args(args)
-            .arg("--config")
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start process");
-        Process(child)
-    }
-
-    /// `kill -9`: no drain, no goodbye, nothing flushed.
-    fn kill(mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-
-    /// SIGTERM, then wait for the orderly exit.
-    async fn terminate(mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            if let Ok(Some(status)) = self.0.try_wait() {
-                assert!(status.success(), "process exited with {status}");
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "process did not exit after SIGTERM");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A collector config and data directory on disk, for the real program.
-struct CollectorFiles {
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl CollectorFiles {
-    fn new() -> CollectorFiles {
-        let dir = tempfile::tempdir().unwrap();
-        let master = dir.path().join("master.key");
-        glimpse_store::keys::MasterKey::generate_file(&master).unwrap();
-        let port = free_port();
-        let text = collector_toml(&dir.path().join("data"), &master, port);
-        std::fs::write(dir.path().join("collector.toml"), text).unwrap();
-        CollectorFiles { dir, port }
-    }
-
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("collector.toml")
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    async fn start(&self) -> Process {
-        let process = Process::start(COLLECTOR, &["serve"], &self.config());
-        wait_until("collector listening", || std::net::TcpStream::connect(self.addr()).is_ok()).await;
-        process
-    }
-
-    /// Every stored metadata record of `device`, as observation times, and
-    /// how many there are (a duplicate shows as count > set size).
-    fn stored(&self, device: &DeviceIdentity) -> (usize, BTreeSet<String>) {
-        let mut all = self.stored_by_device(&device.org);
-        let mine = all.remove(device.device.as_str()).unwrap_or_default();
-        (mine.len(), mine.into_iter().collect())
-    }
-
-    /// Observation times of every stored metadata record of `org`, by device.
-    fn stored_by_device(
-        &self,
-        org: &glimpse_common::identity::OrgId,
-    ) -> std::collections::HashMap<String, Vec<String>> {
-        let config = glimpse_collector::config::CollectorConfig::load(&self.config()).unwrap();
-        let store = glimpse_collector::service::open_store(&config, Arc::new(SystemClock)).unwrap();
-        let outcome = store.read(org, DataKind::Metadata, None, None).unwrap();
-        assert!(outcome.problems.is_empty(), "damaged store: {:?}", outcome.problems);
-        let mut by_device: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
-        for record in &outcome.records {
-            by_device.entry(record.device.to_string()).or_default().push(identify(&record.record));
-        }
-        by_device
-    }
-}
-
-/// What tells one record from another: one collection sends several
-/// records with the same observation time (metadata, counters, the
-/// device-kind report), so the whole record is the identity.
-fn identify(record: &glimpse_common::record::Record) -> String {
-    serde_json::to_string(record).expect("records serialise")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collector_killed_mid_stream_loses_no_acknowledged_record_and_stores_none_twice() {
     init_logging();
     let device = issue_device("faultorg");
-    let files = CollectorFiles::new();
+    let files = CollectorFiles::new(COLLECTOR);
     let collector = files.start().await;
     let agent = start_agent(files.addr(), &device);
     wait_for_status(&agent, "streaming", |s| s.acked_seq >= 5).await;
@@ -161,7 +52,7 @@ async fn collector_killed_mid_stream_loses_no_acknowledged_record_and_stores_non
 async fn agent_killed_with_a_full_spool_delivers_it_after_restart() {
     init_logging();
     let device = issue_device("faultorg");
-    let files = CollectorFiles::new();
+    let files = CollectorFiles::new(COLLECTOR);
     // The collector is down: the agent spools.
     let agent_dir = tempfile::tempdir().unwrap();
     let agent_config = agent_dir.path().join("agent.toml");
@@ -215,7 +106,7 @@ async fn a_flipped_spool_bit_costs_one_record_and_is_reported() {
     use glimpse_agent::spool::format::{self, SpoolEntry, ENTRY_HEADER_LEN, HEADER_LEN};
     init_logging();
     let device = issue_device("faultorg");
-    let files = CollectorFiles::new();
+    let files = CollectorFiles::new(COLLECTOR);
     // The collector is down: the agent spools.
     let agent_dir = tempfile::tempdir().unwrap();
     let agent_config = agent_dir.path().join("agent.toml");
@@ -355,15 +246,6 @@ async fn a_network_cut_is_buffered_and_replayed_once_restored() {
     assert!(final_status.connections >= 2);
 }
 
-/// Unmounts the test's small filesystem however the test ends.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// A batch of `n` metadata records of a few hundred bytes each.
 fn bulky_batch(org: &glimpse_common::identity::OrgId, seq: u64, n: usize) -> glimpse_common::wire::Batch {
     use glimpse_common::bounded::{BoundedString, BoundedVec};
@@ -383,62 +265,11 @@ fn bulky_batch(org: &glimpse_common::identity::OrgId, seq: u64, n: usize) -> gli
 
 /// A collector whose data directory is a small tmpfs (root, like the
 /// capture tests), with `limits` lines added to its `[limits]` table.
-// The PKI lock only keeps other test threads' issuers out while
-// registrations are imported; no task of this runtime contends for it.
-#[allow(clippy::await_holding_lock)]
 async fn collector_on_small_disk(
     size: &str,
     limits: &str,
 ) -> (tempfile::TempDir, Mounted, glimpse_collector::config::CollectorConfig, glimpse_collector::Collector) {
     collector_on_small_disk_with(size, limits, "").await
-}
-
-/// [`collector_on_small_disk`] with `admin` lines added to its `[admin]` table.
-#[allow(clippy::await_holding_lock)]
-async fn collector_on_small_disk_with(
-    size: &str,
-    limits: &str,
-    admin: &str,
-) -> (tempfile::TempDir, Mounted, glimpse_collector::config::CollectorConfig, glimpse_collector::Collector) {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    // mode=0700: a tmpfs root is 1777 by default, which the collector
-    // refuses as a data directory.
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "glimpse-full-disk-test"])
-        .arg(&data)
-        .status()
-        .expect("mount");
-    assert!(mounted.success(), "mounting a small tmpfs for the full-disk test needs root");
-    let unmount = Mounted(data.clone());
-    let master = dir.path().join("master.key");
-    glimpse_store::keys::MasterKey::generate_file(&master).unwrap();
-    let text = collector_toml(&data, &master, free_port())
-        .replace("[limits]\n", &format!("[limits]\n{limits}\n"))
-        .replace("[admin]\n", &format!("[admin]\n{admin}\n"));
-    std::fs::write(dir.path().join("collector.toml"), text).unwrap();
-    let config = glimpse_collector::config::CollectorConfig::load(&dir.path().join("collector.toml")).unwrap();
-    let collector = start_locked(&config).await;
-    (dir, unmount, config, collector)
-}
-
-#[allow(clippy::await_holding_lock)]
-async fn start_locked(config: &glimpse_collector::config::CollectorConfig) -> glimpse_collector::Collector {
-    let _guard = pki().lock();
-    glimpse_collector::Collector::start(config.clone()).await.expect("collector starts")
-}
-
-/// Fills the filesystem holding `dir` with one file, to the last byte.
-fn fill_disk(dir: &Path) -> PathBuf {
-    use std::io::Write;
-    let path = dir.join("filler");
-    let mut file = std::fs::File::create(&path).unwrap();
-    for chunk in [1 << 20, 4096, 1] {
-        let bytes = vec![0xa5u8; chunk];
-        while file.write_all(&bytes).is_ok() {}
-    }
-    path
 }
 
 /// `GET /readyz` follows the free space of the data directory's file
@@ -624,7 +455,7 @@ async fn soak_many_agents_stored_equals_sent() {
     let agents: usize = std::env::var("GLIMPSE_SOAK_AGENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     let secs: u64 = std::env::var("GLIMPSE_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
     let devices: Vec<Device> = (0..agents).map(|_| issue_device("soakorg")).collect();
-    let files = CollectorFiles::new();
+    let files = CollectorFiles::new(COLLECTOR);
     let collector = files.start().await;
     let pid = collector.0.id();
     let handles: Vec<_> = devices
@@ -722,7 +553,7 @@ async fn sighup_keeps_connections_and_sigterm_drains_and_says_so() {
     init_logging();
     let device = issue_device("faultorg");
     let observer = issue_device("faultorg");
-    let files = CollectorFiles::new();
+    let files = CollectorFiles::new(COLLECTOR);
     let collector = files.start().await;
     let agent = start_agent(files.addr(), &device);
     let status = wait_for_status(&agent, "streaming", |s| s.acked_seq >= 3).await;

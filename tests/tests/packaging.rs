@@ -77,7 +77,7 @@ fn the_ipk_unpacks_and_its_uci_config_becomes_an_agent_toml_the_agent_loads() {
     run(Command::new(&agent).arg("config").arg("--from-uci").arg(&uci).arg("--out").arg(&toml));
     let config = glimpse_agent::AgentConfig::load(&toml).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.identity.to_string(), "acme/ap-1 (ap)");
-    assert_eq!(config.collector_address, "collector.example:7443");
+    assert_eq!(config.collectors.iter().map(ToString::to_string).collect::<Vec<_>>(), ["collector.example:7443"]);
     assert_eq!(config.spool.path.as_deref(), Some(Path::new("/var/lib/glimpse-agent/spool")));
 
     // `uci set glimpse.device.kind=...; uci commit` with a mistake: refused

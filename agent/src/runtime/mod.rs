@@ -1,4 +1,5 @@
-//! The agent daemon: collect on a timer, queue, send in order, reconnect.
+//! The agent daemon: collect on a timer, queue, send in order, reconnect,
+//! fail over between the collectors of the service.
 //!
 //! Records wait in a bounded in-memory queue, journalled to an on-disk
 //! spool ([`crate::spool`]), until the collector acknowledges them. When the
@@ -14,11 +15,20 @@
 //! across reconnects so that the collector, which remembers the highest
 //! sequence it stored per stream, stores a batch resent after a lost
 //! acknowledgement only once.
+//!
+//! The same holds across collectors: the queue, the spool and the session
+//! (with its batch in flight) belong to the device, not to a connection,
+//! so failing over to another collector of the service resends exactly what
+//! was not acknowledged; the collectors share the per-stream sequence
+//! numbers through their backend and store a resent batch once. Which
+//! collector to try, and when, is [`Failover`]'s decision.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
@@ -34,7 +44,10 @@ use crate::config::AgentConfig;
 use crate::queue::Queue;
 use crate::reports::Reporter;
 use crate::spool::{Spool, SpoolEntry};
-use crate::transport::{session_config, Backoff, Credentials, Link, TransportError};
+use crate::transport::connection::unresolved_detail;
+use crate::transport::{
+    describe, resolve, session_config, Backoff, Credentials, Failover, Link, StorageRefusal, TransportError,
+};
 
 /// What the agent is doing, for tests, the demo and status output.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,6 +76,14 @@ pub struct AgentStatus {
     pub last_error: Option<String>,
     /// The TLS cipher suite of the current or last connection, or `SSH`.
     pub cipher_suite: Option<String>,
+    /// The collector of the current or last connection, as configured
+    /// (`host:port`).
+    pub collector: Option<String>,
+    /// The address that collector was reached at (what its name resolved to).
+    pub collector_addr: Option<SocketAddr>,
+    /// Times the agent moved to another collector of the service after
+    /// repeated storage refusals.
+    pub storage_failovers: u64,
     /// The organisation's capture consent, as the agent last heard it.
     pub capture_consent: bool,
     /// Metadata fields the organisation does not want collected.
@@ -230,6 +251,15 @@ impl SpoolSlot {
     }
 }
 
+/// What [`Device::apply_events`] saw that the failover policy must hear.
+#[derive(Debug, Default, Clone, Copy)]
+struct Applied {
+    /// A batch sent on this connection was acknowledged.
+    stored: bool,
+    /// The collector could not store a batch and asked for it again then.
+    refused_until: Option<std::time::Instant>,
+}
+
 /// What the daemon keeps besides the session and the link: the things the
 /// collector's directives change, and where acknowledgements are recorded.
 struct Device<'a> {
@@ -248,14 +278,21 @@ impl Device<'_> {
     /// capture is started (captures were stopped for the shutdown), but a
     /// withdrawal of consent or a new data policy still takes effect.
     /// Returns whether the collector acknowledged a batch sent on this
-    /// connection: only that proves it is storing again.
-    fn apply_events(&mut self, session: &mut AgentSession, draining: bool) -> bool {
-        let mut stored_one = false;
+    /// connection (only that proves it is storing again), and until when
+    /// it last asked for a batch again.
+    fn apply_events(&mut self, session: &mut AgentSession, draining: bool) -> Applied {
+        let mut applied = Applied::default();
         while let Some(event) = session.poll_event() {
             match event {
                 AgentEvent::RetryLater { seq, until, code, message } => {
+                    applied.refused_until = Some(until);
                     let retry_in = until.saturating_duration_since(std::time::Instant::now());
-                    warn!(seq, ?code, ?retry_in, "collector cannot store the batch now; keeping the connection and sending it again then: {message}");
+                    warn!(
+                        seq,
+                        ?code,
+                        ?retry_in,
+                        "collector cannot store the batch now; not sending it there again before then: {message}"
+                    );
                     self.status.send_modify(|s| {
                         s.storage_retries += 1;
                         s.last_error =
@@ -263,7 +300,7 @@ impl Device<'_> {
                     });
                 }
                 AgentEvent::Acked { seq, through, records, sent_at } => {
-                    stored_one |= sent_at.is_some();
+                    applied.stored |= sent_at.is_some();
                     debug!(seq, records, "batch acknowledged");
                     self.spool.append(&SpoolEntry::Acked { seq: through });
                     let queued = self.queue.len();
@@ -322,7 +359,7 @@ impl Device<'_> {
         }
         let duplicates = session.stats().duplicate_acks;
         self.status.send_if_modified(|s| std::mem::replace(&mut s.duplicate_acks, duplicates) != duplicates);
-        stored_one
+        applied
     }
 
     /// Moves the next batch from the queue into the session when it has
@@ -393,9 +430,11 @@ async fn run(
     collect_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut spool_timer = tokio::time::interval(settings.config.spool.sync_interval);
     spool_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut backoff = Backoff::new(settings.config.backoff_initial, settings.config.backoff_max);
+    // The backoff settings are read at start only: a reload keeps the
+    // policy, its pacing and the collector that works.
+    let backoff = Backoff::new(settings.config.backoff_initial, settings.config.backoff_max);
+    let mut failover = Failover::new(backoff, StdRng::from_entropy());
     let mut link: Option<Link> = None;
-    let mut retry_at: Option<tokio::time::Instant> = None;
     let mut omitted_fields: Vec<MetadataField> = Vec::new();
     let consent = crate::capture::consent::Consent::load(settings.config.capture.consent_file.as_deref());
     let mut captures = Captures::new(queue.clone(), consent);
@@ -405,7 +444,7 @@ async fn run(
     });
     captures.configure_monitor(settings.config.capture_config());
 
-    info!(identity = %settings.config.identity, collector = %settings.config.collector_address, "agent started");
+    info!(identity = %settings.config.identity, collectors = %collector_list(&settings.config), "agent started");
     loop {
         if *shutdown.borrow() {
             break;
@@ -418,35 +457,71 @@ async fn run(
             config: &settings.config,
             omitted_fields: &mut omitted_fields,
         };
-        // Connect when there is something to send and the backoff allows it.
+        // Connect when there is something to send and the failover policy
+        // allows it.
         let has_work = !session.is_drained() || !queue.is_empty();
-        if link.is_none() && has_work && retry_at.is_none_or(|at| at <= tokio::time::Instant::now()) {
-            match Link::open(&settings.config, &settings.credentials, &mut session).await {
+        let due = failover.next_attempt_at().is_none_or(|at| at <= std::time::Instant::now());
+        if link.is_none() && has_work && due {
+            // Names are resolved afresh for every attempt (a collector may
+            // have moved); a shutdown does not wait for a slow resolver.
+            let resolved = tokio::select! {
+                resolved = resolve(&settings.config.collectors, settings.config.connect_timeout) => resolved,
+                Ok(()) = shutdown.changed() => continue,
+            };
+            for (index, why) in &resolved.failures {
+                if let Some(collector) = settings.config.collectors.get(*index) {
+                    warn!(collector = %collector, "cannot resolve collector address: {why}");
+                }
+            }
+            let now = std::time::Instant::now();
+            failover.set_candidates(resolved.candidates);
+            let Some(candidate) = failover.poll(now) else {
+                if failover.candidates().is_empty() {
+                    let e = TransportError::Unresolved(unresolved_detail(&settings.config, &resolved.failures));
+                    warn!(error = %e, retry_in = ?retry_in(&failover, now), "cannot reach collector");
+                    status.send_modify(|s| s.last_error = Some(e.to_string()));
+                }
+                continue;
+            };
+            let Some(collector) = settings.config.collectors.get(candidate.origin).cloned() else {
+                failover.failed(now);
+                continue;
+            };
+            let target = describe(&collector, candidate.addr);
+            match Link::open_to(&settings.config, &settings.credentials, &mut session, &collector, candidate.addr).await
+            {
                 Ok(opened) => {
                     // The backoff is not reset here: a collector that welcomes
                     // and then cannot store (a full disk) must not be
                     // reconnected to at full speed. Only an acknowledgement
                     // resets it.
-                    retry_at = None;
-                    info!(security = opened.security(), stored_seq = session.welcomed_seq(), "connected to collector");
+                    failover.connected();
+                    info!(collector = %target, security = opened.security(), stored_seq = session.welcomed_seq(), "connected to collector");
                     status.send_modify(|s| {
                         s.connected = true;
                         s.connections += 1;
                         s.last_error = None;
                         s.cipher_suite = Some(opened.security().to_owned());
+                        s.collector = Some(collector.to_string());
+                        s.collector_addr = Some(candidate.addr);
                     });
                     // The welcome may have acknowledged or renumbered the
                     // batch in flight.
-                    if device.apply_events(&mut session, false) {
-                        backoff.reset();
+                    if device.apply_events(&mut session, false).stored {
+                        failover.stored();
                     }
                     link = Some(opened);
                 }
                 Err(e) => {
-                    let delay = backoff.next_delay(rand::thread_rng().gen());
-                    warn!(error = %e, retry_in = ?delay, "cannot reach collector");
+                    let now = std::time::Instant::now();
+                    failover.failed(now);
+                    match failover.next_attempt_at() {
+                        None => warn!(collector = %target, error = %e, "cannot reach collector; trying the next one"),
+                        Some(_) => {
+                            warn!(collector = %target, error = %e, retry_in = ?retry_in(&failover, now), "cannot reach collector")
+                        }
+                    }
                     status.send_modify(|s| s.last_error = Some(e.to_string()));
-                    retry_at = Some(tokio::time::Instant::now() + delay);
                 }
             }
             continue;
@@ -459,11 +534,16 @@ async fn run(
             device.form_batch(&mut session).await;
             if let Err(e) = open.flush(&mut session).await {
                 lose_connection(&mut link, &mut session, &e, &status);
-                retry_at = Some(tokio::time::Instant::now() + backoff.next_delay(rand::thread_rng().gen()));
+                failover.lost(std::time::Instant::now());
                 continue;
             }
         }
 
+        // The next connection attempt, while there is none and something
+        // to send (a due one was made at the top of the loop).
+        let has_work = !session.is_drained() || !queue.is_empty();
+        let retry_at =
+            failover.next_attempt_at().filter(|_| link.is_none() && has_work).map(tokio::time::Instant::from_std);
         let sleep_until = retry_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         // The end of a collector's RetryLater delay, while connected.
         let session_wake = session.poll_timeout().filter(|_| link.is_some()).map(tokio::time::Instant::from_std);
@@ -513,13 +593,28 @@ async fn run(
                             config: &settings.config,
                             omitted_fields: &mut omitted_fields,
                         };
-                        if device.apply_events(&mut session, false) {
-                            backoff.reset();
+                        let applied = device.apply_events(&mut session, false);
+                        if applied.stored {
+                            failover.stored();
+                        }
+                        let leave = applied.refused_until.is_some_and(|until| {
+                            failover.storage_refused(std::time::Instant::now(), until) == StorageRefusal::Leave
+                        });
+                        if let Some(open) = link.take_if(|_| leave) {
+                            // Still refused after a delay: another collector
+                            // of the service may be storing.
+                            let collector = status.borrow().collector.clone().unwrap_or_default();
+                            info!(collector = %collector, "collector still cannot store; trying another collector of the service");
+                            say_goodbye(open, &mut session, settings.config.drain_timeout).await;
+                            status.send_modify(|s| {
+                                s.connected = false;
+                                s.storage_failovers += 1;
+                            });
                         }
                     }
                     Err(e) => {
                         lose_connection(&mut link, &mut session, &e, &status);
-                        retry_at = Some(tokio::time::Instant::now() + backoff.next_delay(rand::thread_rng().gen()));
+                        failover.lost(std::time::Instant::now());
                     }
                 }
             }
@@ -552,14 +647,13 @@ async fn run(
                     captures.configure_monitor(new.config.capture_config());
                     reporter = Some(Reporter::new(&new.config));
                     settings = new;
-                    if let Some(mut open) = link.take() {
-                        session.goodbye();
-                        let _ = open.flush(&mut session).await;
-                        open.shutdown().await;
+                    if let Some(open) = link.take() {
+                        say_goodbye(open, &mut session, settings.config.drain_timeout).await;
                     }
                     session.connection_lost();
                     status.send_modify(|s| s.connected = false);
-                    retry_at = None;
+                    // At once, to the collector in use first.
+                    failover.restart();
                 }
             }
         }
@@ -666,6 +760,28 @@ async fn collect(
             Vec::new()
         }
     }
+}
+
+/// Says goodbye on `link` and closes it, waiting at most `timeout` for a
+/// collector that has stopped reading; the session is then disconnected.
+async fn say_goodbye(mut link: Link, session: &mut AgentSession, timeout: Duration) {
+    session.goodbye();
+    let _ = tokio::time::timeout(timeout, async {
+        let _ = link.flush(session).await;
+        link.shutdown().await;
+    })
+    .await;
+    session.connection_lost();
+}
+
+/// The configured collectors, for the log.
+fn collector_list(config: &AgentConfig) -> String {
+    config.collectors.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// How long until the policy's next attempt.
+fn retry_in<R: Rng>(failover: &Failover<R>, now: std::time::Instant) -> Duration {
+    failover.next_attempt_at().map_or(Duration::ZERO, |at| at.saturating_duration_since(now))
 }
 
 fn lose_connection(

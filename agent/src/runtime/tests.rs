@@ -150,7 +150,7 @@ fn only_an_acknowledgement_of_a_sent_batch_counts_as_storing_again() {
     };
     // The welcome says batch 3 is stored: acknowledged, but nothing was sent.
     session.handle_message(now, welcome(3)).unwrap();
-    assert!(!device.apply_events(&mut session, false));
+    assert!(!device.apply_events(&mut session, false).stored);
     session.push_batch(record(), vec![]).unwrap();
     while session.poll_transmit(now, &mut out).unwrap() {}
     let retry = RetryLater {
@@ -160,12 +160,18 @@ fn only_an_acknowledgement_of_a_sent_batch_counts_as_storing_again() {
         message: BoundedString::truncating("storage unavailable; retry later"),
     };
     session.handle_message(now, CollectorMessage::RetryLater(retry)).unwrap();
-    assert!(!device.apply_events(&mut session, false));
+    let applied = device.apply_events(&mut session, false);
+    assert!(!applied.stored);
+    assert_eq!(
+        applied.refused_until,
+        Some(now + std::time::Duration::from_secs(1)),
+        "the failover policy hears the delay"
+    );
     assert_eq!(watched.borrow().storage_retries, 1);
     assert!(watched.borrow().last_error.as_deref().unwrap_or_default().contains("StorageUnavailable"));
     let later = now + std::time::Duration::from_secs(1);
     session.handle_timeout(later).unwrap();
     while session.poll_transmit(later, &mut out).unwrap() {}
     session.handle_message(later, CollectorMessage::Ack { stream_seq: 4 }).unwrap();
-    assert!(device.apply_events(&mut session, false), "stored again: the backoff may reset");
+    assert!(device.apply_events(&mut session, false).stored, "stored again: the backoff may reset");
 }

@@ -4,9 +4,11 @@ use std::time::Duration;
 
 /// A jittered exponential backoff strategy.
 ///
-/// Delays double from `initial` up to `max`; each is then scaled by a
-/// random factor in [0.5, 1.0) so that a fleet of access points that lost the
-/// collector at the same moment does not reconnect in lockstep.
+/// The window doubles from `initial` up to `max`; each delay is drawn
+/// uniformly from the whole window above a floor of `initial / 2` ("full
+/// jitter"), so that a fleet of access points that lost the collector at the
+/// same moment does not reconnect in lockstep, while no delay is ever short
+/// enough to hammer a collector that is down.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     initial: Duration,
@@ -20,12 +22,16 @@ impl Backoff {
         Self { initial, max: max.max(initial), attempt: 0 }
     }
 
-    /// The delay before the next attempt; `jitter` is a uniform sample in [0, 1).
+    /// The delay before the next attempt, in `[initial / 2, window]`;
+    /// `jitter` is a uniform sample in [0, 1).
     pub fn next_delay(&mut self, jitter: f64) -> Duration {
         let doubled = self.initial.saturating_mul(1u32 << self.attempt.min(20));
-        let capped = doubled.min(self.max);
+        let window = doubled.min(self.max);
         self.attempt = self.attempt.saturating_add(1);
-        capped.mul_f64(0.5 + jitter.clamp(0.0, 1.0) / 2.0)
+        let floor = self.initial / 2;
+        // NaN clamps to NaN: taken as 0.
+        let jitter = if jitter.is_nan() { 0.0 } else { jitter.clamp(0.0, 1.0) };
+        floor + window.saturating_sub(floor).mul_f64(jitter)
     }
 
     /// Forgets past failures after a successful connection.
@@ -46,6 +52,18 @@ mod tests {
         assert_eq!(delays, vec![99, 199, 399, 799, 999, 999]);
         b.reset();
         assert_eq!(b.next_delay(0.0), Duration::from_millis(50));
+    }
+
+    #[test]
+    fn full_jitter_spans_the_whole_window_once_it_has_grown() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        for _ in 0..10 {
+            b.next_delay(0.5);
+        }
+        // The window is the 10 s cap; the draw covers it from the floor up.
+        assert_eq!(b.next_delay(0.0), Duration::from_millis(50));
+        assert_eq!(b.next_delay(0.5), Duration::from_millis(5025));
+        assert!(b.next_delay(f64::NAN) == Duration::from_millis(50));
     }
 
     proptest! {

@@ -10,6 +10,7 @@
 //! so that tests can misbehave on purpose.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,7 @@ use glimpse_common::wire::{
 };
 use glimpse_files::{load_certs, load_key};
 
-use crate::config::{AgentConfig, TlsSettings, TransportSecurity};
+use crate::config::{AgentConfig, CollectorAddress, TlsSettings, TransportSecurity};
 
 /// A connection attempt or an exchange on it failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,11 +41,15 @@ pub enum TransportError {
     /// TCP connect failed (collector down, wrong address).
     #[error("cannot connect to {address}: {source}")]
     Connect {
-        /// The collector address.
+        /// The collector address (as configured, and what it resolved to).
         address: String,
         /// Why.
         source: std::io::Error,
     },
+    /// No configured collector address resolved to anything (DNS down, a
+    /// misspelt name).
+    #[error("cannot resolve any collector address: {0}")]
+    Unresolved(String),
     /// Connect or handshake took longer than the configured timeout.
     #[error("timed out after {0:?} connecting to the collector")]
     Timeout(Duration),
@@ -158,8 +163,9 @@ pub enum Credentials {
         config: Arc<ClientConfig>,
         /// The per-device shared key.
         shared_key: Arc<SecretKey>,
-        /// The name the collector's certificate must carry.
-        server_name: String,
+        /// The name every collector's certificate must carry; `None`: the
+        /// host of the address each was reached by.
+        server_name: Option<String>,
     },
     /// SSH public-key login with a pinned host key.
     #[cfg(feature = "ssh")]
@@ -260,18 +266,58 @@ pub fn session_config(config: &AgentConfig, stream_id: u64, window: usize) -> Ag
     }
 }
 
+/// The name and address of one collector candidate, for errors and logs:
+/// `collector.example:7443 (192.0.2.7:7443)`, or the address alone when it
+/// was configured as one.
+pub fn describe(collector: &CollectorAddress, addr: SocketAddr) -> String {
+    let configured = collector.to_string();
+    if configured == addr.to_string() {
+        configured
+    } else {
+        format!("{configured} ({addr})")
+    }
+}
+
 impl Link {
-    /// Connects, authenticates (mutual TLS and the shared-key proof, or SSH
-    /// public-key login) and runs `session`'s handshake until the
-    /// collector's welcome, all within the configured connect timeout. On
-    /// failure the session is told the connection is lost.
+    /// Resolves every configured collector address and connects to the
+    /// first candidate that welcomes us, in the configured order (for
+    /// one-shot senders such as `replay`; the daemon picks candidates with
+    /// [`super::Failover`] and [`Link::open_to`]). Each attempt has the
+    /// configured connect timeout; the last failure is returned.
     pub async fn open(
         config: &AgentConfig,
         credentials: &Credentials,
         session: &mut AgentSession,
     ) -> Result<Self, TransportError> {
+        let resolved = super::resolve::resolve(&config.collectors, config.connect_timeout).await;
+        let mut last = None;
+        for candidate in &resolved.candidates {
+            let Some(collector) = config.collectors.get(candidate.origin) else { continue };
+            match Self::open_to(config, credentials, session, collector, candidate.addr).await {
+                Ok(link) => return Ok(link),
+                Err(e) => last = Some(e),
+            }
+        }
+        session.connection_lost();
+        Err(last.unwrap_or_else(|| TransportError::Unresolved(unresolved_detail(config, &resolved.failures))))
+    }
+
+    /// Connects to the collector configured as `collector` at `addr` (one
+    /// of the addresses it resolved to), authenticates (mutual TLS and the
+    /// shared-key proof, or SSH public-key login) and runs `session`'s
+    /// handshake until the collector's welcome, all within the configured
+    /// connect timeout. On failure the session is told the connection is
+    /// lost.
+    pub async fn open_to(
+        config: &AgentConfig,
+        credentials: &Credentials,
+        session: &mut AgentSession,
+        collector: &CollectorAddress,
+        addr: SocketAddr,
+    ) -> Result<Self, TransportError> {
         let timeout = config.connect_timeout;
-        let opened = tokio::time::timeout(timeout, Self::open_inner(config, credentials, session)).await;
+        let opened =
+            tokio::time::timeout(timeout, Self::open_inner(config, credentials, session, collector, addr)).await;
         let result = opened.map_err(|_| TransportError::Timeout(timeout)).and_then(|r| r);
         if result.is_err() {
             session.connection_lost();
@@ -283,15 +329,24 @@ impl Link {
         config: &AgentConfig,
         credentials: &Credentials,
         session: &mut AgentSession,
+        collector: &CollectorAddress,
+        addr: SocketAddr,
     ) -> Result<Self, TransportError> {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|source| TransportError::Connect { address: describe(collector, addr), source })?;
+        // Batches are small and each waits for its acknowledgement: Nagle's
+        // algorithm would add a delayed-ACK round trip to every one.
+        let _ = tcp.set_nodelay(true);
         let (stream, proof, security, ssh): (Box<dyn AgentStream>, _, _, _) = match credentials {
             Credentials::Tls { config: tls, shared_key, server_name } => {
-                let (stream, proof, suite) = open_tls(config, tls, shared_key, server_name).await?;
+                let name = server_name.as_deref().unwrap_or(collector.host());
+                let (stream, proof, suite) = open_tls(config, tcp, tls, shared_key, name).await?;
                 (Box::new(stream), Some(AuthProof { proof }), suite, None)
             }
             #[cfg(feature = "ssh")]
             Credentials::Ssh(ssh) => {
-                let (stream, session) = super::ssh::connect(config, ssh).await?;
+                let (stream, session) = super::ssh::connect(tcp, ssh).await?;
                 (Box::new(stream), None, "SSH".to_owned(), Some(session))
             }
         };
@@ -526,19 +581,28 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// TCP, mutual TLS and the shared-key proof for this session.
+/// Why no collector address resolved, for [`TransportError::Unresolved`].
+pub fn unresolved_detail(config: &AgentConfig, failures: &[(usize, String)]) -> String {
+    let named: Vec<String> = failures
+        .iter()
+        .filter_map(|(index, why)| config.collectors.get(*index).map(|c| format!("{c}: {why}")))
+        .collect();
+    if named.is_empty() {
+        "no addresses".to_owned()
+    } else {
+        named.join("; ")
+    }
+}
+
+/// Mutual TLS over `tcp` and the shared-key proof for this session; the
+/// collector's certificate must carry `server_name` and chain to the CA.
 async fn open_tls(
     config: &AgentConfig,
+    tcp: TcpStream,
     tls: &Arc<ClientConfig>,
     shared_key: &SecretKey,
     server_name: &str,
 ) -> Result<(TlsStream<TcpStream>, [u8; glimpse_common::auth::PROOF_LEN], String), TransportError> {
-    let address = &config.collector_address;
-    let tcp = TcpStream::connect(address)
-        .await
-        .map_err(|source| TransportError::Connect { address: address.clone(), source })?;
-    // Batches are small and latency matters more than packing.
-    let _ = tcp.set_nodelay(true);
     let server_name = ServerName::try_from(server_name.to_owned())
         .map_err(|_| TransportError::UnexpectedReply("invalid server name"))?;
     let stream = TlsConnector::from(Arc::clone(tls)).connect(server_name, tcp).await.map_err(TransportError::Tls)?;

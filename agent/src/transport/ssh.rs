@@ -11,7 +11,7 @@ use russh::keys::{Algorithm, HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicK
 use russh::{cipher, compression, kex, mac, ChannelMsg, ChannelStream, Preferred};
 use zeroize::Zeroizing;
 
-use crate::config::{AgentConfig, SshSettings};
+use crate::config::SshSettings;
 use crate::transport::TransportError;
 
 /// The subsystem the collector serves the protocol on.
@@ -101,12 +101,12 @@ fn preferred(prefer_chacha: bool) -> Preferred {
     }
 }
 
-/// Connects, checks the host key, logs in and starts the subsystem.
+/// Checks the host key over `tcp`, logs in and starts the subsystem. Every
+/// collector of the service must present the one pinned host key.
 pub async fn connect(
-    config: &AgentConfig,
+    tcp: tokio::net::TcpStream,
     credentials: &SshCredentials,
 ) -> Result<(ChannelStream<Msg>, Box<dyn std::any::Any + Send + Sync>), TransportError> {
-    let address = &config.collector_address;
     let ssh_config = Arc::new(client::Config {
         preferred: preferred(credentials.prefer_chacha),
         nodelay: true,
@@ -115,12 +115,6 @@ pub async fn connect(
     let presented = Arc::new(Mutex::new(None));
     let handler =
         PinnedHostKey { expected: credentials.host_key_fingerprint.clone(), presented: Arc::clone(&presented) };
-    let tcp = tokio::net::TcpStream::connect(address)
-        .await
-        .map_err(|source| TransportError::Connect { address: address.clone(), source })?;
-    // Each batch waits for its acknowledgement: Nagle's algorithm would add
-    // a delayed-ACK round trip to every one.
-    let _ = tcp.set_nodelay(true);
     let mut session = match client::connect_stream(ssh_config, tcp, handler).await {
         Ok(session) => session,
         Err(e) => {

@@ -299,7 +299,7 @@ async fn demo_capture(dir: &Path, identity: &DeviceIdentity, collector: &Collect
     let written = traffic::write_demo_pcap(&pcap, SystemClock.now_millis().saturating_mul(1000))
         .with_context(|| format!("writing {}", pcap.display()))?;
     let mut config = AgentConfig::load(&agent_config_path(dir, identity))?;
-    config.collector_address = collector.local_addr().to_string();
+    config.collectors = vec![collector.local_addr().into()];
     let report = glimpse_agent::replay::replay(&config, &pcap, "wlan0").await?;
     println!(
         "packet capture: {identity} sent {} of {written} packets from {} (HTTP, DNS, ICMP, IPv6; payloads carry {:?}): \
@@ -383,7 +383,7 @@ async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let mut agents = Vec::new();
     for identity in &identities {
         let mut agent_config = AgentConfig::load(&agent_config_path(dir, identity))?;
-        agent_config.collector_address = addr.to_string();
+        agent_config.collectors = vec![addr.into()];
         agents.push((identity.clone(), AgentHandle::spawn(agent_config)?));
     }
     match (collector.ssh_addr(), collector.ssh_host_key_fingerprint()) {
@@ -391,7 +391,7 @@ async fn run(options: DemoOptions) -> anyhow::Result<()> {
             println!("SSH for switches and gateways on {ssh_addr} (host key {fingerprint})");
             for identity in ssh_identities() {
                 let mut agent_config = AgentConfig::load(&agent_config_path(dir, &identity))?;
-                agent_config.collector_address = ssh_addr.to_string();
+                agent_config.collectors = vec![ssh_addr.into()];
                 agents.push((identity.clone(), AgentHandle::spawn(agent_config)?));
                 identities.push(identity);
             }
