@@ -96,3 +96,33 @@ async fn consent_and_revocation_on_one_collector_reach_devices_on_another() {
     ));
     assert_eq!(consent_entries.trim(), "3", "each consent change audited once, in the shared chain");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_mid_stream_is_refused_spooled_and_everything_arrives_once() {
+    init_logging();
+    let Some((mut pg, _keys, master)) = shared_plane() else { return };
+    let device = issue_device("pgrestart");
+    let tc = TestCollector::start_with_tables(Some(&master), &pg.control_toml()).await;
+    let agent = start_agent(tc.addr(), &device);
+    wait_for_status(&agent, "streaming", |s| s.acked_seq >= 3).await;
+
+    // The database goes away as in a crash: batches are refused with a
+    // retry delay (or the connection fails), the agent keeps them, and
+    // readiness says why.
+    pg.kill();
+    let telemetry = tc.collector.telemetry().clone();
+    wait_until("readiness to name the control database", || {
+        let readiness = telemetry.readiness();
+        !readiness.ready && readiness.problems.iter().any(|p| p.contains("control database"))
+    })
+    .await;
+    wait_for_status(&agent, "records to wait in the agent", |s| s.queued_records > 20).await;
+    let acked_while_down = agent.status().borrow().acked_records;
+
+    pg.start_server();
+    wait_until("readiness to come back", || telemetry.readiness().ready).await;
+    wait_for_status(&agent, "the backlog acknowledged", |s| s.acked_records > acked_while_down + 5).await;
+    let status = agent.shutdown().await;
+    assert_eq!(status.dropped_records, 0);
+    assert_eq!(tc.stored_records_of(&device.identity) as u64, status.acked_records, "acknowledged = stored, once each");
+}
