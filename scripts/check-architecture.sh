@@ -69,7 +69,8 @@ rule() {
 # Every crate of the layout, so that a crate the rules only name (as a
 # forbidden dependency) cannot pass them by being missing or renamed.
 layout=(glimpse-common glimpse-files glimpse-agent glimpse-libpcap glimpse-store glimpse-collector
-  glimpse-api glimpse-admin-client glimpse-demo glimpse-certs glimpse-tests glimpse-benches glimpse-docgen)
+  glimpse-api glimpse-admin-client glimpse-demo glimpse-certs glimpse-tests glimpse-benches glimpse-docgen
+  glimpse-postgres)
 missing=()
 for crate in "${layout[@]}"; do
   "$cargo" tree --quiet --locked -e normal -p "$crate" --depth 0 >/dev/null 2>&1 || missing+=("$crate")
@@ -113,6 +114,10 @@ rule "8a. glimpse-certs depends on no glimpse crate but glimpse-common and glimp
   glimpse-certs only-glimpse glimpse-common glimpse-files
 rule "8b. glimpse-certs depends on no tokio" \
   glimpse-certs no tokio
+rule "10. glimpse-postgres depends on no glimpse crate but glimpse-store, glimpse-common and glimpse-files" \
+  glimpse-postgres only-glimpse glimpse-store glimpse-common glimpse-files
+rule "10b. glimpse-postgres depends on no collector service or device crate" \
+  glimpse-postgres no glimpse-collector glimpse-agent glimpse-libpcap
 
 if [ ${#broken[@]} -gt 0 ]; then
   echo >&2

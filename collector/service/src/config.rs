@@ -549,6 +549,25 @@ key = "pki/collector.key"
     }
 
     #[test]
+    fn the_control_plane_is_embedded_unless_postgres_is_asked_for_whole() {
+        assert_eq!(parse(GOOD).unwrap().control, ControlPlane::Embedded);
+        let pg = "[control]\nbackend = \"postgres\"\n[control.postgres]\nurl = \"postgresql://glimpse@db.example/glimpse\"\n\
+                  password_file = \"pg-password\"\nca = \"pg-ca.pem\"\n";
+        let c = parse(&format!("{GOOD}\n{pg}")).unwrap();
+        let ControlPlane::Postgres(settings) = &c.control else { panic!("{:?}", c.control) };
+        assert!(settings.password_file.as_ref().unwrap().is_absolute(), "resolved against the config's directory");
+        assert!(settings.ca.as_ref().unwrap().ends_with("pg-ca.pem"));
+
+        let err = parse(&format!("{GOOD}\n[control]\nbackend = \"postgres\"\n")).unwrap_err().to_string();
+        assert!(err.contains("needs [control.postgres]"), "{err}");
+        let err = parse(&format!("{GOOD}\n[control.postgres]\nurl = \"host=/tmp\"\n")).unwrap_err().to_string();
+        assert!(err.contains("control.backend is \"redb\""), "{err}");
+        let err = parse(&format!("{GOOD}\n{}", pg.replace("ca = \"pg-ca.pem\"\n", ""))).unwrap_err().to_string();
+        assert!(err.contains("needs ca"), "{err}");
+        assert!(parse(&format!("{GOOD}\n[control]\nbackend = \"mysql\"\n")).is_err());
+    }
+
+    #[test]
     fn health_ranges_default_parse_and_refuse() {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.health, HealthConfig::default());

@@ -130,6 +130,18 @@ fn check_files(config: &CollectorConfig) -> Report {
             }
         }
     }
+    if let crate::config::ControlPlane::Postgres(pg) = &config.control {
+        // Connecting reads the password file and the CA, checks TLS and the
+        // schema version; it writes nothing.
+        let reached = glimpse_postgres::PgControl::connect(pg).map(drop).map_err(|e| e.to_string());
+        if report.check(&format!("control plane {}", pg.describe()), reached).is_some() {
+            report.notes.push(format!(
+                "{} answers, schema at version {}",
+                pg.describe(),
+                glimpse_postgres::LATEST_VERSION
+            ));
+        }
+    }
     listeners(&mut report, config);
     report
 }
