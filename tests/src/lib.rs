@@ -479,6 +479,7 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 pub mod browser;
+pub mod garage;
 pub mod traffic;
 
 /// Issues an admin certificate in our PKI and returns credentials for the

@@ -317,12 +317,7 @@ impl Committer {
     }
 
     /// Opens a new object in the slot for `run`'s day and arms its timer.
-    fn start(
-        self: &Arc<Self>,
-        slot: &SlotRef,
-        state: &mut Slot,
-        run: &BlockRun<'_>,
-    ) -> Result<(), SegmentError> {
+    fn start(self: &Arc<Self>, slot: &SlotRef, state: &mut Slot, run: &BlockRun<'_>) -> Result<(), SegmentError> {
         let builder = SegmentBuilder::new(run.org, run.kind, run.day)?;
         let seq = self.next_seq(state.last_seq)?;
         state.last_seq = seq;

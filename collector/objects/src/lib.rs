@@ -39,6 +39,9 @@ mod segments;
 use std::time::Duration;
 
 pub use config::ObjectStoreConfig;
+/// The object_store crate this one is built on, so that a user of
+/// [`connect`] or [`ObjectSegments::with_store`] names the same version.
+pub use object_store;
 pub use segments::ObjectSegments;
 
 /// The default group commit window (see docs/SCALING.md for the measured
@@ -56,7 +59,20 @@ pub const FLUSH_BYTES: u64 = 8 * 1024 * 1024;
 pub const MAX_OBJECT_BYTES: u64 =
     glimpse_store::store::SEGMENT_ROLL_BYTES + 2 * glimpse_store::store::MAX_BLOCK_LEN as u64;
 
-/// [`ObjectSegments::open`] failed.
+/// The S3 client [`ObjectSegments::open`] uses, for tools and tests that
+/// need the bucket itself (a test that wraps it to inject faults): checks
+/// `config` and reads its credentials (the secret key file or the
+/// environment) now.
+pub fn connect(config: &ObjectStoreConfig) -> Result<std::sync::Arc<dyn object_store::ObjectStore>, ObjectsError> {
+    let problems = config.problems();
+    if !problems.is_empty() {
+        return Err(ObjectsError::Config(problems));
+    }
+    let credentials = config.credentials(&|name| std::env::var(name).ok())?;
+    connector::s3(config, credentials)
+}
+
+/// [`ObjectSegments::open`] or [`connect`] failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ObjectsError {

@@ -62,13 +62,7 @@ impl ObjectSegments {
     /// sent yet: [`ObjectSegments::check`] does that. Run
     /// [`SegmentStore::recover`] before the first append.
     pub fn open(config: &ObjectStoreConfig, clock: Arc<dyn Clock>) -> Result<ObjectSegments, ObjectsError> {
-        let problems = config.problems();
-        if !problems.is_empty() {
-            return Err(ObjectsError::Config(problems));
-        }
-        let credentials = config.credentials(&|name| std::env::var(name).ok())?;
-        let store = crate::connector::s3(config, credentials)?;
-        ObjectSegments::with_store(store, config, clock)
+        ObjectSegments::with_store(crate::connect(config)?, config, clock)
     }
 
     /// Segments in `store` (any object_store backend: tests use the
