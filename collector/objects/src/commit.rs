@@ -12,8 +12,9 @@
 //! queueing more requests (the local store shares fsyncs the same way),
 //! and one collector's objects become visible in name order.
 //!
-//! A failed or timed-out PUT fails every ticket in its object, and the
-//! objects queued behind it in the slot (the store is most likely down,
+//! A failed or timed-out PUT fails every ticket in its object (with a
+//! transient error, unless the store refused for good: credentials, a
+//! missing bucket), and the objects queued behind it in the slot (the store is most likely down,
 //! and a quick refusal lets agents resend once it is back rather than wait
 //! behind a queue of doomed uploads): the caller refuses those batches as
 //! storage-unavailable, and the agents send them again. A PUT that timed
@@ -124,7 +125,9 @@ enum Status {
     Queued,
     Putting,
     Durable,
-    Failed(String),
+    /// Why, and whether a retry may succeed (a refused key or a missing
+    /// bucket will not).
+    Failed(String, bool),
 }
 
 impl RemoteWait for Upload {
@@ -158,7 +161,9 @@ impl Upload {
         loop {
             match &state.status {
                 Status::Durable => return Ok(()),
-                Status::Failed(why) => return Err(local("upload", location(&self.path), true, why.clone())),
+                Status::Failed(why, transient) => {
+                    return Err(local("upload", location(&self.path), *transient, why.clone()))
+                }
                 Status::Open | Status::Queued | Status::Putting => {}
             }
             let now = Instant::now();
@@ -356,7 +361,7 @@ impl Committer {
         let Some(Building { builder, upload }) = state.open.take() else { return false };
         if builder.is_empty() {
             // Its first block failed to seal: nothing to upload, nobody waits.
-            self.release(upload.finish(Status::Failed("empty".into())));
+            self.release(upload.finish(Status::Failed("empty".into(), true)));
             return false;
         }
         {
@@ -403,10 +408,10 @@ impl Committer {
             };
             let status = match body {
                 Some(body) => self.put(&upload.path, body).await,
-                None => Status::Failed("the object was discarded".into()),
+                None => Status::Failed("the object was discarded".into(), true),
             };
-            let failed = matches!(status, Status::Failed(_));
-            if let Status::Failed(why) = &status {
+            let failed = matches!(status, Status::Failed(..));
+            if let Status::Failed(why, _) = &status {
                 tracing::warn!(object = %self.layout.url(&upload.path), error = %why, "upload failed; its batches are refused");
             }
             self.release(upload.finish(status.clone()));
@@ -419,7 +424,7 @@ impl Committer {
                 // after another: refuse them now (see the module header).
                 for behind in state.queue.drain(..) {
                     self.release(
-                        behind.finish(Status::Failed(format!("an earlier upload failed: {}", message(&status)))),
+                        behind.finish(Status::Failed(format!("an earlier upload failed: {}", message(&status)), true)),
                     );
                 }
             }
@@ -431,14 +436,14 @@ impl Committer {
         let put = self.store.put_opts(path, PutPayload::from(body), PutOptions::default());
         match tokio::time::timeout(self.settings.request_timeout, put).await {
             Ok(Ok(_)) => Status::Durable,
-            Ok(Err(e)) => Status::Failed(match remote("upload", self.layout.url(path), &e) {
-                SegmentError::Remote { message, .. } => message,
-                other => other.to_string(),
-            }),
-            Err(_) => Status::Failed(format!(
-                "no answer within the request timeout ({} ms)",
-                self.settings.request_timeout.as_millis()
-            )),
+            Ok(Err(e)) => match remote("upload", self.layout.url(path), &e) {
+                SegmentError::Remote { message, transient, .. } => Status::Failed(message, transient),
+                other => Status::Failed(other.to_string(), other.is_transient()),
+            },
+            Err(_) => Status::Failed(
+                format!("no answer within the request timeout ({} ms)", self.settings.request_timeout.as_millis()),
+                true,
+            ),
         }
     }
 
@@ -480,7 +485,7 @@ impl Committer {
             let mut state = lock(&slot);
             if state.open.as_ref().is_some_and(|open| of_day(&open.upload)) {
                 if let Some(open) = state.open.take() {
-                    self.release(open.upload.finish(Status::Failed("its day was deleted meanwhile".into())));
+                    self.release(open.upload.finish(Status::Failed("its day was deleted meanwhile".into(), true)));
                 }
             }
             let uploading = state.uploading;
@@ -494,7 +499,7 @@ impl Committer {
                     }
                     kept.push_back(upload);
                 } else if of_day(&upload) {
-                    self.release(upload.finish(Status::Failed("its day was deleted meanwhile".into())));
+                    self.release(upload.finish(Status::Failed("its day was deleted meanwhile".into(), true)));
                 } else {
                     kept.push_back(upload);
                 }
@@ -510,7 +515,7 @@ impl Committer {
 
 fn message(status: &Status) -> String {
     match status {
-        Status::Failed(why) => why.clone(),
+        Status::Failed(why, _) => why.clone(),
         other => format!("{other:?}"),
     }
 }

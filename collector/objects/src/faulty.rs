@@ -19,6 +19,8 @@ use object_store::{
 pub(crate) struct Faults {
     /// Uploads answer 503.
     pub(crate) refuse_puts: AtomicBool,
+    /// Uploads are refused for good (403: the key may not write).
+    pub(crate) deny_puts: AtomicBool,
     /// Uploads never answer.
     pub(crate) hang_puts: AtomicBool,
     /// Listings answer 503.
@@ -77,6 +79,12 @@ impl ObjectStore for Faulty {
         }
         if self.faults.refuse_puts.load(Ordering::SeqCst) {
             return Err(unavailable());
+        }
+        if self.faults.deny_puts.load(Ordering::SeqCst) {
+            return Err(object_store::Error::PermissionDenied {
+                path: location.to_string(),
+                source: "AccessDenied".into(),
+            });
         }
         self.faults.change()?;
         self.inner.put_opts(location, payload, opts).await

@@ -35,6 +35,7 @@ mod error;
 mod layout;
 pub mod rewrite;
 mod segments;
+mod store;
 
 use std::time::Duration;
 

@@ -9,11 +9,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use glimpse_common::clock::Clock;
 use glimpse_common::identity::OrgId;
 use glimpse_common::record::DataKind;
-use glimpse_common::secret::SecretKey;
-use glimpse_store::keys::OrgKey;
-use glimpse_store::store::seam::{
-    BlockRun, Freed, Rewrite, SegmentBytes, SegmentInfo, SegmentKey, SegmentStore, SyncTicket,
-};
+use glimpse_store::store::seam::{Freed, SegmentInfo, SegmentKey};
 use glimpse_store::store::{parse_segment_name, SegmentError, SegmentProblem};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
@@ -21,7 +17,7 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use crate::bridge::Bridge;
 use crate::commit::{Committer, Settings};
 use crate::error::{local, remote};
-use crate::layout::{day_of, final_name, last_part, parse_staged, Layout};
+use crate::layout::{final_name, last_part, parse_staged, Layout};
 use crate::{ObjectStoreConfig, ObjectsError, FLUSH_BYTES, MAX_OBJECT_BYTES};
 
 /// Segments as objects in an S3-compatible store (see the crate header).
@@ -60,7 +56,8 @@ impl ObjectSegments {
     /// Segments in the bucket `config` names, signed with its credentials
     /// (read now, from the secret file or the environment). Nothing is
     /// sent yet: [`ObjectSegments::check`] does that. Run
-    /// [`SegmentStore::recover`] before the first append.
+    /// [`SegmentStore::recover`](glimpse_store::store::SegmentStore::recover)
+    /// before the first append.
     pub fn open(config: &ObjectStoreConfig, clock: Arc<dyn Clock>) -> Result<ObjectSegments, ObjectsError> {
         ObjectSegments::with_store(crate::connect(config)?, config, clock)
     }
@@ -158,7 +155,7 @@ impl ObjectSegments {
     }
 
     /// The prefixes and objects directly under `prefix`.
-    fn list_dir(&self, prefix: Path) -> Result<object_store::ListResult, SegmentError> {
+    pub(crate) fn list_dir(&self, prefix: Path) -> Result<object_store::ListResult, SegmentError> {
         let store = Arc::clone(&self.commit.store);
         let location = self.commit.layout.url(&prefix);
         self.bulk("list", location, async move { store.list_with_delimiter(Some(&prefix)).await })
@@ -251,7 +248,7 @@ impl ObjectSegments {
 
     /// The object a listed segment is read from: its location when it
     /// names one of ours (a staged replacement standing in), else its key.
-    fn object_of(&self, segment: &SegmentInfo) -> Path {
+    pub(crate) fn object_of(&self, segment: &SegmentInfo) -> Path {
         let layout = &self.commit.layout;
         let by_key = layout.object(&segment.key.org, segment.key.kind, segment.key.day, &segment.key.name);
         match segment.location.to_str().and_then(|l| layout.path_of_url(l)) {
@@ -316,7 +313,7 @@ impl ObjectSegments {
 
     /// Deletes what is under `prefix` and returns what it held (segments
     /// counted by name).
-    fn delete_prefix(&self, prefix: Path) -> Result<Freed, SegmentError> {
+    pub(crate) fn delete_prefix(&self, prefix: Path) -> Result<Freed, SegmentError> {
         let objects = self.list_all(prefix.clone())?;
         let mut freed = Freed::default();
         for meta in &objects {
@@ -338,99 +335,7 @@ enum Fetched {
     TooLarge(u64),
 }
 
-fn problem(problems: &mut Vec<SegmentProblem>, location: String, what: String) {
+pub(crate) fn problem(problems: &mut Vec<SegmentProblem>, location: String, what: String) {
     tracing::warn!(object = %location, problem = %what, "segment store problem");
     problems.push(SegmentProblem { path: PathBuf::from(location), offset: 0, what });
-}
-
-impl SegmentStore for ObjectSegments {
-    fn append(&self, runs: &[BlockRun<'_>]) -> Result<SyncTicket, SegmentError> {
-        self.commit.append(runs)
-    }
-
-    fn sync(&self, ticket: &SyncTicket) -> Result<(), SegmentError> {
-        self.commit.sync(ticket)
-    }
-
-    fn location(&self, key: &SegmentKey) -> PathBuf {
-        let layout = &self.commit.layout;
-        PathBuf::from(layout.url(&layout.object(&key.org, key.kind, key.day, &key.name)))
-    }
-
-    fn orgs(&self) -> Result<Vec<OrgId>, SegmentError> {
-        let listed = self.list_dir(self.commit.layout.orgs())?;
-        let mut orgs: Vec<OrgId> =
-            listed.common_prefixes.iter().filter_map(|prefix| OrgId::new(last_part(prefix)).ok()).collect();
-        orgs.sort();
-        Ok(orgs)
-    }
-
-    fn days(&self, org: &OrgId, kind: DataKind, problems: &mut Vec<SegmentProblem>) -> Result<Vec<i64>, SegmentError> {
-        let layout = &self.commit.layout;
-        let listed = self.list_dir(layout.kind(org, kind))?;
-        let mut days = Vec::new();
-        for prefix in &listed.common_prefixes {
-            match day_of(last_part(prefix)) {
-                Some(day) => days.push(day),
-                None => problem(problems, layout.url(prefix), "not a day; ignored".into()),
-            }
-        }
-        for meta in &listed.objects {
-            problem(problems, layout.url(&meta.location), "not a day; ignored".into());
-        }
-        days.sort();
-        Ok(days)
-    }
-
-    fn segments(
-        &self,
-        org: &OrgId,
-        kind: DataKind,
-        day: i64,
-        problems: &mut Vec<SegmentProblem>,
-    ) -> Result<Vec<SegmentInfo>, SegmentError> {
-        Ok(self.list_day(org, kind, day, problems)?.served)
-    }
-
-    fn open(&self, segment: &SegmentInfo) -> Result<Option<Box<dyn SegmentBytes>>, SegmentError> {
-        Ok(self.get(&self.object_of(segment))?.map(|bytes| Box::new(bytes) as Box<dyn SegmentBytes>))
-    }
-
-    fn rewrite(
-        &self,
-        org: &OrgId,
-        kind: DataKind,
-        key: &SecretKey,
-        edit: &mut dyn FnMut(&SegmentInfo, &dyn SegmentBytes) -> Rewrite,
-    ) -> Result<Vec<(SegmentKey, Option<SegmentKey>)>, SegmentError> {
-        crate::rewrite::rewrite(self, org, kind, key, edit)
-    }
-
-    fn delete_day(&self, org: &OrgId, kind: DataKind, day: i64) -> Result<Freed, SegmentError> {
-        self.commit.discard(org, kind, Some(day));
-        let layout = &self.commit.layout;
-        let freed = self.delete_prefix(layout.day(org, kind, day))?;
-        self.delete_prefix(layout.day_intents(org, kind, day))?;
-        Ok(freed)
-    }
-
-    fn delete_org(&self, org: &OrgId) -> Result<Freed, SegmentError> {
-        for kind in DataKind::ALL {
-            self.commit.discard(org, kind, None);
-        }
-        let freed = self.delete_prefix(self.commit.layout.org(org))?;
-        self.delete_prefix(self.commit.layout.org_rewrites(org))?;
-        Ok(freed)
-    }
-
-    /// Nothing to do: an object store has no directories to leave empty.
-    fn tidy(&self, _org: &OrgId) -> (u64, Vec<SegmentError>) {
-        (0, Vec::new())
-    }
-
-    fn recover(&self, _key_of: &dyn Fn(&OrgId) -> Option<Arc<OrgKey>>) -> Result<(), SegmentError> {
-        // Objects are written whole, so there is no torn tail to cut: only
-        // rewrites a crash interrupted.
-        crate::rewrite::recover(self)
-    }
 }

@@ -245,6 +245,15 @@ fn a_failed_upload_fails_its_batches_transiently_and_nothing_of_them_is_served()
 }
 
 #[test]
+fn an_upload_refused_for_good_is_a_permanent_error() {
+    let fx = Fixture::new();
+    fx.faults.deny_puts.store(true, Ordering::SeqCst);
+    let err = fx.append("ap-1", 1, &["x"]).unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert!(err.to_string().contains("AccessDenied"), "{err}");
+}
+
+#[test]
 fn a_hanging_store_times_out_and_backed_up_uploads_refuse_appends_at_once() {
     let mut config = config();
     // One small batch fills it (a batch larger than the bound still goes

@@ -358,5 +358,30 @@ mod tests {
         assert!(SegmentError::io("sync", at, io::ErrorKind::TimedOut.into()).is_transient());
         assert!(!SegmentError::io("create", at, io::ErrorKind::PermissionDenied.into()).is_transient());
         assert!(!SegmentError::BlockTooLarge { len: 1 << 24 }.is_transient());
+        let remote = |transient| SegmentError::Remote {
+            action: "upload",
+            location: "s3://b/orgs/acme".into(),
+            transient,
+            message: "503".into(),
+        };
+        assert!(remote(true).is_transient());
+        assert!(!remote(false).is_transient());
+        assert_eq!(remote(true).to_string(), "cannot upload s3://b/orgs/acme: 503");
+    }
+
+    #[test]
+    fn outside_waits_ride_on_the_ticket() {
+        #[derive(Debug)]
+        struct Upload(u32);
+        impl RemoteWait for Upload {
+            fn as_any(&self) -> &dyn std::any::Any {
+                self
+            }
+        }
+        let mut ticket = SyncTicket::default();
+        ticket.attach(Arc::new(Upload(7)));
+        let found: Vec<u32> =
+            ticket.attached().iter().filter_map(|w| w.as_any().downcast_ref::<Upload>()).map(|u| u.0).collect();
+        assert_eq!(found, [7]);
     }
 }

@@ -635,6 +635,36 @@ mod tests {
     }
 
     #[test]
+    fn a_built_segment_is_a_segment_file() {
+        let mut builder = SegmentBuilder::new(&place().org, place().kind, place().day).unwrap();
+        assert!(builder.is_empty() && builder.has_room());
+        let header = builder.len();
+        let mut framed = 0;
+        for i in 0..3u8 {
+            framed += builder.seal(&key(), &vec![i; 40 + usize::from(i)]).unwrap();
+        }
+        assert_eq!((builder.blocks(), builder.len()), (3, header + framed));
+        let id = builder.segment_id();
+        let bytes = builder.into_bytes();
+        // The very bytes a writer with that id puts in a file.
+        let mut file = encode_header(&place(), id);
+        for i in 0..3u64 {
+            file.extend(seal_block(&key(), &place(), id, i, &vec![i as u8; 40 + i as usize]).unwrap());
+        }
+        assert_eq!(bytes, file);
+        let (blocks, defects, _) = read(&bytes, &place());
+        assert!(defects.is_empty(), "{defects:?}");
+        assert_eq!(blocks.len(), 3);
+        // Ids are drawn afresh for every segment.
+        let other = SegmentBuilder::new(&place().org, place().kind, place().day).unwrap();
+        assert_ne!(other.segment_id(), id);
+        let too_large = vec![0; MAX_PLAINTEXT_LEN + 1];
+        let mut builder = other;
+        assert!(matches!(builder.seal(&key(), &too_large), Err(crate::store::SegmentError::BlockTooLarge { .. })));
+        assert!(builder.is_empty());
+    }
+
+    #[test]
     fn round_trip() {
         let bytes = segment(3);
         let (blocks, defects, _) = read(&bytes, &place());
