@@ -68,7 +68,7 @@ rule() {
 
 # Every crate of the layout, so that a crate the rules only name (as a
 # forbidden dependency) cannot pass them by being missing or renamed.
-layout=(glimpse-common glimpse-files glimpse-agent glimpse-libpcap glimpse-store glimpse-collector
+layout=(glimpse-common glimpse-files glimpse-agent glimpse-libpcap glimpse-store glimpse-objects glimpse-collector
   glimpse-api glimpse-admin-client glimpse-demo glimpse-certs glimpse-tests glimpse-benches glimpse-docgen
   glimpse-postgres)
 missing=()
@@ -100,6 +100,10 @@ rule "5a. glimpse-store depends on no glimpse crate but glimpse-common" \
   glimpse-store only-glimpse glimpse-common
 rule "5b. glimpse-store depends on no tokio" \
   glimpse-store no tokio
+rule "5c. glimpse-objects depends on no glimpse crate but glimpse-common, glimpse-store and glimpse-files" \
+  glimpse-objects only-glimpse glimpse-common glimpse-store glimpse-files
+rule "5d. glimpse-objects depends on no aws-lc-rs (object_store's S3 client on ring)" \
+  glimpse-objects no aws-lc-rs aws-lc-sys
 rule "6. glimpse-admin-client depends on no glimpse crate but glimpse-common, glimpse-files and glimpse-api" \
   glimpse-admin-client only-glimpse glimpse-common glimpse-files glimpse-api
 rule "6b. glimpse-api depends on no glimpse crate" \

@@ -528,6 +528,7 @@ pub fn free_port() -> u16 {
 }
 pub mod browser;
 pub mod disk;
+pub mod garage;
 pub mod postgres;
 pub mod processes;
 pub mod traffic;

@@ -137,6 +137,7 @@ fn no_module_uses_a_module_that_uses_it_back() {
         "agent",
         "agent/libpcap",
         "collector/store",
+        "collector/objects",
         "collector/service",
         "collector/admin-client",
         "collector/demo",

@@ -272,10 +272,12 @@ pub fn sweep_segments(
 fn failure(report: &mut SweepReport, error: &SegmentError) {
     let path = match error {
         SegmentError::Io { location, .. } => location.clone(),
+        SegmentError::Remote { location, .. } => PathBuf::from(location),
         _ => PathBuf::new(),
     };
     let error = match error {
         SegmentError::Io { source, .. } => source.to_string(),
+        SegmentError::Remote { message, .. } => message.clone(),
         other => other.to_string(),
     };
     tracing::warn!(path = %path.display(), %error, "retention sweep could not delete");

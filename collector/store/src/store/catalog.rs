@@ -20,7 +20,6 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use glimpse_common::clock::format_day;
 use glimpse_common::identity::{DeviceIdentity, OrgId};
 use glimpse_common::record::DataKind;
 use serde::Serialize;
@@ -29,7 +28,7 @@ use crate::control::seam::{SegmentRow, SegmentRowKey, StreamRange, MAX_STREAMS_P
 
 use super::block::{block_record_count, RecordOrigin};
 use super::seam::{SegmentKey, SyncTicket};
-use super::{problem, SegmentProblem, Store, StoreError, StoredRecord, ORGS_DIR};
+use super::{problem, SegmentProblem, Store, StoreError, StoredRecord};
 
 /// The catalog key of a segment.
 pub(crate) fn row_key(key: &SegmentKey) -> SegmentRowKey {
@@ -123,9 +122,10 @@ pub struct VerifyReport {
 }
 
 impl Store {
-    /// Where a catalogued segment should be (for messages).
+    /// Where a catalogued segment should be (for messages), as the segment
+    /// store names it, so that it matches the problems its reads report.
     fn catalog_path(&self, org: &OrgId, kind: DataKind, day: i64, name: &str) -> PathBuf {
-        self.data_dir.join(ORGS_DIR).join(org.as_str()).join(kind.as_str()).join(format_day(day)).join(name)
+        self.segments.location(&SegmentKey { org: org.clone(), kind, day, name: name.to_owned() })
     }
 
     /// Compares what a read found (`tallies`, by (day, name)) with the

@@ -482,6 +482,10 @@ impl SegmentStore for LocalSegments {
         Ok(())
     }
 
+    fn location(&self, key: &SegmentKey) -> PathBuf {
+        self.day_dir(&key.org, key.kind, key.day).join(&key.name)
+    }
+
     fn orgs(&self) -> Result<Vec<OrgId>, SegmentError> {
         let entries = self.fs.list(&self.orgs_dir).map_err(|e| SegmentError::io("list", &self.orgs_dir, e))?;
         let mut orgs: Vec<OrgId> =

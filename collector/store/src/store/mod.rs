@@ -127,8 +127,9 @@ use crate::retention_policy::RetentionPolicy;
 use block::{decode_block, encode_blocks, RecordOrigin, Stamped};
 use repeats::RepeatFilter;
 use seam::{BlockRun, SegmentBytes, SegmentInfo};
+pub use segment::{SegmentBuilder, MAX_BLOCK_LEN, SEGMENT_ROLL_BYTES};
 use segment::{SegmentPlace, SegmentReader};
-pub use segment::{MAX_BLOCK_LEN, SEGMENT_ROLL_BYTES};
+pub use writer::SEGMENT_SUFFIX;
 
 /// Name of the directory under the data directory that holds segments.
 pub const ORGS_DIR: &str = "orgs";
@@ -321,9 +322,16 @@ impl Gate {
     }
 }
 
-/// The sequence and id in a segment name `<seq>-<id>.seg`.
-fn segment_name_parts(name: &str) -> Option<(u64, u64)> {
+/// The sequence and segment id in a segment name `<seq>-<id>.seg` (the
+/// sequence in decimal digits, the id in hex): reads order a day's segments
+/// by name and resume marks ([`ReadMark`]) name a segment by both, so every
+/// [`SegmentStore`] names its segments this way, with sequences of one width
+/// within a day so that names sort as their sequences do.
+pub fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
     let (seq, id) = name.strip_suffix(writer::SEGMENT_SUFFIX)?.split_once('-')?;
+    if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) || id.is_empty() {
+        return None;
+    }
     Some((seq.parse().ok()?, u64::from_str_radix(id, 16).ok()?))
 }
 
@@ -945,7 +953,7 @@ impl Store {
                 if sink.stopped {
                     break 'days;
                 }
-                let (seq, id) = segment_name_parts(&segment.key.name).unwrap_or((0, 0));
+                let (seq, id) = parse_segment_name(&segment.key.name).unwrap_or((0, 0));
                 sink.at = (day, seq);
                 sink.gate = match after {
                     Some(mark) if (day, seq) < mark.segment() => {

@@ -36,9 +36,11 @@
 //!
 //! Nothing in this trait names a local path: segments are named by
 //! [`SegmentKey`], and [`SegmentInfo::location`] is only for messages. The
-//! local-files implementation is [`super::local::LocalSegments`]; a remote
-//! object store (a later issue) implements the same trait, syncing by
-//! uploading.
+//! local-files implementation is [`super::local::LocalSegments`]; an
+//! implementation outside this crate (the object store of
+//! `glimpse-objects`, which syncs by uploading) builds segments with
+//! [`super::SegmentBuilder`] and hangs its waits on the ticket through
+//! [`RemoteWait`].
 //!
 //! What is deliberately not here: keys, records, retention windows, stream
 //! sequence numbers (all the caller's), and compaction.
@@ -98,8 +100,9 @@ pub struct BlockRun<'a> {
 }
 
 /// What [`SegmentStore::append`] wrote, to be made durable by
-/// [`SegmentStore::sync`]. Opaque: each implementation in this crate keeps
-/// what it needs to wait for its own writes.
+/// [`SegmentStore::sync`]. Opaque: each implementation keeps what it needs
+/// to wait for its own writes (the local files in this crate, others
+/// through [`SyncTicket::attach`]).
 #[derive(Debug, Default)]
 pub struct SyncTicket {
     /// Blocks written.
@@ -109,6 +112,30 @@ pub struct SyncTicket {
     /// Where each run's blocks went, for the segment catalog.
     pub placed: Vec<Placed>,
     pub(crate) pending: Vec<PendingSync>,
+    remote: Vec<Arc<dyn RemoteWait>>,
+}
+
+impl SyncTicket {
+    /// Hangs one of an outside implementation's waits on the ticket: what
+    /// its [`SegmentStore::sync`] must see done before it returns `Ok`.
+    pub fn attach(&mut self, wait: Arc<dyn RemoteWait>) {
+        self.remote.push(wait);
+    }
+
+    /// The waits [`SyncTicket::attach`] hung on the ticket, in order.
+    pub fn attached(&self) -> &[Arc<dyn RemoteWait>] {
+        &self.remote
+    }
+}
+
+/// Something a [`SegmentStore`] outside this crate waits on before a
+/// ticket is durable (an upload, say). `PendingSync` is this crate's own
+/// and stays private; an outside store attaches its waits with
+/// [`SyncTicket::attach`] and finds its own type again in `sync` with
+/// [`RemoteWait::as_any`].
+pub trait RemoteWait: fmt::Debug + Send + Sync + 'static {
+    /// The wait as [`std::any::Any`], to downcast to the implementation's type.
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 /// Some of a run's blocks, placed in one segment.
@@ -193,6 +220,10 @@ pub trait SegmentStore: Send + Sync + fmt::Debug {
     /// caller acknowledge it.
     fn sync(&self, ticket: &SyncTicket) -> Result<(), SegmentError>;
 
+    /// Where a segment is or would be, for messages and problem reports
+    /// only (the segment catalog names a missing segment with it).
+    fn location(&self, key: &SegmentKey) -> PathBuf;
+
     /// Organisations with stored segments (or containers left from them),
     /// sorted.
     fn orgs(&self) -> Result<Vec<OrgId>, SegmentError>;
@@ -268,6 +299,20 @@ pub enum SegmentError {
     /// The system random number generator failed (segment ids).
     #[error("the system random number generator failed")]
     Random,
+    /// A remote segment store (an object store) failed or refused.
+    #[error("cannot {action} {location}: {message}")]
+    Remote {
+        /// What was being done.
+        action: &'static str,
+        /// To which segment, day or prefix (never with credentials).
+        location: String,
+        /// Whether retrying later may succeed (a timeout, a refused or reset
+        /// connection, a 5xx or throttling answer, uploads backed up), as
+        /// opposed to a refusal that will stay (credentials, a missing bucket).
+        transient: bool,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 impl SegmentError {
@@ -284,6 +329,7 @@ impl SegmentError {
             SegmentError::Io { source, .. } => is_transient_io(source),
             SegmentError::BlockTooLarge { .. } => false,
             SegmentError::Random => true,
+            SegmentError::Remote { transient, .. } => *transient,
         }
     }
 }
@@ -312,5 +358,30 @@ mod tests {
         assert!(SegmentError::io("sync", at, io::ErrorKind::TimedOut.into()).is_transient());
         assert!(!SegmentError::io("create", at, io::ErrorKind::PermissionDenied.into()).is_transient());
         assert!(!SegmentError::BlockTooLarge { len: 1 << 24 }.is_transient());
+        let remote = |transient| SegmentError::Remote {
+            action: "upload",
+            location: "s3://b/orgs/acme".into(),
+            transient,
+            message: "503".into(),
+        };
+        assert!(remote(true).is_transient());
+        assert!(!remote(false).is_transient());
+        assert_eq!(remote(true).to_string(), "cannot upload s3://b/orgs/acme: 503");
+    }
+
+    #[test]
+    fn outside_waits_ride_on_the_ticket() {
+        #[derive(Debug)]
+        struct Upload(u32);
+        impl RemoteWait for Upload {
+            fn as_any(&self) -> &dyn std::any::Any {
+                self
+            }
+        }
+        let mut ticket = SyncTicket::default();
+        ticket.attach(Arc::new(Upload(7)));
+        let found: Vec<u32> =
+            ticket.attached().iter().filter_map(|w| w.as_any().downcast_ref::<Upload>()).map(|u| u.0).collect();
+        assert_eq!(found, [7]);
     }
 }

@@ -137,6 +137,78 @@ pub(crate) fn seal_block_in_format(
     Some(frame)
 }
 
+/// A segment built in memory, in exactly the format of a segment file
+/// (the header, then sealed blocks; see the module header of
+/// [`crate::store`]), for segment stores outside this crate that write a
+/// segment whole (an object store uploads each as one object). Readers,
+/// the catalog check, erasure and export then treat it like a file.
+#[derive(Debug)]
+pub struct SegmentBuilder {
+    place: SegmentPlace,
+    segment_id: u64,
+    bytes: Vec<u8>,
+    blocks: u64,
+}
+
+impl SegmentBuilder {
+    /// A segment of `org`'s `kind` received on UTC `day`, holding only its
+    /// header, with a fresh random segment id: the id is half of every
+    /// block's nonce, so each segment must draw its own.
+    pub fn new(org: &OrgId, kind: DataKind, day: i64) -> Result<SegmentBuilder, super::SegmentError> {
+        let place = SegmentPlace { org: org.clone(), kind, day };
+        let segment_id = super::writer::random_segment_id()?;
+        let bytes = encode_header(&place, segment_id);
+        Ok(SegmentBuilder { place, segment_id, bytes, blocks: 0 })
+    }
+
+    /// The segment's random id (segment names carry it).
+    pub fn segment_id(&self) -> u64 {
+        self.segment_id
+    }
+
+    /// Bytes so far, header included.
+    pub fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    /// Whether it holds no block yet.
+    pub fn is_empty(&self) -> bool {
+        self.blocks == 0
+    }
+
+    /// Blocks sealed so far.
+    pub fn blocks(&self) -> u64 {
+        self.blocks
+    }
+
+    /// Whether another block may be sealed: block indices must stay within
+    /// the nonce's 32 bits.
+    pub fn has_room(&self) -> bool {
+        self.blocks <= MAX_BLOCK_INDEX
+    }
+
+    /// Seals `plaintext` (a block plaintext as [`super::BlockRun`] carries
+    /// it) with the organisation's `key` as the next block and appends its
+    /// frame. Returns the frame's length.
+    pub fn seal(&mut self, key: &SecretKey, plaintext: &[u8]) -> Result<u64, super::SegmentError> {
+        let frame = seal_block(key, &self.place, self.segment_id, self.blocks, plaintext)
+            .ok_or(super::SegmentError::BlockTooLarge { len: plaintext.len() })?;
+        self.bytes.extend_from_slice(&frame);
+        self.blocks += 1;
+        Ok(frame.len() as u64)
+    }
+
+    /// The segment's bytes so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The segment's bytes.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
 /// Positional reads: the small I/O seam that lets the reader run over a
 /// file or, in tests, over arbitrary bytes.
 /// The UTC day a segment's header says it holds, read without a key;
@@ -560,6 +632,36 @@ mod tests {
             bounds.push((off, off + 12 + plain.len() + TAG_LEN));
         }
         bounds
+    }
+
+    #[test]
+    fn a_built_segment_is_a_segment_file() {
+        let mut builder = SegmentBuilder::new(&place().org, place().kind, place().day).unwrap();
+        assert!(builder.is_empty() && builder.has_room());
+        let header = builder.len();
+        let mut framed = 0;
+        for i in 0..3u8 {
+            framed += builder.seal(&key(), &vec![i; 40 + usize::from(i)]).unwrap();
+        }
+        assert_eq!((builder.blocks(), builder.len()), (3, header + framed));
+        let id = builder.segment_id();
+        let bytes = builder.into_bytes();
+        // The very bytes a writer with that id puts in a file.
+        let mut file = encode_header(&place(), id);
+        for i in 0..3u64 {
+            file.extend(seal_block(&key(), &place(), id, i, &vec![i as u8; 40 + i as usize]).unwrap());
+        }
+        assert_eq!(bytes, file);
+        let (blocks, defects, _) = read(&bytes, &place());
+        assert!(defects.is_empty(), "{defects:?}");
+        assert_eq!(blocks.len(), 3);
+        // Ids are drawn afresh for every segment.
+        let other = SegmentBuilder::new(&place().org, place().kind, place().day).unwrap();
+        assert_ne!(other.segment_id(), id);
+        let too_large = vec![0; MAX_PLAINTEXT_LEN + 1];
+        let mut builder = other;
+        assert!(matches!(builder.seal(&key(), &too_large), Err(crate::store::SegmentError::BlockTooLarge { .. })));
+        assert!(builder.is_empty());
     }
 
     #[test]

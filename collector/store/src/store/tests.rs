@@ -16,6 +16,31 @@ fn org(name: &str) -> OrgId {
 }
 
 #[test]
+fn segment_names_parse_whatever_the_sequence_width() {
+    assert_eq!(parse_segment_name("00000003-00000000000000ff.seg"), Some((3, 0xff)));
+    assert_eq!(
+        parse_segment_name("01763899200000518980-75e59e492fd5ea04.seg"),
+        Some((1_763_899_200_000_518_980, 0x75e5_9e49_2fd5_ea04))
+    );
+    for bad in ["3-ff", "-ff.seg", "3-.seg", "+3-ff.seg", "3-zz.seg", "00000003-00000000000000ff.seg.1.new"] {
+        assert_eq!(parse_segment_name(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn a_local_segment_is_located_in_its_day_directory() {
+    let fx = Fixture::new();
+    let key = seam::SegmentKey {
+        org: org("acme"),
+        kind: DataKind::Metadata,
+        day: utc_day(T0),
+        name: "00000001-0000000000000001.seg".into(),
+    };
+    let at = fx.store.segments().location(&key);
+    assert_eq!(at, fx.store.kind_dir(&org("acme"), DataKind::Metadata).join(format_day(utc_day(T0))).join(&key.name));
+}
+
+#[test]
 fn store_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Store>();

@@ -12,9 +12,10 @@ use super::fs::{FileSystem, FsFile};
 use super::seam::SegmentError;
 use super::segment::{encode_header, seal_block, SegmentPlace, FRAME_HEADER_LEN, MAX_BLOCK_INDEX, SEGMENT_ROLL_BYTES};
 
-/// Segment files are `<8-digit sequence>-<16 hex digit segment id>.seg`, so
-/// names sort in creation order within a day directory.
-pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
+/// How a segment's name ends. Local segment files are `<8-digit
+/// sequence>-<16 hex digit segment id>.seg`, so names sort in creation
+/// order within a day directory (see [`super::parse_segment_name`]).
+pub const SEGMENT_SUFFIX: &str = ".seg";
 
 /// Group commit for one segment file: appenders write under the slot lock,
 /// then wait here, outside it, until an fsync covers their bytes. One
