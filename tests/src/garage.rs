@@ -159,6 +159,21 @@ impl Garage {
         config
     }
 
+    /// A collector's `[storage]` tables for this cluster, through node
+    /// `n`'s S3 endpoint. The request timeout is generous: Garage takes
+    /// seconds to give up on a node that just vanished.
+    pub fn storage_toml(&self, n: usize) -> String {
+        format!(
+            "[storage]\nbackend = \"s3\"\n[storage.s3]\nendpoint = {:?}\nregion = {:?}\nbucket = {:?}\n\
+             access_key_id = {:?}\nsecret_access_key_file = {:?}\nallow_http = true\nrequest_timeout_ms = 20000\n",
+            self.endpoint_of(n),
+            self.region,
+            self.bucket,
+            self.key_id,
+            self.secret_file(),
+        )
+    }
+
     /// SIGKILLs node `n` (no clean shutdown) and waits for it to be gone.
     pub fn kill(&mut self, n: usize) {
         if let Some(mut child) = self.nodes[n].child.take() {

@@ -87,6 +87,17 @@ impl CollectorFiles {
         CollectorFiles { dir, port, program: program.to_owned() }
     }
 
+    /// A data directory for `program` sharing the master key file `master`
+    /// with other collectors, its config ending with `tables` (whole TOML
+    /// tables: a shared `[control]` and `[storage]`).
+    pub fn with_tables(program: &str, master: &Path, tables: &str) -> CollectorFiles {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let text = format!("{}{tables}\n", collector_toml(&dir.path().join("data"), master, port));
+        std::fs::write(dir.path().join("collector.toml"), text).expect("write config");
+        CollectorFiles { dir, port, program: program.to_owned() }
+    }
+
     /// Its config file.
     pub fn config(&self) -> PathBuf {
         self.dir.path().join("collector.toml")

@@ -18,6 +18,14 @@ use crate::layout::{day_of, last_part};
 use crate::segments::{problem, ObjectSegments};
 
 impl SegmentStore for ObjectSegments {
+    fn check(&self) -> Result<(), SegmentError> {
+        ObjectSegments::check(self)
+    }
+
+    fn describe(&self) -> String {
+        self.root()
+    }
+
     fn append(&self, runs: &[BlockRun<'_>]) -> Result<SyncTicket, SegmentError> {
         self.commit.append(runs)
     }

@@ -43,6 +43,8 @@ struct RawConfig {
     #[serde(default)]
     control: RawControl,
     #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
     log_level: Option<String>,
     #[serde(default)]
     log_format: Option<String>,
@@ -64,6 +66,34 @@ enum ControlBackend {
     #[default]
     Redb,
     Postgres,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    #[serde(default)]
+    backend: StorageBackend,
+    #[serde(default)]
+    s3: Option<glimpse_objects::ObjectStoreConfig>,
+}
+
+/// `[storage] backend`: where segments live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum StorageBackend {
+    #[default]
+    Local,
+    S3,
+}
+
+/// Where segments (the sealed records) live.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SegmentPlace {
+    /// Files under `<data_dir>/orgs`: one collector.
+    #[default]
+    Local,
+    /// An S3-compatible object store, shared by every collector.
+    S3(glimpse_objects::ObjectStoreConfig),
 }
 
 /// Where the control plane (registry, keys, decisions, stream sequences,
@@ -371,6 +401,8 @@ pub struct CollectorConfig {
     pub accept_clock: bool,
     /// `[control]`: where the control plane lives.
     pub control: ControlPlane,
+    /// `[storage]`: where segments live.
+    pub storage: SegmentPlace,
     /// `log_level` and `log_format` (the command line and the environment
     /// take precedence: `glimpse_files::logging`).
     pub log: glimpse_files::logging::LogConfig,
@@ -470,6 +502,31 @@ impl CollectorConfig {
                 ControlPlane::Postgres(pg)
             }
         };
+        let storage = match (raw.storage.backend, raw.storage.s3) {
+            (StorageBackend::Local, None) => SegmentPlace::Local,
+            (StorageBackend::Local, Some(_)) => {
+                problems.push("[storage.s3] is set but storage.backend is \"local\"".into());
+                SegmentPlace::Local
+            }
+            (StorageBackend::S3, None) => {
+                problems.push("storage.backend = \"s3\" needs [storage.s3] with endpoint, region and bucket".into());
+                SegmentPlace::Local
+            }
+            (StorageBackend::S3, Some(mut s3)) => {
+                s3.resolve_paths(base);
+                problems.extend(s3.problems());
+                SegmentPlace::S3(s3)
+            }
+        };
+        if matches!(storage, SegmentPlace::S3(_)) && control == ControlPlane::Embedded {
+            // The catalog and the stream sequences must be shared with the
+            // segments, or a second collector would store a replay twice
+            // and miss the first's catalog.
+            problems.push(
+                "storage.backend = \"s3\" needs control.backend = \"postgres\": segments shared by several collectors need a shared catalog"
+                    .into(),
+            );
+        }
         let retention =
             RetentionPolicy::try_from(raw.retention).map_err(|e| problems.push(format!("retention: {e}"))).ok();
         let Some(retention) = retention.filter(|_| problems.is_empty()) else {
@@ -497,6 +554,7 @@ impl CollectorConfig {
             console: raw.console,
             accept_clock: false,
             control,
+            storage,
             log,
         })
     }

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use glimpse_common::clock::{Clock, SystemClock};
 
 use crate::api::{ApiServer, ApiState};
-use crate::config::{CollectorConfig, ControlPlane};
+use crate::config::{CollectorConfig, ControlPlane, SegmentPlace};
 use crate::ingest::{AgentDirectory, IngestMetrics, IngestServer, ServerTls, SshServer};
 use crate::listener::stopped;
 use crate::telemetry::Telemetry;
@@ -47,6 +47,9 @@ pub enum ServiceError {
     /// The admin API could not start (its tokens could not be read).
     #[error("cannot start the admin API: {0}")]
     Api(String),
+    /// The object store for segments could not be set up.
+    #[error(transparent)]
+    Objects(#[from] glimpse_objects::ObjectsError),
     /// The PostgreSQL control plane could not be reached or used.
     #[error(transparent)]
     Postgres(#[from] glimpse_postgres::PgError),
@@ -99,25 +102,7 @@ pub struct Collector {
 
 /// Opens the store a config names, without serving (sweep, repair, tests).
 pub fn open_store(config: &CollectorConfig, clock: Arc<dyn Clock>) -> Result<Store, ServiceError> {
-    glimpse_files::check_data_dir(&config.data_dir, "data directory")?;
-    let master = MasterKey::load(&config.master_key_file)?;
-    match &config.control {
-        ControlPlane::Embedded => Ok(Store::open(&config.data_dir, master, clock, config.retention.clone())?),
-        ControlPlane::Postgres(pg) => {
-            let control = Arc::new(glimpse_postgres::PgControl::connect(pg)?);
-            let location = std::path::PathBuf::from(control.location());
-            Ok(Store::open_with_control(
-                &config.data_dir,
-                control,
-                location,
-                None,
-                false,
-                master,
-                clock,
-                config.retention.clone(),
-            )?)
-        }
-    }
+    open_configured(config, clock, false)
 }
 
 /// Opens the store a config names for reading only (export, verify): no
@@ -125,9 +110,22 @@ pub fn open_store(config: &CollectorConfig, clock: Arc<dyn Clock>) -> Result<Sto
 /// runs (see [`Store::open_read_only`]). With the control plane in
 /// PostgreSQL, its rows are read there (nothing is written to it).
 pub fn open_store_read_only(config: &CollectorConfig, clock: Arc<dyn Clock>) -> Result<Store, ServiceError> {
+    open_configured(config, clock, true)
+}
+
+fn open_configured(config: &CollectorConfig, clock: Arc<dyn Clock>, read_only: bool) -> Result<Store, ServiceError> {
+    if !read_only {
+        glimpse_files::check_data_dir(&config.data_dir, "data directory")?;
+    }
     let master = MasterKey::load(&config.master_key_file)?;
+    let retention = config.retention.clone();
+    let segments: Option<Arc<dyn glimpse_store::store::SegmentStore>> = match &config.storage {
+        SegmentPlace::Local => None,
+        SegmentPlace::S3(s3) => Some(Arc::new(glimpse_objects::ObjectSegments::open(s3, clock.clone())?)),
+    };
     match &config.control {
-        ControlPlane::Embedded => Ok(Store::open_read_only(&config.data_dir, master, clock, config.retention.clone())?),
+        ControlPlane::Embedded if read_only => Ok(Store::open_read_only(&config.data_dir, master, clock, retention)?),
+        ControlPlane::Embedded => Ok(Store::open(&config.data_dir, master, clock, retention)?),
         ControlPlane::Postgres(pg) => {
             let control = Arc::new(glimpse_postgres::PgControl::connect(pg)?);
             let location = std::path::PathBuf::from(control.location());
@@ -135,11 +133,11 @@ pub fn open_store_read_only(config: &CollectorConfig, clock: Arc<dyn Clock>) -> 
                 &config.data_dir,
                 control,
                 location,
-                None,
-                true,
+                segments,
+                read_only,
                 master,
                 clock,
-                config.retention.clone(),
+                retention,
             )?)
         }
     }

@@ -112,6 +112,14 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
             S::Tls(_) => return Some(CONFIG),
             S::Bind { source, .. } => return Some(io_code(source)),
             S::Postgres(inner) => return classify(inner),
+            S::Objects(inner) => {
+                use glimpse_objects::ObjectsError as O;
+                return Some(match inner {
+                    O::Permissions(_) => PERMISSION,
+                    O::Config(_) | O::Secret { .. } | O::Tls(_) => CONFIG,
+                    _ => SOFTWARE,
+                });
+            }
             _ => {}
         }
     }

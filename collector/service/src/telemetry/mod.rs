@@ -172,6 +172,10 @@ impl Telemetry {
         if let Err(e) = control.ping().and_then(|()| control.audit_head()) {
             problems.push(format!("the control database ({}) does not answer: {e}", control.describe()));
         }
+        let segments = self.store.segments();
+        if let Err(e) = segments.check() {
+            problems.push(format!("the segment store ({}) cannot take data now: {e}", segments.describe()));
+        }
         let segments: PathBuf = self.store.data_dir().join(glimpse_store::store::ORGS_DIR);
         problems.extend(readiness::disk_problems(&segments, self.min_free_bytes));
         Readiness::from_problems(problems)

@@ -451,6 +451,10 @@ impl SegmentBytes for FileBytes {
 }
 
 impl SegmentStore for LocalSegments {
+    fn describe(&self) -> String {
+        self.orgs_dir.display().to_string()
+    }
+
     fn append(&self, runs: &[BlockRun<'_>]) -> Result<SyncTicket, SegmentError> {
         let mut ticket = SyncTicket::default();
         for (index, run) in runs.iter().enumerate().filter(|(_, run)| !run.plaintexts.is_empty()) {

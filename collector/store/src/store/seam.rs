@@ -224,6 +224,18 @@ pub trait SegmentStore: Send + Sync + fmt::Debug {
     /// only (the segment catalog names a missing segment with it).
     fn location(&self, key: &SegmentKey) -> PathBuf;
 
+    /// A cheap probe of the backend, for readiness: `Ok` if appends can
+    /// be expected to succeed now. Local files have their free-space check
+    /// elsewhere, so the default says nothing.
+    fn check(&self) -> Result<(), SegmentError> {
+        Ok(())
+    }
+
+    /// Where segments are, for messages (a directory, or a bucket's URL).
+    fn describe(&self) -> String {
+        "the segment store".into()
+    }
+
     /// Organisations with stored segments (or containers left from them),
     /// sorted.
     fn orgs(&self) -> Result<Vec<OrgId>, SegmentError>;
