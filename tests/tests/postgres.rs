@@ -248,3 +248,29 @@ fn an_outage_is_a_transient_error_and_the_store_comes_back_by_itself() {
     wait_for("the store to answer again", || store.policy("acme").is_ok());
     assert_eq!(store.policy("acme").unwrap().as_deref(), Some(&b"before"[..]), "committed rows survive");
 }
+
+#[test]
+fn a_service_wide_lock_is_held_by_one_collector_at_a_time() {
+    let Some(pg) = Postgres::start() else { return };
+    let a = migrated(&pg);
+    let b = PgControl::connect(&config(&pg)).unwrap();
+    let order = Mutex::new(Vec::new());
+    let held = a.exclusive("erase:acme:metadata").unwrap().expect("a guard");
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let guard = b.exclusive("erase:acme:metadata").unwrap();
+            order.lock().unwrap().push("b took it");
+            guard
+        });
+        // Another name is not held up.
+        drop(b.exclusive("erase:acme:capture").unwrap());
+        // Time for a broken lock to let the waiter through first.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        order.lock().unwrap().push("a let go");
+        drop(held);
+        drop(waiter.join().unwrap());
+    });
+    assert_eq!(*order.lock().unwrap(), ["a let go", "b took it"]);
+    // Released: taken again at once.
+    drop(a.exclusive("erase:acme:metadata").unwrap());
+}

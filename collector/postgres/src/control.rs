@@ -100,6 +100,31 @@ fn encode_row(row: &SegmentRow) -> Result<Vec<u8>, ControlError> {
     postcard::to_stdvec(row).map_err(|e| ControlError::Permanent(format!("cannot encode a segment catalog row: {e}")))
 }
 
+/// How long taking a service-wide lock may wait for another collector's
+/// erase to finish.
+const LOCK_WAIT: Duration = Duration::from_secs(600);
+
+/// Holds a service-wide advisory lock; unlocks when dropped.
+struct LockGuard {
+    held: Option<(Client, String)>,
+    inner: Arc<Inner>,
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let Some((c, name)) = self.held.take() else { return };
+        let Some(handle) = self.inner.rt.handle() else { return };
+        // Unlocked before the connection goes back to the pool, so the
+        // next user of it does not inherit the lock; if that fails the
+        // connection is dropped, which ends the lock too.
+        handle.spawn(async move {
+            if c.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", &[&name]).await.is_err() {
+                drop(deadpool_postgres::Object::take(c));
+            }
+        });
+    }
+}
+
 /// Row-conflict retries of a read-modify-write that lost an insert race.
 const CONFLICT_RETRIES: usize = 8;
 
@@ -722,6 +747,32 @@ impl ControlStore for PgControl {
                 .map_err(db)?;
             row.map(|r| Ok((seq_from_sql(r.get::<_, i64>(0))?, r.get::<_, Vec<u8>>(1)))).transpose()
         })
+    }
+
+    fn exclusive(&self, name: &str) -> Result<Option<Box<dyn std::any::Any + Send>>, ControlError> {
+        // A session-level advisory lock on a connection of the pool held by
+        // the guard: the lock lives as long as the connection holds it,
+        // and ends with it if this collector dies.
+        let name = name.to_owned();
+        let client = self.inner.rt.run("take a lock", LOCK_WAIT, {
+            let pool = self.inner.pool.clone();
+            async move {
+                let c = client(&pool).await?;
+                // Tries rather than one waiting call: the connection's
+                // statement timeout would cancel a long wait.
+                loop {
+                    let row = c
+                        .query_one("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", &[&name])
+                        .await
+                        .map_err(db)?;
+                    if row.get::<_, bool>(0) {
+                        return Ok((c, name));
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        })?;
+        Ok(Some(Box::new(LockGuard { held: Some(client), inner: Arc::clone(&self.inner) })))
     }
 
     fn watch(&self, sink: ChangeSink) {

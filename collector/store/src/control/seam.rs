@@ -270,6 +270,16 @@ pub trait ControlStore: Send + Sync + fmt::Debug {
         Ok(None)
     }
 
+    /// Takes the service-wide lock `name` (an erase of one organisation's
+    /// kind, say), waiting for another collector holding it; released
+    /// when the returned guard drops. The embedded store is locked to one
+    /// process, whose own callers serialise themselves, so it returns no
+    /// guard.
+    fn exclusive(&self, name: &str) -> Result<Option<Box<dyn std::any::Any + Send>>, ControlError> {
+        let _ = name;
+        Ok(None)
+    }
+
     /// Registers `sink` to hear of changes other processes make to these
     /// rows (see [`Change`]). The embedded store is locked to one process,
     /// so there are none and it keeps no sinks.
