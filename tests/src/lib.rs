@@ -242,6 +242,11 @@ impl TestCollector {
         Self::start_with_master(0, Arc::new(SystemClock), master, |base| format!("{base}{tables}\n")).await
     }
 
+    /// [`TestCollector::start_with_tables`] with an injected clock.
+    pub async fn start_with_tables_at(master: Option<&Path>, tables: &str, clock: Arc<dyn Clock>) -> Self {
+        Self::start_with_master(0, clock, master, |base| format!("{base}{tables}\n")).await
+    }
+
     /// Starts a collector with the config text [`collector_toml`] makes,
     /// changed by `edit`.
     async fn start_edited(port: u16, clock: Arc<dyn Clock>, edit: impl FnOnce(String) -> String) -> Self {

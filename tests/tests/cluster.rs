@@ -6,6 +6,7 @@
 //! served exactly once, whichever collector stored it.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use glimpse_agent::AgentHandle;
 use glimpse_postgres::{PgControl, PgTls, PostgresConfig};
@@ -136,4 +137,94 @@ async fn three_collectors_lose_nothing_acknowledged_and_store_nothing_twice_thro
         }
         assert!(status.connections >= 1);
     }
+}
+
+fn metadata_about(hostname: &str, mac: glimpse_common::record::MacAddr) -> glimpse_common::record::Record {
+    use glimpse_common::bounded::{BoundedString, BoundedVec};
+    glimpse_common::record::Record {
+        observed_at_ms: 1,
+        body: glimpse_common::record::RecordBody::Metadata(glimpse_common::record::DeviceMetadata {
+            hostname: BoundedString::truncating(hostname),
+            interfaces: BoundedVec::truncating(vec![glimpse_common::record::InterfaceStats {
+                name: BoundedString::truncating("wlan0"),
+                mac: Some(mac),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erase_and_retention_run_on_one_collector_hold_for_every_collector() {
+    use glimpse_common::clock::{Clock, ManualClock, MILLIS_PER_DAY};
+    use glimpse_common::wire::admin::{AdminAction, AdminReply, Subject};
+    use glimpse_common::wire::Batch;
+
+    init_logging();
+    let Some(pg) = Postgres::start() else { return };
+    let Some(garage) = Garage::start(1) else { return };
+    PgControl::migrate(&PostgresConfig { tls: PgTls::Disable, ..PostgresConfig::new(pg.url()) }).expect("migrate");
+    let keys = tempfile::tempdir().unwrap();
+    let master = keys.path().join("master.key");
+    glimpse_store::keys::MasterKey::generate_file(&master).unwrap();
+    let device = issue_device("clustererase");
+    let org = device.identity.org.clone();
+    let clock = ManualClock::new(glimpse_common::clock::SystemClock.now_millis());
+    let tables = format!("{}{}", pg.control_toml(), garage.storage_toml(0));
+    let a = TestCollector::start_with_tables_at(Some(&master), &tables, Arc::new(clock.clone())).await;
+    let b = TestCollector::start_with_tables_at(Some(&master), &tables, Arc::new(clock.clone())).await;
+
+    // Alice's and bob's records arrive through A.
+    let alice = glimpse_common::record::MacAddr([0x02, 0xa1, 0x1c, 0xe0, 0, 1]);
+    let bob = glimpse_common::record::MacAddr([0x02, 0xb0, 0xb0, 0, 0, 2]);
+    let mut conn = try_connect(a.addr(), &device).await.unwrap();
+    let records = vec![metadata_about("alice-laptop", alice), metadata_about("bob-phone", bob)];
+    let batch = Batch {
+        org: org.clone(),
+        stream_seq: conn.stored_seq() + 1,
+        records: glimpse_common::bounded::BoundedVec::truncating(records),
+    };
+    conn.send_batch(&batch).await.unwrap();
+    conn.close().await;
+    let hostnames = |tc: &TestCollector| -> Vec<String> {
+        let outcome = tc.collector.store().read(&org, glimpse_common::record::DataKind::Metadata, None, None).unwrap();
+        assert!(outcome.problems.is_empty(), "{:?}", outcome.problems);
+        let mut names: Vec<String> = outcome
+            .records
+            .iter()
+            .filter_map(|r| match &r.record.body {
+                glimpse_common::record::RecordBody::Metadata(m) => Some(m.hostname.as_str().to_owned()),
+                _ => None,
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(hostnames(&b), ["alice-laptop", "bob-phone"], "B serves what A stored");
+
+    // Erased through B: gone for A too.
+    let admin_b = issue_admin(&b, glimpse_common::identity::AdminRole::OrgAdmin, Some(org.as_str()));
+    match glimpse_admin_client::admin_request(
+        &admin_b,
+        AdminAction::EraseSubject { org: org.clone(), subject: Subject::Mac(alice) },
+    )
+    .await
+    {
+        Ok(AdminReply::SubjectErased { metadata: 1, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(hostnames(&a), ["bob-phone"]);
+    assert_eq!(hostnames(&b), ["bob-phone"]);
+
+    // Sixty-one days on, A's sweep deletes the day for everyone: objects
+    // and catalog rows.
+    clock.advance(61 * MILLIS_PER_DAY);
+    let report =
+        glimpse_store::retention::sweep_checked(a.collector.store(), glimpse_store::retention::ClockCheck::Accept)
+            .expect("sweep");
+    assert!(report.segments_deleted >= 1, "{report:?}");
+    assert!(hostnames(&b).is_empty());
+    let rows = pg.psql(&format!("SELECT count(*) FROM glimpse_segments WHERE org = '{org}'"));
+    assert_eq!(rows.trim(), "0", "the catalog forgot the deleted day");
 }

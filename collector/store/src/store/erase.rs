@@ -152,9 +152,10 @@ impl Store {
         };
         // One erase of an organisation's kind at a time across every
         // collector: two would each replace the segments the other replaces.
-        let _exclusive = self.control().exclusive(&format!("erase:{org}:{}", kind.as_str())).map_err(|e| {
-            StoreError::Key(crate::keys::KeyError::Control(e))
-        })?;
+        let _exclusive = self
+            .control()
+            .exclusive(&format!("erase:{org}:{}", kind.as_str()))
+            .map_err(|e| StoreError::Key(crate::keys::KeyError::Control(e)))?;
         let replaced = self.segments.rewrite(org, kind, key.secret(), &mut edit)?;
         // The replacements join the catalog (their old rows went before).
         let put: Vec<_> = replaced
