@@ -320,21 +320,7 @@ impl AuditLog {
             Err(e) => return Err(io_err(e)),
         };
 
-        let log = AuditLog {
-            key: hmac::Key::new(hmac::HMAC_SHA256, key.expose()),
-            path,
-            head,
-            shared: false,
-            state: Mutex::new(State {
-                file: Some(file),
-                read_only: false,
-                next_seq: 1,
-                last_mac: [0; MAC_LEN],
-                needs_newline: false,
-                rescan: true,
-            }),
-            appended: Default::default(),
-        };
+        let log = AuditLog::with_state(path, key, head, false, Some(file), false);
         log.rescan(&mut log.lock())?;
         Ok(log)
     }
@@ -342,44 +328,44 @@ impl AuditLog {
     /// The log whose lines the control store keeps (several collectors on
     /// one chain); `path` only names it in messages.
     fn open_shared(path: PathBuf, key: SecretKey, head: Arc<dyn ControlStore>) -> Result<AuditLog, AuditError> {
-        let log = AuditLog {
+        let log = AuditLog::with_state(path, key, head, true, None, false);
+        log.rescan(&mut log.lock())?;
+        Ok(log)
+    }
+
+    /// A log whose end is not read yet (`rescan` finds it before the first
+    /// append, unless read-only).
+    fn with_state(
+        path: PathBuf,
+        key: SecretKey,
+        head: Arc<dyn ControlStore>,
+        shared: bool,
+        file: Option<File>,
+        read_only: bool,
+    ) -> AuditLog {
+        AuditLog {
             key: hmac::Key::new(hmac::HMAC_SHA256, key.expose()),
             path,
             head,
-            shared: true,
+            shared,
             state: Mutex::new(State {
-                file: None,
-                read_only: false,
+                file,
+                read_only,
                 next_seq: 1,
                 last_mac: [0; MAC_LEN],
                 needs_newline: false,
-                rescan: true,
+                rescan: !read_only,
             }),
             appended: Default::default(),
-        };
-        log.rescan(&mut log.lock())?;
-        Ok(log)
+        }
     }
 
     /// The log of `data_dir` for reading only (the offline tools): nothing
     /// is created, cut or appended, and [`append`](Self::append) returns
     /// [`AuditError::ReadOnly`].
     pub fn open_read_only(data_dir: &Path, key: SecretKey, head: Arc<dyn ControlStore>) -> AuditLog {
-        AuditLog {
-            key: hmac::Key::new(hmac::HMAC_SHA256, key.expose()),
-            path: data_dir.join(AUDIT_FILE),
-            shared: head.keeps_audit_lines(),
-            head,
-            state: Mutex::new(State {
-                file: None,
-                read_only: true,
-                next_seq: 1,
-                last_mac: [0; MAC_LEN],
-                needs_newline: false,
-                rescan: false,
-            }),
-            appended: Default::default(),
-        }
+        let shared = head.keeps_audit_lines();
+        AuditLog::with_state(data_dir.join(AUDIT_FILE), key, head, shared, None, true)
     }
 
     /// Where the log file lives.

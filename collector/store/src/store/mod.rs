@@ -494,13 +494,31 @@ impl Store {
         writer::create_dir_durable(&fs::StdFs, data_dir)?;
         let catalog = Catalog::open(data_dir, master_key)?;
         let segments = open_local_segments(segment_fs, data_dir, catalog.org_keys())?;
+        Store::compose(data_dir, catalog, Arc::new(segments), false, clock, retention)
+    }
+
+    /// The store of `catalog` and `segments`, with the decisions, admin
+    /// certificates and audit log read from the catalog's control store
+    /// (the audit log not appended to when `read_only`).
+    fn compose(
+        data_dir: &Path,
+        catalog: Catalog,
+        segments: Arc<dyn SegmentStore>,
+        read_only: bool,
+        clock: Arc<dyn Clock>,
+        retention: RetentionPolicy,
+    ) -> Result<Store, StoreError> {
         let policies = crate::control::Policies::open(catalog.control())?;
         let admins = crate::control::Admins::open(catalog.control())?;
         let audit_key = crate::audit::derive_audit_key(catalog.master().secret());
-        let audit = crate::audit::AuditLog::open(data_dir, audit_key, catalog.control())?;
+        let audit = if read_only {
+            crate::audit::AuditLog::open_read_only(data_dir, audit_key, catalog.control())
+        } else {
+            crate::audit::AuditLog::open(data_dir, audit_key, catalog.control())?
+        };
         Ok(Store::from_parts(StoreParts {
             data_dir: data_dir.to_path_buf(),
-            segments: Arc::new(segments),
+            segments,
             catalog,
             policies,
             admins,
@@ -544,24 +562,7 @@ impl Store {
             None if read_only => Arc::new(LocalSegments::open_read_only(Arc::new(fs::StdFs), &data_dir.join(ORGS_DIR))),
             None => Arc::new(open_local_segments(Arc::new(fs::StdFs), data_dir, catalog.org_keys())?),
         };
-        let policies = crate::control::Policies::open(catalog.control())?;
-        let admins = crate::control::Admins::open(catalog.control())?;
-        let audit_key = crate::audit::derive_audit_key(catalog.master().secret());
-        let audit = if read_only {
-            crate::audit::AuditLog::open_read_only(data_dir, audit_key, catalog.control())
-        } else {
-            crate::audit::AuditLog::open(data_dir, audit_key, catalog.control())?
-        };
-        Ok(Store::from_parts(StoreParts {
-            data_dir: data_dir.to_path_buf(),
-            segments,
-            catalog,
-            policies,
-            admins,
-            audit,
-            clock,
-            retention,
-        }))
+        Store::compose(data_dir, catalog, segments, read_only, clock, retention)
     }
 
     /// Keeps what this store caches (decisions, organisation keys, admin
@@ -619,20 +620,7 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let catalog = Catalog::open_read_only(data_dir, master_key)?;
         let segments = LocalSegments::open_read_only(Arc::new(fs::StdFs), &data_dir.join(ORGS_DIR));
-        let policies = crate::control::Policies::open(catalog.control())?;
-        let admins = crate::control::Admins::open(catalog.control())?;
-        let audit_key = crate::audit::derive_audit_key(catalog.master().secret());
-        let audit = crate::audit::AuditLog::open_read_only(data_dir, audit_key, catalog.control());
-        Ok(Store::from_parts(StoreParts {
-            data_dir: data_dir.to_path_buf(),
-            segments: Arc::new(segments),
-            catalog,
-            policies,
-            admins,
-            audit,
-            clock,
-            retention,
-        }))
+        Store::compose(data_dir, catalog, Arc::new(segments), true, clock, retention)
     }
 
     /// Where the key store's rows came from (see [`crate::keys::CatalogSource`]).
