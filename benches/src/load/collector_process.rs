@@ -15,46 +15,61 @@ use glimpse_collector::Collector;
 use glimpse_common::identity::OrgId;
 use serde::Serialize;
 
+use super::backends::{config_text, Backends, ConfigPaths};
 use super::BenchError;
 
 /// The line the collector process prints once it listens.
 const READY: &str = "glimpse-bench collector ready";
 
-/// Writes the collector config for a bench directory: listeners on
-/// ephemeral loopback ports, data under `data/`, registrations imported from
-/// `pki`, limits that admit a large fleet at once.
-pub fn write_config(dir: &Path, pki: &Path, max_connections: usize) -> Result<PathBuf, BenchError> {
+/// Larger than any config the bench writes (its own lines and the
+/// backend tables).
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Writes collector `name`'s config (`<dir>/<name>.toml`, data in
+/// `<dir>/<data>`) for a bench directory: see [`super::backends::config_text`];
+/// the master key, made once, is `<dir>/master.key`, shared by every
+/// collector of a run.
+pub fn write_config(
+    dir: &Path,
+    name: &str,
+    data: &str,
+    pki: &Path,
+    max_connections: usize,
+    backends: Option<&Backends>,
+) -> Result<PathBuf, BenchError> {
     let master = dir.join("master.key");
     if !master.exists() {
         glimpse_store::keys::MasterKey::generate_file(&master)
             .map_err(|e| BenchError::setup("the master key", e.to_string()))?;
     }
-    let text = format!(
-        "# Written by glimpse-bench for its own collector process.\n\
-         listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nmaster_key_file = \"master.key\"\npki_dir = {pki:?}\n\n\
-         [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\ncrl = {crl:?}\n\n\
-         # A fleet connecting at once queues its handshakes on a few cores.\n\
-         [limits]\nmax_connections = {max_connections}\nhandshake_timeout_secs = 120\n\n\
-         [ssh]\nlisten = \"127.0.0.1:0\"\nauth_timeout_secs = 120\n",
-        ca = glimpse_certs::ca_cert_path(pki),
-        cert = glimpse_certs::collector_cert_path(pki),
-        key = glimpse_certs::collector_key_path(pki),
-        crl = glimpse_certs::ca_crl_path(pki),
-    );
-    let path = dir.join("collector.toml");
+    let data_dir = dir.join(data);
+    let paths = ConfigPaths { data_dir: &data_dir, master_key: &master, pki };
+    let text = config_text(&paths, max_connections, backends.map(Backends::text));
+    let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).map_err(|e| BenchError::io(format!("writing {}", path.display()), e))?;
     Ok(path)
 }
 
-/// What `glimpse-bench collector` runs: the collector on `config`, capture
-/// consent given for `consent` (through the audited admin path, as the
-/// operator `glimpse-bench`), reloading on SIGHUP, until SIGTERM or SIGINT,
-/// then a drain.
-pub async fn serve(config: &Path, consent: &[OrgId]) -> Result<(), BenchError> {
+/// Loads a config the bench wrote, relative paths against `base` (the
+/// backend file's directory) or, without one, the config's own.
+pub fn load_config(path: &Path, base: Option<&Path>) -> Result<CollectorConfig, BenchError> {
+    let text =
+        glimpse_files::read_config_text(path, MAX_CONFIG_BYTES).map_err(|e| BenchError::Collector(e.to_string()))?;
+    let base = base.unwrap_or_else(|| glimpse_common::config::config_base(path));
+    CollectorConfig::parse(&text, path, base).map_err(|e| BenchError::Collector(e.to_string()))
+}
+
+/// What `glimpse-bench collector` runs: the collector on `config` (relative
+/// paths against `paths_base` when given), capture consent given for
+/// `consent` (through the audited admin path, as the operator
+/// `glimpse-bench`; with a shared control plane every collector gives it
+/// again, which changes nothing), reloading on SIGHUP, until SIGTERM or
+/// SIGINT, then a drain.
+pub async fn serve(config: &Path, paths_base: Option<&Path>, consent: &[OrgId]) -> Result<(), BenchError> {
     use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole};
     use glimpse_common::wire::admin::{AdminAction, AdminReply};
 
-    let config = CollectorConfig::load(config).map_err(|e| BenchError::Collector(e.to_string()))?;
+    let config = load_config(config, paths_base)?;
     let collector = Collector::start(config).await.map_err(|e| BenchError::Collector(e.to_string()))?;
     let operator = AdminName::new("glimpse-bench")
         .and_then(|name| AdminIdentity::new(name, AdminRole::Operator, None))
@@ -110,10 +125,13 @@ pub struct CollectorProcess {
 impl CollectorProcess {
     /// Starts `glimpse-bench collector --config CONFIG` from this very
     /// executable and waits until it listens.
-    pub fn spawn(config: &Path, consent: &[OrgId]) -> Result<Self, BenchError> {
+    pub fn spawn(config: &Path, paths_base: Option<&Path>, consent: &[OrgId]) -> Result<Self, BenchError> {
         let exe = std::env::current_exe().map_err(|e| BenchError::io("finding glimpse-bench's own path", e))?;
         let mut command = Command::new(exe);
         command.arg("collector").arg("--config").arg(config);
+        if let Some(base) = paths_base {
+            command.arg("--paths-base").arg(base);
+        }
         for org in consent {
             command.arg("--consent").arg(org.as_str());
         }
@@ -151,9 +169,21 @@ impl CollectorProcess {
         self.child.id()
     }
 
-    /// SIGTERM (the collector drains and exits), then waits for it.
-    pub fn stop(mut self) -> Result<(), BenchError> {
-        signal(self.child.id(), rustix::process::Signal::TERM)?;
+    /// SIGTERM: the collector drains and exits (see [`CollectorProcess::wait`]).
+    pub fn terminate(&self) -> Result<(), BenchError> {
+        signal(self.child.id(), rustix::process::Signal::TERM)
+    }
+
+    /// SIGTERM, then waits for it.
+    pub fn stop(self) -> Result<(), BenchError> {
+        self.terminate()?;
+        self.wait()
+    }
+
+    /// Waits (two minutes at most, then kills it) for the collector to exit
+    /// after [`CollectorProcess::terminate`]; an exit status other than
+    /// success is an error.
+    pub fn wait(mut self) -> Result<(), BenchError> {
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         loop {
             match self.child.try_wait() {
