@@ -171,6 +171,7 @@ log "PostgreSQL $("$pg_bin/pg_ctl" --version | awk '{ print $3 }') on 127.0.0.1:
   -o "-p $pg_port -k $tmp/pg -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200" start >/dev/null \
   || { cat "$tmp/pg/server.log" >&2; die "pg_ctl start failed"; }
 pg_running=1
+pg_pid=$(head -n 1 "$tmp/pg/data/postmaster.pid")
 sql() { "$psql" -X -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U glimpse -d "${2:-glimpse}" -c "$1"; }
 retry sql "CREATE DATABASE glimpse" postgres >/dev/null || die "creating the glimpse database failed"
 
@@ -285,6 +286,9 @@ for kind in "${kinds[@]}"; do
       dist-1) args+=(--dir "$tmp/bench-dist" --backend-config "$tmp/backends.toml" --collectors 1) ;;
       dist-2) args+=(--dir "$tmp/bench-dist" --backend-config "$tmp/backends.toml" --collectors 2) ;;
     esac
+    # The database's and the object store's CPU while the fleet streams
+    # (PostgreSQL with its backends); both sit idle in the local runs.
+    args+=(--measure "postgres=$pg_pid" --measure "garage=$garage_pid")
     commits0=$(pg_commits)
     rollbacks0=$(pg_rollbacks)
     read -r objects0 bytes0 < <(bucket_counts)
@@ -326,12 +330,12 @@ for name in runs:
 def mib(kib):
     return kib / 1024
 
-rows = [("run", "records/s", "MiB/s", "ack p50", "ack p99", "collector CPU", "peak RSS", "PG commits/batch",
-         "objects/s", "stored = sent")]
+rows = [("run", "records/s", "MiB/s", "ack p50", "ack p99", "collector CPU", "peak RSS", "PG CPU", "Garage CPU",
+         "PG commits/batch", "objects/s", "stored = sent")]
 for name, r in reports.items():
     rep, backend = r["report"], r["backend"]
     if rep is None:
-        rows.append((name, "failed", "", "", "", "", "", "", "", "no"))
+        rows.append((name, "failed", "", "", "", "", "", "", "", "", "", "no"))
         continue
     c = rep.get("collector") or {}
     each = rep.get("collectors") or []
@@ -342,6 +346,10 @@ for name, r in reports.items():
         rss += " (" + " + ".join(f"{mib(e['peak_rss_kib']):.0f}" for e in each) + ")"
     batches = rep["records_acked"] / max(rep["batch"], 1)
     distributed = "dist" in name
+    others = {o["name"]: o.get("cpu_cores") for o in rep.get("others", [])}
+    def cores(which):
+        value = others.get(which)
+        return f"{value:.2f}" if distributed and value is not None else "-"
     rows.append((
         name,
         f"{rep['records_per_sec']:,.0f}",
@@ -350,6 +358,8 @@ for name, r in reports.items():
         f"{rep['latency_us']['p99'] / 1000:.1f} ms",
         cpu,
         rss,
+        cores("postgres"),
+        cores("garage"),
         f"{backend['pg_commits'] / batches:.2f}" if distributed and batches else "-",
         f"{backend['objects'] / rep['seconds']:.0f}" if distributed and rep["seconds"] else "-",
         "yes" if rep.get("stored_equals_sent") else "NO",

@@ -114,6 +114,11 @@ struct RunArgs {
     /// with control in PostgreSQL and storage in S3.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     collectors: u16,
+    /// Another process on this machine to measure while the fleet streams,
+    /// with its children: its CPU is reported under NAME (e.g.
+    /// postgres=PID of the postmaster, garage=PID). May be repeated.
+    #[arg(long, value_name = "NAME=PID")]
+    measure: Vec<load::Measured>,
     /// A running collector's address, instead of starting one. Needs --pki;
     /// stored = sent is then not checked (the store is the collector's).
     #[arg(long, requires = "pki", conflicts_with_all = ["backend_config", "collectors"])]
@@ -242,6 +247,7 @@ fn run() -> anyhow::Result<()> {
                     },
                     backend_config: args.backend_config,
                     collectors: usize::from(args.collectors),
+                    measure: args.measure,
                     progress: !args.load.json,
                 };
                 let report = load::run(&options).await?;
@@ -310,6 +316,14 @@ mod tests {
         let run = run_args(&["--backend-config", "b.toml", "--collectors", "2"]).unwrap();
         assert_eq!(run.collectors, 2);
         assert_eq!(run.backend_config.as_deref(), Some(std::path::Path::new("b.toml")));
+    }
+
+    #[test]
+    fn processes_to_measure_repeat() {
+        let run = run_args(&["--measure", "postgres=10", "--measure", "garage=11"]).unwrap();
+        let names: Vec<(&str, u32)> = run.measure.iter().map(|m| (m.name.as_str(), m.pid)).collect();
+        assert_eq!(names, [("postgres", 10), ("garage", 11)]);
+        assert!(run_args(&["--measure", "postgres"]).is_err());
     }
 
     #[test]

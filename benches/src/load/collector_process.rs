@@ -241,17 +241,62 @@ pub fn sample(pid: u32) -> Option<ProcessSample> {
 /// after the parenthesised command name, which may hold spaces) and
 /// `/proc/PID/status` (`VmHWM`).
 fn parse_proc(stat: &str, status: &str, ticks_per_second: u64) -> Option<ProcessSample> {
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // After the name: state is field 3 overall, so utime (14) is index 11.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let Stat { utime, stime, .. } = parse_stat(stat)?;
     let peak_rss_kib = status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0);
     Some(ProcessSample { cpu_seconds: (utime + stime) as f64 / ticks_per_second.max(1) as f64, peak_rss_kib })
+}
+
+/// CPU seconds (user plus system) of process `pid` and its children: its
+/// own, those of its children it has reaped (`cutime`, `cstime`: a
+/// PostgreSQL backend that ended), and those of its children alive now
+/// (another backend, a background writer). `None` if it is gone.
+pub fn tree_cpu_seconds(pid: u32) -> Option<f64> {
+    let ticks = rustix::param::clock_ticks_per_second().max(1) as f64;
+    let own = parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    let mut total = own.utime + own.stime + own.cutime + own.cstime;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        // Only the numeric entries are processes; one may end meanwhile.
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if child == pid {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        if let Some(stat) = parse_stat(&text).filter(|s| s.ppid == pid) {
+            total += stat.utime + stat.stime;
+        }
+    }
+    Some(total as f64 / ticks)
+}
+
+/// The fields of `/proc/PID/stat` the figures need, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    ppid: u32,
+    utime: u64,
+    stime: u64,
+    cutime: u64,
+    cstime: u64,
+}
+
+/// Parses `/proc/PID/stat`, counting fields after the parenthesised
+/// command name (which may hold spaces and parentheses): state is field 3
+/// overall, ppid 4, utime 14, stime 15, cutime 16, cstime 17.
+fn parse_stat(stat: &str) -> Option<Stat> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let field = |overall: usize| fields.get(overall - 3).and_then(|f| f.parse::<u64>().ok());
+    Some(Stat {
+        ppid: u32::try_from(field(4)?).ok()?,
+        utime: field(14)?,
+        stime: field(15)?,
+        // Signed in the kernel's format; never negative in practice.
+        cutime: field(16).unwrap_or(0),
+        cstime: field(17).unwrap_or(0),
+    })
 }
 
 #[cfg(test)]
@@ -266,6 +311,28 @@ mod tests {
         assert_eq!(sample, ProcessSample { cpu_seconds: 3.0, peak_rss_kib: 65536 });
         assert_eq!(parse_proc("garbage", status, 100), None);
         assert_eq!(parse_proc("1 (x) S 1", status, 100), None);
+    }
+
+    #[test]
+    fn parent_and_child_times_are_read_from_stat() {
+        let stat = "77 (postgres: glimpse (x)) S 42 77 77 0 -1 4194560 1000 0 0 0 250 50 30 20 20 0 9 0 100 1000 200";
+        assert_eq!(parse_stat(stat), Some(Stat { ppid: 42, utime: 250, stime: 50, cutime: 30, cstime: 20 }));
+        assert_eq!(parse_stat("77 (x) S notapid 1 1"), None);
+    }
+
+    #[test]
+    fn a_process_tree_includes_the_children_it_reaped() {
+        let me = std::process::id();
+        // The tree's CPU beyond this process's own: its children's.
+        let children = || tree_cpu_seconds(me).unwrap() - sample(me).unwrap().cpu_seconds;
+        let before = children();
+        // A child that burns a few tenths of a second of CPU, then is reaped.
+        let status =
+            Command::new("sh").args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"]).status().expect("sh");
+        assert!(status.success());
+        let after = children();
+        assert!(after - before >= 0.05, "children's CPU {before} -> {after}");
+        assert_eq!(tree_cpu_seconds(u32::MAX), None);
     }
 
     #[test]

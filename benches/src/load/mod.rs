@@ -42,7 +42,7 @@ use backends::Backends;
 use collector_process::{CollectorProcess, ProcessSample};
 use device::{Pace, Tally};
 use fleet::{Fleet, Link};
-use report::{Latency, Machine, ProcessFigures, Report};
+use report::{Latency, Machine, OtherFigures, ProcessFigures, Report};
 
 /// Why a run could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +158,31 @@ pub struct RemoteCollector {
     pub ssh_fingerprint: Option<String>,
 }
 
+/// A process to measure beside the collectors (`--measure NAME=PID`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Measured {
+    /// What to call it in the report.
+    pub name: String,
+    /// Its process id (with its children: PostgreSQL's backends).
+    pub pid: u32,
+}
+
+impl std::str::FromStr for Measured {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (name, pid) = text.split_once('=').ok_or_else(|| format!("{text:?} is not NAME=PID"))?;
+        let named = !name.is_empty()
+            && name.len() <= 32
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !named {
+            return Err(format!("{name:?} is not a name (1 to 32 of a-z, A-Z, 0-9, '-' and '_')"));
+        }
+        let pid = pid.parse::<u32>().ok().filter(|p| *p > 0).ok_or_else(|| format!("{pid:?} is not a process id"))?;
+        Ok(Self { name: name.to_owned(), pid })
+    }
+}
+
 /// Everything a run needs to know.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -189,6 +214,10 @@ pub struct LoadOptions {
     /// How many collectors the bench starts (`--collectors`); more than one
     /// needs shared backends.
     pub collectors: usize,
+    /// Other processes on this machine whose CPU (with their children's)
+    /// is measured while the fleet streams (`--measure`): the database, the
+    /// object store.
+    pub measure: Vec<Measured>,
     /// Draw a live progress bar on the terminal.
     pub progress: bool,
 }
@@ -372,6 +401,8 @@ pub async fn run(options: &LoadOptions) -> Result<Report, BenchError> {
         return Err(BenchError::NoConnections(tally.first_error().unwrap_or_default()));
     }
     let collector_connected = sample_all(&pids);
+    let others_start: Vec<Option<f64>> =
+        options.measure.iter().map(|m| collector_process::tree_cpu_seconds(m.pid)).collect();
 
     // Stream phase.
     let stream_start = Instant::now();
@@ -387,6 +418,8 @@ pub async fn run(options: &LoadOptions) -> Result<Report, BenchError> {
     while tasks.join_next().await.is_some() {}
     let seconds = stream_start.elapsed().as_secs_f64();
     let collector_end = sample_all(&pids);
+    let others_end: Vec<Option<f64>> =
+        options.measure.iter().map(|m| collector_process::tree_cpu_seconds(m.pid)).collect();
     let generator_end = collector_process::sample(me).unwrap_or_default();
     progress.finish();
 
@@ -437,6 +470,23 @@ pub async fn run(options: &LoadOptions) -> Result<Report, BenchError> {
         }
         _ => None,
     };
+    let others = options
+        .measure
+        .iter()
+        .zip(others_start.iter().zip(&others_end))
+        .map(|(m, (start, end))| {
+            let cpu_seconds = match (start, end) {
+                (Some(a), Some(b)) => Some((b - a).max(0.0)),
+                _ => None,
+            };
+            OtherFigures {
+                name: m.name.clone(),
+                pid: m.pid,
+                cpu_seconds,
+                cpu_cores: cpu_seconds.map(|c| c / seconds.max(1e-9)),
+            }
+        })
+        .collect();
     let per_collector: Vec<ProcessFigures> = match (&collector_connected, &collector_end) {
         (Some(a), Some(b)) => a.iter().zip(b).map(|(a, b)| ProcessFigures::between(*a, *b, seconds)).collect(),
         _ => Vec::new(),
@@ -466,6 +516,7 @@ pub async fn run(options: &LoadOptions) -> Result<Report, BenchError> {
         latency_us: Latency::of(&tally.latencies()),
         collector: (!per_collector.is_empty()).then(|| ProcessFigures::sum(&per_collector)),
         collectors: if per_collector.len() > 1 { per_collector } else { Vec::new() },
+        others,
         generator: ProcessFigures::between(generator_start, generator_end, connect_seconds + seconds),
         errors: tally.errors.load(Ordering::Relaxed),
         refusals: tally.refusals.load(Ordering::Relaxed),
@@ -712,6 +763,7 @@ mod tests {
             remote: None,
             backend_config: None,
             collectors: 1,
+            measure: Vec::new(),
             progress: false,
         }
     }
@@ -774,5 +826,14 @@ mod tests {
         assert_eq!(sample_all(&[me, u32::MAX]), None);
         let s = ProcessSample { cpu_seconds: 1.5, peak_rss_kib: 1 };
         assert_eq!(cpu_seconds(&[s, s]), 3.0);
+    }
+
+    #[test]
+    fn processes_to_measure_are_named_by_pid() {
+        let m: Measured = "postgres=4242".parse().unwrap();
+        assert_eq!(m, Measured { name: "postgres".into(), pid: 4242 });
+        for bad in ["postgres", "=1", "pg=0", "pg=-1", "pg=x", "p g=1", "pg=1=2", &format!("{}=1", "a".repeat(33))] {
+            assert!(bad.parse::<Measured>().is_err(), "{bad}");
+        }
     }
 }

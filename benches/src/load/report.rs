@@ -59,6 +59,21 @@ impl ProcessFigures {
     }
 }
 
+/// Another process's CPU while the fleet streamed (`--measure`), with its
+/// children's: the database or the object store beside the collectors.
+#[derive(Debug, Clone, Serialize)]
+pub struct OtherFigures {
+    /// Its name on the command line.
+    pub name: String,
+    /// Its process id.
+    pub pid: u32,
+    /// CPU seconds per wall-clock second; `None` when it could not be read
+    /// (gone, or not on this machine).
+    pub cpu_cores: Option<f64>,
+    /// CPU seconds used.
+    pub cpu_seconds: Option<f64>,
+}
+
 /// The machine a figure came from.
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
@@ -136,6 +151,10 @@ pub struct Report {
     /// the JSON with one).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub collectors: Vec<ProcessFigures>,
+    /// Other processes measured while streaming (left out of the JSON
+    /// when none was named).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub others: Vec<OtherFigures>,
     /// The load tool itself (it shares the machine with the collector).
     pub generator: ProcessFigures,
     /// Connections that failed.
@@ -216,6 +235,13 @@ impl Report {
             rows.extend(labels.iter().zip(&self.collectors).map(|(label, f)| (label.as_str(), figures(f))));
         } else {
             rows.push(("collector", collector));
+        }
+        for other in &self.others {
+            let cpu = other.cpu_cores.map_or_else(
+                || format!("not measured (process {} gone)", other.pid),
+                |c| format!("{c:.2} cores (process {} and its children)", other.pid),
+            );
+            rows.push((other.name.as_str(), cpu));
         }
         rows.push(("load generator", figures(&self.generator)));
         rows.push(("refusals (retried)", self.refusals.to_string()));
@@ -299,6 +325,7 @@ mod tests {
             latency_us: Latency::default(),
             collector: Some(ProcessFigures { cpu_cores: 0.5, cpu_seconds: 0.5, peak_rss_kib: 2048 }),
             collectors: Vec::new(),
+            others: Vec::new(),
             generator: ProcessFigures::default(),
             errors: 0,
             refusals: 0,
@@ -312,7 +339,9 @@ mod tests {
     fn one_collector_on_its_own_store_reports_as_before() {
         let r = report();
         let json = serde_json::to_value(&r).unwrap();
-        assert!(json.get("backends").is_none() && json.get("collectors").is_none(), "{json}");
+        for absent in ["backends", "collectors", "others"] {
+            assert!(json.get(absent).is_none(), "{absent}: {json}");
+        }
         let table = r.table();
         assert!(table.lines().any(|l| l.starts_with("collector ")), "{table}");
         assert!(!table.contains("backends") && !table.contains("collector 1"), "{table}");
@@ -334,6 +363,16 @@ mod tests {
         ] {
             assert!(table.contains(line), "{line}: {table}");
         }
+        let r = Report {
+            others: vec![
+                OtherFigures { name: "postgres".into(), pid: 7, cpu_cores: Some(0.3), cpu_seconds: Some(3.0) },
+                OtherFigures { name: "garage".into(), pid: 8, cpu_cores: None, cpu_seconds: None },
+            ],
+            ..r
+        };
+        let table = r.table();
+        assert!(table.contains("0.30 cores (process 7 and its children)"), "{table}");
+        assert!(table.contains("not measured (process 8 gone)"), "{table}");
         let names: Vec<&str> = table.lines().filter_map(|l| l.split("  ").next()).collect();
         assert!(names.contains(&"collectors together") && names.contains(&"collector 2"), "{table}");
         let json = serde_json::to_value(&r).unwrap();

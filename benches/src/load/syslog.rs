@@ -212,6 +212,7 @@ pub async fn run(options: &SyslogOptions) -> Result<Report, BenchError> {
         latency_us: Latency::default(),
         collector: figures(receiver_start, receiver_end),
         collectors: Vec::new(),
+        others: Vec::new(),
         generator: ProcessFigures::between(generator_start, generator_end, connect_seconds + seconds),
         errors: tally.errors.load(Ordering::Relaxed),
         refusals: 0,
