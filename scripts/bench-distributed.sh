@@ -18,13 +18,16 @@
 #
 #   scripts/bench-distributed.sh [--devices N] [--seconds S] [--records KIND]
 #                                [--batch B] [--window W] [--rate R] [--orgs K]
-#                                [--metadata] [--json FILE] [--keep]
+#                                [--metadata] [--flush-interval-ms MS]
+#                                [--json FILE] [--keep]
 #                                [-- more glimpse-bench run options]
 #
 # N (default 100) devices stream for S (default 10) seconds, KIND (capture,
 # metadata or mixed; default capture) records; --batch, --window, --rate,
 # --orgs and anything after -- go to every glimpse-bench run unchanged.
-# --metadata adds the three runs with --records metadata. --json FILE
+# --metadata adds the three runs with --records metadata.
+# --flush-interval-ms sets [storage.s3] flush_interval_ms, the object
+# store's group commit window (default: the collector's, 25). --json FILE
 # writes every run's report, the database's and the bucket's counters and
 # the machine as one JSON object. --keep leaves the temporary directory
 # (configs, logs, the PostgreSQL and Garage data) for a look afterwards.
@@ -49,6 +52,7 @@ records=capture
 metadata=0
 json_out=
 keep=0
+flush_ms=
 pass=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -57,6 +61,7 @@ while [ $# -gt 0 ]; do
     --records) records=${2:?--records needs capture, metadata or mixed}; shift 2 ;;
     --batch | --window | --rate | --orgs) pass+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
     --metadata) metadata=1; shift ;;
+    --flush-interval-ms) flush_ms=${2:?--flush-interval-ms needs a number}; shift 2 ;;
     --json) json_out=${2:?--json needs a file}; shift 2 ;;
     --keep) keep=1; shift ;;
     --) shift; pass+=("$@"); break ;;
@@ -66,6 +71,7 @@ while [ $# -gt 0 ]; do
 done
 [[ $devices =~ ^[1-9][0-9]*$ ]] || { echo "bench-distributed: --devices must be a positive integer" >&2; exit 2; }
 [[ $seconds =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "bench-distributed: --seconds must be a number" >&2; exit 2; }
+[[ -z $flush_ms || $flush_ms =~ ^[1-9][0-9]*$ ]] || { echo "bench-distributed: --flush-interval-ms must be a positive integer" >&2; exit 2; }
 case "$records" in capture | metadata | mixed) ;; *)
   echo "bench-distributed: --records must be capture, metadata or mixed" >&2; exit 2 ;;
 esac
@@ -233,6 +239,7 @@ access_key_id = "$key_id"
 secret_access_key_file = "s3.secret"
 allow_http = true                 # loopback
 EOF
+[ -z "$flush_ms" ] || printf 'flush_interval_ms = %s\n' "$flush_ms" >>"$tmp/backends.toml"
 # migrate reads only the [control] tables, but takes a whole collector
 # config; nothing else in it is opened.
 cat >"$tmp/migrate.toml" <<EOF
@@ -255,6 +262,10 @@ log "$(tail -n 1 "$tmp/migrate.log")"
 # a run, whose collectors have exited).
 pg_commits() { sql "SELECT xact_commit FROM pg_stat_database WHERE datname = 'glimpse'" | tr -d ' '; }
 pg_rollbacks() { sql "SELECT xact_rollback FROM pg_stat_database WHERE datname = 'glimpse'" | tr -d ' '; }
+# The segment catalog (one row per segment object) and the database's size.
+pg_catalog() {
+  sql "SELECT count(*), coalesce(sum(length(row)), 0), pg_database_size('glimpse') FROM glimpse_segments" | tr '|' ' '
+}
 # `garage bucket info` counts the bucket's objects and their size
 # ("Size: 35.2 MB (33.6 MiB)", so to 0.1 of the binary unit).
 bucket_counts() {
@@ -291,15 +302,18 @@ for kind in "${kinds[@]}"; do
     args+=(--measure "postgres=$pg_pid" --measure "garage=$garage_pid")
     commits0=$(pg_commits)
     rollbacks0=$(pg_rollbacks)
+    read -r rows0 row_bytes0 db_bytes0 < <(pg_catalog)
     read -r objects0 bytes0 < <(bucket_counts)
     log "$name: glimpse-bench ${args[*]} (load average $(loadavg))"
     rc=0
     "$bench" "${args[@]}" >"$tmp/$name.json" 2>"$tmp/$name.err" || rc=$?
     commits1=$(pg_commits)
     rollbacks1=$(pg_rollbacks)
+    read -r rows1 row_bytes1 db_bytes1 < <(pg_catalog)
     read -r objects1 bytes1 < <(bucket_counts)
-    printf '{"pg_commits": %s, "pg_rollbacks": %s, "objects": %s, "bytes": %s}\n' \
+    printf '{"pg_commits": %s, "pg_rollbacks": %s, "catalog_rows": %s, "catalog_row_bytes": %s, "pg_database_bytes": %s, "objects": %s, "bytes": %s}\n' \
       "$((commits1 - commits0))" "$((rollbacks1 - rollbacks0))" \
+      "$((rows1 - rows0))" "$((row_bytes1 - row_bytes0))" "$((db_bytes1 - db_bytes0))" \
       "$((objects1 - objects0))" "$((bytes1 - bytes0))" \
       >"$tmp/$name.backend.json"
     if [ "$rc" != 0 ] || ! python3 -c 'import json, sys; json.load(open(sys.argv[1]))' "$tmp/$name.json" 2>/dev/null; then
@@ -313,11 +327,11 @@ done
 load_after=$(loadavg)
 
 # ---------------------------------------------------------------- summary
-python3 - "$tmp" "$json_out" "$load_before" "$load_after" "$devices" "$seconds" "${runs[@]}" <<'EOF'
+python3 - "$tmp" "$json_out" "$load_before" "$load_after" "$devices" "$seconds" "$flush_ms" "${runs[@]}" <<'EOF'
 import json, os, sys
 
-tmp, json_out, load_before, load_after, devices, seconds = sys.argv[1:7]
-runs = sys.argv[7:]
+tmp, json_out, load_before, load_after, devices, seconds, flush_ms = sys.argv[1:8]
+runs = sys.argv[8:]
 reports = {}
 for name in runs:
     try:
@@ -373,17 +387,20 @@ print()
 first = next((r["report"] for r in reports.values() if r["report"]), None)
 if first:
     m = first["machine"]
-    print(f"{devices} devices, {seconds} s each, {first['batch']} records a batch; "
+    print(f"{devices} devices, {seconds} s each, {first['batch']} records a batch; flush interval "
+          + (flush_ms + " ms" if flush_ms else "25 ms (the default)") + "; "
           f"machine: {m['cores']} cores, {m['cpu']}; load average before {load_before}, after {load_after}")
 for name, r in reports.items():
     rep, backend = r["report"], r["backend"]
     if rep and "dist" in name:
         print(f"{name}: {rep['records_acked'] / max(rep['batch'], 1):,.0f} batches, "
               f"{backend['pg_commits']:,} PostgreSQL commits ({backend['pg_rollbacks']:,} rolled back), "
-              f"{backend['objects']:,} objects "
-              f"({backend['bytes'] / 1048576:.1f} MiB) in {rep['seconds']:.1f} s")
+              f"{backend['objects']:,} objects ({backend['bytes'] / 1048576:.1f} MiB) in {rep['seconds']:.1f} s; "
+              f"{backend['catalog_rows']:,} catalog rows ({backend['catalog_row_bytes'] / 1024:.0f} KiB), "
+              f"database +{backend['pg_database_bytes'] / 1048576:.1f} MiB")
 if json_out:
-    json.dump({"devices": int(devices), "seconds": float(seconds), "load_before": load_before,
+    json.dump({"devices": int(devices), "seconds": float(seconds), "flush_interval_ms": flush_ms or None,
+               "load_before": load_before,
                "load_after": load_after, "runs": reports}, open(json_out, "w"), indent=2)
 EOF
 
