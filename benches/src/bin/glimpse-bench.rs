@@ -30,6 +30,7 @@ enum Command {
     ///   glimpse-bench run --devices 100 --seconds 10
     ///   glimpse-bench run --devices 10000 --rate 10000 --batch 1 --seconds 30   (a big fleet, 1 record/s each)
     ///   glimpse-bench run --devices 2000 --seconds 0                          (handshake rate: the fleet reconnecting)
+    ///   glimpse-bench run --backend-config backends.toml --collectors 2       (PostgreSQL and S3, two collectors)
     #[command(verbatim_doc_comment)]
     Run(RunArgs),
     /// Feed the same load to a syslog receiver over mutual TLS (RFC 5425),
@@ -45,6 +46,10 @@ enum Command {
         /// The collector config `run` wrote.
         #[arg(long)]
         config: PathBuf,
+        /// The directory the config's relative paths are resolved against
+        /// (the --backend-config file's; the bench's own paths are absolute).
+        #[arg(long)]
+        paths_base: Option<PathBuf>,
         /// Organisations given capture consent at start.
         #[arg(long)]
         consent: Vec<String>,
@@ -95,9 +100,28 @@ struct RunArgs {
     /// while), the collector's config and its data go.
     #[arg(long, env = "GLIMPSE_BENCH_DIR")]
     dir: Option<PathBuf>,
+    /// The [control] and [storage] tables (with their sub-tables, as in
+    /// collector.toml) for the bench's own collectors: e.g. the control
+    /// plane in PostgreSQL and segments in an S3-compatible store. Relative
+    /// paths in it are resolved against its directory. The schema must be
+    /// migrated (glimpse-collector migrate); keep the same --dir for runs
+    /// on one database (its master.key wraps the organisations' keys there).
+    #[arg(long, value_name = "FILE")]
+    backend_config: Option<PathBuf>,
+    /// Collector processes to start, sharing the backends and the master
+    /// key, each with its own data directory and ports; the devices are
+    /// spread round-robin over them. More than one needs --backend-config
+    /// with control in PostgreSQL and storage in S3.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    collectors: u16,
+    /// Another process on this machine to measure while the fleet streams,
+    /// with its children: its CPU is reported under NAME (e.g.
+    /// postgres=PID of the postmaster, garage=PID). May be repeated.
+    #[arg(long, value_name = "NAME=PID")]
+    measure: Vec<load::Measured>,
     /// A running collector's address, instead of starting one. Needs --pki;
     /// stored = sent is then not checked (the store is the collector's).
-    #[arg(long, requires = "pki")]
+    #[arg(long, requires = "pki", conflicts_with_all = ["backend_config", "collectors"])]
     collector: Option<String>,
     /// The running collector's pki_dir (with the CA key): bench devices are
     /// issued there, and the collector imports them on SIGHUP.
@@ -221,6 +245,9 @@ fn run() -> anyhow::Result<()> {
                         }),
                         _ => None,
                     },
+                    backend_config: args.backend_config,
+                    collectors: usize::from(args.collectors),
+                    measure: args.measure,
                     progress: !args.load.json,
                 };
                 let report = load::run(&options).await?;
@@ -256,10 +283,65 @@ fn run() -> anyhow::Result<()> {
                     )
                 })
             }
-            Command::Collector { config, consent } => {
+            Command::Collector { config, paths_base, consent } => {
                 let orgs = consent.into_iter().map(OrgId::new).collect::<Result<Vec<_>, _>>()?;
-                load::collector_process::serve(&config, &orgs).await.context("glimpse-bench collector")
+                load::collector_process::serve(&config, paths_base.as_deref(), &orgs)
+                    .await
+                    .context("glimpse-bench collector")
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["glimpse-bench", "run"].iter().chain(args))?;
+        match cli.command {
+            Command::Run(run) => Ok(run),
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_collector_on_its_own_store_by_default() {
+        let run = run_args(&[]).unwrap();
+        assert_eq!((run.collectors, run.backend_config), (1, None));
+    }
+
+    #[test]
+    fn backend_config_and_collectors_parse() {
+        let run = run_args(&["--backend-config", "b.toml", "--collectors", "2"]).unwrap();
+        assert_eq!(run.collectors, 2);
+        assert_eq!(run.backend_config.as_deref(), Some(std::path::Path::new("b.toml")));
+    }
+
+    #[test]
+    fn processes_to_measure_repeat() {
+        let run = run_args(&["--measure", "postgres=10", "--measure", "garage=11"]).unwrap();
+        let names: Vec<(&str, u32)> = run.measure.iter().map(|m| (m.name.as_str(), m.pid)).collect();
+        assert_eq!(names, [("postgres", 10), ("garage", 11)]);
+        assert!(run_args(&["--measure", "postgres"]).is_err());
+    }
+
+    #[test]
+    fn collector_counts_are_bounded() {
+        for bad in ["0", "65", "-1", "two"] {
+            assert!(run_args(&["--collectors", bad]).is_err(), "{bad}");
+        }
+        assert_eq!(run_args(&["--collectors", "64"]).unwrap().collectors, 64);
+    }
+
+    #[test]
+    fn a_running_collector_excludes_starting_collectors() {
+        let remote = ["--collector", "127.0.0.1:7443", "--pki", "pki"];
+        assert!(run_args(&remote).is_ok());
+        for extra in [["--collectors", "2"], ["--backend-config", "b.toml"]] {
+            let args: Vec<&str> = remote.iter().chain(&extra).copied().collect();
+            let e = run_args(&args).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict, "{e}");
+        }
+    }
 }

@@ -15,46 +15,61 @@ use glimpse_collector::Collector;
 use glimpse_common::identity::OrgId;
 use serde::Serialize;
 
+use super::backends::{config_text, Backends, ConfigPaths};
 use super::BenchError;
 
 /// The line the collector process prints once it listens.
 const READY: &str = "glimpse-bench collector ready";
 
-/// Writes the collector config for a bench directory: listeners on
-/// ephemeral loopback ports, data under `data/`, registrations imported from
-/// `pki`, limits that admit a large fleet at once.
-pub fn write_config(dir: &Path, pki: &Path, max_connections: usize) -> Result<PathBuf, BenchError> {
+/// Larger than any config the bench writes (its own lines and the
+/// backend tables).
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Writes collector `name`'s config (`<dir>/<name>.toml`, data in
+/// `<dir>/<data>`) for a bench directory: see [`super::backends::config_text`];
+/// the master key, made once, is `<dir>/master.key`, shared by every
+/// collector of a run.
+pub fn write_config(
+    dir: &Path,
+    name: &str,
+    data: &str,
+    pki: &Path,
+    max_connections: usize,
+    backends: Option<&Backends>,
+) -> Result<PathBuf, BenchError> {
     let master = dir.join("master.key");
     if !master.exists() {
         glimpse_store::keys::MasterKey::generate_file(&master)
             .map_err(|e| BenchError::setup("the master key", e.to_string()))?;
     }
-    let text = format!(
-        "# Written by glimpse-bench for its own collector process.\n\
-         listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nmaster_key_file = \"master.key\"\npki_dir = {pki:?}\n\n\
-         [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\ncrl = {crl:?}\n\n\
-         # A fleet connecting at once queues its handshakes on a few cores.\n\
-         [limits]\nmax_connections = {max_connections}\nhandshake_timeout_secs = 120\n\n\
-         [ssh]\nlisten = \"127.0.0.1:0\"\nauth_timeout_secs = 120\n",
-        ca = glimpse_certs::ca_cert_path(pki),
-        cert = glimpse_certs::collector_cert_path(pki),
-        key = glimpse_certs::collector_key_path(pki),
-        crl = glimpse_certs::ca_crl_path(pki),
-    );
-    let path = dir.join("collector.toml");
+    let data_dir = dir.join(data);
+    let paths = ConfigPaths { data_dir: &data_dir, master_key: &master, pki };
+    let text = config_text(&paths, max_connections, backends.map(Backends::text));
+    let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).map_err(|e| BenchError::io(format!("writing {}", path.display()), e))?;
     Ok(path)
 }
 
-/// What `glimpse-bench collector` runs: the collector on `config`, capture
-/// consent given for `consent` (through the audited admin path, as the
-/// operator `glimpse-bench`), reloading on SIGHUP, until SIGTERM or SIGINT,
-/// then a drain.
-pub async fn serve(config: &Path, consent: &[OrgId]) -> Result<(), BenchError> {
+/// Loads a config the bench wrote, relative paths against `base` (the
+/// backend file's directory) or, without one, the config's own.
+pub fn load_config(path: &Path, base: Option<&Path>) -> Result<CollectorConfig, BenchError> {
+    let text =
+        glimpse_files::read_config_text(path, MAX_CONFIG_BYTES).map_err(|e| BenchError::Collector(e.to_string()))?;
+    let base = base.unwrap_or_else(|| glimpse_common::config::config_base(path));
+    CollectorConfig::parse(&text, path, base).map_err(|e| BenchError::Collector(e.to_string()))
+}
+
+/// What `glimpse-bench collector` runs: the collector on `config` (relative
+/// paths against `paths_base` when given), capture consent given for
+/// `consent` (through the audited admin path, as the operator
+/// `glimpse-bench`; with a shared control plane every collector gives it
+/// again, which changes nothing), reloading on SIGHUP, until SIGTERM or
+/// SIGINT, then a drain.
+pub async fn serve(config: &Path, paths_base: Option<&Path>, consent: &[OrgId]) -> Result<(), BenchError> {
     use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole};
     use glimpse_common::wire::admin::{AdminAction, AdminReply};
 
-    let config = CollectorConfig::load(config).map_err(|e| BenchError::Collector(e.to_string()))?;
+    let config = load_config(config, paths_base)?;
     let collector = Collector::start(config).await.map_err(|e| BenchError::Collector(e.to_string()))?;
     let operator = AdminName::new("glimpse-bench")
         .and_then(|name| AdminIdentity::new(name, AdminRole::Operator, None))
@@ -110,10 +125,13 @@ pub struct CollectorProcess {
 impl CollectorProcess {
     /// Starts `glimpse-bench collector --config CONFIG` from this very
     /// executable and waits until it listens.
-    pub fn spawn(config: &Path, consent: &[OrgId]) -> Result<Self, BenchError> {
+    pub fn spawn(config: &Path, paths_base: Option<&Path>, consent: &[OrgId]) -> Result<Self, BenchError> {
         let exe = std::env::current_exe().map_err(|e| BenchError::io("finding glimpse-bench's own path", e))?;
         let mut command = Command::new(exe);
         command.arg("collector").arg("--config").arg(config);
+        if let Some(base) = paths_base {
+            command.arg("--paths-base").arg(base);
+        }
         for org in consent {
             command.arg("--consent").arg(org.as_str());
         }
@@ -151,9 +169,21 @@ impl CollectorProcess {
         self.child.id()
     }
 
-    /// SIGTERM (the collector drains and exits), then waits for it.
-    pub fn stop(mut self) -> Result<(), BenchError> {
-        signal(self.child.id(), rustix::process::Signal::TERM)?;
+    /// SIGTERM: the collector drains and exits (see [`CollectorProcess::wait`]).
+    pub fn terminate(&self) -> Result<(), BenchError> {
+        signal(self.child.id(), rustix::process::Signal::TERM)
+    }
+
+    /// SIGTERM, then waits for it.
+    pub fn stop(self) -> Result<(), BenchError> {
+        self.terminate()?;
+        self.wait()
+    }
+
+    /// Waits (two minutes at most, then kills it) for the collector to exit
+    /// after [`CollectorProcess::terminate`]; an exit status other than
+    /// success is an error.
+    pub fn wait(mut self) -> Result<(), BenchError> {
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         loop {
             match self.child.try_wait() {
@@ -211,17 +241,62 @@ pub fn sample(pid: u32) -> Option<ProcessSample> {
 /// after the parenthesised command name, which may hold spaces) and
 /// `/proc/PID/status` (`VmHWM`).
 fn parse_proc(stat: &str, status: &str, ticks_per_second: u64) -> Option<ProcessSample> {
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // After the name: state is field 3 overall, so utime (14) is index 11.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let Stat { utime, stime, .. } = parse_stat(stat)?;
     let peak_rss_kib = status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0);
     Some(ProcessSample { cpu_seconds: (utime + stime) as f64 / ticks_per_second.max(1) as f64, peak_rss_kib })
+}
+
+/// CPU seconds (user plus system) of process `pid` and its children: its
+/// own, those of its children it has reaped (`cutime`, `cstime`: a
+/// PostgreSQL backend that ended), and those of its children alive now
+/// (another backend, a background writer). `None` if it is gone.
+pub fn tree_cpu_seconds(pid: u32) -> Option<f64> {
+    let ticks = rustix::param::clock_ticks_per_second().max(1) as f64;
+    let own = parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    let mut total = own.utime + own.stime + own.cutime + own.cstime;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        // Only the numeric entries are processes; one may end meanwhile.
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if child == pid {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        if let Some(stat) = parse_stat(&text).filter(|s| s.ppid == pid) {
+            total += stat.utime + stat.stime;
+        }
+    }
+    Some(total as f64 / ticks)
+}
+
+/// The fields of `/proc/PID/stat` the figures need, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    ppid: u32,
+    utime: u64,
+    stime: u64,
+    cutime: u64,
+    cstime: u64,
+}
+
+/// Parses `/proc/PID/stat`, counting fields after the parenthesised
+/// command name (which may hold spaces and parentheses): state is field 3
+/// overall, ppid 4, utime 14, stime 15, cutime 16, cstime 17.
+fn parse_stat(stat: &str) -> Option<Stat> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let field = |overall: usize| fields.get(overall - 3).and_then(|f| f.parse::<u64>().ok());
+    Some(Stat {
+        ppid: u32::try_from(field(4)?).ok()?,
+        utime: field(14)?,
+        stime: field(15)?,
+        // Signed in the kernel's format; never negative in practice.
+        cutime: field(16).unwrap_or(0),
+        cstime: field(17).unwrap_or(0),
+    })
 }
 
 #[cfg(test)]
@@ -236,6 +311,28 @@ mod tests {
         assert_eq!(sample, ProcessSample { cpu_seconds: 3.0, peak_rss_kib: 65536 });
         assert_eq!(parse_proc("garbage", status, 100), None);
         assert_eq!(parse_proc("1 (x) S 1", status, 100), None);
+    }
+
+    #[test]
+    fn parent_and_child_times_are_read_from_stat() {
+        let stat = "77 (postgres: glimpse (x)) S 42 77 77 0 -1 4194560 1000 0 0 0 250 50 30 20 20 0 9 0 100 1000 200";
+        assert_eq!(parse_stat(stat), Some(Stat { ppid: 42, utime: 250, stime: 50, cutime: 30, cstime: 20 }));
+        assert_eq!(parse_stat("77 (x) S notapid 1 1"), None);
+    }
+
+    #[test]
+    fn a_process_tree_includes_the_children_it_reaped() {
+        let me = std::process::id();
+        // The tree's CPU beyond this process's own: its children's.
+        let children = || tree_cpu_seconds(me).unwrap() - sample(me).unwrap().cpu_seconds;
+        let before = children();
+        // A child that burns a few tenths of a second of CPU, then is reaped.
+        let status =
+            Command::new("sh").args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"]).status().expect("sh");
+        assert!(status.success());
+        let after = children();
+        assert!(after - before >= 0.05, "children's CPU {before} -> {after}");
+        assert_eq!(tree_cpu_seconds(u32::MAX), None);
     }
 
     #[test]

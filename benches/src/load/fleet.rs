@@ -38,6 +38,18 @@ fn identity(i: usize, orgs: &[OrgId], transport: Transport) -> Result<DeviceIden
     Ok(DeviceIdentity { org: orgs[i % orgs.len()].clone(), device, kind })
 }
 
+/// Which of `collectors` collectors device `i` connects to: round-robin,
+/// counted within its organisation (devices go round-robin over the
+/// organisations too, [`identity`]), so that every organisation's devices
+/// are spread over every collector. A plain `i % collectors` would put all
+/// of an organisation on one collector whenever the two counts share a
+/// factor (two organisations, two collectors), and the collectors would
+/// never write the same organisation's objects at once, as they do behind
+/// a real load balancer.
+pub fn collector_for(i: usize, orgs: usize, collectors: usize) -> usize {
+    (i / orgs.max(1)) % collectors.max(1)
+}
+
 /// Makes the PKI in `pki` if it has none, and issues every device that does
 /// not have its files yet, on all cores (each certificate is an RSA-4096
 /// signature by the CA).
@@ -153,5 +165,29 @@ mod tests {
         assert_eq!(ids[5].device.as_str(), "ap-00006");
         assert_eq!(org_names(1)[0].as_str(), "bench");
         assert_eq!(identity(0, &orgs, Transport::Ssh).unwrap().kind, DeviceKind::Switch);
+    }
+
+    #[test]
+    fn devices_are_spread_round_robin_over_collectors() {
+        // One organisation: plain round-robin.
+        let one: Vec<usize> = (0..6).map(|i| collector_for(i, 1, 2)).collect();
+        assert_eq!(one, [0, 1, 0, 1, 0, 1]);
+        assert_eq!((0..7).map(|i| collector_for(i, 1, 3)).collect::<Vec<_>>(), [0, 1, 2, 0, 1, 2, 0]);
+        // One collector: everyone on it.
+        assert!((0..10).all(|i| collector_for(i, 3, 1) == 0));
+        // Two organisations over two collectors: each organisation on both,
+        // each collector with both, and the counts even.
+        let orgs = org_names(2);
+        let mut seen = std::collections::HashSet::new();
+        let mut per_collector = [0usize; 2];
+        for i in 0..8 {
+            let c = collector_for(i, 2, 2);
+            per_collector[c] += 1;
+            seen.insert((identity(i, &orgs, Transport::Tls).unwrap().org, c));
+        }
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        assert_eq!(per_collector, [4, 4]);
+        // Degenerate counts do not divide by zero.
+        assert_eq!(collector_for(5, 0, 0), 0);
     }
 }
