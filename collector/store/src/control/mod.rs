@@ -70,6 +70,16 @@ pub struct OrgPolicy {
     pub omit: Vec<MetadataField>,
     /// Whether MAC addresses are stored as keyed pseudonyms.
     pub pseudonymise_macs: bool,
+    /// Whether every collection's stations are kept with the radio and
+    /// access point that served them, which is a location history of every
+    /// person carrying a device. Off by default: then only each station's
+    /// latest place is kept (see OPERATIONS.md, "Location history").
+    pub location_history: bool,
+    /// Decisions this collector's version does not know, kept as stored so
+    /// that a newer collector's choices survive this one's read-modify-write
+    /// (several collectors of different versions share one control plane
+    /// during a rolling upgrade).
+    unknown: Vec<(u16, Vec<u8>)>,
 }
 
 impl OrgPolicy {
@@ -79,7 +89,8 @@ impl OrgPolicy {
     }
 }
 
-/// A stored row. Field order is the postcard format: append only.
+/// The first part of a stored row, as the first version wrote it. Field
+/// order is the postcard format: never change it.
 #[derive(Serialize, Deserialize)]
 struct StoredPolicy {
     capture_consent: bool,
@@ -89,16 +100,72 @@ struct StoredPolicy {
     pseudonymise_macs: bool,
 }
 
+/// Every decision added after the first version follows the first part as
+/// one postcard list of `(tag, value)` pairs, each value its own postcard
+/// encoding. Postcard is not self-describing, so fields appended to
+/// [`StoredPolicy`] would make older rows unreadable; tagged values let a
+/// row written before a decision existed decode with that decision's
+/// default, and one written by a newer collector keep the decisions this
+/// one does not know (see [`OrgPolicy::unknown`]). A tag is never reused.
+mod tag {
+    /// [`super::OrgPolicy::location_history`]: `bool`.
+    pub(super) const LOCATION_HISTORY: u16 = 1;
+    // Claimed by work in progress, so that branches cannot pick the same
+    // number: 2 longer retention, 3 strict header scrubbing, 4 blocked
+    // subjects.
+}
+
+/// Most tagged values in one row: far more than there are decisions, and
+/// a bound on what a damaged row can make us allocate.
+const MAX_EXTENSIONS: usize = 64;
+
+/// One tagged value as stored.
+#[derive(Serialize, Deserialize)]
+struct Extension<'a> {
+    tag: u16,
+    #[serde(borrow)]
+    value: &'a [u8],
+}
+
+fn corrupt(org: &str, problem: impl std::fmt::Display) -> PolicyError {
+    PolicyError::Corrupt { org: org.to_owned(), problem: problem.to_string() }
+}
+
+/// Decodes one tagged value of `org`'s row.
+fn extension<'de, T: Deserialize<'de>>(org: &str, tag: u16, value: &'de [u8]) -> Result<T, PolicyError> {
+    postcard::from_bytes(value).map_err(|e| corrupt(org, format_args!("decision {tag}: {e}")))
+}
+
 fn decode(org: &str, row: &[u8]) -> Result<OrgPolicy, PolicyError> {
-    let stored: StoredPolicy =
-        postcard::from_bytes(row).map_err(|e| PolicyError::Corrupt { org: org.to_owned(), problem: e.to_string() })?;
-    Ok(OrgPolicy {
+    let (stored, rest): (StoredPolicy, &[u8]) = postcard::take_from_bytes(row).map_err(|e| corrupt(org, e))?;
+    let mut policy = OrgPolicy {
         capture_consent: stored.capture_consent,
         consent_changed_at_ms: stored.consent_changed_at_ms,
         support_until_ms: stored.support_until_ms,
         omit: stored.omit,
         pseudonymise_macs: stored.pseudonymise_macs,
-    })
+        location_history: false,
+        unknown: Vec::new(),
+    };
+    if rest.is_empty() {
+        return Ok(policy);
+    }
+    let extensions: Vec<Extension<'_>> = postcard::from_bytes(rest).map_err(|e| corrupt(org, e))?;
+    if extensions.len() > MAX_EXTENSIONS {
+        return Err(corrupt(org, format_args!("{} tagged decisions, at most {MAX_EXTENSIONS}", extensions.len())));
+    }
+    for Extension { tag, value } in extensions {
+        match tag {
+            tag::LOCATION_HISTORY => policy.location_history = extension(org, tag, value)?,
+            _ => policy.unknown.push((tag, value.to_vec())),
+        }
+    }
+    Ok(policy)
+}
+
+/// One tagged value's encoding.
+fn value(value: &impl Serialize) -> Result<Vec<u8>, PolicyError> {
+    postcard::to_stdvec(value).map_err(db_error)
 }
 
 fn encode(policy: &OrgPolicy) -> Result<Vec<u8>, PolicyError> {
@@ -109,7 +176,21 @@ fn encode(policy: &OrgPolicy) -> Result<Vec<u8>, PolicyError> {
         omit: policy.omit.clone(),
         pseudonymise_macs: policy.pseudonymise_macs,
     };
-    postcard::to_stdvec(&stored).map_err(db_error)
+    let mut row = postcard::to_stdvec(&stored).map_err(db_error)?;
+    // Known decisions are written only when they differ from their
+    // default, so an organisation that changed nothing keeps the first
+    // version's row.
+    let mut values: Vec<(u16, Vec<u8>)> = Vec::new();
+    if policy.location_history {
+        values.push((tag::LOCATION_HISTORY, value(&policy.location_history)?));
+    }
+    values.extend(policy.unknown.iter().cloned());
+    values.sort_by_key(|(tag, _)| *tag);
+    if !values.is_empty() {
+        let extensions: Vec<Extension<'_>> = values.iter().map(|(tag, value)| Extension { tag: *tag, value }).collect();
+        row.extend(postcard::to_stdvec(&extensions).map_err(db_error)?);
+    }
+    Ok(row)
 }
 
 fn load_all(control: &dyn ControlStore) -> Result<HashMap<OrgId, OrgPolicy>, PolicyError> {
@@ -270,6 +351,17 @@ impl Policies {
         Ok(policy)
     }
 
+    /// Sets whether `org` keeps the history of where its stations were
+    /// (see [`OrgPolicy::location_history`]); returns whether it changed.
+    pub fn set_location_history(&self, org: &OrgId, keep: bool) -> Result<bool, PolicyError> {
+        let (_, changed) = self.update(org, |p| {
+            let changed = p.location_history != keep;
+            p.location_history = keep;
+            changed
+        })?;
+        Ok(changed)
+    }
+
     /// Records `policy` (a description of the retention policy in force) as
     /// audited; returns whether it differs from the one recorded before, so
     /// the caller audits a change exactly once.
@@ -288,6 +380,65 @@ impl Policies {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn first_version_row() -> Vec<u8> {
+        let stored = StoredPolicy {
+            capture_consent: true,
+            consent_changed_at_ms: Some(5),
+            support_until_ms: None,
+            omit: vec![MetadataField::Hostname],
+            pseudonymise_macs: true,
+        };
+        postcard::to_stdvec(&stored).unwrap()
+    }
+
+    #[test]
+    fn rows_of_the_first_version_decode_with_the_defaults_of_later_decisions() {
+        let policy = decode("acme", &first_version_row()).unwrap();
+        assert!(policy.capture_consent && policy.pseudonymise_macs && !policy.location_history);
+        assert_eq!(encode(&policy).unwrap(), first_version_row(), "nothing changed: the same bytes");
+    }
+
+    #[test]
+    fn tagged_decisions_round_trip_and_unknown_ones_are_kept() {
+        let mut row = first_version_row();
+        let later = [Extension { tag: 1, value: &[1] }, Extension { tag: 999, value: b"from a newer collector" }];
+        row.extend(postcard::to_stdvec(&later[..]).unwrap());
+        let mut policy = decode("acme", &row).unwrap();
+        assert!(policy.location_history);
+        assert_eq!(policy.unknown, [(999, b"from a newer collector".to_vec())]);
+        assert_eq!(decode("acme", &encode(&policy).unwrap()).unwrap(), policy);
+        policy.location_history = false;
+        let again = decode("acme", &encode(&policy).unwrap()).unwrap();
+        assert!(!again.location_history);
+        assert_eq!(again.unknown.len(), 1, "another version's decision survives this one's change");
+    }
+
+    #[test]
+    fn damaged_rows_are_errors_naming_the_organisation() {
+        let mut row = first_version_row();
+        row.extend(postcard::to_stdvec(&[Extension { tag: 1, value: &[7] }][..]).unwrap());
+        let e = decode("acme", &row).unwrap_err().to_string();
+        assert!(e.contains("acme") && e.contains("decision 1"), "{e}");
+        let many: Vec<Extension<'_>> =
+            (0..=MAX_EXTENSIONS as u16).map(|tag| Extension { tag: 100 + tag, value: &[] }).collect();
+        let mut row = first_version_row();
+        row.extend(postcard::to_stdvec(&many).unwrap());
+        assert!(decode("acme", &row).is_err());
+        for cut in 0..first_version_row().len() {
+            assert!(decode("acme", &first_version_row()[..cut]).is_err());
+        }
+        let mut row = first_version_row();
+        row.push(0xff);
+        assert!(decode("acme", &row).is_err(), "trailing garbage");
+    }
+
+    #[test]
+    fn decoding_never_panics() {
+        proptest::proptest!(|(row in proptest::collection::vec(proptest::num::u8::ANY, 0..200))| {
+            let _ = decode("acme", &row);
+        });
+    }
 
     fn open(dir: &std::path::Path) -> Policies {
         let db = redb::Database::create(dir.join("p.redb")).unwrap();
