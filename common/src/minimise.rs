@@ -94,6 +94,32 @@ pub fn rewrite_all_macs(body: &mut RecordBody, mut rewrite: impl FnMut(MacAddr) 
     });
 }
 
+/// Takes out of a Wi-Fi report what would let stored reports be joined
+/// into each person's movements, for an organisation that keeps no
+/// location history (the default; see `OrgPolicy::location_history` in
+/// glimpse-store). A report names the access point and the radio that
+/// served each station, so the station's identity across reports is a
+/// location history: its MAC is replaced by its pseudonym under
+/// `report_key`, a key the caller makes afresh for this one report and
+/// forgets (stations and roaming events stay distinct and matched within
+/// the report, unrelated across reports), and its addresses, hostname,
+/// username and user agent, which would link reports just as well, are
+/// cleared. Signal, rates, counters and VLAN stay: they are what Wi-Fi
+/// assurance needs and say nothing about who. Other records are left as
+/// they are.
+pub fn unlink_stations(body: &mut RecordBody, report_key: &ring::hmac::Key) {
+    if !matches!(body, RecordBody::Wireless(_)) {
+        return;
+    }
+    personal::visit_fields_mut(body, |field, mut value| match field {
+        Field::StationMac | Field::RoamMac => value.rewrite_mac(|mac| pseudonymous_mac(report_key, mac)),
+        Field::StationAddresses | Field::StationHostname | Field::StationUsername | Field::StationUserAgent => {
+            value.clear();
+        }
+        _ => {}
+    });
+}
+
 /// Whether a batch's MAC addresses are real or already replaced on the
 /// device by their pseudonyms under the [`DevicePseudonymKey`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -417,5 +443,44 @@ mod tests {
             m
         });
         assert_eq!(seen.len(), 2, "the station and its roaming event");
+    }
+
+    #[test]
+    fn unlinked_reports_cannot_be_joined_into_a_station_history() {
+        let macs = [
+            MacAddr([0x94, 0x83, 0xc4, 1, 2, 3]),
+            MacAddr([0x3c, 0x22, 0xfb, 4, 5, 6]),
+            MacAddr([0x3c, 0x22, 0xfb, 4, 5, 6]),
+        ];
+        let with_identity = |mut body: RecordBody| {
+            let RecordBody::Wireless(w) = &mut body else { unreachable!() };
+            let station = &mut w.stations.as_mut_slice()[0];
+            station.addresses = BoundedVec::truncating(vec!["192.0.2.7".parse().unwrap()]);
+            station.hostname = BoundedString::truncating("alice-laptop");
+            station.username = BoundedString::truncating("alice");
+            station.user_agent = BoundedString::truncating("Mozilla/5.0");
+            station.signal_dbm = Some(-51);
+            station.vlan = Some(20);
+            body
+        };
+        let report = with_identity(wireless_with(macs));
+        let unlinked = |n: u8| {
+            let mut body = report.clone();
+            unlink_stations(&mut body, &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[n; 32]));
+            let RecordBody::Wireless(w) = body else { unreachable!() };
+            w
+        };
+        let (first, second) = (unlinked(1), unlinked(2));
+        let s = &first.stations[0];
+        assert!(s.mac != macs[1] && s.mac.0[0] & 0x03 == 0x02, "a locally administered stand-in");
+        assert_eq!(first.roaming[0].mac, s.mac, "matched within the report");
+        assert_ne!(second.stations[0].mac, s.mac, "unrelated across reports");
+        assert!(s.addresses.is_empty() && s.hostname.is_empty() && s.username.is_empty() && s.user_agent.is_empty());
+        assert_eq!((s.signal_dbm, s.vlan), (Some(-51), Some(20)), "what Wi-Fi assurance needs stays");
+        assert_eq!(first.radios[0].bssid, Some(macs[0]), "the access point's own radio is not a person");
+
+        let mut other = RecordBody::Wired(Box::default());
+        unlink_stations(&mut other, &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[1; 32]));
+        assert_eq!(other, RecordBody::Wired(Box::default()));
     }
 }

@@ -613,6 +613,18 @@ pub fn set_consent(collector: &TestCollector, org: &OrgId, capture: bool) {
     assert!(matches!(reply, AdminReply::ConsentSet { .. }), "{reply:?}");
 }
 
+/// Chooses, as an operator through the admin actions (audited), whether
+/// `org` keeps its Wi-Fi stations' identities (location history).
+pub fn set_location_history(collector: &TestCollector, org: &OrgId, keep: bool) {
+    use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole};
+    use glimpse_common::wire::admin::{AdminAction, AdminReply};
+    let operator = AdminIdentity::new(AdminName::new("test-operator").expect("name"), AdminRole::Operator, None)
+        .expect("identity");
+    let reply =
+        collector.collector.admin_context().act(&operator, AdminAction::SetLocationHistory { org: org.clone(), keep });
+    assert!(matches!(reply, AdminReply::LocationHistorySet { keep: k, .. } if k == keep), "{reply:?}");
+}
+
 /// Every capture record stored for `org` (within retention); a damaged
 /// segment fails the test.
 pub fn stored_captures(collector: &TestCollector, org: &OrgId) -> Vec<glimpse_common::capture::CapturedPacket> {

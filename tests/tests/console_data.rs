@@ -91,6 +91,8 @@ async fn data_endpoints_show_what_agents_stream() {
     );
     let tc = TestCollector::start().await;
     set_consent(&tc, &host.identity.org, true);
+    // The station view below names people, which takes location history.
+    set_location_history(&tc, &host.identity.org, true);
     // One agent reads this host's real interfaces (changing counters), the
     // other the OpenWrt access-point fixture (stations, radios).
     let host_agent = start_agent(tc.addr(), &host);

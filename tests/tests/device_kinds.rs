@@ -3,8 +3,10 @@
 //! and running stand-ins for its tools (`iw`, `hostapd_cli`, `bridge`,
 //! `lldpcli`) that print what the real ones printed, streaming to a real
 //! collector; the stored records are read back as `export` prints them.
-//! Also: the organisation's minimisation reaches the stations, and the field
-//! reference (`docs/FIELDS.md`) lists exactly the fields export prints.
+//! Also: the organisation's minimisation reaches the stations, without
+//! location history (the default) stored stations cannot be linked across
+//! reports, and the field reference (`docs/FIELDS.md`) lists exactly the
+//! fields export prints.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -102,6 +104,8 @@ async fn an_access_point_reports_radios_stations_roaming_and_honours_minimisatio
     init_logging();
     let tc = TestCollector::start().await;
     let org = OrgId::new(ORG).unwrap();
+    // This test reads who was where: the organisation opts in to that.
+    set_location_history(&tc, &org, true);
     let device = issue_device(ORG);
     tc.collector.reload().expect("import the new registration");
     let fake = FakeDevice::new("ap", "ap-kinds");
@@ -213,6 +217,71 @@ async fn an_access_point_reports_radios_stations_roaming_and_honours_minimisatio
     assert_eq!(last["device"]["name"], "Lobby-2");
 
     assert_field_reference_lists_exactly(&lines, &["counters", "wireless"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_location_history_stored_stations_cannot_be_linked_across_reports() {
+    init_logging();
+    let tc = TestCollector::start().await;
+    let org = OrgId::new("nohistory").unwrap();
+    let device = issue_device("nohistory");
+    tc.collector.reload().expect("import the new registration");
+    let fake = FakeDevice::new("ap", "ap-nohistory");
+    let mut config = agent_config(tc.addr(), &device);
+    fake.configure(&mut config);
+    let agent = glimpse_agent::AgentHandle::spawn(config).unwrap();
+    let reports = |n: usize| {
+        let tc = &tc;
+        let identity = &device.identity;
+        move || bodies(&exported(tc, identity), "wireless").len() >= n
+    };
+    wait_until("two wireless reports under the default", reports(2)).await;
+
+    let lines = exported(&tc, &device.identity);
+    let wireless = bodies(&lines, "wireless");
+    let real = ["3c:22:fb:aa:bb:01", "d2:6e:41:0a:bb:02", "18:fe:34:cc:dd:03"];
+    let macs = |report: &Value| -> BTreeSet<String> {
+        report["stations"].as_array().unwrap().iter().map(|s| s["mac"].as_str().unwrap().to_owned()).collect()
+    };
+    for report in &wireless {
+        let stations = report["stations"].as_array().expect("stations");
+        assert_eq!(stations.len(), 3, "every station is still counted and measured: {report:#}");
+        for station in stations {
+            let mac = station["mac"].as_str().unwrap();
+            assert!(!real.contains(&mac), "no real MAC: {station:#}");
+            let first_octet = u8::from_str_radix(&mac[..2], 16).unwrap();
+            assert_eq!(first_octet & 0x03, 0x02, "a locally administered stand-in: {mac}");
+            for field in ["hostname", "username", "user_agent"] {
+                assert_eq!(station[field], "", "{field} would link reports: {station:#}");
+            }
+            assert_eq!(station["addresses"], serde_json::json!([]));
+        }
+        assert!(stations.iter().any(|s| s["signal_dbm"].is_i64()), "signal is kept");
+        assert_eq!(find(&report["radios"], "interface", "phy1-ap0")["bssid"], "94:83:c4:12:34:57");
+        assert_eq!(report["device"]["location"]["site"], "HQ Berlin", "the access point's own place stays");
+    }
+    assert!(macs(wireless[0]).is_disjoint(&macs(wireless[1])), "stand-ins differ from report to report");
+    let text = serde_json::to_string(&lines).unwrap();
+    for needle in real.iter().copied().chain(["alice-laptop", "alice@acme.example", "Pixel-8", "192.168.1.23"]) {
+        assert!(!text.contains(needle), "{needle} stored without location history");
+    }
+
+    // The organisation opts in: from then on stations keep their identity,
+    // and the choice is in the audit log.
+    set_location_history(&tc, &org, true);
+    let before = wireless.len();
+    wait_until("a report with location history", || {
+        bodies(&exported(&tc, &device.identity), "wireless").iter().skip(before).any(|w| {
+            w["stations"].as_array().unwrap().iter().any(|s| s["mac"] == real[0] && s["hostname"] == "alice-laptop")
+        })
+    })
+    .await;
+    agent.shutdown().await;
+    let entries = tc.collector.store().audit().entries(Some("nohistory"), 0, 10_000).expect("audit log");
+    assert!(
+        entries.iter().any(|e| e.action == "location-history.set" && e.org.as_deref() == Some("nohistory")),
+        "the opt-in is audited"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -348,6 +348,12 @@ pub async fn perform(client: &ApiClient, action: AdminAction) -> Result<AdminRep
             let set: DataPolicySet = client.send(Method::PUT, &path, Some(&body)).await?;
             AdminReply::DataPolicySet { devices_told: set.devices_told }
         }
+        AdminAction::SetLocationHistory { org, keep } => {
+            let path = format!("{PREFIX}/orgs/{}/location-history", o(&org));
+            let set: LocationHistorySet =
+                client.send(Method::PUT, &path, Some(&LocationHistoryRequest { keep })).await?;
+            AdminReply::LocationHistorySet { keep: set.keep, changed: set.changed }
+        }
         AdminAction::DeleteOrg { org, confirm } => {
             let path = format!("{PREFIX}/orgs/{}", o(&org));
             let body = DeleteOrgRequest { confirm: confirm.as_str().to_owned() };

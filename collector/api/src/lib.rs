@@ -67,6 +67,10 @@ pub struct OrgStatus {
     pub omitted_fields: Vec<String>,
     /// Whether MAC addresses are stored as keyed pseudonyms.
     pub pseudonymise_macs: bool,
+    /// Whether Wi-Fi stations are stored with their identity, which makes
+    /// a location history (off by default).
+    #[serde(default)]
+    pub location_history: bool,
     /// Devices connected now.
     pub connected_devices: u32,
     /// Retention in force, in days, per kind of data (`metadata`, `capture`).
@@ -131,6 +135,27 @@ pub struct DataPolicyRequest {
     /// Store MAC addresses as keyed pseudonyms.
     #[serde(default)]
     pub pseudonymise_macs: bool,
+}
+
+/// Whether the organisation keeps a history of where its Wi-Fi stations
+/// were.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocationHistoryRequest {
+    /// `true` keeps each collection's stations with their MAC, addresses,
+    /// hostname, username and user agent (a location history of every
+    /// person carrying a device); `false`, the default, unlinks them before
+    /// storage.
+    pub keep: bool,
+}
+
+/// The location-history choice now in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LocationHistorySet {
+    /// Whether station identities are kept from now on.
+    pub keep: bool,
+    /// Whether this request changed it.
+    pub changed: bool,
 }
 
 /// The data policy now in force.

@@ -166,13 +166,19 @@ fn print_device_kind_reports(records: &[glimpse_store::store::StoredRecord]) {
     if let Some(r) = latest(|b| matches!(b, RecordBody::Wireless(_))) {
         if let RecordBody::Wireless(w) = &r.record.body {
             let users: Vec<&str> = w.stations.iter().map(|s| s.username.as_str()).filter(|u| !u.is_empty()).collect();
+            // Without location history (the default) stations are stored
+            // unlinked: no usernames to show, and that is the point.
+            let who = if users.is_empty() {
+                "unlinked: the organisation keeps no location history".to_owned()
+            } else {
+                format!("users: {}", users.join(", "))
+            };
             println!(
-                "            latest Wi-Fi report from {} at {:?}: {} radios, {} stations (users: {})",
+                "            latest Wi-Fi report from {} at {:?}: {} radios, {} stations ({who})",
                 r.device,
                 w.device.location.site.as_str(),
                 w.radios.len(),
                 w.stations.len(),
-                users.join(", ")
             );
         }
     }

@@ -184,6 +184,15 @@ pub enum AdminAction {
         /// The organisation's name again, as a guard against slips.
         confirm: OrgId,
     },
+    /// Choose whether the organisation keeps a history of where its Wi-Fi
+    /// stations were (off by default: stored reports then cannot be joined
+    /// into a person's movements).
+    SetLocationHistory {
+        /// The organisation.
+        org: OrgId,
+        /// Keep each collection's stations with their identity.
+        keep: bool,
+    },
 }
 
 /// The collector's answer.
@@ -271,5 +280,12 @@ pub enum AdminReply {
         key_destroyed: bool,
         /// Segment files deleted.
         segments_deleted: u64,
+    },
+    /// The location-history choice now in force.
+    LocationHistorySet {
+        /// Whether station identities are kept from now on.
+        keep: bool,
+        /// Whether this request changed it.
+        changed: bool,
     },
 }

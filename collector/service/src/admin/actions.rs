@@ -198,6 +198,7 @@ fn describe(action: &AdminAction) -> (&'static str, Option<&OrgId>, Access) {
         AdminAction::EraseSubject { org, .. } => ("subject.erase", Some(org), Access::Write),
         AdminAction::DeleteOrg { org, .. } => ("org.delete", Some(org), Access::Write),
         AdminAction::SetDataPolicy { org, .. } => ("data-policy.set", Some(org), Access::Write),
+        AdminAction::SetLocationHistory { org, .. } => ("location-history.set", Some(org), Access::Write),
         _ => ("unknown", None, Access::Operator),
     }
 }
@@ -507,6 +508,19 @@ impl AdminContext {
                     if policy.pseudonymise_macs { "pseudonymised" } else { "as collected" }
                 );
                 Ok((AdminReply::DataPolicySet { devices_told: u32::try_from(told).unwrap_or(u32::MAX) }, detail))
+            }
+            AdminAction::SetLocationHistory { org, keep } => {
+                match self.store.policies().set_location_history(&org, keep) {
+                    Ok(changed) => Ok((
+                        AdminReply::LocationHistorySet { keep, changed },
+                        format!(
+                            "station identities {} from now on{}",
+                            if keep { "kept with each collection" } else { "unlinked before storage" },
+                            if changed { "" } else { " (unchanged)" }
+                        ),
+                    )),
+                    Err(e) => refused(RefusalKind::Unavailable, format!("location history not changed: {e}")),
+                }
             }
             AdminAction::DeleteOrg { org, confirm } => {
                 if org != confirm {

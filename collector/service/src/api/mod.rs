@@ -179,6 +179,7 @@ pub fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(routes::set_consent))
         .routes(routes!(routes::grant_support, routes::revoke_support))
         .routes(routes!(routes::set_data_policy))
+        .routes(routes!(routes::set_location_history))
         .routes(routes!(routes::devices))
         .routes(routes!(routes::start_capture, routes::list_captures))
         .routes(routes!(routes::capture))

@@ -129,6 +129,7 @@ pub async fn org_status(
                 support_until_ms,
                 omitted_fields: omitted_fields.iter().map(|f| f.as_str().to_owned()).collect(),
                 pseudonymise_macs,
+                location_history: state.context.store.policies().get(&id).location_history,
                 connected_devices,
                 retention_days,
                 consent_changed_at_ms: consent.at_ms,
@@ -232,6 +233,26 @@ pub async fn set_data_policy(
     let action = AdminAction::SetDataPolicy { org: org(&name)?, omit, pseudonymise_macs: body.pseudonymise_macs };
     match act(&state, actor, action).await? {
         AdminReply::DataPolicySet { devices_told } => Ok(Json(DataPolicySet { devices_told })),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Choose whether the organisation keeps a history of where its Wi-Fi
+/// stations were. Off by default: each stored report's stations are then
+/// unlinked (MAC replaced by a stand-in valid for that report only;
+/// addresses, hostname, username and user agent cleared).
+#[utoipa::path(put, path = "/api/v1/orgs/{org}/location-history", tag = "organisations",
+    params(("org" = String, Path, description = "The organisation")),
+    request_body = LocationHistoryRequest,
+    responses((status = 200, body = LocationHistorySet), (status = "4XX", body = Problem)))]
+pub async fn set_location_history(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+    JsonBody(body): JsonBody<LocationHistoryRequest>,
+) -> Result<Json<LocationHistorySet>, ApiError> {
+    match act(&state, actor, AdminAction::SetLocationHistory { org: org(&name)?, keep: body.keep }).await? {
+        AdminReply::LocationHistorySet { keep, changed } => Ok(Json(LocationHistorySet { keep, changed })),
         other => Err(unexpected(other)),
     }
 }

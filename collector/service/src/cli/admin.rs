@@ -77,6 +77,21 @@ pub(super) enum AdminCommand {
         #[arg(long, value_parser = ["on", "off"], default_value = "off")]
         pseudonymise_macs: String,
     },
+    /// Location history: whether each Wi-Fi report's stations are stored
+    /// with their identity (MAC, addresses, hostname, username, user
+    /// agent), which lets anyone reading the data follow a person from
+    /// access point to access point. Off by default: stations are then
+    /// stored unlinked, with a stand-in MAC valid for one report only.
+    LocationHistory {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The organisation.
+        #[arg(long)]
+        org: OrgId,
+        /// on: keep station identities from now on; off: unlink them.
+        #[arg(value_parser = ["on", "off"])]
+        keep: String,
+    },
     /// Delete all of an organisation's stored data and destroy its key.
     DeleteOrg {
         #[command(flatten)]
@@ -423,6 +438,9 @@ pub(super) async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
         }
         AdminCommand::Status { admin, org } => (admin, AdminAction::OrgStatus { org }),
         AdminCommand::DeleteOrg { admin, org, confirm } => (admin, AdminAction::DeleteOrg { org, confirm }),
+        AdminCommand::LocationHistory { admin, org, keep } => {
+            (admin, AdminAction::SetLocationHistory { org, keep: keep == "on" })
+        }
         AdminCommand::Minimise { admin, org, omit, pseudonymise_macs } => {
             let omit = omit
                 .iter()
@@ -571,6 +589,11 @@ fn print_reply(reply: AdminReply) -> anyhow::Result<()> {
             println!("connected devices: {connected_devices}");
         }
         AdminReply::AuditVerified { entries } => println!("audit log intact: {entries} entries verified"),
+        AdminReply::LocationHistorySet { keep, changed } => println!(
+            "location history {}{}",
+            if keep { "kept: stations are stored with their identity" } else { "off: stations are stored unlinked" },
+            if changed { "" } else { " (already so)" }
+        ),
         AdminReply::DataPolicySet { devices_told } => {
             println!("data policy set; {devices_told} connected devices told")
         }

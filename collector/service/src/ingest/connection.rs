@@ -100,6 +100,20 @@ fn minimise(
     }
 }
 
+/// Unlinks the stations of every Wi-Fi report in `records`, each under a
+/// key of its own made here and dropped at once (see
+/// [`glimpse_common::minimise::unlink_stations`]): what an organisation
+/// without location history gets stored. Fails only if the system's
+/// random source does.
+fn unlink_stations(records: &mut [glimpse_common::record::Record]) -> Result<(), ring::error::Unspecified> {
+    let random = ring::rand::SystemRandom::new();
+    for record in records.iter_mut().filter(|r| matches!(r.body, RecordBody::Wireless(_))) {
+        let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &random)?;
+        glimpse_common::minimise::unlink_stations(&mut record.body, &key);
+    }
+    Ok(())
+}
+
 /// The control messages that bring a device from `before` (nothing told
 /// yet when `None`) to `now`. `device_key` gives the organisation's device
 /// pseudonym key, asked for only when devices are to start pseudonymising.
@@ -669,6 +683,12 @@ async fn stream_batches<S: AgentStream>(
                         None
                     };
                     minimise(batch.records.as_mut_slice(), &policy.omit, pseudonymiser.as_ref().map(|p| (p, macs)));
+                }
+                // No location history unless the organisation chose one.
+                if !policy.location_history && unlink_stations(batch.records.as_mut_slice()).is_err() {
+                    failures = failures.saturating_add(1);
+                    retry_later(stream, session, context, seq, failures, "no random source to unlink stations").await?;
+                    continue;
                 }
                 let (cut_bytes, cut_records) = enforce_headers_only(batch.records.as_mut_slice());
                 if cut_bytes > 0 {
