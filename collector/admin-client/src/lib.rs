@@ -354,6 +354,17 @@ pub async fn perform(client: &ApiClient, action: AdminAction) -> Result<AdminRep
                 client.send(Method::PUT, &path, Some(&LocationHistoryRequest { keep })).await?;
             AdminReply::LocationHistorySet { keep: set.keep, changed: set.changed }
         }
+        AdminAction::SetRetention { org, metadata_days, capture_days } => {
+            let path = format!("{PREFIX}/orgs/{}/retention", o(&org));
+            let set: RetentionSet =
+                client.send(Method::PUT, &path, Some(&RetentionRequest { metadata_days, capture_days })).await?;
+            let days = |kind: &str| set.retention_days.get(kind).copied().unwrap_or_default();
+            AdminReply::RetentionSet {
+                metadata_days: days("metadata"),
+                capture_days: days("capture"),
+                changed: set.changed,
+            }
+        }
         AdminAction::DeleteOrg { org, confirm } => {
             let path = format!("{PREFIX}/orgs/{}", o(&org));
             let body = DeleteOrgRequest { confirm: confirm.as_str().to_owned() };

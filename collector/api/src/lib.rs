@@ -75,6 +75,9 @@ pub struct OrgStatus {
     pub connected_devices: u32,
     /// Retention in force, in days, per kind of data (`metadata`, `capture`).
     pub retention_days: BTreeMap<String, u32>,
+    /// The longest the organisation may choose itself, per kind of data.
+    #[serde(default)]
+    pub retention_max_days: BTreeMap<String, u32>,
     /// When consent last changed, Unix ms, if ever.
     #[serde(default)]
     pub consent_changed_at_ms: Option<i64>,
@@ -155,6 +158,29 @@ pub struct LocationHistorySet {
     /// Whether station identities are kept from now on.
     pub keep: bool,
     /// Whether this request changed it.
+    pub changed: bool,
+}
+
+/// How long the organisation keeps its data, within what the service
+/// offers (`retention_max_days` in the organisation's status). Replaces the
+/// previous choice: a kind left out goes back to the service's retention.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRequest {
+    /// Days of metadata to keep (1 up to the offer).
+    #[serde(default)]
+    pub metadata_days: Option<u32>,
+    /// Days of header-only captures to keep (1 up to the offer, at most 7).
+    #[serde(default)]
+    pub capture_days: Option<u32>,
+}
+
+/// The retention now in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RetentionSet {
+    /// Days kept, per kind of data (`metadata`, `capture`).
+    pub retention_days: BTreeMap<String, u32>,
+    /// Whether this request changed the organisation's choice.
     pub changed: bool,
 }
 

@@ -82,8 +82,11 @@ pub const MAX_ORG_METADATA_DAYS: u32 = 365;
 /// One retention setting outside its allowed range.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutOfBounds {
-    /// The organisation, or `None` for the default.
+    /// The organisation, or `None` for the default or the offer.
     pub org: Option<OrgId>,
+    /// Whether this is `[retention.offer]`, the longest an organisation
+    /// may choose itself.
+    pub offered: bool,
     /// The data kind.
     pub kind: DataKind,
     /// The value given.
@@ -96,14 +99,15 @@ pub struct OutOfBounds {
 
 impl fmt::Display for OutOfBounds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scope = match &self.org {
-            Some(org) => format!("for organisation {org}"),
-            None => "by default".into(),
+        let scope = match (&self.org, self.offered) {
+            (Some(org), _) => format!("for organisation {org}"),
+            (None, true) => "offered to organisations ([retention.offer])".into(),
+            (None, false) => "by default".into(),
         };
         write!(f, "{} retention of {} days {scope} is outside {}..={} days", self.kind, self.days, self.min, self.max)?;
         match (self.kind, &self.org) {
             (DataKind::Capture, _) => f.write_str(" (packet data is kept at most 7 days)"),
-            (DataKind::Metadata, None) => {
+            (DataKind::Metadata, None) if !self.offered => {
                 f.write_str(" (longer retention is only a per-organisation option: [retention.orgs.<org>])")
             }
             _ => Ok(()),
@@ -137,21 +141,30 @@ pub fn bounds(kind: DataKind, per_org: bool) -> (u32, u32) {
 /// [retention.orgs.acme]
 /// metadata_days = 90   # 1..=365: premium analytics
 /// capture_days = 3     # 1..=7
+///
+/// [retention.offer]    # the longest each organisation may choose itself
+/// metadata_days = 365  # 1..=365 (default: the default retention)
+/// capture_days = 7     # 1..=7
 /// ```
+///
+/// An organisation's own choice (`OrgPolicy::retention_days` in the
+/// control store, set through the admin API) replaces what is configured
+/// for it, within [`RetentionPolicy::choice_max`]; see
+/// [`RetentionPolicy::effective_days`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RetentionConfig", into = "RetentionConfig")]
 pub struct RetentionPolicy {
     defaults: BTreeMap<DataKind, u32>,
     orgs: BTreeMap<OrgId, BTreeMap<DataKind, u32>>,
+    offer: BTreeMap<DataKind, u32>,
 }
 
 impl Default for RetentionPolicy {
     /// The product's promise: capture 7 days, metadata 60 days.
     fn default() -> Self {
-        RetentionPolicy {
-            defaults: DataKind::ALL.iter().map(|k| (*k, k.default_retention_days())).collect(),
-            orgs: BTreeMap::new(),
-        }
+        let defaults: BTreeMap<DataKind, u32> =
+            DataKind::ALL.iter().map(|k| (*k, k.default_retention_days())).collect();
+        RetentionPolicy { offer: defaults.clone(), defaults, orgs: BTreeMap::new() }
     }
 }
 
@@ -169,7 +182,7 @@ impl RetentionPolicy {
             if (min..=max).contains(&days) {
                 true
             } else {
-                problems.push(OutOfBounds { org: org.cloned(), kind, days, min, max });
+                problems.push(OutOfBounds { org: org.cloned(), offered: false, kind, days, min, max });
                 false
             }
         };
@@ -208,6 +221,42 @@ impl RetentionPolicy {
     pub fn window_start(&self, org: &OrgId, kind: DataKind, now: UnixMillis) -> UnixMillis {
         now.saturating_sub(i64::from(self.days(org, kind)) * MILLIS_PER_DAY)
     }
+
+    /// The longest any organisation may choose for `kind` by itself
+    /// (`[retention.offer]`; without one, the default retention, so that
+    /// organisations may only shorten theirs).
+    pub fn offer(&self, kind: DataKind) -> u32 {
+        self.offer.get(&kind).copied().unwrap_or_else(|| kind.default_retention_days())
+    }
+
+    /// The longest `org` may choose for `kind`: the offer, or what the
+    /// operator configured for that organisation when that is longer.
+    pub fn choice_max(&self, org: &OrgId, kind: DataKind) -> u32 {
+        self.offer(kind).max(self.days(org, kind))
+    }
+
+    /// The days in force for `org`'s `kind`, given the organisation's own
+    /// `choice`: the choice, held within `1..=choice_max` (an offer the
+    /// operator shortened since shortens a longer choice with it), or
+    /// without one what is configured.
+    pub fn effective_days(&self, org: &OrgId, kind: DataKind, choice: Option<u32>) -> u32 {
+        match choice {
+            Some(days) => days.clamp(MIN_RETENTION_DAYS, self.choice_max(org, kind)),
+            None => self.days(org, kind),
+        }
+    }
+
+    /// This policy with the organisations' own `choices` in force (each
+    /// held within its bounds as [`RetentionPolicy::effective_days`] does):
+    /// what a sweep deletes by.
+    pub fn with_choices(&self, choices: impl IntoIterator<Item = (OrgId, DataKind, u32)>) -> RetentionPolicy {
+        let mut policy = self.clone();
+        for (org, kind, days) in choices {
+            let days = self.effective_days(&org, kind, Some(days));
+            policy.orgs.entry(org).or_default().insert(kind, days);
+        }
+        policy
+    }
 }
 
 /// The configuration-file shape of [`RetentionPolicy`].
@@ -223,6 +272,9 @@ pub struct RetentionConfig {
     /// Per-organisation overrides.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub orgs: BTreeMap<OrgId, OrgRetentionConfig>,
+    /// The longest each organisation may choose itself, per kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<OrgRetentionConfig>,
 }
 
 /// One organisation's overrides in the configuration file.
@@ -249,7 +301,32 @@ impl TryFrom<RetentionConfig> for RetentionPolicy {
 
     fn try_from(config: RetentionConfig) -> Result<Self, RetentionError> {
         let overrides = config.orgs.into_iter().map(|(org, c)| (org, kinds(c.capture_days, c.metadata_days))).collect();
-        RetentionPolicy::new(kinds(config.capture_days, config.metadata_days), overrides)
+        let offer = config.offer.map(|c| kinds(c.capture_days, c.metadata_days)).unwrap_or_default();
+        let policy = RetentionPolicy::new(kinds(config.capture_days, config.metadata_days), overrides);
+        // The offer is bounded as an organisation's retention is; its
+        // problems are reported with the others'.
+        let mut problems = match &policy {
+            Err(RetentionError::OutOfBounds(problems)) => problems.clone(),
+            _ => Vec::new(),
+        };
+        let mut offered = BTreeMap::new();
+        for (kind, days) in offer {
+            let (min, max) = bounds(kind, true);
+            if (min..=max).contains(&days) {
+                offered.insert(kind, days);
+            } else {
+                problems.push(OutOfBounds { org: None, offered: true, kind, days, min, max });
+            }
+        }
+        match policy {
+            Ok(mut policy) if problems.is_empty() => {
+                policy.offer.extend(offered);
+                Ok(policy)
+            }
+            Ok(_) => Err(RetentionError::OutOfBounds(problems)),
+            Err(RetentionError::OutOfBounds(_)) => Err(RetentionError::OutOfBounds(problems)),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -272,6 +349,10 @@ impl From<RetentionPolicy> for RetentionConfig {
                     )
                 })
                 .collect(),
+            offer: (policy.offer != RetentionPolicy::default().offer).then(|| OrgRetentionConfig {
+                capture_days: get(&policy.offer, DataKind::Capture),
+                metadata_days: get(&policy.offer, DataKind::Metadata),
+            }),
         }
     }
 }
@@ -339,5 +420,40 @@ mod tests {
         assert!(matches!(e, RetentionError::OutOfBounds(ref v) if v.len() == 1));
         assert!(toml::from_str::<RetentionPolicy>("captur_days = 3").is_err());
         assert!(toml::from_str::<RetentionPolicy>("[orgs.\"../x\"]\ncapture_days = 3").is_err());
+    }
+
+    #[test]
+    fn organisations_choose_within_the_offer() {
+        let p: RetentionPolicy =
+            toml::from_str("metadata_days = 30\n[orgs.premium]\nmetadata_days = 200\n[offer]\nmetadata_days = 90\n")
+                .unwrap();
+        let (plain, premium) = (org("plain"), org("premium"));
+        assert_eq!((p.offer(DataKind::Metadata), p.offer(DataKind::Capture)), (90, 7));
+        assert_eq!(p.choice_max(&plain, DataKind::Metadata), 90);
+        assert_eq!(p.choice_max(&premium, DataKind::Metadata), 200, "what the operator gave it stays choosable");
+        assert_eq!(p.effective_days(&plain, DataKind::Metadata, None), 30);
+        assert_eq!(p.effective_days(&plain, DataKind::Metadata, Some(80)), 80);
+        assert_eq!(p.effective_days(&plain, DataKind::Metadata, Some(300)), 90, "an offer shortened since");
+        assert_eq!(p.effective_days(&plain, DataKind::Metadata, Some(0)), 1);
+        assert_eq!(p.effective_days(&premium, DataKind::Metadata, Some(10)), 10, "shorter is always allowed");
+        let swept = p.with_choices([(plain.clone(), DataKind::Metadata, 80), (org("x"), DataKind::Capture, 30)]);
+        assert_eq!(swept.days(&plain, DataKind::Metadata), 80);
+        assert_eq!(swept.days(&org("x"), DataKind::Capture), 7);
+        assert_eq!(swept.days(&org("y"), DataKind::Metadata), 30);
+
+        let round: RetentionPolicy = toml::from_str(&toml::to_string(&p).unwrap()).unwrap();
+        assert_eq!(round, p, "the offer survives a round trip");
+        assert_eq!(RetentionPolicy::default().offer(DataKind::Metadata), 60, "by default: only shorter");
+        let e = toml::from_str::<RetentionPolicy>("capture_days = 9\n[offer]\nmetadata_days = 366\ncapture_days = 8\n")
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "metadata retention of 366 days offered to organisations ([retention.offer]) is outside 1..=365 days",
+            "capture retention of 8 days offered to organisations",
+            "capture retention of 9 days by default",
+        ] {
+            assert!(e.contains(needle), "{e}");
+        }
+        assert!(toml::from_str::<RetentionPolicy>("[offer]\nmetadata_dayz = 3").is_err());
     }
 }

@@ -193,6 +193,17 @@ pub enum AdminAction {
         /// Keep each collection's stations with their identity.
         keep: bool,
     },
+    /// Choose how long the organisation's data is kept, within what the
+    /// operator offers. Replaces the previous choice: a kind given as
+    /// `None` goes back to what the operator configured.
+    SetRetention {
+        /// The organisation.
+        org: OrgId,
+        /// Days of metadata, 1 up to the offer.
+        metadata_days: Option<u32>,
+        /// Days of header-only captures, 1 up to the offer (at most 7).
+        capture_days: Option<u32>,
+    },
 }
 
 /// The collector's answer.
@@ -286,6 +297,15 @@ pub enum AdminReply {
         /// Whether station identities are kept from now on.
         keep: bool,
         /// Whether this request changed it.
+        changed: bool,
+    },
+    /// The retention now in force.
+    RetentionSet {
+        /// Days of metadata kept.
+        metadata_days: u32,
+        /// Days of captures kept.
+        capture_days: u32,
+        /// Whether this request changed the choice.
         changed: bool,
     },
 }

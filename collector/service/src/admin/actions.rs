@@ -199,6 +199,7 @@ fn describe(action: &AdminAction) -> (&'static str, Option<&OrgId>, Access) {
         AdminAction::DeleteOrg { org, .. } => ("org.delete", Some(org), Access::Write),
         AdminAction::SetDataPolicy { org, .. } => ("data-policy.set", Some(org), Access::Write),
         AdminAction::SetLocationHistory { org, .. } => ("location-history.set", Some(org), Access::Write),
+        AdminAction::SetRetention { org, .. } => ("retention.set", Some(org), Access::Write),
         _ => ("unknown", None, Access::Operator),
     }
 }
@@ -223,6 +224,53 @@ fn refused(kind: RefusalKind, reason: impl Into<String>) -> Performed {
 impl AdminContext {
     fn now(&self) -> i64 {
         self.store.clock().now_millis()
+    }
+
+    /// An organisation's own retention choice, each day count checked
+    /// against what the operator lets it choose.
+    fn set_retention(&self, org: &OrgId, metadata_days: Option<u32>, capture_days: Option<u32>) -> Performed {
+        use glimpse_common::record::DataKind;
+        let configured = self.store.retention();
+        let mut choice = std::collections::BTreeMap::new();
+        for (kind, days) in [(DataKind::Metadata, metadata_days), (DataKind::Capture, capture_days)] {
+            let Some(days) = days else { continue };
+            let max = configured.choice_max(org, kind);
+            if !(glimpse_store::retention::MIN_RETENTION_DAYS..=max).contains(&days) {
+                return refused(
+                    RefusalKind::Invalid,
+                    format!("{kind} retention of {days} days is outside what this service offers, 1..={max} days"),
+                );
+            }
+            choice.insert(kind, days);
+        }
+        let (before, changed) = match self.store.policies().set_retention(org, &choice) {
+            Ok(done) => done,
+            Err(e) => return refused(RefusalKind::Unavailable, format!("retention not changed: {e}")),
+        };
+        let describe = |kind: DataKind, chosen: Option<&u32>| match chosen {
+            Some(days) => format!("{kind} {days} days"),
+            None => format!("{kind} {} days (the service's)", configured.days(org, kind)),
+        };
+        let detail = DataKind::ALL
+            .iter()
+            .map(|kind| {
+                let (was, now) = (describe(*kind, before.get(kind)), describe(*kind, choice.get(kind)));
+                if was == now {
+                    now
+                } else {
+                    format!("{was} -> {now}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok((
+            AdminReply::RetentionSet {
+                metadata_days: self.store.retention_days(org, DataKind::Metadata),
+                capture_days: self.store.retention_days(org, DataKind::Capture),
+                changed,
+            },
+            if changed { detail } else { format!("{detail} (unchanged)") },
+        ))
     }
 
     /// Appends to the audit log; a failure is logged loudly, since the
@@ -521,6 +569,9 @@ impl AdminContext {
                     )),
                     Err(e) => refused(RefusalKind::Unavailable, format!("location history not changed: {e}")),
                 }
+            }
+            AdminAction::SetRetention { org, metadata_days, capture_days } => {
+                self.set_retention(&org, metadata_days, capture_days)
             }
             AdminAction::DeleteOrg { org, confirm } => {
                 if org != confirm {

@@ -118,9 +118,11 @@ pub async fn org_status(
             support_until_ms,
             connected_devices,
         } => {
-            let retention = state.context.store.retention();
+            let store = &state.context.store;
             let retention_days: BTreeMap<String, u32> =
-                DataKind::ALL.iter().map(|k| (k.to_string(), retention.days(&id, *k))).collect();
+                DataKind::ALL.iter().map(|k| (k.to_string(), store.retention_days(&id, *k))).collect();
+            let retention_max_days: BTreeMap<String, u32> =
+                DataKind::ALL.iter().map(|k| (k.to_string(), store.retention().choice_max(&id, *k))).collect();
             let (store, org_id) = (state.context.store.clone(), id.clone());
             let consent = blocking(move || Ok(super::views::consent_change(&store, &org_id))).await?;
             Ok(Json(OrgStatus {
@@ -132,6 +134,7 @@ pub async fn org_status(
                 location_history: state.context.store.policies().get(&id).location_history,
                 connected_devices,
                 retention_days,
+                retention_max_days,
                 consent_changed_at_ms: consent.at_ms,
                 consent_changed_by: consent.by,
             }))
@@ -253,6 +256,36 @@ pub async fn set_location_history(
 ) -> Result<Json<LocationHistorySet>, ApiError> {
     match act(&state, actor, AdminAction::SetLocationHistory { org: org(&name)?, keep: body.keep }).await? {
         AdminReply::LocationHistorySet { keep, changed } => Ok(Json(LocationHistorySet { keep, changed })),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Choose how long the organisation's data is kept, within what the service
+/// offers. Shorter takes effect at once: records past the new window are no
+/// longer served and the next sweep deletes them.
+#[utoipa::path(put, path = "/api/v1/orgs/{org}/retention", tag = "organisations",
+    params(("org" = String, Path, description = "The organisation")),
+    request_body = RetentionRequest,
+    responses((status = 200, body = RetentionSet), (status = "4XX", body = Problem)))]
+pub async fn set_retention(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+    JsonBody(body): JsonBody<RetentionRequest>,
+) -> Result<Json<RetentionSet>, ApiError> {
+    let action = AdminAction::SetRetention {
+        org: org(&name)?,
+        metadata_days: body.metadata_days,
+        capture_days: body.capture_days,
+    };
+    match act(&state, actor, action).await? {
+        AdminReply::RetentionSet { metadata_days, capture_days, changed } => Ok(Json(RetentionSet {
+            retention_days: BTreeMap::from([
+                (DataKind::Metadata.to_string(), metadata_days),
+                (DataKind::Capture.to_string(), capture_days),
+            ]),
+            changed,
+        })),
         other => Err(unexpected(other)),
     }
 }

@@ -584,7 +584,6 @@ pub async fn list_orgs(
             }
             let policy = store.policies().get(&org);
             let consent = consent_change(store, &org);
-            let retention = store.retention();
             orgs.push(OrgSummary {
                 registered_devices: details.iter().filter(|d| d.registered).count() as u32,
                 connected_by_kind,
@@ -595,7 +594,7 @@ pub async fn list_orgs(
                 consent_changed_by: consent.by,
                 consent_changed_at_ms: consent.at_ms,
                 support_until_ms: policy.support_until_ms.filter(|until| *until > now),
-                retention_days: DataKind::ALL.iter().map(|k| (k.to_string(), retention.days(&org, *k))).collect(),
+                retention_days: DataKind::ALL.iter().map(|k| (k.to_string(), store.retention_days(&org, *k))).collect(),
                 org: org.as_str().to_owned(),
             });
         }

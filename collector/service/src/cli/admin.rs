@@ -92,6 +92,23 @@ pub(super) enum AdminCommand {
         #[arg(value_parser = ["on", "off"])]
         keep: String,
     },
+    /// Retention chosen by the organisation: how many days its metadata
+    /// and captures are kept, up to what this service offers (see `admin
+    /// status`). Replaces the previous choice; a kind left out goes back to
+    /// the service's retention. Shorter takes effect at once.
+    Retention {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The organisation.
+        #[arg(long)]
+        org: OrgId,
+        /// Days of metadata to keep.
+        #[arg(long)]
+        metadata_days: Option<u32>,
+        /// Days of header-only captures to keep (at most 7).
+        #[arg(long)]
+        capture_days: Option<u32>,
+    },
     /// Delete all of an organisation's stored data and destroy its key.
     DeleteOrg {
         #[command(flatten)]
@@ -438,6 +455,9 @@ pub(super) async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
         }
         AdminCommand::Status { admin, org } => (admin, AdminAction::OrgStatus { org }),
         AdminCommand::DeleteOrg { admin, org, confirm } => (admin, AdminAction::DeleteOrg { org, confirm }),
+        AdminCommand::Retention { admin, org, metadata_days, capture_days } => {
+            (admin, AdminAction::SetRetention { org, metadata_days, capture_days })
+        }
         AdminCommand::LocationHistory { admin, org, keep } => {
             (admin, AdminAction::SetLocationHistory { org, keep: keep == "on" })
         }
@@ -589,6 +609,10 @@ fn print_reply(reply: AdminReply) -> anyhow::Result<()> {
             println!("connected devices: {connected_devices}");
         }
         AdminReply::AuditVerified { entries } => println!("audit log intact: {entries} entries verified"),
+        AdminReply::RetentionSet { metadata_days, capture_days, changed } => println!(
+            "retention: metadata {metadata_days} days, captures {capture_days} days{}",
+            if changed { "" } else { " (already so)" }
+        ),
         AdminReply::LocationHistorySet { keep, changed } => println!(
             "location history {}{}",
             if keep { "kept: stations are stored with their identity" } else { "off: stations are stored unlinked" },

@@ -9,12 +9,13 @@
 //! Both defaults are the private ones: no capture consent, no support access.
 //! Every change is made through the admin API, which audits it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use glimpse_common::clock::UnixMillis;
 use glimpse_common::identity::OrgId;
 use glimpse_common::minimise::MetadataField;
+use glimpse_common::record::DataKind;
 use serde::{Deserialize, Serialize};
 
 pub mod admins;
@@ -75,6 +76,11 @@ pub struct OrgPolicy {
     /// person carrying a device. Off by default: then only each station's
     /// latest place is kept (see OPERATIONS.md, "Location history").
     pub location_history: bool,
+    /// How many days the organisation chose to keep each kind of data,
+    /// where it chose (within what the operator offers: see
+    /// `RetentionPolicy::effective_days`); kinds it did not choose keep
+    /// what the operator configured.
+    pub retention_days: BTreeMap<DataKind, u32>,
     /// Decisions this collector's version does not know, kept as stored so
     /// that a newer collector's choices survive this one's read-modify-write
     /// (several collectors of different versions share one control plane
@@ -110,9 +116,12 @@ struct StoredPolicy {
 mod tag {
     /// [`super::OrgPolicy::location_history`]: `bool`.
     pub(super) const LOCATION_HISTORY: u16 = 1;
+    /// [`super::OrgPolicy::retention_days`]: `Vec<(String, u32)>`, the
+    /// kind by name, so that a kind this version does not know is skipped
+    /// rather than making the row unreadable.
+    pub(super) const RETENTION_DAYS: u16 = 2;
     // Claimed by work in progress, so that branches cannot pick the same
-    // number: 2 longer retention, 3 strict header scrubbing, 4 blocked
-    // subjects.
+    // number: 3 strict header scrubbing, 4 blocked subjects.
 }
 
 /// Most tagged values in one row: far more than there are decisions, and
@@ -145,6 +154,7 @@ fn decode(org: &str, row: &[u8]) -> Result<OrgPolicy, PolicyError> {
         omit: stored.omit,
         pseudonymise_macs: stored.pseudonymise_macs,
         location_history: false,
+        retention_days: BTreeMap::new(),
         unknown: Vec::new(),
     };
     if rest.is_empty() {
@@ -157,10 +167,30 @@ fn decode(org: &str, row: &[u8]) -> Result<OrgPolicy, PolicyError> {
     for Extension { tag, value } in extensions {
         match tag {
             tag::LOCATION_HISTORY => policy.location_history = extension(org, tag, value)?,
+            tag::RETENTION_DAYS => policy.retention_days = retention_days(org, extension(org, tag, value)?)?,
             _ => policy.unknown.push((tag, value.to_vec())),
         }
     }
     Ok(policy)
+}
+
+/// The retention choice as stored, checked: each day count within what
+/// any organisation may ever keep, kinds this version does not know
+/// skipped (a newer collector's; they have no data here).
+fn retention_days(org: &str, stored: Vec<(String, u32)>) -> Result<BTreeMap<DataKind, u32>, PolicyError> {
+    if stored.len() > MAX_EXTENSIONS {
+        return Err(corrupt(org, format_args!("{} retention choices", stored.len())));
+    }
+    let mut days = BTreeMap::new();
+    for (kind, n) in stored {
+        let Ok(kind) = kind.parse::<DataKind>() else { continue };
+        let (min, max) = crate::retention_policy::bounds(kind, true);
+        if !(min..=max).contains(&n) {
+            return Err(corrupt(org, format_args!("{kind} retention of {n} days is outside {min}..={max}")));
+        }
+        days.insert(kind, n);
+    }
+    Ok(days)
 }
 
 /// One tagged value's encoding.
@@ -183,6 +213,10 @@ fn encode(policy: &OrgPolicy) -> Result<Vec<u8>, PolicyError> {
     let mut values: Vec<(u16, Vec<u8>)> = Vec::new();
     if policy.location_history {
         values.push((tag::LOCATION_HISTORY, value(&policy.location_history)?));
+    }
+    if !policy.retention_days.is_empty() {
+        let days: Vec<(&str, u32)> = policy.retention_days.iter().map(|(kind, days)| (kind.as_str(), *days)).collect();
+        values.push((tag::RETENTION_DAYS, value(&days)?));
     }
     values.extend(policy.unknown.iter().cloned());
     values.sort_by_key(|(tag, _)| *tag);
@@ -362,6 +396,24 @@ impl Policies {
         Ok(changed)
     }
 
+    /// Replaces `org`'s own retention choice (kinds left out keep what the
+    /// operator configured). The caller checks the days against what the
+    /// operator offers. Returns the choice before and whether it changed.
+    pub fn set_retention(
+        &self,
+        org: &OrgId,
+        days: &BTreeMap<DataKind, u32>,
+    ) -> Result<(BTreeMap<DataKind, u32>, bool), PolicyError> {
+        let before = std::cell::RefCell::new(BTreeMap::new());
+        let (_, changed) = self.update(org, |p| {
+            *before.borrow_mut() = p.retention_days.clone();
+            let changed = p.retention_days != *days;
+            p.retention_days.clone_from(days);
+            changed
+        })?;
+        Ok((before.into_inner(), changed))
+    }
+
     /// Records `policy` (a description of the retention policy in force) as
     /// audited; returns whether it differs from the one recorded before, so
     /// the caller audits a change exactly once.
@@ -406,6 +458,24 @@ mod tests {
         row.extend(postcard::to_stdvec(&later[..]).unwrap());
         let mut policy = decode("acme", &row).unwrap();
         assert!(policy.location_history);
+        policy.retention_days = BTreeMap::from([(DataKind::Metadata, 365), (DataKind::Capture, 3)]);
+        let mut row = encode(&policy).unwrap();
+        assert_eq!(decode("acme", &row).unwrap(), policy);
+        // A kind from a newer collector is skipped; days out of any
+        // bound are damage.
+        let later: Vec<(&str, u32)> = vec![("metadata", 90), ("flows", 30)];
+        let mut tail = first_version_row();
+        tail.extend(
+            postcard::to_stdvec(&[Extension { tag: 2, value: &postcard::to_stdvec(&later).unwrap() }][..]).unwrap(),
+        );
+        assert_eq!(decode("acme", &tail).unwrap().retention_days, BTreeMap::from([(DataKind::Metadata, 90)]));
+        let wrong: Vec<(&str, u32)> = vec![("capture", 30)];
+        row = first_version_row();
+        row.extend(
+            postcard::to_stdvec(&[Extension { tag: 2, value: &postcard::to_stdvec(&wrong).unwrap() }][..]).unwrap(),
+        );
+        assert!(decode("acme", &row).unwrap_err().to_string().contains("capture retention of 30 days"));
+        policy.retention_days.clear();
         assert_eq!(policy.unknown, [(999, b"from a newer collector".to_vec())]);
         assert_eq!(decode("acme", &encode(&policy).unwrap()).unwrap(), policy);
         policy.location_history = false;

@@ -150,7 +150,7 @@ pub fn sweep_checked(store: &Store, check: ClockCheck) -> Result<SweepReport, Re
     if seen.is_none_or(|seen| now > seen) || check == ClockCheck::Accept {
         control.replace_state(CLOCK_SEEN, &now.to_string()).map_err(state)?;
     }
-    let report = sweep_segments(store.segments(), store.retention(), now)?;
+    let report = sweep_segments(store.segments(), &store.retention_in_force(), now)?;
     for deleted in &report.deleted {
         if let Some(day) = glimpse_common::clock::parse_day(&deleted.day) {
             store.forget_segments(&deleted.org, Some((deleted.kind, day)));

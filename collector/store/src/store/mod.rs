@@ -721,9 +721,31 @@ impl Store {
         &self.admins
     }
 
-    /// The retention policy reads and sweeps apply.
+    /// The retention policy as configured by the operator (without the
+    /// organisations' own choices: see [`Store::retention_in_force`]).
     pub fn retention(&self) -> &RetentionPolicy {
         &self.retention
+    }
+
+    /// How many days `org`'s data of `kind` is kept now: its own choice
+    /// within what the operator offers, or what the operator configured.
+    pub fn retention_days(&self, org: &OrgId, kind: DataKind) -> u32 {
+        let choice = self.policies.get(org).retention_days.get(&kind).copied();
+        self.retention.effective_days(org, kind, choice)
+    }
+
+    /// The retention policy reads and sweeps apply: the configured one with
+    /// every organisation's own choice in force.
+    pub fn retention_in_force(&self) -> RetentionPolicy {
+        let choices = self.policies.all().into_iter().flat_map(|(org, policy)| {
+            policy.retention_days.into_iter().map(move |(kind, days)| (org.clone(), kind, days))
+        });
+        self.retention.with_choices(choices.collect::<Vec<_>>())
+    }
+
+    /// The start of `org`'s retention window for `kind` at `now`.
+    fn window_start(&self, org: &OrgId, kind: DataKind, now: i64) -> i64 {
+        now.saturating_sub(i64::from(self.retention_days(org, kind)) * glimpse_common::clock::MILLIS_PER_DAY)
     }
 
     /// The clock that stamps `received_at` and decides expiry.
@@ -839,7 +861,7 @@ impl Store {
         mut each: impl FnMut(StoredRecord),
     ) -> Result<Vec<SegmentProblem>, StoreError> {
         let now = self.clock.now_millis();
-        let from = self.retention.window_start(org, kind, now).max(since.unwrap_or(i64::MIN));
+        let from = self.window_start(org, kind, now).max(since.unwrap_or(i64::MIN));
         let until = until.unwrap_or(i64::MAX);
         let latest = now.saturating_add(FUTURE_SKEW_MS);
         let mut each = |_: ReadMark, record: StoredRecord| {
@@ -864,7 +886,7 @@ impl Store {
         each: &mut dyn FnMut(ReadMark, StoredRecord) -> ControlFlow<()>,
     ) -> Result<Vec<SegmentProblem>, StoreError> {
         let now = self.clock.now_millis();
-        let from = self.retention.window_start(org, kind, now).max(since.unwrap_or(i64::MIN));
+        let from = self.window_start(org, kind, now).max(since.unwrap_or(i64::MIN));
         let until = until.unwrap_or(i64::MAX);
         let latest = now.saturating_add(FUTURE_SKEW_MS);
         Ok(self.read_range(org, kind, (from, until), Some(latest), after, each)?.0)
