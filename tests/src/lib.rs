@@ -179,7 +179,7 @@ pub fn collector_toml(data_dir: &Path, master_key: &Path, port: u16) -> String {
     format!(
         "listen = \"127.0.0.1:{port}\"\ndata_dir = {data:?}\nmaster_key_file = {key:?}\npki_dir = {pki:?}\n\
          [tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {ckey:?}\ncrl = {crl:?}\n\
-         [limits]\nhandshake_timeout_secs = 10\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [limits]\nhandshake_timeout_secs = 10\n{privacy}[admin]\nlisten = \"127.0.0.1:0\"\n\
          [ssh]\nlisten = \"127.0.0.1:0\"\nauth_timeout_secs = 20\n",
         data = data_dir,
         key = master_key,
@@ -188,8 +188,15 @@ pub fn collector_toml(data_dir: &Path, master_key: &Path, port: u16) -> String {
         cert = glimpse_certs::collector_cert_path(pki),
         ckey = glimpse_certs::collector_key_path(pki),
         crl = glimpse_certs::ca_crl_path(pki),
+        privacy = REAL_MACS,
     )
 }
+
+/// The test collectors store MAC addresses as collected unless a test
+/// chooses otherwise: most tests compare what is stored with the addresses
+/// they sent. The default, pseudonyms for organisations that decided
+/// nothing, has tests of its own, which remove this table.
+pub const REAL_MACS: &str = "[privacy]\npseudonymise_macs = false\n";
 
 impl TestCollector {
     /// Starts a collector with the system clock.
@@ -232,6 +239,12 @@ impl TestCollector {
             base.replace("[admin]\n", &format!("[admin]\n{admin_lines}\n"))
         })
         .await
+    }
+
+    /// Starts a collector with the shipped privacy defaults (no
+    /// [`REAL_MACS`] table).
+    pub async fn start_with_default_privacy() -> Self {
+        Self::start_edited(0, Arc::new(SystemClock), |base| base.replace(REAL_MACS, "")).await
     }
 
     /// Starts a collector whose config ends with `tables` (whole TOML

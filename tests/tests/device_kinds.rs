@@ -285,6 +285,29 @@ async fn without_location_history_stored_stations_cannot_be_linked_across_report
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_organisation_gets_mac_pseudonyms_by_default() {
+    init_logging();
+    let tc = TestCollector::start_with_default_privacy().await;
+    let org = OrgId::new("newdefaults").unwrap();
+    let device = issue_device("newdefaults");
+    tc.collector.reload().expect("import the new registration");
+    let fake = FakeDevice::new("ap", "ap-defaults");
+    let mut config = agent_config(tc.addr(), &device);
+    fake.configure(&mut config);
+    let agent = glimpse_agent::AgentHandle::spawn(config).unwrap();
+    wait_for_status(&agent, "the device key heard", |s| s.pseudonymising_macs).await;
+    wait_until("a wireless report", || !bodies(&exported(&tc, &device.identity), "wireless").is_empty()).await;
+    agent.shutdown().await;
+    let lines = exported(&tc, &device.identity);
+    let pseudonymiser = glimpse_common::minimise::Pseudonymiser::new(tc.collector.store().pseudonym_key(&org).unwrap());
+    let stored =
+        pseudonymiser.stored_form("94:83:c4:12:34:57".parse().unwrap(), glimpse_common::minimise::MacForm::Real);
+    let wireless = bodies(&lines, "wireless");
+    assert_eq!(find(&wireless[0]["radios"], "interface", "phy1-ap0")["bssid"], stored.to_string());
+    assert!(!serde_json::to_string(&lines).unwrap().contains("94:83:c4:12:34:57"), "no real MAC stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switch_reports_vlans_hosts_usernames_and_lldp_neighbours_over_ssh() {
     init_logging();
     let tc = TestCollector::start().await;

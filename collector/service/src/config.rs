@@ -32,6 +32,8 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     retention: RetentionConfig,
+    #[serde(default)]
+    privacy: glimpse_store::control::PrivacyDefaults,
     #[serde(default = "default_sweep")]
     sweep_interval_secs: u64,
     #[serde(default)]
@@ -386,6 +388,8 @@ pub struct CollectorConfig {
     pub storage_retry: Duration,
     /// Retention windows.
     pub retention: RetentionPolicy,
+    /// What organisations that have decided nothing get (`[privacy]`).
+    pub privacy: glimpse_store::control::PrivacyDefaults,
     /// How often expired segments are deleted.
     pub sweep_interval: Duration,
     /// Where the admin API listens (mutual TLS, admin certificates); off when `None`.
@@ -547,6 +551,7 @@ impl CollectorConfig {
             idle_timeout: Duration::from_secs(l.idle_timeout_secs),
             storage_retry: Duration::from_secs(l.storage_retry_secs),
             retention,
+            privacy: raw.privacy,
             sweep_interval: Duration::from_secs(raw.sweep_interval_secs),
             admin_listen: raw.admin.map(|a| a.listen),
             health,

@@ -114,6 +114,12 @@ pub fn open_store_read_only(config: &CollectorConfig, clock: Arc<dyn Clock>) -> 
 }
 
 fn open_configured(config: &CollectorConfig, clock: Arc<dyn Clock>, read_only: bool) -> Result<Store, ServiceError> {
+    let store = open_backends(config, clock, read_only)?;
+    store.policies().set_defaults(&config.privacy);
+    Ok(store)
+}
+
+fn open_backends(config: &CollectorConfig, clock: Arc<dyn Clock>, read_only: bool) -> Result<Store, ServiceError> {
     if !read_only {
         glimpse_files::check_data_dir(&config.data_dir, "data directory")?;
     }

@@ -237,25 +237,78 @@ fn load_all(control: &dyn ControlStore) -> Result<HashMap<OrgId, OrgPolicy>, Pol
     Ok(cache)
 }
 
+/// What an organisation that has not decided gets, chosen by the operator
+/// (`[privacy]` in the collector's configuration). An organisation's first
+/// decision of any kind stores these with it, so a later change of the
+/// defaults applies to organisations new from then on, never to one that
+/// has decided something.
+///
+/// ```toml
+/// [privacy]
+/// pseudonymise_macs = true   # the default: MACs stored as keyed pseudonyms
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyDefaults {
+    /// Store MAC addresses as keyed pseudonyms: the service needs a stable
+    /// identifier per device (counting, correlating, subject requests by
+    /// MAC still work through the pseudonym), not the vendor's address.
+    #[serde(default = "yes")]
+    pub pseudonymise_macs: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for PrivacyDefaults {
+    fn default() -> Self {
+        PrivacyDefaults { pseudonymise_macs: true }
+    }
+}
+
+impl PrivacyDefaults {
+    /// The decisions of an organisation that made none.
+    pub fn policy(&self) -> OrgPolicy {
+        OrgPolicy { pseudonymise_macs: self.pseudonymise_macs, ..OrgPolicy::default() }
+    }
+}
+
 /// The organisations' decisions.
 #[derive(Debug)]
 pub struct Policies {
     control: Arc<dyn ControlStore>,
     cache: RwLock<HashMap<OrgId, OrgPolicy>>,
+    undecided: RwLock<OrgPolicy>,
 }
 
 impl Policies {
     /// Opens the table in `db` and loads every decision.
     pub fn open(control: Arc<dyn ControlStore>) -> Result<Policies, PolicyError> {
         let cache = load_all(&*control)?;
-        Ok(Policies { control, cache: RwLock::new(cache) })
+        let undecided = RwLock::new(PrivacyDefaults::default().policy());
+        Ok(Policies { control, cache: RwLock::new(cache), undecided })
+    }
+
+    /// Sets what organisations that have decided nothing get (at start and
+    /// on reload, from the configuration).
+    pub fn set_defaults(&self, defaults: &PrivacyDefaults) {
+        *self.undecided.write().unwrap_or_else(PoisonError::into_inner) = defaults.policy();
+    }
+
+    fn undecided(&self) -> OrgPolicy {
+        self.undecided.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Reads `org`'s decisions again (another collector sharing the control
     /// plane changed them) and returns them.
     pub fn reload(&self, org: &OrgId) -> Result<OrgPolicy, PolicyError> {
         let row = self.control.policy(org.as_str()).map_err(db_error)?;
-        let policy = row.map(|row| decode(org.as_str(), &row)).transpose()?.unwrap_or_default();
+        let Some(row) = row else {
+            self.cache.write().unwrap_or_else(PoisonError::into_inner).remove(org);
+            return Ok(self.undecided());
+        };
+        let policy = decode(org.as_str(), &row)?;
         let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
         cache.insert(org.clone(), policy.clone());
         Ok(policy)
@@ -270,7 +323,8 @@ impl Policies {
 
     /// The organisation's decisions (the private defaults if it made none).
     pub fn get(&self, org: &OrgId) -> OrgPolicy {
-        self.cache.read().unwrap_or_else(PoisonError::into_inner).get(org).cloned().unwrap_or_default()
+        let decided = self.cache.read().unwrap_or_else(PoisonError::into_inner).get(org).cloned();
+        decided.unwrap_or_else(|| self.undecided())
     }
 
     /// Whether the organisation allows packet capture.
@@ -295,13 +349,14 @@ impl Policies {
     /// only then. Returns the policy now in force and whether it changed.
     fn update(&self, org: &OrgId, change: impl Fn(&mut OrgPolicy) -> bool) -> Result<(OrgPolicy, bool), PolicyError> {
         let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
+        let undecided = self.undecided();
         let mut problem = None;
         let mut changed = false;
         let stored = self
             .control
             .update_policy(org.as_str(), &mut |row| {
                 let mut policy = match row.map(|row| decode(org.as_str(), row)).transpose() {
-                    Ok(policy) => policy.unwrap_or_default(),
+                    Ok(policy) => policy.unwrap_or_else(|| undecided.clone()),
                     Err(e) => {
                         problem = Some(e);
                         return None;
@@ -323,7 +378,11 @@ impl Policies {
         if let Some(e) = problem {
             return Err(e);
         }
-        let policy = stored.map(|row| decode(org.as_str(), &row)).transpose()?.unwrap_or_default();
+        let Some(row) = stored else {
+            cache.remove(org);
+            return Ok((undecided, changed));
+        };
+        let policy = decode(org.as_str(), &row)?;
         cache.insert(org.clone(), policy.clone());
         Ok((policy, changed))
     }
@@ -522,10 +581,18 @@ mod tests {
         let other = OrgId::new("other").unwrap();
         {
             let p = open(dir.path());
-            assert_eq!(p.get(&acme), OrgPolicy::default());
+            assert_eq!(p.get(&acme), PrivacyDefaults::default().policy());
+            assert!(p.get(&acme).pseudonymise_macs, "pseudonyms unless the organisation decides otherwise");
+            p.set_defaults(&PrivacyDefaults { pseudonymise_macs: false });
+            assert!(!p.get(&acme).pseudonymise_macs);
+            p.set_defaults(&PrivacyDefaults::default());
             assert!(!p.capture_consent(&acme) && !p.support_active(&acme, 0));
             assert!(p.set_consent(&acme, true, 1_000).unwrap());
             assert!(!p.set_consent(&acme, true, 2_000).unwrap(), "no change");
+            p.set_defaults(&PrivacyDefaults { pseudonymise_macs: false });
+            assert!(p.get(&acme).pseudonymise_macs, "decided something: the defaults it got stay");
+            assert!(!p.get(&other).pseudonymise_macs, "a new organisation gets the new defaults");
+            p.set_defaults(&PrivacyDefaults::default());
             assert_eq!(p.grant_support(&acme, 2, 10_000).unwrap(), 10_000 + 2 * 3_600_000);
         }
         let p = open(dir.path());
