@@ -48,6 +48,8 @@ struct RawConfig {
     log_level: Option<String>,
     #[serde(default)]
     log_format: Option<String>,
+    #[serde(default)]
+    alerts: Option<crate::alerts::config::RawAlerts>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -406,6 +408,8 @@ pub struct CollectorConfig {
     /// `log_level` and `log_format` (the command line and the environment
     /// take precedence: `glimpse_files::logging`).
     pub log: glimpse_files::logging::LogConfig,
+    /// `[alerts]`: incident alerts to a webhook and syslog; off when `None`.
+    pub alerts: Option<crate::alerts::AlertsConfig>,
 }
 
 impl CollectorConfig {
@@ -485,6 +489,7 @@ impl CollectorConfig {
             post_quantum_kex_only: ssh.post_quantum_kex_only,
         });
         raw.console.check(&mut problems);
+        let alerts = raw.alerts.map(|a| a.resolve(base, &mut problems));
         let control = match (raw.control.backend, raw.control.postgres) {
             (ControlBackend::Redb, None) => ControlPlane::Embedded,
             (ControlBackend::Redb, Some(_)) => {
@@ -556,6 +561,7 @@ impl CollectorConfig {
             control,
             storage,
             log,
+            alerts,
         })
     }
 }
