@@ -331,7 +331,7 @@ impl Collector {
                 .start(
                     config.alerts.clone(),
                     context.clone(),
-                    crate::alerts::OwnCertificates::of(&config),
+                    crate::alerts::Watched::of(&config, metrics.clone()),
                     shutdown_rx.clone(),
                 )
                 .map_err(ServiceError::Alerts)?,

@@ -5,7 +5,9 @@
 //! reads the store, the files and the directory of devices.
 //!
 //! - **Storage**: the control database answers and the segment store can
-//!   take data (what `/readyz` checks), every check.
+//!   take data (what `/readyz` checks), and no batch was refused since the
+//!   last check because it could not be stored (ingest's
+//!   `storage-unavailable` count grew), every check.
 //! - **Audit chain**: verified whole at the first check and then every
 //!   `audit_verify_interval_secs`, so that a log edited on disk while the
 //!   collector runs is found without anyone asking.
@@ -35,25 +37,29 @@ use crate::admin::AdminContext;
 /// How often the slower certificate sources (admins, registrations) are read.
 const SLOW_CHECKS_EVERY: Duration = Duration::from_secs(3600);
 
-/// The collector's own certificate files and PKI directory (from
-/// collector.toml), whose expiry is checked.
+/// What the checks look at besides the store and the devices: the
+/// collector's own certificate files and PKI directory (from
+/// collector.toml), and ingest's counters.
 #[derive(Debug, Clone, Default)]
-pub struct OwnCertificates {
+pub struct Watched {
     /// The collector's TLS certificate chain (its first is the leaf).
     pub cert: Option<PathBuf>,
     /// The CA certificate.
     pub ca: Option<PathBuf>,
     /// The `glimpse-certs` directory with `registrations/`.
     pub pki_dir: Option<PathBuf>,
+    /// Ingest's counters (batches refused for want of storage).
+    pub ingest: Option<Arc<crate::ingest::IngestMetrics>>,
 }
 
-impl OwnCertificates {
-    /// The files `config` names.
-    pub fn of(config: &crate::config::CollectorConfig) -> Self {
-        OwnCertificates {
+impl Watched {
+    /// The files `config` names and ingest's counters.
+    pub fn of(config: &crate::config::CollectorConfig, ingest: Arc<crate::ingest::IngestMetrics>) -> Self {
+        Watched {
             cert: Some(config.cert.clone()),
             ca: Some(config.ca.clone()),
             pki_dir: config.pki_dir.clone(),
+            ingest: Some(ingest),
         }
     }
 }
@@ -111,16 +117,13 @@ pub fn silent_alert(
 struct Schedule {
     audit_verified: Option<Instant>,
     slow_checked: Option<Instant>,
+    /// Ingest's storage refusals at the last check.
+    storage_refusals: Option<u64>,
 }
 
 /// Runs the checks until shutdown: one at once, then one per
 /// `check_interval_secs` of the configuration in force.
-pub(super) async fn run(
-    alerts: Alerts,
-    context: AdminContext,
-    own: OwnCertificates,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub(super) async fn run(alerts: Alerts, context: AdminContext, own: Watched, mut shutdown: watch::Receiver<bool>) {
     let own = Arc::new(own);
     let mut schedule = Schedule::default();
     loop {
@@ -152,7 +155,7 @@ pub(super) async fn run(
 
 impl Schedule {
     /// One round of checks. Blocking I/O.
-    fn check(&mut self, alerts: &Alerts, context: &AdminContext, own: &OwnCertificates, config: &AlertsConfig) {
+    fn check(&mut self, alerts: &Alerts, context: &AdminContext, own: &Watched, config: &AlertsConfig) {
         let store = alerts.store();
         let now = store.clock().now_millis();
         let raise = |alert: Alert| alerts.raise(alert);
@@ -168,6 +171,17 @@ impl Schedule {
                 )
                 .subject("control"),
             );
+        }
+        if let Some(ingest) = &own.ingest {
+            let refused = ingest.rejections(crate::ingest::RejectReason::StorageUnavailable);
+            let before = self.storage_refusals.replace(refused).unwrap_or(0);
+            if refused > before {
+                let summary = format!(
+                    "{} batch(es) could not be stored since the last check; the devices keep them and retry (see the collector's log)",
+                    refused - before
+                );
+                raise(Alert::new(AlertKind::StorageUnavailable, Severity::Critical, &summary, now).subject("ingest"));
+            }
         }
         let segments = store.segments();
         if let Err(e) = segments.check() {

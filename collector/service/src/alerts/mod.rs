@@ -200,7 +200,7 @@ impl Alerts {
         &self,
         config: Option<AlertsConfig>,
         context: crate::admin::AdminContext,
-        own: checks::OwnCertificates,
+        own: checks::Watched,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Vec<tokio::task::JoinHandle<()>>, AlertsError> {
         self.configure(config)?;
@@ -330,6 +330,40 @@ impl Alerts {
     }
 }
 
+/// `glimpse-collector check`: the receivers' files (the webhook's secret,
+/// the CAs) read and their TLS configurations built as `serve` would,
+/// nothing sent. What is fine goes to `ok`, what is not to `problems`.
+pub fn check_receivers(config: &AlertsConfig, ok: &mut Vec<String>, problems: &mut Vec<String>) {
+    let mut check = |what: String, result: Result<(), AlertsError>| match result {
+        Ok(()) => ok.push(what),
+        Err(e) => problems.push(format!("{what}: {e}")),
+    };
+    if let Some(webhook) = &config.webhook {
+        check(
+            format!("alert webhook secret {}", webhook.secret_file.display()),
+            deliver::webhook_key(webhook).map(drop),
+        );
+        let trust =
+            webhook.ca.as_ref().map_or_else(|| "the system's trust store".to_owned(), |ca| ca.display().to_string());
+        check(
+            format!("alert webhook {} verified against {trust}", webhook.url),
+            deliver::tls_config(webhook.ca.as_deref()).map(drop),
+        );
+    }
+    if let Some(syslog) = &config.syslog {
+        if syslog.targets.iter().any(|t| matches!(t, config::SyslogTarget::Tls { .. })) {
+            let trust =
+                syslog.ca.as_ref().map_or_else(|| "the system's trust store".to_owned(), |ca| ca.display().to_string());
+            check(
+                format!("alert syslog TLS verified against {trust}"),
+                deliver::tls_config(syslog.ca.as_deref()).map(drop),
+            );
+        }
+        let targets: Vec<String> = syslog.targets.iter().map(ToString::to_string).collect();
+        ok.push(format!("alert syslog targets: {}", targets.join(", ")));
+    }
+}
+
 fn org_id(alert: &Alert) -> Option<glimpse_common::identity::OrgId> {
     alert.org.as_deref().and_then(|o| glimpse_common::identity::OrgId::new(o.to_owned()).ok())
 }
@@ -344,4 +378,4 @@ fn host_name() -> String {
     }
 }
 
-pub use checks::OwnCertificates;
+pub use checks::Watched;

@@ -1,0 +1,371 @@
+//! Incident alerts end to end: a collector with an `[alerts]` section, real
+//! receivers on 127.0.0.1 (an HTTPS webhook on tokio-rustls with a
+//! certificate of the test PKI that checks every signature itself, syslog
+//! over UDP, over TCP with octet counting, and on a local datagram socket),
+//! and real conditions: a short-lived device certificate, a consent change
+//! and a support grant through the admin API, support staff reading under
+//! the grant, a device gone silent (the collector's injected clock moved
+//! on), an admin certificate near its end, and the audit log edited on
+//! disk while the collector runs. Each alert must reach every receiver,
+//! carry a valid signature, and be in the audit log.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use glimpse_common::clock::{Clock, ManualClock, SystemClock};
+use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole, DeviceKind, OrgId};
+use glimpse_tests::{api_call, api_client, init_logging, issue_admin, pki, start_agent, wait_until, TestCollector};
+
+const ORG: &str = "alertco";
+const SECRET: &str = "webhook-shared-secret-for-the-test";
+
+/// What the webhook received: the headers (lowercase names) and the body.
+#[derive(Debug, Clone)]
+struct Post {
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+    /// The receiver's clock when it arrived (the collector's injected one).
+    received_secs: i64,
+}
+
+#[derive(Debug, Default)]
+struct Received {
+    webhook: Mutex<Vec<Post>>,
+    udp: Mutex<Vec<String>>,
+    tcp: Mutex<Vec<String>>,
+    local: Mutex<Vec<String>>,
+}
+
+/// Starts every receiver; returns their addresses: webhook, UDP, TCP.
+async fn receivers(received: Arc<Received>, socket: &Path, clock: Arc<ManualClock>) -> (u16, u16, u16) {
+    let pki = &pki().ours;
+    let certs = glimpse_files::load_certs(&glimpse_certs::collector_cert_path(pki)).unwrap();
+    let key = glimpse_files::load_key(&glimpse_certs::collector_key_path(pki)).unwrap();
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let https = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let https_port = https.local_addr().unwrap().port();
+    let r = received.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = https.accept().await else { return };
+            let (acceptor, r, clock) = (acceptor.clone(), r.clone(), clock.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                if let Some(mut post) = read_post(&mut tls).await {
+                    post.received_secs = clock.now_millis().div_euclid(1000);
+                    r.webhook.lock().unwrap().push(post);
+                    let _ = tls
+                        .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .await;
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    });
+
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+    let r = received.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, _)) = udp.recv_from(&mut buf).await {
+            r.udp.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    });
+
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp_port = tcp.local_addr().unwrap().port();
+    let r = received.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = tcp.accept().await else { return };
+            let r = r.clone();
+            tokio::spawn(async move {
+                // Octet counting (RFC 6587): "LEN SP MSG", repeated.
+                loop {
+                    let mut len = 0usize;
+                    loop {
+                        let Ok(byte) = stream.read_u8().await else { return };
+                        match byte {
+                            b'0'..=b'9' if len < 100_000 => len = len * 10 + usize::from(byte - b'0'),
+                            b' ' => break,
+                            _ => panic!("not an octet-counted frame (byte {byte})"),
+                        }
+                    }
+                    let mut message = vec![0u8; len];
+                    if stream.read_exact(&mut message).await.is_err() {
+                        return;
+                    }
+                    r.tcp.lock().unwrap().push(String::from_utf8(message).expect("UTF-8"));
+                }
+            });
+        }
+    });
+
+    let local = tokio::net::UnixDatagram::bind(socket).unwrap();
+    let r = received;
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok(n) = local.recv(&mut buf).await {
+            r.local.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    });
+    (https_port, udp_port, tcp_port)
+}
+
+/// One HTTP/1.1 POST: the request line and headers, then the body by its
+/// Content-Length (bounded).
+async fn read_post(stream: &mut (impl AsyncReadExt + Unpin)) -> Option<Post> {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(stream.read_u8().await.ok()?);
+        assert!(head.len() < 16 * 1024, "headers too long");
+    }
+    let text = String::from_utf8(head).ok()?;
+    let mut lines = text.split("\r\n");
+    let request = lines.next()?;
+    assert!(request.starts_with("POST /hook "), "{request}");
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let len: usize = headers.get("content-length")?.parse().ok()?;
+    assert!(len < 64 * 1024);
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await.ok()?;
+    Some(Post { headers, body, received_secs: 0 })
+}
+
+/// The receiver's own check of a POST, as docs/OPERATIONS.md tells
+/// receivers to do it: HMAC-SHA256 over "<timestamp>.<body>" with the
+/// shared secret, compared in constant time, and a fresh timestamp.
+fn verify(post: &Post) -> Value {
+    let timestamp = post.headers.get("x-glimpse-timestamp").expect("timestamp header");
+    let signature = post.headers.get("x-glimpse-signature").expect("signature header");
+    let hex_tag = signature.strip_prefix("v1=").expect("v1 scheme");
+    let tag = hex_decode(hex_tag);
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
+    let mut message = format!("{timestamp}.").into_bytes();
+    message.extend_from_slice(&post.body);
+    ring::hmac::verify(&key, &message, &tag).expect("the signature verifies");
+    let at: i64 = timestamp.parse().unwrap();
+    assert!((at - post.received_secs).abs() <= 300, "fresh: {at} vs {}", post.received_secs);
+    assert_eq!(post.headers.get("content-type").map(String::as_str), Some("application/json"));
+    serde_json::from_slice(&post.body).expect("JSON body")
+}
+
+fn hex_decode(text: &str) -> Vec<u8> {
+    assert_eq!(text.len(), 64);
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex")).collect()
+}
+
+impl Received {
+    /// Every verified webhook payload so far.
+    fn alerts(&self) -> Vec<Value> {
+        self.webhook.lock().unwrap().iter().map(verify).collect()
+    }
+
+    /// The payload of the first alert matching `kind` and `matches`, if it
+    /// reached every receiver.
+    fn everywhere(&self, kind: &str, matches: impl Fn(&Value) -> bool) -> Option<Value> {
+        let alert = self.alerts().into_iter().find(|a| a["kind"] == kind && matches(a))?;
+        let id = alert["id"].as_str()?.to_owned();
+        let marker = format!("id=\"{id}\"");
+        let udp = self.udp.lock().unwrap().iter().any(|l| l.contains(&marker));
+        let tcp = self.tcp.lock().unwrap().iter().any(|l| l.contains(&marker));
+        let local = self
+            .local
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(&format!("id={id}:")) || l.contains(&format!("id={id} ")));
+        (udp && tcp && local).then_some(alert)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn incidents_reach_the_webhook_syslog_and_the_audit_log() {
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let received = Arc::new(Received::default());
+    let socket = dir.path().join("log.sock");
+    let clock = Arc::new(ManualClock::new(SystemClock.now_millis()));
+    let (https, udp, tcp) = receivers(received.clone(), &socket, clock.clone()).await;
+    let secret_file = dir.path().join("webhook.secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    std::fs::set_permissions(&secret_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+
+    let pki_dir = &pki().ours;
+    // A device whose certificate ends in ten days, and an admin whose ends in five.
+    let soon = |days: i64| glimpse_certs::Validity {
+        not_before: None,
+        not_after: Some(time::OffsetDateTime::from_unix_timestamp(clock.now_millis() / 1000 + days * 86_400).unwrap()),
+    };
+    let device = glimpse_tests::issue_device_in(pki_dir, ORG, DeviceKind::Ap, soon(10));
+    let expiring_admin = AdminName::new(format!("expiring-{}", std::process::id())).unwrap();
+    {
+        let identity =
+            AdminIdentity::new(expiring_admin.clone(), AdminRole::OrgAdmin, Some(OrgId::new(ORG).unwrap())).unwrap();
+        let _guard = pki().lock();
+        glimpse_certs::issue_admin(pki_dir, &identity, &soon(5), false).unwrap();
+    }
+
+    let tables = format!(
+        "[alerts]\ncollector_name = \"collector-under-test\"\ncheck_interval_secs = 1\nrepeat_after_secs = 60\n\
+         certificate_lead_days = 30\ndevice_silent_minutes = 600\naudit_verify_interval_secs = 1\n\
+         [alerts.device_silent_orgs]\n{ORG} = 10\n\
+         [alerts.webhook]\nurl = \"https://127.0.0.1:{https}/hook\"\nsecret_file = {secret_file:?}\nca = {ca:?}\n\
+         [alerts.syslog]\ntargets = [\"udp://127.0.0.1:{udp}\", \"tcp://127.0.0.1:{tcp}\", \"unix:{socket}\"]\nfacility = \"local5\"\n",
+        ca = glimpse_certs::ca_cert_path(pki_dir),
+        socket = socket.display(),
+    );
+    let collector = TestCollector::start_with_tables_at(None, &tables, clock.clone()).await;
+
+    // The admin certificate near its end is found at the first check.
+    wait_until("the admin certificate's alert everywhere", || {
+        received
+            .everywhere("certificate-expiring", |a| {
+                a["summary"].as_str().is_some_and(|s| s.contains(expiring_admin.as_str()) && s.contains("in 4 day(s)"))
+            })
+            .is_some()
+    })
+    .await;
+
+    // A device with a short-lived certificate connects and sends.
+    let agent = start_agent(collector.addr(), &device);
+    wait_until("records stored", || collector.stored_records_of(&device.identity) > 0).await;
+    let device_id = device.identity.device.to_string();
+    let cert = {
+        let id = device_id.clone();
+        let mut found = None;
+        wait_until("the device certificate's alert everywhere", || {
+            found = received.everywhere("certificate-expiring", |a| a["device"] == id.as_str());
+            found.is_some()
+        })
+        .await;
+        found.unwrap()
+    };
+    assert_eq!((cert["org"].as_str(), cert["severity"].as_str()), (Some(ORG), Some("warning")));
+    assert_eq!(cert["collector"], "collector-under-test");
+    assert_eq!(cert["key"], format!("certificate-expiring|{ORG}|{device_id}|certificate:device"));
+
+    // The organisation's admin turns capture consent on and grants support,
+    // through the admin API.
+    let admin = api_client(&issue_admin(&collector, AdminRole::OrgAdmin, Some(ORG))).await;
+    let (status, _) =
+        api_call(&admin, Method::PUT, &format!("/api/v1/orgs/{ORG}/consent"), Some(json!({"capture": true}))).await;
+    assert!(status.is_success(), "{status}");
+    let (status, _) =
+        api_call(&admin, Method::POST, &format!("/api/v1/orgs/{ORG}/support"), Some(json!({"hours": 1}))).await;
+    assert!(status.is_success(), "{status}");
+    wait_until("the consent alert everywhere", || {
+        received.everywhere("consent-changed", |a| a["subject"] == "capture:on" && a["org"] == ORG).is_some()
+    })
+    .await;
+    wait_until("the support grant's alert everywhere", || {
+        received.everywhere("consent-changed", |a| a["subject"] == "support:granted").is_some()
+    })
+    .await;
+
+    // Support staff read the organisation's devices under the grant.
+    let support = api_client(&issue_admin(&collector, AdminRole::Support, Some(ORG))).await;
+    let (status, _) = api_call(&support, Method::GET, &format!("/api/v1/orgs/{ORG}/devices"), None).await;
+    assert!(status.is_success(), "{status}");
+    let used = {
+        let mut found = None;
+        wait_until("the support access alert everywhere", || {
+            found = received.everywhere("support-access", |a| a["org"] == ORG);
+            found.is_some()
+        })
+        .await;
+        found.unwrap()
+    };
+    assert!(used["summary"].as_str().unwrap().contains("devices.list"), "{used}");
+    // Reading again within repeat_after_secs is the same condition.
+    let (status, _) = api_call(&support, Method::GET, &format!("/api/v1/orgs/{ORG}/devices"), None).await;
+    assert!(status.is_success());
+
+    // The device goes quiet, and the collector's clock moves past the
+    // organisation's ten minutes.
+    agent.shutdown().await;
+    wait_until("the device's session ended", || {
+        collector.collector.directory().connected(&device.identity.org).is_empty()
+    })
+    .await;
+    clock.advance(11 * 60_000);
+    let silent = {
+        let id = device_id.clone();
+        let mut found = None;
+        wait_until("the silent device's alert everywhere", || {
+            found = received.everywhere("device-silent", |a| a["device"] == id.as_str());
+            found.is_some()
+        })
+        .await;
+        found.unwrap()
+    };
+    assert!(silent["summary"].as_str().unwrap().contains("threshold 10 minutes"), "{silent}");
+
+    // Someone edits the audit log on disk: the periodic verification finds it.
+    let log = collector.config.data_dir.join("audit.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let (first, rest) = text.split_once('\n').unwrap();
+    assert!(first.contains("\"outcome\":\"done\""), "{first}");
+    std::fs::write(&log, format!("{}\n{rest}", first.replacen("\"outcome\":\"done\"", "\"outcome\":\"refused\"", 1)))
+        .unwrap();
+    let broken = {
+        let mut found = None;
+        wait_until("the audit chain alert everywhere", || {
+            found = received.everywhere("audit-chain-broken", |_| true);
+            found.is_some()
+        })
+        .await;
+        found.unwrap()
+    };
+    assert_eq!(broken["severity"], "critical");
+    assert!(broken["summary"].as_str().unwrap().contains("line 1"), "{broken}");
+
+    // Every alert sent is in the audit log, by its id, as alert.<kind>.
+    let sent = received.alerts();
+    let search = glimpse_store::audit::AuditSearch { action: Some("alert".into()), ..Default::default() };
+    let mut audited = Vec::new();
+    wait_until("every alert audited", || {
+        audited = collector.collector.store().audit().search(&search, 10_000).unwrap();
+        sent.iter().all(|a| {
+            let id = format!("id {}:", a["id"].as_str().unwrap());
+            audited
+                .iter()
+                .any(|e| e.detail.starts_with(&id) && e.action == format!("alert.{}", a["kind"].as_str().unwrap()))
+        })
+    })
+    .await;
+    assert!(audited.iter().all(|e| e.actor == "collector"));
+    // One support access alert although support read twice.
+    assert_eq!(sent.iter().filter(|a| a["kind"] == "support-access").count(), 1, "{sent:?}");
+    // Syslog lines are RFC 5424 with the facility asked for (local5 = 21):
+    // warning 21*8+4, notice 21*8+5, critical 21*8+2.
+    let udp_lines = received.udp.lock().unwrap().clone();
+    assert!(
+        udp_lines.iter().all(|l| l.starts_with("<17") && l.contains(">1 ") && l.contains("[glimpse@32473 ")),
+        "{udp_lines:?}"
+    );
+    assert!(udp_lines.iter().any(|l| l.starts_with("<170>1 ") && l.contains(" audit-chain-broken ")), "{udp_lines:?}");
+    // No secret anywhere a receiver sees.
+    let everything =
+        format!("{udp_lines:?}{:?}{:?}{sent:?}", received.tcp.lock().unwrap(), received.local.lock().unwrap());
+    assert!(!everything.contains(SECRET));
+
+    let metrics = collector.collector.telemetry().render();
+    assert!(metrics.contains("glimpse_alerts_delivered_total{receiver=\"webhook\"}"), "{metrics}");
+    assert!(metrics.contains("glimpse_alerts_suppressed_total{reason=\"repeat\"}"), "{metrics}");
+}
