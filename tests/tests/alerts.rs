@@ -33,38 +33,44 @@ struct Post {
     received_secs: i64,
 }
 
+type Log<T> = Arc<Mutex<Vec<T>>>;
+
 #[derive(Debug, Default)]
 struct Received {
-    webhook: Mutex<Vec<Post>>,
-    udp: Mutex<Vec<String>>,
-    tcp: Mutex<Vec<String>>,
-    local: Mutex<Vec<String>>,
+    webhook: Log<Post>,
+    udp: Log<String>,
+    tcp: Log<String>,
+    tls: Log<String>,
+    local: Log<String>,
 }
 
-/// Starts every receiver; returns their addresses: webhook, UDP, TCP.
-async fn receivers(received: Arc<Received>, socket: &Path, clock: Arc<ManualClock>) -> (u16, u16, u16) {
-    let pki = &pki().ours;
-    let certs = glimpse_files::load_certs(&glimpse_certs::collector_cert_path(pki)).unwrap();
-    let key = glimpse_files::load_key(&glimpse_certs::collector_key_path(pki)).unwrap();
+/// A TLS server configuration with the certificate `glimpse-certs` made
+/// for the collector of the PKI in `dir` (names localhost and 127.0.0.1).
+fn acceptor(dir: &Path) -> tokio_rustls::TlsAcceptor {
+    let certs = glimpse_files::load_certs(&glimpse_certs::collector_cert_path(dir)).unwrap();
+    let key = glimpse_files::load_key(&glimpse_certs::collector_key_path(dir)).unwrap();
     let tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    tokio_rustls::TlsAcceptor::from(Arc::new(tls))
+}
+
+/// An HTTPS webhook receiver: every POST to /hook, answered 204.
+async fn webhook_server(acceptor: tokio_rustls::TlsAcceptor, clock: Arc<ManualClock>, log: Log<Post>) -> u16 {
     let https = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let https_port = https.local_addr().unwrap().port();
-    let r = received.clone();
+    let port = https.local_addr().unwrap().port();
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = https.accept().await else { return };
-            let (acceptor, r, clock) = (acceptor.clone(), r.clone(), clock.clone());
+            let (acceptor, log, clock) = (acceptor.clone(), log.clone(), clock.clone());
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(tcp).await else { return };
                 if let Some(mut post) = read_post(&mut tls).await {
                     post.received_secs = clock.now_millis().div_euclid(1000);
-                    r.webhook.lock().unwrap().push(post);
+                    log.lock().unwrap().push(post);
                     let _ = tls
                         .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                         .await;
@@ -73,55 +79,78 @@ async fn receivers(received: Arc<Received>, socket: &Path, clock: Arc<ManualCloc
             });
         }
     });
+    port
+}
 
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let udp_port = udp.local_addr().unwrap().port();
-    let r = received.clone();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65_536];
-        while let Ok((n, _)) = udp.recv_from(&mut buf).await {
-            r.udp.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-    });
-
+/// A syslog receiver over TCP, or TLS with `acceptor`: octet-counted
+/// frames (RFC 6587, RFC 5425), "LEN SP MSG" repeated.
+async fn stream_server(acceptor: Option<tokio_rustls::TlsAcceptor>, log: Log<String>) -> u16 {
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let tcp_port = tcp.local_addr().unwrap().port();
-    let r = received.clone();
+    let port = tcp.local_addr().unwrap().port();
     tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = tcp.accept().await else { return };
-            let r = r.clone();
+            let Ok((stream, _)) = tcp.accept().await else { return };
+            let (log, acceptor) = (log.clone(), acceptor.clone());
             tokio::spawn(async move {
-                // Octet counting (RFC 6587): "LEN SP MSG", repeated.
-                loop {
-                    let mut len = 0usize;
-                    loop {
-                        let Ok(byte) = stream.read_u8().await else { return };
-                        match byte {
-                            b'0'..=b'9' if len < 100_000 => len = len * 10 + usize::from(byte - b'0'),
-                            b' ' => break,
-                            _ => panic!("not an octet-counted frame (byte {byte})"),
+                match acceptor {
+                    Some(acceptor) => {
+                        if let Ok(tls) = acceptor.accept(stream).await {
+                            read_frames(tls, log).await;
                         }
                     }
-                    let mut message = vec![0u8; len];
-                    if stream.read_exact(&mut message).await.is_err() {
-                        return;
-                    }
-                    r.tcp.lock().unwrap().push(String::from_utf8(message).expect("UTF-8"));
+                    None => read_frames(stream, log).await,
                 }
             });
         }
     });
+    port
+}
+
+async fn read_frames(mut stream: impl AsyncReadExt + Unpin, log: Log<String>) {
+    loop {
+        let mut len = 0usize;
+        loop {
+            let Ok(byte) = stream.read_u8().await else { return };
+            match byte {
+                b'0'..=b'9' if len < 100_000 => len = len * 10 + usize::from(byte - b'0'),
+                b' ' => break,
+                _ => panic!("not an octet-counted frame (byte {byte})"),
+            }
+        }
+        let mut message = vec![0u8; len];
+        if stream.read_exact(&mut message).await.is_err() {
+            return;
+        }
+        log.lock().unwrap().push(String::from_utf8(message).expect("UTF-8"));
+    }
+}
+
+/// Starts every receiver; returns their ports: webhook, UDP, TCP, TLS.
+async fn receivers(received: &Received, socket: &Path, clock: Arc<ManualClock>) -> (u16, u16, u16, u16) {
+    let ours = acceptor(&pki().ours);
+    let https = webhook_server(ours.clone(), clock, received.webhook.clone()).await;
+    let tcp = stream_server(None, received.tcp.clone()).await;
+    let tls = stream_server(Some(ours), received.tls.clone()).await;
+
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+    let log = received.udp.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, _)) = udp.recv_from(&mut buf).await {
+            log.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    });
 
     let local = tokio::net::UnixDatagram::bind(socket).unwrap();
-    let r = received;
+    let log = received.local.clone();
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65_536];
         while let Ok(n) = local.recv(&mut buf).await {
-            r.local.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            log.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
     });
-    (https_port, udp_port, tcp_port)
+    (https, udp_port, tcp, tls)
 }
 
 /// One HTTP/1.1 POST: the request line and headers, then the body by its
@@ -184,13 +213,14 @@ impl Received {
         let marker = format!("id=\"{id}\"");
         let udp = self.udp.lock().unwrap().iter().any(|l| l.contains(&marker));
         let tcp = self.tcp.lock().unwrap().iter().any(|l| l.contains(&marker));
+        let tls = self.tls.lock().unwrap().iter().any(|l| l.contains(&marker));
         let local = self
             .local
             .lock()
             .unwrap()
             .iter()
             .any(|l| l.contains(&format!("id={id}:")) || l.contains(&format!("id={id} ")));
-        (udp && tcp && local).then_some(alert)
+        (udp && tcp && tls && local).then_some(alert)
     }
 }
 
@@ -201,7 +231,7 @@ async fn incidents_reach_the_webhook_syslog_and_the_audit_log() {
     let received = Arc::new(Received::default());
     let socket = dir.path().join("log.sock");
     let clock = Arc::new(ManualClock::new(SystemClock.now_millis()));
-    let (https, udp, tcp) = receivers(received.clone(), &socket, clock.clone()).await;
+    let (https, udp, tcp, tls) = receivers(&received, &socket, clock.clone()).await;
     let secret_file = dir.path().join("webhook.secret");
     std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
     std::fs::set_permissions(&secret_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
@@ -226,7 +256,7 @@ async fn incidents_reach_the_webhook_syslog_and_the_audit_log() {
          certificate_lead_days = 30\ndevice_silent_minutes = 600\naudit_verify_interval_secs = 1\n\
          [alerts.device_silent_orgs]\n{ORG} = 10\n\
          [alerts.webhook]\nurl = \"https://127.0.0.1:{https}/hook\"\nsecret_file = {secret_file:?}\nca = {ca:?}\n\
-         [alerts.syslog]\ntargets = [\"udp://127.0.0.1:{udp}\", \"tcp://127.0.0.1:{tcp}\", \"unix:{socket}\"]\nfacility = \"local5\"\n",
+         [alerts.syslog]\ntargets = [\"udp://127.0.0.1:{udp}\", \"tcp://127.0.0.1:{tcp}\", \"tls://localhost:{tls}\", \"unix:{socket}\"]\nfacility = \"local5\"\nca = {ca:?}\n",
         ca = glimpse_certs::ca_cert_path(pki_dir),
         socket = socket.display(),
     );
@@ -368,4 +398,84 @@ async fn incidents_reach_the_webhook_syslog_and_the_audit_log() {
     let metrics = collector.collector.telemetry().render();
     assert!(metrics.contains("glimpse_alerts_delivered_total{receiver=\"webhook\"}"), "{metrics}");
     assert!(metrics.contains("glimpse_alerts_suppressed_total{reason=\"repeat\"}"), "{metrics}");
+}
+
+/// A receiver whose certificate is not from the configured CA gets
+/// nothing (the attempt fails and is counted); SIGHUP's reload of
+/// `[alerts]` moves alerts to another receiver and a new secret, and a
+/// reload with a secret file open to others is refused, keeping the
+/// running configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unverified_receivers_get_nothing_and_reload_replaces_receivers() {
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(SystemClock.now_millis()));
+    let foreign_log: Log<Post> = Log::default();
+    let good_log: Log<Post> = Log::default();
+    let foreign = webhook_server(acceptor(&pki().foreign), clock.clone(), foreign_log.clone()).await;
+    let good = webhook_server(acceptor(&pki().ours), clock.clone(), good_log.clone()).await;
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+    let secret = |name: &str, text: &str, mode: u32| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+        path
+    };
+    let first = secret("first.secret", "first-secret", 0o600);
+    let second = secret("second.secret", "second-secret", 0o600);
+    let open = secret("open.secret", "open-secret", 0o644);
+    let section = |port: u16, secret: &Path| {
+        format!(
+            "[alerts]\ncheck_interval_secs = 1\nrepeat_after_secs = 60\n\
+             [alerts.webhook]\nurl = \"https://127.0.0.1:{port}/hook\"\nsecret_file = {secret:?}\nca = {ca:?}\nmax_attempts = 1\n\
+             [alerts.syslog]\ntargets = [\"udp://127.0.0.1:{udp_port}\"]\n",
+            ca = glimpse_certs::ca_cert_path(&pki().ours),
+        )
+    };
+    let collector = TestCollector::start_with_tables_at(None, &section(foreign, &first), clock.clone()).await;
+    let org = OrgId::new(ORG).unwrap();
+    glimpse_tests::set_consent(&collector, &org, true);
+    // Other tests' short-lived certificates in the shared PKI alert too.
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let n = tokio::time::timeout(glimpse_tests::DEADLINE, udp.recv(&mut buf)).await.expect("syslog line").unwrap();
+        if String::from_utf8_lossy(&buf[..n]).contains(" consent-changed ") {
+            break;
+        }
+    }
+    let failed = || {
+        let text = collector.collector.telemetry().render();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("glimpse_alerts_dropped_total{receiver=\"webhook\",reason=\"failed\"}"));
+        line.and_then(|l| l.rsplit(' ').next()).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0)
+    };
+    wait_until("the webhook's failed deliveries counted", || failed() >= 1).await;
+    assert!(foreign_log.lock().unwrap().is_empty(), "a receiver the CA did not certify got an alert");
+
+    // Edit the file and reload, as SIGHUP does: the good receiver, the new secret.
+    let config_path = collector.config_path();
+    let base = std::fs::read_to_string(&config_path).unwrap();
+    let without = &base[..base.find("[alerts]").unwrap()];
+    std::fs::write(&config_path, format!("{without}{}", section(good, &open))).unwrap();
+    let config = glimpse_collector::config::CollectorConfig::load(&config_path).unwrap();
+    let refused = collector.collector.reload_alerts(&config).unwrap_err();
+    assert!(refused.to_string().contains("open.secret"), "{refused}");
+    std::fs::write(&config_path, format!("{without}{}", section(good, &second))).unwrap();
+    let config = glimpse_collector::config::CollectorConfig::load(&config_path).unwrap();
+    collector.collector.reload_alerts(&config).unwrap();
+    glimpse_tests::set_consent(&collector, &org, false);
+    let is_capture_off = |p: &Post| String::from_utf8_lossy(&p.body).contains("\"capture:off\"");
+    wait_until("the alert at the new receiver", || good_log.lock().unwrap().iter().any(is_capture_off)).await;
+    let post = good_log.lock().unwrap().iter().find(|p| is_capture_off(p)).unwrap().clone();
+    let timestamp = &post.headers["x-glimpse-timestamp"];
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"second-secret");
+    let mut message = format!("{timestamp}.").into_bytes();
+    message.extend_from_slice(&post.body);
+    let tag = hex_decode(post.headers["x-glimpse-signature"].strip_prefix("v1=").unwrap());
+    ring::hmac::verify(&key, &message, &tag).expect("signed with the reloaded secret");
+    let alert: Value = serde_json::from_slice(&post.body).unwrap();
+    assert_eq!((alert["kind"].as_str(), alert["subject"].as_str()), (Some("consent-changed"), Some("capture:off")));
+    assert!(foreign_log.lock().unwrap().is_empty());
 }

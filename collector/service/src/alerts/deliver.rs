@@ -115,7 +115,7 @@ impl Webhook {
             .body(body.to_vec())
             .send()
             .await
-            .map_err(|e| format!("{e}"))?;
+            .map_err(|e| with_causes(&e))?;
         let status = response.status();
         if status.is_success() {
             Ok(())
@@ -306,8 +306,21 @@ impl SyslogSender {
             SyslogTarget::Tls { address, server_name } => (address, Some(server_name)),
             _ => return Err("not a stream target".into()),
         };
-        let peer = resolve(address).await?;
-        let tcp = tokio::net::TcpStream::connect(peer).await.map_err(|e| format!("connect {address}: {e}"))?;
+        // Every address the name has, in order (localhost may be ::1 first).
+        let peers =
+            tokio::net::lookup_host(address.as_str()).await.map_err(|e| format!("cannot resolve {address}: {e}"))?;
+        let mut last = format!("{address} resolves to no address");
+        let mut connected = None;
+        for peer in peers.take(16) {
+            match tokio::net::TcpStream::connect(peer).await {
+                Ok(tcp) => {
+                    connected = Some(tcp);
+                    break;
+                }
+                Err(e) => last = format!("connect {address} ({peer}): {e}"),
+            }
+        }
+        let tcp = connected.ok_or(last)?;
         let _ = tcp.set_nodelay(true);
         match (server_name, &self.tls) {
             (None, _) => Ok(Box::new(tcp)),
@@ -320,6 +333,19 @@ impl SyslogSender {
             (Some(_), None) => Err("no TLS configuration".into()),
         }
     }
+}
+
+/// An error with its causes: reqwest's own message ("error sending
+/// request") says nothing of the TLS refusal beneath it.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The first address `address` (`host:port`) resolves to.
