@@ -92,6 +92,17 @@ impl Limiter {
         self.last_sent.remove(key);
     }
 
+    /// New limits (a reload), keeping what was sent when: conditions that
+    /// alerted before the reload do not all alert again at once.
+    pub fn set_limits(&mut self, repeat_after_ms: i64, max_per_minute: u32) {
+        let max_per_minute = max_per_minute.max(1);
+        self.repeat_after_ms = repeat_after_ms.max(0);
+        let capacity = u64::from(max_per_minute) * 1000;
+        // A limiter that never decided starts full, as a new one would.
+        self.tokens_milli = if self.refilled_at.is_none() { capacity } else { self.tokens_milli.min(capacity) };
+        self.max_per_minute = max_per_minute;
+    }
+
     /// Conditions remembered now.
     pub fn tracked(&self) -> usize {
         self.last_sent.len()
@@ -159,6 +170,21 @@ mod tests {
             assert!(matches!(l.decide(&format!("later{i}"), 100_000_000), Decision::Send { .. }));
         }
         assert_eq!(l.decide("later3", 100_000_000), Decision::RateLimited);
+    }
+
+    #[test]
+    fn new_limits_keep_what_was_sent() {
+        let mut fresh = Limiter::new(0, 1);
+        fresh.set_limits(0, 5);
+        for i in 0..5 {
+            assert!(matches!(fresh.decide(&format!("k{i}"), 0), Decision::Send { .. }), "a fresh bucket is full");
+        }
+        let mut l = Limiter::new(60_000, 100);
+        assert!(matches!(l.decide("k", 0), Decision::Send { .. }));
+        l.set_limits(120_000, 1);
+        assert_eq!(l.decide("k", 90_000), Decision::Repeat, "the longer interval applies, the send is remembered");
+        assert!(matches!(l.decide("j", 90_000), Decision::Send { .. }));
+        assert_eq!(l.decide("i", 90_000), Decision::RateLimited, "the smaller bucket applies at once");
     }
 
     #[test]

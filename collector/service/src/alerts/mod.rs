@@ -237,7 +237,7 @@ impl Alerts {
         let repeat = i64::try_from(config.repeat_after.as_millis()).unwrap_or(i64::MAX);
         {
             let mut limiter = self.inner.limiter.lock().unwrap_or_else(|p| p.into_inner());
-            *limiter = Limiter::new(repeat, config.max_per_minute);
+            limiter.set_limits(repeat, config.max_per_minute);
         }
         let names: Vec<&str> = receivers.iter().map(|r| r.name.as_str()).collect();
         info!(collector = %collector, receivers = ?names, "alerts configured");
@@ -287,7 +287,22 @@ impl Alerts {
                     Some(next) => next,
                     None => return,
                 },
-                _ = crate::listener::stopped(&mut shutdown) => return,
+                _ = crate::listener::stopped(&mut shutdown) => {
+                    // What was raised is audited even if it is not sent.
+                    rx.close();
+                    let store = self.inner.store.clone();
+                    let mut left = Vec::new();
+                    while let Ok((alert, _)) = rx.try_recv() {
+                        left.push(alert);
+                    }
+                    let _ = tokio::task::spawn_blocking(move || {
+                        for alert in left {
+                            audit(&store, &alert, "not sent: the collector stopped");
+                        }
+                    })
+                    .await;
+                    return;
+                }
             };
             let n = self.inner.counter.fetch_add(1, Ordering::Relaxed) + 1;
             let id: Arc<str> = format!("{:x}-{n}", self.inner.started_ms).into();
@@ -302,18 +317,7 @@ impl Alerts {
             );
             let store = self.inner.store.clone();
             let (audited, audit_id) = (alert.clone(), id.clone());
-            let _ = tokio::task::spawn_blocking(move || {
-                let mut detail = format!("id {audit_id}: {}", audited.summary);
-                if let Some(device) = &audited.device {
-                    detail.push_str(&format!("; device {device}"));
-                }
-                if let Some(subject) = &audited.subject {
-                    detail.push_str(&format!("; {subject}"));
-                }
-                let action = format!("alert.{}", audited.kind);
-                store.audit_event("collector", &action, org_id(&audited).as_ref(), AuditOutcome::Done, &detail);
-            })
-            .await;
+            let _ = tokio::task::spawn_blocking(move || audit(&store, &audited, &format!("id {audit_id}"))).await;
             let Some(active) = self.inner.active.borrow().clone() else { continue };
             let out = Outgoing { alert, id, suppressed_before };
             for receiver in &active.receivers {
@@ -362,6 +366,20 @@ pub fn check_receivers(config: &AlertsConfig, ok: &mut Vec<String>, problems: &m
         let targets: Vec<String> = syslog.targets.iter().map(ToString::to_string).collect();
         ok.push(format!("alert syslog targets: {}", targets.join(", ")));
     }
+}
+
+/// Audits `alert` as `alert.<kind>` by the collector: `<prefix>: <summary>;
+/// device <device>; <subject>`.
+fn audit(store: &Store, alert: &Alert, prefix: &str) {
+    let mut detail = format!("{prefix}: {}", alert.summary);
+    if let Some(device) = &alert.device {
+        detail.push_str(&format!("; device {device}"));
+    }
+    if let Some(subject) = &alert.subject {
+        detail.push_str(&format!("; {subject}"));
+    }
+    let action = format!("alert.{}", alert.kind);
+    store.audit_event("collector", &action, org_id(alert).as_ref(), AuditOutcome::Done, &detail);
 }
 
 fn org_id(alert: &Alert) -> Option<glimpse_common::identity::OrgId> {
