@@ -697,6 +697,20 @@ key = "pki/collector.key"
         assert_eq!(c.data_dir, Path::new("/var/lib/glimpse"));
         assert_eq!(c.key, Path::new("/etc/glimpse/pki/collector.key"));
         assert_eq!(c.admin_listen, Some("127.0.0.1:7444".parse().unwrap()));
+        assert_eq!(c.alerts, None);
+        // Its [alerts] example, uncommented, is a valid section.
+        let start = text.find("# [alerts]").unwrap();
+        let alerts: String =
+            text[start..].lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).collect::<Vec<_>>().join("\n");
+        let c = CollectorConfig::parse(
+            &format!("{}\n{alerts}\n", &text[..start]),
+            Path::new("/etc/glimpse/collector.toml"),
+            Path::new("/etc/glimpse"),
+        )
+        .unwrap();
+        let alerts = c.alerts.unwrap();
+        assert_eq!(alerts.certificate_lead_days, 30);
+        assert!(alerts.webhook.is_some() && alerts.syslog.is_some());
     }
 
     #[test]
