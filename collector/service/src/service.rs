@@ -326,16 +326,20 @@ impl Collector {
         let alerts = crate::alerts::Alerts::off(store.clone(), telemetry.alerts().clone());
         let context =
             crate::admin::AdminContext { store: store.clone(), directory: directory.clone(), alerts: alerts.clone() };
-        tasks.extend(
-            alerts
-                .start(
-                    config.alerts.clone(),
-                    context.clone(),
-                    crate::alerts::Watched::of(&config, metrics.clone()),
-                    shutdown_rx.clone(),
-                )
-                .map_err(ServiceError::Alerts)?,
-        );
+        let watched = crate::alerts::Watched {
+            cert: Some(config.cert.clone()),
+            ca: Some(config.ca.clone()),
+            pki_dir: config.pki_dir.clone(),
+            storage_refusals: Some({
+                let metrics = metrics.clone();
+                Arc::new(move || metrics.rejections(crate::ingest::RejectReason::StorageUnavailable))
+            }),
+            devices: Some({
+                let directory = directory.clone();
+                Arc::new(move || directory.seen_devices())
+            }),
+        };
+        tasks.extend(alerts.start(config.alerts.clone(), watched, shutdown_rx.clone()).map_err(ServiceError::Alerts)?);
         let mut admin_tls = None;
         let mut admin_addr = None;
         let mut api_state = None;

@@ -32,15 +32,35 @@ use glimpse_store::audit::AuditError;
 
 use super::model::{rfc3339, Alert, AlertKind, Severity};
 use super::{Alerts, AlertsConfig};
-use crate::admin::AdminContext;
+use glimpse_common::identity::{DeviceId, OrgId};
 
 /// How often the slower certificate sources (admins, registrations) are read.
 const SLOW_CHECKS_EVERY: Duration = Duration::from_secs(3600);
 
-/// What the checks look at besides the store and the devices: the
-/// collector's own certificate files and PKI directory (from
-/// collector.toml), and ingest's counters.
-#[derive(Debug, Clone, Default)]
+/// What the alerts' periodic checks need of a device seen since start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenDevice {
+    /// Its organisation.
+    pub org: OrgId,
+    /// Its id.
+    pub device: DeviceId,
+    /// Whether it has a session now.
+    pub connected: bool,
+    /// When it last did something: a batch stored, a session started, a
+    /// session ended (collector clock).
+    pub last_activity_ms: UnixMillis,
+    /// Its TLS certificate's notAfter, from its newest session.
+    pub certificate_not_after_ms: Option<UnixMillis>,
+}
+
+/// A reading taken from another part of the service (ingest's counters,
+/// its directory of devices), so that this module depends on neither.
+pub type Probe<T> = Arc<dyn Fn() -> T + Send + Sync>;
+
+/// What the checks look at besides the store: the collector's own
+/// certificate files and PKI directory (from collector.toml), and what
+/// ingest knows.
+#[derive(Clone, Default)]
 pub struct Watched {
     /// The collector's TLS certificate chain (its first is the leaf).
     pub cert: Option<PathBuf>,
@@ -48,19 +68,19 @@ pub struct Watched {
     pub ca: Option<PathBuf>,
     /// The `glimpse-certs` directory with `registrations/`.
     pub pki_dir: Option<PathBuf>,
-    /// Ingest's counters (batches refused for want of storage).
-    pub ingest: Option<Arc<crate::ingest::IngestMetrics>>,
+    /// Batches ingest refused because they could not be stored, so far.
+    pub storage_refusals: Option<Probe<u64>>,
+    /// Every device seen since start.
+    pub devices: Option<Probe<Vec<SeenDevice>>>,
 }
 
-impl Watched {
-    /// The files `config` names and ingest's counters.
-    pub fn of(config: &crate::config::CollectorConfig, ingest: Arc<crate::ingest::IngestMetrics>) -> Self {
-        Watched {
-            cert: Some(config.cert.clone()),
-            ca: Some(config.ca.clone()),
-            pki_dir: config.pki_dir.clone(),
-            ingest: Some(ingest),
-        }
+impl std::fmt::Debug for Watched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watched")
+            .field("cert", &self.cert)
+            .field("ca", &self.ca)
+            .field("pki_dir", &self.pki_dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -123,15 +143,15 @@ struct Schedule {
 
 /// Runs the checks until shutdown: one at once, then one per
 /// `check_interval_secs` of the configuration in force.
-pub(super) async fn run(alerts: Alerts, context: AdminContext, own: Watched, mut shutdown: watch::Receiver<bool>) {
+pub(super) async fn run(alerts: Alerts, own: Watched, mut shutdown: watch::Receiver<bool>) {
     let own = Arc::new(own);
     let mut schedule = Schedule::default();
     loop {
         let interval = match alerts.config() {
             Some(config) => {
-                let (a, c, o) = (alerts.clone(), context.clone(), own.clone());
+                let (a, o) = (alerts.clone(), own.clone());
                 let checked = tokio::task::spawn_blocking(move || {
-                    schedule.check(&a, &c, &o, &config);
+                    schedule.check(&a, &o, &config);
                     schedule
                 })
                 .await;
@@ -155,7 +175,7 @@ pub(super) async fn run(alerts: Alerts, context: AdminContext, own: Watched, mut
 
 impl Schedule {
     /// One round of checks. Blocking I/O.
-    fn check(&mut self, alerts: &Alerts, context: &AdminContext, own: &Watched, config: &AlertsConfig) {
+    fn check(&mut self, alerts: &Alerts, own: &Watched, config: &AlertsConfig) {
         let store = alerts.store();
         let now = store.clock().now_millis();
         let raise = |alert: Alert| alerts.raise(alert);
@@ -172,8 +192,8 @@ impl Schedule {
                 .subject("control"),
             );
         }
-        if let Some(ingest) = &own.ingest {
-            let refused = ingest.rejections(crate::ingest::RejectReason::StorageUnavailable);
+        if let Some(refusals) = &own.storage_refusals {
+            let refused = refusals();
             let before = self.storage_refusals.replace(refused).unwrap_or(0);
             if refused > before {
                 let summary = format!(
@@ -244,7 +264,7 @@ impl Schedule {
             }
         }
 
-        let seen = context.directory.seen_devices();
+        let seen = own.devices.as_ref().map(|devices| devices()).unwrap_or_default();
         for device in &seen {
             let (org, id) = (device.org.as_str(), device.device.as_str());
             if let Some(not_after) = device.certificate_not_after_ms {

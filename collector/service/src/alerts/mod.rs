@@ -199,7 +199,6 @@ impl Alerts {
     pub fn start(
         &self,
         config: Option<AlertsConfig>,
-        context: crate::admin::AdminContext,
         own: checks::Watched,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Vec<tokio::task::JoinHandle<()>>, AlertsError> {
@@ -207,7 +206,7 @@ impl Alerts {
         let (tx, rx) = mpsc::channel(INTAKE);
         *self.inner.intake.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
         let intake = tokio::spawn(self.clone().intake(rx, shutdown.clone()));
-        let checks = tokio::spawn(checks::run(self.clone(), context, own, shutdown));
+        let checks = tokio::spawn(checks::run(self.clone(), own, shutdown));
         Ok(vec![intake, checks])
     }
 

@@ -122,22 +122,6 @@ pub struct DeviceDetail {
     pub certificate_not_after_ms: Option<UnixMillis>,
 }
 
-/// What the alerts' periodic checks need of a device seen since start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SeenDevice {
-    /// Its organisation.
-    pub org: OrgId,
-    /// Its id.
-    pub device: DeviceId,
-    /// Whether it has a session now.
-    pub connected: bool,
-    /// When it last did something: a batch stored, a session started, a
-    /// session ended (collector clock).
-    pub last_activity_ms: UnixMillis,
-    /// Its TLS certificate's notAfter, from its newest session.
-    pub certificate_not_after_ms: Option<UnixMillis>,
-}
-
 /// The last agent-health record of a batch and when the device made it.
 pub(crate) fn latest_health(records: &[Record]) -> Option<(AgentHealth, UnixMillis)> {
     records.iter().rev().find_map(|r| match &r.body {
@@ -235,7 +219,7 @@ impl Details {
     }
 
     /// Every device seen since start, for the alerts' checks.
-    pub(crate) fn seen(&self) -> Vec<SeenDevice> {
+    pub(crate) fn seen(&self) -> Vec<crate::alerts::checks::SeenDevice> {
         self.devices
             .iter()
             .map(|((org, device), state)| {
@@ -243,7 +227,7 @@ impl Details {
                 let ended = if state.current.is_none() { state.last_seen_ms } else { None };
                 let last_activity_ms =
                     [state.last_record_ms, since, ended].into_iter().flatten().max().unwrap_or(UnixMillis::MIN);
-                SeenDevice {
+                crate::alerts::checks::SeenDevice {
                     org: org.clone(),
                     device: device.clone(),
                     connected: since.is_some(),

@@ -481,7 +481,7 @@ impl AgentDirectory {
 
     /// Every device seen since the collector started: connected or not,
     /// last activity, certificate expiry (the alerts' checks).
-    pub fn seen_devices(&self) -> Vec<crate::ingest::details::SeenDevice> {
+    pub fn seen_devices(&self) -> Vec<crate::alerts::checks::SeenDevice> {
         self.details().seen()
     }
 
