@@ -479,3 +479,43 @@ async fn unverified_receivers_get_nothing_and_reload_replaces_receivers() {
     assert_eq!((alert["kind"].as_str(), alert["subject"].as_str()), (Some("consent-changed"), Some("capture:off")));
     assert!(foreign_log.lock().unwrap().is_empty());
 }
+
+/// Storage running out while a device sends: the batches it cannot store
+/// are refused (the device keeps them), and the next check alerts. Mounts
+/// a small tmpfs, so it runs as root like the full-disk fault test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_disk_is_alerted() {
+    init_logging();
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let tables = format!(
+        "[alerts]\ncheck_interval_secs = 1\nrepeat_after_secs = 60\n[alerts.syslog]\ntargets = [\"udp://127.0.0.1:{port}\"]\n"
+    );
+    // Registered before the collector starts, which imports registrations.
+    let device = glimpse_tests::issue_device(ORG);
+    let (_dir, _mounted, config, collector) =
+        glimpse_tests::disk::collector_on_small_disk_edited("16m", |text| format!("{text}{tables}")).await;
+    let agent = start_agent(collector.local_addr(), &device);
+    let stored = || {
+        collector
+            .store()
+            .read(&device.identity.org, glimpse_common::record::DataKind::Metadata, None, None)
+            .map(|o| o.records.len())
+            .unwrap_or(0)
+    };
+    wait_until("records stored", || stored() > 0).await;
+    let filler = glimpse_tests::disk::fill_disk(&config.data_dir);
+    let mut buf = vec![0u8; 8192];
+    let line = loop {
+        let n = tokio::time::timeout(glimpse_tests::DEADLINE, udp.recv(&mut buf)).await.expect("syslog line").unwrap();
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if line.contains(" storage-unavailable ") {
+            break line;
+        }
+    };
+    assert!(line.starts_with("<26>1 "), "daemon.critical: {line}");
+    assert!(line.contains("subject=\"ingest\"") && line.contains("could not be stored"), "{line}");
+    std::fs::remove_file(filler).unwrap();
+    agent.shutdown().await;
+    collector.shutdown().await;
+}
