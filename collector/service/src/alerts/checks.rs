@@ -9,8 +9,10 @@
 //!   last check because it could not be stored (ingest's
 //!   `storage-unavailable` count grew), every check.
 //! - **Audit chain**: verified whole at the first check and then every
-//!   `audit_verify_interval_secs`, so that a log edited on disk while the
-//!   collector runs is found without anyone asking.
+//!   `audit_verify_interval_secs`; at every other check the entries
+//!   appended since (and the last one verified, read again), so that a log
+//!   edited on disk while the collector runs is found without anyone
+//!   asking, at the cost of reading only the new lines.
 //! - **Certificates**: the collector's own and the CA every check; devices
 //!   seen since start (their session's certificate) every check; admin
 //!   certificates and the PKI directory's device registrations at the
@@ -135,7 +137,10 @@ pub fn silent_alert(
 /// State kept between checks.
 #[derive(Debug, Default)]
 struct Schedule {
+    /// When the whole audit chain was last verified.
     audit_verified: Option<Instant>,
+    /// Where the last verification of the chain ended.
+    audit_point: Option<glimpse_store::audit::Verified>,
     slow_checked: Option<Instant>,
     /// Ingest's storage refusals at the last check.
     storage_refusals: Option<u64>,
@@ -216,28 +221,22 @@ impl Schedule {
             );
         }
 
-        if self.audit_verified.is_none_or(|at| at.elapsed() >= config.audit_verify_interval) {
+        // The whole chain now and then; the lines appended since, every check.
+        let whole = self.audit_verified.is_none_or(|at| at.elapsed() >= config.audit_verify_interval);
+        let from = if whole { None } else { self.audit_point.as_ref() };
+        if whole {
             self.audit_verified = Some(Instant::now());
-            match store.audit().verify() {
-                Ok(_) => {}
-                Err(e @ AuditError::Tampered { .. }) => raise(
-                    Alert::new(
-                        AlertKind::AuditChainBroken,
-                        Severity::Critical,
-                        &format!("the audit log failed verification: {e}"),
-                        now,
-                    )
-                    .subject("audit-log"),
-                ),
-                Err(e) => raise(
-                    Alert::new(
-                        AlertKind::AuditChainBroken,
-                        Severity::Critical,
-                        &format!("the audit log cannot be verified: {e}"),
-                        now,
-                    )
-                    .subject("audit-log"),
-                ),
+        }
+        match store.audit().verify_since(from) {
+            Ok(point) => self.audit_point = Some(point),
+            Err(e) => {
+                // Checked whole again next time: the point may be what broke.
+                self.audit_point = None;
+                let summary = match e {
+                    AuditError::Tampered { .. } => format!("the audit log failed verification: {e}"),
+                    _ => format!("the audit log cannot be verified: {e}"),
+                };
+                raise(Alert::new(AlertKind::AuditChainBroken, Severity::Critical, &summary, now).subject("audit-log"));
             }
         }
 
