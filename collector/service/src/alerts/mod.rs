@@ -396,3 +396,43 @@ fn host_name() -> String {
 }
 
 pub use checks::Watched;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(secret: &std::path::Path) -> AlertsConfig {
+        let text = format!(
+            "[webhook]\nurl = \"https://alerts.example.net/hook\"\nsecret_file = {secret:?}\n\
+             [syslog]\ntargets = [\"udp://192.0.2.1:514\", \"unix:/dev/log\"]\n"
+        );
+        let raw: config::RawAlerts = toml::from_str(&text).unwrap();
+        let mut problems = Vec::new();
+        let c = raw.resolve(std::path::Path::new("/"), &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        c
+    }
+
+    #[test]
+    fn check_reads_the_secret_as_serve_would() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("hook.secret");
+        let (mut ok, mut problems) = (Vec::new(), Vec::new());
+        check_receivers(&section(&secret), &mut ok, &mut problems);
+        assert!(problems.iter().any(|p| p.contains("hook.secret")), "missing: {problems:?}");
+
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (mut ok, mut problems) = (Vec::new(), Vec::new());
+        check_receivers(&section(&secret), &mut ok, &mut problems);
+        assert_eq!(problems.len(), 1, "open to others: {problems:?}");
+
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let (mut ok2, mut problems) = (Vec::new(), Vec::new());
+        check_receivers(&section(&secret), &mut ok2, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(ok2.iter().any(|l| l.contains("udp://192.0.2.1:514, unix:/dev/log")), "{ok2:?}");
+        assert!(!format!("{ok:?}{ok2:?}").contains("s3cret"), "the secret is never printed");
+    }
+}
