@@ -28,6 +28,20 @@ pub async fn collector_on_small_disk_with(
     limits: &str,
     admin: &str,
 ) -> (tempfile::TempDir, Mounted, glimpse_collector::config::CollectorConfig, glimpse_collector::Collector) {
+    collector_on_small_disk_edited(size, |text| {
+        text.replace("[limits]\n", &format!("[limits]\n{limits}\n"))
+            .replace("[admin]\n", &format!("[admin]\n{admin}\n"))
+    })
+    .await
+}
+
+/// [`collector_on_small_disk_with`] with the config text changed by `edit`
+/// (whole tables appended, such as `[alerts]`).
+#[allow(clippy::await_holding_lock)]
+pub async fn collector_on_small_disk_edited(
+    size: &str,
+    edit: impl FnOnce(String) -> String,
+) -> (tempfile::TempDir, Mounted, glimpse_collector::config::CollectorConfig, glimpse_collector::Collector) {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).expect("data directory");
@@ -42,9 +56,7 @@ pub async fn collector_on_small_disk_with(
     let unmount = Mounted(data.clone());
     let master = dir.path().join("master.key");
     glimpse_store::keys::MasterKey::generate_file(&master).expect("master key");
-    let text = collector_toml(&data, &master, free_port())
-        .replace("[limits]\n", &format!("[limits]\n{limits}\n"))
-        .replace("[admin]\n", &format!("[admin]\n{admin}\n"));
+    let text = edit(collector_toml(&data, &master, free_port()));
     std::fs::write(dir.path().join("collector.toml"), text).expect("write config");
     let config =
         glimpse_collector::config::CollectorConfig::load(&dir.path().join("collector.toml")).expect("load config");

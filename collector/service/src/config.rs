@@ -50,6 +50,8 @@ struct RawConfig {
     log_level: Option<String>,
     #[serde(default)]
     log_format: Option<String>,
+    #[serde(default)]
+    alerts: Option<crate::alerts::config::RawAlerts>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -410,6 +412,8 @@ pub struct CollectorConfig {
     /// `log_level` and `log_format` (the command line and the environment
     /// take precedence: `glimpse_files::logging`).
     pub log: glimpse_files::logging::LogConfig,
+    /// `[alerts]`: incident alerts to a webhook and syslog; off when `None`.
+    pub alerts: Option<crate::alerts::AlertsConfig>,
 }
 
 impl CollectorConfig {
@@ -489,6 +493,7 @@ impl CollectorConfig {
             post_quantum_kex_only: ssh.post_quantum_kex_only,
         });
         raw.console.check(&mut problems);
+        let alerts = raw.alerts.map(|a| a.resolve(base, &mut problems));
         let control = match (raw.control.backend, raw.control.postgres) {
             (ControlBackend::Redb, None) => ControlPlane::Embedded,
             (ControlBackend::Redb, Some(_)) => {
@@ -561,6 +566,7 @@ impl CollectorConfig {
             control,
             storage,
             log,
+            alerts,
         })
     }
 }
@@ -696,6 +702,20 @@ key = "pki/collector.key"
         assert_eq!(c.data_dir, Path::new("/var/lib/glimpse"));
         assert_eq!(c.key, Path::new("/etc/glimpse/pki/collector.key"));
         assert_eq!(c.admin_listen, Some("127.0.0.1:7444".parse().unwrap()));
+        assert_eq!(c.alerts, None);
+        // Its [alerts] example, uncommented, is a valid section.
+        let start = text.find("# [alerts]").unwrap();
+        let alerts: String =
+            text[start..].lines().map(|l| l.strip_prefix("# ").unwrap_or(l)).collect::<Vec<_>>().join("\n");
+        let c = CollectorConfig::parse(
+            &format!("{}\n{alerts}\n", &text[..start]),
+            Path::new("/etc/glimpse/collector.toml"),
+            Path::new("/etc/glimpse"),
+        )
+        .unwrap();
+        let alerts = c.alerts.unwrap();
+        assert_eq!(alerts.certificate_lead_days, 30);
+        assert!(alerts.webhook.is_some() && alerts.syslog.is_some());
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! contents.
 
 pub mod admin;
+pub mod alerts;
 pub mod api;
 pub mod cli;
 pub mod config;

@@ -53,6 +53,9 @@ pub enum ServiceError {
     /// The PostgreSQL control plane could not be reached or used.
     #[error(transparent)]
     Postgres(#[from] glimpse_postgres::PgError),
+    /// The alert receivers could not be set up.
+    #[error(transparent)]
+    Alerts(crate::alerts::AlertsError),
     /// The listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -98,6 +101,8 @@ pub struct Collector {
     /// Aggregated audit entries of repeatable events, flushed periodically
     /// and at shutdown.
     repeats: Vec<Arc<dyn crate::repeats::Flush>>,
+    /// Incident alerts (`[alerts]`).
+    alerts: crate::alerts::Alerts,
 }
 
 /// Opens the store a config names, without serving (sweep, repair, tests).
@@ -324,12 +329,28 @@ impl Collector {
         tasks.push(run("the retention sweeper", Box::pin(sweeps)));
         tasks.push(tokio::spawn(store_size(telemetry.clone(), shutdown_rx.clone())));
         tasks.push(tokio::spawn(refusal_summaries(metrics.clone(), shutdown_rx.clone())));
+        let alerts = crate::alerts::Alerts::off(store.clone(), telemetry.alerts().clone());
+        let context =
+            crate::admin::AdminContext { store: store.clone(), directory: directory.clone(), alerts: alerts.clone() };
+        let watched = crate::alerts::Watched {
+            cert: Some(config.cert.clone()),
+            ca: Some(config.ca.clone()),
+            pki_dir: config.pki_dir.clone(),
+            storage_refusals: Some({
+                let metrics = metrics.clone();
+                Arc::new(move || metrics.rejections(crate::ingest::RejectReason::StorageUnavailable))
+            }),
+            devices: Some({
+                let directory = directory.clone();
+                Arc::new(move || directory.seen_devices())
+            }),
+        };
+        tasks.extend(alerts.start(config.alerts.clone(), watched, shutdown_rx.clone()).map_err(ServiceError::Alerts)?);
         let mut admin_tls = None;
         let mut admin_addr = None;
         let mut api_state = None;
         if let Some(addr) = config.admin_listen {
             let tls = ServerTls::load_api(&config)?;
-            let context = crate::admin::AdminContext { store: store.clone(), directory: directory.clone() };
             let state = ApiState::new(context)
                 .map_err(|e| ServiceError::Api(e.to_string()))?
                 .with_telemetry(telemetry.clone(), config.health.clone())
@@ -365,6 +386,7 @@ impl Collector {
             shutdown,
             tasks,
             repeats,
+            alerts,
         })
     }
 
@@ -391,7 +413,23 @@ impl Collector {
     /// What admin actions act on; the demo and tests use it to act as an
     /// admin would, through the same checks and audit.
     pub fn admin_context(&self) -> crate::admin::AdminContext {
-        crate::admin::AdminContext { store: self.store.clone(), directory: self.directory.clone() }
+        crate::admin::AdminContext {
+            store: self.store.clone(),
+            directory: self.directory.clone(),
+            alerts: self.alerts.clone(),
+        }
+    }
+
+    /// The incident alerts.
+    pub fn alerts(&self) -> &crate::alerts::Alerts {
+        &self.alerts
+    }
+
+    /// SIGHUP with the config file read again: its `[alerts]` section
+    /// replaces the running one (receivers, secret, thresholds). On error
+    /// the running alerting stays as it was.
+    pub fn reload_alerts(&self, config: &CollectorConfig) -> Result<(), ServiceError> {
+        self.alerts.configure(config.alerts.clone()).map_err(ServiceError::Alerts)
     }
 
     /// The admin API's shared state (tokens, live connections), if the

@@ -211,6 +211,8 @@ pub struct AdminContext {
     pub store: Arc<Store>,
     /// Connected devices.
     pub directory: Arc<AgentDirectory>,
+    /// Incident alerts: consent changes and support access are raised here.
+    pub alerts: crate::alerts::Alerts,
 }
 
 /// What `perform` gives: the reply and the audit detail, or a refusal and
@@ -311,8 +313,54 @@ impl AdminContext {
         self.authorise(actor, action, org, access, writes)?;
         if actor.identity.role == AdminRole::Support {
             self.audit(&actor.audit_name(), action, org, AuditOutcome::Done, "allowed under the support grant");
+            self.support_used(actor, action, org);
         }
         Ok(())
+    }
+
+    /// Raises the alert that support staff used a grant (one per support
+    /// admin and organisation per `repeat_after_secs`, by its key).
+    fn support_used(&self, actor: &Actor, action: &str, org: Option<&OrgId>) {
+        let Some(org) = org else { return };
+        let name = actor.identity.name.as_str();
+        let summary = format!("support staff {name} used the support grant of {org} ({action})");
+        let alert = crate::alerts::Alert::new(
+            crate::alerts::AlertKind::SupportAccess,
+            crate::alerts::Severity::Notice,
+            &summary,
+            self.now(),
+        );
+        self.alerts.raise(alert.org(org.as_str()).subject(&format!("support:{name}")));
+    }
+
+    /// Raises the alert for a change of an organisation's decisions that
+    /// `reply` reports, made by `actor`.
+    fn decision_changed(&self, actor: &str, org: Option<&OrgId>, reply: &AdminReply) {
+        let Some(org) = org else { return };
+        let (subject, summary) = match reply {
+            AdminReply::ConsentSet { capture, changed: true, .. } => {
+                let state = if *capture { "on" } else { "off" };
+                (format!("capture:{state}"), format!("capture consent of {org} turned {state} by {actor}"))
+            }
+            AdminReply::SupportGranted { until_ms } => (
+                "support:granted".to_owned(),
+                format!(
+                    "support access to {org} granted by {actor} until {}",
+                    glimpse_store::export::format_time(*until_ms)
+                ),
+            ),
+            AdminReply::SupportRevoked { was_active: true } => {
+                ("support:revoked".to_owned(), format!("support access to {org} revoked by {actor}"))
+            }
+            _ => return,
+        };
+        let alert = crate::alerts::Alert::new(
+            crate::alerts::AlertKind::ConsentChanged,
+            crate::alerts::Severity::Notice,
+            &summary,
+            self.now(),
+        );
+        self.alerts.raise(alert.org(org.as_str()).subject(&subject));
     }
 
     /// [`permit`](Self::permit) without the support entry, for
@@ -347,6 +395,10 @@ impl AdminContext {
         match self.perform(action) {
             Ok((reply, detail)) => {
                 self.audit(&actor_name, name, org.as_ref(), AuditOutcome::Done, &detail);
+                if actor.identity.role == AdminRole::Support {
+                    self.support_used(actor, name, org.as_ref());
+                }
+                self.decision_changed(&actor_name, org.as_ref(), &reply);
                 Ok(reply)
             }
             Err((refusal, _)) => {

@@ -143,6 +143,9 @@ fn check_files(config: &CollectorConfig) -> Report {
         }
     }
     listeners(&mut report, config);
+    if let Some(alerts) = &config.alerts {
+        crate::alerts::check_receivers(alerts, &mut report.ok, &mut report.problems);
+    }
     report
 }
 

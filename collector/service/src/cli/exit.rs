@@ -110,6 +110,10 @@ fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
             S::Key(inner) => return classify(inner),
             S::Store(inner) => return classify(inner),
             S::Tls(_) => return Some(CONFIG),
+            S::Alerts(crate::alerts::AlertsError::Secret(glimpse_files::SecretFileError::Permissions(_))) => {
+                return Some(PERMISSION)
+            }
+            S::Alerts(_) => return Some(CONFIG),
             S::Bind { source, .. } => return Some(io_code(source)),
             S::Postgres(inner) => return classify(inner),
             S::Objects(inner) => {

@@ -36,10 +36,17 @@ pub(super) async fn serve(path: &Path, clock: Arc<dyn Clock>, accept_clock: bool
     }
     loop {
         tokio::select! {
-            _ = hangup.recv() => match collector.reload() {
-                Ok(()) => info!("reloaded certificates, CRL and registrations"),
-                Err(e) => warn!("reload failed, keeping the running configuration: {e}"),
-            },
+            _ = hangup.recv() => {
+                match collector.reload() {
+                    Ok(()) => info!("reloaded certificates, CRL and registrations"),
+                    Err(e) => warn!("reload failed, keeping the running configuration: {e}"),
+                }
+                // [alerts] is the one section read again from the file.
+                match CollectorConfig::load(path).map_err(|e| e.to_string()).and_then(|c| collector.reload_alerts(&c).map_err(|e| e.to_string())) {
+                    Ok(()) => info!("reloaded [alerts]"),
+                    Err(e) => warn!("[alerts] not reloaded, keeping the running alerting: {e}"),
+                }
+            }
             _ = terminate.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }

@@ -218,6 +218,26 @@ impl Details {
         }
     }
 
+    /// Every device seen since start, for the alerts' checks.
+    pub(crate) fn seen(&self) -> Vec<crate::alerts::checks::SeenDevice> {
+        self.devices
+            .iter()
+            .map(|((org, device), state)| {
+                let since = state.current.map(|(_, since)| since);
+                let ended = if state.current.is_none() { state.last_seen_ms } else { None };
+                let last_activity_ms =
+                    [state.last_record_ms, since, ended].into_iter().flatten().max().unwrap_or(UnixMillis::MIN);
+                crate::alerts::checks::SeenDevice {
+                    org: org.clone(),
+                    device: device.clone(),
+                    connected: since.is_some(),
+                    last_activity_ms,
+                    certificate_not_after_ms: state.facts.as_ref().and_then(|f| f.certificate_not_after_ms),
+                }
+            })
+            .collect()
+    }
+
     /// One device: what the registry says (`registration`, if any) and what
     /// its sessions showed. `None` if neither knows it.
     pub(crate) fn detail(

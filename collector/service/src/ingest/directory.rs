@@ -479,6 +479,12 @@ impl AgentDirectory {
         self.details().detail(org, device, registration, now)
     }
 
+    /// Every device seen since the collector started: connected or not,
+    /// last activity, certificate expiry (the alerts' checks).
+    pub fn seen_devices(&self) -> Vec<crate::alerts::checks::SeenDevice> {
+        self.details().seen()
+    }
+
     /// The organisation's connected devices, sorted.
     pub fn connected(&self, org: &OrgId) -> Vec<DeviceId> {
         let mut devices: Vec<_> = self.lock().keys().filter(|(o, _)| o == org).map(|(_, d)| d.clone()).collect();

@@ -49,6 +49,7 @@ pub const STORE_SIZE_EVERY: Duration = Duration::from_secs(60);
 pub struct Telemetry {
     registry: Registry,
     ingest: Arc<IngestMetrics>,
+    alerts: Arc<crate::alerts::AlertMetrics>,
     sweeps: SweepMetrics,
     store_size: Arc<StoreSize>,
     store: Arc<Store>,
@@ -63,6 +64,7 @@ impl Telemetry {
     pub fn new(store: Arc<Store>, min_free_bytes: u64) -> Self {
         let mut registry = Registry::with_prefix("glimpse");
         let ingest = Arc::new(IngestMetrics::new(&mut registry));
+        let alerts = Arc::new(crate::alerts::AlertMetrics::new(&mut registry));
         let sweeps = SweepMetrics::new(&mut registry);
         let store_size = Arc::new(StoreSize::default());
         registry.register_collector(Box::new(store_size.clone()));
@@ -73,6 +75,7 @@ impl Telemetry {
         Self {
             registry,
             ingest,
+            alerts,
             sweeps,
             store_size,
             store,
@@ -85,6 +88,11 @@ impl Telemetry {
     /// The ingest counters (the connection tasks count into them).
     pub fn ingest(&self) -> &Arc<IngestMetrics> {
         &self.ingest
+    }
+
+    /// The alerting's counters (the alert tasks count into them).
+    pub fn alerts(&self) -> &Arc<crate::alerts::AlertMetrics> {
+        &self.alerts
     }
 
     /// Every metric in the OpenMetrics text format ([`CONTENT_TYPE`]),

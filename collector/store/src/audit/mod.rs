@@ -182,6 +182,20 @@ pub struct VerifyReport {
     pub entries: u64,
 }
 
+/// Where a verification ended: the next may check only what came after
+/// ([`AuditLog::verify_since`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// Entries verified, all of them authentic and in order.
+    pub entries: u64,
+    /// The MAC of the last one.
+    mac: [u8; MAC_LEN],
+    /// Its line number (file) or sequence number (shared lines).
+    line: u64,
+    /// Where its line starts in the file (0 for shared lines).
+    start: u64,
+}
+
 /// An audit log operation failed, or the log is not intact.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -490,15 +504,50 @@ impl AuditLog {
     /// MAC, a wrong `prev` link, a `seq` gap or reordering, a MAC that
     /// differs from the head's, or entries missing after the end.
     pub fn verify(&self) -> Result<VerifyReport, AuditError> {
+        self.verify_since(None).map(|done| VerifyReport { entries: done.entries })
+    }
+
+    /// Checks the entries appended since an earlier verification ended at
+    /// `from` (the whole log for `None`), and returns where this one ended,
+    /// for the next. The last entry `from` verified is read again and must
+    /// still carry its MAC, so a log truncated or rewritten at its end is
+    /// found; entries before it are only checked by a whole
+    /// [`verify`](Self::verify). The same errors as [`verify`](Self::verify).
+    pub fn verify_since(&self, from: Option<&Verified>) -> Result<Verified, AuditError> {
+        let from = from.filter(|f| f.entries > 0);
         let _state = self.lock();
         let head = self.read_head()?;
-        let mut lines = self.reader()?;
+        let mut lines = self.reader_from(from)?;
         let mut expected_seq: u64 = 1;
         let mut prev = [0u8; MAC_LEN];
         let mut last_line = 0;
+        let mut last_start = 0;
+        if let Some(from) = from {
+            // The last entry verified, again: its line must still be there.
+            let gone =
+                |reason: &str| AuditError::Tampered { seq: from.entries, line: from.line, reason: reason.into() };
+            if !lines.advance().map_err(|e| self.io_err(e))? {
+                return Err(gone("the entry verified last is gone: the log was truncated"));
+            }
+            let intact = lines.line().and_then(|bytes| parse_line(bytes).ok()).is_some_and(|entry| {
+                let mut unsigned = entry.clone();
+                unsigned.mac.clear();
+                entry.seq == from.entries
+                    && decode_mac(&entry.mac).is_some_and(|mac| ct_eq(&mac, &from.mac))
+                    && mac_message(&unsigned).is_ok_and(|m| hmac::verify(&self.key, &m, &from.mac).is_ok())
+            });
+            if !intact {
+                return Err(gone("the entry verified last was changed: the log was rewritten"));
+            }
+            expected_seq = from.entries.checked_add(1).ok_or(AuditError::SeqExhausted)?;
+            prev = from.mac;
+            last_line = from.line;
+            last_start = from.start;
+        }
         while lines.advance().map_err(|e| self.io_err(e))? {
             let number = lines.number();
             last_line = number;
+            last_start = lines.start();
             let tampered = |reason: String| AuditError::Tampered { seq: expected_seq, line: number, reason };
             let bytes = lines.line().ok_or_else(|| tampered(format!("line is longer than {MAX_LINE} bytes")))?;
             let entry = parse_line(bytes).map_err(tampered)?;
@@ -540,7 +589,7 @@ impl AuditLog {
                 });
             }
         }
-        Ok(VerifyReport { entries })
+        Ok(Verified { entries, mac: prev, line: last_line, start: last_start })
     }
 
     /// Entries with `seq > after_seq`, in log order, at most `limit` of them;
@@ -706,6 +755,26 @@ impl AuditLog {
         Ok(Lines::new(BufReader::new(file)))
     }
 
+    /// A reader from the last entry `from` verified (included), or over
+    /// every line.
+    fn reader_from(&self, from: Option<&Verified>) -> Result<Reader, AuditError> {
+        let Some(from) = from.filter(|f| f.entries > 0) else { return self.reader() };
+        if self.shared {
+            let mut reader = self.reader()?;
+            if let Reader::Shared(lines) = &mut reader {
+                lines.after = from.entries - 1;
+            }
+            return Ok(reader);
+        }
+        use std::io::Seek;
+        let mut file = File::open(&self.path).map_err(|e| self.io_err(e))?;
+        file.seek(io::SeekFrom::Start(from.start)).map_err(|e| self.io_err(e))?;
+        let mut lines = Lines::new(BufReader::new(file));
+        lines.offset = from.start;
+        lines.number = from.line - 1;
+        Ok(Reader::File(lines))
+    }
+
     /// A fresh reader over every line, wherever they are kept.
     fn reader(&self) -> Result<Reader, AuditError> {
         if self.shared {
@@ -806,6 +875,14 @@ impl Reader {
         match self {
             Reader::File(lines) => lines.line(),
             Reader::Shared(lines) => (!lines.too_long).then_some(lines.current.as_slice()),
+        }
+    }
+
+    /// Where the current line starts in the file (0 for shared lines).
+    fn start(&self) -> u64 {
+        match self {
+            Reader::File(lines) => lines.start,
+            Reader::Shared(_) => 0,
         }
     }
 

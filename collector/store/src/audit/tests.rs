@@ -483,3 +483,46 @@ fn search_filters_and_returns_the_newest_first_within_its_limit() {
     assert_eq!(seqs(&AuditSearch { from_ms: Some(T0 + 9), after_seq: 9, ..Default::default() }, 100), vec![10, 11]);
     assert!(seqs(&AuditSearch::default(), 0).is_empty());
 }
+
+#[test]
+fn verify_since_checks_what_was_appended_and_the_last_entry_verified() {
+    let f = Fixture::new();
+    let log = f.with_entries(2);
+    let first = log.verify_since(None).unwrap();
+    assert_eq!(first.entries, 2);
+    for i in 0..3 {
+        log.append(T0 + 10 + i, "collector", "alert.device-silent", Some("acme"), AuditOutcome::Done, "x").unwrap();
+    }
+    let second = log.verify_since(Some(&first)).unwrap();
+    assert_eq!(second.entries, 5);
+    assert_eq!(log.verify_since(Some(&second)).unwrap(), second, "nothing new: the same point");
+
+    // An edit before the last entry verified is for the whole check only.
+    let mut lines = f.lines();
+    lines[0] = lines[0].replace("\"why\"", "\"WHY\"");
+    f.write_lines(&lines);
+    assert!(log.verify_since(Some(&second)).is_ok());
+    let (seq, line, _) = tampered(log.verify());
+    assert_eq!((seq, line), (1, 1));
+
+    // An edit after it, and of it, are found by the next incremental check.
+    let fresh = Fixture::new();
+    let log = fresh.with_entries(3);
+    let point = log.verify_since(None).unwrap();
+    log.append(T0 + 10, "collector", "alert.x", None, AuditOutcome::Done, "new").unwrap();
+    let mut lines = fresh.lines();
+    lines[3] = lines[3].replace("\"new\"", "\"old\"");
+    fresh.write_lines(&lines);
+    let (seq, line, reason) = tampered(log.verify_since(Some(&point)).map(|v| VerifyReport { entries: v.entries }));
+    assert_eq!((seq, line), (4, 4), "{reason}");
+    let mut lines = fresh.lines();
+    lines[2] = lines[2].replace("\"why\"", "\"WHY\"");
+    fresh.write_lines(&lines);
+    let (_, line, reason) = tampered(log.verify_since(Some(&point)).map(|v| VerifyReport { entries: v.entries }));
+    assert_eq!(line, 3);
+    assert!(reason.contains("changed"), "{reason}");
+    // Cut off before it.
+    fresh.write_lines(&fresh.lines()[..1]);
+    let (_, _, reason) = tampered(log.verify_since(Some(&point)).map(|v| VerifyReport { entries: v.entries }));
+    assert!(reason.contains("truncated") || reason.contains("changed"), "{reason}");
+}
