@@ -521,8 +521,9 @@ async fn data_minimisation_reaches_agents_and_is_enforced_on_arrival() {
         org: org.clone(),
         omit: BoundedVec::truncating(omit.clone()),
         pseudonymise_macs: true,
+        strict_headers: None,
     };
-    assert_eq!(ask(&admin, policy).await, AdminReply::DataPolicySet { devices_told: 1 });
+    assert_eq!(ask(&admin, policy).await, AdminReply::DataPolicySet { devices_told: 1, strict_headers: false });
     wait_for_status(&agent, "policy and device key heard", |s| s.omitted_fields == omit && s.pseudonymising_macs).await;
     let changed_at = SystemClock.now_millis();
     wait_until("records after the change", || {

@@ -114,6 +114,16 @@ fn directive_messages(
     device_key: impl FnOnce() -> Option<DevicePseudonymKey>,
 ) -> Vec<ControlMessage> {
     let mut messages = Vec::new();
+    // First, and always on a new connection: a device hears how to scrub
+    // before it hears it may capture (consent), so no capture of this
+    // connection goes out unscrubbed; and one told "on" before a change
+    // while it was away hears "off" too.
+    if before.is_none_or(|b| b.strict_headers != now.strict_headers) {
+        let message = ControlMessage::StrictHeaders { on: now.strict_headers };
+        if agent_decodes(agent_version, &message) {
+            messages.push(message);
+        }
+    }
     if before.is_none_or(|b| b.capture_consent != now.capture_consent) {
         messages.push(ControlMessage::Consent { capture: now.capture_consent });
     }
@@ -127,15 +137,6 @@ fn directive_messages(
         let key = if now.pseudonymise_macs { device_key() } else { None };
         if now.pseudonymise_macs == key.is_some() {
             messages.push(ControlMessage::MacPseudonyms { key });
-        }
-    }
-    // Always on a new connection, so that a device that was told "on"
-    // before a restart of the collector or a change while it was away
-    // hears "off" too.
-    if before.is_none_or(|b| b.strict_headers != now.strict_headers) {
-        let message = ControlMessage::StrictHeaders { on: now.strict_headers };
-        if agent_decodes(agent_version, &message) {
-            messages.push(message);
         }
     }
     messages
@@ -685,8 +686,14 @@ async fn stream_batches<S: AgentStream>(
                     };
                     minimise(batch.records.as_mut_slice(), &policy.omit, pseudonymiser.as_ref().map(|p| (p, macs)));
                 }
-                let (cut_bytes, cut_records) =
+                let (cut_bytes, cut_records, scrubbed) =
                     enforce_headers_only(batch.records.as_mut_slice(), policy.strict_headers);
+                if scrubbed > 0 {
+                    // Expected from agents older than strict mode and for
+                    // captures sent before the decision reached the device.
+                    debug!(device = %session.identity(), seq, scrubbed, "capture headers scrubbed strictly on arrival");
+                    context.metrics.strict_scrubbed(&org, scrubbed);
+                }
                 if cut_bytes > 0 {
                     warn!(
                         device = %session.identity(),
@@ -839,10 +846,13 @@ fn frame_refusal(e: FrameIoError) -> Refusal {
 /// Re-parses every capture record and cuts what lies past its header
 /// boundary; in strict mode then scrubs what is left, whatever the agent
 /// did (an agent that missed or ignored the decision cannot bypass it).
-/// Returns (bytes cut, records affected).
-pub(crate) fn enforce_headers_only(records: &mut [glimpse_common::record::Record], strict: bool) -> (usize, usize) {
+/// Returns (bytes cut, records affected, bytes zeroed by strict scrubbing).
+pub(crate) fn enforce_headers_only(
+    records: &mut [glimpse_common::record::Record],
+    strict: bool,
+) -> (usize, usize, usize) {
     let mut cut = (0, 0);
-    let mut scrubbed = (0, 0);
+    let mut scrubbed = 0;
     for record in records {
         if let glimpse_common::record::RecordBody::Capture(packet) = &mut record.body {
             let bytes = packet.enforce();
@@ -851,21 +861,11 @@ pub(crate) fn enforce_headers_only(records: &mut [glimpse_common::record::Record
                 cut.1 += 1;
             }
             if strict {
-                let changed = packet.scrub_strict();
-                if changed > 0 {
-                    scrubbed.0 += changed;
-                    scrubbed.1 += 1;
-                }
+                scrubbed += packet.scrub_strict();
             }
         }
     }
-    if scrubbed.0 > 0 {
-        // Expected from agents older than strict mode and for captures made
-        // before the decision reached the device; the record is stored
-        // scrubbed either way.
-        debug!(bytes = scrubbed.0, records = scrubbed.1, "capture headers scrubbed strictly on arrival");
-    }
-    cut
+    (cut.0, cut.1, scrubbed)
 }
 
 #[cfg(test)]
@@ -891,9 +891,9 @@ mod tests {
         let relaxed = directives(false);
         let new = "0.2.0+abc123";
         let told = directive_messages(None, &strict, new, || panic!("no key needed"));
-        assert_eq!(told.last(), Some(&ControlMessage::StrictHeaders { on: true }));
+        assert_eq!(told.first(), Some(&ControlMessage::StrictHeaders { on: true }), "before consent");
         let told = directive_messages(None, &relaxed, new, || panic!("no key needed"));
-        assert_eq!(told.last(), Some(&ControlMessage::StrictHeaders { on: false }), "said on every connection");
+        assert_eq!(told.first(), Some(&ControlMessage::StrictHeaders { on: false }), "said on every connection");
         assert_eq!(
             directive_messages(Some(&relaxed), &strict, new, || panic!("no key needed")),
             vec![ControlMessage::StrictHeaders { on: true }]
@@ -930,10 +930,13 @@ mod tests {
             _ => unreachable!(),
         };
         let mut relaxed = vec![record(&packet)];
-        assert_eq!(enforce_headers_only(&mut relaxed, false), (0, 0));
+        assert_eq!(enforce_headers_only(&mut relaxed, false), (0, 0, 0));
         assert_eq!(headers(&relaxed), packet, "without strict mode the options are kept whole");
         let mut strict = vec![record(&packet)];
-        assert_eq!(enforce_headers_only(&mut strict, true), (0, 0), "nothing cut, only zeroed");
+        let (cut, _, scrubbed) = enforce_headers_only(&mut strict, true);
+        assert_eq!(cut, 0, "nothing cut, only zeroed");
+        assert!(scrubbed >= 6, "SECRET and the checksums: {scrubbed}");
+        assert_eq!(enforce_headers_only(&mut strict, true), (0, 0, 0), "scrubbed once is scrubbed");
         let kept = headers(&strict);
         assert_eq!(kept.len(), packet.len());
         assert_eq!(&kept[54..], &[253, 8, 0, 0, 0, 0, 0, 0]);
