@@ -586,10 +586,40 @@ async fn data_minimisation_reaches_agents_and_is_enforced_on_arrival() {
     assert_eq!(found.len(), 2, "{found:#?}");
 
     match ask(&admin, AdminAction::OrgStatus { org: org.clone() }).await {
-        AdminReply::OrgStatus { omitted_fields, pseudonymise_macs, .. } => {
+        AdminReply::OrgStatus { omitted_fields, pseudonymise_macs, strict_headers, .. } => {
             assert_eq!(omitted_fields.to_vec(), omit);
             assert!(pseudonymise_macs);
+            assert!(!strict_headers, "off by default");
         }
         other => panic!("{other:?}"),
     }
+
+    // Strict header scrubbing over the API: the agent hears it, a change
+    // that leaves it out keeps it, and the audit log says so.
+    let strict = |strict_headers| AdminAction::SetDataPolicy {
+        org: org.clone(),
+        omit: BoundedVec::truncating(omit.clone()),
+        pseudonymise_macs: true,
+        strict_headers,
+    };
+    assert_eq!(
+        ask(&admin, strict(Some(true))).await,
+        AdminReply::DataPolicySet { devices_told: 1, strict_headers: true }
+    );
+    wait_for_status(&agent, "strict headers heard", |s| s.strict_headers).await;
+    assert_eq!(ask(&admin, strict(None)).await, AdminReply::DataPolicySet { devices_told: 1, strict_headers: true });
+    match ask(&admin, AdminAction::OrgStatus { org: org.clone() }).await {
+        AdminReply::OrgStatus { strict_headers, .. } => assert!(strict_headers, "left out, it stays"),
+        other => panic!("{other:?}"),
+    }
+    let audit = tc.collector.store().audit().entries(Some(org.as_str()), 0, 10_000).unwrap();
+    assert!(
+        audit.iter().any(|e| e.action == "data-policy.set" && e.detail.starts_with("strict headers on")),
+        "{audit:#?}"
+    );
+    assert_eq!(
+        ask(&admin, strict(Some(false))).await,
+        AdminReply::DataPolicySet { devices_told: 1, strict_headers: false }
+    );
+    wait_for_status(&agent, "strict headers off heard", |s| !s.strict_headers).await;
 }
