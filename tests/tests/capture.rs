@@ -475,7 +475,7 @@ fn covert_packets() -> Vec<Vec<u8>> {
         &[1, 1, 1, 1],
     ]
     .concat();
-    let mut tcp = vec![0x30, 0x39, 0x1f, 0x90, 0, 0, 0, 1, 0, 0, 0, 0, ((20 + options.len()) / 4 << 4) as u8, 0x02];
+    let mut tcp = vec![0x30, 0x39, 0x1f, 0x90, 0, 0, 0, 1, 0, 0, 0, 0, (((20 + options.len()) / 4) << 4) as u8, 0x02];
     tcp.extend([0xff, 0xff, 0, 0, 0, 0]);
     tcp.extend(&options);
     let tcp_packet = [ethernet(0x0800), ipv4_header(6, &[], tcp.len() + MARKER.len()), tcp, MARKER.to_vec()].concat();

@@ -794,7 +794,7 @@ mod tests {
 
     /// A TCP or IPv4 option list of up to 40 bytes from a mix of well-known,
     /// unknown and malformed options.
-    fn option_list(ip: bool) -> impl Strategy<Value = Vec<u8>> {
+    fn option_list() -> impl Strategy<Value = Vec<u8>> {
         let option = prop_oneof![
             Just(vec![1u8]),
             Just(vec![0u8]),
@@ -811,11 +811,10 @@ mod tests {
             .concat()),
             prop::collection::vec(any::<u8>(), 1..4),
         ];
-        prop::collection::vec(option, 0..8).prop_map(move |parts| {
+        prop::collection::vec(option, 0..8).prop_map(|parts| {
             let mut list: Vec<u8> = parts.concat();
             list.truncate(40);
-            let _ = ip;
-            while list.len() % 4 != 0 {
+            while !list.len().is_multiple_of(4) {
                 list.push(1);
             }
             list
@@ -824,8 +823,8 @@ mod tests {
 
     fn stacks() -> impl Strategy<Value = (LinkType, Vec<u8>)> {
         (
-            option_list(true),
-            option_list(false),
+            option_list(),
+            option_list(),
             any::<bool>(),
             prop::collection::vec(any::<u8>(), 0..40),
             any::<[u8; 4]>(),
@@ -859,7 +858,7 @@ mod tests {
                     // the arbitrary data, padded with Pad1.
                     let mut dst = vec![protocol, 0, 0x1e, hbh_data.len().min(20) as u8];
                     dst.extend(&hbh_data[..hbh_data.len().min(20)]);
-                    while dst.len() % 8 != 0 {
+                    while !dst.len().is_multiple_of(8) {
                         dst.push(0);
                     }
                     dst[1] = (dst.len() / 8 - 1) as u8;
