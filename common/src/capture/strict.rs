@@ -199,9 +199,9 @@ impl<M: Mark> Scrub<'_, M> {
         // The header checksum covers only this header, which is all here:
         // recomputed, so that tools see a valid header (and the value sent
         // does not matter).
-        self.mark.data(at + 10, 0xff);
-        self.mark.data(at + 11, 0xff);
         if len >= 20 && at + len <= self.bytes.len() {
+            self.mark.data(at + 10, 0xff);
+            self.mark.data(at + 11, 0xff);
             let mut sum: u32 = 0;
             for word in (at..at + len).step_by(2).filter(|&word| word != at + 10) {
                 sum += u32::from(self.be16(word));
