@@ -55,8 +55,18 @@ async fn replay_file(config: &AgentConfig, pcap: &Path, interface: &str) -> Resu
     let credentials = Credentials::load(config)?;
     let stream_id: u64 = rand::thread_rng().gen();
     let mut conn = Connection::open(config, &credentials, stream_id).await?;
-    // The collector states consent right after the handshake.
-    let consent = tokio::time::timeout(CONSENT_WAIT, conn.next_event()).await;
+    // The collector states consent right after the handshake, after the
+    // directives that must hold before anything is captured (strict
+    // header scrubbing: the session applies it to what it writes).
+    let consent = tokio::time::timeout(CONSENT_WAIT, async {
+        loop {
+            match conn.next_event().await {
+                Ok(AgentEvent::Directive(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await;
     match consent {
         Ok(Ok(AgentEvent::ConsentChanged { capture: true, .. })) => {}
         Ok(Ok(AgentEvent::ConsentChanged { capture: false, .. })) => {

@@ -521,8 +521,9 @@ async fn data_minimisation_reaches_agents_and_is_enforced_on_arrival() {
         org: org.clone(),
         omit: BoundedVec::truncating(omit.clone()),
         pseudonymise_macs: true,
+        strict_headers: None,
     };
-    assert_eq!(ask(&admin, policy).await, AdminReply::DataPolicySet { devices_told: 1 });
+    assert_eq!(ask(&admin, policy).await, AdminReply::DataPolicySet { devices_told: 1, strict_headers: false });
     wait_for_status(&agent, "policy and device key heard", |s| s.omitted_fields == omit && s.pseudonymising_macs).await;
     let changed_at = SystemClock.now_millis();
     wait_until("records after the change", || {
@@ -585,10 +586,35 @@ async fn data_minimisation_reaches_agents_and_is_enforced_on_arrival() {
     assert_eq!(found.len(), 2, "{found:#?}");
 
     match ask(&admin, AdminAction::OrgStatus { org: org.clone() }).await {
-        AdminReply::OrgStatus { omitted_fields, pseudonymise_macs, .. } => {
+        AdminReply::OrgStatus { omitted_fields, pseudonymise_macs, strict_headers, .. } => {
             assert_eq!(omitted_fields.to_vec(), omit);
             assert!(pseudonymise_macs);
+            assert!(!strict_headers, "off by default");
         }
         other => panic!("{other:?}"),
     }
+
+    // Strict header scrubbing over the API: set, kept by a change that
+    // leaves it out, and audited (capture.rs shows agents applying it).
+    let strict = |strict_headers| AdminAction::SetDataPolicy {
+        org: org.clone(),
+        omit: BoundedVec::truncating(omit.clone()),
+        pseudonymise_macs: true,
+        strict_headers,
+    };
+    let reply = ask(&admin, strict(Some(true))).await;
+    assert!(matches!(reply, AdminReply::DataPolicySet { strict_headers: true, .. }), "{reply:?}");
+    let kept = ask(&admin, strict(None)).await;
+    assert!(matches!(kept, AdminReply::DataPolicySet { strict_headers: true, .. }), "{kept:?}");
+    match ask(&admin, AdminAction::OrgStatus { org: org.clone() }).await {
+        AdminReply::OrgStatus { strict_headers, .. } => assert!(strict_headers, "left out, it stays"),
+        other => panic!("{other:?}"),
+    }
+    let audit = tc.collector.store().audit().entries(Some(org.as_str()), 0, 10_000).unwrap();
+    assert!(
+        audit.iter().any(|e| e.action == "data-policy.set" && e.detail.starts_with("strict headers on")),
+        "{audit:#?}"
+    );
+    let reply = ask(&admin, strict(Some(false))).await;
+    assert!(matches!(reply, AdminReply::DataPolicySet { strict_headers: false, .. }), "{reply:?}");
 }

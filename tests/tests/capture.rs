@@ -425,3 +425,198 @@ async fn on_demand_capture_reaches_a_switch_over_ssh() {
     }
     agent.shutdown().await;
 }
+
+/// Sets `org`'s strict header scrubbing through the admin checks and audit
+/// log, leaving its other data-policy decisions as they are.
+fn set_strict_headers(tc: &TestCollector, org: &glimpse_common::identity::OrgId, strict: bool) {
+    use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole};
+    use glimpse_common::wire::admin::{AdminAction, AdminReply};
+    let operator = AdminIdentity::new(AdminName::new("test-operator").unwrap(), AdminRole::Operator, None).unwrap();
+    let action = AdminAction::SetDataPolicy {
+        org: org.clone(),
+        omit: BoundedVec::default(),
+        pseudonymise_macs: false,
+        strict_headers: Some(strict),
+    };
+    let reply = tc.collector.admin_context().act(&operator, action);
+    assert!(matches!(reply, AdminReply::DataPolicySet { strict_headers, .. } if strict_headers == strict), "{reply:?}");
+}
+
+/// Covert bytes hidden in header fields the cut keeps whole.
+const COVERT: [&[u8]; 3] = [b"SECRET", b"COVERT!!", b"HIDDEN"];
+
+fn ethernet(ethertype: u16) -> Vec<u8> {
+    [&[0x02, 0, 0, 0, 0, 0x0b, 0x02, 0, 0, 0, 0, 0x0a][..], &ethertype.to_be_bytes()].concat()
+}
+
+fn ipv4_header(protocol: u8, options: &[u8], upper_len: usize) -> Vec<u8> {
+    let header_len = 20 + options.len();
+    let total = (header_len + upper_len) as u16;
+    let mut h = vec![0x40 | (header_len / 4) as u8, 0];
+    h.extend(total.to_be_bytes());
+    h.extend(*b"ID"); // an identification chosen by the sender: free bits
+    h.extend([0x40, 0, 64, protocol, 0, 0, 127, 0, 0, 1, 127, 0, 0, 2]);
+    h.extend(options);
+    h
+}
+
+/// Three crafted packets, each with covert bytes in a kept header and the
+/// marker as payload: TCP with an unknown option 253 beside MSS, window
+/// scale, SACK permitted and timestamps; IPv4 with a timestamp option; IPv6
+/// with a hop-by-hop header carrying an unknown option.
+fn covert_packets() -> Vec<Vec<u8>> {
+    let options = [
+        &[2, 4, 0x05, 0xb4][..],
+        &[1, 3, 3, 7],
+        &[4, 2],
+        &[8, 10, 0, 0, 0, 1, 0, 0, 0, 2],
+        &[253, 8],
+        COVERT[0],
+        &[1, 1, 1, 1],
+    ]
+    .concat();
+    let mut tcp = vec![0x30, 0x39, 0x1f, 0x90, 0, 0, 0, 1, 0, 0, 0, 0, (((20 + options.len()) / 4) << 4) as u8, 0x02];
+    tcp.extend([0xff, 0xff, 0, 0, 0, 0]);
+    tcp.extend(&options);
+    let tcp_packet = [ethernet(0x0800), ipv4_header(6, &[], tcp.len() + MARKER.len()), tcp, MARKER.to_vec()].concat();
+
+    let udp = |len: usize| [&[0x30, 0x39, 0, 53][..], &((8 + len) as u16).to_be_bytes(), &[0, 0]].concat();
+    let timestamp = [&[68, 12, 5, 0][..], COVERT[1]].concat();
+    let ip_options =
+        [ethernet(0x0800), ipv4_header(17, &timestamp, 8 + MARKER.len()), udp(MARKER.len()), MARKER.to_vec()].concat();
+
+    let hbh = [&[17, 1, 0x1e, 6][..], COVERT[2], &[1, 4, 0, 0, 0, 0]].concat();
+    let mut ipv6 = vec![0x60, 0, 0, 0];
+    ipv6.extend(((hbh.len() + 8 + MARKER.len()) as u16).to_be_bytes());
+    ipv6.extend([0, 64]);
+    ipv6.extend([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    ipv6.extend([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    let hop_by_hop = [ethernet(0x86dd), ipv6, hbh, udp(MARKER.len()), MARKER.to_vec()].concat();
+    vec![tcp_packet, ip_options, hop_by_hop]
+}
+
+/// A classic pcap file of Ethernet packets.
+fn pcap_file(packets: &[Vec<u8>]) -> Vec<u8> {
+    let mut file = Vec::new();
+    file.extend(0xa1b2_c3d4u32.to_le_bytes());
+    file.extend(2u16.to_le_bytes());
+    file.extend(4u16.to_le_bytes());
+    file.extend([0; 8]);
+    file.extend(65_535u32.to_le_bytes());
+    file.extend(1u32.to_le_bytes());
+    for (n, packet) in packets.iter().enumerate() {
+        file.extend((1_700_000_000 + n as u32).to_le_bytes());
+        file.extend(0u32.to_le_bytes());
+        file.extend((packet.len() as u32).to_le_bytes());
+        file.extend((packet.len() as u32).to_le_bytes());
+        file.extend(packet);
+    }
+    file
+}
+
+/// tshark's view of the options that must survive strict scrubbing.
+fn option_fields(file: &std::path::Path) -> Vec<String> {
+    let output = Command::new("tshark")
+        .arg("-r")
+        .arg(file)
+        .args(["-T", "fields", "-E", "separator=|"])
+        .args(["-e", "tcp.options.mss_val", "-e", "tcp.options.wscale.shift", "-e", "tcp.options.sack_perm"])
+        .args(["-e", "tcp.options.timestamp.tsval", "-e", "tcp.option_kind", "-e", "ip.opt.type"])
+        .args(["-e", "ipv6.hopopts.len", "-e", "ip.id", "-e", "ip.src", "-e", "ipv6.dst", "-e", "udp.dstport"])
+        .output()
+        .expect("tshark runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_mode_scrubs_covert_header_bytes_on_the_device_and_on_arrival() {
+    if !require_tool("tshark", "apt-get install tshark") {
+        return;
+    }
+    init_logging();
+    let scratch = tempfile::tempdir().unwrap();
+    let original = scratch.path().join("covert.pcap");
+    let packets = covert_packets();
+    std::fs::write(&original, pcap_file(&packets)).unwrap();
+    let before = option_fields(&original);
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    let device = issue_device("strictorg");
+    let org = device.identity.org.clone();
+    let tc = TestCollector::start().await;
+    set_consent(&tc, &org, true);
+    set_strict_headers(&tc, &org, true);
+
+    // The real agent replays the file: it hears strict mode before consent
+    // and scrubs what it sends, so the collector finds nothing to zero.
+    let config = agent_config(tc.addr(), &device);
+    let report = replay(&config, &original, "eth0").await.expect("replay");
+    assert_eq!(report.tally.packets_kept, 3);
+    assert_eq!(tc.collector.metrics().payload_bytes_cut(), 0);
+    assert_eq!(tc.collector.metrics().strict_scrubbed_bytes(), 0, "the device scrubbed already");
+    let stored = stored_captures(&tc, &org);
+    assert_eq!(stored.len(), 3);
+    for (packet, original) in stored.iter().zip(&packets) {
+        for covert in COVERT.iter().chain([&MARKER]) {
+            assert!(!contains(&packet.headers, covert), "{:?} stored in {packet:?}", String::from_utf8_lossy(covert));
+        }
+        assert!(packet.headers.len() < original.len(), "the payload is cut");
+    }
+    assert_eq!(stored[0].headers.len(), 14 + 20 + 52, "lengths never change");
+    for (path, bytes) in tc.data_files() {
+        for covert in COVERT {
+            assert!(!contains(&bytes, covert), "covert bytes in {}", path.display());
+        }
+    }
+
+    // The pcapng export opens in tshark: the well-known options decode as
+    // they were sent, the unknown ones keep their kind and length.
+    let mut out = Vec::new();
+    let (written, problems) =
+        glimpse_store::export::export_pcapng(tc.collector.store(), &org, None, None, &mut out).unwrap();
+    assert_eq!((written, problems), (3, 0));
+    let exported = scratch.path().join("export.pcapng");
+    std::fs::write(&exported, &out).unwrap();
+    for covert in COVERT {
+        assert!(!contains(&out, covert));
+    }
+    let after = option_fields(&exported);
+    assert_eq!(after.len(), 3, "{after:?}");
+    let field = |lines: &[String], line: usize, n: usize| lines[line].split('|').nth(n).unwrap_or_default().to_owned();
+    for n in [0, 1, 2, 3, 4, 5, 6, 8, 9, 10] {
+        for line in 0..3 {
+            assert_eq!(field(&after, line, n), field(&before, line, n), "field {n} of packet {line}: {after:?}");
+        }
+    }
+    assert_eq!(field(&after, 0, 0), "1460");
+    assert_eq!(field(&after, 0, 1), "7");
+    assert_eq!(field(&after, 0, 3), "1");
+    assert!(field(&after, 0, 4).contains("253"), "{after:?}");
+    assert!(field(&after, 1, 5).contains("68"), "{after:?}");
+    assert_ne!(field(&before, 0, 7), field(&after, 0, 7), "the free IP identification is zeroed");
+
+    // A session that ignores strict mode (a modified agent: the decision
+    // turned off before the batch is written, which happens before the
+    // directives are read) sends an unscrubbed record: it is scrubbed on
+    // arrival.
+    let mut conn = try_connect(tc.addr(), &device).await.unwrap();
+    conn.session_mut().set_strict_headers(false);
+    let raw = CapturedPacket::from_packet(LinkType::Ethernet, 7, BoundedString::truncating("eth0"), &packets[0], 100);
+    assert!(contains(&raw.headers, COVERT[0]));
+    let batch = Batch {
+        org: org.clone(),
+        stream_seq: conn.stored_seq() + 1,
+        records: BoundedVec::truncating(vec![Record { observed_at_ms: 7, body: RecordBody::Capture(raw.clone()) }]),
+    };
+    conn.send_batch(&batch).await.unwrap();
+    conn.close().await;
+    assert!(tc.collector.metrics().strict_scrubbed_bytes() >= COVERT[0].len() as u64);
+    let stored = stored_captures(&tc, &org);
+    let arrived = stored.iter().find(|p| p.timestamp_us == 7).expect("stored");
+    assert_eq!(arrived.headers.len(), raw.headers.len());
+    assert!(!contains(&arrived.headers, COVERT[0]), "{arrived:?}");
+    let mut scrubbed = raw.clone();
+    scrubbed.scrub_strict();
+    assert_eq!(arrived.headers, scrubbed.headers, "the same scrub as the device's");
+}

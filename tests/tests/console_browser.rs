@@ -632,12 +632,14 @@ async fn operators_see_every_organisation_the_device_charts_and_the_data_rights_
     browser.wait_for_text("#subject-found", "0 stored records").await;
     browser.click("#omit-hostname").await;
     browser.click("#pseudonymise-macs").await;
+    browser.click("#strict-headers").await;
     browser.click("#policy-save").await;
     browser.wait_for_text("#policy-saved", "Saved").await;
     let status = browser.fetch("GET", &format!("/api/v1/orgs/{org}"), json!({}), None).await;
     let status = status.json();
     assert_eq!(status["omitted_fields"], json!(["hostname"]), "{status}");
     assert_eq!(status["pseudonymise_macs"], json!(true), "{status}");
+    assert_eq!(status["strict_headers"], json!(true), "{status}");
     browser.screenshot_for_docs("rights").await;
 
     browser.finish(&origin).await;

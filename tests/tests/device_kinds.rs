@@ -187,6 +187,7 @@ async fn an_access_point_reports_radios_stations_roaming_and_honours_minimisatio
         org: org.clone(),
         omit: glimpse_common::bounded::BoundedVec::truncating(vec![MetadataField::Usernames, MetadataField::Location]),
         pseudonymise_macs: true,
+        strict_headers: None,
     };
     let reply = tc.collector.admin_context().act(&operator, policy);
     assert!(matches!(reply, AdminReply::DataPolicySet { .. }), "{reply:?}");

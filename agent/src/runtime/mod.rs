@@ -91,6 +91,9 @@ pub struct AgentStatus {
     /// Whether the agent pseudonymises MAC addresses before sending them
     /// (it holds the organisation's device key).
     pub pseudonymising_macs: bool,
+    /// Whether the organisation asks for strict header scrubbing, which the
+    /// session applies to captured headers as it writes them.
+    pub strict_headers: bool,
 }
 
 /// The agent could not start.
@@ -346,6 +349,13 @@ impl Device<'_> {
                     let on = key.is_some();
                     session.set_mac_pseudonym_key(key);
                     self.status.send_modify(|s| s.pseudonymising_macs = on);
+                }
+                AgentEvent::Directive(ControlMessage::StrictHeaders { on }) => {
+                    // The session applies it; held in memory only, like the
+                    // pseudonym key: the collector says it again after a
+                    // restart and scrubs on arrival meanwhile.
+                    info!(strict = on, "organisation's strict header scrubbing received");
+                    self.status.send_modify(|s| s.strict_headers = on);
                 }
                 AgentEvent::Directive(other) => self.captures.handle(other, self.config.capture_config()),
                 AgentEvent::CaptureRequest(request) if !draining => {

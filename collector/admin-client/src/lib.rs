@@ -290,6 +290,7 @@ pub async fn perform(client: &ApiClient, action: AdminAction) -> Result<AdminRep
             AdminReply::OrgStatus {
                 omitted_fields: BoundedVec::truncating(omitted),
                 pseudonymise_macs: status.pseudonymise_macs,
+                strict_headers: status.strict_headers,
                 capture_consent: status.capture_consent,
                 support_until_ms: status.support_until_ms,
                 connected_devices: status.connected_devices,
@@ -341,12 +342,15 @@ pub async fn perform(client: &ApiClient, action: AdminAction) -> Result<AdminRep
                 segments_rewritten: erased.segments_rewritten,
             }
         }
-        AdminAction::SetDataPolicy { org, omit, pseudonymise_macs } => {
+        AdminAction::SetDataPolicy { org, omit, pseudonymise_macs, strict_headers } => {
             let path = format!("{PREFIX}/orgs/{}/data-policy", o(&org));
-            let body =
-                DataPolicyRequest { omit: omit.iter().map(|f| f.as_str().to_owned()).collect(), pseudonymise_macs };
+            let body = DataPolicyRequest {
+                omit: omit.iter().map(|f| f.as_str().to_owned()).collect(),
+                pseudonymise_macs,
+                strict_headers,
+            };
             let set: DataPolicySet = client.send(Method::PUT, &path, Some(&body)).await?;
-            AdminReply::DataPolicySet { devices_told: set.devices_told }
+            AdminReply::DataPolicySet { devices_told: set.devices_told, strict_headers: set.strict_headers }
         }
         AdminAction::SetLocationHistory { org, keep } => {
             let path = format!("{PREFIX}/orgs/{}/location-history", o(&org));

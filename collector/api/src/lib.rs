@@ -71,6 +71,10 @@ pub struct OrgStatus {
     /// a location history (off by default).
     #[serde(default)]
     pub location_history: bool,
+    /// Whether captured headers are scrubbed strictly (unknown option data,
+    /// AH's ICV, radiotap vendor data, IDs and reserved bits zeroed).
+    #[serde(default)]
+    pub strict_headers: bool,
     /// Devices connected now.
     pub connected_devices: u32,
     /// Retention in force, in days, per kind of data (`metadata`, `capture`).
@@ -138,6 +142,11 @@ pub struct DataPolicyRequest {
     /// Store MAC addresses as keyed pseudonyms.
     #[serde(default)]
     pub pseudonymise_macs: bool,
+    /// Scrub captured headers strictly: every header byte that is not
+    /// structure or a well-known option is zeroed, on the device and on
+    /// arrival. Absent leaves the decision as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict_headers: Option<bool>,
 }
 
 /// Whether the organisation keeps a history of where its Wi-Fi stations
@@ -189,6 +198,9 @@ pub struct RetentionSet {
 pub struct DataPolicySet {
     /// Connected devices told at once.
     pub devices_told: u32,
+    /// Whether captured headers are now scrubbed strictly.
+    #[serde(default)]
+    pub strict_headers: bool,
 }
 
 /// Start a header-only capture on a connected device.

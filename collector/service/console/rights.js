@@ -92,16 +92,18 @@ export async function rightsPage(main) {
   if (!org) return;
   const boxes = FIELDS.map(([name, label]) => [name, el("input", { type: "checkbox", id: `omit-${name}`, checked: org.omitted_fields.includes(name) }), label]);
   const pseudo = el("input", { type: "checkbox", id: "pseudonymise-macs", checked: org.pseudonymise_macs });
+  const strict = el("input", { type: "checkbox", id: "strict-headers", checked: org.strict_headers });
   const policy = el("form", { id: "policy-form" },
     el("fieldset", { class: "fields" }, el("legend", {}, "Fields the organisation's devices do not collect"),
       ...boxes.map(([, input, label]) => el("label", { class: "check" }, input, " ", label))),
     el("p", {}, el("label", { class: "check" }, pseudo, " Store MAC addresses as keyed pseudonyms")),
+    el("p", {}, el("label", { class: "check" }, strict, " Scrub captured headers strictly (zero unknown option data, AH's ICV, radiotap vendor data, IP IDs and reserved bits)")),
     el("button", { type: "submit", id: "policy-save" }, "Save the data policy"));
   const saved = el("p", { id: "policy-saved", "aria-live": "polite" });
   policy.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
-      const r = await call("PUT", `${base}/data-policy`, { omit: boxes.filter(([, i]) => i.checked).map(([n]) => n), pseudonymise_macs: pseudo.checked });
+      const r = await call("PUT", `${base}/data-policy`, { omit: boxes.filter(([, i]) => i.checked).map(([n]) => n), pseudonymise_macs: pseudo.checked, strict_headers: strict.checked });
       saved.textContent = `Saved; ${r.devices_told} connected devices told at once.`;
       box.textContent = "";
     } catch (e) { box.textContent = e.message; }

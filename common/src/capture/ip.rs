@@ -43,7 +43,7 @@ pub(super) fn ipv4(p: &mut Parser<'_>) -> Step {
     }
     p.need(L, header_len)?;
     p.declare_len(total_len.into());
-    p.accept(header_len);
+    p.accept(L, header_len);
 
     let offset = (flags_offset & 0x1fff) * 8;
     let more = flags_offset & 0x2000 != 0;
@@ -76,7 +76,7 @@ pub(super) fn ipv6(p: &mut Parser<'_>) -> Step {
         return Stop::at(L, CutReason::Malformed("IPv6 version field is not 6"));
     }
     p.declare_len(40 + usize::from(payload_len));
-    p.accept(40);
+    p.accept(L, 40);
     let s = &mut p.summary;
     s.ip_version = Some(6);
     s.src_ip = Some(IpAddr::V6(Ipv6Addr::from(src)));
@@ -107,7 +107,7 @@ pub(super) fn extension(p: &mut Parser<'_>, kind: u8, v6: bool, extensions: u8) 
     };
     p.need(L, len)?;
     let fragment = if kind == 44 { Some(p.be16(L, 2)?) } else { None };
-    p.accept(len);
+    p.accept_kind(L, kind, len);
     p.summary.ip_protocol = Some(next);
     if let Some(field) = fragment {
         // 13-bit offset in 8-byte units, 2 reserved bits, the M flag.

@@ -18,7 +18,7 @@ pub(super) fn ethernet(p: &mut Parser<'_>) -> Step {
     if (1501..0x0600).contains(&type_or_len) {
         return Stop::at(L, CutReason::Malformed("Ethernet type/length between 1501 and 1535"));
     }
-    p.accept(14);
+    p.accept(L, 14);
     p.summary.dst_mac = Some(dst);
     p.summary.src_mac = Some(src);
     if type_or_len <= 1500 {
@@ -38,7 +38,7 @@ pub(super) fn vlan(p: &mut Parser<'_>, tags: u8) -> Step {
     }
     let tci = p.be16(L, 0)?;
     let inner = p.be16(L, 2)?;
-    p.accept(4);
+    p.accept(L, 4);
     let id = tci & 0x0fff;
     match tags {
         0 => p.summary.vlan_outer = Some(id),
@@ -57,7 +57,7 @@ pub(super) fn llc_snap(p: &mut Parser<'_>) -> Step {
     let [0xaa, 0xaa, 0x03, 0x00, 0x00, 0x00 | 0xf8, hi, lo] = header else {
         return Stop::at(L, CutReason::Unsupported("LLC without SNAP"));
     };
-    p.accept(8);
+    p.accept(L, 8);
     ControlFlow::Continue(Next::EtherType { ethertype: u16::from_be_bytes([hi, lo]), from: L, tags: 0 })
 }
 
@@ -69,7 +69,7 @@ pub(super) fn linux_sll(p: &mut Parser<'_>) -> Step {
     let addr_len = p.be16(L, 4)?;
     let addr = p.bytes::<6>(L, 6)?;
     let protocol = p.be16(L, 14)?;
-    p.accept(16);
+    p.accept(L, 16);
     cooked(p, L, addr_len, addr, protocol)
 }
 
@@ -81,7 +81,7 @@ pub(super) fn linux_sll2(p: &mut Parser<'_>) -> Step {
     let protocol = p.be16(L, 0)?;
     let addr_len = p.u8(L, 11)?;
     let addr = p.bytes::<6>(L, 12)?;
-    p.accept(20);
+    p.accept(L, 20);
     cooked(p, L, addr_len.into(), addr, protocol)
 }
 
@@ -110,7 +110,7 @@ pub(super) fn bsd_loopback(p: &mut Parser<'_>) -> Step {
     };
     let little = u32::from_le_bytes(family);
     let next = known(little).or_else(|| known(u32::from_be_bytes(family)));
-    p.accept(4);
+    p.accept(L, 4);
     match next {
         Some(next) => ControlFlow::Continue(next),
         None => Stop::at(L, CutReason::UnknownFamily(little)),
@@ -134,7 +134,7 @@ pub(super) fn radiotap(p: &mut Parser<'_>) -> Step {
     let Some((flags, signal)) = radiotap_fields(p, len) else {
         return Stop::at(L, CutReason::Malformed("radiotap fields run past its length"));
     };
-    p.accept(len);
+    p.accept(L, len);
     p.summary.radiotap_signal_dbm = signal;
     // Flag 0x20: the driver padded the 802.11 header to a multiple of 4.
     ControlFlow::Continue(Next::Ieee80211 { datapad: flags & 0x20 != 0 })
@@ -201,7 +201,7 @@ pub(super) fn ieee80211(p: &mut Parser<'_>, datapad: bool) -> Step {
             let len = if order { 28 } else { 24 };
             p.need(L, len)?;
             let (a1, a2, a3) = (addr(0)?, addr(1)?, addr(2)?);
-            p.accept(len);
+            p.accept(L, len);
             set_wlan(p, kind, subtype, [Some(a1), Some(a2), Some(a3)]);
             p.summary.dst_mac = Some(a1);
             p.summary.src_mac = Some(a2);
@@ -220,7 +220,7 @@ pub(super) fn ieee80211(p: &mut Parser<'_>, datapad: bool) -> Step {
             p.need(L, len)?;
             let a1 = addr(0)?;
             let a2 = if len == 16 { Some(addr(1)?) } else { None };
-            p.accept(len);
+            p.accept(L, len);
             set_wlan(p, kind, subtype, [Some(a1), a2, None]);
             Stop::at(L, CutReason::PayloadStarts)
         }
@@ -246,6 +246,7 @@ fn data_frame(p: &mut Parser<'_>, fc1: u8, subtype: u8, datapad: bool) -> Step {
             len += 4;
         }
     }
+    let unpadded = len;
     if datapad && has_body {
         len = len.next_multiple_of(4);
     }
@@ -254,7 +255,8 @@ fn data_frame(p: &mut Parser<'_>, fc1: u8, subtype: u8, datapad: bool) -> Step {
     let (a1, a2, a3) = (addr(0)?, addr(1)?, addr(2)?);
     let a4 = if four_addr { Some(p.bytes::<6>(L, 24)?) } else { None };
     let amsdu = qos && p.u8(L, qos_at)? & 0x80 != 0;
-    p.accept(len);
+    // At most 36 bytes, so it fits the span's note.
+    p.accept_kind(L, u8::try_from(unpadded).unwrap_or(u8::MAX), len);
     set_wlan(p, 2, subtype, [Some(a1), Some(a2), Some(a3)]);
     // DA and SA by the distribution-system bits (802.11 Table 9-26).
     let (da, sa) = match (to_ds, from_ds) {

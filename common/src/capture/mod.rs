@@ -42,6 +42,15 @@
 //! ESP keeps the IP headers and stops (`Encrypted`); any other IP protocol
 //! keeps the IP headers and stops (`UnknownProtocol`).
 //!
+//! # Strict mode
+//!
+//! An organisation may ask for strict header scrubbing ([`scrub_strict`],
+//! [`CapturedPacket::scrub_strict`]): the same layers are kept, but every
+//! byte inside them that is not structure or a well-known option (option
+//! contents, AH's ICV, radiotap vendor data, IDs, reserved bits, padding,
+//! checksums over the payload) is zeroed in place, on the device and again at
+//! the collector. See `strict.rs` and docs/CAPTURE.md.
+//!
 //! Everything here is sans-IO: bytes in, a length and a summary out.
 
 pub mod filter;
@@ -50,6 +59,7 @@ mod link;
 pub mod macs;
 pub mod parse;
 pub mod record;
+mod strict;
 mod transport;
 
 #[cfg(test)]
@@ -59,3 +69,4 @@ pub use filter::{CaptureFilter, FilterError};
 pub use macs::rewrite_macs;
 pub use parse::{header_boundary, Boundary, CutReason, Layer, LinkType, PacketSummary};
 pub use record::{BoundedBytes, CapturedPacket, MAX_HEADER_BYTES};
+pub use strict::scrub_strict;

@@ -289,7 +289,58 @@ impl PacketSummary {
 /// Finds where `packet`'s headers end. Pure: no allocation, no panic on any
 /// input, linear in the packet length. See the module header for the rules.
 pub fn header_boundary(link: LinkType, packet: &[u8]) -> Boundary {
-    let mut parser = Parser { pkt: packet, kept: 0, declared_end: None, summary: PacketSummary::EMPTY };
+    walk(link, packet).0
+}
+
+/// Most layers one walk records: radiotap, 802.11, LLC, a link header, 4
+/// VLAN tags, IP, 8 extension headers and a transport header (or EAPOL and
+/// EAP) are 18; the rest is room.
+pub(super) const MAX_SPANS: usize = 24;
+
+/// One layer the walk kept: which, where it starts and how long it is, and
+/// for some layers one more fact the scrubber needs (see [`Span::kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Span {
+    pub(super) layer: Layer,
+    /// For [`Layer::IpExtension`] the header's protocol number (0, 43, 44,
+    /// 51, 60); for [`Layer::Ieee80211`] the MAC header's length without
+    /// radiotap's padding; otherwise 0.
+    pub(super) kind: u8,
+    pub(super) start: usize,
+    pub(super) len: usize,
+}
+
+/// The layers of one walk, in packet order; together they cover exactly
+/// `0..header_len`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Spans {
+    spans: [Span; MAX_SPANS],
+    count: usize,
+}
+
+impl Spans {
+    const EMPTY: Spans =
+        Spans { spans: [Span { layer: Layer::Ethernet, kind: 0, start: 0, len: 0 }; MAX_SPANS], count: 0 };
+
+    /// The recorded layers.
+    pub(super) fn as_slice(&self) -> &[Span] {
+        self.spans.get(..self.count).unwrap_or_default()
+    }
+
+    fn push(&mut self, span: Span) {
+        // A full list drops the layer; the scrubber zeroes every kept byte
+        // no span covers, so a dropped layer fails closed.
+        if let Some(slot) = self.spans.get_mut(self.count) {
+            *slot = span;
+            self.count += 1;
+        }
+    }
+}
+
+/// [`header_boundary`], and the layers it kept.
+pub(super) fn walk(link: LinkType, packet: &[u8]) -> (Boundary, Spans) {
+    let mut parser =
+        Parser { pkt: packet, kept: 0, declared_end: None, summary: PacketSummary::EMPTY, spans: Spans::EMPTY };
     let stop = match parser.run(link) {
         ControlFlow::Break(stop) => stop,
         ControlFlow::Continue(never) => match never {},
@@ -297,7 +348,7 @@ pub fn header_boundary(link: LinkType, packet: &[u8]) -> Boundary {
     let mut summary = parser.summary;
     summary.stopped_at = stop.layer;
     summary.cut_reason = stop.reason;
-    Boundary { header_len: parser.kept, summary }
+    (Boundary { header_len: parser.kept, summary }, parser.spans)
 }
 
 /// Where and why the walk ended.
@@ -356,6 +407,8 @@ pub(super) struct Parser<'a> {
     /// past it: past it is padding or a lie.
     declared_end: Option<usize>,
     pub(super) summary: PacketSummary,
+    /// The layers kept so far, for strict scrubbing.
+    spans: Spans,
 }
 
 impl<'a> Parser<'a> {
@@ -472,8 +525,15 @@ impl<'a> Parser<'a> {
     /// Keeps the current layer's `len` bytes; the next layer starts after
     /// them. Callers check with [`Self::need`] first; the clamp only makes
     /// `header_len <= packet.len()` hold even if one forgot.
-    pub(super) fn accept(&mut self, len: usize) {
+    pub(super) fn accept(&mut self, layer: Layer, len: usize) {
+        self.accept_kind(layer, 0, len);
+    }
+
+    /// [`Self::accept`], noting one fact about the layer (see [`Span::kind`]).
+    pub(super) fn accept_kind(&mut self, layer: Layer, kind: u8, len: usize) {
+        let start = self.kept;
         self.kept = self.kept.saturating_add(len).min(self.pkt.len());
+        self.spans.push(Span { layer, kind, start, len: self.kept - start });
     }
 
     /// Sets the end of the enclosing unit to `len` bytes from the current

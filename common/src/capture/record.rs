@@ -233,6 +233,22 @@ impl CapturedPacket {
         before - self.headers.len()
     }
 
+    /// Strict mode: zeroes every free-form byte of the stored headers in
+    /// place (see [`super::scrub_strict`]); returns how many bytes changed.
+    /// The length, and so every offset, stays. A link type we cannot parse
+    /// has every byte zeroed ([`Self::enforce`] cuts them anyway).
+    pub fn scrub_strict(&mut self) -> usize {
+        match self.link() {
+            Some(link) => super::scrub_strict(link, self.headers.as_mut_slice()),
+            None => {
+                let bytes = self.headers.as_mut_slice();
+                let changed = bytes.iter().filter(|b| **b != 0).count();
+                bytes.fill(0);
+                changed
+            }
+        }
+    }
+
     /// The link type, if it is one we parse.
     pub fn link(&self) -> Option<LinkType> {
         LinkType::from_dlt(self.link_type)

@@ -20,7 +20,7 @@ pub(super) fn tcp(p: &mut Parser<'_>) -> Step {
         return Stop::at(L, CutReason::Malformed("TCP data offset under 5"));
     }
     p.need(L, header_len)?;
-    p.accept(header_len);
+    p.accept(L, header_len);
     let s = &mut p.summary;
     s.src_port = Some(src_port);
     s.dst_port = Some(dst_port);
@@ -40,7 +40,7 @@ pub(super) fn udp(p: &mut Parser<'_>) -> Step {
     if p.be16(L, 4)? < 8 {
         return Stop::at(L, CutReason::Malformed("UDP length under 8"));
     }
-    p.accept(8);
+    p.accept(L, 8);
     p.summary.src_port = Some(src_port);
     p.summary.dst_port = Some(dst_port);
     Stop::at(L, CutReason::PayloadStarts)
@@ -53,7 +53,7 @@ pub(super) fn icmp(p: &mut Parser<'_>, layer: Layer) -> Step {
     p.need(layer, 8)?;
     let kind = p.u8(layer, 0)?;
     let code = p.u8(layer, 1)?;
-    p.accept(8);
+    p.accept(layer, 8);
     p.summary.icmp_type = Some(kind);
     p.summary.icmp_code = Some(code);
     Stop::at(layer, CutReason::PayloadStarts)
@@ -74,7 +74,7 @@ pub(super) fn arp(p: &mut Parser<'_>) -> Step {
     p.need(L, 28)?;
     let sender = p.bytes::<4>(L, 14)?;
     let target = p.bytes::<4>(L, 24)?;
-    p.accept(28);
+    p.accept(L, 28);
     let s = &mut p.summary;
     s.arp_opcode = Some(opcode);
     s.src_ip = Some(IpAddr::V4(Ipv4Addr::from(sender)));
@@ -95,7 +95,7 @@ pub(super) fn eapol(p: &mut Parser<'_>) -> Step {
     if !(1..=3).contains(&version) {
         return Stop::at(L, CutReason::Unsupported("EAPOL version"));
     }
-    p.accept(4);
+    p.accept(L, 4);
     p.summary.eapol_type = Some(kind);
     if kind != 0 {
         return Stop::at(L, CutReason::PayloadStarts);
@@ -122,7 +122,7 @@ fn eap(p: &mut Parser<'_>) -> Step {
     }
     p.need(L, len)?;
     let method = if len == 5 { Some(p.u8(L, 4)?) } else { None };
-    p.accept(len);
+    p.accept(L, len);
     let s = &mut p.summary;
     s.eap_code = Some(code);
     s.eap_id = Some(id);

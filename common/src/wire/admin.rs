@@ -176,6 +176,10 @@ pub enum AdminAction {
         omit: BoundedVec<MetadataField, MAX_POLICY_FIELDS>,
         /// Store MAC addresses as keyed pseudonyms.
         pseudonymise_macs: bool,
+        /// Scrub captured headers strictly (see CAPTURE.md); `None` leaves
+        /// the decision as it is, so a client that predates it cannot turn
+        /// it off by accident.
+        strict_headers: Option<bool>,
     },
     /// Delete all of an organisation's data and destroy its key.
     DeleteOrg {
@@ -249,6 +253,8 @@ pub enum AdminReply {
         omitted_fields: BoundedVec<MetadataField, MAX_POLICY_FIELDS>,
         /// Whether MAC addresses are stored pseudonymised.
         pseudonymise_macs: bool,
+        /// Whether captured headers are scrubbed strictly.
+        strict_headers: bool,
         /// Whether capture is allowed.
         capture_consent: bool,
         /// When an active support grant ends, if one is active.
@@ -284,6 +290,8 @@ pub enum AdminReply {
     DataPolicySet {
         /// Devices connected now, told at once.
         devices_told: u32,
+        /// Whether captured headers are now scrubbed strictly.
+        strict_headers: bool,
     },
     /// The organisation's data and key are gone.
     OrgDeleted {

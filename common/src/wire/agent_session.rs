@@ -272,6 +272,9 @@ pub struct AgentSession {
     welcomed_seq: u64,
     max_frame_len: usize,
     mac_key: Option<DevicePseudonymKey>,
+    /// The organisation asks for strict header scrubbing: capture records
+    /// are scrubbed as their batches are written.
+    strict_headers: bool,
     events: VecDeque<AgentEvent>,
     drain_deadline: Option<Instant>,
     /// [`AgentSession::close`] was called: the goodbye is the last word.
@@ -297,6 +300,7 @@ impl AgentSession {
             welcomed_seq: 0,
             max_frame_len,
             mac_key: None,
+            strict_headers: false,
             events: VecDeque::new(),
             drain_deadline: None,
             closing: false,
@@ -361,6 +365,19 @@ impl AgentSession {
     /// form the key then in force says, and says which form it is in.
     pub fn set_mac_pseudonym_key(&mut self, key: Option<DevicePseudonymKey>) {
         self.mac_key = key;
+    }
+
+    /// Whether captured headers in batches written from now on are scrubbed
+    /// strictly (see [`crate::capture::scrub_strict`]). The session sets it
+    /// itself from the collector's [`ControlMessage::StrictHeaders`]; batches
+    /// keep their records as captured, like their MACs.
+    pub fn set_strict_headers(&mut self, on: bool) {
+        self.strict_headers = on;
+    }
+
+    /// Whether captured headers are scrubbed strictly.
+    pub fn strict_headers(&self) -> bool {
+        self.strict_headers
     }
 
     /// Adds a batch under the next sequence number, which it returns.
@@ -574,17 +591,24 @@ impl AgentSession {
             return Ok(false);
         };
         let org = &self.config.identity.org;
-        let result = match &self.mac_key {
-            None => encode_batch_parts(org, batch.seq, &batch.records, MacForm::Real, self.max_frame_len, out),
-            Some(key) => {
-                // A copy: the session keeps the real addresses (see set_mac_pseudonym_key).
-                let key = key.hmac_key();
-                let mut copy = batch.records.to_vec();
-                for record in &mut copy {
-                    pseudonymise_at_source(&mut record.body, &key);
+        let scrub = self.strict_headers && batch.records.iter().any(|r| matches!(r.body, RecordBody::Capture(_)));
+        let macs = if self.mac_key.is_some() { MacForm::DevicePseudonyms } else { MacForm::Real };
+        let result = if self.mac_key.is_none() && !scrub {
+            encode_batch_parts(org, batch.seq, &batch.records, macs, self.max_frame_len, out)
+        } else {
+            // A copy: the session keeps the records as captured (see
+            // set_mac_pseudonym_key and set_strict_headers).
+            let key = self.mac_key.as_ref().map(DevicePseudonymKey::hmac_key);
+            let mut copy = batch.records.to_vec();
+            for record in &mut copy {
+                if let Some(key) = &key {
+                    pseudonymise_at_source(&mut record.body, key);
                 }
-                encode_batch_parts(org, batch.seq, &copy, MacForm::DevicePseudonyms, self.max_frame_len, out)
+                if let (true, RecordBody::Capture(packet)) = (scrub, &mut record.body) {
+                    packet.scrub_strict();
+                }
             }
+            encode_batch_parts(org, batch.seq, &copy, macs, self.max_frame_len, out)
         };
         batch.sent_at = Some(now);
         self.encoded(result)
@@ -733,6 +757,10 @@ impl AgentSession {
             }
             ControlMessage::StartCapture(request) => AgentEvent::CaptureRequest(request),
             ControlMessage::StopCapture { id } => AgentEvent::StopCapture { id },
+            ControlMessage::StrictHeaders { on } => {
+                self.strict_headers = on;
+                AgentEvent::Directive(ControlMessage::StrictHeaders { on })
+            }
             other => AgentEvent::Directive(other),
         };
         self.events.push_back(event);

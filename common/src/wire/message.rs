@@ -157,6 +157,51 @@ pub enum ControlMessage {
         /// them on arrival).
         key: Option<crate::minimise::DevicePseudonymKey>,
     },
+    /// Whether to scrub captured headers strictly (see
+    /// [`crate::capture::scrub_strict`]). Sent right after [`Welcome`]
+    /// when the organisation asks for it and whenever an admin turns it on
+    /// or off, and only to agents that can decode it (see
+    /// [`agent_decodes`]); the collector scrubs on arrival regardless.
+    StrictHeaders {
+        /// Whether captured headers are scrubbed strictly.
+        on: bool,
+    },
+}
+
+/// The first agent release that decodes every variant of
+/// [`ControlMessage`] up to [`ControlMessage::StrictHeaders`].
+pub const STRICT_HEADERS_SINCE: (u64, u64, u64) = (0, 2, 0);
+
+impl ControlMessage {
+    /// The first agent release (major, minor, patch) that can decode this
+    /// message. Postcard cannot skip an enum variant it does not know, so an
+    /// older agent that got one would drop the connection; the collector
+    /// sends a message only to agents whose Hello names this release or a
+    /// later one (see PROTOCOL.md, "Versions and refusals").
+    pub fn first_agent_release(&self) -> (u64, u64, u64) {
+        match self {
+            ControlMessage::StrictHeaders { .. } => STRICT_HEADERS_SINCE,
+            _ => (0, 0, 0),
+        }
+    }
+}
+
+/// Whether an agent whose Hello named `agent_version` (`version` or
+/// `version+build`) can decode `message`. A version that does not read as
+/// `major.minor.patch` (a pre-release suffix is ignored) is taken to be
+/// older than any release, so it gets only the messages every agent knows.
+pub fn agent_decodes(agent_version: &str, message: &ControlMessage) -> bool {
+    let needed = message.first_agent_release();
+    if needed == (0, 0, 0) {
+        return true;
+    }
+    let version = agent_version.split('+').next().unwrap_or_default();
+    let version = version.split('-').next().unwrap_or_default();
+    let mut parts = version.split('.').map(|part| part.parse::<u64>().ok());
+    match (parts.next().flatten(), parts.next().flatten(), parts.next().flatten(), parts.next()) {
+        (Some(major), Some(minor), Some(patch), None) => (major, minor, patch) >= needed,
+        _ => false,
+    }
 }
 
 /// Most fields a data policy can name.
@@ -461,6 +506,7 @@ mod tests {
             ControlMessage::DataPolicy { omit: BoundedVec::truncating(MetadataField::ALL.to_vec()) },
             ControlMessage::StopCapture { id: 9 },
             ControlMessage::MacPseudonyms { key: None },
+            ControlMessage::StrictHeaders { on: true },
             ControlMessage::MacPseudonyms {
                 key: Some(crate::minimise::DevicePseudonymKey::derive(&ring::hmac::Key::new(
                     ring::hmac::HMAC_SHA256,
@@ -485,6 +531,30 @@ mod tests {
         too_many.push(u8::try_from(MAX_POLICY_FIELDS + 1).unwrap());
         too_many.extend(std::iter::repeat_n(0u8, MAX_POLICY_FIELDS + 1));
         assert!(CollectorMessage::decode(&too_many).is_err());
+    }
+
+    #[test]
+    fn newer_directives_go_only_to_agents_that_decode_them() {
+        let strict = ControlMessage::StrictHeaders { on: true };
+        for (version, decodes) in [
+            ("0.2.0", true),
+            ("0.2.0+abc123", true),
+            ("0.2.1-rc.1+x", true),
+            ("1.0.0", true),
+            ("0.1.9", false),
+            ("0.1.0+abc123", false),
+            ("", false),
+            ("0.2", false),
+            ("0.2.0.1", false),
+            ("v0.2.0", false),
+            ("garbage", false),
+        ] {
+            assert_eq!(agent_decodes(version, &strict), decodes, "{version:?}");
+            assert!(agent_decodes(version, &ControlMessage::Consent { capture: true }), "{version:?}");
+        }
+        // Appended: every older variant keeps its index, the new one is last.
+        let bytes = postcard::to_stdvec(&strict).unwrap();
+        assert_eq!(bytes, [5, 1]);
     }
 
     #[test]

@@ -495,6 +495,7 @@ impl AdminContext {
                     AdminReply::OrgStatus {
                         omitted_fields: BoundedVec::truncating(policy.omit.clone()),
                         pseudonymise_macs: policy.pseudonymise_macs,
+                        strict_headers: policy.strict_headers,
                         capture_consent: policy.capture_consent,
                         support_until_ms: policy.support_until_ms.filter(|_| policy.support_active(now)),
                         connected_devices: u32::try_from(connected).unwrap_or(u32::MAX),
@@ -595,11 +596,21 @@ impl AdminContext {
                     Err(e) => Err((refusal(RefusalKind::Unavailable, format!("erase failed: {e}")), tag)),
                 }
             }
-            AdminAction::SetDataPolicy { org, omit, pseudonymise_macs } => {
-                let policy = match self.store.policies().set_data_policy(&org, &omit, pseudonymise_macs) {
+            AdminAction::SetDataPolicy { org, omit, pseudonymise_macs, strict_headers } => {
+                let policies = self.store.policies();
+                let mut policy = match policies.set_data_policy(&org, &omit, pseudonymise_macs) {
                     Ok(policy) => policy,
                     Err(e) => return refused(RefusalKind::Unavailable, format!("data policy not changed: {e}")),
                 };
+                if let Some(strict) = strict_headers {
+                    // The fields above are set already: say so if this part
+                    // fails, rather than pretend nothing changed.
+                    if let Err(e) = policies.set_strict_headers(&org, strict) {
+                        let detail = format!("fields and MACs set, strict headers not changed: {e}");
+                        return refused(RefusalKind::Unavailable, detail);
+                    }
+                    policy = policies.get(&org);
+                }
                 let told = self.directory.publish(&org, OrgDirectives::of(&policy));
                 let omitted: Vec<&str> = policy.omit.iter().map(|f| f.as_str()).collect();
                 let detail = format!(
@@ -607,7 +618,12 @@ impl AdminContext {
                     omitted.join(", "),
                     if policy.pseudonymise_macs { "pseudonymised" } else { "as collected" }
                 );
-                Ok((AdminReply::DataPolicySet { devices_told: u32::try_from(told).unwrap_or(u32::MAX) }, detail))
+                let detail = format!("strict headers {}, {detail}", if policy.strict_headers { "on" } else { "off" });
+                let reply = AdminReply::DataPolicySet {
+                    devices_told: u32::try_from(told).unwrap_or(u32::MAX),
+                    strict_headers: policy.strict_headers,
+                };
+                Ok((reply, detail))
             }
             AdminAction::SetLocationHistory { org, keep } => {
                 match self.store.policies().set_location_history(&org, keep) {

@@ -114,6 +114,7 @@ pub async fn org_status(
         AdminReply::OrgStatus {
             omitted_fields,
             pseudonymise_macs,
+            strict_headers,
             capture_consent,
             support_until_ms,
             connected_devices,
@@ -132,6 +133,7 @@ pub async fn org_status(
                 omitted_fields: omitted_fields.iter().map(|f| f.as_str().to_owned()).collect(),
                 pseudonymise_macs,
                 location_history: state.context.store.policies().get(&id).location_history,
+                strict_headers,
                 connected_devices,
                 retention_days,
                 retention_max_days,
@@ -215,8 +217,8 @@ pub async fn revoke_support(
     }
 }
 
-/// Choose which metadata fields the devices collect and whether MACs are
-/// stored pseudonymised.
+/// Choose which metadata fields the devices collect, whether MACs are
+/// stored pseudonymised and whether captured headers are scrubbed strictly.
 #[utoipa::path(put, path = "/api/v1/orgs/{org}/data-policy", tag = "organisations",
     params(("org" = String, Path, description = "The organisation")),
     request_body = DataPolicyRequest,
@@ -233,9 +235,16 @@ pub async fn set_data_policy(
         .map(|f| f.parse::<glimpse_common::minimise::MetadataField>().map_err(|e| ApiError::bad_request(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
     let omit = BoundedVec::try_from_vec(omit).map_err(|e| ApiError::bad_request(format!("omit: {e}")))?;
-    let action = AdminAction::SetDataPolicy { org: org(&name)?, omit, pseudonymise_macs: body.pseudonymise_macs };
+    let action = AdminAction::SetDataPolicy {
+        org: org(&name)?,
+        omit,
+        pseudonymise_macs: body.pseudonymise_macs,
+        strict_headers: body.strict_headers,
+    };
     match act(&state, actor, action).await? {
-        AdminReply::DataPolicySet { devices_told } => Ok(Json(DataPolicySet { devices_told })),
+        AdminReply::DataPolicySet { devices_told, strict_headers } => {
+            Ok(Json(DataPolicySet { devices_told, strict_headers }))
+        }
         other => Err(unexpected(other)),
     }
 }

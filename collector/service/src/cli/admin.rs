@@ -76,6 +76,13 @@ pub(super) enum AdminCommand {
         /// pseudonyms: on or off.
         #[arg(long, value_parser = ["on", "off"], default_value = "off")]
         pseudonymise_macs: String,
+        /// Scrub captured headers strictly: on or off. On zeroes every
+        /// header byte that is not structure or a well-known option (unknown
+        /// TCP/IP option data, AH's ICV, radiotap vendor data, IP IDs,
+        /// reserved bits), on the devices and on arrival. Left out, the
+        /// decision stays as it is.
+        #[arg(long, value_parser = ["on", "off"])]
+        strict_headers: Option<String>,
     },
     /// Location history: whether each Wi-Fi report's stations are stored
     /// with their identity (MAC, addresses, hostname, username, user
@@ -461,14 +468,18 @@ pub(super) async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::LocationHistory { admin, org, keep } => {
             (admin, AdminAction::SetLocationHistory { org, keep: keep == "on" })
         }
-        AdminCommand::Minimise { admin, org, omit, pseudonymise_macs } => {
+        AdminCommand::Minimise { admin, org, omit, pseudonymise_macs, strict_headers } => {
             let omit = omit
                 .iter()
                 .filter(|f| !f.is_empty())
                 .map(|f| f.parse::<glimpse_common::minimise::MetadataField>())
                 .collect::<Result<Vec<_>, _>>()?;
             let omit = glimpse_common::bounded::BoundedVec::try_from_vec(omit).context("--omit")?;
-            (admin, AdminAction::SetDataPolicy { org, omit, pseudonymise_macs: pseudonymise_macs == "on" })
+            let strict_headers = strict_headers.map(|value| value == "on");
+            (
+                admin,
+                AdminAction::SetDataPolicy { org, omit, pseudonymise_macs: pseudonymise_macs == "on", strict_headers },
+            )
         }
         AdminCommand::Subject { action: SubjectCommand::Erase { admin, who } } => {
             let (org, subject) = who.subject()?;
@@ -588,6 +599,7 @@ fn print_reply(reply: AdminReply) -> anyhow::Result<()> {
         AdminReply::OrgStatus {
             omitted_fields,
             pseudonymise_macs,
+            strict_headers,
             capture_consent,
             support_until_ms,
             connected_devices,
@@ -602,6 +614,7 @@ fn print_reply(reply: AdminReply) -> anyhow::Result<()> {
                 "MAC addresses: {}",
                 if pseudonymise_macs { "stored pseudonymised" } else { "stored as collected" }
             );
+            println!("captured headers: {}", if strict_headers { "scrubbed strictly" } else { "kept whole" });
             match support_until_ms {
                 Some(until) => println!("support access: granted until {}", glimpse_store::export::format_time(until)),
                 None => println!("support access: none"),
@@ -618,8 +631,9 @@ fn print_reply(reply: AdminReply) -> anyhow::Result<()> {
             if keep { "kept: stations are stored with their identity" } else { "off: stations are stored unlinked" },
             if changed { "" } else { " (already so)" }
         ),
-        AdminReply::DataPolicySet { devices_told } => {
-            println!("data policy set; {devices_told} connected devices told")
+        AdminReply::DataPolicySet { devices_told, strict_headers } => {
+            let strict = if strict_headers { "on" } else { "off" };
+            println!("data policy set (strict headers {strict}); {devices_told} connected devices told")
         }
         AdminReply::SubjectErased { metadata, captures, segments_rewritten } => println!(
             "erased {metadata} metadata and {captures} capture records ({segments_rewritten} segments rewritten)"

@@ -18,6 +18,7 @@ use glimpse_common::bounded::{BoundedString, BoundedVec};
 use glimpse_common::identity::{DeviceIdentity, OrgId};
 use glimpse_common::minimise::{DevicePseudonymKey, MacForm, Pseudonymiser};
 use glimpse_common::record::RecordBody;
+use glimpse_common::wire::agent_decodes;
 use glimpse_common::wire::io::{read_message, write_message, FrameIoError, FrameReader};
 use glimpse_common::wire::{
     AgentMessage, AuthProof, Authentication, CollectorMessage, CollectorSession, ControlMessage, ErrorCode,
@@ -117,12 +118,26 @@ fn unlink_stations(records: &mut [glimpse_common::record::Record]) -> Result<(),
 /// The control messages that bring a device from `before` (nothing told
 /// yet when `None`) to `now`. `device_key` gives the organisation's device
 /// pseudonym key, asked for only when devices are to start pseudonymising.
+/// `agent_version` is what the device's Hello named: a message it could not
+/// decode is not sent (the collector applies that decision on arrival
+/// instead).
 fn directive_messages(
     before: Option<&OrgDirectives>,
     now: &OrgDirectives,
+    agent_version: &str,
     device_key: impl FnOnce() -> Option<DevicePseudonymKey>,
 ) -> Vec<ControlMessage> {
     let mut messages = Vec::new();
+    // First, and always on a new connection: a device hears how to scrub
+    // before it hears it may capture (consent), so no capture of this
+    // connection goes out unscrubbed; and one told "on" before a change
+    // while it was away hears "off" too.
+    if before.is_none_or(|b| b.strict_headers != now.strict_headers) {
+        let message = ControlMessage::StrictHeaders { on: now.strict_headers };
+        if agent_decodes(agent_version, &message) {
+            messages.push(message);
+        }
+    }
     if before.is_none_or(|b| b.capture_consent != now.capture_consent) {
         messages.push(ControlMessage::Consent { capture: now.capture_consent });
     }
@@ -579,7 +594,8 @@ async fn stream_batches<S: AgentStream>(
     let stored = OrgDirectives::of(&context.store.policies().get(&org));
     let mut directives = context.directory.directives_receiver(&org, stored);
     let mut told = directives.borrow_and_update().clone();
-    for message in directive_messages(None, &told, || device_pseudonym_key(context, &org)) {
+    let agent_version = session.agent_version().to_owned();
+    for message in directive_messages(None, &told, &agent_version, || device_pseudonym_key(context, &org)) {
         send(stream, &CollectorMessage::Control(message), context.max_frame).await?;
     }
     // Storage failures in a row on this connection, for the retry delay.
@@ -612,7 +628,7 @@ async fn stream_batches<S: AgentStream>(
             }
             Ok(()) = directives.changed() => {
                 let now = directives.borrow_and_update().clone();
-                for message in directive_messages(Some(&told), &now, || device_pseudonym_key(context, &org)) {
+                for message in directive_messages(Some(&told), &now, &agent_version, || device_pseudonym_key(context, &org)) {
                     debug!(device = %session.identity(), ?message, "directive sent");
                     send(stream, &CollectorMessage::Control(message), context.max_frame).await?;
                 }
@@ -690,7 +706,14 @@ async fn stream_batches<S: AgentStream>(
                     retry_later(stream, session, context, seq, failures, "no random source to unlink stations").await?;
                     continue;
                 }
-                let (cut_bytes, cut_records) = enforce_headers_only(batch.records.as_mut_slice());
+                let (cut_bytes, cut_records, scrubbed) =
+                    enforce_headers_only(batch.records.as_mut_slice(), policy.strict_headers);
+                if scrubbed > 0 {
+                    // Expected from agents older than strict mode and for
+                    // captures sent before the decision reached the device.
+                    debug!(device = %session.identity(), seq, scrubbed, "capture headers scrubbed strictly on arrival");
+                    context.metrics.strict_scrubbed(&org, scrubbed);
+                }
                 if cut_bytes > 0 {
                     warn!(
                         device = %session.identity(),
@@ -841,9 +864,15 @@ fn frame_refusal(e: FrameIoError) -> Refusal {
 }
 
 /// Re-parses every capture record and cuts what lies past its header
-/// boundary. Returns (bytes cut, records affected).
-pub(crate) fn enforce_headers_only(records: &mut [glimpse_common::record::Record]) -> (usize, usize) {
+/// boundary; in strict mode then scrubs what is left, whatever the agent
+/// did (an agent that missed or ignored the decision cannot bypass it).
+/// Returns (bytes cut, records affected, bytes zeroed by strict scrubbing).
+pub(crate) fn enforce_headers_only(
+    records: &mut [glimpse_common::record::Record],
+    strict: bool,
+) -> (usize, usize, usize) {
     let mut cut = (0, 0);
+    let mut scrubbed = 0;
     for record in records {
         if let glimpse_common::record::RecordBody::Capture(packet) = &mut record.body {
             let bytes = packet.enforce();
@@ -851,9 +880,12 @@ pub(crate) fn enforce_headers_only(records: &mut [glimpse_common::record::Record
                 cut.0 += bytes;
                 cut.1 += 1;
             }
+            if strict {
+                scrubbed += packet.scrub_strict();
+            }
         }
     }
-    cut
+    (cut.0, cut.1, scrubbed)
 }
 
 #[cfg(test)]
@@ -862,7 +894,72 @@ mod tests {
     use glimpse_common::minimise::MetadataField;
 
     fn directives(pseudonymise_macs: bool) -> OrgDirectives {
-        OrgDirectives { capture_consent: false, omit: vec![MetadataField::Usernames], pseudonymise_macs }
+        OrgDirectives {
+            capture_consent: false,
+            omit: vec![MetadataField::Usernames],
+            pseudonymise_macs,
+            strict_headers: false,
+        }
+    }
+
+    /// An agent from before strict header scrubbing.
+    const OLD: &str = "0.1.0+abc123";
+
+    #[test]
+    fn strict_headers_are_told_only_to_agents_that_decode_them() {
+        let strict = OrgDirectives { strict_headers: true, ..directives(false) };
+        let relaxed = directives(false);
+        let new = "0.2.0+abc123";
+        let told = directive_messages(None, &strict, new, || panic!("no key needed"));
+        assert_eq!(told.first(), Some(&ControlMessage::StrictHeaders { on: true }), "before consent");
+        let told = directive_messages(None, &relaxed, new, || panic!("no key needed"));
+        assert_eq!(told.first(), Some(&ControlMessage::StrictHeaders { on: false }), "said on every connection");
+        assert_eq!(
+            directive_messages(Some(&relaxed), &strict, new, || panic!("no key needed")),
+            vec![ControlMessage::StrictHeaders { on: true }]
+        );
+        assert_eq!(directive_messages(Some(&strict), &strict, new, || panic!("no key needed")), vec![]);
+        // An older agent could not decode it and would drop the connection.
+        for before in [None, Some(&relaxed)] {
+            let told = directive_messages(before, &strict, OLD, || panic!("no key needed"));
+            assert!(!told.iter().any(|m| matches!(m, ControlMessage::StrictHeaders { .. })), "{told:?}");
+        }
+    }
+
+    #[test]
+    fn the_collector_scrubs_captures_in_strict_mode_whatever_the_agent_did() {
+        use glimpse_common::bounded::BoundedString;
+        use glimpse_common::capture::{CapturedPacket, LinkType};
+        use glimpse_common::record::{Record, RecordBody};
+        let mut packet = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+        packet.extend([0x45, 0, 0, 48, 0, 0, 0x40, 0, 64, 6, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2]);
+        packet.extend([0x30, 0x39, 0x01, 0xbb, 0, 0, 0, 1, 0, 0, 0, 1, 0x70, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
+        packet.extend([253, 8, b'S', b'E', b'C', b'R', b'E', b'T']);
+        let record = |bytes: &[u8]| Record {
+            observed_at_ms: 1,
+            body: RecordBody::Capture(CapturedPacket::from_packet(
+                LinkType::Ethernet,
+                0,
+                BoundedString::truncating("eth0"),
+                bytes,
+                bytes.len() as u32,
+            )),
+        };
+        let headers = |records: &[Record]| match &records[0].body {
+            RecordBody::Capture(p) => p.headers.to_vec(),
+            _ => unreachable!(),
+        };
+        let mut relaxed = vec![record(&packet)];
+        assert_eq!(enforce_headers_only(&mut relaxed, false), (0, 0, 0));
+        assert_eq!(headers(&relaxed), packet, "without strict mode the options are kept whole");
+        let mut strict = vec![record(&packet)];
+        let (cut, _, scrubbed) = enforce_headers_only(&mut strict, true);
+        assert_eq!(cut, 0, "nothing cut, only zeroed");
+        assert!(scrubbed >= 6, "SECRET and the checksums: {scrubbed}");
+        assert_eq!(enforce_headers_only(&mut strict, true), (0, 0, 0), "scrubbed once is scrubbed");
+        let kept = headers(&strict);
+        assert_eq!(kept.len(), packet.len());
+        assert_eq!(&kept[54..], &[253, 8, 0, 0, 0, 0, 0, 0]);
     }
 
     fn key() -> Option<DevicePseudonymKey> {
@@ -871,7 +968,7 @@ mod tests {
 
     #[test]
     fn a_new_connection_hears_everything_in_force() {
-        let quiet = directive_messages(None, &directives(false), || panic!("no key needed"));
+        let quiet = directive_messages(None, &directives(false), OLD, || panic!("no key needed"));
         assert_eq!(
             quiet,
             vec![
@@ -880,22 +977,22 @@ mod tests {
             ],
             "real MACs are what a device sends anyway"
         );
-        let pseudonymising = directive_messages(None, &directives(true), key);
+        let pseudonymising = directive_messages(None, &directives(true), OLD, key);
         assert_eq!(pseudonymising.last(), Some(&ControlMessage::MacPseudonyms { key: key() }));
     }
 
     #[test]
     fn changes_are_told_and_nothing_else() {
         let (off, on) = (directives(false), directives(true));
-        assert_eq!(directive_messages(Some(&on), &on, || panic!("no key needed")), vec![]);
-        assert_eq!(directive_messages(Some(&off), &on, key), vec![ControlMessage::MacPseudonyms { key: key() }]);
+        assert_eq!(directive_messages(Some(&on), &on, OLD, || panic!("no key needed")), vec![]);
+        assert_eq!(directive_messages(Some(&off), &on, OLD, key), vec![ControlMessage::MacPseudonyms { key: key() }]);
         assert_eq!(
-            directive_messages(Some(&on), &off, || panic!("no key needed")),
+            directive_messages(Some(&on), &off, OLD, || panic!("no key needed")),
             vec![ControlMessage::MacPseudonyms { key: None }]
         );
         // Without a key the device keeps sending real MACs, which are then
         // pseudonymised on arrival; telling it "pseudonymise" without one
         // would mean nothing.
-        assert_eq!(directive_messages(Some(&off), &on, || None), vec![]);
+        assert_eq!(directive_messages(Some(&off), &on, OLD, || None), vec![]);
     }
 }

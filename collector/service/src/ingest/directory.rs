@@ -196,6 +196,8 @@ pub struct OrgDirectives {
     pub omit: Vec<glimpse_common::minimise::MetadataField>,
     /// Whether devices pseudonymise MAC addresses before sending them.
     pub pseudonymise_macs: bool,
+    /// Whether captured headers are scrubbed strictly.
+    pub strict_headers: bool,
 }
 
 impl OrgDirectives {
@@ -205,6 +207,7 @@ impl OrgDirectives {
             capture_consent: policy.capture_consent,
             omit: policy.omit.clone(),
             pseudonymise_macs: policy.pseudonymise_macs,
+            strict_headers: policy.strict_headers,
         }
     }
 }

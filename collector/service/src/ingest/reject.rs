@@ -142,6 +142,7 @@ pub struct IngestMetrics {
     bytes_dropped: Family<OrgKindReason, Counter>,
     batches_stored: Counter,
     payload_bytes_cut: Family<OrgLabel, Counter>,
+    strict_scrubbed_bytes: Family<OrgLabel, Counter>,
     captures_without_consent: Family<OrgLabel, Counter>,
     pseudonymised_batches: Family<FormLabel, Counter>,
     sessions_withdrawn: Counter,
@@ -163,6 +164,7 @@ pub struct IngestMetrics {
 struct Totals {
     records_stored: AtomicU64,
     payload_bytes_cut: AtomicU64,
+    strict_scrubbed_bytes: AtomicU64,
     captures_without_consent: AtomicU64,
 }
 
@@ -281,6 +283,7 @@ impl IngestMetrics {
             bytes_dropped: Family::default(),
             batches_stored: Counter::default(),
             payload_bytes_cut: Family::default(),
+            strict_scrubbed_bytes: Family::default(),
             captures_without_consent: Family::default(),
             pseudonymised_batches: Family::default(),
             sessions_withdrawn: Counter::default(),
@@ -345,6 +348,13 @@ impl IngestMetrics {
             "Bytes past packet header boundaries that agents sent and the collector cut, by organisation",
             Unit::Bytes,
             m.payload_bytes_cut.clone(),
+        );
+        r.register_with_unit(
+            "strict_scrubbed",
+            "Header bytes the collector zeroed on arrival for organisations in strict mode (captures made before \
+             the device heard the decision, agents older than it, or agents ignoring it), by organisation",
+            Unit::Bytes,
+            m.strict_scrubbed_bytes.clone(),
         );
         r.register(
             "captures_dropped_without_consent",
@@ -532,6 +542,11 @@ impl IngestMetrics {
         self.totals.payload_bytes_cut.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
+    pub(crate) fn strict_scrubbed(&self, org: &OrgId, bytes: usize) {
+        self.strict_scrubbed_bytes.get_or_create(&OrgLabel { org: org.as_str().to_owned() }).inc_by(bytes as u64);
+        self.totals.strict_scrubbed_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
     pub(crate) fn pseudonymised(&self, form: glimpse_common::minimise::MacForm) {
         let form = match form {
             glimpse_common::minimise::MacForm::DevicePseudonyms => "device",
@@ -558,6 +573,12 @@ impl IngestMetrics {
     /// Bytes past header boundaries that agents sent and the collector cut.
     pub fn payload_bytes_cut(&self) -> u64 {
         self.totals.payload_bytes_cut.load(Ordering::Relaxed)
+    }
+
+    /// Header bytes zeroed on arrival by strict scrubbing, summed over
+    /// organisations.
+    pub fn strict_scrubbed_bytes(&self) -> u64 {
+        self.totals.strict_scrubbed_bytes.load(Ordering::Relaxed)
     }
 
     pub(crate) fn session_withdrawn(&self) {

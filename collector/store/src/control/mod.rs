@@ -81,6 +81,12 @@ pub struct OrgPolicy {
     /// `RetentionPolicy::effective_days`); kinds it did not choose keep
     /// what the operator configured.
     pub retention_days: BTreeMap<DataKind, u32>,
+    /// Whether captured headers are scrubbed strictly: every byte of them
+    /// that is not structure or a well-known option (unknown option data,
+    /// AH's ICV, radiotap vendor data, IDs, reserved bits) is zeroed, on the
+    /// device and again on arrival (see CAPTURE.md, "Strict header
+    /// scrubbing"). Off by default.
+    pub strict_headers: bool,
     /// Decisions this collector's version does not know, kept as stored so
     /// that a newer collector's choices survive this one's read-modify-write
     /// (several collectors of different versions share one control plane
@@ -120,8 +126,10 @@ mod tag {
     /// kind by name, so that a kind this version does not know is skipped
     /// rather than making the row unreadable.
     pub(super) const RETENTION_DAYS: u16 = 2;
+    /// [`super::OrgPolicy::strict_headers`]: `bool`.
+    pub(super) const STRICT_HEADERS: u16 = 3;
     // Claimed by work in progress, so that branches cannot pick the same
-    // number: 3 strict header scrubbing, 4 blocked subjects.
+    // number: 4 blocked subjects.
 }
 
 /// Most tagged values in one row: far more than there are decisions, and
@@ -155,6 +163,7 @@ fn decode(org: &str, row: &[u8]) -> Result<OrgPolicy, PolicyError> {
         pseudonymise_macs: stored.pseudonymise_macs,
         location_history: false,
         retention_days: BTreeMap::new(),
+        strict_headers: false,
         unknown: Vec::new(),
     };
     if rest.is_empty() {
@@ -168,6 +177,7 @@ fn decode(org: &str, row: &[u8]) -> Result<OrgPolicy, PolicyError> {
         match tag {
             tag::LOCATION_HISTORY => policy.location_history = extension(org, tag, value)?,
             tag::RETENTION_DAYS => policy.retention_days = retention_days(org, extension(org, tag, value)?)?,
+            tag::STRICT_HEADERS => policy.strict_headers = extension(org, tag, value)?,
             _ => policy.unknown.push((tag, value.to_vec())),
         }
     }
@@ -217,6 +227,9 @@ fn encode(policy: &OrgPolicy) -> Result<Vec<u8>, PolicyError> {
     if !policy.retention_days.is_empty() {
         let days: Vec<(&str, u32)> = policy.retention_days.iter().map(|(kind, days)| (kind.as_str(), *days)).collect();
         values.push((tag::RETENTION_DAYS, value(&days)?));
+    }
+    if policy.strict_headers {
+        values.push((tag::STRICT_HEADERS, value(&policy.strict_headers)?));
     }
     values.extend(policy.unknown.iter().cloned());
     values.sort_by_key(|(tag, _)| *tag);
@@ -473,6 +486,17 @@ impl Policies {
         Ok((before.into_inner(), changed))
     }
 
+    /// Sets whether `org`'s captured headers are scrubbed strictly (see
+    /// [`OrgPolicy::strict_headers`]); returns whether it changed.
+    pub fn set_strict_headers(&self, org: &OrgId, strict: bool) -> Result<bool, PolicyError> {
+        let (_, changed) = self.update(org, |p| {
+            let changed = p.strict_headers != strict;
+            p.strict_headers = strict;
+            changed
+        })?;
+        Ok(changed)
+    }
+
     /// Records `policy` (a description of the retention policy in force) as
     /// audited; returns whether it differs from the one recorded before, so
     /// the caller audits a change exactly once.
@@ -507,6 +531,7 @@ mod tests {
     fn rows_of_the_first_version_decode_with_the_defaults_of_later_decisions() {
         let policy = decode("acme", &first_version_row()).unwrap();
         assert!(policy.capture_consent && policy.pseudonymise_macs && !policy.location_history);
+        assert!(!policy.strict_headers);
         assert_eq!(encode(&policy).unwrap(), first_version_row(), "nothing changed: the same bytes");
     }
 
@@ -541,6 +566,44 @@ mod tests {
         let again = decode("acme", &encode(&policy).unwrap()).unwrap();
         assert!(!again.location_history);
         assert_eq!(again.unknown.len(), 1, "another version's decision survives this one's change");
+    }
+
+    #[test]
+    fn strict_headers_is_tag_3_written_only_when_on() {
+        let mut row = first_version_row();
+        row.extend(postcard::to_stdvec(&[Extension { tag: 3, value: &[1] }][..]).unwrap());
+        let mut policy = decode("acme", &row).unwrap();
+        assert!(policy.strict_headers && !policy.location_history);
+        assert_eq!(encode(&policy).unwrap(), row, "the same bytes back");
+        policy.strict_headers = false;
+        assert_eq!(encode(&policy).unwrap(), first_version_row(), "off is the default: not written");
+        let mut row = first_version_row();
+        row.extend(postcard::to_stdvec(&[Extension { tag: 3, value: &[2] }][..]).unwrap());
+        let e = decode("acme", &row).unwrap_err().to_string();
+        assert!(e.contains("decision 3"), "{e}");
+    }
+
+    #[test]
+    fn strict_headers_setter_persists_and_keeps_other_decisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let acme = OrgId::new("acme").unwrap();
+        {
+            let p = open(dir.path());
+            p.set_data_policy(&acme, &[MetadataField::Hostname], true).unwrap();
+            assert!(p.set_location_history(&acme, true).unwrap());
+            assert!(p.set_strict_headers(&acme, true).unwrap());
+            assert!(!p.set_strict_headers(&acme, true).unwrap(), "no change");
+            assert!(p.get(&acme).strict_headers);
+        }
+        {
+            let p = open(dir.path());
+            let policy = p.get(&acme);
+            assert!(policy.strict_headers && policy.location_history && policy.pseudonymise_macs);
+            assert_eq!(policy.omit, [MetadataField::Hostname]);
+            assert!(p.set_strict_headers(&acme, false).unwrap());
+            assert!(!p.get(&OrgId::new("other").unwrap()).strict_headers, "off by default");
+        }
+        assert!(!open(dir.path()).get(&acme).strict_headers);
     }
 
     #[test]

@@ -353,6 +353,31 @@ fn mac_pseudonyms_apply_to_what_is_written_not_to_what_is_kept() {
 }
 
 #[test]
+fn strict_headers_scrub_what_is_written_not_what_is_kept() {
+    let now = Instant::now();
+    // Ethernet, IPv4, TCP with an unknown option 253 carrying SECRET.
+    let mut headers = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+    headers.extend([0x45, 0, 0, 48, 0, 0, 0x40, 0, 64, 6, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2]);
+    headers.extend([0x30, 0x39, 0x01, 0xbb, 0, 0, 0, 1, 0, 0, 0, 1, 0x70, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
+    headers.extend([253, 8, b'S', b'E', b'C', b'R', b'E', b'T']);
+    let mut record = capture(1);
+    let RecordBody::Capture(packet) = &mut record.body else { unreachable!() };
+    packet.headers = BoundedBytes::try_from_vec(headers.clone()).unwrap();
+    let mut s = established(1, 0, now);
+    assert!(!s.strict_headers());
+    s.handle_message(now, CollectorMessage::Control(ControlMessage::StrictHeaders { on: true })).unwrap();
+    assert!(s.strict_headers(), "the session applies the decision itself");
+    assert_eq!(events(&mut s), vec![AgentEvent::Directive(ControlMessage::StrictHeaders { on: true })]);
+    s.push_batch(records(vec![record.clone(), metadata(2)]), vec![]).unwrap();
+    let written = sent(&mut s, now);
+    let Some(AgentMessage::Batch(batch)) = written.first() else { panic!("{written:?}") };
+    let RecordBody::Capture(sent_packet) = &batch.records[0].body else { unreachable!() };
+    assert_eq!(sent_packet.headers.len(), headers.len());
+    assert_eq!(&sent_packet.headers[54..], &[253, 8, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(s.unacked().next().unwrap().records()[0], record, "kept as captured");
+}
+
+#[test]
 fn retry_later_holds_the_batches_on_the_connection_until_the_delay_has_passed() {
     let now = Instant::now();
     let mut s = established(2, 0, now);
