@@ -42,8 +42,20 @@ pub struct Garage {
     pub secret: String,
 }
 
+/// Whether a node that failed to start may move to other ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ports {
+    /// Not yet known to its peers.
+    MayMove,
+    /// Known to its peers by address.
+    Fixed,
+}
+
 #[derive(Debug)]
 struct Node {
+    root: PathBuf,
+    replication: usize,
+    secret: String,
     config: PathBuf,
     log: PathBuf,
     s3_port: u16,
@@ -68,22 +80,18 @@ impl Garage {
         for n in 0..nodes {
             let root = dir.path().join(format!("node{n}"));
             std::fs::create_dir_all(&root).expect("node directory");
-            let (s3_port, rpc_port) = (free_port(), free_port());
-            let config = root.join("garage.toml");
-            std::fs::write(
-                &config,
-                format!(
-                    "metadata_dir = \"{meta}\"\ndata_dir = \"{data}\"\ndb_engine = \"sqlite\"\n\
-                     replication_factor = {replication}\nrpc_bind_addr = \"127.0.0.1:{rpc_port}\"\n\
-                     rpc_public_addr = \"127.0.0.1:{rpc_port}\"\nrpc_secret = \"{secret}\"\n\n\
-                     [s3_api]\ns3_region = \"{REGION}\"\napi_bind_addr = \"127.0.0.1:{s3_port}\"\n",
-                    meta = root.join("meta").display(),
-                    data = root.join("data").display(),
-                ),
-            )
-            .expect("garage.toml");
-            let mut node =
-                Node { config, log: root.join("garage.log"), s3_port, rpc_port, id: String::new(), child: None };
+            let mut node = Node {
+                config: root.join("garage.toml"),
+                log: root.join("garage.log"),
+                root,
+                replication,
+                secret: secret.clone(),
+                s3_port: 0,
+                rpc_port: 0,
+                id: String::new(),
+                child: None,
+            };
+            node.choose_ports();
             node.spawn();
             started.push(node);
         }
@@ -97,7 +105,7 @@ impl Garage {
             secret: String::new(),
         };
         for n in 0..nodes {
-            garage.wait_for_rpc(n);
+            garage.wait_for_rpc(n, Ports::MayMove);
             let id = garage.cli(n, &["node", "id", "-q"]);
             garage.nodes[n].id = id.trim().split('@').next().unwrap_or_default().to_owned();
         }
@@ -187,7 +195,8 @@ impl Garage {
     pub fn restart(&mut self, n: usize) {
         self.kill(n);
         self.nodes[n].spawn();
-        self.wait_for_rpc(n);
+        // Its peers know it by address: it must come back on the same ports.
+        self.wait_for_rpc(n, Ports::Fixed);
         // Garage retries its known peers only slowly: connect to those
         // running now, so the cluster is whole again at once.
         for m in (0..self.nodes.len()).filter(|m| *m != n && self.nodes[*m].child.is_some()) {
@@ -241,11 +250,35 @@ impl Garage {
     }
 
     /// Waits until node `n`'s daemon answers (`node id` alone reads the
-    /// key from disk, so it proves nothing).
-    fn wait_for_rpc(&self, n: usize) {
+    /// key from disk, so it proves nothing). A port picked free can be
+    /// taken by another test's process before Garage binds it, and Garage
+    /// then exits: the node is started again, on new ports if its peers do
+    /// not know it yet.
+    fn wait_for_rpc(&mut self, n: usize, ports: Ports) {
+        const ATTEMPTS: usize = 5;
         let deadline = Instant::now() + DEADLINE;
+        let mut restarts = 0;
         while self.try_cli(n, &["status"]).is_err() {
-            assert!(Instant::now() < deadline, "garage node {n} never answered (log: {})", self.nodes[n].log.display());
+            let exited = self.nodes[n].child.as_mut().map(|c| matches!(c.try_wait(), Ok(Some(_)))).unwrap_or(true);
+            if exited {
+                assert!(
+                    restarts < ATTEMPTS,
+                    "garage node {n} exited {ATTEMPTS} times at start; its log ({}) ends:\n{}",
+                    self.nodes[n].log.display(),
+                    log_tail(&self.nodes[n].log)
+                );
+                restarts += 1;
+                if ports == Ports::MayMove {
+                    self.nodes[n].choose_ports();
+                }
+                self.nodes[n].spawn();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "garage node {n} never answered; its log ({}) ends:\n{}",
+                self.nodes[n].log.display(),
+                log_tail(&self.nodes[n].log)
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -256,6 +289,27 @@ impl Garage {
 }
 
 impl Node {
+    /// Picks new free ports and writes the node's configuration for them.
+    fn choose_ports(&mut self) {
+        (self.s3_port, self.rpc_port) = (free_port(), free_port());
+        std::fs::write(
+            &self.config,
+            format!(
+                "metadata_dir = \"{meta}\"\ndata_dir = \"{data}\"\ndb_engine = \"sqlite\"\n\
+                 replication_factor = {replication}\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
+                 rpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{secret}\"\n\n\
+                 [s3_api]\ns3_region = \"{REGION}\"\napi_bind_addr = \"127.0.0.1:{s3}\"\n",
+                meta = self.root.join("meta").display(),
+                data = self.root.join("data").display(),
+                replication = self.replication,
+                rpc = self.rpc_port,
+                secret = self.secret,
+                s3 = self.s3_port,
+            ),
+        )
+        .expect("garage.toml");
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("garage log");
         let child = Command::new("garage")
@@ -289,6 +343,13 @@ fn wait_for_port(port: u16, log: &Path) {
         assert!(Instant::now() < deadline, "garage's S3 API on port {port} never opened (log: {})", log.display());
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The last lines of a log, for a failure message.
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_else(|e| format!("(cannot read it: {e})"));
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 /// The value after `label` on its line of a `garage key create` report.
