@@ -224,7 +224,11 @@ pub struct ReadOutcome {
 /// newest segment of the newest day), so resuming after a mark neither
 /// repeats nor loses a record that arrived in between. An erasure rewrites
 /// a segment under the same sequence and a new id; the mark then finds its
-/// place by its batch (`batch`, `index`) instead of by `ordinal`.
+/// place by its batch (`batch`, `index`) instead of by `ordinal`. A
+/// compaction (an object store's) merges a run of segments into one with
+/// the first one's sequence: a mark whose segment is no longer listed
+/// finds its record in the segment listed before its position, read once
+/// to find it, and resumes right after it there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ReadMark {
     /// The UTC day of the record's segment.

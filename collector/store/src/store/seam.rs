@@ -42,8 +42,10 @@
 //! [`super::SegmentBuilder`] and hangs its waits on the ticket through
 //! [`RemoteWait`].
 //!
-//! What is deliberately not here: keys, records, retention windows, stream
-//! sequence numbers (all the caller's), and compaction.
+//! What is deliberately not here: keys, records, retention windows and
+//! stream sequence numbers (all the caller's). Compaction
+//! ([`SegmentStore::compact`]) is the implementation's own: local files
+//! need none, an object store merges its small objects.
 
 use std::fmt;
 use std::io;
