@@ -812,7 +812,7 @@ impl Store {
             receipt.blocks = ticket.blocks;
             receipt.bytes = ticket.bytes;
             let notes = catalog::notes(&ticket, &groups, identity, (stream_id, stream_seq));
-            self.registry().set_stored_seq_with(identity, stream_id, stream_seq, notes)?;
+            self.registry().set_stored_seq_in(identity, (stream_id, stream_seq), notes, ticket.cohort())?;
             return Ok(receipt);
         }
         self.registry().set_stored_seq(identity, stream_id, stream_seq)?;

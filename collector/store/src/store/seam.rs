@@ -138,6 +138,31 @@ impl SyncTicket {
 pub trait RemoteWait: fmt::Debug + Send + Sync + 'static {
     /// The wait as [`std::any::Any`], to downcast to the implementation's type.
     fn as_any(&self) -> &dyn std::any::Any;
+
+    /// The tickets that become durable together with this wait (one
+    /// uploaded object's): an id for them and how many they are. The store
+    /// then commits their sequences in one transaction rather than in
+    /// whichever groups their wake-ups fall into. `None`: no such cohort.
+    fn cohort(&self) -> Option<Cohort> {
+        None
+    }
+}
+
+/// Tickets made durable by one event (see [`RemoteWait::cohort`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cohort {
+    /// Names the cohort among those of the same store.
+    pub id: u64,
+    /// How many tickets it has.
+    pub size: usize,
+}
+
+impl SyncTicket {
+    /// The cohort of the wait this ticket's durability was decided by (the
+    /// last attached: the one that ended last), if any.
+    pub fn cohort(&self) -> Option<Cohort> {
+        self.remote.last().and_then(|w| w.cohort())
+    }
 }
 
 /// Some of a run's blocks, placed in one segment.
