@@ -224,6 +224,8 @@ fn a_deleted_object_is_named_by_the_catalog_check_and_retention_deletes_whole_da
 struct CrashAfter {
     inner: Arc<dyn ObjectStore>,
     left: Arc<AtomicUsize>,
+    /// Reads fail too once crashed (the collector is gone altogether).
+    reads_die: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Counts a change (`usize::MAX` left: no crash planned).
@@ -266,6 +268,9 @@ impl ObjectStore for CrashAfter {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+        if self.reads_die.load(Ordering::SeqCst) && self.left.load(Ordering::SeqCst) == 0 {
+            return Err(object_store::Error::Generic { store: "CrashAfter", source: "crashed".into() });
+        }
         self.inner.get_opts(location, options).await
     }
 
@@ -301,8 +306,11 @@ fn an_erase_replaces_objects_and_recover_settles_a_crash_in_the_middle_of_it() {
     let Some(garage) = Garage::start(1) else { return };
     let mut config = garage.config();
     config.prefix = Some("erase".into());
-    let crash =
-        Arc::new(CrashAfter { inner: glimpse_objects::connect(&config).unwrap(), left: Arc::new(usize::MAX.into()) });
+    let crash = Arc::new(CrashAfter {
+        inner: glimpse_objects::connect(&config).unwrap(),
+        left: Arc::new(usize::MAX.into()),
+        reads_die: Arc::default(),
+    });
     let clock = ManualClock::new(SystemClock.now_millis());
     let segments =
         ObjectSegments::with_store(Arc::clone(&crash) as Arc<dyn ObjectStore>, &config, Arc::new(clock.clone()));
@@ -353,6 +361,224 @@ fn an_erase_replaces_objects_and_recover_settles_a_crash_in_the_middle_of_it() {
         erase(&h.store).unwrap();
         let expected: Vec<String> = (1..=keeps).map(|k| format!("keep-{k}")).collect();
         assert_eq!(h.hostnames(), expected);
+    }
+}
+
+/// A collector's store over Garage and PostgreSQL: the segment catalog and
+/// stream sequences in the database, as in a cluster.
+struct Distributed {
+    dir: TempDir,
+    clock: ManualClock,
+    segments: Arc<ObjectSegments>,
+    store: Store,
+}
+
+fn pg_config(pg: &glimpse_tests::postgres::Postgres) -> glimpse_postgres::PostgresConfig {
+    glimpse_postgres::PostgresConfig {
+        tls: glimpse_postgres::PgTls::Disable,
+        timeout_ms: 5_000,
+        ..glimpse_postgres::PostgresConfig::new(pg.url())
+    }
+}
+
+impl Distributed {
+    /// A collector (a new one, or this one restarted: `dir` keeps the
+    /// master key) on `segments`.
+    fn open(
+        pg: &glimpse_tests::postgres::Postgres,
+        clock: ManualClock,
+        segments: Arc<ObjectSegments>,
+        dir: TempDir,
+    ) -> Distributed {
+        wait_ready(&segments);
+        let key_file = dir.path().join("master.key");
+        let master = if key_file.exists() {
+            MasterKey::load(&key_file).expect("master key")
+        } else {
+            MasterKey::generate_file(&key_file).expect("master key")
+        };
+        let control = Arc::new(glimpse_postgres::PgControl::connect(&pg_config(pg)).expect("connect"));
+        let store = Store::open_with_control(
+            &dir.path().join("data"),
+            control,
+            std::path::PathBuf::from("postgresql"),
+            Some(Arc::clone(&segments) as Arc<dyn SegmentStore>),
+            false,
+            master,
+            Arc::new(clock.clone()),
+            RetentionPolicy::default(),
+        )
+        .expect("open store");
+        Distributed { dir, clock, segments, store }
+    }
+
+    fn append(&self, device: &str, seq: u64, hostnames: &[String]) {
+        let records: Vec<Record> = hostnames.iter().map(|h| record(h)).collect();
+        self.store.append(&identity(device), 1, seq, &records).expect("append");
+    }
+
+    /// What an export serves after `cursor` (all from the start without
+    /// one), with each record's cursor, in order; no problem may be met.
+    fn export(&self, cursor: Option<&str>) -> Vec<(String, String)> {
+        use glimpse_store::export::ExportCursor;
+        let mark = cursor.map(|c| ExportCursor::decode(c, DataKind::Metadata).expect("cursor").mark);
+        let mut out = Vec::new();
+        let problems = self
+            .store
+            .read_after(&org(), DataKind::Metadata, (None, None), mark.as_ref(), &mut |mark, record| {
+                out.push((ExportCursor { kind: DataKind::Metadata, mark }.encode(), hostname(&record.record)));
+                std::ops::ControlFlow::Continue(())
+            })
+            .expect("read");
+        assert!(problems.is_empty(), "{problems:?}");
+        out
+    }
+
+    fn verify_clean(&self) {
+        let report = self.store.verify(Some(&org())).expect("verify");
+        let problems: Vec<String> =
+            report.iter().flat_map(|(_, _, r)| r.problems.iter().map(|p| p.to_string())).collect();
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    fn compact(&self, config: &ObjectStoreConfig) -> (glimpse_store::store::seam::Compacted, u64) {
+        let (target, after) = config.compaction().expect("compaction on");
+        self.store.compact(target, after, 1_000).expect("compact")
+    }
+}
+
+/// The objects under `config`'s prefix.
+fn objects_here(config: &ObjectStoreConfig) -> Vec<String> {
+    let prefix = format!("{}/", config.prefix.as_deref().unwrap_or_default());
+    objects(config).into_iter().filter(|p| p.starts_with(&prefix)).collect()
+}
+
+fn segment_objects(config: &ObjectStoreConfig) -> usize {
+    objects_here(config).iter().filter(|p| p.contains("/orgs/") && p.ends_with(".seg")).count()
+}
+
+fn leftovers(config: &ObjectStoreConfig) -> Vec<String> {
+    objects_here(config).into_iter().filter(|p| p.ends_with(".compact") || p.contains("/rewrites/")).collect()
+}
+
+/// Many small batches (one object each, from several appenders), then
+/// compaction: the objects drop to a few and every export, resumed from any
+/// cursor, serves exactly the same records once, during and after it.
+#[test]
+fn compaction_merges_many_small_objects_and_exports_serve_every_record_once() {
+    let Some(garage) = Garage::start(1) else { return };
+    let Some(pg) = glimpse_tests::postgres::Postgres::start() else { return };
+    glimpse_postgres::PgControl::migrate(&pg_config(&pg)).expect("migrate");
+    let mut config = garage.config();
+    config.prefix = Some("compact".into());
+    let clock = ManualClock::new(SystemClock.now_millis());
+    let segments = Arc::new(ObjectSegments::open(&config, Arc::new(clock.clone())).expect("open"));
+    let c = Distributed::open(&pg, clock, segments, tempfile::tempdir().unwrap());
+    std::thread::scope(|scope| {
+        for thread in 0..4 {
+            let c = &c;
+            scope.spawn(move || {
+                for seq in 1..=60u64 {
+                    let names: Vec<String> = (0..3).map(|i| format!("h{thread}-{seq:02}-{i}")).collect();
+                    c.append(&format!("ap-{thread}"), seq, &names);
+                }
+            });
+        }
+    });
+    let before = c.export(None);
+    assert_eq!(before.len(), 720);
+    let objects_before = segment_objects(&config);
+    assert!(objects_before > 20, "{objects_before}");
+    // Cursors handed out before the compaction, spread over the sources.
+    let cursors: Vec<usize> = vec![0, 1, 100, 359, 360, 500, 718];
+    let names = |from: &[(String, String)]| from.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>();
+    let check = |stage: &str| {
+        assert_eq!(names(&c.export(None)), names(&before), "{stage}");
+        for &at in &cursors {
+            assert_eq!(names(&c.export(Some(&before[at].0))), names(&before[at + 1..]), "{stage}: after record {at}");
+        }
+        c.verify_clean();
+    };
+
+    assert_eq!(c.compact(&config).0.merges, 0, "nothing old enough yet");
+    c.clock.advance(config.compact_after_ms as i64);
+    let (first, failures) = c.compact(&config);
+    assert_eq!(failures, 0);
+    assert!(first.merges >= 1 && first.merged as usize == objects_before, "{first:?}");
+    check("committed, in the listing grace");
+    c.clock.advance(c.segments.listing_limit().as_millis() as i64 + 1);
+    let (second, _) = c.compact(&config);
+    assert_eq!(second.settled, first.merges, "{second:?}");
+    let objects_after = segment_objects(&config);
+    assert_eq!(objects_after as u64, first.merges);
+    assert!(leftovers(&config).is_empty(), "{:?}", leftovers(&config));
+    check("completed");
+    // The catalog holds the merged objects' rows only.
+    let rows = c.store.control().segment_rows("acme", "metadata").unwrap();
+    assert_eq!(rows.len(), objects_after);
+    assert_eq!(rows.iter().map(|(_, r)| r.records).sum::<u64>(), 720);
+    eprintln!("compaction: {objects_before} objects of {} records before, {objects_after} after", before.len());
+}
+
+/// A collector stopped between the merged object's PUT and the catalog
+/// switch, and one stopped between the switch and the deletes: every record
+/// is served once meanwhile, and a restarted collector's runs settle it.
+#[test]
+fn a_compaction_cut_short_loses_nothing_serves_nothing_twice_and_is_settled_after_a_restart() {
+    let Some(garage) = Garage::start(1) else { return };
+    let mut config = garage.config();
+    // (changes before the crash, whether the switch happened): the intent
+    // and the merged object were PUT, and the collector died before the
+    // catalog switch; or it switched and died at the commit's DELETE.
+    for (round, (changes, switched)) in [(2usize, false), (2, true)].into_iter().enumerate() {
+        // A database of its own each round: the catalog is the bucket's.
+        let Some(pg) = glimpse_tests::postgres::Postgres::start() else { return };
+        glimpse_postgres::PgControl::migrate(&pg_config(&pg)).expect("migrate");
+        config.prefix = Some(format!("crash{round}"));
+        let crash = Arc::new(CrashAfter {
+            inner: glimpse_objects::connect(&config).unwrap(),
+            left: Arc::new(usize::MAX.into()),
+            reads_die: Arc::new((!switched).into()),
+        });
+        let clock = ManualClock::new(SystemClock.now_millis());
+        let segments =
+            ObjectSegments::with_store(Arc::clone(&crash) as Arc<dyn ObjectStore>, &config, Arc::new(clock.clone()));
+        let c = Distributed::open(&pg, clock.clone(), Arc::new(segments.unwrap()), tempfile::tempdir().unwrap());
+        for seq in 1..=12u64 {
+            c.append(&format!("ap-{round}-{}", seq % 2), seq, &[format!("r{round}-{seq:02}")]);
+        }
+        let before = c.export(None);
+        let objects_before = segment_objects(&config);
+        c.clock.advance(config.compact_after_ms as i64);
+        crash.left.store(changes, Ordering::SeqCst);
+        let (done, failures) = c.compact(&config);
+        assert_eq!((done.merges, failures), (0, 1), "round {round}");
+        // The crashed collector is gone; another one (or it, restarted)
+        // serves every record once from here on.
+        let dir = c.dir;
+        drop(c.store);
+        let restarted = Arc::new(ObjectSegments::open(&config, Arc::new(clock.clone())).expect("open"));
+        restarted.recover(&|_| None).expect("recover");
+        let c = Distributed::open(&pg, clock, restarted, dir);
+        let names = |from: &[(String, String)]| from.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&c.export(None)), names(&before), "round {round}");
+        c.verify_clean();
+        assert!(!leftovers(&config).is_empty(), "round {round}: the crash left its intent");
+        // Its runs settle it: a switched one is committed at once (then
+        // completed after the grace); one that never switched is rolled
+        // back once it is stale, and merged afresh.
+        let (first, _) = c.compact(&config);
+        assert_eq!(first.settled, u64::from(switched), "round {round}: {first:?}");
+        assert_eq!(names(&c.export(None)), names(&before), "round {round}");
+        c.verify_clean();
+        c.clock.advance(glimpse_objects::rewrite::STALE_REWRITE_MS);
+        c.compact(&config);
+        c.clock.advance(c.segments.listing_limit().as_millis() as i64 + 1);
+        c.compact(&config);
+        assert!(leftovers(&config).is_empty(), "round {round}: {:?}", leftovers(&config));
+        assert_eq!(segment_objects(&config), 1, "round {round}: {objects_before} before: {:?}", objects_here(&config));
+        assert_eq!(names(&c.export(None)), names(&before), "round {round}");
+        c.verify_clean();
     }
 }
 

@@ -26,7 +26,7 @@
 //! once with a transient error rather than wait.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,7 @@ use bytes::Bytes;
 use glimpse_common::clock::Clock;
 use glimpse_common::identity::OrgId;
 use glimpse_common::record::DataKind;
-use glimpse_store::store::seam::{BlockRun, Placed, RemoteWait, SegmentKey, SyncTicket};
+use glimpse_store::store::seam::{BlockRun, Cohort, Placed, RemoteWait, SegmentKey, SyncTicket};
 use glimpse_store::store::{SegmentBuilder, SegmentError};
 use object_store::path::Path;
 use object_store::{ObjectStore, PutOptions, PutPayload};
@@ -104,6 +104,10 @@ struct Building {
 pub(crate) struct Upload {
     key: SegmentKey,
     path: Path,
+    /// Names this upload's cohort of tickets (see [`RemoteWait::cohort`]).
+    id: u64,
+    /// Tickets whose durability this upload decides (it is their last).
+    tickets: AtomicUsize,
     state: Mutex<UploadState>,
     done: Condvar,
 }
@@ -134,7 +138,16 @@ impl RemoteWait for Upload {
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
+
+    /// The tickets that this object's PUT makes durable at once: their
+    /// sequences are then committed in one transaction.
+    fn cohort(&self) -> Option<Cohort> {
+        Some(Cohort { id: self.id, size: self.tickets.load(Ordering::SeqCst).max(1) })
+    }
 }
+
+/// Cohort ids, unique within the process.
+static NEXT_UPLOAD_ID: AtomicU64 = AtomicU64::new(1);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves the state consistent between steps, so
@@ -147,6 +160,8 @@ impl Upload {
         Upload {
             key,
             path,
+            id: NEXT_UPLOAD_ID.fetch_add(1, Ordering::Relaxed),
+            tickets: AtomicUsize::new(0),
             state: Mutex::new(UploadState { status: Status::Open, body: None, counted: 0, expected_by }),
             done: Condvar::new(),
         }
@@ -309,6 +324,12 @@ impl Committer {
             ticket.bytes += added;
             let attached = ticket.attached().last().and_then(|w| w.as_any().downcast_ref::<Upload>());
             if !attached.is_some_and(|u| std::ptr::eq(u, &*open.upload)) {
+                // The ticket's durability is now this upload's to decide,
+                // no longer the one it was attached to before.
+                if let Some(before) = attached {
+                    before.tickets.fetch_sub(1, Ordering::SeqCst);
+                }
+                open.upload.tickets.fetch_add(1, Ordering::SeqCst);
                 ticket.attach(Arc::clone(&open.upload) as Arc<dyn RemoteWait>);
             }
         }

@@ -13,6 +13,9 @@
 //! flush_interval_ms = 25
 //! request_timeout_ms = 10000
 //! max_in_flight_bytes = 268435456
+//! compact_target_bytes = 16777216     # merge small objects into ones of this size
+//! compact_after_ms = 600000           # objects at least this old (0: no compaction)
+//! compact_interval_ms = 60000         # how often a compaction run starts
 //! ```
 //!
 //! The secret access key is never in the configuration file itself: it is
@@ -82,6 +85,31 @@ pub struct ObjectStoreConfig {
     /// once (agents resend later) instead of queueing.
     #[serde(default = "default_max_in_flight_bytes")]
     pub max_in_flight_bytes: u64,
+    /// Compaction merges a day's small objects into objects of about this
+    /// many bytes (see docs/SCALING.md).
+    #[serde(default = "default_compact_target_bytes")]
+    pub compact_target_bytes: u64,
+    /// Only objects started at least this long ago are merged, so that
+    /// none still being uploaded or committed is touched; 0 turns
+    /// compaction off.
+    #[serde(default = "default_compact_after_ms")]
+    pub compact_after_ms: u64,
+    /// How often a compaction run starts (each collector; the runs take
+    /// turns on one organisation's kind).
+    #[serde(default = "default_compact_interval_ms")]
+    pub compact_interval_ms: u64,
+}
+
+fn default_compact_target_bytes() -> u64 {
+    16 * 1024 * 1024
+}
+
+fn default_compact_after_ms() -> u64 {
+    10 * 60 * 1000
+}
+
+fn default_compact_interval_ms() -> u64 {
+    60 * 1000
 }
 
 fn default_flush_interval_ms() -> u64 {
@@ -123,6 +151,9 @@ impl ObjectStoreConfig {
             flush_interval_ms: default_flush_interval_ms(),
             request_timeout_ms: default_request_timeout_ms(),
             max_in_flight_bytes: default_max_in_flight_bytes(),
+            compact_target_bytes: default_compact_target_bytes(),
+            compact_after_ms: default_compact_after_ms(),
+            compact_interval_ms: default_compact_interval_ms(),
         }
     }
 
@@ -217,7 +248,39 @@ impl ObjectStoreConfig {
                 self.max_in_flight_bytes
             ));
         }
+        let most = glimpse_store::store::SEGMENT_ROLL_BYTES;
+        if !(64 * 1024..=most).contains(&self.compact_target_bytes) {
+            problems
+                .push(format!("storage.compact_target_bytes is {}: give 65536 to {most}", self.compact_target_bytes));
+        }
+        // Younger than a request timeout (and a minute), an object's PUT
+        // or its batches' commit may still be under way.
+        let youngest = self.request_timeout_ms.max(60_000);
+        if self.compact_after_ms != 0 && !(youngest..=7 * 86_400_000).contains(&self.compact_after_ms) {
+            problems.push(format!(
+                "storage.compact_after_ms is {}: give 0 (off) or {youngest} (a minute, and at least \
+                 request_timeout_ms) to 604800000",
+                self.compact_after_ms
+            ));
+        }
+        if !(1_000..=86_400_000).contains(&self.compact_interval_ms) {
+            problems.push(format!(
+                "storage.compact_interval_ms is {}: give 1000 to 86400000 milliseconds",
+                self.compact_interval_ms
+            ));
+        }
         problems
+    }
+
+    /// Whether compaction runs, and what it merges: `None` when
+    /// `compact_after_ms` is 0.
+    pub fn compaction(&self) -> Option<(u64, i64)> {
+        (self.compact_after_ms > 0).then_some((self.compact_target_bytes, self.compact_after_ms as i64))
+    }
+
+    /// How often a compaction run starts.
+    pub fn compact_interval(&self) -> Duration {
+        Duration::from_millis(self.compact_interval_ms)
     }
 
     /// The group commit window.
@@ -335,6 +398,9 @@ mod tests {
         config.request_timeout_ms = 1;
         config.max_in_flight_bytes = 1;
         config.access_key_id = Some("no spaces".into());
+        config.compact_target_bytes = 1;
+        config.compact_after_ms = 5;
+        config.compact_interval_ms = 0;
         let problems = config.problems().join("\n");
         for key in [
             "plain HTTP",
@@ -346,6 +412,9 @@ mod tests {
             "flush_interval_ms",
             "request_timeout_ms",
             "max_in_flight_bytes",
+            "compact_target_bytes",
+            "compact_after_ms",
+            "compact_interval_ms",
         ] {
             assert!(problems.contains(key), "{key} missing from:\n{problems}");
         }

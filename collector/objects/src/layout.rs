@@ -4,6 +4,10 @@
 //! <prefix>/orgs/<org>/<kind>/<YYYY-MM-DD>/<seq>-<id>.seg                  a segment
 //! <prefix>/orgs/<org>/<kind>/<YYYY-MM-DD>/<seq>-<old id>.seg.<id>.staged  a rewrite's replacement, staged
 //! <prefix>/rewrites/<org>/<kind>/<YYYY-MM-DD>/<seq>-<old id>.seg.<id>.<ms> a rewrite under way (empty)
+//! <prefix>/orgs/<org>/<kind>/<YYYY-MM-DD>/<seq>-<first id>.seg.<id>.<last seq>.compact
+//!                                                       a compaction's merged segment, staged
+//! <prefix>/rewrites/<org>/<kind>/<YYYY-MM-DD>/<seq>-<first id>.seg.<id>.<ms>.compact
+//!                                                       a compaction under way (its sources' names)
 //! ```
 //!
 //! `<seq>` is 20 decimal digits: the collector clock's milliseconds when the
@@ -31,6 +35,9 @@ use object_store::path::Path;
 /// Suffix of a staged replacement (a name readers only serve when the
 /// segment it replaces is gone; see `rewrite.rs`).
 pub(crate) const STAGED_SUFFIX: &str = ".staged";
+/// Suffix of a compaction's staged merged segment and of its intent (see
+/// `compact.rs`).
+pub(crate) const COMPACT_SUFFIX: &str = ".compact";
 /// Sequences are `ms * SEQ_SPREAD + random`, below 10^19, so 20 digits.
 pub(crate) const SEQ_SPREAD: u64 = 1_000_000;
 
@@ -153,6 +160,35 @@ pub(crate) fn parse_intent(name: &str) -> Option<(&str, u64, i64)> {
     Some((old, parse_id(id)?, ms.parse().ok()?))
 }
 
+/// A compaction's staged merged segment: it replaces the day's segments
+/// from `first` (whose sequence the merged one keeps) to the one with
+/// sequence `last_seq`, and takes the id `new_id`.
+pub(crate) fn compact_name(first: &str, new_id: u64, last_seq: u64) -> String {
+    format!("{first}.{new_id:016x}.{last_seq}{COMPACT_SUFFIX}")
+}
+
+/// The first segment, the new id and the last sequence in a staged merged
+/// segment's name.
+pub(crate) fn parse_compact(name: &str) -> Option<(&str, u64, u64)> {
+    let (rest, last) = name.strip_suffix(COMPACT_SUFFIX)?.rsplit_once('.')?;
+    let (first, id) = rest.rsplit_once('.')?;
+    parse_segment_name(first)?;
+    if last.is_empty() || !last.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((first, parse_id(id)?, last.parse().ok()?))
+}
+
+/// The record of a compaction under way: `<first>.<new id>.<ms>.compact`.
+pub(crate) fn compact_intent_name(first: &str, new_id: u64, started_ms: i64) -> String {
+    format!("{first}.{new_id:016x}.{}{COMPACT_SUFFIX}", started_ms.max(0))
+}
+
+/// The first segment, new id and start time in a compaction's intent name.
+pub(crate) fn parse_compact_intent(name: &str) -> Option<(&str, u64, i64)> {
+    parse_intent(name.strip_suffix(COMPACT_SUFFIX)?)
+}
+
 /// A 16-hex-digit segment id.
 fn parse_id(id: &str) -> Option<u64> {
     if id.len() != 16 {
@@ -199,6 +235,21 @@ mod tests {
         }
         for bad in ["", &format!("{a}.0000000000000abc."), &format!("{a}.abc.12"), "1.2.3"] {
             assert_eq!(parse_intent(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn compaction_names_parse_back() {
+        let first = segment_name(1_700_000_000_000 * SEQ_SPREAD + 5, 0xfeed);
+        let staged = compact_name(&first, 0xabc, 1_700_000_000_100 * SEQ_SPREAD);
+        assert_eq!(parse_compact(&staged), Some((first.as_str(), 0xabc, 1_700_000_000_100 * SEQ_SPREAD)));
+        assert_eq!(parse_segment_name(&staged), None);
+        assert_eq!(parse_staged(&staged), None, "not an erase's replacement");
+        let intent = compact_intent_name(&first, 0xabc, 1234);
+        assert_eq!(parse_compact_intent(&intent), Some((first.as_str(), 0xabc, 1234)));
+        assert_eq!(parse_intent(&intent), None, "not an erase's intent");
+        for bad in ["", ".compact", &format!("{first}.abc.12.compact"), &format!("{first}.0000000000000abc..compact")] {
+            assert_eq!(parse_compact(bad), None, "{bad}");
         }
     }
 

@@ -20,15 +20,19 @@
 //!   use delimiters, like directories.
 //! - **Erasure** replaces objects atomically across crashes
 //!   (`rewrite.rs`); **retention** deletes by prefix.
+//! - **Compaction** merges a day's small objects into larger ones, with
+//!   the same staged mechanism and the catalog switched in one
+//!   transaction (`compact.rs`).
 //! - **Synchronous.** glimpse-store has no tokio; this crate keeps its
 //!   own small runtime (`bridge.rs`) and waits on it with deadlines, from
 //!   any thread.
 //!
 //! What is deliberately not here: the segment catalog and stream sequences
-//! (the control plane's), compaction of small objects, and any cache.
+//! (the control plane's) and any cache.
 
 mod bridge;
 mod commit;
+pub mod compact;
 pub mod config;
 mod connector;
 mod error;
@@ -102,6 +106,8 @@ pub enum ObjectsError {
     Runtime(std::io::Error),
 }
 
+#[cfg(test)]
+mod compact_tests;
 #[cfg(test)]
 mod faulty;
 #[cfg(test)]

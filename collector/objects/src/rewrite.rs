@@ -53,7 +53,7 @@ use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 
 use crate::error::local;
-use crate::layout::{day_of, final_name, intent_name, last_part, parse_intent, staged_name};
+use crate::layout::{day_of, final_name, intent_name, last_part, parse_compact_intent, parse_intent, staged_name};
 use crate::segments::{DayListing, ObjectSegments};
 
 /// An intent younger than this (by the collector clocks) may belong to a
@@ -197,6 +197,11 @@ pub(crate) fn recover(segs: &ObjectSegments) -> Result<(), SegmentError> {
             }
             _ => None,
         });
+        if parse_compact_intent(last_part(&meta.location)).is_some() {
+            // A compaction's: settled by the next compaction run, which
+            // has the segment catalog at hand (see `compact.rs`).
+            continue;
+        }
         let Some((org, kind, day, old, id, started)) = parsed else {
             tracing::warn!(object = %layout.url(&meta.location), "unrecognised rewrite record left alone");
             continue;
@@ -229,7 +234,7 @@ pub(crate) fn recover(segs: &ObjectSegments) -> Result<(), SegmentError> {
     Ok(())
 }
 
-fn put(segs: &ObjectSegments, path: &Path, bytes: Vec<u8>) -> Result<(), SegmentError> {
+pub(crate) fn put(segs: &ObjectSegments, path: &Path, bytes: Vec<u8>) -> Result<(), SegmentError> {
     let store = Arc::clone(&segs.commit.store);
     let at = path.clone();
     segs.request("upload", segs.commit.layout.url(path), async move {
@@ -237,7 +242,7 @@ fn put(segs: &ObjectSegments, path: &Path, bytes: Vec<u8>) -> Result<(), Segment
     })
 }
 
-fn delete(segs: &ObjectSegments, path: &Path) -> Result<(), SegmentError> {
+pub(crate) fn delete(segs: &ObjectSegments, path: &Path) -> Result<(), SegmentError> {
     let store = Arc::clone(&segs.commit.store);
     let at = path.clone();
     segs.request("delete", segs.commit.layout.url(path), async move {
@@ -250,7 +255,7 @@ fn delete(segs: &ObjectSegments, path: &Path) -> Result<(), SegmentError> {
 
 /// Copies `from` to `to`; `from` already gone is fine if `to` is there
 /// (a recover elsewhere finished this step).
-fn copy(segs: &ObjectSegments, from: &Path, to: &Path) -> Result<(), SegmentError> {
+pub(crate) fn copy(segs: &ObjectSegments, from: &Path, to: &Path) -> Result<(), SegmentError> {
     let store = Arc::clone(&segs.commit.store);
     let (src, dst) = (from.clone(), to.clone());
     let copied = segs.request("copy", segs.commit.layout.url(from), async move {

@@ -17,7 +17,7 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use crate::bridge::Bridge;
 use crate::commit::{Committer, Settings};
 use crate::error::{local, remote};
-use crate::layout::{final_name, last_part, parse_staged, Layout};
+use crate::layout::{final_name, last_part, parse_compact, parse_staged, Layout};
 use crate::{ObjectStoreConfig, ObjectsError, FLUSH_BYTES, MAX_OBJECT_BYTES};
 
 /// Segments as objects in an S3-compatible store (see the crate header).
@@ -27,6 +27,9 @@ pub struct ObjectSegments {
     pub(crate) bridge: Bridge,
     pub(crate) commit: Arc<Committer>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Compactions this collector committed, waiting for their listing
+    /// grace (see `compact.rs`).
+    pub(crate) committed: std::sync::Mutex<Vec<crate::compact::Committed>>,
 }
 
 /// Never the client (it holds the credentials): where, and how much waits.
@@ -50,6 +53,9 @@ pub(crate) struct DayListing {
     pub(crate) staged: Vec<(String, u64, ObjectMeta)>,
     /// Names of the plain segments listed.
     pub(crate) names: HashSet<String>,
+    /// Compactions' staged merged segments: the first segment's name, the
+    /// new id, the last sequence merged, the object.
+    pub(crate) compacting: Vec<(String, u64, u64, ObjectMeta)>,
 }
 
 impl ObjectSegments {
@@ -79,7 +85,7 @@ impl ObjectSegments {
             max_in_flight_bytes: config.max_in_flight_bytes,
         };
         let commit = Arc::new(Committer::new(store, layout, settings, Arc::clone(&clock), bridge.handle().clone()));
-        Ok(ObjectSegments { bridge, commit, clock })
+        Ok(ObjectSegments { bridge, commit, clock, committed: std::sync::Mutex::default() })
     }
 
     /// A cheap probe for readiness: one listing request under the prefix,
@@ -116,6 +122,17 @@ impl ObjectSegments {
         self.commit.layout.url(&self.commit.layout.orgs())
     }
 
+    /// The longest a day's listing may take (its requests, one page after
+    /// another): a compaction deletes its other sources only this long
+    /// after its commit (see `compact.rs`).
+    pub fn listing_limit(&self) -> Duration {
+        self.commit.settings.request_timeout * 20 + Duration::from_secs(60)
+    }
+
+    pub(crate) fn committed(&self) -> std::sync::MutexGuard<'_, Vec<crate::compact::Committed>> {
+        self.committed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Runs one request on the runtime, bounded by the request timeout.
     pub(crate) fn request<T: Send + 'static>(
         &self,
@@ -136,8 +153,7 @@ impl ObjectSegments {
         // Each request is bounded by the client's own timeout; this only
         // bounds how many a day's listing may take (a page of 1000 names
         // each).
-        let limit = self.commit.settings.request_timeout * 20 + Duration::from_secs(60);
-        self.bounded(action, location, limit, future)
+        self.bounded(action, location, self.listing_limit(), future)
     }
 
     fn bounded<T: Send + 'static>(
@@ -214,9 +230,31 @@ impl ObjectSegments {
                 out.names.insert(name);
             } else if let Some((old, id)) = parse_staged(&name) {
                 out.staged.push((old.to_owned(), id, meta));
+            } else if let Some((first, id, last)) = parse_compact(&name) {
+                out.compacting.push((first.to_owned(), id, last, meta));
             } else {
                 problem(problems, layout.url(&meta.location), "not a segment object; ignored".into());
             }
+        }
+        // A compaction's merged segment stands in for its sources once the
+        // first of them is gone (its commit point, after the catalog
+        // switched) until it has its final name; meanwhile the rest of its
+        // sources are hidden, so its records are served once (see
+        // `compact.rs`).
+        for (first, id, last, meta) in &out.compacting {
+            let (Some(final_name), Some((first_seq, _))) = (final_name(first, *id), parse_segment_name(first)) else {
+                continue;
+            };
+            if out.names.contains(first) || out.names.contains(&final_name) {
+                continue;
+            }
+            out.served
+                .retain(|s| parse_segment_name(&s.key.name).is_none_or(|(seq, _)| seq <= first_seq || seq > *last));
+            out.served.push(SegmentInfo {
+                key: SegmentKey { org: org.clone(), kind, day, name: final_name },
+                location: PathBuf::from(layout.url(&meta.location)),
+                bytes: meta.size,
+            });
         }
         // A staged replacement is the segment while the one it replaces is
         // gone and it has not reached its final name yet (a rewrite between
@@ -319,7 +357,7 @@ impl ObjectSegments {
         for meta in &objects {
             freed.bytes += meta.size;
             let name = last_part(&meta.location);
-            if parse_segment_name(name).is_some() || parse_staged(name).is_some() {
+            if parse_segment_name(name).is_some() || parse_staged(name).is_some() || parse_compact(name).is_some() {
                 freed.segments += 1;
             }
         }

@@ -110,6 +110,34 @@ impl SegmentStore for ObjectSegments {
         (0, Vec::new())
     }
 
+    fn compact(
+        &self,
+        org: &OrgId,
+        kind: DataKind,
+        key: &SecretKey,
+        catalog: &dyn glimpse_store::control::ControlStore,
+        policy: &glimpse_store::store::seam::CompactPolicy,
+    ) -> Result<glimpse_store::store::seam::Compacted, SegmentError> {
+        crate::compact::compact(self, org, kind, key, catalog, policy)
+    }
+
+    fn staged_merge(&self, key: &SegmentKey) -> bool {
+        let mut ignored = Vec::new();
+        let Ok(listing) = self.list_day(&key.org, key.kind, key.day, &mut ignored) else { return false };
+        listing.compacting.iter().any(|(first, id, _, _)| {
+            listing.names.contains(first) && crate::layout::final_name(first, *id).as_deref() == Some(key.name.as_str())
+        })
+    }
+
+    fn settle_compactions(
+        &self,
+        org: &OrgId,
+        kind: DataKind,
+        catalog: &dyn glimpse_store::control::ControlStore,
+    ) -> Result<(), SegmentError> {
+        crate::compact::settle_now(self, org, kind, catalog)
+    }
+
     fn recover(&self, _key_of: &dyn Fn(&OrgId) -> Option<Arc<OrgKey>>) -> Result<(), SegmentError> {
         // Objects are written whole, so there is no torn tail to cut: only
         // rewrites a crash interrupted.

@@ -27,18 +27,18 @@ use crate::faulty::{Faults, Faulty};
 use crate::{ObjectSegments, ObjectStoreConfig};
 
 /// Noon UTC on 2025-11-23.
-const T0: i64 = 20_415 * MILLIS_PER_DAY + 12 * 3_600_000;
+pub(crate) const T0: i64 = 20_415 * MILLIS_PER_DAY + 12 * 3_600_000;
 
-struct Fixture {
+pub(crate) struct Fixture {
     _dir: TempDir,
-    clock: ManualClock,
-    memory: Arc<dyn ObjectStore>,
-    faults: Arc<Faults>,
-    segments: Arc<ObjectSegments>,
-    store: Store,
+    pub(crate) clock: ManualClock,
+    pub(crate) memory: Arc<dyn ObjectStore>,
+    pub(crate) faults: Arc<Faults>,
+    pub(crate) segments: Arc<ObjectSegments>,
+    pub(crate) store: Store,
 }
 
-fn config() -> ObjectStoreConfig {
+pub(crate) fn config() -> ObjectStoreConfig {
     let mut config = ObjectStoreConfig::new("http://127.0.0.1:1", "garage", "glimpse");
     config.prefix = Some("test".into());
     config.flush_interval_ms = 5;
@@ -47,7 +47,7 @@ fn config() -> ObjectStoreConfig {
 }
 
 impl Fixture {
-    fn new() -> Fixture {
+    pub(crate) fn new() -> Fixture {
         Fixture::with(config())
     }
 
@@ -66,12 +66,12 @@ impl Fixture {
 
     /// The same bucket seen by a new store (another collector, or this one
     /// after a restart), without faults.
-    fn another(&self) -> ObjectSegments {
+    pub(crate) fn another(&self) -> ObjectSegments {
         ObjectSegments::with_store(Arc::clone(&self.memory), &config(), Arc::new(self.clock.clone())).unwrap()
     }
 
     /// Every object's path, sorted.
-    fn objects(&self) -> Vec<String> {
+    pub(crate) fn objects(&self) -> Vec<String> {
         let memory = Arc::clone(&self.memory);
         let listed: Vec<_> = self
             .segments
@@ -83,7 +83,7 @@ impl Fixture {
         paths
     }
 
-    fn segment_objects(&self) -> Vec<String> {
+    pub(crate) fn segment_objects(&self) -> Vec<String> {
         self.objects().into_iter().filter(|p| p.ends_with(".seg")).collect()
     }
 
@@ -100,18 +100,18 @@ impl Fixture {
             .unwrap();
     }
 
-    fn append(&self, device: &str, seq: u64, hostnames: &[&str]) -> Result<(), StoreError> {
+    pub(crate) fn append(&self, device: &str, seq: u64, hostnames: &[&str]) -> Result<(), StoreError> {
         let records: Vec<Record> = hostnames.iter().map(|h| record(h)).collect();
         self.store.append(&identity(device), 1, seq, &records).map(|_| ())
     }
 
-    fn hostnames(&self) -> Vec<String> {
+    pub(crate) fn hostnames(&self) -> Vec<String> {
         hostnames(&self.store)
     }
 }
 
 /// A Store whose segments are `segments`; keys and control plane local.
-fn compose(dir: &std::path::Path, clock: &ManualClock, segments: Arc<dyn SegmentStore>) -> Store {
+pub(crate) fn compose(dir: &std::path::Path, clock: &ManualClock, segments: Arc<dyn SegmentStore>) -> Store {
     let master = MasterKey::generate_file(&dir.join("master.key")).unwrap();
     let local = Store::open(&dir.join("data"), master, Arc::new(clock.clone()), RetentionPolicy::default()).unwrap();
     let mut parts = local.into_parts();
@@ -119,15 +119,15 @@ fn compose(dir: &std::path::Path, clock: &ManualClock, segments: Arc<dyn Segment
     Store::from_parts(parts)
 }
 
-fn org() -> OrgId {
+pub(crate) fn org() -> OrgId {
     OrgId::new("acme").unwrap()
 }
 
-fn identity(device: &str) -> DeviceIdentity {
+pub(crate) fn identity(device: &str) -> DeviceIdentity {
     DeviceIdentity { org: org(), device: DeviceId::new(device).unwrap(), kind: DeviceKind::Ap }
 }
 
-fn record(hostname: &str) -> Record {
+pub(crate) fn record(hostname: &str) -> Record {
     Record {
         observed_at_ms: 1_700_000_000_000,
         body: RecordBody::Metadata(DeviceMetadata {
@@ -137,7 +137,7 @@ fn record(hostname: &str) -> Record {
     }
 }
 
-fn hostnames(store: &Store) -> Vec<String> {
+pub(crate) fn hostnames(store: &Store) -> Vec<String> {
     let outcome = store.read(&org(), DataKind::Metadata, None, None).unwrap();
     assert!(outcome.problems.is_empty(), "{:?}", outcome.problems);
     let mut names: Vec<String> = outcome

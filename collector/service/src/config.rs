@@ -92,6 +92,8 @@ enum StorageBackend {
 
 /// Where segments (the sealed records) live.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+// One value per configuration, read at start: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum SegmentPlace {
     /// Files under `<data_dir>/orgs`: one collector.
     #[default]

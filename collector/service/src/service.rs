@@ -327,6 +327,18 @@ impl Collector {
         }
         let sweeps = sweeper(store.clone(), telemetry.clone(), config.sweep_interval, shutdown_rx.clone());
         tasks.push(run("the retention sweeper", Box::pin(sweeps)));
+        if let SegmentPlace::S3(s3) = &config.storage {
+            if let Some((target, after)) = s3.compaction() {
+                let runs = compactor(
+                    store.clone(),
+                    telemetry.clone(),
+                    (target, after),
+                    s3.compact_interval(),
+                    shutdown_rx.clone(),
+                );
+                tasks.push(tokio::spawn(runs));
+            }
+        }
         tasks.push(tokio::spawn(store_size(telemetry.clone(), shutdown_rx.clone())));
         tasks.push(tokio::spawn(refusal_summaries(metrics.clone(), shutdown_rx.clone())));
         let alerts = crate::alerts::Alerts::off(store.clone(), telemetry.alerts().clone());
@@ -592,6 +604,46 @@ async fn sweeper(
                     }
                     Ok(Err(e)) => warn!("retention sweep failed: {e}"),
                     Err(e) => warn!("retention sweep task failed: {e}"),
+                }
+            }
+            _ = stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+/// Merged objects one compaction run writes at most, so that a run (and
+/// the lock of the kind it holds) stays short; the next run goes on.
+const COMPACT_MERGES_PER_RUN: usize = 64;
+
+/// Compacts the object store's small objects every `every` (the first run
+/// at once, which also settles what a crash left), one run at a time.
+async fn compactor(
+    store: Arc<Store>,
+    telemetry: Arc<Telemetry>,
+    (target, after): (u64, i64),
+    every: std::time::Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut timer = tokio::time::interval(every);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = timer.tick() => {
+                let store = store.clone();
+                let done = tokio::task::spawn_blocking(move || store.compact(target, after, COMPACT_MERGES_PER_RUN)).await;
+                match done {
+                    Ok(result) => {
+                        telemetry.compaction_done(&result);
+                        match result {
+                            Ok((done, failures)) if done.merges > 0 || done.settled > 0 || failures > 0 => {
+                                info!(merges = done.merges, merged = done.merged, bytes = done.bytes,
+                                    settled = done.settled, failed_kinds = failures, "compaction run done");
+                            }
+                            Ok(_) => {}
+                            Err(e) => warn!("compaction run failed: {e}"),
+                        }
+                    }
+                    Err(e) => warn!("compaction task failed: {e}"),
                 }
             }
             _ = stopped(&mut shutdown) => return,

@@ -32,7 +32,8 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::{Registry, Unit};
 
 use glimpse_store::retention::{RetentionError, SweepReport};
-use glimpse_store::store::Store;
+use glimpse_store::store::seam::Compacted;
+use glimpse_store::store::{Store, StoreError};
 
 use crate::ingest::IngestMetrics;
 
@@ -51,6 +52,7 @@ pub struct Telemetry {
     ingest: Arc<IngestMetrics>,
     alerts: Arc<crate::alerts::AlertMetrics>,
     sweeps: SweepMetrics,
+    compactions: CompactionMetrics,
     store_size: Arc<StoreSize>,
     store: Arc<Store>,
     tasks: Arc<Tasks>,
@@ -66,6 +68,7 @@ impl Telemetry {
         let ingest = Arc::new(IngestMetrics::new(&mut registry));
         let alerts = Arc::new(crate::alerts::AlertMetrics::new(&mut registry));
         let sweeps = SweepMetrics::new(&mut registry);
+        let compactions = CompactionMetrics::new(&mut registry);
         let store_size = Arc::new(StoreSize::default());
         registry.register_collector(Box::new(store_size.clone()));
         registry.register_collector(Box::new(AuditAppended(store.clone())));
@@ -77,6 +80,7 @@ impl Telemetry {
             ingest,
             alerts,
             sweeps,
+            compactions,
             store_size,
             store,
             tasks: Arc::default(),
@@ -110,6 +114,12 @@ impl Telemetry {
     /// Counts a retention sweep's outcome and what it deleted.
     pub fn sweep_done(&self, result: &Result<SweepReport, RetentionError>) {
         self.sweeps.observe(result);
+    }
+
+    /// Counts a compaction run's outcome: what it merged, or that it
+    /// failed (some kinds failed: `failed` kinds).
+    pub fn compaction_done(&self, result: &Result<(Compacted, u64), StoreError>) {
+        self.compactions.observe(result);
     }
 
     /// Recomputes the store size per organisation and kind from the
@@ -267,6 +277,60 @@ impl SweepMetrics {
             Err(_) => "failed",
         };
         self.sweeps.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+}
+
+/// What the compaction runs did (segments in an object store).
+#[derive(Debug)]
+struct CompactionMetrics {
+    runs: Family<OutcomeLabel, Counter>,
+    merges: Counter,
+    merged: Counter,
+    bytes: Counter,
+}
+
+impl CompactionMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        let m = Self {
+            runs: Family::default(),
+            merges: Counter::default(),
+            merged: Counter::default(),
+            bytes: Counter::default(),
+        };
+        for outcome in ["done", "failed"] {
+            let _ = m.runs.get_or_create(&OutcomeLabel { outcome });
+        }
+        registry.register(
+            "compaction_runs",
+            "Compaction runs, by outcome (failed: one kind or more could not be compacted; retried next run)",
+            m.runs.clone(),
+        );
+        registry.register("compactions", "Merged objects written by compaction", m.merges.clone());
+        registry.register("compaction_objects_merged", "Small objects that compaction merged", m.merged.clone());
+        registry.register_with_unit(
+            "compaction_written",
+            "Bytes of the merged objects compaction wrote",
+            Unit::Bytes,
+            m.bytes.clone(),
+        );
+        m
+    }
+
+    fn observe(&self, result: &Result<(Compacted, u64), StoreError>) {
+        let outcome = match result {
+            Ok((done, failures)) => {
+                self.merges.inc_by(done.merges);
+                self.merged.inc_by(done.merged);
+                self.bytes.inc_by(done.bytes);
+                if *failures == 0 {
+                    "done"
+                } else {
+                    "failed"
+                }
+            }
+            Err(_) => "failed",
+        };
+        self.runs.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 }
 

@@ -164,3 +164,18 @@ fn readiness_names_each_problem() {
     let r = t.readiness();
     assert!(!r.ready && r.problems == ["the collector is shutting down"], "{r:?}");
 }
+
+#[test]
+fn compaction_runs_count_what_they_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Telemetry::new(store(dir.path()), 0);
+    let done = Compacted { merges: 2, merged: 70, bytes: 4096, settled: 1 };
+    t.compaction_done(&Ok((done, 0)));
+    t.compaction_done(&Ok((Compacted::default(), 1)));
+    let text = t.render();
+    assert_eq!(sample(&text, "glimpse_compaction_runs_total", "outcome=\"done\""), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "glimpse_compaction_runs_total", "outcome=\"failed\""), Some(1.0));
+    assert_eq!(sample(&text, "glimpse_compactions_total", ""), Some(2.0));
+    assert_eq!(sample(&text, "glimpse_compaction_objects_merged_total", ""), Some(70.0));
+    assert_eq!(sample(&text, "glimpse_compaction_written_bytes_total", ""), Some(4096.0));
+}

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{device_key_aad, unwrap_key, wrap_key, KeyError, MasterKey};
 use crate::control::seam::{ControlStore, DeviceRow, SegmentRow, SegmentRowKey};
+use crate::store::seam::Cohort;
 
 /// A device the collector knows, as the enrolment tooling registers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +42,12 @@ pub struct Registry {
     /// Tests make this many sequence commits fail, as a full disk would.
     #[cfg(test)]
     pub(crate) failing_seq_commits: std::sync::atomic::AtomicU32,
+    /// Sequence commits made (transactions), for the tests.
+    #[cfg(test)]
+    pub(crate) seq_commits_made: std::sync::atomic::AtomicU32,
+    /// How long a cohort's leader waits for the rest (tests: long, so that
+    /// a slow thread cannot make them flaky).
+    linger: std::time::Duration,
 }
 
 /// Group commit for stream sequence numbers: every acknowledged batch
@@ -70,7 +77,14 @@ struct SeqGroup {
     segments: std::collections::BTreeMap<SegmentRowKey, SegmentRow>,
     outcome: Option<Result<(), String>>,
     waiting: usize,
+    /// Cohort id → members that joined this group.
+    cohorts: std::collections::HashMap<u64, usize>,
 }
+
+/// The longest a commit waits for the rest of its cohort: they were all
+/// woken by one upload's end, so they arrive within moments; one that
+/// failed meanwhile never does.
+pub(crate) const COHORT_LINGER: std::time::Duration = std::time::Duration::from_millis(3);
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -93,6 +107,9 @@ impl Registry {
             seq_commits: SeqCommits::default(),
             #[cfg(test)]
             failing_seq_commits: std::sync::atomic::AtomicU32::new(0),
+            #[cfg(test)]
+            seq_commits_made: std::sync::atomic::AtomicU32::new(0),
+            linger: if cfg!(test) { std::time::Duration::from_secs(30) } else { COHORT_LINGER },
         }
     }
 
@@ -228,6 +245,20 @@ impl Registry {
         seq: u64,
         segments: Vec<(SegmentRowKey, SegmentRow)>,
     ) -> Result<(), KeyError> {
+        self.set_stored_seq_in(identity, (stream_id, seq), segments, None)
+    }
+
+    /// As [`Registry::set_stored_seq_with`], for a batch of `cohort` (the
+    /// tickets one upload made durable at once): a commit led by one of
+    /// them waits, at most a few milliseconds, for the rest of its cohort
+    /// to join, so that they share one transaction.
+    pub fn set_stored_seq_in(
+        &self,
+        identity: &DeviceIdentity,
+        (stream_id, seq): (u64, u64),
+        segments: Vec<(SegmentRowKey, SegmentRow)>,
+        cohort: Option<Cohort>,
+    ) -> Result<(), KeyError> {
         let key = (identity.org.as_str().to_owned(), identity.device.as_str().to_owned(), stream_id);
         let commits = &self.seq_commits;
         let lock = || commits.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -241,6 +272,13 @@ impl Registry {
                 group.segments.entry(segment).or_default().merge(&row);
             }
             group.waiting += 1;
+            if let Some(cohort) = cohort {
+                *group.cohorts.entry(cohort.id).or_default() += 1;
+            }
+        }
+        // A leader of a cohort about to commit may be waiting for us.
+        if cohort.is_some() {
+            commits.done.notify_all();
         }
         loop {
             let outcome = state.groups.get(&mine).and_then(|g| g.outcome.clone());
@@ -257,7 +295,22 @@ impl Registry {
                 state = commits.done.wait(state).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
-            // Lead: commit the open group (ours is it, or was committed).
+            // Lead: commit the open group (ours is it, or was committed),
+            // once the rest of our cohort joined it (or it is not coming).
+            if let Some(cohort) = cohort.filter(|_| state.open == mine) {
+                let until = std::time::Instant::now() + self.linger;
+                loop {
+                    let joined = state.groups.get(&mine).and_then(|g| g.cohorts.get(&cohort.id)).copied();
+                    let now = std::time::Instant::now();
+                    if joined.unwrap_or(0) >= cohort.size || now >= until || state.committing {
+                        break;
+                    }
+                    state = commits.done.wait_timeout(state, until - now).unwrap_or_else(|p| p.into_inner()).0;
+                }
+                if state.committing || state.groups.get(&mine).is_some_and(|g| g.outcome.is_some()) {
+                    continue;
+                }
+            }
             let leading = state.open;
             state.open += 1;
             state.committing = true;
@@ -285,6 +338,7 @@ impl Registry {
         #[cfg(test)]
         {
             use std::sync::atomic::Ordering::SeqCst;
+            self.seq_commits_made.fetch_add(1, SeqCst);
             let failing = &self.failing_seq_commits;
             if failing.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
                 return Err(KeyError::SequenceCommit("injected failure: no space left on device".into()));
@@ -313,6 +367,31 @@ mod tests {
             cert_serial: serial.into(),
             revoked: false,
         }
+    }
+
+    #[test]
+    fn a_cohort_of_tickets_commits_its_sequences_in_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path(), test_master(1)).unwrap();
+        let r = catalog.registry();
+        let made = || r.seq_commits_made.load(std::sync::atomic::Ordering::SeqCst);
+        let cohort = Cohort { id: 7, size: 6 };
+        std::thread::scope(|scope| {
+            for device in 0..6 {
+                scope.spawn(move || {
+                    let id = reg("acme", &format!("ap-{device}"), "01").identity;
+                    r.set_stored_seq_in(&id, (1, 3), Vec::new(), Some(cohort)).unwrap();
+                });
+            }
+        });
+        assert_eq!(made(), 1, "one upload's six batches, one transaction");
+        for device in 0..6 {
+            let id = reg("acme", &format!("ap-{device}"), "01").identity;
+            assert_eq!(r.stored_seq(&id, 1).unwrap(), 3);
+        }
+        // Without a cohort, each caller alone commits at once.
+        r.set_stored_seq(&reg("acme", "ap-9", "01").identity, 1, 1).unwrap();
+        assert_eq!(made(), 2);
     }
 
     #[test]

@@ -152,7 +152,16 @@ impl Store {
             }
             let path = self.catalog_path(org, kind, day, &name);
             let tally = tallies.get(&(day, name.clone()));
+            let staged = || {
+                let key = SegmentKey { org: org.clone(), kind, day, name: name.clone() };
+                let staged = self.segments.staged_merge(&key);
+                if staged {
+                    tracing::info!(path = %path.display(), "catalogued merged segment not yet committed; its sources were read");
+                }
+                staged
+            };
             match tally {
+                None | Some(Tally { listed: false, .. }) if staged() => {}
                 None | Some(Tally { listed: false, .. }) => problem(
                     problems,
                     path.clone(),

@@ -156,6 +156,9 @@ impl Store {
             .control()
             .exclusive(&format!("erase:{org}:{}", kind.as_str()))
             .map_err(|e| StoreError::Key(crate::keys::KeyError::Control(e)))?;
+        // What an interrupted compaction left is settled first, so the
+        // erase rewrites one consistent set of segments.
+        self.segments.settle_compactions(org, kind, &*self.control())?;
         let replaced = self.segments.rewrite(org, kind, key.secret(), &mut edit)?;
         // The replacements join the catalog (their old rows went before).
         let put: Vec<_> = replaced

@@ -224,7 +224,11 @@ pub struct ReadOutcome {
 /// newest segment of the newest day), so resuming after a mark neither
 /// repeats nor loses a record that arrived in between. An erasure rewrites
 /// a segment under the same sequence and a new id; the mark then finds its
-/// place by its batch (`batch`, `index`) instead of by `ordinal`.
+/// place by its batch (`batch`, `index`) instead of by `ordinal`. A
+/// compaction (an object store's) merges a run of segments into one with
+/// the first one's sequence: a mark whose segment is no longer listed
+/// finds its record in the segment listed before its position, read once
+/// to find it, and resumes right after it there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ReadMark {
     /// The UTC day of the record's segment.
@@ -284,6 +288,11 @@ enum Gate {
     /// The mark's segment, rewritten by an erasure since: ordinals moved,
     /// but a batch's records are contiguous and keep their positions.
     Rewritten { batch: u64, index: u32, received_at_ms: i64, state: Passing },
+    /// A segment that holds the mark's record though it does not bear the
+    /// mark's name: the mark's segment was merged into it by a compaction
+    /// (checked by reading it first). Everything up to and including the
+    /// mark's record was served before.
+    Through { batch: u64, index: u32, state: Passing },
 }
 
 /// How far a rewritten segment's read is relative to the mark's batch.
@@ -317,6 +326,20 @@ impl Gate {
                 // The mark's whole batch may have been erased: then only the
                 // time tells (records of one millisecond are ambiguous).
                 mark.received_at_ms > *received_at_ms
+            }
+            Gate::Through { batch, index, state } => {
+                if *state == Passing::After {
+                    return true;
+                }
+                if mark.batch == *batch {
+                    *state = Passing::Within;
+                    return mark.index > *index;
+                }
+                if *state == Passing::Within {
+                    *state = Passing::After;
+                    return true;
+                }
+                false
             }
         }
     }
@@ -811,7 +834,7 @@ impl Store {
             receipt.blocks = ticket.blocks;
             receipt.bytes = ticket.bytes;
             let notes = catalog::notes(&ticket, &groups, identity, (stream_id, stream_seq));
-            self.registry().set_stored_seq_with(identity, stream_id, stream_seq, notes)?;
+            self.registry().set_stored_seq_in(identity, (stream_id, stream_seq), notes, ticket.cohort())?;
             return Ok(receipt);
         }
         self.registry().set_stored_seq(identity, stream_id, stream_seq)?;
@@ -959,13 +982,25 @@ impl Store {
                 continue;
             }
             let place = SegmentPlace { org: org.clone(), kind, day };
-            for segment in self.segments.segments(org, kind, day, &mut sink.problems)? {
+            let listed = self.segments.segments(org, kind, day, &mut sink.problems)?;
+            // The mark's segment gone, the one before it may be where a
+            // compaction merged it (it takes the first merged segment's
+            // sequence): if it holds the mark's record, the read resumes
+            // inside it.
+            let merged_into = match after {
+                Some(mark) if day == mark.day => self.merged_into(&listed, &place, mark)?,
+                _ => None,
+            };
+            for segment in listed {
                 if sink.stopped {
                     break 'days;
                 }
                 let (seq, id) = parse_segment_name(&segment.key.name).unwrap_or((0, 0));
                 sink.at = (day, seq);
                 sink.gate = match after {
+                    Some(mark) if merged_into.as_deref() == Some(segment.key.name.as_str()) => {
+                        Gate::Through { batch: mark.batch, index: mark.index, state: Passing::Before }
+                    }
                     Some(mark) if (day, seq) < mark.segment() => {
                         passed.insert((day, segment.key.name.clone()));
                         continue;
@@ -1026,6 +1061,100 @@ impl Store {
             tracing::debug!(%org, %kind, repeats = repeats.repeats, "records stored twice served once");
         }
         Ok((problems, segments_read))
+    }
+
+    /// The segment of `listed` (one day's) that a compaction merged the
+    /// mark's segment into: when no listed segment has the mark's
+    /// sequence, the last one before it, if it holds the mark's record.
+    fn merged_into(
+        &self,
+        listed: &[SegmentInfo],
+        place: &SegmentPlace,
+        mark: &ReadMark,
+    ) -> Result<Option<String>, StoreError> {
+        let seq_of = |s: &SegmentInfo| parse_segment_name(&s.key.name).map_or(0, |(seq, _)| seq);
+        if listed.iter().any(|s| seq_of(s) == mark.segment_seq) {
+            return Ok(None);
+        }
+        let Some(before) = listed.iter().rev().find(|s| seq_of(s) < mark.segment_seq) else { return Ok(None) };
+        let Some(key) = self.org_keys().get(&place.org)? else { return Ok(None) };
+        let Ok(Some(bytes)) = self.segments.open(before) else { return Ok(None) };
+        let mut found = false;
+        let mut each = |_: StoredRecord, _: Option<RecordOrigin>, m: ReadMark, _: bool| {
+            if m.batch == mark.batch && m.index == mark.index {
+                found = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        };
+        let mut sink = Sink {
+            each: &mut each,
+            problems: Vec::new(),
+            range: (i64::MIN, i64::MAX),
+            tally: None,
+            future: (i64::MAX, 0),
+            at: (place.day, seq_of(before)),
+            gate: Gate::Open,
+            stopped: false,
+        };
+        read_source(&*bytes, before, place, key.secret(), &mut HashSet::new(), &mut sink);
+        Ok(found.then(|| before.key.name.clone()))
+    }
+
+    /// Merges small segments of every organisation's kinds (see
+    /// [`SegmentStore::compact`]; a store of local files has none to
+    /// merge), one kind at a time under the lock erasure takes, skipping
+    /// days retention is about to delete. `target_bytes`, `after_ms` and
+    /// `max_merges` are the [`seam::CompactPolicy`]'s. Failures of one
+    /// kind are logged and counted; the rest go on.
+    pub fn compact(
+        &self,
+        target_bytes: u64,
+        after_ms: i64,
+        max_merges: usize,
+    ) -> Result<(seam::Compacted, u64), StoreError> {
+        let now = self.clock.now_millis();
+        let control = self.control();
+        let mut total = seam::Compacted::default();
+        let mut failures = 0;
+        for org in self.segments.orgs()? {
+            let Some(key) = self.org_keys().get(&org)? else { continue };
+            for kind in DataKind::ALL {
+                if total.merges as usize >= max_merges {
+                    return Ok((total, failures));
+                }
+                // Retention deletes whole days once they leave the window;
+                // a day within a day of it is left alone, so a deletion never
+                // meets a merge under way.
+                let keep_from = self.retention.window_start(&org, kind, now).saturating_add(MILLIS_PER_DAY);
+                let policy = seam::CompactPolicy {
+                    target_bytes,
+                    after_ms,
+                    now_ms: now,
+                    keep_from_ms: keep_from,
+                    max_merges: max_merges - total.merges as usize,
+                };
+                let guard = control
+                    .exclusive(&format!("erase:{org}:{}", kind.as_str()))
+                    .map_err(|e| StoreError::Key(KeyError::Control(e)));
+                let done = guard.and_then(|_guard| {
+                    self.segments.compact(&org, kind, key.secret(), &*control, &policy).map_err(StoreError::from)
+                });
+                match done {
+                    Ok(done) => {
+                        total.merges += done.merges;
+                        total.merged += done.merged;
+                        total.bytes += done.bytes;
+                        total.settled += done.settled;
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        tracing::warn!(%org, %kind, error = %e, "compaction failed; tried again next run");
+                    }
+                }
+            }
+        }
+        Ok((total, failures))
     }
 
     /// Disk use per organisation and kind.
@@ -1108,6 +1237,36 @@ fn stamp<'a>(
             ))
         })
         .collect()
+}
+
+/// The block plaintexts of a whole segment, in order, for a segment store
+/// that merges segments ([`SegmentStore::compact`]): `Ok` only if the
+/// header names `key`'s organisation, kind and day and the segment id in
+/// its name, and every block authenticates, with nothing after the last.
+/// Anything else is described in the error (such a segment is left as it
+/// is, for readers to report).
+pub fn segment_plaintexts(
+    src: &dyn SegmentBytes,
+    key: &seam::SegmentKey,
+    secret: &SecretKey,
+) -> Result<Vec<Vec<u8>>, String> {
+    let place = SegmentPlace { org: key.org.clone(), kind: key.kind, day: key.day };
+    let mut reader = SegmentReader::open(src, &place, secret).map_err(|d| d.what)?;
+    if parse_segment_name(&key.name).is_some_and(|(_, id)| id != reader.segment_id()) {
+        return Err("the segment id in its header differs from its name's".into());
+    }
+    let mut blocks = Vec::new();
+    let mut defect = None;
+    reader.read_blocks(|item| match item {
+        Ok((_, plaintext)) => blocks.push(plaintext),
+        Err(d) => {
+            defect.get_or_insert(format!("at offset {}: {}", d.offset, d.what));
+        }
+    });
+    match defect {
+        Some(what) => Err(what),
+        None => Ok(blocks),
+    }
 }
 
 /// The day a segment's header names (see [`retention`](crate::retention)).

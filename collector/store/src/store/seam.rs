@@ -42,8 +42,10 @@
 //! [`super::SegmentBuilder`] and hangs its waits on the ticket through
 //! [`RemoteWait`].
 //!
-//! What is deliberately not here: keys, records, retention windows, stream
-//! sequence numbers (all the caller's), and compaction.
+//! What is deliberately not here: keys, records, retention windows and
+//! stream sequence numbers (all the caller's). Compaction
+//! ([`SegmentStore::compact`]) is the implementation's own: local files
+//! need none, an object store merges its small objects.
 
 use std::fmt;
 use std::io;
@@ -136,6 +138,31 @@ impl SyncTicket {
 pub trait RemoteWait: fmt::Debug + Send + Sync + 'static {
     /// The wait as [`std::any::Any`], to downcast to the implementation's type.
     fn as_any(&self) -> &dyn std::any::Any;
+
+    /// The tickets that become durable together with this wait (one
+    /// uploaded object's): an id for them and how many they are. The store
+    /// then commits their sequences in one transaction rather than in
+    /// whichever groups their wake-ups fall into. `None`: no such cohort.
+    fn cohort(&self) -> Option<Cohort> {
+        None
+    }
+}
+
+/// Tickets made durable by one event (see [`RemoteWait::cohort`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cohort {
+    /// Names the cohort among those of the same store.
+    pub id: u64,
+    /// How many tickets it has.
+    pub size: usize,
+}
+
+impl SyncTicket {
+    /// The cohort of the wait this ticket's durability was decided by (the
+    /// last attached: the one that ended last), if any.
+    pub fn cohort(&self) -> Option<Cohort> {
+        self.remote.last().and_then(|w| w.cohort())
+    }
 }
 
 /// Some of a run's blocks, placed in one segment.
@@ -281,11 +308,85 @@ pub trait SegmentStore: Send + Sync + fmt::Debug {
     /// local files). Returns how many went and what could not be removed.
     fn tidy(&self, org: &OrgId) -> (u64, Vec<SegmentError>);
 
+    /// Merges small segments of `org`'s `kind` into larger ones (see
+    /// [`CompactPolicy`]), switching the segment catalog in `catalog` from
+    /// the old segments' rows to the new one's in one transaction, so that
+    /// reads keep serving every record exactly once. Also settles what an
+    /// interrupted compaction of this kind left. The caller holds the
+    /// service-wide lock of the kind (the one erasure takes). Local
+    /// segments roll at [`super::SEGMENT_ROLL_BYTES`] and need none: the
+    /// default does nothing.
+    fn compact(
+        &self,
+        org: &OrgId,
+        kind: DataKind,
+        key: &SecretKey,
+        catalog: &dyn crate::control::ControlStore,
+        policy: &CompactPolicy,
+    ) -> Result<Compacted, SegmentError> {
+        let _ = (org, kind, key, catalog, policy);
+        Ok(Compacted::default())
+    }
+
+    /// Whether a segment the catalog names but the listing lacks is a
+    /// merged segment staged and not yet served (a compaction switched the
+    /// catalog to it and stopped before its commit point): its sources are
+    /// still served, so it is no loss. The default knows of none.
+    fn staged_merge(&self, key: &SegmentKey) -> bool {
+        let _ = key;
+        false
+    }
+
+    /// Finishes or rolls back, with the catalog in hand, what interrupted
+    /// compactions of `org`'s `kind` left, before an erase rewrites it
+    /// (the caller holds the kind's lock). The default has none.
+    fn settle_compactions(
+        &self,
+        org: &OrgId,
+        kind: DataKind,
+        catalog: &dyn crate::control::ControlStore,
+    ) -> Result<(), SegmentError> {
+        let _ = (org, kind, catalog);
+        Ok(())
+    }
+
     /// Finishes what a crash interrupted: rewrites half done, and torn
     /// tails on the segments that were being appended to (`key_of` gives an
     /// organisation's data key, to tell a torn tail from damage). Run once,
     /// before the first append.
     fn recover(&self, key_of: &dyn Fn(&OrgId) -> Option<Arc<crate::keys::OrgKey>>) -> Result<(), SegmentError>;
+}
+
+/// What [`SegmentStore::compact`] merges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactPolicy {
+    /// A merged segment grows to about this many bytes.
+    pub target_bytes: u64,
+    /// Only segments whose names say they were started at least this long
+    /// before `now` are merged, so nothing still being uploaded or
+    /// committed is touched.
+    pub after_ms: i64,
+    /// The clock's time now (Unix milliseconds).
+    pub now_ms: i64,
+    /// Days ending before this (Unix milliseconds) are left alone:
+    /// retention is about to delete them.
+    pub keep_from_ms: i64,
+    /// At most this many merged segments are written in one call, so one
+    /// run stays bounded and the kind's lock is not held for long.
+    pub max_merges: usize,
+}
+
+/// What [`SegmentStore::compact`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compacted {
+    /// Merged segments written (each replacing two or more).
+    pub merges: u64,
+    /// Segments they replaced.
+    pub merged: u64,
+    /// Bytes in the merged segments.
+    pub bytes: u64,
+    /// Interrupted or deferred compactions finished or rolled back.
+    pub settled: u64,
 }
 
 /// A segment store operation failed.

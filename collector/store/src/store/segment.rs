@@ -161,6 +161,16 @@ impl SegmentBuilder {
         Ok(SegmentBuilder { place, segment_id, bytes, blocks: 0 })
     }
 
+    /// A new segment with the id `segment_id`, which the caller drew at
+    /// random (a compaction draws it above another's, so that names sort as
+    /// it needs): an id must never repeat under one organisation's key, as
+    /// it is half of every block's nonce.
+    pub fn with_segment_id(org: &OrgId, kind: DataKind, day: i64, segment_id: u64) -> SegmentBuilder {
+        let place = SegmentPlace { org: org.clone(), kind, day };
+        let bytes = encode_header(&place, segment_id);
+        SegmentBuilder { place, segment_id, bytes, blocks: 0 }
+    }
+
     /// The segment's random id (segment names carry it).
     pub fn segment_id(&self) -> u64 {
         self.segment_id
