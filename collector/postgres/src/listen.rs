@@ -174,4 +174,43 @@ mod tests {
             assert_eq!(parse(bad), None, "{bad}");
         }
     }
+
+    /// What a trigger would send for `change`, the inverse of [`parse`].
+    fn payload_of(change: &Change) -> String {
+        match change {
+            Change::Policy(org) => format!("p:{org}"),
+            Change::OrgKey(org) => format!("k:{org}"),
+            Change::State(key) => format!("s:{key}"),
+            Change::Device { org, device } => format!("d:{org}/{device}"),
+            // Made by the listener itself on reconnecting, never sent.
+            Change::Everything => String::new(),
+        }
+    }
+
+    proptest::proptest! {
+        // A notification's payload comes from the database, which another
+        // collector (or anyone who can NOTIFY on the channel) writes: any
+        // text must parse to nothing or to the change it names.
+        #[test]
+        fn any_payload_parses_without_panicking_and_round_trips(payload in "\\PC{0,200}") {
+            if let Some(change) = parse(&payload) {
+                proptest::prop_assert_eq!(payload_of(&change), payload);
+            }
+        }
+
+        #[test]
+        fn every_change_a_trigger_sends_parses_back(
+            what in 0u8..4,
+            org in "[a-z0-9-]{1,32}",
+            rest in "[a-z0-9:/_-]{1,64}",
+        ) {
+            let change = match what {
+                0 => Change::Policy(org),
+                1 => Change::OrgKey(org),
+                2 => Change::State(rest),
+                _ => Change::Device { org, device: rest },
+            };
+            proptest::prop_assert_eq!(parse(&payload_of(&change)), Some(change));
+        }
+    }
 }
