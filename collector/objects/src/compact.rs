@@ -75,7 +75,7 @@ use object_store::path::Path;
 use crate::error::local;
 use crate::layout::{compact_intent_name, compact_name, final_name, last_part, parse_compact_intent, SEQ_SPREAD};
 use crate::rewrite::{copy, delete, put, STALE_REWRITE_MS};
-use crate::segments::ObjectSegments;
+use crate::segments::{Committed, ObjectSegments};
 
 /// Most sources one merged object replaces (its intent names them all:
 /// about 42 bytes each).
@@ -95,13 +95,6 @@ fn crash_point(step: &'static str) -> Result<(), SegmentError> {
     }
     let _ = step;
     Ok(())
-}
-
-/// A compaction this collector committed, waiting for its listing grace.
-#[derive(Debug, Clone)]
-pub(crate) struct Committed {
-    intent: Path,
-    at_ms: i64,
 }
 
 /// One compaction intent as found.

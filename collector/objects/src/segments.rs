@@ -29,7 +29,7 @@ pub struct ObjectSegments {
     pub(crate) clock: Arc<dyn Clock>,
     /// Compactions this collector committed, waiting for their listing
     /// grace (see `compact.rs`).
-    pub(crate) committed: std::sync::Mutex<Vec<crate::compact::Committed>>,
+    pub(crate) committed: std::sync::Mutex<Vec<Committed>>,
 }
 
 /// Never the client (it holds the credentials): where, and how much waits.
@@ -129,7 +129,7 @@ impl ObjectSegments {
         self.commit.settings.request_timeout * 20 + Duration::from_secs(60)
     }
 
-    pub(crate) fn committed(&self) -> std::sync::MutexGuard<'_, Vec<crate::compact::Committed>> {
+    pub(crate) fn committed(&self) -> std::sync::MutexGuard<'_, Vec<Committed>> {
         self.committed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -376,4 +376,16 @@ enum Fetched {
 pub(crate) fn problem(problems: &mut Vec<SegmentProblem>, location: String, what: String) {
     tracing::warn!(object = %location, problem = %what, "segment store problem");
     problems.push(SegmentProblem { path: PathBuf::from(location), offset: 0, what });
+}
+
+/// A compaction this collector committed, waiting for its listing grace
+/// before the rest of its sources are deleted (see `compact.rs`). Kept
+/// here, with the store that holds the list, so that `segments` needs
+/// nothing from `compact`.
+#[derive(Debug, Clone)]
+pub(crate) struct Committed {
+    /// The compaction's intent object.
+    pub(crate) intent: object_store::path::Path,
+    /// When it was committed, in the store clock's milliseconds.
+    pub(crate) at_ms: i64,
 }

@@ -16,6 +16,7 @@
 //! stores packet payloads and never logs keys or record contents.
 
 pub mod audit;
+pub mod cohort;
 pub mod control;
 pub mod export;
 pub mod import;

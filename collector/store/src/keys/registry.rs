@@ -9,8 +9,8 @@ use glimpse_common::secret::SecretKey;
 use serde::{Deserialize, Serialize};
 
 use super::{device_key_aad, unwrap_key, wrap_key, KeyError, MasterKey};
+use crate::cohort::Cohort;
 use crate::control::seam::{ControlStore, DeviceRow, SegmentRow, SegmentRowKey};
-use crate::store::seam::Cohort;
 
 /// A device the collector knows, as the enrolment tooling registers it.
 #[derive(Debug, Clone, PartialEq, Eq)]

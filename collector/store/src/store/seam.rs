@@ -148,14 +148,7 @@ pub trait RemoteWait: fmt::Debug + Send + Sync + 'static {
     }
 }
 
-/// Tickets made durable by one event (see [`RemoteWait::cohort`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cohort {
-    /// Names the cohort among those of the same store.
-    pub id: u64,
-    /// How many tickets it has.
-    pub size: usize,
-}
+pub use crate::cohort::Cohort;
 
 impl SyncTicket {
     /// The cohort of the wait this ticket's durability was decided by (the
