@@ -306,41 +306,37 @@ enum Passing {
     After,
 }
 
+impl Passing {
+    /// Moves past the gate's batch `(batch, index)` as `mark` is read:
+    /// whether `mark` passes, or `None` while the gate's batch has not been
+    /// reached (the caller decides those records).
+    fn pass(&mut self, batch: u64, index: u32, mark: &ReadMark) -> Option<bool> {
+        if *self == Passing::After {
+            return Some(true);
+        }
+        if mark.batch == batch {
+            *self = Passing::Within;
+            return Some(mark.index > index);
+        }
+        if *self == Passing::Within {
+            *self = Passing::After;
+            return Some(true);
+        }
+        None
+    }
+}
+
 impl Gate {
     fn passes(&mut self, ordinal: u32, mark: &ReadMark) -> bool {
         match self {
             Gate::Open => true,
             Gate::After(last) => ordinal > *last,
             Gate::Rewritten { batch, index, received_at_ms, state } => {
-                if *state == Passing::After {
-                    return true;
-                }
-                if mark.batch == *batch {
-                    *state = Passing::Within;
-                    return mark.index > *index;
-                }
-                if *state == Passing::Within {
-                    *state = Passing::After;
-                    return true;
-                }
                 // The mark's whole batch may have been erased: then only the
                 // time tells (records of one millisecond are ambiguous).
-                mark.received_at_ms > *received_at_ms
+                state.pass(*batch, *index, mark).unwrap_or(mark.received_at_ms > *received_at_ms)
             }
-            Gate::Through { batch, index, state } => {
-                if *state == Passing::After {
-                    return true;
-                }
-                if mark.batch == *batch {
-                    *state = Passing::Within;
-                    return mark.index > *index;
-                }
-                if *state == Passing::Within {
-                    *state = Passing::After;
-                    return true;
-                }
-                false
-            }
+            Gate::Through { batch, index, state } => state.pass(*batch, *index, mark).unwrap_or(false),
         }
     }
 }
