@@ -180,7 +180,7 @@ impl Harness {
                 .expect("the segments open");
         let policies = Policies::open(Arc::clone(&control)).unwrap();
         let admins = crate::control::Admins::open(Arc::clone(&control)).unwrap();
-        let audit_key = crate::audit::derive_audit_key(catalog.master().secret());
+        let audit_key = catalog.audit_key().unwrap();
         let audit = AuditLog::open(self.dir.path(), audit_key, control).unwrap();
         self.store = Some(Store::from_parts(StoreParts {
             data_dir: self.dir.path().to_path_buf(),

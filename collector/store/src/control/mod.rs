@@ -25,7 +25,7 @@ pub mod seam;
 
 pub use admins::{AdminError, AdminImport, AdminRecord, Admins};
 pub use redb_store::RedbControl;
-pub use seam::{ControlError, ControlStore, SegmentRow, SegmentRowKey, StreamRange};
+pub use seam::{ControlError, ControlStore, RowRewrite, RowTable, SegmentRow, SegmentRowKey, StreamRange};
 
 /// The collector-wide fact naming the retention policy last audited.
 const RETENTION_AUDITED: &str = "retention-policy-audited";

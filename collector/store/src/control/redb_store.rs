@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use redb::{Database, ReadableTable, TableDefinition};
 
 use super::backup::{self, Dump, HOT_WRITES_PER_BACKUP};
-use super::seam::{ControlError, ControlStore, DeviceRow, PolicyEdit, SegmentRow, SegmentRowKey, StreamSeq};
+use super::seam::{
+    ControlError, ControlStore, DeviceRow, PolicyEdit, RowRewrite, RowTable, SegmentRow, SegmentRowKey, StreamSeq,
+};
 
 /// Collector-wide metadata (the master key check).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -904,6 +906,76 @@ impl ControlStore for RedbControl {
             }
             Ok(out)
         })
+    }
+
+    fn rewrite_rows(&self, edit: &mut RowRewrite<'_>) -> Result<u64, ControlError> {
+        let rewritten = self.run(|db| {
+            let txn = db.begin_write().map_err(err)?;
+            let mut rewritten = 0u64;
+            // Each table read whole first: redb does not let a table be
+            // written while an iterator borrows it. These tables are small
+            // (keys, registrations, states), bounded by the registry.
+            let refused = |table: RowTable| move |e: String| ControlError::Permanent(format!("{table:?} row: {e}"));
+            for (def, table) in [(META, RowTable::Meta), (ORG_KEYS, RowTable::OrgKey)] {
+                let mut t = txn.open_table(def).map_err(err)?;
+                let rows = t
+                    .iter()
+                    .map_err(err)?
+                    .map(|row| row.map(|(k, v)| (k.value().to_owned(), v.value().to_vec())).map_err(err))
+                    .collect::<Result<Vec<_>, _>>()?;
+                for (key, value) in rows {
+                    if let Some(new) = edit(table, &[key.as_str()], &value).map_err(refused(table))? {
+                        t.insert(key.as_str(), new.as_slice()).map_err(err)?;
+                        rewritten += 1;
+                    }
+                }
+            }
+            {
+                let mut t = txn.open_table(DEVICES).map_err(err)?;
+                let rows = t
+                    .iter()
+                    .map_err(err)?
+                    .map(|row| {
+                        row.map(|(k, v)| {
+                            let (org, device) = k.value();
+                            ((org.to_owned(), device.to_owned()), v.value().to_vec())
+                        })
+                        .map_err(err)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                for ((org, device), value) in rows {
+                    let new = edit(RowTable::Device, &[org.as_str(), device.as_str()], &value)
+                        .map_err(refused(RowTable::Device))?;
+                    if let Some(new) = new {
+                        t.insert((org.as_str(), device.as_str()), new.as_slice()).map_err(err)?;
+                        rewritten += 1;
+                    }
+                }
+            }
+            {
+                let mut t = txn.open_table(COLLECTOR_STATE).map_err(err)?;
+                let rows = t
+                    .iter()
+                    .map_err(err)?
+                    .map(|row| row.map(|(k, v)| (k.value().to_owned(), v.value().to_owned())).map_err(err))
+                    .collect::<Result<Vec<_>, _>>()?;
+                for (key, value) in rows {
+                    let new =
+                        edit(RowTable::State, &[key.as_str()], value.as_bytes()).map_err(refused(RowTable::State))?;
+                    if let Some(new) = new {
+                        let text = String::from_utf8(new).map_err(|_| {
+                            ControlError::Permanent(format!("state {key:?}: rewritten value is not UTF-8"))
+                        })?;
+                        t.insert(key.as_str(), text.as_str()).map_err(err)?;
+                        rewritten += 1;
+                    }
+                }
+            }
+            txn.commit().map_err(err)?;
+            Ok(rewritten)
+        })?;
+        self.changed(false);
+        Ok(rewritten)
     }
 
     fn flush(&self) {

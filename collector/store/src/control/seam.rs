@@ -152,6 +152,26 @@ pub enum AuditAppend {
     Taken,
 }
 
+/// Which table a row offered by [`ControlStore::rewrite_rows`] lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RowTable {
+    /// Collector-wide metadata (the master key check, the wrapped audit
+    /// key); key: the row's name.
+    Meta,
+    /// Wrapped organisation data keys; key: the organisation.
+    OrgKey,
+    /// Registry rows; key: the organisation and the device.
+    Device,
+    /// Collector-wide state entries (UTF-8); key: the entry's name.
+    State,
+}
+
+/// What [`ControlStore::rewrite_rows`] does to a row: given its table, key
+/// parts and value, the value to write instead (`Ok(None)`: leave it), or
+/// an error that abandons the whole rewrite.
+pub type RowRewrite<'a> = dyn FnMut(RowTable, &[&str], &[u8]) -> Result<Option<Vec<u8>>, String> + 'a;
+
 /// Where the control plane's rows live. See the module header for the
 /// contract.
 pub trait ControlStore: Send + Sync + fmt::Debug {
@@ -237,6 +257,17 @@ pub trait ControlStore: Send + Sync + fmt::Debug {
     /// Writes a copy of the rows somewhere safe now, if the implementation
     /// keeps one and anything changed (the embedded store's verified copy).
     fn flush(&self) {}
+
+    /// Offers every row of the [`RowTable`]s to `edit` and writes what it
+    /// returns, all in one transaction: every rewritten row or, if `edit`
+    /// or the backend fails, none (a master key rotation rewraps every key
+    /// this way). Returns the rows rewritten. `edit` may be called more
+    /// than once per row (a backend retrying) and must be pure. A store
+    /// that cannot do this refuses with a permanent error.
+    fn rewrite_rows(&self, edit: &mut RowRewrite<'_>) -> Result<u64, ControlError> {
+        let _ = edit;
+        Err(ControlError::Permanent(format!("{} cannot rewrite its rows in one transaction", self.describe())))
+    }
 
     /// The audit chain head (sequence and MAC, encoded by the audit log).
     fn audit_head(&self) -> Result<Option<Vec<u8>>, ControlError>;

@@ -24,6 +24,9 @@ const MAX_FILE_LEN: usize = KEY_LEN * 2 + 2;
 /// Wiped from memory when dropped; `Debug` never prints it.
 pub struct MasterKey {
     key: SecretKey,
+    /// The file it was loaded from (rotation writes its successor beside
+    /// it and then renames that over it).
+    file: Option<PathBuf>,
 }
 
 impl MasterKey {
@@ -75,7 +78,7 @@ impl MasterKey {
         let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
         hex::decode_to_slice(text, bytes.as_mut_slice())
             .map_err(|_| format_err("it contains a character that is not a hex digit".into()))?;
-        Ok(MasterKey { key: SecretKey::from_bytes(*bytes) })
+        Ok(MasterKey { key: SecretKey::from_bytes(*bytes), file: Some(path.to_path_buf()) })
     }
 
     /// Creates a new master key file with mode 0600 and returns the key.
@@ -107,13 +110,63 @@ impl MasterKey {
             let _ = std::fs::remove_file(path);
             return Err(io_err(e));
         }
-        Ok(MasterKey { key })
+        Ok(MasterKey { key, file: Some(path.to_path_buf()) })
     }
 
     /// Wraps a key held elsewhere (tests, tools that derive the file path
     /// themselves).
     pub fn from_secret(key: SecretKey) -> MasterKey {
-        MasterKey { key }
+        MasterKey { key, file: None }
+    }
+
+    /// The file this key was loaded from or written to, if any.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// Where a rotation writes the successor of the key file `path`:
+    /// `<path>.next`, in the same directory, so the final rename is atomic.
+    pub fn next_path(path: &Path) -> PathBuf {
+        let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        name.push(".next");
+        path.with_file_name(name)
+    }
+
+    /// The successor key an interrupted rotation left beside this key's
+    /// file, if there is one that loads.
+    pub(crate) fn pending(&self) -> Option<MasterKey> {
+        let next = MasterKey::next_path(self.file.as_deref()?);
+        MasterKey::load(&next).ok()
+    }
+
+    /// Whether a successor file (loadable or not) exists beside this key's.
+    pub(crate) fn pending_file(&self) -> Option<PathBuf> {
+        let next = MasterKey::next_path(self.file.as_deref()?);
+        next.symlink_metadata().is_ok().then_some(next)
+    }
+
+    /// Writes a fresh successor key to `<file>.next` (mode 0600, synced),
+    /// replacing a stale one a rolled-back rotation left.
+    pub(crate) fn generate_next(file: &Path) -> Result<MasterKey, KeyError> {
+        let next = MasterKey::next_path(file);
+        match std::fs::remove_file(&next) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(KeyError::MasterKeyIo { path: next, source }),
+        }
+        MasterKey::generate_file(&next)
+    }
+
+    /// Makes the successor written by [`MasterKey::generate_next`] the key
+    /// file `file` (an atomic rename, then the directory synced) and
+    /// makes `next` name `file`.
+    pub(crate) fn promote(next: &mut MasterKey, file: &Path) -> Result<(), KeyError> {
+        let from = MasterKey::next_path(file);
+        std::fs::rename(&from, file)
+            .and_then(|()| sync_parent(file))
+            .map_err(|source| KeyError::MasterKeyIo { path: file.to_path_buf(), source })?;
+        next.file = Some(file.to_path_buf());
+        Ok(())
     }
 
     /// The key, for the wrapping code in this module only.
@@ -125,6 +178,35 @@ impl MasterKey {
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("MasterKey([redacted])")
+    }
+}
+
+/// The master key in use, swapped whole by a rotation. Whoever wraps a
+/// key and stores it, or reads a wrapped key and unwraps it, holds
+/// [`MasterCell::read`] across both, so a rotation (which holds
+/// [`MasterCell::write`] while it rewraps every row) never interleaves
+/// with them: no row is ever left wrapped under a key that is gone.
+#[derive(Debug)]
+pub(crate) struct MasterCell {
+    key: std::sync::RwLock<std::sync::Arc<MasterKey>>,
+}
+
+impl MasterCell {
+    pub(crate) fn new(key: MasterKey) -> MasterCell {
+        MasterCell { key: std::sync::RwLock::new(std::sync::Arc::new(key)) }
+    }
+
+    /// The key in use; a rotation waits until the guard drops. Never
+    /// take it twice on one thread (a waiting rotation would deadlock it).
+    pub(crate) fn read(&self) -> std::sync::RwLockReadGuard<'_, std::sync::Arc<MasterKey>> {
+        // The slot only ever holds a whole key: a panic elsewhere cannot
+        // have left it half-changed.
+        self.key.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Exclusive use, for a rotation.
+    pub(crate) fn write(&self) -> std::sync::RwLockWriteGuard<'_, std::sync::Arc<MasterKey>> {
+        self.key.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

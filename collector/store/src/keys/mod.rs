@@ -23,13 +23,23 @@
 //! (`glimpse.redb.backup`, see [`crate::control::backup`]); a damaged file is
 //! refused ([`KeyError::Damaged`]) and restored by [`recover_catalog`].
 //!
-//! What is deliberately not here: key rotation of the master key and
-//! compaction of freed database pages (a destroyed organisation key may
-//! survive, still wrapped, in a free page until redb reuses it).
+//! - audit key: `b"glimpse-audit-key-v1"`; the key that MACs the audit
+//!   chain, first derived from the master key ([`crate::audit::derive_audit_key`])
+//!   and since kept wrapped in the `meta` row `audit-key`, so that a
+//!   master key rotation leaves the chain verifiable.
+//!
+//! The master key is rotated online by rewrapping every one of these rows
+//! in one transaction ([`Catalog::rotate_master`], crash-safe: see
+//! [`rotation`]); no segment is rewritten.
+//!
+//! What is deliberately not here: compaction of freed database pages (a
+//! destroyed organisation key, or a key wrapped under a rotated-out master
+//! key, may survive in a free page until redb reuses it).
 
 mod master;
 mod org;
 mod registry;
+pub mod rotation;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,6 +54,9 @@ use crate::control::redb_store::RedbControl;
 use crate::control::seam::{ControlError, ControlStore};
 
 pub use master::MasterKey;
+pub use rotation::{MasterRotation, Resealer, StateResealer};
+
+use master::MasterCell;
 pub use org::{OrgKey, OrgKeys};
 pub use registry::{DeviceRegistration, Registry};
 
@@ -64,6 +77,9 @@ const MASTER_CHECK_AAD: &[u8] = b"glimpse-master-check-v1";
 /// (see [`Catalog::seal_secret`]); the purpose label follows it.
 const SEALED_SECRET_AAD: &[u8] = b"glimpse-sealed-secret-v1:";
 const MASTER_CHECK_ROW: &str = "master-check";
+/// Associated data of the wrapped audit key.
+const AUDIT_KEY_AAD: &[u8] = b"glimpse-audit-key-v1";
+const AUDIT_KEY_ROW: &str = "audit-key";
 
 /// A key store, registry or master key operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +208,22 @@ pub enum KeyError {
     /// The operating system's random number generator failed.
     #[error("the system random number generator failed")]
     Random,
+    /// A master key rotation cannot be done here.
+    #[error("master key rotation refused: {reason}")]
+    RotationUnavailable {
+        /// Why.
+        reason: String,
+    },
+    /// A master key rotation committed (every key is rewrapped and the new
+    /// key is in use) but its key file could not be moved into place.
+    #[error(
+        "master key rotation committed, but the new key file could not be moved into place ({detail}); \
+         it is in <master_key_file>.next and the next start moves it"
+    )]
+    RotationUnfinished {
+        /// What failed.
+        detail: String,
+    },
     /// The control store failed (see [`ControlError::is_transient`]).
     #[error(transparent)]
     Control(#[from] ControlError),
@@ -283,7 +315,10 @@ pub fn recover_catalog(data_dir: &Path, master: &MasterKey) -> Result<RecoverRep
         .map_err(|e| KeyError::BackupUnusable { path: copy.clone(), detail: e.to_string() })?;
     let image = RedbControl::from_dump(&dump)
         .map_err(|e| KeyError::BackupUnusable { path: copy.clone(), detail: e.to_string() })?;
-    check_master(&image, master, &copy)?;
+    let stored = image.meta_or_insert(MASTER_CHECK_ROW, &rotation::check_value(master)?)?;
+    if !rotation::opens(master, &stored) && !master.pending().is_some_and(|next| rotation::opens(&next, &stored)) {
+        return Err(KeyError::WrongMasterKey { path: copy });
+    }
     let mut moved = None;
     if path.exists() {
         let mut n = 1;
@@ -387,7 +422,7 @@ fn device_key_aad(org: &OrgId, device: &DeviceId) -> Vec<u8> {
 pub struct Catalog {
     path: PathBuf,
     control: Arc<dyn ControlStore>,
-    master: Arc<MasterKey>,
+    master: Arc<MasterCell>,
     org_keys: OrgKeys,
     registry: Registry,
     source: CatalogSource,
@@ -477,7 +512,7 @@ impl Catalog {
                 (control, CatalogSource::Primary)
             }
         };
-        let mut catalog = Catalog::with_control(path, Arc::new(control), master)?;
+        let mut catalog = Catalog::settled(path, Arc::new(control), master, false)?;
         catalog.source = source;
         Ok(catalog)
     }
@@ -488,13 +523,26 @@ impl Catalog {
     }
 
     /// The catalog over any control store; `location` names it in errors.
+    /// Finishes or rolls back a master key rotation a crash interrupted
+    /// (see [`rotation`]).
     pub fn with_control(
         location: PathBuf,
         control: Arc<dyn ControlStore>,
         master: MasterKey,
     ) -> Result<Catalog, KeyError> {
-        let master = Arc::new(master);
-        check_master(&*control, &master, &location)?;
+        Catalog::settled(location, control, master, true)
+    }
+
+    /// As [`Catalog::with_control`]; an interrupted rotation is settled
+    /// on disk only with `files` (not by the read-only tools).
+    fn settled(
+        location: PathBuf,
+        control: Arc<dyn ControlStore>,
+        master: MasterKey,
+        files: bool,
+    ) -> Result<Catalog, KeyError> {
+        let master = rotation::settle(&*control, master, &location, files)?;
+        let master = Arc::new(MasterCell::new(master));
         let org_keys = OrgKeys::new(Arc::clone(&control), Arc::clone(&master));
         let registry = Registry::new(Arc::clone(&control), Arc::clone(&master));
         Ok(Catalog { path: location, control, master, org_keys, registry, source: CatalogSource::Primary })
@@ -526,31 +574,54 @@ impl Catalog {
     /// bound to `purpose` (associated data), so a sealed value moved to
     /// another row or purpose does not open.
     pub fn seal_secret(&self, purpose: &str, secret: &SecretKey) -> Result<Vec<u8>, KeyError> {
-        wrap_key(&self.master, &[SEALED_SECRET_AAD, purpose.as_bytes()].concat(), secret)
+        wrap_key(&self.master.read(), &[SEALED_SECRET_AAD, purpose.as_bytes()].concat(), secret)
     }
 
     /// Opens what [`Catalog::seal_secret`] sealed for `purpose`; `None`
     /// if it was sealed for another purpose, under another master key, or
     /// is damaged.
     pub fn open_secret(&self, purpose: &str, sealed: &[u8]) -> Option<SecretKey> {
-        unwrap_key(&self.master, &[SEALED_SECRET_AAD, purpose.as_bytes()].concat(), sealed)
+        unwrap_key(&self.master.read(), &[SEALED_SECRET_AAD, purpose.as_bytes()].concat(), sealed)
     }
 
-    /// The master key, for keys derived from it (the audit log's).
-    pub(crate) fn master(&self) -> &MasterKey {
-        &self.master
+    /// The audit chain's MAC key: kept wrapped in the `meta` row
+    /// `audit-key`, created on first use as
+    /// [`crate::audit::derive_audit_key`] of the master key (what earlier
+    /// versions used), so chains written before stay verifiable and a
+    /// rotation of the master key keeps it.
+    pub fn audit_key(&self) -> Result<SecretKey, KeyError> {
+        let master = self.master.read();
+        let derived = crate::audit::derive_audit_key(master.secret());
+        let fresh = wrap_key(&master, AUDIT_KEY_AAD, &derived)?;
+        let stored = self.control.meta_or_insert(AUDIT_KEY_ROW, &fresh)?;
+        unwrap_key(&master, AUDIT_KEY_AAD, &stored)
+            .ok_or_else(|| KeyError::Corrupt { what: format!("meta/{AUDIT_KEY_ROW}") })
     }
-}
 
-/// Verifies (or, in a new database, records) the master key check value.
-fn check_master(control: &dyn ControlStore, master: &MasterKey, path: &Path) -> Result<(), KeyError> {
-    let fresh = wrap_key(master, MASTER_CHECK_AAD, &SecretKey::from_bytes([0; KEY_LEN]))?;
-    let stored = control.meta_or_insert(MASTER_CHECK_ROW, &fresh)?;
-    let ok = unwrap_key(master, MASTER_CHECK_AAD, &stored).is_some_and(|k| k == SecretKey::from_bytes([0; KEY_LEN]));
-    if !ok {
-        return Err(KeyError::WrongMasterKey { path: path.to_path_buf() });
+    /// Rotates the master key online (see [`rotation`]): a new key is
+    /// written beside the key file, every key wrapped under the old one is
+    /// rewrapped in one transaction (`reseal` rewrites the state rows that
+    /// hold sealed secrets), then the new key file replaces the old. Key
+    /// use waits meanwhile. Refused for a key not loaded from a file and
+    /// by a control store that cannot rewrite its rows in one transaction.
+    pub fn rotate_master(&self, reseal: &StateResealer<'_>) -> Result<MasterRotation, KeyError> {
+        let mut slot = self.master.write();
+        let (next, report) = rotation::rotate(&*self.control, &slot, reseal)?;
+        *slot = Arc::new(next);
+        drop(slot);
+        match &report.unfinished {
+            Some(detail) => Err(KeyError::RotationUnfinished { detail: detail.clone() }),
+            None => {
+                tracing::warn!(
+                    org_keys = report.org_keys,
+                    device_keys = report.device_keys,
+                    file = %report.key_file.display(),
+                    "master key rotated"
+                );
+                Ok(report)
+            }
+        }
     }
-    Ok(())
 }
 
 /// A fixed master key for tests.

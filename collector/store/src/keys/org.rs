@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use glimpse_common::identity::OrgId;
 use glimpse_common::secret::SecretKey;
 
-use super::{org_key_aad, random_key, unwrap_key, wrap_key, KeyError, MasterKey};
+use super::master::MasterCell;
+use super::{org_key_aad, random_key, unwrap_key, wrap_key, KeyError};
 use crate::control::seam::ControlStore;
 
 /// One organisation's unwrapped data key. Wiped when the last handle drops.
@@ -38,7 +39,7 @@ impl fmt::Debug for OrgKey {
 /// The organisation data keys in the catalog, with an in-memory cache.
 pub struct OrgKeys {
     control: Arc<dyn ControlStore>,
-    master: Arc<MasterKey>,
+    master: Arc<MasterCell>,
     cache: Mutex<HashMap<OrgId, Arc<OrgKey>>>,
     // Serialises every path that changes the database or fills the cache
     // from it, so a concurrent destroy cannot leave a stale key cached.
@@ -52,7 +53,7 @@ impl fmt::Debug for OrgKeys {
 }
 
 impl OrgKeys {
-    pub(super) fn new(control: Arc<dyn ControlStore>, master: Arc<MasterKey>) -> OrgKeys {
+    pub(super) fn new(control: Arc<dyn ControlStore>, master: Arc<MasterCell>) -> OrgKeys {
         OrgKeys { control, master, cache: Mutex::new(HashMap::new()), slow: Mutex::new(()) }
     }
 
@@ -81,23 +82,27 @@ impl OrgKeys {
             return Ok(key);
         }
         let aad = org_key_aad(org);
+        // Held from the read to the write: a rotation must not rewrap the
+        // rows between them.
+        let master = self.master.read();
         let key = match self.control.org_key(org.as_str())? {
             Some(wrapped) => {
-                unwrap_key(&self.master, &aad, &wrapped).ok_or_else(|| KeyError::Unwrap { org: org.clone() })?
+                unwrap_key(&master, &aad, &wrapped).ok_or_else(|| KeyError::Unwrap { org: org.clone() })?
             }
             None => {
                 let key = random_key()?;
-                let wrapped = wrap_key(&self.master, &aad, &key)?;
+                let wrapped = wrap_key(&master, &aad, &key)?;
                 // Another collector sharing the store may have won the race.
                 let (stored, created) = self.control.insert_org_key_if_absent(org.as_str(), &wrapped)?;
                 if created {
                     tracing::info!(%org, "created data key for organisation");
                     key
                 } else {
-                    unwrap_key(&self.master, &aad, &stored).ok_or_else(|| KeyError::Unwrap { org: org.clone() })?
+                    unwrap_key(&master, &aad, &stored).ok_or_else(|| KeyError::Unwrap { org: org.clone() })?
                 }
             }
         };
+        drop(master);
         Ok(self.remember(OrgKey { org: org.clone(), key }))
     }
 
@@ -111,11 +116,13 @@ impl OrgKeys {
         if let Some(key) = self.cached(org) {
             return Ok(Some(key));
         }
+        let master = self.master.read();
         let Some(wrapped) = self.wrapped(org)? else {
             return Ok(None);
         };
-        let key = unwrap_key(&self.master, &org_key_aad(org), &wrapped)
-            .ok_or_else(|| KeyError::Unwrap { org: org.clone() })?;
+        let key =
+            unwrap_key(&master, &org_key_aad(org), &wrapped).ok_or_else(|| KeyError::Unwrap { org: org.clone() })?;
+        drop(master);
         Ok(Some(self.remember(OrgKey { org: org.clone(), key })))
     }
 

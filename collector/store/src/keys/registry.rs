@@ -8,6 +8,7 @@ use glimpse_common::identity::{DeviceId, DeviceIdentity, DeviceKind, OrgId};
 use glimpse_common::secret::SecretKey;
 use serde::{Deserialize, Serialize};
 
+use super::master::MasterCell;
 use super::{device_key_aad, unwrap_key, wrap_key, KeyError, MasterKey};
 use crate::cohort::Cohort;
 use crate::control::seam::{ControlStore, DeviceRow, SegmentRow, SegmentRowKey};
@@ -37,7 +38,7 @@ struct StoredDevice {
 /// The device registry view of the catalog.
 pub struct Registry {
     control: Arc<dyn ControlStore>,
-    master: Arc<MasterKey>,
+    master: Arc<MasterCell>,
     seq_commits: SeqCommits,
     /// Tests make this many sequence commits fail, as a full disk would.
     #[cfg(test)]
@@ -100,7 +101,7 @@ fn same_serial(a: &str, b: &str) -> bool {
 }
 
 impl Registry {
-    pub(super) fn new(control: Arc<dyn ControlStore>, master: Arc<MasterKey>) -> Registry {
+    pub(super) fn new(control: Arc<dyn ControlStore>, master: Arc<MasterCell>) -> Registry {
         Registry {
             control,
             master,
@@ -122,15 +123,17 @@ impl Registry {
     /// Adds or replaces many registrations in one transaction: all of them
     /// or, on error, none.
     pub fn upsert_all(&self, regs: &[DeviceRegistration]) -> Result<(), KeyError> {
-        let rows = regs.iter().map(|reg| self.encode(reg)).collect::<Result<Vec<_>, KeyError>>()?;
+        // Held until the rows are stored: a rotation must not come between.
+        let master = self.master.read();
+        let rows = regs.iter().map(|reg| Registry::encode(&master, reg)).collect::<Result<Vec<_>, KeyError>>()?;
         Ok(self.control.put_devices(&rows)?)
     }
 
-    fn encode(&self, reg: &DeviceRegistration) -> Result<DeviceRow, KeyError> {
+    fn encode(master: &MasterKey, reg: &DeviceRegistration) -> Result<DeviceRow, KeyError> {
         let id = &reg.identity;
         let row = StoredDevice {
             kind: id.kind,
-            wrapped_key: wrap_key(&self.master, &device_key_aad(&id.org, &id.device), &reg.shared_key)?,
+            wrapped_key: wrap_key(master, &device_key_aad(&id.org, &id.device), &reg.shared_key)?,
             cert_serial: reg.cert_serial.clone(),
             revoked: reg.revoked,
         };
@@ -141,16 +144,35 @@ impl Registry {
 
     /// The device's registration, with its shared key unwrapped.
     pub fn get(&self, org: &OrgId, device: &DeviceId) -> Result<Option<DeviceRegistration>, KeyError> {
+        let master = self.master.read();
         let Some(row) = self.control.device(org.as_str(), device.as_str())? else {
             return Ok(None);
         };
-        self.decode(org.clone(), device.clone(), &row).map(Some)
+        Registry::decode(&master, org.clone(), device.clone(), &row).map(Some)
     }
 
-    fn decode(&self, org: OrgId, device: DeviceId, bytes: &[u8]) -> Result<DeviceRegistration, KeyError> {
+    /// A registry row's wrapped shared key rewrapped from `old` to `new`
+    /// master key, the rest of the row as it was (a master key rotation).
+    pub(super) fn rewrap_row(
+        old: &MasterKey,
+        new: &MasterKey,
+        org: &OrgId,
+        device: &DeviceId,
+        bytes: &[u8],
+    ) -> Result<Vec<u8>, KeyError> {
+        let mut row: StoredDevice = postcard::from_bytes(bytes)
+            .map_err(|e| KeyError::Corrupt { what: format!("devices/{org}/{device}: {e}") })?;
+        let aad = device_key_aad(org, device);
+        let key = unwrap_key(old, &aad, &row.wrapped_key)
+            .ok_or_else(|| KeyError::DeviceUnwrap { org: org.clone(), device: device.clone() })?;
+        row.wrapped_key = wrap_key(new, &aad, &key)?;
+        postcard::to_stdvec(&row).map_err(|e| KeyError::Corrupt { what: format!("devices/{org}/{device}: {e}") })
+    }
+
+    fn decode(master: &MasterKey, org: OrgId, device: DeviceId, bytes: &[u8]) -> Result<DeviceRegistration, KeyError> {
         let row: StoredDevice = postcard::from_bytes(bytes)
             .map_err(|e| KeyError::Corrupt { what: format!("devices/{org}/{device}: {e}") })?;
-        let shared_key = unwrap_key(&self.master, &device_key_aad(&org, &device), &row.wrapped_key)
+        let shared_key = unwrap_key(master, &device_key_aad(&org, &device), &row.wrapped_key)
             .ok_or_else(|| KeyError::DeviceUnwrap { org: org.clone(), device: device.clone() })?;
         Ok(DeviceRegistration {
             identity: DeviceIdentity { org, device, kind: row.kind },
@@ -198,6 +220,7 @@ impl Registry {
     /// Every registered device, ordered by organisation and device id.
     pub fn list(&self) -> Result<Vec<DeviceRegistration>, KeyError> {
         let mut out = Vec::new();
+        let master = self.master.read();
         for DeviceRow { org, device, row } in self.control.devices()? {
             let corrupt = || KeyError::Corrupt {
                 what: format!(
@@ -208,7 +231,7 @@ impl Registry {
             };
             let org = OrgId::new(org.as_str()).map_err(|_| corrupt())?;
             let device = DeviceId::new(device.as_str()).map_err(|_| corrupt())?;
-            out.push(self.decode(org, device, &row)?);
+            out.push(Registry::decode(&master, org, device, &row)?);
         }
         Ok(out)
     }

@@ -529,7 +529,7 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let policies = crate::control::Policies::open(catalog.control())?;
         let admins = crate::control::Admins::open(catalog.control())?;
-        let audit_key = crate::audit::derive_audit_key(catalog.master().secret());
+        let audit_key = catalog.audit_key()?;
         let audit = if read_only {
             crate::audit::AuditLog::open_read_only(data_dir, audit_key, catalog.control())
         } else {
@@ -695,6 +695,17 @@ impl Store {
     /// Opens a secret [`Store::seal_secret`] sealed for `purpose`.
     pub fn open_secret(&self, purpose: &str, sealed: &[u8]) -> Option<glimpse_common::secret::SecretKey> {
         self.catalog.open_secret(purpose, sealed)
+    }
+
+    /// Rotates the master key online (see [`crate::keys::rotation`]):
+    /// every organisation key, device key, the audit key and the secrets
+    /// `reseal` finds in state rows are rewrapped under a new key in one
+    /// transaction; no segment is rewritten.
+    pub fn rotate_master_key(
+        &self,
+        reseal: &crate::keys::StateResealer<'_>,
+    ) -> Result<crate::keys::MasterRotation, StoreError> {
+        Ok(self.catalog.rotate_master(reseal)?)
     }
 
     /// Where the control plane's rows live (registry, keys, decisions,
