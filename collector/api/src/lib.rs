@@ -352,6 +352,22 @@ pub struct AuditVerified {
     pub entries: u64,
 }
 
+/// The master key rotated: every key wrapped under it is rewrapped under a
+/// new one, which is now in the collector's master key file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MasterKeyRotated {
+    /// Organisation data keys rewrapped (the keys themselves, and so every
+    /// segment, are unchanged).
+    pub org_keys: u64,
+    /// Device shared keys rewrapped.
+    pub device_keys: u64,
+    /// Other rows rewritten: the key check, the audit key, sealed console
+    /// TOTP keys.
+    pub other_rows: u64,
+    /// The master key file, now holding the new key: back it up.
+    pub key_file: String,
+}
+
 /// Delete an organisation's data and destroy its key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

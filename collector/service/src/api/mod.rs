@@ -191,6 +191,7 @@ pub fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(audit::audit))
         .routes(routes!(audit::support_activity))
         .routes(routes!(routes::verify_audit))
+        .routes(routes!(routes::rotate_master_key))
         .routes(routes!(routes::create_token, routes::list_tokens))
         .routes(routes!(routes::revoke_token))
         .routes(routes!(health::metrics))
@@ -284,6 +285,7 @@ mod tests {
             ("put", "/api/v1/orgs/{org}/data-policy"),
             ("post", "/api/v1/orgs/{org}/captures"),
             ("get", "/api/v1/audit/verify"),
+            ("post", "/api/v1/master-key/rotate"),
             ("delete", "/api/v1/tokens/{id}"),
             ("get", "/api/v1/accounts"),
             ("post", "/api/v1/accounts"),

@@ -605,3 +605,62 @@ pub async fn revoke_token(
     .await
     .map_err(|_| ApiError::internal("token revocation failed unexpectedly"))?
 }
+
+/// Rotate the master key (operators): a new key is written beside the
+/// master key file, every key wrapped under the old one (organisation and
+/// device keys, the audit key, console TOTP keys) is rewrapped in one
+/// transaction, then the new key replaces the old in the file. No segment
+/// is rewritten. Crash-safe: a restart finishes or rolls back. Refused with
+/// a shared (PostgreSQL) control plane.
+#[utoipa::path(post, path = "/api/v1/master-key/rotate", tag = "keys",
+    responses((status = 200, body = MasterKeyRotated), (status = "4XX", body = Problem)))]
+pub async fn rotate_master_key(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+) -> Result<Json<MasterKeyRotated>, ApiError> {
+    const ACTION: &str = "master-key.rotate";
+    blocking(move || {
+        let context = &state.context;
+        context.permit(&actor, ACTION, None, Access::Operator, true)?;
+        let held = state.console.as_ref().map(|console| console.accounts.hold_writes());
+        let rotated = context.store.rotate_master_key(&crate::api::console::accounts::reseal_row);
+        drop(held);
+        let audit = |outcome, detail: &str| context.audit(&actor.audit_name(), ACTION, None, outcome, detail);
+        match rotated {
+            Ok(report) => {
+                let detail = format!(
+                    "{} organisation keys, {} device keys and {} other rows rewrapped; new key in {}",
+                    report.org_keys,
+                    report.device_keys,
+                    report.other_rows,
+                    report.key_file.display()
+                );
+                audit(glimpse_store::audit::AuditOutcome::Done, &detail);
+                Ok(Json(MasterKeyRotated {
+                    org_keys: report.org_keys,
+                    device_keys: report.device_keys,
+                    other_rows: report.other_rows,
+                    key_file: report.key_file.display().to_string(),
+                }))
+            }
+            Err(
+                e @ glimpse_store::store::StoreError::Key(glimpse_store::keys::KeyError::RotationUnfinished { .. }),
+            ) => {
+                audit(glimpse_store::audit::AuditOutcome::Done, &e.to_string());
+                Err(ApiError::internal(e.to_string()))
+            }
+            Err(glimpse_store::store::StoreError::Key(
+                e @ glimpse_store::keys::KeyError::RotationUnavailable { .. },
+            )) => {
+                audit(glimpse_store::audit::AuditOutcome::Refused, &e.to_string());
+                Err(ApiError::new(axum::http::StatusCode::CONFLICT, "not-supported", e.to_string()))
+            }
+            Err(e) => {
+                let detail = format!("master key not rotated (the old key is still in use): {e}");
+                audit(glimpse_store::audit::AuditOutcome::Refused, &detail);
+                Err(ApiError::unavailable(detail))
+            }
+        }
+    })
+    .await
+}

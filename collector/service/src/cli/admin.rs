@@ -127,6 +127,14 @@ pub(super) enum AdminCommand {
         #[arg(long)]
         confirm: OrgId,
     },
+    /// Rotate the collector's master key (operators only): every key
+    /// wrapped under it is rewrapped under a new key, which replaces the
+    /// old one in the master key file; no data is rewritten. Back up the
+    /// new key file afterwards.
+    RotateMasterKey {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// API tokens for scripts, dashboards and the web console: create
     /// (the token is printed once), list, revoke.
     Token {
@@ -451,6 +459,17 @@ impl AdminArgs {
 pub(super) async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
     let (admin, action) = match command {
         AdminCommand::Token { action } => return run_token(action).await,
+        AdminCommand::RotateMasterKey { admin } => {
+            let client = glimpse_admin_client::ApiClient::new(&admin.credentials()?).await?;
+            let rotated: glimpse_api::MasterKeyRotated =
+                client.send(reqwest::Method::POST, "/api/v1/master-key/rotate", None::<&()>).await?;
+            println!(
+                "master key rotated: {} organisation keys, {} device keys and {} other rows rewrapped; \
+                 the new key is in {} on the collector: back it up now",
+                rotated.org_keys, rotated.device_keys, rotated.other_rows, rotated.key_file
+            );
+            return Ok(());
+        }
         AdminCommand::Consent { admin, org, capture } => {
             (admin, AdminAction::SetConsent { org, capture: capture == "on" })
         }

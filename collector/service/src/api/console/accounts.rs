@@ -220,7 +220,46 @@ pub struct AccountBook {
     write: Mutex<()>,
 }
 
+/// An account row's sealed TOTP keys resealed under a new master key, for
+/// a master key rotation ([`glimpse_store::keys::rotation`]); `None` for
+/// rows that are not accounts or hold no TOTP key. An account key that does
+/// not open under the old master key stops the rotation.
+pub fn reseal_row(
+    name: &str,
+    value: &str,
+    resealer: &glimpse_store::keys::Resealer<'_>,
+) -> Result<Option<String>, String> {
+    let Some(account_name) = name.strip_prefix(STATE_PREFIX) else {
+        return Ok(None);
+    };
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let mut account: Account =
+        serde_json::from_str(value).map_err(|e| format!("console account row {account_name} is damaged ({e})"))?;
+    if account.totp_sealed.is_none() && account.totp_pending.is_none() {
+        return Ok(None);
+    }
+    let purpose = totp_purpose(&account.name);
+    for slot in [&mut account.totp_sealed, &mut account.totp_pending] {
+        if let Some(text) = slot.as_mut() {
+            let unreadable =
+                || format!("console account {account_name}: its TOTP key does not open under the master key");
+            let sealed = hex::decode(text.as_str()).map_err(|_| unreadable())?;
+            *text = hex::encode(resealer.reseal(&purpose, &sealed).ok_or_else(unreadable)?);
+        }
+    }
+    serde_json::to_string(&account).map(Some).map_err(|e| e.to_string())
+}
+
 impl AccountBook {
+    /// Holds off every account write until the guard drops (a master key
+    /// rotation, so that no write puts back a TOTP key sealed under the old
+    /// key).
+    pub fn hold_writes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.lock()
+    }
+
     /// The accounts kept in `store`'s control store (TOTP keys sealed
     /// under its master key).
     pub fn new(store: Arc<Store>) -> Self {

@@ -1,0 +1,239 @@
+//! Master key rotation against the real collector program: rotated online
+//! through the admin API, and killed at each step of a rotation (the
+//! process aborts there, as under `kill -9`) and started again, after which
+//! every record is still readable and exportable, the devices still
+//! authenticate and the audit chain still verifies.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use glimpse_admin_client::{AdminClientError, AdminCredentials, ApiClient};
+use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole};
+use glimpse_store::keys::rotation::CRASH_AT_ENV;
+use glimpse_store::keys::MasterKey;
+use glimpse_tests::*;
+use reqwest::Method;
+
+const COLLECTOR: &str = env!("CARGO_BIN_EXE_collector-under-test");
+
+/// A collector on disk whose admin API listens on a port we know, with an
+/// operator's credentials for it.
+struct Rig {
+    files: CollectorFiles,
+    admin_port: u16,
+    operator: AdminCredentials,
+    key_file: PathBuf,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let files = CollectorFiles::new(COLLECTOR);
+        let admin_port = free_port();
+        let text = std::fs::read_to_string(files.config()).unwrap();
+        let text = text.replacen(
+            "[admin]\nlisten = \"127.0.0.1:0\"",
+            &format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\""),
+            1,
+        );
+        std::fs::write(files.config(), text).unwrap();
+        let key_file = files.config().with_file_name("master.key");
+        let name = AdminName::new(format!("op-{}", unique_device("rot"))).unwrap();
+        let identity = AdminIdentity::new(name, AdminRole::Operator, None).unwrap();
+        let issued = {
+            let _guard = pki().lock();
+            glimpse_certs::issue_admin(&pki().ours, &identity, &glimpse_certs::Validity::default(), false).unwrap()
+        };
+        let operator = AdminCredentials {
+            address: format!("127.0.0.1:{admin_port}"),
+            server_name: "localhost".into(),
+            ca: glimpse_certs::ca_cert_path(&pki().ours),
+            cert: issued.cert,
+            key: issued.key,
+            token: None,
+        };
+        Rig { files, admin_port, operator, key_file }
+    }
+
+    /// Starts `serve`, aborting at `crash_at` if given, and waits until
+    /// both listeners answer.
+    async fn start(&self, crash_at: Option<&str>) -> Process {
+        let mut command = Command::new(COLLECTOR);
+        command.args(["serve", "--config"]).arg(self.files.config()).stdout(Stdio::null());
+        if std::env::var_os("GLIMPSE_TEST_LOG").is_none() {
+            command.stderr(Stdio::null());
+        }
+        if let Some(step) = crash_at {
+            command.env(CRASH_AT_ENV, step);
+        }
+        let process = Process(command.spawn().expect("start collector"));
+        let admin = std::net::SocketAddr::from(([127, 0, 0, 1], self.admin_port));
+        wait_until("collector listening", || {
+            std::net::TcpStream::connect(self.files.addr()).is_ok() && std::net::TcpStream::connect(admin).is_ok()
+        })
+        .await;
+        process
+    }
+
+    async fn rotate(&self) -> Result<glimpse_api::MasterKeyRotated, AdminClientError> {
+        let client = ApiClient::new(&self.operator).await.unwrap();
+        client.send(Method::POST, "/api/v1/master-key/rotate", None::<&()>).await
+    }
+
+    async fn audit_entries(&self) -> u64 {
+        let client = ApiClient::new(&self.operator).await.unwrap();
+        let verified: glimpse_api::AuditVerified = client.get("/api/v1/audit/verify").await.expect("audit verifies");
+        verified.entries
+    }
+
+    fn next_file(&self) -> PathBuf {
+        MasterKey::next_path(&self.key_file)
+    }
+
+    fn key_text(&self) -> String {
+        std::fs::read_to_string(&self.key_file).unwrap()
+    }
+
+    /// The offline export's JSON lines of `org`.
+    fn export(&self, org: &str) -> BTreeSet<String> {
+        let out = offline(&["export", "--org", org], &self.files.config());
+        assert!(out.status.success(), "export failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with('{')).map(str::to_owned).collect()
+    }
+}
+
+fn offline(args: &[&str], config: &Path) -> Output {
+    Command::new(COLLECTOR)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run collector program")
+}
+
+/// Waits for a process that aborted itself to be gone.
+async fn wait_for_exit(mut process: Process) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until("collector aborted at the crash point", || {
+        status = process.0.try_wait().expect("wait");
+        status.is_some()
+    })
+    .await;
+    status.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_key_rotation_survives_a_kill_at_every_step_and_keeps_every_record() {
+    init_logging();
+    let device = issue_device("rotorg");
+    let rig = Rig::new();
+
+    // Records stored under the first master key.
+    let collector = rig.start(None).await;
+    let agent = start_agent(rig.files.addr(), &device);
+    wait_for_status(&agent, "records stored", |s| s.acked_seq >= 4).await;
+    agent.shutdown().await;
+    let audited = rig.audit_entries().await;
+    collector.terminate().await;
+    let (_, stored) = rig.files.stored(&device.identity);
+    assert!(!stored.is_empty());
+    let exported = rig.export("rotorg");
+    assert!(!exported.is_empty());
+    let mut key = rig.key_text();
+
+    // The new key written, the crash before the commit: rolled back.
+    // After the commit, before the key file moved: finished at restart.
+    // After the key file moved: done.
+    for (step, committed) in [
+        ("master-rotation:next-written", false),
+        ("master-rotation:committed", true),
+        ("master-rotation:promoted", true),
+    ] {
+        let collector = rig.start(Some(step)).await;
+        let answer = rig.rotate().await;
+        assert!(answer.is_err(), "{step}: the collector answered {answer:?} instead of dying");
+        let status = wait_for_exit(collector).await;
+        assert!(!status.success(), "{step}: {status}");
+        let moved = step == "master-rotation:promoted";
+        assert_eq!(rig.next_file().exists(), !moved, "{step}: the new key file beside the old");
+        assert_eq!(rig.key_text() != key, moved, "{step}: the key file");
+
+        let collector = rig.start(None).await;
+        assert!(!rig.next_file().exists(), "{step}: the restart settled the rotation");
+        assert_eq!(rig.key_text() != key, committed, "{step}: the key in the file after the restart");
+        key = rig.key_text();
+        // The device authenticates (its shared key unwraps) and streams on.
+        let agent = start_agent(rig.files.addr(), &device);
+        wait_for_status(&agent, &format!("{step}: the device streams again"), |s| s.acked_records >= 2).await;
+        agent.shutdown().await;
+        assert!(rig.audit_entries().await > audited, "{step}: the audit chain verifies");
+        collector.terminate().await;
+
+        let (count, now_stored) = rig.files.stored(&device.identity);
+        assert_eq!(count, now_stored.len(), "{step}: a record stored twice");
+        assert!(now_stored.is_superset(&stored), "{step}: records lost");
+        assert!(rig.export("rotorg").is_superset(&exported), "{step}: records no longer exportable");
+    }
+
+    // An online rotation that completes: audited, in use at once, and only
+    // the new key opens the store afterwards.
+    let collector = rig.start(None).await;
+    let rotated = rig.rotate().await.expect("rotation");
+    assert_eq!((rotated.org_keys, rotated.device_keys), (1, 1), "{rotated:?}");
+    assert_eq!(PathBuf::from(&rotated.key_file), rig.key_file);
+    assert_ne!(rig.key_text(), key);
+    assert!(!rig.next_file().exists());
+    let agent = start_agent(rig.files.addr(), &device);
+    wait_for_status(&agent, "the device streams after the rotation", |s| s.acked_records >= 2).await;
+    agent.shutdown().await;
+    rig.audit_entries().await;
+    let client = ApiClient::new(&rig.operator).await.unwrap();
+    let audit: glimpse_api::AuditPage = client.get("/api/v1/audit?action=master-key.rotate").await.expect("audit");
+    assert!(
+        audit
+            .entries
+            .iter()
+            .any(|e| e.action == "master-key.rotate" && !e.refused && e.detail.contains("1 organisation keys")),
+        "{audit:?}"
+    );
+    collector.terminate().await;
+    let (_, now_stored) = rig.files.stored(&device.identity);
+    assert!(now_stored.is_superset(&stored));
+    assert!(rig.export("rotorg").is_superset(&exported));
+
+    // The old key file no longer opens the store.
+    let old = rig.files.config().with_file_name("old.key");
+    std::fs::write(&old, &key).unwrap();
+    std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::copy(&old, &rig.key_file).unwrap();
+    let out = offline(&["export", "--org", "rotorg"], &rig.files.config());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("master key"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_operators_may_rotate_the_master_key() {
+    init_logging();
+    let rig = Rig::new();
+    let name = AdminName::new(format!("orgadmin-{}", unique_device("rot"))).unwrap();
+    let identity =
+        AdminIdentity::new(name, AdminRole::OrgAdmin, Some(glimpse_common::identity::OrgId::new("rotorg").unwrap()))
+            .unwrap();
+    let issued = {
+        let _guard = pki().lock();
+        glimpse_certs::issue_admin(&pki().ours, &identity, &glimpse_certs::Validity::default(), false).unwrap()
+    };
+    let org_admin = AdminCredentials { cert: issued.cert, key: issued.key, ..rig.operator.clone() };
+    let collector = rig.start(None).await;
+    let key = rig.key_text();
+    let client = ApiClient::new(&org_admin).await.unwrap();
+    let refused = client
+        .send::<glimpse_api::MasterKeyRotated>(Method::POST, "/api/v1/master-key/rotate", None::<&()>)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("only operators"), "{refused}");
+    assert_eq!(rig.key_text(), key);
+    assert!(!rig.next_file().exists());
+    collector.terminate().await;
+}
