@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 pub mod admins;
 pub mod backup;
 pub mod redb_store;
+pub mod sealed;
 pub mod seam;
 
 pub use admins::{AdminError, AdminImport, AdminRecord, Admins};

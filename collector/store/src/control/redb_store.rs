@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableTable, TableDefinition};
 
+use glimpse_common::secret::SecretKey;
+
 use super::backup::{self, Dump, HOT_WRITES_PER_BACKUP};
+use super::sealed::RowSealer;
 use super::seam::{
     ControlError, ControlStore, DeviceRow, PolicyEdit, RowRewrite, RowTable, SegmentRow, SegmentRowKey, StreamSeq,
 };
@@ -47,6 +50,47 @@ const REOPEN_WAIT: Duration = Duration::from_secs(2);
 pub struct RedbControl {
     db: Arc<Handle>,
     backup: Option<Arc<Backup>>,
+    /// Seals configuration row values once [`ControlStore::seal_values`]
+    /// installed it (see [`super::sealed`]).
+    sealer: Arc<RwLock<Option<Arc<RowSealer>>>>,
+}
+
+/// Names of the sealed tables, in the associated data.
+const DEVICES_NAME: &str = "devices";
+const SSH_KEYS_NAME: &str = "device_ssh_keys";
+const ORG_POLICY_NAME: &str = "org_policy";
+const STATE_NAME: &str = "collector_state";
+/// `meta` row recording that every configuration value is sealed.
+const VALUES_SEALED_ROW: &str = "values-sealed";
+
+type Sealer = Option<Arc<RowSealer>>;
+
+fn seal_b(s: &Sealer, table: &str, key: &[&str], v: &[u8]) -> Result<Vec<u8>, ControlError> {
+    match s {
+        Some(s) => s.seal(table, key, v),
+        None => Ok(v.to_vec()),
+    }
+}
+
+fn open_b(s: &Sealer, table: &str, key: &[&str], v: Vec<u8>) -> Result<Vec<u8>, ControlError> {
+    match s {
+        Some(s) => s.open(table, key, &v),
+        None => Ok(v),
+    }
+}
+
+fn seal_t(s: &Sealer, table: &str, key: &[&str], v: &str) -> Result<String, ControlError> {
+    match s {
+        Some(s) => s.seal_text(table, key, v),
+        None => Ok(v.to_owned()),
+    }
+}
+
+fn open_t(s: &Sealer, table: &str, key: &[&str], v: String) -> Result<String, ControlError> {
+    match s {
+        Some(s) => s.open_text(table, key, &v),
+        None => Ok(v),
+    }
 }
 
 /// Opens a database file again, with the settings it was first opened
@@ -375,7 +419,7 @@ impl RedbControl {
     /// The control store in `db`, creating its tables if missing.
     pub fn open(db: Arc<Database>) -> Result<RedbControl, ControlError> {
         create_tables(&db)?;
-        Ok(RedbControl { db: Arc::new(Handle::new(db, None)), backup: None })
+        Ok(RedbControl { db: Arc::new(Handle::new(db, None)), backup: None, sealer: Arc::default() })
     }
 
     /// As [`RedbControl::open`], keeping a verified copy at `backup_path`
@@ -397,7 +441,7 @@ impl RedbControl {
             dirty: AtomicBool::new(true),
         });
         backup.write();
-        Ok(RedbControl { db, backup: Some(backup) })
+        Ok(RedbControl { db, backup: Some(backup), sealer: Arc::default() })
     }
 
     /// A control store in memory over a copy of a database file's bytes,
@@ -422,6 +466,10 @@ impl RedbControl {
             control.load(dump)?;
             Ok(control)
         })
+    }
+
+    fn sealer(&self) -> Sealer {
+        self.sealer.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Every row.
@@ -571,15 +619,17 @@ impl ControlStore for RedbControl {
     }
 
     fn device(&self, org: &str, device: &str) -> Result<Option<Vec<u8>>, ControlError> {
+        let s = self.sealer();
         self.run(|db| {
             let txn = db.begin_read().map_err(err)?;
             let table = txn.open_table(DEVICES).map_err(err)?;
             let row = table.get((org, device)).map_err(err)?.map(|v| v.value().to_vec());
-            Ok(row)
+            row.map(|row| open_b(&s, DEVICES_NAME, &[org, device], row)).transpose()
         })
     }
 
     fn devices(&self) -> Result<Vec<DeviceRow>, ControlError> {
+        let s = self.sealer();
         self.run(|db| {
             let txn = db.begin_read().map_err(err)?;
             let table = txn.open_table(DEVICES).map_err(err)?;
@@ -587,19 +637,22 @@ impl ControlStore for RedbControl {
             for row in table.iter().map_err(err)? {
                 let (key, value) = row.map_err(err)?;
                 let (org, device) = key.value();
-                out.push(DeviceRow { org: org.to_owned(), device: device.to_owned(), row: value.value().to_vec() });
+                let row = open_b(&s, DEVICES_NAME, &[org, device], value.value().to_vec())?;
+                out.push(DeviceRow { org: org.to_owned(), device: device.to_owned(), row });
             }
             Ok(out)
         })
     }
 
     fn put_devices(&self, rows: &[DeviceRow]) -> Result<(), ControlError> {
+        let s = self.sealer();
         self.run(|db| {
             let txn = db.begin_write().map_err(err)?;
             {
                 let mut table = txn.open_table(DEVICES).map_err(err)?;
                 for row in rows {
-                    table.insert((row.org.as_str(), row.device.as_str()), row.row.as_slice()).map_err(err)?;
+                    let sealed = seal_b(&s, DEVICES_NAME, &[&row.org, &row.device], &row.row)?;
+                    table.insert((row.org.as_str(), row.device.as_str()), sealed.as_slice()).map_err(err)?;
                 }
             }
             txn.commit().map_err(err)?;
@@ -615,14 +668,17 @@ impl ControlStore for RedbControl {
         device: &str,
         edit: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>,
     ) -> Result<bool, ControlError> {
+        let s = self.sealer();
         let out = self.run(|db| {
             let txn = db.begin_write().map_err(err)?;
             let changed = {
                 let mut table = txn.open_table(DEVICES).map_err(err)?;
                 let existing = table.get((org, device)).map_err(err)?.map(|v| v.value().to_vec());
+                let existing = existing.map(|row| open_b(&s, DEVICES_NAME, &[org, device], row)).transpose()?;
                 match existing.as_deref().and_then(&mut *edit) {
                     Some(row) => {
-                        table.insert((org, device), row.as_slice()).map_err(err)?;
+                        let sealed = seal_b(&s, DEVICES_NAME, &[org, device], &row)?;
+                        table.insert((org, device), sealed.as_slice()).map_err(err)?;
                         true
                     }
                     None => false,
@@ -642,22 +698,25 @@ impl ControlStore for RedbControl {
     }
 
     fn ssh_key(&self, org: &str, device: &str) -> Result<Option<String>, ControlError> {
+        let s = self.sealer();
         self.run(|db| {
             let txn = db.begin_read().map_err(err)?;
             let table = txn.open_table(SSH_KEYS).map_err(err)?;
             let line = table.get((org, device)).map_err(err)?.map(|v| v.value().to_owned());
-            Ok(line)
+            line.map(|line| open_t(&s, SSH_KEYS_NAME, &[org, device], line)).transpose()
         })
     }
 
     fn set_ssh_key(&self, org: &str, device: &str, line: Option<&str>) -> Result<(), ControlError> {
+        let s = self.sealer();
         self.run(|db| {
             let txn = db.begin_write().map_err(err)?;
             {
                 let mut table = txn.open_table(SSH_KEYS).map_err(err)?;
                 match line {
                     Some(line) => {
-                        table.insert((org, device), line).map_err(err)?;
+                        let sealed = seal_t(&s, SSH_KEYS_NAME, &[org, device], line)?;
+                        table.insert((org, device), sealed.as_str()).map_err(err)?;
                     }
                     None => {
                         table.remove((org, device)).map_err(err)?;
@@ -806,36 +865,42 @@ impl ControlStore for RedbControl {
     }
 
     fn policies(&self) -> Result<Vec<(String, Vec<u8>)>, ControlError> {
+        let s = self.sealer();
         self.run(|db| {
             let txn = db.begin_read().map_err(err)?;
             let table = txn.open_table(ORG_POLICY).map_err(err)?;
             let mut out = Vec::new();
             for row in table.iter().map_err(err)? {
                 let (key, value) = row.map_err(err)?;
-                out.push((key.value().to_owned(), value.value().to_vec()));
+                let value = open_b(&s, ORG_POLICY_NAME, &[key.value()], value.value().to_vec())?;
+                out.push((key.value().to_owned(), value));
             }
             Ok(out)
         })
     }
 
     fn policy(&self, org: &str) -> Result<Option<Vec<u8>>, ControlError> {
+        let s = self.sealer();
         self.run(|db| {
             let txn = db.begin_read().map_err(err)?;
             let table = txn.open_table(ORG_POLICY).map_err(err)?;
             let row = table.get(org).map_err(err)?.map(|v| v.value().to_vec());
-            Ok(row)
+            row.map(|row| open_b(&s, ORG_POLICY_NAME, &[org], row)).transpose()
         })
     }
 
     fn update_policy(&self, org: &str, edit: &mut PolicyEdit<'_>) -> Result<Option<Vec<u8>>, ControlError> {
+        let s = self.sealer();
         let (stored, changed) = self.run(|db| {
             let txn = db.begin_write().map_err(err)?;
             let (stored, changed) = {
                 let mut table = txn.open_table(ORG_POLICY).map_err(err)?;
                 let existing = table.get(org).map_err(err)?.map(|v| v.value().to_vec());
+                let existing = existing.map(|row| open_b(&s, ORG_POLICY_NAME, &[org], row)).transpose()?;
                 match edit(existing.as_deref()) {
                     Some(row) => {
-                        table.insert(org, row.as_slice()).map_err(err)?;
+                        let sealed = seal_b(&s, ORG_POLICY_NAME, &[org], &row)?;
+                        table.insert(org, sealed.as_slice()).map_err(err)?;
                         (Some(row), true)
                     }
                     None => (existing, false),
@@ -855,9 +920,11 @@ impl ControlStore for RedbControl {
     }
 
     fn put_policy(&self, org: &str, row: &[u8]) -> Result<(), ControlError> {
+        let s = self.sealer();
         self.run(|db| {
             let txn = db.begin_write().map_err(err)?;
-            txn.open_table(ORG_POLICY).map_err(err)?.insert(org, row).map_err(err)?;
+            let sealed = seal_b(&s, ORG_POLICY_NAME, &[org], row)?;
+            txn.open_table(ORG_POLICY).map_err(err)?.insert(org, sealed.as_slice()).map_err(err)?;
             txn.commit().map_err(err)?;
             Ok(())
         })?;
@@ -866,13 +933,16 @@ impl ControlStore for RedbControl {
     }
 
     fn replace_state(&self, name: &str, value: &str) -> Result<Option<String>, ControlError> {
+        let s = self.sealer();
         let out = self.run(|db| {
             let txn = db.begin_write().map_err(err)?;
             let before = {
                 let mut table = txn.open_table(COLLECTOR_STATE).map_err(err)?;
                 let before = table.get(name).map_err(err)?.map(|v| v.value().to_owned());
+                let before = before.map(|v| open_t(&s, STATE_NAME, &[name], v)).transpose()?;
                 if before.as_deref() != Some(value) {
-                    table.insert(name, value).map_err(err)?;
+                    let sealed = seal_t(&s, STATE_NAME, &[name], value)?;
+                    table.insert(name, sealed.as_str()).map_err(err)?;
                 }
                 before
             };
@@ -884,15 +954,17 @@ impl ControlStore for RedbControl {
     }
 
     fn state(&self, name: &str) -> Result<Option<String>, ControlError> {
+        let s = self.sealer();
         self.run(|db| {
             let txn = db.begin_read().map_err(err)?;
             let table = txn.open_table(COLLECTOR_STATE).map_err(err)?;
             let value = table.get(name).map_err(err)?.map(|v| v.value().to_owned());
-            Ok(value)
+            value.map(|v| open_t(&s, STATE_NAME, &[name], v)).transpose()
         })
     }
 
     fn states_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, ControlError> {
+        let s = self.sealer();
         self.run(|db| {
             let txn = db.begin_read().map_err(err)?;
             let table = txn.open_table(COLLECTOR_STATE).map_err(err)?;
@@ -902,13 +974,15 @@ impl ControlStore for RedbControl {
                 if !key.value().starts_with(prefix) {
                     break;
                 }
-                out.push((key.value().to_owned(), value.value().to_owned()));
+                let value = open_t(&s, STATE_NAME, &[key.value()], value.value().to_owned())?;
+                out.push((key.value().to_owned(), value));
             }
             Ok(out)
         })
     }
 
     fn rewrite_rows(&self, edit: &mut RowRewrite<'_>) -> Result<u64, ControlError> {
+        let s = self.sealer();
         let rewritten = self.run(|db| {
             let txn = db.begin_write().map_err(err)?;
             let mut rewritten = 0u64;
@@ -944,10 +1018,12 @@ impl ControlStore for RedbControl {
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 for ((org, device), value) in rows {
-                    let new = edit(RowTable::Device, &[org.as_str(), device.as_str()], &value)
-                        .map_err(refused(RowTable::Device))?;
+                    let key = [org.as_str(), device.as_str()];
+                    let value = open_b(&s, DEVICES_NAME, &key, value)?;
+                    let new = edit(RowTable::Device, &key, &value).map_err(refused(RowTable::Device))?;
                     if let Some(new) = new {
-                        t.insert((org.as_str(), device.as_str()), new.as_slice()).map_err(err)?;
+                        let sealed = seal_b(&s, DEVICES_NAME, &key, &new)?;
+                        t.insert((org.as_str(), device.as_str()), sealed.as_slice()).map_err(err)?;
                         rewritten += 1;
                     }
                 }
@@ -960,13 +1036,15 @@ impl ControlStore for RedbControl {
                     .map(|row| row.map(|(k, v)| (k.value().to_owned(), v.value().to_owned())).map_err(err))
                     .collect::<Result<Vec<_>, _>>()?;
                 for (key, value) in rows {
+                    let value = open_t(&s, STATE_NAME, &[key.as_str()], value)?;
                     let new =
                         edit(RowTable::State, &[key.as_str()], value.as_bytes()).map_err(refused(RowTable::State))?;
                     if let Some(new) = new {
                         let text = String::from_utf8(new).map_err(|_| {
                             ControlError::Permanent(format!("state {key:?}: rewritten value is not UTF-8"))
                         })?;
-                        t.insert(key.as_str(), text.as_str()).map_err(err)?;
+                        let sealed = seal_t(&s, STATE_NAME, &[key.as_str()], &text)?;
+                        t.insert(key.as_str(), sealed.as_str()).map_err(err)?;
                         rewritten += 1;
                     }
                 }
@@ -976,6 +1054,82 @@ impl ControlStore for RedbControl {
         })?;
         self.changed(false);
         Ok(rewritten)
+    }
+
+    fn seal_values(&self, key: SecretKey) -> Result<bool, ControlError> {
+        let sealer = Arc::new(RowSealer::new(key));
+        let migrated = self.run(|db| {
+            let txn = db.begin_write().map_err(err)?;
+            if txn.open_table(META).map_err(err)?.get(VALUES_SEALED_ROW).map_err(err)?.is_some() {
+                txn.abort().map_err(err)?;
+                return Ok(false);
+            }
+            // A store written before values were sealed: every value sealed
+            // in this one transaction, with the row that says so, so a
+            // crash leaves it all plain or all sealed.
+            {
+                let mut t = txn.open_table(DEVICES).map_err(err)?;
+                let rows = t
+                    .iter()
+                    .map_err(err)?
+                    .map(|row| {
+                        row.map(|(k, v)| {
+                            let (org, device) = k.value();
+                            ((org.to_owned(), device.to_owned()), v.value().to_vec())
+                        })
+                        .map_err(err)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                for ((org, device), value) in rows {
+                    let sealed = sealer.seal(DEVICES_NAME, &[&org, &device], &value)?;
+                    t.insert((org.as_str(), device.as_str()), sealed.as_slice()).map_err(err)?;
+                }
+                let mut t = txn.open_table(SSH_KEYS).map_err(err)?;
+                let rows = t
+                    .iter()
+                    .map_err(err)?
+                    .map(|row| {
+                        row.map(|(k, v)| {
+                            let (org, device) = k.value();
+                            ((org.to_owned(), device.to_owned()), v.value().to_owned())
+                        })
+                        .map_err(err)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                for ((org, device), value) in rows {
+                    let sealed = sealer.seal_text(SSH_KEYS_NAME, &[&org, &device], &value)?;
+                    t.insert((org.as_str(), device.as_str()), sealed.as_str()).map_err(err)?;
+                }
+                let mut t = txn.open_table(ORG_POLICY).map_err(err)?;
+                let rows = t
+                    .iter()
+                    .map_err(err)?
+                    .map(|row| row.map(|(k, v)| (k.value().to_owned(), v.value().to_vec())).map_err(err))
+                    .collect::<Result<Vec<_>, _>>()?;
+                for (org, value) in rows {
+                    let sealed = sealer.seal(ORG_POLICY_NAME, &[&org], &value)?;
+                    t.insert(org.as_str(), sealed.as_slice()).map_err(err)?;
+                }
+                let mut t = txn.open_table(COLLECTOR_STATE).map_err(err)?;
+                let rows = t
+                    .iter()
+                    .map_err(err)?
+                    .map(|row| row.map(|(k, v)| (k.value().to_owned(), v.value().to_owned())).map_err(err))
+                    .collect::<Result<Vec<_>, _>>()?;
+                for (name, value) in rows {
+                    let sealed = sealer.seal_text(STATE_NAME, &[&name], &value)?;
+                    t.insert(name.as_str(), sealed.as_str()).map_err(err)?;
+                }
+                txn.open_table(META).map_err(err)?.insert(VALUES_SEALED_ROW, &[1u8][..]).map_err(err)?;
+            }
+            txn.commit().map_err(err)?;
+            Ok(true)
+        })?;
+        *self.sealer.write().unwrap_or_else(PoisonError::into_inner) = Some(sealer);
+        if migrated {
+            self.changed(false);
+        }
+        Ok(migrated)
     }
 
     fn flush(&self) {

@@ -269,6 +269,17 @@ pub trait ControlStore: Send + Sync + fmt::Debug {
         Err(ControlError::Permanent(format!("{} cannot rewrite its rows in one transaction", self.describe())))
     }
 
+    /// From now on, stores the values of configuration rows (registry
+    /// rows, SSH keys, decisions, state entries) sealed under `key` (see
+    /// [`super::sealed`]), sealing any stored plain first, in one
+    /// transaction. Returns whether it sealed a plain store. A store that
+    /// does not seal its values returns `Ok(false)` and keeps them as
+    /// they are.
+    fn seal_values(&self, key: glimpse_common::secret::SecretKey) -> Result<bool, ControlError> {
+        let _ = key;
+        Ok(false)
+    }
+
     /// The audit chain head (sequence and MAC, encoded by the audit log).
     fn audit_head(&self) -> Result<Option<Vec<u8>>, ControlError>;
     /// Records the audit chain head.

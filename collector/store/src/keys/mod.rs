@@ -28,6 +28,12 @@
 //!   and since kept wrapped in the `meta` row `audit-key`, so that a
 //!   master key rotation leaves the chain verifiable.
 //!
+//! - configuration key: `b"glimpse-config-key-v1"`; the key that seals the
+//!   values of the control store's configuration rows (registry, SSH keys,
+//!   decisions, state: see [`crate::control::sealed`]), derived from the
+//!   master key by HKDF-SHA256 when first needed and since kept wrapped in
+//!   the `meta` row `config-key`, for the same reason.
+//!
 //! The master key is rotated online by rewrapping every one of these rows
 //! in one transaction ([`Catalog::rotate_master`], crash-safe: see
 //! [`rotation`]); no segment is rewritten.
@@ -80,6 +86,11 @@ const MASTER_CHECK_ROW: &str = "master-check";
 /// Associated data of the wrapped audit key.
 const AUDIT_KEY_AAD: &[u8] = b"glimpse-audit-key-v1";
 const AUDIT_KEY_ROW: &str = "audit-key";
+/// Associated data of the wrapped configuration key.
+const CONFIG_KEY_AAD: &[u8] = b"glimpse-config-key-v1";
+const CONFIG_KEY_ROW: &str = "config-key";
+/// HKDF info of the configuration key's derivation from the master key.
+const CONFIG_KEY_INFO: &[u8] = b"glimpse-config-seal-v1";
 
 /// A key store, registry or master key operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -542,6 +553,10 @@ impl Catalog {
         files: bool,
     ) -> Result<Catalog, KeyError> {
         let master = rotation::settle(&*control, master, &location, files)?;
+        let config_key = kept_wrapped(&*control, &master, CONFIG_KEY_ROW, CONFIG_KEY_AAD, derive_config_key(&master)?)?;
+        if control.seal_values(config_key)? {
+            tracing::info!(store = %location.display(), "configuration values sealed under the configuration key");
+        }
         let master = Arc::new(MasterCell::new(master));
         let org_keys = OrgKeys::new(Arc::clone(&control), Arc::clone(&master));
         let registry = Registry::new(Arc::clone(&control), Arc::clone(&master));
@@ -592,10 +607,7 @@ impl Catalog {
     pub fn audit_key(&self) -> Result<SecretKey, KeyError> {
         let master = self.master.read();
         let derived = crate::audit::derive_audit_key(master.secret());
-        let fresh = wrap_key(&master, AUDIT_KEY_AAD, &derived)?;
-        let stored = self.control.meta_or_insert(AUDIT_KEY_ROW, &fresh)?;
-        unwrap_key(&master, AUDIT_KEY_AAD, &stored)
-            .ok_or_else(|| KeyError::Corrupt { what: format!("meta/{AUDIT_KEY_ROW}") })
+        kept_wrapped(&*self.control, &master, AUDIT_KEY_ROW, AUDIT_KEY_AAD, derived)
     }
 
     /// Rotates the master key online (see [`rotation`]): a new key is
@@ -622,6 +634,28 @@ impl Catalog {
             }
         }
     }
+}
+
+/// The key kept wrapped in the `meta` row `row`, storing `fresh` there
+/// first if there is none.
+fn kept_wrapped(
+    control: &dyn ControlStore,
+    master: &MasterKey,
+    row: &str,
+    aad: &[u8],
+    fresh: SecretKey,
+) -> Result<SecretKey, KeyError> {
+    let stored = control.meta_or_insert(row, &wrap_key(master, aad, &fresh)?)?;
+    unwrap_key(master, aad, &stored).ok_or_else(|| KeyError::Corrupt { what: format!("meta/{row}") })
+}
+
+/// HKDF-SHA256 of the master key for the configuration key.
+fn derive_config_key(master: &MasterKey) -> Result<SecretKey, KeyError> {
+    let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(master.secret().expose());
+    let okm = prk.expand(&[CONFIG_KEY_INFO], ring::hkdf::HKDF_SHA256).map_err(|_| KeyError::Random)?;
+    let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+    okm.fill(bytes.as_mut_slice()).map_err(|_| KeyError::Random)?;
+    Ok(SecretKey::from_bytes(*bytes))
 }
 
 /// A fixed master key for tests.
@@ -659,6 +693,110 @@ mod tests {
         assert!(matches!(err, KeyError::WrongMasterKey { .. }), "{err}");
         assert!(err.to_string().contains("glimpse.redb"), "{err}");
         Catalog::open(dir.path(), master(1)).unwrap();
+    }
+
+    /// A registration, an SSH key, a decision and a state entry, with
+    /// text that must not be readable in the file.
+    fn configure(catalog: &Catalog) {
+        use glimpse_common::identity::{DeviceIdentity, DeviceKind};
+        let org = OrgId::new("acme").unwrap();
+        let device = DeviceId::new("ap-1").unwrap();
+        catalog
+            .registry()
+            .upsert(DeviceRegistration {
+                identity: DeviceIdentity { org: org.clone(), device: device.clone(), kind: DeviceKind::Ap },
+                shared_key: SecretKey::generate().unwrap(),
+                cert_serial: "SERIAL-PLAINTEXT-0451".into(),
+                revoked: false,
+            })
+            .unwrap();
+        catalog.registry().set_ssh_key(&org, &device, Some("ssh-ed25519 AAAAC3Nz comment-plaintext-ssh")).unwrap();
+        catalog.control().put_policy("acme", b"POLICY-PLAINTEXT-consent").unwrap();
+        catalog.control().replace_state("console-account:ada", "{\"name\":\"STATE-PLAINTEXT\"}").unwrap();
+    }
+
+    const PLAINTEXTS: [&str; 4] =
+        ["SERIAL-PLAINTEXT-0451", "comment-plaintext-ssh", "POLICY-PLAINTEXT-consent", "STATE-PLAINTEXT"];
+
+    fn assert_configured(catalog: &Catalog) {
+        let org = OrgId::new("acme").unwrap();
+        let device = DeviceId::new("ap-1").unwrap();
+        let reg = catalog.registry().get(&org, &device).unwrap().unwrap();
+        assert_eq!(reg.cert_serial, "SERIAL-PLAINTEXT-0451");
+        assert_eq!(catalog.registry().list().unwrap().len(), 1);
+        assert_eq!(
+            catalog.registry().ssh_key(&org, &device).unwrap().as_deref(),
+            Some("ssh-ed25519 AAAAC3Nz comment-plaintext-ssh")
+        );
+        assert_eq!(catalog.control().policy("acme").unwrap().as_deref(), Some(&b"POLICY-PLAINTEXT-consent"[..]));
+        assert_eq!(catalog.control().policies().unwrap().len(), 1);
+        let states = catalog.control().states_with_prefix("console-account:").unwrap();
+        assert_eq!(states, vec![("console-account:ada".to_owned(), "{\"name\":\"STATE-PLAINTEXT\"}".to_owned())]);
+    }
+
+    fn file_contains(path: &Path, text: &str) -> bool {
+        std::fs::read(path).unwrap().windows(text.len()).any(|w| w == text.as_bytes())
+    }
+
+    #[test]
+    fn configuration_values_are_sealed_in_the_file_and_its_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path(), master(1)).unwrap();
+        configure(&catalog);
+        assert_configured(&catalog);
+        catalog.control().flush();
+        let copy = crate::control::redb_store::backup_path_of(catalog.path());
+        for text in PLAINTEXTS {
+            assert!(!file_contains(catalog.path(), text), "{text} readable in glimpse.redb");
+            assert!(!file_contains(&copy, text), "{text} readable in the verified copy");
+        }
+        drop(catalog);
+        let catalog = Catalog::open(dir.path(), master(1)).unwrap();
+        assert_configured(&catalog);
+        drop(catalog);
+        assert_configured(&Catalog::open_read_only(dir.path(), master(1)).unwrap());
+        // A sealed value moved to another row does not open.
+        {
+            let db = redb::Database::create(dir.path().join(CATALOG_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(crate::control::redb_store::ORG_POLICY).unwrap();
+                let v = redb::ReadableTable::get(&t, "acme").unwrap().unwrap().value().to_vec();
+                t.insert("globex", v.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let catalog = Catalog::open(dir.path(), master(1)).unwrap();
+        let err = catalog.control().policy("globex").unwrap_err();
+        assert!(err.to_string().contains("does not open"), "{err}");
+    }
+
+    #[test]
+    fn a_plain_store_is_sealed_when_it_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        // As an earlier version wrote it: the rows plain.
+        {
+            let db = redb::Builder::new().create(dir.path().join(CATALOG_FILE)).unwrap();
+            let control = RedbControl::open(Arc::new(db)).unwrap();
+            let check = rotation::check_value(&master(1)).unwrap();
+            control.meta_or_insert(MASTER_CHECK_ROW, &check).unwrap();
+            control.put_policy("acme", b"POLICY-PLAINTEXT-consent").unwrap();
+            control.replace_state("console-account:ada", "{\"name\":\"STATE-PLAINTEXT\"}").unwrap();
+            control.set_ssh_key("acme", "ap-1", Some("ssh-ed25519 AAAAC3Nz comment-plaintext-ssh")).unwrap();
+        }
+        assert!(file_contains(&dir.path().join(CATALOG_FILE), "POLICY-PLAINTEXT-consent"));
+        let catalog = Catalog::open(dir.path(), master(1)).unwrap();
+        assert_eq!(catalog.control().policy("acme").unwrap().as_deref(), Some(&b"POLICY-PLAINTEXT-consent"[..]));
+        assert_eq!(catalog.control().state("console-account:ada").unwrap().unwrap(), "{\"name\":\"STATE-PLAINTEXT\"}");
+        let org = OrgId::new("acme").unwrap();
+        let device = DeviceId::new("ap-1").unwrap();
+        assert!(catalog.registry().ssh_key(&org, &device).unwrap().is_some());
+        // Sealed once: a second open finds the marker and reads the same.
+        drop(catalog);
+        let catalog = Catalog::open(dir.path(), master(1)).unwrap();
+        assert_eq!(catalog.control().policy("acme").unwrap().as_deref(), Some(&b"POLICY-PLAINTEXT-consent"[..]));
+        configure(&catalog);
+        assert_configured(&catalog);
     }
 
     #[test]

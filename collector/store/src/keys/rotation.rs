@@ -8,7 +8,7 @@
 //!    synced). A crash here leaves the store under the old key and a
 //!    successor file that does not open it.
 //! 2. One control-store transaction rewraps every row: the master key
-//!    check, the audit key, every organisation key, every device shared
+//!    check, the audit and configuration keys, every organisation key, every device shared
 //!    key and every sealed secret in state rows (console TOTP keys). A
 //!    crash before its commit leaves everything under the old key; after
 //!    it, everything under the new one, whose file is `.next`.
@@ -39,7 +39,9 @@ use glimpse_common::secret::{SecretKey, KEY_LEN};
 
 use super::registry::Registry;
 use super::{org_key_aad, unwrap_key, wrap_key, KeyError, MasterKey};
-use super::{AUDIT_KEY_AAD, AUDIT_KEY_ROW, MASTER_CHECK_AAD, MASTER_CHECK_ROW, SEALED_SECRET_AAD};
+use super::{
+    AUDIT_KEY_AAD, AUDIT_KEY_ROW, CONFIG_KEY_AAD, CONFIG_KEY_ROW, MASTER_CHECK_AAD, MASTER_CHECK_ROW, SEALED_SECRET_AAD,
+};
 use crate::control::seam::{ControlStore, RowTable};
 
 /// Environment variable naming a step at which the process aborts (tests).
@@ -214,6 +216,10 @@ fn rewrap_row(
             let key = unwrap_key(old, AUDIT_KEY_AAD, value).ok_or_else(corrupt)?;
             Ok(Some(wrap_key(new, AUDIT_KEY_AAD, &key)?))
         }
+        (RowTable::Meta, [CONFIG_KEY_ROW]) => {
+            let key = unwrap_key(old, CONFIG_KEY_AAD, value).ok_or_else(corrupt)?;
+            Ok(Some(wrap_key(new, CONFIG_KEY_AAD, &key)?))
+        }
         (RowTable::OrgKey, [org]) => {
             let org = OrgId::new(*org).map_err(|_| corrupt())?;
             let aad = org_key_aad(&org);
@@ -323,8 +329,8 @@ mod tests {
         let wrapped_before = catalog.org_keys().wrapped(&org("acme")).unwrap().unwrap();
         let report = catalog.rotate_master(&reseal_hex).unwrap();
         assert_eq!((report.org_keys, report.device_keys), (1, 1));
-        // The check, the audit key and the one sealed secret.
-        assert_eq!(report.other_rows, 3);
+        // The check, the audit and configuration keys and the one sealed secret.
+        assert_eq!(report.other_rows, 4);
         assert_eq!(report.key_file, f.key_file);
         assert!(report.unfinished.is_none());
         assert_ne!(catalog.org_keys().wrapped(&org("acme")).unwrap().unwrap(), wrapped_before);
