@@ -237,3 +237,41 @@ async fn only_operators_may_rotate_the_master_key() {
     assert!(!rig.next_file().exists());
     collector.terminate().await;
 }
+
+/// Issue 21 item 10: what `strings glimpse.redb` showed (registrations,
+/// decisions, API tokens) is sealed in the file and in its verified copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_store_file_shows_no_registration_decision_or_token() {
+    init_logging();
+    let device = issue_device("sealorg");
+    let rig = Rig::new();
+    let collector = rig.start(None).await;
+    let agent = start_agent(rig.files.addr(), &device);
+    wait_for_status(&agent, "records stored", |s| s.acked_seq >= 2).await;
+    agent.shutdown().await;
+    let client = ApiClient::new(&rig.operator).await.unwrap();
+    let token_name = "dashboard-named-plaintext";
+    let body = glimpse_api::TokenCreateRequest {
+        name: token_name.into(),
+        role: "org-admin".into(),
+        org: Some("sealorg".into()),
+        read_only: true,
+        expires_in_days: Some(3),
+    };
+    let _: glimpse_api::TokenCreated = client.send(Method::POST, "/api/v1/tokens", Some(&body)).await.unwrap();
+    collector.terminate().await;
+
+    let der = glimpse_files::load_certs(&device.cert).unwrap().remove(0);
+    let serial = glimpse_common::certificate::serial_hex_of(der.as_ref()).unwrap();
+    let data = rig.files.config().with_file_name("data");
+    for file in ["glimpse.redb", "glimpse.redb.backup"] {
+        let bytes = std::fs::read(data.join(file)).unwrap();
+        let contains = |text: &str| bytes.windows(text.len()).any(|w| w.eq_ignore_ascii_case(text.as_bytes()));
+        assert!(!contains(token_name), "{file} shows the API token's name");
+        assert!(!contains(&serial), "{file} shows the device's certificate serial {serial}");
+        assert!(!contains(&serial.replace(':', "")), "{file} shows the device's certificate serial");
+    }
+    // And everything still reads: the device registered, the records there.
+    let (count, _) = rig.files.stored(&device.identity);
+    assert!(count > 0);
+}
