@@ -981,6 +981,10 @@ impl ControlStore for RedbControl {
         })
     }
 
+    fn rewrites_rows(&self) -> bool {
+        true
+    }
+
     fn rewrite_rows(&self, edit: &mut RowRewrite<'_>) -> Result<u64, ControlError> {
         let s = self.sealer();
         let rewritten = self.run(|db| {

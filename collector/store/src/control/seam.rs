@@ -258,6 +258,13 @@ pub trait ControlStore: Send + Sync + fmt::Debug {
     /// keeps one and anything changed (the embedded store's verified copy).
     fn flush(&self) {}
 
+    /// Whether [`ControlStore::rewrite_rows`] works here (the embedded
+    /// store, locked to one process); a store shared by several collectors
+    /// does not offer it, since each holds the master key in memory.
+    fn rewrites_rows(&self) -> bool {
+        false
+    }
+
     /// Offers every row of the [`RowTable`]s to `edit` and writes what it
     /// returns, all in one transaction: every rewritten row or, if `edit`
     /// or the backend fails, none (a master key rotation rewraps every key

@@ -153,6 +153,14 @@ pub(super) fn rotate(
     let file = old
         .file()
         .ok_or(KeyError::RotationUnavailable { reason: "the master key was not loaded from a file".into() })?;
+    if !control.rewrites_rows() {
+        return Err(KeyError::RotationUnavailable {
+            reason: format!(
+                "{} cannot rewrap every key in one transaction (a control plane shared by several collectors)",
+                control.describe()
+            ),
+        });
+    }
     let file = file.to_path_buf();
     let next = MasterKey::generate_next(&file)?;
     crash_point("master-rotation:next-written");
@@ -420,6 +428,124 @@ mod tests {
         drop(catalog);
         let catalog = Catalog::open(&f.data, MasterKey::load(&f.key_file).unwrap()).unwrap();
         assert_intact(&f, &catalog);
+
+        // A control store that cannot rewrite its rows in one transaction
+        // (the shared PostgreSQL one) is refused before any file is written.
+        #[derive(Debug)]
+        struct Shared(Arc<dyn ControlStore>);
+        impl ControlStore for Shared {
+            fn meta_or_insert(&self, n: &str, v: &[u8]) -> Result<Vec<u8>, crate::control::ControlError> {
+                self.0.meta_or_insert(n, v)
+            }
+            fn device(&self, o: &str, d: &str) -> Result<Option<Vec<u8>>, crate::control::ControlError> {
+                self.0.device(o, d)
+            }
+            fn devices(&self) -> Result<Vec<crate::control::seam::DeviceRow>, crate::control::ControlError> {
+                self.0.devices()
+            }
+            fn put_devices(&self, r: &[crate::control::seam::DeviceRow]) -> Result<(), crate::control::ControlError> {
+                self.0.put_devices(r)
+            }
+            fn update_device(
+                &self,
+                o: &str,
+                d: &str,
+                e: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>,
+            ) -> Result<bool, crate::control::ControlError> {
+                self.0.update_device(o, d, e)
+            }
+            fn ssh_key(&self, o: &str, d: &str) -> Result<Option<String>, crate::control::ControlError> {
+                self.0.ssh_key(o, d)
+            }
+            fn set_ssh_key(&self, o: &str, d: &str, l: Option<&str>) -> Result<(), crate::control::ControlError> {
+                self.0.set_ssh_key(o, d, l)
+            }
+            fn stored_seq(&self, o: &str, d: &str, s: u64) -> Result<u64, crate::control::ControlError> {
+                self.0.stored_seq(o, d, s)
+            }
+            fn raise_stored_seqs(
+                &self,
+                u: &[crate::control::seam::StreamSeq],
+                s: &[(crate::control::SegmentRowKey, crate::control::SegmentRow)],
+            ) -> Result<(), crate::control::ControlError> {
+                self.0.raise_stored_seqs(u, s)
+            }
+            fn segment_rows(
+                &self,
+                o: &str,
+                k: &str,
+            ) -> Result<Vec<(crate::control::SegmentRowKey, crate::control::SegmentRow)>, crate::control::ControlError>
+            {
+                self.0.segment_rows(o, k)
+            }
+            fn replace_segment_rows(
+                &self,
+                r: &[crate::control::SegmentRowKey],
+                p: &[(crate::control::SegmentRowKey, crate::control::SegmentRow)],
+            ) -> Result<(), crate::control::ControlError> {
+                self.0.replace_segment_rows(r, p)
+            }
+            fn org_key(&self, o: &str) -> Result<Option<Vec<u8>>, crate::control::ControlError> {
+                self.0.org_key(o)
+            }
+            fn insert_org_key_if_absent(
+                &self,
+                o: &str,
+                w: &[u8],
+            ) -> Result<(Vec<u8>, bool), crate::control::ControlError> {
+                self.0.insert_org_key_if_absent(o, w)
+            }
+            fn remove_org_key(&self, o: &str) -> Result<bool, crate::control::ControlError> {
+                self.0.remove_org_key(o)
+            }
+            fn org_key_names(&self) -> Result<Vec<String>, crate::control::ControlError> {
+                self.0.org_key_names()
+            }
+            fn policies(&self) -> Result<Vec<(String, Vec<u8>)>, crate::control::ControlError> {
+                self.0.policies()
+            }
+            fn policy(&self, o: &str) -> Result<Option<Vec<u8>>, crate::control::ControlError> {
+                self.0.policy(o)
+            }
+            fn put_policy(&self, o: &str, r: &[u8]) -> Result<(), crate::control::ControlError> {
+                self.0.put_policy(o, r)
+            }
+            fn update_policy(
+                &self,
+                o: &str,
+                e: &mut crate::control::seam::PolicyEdit<'_>,
+            ) -> Result<Option<Vec<u8>>, crate::control::ControlError> {
+                self.0.update_policy(o, e)
+            }
+            fn replace_state(&self, n: &str, v: &str) -> Result<Option<String>, crate::control::ControlError> {
+                self.0.replace_state(n, v)
+            }
+            fn state(&self, n: &str) -> Result<Option<String>, crate::control::ControlError> {
+                self.0.state(n)
+            }
+            fn states_with_prefix(&self, p: &str) -> Result<Vec<(String, String)>, crate::control::ControlError> {
+                self.0.states_with_prefix(p)
+            }
+            fn audit_head(&self) -> Result<Option<Vec<u8>>, crate::control::ControlError> {
+                self.0.audit_head()
+            }
+            fn set_audit_head(&self, h: &[u8]) -> Result<(), crate::control::ControlError> {
+                self.0.set_audit_head(h)
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("shared.key");
+        let db = redb::Builder::new().create(dir.path().join("shared.redb")).unwrap();
+        let inner: Arc<dyn ControlStore> = Arc::new(crate::control::RedbControl::open(Arc::new(db)).unwrap());
+        let shared: Arc<dyn ControlStore> = Arc::new(Shared(inner));
+        let catalog =
+            Catalog::with_control(dir.path().join("shared"), shared, MasterKey::generate_file(&key_file).unwrap())
+                .unwrap();
+        let before = key_text(&key_file);
+        let err = catalog.rotate_master(&reseal_hex).unwrap_err();
+        assert!(matches!(err, KeyError::RotationUnavailable { .. }), "{err}");
+        assert!(!MasterKey::next_path(&key_file).exists());
+        assert_eq!(key_text(&key_file), before);
 
         // A key held only in memory has no file to rotate.
         let dir = tempfile::tempdir().unwrap();
