@@ -275,3 +275,33 @@ async fn the_key_store_file_shows_no_registration_decision_or_token() {
     let (count, _) = rig.files.stored(&device.identity);
     assert!(count > 0);
 }
+
+/// A console account's TOTP key, sealed under the master key, is resealed
+/// by an online rotation: sign-in with a code works before and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_totp_keys_open_after_an_online_rotation() {
+    use glimpse_common::clock::{Clock, ManualClock, SystemClock};
+    init_logging();
+    let clock = std::sync::Arc::new(ManualClock::new(SystemClock.now_millis()));
+    let tc = TestCollector::start_with_clock(clock.clone()).await;
+    add_console_account(&tc, "ada", AdminRole::OrgAdmin, Some("acme"));
+    let accounts = tc.collector.api().and_then(|api| api.console.clone()).expect("console").accounts;
+    let enrolment = accounts.begin_totp("ada").unwrap();
+    let key = base32_decode(&enrolment.secret);
+    accounts.confirm_totp("ada", &totp_code_for(&key, clock.now_millis()), clock.now_millis()).unwrap();
+    let sign_in = |code: &str| accounts.sign_in("ada", CONSOLE_PASSWORD, Some(code), clock.now_millis(), 5, 60_000);
+    clock.advance(30_000);
+    sign_in(&totp_code_for(&key, clock.now_millis())).expect("sign-in before the rotation");
+    let key_before = std::fs::read(&tc.config.master_key_file).unwrap();
+
+    let operator = issue_admin(&tc, AdminRole::Operator, None);
+    let client = api_client(&operator).await;
+    let rotated: glimpse_api::MasterKeyRotated =
+        client.send(Method::POST, "/api/v1/master-key/rotate", None::<&()>).await.expect("rotation");
+    // The check, the audit and configuration keys, and ada's TOTP key.
+    assert_eq!(rotated.other_rows, 4, "{rotated:?}");
+    assert_ne!(std::fs::read(&tc.config.master_key_file).unwrap(), key_before);
+
+    clock.advance(30_000);
+    sign_in(&totp_code_for(&key, clock.now_millis())).expect("sign-in after the rotation");
+}
