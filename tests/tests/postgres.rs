@@ -274,3 +274,30 @@ fn a_service_wide_lock_is_held_by_one_collector_at_a_time() {
     // Released: taken again at once.
     drop(a.exclusive("erase:acme:metadata").unwrap());
 }
+
+/// Master key rotation is refused on the shared control plane (every
+/// collector holds the key in memory), before any key file is written,
+/// and the keys stay usable under the old key.
+#[test]
+fn master_key_rotation_is_refused_on_the_shared_control_plane() {
+    use glimpse_common::identity::OrgId;
+    use glimpse_store::keys::{Catalog, KeyError, MasterKey};
+    let Some(pg) = Postgres::start() else { return };
+    let control: Arc<dyn ControlStore> = Arc::new(migrated(&pg));
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("master.key");
+    let master = MasterKey::generate_file(&key_file).unwrap();
+    let catalog = Catalog::with_control("postgres".into(), Arc::clone(&control), master).unwrap();
+    let org = OrgId::new("acme").unwrap();
+    catalog.org_keys().get_or_create(&org).unwrap();
+    let before = std::fs::read(&key_file).unwrap();
+    let err = catalog.rotate_master(&|_, _, _| Ok(None)).unwrap_err();
+    assert!(matches!(err, KeyError::RotationUnavailable { .. }), "{err}");
+    assert!(err.to_string().contains("shared by several collectors"), "{err}");
+    assert!(!MasterKey::next_path(&key_file).exists());
+    assert_eq!(std::fs::read(&key_file).unwrap(), before);
+    catalog.org_keys().forget(None);
+    assert!(catalog.org_keys().get(&org).unwrap().is_some());
+    drop(catalog);
+    Catalog::with_control("postgres".into(), control, MasterKey::load(&key_file).unwrap()).unwrap();
+}
