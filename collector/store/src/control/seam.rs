@@ -28,8 +28,12 @@
 //!
 //! The embedded implementation is [`super::redb_store::RedbControl`] (the tables
 //! of `glimpse.redb`); a PostgreSQL one (a later issue) implements the same
-//! trait. What is deliberately not here: any key material in the clear,
-//! any policy logic, and segment data.
+//! trait. The embedded one also seals the values of its configuration rows
+//! ([`ControlStore::seal_values`], see [`super::sealed`]) and rewrites rows
+//! in one transaction for a master key rotation
+//! ([`ControlStore::rewrite_rows`]); the PostgreSQL one does neither yet.
+//! What is deliberately not here: any key material in the clear, any
+//! policy logic, and segment data.
 
 use std::fmt;
 

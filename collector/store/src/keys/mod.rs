@@ -444,8 +444,9 @@ impl Catalog {
     /// `master` is the key it was created with.
     ///
     /// The data directory must exist. The database file is created with mode
-    /// 0600; it holds only wrapped keys, but device names and certificate
-    /// serials are nobody else's business either.
+    /// 0600; it holds only wrapped keys and sealed configuration values
+    /// (see [`crate::control::sealed`]), but the device names in its table
+    /// keys are nobody else's business either.
     ///
     /// The file is first checked whole in a copy in memory (page checksums
     /// and every row), so a damaged file is refused with
