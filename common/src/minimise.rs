@@ -74,23 +74,26 @@ impl VisitMut for Omit<'_> {
 /// Calls `rewrite` on every MAC address a metadata-kind record holds about
 /// a device or a client: interfaces, radios' BSSIDs, stations, roaming
 /// events, learned hosts. (LLDP chassis identifiers name network equipment,
-/// not people, and stay.)
+/// not people, and stay.) A MAC inside an IPv6 address's interface
+/// identifier (modified EUI-64, as SLAAC and link-local addresses are made)
+/// is the same MAC and is rewritten too, prefix kept.
 pub fn rewrite_record_macs(body: &mut RecordBody, mut rewrite: impl FnMut(MacAddr) -> MacAddr) {
-    personal::visit_fields_mut(body, |field, mut value| {
-        if field.category() == Category::Mac && field != Field::CaptureMac {
-            value.rewrite_mac(&mut rewrite);
-        }
+    personal::visit_fields_mut(body, |field, mut value| match field.category() {
+        Category::Mac if field != Field::CaptureMac => value.rewrite_mac(&mut rewrite),
+        Category::Ip => value.rewrite_ipv6_macs(&mut rewrite),
+        _ => {}
     });
 }
 
 /// Calls `rewrite` on every MAC address any record holds: those of
-/// [`rewrite_record_macs`] and, for a capture, the addresses in its link
-/// and 802.11 headers.
+/// [`rewrite_record_macs`] and, for a capture, the addresses in its headers
+/// (link, 802.11, ARP, and the EUI-64 identifiers of IPv6 addresses; see
+/// [`crate::capture::macs`]).
 pub fn rewrite_all_macs(body: &mut RecordBody, mut rewrite: impl FnMut(MacAddr) -> MacAddr) {
-    personal::visit_fields_mut(body, |field, mut value| {
-        if field.category() == Category::Mac {
-            value.rewrite_mac(&mut rewrite);
-        }
+    personal::visit_fields_mut(body, |field, mut value| match field.category() {
+        Category::Mac => value.rewrite_mac(&mut rewrite),
+        Category::Ip => value.rewrite_ipv6_macs(&mut rewrite),
+        _ => {}
     });
 }
 
@@ -331,6 +334,33 @@ mod tests {
             assert_ne!(*real, stored);
             assert_ne!(device.pseudonym(*real), stored, "the device's layer alone is not the stored form");
         }
+    }
+
+    #[test]
+    fn a_stations_mac_derived_ipv6_address_takes_the_pseudonym_of_its_mac() {
+        use std::net::IpAddr;
+        let mac = MacAddr([0x3c, 0x22, 0xfb, 4, 5, 6]);
+        let slaac: IpAddr = "2001:db8:1:2:3e22:fbff:fe04:506".parse().unwrap();
+        let privacy: IpAddr = "2001:db8:1:2:1c2d:3e4f:5a6b:7c8d".parse().unwrap();
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let mut body = RecordBody::Wireless(Box::new(WirelessReport {
+            stations: BoundedVec::truncating(vec![Station {
+                mac,
+                addresses: BoundedVec::truncating(vec![slaac, privacy, v4]),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }));
+        let pseudonymiser = Pseudonymiser::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[5; 32]));
+        pseudonymiser.apply(&mut body, MacForm::Real);
+        let RecordBody::Wireless(report) = &body else { unreachable!() };
+        let station = &report.stations[0];
+        let stored = pseudonymiser.stored_form(mac, MacForm::Real);
+        assert_eq!(station.mac, stored);
+        let IpAddr::V6(rewritten) = station.addresses[0] else { panic!("{:?}", station.addresses) };
+        assert_eq!(crate::capture::macs::mac_of_ipv6(&rewritten), Some(stored), "one pseudonym in both forms");
+        assert_eq!(rewritten.segments()[..4], [0x2001, 0xdb8, 1, 2], "the prefix stays");
+        assert_eq!(&station.addresses[1..], [privacy, v4], "addresses that hold no MAC stay");
     }
 
     #[test]

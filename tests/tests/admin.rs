@@ -368,6 +368,36 @@ fn packet_from(src_mac: glimpse_common::record::MacAddr, src: [u8; 4]) -> Record
     }
 }
 
+/// An 802.11 data frame from `src_mac` carrying an ARP request from it
+/// (through LLC/SNAP), and an IPv6 packet from its link-local address
+/// (modified EUI-64) routed with no link header: the MAC in the two places
+/// that are not plain link-layer addresses.
+fn packets_hiding(src_mac: glimpse_common::record::MacAddr) -> [Record; 2] {
+    use glimpse_common::capture::LinkType;
+    let mut wifi = vec![0x08, 0x01, 0, 0];
+    wifi.extend([0x02, 0, 0, 0, 0, 0xfe]);
+    wifi.extend([0x02, 0, 0, 0, 0, 0xfe]); // transmitter: the access point
+    wifi.extend([0xff; 6]);
+    wifi.extend([0, 0, 0xaa, 0xaa, 0x03, 0, 0, 0, 0x08, 0x06]);
+    wifi.extend([0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    wifi.extend(src_mac.0);
+    wifi.extend([192, 0, 2, 10, 0, 0, 0, 0, 0, 0, 192, 0, 2, 1]);
+    let m = src_mac.0;
+    let mut ipv6 = vec![0x60, 0, 0, 0, 0, 0, 59, 64, 0xfe, 0x80, 0, 0, 0, 0, 0, 0];
+    ipv6.extend([m[0] ^ 0x02, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]]);
+    ipv6.extend([0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    [(LinkType::Ieee80211, wifi), (LinkType::Ipv6, ipv6)].map(|(link, frame)| Record {
+        observed_at_ms: 3,
+        body: RecordBody::Capture(CapturedPacket::from_packet(
+            link,
+            3_000,
+            BoundedString::truncating("wlan0"),
+            &frame,
+            frame.len() as u32,
+        )),
+    })
+}
+
 async fn export_subject(who: &AdminCredentials, org: &OrgId, subject: &Subject) -> Vec<serde_json::Value> {
     let mut lines = Vec::new();
     loop {
@@ -558,7 +588,8 @@ async fn data_minimisation_reaches_agents_and_is_enforced_on_arrival() {
     set_consent(&tc, &org, true);
     let alice = MacAddr([0x02, 0xa1, 0x1c, 0xe0, 0, 1]);
     let mut conn = try_connect(tc.addr(), &device).await.unwrap();
-    let records = vec![metadata_about("leaky-hostname", alice, "192.0.2.10"), packet_from(alice, [192, 0, 2, 10])];
+    let mut records = vec![metadata_about("leaky-hostname", alice, "192.0.2.10"), packet_from(alice, [192, 0, 2, 10])];
+    records.extend(packets_hiding(alice));
     let batch = Batch { org: org.clone(), stream_seq: conn.stored_seq() + 1, records: BoundedVec::truncating(records) };
     conn.send_batch(&batch).await.unwrap();
     conn.close().await;
@@ -576,14 +607,26 @@ async fn data_minimisation_reaches_agents_and_is_enforced_on_arrival() {
     let stored_mac = leaked.interfaces[0].mac.unwrap();
     assert_ne!(stored_mac, alice);
     let captured = stored_captures(&tc, &org);
-    assert_eq!(captured.len(), 1);
+    assert_eq!(captured.len(), 3);
     assert!(!captured[0].headers.windows(6).any(|w| w == alice.0), "real MAC in captured headers");
     assert_eq!(captured[0].summary().unwrap().src_mac, Some(stored_mac.0), "the same pseudonym in both kinds");
+    // ARP inside the 802.11 frame, and the IPv6 address made from the MAC.
+    let arp = &captured[1].headers;
+    assert_eq!(arp.len(), 24 + 8 + 28, "the ARP request is kept whole");
+    assert!(!arp.windows(6).any(|w| w == alice.0), "real MAC in 802.11 ARP: {arp:02x?}");
+    assert_eq!(&arp[24 + 8 + 8..24 + 8 + 14], &stored_mac.0, "ARP's sender holds the same pseudonym");
+    let Some(std::net::IpAddr::V6(source)) = captured[2].summary().unwrap().src_ip else { panic!("{:?}", captured[2]) };
+    assert_eq!(source.segments()[..4], [0xfe80, 0, 0, 0], "the prefix stays");
+    assert_eq!(
+        glimpse_common::capture::macs::mac_of_ipv6(&source),
+        Some(stored_mac),
+        "the link-local address holds the MAC's pseudonym: {source}"
+    );
 
     // A subject request by the real MAC finds what is stored under its
-    // pseudonym, in both kinds.
+    // pseudonym, in both kinds and in every form.
     let found = export_subject(&admin, &org, &Subject::Mac(alice)).await;
-    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_eq!(found.len(), 4, "{found:#?}");
 
     match ask(&admin, AdminAction::OrgStatus { org: org.clone() }).await {
         AdminReply::OrgStatus { omitted_fields, pseudonymise_macs, strict_headers, .. } => {

@@ -28,6 +28,7 @@
 
 use std::net::IpAddr;
 
+use glimpse_common::capture::macs::mac_of_ipv6;
 use glimpse_common::capture::CapturedPacket;
 use glimpse_common::identity::OrgId;
 use glimpse_common::record::personal::{self, Category, Entry, Field, FieldMut, FieldRef, Scope, Visit, VisitMut};
@@ -89,7 +90,16 @@ impl Visit for Finder<'_> {
 fn field_is(subject: &Subject, field: Field, value: FieldRef<'_>) -> bool {
     match (field.category(), value) {
         (Category::Mac, FieldRef::Mac(Some(mac))) => matches!(subject, Subject::Mac(m) if *m == mac),
-        (Category::Ip, FieldRef::Addresses(addresses)) => matches!(subject, Subject::Ip(ip) if addresses.contains(ip)),
+        (Category::Ip, FieldRef::Addresses(addresses)) => match subject {
+            Subject::Ip(ip) => addresses.contains(ip),
+            // A SLAAC or link-local address made from the MAC (modified
+            // EUI-64) is the MAC in another form.
+            Subject::Mac(mac) => addresses.iter().any(|address| match address {
+                IpAddr::V6(v6) => mac_of_ipv6(v6) == Some(*mac),
+                IpAddr::V4(_) => false,
+            }),
+            _ => false,
+        },
         (Category::Username, FieldRef::Text(name)) => {
             matches!(subject, Subject::Username(wanted) if !name.is_empty() && name == wanted.as_str())
         }
@@ -405,6 +415,36 @@ mod tests {
         let mut lookalike = udp4(MacAddr([7; 6]), [10, 0, 0, 1], [10, 0, 0, 2]);
         lookalike[34..38].copy_from_slice(&[192, 0, 2, 7]);
         assert!(!concerns(&capture(&lookalike), &ip));
+    }
+
+    #[test]
+    fn a_mac_is_found_inside_the_ipv6_addresses_made_from_it() {
+        let mac = Subject::Mac(MAC);
+        // MAC 02:00:5e:10:00:01 as a modified EUI-64 identifier.
+        let slaac = "2001:db8:1::5eff:fe10:1";
+        let mut meta = metadata(MAC, slaac);
+        let RecordBody::Metadata(m) = &mut meta.body else { unreachable!() };
+        m.interfaces.as_mut_slice()[0].mac = None;
+        assert!(concerns(&meta, &mac), "the address alone names the MAC");
+        assert!(!concerns(&metadata(MacAddr([9; 6]), "2001:db8:1::1c2d:3e4f:5a6b:7c8d"), &mac));
+
+        // A routed packet: no link header, only the IPv6 source.
+        let source: std::net::Ipv6Addr = slaac.parse().unwrap();
+        let mut packet = vec![0x60, 0, 0, 0, 0, 0, 59, 64];
+        packet.extend(source.octets());
+        packet.extend([0x20, 0x01, 0x0d, 0xb8, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        let routed = Record {
+            observed_at_ms: 0,
+            body: RecordBody::Capture(CapturedPacket::from_packet(
+                LinkType::Ipv6,
+                0,
+                BoundedString::truncating("wan"),
+                &packet,
+                packet.len() as u32,
+            )),
+        };
+        assert!(concerns(&routed, &mac));
+        assert!(!concerns(&routed, &Subject::Mac(MacAddr([9; 6]))));
     }
 
     #[test]

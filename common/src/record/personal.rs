@@ -30,7 +30,7 @@ use std::net::IpAddr;
 
 use super::withheld::MetadataField;
 use crate::bounded::{BoundedString, BoundedVec};
-use crate::capture::macs::mac_positions;
+use crate::capture::macs::mac_sites;
 use crate::capture::CapturedPacket;
 
 use super::{
@@ -109,7 +109,8 @@ pub enum Field {
     InterfaceCounter,
     /// Counter report: the per-interface changes.
     InterfaceDeltas,
-    /// Capture: a MAC address in the kept headers.
+    /// Capture: a MAC address in the kept headers, also one inside an IPv6
+    /// address's EUI-64 interface identifier.
     CaptureMac,
     /// Capture: the kept headers as a whole.
     CaptureHeaders,
@@ -307,6 +308,8 @@ impl<T: fmt::Debug + Default> Detail for T {
 pub trait AddressList: fmt::Debug {
     /// The addresses.
     fn addresses(&self) -> &[IpAddr];
+    /// The addresses, to change in place.
+    fn addresses_mut(&mut self) -> &mut [IpAddr];
     /// Removes them all.
     fn clear(&mut self);
 }
@@ -314,6 +317,9 @@ pub trait AddressList: fmt::Debug {
 impl<const MAX: usize> AddressList for BoundedVec<IpAddr, MAX> {
     fn addresses(&self) -> &[IpAddr] {
         self
+    }
+    fn addresses_mut(&mut self) -> &mut [IpAddr] {
+        self.as_mut_slice()
     }
     fn clear(&mut self) {
         *self = BoundedVec::new();
@@ -388,6 +394,21 @@ impl FieldMut<'_> {
             FieldMut::Location(location) => **location = Location::default(),
             FieldMut::Packet(_) => {}
             FieldMut::Detail(detail) => detail.clear(),
+        }
+    }
+
+    /// Replaces the MAC address inside each IPv6 address of this value, if
+    /// it is a list of addresses, by `rewrite(address)`: the interface
+    /// identifier of a SLAAC or link-local address made from a MAC
+    /// (modified EUI-64) is that MAC in another form, and is rewritten as
+    /// the EUI-64 form of the new one, prefix kept.
+    pub fn rewrite_ipv6_macs(&mut self, mut rewrite: impl FnMut(MacAddr) -> MacAddr) {
+        if let FieldMut::Addresses(list) = self {
+            for address in list.addresses_mut() {
+                if let IpAddr::V6(v6) = address {
+                    *v6 = crate::capture::macs::rewrite_ipv6_mac(*v6, &mut rewrite);
+                }
+            }
         }
     }
 
@@ -494,10 +515,8 @@ pub fn visit(body: &RecordBody, visitor: &mut dyn Visit) {
         RecordBody::Capture(packet) => {
             let CapturedPacket { timestamp_us: _, interface: _, link_type: _, wire_len: _, headers } = packet;
             if let Some(link) = packet.link() {
-                for at in mac_positions(link, headers) {
-                    let mut mac = [0u8; 6];
-                    mac.copy_from_slice(&headers[at..at + 6]);
-                    visitor.field(Field::CaptureMac, FieldRef::Mac(Some(MacAddr(mac))));
+                for mac in mac_sites(link, headers).into_iter().filter_map(|site| site.read(headers)) {
+                    visitor.field(Field::CaptureMac, FieldRef::Mac(Some(mac)));
                 }
             }
             visitor.field(Field::CaptureHeaders, FieldRef::Packet(packet));
