@@ -58,6 +58,11 @@ pub fn omit_from_record(body: &mut RecordBody, omit: &[MetadataField]) {
         return;
     }
     personal::visit_mut(body, &mut Omit(omit));
+    // Rows told apart only by what was just withheld now say the same
+    // thing: one row each, as the agent itself would have sent them.
+    if let RecordBody::WanDestinations(report) = body {
+        report.merge_rows();
+    }
 }
 
 /// Clears every visited field whose setting is in the list.
@@ -473,6 +478,39 @@ mod tests {
             m
         });
         assert_eq!(seen.len(), 2, "the station and its roaming event");
+    }
+
+    #[test]
+    fn withheld_wan_clients_add_up_across_clients_and_destinations_stay() {
+        use crate::record::{DestinationCounters, WanDestination, WanDestinationReport};
+        let row = |client: u8, site: &str, bytes: u64| WanDestination {
+            client_mac: Some(MacAddr([2, 0, 0, 0, 0, client])),
+            client_address: Some(std::net::IpAddr::from([192, 168, 1, client])),
+            destination: Some(std::net::IpAddr::from([93, 184, 216, 34])),
+            protocol: 6,
+            port: Some(443),
+            application: BoundedString::truncating("https"),
+            site: BoundedString::truncating(site),
+            counters: DestinationCounters { active_sessions: 1, bytes_in: bytes, ..Default::default() },
+        };
+        let report = WanDestinationReport {
+            destinations: BoundedVec::truncating(vec![row(1, "example.com", 10), row(2, "example.com", 20)]),
+            ..Default::default()
+        };
+        let mut body = RecordBody::WanDestinations(Box::new(report.clone()));
+        omit_from_record(&mut body, &[MetadataField::WanSites]);
+        let RecordBody::WanDestinations(r) = &body else { panic!() };
+        assert_eq!(r.destinations.len(), 2, "two clients stay two rows");
+        assert!(r.destinations.iter().all(|d| d.site.is_empty() && d.client_mac.is_some()));
+
+        let mut body = RecordBody::WanDestinations(Box::new(report));
+        omit_from_record(&mut body, &[MetadataField::WanClients, MetadataField::WanDestinations]);
+        let RecordBody::WanDestinations(r) = &body else { panic!() };
+        assert_eq!(r.destinations.len(), 1, "one row once clients are withheld");
+        let merged = &r.destinations[0];
+        assert_eq!((merged.client_mac, merged.client_address, merged.destination), (None, None, None));
+        assert_eq!((merged.site.as_str(), merged.port, merged.counters.bytes_in), ("example.com", Some(443), 30));
+        assert_eq!(merged.counters.active_sessions, 2);
     }
 
     #[test]

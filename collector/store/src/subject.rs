@@ -12,13 +12,15 @@
 //! | metadata | an interface's MAC | an interface's address | never |
 //! | wireless | a station's MAC, a roaming event's MAC | a station's address | a station's username |
 //! | wired | a learned host's MAC | a host's address | a host's username |
+//! | WAN destinations | a row's client MAC | a row's client or destination address | never |
 //! | capture | source or destination MAC; the MAC anywhere in the kept headers (802.11 addresses, ARP, EAPOL) | source or destination address; an IPv6 address anywhere in the headers; an IPv4 address inside ARP | never: headers hold no usernames (EAP identities are never kept) |
 //!
 //! Wireless and wired reports describe many clients at once, so a subject
 //! request takes only the subject's part of them: an export shows the
 //! report with the subject's stations, hosts and roaming events and nobody
 //! else's, and an erase removes those entries and keeps the report for the
-//! others. Counter and WAN reports name no client.
+//! others. WAN destination reports are split the same way, per row.
+//! Counter and WAN (per-application) reports name no client.
 //!
 //! Searching the raw header bytes for MACs and IPv6 addresses errs on the
 //! side of erasing: 6 and 16 byte patterns practically never occur by
@@ -120,7 +122,8 @@ fn field_is(subject: &Subject, field: Field, value: FieldRef<'_>) -> bool {
             | Category::Software
             | Category::Uptime
             | Category::Neighbours
-            | Category::Applications,
+            | Category::Applications
+            | Category::Site,
             _,
         ) => false,
     }
@@ -147,10 +150,10 @@ fn subjects_stations(body: &RecordBody, subjects: &[Subject]) -> Vec<MacAddr> {
             match entry {
                 Entry::Station(_) => {
                     if entry_is(entry, self.subjects) {
-                        self.macs.push(entry.client_mac());
+                        self.macs.extend(entry.client_mac());
                     }
                 }
-                Entry::Roam(_) | Entry::WiredHost(_) => {}
+                Entry::Roam(_) | Entry::WiredHost(_) | Entry::WanDestination(_) => {}
             }
         }
     }
@@ -180,8 +183,8 @@ impl VisitMut for Split<'_> {
 
     fn keep_entry(&mut self, entry: Entry<'_>) -> bool {
         let subjects = match entry {
-            Entry::Station(_) | Entry::Roam(_) => self.station_macs.contains(&entry.client_mac()),
-            Entry::WiredHost(_) => entry_is(entry, self.subjects),
+            Entry::Station(_) | Entry::Roam(_) => entry.client_mac().is_some_and(|mac| self.station_macs.contains(&mac)),
+            Entry::WiredHost(_) | Entry::WanDestination(_) => entry_is(entry, self.subjects),
         };
         self.subjects_entries += usize::from(subjects);
         subjects == self.keep_subjects
@@ -583,5 +586,46 @@ mod tests {
         w.radios = BoundedVec::truncating(vec![Radio { bssid: Some(MAC), ..Default::default() }]);
         assert!(!concerns(&report, &Subject::Mac(MAC)));
         assert_eq!(redaction(&mut report.clone(), &[Subject::Mac(MAC)]), Redaction::Keep);
+    }
+
+    #[test]
+    fn a_wan_destination_row_is_taken_alone_by_client_mac_or_address() {
+        use glimpse_common::record::{DestinationCounters, WanDestination, WanDestinationReport};
+        let bob = MacAddr([0x02, 0, 0, 0, 0, 0xb0]);
+        let row = |mac: Option<MacAddr>, ip: &str| WanDestination {
+            client_mac: mac,
+            client_address: Some(ip.parse().unwrap()),
+            destination: Some("93.184.216.34".parse().unwrap()),
+            protocol: 6,
+            port: Some(443),
+            application: BoundedString::truncating("https"),
+            site: BoundedString::truncating("www.example.com"),
+            counters: DestinationCounters { active_sessions: 1, ..Default::default() },
+        };
+        let record = Record {
+            observed_at_ms: 0,
+            body: RecordBody::WanDestinations(Box::new(WanDestinationReport {
+                destinations: BoundedVec::truncating(vec![
+                    row(Some(MAC), "192.168.1.23"),
+                    row(Some(bob), "192.168.1.24"),
+                    row(None, "192.168.1.25"),
+                ]),
+                ..Default::default()
+            })),
+        };
+        for subject in [Subject::Mac(MAC), Subject::Ip("192.168.1.23".parse().unwrap())] {
+            assert!(concerns(&record, &subject), "{subject}");
+            let view = subject_view(&record, std::slice::from_ref(&subject)).unwrap();
+            let RecordBody::WanDestinations(view) = view.body else { panic!() };
+            assert_eq!((view.destinations.len(), view.destinations[0].client_mac), (1, Some(MAC)));
+            let mut erased = record.clone();
+            assert_eq!(redaction(&mut erased, std::slice::from_ref(&subject)), Redaction::Changed);
+            let RecordBody::WanDestinations(left) = &erased.body else { panic!() };
+            assert_eq!(left.destinations.len(), 2, "the other clients' rows stay");
+            assert!(!concerns(&erased, &subject));
+        }
+        // A client the gateway knows only by its address.
+        assert!(concerns(&record, &Subject::Ip("192.168.1.25".parse().unwrap())));
+        assert!(!concerns(&record, &Subject::Username(BoundedString::truncating("alice"))));
     }
 }

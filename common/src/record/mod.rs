@@ -25,7 +25,10 @@ pub mod withheld;
 
 pub use counters::{counter_change, per_second, CounterChange, CounterReport, InterfaceDelta};
 pub use profile::{DeviceProfile, Location};
-pub use wan::{ApplicationSessions, WanReport, MAX_APPLICATIONS, MAX_APPLICATION_NAME, MAX_WAN_INTERFACES};
+pub use wan::{
+    merge_destination_rows, ApplicationSessions, DestinationCounters, WanDestination, WanDestinationReport, WanReport,
+    MAX_APPLICATIONS, MAX_APPLICATION_NAME, MAX_DESTINATIONS, MAX_WAN_INTERFACES,
+};
 pub use wired::{
     LldpNeighbour, PortVlans, VlanRange, WiredHost, WiredReport, MAX_HOSTS, MAX_LLDP_ID, MAX_NEIGHBOURS,
     MAX_VLAN_RANGES,
@@ -117,7 +120,8 @@ impl Record {
             | RecordBody::Counters(_)
             | RecordBody::Wireless(_)
             | RecordBody::Wired(_)
-            | RecordBody::Wan(_) => DataKind::Metadata,
+            | RecordBody::Wan(_)
+            | RecordBody::WanDestinations(_) => DataKind::Metadata,
         }
     }
 }
@@ -149,6 +153,11 @@ pub enum RecordBody {
     /// kind rather than new fields there, which would change how every
     /// stored agent-health record decodes).
     SpoolRecovery(SpoolRecovery),
+    /// A gateway's WAN sessions per client and destination, with site
+    /// names from its DNS resolver; only when the organisation enables
+    /// them (a new kind beside [`RecordBody::Wan`], whose stored records
+    /// must keep decoding).
+    WanDestinations(Box<WanDestinationReport>),
 }
 
 /// What an agent lost, counted since it started.

@@ -35,8 +35,8 @@ use crate::capture::CapturedPacket;
 
 use super::{
     AgentHealth, ApplicationSessions, CounterReport, DeviceMetadata, DeviceProfile, InterfaceDelta, InterfaceStats,
-    LldpNeighbour, Location, MacAddr, PortVlans, Radio, RecordBody, RoamEvent, SpoolRecovery, Station, WanReport,
-    WiredHost, WiredReport, WirelessReport, MAX_TEXT,
+    DestinationCounters, LldpNeighbour, Location, MacAddr, PortVlans, Radio, RecordBody, RoamEvent, SpoolRecovery,
+    Station, WanDestination, WanDestinationReport, WanReport, WiredHost, WiredReport, WirelessReport, MAX_TEXT,
 };
 
 /// What kind of information a visited field holds.
@@ -70,8 +70,11 @@ pub enum Category {
     Uptime,
     /// Equipment heard on the device's ports (LLDP).
     Neighbours,
-    /// Per-application session summaries.
+    /// Per-application session summaries, and the application of a WAN
+    /// destination row.
     Applications,
+    /// The site (DNS name) a client reached.
+    Site,
 }
 
 /// Whom a visited field is about, within its record.
@@ -154,11 +157,23 @@ pub enum Field {
     LldpNeighbours,
     /// WAN: the per-application summaries.
     Applications,
+    /// WAN destinations: a row's client MAC address.
+    WanClientMac,
+    /// WAN destinations: a row's client address (LAN side).
+    WanClientAddress,
+    /// WAN destinations: a row's destination address.
+    WanDestinationAddress,
+    /// WAN destinations: a row's application name.
+    WanApplication,
+    /// WAN destinations: a row's site name.
+    WanSite,
+    /// WAN destinations: one of a row's session and traffic counters.
+    WanCounter,
 }
 
 impl Field {
     /// Every field, for listings and tests.
-    pub const ALL: [Field; 32] = [
+    pub const ALL: [Field; 38] = [
         Field::DeviceHostname,
         Field::OsName,
         Field::OsVersion,
@@ -191,6 +206,12 @@ impl Field {
         Field::HostVlan,
         Field::LldpNeighbours,
         Field::Applications,
+        Field::WanClientMac,
+        Field::WanClientAddress,
+        Field::WanDestinationAddress,
+        Field::WanApplication,
+        Field::WanSite,
+        Field::WanCounter,
     ];
 
     /// What kind of information the field holds.
@@ -201,21 +222,29 @@ impl Field {
             | Field::RadioBssid
             | Field::StationMac
             | Field::RoamMac
-            | Field::HostMac => Category::Mac,
-            Field::InterfaceAddresses | Field::StationAddresses | Field::HostAddresses => Category::Ip,
+            | Field::HostMac
+            | Field::WanClientMac => Category::Mac,
+            Field::InterfaceAddresses
+            | Field::StationAddresses
+            | Field::HostAddresses
+            | Field::WanClientAddress
+            | Field::WanDestinationAddress => Category::Ip,
             Field::DeviceHostname | Field::StationHostname | Field::HostHostname => Category::Hostname,
             Field::StationUsername | Field::HostUsername => Category::Username,
             Field::StationUserAgent => Category::UserAgent,
             Field::DeviceLocation => Category::Location,
             Field::StationVlan | Field::PortVlans | Field::HostVlan => Category::Vlan,
             Field::StationSignal => Category::Signal,
-            Field::InterfaceCounter | Field::InterfaceDeltas | Field::StationCounter => Category::Traffic,
+            Field::InterfaceCounter | Field::InterfaceDeltas | Field::StationCounter | Field::WanCounter => {
+                Category::Traffic
+            }
             Field::RoamingEvents => Category::Movement,
             Field::CaptureHeaders => Category::PacketHeaders,
             Field::OsName | Field::OsVersion | Field::Model | Field::Kernel => Category::Software,
             Field::Uptime => Category::Uptime,
             Field::LldpNeighbours => Category::Neighbours,
-            Field::Applications => Category::Applications,
+            Field::Applications | Field::WanApplication => Category::Applications,
+            Field::WanSite => Category::Site,
         }
     }
 
@@ -247,7 +276,13 @@ impl Field {
             | Field::HostAddresses
             | Field::HostHostname
             | Field::HostUsername
-            | Field::HostVlan => Scope::Client,
+            | Field::HostVlan
+            | Field::WanClientMac
+            | Field::WanClientAddress
+            | Field::WanDestinationAddress
+            | Field::WanApplication
+            | Field::WanSite
+            | Field::WanCounter => Scope::Client,
             Field::DeviceLocation
             | Field::RadioBssid
             | Field::RoamingEvents
@@ -258,8 +293,10 @@ impl Field {
     }
 
     /// The minimisation setting that withholds the field, if any. MAC
-    /// addresses are never withheld (they are pseudonymised instead), nor
-    /// are captured headers (capture is not allowed at all, or allowed).
+    /// addresses are not withheld (they are pseudonymised instead), except
+    /// a WAN destination row's client, whose withholding makes the rows
+    /// add up across clients; nor are captured headers (capture is not
+    /// allowed at all, or allowed).
     pub fn omitted_by(self) -> Option<MetadataField> {
         match self {
             Field::DeviceHostname => Some(MetadataField::Hostname),
@@ -276,11 +313,14 @@ impl Field {
             Field::StationUserAgent => Some(MetadataField::UserAgents),
             Field::StationVlan | Field::PortVlans | Field::HostVlan => Some(MetadataField::Vlans),
             Field::StationSignal => Some(MetadataField::ClientSignal),
-            Field::StationCounter => Some(MetadataField::ClientCounters),
+            Field::StationCounter | Field::WanCounter => Some(MetadataField::ClientCounters),
             Field::RoamingEvents => Some(MetadataField::Roaming),
             Field::DeviceLocation => Some(MetadataField::Location),
             Field::LldpNeighbours => Some(MetadataField::Lldp),
-            Field::Applications => Some(MetadataField::Applications),
+            Field::Applications | Field::WanApplication => Some(MetadataField::Applications),
+            Field::WanClientMac | Field::WanClientAddress => Some(MetadataField::WanClients),
+            Field::WanDestinationAddress => Some(MetadataField::WanDestinations),
+            Field::WanSite => Some(MetadataField::WanSites),
             Field::CaptureMac
             | Field::CaptureHeaders
             | Field::RadioBssid
@@ -323,6 +363,18 @@ impl<const MAX: usize> AddressList for BoundedVec<IpAddr, MAX> {
     }
     fn clear(&mut self) {
         *self = BoundedVec::new();
+    }
+}
+
+impl AddressList for Option<IpAddr> {
+    fn addresses(&self) -> &[IpAddr] {
+        self.as_slice()
+    }
+    fn addresses_mut(&mut self) -> &mut [IpAddr] {
+        self.as_mut_slice()
+    }
+    fn clear(&mut self) {
+        *self = None;
     }
 }
 
@@ -438,15 +490,19 @@ pub enum Entry<'a> {
     Roam(&'a RoamEvent),
     /// A host a switch learned.
     WiredHost(&'a WiredHost),
+    /// One client's sessions to one WAN destination.
+    WanDestination(&'a WanDestination),
 }
 
 impl Entry<'_> {
-    /// The client's MAC address, which every entry has.
-    pub fn client_mac(&self) -> MacAddr {
+    /// The client's MAC address: every entry has one except a WAN
+    /// destination row whose client is not on the LAN or is withheld.
+    pub fn client_mac(&self) -> Option<MacAddr> {
         match self {
-            Entry::Station(station) => station.mac,
-            Entry::Roam(event) => event.mac,
-            Entry::WiredHost(host) => host.mac,
+            Entry::Station(station) => Some(station.mac),
+            Entry::Roam(event) => Some(event.mac),
+            Entry::WiredHost(host) => Some(host.mac),
+            Entry::WanDestination(row) => row.client_mac,
         }
     }
 
@@ -456,6 +512,7 @@ impl Entry<'_> {
             Entry::Station(station) => visit_station(station, visitor),
             Entry::Roam(event) => visit_roam(event, visitor),
             Entry::WiredHost(host) => visit_host(host, visitor),
+            Entry::WanDestination(row) => visit_wan_destination(row, visitor),
         }
     }
 }
@@ -590,6 +647,16 @@ pub fn visit(body: &RecordBody, visitor: &mut dyn Visit) {
             }
             visitor.field(Field::Applications, FieldRef::Detail(applications));
         }
+        RecordBody::WanDestinations(report) => {
+            let WanDestinationReport { device, interval_ms: _, destinations, folded_rows: _, folded } = &**report;
+            visit_profile(device, visitor);
+            for row in destinations {
+                visitor.entry(Entry::WanDestination(row));
+                visit_wan_destination(row, visitor);
+            }
+            // The rows beyond the bound, added up across clients.
+            folded_holds_no_one(folded);
+        }
     }
 }
 
@@ -675,6 +742,41 @@ pub fn visit_mut(body: &mut RecordBody, visitor: &mut dyn VisitMut) {
                 application_holds_no_one(application);
             }
             visitor.field(Field::Applications, FieldMut::Detail(applications));
+        }
+        RecordBody::WanDestinations(report) => {
+            let WanDestinationReport { device, interval_ms: _, destinations, folded_rows: _, folded } = &mut **report;
+            visit_profile_mut(device, visitor);
+            for row in retained(destinations, visitor, |r| Entry::WanDestination(r)) {
+                let WanDestination {
+                    client_mac,
+                    client_address,
+                    destination,
+                    protocol: _,
+                    port: _,
+                    application,
+                    site,
+                    counters,
+                } = row;
+                visitor.field(Field::WanClientMac, FieldMut::OptionalMac(client_mac));
+                visitor.field(Field::WanClientAddress, FieldMut::Addresses(client_address));
+                visitor.field(Field::WanDestinationAddress, FieldMut::Addresses(destination));
+                visitor.field(Field::WanApplication, FieldMut::Detail(application));
+                visitor.field(Field::WanSite, FieldMut::Text(site));
+                let DestinationCounters {
+                    active_sessions,
+                    sessions_started,
+                    bytes_out,
+                    bytes_in,
+                    packets_out,
+                    packets_in,
+                } = counters;
+                let counters: [&mut dyn Detail; 6] =
+                    [active_sessions, sessions_started, bytes_out, bytes_in, packets_out, packets_in];
+                for counter in counters {
+                    visitor.field(Field::WanCounter, FieldMut::Detail(counter));
+                }
+            }
+            folded_holds_no_one(folded);
         }
     }
 }
@@ -859,6 +961,39 @@ fn visit_host(host: &WiredHost, visitor: &mut dyn Visit) {
     visitor.field(Field::HostVlan, FieldRef::Detail(vlan));
 }
 
+fn visit_wan_destination(row: &WanDestination, visitor: &mut dyn Visit) {
+    // Protocol and port say what kind of service, as the application does;
+    // they are withheld with the destination only through the rows'
+    // merging, not on their own.
+    let WanDestination { client_mac, client_address, destination, protocol: _, port: _, application, site, counters } =
+        row;
+    visitor.field(Field::WanClientMac, FieldRef::Mac(*client_mac));
+    visitor.field(Field::WanClientAddress, FieldRef::Addresses(client_address.as_slice()));
+    visitor.field(Field::WanDestinationAddress, FieldRef::Addresses(destination.as_slice()));
+    visitor.field(Field::WanApplication, FieldRef::Detail(application));
+    visitor.field(Field::WanSite, FieldRef::Text(site));
+    let DestinationCounters { active_sessions, sessions_started, bytes_out, bytes_in, packets_out, packets_in } =
+        counters;
+    let counters: [&dyn fmt::Debug; 6] = [active_sessions, sessions_started, bytes_out, bytes_in, packets_out, packets_in];
+    for counter in counters {
+        visitor.field(Field::WanCounter, FieldRef::Detail(counter));
+    }
+}
+
+/// The folded rest of a WAN destination report adds up the sessions of
+/// many clients and destinations: nothing in it is about one. Named here
+/// so that a field added to it is looked at.
+fn folded_holds_no_one(folded: &DestinationCounters) {
+    let DestinationCounters {
+        active_sessions: _,
+        sessions_started: _,
+        bytes_out: _,
+        bytes_in: _,
+        packets_out: _,
+        packets_in: _,
+    } = folded;
+}
+
 /// An LLDP neighbour names network equipment (switches, access points,
 /// phones' management ports), not people: nothing in it is visited. Named
 /// here so that a field added to it is looked at.
@@ -943,9 +1078,10 @@ mod tests {
             RecordBody::Wired(_) => 5,
             RecordBody::Wan(_) => 6,
             RecordBody::SpoolRecovery(_) => 7,
+            RecordBody::WanDestinations(_) => 8,
         }
     }
-    const KINDS: usize = 8;
+    const KINDS: usize = 9;
 
     fn mac(last: u8) -> MacAddr {
         MacAddr([0x02, 0, 0, 0, 0, last])
@@ -1138,6 +1274,44 @@ mod tests {
         let wan_fields =
             vec![s(Field::DeviceLocation, "wan-site"), (Field::Applications, format!("{:?}", wan.applications))];
 
+        let destinations = WanDestinationReport {
+            device: profile("dest-site"),
+            interval_ms: 30_000,
+            destinations: BoundedVec::truncating(vec![WanDestination {
+                client_mac: Some(mac(0x31)),
+                client_address: Some("192.168.1.23".parse().unwrap()),
+                destination: Some("2001:db8::7".parse().unwrap()),
+                protocol: 6,
+                port: Some(443),
+                application: text("https"),
+                site: text("www.example.com"),
+                counters: DestinationCounters {
+                    active_sessions: 1,
+                    sessions_started: 2,
+                    bytes_out: 3,
+                    bytes_in: 4,
+                    packets_out: 5,
+                    packets_in: 6,
+                },
+            }]),
+            folded_rows: 1,
+            folded: DestinationCounters { bytes_in: 9, ..DestinationCounters::default() },
+        };
+        let destination_fields = vec![
+            s(Field::DeviceLocation, "dest-site"),
+            s(Field::WanClientMac, "02:00:00:00:00:31"),
+            s(Field::WanClientAddress, "192.168.1.23"),
+            s(Field::WanDestinationAddress, "2001:db8::7"),
+            s(Field::WanApplication, "\"https\""),
+            s(Field::WanSite, "www.example.com"),
+            s(Field::WanCounter, "1"),
+            s(Field::WanCounter, "2"),
+            s(Field::WanCounter, "3"),
+            s(Field::WanCounter, "4"),
+            s(Field::WanCounter, "5"),
+            s(Field::WanCounter, "6"),
+        ];
+
         let counters = CounterReport { interval_ms: 30_000, interfaces: BoundedVec::truncating(vec![delta()]) };
         let counter_fields = vec![(Field::InterfaceDeltas, format!("{:?}", counters.interfaces))];
 
@@ -1172,6 +1346,7 @@ mod tests {
                 }),
                 vec![],
             ),
+            (RecordBody::WanDestinations(Box::new(destinations)), destination_fields),
         ]
     }
 
@@ -1214,8 +1389,12 @@ mod tests {
     fn personal_categories_are_where_they_should_be() {
         let of = |category| Field::ALL.into_iter().filter(|f| f.category() == category).collect::<Vec<_>>();
         use Field::*;
-        assert_eq!(of(Category::Mac), [InterfaceMac, CaptureMac, RadioBssid, StationMac, RoamMac, HostMac]);
-        assert_eq!(of(Category::Ip), [InterfaceAddresses, StationAddresses, HostAddresses]);
+        assert_eq!(of(Category::Mac), [InterfaceMac, CaptureMac, RadioBssid, StationMac, RoamMac, HostMac, WanClientMac]);
+        assert_eq!(
+            of(Category::Ip),
+            [InterfaceAddresses, StationAddresses, HostAddresses, WanClientAddress, WanDestinationAddress]
+        );
+        assert_eq!(of(Category::Site), [WanSite]);
         assert_eq!(of(Category::Username), [StationUsername, HostUsername]);
         assert_eq!(of(Category::Hostname), [DeviceHostname, StationHostname, HostHostname]);
         assert_eq!(of(Category::UserAgent), [StationUserAgent]);
@@ -1243,7 +1422,7 @@ mod tests {
         for (mut body, _) in samples() {
             visit_mut(&mut body, &mut ClearAll);
             for (field, value) in seen(&body) {
-                let empty = ["", "none", "0", "None", "[]", "00:00:00:00:00:00"];
+                let empty = ["", "none", "0", "None", "[]", "00:00:00:00:00:00", "\"\""];
                 // Headers are never cleared (their MACs are, above).
                 let headers = field == Field::CaptureHeaders;
                 assert!(empty.contains(&value.as_str()) || headers, "{field:?} still holds {value}");
@@ -1251,6 +1430,7 @@ mod tests {
             match &body {
                 RecordBody::Wireless(report) => assert!(report.stations.is_empty() && report.roaming.is_empty()),
                 RecordBody::Wired(report) => assert!(report.hosts.is_empty() && report.neighbours.is_empty()),
+                RecordBody::WanDestinations(report) => assert!(report.destinations.is_empty()),
                 RecordBody::Metadata(_)
                 | RecordBody::Capture(_)
                 | RecordBody::AgentHealth(_)
@@ -1275,6 +1455,7 @@ mod tests {
             "80a0abfef96205046e616d65067365726965730a77697265642d73697465000000010000000000404a400001046c616e3101010101010001020000000021046c616e310115010120010db800000000000000000000002109686f73742d686f737409686f73742d7573657201046c616e311130323a30303a30303a30303a30303a3939000000000000000000",
             "80a0abfef96206046e616d65067365726965730877616e2d73697465000000010000000000404a4000010377616e0102030105687474707306000000050000000000",
             "80a0abfef9620701012000",
+            "80a0abfef96208046e616d650673657269657309646573742d73697465000000010000000000404a4000b0ea0101010200000000310100c0a80117010120010db80000000000000000000000070601bb030568747470730f7777772e6578616d706c652e636f6d01020304050601000000090000",
         ];
         for ((body, _), stored) in samples().into_iter().zip(STORED) {
             let record = crate::record::Record { observed_at_ms: 1_700_000_000_000, body };

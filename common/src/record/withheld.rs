@@ -49,13 +49,21 @@ pub enum MetadataField {
     Vlans,
     /// LLDP neighbours.
     Lldp,
-    /// Per-application session summaries (totals stay).
+    /// Per-application session summaries (totals stay), and the
+    /// application of each WAN destination row.
     Applications,
+    /// WAN destination rows' clients (MAC and LAN address): the rows then
+    /// add up across clients.
+    WanClients,
+    /// WAN destination rows' destination addresses.
+    WanDestinations,
+    /// WAN destination rows' site names (from the gateway's DNS resolver).
+    WanSites,
 }
 
 impl MetadataField {
     /// Every field.
-    pub const ALL: [MetadataField; 19] = [
+    pub const ALL: [MetadataField; 22] = [
         MetadataField::Hostname,
         MetadataField::Os,
         MetadataField::Model,
@@ -75,6 +83,9 @@ impl MetadataField {
         MetadataField::Vlans,
         MetadataField::Lldp,
         MetadataField::Applications,
+        MetadataField::WanClients,
+        MetadataField::WanDestinations,
+        MetadataField::WanSites,
     ];
 
     /// The name admins type.
@@ -99,6 +110,9 @@ impl MetadataField {
             MetadataField::Vlans => "vlans",
             MetadataField::Lldp => "lldp",
             MetadataField::Applications => "applications",
+            MetadataField::WanClients => "wan-clients",
+            MetadataField::WanDestinations => "wan-destinations",
+            MetadataField::WanSites => "wan-sites",
         }
     }
 }
