@@ -85,6 +85,7 @@ struct RawProbes {
     dot1x_interfaces: Vec<String>,
     max_sessions: usize,
     conntrack_table: PathBuf,
+    dns_log: PathBuf,
     commands: RawCommands,
     applications: std::collections::BTreeMap<String, String>,
 }
@@ -104,6 +105,7 @@ impl Default for RawProbes {
             dot1x_interfaces: Vec::new(),
             max_sessions: 8192,
             conntrack_table: PathBuf::from("proc/net/nf_conntrack"),
+            dns_log: PathBuf::from("var/log/dnsmasq.log"),
             commands: RawCommands::default(),
             applications: Default::default(),
         }
@@ -472,6 +474,10 @@ pub struct ProbeSettings {
     /// The connection tracking table, relative to the collection root;
     /// when it is absent the `conntrack` tool is asked instead.
     pub conntrack_table: PathBuf,
+    /// The gateway's DNS resolver log (dnsmasq with `log-queries` and
+    /// `log-facility=`), relative to the collection root: site names for
+    /// WAN destinations, read only when the organisation enables those.
+    pub dns_log: PathBuf,
     /// The tools run, each as program and leading arguments.
     pub commands: ProbeCommands,
     /// Application names for server ports beyond the built-in ones:
@@ -794,6 +800,7 @@ fn probe_settings(raw: &RawProbes, kind: Option<DeviceKind>, problems: &mut Vec<
         dot1x_interfaces: raw.dot1x_interfaces.clone(),
         max_sessions: raw.max_sessions,
         conntrack_table: raw.conntrack_table.clone(),
+        dns_log: raw.dns_log.clone(),
         commands: ProbeCommands {
             iw: c.iw.clone(),
             hostapd_cli: c.hostapd_cli.clone(),

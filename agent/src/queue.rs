@@ -121,12 +121,17 @@ impl Queue {
 
     /// Drops every queued capture record (consent withdrawn); returns how many.
     pub(crate) fn discard_captures(&self) -> usize {
+        self.discard(|record| matches!(record.body, RecordBody::Capture(_)))
+    }
+
+    /// Drops every queued record `gone` says; returns how many.
+    pub(crate) fn discard(&self, gone: impl Fn(&Record) -> bool) -> usize {
         let mut q = self.lock();
         let before = q.records.len();
         let spooled_below = q.spooled_below;
         let mut removed = Vec::new();
         q.records.retain(|(id, record)| {
-            let keep = !matches!(record.body, RecordBody::Capture(_));
+            let keep = !gone(record);
             if !keep && *id < spooled_below {
                 removed.push(*id);
             }

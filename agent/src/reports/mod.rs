@@ -10,6 +10,7 @@
 //! | wireless (access points) | [`WirelessReport`]: radios, stations, roaming | `iw dev`, `iw dev IF station dump`, `hostapd_cli -i IF all_sta`, `proc/net/arp`, DHCP leases |
 //! | wired (switches) | [`WiredReport`]: port VLANs, learned hosts, LLDP neighbours | `bridge -j fdb show`, `bridge -j vlan show`, `lldpcli -f json show neighbors details`, `hostapd_cli` on 802.1X ports, `proc/net/arp`, DHCP leases |
 //! | wan (gateways) | [`WanReport`]: sessions per application | `proc/net/nf_conntrack`, else `conntrack -L -o extended` |
+//! | wan, when the organisation enables WAN destinations | [`WanDestinationReport`]: sessions per client and destination, with site names | the same table, `proc/net/arp`, DHCP leases, the DNS resolver's log (`dns_log`) |
 //!
 //! Parsing lives in [`crate::probe`] as plain functions; this module runs
 //! the tools, reads the files, keeps what must be remembered between
@@ -27,8 +28,8 @@ use glimpse_common::bounded::{BoundedString, BoundedVec};
 use glimpse_common::identity::DeviceKind;
 use glimpse_common::record::{
     CounterReport, DeviceMetadata, DeviceProfile, InterfaceDelta, InterfaceStats, MacAddr, Record, RecordBody,
-    RoamEvent, RoamKind, WanReport, WiredHost, WiredReport, WirelessReport, MAX_CLIENT_ADDRESSES, MAX_HOSTS, MAX_ROAMS,
-    MAX_STATIONS,
+    RoamEvent, RoamKind, WanDestination, WanDestinationReport, WanReport, WiredHost, WiredReport, WirelessReport,
+    MAX_CLIENT_ADDRESSES, MAX_HOSTS, MAX_ROAMS, MAX_STATIONS,
 };
 use tracing::warn;
 
@@ -44,6 +45,9 @@ mod tests;
 
 /// Read cap for tool output and the client tables.
 const OUTPUT_LIMIT: usize = 1024 * 1024;
+/// Most of the DNS resolver's log read per collection (the newest part
+/// when more was written).
+const DNS_LOG_LIMIT: u64 = 1024 * 1024;
 
 /// Builds each collection's records and remembers what the next one needs.
 ///
@@ -68,6 +72,13 @@ pub struct Reporter {
     /// Fields the organisation does not want: sources that only feed them
     /// are not even read.
     omit: Vec<MetadataField>,
+    /// Whether the organisation enables WAN destinations (off until it
+    /// says so).
+    destinations: bool,
+    /// Addresses to site names from the DNS resolver's log, and where in
+    /// the log reading goes on.
+    site_names: probe::SiteNames,
+    dns_tail: probe::LogTail,
 }
 
 impl Reporter {
@@ -95,6 +106,24 @@ impl Reporter {
             sessions,
             warned: HashSet::new(),
             omit: Vec::new(),
+            destinations: false,
+            site_names: probe::SiteNames::new(probe::dns::MAX_SITE_ADDRESSES),
+            dns_tail: probe::LogTail::default(),
+        }
+    }
+
+    /// Whether the organisation enables WAN destinations: per client and
+    /// destination rows with site names. Until it does, neither the rows
+    /// are summed nor the DNS resolver's log read.
+    pub fn allow_destinations(&mut self, on: bool) {
+        if self.destinations && !on {
+            // Nothing learned while allowed outlives the permission.
+            self.site_names = probe::SiteNames::new(probe::dns::MAX_SITE_ADDRESSES);
+            self.dns_tail = probe::LogTail::default();
+        }
+        self.destinations = on;
+        if let Some(tracker) = self.sessions.as_mut() {
+            tracker.per_destination(on);
         }
     }
 
@@ -129,7 +158,10 @@ impl Reporter {
             }
         }
         if self.settings.wan {
-            bodies.extend(self.wan(now_ms).map(|r| RecordBody::Wan(Box::new(r))));
+            if let Some((report, destinations)) = self.wan(now_ms, wall_ms) {
+                bodies.push(RecordBody::Wan(Box::new(report)));
+                bodies.extend(destinations.map(|r| RecordBody::WanDestinations(Box::new(r))));
+            }
         }
         bodies.into_iter().map(|body| Record { observed_at_ms: wall_ms, body }).collect()
     }
@@ -436,8 +468,9 @@ impl Reporter {
         reports
     }
 
-    /// Sessions per application since the previous collection.
-    fn wan(&mut self, now_ms: u64) -> Option<WanReport> {
+    /// Sessions per application since the previous collection, and per
+    /// client and destination when the organisation enables those.
+    fn wan(&mut self, now_ms: u64, wall_ms: i64) -> Option<(WanReport, Option<WanDestinationReport>)> {
         // A conntrack line is about 250 bytes; read a little more than the
         // sessions we follow.
         let limit = (self.settings.max_sessions.saturating_mul(400)).clamp(OUTPUT_LIMIT, 64 * 1024 * 1024);
@@ -454,8 +487,11 @@ impl Reporter {
         drop(text);
         self.note_skipped("conntrack", &parsed);
         let tracker = self.sessions.as_mut()?;
-        let summary = tracker.observe(&parsed.items, now_ms);
-        Some(WanReport {
+        tracker.per_destination(self.destinations);
+        let mut summary = tracker.observe(&parsed.items, now_ms);
+        let rows = std::mem::take(&mut summary.destinations);
+        let destinations = self.destinations.then(|| self.destinations(summary.interval_ms, rows, wall_ms));
+        let report = WanReport {
             device: self.profile.clone(),
             wan_interfaces: BoundedVec::truncating(
                 self.settings.wan_interfaces.iter().map(|i| BoundedString::truncating(i)).collect(),
@@ -464,8 +500,115 @@ impl Reporter {
             active_sessions: summary.active_sessions,
             untracked_sessions: summary.untracked_sessions,
             applications: BoundedVec::truncating(summary.applications),
-        })
+        };
+        Some((report, destinations))
     }
+
+    /// The per-destination rows with their clients' MACs (from the ARP
+    /// table and DHCP leases) and site names (from the DNS resolver's log).
+    fn destinations(
+        &mut self,
+        interval_ms: u64,
+        rows: Vec<probe::DestinationSessions>,
+        wall_ms: i64,
+    ) -> WanDestinationReport {
+        let clients_withheld = self.omitted(MetadataField::WanClients);
+        let mut macs: HashMap<IpAddr, MacAddr> = HashMap::new();
+        if !clients_withheld {
+            for (mac, client) in &self.clients_by_mac(wall_ms).0 {
+                for address in &client.addresses {
+                    macs.insert(*address, *mac);
+                }
+            }
+        }
+        let sites_withheld = self.omitted(MetadataField::WanSites);
+        if !sites_withheld {
+            self.read_dns_log();
+        }
+        let destinations_withheld = self.omitted(MetadataField::WanDestinations);
+        let applications_withheld = self.omitted(MetadataField::Applications);
+        let rows = rows
+            .into_iter()
+            .map(|row| WanDestination {
+                client_mac: if clients_withheld { None } else { macs.get(&row.client).copied() },
+                client_address: (!clients_withheld).then_some(row.client),
+                destination: (!destinations_withheld).then_some(row.destination),
+                protocol: row.protocol,
+                port: row.port,
+                application: text_of(if applications_withheld { None } else { Some(row.application.as_str()) }),
+                site: text_of(if sites_withheld { None } else { self.site_names.name_of(&row.destination) }),
+                counters: row.counters,
+            })
+            .collect();
+        let (rows, folded_rows, folded) = glimpse_common::record::merge_destination_rows(rows);
+        WanDestinationReport {
+            device: self.profile.clone(),
+            interval_ms,
+            destinations: BoundedVec::truncating(rows),
+            folded_rows,
+            folded,
+        }
+    }
+
+    /// The clients the ARP table and DHCP leases name, whatever the
+    /// minimisation of the client reports says (WAN destinations have
+    /// their own setting).
+    fn clients_by_mac(&mut self, wall_ms: i64) -> Clients {
+        let omit = std::mem::take(&mut self.omit);
+        let clients = self.clients(wall_ms);
+        self.omit = omit;
+        clients
+    }
+
+    /// Takes in what the DNS resolver logged since the previous collection
+    /// (a bounded tail; a rotated or truncated log is read from its start).
+    fn read_dns_log(&mut self) {
+        use std::io::{Read, Seek};
+        let path = self.root.join(&self.settings.dns_log);
+        let source = path.display().to_string();
+        let mut file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) => {
+                let problem = if e.kind() == std::io::ErrorKind::NotFound { "missing" } else { "unreadable" };
+                self.warn_once(&source, problem, format_args!("{e}: WAN destinations without site names"));
+                return;
+            }
+        };
+        let (len, file_id) = match file.metadata() {
+            Ok(meta) => (meta.len(), file_identity(&meta)),
+            Err(e) => {
+                self.warn_once(&source, "unreadable", format_args!("{e}: WAN destinations without site names"));
+                return;
+            }
+        };
+        let plan = self.dns_tail.plan(len, file_id, DNS_LOG_LIMIT);
+        if plan.broken {
+            self.site_names.break_chain();
+        }
+        let mut bytes = Vec::new();
+        let want = len.saturating_sub(plan.start);
+        let read = file
+            .seek(std::io::SeekFrom::Start(plan.start))
+            .and_then(|_| (&mut file).take(want).read_to_end(&mut bytes));
+        if let Err(e) = read {
+            self.warn_once(&source, "unreadable", format_args!("{e}: WAN destinations without site names"));
+            return;
+        }
+        let lines = self.dns_tail.take(plan, file_id, &bytes);
+        self.site_names.feed(&String::from_utf8_lossy(lines));
+    }
+}
+
+/// A file's identity, to tell a rotated log from the one read before.
+#[cfg(unix)]
+fn file_identity(meta: &std::fs::Metadata) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Some(meta.ino())
+}
+
+#[cfg(not(unix))]
+fn file_identity(_: &std::fs::Metadata) -> Option<u64> {
+    None
 }
 
 /// Bounded text from an optional value (empty when absent).

@@ -94,6 +94,9 @@ pub struct AgentStatus {
     /// Whether the organisation asks for strict header scrubbing, which the
     /// session applies to captured headers as it writes them.
     pub strict_headers: bool,
+    /// Whether the organisation enables WAN destinations (per client and
+    /// destination rows with site names); off until the collector says so.
+    pub wan_destinations: bool,
 }
 
 /// The agent could not start.
@@ -357,6 +360,17 @@ impl Device<'_> {
                     info!(strict = on, "organisation's strict header scrubbing received");
                     self.status.send_modify(|s| s.strict_headers = on);
                 }
+                AgentEvent::Directive(ControlMessage::WanDestinations { on }) => {
+                    // Held in memory only: after a restart nothing is
+                    // collected until the collector says so again.
+                    info!(on, "organisation's WAN destinations setting received");
+                    if !on {
+                        // Rows collected while allowed and not yet sent go
+                        // (the collector would drop them anyway).
+                        self.queue.discard(|r| matches!(r.body, RecordBody::WanDestinations(_)));
+                    }
+                    self.status.send_modify(|s| s.wan_destinations = on);
+                }
                 AgentEvent::Directive(other) => self.captures.handle(other, self.config.capture_config()),
                 AgentEvent::CaptureRequest(request) if !draining => {
                     self.captures.handle(ControlMessage::StartCapture(request), self.config.capture_config());
@@ -559,7 +573,8 @@ async fn run(
         let session_wake = session.poll_timeout().filter(|_| link.is_some()).map(tokio::time::Instant::from_std);
         tokio::select! {
             _ = collect_timer.tick() => {
-                let records = collect(&mut reporter, &settings.config, started, &omitted_fields).await;
+                let destinations = status.borrow().wan_destinations;
+                let records = collect(&mut reporter, &settings.config, started, &omitted_fields, destinations).await;
                 let count = records.len() as u64;
                 let mut queued = (queue.len(), 0);
                 for mut record in records {
@@ -747,6 +762,7 @@ async fn collect(
     config: &AgentConfig,
     started: tokio::time::Instant,
     omit: &[MetadataField],
+    destinations: bool,
 ) -> Vec<Record> {
     let mut current = reporter.take().unwrap_or_else(|| Reporter::new(config));
     let omit = omit.to_vec();
@@ -754,6 +770,7 @@ async fn collect(
     let wall_ms = SystemClock.now_millis();
     let job = tokio::task::spawn_blocking(move || {
         current.omit(&omit);
+        current.allow_destinations(destinations);
         let records = current.collect(now_ms, wall_ms);
         (current, records)
     });

@@ -166,11 +166,24 @@ pub enum ControlMessage {
         /// Whether captured headers are scrubbed strictly.
         on: bool,
     },
+    /// Whether to collect WAN destinations (sessions per client and
+    /// destination, with site names from the gateway's DNS resolver). Off
+    /// until the organisation enables it: sent right after [`Welcome`] when
+    /// it is on and whenever an admin turns it on or off, and only to
+    /// agents that can decode it (see [`agent_decodes`]); the collector
+    /// drops such records on arrival when it is off, regardless.
+    WanDestinations {
+        /// Whether WAN destinations are collected.
+        on: bool,
+    },
 }
 
 /// The first agent release that decodes every variant of
 /// [`ControlMessage`] up to [`ControlMessage::StrictHeaders`].
 pub const STRICT_HEADERS_SINCE: (u64, u64, u64) = (0, 2, 0);
+
+/// The first agent release that decodes [`ControlMessage::WanDestinations`].
+pub const WAN_DESTINATIONS_SINCE: (u64, u64, u64) = (0, 2, 0);
 
 impl ControlMessage {
     /// The first agent release (major, minor, patch) that can decode this
@@ -181,6 +194,7 @@ impl ControlMessage {
     pub fn first_agent_release(&self) -> (u64, u64, u64) {
         match self {
             ControlMessage::StrictHeaders { .. } => STRICT_HEADERS_SINCE,
+            ControlMessage::WanDestinations { .. } => WAN_DESTINATIONS_SINCE,
             _ => (0, 0, 0),
         }
     }
@@ -507,6 +521,7 @@ mod tests {
             ControlMessage::StopCapture { id: 9 },
             ControlMessage::MacPseudonyms { key: None },
             ControlMessage::StrictHeaders { on: true },
+            ControlMessage::WanDestinations { on: true },
             ControlMessage::MacPseudonyms {
                 key: Some(crate::minimise::DevicePseudonymKey::derive(&ring::hmac::Key::new(
                     ring::hmac::HMAC_SHA256,
