@@ -638,6 +638,18 @@ pub fn set_location_history(collector: &TestCollector, org: &OrgId, keep: bool) 
     assert!(matches!(reply, AdminReply::LocationHistorySet { keep: k, .. } if k == keep), "{reply:?}");
 }
 
+/// Chooses, as an operator through the admin actions (audited), whether
+/// `org`'s gateways report WAN destinations.
+pub fn set_wan_destinations(collector: &TestCollector, org: &OrgId, on: bool) {
+    use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole};
+    use glimpse_common::wire::admin::{AdminAction, AdminReply};
+    let operator = AdminIdentity::new(AdminName::new("test-operator").expect("name"), AdminRole::Operator, None)
+        .expect("identity");
+    let reply =
+        collector.collector.admin_context().act(&operator, AdminAction::SetWanDestinations { org: org.clone(), on });
+    assert!(matches!(reply, AdminReply::WanDestinationsSet { on: o, .. } if o == on), "{reply:?}");
+}
+
 /// Every capture record stored for `org` (within retention); a damaged
 /// segment fails the test.
 pub fn stored_captures(collector: &TestCollector, org: &OrgId) -> Vec<glimpse_common::capture::CapturedPacket> {

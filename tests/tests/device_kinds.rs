@@ -427,6 +427,129 @@ async fn a_gateway_reports_sessions_per_application_over_ssh() {
     assert_field_reference_lists_exactly(&lines, &["counters", "wan"]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_reports_wan_destinations_with_site_names_only_once_its_organisation_enables_them() {
+    init_logging();
+    let tc = TestCollector::start_with_default_privacy().await;
+    let org = OrgId::new("wandest").unwrap();
+    let device = issue_ssh_device("wandest", DeviceKind::Gateway);
+    tc.collector.reload().expect("import the new registration");
+    let fake = FakeDevice::new("gateway", "gw-destinations");
+    let mut config = ssh_agent_config(tc.ssh_addr(), &tc.ssh_fingerprint(), &device);
+    fake.configure(&mut config);
+    let agent = glimpse_agent::AgentHandle::spawn(config).unwrap();
+    wait_for_status(&agent, "2 batches acknowledged over SSH", |s| s.acked_seq >= 2).await;
+
+    // Off by default: sessions per application only.
+    let lines = exported(&tc, &device.identity);
+    assert!(!bodies(&lines, "wan").is_empty());
+    assert!(
+        bodies(&lines, "wan-destinations").is_empty(),
+        "nothing per destination before the organisation enables it"
+    );
+    assert!(!agent.status().borrow().wan_destinations);
+
+    set_wan_destinations(&tc, &org, true);
+    wait_for_status(&agent, "the agent told to collect WAN destinations", |s| s.wan_destinations).await;
+    wait_until("a WAN destinations report stored", || {
+        !bodies(&exported(&tc, &device.identity), "wan-destinations").is_empty()
+    })
+    .await;
+    // The table moves on: the DNS query ends, HTTPS and QUIC carry more,
+    // an SSH session opens.
+    let next = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/devices/gateway/nf_conntrack.next");
+    let table = fake.sysroot.path().join("proc/net/nf_conntrack");
+    std::fs::write(table.with_extension("tmp"), std::fs::read(next).unwrap()).unwrap();
+    std::fs::rename(table.with_extension("tmp"), &table).unwrap();
+    let ssh_started = |report: &&Value| {
+        report["destinations"].as_array().is_some_and(|rows| {
+            rows.iter().any(|r| r["application"] == "ssh" && r["counters"]["sessions_started"] == 1)
+        })
+    };
+    wait_until("the SSH session's row stored", || {
+        bodies(&exported(&tc, &device.identity), "wan-destinations").iter().any(ssh_started)
+    })
+    .await;
+    agent.shutdown().await;
+
+    let lines = exported(&tc, &device.identity);
+    let reports = bodies(&lines, "wan-destinations");
+    let change = reports.iter().copied().find(ssh_started).unwrap();
+    assert_eq!(change["device"]["name"], "Lobby-2");
+    assert!(change["interval_ms"].as_u64().unwrap() > 0);
+    let rows = change["destinations"].as_array().unwrap();
+    let row = |destination: &str| {
+        rows.iter().find(|r| r["destination"] == destination).unwrap_or_else(|| panic!("no {destination} in {rows:#?}"))
+    };
+    let https = row("93.184.216.34");
+    assert_eq!((https["protocol"].as_u64(), https["port"].as_u64()), (Some(6), Some(443)));
+    assert_eq!((https["application"].as_str(), https["site"].as_str()), (Some("https"), Some("www.example.com")));
+    assert_eq!(https["client_address"], "192.168.1.23");
+    let counters = &https["counters"];
+    assert_eq!((counters["bytes_out"].as_u64(), counters["bytes_in"].as_u64()), (Some(2_000), Some(40_000)));
+    assert_eq!((counters["packets_out"].as_u64(), counters["packets_in"].as_u64()), (Some(10), Some(20)));
+    assert_eq!((counters["active_sessions"].as_u64(), counters["sessions_started"].as_u64()), (Some(1), Some(0)));
+    // The client's MAC, from the ARP table, stored as the organisation's
+    // pseudonym of it (the default), the same for each of its rows.
+    let client_mac = https["client_mac"].as_str().expect("a MAC from the ARP table");
+    let pseudonymiser = glimpse_common::minimise::Pseudonymiser::new(tc.collector.store().pseudonym_key(&org).unwrap());
+    let stored =
+        pseudonymiser.stored_form("3c:22:fb:aa:bb:01".parse().unwrap(), glimpse_common::minimise::MacForm::Real);
+    assert_eq!(client_mac, stored.to_string(), "pseudonymised, both layers");
+    let quic = row("142.250.185.78");
+    assert_eq!(
+        (quic["application"].as_str(), quic["site"].as_str()),
+        (Some("quic"), Some("video.example.org")),
+        "the name asked, not the CNAME target"
+    );
+    assert_eq!(
+        (quic["client_mac"].as_str(), quic["counters"]["bytes_in"].as_u64()),
+        (Some(client_mac), Some(1_000_000))
+    );
+    let ssh = row("198.51.100.5");
+    assert_eq!((ssh["site"].as_str(), ssh["client_address"].as_str()), (Some("ssh.example.com"), Some("192.168.1.41")));
+    assert_eq!(
+        (ssh["counters"]["bytes_out"].as_u64(), ssh["counters"]["bytes_in"].as_u64()),
+        (Some(5_000), Some(8_000))
+    );
+    assert_ne!(ssh["client_mac"].as_str(), Some(client_mac));
+    assert_eq!(row("198.51.100.20")["site"], "broker.example.io");
+    let v6 = row("2606:4700::6810:85e5");
+    assert_eq!(
+        (v6["site"].as_str(), v6["client_mac"].is_null()),
+        (Some("cdn.example.net"), true),
+        "no ARP entry for IPv6"
+    );
+    assert!(rows.iter().all(|r| r["destination"] != "8.8.8.8"), "the ended DNS query has no row");
+    assert_field_reference_lists_exactly(&lines, &["wan-destinations"]);
+
+    // A subject request by the client's real MAC finds its rows and no one
+    // else's; erasing takes them and leaves the others'.
+    let store = tc.collector.store();
+    let alice = glimpse_common::wire::admin::Subject::Mac("3c:22:fb:aa:bb:01".parse().unwrap());
+    let page = glimpse_store::subject::export_subject(store, &org, &alice, 0, 10_000, usize::MAX).unwrap();
+    assert!(page.total > 0);
+    for line in &page.lines {
+        let line: Value = serde_json::from_str(line).unwrap();
+        let report = &line["record"]["wan-destinations"];
+        for r in report["destinations"].as_array().expect("only WAN destination reports are about this client") {
+            assert_eq!(r["client_address"], "192.168.1.23", "{r:#}");
+        }
+    }
+    glimpse_store::subject::erase_subject(store, &org, &alice).unwrap();
+    assert_eq!(glimpse_store::subject::export_subject(store, &org, &alice, 0, 10, usize::MAX).unwrap().total, 0);
+    let left = exported(&tc, &device.identity);
+    let rows: Vec<&Value> = bodies(&left, "wan-destinations")
+        .into_iter()
+        .flat_map(|report| report["destinations"].as_array().unwrap().iter())
+        .collect();
+    assert!(rows.iter().all(|r| r["client_address"] != "192.168.1.23"));
+    assert!(rows.iter().any(|r| r["client_address"] == "192.168.1.41"), "the other clients' rows stay");
+
+    let entries = tc.collector.store().audit().entries(Some("wandest"), 0, 10_000).expect("audit log");
+    assert!(entries.iter().any(|e| e.action == "wan-destinations.set"), "the choice is audited");
+}
+
 /// Every field path (`record.wireless.stations[].mac`) that the field
 /// reference, `docs/FIELDS.md`, lists for `kinds` equals the set export
 /// printed in `lines`.

@@ -91,9 +91,7 @@ pub fn parse_dnsmasq_log_line(line: &str) -> Option<DnsLogLine> {
         let name = site_name(words.next()?)?;
         return Some(DnsLogLine::Query { serial, name });
     }
-    let answering = matches!(verb, "reply" | "cached" | "config")
-        || verb.starts_with('/')
-        || verb == "DHCP";
+    let answering = matches!(verb, "reply" | "cached" | "config") || verb.starts_with('/') || verb == "DHCP";
     if !answering {
         return Some(DnsLogLine::Other);
     }

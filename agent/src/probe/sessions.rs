@@ -624,7 +624,8 @@ mod tests {
         let mut tracker = SessionTracker::new(100, ApplicationTable::builtin());
         assert!(tracker.observe(&[entry(443, 5000, 10, 20)], 1_000).destinations.is_empty(), "off by default");
         tracker.per_destination(true);
-        let summary = tracker.observe(&[entry(443, 5000, 15, 40), entry(443, 5001, 2, 3), entry(22, 6000, 1, 1)], 31_000);
+        let summary =
+            tracker.observe(&[entry(443, 5000, 15, 40), entry(443, 5001, 2, 3), entry(22, 6000, 1, 1)], 31_000);
         let mut rows = summary.destinations;
         rows.sort_by_key(|r| r.port);
         assert_eq!(rows.len(), 2, "two sessions to one port are one row");

@@ -358,6 +358,11 @@ pub async fn perform(client: &ApiClient, action: AdminAction) -> Result<AdminRep
                 client.send(Method::PUT, &path, Some(&LocationHistoryRequest { keep })).await?;
             AdminReply::LocationHistorySet { keep: set.keep, changed: set.changed }
         }
+        AdminAction::SetWanDestinations { org, on } => {
+            let path = format!("{PREFIX}/orgs/{}/wan-destinations", o(&org));
+            let set: WanDestinationsSet = client.send(Method::PUT, &path, Some(&WanDestinationsRequest { on })).await?;
+            AdminReply::WanDestinationsSet { on: set.on, changed: set.changed, devices_told: set.devices_told }
+        }
         AdminAction::SetRetention { org, metadata_days, capture_days } => {
             let path = format!("{PREFIX}/orgs/{}/retention", o(&org));
             let set: RetentionSet =

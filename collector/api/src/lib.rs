@@ -75,6 +75,10 @@ pub struct OrgStatus {
     /// AH's ICV, radiotap vendor data, IDs and reserved bits zeroed).
     #[serde(default)]
     pub strict_headers: bool,
+    /// Whether gateways report WAN destinations (sessions per client and
+    /// destination, with site names; off by default).
+    #[serde(default)]
+    pub wan_destinations: bool,
     /// Devices connected now.
     pub connected_devices: u32,
     /// Retention in force, in days, per kind of data (`metadata`, `capture`).
@@ -159,6 +163,29 @@ pub struct LocationHistoryRequest {
     /// person carrying a device); `false`, the default, unlinks them before
     /// storage.
     pub keep: bool,
+}
+
+/// Whether the organisation's gateways report WAN destinations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WanDestinationsRequest {
+    /// `true` has gateways report their sessions per client and
+    /// destination address, protocol and port, with the site names their
+    /// DNS resolver gave (from connection tracking and the resolver's log,
+    /// never from packets); `false`, the default, has them not collected
+    /// and dropped on arrival.
+    pub on: bool,
+}
+
+/// The WAN destinations choice now in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WanDestinationsSet {
+    /// Whether gateways report WAN destinations from now on.
+    pub on: bool,
+    /// Whether this request changed it.
+    pub changed: bool,
+    /// Devices connected now, told at once.
+    pub devices_told: u32,
 }
 
 /// The location-history choice now in force.

@@ -183,7 +183,9 @@ impl VisitMut for Split<'_> {
 
     fn keep_entry(&mut self, entry: Entry<'_>) -> bool {
         let subjects = match entry {
-            Entry::Station(_) | Entry::Roam(_) => entry.client_mac().is_some_and(|mac| self.station_macs.contains(&mac)),
+            Entry::Station(_) | Entry::Roam(_) => {
+                entry.client_mac().is_some_and(|mac| self.station_macs.contains(&mac))
+            }
             Entry::WiredHost(_) | Entry::WanDestination(_) => entry_is(entry, self.subjects),
         };
         self.subjects_entries += usize::from(subjects);

@@ -34,9 +34,10 @@ use crate::capture::macs::mac_sites;
 use crate::capture::CapturedPacket;
 
 use super::{
-    AgentHealth, ApplicationSessions, CounterReport, DeviceMetadata, DeviceProfile, InterfaceDelta, InterfaceStats,
-    DestinationCounters, LldpNeighbour, Location, MacAddr, PortVlans, Radio, RecordBody, RoamEvent, SpoolRecovery,
-    Station, WanDestination, WanDestinationReport, WanReport, WiredHost, WiredReport, WirelessReport, MAX_TEXT,
+    AgentHealth, ApplicationSessions, CounterReport, DestinationCounters, DeviceMetadata, DeviceProfile,
+    InterfaceDelta, InterfaceStats, LldpNeighbour, Location, MacAddr, PortVlans, Radio, RecordBody, RoamEvent,
+    SpoolRecovery, Station, WanDestination, WanDestinationReport, WanReport, WiredHost, WiredReport, WirelessReport,
+    MAX_TEXT,
 };
 
 /// What kind of information a visited field holds.
@@ -974,7 +975,8 @@ fn visit_wan_destination(row: &WanDestination, visitor: &mut dyn Visit) {
     visitor.field(Field::WanSite, FieldRef::Text(site));
     let DestinationCounters { active_sessions, sessions_started, bytes_out, bytes_in, packets_out, packets_in } =
         counters;
-    let counters: [&dyn fmt::Debug; 6] = [active_sessions, sessions_started, bytes_out, bytes_in, packets_out, packets_in];
+    let counters: [&dyn fmt::Debug; 6] =
+        [active_sessions, sessions_started, bytes_out, bytes_in, packets_out, packets_in];
     for counter in counters {
         visitor.field(Field::WanCounter, FieldRef::Detail(counter));
     }
@@ -1389,7 +1391,10 @@ mod tests {
     fn personal_categories_are_where_they_should_be() {
         let of = |category| Field::ALL.into_iter().filter(|f| f.category() == category).collect::<Vec<_>>();
         use Field::*;
-        assert_eq!(of(Category::Mac), [InterfaceMac, CaptureMac, RadioBssid, StationMac, RoamMac, HostMac, WanClientMac]);
+        assert_eq!(
+            of(Category::Mac),
+            [InterfaceMac, CaptureMac, RadioBssid, StationMac, RoamMac, HostMac, WanClientMac]
+        );
         assert_eq!(
             of(Category::Ip),
             [InterfaceAddresses, StationAddresses, HostAddresses, WanClientAddress, WanDestinationAddress]

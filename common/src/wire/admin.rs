@@ -208,6 +208,15 @@ pub enum AdminAction {
         /// Days of header-only captures, 1 up to the offer (at most 7).
         capture_days: Option<u32>,
     },
+    /// Choose whether the organisation's gateways report WAN destinations:
+    /// sessions per client and destination address, protocol and port,
+    /// with site names from the gateway's DNS resolver (off by default).
+    SetWanDestinations {
+        /// The organisation.
+        org: OrgId,
+        /// Collect and store them.
+        on: bool,
+    },
 }
 
 /// The collector's answer.
@@ -315,5 +324,14 @@ pub enum AdminReply {
         capture_days: u32,
         /// Whether this request changed the choice.
         changed: bool,
+    },
+    /// The WAN destinations choice now in force.
+    WanDestinationsSet {
+        /// Whether gateways report WAN destinations from now on.
+        on: bool,
+        /// Whether this request changed it.
+        changed: bool,
+        /// Devices connected now, told at once.
+        devices_told: u32,
     },
 }

@@ -200,6 +200,7 @@ fn describe(action: &AdminAction) -> (&'static str, Option<&OrgId>, Access) {
         AdminAction::SetDataPolicy { org, .. } => ("data-policy.set", Some(org), Access::Write),
         AdminAction::SetLocationHistory { org, .. } => ("location-history.set", Some(org), Access::Write),
         AdminAction::SetRetention { org, .. } => ("retention.set", Some(org), Access::Write),
+        AdminAction::SetWanDestinations { org, .. } => ("wan-destinations.set", Some(org), Access::Write),
         _ => ("unknown", None, Access::Operator),
     }
 }
@@ -640,6 +641,26 @@ impl AdminContext {
             }
             AdminAction::SetRetention { org, metadata_days, capture_days } => {
                 self.set_retention(&org, metadata_days, capture_days)
+            }
+            AdminAction::SetWanDestinations { org, on } => {
+                let policies = self.store.policies();
+                match policies.set_wan_destinations(&org, on) {
+                    Ok(changed) => {
+                        let told = self.directory.publish(&org, OrgDirectives::of(&policies.get(&org)));
+                        let reply = AdminReply::WanDestinationsSet {
+                            on,
+                            changed,
+                            devices_told: u32::try_from(told).unwrap_or(u32::MAX),
+                        };
+                        let detail = format!(
+                            "WAN destinations {}{}, {told} connected devices told",
+                            if on { "collected" } else { "not collected" },
+                            if changed { "" } else { " (unchanged)" }
+                        );
+                        Ok((reply, detail))
+                    }
+                    Err(e) => refused(RefusalKind::Unavailable, format!("WAN destinations not changed: {e}")),
+                }
             }
             AdminAction::DeleteOrg { org, confirm } => {
                 if org != confirm {

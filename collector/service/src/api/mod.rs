@@ -180,6 +180,7 @@ pub fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(routes::grant_support, routes::revoke_support))
         .routes(routes!(routes::set_data_policy))
         .routes(routes!(routes::set_location_history))
+        .routes(routes!(routes::set_wan_destinations))
         .routes(routes!(routes::set_retention))
         .routes(routes!(routes::devices))
         .routes(routes!(routes::start_capture, routes::list_captures))

@@ -133,6 +133,7 @@ pub async fn org_status(
                 omitted_fields: omitted_fields.iter().map(|f| f.as_str().to_owned()).collect(),
                 pseudonymise_macs,
                 location_history: state.context.store.policies().get(&id).location_history,
+                wan_destinations: state.context.store.policies().get(&id).wan_destinations,
                 strict_headers,
                 connected_devices,
                 retention_days,
@@ -265,6 +266,28 @@ pub async fn set_location_history(
 ) -> Result<Json<LocationHistorySet>, ApiError> {
     match act(&state, actor, AdminAction::SetLocationHistory { org: org(&name)?, keep: body.keep }).await? {
         AdminReply::LocationHistorySet { keep, changed } => Ok(Json(LocationHistorySet { keep, changed })),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Choose whether the organisation's gateways report WAN destinations:
+/// sessions per client and destination address, protocol and port, with
+/// site names from the gateway's DNS resolver. Off by default: devices do
+/// not collect them and such records are dropped on arrival.
+#[utoipa::path(put, path = "/api/v1/orgs/{org}/wan-destinations", tag = "organisations",
+    params(("org" = String, Path, description = "The organisation")),
+    request_body = WanDestinationsRequest,
+    responses((status = 200, body = WanDestinationsSet), (status = "4XX", body = Problem)))]
+pub async fn set_wan_destinations(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+    JsonBody(body): JsonBody<WanDestinationsRequest>,
+) -> Result<Json<WanDestinationsSet>, ApiError> {
+    match act(&state, actor, AdminAction::SetWanDestinations { org: org(&name)?, on: body.on }).await? {
+        AdminReply::WanDestinationsSet { on, changed, devices_told } => {
+            Ok(Json(WanDestinationsSet { on, changed, devices_told }))
+        }
         other => Err(unexpected(other)),
     }
 }

@@ -99,6 +99,21 @@ pub(super) enum AdminCommand {
         #[arg(value_parser = ["on", "off"])]
         keep: String,
     },
+    /// WAN destinations: whether gateways report their sessions per client
+    /// and destination address, protocol and port, with the site names
+    /// their DNS resolver gave (from connection tracking and the
+    /// resolver's log, never from packets). Off by default: gateways do
+    /// not collect them and any that arrive are dropped.
+    WanDestinations {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The organisation.
+        #[arg(long)]
+        org: OrgId,
+        /// on: collect and store them from now on; off: stop.
+        #[arg(value_parser = ["on", "off"])]
+        on: String,
+    },
     /// Retention chosen by the organisation: how many days its metadata
     /// and captures are kept, up to what this service offers (see `admin
     /// status`). Replaces the previous choice; a kind left out goes back to
@@ -468,6 +483,9 @@ pub(super) async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::LocationHistory { admin, org, keep } => {
             (admin, AdminAction::SetLocationHistory { org, keep: keep == "on" })
         }
+        AdminCommand::WanDestinations { admin, org, on } => {
+            (admin, AdminAction::SetWanDestinations { org, on: on == "on" })
+        }
         AdminCommand::Minimise { admin, org, omit, pseudonymise_macs, strict_headers } => {
             let omit = omit
                 .iter()
@@ -629,6 +647,11 @@ fn print_reply(reply: AdminReply) -> anyhow::Result<()> {
         AdminReply::LocationHistorySet { keep, changed } => println!(
             "location history {}{}",
             if keep { "kept: stations are stored with their identity" } else { "off: stations are stored unlinked" },
+            if changed { "" } else { " (already so)" }
+        ),
+        AdminReply::WanDestinationsSet { on, changed, devices_told } => println!(
+            "WAN destinations {}{}; {devices_told} connected devices told",
+            if on { "on: gateways report sessions per client and destination" } else { "off: not collected" },
             if changed { "" } else { " (already so)" }
         ),
         AdminReply::DataPolicySet { devices_told, strict_headers } => {

@@ -17,7 +17,7 @@ use glimpse_common::auth::{verify_device_proof, EXPORTER_LABEL, EXPORTER_LEN};
 use glimpse_common::bounded::{BoundedString, BoundedVec};
 use glimpse_common::identity::{DeviceIdentity, OrgId};
 use glimpse_common::minimise::{DevicePseudonymKey, MacForm, Pseudonymiser};
-use glimpse_common::record::RecordBody;
+use glimpse_common::record::{Record, RecordBody};
 use glimpse_common::wire::agent_decodes;
 use glimpse_common::wire::io::{read_message, write_message, FrameIoError, FrameReader};
 use glimpse_common::wire::{
@@ -143,6 +143,16 @@ fn directive_messages(
     }
     if before.is_none_or(|b| b.omit != now.omit) {
         messages.push(ControlMessage::DataPolicy { omit: BoundedVec::truncating(now.omit.clone()) });
+    }
+    // A device that was never told anything collects no WAN destinations,
+    // so "keep not collecting them" is not worth a message; an agent that
+    // cannot decode the directive never collects them at all.
+    let was_collecting = before.is_some_and(|b| b.wan_destinations);
+    if was_collecting != now.wan_destinations {
+        let message = ControlMessage::WanDestinations { on: now.wan_destinations };
+        if agent_decodes(agent_version, &message) {
+            messages.push(message);
+        }
     }
     // A device that was never told anything sends real MACs already, so
     // "keep sending them" is not worth a message.
@@ -678,6 +688,20 @@ async fn stream_batches<S: AgentStream>(
                 // Data minimisation is enforced here too: an agent that has
                 // not heard the policy yet cannot get omitted fields stored.
                 let policy = context.store.policies().get(&org);
+                // WAN destinations only when the organisation enables them,
+                // checked on arrival like consent: rows collected before it
+                // turned them off are dropped too.
+                if !policy.wan_destinations {
+                    let is_destinations = |r: &Record| matches!(r.body, RecordBody::WanDestinations(_));
+                    let rows = batch.records.iter().filter(|r| is_destinations(r));
+                    context.metrics.dropped(&org, rows, DropReason::NotEnabled);
+                    let before = batch.records.len();
+                    batch.records.retain(|r| !is_destinations(r));
+                    let dropped = before - batch.records.len();
+                    if dropped > 0 {
+                        debug!(device = %session.identity(), seq, dropped, "WAN destination records from an organisation that has not enabled them; dropped (counted)");
+                    }
+                }
                 // Pseudonyms made on the device get the collector's layer
                 // even if the organisation has just stopped pseudonymising:
                 // they must stay comparable with what is already stored.

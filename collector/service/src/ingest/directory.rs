@@ -198,6 +198,8 @@ pub struct OrgDirectives {
     pub pseudonymise_macs: bool,
     /// Whether captured headers are scrubbed strictly.
     pub strict_headers: bool,
+    /// Whether gateways collect WAN destinations.
+    pub wan_destinations: bool,
 }
 
 impl OrgDirectives {
@@ -208,6 +210,7 @@ impl OrgDirectives {
             omit: policy.omit.clone(),
             pseudonymise_macs: policy.pseudonymise_macs,
             strict_headers: policy.strict_headers,
+            wan_destinations: policy.wan_destinations,
         }
     }
 }

@@ -197,12 +197,16 @@ impl Transport {
 pub enum DropReason {
     /// Capture records from an organisation without capture consent.
     NoConsent,
+    /// Records of a kind the organisation has not enabled (WAN
+    /// destinations).
+    NotEnabled,
 }
 
 impl DropReason {
     fn as_str(self) -> &'static str {
         match self {
             DropReason::NoConsent => "no-consent",
+            DropReason::NotEnabled => "not-enabled",
         }
     }
 }

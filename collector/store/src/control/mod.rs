@@ -87,6 +87,12 @@ pub struct OrgPolicy {
     /// device and again on arrival (see CAPTURE.md, "Strict header
     /// scrubbing"). Off by default.
     pub strict_headers: bool,
+    /// Whether its gateways report WAN destinations: sessions per client
+    /// and destination address, protocol and port, with site names from
+    /// the gateway's DNS resolver (see OPERATIONS.md, "WAN destinations").
+    /// Off by default: devices are told not to collect them and such
+    /// records are dropped on arrival.
+    pub wan_destinations: bool,
     /// Decisions this collector's version does not know, kept as stored so
     /// that a newer collector's choices survive this one's read-modify-write
     /// (several collectors of different versions share one control plane
@@ -128,6 +134,8 @@ mod tag {
     pub(super) const RETENTION_DAYS: u16 = 2;
     /// [`super::OrgPolicy::strict_headers`]: `bool`.
     pub(super) const STRICT_HEADERS: u16 = 3;
+    /// [`super::OrgPolicy::wan_destinations`]: `bool`.
+    pub(super) const WAN_DESTINATIONS: u16 = 5;
     // Claimed by work in progress, so that branches cannot pick the same
     // number: 4 blocked subjects.
 }
@@ -164,6 +172,7 @@ fn decode(org: &str, row: &[u8]) -> Result<OrgPolicy, PolicyError> {
         location_history: false,
         retention_days: BTreeMap::new(),
         strict_headers: false,
+        wan_destinations: false,
         unknown: Vec::new(),
     };
     if rest.is_empty() {
@@ -178,6 +187,7 @@ fn decode(org: &str, row: &[u8]) -> Result<OrgPolicy, PolicyError> {
             tag::LOCATION_HISTORY => policy.location_history = extension(org, tag, value)?,
             tag::RETENTION_DAYS => policy.retention_days = retention_days(org, extension(org, tag, value)?)?,
             tag::STRICT_HEADERS => policy.strict_headers = extension(org, tag, value)?,
+            tag::WAN_DESTINATIONS => policy.wan_destinations = extension(org, tag, value)?,
             _ => policy.unknown.push((tag, value.to_vec())),
         }
     }
@@ -230,6 +240,9 @@ fn encode(policy: &OrgPolicy) -> Result<Vec<u8>, PolicyError> {
     }
     if policy.strict_headers {
         values.push((tag::STRICT_HEADERS, value(&policy.strict_headers)?));
+    }
+    if policy.wan_destinations {
+        values.push((tag::WAN_DESTINATIONS, value(&policy.wan_destinations)?));
     }
     values.extend(policy.unknown.iter().cloned());
     values.sort_by_key(|(tag, _)| *tag);
@@ -497,6 +510,17 @@ impl Policies {
         Ok(changed)
     }
 
+    /// Sets whether `org`'s gateways report WAN destinations (see
+    /// [`OrgPolicy::wan_destinations`]); returns whether it changed.
+    pub fn set_wan_destinations(&self, org: &OrgId, on: bool) -> Result<bool, PolicyError> {
+        let (_, changed) = self.update(org, |p| {
+            let changed = p.wan_destinations != on;
+            p.wan_destinations = on;
+            changed
+        })?;
+        Ok(changed)
+    }
+
     /// Records `policy` (a description of the retention policy in force) as
     /// audited; returns whether it differs from the one recorded before, so
     /// the caller audits a change exactly once.
@@ -581,6 +605,33 @@ mod tests {
         row.extend(postcard::to_stdvec(&[Extension { tag: 3, value: &[2] }][..]).unwrap());
         let e = decode("acme", &row).unwrap_err().to_string();
         assert!(e.contains("decision 3"), "{e}");
+    }
+
+    #[test]
+    fn wan_destinations_are_tag_5_off_by_default_and_persist() {
+        assert!(!decode("acme", &first_version_row()).unwrap().wan_destinations, "off for every stored row");
+        let mut row = first_version_row();
+        row.extend(postcard::to_stdvec(&[Extension { tag: 5, value: &[1] }][..]).unwrap());
+        let mut policy = decode("acme", &row).unwrap();
+        assert!(policy.wan_destinations && !policy.strict_headers);
+        assert_eq!(encode(&policy).unwrap(), row, "the same bytes back");
+        policy.wan_destinations = false;
+        assert_eq!(encode(&policy).unwrap(), first_version_row(), "off is the default: not written");
+
+        let dir = tempfile::tempdir().unwrap();
+        let acme = OrgId::new("acme").unwrap();
+        {
+            let p = open(dir.path());
+            assert!(!p.get(&acme).wan_destinations);
+            assert!(p.set_strict_headers(&acme, true).unwrap());
+            assert!(p.set_wan_destinations(&acme, true).unwrap());
+            assert!(!p.set_wan_destinations(&acme, true).unwrap(), "no change");
+        }
+        let p = open(dir.path());
+        let policy = p.get(&acme);
+        assert!(policy.wan_destinations && policy.strict_headers);
+        assert!(p.set_wan_destinations(&acme, false).unwrap());
+        assert!(!p.get(&acme).wan_destinations);
     }
 
     #[test]
