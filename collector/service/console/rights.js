@@ -10,8 +10,10 @@ const FIELDS = [
   ["uptime", "Uptime"], ["interface-macs", "Interface MAC addresses"], ["interface-addresses", "Interface IP addresses"],
   ["interface-counters", "Interface counters"], ["client-addresses", "Clients' IP addresses"], ["client-hostnames", "Clients' hostnames"],
   ["usernames", "Clients' usernames (802.1X)"], ["user-agents", "Clients' user agents"], ["client-signal", "Stations' signal and rates"],
-  ["client-counters", "Stations' traffic counters"], ["roaming", "Roaming events"], ["location", "Location"],
+  ["client-counters", "Clients' traffic counters"], ["roaming", "Roaming events"], ["location", "Location"],
   ["vlans", "VLAN membership"], ["lldp", "LLDP neighbours"], ["applications", "Per-application sessions"],
+  ["wan-clients", "WAN destinations' clients"], ["wan-destinations", "WAN destination addresses"],
+  ["wan-sites", "WAN destinations' site names"],
 ];
 
 // A record in one line: what it is and the subject's part in it.

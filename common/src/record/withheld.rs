@@ -39,7 +39,7 @@ pub enum MetadataField {
     UserAgents,
     /// Stations' signal strength and bit rates.
     ClientSignal,
-    /// Stations' traffic counters.
+    /// Clients' traffic counters (stations, WAN destination rows).
     ClientCounters,
     /// Stations joining, leaving and moving between radios.
     Roaming,

@@ -923,6 +923,7 @@ mod tests {
             omit: vec![MetadataField::Usernames],
             pseudonymise_macs,
             strict_headers: false,
+            wan_destinations: false,
         }
     }
 
@@ -947,6 +948,27 @@ mod tests {
         for before in [None, Some(&relaxed)] {
             let told = directive_messages(before, &strict, OLD, || panic!("no key needed"));
             assert!(!told.iter().any(|m| matches!(m, ControlMessage::StrictHeaders { .. })), "{told:?}");
+        }
+    }
+
+    #[test]
+    fn wan_destinations_are_told_when_on_and_on_every_change_to_agents_that_decode_them() {
+        let on = OrgDirectives { wan_destinations: true, ..directives(false) };
+        let off = directives(false);
+        let new = "0.2.0";
+        let is_wan = |m: &&ControlMessage| matches!(m, ControlMessage::WanDestinations { .. });
+        let told = directive_messages(None, &on, new, || panic!("no key needed"));
+        assert_eq!(told.iter().filter(is_wan).collect::<Vec<_>>(), [&ControlMessage::WanDestinations { on: true }]);
+        let told = directive_messages(None, &off, new, || panic!("no key needed"));
+        assert!(!told.iter().any(|m| is_wan(&m)), "agents start with them off: {told:?}");
+        assert_eq!(
+            directive_messages(Some(&on), &off, new, || panic!("no key needed")),
+            vec![ControlMessage::WanDestinations { on: false }]
+        );
+        assert_eq!(directive_messages(Some(&on), &on, new, || panic!("no key needed")), vec![]);
+        for before in [None, Some(&off)] {
+            let told = directive_messages(before, &on, OLD, || panic!("no key needed"));
+            assert!(!told.iter().any(|m| is_wan(&m)), "an older agent cannot decode it: {told:?}");
         }
     }
 
