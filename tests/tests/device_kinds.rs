@@ -550,6 +550,68 @@ async fn a_gateway_reports_wan_destinations_with_site_names_only_once_its_organi
     assert!(entries.iter().any(|e| e.action == "wan-destinations.set"), "the choice is audited");
 }
 
+/// An agent that sends WAN destinations its organisation has not enabled
+/// (one that missed the directive, or ignores it) cannot get them stored:
+/// they are dropped on arrival and counted; the rest of the batch is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wan_destinations_an_organisation_has_not_enabled_are_dropped_on_arrival() {
+    use glimpse_common::bounded::{BoundedString, BoundedVec};
+    use glimpse_common::record::{DestinationCounters, Record, RecordBody, WanDestination, WanDestinationReport};
+    init_logging();
+    let device = issue_device("wanoff");
+    let tc = TestCollector::start().await;
+    let destinations = |site: &str| Record {
+        observed_at_ms: 1,
+        body: RecordBody::WanDestinations(Box::new(WanDestinationReport {
+            destinations: BoundedVec::truncating(vec![WanDestination {
+                client_address: Some("192.168.1.23".parse().unwrap()),
+                destination: Some("93.184.216.34".parse().unwrap()),
+                protocol: 6,
+                port: Some(443),
+                site: BoundedString::truncating(site),
+                counters: DestinationCounters { active_sessions: 1, ..Default::default() },
+                ..Default::default()
+            }]),
+            ..Default::default()
+        })),
+    };
+    let wan = Record { observed_at_ms: 1, body: RecordBody::Wan(Box::default()) };
+    let mut conn = try_connect(tc.addr(), &device).await.unwrap();
+    let batch = glimpse_common::wire::Batch {
+        org: device.identity.org.clone(),
+        stream_seq: conn.stored_seq() + 1,
+        records: BoundedVec::truncating(vec![destinations("before.example"), wan]),
+    };
+    conn.send_batch(&batch).await.unwrap();
+    conn.close().await;
+    let lines = exported(&tc, &device.identity);
+    assert_eq!(bodies(&lines, "wan").len(), 1, "the rest of the batch is stored");
+    assert!(bodies(&lines, "wan-destinations").is_empty(), "{lines:#?}");
+    let metrics = tc.collector.telemetry().render();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("glimpse_records_dropped_total{")
+            && l.contains("reason=\"not-enabled\"")
+            && l.contains("org=\"wanoff\"")
+            && l.ends_with(" 1")),
+        "{metrics}"
+    );
+
+    // Once enabled, the same records are stored.
+    set_wan_destinations(&tc, &device.identity.org, true);
+    let mut conn = try_connect(tc.addr(), &device).await.unwrap();
+    let batch = glimpse_common::wire::Batch {
+        org: device.identity.org.clone(),
+        stream_seq: conn.stored_seq() + 1,
+        records: BoundedVec::truncating(vec![destinations("after.example")]),
+    };
+    conn.send_batch(&batch).await.unwrap();
+    conn.close().await;
+    let lines = exported(&tc, &device.identity);
+    let stored = bodies(&lines, "wan-destinations");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["destinations"][0]["site"], "after.example");
+}
+
 /// Every field path (`record.wireless.stations[].mac`) that the field
 /// reference, `docs/FIELDS.md`, lists for `kinds` equals the set export
 /// printed in `lines`.
