@@ -232,3 +232,48 @@ fn omitted_fields_spare_the_tools_that_only_feed_them() {
     assert_eq!(wireless(&records)[0].stations[0].username.as_str(), "");
     assert!(!device.calls().contains("hostapd_cli"), "not run: {}", device.calls());
 }
+
+fn destinations(records: &[Record]) -> Vec<&WanDestinationReport> {
+    records
+        .iter()
+        .filter_map(|r| match &r.body {
+            RecordBody::WanDestinations(report) => Some(&**report),
+            _ => None,
+        })
+        .collect()
+}
+
+const CONNTRACK: &str = "\
+ipv4 2 tcp 6 300 ESTABLISHED src=192.168.1.23 dst=93.184.216.34 sport=51234 dport=443 packets=1 bytes=100 src=93.184.216.34 dst=203.0.113.7 sport=443 dport=51234 packets=1 bytes=200 [ASSURED] mark=0 zone=0 use=2
+ipv4 2 tcp 6 300 ESTABLISHED src=192.168.1.41 dst=93.184.216.34 sport=40000 dport=443 packets=1 bytes=100 src=93.184.216.34 dst=203.0.113.7 sport=443 dport=40000 packets=1 bytes=200 [ASSURED] mark=0 zone=0 use=2
+";
+
+#[test]
+fn wan_destinations_need_the_organisation_and_follow_its_minimisation() {
+    let device = Device::new(&[
+        ("proc/net/nf_conntrack", CONNTRACK),
+        ("proc/net/arp", "IP address       HW type     Flags       HW address            Mask     Device\n192.168.1.23     0x1         0x2         3c:22:fb:aa:bb:01     *        br-lan\n"),
+        ("var/log/dnsmasq.log", "dnsmasq[1]: query[A] www.example.com from 192.168.1.23\ndnsmasq[1]: reply www.example.com is 93.184.216.34\n"),
+    ]);
+    let mut reporter = device.reporter("gateway");
+    assert!(destinations(&reporter.collect(0, 0)).is_empty(), "off until the organisation enables them");
+
+    reporter.allow_destinations(true);
+    let records = reporter.collect(30_000, 30_000);
+    let report = destinations(&records)[0];
+    assert_eq!(report.destinations.len(), 2, "one row per client");
+    let alice = report.destinations.iter().find(|r| r.client_address == Some("192.168.1.23".parse().unwrap())).unwrap();
+    assert_eq!(alice.client_mac, Some("3c:22:fb:aa:bb:01".parse().unwrap()), "from the ARP table");
+    assert_eq!((alice.site.as_str(), alice.application.as_str()), ("www.example.com", "https"));
+
+    reporter.omit(&[MetadataField::WanClients, MetadataField::WanSites]);
+    let records = reporter.collect(60_000, 60_000);
+    let report = destinations(&records)[0];
+    assert_eq!(report.destinations.len(), 1, "rows add up across clients");
+    let row = &report.destinations[0];
+    assert_eq!((row.client_mac, row.client_address, row.site.as_str()), (None, None, ""));
+    assert_eq!((row.destination, row.counters.active_sessions), (Some("93.184.216.34".parse().unwrap()), 2));
+
+    reporter.allow_destinations(false);
+    assert!(destinations(&reporter.collect(90_000, 90_000)).is_empty(), "and stop when it turns them off");
+}
