@@ -208,3 +208,33 @@ fn row_key(row: &WanDestination) -> RowKey {
         row.site.as_str().to_owned(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(client: u16, bytes: u64) -> WanDestination {
+        WanDestination {
+            client_address: Some(IpAddr::from([10, 0, (client >> 8) as u8, client as u8])),
+            destination: Some(IpAddr::from([192, 0, 2, 1])),
+            protocol: 6,
+            port: Some(443),
+            counters: DestinationCounters { active_sessions: 1, bytes_in: bytes, ..Default::default() },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_busiest_rows_stay_and_the_rest_add_up() {
+        let rows: Vec<WanDestination> = (0..1500u16).map(|i| row(i, u64::from(i))).collect();
+        let (kept, folded_rows, folded) = merge_destination_rows(rows);
+        assert_eq!((kept.len(), folded_rows), (MAX_DESTINATIONS, 1500 - 1024));
+        assert!(kept.iter().all(|r| r.counters.bytes_in >= 476), "the busiest");
+        assert!(kept.windows(2).all(|w| row_key(&w[0]) < row_key(&w[1])), "sorted, no duplicates");
+        assert_eq!(folded.active_sessions, 476);
+        assert_eq!(folded.bytes_in, (0..476u64).sum::<u64>());
+
+        let (merged, folded_rows, _) = merge_destination_rows(vec![row(1, 5), row(1, 7), row(2, 1)]);
+        assert_eq!((merged.len(), folded_rows, merged[0].counters.bytes_in), (2, 0, 12));
+    }
+}
