@@ -640,6 +640,12 @@ async fn operators_see_every_organisation_the_device_charts_and_the_data_rights_
     assert_eq!(status["omitted_fields"], json!(["hostname"]), "{status}");
     assert_eq!(status["pseudonymise_macs"], json!(true), "{status}");
     assert_eq!(status["strict_headers"], json!(true), "{status}");
+    assert_eq!(status["wan_destinations"], json!(false), "off by default: {status}");
+    browser.click("#wan-destinations").await;
+    browser.click("#wan-save").await;
+    browser.wait_for_text("#wan-saved", "Saved").await;
+    let status = browser.fetch("GET", &format!("/api/v1/orgs/{org}"), json!({}), None).await;
+    assert_eq!(status.json()["wan_destinations"], json!(true), "{}", status.json());
     browser.screenshot_for_docs("rights").await;
 
     browser.finish(&origin).await;
