@@ -65,6 +65,9 @@ pub struct Reporter {
     sessions: Option<probe::SessionTracker>,
     /// (source, problem) pairs already logged.
     warned: HashSet<(String, &'static str)>,
+    /// Each tool and file read so far, and how its last use went: what a
+    /// diagnostic bundle reports as probe and tool status.
+    outcomes: BTreeMap<String, (bool, String)>,
     /// Fields the organisation does not want: sources that only feed them
     /// are not even read.
     omit: Vec<MetadataField>,
@@ -94,6 +97,7 @@ impl Reporter {
             previous_stations: None,
             sessions,
             warned: HashSet::new(),
+            outcomes: BTreeMap::new(),
             omit: Vec::new(),
         }
     }
@@ -141,10 +145,27 @@ impl Reporter {
         }
     }
 
+    /// Each tool run and file read so far and how its last use went, by
+    /// name: for a diagnostic bundle.
+    pub fn checks(&self) -> impl Iterator<Item = (&str, bool, &str)> {
+        self.outcomes.iter().map(|(name, (ok, detail))| (name.as_str(), *ok, detail.as_str()))
+    }
+
+    fn outcome(&mut self, source: &str, ok: bool, detail: String) {
+        // Sources are the device kind's few tools and files: bounded.
+        self.outcomes.insert(source.to_owned(), (ok, detail));
+    }
+
     /// Runs a tool; `None` (logged once) when it is missing or fails.
     fn run(&mut self, source: &str, argv: Vec<String>, consequence: &str) -> Option<String> {
         let timeout: Duration = self.settings.command_timeout;
-        match command::run(&argv, timeout, OUTPUT_LIMIT) {
+        let result = command::run(&argv, timeout, OUTPUT_LIMIT);
+        let program = argv.first().map_or("", String::as_str);
+        match &result {
+            Ok(output) => self.outcome(source, true, format!("{program}: {} bytes of output", output.text.len())),
+            Err(e) => self.outcome(source, false, e.to_string()),
+        }
+        match result {
             Ok(output) => {
                 if output.truncated {
                     self.warn_once(
@@ -171,7 +192,14 @@ impl Reporter {
     /// (logged once).
     fn read(&mut self, relative: &std::path::Path, limit: usize) -> Option<String> {
         let path = self.root.join(relative);
-        match probe::read_capped(&path, limit) {
+        let read = probe::read_capped(&path, limit);
+        let source = format!("/{}", relative.display());
+        match &read {
+            Ok(Some((bytes, _))) => self.outcome(&source, true, format!("{} bytes", bytes.len())),
+            Ok(None) => self.outcome(&source, false, "absent".to_owned()),
+            Err(e) => self.outcome(&source, false, format!("unreadable: {e}")),
+        }
+        match read {
             Ok(Some((bytes, over))) => {
                 if over {
                     let source = path.display().to_string();

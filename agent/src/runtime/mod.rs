@@ -24,6 +24,7 @@
 //! collector to try, and when, is [`Failover`]'s decision.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -266,7 +267,9 @@ struct Applied {
 /// What the daemon keeps besides the session and the link: the things the
 /// collector's directives change, and where acknowledgements are recorded.
 struct Device<'a> {
-    queue: &'a Queue,
+    queue: &'a Arc<Queue>,
+    /// Whether a diagnostic bundle is being gathered (one at a time).
+    diagnosing: &'a Arc<AtomicBool>,
     spool: &'a mut SpoolSlot,
     status: &'a watch::Sender<AgentStatus>,
     captures: &'a mut Captures,
@@ -357,6 +360,7 @@ impl Device<'_> {
                     info!(strict = on, "organisation's strict header scrubbing received");
                     self.status.send_modify(|s| s.strict_headers = on);
                 }
+                AgentEvent::Directive(ControlMessage::CollectDiagnostics { id }) => self.diagnose(id),
                 AgentEvent::Directive(other) => self.captures.handle(other, self.config.capture_config()),
                 AgentEvent::CaptureRequest(request) if !draining => {
                     self.captures.handle(ControlMessage::StartCapture(request), self.config.capture_config());
@@ -370,6 +374,40 @@ impl Device<'_> {
         let duplicates = session.stats().duplicate_acks;
         self.status.send_if_modified(|s| std::mem::replace(&mut s.duplicate_acks, duplicates) != duplicates);
         applied
+    }
+
+    /// Gathers a diagnostic bundle for request `id` on a blocking thread
+    /// (it runs the probes' tools) and queues it as a record. One at a
+    /// time: a request while one is being gathered is dropped (logged), so
+    /// repeated requests cannot pile up threads on the device.
+    fn diagnose(&mut self, id: u64) {
+        if self.diagnosing.swap(true, Ordering::SeqCst) {
+            warn!(request = id, "diagnostic bundle requested while one is being gathered; ignored");
+            return;
+        }
+        info!(request = id, "diagnostic bundle requested by the collector");
+        let queue = Arc::clone(self.queue);
+        let busy = Arc::clone(self.diagnosing);
+        let config = self.config.clone();
+        let status = self.status.borrow().clone();
+        let omit = self.omitted_fields.clone();
+        tokio::task::spawn_blocking(move || {
+            // Cleared however gathering ends, a panicking probe included.
+            struct Done(Arc<AtomicBool>);
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    self.0.store(false, Ordering::SeqCst);
+                }
+            }
+            let _done = Done(busy);
+            let logs = crate::diag::recent_lines().map(|recent| recent.snapshot()).unwrap_or_default();
+            let daemon = crate::diag::DaemonState { request_id: id, recent_logs: &logs, status: Some(&status) };
+            let bundle = crate::diag::gather(&config, daemon);
+            let mut body = RecordBody::Diagnostics(Box::new(bundle));
+            omit_from_record(&mut body, &omit);
+            queue.push(Record { observed_at_ms: SystemClock.now_millis(), body }, config.max_queued_records);
+            info!(request = id, "diagnostic bundle queued");
+        });
     }
 
     /// Moves the next batch from the queue into the session when it has
@@ -418,6 +456,7 @@ async fn run(
     // stream so the collector recognises batches it already stored.
     let stream_id: u64 = spool.spool.as_ref().map_or_else(|| rand::thread_rng().gen(), Spool::stream_id);
     let queue = Arc::new(Queue::new(restored.queued, restored.next_id));
+    let diagnosing = Arc::new(AtomicBool::new(false));
     // Exactly one batch in flight: the spool journals one.
     let mut session = AgentSession::new(session_config(&settings.config, stream_id, 1));
     if let Some((seq, records)) = restored.in_flight {
@@ -461,6 +500,7 @@ async fn run(
         }
         let mut device = Device {
             queue: &queue,
+            diagnosing: &diagnosing,
             spool: &mut spool,
             status: &status,
             captures: &mut captures,
@@ -597,6 +637,7 @@ async fn run(
                     Ok(()) => {
                         let mut device = Device {
                             queue: &queue,
+                            diagnosing: &diagnosing,
                             spool: &mut spool,
                             status: &status,
                             captures: &mut captures,
@@ -673,6 +714,7 @@ async fn run(
     if let Some(open) = link {
         let mut device = Device {
             queue: &queue,
+            diagnosing: &diagnosing,
             spool: &mut spool,
             status: &status,
             captures: &mut captures,

@@ -358,6 +358,11 @@ pub async fn perform(client: &ApiClient, action: AdminAction) -> Result<AdminRep
                 client.send(Method::PUT, &path, Some(&LocationHistoryRequest { keep })).await?;
             AdminReply::LocationHistorySet { keep: set.keep, changed: set.changed }
         }
+        AdminAction::RequestDiagnostics { org, device } => {
+            let path = format!("{PREFIX}/orgs/{}/devices/{}/diagnostics", o(&org), device.as_str());
+            let requested: glimpse_api::DiagnosticsRequested = client.send(Method::POST, &path, None::<&()>).await?;
+            AdminReply::DiagnosticsRequested { id: requested.id }
+        }
         AdminAction::SetRetention { org, metadata_days, capture_days } => {
             let path = format!("{PREFIX}/orgs/{}/retention", o(&org));
             let set: RetentionSet =

@@ -916,3 +916,42 @@ pub struct AccountDeleted {
     /// Its sessions that were ended.
     pub sessions_ended: u32,
 }
+
+/// A device was asked for a diagnostic bundle; it arrives as a stored
+/// record (see `GET .../diagnostics`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DiagnosticsRequested {
+    /// The request's id, repeated in the bundle as `request_id`.
+    pub id: u64,
+}
+
+/// Query of `GET /api/v1/orgs/{org}/devices/{device}/diagnostics`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DiagnosticsQuery {
+    /// Only the bundle answering this request.
+    pub request_id: Option<u64>,
+}
+
+/// A device's stored diagnostic bundles, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DiagnosticsList {
+    /// The organisation.
+    pub org: String,
+    /// The device.
+    pub device: String,
+    /// The bundles of the last 60 days (at most 10), newest first.
+    pub bundles: Vec<StoredDiagnostics>,
+}
+
+/// One stored diagnostic bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StoredDiagnostics {
+    /// When the collector stored it (Unix ms).
+    pub received_at_ms: i64,
+    /// The bundle, as `glimpse-collector export` prints a `diagnostics`
+    /// record's body (see docs/FIELDS.md).
+    #[schema(value_type = Object)]
+    pub bundle: serde_json::Value,
+}

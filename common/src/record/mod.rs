@@ -16,6 +16,7 @@ use crate::clock::UnixMillis;
 use crate::identity::DeviceKind;
 
 mod counters;
+pub mod diagnostics;
 pub mod personal;
 mod profile;
 mod wan;
@@ -24,6 +25,7 @@ mod wireless;
 pub mod withheld;
 
 pub use counters::{counter_change, per_second, CounterChange, CounterReport, InterfaceDelta};
+pub use diagnostics::{Check, ConnectionState, Diagnostics, SpoolState};
 pub use profile::{DeviceProfile, Location};
 pub use wan::{ApplicationSessions, WanReport, MAX_APPLICATIONS, MAX_APPLICATION_NAME, MAX_WAN_INTERFACES};
 pub use wired::{
@@ -117,7 +119,8 @@ impl Record {
             | RecordBody::Counters(_)
             | RecordBody::Wireless(_)
             | RecordBody::Wired(_)
-            | RecordBody::Wan(_) => DataKind::Metadata,
+            | RecordBody::Wan(_)
+            | RecordBody::Diagnostics(_) => DataKind::Metadata,
         }
     }
 }
@@ -149,6 +152,10 @@ pub enum RecordBody {
     /// kind rather than new fields there, which would change how every
     /// stored agent-health record decodes).
     SpoolRecovery(SpoolRecovery),
+    /// A diagnostic bundle for a support case: the agent's build, the
+    /// device's model and serial number, its configuration without
+    /// secrets, recent log lines, spool state, probe and tool status.
+    Diagnostics(Box<Diagnostics>),
 }
 
 /// What an agent lost, counted since it started.

@@ -34,9 +34,9 @@ use crate::capture::macs::mac_sites;
 use crate::capture::CapturedPacket;
 
 use super::{
-    AgentHealth, ApplicationSessions, CounterReport, DeviceMetadata, DeviceProfile, InterfaceDelta, InterfaceStats,
-    LldpNeighbour, Location, MacAddr, PortVlans, Radio, RecordBody, RoamEvent, SpoolRecovery, Station, WanReport,
-    WiredHost, WiredReport, WirelessReport, MAX_TEXT,
+    AgentHealth, ApplicationSessions, Check, ConnectionState, CounterReport, DeviceMetadata, DeviceProfile,
+    Diagnostics, InterfaceDelta, InterfaceStats, LldpNeighbour, Location, MacAddr, PortVlans, Radio, RecordBody,
+    RoamEvent, SpoolRecovery, SpoolState, Station, WanReport, WiredHost, WiredReport, WirelessReport, MAX_TEXT,
 };
 
 /// What kind of information a visited field holds.
@@ -529,6 +529,11 @@ pub fn visit(body: &RecordBody, visitor: &mut dyn Visit) {
             // Counts again.
             let SpoolRecovery { damaged_entries: _, records_lost: _, records_kept: _, discarded: _ } = recovery;
         }
+        RecordBody::Diagnostics(bundle) => {
+            let (model, serial_number) = diagnostics_hold_no_one(bundle);
+            visitor.field(Field::Model, FieldRef::Text(model.as_str()));
+            visitor.field(Field::Model, FieldRef::Text(serial_number.as_str()));
+        }
         RecordBody::Counters(report) => {
             let CounterReport { interval_ms: _, interfaces } = report;
             interfaces.iter().for_each(delta_holds_no_one);
@@ -611,6 +616,11 @@ pub fn visit_mut(body: &mut RecordBody, visitor: &mut dyn VisitMut) {
         }
         RecordBody::SpoolRecovery(recovery) => {
             let SpoolRecovery { damaged_entries: _, records_lost: _, records_kept: _, discarded: _ } = recovery;
+        }
+        RecordBody::Diagnostics(bundle) => {
+            let Diagnostics { model, serial_number, .. } = &mut **bundle;
+            visitor.field(Field::Model, FieldMut::Text(model));
+            visitor.field(Field::Model, FieldMut::Text(serial_number));
         }
         RecordBody::Counters(report) => {
             let CounterReport { interval_ms: _, interfaces } = report;
@@ -884,6 +894,41 @@ fn port_holds_no_one(port: &PortVlans) {
     let PortVlans { port: _, pvid: _, untagged: _, tagged: _ } = port;
 }
 
+/// A diagnostic bundle describes the device and the agent, never the people
+/// on its network: the build, the configuration without secrets, the
+/// agent's own log lines (which name no client), the spool and which tools
+/// worked. Named here so that a field added to it is looked at. The model
+/// and serial number are returned: they are the device's hardware, withheld
+/// with the metadata's model (`MetadataField::Model`).
+fn diagnostics_hold_no_one(bundle: &Diagnostics) -> (&BoundedString<MAX_TEXT>, &BoundedString<MAX_TEXT>) {
+    let Diagnostics {
+        request_id: _,
+        agent_version: _,
+        build: _,
+        device_kind: _,
+        model,
+        serial_number,
+        config: _,
+        recent_logs: _,
+        spool,
+        connection,
+        checks,
+    } = bundle;
+    let SpoolState { path: _, exists: _, bytes: _, max_bytes: _, mode: _ } = spool;
+    if let Some(ConnectionState {
+        connected: _,
+        collector: _,
+        cipher_suite: _,
+        queued_records: _,
+        dropped_records: _,
+        acked_records: _,
+        last_error: _,
+    }) = connection
+    {}
+    for Check { name: _, ok: _, detail: _ } in checks.iter() {}
+    (model, serial_number)
+}
+
 /// An application summary counts sessions of many clients together:
 /// nothing in it is about one. Named here so that a field added to it is
 /// looked at.
@@ -943,9 +988,10 @@ mod tests {
             RecordBody::Wired(_) => 5,
             RecordBody::Wan(_) => 6,
             RecordBody::SpoolRecovery(_) => 7,
+            RecordBody::Diagnostics(_) => 8,
         }
     }
-    const KINDS: usize = 8;
+    const KINDS: usize = 9;
 
     fn mac(last: u8) -> MacAddr {
         MacAddr([0x02, 0, 0, 0, 0, last])
@@ -1172,6 +1218,22 @@ mod tests {
                 }),
                 vec![],
             ),
+            (
+                RecordBody::Diagnostics(Box::new(Diagnostics {
+                    request_id: 7,
+                    agent_version: text("0.2.0"),
+                    model: text("diag-model"),
+                    serial_number: text("diag-serial"),
+                    config: text("[identity]\n"),
+                    checks: BoundedVec::truncating(vec![crate::record::Check {
+                        name: text("iw"),
+                        ok: true,
+                        detail: text("/usr/sbin/iw"),
+                    }]),
+                    ..Default::default()
+                })),
+                vec![s(Field::Model, "diag-model"), s(Field::Model, "diag-serial")],
+            ),
         ]
     }
 
@@ -1256,7 +1318,8 @@ mod tests {
                 | RecordBody::AgentHealth(_)
                 | RecordBody::SpoolRecovery(_)
                 | RecordBody::Counters(_)
-                | RecordBody::Wan(_) => {}
+                | RecordBody::Wan(_)
+                | RecordBody::Diagnostics(_) => {}
             }
         }
     }
@@ -1275,6 +1338,7 @@ mod tests {
             "80a0abfef96205046e616d65067365726965730a77697265642d73697465000000010000000000404a400001046c616e3101010101010001020000000021046c616e310115010120010db800000000000000000000002109686f73742d686f737409686f73742d7573657201046c616e311130323a30303a30303a30303a30303a3939000000000000000000",
             "80a0abfef96206046e616d65067365726965730877616e2d73697465000000010000000000404a4000010377616e0102030105687474707306000000050000000000",
             "80a0abfef9620701012000",
+            "80a0abfef962080705302e322e3000000a646961672d6d6f64656c0b646961672d73657269616c0b5b6964656e746974795d0a0000000000000001026977010c2f7573722f7362696e2f6977",
         ];
         for ((body, _), stored) in samples().into_iter().zip(STORED) {
             let record = crate::record::Record { observed_at_ms: 1_700_000_000_000, body };

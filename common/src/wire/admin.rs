@@ -208,6 +208,16 @@ pub enum AdminAction {
         /// Days of header-only captures, 1 up to the offer (at most 7).
         capture_days: Option<u32>,
     },
+    /// Ask a connected device for a diagnostic bundle (its build, model and
+    /// serial number, configuration without secrets, recent logs, spool
+    /// state, probe and tool status), which it sends as a record stored
+    /// like metadata.
+    RequestDiagnostics {
+        /// The device's organisation.
+        org: OrgId,
+        /// The device.
+        device: DeviceId,
+    },
 }
 
 /// The collector's answer.
@@ -315,5 +325,10 @@ pub enum AdminReply {
         capture_days: u32,
         /// Whether this request changed the choice.
         changed: bool,
+    },
+    /// The device was asked for a diagnostic bundle.
+    DiagnosticsRequested {
+        /// The request's id, repeated in the bundle.
+        id: u64,
     },
 }

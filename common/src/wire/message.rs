@@ -166,11 +166,23 @@ pub enum ControlMessage {
         /// Whether captured headers are scrubbed strictly.
         on: bool,
     },
+    /// Gather a diagnostic bundle ([`crate::record::Diagnostics`]) and send
+    /// it as a record, answering request `id`. Sent when support (under a
+    /// grant), an organisation's admin or an operator asks for one, and
+    /// only to agents that can decode it (see [`agent_decodes`]).
+    CollectDiagnostics {
+        /// The request's id, repeated in the bundle.
+        id: u64,
+    },
 }
 
 /// The first agent release that decodes every variant of
 /// [`ControlMessage`] up to [`ControlMessage::StrictHeaders`].
 pub const STRICT_HEADERS_SINCE: (u64, u64, u64) = (0, 2, 0);
+
+/// The first agent release that decodes every variant of
+/// [`ControlMessage`] up to [`ControlMessage::CollectDiagnostics`].
+pub const DIAGNOSTICS_SINCE: (u64, u64, u64) = (0, 3, 0);
 
 impl ControlMessage {
     /// The first agent release (major, minor, patch) that can decode this
@@ -181,6 +193,7 @@ impl ControlMessage {
     pub fn first_agent_release(&self) -> (u64, u64, u64) {
         match self {
             ControlMessage::StrictHeaders { .. } => STRICT_HEADERS_SINCE,
+            ControlMessage::CollectDiagnostics { .. } => DIAGNOSTICS_SINCE,
             _ => (0, 0, 0),
         }
     }
@@ -507,6 +520,7 @@ mod tests {
             ControlMessage::StopCapture { id: 9 },
             ControlMessage::MacPseudonyms { key: None },
             ControlMessage::StrictHeaders { on: true },
+            ControlMessage::CollectDiagnostics { id: 300 },
             ControlMessage::MacPseudonyms {
                 key: Some(crate::minimise::DevicePseudonymKey::derive(&ring::hmac::Key::new(
                     ring::hmac::HMAC_SHA256,
@@ -555,6 +569,11 @@ mod tests {
         // Appended: every older variant keeps its index, the new one is last.
         let bytes = postcard::to_stdvec(&strict).unwrap();
         assert_eq!(bytes, [5, 1]);
+        let diagnostics = ControlMessage::CollectDiagnostics { id: 2 };
+        assert_eq!(postcard::to_stdvec(&diagnostics).unwrap(), [6, 2]);
+        for (version, decodes) in [("0.3.0", true), ("0.3.1+abc", true), ("0.2.9", false), ("0.2.0", false)] {
+            assert_eq!(agent_decodes(version, &diagnostics), decodes, "{version:?}");
+        }
     }
 
     #[test]

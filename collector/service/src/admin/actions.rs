@@ -200,6 +200,9 @@ fn describe(action: &AdminAction) -> (&'static str, Option<&OrgId>, Access) {
         AdminAction::SetDataPolicy { org, .. } => ("data-policy.set", Some(org), Access::Write),
         AdminAction::SetLocationHistory { org, .. } => ("location-history.set", Some(org), Access::Write),
         AdminAction::SetRetention { org, .. } => ("retention.set", Some(org), Access::Write),
+        // Reads the device's state, not people's data, and changes nothing:
+        // support may ask under a grant.
+        AdminAction::RequestDiagnostics { org, .. } => ("diagnostics.request", Some(org), Access::Read),
         _ => ("unknown", None, Access::Operator),
     }
 }
@@ -436,6 +439,32 @@ impl AdminContext {
                         self.directory.capture_window_noted(&org, &device, id, window);
                         Ok((AdminReply::CaptureRequested { id }, detail))
                     }
+                    Err(e) => Err((refusal(RefusalKind::Conflict, e.to_string()), detail)),
+                }
+            }
+            AdminAction::RequestDiagnostics { org, device } => {
+                let now = self.now();
+                let version = self
+                    .directory
+                    .device_detail(&org, &device, None, now)
+                    .filter(|detail| detail.connected)
+                    .and_then(|detail| detail.agent_version);
+                let Some(version) = version else {
+                    return refused(RefusalKind::Conflict, format!("device {device} of {org} is not connected"));
+                };
+                // Same range as capture ids: exact as a JSON number.
+                let id = rand::random::<u64>() >> 11;
+                let message = ControlMessage::CollectDiagnostics { id };
+                if !glimpse_common::wire::agent_decodes(&version, &message) {
+                    let (major, minor, patch) = message.first_agent_release();
+                    return refused(
+                        RefusalKind::Conflict,
+                        format!("device {device} runs agent {version}; diagnostic bundles need {major}.{minor}.{patch} or later"),
+                    );
+                }
+                let detail = format!("device {device} id {id}");
+                match self.directory.send(&org, &device, message) {
+                    Ok(()) => Ok((AdminReply::DiagnosticsRequested { id }, detail)),
                     Err(e) => Err((refusal(RefusalKind::Conflict, e.to_string()), detail)),
                 }
             }

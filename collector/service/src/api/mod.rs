@@ -25,6 +25,7 @@ pub mod audit;
 pub mod auth;
 pub mod console;
 pub mod devices;
+pub mod diagnostics;
 pub mod export;
 pub mod health;
 pub mod limiter;
@@ -202,6 +203,7 @@ pub fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(devices::revoke_admin))
         .routes(routes!(views::device_rates))
         .routes(routes!(views::device_latest))
+        .routes(routes!(diagnostics::request_diagnostics, diagnostics::list_diagnostics))
         .routes(routes!(views::capture_packets))
         .routes(routes!(views::list_orgs))
         .routes(routes!(views::overview))

@@ -72,7 +72,7 @@ pub async fn act(state: &ApiState, actor: Actor, action: AdminAction) -> Result<
         .map_err(ApiError::from)
 }
 
-fn unexpected(reply: AdminReply) -> ApiError {
+pub(crate) fn unexpected(reply: AdminReply) -> ApiError {
     tracing::error!(?reply, "admin action gave an unexpected reply");
     ApiError::internal("unexpected reply; see the collector's log")
 }

@@ -116,6 +116,25 @@ pub(super) enum AdminCommand {
         #[arg(long)]
         capture_days: Option<u32>,
     },
+    /// Ask a connected device for a diagnostic bundle for a support case
+    /// (its build, model and serial number, configuration without secrets,
+    /// recent log lines, spool state, and which probes and tools work),
+    /// and print it as JSON once it has arrived. Support staff may ask
+    /// under an active grant.
+    Diagnostics {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The organisation.
+        #[arg(long)]
+        org: OrgId,
+        /// The device.
+        #[arg(long)]
+        device: glimpse_common::identity::DeviceId,
+        /// How long to wait for the bundle, in seconds; 0 only asks and
+        /// prints the request's id.
+        #[arg(long, default_value_t = 60)]
+        wait_secs: u64,
+    },
     /// Delete all of an organisation's stored data and destroy its key.
     DeleteOrg {
         #[command(flatten)]
@@ -448,6 +467,44 @@ impl AdminArgs {
     }
 }
 
+/// Asks for a bundle, then polls for it until it arrives or `wait_secs`
+/// pass.
+async fn run_diagnostics(
+    admin: AdminArgs,
+    org: OrgId,
+    device: glimpse_common::identity::DeviceId,
+    wait_secs: u64,
+) -> anyhow::Result<()> {
+    let credentials = admin.credentials()?;
+    let action = AdminAction::RequestDiagnostics { org: org.clone(), device: device.clone() };
+    let id = match admin_request(&credentials, action).await? {
+        AdminReply::DiagnosticsRequested { id } => id,
+        other => return print_reply(other),
+    };
+    eprintln!("diagnostic bundle {id} requested from {device}");
+    if wait_secs == 0 {
+        println!("{id}");
+        return Ok(());
+    }
+    let client = glimpse_admin_client::ApiClient::new(&credentials).await?;
+    let path = format!("/api/v1/orgs/{}/devices/{}/diagnostics?request_id={id}", org.as_str(), device.as_str());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait_secs);
+    loop {
+        let list: glimpse_api::DiagnosticsList = client.get(&path).await?;
+        if let Some(stored) = list.bundles.first() {
+            println!("{}", serde_json::to_string_pretty(&stored.bundle)?);
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "bundle {id} has not arrived after {wait_secs} s; the device may still be sending it: \
+                 GET {path}"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 pub(super) async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
     let (admin, action) = match command {
         AdminCommand::Token { action } => return run_token(action).await,
@@ -464,6 +521,9 @@ pub(super) async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::DeleteOrg { admin, org, confirm } => (admin, AdminAction::DeleteOrg { org, confirm }),
         AdminCommand::Retention { admin, org, metadata_days, capture_days } => {
             (admin, AdminAction::SetRetention { org, metadata_days, capture_days })
+        }
+        AdminCommand::Diagnostics { admin, org, device, wait_secs } => {
+            return run_diagnostics(admin, org, device, wait_secs).await;
         }
         AdminCommand::LocationHistory { admin, org, keep } => {
             (admin, AdminAction::SetLocationHistory { org, keep: keep == "on" })
@@ -622,6 +682,7 @@ fn print_reply(reply: AdminReply) -> anyhow::Result<()> {
             println!("connected devices: {connected_devices}");
         }
         AdminReply::AuditVerified { entries } => println!("audit log intact: {entries} entries verified"),
+        AdminReply::DiagnosticsRequested { id } => println!("diagnostic bundle {id} requested"),
         AdminReply::RetentionSet { metadata_days, capture_days, changed } => println!(
             "retention: metadata {metadata_days} days, captures {capture_days} days{}",
             if changed { "" } else { " (already so)" }

@@ -636,6 +636,12 @@ async fn stream_batches<S: AgentStream>(
                 continue;
             }
             Some(message) = control.recv() => {
+                // The admin action checked the version; a message the agent
+                // could not decode would only end its connection.
+                if !agent_decodes(&agent_version, &message) {
+                    warn!(device = %session.identity(), ?message, agent_version, "control message not sent: the agent is too old to decode it");
+                    continue;
+                }
                 debug!(device = %session.identity(), ?message, "control message sent");
                 send(stream, &CollectorMessage::Control(message), context.max_frame).await?;
                 continue;
