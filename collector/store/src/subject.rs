@@ -110,7 +110,8 @@ fn field_is(subject: &Subject, field: Field, value: FieldRef<'_>) -> bool {
             | Category::Software
             | Category::Uptime
             | Category::Neighbours
-            | Category::Applications,
+            | Category::Applications
+            | Category::DeviceDetails,
             _,
         ) => false,
     }
@@ -140,7 +141,7 @@ fn subjects_stations(body: &RecordBody, subjects: &[Subject]) -> Vec<MacAddr> {
                         self.macs.push(entry.client_mac());
                     }
                 }
-                Entry::Roam(_) | Entry::WiredHost(_) => {}
+                Entry::Roam(_) | Entry::WiredHost(_) | Entry::ClientDevice(_) => {}
             }
         }
     }
@@ -170,7 +171,12 @@ impl VisitMut for Split<'_> {
 
     fn keep_entry(&mut self, entry: Entry<'_>) -> bool {
         let subjects = match entry {
-            Entry::Station(_) | Entry::Roam(_) => self.station_macs.contains(&entry.client_mac()),
+            // A client-device report is a record of its own, with no
+            // station to match an IP or username by: its entries are found
+            // by the subjects' MACs.
+            Entry::Station(_) | Entry::Roam(_) | Entry::ClientDevice(_) => {
+                self.station_macs.contains(&entry.client_mac())
+            }
             Entry::WiredHost(_) => entry_is(entry, self.subjects),
         };
         self.subjects_entries += usize::from(subjects);

@@ -15,6 +15,7 @@ use crate::capture::CapturedPacket;
 use crate::clock::UnixMillis;
 use crate::identity::DeviceKind;
 
+mod clients;
 mod counters;
 pub mod personal;
 mod profile;
@@ -23,6 +24,7 @@ mod wired;
 mod wireless;
 pub mod withheld;
 
+pub use clients::{ClientDevice, ClientDeviceReport, Evidence, MAX_EVIDENCE};
 pub use counters::{counter_change, per_second, CounterChange, CounterReport, InterfaceDelta};
 pub use profile::{DeviceProfile, Location};
 pub use wan::{ApplicationSessions, WanReport, MAX_APPLICATIONS, MAX_APPLICATION_NAME, MAX_WAN_INTERFACES};
@@ -117,7 +119,8 @@ impl Record {
             | RecordBody::Counters(_)
             | RecordBody::Wireless(_)
             | RecordBody::Wired(_)
-            | RecordBody::Wan(_) => DataKind::Metadata,
+            | RecordBody::Wan(_)
+            | RecordBody::ClientDevices(_) => DataKind::Metadata,
         }
     }
 }
@@ -149,6 +152,10 @@ pub enum RecordBody {
     /// kind rather than new fields there, which would change how every
     /// stored agent-health record decodes).
     SpoolRecovery(SpoolRecovery),
+    /// An access point's inferences about its Wi-Fi clients' devices
+    /// (type, model, OS, MAC vendor, confidence): a kind of its own beside
+    /// [`RecordBody::Wireless`], whose stations' stored layout stays.
+    ClientDevices(Box<ClientDeviceReport>),
 }
 
 /// What an agent lost, counted since it started.
