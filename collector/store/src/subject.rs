@@ -550,4 +550,28 @@ mod tests {
         assert!(!concerns(&report, &Subject::Mac(MAC)));
         assert_eq!(redaction(&mut report.clone(), &[Subject::Mac(MAC)]), Redaction::Keep);
     }
+
+    #[test]
+    fn a_client_devices_report_gives_up_only_the_subjects_entry_by_mac() {
+        use glimpse_common::record::{ClientDevice, ClientDeviceReport};
+        let bob = MacAddr([0x02, 0, 0, 0, 0, 0xb0]);
+        let device = |mac| ClientDevice { mac, os: BoundedString::truncating("iOS"), ..Default::default() };
+        let record = Record {
+            observed_at_ms: 0,
+            body: RecordBody::ClientDevices(Box::new(ClientDeviceReport {
+                clients: BoundedVec::truncating(vec![device(MAC), device(bob)]),
+            })),
+        };
+        let subject = Subject::Mac(MAC);
+        assert!(concerns(&record, &subject));
+        let view = subject_view(&record, std::slice::from_ref(&subject)).unwrap();
+        let RecordBody::ClientDevices(view) = view.body else { panic!() };
+        assert_eq!(view.clients.iter().map(|c| c.mac).collect::<Vec<_>>(), [MAC], "the export shows the subject only");
+        let mut erased = record.clone();
+        assert_eq!(redaction(&mut erased, std::slice::from_ref(&subject)), Redaction::Changed);
+        let RecordBody::ClientDevices(left) = &erased.body else { panic!() };
+        assert_eq!(left.clients.iter().map(|c| c.mac).collect::<Vec<_>>(), [bob], "bob stays");
+        let nobody = Subject::Username(BoundedString::truncating("alice"));
+        assert!(!concerns(&record, &nobody), "a client-devices entry holds no username");
+    }
 }
