@@ -288,11 +288,29 @@ async fn an_organisation_that_omits_client_devices_stores_none_of_their_details(
     let mut config = agent_config(tc.addr(), &device);
     fake.configure(&mut config);
     let agent = glimpse_agent::AgentHandle::spawn(config).unwrap();
-    wait_until("three wireless reports", || bodies(&exported(&tc, &device.identity), "wireless").len() >= 3).await;
+    wait_for_status(&agent, "the data policy heard", |s| {
+        s.omitted_fields.contains(&glimpse_common::minimise::MetadataField::ClientDevices)
+    })
+    .await;
+    // A collection that reads the clock after this point started after the
+    // agent took the policy in: it infers nothing.
+    let heard_ms =
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap();
+    let observed = |tc: &TestCollector, wanted: fn(&glimpse_common::record::RecordBody) -> bool| -> Vec<i64> {
+        let outcome = tc.collector.store().read(&org, DataKind::Metadata, None, None).expect("read");
+        outcome.records.iter().filter(|r| wanted(&r.record.body)).map(|r| r.record.observed_at_ms).collect()
+    };
+    use glimpse_common::record::RecordBody;
+    wait_until("two wireless reports collected after the policy was heard", || {
+        observed(&tc, |b| matches!(b, RecordBody::Wireless(_))).iter().filter(|t| **t > heard_ms).count() >= 2
+    })
+    .await;
     agent.shutdown().await;
+    let late: Vec<i64> =
+        observed(&tc, |b| matches!(b, RecordBody::ClientDevices(_))).into_iter().filter(|t| *t > heard_ms).collect();
+    assert!(late.is_empty(), "the agent stopped inferring at the source: {late:?}");
     let lines = exported(&tc, &device.identity);
-    // The agent stops inferring once it hears the policy; anything it sent
-    // before is cleared on arrival: either way nothing is stored.
+    // Anything it sent before is cleared on arrival: nothing is stored.
     for report in bodies(&lines, "client-devices") {
         for client in report["clients"].as_array().unwrap() {
             for field in ["device_type", "model", "os", "vendor"] {
