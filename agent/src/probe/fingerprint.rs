@@ -13,7 +13,7 @@
 //!
 //! Each matching signal is a [`Guess`]: the OS families it fits, and maybe
 //! a device type and model. The OS, type and model chosen are the values
-//! with the most weight behind them; the confidence is the noisy-OR of the
+//! with the most weight behind them (none where two tie); the confidence is the noisy-OR of the
 //! weights of the guesses that agree with the choice (independent signals
 //! that agree make it surer), scaled down by the share of weight of those
 //! that contradict it. A randomised MAC has no vendor, and a device that
@@ -384,12 +384,14 @@ fn decide(mac: MacAddr, vendor: Option<&'static str>, guesses: &[Guess]) -> Opti
     let os = choose(guesses, |g| g.os.iter().map(move |os| (*os, g.os.len())));
     let device_type = choose(guesses, |g| g.device_type.map(|t| (t, 1)));
     let model = choose(guesses, |g| g.model.map(|m| (m, 1)));
+    // Where nothing was chosen (the signals tie), no guess is against it.
     let agrees = |g: &Guess| {
-        let os_ok = g.os.is_empty() || os.is_some_and(|chosen| g.os.contains(&chosen));
-        let type_ok = g.device_type.is_none() || g.device_type == device_type;
-        let model_ok = g.model.is_none() || g.model == model;
+        let os_ok = g.os.is_empty() || os.is_none_or(|chosen| g.os.contains(&chosen));
+        let type_ok = g.device_type.is_none() || device_type.is_none() || g.device_type == device_type;
+        let model_ok = g.model.is_none() || model.is_none() || g.model == model;
         os_ok && type_ok && model_ok
     };
+    let decided = os.is_some() || device_type.is_some() || model.is_some();
     let (mut agreeing, mut disagreeing, mut miss) = (0u32, 0u32, 100u32);
     for guess in guesses {
         let weight = u32::from(guess.weight.min(100));
@@ -400,7 +402,7 @@ fn decide(mac: MacAddr, vendor: Option<&'static str>, guesses: &[Guess]) -> Opti
             disagreeing += weight;
         }
     }
-    let confidence = if agreeing == 0 { 0 } else { (100 - miss) * agreeing / (agreeing + disagreeing) };
+    let confidence = if agreeing == 0 || !decided { 0 } else { (100 - miss) * agreeing / (agreeing + disagreeing) };
     let version = os
         .and_then(|chosen| guesses.iter().filter(|g| g.os.first() == Some(&chosen)).find_map(|g| g.os_version.clone()));
     let os_text = match (os, version) {
@@ -430,7 +432,8 @@ fn decide(mac: MacAddr, vendor: Option<&'static str>, guesses: &[Guess]) -> Opti
 
 /// The value with the most weight among what `values` gives for each
 /// guess (each value with the number of values that guess splits its
-/// weight between); ties go to the first seen.
+/// weight between); none when two share the most (an Apple OUI alone is
+/// as much iOS as macOS: better no answer than a coin toss).
 fn choose<'g, I>(guesses: &'g [Guess], values: impl Fn(&'g Guess) -> I) -> Option<&'static str>
 where
     I: IntoIterator<Item = (&'static str, usize)>,
@@ -445,13 +448,12 @@ where
             }
         }
     }
-    let mut best: Option<(&'static str, u32)> = None;
-    for (value, total) in totals {
-        if best.is_none_or(|(_, most)| total > most) {
-            best = Some((value, total));
-        }
+    let most = totals.iter().map(|(_, total)| *total).max()?;
+    let mut best = totals.iter().filter(|(_, total)| *total == most);
+    match (best.next(), best.next()) {
+        (Some((value, _)), None) => Some(value),
+        _ => None,
     }
-    best.map(|(value, _)| value)
 }
 
 #[cfg(test)]
@@ -578,7 +580,9 @@ zz:22:fb:aa:bb:01 1,3 -
             assert!(samsung.confidence <= 35, "{samsung:?}");
         }
         let apple = infer(&Signals { mac: mac("3c:22:fb:aa:bb:01"), mac_vendor: true, ..Signals::default() }).unwrap();
-        assert_eq!((apple.vendor.as_str(), apple.os.as_str()), ("Apple", "iOS"), "iOS and macOS tie; the first wins");
+        assert_eq!((apple.vendor.as_str(), apple.os.as_str()), ("Apple", ""), "iOS and macOS tie: no answer");
+        assert_eq!((apple.device_type.as_str(), apple.confidence), ("", 0), "a vendor, nothing inferred");
+        assert_eq!(apple.evidence.to_vec(), vec![Evidence::MacVendor]);
         let unused = infer(&Signals { mac: mac("3c:22:fb:aa:bb:01"), ..Signals::default() });
         assert_eq!(unused, None, "the vendor is looked up only when asked");
     }
@@ -675,12 +679,15 @@ zz:22:fb:aa:bb:01 1,3 -
                 .collect();
             let mac = MacAddr([2, 0, 0, 0, 0, 1]);
             let before = decide(mac, None, &readings).unwrap();
+            // A signal for the OS chosen (none chosen: nothing to agree with).
+            let chosen = families.into_iter().find(|f| *f == [before.os.as_str()]);
+            proptest::prop_assume!(chosen.is_some());
             let agreeing = Guess {
                 evidence: Evidence::Hostname,
                 weight: extra_weight,
-                os: if before.os.is_empty() { NONE } else { families.into_iter().find(|f| *f == [before.os.as_str()]).unwrap_or(NONE) },
+                os: chosen.unwrap_or(NONE),
                 os_version: None,
-                device_type: kinds.into_iter().flatten().find(|k| *k == before.device_type.as_str()),
+                device_type: None,
                 model: None,
             };
             let mut more = readings.clone();
