@@ -7,7 +7,7 @@
 //!
 //! | probe | sends | reads |
 //! |---|---|---|
-//! | wireless (access points) | [`WirelessReport`]: radios, stations, roaming | `iw dev`, `iw dev IF station dump`, `hostapd_cli -i IF all_sta`, `proc/net/arp`, DHCP leases |
+//! | wireless (access points) | [`WirelessReport`]: radios, stations, roaming; [`ClientDeviceReport`]: the stations' device type, model, OS and MAC vendor | `iw dev`, `iw dev IF station dump`, `hostapd_cli -i IF all_sta`, `proc/net/arp`, DHCP leases, the DHCP fingerprint file ([`FINGERPRINTS`]) |
 //! | wired (switches) | [`WiredReport`]: port VLANs, learned hosts, LLDP neighbours | `bridge -j fdb show`, `bridge -j vlan show`, `lldpcli -f json show neighbors details`, `hostapd_cli` on 802.1X ports, `proc/net/arp`, DHCP leases |
 //! | wan (gateways) | [`WanReport`]: sessions per application | `proc/net/nf_conntrack`, else `conntrack -L -o extended` |
 //!
@@ -26,9 +26,9 @@ use std::time::Duration;
 use glimpse_common::bounded::{BoundedString, BoundedVec};
 use glimpse_common::identity::DeviceKind;
 use glimpse_common::record::{
-    CounterReport, DeviceMetadata, DeviceProfile, InterfaceDelta, InterfaceStats, MacAddr, Record, RecordBody,
-    RoamEvent, RoamKind, WanReport, WiredHost, WiredReport, WirelessReport, MAX_CLIENT_ADDRESSES, MAX_HOSTS, MAX_ROAMS,
-    MAX_STATIONS,
+    ClientDevice, ClientDeviceReport, CounterReport, DeviceMetadata, DeviceProfile, InterfaceDelta, InterfaceStats,
+    MacAddr, Record, RecordBody, RoamEvent, RoamKind, WanReport, WiredHost, WiredReport, WirelessReport,
+    MAX_CLIENT_ADDRESSES, MAX_HOSTS, MAX_ROAMS, MAX_STATIONS,
 };
 use tracing::warn;
 
@@ -44,6 +44,11 @@ mod tests;
 
 /// Read cap for tool output and the client tables.
 const OUTPUT_LIMIT: usize = 1024 * 1024;
+
+/// Where the DHCP fingerprint script (`packaging/openwrt/glimpse-dhcp-fingerprint`,
+/// dnsmasq's `dhcp-script`) keeps each client's option 55 and 60, under the
+/// collection root.
+pub const FINGERPRINTS: &str = "tmp/glimpse/dhcp-fingerprints";
 
 /// Builds each collection's records and remembers what the next one needs.
 ///
@@ -126,7 +131,10 @@ impl Reporter {
         if self.settings.wireless || self.settings.wired {
             let clients = self.clients(wall_ms);
             if self.settings.wireless {
-                bodies.extend(self.wireless(&clients).into_iter().map(|r| RecordBody::Wireless(Box::new(r))));
+                let reports = self.wireless(&clients);
+                let devices = self.client_devices(&reports, &clients);
+                bodies.extend(reports.into_iter().map(|r| RecordBody::Wireless(Box::new(r))));
+                bodies.extend(devices.into_iter().map(|r| RecordBody::ClientDevices(Box::new(r))));
             }
             if self.settings.wired {
                 bodies.extend(self.wired(&clients).into_iter().map(|r| RecordBody::Wired(Box::new(r))));
@@ -249,7 +257,12 @@ impl Reporter {
     /// What the ARP table and DHCP leases say about clients, by MAC.
     fn clients(&mut self, wall_ms: i64) -> Clients {
         let mut clients = Clients::default();
-        let wanted = [MetadataField::ClientAddresses, MetadataField::ClientHostnames, MetadataField::UserAgents];
+        let wanted = [
+            MetadataField::ClientAddresses,
+            MetadataField::ClientHostnames,
+            MetadataField::UserAgents,
+            MetadataField::ClientDevices,
+        ];
         if wanted.iter().all(|field| self.omitted(*field)) {
             return clients;
         }
@@ -285,7 +298,51 @@ impl Reporter {
                 }
             }
         }
+        if let Some(text) = self.read(std::path::Path::new(FINGERPRINTS), OUTPUT_LIMIT) {
+            let parsed = probe::parse_fingerprints(&text);
+            self.note_skipped(FINGERPRINTS, &parsed);
+            for fingerprint in parsed.items {
+                let client = clients.entry(fingerprint.mac);
+                // dnsmasq's lease file has no vendor class; its script does.
+                if client.vendor_class.is_none() {
+                    client.vendor_class = fingerprint.vendor_class;
+                }
+                client.requested_options = Some(fingerprint.requested_options).filter(|o| !o.is_empty());
+            }
+        }
         clients
+    }
+
+    /// What the stations of `reports` are, as far as DHCP, their hostnames
+    /// and their MACs' vendors tell (see [`probe::fingerprint`]), in as
+    /// many reports as the stations need. A signal the organisation does
+    /// not collect is not used either.
+    fn client_devices(&self, reports: &[WirelessReport], clients: &Clients) -> Vec<ClientDeviceReport> {
+        if self.omitted(MetadataField::ClientDevices) {
+            return Vec::new();
+        }
+        let hostnames = !self.omitted(MetadataField::ClientHostnames);
+        let user_agents = !self.omitted(MetadataField::UserAgents);
+        let mut macs: Vec<MacAddr> = reports.iter().flat_map(|r| r.stations.iter().map(|s| s.mac)).collect();
+        macs.sort_unstable();
+        macs.dedup();
+        let devices: Vec<ClientDevice> = macs
+            .into_iter()
+            .filter_map(|mac| {
+                let client = clients.get(&mac);
+                probe::infer(&probe::Signals {
+                    mac,
+                    requested_options: client.and_then(|c| c.requested_options.as_deref()),
+                    vendor_class: client.and_then(|c| c.vendor_class.as_deref()).filter(|_| user_agents),
+                    hostname: client.and_then(|c| c.hostname.as_deref()).filter(|_| hostnames),
+                    mac_vendor: true,
+                })
+            })
+            .collect();
+        devices
+            .chunks(MAX_STATIONS)
+            .map(|chunk| ClientDeviceReport { clients: BoundedVec::truncating(chunk.to_vec()) })
+            .collect()
     }
 
     /// 802.1X usernames and dynamic VLANs hostapd knows for `interface`.
@@ -542,6 +599,8 @@ struct Client {
     addresses: Vec<IpAddr>,
     hostname: Option<String>,
     vendor_class: Option<String>,
+    /// DHCP option 55, from the fingerprint file.
+    requested_options: Option<Vec<u8>>,
 }
 
 impl Client {

@@ -637,6 +637,10 @@ pub struct DeviceLatest {
     pub wired: Option<LatestReport>,
     /// The newest WAN report.
     pub wan: Option<LatestReport>,
+    /// The newest report of what its Wi-Fi clients' devices are (type,
+    /// model, OS, vendor, confidence). Absent from collectors before it.
+    #[serde(default)]
+    pub client_devices: Option<LatestReport>,
 }
 
 /// One stored report with its times.

@@ -120,7 +120,8 @@ fn field_is(subject: &Subject, field: Field, value: FieldRef<'_>) -> bool {
             | Category::Software
             | Category::Uptime
             | Category::Neighbours
-            | Category::Applications,
+            | Category::Applications
+            | Category::DeviceDetails,
             _,
         ) => false,
     }
@@ -150,7 +151,7 @@ fn subjects_stations(body: &RecordBody, subjects: &[Subject]) -> Vec<MacAddr> {
                         self.macs.push(entry.client_mac());
                     }
                 }
-                Entry::Roam(_) | Entry::WiredHost(_) => {}
+                Entry::Roam(_) | Entry::WiredHost(_) | Entry::ClientDevice(_) => {}
             }
         }
     }
@@ -180,7 +181,12 @@ impl VisitMut for Split<'_> {
 
     fn keep_entry(&mut self, entry: Entry<'_>) -> bool {
         let subjects = match entry {
-            Entry::Station(_) | Entry::Roam(_) => self.station_macs.contains(&entry.client_mac()),
+            // A client-device report is a record of its own, with no
+            // station to match an IP or username by: its entries are found
+            // by the subjects' MACs.
+            Entry::Station(_) | Entry::Roam(_) | Entry::ClientDevice(_) => {
+                self.station_macs.contains(&entry.client_mac())
+            }
             Entry::WiredHost(_) => entry_is(entry, self.subjects),
         };
         self.subjects_entries += usize::from(subjects);
@@ -583,5 +589,29 @@ mod tests {
         w.radios = BoundedVec::truncating(vec![Radio { bssid: Some(MAC), ..Default::default() }]);
         assert!(!concerns(&report, &Subject::Mac(MAC)));
         assert_eq!(redaction(&mut report.clone(), &[Subject::Mac(MAC)]), Redaction::Keep);
+    }
+
+    #[test]
+    fn a_client_devices_report_gives_up_only_the_subjects_entry_by_mac() {
+        use glimpse_common::record::{ClientDevice, ClientDeviceReport};
+        let bob = MacAddr([0x02, 0, 0, 0, 0, 0xb0]);
+        let device = |mac| ClientDevice { mac, os: BoundedString::truncating("iOS"), ..Default::default() };
+        let record = Record {
+            observed_at_ms: 0,
+            body: RecordBody::ClientDevices(Box::new(ClientDeviceReport {
+                clients: BoundedVec::truncating(vec![device(MAC), device(bob)]),
+            })),
+        };
+        let subject = Subject::Mac(MAC);
+        assert!(concerns(&record, &subject));
+        let view = subject_view(&record, std::slice::from_ref(&subject)).unwrap();
+        let RecordBody::ClientDevices(view) = view.body else { panic!() };
+        assert_eq!(view.clients.iter().map(|c| c.mac).collect::<Vec<_>>(), [MAC], "the export shows the subject only");
+        let mut erased = record.clone();
+        assert_eq!(redaction(&mut erased, std::slice::from_ref(&subject)), Redaction::Changed);
+        let RecordBody::ClientDevices(left) = &erased.body else { panic!() };
+        assert_eq!(left.clients.iter().map(|c| c.mac).collect::<Vec<_>>(), [bob], "bob stays");
+        let nobody = Subject::Username(BoundedString::truncating("alice"));
+        assert!(!concerns(&record, &nobody), "a client-devices entry holds no username");
     }
 }

@@ -15,6 +15,7 @@ use crate::capture::CapturedPacket;
 use crate::clock::UnixMillis;
 use crate::identity::DeviceKind;
 
+mod clients;
 mod counters;
 pub mod diagnostics;
 pub mod personal;
@@ -24,6 +25,7 @@ mod wired;
 mod wireless;
 pub mod withheld;
 
+pub use clients::{ClientDevice, ClientDeviceReport, Evidence, MAX_EVIDENCE};
 pub use counters::{counter_change, per_second, CounterChange, CounterReport, InterfaceDelta};
 pub use diagnostics::{Check, ConnectionState, Diagnostics, SpoolState};
 pub use profile::{DeviceProfile, Location};
@@ -120,6 +122,7 @@ impl Record {
             | RecordBody::Wireless(_)
             | RecordBody::Wired(_)
             | RecordBody::Wan(_)
+            | RecordBody::ClientDevices(_)
             | RecordBody::Diagnostics(_) => DataKind::Metadata,
         }
     }
@@ -152,6 +155,10 @@ pub enum RecordBody {
     /// kind rather than new fields there, which would change how every
     /// stored agent-health record decodes).
     SpoolRecovery(SpoolRecovery),
+    /// An access point's inferences about its Wi-Fi clients' devices
+    /// (type, model, OS, MAC vendor, confidence): a kind of its own beside
+    /// [`RecordBody::Wireless`], whose stations' stored layout stays.
+    ClientDevices(Box<ClientDeviceReport>),
     /// A diagnostic bundle for a support case: the agent's build, the
     /// device's model and serial number, its configuration without
     /// secrets, recent log lines, spool state, probe and tool status.

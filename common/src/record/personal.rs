@@ -34,9 +34,10 @@ use crate::capture::macs::mac_sites;
 use crate::capture::CapturedPacket;
 
 use super::{
-    AgentHealth, ApplicationSessions, Check, ConnectionState, CounterReport, DeviceMetadata, DeviceProfile,
-    Diagnostics, InterfaceDelta, InterfaceStats, LldpNeighbour, Location, MacAddr, PortVlans, Radio, RecordBody,
-    RoamEvent, SpoolRecovery, SpoolState, Station, WanReport, WiredHost, WiredReport, WirelessReport, MAX_TEXT,
+    AgentHealth, ApplicationSessions, Check, ClientDevice, ClientDeviceReport, ConnectionState, CounterReport,
+    DeviceMetadata, DeviceProfile, Diagnostics, InterfaceDelta, InterfaceStats, LldpNeighbour, Location, MacAddr,
+    PortVlans, Radio, RecordBody, RoamEvent, SpoolRecovery, SpoolState, Station, WanReport, WiredHost, WiredReport,
+    WirelessReport, MAX_TEXT,
 };
 
 /// What kind of information a visited field holds.
@@ -72,6 +73,9 @@ pub enum Category {
     Neighbours,
     /// Per-application session summaries.
     Applications,
+    /// What a client's device is: type, model, OS, the MAC's vendor, and
+    /// how sure that is.
+    DeviceDetails,
 }
 
 /// Whom a visited field is about, within its record.
@@ -154,11 +158,25 @@ pub enum Field {
     LldpNeighbours,
     /// WAN: the per-application summaries.
     Applications,
+    /// Client devices: the client's MAC address.
+    ClientDeviceMac,
+    /// Client devices: the device type.
+    ClientDeviceType,
+    /// Client devices: the model.
+    ClientDeviceModel,
+    /// Client devices: the OS.
+    ClientDeviceOs,
+    /// Client devices: the MAC's vendor.
+    ClientDeviceVendor,
+    /// Client devices: the confidence.
+    ClientDeviceConfidence,
+    /// Client devices: the signals used.
+    ClientDeviceEvidence,
 }
 
 impl Field {
     /// Every field, for listings and tests.
-    pub const ALL: [Field; 32] = [
+    pub const ALL: [Field; 39] = [
         Field::DeviceHostname,
         Field::OsName,
         Field::OsVersion,
@@ -191,6 +209,13 @@ impl Field {
         Field::HostVlan,
         Field::LldpNeighbours,
         Field::Applications,
+        Field::ClientDeviceMac,
+        Field::ClientDeviceType,
+        Field::ClientDeviceModel,
+        Field::ClientDeviceOs,
+        Field::ClientDeviceVendor,
+        Field::ClientDeviceConfidence,
+        Field::ClientDeviceEvidence,
     ];
 
     /// What kind of information the field holds.
@@ -201,7 +226,8 @@ impl Field {
             | Field::RadioBssid
             | Field::StationMac
             | Field::RoamMac
-            | Field::HostMac => Category::Mac,
+            | Field::HostMac
+            | Field::ClientDeviceMac => Category::Mac,
             Field::InterfaceAddresses | Field::StationAddresses | Field::HostAddresses => Category::Ip,
             Field::DeviceHostname | Field::StationHostname | Field::HostHostname => Category::Hostname,
             Field::StationUsername | Field::HostUsername => Category::Username,
@@ -216,6 +242,12 @@ impl Field {
             Field::Uptime => Category::Uptime,
             Field::LldpNeighbours => Category::Neighbours,
             Field::Applications => Category::Applications,
+            Field::ClientDeviceType
+            | Field::ClientDeviceModel
+            | Field::ClientDeviceOs
+            | Field::ClientDeviceVendor
+            | Field::ClientDeviceConfidence
+            | Field::ClientDeviceEvidence => Category::DeviceDetails,
         }
     }
 
@@ -247,7 +279,14 @@ impl Field {
             | Field::HostAddresses
             | Field::HostHostname
             | Field::HostUsername
-            | Field::HostVlan => Scope::Client,
+            | Field::HostVlan
+            | Field::ClientDeviceMac
+            | Field::ClientDeviceType
+            | Field::ClientDeviceModel
+            | Field::ClientDeviceOs
+            | Field::ClientDeviceVendor
+            | Field::ClientDeviceConfidence
+            | Field::ClientDeviceEvidence => Scope::Client,
             Field::DeviceLocation
             | Field::RadioBssid
             | Field::RoamingEvents
@@ -281,12 +320,19 @@ impl Field {
             Field::DeviceLocation => Some(MetadataField::Location),
             Field::LldpNeighbours => Some(MetadataField::Lldp),
             Field::Applications => Some(MetadataField::Applications),
+            Field::ClientDeviceType
+            | Field::ClientDeviceModel
+            | Field::ClientDeviceOs
+            | Field::ClientDeviceVendor
+            | Field::ClientDeviceConfidence
+            | Field::ClientDeviceEvidence => Some(MetadataField::ClientDevices),
             Field::CaptureMac
             | Field::CaptureHeaders
             | Field::RadioBssid
             | Field::StationMac
             | Field::RoamMac
-            | Field::HostMac => None,
+            | Field::HostMac
+            | Field::ClientDeviceMac => None,
         }
     }
 }
@@ -438,6 +484,8 @@ pub enum Entry<'a> {
     Roam(&'a RoamEvent),
     /// A host a switch learned.
     WiredHost(&'a WiredHost),
+    /// What an access point inferred about a client's device.
+    ClientDevice(&'a ClientDevice),
 }
 
 impl Entry<'_> {
@@ -447,6 +495,7 @@ impl Entry<'_> {
             Entry::Station(station) => station.mac,
             Entry::Roam(event) => event.mac,
             Entry::WiredHost(host) => host.mac,
+            Entry::ClientDevice(device) => device.mac,
         }
     }
 
@@ -456,6 +505,7 @@ impl Entry<'_> {
             Entry::Station(station) => visit_station(station, visitor),
             Entry::Roam(event) => visit_roam(event, visitor),
             Entry::WiredHost(host) => visit_host(host, visitor),
+            Entry::ClientDevice(device) => visit_client_device(device, visitor),
         }
     }
 }
@@ -595,6 +645,13 @@ pub fn visit(body: &RecordBody, visitor: &mut dyn Visit) {
             }
             visitor.field(Field::Applications, FieldRef::Detail(applications));
         }
+        RecordBody::ClientDevices(report) => {
+            let ClientDeviceReport { clients } = &**report;
+            for device in clients {
+                visitor.entry(Entry::ClientDevice(device));
+                visit_client_device(device, visitor);
+            }
+        }
     }
 }
 
@@ -685,6 +742,19 @@ pub fn visit_mut(body: &mut RecordBody, visitor: &mut dyn VisitMut) {
                 application_holds_no_one(application);
             }
             visitor.field(Field::Applications, FieldMut::Detail(applications));
+        }
+        RecordBody::ClientDevices(report) => {
+            let ClientDeviceReport { clients } = &mut **report;
+            for device in retained(clients, visitor, |d| Entry::ClientDevice(d)) {
+                let ClientDevice { mac, device_type, model, os, vendor, confidence, evidence } = device;
+                visitor.field(Field::ClientDeviceMac, FieldMut::Mac(mac));
+                visitor.field(Field::ClientDeviceType, FieldMut::Text(device_type));
+                visitor.field(Field::ClientDeviceModel, FieldMut::Text(model));
+                visitor.field(Field::ClientDeviceOs, FieldMut::Text(os));
+                visitor.field(Field::ClientDeviceVendor, FieldMut::Text(vendor));
+                visitor.field(Field::ClientDeviceConfidence, FieldMut::Detail(confidence));
+                visitor.field(Field::ClientDeviceEvidence, FieldMut::Detail(evidence));
+            }
         }
     }
 }
@@ -869,6 +939,17 @@ fn visit_host(host: &WiredHost, visitor: &mut dyn Visit) {
     visitor.field(Field::HostVlan, FieldRef::Detail(vlan));
 }
 
+fn visit_client_device(device: &ClientDevice, visitor: &mut dyn Visit) {
+    let ClientDevice { mac, device_type, model, os, vendor, confidence, evidence } = device;
+    visitor.field(Field::ClientDeviceMac, FieldRef::Mac(Some(*mac)));
+    visitor.field(Field::ClientDeviceType, FieldRef::Text(device_type));
+    visitor.field(Field::ClientDeviceModel, FieldRef::Text(model));
+    visitor.field(Field::ClientDeviceOs, FieldRef::Text(os));
+    visitor.field(Field::ClientDeviceVendor, FieldRef::Text(vendor));
+    visitor.field(Field::ClientDeviceConfidence, FieldRef::Detail(confidence));
+    visitor.field(Field::ClientDeviceEvidence, FieldRef::Detail(evidence));
+}
+
 /// An LLDP neighbour names network equipment (switches, access points,
 /// phones' management ports), not people: nothing in it is visited. Named
 /// here so that a field added to it is looked at.
@@ -988,10 +1069,11 @@ mod tests {
             RecordBody::Wired(_) => 5,
             RecordBody::Wan(_) => 6,
             RecordBody::SpoolRecovery(_) => 7,
-            RecordBody::Diagnostics(_) => 8,
+            RecordBody::ClientDevices(_) => 8,
+            RecordBody::Diagnostics(_) => 9,
         }
     }
-    const KINDS: usize = 9;
+    const KINDS: usize = 10;
 
     fn mac(last: u8) -> MacAddr {
         MacAddr([0x02, 0, 0, 0, 0, last])
@@ -1184,6 +1266,27 @@ mod tests {
         let wan_fields =
             vec![s(Field::DeviceLocation, "wan-site"), (Field::Applications, format!("{:?}", wan.applications))];
 
+        let client_devices = ClientDeviceReport {
+            clients: BoundedVec::truncating(vec![ClientDevice {
+                mac: mac(0x31),
+                device_type: text("device-type"),
+                model: text("device-model"),
+                os: text("device-os"),
+                vendor: text("device-vendor"),
+                confidence: 87,
+                evidence: BoundedVec::truncating(vec![crate::record::Evidence::DhcpOptions]),
+            }]),
+        };
+        let client_device_fields = vec![
+            s(Field::ClientDeviceMac, "02:00:00:00:00:31"),
+            s(Field::ClientDeviceType, "device-type"),
+            s(Field::ClientDeviceModel, "device-model"),
+            s(Field::ClientDeviceOs, "device-os"),
+            s(Field::ClientDeviceVendor, "device-vendor"),
+            s(Field::ClientDeviceConfidence, "87"),
+            s(Field::ClientDeviceEvidence, "[DhcpOptions]"),
+        ];
+
         let counters = CounterReport { interval_ms: 30_000, interfaces: BoundedVec::truncating(vec![delta()]) };
         let counter_fields = vec![(Field::InterfaceDeltas, format!("{:?}", counters.interfaces))];
 
@@ -1218,6 +1321,7 @@ mod tests {
                 }),
                 vec![],
             ),
+            (RecordBody::ClientDevices(Box::new(client_devices)), client_device_fields),
             (
                 RecordBody::Diagnostics(Box::new(Diagnostics {
                     request_id: 7,
@@ -1276,7 +1380,21 @@ mod tests {
     fn personal_categories_are_where_they_should_be() {
         let of = |category| Field::ALL.into_iter().filter(|f| f.category() == category).collect::<Vec<_>>();
         use Field::*;
-        assert_eq!(of(Category::Mac), [InterfaceMac, CaptureMac, RadioBssid, StationMac, RoamMac, HostMac]);
+        assert_eq!(
+            of(Category::Mac),
+            [InterfaceMac, CaptureMac, RadioBssid, StationMac, RoamMac, HostMac, ClientDeviceMac]
+        );
+        assert_eq!(
+            of(Category::DeviceDetails),
+            [
+                ClientDeviceType,
+                ClientDeviceModel,
+                ClientDeviceOs,
+                ClientDeviceVendor,
+                ClientDeviceConfidence,
+                ClientDeviceEvidence
+            ]
+        );
         assert_eq!(of(Category::Ip), [InterfaceAddresses, StationAddresses, HostAddresses]);
         assert_eq!(of(Category::Username), [StationUsername, HostUsername]);
         assert_eq!(of(Category::Hostname), [DeviceHostname, StationHostname, HostHostname]);
@@ -1320,6 +1438,7 @@ mod tests {
                 | RecordBody::Counters(_)
                 | RecordBody::Wan(_)
                 | RecordBody::Diagnostics(_) => {}
+                RecordBody::ClientDevices(report) => assert!(report.clients.is_empty()),
             }
         }
     }
@@ -1338,7 +1457,8 @@ mod tests {
             "80a0abfef96205046e616d65067365726965730a77697265642d73697465000000010000000000404a400001046c616e3101010101010001020000000021046c616e310115010120010db800000000000000000000002109686f73742d686f737409686f73742d7573657201046c616e311130323a30303a30303a30303a30303a3939000000000000000000",
             "80a0abfef96206046e616d65067365726965730877616e2d73697465000000010000000000404a4000010377616e0102030105687474707306000000050000000000",
             "80a0abfef9620701012000",
-            "80a0abfef962080705302e322e3000000a646961672d6d6f64656c0b646961672d73657269616c0b5b6964656e746974795d0a0000000000000001026977010c2f7573722f7362696e2f6977",
+            "80a0abfef96208010200000000310b6465766963652d747970650c6465766963652d6d6f64656c096465766963652d6f730d6465766963652d76656e646f72570100",
+            "80a0abfef962090705302e322e3000000a646961672d6d6f64656c0b646961672d73657269616c0b5b6964656e746974795d0a0000000000000001026977010c2f7573722f7362696e2f6977",
         ];
         for ((body, _), stored) in samples().into_iter().zip(STORED) {
             let record = crate::record::Record { observed_at_ms: 1_700_000_000_000, body };

@@ -51,11 +51,15 @@ pub enum MetadataField {
     Lldp,
     /// Per-application session summaries (totals stay).
     Applications,
+    /// What the access point infers about its clients' devices: type,
+    /// model, OS, the MAC's vendor and the confidence (the
+    /// `client-devices` records).
+    ClientDevices,
 }
 
 impl MetadataField {
     /// Every field.
-    pub const ALL: [MetadataField; 19] = [
+    pub const ALL: [MetadataField; 20] = [
         MetadataField::Hostname,
         MetadataField::Os,
         MetadataField::Model,
@@ -75,6 +79,7 @@ impl MetadataField {
         MetadataField::Vlans,
         MetadataField::Lldp,
         MetadataField::Applications,
+        MetadataField::ClientDevices,
     ];
 
     /// The name admins type.
@@ -99,9 +104,25 @@ impl MetadataField {
             MetadataField::Vlans => "vlans",
             MetadataField::Lldp => "lldp",
             MetadataField::Applications => "applications",
+            MetadataField::ClientDevices => "client-devices",
+        }
+    }
+
+    /// The first agent release (major, minor, patch) that can decode this
+    /// field in a data policy. Postcard cannot skip an enum variant it does
+    /// not know, so the collector leaves a newer field out of the policy it
+    /// sends an older agent (which does not collect it anyway) and clears
+    /// it on arrival as always.
+    pub fn first_agent_release(self) -> (u64, u64, u64) {
+        match self {
+            MetadataField::ClientDevices => CLIENT_DEVICES_SINCE,
+            _ => (0, 0, 0),
         }
     }
 }
+
+/// The first agent release that knows [`MetadataField::ClientDevices`].
+pub const CLIENT_DEVICES_SINCE: (u64, u64, u64) = (0, 3, 0);
 
 impl fmt::Display for MetadataField {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -204,7 +204,12 @@ impl ControlMessage {
 /// `major.minor.patch` (a pre-release suffix is ignored) is taken to be
 /// older than any release, so it gets only the messages every agent knows.
 pub fn agent_decodes(agent_version: &str, message: &ControlMessage) -> bool {
-    let needed = message.first_agent_release();
+    agent_is_at_least(agent_version, message.first_agent_release())
+}
+
+/// Whether an agent whose Hello named `agent_version` is release `needed`
+/// or later, read as [`agent_decodes`] reads it (`(0, 0, 0)`: any agent).
+pub fn agent_is_at_least(agent_version: &str, needed: (u64, u64, u64)) -> bool {
     if needed == (0, 0, 0) {
         return true;
     }

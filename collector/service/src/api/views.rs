@@ -263,6 +263,7 @@ struct Newest {
     wireless: Option<LatestReport>,
     wired: Option<LatestReport>,
     wan: Option<LatestReport>,
+    client_devices: Option<LatestReport>,
 }
 
 impl Newest {
@@ -271,6 +272,7 @@ impl Newest {
             RecordBody::Wireless(_) => &mut self.wireless,
             RecordBody::Wired(_) => &mut self.wired,
             RecordBody::Wan(_) => &mut self.wan,
+            RecordBody::ClientDevices(_) => &mut self.client_devices,
             _ => return,
         };
         // The tagged body, as the JSON-lines export writes it; take the inner report.
@@ -326,11 +328,16 @@ pub async fn device_latest(
                 break;
             }
         }
-        let found: Vec<&str> = [("wireless", &newest.wireless), ("wired", &newest.wired), ("wan", &newest.wan)]
-            .iter()
-            .filter(|(_, r)| r.is_some())
-            .map(|(n, _)| *n)
-            .collect();
+        let found: Vec<&str> = [
+            ("wireless", &newest.wireless),
+            ("wired", &newest.wired),
+            ("wan", &newest.wan),
+            ("client-devices", &newest.client_devices),
+        ]
+        .iter()
+        .filter(|(_, r)| r.is_some())
+        .map(|(n, _)| *n)
+        .collect();
         context.audit(
             &actor.audit_name(),
             "devices.latest",
@@ -344,6 +351,7 @@ pub async fn device_latest(
             wireless: newest.wireless,
             wired: newest.wired,
             wan: newest.wan,
+            client_devices: newest.client_devices,
         }))
     })
     .await

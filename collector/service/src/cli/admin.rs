@@ -68,8 +68,8 @@ pub(super) enum AdminCommand {
         /// model, kernel, uptime, interface-macs, interface-addresses,
         /// interface-counters, location. Its clients: client-addresses,
         /// client-hostnames, usernames, user-agents, client-signal,
-        /// client-counters, roaming. Switches: vlans, lldp. Gateways:
-        /// applications. Empty collects everything.
+        /// client-counters, roaming, client-devices. Switches: vlans, lldp.
+        /// Gateways: applications. Empty collects everything.
         #[arg(long, value_delimiter = ',', default_value = "")]
         omit: Vec<String>,
         /// Store MAC addresses (metadata and captured headers) as keyed

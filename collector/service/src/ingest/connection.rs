@@ -108,7 +108,9 @@ fn minimise(
 /// random source does.
 fn unlink_stations(records: &mut [glimpse_common::record::Record]) -> Result<(), ring::error::Unspecified> {
     let random = ring::rand::SystemRandom::new();
-    for record in records.iter_mut().filter(|r| matches!(r.body, RecordBody::Wireless(_))) {
+    for record in
+        records.iter_mut().filter(|r| matches!(r.body, RecordBody::Wireless(_) | RecordBody::ClientDevices(_)))
+    {
         let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &random)?;
         glimpse_common::minimise::unlink_stations(&mut record.body, &key);
     }
@@ -142,7 +144,16 @@ fn directive_messages(
         messages.push(ControlMessage::Consent { capture: now.capture_consent });
     }
     if before.is_none_or(|b| b.omit != now.omit) {
-        messages.push(ControlMessage::DataPolicy { omit: BoundedVec::truncating(now.omit.clone()) });
+        // A field newer than the agent would make the whole message
+        // undecodable to it; it does not collect that field anyway, and
+        // what arrives is trimmed here regardless.
+        let omit = now
+            .omit
+            .iter()
+            .copied()
+            .filter(|field| glimpse_common::wire::agent_is_at_least(agent_version, field.first_agent_release()))
+            .collect();
+        messages.push(ControlMessage::DataPolicy { omit: BoundedVec::truncating(omit) });
     }
     // A device that was never told anything sends real MACs already, so
     // "keep sending them" is not worth a message.
@@ -985,6 +996,24 @@ mod tests {
         );
         let pseudonymising = directive_messages(None, &directives(true), OLD, key);
         assert_eq!(pseudonymising.last(), Some(&ControlMessage::MacPseudonyms { key: key() }));
+    }
+
+    #[test]
+    fn an_older_agent_hears_only_the_policy_fields_it_can_decode() {
+        let mut now = directives(false);
+        now.omit = vec![MetadataField::Usernames, MetadataField::ClientDevices];
+        let policy = |version| {
+            directive_messages(None, &now, version, || panic!("no key needed"))
+                .into_iter()
+                .find_map(|m| match m {
+                    ControlMessage::DataPolicy { omit } => Some(omit.to_vec()),
+                    _ => None,
+                })
+                .expect("a data policy")
+        };
+        assert_eq!(policy(OLD), vec![MetadataField::Usernames], "0.1 cannot decode client-devices");
+        assert_eq!(policy("0.2.0"), vec![MetadataField::Usernames], "released before client-devices");
+        assert_eq!(policy(env!("CARGO_PKG_VERSION")), now.omit);
     }
 
     #[test]
