@@ -68,6 +68,18 @@ async fn csrf_token(browser: &Browser) -> String {
     session.json()["csrf"].as_str().expect("a CSRF token").to_owned()
 }
 
+/// `org`'s admin grants support staff and operators every kind of its
+/// data for an hour (audited like a grant from the console).
+fn grant_everything(tc: &TestCollector, org: &str) {
+    use glimpse_common::identity::{AdminIdentity, AdminName, OrgId};
+    use glimpse_common::wire::admin::{AdminAction, AdminReply, GrantKind, GrantScope};
+    let org = OrgId::new(org).unwrap();
+    let admin = AdminIdentity::new(AdminName::new("ada").unwrap(), AdminRole::OrgAdmin, Some(org.clone())).unwrap();
+    let scope = GrantScope::new(GrantKind::ALL, []).unwrap();
+    let reply = tc.collector.admin_context().act(&admin, AdminAction::GrantSupport { org, hours: 1, scope });
+    assert!(matches!(reply, AdminReply::SupportGranted { .. }), "{reply:?}");
+}
+
 /// A connected agent streaming for a device issued before the collector started.
 async fn streaming_agent(tc: &TestCollector, device: &Device) -> glimpse_agent::AgentHandle {
     let agent = start_agent(tc.addr(), device);
@@ -585,6 +597,10 @@ async fn operators_see_every_organisation_the_device_charts_and_the_data_rights_
     assert!(certs.contains("collector"), "{certs}");
     assert!(!browser.text("#ingest-rate").await.is_empty());
     browser.screenshot_for_docs("operator").await;
+
+    // The device page and data rights read the organisation's data: an
+    // operator sees them only under its grant, given here by its admin.
+    grant_everything(&tc, &org);
 
     // The device page: rate charts drawn from the interval counters.
     open(&browser, "#/devices").await;

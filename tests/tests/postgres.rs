@@ -147,7 +147,7 @@ fn two_collectors_on_one_database_keep_both_changes_and_one_audit_chain() {
     let org = glimpse_common::identity::OrgId::new("acme").unwrap();
     std::thread::scope(|s| {
         s.spawn(|| policies_a.set_consent(&org, true, 1_000).unwrap());
-        s.spawn(|| policies_b.grant_support(&org, 4, 1_000).unwrap());
+        s.spawn(|| policies_b.grant_support(&org, 4, &Default::default(), 1_000).unwrap());
     });
     let both = glimpse_store::control::Policies::open(Arc::clone(&a)).unwrap().get(&org);
     assert!(both.capture_consent && both.support_until_ms.is_some(), "{both:?}");

@@ -21,10 +21,22 @@ export async function supportPage(main) {
   const tick = () => {
     const left = org.support_until_ms ? org.support_until_ms - (Date.now() + skew) : 0;
     if (left <= 0) { countdown.textContent = "No support grant is active."; return; }
-    countdown.textContent = `Support may read this organisation's data for ${duration(left)} more (until ${when(org.support_until_ms)}).`;
+    const scope = (org.support_kinds || []).join(", ") + ((org.support_devices || []).length ? ` on devices ${org.support_devices.join(", ")}` : " on all devices");
+    countdown.textContent = `Support may read this organisation's data for ${duration(left)} more (until ${when(org.support_until_ms)}): ${scope}.`;
   };
   const hours = el("input", { id: "grant-hours", type: "number", min: "1", max: "720", value: "4" });
-  const form = el("form", { id: "grant-form", class: "inline" }, el("label", {}, "Grant for ", hours, " hours "), el("button", { type: "submit", id: "grant-submit" }, "Grant"));
+  // What the grant includes: devices and status always; captures only
+  // when ticked (the default of a grant is devices, metadata, exports).
+  const kind = (name, label, checked) => {
+    const box = el("input", { type: "checkbox", id: `grant-kind-${name}`, value: name });
+    box.checked = checked;
+    return [box, el("label", { for: `grant-kind-${name}` }, ` ${label} `)];
+  };
+  const kinds = [kind("metadata", "metadata", true), kind("captures", "captures", false), kind("exports", "subject exports", true)];
+  const devices = el("input", { id: "grant-devices", type: "text", placeholder: "all devices", size: "24" });
+  const form = el("form", { id: "grant-form", class: "inline" }, el("label", {}, "Grant for ", hours, " hours "),
+    el("span", {}, "devices and status, ", ...kinds.flat()),
+    el("label", {}, " on devices ", devices, " "), el("button", { type: "submit", id: "grant-submit" }, "Grant"));
   const revoke = el("button", { id: "grant-revoke", type: "button" }, "Revoke");
   const history = el("div", { id: "grant-history" });
   main.append(countdown, form, el("p", {}, revoke), el("h2", {}, "Grants and what support did"), history);
@@ -33,6 +45,8 @@ export async function supportPage(main) {
     const activity = await call("GET", `${base}/support/activity`).catch(fail(box));
     if (!activity) return;
     skew = activity.now_ms - Date.now();
+    const now = await call("GET", base).catch(fail(box));
+    if (now) Object.assign(org, now);
     const current = activity.grants.find((g) => g.active);
     org.support_until_ms = current ? current.until_ms : null;
     tick();
@@ -55,7 +69,10 @@ export async function supportPage(main) {
   };
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    try { await call("POST", `${base}/support`, { hours: Number(hours.value) }); box.textContent = ""; } catch (e) { box.textContent = e.message; }
+    const chosen = ["devices", ...kinds.map(([c]) => c).filter((c) => c.checked).map((c) => c.value)];
+    const only = devices.value.split(",").map((d) => d.trim()).filter((d) => d);
+    const body = { hours: Number(hours.value), kinds: chosen, devices: only };
+    try { await call("POST", `${base}/support`, body); box.textContent = ""; } catch (e) { box.textContent = e.message; }
     await refresh();
   });
   revoke.addEventListener("click", async () => {
