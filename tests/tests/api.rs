@@ -508,6 +508,14 @@ async fn the_cli_creates_lists_uses_and_revokes_tokens() {
     let (ok, out, err) =
         cli(by_token(&["admin", "consent", "--org", "cliorg", "--capture", "on"]), Some(token.clone())).await;
     assert!(!ok && format!("{out}{err}").contains("read-only"), "{out}{err}");
+    // A support grant of some kinds on some devices, from the command line.
+    let grant = ["admin", "support", "grant", "--org", "cliorg", "--hours", "2", "--kinds", "captures,metadata"];
+    let (ok, out, err) = cli(with_cert(&[&grant[..], &["--devices", "ap-2,ap-1"]].concat()), None).await;
+    assert!(ok && out.contains("support may read until"), "{out}{err}");
+    let policy = tc.collector.store().policies().get(&glimpse_common::identity::OrgId::new("cliorg").unwrap());
+    assert_eq!(policy.support_scope.to_string(), "devices, metadata, captures on devices ap-1, ap-2");
+    let (ok, out, err) = cli(with_cert(&[&grant[..8], &["everything"]].concat()), None).await;
+    assert!(!ok && err.contains("use devices, metadata, captures or exports"), "{out}{err}");
     let id = token.split('_').nth(1).unwrap().to_owned();
     let (ok, list, err) = cli(with_cert(&["admin", "token", "list"]), None).await;
     assert!(ok && list.contains(&id) && list.contains("active") && !list.contains(&token), "{list}{err}");
