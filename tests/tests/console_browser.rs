@@ -310,6 +310,21 @@ async fn support_is_refused_without_a_grant_and_allowed_with_one() {
     assert!(refused.contains("console:sam") && refused.contains("only under a grant"), "{refused}");
     admin.screenshot_for_docs("support-history").await;
 
+    // A grant of captures only, on this one device, chosen on the form:
+    // the countdown says what it includes, and metadata is refused.
+    let id = device.identity.device.as_str();
+    admin.click("#grant-kind-metadata").await;
+    admin.click("#grant-kind-exports").await;
+    admin.click("#grant-kind-captures").await;
+    admin.type_into("#grant-devices", id).await;
+    admin.click("#grant-submit").await;
+    admin.wait_for_text("#grant-countdown", &format!("devices, captures on devices {id}")).await;
+    let latest = support.fetch("GET", &format!("/api/v1/orgs/{org}/devices/{id}/latest"), json!({}), None).await;
+    assert_eq!(latest.status, 403, "{}", latest.text);
+    assert!(latest.text.contains("does not include metadata"), "{}", latest.text);
+    let history = admin.wait_for_text("#grant-history", &format!("Includes devices, captures on devices {id}")).await;
+    assert!(history.contains("Includes devices, metadata, exports on all devices"), "the first grant's: {history}");
+
     support.finish(&origin).await;
     admin.finish(&origin).await;
     agent.shutdown().await;

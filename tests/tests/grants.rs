@@ -173,6 +173,8 @@ async fn support_captures_only_under_a_grant_that_includes_captures_and_with_con
     assert_eq!(status, StatusCode::OK);
     let grants = activity["grants"].as_array().unwrap();
     assert_eq!(grants.len(), 2, "{activity}");
+    assert_eq!(grants[0]["scope"], "devices, captures on all devices", "{activity}");
+    assert_eq!(grants[1]["scope"], "devices, metadata, exports on all devices", "{activity}");
     let filed: Vec<&str> =
         grants[0]["actions"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     for step in ["capture.start", "capture.status", "capture.packets", "devices.latest", "consent.set"] {

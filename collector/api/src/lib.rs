@@ -568,6 +568,11 @@ pub struct SupportGrantActivity {
     pub granted_by: String,
     /// How many hours it was granted for.
     pub hours: u32,
+    /// What it included, as its audit entry says (`devices, metadata,
+    /// exports on all devices`); absent for a grant given before grants
+    /// had a scope, which included devices, metadata and exports.
+    #[serde(default)]
+    pub scope: Option<String>,
     /// When it runs out, or ran out (Unix ms).
     pub until_ms: i64,
     /// When it was ended early: revoked, or replaced by a newer grant.

@@ -55,6 +55,7 @@ export async function supportPage(main) {
       const rows = g.actions.map((e) => [String(e.seq), when(e.at_ms), e.actor, e.action, e.refused ? "refused" : "done", e.detail]);
       return el("section", { class: "grant", id: `grant-${g.granted_seq}` },
         el("h3", {}, `${g.hours} h granted ${when(g.granted_at_ms)} by ${g.granted_by}${g.active ? " (active)" : ""}`),
+        el("p", { class: "grant-scope" }, `Includes ${g.scope || "devices, metadata, exports on all devices"}.`),
         el("p", { class: "muted" }, end),
         rows.length ? table(`grant-actions-${g.granted_seq}`, ["#", "When", "Who", "What", "Outcome", "Detail"], rows) : el("p", {}, "Support did nothing under this grant."),
         g.more_actions ? el("p", { class: "muted" }, `${g.more_actions} more actions; see the audit log.`) : "");

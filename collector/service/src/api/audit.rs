@@ -144,6 +144,15 @@ fn granted_hours(detail: &str) -> Option<u32> {
     detail.split_once(' ').and_then(|(n, rest)| rest.starts_with("hours").then(|| n.parse().ok()).flatten())
 }
 
+/// The scope from a `support.grant` entry's detail (`"4 hours, until
+/// <time>, devices, metadata on all devices"`); `None` for an entry written
+/// before grants had a scope.
+fn granted_scope(detail: &str) -> Option<String> {
+    let (_, rest) = detail.split_once(", until ")?;
+    let (_, scope) = rest.split_once(", ")?;
+    Some(scope.to_owned())
+}
+
 /// Folds an organisation's audit entries, oldest first, into its grants
 /// and what support did under them. Pure, so it is tested without a log.
 #[derive(Debug, Default)]
@@ -168,6 +177,7 @@ impl GrantFolder {
                     granted_at_ms: e.at_ms,
                     granted_by: e.actor,
                     hours,
+                    scope: granted_scope(&e.detail),
                     until_ms: e.at_ms.saturating_add(i64::from(hours) * 3_600_000),
                     ended_at_ms: None,
                     ended_by: None,
@@ -324,5 +334,10 @@ mod tests {
         assert!(is_support("admin:sam (support of acme)") && !is_support(ADMIN));
         assert_eq!(granted_hours("12 hours, until 2026"), Some(12));
         assert_eq!(granted_hours("garbage"), None);
+        assert_eq!(
+            granted_scope("2 hours, until 2026-12-07T10:00:00Z, devices, captures on devices ap-1").as_deref(),
+            Some("devices, captures on devices ap-1")
+        );
+        assert_eq!(granted_scope("4 hours, until 2026-12-07T10:00:00Z"), None, "a grant from before scopes");
     }
 }
