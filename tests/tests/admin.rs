@@ -11,7 +11,7 @@ use glimpse_common::capture::CapturedPacket;
 use glimpse_common::clock::{Clock, ManualClock, SystemClock};
 use glimpse_common::identity::{AdminRole, OrgId};
 use glimpse_common::record::{DataKind, MacAddr, Record, RecordBody};
-use glimpse_common::wire::admin::{AdminAction, AdminReply, AuditRecord, Subject, MAX_AUDIT_PAGE};
+use glimpse_common::wire::admin::{AdminAction, AdminReply, AuditRecord, GrantScope, Subject, MAX_AUDIT_PAGE};
 use glimpse_common::wire::{Batch, CaptureOutcome};
 use glimpse_tests::traffic::{contains, MARKER};
 use glimpse_tests::*;
@@ -180,13 +180,14 @@ async fn support_reads_only_inside_an_active_grant() {
     // Before any grant.
     assert!(refused(&ask(&support, read()).await).contains("grant"));
     // Support cannot grant itself access.
-    assert!(
-        refused(&ask(&support, AdminAction::GrantSupport { org: org.clone(), hours: 2 }).await).contains("read-only")
-    );
+    assert!(refused(
+        &ask(&support, AdminAction::GrantSupport { org: org.clone(), hours: 2, scope: GrantScope::default() }).await
+    )
+    .contains("read-only"));
 
     // During a 2-hour grant: reads succeed, writes never do.
     let AdminReply::SupportGranted { until_ms } =
-        ask(&admin, AdminAction::GrantSupport { org: org.clone(), hours: 2 }).await
+        ask(&admin, AdminAction::GrantSupport { org: org.clone(), hours: 2, scope: GrantScope::default() }).await
     else {
         panic!("grant refused")
     };
@@ -211,7 +212,7 @@ async fn support_reads_only_inside_an_active_grant() {
 
     // A new grant, revoked early.
     assert!(matches!(
-        ask(&admin, AdminAction::GrantSupport { org: org.clone(), hours: 1 }).await,
+        ask(&admin, AdminAction::GrantSupport { org: org.clone(), hours: 1, scope: GrantScope::default() }).await,
         AdminReply::SupportGranted { .. }
     ));
     assert!(matches!(ask(&support, read()).await, AdminReply::OrgStatus { .. }));
@@ -222,7 +223,10 @@ async fn support_reads_only_inside_an_active_grant() {
     assert!(refused(&ask(&support, read()).await).contains("grant"));
 
     // Grants are bounded.
-    assert!(refused(&ask(&admin, AdminAction::GrantSupport { org: org.clone(), hours: 721 }).await).contains("720"));
+    assert!(refused(
+        &ask(&admin, AdminAction::GrantSupport { org: org.clone(), hours: 721, scope: GrantScope::default() }).await
+    )
+    .contains("720"));
 
     // The audit log tells the story, refusals included.
     let audit = audit_of(&operator, &org).await;
@@ -247,7 +251,7 @@ async fn org_admins_stay_in_their_organisation_and_foreign_admins_are_refused() 
 
     for action in [
         AdminAction::SetConsent { org: globex.clone(), capture: true },
-        AdminAction::GrantSupport { org: globex.clone(), hours: 1 },
+        AdminAction::GrantSupport { org: globex.clone(), hours: 1, scope: GrantScope::default() },
         AdminAction::OrgStatus { org: globex.clone() },
         AdminAction::ShowAudit { org: Some(globex.clone()), after_seq: 0 },
         AdminAction::ShowAudit { org: None, after_seq: 0 },
@@ -287,7 +291,7 @@ async fn a_tampered_audit_log_is_detected() {
     let support = issue_admin(&tc, AdminRole::Support, Some(org.as_str()));
     assert!(matches!(ask(&support, AdminAction::OrgStatus { org: org.clone() }).await, AdminReply::Refused(_)));
     ask(&admin, AdminAction::SetConsent { org: org.clone(), capture: true }).await;
-    ask(&admin, AdminAction::GrantSupport { org: org.clone(), hours: 4 }).await;
+    ask(&admin, AdminAction::GrantSupport { org: org.clone(), hours: 4, scope: GrantScope::default() }).await;
     ask(&admin, AdminAction::SetConsent { org: org.clone(), capture: false }).await;
     let AdminReply::AuditVerified { entries } = ask(&operator, AdminAction::VerifyAudit).await else {
         panic!("an untouched log verifies")

@@ -129,7 +129,7 @@ async fn data_endpoints_show_what_agents_stream() {
     if require_libpcap() {
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = udp.local_addr().unwrap().port();
-        let started: Value = operator
+        let started: Value = admin
             .send(
                 Method::POST,
                 &format!("/api/v1/orgs/{ORG}/captures"),
@@ -143,7 +143,7 @@ async fn data_endpoints_show_what_agents_stream() {
         let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
-            if get(&operator, &status_path).await["state"] == "finished" {
+            if get(&admin, &status_path).await["state"] == "finished" {
                 break;
             }
             assert!(tokio::time::Instant::now() < deadline, "the capture did not finish");

@@ -8,7 +8,7 @@ use std::path::Path;
 use glimpse_admin_client::{admin_request, AdminCredentials, ApiClient};
 use glimpse_common::identity::{AdminRole, OrgId};
 use glimpse_common::record::{DataKind, Diagnostics, RecordBody};
-use glimpse_common::wire::admin::{AdminAction, AdminReply, AuditRecord, MAX_AUDIT_PAGE};
+use glimpse_common::wire::admin::{AdminAction, AdminReply, AuditRecord, GrantScope, MAX_AUDIT_PAGE};
 use glimpse_tests::*;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_agent-under-test");
@@ -143,7 +143,7 @@ async fn a_bundle_asked_for_through_the_api_comes_from_the_running_agent_and_sup
 
     // Under a grant, support asks; the running agent answers.
     assert!(matches!(
-        ask(&admin, AdminAction::GrantSupport { org: org.clone(), hours: 1 }).await,
+        ask(&admin, AdminAction::GrantSupport { org: org.clone(), hours: 1, scope: GrantScope::default() }).await,
         AdminReply::SupportGranted { .. }
     ));
     let AdminReply::DiagnosticsRequested { id } = ask(&support, request()).await else { panic!("not requested") };

@@ -272,10 +272,14 @@ pub async fn perform(client: &ApiClient, action: AdminAction) -> Result<AdminRep
             let set: ConsentSet = client.send(Method::PUT, &path, Some(&ConsentRequest { capture })).await?;
             AdminReply::ConsentSet { capture: set.capture, changed: set.changed, devices_told: set.devices_told }
         }
-        AdminAction::GrantSupport { org, hours } => {
+        AdminAction::GrantSupport { org, hours, scope } => {
             let path = format!("{PREFIX}/orgs/{}/support", o(&org));
-            let granted: SupportGranted =
-                client.send(Method::POST, &path, Some(&SupportGrantRequest { hours })).await?;
+            let request = SupportGrantRequest {
+                hours,
+                kinds: Some(scope.kinds().iter().map(|k| k.as_str().to_owned()).collect()),
+                devices: scope.devices().iter().map(|d| d.as_str().to_owned()).collect(),
+            };
+            let granted: SupportGranted = client.send(Method::POST, &path, Some(&request)).await?;
             AdminReply::SupportGranted { until_ms: granted.until_ms }
         }
         AdminAction::RevokeSupport { org } => {

@@ -63,6 +63,14 @@ pub struct OrgStatus {
     pub capture_consent: bool,
     /// When the active support grant ends (Unix ms), if one is active.
     pub support_until_ms: Option<i64>,
+    /// What the active support grant includes (`devices`, `metadata`,
+    /// `captures`, `exports`); empty when none is active.
+    #[serde(default)]
+    pub support_kinds: Vec<String>,
+    /// The devices the active support grant is limited to; empty when it
+    /// covers every device (or none is active).
+    #[serde(default)]
+    pub support_devices: Vec<String>,
     /// Metadata fields its devices do not collect.
     pub omitted_fields: Vec<String>,
     /// Whether MAC addresses are stored as keyed pseudonyms.
@@ -109,12 +117,23 @@ pub struct ConsentSet {
     pub devices_told: u32,
 }
 
-/// Let support staff read the organisation's data for a while.
+/// Let support staff (and operators) see the organisation's data for a
+/// while: some kinds of it, on all or some devices.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SupportGrantRequest {
     /// How long, in hours (1 to 720).
     pub hours: u32,
+    /// What the grant includes: `devices` (devices and status, always
+    /// included), `metadata`, `captures` (requesting and reading captures,
+    /// with the organisation's capture consent), `exports` (data-subject
+    /// exports). Absent: devices, metadata and exports, what a grant meant
+    /// before grants had a scope; captures only when named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kinds: Option<Vec<String>>,
+    /// Only these devices (at most 256); absent or empty: every device.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
 }
 
 /// A support grant in force.
@@ -549,6 +568,11 @@ pub struct SupportGrantActivity {
     pub granted_by: String,
     /// How many hours it was granted for.
     pub hours: u32,
+    /// What it included, as its audit entry says (`devices, metadata,
+    /// exports on all devices`); absent for a grant given before grants
+    /// had a scope, which included devices, metadata and exports.
+    #[serde(default)]
+    pub scope: Option<String>,
     /// When it runs out, or ran out (Unix ms).
     pub until_ms: i64,
     /// When it was ended early: revoked, or replaced by a newer grant.

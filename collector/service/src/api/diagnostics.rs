@@ -19,6 +19,10 @@ use super::problem::ApiError;
 use super::routes::{act, blocking, org, unexpected, PathArgs};
 use super::ApiState;
 use crate::admin::Access;
+use glimpse_common::wire::admin::GrantKind;
+
+/// A bundle is the device's state: part of every support grant.
+const DEVICES: Access = Access::Read(GrantKind::Devices);
 
 /// Most bundles one answer lists.
 pub const MAX_LISTED_BUNDLES: usize = 10;
@@ -37,7 +41,8 @@ fn device_id(value: &str) -> Result<DeviceId, ApiError> {
 /// serial number, configuration without secrets, recent log lines, spool
 /// state, and which probes and tools work. The device gathers it (running
 /// its probes once) and sends it as a record; read it with `GET` on the
-/// same path. Support staff may ask under an active grant. Refused (409)
+/// same path. Support staff and operators may ask under the organisation's
+/// grant (devices are part of every one). Refused (409)
 /// when the device is not connected or its agent is older than 0.3.0.
 #[utoipa::path(post, path = "/api/v1/orgs/{org}/devices/{device}/diagnostics", tag = "devices",
     params(("org" = String, Path, description = "The organisation"), ("device" = String, Path, description = "The device")),
@@ -73,7 +78,7 @@ pub async fn list_diagnostics(
     let device = device_id(&device_name)?;
     blocking(move || {
         let context = &state.context;
-        context.permit(&actor, "diagnostics.read", Some(&org), Access::Read, false)?;
+        context.permit_device(&actor, "diagnostics.read", Some(&org), Some(&device), DEVICES, false)?;
         let now = state.now_ms();
         let mut found: Vec<(i64, serde_json::Value)> = Vec::new();
         // The newest day first: a bundle is usually read right after it

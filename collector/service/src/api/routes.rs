@@ -13,7 +13,7 @@ use glimpse_api::*;
 use glimpse_common::bounded::{BoundedString, BoundedVec};
 use glimpse_common::identity::{AdminName, AdminRole, DeviceId, OrgId};
 use glimpse_common::record::DataKind;
-use glimpse_common::wire::admin::{AdminAction, AdminReply, Subject};
+use glimpse_common::wire::admin::{AdminAction, AdminReply, GrantKind, GrantScope, Subject, MAX_GRANT_DEVICES};
 use glimpse_common::wire::CaptureOutcome;
 
 use super::auth::{Authenticated, JsonBody};
@@ -126,10 +126,20 @@ pub async fn org_status(
                 DataKind::ALL.iter().map(|k| (k.to_string(), store.retention().choice_max(&id, *k))).collect();
             let (store, org_id) = (state.context.store.clone(), id.clone());
             let consent = blocking(move || Ok(super::views::consent_change(&store, &org_id))).await?;
+            let policy = state.context.store.policies().get(&id);
+            let (support_kinds, support_devices) = match support_until_ms {
+                Some(_) => (
+                    policy.support_scope.kinds().iter().map(|k| k.as_str().to_owned()).collect(),
+                    policy.support_scope.devices().iter().map(|d| d.as_str().to_owned()).collect(),
+                ),
+                None => (Vec::new(), Vec::new()),
+            };
             Ok(Json(OrgStatus {
                 org: name,
                 capture_consent,
                 support_until_ms,
+                support_kinds,
+                support_devices,
                 omitted_fields: omitted_fields.iter().map(|f| f.as_str().to_owned()).collect(),
                 pseudonymise_macs,
                 location_history: state.context.store.policies().get(&id).location_history,
@@ -185,7 +195,32 @@ pub async fn set_consent(
     }
 }
 
-/// Let support staff read the organisation's data for some hours.
+/// A grant's scope from the request: the default when no kinds are named;
+/// an unknown kind or device name is refused, never ignored.
+pub(crate) fn grant_scope(kinds: Option<&[String]>, devices: &[String]) -> Result<GrantScope, ApiError> {
+    if devices.len() > MAX_GRANT_DEVICES {
+        return Err(ApiError::bad_request(format!("devices: at most {MAX_GRANT_DEVICES}")));
+    }
+    let devices = devices.iter().map(|d| device(d)).collect::<Result<Vec<_>, _>>()?;
+    let kinds = match kinds {
+        None => GrantScope::default().kinds().to_vec(),
+        Some(names) if names.len() > GrantKind::ALL.len() * 4 => {
+            return Err(ApiError::bad_request("kinds: too many"));
+        }
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                GrantKind::parse(n).ok_or_else(|| {
+                    ApiError::bad_request(format!("kind {n:?}: use devices, metadata, captures or exports"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    GrantScope::new(kinds, devices).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// Let support staff (and operators) see the organisation's data for some
+/// hours: the kinds and devices the request names.
 #[utoipa::path(post, path = "/api/v1/orgs/{org}/support", tag = "organisations",
     params(("org" = String, Path, description = "The organisation")),
     request_body = SupportGrantRequest,
@@ -196,7 +231,8 @@ pub async fn grant_support(
     PathArgs(name): PathArgs<String>,
     JsonBody(body): JsonBody<SupportGrantRequest>,
 ) -> Result<Json<SupportGranted>, ApiError> {
-    match act(&state, actor, AdminAction::GrantSupport { org: org(&name)?, hours: body.hours }).await? {
+    let scope = grant_scope(body.kinds.as_deref(), &body.devices)?;
+    match act(&state, actor, AdminAction::GrantSupport { org: org(&name)?, hours: body.hours, scope }).await? {
         AdminReply::SupportGranted { until_ms } => Ok(Json(SupportGranted { until_ms })),
         other => Err(unexpected(other)),
     }
@@ -374,14 +410,17 @@ pub async fn list_captures(
     let id = org(&name)?;
     let context = state.context.clone();
     let check = id.clone();
-    tokio::task::spawn_blocking(move || context.permit(&actor, "capture.list", Some(&check), Access::Read, false))
-        .await
-        .map_err(|_| ApiError::internal("authorisation failed unexpectedly"))??;
+    let access = Access::Read(GrantKind::Captures);
+    let permit =
+        tokio::task::spawn_blocking(move || context.permit(&actor, "capture.list", Some(&check), access, false))
+            .await
+            .map_err(|_| ApiError::internal("authorisation failed unexpectedly"))??;
     let captures = state
         .context
         .directory
         .captures_of(&id)
         .into_iter()
+        .filter(|(device, _, _)| permit.covers(device))
         .map(|(device, capture, outcome)| capture_status(device.as_str().to_owned(), capture, outcome))
         .collect();
     Ok(Json(CaptureList { captures }))

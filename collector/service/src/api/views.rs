@@ -34,6 +34,13 @@ use super::problem::ApiError;
 use super::routes::{blocking, org, PathArgs};
 use super::ApiState;
 use crate::admin::Access;
+use glimpse_common::wire::admin::GrantKind;
+
+/// The device views read stored metadata; under a grant, that kind.
+const METADATA: Access = Access::Read(GrantKind::Metadata);
+
+/// The packet view reads captured headers.
+const CAPTURES: Access = Access::Read(GrantKind::Captures);
 
 /// Most buckets one rates answer has.
 pub const MAX_BUCKETS: u32 = 500;
@@ -210,7 +217,7 @@ pub async fn device_rates(
     let device = device_id(&device_name)?;
     let (from, to, bucket_ms, buckets) = rate_range(&query, state.now_ms())?;
     blocking(move || {
-        state.context.permit(&actor, "devices.rates", Some(&org), Access::Read, false)?;
+        state.context.permit_device(&actor, "devices.rates", Some(&org), Some(&device), METADATA, false)?;
         let store = &state.context.store;
         let mut reports: Vec<(i64, CounterReport)> = Vec::new();
         let (mut scanned, mut truncated) = (0usize, false);
@@ -306,7 +313,7 @@ pub async fn device_latest(
     let device = device_id(&device_name)?;
     blocking(move || {
         let context = &state.context;
-        context.permit(&actor, "devices.latest", Some(&org), Access::Read, false)?;
+        context.permit_device(&actor, "devices.latest", Some(&org), Some(&device), METADATA, false)?;
         let now = state.now_ms();
         let mut newest = Newest::default();
         for back in [3_600_000, 7 * DAY_MS] {
@@ -434,7 +441,7 @@ pub async fn capture_packets(
     let offset = query.offset.unwrap_or(0);
     blocking(move || {
         let context = &state.context;
-        context.permit(&actor, "capture.packets", Some(&org), Access::Read, false)?;
+        context.permit_device(&actor, "capture.packets", Some(&org), Some(&device), CAPTURES, false)?;
         let window = context.directory.capture_window(&org, &device, id).ok_or_else(|| {
             ApiError::not_found(format!("no remembered capture {id} of device {device}; export by time instead"))
         })?;

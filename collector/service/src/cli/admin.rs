@@ -9,7 +9,12 @@ use clap::Subcommand;
 use glimpse_admin_client::{admin_request, AdminCredentials};
 use glimpse_common::bounded::BoundedString;
 use glimpse_common::identity::{DeviceId, OrgId};
-use glimpse_common::wire::admin::{AdminAction, AdminReply};
+use glimpse_common::wire::admin::{AdminAction, AdminReply, GrantKind, GrantScope};
+
+/// A grant kind named on the command line.
+fn parse_grant_kind(name: &str) -> Result<GrantKind, String> {
+    GrantKind::parse(name).ok_or_else(|| format!("{name:?}: use devices, metadata, captures or exports"))
+}
 
 use crate::config::CollectorConfig;
 
@@ -307,7 +312,8 @@ impl SubjectArgs {
 
 #[derive(Subcommand)]
 pub(super) enum SupportCommand {
-    /// Grant support read access for a number of hours (1 to 720).
+    /// Grant support staff (and operators) access to the organisation's
+    /// data for a number of hours (1 to 720), to the kinds and devices named.
     Grant {
         #[command(flatten)]
         admin: AdminArgs,
@@ -317,6 +323,16 @@ pub(super) enum SupportCommand {
         /// How long, in hours.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=720))]
         hours: u32,
+        /// What the grant includes, comma-separated: devices (devices and
+        /// status, always included), metadata, captures (requesting and
+        /// reading captures, with capture consent), exports (data-subject
+        /// exports). Default: devices,metadata,exports; captures only when
+        /// named.
+        #[arg(long, value_delimiter = ',', value_parser = parse_grant_kind)]
+        kinds: Option<Vec<GrantKind>>,
+        /// Only these devices, comma-separated (default: every device).
+        #[arg(long, value_delimiter = ',')]
+        devices: Vec<DeviceId>,
     },
     /// End support access now.
     Revoke {
@@ -511,8 +527,10 @@ pub(super) async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Consent { admin, org, capture } => {
             (admin, AdminAction::SetConsent { org, capture: capture == "on" })
         }
-        AdminCommand::Support { action: SupportCommand::Grant { admin, org, hours } } => {
-            (admin, AdminAction::GrantSupport { org, hours })
+        AdminCommand::Support { action: SupportCommand::Grant { admin, org, hours, kinds, devices } } => {
+            let kinds = kinds.unwrap_or_else(|| GrantScope::default().kinds().to_vec());
+            let scope = GrantScope::new(kinds, devices).context("the grant's scope")?;
+            (admin, AdminAction::GrantSupport { org, hours, scope })
         }
         AdminCommand::Support { action: SupportCommand::Revoke { admin, org } } => {
             (admin, AdminAction::RevokeSupport { org })
