@@ -17,6 +17,7 @@ use crate::identity::DeviceKind;
 
 mod counters;
 pub mod personal;
+pub mod subject;
 mod profile;
 mod wan;
 mod wired;

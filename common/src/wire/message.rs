@@ -166,11 +166,25 @@ pub enum ControlMessage {
         /// Whether captured headers are scrubbed strictly.
         on: bool,
     },
+    /// The organisation's blocked subjects, the whole list each time: the
+    /// agent drops their data before queueing it (see
+    /// [`crate::record::subject::drop_subjects`]). Sent right after
+    /// [`Welcome`] when the list is not empty and whenever an admin blocks
+    /// or unblocks someone, and only to agents that can decode it (see
+    /// [`agent_decodes`]); the collector drops their data on arrival
+    /// regardless.
+    BlockedSubjects {
+        /// Who is blocked.
+        subjects: crate::record::subject::BlockedSubjects,
+    },
 }
 
 /// The first agent release that decodes every variant of
 /// [`ControlMessage`] up to [`ControlMessage::StrictHeaders`].
 pub const STRICT_HEADERS_SINCE: (u64, u64, u64) = (0, 2, 0);
+
+/// The first agent release that decodes [`ControlMessage::BlockedSubjects`].
+pub const BLOCKED_SUBJECTS_SINCE: (u64, u64, u64) = (0, 3, 0);
 
 impl ControlMessage {
     /// The first agent release (major, minor, patch) that can decode this
@@ -181,6 +195,7 @@ impl ControlMessage {
     pub fn first_agent_release(&self) -> (u64, u64, u64) {
         match self {
             ControlMessage::StrictHeaders { .. } => STRICT_HEADERS_SINCE,
+            ControlMessage::BlockedSubjects { .. } => BLOCKED_SUBJECTS_SINCE,
             _ => (0, 0, 0),
         }
     }
@@ -507,6 +522,15 @@ mod tests {
             ControlMessage::StopCapture { id: 9 },
             ControlMessage::MacPseudonyms { key: None },
             ControlMessage::StrictHeaders { on: true },
+            ControlMessage::BlockedSubjects {
+                subjects: vec![
+                    crate::record::subject::Subject::Mac(MacAddr([2, 0, 0, 0, 0, 0xb0])),
+                    crate::record::subject::Subject::Ip("2001:db8::7".parse().unwrap()),
+                    crate::record::subject::Subject::Username(BoundedString::truncating("bob")),
+                ]
+                .try_into()
+                .unwrap(),
+            },
             ControlMessage::MacPseudonyms {
                 key: Some(crate::minimise::DevicePseudonymKey::derive(&ring::hmac::Key::new(
                     ring::hmac::HMAC_SHA256,
@@ -555,6 +579,11 @@ mod tests {
         // Appended: every older variant keeps its index, the new one is last.
         let bytes = postcard::to_stdvec(&strict).unwrap();
         assert_eq!(bytes, [5, 1]);
+        let blocked = ControlMessage::BlockedSubjects { subjects: Default::default() };
+        assert_eq!(postcard::to_stdvec(&blocked).unwrap(), [6, 0]);
+        for (version, decodes) in [("0.2.9", false), ("0.3.0", true), ("0.3.0+abc", true), ("1.0.0", true)] {
+            assert_eq!(agent_decodes(version, &blocked), decodes, "{version:?}");
+        }
     }
 
     #[test]
