@@ -479,3 +479,46 @@ fn leaf_paths(value: &Value, path: &str, out: &mut BTreeSet<String>) {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_point_stops_sending_a_blocked_subjects_stations() {
+    use glimpse_common::bounded::BoundedString;
+    use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole};
+    use glimpse_common::wire::admin::{AdminAction, AdminReply, Subject};
+    const BOB: &str = "d2:6e:41:0a:bb:02";
+    init_logging();
+    let tc = TestCollector::start().await;
+    let org = OrgId::new("kindsblock").unwrap();
+    set_location_history(&tc, &org, true);
+    // Bob (username "bob" in the fixture's hostapd output) objected.
+    let operator = AdminIdentity::new(AdminName::new("test-operator").unwrap(), AdminRole::Operator, None).unwrap();
+    let bob = Subject::Username(BoundedString::truncating("bob"));
+    let reply = tc.collector.admin_context().act(&operator, AdminAction::BlockSubject { org: org.clone(), subject: bob });
+    assert!(matches!(reply, AdminReply::BlockChanged { blocked: true, changed: true, .. }), "{reply:?}");
+    let device = issue_device(org.as_str());
+    tc.collector.reload().expect("import the new registration");
+    let fake = FakeDevice::new("ap", "ap-blocking");
+    let mut config = agent_config(tc.addr(), &device);
+    fake.configure(&mut config);
+    let agent = glimpse_agent::AgentHandle::spawn(config).unwrap();
+
+    // The agent hears the list and drops bob's stations itself.
+    let status = wait_for_status(&agent, "the block list heard, bob dropped, 3 batches stored", |s| {
+        s.blocked_subjects == 1 && s.blocked_dropped > 0 && s.acked_seq >= 3
+    })
+    .await;
+    assert!(status.blocked_dropped >= 1);
+    let lines = exported(&tc, &device.identity);
+    let wireless = bodies(&lines, "wireless");
+    assert!(!wireless.is_empty());
+    for report in &wireless {
+        let stations = report["stations"].as_array().expect("stations");
+        assert!(stations.iter().all(|s| s["mac"] != BOB && s["username"] != "bob"), "{report:#}");
+        let roaming = report["roaming"].as_array().expect("roaming");
+        assert!(roaming.iter().all(|e| e["mac"] != BOB), "bob's roaming events go too: {report:#}");
+    }
+    assert!(
+        wireless.iter().any(|w| w["stations"].as_array().is_some_and(|s| s.len() == 2)),
+        "everyone else's stations stay"
+    );
+}
