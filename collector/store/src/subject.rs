@@ -27,36 +27,13 @@ pub use glimpse_common::record::subject::concerns;
 /// form of [`glimpse_common::minimise`], and the one-layer form that
 /// collectors stored before devices pseudonymised themselves.
 fn stored_forms(store: &Store, org: &OrgId, subject: &Subject) -> Result<Vec<Subject>, StoreError> {
-    forms_of(store, org, std::slice::from_ref(subject))
-}
-
-/// [`stored_forms`] of every one of `subjects`, with the pseudonym key
-/// derived once.
-fn forms_of(store: &Store, org: &OrgId, subjects: &[Subject]) -> Result<Vec<Subject>, StoreError> {
-    let mut forms = subjects.to_vec();
-    if !subjects.iter().any(|s| matches!(s, Subject::Mac(_))) || store.org_keys().get(org)?.is_none() {
-        return Ok(forms);
-    }
-    let key = store.pseudonym_key(org)?;
-    let pseudonymiser = glimpse_common::minimise::Pseudonymiser::new(key.clone());
-    for subject in subjects {
-        if let Subject::Mac(mac) = subject {
-            forms.push(Subject::Mac(glimpse_common::minimise::pseudonymous_mac(&key, *mac)));
-            forms.push(Subject::Mac(pseudonymiser.stored_form(*mac, glimpse_common::minimise::MacForm::Real)));
-        }
-    }
-    Ok(forms)
+    store.subject_forms(org, std::slice::from_ref(subject))
 }
 
 /// The forms every subject `org` has blocked may be stored under (see
-/// [`stored_forms`]): what ingest drops and exports leave out. Empty when
-/// the organisation blocked nobody.
+/// [`Store::blocked_forms`]).
 pub fn blocked_forms(store: &Store, org: &OrgId) -> Result<Vec<Subject>, StoreError> {
-    let blocked = store.policies().get(org).blocked;
-    if blocked.is_empty() {
-        return Ok(Vec::new());
-    }
-    forms_of(store, org, blocked.as_slice())
+    store.blocked_forms(org)
 }
 
 /// One page of a subject export.

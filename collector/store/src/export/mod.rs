@@ -15,7 +15,7 @@
 //!
 //! Records about a subject the organisation has blocked are left out, and
 //! their entries cut out of reports about many clients (see
-//! [`crate::subject::blocked_forms`]).
+//! [`Store::blocked_forms`]).
 //!
 //! # Cursors
 //!
@@ -337,7 +337,7 @@ pub fn export_chunks(
     let mut json_error = None;
     // Blocked subjects never leave in an export: their records are skipped
     // and their entries cut out of reports about many clients.
-    let blocked = crate::subject::blocked_forms(store, org)?;
+    let blocked = store.blocked_forms(org)?;
     let mut flush = |buf: &mut Vec<u8>, pending: &mut usize, last: &mut Option<ExportCursor>, s: &mut ExportSummary| {
         let chunk = std::mem::replace(buf, Vec::with_capacity(chunk_bytes.min(4 << 20) + 1024));
         let len = chunk.len() as u64;
