@@ -797,7 +797,8 @@ async fn a_correction_replaces_the_subjects_value_in_every_stored_record_and_onl
             wifi_report(&[(alice, "192.0.2.10", "alcie", "alice-laptop"), (bob, "192.0.2.20", "bob", "bob-phone")]),
             metadata_about("bob-phone", bob, "192.0.2.20"),
         ];
-        let batch = Batch { org: org.clone(), stream_seq: conn.stored_seq() + 1, records: BoundedVec::truncating(records) };
+        let batch =
+            Batch { org: org.clone(), stream_seq: conn.stored_seq() + 1, records: BoundedVec::truncating(records) };
         conn.send_batch(&batch).await.unwrap();
         conn.close().await;
     }

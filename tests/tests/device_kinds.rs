@@ -493,7 +493,8 @@ async fn an_access_point_stops_sending_a_blocked_subjects_stations() {
     // Bob (username "bob" in the fixture's hostapd output) objected.
     let operator = AdminIdentity::new(AdminName::new("test-operator").unwrap(), AdminRole::Operator, None).unwrap();
     let bob = Subject::Username(BoundedString::truncating("bob"));
-    let reply = tc.collector.admin_context().act(&operator, AdminAction::BlockSubject { org: org.clone(), subject: bob });
+    let reply =
+        tc.collector.admin_context().act(&operator, AdminAction::BlockSubject { org: org.clone(), subject: bob });
     assert!(matches!(reply, AdminReply::BlockChanged { blocked: true, changed: true, .. }), "{reply:?}");
     let device = issue_device(org.as_str());
     tc.collector.reload().expect("import the new registration");

@@ -369,7 +369,10 @@ impl Device<'_> {
                     // and drops the subjects' data on arrival meanwhile.
                     let count = subjects.len();
                     let (removed, cut) = self.queue.set_blocked(subjects.as_slice().to_vec());
-                    info!(count, removed, cut, "organisation's blocked subjects received; their data is no longer queued");
+                    info!(
+                        count,
+                        removed, cut, "organisation's blocked subjects received; their data is no longer queued"
+                    );
                     let dropped = self.queue.blocked_dropped();
                     self.status.send_modify(|s| {
                         s.blocked_subjects = count;

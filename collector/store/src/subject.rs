@@ -127,15 +127,14 @@ pub fn correct_subject(
 ) -> Result<SubjectCorrection, StoreError> {
     let forms = stored_forms(store, org, subject)?;
     let values = std::cell::Cell::new(0u64);
-    let correct = |stored: &mut crate::store::StoredRecord| {
-        match rules::correct(&mut stored.record, &forms, field, value) {
+    let correct =
+        |stored: &mut crate::store::StoredRecord| match rules::correct(&mut stored.record, &forms, field, value) {
             0 => Redaction::Keep,
             n => {
                 values.set(values.get().saturating_add(n as u64));
                 Redaction::Changed
             }
-        }
-    };
+        };
     let done: EraseReport = store.redact_where(org, DataKind::Metadata, &correct)?;
     Ok(SubjectCorrection { records: done.redacted, values: values.get(), segments_rewritten: done.segments_rewritten })
 }
@@ -144,8 +143,8 @@ pub fn correct_subject(
 mod tests {
     use super::*;
     use glimpse_common::bounded::{BoundedString, BoundedVec};
-    use glimpse_common::record::{Record, RecordBody};
     use glimpse_common::record::{DeviceMetadata, InterfaceStats, MacAddr};
+    use glimpse_common::record::{Record, RecordBody};
 
     const MAC: MacAddr = MacAddr([0x02, 0, 0x5e, 0x10, 0, 0x01]);
 
@@ -235,7 +234,6 @@ mod tests {
         assert_eq!(bob_page.total, 1, "bob's part of the report is still stored");
     }
 
-
     #[test]
     fn a_correction_rewrites_the_subjects_values_and_a_block_keeps_them_out_of_exports() {
         let f = crate::store::testutil::Fixture::new();
@@ -261,8 +259,11 @@ mod tests {
         // Blocking bob's MAC: the export leaves his metadata out and his
         // station out of the report; his subject export still answers him.
         let bulk = |store: &Store| {
-            let request =
-                crate::export::ExportRequest::new(org.clone(), DataKind::Metadata, crate::export::ExportFormat::JsonLines);
+            let request = crate::export::ExportRequest::new(
+                org.clone(),
+                DataKind::Metadata,
+                crate::export::ExportFormat::JsonLines,
+            );
             let mut out = Vec::new();
             crate::export::export_chunks(store, &request, 1 << 20, &mut |chunk| {
                 out.extend(chunk);

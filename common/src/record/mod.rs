@@ -17,8 +17,8 @@ use crate::identity::DeviceKind;
 
 mod counters;
 pub mod personal;
-pub mod subject;
 mod profile;
+pub mod subject;
 mod wan;
 mod wired;
 mod wireless;

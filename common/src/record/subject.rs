@@ -748,4 +748,15 @@ mod tests {
         assert_eq!("hostname".parse::<CorrectableField>(), Ok(CorrectableField::Hostname));
         assert!("mac".parse::<CorrectableField>().unwrap_err().contains("username, hostname"));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_decode_to_a_bounded_list_or_an_error(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            if let Ok(list) = postcard::from_bytes::<BlockedSubjects>(&bytes) {
+                proptest::prop_assert!(list.len() <= MAX_BLOCKED_SUBJECTS);
+                let again: BlockedSubjects = postcard::from_bytes(&postcard::to_stdvec(&list).unwrap()).unwrap();
+                proptest::prop_assert_eq!(again, list);
+            }
+        }
+    }
 }

@@ -514,8 +514,7 @@ pub async fn block_subject(
     PathArgs(name): PathArgs<String>,
     JsonBody(body): JsonBody<SubjectBlockRequest>,
 ) -> Result<Json<BlockChanged>, ApiError> {
-    block_changed(&state, actor, AdminAction::BlockSubject { org: org(&name)?, subject: subject(&body.subject)? })
-        .await
+    block_changed(&state, actor, AdminAction::BlockSubject { org: org(&name)?, subject: subject(&body.subject)? }).await
 }
 
 /// Unblock a data subject: their data is processed again from now on.

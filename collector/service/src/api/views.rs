@@ -25,10 +25,10 @@ use glimpse_api::{
     Overview, PacketList, PacketSummaryView, PacketsQuery, Problem, RatesQuery, StoreSize,
 };
 use glimpse_common::identity::{DeviceId, OrgId};
+use glimpse_common::record::subject::{redact, Redaction};
 use glimpse_common::record::{CounterReport, DataKind, RecordBody};
 use glimpse_store::audit::AuditOutcome;
 use glimpse_store::store::Store;
-use glimpse_common::record::subject::{redact, Redaction};
 
 /// The stored forms of `org`'s blocked subjects, whose data no view shows.
 fn blocked_forms(store: &Store, org: &OrgId) -> Result<Vec<glimpse_common::wire::admin::Subject>, ApiError> {

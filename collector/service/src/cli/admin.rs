@@ -694,7 +694,9 @@ fn print_reply(reply: AdminReply) -> anyhow::Result<()> {
             "erased {metadata} metadata and {captures} capture records ({segments_rewritten} segments rewritten)"
         ),
         AdminReply::SubjectCorrected { records, values, segments_rewritten } => {
-            println!("corrected {values} values in {records} metadata records ({segments_rewritten} segments rewritten)")
+            println!(
+                "corrected {values} values in {records} metadata records ({segments_rewritten} segments rewritten)"
+            )
         }
         AdminReply::BlockChanged { blocked, changed, blocked_subjects, devices_told } => println!(
             "subject {}{}; {blocked_subjects} subjects blocked; {devices_told} connected devices told",
