@@ -842,3 +842,41 @@ async fn a_correction_replaces_the_subjects_value_in_every_stored_record_and_onl
     let log = std::fs::read_to_string(tc.config.data_dir.join("audit.log")).unwrap();
     assert!(!log.contains("alcie") && !log.contains("alice-desktop"), "a value is in the audit log");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_by_mac_holds_when_macs_are_stored_as_pseudonyms() {
+    init_logging();
+    let device = issue_device("blockpseudo");
+    let org = device.identity.org.clone();
+    let tc = TestCollector::start_with_default_privacy().await;
+    let admin = issue_admin(&tc, AdminRole::OrgAdmin, Some(org.as_str()));
+    let alice = MacAddr([0x02, 0xa1, 0x1c, 0xe0, 0, 1]);
+    let bob = MacAddr([0x02, 0xb0, 0xb0, 0, 0, 2]);
+    let send = |records: Vec<Record>| {
+        let (addr, device, org) = (tc.addr(), device.clone(), org.clone());
+        async move {
+            let mut conn = try_connect(addr, &device).await.unwrap();
+            let batch = Batch { org, stream_seq: conn.stored_seq() + 1, records: BoundedVec::truncating(records) };
+            conn.send_batch(&batch).await.unwrap();
+            conn.close().await;
+        }
+    };
+    send(vec![metadata_about("bob-phone", bob, "192.0.2.20")]).await;
+    let stored = tc.collector.store().read(&org, DataKind::Metadata, None, None).unwrap().records;
+    assert_eq!(stored.len(), 1);
+    let as_sent = glimpse_common::record::subject::concerns(&stored[0].record, &Subject::Mac(bob));
+    assert!(!as_sent, "stored pseudonymised, not as sent");
+    // Blocked by the address the admin knows, not by its pseudonym.
+    match ask(&admin, AdminAction::BlockSubject { org: org.clone(), subject: Subject::Mac(bob) }).await {
+        AdminReply::BlockChanged { blocked: true, changed: true, .. } => {}
+        other => panic!("{other:?}"),
+    }
+    let exported = bulk_export(&admin, &org, "metadata").await;
+    assert!(!exported.contains("bob-phone"), "the stored pseudonym is matched: {exported}");
+    send(vec![metadata_about("bob-phone", bob, "192.0.2.20"), metadata_about("alice-laptop", alice, "192.0.2.10")])
+        .await;
+    let stored = tc.collector.store().read(&org, DataKind::Metadata, None, None).unwrap().records;
+    assert_eq!(stored.len(), 2, "bob's first record and alice's; bob's second was dropped on arrival");
+    let exported = bulk_export(&admin, &org, "metadata").await;
+    assert!(exported.contains("alice-laptop") && !exported.contains("bob-phone"), "{exported}");
+}
