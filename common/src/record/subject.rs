@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use super::personal::{self, Category, Entry, Field, FieldMut, FieldRef, Scope, Visit, VisitMut};
 use super::{MacAddr, Record, RecordBody, MAX_TEXT};
 use crate::bounded::{BoundedString, BoundedVec};
-use crate::capture::CapturedPacket;
+use crate::capture::{CapturedPacket, PacketSummary};
 
 /// EtherType of ARP.
 const ETHERTYPE_ARP: u16 = 0x0806;
@@ -194,9 +194,50 @@ impl Visit for Finder<'_> {
             Scope::Reporter => false,
         };
         if looked_at && !self.found {
-            self.found = self.subjects.iter().any(|subject| field_is(subject, field, value));
+            self.found = match value {
+                FieldRef::Packet(packet) if field.category() == Category::PacketHeaders => {
+                    packet_holds_any(packet, self.subjects)
+                }
+                _ => self.subjects.iter().any(|subject| field_is(subject, field, value)),
+            };
         }
     }
+}
+
+/// Subjects beyond which a packet's addresses are indexed rather than
+/// searched for one subject after another (a block list holds up to
+/// [`MAX_BLOCKED_SUBJECTS`], and each MAC and IPv6 address is searched for
+/// in every packet's headers).
+const INDEX_PACKET_FROM: usize = 8;
+
+/// Whether a captured packet is about any of `subjects` (see
+/// [`capture_concerns`]), its headers parsed once whatever their number.
+fn packet_holds_any(packet: &CapturedPacket, subjects: &[Subject]) -> bool {
+    let summary = packet.summary();
+    if subjects.len() < INDEX_PACKET_FROM {
+        return subjects.iter().any(|subject| capture_concerns(packet, summary.as_ref(), subject));
+    }
+    // Every 6 and 16 byte window of the headers, once: then each subject
+    // is a lookup, not a search.
+    let headers = &packet.headers;
+    let windows6: std::collections::HashSet<&[u8]> = headers.windows(6).collect();
+    let windows16: std::collections::HashSet<&[u8]> = headers.windows(16).collect();
+    let arp = summary.as_ref().is_some_and(|s| s.ethertype == Some(ETHERTYPE_ARP));
+    subjects.iter().any(|subject| match subject {
+        Subject::Mac(mac) => {
+            summary.as_ref().is_some_and(|s| s.src_mac == Some(mac.0) || s.dst_mac == Some(mac.0))
+                || windows6.contains(&mac.0[..])
+        }
+        Subject::Ip(ip) => {
+            let by_field = summary.as_ref().is_some_and(|s| s.src_ip == Some(*ip) || s.dst_ip == Some(*ip));
+            by_field
+                || match ip {
+                    IpAddr::V6(v6) => windows16.contains(&v6.octets()[..]),
+                    IpAddr::V4(v4) => arp && contains(headers, &v4.octets()),
+                }
+        }
+        Subject::Username(_) => false,
+    })
 }
 
 /// Whether `value`, the content of `field`, is (or holds) `subject`.
@@ -207,7 +248,9 @@ fn field_is(subject: &Subject, field: Field, value: FieldRef<'_>) -> bool {
         (Category::Username, FieldRef::Text(name)) => {
             matches!(subject, Subject::Username(wanted) if !name.is_empty() && name == wanted.as_str())
         }
-        (Category::PacketHeaders, FieldRef::Packet(packet)) => capture_concerns(packet, subject),
+        (Category::PacketHeaders, FieldRef::Packet(packet)) => {
+            capture_concerns(packet, packet.summary().as_ref(), subject)
+        }
         // What a subject request cannot name, and values of another shape.
         (
             Category::Mac
@@ -482,8 +525,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// Whether a captured packet is about `subject`: by its parsed source and
 /// destination, and by the raw bytes (see the module header).
-fn capture_concerns(packet: &CapturedPacket, subject: &Subject) -> bool {
-    let summary = packet.summary();
+fn capture_concerns(packet: &CapturedPacket, summary: Option<&PacketSummary>, subject: &Subject) -> bool {
     match subject {
         Subject::Mac(mac) => {
             let by_field = summary.as_ref().is_some_and(|s| s.src_mac == Some(mac.0) || s.dst_mac == Some(mac.0));
@@ -756,6 +798,28 @@ mod tests {
                 proptest::prop_assert!(list.len() <= MAX_BLOCKED_SUBJECTS);
                 let again: BlockedSubjects = postcard::from_bytes(&postcard::to_stdvec(&list).unwrap()).unwrap();
                 proptest::prop_assert_eq!(again, list);
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_list_matches_packets_as_a_short_one_does() {
+        let packets = [
+            capture(&udp4(MAC, [192, 0, 2, 7], [198, 51, 100, 1])),
+            capture(&udp4(MacAddr([7; 6]), [198, 51, 100, 1], [192, 0, 2, 7])),
+            capture(&udp4(MacAddr([7; 6]), [10, 0, 0, 1], [10, 0, 0, 2])),
+        ];
+        let filler: Vec<Subject> = (1..20u8).map(|i| Subject::Mac(MacAddr([0x0a, 0, 0, 0, 0, i]))).collect();
+        for subject in [
+            Subject::Mac(MAC),
+            Subject::Ip("192.0.2.7".parse().unwrap()),
+            Subject::Ip("2001:db8::1".parse().unwrap()),
+            Subject::Username(BoundedString::truncating("alice")),
+        ] {
+            let mut long = filler.clone();
+            long.push(subject.clone());
+            for packet in &packets {
+                assert_eq!(mentions(&packet.body, &long, Mentions::Anywhere), concerns(packet, &subject), "{subject}");
             }
         }
     }
