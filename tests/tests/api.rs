@@ -432,6 +432,10 @@ async fn the_curl_examples_in_operations_md_work() {
         "capture.start",
         "capture.stop",
         "subject.erase",
+        "subject.correct",
+        "subject.block",
+        "subject.blocked",
+        "subject.unblock",
         "token.revoke",
         "org.delete",
     ] {

@@ -95,6 +95,12 @@ pub struct AgentStatus {
     /// Whether the organisation asks for strict header scrubbing, which the
     /// session applies to captured headers as it writes them.
     pub strict_headers: bool,
+    /// Data subjects the organisation has blocked, whose data is dropped
+    /// before it is queued.
+    pub blocked_subjects: usize,
+    /// Records (and entries of reports about many clients) about blocked
+    /// subjects dropped so far.
+    pub blocked_dropped: u64,
 }
 
 /// The agent could not start.
@@ -361,6 +367,22 @@ impl Device<'_> {
                     self.status.send_modify(|s| s.strict_headers = on);
                 }
                 AgentEvent::Directive(ControlMessage::CollectDiagnostics { id }) => self.diagnose(id),
+                AgentEvent::Directive(ControlMessage::BlockedSubjects { subjects }) => {
+                    // Held in memory only, like the other directives: after
+                    // a restart the collector says it again on connecting,
+                    // and drops the subjects' data on arrival meanwhile.
+                    let count = subjects.len();
+                    let (removed, cut) = self.queue.set_blocked(subjects.as_slice().to_vec());
+                    info!(
+                        count,
+                        removed, cut, "organisation's blocked subjects received; their data is no longer queued"
+                    );
+                    let dropped = self.queue.blocked_dropped();
+                    self.status.send_modify(|s| {
+                        s.blocked_subjects = count;
+                        s.blocked_dropped = dropped;
+                    });
+                }
                 AgentEvent::Directive(other) => self.captures.handle(other, self.config.capture_config()),
                 AgentEvent::CaptureRequest(request) if !draining => {
                     self.captures.handle(ControlMessage::StartCapture(request), self.config.capture_config());
@@ -615,10 +637,12 @@ async fn run(
                     queue.push(record, settings.config.max_queued_records);
                     reported_health = health;
                 }
+                let blocked_dropped = queue.blocked_dropped();
                 status.send_modify(|s| {
                     s.collected_records += count;
                     s.queued_records = queued.0;
                     s.dropped_records = dropped_metadata + dropped_captures;
+                    s.blocked_dropped = blocked_dropped;
                 });
             }
             _ = spool_timer.tick() => {

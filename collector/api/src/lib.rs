@@ -331,6 +331,57 @@ pub struct SubjectErased {
     pub segments_rewritten: u64,
 }
 
+/// Correct one of a subject's values in every stored record about them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectCorrectRequest {
+    /// Who.
+    pub subject: SubjectRef,
+    /// Which value: `username` or `hostname`.
+    pub field: String,
+    /// The right value, at most 255 bytes; empty for none.
+    pub value: String,
+}
+
+/// What a correction replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SubjectCorrected {
+    /// Metadata records in which a value was replaced.
+    pub records: u64,
+    /// Values replaced (a report can hold the subject's several times).
+    pub values: u64,
+    /// Segment files rewritten.
+    pub segments_rewritten: u64,
+}
+
+/// Block or unblock a subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectBlockRequest {
+    /// Who.
+    pub subject: SubjectRef,
+}
+
+/// A subject's block, as it is now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BlockChanged {
+    /// Whether the subject is blocked now.
+    pub blocked: bool,
+    /// Whether this request changed it.
+    pub changed: bool,
+    /// Subjects the organisation has blocked now (at most 1000).
+    pub blocked_subjects: u32,
+    /// Connected devices told the new list at once.
+    pub devices_told: u32,
+}
+
+/// The organisation's blocked subjects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BlockedSubjectList {
+    /// In the order they were blocked.
+    pub subjects: Vec<SubjectRef>,
+}
+
 /// One audit log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AuditEntry {

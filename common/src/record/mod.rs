@@ -20,6 +20,7 @@ mod counters;
 pub mod diagnostics;
 pub mod personal;
 mod profile;
+pub mod subject;
 mod wan;
 mod wired;
 mod wireless;

@@ -29,30 +29,7 @@ pub const MAX_EXPORT_LINE: usize = 64 * 1024;
 /// response, held in memory).
 pub const MAX_SUBJECT_PAGE_BYTES: usize = 768 * 1024;
 
-/// A data subject: the person or device a request about stored data
-/// concerns.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum Subject {
-    /// A MAC address: interfaces in metadata, link-layer addresses in
-    /// captured headers (Ethernet, 802.11, ARP).
-    Mac(crate::record::MacAddr),
-    /// An IPv4 or IPv6 address: interface addresses in metadata, source and
-    /// destination in captured headers (and ARP).
-    Ip(std::net::IpAddr),
-    /// A username, wherever a record carries one.
-    Username(BoundedString<128>),
-}
-
-impl std::fmt::Display for Subject {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Subject::Mac(mac) => write!(f, "mac {mac}"),
-            Subject::Ip(ip) => write!(f, "ip {ip}"),
-            Subject::Username(name) => write!(f, "username {}", name.as_str()),
-        }
-    }
-}
+pub use crate::record::subject::{BlockedSubjects, CorrectableField, Subject, MAX_BLOCKED_SUBJECTS};
 
 /// One audit log entry, as the admin API returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -345,6 +322,40 @@ pub enum AdminAction {
         /// The organisation's name again, as a guard against slips.
         confirm: OrgId,
     },
+    /// Replace the subject's `field` by `value` in every stored record
+    /// about them (their part of each record only): the affected segments
+    /// are rewritten, as an erase rewrites them.
+    CorrectSubject {
+        /// The organisation.
+        org: OrgId,
+        /// Who.
+        subject: Subject,
+        /// Which of their values is wrong.
+        field: CorrectableField,
+        /// The right value (empty: none).
+        value: BoundedString<{ crate::record::MAX_TEXT }>,
+    },
+    /// Stop processing the subject's data: the collector drops it on
+    /// arrival, the organisation's devices stop sending it, exports leave
+    /// it out; until unblocked. Stored data stays (erase it separately).
+    BlockSubject {
+        /// The organisation.
+        org: OrgId,
+        /// Who.
+        subject: Subject,
+    },
+    /// Process the subject's data again from now on.
+    UnblockSubject {
+        /// The organisation.
+        org: OrgId,
+        /// Who.
+        subject: Subject,
+    },
+    /// The organisation's blocked subjects.
+    BlockedSubjects {
+        /// The organisation.
+        org: OrgId,
+    },
     /// Choose whether the organisation keeps a history of where its Wi-Fi
     /// stations were (off by default: stored reports then cannot be joined
     /// into a person's movements).
@@ -460,6 +471,28 @@ pub enum AdminReply {
         /// Whether captured headers are now scrubbed strictly.
         strict_headers: bool,
     },
+    /// What a correction replaced.
+    SubjectCorrected {
+        /// Metadata records in which a value was replaced.
+        records: u64,
+        /// Values replaced.
+        values: u64,
+        /// Segment files rewritten.
+        segments_rewritten: u64,
+    },
+    /// The subject is blocked (or unblocked) now.
+    BlockChanged {
+        /// Whether the subject is blocked now.
+        blocked: bool,
+        /// Whether this request changed it.
+        changed: bool,
+        /// Subjects the organisation has blocked now.
+        blocked_subjects: u32,
+        /// Connected devices told at once.
+        devices_told: u32,
+    },
+    /// The organisation's blocked subjects, in the order they were blocked.
+    BlockedSubjects(BlockedSubjects),
     /// The organisation's data and key are gone.
     OrgDeleted {
         /// Whether it had a key to destroy.

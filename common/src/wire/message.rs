@@ -174,6 +174,17 @@ pub enum ControlMessage {
         /// The request's id, repeated in the bundle.
         id: u64,
     },
+    /// The organisation's blocked subjects, the whole list each time: the
+    /// agent drops their data before queueing it (see
+    /// [`crate::record::subject::drop_subjects`]). Sent right after
+    /// [`Welcome`] when the list is not empty and whenever an admin blocks
+    /// or unblocks someone, and only to agents that can decode it (see
+    /// [`agent_decodes`]); the collector drops their data on arrival
+    /// regardless.
+    BlockedSubjects {
+        /// Who is blocked.
+        subjects: crate::record::subject::BlockedSubjects,
+    },
 }
 
 /// The first agent release that decodes every variant of
@@ -183,6 +194,8 @@ pub const STRICT_HEADERS_SINCE: (u64, u64, u64) = (0, 2, 0);
 /// The first agent release that decodes every variant of
 /// [`ControlMessage`] up to [`ControlMessage::CollectDiagnostics`].
 pub const DIAGNOSTICS_SINCE: (u64, u64, u64) = (0, 3, 0);
+/// The first agent release that decodes [`ControlMessage::BlockedSubjects`].
+pub const BLOCKED_SUBJECTS_SINCE: (u64, u64, u64) = (0, 3, 0);
 
 impl ControlMessage {
     /// The first agent release (major, minor, patch) that can decode this
@@ -194,6 +207,7 @@ impl ControlMessage {
         match self {
             ControlMessage::StrictHeaders { .. } => STRICT_HEADERS_SINCE,
             ControlMessage::CollectDiagnostics { .. } => DIAGNOSTICS_SINCE,
+            ControlMessage::BlockedSubjects { .. } => BLOCKED_SUBJECTS_SINCE,
             _ => (0, 0, 0),
         }
     }
@@ -526,6 +540,15 @@ mod tests {
             ControlMessage::MacPseudonyms { key: None },
             ControlMessage::StrictHeaders { on: true },
             ControlMessage::CollectDiagnostics { id: 300 },
+            ControlMessage::BlockedSubjects {
+                subjects: vec![
+                    crate::record::subject::Subject::Mac(MacAddr([2, 0, 0, 0, 0, 0xb0])),
+                    crate::record::subject::Subject::Ip("2001:db8::7".parse().unwrap()),
+                    crate::record::subject::Subject::Username(BoundedString::truncating("bob")),
+                ]
+                .try_into()
+                .unwrap(),
+            },
             ControlMessage::MacPseudonyms {
                 key: Some(crate::minimise::DevicePseudonymKey::derive(&ring::hmac::Key::new(
                     ring::hmac::HMAC_SHA256,
@@ -578,6 +601,11 @@ mod tests {
         assert_eq!(postcard::to_stdvec(&diagnostics).unwrap(), [6, 2]);
         for (version, decodes) in [("0.3.0", true), ("0.3.1+abc", true), ("0.2.9", false), ("0.2.0", false)] {
             assert_eq!(agent_decodes(version, &diagnostics), decodes, "{version:?}");
+        }
+        let blocked = ControlMessage::BlockedSubjects { subjects: Default::default() };
+        assert_eq!(postcard::to_stdvec(&blocked).unwrap(), [7, 0]);
+        for (version, decodes) in [("0.2.9", false), ("0.3.0", true), ("0.3.0+abc", true), ("1.0.0", true)] {
+            assert_eq!(agent_decodes(version, &blocked), decodes, "{version:?}");
         }
     }
 

@@ -258,6 +258,7 @@ fn changes(action: &AdminAction) -> bool {
             | AdminAction::VerifyAudit
             | AdminAction::ShowAudit { .. }
             | AdminAction::ExportSubject { .. }
+            | AdminAction::BlockedSubjects { .. }
     )
 }
 
@@ -285,6 +286,11 @@ fn describe(action: &AdminAction) -> (&'static str, Option<&OrgId>, Option<&Devi
         AdminAction::ShowAudit { org: None, .. } => ("audit.show", None, None, Access::Operator),
         AdminAction::ExportSubject { org, .. } => ("subject.export", Some(org), None, Access::Read(GrantKind::Exports)),
         AdminAction::EraseSubject { org, .. } => ("subject.erase", Some(org), None, Access::Write),
+        AdminAction::CorrectSubject { org, .. } => ("subject.correct", Some(org), None, Access::Write),
+        AdminAction::BlockSubject { org, .. } => ("subject.block", Some(org), None, Access::Write),
+        AdminAction::UnblockSubject { org, .. } => ("subject.unblock", Some(org), None, Access::Write),
+        // Names the subjects: read like a subject export.
+        AdminAction::BlockedSubjects { org } => ("subject.blocked", Some(org), None, Access::Read(GrantKind::Exports)),
         AdminAction::DeleteOrg { org, .. } => ("org.delete", Some(org), None, Access::Write),
         AdminAction::SetDataPolicy { org, .. } => ("data-policy.set", Some(org), None, Access::Write),
         AdminAction::SetLocationHistory { org, .. } => ("location-history.set", Some(org), None, Access::Write),
@@ -368,6 +374,65 @@ impl AdminContext {
             },
             if changed { detail } else { format!("{detail} (unchanged)") },
         ))
+    }
+
+    /// Blocks or unblocks a subject and tells the organisation's connected
+    /// devices the new list.
+    fn set_blocked(&self, org: &OrgId, subject: &glimpse_common::wire::admin::Subject, block: bool) -> Performed {
+        // Named by a keyed tag, as an erase is: the audit log outlives an
+        // unblock and an erase, and must not keep who it was.
+        let tag = self.store.audit().subject_tag(&subject.to_string());
+        let (changed, list) = match self.store.policies().set_blocked(org, subject, block) {
+            Ok(done) => done,
+            Err(e @ glimpse_store::control::PolicyError::BlockListFull(_)) => {
+                return Err((refusal(RefusalKind::Conflict, e.to_string()), tag))
+            }
+            Err(e) => return Err((refusal(RefusalKind::Unavailable, format!("block list not changed: {e}")), tag)),
+        };
+        let told = self.directory.publish(org, OrgDirectives::of(&self.store.policies().get(org)));
+        let detail = format!(
+            "{tag} {}{}, {} subjects blocked, {told} connected devices told",
+            if block { "blocked" } else { "unblocked" },
+            if changed { "" } else { " (unchanged)" },
+            list.len()
+        );
+        let reply = AdminReply::BlockChanged {
+            blocked: block,
+            changed,
+            blocked_subjects: u32::try_from(list.len()).unwrap_or(u32::MAX),
+            devices_told: u32::try_from(told).unwrap_or(u32::MAX),
+        };
+        Ok((reply, detail))
+    }
+
+    /// Replaces one of a subject's values in every stored record about them.
+    fn correct_subject(
+        &self,
+        org: &OrgId,
+        subject: &glimpse_common::wire::admin::Subject,
+        field: glimpse_common::wire::admin::CorrectableField,
+        value: &str,
+    ) -> Performed {
+        let tag = self.store.audit().subject_tag(&subject.to_string());
+        if value.chars().any(char::is_control) {
+            return Err((refusal(RefusalKind::Invalid, "the corrected value holds control characters"), tag));
+        }
+        match glimpse_store::subject::correct_subject(&self.store, org, subject, field, value) {
+            // The audit log keeps neither the subject nor either value: the
+            // old one is what was wrong, the new one is as personal.
+            Ok(done) => Ok((
+                AdminReply::SubjectCorrected {
+                    records: done.records,
+                    values: done.values,
+                    segments_rewritten: done.segments_rewritten,
+                },
+                format!(
+                    "{tag}: {field} corrected, {} values in {} metadata records, {} segments rewritten",
+                    done.values, done.records, done.segments_rewritten
+                ),
+            )),
+            Err(e) => Err((refusal(RefusalKind::Unavailable, format!("correction failed: {e}")), tag)),
+        }
     }
 
     /// Appends to the audit log; a failure is logged loudly, since the
@@ -757,6 +822,16 @@ impl AdminContext {
                     }
                     Err(e) => Err((refusal(RefusalKind::Unavailable, format!("erase failed: {e}")), tag)),
                 }
+            }
+            AdminAction::CorrectSubject { org, subject, field, value } => {
+                self.correct_subject(&org, &subject, field, value.as_str())
+            }
+            AdminAction::BlockSubject { org, subject } => self.set_blocked(&org, &subject, true),
+            AdminAction::UnblockSubject { org, subject } => self.set_blocked(&org, &subject, false),
+            AdminAction::BlockedSubjects { org } => {
+                let blocked = self.store.policies().get(&org).blocked;
+                let detail = format!("{} subjects blocked", blocked.len());
+                Ok((AdminReply::BlockedSubjects(blocked), detail))
             }
             AdminAction::SetDataPolicy { org, omit, pseudonymise_macs, strict_headers } => {
                 let policies = self.store.policies();

@@ -518,6 +518,96 @@ pub async fn erase_subject(
     }
 }
 
+/// Correct one of a data subject's values (username or hostname) in
+/// every stored record about them.
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/subjects/correct", tag = "data rights",
+    params(("org" = String, Path, description = "The organisation")),
+    request_body = SubjectCorrectRequest,
+    responses((status = 200, body = SubjectCorrected), (status = "4XX", body = Problem)))]
+pub async fn correct_subject(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+    JsonBody(body): JsonBody<SubjectCorrectRequest>,
+) -> Result<Json<SubjectCorrected>, ApiError> {
+    let field = body.field.parse().map_err(ApiError::bad_request)?;
+    let value = BoundedString::try_new(body.value).map_err(|e| ApiError::bad_request(format!("value: {e}")))?;
+    let action = AdminAction::CorrectSubject { org: org(&name)?, subject: subject(&body.subject)?, field, value };
+    match act(&state, actor, action).await? {
+        AdminReply::SubjectCorrected { records, values, segments_rewritten } => {
+            Ok(Json(SubjectCorrected { records, values, segments_rewritten }))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Block a data subject: their data is dropped on arrival, devices stop
+/// sending it and exports leave it out, until unblocked.
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/subjects/block", tag = "data rights",
+    params(("org" = String, Path, description = "The organisation")),
+    request_body = SubjectBlockRequest,
+    responses((status = 200, body = BlockChanged), (status = "4XX", body = Problem)))]
+pub async fn block_subject(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+    JsonBody(body): JsonBody<SubjectBlockRequest>,
+) -> Result<Json<BlockChanged>, ApiError> {
+    block_changed(&state, actor, AdminAction::BlockSubject { org: org(&name)?, subject: subject(&body.subject)? }).await
+}
+
+/// Unblock a data subject: their data is processed again from now on.
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/subjects/unblock", tag = "data rights",
+    params(("org" = String, Path, description = "The organisation")),
+    request_body = SubjectBlockRequest,
+    responses((status = 200, body = BlockChanged), (status = "4XX", body = Problem)))]
+pub async fn unblock_subject(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+    JsonBody(body): JsonBody<SubjectBlockRequest>,
+) -> Result<Json<BlockChanged>, ApiError> {
+    block_changed(&state, actor, AdminAction::UnblockSubject { org: org(&name)?, subject: subject(&body.subject)? })
+        .await
+}
+
+async fn block_changed(state: &ApiState, actor: Actor, action: AdminAction) -> Result<Json<BlockChanged>, ApiError> {
+    match act(state, actor, action).await? {
+        AdminReply::BlockChanged { blocked, changed, blocked_subjects, devices_told } => {
+            Ok(Json(BlockChanged { blocked, changed, blocked_subjects, devices_told }))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// The organisation's blocked data subjects.
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/subjects/blocked", tag = "data rights",
+    params(("org" = String, Path, description = "The organisation")),
+    responses((status = 200, body = BlockedSubjectList), (status = "4XX", body = Problem)))]
+pub async fn blocked_subjects(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+) -> Result<Json<BlockedSubjectList>, ApiError> {
+    match act(&state, actor, AdminAction::BlockedSubjects { org: org(&name)? }).await? {
+        AdminReply::BlockedSubjects(list) => {
+            Ok(Json(BlockedSubjectList { subjects: list.as_slice().iter().map(subject_ref).collect() }))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// How the API names a subject.
+fn subject_ref(subject: &Subject) -> SubjectRef {
+    let (kind, value) = match subject {
+        Subject::Mac(mac) => ("mac", mac.to_string()),
+        Subject::Ip(ip) => ("ip", ip.to_string()),
+        Subject::Username(name) => ("username", name.as_str().to_owned()),
+        _ => ("unknown", String::new()),
+    };
+    SubjectRef { kind: kind.into(), value }
+}
+
 /// Check the whole audit log's hash chain (operators).
 #[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit",
     responses((status = 200, body = AuditVerified), (status = "4XX", body = Problem)))]

@@ -25,9 +25,15 @@ use glimpse_api::{
     Overview, PacketList, PacketSummaryView, PacketsQuery, Problem, RatesQuery, StoreSize,
 };
 use glimpse_common::identity::{DeviceId, OrgId};
+use glimpse_common::record::subject::{redact, Redaction};
 use glimpse_common::record::{CounterReport, DataKind, RecordBody};
 use glimpse_store::audit::AuditOutcome;
 use glimpse_store::store::Store;
+
+/// The stored forms of `org`'s blocked subjects, whose data no view shows.
+fn blocked_forms(store: &Store, org: &OrgId) -> Result<Vec<glimpse_common::wire::admin::Subject>, ApiError> {
+    glimpse_store::subject::blocked_forms(store, org).map_err(store_error)
+}
 
 use super::auth::{Authenticated, QueryArgs};
 use super::problem::ApiError;
@@ -316,14 +322,19 @@ pub async fn device_latest(
         context.permit_device(&actor, "devices.latest", Some(&org), Some(&device), METADATA, false)?;
         let now = state.now_ms();
         let mut newest = Newest::default();
+        let blocked = blocked_forms(&context.store, &org)?;
         for back in [3_600_000, 7 * DAY_MS] {
             let mut scanned = 0usize;
             context
                 .store
-                .read_after(&org, DataKind::Metadata, (Some(now - back), None), None, &mut |_, stored| {
+                .read_after(&org, DataKind::Metadata, (Some(now - back), None), None, &mut |_, mut stored| {
                     scanned += 1;
                     if scanned > MAX_SCANNED {
                         return ControlFlow::Break(());
+                    }
+                    // A blocked subject's stations and hosts are not shown.
+                    if redact(&mut stored.record, &blocked) == Redaction::Remove {
+                        return ControlFlow::Continue(());
                     }
                     if stored.device == device {
                         newest.take(stored.received_at_ms, stored.record.observed_at_ms, &stored.record.body);
@@ -452,12 +463,17 @@ pub async fn capture_packets(
             .saturating_add(CAPTURE_GRACE_MS);
         let (mut total, mut scanned) = (0u64, 0usize);
         let mut packets = Vec::new();
+        let blocked = blocked_forms(&context.store, &org)?;
         context
             .store
-            .read_after(&org, DataKind::Capture, (Some(from), Some(to)), None, &mut |_, stored| {
+            .read_after(&org, DataKind::Capture, (Some(from), Some(to)), None, &mut |_, mut stored| {
                 scanned += 1;
                 if scanned > MAX_SCANNED {
                     return ControlFlow::Break(());
+                }
+                // A blocked subject's packets are not shown.
+                if redact(&mut stored.record, &blocked) == Redaction::Remove {
+                    return ControlFlow::Continue(());
                 }
                 let RecordBody::Capture(packet) = &stored.record.body else { return ControlFlow::Continue(()) };
                 let any = matches!(window.interface.as_str(), "" | "any");

@@ -276,6 +276,45 @@ pub(super) enum SubjectCommand {
         #[command(flatten)]
         who: SubjectArgs,
     },
+    /// Replace one of the subject's values (their username or hostname) in
+    /// every stored record about them, e.g. to answer a rectification
+    /// request; other people's values in the same reports stay.
+    Correct {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(flatten)]
+        who: SubjectArgs,
+        /// Which value: username or hostname.
+        #[arg(long)]
+        field: glimpse_common::wire::admin::CorrectableField,
+        /// The right value (an empty string for none).
+        #[arg(long)]
+        value: String,
+    },
+    /// Stop processing the subject's data: dropped on arrival, no longer
+    /// collected by the organisation's devices, left out of exports, until
+    /// unblocked. What is stored stays (erase it separately).
+    Block {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(flatten)]
+        who: SubjectArgs,
+    },
+    /// Process the subject's data again from now on.
+    Unblock {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(flatten)]
+        who: SubjectArgs,
+    },
+    /// List the organisation's blocked subjects.
+    Blocked {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The organisation.
+        #[arg(long)]
+        org: OrgId,
+    },
 }
 
 /// Who a subject request is about: exactly one of --mac, --ip, --username.
@@ -563,6 +602,22 @@ pub(super) async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
             let (org, subject) = who.subject()?;
             (admin, AdminAction::EraseSubject { org, subject })
         }
+        AdminCommand::Subject { action: SubjectCommand::Correct { admin, who, field, value } } => {
+            let (org, subject) = who.subject()?;
+            let value = BoundedString::try_new(value).context("--value")?;
+            (admin, AdminAction::CorrectSubject { org, subject, field, value })
+        }
+        AdminCommand::Subject { action: SubjectCommand::Block { admin, who } } => {
+            let (org, subject) = who.subject()?;
+            (admin, AdminAction::BlockSubject { org, subject })
+        }
+        AdminCommand::Subject { action: SubjectCommand::Unblock { admin, who } } => {
+            let (org, subject) = who.subject()?;
+            (admin, AdminAction::UnblockSubject { org, subject })
+        }
+        AdminCommand::Subject { action: SubjectCommand::Blocked { admin, org } } => {
+            (admin, AdminAction::BlockedSubjects { org })
+        }
         AdminCommand::Subject { action: SubjectCommand::Export { admin, who } } => {
             let (org, subject) = who.subject()?;
             let credentials = admin.credentials()?;
@@ -717,6 +772,21 @@ fn print_reply(reply: AdminReply) -> anyhow::Result<()> {
         AdminReply::SubjectErased { metadata, captures, segments_rewritten } => println!(
             "erased {metadata} metadata and {captures} capture records ({segments_rewritten} segments rewritten)"
         ),
+        AdminReply::SubjectCorrected { records, values, segments_rewritten } => {
+            println!(
+                "corrected {values} values in {records} metadata records ({segments_rewritten} segments rewritten)"
+            )
+        }
+        AdminReply::BlockChanged { blocked, changed, blocked_subjects, devices_told } => println!(
+            "subject {}{}; {blocked_subjects} subjects blocked; {devices_told} connected devices told",
+            if blocked { "blocked" } else { "unblocked" },
+            if changed { "" } else { " (already so)" }
+        ),
+        AdminReply::BlockedSubjects(list) => {
+            for subject in list.as_slice() {
+                println!("{subject}");
+            }
+        }
         AdminReply::OrgDeleted { key_destroyed, segments_deleted } => println!(
             "deleted {segments_deleted} segments; organisation key {}",
             if key_destroyed { "destroyed" } else { "did not exist" }

@@ -117,6 +117,31 @@ fn unlink_stations(records: &mut [glimpse_common::record::Record]) -> Result<(),
     Ok(())
 }
 
+/// Removes blocked subjects' data (their stored `forms`) from `records`:
+/// the records about one of them as a whole, which it returns, and their
+/// entries in reports about many clients, whose number it returns (the
+/// reports stay for the others).
+fn drop_blocked<const N: usize>(
+    records: &mut BoundedVec<glimpse_common::record::Record, N>,
+    forms: &[glimpse_common::wire::admin::Subject],
+) -> (Vec<glimpse_common::record::Record>, usize) {
+    use glimpse_common::record::subject::{redact, Redaction};
+    let (mut kept, mut removed, mut cut) = (Vec::with_capacity(records.len()), Vec::new(), 0);
+    for mut record in std::mem::take(records).into_vec() {
+        match redact(&mut record, forms) {
+            Redaction::Keep => kept.push(record),
+            Redaction::Changed => {
+                cut += 1;
+                kept.push(record);
+            }
+            Redaction::Remove => removed.push(record),
+        }
+    }
+    // As many as there were, or fewer: within the bound.
+    *records = BoundedVec::truncating(kept);
+    (removed, cut)
+}
+
 /// The control messages that bring a device from `before` (nothing told
 /// yet when `None`) to `now`. `device_key` gives the organisation's device
 /// pseudonym key, asked for only when devices are to start pseudonymising.
@@ -136,6 +161,14 @@ fn directive_messages(
     // while it was away hears "off" too.
     if before.is_none_or(|b| b.strict_headers != now.strict_headers) {
         let message = ControlMessage::StrictHeaders { on: now.strict_headers };
+        if agent_decodes(agent_version, &message) {
+            messages.push(message);
+        }
+    }
+    // Always on a new connection: a device that reconnects still holds the
+    // list it heard before, which may have changed meanwhile.
+    if before.is_none_or(|b| b.blocked != now.blocked) {
+        let message = ControlMessage::BlockedSubjects { subjects: now.blocked.clone() };
         if agent_decodes(agent_version, &message) {
             messages.push(message);
         }
@@ -717,6 +750,27 @@ async fn stream_batches<S: AgentStream>(
                     };
                     minimise(batch.records.as_mut_slice(), &policy.omit, pseudonymiser.as_ref().map(|p| (p, macs)));
                 }
+                // Blocked subjects' data is dropped before anything of it is
+                // stored, whatever the device sent (an agent older than the
+                // block list, records queued before it heard of a block).
+                // After pseudonymisation: the forms matched are the stored
+                // ones. Before unlinking: that hides which station is whose.
+                if !policy.blocked.is_empty() {
+                    let forms = match glimpse_store::subject::blocked_forms(&context.store, &org) {
+                        Ok(forms) => forms,
+                        Err(e) => {
+                            failures = failures.saturating_add(1);
+                            let detail = format!("blocked subjects cannot be matched: {e}");
+                            retry_later(stream, session, context, seq, failures, &detail).await?;
+                            continue;
+                        }
+                    };
+                    let (removed, cut) = drop_blocked(&mut batch.records, &forms);
+                    if !removed.is_empty() || cut > 0 {
+                        debug!(device = %session.identity(), seq, removed = removed.len(), cut, "blocked subjects' data dropped on arrival");
+                        context.metrics.dropped(&org, removed.iter(), DropReason::BlockedSubject);
+                    }
+                }
                 // No location history unless the organisation chose one.
                 if !policy.location_history && unlink_stations(batch.records.as_mut_slice()).is_err() {
                     failures = failures.saturating_add(1);
@@ -916,6 +970,7 @@ mod tests {
             omit: vec![MetadataField::Usernames],
             pseudonymise_macs,
             strict_headers: false,
+            blocked: Default::default(),
         }
     }
 
@@ -941,6 +996,52 @@ mod tests {
             let told = directive_messages(before, &strict, OLD, || panic!("no key needed"));
             assert!(!told.iter().any(|m| matches!(m, ControlMessage::StrictHeaders { .. })), "{told:?}");
         }
+    }
+
+    #[test]
+    fn blocked_subjects_are_told_on_every_connection_and_change_to_agents_that_decode_them() {
+        use glimpse_common::wire::admin::Subject;
+        let none = directives(false);
+        let mut bob = directives(false);
+        bob.blocked.insert(Subject::Username(BoundedString::truncating("bob"))).unwrap();
+        let new = "0.3.0+abc123";
+        let list = |d: &OrgDirectives| ControlMessage::BlockedSubjects { subjects: d.blocked.clone() };
+        for now in [&none, &bob] {
+            let told = directive_messages(None, now, new, || panic!("no key needed"));
+            assert!(told.contains(&list(now)), "a reconnecting agent may hold an old list: {told:?}");
+        }
+        assert_eq!(directive_messages(Some(&none), &bob, new, || panic!("no key needed")), vec![list(&bob)]);
+        assert_eq!(directive_messages(Some(&bob), &none, new, || panic!("no key needed")), vec![list(&none)]);
+        assert_eq!(directive_messages(Some(&bob), &bob, new, || panic!("no key needed")), vec![]);
+        for agent in ["0.2.0", OLD] {
+            for before in [None, Some(&none)] {
+                let told = directive_messages(before, &bob, agent, || panic!("no key needed"));
+                assert!(!told.iter().any(|m| matches!(m, ControlMessage::BlockedSubjects { .. })), "{told:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn blocked_subjects_are_cut_out_of_a_batch_and_everyone_else_stays() {
+        use glimpse_common::record::{MacAddr, Record, RecordBody, Station, WirelessReport};
+        use glimpse_common::wire::admin::Subject;
+        let station = |mac: u8, name: &str| Station {
+            mac: MacAddr([2, 0, 0, 0, 0, mac]),
+            username: BoundedString::truncating(name),
+            ..Default::default()
+        };
+        let report = Record {
+            observed_at_ms: 1,
+            body: RecordBody::Wireless(Box::new(WirelessReport {
+                stations: BoundedVec::truncating(vec![station(1, "alice"), station(2, "bob")]),
+                ..Default::default()
+            })),
+        };
+        let mut records: BoundedVec<Record, 8> = BoundedVec::truncating(vec![report.clone(), report]);
+        let (removed, cut) = drop_blocked(&mut records, &[Subject::Username(BoundedString::truncating("bob"))]);
+        assert_eq!((removed.len(), cut, records.len()), (0, 2, 2));
+        let (removed, _) = drop_blocked(&mut records, &[Subject::Mac(MacAddr([2, 0, 0, 0, 0, 1]))]);
+        assert_eq!((removed.len(), records.len()), (0, 2), "a report keeps its device even without stations");
     }
 
     #[test]

@@ -197,12 +197,15 @@ impl Transport {
 pub enum DropReason {
     /// Capture records from an organisation without capture consent.
     NoConsent,
+    /// Records about a subject the organisation has blocked.
+    BlockedSubject,
 }
 
 impl DropReason {
     fn as_str(self) -> &'static str {
         match self {
             DropReason::NoConsent => "no-consent",
+            DropReason::BlockedSubject => "blocked-subject",
         }
     }
 }

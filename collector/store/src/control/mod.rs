@@ -16,6 +16,7 @@ use glimpse_common::clock::UnixMillis;
 use glimpse_common::identity::DeviceId;
 use glimpse_common::identity::OrgId;
 use glimpse_common::minimise::MetadataField;
+use glimpse_common::record::subject::{BlockedSubjects, Subject};
 use glimpse_common::record::DataKind;
 use glimpse_common::wire::admin::{GrantKind, GrantScope};
 use serde::{Deserialize, Serialize};
@@ -54,6 +55,9 @@ pub enum PolicyError {
     /// A support grant outside 1..=[`MAX_GRANT_HOURS`] hours.
     #[error("a support grant must last 1 to {MAX_GRANT_HOURS} hours, not {0}")]
     GrantLength(u32),
+    /// The organisation's block list is full.
+    #[error(transparent)]
+    BlockListFull(#[from] glimpse_common::record::subject::BlockListFull),
 }
 
 fn db_error(e: impl std::fmt::Display) -> PolicyError {
@@ -96,6 +100,10 @@ pub struct OrgPolicy {
     /// device and again on arrival (see CAPTURE.md, "Strict header
     /// scrubbing"). Off by default.
     pub strict_headers: bool,
+    /// The data subjects whose data is not processed: dropped on arrival,
+    /// not collected by devices that know the list, left out of exports
+    /// (see OPERATIONS.md, "Blocking a data subject"). Empty by default.
+    pub blocked: BlockedSubjects,
     /// Decisions this collector's version does not know, kept as stored so
     /// that a newer collector's choices survive this one's read-modify-write
     /// (several collectors of different versions share one control plane
@@ -137,10 +145,11 @@ mod tag {
     pub(super) const RETENTION_DAYS: u16 = 2;
     /// [`super::OrgPolicy::strict_headers`]: `bool`.
     pub(super) const STRICT_HEADERS: u16 = 3;
+    /// [`super::OrgPolicy::blocked`]: `BlockedSubjects` (a list of at most
+    /// `MAX_BLOCKED_SUBJECTS`).
+    pub(super) const BLOCKED_SUBJECTS: u16 = 4;
     /// The support grant's scope and start: [`super::StoredGrant`].
     pub(super) const SUPPORT_GRANT: u16 = 5;
-    // Claimed by work in progress, so that branches cannot pick the same
-    // number: 4 blocked subjects.
 }
 
 /// A support grant's scope as stored, with the end of the grant it
@@ -191,6 +200,7 @@ fn decode(org: &str, row: &[u8]) -> Result<OrgPolicy, PolicyError> {
         strict_headers: false,
         support_scope: GrantScope::default(),
         support_granted_at_ms: None,
+        blocked: BlockedSubjects::default(),
         unknown: Vec::new(),
     };
     if rest.is_empty() {
@@ -211,6 +221,9 @@ fn decode(org: &str, row: &[u8]) -> Result<OrgPolicy, PolicyError> {
                     policy.support_scope = stored_scope(org, grant.kinds, grant.devices)?;
                     policy.support_granted_at_ms = Some(grant.granted_at_ms);
                 }
+            }
+            tag::BLOCKED_SUBJECTS => {
+                policy.blocked = extension::<BlockedSubjects>(org, tag, value)?.deduplicated();
             }
             _ => policy.unknown.push((tag, value.to_vec())),
         }
@@ -288,6 +301,9 @@ fn encode(policy: &OrgPolicy) -> Result<Vec<u8>, PolicyError> {
             devices: policy.support_scope.devices().iter().map(|d| d.as_str().to_owned()).collect(),
         };
         values.push((tag::SUPPORT_GRANT, value(&grant)?));
+    }
+    if !policy.blocked.is_empty() {
+        values.push((tag::BLOCKED_SUBJECTS, value(&policy.blocked)?));
     }
     values.extend(policy.unknown.iter().cloned());
     values.sort_by_key(|(tag, _)| *tag);
@@ -565,6 +581,33 @@ impl Policies {
         Ok(changed)
     }
 
+    /// Blocks (`block`) or unblocks `subject` in `org`; returns whether it
+    /// changed and the list now in force. A full list refuses one more.
+    pub fn set_blocked(
+        &self,
+        org: &OrgId,
+        subject: &Subject,
+        block: bool,
+    ) -> Result<(bool, BlockedSubjects), PolicyError> {
+        let full = std::cell::Cell::new(None);
+        let (policy, changed) = self.update(org, |p| {
+            if !block {
+                return p.blocked.remove(subject);
+            }
+            match p.blocked.insert(subject.clone()) {
+                Ok(added) => added,
+                Err(e) => {
+                    full.set(Some(e));
+                    false
+                }
+            }
+        })?;
+        if let Some(e) = full.take() {
+            return Err(e.into());
+        }
+        Ok((changed, policy.blocked))
+    }
+
     /// Records `policy` (a description of the retention policy in force) as
     /// audited; returns whether it differs from the one recorded before, so
     /// the caller audits a change exactly once.
@@ -672,6 +715,44 @@ mod tests {
             assert!(!p.get(&OrgId::new("other").unwrap()).strict_headers, "off by default");
         }
         assert!(!open(dir.path()).get(&acme).strict_headers);
+    }
+
+    #[test]
+    fn blocked_subjects_are_tag_4_kept_across_restarts_and_bounded() {
+        use glimpse_common::bounded::BoundedString;
+        let dir = tempfile::tempdir().unwrap();
+        let acme = OrgId::new("acme").unwrap();
+        let bob = Subject::Username(BoundedString::truncating("bob"));
+        let mac = Subject::Mac(glimpse_common::record::MacAddr([2, 0, 0, 0, 0, 0xb0]));
+        {
+            let p = open(dir.path());
+            assert!(p.set_strict_headers(&acme, true).unwrap());
+            let (changed, list) = p.set_blocked(&acme, &bob, true).unwrap();
+            assert!(changed && list.as_slice() == [bob.clone()]);
+            assert!(!p.set_blocked(&acme, &bob, true).unwrap().0, "already blocked");
+            assert!(p.set_blocked(&acme, &mac, true).unwrap().0);
+            assert!(!p.set_blocked(&acme, &Subject::Ip("192.0.2.1".parse().unwrap()), false).unwrap().0);
+        }
+        let p = open(dir.path());
+        let policy = p.get(&acme);
+        assert_eq!(policy.blocked.as_slice(), [bob.clone(), mac.clone()]);
+        assert!(policy.strict_headers, "other decisions stay");
+        assert!(p.set_blocked(&acme, &bob, false).unwrap().0);
+        assert!(p.set_blocked(&acme, &mac, false).unwrap().0);
+        assert!(p.get(&acme).blocked.is_empty());
+        // Nobody blocked: not written at all.
+        let row = encode(&p.get(&acme)).unwrap();
+        assert!(decode("acme", &row).unwrap().blocked.is_empty());
+        let mut first = decode("acme", &first_version_row()).unwrap();
+        first.blocked.insert(bob.clone()).unwrap();
+        let row = encode(&first).unwrap();
+        assert_eq!(decode("acme", &row).unwrap(), first);
+        // A full list refuses one more.
+        for i in 0..glimpse_common::record::subject::MAX_BLOCKED_SUBJECTS {
+            let ip = std::net::Ipv6Addr::from(i as u128 + 1);
+            assert!(p.set_blocked(&acme, &Subject::Ip(ip.into()), true).unwrap().0);
+        }
+        assert!(matches!(p.set_blocked(&acme, &bob, true), Err(PolicyError::BlockListFull(_))));
     }
 
     #[test]
