@@ -449,6 +449,10 @@ pub struct AgentConfig {
     /// `log_level` and `log_format` (the command line and the environment
     /// take precedence: `glimpse_files::logging`).
     pub log: glimpse_files::logging::LogConfig,
+    /// The file's text with secret-looking values replaced
+    /// ([`glimpse_common::record::diagnostics::redact_config`]), for
+    /// diagnostic bundles.
+    pub redacted_text: String,
 }
 
 /// The device-kind probes (`[probes]`).
@@ -662,6 +666,7 @@ impl AgentConfig {
             profile,
             probes,
             log,
+            redacted_text: glimpse_common::record::diagnostics::redact_config(text),
         })
     }
 }

@@ -113,15 +113,25 @@ pub fn rewrite_all_macs(body: &mut RecordBody, mut rewrite: impl FnMut(MacAddr) 
 /// the report, unrelated across reports), and its addresses, hostname,
 /// username and user agent, which would link reports just as well, are
 /// cleared. Signal, rates, counters and VLAN stay: they are what Wi-Fi
-/// assurance needs and say nothing about who. Other records are left as
-/// they are.
+/// assurance needs and say nothing about who. A client-devices report is
+/// treated the same way: its MACs become stand-ins under its own key, its
+/// model (the most specific inference, often from the hostname) is
+/// cleared, and the coarse type, OS family, vendor and confidence stay (a
+/// small fixed vocabulary: how many phones, which OSes, not whose). Other
+/// records are left as they are.
 pub fn unlink_stations(body: &mut RecordBody, report_key: &ring::hmac::Key) {
-    if !matches!(body, RecordBody::Wireless(_)) {
+    if !matches!(body, RecordBody::Wireless(_) | RecordBody::ClientDevices(_)) {
         return;
     }
     personal::visit_fields_mut(body, |field, mut value| match field {
-        Field::StationMac | Field::RoamMac => value.rewrite_mac(|mac| pseudonymous_mac(report_key, mac)),
-        Field::StationAddresses | Field::StationHostname | Field::StationUsername | Field::StationUserAgent => {
+        Field::StationMac | Field::RoamMac | Field::ClientDeviceMac => {
+            value.rewrite_mac(|mac| pseudonymous_mac(report_key, mac));
+        }
+        Field::StationAddresses
+        | Field::StationHostname
+        | Field::StationUsername
+        | Field::StationUserAgent
+        | Field::ClientDeviceModel => {
             value.clear();
         }
         _ => {}
@@ -550,5 +560,55 @@ mod tests {
         let mut other = RecordBody::Wired(Box::default());
         unlink_stations(&mut other, &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[1; 32]));
         assert_eq!(other, RecordBody::Wired(Box::default()));
+    }
+
+    fn client_devices(mac: MacAddr) -> RecordBody {
+        use crate::record::{ClientDevice, ClientDeviceReport, Evidence};
+        RecordBody::ClientDevices(Box::new(ClientDeviceReport {
+            clients: BoundedVec::truncating(vec![ClientDevice {
+                mac,
+                device_type: BoundedString::truncating("phone"),
+                model: BoundedString::truncating("iPhone"),
+                os: BoundedString::truncating("iOS"),
+                vendor: BoundedString::truncating("Apple"),
+                confidence: 90,
+                evidence: BoundedVec::truncating(vec![Evidence::DhcpOptions, Evidence::MacVendor]),
+            }]),
+        }))
+    }
+
+    #[test]
+    fn client_devices_are_withheld_by_their_setting_and_pseudonymised_like_stations() {
+        let mac = MacAddr([0x3c, 0x22, 0xfb, 4, 5, 6]);
+        let full = client_devices(mac);
+        let mut body = full.clone();
+        let others: Vec<_> = MetadataField::ALL.into_iter().filter(|f| *f != MetadataField::ClientDevices).collect();
+        omit_from_record(&mut body, &others);
+        assert_eq!(body, full, "only client-devices withholds them");
+        omit_from_record(&mut body, &[MetadataField::ClientDevices]);
+        let RecordBody::ClientDevices(report) = &body else { unreachable!() };
+        let device = &report.clients[0];
+        assert_eq!(device.mac, mac, "the MAC is pseudonymised, never omitted");
+        assert!(device.device_type.is_empty() && device.model.is_empty() && device.os.is_empty());
+        assert!(device.vendor.is_empty() && device.evidence.is_empty());
+        assert_eq!(device.confidence, 0);
+
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[7; 32]);
+        let mut pseudonymised = full.clone();
+        pseudonymise_at_source(&mut pseudonymised, &key);
+        let RecordBody::ClientDevices(report) = &pseudonymised else { unreachable!() };
+        assert_eq!(report.clients[0].mac, pseudonymous_mac(&key, mac));
+        assert_eq!(report.clients[0].vendor.as_str(), "Apple", "the vendor was looked up before, on the device");
+
+        let mut unlinked = full.clone();
+        unlink_stations(&mut unlinked, &key);
+        let RecordBody::ClientDevices(report) = &unlinked else { unreachable!() };
+        let device = &report.clients[0];
+        assert_eq!(device.mac, pseudonymous_mac(&key, mac), "a stand-in under the report's key");
+        assert_eq!(device.model.as_str(), "", "the most specific inference goes without location history");
+        assert_eq!(
+            (device.device_type.as_str(), device.os.as_str(), device.vendor.as_str()),
+            ("phone", "iOS", "Apple")
+        );
     }
 }

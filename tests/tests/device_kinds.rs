@@ -168,6 +168,36 @@ async fn an_access_point_reports_radios_stations_roaming_and_honours_minimisatio
     assert_eq!(thermostat["addresses"], serde_json::json!(["192.168.1.60"]));
     assert_eq!(thermostat["username"], "", "no 802.1X on this network");
 
+    // What each client's device is, from the DHCP fingerprint file that
+    // dnsmasq's script keeps, the leases' hostnames and the MACs' vendors.
+    let devices = bodies(&lines, "client-devices");
+    let latest = devices
+        .iter()
+        .find(|d| d["clients"].as_array().is_some_and(|c| c.len() == 3))
+        .expect("a client-devices record beside the wireless report of 3 stations");
+    let laptop = find(&latest["clients"], "mac", "3c:22:fb:aa:bb:01");
+    assert_eq!(
+        (laptop["device_type"].as_str(), laptop["os"].as_str(), laptop["vendor"].as_str()),
+        (Some("computer"), Some("macOS"), Some("Apple")),
+        "macOS's option 55 and Apple's OUI: {laptop:#}"
+    );
+    assert_eq!(laptop["confidence"], 81);
+    assert_eq!(laptop["evidence"], serde_json::json!(["dhcp-options", "mac-vendor"]));
+    let phone = find(&latest["clients"], "mac", "d2:6e:41:0a:bb:02");
+    assert_eq!(
+        (phone["device_type"].as_str(), phone["os"].as_str(), phone["model"].as_str()),
+        (Some("phone"), Some("Android 14"), Some("Pixel"))
+    );
+    assert_eq!(phone["vendor"], "", "a randomised MAC has no vendor");
+    assert_eq!(phone["confidence"], 97, "option 55, option 60 and the hostname agree");
+    let sensor = find(&latest["clients"], "mac", "18:fe:34:cc:dd:03");
+    assert_eq!(
+        (sensor["device_type"].as_str(), sensor["model"].as_str(), sensor["vendor"].as_str()),
+        (Some("iot"), Some("ESP8266/ESP32"), Some("Espressif"))
+    );
+    assert_eq!(sensor["os"], "Linux");
+    assert_eq!(bob["user_agent"], "android-dhcp-14");
+
     let counters = bodies(&lines, "counters");
     assert!(!counters.is_empty(), "interval counters from the second collection on");
     assert!(counters.iter().all(|c| c["interval_ms"].as_u64().is_some_and(|ms| ms > 0)));
@@ -216,8 +246,85 @@ async fn an_access_point_reports_radios_stations_roaming_and_honours_minimisatio
     assert!(last["stations"].as_array().unwrap().iter().all(|s| s["username"] == ""));
     assert_eq!(last["device"]["location"]["site"], "");
     assert_eq!(last["device"]["name"], "Lobby-2");
+    // The vendor was looked up on the device, before the MAC became a
+    // pseudonym (which, locally administered, has none).
+    let pseudonymous_laptop = bodies(&lines, "client-devices")
+        .into_iter()
+        .flat_map(|r| r["clients"].as_array().unwrap().iter())
+        .find(|c| c["mac"] == stored("3c:22:fb:aa:bb:01"))
+        .cloned()
+        .expect("a client-devices record under the new policy");
+    assert_eq!(pseudonymous_laptop["vendor"], "Apple");
+    assert!(!serde_json::to_string(&bodies(&lines, "client-devices").last()).unwrap().contains("3c:22:fb:aa:bb:01"));
 
-    assert_field_reference_lists_exactly(&lines, &["counters", "wireless"]);
+    assert_field_reference_lists_exactly(&lines, &["counters", "wireless", "client-devices"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organisation_that_omits_client_devices_stores_none_of_their_details() {
+    init_logging();
+    let tc = TestCollector::start().await;
+    let org = OrgId::new("nodevices").unwrap();
+    set_location_history(&tc, &org, true);
+    let operator = glimpse_common::identity::AdminIdentity::new(
+        glimpse_common::identity::AdminName::new("nodevices-operator").unwrap(),
+        glimpse_common::identity::AdminRole::Operator,
+        None,
+    )
+    .unwrap();
+    let policy = glimpse_common::wire::admin::AdminAction::SetDataPolicy {
+        org: org.clone(),
+        omit: glimpse_common::bounded::BoundedVec::truncating(vec![
+            glimpse_common::minimise::MetadataField::ClientDevices,
+        ]),
+        pseudonymise_macs: false,
+        strict_headers: None,
+    };
+    let reply = tc.collector.admin_context().act(&operator, policy);
+    assert!(matches!(reply, glimpse_common::wire::admin::AdminReply::DataPolicySet { .. }), "{reply:?}");
+    let device = issue_device("nodevices");
+    tc.collector.reload().expect("import the new registration");
+    let fake = FakeDevice::new("ap", "ap-nodevices");
+    let mut config = agent_config(tc.addr(), &device);
+    fake.configure(&mut config);
+    let agent = glimpse_agent::AgentHandle::spawn(config).unwrap();
+    wait_for_status(&agent, "the data policy heard", |s| {
+        s.omitted_fields.contains(&glimpse_common::minimise::MetadataField::ClientDevices)
+    })
+    .await;
+    // A collection that reads the clock after this point started after the
+    // agent took the policy in: it infers nothing.
+    let heard_ms =
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap();
+    let observed = |tc: &TestCollector, wanted: fn(&glimpse_common::record::RecordBody) -> bool| -> Vec<i64> {
+        let outcome = tc.collector.store().read(&org, DataKind::Metadata, None, None).expect("read");
+        outcome.records.iter().filter(|r| wanted(&r.record.body)).map(|r| r.record.observed_at_ms).collect()
+    };
+    use glimpse_common::record::RecordBody;
+    wait_until("two wireless reports collected after the policy was heard", || {
+        observed(&tc, |b| matches!(b, RecordBody::Wireless(_))).iter().filter(|t| **t > heard_ms).count() >= 2
+    })
+    .await;
+    agent.shutdown().await;
+    let late: Vec<i64> =
+        observed(&tc, |b| matches!(b, RecordBody::ClientDevices(_))).into_iter().filter(|t| *t > heard_ms).collect();
+    assert!(late.is_empty(), "the agent stopped inferring at the source: {late:?}");
+    let lines = exported(&tc, &device.identity);
+    // Anything it sent before is cleared on arrival: nothing is stored.
+    for report in bodies(&lines, "client-devices") {
+        for client in report["clients"].as_array().unwrap() {
+            for field in ["device_type", "model", "os", "vendor"] {
+                assert_eq!(client[field], "", "{field} stored although omitted: {client:#}");
+            }
+            assert_eq!(
+                (client["confidence"].as_u64(), client["evidence"].as_array().map(Vec::len)),
+                (Some(0), Some(0))
+            );
+        }
+    }
+    let wireless = bodies(&lines, "wireless");
+    let last = wireless.last().unwrap();
+    assert_eq!(find(&last["stations"], "mac", "d2:6e:41:0a:bb:02")["user_agent"], "android-dhcp-14", "the rest stays");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -610,57 +717,4 @@ async fn wan_destinations_an_organisation_has_not_enabled_are_dropped_on_arrival
     let stored = bodies(&lines, "wan-destinations");
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0]["destinations"][0]["site"], "after.example");
-}
-
-/// Every field path (`record.wireless.stations[].mac`) that the field
-/// reference, `docs/FIELDS.md`, lists for `kinds` equals the set export
-/// printed in `lines`.
-fn assert_field_reference_lists_exactly(lines: &[Value], kinds: &[&str]) {
-    let reference_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/FIELDS.md");
-    let reference = std::fs::read_to_string(&reference_path)
-        .unwrap_or_else(|e| panic!("the field reference {}: {e}", reference_path.display()));
-    for kind in kinds {
-        let prefix = format!("record.{kind}");
-        let documented: BTreeSet<String> = reference
-            .lines()
-            .filter_map(|line| line.strip_prefix("| `"))
-            .filter_map(|rest| rest.split_once('`').map(|(path, _)| path.to_owned()))
-            .filter(|path| path == &prefix || path.starts_with(&format!("{prefix}.")))
-            .collect();
-        let mut printed = BTreeSet::new();
-        for line in lines {
-            if let Some(body) = line["record"].get(*kind) {
-                leaf_paths(body, &prefix, &mut printed);
-            }
-        }
-        assert!(!printed.is_empty(), "no {kind} record exported");
-        let undocumented: Vec<_> = printed.difference(&documented).collect();
-        let unprinted: Vec<_> = documented.difference(&printed).collect();
-        assert!(
-            undocumented.is_empty() && unprinted.is_empty(),
-            "docs/FIELDS.md and export differ for {kind}: not in docs/FIELDS.md {undocumented:?}; in docs/FIELDS.md but never printed {unprinted:?}"
-        );
-    }
-}
-
-/// Paths to every scalar in `value` (arrays as `[]`; an array of scalars is
-/// itself a leaf; null counts as a leaf; an empty array says nothing about
-/// what its items hold, so it adds no path).
-fn leaf_paths(value: &Value, path: &str, out: &mut BTreeSet<String>) {
-    match value {
-        Value::Object(map) => {
-            for (key, child) in map {
-                leaf_paths(child, &format!("{path}.{key}"), out);
-            }
-        }
-        Value::Array(items) if items.is_empty() => {}
-        Value::Array(items) if items.iter().any(|i| i.is_object()) => {
-            for item in items {
-                leaf_paths(item, &format!("{path}[]"), out);
-            }
-        }
-        _ => {
-            out.insert(path.to_owned());
-        }
-    }
 }

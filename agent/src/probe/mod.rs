@@ -76,9 +76,11 @@ use tracing::warn;
 mod addresses;
 pub mod clients;
 pub mod dns;
+pub mod fingerprint;
 mod host;
 mod interfaces;
 mod lex;
+pub mod oui;
 pub mod sessions;
 mod source;
 #[cfg(test)]
@@ -91,6 +93,7 @@ pub use addresses::{
 };
 pub use clients::{parse_dnsmasq_leases, parse_isc_dhcpd_leases, parse_proc_net_arp, ArpEntry, Lease};
 pub use dns::{parse_dnsmasq_log_line, LogTail, SiteNames, TailPlan};
+pub use fingerprint::{infer, parse_fingerprints, DhcpFingerprint, Signals};
 pub use host::{parse_hostname, parse_kernel_release, parse_model, parse_os_release, parse_uptime};
 pub use interfaces::{parse_mac, parse_operstate, parse_proc_net_dev, parse_sysfs_number};
 pub use sessions::{

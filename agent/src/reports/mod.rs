@@ -7,7 +7,7 @@
 //!
 //! | probe | sends | reads |
 //! |---|---|---|
-//! | wireless (access points) | [`WirelessReport`]: radios, stations, roaming | `iw dev`, `iw dev IF station dump`, `hostapd_cli -i IF all_sta`, `proc/net/arp`, DHCP leases |
+//! | wireless (access points) | [`WirelessReport`]: radios, stations, roaming; [`ClientDeviceReport`]: the stations' device type, model, OS and MAC vendor | `iw dev`, `iw dev IF station dump`, `hostapd_cli -i IF all_sta`, `proc/net/arp`, DHCP leases, the DHCP fingerprint file ([`FINGERPRINTS`]) |
 //! | wired (switches) | [`WiredReport`]: port VLANs, learned hosts, LLDP neighbours | `bridge -j fdb show`, `bridge -j vlan show`, `lldpcli -f json show neighbors details`, `hostapd_cli` on 802.1X ports, `proc/net/arp`, DHCP leases |
 //! | wan (gateways) | [`WanReport`]: sessions per application | `proc/net/nf_conntrack`, else `conntrack -L -o extended` |
 //! | wan, when the organisation enables WAN destinations | [`WanDestinationReport`]: sessions per client and destination, with site names | the same table, `proc/net/arp`, DHCP leases, the DNS resolver's log (`dns_log`) |
@@ -27,9 +27,9 @@ use std::time::Duration;
 use glimpse_common::bounded::{BoundedString, BoundedVec};
 use glimpse_common::identity::DeviceKind;
 use glimpse_common::record::{
-    CounterReport, DeviceMetadata, DeviceProfile, InterfaceDelta, InterfaceStats, MacAddr, Record, RecordBody,
-    RoamEvent, RoamKind, WanDestination, WanDestinationReport, WanReport, WiredHost, WiredReport, WirelessReport,
-    MAX_CLIENT_ADDRESSES, MAX_HOSTS, MAX_ROAMS, MAX_STATIONS,
+    ClientDevice, ClientDeviceReport, CounterReport, DeviceMetadata, DeviceProfile, InterfaceDelta, InterfaceStats,
+    MacAddr, Record, RecordBody, RoamEvent, RoamKind, WanDestination, WanDestinationReport, WanReport, WiredHost,
+    WiredReport, WirelessReport, MAX_CLIENT_ADDRESSES, MAX_HOSTS, MAX_ROAMS, MAX_STATIONS,
 };
 use tracing::warn;
 
@@ -48,6 +48,11 @@ const OUTPUT_LIMIT: usize = 1024 * 1024;
 /// Most of the DNS resolver's log read per collection (the newest part
 /// when more was written).
 const DNS_LOG_LIMIT: u64 = 1024 * 1024;
+
+/// Where the DHCP fingerprint script (`packaging/openwrt/glimpse-dhcp-fingerprint`,
+/// dnsmasq's `dhcp-script`) keeps each client's option 55 and 60, under the
+/// collection root.
+pub const FINGERPRINTS: &str = "tmp/glimpse/dhcp-fingerprints";
 
 /// Builds each collection's records and remembers what the next one needs.
 ///
@@ -69,6 +74,9 @@ pub struct Reporter {
     sessions: Option<probe::SessionTracker>,
     /// (source, problem) pairs already logged.
     warned: HashSet<(String, &'static str)>,
+    /// Each tool and file read so far, and how its last use went: what a
+    /// diagnostic bundle reports as probe and tool status.
+    outcomes: BTreeMap<String, (bool, String)>,
     /// Fields the organisation does not want: sources that only feed them
     /// are not even read.
     omit: Vec<MetadataField>,
@@ -105,6 +113,7 @@ impl Reporter {
             previous_stations: None,
             sessions,
             warned: HashSet::new(),
+            outcomes: BTreeMap::new(),
             omit: Vec::new(),
             destinations: false,
             site_names: probe::SiteNames::new(probe::dns::MAX_SITE_ADDRESSES),
@@ -151,7 +160,10 @@ impl Reporter {
         if self.settings.wireless || self.settings.wired {
             let clients = self.clients(wall_ms);
             if self.settings.wireless {
-                bodies.extend(self.wireless(&clients).into_iter().map(|r| RecordBody::Wireless(Box::new(r))));
+                let reports = self.wireless(&clients);
+                let devices = self.client_devices(&reports, &clients);
+                bodies.extend(reports.into_iter().map(|r| RecordBody::Wireless(Box::new(r))));
+                bodies.extend(devices.into_iter().map(|r| RecordBody::ClientDevices(Box::new(r))));
             }
             if self.settings.wired {
                 bodies.extend(self.wired(&clients).into_iter().map(|r| RecordBody::Wired(Box::new(r))));
@@ -173,10 +185,27 @@ impl Reporter {
         }
     }
 
+    /// Each tool run and file read so far and how its last use went, by
+    /// name: for a diagnostic bundle.
+    pub fn checks(&self) -> impl Iterator<Item = (&str, bool, &str)> {
+        self.outcomes.iter().map(|(name, (ok, detail))| (name.as_str(), *ok, detail.as_str()))
+    }
+
+    fn outcome(&mut self, source: &str, ok: bool, detail: String) {
+        // Sources are the device kind's few tools and files: bounded.
+        self.outcomes.insert(source.to_owned(), (ok, detail));
+    }
+
     /// Runs a tool; `None` (logged once) when it is missing or fails.
     fn run(&mut self, source: &str, argv: Vec<String>, consequence: &str) -> Option<String> {
         let timeout: Duration = self.settings.command_timeout;
-        match command::run(&argv, timeout, OUTPUT_LIMIT) {
+        let result = command::run(&argv, timeout, OUTPUT_LIMIT);
+        let program = argv.first().map_or("", String::as_str);
+        match &result {
+            Ok(output) => self.outcome(source, true, format!("{program}: {} bytes of output", output.text.len())),
+            Err(e) => self.outcome(source, false, e.to_string()),
+        }
+        match result {
             Ok(output) => {
                 if output.truncated {
                     self.warn_once(
@@ -203,7 +232,14 @@ impl Reporter {
     /// (logged once).
     fn read(&mut self, relative: &std::path::Path, limit: usize) -> Option<String> {
         let path = self.root.join(relative);
-        match probe::read_capped(&path, limit) {
+        let read = probe::read_capped(&path, limit);
+        let source = format!("/{}", relative.display());
+        match &read {
+            Ok(Some((bytes, _))) => self.outcome(&source, true, format!("{} bytes", bytes.len())),
+            Ok(None) => self.outcome(&source, false, "absent".to_owned()),
+            Err(e) => self.outcome(&source, false, format!("unreadable: {e}")),
+        }
+        match read {
             Ok(Some((bytes, over))) => {
                 if over {
                     let source = path.display().to_string();
@@ -253,7 +289,12 @@ impl Reporter {
     /// What the ARP table and DHCP leases say about clients, by MAC.
     fn clients(&mut self, wall_ms: i64) -> Clients {
         let mut clients = Clients::default();
-        let wanted = [MetadataField::ClientAddresses, MetadataField::ClientHostnames, MetadataField::UserAgents];
+        let wanted = [
+            MetadataField::ClientAddresses,
+            MetadataField::ClientHostnames,
+            MetadataField::UserAgents,
+            MetadataField::ClientDevices,
+        ];
         if wanted.iter().all(|field| self.omitted(*field)) {
             return clients;
         }
@@ -289,7 +330,51 @@ impl Reporter {
                 }
             }
         }
+        if let Some(text) = self.read(std::path::Path::new(FINGERPRINTS), OUTPUT_LIMIT) {
+            let parsed = probe::parse_fingerprints(&text);
+            self.note_skipped(FINGERPRINTS, &parsed);
+            for fingerprint in parsed.items {
+                let client = clients.entry(fingerprint.mac);
+                // dnsmasq's lease file has no vendor class; its script does.
+                if client.vendor_class.is_none() {
+                    client.vendor_class = fingerprint.vendor_class;
+                }
+                client.requested_options = Some(fingerprint.requested_options).filter(|o| !o.is_empty());
+            }
+        }
         clients
+    }
+
+    /// What the stations of `reports` are, as far as DHCP, their hostnames
+    /// and their MACs' vendors tell (see [`probe::fingerprint`]), in as
+    /// many reports as the stations need. A signal the organisation does
+    /// not collect is not used either.
+    fn client_devices(&self, reports: &[WirelessReport], clients: &Clients) -> Vec<ClientDeviceReport> {
+        if self.omitted(MetadataField::ClientDevices) {
+            return Vec::new();
+        }
+        let hostnames = !self.omitted(MetadataField::ClientHostnames);
+        let user_agents = !self.omitted(MetadataField::UserAgents);
+        let mut macs: Vec<MacAddr> = reports.iter().flat_map(|r| r.stations.iter().map(|s| s.mac)).collect();
+        macs.sort_unstable();
+        macs.dedup();
+        let devices: Vec<ClientDevice> = macs
+            .into_iter()
+            .filter_map(|mac| {
+                let client = clients.get(&mac);
+                probe::infer(&probe::Signals {
+                    mac,
+                    requested_options: client.and_then(|c| c.requested_options.as_deref()),
+                    vendor_class: client.and_then(|c| c.vendor_class.as_deref()).filter(|_| user_agents),
+                    hostname: client.and_then(|c| c.hostname.as_deref()).filter(|_| hostnames),
+                    mac_vendor: true,
+                })
+            })
+            .collect();
+        devices
+            .chunks(MAX_STATIONS)
+            .map(|chunk| ClientDeviceReport { clients: BoundedVec::truncating(chunk.to_vec()) })
+            .collect()
     }
 
     /// 802.1X usernames and dynamic VLANs hostapd knows for `interface`.
@@ -657,6 +742,8 @@ struct Client {
     addresses: Vec<IpAddr>,
     hostname: Option<String>,
     vendor_class: Option<String>,
+    /// DHCP option 55, from the fingerprint file.
+    requested_options: Option<Vec<u8>>,
 }
 
 impl Client {

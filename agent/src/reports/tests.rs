@@ -233,6 +233,16 @@ fn omitted_fields_spare_the_tools_that_only_feed_them() {
     assert!(!device.calls().contains("hostapd_cli"), "not run: {}", device.calls());
 }
 
+fn client_devices(records: &[Record]) -> Vec<&glimpse_common::record::ClientDeviceReport> {
+    records
+        .iter()
+        .filter_map(|r| match &r.body {
+            RecordBody::ClientDevices(report) => Some(&**report),
+            _ => None,
+        })
+        .collect()
+}
+
 fn destinations(records: &[Record]) -> Vec<&WanDestinationReport> {
     records
         .iter()
@@ -241,6 +251,41 @@ fn destinations(records: &[Record]) -> Vec<&WanDestinationReport> {
             _ => None,
         })
         .collect()
+}
+
+#[test]
+fn client_devices_come_from_the_fingerprint_file_and_stop_when_omitted() {
+    let fingerprints = "3c:22:fb:aa:bb:01 1,3,6,15,31,33,43,44,46,47,119,121,249,252 MSFT 5.0\n\
+                        02:aa:00:00:00:09 1,121,3,6,15,119,252 -\n";
+    let device = Device::new(&[(FINGERPRINTS, fingerprints)]);
+    device.out("iw-dev", IW_DEV);
+    device.out(
+        "iw-dev-wlan0-station-dump",
+        &(station("3c:22:fb:aa:bb:01", "wlan0") + &station("02:aa:00:00:00:02", "wlan0")),
+    );
+    device.out("iw-dev-wlan1-station-dump", "");
+    let mut reporter = device.reporter("ap");
+    let records = reporter.collect(0, 1_000);
+    let reports = client_devices(&records);
+    assert_eq!(reports.len(), 1);
+    let clients = &reports[0].clients;
+    assert_eq!(clients.len(), 1, "a station nothing is known about has no entry; a file line without a station none");
+    let laptop = &clients[0];
+    assert_eq!(laptop.mac.to_string(), "3c:22:fb:aa:bb:01");
+    assert_eq!((laptop.os.as_str(), laptop.device_type.as_str()), ("Windows", "computer"));
+    assert_eq!(laptop.vendor.as_str(), "Apple", "Boot Camp, say: the signals disagree");
+    assert!(laptop.confidence < 90, "{laptop:?}");
+    let stations = &wireless(&records)[0].stations;
+    let station = stations.iter().find(|s| s.mac == laptop.mac).unwrap();
+    assert_eq!(station.user_agent.as_str(), "MSFT 5.0", "the file's vendor class, which dnsmasq's leases lack");
+
+    reporter.omit(&[MetadataField::UserAgents]);
+    let without_agents = reporter.collect(30_000, 31_000);
+    let laptop = &client_devices(&without_agents)[0].clients[0];
+    assert!(!laptop.evidence.contains(&glimpse_common::record::Evidence::VendorClass), "an omitted signal is not used");
+
+    reporter.omit(&[MetadataField::ClientDevices]);
+    assert!(client_devices(&reporter.collect(60_000, 61_000)).is_empty());
 }
 
 const CONNTRACK: &str = "\

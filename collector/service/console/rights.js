@@ -12,6 +12,7 @@ const FIELDS = [
   ["usernames", "Clients' usernames (802.1X)"], ["user-agents", "Clients' user agents"], ["client-signal", "Stations' signal and rates"],
   ["client-counters", "Clients' traffic counters"], ["roaming", "Roaming events"], ["location", "Location"],
   ["vlans", "VLAN membership"], ["lldp", "LLDP neighbours"], ["applications", "Per-application sessions"],
+  ["client-devices", "Clients' device type, model, OS and vendor"],
   ["wan-clients", "WAN destinations' clients"], ["wan-destinations", "WAN destination addresses"],
   ["wan-sites", "WAN destinations' site names"],
 ];

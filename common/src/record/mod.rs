@@ -15,15 +15,20 @@ use crate::capture::CapturedPacket;
 use crate::clock::UnixMillis;
 use crate::identity::DeviceKind;
 
+mod clients;
 mod counters;
+pub mod diagnostics;
 pub mod personal;
 mod profile;
+pub mod subject;
 mod wan;
 mod wired;
 mod wireless;
 pub mod withheld;
 
+pub use clients::{ClientDevice, ClientDeviceReport, Evidence, MAX_EVIDENCE};
 pub use counters::{counter_change, per_second, CounterChange, CounterReport, InterfaceDelta};
+pub use diagnostics::{Check, ConnectionState, Diagnostics, SpoolState};
 pub use profile::{DeviceProfile, Location};
 pub use wan::{
     merge_destination_rows, ApplicationSessions, DestinationCounters, WanDestination, WanDestinationReport, WanReport,
@@ -121,6 +126,8 @@ impl Record {
             | RecordBody::Wireless(_)
             | RecordBody::Wired(_)
             | RecordBody::Wan(_)
+            | RecordBody::ClientDevices(_)
+            | RecordBody::Diagnostics(_)
             | RecordBody::WanDestinations(_) => DataKind::Metadata,
         }
     }
@@ -153,6 +160,14 @@ pub enum RecordBody {
     /// kind rather than new fields there, which would change how every
     /// stored agent-health record decodes).
     SpoolRecovery(SpoolRecovery),
+    /// An access point's inferences about its Wi-Fi clients' devices
+    /// (type, model, OS, MAC vendor, confidence): a kind of its own beside
+    /// [`RecordBody::Wireless`], whose stations' stored layout stays.
+    ClientDevices(Box<ClientDeviceReport>),
+    /// A diagnostic bundle for a support case: the agent's build, the
+    /// device's model and serial number, its configuration without
+    /// secrets, recent log lines, spool state, probe and tool status.
+    Diagnostics(Box<Diagnostics>),
     /// A gateway's WAN sessions per client and destination, with site
     /// names from its DNS resolver; only when the organisation enables
     /// them (a new kind beside [`RecordBody::Wan`], whose stored records

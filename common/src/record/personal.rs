@@ -34,10 +34,10 @@ use crate::capture::macs::mac_sites;
 use crate::capture::CapturedPacket;
 
 use super::{
-    AgentHealth, ApplicationSessions, CounterReport, DestinationCounters, DeviceMetadata, DeviceProfile,
-    InterfaceDelta, InterfaceStats, LldpNeighbour, Location, MacAddr, PortVlans, Radio, RecordBody, RoamEvent,
-    SpoolRecovery, Station, WanDestination, WanDestinationReport, WanReport, WiredHost, WiredReport, WirelessReport,
-    MAX_TEXT,
+    AgentHealth, ApplicationSessions, Check, ClientDevice, ClientDeviceReport, ConnectionState, CounterReport,
+    DestinationCounters, DeviceMetadata, DeviceProfile, Diagnostics, InterfaceDelta, InterfaceStats, LldpNeighbour,
+    Location, MacAddr, PortVlans, Radio, RecordBody, RoamEvent, SpoolRecovery, SpoolState, Station, WanDestination,
+    WanDestinationReport, WanReport, WiredHost, WiredReport, WirelessReport, MAX_TEXT,
 };
 
 /// What kind of information a visited field holds.
@@ -74,6 +74,9 @@ pub enum Category {
     /// Per-application session summaries, and the application of a WAN
     /// destination row.
     Applications,
+    /// What a client's device is: type, model, OS, the MAC's vendor, and
+    /// how sure that is.
+    DeviceDetails,
     /// The site (DNS name) a client reached.
     Site,
 }
@@ -158,6 +161,20 @@ pub enum Field {
     LldpNeighbours,
     /// WAN: the per-application summaries.
     Applications,
+    /// Client devices: the client's MAC address.
+    ClientDeviceMac,
+    /// Client devices: the device type.
+    ClientDeviceType,
+    /// Client devices: the model.
+    ClientDeviceModel,
+    /// Client devices: the OS.
+    ClientDeviceOs,
+    /// Client devices: the MAC's vendor.
+    ClientDeviceVendor,
+    /// Client devices: the confidence.
+    ClientDeviceConfidence,
+    /// Client devices: the signals used.
+    ClientDeviceEvidence,
     /// WAN destinations: a row's client MAC address.
     WanClientMac,
     /// WAN destinations: a row's client address (LAN side).
@@ -174,7 +191,7 @@ pub enum Field {
 
 impl Field {
     /// Every field, for listings and tests.
-    pub const ALL: [Field; 38] = [
+    pub const ALL: [Field; 45] = [
         Field::DeviceHostname,
         Field::OsName,
         Field::OsVersion,
@@ -207,6 +224,13 @@ impl Field {
         Field::HostVlan,
         Field::LldpNeighbours,
         Field::Applications,
+        Field::ClientDeviceMac,
+        Field::ClientDeviceType,
+        Field::ClientDeviceModel,
+        Field::ClientDeviceOs,
+        Field::ClientDeviceVendor,
+        Field::ClientDeviceConfidence,
+        Field::ClientDeviceEvidence,
         Field::WanClientMac,
         Field::WanClientAddress,
         Field::WanDestinationAddress,
@@ -224,6 +248,7 @@ impl Field {
             | Field::StationMac
             | Field::RoamMac
             | Field::HostMac
+            | Field::ClientDeviceMac
             | Field::WanClientMac => Category::Mac,
             Field::InterfaceAddresses
             | Field::StationAddresses
@@ -246,6 +271,12 @@ impl Field {
             Field::LldpNeighbours => Category::Neighbours,
             Field::Applications | Field::WanApplication => Category::Applications,
             Field::WanSite => Category::Site,
+            Field::ClientDeviceType
+            | Field::ClientDeviceModel
+            | Field::ClientDeviceOs
+            | Field::ClientDeviceVendor
+            | Field::ClientDeviceConfidence
+            | Field::ClientDeviceEvidence => Category::DeviceDetails,
         }
     }
 
@@ -278,6 +309,13 @@ impl Field {
             | Field::HostHostname
             | Field::HostUsername
             | Field::HostVlan
+            | Field::ClientDeviceMac
+            | Field::ClientDeviceType
+            | Field::ClientDeviceModel
+            | Field::ClientDeviceOs
+            | Field::ClientDeviceVendor
+            | Field::ClientDeviceConfidence
+            | Field::ClientDeviceEvidence
             | Field::WanClientMac
             | Field::WanClientAddress
             | Field::WanDestinationAddress
@@ -322,12 +360,19 @@ impl Field {
             Field::WanClientMac | Field::WanClientAddress => Some(MetadataField::WanClients),
             Field::WanDestinationAddress => Some(MetadataField::WanDestinations),
             Field::WanSite => Some(MetadataField::WanSites),
+            Field::ClientDeviceType
+            | Field::ClientDeviceModel
+            | Field::ClientDeviceOs
+            | Field::ClientDeviceVendor
+            | Field::ClientDeviceConfidence
+            | Field::ClientDeviceEvidence => Some(MetadataField::ClientDevices),
             Field::CaptureMac
             | Field::CaptureHeaders
             | Field::RadioBssid
             | Field::StationMac
             | Field::RoamMac
-            | Field::HostMac => None,
+            | Field::HostMac
+            | Field::ClientDeviceMac => None,
         }
     }
 }
@@ -491,6 +536,8 @@ pub enum Entry<'a> {
     Roam(&'a RoamEvent),
     /// A host a switch learned.
     WiredHost(&'a WiredHost),
+    /// What an access point inferred about a client's device.
+    ClientDevice(&'a ClientDevice),
     /// One client's sessions to one WAN destination.
     WanDestination(&'a WanDestination),
 }
@@ -504,6 +551,7 @@ impl Entry<'_> {
             Entry::Roam(event) => Some(event.mac),
             Entry::WiredHost(host) => Some(host.mac),
             Entry::WanDestination(row) => row.client_mac,
+            Entry::ClientDevice(device) => Some(device.mac),
         }
     }
 
@@ -513,6 +561,7 @@ impl Entry<'_> {
             Entry::Station(station) => visit_station(station, visitor),
             Entry::Roam(event) => visit_roam(event, visitor),
             Entry::WiredHost(host) => visit_host(host, visitor),
+            Entry::ClientDevice(device) => visit_client_device(device, visitor),
             Entry::WanDestination(row) => visit_wan_destination(row, visitor),
         }
     }
@@ -587,6 +636,11 @@ pub fn visit(body: &RecordBody, visitor: &mut dyn Visit) {
             // Counts again.
             let SpoolRecovery { damaged_entries: _, records_lost: _, records_kept: _, discarded: _ } = recovery;
         }
+        RecordBody::Diagnostics(bundle) => {
+            let (model, serial_number) = diagnostics_hold_no_one(bundle);
+            visitor.field(Field::Model, FieldRef::Text(model.as_str()));
+            visitor.field(Field::Model, FieldRef::Text(serial_number.as_str()));
+        }
         RecordBody::Counters(report) => {
             let CounterReport { interval_ms: _, interfaces } = report;
             interfaces.iter().for_each(delta_holds_no_one);
@@ -648,6 +702,13 @@ pub fn visit(body: &RecordBody, visitor: &mut dyn Visit) {
             }
             visitor.field(Field::Applications, FieldRef::Detail(applications));
         }
+        RecordBody::ClientDevices(report) => {
+            let ClientDeviceReport { clients } = &**report;
+            for device in clients {
+                visitor.entry(Entry::ClientDevice(device));
+                visit_client_device(device, visitor);
+            }
+        }
         RecordBody::WanDestinations(report) => {
             let WanDestinationReport { device, interval_ms: _, destinations, folded_rows: _, folded } = &**report;
             visit_profile(device, visitor);
@@ -679,6 +740,11 @@ pub fn visit_mut(body: &mut RecordBody, visitor: &mut dyn VisitMut) {
         }
         RecordBody::SpoolRecovery(recovery) => {
             let SpoolRecovery { damaged_entries: _, records_lost: _, records_kept: _, discarded: _ } = recovery;
+        }
+        RecordBody::Diagnostics(bundle) => {
+            let Diagnostics { model, serial_number, .. } = &mut **bundle;
+            visitor.field(Field::Model, FieldMut::Text(model));
+            visitor.field(Field::Model, FieldMut::Text(serial_number));
         }
         RecordBody::Counters(report) => {
             let CounterReport { interval_ms: _, interfaces } = report;
@@ -743,6 +809,19 @@ pub fn visit_mut(body: &mut RecordBody, visitor: &mut dyn VisitMut) {
                 application_holds_no_one(application);
             }
             visitor.field(Field::Applications, FieldMut::Detail(applications));
+        }
+        RecordBody::ClientDevices(report) => {
+            let ClientDeviceReport { clients } = &mut **report;
+            for device in retained(clients, visitor, |d| Entry::ClientDevice(d)) {
+                let ClientDevice { mac, device_type, model, os, vendor, confidence, evidence } = device;
+                visitor.field(Field::ClientDeviceMac, FieldMut::Mac(mac));
+                visitor.field(Field::ClientDeviceType, FieldMut::Text(device_type));
+                visitor.field(Field::ClientDeviceModel, FieldMut::Text(model));
+                visitor.field(Field::ClientDeviceOs, FieldMut::Text(os));
+                visitor.field(Field::ClientDeviceVendor, FieldMut::Text(vendor));
+                visitor.field(Field::ClientDeviceConfidence, FieldMut::Detail(confidence));
+                visitor.field(Field::ClientDeviceEvidence, FieldMut::Detail(evidence));
+            }
         }
         RecordBody::WanDestinations(report) => {
             let WanDestinationReport { device, interval_ms: _, destinations, folded_rows: _, folded } = &mut **report;
@@ -962,6 +1041,17 @@ fn visit_host(host: &WiredHost, visitor: &mut dyn Visit) {
     visitor.field(Field::HostVlan, FieldRef::Detail(vlan));
 }
 
+fn visit_client_device(device: &ClientDevice, visitor: &mut dyn Visit) {
+    let ClientDevice { mac, device_type, model, os, vendor, confidence, evidence } = device;
+    visitor.field(Field::ClientDeviceMac, FieldRef::Mac(Some(*mac)));
+    visitor.field(Field::ClientDeviceType, FieldRef::Text(device_type));
+    visitor.field(Field::ClientDeviceModel, FieldRef::Text(model));
+    visitor.field(Field::ClientDeviceOs, FieldRef::Text(os));
+    visitor.field(Field::ClientDeviceVendor, FieldRef::Text(vendor));
+    visitor.field(Field::ClientDeviceConfidence, FieldRef::Detail(confidence));
+    visitor.field(Field::ClientDeviceEvidence, FieldRef::Detail(evidence));
+}
+
 fn visit_wan_destination(row: &WanDestination, visitor: &mut dyn Visit) {
     // Protocol and port say what kind of service, as the application does;
     // they are withheld with the destination only through the rows'
@@ -1019,6 +1109,41 @@ fn lldp_holds_no_one(neighbour: &LldpNeighbour) {
 /// as a whole. Named here so that a field added to it is looked at.
 fn port_holds_no_one(port: &PortVlans) {
     let PortVlans { port: _, pvid: _, untagged: _, tagged: _ } = port;
+}
+
+/// A diagnostic bundle describes the device and the agent, never the people
+/// on its network: the build, the configuration without secrets, the
+/// agent's own log lines (which name no client), the spool and which tools
+/// worked. Named here so that a field added to it is looked at. The model
+/// and serial number are returned: they are the device's hardware, withheld
+/// with the metadata's model (`MetadataField::Model`).
+fn diagnostics_hold_no_one(bundle: &Diagnostics) -> (&BoundedString<MAX_TEXT>, &BoundedString<MAX_TEXT>) {
+    let Diagnostics {
+        request_id: _,
+        agent_version: _,
+        build: _,
+        device_kind: _,
+        model,
+        serial_number,
+        config: _,
+        recent_logs: _,
+        spool,
+        connection,
+        checks,
+    } = bundle;
+    let SpoolState { path: _, exists: _, bytes: _, max_bytes: _, mode: _ } = spool;
+    if let Some(ConnectionState {
+        connected: _,
+        collector: _,
+        cipher_suite: _,
+        queued_records: _,
+        dropped_records: _,
+        acked_records: _,
+        last_error: _,
+    }) = connection
+    {}
+    for Check { name: _, ok: _, detail: _ } in checks.iter() {}
+    (model, serial_number)
 }
 
 /// An application summary counts sessions of many clients together:
@@ -1080,10 +1205,12 @@ mod tests {
             RecordBody::Wired(_) => 5,
             RecordBody::Wan(_) => 6,
             RecordBody::SpoolRecovery(_) => 7,
-            RecordBody::WanDestinations(_) => 8,
+            RecordBody::ClientDevices(_) => 8,
+            RecordBody::Diagnostics(_) => 9,
+            RecordBody::WanDestinations(_) => 10,
         }
     }
-    const KINDS: usize = 9;
+    const KINDS: usize = 11;
 
     fn mac(last: u8) -> MacAddr {
         MacAddr([0x02, 0, 0, 0, 0, last])
@@ -1276,6 +1403,26 @@ mod tests {
         let wan_fields =
             vec![s(Field::DeviceLocation, "wan-site"), (Field::Applications, format!("{:?}", wan.applications))];
 
+        let client_devices = ClientDeviceReport {
+            clients: BoundedVec::truncating(vec![ClientDevice {
+                mac: mac(0x31),
+                device_type: text("device-type"),
+                model: text("device-model"),
+                os: text("device-os"),
+                vendor: text("device-vendor"),
+                confidence: 87,
+                evidence: BoundedVec::truncating(vec![crate::record::Evidence::DhcpOptions]),
+            }]),
+        };
+        let client_device_fields = vec![
+            s(Field::ClientDeviceMac, "02:00:00:00:00:31"),
+            s(Field::ClientDeviceType, "device-type"),
+            s(Field::ClientDeviceModel, "device-model"),
+            s(Field::ClientDeviceOs, "device-os"),
+            s(Field::ClientDeviceVendor, "device-vendor"),
+            s(Field::ClientDeviceConfidence, "87"),
+            s(Field::ClientDeviceEvidence, "[DhcpOptions]"),
+        ];
         let destinations = WanDestinationReport {
             device: profile("dest-site"),
             interval_ms: 30_000,
@@ -1348,6 +1495,23 @@ mod tests {
                 }),
                 vec![],
             ),
+            (RecordBody::ClientDevices(Box::new(client_devices)), client_device_fields),
+            (
+                RecordBody::Diagnostics(Box::new(Diagnostics {
+                    request_id: 7,
+                    agent_version: text("0.2.0"),
+                    model: text("diag-model"),
+                    serial_number: text("diag-serial"),
+                    config: text("[identity]\n"),
+                    checks: BoundedVec::truncating(vec![crate::record::Check {
+                        name: text("iw"),
+                        ok: true,
+                        detail: text("/usr/sbin/iw"),
+                    }]),
+                    ..Default::default()
+                })),
+                vec![s(Field::Model, "diag-model"), s(Field::Model, "diag-serial")],
+            ),
             (RecordBody::WanDestinations(Box::new(destinations)), destination_fields),
         ]
     }
@@ -1393,13 +1557,24 @@ mod tests {
         use Field::*;
         assert_eq!(
             of(Category::Mac),
-            [InterfaceMac, CaptureMac, RadioBssid, StationMac, RoamMac, HostMac, WanClientMac]
+            [InterfaceMac, CaptureMac, RadioBssid, StationMac, RoamMac, HostMac, ClientDeviceMac, WanClientMac]
         );
         assert_eq!(
             of(Category::Ip),
             [InterfaceAddresses, StationAddresses, HostAddresses, WanClientAddress, WanDestinationAddress]
         );
         assert_eq!(of(Category::Site), [WanSite]);
+        assert_eq!(
+            of(Category::DeviceDetails),
+            [
+                ClientDeviceType,
+                ClientDeviceModel,
+                ClientDeviceOs,
+                ClientDeviceVendor,
+                ClientDeviceConfidence,
+                ClientDeviceEvidence
+            ]
+        );
         assert_eq!(of(Category::Username), [StationUsername, HostUsername]);
         assert_eq!(of(Category::Hostname), [DeviceHostname, StationHostname, HostHostname]);
         assert_eq!(of(Category::UserAgent), [StationUserAgent]);
@@ -1441,7 +1616,9 @@ mod tests {
                 | RecordBody::AgentHealth(_)
                 | RecordBody::SpoolRecovery(_)
                 | RecordBody::Counters(_)
-                | RecordBody::Wan(_) => {}
+                | RecordBody::Wan(_)
+                | RecordBody::Diagnostics(_) => {}
+                RecordBody::ClientDevices(report) => assert!(report.clients.is_empty()),
             }
         }
     }
@@ -1460,7 +1637,9 @@ mod tests {
             "80a0abfef96205046e616d65067365726965730a77697265642d73697465000000010000000000404a400001046c616e3101010101010001020000000021046c616e310115010120010db800000000000000000000002109686f73742d686f737409686f73742d7573657201046c616e311130323a30303a30303a30303a30303a3939000000000000000000",
             "80a0abfef96206046e616d65067365726965730877616e2d73697465000000010000000000404a4000010377616e0102030105687474707306000000050000000000",
             "80a0abfef9620701012000",
-            "80a0abfef96208046e616d650673657269657309646573742d73697465000000010000000000404a4000b0ea0101010200000000310100c0a80117010120010db80000000000000000000000070601bb030568747470730f7777772e6578616d706c652e636f6d01020304050601000000090000",
+            "80a0abfef96208010200000000310b6465766963652d747970650c6465766963652d6d6f64656c096465766963652d6f730d6465766963652d76656e646f72570100",
+            "80a0abfef962090705302e322e3000000a646961672d6d6f64656c0b646961672d73657269616c0b5b6964656e746974795d0a0000000000000001026977010c2f7573722f7362696e2f6977",
+            "80a0abfef9620a046e616d650673657269657309646573742d73697465000000010000000000404a4000b0ea0101010200000000310100c0a80117010120010db80000000000000000000000070601bb030568747470730f7777772e6578616d706c652e636f6d01020304050601000000090000",
         ];
         for ((body, _), stored) in samples().into_iter().zip(STORED) {
             let record = crate::record::Record { observed_at_ms: 1_700_000_000_000, body };

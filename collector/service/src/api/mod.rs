@@ -25,6 +25,7 @@ pub mod audit;
 pub mod auth;
 pub mod console;
 pub mod devices;
+pub mod diagnostics;
 pub mod export;
 pub mod health;
 pub mod limiter;
@@ -188,6 +189,10 @@ pub fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(routes::stop_capture))
         .routes(routes!(routes::export_subject))
         .routes(routes!(routes::erase_subject))
+        .routes(routes!(routes::correct_subject))
+        .routes(routes!(routes::block_subject))
+        .routes(routes!(routes::unblock_subject))
+        .routes(routes!(routes::blocked_subjects))
         .routes(routes!(export::export))
         .routes(routes!(audit::audit))
         .routes(routes!(audit::support_activity))
@@ -203,6 +208,7 @@ pub fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(devices::revoke_admin))
         .routes(routes!(views::device_rates))
         .routes(routes!(views::device_latest))
+        .routes(routes!(diagnostics::request_diagnostics, diagnostics::list_diagnostics))
         .routes(routes!(views::capture_packets))
         .routes(routes!(views::list_orgs))
         .routes(routes!(views::overview))
