@@ -2,7 +2,8 @@
 # Builds the OpenWrt package (.ipk) of the agent from a device build:
 # /usr/bin/glimpse-agent, the procd init script /etc/init.d/glimpse, the
 # UCI config /etc/config/glimpse (turned into agent.toml by the agent at
-# every start), and a sysupgrade keep list for /etc/glimpse. The ipk is what
+# every start), dnsmasq's DHCP fingerprint script
+# /usr/libexec/glimpse-dhcp-fingerprint, and a sysupgrade keep list for /etc/glimpse. The ipk is what
 # OpenWrt's ipkg-build makes: a tar.gz of debian-binary, data.tar.gz and
 # control.tar.gz. Needs tar and gzip only.
 #
@@ -48,7 +49,7 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 data=$stage/data
 control=$stage/control
-install -d "$data/usr/bin" "$data/etc/init.d" "$data/etc/config" "$data/etc/glimpse" "$data/lib/upgrade/keep.d" "$control"
+install -d "$data/usr/bin" "$data/usr/libexec" "$data/etc/init.d" "$data/etc/config" "$data/etc/glimpse" "$data/lib/upgrade/keep.d" "$control"
 
 have_agent=false
 for spec in "$@"; do
@@ -62,6 +63,9 @@ done
 $have_agent || { echo "package-ipk.sh: no binary named glimpse-agent (use BINARY:glimpse-agent)" >&2; exit 64; }
 install -m 0755 agent/packaging/openwrt/glimpse.init "$data/etc/init.d/glimpse"
 install -m 0600 agent/packaging/openwrt/glimpse.uci "$data/etc/config/glimpse"
+# dnsmasq's dhcp-script for client device details (OPERATIONS.md): installed,
+# not enabled; the administrator points dnsmasq at it.
+install -m 0755 agent/packaging/openwrt/glimpse-dhcp-fingerprint "$data/usr/libexec/glimpse-dhcp-fingerprint"
 # Credentials live in /etc/glimpse: kept across firmware upgrades.
 echo /etc/glimpse/ >"$data/lib/upgrade/keep.d/$package"
 chmod 0644 "$data/lib/upgrade/keep.d/$package"

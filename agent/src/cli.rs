@@ -90,6 +90,22 @@ enum Command {
         #[arg(long, default_value = "/")]
         sysroot: PathBuf,
     },
+    /// Write a diagnostic bundle for a support case: the agent's version
+    /// and build, the device's model and serial number where it has them,
+    /// the configuration with secrets replaced, the spool's state, and
+    /// which probes and tools work now (one collection is run; nothing is
+    /// sent). JSON, to the file given (created readable by its owner only)
+    /// or standard output. The daemon's own log lines are in the system log
+    /// (`logread`, `journalctl -u glimpse-agent`); a bundle requested
+    /// through the collector includes them.
+    Diag {
+        /// Path to agent.toml.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Where to write the bundle; standard output if not given.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Run two collections as the daemon would (its device kind, probes and
     /// tools) and print every record of the second as a JSON line: what the
     /// device reports, including interval counters. Nothing is sent.
@@ -122,7 +138,13 @@ pub fn main() -> ExitCode {
     };
     // No colour (the agent is built without it): device logs go to syslog
     // or the journal.
-    glimpse_files::logging::init(&cli.log, &log_config, "info");
+    // The daemon keeps its newest lines for diagnostic bundles.
+    let recent = matches!(cli.command, Command::Run { .. }).then(|| {
+        let recent = glimpse_files::logging::RecentLines::new(crate::diag::KEPT_LOG_LINES);
+        crate::diag::keep_recent_lines(recent.clone());
+        recent
+    });
+    glimpse_files::logging::init_keeping(&cli.log, &log_config, "info", recent);
     let result = match cli.command {
         Command::Run { config } => run(config),
         Command::Check { config } => check(config),
@@ -130,6 +152,7 @@ pub fn main() -> ExitCode {
         Command::Probe { sysroot } => probe(sysroot),
         Command::Config { from_uci, out } => config_from_uci(&from_uci, out.as_deref()),
         Command::Collect { config, interval_secs } => collect(config, interval_secs),
+        Command::Diag { config, output } => diag(config, output.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -254,6 +277,33 @@ fn replay(path: PathBuf, pcap: PathBuf, interface: String) -> anyhow::Result<()>
 fn probe(sysroot: PathBuf) -> anyhow::Result<()> {
     let metadata = crate::probe::HostProbe::new(sysroot).collect();
     glimpse_files::outln!("{}", serde_json::to_string_pretty(&metadata)?)?;
+    Ok(())
+}
+
+fn diag(path: PathBuf, output: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let config = AgentConfig::load(&path)?;
+    let bundle = crate::diag::gather(&config, crate::diag::DaemonState::default());
+    let json = serde_json::to_string_pretty(&bundle)?;
+    match output {
+        None => glimpse_files::outln!("{json}")?,
+        Some(file) => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            // The configuration is in it: owner only, and never over
+            // another file's contents by surprise.
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(file)
+                .with_context(|| format!("creating {}", file.display()))?;
+            out.write_all(json.as_bytes())
+                .and_then(|()| out.write_all(b"\n"))
+                .and_then(|()| out.sync_all())
+                .with_context(|| format!("writing {}", file.display()))?;
+            info!(bundle = %file.display(), checks = bundle.checks.len(), "diagnostic bundle written");
+        }
+    }
     Ok(())
 }
 

@@ -85,6 +85,7 @@ struct RawProbes {
     dot1x_interfaces: Vec<String>,
     max_sessions: usize,
     conntrack_table: PathBuf,
+    dns_log: PathBuf,
     commands: RawCommands,
     applications: std::collections::BTreeMap<String, String>,
 }
@@ -104,6 +105,7 @@ impl Default for RawProbes {
             dot1x_interfaces: Vec::new(),
             max_sessions: 8192,
             conntrack_table: PathBuf::from("proc/net/nf_conntrack"),
+            dns_log: PathBuf::from("var/log/dnsmasq.log"),
             commands: RawCommands::default(),
             applications: Default::default(),
         }
@@ -447,6 +449,10 @@ pub struct AgentConfig {
     /// `log_level` and `log_format` (the command line and the environment
     /// take precedence: `glimpse_files::logging`).
     pub log: glimpse_files::logging::LogConfig,
+    /// The file's text with secret-looking values replaced
+    /// ([`glimpse_common::record::diagnostics::redact_config`]), for
+    /// diagnostic bundles.
+    pub redacted_text: String,
 }
 
 /// The device-kind probes (`[probes]`).
@@ -472,6 +478,10 @@ pub struct ProbeSettings {
     /// The connection tracking table, relative to the collection root;
     /// when it is absent the `conntrack` tool is asked instead.
     pub conntrack_table: PathBuf,
+    /// The gateway's DNS resolver log (dnsmasq with `log-queries` and
+    /// `log-facility=`), relative to the collection root: site names for
+    /// WAN destinations, read only when the organisation enables those.
+    pub dns_log: PathBuf,
     /// The tools run, each as program and leading arguments.
     pub commands: ProbeCommands,
     /// Application names for server ports beyond the built-in ones:
@@ -656,6 +666,7 @@ impl AgentConfig {
             profile,
             probes,
             log,
+            redacted_text: glimpse_common::record::diagnostics::redact_config(text),
         })
     }
 }
@@ -794,6 +805,7 @@ fn probe_settings(raw: &RawProbes, kind: Option<DeviceKind>, problems: &mut Vec<
         dot1x_interfaces: raw.dot1x_interfaces.clone(),
         max_sessions: raw.max_sessions,
         conntrack_table: raw.conntrack_table.clone(),
+        dns_log: raw.dns_log.clone(),
         commands: ProbeCommands {
             iw: c.iw.clone(),
             hostapd_cli: c.hostapd_cli.clone(),

@@ -13,6 +13,7 @@
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod diag;
 pub mod probe;
 mod queue;
 pub mod replay;

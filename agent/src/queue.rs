@@ -19,6 +19,7 @@ use tracing::warn;
 
 use glimpse_common::bounded::BoundedVec;
 use glimpse_common::minimise::{omit_from_record, MetadataField};
+use glimpse_common::record::subject::{redact, Redaction, Subject};
 use glimpse_common::record::{Record, RecordBody};
 
 use crate::spool::{format::MAX_REMOVED_PER_ENTRY, Spool, SpoolEntry, SpoolError};
@@ -38,6 +39,10 @@ struct Inner {
     removed: Vec<u64>,
     dropped_metadata: u64,
     dropped_captures: u64,
+    /// The organisation's blocked subjects: their data is not queued.
+    blocked: Vec<Subject>,
+    /// Records and report entries about them dropped so far.
+    blocked_dropped: u64,
 }
 
 impl Inner {
@@ -66,6 +71,8 @@ impl Queue {
                 removed: Vec::new(),
                 dropped_metadata: 0,
                 dropped_captures: 0,
+                blocked: Vec::new(),
+                blocked_dropped: 0,
             }),
             ready: Notify::new(),
         }
@@ -96,11 +103,21 @@ impl Queue {
 
     /// Queues `record` if `allowed()` holds under the queue lock, dropping
     /// the oldest records beyond `max`; returns (queued, dropped).
-    fn push_if(&self, record: Record, max: usize, allowed: impl FnOnce() -> bool) -> Option<(usize, u64)> {
+    fn push_if(&self, mut record: Record, max: usize, allowed: impl FnOnce() -> bool) -> Option<(usize, u64)> {
         let (len, dropped) = {
             let mut q = self.lock();
             if !allowed() {
                 return None;
+            }
+            // Under the lock, like consent: nothing of a subject blocked
+            // before this push gets in.
+            match redact(&mut record, &q.blocked) {
+                Redaction::Keep => {}
+                Redaction::Changed => q.blocked_dropped += 1,
+                Redaction::Remove => {
+                    q.blocked_dropped += 1;
+                    return Some((q.records.len(), 0));
+                }
             }
             let id = q.next_id;
             q.next_id += 1;
@@ -121,12 +138,17 @@ impl Queue {
 
     /// Drops every queued capture record (consent withdrawn); returns how many.
     pub(crate) fn discard_captures(&self) -> usize {
+        self.discard(|record| matches!(record.body, RecordBody::Capture(_)))
+    }
+
+    /// Drops every queued record `gone` says; returns how many.
+    pub(crate) fn discard(&self, gone: impl Fn(&Record) -> bool) -> usize {
         let mut q = self.lock();
         let before = q.records.len();
         let spooled_below = q.spooled_below;
         let mut removed = Vec::new();
         q.records.retain(|(id, record)| {
-            let keep = !matches!(record.body, RecordBody::Capture(_));
+            let keep = !gone(record);
             if !keep && *id < spooled_below {
                 removed.push(*id);
             }
@@ -134,6 +156,46 @@ impl Queue {
         });
         q.removed.extend(removed);
         before - q.records.len()
+    }
+
+    /// Stops queueing the data of `subjects` (the organisation's blocked
+    /// subjects, replacing the list before) and drops what of it is queued
+    /// already: whole records about one of them, their entries in reports
+    /// about many clients. Returns (records dropped, records cut down).
+    /// Batches already formed are left to the collector, which drops the
+    /// subjects' data on arrival.
+    pub(crate) fn set_blocked(&self, subjects: Vec<Subject>) -> (usize, usize) {
+        let mut q = self.lock();
+        let inner = &mut *q;
+        inner.blocked = subjects;
+        if inner.blocked.is_empty() {
+            return (0, 0);
+        }
+        let spooled_below = inner.spooled_below;
+        let (mut removed, mut cut, mut ids) = (0, 0, Vec::new());
+        let blocked = &inner.blocked;
+        inner.records.retain_mut(|(id, record)| match redact(record, blocked) {
+            Redaction::Keep => true,
+            Redaction::Changed => {
+                cut += 1;
+                true
+            }
+            Redaction::Remove => {
+                removed += 1;
+                if *id < spooled_below {
+                    ids.push(*id);
+                }
+                false
+            }
+        });
+        inner.removed.extend(ids);
+        inner.blocked_dropped += (removed + cut) as u64;
+        (removed, cut)
+    }
+
+    /// Records and report entries about blocked subjects dropped so far.
+    pub(crate) fn blocked_dropped(&self) -> u64 {
+        self.lock().blocked_dropped
     }
 
     /// Takes up to `max` records from the front for a batch.
@@ -212,5 +274,55 @@ impl Queue {
         q.removed.clear();
         q.spooled_below = q.next_id;
         spool.compact(in_flight, q.records.iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glimpse_common::record::{DeviceMetadata, InterfaceStats, MacAddr, Station, WirelessReport};
+
+    fn device_with(mac: MacAddr) -> Record {
+        let interface = InterfaceStats { mac: Some(mac), ..Default::default() };
+        Record {
+            observed_at_ms: 0,
+            body: RecordBody::Metadata(DeviceMetadata {
+                interfaces: BoundedVec::truncating(vec![interface]),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn report(macs: &[MacAddr]) -> Record {
+        let stations = macs.iter().map(|mac| Station { mac: *mac, ..Default::default() }).collect();
+        Record {
+            observed_at_ms: 0,
+            body: RecordBody::Wireless(Box::new(WirelessReport {
+                stations: BoundedVec::truncating(stations),
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn blocked_subjects_data_is_dropped_from_the_queue_and_not_queued_again() {
+        let (alice, bob) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
+        let queue = Queue::new(vec![(0, device_with(bob))], 1);
+        queue.push(report(&[alice, bob]), 100);
+        queue.push(device_with(alice), 100);
+        assert_eq!(queue.set_blocked(vec![Subject::Mac(bob)]), (1, 1));
+        assert_eq!(queue.lock().removed, [0], "the spool hears of the spooled record removed");
+        queue.push(device_with(bob), 100);
+        queue.push(report(&[bob, alice]), 100);
+        assert_eq!(queue.blocked_dropped(), 4);
+        let left: Vec<Record> = queue.take_batch(10).into_iter().map(|(_, r)| r).collect();
+        assert_eq!(left.len(), 3, "alice's device and both reports");
+        for record in &left {
+            assert!(!glimpse_common::record::subject::concerns(record, &Subject::Mac(bob)), "{record:?}");
+        }
+        // Unblocked: queued again.
+        queue.set_blocked(Vec::new());
+        queue.push(device_with(bob), 100);
+        assert_eq!(queue.len(), 1);
     }
 }

@@ -58,6 +58,11 @@ pub fn omit_from_record(body: &mut RecordBody, omit: &[MetadataField]) {
         return;
     }
     personal::visit_mut(body, &mut Omit(omit));
+    // Rows told apart only by what was just withheld now say the same
+    // thing: one row each, as the agent itself would have sent them.
+    if let RecordBody::WanDestinations(report) = body {
+        report.merge_rows();
+    }
 }
 
 /// Clears every visited field whose setting is in the list.
@@ -74,23 +79,26 @@ impl VisitMut for Omit<'_> {
 /// Calls `rewrite` on every MAC address a metadata-kind record holds about
 /// a device or a client: interfaces, radios' BSSIDs, stations, roaming
 /// events, learned hosts. (LLDP chassis identifiers name network equipment,
-/// not people, and stay.)
+/// not people, and stay.) A MAC inside an IPv6 address's interface
+/// identifier (modified EUI-64, as SLAAC and link-local addresses are made)
+/// is the same MAC and is rewritten too, prefix kept.
 pub fn rewrite_record_macs(body: &mut RecordBody, mut rewrite: impl FnMut(MacAddr) -> MacAddr) {
-    personal::visit_fields_mut(body, |field, mut value| {
-        if field.category() == Category::Mac && field != Field::CaptureMac {
-            value.rewrite_mac(&mut rewrite);
-        }
+    personal::visit_fields_mut(body, |field, mut value| match field.category() {
+        Category::Mac if field != Field::CaptureMac => value.rewrite_mac(&mut rewrite),
+        Category::Ip => value.rewrite_ipv6_macs(&mut rewrite),
+        _ => {}
     });
 }
 
 /// Calls `rewrite` on every MAC address any record holds: those of
-/// [`rewrite_record_macs`] and, for a capture, the addresses in its link
-/// and 802.11 headers.
+/// [`rewrite_record_macs`] and, for a capture, the addresses in its headers
+/// (link, 802.11, ARP, and the EUI-64 identifiers of IPv6 addresses; see
+/// [`crate::capture::macs`]).
 pub fn rewrite_all_macs(body: &mut RecordBody, mut rewrite: impl FnMut(MacAddr) -> MacAddr) {
-    personal::visit_fields_mut(body, |field, mut value| {
-        if field.category() == Category::Mac {
-            value.rewrite_mac(&mut rewrite);
-        }
+    personal::visit_fields_mut(body, |field, mut value| match field.category() {
+        Category::Mac => value.rewrite_mac(&mut rewrite),
+        Category::Ip => value.rewrite_ipv6_macs(&mut rewrite),
+        _ => {}
     });
 }
 
@@ -105,15 +113,25 @@ pub fn rewrite_all_macs(body: &mut RecordBody, mut rewrite: impl FnMut(MacAddr) 
 /// the report, unrelated across reports), and its addresses, hostname,
 /// username and user agent, which would link reports just as well, are
 /// cleared. Signal, rates, counters and VLAN stay: they are what Wi-Fi
-/// assurance needs and say nothing about who. Other records are left as
-/// they are.
+/// assurance needs and say nothing about who. A client-devices report is
+/// treated the same way: its MACs become stand-ins under its own key, its
+/// model (the most specific inference, often from the hostname) is
+/// cleared, and the coarse type, OS family, vendor and confidence stay (a
+/// small fixed vocabulary: how many phones, which OSes, not whose). Other
+/// records are left as they are.
 pub fn unlink_stations(body: &mut RecordBody, report_key: &ring::hmac::Key) {
-    if !matches!(body, RecordBody::Wireless(_)) {
+    if !matches!(body, RecordBody::Wireless(_) | RecordBody::ClientDevices(_)) {
         return;
     }
     personal::visit_fields_mut(body, |field, mut value| match field {
-        Field::StationMac | Field::RoamMac => value.rewrite_mac(|mac| pseudonymous_mac(report_key, mac)),
-        Field::StationAddresses | Field::StationHostname | Field::StationUsername | Field::StationUserAgent => {
+        Field::StationMac | Field::RoamMac | Field::ClientDeviceMac => {
+            value.rewrite_mac(|mac| pseudonymous_mac(report_key, mac));
+        }
+        Field::StationAddresses
+        | Field::StationHostname
+        | Field::StationUsername
+        | Field::StationUserAgent
+        | Field::ClientDeviceModel => {
             value.clear();
         }
         _ => {}
@@ -334,6 +352,33 @@ mod tests {
     }
 
     #[test]
+    fn a_stations_mac_derived_ipv6_address_takes_the_pseudonym_of_its_mac() {
+        use std::net::IpAddr;
+        let mac = MacAddr([0x3c, 0x22, 0xfb, 4, 5, 6]);
+        let slaac: IpAddr = "2001:db8:1:2:3e22:fbff:fe04:506".parse().unwrap();
+        let privacy: IpAddr = "2001:db8:1:2:1c2d:3e4f:5a6b:7c8d".parse().unwrap();
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let mut body = RecordBody::Wireless(Box::new(WirelessReport {
+            stations: BoundedVec::truncating(vec![Station {
+                mac,
+                addresses: BoundedVec::truncating(vec![slaac, privacy, v4]),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }));
+        let pseudonymiser = Pseudonymiser::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[5; 32]));
+        pseudonymiser.apply(&mut body, MacForm::Real);
+        let RecordBody::Wireless(report) = &body else { unreachable!() };
+        let station = &report.stations[0];
+        let stored = pseudonymiser.stored_form(mac, MacForm::Real);
+        assert_eq!(station.mac, stored);
+        let IpAddr::V6(rewritten) = station.addresses[0] else { panic!("{:?}", station.addresses) };
+        assert_eq!(crate::capture::macs::mac_of_ipv6(&rewritten), Some(stored), "one pseudonym in both forms");
+        assert_eq!(rewritten.segments()[..4], [0x2001, 0xdb8, 1, 2], "the prefix stays");
+        assert_eq!(&station.addresses[1..], [privacy, v4], "addresses that hold no MAC stay");
+    }
+
+    #[test]
     fn a_capture_is_pseudonymised_in_its_headers() {
         use crate::capture::{CapturedPacket, LinkType};
         let mut frame = vec![0u8; 14];
@@ -446,6 +491,39 @@ mod tests {
     }
 
     #[test]
+    fn withheld_wan_clients_add_up_across_clients_and_destinations_stay() {
+        use crate::record::{DestinationCounters, WanDestination, WanDestinationReport};
+        let row = |client: u8, site: &str, bytes: u64| WanDestination {
+            client_mac: Some(MacAddr([2, 0, 0, 0, 0, client])),
+            client_address: Some(std::net::IpAddr::from([192, 168, 1, client])),
+            destination: Some(std::net::IpAddr::from([93, 184, 216, 34])),
+            protocol: 6,
+            port: Some(443),
+            application: BoundedString::truncating("https"),
+            site: BoundedString::truncating(site),
+            counters: DestinationCounters { active_sessions: 1, bytes_in: bytes, ..Default::default() },
+        };
+        let report = WanDestinationReport {
+            destinations: BoundedVec::truncating(vec![row(1, "example.com", 10), row(2, "example.com", 20)]),
+            ..Default::default()
+        };
+        let mut body = RecordBody::WanDestinations(Box::new(report.clone()));
+        omit_from_record(&mut body, &[MetadataField::WanSites]);
+        let RecordBody::WanDestinations(r) = &body else { panic!() };
+        assert_eq!(r.destinations.len(), 2, "two clients stay two rows");
+        assert!(r.destinations.iter().all(|d| d.site.is_empty() && d.client_mac.is_some()));
+
+        let mut body = RecordBody::WanDestinations(Box::new(report));
+        omit_from_record(&mut body, &[MetadataField::WanClients, MetadataField::WanDestinations]);
+        let RecordBody::WanDestinations(r) = &body else { panic!() };
+        assert_eq!(r.destinations.len(), 1, "one row once clients are withheld");
+        let merged = &r.destinations[0];
+        assert_eq!((merged.client_mac, merged.client_address, merged.destination), (None, None, None));
+        assert_eq!((merged.site.as_str(), merged.port, merged.counters.bytes_in), ("example.com", Some(443), 30));
+        assert_eq!(merged.counters.active_sessions, 2);
+    }
+
+    #[test]
     fn unlinked_reports_cannot_be_joined_into_a_station_history() {
         let macs = [
             MacAddr([0x94, 0x83, 0xc4, 1, 2, 3]),
@@ -482,5 +560,55 @@ mod tests {
         let mut other = RecordBody::Wired(Box::default());
         unlink_stations(&mut other, &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[1; 32]));
         assert_eq!(other, RecordBody::Wired(Box::default()));
+    }
+
+    fn client_devices(mac: MacAddr) -> RecordBody {
+        use crate::record::{ClientDevice, ClientDeviceReport, Evidence};
+        RecordBody::ClientDevices(Box::new(ClientDeviceReport {
+            clients: BoundedVec::truncating(vec![ClientDevice {
+                mac,
+                device_type: BoundedString::truncating("phone"),
+                model: BoundedString::truncating("iPhone"),
+                os: BoundedString::truncating("iOS"),
+                vendor: BoundedString::truncating("Apple"),
+                confidence: 90,
+                evidence: BoundedVec::truncating(vec![Evidence::DhcpOptions, Evidence::MacVendor]),
+            }]),
+        }))
+    }
+
+    #[test]
+    fn client_devices_are_withheld_by_their_setting_and_pseudonymised_like_stations() {
+        let mac = MacAddr([0x3c, 0x22, 0xfb, 4, 5, 6]);
+        let full = client_devices(mac);
+        let mut body = full.clone();
+        let others: Vec<_> = MetadataField::ALL.into_iter().filter(|f| *f != MetadataField::ClientDevices).collect();
+        omit_from_record(&mut body, &others);
+        assert_eq!(body, full, "only client-devices withholds them");
+        omit_from_record(&mut body, &[MetadataField::ClientDevices]);
+        let RecordBody::ClientDevices(report) = &body else { unreachable!() };
+        let device = &report.clients[0];
+        assert_eq!(device.mac, mac, "the MAC is pseudonymised, never omitted");
+        assert!(device.device_type.is_empty() && device.model.is_empty() && device.os.is_empty());
+        assert!(device.vendor.is_empty() && device.evidence.is_empty());
+        assert_eq!(device.confidence, 0);
+
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[7; 32]);
+        let mut pseudonymised = full.clone();
+        pseudonymise_at_source(&mut pseudonymised, &key);
+        let RecordBody::ClientDevices(report) = &pseudonymised else { unreachable!() };
+        assert_eq!(report.clients[0].mac, pseudonymous_mac(&key, mac));
+        assert_eq!(report.clients[0].vendor.as_str(), "Apple", "the vendor was looked up before, on the device");
+
+        let mut unlinked = full.clone();
+        unlink_stations(&mut unlinked, &key);
+        let RecordBody::ClientDevices(report) = &unlinked else { unreachable!() };
+        let device = &report.clients[0];
+        assert_eq!(device.mac, pseudonymous_mac(&key, mac), "a stand-in under the report's key");
+        assert_eq!(device.model.as_str(), "", "the most specific inference goes without location history");
+        assert_eq!(
+            (device.device_type.as_str(), device.os.as_str(), device.vendor.as_str()),
+            ("phone", "iOS", "Apple")
+        );
     }
 }

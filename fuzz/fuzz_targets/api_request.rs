@@ -23,6 +23,8 @@ fuzz_target!(|data: &[u8]| {
     round_trip::<CaptureStartRequest>(data);
     round_trip::<SubjectExportRequest>(data);
     round_trip::<SubjectEraseRequest>(data);
+    round_trip::<SubjectCorrectRequest>(data);
+    round_trip::<SubjectBlockRequest>(data);
     round_trip::<DeleteOrgRequest>(data);
     round_trip::<TokenCreateRequest>(data);
     round_trip::<AccountCreateRequest>(data);

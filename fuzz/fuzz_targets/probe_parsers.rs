@@ -6,7 +6,7 @@
 use glimpse_agent::probe::{
     parse_fib_trie, parse_hostname, parse_if_inet6, parse_kernel_release, parse_mac, parse_model,
     parse_operstate, parse_os_release, parse_proc_net_dev, parse_proc_net_route, parse_sysfs_number,
-    parse_uptime, KernelByteOrder, Parsed,
+    parse_uptime, KernelByteOrder, Parsed, SiteNames,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -31,4 +31,8 @@ fuzz_target!(|text: &str| {
     let _ = parse_mac(text);
     let _ = parse_operstate(text);
     let _ = parse_sysfs_number(text);
+    // The DNS resolver's log: a bounded map whatever it says.
+    let mut names = SiteNames::new(64);
+    names.feed(text);
+    assert!(names.len() <= 64);
 });

@@ -638,6 +638,18 @@ pub fn set_location_history(collector: &TestCollector, org: &OrgId, keep: bool) 
     assert!(matches!(reply, AdminReply::LocationHistorySet { keep: k, .. } if k == keep), "{reply:?}");
 }
 
+/// Chooses, as an operator through the admin actions (audited), whether
+/// `org`'s gateways report WAN destinations.
+pub fn set_wan_destinations(collector: &TestCollector, org: &OrgId, on: bool) {
+    use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole};
+    use glimpse_common::wire::admin::{AdminAction, AdminReply};
+    let operator = AdminIdentity::new(AdminName::new("test-operator").expect("name"), AdminRole::Operator, None)
+        .expect("identity");
+    let reply =
+        collector.collector.admin_context().act(&operator, AdminAction::SetWanDestinations { org: org.clone(), on });
+    assert!(matches!(reply, AdminReply::WanDestinationsSet { on: o, .. } if o == on), "{reply:?}");
+}
+
 /// Every capture record stored for `org` (within retention); a damaged
 /// segment fails the test.
 pub fn stored_captures(collector: &TestCollector, org: &OrgId) -> Vec<glimpse_common::capture::CapturedPacket> {
@@ -795,6 +807,59 @@ pub fn copy_tree(from: &Path, to: &Path) {
             copy_tree(&entry.path(), &target);
         } else {
             std::fs::copy(entry.path(), &target).expect("copy fixture");
+        }
+    }
+}
+
+/// Every field path (`record.wireless.stations[].mac`) that the field
+/// reference, `docs/FIELDS.md`, lists for `kinds` equals the set export
+/// printed in `lines`.
+pub fn assert_field_reference_lists_exactly(lines: &[serde_json::Value], kinds: &[&str]) {
+    let reference_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/FIELDS.md");
+    let reference = std::fs::read_to_string(&reference_path)
+        .unwrap_or_else(|e| panic!("the field reference {}: {e}", reference_path.display()));
+    for kind in kinds {
+        let prefix = format!("record.{kind}");
+        let documented: std::collections::BTreeSet<String> = reference
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `"))
+            .filter_map(|rest| rest.split_once('`').map(|(path, _)| path.to_owned()))
+            .filter(|path| path == &prefix || path.starts_with(&format!("{prefix}.")))
+            .collect();
+        let mut printed = std::collections::BTreeSet::new();
+        for line in lines {
+            if let Some(body) = line["record"].get(*kind) {
+                leaf_paths(body, &prefix, &mut printed);
+            }
+        }
+        assert!(!printed.is_empty(), "no {kind} record exported");
+        let undocumented: Vec<_> = printed.difference(&documented).collect();
+        let unprinted: Vec<_> = documented.difference(&printed).collect();
+        assert!(
+            undocumented.is_empty() && unprinted.is_empty(),
+            "docs/FIELDS.md and export differ for {kind}: not in docs/FIELDS.md {undocumented:?}; in docs/FIELDS.md but never printed {unprinted:?}"
+        );
+    }
+}
+
+/// Paths to every scalar in `value` (arrays as `[]`; an array of scalars is
+/// itself a leaf; null counts as a leaf; an empty array says nothing about
+/// what its items hold, so it adds no path).
+fn leaf_paths(value: &serde_json::Value, path: &str, out: &mut std::collections::BTreeSet<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, child) in map {
+                leaf_paths(child, &format!("{path}.{key}"), out);
+            }
+        }
+        serde_json::Value::Array(items) if items.is_empty() => {}
+        serde_json::Value::Array(items) if items.iter().any(|i| i.is_object()) => {
+            for item in items {
+                leaf_paths(item, &format!("{path}[]"), out);
+            }
+        }
+        _ => {
+            out.insert(path.to_owned());
         }
     }
 }

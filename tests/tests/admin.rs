@@ -11,7 +11,7 @@ use glimpse_common::capture::CapturedPacket;
 use glimpse_common::clock::{Clock, ManualClock, SystemClock};
 use glimpse_common::identity::{AdminRole, OrgId};
 use glimpse_common::record::{DataKind, MacAddr, Record, RecordBody};
-use glimpse_common::wire::admin::{AdminAction, AdminReply, AuditRecord, Subject, MAX_AUDIT_PAGE};
+use glimpse_common::wire::admin::{AdminAction, AdminReply, AuditRecord, GrantScope, Subject, MAX_AUDIT_PAGE};
 use glimpse_common::wire::{Batch, CaptureOutcome};
 use glimpse_tests::traffic::{contains, MARKER};
 use glimpse_tests::*;
@@ -180,13 +180,14 @@ async fn support_reads_only_inside_an_active_grant() {
     // Before any grant.
     assert!(refused(&ask(&support, read()).await).contains("grant"));
     // Support cannot grant itself access.
-    assert!(
-        refused(&ask(&support, AdminAction::GrantSupport { org: org.clone(), hours: 2 }).await).contains("read-only")
-    );
+    assert!(refused(
+        &ask(&support, AdminAction::GrantSupport { org: org.clone(), hours: 2, scope: GrantScope::default() }).await
+    )
+    .contains("read-only"));
 
     // During a 2-hour grant: reads succeed, writes never do.
     let AdminReply::SupportGranted { until_ms } =
-        ask(&admin, AdminAction::GrantSupport { org: org.clone(), hours: 2 }).await
+        ask(&admin, AdminAction::GrantSupport { org: org.clone(), hours: 2, scope: GrantScope::default() }).await
     else {
         panic!("grant refused")
     };
@@ -211,7 +212,7 @@ async fn support_reads_only_inside_an_active_grant() {
 
     // A new grant, revoked early.
     assert!(matches!(
-        ask(&admin, AdminAction::GrantSupport { org: org.clone(), hours: 1 }).await,
+        ask(&admin, AdminAction::GrantSupport { org: org.clone(), hours: 1, scope: GrantScope::default() }).await,
         AdminReply::SupportGranted { .. }
     ));
     assert!(matches!(ask(&support, read()).await, AdminReply::OrgStatus { .. }));
@@ -222,7 +223,10 @@ async fn support_reads_only_inside_an_active_grant() {
     assert!(refused(&ask(&support, read()).await).contains("grant"));
 
     // Grants are bounded.
-    assert!(refused(&ask(&admin, AdminAction::GrantSupport { org: org.clone(), hours: 721 }).await).contains("720"));
+    assert!(refused(
+        &ask(&admin, AdminAction::GrantSupport { org: org.clone(), hours: 721, scope: GrantScope::default() }).await
+    )
+    .contains("720"));
 
     // The audit log tells the story, refusals included.
     let audit = audit_of(&operator, &org).await;
@@ -247,7 +251,7 @@ async fn org_admins_stay_in_their_organisation_and_foreign_admins_are_refused() 
 
     for action in [
         AdminAction::SetConsent { org: globex.clone(), capture: true },
-        AdminAction::GrantSupport { org: globex.clone(), hours: 1 },
+        AdminAction::GrantSupport { org: globex.clone(), hours: 1, scope: GrantScope::default() },
         AdminAction::OrgStatus { org: globex.clone() },
         AdminAction::ShowAudit { org: Some(globex.clone()), after_seq: 0 },
         AdminAction::ShowAudit { org: None, after_seq: 0 },
@@ -287,7 +291,7 @@ async fn a_tampered_audit_log_is_detected() {
     let support = issue_admin(&tc, AdminRole::Support, Some(org.as_str()));
     assert!(matches!(ask(&support, AdminAction::OrgStatus { org: org.clone() }).await, AdminReply::Refused(_)));
     ask(&admin, AdminAction::SetConsent { org: org.clone(), capture: true }).await;
-    ask(&admin, AdminAction::GrantSupport { org: org.clone(), hours: 4 }).await;
+    ask(&admin, AdminAction::GrantSupport { org: org.clone(), hours: 4, scope: GrantScope::default() }).await;
     ask(&admin, AdminAction::SetConsent { org: org.clone(), capture: false }).await;
     let AdminReply::AuditVerified { entries } = ask(&operator, AdminAction::VerifyAudit).await else {
         panic!("an untouched log verifies")
@@ -366,6 +370,36 @@ fn packet_from(src_mac: glimpse_common::record::MacAddr, src: [u8; 4]) -> Record
             frame.len() as u32,
         )),
     }
+}
+
+/// An 802.11 data frame from `src_mac` carrying an ARP request from it
+/// (through LLC/SNAP), and an IPv6 packet from its link-local address
+/// (modified EUI-64) routed with no link header: the MAC in the two places
+/// that are not plain link-layer addresses.
+fn packets_hiding(src_mac: glimpse_common::record::MacAddr) -> [Record; 2] {
+    use glimpse_common::capture::LinkType;
+    let mut wifi = vec![0x08, 0x01, 0, 0];
+    wifi.extend([0x02, 0, 0, 0, 0, 0xfe]);
+    wifi.extend([0x02, 0, 0, 0, 0, 0xfe]); // transmitter: the access point
+    wifi.extend([0xff; 6]);
+    wifi.extend([0, 0, 0xaa, 0xaa, 0x03, 0, 0, 0, 0x08, 0x06]);
+    wifi.extend([0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    wifi.extend(src_mac.0);
+    wifi.extend([192, 0, 2, 10, 0, 0, 0, 0, 0, 0, 192, 0, 2, 1]);
+    let m = src_mac.0;
+    let mut ipv6 = vec![0x60, 0, 0, 0, 0, 0, 59, 64, 0xfe, 0x80, 0, 0, 0, 0, 0, 0];
+    ipv6.extend([m[0] ^ 0x02, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]]);
+    ipv6.extend([0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    [(LinkType::Ieee80211, wifi), (LinkType::Ipv6, ipv6)].map(|(link, frame)| Record {
+        observed_at_ms: 3,
+        body: RecordBody::Capture(CapturedPacket::from_packet(
+            link,
+            3_000,
+            BoundedString::truncating("wlan0"),
+            &frame,
+            frame.len() as u32,
+        )),
+    })
 }
 
 async fn export_subject(who: &AdminCredentials, org: &OrgId, subject: &Subject) -> Vec<serde_json::Value> {
@@ -558,7 +592,8 @@ async fn data_minimisation_reaches_agents_and_is_enforced_on_arrival() {
     set_consent(&tc, &org, true);
     let alice = MacAddr([0x02, 0xa1, 0x1c, 0xe0, 0, 1]);
     let mut conn = try_connect(tc.addr(), &device).await.unwrap();
-    let records = vec![metadata_about("leaky-hostname", alice, "192.0.2.10"), packet_from(alice, [192, 0, 2, 10])];
+    let mut records = vec![metadata_about("leaky-hostname", alice, "192.0.2.10"), packet_from(alice, [192, 0, 2, 10])];
+    records.extend(packets_hiding(alice));
     let batch = Batch { org: org.clone(), stream_seq: conn.stored_seq() + 1, records: BoundedVec::truncating(records) };
     conn.send_batch(&batch).await.unwrap();
     conn.close().await;
@@ -576,14 +611,26 @@ async fn data_minimisation_reaches_agents_and_is_enforced_on_arrival() {
     let stored_mac = leaked.interfaces[0].mac.unwrap();
     assert_ne!(stored_mac, alice);
     let captured = stored_captures(&tc, &org);
-    assert_eq!(captured.len(), 1);
+    assert_eq!(captured.len(), 3);
     assert!(!captured[0].headers.windows(6).any(|w| w == alice.0), "real MAC in captured headers");
     assert_eq!(captured[0].summary().unwrap().src_mac, Some(stored_mac.0), "the same pseudonym in both kinds");
+    // ARP inside the 802.11 frame, and the IPv6 address made from the MAC.
+    let arp = &captured[1].headers;
+    assert_eq!(arp.len(), 24 + 8 + 28, "the ARP request is kept whole");
+    assert!(!arp.windows(6).any(|w| w == alice.0), "real MAC in 802.11 ARP: {arp:02x?}");
+    assert_eq!(&arp[24 + 8 + 8..24 + 8 + 14], &stored_mac.0, "ARP's sender holds the same pseudonym");
+    let Some(std::net::IpAddr::V6(source)) = captured[2].summary().unwrap().src_ip else { panic!("{:?}", captured[2]) };
+    assert_eq!(source.segments()[..4], [0xfe80, 0, 0, 0], "the prefix stays");
+    assert_eq!(
+        glimpse_common::capture::macs::mac_of_ipv6(&source),
+        Some(stored_mac),
+        "the link-local address holds the MAC's pseudonym: {source}"
+    );
 
     // A subject request by the real MAC finds what is stored under its
-    // pseudonym, in both kinds.
+    // pseudonym, in both kinds and in every form.
     let found = export_subject(&admin, &org, &Subject::Mac(alice)).await;
-    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_eq!(found.len(), 4, "{found:#?}");
 
     match ask(&admin, AdminAction::OrgStatus { org: org.clone() }).await {
         AdminReply::OrgStatus { omitted_fields, pseudonymise_macs, strict_headers, .. } => {
@@ -617,4 +664,266 @@ async fn data_minimisation_reaches_agents_and_is_enforced_on_arrival() {
     );
     let reply = ask(&admin, strict(Some(false))).await;
     assert!(matches!(reply, AdminReply::DataPolicySet { strict_headers: false, .. }), "{reply:?}");
+}
+
+/// A Wi-Fi report of an access point serving `stations` (MAC, address,
+/// username, hostname).
+fn wifi_report(stations: &[(MacAddr, &str, &str, &str)]) -> Record {
+    use glimpse_common::record::{Station, WirelessReport};
+    let stations = stations
+        .iter()
+        .map(|(mac, ip, username, hostname)| Station {
+            mac: *mac,
+            interface: BoundedString::truncating("wlan0"),
+            addresses: BoundedVec::truncating(vec![ip.parse().unwrap()]),
+            username: BoundedString::truncating(username),
+            hostname: BoundedString::truncating(hostname),
+            ..Default::default()
+        })
+        .collect();
+    Record {
+        observed_at_ms: 3,
+        body: RecordBody::Wireless(Box::new(WirelessReport {
+            stations: BoundedVec::truncating(stations),
+            ..Default::default()
+        })),
+    }
+}
+
+/// The organisation's whole metadata export through the API, as text.
+async fn bulk_export(who: &AdminCredentials, org: &OrgId, kind: &str) -> String {
+    let client = api_client(who).await;
+    let response = client
+        .request(reqwest::Method::GET, &format!("/api/v1/orgs/{org}/export?kind={kind}"))
+        .send()
+        .await
+        .expect("export request");
+    assert_eq!(response.status().as_u16(), 200);
+    response.text().await.expect("export body")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_subject_is_dropped_on_arrival_and_left_out_of_exports_until_unblocked() {
+    init_logging();
+    let device = issue_device("blockorg");
+    let org = device.identity.org.clone();
+    let tc = TestCollector::start().await;
+    set_consent(&tc, &org, true);
+    set_location_history(&tc, &org, true);
+    let admin = issue_admin(&tc, AdminRole::OrgAdmin, Some(org.as_str()));
+    let operator = issue_admin(&tc, AdminRole::Operator, None);
+    let support = issue_admin(&tc, AdminRole::Support, Some(org.as_str()));
+    let stranger = issue_admin(&tc, AdminRole::OrgAdmin, Some("otherblockorg"));
+    let alice = MacAddr([0x02, 0xa1, 0x1c, 0xe0, 0, 1]);
+    let bob = MacAddr([0x02, 0xb0, 0xb0, 0, 0, 2]);
+    let bob_name = Subject::Username(BoundedString::truncating("bob"));
+    // What one collection sends: bob's own device, a report about both,
+    // and a packet each.
+    let collection = || {
+        vec![
+            metadata_about("alice-laptop", alice, "192.0.2.10"),
+            metadata_about("bob-phone", bob, "192.0.2.20"),
+            wifi_report(&[(alice, "192.0.2.10", "alice", "alice-laptop"), (bob, "192.0.2.20", "bob", "bob-phone")]),
+            packet_from(alice, [192, 0, 2, 10]),
+            packet_from(bob, [192, 0, 2, 20]),
+        ]
+    };
+    let send = |records: Vec<Record>| {
+        let (addr, device, org) = (tc.addr(), device.clone(), org.clone());
+        async move {
+            let mut conn = try_connect(addr, &device).await.unwrap();
+            let batch = Batch { org, stream_seq: conn.stored_seq() + 1, records: BoundedVec::truncating(records) };
+            conn.send_batch(&batch).await.unwrap();
+            conn.close().await;
+        }
+    };
+
+    // The issue's case: bob erased, and the next collection stores five
+    // records about him again.
+    send(collection()).await;
+    match ask(&admin, AdminAction::EraseSubject { org: org.clone(), subject: Subject::Mac(bob) }).await {
+        AdminReply::SubjectErased { metadata: 2, captures: 1, .. } => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(export_subject(&admin, &org, &Subject::Mac(bob)).await.is_empty());
+    send(collection()).await;
+    assert_eq!(export_subject(&admin, &org, &Subject::Mac(bob)).await.len(), 3, "bob is back");
+
+    // Who may block: the organisation's admins and operators, not support
+    // (even under a grant), not another organisation's admin.
+    assert!(matches!(
+        ask(&admin, AdminAction::GrantSupport { org: org.clone(), hours: 1, scope: GrantScope::default() }).await,
+        AdminReply::SupportGranted { .. }
+    ));
+    let by_support = ask(&support, AdminAction::BlockSubject { org: org.clone(), subject: bob_name.clone() }).await;
+    assert!(refused(&by_support).contains("read-only"));
+    let by_stranger = ask(&stranger, AdminAction::BlockSubject { org: org.clone(), subject: bob_name.clone() }).await;
+    assert!(refused(&by_stranger).contains("may not act on organisation blockorg"));
+    match ask(&admin, AdminAction::BlockSubject { org: org.clone(), subject: Subject::Mac(bob) }).await {
+        AdminReply::BlockChanged { blocked: true, changed: true, blocked_subjects: 1, .. } => {}
+        other => panic!("{other:?}"),
+    }
+    match ask(&operator, AdminAction::BlockSubject { org: org.clone(), subject: bob_name.clone() }).await {
+        AdminReply::BlockChanged { blocked: true, changed: true, blocked_subjects: 2, .. } => {}
+        other => panic!("{other:?}"),
+    }
+    match ask(&admin, AdminAction::BlockSubject { org: org.clone(), subject: bob_name.clone() }).await {
+        AdminReply::BlockChanged { changed: false, blocked_subjects: 2, .. } => {}
+        other => panic!("{other:?}"),
+    }
+    match ask(&support, AdminAction::BlockedSubjects { org: org.clone() }).await {
+        AdminReply::BlockedSubjects(list) => assert_eq!(list.as_slice(), [Subject::Mac(bob), bob_name.clone()]),
+        other => panic!("{other:?}"),
+    }
+
+    // Blocked: exports leave out what is stored about him...
+    let metadata = bulk_export(&admin, &org, "metadata").await;
+    assert!(metadata.contains("alice-laptop"), "{metadata}");
+    assert!(!metadata.contains("bob-phone") && !metadata.contains(&bob.to_string()), "{metadata}");
+    let captures = bulk_export(&admin, &org, "capture").await;
+    assert_eq!(captures.lines().count(), 2, "alice's two packets, not bob's: {captures}");
+    // ...and the next collection stores nothing about him, and all of
+    // alice's (her part of the shared report too).
+    let stored_before = tc.collector.store().read(&org, DataKind::Metadata, None, None).unwrap().records.len();
+    let captures_before = stored_captures(&tc, &org).len();
+    send(collection()).await;
+    let stored = tc.collector.store().read(&org, DataKind::Metadata, None, None).unwrap().records;
+    assert_eq!(stored.len(), stored_before + 2, "alice's metadata and the report");
+    let newest_report = stored.iter().rev().find(|r| matches!(r.record.body, RecordBody::Wireless(_))).unwrap();
+    let RecordBody::Wireless(report) = &newest_report.record.body else { unreachable!() };
+    assert_eq!(report.stations.len(), 1);
+    assert_eq!(report.stations[0].username.as_str(), "alice", "alice's part stays, bob's is gone");
+    assert_eq!(stored_captures(&tc, &org).len(), captures_before + 1, "alice's packet only");
+    // His own subject export still answers him: the three records from
+    // before the block.
+    assert_eq!(export_subject(&admin, &org, &Subject::Mac(bob)).await.len(), 3);
+
+    // Unblocked: processed again from the next collection on.
+    for subject in [Subject::Mac(bob), bob_name.clone()] {
+        match ask(&admin, AdminAction::UnblockSubject { org: org.clone(), subject }).await {
+            AdminReply::BlockChanged { blocked: false, changed: true, .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    send(collection()).await;
+    assert_eq!(export_subject(&admin, &org, &Subject::Mac(bob)).await.len(), 6);
+    assert!(bulk_export(&admin, &org, "metadata").await.contains("bob-phone"));
+
+    // Every block and unblock audited, the refusals too, never naming him.
+    let audit = audit_of(&operator, &org).await;
+    let count = |action: &str, refused: bool| {
+        audit.iter().filter(|e| e.action.as_str() == action && e.refused == refused).count()
+    };
+    assert_eq!((count("subject.block", false), count("subject.block", true)), (3, 2));
+    assert_eq!(count("subject.unblock", false), 2);
+    assert!(audit.iter().filter(|e| e.action.as_str().starts_with("subject.")).all(|e| {
+        let detail = e.detail.as_str();
+        !detail.contains("bob") && !detail.contains(&bob.to_string())
+    }));
+    let log = std::fs::read_to_string(tc.config.data_dir.join("audit.log")).unwrap();
+    assert!(!log.contains(&bob.to_string()), "the blocked subject is in the audit log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correction_replaces_the_subjects_value_in_every_stored_record_and_only_theirs() {
+    use glimpse_common::wire::admin::CorrectableField;
+    init_logging();
+    let device = issue_device("correctorg");
+    let org = device.identity.org.clone();
+    let tc = TestCollector::start().await;
+    set_location_history(&tc, &org, true);
+    let admin = issue_admin(&tc, AdminRole::OrgAdmin, Some(org.as_str()));
+    let operator = issue_admin(&tc, AdminRole::Operator, None);
+    let support = issue_admin(&tc, AdminRole::Support, Some(org.as_str()));
+    let alice = MacAddr([0x02, 0xa1, 0x1c, 0xe0, 0, 1]);
+    let bob = MacAddr([0x02, 0xb0, 0xb0, 0, 0, 2]);
+    // Two collections: two reports with alice's name misspelt.
+    for _ in 0..2 {
+        let mut conn = try_connect(tc.addr(), &device).await.unwrap();
+        let records = vec![
+            wifi_report(&[(alice, "192.0.2.10", "alcie", "alice-laptop"), (bob, "192.0.2.20", "bob", "bob-phone")]),
+            metadata_about("bob-phone", bob, "192.0.2.20"),
+        ];
+        let batch =
+            Batch { org: org.clone(), stream_seq: conn.stored_seq() + 1, records: BoundedVec::truncating(records) };
+        conn.send_batch(&batch).await.unwrap();
+        conn.close().await;
+    }
+    let wrong = Subject::Username(BoundedString::truncating("alcie"));
+    let correct = |subject: Subject, field, value: &str| AdminAction::CorrectSubject {
+        org: org.clone(),
+        subject,
+        field,
+        value: BoundedString::truncating(value),
+    };
+    assert!(refused(&ask(&support, correct(wrong.clone(), CorrectableField::Username, "alice")).await)
+        .contains("read-only"));
+    match ask(&admin, correct(wrong.clone(), CorrectableField::Username, "alice")).await {
+        AdminReply::SubjectCorrected { records: 2, values: 2, segments_rewritten: 1.. } => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(export_subject(&admin, &org, &wrong).await.is_empty(), "the wrong name is gone");
+    let right = export_subject(&admin, &org, &Subject::Username(BoundedString::truncating("alice"))).await;
+    assert_eq!(right.len(), 2);
+    let station = &right[0]["record"]["wireless"]["stations"][0];
+    assert_eq!((station["username"].as_str(), station["hostname"].as_str()), (Some("alice"), Some("alice-laptop")));
+    // By MAC, the hostname; bob's values and bob's own metadata stay.
+    match ask(&operator, correct(Subject::Mac(alice), CorrectableField::Hostname, "alice-desktop")).await {
+        AdminReply::SubjectCorrected { records: 2, values: 2, .. } => {}
+        other => panic!("{other:?}"),
+    }
+    let exported = bulk_export(&admin, &org, "metadata").await;
+    assert_eq!(exported.matches("alice-desktop").count(), 2, "{exported}");
+    assert!(!exported.contains("alice-laptop") && !exported.contains("alcie"), "{exported}");
+    assert_eq!(exported.matches("bob-phone").count(), 4, "bob's report entries and his metadata: {exported}");
+    let stored = tc.collector.store().read(&org, DataKind::Metadata, None, None).unwrap();
+    assert!(stored.problems.is_empty(), "{:?}", stored.problems);
+    assert_eq!(stored.records.len(), 4);
+
+    // Audited by subject tag, without either value.
+    let audit = audit_of(&operator, &org).await;
+    let done: Vec<_> = audit.iter().filter(|e| e.action.as_str() == "subject.correct" && !e.refused).collect();
+    assert_eq!(done.len(), 2);
+    assert!(done.iter().all(|e| e.detail.as_str().contains("subject#")));
+    assert!(done[0].detail.as_str().contains("username corrected, 2 values in 2 metadata records"));
+    let log = std::fs::read_to_string(tc.config.data_dir.join("audit.log")).unwrap();
+    assert!(!log.contains("alcie") && !log.contains("alice-desktop"), "a value is in the audit log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_by_mac_holds_when_macs_are_stored_as_pseudonyms() {
+    init_logging();
+    let device = issue_device("blockpseudo");
+    let org = device.identity.org.clone();
+    let tc = TestCollector::start_with_default_privacy().await;
+    let admin = issue_admin(&tc, AdminRole::OrgAdmin, Some(org.as_str()));
+    let alice = MacAddr([0x02, 0xa1, 0x1c, 0xe0, 0, 1]);
+    let bob = MacAddr([0x02, 0xb0, 0xb0, 0, 0, 2]);
+    let send = |records: Vec<Record>| {
+        let (addr, device, org) = (tc.addr(), device.clone(), org.clone());
+        async move {
+            let mut conn = try_connect(addr, &device).await.unwrap();
+            let batch = Batch { org, stream_seq: conn.stored_seq() + 1, records: BoundedVec::truncating(records) };
+            conn.send_batch(&batch).await.unwrap();
+            conn.close().await;
+        }
+    };
+    send(vec![metadata_about("bob-phone", bob, "192.0.2.20")]).await;
+    let stored = tc.collector.store().read(&org, DataKind::Metadata, None, None).unwrap().records;
+    assert_eq!(stored.len(), 1);
+    let as_sent = glimpse_common::record::subject::concerns(&stored[0].record, &Subject::Mac(bob));
+    assert!(!as_sent, "stored pseudonymised, not as sent");
+    // Blocked by the address the admin knows, not by its pseudonym.
+    match ask(&admin, AdminAction::BlockSubject { org: org.clone(), subject: Subject::Mac(bob) }).await {
+        AdminReply::BlockChanged { blocked: true, changed: true, .. } => {}
+        other => panic!("{other:?}"),
+    }
+    let exported = bulk_export(&admin, &org, "metadata").await;
+    assert!(!exported.contains("bob-phone"), "the stored pseudonym is matched: {exported}");
+    send(vec![metadata_about("bob-phone", bob, "192.0.2.20"), metadata_about("alice-laptop", alice, "192.0.2.10")])
+        .await;
+    let stored = tc.collector.store().read(&org, DataKind::Metadata, None, None).unwrap().records;
+    assert_eq!(stored.len(), 2, "bob's first record and alice's; bob's second was dropped on arrival");
+    let exported = bulk_export(&admin, &org, "metadata").await;
+    assert!(exported.contains("alice-laptop") && !exported.contains("bob-phone"), "{exported}");
 }

@@ -24,25 +24,44 @@ async fn create_token(creator: &ApiClient, body: Value) -> (String, String) {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Who {
+    /// An operator while the organisation grants nothing.
     Operator,
+    /// An operator under the organisation's grant of every kind.
+    OperatorGranted,
     OrgAdmin,
     OtherOrgAdmin,
     SupportNoGrant,
+    /// Support staff under a grant of every kind.
     SupportGranted,
+    /// Support staff under a grant of the default scope (devices,
+    /// metadata, exports: no captures).
+    SupportDefaultGrant,
     ReadOnlyToken,
     OrgToken,
     Nobody,
 }
 
-/// What an endpoint needs.
+/// What an endpoint needs (the table in docs/SECURITY.md, "Roles and
+/// grants").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Needs {
     /// Any authenticated caller (whoami).
     Anyone,
-    /// Reading the organisation's data.
-    Read,
+    /// What running the service needs: status, devices' health, the
+    /// organisation's audit log.
+    Service,
+    /// Reading the organisation's stored metadata.
+    Metadata,
+    /// Reading its captures and capture reports.
+    Captures,
+    /// Data-subject exports.
+    Exports,
+    /// Requesting or stopping a capture.
+    Capture,
     /// Changing the organisation's settings or data.
     Write,
+    /// Granting support access.
+    Grant,
     /// Operators only.
     Operator,
     /// Listing tokens: operators, and org-admins (certificate or token)
@@ -51,20 +70,24 @@ enum Needs {
 }
 
 fn allowed(who: Who, needs: Needs) -> bool {
-    use Needs::{Anyone, OwnTokens, Read, Write};
+    use Needs::*;
     use Who::*;
+    let reads = |n: Needs| matches!(n, Service | Metadata | Captures | Exports);
     match (who, needs) {
         (Nobody, _) => false,
-        (Operator, _) => true,
         (_, Anyone) => true,
+        (Who::Operator | OperatorGranted, Service | Write | Needs::Operator | OwnTokens) => true,
+        (Who::Operator | OperatorGranted, Grant) => false,
+        (Who::Operator, _) => false,
+        (OperatorGranted, _) => true,
         (_, Needs::Operator) => false,
-        (OrgAdmin | OrgToken, Read | Write | OwnTokens) => true,
-        (ReadOnlyToken, Read | OwnTokens) => true,
-        (ReadOnlyToken, Write) => false,
+        (OrgAdmin | OrgToken, _) => true,
+        (ReadOnlyToken, n) => reads(n) || n == OwnTokens,
         (OtherOrgAdmin, OwnTokens) => true,
         (OtherOrgAdmin, _) => false,
-        (SupportGranted, Read) => true,
-        (SupportGranted | SupportNoGrant, _) => false,
+        (SupportGranted, n) => reads(n) || n == Capture,
+        (SupportDefaultGrant, n) => matches!(n, Service | Metadata | Exports),
+        (SupportNoGrant, _) => false,
     }
 }
 
@@ -74,17 +97,21 @@ async fn every_endpoint_allows_and_refuses_each_role_and_scope_as_documented() {
     let tc = TestCollector::start().await;
     let org = "matrixorg";
     let operator = api_client(&issue_admin(&tc, AdminRole::Operator, None)).await;
+    let org_admin = api_client(&issue_admin(&tc, AdminRole::OrgAdmin, Some(org))).await;
+    let support = api_client(&issue_admin(&tc, AdminRole::Support, Some(org))).await;
     let mut clients: Vec<(Who, ApiClient)> = vec![
         (Who::Operator, operator.clone()),
-        (Who::OrgAdmin, api_client(&issue_admin(&tc, AdminRole::OrgAdmin, Some(org))).await),
+        (Who::OperatorGranted, operator.clone()),
+        (Who::OrgAdmin, org_admin.clone()),
         (Who::OtherOrgAdmin, api_client(&issue_admin(&tc, AdminRole::OrgAdmin, Some("othermatrix"))).await),
         (Who::SupportNoGrant, api_client(&issue_admin(&tc, AdminRole::Support, Some("othermatrix"))).await),
-        (Who::SupportGranted, api_client(&issue_admin(&tc, AdminRole::Support, Some(org))).await),
+        (Who::SupportGranted, support.clone()),
+        (Who::SupportDefaultGrant, support),
         (Who::Nobody, anonymous_api(&tc).await),
     ];
     let (ro, _) =
-        create_token(&operator, json!({"name": "reader", "role": "org-admin", "org": org, "read_only": true})).await;
-    let (rw, _) = create_token(&operator, json!({"name": "writer", "role": "org-admin", "org": org})).await;
+        create_token(&org_admin, json!({"name": "reader", "role": "org-admin", "org": org, "read_only": true})).await;
+    let (rw, _) = create_token(&org_admin, json!({"name": "writer", "role": "org-admin", "org": org})).await;
     clients.push((Who::ReadOnlyToken, api_client(&token_credentials(&tc, &ro)).await));
     clients.push((Who::OrgToken, api_client(&token_credentials(&tc, &rw)).await));
 
@@ -100,25 +127,30 @@ async fn every_endpoint_allows_and_refuses_each_role_and_scope_as_documented() {
     let subject = json!({"subject": {"kind": "mac", "value": "02:00:5e:10:00:01"}});
     let endpoints: Vec<(Method, String, Option<Value>, Needs)> = vec![
         (Method::GET, "/api/v1/whoami".into(), None, Needs::Anyone),
-        (Method::GET, format!("/api/v1/orgs/{org}"), None, Needs::Read),
+        (Method::GET, format!("/api/v1/orgs/{org}"), None, Needs::Service),
         (Method::PUT, format!("/api/v1/orgs/{org}/consent"), Some(json!({"capture": false})), Needs::Write),
         (Method::PUT, format!("/api/v1/orgs/{org}/data-policy"), Some(json!({"omit": []})), Needs::Write),
-        (Method::GET, format!("/api/v1/orgs/{org}/devices"), None, Needs::Read),
-        (Method::GET, format!("/api/v1/devices?org={org}"), None, Needs::Read),
-        (Method::GET, format!("/api/v1/orgs/{org}/devices/ap-1"), None, Needs::Read),
+        (Method::GET, format!("/api/v1/orgs/{org}/devices"), None, Needs::Service),
+        (Method::GET, format!("/api/v1/devices?org={org}"), None, Needs::Service),
+        (Method::GET, format!("/api/v1/orgs/{org}/devices/ap-1"), None, Needs::Service),
+        (Method::GET, format!("/api/v1/orgs/{org}/devices/ap-1/rates"), None, Needs::Metadata),
+        (Method::GET, format!("/api/v1/orgs/{org}/devices/ap-1/latest"), None, Needs::Metadata),
         (Method::GET, "/api/v1/identities/admins".into(), None, Needs::OwnTokens),
         (Method::POST, format!("/api/v1/identities/admins/{victim_serial}/revoke"), None, Needs::Write),
-        (Method::POST, format!("/api/v1/orgs/{org}/captures"), Some(capture), Needs::Write),
-        (Method::GET, format!("/api/v1/orgs/{org}/captures"), None, Needs::Read),
-        (Method::GET, format!("/api/v1/orgs/{org}/captures/ap-1/7"), None, Needs::Read),
-        (Method::POST, format!("/api/v1/orgs/{org}/captures/ap-1/7/stop"), None, Needs::Write),
-        (Method::POST, format!("/api/v1/orgs/{org}/subjects/export"), Some(subject.clone()), Needs::Read),
-        (Method::GET, format!("/api/v1/orgs/{org}/export"), None, Needs::Read),
-        (Method::GET, format!("/api/v1/orgs/{org}/export?kind=capture&format=pcapng"), None, Needs::Read),
+        (Method::POST, format!("/api/v1/orgs/{org}/captures"), Some(capture), Needs::Capture),
+        (Method::GET, format!("/api/v1/orgs/{org}/captures"), None, Needs::Captures),
+        (Method::GET, format!("/api/v1/orgs/{org}/captures/ap-1/7"), None, Needs::Captures),
+        (Method::GET, format!("/api/v1/orgs/{org}/captures/ap-1/7/packets"), None, Needs::Captures),
+        (Method::POST, format!("/api/v1/orgs/{org}/captures/ap-1/7/stop"), None, Needs::Capture),
+        (Method::POST, format!("/api/v1/orgs/{org}/subjects/export"), Some(subject.clone()), Needs::Exports),
+        (Method::GET, format!("/api/v1/orgs/{org}/export"), None, Needs::Metadata),
+        (Method::GET, format!("/api/v1/orgs/{org}/export?kind=capture&format=pcapng"), None, Needs::Captures),
         (Method::POST, format!("/api/v1/orgs/{org}/subjects/erase"), Some(subject), Needs::Write),
-        (Method::GET, format!("/api/v1/audit?org={org}"), None, Needs::Read),
+        (Method::GET, format!("/api/v1/audit?org={org}"), None, Needs::Service),
+        (Method::GET, format!("/api/v1/orgs/{org}/support/activity"), None, Needs::Service),
         (Method::GET, "/api/v1/audit".into(), None, Needs::Operator),
         (Method::GET, "/api/v1/audit/verify".into(), None, Needs::Operator),
+        (Method::GET, "/api/v1/orgs".into(), None, Needs::Operator),
         (
             Method::POST,
             "/api/v1/tokens".into(),
@@ -126,19 +158,33 @@ async fn every_endpoint_allows_and_refuses_each_role_and_scope_as_documented() {
             Needs::Write,
         ),
         (Method::GET, "/api/v1/tokens".into(), None, Needs::OwnTokens),
-        (Method::POST, format!("/api/v1/orgs/{org}/support"), Some(json!({"hours": 2})), Needs::Write),
+        (Method::POST, format!("/api/v1/orgs/{org}/support"), Some(json!({"hours": 2})), Needs::Grant),
         (Method::DELETE, format!("/api/v1/orgs/{org}/support"), None, Needs::Write),
         (Method::DELETE, format!("/api/v1/orgs/{org}"), Some(json!({"confirm": org})), Needs::Write),
     ];
+    let support_path = format!("/api/v1/orgs/{org}/support");
+    let every_kind = json!({"hours": 1, "kinds": ["devices", "metadata", "captures", "exports"]});
     let mut checked = 0;
     for (method, path, body, needs) in &endpoints {
         for (who, client) in &clients {
-            if *who == Who::SupportGranted {
-                // An earlier row may have ended the grant.
-                let (status, _) =
-                    call(&operator, Method::POST, &format!("/api/v1/orgs/{org}/support"), Some(json!({"hours": 1})))
-                        .await;
-                assert_eq!(status, StatusCode::OK);
+            // The grant each caller is checked under (an earlier row may
+            // have changed it).
+            let grant = match who {
+                Who::SupportGranted | Who::OperatorGranted => Some(Some(every_kind.clone())),
+                Who::SupportDefaultGrant => Some(Some(json!({"hours": 1}))),
+                Who::Operator => Some(None),
+                _ => None,
+            };
+            match grant {
+                Some(Some(body)) => {
+                    let (status, _) = call(&org_admin, Method::POST, &support_path, Some(body)).await;
+                    assert_eq!(status, StatusCode::OK);
+                }
+                Some(None) => {
+                    let (status, _) = call(&org_admin, Method::DELETE, &support_path, None).await;
+                    assert_eq!(status, StatusCode::OK);
+                }
+                None => {}
             }
             let (status, answer) = call(client, method.clone(), path, body.clone()).await;
             let expect = allowed(*who, *needs);
@@ -173,6 +219,19 @@ async fn every_endpoint_allows_and_refuses_each_role_and_scope_as_documented() {
         && e["actor"].as_str().unwrap().starts_with("token:reader")
         && e["detail"].as_str().unwrap().contains("read-only")));
     assert!(entries.iter().any(|e| e["action"] == "token.create" && e["refused"] == false));
+    // Operators' reads of the organisation's data: refused without a
+    // grant, and done under one naming it.
+    let all = tc.collector.store().audit().entries(Some(org), 0, 100_000).unwrap();
+    let operator_entry = |refused: bool, detail: &str| {
+        all.iter().any(|e| {
+            (e.outcome == glimpse_store::audit::AuditOutcome::Refused) == refused
+                && e.actor.contains("(operator)")
+                && e.detail.contains(detail)
+        })
+    };
+    assert!(operator_entry(true, "operators may read matrixorg only under a grant"));
+    assert!(operator_entry(false, "under the support grant of matrixorg given "));
+    assert!(operator_entry(true, "only the admins of matrixorg may grant access"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,6 +432,10 @@ async fn the_curl_examples_in_operations_md_work() {
         "capture.start",
         "capture.stop",
         "subject.erase",
+        "subject.correct",
+        "subject.block",
+        "subject.blocked",
+        "subject.unblock",
         "token.revoke",
         "org.delete",
     ] {
@@ -449,6 +512,14 @@ async fn the_cli_creates_lists_uses_and_revokes_tokens() {
     let (ok, out, err) =
         cli(by_token(&["admin", "consent", "--org", "cliorg", "--capture", "on"]), Some(token.clone())).await;
     assert!(!ok && format!("{out}{err}").contains("read-only"), "{out}{err}");
+    // A support grant of some kinds on some devices, from the command line.
+    let grant = ["admin", "support", "grant", "--org", "cliorg", "--hours", "2", "--kinds", "captures,metadata"];
+    let (ok, out, err) = cli(with_cert(&[&grant[..], &["--devices", "ap-2,ap-1"]].concat()), None).await;
+    assert!(ok && out.contains("support may read until"), "{out}{err}");
+    let policy = tc.collector.store().policies().get(&glimpse_common::identity::OrgId::new("cliorg").unwrap());
+    assert_eq!(policy.support_scope.to_string(), "devices, metadata, captures on devices ap-1, ap-2");
+    let (ok, out, err) = cli(with_cert(&[&grant[..8], &["everything"]].concat()), None).await;
+    assert!(!ok && err.contains("use devices, metadata, captures or exports"), "{out}{err}");
     let id = token.split('_').nth(1).unwrap().to_owned();
     let (ok, list, err) = cli(with_cert(&["admin", "token", "list"]), None).await;
     assert!(ok && list.contains(&id) && list.contains("active") && !list.contains(&token), "{list}{err}");

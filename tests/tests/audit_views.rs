@@ -43,7 +43,9 @@ async fn support_activity_is_filed_per_grant_and_the_audit_log_filters() {
     assert_eq!(get(&support, "/api/v1/orgs/acme").await.0, StatusCode::OK);
     clock.advance(HOUR);
     assert_eq!(
-        call(&admin, Method::POST, "/api/v1/orgs/acme/support", Some(json!({"hours": 4}))).await.0,
+        call(&admin, Method::POST, "/api/v1/orgs/acme/support", Some(json!({"hours": 4, "kinds": ["captures"]})))
+            .await
+            .0,
         StatusCode::OK
     );
     assert_eq!(get(&support, "/api/v1/orgs/acme").await.0, StatusCode::OK);

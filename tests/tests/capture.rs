@@ -179,7 +179,11 @@ async fn on_demand_live_capture_through_the_admin_api() {
     wait_for_status(&agent, "connected with consent", |s| s.connected && s.capture_consent).await;
     wait_for_status(&other_agent, "connected", |s| s.connected).await;
 
+    // Captures are the organisations' own business: their admins ask
+    // (operators only under a grant, see grants.rs).
     let operator = issue_admin(&tc, AdminRole::Operator, None);
+    let admin = issue_admin(&tc, AdminRole::OrgAdmin, Some("liveorg"));
+    let closed_admin = issue_admin(&tc, AdminRole::OrgAdmin, Some("closedorg"));
     let outsider = issue_admin(&tc, AdminRole::OrgAdmin, Some("someone-else"));
     let support = issue_admin(&tc, AdminRole::Support, Some("liveorg"));
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -206,7 +210,7 @@ async fn on_demand_live_capture_through_the_admin_api() {
     assert_eq!(devices.to_vec(), vec![allowed.identity.device.clone()]);
 
     // The collector refuses a capture for an organisation without consent...
-    match admin_request(&operator, start(&forbidden)).await.unwrap() {
+    match admin_request(&closed_admin, start(&forbidden)).await.unwrap() {
         AdminReply::Refused(reason) => assert!(reason.contains("consent"), "{reason}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -226,7 +230,11 @@ async fn on_demand_live_capture_through_the_admin_api() {
     .await;
 
     // The allowed device captures headers of exactly 3 packets, then stops on its bound.
-    let AdminReply::CaptureRequested { id } = admin_request(&operator, start(&allowed)).await.unwrap() else {
+    match admin_request(&operator, start(&allowed)).await.unwrap() {
+        AdminReply::Refused(reason) => assert!(reason.contains("only under a grant"), "{reason}"),
+        other => panic!("an operator without a grant captured: {other:?}"),
+    }
+    let AdminReply::CaptureRequested { id } = admin_request(&admin, start(&allowed)).await.unwrap() else {
         panic!("request not delivered")
     };
     send_marked_udp_until(port, "3 captured packets stored", || stored_captures(&tc, &allowed.identity.org).len() >= 3)
@@ -246,10 +254,10 @@ async fn on_demand_live_capture_through_the_admin_api() {
         admin_request(who, action)
     };
     assert_eq!(
-        status(&allowed, &operator).await.unwrap(),
+        status(&allowed, &admin).await.unwrap(),
         AdminReply::CaptureStatus(Some(CaptureOutcome::Finished { packets: 3, header_bytes: 3 * 42 }))
     );
-    assert_eq!(status(&forbidden, &operator).await.unwrap(), AdminReply::CaptureStatus(None));
+    assert_eq!(status(&forbidden, &closed_admin).await.unwrap(), AdminReply::CaptureStatus(None));
     assert!(matches!(status(&allowed, &outsider).await.unwrap(), AdminReply::Refused(_)));
     let stored = stored_captures(&tc, &allowed.identity.org);
     assert_eq!(stored.len(), 3, "the packet bound holds");
@@ -338,7 +346,7 @@ async fn quiet_captures_end_on_their_deadline_and_on_stop() {
     set_consent(&tc, &device.identity.org, true);
     let agent = start_agent(tc.addr(), &device);
     wait_for_status(&agent, "connected with consent", |s| s.connected && s.capture_consent).await;
-    let operator = issue_admin(&tc, AdminRole::Operator, None);
+    let admin = issue_admin(&tc, AdminRole::OrgAdmin, Some("quietorg"));
     // Port 9 (discard) on loopback: nothing in this test sends there.
     let start = |duration_secs| AdminAction::StartCapture {
         org: device.identity.org.clone(),
@@ -351,13 +359,13 @@ async fn quiet_captures_end_on_their_deadline_and_on_stop() {
     let outcome = |id| tc.collector.directory().capture_outcome(&device.identity.org, &device.identity.device, id);
     let finished = |id| matches!(outcome(id), Some(CaptureOutcome::Finished { packets: 0, .. }));
 
-    let AdminReply::CaptureRequested { id: timed } = admin_request(&operator, start(1)).await.unwrap() else {
+    let AdminReply::CaptureRequested { id: timed } = admin_request(&admin, start(1)).await.unwrap() else {
         panic!("request not delivered")
     };
     wait_until("the 1-second capture to finish", || finished(timed)).await;
 
-    // An hour-long capture, stopped by the operator.
-    let AdminReply::CaptureRequested { id: stopped } = admin_request(&operator, start(3600)).await.unwrap() else {
+    // An hour-long capture, stopped by the organisation's admin.
+    let AdminReply::CaptureRequested { id: stopped } = admin_request(&admin, start(3600)).await.unwrap() else {
         panic!("request not delivered")
     };
     wait_until("capture started", || matches!(outcome(stopped), Some(CaptureOutcome::Started))).await;
@@ -366,7 +374,7 @@ async fn quiet_captures_end_on_their_deadline_and_on_stop() {
         device: device.identity.device.clone(),
         id: stopped,
     };
-    admin_request(&operator, stop).await.unwrap();
+    admin_request(&admin, stop).await.unwrap();
     wait_until("the stopped capture to finish", || finished(stopped)).await;
     agent.shutdown().await;
 }
@@ -394,7 +402,7 @@ async fn on_demand_capture_reaches_a_switch_over_ssh() {
     let status = wait_for_status(&agent, "connected over SSH with consent", |s| s.connected && s.capture_consent).await;
     assert_eq!(status.cipher_suite.as_deref(), Some("SSH"));
 
-    let operator = issue_admin(&tc, AdminRole::Operator, None);
+    let admin = issue_admin(&tc, AdminRole::OrgAdmin, Some("sshcaptureorg"));
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = udp.local_addr().unwrap().port();
     let request = AdminAction::StartCapture {
@@ -405,7 +413,7 @@ async fn on_demand_capture_reaches_a_switch_over_ssh() {
         duration_secs: 60,
         max_packets: 2,
     };
-    let AdminReply::CaptureRequested { id } = admin_request(&operator, request).await.unwrap() else {
+    let AdminReply::CaptureRequested { id } = admin_request(&admin, request).await.unwrap() else {
         panic!("request not delivered over SSH")
     };
     send_marked_udp_until(port, "2 captured packets stored", || stored_captures(&tc, &switch.identity.org).len() >= 2)

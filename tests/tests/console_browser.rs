@@ -68,6 +68,18 @@ async fn csrf_token(browser: &Browser) -> String {
     session.json()["csrf"].as_str().expect("a CSRF token").to_owned()
 }
 
+/// `org`'s admin grants support staff and operators every kind of its
+/// data for an hour (audited like a grant from the console).
+fn grant_everything(tc: &TestCollector, org: &str) {
+    use glimpse_common::identity::{AdminIdentity, AdminName, OrgId};
+    use glimpse_common::wire::admin::{AdminAction, AdminReply, GrantKind, GrantScope};
+    let org = OrgId::new(org).unwrap();
+    let admin = AdminIdentity::new(AdminName::new("ada").unwrap(), AdminRole::OrgAdmin, Some(org.clone())).unwrap();
+    let scope = GrantScope::new(GrantKind::ALL, []).unwrap();
+    let reply = tc.collector.admin_context().act(&admin, AdminAction::GrantSupport { org, hours: 1, scope });
+    assert!(matches!(reply, AdminReply::SupportGranted { .. }), "{reply:?}");
+}
+
 /// A connected agent streaming for a device issued before the collector started.
 async fn streaming_agent(tc: &TestCollector, device: &Device) -> glimpse_agent::AgentHandle {
     let agent = start_agent(tc.addr(), device);
@@ -297,6 +309,21 @@ async fn support_is_refused_without_a_grant_and_allowed_with_one() {
     let refused = admin.text("table#support-refused").await;
     assert!(refused.contains("console:sam") && refused.contains("only under a grant"), "{refused}");
     admin.screenshot_for_docs("support-history").await;
+
+    // A grant of captures only, on this one device, chosen on the form:
+    // the countdown says what it includes, and metadata is refused.
+    let id = device.identity.device.as_str();
+    admin.click("#grant-kind-metadata").await;
+    admin.click("#grant-kind-exports").await;
+    admin.click("#grant-kind-captures").await;
+    admin.type_into("#grant-devices", id).await;
+    admin.click("#grant-submit").await;
+    admin.wait_for_text("#grant-countdown", &format!("devices, captures on devices {id}")).await;
+    let latest = support.fetch("GET", &format!("/api/v1/orgs/{org}/devices/{id}/latest"), json!({}), None).await;
+    assert_eq!(latest.status, 403, "{}", latest.text);
+    assert!(latest.text.contains("does not include metadata"), "{}", latest.text);
+    let history = admin.wait_for_text("#grant-history", &format!("Includes devices, captures on devices {id}")).await;
+    assert!(history.contains("Includes devices, metadata, exports on all devices"), "the first grant's: {history}");
 
     support.finish(&origin).await;
     admin.finish(&origin).await;
@@ -586,6 +613,10 @@ async fn operators_see_every_organisation_the_device_charts_and_the_data_rights_
     assert!(!browser.text("#ingest-rate").await.is_empty());
     browser.screenshot_for_docs("operator").await;
 
+    // The device page and data rights read the organisation's data: an
+    // operator sees them only under its grant, given here by its admin.
+    grant_everything(&tc, &org);
+
     // The device page: rate charts drawn from the interval counters.
     open(&browser, "#/devices").await;
     browser.type_into("#org", &org).await;
@@ -640,6 +671,12 @@ async fn operators_see_every_organisation_the_device_charts_and_the_data_rights_
     assert_eq!(status["omitted_fields"], json!(["hostname"]), "{status}");
     assert_eq!(status["pseudonymise_macs"], json!(true), "{status}");
     assert_eq!(status["strict_headers"], json!(true), "{status}");
+    assert_eq!(status["wan_destinations"], json!(false), "off by default: {status}");
+    browser.click("#wan-destinations").await;
+    browser.click("#wan-save").await;
+    browser.wait_for_text("#wan-saved", "Saved").await;
+    let status = browser.fetch("GET", &format!("/api/v1/orgs/{org}"), json!({}), None).await;
+    assert_eq!(status.json()["wan_destinations"], json!(true), "{}", status.json());
     browser.screenshot_for_docs("rights").await;
 
     browser.finish(&origin).await;

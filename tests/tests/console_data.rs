@@ -117,12 +117,19 @@ async fn data_endpoints_show_what_agents_stream() {
     assert!(wireless["report"]["radios"].as_array().is_some_and(|r| !r.is_empty()));
     assert!(wireless["received_at_ms"].as_i64().unwrap() <= now_ms());
     assert_eq!((latest["wired"].clone(), latest["wan"].clone()), (Value::Null, Value::Null), "an access point");
+    // What its clients' devices are (stored beside the first collection's
+    // Wi-Fi report, so there by now).
+    let clients = latest["client_devices"]["report"]["clients"].as_array().expect("client devices");
+    assert!(
+        clients.iter().any(|c| c["mac"] == "3c:22:fb:aa:bb:01" && c["os"] == "macOS" && c["vendor"] == "Apple"),
+        "{latest}"
+    );
 
     // A capture started over the API lists its packets, decoded, headers only.
     if require_libpcap() {
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = udp.local_addr().unwrap().port();
-        let started: Value = operator
+        let started: Value = admin
             .send(
                 Method::POST,
                 &format!("/api/v1/orgs/{ORG}/captures"),
@@ -136,7 +143,7 @@ async fn data_endpoints_show_what_agents_stream() {
         let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
-            if get(&operator, &status_path).await["state"] == "finished" {
+            if get(&admin, &status_path).await["state"] == "finished" {
                 break;
             }
             assert!(tokio::time::Instant::now() < deadline, "the capture did not finish");

@@ -168,6 +168,36 @@ async fn an_access_point_reports_radios_stations_roaming_and_honours_minimisatio
     assert_eq!(thermostat["addresses"], serde_json::json!(["192.168.1.60"]));
     assert_eq!(thermostat["username"], "", "no 802.1X on this network");
 
+    // What each client's device is, from the DHCP fingerprint file that
+    // dnsmasq's script keeps, the leases' hostnames and the MACs' vendors.
+    let devices = bodies(&lines, "client-devices");
+    let latest = devices
+        .iter()
+        .find(|d| d["clients"].as_array().is_some_and(|c| c.len() == 3))
+        .expect("a client-devices record beside the wireless report of 3 stations");
+    let laptop = find(&latest["clients"], "mac", "3c:22:fb:aa:bb:01");
+    assert_eq!(
+        (laptop["device_type"].as_str(), laptop["os"].as_str(), laptop["vendor"].as_str()),
+        (Some("computer"), Some("macOS"), Some("Apple")),
+        "macOS's option 55 and Apple's OUI: {laptop:#}"
+    );
+    assert_eq!(laptop["confidence"], 81);
+    assert_eq!(laptop["evidence"], serde_json::json!(["dhcp-options", "mac-vendor"]));
+    let phone = find(&latest["clients"], "mac", "d2:6e:41:0a:bb:02");
+    assert_eq!(
+        (phone["device_type"].as_str(), phone["os"].as_str(), phone["model"].as_str()),
+        (Some("phone"), Some("Android 14"), Some("Pixel"))
+    );
+    assert_eq!(phone["vendor"], "", "a randomised MAC has no vendor");
+    assert_eq!(phone["confidence"], 97, "option 55, option 60 and the hostname agree");
+    let sensor = find(&latest["clients"], "mac", "18:fe:34:cc:dd:03");
+    assert_eq!(
+        (sensor["device_type"].as_str(), sensor["model"].as_str(), sensor["vendor"].as_str()),
+        (Some("iot"), Some("ESP8266/ESP32"), Some("Espressif"))
+    );
+    assert_eq!(sensor["os"], "Linux");
+    assert_eq!(bob["user_agent"], "android-dhcp-14");
+
     let counters = bodies(&lines, "counters");
     assert!(!counters.is_empty(), "interval counters from the second collection on");
     assert!(counters.iter().all(|c| c["interval_ms"].as_u64().is_some_and(|ms| ms > 0)));
@@ -216,8 +246,85 @@ async fn an_access_point_reports_radios_stations_roaming_and_honours_minimisatio
     assert!(last["stations"].as_array().unwrap().iter().all(|s| s["username"] == ""));
     assert_eq!(last["device"]["location"]["site"], "");
     assert_eq!(last["device"]["name"], "Lobby-2");
+    // The vendor was looked up on the device, before the MAC became a
+    // pseudonym (which, locally administered, has none).
+    let pseudonymous_laptop = bodies(&lines, "client-devices")
+        .into_iter()
+        .flat_map(|r| r["clients"].as_array().unwrap().iter())
+        .find(|c| c["mac"] == stored("3c:22:fb:aa:bb:01"))
+        .cloned()
+        .expect("a client-devices record under the new policy");
+    assert_eq!(pseudonymous_laptop["vendor"], "Apple");
+    assert!(!serde_json::to_string(&bodies(&lines, "client-devices").last()).unwrap().contains("3c:22:fb:aa:bb:01"));
 
-    assert_field_reference_lists_exactly(&lines, &["counters", "wireless"]);
+    assert_field_reference_lists_exactly(&lines, &["counters", "wireless", "client-devices"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organisation_that_omits_client_devices_stores_none_of_their_details() {
+    init_logging();
+    let tc = TestCollector::start().await;
+    let org = OrgId::new("nodevices").unwrap();
+    set_location_history(&tc, &org, true);
+    let operator = glimpse_common::identity::AdminIdentity::new(
+        glimpse_common::identity::AdminName::new("nodevices-operator").unwrap(),
+        glimpse_common::identity::AdminRole::Operator,
+        None,
+    )
+    .unwrap();
+    let policy = glimpse_common::wire::admin::AdminAction::SetDataPolicy {
+        org: org.clone(),
+        omit: glimpse_common::bounded::BoundedVec::truncating(vec![
+            glimpse_common::minimise::MetadataField::ClientDevices,
+        ]),
+        pseudonymise_macs: false,
+        strict_headers: None,
+    };
+    let reply = tc.collector.admin_context().act(&operator, policy);
+    assert!(matches!(reply, glimpse_common::wire::admin::AdminReply::DataPolicySet { .. }), "{reply:?}");
+    let device = issue_device("nodevices");
+    tc.collector.reload().expect("import the new registration");
+    let fake = FakeDevice::new("ap", "ap-nodevices");
+    let mut config = agent_config(tc.addr(), &device);
+    fake.configure(&mut config);
+    let agent = glimpse_agent::AgentHandle::spawn(config).unwrap();
+    wait_for_status(&agent, "the data policy heard", |s| {
+        s.omitted_fields.contains(&glimpse_common::minimise::MetadataField::ClientDevices)
+    })
+    .await;
+    // A collection that reads the clock after this point started after the
+    // agent took the policy in: it infers nothing.
+    let heard_ms =
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap();
+    let observed = |tc: &TestCollector, wanted: fn(&glimpse_common::record::RecordBody) -> bool| -> Vec<i64> {
+        let outcome = tc.collector.store().read(&org, DataKind::Metadata, None, None).expect("read");
+        outcome.records.iter().filter(|r| wanted(&r.record.body)).map(|r| r.record.observed_at_ms).collect()
+    };
+    use glimpse_common::record::RecordBody;
+    wait_until("two wireless reports collected after the policy was heard", || {
+        observed(&tc, |b| matches!(b, RecordBody::Wireless(_))).iter().filter(|t| **t > heard_ms).count() >= 2
+    })
+    .await;
+    agent.shutdown().await;
+    let late: Vec<i64> =
+        observed(&tc, |b| matches!(b, RecordBody::ClientDevices(_))).into_iter().filter(|t| *t > heard_ms).collect();
+    assert!(late.is_empty(), "the agent stopped inferring at the source: {late:?}");
+    let lines = exported(&tc, &device.identity);
+    // Anything it sent before is cleared on arrival: nothing is stored.
+    for report in bodies(&lines, "client-devices") {
+        for client in report["clients"].as_array().unwrap() {
+            for field in ["device_type", "model", "os", "vendor"] {
+                assert_eq!(client[field], "", "{field} stored although omitted: {client:#}");
+            }
+            assert_eq!(
+                (client["confidence"].as_u64(), client["evidence"].as_array().map(Vec::len)),
+                (Some(0), Some(0))
+            );
+        }
+    }
+    let wireless = bodies(&lines, "wireless");
+    let last = wireless.last().unwrap();
+    assert_eq!(find(&last["stations"], "mac", "d2:6e:41:0a:bb:02")["user_agent"], "android-dhcp-14", "the rest stays");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -427,55 +534,187 @@ async fn a_gateway_reports_sessions_per_application_over_ssh() {
     assert_field_reference_lists_exactly(&lines, &["counters", "wan"]);
 }
 
-/// Every field path (`record.wireless.stations[].mac`) that the field
-/// reference, `docs/FIELDS.md`, lists for `kinds` equals the set export
-/// printed in `lines`.
-fn assert_field_reference_lists_exactly(lines: &[Value], kinds: &[&str]) {
-    let reference_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/FIELDS.md");
-    let reference = std::fs::read_to_string(&reference_path)
-        .unwrap_or_else(|e| panic!("the field reference {}: {e}", reference_path.display()));
-    for kind in kinds {
-        let prefix = format!("record.{kind}");
-        let documented: BTreeSet<String> = reference
-            .lines()
-            .filter_map(|line| line.strip_prefix("| `"))
-            .filter_map(|rest| rest.split_once('`').map(|(path, _)| path.to_owned()))
-            .filter(|path| path == &prefix || path.starts_with(&format!("{prefix}.")))
-            .collect();
-        let mut printed = BTreeSet::new();
-        for line in lines {
-            if let Some(body) = line["record"].get(*kind) {
-                leaf_paths(body, &prefix, &mut printed);
-            }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_reports_wan_destinations_with_site_names_only_once_its_organisation_enables_them() {
+    init_logging();
+    let tc = TestCollector::start_with_default_privacy().await;
+    let org = OrgId::new("wandest").unwrap();
+    let device = issue_ssh_device("wandest", DeviceKind::Gateway);
+    tc.collector.reload().expect("import the new registration");
+    let fake = FakeDevice::new("gateway", "gw-destinations");
+    let mut config = ssh_agent_config(tc.ssh_addr(), &tc.ssh_fingerprint(), &device);
+    fake.configure(&mut config);
+    let agent = glimpse_agent::AgentHandle::spawn(config).unwrap();
+    wait_for_status(&agent, "2 batches acknowledged over SSH", |s| s.acked_seq >= 2).await;
+
+    // Off by default: sessions per application only.
+    let lines = exported(&tc, &device.identity);
+    assert!(!bodies(&lines, "wan").is_empty());
+    assert!(
+        bodies(&lines, "wan-destinations").is_empty(),
+        "nothing per destination before the organisation enables it"
+    );
+    assert!(!agent.status().borrow().wan_destinations);
+
+    set_wan_destinations(&tc, &org, true);
+    wait_for_status(&agent, "the agent told to collect WAN destinations", |s| s.wan_destinations).await;
+    wait_until("a WAN destinations report stored", || {
+        !bodies(&exported(&tc, &device.identity), "wan-destinations").is_empty()
+    })
+    .await;
+    // The table moves on: the DNS query ends, HTTPS and QUIC carry more,
+    // an SSH session opens.
+    let next = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/devices/gateway/nf_conntrack.next");
+    let table = fake.sysroot.path().join("proc/net/nf_conntrack");
+    std::fs::write(table.with_extension("tmp"), std::fs::read(next).unwrap()).unwrap();
+    std::fs::rename(table.with_extension("tmp"), &table).unwrap();
+    let ssh_started = |report: &&Value| {
+        report["destinations"].as_array().is_some_and(|rows| {
+            rows.iter().any(|r| r["application"] == "ssh" && r["counters"]["sessions_started"] == 1)
+        })
+    };
+    wait_until("the SSH session's row stored", || {
+        bodies(&exported(&tc, &device.identity), "wan-destinations").iter().any(ssh_started)
+    })
+    .await;
+    agent.shutdown().await;
+
+    let lines = exported(&tc, &device.identity);
+    let reports = bodies(&lines, "wan-destinations");
+    let change = reports.iter().copied().find(ssh_started).unwrap();
+    assert_eq!(change["device"]["name"], "Lobby-2");
+    assert!(change["interval_ms"].as_u64().unwrap() > 0);
+    let rows = change["destinations"].as_array().unwrap();
+    let row = |destination: &str| {
+        rows.iter().find(|r| r["destination"] == destination).unwrap_or_else(|| panic!("no {destination} in {rows:#?}"))
+    };
+    let https = row("93.184.216.34");
+    assert_eq!((https["protocol"].as_u64(), https["port"].as_u64()), (Some(6), Some(443)));
+    assert_eq!((https["application"].as_str(), https["site"].as_str()), (Some("https"), Some("www.example.com")));
+    assert_eq!(https["client_address"], "192.168.1.23");
+    let counters = &https["counters"];
+    assert_eq!((counters["bytes_out"].as_u64(), counters["bytes_in"].as_u64()), (Some(2_000), Some(40_000)));
+    assert_eq!((counters["packets_out"].as_u64(), counters["packets_in"].as_u64()), (Some(10), Some(20)));
+    assert_eq!((counters["active_sessions"].as_u64(), counters["sessions_started"].as_u64()), (Some(1), Some(0)));
+    // The client's MAC, from the ARP table, stored as the organisation's
+    // pseudonym of it (the default), the same for each of its rows.
+    let client_mac = https["client_mac"].as_str().expect("a MAC from the ARP table");
+    let pseudonymiser = glimpse_common::minimise::Pseudonymiser::new(tc.collector.store().pseudonym_key(&org).unwrap());
+    let stored =
+        pseudonymiser.stored_form("3c:22:fb:aa:bb:01".parse().unwrap(), glimpse_common::minimise::MacForm::Real);
+    assert_eq!(client_mac, stored.to_string(), "pseudonymised, both layers");
+    let quic = row("142.250.185.78");
+    assert_eq!(
+        (quic["application"].as_str(), quic["site"].as_str()),
+        (Some("quic"), Some("video.example.org")),
+        "the name asked, not the CNAME target"
+    );
+    assert_eq!(
+        (quic["client_mac"].as_str(), quic["counters"]["bytes_in"].as_u64()),
+        (Some(client_mac), Some(1_000_000))
+    );
+    let ssh = row("198.51.100.5");
+    assert_eq!((ssh["site"].as_str(), ssh["client_address"].as_str()), (Some("ssh.example.com"), Some("192.168.1.41")));
+    assert_eq!(
+        (ssh["counters"]["bytes_out"].as_u64(), ssh["counters"]["bytes_in"].as_u64()),
+        (Some(5_000), Some(8_000))
+    );
+    assert_ne!(ssh["client_mac"].as_str(), Some(client_mac));
+    assert_eq!(row("198.51.100.20")["site"], "broker.example.io");
+    let v6 = row("2606:4700::6810:85e5");
+    assert_eq!(
+        (v6["site"].as_str(), v6["client_mac"].is_null()),
+        (Some("cdn.example.net"), true),
+        "no ARP entry for IPv6"
+    );
+    assert!(rows.iter().all(|r| r["destination"] != "8.8.8.8"), "the ended DNS query has no row");
+    assert_field_reference_lists_exactly(&lines, &["wan-destinations"]);
+
+    // A subject request by the client's real MAC finds its rows and no one
+    // else's; erasing takes them and leaves the others'.
+    let store = tc.collector.store();
+    let alice = glimpse_common::wire::admin::Subject::Mac("3c:22:fb:aa:bb:01".parse().unwrap());
+    let page = glimpse_store::subject::export_subject(store, &org, &alice, 0, 10_000, usize::MAX).unwrap();
+    assert!(page.total > 0);
+    for line in &page.lines {
+        let line: Value = serde_json::from_str(line).unwrap();
+        let report = &line["record"]["wan-destinations"];
+        for r in report["destinations"].as_array().expect("only WAN destination reports are about this client") {
+            assert_eq!(r["client_address"], "192.168.1.23", "{r:#}");
         }
-        assert!(!printed.is_empty(), "no {kind} record exported");
-        let undocumented: Vec<_> = printed.difference(&documented).collect();
-        let unprinted: Vec<_> = documented.difference(&printed).collect();
-        assert!(
-            undocumented.is_empty() && unprinted.is_empty(),
-            "docs/FIELDS.md and export differ for {kind}: not in docs/FIELDS.md {undocumented:?}; in docs/FIELDS.md but never printed {unprinted:?}"
-        );
     }
+    glimpse_store::subject::erase_subject(store, &org, &alice).unwrap();
+    assert_eq!(glimpse_store::subject::export_subject(store, &org, &alice, 0, 10, usize::MAX).unwrap().total, 0);
+    let left = exported(&tc, &device.identity);
+    let rows: Vec<&Value> = bodies(&left, "wan-destinations")
+        .into_iter()
+        .flat_map(|report| report["destinations"].as_array().unwrap().iter())
+        .collect();
+    assert!(rows.iter().all(|r| r["client_address"] != "192.168.1.23"));
+    assert!(rows.iter().any(|r| r["client_address"] == "192.168.1.41"), "the other clients' rows stay");
+
+    let entries = tc.collector.store().audit().entries(Some("wandest"), 0, 10_000).expect("audit log");
+    assert!(entries.iter().any(|e| e.action == "wan-destinations.set"), "the choice is audited");
 }
 
-/// Paths to every scalar in `value` (arrays as `[]`; an array of scalars is
-/// itself a leaf; null counts as a leaf; an empty array says nothing about
-/// what its items hold, so it adds no path).
-fn leaf_paths(value: &Value, path: &str, out: &mut BTreeSet<String>) {
-    match value {
-        Value::Object(map) => {
-            for (key, child) in map {
-                leaf_paths(child, &format!("{path}.{key}"), out);
-            }
-        }
-        Value::Array(items) if items.is_empty() => {}
-        Value::Array(items) if items.iter().any(|i| i.is_object()) => {
-            for item in items {
-                leaf_paths(item, &format!("{path}[]"), out);
-            }
-        }
-        _ => {
-            out.insert(path.to_owned());
-        }
-    }
+/// An agent that sends WAN destinations its organisation has not enabled
+/// (one that missed the directive, or ignores it) cannot get them stored:
+/// they are dropped on arrival and counted; the rest of the batch is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wan_destinations_an_organisation_has_not_enabled_are_dropped_on_arrival() {
+    use glimpse_common::bounded::{BoundedString, BoundedVec};
+    use glimpse_common::record::{DestinationCounters, Record, RecordBody, WanDestination, WanDestinationReport};
+    init_logging();
+    let device = issue_device("wanoff");
+    let tc = TestCollector::start().await;
+    let destinations = |site: &str| Record {
+        observed_at_ms: 1,
+        body: RecordBody::WanDestinations(Box::new(WanDestinationReport {
+            destinations: BoundedVec::truncating(vec![WanDestination {
+                client_address: Some("192.168.1.23".parse().unwrap()),
+                destination: Some("93.184.216.34".parse().unwrap()),
+                protocol: 6,
+                port: Some(443),
+                site: BoundedString::truncating(site),
+                counters: DestinationCounters { active_sessions: 1, ..Default::default() },
+                ..Default::default()
+            }]),
+            ..Default::default()
+        })),
+    };
+    let wan = Record { observed_at_ms: 1, body: RecordBody::Wan(Box::default()) };
+    let mut conn = try_connect(tc.addr(), &device).await.unwrap();
+    let batch = glimpse_common::wire::Batch {
+        org: device.identity.org.clone(),
+        stream_seq: conn.stored_seq() + 1,
+        records: BoundedVec::truncating(vec![destinations("before.example"), wan]),
+    };
+    conn.send_batch(&batch).await.unwrap();
+    conn.close().await;
+    let lines = exported(&tc, &device.identity);
+    assert_eq!(bodies(&lines, "wan").len(), 1, "the rest of the batch is stored");
+    assert!(bodies(&lines, "wan-destinations").is_empty(), "{lines:#?}");
+    let metrics = tc.collector.telemetry().render();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("glimpse_records_dropped_total{")
+            && l.contains("reason=\"not-enabled\"")
+            && l.contains("org=\"wanoff\"")
+            && l.ends_with(" 1")),
+        "{metrics}"
+    );
+
+    // Once enabled, the same records are stored.
+    set_wan_destinations(&tc, &device.identity.org, true);
+    let mut conn = try_connect(tc.addr(), &device).await.unwrap();
+    let batch = glimpse_common::wire::Batch {
+        org: device.identity.org.clone(),
+        stream_seq: conn.stored_seq() + 1,
+        records: BoundedVec::truncating(vec![destinations("after.example")]),
+    };
+    conn.send_batch(&batch).await.unwrap();
+    conn.close().await;
+    let lines = exported(&tc, &device.identity);
+    let stored = bodies(&lines, "wan-destinations");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["destinations"][0]["site"], "after.example");
 }

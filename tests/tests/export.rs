@@ -309,8 +309,10 @@ async fn the_api_streams_an_export_during_ingest_resumes_it_and_refuses_other_or
     assert_eq!(api_get(&other, base).await.0, 403);
     let support = ApiClient::new(&issue_admin(&tc, AdminRole::Support, Some("apiexportorg"))).await.unwrap();
     assert_eq!(api_get(&support, base).await.0, 403);
+    // Operators too read an organisation's data only under its grant.
     let operator = ApiClient::new(&issue_admin(&tc, AdminRole::Operator, None)).await.unwrap();
-    let granted = operator
+    assert_eq!(api_get(&operator, &format!("{base}?device={device}")).await.0, 403);
+    let granted = admin
         .request(reqwest::Method::POST, "/api/v1/orgs/apiexportorg/support")
         .json(&serde_json::json!({"hours": 1}))
         .send()

@@ -68,6 +68,9 @@ fn the_ipk_unpacks_and_its_uci_config_becomes_an_agent_toml_the_agent_loads() {
     untar(&outer.join("data.tar.gz"), &root);
     let init = std::fs::read_to_string(root.join("etc/init.d/glimpse")).unwrap();
     assert!(init.starts_with("#!/bin/sh /etc/rc.common") && init.contains("config --from-uci"), "{init}");
+    let script = root.join("usr/libexec/glimpse-dhcp-fingerprint");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&script).unwrap().permissions());
+    assert_eq!(mode & 0o111, 0o111, "dnsmasq runs the DHCP fingerprint script");
 
     // What the init script runs at start, with the packaged agent and UCI file.
     let agent = root.join("usr/bin/glimpse-agent");

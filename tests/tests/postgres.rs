@@ -141,16 +141,21 @@ fn two_collectors_on_one_database_keep_both_changes_and_one_audit_chain() {
     let a: Arc<dyn ControlStore> = Arc::new(migrated(&pg));
     let b: Arc<dyn ControlStore> = Arc::new(PgControl::connect(&config(&pg)).unwrap());
 
-    // Decisions: consent on one collector, a grant on the other, at once.
+    // Decisions: consent on one collector, a grant (of captures on one
+    // device) on the other, at once; the grant's scope is stored with it.
     let policies_a = glimpse_store::control::Policies::open(Arc::clone(&a)).unwrap();
     let policies_b = glimpse_store::control::Policies::open(Arc::clone(&b)).unwrap();
     let org = glimpse_common::identity::OrgId::new("acme").unwrap();
+    use glimpse_common::wire::admin::{GrantKind, GrantScope};
+    let ap = glimpse_common::identity::DeviceId::new("ap-1").unwrap();
+    let scope = GrantScope::new([GrantKind::Captures], [ap]).unwrap();
     std::thread::scope(|s| {
         s.spawn(|| policies_a.set_consent(&org, true, 1_000).unwrap());
-        s.spawn(|| policies_b.grant_support(&org, 4, 1_000).unwrap());
+        s.spawn(|| policies_b.grant_support(&org, 4, &scope, 1_000).unwrap());
     });
     let both = glimpse_store::control::Policies::open(Arc::clone(&a)).unwrap().get(&org);
     assert!(both.capture_consent && both.support_until_ms.is_some(), "{both:?}");
+    assert_eq!((both.support_scope, both.support_granted_at_ms), (scope, Some(1_000)));
 
     // One chain, appended from both at once.
     let dir_a = tempfile::tempdir().unwrap();

@@ -229,8 +229,19 @@ async fn unsolicited_capture_statuses_cannot_erase_another_organisations_outcome
     let mut acme_conn = try_connect(tc.addr(), &acme).await.expect("acme device");
     wait_until("both connected", || tc.collector.directory().connected(&globex.identity.org).len() == 1).await;
 
-    // An operator asks globex's device for a capture; the device answers.
-    let operator = AdminIdentity::new(AdminName::new("status-operator").unwrap(), AdminRole::Operator, None).unwrap();
+    // Globex's admin asks its device for a capture; the device answers.
+    let operator = AdminIdentity::new(
+        AdminName::new("status-admin").unwrap(),
+        AdminRole::OrgAdmin,
+        Some(globex.identity.org.clone()),
+    )
+    .unwrap();
+    let acme_admin = AdminIdentity::new(
+        AdminName::new("status-admin").unwrap(),
+        AdminRole::OrgAdmin,
+        Some(acme.identity.org.clone()),
+    )
+    .unwrap();
     let start = AdminAction::StartCapture {
         org: globex.identity.org.clone(),
         device: globex.identity.device.clone(),
@@ -277,7 +288,7 @@ async fn unsolicited_capture_statuses_cannot_erase_another_organisations_outcome
     // acme's device did not get an outcome recorded for a capture it was never asked for.
     let forged =
         AdminAction::CaptureStatus { org: acme.identity.org.clone(), device: acme.identity.device.clone(), id: 5 };
-    assert_eq!(tc.collector.admin_context().act(&operator, forged), AdminReply::CaptureStatus(None));
+    assert_eq!(tc.collector.admin_context().act(&acme_admin, forged), AdminReply::CaptureStatus(None));
     acme_conn.close().await;
     globex_conn.close().await;
 }

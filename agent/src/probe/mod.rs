@@ -75,9 +75,12 @@ use tracing::warn;
 
 mod addresses;
 pub mod clients;
+pub mod dns;
+pub mod fingerprint;
 mod host;
 mod interfaces;
 mod lex;
+pub mod oui;
 pub mod sessions;
 mod source;
 #[cfg(test)]
@@ -89,11 +92,13 @@ pub use addresses::{
     interface_for, parse_fib_trie, parse_if_inet6, parse_proc_net_route, Inet6Entry, Ipv4Route, KernelByteOrder,
 };
 pub use clients::{parse_dnsmasq_leases, parse_isc_dhcpd_leases, parse_proc_net_arp, ArpEntry, Lease};
+pub use dns::{parse_dnsmasq_log_line, LogTail, SiteNames, TailPlan};
+pub use fingerprint::{infer, parse_fingerprints, DhcpFingerprint, Signals};
 pub use host::{parse_hostname, parse_kernel_release, parse_model, parse_os_release, parse_uptime};
 pub use interfaces::{parse_mac, parse_operstate, parse_proc_net_dev, parse_sysfs_number};
 pub use sessions::{
-    parse_conntrack_line, parse_conntrack_table, ApplicationKey, ApplicationTable, ConntrackEntry, FlowTuple,
-    SessionSummary, SessionTracker,
+    parse_conntrack_line, parse_conntrack_table, ApplicationKey, ApplicationTable, ConntrackEntry, DestinationSessions,
+    FlowTuple, SessionSummary, SessionTracker,
 };
 pub use wifi::{parse_hostapd_all_sta, parse_iw_dev, parse_station_dump, HostapdStation, StationDump, WifiInterface};
 pub use wired::{parse_bridge_fdb_json, parse_bridge_vlan_json, parse_lldpcli_json, FdbEntry};

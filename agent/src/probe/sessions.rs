@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use glimpse_common::bounded::BoundedString;
-use glimpse_common::record::ApplicationSessions;
+use glimpse_common::record::{ApplicationSessions, DestinationCounters};
 
 use super::lex::{bad, dec_u32, dec_u64};
 use super::{Parsed, ProbeError};
@@ -296,6 +296,28 @@ pub struct SessionSummary {
     pub active_sessions: u32,
     /// Open sessions beyond the tracking limit.
     pub untracked_sessions: u32,
+    /// Per client and destination, when the tracker was asked for them
+    /// ([`SessionTracker::per_destination`]); in no particular order.
+    pub destinations: Vec<DestinationSessions>,
+}
+
+/// One client's sessions to one destination address, protocol and port
+/// over the interval (sessions that ended are in the per-application
+/// summary only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationSessions {
+    /// The client: the original direction's source, before NAT.
+    pub client: IpAddr,
+    /// The destination: the original direction's destination.
+    pub destination: IpAddr,
+    /// IP protocol number.
+    pub protocol: u8,
+    /// Destination port, for protocols with ports.
+    pub port: Option<u16>,
+    /// The application the port names.
+    pub application: String,
+    /// Sessions and traffic.
+    pub counters: DestinationCounters,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -323,6 +345,7 @@ pub struct SessionTracker {
     name_index: HashMap<ApplicationKey, u16>,
     sessions: HashMap<SessionKey, Followed>,
     last_ms: Option<u64>,
+    per_destination: bool,
 }
 
 impl SessionTracker {
@@ -335,7 +358,14 @@ impl SessionTracker {
             name_index: HashMap::new(),
             sessions: HashMap::new(),
             last_ms: None,
+            per_destination: false,
         }
+    }
+
+    /// Whether [`SessionTracker::observe`] also sums sessions per client
+    /// and destination ([`SessionSummary::destinations`]).
+    pub fn per_destination(&mut self, on: bool) {
+        self.per_destination = on;
     }
 
     /// How many sessions are being followed.
@@ -364,6 +394,8 @@ impl SessionTracker {
         let mut per_app: BTreeMap<ApplicationKey, ApplicationSessions> = BTreeMap::new();
         let mut seen: HashMap<SessionKey, ()> = HashMap::with_capacity(snapshot.len().min(self.max_tracked));
         let mut summary = SessionSummary { interval_ms, ..SessionSummary::default() };
+        // Bounded by the snapshot, itself bounded by the parser.
+        let mut destinations: HashMap<(IpAddr, IpAddr, u8, Option<u16>), DestinationSessions> = HashMap::new();
         for entry in snapshot {
             let key = SessionKey { zone: entry.zone, protocol: entry.protocol, original: entry.original };
             if seen.insert(key, ()).is_some() {
@@ -378,6 +410,7 @@ impl SessionTracker {
                 entry.reply_packets.unwrap_or(0),
             ];
             let room = self.sessions.len() < self.max_tracked;
+            let mut started = false;
             let delta = match self.sessions.get_mut(&key) {
                 Some(followed) => {
                     followed.last_seen_ms = now_ms;
@@ -386,6 +419,7 @@ impl SessionTracker {
                     if reused {
                         // The kernel reused the tuple for a new connection.
                         bump(&mut per_app, &app_key).sessions_started += 1;
+                        started = true;
                         followed.first_seen_ms = now_ms;
                         counters
                     } else {
@@ -404,6 +438,7 @@ impl SessionTracker {
                         [0; 4]
                     } else {
                         bump(&mut per_app, &app_key).sessions_started += 1;
+                        started = true;
                         counters
                     }
                 }
@@ -418,7 +453,29 @@ impl SessionTracker {
             app.bytes_in = app.bytes_in.saturating_add(delta[1]);
             app.packets_out = app.packets_out.saturating_add(delta[2]);
             app.packets_in = app.packets_in.saturating_add(delta[3]);
+            if self.per_destination {
+                let original = entry.original;
+                let row = destinations
+                    .entry((original.src, original.dst, entry.protocol, original.dport))
+                    .or_insert_with(|| DestinationSessions {
+                        client: original.src,
+                        destination: original.dst,
+                        protocol: entry.protocol,
+                        port: original.dport,
+                        application: app_key.name.clone(),
+                        counters: DestinationCounters::default(),
+                    });
+                row.counters.add(&DestinationCounters {
+                    active_sessions: 1,
+                    sessions_started: u32::from(started),
+                    bytes_out: delta[0],
+                    bytes_in: delta[1],
+                    packets_out: delta[2],
+                    packets_in: delta[3],
+                });
+            }
         }
+        summary.destinations = destinations.into_values().collect();
         let ended: Vec<SessionKey> = self.sessions.keys().filter(|key| !seen.contains_key(key)).copied().collect();
         for key in ended {
             let Some(followed) = self.sessions.remove(&key) else { continue };
@@ -563,6 +620,25 @@ mod tests {
     }
 
     #[test]
+    fn sessions_add_up_per_client_and_destination_only_when_asked() {
+        let mut tracker = SessionTracker::new(100, ApplicationTable::builtin());
+        assert!(tracker.observe(&[entry(443, 5000, 10, 20)], 1_000).destinations.is_empty(), "off by default");
+        tracker.per_destination(true);
+        let summary =
+            tracker.observe(&[entry(443, 5000, 15, 40), entry(443, 5001, 2, 3), entry(22, 6000, 1, 1)], 31_000);
+        let mut rows = summary.destinations;
+        rows.sort_by_key(|r| r.port);
+        assert_eq!(rows.len(), 2, "two sessions to one port are one row");
+        let ssh = &rows[0];
+        assert_eq!((ssh.application.as_str(), ssh.port, ssh.counters.sessions_started), ("ssh", Some(22), 1));
+        let https = &rows[1];
+        assert_eq!(https.client, "10.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(https.destination, "192.0.2.1".parse::<IpAddr>().unwrap(), "before NAT");
+        assert_eq!((https.counters.active_sessions, https.counters.sessions_started), (2, 1));
+        assert_eq!((https.counters.bytes_out, https.counters.bytes_in), (500 + 200, 2_000 + 300));
+    }
+
+    #[test]
     fn sessions_start_grow_end_and_reuse_tuples() {
         let mut tracker = SessionTracker::new(100, ApplicationTable::builtin());
         let baseline = tracker.observe(&[entry(443, 5000, 10, 20)], 1_000);
@@ -616,6 +692,7 @@ mod tests {
             clock in prop::collection::vec(any::<u32>(), 8),
         ) {
             let mut tracker = SessionTracker::new(cap, ApplicationTable::builtin());
+            tracker.per_destination(true);
             for (round, snapshot) in rounds.iter().enumerate() {
                 let entries: Vec<_> = snapshot.iter().map(|(port, sport, o, i)| entry([22, 53, 80, 443, 8883, 9999][usize::from(*port)], 40_000 + sport, *o, *i)).collect();
                 let summary = tracker.observe(&entries, u64::from(clock[round]));
@@ -623,6 +700,11 @@ mod tests {
                 let sum: u32 = summary.applications.iter().map(|a| a.active_sessions).sum();
                 prop_assert_eq!(sum, summary.active_sessions);
                 prop_assert!(summary.untracked_sessions <= summary.active_sessions);
+                let per_destination: u32 = summary.destinations.iter().map(|d| d.counters.active_sessions).sum();
+                prop_assert_eq!(per_destination, summary.active_sessions);
+                let bytes = |f: fn(&DestinationCounters) -> u64| summary.destinations.iter().map(|d| f(&d.counters)).sum::<u64>();
+                let app_bytes: u64 = summary.applications.iter().map(|a| a.bytes_out + a.bytes_in).sum();
+                prop_assert_eq!(bytes(|c| c.bytes_out) + bytes(|c| c.bytes_in), app_bytes);
             }
         }
     }

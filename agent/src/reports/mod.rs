@@ -7,9 +7,10 @@
 //!
 //! | probe | sends | reads |
 //! |---|---|---|
-//! | wireless (access points) | [`WirelessReport`]: radios, stations, roaming | `iw dev`, `iw dev IF station dump`, `hostapd_cli -i IF all_sta`, `proc/net/arp`, DHCP leases |
+//! | wireless (access points) | [`WirelessReport`]: radios, stations, roaming; [`ClientDeviceReport`]: the stations' device type, model, OS and MAC vendor | `iw dev`, `iw dev IF station dump`, `hostapd_cli -i IF all_sta`, `proc/net/arp`, DHCP leases, the DHCP fingerprint file ([`FINGERPRINTS`]) |
 //! | wired (switches) | [`WiredReport`]: port VLANs, learned hosts, LLDP neighbours | `bridge -j fdb show`, `bridge -j vlan show`, `lldpcli -f json show neighbors details`, `hostapd_cli` on 802.1X ports, `proc/net/arp`, DHCP leases |
 //! | wan (gateways) | [`WanReport`]: sessions per application | `proc/net/nf_conntrack`, else `conntrack -L -o extended` |
+//! | wan, when the organisation enables WAN destinations | [`WanDestinationReport`]: sessions per client and destination, with site names | the same table, `proc/net/arp`, DHCP leases, the DNS resolver's log (`dns_log`) |
 //!
 //! Parsing lives in [`crate::probe`] as plain functions; this module runs
 //! the tools, reads the files, keeps what must be remembered between
@@ -26,9 +27,9 @@ use std::time::Duration;
 use glimpse_common::bounded::{BoundedString, BoundedVec};
 use glimpse_common::identity::DeviceKind;
 use glimpse_common::record::{
-    CounterReport, DeviceMetadata, DeviceProfile, InterfaceDelta, InterfaceStats, MacAddr, Record, RecordBody,
-    RoamEvent, RoamKind, WanReport, WiredHost, WiredReport, WirelessReport, MAX_CLIENT_ADDRESSES, MAX_HOSTS, MAX_ROAMS,
-    MAX_STATIONS,
+    ClientDevice, ClientDeviceReport, CounterReport, DeviceMetadata, DeviceProfile, InterfaceDelta, InterfaceStats,
+    MacAddr, Record, RecordBody, RoamEvent, RoamKind, WanDestination, WanDestinationReport, WanReport, WiredHost,
+    WiredReport, WirelessReport, MAX_CLIENT_ADDRESSES, MAX_HOSTS, MAX_ROAMS, MAX_STATIONS,
 };
 use tracing::warn;
 
@@ -44,6 +45,14 @@ mod tests;
 
 /// Read cap for tool output and the client tables.
 const OUTPUT_LIMIT: usize = 1024 * 1024;
+/// Most of the DNS resolver's log read per collection (the newest part
+/// when more was written).
+const DNS_LOG_LIMIT: u64 = 1024 * 1024;
+
+/// Where the DHCP fingerprint script (`packaging/openwrt/glimpse-dhcp-fingerprint`,
+/// dnsmasq's `dhcp-script`) keeps each client's option 55 and 60, under the
+/// collection root.
+pub const FINGERPRINTS: &str = "tmp/glimpse/dhcp-fingerprints";
 
 /// Builds each collection's records and remembers what the next one needs.
 ///
@@ -65,9 +74,19 @@ pub struct Reporter {
     sessions: Option<probe::SessionTracker>,
     /// (source, problem) pairs already logged.
     warned: HashSet<(String, &'static str)>,
+    /// Each tool and file read so far, and how its last use went: what a
+    /// diagnostic bundle reports as probe and tool status.
+    outcomes: BTreeMap<String, (bool, String)>,
     /// Fields the organisation does not want: sources that only feed them
     /// are not even read.
     omit: Vec<MetadataField>,
+    /// Whether the organisation enables WAN destinations (off until it
+    /// says so).
+    destinations: bool,
+    /// Addresses to site names from the DNS resolver's log, and where in
+    /// the log reading goes on.
+    site_names: probe::SiteNames,
+    dns_tail: probe::LogTail,
 }
 
 impl Reporter {
@@ -94,7 +113,26 @@ impl Reporter {
             previous_stations: None,
             sessions,
             warned: HashSet::new(),
+            outcomes: BTreeMap::new(),
             omit: Vec::new(),
+            destinations: false,
+            site_names: probe::SiteNames::new(probe::dns::MAX_SITE_ADDRESSES),
+            dns_tail: probe::LogTail::default(),
+        }
+    }
+
+    /// Whether the organisation enables WAN destinations: per client and
+    /// destination rows with site names. Until it does, neither the rows
+    /// are summed nor the DNS resolver's log read.
+    pub fn allow_destinations(&mut self, on: bool) {
+        if self.destinations && !on {
+            // Nothing learned while allowed outlives the permission.
+            self.site_names = probe::SiteNames::new(probe::dns::MAX_SITE_ADDRESSES);
+            self.dns_tail = probe::LogTail::default();
+        }
+        self.destinations = on;
+        if let Some(tracker) = self.sessions.as_mut() {
+            tracker.per_destination(on);
         }
     }
 
@@ -122,14 +160,20 @@ impl Reporter {
         if self.settings.wireless || self.settings.wired {
             let clients = self.clients(wall_ms);
             if self.settings.wireless {
-                bodies.extend(self.wireless(&clients).into_iter().map(|r| RecordBody::Wireless(Box::new(r))));
+                let reports = self.wireless(&clients);
+                let devices = self.client_devices(&reports, &clients);
+                bodies.extend(reports.into_iter().map(|r| RecordBody::Wireless(Box::new(r))));
+                bodies.extend(devices.into_iter().map(|r| RecordBody::ClientDevices(Box::new(r))));
             }
             if self.settings.wired {
                 bodies.extend(self.wired(&clients).into_iter().map(|r| RecordBody::Wired(Box::new(r))));
             }
         }
         if self.settings.wan {
-            bodies.extend(self.wan(now_ms).map(|r| RecordBody::Wan(Box::new(r))));
+            if let Some((report, destinations)) = self.wan(now_ms, wall_ms) {
+                bodies.push(RecordBody::Wan(Box::new(report)));
+                bodies.extend(destinations.map(|r| RecordBody::WanDestinations(Box::new(r))));
+            }
         }
         bodies.into_iter().map(|body| Record { observed_at_ms: wall_ms, body }).collect()
     }
@@ -141,10 +185,27 @@ impl Reporter {
         }
     }
 
+    /// Each tool run and file read so far and how its last use went, by
+    /// name: for a diagnostic bundle.
+    pub fn checks(&self) -> impl Iterator<Item = (&str, bool, &str)> {
+        self.outcomes.iter().map(|(name, (ok, detail))| (name.as_str(), *ok, detail.as_str()))
+    }
+
+    fn outcome(&mut self, source: &str, ok: bool, detail: String) {
+        // Sources are the device kind's few tools and files: bounded.
+        self.outcomes.insert(source.to_owned(), (ok, detail));
+    }
+
     /// Runs a tool; `None` (logged once) when it is missing or fails.
     fn run(&mut self, source: &str, argv: Vec<String>, consequence: &str) -> Option<String> {
         let timeout: Duration = self.settings.command_timeout;
-        match command::run(&argv, timeout, OUTPUT_LIMIT) {
+        let result = command::run(&argv, timeout, OUTPUT_LIMIT);
+        let program = argv.first().map_or("", String::as_str);
+        match &result {
+            Ok(output) => self.outcome(source, true, format!("{program}: {} bytes of output", output.text.len())),
+            Err(e) => self.outcome(source, false, e.to_string()),
+        }
+        match result {
             Ok(output) => {
                 if output.truncated {
                     self.warn_once(
@@ -171,7 +232,14 @@ impl Reporter {
     /// (logged once).
     fn read(&mut self, relative: &std::path::Path, limit: usize) -> Option<String> {
         let path = self.root.join(relative);
-        match probe::read_capped(&path, limit) {
+        let read = probe::read_capped(&path, limit);
+        let source = format!("/{}", relative.display());
+        match &read {
+            Ok(Some((bytes, _))) => self.outcome(&source, true, format!("{} bytes", bytes.len())),
+            Ok(None) => self.outcome(&source, false, "absent".to_owned()),
+            Err(e) => self.outcome(&source, false, format!("unreadable: {e}")),
+        }
+        match read {
             Ok(Some((bytes, over))) => {
                 if over {
                     let source = path.display().to_string();
@@ -221,7 +289,12 @@ impl Reporter {
     /// What the ARP table and DHCP leases say about clients, by MAC.
     fn clients(&mut self, wall_ms: i64) -> Clients {
         let mut clients = Clients::default();
-        let wanted = [MetadataField::ClientAddresses, MetadataField::ClientHostnames, MetadataField::UserAgents];
+        let wanted = [
+            MetadataField::ClientAddresses,
+            MetadataField::ClientHostnames,
+            MetadataField::UserAgents,
+            MetadataField::ClientDevices,
+        ];
         if wanted.iter().all(|field| self.omitted(*field)) {
             return clients;
         }
@@ -257,7 +330,51 @@ impl Reporter {
                 }
             }
         }
+        if let Some(text) = self.read(std::path::Path::new(FINGERPRINTS), OUTPUT_LIMIT) {
+            let parsed = probe::parse_fingerprints(&text);
+            self.note_skipped(FINGERPRINTS, &parsed);
+            for fingerprint in parsed.items {
+                let client = clients.entry(fingerprint.mac);
+                // dnsmasq's lease file has no vendor class; its script does.
+                if client.vendor_class.is_none() {
+                    client.vendor_class = fingerprint.vendor_class;
+                }
+                client.requested_options = Some(fingerprint.requested_options).filter(|o| !o.is_empty());
+            }
+        }
         clients
+    }
+
+    /// What the stations of `reports` are, as far as DHCP, their hostnames
+    /// and their MACs' vendors tell (see [`probe::fingerprint`]), in as
+    /// many reports as the stations need. A signal the organisation does
+    /// not collect is not used either.
+    fn client_devices(&self, reports: &[WirelessReport], clients: &Clients) -> Vec<ClientDeviceReport> {
+        if self.omitted(MetadataField::ClientDevices) {
+            return Vec::new();
+        }
+        let hostnames = !self.omitted(MetadataField::ClientHostnames);
+        let user_agents = !self.omitted(MetadataField::UserAgents);
+        let mut macs: Vec<MacAddr> = reports.iter().flat_map(|r| r.stations.iter().map(|s| s.mac)).collect();
+        macs.sort_unstable();
+        macs.dedup();
+        let devices: Vec<ClientDevice> = macs
+            .into_iter()
+            .filter_map(|mac| {
+                let client = clients.get(&mac);
+                probe::infer(&probe::Signals {
+                    mac,
+                    requested_options: client.and_then(|c| c.requested_options.as_deref()),
+                    vendor_class: client.and_then(|c| c.vendor_class.as_deref()).filter(|_| user_agents),
+                    hostname: client.and_then(|c| c.hostname.as_deref()).filter(|_| hostnames),
+                    mac_vendor: true,
+                })
+            })
+            .collect();
+        devices
+            .chunks(MAX_STATIONS)
+            .map(|chunk| ClientDeviceReport { clients: BoundedVec::truncating(chunk.to_vec()) })
+            .collect()
     }
 
     /// 802.1X usernames and dynamic VLANs hostapd knows for `interface`.
@@ -436,8 +553,9 @@ impl Reporter {
         reports
     }
 
-    /// Sessions per application since the previous collection.
-    fn wan(&mut self, now_ms: u64) -> Option<WanReport> {
+    /// Sessions per application since the previous collection, and per
+    /// client and destination when the organisation enables those.
+    fn wan(&mut self, now_ms: u64, wall_ms: i64) -> Option<(WanReport, Option<WanDestinationReport>)> {
         // A conntrack line is about 250 bytes; read a little more than the
         // sessions we follow.
         let limit = (self.settings.max_sessions.saturating_mul(400)).clamp(OUTPUT_LIMIT, 64 * 1024 * 1024);
@@ -454,8 +572,11 @@ impl Reporter {
         drop(text);
         self.note_skipped("conntrack", &parsed);
         let tracker = self.sessions.as_mut()?;
-        let summary = tracker.observe(&parsed.items, now_ms);
-        Some(WanReport {
+        tracker.per_destination(self.destinations);
+        let mut summary = tracker.observe(&parsed.items, now_ms);
+        let rows = std::mem::take(&mut summary.destinations);
+        let destinations = self.destinations.then(|| self.destinations(summary.interval_ms, rows, wall_ms));
+        let report = WanReport {
             device: self.profile.clone(),
             wan_interfaces: BoundedVec::truncating(
                 self.settings.wan_interfaces.iter().map(|i| BoundedString::truncating(i)).collect(),
@@ -464,8 +585,115 @@ impl Reporter {
             active_sessions: summary.active_sessions,
             untracked_sessions: summary.untracked_sessions,
             applications: BoundedVec::truncating(summary.applications),
-        })
+        };
+        Some((report, destinations))
     }
+
+    /// The per-destination rows with their clients' MACs (from the ARP
+    /// table and DHCP leases) and site names (from the DNS resolver's log).
+    fn destinations(
+        &mut self,
+        interval_ms: u64,
+        rows: Vec<probe::DestinationSessions>,
+        wall_ms: i64,
+    ) -> WanDestinationReport {
+        let clients_withheld = self.omitted(MetadataField::WanClients);
+        let mut macs: HashMap<IpAddr, MacAddr> = HashMap::new();
+        if !clients_withheld {
+            for (mac, client) in &self.clients_by_mac(wall_ms).0 {
+                for address in &client.addresses {
+                    macs.insert(*address, *mac);
+                }
+            }
+        }
+        let sites_withheld = self.omitted(MetadataField::WanSites);
+        if !sites_withheld {
+            self.read_dns_log();
+        }
+        let destinations_withheld = self.omitted(MetadataField::WanDestinations);
+        let applications_withheld = self.omitted(MetadataField::Applications);
+        let rows = rows
+            .into_iter()
+            .map(|row| WanDestination {
+                client_mac: if clients_withheld { None } else { macs.get(&row.client).copied() },
+                client_address: (!clients_withheld).then_some(row.client),
+                destination: (!destinations_withheld).then_some(row.destination),
+                protocol: row.protocol,
+                port: row.port,
+                application: text_of(if applications_withheld { None } else { Some(row.application.as_str()) }),
+                site: text_of(if sites_withheld { None } else { self.site_names.name_of(&row.destination) }),
+                counters: row.counters,
+            })
+            .collect();
+        let (rows, folded_rows, folded) = glimpse_common::record::merge_destination_rows(rows);
+        WanDestinationReport {
+            device: self.profile.clone(),
+            interval_ms,
+            destinations: BoundedVec::truncating(rows),
+            folded_rows,
+            folded,
+        }
+    }
+
+    /// The clients the ARP table and DHCP leases name, whatever the
+    /// minimisation of the client reports says (WAN destinations have
+    /// their own setting).
+    fn clients_by_mac(&mut self, wall_ms: i64) -> Clients {
+        let omit = std::mem::take(&mut self.omit);
+        let clients = self.clients(wall_ms);
+        self.omit = omit;
+        clients
+    }
+
+    /// Takes in what the DNS resolver logged since the previous collection
+    /// (a bounded tail; a rotated or truncated log is read from its start).
+    fn read_dns_log(&mut self) {
+        use std::io::{Read, Seek};
+        let path = self.root.join(&self.settings.dns_log);
+        let source = path.display().to_string();
+        let mut file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) => {
+                let problem = if e.kind() == std::io::ErrorKind::NotFound { "missing" } else { "unreadable" };
+                self.warn_once(&source, problem, format_args!("{e}: WAN destinations without site names"));
+                return;
+            }
+        };
+        let (len, file_id) = match file.metadata() {
+            Ok(meta) => (meta.len(), file_identity(&meta)),
+            Err(e) => {
+                self.warn_once(&source, "unreadable", format_args!("{e}: WAN destinations without site names"));
+                return;
+            }
+        };
+        let plan = self.dns_tail.plan(len, file_id, DNS_LOG_LIMIT);
+        if plan.broken {
+            self.site_names.break_chain();
+        }
+        let mut bytes = Vec::new();
+        let want = len.saturating_sub(plan.start);
+        let read = file
+            .seek(std::io::SeekFrom::Start(plan.start))
+            .and_then(|_| (&mut file).take(want).read_to_end(&mut bytes));
+        if let Err(e) = read {
+            self.warn_once(&source, "unreadable", format_args!("{e}: WAN destinations without site names"));
+            return;
+        }
+        let lines = self.dns_tail.take(plan, file_id, &bytes);
+        self.site_names.feed(&String::from_utf8_lossy(lines));
+    }
+}
+
+/// A file's identity, to tell a rotated log from the one read before.
+#[cfg(unix)]
+fn file_identity(meta: &std::fs::Metadata) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Some(meta.ino())
+}
+
+#[cfg(not(unix))]
+fn file_identity(_: &std::fs::Metadata) -> Option<u64> {
+    None
 }
 
 /// Bounded text from an optional value (empty when absent).
@@ -514,6 +742,8 @@ struct Client {
     addresses: Vec<IpAddr>,
     hostname: Option<String>,
     vendor_class: Option<String>,
+    /// DHCP option 55, from the fingerprint file.
+    requested_options: Option<Vec<u8>>,
 }
 
 impl Client {

@@ -232,3 +232,93 @@ fn omitted_fields_spare_the_tools_that_only_feed_them() {
     assert_eq!(wireless(&records)[0].stations[0].username.as_str(), "");
     assert!(!device.calls().contains("hostapd_cli"), "not run: {}", device.calls());
 }
+
+fn client_devices(records: &[Record]) -> Vec<&glimpse_common::record::ClientDeviceReport> {
+    records
+        .iter()
+        .filter_map(|r| match &r.body {
+            RecordBody::ClientDevices(report) => Some(&**report),
+            _ => None,
+        })
+        .collect()
+}
+
+fn destinations(records: &[Record]) -> Vec<&WanDestinationReport> {
+    records
+        .iter()
+        .filter_map(|r| match &r.body {
+            RecordBody::WanDestinations(report) => Some(&**report),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn client_devices_come_from_the_fingerprint_file_and_stop_when_omitted() {
+    let fingerprints = "3c:22:fb:aa:bb:01 1,3,6,15,31,33,43,44,46,47,119,121,249,252 MSFT 5.0\n\
+                        02:aa:00:00:00:09 1,121,3,6,15,119,252 -\n";
+    let device = Device::new(&[(FINGERPRINTS, fingerprints)]);
+    device.out("iw-dev", IW_DEV);
+    device.out(
+        "iw-dev-wlan0-station-dump",
+        &(station("3c:22:fb:aa:bb:01", "wlan0") + &station("02:aa:00:00:00:02", "wlan0")),
+    );
+    device.out("iw-dev-wlan1-station-dump", "");
+    let mut reporter = device.reporter("ap");
+    let records = reporter.collect(0, 1_000);
+    let reports = client_devices(&records);
+    assert_eq!(reports.len(), 1);
+    let clients = &reports[0].clients;
+    assert_eq!(clients.len(), 1, "a station nothing is known about has no entry; a file line without a station none");
+    let laptop = &clients[0];
+    assert_eq!(laptop.mac.to_string(), "3c:22:fb:aa:bb:01");
+    assert_eq!((laptop.os.as_str(), laptop.device_type.as_str()), ("Windows", "computer"));
+    assert_eq!(laptop.vendor.as_str(), "Apple", "Boot Camp, say: the signals disagree");
+    assert!(laptop.confidence < 90, "{laptop:?}");
+    let stations = &wireless(&records)[0].stations;
+    let station = stations.iter().find(|s| s.mac == laptop.mac).unwrap();
+    assert_eq!(station.user_agent.as_str(), "MSFT 5.0", "the file's vendor class, which dnsmasq's leases lack");
+
+    reporter.omit(&[MetadataField::UserAgents]);
+    let without_agents = reporter.collect(30_000, 31_000);
+    let laptop = &client_devices(&without_agents)[0].clients[0];
+    assert!(!laptop.evidence.contains(&glimpse_common::record::Evidence::VendorClass), "an omitted signal is not used");
+
+    reporter.omit(&[MetadataField::ClientDevices]);
+    assert!(client_devices(&reporter.collect(60_000, 61_000)).is_empty());
+}
+
+const CONNTRACK: &str = "\
+ipv4 2 tcp 6 300 ESTABLISHED src=192.168.1.23 dst=93.184.216.34 sport=51234 dport=443 packets=1 bytes=100 src=93.184.216.34 dst=203.0.113.7 sport=443 dport=51234 packets=1 bytes=200 [ASSURED] mark=0 zone=0 use=2
+ipv4 2 tcp 6 300 ESTABLISHED src=192.168.1.41 dst=93.184.216.34 sport=40000 dport=443 packets=1 bytes=100 src=93.184.216.34 dst=203.0.113.7 sport=443 dport=40000 packets=1 bytes=200 [ASSURED] mark=0 zone=0 use=2
+";
+
+#[test]
+fn wan_destinations_need_the_organisation_and_follow_its_minimisation() {
+    let device = Device::new(&[
+        ("proc/net/nf_conntrack", CONNTRACK),
+        ("proc/net/arp", "IP address       HW type     Flags       HW address            Mask     Device\n192.168.1.23     0x1         0x2         3c:22:fb:aa:bb:01     *        br-lan\n"),
+        ("var/log/dnsmasq.log", "dnsmasq[1]: query[A] www.example.com from 192.168.1.23\ndnsmasq[1]: reply www.example.com is 93.184.216.34\n"),
+    ]);
+    let mut reporter = device.reporter("gateway");
+    assert!(destinations(&reporter.collect(0, 0)).is_empty(), "off until the organisation enables them");
+
+    reporter.allow_destinations(true);
+    let records = reporter.collect(30_000, 30_000);
+    let report = destinations(&records)[0];
+    assert_eq!(report.destinations.len(), 2, "one row per client");
+    let alice = report.destinations.iter().find(|r| r.client_address == Some("192.168.1.23".parse().unwrap())).unwrap();
+    assert_eq!(alice.client_mac, Some("3c:22:fb:aa:bb:01".parse().unwrap()), "from the ARP table");
+    assert_eq!((alice.site.as_str(), alice.application.as_str()), ("www.example.com", "https"));
+
+    reporter.omit(&[MetadataField::WanClients, MetadataField::WanSites]);
+    let records = reporter.collect(60_000, 60_000);
+    let report = destinations(&records)[0];
+    assert_eq!(report.destinations.len(), 1, "rows add up across clients");
+    let row = &report.destinations[0];
+    assert_eq!((row.client_mac, row.client_address, row.site.as_str()), (None, None, ""));
+    assert_eq!((row.destination, row.counters.active_sessions), (Some("93.184.216.34".parse().unwrap()), 2));
+
+    reporter.allow_destinations(false);
+    assert!(destinations(&reporter.collect(90_000, 90_000)).is_empty(), "and stop when it turns them off");
+}

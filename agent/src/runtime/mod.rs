@@ -24,6 +24,7 @@
 //! collector to try, and when, is [`Failover`]'s decision.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -94,6 +95,15 @@ pub struct AgentStatus {
     /// Whether the organisation asks for strict header scrubbing, which the
     /// session applies to captured headers as it writes them.
     pub strict_headers: bool,
+    /// Data subjects the organisation has blocked, whose data is dropped
+    /// before it is queued.
+    pub blocked_subjects: usize,
+    /// Records (and entries of reports about many clients) about blocked
+    /// subjects dropped so far.
+    pub blocked_dropped: u64,
+    /// Whether the organisation enables WAN destinations (per client and
+    /// destination rows with site names); off until the collector says so.
+    pub wan_destinations: bool,
 }
 
 /// The agent could not start.
@@ -266,7 +276,9 @@ struct Applied {
 /// What the daemon keeps besides the session and the link: the things the
 /// collector's directives change, and where acknowledgements are recorded.
 struct Device<'a> {
-    queue: &'a Queue,
+    queue: &'a Arc<Queue>,
+    /// Whether a diagnostic bundle is being gathered (one at a time).
+    diagnosing: &'a Arc<AtomicBool>,
     spool: &'a mut SpoolSlot,
     status: &'a watch::Sender<AgentStatus>,
     captures: &'a mut Captures,
@@ -357,6 +369,34 @@ impl Device<'_> {
                     info!(strict = on, "organisation's strict header scrubbing received");
                     self.status.send_modify(|s| s.strict_headers = on);
                 }
+                AgentEvent::Directive(ControlMessage::CollectDiagnostics { id }) => self.diagnose(id),
+                AgentEvent::Directive(ControlMessage::BlockedSubjects { subjects }) => {
+                    // Held in memory only, like the other directives: after
+                    // a restart the collector says it again on connecting,
+                    // and drops the subjects' data on arrival meanwhile.
+                    let count = subjects.len();
+                    let (removed, cut) = self.queue.set_blocked(subjects.as_slice().to_vec());
+                    info!(
+                        count,
+                        removed, cut, "organisation's blocked subjects received; their data is no longer queued"
+                    );
+                    let dropped = self.queue.blocked_dropped();
+                    self.status.send_modify(|s| {
+                        s.blocked_subjects = count;
+                        s.blocked_dropped = dropped;
+                    });
+                }
+                AgentEvent::Directive(ControlMessage::WanDestinations { on }) => {
+                    // Held in memory only: after a restart nothing is
+                    // collected until the collector says so again.
+                    info!(on, "organisation's WAN destinations setting received");
+                    if !on {
+                        // Rows collected while allowed and not yet sent go
+                        // (the collector would drop them anyway).
+                        self.queue.discard(|r| matches!(r.body, RecordBody::WanDestinations(_)));
+                    }
+                    self.status.send_modify(|s| s.wan_destinations = on);
+                }
                 AgentEvent::Directive(other) => self.captures.handle(other, self.config.capture_config()),
                 AgentEvent::CaptureRequest(request) if !draining => {
                     self.captures.handle(ControlMessage::StartCapture(request), self.config.capture_config());
@@ -370,6 +410,44 @@ impl Device<'_> {
         let duplicates = session.stats().duplicate_acks;
         self.status.send_if_modified(|s| std::mem::replace(&mut s.duplicate_acks, duplicates) != duplicates);
         applied
+    }
+
+    /// Gathers a diagnostic bundle for request `id` on a blocking thread
+    /// (it runs the probes' tools) and queues it as a record. One at a
+    /// time: a request while one is being gathered is dropped (logged), so
+    /// repeated requests cannot pile up threads on the device.
+    fn diagnose(&mut self, id: u64) {
+        if self.diagnosing.swap(true, Ordering::SeqCst) {
+            warn!(request = id, "diagnostic bundle requested while one is being gathered; ignored");
+            return;
+        }
+        info!(request = id, "diagnostic bundle requested by the collector");
+        let queue = Arc::clone(self.queue);
+        let busy = Arc::clone(self.diagnosing);
+        let config = self.config.clone();
+        let status = self.status.borrow().clone();
+        let omit = self.omitted_fields.clone();
+        tokio::task::spawn_blocking(move || {
+            // Cleared however gathering ends, a panicking probe included.
+            struct Done(Arc<AtomicBool>);
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    self.0.store(false, Ordering::SeqCst);
+                }
+            }
+            let _done = Done(busy);
+            let logs = crate::diag::recent_lines().map(|recent| recent.snapshot()).unwrap_or_default();
+            let daemon = crate::diag::DaemonState {
+                request_id: id,
+                recent_logs: &logs,
+                connection: Some(connection_state(&status)),
+            };
+            let bundle = crate::diag::gather(&config, daemon);
+            let mut body = RecordBody::Diagnostics(Box::new(bundle));
+            omit_from_record(&mut body, &omit);
+            queue.push(Record { observed_at_ms: SystemClock.now_millis(), body }, config.max_queued_records);
+            info!(request = id, "diagnostic bundle queued");
+        });
     }
 
     /// Moves the next batch from the queue into the session when it has
@@ -418,6 +496,7 @@ async fn run(
     // stream so the collector recognises batches it already stored.
     let stream_id: u64 = spool.spool.as_ref().map_or_else(|| rand::thread_rng().gen(), Spool::stream_id);
     let queue = Arc::new(Queue::new(restored.queued, restored.next_id));
+    let diagnosing = Arc::new(AtomicBool::new(false));
     // Exactly one batch in flight: the spool journals one.
     let mut session = AgentSession::new(session_config(&settings.config, stream_id, 1));
     if let Some((seq, records)) = restored.in_flight {
@@ -461,6 +540,7 @@ async fn run(
         }
         let mut device = Device {
             queue: &queue,
+            diagnosing: &diagnosing,
             spool: &mut spool,
             status: &status,
             captures: &mut captures,
@@ -559,7 +639,8 @@ async fn run(
         let session_wake = session.poll_timeout().filter(|_| link.is_some()).map(tokio::time::Instant::from_std);
         tokio::select! {
             _ = collect_timer.tick() => {
-                let records = collect(&mut reporter, &settings.config, started, &omitted_fields).await;
+                let destinations = status.borrow().wan_destinations;
+                let records = collect(&mut reporter, &settings.config, started, &omitted_fields, destinations).await;
                 let count = records.len() as u64;
                 let mut queued = (queue.len(), 0);
                 for mut record in records {
@@ -575,10 +656,12 @@ async fn run(
                     queue.push(record, settings.config.max_queued_records);
                     reported_health = health;
                 }
+                let blocked_dropped = queue.blocked_dropped();
                 status.send_modify(|s| {
                     s.collected_records += count;
                     s.queued_records = queued.0;
                     s.dropped_records = dropped_metadata + dropped_captures;
+                    s.blocked_dropped = blocked_dropped;
                 });
             }
             _ = spool_timer.tick() => {
@@ -597,6 +680,7 @@ async fn run(
                     Ok(()) => {
                         let mut device = Device {
                             queue: &queue,
+                            diagnosing: &diagnosing,
                             spool: &mut spool,
                             status: &status,
                             captures: &mut captures,
@@ -673,6 +757,7 @@ async fn run(
     if let Some(open) = link {
         let mut device = Device {
             queue: &queue,
+            diagnosing: &diagnosing,
             spool: &mut spool,
             status: &status,
             captures: &mut captures,
@@ -747,6 +832,7 @@ async fn collect(
     config: &AgentConfig,
     started: tokio::time::Instant,
     omit: &[MetadataField],
+    destinations: bool,
 ) -> Vec<Record> {
     let mut current = reporter.take().unwrap_or_else(|| Reporter::new(config));
     let omit = omit.to_vec();
@@ -754,6 +840,7 @@ async fn collect(
     let wall_ms = SystemClock.now_millis();
     let job = tokio::task::spawn_blocking(move || {
         current.omit(&omit);
+        current.allow_destinations(destinations);
         let records = current.collect(now_ms, wall_ms);
         (current, records)
     });
@@ -811,3 +898,17 @@ fn lose_connection(
 
 #[cfg(test)]
 mod tests;
+
+/// The daemon's connection as a diagnostic bundle reports it.
+fn connection_state(status: &AgentStatus) -> glimpse_common::record::ConnectionState {
+    use glimpse_common::bounded::BoundedString;
+    glimpse_common::record::ConnectionState {
+        connected: status.connected,
+        collector: BoundedString::truncating(status.collector.as_deref().unwrap_or("")),
+        cipher_suite: BoundedString::truncating(status.cipher_suite.as_deref().unwrap_or("")),
+        queued_records: u64::try_from(status.queued_records).unwrap_or(u64::MAX),
+        dropped_records: status.dropped_records,
+        acked_records: status.acked_records,
+        last_error: BoundedString::truncating(status.last_error.as_deref().unwrap_or("")),
+    }
+}

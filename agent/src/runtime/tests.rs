@@ -91,8 +91,10 @@ async fn a_drain_sends_the_queue_in_batches_hears_controls_meanwhile_and_says_go
     let mut captures = Captures::new(queue.clone(), crate::capture::consent::Consent::load(None));
     let mut spool = SpoolSlot { spool: None, max_bytes: 0 };
     let mut omitted_fields = Vec::new();
+    let diagnosing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut device = Device {
         queue: &queue,
+        diagnosing: &diagnosing,
         spool: &mut spool,
         status: &status,
         captures: &mut captures,
@@ -125,8 +127,10 @@ fn only_an_acknowledgement_of_a_sent_batch_counts_as_storing_again() {
     let mut captures = Captures::new(queue.clone(), crate::capture::consent::Consent::load(None));
     let mut spool = SpoolSlot { spool: None, max_bytes: 0 };
     let mut omitted_fields = Vec::new();
+    let diagnosing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut device = Device {
         queue: &queue,
+        diagnosing: &diagnosing,
         spool: &mut spool,
         status: &status,
         captures: &mut captures,

@@ -210,6 +210,29 @@ fn outcome(status: &CaptureStatus) -> Option<CaptureOutcome> {
     }
 }
 
+/// The subject an API subject reference names.
+fn subject_of(subject: &SubjectRef) -> Result<Subject, AdminClientError> {
+    match subject.kind.as_str() {
+        "mac" => subject.value.parse().map(Subject::Mac).map_err(bad),
+        "ip" => subject.value.parse().map(Subject::Ip).map_err(bad),
+        "username" => BoundedString::try_new(subject.value.clone()).map(Subject::Username).map_err(bad),
+        other => Err(bad(format!("a subject of kind {other:?}"))),
+    }
+}
+
+/// Blocks or unblocks (`verb`) a subject.
+async fn block(client: &ApiClient, org: &str, verb: &str, subject: &Subject) -> Result<AdminReply, AdminClientError> {
+    let path = format!("{PREFIX}/orgs/{org}/subjects/{verb}");
+    let body = SubjectBlockRequest { subject: subject_ref(subject) };
+    let done: BlockChanged = client.send(Method::POST, &path, Some(&body)).await?;
+    Ok(AdminReply::BlockChanged {
+        blocked: done.blocked,
+        changed: done.changed,
+        blocked_subjects: done.blocked_subjects,
+        devices_told: done.devices_told,
+    })
+}
+
 fn bad(what: impl std::fmt::Display) -> AdminClientError {
     AdminClientError::Unexpected(what.to_string())
 }
@@ -272,10 +295,14 @@ pub async fn perform(client: &ApiClient, action: AdminAction) -> Result<AdminRep
             let set: ConsentSet = client.send(Method::PUT, &path, Some(&ConsentRequest { capture })).await?;
             AdminReply::ConsentSet { capture: set.capture, changed: set.changed, devices_told: set.devices_told }
         }
-        AdminAction::GrantSupport { org, hours } => {
+        AdminAction::GrantSupport { org, hours, scope } => {
             let path = format!("{PREFIX}/orgs/{}/support", o(&org));
-            let granted: SupportGranted =
-                client.send(Method::POST, &path, Some(&SupportGrantRequest { hours })).await?;
+            let request = SupportGrantRequest {
+                hours,
+                kinds: Some(scope.kinds().iter().map(|k| k.as_str().to_owned()).collect()),
+                devices: scope.devices().iter().map(|d| d.as_str().to_owned()).collect(),
+            };
+            let granted: SupportGranted = client.send(Method::POST, &path, Some(&request)).await?;
             AdminReply::SupportGranted { until_ms: granted.until_ms }
         }
         AdminAction::RevokeSupport { org } => {
@@ -342,6 +369,28 @@ pub async fn perform(client: &ApiClient, action: AdminAction) -> Result<AdminRep
                 segments_rewritten: erased.segments_rewritten,
             }
         }
+        AdminAction::CorrectSubject { org, subject, field, value } => {
+            let path = format!("{PREFIX}/orgs/{}/subjects/correct", o(&org));
+            let body = SubjectCorrectRequest {
+                subject: subject_ref(&subject),
+                field: field.as_str().to_owned(),
+                value: value.as_str().to_owned(),
+            };
+            let done: SubjectCorrected = client.send(Method::POST, &path, Some(&body)).await?;
+            AdminReply::SubjectCorrected {
+                records: done.records,
+                values: done.values,
+                segments_rewritten: done.segments_rewritten,
+            }
+        }
+        AdminAction::BlockSubject { org, subject } => block(client, &o(&org), "block", &subject).await?,
+        AdminAction::UnblockSubject { org, subject } => block(client, &o(&org), "unblock", &subject).await?,
+        AdminAction::BlockedSubjects { org } => {
+            let path = format!("{PREFIX}/orgs/{}/subjects/blocked", o(&org));
+            let list: BlockedSubjectList = client.get(&path).await?;
+            let subjects = list.subjects.iter().map(subject_of).collect::<Result<Vec<_>, _>>()?;
+            AdminReply::BlockedSubjects(subjects.try_into().map_err(|e| bad(format!("{e}")))?)
+        }
         AdminAction::SetDataPolicy { org, omit, pseudonymise_macs, strict_headers } => {
             let path = format!("{PREFIX}/orgs/{}/data-policy", o(&org));
             let body = DataPolicyRequest {
@@ -357,6 +406,16 @@ pub async fn perform(client: &ApiClient, action: AdminAction) -> Result<AdminRep
             let set: LocationHistorySet =
                 client.send(Method::PUT, &path, Some(&LocationHistoryRequest { keep })).await?;
             AdminReply::LocationHistorySet { keep: set.keep, changed: set.changed }
+        }
+        AdminAction::RequestDiagnostics { org, device } => {
+            let path = format!("{PREFIX}/orgs/{}/devices/{}/diagnostics", o(&org), device.as_str());
+            let requested: glimpse_api::DiagnosticsRequested = client.send(Method::POST, &path, None::<&()>).await?;
+            AdminReply::DiagnosticsRequested { id: requested.id }
+        }
+        AdminAction::SetWanDestinations { org, on } => {
+            let path = format!("{PREFIX}/orgs/{}/wan-destinations", o(&org));
+            let set: WanDestinationsSet = client.send(Method::PUT, &path, Some(&WanDestinationsRequest { on })).await?;
+            AdminReply::WanDestinationsSet { on: set.on, changed: set.changed, devices_told: set.devices_told }
         }
         AdminAction::SetRetention { org, metadata_days, capture_days } => {
             let path = format!("{PREFIX}/orgs/{}/retention", o(&org));

@@ -63,6 +63,14 @@ pub struct OrgStatus {
     pub capture_consent: bool,
     /// When the active support grant ends (Unix ms), if one is active.
     pub support_until_ms: Option<i64>,
+    /// What the active support grant includes (`devices`, `metadata`,
+    /// `captures`, `exports`); empty when none is active.
+    #[serde(default)]
+    pub support_kinds: Vec<String>,
+    /// The devices the active support grant is limited to; empty when it
+    /// covers every device (or none is active).
+    #[serde(default)]
+    pub support_devices: Vec<String>,
     /// Metadata fields its devices do not collect.
     pub omitted_fields: Vec<String>,
     /// Whether MAC addresses are stored as keyed pseudonyms.
@@ -75,6 +83,10 @@ pub struct OrgStatus {
     /// AH's ICV, radiotap vendor data, IDs and reserved bits zeroed).
     #[serde(default)]
     pub strict_headers: bool,
+    /// Whether gateways report WAN destinations (sessions per client and
+    /// destination, with site names; off by default).
+    #[serde(default)]
+    pub wan_destinations: bool,
     /// Devices connected now.
     pub connected_devices: u32,
     /// Retention in force, in days, per kind of data (`metadata`, `capture`).
@@ -109,12 +121,23 @@ pub struct ConsentSet {
     pub devices_told: u32,
 }
 
-/// Let support staff read the organisation's data for a while.
+/// Let support staff (and operators) see the organisation's data for a
+/// while: some kinds of it, on all or some devices.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SupportGrantRequest {
     /// How long, in hours (1 to 720).
     pub hours: u32,
+    /// What the grant includes: `devices` (devices and status, always
+    /// included), `metadata`, `captures` (requesting and reading captures,
+    /// with the organisation's capture consent), `exports` (data-subject
+    /// exports). Absent: devices, metadata and exports, what a grant meant
+    /// before grants had a scope; captures only when named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kinds: Option<Vec<String>>,
+    /// Only these devices (at most 256); absent or empty: every device.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
 }
 
 /// A support grant in force.
@@ -159,6 +182,29 @@ pub struct LocationHistoryRequest {
     /// person carrying a device); `false`, the default, unlinks them before
     /// storage.
     pub keep: bool,
+}
+
+/// Whether the organisation's gateways report WAN destinations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WanDestinationsRequest {
+    /// `true` has gateways report their sessions per client and
+    /// destination address, protocol and port, with the site names their
+    /// DNS resolver gave (from connection tracking and the resolver's log,
+    /// never from packets); `false`, the default, has them not collected
+    /// and dropped on arrival.
+    pub on: bool,
+}
+
+/// The WAN destinations choice now in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WanDestinationsSet {
+    /// Whether gateways report WAN destinations from now on.
+    pub on: bool,
+    /// Whether this request changed it.
+    pub changed: bool,
+    /// Devices connected now, told at once.
+    pub devices_told: u32,
 }
 
 /// The location-history choice now in force.
@@ -310,6 +356,57 @@ pub struct SubjectErased {
     pub captures: u64,
     /// Segment files rewritten.
     pub segments_rewritten: u64,
+}
+
+/// Correct one of a subject's values in every stored record about them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectCorrectRequest {
+    /// Who.
+    pub subject: SubjectRef,
+    /// Which value: `username` or `hostname`.
+    pub field: String,
+    /// The right value, at most 255 bytes; empty for none.
+    pub value: String,
+}
+
+/// What a correction replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SubjectCorrected {
+    /// Metadata records in which a value was replaced.
+    pub records: u64,
+    /// Values replaced (a report can hold the subject's several times).
+    pub values: u64,
+    /// Segment files rewritten.
+    pub segments_rewritten: u64,
+}
+
+/// Block or unblock a subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectBlockRequest {
+    /// Who.
+    pub subject: SubjectRef,
+}
+
+/// A subject's block, as it is now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BlockChanged {
+    /// Whether the subject is blocked now.
+    pub blocked: bool,
+    /// Whether this request changed it.
+    pub changed: bool,
+    /// Subjects the organisation has blocked now (at most 1000).
+    pub blocked_subjects: u32,
+    /// Connected devices told the new list at once.
+    pub devices_told: u32,
+}
+
+/// The organisation's blocked subjects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BlockedSubjectList {
+    /// In the order they were blocked.
+    pub subjects: Vec<SubjectRef>,
 }
 
 /// One audit log entry.
@@ -565,6 +662,11 @@ pub struct SupportGrantActivity {
     pub granted_by: String,
     /// How many hours it was granted for.
     pub hours: u32,
+    /// What it included, as its audit entry says (`devices, metadata,
+    /// exports on all devices`); absent for a grant given before grants
+    /// had a scope, which included devices, metadata and exports.
+    #[serde(default)]
+    pub scope: Option<String>,
     /// When it runs out, or ran out (Unix ms).
     pub until_ms: i64,
     /// When it was ended early: revoked, or replaced by a newer grant.
@@ -653,6 +755,10 @@ pub struct DeviceLatest {
     pub wired: Option<LatestReport>,
     /// The newest WAN report.
     pub wan: Option<LatestReport>,
+    /// The newest report of what its Wi-Fi clients' devices are (type,
+    /// model, OS, vendor, confidence). Absent from collectors before it.
+    #[serde(default)]
+    pub client_devices: Option<LatestReport>,
 }
 
 /// One stored report with its times.
@@ -931,4 +1037,43 @@ pub struct AccountDeleted {
     pub name: String,
     /// Its sessions that were ended.
     pub sessions_ended: u32,
+}
+
+/// A device was asked for a diagnostic bundle; it arrives as a stored
+/// record (see `GET .../diagnostics`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DiagnosticsRequested {
+    /// The request's id, repeated in the bundle as `request_id`.
+    pub id: u64,
+}
+
+/// Query of `GET /api/v1/orgs/{org}/devices/{device}/diagnostics`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DiagnosticsQuery {
+    /// Only the bundle answering this request.
+    pub request_id: Option<u64>,
+}
+
+/// A device's stored diagnostic bundles, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DiagnosticsList {
+    /// The organisation.
+    pub org: String,
+    /// The device.
+    pub device: String,
+    /// The bundles of the last 60 days (at most 10), newest first.
+    pub bundles: Vec<StoredDiagnostics>,
+}
+
+/// One stored diagnostic bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StoredDiagnostics {
+    /// When the collector stored it (Unix ms).
+    pub received_at_ms: i64,
+    /// The bundle, as `glimpse-collector export` prints a `diagnostics`
+    /// record's body (see docs/FIELDS.md).
+    #[schema(value_type = Object)]
+    pub bundle: serde_json::Value,
 }

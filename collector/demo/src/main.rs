@@ -323,6 +323,12 @@ async fn demo_capture(dir: &Path, identity: &DeviceIdentity, collector: &Collect
 /// The console account the demo makes, an operator.
 const DEMO_CONSOLE_ACCOUNT: &str = "demo";
 
+/// The console account of acme's admin the demo makes (same password):
+/// operators read an organisation's data only under its support grant, so
+/// the device charts, captures and exports are seen as acme's admin (or
+/// as the operator once acme has granted them).
+const DEMO_ORG_ADMIN_ACCOUNT: &str = "demo-acme";
+
 /// Makes the demo's console account with a fresh random password, written
 /// to `<dir>/console-password` (mode 0600), unless a run before made it;
 /// returns the password file.
@@ -352,6 +358,12 @@ fn console_account(dir: &Path, collector: &Collector) -> anyhow::Result<Option<P
     )?;
     let now = collector.store().clock().now_millis();
     console.accounts.create(&identity, &password, "glimpse-demo", now)?;
+    let acme_admin = glimpse_common::identity::AdminIdentity::new(
+        glimpse_common::identity::AdminName::new(DEMO_ORG_ADMIN_ACCOUNT)?,
+        glimpse_common::identity::AdminRole::OrgAdmin,
+        Some(glimpse_common::identity::OrgId::new("acme")?),
+    )?;
+    console.accounts.create(&acme_admin, &password, "glimpse-demo", now)?;
     Ok(Some(path))
 }
 
@@ -516,7 +528,8 @@ async fn run(options: DemoOptions) -> anyhow::Result<()> {
     );
     if let (Some(admin), Some(password)) = (config.admin_listen, console_password) {
         println!(
-            "web console (with `serve` running): https://{admin}/console/ as `{DEMO_CONSOLE_ACCOUNT}` (operator), \
+            "web console (with `serve` running): https://{admin}/console/ as `{DEMO_CONSOLE_ACCOUNT}` (operator) or \
+             `{DEMO_ORG_ADMIN_ACCOUNT}` (acme's admin, who sees acme's data and can grant the operator access), \
              password in {} (the browser warns: the demo's own CA signed the certificate)",
             password.display()
         );

@@ -40,6 +40,13 @@ function reportTables(latest) {
           s.signal_dbm === null ? "–" : `${s.signal_dbm} dBm`, kbps(s.tx_bitrate_kbps), kbps(s.rx_bitrate_kbps),
           s.connected_secs === null ? "–" : `${Math.round(s.connected_secs / 60)} min`, `${bytes(s.tx_bytes)} / ${bytes(s.rx_bytes)}`])));
   }
+  if (latest.client_devices) {
+    const r = latest.client_devices.report;
+    out.push(el("h3", {}, "Client devices"), seen(latest.client_devices),
+      table("client-devices", ["MAC", "Type", "Model", "OS", "Vendor", "Confidence", "From"],
+        r.clients.map((c) => [c.mac, text(c.device_type), text(c.model), text(c.os), text(c.vendor),
+          `${c.confidence} %`, list(c.evidence)])));
+  }
   if (latest.wired) {
     const r = latest.wired.report;
     out.push(el("h2", {}, "Wired"), seen(latest.wired),

@@ -10,8 +10,11 @@ const FIELDS = [
   ["uptime", "Uptime"], ["interface-macs", "Interface MAC addresses"], ["interface-addresses", "Interface IP addresses"],
   ["interface-counters", "Interface counters"], ["client-addresses", "Clients' IP addresses"], ["client-hostnames", "Clients' hostnames"],
   ["usernames", "Clients' usernames (802.1X)"], ["user-agents", "Clients' user agents"], ["client-signal", "Stations' signal and rates"],
-  ["client-counters", "Stations' traffic counters"], ["roaming", "Roaming events"], ["location", "Location"],
+  ["client-counters", "Clients' traffic counters"], ["roaming", "Roaming events"], ["location", "Location"],
   ["vlans", "VLAN membership"], ["lldp", "LLDP neighbours"], ["applications", "Per-application sessions"],
+  ["client-devices", "Clients' device type, model, OS and vendor"],
+  ["wan-clients", "WAN destinations' clients"], ["wan-destinations", "WAN destination addresses"],
+  ["wan-sites", "WAN destinations' site names"],
 ];
 
 // A record in one line: what it is and the subject's part in it.
@@ -108,5 +111,18 @@ export async function rightsPage(main) {
       box.textContent = "";
     } catch (e) { box.textContent = e.message; }
   });
-  main.append(el("h2", {}, "Minimisation and pseudonymisation"), policy, saved);
+  const wan = el("input", { type: "checkbox", id: "wan-destinations", checked: org.wan_destinations });
+  const wanForm = el("form", { id: "wan-form" },
+    el("p", {}, el("label", { class: "check" }, wan, " Gateways report WAN destinations: sessions per client and destination address, with site names from their own DNS resolver (never from packets)")),
+    el("button", { type: "submit", id: "wan-save" }, "Save"));
+  const wanSaved = el("p", { id: "wan-saved", "aria-live": "polite" });
+  wanForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const r = await call("PUT", `${base}/wan-destinations`, { on: wan.checked });
+      wanSaved.textContent = `Saved; ${r.devices_told} connected devices told at once.`;
+      box.textContent = "";
+    } catch (e) { box.textContent = e.message; }
+  });
+  main.append(el("h2", {}, "Minimisation and pseudonymisation"), policy, saved, el("h2", {}, "WAN destinations"), wanForm, wanSaved);
 }

@@ -21,10 +21,22 @@ export async function supportPage(main) {
   const tick = () => {
     const left = org.support_until_ms ? org.support_until_ms - (Date.now() + skew) : 0;
     if (left <= 0) { countdown.textContent = "No support grant is active."; return; }
-    countdown.textContent = `Support may read this organisation's data for ${duration(left)} more (until ${when(org.support_until_ms)}).`;
+    const scope = (org.support_kinds || []).join(", ") + ((org.support_devices || []).length ? ` on devices ${org.support_devices.join(", ")}` : " on all devices");
+    countdown.textContent = `Support may read this organisation's data for ${duration(left)} more (until ${when(org.support_until_ms)}): ${scope}.`;
   };
   const hours = el("input", { id: "grant-hours", type: "number", min: "1", max: "720", value: "4" });
-  const form = el("form", { id: "grant-form", class: "inline" }, el("label", {}, "Grant for ", hours, " hours "), el("button", { type: "submit", id: "grant-submit" }, "Grant"));
+  // What the grant includes: devices and status always; captures only
+  // when ticked (the default of a grant is devices, metadata, exports).
+  const kind = (name, label, checked) => {
+    const box = el("input", { type: "checkbox", id: `grant-kind-${name}`, value: name });
+    box.checked = checked;
+    return [box, el("label", { for: `grant-kind-${name}` }, ` ${label} `)];
+  };
+  const kinds = [kind("metadata", "metadata", true), kind("captures", "captures", false), kind("exports", "subject exports", true)];
+  const devices = el("input", { id: "grant-devices", type: "text", placeholder: "all devices", size: "24" });
+  const form = el("form", { id: "grant-form", class: "inline" }, el("label", {}, "Grant for ", hours, " hours "),
+    el("span", {}, "devices and status, ", ...kinds.flat()),
+    el("label", {}, " on devices ", devices, " "), el("button", { type: "submit", id: "grant-submit" }, "Grant"));
   const revoke = el("button", { id: "grant-revoke", type: "button" }, "Revoke");
   const history = el("div", { id: "grant-history" });
   main.append(countdown, form, el("p", {}, revoke), el("h2", {}, "Grants and what support did"), history);
@@ -33,6 +45,8 @@ export async function supportPage(main) {
     const activity = await call("GET", `${base}/support/activity`).catch(fail(box));
     if (!activity) return;
     skew = activity.now_ms - Date.now();
+    const now = await call("GET", base).catch(fail(box));
+    if (now) Object.assign(org, now);
     const current = activity.grants.find((g) => g.active);
     org.support_until_ms = current ? current.until_ms : null;
     tick();
@@ -41,6 +55,7 @@ export async function supportPage(main) {
       const rows = g.actions.map((e) => [String(e.seq), when(e.at_ms), e.actor, e.action, e.refused ? "refused" : "done", e.detail]);
       return el("section", { class: "grant", id: `grant-${g.granted_seq}` },
         el("h3", {}, `${g.hours} h granted ${when(g.granted_at_ms)} by ${g.granted_by}${g.active ? " (active)" : ""}`),
+        el("p", { class: "grant-scope" }, `Includes ${g.scope || "devices, metadata, exports on all devices"}.`),
         el("p", { class: "muted" }, end),
         rows.length ? table(`grant-actions-${g.granted_seq}`, ["#", "When", "Who", "What", "Outcome", "Detail"], rows) : el("p", {}, "Support did nothing under this grant."),
         g.more_actions ? el("p", { class: "muted" }, `${g.more_actions} more actions; see the audit log.`) : "");
@@ -55,7 +70,10 @@ export async function supportPage(main) {
   };
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    try { await call("POST", `${base}/support`, { hours: Number(hours.value) }); box.textContent = ""; } catch (e) { box.textContent = e.message; }
+    const chosen = ["devices", ...kinds.map(([c]) => c).filter((c) => c.checked).map((c) => c.value)];
+    const only = devices.value.split(",").map((d) => d.trim()).filter((d) => d);
+    const body = { hours: Number(hours.value), kinds: chosen, devices: only };
+    try { await call("POST", `${base}/support`, body); box.textContent = ""; } catch (e) { box.textContent = e.message; }
     await refresh();
   });
   revoke.addEventListener("click", async () => {

@@ -1,245 +1,25 @@
-//! Data-subject rights: finding, exporting and erasing every stored record
-//! about one person or device, named by a MAC address, an IP address or a
-//! username.
+//! Data-subject rights over stored data: finding, exporting, erasing and
+//! correcting every stored record about one person or device, named by a
+//! MAC address, an IP address or a username, and the stored forms of an
+//! organisation's blocked subjects (for dropping their data on arrival and
+//! leaving it out of exports).
 //!
-//! What "about" means, per record kind (the fields come from
-//! [`glimpse_common::record::personal`], the one walk over what records
-//! hold about people, so a new record kind or field is covered here once it
-//! is covered there):
-//!
-//! | kind | a MAC matches | an IP matches | a username matches |
-//! |---|---|---|---|
-//! | metadata | an interface's MAC | an interface's address | never |
-//! | wireless | a station's MAC, a roaming event's MAC | a station's address | a station's username |
-//! | wired | a learned host's MAC | a host's address | a host's username |
-//! | capture | source or destination MAC; the MAC anywhere in the kept headers (802.11 addresses, ARP, EAPOL) | source or destination address; an IPv6 address anywhere in the headers; an IPv4 address inside ARP | never: headers hold no usernames (EAP identities are never kept) |
-//!
-//! Wireless and wired reports describe many clients at once, so a subject
-//! request takes only the subject's part of them: an export shows the
-//! report with the subject's stations, hosts and roaming events and nobody
-//! else's, and an erase removes those entries and keeps the report for the
-//! others. Counter and WAN reports name no client.
-//!
-//! Searching the raw header bytes for MACs and IPv6 addresses errs on the
-//! side of erasing: 6 and 16 byte patterns practically never occur by
-//! chance, and an erase that misses a record is worse than one that takes a
-//! stray packet with it. IPv4 addresses (4 bytes) are matched by field only,
-//! since a 4-byte pattern can occur by chance in sequence numbers.
+//! What of a record is about a subject is decided in one place,
+//! [`glimpse_common::record::subject`] (the agent uses the same rules to
+//! drop blocked subjects' data before sending it); this module adds what
+//! only the store knows: the forms a subject is stored under (a MAC as the
+//! organisation's pseudonym of it) and the segments to read and rewrite.
 
-use std::net::IpAddr;
-
-use glimpse_common::capture::CapturedPacket;
 use glimpse_common::identity::OrgId;
-use glimpse_common::record::personal::{self, Category, Entry, Field, FieldMut, FieldRef, Scope, Visit, VisitMut};
-use glimpse_common::record::{DataKind, MacAddr, Record, RecordBody};
+use glimpse_common::record::subject::{self as rules, CorrectableField, Redaction};
+use glimpse_common::record::DataKind;
 use glimpse_common::wire::admin::Subject;
 
 use crate::export::ExportLine;
-use crate::store::{EraseReport, Redaction, Store, StoreError};
-
-/// EtherType of ARP.
-const ETHERTYPE_ARP: u16 = 0x0806;
+use crate::store::{EraseReport, Store, StoreError};
 
 /// Whether `record` is about `subject`.
-pub fn concerns(record: &Record, subject: &Subject) -> bool {
-    mentions(&record.body, std::slice::from_ref(subject), Mentions::Anywhere)
-}
-
-/// Where in a record [`mentions`] looks for a subject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mentions {
-    /// In fields about the record as a whole and in client entries.
-    Anywhere,
-    /// In fields about the record as a whole only: a match there takes
-    /// the whole record.
-    WholeRecord,
-}
-
-/// Whether any of `subjects` is in `body`, looking `where_`. The reporting
-/// device's own part of a report about its clients (its location, its
-/// radios' BSSIDs) never matches: the device's own records are its
-/// metadata, and a request about it finds those.
-fn mentions(body: &RecordBody, subjects: &[Subject], where_: Mentions) -> bool {
-    let mut finder = Finder { subjects, where_, found: false };
-    personal::visit(body, &mut finder);
-    finder.found
-}
-
-/// Looks for the subjects in visited fields.
-struct Finder<'a> {
-    subjects: &'a [Subject],
-    where_: Mentions,
-    found: bool,
-}
-
-impl Visit for Finder<'_> {
-    fn field(&mut self, field: Field, value: FieldRef<'_>) {
-        let looked_at = match field.scope() {
-            Scope::Record => true,
-            Scope::Client => self.where_ == Mentions::Anywhere,
-            Scope::Reporter => false,
-        };
-        if looked_at && !self.found {
-            self.found = self.subjects.iter().any(|subject| field_is(subject, field, value));
-        }
-    }
-}
-
-/// Whether `value`, the content of `field`, is (or holds) `subject`.
-fn field_is(subject: &Subject, field: Field, value: FieldRef<'_>) -> bool {
-    match (field.category(), value) {
-        (Category::Mac, FieldRef::Mac(Some(mac))) => matches!(subject, Subject::Mac(m) if *m == mac),
-        (Category::Ip, FieldRef::Addresses(addresses)) => matches!(subject, Subject::Ip(ip) if addresses.contains(ip)),
-        (Category::Username, FieldRef::Text(name)) => {
-            matches!(subject, Subject::Username(wanted) if !name.is_empty() && name == wanted.as_str())
-        }
-        (Category::PacketHeaders, FieldRef::Packet(packet)) => capture_concerns(packet, subject),
-        // What a subject request cannot name, and values of another shape.
-        (
-            Category::Mac
-            | Category::Ip
-            | Category::Username
-            | Category::PacketHeaders
-            | Category::Hostname
-            | Category::UserAgent
-            | Category::Location
-            | Category::Vlan
-            | Category::Signal
-            | Category::Traffic
-            | Category::Movement
-            | Category::Software
-            | Category::Uptime
-            | Category::Neighbours
-            | Category::Applications,
-            _,
-        ) => false,
-    }
-}
-
-/// Whether a client entry is about any of `subjects`.
-fn entry_is(entry: Entry<'_>, subjects: &[Subject]) -> bool {
-    let mut finder = Finder { subjects, where_: Mentions::Anywhere, found: false };
-    entry.visit(&mut finder);
-    finder.found
-}
-
-/// The MACs of the stations in `body` that are about any of `subjects`,
-/// and the subjects' own MACs: roaming events carry only a MAC, so an IP or
-/// username request also takes the events of the stations it matched.
-fn subjects_stations(body: &RecordBody, subjects: &[Subject]) -> Vec<MacAddr> {
-    struct Stations<'a> {
-        subjects: &'a [Subject],
-        macs: Vec<MacAddr>,
-    }
-    impl Visit for Stations<'_> {
-        fn field(&mut self, _: Field, _: FieldRef<'_>) {}
-        fn entry(&mut self, entry: Entry<'_>) {
-            match entry {
-                Entry::Station(_) => {
-                    if entry_is(entry, self.subjects) {
-                        self.macs.push(entry.client_mac());
-                    }
-                }
-                Entry::Roam(_) | Entry::WiredHost(_) => {}
-            }
-        }
-    }
-    let mut stations = Stations { subjects, macs: Vec::new() };
-    personal::visit(body, &mut stations);
-    stations.macs.extend(subjects.iter().filter_map(|s| if let Subject::Mac(m) = s { Some(*m) } else { None }));
-    stations.macs
-}
-
-/// Splits a many-client report: keeps either the subjects' entries (for an
-/// export) or everyone else's (for an erase), and counts the subjects'.
-struct Split<'a> {
-    subjects: &'a [Subject],
-    /// See [`subjects_stations`].
-    station_macs: Vec<MacAddr>,
-    keep_subjects: bool,
-    subjects_entries: usize,
-}
-
-impl VisitMut for Split<'_> {
-    fn field(&mut self, field: Field, mut value: FieldMut<'_>) {
-        // Neighbours are the switch's, not the subject's.
-        if self.keep_subjects && field.category() == Category::Neighbours {
-            value.clear();
-        }
-    }
-
-    fn keep_entry(&mut self, entry: Entry<'_>) -> bool {
-        let subjects = match entry {
-            Entry::Station(_) | Entry::Roam(_) => self.station_macs.contains(&entry.client_mac()),
-            Entry::WiredHost(_) => entry_is(entry, self.subjects),
-        };
-        self.subjects_entries += usize::from(subjects);
-        subjects == self.keep_subjects
-    }
-}
-
-/// Keeps in `record` only the subjects' client entries (`keep_subjects`)
-/// or only everyone else's, and returns how many were the subjects'.
-fn split(record: &mut Record, subjects: &[Subject], keep_subjects: bool) -> usize {
-    let station_macs = subjects_stations(&record.body, subjects);
-    let mut split = Split { subjects, station_macs, keep_subjects, subjects_entries: 0 };
-    personal::visit_mut(&mut record.body, &mut split);
-    split.subjects_entries
-}
-
-/// The part of `record` about any of `subjects`, for an export: the whole
-/// record when it is about them as a whole, only the subject's entries
-/// (with the report's device and radios) for many-client reports; `None`
-/// when nothing in it is about them.
-fn subject_view(record: &Record, subjects: &[Subject]) -> Option<Record> {
-    if mentions(&record.body, subjects, Mentions::WholeRecord) {
-        return Some(record.clone());
-    }
-    let mut view = record.clone();
-    (split(&mut view, subjects, true) > 0).then_some(view)
-}
-
-/// What an erase of `subjects` does to `record`.
-fn redaction(record: &mut Record, subjects: &[Subject]) -> Redaction {
-    if mentions(&record.body, subjects, Mentions::WholeRecord) {
-        return Redaction::Remove;
-    }
-    if split(record, subjects, false) > 0 {
-        Redaction::Changed
-    } else {
-        Redaction::Keep
-    }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// Whether a captured packet is about `subject`: by its parsed source and
-/// destination, and by the raw bytes (see the module header).
-fn capture_concerns(packet: &CapturedPacket, subject: &Subject) -> bool {
-    let summary = packet.summary();
-    match subject {
-        Subject::Mac(mac) => {
-            let by_field = summary.as_ref().is_some_and(|s| s.src_mac == Some(mac.0) || s.dst_mac == Some(mac.0));
-            by_field || contains(&packet.headers, &mac.0)
-        }
-        Subject::Ip(ip) => {
-            let by_field = summary.as_ref().is_some_and(|s| s.src_ip == Some(*ip) || s.dst_ip == Some(*ip));
-            let by_bytes = match ip {
-                IpAddr::V6(v6) => contains(&packet.headers, &v6.octets()),
-                IpAddr::V4(v4) => {
-                    summary.as_ref().is_some_and(|s| s.ethertype == Some(ETHERTYPE_ARP))
-                        && contains(&packet.headers, &v4.octets())
-                }
-            };
-            by_field || by_bytes
-        }
-        // Headers hold no usernames; a subject kind added later matches
-        // nothing here until it says how.
-        _ => false,
-    }
-}
+pub use glimpse_common::record::subject::concerns;
 
 /// The forms `subject` may be stored under in `org`: as given and, for a
 /// MAC address, as the organisation's pseudonym of it (stored when the
@@ -247,16 +27,13 @@ fn capture_concerns(packet: &CapturedPacket, subject: &Subject) -> bool {
 /// form of [`glimpse_common::minimise`], and the one-layer form that
 /// collectors stored before devices pseudonymised themselves.
 fn stored_forms(store: &Store, org: &OrgId, subject: &Subject) -> Result<Vec<Subject>, StoreError> {
-    let mut forms = vec![subject.clone()];
-    if let Subject::Mac(mac) = subject {
-        if store.org_keys().get(org)?.is_some() {
-            let key = store.pseudonym_key(org)?;
-            forms.push(Subject::Mac(glimpse_common::minimise::pseudonymous_mac(&key, *mac)));
-            let pseudonymiser = glimpse_common::minimise::Pseudonymiser::new(key);
-            forms.push(Subject::Mac(pseudonymiser.stored_form(*mac, glimpse_common::minimise::MacForm::Real)));
-        }
-    }
-    Ok(forms)
+    store.subject_forms(org, std::slice::from_ref(subject))
+}
+
+/// The forms every subject `org` has blocked may be stored under (see
+/// [`Store::blocked_forms`]).
+pub fn blocked_forms(store: &Store, org: &OrgId) -> Result<Vec<Subject>, StoreError> {
+    store.blocked_forms(org)
 }
 
 /// One page of a subject export.
@@ -287,7 +64,7 @@ pub fn export_subject(
     let mut full = false;
     for kind in DataKind::ALL {
         store.read_with(org, kind, None, None, |mut stored| {
-            let Some(view) = subject_view(&stored.record, &forms) else { return };
+            let Some(view) = rules::view(&stored.record, &forms) else { return };
             stored.record = view;
             page.total += 1;
             if page.total <= skip || full {
@@ -318,19 +95,56 @@ pub struct SubjectErasure {
 /// Erases every stored record about `subject` in `org`, whatever its age.
 pub fn erase_subject(store: &Store, org: &OrgId, subject: &Subject) -> Result<SubjectErasure, StoreError> {
     let forms = stored_forms(store, org, subject)?;
-    let redact = |stored: &mut crate::store::StoredRecord| redaction(&mut stored.record, &forms);
+    let redact = |stored: &mut crate::store::StoredRecord| rules::redact(&mut stored.record, &forms);
     Ok(SubjectErasure {
         metadata: store.redact_where(org, DataKind::Metadata, &redact)?,
         captures: store.redact_where(org, DataKind::Capture, &redact)?,
     })
 }
 
+/// What [`correct_subject`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubjectCorrection {
+    /// Records in which a value was replaced.
+    pub records: u64,
+    /// Values replaced (a report can hold the subject's several times).
+    pub values: u64,
+    /// Segment files rewritten.
+    pub segments_rewritten: u64,
+}
+
+/// Replaces `field` by `value` in every stored record about `subject` in
+/// `org`, whatever its age, in the subject's part of each record only
+/// (see [`glimpse_common::record::subject::correct`]): the segments that
+/// hold them are rewritten as an erase rewrites them, with the same crash
+/// safety. Captures hold no usernames or hostnames and are not read.
+pub fn correct_subject(
+    store: &Store,
+    org: &OrgId,
+    subject: &Subject,
+    field: CorrectableField,
+    value: &str,
+) -> Result<SubjectCorrection, StoreError> {
+    let forms = stored_forms(store, org, subject)?;
+    let values = std::cell::Cell::new(0u64);
+    let correct =
+        |stored: &mut crate::store::StoredRecord| match rules::correct(&mut stored.record, &forms, field, value) {
+            0 => Redaction::Keep,
+            n => {
+                values.set(values.get().saturating_add(n as u64));
+                Redaction::Changed
+            }
+        };
+    let done: EraseReport = store.redact_where(org, DataKind::Metadata, &correct)?;
+    Ok(SubjectCorrection { records: done.redacted, values: values.get(), segments_rewritten: done.segments_rewritten })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use glimpse_common::bounded::{BoundedString, BoundedVec};
-    use glimpse_common::capture::LinkType;
     use glimpse_common::record::{DeviceMetadata, InterfaceStats, MacAddr};
+    use glimpse_common::record::{Record, RecordBody};
 
     const MAC: MacAddr = MacAddr([0x02, 0, 0x5e, 0x10, 0, 0x01]);
 
@@ -348,63 +162,6 @@ mod tests {
                 ..Default::default()
             }),
         }
-    }
-
-    fn capture(frame: &[u8]) -> Record {
-        Record {
-            observed_at_ms: 0,
-            body: RecordBody::Capture(CapturedPacket::from_packet(
-                LinkType::Ethernet,
-                0,
-                BoundedString::truncating("eth0"),
-                frame,
-                frame.len() as u32,
-            )),
-        }
-    }
-
-    fn udp4(src_mac: MacAddr, src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
-        let mut f = vec![0x02, 0, 0, 0, 0, 0xfe];
-        f.extend(src_mac.0);
-        f.extend([0x08, 0x00, 0x45, 0, 0, 28, 0, 0, 0x40, 0, 64, 17, 0, 0]);
-        f.extend(src);
-        f.extend(dst);
-        f.extend([0x30, 0x39, 0, 53, 0, 8, 0, 0]);
-        f
-    }
-
-    #[test]
-    fn subjects_match_by_field_and_by_header_bytes() {
-        let mac = Subject::Mac(MAC);
-        let ip = Subject::Ip("192.0.2.7".parse().unwrap());
-        let other_ip = Subject::Ip("192.0.2.8".parse().unwrap());
-        let name = Subject::Username(BoundedString::truncating("alice"));
-
-        let meta = metadata(MAC, "192.0.2.7");
-        assert!(concerns(&meta, &mac) && concerns(&meta, &ip));
-        assert!(!concerns(&meta, &other_ip) && !concerns(&meta, &name));
-        assert!(!concerns(&metadata(MacAddr([9; 6]), "192.0.2.9"), &mac));
-
-        let packet = capture(&udp4(MAC, [192, 0, 2, 7], [198, 51, 100, 1]));
-        assert!(concerns(&packet, &mac) && concerns(&packet, &ip));
-        assert!(!concerns(&packet, &other_ip) && !concerns(&packet, &name));
-        let reply = capture(&udp4(MacAddr([7; 6]), [198, 51, 100, 1], [192, 0, 2, 7]));
-        assert!(concerns(&reply, &ip), "destination counts");
-        assert!(!concerns(&reply, &mac));
-
-        // ARP carries the subject's MAC and address in its body.
-        let mut arp = vec![0xff; 6];
-        arp.extend([0x02, 0, 0, 0, 0, 0xfe, 0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-        arp.extend(MAC.0);
-        arp.extend([192, 0, 2, 7]);
-        arp.extend([0; 6]);
-        arp.extend([192, 0, 2, 1]);
-        let arp = capture(&arp);
-        assert!(concerns(&arp, &mac) && concerns(&arp, &ip));
-        // IPv4 bytes elsewhere (here: as a TCP-ish payload-free header) do not match.
-        let mut lookalike = udp4(MacAddr([7; 6]), [10, 0, 0, 1], [10, 0, 0, 2]);
-        lookalike[34..38].copy_from_slice(&[192, 0, 2, 7]);
-        assert!(!concerns(&capture(&lookalike), &ip));
     }
 
     #[test]
@@ -459,38 +216,6 @@ mod tests {
     }
 
     #[test]
-    fn a_many_client_report_gives_up_only_the_subject() {
-        let bob = MacAddr([0x02, 0, 0, 0, 0, 0xb0]);
-        let record = wireless(vec![station(MAC, "192.0.2.7", "alice"), station(bob, "192.0.2.8", "bob")]);
-        for subject in [
-            Subject::Mac(MAC),
-            Subject::Ip("192.0.2.7".parse().unwrap()),
-            Subject::Username(BoundedString::truncating("alice")),
-        ] {
-            assert!(concerns(&record, &subject), "{subject}");
-            let view = subject_view(&record, std::slice::from_ref(&subject)).unwrap();
-            let RecordBody::Wireless(view) = view.body else { panic!() };
-            assert_eq!(view.stations.len(), 1, "the export shows alice only");
-            assert_eq!((view.stations[0].mac, view.roaming.len(), view.roaming[0].mac), (MAC, 1, MAC));
-
-            let mut erased = record.clone();
-            assert_eq!(redaction(&mut erased, std::slice::from_ref(&subject)), Redaction::Changed);
-            let RecordBody::Wireless(left) = &erased.body else { panic!() };
-            assert_eq!(left.stations.len(), 1);
-            assert_eq!((left.stations[0].mac, left.roaming.len(), left.roaming[0].mac), (bob, 1, bob), "bob stays");
-            assert!(!concerns(&erased, &subject));
-        }
-        let nobody = Subject::Username(BoundedString::truncating("carol"));
-        assert!(!concerns(&record, &nobody) && subject_view(&record, std::slice::from_ref(&nobody)).is_none());
-        let mut untouched = record.clone();
-        assert_eq!(redaction(&mut untouched, &[nobody]), Redaction::Keep);
-        assert_eq!(untouched, record);
-        // An empty username never matches an empty request.
-        let anonymous = wireless(vec![station(bob, "192.0.2.8", "")]);
-        assert!(!concerns(&anonymous, &Subject::Username(BoundedString::truncating(""))));
-    }
-
-    #[test]
     fn erasing_a_station_rewrites_the_report_without_it() {
         let f = crate::store::testutil::Fixture::new();
         let ap = crate::store::testutil::identity("acme", "ap-1");
@@ -510,38 +235,49 @@ mod tests {
     }
 
     #[test]
-    fn a_wired_host_is_taken_alone_and_the_reporting_device_is_not_a_subject() {
-        use glimpse_common::record::{Radio, WiredHost, WiredReport};
-        let host = |mac: MacAddr, ip: &str| WiredHost {
-            mac,
-            port: BoundedString::truncating("lan1"),
-            addresses: BoundedVec::truncating(vec![ip.parse().unwrap()]),
-            ..Default::default()
-        };
+    fn a_correction_rewrites_the_subjects_values_and_a_block_keeps_them_out_of_exports() {
+        let f = crate::store::testutil::Fixture::new();
+        let ap = crate::store::testutil::identity("acme", "ap-1");
         let bob = MacAddr([0x02, 0, 0, 0, 0, 0xb0]);
-        let record = Record {
-            observed_at_ms: 0,
-            body: RecordBody::Wired(Box::new(WiredReport {
-                hosts: BoundedVec::truncating(vec![host(MAC, "2001:db8::7"), host(bob, "2001:db8::8")]),
-                neighbours: BoundedVec::truncating(vec![Default::default()]),
-                ..Default::default()
-            })),
-        };
-        let alice = [Subject::Ip("2001:db8::7".parse().unwrap())];
-        let view = subject_view(&record, &alice).unwrap();
-        let RecordBody::Wired(view) = view.body else { panic!() };
-        assert_eq!((view.hosts.len(), view.hosts[0].mac, view.neighbours.len()), (1, MAC, 0));
-        let mut erased = record.clone();
-        assert_eq!(redaction(&mut erased, &alice), Redaction::Changed);
-        let RecordBody::Wired(left) = &erased.body else { panic!() };
-        assert_eq!((left.hosts.len(), left.hosts[0].mac, left.neighbours.len()), (1, bob, 1));
+        let records = vec![
+            wireless(vec![station(MAC, "192.0.2.7", "alice"), station(bob, "192.0.2.8", "bob")]),
+            metadata(bob, "192.0.2.8"),
+        ];
+        f.store.append(&ap, 1, 1, &records).unwrap();
+        let org = OrgId::new("acme").unwrap();
+        let alice = Subject::Username(BoundedString::truncating("alice"));
+        let done = correct_subject(&f.store, &org, &alice, CorrectableField::Username, "alice.smith").unwrap();
+        assert_eq!((done.records, done.values, done.segments_rewritten), (1, 1, 1));
+        assert_eq!(export_subject(&f.store, &org, &alice, 0, 10, usize::MAX).unwrap().total, 0);
+        let renamed = Subject::Username(BoundedString::truncating("alice.smith"));
+        assert_eq!(export_subject(&f.store, &org, &renamed, 0, 10, usize::MAX).unwrap().total, 1);
+        let bob_subject = Subject::Username(BoundedString::truncating("bob"));
+        assert_eq!(export_subject(&f.store, &org, &bob_subject, 0, 10, usize::MAX).unwrap().total, 1, "bob's stays");
+        let again = correct_subject(&f.store, &org, &renamed, CorrectableField::Username, "alice.smith").unwrap();
+        assert_eq!((again.records, again.segments_rewritten), (0, 0), "nothing to change: nothing rewritten");
 
-        // An access point's BSSID is the access point's: a request about
-        // it finds the device's metadata, not every report it sent.
-        let mut report = wireless(vec![station(bob, "192.0.2.8", "bob")]);
-        let RecordBody::Wireless(w) = &mut report.body else { panic!() };
-        w.radios = BoundedVec::truncating(vec![Radio { bssid: Some(MAC), ..Default::default() }]);
-        assert!(!concerns(&report, &Subject::Mac(MAC)));
-        assert_eq!(redaction(&mut report.clone(), &[Subject::Mac(MAC)]), Redaction::Keep);
+        // Blocking bob's MAC: the export leaves his metadata out and his
+        // station out of the report; his subject export still answers him.
+        let bulk = |store: &Store| {
+            let request = crate::export::ExportRequest::new(
+                org.clone(),
+                DataKind::Metadata,
+                crate::export::ExportFormat::JsonLines,
+            );
+            let mut out = Vec::new();
+            crate::export::export_chunks(store, &request, 1 << 20, &mut |chunk| {
+                out.extend(chunk);
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert!(bulk(&f.store).contains("\"bob\""));
+        f.store.policies().set_blocked(&org, &Subject::Mac(bob), true).unwrap();
+        assert_eq!(blocked_forms(&f.store, &org).unwrap().len(), 3, "the MAC and its two pseudonyms");
+        let exported = bulk(&f.store);
+        assert_eq!(exported.lines().count(), 1, "{exported}");
+        assert!(exported.contains("alice.smith") && !exported.contains("\"bob\""), "{exported}");
+        assert_eq!(export_subject(&f.store, &org, &Subject::Mac(bob), 0, 10, usize::MAX).unwrap().total, 2);
     }
 }

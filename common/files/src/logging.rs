@@ -176,6 +176,83 @@ fn resolve(args: &LogArgs, config: &LogConfig, default_level: &str, env: &dyn Fn
 /// module's documentation). Call once, first thing in `main`; a second call
 /// does nothing.
 pub fn init(args: &LogArgs, config: &LogConfig, default_level: &str) {
+    init_keeping(args, config, default_level, None);
+}
+
+/// Longest line [`RecentLines`] keeps; the rest of a longer one is cut.
+pub const MAX_RECENT_LINE: usize = 512;
+
+/// The newest log lines, kept in memory as they were formatted (plain
+/// text, no colour), for a daemon's diagnostic bundle. Bounded in lines
+/// and line length; cloning shares the same lines.
+#[derive(Debug, Clone)]
+pub struct RecentLines {
+    lines: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+    max_lines: usize,
+}
+
+impl RecentLines {
+    /// Keeps at most `max_lines` lines.
+    pub fn new(max_lines: usize) -> Self {
+        Self { lines: Default::default(), max_lines }
+    }
+
+    /// The lines kept now, oldest first.
+    pub fn snapshot(&self) -> Vec<String> {
+        self.lines.lock().map(|lines| lines.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    fn push(&self, text: &str) {
+        let Ok(mut lines) = self.lines.lock() else { return };
+        for line in text.lines().filter(|line| !line.trim().is_empty()) {
+            let mut cut = line.len().min(MAX_RECENT_LINE);
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            if lines.len() >= self.max_lines {
+                lines.pop_front();
+            }
+            if self.max_lines > 0 {
+                lines.push_back(line[..cut].to_owned());
+            }
+        }
+    }
+}
+
+/// One event's formatted text on its way into [`RecentLines`].
+#[doc(hidden)]
+pub struct RecentWriter {
+    recent: RecentLines,
+    buffer: Vec<u8>,
+}
+
+impl std::io::Write for RecentWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        // An event is a line or two; a runaway one is cut, not buffered.
+        let room = (MAX_RECENT_LINE * 4).saturating_sub(self.buffer.len());
+        self.buffer.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RecentWriter {
+    fn drop(&mut self) {
+        self.recent.push(&String::from_utf8_lossy(&self.buffer));
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RecentLines {
+    type Writer = RecentWriter;
+    fn make_writer(&'a self) -> RecentWriter {
+        RecentWriter { recent: self.clone(), buffer: Vec::new() }
+    }
+}
+
+/// [`init`], also keeping the newest lines in `recent` (at the same level).
+pub fn init_keeping(args: &LogArgs, config: &LogConfig, default_level: &str, recent: Option<RecentLines>) {
     #[cfg_attr(feature = "json", allow(unused_mut))]
     let mut resolved = resolve(args, config, default_level, &|var| std::env::var(var).ok());
     let ansi = cfg!(feature = "ansi") && std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -198,7 +275,10 @@ pub fn init(args: &LogArgs, config: &LogConfig, default_level: &str) {
             tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false).boxed()
         }
     };
-    if tracing_subscriber::registry().with(layer.with_filter(resolved.level)).try_init().is_ok() {
+    let kept = recent.map(|recent| {
+        tracing_subscriber::fmt::layer().with_writer(recent).with_ansi(false).with_filter(resolved.level.clone())
+    });
+    if tracing_subscriber::registry().with(layer.with_filter(resolved.level)).with(kept).try_init().is_ok() {
         for message in resolved.ignored {
             tracing::warn!("{message}");
         }
@@ -208,6 +288,23 @@ pub fn init(args: &LogArgs, config: &LogConfig, default_level: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recent_lines_keep_the_newest_and_cut_long_ones() {
+        use std::io::Write as _;
+        use tracing_subscriber::fmt::MakeWriter as _;
+        let recent = RecentLines::new(3);
+        for i in 0..5 {
+            let mut writer = recent.make_writer();
+            writer.write_all(format!("line {i}\n").as_bytes()).unwrap();
+        }
+        assert_eq!(recent.snapshot(), ["line 2", "line 3", "line 4"]);
+        let mut writer = recent.make_writer();
+        writer.write_all("é".repeat(MAX_RECENT_LINE).as_bytes()).unwrap();
+        drop(writer);
+        let last = recent.snapshot().pop().unwrap();
+        assert!(last.len() <= MAX_RECENT_LINE && last.chars().all(|c| c == 'é'), "{}", last.len());
+    }
     use tracing::level_filters::LevelFilter;
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {

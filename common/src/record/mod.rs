@@ -15,17 +15,25 @@ use crate::capture::CapturedPacket;
 use crate::clock::UnixMillis;
 use crate::identity::DeviceKind;
 
+mod clients;
 mod counters;
+pub mod diagnostics;
 pub mod personal;
 mod profile;
+pub mod subject;
 mod wan;
 mod wired;
 mod wireless;
 pub mod withheld;
 
+pub use clients::{ClientDevice, ClientDeviceReport, Evidence, MAX_EVIDENCE};
 pub use counters::{counter_change, per_second, CounterChange, CounterReport, InterfaceDelta};
+pub use diagnostics::{Check, ConnectionState, Diagnostics, SpoolState};
 pub use profile::{DeviceProfile, Location};
-pub use wan::{ApplicationSessions, WanReport, MAX_APPLICATIONS, MAX_APPLICATION_NAME, MAX_WAN_INTERFACES};
+pub use wan::{
+    merge_destination_rows, ApplicationSessions, DestinationCounters, WanDestination, WanDestinationReport, WanReport,
+    MAX_APPLICATIONS, MAX_APPLICATION_NAME, MAX_DESTINATIONS, MAX_WAN_INTERFACES,
+};
 pub use wired::{
     LldpNeighbour, PortVlans, VlanRange, WiredHost, WiredReport, MAX_HOSTS, MAX_LLDP_ID, MAX_NEIGHBOURS,
     MAX_VLAN_RANGES,
@@ -117,7 +125,10 @@ impl Record {
             | RecordBody::Counters(_)
             | RecordBody::Wireless(_)
             | RecordBody::Wired(_)
-            | RecordBody::Wan(_) => DataKind::Metadata,
+            | RecordBody::Wan(_)
+            | RecordBody::ClientDevices(_)
+            | RecordBody::Diagnostics(_)
+            | RecordBody::WanDestinations(_) => DataKind::Metadata,
         }
     }
 }
@@ -149,6 +160,19 @@ pub enum RecordBody {
     /// kind rather than new fields there, which would change how every
     /// stored agent-health record decodes).
     SpoolRecovery(SpoolRecovery),
+    /// An access point's inferences about its Wi-Fi clients' devices
+    /// (type, model, OS, MAC vendor, confidence): a kind of its own beside
+    /// [`RecordBody::Wireless`], whose stations' stored layout stays.
+    ClientDevices(Box<ClientDeviceReport>),
+    /// A diagnostic bundle for a support case: the agent's build, the
+    /// device's model and serial number, its configuration without
+    /// secrets, recent log lines, spool state, probe and tool status.
+    Diagnostics(Box<Diagnostics>),
+    /// A gateway's WAN sessions per client and destination, with site
+    /// names from its DNS resolver; only when the organisation enables
+    /// them (a new kind beside [`RecordBody::Wan`], whose stored records
+    /// must keep decoding).
+    WanDestinations(Box<WanDestinationReport>),
 }
 
 /// What an agent lost, counted since it started.

@@ -30,13 +30,14 @@ use std::net::IpAddr;
 
 use super::withheld::MetadataField;
 use crate::bounded::{BoundedString, BoundedVec};
-use crate::capture::macs::mac_positions;
+use crate::capture::macs::mac_sites;
 use crate::capture::CapturedPacket;
 
 use super::{
-    AgentHealth, ApplicationSessions, CounterReport, DeviceMetadata, DeviceProfile, InterfaceDelta, InterfaceStats,
-    LldpNeighbour, Location, MacAddr, PortVlans, Radio, RecordBody, RoamEvent, SpoolRecovery, Station, WanReport,
-    WiredHost, WiredReport, WirelessReport, MAX_TEXT,
+    AgentHealth, ApplicationSessions, Check, ClientDevice, ClientDeviceReport, ConnectionState, CounterReport,
+    DestinationCounters, DeviceMetadata, DeviceProfile, Diagnostics, InterfaceDelta, InterfaceStats, LldpNeighbour,
+    Location, MacAddr, PortVlans, Radio, RecordBody, RoamEvent, SpoolRecovery, SpoolState, Station, WanDestination,
+    WanDestinationReport, WanReport, WiredHost, WiredReport, WirelessReport, MAX_TEXT,
 };
 
 /// What kind of information a visited field holds.
@@ -70,8 +71,14 @@ pub enum Category {
     Uptime,
     /// Equipment heard on the device's ports (LLDP).
     Neighbours,
-    /// Per-application session summaries.
+    /// Per-application session summaries, and the application of a WAN
+    /// destination row.
     Applications,
+    /// What a client's device is: type, model, OS, the MAC's vendor, and
+    /// how sure that is.
+    DeviceDetails,
+    /// The site (DNS name) a client reached.
+    Site,
 }
 
 /// Whom a visited field is about, within its record.
@@ -109,7 +116,8 @@ pub enum Field {
     InterfaceCounter,
     /// Counter report: the per-interface changes.
     InterfaceDeltas,
-    /// Capture: a MAC address in the kept headers.
+    /// Capture: a MAC address in the kept headers, also one inside an IPv6
+    /// address's EUI-64 interface identifier.
     CaptureMac,
     /// Capture: the kept headers as a whole.
     CaptureHeaders,
@@ -153,11 +161,37 @@ pub enum Field {
     LldpNeighbours,
     /// WAN: the per-application summaries.
     Applications,
+    /// Client devices: the client's MAC address.
+    ClientDeviceMac,
+    /// Client devices: the device type.
+    ClientDeviceType,
+    /// Client devices: the model.
+    ClientDeviceModel,
+    /// Client devices: the OS.
+    ClientDeviceOs,
+    /// Client devices: the MAC's vendor.
+    ClientDeviceVendor,
+    /// Client devices: the confidence.
+    ClientDeviceConfidence,
+    /// Client devices: the signals used.
+    ClientDeviceEvidence,
+    /// WAN destinations: a row's client MAC address.
+    WanClientMac,
+    /// WAN destinations: a row's client address (LAN side).
+    WanClientAddress,
+    /// WAN destinations: a row's destination address.
+    WanDestinationAddress,
+    /// WAN destinations: a row's application name.
+    WanApplication,
+    /// WAN destinations: a row's site name.
+    WanSite,
+    /// WAN destinations: one of a row's session and traffic counters.
+    WanCounter,
 }
 
 impl Field {
     /// Every field, for listings and tests.
-    pub const ALL: [Field; 32] = [
+    pub const ALL: [Field; 45] = [
         Field::DeviceHostname,
         Field::OsName,
         Field::OsVersion,
@@ -190,6 +224,19 @@ impl Field {
         Field::HostVlan,
         Field::LldpNeighbours,
         Field::Applications,
+        Field::ClientDeviceMac,
+        Field::ClientDeviceType,
+        Field::ClientDeviceModel,
+        Field::ClientDeviceOs,
+        Field::ClientDeviceVendor,
+        Field::ClientDeviceConfidence,
+        Field::ClientDeviceEvidence,
+        Field::WanClientMac,
+        Field::WanClientAddress,
+        Field::WanDestinationAddress,
+        Field::WanApplication,
+        Field::WanSite,
+        Field::WanCounter,
     ];
 
     /// What kind of information the field holds.
@@ -200,21 +247,36 @@ impl Field {
             | Field::RadioBssid
             | Field::StationMac
             | Field::RoamMac
-            | Field::HostMac => Category::Mac,
-            Field::InterfaceAddresses | Field::StationAddresses | Field::HostAddresses => Category::Ip,
+            | Field::HostMac
+            | Field::ClientDeviceMac
+            | Field::WanClientMac => Category::Mac,
+            Field::InterfaceAddresses
+            | Field::StationAddresses
+            | Field::HostAddresses
+            | Field::WanClientAddress
+            | Field::WanDestinationAddress => Category::Ip,
             Field::DeviceHostname | Field::StationHostname | Field::HostHostname => Category::Hostname,
             Field::StationUsername | Field::HostUsername => Category::Username,
             Field::StationUserAgent => Category::UserAgent,
             Field::DeviceLocation => Category::Location,
             Field::StationVlan | Field::PortVlans | Field::HostVlan => Category::Vlan,
             Field::StationSignal => Category::Signal,
-            Field::InterfaceCounter | Field::InterfaceDeltas | Field::StationCounter => Category::Traffic,
+            Field::InterfaceCounter | Field::InterfaceDeltas | Field::StationCounter | Field::WanCounter => {
+                Category::Traffic
+            }
             Field::RoamingEvents => Category::Movement,
             Field::CaptureHeaders => Category::PacketHeaders,
             Field::OsName | Field::OsVersion | Field::Model | Field::Kernel => Category::Software,
             Field::Uptime => Category::Uptime,
             Field::LldpNeighbours => Category::Neighbours,
-            Field::Applications => Category::Applications,
+            Field::Applications | Field::WanApplication => Category::Applications,
+            Field::WanSite => Category::Site,
+            Field::ClientDeviceType
+            | Field::ClientDeviceModel
+            | Field::ClientDeviceOs
+            | Field::ClientDeviceVendor
+            | Field::ClientDeviceConfidence
+            | Field::ClientDeviceEvidence => Category::DeviceDetails,
         }
     }
 
@@ -246,7 +308,20 @@ impl Field {
             | Field::HostAddresses
             | Field::HostHostname
             | Field::HostUsername
-            | Field::HostVlan => Scope::Client,
+            | Field::HostVlan
+            | Field::ClientDeviceMac
+            | Field::ClientDeviceType
+            | Field::ClientDeviceModel
+            | Field::ClientDeviceOs
+            | Field::ClientDeviceVendor
+            | Field::ClientDeviceConfidence
+            | Field::ClientDeviceEvidence
+            | Field::WanClientMac
+            | Field::WanClientAddress
+            | Field::WanDestinationAddress
+            | Field::WanApplication
+            | Field::WanSite
+            | Field::WanCounter => Scope::Client,
             Field::DeviceLocation
             | Field::RadioBssid
             | Field::RoamingEvents
@@ -257,8 +332,10 @@ impl Field {
     }
 
     /// The minimisation setting that withholds the field, if any. MAC
-    /// addresses are never withheld (they are pseudonymised instead), nor
-    /// are captured headers (capture is not allowed at all, or allowed).
+    /// addresses are not withheld (they are pseudonymised instead), except
+    /// a WAN destination row's client, whose withholding makes the rows
+    /// add up across clients; nor are captured headers (capture is not
+    /// allowed at all, or allowed).
     pub fn omitted_by(self) -> Option<MetadataField> {
         match self {
             Field::DeviceHostname => Some(MetadataField::Hostname),
@@ -275,17 +352,27 @@ impl Field {
             Field::StationUserAgent => Some(MetadataField::UserAgents),
             Field::StationVlan | Field::PortVlans | Field::HostVlan => Some(MetadataField::Vlans),
             Field::StationSignal => Some(MetadataField::ClientSignal),
-            Field::StationCounter => Some(MetadataField::ClientCounters),
+            Field::StationCounter | Field::WanCounter => Some(MetadataField::ClientCounters),
             Field::RoamingEvents => Some(MetadataField::Roaming),
             Field::DeviceLocation => Some(MetadataField::Location),
             Field::LldpNeighbours => Some(MetadataField::Lldp),
-            Field::Applications => Some(MetadataField::Applications),
+            Field::Applications | Field::WanApplication => Some(MetadataField::Applications),
+            Field::WanClientMac | Field::WanClientAddress => Some(MetadataField::WanClients),
+            Field::WanDestinationAddress => Some(MetadataField::WanDestinations),
+            Field::WanSite => Some(MetadataField::WanSites),
+            Field::ClientDeviceType
+            | Field::ClientDeviceModel
+            | Field::ClientDeviceOs
+            | Field::ClientDeviceVendor
+            | Field::ClientDeviceConfidence
+            | Field::ClientDeviceEvidence => Some(MetadataField::ClientDevices),
             Field::CaptureMac
             | Field::CaptureHeaders
             | Field::RadioBssid
             | Field::StationMac
             | Field::RoamMac
-            | Field::HostMac => None,
+            | Field::HostMac
+            | Field::ClientDeviceMac => None,
         }
     }
 }
@@ -307,6 +394,8 @@ impl<T: fmt::Debug + Default> Detail for T {
 pub trait AddressList: fmt::Debug {
     /// The addresses.
     fn addresses(&self) -> &[IpAddr];
+    /// The addresses, to change in place.
+    fn addresses_mut(&mut self) -> &mut [IpAddr];
     /// Removes them all.
     fn clear(&mut self);
 }
@@ -315,8 +404,23 @@ impl<const MAX: usize> AddressList for BoundedVec<IpAddr, MAX> {
     fn addresses(&self) -> &[IpAddr] {
         self
     }
+    fn addresses_mut(&mut self) -> &mut [IpAddr] {
+        self.as_mut_slice()
+    }
     fn clear(&mut self) {
         *self = BoundedVec::new();
+    }
+}
+
+impl AddressList for Option<IpAddr> {
+    fn addresses(&self) -> &[IpAddr] {
+        self.as_slice()
+    }
+    fn addresses_mut(&mut self) -> &mut [IpAddr] {
+        self.as_mut_slice()
+    }
+    fn clear(&mut self) {
+        *self = None;
     }
 }
 
@@ -391,6 +495,21 @@ impl FieldMut<'_> {
         }
     }
 
+    /// Replaces the MAC address inside each IPv6 address of this value, if
+    /// it is a list of addresses, by `rewrite(address)`: the interface
+    /// identifier of a SLAAC or link-local address made from a MAC
+    /// (modified EUI-64) is that MAC in another form, and is rewritten as
+    /// the EUI-64 form of the new one, prefix kept.
+    pub fn rewrite_ipv6_macs(&mut self, mut rewrite: impl FnMut(MacAddr) -> MacAddr) {
+        if let FieldMut::Addresses(list) = self {
+            for address in list.addresses_mut() {
+                if let IpAddr::V6(v6) = address {
+                    *v6 = crate::capture::macs::rewrite_ipv6_mac(*v6, &mut rewrite);
+                }
+            }
+        }
+    }
+
     /// Replaces the MAC address this value is, if it is one, by
     /// `rewrite(address)`.
     pub fn rewrite_mac(&mut self, rewrite: impl FnOnce(MacAddr) -> MacAddr) {
@@ -417,15 +536,22 @@ pub enum Entry<'a> {
     Roam(&'a RoamEvent),
     /// A host a switch learned.
     WiredHost(&'a WiredHost),
+    /// What an access point inferred about a client's device.
+    ClientDevice(&'a ClientDevice),
+    /// One client's sessions to one WAN destination.
+    WanDestination(&'a WanDestination),
 }
 
 impl Entry<'_> {
-    /// The client's MAC address, which every entry has.
-    pub fn client_mac(&self) -> MacAddr {
+    /// The client's MAC address: every entry has one except a WAN
+    /// destination row whose client is not on the LAN or is withheld.
+    pub fn client_mac(&self) -> Option<MacAddr> {
         match self {
-            Entry::Station(station) => station.mac,
-            Entry::Roam(event) => event.mac,
-            Entry::WiredHost(host) => host.mac,
+            Entry::Station(station) => Some(station.mac),
+            Entry::Roam(event) => Some(event.mac),
+            Entry::WiredHost(host) => Some(host.mac),
+            Entry::WanDestination(row) => row.client_mac,
+            Entry::ClientDevice(device) => Some(device.mac),
         }
     }
 
@@ -435,6 +561,8 @@ impl Entry<'_> {
             Entry::Station(station) => visit_station(station, visitor),
             Entry::Roam(event) => visit_roam(event, visitor),
             Entry::WiredHost(host) => visit_host(host, visitor),
+            Entry::ClientDevice(device) => visit_client_device(device, visitor),
+            Entry::WanDestination(row) => visit_wan_destination(row, visitor),
         }
     }
 }
@@ -494,10 +622,8 @@ pub fn visit(body: &RecordBody, visitor: &mut dyn Visit) {
         RecordBody::Capture(packet) => {
             let CapturedPacket { timestamp_us: _, interface: _, link_type: _, wire_len: _, headers } = packet;
             if let Some(link) = packet.link() {
-                for at in mac_positions(link, headers) {
-                    let mut mac = [0u8; 6];
-                    mac.copy_from_slice(&headers[at..at + 6]);
-                    visitor.field(Field::CaptureMac, FieldRef::Mac(Some(MacAddr(mac))));
+                for mac in mac_sites(link, headers).into_iter().filter_map(|site| site.read(headers)) {
+                    visitor.field(Field::CaptureMac, FieldRef::Mac(Some(mac)));
                 }
             }
             visitor.field(Field::CaptureHeaders, FieldRef::Packet(packet));
@@ -509,6 +635,11 @@ pub fn visit(body: &RecordBody, visitor: &mut dyn Visit) {
         RecordBody::SpoolRecovery(recovery) => {
             // Counts again.
             let SpoolRecovery { damaged_entries: _, records_lost: _, records_kept: _, discarded: _ } = recovery;
+        }
+        RecordBody::Diagnostics(bundle) => {
+            let (model, serial_number) = diagnostics_hold_no_one(bundle);
+            visitor.field(Field::Model, FieldRef::Text(model.as_str()));
+            visitor.field(Field::Model, FieldRef::Text(serial_number.as_str()));
         }
         RecordBody::Counters(report) => {
             let CounterReport { interval_ms: _, interfaces } = report;
@@ -571,6 +702,23 @@ pub fn visit(body: &RecordBody, visitor: &mut dyn Visit) {
             }
             visitor.field(Field::Applications, FieldRef::Detail(applications));
         }
+        RecordBody::ClientDevices(report) => {
+            let ClientDeviceReport { clients } = &**report;
+            for device in clients {
+                visitor.entry(Entry::ClientDevice(device));
+                visit_client_device(device, visitor);
+            }
+        }
+        RecordBody::WanDestinations(report) => {
+            let WanDestinationReport { device, interval_ms: _, destinations, folded_rows: _, folded } = &**report;
+            visit_profile(device, visitor);
+            for row in destinations {
+                visitor.entry(Entry::WanDestination(row));
+                visit_wan_destination(row, visitor);
+            }
+            // The rows beyond the bound, added up across clients.
+            folded_holds_no_one(folded);
+        }
     }
 }
 
@@ -592,6 +740,11 @@ pub fn visit_mut(body: &mut RecordBody, visitor: &mut dyn VisitMut) {
         }
         RecordBody::SpoolRecovery(recovery) => {
             let SpoolRecovery { damaged_entries: _, records_lost: _, records_kept: _, discarded: _ } = recovery;
+        }
+        RecordBody::Diagnostics(bundle) => {
+            let Diagnostics { model, serial_number, .. } = &mut **bundle;
+            visitor.field(Field::Model, FieldMut::Text(model));
+            visitor.field(Field::Model, FieldMut::Text(serial_number));
         }
         RecordBody::Counters(report) => {
             let CounterReport { interval_ms: _, interfaces } = report;
@@ -656,6 +809,54 @@ pub fn visit_mut(body: &mut RecordBody, visitor: &mut dyn VisitMut) {
                 application_holds_no_one(application);
             }
             visitor.field(Field::Applications, FieldMut::Detail(applications));
+        }
+        RecordBody::ClientDevices(report) => {
+            let ClientDeviceReport { clients } = &mut **report;
+            for device in retained(clients, visitor, |d| Entry::ClientDevice(d)) {
+                let ClientDevice { mac, device_type, model, os, vendor, confidence, evidence } = device;
+                visitor.field(Field::ClientDeviceMac, FieldMut::Mac(mac));
+                visitor.field(Field::ClientDeviceType, FieldMut::Text(device_type));
+                visitor.field(Field::ClientDeviceModel, FieldMut::Text(model));
+                visitor.field(Field::ClientDeviceOs, FieldMut::Text(os));
+                visitor.field(Field::ClientDeviceVendor, FieldMut::Text(vendor));
+                visitor.field(Field::ClientDeviceConfidence, FieldMut::Detail(confidence));
+                visitor.field(Field::ClientDeviceEvidence, FieldMut::Detail(evidence));
+            }
+        }
+        RecordBody::WanDestinations(report) => {
+            let WanDestinationReport { device, interval_ms: _, destinations, folded_rows: _, folded } = &mut **report;
+            visit_profile_mut(device, visitor);
+            for row in retained(destinations, visitor, |r| Entry::WanDestination(r)) {
+                let WanDestination {
+                    client_mac,
+                    client_address,
+                    destination,
+                    protocol: _,
+                    port: _,
+                    application,
+                    site,
+                    counters,
+                } = row;
+                visitor.field(Field::WanClientMac, FieldMut::OptionalMac(client_mac));
+                visitor.field(Field::WanClientAddress, FieldMut::Addresses(client_address));
+                visitor.field(Field::WanDestinationAddress, FieldMut::Addresses(destination));
+                visitor.field(Field::WanApplication, FieldMut::Detail(application));
+                visitor.field(Field::WanSite, FieldMut::Text(site));
+                let DestinationCounters {
+                    active_sessions,
+                    sessions_started,
+                    bytes_out,
+                    bytes_in,
+                    packets_out,
+                    packets_in,
+                } = counters;
+                let counters: [&mut dyn Detail; 6] =
+                    [active_sessions, sessions_started, bytes_out, bytes_in, packets_out, packets_in];
+                for counter in counters {
+                    visitor.field(Field::WanCounter, FieldMut::Detail(counter));
+                }
+            }
+            folded_holds_no_one(folded);
         }
     }
 }
@@ -840,6 +1041,51 @@ fn visit_host(host: &WiredHost, visitor: &mut dyn Visit) {
     visitor.field(Field::HostVlan, FieldRef::Detail(vlan));
 }
 
+fn visit_client_device(device: &ClientDevice, visitor: &mut dyn Visit) {
+    let ClientDevice { mac, device_type, model, os, vendor, confidence, evidence } = device;
+    visitor.field(Field::ClientDeviceMac, FieldRef::Mac(Some(*mac)));
+    visitor.field(Field::ClientDeviceType, FieldRef::Text(device_type));
+    visitor.field(Field::ClientDeviceModel, FieldRef::Text(model));
+    visitor.field(Field::ClientDeviceOs, FieldRef::Text(os));
+    visitor.field(Field::ClientDeviceVendor, FieldRef::Text(vendor));
+    visitor.field(Field::ClientDeviceConfidence, FieldRef::Detail(confidence));
+    visitor.field(Field::ClientDeviceEvidence, FieldRef::Detail(evidence));
+}
+
+fn visit_wan_destination(row: &WanDestination, visitor: &mut dyn Visit) {
+    // Protocol and port say what kind of service, as the application does;
+    // they are withheld with the destination only through the rows'
+    // merging, not on their own.
+    let WanDestination { client_mac, client_address, destination, protocol: _, port: _, application, site, counters } =
+        row;
+    visitor.field(Field::WanClientMac, FieldRef::Mac(*client_mac));
+    visitor.field(Field::WanClientAddress, FieldRef::Addresses(client_address.as_slice()));
+    visitor.field(Field::WanDestinationAddress, FieldRef::Addresses(destination.as_slice()));
+    visitor.field(Field::WanApplication, FieldRef::Detail(application));
+    visitor.field(Field::WanSite, FieldRef::Text(site));
+    let DestinationCounters { active_sessions, sessions_started, bytes_out, bytes_in, packets_out, packets_in } =
+        counters;
+    let counters: [&dyn fmt::Debug; 6] =
+        [active_sessions, sessions_started, bytes_out, bytes_in, packets_out, packets_in];
+    for counter in counters {
+        visitor.field(Field::WanCounter, FieldRef::Detail(counter));
+    }
+}
+
+/// The folded rest of a WAN destination report adds up the sessions of
+/// many clients and destinations: nothing in it is about one. Named here
+/// so that a field added to it is looked at.
+fn folded_holds_no_one(folded: &DestinationCounters) {
+    let DestinationCounters {
+        active_sessions: _,
+        sessions_started: _,
+        bytes_out: _,
+        bytes_in: _,
+        packets_out: _,
+        packets_in: _,
+    } = folded;
+}
+
 /// An LLDP neighbour names network equipment (switches, access points,
 /// phones' management ports), not people: nothing in it is visited. Named
 /// here so that a field added to it is looked at.
@@ -863,6 +1109,41 @@ fn lldp_holds_no_one(neighbour: &LldpNeighbour) {
 /// as a whole. Named here so that a field added to it is looked at.
 fn port_holds_no_one(port: &PortVlans) {
     let PortVlans { port: _, pvid: _, untagged: _, tagged: _ } = port;
+}
+
+/// A diagnostic bundle describes the device and the agent, never the people
+/// on its network: the build, the configuration without secrets, the
+/// agent's own log lines (which name no client), the spool and which tools
+/// worked. Named here so that a field added to it is looked at. The model
+/// and serial number are returned: they are the device's hardware, withheld
+/// with the metadata's model (`MetadataField::Model`).
+fn diagnostics_hold_no_one(bundle: &Diagnostics) -> (&BoundedString<MAX_TEXT>, &BoundedString<MAX_TEXT>) {
+    let Diagnostics {
+        request_id: _,
+        agent_version: _,
+        build: _,
+        device_kind: _,
+        model,
+        serial_number,
+        config: _,
+        recent_logs: _,
+        spool,
+        connection,
+        checks,
+    } = bundle;
+    let SpoolState { path: _, exists: _, bytes: _, max_bytes: _, mode: _ } = spool;
+    if let Some(ConnectionState {
+        connected: _,
+        collector: _,
+        cipher_suite: _,
+        queued_records: _,
+        dropped_records: _,
+        acked_records: _,
+        last_error: _,
+    }) = connection
+    {}
+    for Check { name: _, ok: _, detail: _ } in checks.iter() {}
+    (model, serial_number)
 }
 
 /// An application summary counts sessions of many clients together:
@@ -924,9 +1205,12 @@ mod tests {
             RecordBody::Wired(_) => 5,
             RecordBody::Wan(_) => 6,
             RecordBody::SpoolRecovery(_) => 7,
+            RecordBody::ClientDevices(_) => 8,
+            RecordBody::Diagnostics(_) => 9,
+            RecordBody::WanDestinations(_) => 10,
         }
     }
-    const KINDS: usize = 8;
+    const KINDS: usize = 11;
 
     fn mac(last: u8) -> MacAddr {
         MacAddr([0x02, 0, 0, 0, 0, last])
@@ -1119,6 +1403,64 @@ mod tests {
         let wan_fields =
             vec![s(Field::DeviceLocation, "wan-site"), (Field::Applications, format!("{:?}", wan.applications))];
 
+        let client_devices = ClientDeviceReport {
+            clients: BoundedVec::truncating(vec![ClientDevice {
+                mac: mac(0x31),
+                device_type: text("device-type"),
+                model: text("device-model"),
+                os: text("device-os"),
+                vendor: text("device-vendor"),
+                confidence: 87,
+                evidence: BoundedVec::truncating(vec![crate::record::Evidence::DhcpOptions]),
+            }]),
+        };
+        let client_device_fields = vec![
+            s(Field::ClientDeviceMac, "02:00:00:00:00:31"),
+            s(Field::ClientDeviceType, "device-type"),
+            s(Field::ClientDeviceModel, "device-model"),
+            s(Field::ClientDeviceOs, "device-os"),
+            s(Field::ClientDeviceVendor, "device-vendor"),
+            s(Field::ClientDeviceConfidence, "87"),
+            s(Field::ClientDeviceEvidence, "[DhcpOptions]"),
+        ];
+        let destinations = WanDestinationReport {
+            device: profile("dest-site"),
+            interval_ms: 30_000,
+            destinations: BoundedVec::truncating(vec![WanDestination {
+                client_mac: Some(mac(0x31)),
+                client_address: Some("192.168.1.23".parse().unwrap()),
+                destination: Some("2001:db8::7".parse().unwrap()),
+                protocol: 6,
+                port: Some(443),
+                application: text("https"),
+                site: text("www.example.com"),
+                counters: DestinationCounters {
+                    active_sessions: 1,
+                    sessions_started: 2,
+                    bytes_out: 3,
+                    bytes_in: 4,
+                    packets_out: 5,
+                    packets_in: 6,
+                },
+            }]),
+            folded_rows: 1,
+            folded: DestinationCounters { bytes_in: 9, ..DestinationCounters::default() },
+        };
+        let destination_fields = vec![
+            s(Field::DeviceLocation, "dest-site"),
+            s(Field::WanClientMac, "02:00:00:00:00:31"),
+            s(Field::WanClientAddress, "192.168.1.23"),
+            s(Field::WanDestinationAddress, "2001:db8::7"),
+            s(Field::WanApplication, "\"https\""),
+            s(Field::WanSite, "www.example.com"),
+            s(Field::WanCounter, "1"),
+            s(Field::WanCounter, "2"),
+            s(Field::WanCounter, "3"),
+            s(Field::WanCounter, "4"),
+            s(Field::WanCounter, "5"),
+            s(Field::WanCounter, "6"),
+        ];
+
         let counters = CounterReport { interval_ms: 30_000, interfaces: BoundedVec::truncating(vec![delta()]) };
         let counter_fields = vec![(Field::InterfaceDeltas, format!("{:?}", counters.interfaces))];
 
@@ -1153,6 +1495,24 @@ mod tests {
                 }),
                 vec![],
             ),
+            (RecordBody::ClientDevices(Box::new(client_devices)), client_device_fields),
+            (
+                RecordBody::Diagnostics(Box::new(Diagnostics {
+                    request_id: 7,
+                    agent_version: text("0.2.0"),
+                    model: text("diag-model"),
+                    serial_number: text("diag-serial"),
+                    config: text("[identity]\n"),
+                    checks: BoundedVec::truncating(vec![crate::record::Check {
+                        name: text("iw"),
+                        ok: true,
+                        detail: text("/usr/sbin/iw"),
+                    }]),
+                    ..Default::default()
+                })),
+                vec![s(Field::Model, "diag-model"), s(Field::Model, "diag-serial")],
+            ),
+            (RecordBody::WanDestinations(Box::new(destinations)), destination_fields),
         ]
     }
 
@@ -1195,8 +1555,26 @@ mod tests {
     fn personal_categories_are_where_they_should_be() {
         let of = |category| Field::ALL.into_iter().filter(|f| f.category() == category).collect::<Vec<_>>();
         use Field::*;
-        assert_eq!(of(Category::Mac), [InterfaceMac, CaptureMac, RadioBssid, StationMac, RoamMac, HostMac]);
-        assert_eq!(of(Category::Ip), [InterfaceAddresses, StationAddresses, HostAddresses]);
+        assert_eq!(
+            of(Category::Mac),
+            [InterfaceMac, CaptureMac, RadioBssid, StationMac, RoamMac, HostMac, ClientDeviceMac, WanClientMac]
+        );
+        assert_eq!(
+            of(Category::Ip),
+            [InterfaceAddresses, StationAddresses, HostAddresses, WanClientAddress, WanDestinationAddress]
+        );
+        assert_eq!(of(Category::Site), [WanSite]);
+        assert_eq!(
+            of(Category::DeviceDetails),
+            [
+                ClientDeviceType,
+                ClientDeviceModel,
+                ClientDeviceOs,
+                ClientDeviceVendor,
+                ClientDeviceConfidence,
+                ClientDeviceEvidence
+            ]
+        );
         assert_eq!(of(Category::Username), [StationUsername, HostUsername]);
         assert_eq!(of(Category::Hostname), [DeviceHostname, StationHostname, HostHostname]);
         assert_eq!(of(Category::UserAgent), [StationUserAgent]);
@@ -1224,7 +1602,7 @@ mod tests {
         for (mut body, _) in samples() {
             visit_mut(&mut body, &mut ClearAll);
             for (field, value) in seen(&body) {
-                let empty = ["", "none", "0", "None", "[]", "00:00:00:00:00:00"];
+                let empty = ["", "none", "0", "None", "[]", "00:00:00:00:00:00", "\"\""];
                 // Headers are never cleared (their MACs are, above).
                 let headers = field == Field::CaptureHeaders;
                 assert!(empty.contains(&value.as_str()) || headers, "{field:?} still holds {value}");
@@ -1232,12 +1610,15 @@ mod tests {
             match &body {
                 RecordBody::Wireless(report) => assert!(report.stations.is_empty() && report.roaming.is_empty()),
                 RecordBody::Wired(report) => assert!(report.hosts.is_empty() && report.neighbours.is_empty()),
+                RecordBody::WanDestinations(report) => assert!(report.destinations.is_empty()),
                 RecordBody::Metadata(_)
                 | RecordBody::Capture(_)
                 | RecordBody::AgentHealth(_)
                 | RecordBody::SpoolRecovery(_)
                 | RecordBody::Counters(_)
-                | RecordBody::Wan(_) => {}
+                | RecordBody::Wan(_)
+                | RecordBody::Diagnostics(_) => {}
+                RecordBody::ClientDevices(report) => assert!(report.clients.is_empty()),
             }
         }
     }
@@ -1256,6 +1637,9 @@ mod tests {
             "80a0abfef96205046e616d65067365726965730a77697265642d73697465000000010000000000404a400001046c616e3101010101010001020000000021046c616e310115010120010db800000000000000000000002109686f73742d686f737409686f73742d7573657201046c616e311130323a30303a30303a30303a30303a3939000000000000000000",
             "80a0abfef96206046e616d65067365726965730877616e2d73697465000000010000000000404a4000010377616e0102030105687474707306000000050000000000",
             "80a0abfef9620701012000",
+            "80a0abfef96208010200000000310b6465766963652d747970650c6465766963652d6d6f64656c096465766963652d6f730d6465766963652d76656e646f72570100",
+            "80a0abfef962090705302e322e3000000a646961672d6d6f64656c0b646961672d73657269616c0b5b6964656e746974795d0a0000000000000001026977010c2f7573722f7362696e2f6977",
+            "80a0abfef9620a046e616d650673657269657309646573742d73697465000000010000000000404a4000b0ea0101010200000000310100c0a80117010120010db80000000000000000000000070601bb030568747470730f7777772e6578616d706c652e636f6d01020304050601000000090000",
         ];
         for ((body, _), stored) in samples().into_iter().zip(STORED) {
             let record = crate::record::Record { observed_at_ms: 1_700_000_000_000, body };

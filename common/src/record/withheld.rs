@@ -39,7 +39,7 @@ pub enum MetadataField {
     UserAgents,
     /// Stations' signal strength and bit rates.
     ClientSignal,
-    /// Stations' traffic counters.
+    /// Clients' traffic counters (stations, WAN destination rows).
     ClientCounters,
     /// Stations joining, leaving and moving between radios.
     Roaming,
@@ -49,13 +49,25 @@ pub enum MetadataField {
     Vlans,
     /// LLDP neighbours.
     Lldp,
-    /// Per-application session summaries (totals stay).
+    /// Per-application session summaries (totals stay), and the
+    /// application of each WAN destination row.
     Applications,
+    /// What the access point infers about its clients' devices: type,
+    /// model, OS, the MAC's vendor and the confidence (the
+    /// `client-devices` records).
+    ClientDevices,
+    /// WAN destination rows' clients (MAC and LAN address): the rows then
+    /// add up across clients.
+    WanClients,
+    /// WAN destination rows' destination addresses.
+    WanDestinations,
+    /// WAN destination rows' site names (from the gateway's DNS resolver).
+    WanSites,
 }
 
 impl MetadataField {
     /// Every field.
-    pub const ALL: [MetadataField; 19] = [
+    pub const ALL: [MetadataField; 23] = [
         MetadataField::Hostname,
         MetadataField::Os,
         MetadataField::Model,
@@ -75,6 +87,10 @@ impl MetadataField {
         MetadataField::Vlans,
         MetadataField::Lldp,
         MetadataField::Applications,
+        MetadataField::ClientDevices,
+        MetadataField::WanClients,
+        MetadataField::WanDestinations,
+        MetadataField::WanSites,
     ];
 
     /// The name admins type.
@@ -99,9 +115,33 @@ impl MetadataField {
             MetadataField::Vlans => "vlans",
             MetadataField::Lldp => "lldp",
             MetadataField::Applications => "applications",
+            MetadataField::ClientDevices => "client-devices",
+            MetadataField::WanClients => "wan-clients",
+            MetadataField::WanDestinations => "wan-destinations",
+            MetadataField::WanSites => "wan-sites",
+        }
+    }
+
+    /// The first agent release (major, minor, patch) that can decode this
+    /// field in a data policy. Postcard cannot skip an enum variant it does
+    /// not know, so the collector leaves a newer field out of the policy it
+    /// sends an older agent (which does not collect it anyway) and clears
+    /// it on arrival as always.
+    pub fn first_agent_release(self) -> (u64, u64, u64) {
+        match self {
+            MetadataField::ClientDevices => CLIENT_DEVICES_SINCE,
+            MetadataField::WanClients | MetadataField::WanDestinations | MetadataField::WanSites => WAN_FIELDS_SINCE,
+            _ => (0, 0, 0),
         }
     }
 }
+
+/// The first agent release that knows [`MetadataField::ClientDevices`].
+pub const CLIENT_DEVICES_SINCE: (u64, u64, u64) = (0, 3, 0);
+
+/// The first agent release that knows the WAN destination fields
+/// ([`MetadataField::WanClients`], `WanDestinations`, `WanSites`).
+pub const WAN_FIELDS_SINCE: (u64, u64, u64) = (0, 3, 0);
 
 impl fmt::Display for MetadataField {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -29,30 +29,7 @@ pub const MAX_EXPORT_LINE: usize = 64 * 1024;
 /// response, held in memory).
 pub const MAX_SUBJECT_PAGE_BYTES: usize = 768 * 1024;
 
-/// A data subject: the person or device a request about stored data
-/// concerns.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum Subject {
-    /// A MAC address: interfaces in metadata, link-layer addresses in
-    /// captured headers (Ethernet, 802.11, ARP).
-    Mac(crate::record::MacAddr),
-    /// An IPv4 or IPv6 address: interface addresses in metadata, source and
-    /// destination in captured headers (and ARP).
-    Ip(std::net::IpAddr),
-    /// A username, wherever a record carries one.
-    Username(BoundedString<128>),
-}
-
-impl std::fmt::Display for Subject {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Subject::Mac(mac) => write!(f, "mac {mac}"),
-            Subject::Ip(ip) => write!(f, "ip {ip}"),
-            Subject::Username(name) => write!(f, "username {}", name.as_str()),
-        }
-    }
-}
+pub use crate::record::subject::{BlockedSubjects, CorrectableField, Subject, MAX_BLOCKED_SUBJECTS};
 
 /// One audit log entry, as the admin API returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,6 +48,160 @@ pub struct AuditRecord {
     pub refused: bool,
     /// Details: the values set, or why it was refused.
     pub detail: BoundedString<1024>,
+}
+
+/// One kind of an organisation's data a support grant can include.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum GrantKind {
+    /// Devices and status: the organisation's status, its devices, their
+    /// connections and health, its audit log. Part of every grant: no other
+    /// kind is usable without it.
+    Devices,
+    /// Stored metadata: the device views (rates, latest reports) and
+    /// metadata exports.
+    Metadata,
+    /// Captures: requesting, stopping and following header-only captures
+    /// (with the organisation's capture consent), reading and exporting
+    /// captured headers.
+    Captures,
+    /// Data-subject exports: every record about one person or device.
+    Exports,
+}
+
+impl GrantKind {
+    /// Every kind, in order.
+    pub const ALL: [GrantKind; 4] = [GrantKind::Devices, GrantKind::Metadata, GrantKind::Captures, GrantKind::Exports];
+
+    /// The kind's name in the API, the CLI and the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantKind::Devices => "devices",
+            GrantKind::Metadata => "metadata",
+            GrantKind::Captures => "captures",
+            GrantKind::Exports => "exports",
+        }
+    }
+
+    /// The kind named `name`, if this version knows it.
+    pub fn parse(name: &str) -> Option<GrantKind> {
+        GrantKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for GrantKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Most devices one support grant can name.
+pub const MAX_GRANT_DEVICES: usize = 256;
+
+/// What a support grant lets its holders see: kinds of data, and
+/// optionally only some devices. [`GrantScope::default`] is what a grant
+/// meant before grants had a scope (and what a client that sends only a
+/// duration gets): every kind but captures, on every device. Captures are
+/// never granted unless named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ScopeParts")]
+pub struct GrantScope {
+    kinds: Vec<GrantKind>,
+    devices: Vec<DeviceId>,
+}
+
+/// A scope as decoded, before [`GrantScope::new`] checks it: decoding
+/// goes through the same checks as building one.
+#[derive(Deserialize)]
+struct ScopeParts {
+    kinds: BoundedVec<GrantKind, 16>,
+    devices: BoundedVec<DeviceId, MAX_GRANT_DEVICES>,
+}
+
+impl TryFrom<ScopeParts> for GrantScope {
+    type Error = GrantScopeError;
+
+    fn try_from(parts: ScopeParts) -> Result<Self, Self::Error> {
+        GrantScope::new(parts.kinds.into_vec(), parts.devices.into_vec())
+    }
+}
+
+impl Default for GrantScope {
+    fn default() -> Self {
+        GrantScope { kinds: vec![GrantKind::Devices, GrantKind::Metadata, GrantKind::Exports], devices: Vec::new() }
+    }
+}
+
+/// A grant scope that cannot be given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GrantScopeError {
+    /// More devices than [`MAX_GRANT_DEVICES`].
+    #[error("a support grant can name at most {MAX_GRANT_DEVICES} devices, not {0}")]
+    TooManyDevices(usize),
+}
+
+impl GrantScope {
+    /// A scope of `kinds` (devices and status is always added) on
+    /// `devices` (every device when empty); duplicates are dropped.
+    pub fn new(
+        kinds: impl IntoIterator<Item = GrantKind>,
+        devices: impl IntoIterator<Item = DeviceId>,
+    ) -> Result<GrantScope, GrantScopeError> {
+        let mut kinds: Vec<GrantKind> = kinds.into_iter().chain([GrantKind::Devices]).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        let mut listed = Vec::new();
+        for device in devices {
+            if listed.len() == MAX_GRANT_DEVICES {
+                return Err(GrantScopeError::TooManyDevices(MAX_GRANT_DEVICES + 1));
+            }
+            listed.push(device);
+        }
+        listed.sort_unstable();
+        listed.dedup();
+        Ok(GrantScope { kinds, devices: listed })
+    }
+
+    /// The kinds included, in order (always with devices and status).
+    pub fn kinds(&self) -> &[GrantKind] {
+        &self.kinds
+    }
+
+    /// The devices it is limited to, sorted; empty when it covers all.
+    pub fn devices(&self) -> &[DeviceId] {
+        &self.devices
+    }
+
+    /// Whether it includes `kind`.
+    pub fn allows(&self, kind: GrantKind) -> bool {
+        self.kinds.contains(&kind)
+    }
+
+    /// Whether it covers `device`.
+    pub fn covers(&self, device: &DeviceId) -> bool {
+        self.devices.is_empty() || self.devices.binary_search(device).is_ok()
+    }
+
+    /// Whether it is limited to some devices.
+    pub fn limited(&self) -> bool {
+        !self.devices.is_empty()
+    }
+}
+
+impl std::fmt::Display for GrantScope {
+    /// `devices, metadata on all devices` or `… on devices ap-1, ap-2`, as
+    /// the audit log says it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kinds: Vec<&str> = self.kinds.iter().map(|k| k.as_str()).collect();
+        write!(f, "{}", kinds.join(", "))?;
+        if self.devices.is_empty() {
+            write!(f, " on all devices")
+        } else {
+            let devices: Vec<&str> = self.devices.iter().map(DeviceId::as_str).collect();
+            write!(f, " on devices {}", devices.join(", "))
+        }
+    }
 }
 
 /// What an admin can ask for.
@@ -122,12 +253,15 @@ pub enum AdminAction {
         /// Whether its devices may capture (headers only).
         capture: bool,
     },
-    /// Let support staff read the organisation's data for a while.
+    /// Let support staff (and operators) read the organisation's data
+    /// for a while, as far as `scope` says.
     GrantSupport {
         /// The organisation.
         org: OrgId,
         /// How long, in hours.
         hours: u32,
+        /// What the grant lets its holders see and do.
+        scope: GrantScope,
     },
     /// End the organisation's support grant now.
     RevokeSupport {
@@ -188,6 +322,40 @@ pub enum AdminAction {
         /// The organisation's name again, as a guard against slips.
         confirm: OrgId,
     },
+    /// Replace the subject's `field` by `value` in every stored record
+    /// about them (their part of each record only): the affected segments
+    /// are rewritten, as an erase rewrites them.
+    CorrectSubject {
+        /// The organisation.
+        org: OrgId,
+        /// Who.
+        subject: Subject,
+        /// Which of their values is wrong.
+        field: CorrectableField,
+        /// The right value (empty: none).
+        value: BoundedString<{ crate::record::MAX_TEXT }>,
+    },
+    /// Stop processing the subject's data: the collector drops it on
+    /// arrival, the organisation's devices stop sending it, exports leave
+    /// it out; until unblocked. Stored data stays (erase it separately).
+    BlockSubject {
+        /// The organisation.
+        org: OrgId,
+        /// Who.
+        subject: Subject,
+    },
+    /// Process the subject's data again from now on.
+    UnblockSubject {
+        /// The organisation.
+        org: OrgId,
+        /// Who.
+        subject: Subject,
+    },
+    /// The organisation's blocked subjects.
+    BlockedSubjects {
+        /// The organisation.
+        org: OrgId,
+    },
     /// Choose whether the organisation keeps a history of where its Wi-Fi
     /// stations were (off by default: stored reports then cannot be joined
     /// into a person's movements).
@@ -207,6 +375,25 @@ pub enum AdminAction {
         metadata_days: Option<u32>,
         /// Days of header-only captures, 1 up to the offer (at most 7).
         capture_days: Option<u32>,
+    },
+    /// Ask a connected device for a diagnostic bundle (its build, model and
+    /// serial number, configuration without secrets, recent logs, spool
+    /// state, probe and tool status), which it sends as a record stored
+    /// like metadata.
+    RequestDiagnostics {
+        /// The device's organisation.
+        org: OrgId,
+        /// The device.
+        device: DeviceId,
+    },
+    /// Choose whether the organisation's gateways report WAN destinations:
+    /// sessions per client and destination address, protocol and port,
+    /// with site names from the gateway's DNS resolver (off by default).
+    SetWanDestinations {
+        /// The organisation.
+        org: OrgId,
+        /// Collect and store them.
+        on: bool,
     },
 }
 
@@ -293,6 +480,28 @@ pub enum AdminReply {
         /// Whether captured headers are now scrubbed strictly.
         strict_headers: bool,
     },
+    /// What a correction replaced.
+    SubjectCorrected {
+        /// Metadata records in which a value was replaced.
+        records: u64,
+        /// Values replaced.
+        values: u64,
+        /// Segment files rewritten.
+        segments_rewritten: u64,
+    },
+    /// The subject is blocked (or unblocked) now.
+    BlockChanged {
+        /// Whether the subject is blocked now.
+        blocked: bool,
+        /// Whether this request changed it.
+        changed: bool,
+        /// Subjects the organisation has blocked now.
+        blocked_subjects: u32,
+        /// Connected devices told at once.
+        devices_told: u32,
+    },
+    /// The organisation's blocked subjects, in the order they were blocked.
+    BlockedSubjects(BlockedSubjects),
     /// The organisation's data and key are gone.
     OrgDeleted {
         /// Whether it had a key to destroy.
@@ -316,4 +525,69 @@ pub enum AdminReply {
         /// Whether this request changed the choice.
         changed: bool,
     },
+    /// The WAN destinations choice now in force.
+    WanDestinationsSet {
+        /// Whether gateways report WAN destinations from now on.
+        on: bool,
+        /// Whether this request changed it.
+        changed: bool,
+        /// Devices connected now, told at once.
+        devices_told: u32,
+    },
+    /// The device was asked for a diagnostic bundle.
+    DiagnosticsRequested {
+        /// The request's id, repeated in the bundle.
+        id: u64,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn device(name: &str) -> DeviceId {
+        DeviceId::new(name).unwrap()
+    }
+
+    #[test]
+    fn a_scope_always_has_devices_and_the_default_never_captures() {
+        let old = GrantScope::default();
+        assert!(old.allows(GrantKind::Metadata) && old.allows(GrantKind::Exports) && !old.allows(GrantKind::Captures));
+        assert!(old.covers(&device("any")) && !old.limited());
+        let scope = GrantScope::new([GrantKind::Captures, GrantKind::Captures], [device("b"), device("a")]).unwrap();
+        assert_eq!(scope.kinds(), &[GrantKind::Devices, GrantKind::Captures]);
+        assert!(scope.covers(&device("a")) && !scope.covers(&device("c")) && !scope.allows(GrantKind::Metadata));
+        assert_eq!(scope.to_string(), "devices, captures on devices a, b");
+        assert_eq!(old.to_string(), "devices, metadata, exports on all devices");
+        let many = (0..=MAX_GRANT_DEVICES).map(|i| device(&format!("d{i}")));
+        assert_eq!(GrantScope::new([], many), Err(GrantScopeError::TooManyDevices(MAX_GRANT_DEVICES + 1)));
+        for kind in GrantKind::ALL {
+            assert_eq!(GrantKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(GrantKind::parse("everything"), None);
+    }
+
+    proptest! {
+        /// Whatever bytes arrive, decoding a scope never panics, and what
+        /// decodes keeps the invariants `new` gives.
+        #[test]
+        fn decoded_scopes_are_checked(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok(scope) = postcard::from_bytes::<GrantScope>(&bytes) {
+                prop_assert!(scope.allows(GrantKind::Devices));
+                prop_assert!(scope.devices().windows(2).all(|w| w[0] < w[1]));
+                prop_assert!(scope.devices().len() <= MAX_GRANT_DEVICES);
+            }
+        }
+
+        #[test]
+        fn scopes_round_trip(kinds in proptest::collection::vec(0usize..4, 0..6), n in 0usize..5) {
+            let scope = GrantScope::new(
+                kinds.into_iter().map(|i| GrantKind::ALL[i]),
+                (0..n).map(|i| device(&format!("ap-{i}"))),
+            ).unwrap();
+            let bytes = postcard::to_stdvec(&scope).unwrap();
+            prop_assert_eq!(postcard::from_bytes::<GrantScope>(&bytes).unwrap(), scope);
+        }
+    }
 }

@@ -166,11 +166,48 @@ pub enum ControlMessage {
         /// Whether captured headers are scrubbed strictly.
         on: bool,
     },
+    /// Gather a diagnostic bundle ([`crate::record::Diagnostics`]) and send
+    /// it as a record, answering request `id`. Sent when support (under a
+    /// grant), an organisation's admin or an operator asks for one, and
+    /// only to agents that can decode it (see [`agent_decodes`]).
+    CollectDiagnostics {
+        /// The request's id, repeated in the bundle.
+        id: u64,
+    },
+    /// The organisation's blocked subjects, the whole list each time: the
+    /// agent drops their data before queueing it (see
+    /// [`crate::record::subject::drop_subjects`]). Sent right after
+    /// [`Welcome`] when the list is not empty and whenever an admin blocks
+    /// or unblocks someone, and only to agents that can decode it (see
+    /// [`agent_decodes`]); the collector drops their data on arrival
+    /// regardless.
+    BlockedSubjects {
+        /// Who is blocked.
+        subjects: crate::record::subject::BlockedSubjects,
+    },
+    /// Whether to collect WAN destinations (sessions per client and
+    /// destination, with site names from the gateway's DNS resolver). Off
+    /// until the organisation enables it: sent right after [`Welcome`] when
+    /// it is on and whenever an admin turns it on or off, and only to
+    /// agents that can decode it (see [`agent_decodes`]); the collector
+    /// drops such records on arrival when it is off, regardless.
+    WanDestinations {
+        /// Whether WAN destinations are collected.
+        on: bool,
+    },
 }
 
 /// The first agent release that decodes every variant of
 /// [`ControlMessage`] up to [`ControlMessage::StrictHeaders`].
 pub const STRICT_HEADERS_SINCE: (u64, u64, u64) = (0, 2, 0);
+
+/// The first agent release that decodes every variant of
+/// [`ControlMessage`] up to [`ControlMessage::CollectDiagnostics`].
+pub const DIAGNOSTICS_SINCE: (u64, u64, u64) = (0, 3, 0);
+/// The first agent release that decodes [`ControlMessage::BlockedSubjects`].
+pub const BLOCKED_SUBJECTS_SINCE: (u64, u64, u64) = (0, 3, 0);
+/// The first agent release that decodes [`ControlMessage::WanDestinations`].
+pub const WAN_DESTINATIONS_SINCE: (u64, u64, u64) = (0, 3, 0);
 
 impl ControlMessage {
     /// The first agent release (major, minor, patch) that can decode this
@@ -181,6 +218,9 @@ impl ControlMessage {
     pub fn first_agent_release(&self) -> (u64, u64, u64) {
         match self {
             ControlMessage::StrictHeaders { .. } => STRICT_HEADERS_SINCE,
+            ControlMessage::CollectDiagnostics { .. } => DIAGNOSTICS_SINCE,
+            ControlMessage::BlockedSubjects { .. } => BLOCKED_SUBJECTS_SINCE,
+            ControlMessage::WanDestinations { .. } => WAN_DESTINATIONS_SINCE,
             _ => (0, 0, 0),
         }
     }
@@ -191,7 +231,12 @@ impl ControlMessage {
 /// `major.minor.patch` (a pre-release suffix is ignored) is taken to be
 /// older than any release, so it gets only the messages every agent knows.
 pub fn agent_decodes(agent_version: &str, message: &ControlMessage) -> bool {
-    let needed = message.first_agent_release();
+    agent_is_at_least(agent_version, message.first_agent_release())
+}
+
+/// Whether an agent whose Hello named `agent_version` is release `needed`
+/// or later, read as [`agent_decodes`] reads it (`(0, 0, 0)`: any agent).
+pub fn agent_is_at_least(agent_version: &str, needed: (u64, u64, u64)) -> bool {
     if needed == (0, 0, 0) {
         return true;
     }
@@ -507,6 +552,17 @@ mod tests {
             ControlMessage::StopCapture { id: 9 },
             ControlMessage::MacPseudonyms { key: None },
             ControlMessage::StrictHeaders { on: true },
+            ControlMessage::CollectDiagnostics { id: 300 },
+            ControlMessage::BlockedSubjects {
+                subjects: vec![
+                    crate::record::subject::Subject::Mac(MacAddr([2, 0, 0, 0, 0, 0xb0])),
+                    crate::record::subject::Subject::Ip("2001:db8::7".parse().unwrap()),
+                    crate::record::subject::Subject::Username(BoundedString::truncating("bob")),
+                ]
+                .try_into()
+                .unwrap(),
+            },
+            ControlMessage::WanDestinations { on: true },
             ControlMessage::MacPseudonyms {
                 key: Some(crate::minimise::DevicePseudonymKey::derive(&ring::hmac::Key::new(
                     ring::hmac::HMAC_SHA256,
@@ -555,6 +611,21 @@ mod tests {
         // Appended: every older variant keeps its index, the new one is last.
         let bytes = postcard::to_stdvec(&strict).unwrap();
         assert_eq!(bytes, [5, 1]);
+        let diagnostics = ControlMessage::CollectDiagnostics { id: 2 };
+        assert_eq!(postcard::to_stdvec(&diagnostics).unwrap(), [6, 2]);
+        for (version, decodes) in [("0.3.0", true), ("0.3.1+abc", true), ("0.2.9", false), ("0.2.0", false)] {
+            assert_eq!(agent_decodes(version, &diagnostics), decodes, "{version:?}");
+        }
+        let blocked = ControlMessage::BlockedSubjects { subjects: Default::default() };
+        assert_eq!(postcard::to_stdvec(&blocked).unwrap(), [7, 0]);
+        for (version, decodes) in [("0.2.9", false), ("0.3.0", true), ("0.3.0+abc", true), ("1.0.0", true)] {
+            assert_eq!(agent_decodes(version, &blocked), decodes, "{version:?}");
+        }
+        let wan = ControlMessage::WanDestinations { on: true };
+        assert_eq!(postcard::to_stdvec(&wan).unwrap(), [8, 1]);
+        for (version, decodes) in [("0.2.0", false), ("0.3.0", true)] {
+            assert_eq!(agent_decodes(version, &wan), decodes, "{version:?}");
+        }
     }
 
     #[test]

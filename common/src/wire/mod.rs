@@ -29,7 +29,10 @@ pub use agent_session::{
     AgentEvent, AgentSession, AgentSessionConfig, AgentSessionError, BatchRecords, OutgoingBatch, SessionStats,
 };
 pub use frame::{encode_frame, parse_frame, FrameError, DEFAULT_MAX_FRAME_LEN, FRAME_HEADER_LEN};
-pub use message::{agent_decodes, STRICT_HEADERS_SINCE};
+pub use message::{
+    agent_decodes, agent_is_at_least, BLOCKED_SUBJECTS_SINCE, DIAGNOSTICS_SINCE, STRICT_HEADERS_SINCE,
+    WAN_DESTINATIONS_SINCE,
+};
 pub use message::{
     AgentMessage, AuthProof, Batch, CaptureOutcome, CaptureRequest, CaptureStatus, Codec, CollectorMessage,
     ControlMessage, ErrorCode, Hello, ProtocolError, RetryLater, Welcome, WireError, MAX_POLICY_FIELDS,

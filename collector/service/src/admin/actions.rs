@@ -8,9 +8,10 @@ use std::sync::Arc;
 use tracing::error;
 
 use glimpse_common::bounded::{BoundedString, BoundedVec};
-use glimpse_common::identity::{AdminIdentity, AdminRole, OrgId};
+use glimpse_common::identity::{AdminIdentity, AdminRole, DeviceId, OrgId};
 use glimpse_common::wire::admin::{
-    AdminAction, AdminReply, AuditRecord, MAX_AUDIT_PAGE, MAX_SUBJECT_PAGE, MAX_SUBJECT_PAGE_BYTES,
+    AdminAction, AdminReply, AuditRecord, GrantKind, GrantScope, MAX_AUDIT_PAGE, MAX_SUBJECT_PAGE,
+    MAX_SUBJECT_PAGE_BYTES,
 };
 use glimpse_common::wire::{CaptureRequest, ControlMessage};
 
@@ -21,47 +22,135 @@ use glimpse_store::store::Store;
 /// How much an action needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Reading: operators, the organisation's admins, and support staff
-    /// during an active grant.
-    Read,
-    /// Changing something: operators and the organisation's admins.
+    /// What running the service needs of an organisation: its status,
+    /// sizes, devices' connections and health, its audit log. Operators;
+    /// the organisation's admins; support staff under any active grant
+    /// (devices and status are part of every grant).
+    Service,
+    /// Reading the organisation's data of one kind: its admins; support
+    /// staff and operators only under its active grant, if that includes
+    /// the kind (and the device, for a grant limited to devices).
+    Read(GrantKind),
+    /// Requesting, stopping and following a capture: its admins; support
+    /// staff and operators only under an active grant that includes
+    /// captures. The action itself checks the capture consent.
+    Capture,
+    /// Changing the organisation's decisions: operators and its admins.
     Write,
+    /// Giving access to the organisation's data (a support grant): its
+    /// admins only, so that nobody grants themselves its data.
+    Grant,
     /// Across organisations: operators only.
     Operator,
 }
 
-/// Whether `admin` may act with `access` on `org` at `now_ms`, given
-/// whether the organisation's support grant is active; the error says why
-/// not.
+/// A support grant in force, as authorisation sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct GrantInForce<'a> {
+    /// What it lets its holders see.
+    pub scope: &'a GrantScope,
+    /// When it was given, if known (grants stored before this was kept).
+    pub granted_at_ms: Option<i64>,
+    /// When it ends.
+    pub until_ms: i64,
+}
+
+impl GrantInForce<'_> {
+    /// How the audit log names the grant: by the organisation, when it was
+    /// given and when it ends (an organisation has one grant at a time, so
+    /// this names one), and its scope.
+    pub fn name(&self, org: &OrgId) -> String {
+        let time = glimpse_store::export::format_time;
+        match self.granted_at_ms {
+            Some(at) => {
+                format!("the support grant of {org} given {} until {} ({})", time(at), time(self.until_ms), self.scope)
+            }
+            None => format!("the support grant of {org} until {} ({})", time(self.until_ms), self.scope),
+        }
+    }
+}
+
+/// On what an allowed request rests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Basis {
+    /// The caller's role: an organisation's admin, or an operator running
+    /// the service.
+    Role,
+    /// The organisation's support grant.
+    Grant,
+}
+
+/// Whether `admin` may act with `access` on `org` (and `device`, when the
+/// request concerns one), given the organisation's grant in force; on
+/// what that rests, or why not.
 pub fn authorize(
     admin: &AdminIdentity,
     access: Access,
     org: Option<&OrgId>,
-    support_active: bool,
-) -> Result<(), String> {
+    device: Option<&DeviceId>,
+    grant: Option<GrantInForce<'_>>,
+) -> Result<Basis, String> {
     let own = |org: Option<&OrgId>| org.is_some() && admin.org.as_ref() == org;
-    match admin.role {
-        AdminRole::Operator => Ok(()),
-        _ if access == Access::Operator => Err(format!("only operators may do this; {} is {}", admin.name, admin.role)),
-        AdminRole::OrgAdmin if own(org) => Ok(()),
-        AdminRole::OrgAdmin => Err(format!(
-            "org-admin {} of {} may not act on organisation {}",
+    let org_name = org.map_or("(all)", OrgId::as_str);
+    let under_grant = |who: &str| -> Result<Basis, String> {
+        let Some(grant) = grant else {
+            return Err(format!(
+                "{who} may read {org_name} only under a grant from the organisation, and none is active"
+            ));
+        };
+        let kind = match access {
+            Access::Read(kind) => kind,
+            Access::Capture => GrantKind::Captures,
+            _ => GrantKind::Devices,
+        };
+        if !grant.scope.allows(kind) {
+            return Err(format!("the support grant of {org_name} does not include {kind} ({})", grant.scope));
+        }
+        if let Some(device) = device.filter(|d| !grant.scope.covers(d)) {
+            return Err(format!("the support grant of {org_name} does not include device {device} ({})", grant.scope));
+        }
+        Ok(Basis::Grant)
+    };
+    match (admin.role, access) {
+        (AdminRole::Operator, Access::Service | Access::Write | Access::Operator) => Ok(Basis::Role),
+        (AdminRole::Operator, Access::Grant) => {
+            Err(format!("only the admins of {org_name} may grant access to its data; {} is an operator", admin.name))
+        }
+        (AdminRole::Operator, Access::Read(_) | Access::Capture) => under_grant("operators"),
+        (_, Access::Operator) => Err(format!("only operators may do this; {} is {}", admin.name, admin.role)),
+        (AdminRole::OrgAdmin, _) if own(org) => Ok(Basis::Role),
+        (AdminRole::OrgAdmin, _) => Err(format!(
+            "org-admin {} of {} may not act on organisation {org_name}",
             admin.name,
             admin.org.as_ref().map_or("?", OrgId::as_str),
-            org.map_or("(all)", OrgId::as_str),
         )),
-        AdminRole::Support if !own(org) => Err(format!(
-            "support {} works for {} only, not {}",
+        (AdminRole::Support, _) if !own(org) => Err(format!(
+            "support {} works for {} only, not {org_name}",
             admin.name,
             admin.org.as_ref().map_or("?", OrgId::as_str),
-            org.map_or("(all)", OrgId::as_str),
         )),
-        AdminRole::Support if access != Access::Read => Err("support staff have read-only access".to_owned()),
-        AdminRole::Support if support_active => Ok(()),
-        AdminRole::Support => Err(format!(
-            "support staff may read {} only under a grant from the organisation, and none is active",
-            org.map_or("?", OrgId::as_str)
-        )),
+        (AdminRole::Support, Access::Write | Access::Grant) => Err(
+            "support staff have read-only access to an organisation's decisions (and request captures only under a grant that includes them)"
+                .to_owned(),
+        ),
+        (AdminRole::Support, _) => under_grant("support staff"),
+    }
+}
+
+/// What an allowed request may see: every device of the organisation, or
+/// only those a device-limited grant names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permit {
+    /// On what it rests.
+    pub basis: Basis,
+    /// The devices it is limited to; `None` for all.
+    pub devices: Option<Vec<DeviceId>>,
+}
+
+impl Permit {
+    /// Whether `device` is within the permit.
+    pub fn covers(&self, device: &DeviceId) -> bool {
+        self.devices.as_ref().is_none_or(|d| d.contains(device))
     }
 }
 
@@ -169,6 +258,7 @@ fn changes(action: &AdminAction) -> bool {
             | AdminAction::VerifyAudit
             | AdminAction::ShowAudit { .. }
             | AdminAction::ExportSubject { .. }
+            | AdminAction::BlockedSubjects { .. }
     )
 }
 
@@ -180,27 +270,39 @@ pub fn actor_name(admin: &AdminIdentity) -> String {
     }
 }
 
-/// The audit name, organisation and access an action needs.
-fn describe(action: &AdminAction) -> (&'static str, Option<&OrgId>, Access) {
+/// The audit name, organisation, device and access an action needs.
+fn describe(action: &AdminAction) -> (&'static str, Option<&OrgId>, Option<&DeviceId>, Access) {
     match action {
-        AdminAction::StartCapture { org, .. } => ("capture.start", Some(org), Access::Write),
-        AdminAction::StopCapture { org, .. } => ("capture.stop", Some(org), Access::Write),
-        AdminAction::ConnectedDevices { org } => ("devices.list", Some(org), Access::Read),
-        AdminAction::CaptureStatus { org, .. } => ("capture.status", Some(org), Access::Read),
-        AdminAction::SetConsent { org, .. } => ("consent.set", Some(org), Access::Write),
-        AdminAction::GrantSupport { org, .. } => ("support.grant", Some(org), Access::Write),
-        AdminAction::RevokeSupport { org } => ("support.revoke", Some(org), Access::Write),
-        AdminAction::OrgStatus { org } => ("org.status", Some(org), Access::Read),
-        AdminAction::VerifyAudit => ("audit.verify", None, Access::Operator),
-        AdminAction::ShowAudit { org: Some(org), .. } => ("audit.show", Some(org), Access::Read),
-        AdminAction::ShowAudit { org: None, .. } => ("audit.show", None, Access::Operator),
-        AdminAction::ExportSubject { org, .. } => ("subject.export", Some(org), Access::Read),
-        AdminAction::EraseSubject { org, .. } => ("subject.erase", Some(org), Access::Write),
-        AdminAction::DeleteOrg { org, .. } => ("org.delete", Some(org), Access::Write),
-        AdminAction::SetDataPolicy { org, .. } => ("data-policy.set", Some(org), Access::Write),
-        AdminAction::SetLocationHistory { org, .. } => ("location-history.set", Some(org), Access::Write),
-        AdminAction::SetRetention { org, .. } => ("retention.set", Some(org), Access::Write),
-        _ => ("unknown", None, Access::Operator),
+        AdminAction::StartCapture { org, device, .. } => ("capture.start", Some(org), Some(device), Access::Capture),
+        AdminAction::StopCapture { org, device, .. } => ("capture.stop", Some(org), Some(device), Access::Capture),
+        AdminAction::ConnectedDevices { org } => ("devices.list", Some(org), None, Access::Service),
+        AdminAction::CaptureStatus { org, device, .. } => ("capture.status", Some(org), Some(device), Access::Capture),
+        AdminAction::SetConsent { org, .. } => ("consent.set", Some(org), None, Access::Write),
+        AdminAction::GrantSupport { org, .. } => ("support.grant", Some(org), None, Access::Grant),
+        AdminAction::RevokeSupport { org } => ("support.revoke", Some(org), None, Access::Write),
+        AdminAction::OrgStatus { org } => ("org.status", Some(org), None, Access::Service),
+        AdminAction::VerifyAudit => ("audit.verify", None, None, Access::Operator),
+        AdminAction::ShowAudit { org: Some(org), .. } => ("audit.show", Some(org), None, Access::Service),
+        AdminAction::ShowAudit { org: None, .. } => ("audit.show", None, None, Access::Operator),
+        AdminAction::ExportSubject { org, .. } => ("subject.export", Some(org), None, Access::Read(GrantKind::Exports)),
+        AdminAction::EraseSubject { org, .. } => ("subject.erase", Some(org), None, Access::Write),
+        AdminAction::CorrectSubject { org, .. } => ("subject.correct", Some(org), None, Access::Write),
+        AdminAction::BlockSubject { org, .. } => ("subject.block", Some(org), None, Access::Write),
+        AdminAction::UnblockSubject { org, .. } => ("subject.unblock", Some(org), None, Access::Write),
+        // Names the subjects: read like a subject export.
+        AdminAction::BlockedSubjects { org } => ("subject.blocked", Some(org), None, Access::Read(GrantKind::Exports)),
+        AdminAction::DeleteOrg { org, .. } => ("org.delete", Some(org), None, Access::Write),
+        AdminAction::SetDataPolicy { org, .. } => ("data-policy.set", Some(org), None, Access::Write),
+        AdminAction::SetLocationHistory { org, .. } => ("location-history.set", Some(org), None, Access::Write),
+        AdminAction::SetRetention { org, .. } => ("retention.set", Some(org), None, Access::Write),
+        AdminAction::SetWanDestinations { org, .. } => ("wan-destinations.set", Some(org), None, Access::Write),
+        // The device's state, not people's data, and changes nothing:
+        // under a grant (devices are part of every grant) for support and
+        // operators, as for the organisation's other reads.
+        AdminAction::RequestDiagnostics { org, device } => {
+            ("diagnostics.request", Some(org), Some(device), Access::Read(GrantKind::Devices))
+        }
+        _ => ("unknown", None, None, Access::Operator),
     }
 }
 
@@ -275,6 +377,65 @@ impl AdminContext {
         ))
     }
 
+    /// Blocks or unblocks a subject and tells the organisation's connected
+    /// devices the new list.
+    fn set_blocked(&self, org: &OrgId, subject: &glimpse_common::wire::admin::Subject, block: bool) -> Performed {
+        // Named by a keyed tag, as an erase is: the audit log outlives an
+        // unblock and an erase, and must not keep who it was.
+        let tag = self.store.audit().subject_tag(&subject.to_string());
+        let (changed, list) = match self.store.policies().set_blocked(org, subject, block) {
+            Ok(done) => done,
+            Err(e @ glimpse_store::control::PolicyError::BlockListFull(_)) => {
+                return Err((refusal(RefusalKind::Conflict, e.to_string()), tag))
+            }
+            Err(e) => return Err((refusal(RefusalKind::Unavailable, format!("block list not changed: {e}")), tag)),
+        };
+        let told = self.directory.publish(org, OrgDirectives::of(&self.store.policies().get(org)));
+        let detail = format!(
+            "{tag} {}{}, {} subjects blocked, {told} connected devices told",
+            if block { "blocked" } else { "unblocked" },
+            if changed { "" } else { " (unchanged)" },
+            list.len()
+        );
+        let reply = AdminReply::BlockChanged {
+            blocked: block,
+            changed,
+            blocked_subjects: u32::try_from(list.len()).unwrap_or(u32::MAX),
+            devices_told: u32::try_from(told).unwrap_or(u32::MAX),
+        };
+        Ok((reply, detail))
+    }
+
+    /// Replaces one of a subject's values in every stored record about them.
+    fn correct_subject(
+        &self,
+        org: &OrgId,
+        subject: &glimpse_common::wire::admin::Subject,
+        field: glimpse_common::wire::admin::CorrectableField,
+        value: &str,
+    ) -> Performed {
+        let tag = self.store.audit().subject_tag(&subject.to_string());
+        if value.chars().any(char::is_control) {
+            return Err((refusal(RefusalKind::Invalid, "the corrected value holds control characters"), tag));
+        }
+        match glimpse_store::subject::correct_subject(&self.store, org, subject, field, value) {
+            // The audit log keeps neither the subject nor either value: the
+            // old one is what was wrong, the new one is as personal.
+            Ok(done) => Ok((
+                AdminReply::SubjectCorrected {
+                    records: done.records,
+                    values: done.values,
+                    segments_rewritten: done.segments_rewritten,
+                },
+                format!(
+                    "{tag}: {field} corrected, {} values in {} metadata records, {} segments rewritten",
+                    done.values, done.records, done.segments_rewritten
+                ),
+            )),
+            Err(e) => Err((refusal(RefusalKind::Unavailable, format!("correction failed: {e}")), tag)),
+        }
+    }
+
     /// Appends to the audit log; a failure is logged loudly, since the
     /// action itself has already happened.
     pub fn audit(&self, actor: &str, action: &str, org: Option<&OrgId>, outcome: AuditOutcome, detail: &str) {
@@ -296,12 +457,13 @@ impl AdminContext {
 
     /// Whether `actor` may do `action` (its audit name) on `org` with
     /// `access`; a refusal is audited. For the API's own actions (tokens,
-    /// identities, export) that are not an [`AdminAction`]; `writes` says
-    /// whether it changes something (read-only tokens may not).
+    /// identities, export, views) that are not an [`AdminAction`]; `writes`
+    /// says whether it changes something (read-only tokens may not).
     ///
-    /// What support staff are allowed is audited too, reads included: an
-    /// organisation sees everything support did under its grant (the
-    /// support-activity endpoint files these entries per grant).
+    /// Whatever is allowed under a support grant is audited too, reads
+    /// included, naming the grant: an organisation sees everything support
+    /// staff and operators did under its grant (the support-activity
+    /// endpoint files these entries per grant).
     pub fn permit(
         &self,
         actor: &Actor,
@@ -309,13 +471,28 @@ impl AdminContext {
         org: Option<&OrgId>,
         access: Access,
         writes: bool,
-    ) -> Result<(), Refusal> {
-        self.authorise(actor, action, org, access, writes)?;
-        if actor.identity.role == AdminRole::Support {
-            self.audit(&actor.audit_name(), action, org, AuditOutcome::Done, "allowed under the support grant");
+    ) -> Result<Permit, Refusal> {
+        self.permit_device(actor, action, org, None, access, writes)
+    }
+
+    /// [`permit`](Self::permit) for a request about one device, which a
+    /// grant limited to devices must name.
+    pub fn permit_device(
+        &self,
+        actor: &Actor,
+        action: &str,
+        org: Option<&OrgId>,
+        device: Option<&DeviceId>,
+        access: Access,
+        writes: bool,
+    ) -> Result<Permit, Refusal> {
+        let (permit, grant) = self.authorise(actor, action, org, device, access, writes)?;
+        if permit.basis == Basis::Grant {
+            let detail = format!("allowed under {}", grant.unwrap_or_default());
+            self.audit(&actor.audit_name(), action, org, AuditOutcome::Done, &detail);
             self.support_used(actor, action, org);
         }
-        Ok(())
+        Ok(permit)
     }
 
     /// Raises the alert that support staff used a grant (one per support
@@ -323,7 +500,8 @@ impl AdminContext {
     fn support_used(&self, actor: &Actor, action: &str, org: Option<&OrgId>) {
         let Some(org) = org else { return };
         let name = actor.identity.name.as_str();
-        let summary = format!("support staff {name} used the support grant of {org} ({action})");
+        let who = if actor.identity.role == AdminRole::Operator { "operator" } else { "support staff" };
+        let summary = format!("{who} {name} used the support grant of {org} ({action})");
         let alert = crate::alerts::Alert::new(
             crate::alerts::AlertKind::SupportAccess,
             crate::alerts::Severity::Notice,
@@ -363,53 +541,76 @@ impl AdminContext {
         self.alerts.raise(alert.org(org.as_str()).subject(&subject));
     }
 
-    /// [`permit`](Self::permit) without the support entry, for
-    /// [`execute`](Self::execute), which audits every outcome itself.
+    /// [`permit`](Self::permit) without the grant's entry, for
+    /// [`execute`](Self::execute), which audits every outcome itself; with
+    /// the grant's name when it rests on one.
     fn authorise(
         &self,
         actor: &Actor,
         action: &str,
         org: Option<&OrgId>,
+        device: Option<&DeviceId>,
         access: Access,
         writes: bool,
-    ) -> Result<(), Refusal> {
-        let support_active = org.is_some_and(|o| self.store.policies().support_active(o, self.now()));
+    ) -> Result<(Permit, Option<String>), Refusal> {
+        let now = self.now();
+        let policy = org.map(|o| self.store.policies().get(o));
+        let grant = policy.as_ref().filter(|p| p.support_active(now)).map(|p| GrantInForce {
+            scope: &p.support_scope,
+            granted_at_ms: p.support_granted_at_ms,
+            until_ms: p.support_until_ms.unwrap_or(now),
+        });
         let allowed = if actor.read_only && writes {
             Err("this API token is read-only".to_owned())
         } else {
-            authorize(&actor.identity, access, org, support_active)
+            authorize(&actor.identity, access, org, device, grant)
         };
-        allowed.map_err(|reason| {
-            self.audit(&actor.audit_name(), action, org, AuditOutcome::Refused, &reason);
-            refusal(RefusalKind::Forbidden, reason)
-        })
+        match allowed {
+            Ok(basis) => {
+                let grant_in_force = grant.filter(|_| basis == Basis::Grant);
+                let devices = grant_in_force.filter(|g| g.scope.limited()).map(|g| g.scope.devices().to_vec());
+                let name = grant_in_force.zip(org).map(|(g, org)| g.name(org));
+                Ok((Permit { basis, devices }, name))
+            }
+            Err(reason) => {
+                self.audit(&actor.audit_name(), action, org, AuditOutcome::Refused, &reason);
+                Err(refusal(RefusalKind::Forbidden, reason))
+            }
+        }
     }
 
     /// Authorises, acts, and audits one request: the reply, or why not.
-    /// Every outcome, allowed or refused, is in the audit log.
+    /// Every outcome, allowed or refused, is in the audit log; what rests
+    /// on a support grant names the grant.
     pub fn execute(&self, actor: &Actor, action: AdminAction) -> Result<AdminReply, Refusal> {
-        let (name, org, access) = describe(&action);
+        let (name, org, device, access) = describe(&action);
         let org = org.cloned();
+        let device = device.cloned();
         let actor_name = actor.audit_name();
-        self.authorise(actor, name, org.as_ref(), access, changes(&action))?;
-        match self.perform(action) {
+        let (permit, grant) = self.authorise(actor, name, org.as_ref(), device.as_ref(), access, changes(&action))?;
+        let under = |detail: &str| match &grant {
+            Some(grant) if detail.is_empty() => format!("under {grant}"),
+            Some(grant) => format!("{detail}; under {grant}"),
+            None => detail.to_owned(),
+        };
+        match self.perform(action, &permit) {
             Ok((reply, detail)) => {
-                self.audit(&actor_name, name, org.as_ref(), AuditOutcome::Done, &detail);
-                if actor.identity.role == AdminRole::Support {
+                self.audit(&actor_name, name, org.as_ref(), AuditOutcome::Done, &under(&detail));
+                if permit.basis == Basis::Grant {
                     self.support_used(actor, name, org.as_ref());
                 }
                 self.decision_changed(&actor_name, org.as_ref(), &reply);
                 Ok(reply)
             }
             Err((refusal, _)) => {
-                self.audit(&actor_name, name, org.as_ref(), AuditOutcome::Refused, &refusal.reason);
+                self.audit(&actor_name, name, org.as_ref(), AuditOutcome::Refused, &under(&refusal.reason));
                 Err(refusal)
             }
         }
     }
 
     /// Does an authorised action; returns the reply and the audit detail.
-    fn perform(&self, action: AdminAction) -> Performed {
+    fn perform(&self, action: AdminAction, permit: &Permit) -> Performed {
         match action {
             AdminAction::StartCapture { org, device, interface, filter, duration_secs, max_packets } => {
                 if duration_secs == 0 || max_packets == 0 {
@@ -439,6 +640,32 @@ impl AdminContext {
                     Err(e) => Err((refusal(RefusalKind::Conflict, e.to_string()), detail)),
                 }
             }
+            AdminAction::RequestDiagnostics { org, device } => {
+                let now = self.now();
+                let version = self
+                    .directory
+                    .device_detail(&org, &device, None, now)
+                    .filter(|detail| detail.connected)
+                    .and_then(|detail| detail.agent_version);
+                let Some(version) = version else {
+                    return refused(RefusalKind::Conflict, format!("device {device} of {org} is not connected"));
+                };
+                // Same range as capture ids: exact as a JSON number.
+                let id = rand::random::<u64>() >> 11;
+                let message = ControlMessage::CollectDiagnostics { id };
+                if !glimpse_common::wire::agent_decodes(&version, &message) {
+                    let (major, minor, patch) = message.first_agent_release();
+                    return refused(
+                        RefusalKind::Conflict,
+                        format!("device {device} runs agent {version}; diagnostic bundles need {major}.{minor}.{patch} or later"),
+                    );
+                }
+                let detail = format!("device {device} id {id}");
+                match self.directory.send(&org, &device, message) {
+                    Ok(()) => Ok((AdminReply::DiagnosticsRequested { id }, detail)),
+                    Err(e) => Err((refusal(RefusalKind::Conflict, e.to_string()), detail)),
+                }
+            }
             AdminAction::StopCapture { org, device, id } => {
                 match self.directory.send(&org, &device, ControlMessage::StopCapture { id }) {
                     Ok(()) => Ok((AdminReply::CaptureStopRequested, format!("device {device} id {id}"))),
@@ -446,7 +673,8 @@ impl AdminContext {
                 }
             }
             AdminAction::ConnectedDevices { org } => {
-                let devices = self.directory.connected(&org);
+                let mut devices = self.directory.connected(&org);
+                devices.retain(|d| permit.covers(d));
                 let detail = format!("{} devices", devices.len());
                 Ok((AdminReply::Devices(BoundedVec::truncating(devices)), detail))
             }
@@ -471,11 +699,11 @@ impl AdminContext {
                     detail,
                 ))
             }
-            AdminAction::GrantSupport { org, hours } => {
-                match self.store.policies().grant_support(&org, hours, self.now()) {
+            AdminAction::GrantSupport { org, hours, scope } => {
+                match self.store.policies().grant_support(&org, hours, &scope, self.now()) {
                     Ok(until_ms) => Ok((
                         AdminReply::SupportGranted { until_ms },
-                        format!("{hours} hours, until {}", glimpse_store::export::format_time(until_ms)),
+                        format!("{hours} hours, until {}, {scope}", glimpse_store::export::format_time(until_ms)),
                     )),
                     Err(e) => refused(RefusalKind::Invalid, e.to_string()),
                 }
@@ -596,6 +824,16 @@ impl AdminContext {
                     Err(e) => Err((refusal(RefusalKind::Unavailable, format!("erase failed: {e}")), tag)),
                 }
             }
+            AdminAction::CorrectSubject { org, subject, field, value } => {
+                self.correct_subject(&org, &subject, field, value.as_str())
+            }
+            AdminAction::BlockSubject { org, subject } => self.set_blocked(&org, &subject, true),
+            AdminAction::UnblockSubject { org, subject } => self.set_blocked(&org, &subject, false),
+            AdminAction::BlockedSubjects { org } => {
+                let blocked = self.store.policies().get(&org).blocked;
+                let detail = format!("{} subjects blocked", blocked.len());
+                Ok((AdminReply::BlockedSubjects(blocked), detail))
+            }
             AdminAction::SetDataPolicy { org, omit, pseudonymise_macs, strict_headers } => {
                 let policies = self.store.policies();
                 let mut policy = match policies.set_data_policy(&org, &omit, pseudonymise_macs) {
@@ -641,6 +879,26 @@ impl AdminContext {
             AdminAction::SetRetention { org, metadata_days, capture_days } => {
                 self.set_retention(&org, metadata_days, capture_days)
             }
+            AdminAction::SetWanDestinations { org, on } => {
+                let policies = self.store.policies();
+                match policies.set_wan_destinations(&org, on) {
+                    Ok(changed) => {
+                        let told = self.directory.publish(&org, OrgDirectives::of(&policies.get(&org)));
+                        let reply = AdminReply::WanDestinationsSet {
+                            on,
+                            changed,
+                            devices_told: u32::try_from(told).unwrap_or(u32::MAX),
+                        };
+                        let detail = format!(
+                            "WAN destinations {}{}, {told} connected devices told",
+                            if on { "collected" } else { "not collected" },
+                            if changed { "" } else { " (unchanged)" }
+                        );
+                        Ok((reply, detail))
+                    }
+                    Err(e) => refused(RefusalKind::Unavailable, format!("WAN destinations not changed: {e}")),
+                }
+            }
             AdminAction::DeleteOrg { org, confirm } => {
                 if org != confirm {
                     return refused(RefusalKind::Invalid, "the confirmation does not repeat the organisation's name");
@@ -671,20 +929,50 @@ mod tests {
         let operator = AdminIdentity::new(name.clone(), AdminRole::Operator, None).unwrap();
         let org_admin = AdminIdentity::new(name.clone(), AdminRole::OrgAdmin, Some(acme.clone())).unwrap();
         let support = AdminIdentity::new(name, AdminRole::Support, Some(acme.clone())).unwrap();
-        for access in [Access::Read, Access::Write, Access::Operator] {
-            assert!(authorize(&operator, access, Some(&other), false).is_ok());
+        let everything = GrantScope::new(GrantKind::ALL, []).unwrap();
+        let all = GrantInForce { scope: &everything, granted_at_ms: Some(0), until_ms: 10 };
+        let old = GrantScope::default();
+        let default = GrantInForce { scope: &old, granted_at_ms: None, until_ms: 10 };
+        let metadata = Access::Read(GrantKind::Metadata);
+        // Operators run the service, and read data only under a grant.
+        for access in [Access::Service, Access::Write, Access::Operator] {
+            assert_eq!(authorize(&operator, access, Some(&other), None, None), Ok(Basis::Role));
         }
-        assert!(authorize(&operator, Access::Operator, None, false).is_ok());
-        assert!(authorize(&org_admin, Access::Write, Some(&acme), false).is_ok());
-        assert!(authorize(&org_admin, Access::Read, Some(&other), true)
+        assert!(authorize(&operator, metadata, Some(&acme), None, None).unwrap_err().contains("only under a grant"));
+        assert_eq!(authorize(&operator, metadata, Some(&acme), None, Some(all)), Ok(Basis::Grant));
+        assert!(authorize(&operator, Access::Capture, Some(&acme), None, Some(default))
+            .unwrap_err()
+            .contains("does not include captures"));
+        assert!(authorize(&operator, Access::Grant, Some(&acme), None, None).unwrap_err().contains("only the admins"));
+        // Org-admins: everything of their own organisation, nothing else.
+        for access in [Access::Service, metadata, Access::Capture, Access::Write, Access::Grant] {
+            assert_eq!(authorize(&org_admin, access, Some(&acme), None, None), Ok(Basis::Role));
+        }
+        assert!(authorize(&org_admin, metadata, Some(&other), None, Some(all))
             .unwrap_err()
             .contains("may not act on organisation other"));
-        assert!(authorize(&org_admin, Access::Operator, None, false).unwrap_err().contains("only operators"));
-        // Support: reads of its own organisation, only under a grant.
-        assert!(authorize(&support, Access::Read, Some(&acme), false).unwrap_err().contains("grant"));
-        assert!(authorize(&support, Access::Read, Some(&acme), true).is_ok());
-        assert!(authorize(&support, Access::Write, Some(&acme), true).unwrap_err().contains("read-only"));
-        assert!(authorize(&support, Access::Read, Some(&other), true).unwrap_err().contains("only"));
-        assert!(authorize(&support, Access::Operator, None, true).is_err());
+        assert!(authorize(&org_admin, Access::Operator, None, None, None).unwrap_err().contains("only operators"));
+        // Support: its own organisation, only under a grant, within its scope.
+        assert!(authorize(&support, Access::Service, Some(&acme), None, None).unwrap_err().contains("grant"));
+        assert_eq!(authorize(&support, Access::Service, Some(&acme), None, Some(default)), Ok(Basis::Grant));
+        assert_eq!(authorize(&support, Access::Capture, Some(&acme), None, Some(all)), Ok(Basis::Grant));
+        assert!(authorize(&support, Access::Capture, Some(&acme), None, Some(default))
+            .unwrap_err()
+            .contains("captures"));
+        assert!(authorize(&support, Access::Write, Some(&acme), None, Some(all)).unwrap_err().contains("read-only"));
+        assert!(authorize(&support, Access::Grant, Some(&acme), None, Some(all)).unwrap_err().contains("read-only"));
+        assert!(authorize(&support, metadata, Some(&other), None, Some(all)).unwrap_err().contains("only"));
+        assert!(authorize(&support, Access::Operator, None, None, Some(all)).is_err());
+        // A grant limited to devices covers only those.
+        let ap1 = DeviceId::new("ap-1").unwrap();
+        let ap2 = DeviceId::new("ap-2").unwrap();
+        let one = GrantScope::new([GrantKind::Metadata], [ap1.clone()]).unwrap();
+        let limited = GrantInForce { scope: &one, granted_at_ms: Some(0), until_ms: 10 };
+        assert_eq!(authorize(&support, metadata, Some(&acme), Some(&ap1), Some(limited)), Ok(Basis::Grant));
+        assert!(authorize(&support, metadata, Some(&acme), Some(&ap2), Some(limited))
+            .unwrap_err()
+            .contains("does not include device ap-2"));
+        assert!(authorize(&operator, metadata, Some(&acme), Some(&ap2), Some(limited)).is_err());
+        assert!(limited.name(&acme).starts_with("the support grant of acme given "));
     }
 }

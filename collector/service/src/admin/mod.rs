@@ -18,4 +18,6 @@
 
 mod actions;
 
-pub use actions::{actor_name, authorize, Access, Actor, ActorVia, AdminContext, Refusal, RefusalKind};
+pub use actions::{
+    actor_name, authorize, Access, Actor, ActorVia, AdminContext, Basis, GrantInForce, Permit, Refusal, RefusalKind,
+};

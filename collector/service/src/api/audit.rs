@@ -100,7 +100,7 @@ pub async fn audit(
     let (search, limit) = search_of(query)?;
     blocking(move || {
         let context = &state.context;
-        let access = if scope.is_some() { Access::Read } else { Access::Operator };
+        let access = if scope.is_some() { Access::Service } else { Access::Operator };
         context.permit(&actor, "audit.show", scope.as_ref(), access, false)?;
         let found = context.store.audit().search(&search, limit).map_err(unreadable)?;
         let full = found.len() == limit;
@@ -130,9 +130,27 @@ fn is_support(actor: &str) -> bool {
     actor.contains("(support of ") || actor.contains("(support)") || actor.contains("(support,")
 }
 
+/// Whether an entry's detail says it rested on a support grant, or was
+/// refused for want of one (operators' reads of the organisation's data;
+/// support staff are recognised by name).
+fn under_grant(detail: &str) -> bool {
+    detail.contains("under the support grant of ")
+        || detail.contains("only under a grant from the organisation")
+        || detail.contains("the support grant of ")
+}
+
 /// The grant hours from a `support.grant` entry's detail (`"4 hours, until …"`).
 fn granted_hours(detail: &str) -> Option<u32> {
     detail.split_once(' ').and_then(|(n, rest)| rest.starts_with("hours").then(|| n.parse().ok()).flatten())
+}
+
+/// The scope from a `support.grant` entry's detail (`"4 hours, until
+/// <time>, devices, metadata on all devices"`); `None` for an entry written
+/// before grants had a scope.
+fn granted_scope(detail: &str) -> Option<String> {
+    let (_, rest) = detail.split_once(", until ")?;
+    let (_, scope) = rest.split_once(", ")?;
+    Some(scope.to_owned())
 }
 
 /// Folds an organisation's audit entries, oldest first, into its grants
@@ -159,6 +177,7 @@ impl GrantFolder {
                     granted_at_ms: e.at_ms,
                     granted_by: e.actor,
                     hours,
+                    scope: granted_scope(&e.detail),
                     until_ms: e.at_ms.saturating_add(i64::from(hours) * 3_600_000),
                     ended_at_ms: None,
                     ended_by: None,
@@ -168,7 +187,7 @@ impl GrantFolder {
                 });
             }
             "support.revoke" if done => self.end_open(e.at_ms, &e.actor),
-            _ if is_support(&e.actor) => {
+            _ if is_support(&e.actor) || under_grant(&e.detail) => {
                 let at = e.at_ms;
                 match self.grants.back_mut().filter(|g| g.ended_at_ms.is_none() && at < g.until_ms) {
                     Some(grant) if grant.actions.len() < MAX_GRANT_ACTIONS => grant.actions.push(entry(e)),
@@ -221,7 +240,7 @@ pub async fn support_activity(
     let id = org(&name)?;
     blocking(move || {
         let context = &state.context;
-        context.permit(&actor, "support.activity", Some(&id), Access::Read, false)?;
+        context.permit(&actor, "support.activity", Some(&id), Access::Service, false)?;
         let mut folder = GrantFolder::default();
         context
             .store
@@ -263,6 +282,7 @@ mod tests {
     const H: i64 = 3_600_000;
     const ADMIN: &str = "console:alice (org-admin of acme, session 1)";
     const SUPPORT: &str = "token:sam (support of acme, id 2)";
+    const OPERATOR: &str = "admin:olga (operator)";
 
     #[test]
     fn support_requests_are_filed_under_the_grant_in_force() {
@@ -279,10 +299,13 @@ mod tests {
         f.push(stored(8, 2 * H + 1, SUPPORT, "devices.list", Refused, "no grant"));
         f.push(stored(9, 3 * H, ADMIN, "support.grant", Refused, "too long"));
         f.push(stored(10, 3 * H, ADMIN, "support.grant", Done, "1 hours, until z"));
+        f.push(stored(11, 3 * H + 1, OPERATOR, "devices.latest", Done, "allowed under the support grant of acme …"));
+        f.push(stored(12, 3 * H + 2, OPERATOR, "org.status", Done, ""));
         let a = f.finish("acme".into(), 3 * H + 5);
         assert_eq!(a.grants.iter().map(|g| g.granted_seq).collect::<Vec<_>>(), vec![10, 5, 2]);
         let [now, second, first] = &a.grants[..] else { panic!("three grants") };
-        assert!(now.active && now.actions.is_empty() && now.until_ms == 4 * H);
+        assert!(now.active && now.until_ms == 4 * H);
+        assert_eq!(now.actions.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![11], "an operator's read under it");
         assert_eq!((second.ended_at_ms, second.hours), (Some(2 * H), 2));
         assert_eq!(second.actions.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![6]);
         assert_eq!(first.ended_at_ms, Some(H));
@@ -311,5 +334,10 @@ mod tests {
         assert!(is_support("admin:sam (support of acme)") && !is_support(ADMIN));
         assert_eq!(granted_hours("12 hours, until 2026"), Some(12));
         assert_eq!(granted_hours("garbage"), None);
+        assert_eq!(
+            granted_scope("2 hours, until 2026-12-07T10:00:00Z, devices, captures on devices ap-1").as_deref(),
+            Some("devices, captures on devices ap-1")
+        );
+        assert_eq!(granted_scope("4 hours, until 2026-12-07T10:00:00Z"), None, "a grant from before scopes");
     }
 }

@@ -73,10 +73,12 @@ pub async fn list_devices(
 ) -> Result<Json<DeviceDetails>, ApiError> {
     let org = org(&query.org)?;
     blocking(move || {
-        state.context.permit(&actor, "devices.list", Some(&org), Access::Read, false)?;
+        let permit = state.context.permit(&actor, "devices.list", Some(&org), Access::Service, false)?;
         let context = &state.context;
-        let devices =
+        let mut devices =
             crate::ingest::device_details(&context.store, &context.directory, &org).map_err(registry_error)?;
+        // A grant limited to devices shows only those.
+        devices.retain(|d| glimpse_common::identity::DeviceId::new(&d.device).is_ok_and(|id| permit.covers(&id)));
         Ok(Json(DeviceDetails { devices }))
     })
     .await
@@ -95,7 +97,7 @@ pub async fn show_device(
     let device = glimpse_common::identity::DeviceId::new(&device_name)
         .map_err(|e| ApiError::bad_request(format!("device {device_name:?}: {e}")))?;
     blocking(move || {
-        state.context.permit(&actor, "devices.show", Some(&org), Access::Read, false)?;
+        state.context.permit_device(&actor, "devices.show", Some(&org), Some(&device), Access::Service, false)?;
         let context = &state.context;
         crate::ingest::device_detail(&context.store, &context.directory, &org, &device)
             .map_err(registry_error)?

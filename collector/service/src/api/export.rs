@@ -7,8 +7,9 @@
 //! reader instead of filling memory: at most that many chunks are queued.
 //! A client that takes nothing for [`STALL_LIMIT`] ends its export, and at
 //! most [`MAX_CONCURRENT_EXPORTS`] run at once (more get `429`). Who may
-//! export is the usual read access: operators, the organisation's admins,
-//! support during an active grant; the download is audited as
+//! export: the organisation's admins, and support staff and operators
+//! under its active grant if that includes the kind (metadata or
+//! captures) and the devices; the download is audited as
 //! `data.export` when it ends (also when the client stopped it).
 
 use std::io;
@@ -32,7 +33,9 @@ use super::auth::{Authenticated, QueryArgs};
 use super::problem::ApiError;
 use super::routes::{org, PathArgs};
 use super::ApiState;
-use crate::admin::Access;
+use crate::admin::{Access, Permit};
+use glimpse_common::wire::admin::GrantKind;
+use glimpse_store::audit::AuditOutcome;
 
 /// Chunks queued between the reader and the client at most.
 pub const CHANNEL_CHUNKS: usize = 4;
@@ -118,13 +121,29 @@ pub async fn export(
     QueryArgs(params): QueryArgs<ExportParams>,
 ) -> Result<Response, ApiError> {
     let id = org(&name)?;
-    let request = export_request(id.clone(), &params)?;
+    let mut request = export_request(id.clone(), &params)?;
     let context = state.context.clone();
     let who = actor.clone();
     let permit_org = id.clone();
-    tokio::task::spawn_blocking(move || context.permit(&who, "data.export", Some(&permit_org), Access::Read, false))
-        .await
-        .map_err(|_| ApiError::internal("authorisation failed unexpectedly; see the collector's log"))??;
+    let kind = if request.kind == DataKind::Capture { GrantKind::Captures } else { GrantKind::Metadata };
+    let asked = request.devices.clone();
+    let permit = tokio::task::spawn_blocking(move || -> Result<Permit, ApiError> {
+        let permit = context.permit(&who, "data.export", Some(&permit_org), Access::Read(kind), false)?;
+        // Under a grant limited to devices, every device asked for must be
+        // one of them.
+        if let Some(device) = asked.iter().find(|d| !permit.covers(d)) {
+            let reason = format!("the support grant of {permit_org} does not include device {device}");
+            context.audit(&who.audit_name(), "data.export", Some(&permit_org), AuditOutcome::Refused, &reason);
+            return Err(ApiError::forbidden(reason));
+        }
+        Ok(permit)
+    })
+    .await
+    .map_err(|_| ApiError::internal("authorisation failed unexpectedly; see the collector's log"))??;
+    // Asking for no device is asking for every device the grant covers.
+    if let (Some(devices), true) = (permit.devices, request.devices.is_empty()) {
+        request.devices = devices;
+    }
     let slot = RUNNING.try_acquire().map_err(|_| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,

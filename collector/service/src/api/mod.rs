@@ -25,6 +25,7 @@ pub mod audit;
 pub mod auth;
 pub mod console;
 pub mod devices;
+pub mod diagnostics;
 pub mod export;
 pub mod health;
 pub mod limiter;
@@ -180,6 +181,7 @@ pub fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(routes::grant_support, routes::revoke_support))
         .routes(routes!(routes::set_data_policy))
         .routes(routes!(routes::set_location_history))
+        .routes(routes!(routes::set_wan_destinations))
         .routes(routes!(routes::set_retention))
         .routes(routes!(routes::devices))
         .routes(routes!(routes::start_capture, routes::list_captures))
@@ -187,6 +189,10 @@ pub fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(routes::stop_capture))
         .routes(routes!(routes::export_subject))
         .routes(routes!(routes::erase_subject))
+        .routes(routes!(routes::correct_subject))
+        .routes(routes!(routes::block_subject))
+        .routes(routes!(routes::unblock_subject))
+        .routes(routes!(routes::blocked_subjects))
         .routes(routes!(export::export))
         .routes(routes!(audit::audit))
         .routes(routes!(audit::support_activity))
@@ -203,6 +209,7 @@ pub fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(devices::revoke_admin))
         .routes(routes!(views::device_rates))
         .routes(routes!(views::device_latest))
+        .routes(routes!(diagnostics::request_diagnostics, diagnostics::list_diagnostics))
         .routes(routes!(views::capture_packets))
         .routes(routes!(views::list_orgs))
         .routes(routes!(views::overview))

@@ -13,7 +13,7 @@ use glimpse_api::*;
 use glimpse_common::bounded::{BoundedString, BoundedVec};
 use glimpse_common::identity::{AdminName, AdminRole, DeviceId, OrgId};
 use glimpse_common::record::DataKind;
-use glimpse_common::wire::admin::{AdminAction, AdminReply, Subject};
+use glimpse_common::wire::admin::{AdminAction, AdminReply, GrantKind, GrantScope, Subject, MAX_GRANT_DEVICES};
 use glimpse_common::wire::CaptureOutcome;
 
 use super::auth::{Authenticated, JsonBody};
@@ -72,7 +72,7 @@ pub async fn act(state: &ApiState, actor: Actor, action: AdminAction) -> Result<
         .map_err(ApiError::from)
 }
 
-fn unexpected(reply: AdminReply) -> ApiError {
+pub(crate) fn unexpected(reply: AdminReply) -> ApiError {
     tracing::error!(?reply, "admin action gave an unexpected reply");
     ApiError::internal("unexpected reply; see the collector's log")
 }
@@ -126,13 +126,24 @@ pub async fn org_status(
                 DataKind::ALL.iter().map(|k| (k.to_string(), store.retention().choice_max(&id, *k))).collect();
             let (store, org_id) = (state.context.store.clone(), id.clone());
             let consent = blocking(move || Ok(super::views::consent_change(&store, &org_id))).await?;
+            let policy = state.context.store.policies().get(&id);
+            let (support_kinds, support_devices) = match support_until_ms {
+                Some(_) => (
+                    policy.support_scope.kinds().iter().map(|k| k.as_str().to_owned()).collect(),
+                    policy.support_scope.devices().iter().map(|d| d.as_str().to_owned()).collect(),
+                ),
+                None => (Vec::new(), Vec::new()),
+            };
             Ok(Json(OrgStatus {
                 org: name,
                 capture_consent,
                 support_until_ms,
+                support_kinds,
+                support_devices,
                 omitted_fields: omitted_fields.iter().map(|f| f.as_str().to_owned()).collect(),
                 pseudonymise_macs,
                 location_history: state.context.store.policies().get(&id).location_history,
+                wan_destinations: state.context.store.policies().get(&id).wan_destinations,
                 strict_headers,
                 connected_devices,
                 retention_days,
@@ -185,7 +196,32 @@ pub async fn set_consent(
     }
 }
 
-/// Let support staff read the organisation's data for some hours.
+/// A grant's scope from the request: the default when no kinds are named;
+/// an unknown kind or device name is refused, never ignored.
+pub(crate) fn grant_scope(kinds: Option<&[String]>, devices: &[String]) -> Result<GrantScope, ApiError> {
+    if devices.len() > MAX_GRANT_DEVICES {
+        return Err(ApiError::bad_request(format!("devices: at most {MAX_GRANT_DEVICES}")));
+    }
+    let devices = devices.iter().map(|d| device(d)).collect::<Result<Vec<_>, _>>()?;
+    let kinds = match kinds {
+        None => GrantScope::default().kinds().to_vec(),
+        Some(names) if names.len() > GrantKind::ALL.len() * 4 => {
+            return Err(ApiError::bad_request("kinds: too many"));
+        }
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                GrantKind::parse(n).ok_or_else(|| {
+                    ApiError::bad_request(format!("kind {n:?}: use devices, metadata, captures or exports"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    GrantScope::new(kinds, devices).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// Let support staff (and operators) see the organisation's data for some
+/// hours: the kinds and devices the request names.
 #[utoipa::path(post, path = "/api/v1/orgs/{org}/support", tag = "organisations",
     params(("org" = String, Path, description = "The organisation")),
     request_body = SupportGrantRequest,
@@ -196,7 +232,8 @@ pub async fn grant_support(
     PathArgs(name): PathArgs<String>,
     JsonBody(body): JsonBody<SupportGrantRequest>,
 ) -> Result<Json<SupportGranted>, ApiError> {
-    match act(&state, actor, AdminAction::GrantSupport { org: org(&name)?, hours: body.hours }).await? {
+    let scope = grant_scope(body.kinds.as_deref(), &body.devices)?;
+    match act(&state, actor, AdminAction::GrantSupport { org: org(&name)?, hours: body.hours, scope }).await? {
         AdminReply::SupportGranted { until_ms } => Ok(Json(SupportGranted { until_ms })),
         other => Err(unexpected(other)),
     }
@@ -265,6 +302,28 @@ pub async fn set_location_history(
 ) -> Result<Json<LocationHistorySet>, ApiError> {
     match act(&state, actor, AdminAction::SetLocationHistory { org: org(&name)?, keep: body.keep }).await? {
         AdminReply::LocationHistorySet { keep, changed } => Ok(Json(LocationHistorySet { keep, changed })),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Choose whether the organisation's gateways report WAN destinations:
+/// sessions per client and destination address, protocol and port, with
+/// site names from the gateway's DNS resolver. Off by default: devices do
+/// not collect them and such records are dropped on arrival.
+#[utoipa::path(put, path = "/api/v1/orgs/{org}/wan-destinations", tag = "organisations",
+    params(("org" = String, Path, description = "The organisation")),
+    request_body = WanDestinationsRequest,
+    responses((status = 200, body = WanDestinationsSet), (status = "4XX", body = Problem)))]
+pub async fn set_wan_destinations(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+    JsonBody(body): JsonBody<WanDestinationsRequest>,
+) -> Result<Json<WanDestinationsSet>, ApiError> {
+    match act(&state, actor, AdminAction::SetWanDestinations { org: org(&name)?, on: body.on }).await? {
+        AdminReply::WanDestinationsSet { on, changed, devices_told } => {
+            Ok(Json(WanDestinationsSet { on, changed, devices_told }))
+        }
         other => Err(unexpected(other)),
     }
 }
@@ -374,14 +433,17 @@ pub async fn list_captures(
     let id = org(&name)?;
     let context = state.context.clone();
     let check = id.clone();
-    tokio::task::spawn_blocking(move || context.permit(&actor, "capture.list", Some(&check), Access::Read, false))
-        .await
-        .map_err(|_| ApiError::internal("authorisation failed unexpectedly"))??;
+    let access = Access::Read(GrantKind::Captures);
+    let permit =
+        tokio::task::spawn_blocking(move || context.permit(&actor, "capture.list", Some(&check), access, false))
+            .await
+            .map_err(|_| ApiError::internal("authorisation failed unexpectedly"))??;
     let captures = state
         .context
         .directory
         .captures_of(&id)
         .into_iter()
+        .filter(|(device, _, _)| permit.covers(device))
         .map(|(device, capture, outcome)| capture_status(device.as_str().to_owned(), capture, outcome))
         .collect();
     Ok(Json(CaptureList { captures }))
@@ -477,6 +539,96 @@ pub async fn erase_subject(
         }
         other => Err(unexpected(other)),
     }
+}
+
+/// Correct one of a data subject's values (username or hostname) in
+/// every stored record about them.
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/subjects/correct", tag = "data rights",
+    params(("org" = String, Path, description = "The organisation")),
+    request_body = SubjectCorrectRequest,
+    responses((status = 200, body = SubjectCorrected), (status = "4XX", body = Problem)))]
+pub async fn correct_subject(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+    JsonBody(body): JsonBody<SubjectCorrectRequest>,
+) -> Result<Json<SubjectCorrected>, ApiError> {
+    let field = body.field.parse().map_err(ApiError::bad_request)?;
+    let value = BoundedString::try_new(body.value).map_err(|e| ApiError::bad_request(format!("value: {e}")))?;
+    let action = AdminAction::CorrectSubject { org: org(&name)?, subject: subject(&body.subject)?, field, value };
+    match act(&state, actor, action).await? {
+        AdminReply::SubjectCorrected { records, values, segments_rewritten } => {
+            Ok(Json(SubjectCorrected { records, values, segments_rewritten }))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Block a data subject: their data is dropped on arrival, devices stop
+/// sending it and exports leave it out, until unblocked.
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/subjects/block", tag = "data rights",
+    params(("org" = String, Path, description = "The organisation")),
+    request_body = SubjectBlockRequest,
+    responses((status = 200, body = BlockChanged), (status = "4XX", body = Problem)))]
+pub async fn block_subject(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+    JsonBody(body): JsonBody<SubjectBlockRequest>,
+) -> Result<Json<BlockChanged>, ApiError> {
+    block_changed(&state, actor, AdminAction::BlockSubject { org: org(&name)?, subject: subject(&body.subject)? }).await
+}
+
+/// Unblock a data subject: their data is processed again from now on.
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/subjects/unblock", tag = "data rights",
+    params(("org" = String, Path, description = "The organisation")),
+    request_body = SubjectBlockRequest,
+    responses((status = 200, body = BlockChanged), (status = "4XX", body = Problem)))]
+pub async fn unblock_subject(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+    JsonBody(body): JsonBody<SubjectBlockRequest>,
+) -> Result<Json<BlockChanged>, ApiError> {
+    block_changed(&state, actor, AdminAction::UnblockSubject { org: org(&name)?, subject: subject(&body.subject)? })
+        .await
+}
+
+async fn block_changed(state: &ApiState, actor: Actor, action: AdminAction) -> Result<Json<BlockChanged>, ApiError> {
+    match act(state, actor, action).await? {
+        AdminReply::BlockChanged { blocked, changed, blocked_subjects, devices_told } => {
+            Ok(Json(BlockChanged { blocked, changed, blocked_subjects, devices_told }))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// The organisation's blocked data subjects.
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/subjects/blocked", tag = "data rights",
+    params(("org" = String, Path, description = "The organisation")),
+    responses((status = 200, body = BlockedSubjectList), (status = "4XX", body = Problem)))]
+pub async fn blocked_subjects(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+) -> Result<Json<BlockedSubjectList>, ApiError> {
+    match act(&state, actor, AdminAction::BlockedSubjects { org: org(&name)? }).await? {
+        AdminReply::BlockedSubjects(list) => {
+            Ok(Json(BlockedSubjectList { subjects: list.as_slice().iter().map(subject_ref).collect() }))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// How the API names a subject.
+fn subject_ref(subject: &Subject) -> SubjectRef {
+    let (kind, value) = match subject {
+        Subject::Mac(mac) => ("mac", mac.to_string()),
+        Subject::Ip(ip) => ("ip", ip.to_string()),
+        Subject::Username(name) => ("username", name.as_str().to_owned()),
+        _ => ("unknown", String::new()),
+    };
+    SubjectRef { kind: kind.into(), value }
 }
 
 /// Check the whole audit log's hash chain (operators).

@@ -25,15 +25,28 @@ use glimpse_api::{
     Overview, PacketList, PacketSummaryView, PacketsQuery, Problem, RatesQuery, StoreSize,
 };
 use glimpse_common::identity::{DeviceId, OrgId};
+use glimpse_common::record::subject::{redact, Redaction};
 use glimpse_common::record::{CounterReport, DataKind, RecordBody};
 use glimpse_store::audit::AuditOutcome;
 use glimpse_store::store::Store;
+
+/// The stored forms of `org`'s blocked subjects, whose data no view shows.
+fn blocked_forms(store: &Store, org: &OrgId) -> Result<Vec<glimpse_common::wire::admin::Subject>, ApiError> {
+    glimpse_store::subject::blocked_forms(store, org).map_err(store_error)
+}
 
 use super::auth::{Authenticated, QueryArgs};
 use super::problem::ApiError;
 use super::routes::{blocking, org, PathArgs};
 use super::ApiState;
 use crate::admin::Access;
+use glimpse_common::wire::admin::GrantKind;
+
+/// The device views read stored metadata; under a grant, that kind.
+const METADATA: Access = Access::Read(GrantKind::Metadata);
+
+/// The packet view reads captured headers.
+const CAPTURES: Access = Access::Read(GrantKind::Captures);
 
 /// Most buckets one rates answer has.
 pub const MAX_BUCKETS: u32 = 500;
@@ -210,7 +223,7 @@ pub async fn device_rates(
     let device = device_id(&device_name)?;
     let (from, to, bucket_ms, buckets) = rate_range(&query, state.now_ms())?;
     blocking(move || {
-        state.context.permit(&actor, "devices.rates", Some(&org), Access::Read, false)?;
+        state.context.permit_device(&actor, "devices.rates", Some(&org), Some(&device), METADATA, false)?;
         let store = &state.context.store;
         let mut reports: Vec<(i64, CounterReport)> = Vec::new();
         let (mut scanned, mut truncated) = (0usize, false);
@@ -263,6 +276,7 @@ struct Newest {
     wireless: Option<LatestReport>,
     wired: Option<LatestReport>,
     wan: Option<LatestReport>,
+    client_devices: Option<LatestReport>,
 }
 
 impl Newest {
@@ -271,6 +285,7 @@ impl Newest {
             RecordBody::Wireless(_) => &mut self.wireless,
             RecordBody::Wired(_) => &mut self.wired,
             RecordBody::Wan(_) => &mut self.wan,
+            RecordBody::ClientDevices(_) => &mut self.client_devices,
             _ => return,
         };
         // The tagged body, as the JSON-lines export writes it; take the inner report.
@@ -304,17 +319,22 @@ pub async fn device_latest(
     let device = device_id(&device_name)?;
     blocking(move || {
         let context = &state.context;
-        context.permit(&actor, "devices.latest", Some(&org), Access::Read, false)?;
+        context.permit_device(&actor, "devices.latest", Some(&org), Some(&device), METADATA, false)?;
         let now = state.now_ms();
         let mut newest = Newest::default();
+        let blocked = blocked_forms(&context.store, &org)?;
         for back in [3_600_000, 7 * DAY_MS] {
             let mut scanned = 0usize;
             context
                 .store
-                .read_after(&org, DataKind::Metadata, (Some(now - back), None), None, &mut |_, stored| {
+                .read_after(&org, DataKind::Metadata, (Some(now - back), None), None, &mut |_, mut stored| {
                     scanned += 1;
                     if scanned > MAX_SCANNED {
                         return ControlFlow::Break(());
+                    }
+                    // A blocked subject's stations and hosts are not shown.
+                    if redact(&mut stored.record, &blocked) == Redaction::Remove {
+                        return ControlFlow::Continue(());
                     }
                     if stored.device == device {
                         newest.take(stored.received_at_ms, stored.record.observed_at_ms, &stored.record.body);
@@ -326,11 +346,16 @@ pub async fn device_latest(
                 break;
             }
         }
-        let found: Vec<&str> = [("wireless", &newest.wireless), ("wired", &newest.wired), ("wan", &newest.wan)]
-            .iter()
-            .filter(|(_, r)| r.is_some())
-            .map(|(n, _)| *n)
-            .collect();
+        let found: Vec<&str> = [
+            ("wireless", &newest.wireless),
+            ("wired", &newest.wired),
+            ("wan", &newest.wan),
+            ("client-devices", &newest.client_devices),
+        ]
+        .iter()
+        .filter(|(_, r)| r.is_some())
+        .map(|(n, _)| *n)
+        .collect();
         context.audit(
             &actor.audit_name(),
             "devices.latest",
@@ -344,6 +369,7 @@ pub async fn device_latest(
             wireless: newest.wireless,
             wired: newest.wired,
             wan: newest.wan,
+            client_devices: newest.client_devices,
         }))
     })
     .await
@@ -426,7 +452,7 @@ pub async fn capture_packets(
     let offset = query.offset.unwrap_or(0);
     blocking(move || {
         let context = &state.context;
-        context.permit(&actor, "capture.packets", Some(&org), Access::Read, false)?;
+        context.permit_device(&actor, "capture.packets", Some(&org), Some(&device), CAPTURES, false)?;
         let window = context.directory.capture_window(&org, &device, id).ok_or_else(|| {
             ApiError::not_found(format!("no remembered capture {id} of device {device}; export by time instead"))
         })?;
@@ -437,12 +463,17 @@ pub async fn capture_packets(
             .saturating_add(CAPTURE_GRACE_MS);
         let (mut total, mut scanned) = (0u64, 0usize);
         let mut packets = Vec::new();
+        let blocked = blocked_forms(&context.store, &org)?;
         context
             .store
-            .read_after(&org, DataKind::Capture, (Some(from), Some(to)), None, &mut |_, stored| {
+            .read_after(&org, DataKind::Capture, (Some(from), Some(to)), None, &mut |_, mut stored| {
                 scanned += 1;
                 if scanned > MAX_SCANNED {
                     return ControlFlow::Break(());
+                }
+                // A blocked subject's packets are not shown.
+                if redact(&mut stored.record, &blocked) == Redaction::Remove {
+                    return ControlFlow::Continue(());
                 }
                 let RecordBody::Capture(packet) = &stored.record.body else { return ControlFlow::Continue(()) };
                 let any = matches!(window.interface.as_str(), "" | "any");

@@ -9,7 +9,12 @@ use clap::Subcommand;
 use glimpse_admin_client::{admin_request, AdminCredentials};
 use glimpse_common::bounded::BoundedString;
 use glimpse_common::identity::{DeviceId, OrgId};
-use glimpse_common::wire::admin::{AdminAction, AdminReply};
+use glimpse_common::wire::admin::{AdminAction, AdminReply, GrantKind, GrantScope};
+
+/// A grant kind named on the command line.
+fn parse_grant_kind(name: &str) -> Result<GrantKind, String> {
+    GrantKind::parse(name).ok_or_else(|| format!("{name:?}: use devices, metadata, captures or exports"))
+}
 
 use crate::config::CollectorConfig;
 
@@ -68,8 +73,8 @@ pub(super) enum AdminCommand {
         /// model, kernel, uptime, interface-macs, interface-addresses,
         /// interface-counters, location. Its clients: client-addresses,
         /// client-hostnames, usernames, user-agents, client-signal,
-        /// client-counters, roaming. Switches: vlans, lldp. Gateways:
-        /// applications. Empty collects everything.
+        /// client-counters, roaming, client-devices. Switches: vlans, lldp.
+        /// Gateways: applications. Empty collects everything.
         #[arg(long, value_delimiter = ',', default_value = "")]
         omit: Vec<String>,
         /// Store MAC addresses (metadata and captured headers) as keyed
@@ -99,6 +104,21 @@ pub(super) enum AdminCommand {
         #[arg(value_parser = ["on", "off"])]
         keep: String,
     },
+    /// WAN destinations: whether gateways report their sessions per client
+    /// and destination address, protocol and port, with the site names
+    /// their DNS resolver gave (from connection tracking and the
+    /// resolver's log, never from packets). Off by default: gateways do
+    /// not collect them and any that arrive are dropped.
+    WanDestinations {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The organisation.
+        #[arg(long)]
+        org: OrgId,
+        /// on: collect and store them from now on; off: stop.
+        #[arg(value_parser = ["on", "off"])]
+        on: String,
+    },
     /// Retention chosen by the organisation: how many days its metadata
     /// and captures are kept, up to what this service offers (see `admin
     /// status`). Replaces the previous choice; a kind left out goes back to
@@ -115,6 +135,25 @@ pub(super) enum AdminCommand {
         /// Days of header-only captures to keep (at most 7).
         #[arg(long)]
         capture_days: Option<u32>,
+    },
+    /// Ask a connected device for a diagnostic bundle for a support case
+    /// (its build, model and serial number, configuration without secrets,
+    /// recent log lines, spool state, and which probes and tools work),
+    /// and print it as JSON once it has arrived. Support staff may ask
+    /// under an active grant.
+    Diagnostics {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The organisation.
+        #[arg(long)]
+        org: OrgId,
+        /// The device.
+        #[arg(long)]
+        device: glimpse_common::identity::DeviceId,
+        /// How long to wait for the bundle, in seconds; 0 only asks and
+        /// prints the request's id.
+        #[arg(long, default_value_t = 60)]
+        wait_secs: u64,
     },
     /// Delete all of an organisation's stored data and destroy its key.
     DeleteOrg {
@@ -260,6 +299,45 @@ pub(super) enum SubjectCommand {
         #[command(flatten)]
         who: SubjectArgs,
     },
+    /// Replace one of the subject's values (their username or hostname) in
+    /// every stored record about them, e.g. to answer a rectification
+    /// request; other people's values in the same reports stay.
+    Correct {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(flatten)]
+        who: SubjectArgs,
+        /// Which value: username or hostname.
+        #[arg(long)]
+        field: glimpse_common::wire::admin::CorrectableField,
+        /// The right value (an empty string for none).
+        #[arg(long)]
+        value: String,
+    },
+    /// Stop processing the subject's data: dropped on arrival, no longer
+    /// collected by the organisation's devices, left out of exports, until
+    /// unblocked. What is stored stays (erase it separately).
+    Block {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(flatten)]
+        who: SubjectArgs,
+    },
+    /// Process the subject's data again from now on.
+    Unblock {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(flatten)]
+        who: SubjectArgs,
+    },
+    /// List the organisation's blocked subjects.
+    Blocked {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The organisation.
+        #[arg(long)]
+        org: OrgId,
+    },
 }
 
 /// Who a subject request is about: exactly one of --mac, --ip, --username.
@@ -296,7 +374,8 @@ impl SubjectArgs {
 
 #[derive(Subcommand)]
 pub(super) enum SupportCommand {
-    /// Grant support read access for a number of hours (1 to 720).
+    /// Grant support staff (and operators) access to the organisation's
+    /// data for a number of hours (1 to 720), to the kinds and devices named.
     Grant {
         #[command(flatten)]
         admin: AdminArgs,
@@ -306,6 +385,16 @@ pub(super) enum SupportCommand {
         /// How long, in hours.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=720))]
         hours: u32,
+        /// What the grant includes, comma-separated: devices (devices and
+        /// status, always included), metadata, captures (requesting and
+        /// reading captures, with capture consent), exports (data-subject
+        /// exports). Default: devices,metadata,exports; captures only when
+        /// named.
+        #[arg(long, value_delimiter = ',', value_parser = parse_grant_kind)]
+        kinds: Option<Vec<GrantKind>>,
+        /// Only these devices, comma-separated (default: every device).
+        #[arg(long, value_delimiter = ',')]
+        devices: Vec<DeviceId>,
     },
     /// End support access now.
     Revoke {
@@ -456,6 +545,44 @@ impl AdminArgs {
     }
 }
 
+/// Asks for a bundle, then polls for it until it arrives or `wait_secs`
+/// pass.
+async fn run_diagnostics(
+    admin: AdminArgs,
+    org: OrgId,
+    device: glimpse_common::identity::DeviceId,
+    wait_secs: u64,
+) -> anyhow::Result<()> {
+    let credentials = admin.credentials()?;
+    let action = AdminAction::RequestDiagnostics { org: org.clone(), device: device.clone() };
+    let id = match admin_request(&credentials, action).await? {
+        AdminReply::DiagnosticsRequested { id } => id,
+        other => return print_reply(other),
+    };
+    eprintln!("diagnostic bundle {id} requested from {device}");
+    if wait_secs == 0 {
+        println!("{id}");
+        return Ok(());
+    }
+    let client = glimpse_admin_client::ApiClient::new(&credentials).await?;
+    let path = format!("/api/v1/orgs/{}/devices/{}/diagnostics?request_id={id}", org.as_str(), device.as_str());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait_secs);
+    loop {
+        let list: glimpse_api::DiagnosticsList = client.get(&path).await?;
+        if let Some(stored) = list.bundles.first() {
+            println!("{}", serde_json::to_string_pretty(&stored.bundle)?);
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "bundle {id} has not arrived after {wait_secs} s; the device may still be sending it: \
+                 GET {path}"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 pub(super) async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
     let (admin, action) = match command {
         AdminCommand::Token { action } => return run_token(action).await,
@@ -473,8 +600,10 @@ pub(super) async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Consent { admin, org, capture } => {
             (admin, AdminAction::SetConsent { org, capture: capture == "on" })
         }
-        AdminCommand::Support { action: SupportCommand::Grant { admin, org, hours } } => {
-            (admin, AdminAction::GrantSupport { org, hours })
+        AdminCommand::Support { action: SupportCommand::Grant { admin, org, hours, kinds, devices } } => {
+            let kinds = kinds.unwrap_or_else(|| GrantScope::default().kinds().to_vec());
+            let scope = GrantScope::new(kinds, devices).context("the grant's scope")?;
+            (admin, AdminAction::GrantSupport { org, hours, scope })
         }
         AdminCommand::Support { action: SupportCommand::Revoke { admin, org } } => {
             (admin, AdminAction::RevokeSupport { org })
@@ -484,8 +613,14 @@ pub(super) async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Retention { admin, org, metadata_days, capture_days } => {
             (admin, AdminAction::SetRetention { org, metadata_days, capture_days })
         }
+        AdminCommand::Diagnostics { admin, org, device, wait_secs } => {
+            return run_diagnostics(admin, org, device, wait_secs).await;
+        }
         AdminCommand::LocationHistory { admin, org, keep } => {
             (admin, AdminAction::SetLocationHistory { org, keep: keep == "on" })
+        }
+        AdminCommand::WanDestinations { admin, org, on } => {
+            (admin, AdminAction::SetWanDestinations { org, on: on == "on" })
         }
         AdminCommand::Minimise { admin, org, omit, pseudonymise_macs, strict_headers } => {
             let omit = omit
@@ -503,6 +638,22 @@ pub(super) async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Subject { action: SubjectCommand::Erase { admin, who } } => {
             let (org, subject) = who.subject()?;
             (admin, AdminAction::EraseSubject { org, subject })
+        }
+        AdminCommand::Subject { action: SubjectCommand::Correct { admin, who, field, value } } => {
+            let (org, subject) = who.subject()?;
+            let value = BoundedString::try_new(value).context("--value")?;
+            (admin, AdminAction::CorrectSubject { org, subject, field, value })
+        }
+        AdminCommand::Subject { action: SubjectCommand::Block { admin, who } } => {
+            let (org, subject) = who.subject()?;
+            (admin, AdminAction::BlockSubject { org, subject })
+        }
+        AdminCommand::Subject { action: SubjectCommand::Unblock { admin, who } } => {
+            let (org, subject) = who.subject()?;
+            (admin, AdminAction::UnblockSubject { org, subject })
+        }
+        AdminCommand::Subject { action: SubjectCommand::Blocked { admin, org } } => {
+            (admin, AdminAction::BlockedSubjects { org })
         }
         AdminCommand::Subject { action: SubjectCommand::Export { admin, who } } => {
             let (org, subject) = who.subject()?;
@@ -641,6 +792,7 @@ fn print_reply(reply: AdminReply) -> anyhow::Result<()> {
             println!("connected devices: {connected_devices}");
         }
         AdminReply::AuditVerified { entries } => println!("audit log intact: {entries} entries verified"),
+        AdminReply::DiagnosticsRequested { id } => println!("diagnostic bundle {id} requested"),
         AdminReply::RetentionSet { metadata_days, capture_days, changed } => println!(
             "retention: metadata {metadata_days} days, captures {capture_days} days{}",
             if changed { "" } else { " (already so)" }
@@ -650,6 +802,11 @@ fn print_reply(reply: AdminReply) -> anyhow::Result<()> {
             if keep { "kept: stations are stored with their identity" } else { "off: stations are stored unlinked" },
             if changed { "" } else { " (already so)" }
         ),
+        AdminReply::WanDestinationsSet { on, changed, devices_told } => println!(
+            "WAN destinations {}{}; {devices_told} connected devices told",
+            if on { "on: gateways report sessions per client and destination" } else { "off: not collected" },
+            if changed { "" } else { " (already so)" }
+        ),
         AdminReply::DataPolicySet { devices_told, strict_headers } => {
             let strict = if strict_headers { "on" } else { "off" };
             println!("data policy set (strict headers {strict}); {devices_told} connected devices told")
@@ -657,6 +814,21 @@ fn print_reply(reply: AdminReply) -> anyhow::Result<()> {
         AdminReply::SubjectErased { metadata, captures, segments_rewritten } => println!(
             "erased {metadata} metadata and {captures} capture records ({segments_rewritten} segments rewritten)"
         ),
+        AdminReply::SubjectCorrected { records, values, segments_rewritten } => {
+            println!(
+                "corrected {values} values in {records} metadata records ({segments_rewritten} segments rewritten)"
+            )
+        }
+        AdminReply::BlockChanged { blocked, changed, blocked_subjects, devices_told } => println!(
+            "subject {}{}; {blocked_subjects} subjects blocked; {devices_told} connected devices told",
+            if blocked { "blocked" } else { "unblocked" },
+            if changed { "" } else { " (already so)" }
+        ),
+        AdminReply::BlockedSubjects(list) => {
+            for subject in list.as_slice() {
+                println!("{subject}");
+            }
+        }
         AdminReply::OrgDeleted { key_destroyed, segments_deleted } => println!(
             "deleted {segments_deleted} segments; organisation key {}",
             if key_destroyed { "destroyed" } else { "did not exist" }

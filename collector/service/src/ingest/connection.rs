@@ -17,7 +17,7 @@ use glimpse_common::auth::{verify_device_proof, EXPORTER_LABEL, EXPORTER_LEN};
 use glimpse_common::bounded::{BoundedString, BoundedVec};
 use glimpse_common::identity::{DeviceIdentity, OrgId};
 use glimpse_common::minimise::{DevicePseudonymKey, MacForm, Pseudonymiser};
-use glimpse_common::record::RecordBody;
+use glimpse_common::record::{Record, RecordBody};
 use glimpse_common::wire::agent_decodes;
 use glimpse_common::wire::io::{read_message, write_message, FrameIoError, FrameReader};
 use glimpse_common::wire::{
@@ -108,11 +108,38 @@ fn minimise(
 /// random source does.
 fn unlink_stations(records: &mut [glimpse_common::record::Record]) -> Result<(), ring::error::Unspecified> {
     let random = ring::rand::SystemRandom::new();
-    for record in records.iter_mut().filter(|r| matches!(r.body, RecordBody::Wireless(_))) {
+    for record in
+        records.iter_mut().filter(|r| matches!(r.body, RecordBody::Wireless(_) | RecordBody::ClientDevices(_)))
+    {
         let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &random)?;
         glimpse_common::minimise::unlink_stations(&mut record.body, &key);
     }
     Ok(())
+}
+
+/// Removes blocked subjects' data (their stored `forms`) from `records`:
+/// the records about one of them as a whole, which it returns, and their
+/// entries in reports about many clients, whose number it returns (the
+/// reports stay for the others).
+fn drop_blocked<const N: usize>(
+    records: &mut BoundedVec<glimpse_common::record::Record, N>,
+    forms: &[glimpse_common::wire::admin::Subject],
+) -> (Vec<glimpse_common::record::Record>, usize) {
+    use glimpse_common::record::subject::{redact, Redaction};
+    let (mut kept, mut removed, mut cut) = (Vec::with_capacity(records.len()), Vec::new(), 0);
+    for mut record in std::mem::take(records).into_vec() {
+        match redact(&mut record, forms) {
+            Redaction::Keep => kept.push(record),
+            Redaction::Changed => {
+                cut += 1;
+                kept.push(record);
+            }
+            Redaction::Remove => removed.push(record),
+        }
+    }
+    // As many as there were, or fewer: within the bound.
+    *records = BoundedVec::truncating(kept);
+    (removed, cut)
 }
 
 /// The control messages that bring a device from `before` (nothing told
@@ -138,11 +165,38 @@ fn directive_messages(
             messages.push(message);
         }
     }
+    // Always on a new connection: a device that reconnects still holds the
+    // list it heard before, which may have changed meanwhile.
+    if before.is_none_or(|b| b.blocked != now.blocked) {
+        let message = ControlMessage::BlockedSubjects { subjects: now.blocked.clone() };
+        if agent_decodes(agent_version, &message) {
+            messages.push(message);
+        }
+    }
     if before.is_none_or(|b| b.capture_consent != now.capture_consent) {
         messages.push(ControlMessage::Consent { capture: now.capture_consent });
     }
     if before.is_none_or(|b| b.omit != now.omit) {
-        messages.push(ControlMessage::DataPolicy { omit: BoundedVec::truncating(now.omit.clone()) });
+        // A field newer than the agent would make the whole message
+        // undecodable to it; it does not collect that field anyway, and
+        // what arrives is trimmed here regardless.
+        let omit = now
+            .omit
+            .iter()
+            .copied()
+            .filter(|field| glimpse_common::wire::agent_is_at_least(agent_version, field.first_agent_release()))
+            .collect();
+        messages.push(ControlMessage::DataPolicy { omit: BoundedVec::truncating(omit) });
+    }
+    // A device that was never told anything collects no WAN destinations,
+    // so "keep not collecting them" is not worth a message; an agent that
+    // cannot decode the directive never collects them at all.
+    let was_collecting = before.is_some_and(|b| b.wan_destinations);
+    if was_collecting != now.wan_destinations {
+        let message = ControlMessage::WanDestinations { on: now.wan_destinations };
+        if agent_decodes(agent_version, &message) {
+            messages.push(message);
+        }
     }
     // A device that was never told anything sends real MACs already, so
     // "keep sending them" is not worth a message.
@@ -636,6 +690,12 @@ async fn stream_batches<S: AgentStream>(
                 continue;
             }
             Some(message) = control.recv() => {
+                // The admin action checked the version; a message the agent
+                // could not decode would only end its connection.
+                if !agent_decodes(&agent_version, &message) {
+                    warn!(device = %session.identity(), ?message, agent_version, "control message not sent: the agent is too old to decode it");
+                    continue;
+                }
                 debug!(device = %session.identity(), ?message, "control message sent");
                 send(stream, &CollectorMessage::Control(message), context.max_frame).await?;
                 continue;
@@ -678,6 +738,20 @@ async fn stream_batches<S: AgentStream>(
                 // Data minimisation is enforced here too: an agent that has
                 // not heard the policy yet cannot get omitted fields stored.
                 let policy = context.store.policies().get(&org);
+                // WAN destinations only when the organisation enables them,
+                // checked on arrival like consent: rows collected before it
+                // turned them off are dropped too.
+                if !policy.wan_destinations {
+                    let is_destinations = |r: &Record| matches!(r.body, RecordBody::WanDestinations(_));
+                    let rows = batch.records.iter().filter(|r| is_destinations(r));
+                    context.metrics.dropped(&org, rows, DropReason::NotEnabled);
+                    let before = batch.records.len();
+                    batch.records.retain(|r| !is_destinations(r));
+                    let dropped = before - batch.records.len();
+                    if dropped > 0 {
+                        debug!(device = %session.identity(), seq, dropped, "WAN destination records from an organisation that has not enabled them; dropped (counted)");
+                    }
+                }
                 // Pseudonyms made on the device get the collector's layer
                 // even if the organisation has just stopped pseudonymising:
                 // they must stay comparable with what is already stored.
@@ -699,6 +773,27 @@ async fn stream_batches<S: AgentStream>(
                         None
                     };
                     minimise(batch.records.as_mut_slice(), &policy.omit, pseudonymiser.as_ref().map(|p| (p, macs)));
+                }
+                // Blocked subjects' data is dropped before anything of it is
+                // stored, whatever the device sent (an agent older than the
+                // block list, records queued before it heard of a block).
+                // After pseudonymisation: the forms matched are the stored
+                // ones. Before unlinking: that hides which station is whose.
+                if !policy.blocked.is_empty() {
+                    let forms = match glimpse_store::subject::blocked_forms(&context.store, &org) {
+                        Ok(forms) => forms,
+                        Err(e) => {
+                            failures = failures.saturating_add(1);
+                            let detail = format!("blocked subjects cannot be matched: {e}");
+                            retry_later(stream, session, context, seq, failures, &detail).await?;
+                            continue;
+                        }
+                    };
+                    let (removed, cut) = drop_blocked(&mut batch.records, &forms);
+                    if !removed.is_empty() || cut > 0 {
+                        debug!(device = %session.identity(), seq, removed = removed.len(), cut, "blocked subjects' data dropped on arrival");
+                        context.metrics.dropped(&org, removed.iter(), DropReason::BlockedSubject);
+                    }
                 }
                 // No location history unless the organisation chose one.
                 if !policy.location_history && unlink_stations(batch.records.as_mut_slice()).is_err() {
@@ -899,6 +994,8 @@ mod tests {
             omit: vec![MetadataField::Usernames],
             pseudonymise_macs,
             strict_headers: false,
+            blocked: Default::default(),
+            wan_destinations: false,
         }
     }
 
@@ -924,6 +1021,73 @@ mod tests {
             let told = directive_messages(before, &strict, OLD, || panic!("no key needed"));
             assert!(!told.iter().any(|m| matches!(m, ControlMessage::StrictHeaders { .. })), "{told:?}");
         }
+    }
+
+    #[test]
+    fn blocked_subjects_are_told_on_every_connection_and_change_to_agents_that_decode_them() {
+        use glimpse_common::wire::admin::Subject;
+        let none = directives(false);
+        let mut bob = directives(false);
+        bob.blocked.insert(Subject::Username(BoundedString::truncating("bob"))).unwrap();
+        let new = "0.3.0+abc123";
+        let list = |d: &OrgDirectives| ControlMessage::BlockedSubjects { subjects: d.blocked.clone() };
+        for now in [&none, &bob] {
+            let told = directive_messages(None, now, new, || panic!("no key needed"));
+            assert!(told.contains(&list(now)), "a reconnecting agent may hold an old list: {told:?}");
+        }
+        assert_eq!(directive_messages(Some(&none), &bob, new, || panic!("no key needed")), vec![list(&bob)]);
+        assert_eq!(directive_messages(Some(&bob), &none, new, || panic!("no key needed")), vec![list(&none)]);
+        assert_eq!(directive_messages(Some(&bob), &bob, new, || panic!("no key needed")), vec![]);
+        for agent in ["0.2.0", OLD] {
+            for before in [None, Some(&none)] {
+                let told = directive_messages(before, &bob, agent, || panic!("no key needed"));
+                assert!(!told.iter().any(|m| matches!(m, ControlMessage::BlockedSubjects { .. })), "{told:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn wan_destinations_are_told_when_on_and_on_every_change_to_agents_that_decode_them() {
+        let on = OrgDirectives { wan_destinations: true, ..directives(false) };
+        let off = directives(false);
+        let new = "0.3.0";
+        let is_wan = |m: &&ControlMessage| matches!(m, ControlMessage::WanDestinations { .. });
+        let told = directive_messages(None, &on, new, || panic!("no key needed"));
+        assert_eq!(told.iter().filter(is_wan).collect::<Vec<_>>(), [&ControlMessage::WanDestinations { on: true }]);
+        let told = directive_messages(None, &off, new, || panic!("no key needed"));
+        assert!(!told.iter().any(|m| is_wan(&m)), "agents start with them off: {told:?}");
+        assert_eq!(
+            directive_messages(Some(&on), &off, new, || panic!("no key needed")),
+            vec![ControlMessage::WanDestinations { on: false }]
+        );
+        assert_eq!(directive_messages(Some(&on), &on, new, || panic!("no key needed")), vec![]);
+        for (before, agent) in [(None, OLD), (Some(&off), OLD), (None, "0.2.0"), (Some(&off), "0.2.0")] {
+            let told = directive_messages(before, &on, agent, || panic!("no key needed"));
+            assert!(!told.iter().any(|m| is_wan(&m)), "an older agent cannot decode it: {told:?}");
+        }
+    }
+
+    #[test]
+    fn blocked_subjects_are_cut_out_of_a_batch_and_everyone_else_stays() {
+        use glimpse_common::record::{MacAddr, Record, RecordBody, Station, WirelessReport};
+        use glimpse_common::wire::admin::Subject;
+        let station = |mac: u8, name: &str| Station {
+            mac: MacAddr([2, 0, 0, 0, 0, mac]),
+            username: BoundedString::truncating(name),
+            ..Default::default()
+        };
+        let report = Record {
+            observed_at_ms: 1,
+            body: RecordBody::Wireless(Box::new(WirelessReport {
+                stations: BoundedVec::truncating(vec![station(1, "alice"), station(2, "bob")]),
+                ..Default::default()
+            })),
+        };
+        let mut records: BoundedVec<Record, 8> = BoundedVec::truncating(vec![report.clone(), report]);
+        let (removed, cut) = drop_blocked(&mut records, &[Subject::Username(BoundedString::truncating("bob"))]);
+        assert_eq!((removed.len(), cut, records.len()), (0, 2, 2));
+        let (removed, _) = drop_blocked(&mut records, &[Subject::Mac(MacAddr([2, 0, 0, 0, 0, 1]))]);
+        assert_eq!((removed.len(), records.len()), (0, 2), "a report keeps its device even without stations");
     }
 
     #[test]
@@ -979,6 +1143,24 @@ mod tests {
         );
         let pseudonymising = directive_messages(None, &directives(true), OLD, key);
         assert_eq!(pseudonymising.last(), Some(&ControlMessage::MacPseudonyms { key: key() }));
+    }
+
+    #[test]
+    fn an_older_agent_hears_only_the_policy_fields_it_can_decode() {
+        let mut now = directives(false);
+        now.omit = vec![MetadataField::Usernames, MetadataField::ClientDevices];
+        let policy = |version| {
+            directive_messages(None, &now, version, || panic!("no key needed"))
+                .into_iter()
+                .find_map(|m| match m {
+                    ControlMessage::DataPolicy { omit } => Some(omit.to_vec()),
+                    _ => None,
+                })
+                .expect("a data policy")
+        };
+        assert_eq!(policy(OLD), vec![MetadataField::Usernames], "0.1 cannot decode client-devices");
+        assert_eq!(policy("0.2.0"), vec![MetadataField::Usernames], "released before client-devices");
+        assert_eq!(policy(env!("CARGO_PKG_VERSION")), now.omit);
     }
 
     #[test]

@@ -198,6 +198,10 @@ pub struct OrgDirectives {
     pub pseudonymise_macs: bool,
     /// Whether captured headers are scrubbed strictly.
     pub strict_headers: bool,
+    /// Data subjects whose data devices are not to send.
+    pub blocked: glimpse_common::record::subject::BlockedSubjects,
+    /// Whether gateways collect WAN destinations.
+    pub wan_destinations: bool,
 }
 
 impl OrgDirectives {
@@ -208,6 +212,8 @@ impl OrgDirectives {
             omit: policy.omit.clone(),
             pseudonymise_macs: policy.pseudonymise_macs,
             strict_headers: policy.strict_headers,
+            blocked: policy.blocked.clone(),
+            wan_destinations: policy.wan_destinations,
         }
     }
 }

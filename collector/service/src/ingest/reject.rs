@@ -197,12 +197,19 @@ impl Transport {
 pub enum DropReason {
     /// Capture records from an organisation without capture consent.
     NoConsent,
+    /// Records about a subject the organisation has blocked.
+    BlockedSubject,
+    /// Records of a kind the organisation has not enabled (WAN
+    /// destinations).
+    NotEnabled,
 }
 
 impl DropReason {
     fn as_str(self) -> &'static str {
         match self {
             DropReason::NoConsent => "no-consent",
+            DropReason::BlockedSubject => "blocked-subject",
+            DropReason::NotEnabled => "not-enabled",
         }
     }
 }

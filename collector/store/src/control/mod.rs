@@ -13,9 +13,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use glimpse_common::clock::UnixMillis;
+use glimpse_common::identity::DeviceId;
 use glimpse_common::identity::OrgId;
 use glimpse_common::minimise::MetadataField;
+use glimpse_common::record::subject::{BlockedSubjects, Subject};
 use glimpse_common::record::DataKind;
+use glimpse_common::wire::admin::{GrantKind, GrantScope};
 use serde::{Deserialize, Serialize};
 
 pub mod admins;
@@ -53,6 +56,9 @@ pub enum PolicyError {
     /// A support grant outside 1..=[`MAX_GRANT_HOURS`] hours.
     #[error("a support grant must last 1 to {MAX_GRANT_HOURS} hours, not {0}")]
     GrantLength(u32),
+    /// The organisation's block list is full.
+    #[error(transparent)]
+    BlockListFull(#[from] glimpse_common::record::subject::BlockListFull),
 }
 
 fn db_error(e: impl std::fmt::Display) -> PolicyError {
@@ -68,6 +74,13 @@ pub struct OrgPolicy {
     pub consent_changed_at_ms: Option<UnixMillis>,
     /// Until when support staff may read its data, if a grant was given.
     pub support_until_ms: Option<UnixMillis>,
+    /// What the grant lets support staff (and operators) see; a grant
+    /// stored before grants had a scope has the default, what grants meant
+    /// then (see [`GrantScope::default`]).
+    pub support_scope: GrantScope,
+    /// When the grant was given, which names it in the audit log; `None`
+    /// for a grant stored before this was kept.
+    pub support_granted_at_ms: Option<UnixMillis>,
     /// Metadata fields its devices must not collect.
     pub omit: Vec<MetadataField>,
     /// Whether MAC addresses are stored as keyed pseudonyms.
@@ -88,6 +101,16 @@ pub struct OrgPolicy {
     /// device and again on arrival (see CAPTURE.md, "Strict header
     /// scrubbing"). Off by default.
     pub strict_headers: bool,
+    /// The data subjects whose data is not processed: dropped on arrival,
+    /// not collected by devices that know the list, left out of exports
+    /// (see OPERATIONS.md, "Blocking a data subject"). Empty by default.
+    pub blocked: BlockedSubjects,
+    /// Whether its gateways report WAN destinations: sessions per client
+    /// and destination address, protocol and port, with site names from
+    /// the gateway's DNS resolver (see OPERATIONS.md, "WAN destinations").
+    /// Off by default: devices are told not to collect them and such
+    /// records are dropped on arrival.
+    pub wan_destinations: bool,
     /// Decisions this collector's version does not know, kept as stored so
     /// that a newer collector's choices survive this one's read-modify-write
     /// (several collectors of different versions share one control plane
@@ -129,8 +152,27 @@ mod tag {
     pub(super) const RETENTION_DAYS: u16 = 2;
     /// [`super::OrgPolicy::strict_headers`]: `bool`.
     pub(super) const STRICT_HEADERS: u16 = 3;
-    // Claimed by work in progress, so that branches cannot pick the same
-    // number: 4 blocked subjects.
+    /// [`super::OrgPolicy::blocked`]: `BlockedSubjects` (a list of at most
+    /// `MAX_BLOCKED_SUBJECTS`).
+    pub(super) const BLOCKED_SUBJECTS: u16 = 4;
+    /// The support grant's scope and start: [`super::StoredGrant`].
+    pub(super) const SUPPORT_GRANT: u16 = 5;
+    /// [`super::OrgPolicy::wan_destinations`]: `bool`.
+    pub(super) const WAN_DESTINATIONS: u16 = 6;
+}
+
+/// A support grant's scope as stored, with the end of the grant it
+/// belongs to: a collector that predates scopes keeps this value as it is
+/// when it gives a new grant, and the end then no longer matches, which
+/// makes the new grant one of the default scope rather than the old one's.
+/// Kinds are stored by name, so that one this version does not know (a
+/// newer collector's) is skipped: never more access than it understands.
+#[derive(Serialize, Deserialize)]
+struct StoredGrant {
+    until_ms: i64,
+    granted_at_ms: i64,
+    kinds: Vec<String>,
+    devices: Vec<String>,
 }
 
 /// Most tagged values in one row: far more than there are decisions, and
@@ -165,6 +207,10 @@ fn decode(org: &str, row: &[u8]) -> Result<OrgPolicy, PolicyError> {
         location_history: false,
         retention_days: BTreeMap::new(),
         strict_headers: false,
+        support_scope: GrantScope::default(),
+        support_granted_at_ms: None,
+        blocked: BlockedSubjects::default(),
+        wan_destinations: false,
         unknown: Vec::new(),
     };
     if rest.is_empty() {
@@ -179,10 +225,36 @@ fn decode(org: &str, row: &[u8]) -> Result<OrgPolicy, PolicyError> {
             tag::LOCATION_HISTORY => policy.location_history = extension(org, tag, value)?,
             tag::RETENTION_DAYS => policy.retention_days = retention_days(org, extension(org, tag, value)?)?,
             tag::STRICT_HEADERS => policy.strict_headers = extension(org, tag, value)?,
+            tag::SUPPORT_GRANT => {
+                let grant: StoredGrant = extension(org, tag, value)?;
+                if policy.support_until_ms == Some(grant.until_ms) {
+                    policy.support_scope = stored_scope(org, grant.kinds, grant.devices)?;
+                    policy.support_granted_at_ms = Some(grant.granted_at_ms);
+                }
+            }
+            tag::BLOCKED_SUBJECTS => {
+                policy.blocked = extension::<BlockedSubjects>(org, tag, value)?.deduplicated();
+            }
+            tag::WAN_DESTINATIONS => policy.wan_destinations = extension(org, tag, value)?,
             _ => policy.unknown.push((tag, value.to_vec())),
         }
     }
     Ok(policy)
+}
+
+/// A grant's scope as stored, checked like one given through the API.
+fn stored_scope(org: &str, kinds: Vec<String>, devices: Vec<String>) -> Result<GrantScope, PolicyError> {
+    if kinds.len() > MAX_EXTENSIONS {
+        return Err(corrupt(org, format_args!("{} grant kinds", kinds.len())));
+    }
+    let kinds = kinds.iter().filter_map(|k| GrantKind::parse(k));
+    let devices = devices
+        .into_iter()
+        .take(glimpse_common::wire::admin::MAX_GRANT_DEVICES + 1)
+        .map(DeviceId::new)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| corrupt(org, format_args!("support grant: {e}")))?;
+    GrantScope::new(kinds, devices).map_err(|e| corrupt(org, e))
 }
 
 /// The retention choice as stored, checked: each day count within what
@@ -231,6 +303,21 @@ fn encode(policy: &OrgPolicy) -> Result<Vec<u8>, PolicyError> {
     }
     if policy.strict_headers {
         values.push((tag::STRICT_HEADERS, value(&policy.strict_headers)?));
+    }
+    if let (Some(until_ms), Some(granted_at_ms)) = (policy.support_until_ms, policy.support_granted_at_ms) {
+        let grant = StoredGrant {
+            until_ms,
+            granted_at_ms,
+            kinds: policy.support_scope.kinds().iter().map(|k| k.as_str().to_owned()).collect(),
+            devices: policy.support_scope.devices().iter().map(|d| d.as_str().to_owned()).collect(),
+        };
+        values.push((tag::SUPPORT_GRANT, value(&grant)?));
+    }
+    if !policy.blocked.is_empty() {
+        values.push((tag::BLOCKED_SUBJECTS, value(&policy.blocked)?));
+    }
+    if policy.wan_destinations {
+        values.push((tag::WAN_DESTINATIONS, value(&policy.wan_destinations)?));
     }
     values.extend(policy.unknown.iter().cloned());
     values.sort_by_key(|(tag, _)| *tag);
@@ -414,15 +501,23 @@ impl Policies {
         Ok(changed)
     }
 
-    /// Grants support staff read access for `hours` from `now_ms`, replacing
-    /// any earlier grant. Returns when it ends.
-    pub fn grant_support(&self, org: &OrgId, hours: u32, now_ms: UnixMillis) -> Result<UnixMillis, PolicyError> {
+    /// Grants support staff access to what `scope` names for `hours` from
+    /// `now_ms`, replacing any earlier grant. Returns when it ends.
+    pub fn grant_support(
+        &self,
+        org: &OrgId,
+        hours: u32,
+        scope: &GrantScope,
+        now_ms: UnixMillis,
+    ) -> Result<UnixMillis, PolicyError> {
         if !(1..=MAX_GRANT_HOURS).contains(&hours) {
             return Err(PolicyError::GrantLength(hours));
         }
         let until = now_ms.saturating_add(i64::from(hours) * 3_600_000);
         self.update(org, |p| {
             p.support_until_ms = Some(until);
+            p.support_scope = scope.clone();
+            p.support_granted_at_ms = Some(now_ms);
             true
         })?;
         Ok(until)
@@ -433,6 +528,8 @@ impl Policies {
         let was_active = std::cell::Cell::new(false);
         self.update(org, |p| {
             was_active.set(p.support_active(now_ms));
+            p.support_scope = GrantScope::default();
+            p.support_granted_at_ms = None;
             p.support_until_ms.take().is_some()
         })?;
         Ok(was_active.get())
@@ -493,6 +590,44 @@ impl Policies {
         let (_, changed) = self.update(org, |p| {
             let changed = p.strict_headers != strict;
             p.strict_headers = strict;
+            changed
+        })?;
+        Ok(changed)
+    }
+
+    /// Blocks (`block`) or unblocks `subject` in `org`; returns whether it
+    /// changed and the list now in force. A full list refuses one more.
+    pub fn set_blocked(
+        &self,
+        org: &OrgId,
+        subject: &Subject,
+        block: bool,
+    ) -> Result<(bool, BlockedSubjects), PolicyError> {
+        let full = std::cell::Cell::new(None);
+        let (policy, changed) = self.update(org, |p| {
+            if !block {
+                return p.blocked.remove(subject);
+            }
+            match p.blocked.insert(subject.clone()) {
+                Ok(added) => added,
+                Err(e) => {
+                    full.set(Some(e));
+                    false
+                }
+            }
+        })?;
+        if let Some(e) = full.take() {
+            return Err(e.into());
+        }
+        Ok((changed, policy.blocked))
+    }
+
+    /// Sets whether `org`'s gateways report WAN destinations (see
+    /// [`OrgPolicy::wan_destinations`]); returns whether it changed.
+    pub fn set_wan_destinations(&self, org: &OrgId, on: bool) -> Result<bool, PolicyError> {
+        let (_, changed) = self.update(org, |p| {
+            let changed = p.wan_destinations != on;
+            p.wan_destinations = on;
             changed
         })?;
         Ok(changed)
@@ -585,6 +720,33 @@ mod tests {
     }
 
     #[test]
+    fn wan_destinations_are_tag_6_off_by_default_and_persist() {
+        assert!(!decode("acme", &first_version_row()).unwrap().wan_destinations, "off for every stored row");
+        let mut row = first_version_row();
+        row.extend(postcard::to_stdvec(&[Extension { tag: 6, value: &[1] }][..]).unwrap());
+        let mut policy = decode("acme", &row).unwrap();
+        assert!(policy.wan_destinations && !policy.strict_headers);
+        assert_eq!(encode(&policy).unwrap(), row, "the same bytes back");
+        policy.wan_destinations = false;
+        assert_eq!(encode(&policy).unwrap(), first_version_row(), "off is the default: not written");
+
+        let dir = tempfile::tempdir().unwrap();
+        let acme = OrgId::new("acme").unwrap();
+        {
+            let p = open(dir.path());
+            assert!(!p.get(&acme).wan_destinations);
+            assert!(p.set_strict_headers(&acme, true).unwrap());
+            assert!(p.set_wan_destinations(&acme, true).unwrap());
+            assert!(!p.set_wan_destinations(&acme, true).unwrap(), "no change");
+        }
+        let p = open(dir.path());
+        let policy = p.get(&acme);
+        assert!(policy.wan_destinations && policy.strict_headers);
+        assert!(p.set_wan_destinations(&acme, false).unwrap());
+        assert!(!p.get(&acme).wan_destinations);
+    }
+
+    #[test]
     fn strict_headers_setter_persists_and_keeps_other_decisions() {
         let dir = tempfile::tempdir().unwrap();
         let acme = OrgId::new("acme").unwrap();
@@ -605,6 +767,44 @@ mod tests {
             assert!(!p.get(&OrgId::new("other").unwrap()).strict_headers, "off by default");
         }
         assert!(!open(dir.path()).get(&acme).strict_headers);
+    }
+
+    #[test]
+    fn blocked_subjects_are_tag_4_kept_across_restarts_and_bounded() {
+        use glimpse_common::bounded::BoundedString;
+        let dir = tempfile::tempdir().unwrap();
+        let acme = OrgId::new("acme").unwrap();
+        let bob = Subject::Username(BoundedString::truncating("bob"));
+        let mac = Subject::Mac(glimpse_common::record::MacAddr([2, 0, 0, 0, 0, 0xb0]));
+        {
+            let p = open(dir.path());
+            assert!(p.set_strict_headers(&acme, true).unwrap());
+            let (changed, list) = p.set_blocked(&acme, &bob, true).unwrap();
+            assert!(changed && list.as_slice() == [bob.clone()]);
+            assert!(!p.set_blocked(&acme, &bob, true).unwrap().0, "already blocked");
+            assert!(p.set_blocked(&acme, &mac, true).unwrap().0);
+            assert!(!p.set_blocked(&acme, &Subject::Ip("192.0.2.1".parse().unwrap()), false).unwrap().0);
+        }
+        let p = open(dir.path());
+        let policy = p.get(&acme);
+        assert_eq!(policy.blocked.as_slice(), [bob.clone(), mac.clone()]);
+        assert!(policy.strict_headers, "other decisions stay");
+        assert!(p.set_blocked(&acme, &bob, false).unwrap().0);
+        assert!(p.set_blocked(&acme, &mac, false).unwrap().0);
+        assert!(p.get(&acme).blocked.is_empty());
+        // Nobody blocked: not written at all.
+        let row = encode(&p.get(&acme)).unwrap();
+        assert!(decode("acme", &row).unwrap().blocked.is_empty());
+        let mut first = decode("acme", &first_version_row()).unwrap();
+        first.blocked.insert(bob.clone()).unwrap();
+        let row = encode(&first).unwrap();
+        assert_eq!(decode("acme", &row).unwrap(), first);
+        // A full list refuses one more.
+        for i in 0..glimpse_common::record::subject::MAX_BLOCKED_SUBJECTS {
+            let ip = std::net::Ipv6Addr::from(i as u128 + 1);
+            assert!(p.set_blocked(&acme, &Subject::Ip(ip.into()), true).unwrap().0);
+        }
+        assert!(matches!(p.set_blocked(&acme, &bob, true), Err(PolicyError::BlockListFull(_))));
     }
 
     #[test]
@@ -657,7 +857,7 @@ mod tests {
             assert!(p.get(&acme).pseudonymise_macs, "decided something: the defaults it got stay");
             assert!(!p.get(&other).pseudonymise_macs, "a new organisation gets the new defaults");
             p.set_defaults(&PrivacyDefaults::default());
-            assert_eq!(p.grant_support(&acme, 2, 10_000).unwrap(), 10_000 + 2 * 3_600_000);
+            assert_eq!(p.grant_support(&acme, 2, &GrantScope::default(), 10_000).unwrap(), 10_000 + 2 * 3_600_000);
         }
         let p = open(dir.path());
         let acme_policy = p.get(&acme);
@@ -672,13 +872,74 @@ mod tests {
         assert!(p.revoke_support(&acme, 20_000).unwrap());
         assert!(!p.support_active(&acme, 20_000));
         assert!(!p.revoke_support(&acme, 20_000).unwrap());
-        assert!(matches!(p.grant_support(&acme, 0, 0), Err(PolicyError::GrantLength(0))));
-        assert!(matches!(p.grant_support(&acme, MAX_GRANT_HOURS + 1, 0), Err(PolicyError::GrantLength(_))));
+        assert!(matches!(p.grant_support(&acme, 0, &GrantScope::default(), 0), Err(PolicyError::GrantLength(0))));
+        assert!(matches!(
+            p.grant_support(&acme, MAX_GRANT_HOURS + 1, &GrantScope::default(), 0),
+            Err(PolicyError::GrantLength(_))
+        ));
         assert_eq!(p.all().len(), 1);
         let set =
             p.set_data_policy(&acme, &[MetadataField::Hostname, MetadataField::Os, MetadataField::Hostname], true);
         assert_eq!(set.unwrap().omit, [MetadataField::Hostname, MetadataField::Os]);
         assert!(p.get(&acme).capture_consent, "other decisions stay");
+    }
+
+    #[test]
+    fn a_grant_keeps_its_scope_and_an_old_grant_reads_as_the_default() {
+        let device = |n: &str| DeviceId::new(n).unwrap();
+        // A grant stored before scopes existed: only its end.
+        let old = StoredPolicy {
+            capture_consent: true,
+            consent_changed_at_ms: None,
+            support_until_ms: Some(50_000),
+            omit: vec![],
+            pseudonymise_macs: true,
+        };
+        let policy = decode("acme", &postcard::to_stdvec(&old).unwrap()).unwrap();
+        assert_eq!(policy.support_scope, GrantScope::default());
+        assert!(!policy.support_scope.allows(GrantKind::Captures), "old grants never included captures");
+        assert_eq!(policy.support_granted_at_ms, None);
+
+        let scope = GrantScope::new([GrantKind::Captures], [device("ap-2"), device("ap-1")]).unwrap();
+        let mut granted = policy.clone();
+        granted.support_until_ms = Some(90_000);
+        granted.support_scope = scope.clone();
+        granted.support_granted_at_ms = Some(10_000);
+        let row = encode(&granted).unwrap();
+        assert_eq!(decode("acme", &row).unwrap(), granted);
+
+        // An older collector gives a new grant and keeps our value as it
+        // was: its end no longer matches, so the new grant has the default
+        // scope, never the previous grant's.
+        let mut row = postcard::to_stdvec(&StoredPolicy {
+            support_until_ms: Some(200_000),
+            ..postcard::from_bytes::<StoredPolicy>(&row).unwrap()
+        })
+        .unwrap();
+        let stored = StoredGrant {
+            until_ms: 90_000,
+            granted_at_ms: 10_000,
+            kinds: vec!["captures".into(), "from-the-future".into()],
+            devices: vec!["ap-1".into()],
+        };
+        let value = postcard::to_stdvec(&stored).unwrap();
+        row.extend(postcard::to_stdvec(&vec![Extension { tag: tag::SUPPORT_GRANT, value: &value }]).unwrap());
+        let decoded = decode("acme", &row).unwrap();
+        assert_eq!(decoded.support_scope, GrantScope::default());
+        assert_eq!(decoded.support_granted_at_ms, None);
+
+        // A kind this version does not know is skipped, a bad device name
+        // is a corrupt row.
+        let mut row = postcard::to_stdvec(&StoredPolicy { support_until_ms: Some(90_000), ..old }).unwrap();
+        let mut tail = row.clone();
+        let value = postcard::to_stdvec(&stored).unwrap();
+        row.extend(postcard::to_stdvec(&vec![Extension { tag: tag::SUPPORT_GRANT, value: &value }]).unwrap());
+        let decoded = decode("acme", &row).unwrap();
+        assert_eq!(decoded.support_scope, GrantScope::new([GrantKind::Captures], [device("ap-1")]).unwrap());
+        let bad = StoredGrant { devices: vec!["../etc".into()], ..stored };
+        let value = postcard::to_stdvec(&bad).unwrap();
+        tail.extend(postcard::to_stdvec(&vec![Extension { tag: tag::SUPPORT_GRANT, value: &value }]).unwrap());
+        assert!(matches!(decode("acme", &tail), Err(PolicyError::Corrupt { .. })));
     }
 
     #[test]

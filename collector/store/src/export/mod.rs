@@ -13,6 +13,10 @@
 //! whatever the export's size. The consumer can stop it at any chunk
 //! (`ControlFlow::Break`: a client went away).
 //!
+//! Records about a subject the organisation has blocked are left out, and
+//! their entries cut out of reports about many clients (see
+//! [`Store::blocked_forms`]).
+//!
 //! # Cursors
 //!
 //! Every record carries its [`ExportCursor`]: in JSON lines as the line's
@@ -331,6 +335,9 @@ pub fn export_chunks(
     let mut summary = ExportSummary { records: 0, bytes: 0, problems: 0, last_cursor: None, complete: true };
     let (mut pending, mut pending_last) = (0usize, None);
     let mut json_error = None;
+    // Blocked subjects never leave in an export: their records are skipped
+    // and their entries cut out of reports about many clients.
+    let blocked = store.blocked_forms(org)?;
     let mut flush = |buf: &mut Vec<u8>, pending: &mut usize, last: &mut Option<ExportCursor>, s: &mut ExportSummary| {
         let chunk = std::mem::replace(buf, Vec::with_capacity(chunk_bytes.min(4 << 20) + 1024));
         let len = chunk.len() as u64;
@@ -346,8 +353,12 @@ pub fn export_chunks(
         ControlFlow::Continue(())
     };
     let problems =
-        store.read_after(org, *kind, (*since, *until), cursor.as_ref().map(|c| &c.mark), &mut |mark, stored| {
+        store.read_after(org, *kind, (*since, *until), cursor.as_ref().map(|c| &c.mark), &mut |mark, mut stored| {
             if !devices.is_empty() && !devices.contains(&stored.device) {
+                return ControlFlow::Continue(());
+            }
+            let redaction = glimpse_common::record::subject::redact(&mut stored.record, &blocked);
+            if redaction == glimpse_common::record::subject::Redaction::Remove {
                 return ControlFlow::Continue(());
             }
             let packet = match &stored.record.body {

@@ -15,16 +15,9 @@ use super::seam::Rewrite;
 use super::segment::SegmentPlace;
 use super::{read_source, Sink, Store, StoreError, StoredRecord};
 
-/// What an erase does with one stored record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Redaction {
-    /// Nothing in it is to go: it stays as it was.
-    Keep,
-    /// Part of it was removed in place; the rest stays.
-    Changed,
-    /// All of it goes.
-    Remove,
-}
+/// What an erase does with one stored record (the same decision as
+/// subject rules make about a record).
+pub use glimpse_common::record::subject::Redaction;
 
 /// What an erase did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

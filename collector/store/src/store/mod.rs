@@ -103,6 +103,7 @@ pub mod local;
 mod repeats;
 pub mod seam;
 mod segment;
+mod subjects;
 mod writer;
 
 pub use catalog::VerifyReport;
