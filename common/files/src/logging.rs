@@ -219,35 +219,43 @@ impl RecentLines {
     }
 }
 
-/// One event's formatted text on its way into [`RecentLines`].
-#[doc(hidden)]
-pub struct RecentWriter {
-    recent: RecentLines,
-    buffer: Vec<u8>,
-}
+/// Keeps each event as one line in [`RecentLines`]: `LEVEL target:
+/// message key=value ...`, prefixed by the Unix time in seconds. A small
+/// layer of its own rather than a second `fmt` layer, whose formatting
+/// code would be compiled in again for the second layer's type and cost
+/// the agent flash it does not have.
+struct RecentLayer(RecentLines);
 
-impl std::io::Write for RecentWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        // An event is a line or two; a runaway one is cut, not buffered.
-        let room = (MAX_RECENT_LINE * 4).saturating_sub(self.buffer.len());
-        self.buffer.extend_from_slice(&bytes[..bytes.len().min(room)]);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for RecentWriter {
-    fn drop(&mut self) {
-        self.recent.push(&String::from_utf8_lossy(&self.buffer));
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RecentLines {
-    type Writer = RecentWriter;
-    fn make_writer(&'a self) -> RecentWriter {
-        RecentWriter { recent: self.clone(), buffer: Vec::new() }
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RecentLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        use std::fmt::Write as _;
+        struct Fields<'a>(&'a mut String);
+        impl tracing::field::Visit for Fields<'_> {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                // A runaway value is cut by `push`; stop growing well past it.
+                if self.0.len() > MAX_RECENT_LINE * 2 {
+                    return;
+                }
+                let _ = match field.name() {
+                    "message" => write!(self.0, " {value:?}"),
+                    name => write!(self.0, " {name}={value:?}"),
+                };
+            }
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                if self.0.len() > MAX_RECENT_LINE * 2 {
+                    return;
+                }
+                let _ = match field.name() {
+                    "message" => write!(self.0, " {value}"),
+                    name => write!(self.0, " {name}={value:?}"),
+                };
+            }
+        }
+        let meta = event.metadata();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let mut line = format!("{}.{:03} {} {}:", now.as_secs(), now.subsec_millis(), meta.level(), meta.target());
+        event.record(&mut Fields(&mut line));
+        self.0.push(&line);
     }
 }
 
@@ -275,9 +283,7 @@ pub fn init_keeping(args: &LogArgs, config: &LogConfig, default_level: &str, rec
             tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false).boxed()
         }
     };
-    let kept = recent.map(|recent| {
-        tracing_subscriber::fmt::layer().with_writer(recent).with_ansi(false).with_filter(resolved.level.clone())
-    });
+    let kept = recent.map(|recent| RecentLayer(recent).with_filter(resolved.level.clone()));
     if tracing_subscriber::registry().with(layer.with_filter(resolved.level)).with(kept).try_init().is_ok() {
         for message in resolved.ignored {
             tracing::warn!("{message}");
@@ -291,17 +297,19 @@ mod tests {
 
     #[test]
     fn recent_lines_keep_the_newest_and_cut_long_ones() {
-        use std::io::Write as _;
-        use tracing_subscriber::fmt::MakeWriter as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
         let recent = RecentLines::new(3);
-        for i in 0..5 {
-            let mut writer = recent.make_writer();
-            writer.write_all(format!("line {i}\n").as_bytes()).unwrap();
-        }
-        assert_eq!(recent.snapshot(), ["line 2", "line 3", "line 4"]);
-        let mut writer = recent.make_writer();
-        writer.write_all("é".repeat(MAX_RECENT_LINE).as_bytes()).unwrap();
-        drop(writer);
+        let subscriber = tracing_subscriber::registry().with(RecentLayer(recent.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..5 {
+                tracing::info!(seq = i, "line {i}");
+            }
+        });
+        let lines = recent.snapshot();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[0].ends_with("INFO glimpse_files::logging::tests: line 2 seq=2"), "{lines:?}");
+        assert!(lines[2].contains("line 4"), "{lines:?}");
+        recent.push(&"é".repeat(MAX_RECENT_LINE));
         let last = recent.snapshot().pop().unwrap();
         assert!(last.len() <= MAX_RECENT_LINE && last.chars().all(|c| c == 'é'), "{}", last.len());
     }
