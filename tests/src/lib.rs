@@ -863,3 +863,28 @@ fn leaf_paths(value: &serde_json::Value, path: &str, out: &mut std::collections:
         }
     }
 }
+
+/// Every audit entry of `org`, paged through the admin API as `who` (an
+/// operator, or the organisation's admin).
+pub async fn audit_of(
+    who: &glimpse_admin_client::AdminCredentials,
+    org: &OrgId,
+) -> Vec<glimpse_common::wire::admin::AuditRecord> {
+    use glimpse_common::wire::admin::{AdminAction, AdminReply, AuditRecord, MAX_AUDIT_PAGE};
+    let mut all = Vec::new();
+    loop {
+        let after_seq = all.last().map_or(0, |e: &AuditRecord| e.seq);
+        let action = AdminAction::ShowAudit { org: Some(org.clone()), after_seq };
+        match glimpse_admin_client::admin_request(who, action).await.expect("admin API answers") {
+            AdminReply::AuditEntries(page) => {
+                all.extend(page.iter().cloned());
+                // A short page is the end of the log as it was when read
+                // (every read is audited too, so the log keeps growing).
+                if page.len() < MAX_AUDIT_PAGE {
+                    return all;
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -11,7 +11,7 @@ use glimpse_common::capture::CapturedPacket;
 use glimpse_common::clock::{Clock, ManualClock, SystemClock};
 use glimpse_common::identity::{AdminRole, OrgId};
 use glimpse_common::record::{DataKind, MacAddr, Record, RecordBody};
-use glimpse_common::wire::admin::{AdminAction, AdminReply, AuditRecord, GrantScope, Subject, MAX_AUDIT_PAGE};
+use glimpse_common::wire::admin::{AdminAction, AdminReply, GrantScope, Subject};
 use glimpse_common::wire::{Batch, CaptureOutcome};
 use glimpse_tests::traffic::{contains, MARKER};
 use glimpse_tests::*;
@@ -24,25 +24,6 @@ fn refused(reply: &AdminReply) -> &str {
     match reply {
         AdminReply::Refused(reason) => reason.as_str(),
         other => panic!("expected a refusal, got {other:?}"),
-    }
-}
-
-/// Every audit entry for `org`, through the API as an operator.
-async fn audit_of(operator: &AdminCredentials, org: &OrgId) -> Vec<AuditRecord> {
-    let mut all = Vec::new();
-    loop {
-        let after_seq = all.last().map_or(0, |e: &AuditRecord| e.seq);
-        match ask(operator, AdminAction::ShowAudit { org: Some(org.clone()), after_seq }).await {
-            AdminReply::AuditEntries(page) => {
-                all.extend(page.iter().cloned());
-                // A short page is the end of the log as it was when read
-                // (every read is audited too, so the log keeps growing).
-                if page.len() < MAX_AUDIT_PAGE {
-                    return all;
-                }
-            }
-            other => panic!("{other:?}"),
-        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use glimpse_admin_client::{admin_request, AdminCredentials, ApiClient};
 use glimpse_common::identity::{AdminRole, OrgId};
 use glimpse_common::record::{DataKind, Diagnostics, RecordBody};
-use glimpse_common::wire::admin::{AdminAction, AdminReply, AuditRecord, GrantScope, MAX_AUDIT_PAGE};
+use glimpse_common::wire::admin::{AdminAction, AdminReply, GrantScope};
 use glimpse_tests::*;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_agent-under-test");
@@ -95,23 +95,6 @@ fn stored_bundle(tc: &TestCollector, org: &OrgId, id: u64) -> Option<Diagnostics
 
 async fn ask(who: &AdminCredentials, action: AdminAction) -> AdminReply {
     admin_request(who, action).await.expect("admin API answers")
-}
-
-/// Every audit entry of `org`, through the API.
-async fn audit_of(who: &AdminCredentials, org: &OrgId) -> Vec<AuditRecord> {
-    let mut all = Vec::new();
-    loop {
-        let after_seq = all.last().map_or(0, |e: &AuditRecord| e.seq);
-        match ask(who, AdminAction::ShowAudit { org: Some(org.clone()), after_seq }).await {
-            AdminReply::AuditEntries(page) => {
-                all.extend(page.iter().cloned());
-                if page.len() < MAX_AUDIT_PAGE {
-                    return all;
-                }
-            }
-            other => panic!("{other:?}"),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
