@@ -81,7 +81,8 @@ impl Postgres {
         Some(pg)
     }
 
-    fn data_dir(&self) -> PathBuf {
+    /// The cluster's data directory (to look at what it stores on disk).
+    pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 

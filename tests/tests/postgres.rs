@@ -17,9 +17,17 @@ fn config(pg: &Postgres) -> PostgresConfig {
     PostgresConfig { tls: PgTls::Disable, timeout_ms: 3_000, ..PostgresConfig::new(pg.url()) }
 }
 
+/// A collector's store with its configuration key installed (a
+/// collector's key store does that when it opens: see `Catalog`).
+fn connected(pg: &Postgres) -> PgControl {
+    let store = PgControl::connect(&config(pg)).expect("connect");
+    store.seal_values(glimpse_common::secret::SecretKey::from_bytes([9; 32])).expect("configuration key");
+    store
+}
+
 fn migrated(pg: &Postgres) -> PgControl {
     PgControl::migrate(&config(pg)).expect("migrate");
-    PgControl::connect(&config(pg)).expect("connect")
+    connected(pg)
 }
 
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
@@ -139,7 +147,7 @@ fn two_collectors_on_one_database_keep_both_changes_and_one_audit_chain() {
     let Some(pg) = Postgres::start() else { return };
     let key = glimpse_store::audit::derive_audit_key(&glimpse_common::secret::SecretKey::from_bytes([7; 32]));
     let a: Arc<dyn ControlStore> = Arc::new(migrated(&pg));
-    let b: Arc<dyn ControlStore> = Arc::new(PgControl::connect(&config(&pg)).unwrap());
+    let b: Arc<dyn ControlStore> = Arc::new(connected(&pg));
 
     // Decisions: consent on one collector, a grant (of captures on one
     // device) on the other, at once; the grant's scope is stored with it.
@@ -200,7 +208,7 @@ fn two_collectors_on_one_database_keep_both_changes_and_one_audit_chain() {
 fn a_change_on_one_collector_is_heard_on_the_other() {
     let Some(pg) = Postgres::start() else { return };
     let a = migrated(&pg);
-    let b = PgControl::connect(&config(&pg)).unwrap();
+    let b = connected(&pg);
     let heard: Arc<Mutex<Vec<Change>>> = Arc::default();
     let sink = Arc::clone(&heard);
     b.watch(Arc::new(move |change: &Change| sink.lock().unwrap().push(change.clone())));
@@ -258,7 +266,7 @@ fn an_outage_is_a_transient_error_and_the_store_comes_back_by_itself() {
 fn a_service_wide_lock_is_held_by_one_collector_at_a_time() {
     let Some(pg) = Postgres::start() else { return };
     let a = migrated(&pg);
-    let b = PgControl::connect(&config(&pg)).unwrap();
+    let b = connected(&pg);
     let order = Mutex::new(Vec::new());
     let held = a.exclusive("erase:acme:metadata").unwrap().expect("a guard");
     std::thread::scope(|s| {
@@ -280,29 +288,306 @@ fn a_service_wide_lock_is_held_by_one_collector_at_a_time() {
     drop(a.exclusive("erase:acme:metadata").unwrap());
 }
 
-/// Master key rotation is refused on the shared control plane (every
-/// collector holds the key in memory), before any key file is written,
-/// and the keys stay usable under the old key.
-#[test]
-fn master_key_rotation_is_refused_on_the_shared_control_plane() {
-    use glimpse_common::identity::OrgId;
-    use glimpse_store::keys::{Catalog, KeyError, MasterKey};
-    let Some(pg) = Postgres::start() else { return };
-    let control: Arc<dyn ControlStore> = Arc::new(migrated(&pg));
-    let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("master.key");
-    let master = MasterKey::generate_file(&key_file).unwrap();
-    let catalog = Catalog::with_control("postgres".into(), Arc::clone(&control), master).unwrap();
-    let org = OrgId::new("acme").unwrap();
-    catalog.org_keys().get_or_create(&org).unwrap();
-    let before = std::fs::read(&key_file).unwrap();
-    let err = catalog.rotate_master(&|_, _, _| Ok(None)).unwrap_err();
-    assert!(matches!(err, KeyError::RotationUnavailable { .. }), "{err}");
-    assert!(err.to_string().contains("shared by several collectors"), "{err}");
-    assert!(!MasterKey::next_path(&key_file).exists());
-    assert_eq!(std::fs::read(&key_file).unwrap(), before);
-    catalog.org_keys().forget(None);
-    assert!(catalog.org_keys().get(&org).unwrap().is_some());
-    drop(catalog);
-    Catalog::with_control("postgres".into(), control, MasterKey::load(&key_file).unwrap()).unwrap();
+/// Issue 21 item 10 on PostgreSQL: the configuration values (what
+/// identifies a device, its SSH key, the decisions, tokens and accounts)
+/// are sealed in the tables and on disk.
+mod sealed {
+    use super::*;
+    use glimpse_common::identity::{DeviceId, DeviceIdentity, DeviceKind, OrgId};
+    use glimpse_common::secret::SecretKey;
+    use glimpse_store::keys::{Catalog, DeviceRegistration, KeyError, MasterKey, Resealer};
+
+    const SERIAL: &str = "SERIAL-PLAINTEXT-0451";
+    const SSH: &str = "ssh-ed25519 AAAAC3Nz comment-plaintext-ssh";
+    const POLICY: &[u8] = b"POLICY-PLAINTEXT-consent";
+    const STATE: &str = "{\"name\":\"STATE-PLAINTEXT\"}";
+    const PLAINTEXTS: [&str; 4] = ["SERIAL-PLAINTEXT", "comment-plaintext-ssh", "POLICY-PLAINTEXT", "STATE-PLAINTEXT"];
+
+    fn org(name: &str) -> OrgId {
+        OrgId::new(name).unwrap()
+    }
+
+    /// A value only `org`'s data key gives (a MAC under its pseudonym key).
+    fn key_of(c: &Catalog, name: &str) -> Vec<u8> {
+        let key = c.org_keys().pseudonym_key(&org(name)).unwrap();
+        ring::hmac::sign(&key, b"probe").as_ref().to_vec()
+    }
+
+    fn device(name: &str) -> DeviceId {
+        DeviceId::new(name).unwrap()
+    }
+
+    /// A collector's key store on the shared database under `key_file`.
+    fn collector(pg: &Postgres, key_file: &std::path::Path) -> Result<Catalog, KeyError> {
+        let control: Arc<dyn ControlStore> = Arc::new(PgControl::connect(&config(pg)).expect("connect"));
+        Catalog::with_control("postgres".into(), control, MasterKey::load(key_file)?)
+    }
+
+    fn register(catalog: &Catalog, name: &str, shared_key: &SecretKey) {
+        catalog
+            .registry()
+            .upsert(DeviceRegistration {
+                identity: DeviceIdentity { org: org("acme"), device: device(name), kind: DeviceKind::Ap },
+                shared_key: shared_key.clone(),
+                cert_serial: SERIAL.into(),
+                revoked: false,
+            })
+            .unwrap();
+    }
+
+    /// Rows of the four sealed tables holding `text`, by a query.
+    fn rows_showing(pg: &Postgres, text: &str) -> u64 {
+        let out = pg.psql(&format!(
+            "SELECT (SELECT count(*) FROM glimpse_devices WHERE position(convert_to('{text}', 'UTF8') in sealed) > 0)
+                  + (SELECT count(*) FROM glimpse_device_ssh_keys WHERE position(convert_to('{text}', 'UTF8') in sealed) > 0)
+                  + (SELECT count(*) FROM glimpse_org_policy WHERE position(convert_to('{text}', 'UTF8') in sealed) > 0)
+                  + (SELECT count(*) FROM glimpse_state WHERE position(convert_to('{text}', 'UTF8') in sealed) > 0)"
+        ));
+        out.trim().parse().unwrap()
+    }
+
+    /// Files of the cluster's data directory (tables, WAL) holding `text`.
+    fn files_showing(pg: &Postgres, text: &str) -> Vec<std::path::PathBuf> {
+        fn walk(dir: &std::path::Path, text: &[u8], found: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, text, found);
+                } else if std::fs::read(&path).is_ok_and(|b| b.windows(text.len()).any(|w| w == text)) {
+                    found.push(path);
+                }
+            }
+        }
+        let mut found = Vec::new();
+        walk(&pg.data_dir(), text.as_bytes(), &mut found);
+        found
+    }
+
+    #[test]
+    fn configuration_values_are_sealed_in_the_tables_and_on_disk_and_a_moved_row_does_not_open() {
+        let Some(pg) = Postgres::start() else { return };
+        PgControl::migrate(&config(&pg)).expect("migrate");
+        let keys = tempfile::tempdir().unwrap();
+        let key_file = keys.path().join("master.key");
+        MasterKey::generate_file(&key_file).unwrap();
+        let catalog = collector(&pg, &key_file).unwrap();
+        let control = catalog.control();
+        register(&catalog, "ap-1", &SecretKey::generate().unwrap());
+        register(&catalog, "ap-2", &SecretKey::generate().unwrap());
+        catalog.registry().set_ssh_key(&org("acme"), &device("ap-1"), Some(SSH)).unwrap();
+        control.put_policy("acme", POLICY).unwrap();
+        control.put_policy("globex", b"other").unwrap();
+        control.replace_state("console-account:ada", STATE).unwrap();
+
+        // Everything reads back, on this collector and on another.
+        let other = collector(&pg, &key_file).unwrap();
+        for c in [&catalog, &other] {
+            assert_eq!(c.registry().get(&org("acme"), &device("ap-1")).unwrap().unwrap().cert_serial, SERIAL);
+            assert_eq!(c.registry().ssh_key(&org("acme"), &device("ap-1")).unwrap().as_deref(), Some(SSH));
+            assert_eq!(c.control().policy("acme").unwrap().as_deref(), Some(POLICY));
+            assert_eq!(c.control().state("console-account:ada").unwrap().as_deref(), Some(STATE));
+        }
+        // Not in the tables, and not in any file of the cluster (tables
+        // and write-ahead log, after a checkpoint).
+        pg.psql("CHECKPOINT");
+        for text in PLAINTEXTS {
+            assert_eq!(rows_showing(&pg, text), 0, "{text} readable in a table");
+            assert!(files_showing(&pg, text).is_empty(), "{text} readable in {:?}", files_showing(&pg, text));
+        }
+        // The query and the scan would see it if it were there: the
+        // organisation names are keys, stored as they are.
+        assert!(!files_showing(&pg, "globex").is_empty());
+
+        // A sealed value moved to another row does not open.
+        pg.psql("UPDATE glimpse_org_policy SET sealed = (SELECT sealed FROM glimpse_org_policy WHERE org = 'acme') WHERE org = 'globex'");
+        let err = control.policy("globex").unwrap_err().to_string();
+        assert!(err.contains("does not open"), "{err}");
+        assert!(control.policies().is_err(), "a listing with a moved row is refused, not partly served");
+        pg.psql(
+            "UPDATE glimpse_devices SET sealed = (SELECT sealed FROM glimpse_devices WHERE device = 'ap-1') WHERE device = 'ap-2'",
+        );
+        let err = control.device("acme", "ap-2").unwrap_err().to_string();
+        assert!(err.contains("does not open"), "{err}");
+        pg.psql("UPDATE glimpse_state SET name = 'console-account:eve' WHERE name = 'console-account:ada'");
+        assert!(control.state("console-account:eve").is_err());
+        // So does one sealed under another key: a collector whose
+        // configuration key differs is refused at once.
+        let stranger = PgControl::connect(&config(&pg)).unwrap();
+        let err = stranger.seal_values(SecretKey::from_bytes([1; 32])).unwrap_err().to_string();
+        assert!(err.contains("does not open the sealed values"), "{err}");
+        // And a store that never installed the key reads nothing.
+        let keyless = PgControl::connect(&config(&pg)).unwrap();
+        assert!(keyless.policy("acme").is_err());
+        assert!(keyless.put_policy("acme", b"plain").is_err());
+    }
+
+    /// A database an earlier Glimpse wrote (schema version 1, values
+    /// plain): `migrate` and then collectors starting at once seal it
+    /// once.
+    #[test]
+    fn a_plain_database_is_migrated_and_sealed_once_by_collectors_starting_together() {
+        let Some(pg) = Postgres::start() else { return };
+        let v1 = glimpse_postgres::MIGRATIONS[0];
+        pg.psql(
+            "CREATE TABLE glimpse_migrations (version integer PRIMARY KEY, name text NOT NULL, sha256 text NOT NULL, \
+             applied_at timestamptz NOT NULL DEFAULT now())",
+        );
+        pg.psql(v1.sql);
+        pg.psql(&format!(
+            "INSERT INTO glimpse_migrations (version, name, sha256) \
+             VALUES (1, '{}', encode(sha256(convert_to($glimpse_v1${}$glimpse_v1$, 'UTF8')), 'hex'))",
+            v1.name, v1.sql
+        ));
+        pg.psql(&format!(
+            "INSERT INTO glimpse_devices (org, device, row) VALUES ('acme', 'ap-1', convert_to('{SERIAL}', 'UTF8'));
+             INSERT INTO glimpse_device_ssh_keys (org, device, line) VALUES ('acme', 'ap-1', '{SSH}');
+             INSERT INTO glimpse_org_policy (org, row) VALUES ('acme', convert_to('POLICY-PLAINTEXT-consent', 'UTF8'));
+             INSERT INTO glimpse_state (name, value) VALUES ('console-account:ada', '{STATE}')"
+        ));
+        let err = PgControl::connect(&config(&pg)).unwrap_err().to_string();
+        assert!(err.contains("version 1") && err.contains("migrate"), "{err}");
+        let report = PgControl::migrate(&config(&pg)).unwrap();
+        assert_eq!((report.from, report.version), (1, LATEST_VERSION));
+        // The SQL migration keeps the values (it has no key to seal them).
+        assert_eq!(rows_showing(&pg, "PLAINTEXT"), 3, "the check sees plain values");
+        assert_eq!(rows_showing(&pg, "comment-plaintext-ssh"), 1);
+
+        let keys = tempfile::tempdir().unwrap();
+        let key_file = keys.path().join("master.key");
+        MasterKey::generate_file(&key_file).unwrap();
+        let catalogs: Vec<Catalog> = std::thread::scope(|s| {
+            let started: Vec<_> = (0..3).map(|_| s.spawn(|| collector(&pg, &key_file).unwrap())).collect();
+            started.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        assert_eq!(rows_showing(&pg, "PLAINTEXT"), 0);
+        assert_eq!(pg.psql("SELECT count(*) FROM glimpse_meta WHERE name = 'values-sealed'").trim(), "1");
+        // Sealed once (twice would read back sealed bytes), on every collector.
+        for c in &catalogs {
+            let control = c.control();
+            assert_eq!(control.device("acme", "ap-1").unwrap().as_deref(), Some(SERIAL.as_bytes()));
+            assert_eq!(control.ssh_key("acme", "ap-1").unwrap().as_deref(), Some(SSH));
+            assert_eq!(control.policy("acme").unwrap().as_deref(), Some(POLICY));
+            assert_eq!(control.state("console-account:ada").unwrap().as_deref(), Some(STATE));
+        }
+        drop(catalogs);
+        // A later start finds it sealed and reads the same.
+        let again = collector(&pg, &key_file).unwrap();
+        assert_eq!(again.control().policy("acme").unwrap().as_deref(), Some(POLICY));
+    }
+
+    const SEALED_STATE: &str = "console-totp:ada";
+
+    fn reseal_hex(name: &str, value: &str, r: &Resealer<'_>) -> Result<Option<String>, String> {
+        if name != SEALED_STATE {
+            return Ok(None);
+        }
+        let sealed = hex::decode(value).map_err(|e| e.to_string())?;
+        r.reseal("totp:ada", &sealed).map(hex::encode).map(Some).ok_or_else(|| "does not open".to_owned())
+    }
+
+    /// Master key rotation on the shared control plane: one collector
+    /// rewraps every key in one transaction; another still holding the old
+    /// key keeps serving the keys it holds, is refused writing new key
+    /// material under the old key and refused at start with the old key
+    /// file, and works again with the new one.
+    #[test]
+    fn master_key_rotation_on_postgres_and_the_other_collectors_take_the_new_key() {
+        let Some(pg) = Postgres::start() else { return };
+        PgControl::migrate(&config(&pg)).expect("migrate");
+        let keys = tempfile::tempdir().unwrap();
+        let (key_a, key_b) = (keys.path().join("a.key"), keys.path().join("b.key"));
+        MasterKey::generate_file(&key_a).unwrap();
+        std::fs::copy(&key_a, &key_b).unwrap();
+        let a = collector(&pg, &key_a).unwrap();
+        let b = collector(&pg, &key_b).unwrap();
+        a.org_keys().get_or_create(&org("acme")).unwrap();
+        let org_key = key_of(&a, "acme");
+        let shared_key = SecretKey::generate().unwrap();
+        register(&a, "ap-1", &shared_key);
+        a.registry().set_ssh_key(&org("acme"), &device("ap-1"), Some(SSH)).unwrap();
+        a.control().put_policy("acme", POLICY).unwrap();
+        let totp = SecretKey::generate().unwrap();
+        a.control().replace_state(SEALED_STATE, &hex::encode(a.seal_secret("totp:ada", &totp).unwrap())).unwrap();
+        let audit_key = a.audit_key().unwrap();
+        assert!(b.org_keys().get(&org("acme")).unwrap().is_some());
+        assert_eq!(key_of(&b, "acme"), org_key, "b holds acme's key");
+        let wrapped_before = pg.psql("SELECT encode(wrapped, 'hex') FROM glimpse_org_keys WHERE org = 'acme'");
+
+        let intact = |c: &Catalog| {
+            c.org_keys().forget(None);
+            assert_eq!(key_of(c, "acme"), org_key);
+            let reg = c.registry().get(&org("acme"), &device("ap-1")).unwrap().unwrap();
+            assert_eq!((reg.shared_key, reg.cert_serial.as_str()), (shared_key.clone(), SERIAL));
+            assert_eq!(c.registry().ssh_key(&org("acme"), &device("ap-1")).unwrap().as_deref(), Some(SSH));
+            assert_eq!(c.control().policy("acme").unwrap().as_deref(), Some(POLICY));
+            let sealed = hex::decode(c.control().state(SEALED_STATE).unwrap().unwrap()).unwrap();
+            assert_eq!(c.open_secret("totp:ada", &sealed).unwrap(), totp);
+            assert_eq!(c.audit_key().unwrap(), audit_key);
+        };
+
+        let report = a.rotate_master(&reseal_hex).expect("rotation on PostgreSQL");
+        assert_eq!((report.org_keys, report.device_keys), (1, 1), "{report:?}");
+        // The check, the audit and configuration keys, the TOTP key.
+        assert_eq!(report.other_rows, 4, "{report:?}");
+        assert!(!MasterKey::next_path(&key_a).exists());
+        assert_ne!(std::fs::read(&key_a).unwrap(), std::fs::read(&key_b).unwrap());
+        assert_ne!(pg.psql("SELECT encode(wrapped, 'hex') FROM glimpse_org_keys WHERE org = 'acme'"), wrapped_before);
+        intact(&a);
+        a.org_keys().get_or_create(&org("initech")).unwrap();
+
+        // b, still under the old key: what it holds keeps working ...
+        assert_eq!(key_of(&b, "acme"), org_key);
+        assert_eq!(b.control().policy("acme").unwrap().as_deref(), Some(POLICY));
+        // ... new key material under the old key is refused, clearly.
+        let err = b.org_keys().get_or_create(&org("globex")).unwrap_err().to_string();
+        assert!(err.contains("rotated by another collector"), "{err}");
+        let err = b
+            .registry()
+            .upsert(DeviceRegistration {
+                identity: DeviceIdentity { org: org("acme"), device: device("ap-9"), kind: DeviceKind::Ap },
+                shared_key: SecretKey::generate().unwrap(),
+                cert_serial: "09".into(),
+                revoked: false,
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rotated by another collector"), "{err}");
+        assert!(b.rotate_master(&reseal_hex).is_err(), "b cannot rotate from a key it no longer shares");
+        assert!(!MasterKey::next_path(&key_b).exists());
+        drop(b);
+        // Restarted with the old key file: refused.
+        let err = collector(&pg, &key_b).unwrap_err();
+        assert!(matches!(err, KeyError::WrongMasterKey { .. }), "{err}");
+        // With the new key file installed: everything, old and new.
+        std::fs::copy(&key_a, &key_b).unwrap();
+        let b = collector(&pg, &key_b).unwrap();
+        intact(&b);
+        assert!(b.org_keys().get(&org("initech")).unwrap().is_some());
+        b.org_keys().get_or_create(&org("globex")).unwrap();
+        assert!(a.org_keys().get(&org("globex")).unwrap().is_some());
+    }
+
+    /// A rotation that fails in its transaction (a row that does not
+    /// rewrap) leaves every row under the old key, on PostgreSQL too.
+    #[test]
+    fn a_failed_rotation_on_postgres_changes_nothing() {
+        let Some(pg) = Postgres::start() else { return };
+        PgControl::migrate(&config(&pg)).expect("migrate");
+        let keys = tempfile::tempdir().unwrap();
+        let key_file = keys.path().join("master.key");
+        MasterKey::generate_file(&key_file).unwrap();
+        let a = collector(&pg, &key_file).unwrap();
+        a.org_keys().get_or_create(&org("acme")).unwrap();
+        let org_key = key_of(&a, "acme");
+        a.control().replace_state(SEALED_STATE, "not hex").unwrap();
+        let before = pg.psql("SELECT name, encode(value, 'hex') FROM glimpse_meta ORDER BY name");
+        let err = a.rotate_master(&reseal_hex).unwrap_err().to_string();
+        assert!(err.contains("Odd number") || err.contains("Invalid"), "{err}");
+        assert_eq!(pg.psql("SELECT name, encode(value, 'hex') FROM glimpse_meta ORDER BY name"), before);
+        assert!(!MasterKey::next_path(&key_file).exists());
+        drop(a);
+        let a = collector(&pg, &key_file).unwrap();
+        assert_eq!(key_of(&a, "acme"), org_key);
+        a.org_keys().get_or_create(&org("globex")).unwrap();
+    }
 }

@@ -3,10 +3,14 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use std::sync::RwLock;
+
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use glimpse_common::secret::SecretKey;
+use glimpse_store::control::sealed::{self, RowSealer};
 use glimpse_store::control::seam::{
-    AuditAppend, Change, ChangeSink, ControlError, ControlStore, DeviceRow, PolicyEdit, SegmentRow, SegmentRowKey,
-    StreamSeq,
+    AuditAppend, Change, ChangeSink, ControlError, ControlStore, DeviceRow, PolicyEdit, RowRewrite, SegmentRow,
+    SegmentRowKey, StreamSeq, MASTER_CHECK_ROW,
 };
 use tokio_postgres::error::SqlState;
 
@@ -29,6 +33,13 @@ pub(crate) struct Inner {
     pub(crate) settings: (tokio_postgres::Config, Connector),
     pub(crate) sinks: Mutex<Vec<ChangeSink>>,
     pub(crate) listening: std::sync::Once,
+    /// Seals and opens the configuration values, once
+    /// [`ControlStore::seal_values`] installed it; until then they are
+    /// refused (see [`crate::seal`]).
+    pub(crate) sealer: RwLock<Option<Arc<RowSealer>>>,
+    /// The master key check value this process's key opens
+    /// ([`ControlStore::settled_under`]): writes of key material check it.
+    pub(crate) epoch: RwLock<Option<Vec<u8>>>,
     pub(crate) rt: Runtime,
 }
 
@@ -63,7 +74,7 @@ fn is_transient(e: &tokio_postgres::Error) -> bool {
     }
 }
 
-fn db(e: tokio_postgres::Error) -> ControlError {
+pub(crate) fn db(e: tokio_postgres::Error) -> ControlError {
     if is_transient(&e) {
         ControlError::Transient(format!("PostgreSQL: {}", describe_error(&e)))
     } else {
@@ -71,7 +82,7 @@ fn db(e: tokio_postgres::Error) -> ControlError {
     }
 }
 
-fn pool_error(e: deadpool_postgres::PoolError) -> ControlError {
+pub(crate) fn pool_error(e: deadpool_postgres::PoolError) -> ControlError {
     match e {
         deadpool_postgres::PoolError::Backend(e) => db(e),
         other => ControlError::Transient(format!("PostgreSQL connection: {other}")),
@@ -125,10 +136,41 @@ impl Drop for LockGuard {
     }
 }
 
+/// The deadline of operations over every row ([`PgControl::run_long`]).
+const LONG_WAIT: Duration = Duration::from_secs(120);
+
+/// The refusal of a write of key material by a collector whose master
+/// key another collector has rotated away.
+pub(crate) fn rotated_away() -> ControlError {
+    ControlError::Permanent(
+        "the master key was rotated by another collector sharing this database since this collector started: \
+         it holds the old key; install the new master key file here and restart this collector"
+            .into(),
+    )
+}
+
+/// In a transaction that writes rows holding key material wrapped under
+/// the master key: checks that the store is still under `epoch` (the
+/// check value this process's key opens) and holds the check row shared
+/// until the commit, so a rotation (which takes it for update) waits for
+/// this write and this write cannot follow the rotation unseen. No check
+/// before the store is settled (`epoch` unknown).
+pub(crate) async fn guard(tx: &tokio_postgres::Transaction<'_>, epoch: Option<&[u8]>) -> Result<(), ControlError> {
+    let Some(known) = epoch else { return Ok(()) };
+    let row = tx
+        .query_opt("SELECT value FROM glimpse_meta WHERE name = $1 FOR SHARE", &[&MASTER_CHECK_ROW])
+        .await
+        .map_err(db)?;
+    match row {
+        Some(r) if r.get::<_, &[u8]>(0) == known => Ok(()),
+        _ => Err(rotated_away()),
+    }
+}
+
 /// Row-conflict retries of a read-modify-write that lost an insert race.
 const CONFLICT_RETRIES: usize = 8;
 
-type Client = deadpool_postgres::Object;
+pub(crate) type Client = deadpool_postgres::Object;
 
 impl PgControl {
     /// Connects to the database `config` names, checks its schema (see
@@ -173,13 +215,76 @@ impl PgControl {
         &self.inner.at
     }
 
-    fn run<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, ControlError>
+    pub(crate) fn run<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, ControlError>
     where
         T: Send + 'static,
         F: FnOnce(Pool) -> Fut,
         Fut: std::future::Future<Output = Result<T, ControlError>> + Send + 'static,
     {
         self.inner.rt.run(what, self.inner.timeout, op(self.inner.pool.clone()))
+    }
+
+    /// As `run`, for the few operations that touch every row (sealing a
+    /// plain database, a master key rotation): a longer deadline.
+    pub(crate) fn run_long<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, ControlError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Pool) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ControlError>> + Send + 'static,
+    {
+        self.inner.rt.run(what, self.inner.timeout.max(LONG_WAIT), op(self.inner.pool.clone()))
+    }
+
+    /// A connection of its own, outside the pool, for a transaction that
+    /// spans several calls: dropping it (on any failure, or a deadline)
+    /// closes it, and the server rolls back what it left open.
+    pub(crate) async fn dedicated(
+        settings: (tokio_postgres::Config, Connector),
+    ) -> Result<tokio_postgres::Client, ControlError> {
+        crate::listen::connect(&settings.0, &settings.1).await.map_err(db)
+    }
+
+    pub(crate) fn settings(&self) -> (tokio_postgres::Config, Connector) {
+        self.inner.settings.clone()
+    }
+
+    /// The sealer, or a refusal: a process that has not installed it
+    /// must neither read sealed values as plain nor write plain ones.
+    pub(crate) fn sealer(&self) -> Result<Arc<RowSealer>, ControlError> {
+        self.inner.sealer.read().unwrap_or_else(PoisonError::into_inner).clone().ok_or_else(|| {
+            ControlError::Permanent(format!(
+                "the configuration values at {} are sealed and this process has not installed the configuration key",
+                self.inner.at
+            ))
+        })
+    }
+
+    pub(crate) fn epoch(&self) -> Option<Vec<u8>> {
+        self.inner.epoch.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// One registry row's sealed bytes.
+    fn raw_device(&self, org: &str, device: &str) -> Result<Option<Vec<u8>>, ControlError> {
+        let (org, device) = (org.to_owned(), device.to_owned());
+        self.run("device", |pool| async move {
+            let c = client(&pool).await?;
+            let stmt = c
+                .prepare_cached("SELECT sealed FROM glimpse_devices WHERE org = $1 AND device = $2")
+                .await
+                .map_err(db)?;
+            let row = c.query_opt(&stmt, &[&org, &device]).await.map_err(db)?;
+            Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
+        })
+    }
+
+    /// One organisation's sealed decisions.
+    fn raw_policy(&self, org: &str) -> Result<Option<Vec<u8>>, ControlError> {
+        let org = org.to_owned();
+        self.run("decision", |pool| async move {
+            let c = client(&pool).await?;
+            let stmt = c.prepare_cached("SELECT sealed FROM glimpse_org_policy WHERE org = $1").await.map_err(db)?;
+            Ok(c.query_opt(&stmt, &[&org]).await.map_err(db)?.map(|r| r.get::<_, Vec<u8>>(0)))
+        })
     }
 }
 
@@ -204,7 +309,17 @@ impl Inner {
             .recycle_timeout(Some(timeout))
             .build()
             .map_err(|e| PgError::Config(format!("cannot set up the PostgreSQL connection pool: {e}")))?;
-        Ok(Inner { pool, timeout, at, settings, sinks: Mutex::new(Vec::new()), listening: std::sync::Once::new(), rt })
+        Ok(Inner {
+            pool,
+            timeout,
+            at,
+            settings,
+            sinks: Mutex::new(Vec::new()),
+            listening: std::sync::Once::new(),
+            sealer: RwLock::new(None),
+            epoch: RwLock::new(None),
+            rt,
+        })
     }
 
     /// Hands `change` to every sink.
@@ -216,47 +331,65 @@ impl Inner {
     }
 }
 
-async fn client(pool: &Pool) -> Result<Client, ControlError> {
+pub(crate) async fn client(pool: &Pool) -> Result<Client, ControlError> {
     pool.get().await.map_err(pool_error)
 }
 
 impl ControlStore for PgControl {
     fn meta_or_insert(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, ControlError> {
-        let (name, value) = (name.to_owned(), value.to_vec());
+        let (name, value, epoch) = (name.to_owned(), value.to_vec(), self.epoch());
         self.run("meta", |pool| async move {
-            let c = client(&pool).await?;
-            c.execute(
+            let mut c = client(&pool).await?;
+            // A row there is read without the master key guard (a rotation
+            // asks for the check row after a failed commit).
+            if let Some(row) =
+                c.query_opt("SELECT value FROM glimpse_meta WHERE name = $1", &[&name]).await.map_err(db)?
+            {
+                return Ok(row.get::<_, Vec<u8>>(0));
+            }
+            let tx = c.transaction().await.map_err(db)?;
+            // A metadata row holds a key wrapped under the master key.
+            guard(&tx, epoch.as_deref()).await?;
+            tx.execute(
                 "INSERT INTO glimpse_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
                 &[&name, &value],
             )
             .await
             .map_err(db)?;
-            let row = c.query_one("SELECT value FROM glimpse_meta WHERE name = $1", &[&name]).await.map_err(db)?;
+            let row = tx.query_one("SELECT value FROM glimpse_meta WHERE name = $1", &[&name]).await.map_err(db)?;
+            tx.commit().await.map_err(db)?;
             Ok(row.get::<_, Vec<u8>>(0))
         })
     }
 
     fn device(&self, org: &str, device: &str) -> Result<Option<Vec<u8>>, ControlError> {
+        let sealer = self.sealer()?;
         let (org, device) = (org.to_owned(), device.to_owned());
-        self.run("device", |pool| async move {
-            let c = client(&pool).await?;
-            let stmt =
-                c.prepare_cached("SELECT row FROM glimpse_devices WHERE org = $1 AND device = $2").await.map_err(db)?;
-            let row = c.query_opt(&stmt, &[&org, &device]).await.map_err(db)?;
-            Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
-        })
+        let stored = self.raw_device(&org, &device)?;
+        stored.map(|s| sealer.open(sealed::DEVICES, &[&org, &device], &s)).transpose()
     }
 
     fn devices(&self) -> Result<Vec<DeviceRow>, ControlError> {
+        let sealer = self.sealer()?;
         self.run("devices", |pool| async move {
             let c = client(&pool).await?;
-            let rows =
-                c.query("SELECT org, device, row FROM glimpse_devices ORDER BY org, device", &[]).await.map_err(db)?;
-            Ok(rows.iter().map(|r| DeviceRow { org: r.get(0), device: r.get(1), row: r.get(2) }).collect())
+            let rows = c
+                .query("SELECT org, device, sealed FROM glimpse_devices ORDER BY org, device", &[])
+                .await
+                .map_err(db)?;
+            rows.iter()
+                .map(|r| {
+                    let (org, device): (String, String) = (r.get(0), r.get(1));
+                    let row = sealer.open(sealed::DEVICES, &[&org, &device], r.get::<_, &[u8]>(2))?;
+                    Ok(DeviceRow { org, device, row })
+                })
+                .collect()
         })
     }
 
     fn put_devices(&self, rows: &[DeviceRow]) -> Result<(), ControlError> {
+        let sealer = self.sealer()?;
+        let epoch = self.epoch();
         let mut rows = rows.to_vec();
         // Key order, so that two collectors importing at once cannot
         // deadlock; the last of duplicate keys wins, as in a loop of inserts.
@@ -267,15 +400,45 @@ impl ControlStore for PgControl {
         self.run("put devices", |pool| async move {
             let mut c = client(&pool).await?;
             let tx = c.transaction().await.map_err(db)?;
+            // Registry rows hold shared keys wrapped under the master key.
+            guard(&tx, epoch.as_deref()).await?;
             for chunk in rows.chunks(1000) {
                 let orgs: Vec<&str> = chunk.iter().map(|r| r.org.as_str()).collect();
                 let devices: Vec<&str> = chunk.iter().map(|r| r.device.as_str()).collect();
-                let bytes: Vec<&[u8]> = chunk.iter().map(|r| r.row.as_slice()).collect();
+                // Sealed values differ at every sealing (random nonces):
+                // rows already stored as they are stay untouched, so a
+                // repeated import notifies nobody.
+                let existing = tx
+                    .query(
+                        "SELECT t.org, t.device, t.sealed FROM glimpse_devices t
+                         JOIN UNNEST($1::text[], $2::text[]) AS u(org, device)
+                           ON t.org = u.org AND t.device = u.device
+                         ORDER BY t.org, t.device FOR UPDATE OF t",
+                        &[&orgs, &devices],
+                    )
+                    .await
+                    .map_err(db)?;
+                let mut stored = std::collections::HashMap::new();
+                for r in &existing {
+                    let (org, device): (String, String) = (r.get(0), r.get(1));
+                    let plain = sealer.open(sealed::DEVICES, &[&org, &device], r.get::<_, &[u8]>(2))?;
+                    stored.insert((org, device), plain);
+                }
+                let changed: Vec<&DeviceRow> =
+                    chunk.iter().filter(|r| stored.get(&(r.org.clone(), r.device.clone())) != Some(&r.row)).collect();
+                if changed.is_empty() {
+                    continue;
+                }
+                let orgs: Vec<&str> = changed.iter().map(|r| r.org.as_str()).collect();
+                let devices: Vec<&str> = changed.iter().map(|r| r.device.as_str()).collect();
+                let bytes = changed
+                    .iter()
+                    .map(|r| sealer.seal(sealed::DEVICES, &[&r.org, &r.device], &r.row))
+                    .collect::<Result<Vec<_>, _>>()?;
                 tx.execute(
-                    "INSERT INTO glimpse_devices (org, device, row)
+                    "INSERT INTO glimpse_devices (org, device, sealed)
                      SELECT * FROM UNNEST($1::text[], $2::text[], $3::bytea[])
-                     ON CONFLICT (org, device) DO UPDATE SET row = EXCLUDED.row
-                     WHERE glimpse_devices.row IS DISTINCT FROM EXCLUDED.row",
+                     ON CONFLICT (org, device) DO UPDATE SET sealed = EXCLUDED.sealed",
                     &[&orgs, &devices, &bytes],
                 )
                 .await
@@ -291,26 +454,34 @@ impl ControlStore for PgControl {
         device: &str,
         edit: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>,
     ) -> Result<bool, ControlError> {
+        let sealer = self.sealer()?;
         // Compare and swap: the edit runs here, not inside a transaction
         // held open across it, and the write applies only to the row it
-        // was given; otherwise the edit runs again on what is there now.
+        // was given (its sealed bytes); otherwise the edit runs again on
+        // what is there now.
         for _ in 0..CONFLICT_RETRIES {
             let (o, d) = (org.to_owned(), device.to_owned());
-            let Some(existing) = self.device(&o, &d)? else {
+            let Some(stored) = self.raw_device(&o, &d)? else {
                 return Ok(false);
             };
+            let existing = sealer.open(sealed::DEVICES, &[&o, &d], &stored)?;
             let Some(new_row) = edit(&existing) else {
                 return Ok(false);
             };
+            let new_row = sealer.seal(sealed::DEVICES, &[&o, &d], &new_row)?;
+            let epoch = self.epoch();
             let swapped = self.run("update device", |pool| async move {
-                let c = client(&pool).await?;
-                let n = c
+                let mut c = client(&pool).await?;
+                let tx = c.transaction().await.map_err(db)?;
+                guard(&tx, epoch.as_deref()).await?;
+                let n = tx
                     .execute(
-                        "UPDATE glimpse_devices SET row = $4 WHERE org = $1 AND device = $2 AND row = $3",
-                        &[&o, &d, &existing, &new_row],
+                        "UPDATE glimpse_devices SET sealed = $4 WHERE org = $1 AND device = $2 AND sealed = $3",
+                        &[&o, &d, &stored, &new_row],
                     )
                     .await
                     .map_err(db)?;
+                tx.commit().await.map_err(db)?;
                 Ok(n == 1)
             })?;
             if swapped {
@@ -321,27 +492,32 @@ impl ControlStore for PgControl {
     }
 
     fn ssh_key(&self, org: &str, device: &str) -> Result<Option<String>, ControlError> {
+        let sealer = self.sealer()?;
         let (org, device) = (org.to_owned(), device.to_owned());
         self.run("ssh key", |pool| async move {
             let c = client(&pool).await?;
             let stmt = c
-                .prepare_cached("SELECT line FROM glimpse_device_ssh_keys WHERE org = $1 AND device = $2")
+                .prepare_cached("SELECT sealed FROM glimpse_device_ssh_keys WHERE org = $1 AND device = $2")
                 .await
                 .map_err(db)?;
             let row = c.query_opt(&stmt, &[&org, &device]).await.map_err(db)?;
-            Ok(row.map(|r| r.get::<_, String>(0)))
+            row.map(|r| sealer.open_utf8(sealed::SSH_KEYS, &[&org, &device], r.get::<_, &[u8]>(0))).transpose()
         })
     }
 
     fn set_ssh_key(&self, org: &str, device: &str, line: Option<&str>) -> Result<(), ControlError> {
-        let (org, device, line) = (org.to_owned(), device.to_owned(), line.map(str::to_owned));
+        let sealer = self.sealer()?;
+        let line = line.map(|l| sealer.seal(sealed::SSH_KEYS, &[org, device], l.as_bytes())).transpose()?;
+        let (org, device) = (org.to_owned(), device.to_owned());
+        // Sealed under the configuration key, which a master key rotation
+        // keeps: no master key guard.
         self.run("set ssh key", |pool| async move {
             let c = client(&pool).await?;
             match line {
                 Some(line) => c
                     .execute(
-                        "INSERT INTO glimpse_device_ssh_keys (org, device, line) VALUES ($1, $2, $3)
-                         ON CONFLICT (org, device) DO UPDATE SET line = EXCLUDED.line",
+                        "INSERT INTO glimpse_device_ssh_keys (org, device, sealed) VALUES ($1, $2, $3)
+                         ON CONFLICT (org, device) DO UPDATE SET sealed = EXCLUDED.sealed",
                         &[&org, &device, &line],
                     )
                     .await
@@ -494,10 +670,12 @@ impl ControlStore for PgControl {
     }
 
     fn insert_org_key_if_absent(&self, org: &str, wrapped: &[u8]) -> Result<(Vec<u8>, bool), ControlError> {
-        let (org, wrapped) = (org.to_owned(), wrapped.to_vec());
+        let (org, wrapped, epoch) = (org.to_owned(), wrapped.to_vec(), self.epoch());
         self.run("insert organisation key", |pool| async move {
-            let c = client(&pool).await?;
-            let inserted = c
+            let mut c = client(&pool).await?;
+            let tx = c.transaction().await.map_err(db)?;
+            guard(&tx, epoch.as_deref()).await?;
+            let inserted = tx
                 .execute(
                     "INSERT INTO glimpse_org_keys (org, wrapped) VALUES ($1, $2) ON CONFLICT (org) DO NOTHING",
                     &[&org, &wrapped],
@@ -505,9 +683,11 @@ impl ControlStore for PgControl {
                 .await
                 .map_err(db)?;
             if inserted == 1 {
+                tx.commit().await.map_err(db)?;
                 return Ok((wrapped, true));
             }
-            let row = c.query_opt("SELECT wrapped FROM glimpse_org_keys WHERE org = $1", &[&org]).await.map_err(db)?;
+            let row = tx.query_opt("SELECT wrapped FROM glimpse_org_keys WHERE org = $1", &[&org]).await.map_err(db)?;
+            tx.commit().await.map_err(db)?;
             match row {
                 Some(r) => Ok((r.get::<_, Vec<u8>>(0), false)),
                 // Destroyed between the two statements: try again later.
@@ -533,28 +713,33 @@ impl ControlStore for PgControl {
     }
 
     fn policies(&self) -> Result<Vec<(String, Vec<u8>)>, ControlError> {
+        let sealer = self.sealer()?;
         self.run("decisions", |pool| async move {
             let c = client(&pool).await?;
-            let rows = c.query("SELECT org, row FROM glimpse_org_policy ORDER BY org", &[]).await.map_err(db)?;
-            Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, Vec<u8>>(1))).collect())
+            let rows = c.query("SELECT org, sealed FROM glimpse_org_policy ORDER BY org", &[]).await.map_err(db)?;
+            rows.iter()
+                .map(|r| {
+                    let org: String = r.get(0);
+                    let row = sealer.open(sealed::ORG_POLICY, &[&org], r.get::<_, &[u8]>(1))?;
+                    Ok((org, row))
+                })
+                .collect()
         })
     }
 
     fn policy(&self, org: &str) -> Result<Option<Vec<u8>>, ControlError> {
-        let org = org.to_owned();
-        self.run("decision", |pool| async move {
-            let c = client(&pool).await?;
-            let stmt = c.prepare_cached("SELECT row FROM glimpse_org_policy WHERE org = $1").await.map_err(db)?;
-            Ok(c.query_opt(&stmt, &[&org]).await.map_err(db)?.map(|r| r.get::<_, Vec<u8>>(0)))
-        })
+        let sealer = self.sealer()?;
+        self.raw_policy(org)?.map(|s| sealer.open(sealed::ORG_POLICY, &[org], &s)).transpose()
     }
 
     fn put_policy(&self, org: &str, row: &[u8]) -> Result<(), ControlError> {
-        let (org, row) = (org.to_owned(), row.to_vec());
+        let sealer = self.sealer()?;
+        let row = sealer.seal(sealed::ORG_POLICY, &[org], row)?;
+        let org = org.to_owned();
         self.run("put decision", |pool| async move {
             let c = client(&pool).await?;
             c.execute(
-                "INSERT INTO glimpse_org_policy (org, row) VALUES ($1, $2) ON CONFLICT (org) DO UPDATE SET row = EXCLUDED.row",
+                "INSERT INTO glimpse_org_policy (org, sealed) VALUES ($1, $2) ON CONFLICT (org) DO UPDATE SET sealed = EXCLUDED.sealed",
                 &[&org, &row],
             )
             .await
@@ -564,64 +749,73 @@ impl ControlStore for PgControl {
     }
 
     fn update_policy(&self, org: &str, edit: &mut PolicyEdit<'_>) -> Result<Option<Vec<u8>>, ControlError> {
+        let sealer = self.sealer()?;
         // Compare and swap, as in `update_device`: a consent change on one
         // collector and a grant on another both stay.
         for _ in 0..CONFLICT_RETRIES {
-            let existing = self.policy(org)?;
+            let stored = self.raw_policy(org)?;
+            let existing = stored.as_ref().map(|s| sealer.open(sealed::ORG_POLICY, &[org], s)).transpose()?;
             let Some(new_row) = edit(existing.as_deref()) else {
                 return Ok(existing);
             };
+            let new_sealed = sealer.seal(sealed::ORG_POLICY, &[org], &new_row)?;
             let o = org.to_owned();
             let swapped = self.run("update decision", |pool| async move {
                 let c = client(&pool).await?;
-                let n = match &existing {
+                let n = match &stored {
                     Some(old) => c
                         .execute(
-                            "UPDATE glimpse_org_policy SET row = $3 WHERE org = $1 AND row = $2",
-                            &[&o, old, &new_row],
+                            "UPDATE glimpse_org_policy SET sealed = $3 WHERE org = $1 AND sealed = $2",
+                            &[&o, old, &new_sealed],
                         )
                         .await
                         .map_err(db)?,
                     None => c
                         .execute(
-                            "INSERT INTO glimpse_org_policy (org, row) VALUES ($1, $2) ON CONFLICT (org) DO NOTHING",
-                            &[&o, &new_row],
+                            "INSERT INTO glimpse_org_policy (org, sealed) VALUES ($1, $2) ON CONFLICT (org) DO NOTHING",
+                            &[&o, &new_sealed],
                         )
                         .await
                         .map_err(db)?,
                 };
-                Ok((n == 1).then_some(new_row))
+                Ok(n == 1)
             })?;
-            if let Some(row) = swapped {
-                return Ok(Some(row));
+            if swapped {
+                return Ok(Some(new_row));
             }
         }
         Err(ControlError::Transient(format!("the decisions of {org} kept changing under this update")))
     }
 
     fn replace_state(&self, name: &str, value: &str) -> Result<Option<String>, ControlError> {
-        let (name, value) = (name.to_owned(), value.to_owned());
+        let sealer = self.sealer()?;
+        let (name, value, epoch) = (name.to_owned(), value.to_owned(), self.epoch());
         self.run("replace state", |pool| async move {
             let mut c = client(&pool).await?;
             for _ in 0..CONFLICT_RETRIES {
                 let tx = c.transaction().await.map_err(db)?;
+                // A state entry may hold a secret sealed under the master key.
+                guard(&tx, epoch.as_deref()).await?;
                 let before = tx
-                    .query_opt("SELECT value FROM glimpse_state WHERE name = $1 FOR UPDATE", &[&name])
+                    .query_opt("SELECT sealed FROM glimpse_state WHERE name = $1 FOR UPDATE", &[&name])
                     .await
                     .map_err(db)?
-                    .map(|r| r.get::<_, String>(0));
+                    .map(|r| sealer.open_utf8(sealed::STATE, &[&name], r.get::<_, &[u8]>(0)))
+                    .transpose()?;
                 let done = match &before {
                     Some(old) if *old == value => true,
                     Some(_) => {
-                        tx.execute("UPDATE glimpse_state SET value = $2 WHERE name = $1", &[&name, &value])
+                        let new = sealer.seal(sealed::STATE, &[&name], value.as_bytes())?;
+                        tx.execute("UPDATE glimpse_state SET sealed = $2 WHERE name = $1", &[&name, &new])
                             .await
                             .map_err(db)?;
                         true
                     }
                     None => {
+                        let new = sealer.seal(sealed::STATE, &[&name], value.as_bytes())?;
                         tx.execute(
-                            "INSERT INTO glimpse_state (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-                            &[&name, &value],
+                            "INSERT INTO glimpse_state (name, sealed) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                            &[&name, &new],
                         )
                         .await
                         .map_err(db)?
@@ -640,24 +834,52 @@ impl ControlStore for PgControl {
     }
 
     fn state(&self, name: &str) -> Result<Option<String>, ControlError> {
+        let sealer = self.sealer()?;
         let name = name.to_owned();
         self.run("state", |pool| async move {
             let c = client(&pool).await?;
-            let stmt = c.prepare_cached("SELECT value FROM glimpse_state WHERE name = $1").await.map_err(db)?;
-            Ok(c.query_opt(&stmt, &[&name]).await.map_err(db)?.map(|r| r.get::<_, String>(0)))
+            let stmt = c.prepare_cached("SELECT sealed FROM glimpse_state WHERE name = $1").await.map_err(db)?;
+            let row = c.query_opt(&stmt, &[&name]).await.map_err(db)?;
+            row.map(|r| sealer.open_utf8(sealed::STATE, &[&name], r.get::<_, &[u8]>(0))).transpose()
         })
     }
 
     fn states_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, ControlError> {
+        let sealer = self.sealer()?;
         let prefix = prefix.to_owned();
         self.run("states", |pool| async move {
             let c = client(&pool).await?;
             let rows = c
-                .query("SELECT name, value FROM glimpse_state WHERE starts_with(name, $1) ORDER BY name", &[&prefix])
+                .query("SELECT name, sealed FROM glimpse_state WHERE starts_with(name, $1) ORDER BY name", &[&prefix])
                 .await
                 .map_err(db)?;
-            Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, String>(1))).collect())
+            rows.iter()
+                .map(|r| {
+                    let name: String = r.get(0);
+                    let value = sealer.open_utf8(sealed::STATE, &[&name], r.get::<_, &[u8]>(1))?;
+                    Ok((name, value))
+                })
+                .collect()
         })
+    }
+
+    fn seal_values(&self, key: SecretKey) -> Result<bool, ControlError> {
+        let sealer = Arc::new(RowSealer::new(key));
+        let sealed = crate::seal::seal_plain_values(self, Arc::clone(&sealer))?;
+        *self.inner.sealer.write().unwrap_or_else(PoisonError::into_inner) = Some(sealer);
+        Ok(sealed)
+    }
+
+    fn settled_under(&self, check: &[u8]) {
+        *self.inner.epoch.write().unwrap_or_else(PoisonError::into_inner) = Some(check.to_vec());
+    }
+
+    fn rewrites_rows(&self) -> bool {
+        true
+    }
+
+    fn rewrite_rows(&self, edit: &mut RowRewrite<'_>) -> Result<u64, ControlError> {
+        crate::seal::rewrite_rows(self, self.sealer()?, edit)
     }
 
     fn audit_head(&self) -> Result<Option<Vec<u8>>, ControlError> {

@@ -43,6 +43,7 @@ mod control;
 mod listen;
 mod migrate;
 mod runtime;
+mod seal;
 
 pub use config::{PgTls, PostgresConfig};
 pub use control::PgControl;

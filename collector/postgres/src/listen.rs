@@ -132,6 +132,14 @@ async fn listen(inner: Weak<Inner>, to_sinks: std::sync::mpsc::SyncSender<Change
                     return;
                 }
                 while let Some(payload) = notes.recv().await {
+                    if payload == crate::seal::ROTATED_NOTE {
+                        tracing::warn!(
+                            at = %at,
+                            "the master key of this control plane was rotated (by this or another collector): \
+                             every collector still holding the old key file must have the new one installed and be restarted"
+                        );
+                        continue;
+                    }
                     match parse(&payload) {
                         Some(change) => match to_sinks.try_send(change) {
                             Ok(()) => {}

@@ -23,14 +23,15 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_control_plane.sql",
-    sql: include_str!("../migrations/0001_control_plane.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "0001_control_plane.sql", sql: include_str!("../migrations/0001_control_plane.sql") },
+    // The configuration values sealed: see the file's header and
+    // `PgControl::seal_values`, which seals what it left plain.
+    Migration { version: 2, name: "0002_sealed_values.sql", sql: include_str!("../migrations/0002_sealed_values.sql") },
+];
 
 /// The schema version this build uses.
-pub const LATEST_VERSION: u32 = 1;
+pub const LATEST_VERSION: u32 = 2;
 
 /// Any fixed number, the same in every Glimpse: the advisory lock that
 /// serialises migrations.

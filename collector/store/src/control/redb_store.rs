@@ -55,13 +55,11 @@ pub struct RedbControl {
     sealer: Arc<RwLock<Option<Arc<RowSealer>>>>,
 }
 
-/// Names of the sealed tables, in the associated data.
-const DEVICES_NAME: &str = "devices";
-const SSH_KEYS_NAME: &str = "device_ssh_keys";
-const ORG_POLICY_NAME: &str = "org_policy";
-const STATE_NAME: &str = "collector_state";
-/// `meta` row recording that every configuration value is sealed.
-const VALUES_SEALED_ROW: &str = "values-sealed";
+/// Names of the sealed tables, in the associated data (the same on every backend).
+use super::sealed::{
+    DEVICES as DEVICES_NAME, ORG_POLICY as ORG_POLICY_NAME, SSH_KEYS as SSH_KEYS_NAME, STATE as STATE_NAME,
+    VALUES_SEALED_ROW,
+};
 
 type Sealer = Option<Arc<RowSealer>>;
 

@@ -1,10 +1,14 @@
-//! Sealed row values: the configuration rows of the embedded control store
+//! Sealed row values: the configuration rows of both control stores
 //! (registry rows, devices' SSH keys, organisations' decisions, collector
 //! state such as API tokens and console accounts) are stored encrypted, so
-//! that reading `glimpse.redb` (`strings glimpse.redb`) shows none of them.
+//! that reading `glimpse.redb` (`strings glimpse.redb`) or the PostgreSQL
+//! control plane's tables shows none of them. Both backends use this one
+//! implementation and the same logical table names ([`DEVICES`],
+//! [`SSH_KEYS`], [`ORG_POLICY`], [`STATE`]) in the associated data.
 //!
 //! Format: `[u8 version = 1][96-bit random nonce][AES-256-GCM(key, value)
-//! || 16-byte tag]`; text tables hold it as lowercase hex. The associated
+//! || 16-byte tag]`; redb's text tables hold it as lowercase hex,
+//! PostgreSQL's `bytea` columns as bytes. The associated
 //! data is `b"glimpse-control-row-v1" || table || 0 || key parts joined by
 //! 0`, so a sealed value copied to another row or table does not open.
 //!
@@ -28,6 +32,17 @@ const VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 const AAD_PREFIX: &[u8] = b"glimpse-control-row-v1";
+
+/// The registry's table, in the associated data (key: organisation, device).
+pub const DEVICES: &str = "devices";
+/// Devices' SSH public keys (key: organisation, device).
+pub const SSH_KEYS: &str = "device_ssh_keys";
+/// Organisations' decisions (key: organisation).
+pub const ORG_POLICY: &str = "org_policy";
+/// Collector-wide state entries (key: the entry's name).
+pub const STATE: &str = "collector_state";
+/// The metadata row recording that every configuration value is sealed.
+pub const VALUES_SEALED_ROW: &str = "values-sealed";
 
 /// Seals and opens row values under the configuration key.
 pub struct RowSealer {
@@ -91,6 +106,13 @@ impl RowSealer {
         self.cipher()
             .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: &aad(table, key) })
             .map_err(|_| damaged())
+    }
+
+    /// [`RowSealer::open`] of UTF-8 text (a PostgreSQL `bytea` column
+    /// holding a sealed SSH key line or state entry).
+    pub fn open_utf8(&self, table: &str, key: &[&str], stored: &[u8]) -> Result<String, ControlError> {
+        String::from_utf8(self.open(table, key, stored)?)
+            .map_err(|_| ControlError::Permanent(format!("sealed {table} row {:?} is not text", key.join("/"))))
     }
 
     /// [`RowSealer::seal`] for a text table: hex.

@@ -27,11 +27,13 @@
 //! - **Errors say whether to retry**: [`ControlError::is_transient`].
 //!
 //! The embedded implementation is [`super::redb_store::RedbControl`] (the tables
-//! of `glimpse.redb`); a PostgreSQL one (a later issue) implements the same
-//! trait. The embedded one also seals the values of its configuration rows
-//! ([`ControlStore::seal_values`], see [`super::sealed`]) and rewrites rows
-//! in one transaction for a master key rotation
-//! ([`ControlStore::rewrite_rows`]); the PostgreSQL one does neither yet.
+//! of `glimpse.redb`); the PostgreSQL one (crate `glimpse-postgres`)
+//! implements the same trait. Both seal the values of their configuration
+//! rows ([`ControlStore::seal_values`], see [`super::sealed`]) and rewrite
+//! rows in one transaction for a master key rotation
+//! ([`ControlStore::rewrite_rows`]); a shared store also refuses, after a
+//! rotation another collector made, the writes of key material wrapped
+//! under the old master key ([`ControlStore::settled_under`]).
 //! What is deliberately not here: any key material in the clear, any
 //! policy logic, and segment data.
 
@@ -156,6 +158,10 @@ pub enum AuditAppend {
     Taken,
 }
 
+/// The metadata row holding the master key check value (32 zero bytes
+/// wrapped under the master key): which master key the store is under.
+pub const MASTER_CHECK_ROW: &str = "master-check";
+
 /// Which table a row offered by [`ControlStore::rewrite_rows`] lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -262,11 +268,21 @@ pub trait ControlStore: Send + Sync + fmt::Debug {
     /// keeps one and anything changed (the embedded store's verified copy).
     fn flush(&self) {}
 
-    /// Whether [`ControlStore::rewrite_rows`] works here (the embedded
-    /// store, locked to one process); a store shared by several collectors
-    /// does not offer it, since each holds the master key in memory.
+    /// Whether [`ControlStore::rewrite_rows`] works here.
     fn rewrites_rows(&self) -> bool {
         false
+    }
+
+    /// Tells the store which master key check value (the row
+    /// [`MASTER_CHECK_ROW`]) the key this process holds opens, once the
+    /// store is settled. A store shared by several collectors then refuses
+    /// writes of rows holding key material wrapped under the master key
+    /// (organisation keys, registry rows, state entries, metadata) once
+    /// another collector has rotated the master key, instead of storing
+    /// keys the new master key cannot open. The embedded store is locked
+    /// to one process and ignores it.
+    fn settled_under(&self, check: &[u8]) {
+        let _ = check;
     }
 
     /// Offers every row of the [`RowTable`]s to `edit` and writes what it

@@ -57,7 +57,7 @@ use glimpse_common::secret::{SecretKey, KEY_LEN};
 use zeroize::Zeroizing;
 
 use crate::control::redb_store::RedbControl;
-use crate::control::seam::{ControlError, ControlStore};
+use crate::control::seam::{ControlError, ControlStore, MASTER_CHECK_ROW};
 
 pub use master::MasterKey;
 pub use rotation::{MasterRotation, Resealer, StateResealer};
@@ -82,7 +82,6 @@ const MASTER_CHECK_AAD: &[u8] = b"glimpse-master-check-v1";
 /// Associated data prefix of other secrets sealed under the master key
 /// (see [`Catalog::seal_secret`]); the purpose label follows it.
 const SEALED_SECRET_AAD: &[u8] = b"glimpse-sealed-secret-v1:";
-const MASTER_CHECK_ROW: &str = "master-check";
 /// Associated data of the wrapped audit key.
 const AUDIT_KEY_AAD: &[u8] = b"glimpse-audit-key-v1";
 const AUDIT_KEY_ROW: &str = "audit-key";

@@ -22,9 +22,13 @@
 //! one key opens everything, and it ends up in the configured file.
 //!
 //! Rotation needs a control store that rewrites rows in one transaction
-//! ([`ControlStore::rewrite_rows`]): the embedded one does; the shared
-//! PostgreSQL control plane does not (several collectors would each hold
-//! the old key in memory), and rotation is refused there.
+//! ([`ControlStore::rewrite_rows`]): the embedded one and the shared
+//! PostgreSQL control plane both do. On PostgreSQL the other collectors
+//! still hold the old key in memory: from the commit on, the store refuses
+//! their writes of key material ([`ControlStore::settled_under`]) and
+//! their uncached key reads fail, until the operator installs the new key
+//! file on each and restarts it (their start with the old file is refused
+//! as a wrong master key). See OPERATIONS.md, "Rotating the master key".
 //!
 //! `GLIMPSE_TEST_CRASH_AT=<step>` in the environment makes the process
 //! abort at that step (as `kill -9` would stop it), for the end-to-end
@@ -120,7 +124,14 @@ pub(super) fn settle(
     files: bool,
 ) -> Result<MasterKey, KeyError> {
     let stored = control.meta_or_insert(MASTER_CHECK_ROW, &check_value(&master)?)?;
-    if opens(&master, &stored) {
+    let settled = settle_files(master, &stored, location, files)?;
+    control.settled_under(&stored);
+    Ok(settled)
+}
+
+/// [`settle`] once the check value is read.
+fn settle_files(master: MasterKey, stored: &[u8], location: &Path, files: bool) -> Result<MasterKey, KeyError> {
+    if opens(&master, stored) {
         if let Some(stale) = master.pending_file().filter(|_| files) {
             std::fs::remove_file(&stale).map_err(|source| KeyError::MasterKeyIo { path: stale.clone(), source })?;
             tracing::warn!(file = %stale.display(), "master key rotation had not committed: rolled back (new key file removed)");
@@ -128,7 +139,7 @@ pub(super) fn settle(
         return Ok(master);
     }
     let wrong = || KeyError::WrongMasterKey { path: location.to_path_buf() };
-    let next = master.pending().filter(|next| opens(next, &stored)).ok_or_else(wrong)?;
+    let next = master.pending().filter(|next| opens(next, stored)).ok_or_else(wrong)?;
     match master.file() {
         Some(file) if files => {
             let file = file.to_path_buf();
@@ -165,10 +176,14 @@ pub(super) fn rotate(
     let next = MasterKey::generate_next(&file)?;
     crash_point("master-rotation:next-written");
     let mut report = MasterRotation { key_file: file.clone(), ..MasterRotation::default() };
+    let mut new_check = None;
     let rewritten = {
         let mut counts = MasterRotation::default();
         let mut edit = |table: RowTable, key: &[&str], value: &[u8]| -> Result<Option<Vec<u8>>, String> {
             let out = rewrap_row(old, &next, reseal, table, key, value).map_err(|e| e.to_string())?;
+            if (table, key) == (RowTable::Meta, &[MASTER_CHECK_ROW][..]) {
+                new_check.clone_from(&out);
+            }
             if out.is_some() {
                 match table {
                     RowTable::OrgKey => counts.org_keys += 1,
@@ -184,14 +199,37 @@ pub(super) fn rotate(
     let counts = match rewritten {
         Ok(counts) => counts,
         Err(e) => {
-            // Nothing committed: the store is under the old key still.
-            let next_file = MasterKey::next_path(&file);
-            drop(next);
-            let _ = std::fs::remove_file(&next_file);
-            return Err(KeyError::Control(e));
+            // A database server may have committed a transaction whose
+            // COMMIT failed to answer (the connection lost at that moment):
+            // the check row says which key the store is under now.
+            match control.meta_or_insert(MASTER_CHECK_ROW, &check_value(old)?) {
+                Ok(stored) if opens(&next, &stored) => {
+                    tracing::warn!("the master key rotation's commit reported an error but committed: {e}");
+                    new_check = Some(stored);
+                    count_rows(control, &mut report)?;
+                    MasterRotation::default()
+                }
+                Ok(_) => {
+                    // Nothing committed: the store is under the old key still.
+                    let next_file = MasterKey::next_path(&file);
+                    drop(next);
+                    let _ = std::fs::remove_file(&next_file);
+                    return Err(KeyError::Control(e));
+                }
+                // Unknown: `.next` stays, and the next start settles it
+                // (the key that opens the check row wins).
+                Err(_) => return Err(KeyError::Control(e)),
+            }
         }
     };
-    (report.org_keys, report.device_keys, report.other_rows) = (counts.org_keys, counts.device_keys, counts.other_rows);
+    if counts != MasterRotation::default() {
+        (report.org_keys, report.device_keys, report.other_rows) =
+            (counts.org_keys, counts.device_keys, counts.other_rows);
+    }
+    // This process's writes are under the new key from now on.
+    if let Some(check) = &new_check {
+        control.settled_under(check);
+    }
     crash_point("master-rotation:committed");
     control.flush();
     let mut next = next;
@@ -200,6 +238,14 @@ pub(super) fn rotate(
     }
     crash_point("master-rotation:promoted");
     Ok((next, report))
+}
+
+/// The report's counts after a commit whose answer was lost: what the
+/// store holds (every organisation key and device was rewrapped).
+fn count_rows(control: &dyn ControlStore, report: &mut MasterRotation) -> Result<(), KeyError> {
+    report.org_keys = control.org_key_names()?.len() as u64;
+    report.device_keys = control.devices()?.len() as u64;
+    Ok(())
 }
 
 /// One row rewrapped from `old` to `new`; `None` for rows that hold
