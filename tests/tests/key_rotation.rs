@@ -28,6 +28,12 @@ struct Rig {
 
 impl Rig {
     fn new() -> Rig {
+        Rig::with_tables("")
+    }
+
+    /// A collector whose config ends with `tables` (a `[control]` on
+    /// PostgreSQL, say).
+    fn with_tables(tables: &str) -> Rig {
         let files = CollectorFiles::new(COLLECTOR);
         let admin_port = free_port();
         let text = std::fs::read_to_string(files.config()).unwrap();
@@ -35,7 +41,7 @@ impl Rig {
             "[admin]\nlisten = \"127.0.0.1:0\"",
             &format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\""),
             1,
-        );
+        ) + tables;
         std::fs::write(files.config(), text).unwrap();
         let key_file = files.config().with_file_name("master.key");
         let name = AdminName::new(format!("op-{}", unique_device("rot"))).unwrap();
@@ -140,8 +146,23 @@ async fn master_key_rotation_survives_a_kill_at_every_step_and_keeps_every_recor
     assert!(!stored.is_empty());
     let exported = rig.export("rotorg");
     assert!(!exported.is_empty());
-    let mut key = rig.key_text();
+    let key = kill_at_every_step(&rig, &device, "rotorg", audited, &stored, &exported).await;
+    online_rotation(&rig, &device, "rotorg", &key, &stored, &exported).await;
+}
 
+/// Kills the collector at each step of a rotation (the process aborts
+/// there) and starts it again: the rotation is rolled back or finished,
+/// the device streams, the audit chain verifies, nothing stored is lost.
+/// Returns the key in the file afterwards.
+async fn kill_at_every_step(
+    rig: &Rig,
+    device: &Device,
+    org: &str,
+    audited: u64,
+    stored: &BTreeSet<String>,
+    exported: &BTreeSet<String>,
+) -> String {
+    let mut key = rig.key_text();
     // The new key written, the crash before the commit: rolled back.
     // After the commit, before the key file moved: finished at restart.
     // After the key file moved: done.
@@ -172,12 +193,22 @@ async fn master_key_rotation_survives_a_kill_at_every_step_and_keeps_every_recor
 
         let (count, now_stored) = rig.files.stored(&device.identity);
         assert_eq!(count, now_stored.len(), "{step}: a record stored twice");
-        assert!(now_stored.is_superset(&stored), "{step}: records lost");
-        assert!(rig.export("rotorg").is_superset(&exported), "{step}: records no longer exportable");
+        assert!(now_stored.is_superset(stored), "{step}: records lost");
+        assert!(rig.export(org).is_superset(exported), "{step}: records no longer exportable");
     }
+    key
+}
 
-    // An online rotation that completes: audited, in use at once, and only
-    // the new key opens the store afterwards.
+/// An online rotation that completes: audited, in use at once, and only
+/// the new key opens the store afterwards.
+async fn online_rotation(
+    rig: &Rig,
+    device: &Device,
+    org: &str,
+    key: &str,
+    stored: &BTreeSet<String>,
+    exported: &BTreeSet<String>,
+) {
     let collector = rig.start(None).await;
     let rotated = rig.rotate().await.expect("rotation");
     // The other tests of this file issue devices into the same PKI
@@ -202,17 +233,47 @@ async fn master_key_rotation_survives_a_kill_at_every_step_and_keeps_every_recor
     );
     collector.terminate().await;
     let (_, now_stored) = rig.files.stored(&device.identity);
-    assert!(now_stored.is_superset(&stored));
-    assert!(rig.export("rotorg").is_superset(&exported));
+    assert!(now_stored.is_superset(stored));
+    assert!(rig.export(org).is_superset(exported));
 
     // The old key file no longer opens the store.
     let old = rig.files.config().with_file_name("old.key");
-    std::fs::write(&old, &key).unwrap();
+    std::fs::write(&old, key).unwrap();
     std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     std::fs::copy(&old, &rig.key_file).unwrap();
-    let out = offline(&["export", "--org", "rotorg"], &rig.files.config());
+    let out = offline(&["export", "--org", org], &rig.files.config());
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("master key"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The same on the PostgreSQL control plane: every wrapped key and sealed
+/// secret is rewritten in one PostgreSQL transaction, and a kill at each
+/// step leaves a state the restart settles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_key_rotation_on_postgres_survives_a_kill_at_every_step() {
+    use glimpse_postgres::{PgControl, PgTls, PostgresConfig};
+    init_logging();
+    let Some(pg) = glimpse_tests::postgres::Postgres::start() else { return };
+    PgControl::migrate(&PostgresConfig { tls: PgTls::Disable, ..PostgresConfig::new(pg.url()) }).expect("migrate");
+    let device = issue_device("pgrotorg");
+    let rig = Rig::with_tables(&pg.control_toml());
+
+    let collector = rig.start(None).await;
+    let agent = start_agent(rig.files.addr(), &device);
+    wait_for_status(&agent, "records stored", |s| s.acked_seq >= 4).await;
+    agent.shutdown().await;
+    let audited = rig.audit_entries().await;
+    collector.terminate().await;
+    let (_, stored) = rig.files.stored(&device.identity);
+    assert!(!stored.is_empty());
+    let exported = rig.export("pgrotorg");
+    assert!(!exported.is_empty());
+    let wrapped = || pg.psql("SELECT encode(wrapped, 'hex') FROM glimpse_org_keys WHERE org = 'pgrotorg'");
+    let before = wrapped();
+
+    let key = kill_at_every_step(&rig, &device, "pgrotorg", audited, &stored, &exported).await;
+    assert_ne!(wrapped(), before, "the organisation key is rewrapped in the database");
+    online_rotation(&rig, &device, "pgrotorg", &key, &stored, &exported).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
