@@ -4,7 +4,7 @@
 //! shared database, so that any collector can serve any device and any
 //! admin request.
 //!
-//! It keeps the same rows, as the same bytes, as the embedded redb store
+//! It keeps the same rows, as the same (sealed) values, as the embedded redb store
 //! (the registry, wrapped organisation keys, decisions, per-device stream
 //! sequence numbers, collector-wide state, the segment catalog), and in
 //! addition the audit chain's lines, so that every collector appends to
@@ -34,6 +34,13 @@
 //! - **Durability** is PostgreSQL's commit (keep `synchronous_commit` on,
 //!   and with replicas, `synchronous_standby_names`, or an acknowledged
 //!   record can be lost with the primary).
+//!
+//! - **Sealed values.** The configuration values (registry rows, SSH
+//!   keys, decisions, state entries) are sealed with glimpse-store's
+//!   `control::sealed`, as in the embedded store; row keys stay plain for
+//!   lookups and triggers. See `seal.rs` for what is sealed and why the
+//!   rest is not, the migration of a plain database, and the master key
+//!   rotation's one transaction.
 //!
 //! What is deliberately not here: segment data (an object store), any
 //! key material in the clear (rows hold only wrapped keys), and policy.

@@ -476,7 +476,7 @@ mod tests {
         assert_intact(&f, &catalog);
 
         // A control store that cannot rewrite its rows in one transaction
-        // (the shared PostgreSQL one) is refused before any file is written.
+        // is refused before any file is written.
         #[derive(Debug)]
         struct Shared(Arc<dyn ControlStore>);
         impl ControlStore for Shared {
