@@ -47,7 +47,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use glimpse_store::control::sealed::{self, RowSealer, VALUES_SEALED_ROW};
-use glimpse_store::control::seam::{ControlError, RowRewrite, RowTable, MASTER_CHECK_ROW};
+use glimpse_store::control::seam::{ControlError, ControlStore, RowRewrite, RowTable, MASTER_CHECK_ROW};
 
 use crate::control::{client, db, rotated_away, PgControl};
 
@@ -257,6 +257,10 @@ pub(crate) fn rewrite_rows(
         return Err(e);
     }
     let rewritten = writes.len() as u64;
+    let new_check = writes
+        .iter()
+        .find(|(table, key, _)| *table == RowTable::Meta && key.first().map(String::as_str) == Some(MASTER_CHECK_ROW))
+        .map(|(_, _, value)| value.clone());
     // 3. Write and commit.
     store.run_long("master key rotation: write", |_pool| async move {
         let write = async {
@@ -298,5 +302,9 @@ pub(crate) fn rewrite_rows(
         // check row (see glimpse-store's rotation).
         write.await
     })?;
+    // This process's own writes are under the new key from the commit on.
+    if let Some(check) = new_check {
+        ControlStore::settled_under(store, &check);
+    }
     Ok(rewritten)
 }

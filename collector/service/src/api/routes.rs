@@ -762,8 +762,9 @@ pub async fn revoke_token(
 /// master key file, every key wrapped under the old one (organisation and
 /// device keys, the audit key, console TOTP keys) is rewrapped in one
 /// transaction, then the new key replaces the old in the file. No segment
-/// is rewritten. Crash-safe: a restart finishes or rolls back. Refused with
-/// a shared (PostgreSQL) control plane.
+/// is rewritten. Crash-safe: a restart finishes or rolls back. With a
+/// shared (PostgreSQL) control plane, install the new key file on every
+/// other collector and restart it: until then they refuse new key material.
 #[utoipa::path(post, path = "/api/v1/master-key/rotate", tag = "keys",
     responses((status = 200, body = MasterKeyRotated), (status = "4XX", body = Problem)))]
 pub async fn rotate_master_key(
