@@ -185,7 +185,7 @@ async fn kill_at_every_step(
         assert_eq!(rig.key_text() != key, committed, "{step}: the key in the file after the restart");
         key = rig.key_text();
         // The device authenticates (its shared key unwraps) and streams on.
-        let agent = start_agent(rig.files.addr(), &device);
+        let agent = start_agent(rig.files.addr(), device);
         wait_for_status(&agent, &format!("{step}: the device streams again"), |s| s.acked_records >= 2).await;
         agent.shutdown().await;
         assert!(rig.audit_entries().await > audited, "{step}: the audit chain verifies");
@@ -218,7 +218,7 @@ async fn online_rotation(
     assert_eq!(PathBuf::from(&rotated.key_file), rig.key_file);
     assert_ne!(rig.key_text(), key);
     assert!(!rig.next_file().exists());
-    let agent = start_agent(rig.files.addr(), &device);
+    let agent = start_agent(rig.files.addr(), device);
     wait_for_status(&agent, "the device streams after the rotation", |s| s.acked_records >= 2).await;
     agent.shutdown().await;
     rig.audit_entries().await;

@@ -567,6 +567,57 @@ mod sealed {
         assert!(a.org_keys().get(&org("globex")).unwrap().is_some());
     }
 
+    /// Another collector creating organisation keys while one rotates:
+    /// every key it was told is stored opens under the new master key (it
+    /// was written before the rotation read, and rewrapped), and every
+    /// later one was refused; none is left wrapped under the old key.
+    #[test]
+    fn key_writes_racing_a_rotation_on_another_collector_are_rewrapped_or_refused() {
+        let Some(pg) = Postgres::start() else { return };
+        PgControl::migrate(&config(&pg)).expect("migrate");
+        let keys = tempfile::tempdir().unwrap();
+        let (key_a, key_b) = (keys.path().join("a.key"), keys.path().join("b.key"));
+        MasterKey::generate_file(&key_a).unwrap();
+        std::fs::copy(&key_a, &key_b).unwrap();
+        let a = collector(&pg, &key_a).unwrap();
+        let b = collector(&pg, &key_b).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (stored, refused) = std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                let (mut stored, mut refused) = (Vec::new(), 0);
+                for i in 0.. {
+                    let name = format!("org-{i}");
+                    match b.org_keys().get_or_create(&org(&name)) {
+                        Ok(_) => stored.push(name),
+                        Err(e) => {
+                            assert!(e.to_string().contains("rotated by another collector"), "{e}");
+                            refused += 1;
+                        }
+                    }
+                    if stop.load(Ordering::SeqCst) && refused > 0 {
+                        break;
+                    }
+                    assert!(i < 100_000, "the writer was never refused");
+                }
+                (stored, refused)
+            });
+            // Let the writer get going, rotate, let it meet the refusal.
+            wait_for("keys being created", || pg.psql("SELECT count(*) FROM glimpse_org_keys").trim() != "0");
+            a.rotate_master(&|_, _, _| Ok(None)).expect("rotation");
+            stop.store(true, Ordering::SeqCst);
+            writer.join().unwrap()
+        });
+        assert!(!stored.is_empty() && refused > 0, "{} stored, {refused} refused", stored.len());
+        // Every stored key opens under the new key, on a fresh start.
+        drop((a, b));
+        let fresh = collector(&pg, &key_a).unwrap();
+        let names = fresh.org_keys().orgs().unwrap();
+        assert_eq!(names.len(), stored.len(), "only the keys the writer was told are stored");
+        for name in &stored {
+            assert!(fresh.org_keys().get(&org(name)).unwrap().is_some(), "{name} does not open under the new key");
+        }
+    }
+
     /// A rotation that fails in its transaction (a row that does not
     /// rewrap) leaves every row under the old key, on PostgreSQL too.
     #[test]
