@@ -369,3 +369,58 @@ async fn console_totp_keys_open_after_an_online_rotation() {
     clock.advance(30_000);
     sign_in(&totp_code_for(&key, clock.now_millis())).expect("sign-in after the rotation");
 }
+
+/// Two collector programs on one PostgreSQL control plane, each with its
+/// own copy of the master key file: a rotation on one, and the other,
+/// still holding the old key, refuses new key material until the new key
+/// file is installed there and it is sent SIGHUP; then it works again, and
+/// restarts with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_rotation_on_postgres_another_collector_takes_the_new_key_file_on_sighup() {
+    use glimpse_postgres::{PgControl, PgTls, PostgresConfig};
+    init_logging();
+    let Some(pg) = glimpse_tests::postgres::Postgres::start() else { return };
+    PgControl::migrate(&PostgresConfig { tls: PgTls::Disable, ..PostgresConfig::new(pg.url()) }).expect("migrate");
+    let a = Rig::with_tables(&pg.control_toml());
+    let b = Rig::with_tables(&pg.control_toml());
+    std::fs::copy(&a.key_file, &b.key_file).unwrap();
+    let collector_a = a.start(None).await;
+    let collector_b = b.start(None).await;
+    let token = |rig: &Rig, name: &str| {
+        let (operator, name) = (rig.operator.clone(), name.to_owned());
+        async move {
+            let client = ApiClient::new(&operator).await.unwrap();
+            let body = glimpse_api::TokenCreateRequest {
+                name,
+                role: "org-admin".into(),
+                org: Some("pgrot2".into()),
+                read_only: true,
+                expires_in_days: Some(3),
+            };
+            client.send::<glimpse_api::TokenCreated>(Method::POST, "/api/v1/tokens", Some(&body)).await
+        }
+    };
+    token(&b, "before").await.expect("a token on b before the rotation");
+
+    a.rotate().await.expect("rotation on a");
+    assert_ne!(a.key_text(), b.key_text());
+    token(&a, "on-a").await.expect("a works under the new key");
+    let refused = token(&b, "on-b").await.unwrap_err().to_string();
+    assert!(refused.contains("rotated by another collector"), "{refused}");
+
+    // The operator installs the new key file on b and sends SIGHUP.
+    std::fs::copy(&a.key_file, &b.key_file).unwrap();
+    let hup = Command::new("kill").args(["-HUP", &collector_b.0.id().to_string()]).status().unwrap();
+    assert!(hup.success());
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while let Err(e) = token(&b, "after-hup").await {
+        assert!(std::time::Instant::now() < deadline, "b did not take the new key: {e}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // And b starts again with it; a restarted b with the old file would not.
+    collector_b.terminate().await;
+    let collector_b = b.start(None).await;
+    token(&b, "after-restart").await.expect("b after a restart");
+    collector_b.terminate().await;
+    collector_a.terminate().await;
+}

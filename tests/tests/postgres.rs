@@ -554,6 +554,19 @@ mod sealed {
         assert!(err.contains("rotated by another collector"), "{err}");
         assert!(b.rotate_master(&reseal_hex).is_err(), "b cannot rotate from a key it no longer shares");
         assert!(!MasterKey::next_path(&key_b).exists());
+        // A reload (SIGHUP) with the old key file still there: refused, clearly.
+        assert!(!b.master_is_current().unwrap());
+        let err = b.adopt_master(MasterKey::load(&key_b).unwrap()).unwrap_err();
+        assert!(matches!(err, KeyError::WrongMasterKey { .. }), "{err}");
+        // With the new key file installed, a reload takes it up without a
+        // restart: new key material is accepted again.
+        let installed = keys.path().join("installed.key");
+        std::fs::copy(&key_a, &installed).unwrap();
+        assert!(b.adopt_master(MasterKey::load(&installed).unwrap()).unwrap());
+        assert!(b.master_is_current().unwrap());
+        assert!(!b.adopt_master(MasterKey::load(&installed).unwrap()).unwrap(), "only once");
+        b.org_keys().get_or_create(&org("hooli")).unwrap();
+        intact(&b);
         drop(b);
         // Restarted with the old key file: refused.
         let err = collector(&pg, &key_b).unwrap_err();

@@ -144,7 +144,7 @@ const LONG_WAIT: Duration = Duration::from_secs(120);
 pub(crate) fn rotated_away() -> ControlError {
     ControlError::Permanent(
         "the master key was rotated by another collector sharing this database since this collector started: \
-         it holds the old key; install the new master key file here and restart this collector"
+         it holds the old key; install the new master key file here and reload (SIGHUP) or restart this collector"
             .into(),
     )
 }

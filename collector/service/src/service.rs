@@ -470,13 +470,20 @@ impl Collector {
         &self.telemetry
     }
 
-    /// SIGHUP: re-read TLS files (certificate, key, CA, CRL) and re-import
+    /// SIGHUP: take up the master key file if another collector rotated
+    /// the key in use away, re-read TLS files (certificate, key, CA, CRL) and re-import
     /// registrations and revocations; new connections see the new material.
     /// Then every live session is checked against it: one whose device is
     /// now revoked (CRL or registry), unregistered or re-keyed is told why
     /// with an `Error` and closed, and nothing it sends from now on is
     /// stored; the others stay up. On error nothing changes.
     pub fn reload(&self) -> Result<(), ServiceError> {
+        // First: after another collector sharing the control plane rotated
+        // the master key, the new key file installed here (the import
+        // below writes registrations, refused under the old key).
+        if self.store.adopt_master_key_file(&self.config.master_key_file)? {
+            warn!(file = %self.config.master_key_file.display(), "master key rotated elsewhere: the new key file is in use");
+        }
         let crl = crate::ingest::crl_serials(self.config.crl.as_deref()).map_err(ServiceError::Crl)?;
         self.tls.reload(&self.config)?;
         if let Some(admin) = &self.admin_tls {

@@ -636,6 +636,39 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// Whether the master key in use still opens the store: false once
+    /// another collector sharing the control plane rotated it.
+    pub fn master_is_current(&self) -> Result<bool, KeyError> {
+        let master = self.master.read();
+        let stored = self.control.meta_or_insert(MASTER_CHECK_ROW, &rotation::check_value(&master)?)?;
+        Ok(rotation::opens(&master, &stored))
+    }
+
+    /// After another collector sharing the control plane rotated the
+    /// master key and the operator installed the new key file here: uses
+    /// `candidate` from now on if it opens the store (the keys in memory
+    /// stay valid: they do not change with the master key). Returns
+    /// whether it changed the key in use; refuses a key that does not open
+    /// the store while the one in use does not either.
+    pub fn adopt_master(&self, candidate: MasterKey) -> Result<bool, KeyError> {
+        let mut slot = self.master.write();
+        let stored = self.control.meta_or_insert(MASTER_CHECK_ROW, &rotation::check_value(&slot)?)?;
+        if rotation::opens(&slot, &stored) {
+            return Ok(false);
+        }
+        if !rotation::opens(&candidate, &stored) {
+            return Err(KeyError::WrongMasterKey {
+                path: candidate.file().map_or_else(|| self.path.clone(), Path::to_path_buf),
+            });
+        }
+        *slot = Arc::new(candidate);
+        self.control.settled_under(&stored);
+        tracing::warn!(store = %self.path.display(), "the master key another collector rotated to is in use from now on");
+        Ok(true)
+    }
+}
+
 /// The key kept wrapped in the `meta` row `row`, storing `fresh` there
 /// first if there is none.
 fn kept_wrapped(

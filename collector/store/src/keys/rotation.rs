@@ -27,8 +27,9 @@
 //! still hold the old key in memory: from the commit on, the store refuses
 //! their writes of key material ([`ControlStore::settled_under`]) and
 //! their uncached key reads fail, until the operator installs the new key
-//! file on each and restarts it (their start with the old file is refused
-//! as a wrong master key). See OPERATIONS.md, "Rotating the master key".
+//! file on each and sends it SIGHUP ([`super::Catalog::adopt_master`]) or
+//! restarts it (a start with the old file is refused as a wrong master
+//! key). See OPERATIONS.md, "Rotating the master key".
 //!
 //! `GLIMPSE_TEST_CRASH_AT=<step>` in the environment makes the process
 //! abort at that step (as `kill -9` would stop it), for the end-to-end

@@ -698,6 +698,19 @@ impl Store {
         self.catalog.open_secret(purpose, sealed)
     }
 
+    /// SIGHUP after another collector sharing the control plane rotated
+    /// the master key: if the key in use no longer opens the store, loads
+    /// `key_file` (where the operator installed the new key) and uses it
+    /// (see [`crate::keys::Catalog::adopt_master`]). Returns whether it
+    /// changed the key; the key file is not read while the key in use
+    /// opens the store.
+    pub fn adopt_master_key_file(&self, key_file: &Path) -> Result<bool, StoreError> {
+        if self.catalog.master_is_current()? {
+            return Ok(false);
+        }
+        Ok(self.catalog.adopt_master(crate::keys::MasterKey::load(key_file)?)?)
+    }
+
     /// Rotates the master key online (see [`crate::keys::rotation`]):
     /// every organisation key, device key, the audit key and the secrets
     /// `reseal` finds in state rows are rewrapped under a new key in one
