@@ -178,6 +178,8 @@ mod tests {
         assert_eq!(parse("k:acme"), Some(Change::OrgKey("acme".into())));
         assert_eq!(parse("s:api-token:abc"), Some(Change::State("api-token:abc".into())));
         assert_eq!(parse("d:acme/ap-1"), Some(Change::Device { org: "acme".into(), device: "ap-1".into() }));
+        // The rotation's note is logged, not a change of a row.
+        assert_eq!(parse(crate::seal::ROTATED_NOTE), None);
         for bad in ["", "p", "x:acme", "d:acme", "hello"] {
             assert_eq!(parse(bad), None, "{bad}");
         }

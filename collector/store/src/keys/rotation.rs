@@ -602,6 +602,35 @@ mod tests {
     }
 
     #[test]
+    fn a_catalog_whose_key_was_rotated_elsewhere_adopts_the_new_key_file() {
+        // Two catalogs over one control store, as two collectors over one
+        // shared database, each with its own copy of the key file.
+        let dir = tempfile::tempdir().unwrap();
+        let (key_a, key_b) = (dir.path().join("a.key"), dir.path().join("b.key"));
+        MasterKey::generate_file(&key_a).unwrap();
+        std::fs::copy(&key_a, &key_b).unwrap();
+        let db = redb::Builder::new().create(dir.path().join("shared.redb")).unwrap();
+        let control: Arc<dyn ControlStore> = Arc::new(crate::control::RedbControl::open(Arc::new(db)).unwrap());
+        let a = Catalog::with_control("shared".into(), Arc::clone(&control), MasterKey::load(&key_a).unwrap()).unwrap();
+        let b = Catalog::with_control("shared".into(), control, MasterKey::load(&key_b).unwrap()).unwrap();
+        a.org_keys().get_or_create(&org("acme")).unwrap();
+        assert!(b.master_is_current().unwrap());
+        assert!(!b.adopt_master(MasterKey::load(&key_b).unwrap()).unwrap(), "nothing to adopt");
+        a.rotate_master(&|_, _, _| Ok(None)).unwrap();
+        assert!(!b.master_is_current().unwrap());
+        b.org_keys().forget(None);
+        assert!(matches!(b.org_keys().get(&org("acme")).unwrap_err(), KeyError::Unwrap { .. }));
+        let err = b.adopt_master(MasterKey::load(&key_b).unwrap()).unwrap_err();
+        assert!(matches!(err, KeyError::WrongMasterKey { .. }), "{err}");
+        std::fs::copy(&key_a, &key_b).unwrap();
+        assert!(b.adopt_master(MasterKey::load(&key_b).unwrap()).unwrap());
+        assert!(b.master_is_current().unwrap());
+        assert!(b.org_keys().get(&org("acme")).unwrap().is_some());
+        b.org_keys().get_or_create(&org("globex")).unwrap();
+        assert!(a.org_keys().get(&org("globex")).unwrap().is_some());
+    }
+
+    #[test]
     fn key_use_waits_for_a_rotation_in_progress() {
         let f = fixture();
         let catalog = Arc::new(Catalog::open(&f.data, MasterKey::load(&f.key_file).unwrap()).unwrap());
