@@ -516,6 +516,21 @@ impl ControlStore for PgControl {
         })
     }
 
+    fn replace_org_key(&self, org: &str, expected: &[u8], new: &[u8]) -> Result<bool, ControlError> {
+        let (org, expected, new) = (org.to_owned(), expected.to_vec(), new.to_vec());
+        self.run("replace organisation key", |pool| async move {
+            let c = client(&pool).await?;
+            let n = c
+                .execute(
+                    "UPDATE glimpse_org_keys SET wrapped = $3 WHERE org = $1 AND wrapped = $2",
+                    &[&org, &expected, &new],
+                )
+                .await
+                .map_err(db)?;
+            Ok(n == 1)
+        })
+    }
+
     fn remove_org_key(&self, org: &str) -> Result<bool, ControlError> {
         let org = org.to_owned();
         self.run("remove organisation key", |pool| async move {

@@ -100,6 +100,7 @@ pub mod catalog;
 mod erase;
 pub mod fs;
 pub mod local;
+mod rekey;
 mod repeats;
 pub mod seam;
 mod segment;
@@ -109,6 +110,7 @@ mod writer;
 pub use catalog::VerifyReport;
 pub use erase::{EraseReport, Redaction};
 pub use local::LocalSegments;
+pub use rekey::{DataKeyVersionStatus, Reencrypted};
 pub use seam::{SegmentError, SegmentStore};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -827,13 +829,7 @@ impl Store {
             }
             let runs: Vec<BlockRun<'_>> = groups
                 .iter()
-                .map(|(kind, plaintexts)| BlockRun {
-                    org: &identity.org,
-                    kind: *kind,
-                    day,
-                    key: key.secret(),
-                    plaintexts,
-                })
+                .map(|(kind, plaintexts)| BlockRun { org: &identity.org, kind: *kind, day, key: &key, plaintexts })
                 .collect();
             let ticket = self.segments.append(&runs)?;
             let sync_started = std::time::Instant::now();
@@ -856,7 +852,7 @@ impl Store {
         org: &OrgId,
         kind: DataKind,
         day: i64,
-        key: &SecretKey,
+        key: &OrgKey,
         group: &[Stamped<'_>],
     ) -> Result<(usize, u64), StoreError> {
         let plaintexts = encode_blocks(group)?;
@@ -1036,7 +1032,7 @@ impl Store {
                 match self.segments.open(&segment) {
                     Ok(Some(bytes)) => {
                         sink.tally = Some(tally);
-                        read_source(&*bytes, &segment, &place, key.secret(), &mut seen_ids, &mut sink);
+                        read_source(&*bytes, &segment, &place, &key, &mut seen_ids, &mut sink);
                         tally = sink.tally.take().unwrap_or_default();
                     }
                     // Deleted by the sweeper since it was listed: expired anyway.
@@ -1105,7 +1101,7 @@ impl Store {
             gate: Gate::Open,
             stopped: false,
         };
-        read_source(&*bytes, before, place, key.secret(), &mut HashSet::new(), &mut sink);
+        read_source(&*bytes, before, place, &key, &mut HashSet::new(), &mut sink);
         Ok(found.then(|| before.key.name.clone()))
     }
 
@@ -1146,7 +1142,7 @@ impl Store {
                     .exclusive(&format!("erase:{org}:{}", kind.as_str()))
                     .map_err(|e| StoreError::Key(KeyError::Control(e)));
                 let done = guard.and_then(|_guard| {
-                    self.segments.compact(&org, kind, key.secret(), &*control, &policy).map_err(StoreError::from)
+                    self.segments.compact(&org, kind, &key, &*control, &policy).map_err(StoreError::from)
                 });
                 match done {
                     Ok(done) => {
@@ -1256,7 +1252,7 @@ fn stamp<'a>(
 pub fn segment_plaintexts(
     src: &dyn SegmentBytes,
     key: &seam::SegmentKey,
-    secret: &SecretKey,
+    secret: &OrgKey,
 ) -> Result<Vec<Vec<u8>>, String> {
     let place = SegmentPlace { org: key.org.clone(), kind: key.kind, day: key.day };
     let mut reader = SegmentReader::open(src, &place, secret).map_err(|d| d.what)?;
@@ -1314,7 +1310,7 @@ fn read_source(
     src: &dyn SegmentBytes,
     segment: &SegmentInfo,
     place: &SegmentPlace,
-    key: &SecretKey,
+    key: &OrgKey,
     seen_ids: &mut HashSet<u64>,
     sink: &mut Sink<'_>,
 ) {
