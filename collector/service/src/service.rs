@@ -622,8 +622,8 @@ const REENCRYPT_SEGMENTS_PER_RUN: u64 = 16;
 /// Re-encrypts segments still under a retiring data key version and
 /// retires versions nothing is under any more (see
 /// `glimpse_store::store::rekey`), every `every` (the first run at once,
-/// which also goes on with what a crash interrupted). Retirements are
-/// audited.
+/// which also goes on with what a crash interrupted). The store audits
+/// retirements.
 async fn reencryptor(store: Arc<Store>, every: std::time::Duration, mut shutdown: watch::Receiver<bool>) {
     let mut timer = tokio::time::interval(every);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -631,22 +631,7 @@ async fn reencryptor(store: Arc<Store>, every: std::time::Duration, mut shutdown
         tokio::select! {
             _ = timer.tick() => {
                 let store = store.clone();
-                let done = tokio::task::spawn_blocking(move || {
-                    let result = store.reencrypt(REENCRYPT_SEGMENTS_PER_RUN);
-                    if let Ok(report) = &result {
-                        for (org, version) in &report.retired {
-                            let detail = format!(
-                                "data key version {version} retired (its key destroyed): no segment is under it any more"
-                            );
-                            let now = store.clock().now_millis();
-                            let outcome = glimpse_store::audit::AuditOutcome::Done;
-                            if let Err(e) = store.audit().append(now, "collector", "data-key.retire", Some(org.as_str()), outcome, &detail) {
-                                tracing::error!(%org, "audit log append failed: {e}");
-                            }
-                        }
-                    }
-                    result
-                })
+                let done = tokio::task::spawn_blocking(move || store.reencrypt(REENCRYPT_SEGMENTS_PER_RUN))
                 .await;
                 match done {
                     Ok(Ok(report)) if report.segments > 0 || !report.retired.is_empty() => {

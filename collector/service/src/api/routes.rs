@@ -777,14 +777,26 @@ pub async fn rotate_data_key(
         let context = &state.context;
         context.permit(&actor, ACTION, Some(&org), Access::Write, true)?;
         let audit = |outcome, detail: &str| context.audit(&actor.audit_name(), ACTION, Some(&org), outcome, detail);
-        match context.store.rotate_data_key(&org) {
-            Ok(r) => {
-                let detail = format!(
-                    "data key version {} is current; version {} is retiring (re-encrypted in the background)",
-                    r.version, r.previous
-                );
-                audit(glimpse_store::audit::AuditOutcome::Done, &detail);
-                Ok(Json(DataKeyRotated { version: r.version, previous: r.previous }))
+        // Audited just before the rotation commits, so that a crash right
+        // after it cannot lose the entry; a rotation that then fails says so
+        // in a second one.
+        let mut audited = false;
+        let mut before = |r: &glimpse_store::keys::DataKeyRotation| {
+            let detail = format!(
+                "data key version {} is current; version {} is retiring (re-encrypted in the background)",
+                r.version, r.previous
+            );
+            audit(glimpse_store::audit::AuditOutcome::Done, &detail);
+            audited = true;
+            Ok(())
+        };
+        let rotated = context.store.rotate_data_key_then(&org, &mut before);
+        match rotated {
+            Ok(r) => Ok(Json(DataKeyRotated { version: r.version, previous: r.previous })),
+            Err(e) if audited => {
+                let detail = format!("the data key rotation audited above did not commit: {e}");
+                audit(glimpse_store::audit::AuditOutcome::Refused, &detail);
+                Err(ApiError::unavailable(detail))
             }
             Err(glimpse_store::store::StoreError::Key(e @ glimpse_store::keys::KeyError::NoDataKey { .. })) => {
                 audit(glimpse_store::audit::AuditOutcome::Refused, &e.to_string());

@@ -283,6 +283,19 @@ impl OrgKeys {
     /// re-encrypted in the background, then it is retired). No segment is
     /// rewritten here. Refused for an organisation without a key.
     pub fn rotate(&self, org: &OrgId) -> Result<DataKeyRotation, KeyError> {
+        self.rotate_then(org, &mut |_| Ok(()))
+    }
+
+    /// [`OrgKeys::rotate`], calling `before` with what is about to commit
+    /// just before it does (to audit it: a crash after the commit must not
+    /// lose the entry). An error from `before` abandons the rotation. A
+    /// commit that meets a change by another collector is tried again, so
+    /// `before` may be called more than once.
+    pub fn rotate_then(
+        &self,
+        org: &OrgId,
+        before: &mut dyn FnMut(&DataKeyRotation) -> Result<(), KeyError>,
+    ) -> Result<DataKeyRotation, KeyError> {
         let rotated = self.change_list(org, &mut |master, list| {
             if list.entries.len() >= MAX_KEY_VERSIONS {
                 // Retired versions are only names: the oldest go first.
@@ -315,7 +328,9 @@ impl OrgKeys {
             let key = random_key()?;
             let wrapped = wrap_key(master, &versioned_aad(org, version), &key)?;
             list.entries.push(Entry { version, state: KeyState::Current, wrapped: Some(wrapped) });
-            Ok(Some(DataKeyRotation { version, previous }))
+            let rotation = DataKeyRotation { version, previous };
+            before(&rotation)?;
+            Ok(Some(rotation))
         })?;
         let rotated = rotated.ok_or_else(|| KeyError::NoDataKey { org: org.clone() })?;
         super::rotation::crash_point("data-key-rotation:committed");

@@ -21,6 +21,8 @@
 //!    compare-and-set) only by a run that *starts* with no segment under
 //!    it: a run that re-encrypted the last of them leaves retirement to the
 //!    next, so an append that began before the rotation has long finished.
+//!    The audit entry (`data-key.retire`) is written first: every
+//!    destroyed key has one.
 //!
 //! `GLIMPSE_TEST_CRASH_AT` (see [`crate::keys::rotation`]) stops the
 //! process at `data-key-rotation:committed`, `data-key-reencrypt:replaced`
@@ -67,6 +69,16 @@ impl Store {
     /// ones stay readable and are re-encrypted by [`Store::reencrypt`].
     pub fn rotate_data_key(&self, org: &OrgId) -> Result<DataKeyRotation, StoreError> {
         Ok(self.org_keys().rotate(org)?)
+    }
+
+    /// [`Store::rotate_data_key`], calling `before` just before the
+    /// rotation commits (see [`crate::keys::OrgKeys::rotate_then`]).
+    pub fn rotate_data_key_then(
+        &self,
+        org: &OrgId,
+        before: &mut dyn FnMut(&DataKeyRotation) -> Result<(), KeyError>,
+    ) -> Result<DataKeyRotation, StoreError> {
+        Ok(self.org_keys().rotate_then(org, before)?)
     }
 
     /// `org`'s data key versions, oldest first, with how many segments are
@@ -119,8 +131,21 @@ impl Store {
                 continue;
             }
             let counts = self.segments_by_key_version(&org)?;
-            for version in &retiring {
-                if counts.get(version).copied().unwrap_or(0) == 0 && self.org_keys().retire(&org, *version)? {
+            for version in retiring.iter().filter(|v| counts.get(v).copied().unwrap_or(0) == 0) {
+                // Audited before the key goes, so that a crash between the
+                // two leaves an entry for every destroyed key (at worst one
+                // for a key the next run then destroys).
+                let detail = format!("data key version {version}: no segment is under it any more; destroying its key");
+                let outcome = crate::audit::AuditOutcome::Done;
+                let now = self.clock().now_millis();
+                if let Err(e) =
+                    self.audit().append(now, "collector", "data-key.retire", Some(org.as_str()), outcome, &detail)
+                {
+                    // No destruction without its audit entry: left for a later run.
+                    tracing::error!(%org, version, "audit log append failed; data key version not retired: {e}");
+                    continue;
+                }
+                if self.org_keys().retire(&org, *version)? {
                     report.retired.push((org.clone(), *version));
                 }
             }
