@@ -39,21 +39,28 @@
 //! ```text
 //! header:
 //!   magic       8 bytes   "GLSEG\0\0\x01"
-//!   version     u16       2 (1 is still read)
+//!   version     u16       3 (2 and 1 are still read)
 //!   segment id  u64       random per segment file
 //!   day         i64       UTC day number (days since 1970-01-01)
 //!   org         u8 length + bytes
 //!   kind        u8 length + bytes
+//!   key version u32       the data key version the blocks are sealed under
+//!                         (version 3 on; a version 1 or 2 segment is under
+//!                         data key version 1)
 //! blocks, repeated:
 //!   length      u32       ciphertext length including the 16-byte tag, 17..=8 MiB
 //!   index       u64       0, 1, 2, ... within the segment, always < 2^32
-//!   ciphertext  AES-256-GCM(org key, plaintext) || tag
+//!   ciphertext  AES-256-GCM(org key of that version, plaintext) || tag
 //! plaintext (see block.rs):
-//!   version 2   postcard(Option<(stream id, sequence, first position)>) || postcard(Vec<StoredRecord>)
+//!   version 2, 3 postcard(Option<(stream id, sequence, first position)>) || postcard(Vec<StoredRecord>)
 //!   version 1   postcard(Vec<StoredRecord>)
 //! ```
 //!
-//! Every block is sealed with the organisation's own data key. The 96-bit
+//! Every block is sealed with the organisation's own data key, in the
+//! version the header names (see `keys::versions`; a writer starts a new
+//! segment when the current version changes, and `rekey.rs` re-encrypts
+//! segments of older versions). A wrong key version in a header makes every
+//! block fail authentication, like any other damage. The 96-bit
 //! nonce is `segment id (8 bytes) || index as u32 (4 bytes)`: the segment id
 //! is random per file and a writer starts a new segment long before the
 //! index could wrap (at [`SEGMENT_ROLL_BYTES`] or a new day), so nonces do not
