@@ -96,6 +96,10 @@ fn derive_pseudonym(v1: &SecretKey) -> SecretKey {
     key
 }
 
+/// A change of a stored key list: given the master key, edits the list and
+/// returns what to report, or `None` to leave it as it was.
+type ListChange<'a, T> = dyn FnMut(&MasterKey, &mut KeyList) -> Result<Option<T>, KeyError> + 'a;
+
 /// One version of an organisation's data key, as the status reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyVersion {
@@ -256,11 +260,7 @@ impl OrgKeys {
     /// change by another collector in between is seen and `change` applied
     /// to it instead. One transaction: a crash leaves the list before or
     /// after, never between.
-    fn change_list<T>(
-        &self,
-        org: &OrgId,
-        change: &mut dyn FnMut(&MasterKey, &mut KeyList) -> Result<Option<T>, KeyError>,
-    ) -> Result<Option<T>, KeyError> {
+    fn change_list<T>(&self, org: &OrgId, change: &mut ListChange<'_, T>) -> Result<Option<T>, KeyError> {
         let _slow = self.slow.lock().unwrap_or_else(PoisonError::into_inner);
         let master = self.master.read();
         for _ in 0..CAS_ATTEMPTS {
