@@ -148,6 +148,8 @@ async fn every_endpoint_allows_and_refuses_each_role_and_scope_as_documented() {
         (Method::POST, format!("/api/v1/orgs/{org}/subjects/erase"), Some(subject), Needs::Write),
         (Method::GET, format!("/api/v1/audit?org={org}"), None, Needs::Service),
         (Method::GET, format!("/api/v1/orgs/{org}/support/activity"), None, Needs::Service),
+        (Method::GET, format!("/api/v1/orgs/{org}/data-key"), None, Needs::Service),
+        (Method::POST, format!("/api/v1/orgs/{org}/data-key/rotate"), None, Needs::Write),
         (Method::GET, "/api/v1/audit".into(), None, Needs::Operator),
         (Method::GET, "/api/v1/audit/verify".into(), None, Needs::Operator),
         (Method::GET, "/api/v1/orgs".into(), None, Needs::Operator),
