@@ -983,6 +983,9 @@ impl Store {
             !(day_start.saturating_add(MILLIS_PER_DAY) <= from || day_start >= until)
         };
         let mut key: Option<Arc<OrgKey>> = None;
+        // Whether the keys were loaded again for a segment under a version
+        // they lacked (once per read).
+        let mut reloaded = false;
         let mut seen_ids = HashSet::new();
         let mut tallies: HashMap<(i64, String), catalog::Tally> = HashMap::new();
         let mut segments_read = 0;
@@ -1026,7 +1029,7 @@ impl Store {
                     _ => Gate::Open,
                 };
                 segments_read += 1;
-                let key = match &key {
+                let mut ring = match &key {
                     Some(key) => Arc::clone(key),
                     None => {
                         let found =
@@ -1038,8 +1041,20 @@ impl Store {
                 let mut tally = catalog::Tally { listed: true, ..catalog::Tally::default() };
                 match self.segments.open(&segment) {
                     Ok(Some(bytes)) => {
+                        // Under a version these keys lack: another collector
+                        // sharing the control plane rotated the key and this
+                        // one has not heard yet. Load them again, once.
+                        let lacking = segment::header_key_version(&*bytes).is_some_and(|v| ring.secret_of(v).is_none());
+                        if lacking && !reloaded {
+                            reloaded = true;
+                            self.org_keys().forget(Some(org));
+                            if let Some(fresh) = self.org_keys().get(org)? {
+                                key = Some(Arc::clone(&fresh));
+                                ring = fresh;
+                            }
+                        }
                         sink.tally = Some(tally);
-                        read_source(&*bytes, &segment, &place, &key, &mut seen_ids, &mut sink);
+                        read_source(&*bytes, &segment, &place, &ring, &mut seen_ids, &mut sink);
                         tally = sink.tally.take().unwrap_or_default();
                     }
                     // Deleted by the sweeper since it was listed: expired anyway.

@@ -750,3 +750,25 @@ fn a_segment_under_a_retired_version_is_reported_not_served() {
     assert_eq!(hostnames(&out), ["new"]);
     assert!(out.problems.iter().any(|p| p.what.contains("data key version 1")), "{:?}", out.problems);
 }
+
+#[test]
+fn a_read_loads_the_keys_again_for_a_version_it_has_not_seen() {
+    let f = Fixture::new();
+    let ap = identity("acme", "ap-1");
+    let acme = org("acme");
+    f.append(&ap, 1, &["one"]);
+    let control = f.store.control();
+    let single = control.org_key("acme").unwrap().unwrap();
+    f.store.rotate_data_key(&acme).unwrap();
+    f.append(&ap, 2, &["two"]);
+    let rotated = control.org_key("acme").unwrap().unwrap();
+    // This collector's keys as they were before the rotation, as if another
+    // collector sharing the control plane had rotated and it had not heard.
+    assert!(control.replace_org_key("acme", &rotated, &single).unwrap());
+    f.store.org_keys().forget(None);
+    assert_eq!(f.store.org_keys().get(&acme).unwrap().unwrap().version(), 1);
+    assert!(control.replace_org_key("acme", &single, &rotated).unwrap());
+    let out = f.read("acme", DataKind::Metadata);
+    assert!(out.problems.is_empty(), "{:?}", out.problems);
+    assert_eq!(hostnames(&out), ["one", "two"]);
+}
