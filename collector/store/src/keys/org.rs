@@ -71,6 +71,13 @@ impl OrgKey {
         self.keys.iter().find(|(v, _)| *v == version).map(|(_, k)| k)
     }
 
+    /// A key ring of the given versions, for tests.
+    #[cfg(test)]
+    pub(crate) fn with_versions(org: OrgId, current: u32, keys: Vec<(u32, SecretKey)>) -> OrgKey {
+        let pseudonym = derive_pseudonym(&keys[0].1);
+        OrgKey { org, current, keys, pseudonym }
+    }
+
     /// A single-version key ring, for tests and tools that seal with a key
     /// of their own.
     pub fn single(org: OrgId, key: SecretKey) -> OrgKey {

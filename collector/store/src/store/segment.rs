@@ -339,7 +339,6 @@ pub(crate) struct SegmentReader<'a, S: ReadAt + ?Sized> {
     place: SegmentPlace,
     cipher: Aes256Gcm,
     version: u16,
-    key_version: u32,
     segment_id: u64,
     body_start: u64,
     /// A scan from here found nothing; later scans from further on would
@@ -424,7 +423,6 @@ impl<'a, S: ReadAt + ?Sized> SegmentReader<'a, S> {
             place: place.clone(),
             cipher: cipher(key),
             version,
-            key_version,
             segment_id,
             body_start: pos,
             barren_from: None,
@@ -436,12 +434,6 @@ impl<'a, S: ReadAt + ?Sized> SegmentReader<'a, S> {
     /// block plaintexts decode.
     pub(crate) fn version(&self) -> u16 {
         self.version
-    }
-
-    /// The data key version the segment is sealed under.
-    #[allow(dead_code)]
-    pub(crate) fn key_version(&self) -> u32 {
-        self.key_version
     }
 
     /// The segment's random id.
@@ -907,6 +899,54 @@ mod tests {
             let (blocks, _, alloc) = read(&bytes[..len], &place());
             prop_assert!(blocks.len() <= 4);
             prop_assert!(alloc <= MAX_BLOCK_LEN as usize);
+        }
+    }
+
+    #[test]
+    fn the_header_names_the_data_key_version_and_the_reader_picks_it() {
+        let org = place().org;
+        let (v1, v2) = (SecretKey::from_bytes([1; 32]), SecretKey::from_bytes([2; 32]));
+        let both = OrgKey::with_versions(org.clone(), 2, vec![(1, v1.clone()), (2, v2)]);
+        let mut builder = SegmentBuilder::new(&org, place().kind, place().day, &both).unwrap();
+        assert_eq!(builder.key_version(), 2);
+        builder.seal(&both, b"under version two").unwrap();
+        let bytes = builder.into_bytes();
+        assert_eq!(header_key_version(bytes.as_slice()), Some(2));
+        let mut reader = SegmentReader::open(bytes.as_slice(), &place(), &both).unwrap();
+        let mut got = Vec::new();
+        reader.read_blocks(|b| got.push(b.unwrap().1));
+        assert_eq!(got, [b"under version two".to_vec()]);
+        // Only version 1 known (version 2 retired, or not loaded yet).
+        let old = OrgKey::single(org.clone(), v1);
+        let err = SegmentReader::open(bytes.as_slice(), &place(), &old).err().unwrap();
+        assert!(err.what.contains("data key version 2"), "{}", err.what);
+        // A builder whose version the keys lack refuses to seal.
+        let mut stale = SegmentBuilder::new(&org, place().kind, place().day, &both).unwrap();
+        assert!(matches!(stale.seal(&old, b"x"), Err(crate::store::SegmentError::KeyVersion { version: 2, .. })));
+        // Older formats are under version 1.
+        let legacy = encode_legacy_header(2, &place(), 7);
+        assert_eq!(header_key_version(legacy.as_slice()), Some(1));
+        // A relabelled key version opens with the wrong key: nothing authenticates.
+        let mut relabelled = bytes.clone();
+        let at = HEADER_FIXED_LEN + 2 + org.as_str().len() + place().kind.as_str().len();
+        relabelled[at..at + 4].copy_from_slice(&1u32.to_be_bytes());
+        let (blocks, defects) = {
+            let mut blocks = Vec::new();
+            let mut defects = Vec::new();
+            let mut reader = SegmentReader::open(relabelled.as_slice(), &place(), &both).unwrap();
+            reader.read_blocks(|item| match item {
+                Ok(b) => blocks.push(b),
+                Err(d) => defects.push(d),
+            });
+            (blocks, defects)
+        };
+        assert!(blocks.is_empty() && !defects.is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn reading_the_key_version_of_any_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let _ = header_key_version(bytes.as_slice());
         }
     }
 }
