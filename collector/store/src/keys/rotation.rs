@@ -1,6 +1,7 @@
 //! Master key rotation: every key wrapped under the master key is rewrapped
 //! under a new one in one transaction; no segment is rewritten (segments
-//! are encrypted under organisation keys, which do not change).
+//! are encrypted under organisation keys, which do not change; every
+//! version of each is rewrapped).
 //!
 //! # Steps, and what a crash at each leaves
 //!
@@ -29,7 +30,10 @@
 //! `GLIMPSE_TEST_CRASH_AT=<step>` in the environment makes the process
 //! abort at that step (as `kill -9` would stop it), for the end-to-end
 //! tests that check the above: `master-rotation:next-written`,
-//! `master-rotation:committed`, `master-rotation:promoted`.
+//! `master-rotation:committed`, `master-rotation:promoted`; and those of
+//! an organisation's data key rotation (see `store::rekey`):
+//! `data-key-rotation:committed`, `data-key-reencrypt:replaced`,
+//! `data-key-retire:committed`.
 
 use std::path::Path;
 use std::sync::OnceLock;
