@@ -14,7 +14,7 @@
 //!
 //! - organisation data key: `b"glimpse-org-key-v1" || org` for version 1,
 //!   `|| b":" || version (u32 big-endian)` for later versions; the row
-//!   holds the organisation's versions (see [`versions`])
+//!   holds the organisation's versions (see `versions.rs`)
 //! - organisation pseudonym key: `b"glimpse-org-pseudonym-key-v1" || org`
 //! - device shared key: `b"glimpse-device-key-v1" || org || b":" || device`
 //!   (names cannot contain `:`, so the split is unambiguous)

@@ -10,7 +10,7 @@
 //!    seal under whichever version is current when they start, and a
 //!    segment under another version takes no more blocks.
 //! 2. Re-encryption rewrites each segment still under a retiring version
-//!    with [`SegmentStore::rewrite`], the machinery of erasure: the new
+//!    with [`SegmentStore::rewrite`](super::seam::SegmentStore::rewrite), the machinery of erasure: the new
 //!    segment is written and synced, then switched for the old one
 //!    atomically (a crash leaves one or the other, both readable: the
 //!    retiring version's key still exists). The segment catalog's row
