@@ -148,6 +148,8 @@ async fn every_endpoint_allows_and_refuses_each_role_and_scope_as_documented() {
         (Method::POST, format!("/api/v1/orgs/{org}/subjects/erase"), Some(subject), Needs::Write),
         (Method::GET, format!("/api/v1/audit?org={org}"), None, Needs::Service),
         (Method::GET, format!("/api/v1/orgs/{org}/support/activity"), None, Needs::Service),
+        (Method::GET, format!("/api/v1/orgs/{org}/data-key"), None, Needs::Service),
+        (Method::POST, format!("/api/v1/orgs/{org}/data-key/rotate"), None, Needs::Write),
         (Method::GET, "/api/v1/audit".into(), None, Needs::Operator),
         (Method::GET, "/api/v1/audit/verify".into(), None, Needs::Operator),
         (Method::GET, "/api/v1/orgs".into(), None, Needs::Operator),
@@ -520,6 +522,15 @@ async fn the_cli_creates_lists_uses_and_revokes_tokens() {
     assert_eq!(policy.support_scope.to_string(), "devices, metadata, captures on devices ap-1, ap-2");
     let (ok, out, err) = cli(with_cert(&[&grant[..8], &["everything"]].concat()), None).await;
     assert!(!ok && err.contains("use devices, metadata, captures or exports"), "{out}{err}");
+    // Data key rotation: refused while the organisation has stored nothing
+    // (so has no key), then done, and the versions shown.
+    let (ok, out, err) = cli(with_cert(&["admin", "rotate-data-key", "cliorg"]), None).await;
+    assert!(!ok && format!("{out}{err}").contains("no data key"), "{out}{err}");
+    tc.collector.store().org_keys().get_or_create(&glimpse_common::identity::OrgId::new("cliorg").unwrap()).unwrap();
+    let (ok, out, err) = cli(with_cert(&["admin", "rotate-data-key", "cliorg"]), None).await;
+    assert!(ok && out.contains("version 2 is current") && out.contains("version 1 is retiring"), "{out}{err}");
+    let (ok, out, err) = cli(with_cert(&["admin", "rotate-data-key", "cliorg", "--status"]), None).await;
+    assert!(ok && out.contains("current") && out.contains("retiring") && !out.contains("rotated"), "{out}{err}");
     let id = token.split('_').nth(1).unwrap().to_owned();
     let (ok, list, err) = cli(with_cert(&["admin", "token", "list"]), None).await;
     assert!(ok && list.contains(&id) && list.contains("active") && !list.contains(&token), "{list}{err}");

@@ -117,6 +117,10 @@ fn contract(store: &dyn ControlStore) -> Vec<String> {
     note(format!("{:?}", store.remove_org_key("beta").unwrap()));
     note(format!("{:?}", store.remove_org_key("beta").unwrap()));
     note(format!("{:?}", store.org_key("acme").unwrap()));
+    note(format!("{:?}", store.replace_org_key("acme", b"not-it", b"wrapped-4").unwrap()));
+    note(format!("{:?}", store.replace_org_key("acme", b"wrapped-1", b"wrapped-4").unwrap()));
+    note(format!("{:?}", store.replace_org_key("beta", b"wrapped-3", b"wrapped-5").unwrap()));
+    note(format!("{:?}", store.org_key("acme").unwrap()));
 
     note(format!("{:?}", store.update_policy("acme", &mut |r| Some([r.unwrap_or_default(), b"c"].concat())).unwrap()));
     note(format!("{:?}", store.update_policy("acme", &mut |r| Some([r.unwrap_or_default(), b"g"].concat())).unwrap()));
@@ -654,4 +658,55 @@ mod sealed {
         assert_eq!(key_of(&a, "acme"), org_key);
         a.org_keys().get_or_create(&org("globex")).unwrap();
     }
+}
+
+/// A data key rotated by one collector over the shared control plane: the
+/// other, once it hears the change, reads the new version and still the
+/// old; retirement is seen by both.
+#[test]
+fn a_data_key_rotation_on_one_collector_is_used_by_the_other() {
+    use glimpse_common::identity::OrgId;
+    use glimpse_store::keys::{Catalog, KeyState, MasterKey};
+    let Some(pg) = Postgres::start() else { return };
+    let a: Arc<dyn ControlStore> = Arc::new(migrated(&pg));
+    let b_control = PgControl::connect(&config(&pg)).unwrap();
+    let heard: Arc<Mutex<Vec<Change>>> = Arc::default();
+    let sink = Arc::clone(&heard);
+    b_control.watch(Arc::new(move |change: &Change| sink.lock().unwrap().push(change.clone())));
+    let b: Arc<dyn ControlStore> = Arc::new(b_control);
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("master.key");
+    MasterKey::generate_file(&key_file).unwrap();
+    let one = Catalog::with_control("postgres".into(), a, MasterKey::load(&key_file).unwrap()).unwrap();
+    let two = Catalog::with_control("postgres".into(), b, MasterKey::load(&key_file).unwrap()).unwrap();
+    let org = OrgId::new("acme").unwrap();
+    let first = one.org_keys().get_or_create(&org).unwrap();
+    assert_eq!(two.org_keys().get(&org).unwrap().unwrap().version(), 1);
+    let pseudonym = |c: &Catalog| ring::hmac::sign(&c.org_keys().pseudonym_key(&org).unwrap(), b"m").as_ref().to_vec();
+    let before = pseudonym(&two);
+
+    let rotated = one.org_keys().rotate(&org).unwrap();
+    assert_eq!((rotated.previous, rotated.version), (1, 2));
+    // A stale cache on the other collector until it hears the change.
+    wait_for("the rotation to be heard", || heard.lock().unwrap().contains(&Change::OrgKey("acme".into())));
+    two.org_keys().forget(Some(&org));
+    let ring = two.org_keys().get(&org).unwrap().unwrap();
+    assert_eq!(ring.version(), 2);
+    assert_eq!(first.version(), 1);
+    let states: Vec<_> = two.org_keys().versions(&org).unwrap().into_iter().map(|v| (v.version, v.state)).collect();
+    assert_eq!(states, [(1, KeyState::Retiring), (2, KeyState::Current)]);
+    assert_eq!(pseudonym(&two), before, "pseudonyms survive the rotation");
+
+    // Both rotating at once: compare-and-set, so both rotations land.
+    std::thread::scope(|s| {
+        s.spawn(|| one.org_keys().rotate(&org).unwrap());
+        s.spawn(|| two.org_keys().rotate(&org).unwrap());
+    });
+    let versions: Vec<_> = one.org_keys().versions(&org).unwrap().into_iter().map(|v| v.version).collect();
+    assert_eq!(versions, [1, 2, 3, 4]);
+    assert!(two.org_keys().retire(&org, 1).unwrap());
+    assert!(!one.org_keys().retire(&org, 1).unwrap(), "retired once");
+    one.org_keys().forget(None);
+    assert_eq!(one.org_keys().get(&org).unwrap().unwrap().version(), 4);
+    assert_eq!(pseudonym(&one), before);
 }

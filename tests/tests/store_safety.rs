@@ -91,7 +91,9 @@ fn block_ends(bytes: &[u8]) -> Vec<usize> {
     let header = 26;
     let org_len = usize::from(bytes[header]);
     let kind_len = usize::from(bytes[header + 1 + org_len]);
-    let mut pos = header + 2 + org_len + kind_len;
+    // Format 3 headers end with the u32 data key version.
+    let key_version = if u16::from_be_bytes([bytes[8], bytes[9]]) >= 3 { 4 } else { 0 };
+    let mut pos = header + 2 + org_len + kind_len + key_version;
     let mut ends = Vec::new();
     while pos + 12 <= bytes.len() {
         let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;

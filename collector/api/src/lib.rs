@@ -465,6 +465,41 @@ pub struct MasterKeyRotated {
     pub key_file: String,
 }
 
+/// An organisation's data key rotated: new segments are sealed under the
+/// new version; older ones stay readable and are re-encrypted in the
+/// background, after which the old version is retired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DataKeyRotated {
+    /// The new current version.
+    pub version: u32,
+    /// The version it replaced, now retiring.
+    pub previous: u32,
+}
+
+/// One version of an organisation's data key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DataKeyVersion {
+    /// The version (1 for the organisation's first key).
+    pub version: u32,
+    /// `current` (new segments are sealed under it), `retiring` (still
+    /// read; its segments are being re-encrypted) or `retired` (no segment
+    /// is under it; its key is destroyed).
+    pub state: String,
+    /// Segments sealed under it now.
+    pub segments: u64,
+}
+
+/// An organisation's data key versions, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DataKeyStatus {
+    /// The organisation.
+    pub org: String,
+    /// The current version (0: the organisation has no data key yet).
+    pub current: u32,
+    /// Every version, retired ones included.
+    pub versions: Vec<DataKeyVersion>,
+}
+
 /// Delete an organisation's data and destroy its key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

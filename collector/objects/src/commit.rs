@@ -297,6 +297,8 @@ impl Committer {
         for (i, plaintext) in run.plaintexts.iter().enumerate() {
             let fits = state.open.as_ref().is_some_and(|open| {
                 open.upload.key.day == run.day
+                    // After a rotation, a new object under the new version.
+                    && open.builder.key_version() == run.key.version()
                     && open.builder.len() < self.settings.flush_bytes
                     && open.builder.has_room()
             });
@@ -344,7 +346,7 @@ impl Committer {
 
     /// Opens a new object in the slot for `run`'s day and arms its timer.
     fn start(self: &Arc<Self>, slot: &SlotRef, state: &mut Slot, run: &BlockRun<'_>) -> Result<(), SegmentError> {
-        let builder = SegmentBuilder::new(run.org, run.kind, run.day)?;
+        let builder = SegmentBuilder::new(run.org, run.kind, run.day, run.key)?;
         let seq = self.next_seq(state.last_seq)?;
         state.last_seq = seq;
         let name = segment_name(seq, builder.segment_id());

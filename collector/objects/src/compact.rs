@@ -65,9 +65,9 @@ use std::time::Instant;
 use glimpse_common::clock::MILLIS_PER_DAY;
 use glimpse_common::identity::OrgId;
 use glimpse_common::record::DataKind;
-use glimpse_common::secret::SecretKey;
 use glimpse_store::control::seam::{SegmentRow, SegmentRowKey};
 use glimpse_store::control::ControlStore;
+use glimpse_store::keys::OrgKey;
 use glimpse_store::store::seam::{CompactPolicy, Compacted, SegmentInfo, SegmentStore};
 use glimpse_store::store::{parse_segment_name, segment_plaintexts, SegmentBuilder, SegmentError};
 use object_store::path::Path;
@@ -111,7 +111,7 @@ pub(crate) fn compact(
     segs: &ObjectSegments,
     org: &OrgId,
     kind: DataKind,
-    key: &SecretKey,
+    key: &OrgKey,
     catalog: &dyn ControlStore,
     policy: &CompactPolicy,
 ) -> Result<Compacted, SegmentError> {
@@ -197,7 +197,7 @@ fn groups(segs: &ObjectSegments, served: &[SegmentInfo], policy: &CompactPolicy)
 /// `None` when the group was left as it is (a source gone or damaged).
 fn merge(
     segs: &ObjectSegments,
-    secret: &SecretKey,
+    secret: &OrgKey,
     catalog: &dyn ControlStore,
     group: &[SegmentInfo],
 ) -> Result<Option<u64>, SegmentError> {
@@ -209,7 +209,7 @@ fn merge(
         return Ok(None);
     };
     let started = Instant::now();
-    let mut builder = draw_builder(org, kind, day, first_id)?;
+    let mut builder = draw_builder(org, kind, day, first_id, secret)?;
     for source in group {
         let path = layout.object(org, kind, day, &source.key.name);
         let Some(bytes) = segs.get(&path)? else {
@@ -281,15 +281,21 @@ fn merge(
 /// header), drawn uniformly from the ids above it when there are plenty;
 /// else any random id (the names then need not sort as wished, which only
 /// narrows what a listing racing the completion may see).
-fn draw_builder(org: &OrgId, kind: DataKind, day: i64, first_id: u64) -> Result<SegmentBuilder, SegmentError> {
+fn draw_builder(
+    org: &OrgId,
+    kind: DataKind,
+    day: i64,
+    first_id: u64,
+    key: &OrgKey,
+) -> Result<SegmentBuilder, SegmentError> {
     let above = u64::MAX - first_id;
     if above < 1 << 32 {
-        return SegmentBuilder::new(org, kind, day);
+        return SegmentBuilder::new(org, kind, day, key);
     }
     let mut random = [0u8; 8];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random).map_err(|_| SegmentError::Random)?;
     let id = first_id + 1 + u64::from_be_bytes(random) % above;
-    Ok(SegmentBuilder::with_segment_id(org, kind, day, id))
+    Ok(SegmentBuilder::with_segment_id(org, kind, day, id, key))
 }
 
 fn catalog_error(at: &Path, segs: &ObjectSegments, e: &glimpse_store::control::ControlError) -> SegmentError {

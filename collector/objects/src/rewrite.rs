@@ -46,7 +46,7 @@ use std::time::Instant;
 
 use glimpse_common::identity::OrgId;
 use glimpse_common::record::DataKind;
-use glimpse_common::secret::SecretKey;
+use glimpse_store::keys::OrgKey;
 use glimpse_store::store::seam::{Rewrite, SegmentBytes, SegmentInfo, SegmentKey, SegmentStore};
 use glimpse_store::store::{SegmentBuilder, SegmentError};
 use object_store::path::Path;
@@ -65,7 +65,7 @@ pub(crate) fn rewrite(
     segs: &ObjectSegments,
     org: &OrgId,
     kind: DataKind,
-    key: &SecretKey,
+    key: &OrgKey,
     edit: &mut dyn FnMut(&SegmentInfo, &dyn SegmentBytes) -> Rewrite,
 ) -> Result<Vec<(SegmentKey, Option<SegmentKey>)>, SegmentError> {
     // Everything acknowledged before the erase is offered to it. Appends
@@ -103,7 +103,7 @@ fn replace(
     segs: &ObjectSegments,
     old_key: &SegmentKey,
     old: &Path,
-    key: &SecretKey,
+    key: &OrgKey,
     blocks: &[Vec<u8>],
 ) -> Result<Option<String>, SegmentError> {
     let layout = &segs.commit.layout;
@@ -113,7 +113,7 @@ fn replace(
         return Ok(None);
     }
     let started = Instant::now();
-    let mut builder = SegmentBuilder::new(org, kind, day)?;
+    let mut builder = SegmentBuilder::new(org, kind, day, key)?;
     for block in blocks {
         builder.seal(key, block)?;
     }

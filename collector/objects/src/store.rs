@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use glimpse_common::identity::OrgId;
 use glimpse_common::record::DataKind;
-use glimpse_common::secret::SecretKey;
 use glimpse_store::keys::OrgKey;
 use glimpse_store::store::seam::{
     BlockRun, Freed, Rewrite, SegmentBytes, SegmentInfo, SegmentKey, SegmentStore, SyncTicket,
@@ -82,7 +81,7 @@ impl SegmentStore for ObjectSegments {
         &self,
         org: &OrgId,
         kind: DataKind,
-        key: &SecretKey,
+        key: &OrgKey,
         edit: &mut dyn FnMut(&SegmentInfo, &dyn SegmentBytes) -> Rewrite,
     ) -> Result<Vec<(SegmentKey, Option<SegmentKey>)>, SegmentError> {
         crate::rewrite::rewrite(self, org, kind, key, edit)
@@ -114,7 +113,7 @@ impl SegmentStore for ObjectSegments {
         &self,
         org: &OrgId,
         kind: DataKind,
-        key: &SecretKey,
+        key: &OrgKey,
         catalog: &dyn glimpse_store::control::ControlStore,
         policy: &glimpse_store::store::seam::CompactPolicy,
     ) -> Result<glimpse_store::store::seam::Compacted, SegmentError> {

@@ -471,3 +471,25 @@ fn appends_after_a_day_deletion_start_a_new_object() {
     fx.append("ap-1", 2, &["b"]).unwrap();
     assert_eq!(fx.segment_objects().len(), 1);
 }
+
+#[test]
+fn a_data_key_rotation_starts_a_new_object_and_reencryption_moves_the_old_ones() {
+    use glimpse_store::keys::KeyState;
+    let f = Fixture::new();
+    f.append("ap-1", 1, &["before"]).unwrap();
+    f.store.rotate_data_key(&org()).unwrap();
+    // Within the same upload window: the new version still gets its own object.
+    f.append("ap-1", 2, &["after"]).unwrap();
+    assert_eq!(f.hostnames(), ["after", "before"]);
+    let by = |f: &Fixture| -> Vec<(u32, KeyState, u64)> {
+        f.store.data_key_status(&org()).unwrap().iter().map(|s| (s.version, s.state, s.segments)).collect()
+    };
+    assert_eq!(by(&f), [(1, KeyState::Retiring, 1), (2, KeyState::Current, 1)]);
+    let run = f.store.reencrypt(10).unwrap();
+    assert_eq!((run.segments, run.remaining), (1, 0));
+    assert_eq!(f.hostnames(), ["after", "before"]);
+    assert_eq!(f.segment_objects().len(), 2, "the old object replaced, not kept beside");
+    assert_eq!(f.store.reencrypt(10).unwrap().retired, [(org(), 1)]);
+    assert_eq!(by(&f), [(1, KeyState::Retired, 0), (2, KeyState::Current, 2)]);
+    assert_eq!(f.hostnames(), ["after", "before"]);
+}

@@ -696,6 +696,26 @@ impl ControlStore for PgControl {
         })
     }
 
+    fn replace_org_key(&self, org: &str, expected: &[u8], new: &[u8]) -> Result<bool, ControlError> {
+        let (org, expected, new, epoch) = (org.to_owned(), expected.to_vec(), new.to_vec(), self.epoch());
+        self.run("replace organisation key", |pool| async move {
+            let mut c = client(&pool).await?;
+            // The new key list is wrapped under this collector's master key:
+            // refused if another collector rotated that key away meanwhile.
+            let tx = c.transaction().await.map_err(db)?;
+            guard(&tx, epoch.as_deref()).await?;
+            let n = tx
+                .execute(
+                    "UPDATE glimpse_org_keys SET wrapped = $3 WHERE org = $1 AND wrapped = $2",
+                    &[&org, &expected, &new],
+                )
+                .await
+                .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            Ok(n == 1)
+        })
+    }
+
     fn remove_org_key(&self, org: &str) -> Result<bool, ControlError> {
         let org = org.to_owned();
         self.run("remove organisation key", |pool| async move {

@@ -327,6 +327,8 @@ impl Collector {
         }
         let sweeps = sweeper(store.clone(), telemetry.clone(), config.sweep_interval, shutdown_rx.clone());
         tasks.push(run("the retention sweeper", Box::pin(sweeps)));
+        let reencryption = reencryptor(store.clone(), config.sweep_interval, shutdown_rx.clone());
+        tasks.push(run("the data key re-encryption", Box::pin(reencryption)));
         if let SegmentPlace::S3(s3) = &config.storage {
             if let Some((target, after)) = s3.compaction() {
                 let runs = compactor(
@@ -611,6 +613,41 @@ async fn sweeper(
                     }
                     Ok(Err(e)) => warn!("retention sweep failed: {e}"),
                     Err(e) => warn!("retention sweep task failed: {e}"),
+                }
+            }
+            _ = stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+/// Segments one re-encryption run rewrites at most: each holds the
+/// appends of its kind for the time one segment takes to rewrite, so a run
+/// stays short and ingest is not starved; the next run (a sweep interval
+/// later) goes on.
+const REENCRYPT_SEGMENTS_PER_RUN: u64 = 16;
+
+/// Re-encrypts segments still under a retiring data key version and
+/// retires versions nothing is under any more (see
+/// `glimpse_store::store::rekey`), every `every` (the first run at once,
+/// which also goes on with what a crash interrupted). The store audits
+/// retirements.
+async fn reencryptor(store: Arc<Store>, every: std::time::Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut timer = tokio::time::interval(every);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = timer.tick() => {
+                let store = store.clone();
+                let done = tokio::task::spawn_blocking(move || store.reencrypt(REENCRYPT_SEGMENTS_PER_RUN))
+                .await;
+                match done {
+                    Ok(Ok(report)) if report.segments > 0 || !report.retired.is_empty() => {
+                        info!(segments = report.segments, damaged = report.damaged, retired = report.retired.len(),
+                            remaining = report.remaining, "data key re-encryption run done");
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => warn!("data key re-encryption run failed: {e}"),
+                    Err(e) => warn!("data key re-encryption task failed: {e}"),
                 }
             }
             _ = stopped(&mut shutdown) => return,

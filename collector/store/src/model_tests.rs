@@ -215,9 +215,19 @@ impl Harness {
     fn reopen(&mut self) {
         let parts = self.store.take().expect("open").into_parts();
         drop(parts.segments);
-        let segments =
-            crate::store::open_local_segments(Arc::new(self.fs.clone()), self.dir.path(), parts.catalog.org_keys())
-                .expect("the store reopens");
+        let opened =
+            crate::store::open_local_segments(Arc::new(self.fs.clone()), self.dir.path(), parts.catalog.org_keys());
+        let segments = match opened {
+            Ok(segments) => segments,
+            // The power went during the reopen (a cut was pending and the
+            // recovery wrote): that is a crash, restarted from like any other.
+            Err(_) if self.fs.is_dead() => {
+                self.fs.crash(0);
+                crate::store::open_local_segments(Arc::new(self.fs.clone()), self.dir.path(), parts.catalog.org_keys())
+                    .expect("the store reopens after any crash")
+            }
+            Err(e) => panic!("the store reopens: {e}"),
+        };
         self.store = Some(Store::from_parts(StoreParts { segments: Arc::new(segments), ..parts }));
     }
 }

@@ -198,6 +198,8 @@ pub fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(audit::support_activity))
         .routes(routes!(routes::verify_audit))
         .routes(routes!(routes::rotate_master_key))
+        .routes(routes!(routes::rotate_data_key))
+        .routes(routes!(routes::data_key_status))
         .routes(routes!(routes::create_token, routes::list_tokens))
         .routes(routes!(routes::revoke_token))
         .routes(routes!(health::metrics))
@@ -293,6 +295,8 @@ mod tests {
             ("post", "/api/v1/orgs/{org}/captures"),
             ("get", "/api/v1/audit/verify"),
             ("post", "/api/v1/master-key/rotate"),
+            ("post", "/api/v1/orgs/{org}/data-key/rotate"),
+            ("get", "/api/v1/orgs/{org}/data-key"),
             ("delete", "/api/v1/tokens/{id}"),
             ("get", "/api/v1/accounts"),
             ("post", "/api/v1/accounts"),

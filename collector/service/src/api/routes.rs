@@ -758,6 +758,100 @@ pub async fn revoke_token(
     .map_err(|_| ApiError::internal("token revocation failed unexpectedly"))?
 }
 
+/// Rotate an organisation's data key (its admins and operators): a new
+/// random version becomes current and seals every new segment; segments
+/// under older versions stay readable and are re-encrypted by the
+/// collector in the background, after which those versions are retired
+/// (their keys destroyed). Nothing is rewritten by the request itself.
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/data-key/rotate", tag = "keys",
+    params(("org" = String, Path, description = "The organisation")),
+    responses((status = 200, body = DataKeyRotated), (status = "4XX", body = Problem)))]
+pub async fn rotate_data_key(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+) -> Result<Json<DataKeyRotated>, ApiError> {
+    const ACTION: &str = "data-key.rotate";
+    let org = org(&name)?;
+    blocking(move || {
+        let context = &state.context;
+        context.permit(&actor, ACTION, Some(&org), Access::Write, true)?;
+        let audit = |outcome, detail: &str| context.audit(&actor.audit_name(), ACTION, Some(&org), outcome, detail);
+        // Audited just before the rotation commits, so that a crash right
+        // after it cannot lose the entry; a rotation that then fails says so
+        // in a second one.
+        let mut audited = false;
+        let mut before = |r: &glimpse_store::keys::DataKeyRotation| {
+            let detail = format!(
+                "data key version {} is current; version {} is retiring (re-encrypted in the background)",
+                r.version, r.previous
+            );
+            audit(glimpse_store::audit::AuditOutcome::Done, &detail);
+            audited = true;
+            Ok(())
+        };
+        let rotated = context.store.rotate_data_key_then(&org, &mut before);
+        match rotated {
+            Ok(r) => Ok(Json(DataKeyRotated { version: r.version, previous: r.previous })),
+            Err(e) if audited => {
+                let detail = format!("the data key rotation audited above did not commit: {e}");
+                audit(glimpse_store::audit::AuditOutcome::Refused, &detail);
+                Err(ApiError::unavailable(detail))
+            }
+            Err(glimpse_store::store::StoreError::Key(e @ glimpse_store::keys::KeyError::NoDataKey { .. })) => {
+                audit(glimpse_store::audit::AuditOutcome::Refused, &e.to_string());
+                Err(ApiError::not_found(format!("{e}: it has stored nothing yet, so there is nothing to rotate")))
+            }
+            Err(glimpse_store::store::StoreError::Key(
+                e @ glimpse_store::keys::KeyError::RotationUnavailable { .. },
+            )) => {
+                audit(glimpse_store::audit::AuditOutcome::Refused, &e.to_string());
+                Err(ApiError::new(axum::http::StatusCode::CONFLICT, "not-supported", e.to_string()))
+            }
+            Err(e) => {
+                let detail = format!("data key not rotated (the current version is unchanged): {e}");
+                audit(glimpse_store::audit::AuditOutcome::Refused, &detail);
+                Err(ApiError::unavailable(detail))
+            }
+        }
+    })
+    .await
+}
+
+/// An organisation's data key versions (its admins, operators and support
+/// staff under a grant): each one's state and how many segments are still
+/// sealed under it.
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/data-key", tag = "keys",
+    params(("org" = String, Path, description = "The organisation")),
+    responses((status = 200, body = DataKeyStatus), (status = "4XX", body = Problem)))]
+pub async fn data_key_status(
+    State(state): State<ApiState>,
+    Authenticated(actor): Authenticated,
+    PathArgs(name): PathArgs<String>,
+) -> Result<Json<DataKeyStatus>, ApiError> {
+    let org = org(&name)?;
+    blocking(move || {
+        let context = &state.context;
+        context.permit(&actor, "data-key.status", Some(&org), Access::Service, false)?;
+        let versions = context.store.data_key_status(&org).map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let current =
+            versions.iter().find(|v| v.state == glimpse_store::keys::KeyState::Current).map_or(0, |v| v.version);
+        Ok(Json(DataKeyStatus {
+            org: org.as_str().to_owned(),
+            current,
+            versions: versions
+                .into_iter()
+                .map(|v| DataKeyVersion {
+                    version: v.version,
+                    state: v.state.as_str().to_owned(),
+                    segments: v.segments,
+                })
+                .collect(),
+        }))
+    })
+    .await
+}
+
 /// Rotate the master key (operators): a new key is written beside the
 /// master key file, every key wrapped under the old one (organisation and
 /// device keys, the audit key, console TOTP keys) is rewrapped in one

@@ -174,6 +174,20 @@ pub(super) enum AdminCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Rotate an organisation's data key (its admins and operators): new
+    /// data is sealed under a new key version at once; older data stays
+    /// readable and is re-encrypted in the background, then the old
+    /// version is retired. `--status` shows the versions instead.
+    RotateDataKey {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The organisation.
+        org: OrgId,
+        /// Show the organisation's key versions and how many segments are
+        /// under each, rotating nothing.
+        #[arg(long)]
+        status: bool,
+    },
     /// API tokens for scripts, dashboards and the web console: create
     /// (the token is printed once), list, revoke.
     Token {
@@ -595,6 +609,25 @@ pub(super) async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
                  the new key is in {} on the collector: back it up now",
                 rotated.org_keys, rotated.device_keys, rotated.other_rows, rotated.key_file
             );
+            return Ok(());
+        }
+        AdminCommand::RotateDataKey { admin, org, status } => {
+            let client = glimpse_admin_client::ApiClient::new(&admin.credentials()?).await?;
+            if !status {
+                let path = format!("/api/v1/orgs/{}/data-key/rotate", org.as_str());
+                let rotated: glimpse_api::DataKeyRotated =
+                    client.send(reqwest::Method::POST, &path, None::<&()>).await?;
+                println!(
+                    "data key of {org} rotated: version {} is current; version {} is retiring and its data is \
+                     re-encrypted in the background",
+                    rotated.version, rotated.previous
+                );
+            }
+            let status: glimpse_api::DataKeyStatus =
+                client.get(&format!("/api/v1/orgs/{}/data-key", org.as_str())).await?;
+            for v in &status.versions {
+                println!("version {:>4}  {:<8}  {} segments", v.version, v.state, v.segments);
+            }
             return Ok(());
         }
         AdminCommand::Consent { admin, org, capture } => {

@@ -839,6 +839,24 @@ impl ControlStore for RedbControl {
         Ok(out)
     }
 
+    fn replace_org_key(&self, org: &str, expected: &[u8], new: &[u8]) -> Result<bool, ControlError> {
+        let out = self.run(|db| {
+            let txn = db.begin_write().map_err(err)?;
+            let replaced = {
+                let mut table = txn.open_table(ORG_KEYS).map_err(err)?;
+                let same = table.get(org).map_err(err)?.is_some_and(|v| v.value() == expected);
+                if same {
+                    table.insert(org, new).map_err(err)?;
+                }
+                same
+            };
+            txn.commit().map_err(err)?;
+            Ok(replaced)
+        })?;
+        self.changed(false);
+        Ok(out)
+    }
+
     fn remove_org_key(&self, org: &str) -> Result<bool, ControlError> {
         let out = self.run(|db| {
             let txn = db.begin_write().map_err(err)?;
@@ -1197,6 +1215,10 @@ mod tests {
         assert_eq!(c.insert_org_key_if_absent("acme", b"first").unwrap(), (b"first".to_vec(), true));
         assert_eq!(c.insert_org_key_if_absent("acme", b"second").unwrap(), (b"first".to_vec(), false));
         assert_eq!(c.org_key_names().unwrap(), ["acme"]);
+        assert!(!c.replace_org_key("acme", b"other", b"third").unwrap());
+        assert!(c.replace_org_key("acme", b"first", b"third").unwrap());
+        assert_eq!(c.org_key("acme").unwrap().as_deref(), Some(&b"third"[..]));
+        assert!(!c.replace_org_key("globex", b"first", b"third").unwrap());
         assert!(c.remove_org_key("acme").unwrap());
         assert!(!c.remove_org_key("acme").unwrap());
         assert_eq!(c.replace_state("retention", "a").unwrap(), None);

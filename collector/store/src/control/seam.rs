@@ -238,6 +238,10 @@ pub trait ControlStore: Send + Sync + fmt::Debug {
     /// Stores `wrapped` as the organisation's key unless it has one.
     /// Returns the key as stored and whether it was this one.
     fn insert_org_key_if_absent(&self, org: &str, wrapped: &[u8]) -> Result<(Vec<u8>, bool), ControlError>;
+    /// Replaces the organisation's key row with `new` if it still is
+    /// `expected` (compare-and-set, one transaction: a data key rotation or
+    /// retirement). Returns whether it was replaced.
+    fn replace_org_key(&self, org: &str, expected: &[u8], new: &[u8]) -> Result<bool, ControlError>;
     /// Removes the organisation's key; returns whether it had one.
     fn remove_org_key(&self, org: &str) -> Result<bool, ControlError>;
     /// Organisations with a key, sorted.

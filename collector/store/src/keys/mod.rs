@@ -12,7 +12,10 @@
 //! what the key is for, so a wrapped key copied to another row does not
 //! unwrap:
 //!
-//! - organisation data key: `b"glimpse-org-key-v1" || org`
+//! - organisation data key: `b"glimpse-org-key-v1" || org` for version 1,
+//!   `|| b":" || version (u32 big-endian)` for later versions; the row
+//!   holds the organisation's versions (see `versions.rs`)
+//! - organisation pseudonym key: `b"glimpse-org-pseudonym-key-v1" || org`
 //! - device shared key: `b"glimpse-device-key-v1" || org || b":" || device`
 //!   (names cannot contain `:`, so the split is unambiguous)
 //! - master key check: `b"glimpse-master-check-v1"`, wrapping 32 zero bytes,
@@ -46,6 +49,7 @@ mod master;
 mod org;
 mod registry;
 pub mod rotation;
+mod versions;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -63,8 +67,9 @@ pub use master::MasterKey;
 pub use rotation::{MasterRotation, Resealer, StateResealer};
 
 use master::MasterCell;
-pub use org::{OrgKey, OrgKeys};
+pub use org::{DataKeyRotation, KeyVersion, OrgKey, OrgKeys};
 pub use registry::{DeviceRegistration, Registry};
+pub use versions::{KeyState, MAX_KEY_VERSIONS};
 
 /// File name of the key store and registry inside the data directory.
 pub const CATALOG_FILE: &str = "glimpse.redb";
@@ -145,6 +150,12 @@ pub enum KeyError {
     /// An organisation's wrapped data key did not authenticate.
     #[error("cannot unwrap key for organisation {org}: wrong master key or corrupted key store")]
     Unwrap {
+        /// The organisation.
+        org: OrgId,
+    },
+    /// The organisation has no data key (nothing stored, or destroyed).
+    #[error("organisation {org} has no data key")]
+    NoDataKey {
         /// The organisation.
         org: OrgId,
     },

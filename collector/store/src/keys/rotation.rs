@@ -1,6 +1,7 @@
 //! Master key rotation: every key wrapped under the master key is rewrapped
 //! under a new one in one transaction; no segment is rewritten (segments
-//! are encrypted under organisation keys, which do not change).
+//! are encrypted under organisation keys, which do not change; every
+//! version of each is rewrapped).
 //!
 //! # Steps, and what a crash at each leaves
 //!
@@ -34,7 +35,10 @@
 //! `GLIMPSE_TEST_CRASH_AT=<step>` in the environment makes the process
 //! abort at that step (as `kill -9` would stop it), for the end-to-end
 //! tests that check the above: `master-rotation:next-written`,
-//! `master-rotation:committed`, `master-rotation:promoted`.
+//! `master-rotation:committed`, `master-rotation:promoted`; and those of
+//! an organisation's data key rotation (see `store::rekey`):
+//! `data-key-rotation:committed`, `data-key-reencrypt:replaced`,
+//! `data-key-retire:committed`.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -43,7 +47,7 @@ use glimpse_common::identity::{DeviceId, OrgId};
 use glimpse_common::secret::{SecretKey, KEY_LEN};
 
 use super::registry::Registry;
-use super::{org_key_aad, unwrap_key, wrap_key, KeyError, MasterKey};
+use super::{unwrap_key, wrap_key, KeyError, MasterKey};
 use super::{
     AUDIT_KEY_AAD, AUDIT_KEY_ROW, CONFIG_KEY_AAD, CONFIG_KEY_ROW, MASTER_CHECK_AAD, MASTER_CHECK_ROW, SEALED_SECRET_AAD,
 };
@@ -277,9 +281,8 @@ fn rewrap_row(
         }
         (RowTable::OrgKey, [org]) => {
             let org = OrgId::new(*org).map_err(|_| corrupt())?;
-            let aad = org_key_aad(&org);
-            let key = unwrap_key(old, &aad, value).ok_or(KeyError::Unwrap { org })?;
-            Ok(Some(wrap_key(new, &aad, &key)?))
+            // Every version of the organisation's data key, one row.
+            Ok(Some(super::org::rewrap_row(old, new, &org, value)?))
         }
         (RowTable::Device, [org, device]) => {
             let org = OrgId::new(*org).map_err(|_| corrupt())?;
@@ -541,6 +544,9 @@ mod tests {
                 w: &[u8],
             ) -> Result<(Vec<u8>, bool), crate::control::ControlError> {
                 self.0.insert_org_key_if_absent(o, w)
+            }
+            fn replace_org_key(&self, o: &str, e: &[u8], n: &[u8]) -> Result<bool, crate::control::ControlError> {
+                self.0.replace_org_key(o, e, n)
             }
             fn remove_org_key(&self, o: &str) -> Result<bool, crate::control::ControlError> {
                 self.0.remove_org_key(o)

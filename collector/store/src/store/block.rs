@@ -4,6 +4,7 @@
 //! ```text
 //! version 1:  postcard(Vec<StoredRecord>)
 //! version 2:  postcard(Option<BlockOrigin>) || postcard(Vec<StoredRecord>)
+//! version 3:  as version 2 (the header gained the data key version)
 //! ```
 //!
 //! The origin names the agent stream, the batch's sequence number in it,
@@ -127,7 +128,8 @@ pub(crate) fn decode_block(version: u16, plaintext: &[u8]) -> Option<Vec<(Stored
             Ok((records, [])) => Some(records.into_iter().map(|r| (r, None)).collect()),
             _ => None,
         },
-        2 => match postcard::take_from_bytes::<BlockBody>(plaintext) {
+        // Version 3 changed the header only.
+        2 | 3 => match postcard::take_from_bytes::<BlockBody>(plaintext) {
             Ok((BlockBody { origin: None, records }, [])) => Some(records.into_iter().map(|r| (r, None)).collect()),
             Ok((BlockBody { origin: Some(origin), records }, [])) => records
                 .into_iter()

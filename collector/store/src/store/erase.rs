@@ -100,7 +100,7 @@ impl Store {
                 gate: super::Gate::Open,
                 stopped: false,
             };
-            read_source(bytes, segment, &place, key.secret(), &mut std::collections::HashSet::new(), &mut sink);
+            read_source(bytes, segment, &place, &key, &mut std::collections::HashSet::new(), &mut sink);
             let damaged = !sink.problems.is_empty();
             let (mut removed, mut changed) = (0u64, 0u64);
             records.retain_mut(|(record, _)| match redact(record) {
@@ -152,7 +152,7 @@ impl Store {
         // What an interrupted compaction left is settled first, so the
         // erase rewrites one consistent set of segments.
         self.segments.settle_compactions(org, kind, &*self.control())?;
-        let replaced = self.segments.rewrite(org, kind, key.secret(), &mut edit)?;
+        let replaced = self.segments.rewrite(org, kind, &key, &mut edit)?;
         // The replacements join the catalog (their old rows went before).
         let put: Vec<_> = replaced
             .iter()

@@ -36,10 +36,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::keys::OrgKey;
 use glimpse_common::clock::{format_day, parse_day};
 use glimpse_common::identity::OrgId;
 use glimpse_common::record::DataKind;
-use glimpse_common::secret::SecretKey;
 
 use super::fs::{FileSystem, FsFile};
 use super::seam::{
@@ -132,13 +132,14 @@ impl LocalSegments {
     ) -> Result<(u64, Arc<super::writer::SyncPoint>, u64), SegmentError> {
         let mut bytes = 0;
         for (i, plaintext) in run.plaintexts.iter().enumerate() {
-            if !active.as_ref().is_some_and(|seg| seg.accepts(run.day)) {
+            if !active.as_ref().is_some_and(|seg| seg.accepts(run.day, run.key.version())) {
                 if let Some(mut full) = active.take() {
                     // Earlier blocks of this batch may sit in it unsynced.
                     full.sync()?;
                 }
                 let place = SegmentPlace { org: run.org.clone(), kind: run.kind, day: run.day };
-                *active = Some(ActiveSegment::create(&*self.fs, &self.day_dir(run.org, run.kind, run.day), place)?);
+                let dir = self.day_dir(run.org, run.kind, run.day);
+                *active = Some(ActiveSegment::create(&*self.fs, &dir, place, run.key.version())?);
             }
             if let Some(seg) = active.as_mut() {
                 bytes += seg.append_block(run.key, plaintext)?;
@@ -299,14 +300,14 @@ impl LocalSegments {
                 });
                 let Some((day, segment)) = newest else { continue };
                 let place = SegmentPlace { org: org.clone(), kind, day };
-                if let Err(e) = self.truncate_torn_tail(&segment.location, &place, key.secret()) {
+                if let Err(e) = self.truncate_torn_tail(&segment.location, &place, &key) {
                     tracing::warn!(path = %segment.location.display(), "cannot check the segment for a torn tail: {e}");
                 }
             }
         }
     }
 
-    fn truncate_torn_tail(&self, path: &Path, place: &SegmentPlace, key: &SecretKey) -> io::Result<()> {
+    fn truncate_torn_tail(&self, path: &Path, place: &SegmentPlace, key: &OrgKey) -> io::Result<()> {
         let file = self.fs.open(path, true)?;
         let len = file.size()?;
         let source = FileBytes { file, len };
@@ -328,7 +329,7 @@ impl LocalSegments {
         &self,
         old: &Path,
         place: &SegmentPlace,
-        key: &SecretKey,
+        key: &OrgKey,
         blocks: &[Vec<u8>],
     ) -> Result<Option<String>, SegmentError> {
         let fs = &*self.fs;
@@ -345,7 +346,7 @@ impl LocalSegments {
         let segment_id = random_segment_id()?;
         let old_name = old.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
         let staged = dir.join(format!("{old_name}.{segment_id:016x}{STAGED_SUFFIX}"));
-        let mut segment = ActiveSegment::create_at(fs, staged.clone(), place.clone(), segment_id)?;
+        let mut segment = ActiveSegment::create_at(fs, staged.clone(), place.clone(), segment_id, key.version())?;
         for block in blocks {
             segment.append_block(key, block)?;
         }
@@ -529,7 +530,7 @@ impl SegmentStore for LocalSegments {
         &self,
         org: &OrgId,
         kind: DataKind,
-        key: &SecretKey,
+        key: &OrgKey,
         edit: &mut dyn FnMut(&SegmentInfo, &dyn SegmentBytes) -> Rewrite,
     ) -> Result<Vec<(SegmentKey, Option<SegmentKey>)>, SegmentError> {
         let slot = self.slot(org, kind);

@@ -39,21 +39,28 @@
 //! ```text
 //! header:
 //!   magic       8 bytes   "GLSEG\0\0\x01"
-//!   version     u16       2 (1 is still read)
+//!   version     u16       3 (2 and 1 are still read)
 //!   segment id  u64       random per segment file
 //!   day         i64       UTC day number (days since 1970-01-01)
 //!   org         u8 length + bytes
 //!   kind        u8 length + bytes
+//!   key version u32       the data key version the blocks are sealed under
+//!                         (version 3 on; a version 1 or 2 segment is under
+//!                         data key version 1)
 //! blocks, repeated:
 //!   length      u32       ciphertext length including the 16-byte tag, 17..=8 MiB
 //!   index       u64       0, 1, 2, ... within the segment, always < 2^32
-//!   ciphertext  AES-256-GCM(org key, plaintext) || tag
+//!   ciphertext  AES-256-GCM(org key of that version, plaintext) || tag
 //! plaintext (see block.rs):
-//!   version 2   postcard(Option<(stream id, sequence, first position)>) || postcard(Vec<StoredRecord>)
+//!   version 2, 3 postcard(Option<(stream id, sequence, first position)>) || postcard(Vec<StoredRecord>)
 //!   version 1   postcard(Vec<StoredRecord>)
 //! ```
 //!
-//! Every block is sealed with the organisation's own data key. The 96-bit
+//! Every block is sealed with the organisation's own data key, in the
+//! version the header names (see `keys::versions`; a writer starts a new
+//! segment when the current version changes, and `rekey.rs` re-encrypts
+//! segments of older versions). A wrong key version in a header makes every
+//! block fail authentication, like any other damage. The 96-bit
 //! nonce is `segment id (8 bytes) || index as u32 (4 bytes)`: the segment id
 //! is random per file and a writer starts a new segment long before the
 //! index could wrap (at [`SEGMENT_ROLL_BYTES`] or a new day), so nonces do not
@@ -100,6 +107,7 @@ pub mod catalog;
 mod erase;
 pub mod fs;
 pub mod local;
+mod rekey;
 mod repeats;
 pub mod seam;
 mod segment;
@@ -109,6 +117,7 @@ mod writer;
 pub use catalog::VerifyReport;
 pub use erase::{EraseReport, Redaction};
 pub use local::LocalSegments;
+pub use rekey::{DataKeyVersionStatus, Reencrypted};
 pub use seam::{SegmentError, SegmentStore};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -840,13 +849,7 @@ impl Store {
             }
             let runs: Vec<BlockRun<'_>> = groups
                 .iter()
-                .map(|(kind, plaintexts)| BlockRun {
-                    org: &identity.org,
-                    kind: *kind,
-                    day,
-                    key: key.secret(),
-                    plaintexts,
-                })
+                .map(|(kind, plaintexts)| BlockRun { org: &identity.org, kind: *kind, day, key: &key, plaintexts })
                 .collect();
             let ticket = self.segments.append(&runs)?;
             let sync_started = std::time::Instant::now();
@@ -869,7 +872,7 @@ impl Store {
         org: &OrgId,
         kind: DataKind,
         day: i64,
-        key: &SecretKey,
+        key: &OrgKey,
         group: &[Stamped<'_>],
     ) -> Result<(usize, u64), StoreError> {
         let plaintexts = encode_blocks(group)?;
@@ -993,6 +996,9 @@ impl Store {
             !(day_start.saturating_add(MILLIS_PER_DAY) <= from || day_start >= until)
         };
         let mut key: Option<Arc<OrgKey>> = None;
+        // Whether the keys were loaded again for a segment under a version
+        // they lacked (once per read).
+        let mut reloaded = false;
         let mut seen_ids = HashSet::new();
         let mut tallies: HashMap<(i64, String), catalog::Tally> = HashMap::new();
         let mut segments_read = 0;
@@ -1036,7 +1042,7 @@ impl Store {
                     _ => Gate::Open,
                 };
                 segments_read += 1;
-                let key = match &key {
+                let mut ring = match &key {
                     Some(key) => Arc::clone(key),
                     None => {
                         let found =
@@ -1048,8 +1054,20 @@ impl Store {
                 let mut tally = catalog::Tally { listed: true, ..catalog::Tally::default() };
                 match self.segments.open(&segment) {
                     Ok(Some(bytes)) => {
+                        // Under a version these keys lack: another collector
+                        // sharing the control plane rotated the key and this
+                        // one has not heard yet. Load them again, once.
+                        let lacking = segment::header_key_version(&*bytes).is_some_and(|v| ring.secret_of(v).is_none());
+                        if lacking && !reloaded {
+                            reloaded = true;
+                            self.org_keys().forget(Some(org));
+                            if let Some(fresh) = self.org_keys().get(org)? {
+                                key = Some(Arc::clone(&fresh));
+                                ring = fresh;
+                            }
+                        }
                         sink.tally = Some(tally);
-                        read_source(&*bytes, &segment, &place, key.secret(), &mut seen_ids, &mut sink);
+                        read_source(&*bytes, &segment, &place, &ring, &mut seen_ids, &mut sink);
                         tally = sink.tally.take().unwrap_or_default();
                     }
                     // Deleted by the sweeper since it was listed: expired anyway.
@@ -1118,7 +1136,7 @@ impl Store {
             gate: Gate::Open,
             stopped: false,
         };
-        read_source(&*bytes, before, place, key.secret(), &mut HashSet::new(), &mut sink);
+        read_source(&*bytes, before, place, &key, &mut HashSet::new(), &mut sink);
         Ok(found.then(|| before.key.name.clone()))
     }
 
@@ -1159,7 +1177,7 @@ impl Store {
                     .exclusive(&format!("erase:{org}:{}", kind.as_str()))
                     .map_err(|e| StoreError::Key(KeyError::Control(e)));
                 let done = guard.and_then(|_guard| {
-                    self.segments.compact(&org, kind, key.secret(), &*control, &policy).map_err(StoreError::from)
+                    self.segments.compact(&org, kind, &key, &*control, &policy).map_err(StoreError::from)
                 });
                 match done {
                     Ok(done) => {
@@ -1269,7 +1287,7 @@ fn stamp<'a>(
 pub fn segment_plaintexts(
     src: &dyn SegmentBytes,
     key: &seam::SegmentKey,
-    secret: &SecretKey,
+    secret: &OrgKey,
 ) -> Result<Vec<Vec<u8>>, String> {
     let place = SegmentPlace { org: key.org.clone(), kind: key.kind, day: key.day };
     let mut reader = SegmentReader::open(src, &place, secret).map_err(|d| d.what)?;
@@ -1327,7 +1345,7 @@ fn read_source(
     src: &dyn SegmentBytes,
     segment: &SegmentInfo,
     place: &SegmentPlace,
-    key: &SecretKey,
+    key: &OrgKey,
     seen_ids: &mut HashSet<u64>,
     sink: &mut Sink<'_>,
 ) {

@@ -52,9 +52,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::keys::OrgKey;
 use glimpse_common::identity::OrgId;
 use glimpse_common::record::DataKind;
-use glimpse_common::secret::SecretKey;
 
 use super::segment::ReadAt;
 use super::writer::SyncPoint;
@@ -95,8 +95,9 @@ pub struct BlockRun<'a> {
     pub kind: DataKind,
     /// The UTC day they were received on.
     pub day: i64,
-    /// The organisation's data key.
-    pub key: &'a SecretKey,
+    /// The organisation's data keys: blocks are sealed under the current
+    /// version (a segment under another is closed and a new one started).
+    pub key: &'a OrgKey,
     /// The block plaintexts (see `block.rs`).
     pub plaintexts: &'a [Vec<u8>],
 }
@@ -281,13 +282,14 @@ pub trait SegmentStore: Send + Sync + fmt::Debug {
     /// Offers every segment of `org`'s `kind` to `edit`, oldest first, and
     /// applies its decisions, each replacement atomic and durable before
     /// the next segment is offered. Appends of that kind wait meanwhile and
-    /// then go to a fresh segment. `key` seals replacements. Returns each
+    /// then go to a fresh segment. `key` seals replacements (under its
+    /// current version). Returns each
     /// replaced segment with its replacement (`None`: deleted).
     fn rewrite(
         &self,
         org: &OrgId,
         kind: DataKind,
-        key: &SecretKey,
+        key: &OrgKey,
         edit: &mut dyn FnMut(&SegmentInfo, &dyn SegmentBytes) -> Rewrite,
     ) -> Result<Vec<(SegmentKey, Option<SegmentKey>)>, SegmentError>;
 
@@ -313,7 +315,7 @@ pub trait SegmentStore: Send + Sync + fmt::Debug {
         &self,
         org: &OrgId,
         kind: DataKind,
-        key: &SecretKey,
+        key: &OrgKey,
         catalog: &dyn crate::control::ControlStore,
         policy: &CompactPolicy,
     ) -> Result<Compacted, SegmentError> {
@@ -402,6 +404,15 @@ pub enum SegmentError {
         /// The plaintext size.
         len: usize,
     },
+    /// A segment is under a data key version the caller's keys lack (a
+    /// rotation by another collector not yet seen, or a retired version).
+    #[error("no data key version {version} of organisation {org}")]
+    KeyVersion {
+        /// The organisation.
+        org: OrgId,
+        /// The version.
+        version: u32,
+    },
     /// The system random number generator failed (segment ids).
     #[error("the system random number generator failed")]
     Random,
@@ -435,6 +446,7 @@ impl SegmentError {
             SegmentError::Io { source, .. } => is_transient_io(source),
             SegmentError::BlockTooLarge { .. } => false,
             SegmentError::Random => true,
+            SegmentError::KeyVersion { .. } => true,
             SegmentError::Remote { transient, .. } => *transient,
         }
     }

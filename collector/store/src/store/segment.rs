@@ -9,13 +9,15 @@ use glimpse_common::identity::OrgId;
 use glimpse_common::record::DataKind;
 use glimpse_common::secret::SecretKey;
 
-use crate::keys::TAG_LEN;
+use crate::keys::{OrgKey, TAG_LEN};
 
 /// First eight bytes of every segment file.
 pub(crate) const MAGIC: [u8; 8] = *b"GLSEG\0\0\x01";
 /// The segment format version this code writes. Version 2 added the batch
-/// origin in front of each block's records (see `store::block`).
-pub(crate) const FORMAT_VERSION: u16 = 2;
+/// origin in front of each block's records (see `store::block`); version 3
+/// the data key version the segment is sealed under (after the kind name;
+/// earlier versions are sealed under version 1), blocks as in version 2.
+pub(crate) const FORMAT_VERSION: u16 = 3;
 /// Oldest segment format version this code still reads.
 pub(crate) const OLDEST_READABLE_VERSION: u16 = 1;
 /// Largest ciphertext (plaintext + tag) one block may have. Bounds what a
@@ -48,8 +50,25 @@ pub(crate) struct SegmentPlace {
     pub(crate) day: i64,
 }
 
-/// Encodes a segment header.
+/// Encodes a segment header for data key version 1 (tests).
+#[cfg(test)]
 pub(crate) fn encode_header(place: &SegmentPlace, segment_id: u64) -> Vec<u8> {
+    encode_header_for(place, segment_id, 1)
+}
+
+/// Encodes a segment header as format `version` < 3 wrote it (no data key
+/// version: sealed under version 1), for tests of old segments.
+#[cfg(test)]
+pub(crate) fn encode_legacy_header(version: u16, place: &SegmentPlace, segment_id: u64) -> Vec<u8> {
+    let mut out = encode_header_for(place, segment_id, 1);
+    out.truncate(out.len() - 4);
+    out[8..10].copy_from_slice(&version.to_be_bytes());
+    out
+}
+
+/// Encodes a segment header for a segment sealed under data key version
+/// `key_version`.
+pub(crate) fn encode_header_for(place: &SegmentPlace, segment_id: u64, key_version: u32) -> Vec<u8> {
     let org = place.org.as_str().as_bytes();
     let kind = place.kind.as_str().as_bytes();
     let mut out = Vec::with_capacity(HEADER_FIXED_LEN + 2 + org.len() + kind.len());
@@ -62,6 +81,7 @@ pub(crate) fn encode_header(place: &SegmentPlace, segment_id: u64) -> Vec<u8> {
     out.extend_from_slice(org);
     out.push(kind.len() as u8);
     out.extend_from_slice(kind);
+    out.extend_from_slice(&key_version.to_be_bytes());
     out
 }
 
@@ -146,29 +166,36 @@ pub(crate) fn seal_block_in_format(
 pub struct SegmentBuilder {
     place: SegmentPlace,
     segment_id: u64,
+    key_version: u32,
     bytes: Vec<u8>,
     blocks: u64,
 }
 
 impl SegmentBuilder {
-    /// A segment of `org`'s `kind` received on UTC `day`, holding only its
-    /// header, with a fresh random segment id: the id is half of every
-    /// block's nonce, so each segment must draw its own.
-    pub fn new(org: &OrgId, kind: DataKind, day: i64) -> Result<SegmentBuilder, super::SegmentError> {
-        let place = SegmentPlace { org: org.clone(), kind, day };
+    /// A segment of `org`'s `kind` received on UTC `day`, sealed under
+    /// the current version of `key`, holding only its header, with a
+    /// fresh random segment id: the id is half of every block's nonce, so
+    /// each segment must draw its own.
+    pub fn new(org: &OrgId, kind: DataKind, day: i64, key: &OrgKey) -> Result<SegmentBuilder, super::SegmentError> {
         let segment_id = super::writer::random_segment_id()?;
-        let bytes = encode_header(&place, segment_id);
-        Ok(SegmentBuilder { place, segment_id, bytes, blocks: 0 })
+        Ok(SegmentBuilder::with_segment_id(org, kind, day, segment_id, key))
     }
 
     /// A new segment with the id `segment_id`, which the caller drew at
     /// random (a compaction draws it above another's, so that names sort as
     /// it needs): an id must never repeat under one organisation's key, as
     /// it is half of every block's nonce.
-    pub fn with_segment_id(org: &OrgId, kind: DataKind, day: i64, segment_id: u64) -> SegmentBuilder {
+    pub fn with_segment_id(org: &OrgId, kind: DataKind, day: i64, segment_id: u64, key: &OrgKey) -> SegmentBuilder {
         let place = SegmentPlace { org: org.clone(), kind, day };
-        let bytes = encode_header(&place, segment_id);
-        SegmentBuilder { place, segment_id, bytes, blocks: 0 }
+        let key_version = key.version();
+        let bytes = encode_header_for(&place, segment_id, key_version);
+        SegmentBuilder { place, segment_id, key_version, bytes, blocks: 0 }
+    }
+
+    /// The data key version it is sealed under: an appender starts a new
+    /// segment once the organisation's current version differs.
+    pub fn key_version(&self) -> u32 {
+        self.key_version
     }
 
     /// The segment's random id (segment names carry it).
@@ -198,10 +225,14 @@ impl SegmentBuilder {
     }
 
     /// Seals `plaintext` (a block plaintext as [`super::BlockRun`] carries
-    /// it) with the organisation's `key` as the next block and appends its
-    /// frame. Returns the frame's length.
-    pub fn seal(&mut self, key: &SecretKey, plaintext: &[u8]) -> Result<u64, super::SegmentError> {
-        let frame = seal_block(key, &self.place, self.segment_id, self.blocks, plaintext)
+    /// it) with the version of the organisation's `key` the segment is
+    /// under as the next block and appends its frame. Returns the frame's
+    /// length.
+    pub fn seal(&mut self, key: &OrgKey, plaintext: &[u8]) -> Result<u64, super::SegmentError> {
+        let secret = key
+            .secret_of(self.key_version)
+            .ok_or(super::SegmentError::KeyVersion { org: self.place.org.clone(), version: self.key_version })?;
+        let frame = seal_block(secret, &self.place, self.segment_id, self.blocks, plaintext)
             .ok_or(super::SegmentError::BlockTooLarge { len: plaintext.len() })?;
         self.bytes.extend_from_slice(&frame);
         self.blocks += 1;
@@ -217,6 +248,33 @@ impl SegmentBuilder {
     pub fn into_bytes(self) -> Vec<u8> {
         self.bytes
     }
+}
+
+/// The data key version a segment's header says it is sealed under, read
+/// without a key (format versions before 3: version 1); `None` if the
+/// header does not read.
+pub(crate) fn header_key_version<R: ReadAt + ?Sized>(src: &R) -> Option<u32> {
+    let mut fixed = [0u8; HEADER_FIXED_LEN];
+    src.read_exact_at(&mut fixed, 0).ok()?;
+    if fixed[..8] != MAGIC {
+        return None;
+    }
+    let version = u16::from_be_bytes([fixed[8], fixed[9]]);
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
+        return None;
+    }
+    if version < 3 {
+        return Some(1);
+    }
+    let mut pos = HEADER_FIXED_LEN as u64;
+    for _ in 0..2 {
+        let mut len = [0u8; 1];
+        src.read_exact_at(&mut len, pos).ok()?;
+        pos += 1 + u64::from(len[0]);
+    }
+    let mut kv = [0u8; 4];
+    src.read_exact_at(&mut kv, pos).ok()?;
+    Some(u32::from_be_bytes(kv))
 }
 
 /// Positional reads: the small I/O seam that lets the reader run over a
@@ -291,9 +349,10 @@ pub(crate) struct SegmentReader<'a, S: ReadAt + ?Sized> {
 }
 
 impl<'a, S: ReadAt + ?Sized> SegmentReader<'a, S> {
-    /// Checks the header. `place` comes from the file's path, never from the
-    /// header, so a segment moved elsewhere is refused.
-    pub(crate) fn open(src: &'a S, place: &SegmentPlace, key: &SecretKey) -> Result<Self, Defect> {
+    /// Checks the header and picks the version of `keys` it names. `place`
+    /// comes from the file's path, never from the header, so a segment
+    /// moved elsewhere is refused.
+    pub(crate) fn open(src: &'a S, place: &SegmentPlace, keys: &OrgKey) -> Result<Self, Defect> {
         let bad = |offset: u64, what: String| Defect { offset, what };
         let mut fixed = [0u8; HEADER_FIXED_LEN];
         src.read_exact_at(&mut fixed, 0)
@@ -342,6 +401,23 @@ impl<'a, S: ReadAt + ?Sized> SegmentReader<'a, S> {
                 ),
             ));
         }
+        let key_version = if version >= 3 {
+            let mut kv = [0u8; 4];
+            src.read_exact_at(&mut kv, pos).map_err(|_| bad(pos, "segment header is truncated".into()))?;
+            pos += 4;
+            u32::from_be_bytes(kv)
+        } else {
+            1
+        };
+        let key = keys.secret_of(key_version).ok_or_else(|| {
+            bad(
+                pos - 4,
+                format!(
+                    "segment is sealed under data key version {key_version} of {}, which is retired or unknown; not served",
+                    place.org
+                ),
+            )
+        })?;
         Ok(SegmentReader {
             src,
             place: place.clone(),
@@ -606,6 +682,10 @@ mod tests {
         SecretKey::from_bytes([9; 32])
     }
 
+    fn ring() -> OrgKey {
+        OrgKey::single(place().org, key())
+    }
+
     /// A segment with `n` blocks whose plaintexts are `[i; 40 + i]`.
     fn segment(n: u64) -> Vec<u8> {
         let mut out = encode_header(&place(), 0x1122_3344_5566_7788);
@@ -622,7 +702,7 @@ mod tests {
     fn read(bytes: &[u8], place: &SegmentPlace) -> Read {
         let mut blocks = Vec::new();
         let mut defects = Vec::new();
-        match SegmentReader::open(bytes, place, &key()) {
+        match SegmentReader::open(bytes, place, &ring()) {
             Ok(mut reader) => {
                 reader.read_blocks(|item| match item {
                     Ok(block) => blocks.push(block),
@@ -646,12 +726,12 @@ mod tests {
 
     #[test]
     fn a_built_segment_is_a_segment_file() {
-        let mut builder = SegmentBuilder::new(&place().org, place().kind, place().day).unwrap();
+        let mut builder = SegmentBuilder::new(&place().org, place().kind, place().day, &ring()).unwrap();
         assert!(builder.is_empty() && builder.has_room());
         let header = builder.len();
         let mut framed = 0;
         for i in 0..3u8 {
-            framed += builder.seal(&key(), &vec![i; 40 + usize::from(i)]).unwrap();
+            framed += builder.seal(&ring(), &vec![i; 40 + usize::from(i)]).unwrap();
         }
         assert_eq!((builder.blocks(), builder.len()), (3, header + framed));
         let id = builder.segment_id();
@@ -666,11 +746,11 @@ mod tests {
         assert!(defects.is_empty(), "{defects:?}");
         assert_eq!(blocks.len(), 3);
         // Ids are drawn afresh for every segment.
-        let other = SegmentBuilder::new(&place().org, place().kind, place().day).unwrap();
+        let other = SegmentBuilder::new(&place().org, place().kind, place().day, &ring()).unwrap();
         assert_ne!(other.segment_id(), id);
         let too_large = vec![0; MAX_PLAINTEXT_LEN + 1];
         let mut builder = other;
-        assert!(matches!(builder.seal(&key(), &too_large), Err(crate::store::SegmentError::BlockTooLarge { .. })));
+        assert!(matches!(builder.seal(&ring(), &too_large), Err(crate::store::SegmentError::BlockTooLarge { .. })));
         assert!(builder.is_empty());
     }
 
@@ -760,18 +840,18 @@ mod tests {
             assert_eq!(defects.len(), 1);
         }
         let mut wrong_version = segment(1);
-        wrong_version[9] = 3;
+        wrong_version[9] = 4;
         let (_, defects, _) = read(&wrong_version, &place());
-        assert!(defects[0].what.contains("version 3"));
+        assert!(defects[0].what.contains("version 4"));
     }
 
     #[test]
     fn version_is_bound_to_every_block() {
-        // Relabelling a v2 segment as v1 would make its blocks decode under
-        // the old plaintext layout; the associated data refuses that.
+        // Relabelling a v3 segment as v2 (or v1) would make its blocks
+        // decode under another layout; the associated data refuses that.
         let mut relabelled = segment(2);
-        assert_eq!(relabelled[9], 2);
-        relabelled[9] = 1;
+        assert_eq!(relabelled[9], 3);
+        relabelled[9] = 2;
         let (blocks, defects, _) = read(&relabelled, &place());
         assert!(blocks.is_empty());
         assert!(!defects.is_empty());
@@ -819,6 +899,54 @@ mod tests {
             let (blocks, _, alloc) = read(&bytes[..len], &place());
             prop_assert!(blocks.len() <= 4);
             prop_assert!(alloc <= MAX_BLOCK_LEN as usize);
+        }
+    }
+
+    #[test]
+    fn the_header_names_the_data_key_version_and_the_reader_picks_it() {
+        let org = place().org;
+        let (v1, v2) = (SecretKey::from_bytes([1; 32]), SecretKey::from_bytes([2; 32]));
+        let both = OrgKey::with_versions(org.clone(), 2, vec![(1, v1.clone()), (2, v2)]);
+        let mut builder = SegmentBuilder::new(&org, place().kind, place().day, &both).unwrap();
+        assert_eq!(builder.key_version(), 2);
+        builder.seal(&both, b"under version two").unwrap();
+        let bytes = builder.into_bytes();
+        assert_eq!(header_key_version(bytes.as_slice()), Some(2));
+        let mut reader = SegmentReader::open(bytes.as_slice(), &place(), &both).unwrap();
+        let mut got = Vec::new();
+        reader.read_blocks(|b| got.push(b.unwrap().1));
+        assert_eq!(got, [b"under version two".to_vec()]);
+        // Only version 1 known (version 2 retired, or not loaded yet).
+        let old = OrgKey::single(org.clone(), v1);
+        let err = SegmentReader::open(bytes.as_slice(), &place(), &old).err().unwrap();
+        assert!(err.what.contains("data key version 2"), "{}", err.what);
+        // A builder whose version the keys lack refuses to seal.
+        let mut stale = SegmentBuilder::new(&org, place().kind, place().day, &both).unwrap();
+        assert!(matches!(stale.seal(&old, b"x"), Err(crate::store::SegmentError::KeyVersion { version: 2, .. })));
+        // Older formats are under version 1.
+        let legacy = encode_legacy_header(2, &place(), 7);
+        assert_eq!(header_key_version(legacy.as_slice()), Some(1));
+        // A relabelled key version opens with the wrong key: nothing authenticates.
+        let mut relabelled = bytes.clone();
+        let at = HEADER_FIXED_LEN + 2 + org.as_str().len() + place().kind.as_str().len();
+        relabelled[at..at + 4].copy_from_slice(&1u32.to_be_bytes());
+        let (blocks, defects) = {
+            let mut blocks = Vec::new();
+            let mut defects = Vec::new();
+            let mut reader = SegmentReader::open(relabelled.as_slice(), &place(), &both).unwrap();
+            reader.read_blocks(|item| match item {
+                Ok(b) => blocks.push(b),
+                Err(d) => defects.push(d),
+            });
+            (blocks, defects)
+        };
+        assert!(blocks.is_empty() && !defects.is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn reading_the_key_version_of_any_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let _ = header_key_version(bytes.as_slice());
         }
     }
 }

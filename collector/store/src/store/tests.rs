@@ -142,7 +142,7 @@ fn orgs_have_separate_keys_and_cannot_read_each_other() {
     };
     let key = seam::SegmentKey { org: org("acme"), kind: DataKind::Metadata, day: utc_day(T0), name: String::new() };
     let info = seam::SegmentInfo { key, location: acme_seg.clone(), bytes: bytes.len() as u64 };
-    read_source(&bytes, &info, &place, globex.secret(), &mut HashSet::new(), &mut sink);
+    read_source(&bytes, &info, &place, &globex, &mut HashSet::new(), &mut sink);
     let problems = sink.problems;
     assert_eq!(served, 0);
     assert!(problems[0].what.contains("failed authentication"), "{problems:?}");
@@ -390,8 +390,7 @@ fn version_1_segments_are_still_served() {
         .collect();
     let place = SegmentPlace { org: org("acme"), kind: DataKind::Metadata, day: utc_day(T0) };
     let key = f.store.org_keys().get(&org("acme")).unwrap().unwrap();
-    let mut bytes = segment::encode_header(&place, 0x0123_4567_89ab_cdef);
-    bytes[8..10].copy_from_slice(&1u16.to_be_bytes());
+    let mut bytes = segment::encode_legacy_header(1, &place, 0x0123_4567_89ab_cdef);
     let plain = postcard::to_stdvec(&old).unwrap();
     bytes.extend(segment::seal_block_in_format(1, key.secret(), &place, 0x0123_4567_89ab_cdef, 0, &plain).unwrap());
     let day_dir = f.dir.path().join("orgs/acme/metadata").join(format_day(utc_day(T0)));
@@ -629,7 +628,8 @@ fn the_catalog_reports_a_tail_cut_between_blocks_and_a_vanished_segment() {
     let f = f.reopen(1).unwrap();
     // Cut after the first block: a valid, shorter segment.
     let ends = {
-        let mut pos = 26 + 2 + "acme".len() + "metadata".len();
+        // The fixed header, the two names and the data key version.
+        let mut pos = 26 + 2 + "acme".len() + "metadata".len() + 4;
         let mut ends = Vec::new();
         while pos + 12 <= bytes.len() {
             pos += 12 + u32::from_be_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
@@ -678,4 +678,97 @@ fn a_read_only_store_changes_nothing_and_cuts_no_torn_tail() {
     let after: Vec<_> = files(&dir).into_iter().map(|p| (std::fs::read(&p).unwrap(), p)).collect();
     assert!(before == after, "nothing changed");
     drop(keep);
+}
+
+#[test]
+fn a_data_key_rotation_keeps_old_segments_readable_until_reencrypted_and_retired() {
+    use crate::keys::KeyState;
+    let f = Fixture::new();
+    let ap = identity("acme", "ap-1");
+    f.append(&ap, 1, &["before-1", "before-2"]);
+    let acme = org("acme");
+    let first = f.store.org_keys().get(&acme).unwrap().unwrap();
+    assert_eq!(first.version(), 1);
+    let pseudonym_before =
+        ring::hmac::sign(&f.store.org_keys().pseudonym_key(&acme).unwrap(), b"mac").as_ref().to_vec();
+
+    let rotated = f.store.rotate_data_key(&acme).unwrap();
+    assert_eq!((rotated.previous, rotated.version), (1, 2));
+    f.append(&ap, 2, &["after"]);
+    let out = f.read("acme", DataKind::Metadata);
+    assert!(out.problems.is_empty(), "{:?}", out.problems);
+    assert_eq!(hostnames(&out), ["before-1", "before-2", "after"]);
+    let status = f.store.data_key_status(&acme).unwrap();
+    let by: Vec<_> = status.iter().map(|s| (s.version, s.state, s.segments)).collect();
+    assert_eq!(by, [(1, KeyState::Retiring, 1), (2, KeyState::Current, 1)], "the new batch went to a new segment");
+    // Pseudonyms stay what they were.
+    let pseudonym_after = ring::hmac::sign(&f.store.org_keys().pseudonym_key(&acme).unwrap(), b"mac").as_ref().to_vec();
+    assert_eq!(pseudonym_before, pseudonym_after);
+
+    // A budget of nothing does nothing; then the old segment moves.
+    assert_eq!(f.store.reencrypt(0).unwrap().segments, 0);
+    let run = f.store.reencrypt(10).unwrap();
+    assert_eq!((run.segments, run.remaining), (1, 0));
+    assert!(run.retired.is_empty(), "retired only by a run that starts with nothing under it");
+    let out = f.read("acme", DataKind::Metadata);
+    assert!(out.problems.is_empty(), "{:?}", out.problems);
+    assert_eq!(hostnames(&out), ["before-1", "before-2", "after"]);
+    for (_, _, report) in f.store.verify(Some(&acme)).unwrap() {
+        assert!(report.problems.is_empty(), "the catalog rows moved along: {:?}", report.problems);
+    }
+
+    let run = f.store.reencrypt(10).unwrap();
+    assert_eq!(run.retired, [(acme.clone(), 1)]);
+    let status = f.store.data_key_status(&acme).unwrap();
+    let by: Vec<_> = status.iter().map(|s| (s.version, s.state, s.segments)).collect();
+    assert_eq!(by, [(1, KeyState::Retired, 0), (2, KeyState::Current, 2)]);
+    let f = f.reopen(1).unwrap();
+    let out = f.read("acme", DataKind::Metadata);
+    assert!(out.problems.is_empty(), "{:?}", out.problems);
+    assert_eq!(hostnames(&out), ["before-1", "before-2", "after"]);
+    assert!(f.store.org_keys().get(&acme).unwrap().unwrap().secret_of(1).is_none(), "version 1 is destroyed");
+    let pseudonym_retired =
+        ring::hmac::sign(&f.store.org_keys().pseudonym_key(&acme).unwrap(), b"mac").as_ref().to_vec();
+    assert_eq!(pseudonym_before, pseudonym_retired);
+    // An organisation without a key cannot rotate.
+    assert!(f.store.rotate_data_key(&org("globex")).is_err());
+}
+
+#[test]
+fn a_segment_under_a_retired_version_is_reported_not_served() {
+    let f = Fixture::new();
+    let ap = identity("acme", "ap-1");
+    f.append(&ap, 1, &["old"]);
+    let acme = org("acme");
+    f.store.rotate_data_key(&acme).unwrap();
+    // Retired by hand, as if something had slipped past the re-encryption.
+    assert!(f.store.org_keys().retire(&acme, 1).unwrap());
+    assert!(!f.store.org_keys().retire(&acme, 1).unwrap());
+    assert!(!f.store.org_keys().retire(&acme, 2).unwrap(), "the current version is never retired");
+    f.append(&ap, 2, &["new"]);
+    let out = f.read("acme", DataKind::Metadata);
+    assert_eq!(hostnames(&out), ["new"]);
+    assert!(out.problems.iter().any(|p| p.what.contains("data key version 1")), "{:?}", out.problems);
+}
+
+#[test]
+fn a_read_loads_the_keys_again_for_a_version_it_has_not_seen() {
+    let f = Fixture::new();
+    let ap = identity("acme", "ap-1");
+    let acme = org("acme");
+    f.append(&ap, 1, &["one"]);
+    let control = f.store.control();
+    let single = control.org_key("acme").unwrap().unwrap();
+    f.store.rotate_data_key(&acme).unwrap();
+    f.append(&ap, 2, &["two"]);
+    let rotated = control.org_key("acme").unwrap().unwrap();
+    // This collector's keys as they were before the rotation, as if another
+    // collector sharing the control plane had rotated and it had not heard.
+    assert!(control.replace_org_key("acme", &rotated, &single).unwrap());
+    f.store.org_keys().forget(None);
+    assert_eq!(f.store.org_keys().get(&acme).unwrap().unwrap().version(), 1);
+    assert!(control.replace_org_key("acme", &single, &rotated).unwrap());
+    let out = f.read("acme", DataKind::Metadata);
+    assert!(out.problems.is_empty(), "{:?}", out.problems);
+    assert_eq!(hostnames(&out), ["one", "two"]);
 }

@@ -64,7 +64,7 @@ impl Fixture {
             })
             .collect();
         let key = self.store.org_keys().get_or_create(&id.org).unwrap();
-        self.store.append_group(&id.org, kind, utc_day(now), key.secret(), &refs).unwrap();
+        self.store.append_group(&id.org, kind, utc_day(now), &key, &refs).unwrap();
     }
 
     pub(crate) fn read(&self, org: &str, kind: DataKind) -> ReadOutcome {

@@ -6,11 +6,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use glimpse_common::secret::SecretKey;
+use crate::keys::OrgKey;
 
 use super::fs::{FileSystem, FsFile};
 use super::seam::SegmentError;
-use super::segment::{encode_header, seal_block, SegmentPlace, FRAME_HEADER_LEN, MAX_BLOCK_INDEX, SEGMENT_ROLL_BYTES};
+use super::segment::{
+    encode_header_for, seal_block, SegmentPlace, FRAME_HEADER_LEN, MAX_BLOCK_INDEX, SEGMENT_ROLL_BYTES,
+};
 
 /// How a segment's name ends. Local segment files are `<8-digit
 /// sequence>-<16 hex digit segment id>.seg`, so names sort in creation
@@ -103,16 +105,23 @@ pub(crate) struct ActiveSegment {
     /// Bytes written, synced or not.
     len: u64,
     next_index: u64,
+    /// The data key version the segment is sealed under.
+    key_version: u32,
 }
 
 impl ActiveSegment {
     /// Starts a new segment file in `dir` (created if needed).
-    pub(crate) fn create(fs: &dyn FileSystem, dir: &Path, place: SegmentPlace) -> Result<ActiveSegment, SegmentError> {
+    pub(crate) fn create(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        place: SegmentPlace,
+        key_version: u32,
+    ) -> Result<ActiveSegment, SegmentError> {
         create_dir_durable(fs, dir)?;
         let seq = next_sequence(fs, dir)?;
         let segment_id = random_segment_id()?;
         let path = dir.join(segment_file_name(seq, segment_id));
-        Self::create_at(fs, path, place, segment_id)
+        Self::create_at(fs, path, place, segment_id, key_version)
     }
 
     /// Starts a new segment file at exactly `path` (its directory must
@@ -123,9 +132,10 @@ impl ActiveSegment {
         path: PathBuf,
         place: SegmentPlace,
         segment_id: u64,
+        key_version: u32,
     ) -> Result<ActiveSegment, SegmentError> {
         let file = fs.create_new(&path).map_err(|e| SegmentError::io("create segment", &path, e))?;
-        let header = encode_header(&place, segment_id);
+        let header = encode_header_for(&place, segment_id, key_version);
         if let Err(e) = file.append(&header).and_then(|()| file.sync()) {
             // A headerless file holds nothing; leaving it would only make
             // every later read report it.
@@ -144,18 +154,26 @@ impl ActiveSegment {
             state: Mutex::new(SyncState { written: header_len, synced: header_len, syncing: false, failed: false }),
             done: Condvar::new(),
         });
-        Ok(ActiveSegment { place, path, file, segment_id, sync, len: header_len, next_index: 0 })
+        Ok(ActiveSegment { place, path, file, segment_id, sync, len: header_len, next_index: 0, key_version })
     }
 
-    /// Whether this segment can take another block for `day`.
-    pub(crate) fn accepts(&self, day: i64) -> bool {
-        self.place.day == day && self.len < SEGMENT_ROLL_BYTES && self.next_index <= MAX_BLOCK_INDEX
+    /// Whether this segment can take another block for `day` under data
+    /// key version `key_version` (after a rotation, the next block starts
+    /// a segment under the new version).
+    pub(crate) fn accepts(&self, day: i64, key_version: u32) -> bool {
+        self.place.day == day
+            && self.key_version == key_version
+            && self.len < SEGMENT_ROLL_BYTES
+            && self.next_index <= MAX_BLOCK_INDEX
     }
 
     /// Seals and writes one block (not yet synced). Returns the bytes
     /// written.
-    pub(crate) fn append_block(&mut self, key: &SecretKey, plaintext: &[u8]) -> Result<u64, SegmentError> {
-        let frame = seal_block(key, &self.place, self.segment_id, self.next_index, plaintext)
+    pub(crate) fn append_block(&mut self, key: &OrgKey, plaintext: &[u8]) -> Result<u64, SegmentError> {
+        let secret = key
+            .secret_of(self.key_version)
+            .ok_or(SegmentError::KeyVersion { org: self.place.org.clone(), version: self.key_version })?;
+        let frame = seal_block(secret, &self.place, self.segment_id, self.next_index, plaintext)
             .ok_or(SegmentError::BlockTooLarge { len: plaintext.len() })?;
         debug_assert!(frame.len() as u64 > FRAME_HEADER_LEN);
         self.file.append(&frame).map_err(|e| SegmentError::io("append to segment", &self.path, e))?;
