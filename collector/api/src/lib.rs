@@ -52,6 +52,9 @@ pub struct Whoami {
     pub via: String,
     /// Whether only reads are allowed.
     pub read_only: bool,
+    /// The sites it is limited to; empty: every site.
+    #[serde(default)]
+    pub sites: Vec<String>,
 }
 
 /// An organisation's decisions and what is connected now.
@@ -489,6 +492,10 @@ pub struct DeviceSummary {
     pub device: String,
     /// Whether it is connected now.
     pub connected: bool,
+    /// The site of the organisation it belongs to, from its registration;
+    /// `null` for a device of no site.
+    #[serde(default)]
+    pub site: Option<String>,
 }
 
 /// An organisation's devices.
@@ -515,6 +522,11 @@ pub struct TokenCreateRequest {
     /// Days until it expires (1 to 366; default 90).
     #[serde(default)]
     pub expires_in_days: Option<u32>,
+    /// Limit an org-admin or support token to these sites of its
+    /// organisation: it sees and acts on their devices only, and on
+    /// nothing that concerns the whole organisation. Default: every site.
+    #[serde(default)]
+    pub sites: Vec<String>,
 }
 
 /// An API token, without its secret.
@@ -540,6 +552,9 @@ pub struct TokenInfo {
     pub last_used_ms: Option<i64>,
     /// When it was revoked (Unix ms).
     pub revoked_ms: Option<i64>,
+    /// The sites of its organisation it is limited to; empty: every site.
+    #[serde(default)]
+    pub sites: Vec<String>,
 }
 
 /// A token just created: the secret is shown this once and stored only as
