@@ -203,3 +203,65 @@ async fn a_site_limited_admin_sees_and_acts_only_on_its_sites_devices() {
         agent.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_support_grant_limited_to_a_site_covers_that_sites_devices_only() {
+    init_logging();
+    let org = "sitegrantorg";
+    let lyon = issue_device_at_site(org, "lyon");
+    let nice = issue_device_at_site(org, "nice");
+    let tc = TestCollector::start().await;
+    let mut agents = Vec::new();
+    for device in [&lyon, &nice] {
+        let agent = start_agent(tc.addr(), device);
+        wait_for_status(&agent, "connected", |s| s.connected).await;
+        wait_until("records stored", || tc.stored_records_of(&device.identity) > 0).await;
+        agents.push(agent);
+    }
+    let admin = api_client(&issue_admin(&tc, AdminRole::OrgAdmin, Some(org))).await;
+    let support = api_client(&issue_admin(&tc, AdminRole::Support, Some(org))).await;
+    let (l, n) = (lyon.identity.device.as_str(), nice.identity.device.as_str());
+    let support_path = format!("/api/v1/orgs/{org}/support");
+
+    let (status, _) = call(&admin, Method::POST, &support_path, Some(json!({"hours": 1, "sites": ["../lyon"]}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let body = json!({"hours": 2, "kinds": ["metadata"], "sites": ["lyon"]});
+    let (status, granted) = call(&admin, Method::POST, &support_path, Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{granted}");
+    let (_, org_status) = get(&support, &format!("/api/v1/orgs/{org}")).await;
+    assert_eq!(org_status["support_sites"], json!(["lyon"]), "{org_status}");
+    assert_eq!(org_status["support_devices"], json!([]), "{org_status}");
+
+    // Lists, views and exports: Lyon's device only.
+    let (_, devices) = get(&support, &format!("/api/v1/devices?org={org}")).await;
+    assert_eq!(listed(&devices), [(l.to_owned(), json!("lyon"))], "{devices}");
+    assert_eq!(get(&support, &format!("/api/v1/orgs/{org}/devices/{l}/latest")).await.0, StatusCode::OK);
+    let (status, problem) = get(&support, &format!("/api/v1/orgs/{org}/devices/{n}/latest")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    assert!(detail(&problem).contains(&format!("does not include device {n}")), "{problem}");
+    let base = format!("/api/v1/orgs/{org}/export");
+    let lines = export(&support, &base).await.expect("export allowed");
+    assert!(!lines.is_empty() && lines.iter().all(|line| line["device"] == l), "only Lyon's records");
+    assert_eq!(export(&support, &format!("{base}?device={n}")).await.unwrap_err().0, StatusCode::FORBIDDEN);
+    let (_, all) = get(&admin, &format!("/api/v1/devices?org={org}")).await;
+    assert_eq!(all["devices"].as_array().unwrap().len(), 2, "the organisation's admin sees both: {all}");
+
+    // A site with no device yet: nothing to see, and no export of everything.
+    let body = json!({"hours": 1, "kinds": ["metadata"], "sites": ["empty-site"]});
+    assert_eq!(call(&admin, Method::POST, &support_path, Some(body)).await.0, StatusCode::OK);
+    let (_, devices) = get(&support, &format!("/api/v1/devices?org={org}")).await;
+    assert!(listed(&devices).is_empty(), "{devices}");
+    assert_eq!(export(&support, &base).await.unwrap_err().0, StatusCode::FORBIDDEN);
+
+    // The grants' scopes, sites included, are in the audit log.
+    let audit = tc.collector.store().audit().entries(Some(org), 0, 100_000).unwrap();
+    let given: Vec<_> = audit.iter().filter(|e| e.action == "support.grant").map(|e| e.detail.as_str()).collect();
+    assert!(given.iter().any(|d| d.contains("devices, metadata on all devices at sites lyon")), "{given:?}");
+    assert!(
+        audit.iter().any(|e| e.action == "devices.latest" && e.detail.contains("at sites lyon")),
+        "reads under the grant name it: {audit:?}"
+    );
+    for agent in agents {
+        agent.shutdown().await;
+    }
+}

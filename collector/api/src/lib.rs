@@ -74,6 +74,10 @@ pub struct OrgStatus {
     /// covers every device (or none is active).
     #[serde(default)]
     pub support_devices: Vec<String>,
+    /// The sites the active support grant is limited to; empty when it
+    /// covers every site (or none is active).
+    #[serde(default)]
+    pub support_sites: Vec<String>,
     /// Metadata fields its devices do not collect.
     pub omitted_fields: Vec<String>,
     /// Whether MAC addresses are stored as keyed pseudonyms.
@@ -141,6 +145,10 @@ pub struct SupportGrantRequest {
     /// Only these devices (at most 256); absent or empty: every device.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,
+    /// Only the devices of these sites (at most 64; with `devices`, those
+    /// of them at the sites); absent or empty: every site.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<String>,
 }
 
 /// A support grant in force.

@@ -606,6 +606,24 @@ impl AdminContext {
         let allowed = allowed.and_then(|basis| {
             let grant_in_force = grant.filter(|_| basis == Basis::Grant);
             let mut devices = grant_in_force.filter(|g| g.scope.limited()).map(|g| g.scope.devices().to_vec());
+            // A grant limited to sites: their devices (of those it names).
+            if let (Some(grant), Some(org)) = (grant_in_force.filter(|g| !g.scope.sites().is_empty()), org) {
+                let at_sites = self
+                    .store
+                    .registry()
+                    .devices_at(org, grant.scope.sites())
+                    .map_err(|e| format!("the grant's sites' devices cannot be read: {e}"))?;
+                if let Some(device) = device.filter(|d| !at_sites.contains(d)) {
+                    return Err(format!(
+                        "the support grant of {org} does not include device {device} ({})",
+                        grant.scope
+                    ));
+                }
+                devices = Some(match devices {
+                    Some(granted) => granted.into_iter().filter(|d| at_sites.contains(d)).collect(),
+                    None => at_sites,
+                });
+            }
             if !actor.sites.is_empty() {
                 let at_sites = self.site_devices(actor, action, org, device, access)?;
                 devices = Some(match devices {

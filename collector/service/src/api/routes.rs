@@ -128,12 +128,13 @@ pub async fn org_status(
             let (store, org_id) = (state.context.store.clone(), id.clone());
             let consent = blocking(move || Ok(super::views::consent_change(&store, &org_id))).await?;
             let policy = state.context.store.policies().get(&id);
-            let (support_kinds, support_devices) = match support_until_ms {
+            let (support_kinds, support_devices, support_sites) = match support_until_ms {
                 Some(_) => (
                     policy.support_scope.kinds().iter().map(|k| k.as_str().to_owned()).collect(),
                     policy.support_scope.devices().iter().map(|d| d.as_str().to_owned()).collect(),
+                    policy.support_scope.sites().iter().map(|s| s.as_str().to_owned()).collect(),
                 ),
-                None => (Vec::new(), Vec::new()),
+                None => (Vec::new(), Vec::new(), Vec::new()),
             };
             Ok(Json(OrgStatus {
                 org: name,
@@ -141,6 +142,7 @@ pub async fn org_status(
                 support_until_ms,
                 support_kinds,
                 support_devices,
+                support_sites,
                 omitted_fields: omitted_fields.iter().map(|f| f.as_str().to_owned()).collect(),
                 pseudonymise_macs,
                 location_history: state.context.store.policies().get(&id).location_history,
@@ -233,7 +235,17 @@ pub async fn grant_support(
     PathArgs(name): PathArgs<String>,
     JsonBody(body): JsonBody<SupportGrantRequest>,
 ) -> Result<Json<SupportGranted>, ApiError> {
-    let scope = grant_scope(body.kinds.as_deref(), &body.devices)?;
+    if body.sites.len() > glimpse_common::wire::admin::MAX_GRANT_SITES {
+        return Err(ApiError::bad_request(format!("sites: at most {}", glimpse_common::wire::admin::MAX_GRANT_SITES)));
+    }
+    let sites = body
+        .sites
+        .iter()
+        .map(|s| SiteId::new(s.as_str()).map_err(|e| ApiError::bad_request(format!("sites: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let scope = grant_scope(body.kinds.as_deref(), &body.devices)?
+        .at_sites(sites)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     match act(&state, actor, AdminAction::GrantSupport { org: org(&name)?, hours: body.hours, scope }).await? {
         AdminReply::SupportGranted { until_ms } => Ok(Json(SupportGranted { until_ms })),
         other => Err(unexpected(other)),

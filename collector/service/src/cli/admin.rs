@@ -407,6 +407,10 @@ pub(super) enum SupportCommand {
         /// Only these devices, comma-separated (default: every device).
         #[arg(long, value_delimiter = ',')]
         devices: Vec<DeviceId>,
+        /// Only the devices of these sites, comma-separated (default: every
+        /// site; with --devices, those of them at the sites).
+        #[arg(long = "site", value_name = "SITE", value_delimiter = ',')]
+        sites: Vec<SiteId>,
     },
     /// End support access now.
     Revoke {
@@ -612,9 +616,10 @@ pub(super) async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Consent { admin, org, capture } => {
             (admin, AdminAction::SetConsent { org, capture: capture == "on" })
         }
-        AdminCommand::Support { action: SupportCommand::Grant { admin, org, hours, kinds, devices } } => {
+        AdminCommand::Support { action: SupportCommand::Grant { admin, org, hours, kinds, devices, sites } } => {
             let kinds = kinds.unwrap_or_else(|| GrantScope::default().kinds().to_vec());
-            let scope = GrantScope::new(kinds, devices).context("the grant's scope")?;
+            let scope =
+                GrantScope::new(kinds, devices).and_then(|scope| scope.at_sites(sites)).context("the grant's scope")?;
             (admin, AdminAction::GrantSupport { org, hours, scope })
         }
         AdminCommand::Support { action: SupportCommand::Revoke { admin, org } } => {
