@@ -199,6 +199,39 @@ async fn a_site_limited_admin_sees_and_acts_only_on_its_sites_devices() {
     }
     let created = audit.iter().find(|e| e.action.as_str() == "token.create" && !e.refused).unwrap();
     assert!(created.detail.as_str().contains("sites berlin"), "{created:?}");
+
+    // A console account limited to Paris: its session sees Paris only.
+    let account = json!({"name": "paris-it", "role": "org-admin", "org": org,
+        "password": CONSOLE_PASSWORD, "sites": ["paris"]});
+    let (status, made) = call(&admin, Method::POST, "/api/v1/accounts", Some(account)).await;
+    assert_eq!(status, StatusCode::OK, "{made}");
+    assert_eq!(made["sites"], json!(["paris"]), "{made}");
+    let browser = anonymous_api(&tc).await;
+    let response = browser
+        .request(Method::POST, "/console/api/session")
+        .json(&json!({"name": "paris-it", "password": CONSOLE_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let cookie =
+        response.headers()[reqwest::header::SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let as_console = |path: String| {
+        let request = browser.request(Method::GET, &path).header(reqwest::header::COOKIE, cookie.clone());
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, theirs) = as_console(format!("/api/v1/devices?org={org}")).await;
+    assert_eq!(status, StatusCode::OK, "{theirs}");
+    assert_eq!(listed(&theirs), [(p.to_owned(), json!("paris"))], "{theirs}");
+    let (status, problem) = as_console(format!("/api/v1/orgs/{org}/devices/{b}")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    assert_eq!(as_console(format!("/api/v1/audit?org={org}")).await.0, StatusCode::FORBIDDEN);
+    let (_, me) = as_console("/api/v1/whoami".to_owned()).await;
+    assert_eq!(me["sites"], json!(["paris"]), "{me}");
     for agent in agents {
         agent.shutdown().await;
     }

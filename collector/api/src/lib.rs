@@ -992,6 +992,9 @@ pub struct AccountInfo {
     pub totp: bool,
     /// Whether sign-in is refused.
     pub disabled: bool,
+    /// The sites of its organisation it is limited to; empty: every site.
+    #[serde(default)]
+    pub sites: Vec<String>,
 }
 
 /// Console accounts: all of them for operators, the organisation's for
@@ -1016,6 +1019,10 @@ pub struct AccountCreateRequest {
     pub org: Option<String>,
     /// Its first password (12 characters to 1,024 bytes).
     pub password: String,
+    /// Limit an org-admin or support account to these sites of its
+    /// organisation, as a token can be. Default: every site.
+    #[serde(default)]
+    pub sites: Vec<String>,
 }
 
 /// Changes to a console account; absent fields stay as they are. Every
