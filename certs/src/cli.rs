@@ -14,7 +14,9 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::{CertsError, InitOptions, Validity};
-use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole, DeviceId, DeviceIdentity, DeviceKind, OrgId};
+use glimpse_common::identity::{
+    AdminIdentity, AdminName, AdminRole, DeviceId, DeviceIdentity, DeviceKind, OrgId, SiteId,
+};
 
 /// Exit code for bad usage (sysexits.h `EX_USAGE`).
 const EXIT_USAGE: u8 = 64;
@@ -46,7 +48,7 @@ Exit status:
         --ssh-key).\n\n\
         Typical use:\n  \
         glimpse-certs init   --dir /etc/glimpse/pki --san collector.example.net --san 10.0.0.5\n  \
-        glimpse-certs device --dir /etc/glimpse/pki --org acme --device ap-1 --kind ap\n  \
+        glimpse-certs device --dir /etc/glimpse/pki --org acme --device ap-1 --kind ap --site berlin-hq\n  \
         glimpse-certs device --dir /etc/glimpse/pki --org acme --device sw-1 --kind switch --ssh-key sw-1.pub\n  \
         glimpse-certs revoke --dir /etc/glimpse/pki --org acme --device ap-1\n  \
         glimpse-certs admin  --dir /etc/glimpse/pki --name alice --role org-admin --org acme\n  \
@@ -179,6 +181,13 @@ enum Command {
         /// Ed25519 or ECDSA P-256/P-384 only.
         #[arg(long, value_name = "FILE")]
         ssh_key: Option<PathBuf>,
+        /// The site of the organisation the device is installed at (a-z 0-9
+        /// . _ -; e.g. berlin-hq). Written into the certificate's subject
+        /// as L= and into the registration, from which the collector takes
+        /// it; org-admins and support grants can be limited to sites. To
+        /// move a device to another site, issue it again with --force.
+        #[arg(long, value_name = "SITE")]
+        site: Option<SiteId>,
         /// Replace the device's existing certificate, keys and registration.
         #[arg(long)]
         force: bool,
@@ -332,19 +341,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             glimpse_files::outln!("  valid for      {collector_days} days")?;
             glimpse_files::outln!("  revocations    {}", crate::ca_crl_path(d).display())?;
         }
-        Command::Device { dir, org, device, kind, validity, ssh_key, force } => {
+        Command::Device { dir, org, device, kind, validity, ssh_key, site, force } => {
             let identity = DeviceIdentity { org, device, kind };
             let ssh_public_key = match &ssh_key {
                 Some(path) => Some(read_public_key(path)?),
                 None => None,
             };
-            let options = crate::DeviceOptions { ssh_public_key, force };
+            let options = crate::DeviceOptions { ssh_public_key, site: site.clone(), force };
             let validity = validity.validity(crate::DEVICE_LIFETIME)?;
             let files = crate::issue_device_with(&dir.dir, &identity, &validity, &options).map_err(|e| match e {
                 CertsError::SshKeyForTls(_) => anyhow::Error::new(Usage(e.to_string())),
                 other => other.into(),
             })?;
-            glimpse_files::outln!("issued device {identity}")?;
+            match &site {
+                Some(site) => glimpse_files::outln!("issued device {identity} at site {site}")?,
+                None => glimpse_files::outln!("issued device {identity} (no site)")?,
+            }
             glimpse_files::outln!("  certificate   {}", files.cert.display())?;
             glimpse_files::outln!("  private key   {}", files.key.display())?;
             glimpse_files::outln!("  shared key    {}", files.shared_key.display())?;
@@ -445,14 +457,14 @@ fn list_admins(dir: &Path) -> anyhow::Result<()> {
 /// Prints rows under a header, in columns.
 /// Prints a table; a closed pipe is an error the caller passes up, not a
 /// panic.
-fn print_table(header: [&str; 6], rows: &[[String; 6]]) -> std::io::Result<()> {
+fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> std::io::Result<()> {
     let mut widths = header.map(str::len);
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.len());
         }
     }
-    let print_row = |cells: [&str; 6]| {
+    let print_row = |cells: [&str; N]| {
         let line =
             cells.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect::<Vec<_>>().join("  ");
         glimpse_files::outln!("{}", line.trim_end())
@@ -491,10 +503,11 @@ fn list(dir: &Path) -> anyhow::Result<()> {
                 date(r.not_after)?,
                 status,
                 r.cert_serial.clone(),
+                r.site.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string),
             ])
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    print_table(["ORG", "DEVICE", "KIND", "EXPIRES", "STATUS", "SERIAL"], &rows)?;
+    print_table(["ORG", "DEVICE", "KIND", "EXPIRES", "STATUS", "SERIAL", "SITE"], &rows)?;
     let active = rows.iter().filter(|r| r[4] == "active").count();
     glimpse_files::outln!("{} devices: {active} active, {} revoked or expired", rows.len(), rows.len() - active)?;
     Ok(())

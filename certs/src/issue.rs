@@ -12,7 +12,7 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
-use glimpse_common::identity::{AdminIdentity, DeviceIdentity};
+use glimpse_common::identity::{AdminIdentity, DeviceIdentity, SiteId};
 use glimpse_common::secret::SecretKey;
 
 use crate::ca::{random_serial, Ca, NewCa};
@@ -142,6 +142,10 @@ pub struct DeviceOptions {
     /// leaves it). `None` for a switch or gateway means: generate an Ed25519
     /// key pair here. Refused for access points, which use TLS.
     pub ssh_public_key: Option<String>,
+    /// The site of the organisation the device is installed at: written
+    /// into the certificate's subject as its localityName (L) and into the
+    /// registration, which the collector takes it from. `None`: no site.
+    pub site: Option<SiteId>,
     /// Replace the device's existing files.
     pub force: bool,
 }
@@ -268,7 +272,7 @@ pub fn issue_device(
     validity: &Validity,
     force: bool,
 ) -> Result<DeviceFiles, CertsError> {
-    issue_device_with(dir, identity, validity, &DeviceOptions { ssh_public_key: None, force })
+    issue_device_with(dir, identity, validity, &DeviceOptions { ssh_public_key: None, site: None, force })
 }
 
 /// As [`issue_device`], registering an SSH public key the device made
@@ -310,6 +314,11 @@ pub fn issue_device_with(
     name.push(DnType::CommonName, identity.device.as_str());
     name.push(DnType::OrganizationName, identity.org.as_str());
     name.push(DnType::OrganizationalUnitName, identity.kind.as_str());
+    // The site as a place, where PKI tools and inventories look for one;
+    // the identity URI stays the certificate's only URI.
+    if let Some(site) = &options.site {
+        name.push(DnType::LocalityName, site.as_str());
+    }
     let params = leaf_params(name, vec![uri_san(identity.to_uri())?], ExtendedKeyUsagePurpose::ClientAuth, period)?;
     let cert = ca.sign("device certificate", &params, &key)?;
     let key_pem = Zeroizing::new(key.serialize_pem());
@@ -345,6 +354,7 @@ pub fn issue_device_with(
         cert_sha256: sha256_hex(der),
         not_after: not_after_of(&parse_cert(der)?),
         ssh_public_key: ssh_public.clone(),
+        site: options.site.clone(),
     };
     let record =
         registration.to_json().map_err(|source| CertsError::Record { path: files.registration.clone(), source })?;

@@ -177,6 +177,28 @@ fn device_certificate_carries_its_identity_and_chains_to_the_ca() {
 }
 
 #[test]
+fn a_device_site_is_in_the_certificate_subject_and_the_registration() {
+    let id = device("acme", "ap-site", DeviceKind::Ap);
+    let site = glimpse_common::identity::SiteId::new("berlin-hq").unwrap();
+    let options = DeviceOptions { site: Some(site.clone()), ..DeviceOptions::default() };
+    let files = issue_device_with(dir(), &id, &Validity::default(), &options).unwrap();
+    let der = der_of(&files.cert);
+    let cert = parse_cert(&der).unwrap();
+    assert_eq!(cert.subject().to_string(), "CN=ap-site, O=acme, OU=ap, L=berlin-hq");
+    // Still exactly one URI: the identity, which the collector reads.
+    assert_eq!(device_identity_of(&der).unwrap(), id);
+    let registration = load_registrations(dir()).unwrap().into_iter().find(|r| r.identity() == id).unwrap();
+    assert_eq!(registration.site, Some(site));
+
+    // Issued again without a site (with --force): it belongs to none.
+    let again = DeviceOptions { force: true, ..DeviceOptions::default() };
+    let files = issue_device_with(dir(), &id, &Validity::default(), &again).unwrap();
+    assert_eq!(parse_cert(&der_of(&files.cert)).unwrap().subject().to_string(), "CN=ap-site, O=acme, OU=ap");
+    let registration = load_registrations(dir()).unwrap().into_iter().find(|r| r.identity() == id).unwrap();
+    assert_eq!(registration.site, None);
+}
+
+#[test]
 fn nothing_is_overwritten_without_force() {
     let id = device("acme", "sw-1", DeviceKind::Switch);
     let first = issue_device(dir(), &id, &Validity::default(), false).unwrap();
@@ -407,7 +429,7 @@ fn switches_and_gateways_get_ssh_keys_and_access_points_do_not() {
     // A gateway that made its own key: only the public half is registered.
     let own = ssh::generate_ed25519("gw-own").unwrap();
     let gateway = device("ssh-org", "gw-1", DeviceKind::Gateway);
-    let options = DeviceOptions { ssh_public_key: Some(own.public_openssh.clone()), force: false };
+    let options = DeviceOptions { ssh_public_key: Some(own.public_openssh.clone()), ..DeviceOptions::default() };
     let files = issue_device_with(dir(), &gateway, &Validity::default(), &options).unwrap();
     assert!(files.ssh_key.is_none());
     let reg = load_registrations(dir()).unwrap().into_iter().find(|r| r.device.as_str() == "gw-1").unwrap();
@@ -422,7 +444,7 @@ fn switches_and_gateways_get_ssh_keys_and_access_points_do_not() {
     assert!(files.ssh_key.is_none() && files.ssh_public_key.is_none());
 
     // A bad key is refused before anything is written.
-    let bad = DeviceOptions { ssh_public_key: Some("ssh-rsa AAAA".into()), force: false };
+    let bad = DeviceOptions { ssh_public_key: Some("ssh-rsa AAAA".into()), ..DeviceOptions::default() };
     let sw2 = device("ssh-org", "sw-2", DeviceKind::Switch);
     assert!(matches!(issue_device_with(dir(), &sw2, &Validity::default(), &bad), Err(CertsError::SshKey { .. })));
     assert!(!registration_path(dir(), &sw2.org, &sw2.device).exists());

@@ -111,6 +111,7 @@ mod tests {
             cert_sha256: "00".repeat(32),
             not_after: time::macros::datetime!(2035-01-01 0:00 UTC),
             ssh_public_key: None,
+            site: None,
         }
     }
 

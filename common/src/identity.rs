@@ -131,6 +131,15 @@ name_type!(
     AdminName,
     "admin name"
 );
+name_type!(
+    /// A site within an organisation (a building, a branch, a campus): the
+    /// devices installed there, and the unit an org-admin or a support
+    /// grant can be limited to. Named like organisations, unique within
+    /// one; a device without a site belongs to none (the organisation's
+    /// default).
+    SiteId,
+    "site"
+);
 
 /// What sort of device an agent runs on; decides its transport and what it collects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use time::OffsetDateTime;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::identity::{DeviceId, DeviceIdentity, DeviceKind, IdentityError, OrgId};
+use crate::identity::{DeviceId, DeviceIdentity, DeviceKind, IdentityError, OrgId, SiteId};
 use crate::secret::SecretKey;
 use crate::ssh_keys::SshKeyError;
 
@@ -122,7 +122,8 @@ impl<'de> Deserialize<'de> for SharedKey {
 ///
 /// ```json
 /// {"org":"acme","device":"ap-1","kind":"ap","shared_key":"<64 hex>",
-///  "cert_serial":"<hex>","cert_sha256":"<64 hex>","not_after":"2035-01-01T00:00:00Z"}
+///  "cert_serial":"<hex>","cert_sha256":"<64 hex>","not_after":"2035-01-01T00:00:00Z",
+///  "site":"berlin-hq"}
 /// ```
 ///
 /// `Debug` never prints the shared key.
@@ -148,6 +149,12 @@ pub struct Registration {
     /// collector's SSH port (`ssh-ed25519 AAAA…`); absent for access points.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_public_key: Option<String>,
+    /// The site of the organisation the device belongs to
+    /// (`glimpse-certs device --site`); absent for a device of no site.
+    /// The collector takes a device's site from here, never from the
+    /// device itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<SiteId>,
 }
 
 impl Registration {
@@ -206,6 +213,7 @@ impl fmt::Debug for Registration {
             .field("cert_sha256", &self.cert_sha256)
             .field("not_after", &self.not_after)
             .field("ssh_public_key", &self.ssh_public_key)
+            .field("site", &self.site)
             .finish()
     }
 }
@@ -328,6 +336,7 @@ mod tests {
             cert_sha256: "00".repeat(32),
             not_after: time::macros::datetime!(2035-01-01 0:00 UTC),
             ssh_public_key: None,
+            site: None,
         }
     }
 
@@ -344,6 +353,24 @@ mod tests {
         let debug = format!("{reg:?}");
         assert!(!debug.contains("abab"), "{debug}");
         assert!(debug.contains("redacted"));
+    }
+
+    #[test]
+    fn a_site_is_kept_and_checked_and_a_record_without_one_has_none() {
+        let mut reg = sample();
+        let plain = reg.to_json().unwrap();
+        assert!(!std::str::from_utf8(&plain).unwrap().contains("site"), "no site, no field");
+        reg.site = Some(SiteId::new("berlin-hq").unwrap());
+        let json = reg.to_json().unwrap();
+        let text = std::str::from_utf8(&json).unwrap();
+        assert!(text.contains("\"site\": \"berlin-hq\""), "{text}");
+        assert_eq!(Registration::from_json(text).unwrap().site, reg.site);
+        for bad in ["Berlin HQ", "../x", "", ".hidden"] {
+            let bad = text.replace("berlin-hq", bad);
+            assert!(matches!(Registration::from_json(&bad), Err(RecordError::Json(_))), "{bad}");
+        }
+        let long = text.replace("berlin-hq", &"s".repeat(65));
+        assert!(Registration::from_json(&long).is_err());
     }
 
     #[test]

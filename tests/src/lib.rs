@@ -153,6 +153,29 @@ pub fn issue_device_in(pki_dir: &Path, org: &str, kind: DeviceKind, validity: gl
     }
 }
 
+/// Issues a fresh access point in our PKI at `site` of `org`
+/// (`glimpse-certs device --site`).
+pub fn issue_device_at_site(org: &str, site: &str) -> Device {
+    let identity =
+        DeviceIdentity { org: OrgId::new(org).expect("org"), device: unique_device("ap"), kind: DeviceKind::Ap };
+    let options = glimpse_certs::DeviceOptions {
+        site: Some(glimpse_common::identity::SiteId::new(site).expect("site")),
+        ..glimpse_certs::DeviceOptions::default()
+    };
+    let pki_dir = &pki().ours;
+    let _guard = pki().lock();
+    let files = glimpse_certs::issue_device_with(pki_dir, &identity, &glimpse_certs::Validity::default(), &options)
+        .expect("issue device");
+    Device {
+        identity,
+        pki: pki_dir.to_owned(),
+        cert: files.cert,
+        key: files.key,
+        shared_key: files.shared_key,
+        ssh_key: files.ssh_key,
+    }
+}
+
 /// Issues a fresh switch or gateway (with a generated SSH key) in our PKI.
 pub fn issue_ssh_device(org: &str, kind: DeviceKind) -> Device {
     issue_device_in(&pki().ours, org, kind, glimpse_certs::Validity::default())

@@ -321,6 +321,7 @@ async fn the_key_store_file_shows_no_registration_decision_or_token() {
         org: Some("sealorg".into()),
         read_only: true,
         expires_in_days: Some(3),
+        sites: Vec::new(),
     };
     let _: glimpse_api::TokenCreated = client.send(Method::POST, "/api/v1/tokens", Some(&body)).await.unwrap();
     collector.terminate().await;

@@ -301,6 +301,7 @@ pub async fn perform(client: &ApiClient, action: AdminAction) -> Result<AdminRep
                 hours,
                 kinds: Some(scope.kinds().iter().map(|k| k.as_str().to_owned()).collect()),
                 devices: scope.devices().iter().map(|d| d.as_str().to_owned()).collect(),
+                sites: scope.sites().iter().map(|s| s.as_str().to_owned()).collect(),
             };
             let granted: SupportGranted = client.send(Method::POST, &path, Some(&request)).await?;
             AdminReply::SupportGranted { until_ms: granted.until_ms }

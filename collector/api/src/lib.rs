@@ -52,6 +52,9 @@ pub struct Whoami {
     pub via: String,
     /// Whether only reads are allowed.
     pub read_only: bool,
+    /// The sites it is limited to; empty: every site.
+    #[serde(default)]
+    pub sites: Vec<String>,
 }
 
 /// An organisation's decisions and what is connected now.
@@ -71,6 +74,10 @@ pub struct OrgStatus {
     /// covers every device (or none is active).
     #[serde(default)]
     pub support_devices: Vec<String>,
+    /// The sites the active support grant is limited to; empty when it
+    /// covers every site (or none is active).
+    #[serde(default)]
+    pub support_sites: Vec<String>,
     /// Metadata fields its devices do not collect.
     pub omitted_fields: Vec<String>,
     /// Whether MAC addresses are stored as keyed pseudonyms.
@@ -138,6 +145,10 @@ pub struct SupportGrantRequest {
     /// Only these devices (at most 256); absent or empty: every device.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,
+    /// Only the devices of these sites (at most 64; with `devices`, those
+    /// of them at the sites); absent or empty: every site.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<String>,
 }
 
 /// A support grant in force.
@@ -524,6 +535,10 @@ pub struct DeviceSummary {
     pub device: String,
     /// Whether it is connected now.
     pub connected: bool,
+    /// The site of the organisation it belongs to, from its registration;
+    /// `null` for a device of no site.
+    #[serde(default)]
+    pub site: Option<String>,
 }
 
 /// An organisation's devices.
@@ -550,6 +565,11 @@ pub struct TokenCreateRequest {
     /// Days until it expires (1 to 366; default 90).
     #[serde(default)]
     pub expires_in_days: Option<u32>,
+    /// Limit an org-admin or support token to these sites of its
+    /// organisation: it sees and acts on their devices only, and on
+    /// nothing that concerns the whole organisation. Default: every site.
+    #[serde(default)]
+    pub sites: Vec<String>,
 }
 
 /// An API token, without its secret.
@@ -575,6 +595,9 @@ pub struct TokenInfo {
     pub last_used_ms: Option<i64>,
     /// When it was revoked (Unix ms).
     pub revoked_ms: Option<i64>,
+    /// The sites of its organisation it is limited to; empty: every site.
+    #[serde(default)]
+    pub sites: Vec<String>,
 }
 
 /// A token just created: the secret is shown this once and stored only as
@@ -1004,6 +1027,9 @@ pub struct AccountInfo {
     pub totp: bool,
     /// Whether sign-in is refused.
     pub disabled: bool,
+    /// The sites of its organisation it is limited to; empty: every site.
+    #[serde(default)]
+    pub sites: Vec<String>,
 }
 
 /// Console accounts: all of them for operators, the organisation's for
@@ -1028,6 +1054,10 @@ pub struct AccountCreateRequest {
     pub org: Option<String>,
     /// Its first password (12 characters to 1,024 bytes).
     pub password: String,
+    /// Limit an org-admin or support account to these sites of its
+    /// organisation, as a token can be. Default: every site.
+    #[serde(default)]
+    pub sites: Vec<String>,
 }
 
 /// Changes to a console account; absent fields stay as they are. Every

@@ -10,10 +10,10 @@ export async function devicesPage(main) {
   if (!state.org) return;
   const list = await call("GET", `/api/v1/devices?org=${encodeURIComponent(state.org)}`).catch(fail(box));
   if (!list) return;
-  main.append(table("devices", ["Device", "Kind", "Transport", "Connected since", "Last record", "Agent", "Dropped"],
+  main.append(table("devices", ["Device", "Kind", "Transport", "Connected since", "Last record", "Agent", "Dropped", "Site"],
     list.devices.map((d) => [el("a", { href: `#/device/${encodeURIComponent(d.device)}`, class: "device-link" }, d.device), d.kind,
       d.connected ? (d.transport || "") : "not connected", when(d.connected_since_ms), when(d.last_record_ms),
-      d.agent_version || "–", d.health ? String(d.health.dropped_metadata + d.health.dropped_captures) : "0"])));
+      d.agent_version || "–", d.health ? String(d.health.dropped_metadata + d.health.dropped_captures) : "0", d.site || "–"])));
 }
 
 // Each range with a bucket count that gives round bucket lengths.
@@ -78,9 +78,9 @@ export async function devicePage(main) {
   const base = `/api/v1/orgs/${encodeURIComponent(state.org)}/devices/${encodeURIComponent(id)}`;
   const detail = await call("GET", base).catch(fail(box));
   if (!detail) return;
-  main.append(table("device-detail", ["Kind", "Transport", "Connected since", "Last record", "Agent", "Certificate ends"],
+  main.append(table("device-detail", ["Kind", "Transport", "Connected since", "Last record", "Agent", "Certificate ends", "Site"],
     [[detail.kind, detail.connected ? (detail.transport || "") : "not connected", when(detail.connected_since_ms), when(detail.last_record_ms),
-      detail.agent_version || "–", when(detail.certificate_not_after_ms)]]));
+      detail.agent_version || "–", when(detail.certificate_not_after_ms), detail.site || "–"]]));
 
   const charts = el("div", { id: "rate-charts", "aria-live": "polite" });
   const chosen = state.range || "1h";

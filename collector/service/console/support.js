@@ -21,7 +21,8 @@ export async function supportPage(main) {
   const tick = () => {
     const left = org.support_until_ms ? org.support_until_ms - (Date.now() + skew) : 0;
     if (left <= 0) { countdown.textContent = "No support grant is active."; return; }
-    const scope = (org.support_kinds || []).join(", ") + ((org.support_devices || []).length ? ` on devices ${org.support_devices.join(", ")}` : " on all devices");
+    const scope = (org.support_kinds || []).join(", ") + ((org.support_devices || []).length ? ` on devices ${org.support_devices.join(", ")}` : " on all devices") +
+      ((org.support_sites || []).length ? ` at sites ${org.support_sites.join(", ")}` : "");
     countdown.textContent = `Support may read this organisation's data for ${duration(left)} more (until ${when(org.support_until_ms)}): ${scope}.`;
   };
   const hours = el("input", { id: "grant-hours", type: "number", min: "1", max: "720", value: "4" });
@@ -34,9 +35,11 @@ export async function supportPage(main) {
   };
   const kinds = [kind("metadata", "metadata", true), kind("captures", "captures", false), kind("exports", "subject exports", true)];
   const devices = el("input", { id: "grant-devices", type: "text", placeholder: "all devices", size: "24" });
+  const sites = el("input", { id: "grant-sites", type: "text", placeholder: "all sites", size: "16" });
   const form = el("form", { id: "grant-form", class: "inline" }, el("label", {}, "Grant for ", hours, " hours "),
     el("span", {}, "devices and status, ", ...kinds.flat()),
-    el("label", {}, " on devices ", devices, " "), el("button", { type: "submit", id: "grant-submit" }, "Grant"));
+    el("label", {}, " on devices ", devices, " "), el("label", {}, " at sites ", sites, " "),
+    el("button", { type: "submit", id: "grant-submit" }, "Grant"));
   const revoke = el("button", { id: "grant-revoke", type: "button" }, "Revoke");
   const history = el("div", { id: "grant-history" });
   main.append(countdown, form, el("p", {}, revoke), el("h2", {}, "Grants and what support did"), history);
@@ -72,7 +75,8 @@ export async function supportPage(main) {
     event.preventDefault();
     const chosen = ["devices", ...kinds.map(([c]) => c).filter((c) => c.checked).map((c) => c.value)];
     const only = devices.value.split(",").map((d) => d.trim()).filter((d) => d);
-    const body = { hours: Number(hours.value), kinds: chosen, devices: only };
+    const at = sites.value.split(",").map((d) => d.trim()).filter((d) => d);
+    const body = { hours: Number(hours.value), kinds: chosen, devices: only, sites: at };
     try { await call("POST", `${base}/support`, body); box.textContent = ""; } catch (e) { box.textContent = e.message; }
     await refresh();
   });

@@ -163,6 +163,7 @@ pub fn import_registrations(store: &Store, pki_dir: &Path) -> Result<(usize, usi
             shared_key: reg.shared_key(),
             cert_serial: reg.cert_serial.clone(),
             revoked: already_revoked,
+            site: reg.site.clone(),
         });
         changes.push((identity, known, already_revoked, ssh_key, ssh_line));
     }
@@ -190,11 +191,24 @@ pub fn import_registrations(store: &Store, pki_dir: &Path) -> Result<(usize, usi
             );
         }
         if new_certificate {
+            let site = reg.site.as_ref().map(|s| format!(" site {s}")).unwrap_or_default();
             audit_collector(
                 store,
                 "device.register",
                 &reg.org,
-                &format!("{identity} certificate serial {}", reg.cert_serial),
+                &format!("{identity} certificate serial {}{site}", reg.cert_serial),
+            );
+        }
+        // A device moved to another site (issued again with another --site).
+        if let Some(known) = known.as_ref().filter(|k| k.site != reg.site) {
+            let name = |site: &Option<glimpse_common::identity::SiteId>| {
+                site.as_ref().map_or_else(|| "(no site)".to_owned(), ToString::to_string)
+            };
+            audit_collector(
+                store,
+                "device.site",
+                &reg.org,
+                &format!("{identity} moved from site {} to {}", name(&known.site), name(&reg.site)),
             );
         }
     }

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::bounded::{BoundedString, BoundedVec};
-use crate::identity::{DeviceId, OrgId};
+use crate::identity::{DeviceId, OrgId, SiteId};
 use crate::minimise::MetadataField;
 use crate::wire::message::{CaptureOutcome, MAX_ERROR_TEXT, MAX_FILTER_TEXT, MAX_POLICY_FIELDS};
 
@@ -108,7 +108,16 @@ pub const MAX_GRANT_DEVICES: usize = 256;
 pub struct GrantScope {
     kinds: Vec<GrantKind>,
     devices: Vec<DeviceId>,
+    /// The sites it is limited to: not in a scope's postcard encoding,
+    /// which predates sites and stays as it was; the HTTPS API carries
+    /// them (`sites`), and the collector stores them beside the scope (the
+    /// policy row's tagged value 7).
+    #[serde(skip_serializing)]
+    sites: Vec<SiteId>,
 }
+
+/// Most sites one support grant can name.
+pub const MAX_GRANT_SITES: usize = 64;
 
 /// A scope as decoded, before [`GrantScope::new`] checks it: decoding
 /// goes through the same checks as building one.
@@ -128,7 +137,11 @@ impl TryFrom<ScopeParts> for GrantScope {
 
 impl Default for GrantScope {
     fn default() -> Self {
-        GrantScope { kinds: vec![GrantKind::Devices, GrantKind::Metadata, GrantKind::Exports], devices: Vec::new() }
+        GrantScope {
+            kinds: vec![GrantKind::Devices, GrantKind::Metadata, GrantKind::Exports],
+            devices: Vec::new(),
+            sites: Vec::new(),
+        }
     }
 }
 
@@ -139,6 +152,9 @@ pub enum GrantScopeError {
     /// More devices than [`MAX_GRANT_DEVICES`].
     #[error("a support grant can name at most {MAX_GRANT_DEVICES} devices, not {0}")]
     TooManyDevices(usize),
+    /// More sites than [`MAX_GRANT_SITES`].
+    #[error("a support grant can name at most {MAX_GRANT_SITES} sites, not {0}")]
+    TooManySites(usize),
 }
 
 impl GrantScope {
@@ -160,7 +176,29 @@ impl GrantScope {
         }
         listed.sort_unstable();
         listed.dedup();
-        Ok(GrantScope { kinds, devices: listed })
+        Ok(GrantScope { kinds, devices: listed, sites: Vec::new() })
+    }
+
+    /// The same scope limited to the devices of `sites` (every site when
+    /// empty; with devices named too, to those of them at the sites);
+    /// duplicates are dropped.
+    pub fn at_sites(mut self, sites: impl IntoIterator<Item = SiteId>) -> Result<GrantScope, GrantScopeError> {
+        let mut listed = Vec::new();
+        for site in sites {
+            if listed.len() == MAX_GRANT_SITES {
+                return Err(GrantScopeError::TooManySites(MAX_GRANT_SITES + 1));
+            }
+            listed.push(site);
+        }
+        listed.sort_unstable();
+        listed.dedup();
+        self.sites = listed;
+        Ok(self)
+    }
+
+    /// The sites it is limited to, sorted; empty when it covers all.
+    pub fn sites(&self) -> &[SiteId] {
+        &self.sites
     }
 
     /// The kinds included, in order (always with devices and status).
@@ -196,11 +234,16 @@ impl std::fmt::Display for GrantScope {
         let kinds: Vec<&str> = self.kinds.iter().map(|k| k.as_str()).collect();
         write!(f, "{}", kinds.join(", "))?;
         if self.devices.is_empty() {
-            write!(f, " on all devices")
+            write!(f, " on all devices")?;
         } else {
             let devices: Vec<&str> = self.devices.iter().map(DeviceId::as_str).collect();
-            write!(f, " on devices {}", devices.join(", "))
+            write!(f, " on devices {}", devices.join(", "))?;
         }
+        if !self.sites.is_empty() {
+            let sites: Vec<&str> = self.sites.iter().map(SiteId::as_str).collect();
+            write!(f, " at sites {}", sites.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -566,6 +609,22 @@ mod tests {
             assert_eq!(GrantKind::parse(kind.as_str()), Some(kind));
         }
         assert_eq!(GrantKind::parse("everything"), None);
+    }
+
+    #[test]
+    fn sites_narrow_a_scope_and_stay_off_the_wire() {
+        let site = |s: &str| SiteId::new(s).unwrap();
+        let plain = GrantScope::new([GrantKind::Metadata], [device("ap-1")]).unwrap();
+        let scope = plain.clone().at_sites([site("paris"), site("berlin"), site("paris")]).unwrap();
+        assert_eq!(scope.sites(), &[site("berlin"), site("paris")]);
+        assert_eq!(scope.to_string(), "devices, metadata on devices ap-1 at sites berlin, paris");
+        let many = (0..=MAX_GRANT_SITES).map(|i| site(&format!("s{i}")));
+        assert_eq!(plain.clone().at_sites(many), Err(GrantScopeError::TooManySites(MAX_GRANT_SITES + 1)));
+        // A scope's postcard encoding is what it was before sites: an
+        // older reader reads it, and sites are never in it.
+        let bytes = postcard::to_stdvec(&scope).unwrap();
+        assert_eq!(bytes, postcard::to_stdvec(&plain).unwrap());
+        assert_eq!(postcard::from_bytes::<GrantScope>(&bytes).unwrap(), plain);
     }
 
     proptest! {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tracing::error;
 
 use glimpse_common::bounded::{BoundedString, BoundedVec};
-use glimpse_common::identity::{AdminIdentity, AdminRole, DeviceId, OrgId};
+use glimpse_common::identity::{AdminIdentity, AdminRole, DeviceId, OrgId, SiteId};
 use glimpse_common::wire::admin::{
     AdminAction, AdminReply, AuditRecord, GrantKind, GrantScope, MAX_AUDIT_PAGE, MAX_SUBJECT_PAGE,
     MAX_SUBJECT_PAGE_BYTES,
@@ -194,6 +194,10 @@ pub struct Actor {
     pub via: ActorVia,
     /// Only reads allowed (read-only API tokens).
     pub read_only: bool,
+    /// The sites of its organisation it is limited to (an org-admin's or
+    /// support token or console account); empty: every site. See
+    /// `site_limited` for what such an actor may do.
+    pub sites: Vec<SiteId>,
 }
 
 /// How an actor authenticated.
@@ -222,7 +226,7 @@ pub enum ActorVia {
 impl Actor {
     /// An admin authenticated by a client certificate.
     pub fn certificate(identity: AdminIdentity, serial: String) -> Self {
-        Actor { identity, via: ActorVia::Certificate { serial }, read_only: false }
+        Actor { identity, via: ActorVia::Certificate { serial }, read_only: false, sites: Vec::new() }
     }
 
     /// How the audit log names this actor.
@@ -231,21 +235,56 @@ impl Actor {
             ActorVia::Certificate { .. } => actor_name(&self.identity),
             ActorVia::Session { id, .. } => {
                 let admin = &self.identity;
+                let sites = self.sites_named();
                 match &admin.org {
-                    Some(org) => format!("console:{} ({} of {org}, session {id})", admin.name, admin.role),
+                    Some(org) => format!("console:{} ({} of {org}{sites}, session {id})", admin.name, admin.role),
                     None => format!("console:{} ({}, session {id})", admin.name, admin.role),
                 }
             }
             ActorVia::Token { id } => {
                 let admin = &self.identity;
                 let ro = if self.read_only { ", read-only" } else { "" };
+                let sites = self.sites_named();
                 match &admin.org {
-                    Some(org) => format!("token:{} ({} of {org}{ro}, id {id})", admin.name, admin.role),
+                    Some(org) => format!("token:{} ({} of {org}{sites}{ro}, id {id})", admin.name, admin.role),
                     None => format!("token:{} ({}{ro}, id {id})", admin.name, admin.role),
                 }
             }
         }
     }
+}
+
+impl Actor {
+    /// `, sites a+b` for a site-limited actor, nothing otherwise.
+    fn sites_named(&self) -> String {
+        if self.sites.is_empty() {
+            return String::new();
+        }
+        let names: Vec<&str> = self.sites.iter().map(SiteId::as_str).collect();
+        format!(", sites {}", names.join("+"))
+    }
+}
+
+/// What a site-limited actor may do besides acting on one of its sites'
+/// devices: list the organisation's devices and captures (filtered to its
+/// sites), see the organisation's status, and export records (of its
+/// sites' devices only). Everything else that concerns the organisation
+/// as a whole is refused: changing its decisions (consent, policies,
+/// retention, blocked subjects, erasing it), granting or revoking support
+/// access, subject rights (a subject's records span sites), its audit
+/// log and support activity, tokens, console accounts and identities.
+const SITE_LIMITED_LISTS: [&str; 4] = ["devices.list", "capture.list", "org.status", "data.export"];
+
+/// Why a site-limited actor may not do `action` with `access`, or
+/// `None` if it may (on the devices of its sites only).
+fn site_limited(action: &str, access: Access, device: Option<&DeviceId>) -> Option<String> {
+    let kind_ok = matches!(access, Access::Service | Access::Read(_) | Access::Capture);
+    if kind_ok && (device.is_some() || SITE_LIMITED_LISTS.contains(&action)) {
+        return None;
+    }
+    Some(format!(
+        "{action} concerns the whole organisation; an admin limited to sites may act only on the devices of its sites"
+    ))
 }
 
 /// Whether an action changes something (read-only tokens may not).
@@ -447,8 +486,7 @@ impl AdminContext {
     /// Authorises, acts, and audits one request of an admin certificate
     /// holder; a refusal is [`AdminReply::Refused`].
     pub fn act(&self, admin: &AdminIdentity, action: AdminAction) -> AdminReply {
-        let actor =
-            Actor { identity: admin.clone(), via: ActorVia::Certificate { serial: String::new() }, read_only: false };
+        let actor = Actor::certificate(admin.clone(), String::new());
         match self.execute(&actor, action) {
             Ok(reply) => reply,
             Err(refusal) => AdminReply::Refused(BoundedString::truncating(&refusal.reason)),
@@ -565,18 +603,76 @@ impl AdminContext {
         } else {
             authorize(&actor.identity, access, org, device, grant)
         };
-        match allowed {
-            Ok(basis) => {
-                let grant_in_force = grant.filter(|_| basis == Basis::Grant);
-                let devices = grant_in_force.filter(|g| g.scope.limited()).map(|g| g.scope.devices().to_vec());
-                let name = grant_in_force.zip(org).map(|(g, org)| g.name(org));
-                Ok((Permit { basis, devices }, name))
+        let allowed = allowed.and_then(|basis| {
+            let grant_in_force = grant.filter(|_| basis == Basis::Grant);
+            let mut devices = grant_in_force.filter(|g| g.scope.limited()).map(|g| g.scope.devices().to_vec());
+            // A grant limited to sites: their devices (of those it names).
+            if let (Some(grant), Some(org)) = (grant_in_force.filter(|g| !g.scope.sites().is_empty()), org) {
+                let at_sites = self
+                    .store
+                    .registry()
+                    .devices_at(org, grant.scope.sites())
+                    .map_err(|e| format!("the grant's sites' devices cannot be read: {e}"))?;
+                if let Some(device) = device.filter(|d| !at_sites.contains(d)) {
+                    return Err(format!(
+                        "the support grant of {org} does not include device {device} ({})",
+                        grant.scope
+                    ));
+                }
+                devices = Some(match devices {
+                    Some(granted) => granted.into_iter().filter(|d| at_sites.contains(d)).collect(),
+                    None => at_sites,
+                });
             }
+            if !actor.sites.is_empty() {
+                let at_sites = self.site_devices(actor, action, org, device, access)?;
+                devices = Some(match devices {
+                    Some(granted) => granted.into_iter().filter(|d| at_sites.contains(d)).collect(),
+                    None => at_sites,
+                });
+            }
+            let name = grant_in_force.zip(org).map(|(g, org)| g.name(org));
+            Ok((Permit { basis, devices }, name))
+        });
+        match allowed {
+            Ok(done) => Ok(done),
             Err(reason) => {
                 self.audit(&actor.audit_name(), action, org, AuditOutcome::Refused, &reason);
                 Err(refusal(RefusalKind::Forbidden, reason))
             }
         }
+    }
+
+    /// The devices a site-limited `actor` may see of `org` for `action`,
+    /// or why it may not do it (another site's device, an action on the
+    /// whole organisation).
+    fn site_devices(
+        &self,
+        actor: &Actor,
+        action: &str,
+        org: Option<&OrgId>,
+        device: Option<&DeviceId>,
+        access: Access,
+    ) -> Result<Vec<DeviceId>, String> {
+        let sites = || actor.sites.iter().map(SiteId::as_str).collect::<Vec<_>>().join(", ");
+        let (Some(org), None) = (org, site_limited(action, access, device)) else {
+            return Err(site_limited(action, access, device).unwrap_or_else(|| {
+                format!("{action} concerns every organisation; an admin limited to sites may not do it")
+            }));
+        };
+        let at_sites = self
+            .store
+            .registry()
+            .devices_at(org, &actor.sites)
+            .map_err(|e| format!("the sites' devices cannot be read: {e}"))?;
+        if let Some(device) = device.filter(|d| !at_sites.contains(d)) {
+            return Err(format!(
+                "device {device} of {org} is not at the sites {} is limited to ({})",
+                actor.identity.name,
+                sites()
+            ));
+        }
+        Ok(at_sites)
     }
 
     /// Authorises, acts, and audits one request: the reply, or why not.

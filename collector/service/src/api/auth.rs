@@ -151,6 +151,7 @@ pub fn session_actor(
         identity: session.identity.clone(),
         via: ActorVia::Session { id: session.id.clone(), account: session.with.key() },
         read_only: false,
+        sites: session.sites.clone(),
     })
 }
 

@@ -131,8 +131,21 @@ pub async fn export(
         let permit = context.permit(&who, "data.export", Some(&permit_org), Access::Read(kind), false)?;
         // Under a grant limited to devices, every device asked for must be
         // one of them.
+        // Likewise for an admin limited to sites: its sites' devices.
         if let Some(device) = asked.iter().find(|d| !permit.covers(d)) {
-            let reason = format!("the support grant of {permit_org} does not include device {device}");
+            let reason = if who.sites.is_empty() {
+                format!("the support grant of {permit_org} does not include device {device}")
+            } else {
+                format!("device {device} of {permit_org} is not at the sites {} is limited to", who.identity.name)
+            };
+            context.audit(&who.audit_name(), "data.export", Some(&permit_org), AuditOutcome::Refused, &reason);
+            return Err(ApiError::forbidden(reason));
+        }
+        // Asking for every device when none may be seen (a site with no
+        // device yet, a grant naming none of the sites' devices) would ask
+        // for every device of the organisation: refused instead.
+        if asked.is_empty() && permit.devices.as_ref().is_some_and(Vec::is_empty) {
+            let reason = format!("no device of {permit_org} is within what the caller may see");
             context.audit(&who.audit_name(), "data.export", Some(&permit_org), AuditOutcome::Refused, &reason);
             return Err(ApiError::forbidden(reason));
         }

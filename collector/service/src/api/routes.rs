@@ -11,7 +11,7 @@ use axum::Json;
 
 use glimpse_api::*;
 use glimpse_common::bounded::{BoundedString, BoundedVec};
-use glimpse_common::identity::{AdminName, AdminRole, DeviceId, OrgId};
+use glimpse_common::identity::{AdminName, AdminRole, DeviceId, OrgId, SiteId};
 use glimpse_common::record::DataKind;
 use glimpse_common::wire::admin::{AdminAction, AdminReply, GrantKind, GrantScope, Subject, MAX_GRANT_DEVICES};
 use glimpse_common::wire::CaptureOutcome;
@@ -89,6 +89,7 @@ pub async fn whoami(Authenticated(actor): Authenticated) -> Json<Whoami> {
         name: actor.identity.name.as_str().to_owned(),
         role: actor.identity.role.as_str().to_owned(),
         org: actor.identity.org.as_ref().map(|o| o.as_str().to_owned()),
+        sites: actor.sites.iter().map(|s| s.as_str().to_owned()).collect(),
         via: match actor.via {
             crate::admin::ActorVia::Certificate { .. } => "certificate",
             crate::admin::ActorVia::Token { .. } => "token",
@@ -127,12 +128,13 @@ pub async fn org_status(
             let (store, org_id) = (state.context.store.clone(), id.clone());
             let consent = blocking(move || Ok(super::views::consent_change(&store, &org_id))).await?;
             let policy = state.context.store.policies().get(&id);
-            let (support_kinds, support_devices) = match support_until_ms {
+            let (support_kinds, support_devices, support_sites) = match support_until_ms {
                 Some(_) => (
                     policy.support_scope.kinds().iter().map(|k| k.as_str().to_owned()).collect(),
                     policy.support_scope.devices().iter().map(|d| d.as_str().to_owned()).collect(),
+                    policy.support_scope.sites().iter().map(|s| s.as_str().to_owned()).collect(),
                 ),
-                None => (Vec::new(), Vec::new()),
+                None => (Vec::new(), Vec::new(), Vec::new()),
             };
             Ok(Json(OrgStatus {
                 org: name,
@@ -140,6 +142,7 @@ pub async fn org_status(
                 support_until_ms,
                 support_kinds,
                 support_devices,
+                support_sites,
                 omitted_fields: omitted_fields.iter().map(|f| f.as_str().to_owned()).collect(),
                 pseudonymise_macs,
                 location_history: state.context.store.policies().get(&id).location_history,
@@ -232,7 +235,17 @@ pub async fn grant_support(
     PathArgs(name): PathArgs<String>,
     JsonBody(body): JsonBody<SupportGrantRequest>,
 ) -> Result<Json<SupportGranted>, ApiError> {
-    let scope = grant_scope(body.kinds.as_deref(), &body.devices)?;
+    if body.sites.len() > glimpse_common::wire::admin::MAX_GRANT_SITES {
+        return Err(ApiError::bad_request(format!("sites: at most {}", glimpse_common::wire::admin::MAX_GRANT_SITES)));
+    }
+    let sites = body
+        .sites
+        .iter()
+        .map(|s| SiteId::new(s.as_str()).map_err(|e| ApiError::bad_request(format!("sites: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let scope = grant_scope(body.kinds.as_deref(), &body.devices)?
+        .at_sites(sites)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     match act(&state, actor, AdminAction::GrantSupport { org: org(&name)?, hours: body.hours, scope }).await? {
         AdminReply::SupportGranted { until_ms } => Ok(Json(SupportGranted { until_ms })),
         other => Err(unexpected(other)),
@@ -367,10 +380,24 @@ pub async fn devices(
     Authenticated(actor): Authenticated,
     PathArgs(name): PathArgs<String>,
 ) -> Result<Json<DeviceList>, ApiError> {
-    match act(&state, actor, AdminAction::ConnectedDevices { org: org(&name)? }).await? {
-        AdminReply::Devices(ids) => Ok(Json(DeviceList {
-            devices: ids.iter().map(|d| DeviceSummary { device: d.as_str().to_owned(), connected: true }).collect(),
-        })),
+    let org = org(&name)?;
+    match act(&state, actor, AdminAction::ConnectedDevices { org: org.clone() }).await? {
+        AdminReply::Devices(ids) => {
+            blocking(move || {
+                let registry = state.context.store.registry();
+                let mut devices = Vec::with_capacity(ids.len());
+                for device in ids.iter() {
+                    let site = registry
+                        .get(&org, device)
+                        .map_err(|e| ApiError::unavailable(format!("the registry cannot be read: {e}")))?
+                        .and_then(|r| r.site)
+                        .map(|s| s.as_str().to_owned());
+                    devices.push(DeviceSummary { device: device.as_str().to_owned(), connected: true, site });
+                }
+                Ok(Json(DeviceList { devices }))
+            })
+            .await
+        }
         other => Err(unexpected(other)),
     }
 }
@@ -661,6 +688,11 @@ pub async fn create_token(
         org: scope_org.clone(),
         read_only: body.read_only,
         days: body.expires_in_days.unwrap_or(DEFAULT_TOKEN_DAYS),
+        sites: body
+            .sites
+            .iter()
+            .map(|s| SiteId::new(s.as_str()).map_err(|e| ApiError::bad_request(format!("sites: {e}"))))
+            .collect::<Result<_, _>>()?,
     };
     let access = if role == AdminRole::Operator { Access::Operator } else { Access::Write };
     let state2 = state.clone();
@@ -670,8 +702,10 @@ pub async fn create_token(
         let now = state2.now_ms();
         match state2.tokens.create(&actor, scope, now) {
             Ok((token, info)) => {
+                let sites =
+                    if info.sites.is_empty() { String::new() } else { format!(" sites {}", info.sites.join("+")) };
                 let detail = format!(
-                    "token {} id {} role {}{}, expires {}",
+                    "token {} id {} role {}{sites}{}, expires {}",
                     info.name,
                     info.id,
                     info.role,

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole, OrgId};
+use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole, OrgId, SiteId};
 use glimpse_store::control::ControlStore;
 
 use crate::admin::{Actor, ActorVia};
@@ -78,7 +78,15 @@ struct TokenRow {
     expires_ms: i64,
     last_used_ms: Option<i64>,
     revoked_ms: Option<i64>,
+    /// The sites it is limited to; empty (and not written): every site. A
+    /// collector that predates sites refuses a row with them (unknown
+    /// field) rather than giving the token its whole organisation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sites: Vec<SiteId>,
 }
+
+/// Most sites one token or console account can be limited to.
+pub const MAX_SITES: usize = 64;
 
 /// What a new token may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +101,9 @@ pub struct TokenScope {
     pub read_only: bool,
     /// Lifetime in days.
     pub days: u32,
+    /// The sites of its organisation it is limited to (org-admin and
+    /// support tokens only); empty: every site.
+    pub sites: Vec<SiteId>,
 }
 
 /// The collector's tokens, cached in memory and written through to the
@@ -119,6 +130,7 @@ fn info(row: &TokenRow) -> glimpse_api::TokenInfo {
         expires_ms: row.expires_ms,
         last_used_ms: row.last_used_ms,
         revoked_ms: row.revoked_ms,
+        sites: row.sites.iter().map(|s| s.as_str().to_owned()).collect(),
     }
 }
 
@@ -215,6 +227,17 @@ impl TokenBook {
         if creator.read_only && !scope.read_only {
             return Err(TokenError::Scope("a read-only token may only create read-only tokens".into()));
         }
+        if !creator.sites.is_empty() {
+            return Err(TokenError::Scope(
+                "an admin limited to sites may not create tokens (an organisation-wide action)".into(),
+            ));
+        }
+        if !scope.sites.is_empty() && scope.role == AdminRole::Operator {
+            return Err(TokenError::Scope("an operator token covers every organisation; it has no sites".into()));
+        }
+        if scope.sites.len() > MAX_SITES {
+            return Err(TokenError::Scope(format!("a token can be limited to at most {MAX_SITES} sites")));
+        }
         if scope.days == 0 || scope.days > MAX_TOKEN_DAYS {
             return Err(TokenError::Scope(format!("a token lives 1 to {MAX_TOKEN_DAYS} days")));
         }
@@ -243,6 +266,12 @@ impl TokenBook {
             expires_ms,
             last_used_ms: None,
             revoked_ms: None,
+            sites: {
+                let mut sites = scope.sites.clone();
+                sites.sort();
+                sites.dedup();
+                sites
+            },
         };
         if self.read().len() >= MAX_TOKENS {
             return Err(TokenError::Full);
@@ -278,7 +307,13 @@ impl TokenBook {
         let identity = AdminIdentity::new(name, row.role, org).map_err(|_| TokenError::Unknown)?;
         let due = row.last_used_ms.is_none_or(|last| now_ms - last >= LAST_USE_WRITE_MS);
         row.last_used_ms = Some(now_ms);
-        Ok((Actor { identity, via: ActorVia::Token { id: row.id.clone() }, read_only: row.read_only }, due))
+        let actor = Actor {
+            identity,
+            via: ActorVia::Token { id: row.id.clone() },
+            read_only: row.read_only,
+            sites: row.sites.clone(),
+        };
+        Ok((actor, due))
     }
 
     /// Writes a token's last use (blocking: call off the async threads).
@@ -346,7 +381,33 @@ mod tests {
             org: org.map(|o| OrgId::new(o).unwrap()),
             read_only,
             days: 1,
+            sites: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_site_limited_token_carries_its_sites_and_creates_no_tokens() {
+        let (_dir, book) = book();
+        let sites = vec![SiteId::new("paris").unwrap(), SiteId::new("berlin").unwrap(), SiteId::new("paris").unwrap()];
+        let limited = TokenScope { sites, ..scope(AdminRole::OrgAdmin, Some("acme"), false) };
+        let (token, info) = book.create(&operator(), limited, 0).unwrap();
+        assert_eq!(info.sites, ["berlin", "paris"], "sorted, once each");
+        let (actor, _) = book.authenticate(&token, 1).unwrap();
+        assert_eq!(actor.sites, [SiteId::new("berlin").unwrap(), SiteId::new("paris").unwrap()]);
+        assert!(actor.audit_name().contains("org-admin of acme, sites berlin+paris"), "{}", actor.audit_name());
+        let reloaded = TokenBook::load(book.control.clone()).unwrap();
+        assert_eq!(reloaded.authenticate(&token, 2).unwrap().0.sites, actor.sites, "kept in the control store");
+        // Creating admins is organisation-wide: never by a site-limited one.
+        let err = book.create(&actor, scope(AdminRole::Support, Some("acme"), true), 1).unwrap_err();
+        assert!(matches!(err, TokenError::Scope(_)), "{err}");
+        // Operators have no sites; a token without sites stores none.
+        let operator_sites =
+            TokenScope { sites: vec![SiteId::new("x").unwrap()], ..scope(AdminRole::Operator, None, false) };
+        assert!(book.create(&operator(), operator_sites, 0).is_err());
+        let (_, plain) = book.create(&operator(), scope(AdminRole::OrgAdmin, Some("acme"), false), 0).unwrap();
+        let row = book.control.states_with_prefix(STATE_PREFIX).unwrap();
+        let stored = row.iter().find(|(name, _)| name.ends_with(&plain.id)).unwrap();
+        assert!(!stored.1.contains("sites"), "{}", stored.1);
     }
 
     #[test]

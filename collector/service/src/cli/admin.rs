@@ -8,7 +8,7 @@ use clap::Subcommand;
 
 use glimpse_admin_client::{admin_request, AdminCredentials};
 use glimpse_common::bounded::BoundedString;
-use glimpse_common::identity::{DeviceId, OrgId};
+use glimpse_common::identity::{DeviceId, OrgId, SiteId};
 use glimpse_common::wire::admin::{AdminAction, AdminReply, GrantKind, GrantScope};
 
 /// A grant kind named on the command line.
@@ -218,6 +218,11 @@ pub(super) enum TokenCommand {
         /// Days until it expires (1 to 366).
         #[arg(long, default_value_t = 90)]
         days: u32,
+        /// Limit an org-admin or support token to these sites of its
+        /// organisation, comma-separated: it sees and acts on their devices
+        /// only, and on nothing organisation-wide. Default: every site.
+        #[arg(long = "site", value_name = "SITE", value_delimiter = ',')]
+        sites: Vec<SiteId>,
     },
     /// List tokens (operators: all; org-admins: their organisation's).
     List {
@@ -240,7 +245,7 @@ async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
     use reqwest::Method;
     let when = |ms: Option<i64>| ms.map_or_else(|| "-".to_owned(), glimpse_store::export::format_time);
     match command {
-        TokenCommand::Create { admin, name, role, org, read_only, days } => {
+        TokenCommand::Create { admin, name, role, org, read_only, days, sites } => {
             let client = ApiClient::new(&admin.credentials()?).await?;
             let body = glimpse_api::TokenCreateRequest {
                 name,
@@ -248,13 +253,19 @@ async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
                 org: org.map(|o| o.as_str().to_owned()),
                 read_only,
                 expires_in_days: Some(days),
+                sites: sites.iter().map(|s| s.as_str().to_owned()).collect(),
             };
             let created: glimpse_api::TokenCreated = client.send(Method::POST, "/api/v1/tokens", Some(&body)).await?;
             eprintln!(
-                "token {} (id {}) for {}{}, expires {}; it is shown this once:",
+                "token {} (id {}) for {}{}{}, expires {}; it is shown this once:",
                 created.info.name,
                 created.info.id,
                 created.info.role,
+                if created.info.sites.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at sites {}", created.info.sites.join(", "))
+                },
                 if created.info.read_only { ", read-only" } else { "" },
                 when(Some(created.info.expires_ms))
             );
@@ -264,13 +275,13 @@ async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
             let client = ApiClient::new(&admin.credentials()?).await?;
             let list: glimpse_api::TokenList = client.get("/api/v1/tokens").await?;
             println!(
-                "{:<16}  {:<20}  {:<10}  {:<16}  {:<9}  {:<20}  {:<20}  STATE",
-                "ID", "NAME", "ROLE", "ORG", "ACCESS", "EXPIRES", "LAST USED"
+                "{:<16}  {:<20}  {:<10}  {:<16}  {:<9}  {:<20}  {:<20}  {:<7}  SITES",
+                "ID", "NAME", "ROLE", "ORG", "ACCESS", "EXPIRES", "LAST USED", "STATE"
             );
             for t in list.tokens {
                 let state = if t.revoked_ms.is_some() { "revoked" } else { "active" };
                 println!(
-                    "{:<16}  {:<20}  {:<10}  {:<16}  {:<9}  {:<20}  {:<20}  {state}",
+                    "{:<16}  {:<20}  {:<10}  {:<16}  {:<9}  {:<20}  {:<20}  {state:<7}  {}",
                     t.id,
                     t.name,
                     t.role,
@@ -278,6 +289,7 @@ async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
                     if t.read_only { "read" } else { "read-write" },
                     when(Some(t.expires_ms)),
                     when(t.last_used_ms),
+                    if t.sites.is_empty() { "(all)".to_owned() } else { t.sites.join(",") },
                 );
             }
         }
@@ -409,6 +421,10 @@ pub(super) enum SupportCommand {
         /// Only these devices, comma-separated (default: every device).
         #[arg(long, value_delimiter = ',')]
         devices: Vec<DeviceId>,
+        /// Only the devices of these sites, comma-separated (default: every
+        /// site; with --devices, those of them at the sites).
+        #[arg(long = "site", value_name = "SITE", value_delimiter = ',')]
+        sites: Vec<SiteId>,
     },
     /// End support access now.
     Revoke {
@@ -633,9 +649,10 @@ pub(super) async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Consent { admin, org, capture } => {
             (admin, AdminAction::SetConsent { org, capture: capture == "on" })
         }
-        AdminCommand::Support { action: SupportCommand::Grant { admin, org, hours, kinds, devices } } => {
+        AdminCommand::Support { action: SupportCommand::Grant { admin, org, hours, kinds, devices, sites } } => {
             let kinds = kinds.unwrap_or_else(|| GrantScope::default().kinds().to_vec());
-            let scope = GrantScope::new(kinds, devices).context("the grant's scope")?;
+            let scope =
+                GrantScope::new(kinds, devices).and_then(|scope| scope.at_sites(sites)).context("the grant's scope")?;
             (admin, AdminAction::GrantSupport { org, hours, scope })
         }
         AdminCommand::Support { action: SupportCommand::Revoke { admin, org } } => {
@@ -914,9 +931,21 @@ pub(super) async fn devices(admin: AdminArgs, org: OrgId, long: bool) -> anyhow:
     let client = glimpse_admin_client::ApiClient::new(&admin.credentials()?).await?;
     let list: serde_json::Value = client.get(&format!("/api/v1/devices?org={}", org.as_str())).await?;
     let devices = list["devices"].as_array().context("the collector sent no device list")?;
-    let rows: Vec<[String; 10]> = devices.iter().map(device_row).collect();
+    let rows: Vec<[String; 11]> = devices.iter().map(device_row).collect();
     print_columns(
-        ["DEVICE", "KIND", "STATE", "TRANSPORT", "CIPHER", "PEER", "AGENT", "LAST RECORD", "DROPPED", "CERT EXPIRES"],
+        [
+            "DEVICE",
+            "KIND",
+            "SITE",
+            "STATE",
+            "TRANSPORT",
+            "CIPHER",
+            "PEER",
+            "AGENT",
+            "LAST RECORD",
+            "DROPPED",
+            "CERT EXPIRES",
+        ],
         &rows,
     );
     Ok(())
@@ -931,7 +960,7 @@ fn utc(ms: &serde_json::Value) -> String {
 }
 
 /// One device of the API's list as a table row.
-fn device_row(d: &serde_json::Value) -> [String; 10] {
+fn device_row(d: &serde_json::Value) -> [String; 11] {
     let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
     let state = if d["revoked"] == true {
         "revoked"
@@ -953,6 +982,7 @@ fn device_row(d: &serde_json::Value) -> [String; 10] {
     [
         text(&d["device"]),
         text(&d["kind"]),
+        text(&d["site"]),
         state.to_owned(),
         text(&d["transport"]),
         text(&d["cipher"]),

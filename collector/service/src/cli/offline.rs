@@ -379,6 +379,10 @@ pub(super) enum AccountAction {
         /// File holding the password on its first line; `-` reads stdin.
         #[arg(long, value_name = "FILE")]
         password_file: std::path::PathBuf,
+        /// Limit an org-admin or support account to these sites of its
+        /// organisation, comma-separated (default: every site).
+        #[arg(long = "site", value_name = "SITE", value_delimiter = ',')]
+        sites: Vec<glimpse_common::identity::SiteId>,
     },
     /// List accounts (no password hashes).
     List,
@@ -399,7 +403,7 @@ pub(super) fn account(config: Option<&Path>, clock: Arc<dyn Clock>, action: Acco
     let store = Arc::new(service::open_store(&config, clock.clone())?);
     let accounts = crate::api::console::AccountBook::new(store.clone());
     match action {
-        AccountAction::Add { name, role, org, password_file } => {
+        AccountAction::Add { name, role, org, password_file, sites } => {
             let text =
                 if password_file.as_os_str() == "-" {
                     let mut line = String::new();
@@ -416,7 +420,7 @@ pub(super) fn account(config: Option<&Path>, clock: Arc<dyn Clock>, action: Acco
             let identity = glimpse_common::identity::AdminIdentity::new(admin_name, role, org)
                 .map_err(|e| UsageError(e.to_string()))?;
             let account = accounts
-                .create(&identity, password, "local", clock.now_millis())
+                .create_at_sites(&identity, &sites, password, "local", clock.now_millis())
                 .map_err(|e| UsageError(e.to_string()))?;
             store.audit_event(
                 "local",
@@ -425,11 +429,13 @@ pub(super) fn account(config: Option<&Path>, clock: Arc<dyn Clock>, action: Acco
                 glimpse_store::audit::AuditOutcome::Done,
                 &format!("account {} ({})", account.name, account.role.as_str()),
             );
+            let sites: Vec<&str> = account.sites.iter().map(|s| s.as_str()).collect();
             println!(
-                "created console account {} ({}{})",
+                "created console account {} ({}{}{})",
                 account.name,
                 account.role.as_str(),
-                account.org.as_deref().map(|o| format!(" of {o}")).unwrap_or_default()
+                account.org.as_deref().map(|o| format!(" of {o}")).unwrap_or_default(),
+                if sites.is_empty() { String::new() } else { format!(", sites {}", sites.join(", ")) }
             );
         }
         AccountAction::List => {

@@ -85,6 +85,9 @@ pub struct DeviceDetail {
     pub device: String,
     /// `ap`, `switch` or `gateway`.
     pub kind: String,
+    /// The site of the organisation it belongs to, from its registration
+    /// (`glimpse-certs device --site`); `null` for a device of no site.
+    pub site: Option<String>,
     /// Whether the registry knows the device.
     pub registered: bool,
     /// Whether its credential is revoked.
@@ -267,6 +270,7 @@ impl Details {
             org: org.to_string(),
             device: device.to_string(),
             kind: kind.to_string(),
+            site: registration.and_then(|r| r.site.as_ref()).map(ToString::to_string),
             registered: registration.is_some(),
             revoked: registration.is_some_and(|r| r.revoked),
             connected,
@@ -319,6 +323,7 @@ mod tests {
             shared_key: SecretKey::from_bytes([7; 32]),
             cert_serial: "0a".into(),
             revoked,
+            site: None,
         }
     }
 

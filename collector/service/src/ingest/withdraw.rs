@@ -85,6 +85,7 @@ mod tests {
             shared_key: SecretKey::from_bytes([7; 32]),
             cert_serial: serial.to_owned(),
             revoked,
+            site: None,
         }
     }
 

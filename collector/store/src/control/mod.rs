@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use glimpse_common::clock::UnixMillis;
-use glimpse_common::identity::DeviceId;
 use glimpse_common::identity::OrgId;
+use glimpse_common::identity::{DeviceId, SiteId};
 use glimpse_common::minimise::MetadataField;
 use glimpse_common::record::subject::{BlockedSubjects, Subject};
 use glimpse_common::record::DataKind;
@@ -159,6 +159,20 @@ mod tag {
     pub(super) const SUPPORT_GRANT: u16 = 5;
     /// [`super::OrgPolicy::wan_destinations`]: `bool`.
     pub(super) const WAN_DESTINATIONS: u16 = 6;
+    /// The sites the support grant is limited to: [`super::StoredGrantSites`],
+    /// written only for a grant limited to sites. Apart from tag 5 so that
+    /// a grant's row without sites is what it was before sites existed.
+    pub(super) const SUPPORT_GRANT_SITES: u16 = 7;
+}
+
+/// The sites a support grant is limited to, with the end of the grant
+/// they belong to (as [`StoredGrant`]): a collector that predates sites
+/// keeps this value as it is when it gives a new grant, whose end then no
+/// longer matches, so the old grant's sites do not carry over.
+#[derive(Serialize, Deserialize)]
+struct StoredGrantSites {
+    until_ms: i64,
+    sites: Vec<String>,
 }
 
 /// A support grant's scope as stored, with the end of the grant it
@@ -220,6 +234,7 @@ fn decode(org: &str, row: &[u8]) -> Result<OrgPolicy, PolicyError> {
     if extensions.len() > MAX_EXTENSIONS {
         return Err(corrupt(org, format_args!("{} tagged decisions, at most {MAX_EXTENSIONS}", extensions.len())));
     }
+    let mut grant_sites = None;
     for Extension { tag, value } in extensions {
         match tag {
             tag::LOCATION_HISTORY => policy.location_history = extension(org, tag, value)?,
@@ -236,7 +251,23 @@ fn decode(org: &str, row: &[u8]) -> Result<OrgPolicy, PolicyError> {
                 policy.blocked = extension::<BlockedSubjects>(org, tag, value)?.deduplicated();
             }
             tag::WAN_DESTINATIONS => policy.wan_destinations = extension(org, tag, value)?,
+            tag::SUPPORT_GRANT_SITES => grant_sites = Some(extension::<StoredGrantSites>(org, tag, value)?),
             _ => policy.unknown.push((tag, value.to_vec())),
+        }
+    }
+    // After the loop: the scope the sites narrow is tag 5's.
+    if let Some(stored) = grant_sites {
+        if policy.support_granted_at_ms.is_some() && policy.support_until_ms == Some(stored.until_ms) {
+            if stored.sites.len() > glimpse_common::wire::admin::MAX_GRANT_SITES {
+                return Err(corrupt(org, format_args!("support grant: {} sites", stored.sites.len())));
+            }
+            let sites = stored
+                .sites
+                .into_iter()
+                .map(SiteId::new)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| corrupt(org, format_args!("support grant: {e}")))?;
+            policy.support_scope = policy.support_scope.clone().at_sites(sites).map_err(|e| corrupt(org, e))?;
         }
     }
     Ok(policy)
@@ -312,6 +343,13 @@ fn encode(policy: &OrgPolicy) -> Result<Vec<u8>, PolicyError> {
             devices: policy.support_scope.devices().iter().map(|d| d.as_str().to_owned()).collect(),
         };
         values.push((tag::SUPPORT_GRANT, value(&grant)?));
+        if !policy.support_scope.sites().is_empty() {
+            let sites = StoredGrantSites {
+                until_ms,
+                sites: policy.support_scope.sites().iter().map(|s| s.as_str().to_owned()).collect(),
+            };
+            values.push((tag::SUPPORT_GRANT_SITES, value(&sites)?));
+        }
     }
     if !policy.blocked.is_empty() {
         values.push((tag::BLOCKED_SUBJECTS, value(&policy.blocked)?));
@@ -940,6 +978,65 @@ mod tests {
         let value = postcard::to_stdvec(&bad).unwrap();
         tail.extend(postcard::to_stdvec(&vec![Extension { tag: tag::SUPPORT_GRANT, value: &value }]).unwrap());
         assert!(matches!(decode("acme", &tail), Err(PolicyError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_grant_limited_to_sites_keeps_them_and_one_without_writes_no_sites() {
+        let site = |n: &str| SiteId::new(n).unwrap();
+        let mut granted = decode(
+            "acme",
+            &postcard::to_stdvec(&StoredPolicy {
+                capture_consent: false,
+                consent_changed_at_ms: None,
+                support_until_ms: Some(90_000),
+                omit: vec![],
+                pseudonymise_macs: true,
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        granted.support_granted_at_ms = Some(10_000);
+        granted.support_scope = GrantScope::new([GrantKind::Metadata], []).unwrap();
+        let without = encode(&granted).unwrap();
+        granted.support_scope = granted.support_scope.clone().at_sites([site("paris"), site("berlin")]).unwrap();
+        let with = encode(&granted).unwrap();
+        assert_eq!(decode("acme", &with).unwrap(), granted);
+        assert_eq!(decode("acme", &with).unwrap().support_scope.sites(), [site("berlin"), site("paris")]);
+        // Without sites the row is what it was before sites existed: no
+        // tag 7 (an older collector reads it exactly).
+        let tags = |row: &[u8]| {
+            let (_, rest) = postcard::take_from_bytes::<StoredPolicy>(row).unwrap();
+            postcard::from_bytes::<Vec<Extension<'_>>>(rest).unwrap().iter().map(|e| e.tag).collect::<Vec<_>>()
+        };
+        assert_eq!(tags(&without), [tag::SUPPORT_GRANT]);
+        assert_eq!(tags(&with), [tag::SUPPORT_GRANT, tag::SUPPORT_GRANT_SITES]);
+
+        // An older collector gives a new grant keeping tag 7 as it was:
+        // the end no longer matches, so the new grant has no sites.
+        let (first, rest) = postcard::take_from_bytes::<StoredPolicy>(&with).unwrap();
+        let mut row = postcard::to_stdvec(&StoredPolicy { support_until_ms: Some(200_000), ..first }).unwrap();
+        row.extend_from_slice(rest);
+        let decoded = decode("acme", &row).unwrap();
+        assert!(decoded.support_scope.sites().is_empty(), "{:?}", decoded.support_scope);
+
+        // A bad site name is a corrupt row.
+        let bad = StoredGrantSites { until_ms: 90_000, sites: vec!["../x".into()] };
+        let (first, _) = postcard::take_from_bytes::<StoredPolicy>(&with).unwrap();
+        let mut row = postcard::to_stdvec(&first).unwrap();
+        let grant = postcard::to_stdvec(&StoredGrant {
+            until_ms: 90_000,
+            granted_at_ms: 10_000,
+            kinds: vec!["metadata".into()],
+            devices: vec![],
+        })
+        .unwrap();
+        let sites = postcard::to_stdvec(&bad).unwrap();
+        let extensions = vec![
+            Extension { tag: tag::SUPPORT_GRANT, value: &grant },
+            Extension { tag: tag::SUPPORT_GRANT_SITES, value: &sites },
+        ];
+        row.extend(postcard::to_stdvec(&extensions).unwrap());
+        assert!(matches!(decode("acme", &row), Err(PolicyError::Corrupt { .. })));
     }
 
     #[test]

@@ -752,6 +752,7 @@ mod tests {
                 shared_key: SecretKey::generate().unwrap(),
                 cert_serial: "SERIAL-PLAINTEXT-0451".into(),
                 revoked: false,
+                site: None,
             })
             .unwrap();
         catalog.registry().set_ssh_key(&org, &device, Some("ssh-ed25519 AAAAC3Nz comment-plaintext-ssh")).unwrap();

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use glimpse_common::identity::{DeviceId, DeviceIdentity, DeviceKind, OrgId};
+use glimpse_common::identity::{DeviceId, DeviceIdentity, DeviceKind, OrgId, SiteId};
 use glimpse_common::secret::SecretKey;
 use serde::{Deserialize, Serialize};
 
@@ -24,15 +24,52 @@ pub struct DeviceRegistration {
     pub cert_serial: String,
     /// Whether the device's certificate has been revoked.
     pub revoked: bool,
+    /// The site of the organisation it belongs to, as its registration
+    /// (the PKI tool's record) names it; `None`: no site.
+    pub site: Option<SiteId>,
 }
 
-/// A registry row. Field order is the postcard format: append only.
+/// A registry row's first part, as the first version wrote it. Field
+/// order is the postcard format: never change it.
 #[derive(Serialize, Deserialize)]
 struct StoredDevice {
     kind: DeviceKind,
     wrapped_key: Vec<u8>,
     cert_serial: String,
     revoked: bool,
+}
+
+/// What later versions append to a row, after [`StoredDevice`]: a row
+/// written before sites existed ends after the first part and decodes
+/// with no site. Postcard is not self-describing, so the first part is
+/// decoded on its own and this from the bytes left; an older collector's
+/// `from_bytes` reads the first part and ignores these. Field order is
+/// the postcard format: append only, each addition optional.
+#[derive(Serialize, Deserialize, Default)]
+struct StoredDeviceTail {
+    site: Option<SiteId>,
+}
+
+/// A row's two parts; a tail with nothing in it is not written, so a
+/// device without a site keeps the first version's row.
+fn decode_row(bytes: &[u8]) -> Result<(StoredDevice, StoredDeviceTail), postcard::Error> {
+    let (row, rest): (StoredDevice, &[u8]) = postcard::take_from_bytes(bytes)?;
+    if rest.is_empty() {
+        return Ok((row, StoredDeviceTail::default()));
+    }
+    let (tail, rest): (StoredDeviceTail, &[u8]) = postcard::take_from_bytes(rest)?;
+    if !rest.is_empty() {
+        return Err(postcard::Error::DeserializeBadEncoding);
+    }
+    Ok((row, tail))
+}
+
+fn encode_row(row: &StoredDevice, tail: &StoredDeviceTail) -> Result<Vec<u8>, postcard::Error> {
+    let mut bytes = postcard::to_stdvec(row)?;
+    if tail.site.is_some() {
+        bytes.extend(postcard::to_stdvec(tail)?);
+    }
+    Ok(bytes)
 }
 
 /// The device registry view of the catalog.
@@ -137,7 +174,8 @@ impl Registry {
             cert_serial: reg.cert_serial.clone(),
             revoked: reg.revoked,
         };
-        let bytes = postcard::to_stdvec(&row)
+        let tail = StoredDeviceTail { site: reg.site.clone() };
+        let bytes = encode_row(&row, &tail)
             .map_err(|e| KeyError::Corrupt { what: format!("devices/{}/{}: {e}", id.org, id.device) })?;
         Ok(DeviceRow { org: id.org.as_str().to_owned(), device: id.device.as_str().to_owned(), row: bytes })
     }
@@ -160,18 +198,18 @@ impl Registry {
         device: &DeviceId,
         bytes: &[u8],
     ) -> Result<Vec<u8>, KeyError> {
-        let mut row: StoredDevice = postcard::from_bytes(bytes)
-            .map_err(|e| KeyError::Corrupt { what: format!("devices/{org}/{device}: {e}") })?;
+        let (mut row, tail) =
+            decode_row(bytes).map_err(|e| KeyError::Corrupt { what: format!("devices/{org}/{device}: {e}") })?;
         let aad = device_key_aad(org, device);
         let key = unwrap_key(old, &aad, &row.wrapped_key)
             .ok_or_else(|| KeyError::DeviceUnwrap { org: org.clone(), device: device.clone() })?;
         row.wrapped_key = wrap_key(new, &aad, &key)?;
-        postcard::to_stdvec(&row).map_err(|e| KeyError::Corrupt { what: format!("devices/{org}/{device}: {e}") })
+        encode_row(&row, &tail).map_err(|e| KeyError::Corrupt { what: format!("devices/{org}/{device}: {e}") })
     }
 
     fn decode(master: &MasterKey, org: OrgId, device: DeviceId, bytes: &[u8]) -> Result<DeviceRegistration, KeyError> {
-        let row: StoredDevice = postcard::from_bytes(bytes)
-            .map_err(|e| KeyError::Corrupt { what: format!("devices/{org}/{device}: {e}") })?;
+        let (row, tail) =
+            decode_row(bytes).map_err(|e| KeyError::Corrupt { what: format!("devices/{org}/{device}: {e}") })?;
         let shared_key = unwrap_key(master, &device_key_aad(&org, &device), &row.wrapped_key)
             .ok_or_else(|| KeyError::DeviceUnwrap { org: org.clone(), device: device.clone() })?;
         Ok(DeviceRegistration {
@@ -179,6 +217,7 @@ impl Registry {
             shared_key,
             cert_serial: row.cert_serial,
             revoked: row.revoked,
+            site: tail.site,
         })
     }
 
@@ -189,8 +228,8 @@ impl Registry {
     pub fn set_revoked(&self, org: &OrgId, device: &DeviceId, serial: &str) -> Result<bool, KeyError> {
         let mut corrupt = None;
         let marked = self.control.update_device(org.as_str(), device.as_str(), &mut |bytes| {
-            let mut row: StoredDevice = match postcard::from_bytes(bytes) {
-                Ok(row) => row,
+            let (mut row, tail) = match decode_row(bytes) {
+                Ok(parts) => parts,
                 Err(e) => {
                     corrupt = Some(KeyError::Corrupt { what: format!("devices/{org}/{device}: {e}") });
                     return None;
@@ -200,7 +239,7 @@ impl Registry {
                 return None;
             }
             row.revoked = true;
-            match postcard::to_stdvec(&row) {
+            match encode_row(&row, &tail) {
                 Ok(bytes) => Some(bytes),
                 Err(e) => {
                     corrupt = Some(KeyError::Corrupt { what: format!("devices/{org}/{device}: {e}") });
@@ -233,6 +272,26 @@ impl Registry {
             let device = DeviceId::new(device.as_str()).map_err(|_| corrupt())?;
             out.push(Registry::decode(&master, org, device, &row)?);
         }
+        Ok(out)
+    }
+
+    /// The devices of `org` at one of `sites`, sorted, with no shared key
+    /// unwrapped (what a site-limited admin may see and act on).
+    pub fn devices_at(&self, org: &OrgId, sites: &[SiteId]) -> Result<Vec<DeviceId>, KeyError> {
+        let mut out = Vec::new();
+        for DeviceRow { org: row_org, device, row } in self.control.devices()? {
+            if row_org != org.as_str() {
+                continue;
+            }
+            let corrupt = |e: &dyn fmt::Display| KeyError::Corrupt {
+                what: format!("devices/{org}/{:?}: {e}", device.chars().take(80).collect::<String>()),
+            };
+            let (_, tail) = decode_row(&row).map_err(|e| corrupt(&e))?;
+            if tail.site.as_ref().is_some_and(|site| sites.contains(site)) {
+                out.push(DeviceId::new(device.as_str()).map_err(|e| corrupt(&e))?);
+            }
+        }
+        out.sort();
         Ok(out)
     }
 
@@ -389,7 +448,70 @@ mod tests {
             shared_key: SecretKey::generate().unwrap(),
             cert_serial: serial.into(),
             revoked: false,
+            site: None,
         }
+    }
+
+    #[test]
+    fn a_site_survives_revocation_and_rewrapping_and_old_rows_have_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path(), test_master(1)).unwrap();
+        let r = catalog.registry();
+        let mut a = reg("acme", "ap-1", "01");
+        a.site = Some(SiteId::new("berlin-hq").unwrap());
+        r.upsert(a.clone()).unwrap();
+        let (org, device) = (&a.identity.org, &a.identity.device);
+        assert_eq!(r.get(org, device).unwrap().unwrap().site, a.site);
+        assert!(r.set_revoked(org, device, "01").unwrap());
+        let got = r.get(org, device).unwrap().unwrap();
+        assert!(got.revoked);
+        assert_eq!(got.site, a.site, "revoking keeps the site");
+
+        let bytes = r.control.device("acme", "ap-1").unwrap().unwrap();
+        let master = test_master(1);
+        let rewrapped = Registry::rewrap_row(&master, &test_master(2), org, device, &bytes).unwrap();
+        let back = Registry::decode(&test_master(2), org.clone(), device.clone(), &rewrapped).unwrap();
+        assert_eq!(back.site, a.site, "a master key rotation keeps the site");
+
+        // A row as the first version wrote it (no tail) decodes with no
+        // site, and a device without a site is still written that way.
+        let first = StoredDevice {
+            kind: DeviceKind::Ap,
+            wrapped_key: wrap_key(&master, &device_key_aad(org, device), &a.shared_key).unwrap(),
+            cert_serial: "01".into(),
+            revoked: false,
+        };
+        let old = postcard::to_stdvec(&first).unwrap();
+        assert_eq!(Registry::decode(&master, org.clone(), device.clone(), &old).unwrap().site, None);
+        let mut plain = a.clone();
+        plain.site = None;
+        let plain_row = Registry::encode(&master, &plain).unwrap().row;
+        let (_, rest) = postcard::take_from_bytes::<StoredDevice>(&plain_row).unwrap();
+        assert!(rest.is_empty(), "no site: the first version's row");
+        // What an older collector reads of a row with a site: the first part.
+        let with_site = Registry::encode(&master, &a).unwrap().row;
+        let (older, rest) = postcard::take_from_bytes::<StoredDevice>(&with_site).unwrap();
+        assert!(!rest.is_empty());
+        assert_eq!(older.cert_serial, "01");
+        let older: StoredDevice = postcard::from_bytes(&with_site).unwrap();
+        assert_eq!(older.cert_serial, "01");
+        // Who is at which site, keys left wrapped.
+        let mut b = reg("acme", "ap-2", "02");
+        b.site = Some(SiteId::new("paris").unwrap());
+        r.upsert(b.clone()).unwrap();
+        r.upsert(reg("acme", "ap-3", "03")).unwrap();
+        let mut other_org = reg("other", "ap-1", "04");
+        other_org.site = a.site.clone();
+        r.upsert(other_org).unwrap();
+        let berlin = [SiteId::new("berlin-hq").unwrap()];
+        assert_eq!(r.devices_at(org, &berlin).unwrap(), vec![device.clone()]);
+        let both = [berlin[0].clone(), SiteId::new("paris").unwrap()];
+        assert_eq!(r.devices_at(org, &both).unwrap(), vec![device.clone(), b.identity.device.clone()]);
+        assert!(r.devices_at(org, &[]).unwrap().is_empty());
+        // Bytes after the tail are damage.
+        let mut damaged = with_site.clone();
+        damaged.push(0);
+        assert!(Registry::decode(&master, org.clone(), device.clone(), &damaged).is_err());
     }
 
     #[test]

@@ -346,6 +346,7 @@ mod tests {
                 shared_key: device_key.clone(),
                 cert_serial: "0a".into(),
                 revoked: false,
+                site: None,
             })
             .unwrap();
         let secret = SecretKey::generate().unwrap();

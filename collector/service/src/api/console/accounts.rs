@@ -15,7 +15,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole, OrgId};
+use glimpse_common::identity::{AdminIdentity, AdminName, AdminRole, OrgId, SiteId};
 use glimpse_common::secret::SecretKey;
 use glimpse_store::control::ControlStore;
 use glimpse_store::Store;
@@ -126,6 +126,12 @@ pub struct Account {
     /// Sign-in refused (kept for the audit trail's names).
     #[serde(default)]
     pub disabled: bool,
+    /// The sites of its organisation an org-admin or support account is
+    /// limited to; empty (and not written): every site. A collector that
+    /// predates sites cannot read a row with them, so the account cannot
+    /// sign in there rather than getting the whole organisation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<SiteId>,
 }
 
 impl Account {
@@ -344,6 +350,31 @@ impl AccountBook {
         created_by: &str,
         now_ms: i64,
     ) -> Result<Account, AccountError> {
+        self.create_at_sites(identity, &[], password, created_by, now_ms)
+    }
+
+    /// As [`AccountBook::create`], limited to `sites` of its organisation
+    /// (org-admin and support accounts; empty: every site).
+    pub fn create_at_sites(
+        &self,
+        identity: &AdminIdentity,
+        sites: &[SiteId],
+        password: &str,
+        created_by: &str,
+        now_ms: i64,
+    ) -> Result<Account, AccountError> {
+        if !sites.is_empty() && identity.role == AdminRole::Operator {
+            return Err(AccountError::Invalid("an operator account covers every organisation; it has no sites".into()));
+        }
+        if sites.len() > crate::api::tokens::MAX_SITES {
+            return Err(AccountError::Invalid(format!(
+                "an account can be limited to at most {} sites",
+                crate::api::tokens::MAX_SITES
+            )));
+        }
+        let mut sites = sites.to_vec();
+        sites.sort();
+        sites.dedup();
         let password_hash = hash_password(password)?;
         let _write = self.lock();
         let name = identity.name.as_str().to_owned();
@@ -367,6 +398,7 @@ impl AccountBook {
             totp_pending: None,
             totp_last_step: None,
             disabled: false,
+            sites,
         };
         self.put(&account)?;
         Ok(account)

@@ -40,6 +40,7 @@ pub fn info(account: &Account) -> AccountInfo {
         failed_sign_ins: account.failed_sign_ins,
         totp: account.totp_sealed.is_some(),
         disabled: account.disabled,
+        sites: account.sites.iter().map(|s| s.as_str().to_owned()).collect(),
     }
 }
 
@@ -160,12 +161,18 @@ pub async fn create_account(
     let target_org = body.org.as_deref().map(org).transpose()?;
     let identity = AdminIdentity::new(name, role, target_org).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let target = scope(role, identity.org.as_ref().map(OrgId::as_str))?;
+    let sites = body
+        .sites
+        .iter()
+        .map(|s| glimpse_common::identity::SiteId::new(s.as_str()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::bad_request(format!("sites: {e}")))?;
     let gate = console.clone();
     gate.hashing(move || {
         permit_all(&state, &actor, "console.account.create", std::slice::from_ref(&target))?;
         let now = state.now_ms();
         let org = identity.org.clone();
-        match console.accounts.create(&identity, &password, &actor.audit_name(), now) {
+        match console.accounts.create_at_sites(&identity, &sites, &password, &actor.audit_name(), now) {
             Ok(account) => {
                 let detail = format!("account {} ({})", account.name, describe(&account));
                 audit(&state, &actor, "console.account.create", org.as_ref(), AuditOutcome::Done, &detail);
@@ -182,7 +189,9 @@ pub async fn create_account(
 }
 
 fn describe(account: &Account) -> String {
+    let sites: Vec<&str> = account.sites.iter().map(|s| s.as_str()).collect();
     match &account.org {
+        Some(org) if !sites.is_empty() => format!("{} of {org}, sites {}", account.role.as_str(), sites.join("+")),
         Some(org) => format!("{} of {org}", account.role.as_str()),
         None => account.role.as_str().to_owned(),
     }

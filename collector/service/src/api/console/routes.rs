@@ -251,8 +251,8 @@ async fn sign_in(
     let peer = info.peer;
     match result {
         Ok((account, identity)) => {
-            let new =
-                console.sessions.create(identity, SignedInWith::Password { account: account.name.clone() }, now_ms);
+            let with = SignedInWith::Password { account: account.name.clone() };
+            let new = console.sessions.create_at_sites(identity, account.sites.clone(), with, now_ms);
             let factor = if account.totp_sealed.is_some() { "a password and a one-time code" } else { "a password" };
             let detail = format!("signed in from {peer} with {factor}; session {}", new.session.id);
             info!(account = %account.name, %peer, "console sign-in");

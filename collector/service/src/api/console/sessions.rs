@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use glimpse_common::identity::AdminIdentity;
+use glimpse_common::identity::{AdminIdentity, SiteId};
 
 use super::ConsoleConfig;
 
@@ -75,6 +75,8 @@ pub struct Session {
     /// A hard end besides the configured ones (a certificate's expiry),
     /// Unix ms.
     pub not_after_ms: Option<i64>,
+    /// The sites its account is limited to; empty: every site.
+    pub sites: Vec<SiteId>,
 }
 
 impl Session {
@@ -148,11 +150,33 @@ impl SessionBook {
         self.create_until(identity, with, now_ms, None)
     }
 
+    /// Like [`SessionBook::create`], for an account limited to `sites`.
+    pub fn create_at_sites(
+        &self,
+        identity: AdminIdentity,
+        sites: Vec<SiteId>,
+        with: SignedInWith,
+        now_ms: i64,
+    ) -> NewSession {
+        self.open(identity, sites, with, now_ms, None)
+    }
+
     /// Like [`SessionBook::create`], ending at `not_after_ms` at the latest
     /// (a certificate session ends when its certificate does).
     pub fn create_until(
         &self,
         identity: AdminIdentity,
+        with: SignedInWith,
+        now_ms: i64,
+        not_after_ms: Option<i64>,
+    ) -> NewSession {
+        self.open(identity, Vec::new(), with, now_ms, not_after_ms)
+    }
+
+    fn open(
+        &self,
+        identity: AdminIdentity,
+        sites: Vec<SiteId>,
         with: SignedInWith,
         now_ms: i64,
         not_after_ms: Option<i64>,
@@ -168,6 +192,7 @@ impl SessionBook {
             created_ms: now_ms,
             last_used_ms: now_ms,
             not_after_ms,
+            sites,
         };
         let mut table = self.table();
         self.expire(&mut table, now_ms);
