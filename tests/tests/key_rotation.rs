@@ -397,6 +397,7 @@ async fn after_a_rotation_on_postgres_another_collector_takes_the_new_key_file_o
                 org: Some("pgrot2".into()),
                 read_only: true,
                 expires_in_days: Some(3),
+                sites: Vec::new(),
             };
             client.send::<glimpse_api::TokenCreated>(Method::POST, "/api/v1/tokens", Some(&body)).await
         }

@@ -335,6 +335,7 @@ mod sealed {
                 shared_key: shared_key.clone(),
                 cert_serial: SERIAL.into(),
                 revoked: false,
+                site: None,
             })
             .unwrap();
     }
@@ -552,6 +553,7 @@ mod sealed {
                 shared_key: SecretKey::generate().unwrap(),
                 cert_serial: "09".into(),
                 revoked: false,
+                site: None,
             })
             .unwrap_err()
             .to_string();
@@ -668,7 +670,10 @@ fn a_data_key_rotation_on_one_collector_is_used_by_the_other() {
     use glimpse_common::identity::OrgId;
     use glimpse_store::keys::{Catalog, KeyState, MasterKey};
     let Some(pg) = Postgres::start() else { return };
-    let a: Arc<dyn ControlStore> = Arc::new(migrated(&pg));
+    // Not `migrated`: the catalogs install the configuration key their
+    // master key derives.
+    PgControl::migrate(&config(&pg)).expect("migrate");
+    let a: Arc<dyn ControlStore> = Arc::new(PgControl::connect(&config(&pg)).unwrap());
     let b_control = PgControl::connect(&config(&pg)).unwrap();
     let heard: Arc<Mutex<Vec<Change>>> = Arc::default();
     let sink = Arc::clone(&heard);
