@@ -352,13 +352,15 @@ target_run() {
 
   log "$target: device build (profile agent), switch/gateway features"
   "$CARGO" build --locked --profile agent -p glimpse-agent --target "$target" "${STD_FLAGS[@]}"
-  cp "$CARGO_TARGET_DIR/$target/agent/glimpse-agent" "$bin/glimpse-agent"
+  # A new file rather than over the old one, which may be a hard link
+  # (a build directory copied with cp -al) still in use elsewhere.
+  cp --remove-destination "$CARGO_TARGET_DIR/$target/agent/glimpse-agent" "$bin/glimpse-agent"
   local size_full size_ap="-"
   size_full=$(stat -c %s "$bin/glimpse-agent")
   if [ $quick = 0 ]; then
     log "$target: access-point build (TLS only, no SSH)"
     "$CARGO" build --locked --profile agent -p glimpse-agent --target "$target" --no-default-features --features pcap "${STD_FLAGS[@]}"
-    cp "$CARGO_TARGET_DIR/$target/agent/glimpse-agent" "$bin/glimpse-agent-ap"
+    cp --remove-destination "$CARGO_TARGET_DIR/$target/agent/glimpse-agent" "$bin/glimpse-agent-ap"
     size_ap=$(stat -c %s "$bin/glimpse-agent-ap")
   fi
 
