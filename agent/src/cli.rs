@@ -276,14 +276,14 @@ fn replay(path: PathBuf, pcap: PathBuf, interface: String) -> anyhow::Result<()>
 
 fn probe(sysroot: PathBuf) -> anyhow::Result<()> {
     let metadata = crate::probe::HostProbe::new(sysroot).collect();
-    glimpse_files::outln!("{}", serde_json::to_string_pretty(&metadata)?)?;
+    glimpse_files::outln!("{}", pretty_json(&serde_json::to_string(&metadata)?))?;
     Ok(())
 }
 
 fn diag(path: PathBuf, output: Option<&std::path::Path>) -> anyhow::Result<()> {
     let config = AgentConfig::load(&path)?;
     let bundle = crate::diag::gather(&config, crate::diag::DaemonState::default());
-    let json = serde_json::to_string_pretty(&bundle)?;
+    let json = pretty_json(&serde_json::to_string(&bundle)?);
     match output {
         None => glimpse_files::outln!("{json}")?,
         Some(file) => {
@@ -352,9 +352,85 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     })
 }
 
+/// `compact` (serde_json's compact output) indented as
+/// `serde_json::to_string_pretty` would: the same text, but without a
+/// second serializer instantiated for every type printed, which costs
+/// flash on a device.
+fn pretty_json(compact: &str) -> String {
+    fn newline(out: &mut String, depth: usize) {
+        out.push('\n');
+        out.extend(std::iter::repeat_n("  ", depth));
+    }
+    let mut out = String::with_capacity(compact.len() * 2);
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let mut chars = compact.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                let close = if c == '{' { '}' } else { ']' };
+                if chars.peek() == Some(&close) {
+                    out.push(close);
+                    chars.next();
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pretty_json_is_serde_jsons_own_pretty_output() {
+        let metadata = crate::probe::HostProbe::new(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/probe/openwrt-ap"),
+        )
+        .collect();
+        let value = serde_json::to_value(&metadata).unwrap();
+        assert!(value.as_object().is_some_and(|o| o.len() > 5), "a real record: {value}");
+        assert_eq!(
+            pretty_json(&serde_json::to_string(&metadata).unwrap()),
+            serde_json::to_string_pretty(&metadata).unwrap()
+        );
+        let tricky = serde_json::json!({
+            "empty": {}, "none": [], "nested": [[], [{}], {"a": [1, 2.5, null, true]}],
+            "text": "a \"quoted\", {braced} [bracketed]: \\ \u{1} é", "": ""
+        });
+        assert_eq!(pretty_json(&tricky.to_string()), serde_json::to_string_pretty(&tricky).unwrap());
+        assert_eq!(pretty_json("[]"), "[]");
+        assert_eq!(pretty_json("7"), "7");
+    }
 
     #[test]
     fn failures_map_to_sysexits_codes() {

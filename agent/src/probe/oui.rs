@@ -8,12 +8,16 @@
 //! agent replaces them before anything leaves the device, so only the
 //! device ever sees a real OUI. So the agent embeds the 24-bit assignments
 //! of the vendors of client devices ([`VENDORS`]: phones, computers,
-//! printers, consoles, media players, IoT modules), about 7,800 of them,
-//! 4 bytes each (`oui_subset.bin`, about 31 KiB): three bytes of OUI and
-//! the vendor's index, sorted. A unit test checks every entry against the
-//! registry in `oui-data` and that the file is exactly what the registry
-//! gives for [`VENDORS`]; `GLIMPSE_WRITE_OUI=1 cargo test -p glimpse-agent
-//! --lib oui` rewrites it after an `oui-data` update.
+//! printers, consoles, media players, IoT modules), about 7,700 of them, in
+//! `oui_subset.bin` (16.8 KiB, a little over 2 bytes an assignment; 31 KiB
+//! as plain 4-byte entries): for each vendor of [`VENDORS`] in order, the
+//! number of its assignments, then its 24-bit OUIs in ascending order, each
+//! as the difference from the one before (the first from 0), all as
+//! LEB128 varints. A lookup decodes the whole table (microseconds, once per
+//! client device and collection). A unit test checks every entry against
+//! the registry in `oui-data` and that the file is exactly what the
+//! registry gives for [`VENDORS`]; `GLIMPSE_WRITE_OUI=1 cargo test -p
+//! glimpse-agent --lib oui` rewrites it after an `oui-data` update.
 //!
 //! Locally administered addresses (the randomised MACs phones use per
 //! network) and group addresses have no vendor: their first three bytes
@@ -55,8 +59,46 @@ pub const VENDORS: &[(&str, &[&str])] = &[
     ("Garmin", &["Garmin*"]),
 ];
 
-/// Sorted `[oui0, oui1, oui2, vendor index]` entries.
+/// Per vendor: a count, then that many ascending OUIs as deltas (LEB128).
 static TABLE: &[u8] = include_bytes!("oui_subset.bin");
+
+/// Reads one LEB128 varint of at most 32 bits at `*at`, advancing it;
+/// `None` at the end of `bytes` or on an overlong number.
+fn varint(bytes: &[u8], at: &mut usize) -> Option<u32> {
+    let mut value = 0u32;
+    for shift in (0..32).step_by(7) {
+        let byte = *bytes.get(*at)?;
+        *at += 1;
+        value |= u32::from(byte & 0x7f).checked_shl(shift)?;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// Every `(OUI, vendor index)` of `table`, vendor by vendor; it ends at
+/// the end of the table or at the first malformed number.
+fn entries(table: &[u8]) -> impl Iterator<Item = (u32, usize)> + '_ {
+    let mut at = 0usize;
+    // The vendor whose assignments are being read, and how many are left.
+    let mut vendor: Option<usize> = None;
+    let (mut left, mut oui) = (0u32, 0u32);
+    std::iter::from_fn(move || {
+        while left == 0 {
+            if at >= table.len() {
+                return None;
+            }
+            vendor = Some(vendor.map_or(0, |v| v + 1));
+            left = varint(table, &mut at)?;
+            oui = 0;
+        }
+        left -= 1;
+        oui = oui.checked_add(varint(table, &mut at)?)?;
+        Some((oui, vendor?))
+    })
+    .fuse()
+}
 
 /// The vendor [`VENDORS`] names for the IEEE organisation `organisation`.
 pub fn vendor_for_organisation(organisation: &str) -> Option<&'static str> {
@@ -82,18 +124,9 @@ pub fn vendor(mac: MacAddr) -> Option<&'static str> {
     if !has_vendor_part(mac) {
         return None;
     }
-    let wanted = [mac.0[0], mac.0[1], mac.0[2]];
-    let (mut low, mut high) = (0, TABLE.len() / 4);
-    while low < high {
-        let middle = low + (high - low) / 2;
-        let entry = &TABLE[middle * 4..middle * 4 + 4];
-        match entry[..3].cmp(&wanted) {
-            std::cmp::Ordering::Less => low = middle + 1,
-            std::cmp::Ordering::Greater => high = middle,
-            std::cmp::Ordering::Equal => return VENDORS.get(usize::from(entry[3])).map(|(name, _)| *name),
-        }
-    }
-    None
+    let wanted = u32::from_be_bytes([0, mac.0[0], mac.0[1], mac.0[2]]);
+    let (_, index) = entries(TABLE).find(|&(oui, _)| oui == wanted)?;
+    VENDORS.get(index).map(|(name, _)| *name)
 }
 
 #[cfg(test)]
@@ -115,33 +148,72 @@ mod tests {
     }
 
     #[test]
-    fn the_table_is_sorted_whole_entries_with_known_vendors() {
-        assert_eq!(TABLE.len() % 4, 0);
-        let entries: Vec<&[u8]> = TABLE.chunks_exact(4).collect();
-        assert!(entries.len() > 5_000, "{} entries", entries.len());
-        assert!(entries.windows(2).all(|w| w[0][..3] < w[1][..3]), "sorted, no duplicates");
-        assert!(entries.iter().all(|e| usize::from(e[3]) < VENDORS.len()));
-        assert!(VENDORS.len() <= 255);
+    fn the_table_decodes_whole_to_ascending_ouis_of_known_vendors() {
+        let all: Vec<(u32, usize)> = entries(TABLE).collect();
+        assert!(all.len() > 5_000, "{} entries", all.len());
+        assert!(all.iter().all(|&(oui, vendor)| oui < 1 << 24 && vendor < VENDORS.len()));
+        assert!(
+            all.windows(2).all(|w| w[0].1 < w[1].1 || (w[0].1 == w[1].1 && w[0].0 < w[1].0)),
+            "ascending per vendor"
+        );
+        let mut ouis: Vec<u32> = all.iter().map(|&(oui, _)| oui).collect();
+        ouis.sort_unstable();
+        ouis.dedup();
+        assert_eq!(ouis.len(), all.len(), "no OUI under two vendors");
+        // Every byte is read: a count too many or too few would not end here.
+        assert_eq!(encode(&all), TABLE);
+    }
+
+    #[test]
+    fn varints_decode_and_malformed_tables_end_without_panicking() {
+        let mut at = 0;
+        assert_eq!(varint(&[0x96, 0x01, 0x05], &mut at), Some(150));
+        assert_eq!((varint(&[0x96, 0x01, 0x05], &mut at), at), (Some(5), 3));
+        assert_eq!(varint(&[0x80, 0x80], &mut 0), None, "truncated");
+        assert_eq!(varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01], &mut 0), None, "over 32 bits");
+        // Two vendors: the first with 0x10 and 0x30, the second with 0x05.
+        let table = [2, 0x10, 0x20, 1, 0x05];
+        assert_eq!(entries(&table).collect::<Vec<_>>(), [(0x10, 0), (0x30, 0), (0x05, 1)]);
+        assert_eq!(entries(&table[..2]).collect::<Vec<_>>(), [(0x10, 0)], "a count larger than what follows");
+    }
+
+    /// The table of `entries` (ascending within each vendor, vendors in
+    /// order): a count and the deltas per vendor of [`VENDORS`].
+    fn encode(entries: &[(u32, usize)]) -> Vec<u8> {
+        fn push(out: &mut Vec<u8>, mut value: u32) {
+            while value >= 0x80 {
+                out.push((value & 0x7f) as u8 | 0x80);
+                value >>= 7;
+            }
+            out.push(value as u8);
+        }
+        let mut out = Vec::new();
+        for vendor in 0..VENDORS.len() {
+            let ouis: Vec<u32> = entries.iter().filter(|&&(_, v)| v == vendor).map(|&(oui, _)| oui).collect();
+            push(&mut out, u32::try_from(ouis.len()).unwrap());
+            let mut previous = 0;
+            for oui in ouis {
+                push(&mut out, oui - previous);
+                previous = oui;
+            }
+        }
+        out
     }
 
     /// The subset as the IEEE registry (through `oui-data`) gives it.
     fn from_registry() -> Vec<u8> {
-        let mut entries: Vec<[u8; 4]> = Vec::new();
+        let mut entries: Vec<(u32, usize)> = Vec::new();
         for (prefix, record) in oui_data::OUI_ENTRIES.entries() {
             if !matches!(record.registry(), oui_data::Registry::Mal) || prefix.len() != 6 {
                 continue;
             }
             let Some(vendor) = vendor_for_organisation(record.organization()) else { continue };
             let index = VENDORS.iter().position(|(name, _)| *name == vendor).unwrap();
-            let Ok(bytes) =
-                (0..3).map(|i| u8::from_str_radix(&prefix[i * 2..i * 2 + 2], 16)).collect::<Result<Vec<_>, _>>()
-            else {
-                continue;
-            };
-            entries.push([bytes[0], bytes[1], bytes[2], u8::try_from(index).unwrap()]);
+            let Ok(oui) = u32::from_str_radix(prefix, 16) else { continue };
+            entries.push((oui, index));
         }
-        entries.sort_unstable();
-        entries.into_iter().flatten().collect()
+        entries.sort_unstable_by_key(|&(oui, vendor)| (vendor, oui));
+        encode(&entries)
     }
 
     #[test]
@@ -157,10 +229,14 @@ mod tests {
             "src/probe/oui_subset.bin differs from the registry: rerun with GLIMPSE_WRITE_OUI=1"
         );
         // And every lookup agrees with the registry's own.
-        for entry in TABLE.chunks_exact(4) {
-            let text = format!("{:02X}{:02X}{:02X}", entry[0], entry[1], entry[2]);
+        for (oui, vendor) in entries(TABLE) {
+            let text = format!("{oui:06X}");
             let record = oui_data::lookup(&text).expect("in the registry");
-            assert_eq!(vendor_for_organisation(record.organization()), Some(VENDORS[usize::from(entry[3])].0));
+            assert_eq!(vendor_for_organisation(record.organization()), Some(VENDORS[vendor].0));
+            let [_, a, b, c] = oui.to_be_bytes();
+            if has_vendor_part(MacAddr([a, b, c, 0, 0, 1])) {
+                assert_eq!(super::vendor(MacAddr([a, b, c, 0, 0, 1])), Some(VENDORS[vendor].0));
+            }
         }
     }
 
