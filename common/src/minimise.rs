@@ -211,13 +211,29 @@ pub fn pseudonymise_at_source(body: &mut RecordBody, key: &ring::hmac::Key) {
 pub struct Pseudonymiser {
     org: ring::hmac::Key,
     device: ring::hmac::Key,
+    /// Names the pair of keys without revealing them, so that a
+    /// [`PseudonymCache`] filled under other keys is never consulted.
+    fingerprint: [u8; 16],
 }
+
+/// What the key fingerprint of a [`PseudonymCache`] is made with.
+const CACHE_FINGERPRINT_LABEL: &[u8] = b"glimpse-pseudonym-cache-fingerprint-v1";
 
 impl Pseudonymiser {
     /// For the organisation whose pseudonym key is `org_pseudonym_key`.
     pub fn new(org_pseudonym_key: ring::hmac::Key) -> Self {
         let device = DevicePseudonymKey::derive(&org_pseudonym_key).hmac_key();
-        Self { org: org_pseudonym_key, device }
+        let mut fingerprint = [0u8; 16];
+        fingerprint.copy_from_slice(&ring::hmac::sign(&org_pseudonym_key, CACHE_FINGERPRINT_LABEL).as_ref()[..16]);
+        Self { org: org_pseudonym_key, device, fingerprint }
+    }
+
+    /// [`Self::apply`] through `cache`: an address seen recently costs a
+    /// lookup instead of two HMACs. The stored forms are exactly those
+    /// of [`Self::apply`]; a cache filled under other keys is emptied first.
+    pub fn apply_cached(&self, body: &mut RecordBody, form: MacForm, cache: &mut PseudonymCache) {
+        cache.bind(self.fingerprint);
+        rewrite_all_macs(body, |mac| cache.stored_form(mac, form, |mac| self.stored_form(mac, form)));
     }
 
     /// The stored form of an address that arrived as `form`.
@@ -242,9 +258,100 @@ impl fmt::Debug for Pseudonymiser {
     }
 }
 
+/// Recently computed stored forms of MAC addresses, for one connection:
+/// a capture batch names the same few stations hundreds of times, and each
+/// stored form costs two HMAC-SHA256s. Direct-mapped (a colliding address
+/// replaces the older one), it starts small and grows, up to
+/// [`PseudonymCache::MAX_SLOTS`], only for connections whose batches keep
+/// missing, so that ten thousand quiet devices cost a few hundred bytes
+/// each. It holds pseudonyms and the addresses they came from, as the
+/// batch being processed does, and is forgotten with the connection.
+#[derive(Default)]
+pub struct PseudonymCache {
+    fingerprint: [u8; 16],
+    slots: Vec<CacheSlot>,
+    misses: usize,
+}
+
+#[derive(Clone, Copy, Default)]
+struct CacheSlot {
+    /// 0: empty; 1: a real address; 2: a device pseudonym.
+    form: u8,
+    mac: [u8; 6],
+    stored: [u8; 6],
+}
+
+impl PseudonymCache {
+    /// Slots a new cache starts with once it is first used.
+    pub const MIN_SLOTS: usize = 32;
+    /// Slots a cache grows to at most (13 bytes each).
+    pub const MAX_SLOTS: usize = 1024;
+
+    /// An empty cache; nothing is allocated until it is first used.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Slots allocated now (for tests and memory accounting).
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn bind(&mut self, fingerprint: [u8; 16]) {
+        if self.slots.is_empty() {
+            self.slots = vec![CacheSlot::default(); Self::MIN_SLOTS];
+        }
+        if self.fingerprint != fingerprint {
+            self.slots.fill(CacheSlot::default());
+            self.fingerprint = fingerprint;
+        }
+    }
+
+    fn stored_form(&mut self, mac: MacAddr, form: MacForm, compute: impl FnOnce(MacAddr) -> MacAddr) -> MacAddr {
+        let tag = match form {
+            MacForm::Real => 1,
+            MacForm::DevicePseudonyms => 2,
+        };
+        let m = mac.0;
+        let folded = u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], tag, 0]);
+        // Fibonacci hashing: the top bits of a multiplication spread the
+        // addresses' low-entropy vendor prefixes over the slots.
+        let bits = self.slots.len().trailing_zeros();
+        let index = (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize;
+        let Some(slot) = self.slots.get_mut(index) else { return compute(mac) };
+        if slot.form == tag && slot.mac == m {
+            return MacAddr(slot.stored);
+        }
+        let stored = compute(mac);
+        *slot = CacheSlot { form: tag, mac: m, stored: stored.0 };
+        self.misses += 1;
+        stored
+    }
+
+    /// Ends a batch: the cache grows when the batch missed more often than
+    /// half its slots (its working set does not fit).
+    pub fn end_batch(&mut self) {
+        // More misses than half the slots: the working set does not fit.
+        if self.misses > self.slots.len() / 2 && self.slots.len() < Self::MAX_SLOTS {
+            self.slots = vec![CacheSlot::default(); (self.slots.len() * 4).min(Self::MAX_SLOTS)];
+        }
+        self.misses = 0;
+    }
+}
+
+impl fmt::Debug for PseudonymCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PseudonymCache({} slots)", self.slots.len())
+    }
+}
+
 /// The pseudonym of `mac` under `key` (see the module header).
 pub fn pseudonymous_mac(key: &ring::hmac::Key, mac: MacAddr) -> MacAddr {
-    let tag = ring::hmac::sign(key, &[b"glimpse-pseudonym-mac-v1:".as_slice(), &mac.0].concat());
+    // Two updates rather than one concatenation: no allocation per address.
+    let mut context = ring::hmac::Context::with_key(key);
+    context.update(b"glimpse-pseudonym-mac-v1:");
+    context.update(&mac.0);
+    let tag = context.sign();
     let mut out = [0u8; 6];
     out.copy_from_slice(&tag.as_ref()[..6]);
     // Locally administered, unicast: never mistaken for a vendor address.
@@ -349,6 +456,76 @@ mod tests {
             assert_ne!(*real, stored);
             assert_ne!(device.pseudonym(*real), stored, "the device's layer alone is not the stored form");
         }
+    }
+
+    /// A known HMAC-SHA256 output: the pseudonym is a format on disk, and
+    /// computing it without an allocation must not change it.
+    #[test]
+    fn a_pseudonym_is_the_cut_hmac_of_label_and_address() {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[9; 32]);
+        let mac = MacAddr([0x94, 0x83, 0xc4, 1, 2, 3]);
+        let tag = ring::hmac::sign(&key, &[b"glimpse-pseudonym-mac-v1:".as_slice(), &mac.0].concat());
+        let mut expected = [0u8; 6];
+        expected.copy_from_slice(&tag.as_ref()[..6]);
+        expected[0] = (expected[0] | 0x02) & !0x01;
+        assert_eq!(pseudonymous_mac(&key, mac), MacAddr(expected));
+    }
+
+    proptest::proptest! {
+        /// Through a cache, whatever the addresses, their order, repeats
+        /// and forms, every stored form is the uncached one; and a cache
+        /// filled under one organisation's keys gives another's nothing.
+        #[test]
+        fn the_cache_never_changes_a_stored_form(
+            macs in proptest::collection::vec((0u8..4, 0u8..40, proptest::bool::ANY), 1..3000),
+        ) {
+            let one = Pseudonymiser::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[9; 32]));
+            let other = Pseudonymiser::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[10; 32]));
+            let mut cache = PseudonymCache::new();
+            for (i, chunk) in macs.chunks(200).enumerate() {
+                let pseudonymiser = if i % 3 == 2 { &other } else { &one };
+                let batch: Vec<(MacAddr, MacForm)> = chunk
+                    .iter()
+                    .map(|&(a, b, device)| {
+                        let form = if device { MacForm::DevicePseudonyms } else { MacForm::Real };
+                        (MacAddr([0x3c, a, 0xfb, 0, b, a ^ b]), form)
+                    })
+                    .collect();
+                for (mac, form) in batch {
+                    let mut cached = wireless_with([mac, mac, MacAddr([2, 0, 0, 0, 0, 1])]);
+                    let mut plain = cached.clone();
+                    pseudonymiser.apply_cached(&mut cached, form, &mut cache);
+                    pseudonymiser.apply(&mut plain, form);
+                    proptest::prop_assert_eq!(cached, plain);
+                }
+                cache.end_batch();
+                proptest::prop_assert!(cache.capacity() <= PseudonymCache::MAX_SLOTS);
+            }
+        }
+    }
+
+    #[test]
+    fn a_cache_grows_only_for_a_working_set_that_does_not_fit() {
+        let pseudonymiser = Pseudonymiser::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[9; 32]));
+        let mut cache = PseudonymCache::new();
+        assert_eq!(cache.capacity(), 0, "nothing allocated before it is used");
+        let few = [MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 3])];
+        for _ in 0..10 {
+            for _ in 0..100 {
+                pseudonymiser.apply_cached(&mut wireless_with(few), MacForm::Real, &mut cache);
+            }
+            cache.end_batch();
+        }
+        assert_eq!(cache.capacity(), PseudonymCache::MIN_SLOTS, "three stations fit");
+        for round in 0..10u8 {
+            for i in 0..100u8 {
+                let macs =
+                    [MacAddr([2, round, i, 0, 0, 1]), MacAddr([2, round, i, 0, 0, 2]), MacAddr([2, round, i, 0, 0, 3])];
+                pseudonymiser.apply_cached(&mut wireless_with(macs), MacForm::Real, &mut cache);
+            }
+            cache.end_batch();
+        }
+        assert_eq!(cache.capacity(), PseudonymCache::MAX_SLOTS, "a scan grows it to the bound, no further");
     }
 
     #[test]

@@ -8,6 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use glimpse_benches::load::{self, RecordMix, RemoteCollector, Transport};
 use glimpse_common::identity::OrgId;
 
+/// The collector's allocator (see `glimpse-collector`'s main): the bench's
+/// collector process is this binary, and must allocate as the real one does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Load tool for sizing a Glimpse collector: simulates devices, each with
 /// its own certificate and mutually-authenticated connection, streams
 /// records into a collector and reports records/s, MiB/s, acknowledgement

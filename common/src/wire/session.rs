@@ -110,6 +110,13 @@ pub enum SessionError {
         /// The next one expected.
         expected: u64,
     },
+    /// A batch sent again while the collector is still storing it (an
+    /// agent resends only after a `RetryLater` or on a new connection).
+    #[error("batch sequence {got} sent again while it is still being stored")]
+    Resent {
+        /// The batch's sequence number.
+        got: u64,
+    },
     /// The agent did not authenticate in time.
     #[error("handshake not completed in {0:?}")]
     HandshakeTimeout(Duration),
@@ -126,7 +133,7 @@ impl SessionError {
             SessionError::IdentityMismatch { .. } => ErrorCode::AuthenticationFailed,
             SessionError::Unexpected { .. } => ErrorCode::UnexpectedMessage,
             SessionError::WrongOrganisation { .. } => ErrorCode::WrongOrganisation,
-            SessionError::SequenceGap { .. } => ErrorCode::BadSequence,
+            SessionError::SequenceGap { .. } | SessionError::Resent { .. } => ErrorCode::BadSequence,
             // Only the idle timeout is told to the agent; a handshake that
             // timed out is closed without a word.
             SessionError::HandshakeTimeout(_) | SessionError::IdleTimeout(_) => ErrorCode::UnexpectedMessage,
@@ -175,6 +182,10 @@ pub struct CollectorSession {
     /// The agent's `version+build` string from its Hello (empty before it).
     agent_version: String,
     stored_seq: u64,
+    /// The highest sequence handed to the edge to store ([`SessionAction::Store`]),
+    /// stored yet or not: the edge stores several batches at once, so the
+    /// next one follows this, not [`Self::stored_seq`].
+    handed_seq: u64,
     timeouts: Option<SessionTimeouts>,
     /// When the session gives up unless something happens first.
     deadline: Option<Instant>,
@@ -200,6 +211,7 @@ impl CollectorSession {
             stream_id: 0,
             agent_version: String::new(),
             stored_seq: 0,
+            handed_seq: 0,
             timeouts: None,
             deadline: None,
             deferred: false,
@@ -326,6 +338,7 @@ impl CollectorSession {
     pub fn proof_accepted(&mut self, now: Instant, stored_seq: u64) -> u64 {
         debug_assert_eq!(self.state, State::AwaitingVerification);
         self.stored_seq = stored_seq;
+        self.handed_seq = stored_seq;
         self.state = State::Streaming;
         self.heard_at(now);
         stored_seq
@@ -334,6 +347,7 @@ impl CollectorSession {
     /// The edge stored the batch with this sequence number.
     pub fn batch_stored(&mut self, stream_seq: u64) {
         self.stored_seq = self.stored_seq.max(stream_seq);
+        self.handed_seq = self.handed_seq.max(stream_seq);
     }
 
     /// The edge could not store the batch it was handed and told the agent
@@ -341,8 +355,13 @@ impl CollectorSession {
     /// again, later batches the agent had already sent are dropped
     /// ([`SessionAction::Continue`]) rather than taken as a sequence gap:
     /// the agent sends them again after it.
+    ///
+    /// Batches handed after it are not stored either (the edge commits a
+    /// connection's batches in order and stops at the first that fails),
+    /// so the deferred batch is the next one expected.
     pub fn batch_deferred(&mut self) {
         self.deferred = true;
+        self.handed_seq = self.stored_seq;
     }
 
     fn on_batch(&mut self, batch: Batch, macs: MacForm) -> Result<SessionAction, SessionError> {
@@ -352,10 +371,15 @@ impl CollectorSession {
                 certified: self.certified.org.to_string(),
             });
         }
-        let expected = self.stored_seq.saturating_add(1);
-        if batch.stream_seq < expected {
+        // Acknowledged again only once stored: a batch still being stored
+        // is acknowledged when it is.
+        if batch.stream_seq <= self.stored_seq {
             return Ok(SessionAction::AckDuplicate(batch.stream_seq));
         }
+        if batch.stream_seq <= self.handed_seq {
+            return Err(SessionError::Resent { got: batch.stream_seq });
+        }
+        let expected = self.handed_seq.saturating_add(1);
         if batch.stream_seq > expected {
             if self.deferred {
                 return Ok(SessionAction::Continue);
@@ -363,6 +387,7 @@ impl CollectorSession {
             return Err(SessionError::SequenceGap { got: batch.stream_seq, expected });
         }
         self.deferred = false;
+        self.handed_seq = batch.stream_seq;
         Ok(SessionAction::Store(batch, macs))
     }
 }
@@ -437,6 +462,37 @@ mod tests {
             Ok(SessionAction::AckDuplicate(6))
         );
         assert_eq!(s.handle(now(), AgentMessage::Goodbye), Ok(SessionAction::Close));
+    }
+
+    /// The edge stores several batches at once: each next batch follows
+    /// the last handed over, a batch is acknowledged again only once
+    /// stored, and a failure brings the sequence back to the stored one.
+    #[test]
+    fn batches_are_handed_on_before_the_earlier_ones_are_stored() {
+        let mut s = authenticated(0);
+        assert!(matches!(s.handle(now(), batch("acme", 1)), Ok(SessionAction::Store(..))));
+        assert!(matches!(s.handle(now(), batch("acme", 2)), Ok(SessionAction::Store(..))));
+        assert!(matches!(s.handle(now(), batch("acme", 3)), Ok(SessionAction::Store(..))));
+        assert_eq!(s.handle(now(), batch("acme", 5)).unwrap_err().code(), ErrorCode::BadSequence);
+
+        let mut s = authenticated(0);
+        assert!(matches!(s.handle(now(), batch("acme", 1)), Ok(SessionAction::Store(..))));
+        assert!(matches!(s.handle(now(), batch("acme", 2)), Ok(SessionAction::Store(..))));
+        s.batch_stored(1);
+        assert_eq!(s.handle(now(), batch("acme", 1)), Ok(SessionAction::AckDuplicate(1)));
+        // Not stored yet: never acknowledged as a duplicate.
+        assert_eq!(s.handle(now(), batch("acme", 2)).unwrap_err().code(), ErrorCode::BadSequence);
+
+        let mut s = authenticated(0);
+        for seq in 1..=4 {
+            assert!(matches!(s.handle(now(), batch("acme", seq)), Ok(SessionAction::Store(..))));
+        }
+        s.batch_stored(1);
+        // 2 failed, so 3 and 4 were not stored either; 5 was on the wire.
+        s.batch_deferred();
+        assert_eq!(s.handle(now(), batch("acme", 5)), Ok(SessionAction::Continue));
+        assert!(matches!(s.handle(now(), batch("acme", 2)), Ok(SessionAction::Store(..))));
+        assert!(matches!(s.handle(now(), batch("acme", 3)), Ok(SessionAction::Store(..))));
     }
 
     #[test]

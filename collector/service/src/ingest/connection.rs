@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use glimpse_common::auth::{verify_device_proof, EXPORTER_LABEL, EXPORTER_LEN};
 use glimpse_common::bounded::{BoundedString, BoundedVec};
 use glimpse_common::identity::{DeviceIdentity, OrgId};
-use glimpse_common::minimise::{DevicePseudonymKey, MacForm, Pseudonymiser};
+use glimpse_common::minimise::{DevicePseudonymKey, MacForm, PseudonymCache, Pseudonymiser};
 use glimpse_common::record::{Record, RecordBody};
 use glimpse_common::wire::agent_decodes;
 use glimpse_common::wire::io::{read_message, write_message, FrameIoError, FrameReader};
@@ -25,8 +25,9 @@ use glimpse_common::wire::{
     ProtocolError, RetryLater, SessionAction, SessionError, SessionTimeouts, Welcome, WireError, PROTOCOL_VERSION,
 };
 
-use crate::ingest::details::{latest_health, DeviceTransport, SessionFacts};
+use crate::ingest::details::{DeviceTransport, SessionFacts};
 use crate::ingest::directory::{AgentDirectory, Credential, OrgDirectives, StatusTaken, Withdrawn};
+use crate::ingest::pipeline::{InFlight, Pipeline, StoreWriter, Stored};
 use crate::ingest::reject::{refusal_warn, DropReason, IngestMetrics, RejectReason};
 use crate::ingest::withdraw::withdrawn;
 use crate::repeats::{span, RepeatAudit};
@@ -47,6 +48,8 @@ pub(crate) struct ConnectionContext {
     /// Capture records dropped for want of consent, audited per device and
     /// interval rather than per batch.
     pub(crate) consent_drops: Arc<RepeatAudit<DeviceIdentity>>,
+    /// The threads that seal, sync and commit every connection's batches.
+    pub(crate) writer: StoreWriter,
 }
 
 /// The summary entry of a device's consent drops over one interval.
@@ -91,14 +94,16 @@ fn minimise(
     records: &mut [glimpse_common::record::Record],
     omit: &[glimpse_common::minimise::MetadataField],
     pseudonyms: Option<(&Pseudonymiser, MacForm)>,
+    cache: &mut PseudonymCache,
 ) {
     use glimpse_common::minimise::omit_from_record;
     for record in records {
         omit_from_record(&mut record.body, omit);
         if let Some((pseudonymiser, form)) = pseudonyms {
-            pseudonymiser.apply(&mut record.body, form);
+            pseudonymiser.apply_cached(&mut record.body, form, cache);
         }
     }
+    cache.end_batch();
 }
 
 /// Unlinks the stations of every Wi-Fi report in `records`, each under a
@@ -654,6 +659,10 @@ async fn stream_batches<S: AgentStream>(
     }
     // Storage failures in a row on this connection, for the retry delay.
     let mut failures: u32 = 0;
+    // Stored forms of the addresses this device names again and again.
+    let mut pseudonym_cache = PseudonymCache::new();
+    // Batches being stored, acknowledged in order as they are.
+    let mut pipeline = Pipeline::new(context.writer.clone());
     loop {
         if let Some(reason) = *ended.borrow() {
             return Err(withdrawn_refusal(context, session.identity(), reason));
@@ -665,9 +674,15 @@ async fn stream_batches<S: AgentStream>(
             // nothing read after the reload is stored.
             biased;
             Ok(()) = ended.changed() => continue,
+            // Acknowledgements first: they free the agent's window.
+            (done, outcome) = pipeline.next_outcome(), if !pipeline.is_empty() => {
+                settle(stream, session, context, &mut pipeline, &mut failures, done, outcome).await?;
+                continue;
+            }
             // Cancel-safe: a frame half read when a control message goes out
-            // stays buffered in the reader.
-            read = reader.next::<AgentMessage, _>(stream) => {
+            // stays buffered in the reader. Not while this connection has as
+            // many batches being stored as it may.
+            read = reader.next::<AgentMessage, _>(stream), if pipeline.has_room() => {
                 match read {
                     Ok(msg) => (msg, Instant::now()),
                     Err(FrameIoError::Closed) => return Ok(()),
@@ -701,6 +716,8 @@ async fn stream_batches<S: AgentStream>(
                 continue;
             }
             _ = crate::listener::stopped(&mut shutdown) => {
+                // Batches read before the signal are stored and acknowledged.
+                settle_all(stream, session, context, &mut pipeline, &mut failures).await?;
                 return Err(Refusal { reason: RejectReason::ShuttingDown, code: ErrorCode::ShuttingDown, detail: "collector shutting down".into(), public: "collector shutting down; reconnect later".into() });
             }
         };
@@ -708,7 +725,10 @@ async fn stream_batches<S: AgentStream>(
         match session.handle(read_at, msg).map_err(|e| Refusal::protocol(e.code(), e.to_string()))? {
             SessionAction::Store(mut batch, macs) => {
                 let seq = batch.stream_seq;
-                context.metrics.received(&org, &batch.records);
+                let counted = context.metrics.received(&org, &batch.records);
+                // Whether the batch is stored exactly as counted on arrival:
+                // no record dropped, none changed in size.
+                let mut as_counted = true;
                 // The second line of defence for the headers-only promise:
                 // whatever an agent sent past a header boundary is cut here,
                 // before anything is stored.
@@ -721,6 +741,7 @@ async fn stream_batches<S: AgentStream>(
                     let before = batch.records.len();
                     batch.records.retain(|r| !matches!(r.body, RecordBody::Capture(_)));
                     let dropped = before - batch.records.len();
+                    as_counted &= dropped == 0;
                     if dropped > 0 {
                         if context.audit_captures_dropped(session.identity(), dropped) {
                             warn!(
@@ -748,6 +769,7 @@ async fn stream_batches<S: AgentStream>(
                     let before = batch.records.len();
                     batch.records.retain(|r| !is_destinations(r));
                     let dropped = before - batch.records.len();
+                    as_counted &= dropped == 0;
                     if dropped > 0 {
                         debug!(device = %session.identity(), seq, dropped, "WAN destination records from an organisation that has not enabled them; dropped (counted)");
                     }
@@ -756,11 +778,17 @@ async fn stream_batches<S: AgentStream>(
                 // even if the organisation has just stopped pseudonymising:
                 // they must stay comparable with what is already stored.
                 let pseudonymise = policy.pseudonymise_macs || macs == MacForm::DevicePseudonyms;
+                // Omitted fields shrink records; pseudonyms are as long as
+                // the addresses they replace.
+                as_counted &= policy.omit.is_empty();
                 if !policy.omit.is_empty() || pseudonymise {
                     let pseudonymiser = if pseudonymise {
                         let key = match context.store.pseudonym_key(&org) {
                             Ok(key) => key,
                             Err(e) => {
+                                if !settle_all(stream, session, context, &mut pipeline, &mut failures).await? {
+                                    continue;
+                                }
                                 failures = failures.saturating_add(1);
                                 let detail = format!("pseudonym key unavailable: {e}");
                                 retry_later(stream, session, context, seq, failures, &detail).await?;
@@ -772,7 +800,12 @@ async fn stream_batches<S: AgentStream>(
                     } else {
                         None
                     };
-                    minimise(batch.records.as_mut_slice(), &policy.omit, pseudonymiser.as_ref().map(|p| (p, macs)));
+                    minimise(
+                        batch.records.as_mut_slice(),
+                        &policy.omit,
+                        pseudonymiser.as_ref().map(|p| (p, macs)),
+                        &mut pseudonym_cache,
+                    );
                 }
                 // Blocked subjects' data is dropped before anything of it is
                 // stored, whatever the device sent (an agent older than the
@@ -783,6 +816,9 @@ async fn stream_batches<S: AgentStream>(
                     let forms = match glimpse_store::subject::blocked_forms(&context.store, &org) {
                         Ok(forms) => forms,
                         Err(e) => {
+                            if !settle_all(stream, session, context, &mut pipeline, &mut failures).await? {
+                                continue;
+                            }
                             failures = failures.saturating_add(1);
                             let detail = format!("blocked subjects cannot be matched: {e}");
                             retry_later(stream, session, context, seq, failures, &detail).await?;
@@ -790,13 +826,23 @@ async fn stream_batches<S: AgentStream>(
                         }
                     };
                     let (removed, cut) = drop_blocked(&mut batch.records, &forms);
+                    as_counted &= removed.is_empty() && cut == 0;
                     if !removed.is_empty() || cut > 0 {
                         debug!(device = %session.identity(), seq, removed = removed.len(), cut, "blocked subjects' data dropped on arrival");
                         context.metrics.dropped(&org, removed.iter(), DropReason::BlockedSubject);
                     }
                 }
                 // No location history unless the organisation chose one.
+                // Unlinking clears stations' addresses and names.
+                as_counted &= policy.location_history
+                    || !batch
+                        .records
+                        .iter()
+                        .any(|r| matches!(r.body, RecordBody::Wireless(_) | RecordBody::ClientDevices(_)));
                 if !policy.location_history && unlink_stations(batch.records.as_mut_slice()).is_err() {
+                    if !settle_all(stream, session, context, &mut pipeline, &mut failures).await? {
+                        continue;
+                    }
                     failures = failures.saturating_add(1);
                     retry_later(stream, session, context, seq, failures, "no random source to unlink stations").await?;
                     continue;
@@ -809,6 +855,8 @@ async fn stream_batches<S: AgentStream>(
                     debug!(device = %session.identity(), seq, scrubbed, "capture headers scrubbed strictly on arrival");
                     context.metrics.strict_scrubbed(&org, scrubbed);
                 }
+                // Strict scrubbing zeroes bytes in place; cutting shortens.
+                as_counted &= cut_bytes == 0;
                 if cut_bytes > 0 {
                     warn!(
                         device = %session.identity(),
@@ -824,36 +872,16 @@ async fn stream_batches<S: AgentStream>(
                 if let Some(reason) = *ended.borrow() {
                     return Err(withdrawn_refusal(context, session.identity(), reason));
                 }
-                let count = batch.records.len();
-                let health = latest_health(&batch.records);
-                let store = context.store.clone();
-                let identity = session.identity().clone();
-                let stream_id = session.stream_id();
                 // A batch being stored when SIGTERM arrives is finished and
                 // acknowledged: select! above only interrupts reads.
-                // The batch comes back with the receipt, for the metrics.
-                let stored = tokio::task::spawn_blocking(move || {
-                    store.append(&identity, stream_id, seq, &batch.records).map(|receipt| (receipt, batch))
-                })
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
-                let (receipt, batch) = match stored {
-                    Ok(stored) => stored,
-                    Err(e) => {
-                        failures = failures.saturating_add(1);
-                        retry_later(stream, session, context, seq, failures, &format!("storage failed: {e}")).await?;
-                        continue;
-                    }
-                };
-                failures = 0;
-                session.batch_stored(seq);
-                context.metrics.stored(session.identity(), &batch.records, receipt.sync_time);
-                context.directory.records_stored(session.identity(), count, health, context.store.clock().now_millis());
-                send(stream, &CollectorMessage::Ack { stream_seq: seq }, context.max_frame).await?;
-                context.metrics.acknowledged(read_at.elapsed());
+                let counted = as_counted.then_some(counted);
+                pipeline.start(session.identity().clone(), session.stream_id(), batch, counted, read_at);
             }
             SessionAction::AckDuplicate(seq) => {
+                // After the batches before it, which are acknowledged first.
+                if !settle_all(stream, session, context, &mut pipeline, &mut failures).await? {
+                    continue;
+                }
                 debug!(device = %session.identity(), seq, "duplicate batch acknowledged without storing");
                 send(stream, &CollectorMessage::Ack { stream_seq: seq }, context.max_frame).await?;
             }
@@ -879,6 +907,60 @@ async fn stream_batches<S: AgentStream>(
             _ => {}
         }
     }
+}
+
+/// Acknowledges the oldest batch being stored if it was stored; if not,
+/// tells the agent to send it again and waits out the batches handed after
+/// it (none of which is stored: see [`crate::ingest::pipeline`]).
+async fn settle<S: AgentStream>(
+    stream: &mut S,
+    session: &mut CollectorSession,
+    context: &ConnectionContext,
+    pipeline: &mut Pipeline,
+    failures: &mut u32,
+    done: InFlight,
+    outcome: Stored,
+) -> Result<bool, Refusal> {
+    match outcome {
+        Ok((receipt, batch)) => {
+            *failures = 0;
+            session.batch_stored(done.seq);
+            context.metrics.stored_counted(session.identity(), &batch.records, done.counted, receipt.sync_time);
+            context.directory.records_stored(
+                session.identity(),
+                done.count,
+                done.health,
+                context.store.clock().now_millis(),
+            );
+            send(stream, &CollectorMessage::Ack { stream_seq: done.seq }, context.max_frame).await?;
+            context.metrics.acknowledged(done.read_at.elapsed());
+            Ok(true)
+        }
+        Err(e) => {
+            pipeline.abandon().await;
+            *failures = failures.saturating_add(1);
+            retry_later(stream, session, context, done.seq, *failures, &format!("storage failed: {e}")).await?;
+            Ok(false)
+        }
+    }
+}
+
+/// Settles every batch being stored, in order; `false` if one was not
+/// stored (the agent was told to send it again).
+async fn settle_all<S: AgentStream>(
+    stream: &mut S,
+    session: &mut CollectorSession,
+    context: &ConnectionContext,
+    pipeline: &mut Pipeline,
+    failures: &mut u32,
+) -> Result<bool, Refusal> {
+    while !pipeline.is_empty() {
+        let (done, outcome) = pipeline.next_outcome().await;
+        if !settle(stream, session, context, pipeline, failures, done, outcome).await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// A batch could not be stored: the connection stays open and the agent is

@@ -29,6 +29,7 @@
 mod connection;
 pub mod details;
 mod directory;
+mod pipeline;
 mod refusal_log;
 mod reject;
 mod server;

@@ -480,12 +480,16 @@ impl IngestMetrics {
     }
 
     /// Counts the records of a batch as they arrive, before any is dropped.
-    pub(crate) fn received(&self, org: &OrgId, records: &[Record]) {
-        for (kind, count, bytes) in tally(records) {
+    /// Returns the count, for [`Self::stored_counted`] when the batch is
+    /// stored as it arrived.
+    pub(crate) fn received(&self, org: &OrgId, records: &[Record]) -> Tally {
+        let counted = tally(records);
+        for &(kind, count, bytes) in &counted {
             let label = org_kind(org, kind);
             self.records_received.get_or_create(&label).inc_by(count);
             self.bytes_received.get_or_create(&label).inc_by(bytes);
         }
+        counted
     }
 
     /// Counts records dropped for `reason`.
@@ -504,10 +508,25 @@ impl IngestMetrics {
 
     /// Counts a batch stored durably: its records, the store's fsync time,
     /// and what agents report about their spools.
+    #[cfg(test)]
     pub(crate) fn stored(&self, identity: &DeviceIdentity, records: &[Record], sync_time: Duration) {
+        self.stored_counted(identity, records, None, sync_time);
+    }
+
+    /// As [`Self::stored`], with the records already counted as they arrived
+    /// when none was dropped or changed in size since: counting sizes means
+    /// encoding every record again, a tenth of ingest's CPU at millions of
+    /// records a second.
+    pub(crate) fn stored_counted(
+        &self,
+        identity: &DeviceIdentity,
+        records: &[Record],
+        counted: Option<Tally>,
+        sync_time: Duration,
+    ) {
         self.batches_stored.inc();
         self.fsync_latency.observe(sync_time.as_secs_f64());
-        for (kind, count, bytes) in tally(records) {
+        for (kind, count, bytes) in counted.unwrap_or_else(|| tally(records)) {
             let label = org_kind(&identity.org, kind);
             self.records_stored.get_or_create(&label).inc_by(count);
             self.bytes_stored.get_or_create(&label).inc_by(bytes);
@@ -630,7 +649,10 @@ impl IngestMetrics {
 }
 
 /// (kind, records, encoded bytes) of each kind present, in kind order.
-fn tally(records: &[Record]) -> Vec<(DataKind, u64, u64)> {
+/// Records and encoded bytes per data kind, in kind order.
+pub(crate) type Tally = Vec<(DataKind, u64, u64)>;
+
+fn tally(records: &[Record]) -> Tally {
     tally_refs(&records.iter().collect::<Vec<_>>())
 }
 

@@ -94,7 +94,9 @@ impl IngestServer {
         directory: Arc<AgentDirectory>,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.listen).await?;
+        let writer = crate::ingest::pipeline::StoreWriter::start(store.clone())?;
         let context = Arc::new(ConnectionContext {
+            writer,
             store: store.clone(),
             metrics,
             directory,

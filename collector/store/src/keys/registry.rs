@@ -341,15 +341,29 @@ impl Registry {
         segments: Vec<(SegmentRowKey, SegmentRow)>,
         cohort: Option<Cohort>,
     ) -> Result<(), KeyError> {
-        let key = (identity.org.as_str().to_owned(), identity.device.as_str().to_owned(), stream_id);
+        self.set_stored_seqs_in(vec![(identity, (stream_id, seq))], segments, cohort)
+    }
+
+    /// As [`Registry::set_stored_seq_in`] for several streams' batches at
+    /// once, committed in one transaction (or with others': concurrent
+    /// callers still share one commit).
+    pub fn set_stored_seqs_in(
+        &self,
+        streams: Vec<(&DeviceIdentity, (u64, u64))>,
+        segments: Vec<(SegmentRowKey, SegmentRow)>,
+        cohort: Option<Cohort>,
+    ) -> Result<(), KeyError> {
         let commits = &self.seq_commits;
         let lock = || commits.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut state = lock();
         let mine = state.open;
         {
             let group = state.groups.entry(mine).or_default();
-            let entry = group.updates.entry(key).or_insert(seq);
-            *entry = (*entry).max(seq);
+            for (identity, (stream_id, seq)) in streams {
+                let key = (identity.org.as_str().to_owned(), identity.device.as_str().to_owned(), stream_id);
+                let entry = group.updates.entry(key).or_insert(seq);
+                *entry = (*entry).max(seq);
+            }
             for (segment, row) in segments {
                 group.segments.entry(segment).or_default().merge(&row);
             }

@@ -136,7 +136,7 @@ use crate::retention_policy::RetentionPolicy;
 
 use block::{decode_block, encode_blocks, RecordOrigin, Stamped};
 use repeats::RepeatFilter;
-use seam::{BlockRun, SegmentBytes, SegmentInfo};
+use seam::{BlockRun, SegmentBytes, SegmentInfo, SyncTicket};
 pub use segment::{SegmentBuilder, MAX_BLOCK_LEN, SEGMENT_ROLL_BYTES};
 use segment::{SegmentPlace, SegmentReader};
 pub use writer::SEGMENT_SUFFIX;
@@ -184,6 +184,34 @@ struct StoredRecordRef<'a> {
     received_at_ms: i64,
     record: &'a Record,
 }
+
+/// A batch [`Store::write_blocks`] wrote: make it durable with
+/// [`Store::sync_written`], then commit it with [`Store::commit_sequences`].
+#[derive(Debug)]
+#[must_use = "the batch counts as stored only once its sequence is committed"]
+pub struct WrittenBatch {
+    identity: DeviceIdentity,
+    stream: (u64, u64),
+    /// The batch's ticket, its segments for the catalog, and the cohort
+    /// its sync was decided by; `None` for an empty batch.
+    written: Option<(SyncTicket, Vec<CatalogNote>, Option<crate::cohort::Cohort>)>,
+    receipt: AppendReceipt,
+}
+
+impl WrittenBatch {
+    /// What the batch stored, once committed (with the time its sync took).
+    pub fn receipt(&self) -> AppendReceipt {
+        self.receipt
+    }
+
+    /// The sending device.
+    pub fn identity(&self) -> &DeviceIdentity {
+        &self.identity
+    }
+}
+
+/// One segment's entry for the catalog, committed with the sequence.
+type CatalogNote = (crate::control::seam::SegmentRowKey, crate::control::seam::SegmentRow);
 
 /// What an append stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -824,7 +852,7 @@ impl Store {
     /// Stores a batch from `identity`, durably, then records `stream_seq` as
     /// the stream's stored sequence. Records are stamped with the current
     /// time and grouped by data kind; an empty batch only records the
-    /// sequence.
+    /// sequence. The three stages [`Self::write_blocks`], [`Self::sync_written`] and [`Self::commit_sequences`] in one call.
     pub fn append(
         &self,
         identity: &DeviceIdentity,
@@ -832,37 +860,81 @@ impl Store {
         stream_seq: u64,
         records: &[Record],
     ) -> Result<AppendReceipt, StoreError> {
-        let mut receipt = AppendReceipt::default();
-        if !records.is_empty() {
-            let received_at_ms = self.clock.now_millis();
-            let day = utc_day(received_at_ms);
-            let key = self.org_keys().get_or_create(&identity.org)?;
-            let mut by_kind: BTreeMap<DataKind, Vec<&Record>> = BTreeMap::new();
-            for record in records {
-                by_kind.entry(record.kind()).or_default().push(record);
-            }
-            let mut groups = Vec::with_capacity(by_kind.len());
-            for (kind, group) in by_kind {
-                let stamped = stamp(identity, received_at_ms, (stream_id, stream_seq), group, records.len())?;
-                receipt.records += stamped.len();
-                groups.push((kind, encode_blocks(&stamped)?));
-            }
-            let runs: Vec<BlockRun<'_>> = groups
-                .iter()
-                .map(|(kind, plaintexts)| BlockRun { org: &identity.org, kind: *kind, day, key: &key, plaintexts })
-                .collect();
-            let ticket = self.segments.append(&runs)?;
-            let sync_started = std::time::Instant::now();
-            self.segments.sync(&ticket)?;
-            receipt.sync_time = sync_started.elapsed();
-            receipt.blocks = ticket.blocks;
-            receipt.bytes = ticket.bytes;
-            let notes = catalog::notes(&ticket, &groups, identity, (stream_id, stream_seq));
-            self.registry().set_stored_seq_in(identity, (stream_id, stream_seq), notes, ticket.cohort())?;
-            return Ok(receipt);
+        let mut written = self.write_blocks(identity, stream_id, stream_seq, records)?;
+        self.sync_written(&mut written)?;
+        let WrittenBatch { identity, stream, written, receipt } = written;
+        match written {
+            Some((_, notes, cohort)) => self.registry().set_stored_seq_in(&identity, stream, notes, cohort)?,
+            None => self.registry().set_stored_seq(&identity, stream.0, stream.1)?,
         }
-        self.registry().set_stored_seq(identity, stream_id, stream_seq)?;
         Ok(receipt)
+    }
+
+    /// The first stage of [`Self::append`], for an edge that stores many
+    /// batches at once: seals the batch's records into segments and writes
+    /// them, but neither makes them durable ([`Self::sync_written`]) nor
+    /// records the stream's sequence ([`Self::commit_sequences`]), so the
+    /// batch does not count as stored. A batch whose sequence is never
+    /// committed is sent again by its agent, and readers serve its records
+    /// once (see `block`).
+    pub fn write_blocks(
+        &self,
+        identity: &DeviceIdentity,
+        stream_id: u64,
+        stream_seq: u64,
+        records: &[Record],
+    ) -> Result<WrittenBatch, StoreError> {
+        let mut receipt = AppendReceipt::default();
+        let stream = (stream_id, stream_seq);
+        if records.is_empty() {
+            return Ok(WrittenBatch { identity: identity.clone(), stream, written: None, receipt });
+        }
+        let received_at_ms = self.clock.now_millis();
+        let day = utc_day(received_at_ms);
+        let key = self.org_keys().get_or_create(&identity.org)?;
+        let mut by_kind: BTreeMap<DataKind, Vec<&Record>> = BTreeMap::new();
+        for record in records {
+            by_kind.entry(record.kind()).or_default().push(record);
+        }
+        let mut groups = Vec::with_capacity(by_kind.len());
+        for (kind, group) in by_kind {
+            let stamped = stamp(identity, received_at_ms, stream, group, records.len())?;
+            receipt.records += stamped.len();
+            groups.push((kind, encode_blocks(&stamped)?));
+        }
+        let runs: Vec<BlockRun<'_>> = groups
+            .iter()
+            .map(|(kind, plaintexts)| BlockRun { org: &identity.org, kind: *kind, day, key: &key, plaintexts })
+            .collect();
+        let ticket = self.segments.append(&runs)?;
+        receipt.blocks = ticket.blocks;
+        receipt.bytes = ticket.bytes;
+        let notes = catalog::notes(&ticket, &groups, identity, stream);
+        Ok(WrittenBatch { identity: identity.clone(), stream, written: Some((ticket, notes, None)), receipt })
+    }
+
+    /// The second stage: makes what [`Self::write_blocks`] wrote durable
+    /// (one fsync covers every batch written to a segment before it).
+    pub fn sync_written(&self, batch: &mut WrittenBatch) -> Result<(), StoreError> {
+        if let Some((ticket, _, cohort)) = &mut batch.written {
+            let started = std::time::Instant::now();
+            self.segments.sync(ticket)?;
+            batch.receipt.sync_time = started.elapsed();
+            *cohort = ticket.cohort();
+        }
+        Ok(())
+    }
+
+    /// The last stage: records every batch's sequence (and its segments in
+    /// the catalog) in one transaction, after which they are stored and may
+    /// be acknowledged. Each must have been made durable by
+    /// [`Self::sync_written`]. All or none are committed.
+    pub fn commit_sequences(&self, batches: &[&WrittenBatch]) -> Result<(), StoreError> {
+        let streams = batches.iter().map(|b| (&b.identity, b.stream)).collect();
+        let notes =
+            batches.iter().flat_map(|b| b.written.iter().flat_map(|(_, notes, _)| notes.iter().cloned())).collect();
+        self.registry().set_stored_seqs_in(streams, notes, None)?;
+        Ok(())
     }
 
     /// Appends records of one kind for one day and syncs them.

@@ -143,17 +143,28 @@ pub(crate) fn seal_block_in_format(
     if index > MAX_BLOCK_INDEX || plaintext.len() > MAX_PLAINTEXT_LEN {
         return None;
     }
-    let sealed = cipher(key)
-        .encrypt(
-            Nonce::from_slice(&block_nonce(segment_id, index)),
-            Payload { msg: plaintext, aad: &block_aad(version, place, segment_id, index) },
-        )
-        .ok()?;
-    let len = u32::try_from(sealed.len()).ok()?;
-    let mut frame = Vec::with_capacity(FRAME_HEADER_LEN as usize + sealed.len());
+    let len = u32::try_from(plaintext.len() + TAG_LEN).ok()?;
+    let header = FRAME_HEADER_LEN as usize;
+    // One buffer, sized once: the frame header, then the plaintext sealed
+    // where it lies, then the tag.
+    let mut frame = Vec::with_capacity(header + plaintext.len() + TAG_LEN);
     frame.extend_from_slice(&len.to_be_bytes());
     frame.extend_from_slice(&index.to_be_bytes());
-    frame.extend_from_slice(&sealed);
+    frame.extend_from_slice(plaintext);
+    // ring's AES-GCM rather than the `aes-gcm` crate's on the write path:
+    // the same cipher (readers open either), four to five times faster
+    // here (docs/PERFORMANCE.md), which matters at millions of records a
+    // second. Its key schedule lives on this stack frame for one block.
+    let sealing =
+        ring::aead::LessSafeKey::new(ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, key.expose()).ok()?);
+    let tag = sealing
+        .seal_in_place_separate_tag(
+            ring::aead::Nonce::assume_unique_for_key(block_nonce(segment_id, index)),
+            ring::aead::Aad::from(block_aad(version, place, segment_id, index)),
+            frame.get_mut(header..)?,
+        )
+        .ok()?;
+    frame.extend_from_slice(tag.as_ref());
     Some(frame)
 }
 
