@@ -198,7 +198,7 @@ pub fn mac_sites(link: LinkType, headers: &[u8]) -> Vec<MacSite> {
     let (_, spans) = walk(link, headers);
     let mut sites = Sites { headers, out: Vec::new() };
     for span in spans.as_slice() {
-        let (start, end) = (span.start, span.start.saturating_add(span.len));
+        let (start, end) = (span.start(), span.start().saturating_add(span.len()));
         match span.layer {
             Layer::Ethernet => {
                 sites.push_within(MacSite::Plain(start), end);

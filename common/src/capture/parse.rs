@@ -306,8 +306,22 @@ pub(super) struct Span {
     /// 51, 60); for [`Layer::Ieee80211`] the MAC header's length without
     /// radiotap's padding; otherwise 0.
     pub(super) kind: u8,
-    pub(super) start: usize,
-    pub(super) len: usize,
+    /// 32 bits rather than a usize: a walk copies its spans out, and the
+    /// collector walks every capture record twice (see `Spans`).
+    start: u32,
+    len: u32,
+}
+
+impl Span {
+    /// Where the layer starts in the packet.
+    pub(super) fn start(&self) -> usize {
+        self.start as usize
+    }
+
+    /// How long it is.
+    pub(super) fn len(&self) -> usize {
+        self.len as usize
+    }
 }
 
 /// The layers of one walk, in packet order; together they cover exactly
@@ -533,7 +547,9 @@ impl<'a> Parser<'a> {
     pub(super) fn accept_kind(&mut self, layer: Layer, kind: u8, len: usize) {
         let start = self.kept;
         self.kept = self.kept.saturating_add(len).min(self.pkt.len());
-        self.spans.push(Span { layer, kind, start, len: self.kept - start });
+        // Packets are far below 4 GiB (pcap's snap length is a u32 too).
+        let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        self.spans.push(Span { layer, kind, start: at(start), len: at(self.kept - start) });
     }
 
     /// Sets the end of the enclosing unit to `len` bytes from the current

@@ -61,10 +61,10 @@ pub(super) fn scrub_marked(link: LinkType, headers: &mut [u8], mark: &mut impl M
     for span in spans.as_slice() {
         // Spans are contiguous from 0; anything between them (never, unless
         // the list filled up) is zeroed below.
-        if span.start != covered {
+        if span.start() != covered {
             break;
         }
-        covered = span.start + span.len;
+        covered = span.start() + span.len();
         s.layer(span);
     }
     s.zero_decided(covered, s.bytes.len());
@@ -139,7 +139,7 @@ impl<M: Mark> Scrub<'_, M> {
     }
 
     fn layer(&mut self, span: &Span) {
-        let (at, len) = (span.start, span.len);
+        let (at, len) = (span.start(), span.len());
         match span.layer {
             // Addresses, types, lengths, tags, the SNAP header, the address
             // family, ARP's addresses, EAPOL's and EAP's fixed fields: all

@@ -18,6 +18,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use glimpse_common::identity::{DeviceId, DeviceKind};
+
 use super::segment::MAX_PLAINTEXT_LEN;
 use super::{StoreError, StoredRecord, StoredRecordRef};
 
@@ -86,9 +88,20 @@ pub(crate) fn encode_blocks(records: &[Stamped<'_>]) -> Result<Vec<Vec<u8>>, Sto
     let mut count = 0usize;
     let mut first: Option<RecordOrigin> = None;
     let mut last: Option<RecordOrigin> = None;
+    // A stored record encodes as its fields one after another, and a
+    // batch's records share the first three (device, kind, receive time):
+    // those are encoded once and copied.
+    let mut prefix: Option<(&DeviceId, DeviceKind, i64)> = None;
+    let mut prefix_bytes = Vec::new();
     for (record, origin) in records {
         let start = body.len();
-        body = postcard::to_extend(record, body)?;
+        let this = (record.device, record.device_kind, record.received_at_ms);
+        if prefix != Some(this) {
+            prefix_bytes = postcard::to_stdvec(&this)?;
+            prefix = Some(this);
+        }
+        body.extend_from_slice(&prefix_bytes);
+        body = postcard::to_extend(record.record, body)?;
         let len = body.len() - start;
         if len + ROOM > MAX_PLAINTEXT_LEN {
             return Err(StoreError::RecordTooLarge { len });
@@ -175,6 +188,29 @@ mod tests {
                     .collect();
                 prop_assert_eq!(again, records);
             }
+        }
+
+        /// Records of several devices, kinds and times in any order encode
+        /// exactly as each stored record does on its own.
+        #[test]
+        fn a_shared_prefix_encodes_as_the_records_do(picks in proptest::collection::vec((0usize..2, 0usize..2, 0i64..2), 1..30)) {
+            let devices = [DeviceId::new("ap-1").unwrap(), DeviceId::new("switch-22").unwrap()];
+            let kinds = [DeviceKind::Ap, DeviceKind::Switch];
+            let record = Record { observed_at_ms: 5, body: RecordBody::Metadata(DeviceMetadata::default()) };
+            let stamped: Vec<Stamped<'_>> = picks
+                .iter()
+                .map(|&(d, k, t)| {
+                    (StoredRecordRef { device: &devices[d], device_kind: kinds[k], received_at_ms: 1_000 + t, record: &record }, None)
+                })
+                .collect();
+            let blocks = encode_blocks(&stamped).unwrap();
+            prop_assert_eq!(blocks.len(), 1);
+            let mut expected = postcard::to_stdvec(&None::<BlockOrigin>).unwrap();
+            expected.extend(postcard::to_stdvec(&stamped.len()).unwrap());
+            for (r, _) in &stamped {
+                expected.extend(postcard::to_stdvec(r).unwrap());
+            }
+            prop_assert_eq!(&blocks[0], &expected);
         }
 
         /// Any run of origins survives encoding, however it splits.
