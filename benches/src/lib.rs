@@ -19,7 +19,9 @@ pub fn sample_record(i: usize) -> Record {
         .enumerate()
         .map(|(n, name)| InterfaceStats {
             name: BoundedString::truncating(name),
-            mac: Some(MacAddr([0x02, 0, 0, 0, n as u8, i as u8])),
+            // The device's own interfaces: the same addresses in every
+            // record, as on a real access point.
+            mac: Some(MacAddr([0x02, 0, 0, 0, n as u8, 1])),
             addresses: BoundedVec::truncating(vec![
                 format!("192.0.2.{}", n + 1).parse().unwrap(),
                 "2001:db8::1".parse().unwrap(),
