@@ -266,3 +266,6 @@ fn audit_admin(store: &Store, action: &str, record: &crate::control::AdminRecord
 fn audit_collector(store: &Store, action: &str, org: &OrgId, detail: &str) {
     store.audit_event("collector", action, Some(org), crate::audit::AuditOutcome::Done, detail);
 }
+
+#[cfg(test)]
+mod tests;
