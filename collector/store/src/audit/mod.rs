@@ -300,6 +300,16 @@ pub struct AuditLog {
     appended: std::sync::atomic::AtomicU64,
 }
 
+/// Entries numbered, linked and signed ([`AuditLog::chain`]), not yet written.
+struct Chained {
+    /// Their lines, canonical, without newlines.
+    lines: Vec<Vec<u8>>,
+    /// The last one's MAC: the new end of the chain.
+    last_mac: [u8; MAC_LEN],
+    /// The sequence number after them.
+    next_seq: u64,
+}
+
 /// What the appender needs to know about the end of the file.
 struct State {
     /// `None` when opened read-only or when the lines are shared: appends
@@ -455,6 +465,10 @@ impl AuditLog {
     /// Appends a non-empty slice of entries with one write and one head
     /// update; returns the last.
     fn append_chunk(&self, at_ms: i64, drafts: &[AuditDraft<'_>]) -> Result<AuditEntry, AuditError> {
+        // Never called so (chunks are non-empty), but nothing is written if it is.
+        if drafts.is_empty() {
+            return Err(AuditError::Database("no audit entries to append".into()));
+        }
         let mut state = self.lock();
         if state.rescan {
             self.rescan(&mut state)?;
@@ -481,7 +495,7 @@ impl AuditLog {
         if self.shared {
             return self.append_shared(&mut state, entries);
         }
-        let (lines, last_mac, next_seq) = self.chain(state.next_seq, state.last_mac, &mut entries)?;
+        let Chained { lines, last_mac, next_seq } = self.chain(state.next_seq, state.last_mac, &mut entries)?;
 
         let mut buf = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum::<usize>() + 1);
         if state.needs_newline {
@@ -515,12 +529,7 @@ impl AuditLog {
     /// their lines (canonical, no newline), the last MAC and the sequence
     /// number after them. Fails before any is usable if the chain cannot
     /// take them all.
-    fn chain(
-        &self,
-        mut seq: u64,
-        mut prev: [u8; MAC_LEN],
-        entries: &mut [AuditEntry],
-    ) -> Result<(Vec<Vec<u8>>, [u8; MAC_LEN], u64), AuditError> {
+    fn chain(&self, mut seq: u64, mut prev: [u8; MAC_LEN], entries: &mut [AuditEntry]) -> Result<Chained, AuditError> {
         let mut lines = Vec::with_capacity(entries.len());
         for entry in entries.iter_mut() {
             let next_seq = seq.checked_add(1).ok_or(AuditError::SeqExhausted)?;
@@ -533,7 +542,7 @@ impl AuditLog {
             prev = mac;
             seq = next_seq;
         }
-        Ok((lines, prev, seq))
+        Ok(Chained { lines, last_mac: prev, next_seq: seq })
     }
 
     /// Appends `entries` (their `seq` and `prev` from `state`) to the lines
@@ -549,7 +558,7 @@ impl AuditLog {
                 self.rescan(state)?;
             }
             let first_seq = state.next_seq;
-            let (lines, last_mac, next_seq) = self.chain(first_seq, state.last_mac, &mut entries)?;
+            let Chained { lines, last_mac, next_seq } = self.chain(first_seq, state.last_mac, &mut entries)?;
             let head = head_row(next_seq - 1, &last_mac);
             match self.head.append_audit_lines(first_seq, &lines, &head) {
                 Ok(crate::control::seam::AuditAppend::Appended) => {
