@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use glimpse_postgres::{PgControl, PgTls, PostgresConfig, LATEST_VERSION};
-use glimpse_store::control::seam::{Change, ControlStore, DeviceRow, SegmentRow, StreamRange};
+use glimpse_store::control::seam::{AuditAppend, Change, ControlStore, DeviceRow, SegmentRow, SshKeyRow, StreamRange};
 use glimpse_store::control::RedbControl;
 use glimpse_tests::postgres::Postgres;
 use glimpse_tests::DEADLINE;
@@ -89,6 +89,25 @@ fn contract(store: &dyn ControlStore) -> Vec<String> {
     note(format!("{:?}", store.ssh_key("acme", "sw-1").unwrap()));
     store.set_ssh_key("acme", "sw-1", None).unwrap();
     note(format!("{:?}", store.ssh_key("acme", "sw-1").unwrap()));
+    let key = |device: &str, line: Option<&str>| SshKeyRow {
+        org: "acme".into(),
+        device: device.into(),
+        line: line.map(str::to_owned),
+    };
+    store.set_ssh_key("acme", "sw-4", Some("ssh-ed25519 AAAA sw-4")).unwrap();
+    store
+        .set_ssh_keys(&[
+            key("sw-2", Some("ssh-ed25519 AAAA sw-2")),
+            key("sw-3", Some("ssh-ed25519 AAAA sw-3")),
+            key("sw-2", Some("ssh-ed25519 AAAA sw-2 again")),
+            key("sw-4", None),
+        ])
+        .unwrap();
+    for device in ["sw-2", "sw-3", "sw-4"] {
+        note(format!("{:?}", store.ssh_key("acme", device).unwrap()));
+    }
+    store.set_ssh_keys(&[key("sw-3", None)]).unwrap();
+    note(format!("{:?}", store.ssh_key("acme", "sw-3").unwrap()));
 
     let stream = u64::MAX - 5;
     let key = ("acme".to_owned(), "ap-9".to_owned(), stream);
@@ -206,6 +225,80 @@ fn two_collectors_on_one_database_keep_both_changes_and_one_audit_chain() {
     let seq = edited.lines().next().unwrap_or_default().trim().to_owned();
     let err = log_a.verify().unwrap_err().to_string();
     assert!(err.contains(&format!("seq {seq}")) && err.contains("bad mac"), "{err}");
+}
+
+#[test]
+fn a_batch_of_ssh_keys_or_audit_lines_is_one_transaction_and_batches_keep_one_chain() {
+    let Some(pg) = Postgres::start() else { return };
+    let store = migrated(&pg);
+    let key = |org: &str, device: &str, line: Option<&str>| SshKeyRow {
+        org: org.into(),
+        device: device.into(),
+        line: line.map(str::to_owned),
+    };
+    // PostgreSQL refuses a NUL in text: the removal after the sets fails,
+    // and the sets before it are rolled back with it.
+    let sets: Vec<SshKeyRow> =
+        (0..1500).map(|i| key("acme", &format!("sw-{i:04}"), Some(&format!("ssh-ed25519 AAAA {i}")))).collect();
+    let mut batch = sets.clone();
+    batch.push(key("ac\0me", "sw-x", None));
+    store.set_ssh_keys(&batch).unwrap_err();
+    assert_eq!(store.ssh_key("acme", "sw-0000").unwrap(), None, "nothing of a failed batch is kept");
+    assert_eq!(store.ssh_key("acme", "sw-1499").unwrap(), None);
+    store.set_ssh_keys(&sets).unwrap();
+    assert_eq!(store.ssh_key("acme", "sw-1499").unwrap().as_deref(), Some("ssh-ed25519 AAAA 1499"));
+
+    // A line already there past the first of a batch: none of the batch is
+    // appended, nor its head.
+    pg.psql("INSERT INTO glimpse_audit_lines (seq, line) VALUES (3, 'x')");
+    let lines = [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()];
+    assert_eq!(store.append_audit_lines(1, &lines, &[1; 40]).unwrap(), AuditAppend::Taken);
+    assert_eq!(store.audit_lines(0, 10).unwrap(), vec![(3, b"x".to_vec())]);
+    assert_eq!(store.audit_head().unwrap(), None);
+    pg.psql("DELETE FROM glimpse_audit_lines");
+
+    // Batches from one collector and single entries from another, at once:
+    // one linear chain.
+    let a: Arc<dyn ControlStore> = Arc::new(store);
+    let b: Arc<dyn ControlStore> = Arc::new(connected(&pg));
+    let audit_key = glimpse_store::audit::derive_audit_key(&glimpse_common::secret::SecretKey::from_bytes([7; 32]));
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let log_a = glimpse_store::audit::AuditLog::open(dir_a.path(), audit_key.clone(), Arc::clone(&a)).unwrap();
+    let log_b = glimpse_store::audit::AuditLog::open(dir_b.path(), audit_key, Arc::clone(&b)).unwrap();
+    let details: Vec<String> = (0..glimpse_store::audit::APPEND_BATCH + 100).map(|i| format!("batched {i}")).collect();
+    let drafts: Vec<glimpse_store::audit::AuditDraft<'_>> = details
+        .iter()
+        .map(|detail| glimpse_store::audit::AuditDraft {
+            actor: "collector-a",
+            action: "device.register",
+            org: Some("acme"),
+            outcome: glimpse_store::audit::AuditOutcome::Done,
+            detail,
+        })
+        .collect();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..3 {
+                assert_eq!(log_a.append_all(1, &drafts).unwrap(), drafts.len());
+            }
+        });
+        s.spawn(|| {
+            for i in 0..40 {
+                log_b
+                    .append(i, "collector-b", "test.append", None, glimpse_store::audit::AuditOutcome::Done, "")
+                    .unwrap();
+            }
+        });
+    });
+    let total = 3 * drafts.len() as u64 + 40;
+    assert_eq!(log_a.verify().unwrap().entries, total);
+    assert_eq!(log_b.verify().unwrap().entries, total);
+    let batched = log_b.entries(Some("acme"), 0, 10_000).unwrap();
+    assert_eq!(batched.len(), 3 * drafts.len());
+    // Each batch's entries stay in order, whatever came between slices.
+    let order: Vec<&str> = batched.iter().map(|e| e.detail.as_str()).collect();
+    let expected: Vec<&str> = (0..3).flat_map(|_| details.iter().map(String::as_str)).collect();
+    assert_eq!(order, expected);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use glimpse_common::secret::SecretKey;
 use glimpse_store::control::sealed::{self, RowSealer};
 use glimpse_store::control::seam::{
     AuditAppend, Change, ChangeSink, ControlError, ControlStore, DeviceRow, PolicyEdit, RowRewrite, SegmentRow,
-    SegmentRowKey, StreamSeq, MASTER_CHECK_ROW,
+    SegmentRowKey, SshKeyRow, StreamSeq, MASTER_CHECK_ROW,
 };
 use tokio_postgres::error::SqlState;
 
@@ -531,6 +531,55 @@ impl ControlStore for PgControl {
         })
     }
 
+    fn set_ssh_keys(&self, rows: &[SshKeyRow]) -> Result<(), ControlError> {
+        let sealer = self.sealer()?;
+        let mut rows = rows.to_vec();
+        // Key order, so that two collectors importing at once cannot
+        // deadlock; the last of duplicate keys wins, as in a loop of sets.
+        rows.reverse();
+        rows.sort_by(|a, b| (&a.org, &a.device).cmp(&(&b.org, &b.device)));
+        rows.dedup_by(|a, b| a.org == b.org && a.device == b.device);
+        let (set, remove): (Vec<SshKeyRow>, Vec<SshKeyRow>) = rows.into_iter().partition(|r| r.line.is_some());
+        let sealed = set
+            .iter()
+            .map(|r| {
+                sealer.seal(sealed::SSH_KEYS, &[&r.org, &r.device], r.line.as_deref().unwrap_or_default().as_bytes())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Sealed under the configuration key, which a master key rotation
+        // keeps: no master key guard. Large imports go in slices, one
+        // transaction for all of them.
+        self.run("set ssh keys", |pool| async move {
+            let mut c = client(&pool).await?;
+            let tx = c.transaction().await.map_err(db)?;
+            for (chunk, sealed) in set.chunks(1000).zip(sealed.chunks(1000)) {
+                let orgs: Vec<&str> = chunk.iter().map(|r| r.org.as_str()).collect();
+                let devices: Vec<&str> = chunk.iter().map(|r| r.device.as_str()).collect();
+                tx.execute(
+                    "INSERT INTO glimpse_device_ssh_keys (org, device, sealed)
+                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::bytea[])
+                     ON CONFLICT (org, device) DO UPDATE SET sealed = EXCLUDED.sealed",
+                    &[&orgs, &devices, &sealed],
+                )
+                .await
+                .map_err(db)?;
+            }
+            for chunk in remove.chunks(1000) {
+                let orgs: Vec<&str> = chunk.iter().map(|r| r.org.as_str()).collect();
+                let devices: Vec<&str> = chunk.iter().map(|r| r.device.as_str()).collect();
+                tx.execute(
+                    "DELETE FROM glimpse_device_ssh_keys t USING UNNEST($1::text[], $2::text[]) AS u(org, device)
+                     WHERE t.org = u.org AND t.device = u.device",
+                    &[&orgs, &devices],
+                )
+                .await
+                .map_err(db)?;
+            }
+            // Dropped uncommitted on any error above: rolled back whole.
+            tx.commit().await.map_err(db)
+        })
+    }
+
     fn stored_seq(&self, org: &str, device: &str, stream: u64) -> Result<u64, ControlError> {
         let (org, device, stream) = (org.to_owned(), device.to_owned(), stream_to_sql(stream));
         self.run("stored sequence", |pool| async move {
@@ -950,6 +999,67 @@ impl ControlStore for PgControl {
                     tx.rollback().await.map_err(db)?;
                     return Ok(AuditAppend::Taken);
                 }
+                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => return Ok(AuditAppend::Taken),
+                Err(e) => return Err(db(e)),
+            }
+            tx.execute(
+                "INSERT INTO glimpse_audit_head (id, head) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET head = EXCLUDED.head",
+                &[&head],
+            )
+            .await
+            .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            Ok(AuditAppend::Appended)
+        })
+    }
+
+    fn append_audit_lines(&self, first_seq: u64, lines: &[Vec<u8>], head: &[u8]) -> Result<AuditAppend, ControlError> {
+        let Some((first, rest)) = lines.split_first() else {
+            return Err(ControlError::Permanent("no audit lines to append".into()));
+        };
+        if rest.is_empty() {
+            return self.append_audit_line(first_seq, first, head);
+        }
+        let seqs = (1..=rest.len() as u64)
+            .map(|i| first_seq.checked_add(i).ok_or_else(|| ControlError::Permanent("audit sequence overflow".into())))
+            .map(|seq| seq.and_then(seq_to_sql))
+            .collect::<Result<Vec<i64>, _>>()?;
+        let (seq, first, rest, head) = (seq_to_sql(first_seq)?, first.clone(), rest.to_vec(), head.to_vec());
+        self.run("append audit lines", |pool| async move {
+            let mut c = client(&pool).await?;
+            let tx = c.transaction().await.map_err(db)?;
+            // The first as a single append is (only right after the last
+            // line); the rest follow it in the same transaction, so another
+            // writer sees all of them or none.
+            let inserted = tx
+                .execute(
+                    "INSERT INTO glimpse_audit_lines (seq, line)
+                     SELECT $1::int8, $2::bytea
+                     WHERE $1::int8 = 1 OR EXISTS (SELECT 1 FROM glimpse_audit_lines WHERE seq = $1::int8 - 1)
+                     ON CONFLICT (seq) DO NOTHING",
+                    &[&seq, &first],
+                )
+                .await;
+            match inserted {
+                Ok(1) => {}
+                Ok(_) => {
+                    tx.rollback().await.map_err(db)?;
+                    return Ok(AuditAppend::Taken);
+                }
+                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => return Ok(AuditAppend::Taken),
+                Err(e) => return Err(db(e)),
+            }
+            // A line already there past the first (written out of turn):
+            // nothing of this batch is kept, and the writer reads the tail
+            // again.
+            match tx
+                .execute(
+                    "INSERT INTO glimpse_audit_lines (seq, line) SELECT * FROM UNNEST($1::int8[], $2::bytea[])",
+                    &[&seqs, &rest],
+                )
+                .await
+            {
+                Ok(_) => {}
                 Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => return Ok(AuditAppend::Taken),
                 Err(e) => return Err(db(e)),
             }

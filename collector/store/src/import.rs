@@ -56,6 +56,14 @@ pub enum ImportError {
         /// Why.
         reason: String,
     },
+    /// The devices' SSH keys could not be stored (none of them was).
+    #[error("SSH keys of {devices} devices not stored: {reason}")]
+    SshKeys {
+        /// How many devices' keys were to be written.
+        devices: usize,
+        /// Why.
+        reason: String,
+    },
     /// The registry refused a write.
     #[error(transparent)]
     Registry(KeyError),
@@ -137,8 +145,7 @@ pub fn import_registrations(store: &Store, pki_dir: &Path) -> Result<(usize, usi
     let revoked = read_revoked(pki_dir)?;
     let registry = store.registry();
     // First what each registration changes, against the registry as it was;
-    // then every row in one transaction (one commit, not one per device);
-    // then the SSH keys and the audit entries, in registration order.
+    // then every row in one transaction (one commit, not one per device).
     let mut rows = Vec::with_capacity(registrations.len());
     let mut changes = Vec::with_capacity(registrations.len());
     for reg in &registrations {
@@ -168,35 +175,30 @@ pub fn import_registrations(store: &Store, pki_dir: &Path) -> Result<(usize, usi
         changes.push((identity, known, already_revoked, ssh_key, ssh_line));
     }
     registry.upsert_all(&rows).map_err(ImportError::Registry)?;
-    for (reg, (identity, known, already_revoked, ssh_key, ssh_line)) in registrations.iter().zip(changes) {
+    // Then what changed, in registration order: the SSH keys to write (one
+    // transaction for all of them) and the audit entries (one durable
+    // append per batch), instead of a commit and an fsync per device.
+    let mut ssh_writes = Vec::new();
+    let mut audits = Audits::default();
+    for (reg, (identity, known, already_revoked, ssh_key, ssh_line)) in registrations.iter().zip(&changes) {
         let new_certificate = known.as_ref().is_none_or(|k| k.cert_serial != reg.cert_serial);
         let known_ssh = registry.ssh_key(&reg.org, &reg.device).map_err(ImportError::Registry)?;
-        if known_ssh != ssh_line {
-            registry.set_ssh_key(&reg.org, &reg.device, ssh_line.as_deref()).map_err(ImportError::Registry)?;
-            if let Some(key) = &ssh_key {
-                audit_collector(
-                    store,
-                    "device.register",
-                    &reg.org,
-                    &format!("{identity} SSH key {}", glimpse_common::ssh_keys::fingerprint(key)),
-                );
+        if known_ssh != *ssh_line {
+            ssh_writes.push((&reg.org, &reg.device, ssh_line.as_deref()));
+            if let Some(key) = ssh_key {
+                let detail = format!("{identity} SSH key {}", glimpse_common::ssh_keys::fingerprint(key));
+                audits.push_ssh("device.register", &reg.org, detail);
             }
         }
-        if already_revoked && known.as_ref().is_some_and(|k| !k.revoked && !new_certificate) {
-            audit_collector(
-                store,
-                "device.revoke",
-                &reg.org,
-                &format!("{identity} certificate serial {}", reg.cert_serial),
-            );
+        if *already_revoked && known.as_ref().is_some_and(|k| !k.revoked && !new_certificate) {
+            audits.push("device.revoke", &reg.org, format!("{identity} certificate serial {}", reg.cert_serial));
         }
         if new_certificate {
             let site = reg.site.as_ref().map(|s| format!(" site {s}")).unwrap_or_default();
-            audit_collector(
-                store,
+            audits.push(
                 "device.register",
                 &reg.org,
-                &format!("{identity} certificate serial {}{site}", reg.cert_serial),
+                format!("{identity} certificate serial {}{site}", reg.cert_serial),
             );
         }
         // A device moved to another site (issued again with another --site).
@@ -204,27 +206,34 @@ pub fn import_registrations(store: &Store, pki_dir: &Path) -> Result<(usize, usi
             let name = |site: &Option<glimpse_common::identity::SiteId>| {
                 site.as_ref().map_or_else(|| "(no site)".to_owned(), ToString::to_string)
             };
-            audit_collector(
-                store,
-                "device.site",
-                &reg.org,
-                &format!("{identity} moved from site {} to {}", name(&known.site), name(&reg.site)),
-            );
+            let detail = format!("{identity} moved from site {} to {}", name(&known.site), name(&reg.site));
+            audits.push("device.site", &reg.org, detail);
         }
+    }
+    if let Err(e) = registry.set_ssh_keys(&ssh_writes) {
+        // No SSH key was written; the registry rows were, and are audited.
+        audits.entries.retain(|entry| !entry.ssh);
+        audits.append(store);
+        return Err(ImportError::SshKeys { devices: ssh_writes.len(), reason: e.to_string() });
     }
     for entry in &revoked {
         let was_revoked = registry.get(&entry.org, &entry.device).ok().flatten().is_some_and(|k| k.revoked);
+        // Already revoked (by the rows above or an earlier import): nothing
+        // to write, and nothing to audit.
+        if was_revoked {
+            continue;
+        }
         match registry.set_revoked(&entry.org, &entry.device, &entry.serial) {
-            Ok(true) if !was_revoked => audit_collector(
-                store,
+            Ok(true) => audits.push(
                 "device.revoke",
                 &entry.org,
-                &format!("{}/{} certificate serial {}", entry.org, entry.device, entry.serial),
+                format!("{}/{} certificate serial {}", entry.org, entry.device, entry.serial),
             ),
-            Ok(_) => {}
+            Ok(false) => {}
             Err(e) => warn!(org = %entry.org, device = %entry.device, "cannot mark device revoked: {e}"),
         }
     }
+    audits.append(store);
     Ok((registrations.len(), revoked.len()))
 }
 
@@ -261,8 +270,60 @@ fn audit_admin(store: &Store, action: &str, record: &crate::control::AdminRecord
     store.audit_event("collector", action, org.as_ref(), crate::audit::AuditOutcome::Done, detail);
 }
 
-/// Appends an entry the collector itself makes (imports) to the audit log;
-/// a failure is logged, not fatal.
-fn audit_collector(store: &Store, action: &str, org: &OrgId, detail: &str) {
-    store.audit_event("collector", action, Some(org), crate::audit::AuditOutcome::Done, detail);
+/// The audit entries an import makes, in order, appended together at its
+/// end ([`crate::audit::AuditLog::append_all`]).
+#[derive(Default)]
+struct Audits {
+    entries: Vec<Pending>,
 }
+
+/// One entry the collector itself makes.
+struct Pending {
+    action: &'static str,
+    org: OrgId,
+    detail: String,
+    /// It records an SSH key written with the others (and is dropped if
+    /// that write fails).
+    ssh: bool,
+}
+
+impl Audits {
+    fn push(&mut self, action: &'static str, org: &OrgId, detail: String) {
+        self.entries.push(Pending { action, org: org.clone(), detail, ssh: false });
+    }
+
+    fn push_ssh(&mut self, action: &'static str, org: &OrgId, detail: String) {
+        self.entries.push(Pending { action, org: org.clone(), detail, ssh: true });
+    }
+
+    /// Appends every entry to the audit log, as `collector`, at the
+    /// store's time; a failure is logged, not fatal (as for one entry,
+    /// [`Store::audit_event`]).
+    fn append(self, store: &Store) {
+        if self.entries.is_empty() {
+            return;
+        }
+        let drafts: Vec<crate::audit::AuditDraft<'_>> = self
+            .entries
+            .iter()
+            .map(|e| crate::audit::AuditDraft {
+                actor: "collector",
+                action: e.action,
+                org: Some(e.org.as_str()),
+                outcome: crate::audit::AuditOutcome::Done,
+                detail: &e.detail,
+            })
+            .collect();
+        match store.audit().append_all(store.clock().now_millis(), &drafts) {
+            Ok(_) => {}
+            // An offline tool on a store opened read-only: nothing may change.
+            Err(crate::audit::AuditError::ReadOnly { .. }) => {
+                tracing::info!(entries = drafts.len(), "import not in the audit log: the store is open read-only")
+            }
+            Err(e) => tracing::error!(entries = drafts.len(), "audit log append of the import failed: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -6,7 +6,8 @@
 //! `<data_dir>/audit.log`, mode 0600, one [`AuditEntry`] per line as compact
 //! JSON (`serde_json::to_vec`, fields in struct order, `\n`-terminated). The
 //! file is only ever opened for appending and every append is fsynced before
-//! [`AuditLog::append`] returns. No line we write exceeds [`MAX_LINE`] bytes:
+//! [`AuditLog::append`] returns ([`AuditLog::append_all`] writes up to
+//! [`APPEND_BATCH`] lines with one write and one fsync). No line we write exceeds [`MAX_LINE`] bytes:
 //! `detail` is cut to 1024 characters and `actor`, `action` and `org` to 256.
 //!
 //! # Chain
@@ -27,7 +28,8 @@
 //! # Head
 //!
 //! The chain alone cannot tell a truncated log from a short one, so after
-//! every append (file written and fsynced first) the last `seq` and its
+//! every append (file written and fsynced first; once per batch of
+//! [`AuditLog::append_all`]) the last `seq` and its
 //! `mac` are recorded in the redb table `audit_head`: one row `"head"`
 //! holding `seq` as a big-endian `u64` followed by the 32 MAC bytes. A log
 //! with valid entries *past* the head is accepted (a crash between the file
@@ -128,6 +130,27 @@ pub struct AuditEntry {
     /// Hex HMAC-SHA256 of this entry (see the module header).
     pub mac: String,
 }
+
+/// An entry to append with [`AuditLog::append_all`]: what
+/// [`AuditLog::append`] takes besides the time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditDraft<'a> {
+    /// Who.
+    pub actor: &'a str,
+    /// What.
+    pub action: &'a str,
+    /// The organisation concerned, if any.
+    pub org: Option<&'a str>,
+    /// Whether it was done or refused.
+    pub outcome: AuditOutcome,
+    /// Free text, cut to [`MAX_DETAIL_CHARS`] characters.
+    pub detail: &'a str,
+}
+
+/// Most entries [`AuditLog::append_all`] writes with one fsync and one
+/// head update: bounds the memory a batch holds (each line is at most
+/// [`MAX_LINE`] bytes, and in practice well under 1 KiB).
+pub const APPEND_BATCH: usize = 512;
 
 /// Which audit entries [`AuditLog::search`] returns. Every condition given
 /// must hold; the default matches every entry.
@@ -277,6 +300,16 @@ pub struct AuditLog {
     appended: std::sync::atomic::AtomicU64,
 }
 
+/// Entries numbered, linked and signed ([`AuditLog::chain`]), not yet written.
+struct Chained {
+    /// Their lines, canonical, without newlines.
+    lines: Vec<Vec<u8>>,
+    /// The last one's MAC: the new end of the chain.
+    last_mac: [u8; MAC_LEN],
+    /// The sequence number after them.
+    next_seq: u64,
+}
+
 /// What the appender needs to know about the end of the file.
 struct State {
     /// `None` when opened read-only or when the lines are shared: appends
@@ -403,62 +436,120 @@ impl AuditLog {
         outcome: AuditOutcome,
         detail: &str,
     ) -> Result<AuditEntry, AuditError> {
+        self.append_chunk(at_ms, &[AuditDraft { actor, action, org, outcome, detail }])
+    }
+
+    /// Appends `drafts` in order, as many [`append`](Self::append)s would
+    /// (the same entries, cut the same way, one per draft, chained), but
+    /// with one durable write and one head update per [`APPEND_BATCH`]
+    /// entries instead of one each: a registration import of thousands of
+    /// devices. All at `at_ms`. Returns how many were appended.
+    ///
+    /// Each slice of [`APPEND_BATCH`] is signed whole before anything is
+    /// written, so a slice the chain cannot take ([`AuditError::SeqExhausted`])
+    /// or that a read-only log refuses leaves nothing of it behind. On an
+    /// error the slices before the failing one are appended; of the failing
+    /// one, the same holds as for [`append`](Self::append): on
+    /// [`AuditError::Database`] its entries are durable in the file, on
+    /// [`AuditError::Io`] some of them may be there (a shared log's lines
+    /// are all there or none).
+    pub fn append_all(&self, at_ms: i64, drafts: &[AuditDraft<'_>]) -> Result<usize, AuditError> {
+        let mut appended = 0;
+        for chunk in drafts.chunks(APPEND_BATCH) {
+            self.append_chunk(at_ms, chunk)?;
+            appended += chunk.len();
+        }
+        Ok(appended)
+    }
+
+    /// Appends a non-empty slice of entries with one write and one head
+    /// update; returns the last.
+    fn append_chunk(&self, at_ms: i64, drafts: &[AuditDraft<'_>]) -> Result<AuditEntry, AuditError> {
+        // Never called so (chunks are non-empty), but nothing is written if it is.
+        if drafts.is_empty() {
+            return Err(AuditError::Database("no audit entries to append".into()));
+        }
         let mut state = self.lock();
         if state.rescan {
             self.rescan(&mut state)?;
         }
-        let seq = state.next_seq;
-        let next_seq = seq.checked_add(1).ok_or(AuditError::SeqExhausted)?;
-        let mut entry = AuditEntry {
-            seq,
-            at_ms,
-            at: format_rfc3339(at_ms),
-            actor: truncate_chars(actor, MAX_NAME_CHARS).to_owned(),
-            action: truncate_chars(action, MAX_NAME_CHARS).to_owned(),
-            org: org.map(|o| truncate_chars(o, MAX_NAME_CHARS).to_owned()),
-            outcome,
-            detail: truncate_chars(detail, MAX_DETAIL_CHARS).to_owned(),
-            prev: hex::encode(state.last_mac),
-            mac: String::new(),
-        };
+        let at = format_rfc3339(at_ms);
+        let mut entries: Vec<AuditEntry> = drafts
+            .iter()
+            .map(|d| AuditEntry {
+                seq: 0,
+                at_ms,
+                at: at.clone(),
+                actor: truncate_chars(d.actor, MAX_NAME_CHARS).to_owned(),
+                action: truncate_chars(d.action, MAX_NAME_CHARS).to_owned(),
+                org: d.org.map(|o| truncate_chars(o, MAX_NAME_CHARS).to_owned()),
+                outcome: d.outcome,
+                detail: truncate_chars(d.detail, MAX_DETAIL_CHARS).to_owned(),
+                prev: String::new(),
+                mac: String::new(),
+            })
+            .collect();
         if state.read_only {
             return Err(AuditError::ReadOnly { path: self.path.clone() });
         }
         if self.shared {
-            return self.append_shared(&mut state, entry);
+            return self.append_shared(&mut state, entries);
         }
-        let mac = self.sign(&entry)?;
-        entry.mac = hex::encode(mac);
+        let Chained { lines, last_mac, next_seq } = self.chain(state.next_seq, state.last_mac, &mut entries)?;
 
-        let mut line = Vec::with_capacity(512);
+        let mut buf = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum::<usize>() + 1);
         if state.needs_newline {
-            line.push(b'\n');
+            buf.push(b'\n');
         }
-        serde_json::to_writer(&mut line, &entry).map_err(AuditError::Encode)?;
-        line.push(b'\n');
+        for line in &lines {
+            buf.extend_from_slice(line);
+            buf.push(b'\n');
+        }
 
         // fdatasync covers the file size, which is all an append changes.
         let Some(file) = state.file.as_mut() else {
             return Err(AuditError::ReadOnly { path: self.path.clone() });
         };
-        if let Err(source) = file.write_all(&line).and_then(|()| file.sync_data()) {
+        if let Err(source) = file.write_all(&buf).and_then(|()| file.sync_data()) {
             state.rescan = true;
             return Err(AuditError::Io { path: self.path.clone(), source });
         }
         state.needs_newline = false;
-        state.last_mac = mac;
+        state.last_mac = last_mac;
         state.next_seq = next_seq;
         // Counted once durable in the file, even if the head update below
         // fails (see the error contract above).
-        self.appended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.write_head(seq, &mac)?;
-        Ok(entry)
+        self.appended.fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let last = entries.pop().ok_or_else(|| AuditError::Database("no entries to append".into()))?;
+        self.write_head(last.seq, &last_mac)?;
+        Ok(last)
     }
 
-    /// Appends `entry` (its `seq` and `prev` from `state`) to the lines the
-    /// control store keeps: if another collector took that sequence
-    /// number first, reads the end of the chain again and signs afresh.
-    fn append_shared(&self, state: &mut State, mut entry: AuditEntry) -> Result<AuditEntry, AuditError> {
+    /// Numbers, links and signs `entries` from `seq` after `prev`; returns
+    /// their lines (canonical, no newline), the last MAC and the sequence
+    /// number after them. Fails before any is usable if the chain cannot
+    /// take them all.
+    fn chain(&self, mut seq: u64, mut prev: [u8; MAC_LEN], entries: &mut [AuditEntry]) -> Result<Chained, AuditError> {
+        let mut lines = Vec::with_capacity(entries.len());
+        for entry in entries.iter_mut() {
+            let next_seq = seq.checked_add(1).ok_or(AuditError::SeqExhausted)?;
+            entry.seq = seq;
+            entry.prev = hex::encode(prev);
+            entry.mac.clear();
+            let mac = self.sign(entry)?;
+            entry.mac = hex::encode(mac);
+            lines.push(serde_json::to_vec(&*entry).map_err(AuditError::Encode)?);
+            prev = mac;
+            seq = next_seq;
+        }
+        Ok(Chained { lines, last_mac: prev, next_seq: seq })
+    }
+
+    /// Appends `entries` (their `seq` and `prev` from `state`) to the lines
+    /// the control store keeps, in one transaction: if another collector
+    /// took the first sequence number first, reads the end of the chain
+    /// again and signs afresh. Returns the last.
+    fn append_shared(&self, state: &mut State, mut entries: Vec<AuditEntry>) -> Result<AuditEntry, AuditError> {
         // Each retry means another collector appended meanwhile, so this
         // bound is only reached under a storm of audit entries elsewhere.
         const ATTEMPTS: usize = 64;
@@ -466,19 +557,15 @@ impl AuditLog {
             if state.rescan {
                 self.rescan(state)?;
             }
-            entry.seq = state.next_seq;
-            let next_seq = entry.seq.checked_add(1).ok_or(AuditError::SeqExhausted)?;
-            entry.prev = hex::encode(state.last_mac);
-            entry.mac.clear();
-            let mac = self.sign(&entry)?;
-            entry.mac = hex::encode(mac);
-            let line = serde_json::to_vec(&entry).map_err(AuditError::Encode)?;
-            match self.head.append_audit_line(entry.seq, &line, &head_row(entry.seq, &mac)) {
+            let first_seq = state.next_seq;
+            let Chained { lines, last_mac, next_seq } = self.chain(first_seq, state.last_mac, &mut entries)?;
+            let head = head_row(next_seq - 1, &last_mac);
+            match self.head.append_audit_lines(first_seq, &lines, &head) {
                 Ok(crate::control::seam::AuditAppend::Appended) => {
-                    state.last_mac = mac;
+                    state.last_mac = last_mac;
                     state.next_seq = next_seq;
-                    self.appended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return Ok(entry);
+                    self.appended.fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    return entries.pop().ok_or_else(|| AuditError::Database("no entries to append".into()));
                 }
                 Ok(crate::control::seam::AuditAppend::Taken) => state.rescan = true,
                 Err(e) => {

@@ -526,3 +526,83 @@ fn verify_since_checks_what_was_appended_and_the_last_entry_verified() {
     let (_, _, reason) = tampered(log.verify_since(Some(&point)).map(|v| VerifyReport { entries: v.entries }));
     assert!(reason.contains("truncated") || reason.contains("changed"), "{reason}");
 }
+
+/// `n` drafts of varied content (some long enough to be cut).
+fn drafts(n: usize) -> Vec<Drafted> {
+    (0..n)
+        .map(|i| {
+            let org = [Some("acme"), Some("globex"), None][i % 3];
+            let outcome = if i % 5 == 0 { AuditOutcome::Refused } else { AuditOutcome::Done };
+            (format!("device.register.{i}"), org, outcome, "ü".repeat(i % 1500))
+        })
+        .collect()
+}
+
+type Drafted = (String, Option<&'static str>, AuditOutcome, String);
+
+fn as_drafts(d: &[Drafted]) -> Vec<AuditDraft<'_>> {
+    d.iter()
+        .map(|(action, org, outcome, detail)| AuditDraft {
+            actor: "collector",
+            action,
+            org: *org,
+            outcome: *outcome,
+            detail,
+        })
+        .collect()
+}
+
+#[test]
+fn a_batch_appends_the_very_lines_single_appends_would_and_one_head() {
+    let n = APPEND_BATCH * 2 + 7;
+    let d = drafts(n);
+    let one_by_one = Fixture::new();
+    let log = one_by_one.with_entries(3);
+    for (action, org, outcome, detail) in &d {
+        log.append(T0, "collector", action, *org, *outcome, detail).unwrap();
+    }
+    let batched = Fixture::new();
+    let log = batched.with_entries(3);
+    assert_eq!(log.append_all(T0, &as_drafts(&d)).unwrap(), n);
+    assert_eq!(log.append_all(T0, &[]).unwrap(), 0);
+    assert_eq!(batched.lines(), one_by_one.lines(), "the same entries, chained the same");
+    assert_eq!(batched.head(), one_by_one.head());
+    assert_eq!(log.verify().unwrap().entries, 3 + n as u64);
+    assert_eq!(log.appended(), 3 + n as u64);
+    // The chain goes on from the batch, here and after a reopen.
+    assert_eq!(log.append(T0, "collector", "x", None, AuditOutcome::Done, "").unwrap().seq, 4 + n as u64);
+    drop(log);
+    assert_eq!(batched.open().append(T0, "collector", "y", None, AuditOutcome::Done, "").unwrap().seq, 5 + n as u64);
+}
+
+#[test]
+fn a_batch_the_chain_cannot_take_leaves_nothing_behind() {
+    let fx = Fixture::new();
+    let log = fx.with_entries(2);
+    let before = fx.lines();
+    // Room for two more entries (the last sequence number is never
+    // used): a batch of three must not write two.
+    let head = fx.head();
+    let mut row = head.clone();
+    row[..8].copy_from_slice(&(u64::MAX - 3).to_be_bytes());
+    fx.set_head(&row);
+    drop(log);
+    let log = fx.open();
+    let d = drafts(3);
+    assert!(matches!(log.append_all(T0, &as_drafts(&d)), Err(AuditError::SeqExhausted)));
+    assert_eq!(fx.lines(), before, "nothing of the batch was written");
+    assert_eq!(fx.head(), row, "nor the head moved");
+    // What fits still goes in.
+    assert_eq!(log.append_all(T0, &as_drafts(&d[..2])).unwrap(), 2);
+    assert_eq!(fx.lines().len(), before.len() + 2);
+}
+
+#[test]
+fn a_read_only_log_refuses_a_batch() {
+    let fx = Fixture::new();
+    drop(fx.with_entries(1));
+    let log = AuditLog::open_read_only(fx.dir.path(), SecretKey::from_bytes([7; KEY_LEN]), Arc::clone(&fx.db));
+    let d = drafts(2);
+    assert!(matches!(log.append_all(T0, &as_drafts(&d)), Err(AuditError::ReadOnly { .. })));
+    assert_eq!(fx.lines().len(), 1);
+}

@@ -17,7 +17,8 @@ use glimpse_common::secret::SecretKey;
 use super::backup::{self, Dump, HOT_WRITES_PER_BACKUP};
 use super::sealed::RowSealer;
 use super::seam::{
-    ControlError, ControlStore, DeviceRow, PolicyEdit, RowRewrite, RowTable, SegmentRow, SegmentRowKey, StreamSeq,
+    ControlError, ControlStore, DeviceRow, PolicyEdit, RowRewrite, RowTable, SegmentRow, SegmentRowKey, SshKeyRow,
+    StreamSeq,
 };
 
 /// Collector-wide metadata (the master key check).
@@ -728,6 +729,33 @@ impl ControlStore for RedbControl {
         Ok(())
     }
 
+    fn set_ssh_keys(&self, rows: &[SshKeyRow]) -> Result<(), ControlError> {
+        let s = self.sealer();
+        self.run(|db| {
+            // Dropped uncommitted on any error: none of the rows is written.
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut table = txn.open_table(SSH_KEYS).map_err(err)?;
+                for row in rows {
+                    let key = (row.org.as_str(), row.device.as_str());
+                    match &row.line {
+                        Some(line) => {
+                            let sealed = seal_t(&s, SSH_KEYS_NAME, &[&row.org, &row.device], line)?;
+                            table.insert(key, sealed.as_str()).map_err(err)?;
+                        }
+                        None => {
+                            table.remove(key).map_err(err)?;
+                        }
+                    }
+                }
+            }
+            txn.commit().map_err(err)?;
+            Ok(())
+        })?;
+        self.changed(false);
+        Ok(())
+    }
+
     fn stored_seq(&self, org: &str, device: &str, stream: u64) -> Result<u64, ControlError> {
         self.run(|db| {
             let txn = db.begin_read().map_err(err)?;
@@ -1207,6 +1235,31 @@ mod tests {
         c.raise_stored_seqs(&[(key.clone(), 3)], &[]).unwrap();
         assert_eq!(c.stored_seq("acme", "ap-001", 9).unwrap(), 5);
         assert_eq!(c.stored_seq("acme", "ap-001", 8).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_batch_of_ssh_keys_sets_and_removes_sealed_and_the_last_of_a_device_wins() {
+        let (_dir, c) = open();
+        c.set_ssh_key("acme", "sw-old", Some("ssh-ed25519 AAAA old")).unwrap();
+        c.seal_values(SecretKey::from_bytes([3; 32])).unwrap();
+        let row = |device: &str, line: Option<&str>| SshKeyRow {
+            org: "acme".into(),
+            device: device.into(),
+            line: line.map(str::to_owned),
+        };
+        let mut rows: Vec<SshKeyRow> =
+            (0..300).map(|i| row(&format!("sw-{i:03}"), Some(&format!("ssh-ed25519 AAAA {i}")))).collect();
+        rows.push(row("sw-old", None));
+        rows.push(row("sw-007", Some("ssh-ed25519 AAAA seven")));
+        rows.push(row("sw-008", None));
+        c.set_ssh_keys(&rows).unwrap();
+        assert_eq!(c.ssh_key("acme", "sw-000").unwrap().as_deref(), Some("ssh-ed25519 AAAA 0"));
+        assert_eq!(c.ssh_key("acme", "sw-299").unwrap().as_deref(), Some("ssh-ed25519 AAAA 299"));
+        assert_eq!(c.ssh_key("acme", "sw-007").unwrap().as_deref(), Some("ssh-ed25519 AAAA seven"));
+        assert_eq!(c.ssh_key("acme", "sw-008").unwrap(), None);
+        assert_eq!(c.ssh_key("acme", "sw-old").unwrap(), None);
+        c.set_ssh_keys(&[]).unwrap();
+        assert_eq!(c.ssh_key("acme", "sw-000").unwrap().as_deref(), Some("ssh-ed25519 AAAA 0"));
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! # The contract every implementation keeps
 //!
 //! - **Every write is durable when it returns `Ok`**, and atomic: a batch
-//!   ([`ControlStore::put_devices`], [`ControlStore::raise_stored_seqs`])
+//!   ([`ControlStore::put_devices`], [`ControlStore::set_ssh_keys`],
+//!   [`ControlStore::raise_stored_seqs`], [`ControlStore::append_audit_lines`])
 //!   is one transaction, all of it or none of it.
 //! - **Stream sequences never go backwards**: `raise_stored_seqs` keeps the
 //!   higher of the stored and the given value. The segment store's
@@ -49,6 +50,18 @@ pub struct DeviceRow {
     pub device: String,
     /// The encoded row.
     pub row: Vec<u8>,
+}
+
+/// One device's SSH public key line as [`ControlStore::set_ssh_keys`]
+/// writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshKeyRow {
+    /// The organisation.
+    pub org: String,
+    /// The device.
+    pub device: String,
+    /// The OpenSSH public key line; `None` removes the device's key.
+    pub line: Option<String>,
 }
 
 /// One stream's stored sequence: (organisation, device, stream id) and
@@ -210,6 +223,11 @@ pub trait ControlStore: Send + Sync + fmt::Debug {
     fn ssh_key(&self, org: &str, device: &str) -> Result<Option<String>, ControlError>;
     /// Sets (or with `None` removes) a device's SSH public key line.
     fn set_ssh_key(&self, org: &str, device: &str, line: Option<&str>) -> Result<(), ControlError>;
+    /// Sets or removes several devices' SSH public key lines, all in one
+    /// transaction (a registration import: one commit, not one per
+    /// device); the last of duplicate devices wins, as in a loop of
+    /// [`set_ssh_key`](Self::set_ssh_key).
+    fn set_ssh_keys(&self, rows: &[SshKeyRow]) -> Result<(), ControlError>;
 
     /// The highest stored sequence of a stream; 0 if none.
     fn stored_seq(&self, org: &str, device: &str, stream: u64) -> Result<u64, ControlError>;
@@ -331,6 +349,23 @@ pub trait ControlStore: Send + Sync + fmt::Debug {
     fn append_audit_line(&self, seq: u64, line: &[u8], head: &[u8]) -> Result<AuditAppend, ControlError> {
         let _ = (seq, line, head);
         Err(ControlError::Permanent("this control store keeps no audit lines".into()))
+    }
+    /// Appends consecutive audit lines, numbered from `first_seq`, and
+    /// records `head` (the last one's) with them, in one transaction: all
+    /// of them, or none if a line `first_seq` exists already
+    /// ([`AuditAppend::Taken`]) or anything fails. One commit for a batch
+    /// of entries (a registration import) instead of one each. Only for
+    /// stores that [`keep_audit_lines`](Self::keeps_audit_lines); the
+    /// default appends a single line with
+    /// [`append_audit_line`](Self::append_audit_line) and refuses more.
+    fn append_audit_lines(&self, first_seq: u64, lines: &[Vec<u8>], head: &[u8]) -> Result<AuditAppend, ControlError> {
+        match lines {
+            [line] => self.append_audit_line(first_seq, line, head),
+            _ => Err(ControlError::Permanent(format!(
+                "{} cannot append audit lines in one transaction",
+                self.describe()
+            ))),
+        }
     }
     /// Audit lines with a sequence above `after_seq`, in order, at most
     /// `limit` of them (bounded by the caller).

@@ -300,6 +300,24 @@ impl Registry {
         Ok(self.control.set_ssh_key(org.as_str(), device.as_str(), public_key)?)
     }
 
+    /// Sets or removes several devices' SSH public key lines in one
+    /// transaction: all of them, or on an error none.
+    pub fn set_ssh_keys(&self, keys: &[(&OrgId, &DeviceId, Option<&str>)]) -> Result<(), KeyError> {
+        // A reload that changed nothing commits nothing.
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<crate::control::seam::SshKeyRow> = keys
+            .iter()
+            .map(|(org, device, line)| crate::control::seam::SshKeyRow {
+                org: org.as_str().to_owned(),
+                device: device.as_str().to_owned(),
+                line: line.map(str::to_owned),
+            })
+            .collect();
+        Ok(self.control.set_ssh_keys(&rows)?)
+    }
+
     /// The device's registered SSH public key line, if it has one.
     pub fn ssh_key(&self, org: &OrgId, device: &DeviceId) -> Result<Option<String>, KeyError> {
         Ok(self.control.ssh_key(org.as_str(), device.as_str())?)

@@ -511,6 +511,9 @@ mod tests {
             fn set_ssh_key(&self, o: &str, d: &str, l: Option<&str>) -> Result<(), crate::control::ControlError> {
                 self.0.set_ssh_key(o, d, l)
             }
+            fn set_ssh_keys(&self, r: &[crate::control::seam::SshKeyRow]) -> Result<(), crate::control::ControlError> {
+                self.0.set_ssh_keys(r)
+            }
             fn stored_seq(&self, o: &str, d: &str, s: u64) -> Result<u64, crate::control::ControlError> {
                 self.0.stored_seq(o, d, s)
             }
