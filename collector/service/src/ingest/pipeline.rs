@@ -337,3 +337,109 @@ impl Pipeline {
         self.last_gate = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use glimpse_common::bounded::BoundedVec;
+    use glimpse_common::identity::{DeviceId, DeviceKind, OrgId};
+    use glimpse_common::record::{DeviceMetadata, Record, RecordBody};
+    use glimpse_common::secret::SecretKey;
+    use glimpse_store::keys::MasterKey;
+
+    use super::*;
+
+    fn store(dir: &std::path::Path) -> Arc<Store> {
+        let master = MasterKey::from_secret(SecretKey::from_bytes([5; 32]));
+        let clock = Arc::new(glimpse_common::clock::SystemClock);
+        Arc::new(Store::open(dir, master, clock, Default::default()).unwrap())
+    }
+
+    fn device(n: u32) -> DeviceIdentity {
+        let org = OrgId::new(if n % 2 == 0 { "acme" } else { "globex" }).unwrap();
+        DeviceIdentity { org, device: DeviceId::new(&format!("ap-{n}")).unwrap(), kind: DeviceKind::Ap }
+    }
+
+    fn batch(identity: &DeviceIdentity, seq: u64) -> Batch {
+        let record = Record { observed_at_ms: seq as i64, body: RecordBody::Metadata(DeviceMetadata::default()) };
+        Batch { org: identity.org.clone(), stream_seq: seq, records: BoundedVec::truncating(vec![record; 3]) }
+    }
+
+    /// One connection's job, with the gate of the one before it.
+    fn job(
+        identity: &DeviceIdentity,
+        seq: u64,
+        before: Option<&Arc<CommitGate>>,
+    ) -> (Job, Arc<CommitGate>, oneshot::Receiver<Stored>) {
+        let gate = Arc::new(CommitGate::default());
+        let (answer, answered) = oneshot::channel();
+        let job = Job {
+            identity: identity.clone(),
+            stream_id: 9,
+            batch: batch(identity, seq),
+            before: before.cloned(),
+            gate: Decides(Arc::clone(&gate)),
+            answer,
+        };
+        (job, gate, answered)
+    }
+
+    /// Batches of one connection in one group commit together; a batch
+    /// whose predecessor failed is not committed, and the stored sequence
+    /// stops before it.
+    #[test]
+    fn a_batch_commits_only_with_or_after_the_one_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let (a, b) = (device(0), device(1));
+        let (a1, a1_gate, a1_answer) = job(&a, 1, None);
+        let (a2, a2_gate, a2_answer) = job(&a, 2, Some(&a1_gate));
+        let (b1, b1_gate, b1_answer) = job(&b, 1, None);
+        let group = write_group(&store, vec![a1, a2, b1]);
+        assert_eq!(group.len(), 3);
+        commit_group(&store, group);
+        for answer in [a1_answer, a2_answer, b1_answer] {
+            assert!(answer.blocking_recv().unwrap().is_ok());
+        }
+        assert!(!a2_gate.failed() && !b1_gate.failed());
+        assert_eq!(store.registry().stored_seq(&a, 9).unwrap(), 2);
+        assert_eq!(store.registry().stored_seq(&b, 9).unwrap(), 1);
+
+        // Batch 3 fails (decided failed as its thread would); 4, handed
+        // after it, is written but never committed, in the same group or
+        // in a later one.
+        let (a3, a3_gate, _a3_answer) = job(&a, 3, Some(&a2_gate));
+        drop(a3);
+        assert!(a3_gate.failed(), "a job dropped undecided counts as failed");
+        let (a4, a4_gate, a4_answer) = job(&a, 4, Some(&a3_gate));
+        let (a5, _, a5_answer) = job(&a, 5, Some(&a4_gate));
+        let group = write_group(&store, vec![a4]);
+        assert!(group.is_empty(), "its predecessor had already failed");
+        assert!(a4_answer.blocking_recv().unwrap().is_err());
+        let group = write_group(&store, vec![a5]);
+        commit_group(&store, group);
+        assert!(a5_answer.blocking_recv().unwrap().is_err(), "failed in a chain, however far back");
+        assert_eq!(store.registry().stored_seq(&a, 9).unwrap(), 2, "the stored sequence stops before the failure");
+    }
+
+    /// The threads end with the last handle, after the batches handed over.
+    #[tokio::test]
+    async fn a_pipeline_acknowledges_in_order_through_the_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let writer = StoreWriter::start(Arc::clone(&store)).unwrap();
+        let a = device(0);
+        let mut pipeline = Pipeline::new(writer.clone());
+        for seq in 1..=MAX_BATCHES_IN_FLIGHT as u64 {
+            assert!(pipeline.has_room());
+            pipeline.start(a.clone(), 9, batch(&a, seq), None, Instant::now());
+        }
+        assert!(!pipeline.has_room(), "at most {MAX_BATCHES_IN_FLIGHT} in flight");
+        for seq in 1..=MAX_BATCHES_IN_FLIGHT as u64 {
+            let (done, outcome) = pipeline.next_outcome().await;
+            assert_eq!(done.seq, seq, "answers come in sequence order");
+            assert_eq!(outcome.unwrap().0.records, 3);
+        }
+        assert!(pipeline.is_empty());
+        assert_eq!(store.registry().stored_seq(&a, 9).unwrap(), MAX_BATCHES_IN_FLIGHT as u64);
+    }
+}
