@@ -355,8 +355,8 @@ mod tests {
     }
 
     fn device(n: u32) -> DeviceIdentity {
-        let org = OrgId::new(if n % 2 == 0 { "acme" } else { "globex" }).unwrap();
-        DeviceIdentity { org, device: DeviceId::new(&format!("ap-{n}")).unwrap(), kind: DeviceKind::Ap }
+        let org = OrgId::new(if n.is_multiple_of(2) { "acme" } else { "globex" }).unwrap();
+        DeviceIdentity { org, device: DeviceId::new(format!("ap-{n}")).unwrap(), kind: DeviceKind::Ap }
     }
 
     fn batch(identity: &DeviceIdentity, seq: u64) -> Batch {
