@@ -978,48 +978,13 @@ impl ControlStore for PgControl {
     }
 
     fn append_audit_line(&self, seq: u64, line: &[u8], head: &[u8]) -> Result<AuditAppend, ControlError> {
-        let (seq, line, head) = (seq_to_sql(seq)?, line.to_vec(), head.to_vec());
-        self.run("append audit line", |pool| async move {
-            let mut c = client(&pool).await?;
-            let tx = c.transaction().await.map_err(db)?;
-            // Only right after the last line: a writer that is behind (or
-            // ahead of a gap) inserts nothing and reads the tail again.
-            let inserted = tx
-                .execute(
-                    "INSERT INTO glimpse_audit_lines (seq, line)
-                     SELECT $1::int8, $2::bytea
-                     WHERE $1::int8 = 1 OR EXISTS (SELECT 1 FROM glimpse_audit_lines WHERE seq = $1::int8 - 1)
-                     ON CONFLICT (seq) DO NOTHING",
-                    &[&seq, &line],
-                )
-                .await;
-            match inserted {
-                Ok(1) => {}
-                Ok(_) => {
-                    tx.rollback().await.map_err(db)?;
-                    return Ok(AuditAppend::Taken);
-                }
-                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => return Ok(AuditAppend::Taken),
-                Err(e) => return Err(db(e)),
-            }
-            tx.execute(
-                "INSERT INTO glimpse_audit_head (id, head) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET head = EXCLUDED.head",
-                &[&head],
-            )
-            .await
-            .map_err(db)?;
-            tx.commit().await.map_err(db)?;
-            Ok(AuditAppend::Appended)
-        })
+        self.append_audit_lines(seq, &[line.to_vec()], head)
     }
 
     fn append_audit_lines(&self, first_seq: u64, lines: &[Vec<u8>], head: &[u8]) -> Result<AuditAppend, ControlError> {
         let Some((first, rest)) = lines.split_first() else {
             return Err(ControlError::Permanent("no audit lines to append".into()));
         };
-        if rest.is_empty() {
-            return self.append_audit_line(first_seq, first, head);
-        }
         let seqs = (1..=rest.len() as u64)
             .map(|i| first_seq.checked_add(i).ok_or_else(|| ControlError::Permanent("audit sequence overflow".into())))
             .map(|seq| seq.and_then(seq_to_sql))
@@ -1028,8 +993,9 @@ impl ControlStore for PgControl {
         self.run("append audit lines", |pool| async move {
             let mut c = client(&pool).await?;
             let tx = c.transaction().await.map_err(db)?;
-            // The first as a single append is (only right after the last
-            // line); the rest follow it in the same transaction, so another
+            // The first only right after the last line: a writer that is
+            // behind (or ahead of a gap) inserts nothing and reads the tail
+            // again. The rest follow it in the same transaction, so another
             // writer sees all of them or none.
             let inserted = tx
                 .execute(
@@ -1052,13 +1018,16 @@ impl ControlStore for PgControl {
             // A line already there past the first (written out of turn):
             // nothing of this batch is kept, and the writer reads the tail
             // again.
-            match tx
-                .execute(
+            let inserted = if rest.is_empty() {
+                Ok(0)
+            } else {
+                tx.execute(
                     "INSERT INTO glimpse_audit_lines (seq, line) SELECT * FROM UNNEST($1::int8[], $2::bytea[])",
                     &[&seqs, &rest],
                 )
                 .await
-            {
+            };
+            match inserted {
                 Ok(_) => {}
                 Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => return Ok(AuditAppend::Taken),
                 Err(e) => return Err(db(e)),

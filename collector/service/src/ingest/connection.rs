@@ -664,7 +664,13 @@ async fn stream_batches<S: AgentStream>(
     // Batches being stored, acknowledged in order as they are.
     let mut pipeline = Pipeline::new(context.writer.clone());
     loop {
-        if let Some(reason) = *ended.borrow() {
+        // Copied out: the borrow must not be held across an await.
+        let withdrawn = *ended.borrow();
+        if let Some(reason) = withdrawn {
+            // Batches read before the reload are finished and acknowledged,
+            // as one being stored always was; nothing read after it is
+            // stored.
+            settle_all(stream, session, context, &mut pipeline, &mut failures).await?;
             return Err(withdrawn_refusal(context, session.identity(), reason));
         }
         // The session says how long the agent may stay quiet.
@@ -868,8 +874,11 @@ async fn stream_batches<S: AgentStream>(
                     context.metrics.payload_cut(&org, cut_bytes);
                 }
                 // A reload may have withdrawn the credential while the batch
-                // was being read and checked.
-                if let Some(reason) = *ended.borrow() {
+                // was being read and checked: this one is not stored, those
+                // read before it are finished and acknowledged.
+                let withdrawn = *ended.borrow();
+                if let Some(reason) = withdrawn {
+                    settle_all(stream, session, context, &mut pipeline, &mut failures).await?;
                     return Err(withdrawn_refusal(context, session.identity(), reason));
                 }
                 // A batch being stored when SIGTERM arrives is finished and
