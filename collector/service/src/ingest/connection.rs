@@ -911,7 +911,14 @@ async fn stream_batches<S: AgentStream>(
                     }
                 }
             }
-            SessionAction::Close => return Ok(()),
+            SessionAction::Close => {
+                // A goodbye after batches still being stored: they are
+                // acknowledged first, as when they were stored one by one
+                // (an agent gone already just misses the acknowledgements
+                // and is told again when it reconnects).
+                let _ = settle_all(stream, session, context, &mut pipeline, &mut failures).await;
+                return Ok(());
+            }
             SessionAction::Continue | SessionAction::VerifyProof(_) => {}
             _ => {}
         }
