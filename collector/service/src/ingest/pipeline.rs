@@ -265,8 +265,8 @@ pub(crate) struct InFlight {
     answer: oneshot::Receiver<Stored>,
 }
 
-/// A connection's batches being stored, oldest first, and the gate the
-/// next one waits on.
+/// A connection's batches being stored, oldest first, and the gate of the
+/// newest, which the next one handed over is checked against.
 #[derive(Debug)]
 pub(crate) struct Pipeline {
     writer: StoreWriter,

@@ -506,17 +506,18 @@ impl IngestMetrics {
         }
     }
 
-    /// Counts a batch stored durably: its records, the store's fsync time,
-    /// and what agents report about their spools.
+    /// [`Self::stored_counted`] with the records counted afresh (tests).
     #[cfg(test)]
     pub(crate) fn stored(&self, identity: &DeviceIdentity, records: &[Record], sync_time: Duration) {
         self.stored_counted(identity, records, None, sync_time);
     }
 
-    /// As [`Self::stored`], with the records already counted as they arrived
-    /// when none was dropped or changed in size since: counting sizes means
-    /// encoding every record again, a tenth of ingest's CPU at millions of
-    /// records a second.
+    /// Counts a batch stored durably: its records, the store's fsync time,
+    /// and what agents report about their spools. `counted` is the batch as
+    /// counted on arrival ([`Self::received`]) when no record was dropped or
+    /// changed in size since, else `None` and the records are counted
+    /// here: counting sizes means encoding every record again, a tenth of
+    /// ingest's CPU at millions of records a second.
     pub(crate) fn stored_counted(
         &self,
         identity: &DeviceIdentity,
